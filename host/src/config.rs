@@ -1,0 +1,523 @@
+//! `config.toml` schema: serde structs with defaults, `NOTIFY_...` environment overrides and
+//! validation whose messages name the offending key.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything the host reads at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub connections: ConnectionConfig,
+    #[serde(default)]
+    pub broker: BrokerConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Tenants by id; the id is the `{tenant}` path segment of client URLs.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+/// Listener, admin and process-wide limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Bearer token of the admin API; `None` disables it.
+    pub admin_token: Option<String>,
+    /// How long a draining host waits for queues to flush before it exits anyway.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Time from TCP accept until the WebSocket upgrade must be complete.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Largest accepted body of `POST /v1/publish` and `/v1/publish/batch`.
+    pub max_publish_bytes: usize,
+    /// Largest number of events in one `/v1/publish/batch` request.
+    pub max_batch_events: usize,
+    /// Most connections (of any tenant) one host accepts; 0 means no limit.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_token: None,
+            shutdown_grace: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            max_publish_bytes: 1024 * 1024,
+            max_batch_events: 1000,
+            max_connections: 0,
+        }
+    }
+}
+
+/// Per-connection behaviour and limits, shared by every tenant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionConfig {
+    /// A ping goes out after this long without any frame sent by the server.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A connection that sends nothing (no pong, no frame) for this long is closed with 4000.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Largest inbound client message (and frame); larger ones close the connection with 1009.
+    pub max_message_bytes: usize,
+    /// A connection whose socket accepts no bytes for this long is closed as a slow client.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// Most frames waiting in one connection's send queue before the slow-client policy applies.
+    pub send_queue_frames: usize,
+    /// Most bytes waiting in one connection's send queue before the slow-client policy applies.
+    pub send_queue_bytes: usize,
+    /// Initial read buffer of a connection; it grows only when a client sends a larger frame.
+    pub read_buffer_bytes: usize,
+    /// Most channels one connection may be subscribed to.
+    pub max_subscriptions: usize,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(25),
+            idle_timeout: Duration::from_secs(60),
+            max_message_bytes: 64 * 1024,
+            write_timeout: Duration::from_secs(10),
+            send_queue_frames: 1024,
+            send_queue_bytes: 1024 * 1024,
+            read_buffer_bytes: 512,
+            max_subscriptions: 256,
+        }
+    }
+}
+
+/// Which broker carries events between publishers and hubs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum BrokerConfig {
+    /// Single process: events go straight from ingest to the local hub.
+    #[default]
+    Memory,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// Default filter when `RUST_LOG` is not set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// One tenant: its keys, how its clients authenticate, and its policies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Bearer key for `POST /v1/publish`.
+    pub publish_key: String,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Browser origins allowed to connect; empty allows any. `https://*.example.com` matches
+    /// subdomains.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Channel patterns a client may subscribe to when its credentials name none.
+    #[serde(default = "default_channel_patterns")]
+    pub default_channels: Vec<String>,
+    /// What happens when a connection's send queue is full.
+    #[serde(default)]
+    pub slow_client: SlowClientPolicy,
+}
+
+fn default_channel_patterns() -> Vec<String> {
+    vec!["*".into()]
+}
+
+/// How a tenant's clients prove who they are.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, tag = "mode", rename_all = "snake_case")]
+pub enum AuthConfig {
+    /// JWT verification; at least one key must be set.
+    Jwt(JwtConfig),
+    /// Development only: the user id is taken from the `user` query parameter.
+    #[default]
+    Insecure,
+}
+
+/// Keys and checks for JWT authentication.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Shared secret for HS256 tokens.
+    pub hs256_secret: Option<String>,
+    /// PEM public key (inline) for RS256 tokens.
+    pub rs256_public_key: Option<String>,
+    /// Required `iss` claim, if set.
+    pub issuer: Option<String>,
+    /// Required `aud` claim, if set.
+    pub audience: Option<String>,
+    /// Clock skew tolerated on `exp`/`nbf`, in seconds.
+    #[serde(default)]
+    pub leeway_secs: u64,
+}
+
+/// Slow-client policy: what to do when a connection's bounded send queue overflows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowClientPolicy {
+    /// Close the connection with code 4001; the client reconnects and resumes.
+    #[default]
+    Disconnect,
+    /// Discard the oldest queued frames to make room, counting each as dropped.
+    DropOldest,
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("invalid `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies `NOTIFY_...` overrides from `env`, and validates.
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, &path.display().to_string(), env)
+    }
+
+    /// Parses TOML text (`origin` names it in errors), applies overrides, and validates.
+    pub fn from_toml(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    origin: origin.into(),
+                    message: e.to_string(),
+                })?;
+        apply_env_overrides(&mut table, env)?;
+        let config: Config = table
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                origin: origin.into(),
+                message: e.to_string(),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: ranges, relations between keys, key uniqueness.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let c = &self.connections;
+        if c.heartbeat_interval.is_zero() {
+            return Err(invalid(
+                "connections.heartbeat_interval",
+                "must be greater than zero",
+            ));
+        }
+        if c.idle_timeout <= c.heartbeat_interval {
+            return Err(invalid(
+                "connections.idle_timeout",
+                format!(
+                    "must be longer than connections.heartbeat_interval ({:?}), or every client times out between pings",
+                    c.heartbeat_interval
+                ),
+            ));
+        }
+        if c.write_timeout.is_zero() {
+            return Err(invalid(
+                "connections.write_timeout",
+                "must be greater than zero",
+            ));
+        }
+        if c.max_message_bytes < 256 {
+            return Err(invalid(
+                "connections.max_message_bytes",
+                "must be at least 256",
+            ));
+        }
+        if c.send_queue_frames == 0 {
+            return Err(invalid(
+                "connections.send_queue_frames",
+                "must be at least 1",
+            ));
+        }
+        if c.send_queue_bytes < 1024 {
+            return Err(invalid(
+                "connections.send_queue_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if !(64..=1024 * 1024).contains(&c.read_buffer_bytes) {
+            return Err(invalid(
+                "connections.read_buffer_bytes",
+                "must be between 64 and 1048576",
+            ));
+        }
+        let s = &self.server;
+        if s.max_publish_bytes < 256 {
+            return Err(invalid("server.max_publish_bytes", "must be at least 256"));
+        }
+        if s.max_batch_events == 0 {
+            return Err(invalid("server.max_batch_events", "must be at least 1"));
+        }
+        if s.handshake_timeout.is_zero() {
+            return Err(invalid(
+                "server.handshake_timeout",
+                "must be greater than zero",
+            ));
+        }
+        if let Some(token) = &s.admin_token
+            && token.len() < 8
+        {
+            return Err(invalid(
+                "server.admin_token",
+                "must be at least 8 characters",
+            ));
+        }
+        if self.tenants.is_empty() {
+            return Err(invalid(
+                "tenants",
+                "at least one tenant is required (e.g. [tenants.demo])",
+            ));
+        }
+        let mut keys = HashSet::new();
+        for (id, t) in &self.tenants {
+            let key = |field: &str| format!("tenants.{id}.{field}");
+            if !valid_tenant_id(id) {
+                return Err(invalid(
+                    format!("tenants.{id}"),
+                    "tenant ids are 1-64 characters of a-z, 0-9, '-' and '_'",
+                ));
+            }
+            if t.publish_key.len() < 8 {
+                return Err(invalid(key("publish_key"), "must be at least 8 characters"));
+            }
+            if !keys.insert(t.publish_key.as_str()) {
+                return Err(invalid(
+                    key("publish_key"),
+                    "is already used by another tenant",
+                ));
+            }
+            for (i, origin) in t.allowed_origins.iter().enumerate() {
+                if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                    return Err(invalid(
+                        format!("tenants.{id}.allowed_origins[{i}]"),
+                        "must start with http:// or https://",
+                    ));
+                }
+            }
+            for (i, pattern) in t.default_channels.iter().enumerate() {
+                if !crate::channel::valid_pattern(pattern) {
+                    return Err(invalid(
+                        format!("tenants.{id}.default_channels[{i}]"),
+                        "must be `*`, a channel name, or a prefix ending in `.*`",
+                    ));
+                }
+            }
+            if let AuthConfig::Jwt(jwt) = &t.auth {
+                if jwt.hs256_secret.is_none() && jwt.rs256_public_key.is_none() {
+                    return Err(invalid(
+                        key("auth"),
+                        "mode = \"jwt\" needs hs256_secret or rs256_public_key",
+                    ));
+                }
+                if let Some(secret) = &jwt.hs256_secret
+                    && secret.len() < 16
+                {
+                    return Err(invalid(
+                        key("auth.hs256_secret"),
+                        "must be at least 16 bytes",
+                    ));
+                }
+                if let Some(pem) = &jwt.rs256_public_key {
+                    jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| {
+                        invalid(
+                            key("auth.rs256_public_key"),
+                            format!("not an RSA public key in PEM: {e}"),
+                        )
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Tenant ids appear in URLs and Redis keys, so they are kept to a safe alphabet.
+pub fn valid_tenant_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// Applies `NOTIFY_SECTION__KEY=value` variables: `__` separates path segments, segments are
+/// lower-cased, and the value is read as a TOML value when it parses as one (numbers, booleans,
+/// arrays) and as a string otherwise. `NOTIFY_TENANTS__DEMO__PUBLISH_KEY=k` sets
+/// `tenants.demo.publish_key`.
+fn apply_env_overrides(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (var, raw) in env {
+        let Some(path) = var.strip_prefix("NOTIFY_") else {
+            continue;
+        };
+        if path == "CONFIG" || path.is_empty() {
+            continue;
+        }
+        let segments: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+        if segments.iter().any(String::is_empty) {
+            return Err(ConfigError::Env {
+                var,
+                message: "empty path segment".into(),
+            });
+        }
+        let value = parse_env_value(&raw);
+        let (last, parents) = segments
+            .split_last()
+            .expect("split yields at least one segment");
+        let mut cursor = &mut *table;
+        for seg in parents {
+            let entry = cursor
+                .entry(seg.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            cursor = match entry {
+                toml::Value::Table(t) => t,
+                _ => {
+                    return Err(ConfigError::Env {
+                        var,
+                        message: format!("`{seg}` is not a table in the configuration"),
+                    });
+                }
+            };
+        }
+        cursor.insert(last.clone(), value);
+    }
+    Ok(())
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = "[tenants.demo]\npublish_key = \"demo-key\"\n";
+
+    #[test]
+    fn defaults_fill_everything_but_tenants() {
+        let c = Config::from_toml(MIN, "t", []).unwrap();
+        assert_eq!(c.server.listen.port(), 8080);
+        assert_eq!(c.connections.heartbeat_interval, Duration::from_secs(25));
+        assert!(matches!(c.tenants["demo"].auth, AuthConfig::Insecure));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let err = Config::from_toml("[server]\nlisten_addr = \"x\"\n", "t", []).unwrap_err();
+        assert!(err.to_string().contains("listen_addr"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_nested_keys() {
+        let env = [
+            (
+                "NOTIFY_SERVER__LISTEN".to_string(),
+                "127.0.0.1:9999".to_string(),
+            ),
+            (
+                "NOTIFY_CONNECTIONS__SEND_QUEUE_FRAMES".to_string(),
+                "7".to_string(),
+            ),
+            (
+                "NOTIFY_TENANTS__DEMO__PUBLISH_KEY".to_string(),
+                "other-key-123".to_string(),
+            ),
+            ("UNRELATED".to_string(), "1".to_string()),
+        ];
+        let c = Config::from_toml(MIN, "t", env).unwrap();
+        assert_eq!(c.server.listen.port(), 9999);
+        assert_eq!(c.connections.send_queue_frames, 7);
+        assert_eq!(c.tenants["demo"].publish_key, "other-key-123");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let text =
+            format!("{MIN}[connections]\nheartbeat_interval = \"30s\"\nidle_timeout = \"10s\"\n");
+        let err = Config::from_toml(&text, "t", []).unwrap_err();
+        assert!(
+            err.to_string().contains("connections.idle_timeout"),
+            "{err}"
+        );
+        let err =
+            Config::from_toml("[tenants.demo]\npublish_key = \"short\"\n", "t", []).unwrap_err();
+        assert!(
+            err.to_string().contains("tenants.demo.publish_key"),
+            "{err}"
+        );
+        let text = "[tenants.demo]\npublish_key = \"demo-key\"\nauth = { mode = \"jwt\" }\n";
+        let err = Config::from_toml(text, "t", []).unwrap_err();
+        assert!(err.to_string().contains("tenants.demo.auth"), "{err}");
+    }
+}

@@ -1,0 +1,104 @@
+//! Events as they travel from ingest through the broker to hubs, and their one-time encoding
+//! into client frames.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use crate::ws::frame;
+
+/// One published event after validation.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: String,
+    pub tenant: Arc<str>,
+    /// The event name (`event` in publish bodies and client frames).
+    pub name: String,
+    /// The payload, kept as the publisher's JSON text so it is never re-parsed.
+    pub data: Box<RawValue>,
+    /// Milliseconds since the Unix epoch when the host accepted the event.
+    pub ts: u64,
+    pub users: Vec<String>,
+    pub channels: Vec<String>,
+    pub broadcast: bool,
+    /// When the publish request arrived, for the publish-to-enqueue histogram.
+    pub received_at: Instant,
+}
+
+/// The stream an event frame is addressed to.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    User(&'a str),
+    Channel(&'a str),
+    Broadcast,
+}
+
+impl Event {
+    /// Encodes the complete WebSocket frame for one target stream. The result is shared by
+    /// every connection of that stream.
+    pub fn encode_for(&self, target: Target<'_>) -> Bytes {
+        let mut json =
+            String::with_capacity(96 + self.id.len() + self.name.len() + self.data.get().len());
+        json.push_str(r#"{"type":"event","id":"#);
+        push_json_str(&mut json, &self.id);
+        json.push_str(r#","event":"#);
+        push_json_str(&mut json, &self.name);
+        let _ = write!(json, r#","ts":{}"#, self.ts);
+        match target {
+            Target::User(u) => {
+                json.push_str(r#","user":"#);
+                push_json_str(&mut json, u);
+            }
+            Target::Channel(c) => {
+                json.push_str(r#","channel":"#);
+                push_json_str(&mut json, c);
+            }
+            Target::Broadcast => json.push_str(r#","broadcast":true"#),
+        }
+        json.push_str(r#","data":"#);
+        json.push_str(self.data.get());
+        json.push('}');
+        frame::text(json.as_bytes())
+    }
+}
+
+fn push_json_str(out: &mut String, s: &str) {
+    // Serialising a &str into a String cannot fail.
+    out.push_str(&serde_json::to_string(s).expect("string serialises"));
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Makes event ids unique across nodes and restarts: milliseconds, a random per-process tag,
+/// and a sequence number.
+pub struct IdGenerator {
+    tag: u32,
+    seq: AtomicU64,
+}
+
+impl Default for IdGenerator {
+    fn default() -> Self {
+        use std::hash::{BuildHasher, RandomState};
+        let tag = RandomState::new().hash_one(std::process::id()) as u32;
+        Self {
+            tag,
+            seq: AtomicU64::new(0),
+        }
+    }
+}
+
+impl IdGenerator {
+    pub fn next_id(&self) -> String {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        format!("{:011x}-{:08x}-{seq:x}", now_millis(), self.tag)
+    }
+}

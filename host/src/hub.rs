@@ -1,0 +1,238 @@
+//! The sharded registry of local connections: tenant -> user -> connections, tenant ->
+//! channel -> subscribers, tenant -> everyone (broadcast). Delivery encodes each event once
+//! per target stream and pushes the shared bytes into every subscriber's outbox.
+//!
+//! Locks are short and synchronous: a shard's `RwLock` is held while one stream's
+//! subscribers are pushed to (each push takes only that connection's outbox mutex), never
+//! across an await.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+
+use crate::event::{Event, Target};
+use crate::fanout::{Outbox, Pushed, QueueLimits};
+use crate::tenant::Tenant;
+
+const SHARDS: usize = 64;
+
+/// A connection as the hub sees it.
+pub struct Conn {
+    pub id: u64,
+    pub tenant: Arc<Tenant>,
+    pub user: Box<str>,
+    pub outbox: Outbox,
+}
+
+#[derive(Default)]
+struct TenantShard {
+    /// A user's devices: usually few, so a vector.
+    users: HashMap<Box<str>, Vec<Arc<Conn>>>,
+    channels: HashMap<Box<str>, HashMap<u64, Arc<Conn>>>,
+    /// This shard's slice of the tenant's connections, by connection id.
+    everyone: HashMap<u64, Arc<Conn>>,
+}
+
+type Shard = HashMap<u32, TenantShard>;
+
+/// Local connection registry and fan-out.
+pub struct Hub {
+    shards: Box<[RwLock<Shard>]>,
+    hasher: RandomState,
+    next_id: AtomicU64,
+    limits: QueueLimits,
+}
+
+/// How many local connections one delivery reached.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub queued: u64,
+    pub dropped: u64,
+    pub slow_disconnects: u64,
+}
+
+impl Hub {
+    pub fn new(limits: QueueLimits) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            hasher: RandomState::new(),
+            next_id: AtomicU64::new(1),
+            limits,
+        }
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Relaxed)
+    }
+
+    fn shard_of(&self, key: impl Hash) -> &RwLock<Shard> {
+        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
+    }
+
+    fn everyone_shard(&self, conn_id: u64) -> &RwLock<Shard> {
+        &self.shards[(conn_id as usize) % SHARDS]
+    }
+
+    /// Adds a connection to its user stream and its tenant's broadcast.
+    pub fn register(&self, conn: &Arc<Conn>) {
+        let t = conn.tenant.index;
+        self.shard_of((t, 0u8, &*conn.user))
+            .write()
+            .expect("hub lock")
+            .entry(t)
+            .or_default()
+            .users
+            .entry(conn.user.clone())
+            .or_default()
+            .push(conn.clone());
+        self.everyone_shard(conn.id)
+            .write()
+            .expect("hub lock")
+            .entry(t)
+            .or_default()
+            .everyone
+            .insert(conn.id, conn.clone());
+    }
+
+    /// Removes a connection from everything it was in; `channels` are its subscriptions.
+    pub fn unregister<'a>(&self, conn: &Conn, channels: impl IntoIterator<Item = &'a str>) {
+        for channel in channels {
+            self.unsubscribe(conn, channel);
+        }
+        let t = conn.tenant.index;
+        {
+            let mut shard = self
+                .shard_of((t, 0u8, &*conn.user))
+                .write()
+                .expect("hub lock");
+            if let Some(ts) = shard.get_mut(&t)
+                && let Some(devices) = ts.users.get_mut(&*conn.user)
+            {
+                devices.retain(|c| c.id != conn.id);
+                if devices.is_empty() {
+                    ts.users.remove(&*conn.user);
+                }
+            }
+        }
+        let mut shard = self.everyone_shard(conn.id).write().expect("hub lock");
+        if let Some(ts) = shard.get_mut(&t) {
+            ts.everyone.remove(&conn.id);
+        }
+    }
+
+    /// Adds a channel subscription; false if it already existed.
+    pub fn subscribe(&self, conn: &Arc<Conn>, channel: &str) -> bool {
+        let t = conn.tenant.index;
+        let mut shard = self.shard_of((t, 1u8, channel)).write().expect("hub lock");
+        let subs = shard
+            .entry(t)
+            .or_default()
+            .channels
+            .entry(channel.into())
+            .or_default();
+        subs.insert(conn.id, conn.clone()).is_none()
+    }
+
+    /// Removes a channel subscription; false if there was none.
+    pub fn unsubscribe(&self, conn: &Conn, channel: &str) -> bool {
+        let t = conn.tenant.index;
+        let mut shard = self.shard_of((t, 1u8, channel)).write().expect("hub lock");
+        let Some(ts) = shard.get_mut(&t) else {
+            return false;
+        };
+        let Some(subs) = ts.channels.get_mut(channel) else {
+            return false;
+        };
+        let removed = subs.remove(&conn.id).is_some();
+        if subs.is_empty() {
+            ts.channels.remove(channel);
+        }
+        removed
+    }
+
+    /// Pushes `event` to every local connection it addresses, encoding it once per target
+    /// stream.
+    pub fn deliver(&self, tenant: &Tenant, event: &Event) -> Delivery {
+        let t = tenant.index;
+        let mut total = Delivery::default();
+        for user in &event.users {
+            let shard = self
+                .shard_of((t, 0u8, user.as_str()))
+                .read()
+                .expect("hub lock");
+            if let Some(devices) = shard.get(&t).and_then(|ts| ts.users.get(user.as_str())) {
+                let frame = event.encode_for(Target::User(user));
+                self.push_all(tenant, devices.iter(), &frame, &mut total);
+            }
+        }
+        for channel in &event.channels {
+            let shard = self
+                .shard_of((t, 1u8, channel.as_str()))
+                .read()
+                .expect("hub lock");
+            if let Some(subs) = shard
+                .get(&t)
+                .and_then(|ts| ts.channels.get(channel.as_str()))
+            {
+                let frame = event.encode_for(Target::Channel(channel));
+                self.push_all(tenant, subs.values(), &frame, &mut total);
+            }
+        }
+        if event.broadcast {
+            let frame = event.encode_for(Target::Broadcast);
+            for shard in &self.shards {
+                let shard = shard.read().expect("hub lock");
+                if let Some(ts) = shard.get(&t) {
+                    self.push_all(tenant, ts.everyone.values(), &frame, &mut total);
+                }
+            }
+        }
+        let m = &tenant.metrics;
+        m.frames_enqueued.fetch_add(total.queued, Relaxed);
+        m.frames_dropped.fetch_add(total.dropped, Relaxed);
+        m.slow_client_disconnects
+            .fetch_add(total.slow_disconnects, Relaxed);
+        m.publish_to_enqueue.observe(event.received_at.elapsed());
+        total
+    }
+
+    fn push_all<'a>(
+        &self,
+        tenant: &Tenant,
+        conns: impl Iterator<Item = &'a Arc<Conn>>,
+        frame: &Bytes,
+        total: &mut Delivery,
+    ) {
+        let policy = tenant.config.slow_client;
+        for conn in conns {
+            match conn.outbox.push(frame.clone(), self.limits, policy) {
+                Pushed::Queued => total.queued += 1,
+                Pushed::QueuedDropping(n) => {
+                    total.queued += 1;
+                    total.dropped += n as u64;
+                }
+                Pushed::Overflow => {
+                    total.dropped += 1;
+                    total.slow_disconnects += 1;
+                }
+                Pushed::Closed => total.dropped += 1,
+            }
+        }
+    }
+
+    /// Number of channel subscriptions and distinct users with connections, for tests and stats.
+    pub fn counts(&self, tenant: &Tenant) -> (usize, usize) {
+        let t = tenant.index;
+        let (mut users, mut channels) = (0, 0);
+        for shard in &self.shards {
+            if let Some(ts) = shard.read().expect("hub lock").get(&t) {
+                users += ts.users.len();
+                channels += ts.channels.len();
+            }
+        }
+        (users, channels)
+    }
+}

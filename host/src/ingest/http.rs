@@ -1,0 +1,81 @@
+//! `POST /v1/publish` and `POST /v1/publish/batch`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde_json::json;
+
+use crate::app::App;
+use crate::http::{self, Body};
+
+/// Handles a publish request; `batch` selects the array form.
+pub async fn publish(app: &Arc<App>, req: Request<Incoming>, batch: bool) -> Response<Body> {
+    let res = publish_inner(app, req, batch).await;
+    if !res.status().is_success() {
+        app.metrics.publish_rejected.fetch_add(1, Relaxed);
+    }
+    res
+}
+
+async fn publish_inner(app: &Arc<App>, req: Request<Incoming>, batch: bool) -> Response<Body> {
+    if app.draining.is_cancelled() {
+        return http::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this node is shutting down; publish to another node",
+        );
+    }
+    let Some(key) = http::bearer(req.headers()) else {
+        return http::error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing Authorization: Bearer <publish key>",
+        );
+    };
+    let Some(tenant) = app.tenants.by_publish_key(key).cloned() else {
+        return http::error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown publish key",
+        );
+    };
+    let (parts, body) = req.into_parts();
+    let body =
+        match http::read_body(&parts.headers, body, app.config.server.max_publish_bytes).await {
+            Ok(b) => b,
+            Err(e) => return e.response(),
+        };
+    let parsed = if batch {
+        crate::ingest::parse_batch(
+            &tenant.id,
+            &app.ids,
+            &body,
+            app.config.server.max_batch_events,
+        )
+    } else {
+        crate::ingest::parse_one(&tenant.id, &app.ids, &body).map(|e| vec![e])
+    };
+    let events = match parsed {
+        Ok(events) => events,
+        Err(e) => return http::field_error(&e.field, e.message),
+    };
+    if let Err(e) = app.broker.publish(&tenant, &events).await {
+        return http::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "broker_unavailable",
+            e.to_string(),
+        );
+    }
+    tenant
+        .metrics
+        .events_published
+        .fetch_add(events.len() as u64, Relaxed);
+    if batch {
+        let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        http::json(StatusCode::ACCEPTED, &json!({ "ids": ids }))
+    } else {
+        http::json(StatusCode::ACCEPTED, &json!({ "id": events[0].id }))
+    }
+}

@@ -1,0 +1,218 @@
+//! Ingest: the publish body schema and its validation, shared by every way of publishing.
+
+pub mod http;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::channel;
+use crate::event::{Event, IdGenerator, now_millis};
+
+/// Most users plus channels one event may name.
+pub const MAX_TARGETS: usize = 1000;
+/// Longest event name.
+pub const MAX_EVENT_NAME: usize = 128;
+
+/// A publish request body as publishers send it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    #[serde(default)]
+    users: Vec<String>,
+    #[serde(default)]
+    channels: Vec<String>,
+    #[serde(default)]
+    broadcast: bool,
+    event: String,
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+}
+
+/// A publish body that failed validation, naming the offending field (`users[2]`,
+/// `[3].event` in batches).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+fn field_error(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Parses and validates one publish body.
+pub fn parse_one(tenant: &Arc<str>, ids: &IdGenerator, body: &[u8]) -> Result<Event, FieldError> {
+    let received_at = Instant::now();
+    let parsed: PublishBody = deserialize(body)?;
+    validate(tenant, ids, parsed, "", received_at)
+}
+
+/// Parses and validates a batch body (a JSON array of publish bodies).
+pub fn parse_batch(
+    tenant: &Arc<str>,
+    ids: &IdGenerator,
+    body: &[u8],
+    max_events: usize,
+) -> Result<Vec<Event>, FieldError> {
+    let received_at = Instant::now();
+    let parsed: Vec<PublishBody> = deserialize(body)?;
+    if parsed.is_empty() {
+        return Err(field_error("[]", "a batch needs at least one event"));
+    }
+    if parsed.len() > max_events {
+        return Err(field_error(
+            "[]",
+            format!("a batch holds at most {max_events} events"),
+        ));
+    }
+    parsed
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| validate(tenant, ids, p, &format!("[{i}]."), received_at))
+        .collect()
+}
+
+fn deserialize<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, FieldError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(de).map_err(|e| {
+        let inner = e.inner().to_string();
+        let path = e.path().to_string();
+        let missing = named_in_message(&inner).filter(|_| inner.starts_with("missing field"));
+        let syntax = e.inner().is_syntax() || e.inner().is_eof();
+        let path = if syntax { String::new() } else { path };
+        let field = match (path.as_str(), missing) {
+            ("." | "", Some(name)) => name,
+            ("." | "", None) => "body".into(),
+            (path, Some(name)) => format!("{path}.{name}"),
+            (path, None) => path.into(),
+        };
+        field_error(field, inner)
+    })?;
+    Ok(value)
+}
+
+/// The field serde names in a "missing field `x`" message.
+fn named_in_message(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(message[start..start + len].to_owned())
+}
+
+fn validate(
+    tenant: &Arc<str>,
+    ids: &IdGenerator,
+    p: PublishBody,
+    prefix: &str,
+    received_at: Instant,
+) -> Result<Event, FieldError> {
+    let f = |name: &str| format!("{prefix}{name}");
+    if p.event.is_empty() || p.event.len() > MAX_EVENT_NAME || p.event.chars().any(char::is_control)
+    {
+        return Err(field_error(
+            f("event"),
+            format!("must be 1-{MAX_EVENT_NAME} characters without control characters"),
+        ));
+    }
+    if p.users.is_empty() && p.channels.is_empty() && !p.broadcast {
+        return Err(field_error(
+            f("users"),
+            "no target: give users, channels, or broadcast: true",
+        ));
+    }
+    if p.users.len() + p.channels.len() > MAX_TARGETS {
+        return Err(field_error(
+            f("users"),
+            format!("at most {MAX_TARGETS} users and channels per event"),
+        ));
+    }
+    for (list, name) in [(&p.users, "users"), (&p.channels, "channels")] {
+        if let Some(i) = list.iter().position(|n| !channel::valid_name(n)) {
+            return Err(field_error(
+                f(&format!("{name}[{i}]")),
+                "must be 1-128 characters of A-Z a-z 0-9 _ - . : @",
+            ));
+        }
+    }
+    let mut users = p.users;
+    users.sort_unstable();
+    users.dedup();
+    let mut channels = p.channels;
+    channels.sort_unstable();
+    channels.dedup();
+    let data = p
+        .data
+        .unwrap_or_else(|| RawValue::from_string("null".into()).expect("null is JSON"));
+    Ok(Event {
+        id: ids.next_id(),
+        tenant: tenant.clone(),
+        name: p.event,
+        data,
+        ts: now_millis(),
+        users,
+        channels,
+        broadcast: p.broadcast,
+        received_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(body: &str) -> FieldError {
+        parse_one(&Arc::from("t"), &IdGenerator::default(), body.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(err(r#"{"users":["a"]}"#).field, "event");
+        assert_eq!(err(r#"{"event":"e","users":"a"}"#).field, "users");
+        assert_eq!(err(r#"{"event":"e","users":["a", 5]}"#).field, "users[1]");
+        assert_eq!(
+            err(r#"{"event":"e","users":["ok","bad name"]}"#).field,
+            "users[1]"
+        );
+        assert_eq!(err(r#"{"event":"e"}"#).field, "users");
+        assert_eq!(
+            err(r#"{"event":"e","users":["a"],"colour":1}"#).field,
+            "colour"
+        );
+        assert_eq!(err(r#"{"event":"e","broadcast":"yes"}"#).field, "broadcast");
+        assert_eq!(err("{not json").field, "body");
+        let e = parse_batch(
+            &Arc::from("t"),
+            &IdGenerator::default(),
+            br#"[{"users":["u"]}]"#,
+            10,
+        );
+        assert_eq!(e.unwrap_err().field, "[0].event");
+        assert_eq!(err(r#"{"event":"","broadcast":true}"#).field, "event");
+    }
+
+    #[test]
+    fn batch_errors_carry_the_index() {
+        let body = r#"[{"event":"a","users":["u"]},{"event":"b","channels":["bad name"]}]"#;
+        let e = parse_batch(
+            &Arc::from("t"),
+            &IdGenerator::default(),
+            body.as_bytes(),
+            10,
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "[1].channels[0]");
+    }
+
+    #[test]
+    fn data_is_kept_verbatim() {
+        let body = r#"{"event":"e","users":["u"],"data":{"a": [1, 2.50]}}"#;
+        let ev = parse_one(&Arc::from("t"), &IdGenerator::default(), body.as_bytes()).unwrap();
+        assert_eq!(ev.data.get(), r#"{"a": [1, 2.50]}"#);
+    }
+}

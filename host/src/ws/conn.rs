@@ -1,0 +1,281 @@
+//! The connection loop: one task per connection that reads client frames, writes queued
+//! frames, sends heartbeats, enforces the idle timeout and credential expiry, and drains on
+//! shutdown.
+//!
+//! Lifecycle: `Handshaking -> Authenticating` happen in `upgrade`; this loop is
+//! `Established`, then `Draining` (host shutdown) or `Closing` (any close code below), then
+//! `Closed` when the task ends and the hub forgets the connection.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::time::sleep_until;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
+
+use super::close;
+use super::protocol::{self, ClientFrame, code};
+use crate::app::App;
+use crate::auth::Identity;
+use crate::channel;
+use crate::hub::Conn;
+
+/// How long a closing connection may take to flush its last frames and the close handshake.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Connection lifecycle states after the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Established,
+    Draining,
+    Closing,
+    Closed,
+}
+
+/// Why the loop ended.
+enum End {
+    /// Close with this code and reason.
+    Close(u16, &'static str),
+    /// The client closed or the socket failed; nothing more can be sent.
+    Gone,
+}
+
+/// Runs an established connection until it closes.
+pub async fn run(
+    mut ws: WebSocketStream<TcpStream>,
+    conn: Arc<Conn>,
+    identity: Identity,
+    app: &Arc<App>,
+) {
+    let tenant = conn.tenant.clone();
+    let c = &app.config.connections;
+    app.hub.register(&conn);
+    tenant.metrics.connections.fetch_add(1, Relaxed);
+    conn.outbox
+        .push_control(protocol::welcome(&protocol::Welcome {
+            conn_id: conn.id,
+            user: &conn.user,
+            tenant: &tenant.id,
+            heartbeat_interval_ms: c.heartbeat_interval.as_millis(),
+            idle_timeout_ms: c.idle_timeout.as_millis(),
+        }));
+    let mut subscriptions: Vec<Box<str>> = Vec::new();
+    let mut state = State::Established;
+    let end = established(
+        &mut ws,
+        &conn,
+        &identity,
+        app,
+        &mut subscriptions,
+        &mut state,
+    )
+    .await;
+    app.hub
+        .unregister(&conn, subscriptions.iter().map(|s| &**s));
+    tenant.metrics.connections.fetch_sub(1, Relaxed);
+
+    let grace = if state == State::Draining {
+        app.config.server.shutdown_grace
+    } else {
+        CLOSE_TIMEOUT
+    };
+    let _ = tokio::time::timeout(grace, async {
+        match end {
+            End::Close(code, reason) => {
+                if flush(&mut ws, &conn, c.write_timeout).await.is_ok() {
+                    let frame = CloseFrame {
+                        code: CloseCode::from(code),
+                        reason: reason.into(),
+                    };
+                    let _ = ws.close(Some(frame)).await;
+                    // Wait for the client's close reply so the close is clean on both sides.
+                    while let Some(Ok(_)) = ws.next().await {}
+                }
+            }
+            End::Gone => {
+                let _ = ws.close(None).await;
+            }
+        }
+    })
+    .await;
+    tracing::trace!(conn = conn.id, state = ?State::Closed, "connection closed");
+}
+
+async fn established(
+    ws: &mut WebSocketStream<TcpStream>,
+    conn: &Arc<Conn>,
+    identity: &Identity,
+    app: &Arc<App>,
+    subscriptions: &mut Vec<Box<str>>,
+    state: &mut State,
+) -> End {
+    let c = &app.config.connections;
+    let mut last_seen = Instant::now();
+    let mut next_ping = last_seen + c.heartbeat_interval;
+    let expires = identity.expires_at.map(unix_to_instant);
+    let deadline = |last_seen: Instant, next_ping: Instant| {
+        let d = next_ping.min(last_seen + c.idle_timeout);
+        expires.map_or(d, |e| d.min(e))
+    };
+    let timer = sleep_until(deadline(last_seen, next_ping).into());
+    tokio::pin!(timer);
+    loop {
+        tokio::select! {
+            biased;
+            () = app.draining.cancelled() => {
+                *state = State::Draining;
+                return End::Close(close::GOING_AWAY, "server shutting down; reconnect and resume");
+            }
+            () = conn.outbox.wait() => {
+                if let Err(end) = flush(ws, conn, c.write_timeout).await {
+                    *state = State::Closing;
+                    return end;
+                }
+                if conn.outbox.killed().is_some() {
+                    *state = State::Closing;
+                    return End::Close(close::SLOW_CLIENT, "send queue overflow; reconnect and resume");
+                }
+            }
+            msg = ws.next() => {
+                last_seen = Instant::now();
+                let end = match msg {
+                    None => Some(End::Gone),
+                    Some(Ok(Message::Text(text))) => {
+                        on_text(&text, conn, identity, app, subscriptions);
+                        None
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        conn.outbox.push_control(protocol::error(code::BAD_FRAME, "binary frames are not supported; send JSON text", None));
+                        None
+                    }
+                    Some(Ok(Message::Close(_))) => Some(End::Gone),
+                    Some(Ok(_)) => None,
+                    Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
+                        Some(End::Close(close::MESSAGE_TOO_BIG, "message too big"))
+                    }
+                    Some(Err(WsError::Utf8(_))) => Some(End::Close(close::INVALID_PAYLOAD, "invalid UTF-8")),
+                    Some(Err(WsError::Protocol(_))) => Some(End::Close(close::PROTOCOL_ERROR, "protocol error")),
+                    Some(Err(_)) => Some(End::Gone),
+                };
+                if let Some(end) = end {
+                    *state = State::Closing;
+                    return end;
+                }
+            }
+            () = &mut timer => {
+                let now = Instant::now();
+                if now >= last_seen + c.idle_timeout {
+                    *state = State::Closing;
+                    return End::Close(close::IDLE_TIMEOUT, "idle timeout: no pong or frame received");
+                }
+                if expires.is_some_and(|e| now >= e) {
+                    *state = State::Closing;
+                    return End::Close(close::CREDENTIALS_EXPIRED, "credentials expired; reconnect with fresh ones");
+                }
+                if now >= next_ping {
+                    conn.outbox.push_control(super::frame::ping());
+                    next_ping = now + c.heartbeat_interval;
+                }
+                timer.as_mut().reset(deadline(last_seen, next_ping).into());
+            }
+        }
+    }
+}
+
+fn on_text(
+    text: &str,
+    conn: &Arc<Conn>,
+    identity: &Identity,
+    app: &App,
+    subscriptions: &mut Vec<Box<str>>,
+) {
+    let reply = match protocol::parse(text) {
+        Err(message) => protocol::error(code::BAD_FRAME, &message, None),
+        Ok(ClientFrame::Ping) => protocol::pong(),
+        Ok(ClientFrame::Subscribe { channel: name }) => {
+            let patterns = identity
+                .channels
+                .as_ref()
+                .unwrap_or(&conn.tenant.config.default_channels);
+            if !channel::valid_name(&name) {
+                protocol::error(
+                    code::INVALID_CHANNEL,
+                    "channel names are 1-128 characters of A-Z a-z 0-9 _ - . : @",
+                    Some(&name),
+                )
+            } else if !channel::allowed(patterns, &name) {
+                protocol::error(
+                    code::FORBIDDEN_CHANNEL,
+                    "your credentials do not grant this channel",
+                    Some(&name),
+                )
+            } else if subscriptions.iter().any(|s| **s == *name) {
+                protocol::subscribed(&name)
+            } else if subscriptions.len() >= app.config.connections.max_subscriptions {
+                protocol::error(
+                    code::TOO_MANY_SUBSCRIPTIONS,
+                    "subscription limit reached",
+                    Some(&name),
+                )
+            } else {
+                app.hub.subscribe(conn, &name);
+                subscriptions.push(name.as_str().into());
+                protocol::subscribed(&name)
+            }
+        }
+        Ok(ClientFrame::Unsubscribe { channel: name }) => {
+            if let Some(i) = subscriptions.iter().position(|s| **s == *name) {
+                subscriptions.swap_remove(i);
+                app.hub.unsubscribe(conn, &name);
+            }
+            protocol::unsubscribed(&name)
+        }
+    };
+    conn.outbox.push_control(reply);
+}
+
+/// Writes everything queued (after a kill: only the rest of a partly written frame). Returns
+/// once that is done and never leaves a frame partly written, because tungstenite may write a
+/// pong or close frame next. A socket that accepts nothing for `stall` is a slow client.
+async fn flush(
+    ws: &mut WebSocketStream<TcpStream>,
+    conn: &Conn,
+    stall: Duration,
+) -> Result<(), End> {
+    // Anything tungstenite queued itself (a pong, a close reply) goes out first.
+    ws.flush().await.map_err(|_| End::Gone)?;
+    let metrics = &conn.tenant.metrics;
+    loop {
+        let written = conn.outbox.write_to(ws.get_ref()).map_err(|_| End::Gone)?;
+        metrics
+            .frames_delivered
+            .fetch_add(written.frames as u64, Relaxed);
+        if written.drained {
+            return Ok(());
+        }
+        tokio::select! {
+            ready = ws.get_ref().writable() => ready.map_err(|_| End::Gone)?,
+            () = conn.outbox.wait() => {}
+            () = tokio::time::sleep(stall) => {
+                return Err(End::Close(close::SLOW_CLIENT, "write stalled; reconnect and resume"));
+            }
+        }
+    }
+}
+
+fn unix_to_instant(secs: u64) -> Instant {
+    let now_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let target = Duration::from_secs(secs);
+    let now = Instant::now();
+    match target.checked_sub(now_unix) {
+        Some(ahead) => now + ahead,
+        None => now,
+    }
+}

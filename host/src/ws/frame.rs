@@ -1,0 +1,56 @@
+//! Server-to-client WebSocket frames encoded once into wire bytes (RFC 6455 §5.2): the header
+//! and payload of an unmasked final frame, ready to be written to any number of sockets.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+const OP_TEXT: u8 = 0x1;
+const OP_PING: u8 = 0x9;
+const FIN: u8 = 0x80;
+
+fn encode(opcode: u8, payload: &[u8]) -> Bytes {
+    let len = payload.len();
+    let mut out = BytesMut::with_capacity(len + 10);
+    out.put_u8(FIN | opcode);
+    if len < 126 {
+        out.put_u8(len as u8);
+    } else if let Ok(len16) = u16::try_from(len) {
+        out.put_u8(126);
+        out.put_u16(len16);
+    } else {
+        out.put_u8(127);
+        out.put_u64(len as u64);
+    }
+    out.put_slice(payload);
+    out.freeze()
+}
+
+/// A complete text frame carrying `json`.
+pub fn text(json: &[u8]) -> Bytes {
+    encode(OP_TEXT, json)
+}
+
+/// A complete text frame carrying `value` serialised as JSON.
+pub fn json(value: &serde_json::Value) -> Bytes {
+    text(&serde_json::to_vec(value).expect("JSON values serialise"))
+}
+
+/// An empty ping frame.
+pub fn ping() -> Bytes {
+    Bytes::from_static(&[FIN | OP_PING, 0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_lengths() {
+        assert_eq!(&text(b"hi")[..], &[0x81, 2, b'h', b'i']);
+        let f = text(&[b'a'; 200]);
+        assert_eq!(&f[..4], &[0x81, 126, 0, 200]);
+        assert_eq!(f.len(), 204);
+        let f = text(&vec![b'a'; 70_000]);
+        assert_eq!(&f[..2], &[0x81, 127]);
+        assert_eq!(u64::from_be_bytes(f[2..10].try_into().unwrap()), 70_000);
+    }
+}

@@ -1,0 +1,73 @@
+//! Client protocol frames: what clients send, and the replies the host builds for them.
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::frame;
+
+/// A frame a client sends (JSON text with a `type`).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    Subscribe {
+        channel: String,
+    },
+    Unsubscribe {
+        channel: String,
+    },
+    /// Application-level keepalive for clients that cannot send WebSocket pings (browsers).
+    Ping,
+}
+
+/// Error codes of `error` frames.
+pub mod code {
+    pub const BAD_FRAME: &str = "bad_frame";
+    pub const INVALID_CHANNEL: &str = "invalid_channel";
+    pub const FORBIDDEN_CHANNEL: &str = "forbidden_channel";
+    pub const TOO_MANY_SUBSCRIPTIONS: &str = "too_many_subscriptions";
+}
+
+/// Parses a client text frame, or explains what is wrong with it.
+pub fn parse(text: &str) -> Result<ClientFrame, String> {
+    serde_json::from_str(text).map_err(|e| format!("invalid client frame: {e}"))
+}
+
+pub struct Welcome<'a> {
+    pub conn_id: u64,
+    pub user: &'a str,
+    pub tenant: &'a str,
+    pub heartbeat_interval_ms: u128,
+    pub idle_timeout_ms: u128,
+}
+
+pub fn welcome(w: &Welcome<'_>) -> Bytes {
+    frame::json(&json!({
+        "type": "welcome",
+        "connection_id": w.conn_id.to_string(),
+        "user": w.user,
+        "tenant": w.tenant,
+        "heartbeat_interval_ms": w.heartbeat_interval_ms as u64,
+        "idle_timeout_ms": w.idle_timeout_ms as u64,
+    }))
+}
+
+pub fn subscribed(channel: &str) -> Bytes {
+    frame::json(&json!({ "type": "subscribed", "channel": channel }))
+}
+
+pub fn unsubscribed(channel: &str) -> Bytes {
+    frame::json(&json!({ "type": "unsubscribed", "channel": channel }))
+}
+
+pub fn pong() -> Bytes {
+    frame::json(&json!({ "type": "pong" }))
+}
+
+pub fn error(code: &str, message: &str, channel: Option<&str>) -> Bytes {
+    let mut v = json!({ "type": "error", "code": code, "message": message });
+    if let Some(c) = channel {
+        v["channel"] = json!(c);
+    }
+    frame::json(&v)
+}
