@@ -49,9 +49,9 @@ struct Claims {
 /// A tenant's configured way of turning credentials into an [`Identity`].
 pub enum Authenticator {
     Insecure,
+    /// One key per accepted algorithm, each with a validation restricted to it.
     Jwt {
-        keys: Vec<(Algorithm, DecodingKey)>,
-        validation: Box<Validation>,
+        keys: Vec<(Algorithm, DecodingKey, Validation)>,
     },
 }
 
@@ -61,20 +61,7 @@ impl Authenticator {
         match config {
             AuthConfig::Insecure => Self::Insecure,
             AuthConfig::Jwt(jwt) => {
-                let mut keys = Vec::new();
-                if let Some(secret) = &jwt.hs256_secret {
-                    keys.push((
-                        Algorithm::HS256,
-                        DecodingKey::from_secret(secret.as_bytes()),
-                    ));
-                }
-                if let Some(pem) = &jwt.rs256_public_key
-                    && let Ok(key) = DecodingKey::from_rsa_pem(pem.as_bytes())
-                {
-                    keys.push((Algorithm::RS256, key));
-                }
                 let mut validation = Validation::new(Algorithm::HS256);
-                validation.algorithms = keys.iter().map(|(alg, _)| *alg).collect();
                 validation.leeway = jwt.leeway_secs;
                 validation.set_required_spec_claims(&["sub", "exp"]);
                 validation.validate_aud = jwt.audience.is_some();
@@ -84,10 +71,21 @@ impl Authenticator {
                 if let Some(iss) = &jwt.issuer {
                     validation.set_issuer(&[iss]);
                 }
-                Self::Jwt {
-                    keys,
-                    validation: Box::new(validation),
+                let for_alg = |alg: Algorithm| Validation {
+                    algorithms: vec![alg],
+                    ..validation.clone()
+                };
+                let mut keys = Vec::new();
+                if let Some(secret) = &jwt.hs256_secret {
+                    let key = DecodingKey::from_secret(secret.as_bytes());
+                    keys.push((Algorithm::HS256, key, for_alg(Algorithm::HS256)));
                 }
+                if let Some(pem) = &jwt.rs256_public_key
+                    && let Ok(key) = DecodingKey::from_rsa_pem(pem.as_bytes())
+                {
+                    keys.push((Algorithm::RS256, key, for_alg(Algorithm::RS256)));
+                }
+                Self::Jwt { keys }
             }
         }
     }
@@ -115,13 +113,13 @@ impl Authenticator {
                     expires_at: None,
                 })
             }
-            Self::Jwt { keys, validation } => {
+            Self::Jwt { keys } => {
                 let token = token.ok_or(AuthError::MissingToken)?;
                 let header = jsonwebtoken::decode_header(token)
                     .map_err(|e| AuthError::Invalid(e.to_string()))?;
-                let (_, key) = keys
+                let (_, key, validation) = keys
                     .iter()
-                    .find(|(alg, _)| *alg == header.alg)
+                    .find(|(alg, ..)| *alg == header.alg)
                     .ok_or_else(|| AuthError::Algorithm(format!("{:?}", header.alg)))?;
                 let data = jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| {
                     use jsonwebtoken::errors::ErrorKind;

@@ -1,1 +1,404 @@
+//! Test harness: real hosts on 127.0.0.1 port 0, real WebSocket clients (tokio-tungstenite and
+//! a raw socket client that never answers pings), and a small HTTP client.
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use notify_host::{Config, Server, ShutdownHandle};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Guard against hangs: no test step waits longer than this for something that must happen.
+pub const STEP: Duration = Duration::from_secs(10);
+
+/// The demo tenant every test config starts from.
+pub const DEMO: &str = r#"
+[tenants.demo]
+publish_key = "demo-key"
+auth = { mode = "insecure" }
+"#;
+
+/// HS256 secret of the `secure` tenant in [`JWT_TENANT`].
+pub const JWT_SECRET: &str = "test-secret-0123456789abcdef";
+
+/// A tenant that requires HS256 or RS256 JWTs.
+pub fn jwt_tenant() -> String {
+    let public = include_str!("../fixtures/rs256-test-public.pem");
+    format!(
+        "[tenants.secure]\npublish_key = \"secure-key\"\nallowed_origins = [\"https://app.example.com\"]\n\
+         auth = {{ mode = \"jwt\", hs256_secret = \"{JWT_SECRET}\", rs256_public_key = \"\"\"\n{public}\"\"\" }}\n"
+    )
+}
+
+/// The RS256 private key matching the `secure` tenant's public key.
+pub const RS256_PRIVATE: &str = include_str!("../fixtures/rs256-test-private.pem");
+
+/// A host running in this process.
+pub struct TestHost {
+    pub addr: SocketAddr,
+    pub shutdown: ShutdownHandle,
+    pub task: JoinHandle<()>,
+}
+
+impl TestHost {
+    /// Starts a host on a free port with `toml` (tenants and any overrides).
+    pub async fn start(toml: &str) -> anyhow::Result<Self> {
+        let text = format!("[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n{toml}");
+        let config = Config::from_toml(&text, "test config", [])?;
+        let server = Server::bind(config).await?;
+        let addr = server.local_addr();
+        let shutdown = server.shutdown_handle();
+        let task = tokio::spawn(server.run());
+        Ok(Self {
+            addr,
+            shutdown,
+            task,
+        })
+    }
+
+    pub fn ws_url(&self, tenant: &str, query: &str) -> String {
+        format!("ws://{}/v1/ws/{tenant}?{query}", self.addr)
+    }
+
+    /// Connects `user` of the insecure `demo` tenant and reads its welcome frame.
+    pub async fn connect_user(&self, user: &str) -> anyhow::Result<Client> {
+        let mut c = Client::connect(&self.ws_url("demo", &format!("user={user}")), &[]).await?;
+        let welcome = c.next_json().await?;
+        anyhow::ensure!(
+            welcome["type"] == "welcome",
+            "expected welcome, got {welcome}"
+        );
+        Ok(c)
+    }
+
+    pub async fn publish(&self, key: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        http(
+            self.addr,
+            "POST",
+            "/v1/publish",
+            Some(key),
+            body.to_string().into(),
+        )
+        .await
+    }
+
+    /// Publishes and insists on 202.
+    pub async fn publish_ok(&self, body: &Value) -> anyhow::Result<String> {
+        let (status, res) = self.publish("demo-key", body).await?;
+        anyhow::ensure!(status == 202, "publish returned {status}: {res}");
+        Ok(res["id"].as_str().context("id")?.to_owned())
+    }
+
+    /// The value of a metric sample line (`name{labels}`) from `/metrics`.
+    pub async fn metric(&self, sample: &str) -> anyhow::Result<f64> {
+        let (_, text) = http_raw(self.addr, "GET", "/metrics", None, Bytes::new()).await?;
+        let text = String::from_utf8(text.to_vec())?;
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))
+            .with_context(|| format!("no metric {sample}"))?;
+        Ok(line[sample.len() + 1..].trim().parse()?)
+    }
+
+    /// Polls a metric until `pred` holds (each poll is a real request; bounded by [`STEP`]).
+    pub async fn wait_metric(
+        &self,
+        sample: &str,
+        pred: impl Fn(f64) -> bool,
+    ) -> anyhow::Result<f64> {
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            let v = self.metric(sample).await?;
+            if pred(v) {
+                return Ok(v);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("metric {sample} stuck at {v}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A WebSocket client (tokio-tungstenite).
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// How a connection attempt ended when the host refused the upgrade.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Client {
+    pub async fn connect(url: &str, headers: &[(&str, &str)]) -> anyhow::Result<Self> {
+        match Self::try_connect(url, headers).await? {
+            Ok(c) => Ok(c),
+            Err(r) => bail!("upgrade refused: {} {}", r.status, r.body),
+        }
+    }
+
+    /// Connects, returning the HTTP refusal instead of failing on one.
+    pub async fn try_connect(
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Result<Self, Refused>> {
+        let mut req = url.into_client_request()?;
+        for (k, v) in headers {
+            req.headers_mut().insert(
+                hyper::header::HeaderName::from_bytes(k.as_bytes())?,
+                hyper::header::HeaderValue::from_str(v)?,
+            );
+        }
+        match tokio::time::timeout(STEP, tokio_tungstenite::connect_async(req)).await? {
+            Ok((ws, _)) => Ok(Ok(Self { ws })),
+            Err(WsError::Http(res)) => {
+                let body = res
+                    .body()
+                    .as_deref()
+                    .map(serde_json::from_slice)
+                    .transpose()?;
+                Ok(Err(Refused {
+                    status: res.status().as_u16(),
+                    body: body.unwrap_or(Value::Null),
+                }))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The next text frame as JSON (pings are answered by tungstenite and skipped).
+    pub async fn next_json(&mut self) -> anyhow::Result<Value> {
+        loop {
+            let msg = tokio::time::timeout(STEP, self.ws.next())
+                .await
+                .context("no frame in time")?;
+            match msg.context("connection ended")?? {
+                Message::Text(t) => return Ok(serde_json::from_str(&t)?),
+                Message::Close(f) => bail!("closed: {f:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// The next `event` frame, skipping protocol replies.
+    pub async fn next_event(&mut self) -> anyhow::Result<Value> {
+        loop {
+            let v = self.next_json().await?;
+            if v["type"] == "event" {
+                return Ok(v);
+            }
+        }
+    }
+
+    pub async fn send_json(&mut self, v: &Value) -> anyhow::Result<()> {
+        self.ws.send(Message::text(v.to_string())).await?;
+        Ok(())
+    }
+
+    /// Subscribes and waits for the `subscribed` reply (or returns the error frame).
+    pub async fn subscribe(&mut self, channel: &str) -> anyhow::Result<Value> {
+        self.send_json(&json!({ "type": "subscribe", "channel": channel }))
+            .await?;
+        self.next_json().await
+    }
+
+    /// Reads until the server's close frame and returns its code (skipping other frames).
+    pub async fn close_code(&mut self) -> anyhow::Result<u16> {
+        loop {
+            let msg = tokio::time::timeout(STEP, self.ws.next())
+                .await
+                .context("no close in time")?;
+            match msg {
+                Some(Ok(Message::Close(Some(f)))) => return Ok(u16::from(f.code)),
+                Some(Ok(Message::Close(None))) => return Ok(u16::from(CloseCode::Status)),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => bail!("connection failed before a close frame: {e}"),
+                None => bail!("connection ended without a close frame"),
+            }
+        }
+    }
+}
+
+/// A raw WebSocket client over a plain socket: it never answers pings, and can read and send
+/// arbitrary frames.
+pub struct RawClient {
+    pub tcp: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawClient {
+    /// Performs the upgrade by hand; returns the status line's code and the client.
+    pub async fn connect(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Self)> {
+        let mut tcp = TcpStream::connect(addr).await?;
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        );
+        tcp.write_all(req.as_bytes()).await?;
+        let mut buf = Vec::new();
+        let head_end = loop {
+            let mut chunk = [0u8; 1024];
+            let n = tokio::time::timeout(STEP, tcp.read(&mut chunk)).await??;
+            anyhow::ensure!(n > 0, "closed during handshake");
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        let status: u16 = head.split(' ').nth(1).context("status")?.parse()?;
+        buf.drain(..head_end);
+        Ok((status, Self { tcp, buf }))
+    }
+
+    /// Reads one frame: (opcode, payload).
+    pub async fn read_frame(&mut self) -> anyhow::Result<(u8, Vec<u8>)> {
+        loop {
+            if let Some((frame, used)) = parse_frame(&self.buf) {
+                self.buf.drain(..used);
+                return Ok(frame);
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(STEP, self.tcp.read(&mut chunk)).await??;
+            anyhow::ensure!(n > 0, "connection ended");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads frames until a close frame; returns its code.
+    pub async fn close_code(&mut self) -> anyhow::Result<u16> {
+        loop {
+            let (op, payload) = self.read_frame().await?;
+            if op == 0x8 {
+                anyhow::ensure!(payload.len() >= 2, "close frame without code");
+                return Ok(u16::from_be_bytes([payload[0], payload[1]]));
+            }
+        }
+    }
+
+    /// Sends one masked frame with `opcode` and `payload`.
+    pub async fn send_frame(&mut self, opcode: u8, payload: &[u8]) -> anyhow::Result<()> {
+        let mask = [0x12u8, 0x34, 0x56, 0x78];
+        let mut out = vec![0x80 | opcode];
+        let len = payload.len();
+        if len < 126 {
+            out.push(0x80 | len as u8);
+        } else if len <= 0xffff {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.tcp.write_all(&out).await?;
+        Ok(())
+    }
+}
+
+fn parse_frame(buf: &[u8]) -> Option<((u8, Vec<u8>), usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let op = buf[0] & 0x0f;
+    let (len, mut pos) = match buf[1] & 0x7f {
+        126 => (
+            u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize,
+            4,
+        ),
+        127 => (
+            u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize,
+            10,
+        ),
+        n => (n as usize, 2),
+    };
+    if buf[1] & 0x80 != 0 {
+        pos += 4;
+    }
+    let payload = buf.get(pos..pos + len)?.to_vec();
+    Some(((op, payload), pos + len))
+}
+
+/// One HTTP/1.1 request; returns the status and the body parsed as JSON (Null if empty).
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Bytes,
+) -> anyhow::Result<(u16, Value)> {
+    let (status, bytes) = http_raw(addr, method, path, bearer, body).await?;
+    let value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)?
+    };
+    Ok((status, value))
+}
+
+/// One HTTP/1.1 request; returns the status and the raw body.
+pub async fn http_raw(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Bytes,
+) -> anyhow::Result<(u16, Bytes)> {
+    let tcp = TcpStream::connect(addr).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    if let Some(key) = bearer {
+        req = req.header("authorization", format!("Bearer {key}"));
+    }
+    let req = req.body(Full::new(body))?;
+    let res = tokio::time::timeout(STEP, sender.send_request(req)).await??;
+    let status = res.status().as_u16();
+    let bytes = res.into_body().collect().await?.to_bytes();
+    Ok((status, bytes))
+}
+
+/// An HS256 token for `sub` with `exp` seconds from now (negative: already expired).
+pub fn hs256_token(sub: &str, exp_in: i64, channels: Option<&[&str]>, secret: &str) -> String {
+    let exp = jsonwebtoken::get_current_timestamp() as i64 + exp_in;
+    let mut claims = json!({ "sub": sub, "exp": exp });
+    if let Some(c) = channels {
+        claims["channels"] = json!(c);
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("encoding a token")
+}
+
+/// An RS256 token for `sub` signed with the fixture key.
+pub fn rs256_token(sub: &str, exp_in: i64) -> String {
+    let exp = jsonwebtoken::get_current_timestamp() as i64 + exp_in;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &json!({ "sub": sub, "exp": exp }),
+        &jsonwebtoken::EncodingKey::from_rsa_pem(RS256_PRIVATE.as_bytes()).expect("fixture key"),
+    )
+    .expect("encoding a token")
+}
