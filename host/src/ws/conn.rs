@@ -87,7 +87,7 @@ pub async fn run(
     let _ = tokio::time::timeout(grace, async {
         match end {
             End::Close(code, reason) => {
-                if flush(&mut ws, &conn, c.write_timeout).await.is_ok() {
+                if flush(&mut ws, &conn, c.write_timeout, true).await.is_ok() {
                     let frame = CloseFrame {
                         code: CloseCode::from(code),
                         reason: reason.into(),
@@ -132,7 +132,7 @@ async fn established(
                 return End::Close(close::GOING_AWAY, "server shutting down; reconnect and resume");
             }
             () = conn.outbox.wait() => {
-                if let Err(end) = flush(ws, conn, c.write_timeout).await {
+                if let Err(end) = flush(ws, conn, c.write_timeout, false).await {
                     *state = State::Closing;
                     return end;
                 }
@@ -242,10 +242,12 @@ fn on_text(
 /// Writes everything queued (after a kill: only the rest of a partly written frame). Returns
 /// once that is done and never leaves a frame partly written, because tungstenite may write a
 /// pong or close frame next. A socket that accepts nothing for `stall` is a slow client.
+/// After a kill, only a `finishing` (closing) connection keeps writing; the loop returns at once.
 async fn flush(
     ws: &mut WebSocketStream<TcpStream>,
     conn: &Conn,
     stall: Duration,
+    finishing: bool,
 ) -> Result<(), End> {
     // Anything tungstenite queued itself (a pong, a close reply) goes out first.
     ws.flush().await.map_err(|_| End::Gone)?;
@@ -255,7 +257,7 @@ async fn flush(
         metrics
             .frames_delivered
             .fetch_add(written.frames as u64, Relaxed);
-        if written.drained {
+        if written.drained || (conn.outbox.killed().is_some() && !finishing) {
             return Ok(());
         }
         tokio::select! {
