@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use notify_host::{Config, Server, ShutdownHandle};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -223,8 +223,11 @@ impl Client {
                 .await
                 .context("no close in time")?;
             match msg {
-                Some(Ok(Message::Close(Some(f)))) => return Ok(u16::from(f.code)),
-                Some(Ok(Message::Close(None))) => return Ok(u16::from(CloseCode::Status)),
+                Some(Ok(Message::Close(f))) => {
+                    // Complete the close handshake, as a well-behaved client does.
+                    let _ = self.ws.close(None).await;
+                    return Ok(f.map_or(u16::from(CloseCode::Status), |f| u16::from(f.code)));
+                }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => bail!("connection failed before a close frame: {e}"),
                 None => bail!("connection ended without a close frame"),
@@ -401,4 +404,81 @@ pub fn rs256_token(sub: &str, exp_in: i64) -> String {
         &jsonwebtoken::EncodingKey::from_rsa_pem(RS256_PRIVATE.as_bytes()).expect("fixture key"),
     )
     .expect("encoding a token")
+}
+
+/// Path of the host binary built for the tests (expands in the calling test crate, where
+/// Cargo sets it).
+#[macro_export]
+macro_rules! host_bin {
+    () => {
+        env!("CARGO_BIN_EXE_notify-host-test")
+    };
+}
+
+/// A host running as its own process (the real binary), for signals and kills.
+pub struct HostProcess {
+    pub addr: SocketAddr,
+    pub child: tokio::process::Child,
+    _dir: TempDir,
+}
+
+impl HostProcess {
+    /// Starts the binary `bin` (pass [`host_bin!`]) with a config made of a free-port
+    /// listener plus `toml`.
+    pub async fn start(bin: &str, toml: &str) -> anyhow::Result<Self> {
+        let dir = TempDir::new("host")?;
+        let config = dir.path.join("config.toml");
+        std::fs::write(&config, format!("[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n{toml}"))?;
+        let mut child = tokio::process::Command::new(bin)
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let addr = tokio::time::timeout(STEP, async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest.split_whitespace().next().context("address")?;
+                    return Ok::<_, anyhow::Error>(addr.parse()?);
+                }
+            }
+            bail!("host exited before listening")
+        })
+        .await??;
+        // Keep draining the log so the host never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self { addr, child, _dir: dir })
+    }
+
+    /// Sends `signal` (e.g. "TERM", "KILL") to the process.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self.child.id().context("process already reaped")?;
+        let status = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status()?;
+        anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
+        Ok(())
+    }
+}
+
+/// A directory removed when dropped.
+pub struct TempDir {
+    pub path: std::path::PathBuf,
+}
+
+impl TempDir {
+    pub fn new(prefix: &str) -> anyhow::Result<Self> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("notify-{prefix}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&path)?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
 }

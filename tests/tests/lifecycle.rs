@@ -155,3 +155,22 @@ async fn shutdown_sends_1001_to_everyone_and_refuses_new_work() -> anyhow::Resul
 }
 
 use futures_util::SinkExt as _;
+
+#[tokio::test]
+async fn sigterm_drains_with_1001_and_exits_zero() -> anyhow::Result<()> {
+    let mut host = notify_tests::HostProcess::start(notify_tests::host_bin!(), DEMO).await?;
+    let mut clients = Vec::new();
+    for i in 0..5 {
+        let url = format!("ws://{}/v1/ws/demo?user=p{i}", host.addr);
+        let mut c = Client::connect(&url, &[]).await?;
+        assert_eq!(c.next_json().await?["type"], "welcome");
+        clients.push(c);
+    }
+    host.signal("TERM")?;
+    for c in &mut clients {
+        assert_eq!(c.close_code().await?, 1001);
+    }
+    let status = tokio::time::timeout(notify_tests::STEP, host.child.wait()).await??;
+    assert_eq!(status.code(), Some(0));
+    Ok(())
+}

@@ -79,30 +79,26 @@ pub async fn run(
         .unregister(&conn, subscriptions.iter().map(|s| &**s));
     tenant.metrics.connections.fetch_sub(1, Relaxed);
 
-    let grace = if state == State::Draining {
-        app.config.server.shutdown_grace
-    } else {
-        CLOSE_TIMEOUT
-    };
-    let _ = tokio::time::timeout(grace, async {
-        match end {
-            End::Close(code, reason) => {
-                if flush(&mut ws, &conn, c.write_timeout, true).await.is_ok() {
-                    let frame = CloseFrame {
-                        code: CloseCode::from(code),
-                        reason: reason.into(),
-                    };
+    // A draining host lets queues flush for up to the grace period; any other close gets a
+    // short bound. The close handshake itself is always short.
+    let flush_bound = if state == State::Draining { app.config.server.shutdown_grace } else { CLOSE_TIMEOUT };
+    match end {
+        End::Close(code, reason) => {
+            let flushed = tokio::time::timeout(flush_bound, flush(&mut ws, &conn, c.write_timeout, true)).await;
+            if matches!(flushed, Ok(Ok(()))) {
+                let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
                     let _ = ws.close(Some(frame)).await;
                     // Wait for the client's close reply so the close is clean on both sides.
                     while let Some(Ok(_)) = ws.next().await {}
-                }
-            }
-            End::Gone => {
-                let _ = ws.close(None).await;
+                })
+                .await;
             }
         }
-    })
-    .await;
+        End::Gone => {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
+        }
+    }
     tracing::trace!(conn = conn.id, state = ?State::Closed, "connection closed");
 }
 

@@ -158,7 +158,7 @@ pub fn handle(
         match upgraded {
             Ok(Ok(upgraded)) => match upgraded.downcast::<TokioIo<TcpStream>>() {
                 Ok(parts) => {
-                    let ws = websocket(&app, parts.io.into_inner(), &parts.read_buf).await;
+                    let ws = websocket(&app, parts.io.into_inner(), parts.read_buf).await;
                     conn.tenant.metrics.handshakes.fetch_add(1, Relaxed);
                     super::conn::run(ws, conn, identity, &app).await;
                 }
@@ -193,7 +193,11 @@ pub fn handle(
 /// Wraps the socket with small buffers: tungstenite's defaults would allocate 128 KiB per
 /// connection up front. Server frames bypass tungstenite's write buffer entirely (see
 /// `fanout`), so it only ever holds pongs and close frames.
-async fn websocket(app: &App, tcp: TcpStream, pre_read: &[u8]) -> WebSocketStream<TcpStream> {
+///
+/// `pre_read` (bytes the client sent before the upgrade finished) is a view into hyper's
+/// 8 KiB read buffer; it is consumed here so that buffer is freed before the connection
+/// settles in.
+async fn websocket(app: &App, tcp: TcpStream, pre_read: bytes::Bytes) -> WebSocketStream<TcpStream> {
     let c = &app.config.connections;
     let config = WebSocketConfig::default()
         .read_buffer_size(c.read_buffer_bytes)

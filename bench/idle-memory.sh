@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Measures host RSS per idle WebSocket connection.
+#
+#   bench/idle-memory.sh [CONNECTIONS]     (default 15000)
+#
+# Builds release binaries, starts a host on a free loopback port with the demo tenant,
+# records its RSS, opens CONNECTIONS idle connections with notify-load (one client process;
+# the per-process open-file cap is 20,000), waits until the host reports them all, lets it
+# settle, and prints (RSS after - RSS before) / CONNECTIONS. Stops only what it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+conns=${1:-15000}
+cargo build --release -q -p notify-host -p notify-bench
+work=$(mktemp -d)
+host_pid=""; load_pid=""
+cleanup() {
+  [ -n "$load_pid" ] && kill "$load_pid" 2>/dev/null || true
+  [ -n "$host_pid" ] && kill "$host_pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$work/config.toml" <<TOML
+[server]
+listen = "127.0.0.1:$port"
+[connections]
+heartbeat_interval = "25s"
+idle_timeout = "60s"
+[log]
+level = "warn"
+[tenants.demo]
+publish_key = "demo-key"
+auth = { mode = "insecure" }
+TOML
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+metric() { curl -s "http://127.0.0.1:$port/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+
+target/release/notify-host --config "$work/config.toml" > "$work/host.log" 2>&1 &
+host_pid=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
+# One connection first, so one-time allocations (runtime, hub shards) are in the baseline.
+target/release/notify-load idle --url "ws://127.0.0.1:$port/v1/ws/demo" --connections 1 --hold 1 --user-prefix warm- >/dev/null
+sleep 1.5
+before=$(rss_kib "$host_pid")
+
+target/release/notify-load idle --url "ws://127.0.0.1:$port/v1/ws/demo" --connections "$conns" --hold 600 > "$work/load.log" 2>&1 &
+load_pid=$!
+deadline=$((SECONDS + 300))
+while [ "$(metric 'notify_connections{tenant="demo"}')" != "$conns" ]; do
+  [ $SECONDS -lt $deadline ] || { echo "timed out waiting for $conns connections"; cat "$work/load.log"; exit 1; }
+  kill -0 "$load_pid" 2>/dev/null || { echo "load generator exited"; cat "$work/load.log"; exit 1; }
+  sleep 0.5
+done
+sleep 5
+after=$(rss_kib "$host_pid")
+head -1 "$work/load.log"
+per=$(( (after - before) * 1024 / conns ))
+echo "connections:   $conns"
+echo "host RSS:      before ${before} KiB, after ${after} KiB"
+echo "per idle conn: ${per} bytes ($(awk -v b="$per" 'BEGIN {printf "%.2f", b/1024}') KiB)"
