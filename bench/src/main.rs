@@ -36,7 +36,9 @@ fn parse(args: &[String]) -> anyhow::Result<Idle> {
         prefix: "load-".into(),
     };
     while let Some(flag) = it.next() {
-        let value = it.next().with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let value = it
+            .next()
+            .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
         match flag.as_str() {
             "--url" => idle.url = value.clone(),
             "--connections" => idle.connections = value.parse()?,

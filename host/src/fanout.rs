@@ -119,10 +119,6 @@ impl Outbox {
         self.state.lock().expect("outbox lock").kill
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.state.lock().expect("outbox lock").frames.is_empty()
-    }
-
     /// Writes queued frames to `socket` without blocking, as many per `writev` as fit.
     /// Stops when the queue is empty, the socket is full, or a kill was requested.
     pub fn write_to(&self, socket: &TcpStream) -> io::Result<Written> {

@@ -222,17 +222,4 @@ impl Hub {
             }
         }
     }
-
-    /// Number of channel subscriptions and distinct users with connections, for tests and stats.
-    pub fn counts(&self, tenant: &Tenant) -> (usize, usize) {
-        let t = tenant.index;
-        let (mut users, mut channels) = (0, 0);
-        for shard in &self.shards {
-            if let Some(ts) = shard.read().expect("hub lock").get(&t) {
-                users += ts.users.len();
-                channels += ts.channels.len();
-            }
-        }
-        (users, channels)
-    }
 }

@@ -428,7 +428,10 @@ impl HostProcess {
     pub async fn start(bin: &str, toml: &str) -> anyhow::Result<Self> {
         let dir = TempDir::new("host")?;
         let config = dir.path.join("config.toml");
-        std::fs::write(&config, format!("[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n{toml}"))?;
+        std::fs::write(
+            &config,
+            format!("[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n{toml}"),
+        )?;
         let mut child = tokio::process::Command::new(bin)
             .arg("--config")
             .arg(&config)
@@ -450,13 +453,20 @@ impl HostProcess {
         .await??;
         // Keep draining the log so the host never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Self { addr, child, _dir: dir })
+        Ok(Self {
+            addr,
+            child,
+            _dir: dir,
+        })
     }
 
     /// Sends `signal` (e.g. "TERM", "KILL") to the process.
     pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
         let pid = self.child.id().context("process already reaped")?;
-        let status = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status()?;
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()?;
         anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
         Ok(())
     }

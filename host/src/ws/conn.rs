@@ -81,12 +81,21 @@ pub async fn run(
 
     // A draining host lets queues flush for up to the grace period; any other close gets a
     // short bound. The close handshake itself is always short.
-    let flush_bound = if state == State::Draining { app.config.server.shutdown_grace } else { CLOSE_TIMEOUT };
+    let flush_bound = if state == State::Draining {
+        app.config.server.shutdown_grace
+    } else {
+        CLOSE_TIMEOUT
+    };
     match end {
         End::Close(code, reason) => {
-            let flushed = tokio::time::timeout(flush_bound, flush(&mut ws, &conn, c.write_timeout, true)).await;
+            let flushed =
+                tokio::time::timeout(flush_bound, flush(&mut ws, &conn, c.write_timeout, true))
+                    .await;
             if matches!(flushed, Ok(Ok(()))) {
-                let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+                let frame = CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: reason.into(),
+                };
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
                     let _ = ws.close(Some(frame)).await;
                     // Wait for the client's close reply so the close is clean on both sides.

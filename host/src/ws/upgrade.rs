@@ -197,7 +197,11 @@ pub fn handle(
 /// `pre_read` (bytes the client sent before the upgrade finished) is a view into hyper's
 /// 8 KiB read buffer; it is consumed here so that buffer is freed before the connection
 /// settles in.
-async fn websocket(app: &App, tcp: TcpStream, pre_read: bytes::Bytes) -> WebSocketStream<TcpStream> {
+async fn websocket(
+    app: &App,
+    tcp: TcpStream,
+    pre_read: bytes::Bytes,
+) -> WebSocketStream<TcpStream> {
     let c = &app.config.connections;
     let config = WebSocketConfig::default()
         .read_buffer_size(c.read_buffer_bytes)
