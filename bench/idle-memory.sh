@@ -2,6 +2,7 @@
 # Measures host RSS per idle WebSocket connection.
 #
 #   bench/idle-memory.sh [CONNECTIONS]     (default 15000)
+#   HOST_BIN=path/to/notify-host bench/idle-memory.sh   (measure another build of the host)
 #
 # Builds release binaries, starts a host on a free loopback port with the demo tenant,
 # records its RSS, opens CONNECTIONS idle connections with notify-load (one client process;
@@ -38,7 +39,7 @@ TOML
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 metric() { curl -s "http://127.0.0.1:$port/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 
-target/release/notify-host --config "$work/config.toml" > "$work/host.log" 2>&1 &
+"${HOST_BIN:-target/release/notify-host}" --config "$work/config.toml" > "$work/host.log" 2>&1 &
 host_pid=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
 # One connection first, so one-time allocations (runtime, hub shards) are in the baseline.
