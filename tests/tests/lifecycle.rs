@@ -50,7 +50,7 @@ async fn client_that_stops_reading_is_disconnected_while_others_keep_receiving()
             "the fast client missed or reordered an event"
         );
         sent += 1;
-        if sent % 4 == 0
+        if sent.is_multiple_of(4)
             && host
                 .metric("notify_slow_client_disconnects_total{tenant=\"demo\"}")
                 .await?
@@ -199,7 +199,7 @@ async fn drop_oldest_policy_keeps_a_stalled_client_and_its_newest_events() -> an
         )
         .await?;
         sent += 1;
-        if sent % 4 == 0
+        if sent.is_multiple_of(4)
             && host
                 .metric("notify_frames_dropped_total{tenant=\"demo\"}")
                 .await?
