@@ -37,7 +37,7 @@ async fn client_that_stops_reading_is_disconnected_while_others_keep_receiving()
     let mut fast = host.connect_user("fast").await?;
 
     let data = "z".repeat(64 * 1024);
-    let mut sent = 0;
+    let mut sent = 0u32;
     // Bounded: at most 2,000 events of 64 KiB, stopping once the host has dropped the client.
     while sent < 2000 {
         host.publish_ok(
