@@ -13,7 +13,8 @@ use anyhow::{Context as _, bail};
 use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 
-const USAGE: &str = "usage: notify-load idle --url WS_URL [--connections N] [--concurrency N] [--hold SECS] [--user-prefix P]";
+const USAGE: &str =
+    "usage: notify-load idle --url WS_URL [--connections N] [--concurrency N] [--hold SECS] [--user-prefix P]";
 
 struct Idle {
     url: String,
@@ -36,9 +37,7 @@ fn parse(args: &[String]) -> anyhow::Result<Idle> {
         prefix: "load-".into(),
     };
     while let Some(flag) = it.next() {
-        let value = it
-            .next()
-            .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let value = it.next().with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
         match flag.as_str() {
             "--url" => idle.url = value.clone(),
             "--connections" => idle.connections = value.parse()?,

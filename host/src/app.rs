@@ -12,6 +12,7 @@ use crate::event::IdGenerator;
 use crate::fanout::QueueLimits;
 use crate::hub::Hub;
 use crate::metrics::GlobalMetrics;
+use crate::plugin::{PluginError, Plugins};
 use crate::tenant::Tenants;
 
 /// Shared host state.
@@ -20,6 +21,7 @@ pub struct App {
     pub tenants: Tenants,
     pub hub: Arc<Hub>,
     pub broker: Arc<dyn Broker>,
+    pub plugins: Plugins,
     pub metrics: GlobalMetrics,
     pub ids: IdGenerator,
     /// Cancelled when the host starts draining: new WebSocket upgrades and publishes are
@@ -32,17 +34,18 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(config: Config) -> Self {
-        let limits = QueueLimits {
-            frames: config.connections.send_queue_frames,
-            bytes: config.connections.send_queue_bytes,
-        };
+    pub fn new(config: Config) -> Result<Self, PluginError> {
+        let limits =
+            QueueLimits { frames: config.connections.send_queue_frames, bytes: config.connections.send_queue_bytes };
         let hub = Arc::new(Hub::new(limits));
         let broker: Arc<dyn Broker> = match config.broker {
             BrokerConfig::Memory => Arc::new(MemoryBroker::new(hub.clone())),
         };
-        Self {
-            tenants: Tenants::from_config(&config),
+        let tenants = Tenants::from_config(&config);
+        let plugins = Plugins::from_config(&config, &tenants)?;
+        Ok(Self {
+            tenants,
+            plugins,
             config,
             hub,
             broker,
@@ -51,13 +54,12 @@ impl App {
             draining: CancellationToken::new(),
             connections: TaskTracker::new(),
             open_connections: AtomicUsize::new(0),
-        }
+        })
     }
 
     pub fn render_metrics(&self) -> String {
-        crate::metrics::render(
-            &self.metrics,
-            self.tenants.iter().map(|t| (&*t.id, &t.metrics)),
-        )
+        let mut out = crate::metrics::render(&self.metrics, self.tenants.iter().map(|t| (&*t.id, &t.metrics)));
+        crate::metrics::render_plugins(&mut out, &self.plugins.all_metrics());
+        out
     }
 }

@@ -71,10 +71,7 @@ impl Authenticator {
                 if let Some(iss) = &jwt.issuer {
                     validation.set_issuer(&[iss]);
                 }
-                let for_alg = |alg: Algorithm| Validation {
-                    algorithms: vec![alg],
-                    ..validation.clone()
-                };
+                let for_alg = |alg: Algorithm| Validation { algorithms: vec![alg], ..validation.clone() };
                 let mut keys = Vec::new();
                 if let Some(secret) = &jwt.hs256_secret {
                     let key = DecodingKey::from_secret(secret.as_bytes());
@@ -96,27 +93,18 @@ impl Authenticator {
     }
 
     /// Checks credentials: `token` from `?token=` or the bearer header, `user` from `?user=`.
-    pub fn authenticate(
-        &self,
-        token: Option<&str>,
-        user: Option<&str>,
-    ) -> Result<Identity, AuthError> {
+    pub fn authenticate(&self, token: Option<&str>, user: Option<&str>) -> Result<Identity, AuthError> {
         match self {
             Self::Insecure => {
                 let user = user.ok_or(AuthError::MissingUser)?;
                 if !channel::valid_name(user) {
                     return Err(AuthError::InvalidUser);
                 }
-                Ok(Identity {
-                    user: user.to_owned(),
-                    channels: None,
-                    expires_at: None,
-                })
+                Ok(Identity { user: user.to_owned(), channels: None, expires_at: None })
             }
             Self::Jwt { keys } => {
                 let token = token.ok_or(AuthError::MissingToken)?;
-                let header = jsonwebtoken::decode_header(token)
-                    .map_err(|e| AuthError::Invalid(e.to_string()))?;
+                let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
                 let (_, key, validation) = keys
                     .iter()
                     .find(|(alg, ..)| *alg == header.alg)
@@ -136,15 +124,9 @@ impl Authenticator {
                 if let Some(patterns) = &claims.channels
                     && let Some(bad) = patterns.iter().find(|p| !channel::valid_pattern(p))
                 {
-                    return Err(AuthError::Invalid(format!(
-                        "invalid channel pattern {bad:?} in `channels` claim"
-                    )));
+                    return Err(AuthError::Invalid(format!("invalid channel pattern {bad:?} in `channels` claim")));
                 }
-                Ok(Identity {
-                    user: claims.sub,
-                    channels: claims.channels,
-                    expires_at: claims.exp,
-                })
+                Ok(Identity { user: claims.sub, channels: claims.channels, expires_at: claims.exp })
             }
         }
     }

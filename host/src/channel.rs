@@ -10,9 +10,7 @@ pub const MAX_NAME_LEN: usize = 128;
 /// Whether `name` is a valid channel name or user id.
 pub fn valid_name(name: &str) -> bool {
     (1..=MAX_NAME_LEN).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'@'))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'@'))
 }
 
 /// Whether `pattern` is a valid channel pattern.
@@ -26,9 +24,7 @@ pub fn pattern_matches(pattern: &str, channel: &str) -> bool {
         return true;
     }
     match pattern.strip_suffix('*') {
-        Some(prefix) if prefix.ends_with('.') => {
-            channel.len() > prefix.len() && channel.starts_with(prefix)
-        }
+        Some(prefix) if prefix.ends_with('.') => channel.len() > prefix.len() && channel.starts_with(prefix),
         _ => pattern == channel,
     }
 }

@@ -30,18 +30,14 @@ enum Command {
 }
 
 fn parse(args: &[String]) -> Result<Command, String> {
-    let default_path =
-        || PathBuf::from(std::env::var("NOTIFY_CONFIG").unwrap_or_else(|_| "config.toml".into()));
+    let default_path = || PathBuf::from(std::env::var("NOTIFY_CONFIG").unwrap_or_else(|_| "config.toml".into()));
     match args {
         [] => Ok(Command::Run(default_path())),
         [flag] if flag == "--help" || flag == "-h" => Ok(Command::Help),
         [flag] if flag == "--version" || flag == "-V" => Ok(Command::Version),
         [flag, path] if flag == "--config" || flag == "-c" => Ok(Command::Run(path.into())),
         [cmd, path] if cmd == "check-config" => Ok(Command::Check(path.into())),
-        _ => Err(format!(
-            "unrecognised arguments: {}\n\n{USAGE}",
-            args.join(" ")
-        )),
+        _ => Err(format!("unrecognised arguments: {}\n\n{USAGE}", args.join(" "))),
     }
 }
 
@@ -65,12 +61,7 @@ pub fn main() -> ExitCode {
             Ok(())
         }
         Command::Check(path) => load(&path).map(|c| {
-            println!(
-                "{}: OK ({} tenant(s), listen {})",
-                path.display(),
-                c.tenants.len(),
-                c.server.listen
-            );
+            println!("{}: OK ({} tenant(s), listen {})", path.display(), c.tenants.len(), c.server.listen);
         }),
         Command::Run(path) => load(&path).and_then(run),
     };
@@ -89,14 +80,9 @@ fn load(path: &std::path::Path) -> anyhow::Result<Config> {
 
 fn run(config: Config) -> anyhow::Result<()> {
     init_tracing(&config);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async {
-        let server = Server::bind(config.clone())
-            .await
-            .with_context(|| format!("binding {}", config.server.listen))?;
+        let server = Server::bind(config.clone()).await.with_context(|| format!("binding {}", config.server.listen))?;
         let handle = server.shutdown_handle();
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -118,12 +104,9 @@ async fn wait_for_signal() {
 }
 
 fn init_tracing(config: &Config) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -20,9 +20,81 @@ pub struct Config {
     pub broker: BrokerConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub plugins: PluginLimits,
     /// Tenants by id; the id is the `{tenant}` path segment of client URLs.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// Directory that relative paths in the file are resolved against (the file's own).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// Sandbox limits applied to every plugin call.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginLimits {
+    /// Deadline of one `authenticate` call.
+    #[serde(with = "humantime_serde")]
+    pub auth_deadline: Duration,
+    /// Deadline of one `transform` or `route` call.
+    #[serde(with = "humantime_serde")]
+    pub hook_deadline: Duration,
+    /// Linear memory cap of one plugin instance.
+    pub memory_limit_bytes: usize,
+    /// A warm instance is replaced after this many calls.
+    pub recycle_after_calls: u32,
+    /// Consecutive failures after which a plugin version is disabled.
+    pub breaker_threshold: u32,
+    /// Plugin instances that may exist at once across all tenants (pooling allocator slots).
+    pub max_instances: u32,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        Self {
+            auth_deadline: Duration::from_millis(10),
+            hook_deadline: Duration::from_millis(2),
+            memory_limit_bytes: 32 * 1024 * 1024,
+            recycle_after_calls: 10_000,
+            breaker_threshold: 5,
+            max_instances: 1000,
+        }
+    }
+}
+
+/// A tenant's plugins, one per hook.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantPlugins {
+    pub auth: Option<PluginConfig>,
+    pub transform: Option<PluginConfig>,
+    pub route: Option<PluginConfig>,
+}
+
+/// One plugin set in config.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Path of the `.wasm` component, relative to the config file.
+    pub path: PathBuf,
+    /// The plugin's own key/value configuration.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// For `transform` and `route`: what happens to an event when the call fails.
+    /// (`auth` always fails closed.)
+    pub on_failure: Option<FailurePolicy>,
+}
+
+/// What a failed `transform` or `route` call does to the event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailurePolicy {
+    /// Deliver the event as if the hook were not installed.
+    #[default]
+    Skip,
+    /// Deliver nothing.
+    Drop,
 }
 
 /// Listener, admin and process-wide limits.
@@ -120,10 +192,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            format: LogFormat::Text,
-            level: "info".into(),
-        }
+        Self { format: LogFormat::Text, level: "info".into() }
     }
 }
 
@@ -154,6 +223,11 @@ pub struct TenantConfig {
     /// What happens when a connection's send queue is full.
     #[serde(default)]
     pub slow_client: SlowClientPolicy,
+    /// Bearer key with which the tenant manages its own plugins through the admin API.
+    pub management_key: Option<String>,
+    /// WebAssembly plugins, by hook.
+    #[serde(default)]
+    pub plugins: TenantPlugins,
 }
 
 fn default_channel_patterns() -> Vec<String> {
@@ -203,10 +277,7 @@ pub enum SlowClientPolicy {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{origin}: {message}")]
     Parse { origin: String, message: String },
     #[error("environment variable {var}: {message}")]
@@ -216,22 +287,14 @@ pub enum ConfigError {
 }
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        message: message.into(),
-    }
+    ConfigError::Invalid { key: key.into(), message: message.into() }
 }
 
 impl Config {
     /// Reads `path`, applies `NOTIFY_...` overrides from `env`, and validates.
-    pub fn load(
-        path: &Path,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+    pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::from_toml(&text, &path.display().to_string(), env)
     }
 
@@ -241,19 +304,13 @@ impl Config {
         origin: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut table: toml::Table =
-            text.parse()
-                .map_err(|e: toml::de::Error| ConfigError::Parse {
-                    origin: origin.into(),
-                    message: e.to_string(),
-                })?;
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Parse { origin: origin.into(), message: e.to_string() })?;
         apply_env_overrides(&mut table, env)?;
         let config: Config = table
             .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse {
-                origin: origin.into(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e: toml::de::Error| ConfigError::Parse { origin: origin.into(), message: e.to_string() })?;
         config.validate()?;
         Ok(config)
     }
@@ -262,10 +319,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let c = &self.connections;
         if c.heartbeat_interval.is_zero() {
-            return Err(invalid(
-                "connections.heartbeat_interval",
-                "must be greater than zero",
-            ));
+            return Err(invalid("connections.heartbeat_interval", "must be greater than zero"));
         }
         if c.idle_timeout <= c.heartbeat_interval {
             return Err(invalid(
@@ -277,33 +331,31 @@ impl Config {
             ));
         }
         if c.write_timeout.is_zero() {
-            return Err(invalid(
-                "connections.write_timeout",
-                "must be greater than zero",
-            ));
+            return Err(invalid("connections.write_timeout", "must be greater than zero"));
         }
         if c.max_message_bytes < 256 {
-            return Err(invalid(
-                "connections.max_message_bytes",
-                "must be at least 256",
-            ));
+            return Err(invalid("connections.max_message_bytes", "must be at least 256"));
         }
         if c.send_queue_frames == 0 {
-            return Err(invalid(
-                "connections.send_queue_frames",
-                "must be at least 1",
-            ));
+            return Err(invalid("connections.send_queue_frames", "must be at least 1"));
         }
         if c.send_queue_bytes < 1024 {
-            return Err(invalid(
-                "connections.send_queue_bytes",
-                "must be at least 1024",
-            ));
+            return Err(invalid("connections.send_queue_bytes", "must be at least 1024"));
         }
         if !(64..=1024 * 1024).contains(&c.read_buffer_bytes) {
+            return Err(invalid("connections.read_buffer_bytes", "must be between 64 and 1048576"));
+        }
+        let p = &self.plugins;
+        if p.auth_deadline.is_zero() || p.hook_deadline.is_zero() {
+            return Err(invalid("plugins.hook_deadline", "plugin deadlines must be greater than zero"));
+        }
+        if p.memory_limit_bytes < 1024 * 1024 {
+            return Err(invalid("plugins.memory_limit_bytes", "must be at least 1048576"));
+        }
+        if p.breaker_threshold == 0 || p.recycle_after_calls == 0 || p.max_instances == 0 {
             return Err(invalid(
-                "connections.read_buffer_bytes",
-                "must be between 64 and 1048576",
+                "plugins",
+                "breaker_threshold, recycle_after_calls and max_instances must be at least 1",
             ));
         }
         let s = &self.server;
@@ -314,24 +366,15 @@ impl Config {
             return Err(invalid("server.max_batch_events", "must be at least 1"));
         }
         if s.handshake_timeout.is_zero() {
-            return Err(invalid(
-                "server.handshake_timeout",
-                "must be greater than zero",
-            ));
+            return Err(invalid("server.handshake_timeout", "must be greater than zero"));
         }
         if let Some(token) = &s.admin_token
             && token.len() < 8
         {
-            return Err(invalid(
-                "server.admin_token",
-                "must be at least 8 characters",
-            ));
+            return Err(invalid("server.admin_token", "must be at least 8 characters"));
         }
         if self.tenants.is_empty() {
-            return Err(invalid(
-                "tenants",
-                "at least one tenant is required (e.g. [tenants.demo])",
-            ));
+            return Err(invalid("tenants", "at least one tenant is required (e.g. [tenants.demo])"));
         }
         let mut keys = HashSet::new();
         for (id, t) in &self.tenants {
@@ -346,10 +389,7 @@ impl Config {
                 return Err(invalid(key("publish_key"), "must be at least 8 characters"));
             }
             if !keys.insert(t.publish_key.as_str()) {
-                return Err(invalid(
-                    key("publish_key"),
-                    "is already used by another tenant",
-                ));
+                return Err(invalid(key("publish_key"), "is already used by another tenant"));
             }
             for (i, origin) in t.allowed_origins.iter().enumerate() {
                 if !(origin.starts_with("http://") || origin.starts_with("https://")) {
@@ -367,27 +407,26 @@ impl Config {
                     ));
                 }
             }
+            if let Some(k) = &t.management_key
+                && k.len() < 16
+            {
+                return Err(invalid(key("management_key"), "must be at least 16 characters"));
+            }
+            if t.plugins.auth.as_ref().is_some_and(|p| p.on_failure.is_some()) {
+                return Err(invalid(key("plugins.auth.on_failure"), "auth plugins always fail closed"));
+            }
             if let AuthConfig::Jwt(jwt) = &t.auth {
                 if jwt.hs256_secret.is_none() && jwt.rs256_public_key.is_none() {
-                    return Err(invalid(
-                        key("auth"),
-                        "mode = \"jwt\" needs hs256_secret or rs256_public_key",
-                    ));
+                    return Err(invalid(key("auth"), "mode = \"jwt\" needs hs256_secret or rs256_public_key"));
                 }
                 if let Some(secret) = &jwt.hs256_secret
                     && secret.len() < 16
                 {
-                    return Err(invalid(
-                        key("auth.hs256_secret"),
-                        "must be at least 16 bytes",
-                    ));
+                    return Err(invalid(key("auth.hs256_secret"), "must be at least 16 bytes"));
                 }
                 if let Some(pem) = &jwt.rs256_public_key {
                     jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| {
-                        invalid(
-                            key("auth.rs256_public_key"),
-                            format!("not an RSA public key in PEM: {e}"),
-                        )
+                        invalid(key("auth.rs256_public_key"), format!("not an RSA public key in PEM: {e}"))
                     })?;
                 }
             }
@@ -399,9 +438,7 @@ impl Config {
 /// Tenant ids appear in URLs and Redis keys, so they are kept to a safe alphabet.
 pub fn valid_tenant_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 /// Applies `NOTIFY_SECTION__KEY=value` variables: `__` separates path segments, segments are
@@ -421,20 +458,13 @@ fn apply_env_overrides(
         }
         let segments: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
         if segments.iter().any(String::is_empty) {
-            return Err(ConfigError::Env {
-                var,
-                message: "empty path segment".into(),
-            });
+            return Err(ConfigError::Env { var, message: "empty path segment".into() });
         }
         let value = parse_env_value(&raw);
-        let (last, parents) = segments
-            .split_last()
-            .expect("split yields at least one segment");
+        let (last, parents) = segments.split_last().expect("split yields at least one segment");
         let mut cursor = &mut *table;
         for seg in parents {
-            let entry = cursor
-                .entry(seg.clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let entry = cursor.entry(seg.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
             cursor = match entry {
                 toml::Value::Table(t) => t,
                 _ => {
@@ -481,18 +511,9 @@ mod tests {
     #[test]
     fn env_overrides_nested_keys() {
         let env = [
-            (
-                "NOTIFY_SERVER__LISTEN".to_string(),
-                "127.0.0.1:9999".to_string(),
-            ),
-            (
-                "NOTIFY_CONNECTIONS__SEND_QUEUE_FRAMES".to_string(),
-                "7".to_string(),
-            ),
-            (
-                "NOTIFY_TENANTS__DEMO__PUBLISH_KEY".to_string(),
-                "other-key-123".to_string(),
-            ),
+            ("NOTIFY_SERVER__LISTEN".to_string(), "127.0.0.1:9999".to_string()),
+            ("NOTIFY_CONNECTIONS__SEND_QUEUE_FRAMES".to_string(), "7".to_string()),
+            ("NOTIFY_TENANTS__DEMO__PUBLISH_KEY".to_string(), "other-key-123".to_string()),
             ("UNRELATED".to_string(), "1".to_string()),
         ];
         let c = Config::from_toml(MIN, "t", env).unwrap();
@@ -503,19 +524,11 @@ mod tests {
 
     #[test]
     fn validation_names_the_key() {
-        let text =
-            format!("{MIN}[connections]\nheartbeat_interval = \"30s\"\nidle_timeout = \"10s\"\n");
+        let text = format!("{MIN}[connections]\nheartbeat_interval = \"30s\"\nidle_timeout = \"10s\"\n");
         let err = Config::from_toml(&text, "t", []).unwrap_err();
-        assert!(
-            err.to_string().contains("connections.idle_timeout"),
-            "{err}"
-        );
-        let err =
-            Config::from_toml("[tenants.demo]\npublish_key = \"short\"\n", "t", []).unwrap_err();
-        assert!(
-            err.to_string().contains("tenants.demo.publish_key"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("connections.idle_timeout"), "{err}");
+        let err = Config::from_toml("[tenants.demo]\npublish_key = \"short\"\n", "t", []).unwrap_err();
+        assert!(err.to_string().contains("tenants.demo.publish_key"), "{err}");
         let text = "[tenants.demo]\npublish_key = \"demo-key\"\nauth = { mode = \"jwt\" }\n";
         let err = Config::from_toml(text, "t", []).unwrap_err();
         assert!(err.to_string().contains("tenants.demo.auth"), "{err}");

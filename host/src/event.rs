@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
+use crate::segment::Filter;
 use crate::ws::frame;
 
 /// One published event after validation.
@@ -25,6 +26,10 @@ pub struct Event {
     pub users: Vec<String>,
     pub channels: Vec<String>,
     pub broadcast: bool,
+    /// Event attributes from the publish body, visible to plugins.
+    pub attributes: Vec<(String, String)>,
+    /// Set by a route plugin: only subscribers whose segment passes receive the event.
+    pub filter: Option<Arc<Filter>>,
     /// When the publish request arrived, for the publish-to-enqueue histogram.
     pub received_at: Instant,
 }
@@ -41,8 +46,7 @@ impl Event {
     /// Encodes the complete WebSocket frame for one target stream. The result is shared by
     /// every connection of that stream.
     pub fn encode_for(&self, target: Target<'_>) -> Bytes {
-        let mut json =
-            String::with_capacity(96 + self.id.len() + self.name.len() + self.data.get().len());
+        let mut json = String::with_capacity(96 + self.id.len() + self.name.len() + self.data.get().len());
         json.push_str(r#"{"type":"event","id":"#);
         push_json_str(&mut json, &self.id);
         json.push_str(r#","event":"#);
@@ -73,9 +77,7 @@ fn push_json_str(out: &mut String, s: &str) {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Makes event ids unique across nodes and restarts: milliseconds, a random per-process tag,
@@ -89,10 +91,7 @@ impl Default for IdGenerator {
     fn default() -> Self {
         use std::hash::{BuildHasher, RandomState};
         let tag = RandomState::new().hash_one(std::process::id()) as u32;
-        Self {
-            tag,
-            seq: AtomicU64::new(0),
-        }
+        Self { tag, seq: AtomicU64::new(0) }
     }
 }
 

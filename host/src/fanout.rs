@@ -91,11 +91,7 @@ impl Outbox {
         s.frames.push_back(frame);
         drop(s);
         self.wake.notify_one();
-        if dropped > 0 {
-            Pushed::QueuedDropping(dropped)
-        } else {
-            Pushed::Queued
-        }
+        if dropped > 0 { Pushed::QueuedDropping(dropped) } else { Pushed::Queued }
     }
 
     /// Queues a protocol frame (welcome, reply, ping) that is exempt from the limits.
@@ -126,19 +122,13 @@ impl Outbox {
         let mut done = 0;
         loop {
             if s.kill.is_some() && !s.front_started {
-                return Ok(Written {
-                    frames: done,
-                    drained: true,
-                });
+                return Ok(Written { frames: done, drained: true });
             }
             if s.frames.is_empty() {
                 if s.frames.capacity() > SHRINK_ABOVE {
                     s.frames.shrink_to(0);
                 }
-                return Ok(Written {
-                    frames: done,
-                    drained: true,
-                });
+                return Ok(Written { frames: done, drained: true });
             }
             let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
             let n = s.frames.len().min(MAX_IOVECS);
@@ -149,19 +139,13 @@ impl Outbox {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(w) => w,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Ok(Written {
-                        frames: done,
-                        drained: false,
-                    });
+                    return Ok(Written { frames: done, drained: false });
                 }
                 Err(e) => return Err(e),
             };
             s.bytes -= written;
             while written > 0 {
-                let front = s
-                    .frames
-                    .front_mut()
-                    .expect("written bytes belong to queued frames");
+                let front = s.frames.front_mut().expect("written bytes belong to queued frames");
                 if written >= front.len() {
                     written -= front.len();
                     s.frames.pop_front();
@@ -202,42 +186,21 @@ mod tests {
     #[test]
     fn disconnect_policy_kills_on_overflow() {
         let o = Outbox::default();
-        let l = QueueLimits {
-            frames: 2,
-            bytes: 1000,
-        };
-        assert_eq!(
-            o.push(f(10), l, SlowClientPolicy::Disconnect),
-            Pushed::Queued
-        );
-        assert_eq!(
-            o.push(f(10), l, SlowClientPolicy::Disconnect),
-            Pushed::Queued
-        );
-        assert_eq!(
-            o.push(f(10), l, SlowClientPolicy::Disconnect),
-            Pushed::Overflow
-        );
+        let l = QueueLimits { frames: 2, bytes: 1000 };
+        assert_eq!(o.push(f(10), l, SlowClientPolicy::Disconnect), Pushed::Queued);
+        assert_eq!(o.push(f(10), l, SlowClientPolicy::Disconnect), Pushed::Queued);
+        assert_eq!(o.push(f(10), l, SlowClientPolicy::Disconnect), Pushed::Overflow);
         assert_eq!(o.killed(), Some(Kill::SlowClient));
-        assert_eq!(
-            o.push(f(10), l, SlowClientPolicy::Disconnect),
-            Pushed::Closed
-        );
+        assert_eq!(o.push(f(10), l, SlowClientPolicy::Disconnect), Pushed::Closed);
     }
 
     #[test]
     fn drop_oldest_keeps_newest_within_byte_limit() {
         let o = Outbox::default();
-        let l = QueueLimits {
-            frames: 10,
-            bytes: 25,
-        };
+        let l = QueueLimits { frames: 10, bytes: 25 };
         o.push(f(10), l, SlowClientPolicy::DropOldest);
         o.push(f(10), l, SlowClientPolicy::DropOldest);
-        assert_eq!(
-            o.push(f(10), l, SlowClientPolicy::DropOldest),
-            Pushed::QueuedDropping(1)
-        );
+        assert_eq!(o.push(f(10), l, SlowClientPolicy::DropOldest), Pushed::QueuedDropping(1));
         assert_eq!(o.killed(), None);
         assert_eq!(o.state.lock().unwrap().bytes, 20);
     }

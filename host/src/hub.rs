@@ -15,6 +15,7 @@ use bytes::Bytes;
 
 use crate::event::{Event, Target};
 use crate::fanout::{Outbox, Pushed, QueueLimits};
+use crate::segment::{Segment, Verdicts};
 use crate::tenant::Tenant;
 
 const SHARDS: usize = 64;
@@ -24,6 +25,8 @@ pub struct Conn {
     pub id: u64,
     pub tenant: Arc<Tenant>,
     pub user: Box<str>,
+    /// The connection's subscriber attributes, shared with equal connections.
+    pub segment: Arc<Segment>,
     pub outbox: Outbox,
 }
 
@@ -104,10 +107,7 @@ impl Hub {
         }
         let t = conn.tenant.index;
         {
-            let mut shard = self
-                .shard_of((t, 0u8, &*conn.user))
-                .write()
-                .expect("hub lock");
+            let mut shard = self.shard_of((t, 0u8, &*conn.user)).write().expect("hub lock");
             if let Some(ts) = shard.get_mut(&t)
                 && let Some(devices) = ts.users.get_mut(&*conn.user)
             {
@@ -127,12 +127,7 @@ impl Hub {
     pub fn subscribe(&self, conn: &Arc<Conn>, channel: &str) -> bool {
         let t = conn.tenant.index;
         let mut shard = self.shard_of((t, 1u8, channel)).write().expect("hub lock");
-        let subs = shard
-            .entry(t)
-            .or_default()
-            .channels
-            .entry(channel.into())
-            .or_default();
+        let subs = shard.entry(t).or_default().channels.entry(channel.into()).or_default();
         subs.insert(conn.id, conn.clone()).is_none()
     }
 
@@ -159,26 +154,17 @@ impl Hub {
         let t = tenant.index;
         let mut total = Delivery::default();
         for user in &event.users {
-            let shard = self
-                .shard_of((t, 0u8, user.as_str()))
-                .read()
-                .expect("hub lock");
+            let shard = self.shard_of((t, 0u8, user.as_str())).read().expect("hub lock");
             if let Some(devices) = shard.get(&t).and_then(|ts| ts.users.get(user.as_str())) {
                 let frame = event.encode_for(Target::User(user));
-                self.push_all(tenant, devices.iter(), &frame, &mut total);
+                self.push_all(tenant, event, devices.iter(), &frame, &mut total);
             }
         }
         for channel in &event.channels {
-            let shard = self
-                .shard_of((t, 1u8, channel.as_str()))
-                .read()
-                .expect("hub lock");
-            if let Some(subs) = shard
-                .get(&t)
-                .and_then(|ts| ts.channels.get(channel.as_str()))
-            {
+            let shard = self.shard_of((t, 1u8, channel.as_str())).read().expect("hub lock");
+            if let Some(subs) = shard.get(&t).and_then(|ts| ts.channels.get(channel.as_str())) {
                 let frame = event.encode_for(Target::Channel(channel));
-                self.push_all(tenant, subs.values(), &frame, &mut total);
+                self.push_all(tenant, event, subs.values(), &frame, &mut total);
             }
         }
         if event.broadcast {
@@ -186,15 +172,14 @@ impl Hub {
             for shard in &self.shards {
                 let shard = shard.read().expect("hub lock");
                 if let Some(ts) = shard.get(&t) {
-                    self.push_all(tenant, ts.everyone.values(), &frame, &mut total);
+                    self.push_all(tenant, event, ts.everyone.values(), &frame, &mut total);
                 }
             }
         }
         let m = &tenant.metrics;
         m.frames_enqueued.fetch_add(total.queued, Relaxed);
         m.frames_dropped.fetch_add(total.dropped, Relaxed);
-        m.slow_client_disconnects
-            .fetch_add(total.slow_disconnects, Relaxed);
+        m.slow_client_disconnects.fetch_add(total.slow_disconnects, Relaxed);
         m.publish_to_enqueue.observe(event.received_at.elapsed());
         total
     }
@@ -202,12 +187,19 @@ impl Hub {
     fn push_all<'a>(
         &self,
         tenant: &Tenant,
+        event: &Event,
         conns: impl Iterator<Item = &'a Arc<Conn>>,
         frame: &Bytes,
         total: &mut Delivery,
     ) {
         let policy = tenant.config.slow_client;
+        let mut verdicts = event.filter.as_deref().map(Verdicts::new);
         for conn in conns {
+            if let Some(v) = &mut verdicts
+                && !v.admits(&conn.segment)
+            {
+                continue;
+            }
             match conn.outbox.push(frame.clone(), self.limits, policy) {
                 Pushed::Queued => total.queued += 1,
                 Pushed::QueuedDropping(n) => {

@@ -15,6 +15,8 @@ pub mod http;
 pub mod hub;
 pub mod ingest;
 pub mod metrics;
+pub mod plugin;
+pub mod segment;
 pub mod server;
 pub mod tenant;
 pub mod ws;

@@ -42,9 +42,7 @@ impl HandshakeFailure {
 }
 
 /// Upper bounds (seconds) of the latency histogram buckets.
-const BUCKETS: [f64; 14] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-];
+const BUCKETS: [f64; 14] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
 /// A fixed-bucket latency histogram.
 #[derive(Default)]
@@ -61,8 +59,7 @@ impl Histogram {
             self.buckets[i].fetch_add(1, Relaxed);
         }
         self.count.fetch_add(1, Relaxed);
-        self.sum_nanos
-            .fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+        self.sum_nanos.fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Relaxed);
     }
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
@@ -120,36 +117,19 @@ pub fn render<'a>(
     let mut out = String::with_capacity(4096);
     type Get = fn(&TenantMetrics) -> u64;
     let counters: [(&str, &str, &str, Get); 6] = [
-        (
-            "notify_handshakes_total",
-            "counter",
-            "Successful WebSocket handshakes.",
-            |m| m.handshakes.load(Relaxed),
-        ),
-        (
-            "notify_events_published_total",
-            "counter",
-            "Events accepted for delivery.",
-            |m| m.events_published.load(Relaxed),
-        ),
-        (
-            "notify_frames_enqueued_total",
-            "counter",
-            "Event frames put in connection queues.",
-            |m| m.frames_enqueued.load(Relaxed),
-        ),
-        (
-            "notify_frames_delivered_total",
-            "counter",
-            "Frames written to client sockets.",
-            |m| m.frames_delivered.load(Relaxed),
-        ),
-        (
-            "notify_frames_dropped_total",
-            "counter",
-            "Frames discarded by the slow-client policy.",
-            |m| m.frames_dropped.load(Relaxed),
-        ),
+        ("notify_handshakes_total", "counter", "Successful WebSocket handshakes.", |m| m.handshakes.load(Relaxed)),
+        ("notify_events_published_total", "counter", "Events accepted for delivery.", |m| {
+            m.events_published.load(Relaxed)
+        }),
+        ("notify_frames_enqueued_total", "counter", "Event frames put in connection queues.", |m| {
+            m.frames_enqueued.load(Relaxed)
+        }),
+        ("notify_frames_delivered_total", "counter", "Frames written to client sockets.", |m| {
+            m.frames_delivered.load(Relaxed)
+        }),
+        ("notify_frames_dropped_total", "counter", "Frames discarded by the slow-client policy.", |m| {
+            m.frames_dropped.load(Relaxed)
+        }),
         (
             "notify_slow_client_disconnects_total",
             "counter",
@@ -160,11 +140,7 @@ pub fn render<'a>(
     let _ = writeln!(out, "# HELP notify_connections Open WebSocket connections.");
     let _ = writeln!(out, "# TYPE notify_connections gauge");
     for (id, m) in tenants.clone() {
-        let _ = writeln!(
-            out,
-            "notify_connections{{tenant=\"{id}\"}} {}",
-            m.connections.load(Relaxed)
-        );
+        let _ = writeln!(out, "notify_connections{{tenant=\"{id}\"}} {}", m.connections.load(Relaxed));
     }
     for (name, kind, help, get) in counters {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -173,27 +149,18 @@ pub fn render<'a>(
         }
     }
     let name = "notify_handshake_failures_total";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Refused WebSocket handshakes by reason.\n# TYPE {name} counter"
-    );
+    let _ = writeln!(out, "# HELP {name} Refused WebSocket handshakes by reason.\n# TYPE {name} counter");
     for why in HandshakeFailure::ALL {
         let n = global.handshake_failures[why as usize].load(Relaxed);
         let _ = writeln!(out, "{name}{{tenant=\"\",reason=\"{}\"}} {n}", why.as_str());
         for (id, m) in tenants.clone() {
             let n = m.handshake_failures[why as usize].load(Relaxed);
-            let _ = writeln!(
-                out,
-                "{name}{{tenant=\"{id}\",reason=\"{}\"}} {n}",
-                why.as_str()
-            );
+            let _ = writeln!(out, "{name}{{tenant=\"{id}\",reason=\"{}\"}} {n}", why.as_str());
         }
     }
     let name = "notify_publish_rejected_total";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Publish requests refused (bad key, bad body, too large).\n# TYPE {name} counter"
-    );
+    let _ =
+        writeln!(out, "# HELP {name} Publish requests refused (bad key, bad body, too large).\n# TYPE {name} counter");
     let _ = writeln!(out, "{name} {}", global.publish_rejected.load(Relaxed));
     let name = "notify_publish_to_enqueue_seconds";
     let _ = writeln!(
@@ -201,8 +168,41 @@ pub fn render<'a>(
         "# HELP {name} Time from a publish request's arrival to its frames being queued on every local connection.\n# TYPE {name} histogram"
     );
     for (id, m) in tenants {
-        m.publish_to_enqueue
-            .render(&mut out, name, &format!("tenant=\"{id}\""));
+        m.publish_to_enqueue.render(&mut out, name, &format!("tenant=\"{id}\""));
     }
     out
+}
+
+/// Appends per-tenant, per-hook plugin metrics.
+pub fn render_plugins(
+    out: &mut String,
+    hooks: &[(std::sync::Arc<str>, crate::plugin::Hook, std::sync::Arc<crate::plugin::HookMetrics>)],
+) {
+    type Get = fn(&crate::plugin::HookMetrics) -> u64;
+    let series: [(&str, &str, &str, Get); 3] = [
+        ("notify_plugin_calls_total", "counter", "Plugin hook calls.", |m| m.calls.load(Relaxed)),
+        ("notify_plugin_failures_total", "counter", "Plugin calls that trapped, timed out or were refused.", |m| {
+            m.failures.load(Relaxed)
+        }),
+        (
+            "notify_plugin_disabled",
+            "gauge",
+            "1 while the active plugin version is disabled by its circuit breaker.",
+            |m| m.disabled.load(Relaxed),
+        ),
+    ];
+    for (name, kind, help, get) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (tenant, hook, m) in hooks {
+            let _ = writeln!(out, "{name}{{tenant=\"{tenant}\",hook=\"{}\"}} {}", hook.as_str(), get(m));
+        }
+    }
+    let name = "notify_plugin_call_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Plugin call duration, including instantiation when no warm instance was free.\n# TYPE {name} histogram"
+    );
+    for (tenant, hook, m) in hooks {
+        m.duration.render(out, name, &format!("tenant=\"{tenant}\",hook=\"{}\"", hook.as_str()));
+    }
 }

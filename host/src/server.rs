@@ -28,6 +28,15 @@ use crate::http::{self, Body};
 /// How long plain HTTP connections get to finish once the host stops.
 const HTTP_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
+/// Why the host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+    #[error(transparent)]
+    Plugin(#[from] crate::plugin::PluginError),
+}
+
 /// A bound host, ready to run.
 pub struct Server {
     app: Arc<App>,
@@ -46,15 +55,12 @@ impl ShutdownHandle {
 }
 
 impl Server {
-    /// Binds `config.server.listen` (port 0 picks a free port).
-    pub async fn bind(config: Config) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(config.server.listen).await?;
+    /// Loads plugins and binds `config.server.listen` (port 0 picks a free port).
+    pub async fn bind(config: Config) -> Result<Self, StartError> {
+        let app = Arc::new(App::new(config)?);
+        let listener = TcpListener::bind(app.config.server.listen).await?;
         let local_addr = listener.local_addr()?;
-        Ok(Self {
-            app: Arc::new(App::new(config)),
-            listener,
-            local_addr,
-        })
+        Ok(Self { app, listener, local_addr })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -71,11 +77,7 @@ impl Server {
 
     /// Serves until shutdown is requested and the drain is over.
     pub async fn run(self) {
-        let Self {
-            app,
-            listener,
-            local_addr,
-        } = self;
+        let Self { app, listener, local_addr } = self;
         for t in app.tenants.iter().filter(|t| t.auth.is_insecure()) {
             tracing::warn!(
                 tenant = &*t.id,
@@ -85,21 +87,13 @@ impl Server {
         tracing::info!(addr = %local_addr, "notify-host listening on {local_addr}");
         let stop = CancellationToken::new();
         let http_conns = TaskTracker::new();
-        let acceptor = tokio::spawn(accept_loop(
-            app.clone(),
-            listener,
-            stop.clone(),
-            http_conns.clone(),
-        ));
+        let acceptor = tokio::spawn(accept_loop(app.clone(), listener, stop.clone(), http_conns.clone()));
 
         app.draining.cancelled().await;
         let grace = app.config.server.shutdown_grace;
         tracing::info!(?grace, "draining: closing every connection with 1001");
         app.connections.close();
-        if tokio::time::timeout(grace, app.connections.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(grace, app.connections.wait()).await.is_err() {
             tracing::warn!("shutdown grace elapsed with connections still flushing");
         }
         stop.cancel();
@@ -110,12 +104,7 @@ impl Server {
     }
 }
 
-async fn accept_loop(
-    app: Arc<App>,
-    listener: TcpListener,
-    stop: CancellationToken,
-    conns: TaskTracker,
-) {
+async fn accept_loop(app: Arc<App>, listener: TcpListener, stop: CancellationToken, conns: TaskTracker) {
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
@@ -168,35 +157,21 @@ async fn route(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
         (Method::POST, "/v1/publish/batch") => crate::ingest::http::publish(app, req, true).await,
         (Method::GET, p) if p.starts_with("/v1/ws/") => {
             let tenant = &p["/v1/ws/".len()..];
-            crate::ws::upgrade::handle(app, req, tenant, peer)
+            crate::ws::upgrade::handle(app, req, tenant, peer).await
         }
         (_, "/healthz" | "/readyz" | "/metrics" | "/v1/publish" | "/v1/publish/batch") => {
-            http::error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "method not allowed",
-            )
+            http::error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed")
         }
-        _ => http::error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no route for {path}"),
-        ),
+        _ => http::error(StatusCode::NOT_FOUND, "not_found", format!("no route for {path}")),
     }
 }
 
 fn readyz(app: &App) -> Response<Body> {
     if app.draining.is_cancelled() {
-        return http::json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &json!({ "status": "draining" }),
-        );
+        return http::json(StatusCode::SERVICE_UNAVAILABLE, &json!({ "status": "draining" }));
     }
     if !app.broker.healthy() {
-        return http::json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &json!({ "status": "broker_unavailable" }),
-        );
+        return http::json(StatusCode::SERVICE_UNAVAILABLE, &json!({ "status": "broker_unavailable" }));
     }
     http::json(StatusCode::OK, &json!({ "status": "ready" }))
 }

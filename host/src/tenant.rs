@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::auth::Authenticator;
 use crate::config::{Config, TenantConfig};
 use crate::metrics::TenantMetrics;
+use crate::segment::Segments;
 
 /// One tenant, shared by every connection and publish request of it.
 pub struct Tenant {
@@ -15,6 +16,8 @@ pub struct Tenant {
     pub config: TenantConfig,
     pub auth: Authenticator,
     pub metrics: TenantMetrics,
+    /// Interned subscriber attribute sets of this tenant's connections.
+    pub segments: Segments,
 }
 
 impl Tenant {
@@ -37,16 +40,10 @@ fn origin_matches(allowed: &str, origin: &str) -> bool {
     let Some((scheme, host)) = allowed.split_once("://*.") else {
         return false;
     };
-    let Some(rest) = origin
-        .strip_prefix(scheme)
-        .and_then(|r| r.strip_prefix("://"))
-    else {
+    let Some(rest) = origin.strip_prefix(scheme).and_then(|r| r.strip_prefix("://")) else {
         return false;
     };
-    rest.len() > host.len() + 1
-        && rest
-            .to_ascii_lowercase()
-            .ends_with(&format!(".{}", host.to_ascii_lowercase()))
+    rest.len() > host.len() + 1 && rest.to_ascii_lowercase().ends_with(&format!(".{}", host.to_ascii_lowercase()))
 }
 
 /// Every configured tenant.
@@ -66,6 +63,7 @@ impl Tenants {
                 config: tc.clone(),
                 auth: Authenticator::new(&tc.auth),
                 metrics: TenantMetrics::default(),
+                segments: Segments::default(),
             });
             by_key.insert(tc.publish_key.clone(), tenant.clone());
             by_id.insert(tenant.id.clone(), tenant);
@@ -93,25 +91,10 @@ mod tests {
 
     #[test]
     fn origins() {
-        assert!(origin_matches(
-            "https://app.example.com",
-            "https://app.example.com"
-        ));
-        assert!(origin_matches(
-            "https://*.example.com",
-            "https://a.example.com"
-        ));
-        assert!(!origin_matches(
-            "https://*.example.com",
-            "https://example.com"
-        ));
-        assert!(!origin_matches(
-            "https://*.example.com",
-            "http://a.example.com"
-        ));
-        assert!(!origin_matches(
-            "https://*.example.com",
-            "https://a.evilexample.com"
-        ));
+        assert!(origin_matches("https://app.example.com", "https://app.example.com"));
+        assert!(origin_matches("https://*.example.com", "https://a.example.com"));
+        assert!(!origin_matches("https://*.example.com", "https://example.com"));
+        assert!(!origin_matches("https://*.example.com", "http://a.example.com"));
+        assert!(!origin_matches("https://*.example.com", "https://a.evilexample.com"));
     }
 }

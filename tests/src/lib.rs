@@ -60,11 +60,7 @@ impl TestHost {
         let addr = server.local_addr();
         let shutdown = server.shutdown_handle();
         let task = tokio::spawn(server.run());
-        Ok(Self {
-            addr,
-            shutdown,
-            task,
-        })
+        Ok(Self { addr, shutdown, task })
     }
 
     pub fn ws_url(&self, tenant: &str, query: &str) -> String {
@@ -75,22 +71,12 @@ impl TestHost {
     pub async fn connect_user(&self, user: &str) -> anyhow::Result<Client> {
         let mut c = Client::connect(&self.ws_url("demo", &format!("user={user}")), &[]).await?;
         let welcome = c.next_json().await?;
-        anyhow::ensure!(
-            welcome["type"] == "welcome",
-            "expected welcome, got {welcome}"
-        );
+        anyhow::ensure!(welcome["type"] == "welcome", "expected welcome, got {welcome}");
         Ok(c)
     }
 
     pub async fn publish(&self, key: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        http(
-            self.addr,
-            "POST",
-            "/v1/publish",
-            Some(key),
-            body.to_string().into(),
-        )
-        .await
+        http(self.addr, "POST", "/v1/publish", Some(key), body.to_string().into()).await
     }
 
     /// Publishes and insists on 202.
@@ -112,11 +98,7 @@ impl TestHost {
     }
 
     /// Polls a metric until `pred` holds (each poll is a real request; bounded by [`STEP`]).
-    pub async fn wait_metric(
-        &self,
-        sample: &str,
-        pred: impl Fn(f64) -> bool,
-    ) -> anyhow::Result<f64> {
+    pub async fn wait_metric(&self, sample: &str, pred: impl Fn(f64) -> bool) -> anyhow::Result<f64> {
         let deadline = tokio::time::Instant::now() + STEP;
         loop {
             let v = self.metric(sample).await?;
@@ -152,29 +134,17 @@ impl Client {
     }
 
     /// Connects, returning the HTTP refusal instead of failing on one.
-    pub async fn try_connect(
-        url: &str,
-        headers: &[(&str, &str)],
-    ) -> anyhow::Result<Result<Self, Refused>> {
+    pub async fn try_connect(url: &str, headers: &[(&str, &str)]) -> anyhow::Result<Result<Self, Refused>> {
         let mut req = url.into_client_request()?;
         for (k, v) in headers {
-            req.headers_mut().insert(
-                hyper::header::HeaderName::from_bytes(k.as_bytes())?,
-                hyper::header::HeaderValue::from_str(v)?,
-            );
+            req.headers_mut()
+                .insert(hyper::header::HeaderName::from_bytes(k.as_bytes())?, hyper::header::HeaderValue::from_str(v)?);
         }
         match tokio::time::timeout(STEP, tokio_tungstenite::connect_async(req)).await? {
             Ok((ws, _)) => Ok(Ok(Self { ws })),
             Err(WsError::Http(res)) => {
-                let body = res
-                    .body()
-                    .as_deref()
-                    .map(serde_json::from_slice)
-                    .transpose()?;
-                Ok(Err(Refused {
-                    status: res.status().as_u16(),
-                    body: body.unwrap_or(Value::Null),
-                }))
+                let body = res.body().as_deref().map(serde_json::from_slice).transpose()?;
+                Ok(Err(Refused { status: res.status().as_u16(), body: body.unwrap_or(Value::Null) }))
             }
             Err(e) => Err(e.into()),
         }
@@ -183,9 +153,7 @@ impl Client {
     /// The next text frame as JSON (pings are answered by tungstenite and skipped).
     pub async fn next_json(&mut self) -> anyhow::Result<Value> {
         loop {
-            let msg = tokio::time::timeout(STEP, self.ws.next())
-                .await
-                .context("no frame in time")?;
+            let msg = tokio::time::timeout(STEP, self.ws.next()).await.context("no frame in time")?;
             match msg.context("connection ended")?? {
                 Message::Text(t) => return Ok(serde_json::from_str(&t)?),
                 Message::Close(f) => bail!("closed: {f:?}"),
@@ -211,17 +179,14 @@ impl Client {
 
     /// Subscribes and waits for the `subscribed` reply (or returns the error frame).
     pub async fn subscribe(&mut self, channel: &str) -> anyhow::Result<Value> {
-        self.send_json(&json!({ "type": "subscribe", "channel": channel }))
-            .await?;
+        self.send_json(&json!({ "type": "subscribe", "channel": channel })).await?;
         self.next_json().await
     }
 
     /// Reads until the server's close frame and returns its code (skipping other frames).
     pub async fn close_code(&mut self) -> anyhow::Result<u16> {
         loop {
-            let msg = tokio::time::timeout(STEP, self.ws.next())
-                .await
-                .context("no close in time")?;
+            let msg = tokio::time::timeout(STEP, self.ws.next()).await.context("no close in time")?;
             match msg {
                 Some(Ok(Message::Close(f))) => {
                     // Complete the close handshake, as a well-behaved client does.
@@ -320,14 +285,8 @@ fn parse_frame(buf: &[u8]) -> Option<((u8, Vec<u8>), usize)> {
     }
     let op = buf[0] & 0x0f;
     let (len, mut pos) = match buf[1] & 0x7f {
-        126 => (
-            u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize,
-            4,
-        ),
-        127 => (
-            u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize,
-            10,
-        ),
+        126 => (u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize, 4),
+        127 => (u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize, 10),
         n => (n as usize, 2),
     };
     if buf[1] & 0x80 != 0 {
@@ -346,11 +305,7 @@ pub async fn http(
     body: Bytes,
 ) -> anyhow::Result<(u16, Value)> {
     let (status, bytes) = http_raw(addr, method, path, bearer, body).await?;
-    let value = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes)?
-    };
+    let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes)? };
     Ok((status, value))
 }
 
@@ -363,13 +318,9 @@ pub async fn http_raw(
     body: Bytes,
 ) -> anyhow::Result<(u16, Bytes)> {
     let tcp = TcpStream::connect(addr).await?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
     tokio::spawn(conn);
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string());
+    let mut req = Request::builder().method(method).uri(path).header("host", addr.to_string());
     if let Some(key) = bearer {
         req = req.header("authorization", format!("Bearer {key}"));
     }
@@ -428,10 +379,7 @@ impl HostProcess {
     pub async fn start(bin: &str, toml: &str) -> anyhow::Result<Self> {
         let dir = TempDir::new("host")?;
         let config = dir.path.join("config.toml");
-        std::fs::write(
-            &config,
-            format!("[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n{toml}"),
-        )?;
+        std::fs::write(&config, format!("[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n{toml}"))?;
         let mut child = tokio::process::Command::new(bin)
             .arg("--config")
             .arg(&config)
@@ -453,20 +401,13 @@ impl HostProcess {
         .await??;
         // Keep draining the log so the host never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Self {
-            addr,
-            child,
-            _dir: dir,
-        })
+        Ok(Self { addr, child, _dir: dir })
     }
 
     /// Sends `signal` (e.g. "TERM", "KILL") to the process.
     pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
         let pid = self.child.id().context("process already reaped")?;
-        let status = std::process::Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()?;
+        let status = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status()?;
         anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
         Ok(())
     }

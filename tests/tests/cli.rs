@@ -10,48 +10,24 @@ fn host() -> Command {
 fn repository_config_is_valid() {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../config.toml");
     let out = host().args(["check-config", config]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("OK (1 tenant(s), listen 127.0.0.1:8080)")
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (1 tenant(s), listen 127.0.0.1:8080)"));
 }
 
 #[test]
 fn bad_config_names_the_key_and_fails() {
     let dir = notify_tests::TempDir::new("cli").unwrap();
     let path = dir.path.join("bad.toml");
-    std::fs::write(
-        &path,
-        "[tenants.demo]\npublish_key = \"demo-key\"\n[connections]\nidle_timout = \"5s\"\n",
-    )
-    .unwrap();
+    std::fs::write(&path, "[tenants.demo]\npublish_key = \"demo-key\"\n[connections]\nidle_timout = \"5s\"\n").unwrap();
     let out = host().arg("check-config").arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("idle_timout"));
 
-    let out = host()
-        .arg("check-config")
-        .arg(&path)
-        .env("NOTIFY_CONNECTIONS__IDLE_TIMEOUT", "5s")
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "the unknown key still fails with an override present"
-    );
+    let out = host().arg("check-config").arg(&path).env("NOTIFY_CONNECTIONS__IDLE_TIMEOUT", "5s").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "the unknown key still fails with an override present");
 
     std::fs::write(&path, "[tenants.demo]\npublish_key = \"demo-key\"\n").unwrap();
-    let out = host()
-        .arg("check-config")
-        .arg(&path)
-        .env("NOTIFY_CONNECTIONS__IDLE_TIMEOUT", "1s")
-        .output()
-        .unwrap();
+    let out = host().arg("check-config").arg(&path).env("NOTIFY_CONNECTIONS__IDLE_TIMEOUT", "1s").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("connections.idle_timeout"));
 }

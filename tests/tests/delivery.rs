@@ -10,9 +10,7 @@ async fn user_event_reaches_every_device_of_that_user_and_nobody_else() -> anyho
     let mut laptop = host.connect_user("alice").await?;
     let mut bob = host.connect_user("bob").await?;
 
-    let id = host
-        .publish_ok(&json!({"users": ["alice"], "event": "order.updated", "data": {"order": 7}}))
-        .await?;
+    let id = host.publish_ok(&json!({"users": ["alice"], "event": "order.updated", "data": {"order": 7}})).await?;
     for device in [&mut phone, &mut laptop] {
         let ev = device.next_event().await?;
         assert_eq!(ev["id"], id);
@@ -22,8 +20,7 @@ async fn user_event_reaches_every_device_of_that_user_and_nobody_else() -> anyho
         assert!(ev["ts"].as_u64().unwrap() > 0);
     }
     // Bob's next frame is the broadcast marker published afterwards, not alice's event.
-    host.publish_ok(&json!({"broadcast": true, "event": "marker"}))
-        .await?;
+    host.publish_ok(&json!({"broadcast": true, "event": "marker"})).await?;
     assert_eq!(bob.next_event().await?["event"], "marker");
     Ok(())
 }
@@ -33,36 +30,22 @@ async fn channel_subscribe_and_unsubscribe() -> anyhow::Result<()> {
     let host = TestHost::start(DEMO).await?;
     let mut a = host.connect_user("a").await?;
     let mut b = host.connect_user("b").await?;
-    assert_eq!(
-        a.subscribe("news").await?,
-        json!({"type": "subscribed", "channel": "news"})
-    );
+    assert_eq!(a.subscribe("news").await?, json!({"type": "subscribed", "channel": "news"}));
     assert_eq!(b.subscribe("news").await?["type"], "subscribed");
 
-    host.publish_ok(&json!({"channels": ["news"], "event": "headline", "data": "hello"}))
-        .await?;
+    host.publish_ok(&json!({"channels": ["news"], "event": "headline", "data": "hello"})).await?;
     for c in [&mut a, &mut b] {
         let ev = c.next_event().await?;
         assert_eq!(ev["channel"], "news");
         assert_eq!(ev["data"], "hello");
     }
 
-    b.send_json(&json!({"type": "unsubscribe", "channel": "news"}))
-        .await?;
-    assert_eq!(
-        b.next_json().await?,
-        json!({"type": "unsubscribed", "channel": "news"})
-    );
-    host.publish_ok(&json!({"channels": ["news"], "event": "second"}))
-        .await?;
+    b.send_json(&json!({"type": "unsubscribe", "channel": "news"})).await?;
+    assert_eq!(b.next_json().await?, json!({"type": "unsubscribed", "channel": "news"}));
+    host.publish_ok(&json!({"channels": ["news"], "event": "second"})).await?;
     assert_eq!(a.next_event().await?["event"], "second");
-    host.publish_ok(&json!({"users": ["b"], "event": "marker"}))
-        .await?;
-    assert_eq!(
-        b.next_event().await?["event"],
-        "marker",
-        "b still got the channel event"
-    );
+    host.publish_ok(&json!({"users": ["b"], "event": "marker"})).await?;
+    assert_eq!(b.next_event().await?["event"], "marker", "b still got the channel event");
     Ok(())
 }
 
@@ -73,9 +56,7 @@ async fn broadcast_reaches_every_connection_of_the_tenant() -> anyhow::Result<()
     for i in 0..20 {
         clients.push(host.connect_user(&format!("u{i}")).await?);
     }
-    let id = host
-        .publish_ok(&json!({"broadcast": true, "event": "maintenance", "data": {"in": 5}}))
-        .await?;
+    let id = host.publish_ok(&json!({"broadcast": true, "event": "maintenance", "data": {"in": 5}})).await?;
     for c in &mut clients {
         let ev = c.next_event().await?;
         assert_eq!(ev["id"], id);
@@ -88,17 +69,10 @@ async fn broadcast_reaches_every_connection_of_the_tenant() -> anyhow::Result<()
 async fn batch_publish_delivers_in_order() -> anyhow::Result<()> {
     let host = TestHost::start(DEMO).await?;
     let mut c = host.connect_user("carol").await?;
-    let batch: Vec<_> = (0..50)
-        .map(|i| json!({"users": ["carol"], "event": "n", "data": i}))
-        .collect();
-    let (status, res) = notify_tests::http(
-        host.addr,
-        "POST",
-        "/v1/publish/batch",
-        Some("demo-key"),
-        json!(batch).to_string().into(),
-    )
-    .await?;
+    let batch: Vec<_> = (0..50).map(|i| json!({"users": ["carol"], "event": "n", "data": i})).collect();
+    let (status, res) =
+        notify_tests::http(host.addr, "POST", "/v1/publish/batch", Some("demo-key"), json!(batch).to_string().into())
+            .await?;
     assert_eq!(status, 202, "{res}");
     assert_eq!(res["ids"].as_array().unwrap().len(), 50);
     for i in 0..50 {
@@ -112,25 +86,15 @@ async fn tenants_are_isolated() -> anyhow::Result<()> {
     let toml = format!("{DEMO}\n[tenants.other]\npublish_key = \"other-key\"\n");
     let host = TestHost::start(&toml).await?;
     let mut demo_alice = host.connect_user("alice").await?;
-    let mut other_alice =
-        notify_tests::Client::connect(&host.ws_url("other", "user=alice"), &[]).await?;
+    let mut other_alice = notify_tests::Client::connect(&host.ws_url("other", "user=alice"), &[]).await?;
     other_alice.next_json().await?;
-    let (status, _) = host
-        .publish(
-            "other-key",
-            &json!({"users": ["alice"], "broadcast": true, "event": "theirs"}),
-        )
-        .await?;
+    let (status, _) =
+        host.publish("other-key", &json!({"users": ["alice"], "broadcast": true, "event": "theirs"})).await?;
     assert_eq!(status, 202);
     assert_eq!(other_alice.next_event().await?["event"], "theirs");
     assert_eq!(other_alice.next_event().await?["event"], "theirs");
-    host.publish_ok(&json!({"users": ["alice"], "event": "ours"}))
-        .await?;
-    assert_eq!(
-        demo_alice.next_event().await?["event"],
-        "ours",
-        "demo's alice saw the other tenant's event"
-    );
+    host.publish_ok(&json!({"users": ["alice"], "event": "ours"})).await?;
+    assert_eq!(demo_alice.next_event().await?["event"], "ours", "demo's alice saw the other tenant's event");
     Ok(())
 }
 
@@ -138,19 +102,14 @@ async fn tenants_are_isolated() -> anyhow::Result<()> {
 async fn bad_client_frames_get_error_frames_and_the_connection_stays() -> anyhow::Result<()> {
     let host = TestHost::start(DEMO).await?;
     let mut c = host.connect_user("dave").await?;
-    c.ws.send(tokio_tungstenite::tungstenite::Message::text("{nope"))
-        .await?;
+    c.ws.send(tokio_tungstenite::tungstenite::Message::text("{nope")).await?;
     let e = c.next_json().await?;
-    assert_eq!(
-        (e["type"].as_str(), e["code"].as_str()),
-        (Some("error"), Some("bad_frame"))
-    );
+    assert_eq!((e["type"].as_str(), e["code"].as_str()), (Some("error"), Some("bad_frame")));
     let e = c.subscribe("bad name").await?;
     assert_eq!(e["code"], "invalid_channel");
     c.send_json(&json!({"type": "ping"})).await?;
     assert_eq!(c.next_json().await?, json!({"type": "pong"}));
-    host.publish_ok(&json!({"users": ["dave"], "event": "still-here"}))
-        .await?;
+    host.publish_ok(&json!({"users": ["dave"], "event": "still-here"})).await?;
     assert_eq!(c.next_event().await?["event"], "still-here");
     Ok(())
 }

@@ -6,10 +6,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn oversized_message_is_closed_with_1009() -> anyhow::Result<()> {
-    let host = TestHost::start(&format!(
-        "{DEMO}\n[connections]\nmax_message_bytes = 4096\n"
-    ))
-    .await?;
+    let host = TestHost::start(&format!("{DEMO}\n[connections]\nmax_message_bytes = 4096\n")).await?;
     let (status, mut raw) = RawClient::connect(host.addr, "/v1/ws/demo?user=big").await?;
     assert_eq!(status, 101);
     raw.send_frame(0x1, &vec![b'x'; 5000]).await?;
@@ -23,10 +20,8 @@ async fn oversized_message_is_closed_with_1009() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn client_that_stops_reading_is_disconnected_while_others_keep_receiving()
--> anyhow::Result<()> {
-    let toml =
-        format!("{DEMO}\n[connections]\nsend_queue_frames = 64\nsend_queue_bytes = 262144\n");
+async fn client_that_stops_reading_is_disconnected_while_others_keep_receiving() -> anyhow::Result<()> {
+    let toml = format!("{DEMO}\n[connections]\nsend_queue_frames = 64\nsend_queue_bytes = 262144\n");
     let host = TestHost::start(&toml).await?;
     // The stalled client shrinks its receive buffer so the backlog reaches the host's queue fast.
     let socket = tokio::net::TcpSocket::new_v4()?;
@@ -40,28 +35,17 @@ async fn client_that_stops_reading_is_disconnected_while_others_keep_receiving()
     let mut sent = 0u32;
     // Bounded: at most 2,000 events of 64 KiB, stopping once the host has dropped the client.
     while sent < 2000 {
-        host.publish_ok(
-            &json!({"broadcast": true, "event": "bulk", "data": {"n": sent, "pad": data}}),
-        )
-        .await?;
+        host.publish_ok(&json!({"broadcast": true, "event": "bulk", "data": {"n": sent, "pad": data}})).await?;
         let ev = fast.next_event().await?;
-        assert_eq!(
-            ev["data"]["n"], sent,
-            "the fast client missed or reordered an event"
-        );
+        assert_eq!(ev["data"]["n"], sent, "the fast client missed or reordered an event");
         sent += 1;
-        if sent.is_multiple_of(4)
-            && host
-                .metric("notify_slow_client_disconnects_total{tenant=\"demo\"}")
-                .await?
-                >= 1.0
+        if sent.is_multiple_of(4) && host.metric("notify_slow_client_disconnects_total{tenant=\"demo\"}").await? >= 1.0
         {
             break;
         }
     }
     assert!(sent < 2000, "the stalled client was never disconnected");
-    host.wait_metric("notify_connections{tenant=\"demo\"}", |v| v == 1.0)
-        .await?;
+    host.wait_metric("notify_connections{tenant=\"demo\"}", |v| v == 1.0).await?;
     // The stalled client, reading at last, finds its stream ended: by close 4001 when the host
     // could still send it, or by the socket closing.
     let mut code = None;
@@ -75,17 +59,14 @@ async fn client_that_stops_reading_is_disconnected_while_others_keep_receiving()
         assert_eq!(code, 4001);
     }
     // And the fast one keeps receiving.
-    host.publish_ok(&json!({"users": ["fast"], "event": "after"}))
-        .await?;
+    host.publish_ok(&json!({"users": ["fast"], "event": "after"})).await?;
     assert_eq!(fast.next_event().await?["event"], "after");
     Ok(())
 }
 
 #[tokio::test]
 async fn silent_client_is_closed_after_the_idle_timeout() -> anyhow::Result<()> {
-    let toml = format!(
-        "{DEMO}\n[connections]\nheartbeat_interval = \"100ms\"\nidle_timeout = \"400ms\"\n"
-    );
+    let toml = format!("{DEMO}\n[connections]\nheartbeat_interval = \"100ms\"\nidle_timeout = \"400ms\"\n");
     let host = TestHost::start(&toml).await?;
     // The raw client never answers pings.
     let (status, mut silent) = RawClient::connect(host.addr, "/v1/ws/demo?user=quiet").await?;
@@ -100,24 +81,17 @@ async fn silent_client_is_closed_after_the_idle_timeout() -> anyhow::Result<()> 
         }
     };
     assert_eq!(code, 4000);
-    assert!(
-        pings >= 1,
-        "the host sent no heartbeat ping before giving up"
-    );
+    assert!(pings >= 1, "the host sent no heartbeat ping before giving up");
 
     // A client that answers pings (tungstenite does) stays connected past the idle timeout.
     let mut alive = host.connect_user("alive").await?;
     for _ in 0..12 {
         // Each wait is a real ping/pong round; reading drives tungstenite's automatic pongs.
-        tokio::time::timeout(
-            std::time::Duration::from_millis(100),
-            futures_util::StreamExt::next(&mut alive.ws),
-        )
-        .await
-        .ok();
+        tokio::time::timeout(std::time::Duration::from_millis(100), futures_util::StreamExt::next(&mut alive.ws))
+            .await
+            .ok();
     }
-    host.publish_ok(&json!({"users": ["alive"], "event": "still"}))
-        .await?;
+    host.publish_ok(&json!({"users": ["alive"], "event": "still"})).await?;
     assert_eq!(alive.next_event().await?["event"], "still");
     Ok(())
 }
@@ -129,21 +103,14 @@ async fn shutdown_sends_1001_to_everyone_and_refuses_new_work() -> anyhow::Resul
     for i in 0..10 {
         clients.push(host.connect_user(&format!("s{i}")).await?);
     }
-    host.publish_ok(&json!({"broadcast": true, "event": "last"}))
-        .await?;
+    host.publish_ok(&json!({"broadcast": true, "event": "last"})).await?;
     host.shutdown.shutdown();
     // While connections drain, the host says so and turns new work away.
-    let (status, body) =
-        notify_tests::http(host.addr, "GET", "/readyz", None, Default::default()).await?;
+    let (status, body) = notify_tests::http(host.addr, "GET", "/readyz", None, Default::default()).await?;
     assert_eq!((status, body["status"].as_str()), (503, Some("draining")));
-    let (status, _) = host
-        .publish("demo-key", &json!({"users": ["s1"], "event": "late"}))
-        .await?;
+    let (status, _) = host.publish("demo-key", &json!({"users": ["s1"], "event": "late"})).await?;
     assert_eq!(status, 503);
-    let refused = Client::try_connect(&host.ws_url("demo", "user=late"), &[])
-        .await?
-        .err()
-        .unwrap();
+    let refused = Client::try_connect(&host.ws_url("demo", "user=late"), &[]).await?.err().unwrap();
     assert_eq!(refused.status, 503);
     for c in &mut clients {
         // Queued events are flushed before the close.
@@ -177,56 +144,36 @@ async fn sigterm_drains_with_1001_and_exits_zero() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn drop_oldest_policy_keeps_a_stalled_client_and_its_newest_events() -> anyhow::Result<()> {
-    let toml = DEMO.replace(
-        "[tenants.demo]",
-        "[tenants.demo]\nslow_client = \"drop_oldest\"",
-    ) + "\n[connections]\nsend_queue_frames = 8\nsend_queue_bytes = 1048576\n";
+    let toml = DEMO.replace("[tenants.demo]", "[tenants.demo]\nslow_client = \"drop_oldest\"")
+        + "\n[connections]\nsend_queue_frames = 8\nsend_queue_bytes = 1048576\n";
     let host = TestHost::start(&toml).await?;
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.set_recv_buffer_size(4096)?;
     let tcp = socket.connect(host.addr).await?;
-    let (mut stalled, _) =
-        tokio_tungstenite::client_async(host.ws_url("demo", "user=lagging"), tcp).await?;
-    host.wait_metric("notify_connections{tenant=\"demo\"}", |v| v == 1.0)
-        .await?;
+    let (mut stalled, _) = tokio_tungstenite::client_async(host.ws_url("demo", "user=lagging"), tcp).await?;
+    host.wait_metric("notify_connections{tenant=\"demo\"}", |v| v == 1.0).await?;
 
     let data = "d".repeat(64 * 1024);
     let mut sent = 0u32;
     // Bounded: stop once the host has discarded frames for the stalled client.
     while sent < 2000 {
-        host.publish_ok(
-            &json!({"users": ["lagging"], "event": "bulk", "data": {"n": sent, "pad": data}}),
-        )
-        .await?;
+        host.publish_ok(&json!({"users": ["lagging"], "event": "bulk", "data": {"n": sent, "pad": data}})).await?;
         sent += 1;
-        if sent.is_multiple_of(4)
-            && host
-                .metric("notify_frames_dropped_total{tenant=\"demo\"}")
-                .await?
-                >= 1.0
-        {
+        if sent.is_multiple_of(4) && host.metric("notify_frames_dropped_total{tenant=\"demo\"}").await? >= 1.0 {
             break;
         }
     }
     assert!(sent < 2000, "nothing was ever dropped");
-    host.publish_ok(&json!({"users": ["lagging"], "event": "newest"}))
-        .await?;
-    assert_eq!(
-        host.metric("notify_slow_client_disconnects_total{tenant=\"demo\"}")
-            .await?,
-        0.0
-    );
+    host.publish_ok(&json!({"users": ["lagging"], "event": "newest"})).await?;
+    assert_eq!(host.metric("notify_slow_client_disconnects_total{tenant=\"demo\"}").await?, 0.0);
 
     // Reading again, the client gets an in-order subsequence ending with the newest event.
     let mut last = None;
     let mut skipped = false;
     loop {
-        let msg = tokio::time::timeout(
-            notify_tests::STEP,
-            futures_util::StreamExt::next(&mut stalled),
-        )
-        .await?
-        .expect("stream open")?;
+        let msg = tokio::time::timeout(notify_tests::STEP, futures_util::StreamExt::next(&mut stalled))
+            .await?
+            .expect("stream open")?;
         let Message::Text(text) = msg else { continue };
         let v: serde_json::Value = serde_json::from_str(&text)?;
         if v["event"] == "newest" {
@@ -241,9 +188,6 @@ async fn drop_oldest_policy_keeps_a_stalled_client_and_its_newest_events() -> an
             last = Some(n);
         }
     }
-    assert!(
-        skipped || last.is_none_or(|l| l + 1 < u64::from(sent)),
-        "no gap although frames were dropped"
-    );
+    assert!(skipped || last.is_none_or(|l| l + 1 < u64::from(sent)), "no gap although frames were dropped");
     Ok(())
 }

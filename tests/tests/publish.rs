@@ -4,11 +4,7 @@ use bytes::Bytes;
 use notify_tests::{DEMO, TestHost, http};
 use serde_json::{Value, json};
 
-async fn post(
-    host: &TestHost,
-    key: Option<&str>,
-    body: impl Into<Bytes>,
-) -> anyhow::Result<(u16, Value)> {
+async fn post(host: &TestHost, key: Option<&str>, body: impl Into<Bytes>) -> anyhow::Result<(u16, Value)> {
     http(host.addr, "POST", "/v1/publish", key, body.into()).await
 }
 
@@ -35,18 +31,8 @@ async fn each_bad_body_gets_400_naming_the_field() -> anyhow::Result<()> {
         assert!(!res["error"]["message"].as_str().unwrap().is_empty());
     }
     let batch = r#"[{"event":"a","users":["u"]},{"users":["u"]}]"#;
-    let (status, res) = http(
-        host.addr,
-        "POST",
-        "/v1/publish/batch",
-        Some("demo-key"),
-        batch.into(),
-    )
-    .await?;
-    assert_eq!(
-        (status, res["error"]["field"].as_str()),
-        (400, Some("[1].event"))
-    );
+    let (status, res) = http(host.addr, "POST", "/v1/publish/batch", Some("demo-key"), batch.into()).await?;
+    assert_eq!((status, res["error"]["field"].as_str()), (400, Some("[1].event")));
     Ok(())
 }
 
@@ -57,21 +43,12 @@ async fn wrong_key_is_401_and_oversized_body_is_413() -> anyhow::Result<()> {
     let host = TestHost::start(&DEMO.replace("[tenants.demo]", "[tenants.demo]\n")).await?;
     let body = json!({"users": ["a"], "event": "e"}).to_string();
     let (status, res) = post(&host, Some("wrong-key"), body.clone()).await?;
-    assert_eq!(
-        (status, res["error"]["code"].as_str()),
-        (401, Some("unauthorized"))
-    );
+    assert_eq!((status, res["error"]["code"].as_str()), (401, Some("unauthorized")));
     let (status, _) = post(&host, None, body).await?;
     assert_eq!(status, 401);
-    let big = format!(
-        r#"{{"users":["a"],"event":"e","data":"{}"}}"#,
-        "x".repeat(2 * 1024 * 1024)
-    );
+    let big = format!(r#"{{"users":["a"],"event":"e","data":"{}"}}"#, "x".repeat(2 * 1024 * 1024));
     let (status, res) = post(&host, Some("demo-key"), big).await?;
-    assert_eq!(
-        (status, res["error"]["code"].as_str()),
-        (413, Some("too_large"))
-    );
+    assert_eq!((status, res["error"]["code"].as_str()), (413, Some("too_large")));
     assert!(host.metric("notify_publish_rejected_total").await? >= 3.0);
     Ok(())
 }
@@ -79,45 +56,16 @@ async fn wrong_key_is_401_and_oversized_body_is_413() -> anyhow::Result<()> {
 #[tokio::test]
 async fn health_readiness_and_metrics() -> anyhow::Result<()> {
     let host = TestHost::start(DEMO).await?;
-    assert_eq!(
-        http(host.addr, "GET", "/healthz", None, Bytes::new())
-            .await?
-            .0,
-        200
-    );
-    assert_eq!(
-        http(host.addr, "GET", "/readyz", None, Bytes::new())
-            .await?
-            .0,
-        200
-    );
+    assert_eq!(http(host.addr, "GET", "/healthz", None, Bytes::new()).await?.0, 200);
+    assert_eq!(http(host.addr, "GET", "/readyz", None, Bytes::new()).await?.0, 200);
     let mut c = host.connect_user("m").await?;
-    host.publish_ok(&json!({"users": ["m"], "event": "e"}))
-        .await?;
+    host.publish_ok(&json!({"users": ["m"], "event": "e"})).await?;
     c.next_event().await?;
-    assert_eq!(
-        host.metric("notify_connections{tenant=\"demo\"}").await?,
-        1.0
-    );
-    assert_eq!(
-        host.metric("notify_events_published_total{tenant=\"demo\"}")
-            .await?,
-        1.0
-    );
-    assert_eq!(
-        host.metric("notify_handshakes_total{tenant=\"demo\"}")
-            .await?,
-        1.0
-    );
-    assert_eq!(
-        host.metric("notify_publish_to_enqueue_seconds_count{tenant=\"demo\"}")
-            .await?,
-        1.0
-    );
-    host.wait_metric("notify_frames_delivered_total{tenant=\"demo\"}", |v| {
-        v >= 2.0
-    })
-    .await?;
+    assert_eq!(host.metric("notify_connections{tenant=\"demo\"}").await?, 1.0);
+    assert_eq!(host.metric("notify_events_published_total{tenant=\"demo\"}").await?, 1.0);
+    assert_eq!(host.metric("notify_handshakes_total{tenant=\"demo\"}").await?, 1.0);
+    assert_eq!(host.metric("notify_publish_to_enqueue_seconds_count{tenant=\"demo\"}").await?, 1.0);
+    host.wait_metric("notify_frames_delivered_total{tenant=\"demo\"}", |v| v >= 2.0).await?;
     let (status, _) = http(host.addr, "GET", "/nope", None, Bytes::new()).await?;
     assert_eq!(status, 404);
     Ok(())

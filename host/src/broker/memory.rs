@@ -20,11 +20,7 @@ impl MemoryBroker {
 }
 
 impl Broker for MemoryBroker {
-    fn publish<'a>(
-        &'a self,
-        tenant: &'a Arc<Tenant>,
-        events: &'a [Event],
-    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+    fn publish<'a>(&'a self, tenant: &'a Arc<Tenant>, events: &'a [Event]) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
             for event in events {
                 self.hub.deliver(tenant, event);

@@ -32,11 +32,7 @@ pub enum BrokerError {
 ///   target stream on each node in that order. No order holds between different publishers.
 /// - Delivery is at most once per connection; recovery of missed events is history's job.
 pub trait Broker: Send + Sync + 'static {
-    fn publish<'a>(
-        &'a self,
-        tenant: &'a Arc<Tenant>,
-        events: &'a [Event],
-    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+    fn publish<'a>(&'a self, tenant: &'a Arc<Tenant>, events: &'a [Event]) -> BoxFuture<'a, Result<(), BrokerError>>;
 
     /// Whether the broker can currently carry events (reported by `/readyz`).
     fn healthy(&self) -> bool;

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::http::{self, Body};
+use crate::plugin::{self, Hook};
 
 /// Handles a publish request; `batch` selects the array form.
 pub async fn publish(app: &Arc<App>, req: Request<Incoming>, batch: bool) -> Response<Body> {
@@ -28,32 +29,18 @@ async fn publish_inner(app: &Arc<App>, req: Request<Incoming>, batch: bool) -> R
         );
     }
     let Some(key) = http::bearer(req.headers()) else {
-        return http::error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing Authorization: Bearer <publish key>",
-        );
+        return http::error(StatusCode::UNAUTHORIZED, "unauthorized", "missing Authorization: Bearer <publish key>");
     };
     let Some(tenant) = app.tenants.by_publish_key(key).cloned() else {
-        return http::error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "unknown publish key",
-        );
+        return http::error(StatusCode::UNAUTHORIZED, "unauthorized", "unknown publish key");
     };
     let (parts, body) = req.into_parts();
-    let body =
-        match http::read_body(&parts.headers, body, app.config.server.max_publish_bytes).await {
-            Ok(b) => b,
-            Err(e) => return e.response(),
-        };
+    let body = match http::read_body(&parts.headers, body, app.config.server.max_publish_bytes).await {
+        Ok(b) => b,
+        Err(e) => return e.response(),
+    };
     let parsed = if batch {
-        crate::ingest::parse_batch(
-            &tenant.id,
-            &app.ids,
-            &body,
-            app.config.server.max_batch_events,
-        )
+        crate::ingest::parse_batch(&tenant.id, &app.ids, &body, app.config.server.max_batch_events)
     } else {
         crate::ingest::parse_one(&tenant.id, &app.ids, &body).map(|e| vec![e])
     };
@@ -61,21 +48,18 @@ async fn publish_inner(app: &Arc<App>, req: Request<Incoming>, batch: bool) -> R
         Ok(events) => events,
         Err(e) => return http::field_error(&e.field, e.message),
     };
+    let accepted: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+    let transform = app.plugins.get(&tenant.id, Hook::Transform);
+    let route = app.plugins.get(&tenant.id, Hook::Route);
+    let events = plugin::hooks::process_events(transform, route, events).await;
     if let Err(e) = app.broker.publish(&tenant, &events).await {
-        return http::error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "broker_unavailable",
-            e.to_string(),
-        );
+        return http::error(StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", e.to_string());
     }
-    tenant
-        .metrics
-        .events_published
-        .fetch_add(events.len() as u64, Relaxed);
+    tenant.metrics.events_published.fetch_add(events.len() as u64, Relaxed);
+    // Ids of events a plugin dropped are still returned: the publish was accepted.
     if batch {
-        let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
-        http::json(StatusCode::ACCEPTED, &json!({ "ids": ids }))
+        http::json(StatusCode::ACCEPTED, &json!({ "ids": accepted }))
     } else {
-        http::json(StatusCode::ACCEPTED, &json!({ "id": events[0].id }))
+        http::json(StatusCode::ACCEPTED, &json!({ "id": accepted[0] }))
     }
 }

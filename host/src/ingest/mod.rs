@@ -2,6 +2,7 @@
 
 pub mod http;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,6 +16,28 @@ use crate::event::{Event, IdGenerator, now_millis};
 pub const MAX_TARGETS: usize = 1000;
 /// Longest event name.
 pub const MAX_EVENT_NAME: usize = 128;
+/// Most attributes on one event or one identity.
+pub const MAX_ATTRIBUTES: usize = 32;
+/// Longest attribute key.
+pub const MAX_ATTRIBUTE_KEY: usize = 64;
+/// Longest attribute value.
+pub const MAX_ATTRIBUTE_VALUE: usize = 256;
+
+/// Checks attribute pairs against the limits; returns the offending index and why.
+pub fn check_attributes<'a>(pairs: impl ExactSizeIterator<Item = (&'a str, &'a str)>) -> Result<(), (usize, String)> {
+    if pairs.len() > MAX_ATTRIBUTES {
+        return Err((MAX_ATTRIBUTES, format!("at most {MAX_ATTRIBUTES} attributes")));
+    }
+    for (i, (k, v)) in pairs.enumerate() {
+        if k.is_empty() || k.len() > MAX_ATTRIBUTE_KEY || v.len() > MAX_ATTRIBUTE_VALUE {
+            return Err((
+                i,
+                format!("keys are 1-{MAX_ATTRIBUTE_KEY} bytes, values at most {MAX_ATTRIBUTE_VALUE} bytes"),
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// A publish request body as publishers send it.
 #[derive(Deserialize)]
@@ -29,6 +52,8 @@ struct PublishBody {
     event: String,
     #[serde(default)]
     data: Option<Box<RawValue>>,
+    #[serde(default)]
+    attributes: BTreeMap<String, String>,
 }
 
 /// A publish body that failed validation, naming the offending field (`users[2]`,
@@ -41,10 +66,7 @@ pub struct FieldError {
 }
 
 fn field_error(field: impl Into<String>, message: impl Into<String>) -> FieldError {
-    FieldError {
-        field: field.into(),
-        message: message.into(),
-    }
+    FieldError { field: field.into(), message: message.into() }
 }
 
 /// Parses and validates one publish body.
@@ -67,16 +89,9 @@ pub fn parse_batch(
         return Err(field_error("[]", "a batch needs at least one event"));
     }
     if parsed.len() > max_events {
-        return Err(field_error(
-            "[]",
-            format!("a batch holds at most {max_events} events"),
-        ));
+        return Err(field_error("[]", format!("a batch holds at most {max_events} events")));
     }
-    parsed
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| validate(tenant, ids, p, &format!("[{i}]."), received_at))
-        .collect()
+    parsed.into_iter().enumerate().map(|(i, p)| validate(tenant, ids, p, &format!("[{i}]."), received_at)).collect()
 }
 
 fn deserialize<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, FieldError> {
@@ -113,32 +128,26 @@ fn validate(
     received_at: Instant,
 ) -> Result<Event, FieldError> {
     let f = |name: &str| format!("{prefix}{name}");
-    if p.event.is_empty() || p.event.len() > MAX_EVENT_NAME || p.event.chars().any(char::is_control)
-    {
+    if p.event.is_empty() || p.event.len() > MAX_EVENT_NAME || p.event.chars().any(char::is_control) {
         return Err(field_error(
             f("event"),
             format!("must be 1-{MAX_EVENT_NAME} characters without control characters"),
         ));
     }
     if p.users.is_empty() && p.channels.is_empty() && !p.broadcast {
-        return Err(field_error(
-            f("users"),
-            "no target: give users, channels, or broadcast: true",
-        ));
+        return Err(field_error(f("users"), "no target: give users, channels, or broadcast: true"));
     }
     if p.users.len() + p.channels.len() > MAX_TARGETS {
-        return Err(field_error(
-            f("users"),
-            format!("at most {MAX_TARGETS} users and channels per event"),
-        ));
+        return Err(field_error(f("users"), format!("at most {MAX_TARGETS} users and channels per event")));
     }
     for (list, name) in [(&p.users, "users"), (&p.channels, "channels")] {
         if let Some(i) = list.iter().position(|n| !channel::valid_name(n)) {
-            return Err(field_error(
-                f(&format!("{name}[{i}]")),
-                "must be 1-128 characters of A-Z a-z 0-9 _ - . : @",
-            ));
+            return Err(field_error(f(&format!("{name}[{i}]")), "must be 1-128 characters of A-Z a-z 0-9 _ - . : @"));
         }
+    }
+    if let Err((i, message)) = check_attributes(p.attributes.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+        let key = p.attributes.keys().nth(i).map_or(String::new(), |k| format!(".{k}"));
+        return Err(field_error(f(&format!("attributes{key}")), message));
     }
     let mut users = p.users;
     users.sort_unstable();
@@ -146,9 +155,7 @@ fn validate(
     let mut channels = p.channels;
     channels.sort_unstable();
     channels.dedup();
-    let data = p
-        .data
-        .unwrap_or_else(|| RawValue::from_string("null".into()).expect("null is JSON"));
+    let data = p.data.unwrap_or_else(|| RawValue::from_string("null".into()).expect("null is JSON"));
     Ok(Event {
         id: ids.next_id(),
         tenant: tenant.clone(),
@@ -158,6 +165,8 @@ fn validate(
         users,
         channels,
         broadcast: p.broadcast,
+        attributes: p.attributes.into_iter().collect(),
+        filter: None,
         received_at,
     })
 }
@@ -175,23 +184,12 @@ mod tests {
         assert_eq!(err(r#"{"users":["a"]}"#).field, "event");
         assert_eq!(err(r#"{"event":"e","users":"a"}"#).field, "users");
         assert_eq!(err(r#"{"event":"e","users":["a", 5]}"#).field, "users[1]");
-        assert_eq!(
-            err(r#"{"event":"e","users":["ok","bad name"]}"#).field,
-            "users[1]"
-        );
+        assert_eq!(err(r#"{"event":"e","users":["ok","bad name"]}"#).field, "users[1]");
         assert_eq!(err(r#"{"event":"e"}"#).field, "users");
-        assert_eq!(
-            err(r#"{"event":"e","users":["a"],"colour":1}"#).field,
-            "colour"
-        );
+        assert_eq!(err(r#"{"event":"e","users":["a"],"colour":1}"#).field, "colour");
         assert_eq!(err(r#"{"event":"e","broadcast":"yes"}"#).field, "broadcast");
         assert_eq!(err("{not json").field, "body");
-        let e = parse_batch(
-            &Arc::from("t"),
-            &IdGenerator::default(),
-            br#"[{"users":["u"]}]"#,
-            10,
-        );
+        let e = parse_batch(&Arc::from("t"), &IdGenerator::default(), br#"[{"users":["u"]}]"#, 10);
         assert_eq!(e.unwrap_err().field, "[0].event");
         assert_eq!(err(r#"{"event":"","broadcast":true}"#).field, "event");
     }
@@ -199,13 +197,7 @@ mod tests {
     #[test]
     fn batch_errors_carry_the_index() {
         let body = r#"[{"event":"a","users":["u"]},{"event":"b","channels":["bad name"]}]"#;
-        let e = parse_batch(
-            &Arc::from("t"),
-            &IdGenerator::default(),
-            body.as_bytes(),
-            10,
-        )
-        .unwrap_err();
+        let e = parse_batch(&Arc::from("t"), &IdGenerator::default(), body.as_bytes(), 10).unwrap_err();
         assert_eq!(e.field, "[1].channels[0]");
     }
 

@@ -46,56 +46,32 @@ enum End {
 }
 
 /// Runs an established connection until it closes.
-pub async fn run(
-    mut ws: WebSocketStream<TcpStream>,
-    conn: Arc<Conn>,
-    identity: Identity,
-    app: &Arc<App>,
-) {
+pub async fn run(mut ws: WebSocketStream<TcpStream>, conn: Arc<Conn>, identity: Identity, app: &Arc<App>) {
     let tenant = conn.tenant.clone();
     let c = &app.config.connections;
     app.hub.register(&conn);
     tenant.metrics.connections.fetch_add(1, Relaxed);
-    conn.outbox
-        .push_control(protocol::welcome(&protocol::Welcome {
-            conn_id: conn.id,
-            user: &conn.user,
-            tenant: &tenant.id,
-            heartbeat_interval_ms: c.heartbeat_interval.as_millis(),
-            idle_timeout_ms: c.idle_timeout.as_millis(),
-        }));
+    conn.outbox.push_control(protocol::welcome(&protocol::Welcome {
+        conn_id: conn.id,
+        user: &conn.user,
+        tenant: &tenant.id,
+        heartbeat_interval_ms: c.heartbeat_interval.as_millis(),
+        idle_timeout_ms: c.idle_timeout.as_millis(),
+    }));
     let mut subscriptions: Vec<Box<str>> = Vec::new();
     let mut state = State::Established;
-    let end = established(
-        &mut ws,
-        &conn,
-        &identity,
-        app,
-        &mut subscriptions,
-        &mut state,
-    )
-    .await;
-    app.hub
-        .unregister(&conn, subscriptions.iter().map(|s| &**s));
+    let end = established(&mut ws, &conn, &identity, app, &mut subscriptions, &mut state).await;
+    app.hub.unregister(&conn, subscriptions.iter().map(|s| &**s));
     tenant.metrics.connections.fetch_sub(1, Relaxed);
 
     // A draining host lets queues flush for up to the grace period; any other close gets a
     // short bound. The close handshake itself is always short.
-    let flush_bound = if state == State::Draining {
-        app.config.server.shutdown_grace
-    } else {
-        CLOSE_TIMEOUT
-    };
+    let flush_bound = if state == State::Draining { app.config.server.shutdown_grace } else { CLOSE_TIMEOUT };
     match end {
         End::Close(code, reason) => {
-            let flushed =
-                tokio::time::timeout(flush_bound, flush(&mut ws, &conn, c.write_timeout, true))
-                    .await;
+            let flushed = tokio::time::timeout(flush_bound, flush(&mut ws, &conn, c.write_timeout, true)).await;
             if matches!(flushed, Ok(Ok(()))) {
-                let frame = CloseFrame {
-                    code: CloseCode::from(code),
-                    reason: reason.into(),
-                };
+                let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
                     let _ = ws.close(Some(frame)).await;
                     // Wait for the client's close reply so the close is clean on both sides.
@@ -192,21 +168,12 @@ async fn established(
     }
 }
 
-fn on_text(
-    text: &str,
-    conn: &Arc<Conn>,
-    identity: &Identity,
-    app: &App,
-    subscriptions: &mut Vec<Box<str>>,
-) {
+fn on_text(text: &str, conn: &Arc<Conn>, identity: &Identity, app: &App, subscriptions: &mut Vec<Box<str>>) {
     let reply = match protocol::parse(text) {
         Err(message) => protocol::error(code::BAD_FRAME, &message, None),
         Ok(ClientFrame::Ping) => protocol::pong(),
         Ok(ClientFrame::Subscribe { channel: name }) => {
-            let patterns = identity
-                .channels
-                .as_ref()
-                .unwrap_or(&conn.tenant.config.default_channels);
+            let patterns = identity.channels.as_ref().unwrap_or(&conn.tenant.config.default_channels);
             if !channel::valid_name(&name) {
                 protocol::error(
                     code::INVALID_CHANNEL,
@@ -214,19 +181,11 @@ fn on_text(
                     Some(&name),
                 )
             } else if !channel::allowed(patterns, &name) {
-                protocol::error(
-                    code::FORBIDDEN_CHANNEL,
-                    "your credentials do not grant this channel",
-                    Some(&name),
-                )
+                protocol::error(code::FORBIDDEN_CHANNEL, "your credentials do not grant this channel", Some(&name))
             } else if subscriptions.iter().any(|s| **s == *name) {
                 protocol::subscribed(&name)
             } else if subscriptions.len() >= app.config.connections.max_subscriptions {
-                protocol::error(
-                    code::TOO_MANY_SUBSCRIPTIONS,
-                    "subscription limit reached",
-                    Some(&name),
-                )
+                protocol::error(code::TOO_MANY_SUBSCRIPTIONS, "subscription limit reached", Some(&name))
             } else {
                 app.hub.subscribe(conn, &name);
                 subscriptions.push(name.as_str().into());
@@ -248,20 +207,13 @@ fn on_text(
 /// once that is done and never leaves a frame partly written, because tungstenite may write a
 /// pong or close frame next. A socket that accepts nothing for `stall` is a slow client.
 /// After a kill, only a `finishing` (closing) connection keeps writing; the loop returns at once.
-async fn flush(
-    ws: &mut WebSocketStream<TcpStream>,
-    conn: &Conn,
-    stall: Duration,
-    finishing: bool,
-) -> Result<(), End> {
+async fn flush(ws: &mut WebSocketStream<TcpStream>, conn: &Conn, stall: Duration, finishing: bool) -> Result<(), End> {
     // Anything tungstenite queued itself (a pong, a close reply) goes out first.
     ws.flush().await.map_err(|_| End::Gone)?;
     let metrics = &conn.tenant.metrics;
     loop {
         let written = conn.outbox.write_to(ws.get_ref()).map_err(|_| End::Gone)?;
-        metrics
-            .frames_delivered
-            .fetch_add(written.frames as u64, Relaxed);
+        metrics.frames_delivered.fetch_add(written.frames as u64, Relaxed);
         if written.drained || (conn.outbox.killed().is_some() && !finishing) {
             return Ok(());
         }
@@ -276,9 +228,7 @@ async fn flush(
 }
 
 fn unix_to_instant(secs: u64) -> Instant {
-    let now_unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let now_unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let target = Duration::from_secs(secs);
     let now = Instant::now();
     match target.checked_sub(now_unix) {

@@ -1,0 +1,165 @@
+//! The plugin calls the rest of the host makes: `authenticate` during a WebSocket handshake,
+//! and `transform` then `route` once per published event. Calls run on blocking threads, so
+//! a slow plugin (bounded by its deadline) never stalls the async workers serving other
+//! tenants.
+
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+
+use super::LoadedPlugin;
+use super::bindings::types;
+use crate::auth::Identity;
+use crate::channel;
+use crate::config::FailurePolicy;
+use crate::event::Event;
+use crate::ingest::{MAX_EVENT_NAME, check_attributes};
+use crate::segment::{Clause, Filter, Op};
+
+/// What the auth plugin decided.
+pub enum AuthOutcome {
+    Allow(Identity, Vec<(String, String)>),
+    Deny {
+        status: u16,
+        reason: String,
+    },
+    /// The call failed or returned an unusable identity: the connection is refused (auth
+    /// fails closed).
+    Failed(String),
+}
+
+/// Runs the tenant's auth plugin on a connection attempt.
+pub async fn authenticate(plugin: Arc<LoadedPlugin>, req: types::ConnectRequest) -> AuthOutcome {
+    let result = tokio::task::spawn_blocking(move || plugin.authenticate(&req)).await;
+    match result {
+        Err(join) => AuthOutcome::Failed(format!("plugin task failed: {join}")),
+        Ok(Err(e)) => AuthOutcome::Failed(e.to_string()),
+        Ok(Ok(Err(deny))) => {
+            let status = if deny.status == 401 { 401 } else { 403 };
+            AuthOutcome::Deny { status, reason: deny.reason.chars().take(512).collect() }
+        }
+        Ok(Ok(Ok(id))) => match identity(id) {
+            Ok((identity, attributes)) => AuthOutcome::Allow(identity, attributes),
+            Err(why) => AuthOutcome::Failed(format!("plugin returned an invalid identity: {why}")),
+        },
+    }
+}
+
+fn identity(id: types::Identity) -> Result<(Identity, Vec<(String, String)>), String> {
+    if !channel::valid_name(&id.user) {
+        return Err(format!("user {:?} is not a valid user id", id.user));
+    }
+    if let Some(bad) = id.channels.iter().flatten().find(|p| !channel::valid_pattern(p)) {
+        return Err(format!("channel pattern {bad:?} is not valid"));
+    }
+    check_attributes(id.attributes.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(|(_, why)| why)?;
+    Ok((Identity { user: id.user, channels: id.channels, expires_at: id.expires_at }, id.attributes))
+}
+
+/// Runs `transform` then `route` (each if installed) over `events`, once per event, and
+/// returns the events to deliver.
+pub async fn process_events(
+    transform: Option<Arc<LoadedPlugin>>,
+    route: Option<Arc<LoadedPlugin>>,
+    events: Vec<Event>,
+) -> Vec<Event> {
+    if transform.is_none() && route.is_none() {
+        return events;
+    }
+    let run = move || {
+        events
+            .into_iter()
+            .filter_map(|ev| {
+                let ev = match &transform {
+                    Some(p) => apply_transform(p, ev)?,
+                    None => ev,
+                };
+                match &route {
+                    Some(p) => apply_route(p, ev),
+                    None => Some(ev),
+                }
+            })
+            .collect()
+    };
+    tokio::task::spawn_blocking(run).await.unwrap_or_default()
+}
+
+fn to_wit(ev: &Event) -> types::Event {
+    types::Event {
+        id: ev.id.clone(),
+        name: ev.name.clone(),
+        data: ev.data.get().as_bytes().to_vec(),
+        attributes: ev.attributes.clone(),
+        users: ev.users.clone(),
+        channels: ev.channels.clone(),
+        broadcast: ev.broadcast,
+    }
+}
+
+/// The event as the policy leaves it after a failed call.
+fn on_failure(plugin: &LoadedPlugin, ev: Event, why: &str) -> Option<Event> {
+    tracing::debug!(tenant = &*plugin.tenant, hook = plugin.hook.as_str(), event = %ev.id, "{why}");
+    match plugin.on_failure {
+        FailurePolicy::Skip => Some(ev),
+        FailurePolicy::Drop => None,
+    }
+}
+
+fn apply_transform(plugin: &LoadedPlugin, mut ev: Event) -> Option<Event> {
+    match plugin.transform(&to_wit(&ev)) {
+        Err(e) => on_failure(plugin, ev, &e.to_string()),
+        Ok(types::TransformResult::Keep) => Some(ev),
+        Ok(types::TransformResult::Drop) => None,
+        Ok(types::TransformResult::Rewrite(new)) => match rewrite(&mut ev, new) {
+            Ok(()) => Some(ev),
+            Err(why) => on_failure(plugin, ev, &format!("unusable rewrite: {why}")),
+        },
+    }
+}
+
+fn rewrite(ev: &mut Event, new: types::Event) -> Result<(), String> {
+    if new.name.is_empty() || new.name.len() > MAX_EVENT_NAME || new.name.chars().any(char::is_control) {
+        return Err("invalid event name".into());
+    }
+    check_attributes(new.attributes.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(|(_, why)| why)?;
+    let text = String::from_utf8(new.data).map_err(|_| "data is not UTF-8".to_string())?;
+    let data = RawValue::from_string(text).map_err(|e| format!("data is not JSON: {e}"))?;
+    ev.name = new.name;
+    ev.data = data;
+    ev.attributes = new.attributes;
+    Ok(())
+}
+
+fn apply_route(plugin: &LoadedPlugin, mut ev: Event) -> Option<Event> {
+    let decision = match plugin.route(&to_wit(&ev)) {
+        Err(e) => return on_failure(plugin, ev, &e.to_string()),
+        Ok(d) => d,
+    };
+    if decision.drop {
+        return None;
+    }
+    if let Some(t) = decision.targets {
+        if let Some(bad) = t.users.iter().chain(&t.channels).find(|n| !channel::valid_name(n)) {
+            return on_failure(plugin, ev, &format!("route returned invalid target {bad:?}"));
+        }
+        ev.users = t.users;
+        ev.channels = t.channels;
+        ev.broadcast = t.broadcast;
+    }
+    if !decision.filter.is_empty() {
+        let clauses = decision.filter.into_iter().map(clause).collect();
+        ev.filter = Some(Arc::new(Filter { clauses }));
+    }
+    Some(ev)
+}
+
+fn clause(c: types::Clause) -> Clause {
+    let op = match c.op {
+        types::Op::Eq => Op::Eq,
+        types::Op::Ne => Op::Ne,
+        types::Op::In => Op::In,
+        types::Op::NotIn => Op::NotIn,
+        types::Op::Exists => Op::Exists,
+    };
+    Clause { key: c.key.into(), op, values: c.values.into_iter().map(String::into_boxed_str).collect() }
+}

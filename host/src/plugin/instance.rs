@@ -1,0 +1,236 @@
+//! A loaded plugin version: its compiled component bound to one tenant and hook, a small
+//! pool of warm instances, deadlines, the memory cap and the circuit breaker.
+//!
+//! Calls are synchronous (run them on a blocking thread). An instance is reused until it
+//! has served `recycle_after_calls` calls and is discarded after any trap, so a plugin that
+//! corrupted its own state never runs again in that instance.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::WasiCtxBuilder;
+
+use super::bindings::{StoreState, auth, route, transform, types};
+use super::runtime::{Compiled, Runtime};
+use super::{CallError, FailurePolicy, Hook, HookMetrics};
+
+/// Idle instances kept per plugin version; more concurrent calls instantiate afresh.
+const MAX_IDLE: usize = 4;
+
+enum Guest {
+    Auth(auth::Guest),
+    Transform(transform::Guest),
+    Route(route::Guest),
+}
+
+struct Warm {
+    store: Store<StoreState>,
+    guest: Guest,
+    calls: u32,
+}
+
+/// Where a plugin version came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Config,
+    Upload,
+}
+
+/// One plugin version active (or kept for rollback) in a tenant's hook slot.
+pub struct LoadedPlugin {
+    pub hook: Hook,
+    pub tenant: Arc<str>,
+    pub compiled: Arc<Compiled>,
+    pub config: Arc<BTreeMap<String, String>>,
+    pub on_failure: FailurePolicy,
+    /// Unix seconds when this version was installed.
+    pub installed_at: u64,
+    pub source: Source,
+    runtime: Arc<Runtime>,
+    label: Arc<str>,
+    /// Warm instances; locked only to pop or push one, never during a call.
+    idle: Mutex<Vec<Warm>>,
+    consecutive_failures: AtomicU32,
+    disabled: AtomicBool,
+    pub calls: AtomicU64,
+    pub failures: AtomicU64,
+    metrics: Arc<HookMetrics>,
+}
+
+impl LoadedPlugin {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        runtime: Arc<Runtime>,
+        tenant: Arc<str>,
+        hook: Hook,
+        compiled: Arc<Compiled>,
+        config: BTreeMap<String, String>,
+        on_failure: FailurePolicy,
+        source: Source,
+        installed_at: u64,
+        metrics: Arc<HookMetrics>,
+    ) -> Result<Self, CallError> {
+        let label = format!("{}@{}", hook.as_str(), &compiled.hash[..12]).into();
+        let plugin = Self {
+            hook,
+            tenant,
+            compiled,
+            config: Arc::new(config),
+            on_failure,
+            installed_at,
+            source,
+            runtime,
+            label,
+            idle: Mutex::default(),
+            consecutive_failures: AtomicU32::new(0),
+            disabled: AtomicBool::new(false),
+            calls: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            metrics,
+        };
+        // Instantiating once checks the export's types against the hook's signature.
+        let warm = plugin.instantiate()?;
+        plugin.idle.lock().expect("idle lock").push(warm);
+        Ok(plugin)
+    }
+
+    pub fn is_disabled(&self) -> bool {
+        self.disabled.load(Relaxed)
+    }
+
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures.load(Relaxed)
+    }
+
+    fn instantiate(&self) -> Result<Warm, CallError> {
+        let limits = &self.runtime.limits;
+        let state = StoreState {
+            tenant: self.tenant.clone(),
+            plugin: self.label.clone(),
+            config: self.config.clone(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_limit_bytes)
+                .instances(32)
+                .memories(8)
+                .tables(16)
+                .build(),
+            wasi: WasiCtxBuilder::new().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build(),
+            table: ResourceTable::new(),
+        };
+        let mut store = Store::new(&self.runtime.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(ticks(self.deadline_ms()));
+        let fail = |e: wasmtime::Error| CallError::Instantiate(format!("{e:#}"));
+        let instance = self.compiled.pre.instantiate(&mut store).map_err(fail)?;
+        let missing = || CallError::Instantiate(format!("component does not export the {} hook", self.hook.as_str()));
+        let guest = match self.hook {
+            Hook::Auth => {
+                Guest::Auth(self.compiled.auth.as_ref().ok_or_else(missing)?.load(&mut store, &instance).map_err(fail)?)
+            }
+            Hook::Transform => Guest::Transform(
+                self.compiled.transform.as_ref().ok_or_else(missing)?.load(&mut store, &instance).map_err(fail)?,
+            ),
+            Hook::Route => Guest::Route(
+                self.compiled.route.as_ref().ok_or_else(missing)?.load(&mut store, &instance).map_err(fail)?,
+            ),
+        };
+        Ok(Warm { store, guest, calls: 0 })
+    }
+
+    fn deadline_ms(&self) -> u64 {
+        let l = &self.runtime.limits;
+        let d = if self.hook == Hook::Auth { l.auth_deadline } else { l.hook_deadline };
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Runs `f` on a warm instance with the hook's deadline, applying the breaker.
+    fn call<R>(&self, f: impl FnOnce(&mut Store<StoreState>, &Guest) -> wasmtime::Result<R>) -> Result<R, CallError> {
+        if self.is_disabled() {
+            return Err(CallError::Disabled);
+        }
+        let started = Instant::now();
+        self.calls.fetch_add(1, Relaxed);
+        self.metrics.calls.fetch_add(1, Relaxed);
+        let warm = self.idle.lock().expect("idle lock").pop();
+        let result = match warm.map_or_else(|| self.instantiate(), Ok) {
+            Ok(mut warm) => {
+                warm.store.set_epoch_deadline(ticks(self.deadline_ms()));
+                let r = f(&mut warm.store, &warm.guest);
+                if r.is_ok() {
+                    warm.calls += 1;
+                    let mut idle = self.idle.lock().expect("idle lock");
+                    if warm.calls < self.runtime.limits.recycle_after_calls && idle.len() < MAX_IDLE {
+                        idle.push(warm);
+                    }
+                }
+                r.map_err(classify)
+            }
+            Err(e) => Err(e),
+        };
+        self.metrics.duration.observe(started.elapsed());
+        match &result {
+            Ok(_) => self.consecutive_failures.store(0, Relaxed),
+            Err(e) => {
+                self.failures.fetch_add(1, Relaxed);
+                self.metrics.failures.fetch_add(1, Relaxed);
+                let n = self.consecutive_failures.fetch_add(1, Relaxed) + 1;
+                tracing::warn!(
+                    tenant = &*self.tenant,
+                    plugin = &*self.label,
+                    consecutive = n,
+                    "plugin call failed: {e}"
+                );
+                if n >= self.runtime.limits.breaker_threshold && !self.disabled.swap(true, Relaxed) {
+                    self.metrics.disabled.store(1, Relaxed);
+                    tracing::error!(
+                        tenant = &*self.tenant,
+                        plugin = &*self.label,
+                        "plugin disabled after {n} consecutive failures; upload a fixed version or roll back"
+                    );
+                }
+            }
+        }
+        result
+    }
+
+    pub fn authenticate(&self, req: &types::ConnectRequest) -> Result<Result<types::Identity, types::Deny>, CallError> {
+        self.call(|store, guest| match guest {
+            Guest::Auth(g) => g.call_authenticate(store, req),
+            _ => unreachable!("auth plugins hold auth guests"),
+        })
+    }
+
+    pub fn transform(&self, ev: &types::Event) -> Result<types::TransformResult, CallError> {
+        self.call(|store, guest| match guest {
+            Guest::Transform(g) => g.call_transform(store, ev),
+            _ => unreachable!("transform plugins hold transform guests"),
+        })
+    }
+
+    pub fn route(&self, ev: &types::Event) -> Result<types::RouteDecision, CallError> {
+        self.call(|store, guest| match guest {
+            Guest::Route(g) => g.call_route(store, ev),
+            _ => unreachable!("route plugins hold route guests"),
+        })
+    }
+}
+
+/// Epoch ticks for a deadline: one more than the milliseconds, since the first tick may
+/// come at once.
+fn ticks(ms: u64) -> u64 {
+    ms.saturating_add(1)
+}
+
+fn classify(e: wasmtime::Error) -> CallError {
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => CallError::Deadline,
+        Some(trap) => CallError::Trap(trap.to_string()),
+        None => CallError::Trap(format!("{e:#}")),
+    }
+}

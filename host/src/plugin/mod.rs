@@ -1,0 +1,245 @@
+//! Per-tenant WebAssembly plugins: `authenticate`, `transform` and `route` hooks run in
+//! wasmtime sandboxes (see docs/PLUGINS.md).
+//!
+//! - `bindings`: the single `bindgen!` and the store state (host interface, empty WASI).
+//! - `runtime`: engine (pooling allocator, epoch deadlines), linker, compile cache.
+//! - `instance`: one loaded plugin version with warm instances and a circuit breaker.
+//! - this module: hook slots per tenant (install, rollback, remove) and the calls the rest
+//!   of the host makes, run on blocking threads.
+
+pub mod bindings;
+pub mod hooks;
+pub mod instance;
+pub mod runtime;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+
+pub use instance::{LoadedPlugin, Source};
+pub use runtime::Runtime;
+
+use crate::config::{Config, FailurePolicy, PluginConfig};
+use crate::metrics::Histogram;
+use crate::tenant::Tenants;
+
+/// A plugin hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hook {
+    Auth,
+    Transform,
+    Route,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 3] = [Hook::Auth, Hook::Transform, Hook::Route];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hook::Auth => "auth",
+            Hook::Transform => "transform",
+            Hook::Route => "route",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|h| h.as_str() == s)
+    }
+
+    fn world(self) -> &'static str {
+        match self {
+            Hook::Auth => "authenticator",
+            Hook::Transform => "transformer",
+            Hook::Route => "router",
+        }
+    }
+}
+
+/// Why a plugin could not be installed.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("plugin engine: {0}")]
+    Engine(String),
+    #[error("invalid plugin: {0}")]
+    Invalid(String),
+    #[error("cannot read plugin {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("no {0} plugin to roll back to")]
+    NoPrevious(&'static str),
+    #[error("no {0} plugin installed")]
+    NotInstalled(&'static str),
+}
+
+/// Why one plugin call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    #[error("plugin is disabled after repeated failures")]
+    Disabled,
+    #[error("plugin exceeded its deadline")]
+    Deadline,
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+    #[error("plugin could not be instantiated: {0}")]
+    Instantiate(String),
+}
+
+/// Metrics of one tenant's hook, across plugin versions.
+#[derive(Default)]
+pub struct HookMetrics {
+    pub calls: AtomicU64,
+    pub failures: AtomicU64,
+    /// 1 while the active version is disabled by the breaker.
+    pub disabled: AtomicU64,
+    pub duration: Histogram,
+}
+
+/// A hook slot as the admin API shows it.
+pub struct HookStatus {
+    pub hook: Hook,
+    pub active: Option<Arc<LoadedPlugin>>,
+    /// Earlier versions, newest last (rollback takes the last).
+    pub history: Vec<Arc<LoadedPlugin>>,
+}
+
+/// A tenant's hook: the active version and the ones before it, newest last.
+#[derive(Default)]
+struct Slot {
+    active: Option<Arc<LoadedPlugin>>,
+    history: Vec<Arc<LoadedPlugin>>,
+    metrics: Arc<HookMetrics>,
+}
+
+/// Every tenant's plugins.
+pub struct Plugins {
+    runtime: Arc<Runtime>,
+    /// Hook slots by (tenant id, hook). Readers clone the active `Arc` and drop the lock
+    /// before calling, so a swap never waits for a call and in-flight calls finish on the
+    /// version they started with.
+    slots: RwLock<HashMap<(Arc<str>, Hook), Slot>>,
+}
+
+impl Plugins {
+    /// Creates the runtime and loads the plugins named in config.toml.
+    pub fn from_config(config: &Config, tenants: &Tenants) -> Result<Self, PluginError> {
+        let plugins = Self { runtime: Runtime::new(config.plugins.clone())?, slots: RwLock::default() };
+        for tenant in tenants.iter() {
+            let p = &tenant.config.plugins;
+            for (hook, pc) in [(Hook::Auth, &p.auth), (Hook::Transform, &p.transform), (Hook::Route, &p.route)] {
+                let Some(pc) = pc else { continue };
+                plugins.install_from_config(&tenant.id, hook, pc, &config.base_dir).map_err(|e| {
+                    PluginError::Invalid(format!("tenants.{}.plugins.{}: {e}", tenant.id, hook.as_str()))
+                })?;
+            }
+        }
+        Ok(plugins)
+    }
+
+    fn install_from_config(
+        &self,
+        tenant: &Arc<str>,
+        hook: Hook,
+        pc: &PluginConfig,
+        base: &std::path::Path,
+    ) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let path = base.join(&pc.path);
+        let wasm = std::fs::read(&path)
+            .map_err(|e| PluginError::Read { path: path.display().to_string(), message: e.to_string() })?;
+        let on_failure = pc.on_failure.unwrap_or_default();
+        self.install(tenant, hook, &wasm, pc.config.clone(), on_failure, Source::Config)
+    }
+
+    /// Validates `wasm` for `hook` and makes it the tenant's active version; the previous
+    /// one is kept for rollback. In-flight calls finish on the version they started with.
+    pub fn install(
+        &self,
+        tenant: &Arc<str>,
+        hook: Hook,
+        wasm: &[u8],
+        config: BTreeMap<String, String>,
+        on_failure: FailurePolicy,
+        source: Source,
+    ) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let compiled = self.runtime.compile(wasm)?;
+        if !compiled.exports(hook) {
+            return Err(PluginError::Invalid(format!(
+                "the component does not implement the `{}` world (export `notify:plugin/{}@0.1.0`)",
+                hook.world(),
+                hook.as_str()
+            )));
+        }
+        let metrics = self.metrics(tenant, hook);
+        let plugin = LoadedPlugin::new(
+            self.runtime.clone(),
+            tenant.clone(),
+            hook,
+            compiled,
+            config,
+            on_failure,
+            source,
+            crate::event::now_millis() / 1000,
+            metrics.clone(),
+        )
+        .map_err(|e| PluginError::Invalid(e.to_string()))?;
+        let plugin = Arc::new(plugin);
+        let mut slots = self.slots.write().expect("plugin slots lock");
+        let slot = slots.entry((tenant.clone(), hook)).or_default();
+        if let Some(old) = slot.active.replace(plugin.clone()) {
+            slot.history.push(old);
+        }
+        metrics.disabled.store(0, Relaxed);
+        tracing::info!(tenant = &**tenant, hook = hook.as_str(), hash = %plugin.compiled.hash, "plugin installed");
+        Ok(plugin)
+    }
+
+    /// Makes the previous version active again.
+    pub fn rollback(&self, tenant: &Arc<str>, hook: Hook) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let mut slots = self.slots.write().expect("plugin slots lock");
+        let slot = slots.get_mut(&(tenant.clone(), hook)).ok_or(PluginError::NoPrevious(hook.as_str()))?;
+        let previous = slot.history.pop().ok_or(PluginError::NoPrevious(hook.as_str()))?;
+        slot.active = Some(previous.clone());
+        slot.metrics.disabled.store(u64::from(previous.is_disabled()), Relaxed);
+        Ok(previous)
+    }
+
+    /// Removes the active version (the hook is off afterwards; rollback restores it).
+    pub fn remove(&self, tenant: &Arc<str>, hook: Hook) -> Result<(), PluginError> {
+        let mut slots = self.slots.write().expect("plugin slots lock");
+        let slot = slots.get_mut(&(tenant.clone(), hook)).ok_or(PluginError::NotInstalled(hook.as_str()))?;
+        let old = slot.active.take().ok_or(PluginError::NotInstalled(hook.as_str()))?;
+        slot.history.push(old);
+        slot.metrics.disabled.store(0, Relaxed);
+        Ok(())
+    }
+
+    /// The active version of a tenant's hook.
+    pub fn get(&self, tenant: &str, hook: Hook) -> Option<Arc<LoadedPlugin>> {
+        let slots = self.slots.read().expect("plugin slots lock");
+        slots.get(&(Arc::from(tenant), hook)).and_then(|s| s.active.clone())
+    }
+
+    /// Active version and history of each hook of `tenant`.
+    pub fn list(&self, tenant: &str) -> Vec<HookStatus> {
+        let slots = self.slots.read().expect("plugin slots lock");
+        Hook::ALL
+            .into_iter()
+            .filter_map(|hook| {
+                let s = slots.get(&(Arc::from(tenant), hook))?;
+                Some(HookStatus { hook, active: s.active.clone(), history: s.history.clone() })
+            })
+            .collect()
+    }
+
+    fn metrics(&self, tenant: &Arc<str>, hook: Hook) -> Arc<HookMetrics> {
+        let mut slots = self.slots.write().expect("plugin slots lock");
+        slots.entry((tenant.clone(), hook)).or_default().metrics.clone()
+    }
+
+    /// Every hook's metrics, for `/metrics`.
+    pub fn all_metrics(&self) -> Vec<(Arc<str>, Hook, Arc<HookMetrics>)> {
+        let slots = self.slots.read().expect("plugin slots lock");
+        let mut all: Vec<_> = slots.iter().map(|((t, h), s)| (t.clone(), *h, s.metrics.clone())).collect();
+        all.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        all
+    }
+}
