@@ -433,3 +433,18 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
+
+/// Absolute path of a compiled example plugin (`jwt_auth`, `redact`, ...). The README test
+/// command builds them first (scripts/build-plugins.sh).
+pub fn plugin_path(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    assert!(path.exists(), "{} is missing: run scripts/build-plugins.sh", path.display());
+    path.canonicalize().expect("plugin path").display().to_string()
+}
+
+/// The bytes of a compiled example plugin.
+pub fn plugin_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(plugin_path(name)).expect("reading plugin")
+}

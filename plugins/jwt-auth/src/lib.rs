@@ -25,10 +25,7 @@ impl Authenticator for JwtAuth {
         };
         let token = req.bearer_token().ok_or_else(|| Deny::unauthorized("missing token"))?;
         let claims = verify(token, secret.as_bytes())?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let exp = claims["exp"].as_u64().ok_or_else(|| Deny::unauthorized("token has no exp"))?;
         if exp <= now {
             return Err(Deny::unauthorized("token expired"));
@@ -60,13 +57,14 @@ fn verify(token: &str, secret: &[u8]) -> Result<Value, Deny> {
     else {
         return Err(bad());
     };
-    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).map_err(|_| bad())?).map_err(|_| bad())?;
+    let header: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).map_err(|_| bad())?).map_err(|_| bad())?;
     if header["alg"] != "HS256" {
         return Err(Deny::unauthorized("only HS256 tokens are accepted"));
     }
     let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| bad())?;
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| bad())?;
-    mac.update(token[..header_len(token)].as_bytes());
+    mac.update(&token.as_bytes()[..header_len(token)]);
     mac.verify_slice(&signature).map_err(|_| Deny::unauthorized("invalid token signature"))?;
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).map_err(|_| bad())?).map_err(|_| bad())
 }
