@@ -116,6 +116,11 @@ pub struct ServerConfig {
     pub max_batch_events: usize,
     /// Most connections (of any tenant) one host accepts; 0 means no limit.
     pub max_connections: usize,
+    /// Where uploaded plugins are kept (relative to the config file); without it uploads
+    /// do not survive a restart.
+    pub data_dir: Option<PathBuf>,
+    /// Largest accepted plugin upload.
+    pub max_plugin_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -128,6 +133,8 @@ impl Default for ServerConfig {
             max_publish_bytes: 1024 * 1024,
             max_batch_events: 1000,
             max_connections: 0,
+            data_dir: None,
+            max_plugin_bytes: 16 * 1024 * 1024,
         }
     }
 }

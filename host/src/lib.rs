@@ -3,6 +3,7 @@
 //! Publishers send events by HTTP; the [`hub`] fans them out over WebSocket connections,
 //! encoding each event once. See docs/ARCHITECTURE.md for how the modules fit.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod broker;

@@ -155,6 +155,10 @@ async fn route(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
         (Method::GET, "/metrics") => http::text(StatusCode::OK, app.render_metrics()),
         (Method::POST, "/v1/publish") => crate::ingest::http::publish(app, req, false).await,
         (Method::POST, "/v1/publish/batch") => crate::ingest::http::publish(app, req, true).await,
+        (_, p) if p.starts_with("/v1/admin/tenants/") => {
+            let rest = &p["/v1/admin/tenants/".len()..];
+            crate::admin::handle(app, req, rest).await
+        }
         (Method::GET, p) if p.starts_with("/v1/ws/") => {
             let tenant = &p["/v1/ws/".len()..];
             crate::ws::upgrade::handle(app, req, tenant, peer).await

@@ -44,6 +44,12 @@ pub fn jwt_tenant() -> String {
 /// The RS256 private key matching the `secure` tenant's public key.
 pub const RS256_PRIVATE: &str = include_str!("../fixtures/rs256-test-private.pem");
 
+/// Every test host listens on a free loopback port and drains quickly; set through the
+/// environment overrides, so test configs may have their own `[server]` table.
+fn test_overrides() -> [(String, String); 2] {
+    [("NOTIFY_SERVER__LISTEN".into(), "127.0.0.1:0".into()), ("NOTIFY_SERVER__SHUTDOWN_GRACE".into(), "5s".into())]
+}
+
 /// A host running in this process.
 pub struct TestHost {
     pub addr: SocketAddr,
@@ -52,10 +58,9 @@ pub struct TestHost {
 }
 
 impl TestHost {
-    /// Starts a host on a free port with `toml` (tenants and any overrides).
+    /// Starts a host on a free port with `toml`.
     pub async fn start(toml: &str) -> anyhow::Result<Self> {
-        let text = format!("[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n{toml}");
-        let config = Config::from_toml(&text, "test config", [])?;
+        let config = Config::from_toml(toml, "test config", test_overrides())?;
         let server = Server::bind(config).await?;
         let addr = server.local_addr();
         let shutdown = server.shutdown_handle();
@@ -331,6 +336,29 @@ pub async fn http_raw(
     Ok((status, bytes))
 }
 
+/// An HTTP/1.1 request with arbitrary headers; returns the status and the body as JSON
+/// (Null if empty).
+pub async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> anyhow::Result<(u16, Value)> {
+    let tcp = TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    let mut req = Request::builder().method(method).uri(path).header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = tokio::time::timeout(STEP, sender.send_request(req.body(Full::new(body))?)).await??;
+    let status = res.status().as_u16();
+    let bytes = res.into_body().collect().await?.to_bytes();
+    let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes)? };
+    Ok((status, value))
+}
+
 /// An HS256 token for `sub` with `exp` seconds from now (negative: already expired).
 pub fn hs256_token(sub: &str, exp_in: i64, channels: Option<&[&str]>, secret: &str) -> String {
     let exp = jsonwebtoken::get_current_timestamp() as i64 + exp_in;
@@ -374,15 +402,15 @@ pub struct HostProcess {
 }
 
 impl HostProcess {
-    /// Starts the binary `bin` (pass [`host_bin!`]) with a config made of a free-port
-    /// listener plus `toml`.
+    /// Starts the binary `bin` (pass [`host_bin!`]) with `toml` on a free port.
     pub async fn start(bin: &str, toml: &str) -> anyhow::Result<Self> {
         let dir = TempDir::new("host")?;
         let config = dir.path.join("config.toml");
-        std::fs::write(&config, format!("[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n{toml}"))?;
+        std::fs::write(&config, toml)?;
         let mut child = tokio::process::Command::new(bin)
             .arg("--config")
             .arg(&config)
+            .envs(test_overrides())
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)

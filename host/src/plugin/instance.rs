@@ -99,6 +99,17 @@ impl LoadedPlugin {
         Ok(plugin)
     }
 
+    /// What the plugin store keeps of this version.
+    pub fn version_state(&self) -> super::store::VersionState {
+        super::store::VersionState {
+            hash: self.compiled.hash.clone(),
+            config: (*self.config).clone(),
+            on_failure: self.on_failure,
+            installed_at: self.installed_at,
+            source: self.source,
+        }
+    }
+
     pub fn is_disabled(&self) -> bool {
         self.disabled.load(Relaxed)
     }

@@ -11,13 +11,15 @@ pub mod bindings;
 pub mod hooks;
 pub mod instance;
 pub mod runtime;
+pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 pub use instance::{LoadedPlugin, Source};
 pub use runtime::Runtime;
+use store::{PluginStore, SlotState, VersionState};
 
 use crate::config::{Config, FailurePolicy, PluginConfig};
 use crate::metrics::Histogram;
@@ -69,6 +71,8 @@ pub enum PluginError {
     NoPrevious(&'static str),
     #[error("no {0} plugin installed")]
     NotInstalled(&'static str),
+    #[error("plugin storage: {0}")]
+    Storage(String),
 }
 
 /// Why one plugin call failed.
@@ -108,6 +112,8 @@ struct Slot {
     active: Option<Arc<LoadedPlugin>>,
     history: Vec<Arc<LoadedPlugin>>,
     metrics: Arc<HookMetrics>,
+    /// Changed through the admin API, so its state is stored and wins over config.toml.
+    persisted: bool,
 }
 
 /// Every tenant's plugins.
@@ -117,12 +123,29 @@ pub struct Plugins {
     /// before calling, so a swap never waits for a call and in-flight calls finish on the
     /// version they started with.
     slots: RwLock<HashMap<(Arc<str>, Hook), Slot>>,
+    /// Where uploads are kept across restarts; `None` without `server.data_dir`.
+    store: Option<PluginStore>,
+    /// Serialises state-file writes so the newest state is the one left on disk.
+    save: Mutex<()>,
 }
 
 impl Plugins {
-    /// Creates the runtime and loads the plugins named in config.toml.
+    /// Creates the runtime, loads the plugins named in config.toml, then restores the
+    /// slots changed through the admin API from `server.data_dir`.
     pub fn from_config(config: &Config, tenants: &Tenants) -> Result<Self, PluginError> {
-        let plugins = Self { runtime: Runtime::new(config.plugins.clone())?, slots: RwLock::default() };
+        let store = match &config.server.data_dir {
+            Some(dir) => Some(
+                PluginStore::open(&config.base_dir.join(dir))
+                    .map_err(|e| PluginError::Storage(format!("{}: {e}", dir.display())))?,
+            ),
+            None => None,
+        };
+        let plugins = Self {
+            runtime: Runtime::new(config.plugins.clone())?,
+            slots: RwLock::default(),
+            store,
+            save: Mutex::default(),
+        };
         for tenant in tenants.iter() {
             let p = &tenant.config.plugins;
             for (hook, pc) in [(Hook::Auth, &p.auth), (Hook::Transform, &p.transform), (Hook::Route, &p.route)] {
@@ -132,7 +155,55 @@ impl Plugins {
                 })?;
             }
         }
+        plugins.restore(tenants)?;
         Ok(plugins)
+    }
+
+    fn restore(&self, tenants: &Tenants) -> Result<(), PluginError> {
+        let Some(store) = &self.store else { return Ok(()) };
+        let states = store.load_state().map_err(|e| PluginError::Storage(format!("reading plugin state: {e}")))?;
+        for state in states {
+            let Some(tenant) = tenants.get(&state.tenant) else {
+                tracing::warn!(tenant = state.tenant, "stored plugins of a tenant no longer configured are ignored");
+                continue;
+            };
+            let load = |v: &VersionState| {
+                let wasm = store.load_blob(&v.hash).map_err(|e| {
+                    PluginError::Storage(format!("stored plugin {} of tenant {}: {e}", v.hash, state.tenant))
+                })?;
+                self.load_version(&tenant.id, state.hook, &wasm, v)
+            };
+            let active = state.active.as_ref().map(load).transpose()?;
+            let history = state.history.iter().map(load).collect::<Result<Vec<_>, _>>()?;
+            let mut slots = self.slots.write().expect("plugin slots lock");
+            let slot = slots.entry((tenant.id.clone(), state.hook)).or_default();
+            slot.active = active;
+            slot.history = history;
+            slot.persisted = true;
+        }
+        Ok(())
+    }
+
+    /// Stores the state of every slot changed through the admin API.
+    fn persist(&self) -> Result<(), PluginError> {
+        let Some(store) = &self.store else { return Ok(()) };
+        let _order = self.save.lock().expect("plugin save lock");
+        let states: Vec<SlotState> = {
+            let slots = self.slots.read().expect("plugin slots lock");
+            let mut states: Vec<_> = slots
+                .iter()
+                .filter(|(_, s)| s.persisted)
+                .map(|((tenant, hook), s)| SlotState {
+                    tenant: tenant.to_string(),
+                    hook: *hook,
+                    active: s.active.as_deref().map(LoadedPlugin::version_state),
+                    history: s.history.iter().map(|p| p.version_state()).collect(),
+                })
+                .collect();
+            states.sort_by(|a, b| (&a.tenant, a.hook).cmp(&(&b.tenant, b.hook)));
+            states
+        };
+        store.save_state(states).map_err(|e| PluginError::Storage(format!("writing plugin state: {e}")))
     }
 
     fn install_from_config(
@@ -160,6 +231,50 @@ impl Plugins {
         on_failure: FailurePolicy,
         source: Source,
     ) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let version = VersionState {
+            hash: String::new(),
+            config,
+            on_failure,
+            installed_at: crate::event::now_millis() / 1000,
+            source,
+        };
+        let plugin = self.load_version(tenant, hook, wasm, &version)?;
+        let mut slots = self.slots.write().expect("plugin slots lock");
+        let slot = slots.entry((tenant.clone(), hook)).or_default();
+        if let Some(old) = slot.active.replace(plugin.clone()) {
+            slot.history.push(old);
+        }
+        slot.metrics.disabled.store(0, Relaxed);
+        if source == Source::Upload {
+            slot.persisted = true;
+        }
+        drop(slots);
+        tracing::info!(tenant = &**tenant, hook = hook.as_str(), hash = %plugin.compiled.hash, "plugin installed");
+        Ok(plugin)
+    }
+
+    /// Installs an uploaded plugin and stores it so it survives restarts.
+    pub fn upload(
+        &self,
+        tenant: &Arc<str>,
+        hook: Hook,
+        wasm: &[u8],
+        config: BTreeMap<String, String>,
+        on_failure: FailurePolicy,
+    ) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let plugin = self.install(tenant, hook, wasm, config, on_failure, Source::Upload)?;
+        self.persist()?;
+        Ok(plugin)
+    }
+
+    /// Compiles and checks one version without activating it; keeps its bytes in the store.
+    fn load_version(
+        &self,
+        tenant: &Arc<str>,
+        hook: Hook,
+        wasm: &[u8],
+        v: &VersionState,
+    ) -> Result<Arc<LoadedPlugin>, PluginError> {
         let compiled = self.runtime.compile(wasm)?;
         if !compiled.exports(hook) {
             return Err(PluginError::Invalid(format!(
@@ -168,28 +283,22 @@ impl Plugins {
                 hook.as_str()
             )));
         }
-        let metrics = self.metrics(tenant, hook);
+        if let Some(store) = &self.store {
+            store.save_blob(&compiled.hash, wasm).map_err(|e| PluginError::Storage(e.to_string()))?;
+        }
         let plugin = LoadedPlugin::new(
             self.runtime.clone(),
             tenant.clone(),
             hook,
             compiled,
-            config,
-            on_failure,
-            source,
-            crate::event::now_millis() / 1000,
-            metrics.clone(),
+            v.config.clone(),
+            v.on_failure,
+            v.source,
+            v.installed_at,
+            self.metrics(tenant, hook),
         )
         .map_err(|e| PluginError::Invalid(e.to_string()))?;
-        let plugin = Arc::new(plugin);
-        let mut slots = self.slots.write().expect("plugin slots lock");
-        let slot = slots.entry((tenant.clone(), hook)).or_default();
-        if let Some(old) = slot.active.replace(plugin.clone()) {
-            slot.history.push(old);
-        }
-        metrics.disabled.store(0, Relaxed);
-        tracing::info!(tenant = &**tenant, hook = hook.as_str(), hash = %plugin.compiled.hash, "plugin installed");
-        Ok(plugin)
+        Ok(Arc::new(plugin))
     }
 
     /// Makes the previous version active again.
@@ -199,6 +308,9 @@ impl Plugins {
         let previous = slot.history.pop().ok_or(PluginError::NoPrevious(hook.as_str()))?;
         slot.active = Some(previous.clone());
         slot.metrics.disabled.store(u64::from(previous.is_disabled()), Relaxed);
+        slot.persisted = true;
+        drop(slots);
+        self.persist()?;
         Ok(previous)
     }
 
@@ -209,7 +321,9 @@ impl Plugins {
         let old = slot.active.take().ok_or(PluginError::NotInstalled(hook.as_str()))?;
         slot.history.push(old);
         slot.metrics.disabled.store(0, Relaxed);
-        Ok(())
+        slot.persisted = true;
+        drop(slots);
+        self.persist()
     }
 
     /// The active version of a tenant's hook.
