@@ -1,112 +1,304 @@
 //! `notify-load`: the project's load generator.
 //!
-//! `notify-load idle --url ws://127.0.0.1:8080/v1/ws/demo --connections 15000`
-//! opens that many WebSocket connections (as users `load-0`, `load-1`, ...), waits for each
-//! welcome frame, prints `connected N`, and holds them (answering pings) until `--hold`
-//! seconds pass or it is interrupted.
+//! ```text
+//! notify-load idle   --url WS_URL [--connections N] [--concurrency N] [--hold SECS]
+//!                    [--user-prefix P] [--token-secret S] [--claim k=v]...
+//! notify-load fanout --url WS_URL --publish HTTP_URL --key KEY [--connections N] [--events N]
+//!                    [--attribute k=v]... [--token-secret S] [--claim k=v]... [--payload BYTES]
+//! notify-load publish --publish HTTP_URL --key KEY [--events N] [--payload BYTES]
+//! ```
+//!
+//! `idle` opens connections (users `load-0`, `load-1`, ...), waits for each welcome, prints
+//! the handshake rate and holds them, answering pings. With `--token-secret` each user
+//! authenticates with an HS256 token (`sub`, `exp`, plus every `--claim`).
+//!
+//! `fanout` connects subscribers, then publishes `--events` broadcast events one after the
+//! other (each carrying its send time), and reports deliveries per second and the
+//! publish-to-receive latency percentiles over every delivery.
+//!
+//! `publish` sends events to a user nobody is connected as, one request at a time, and
+//! reports publishes per second (the cost of ingest and plugins without fan-out).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
+use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::Semaphore;
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, Semaphore};
+use tokio_tungstenite::tungstenite::Message;
 
-const USAGE: &str =
-    "usage: notify-load idle --url WS_URL [--connections N] [--concurrency N] [--hold SECS] [--user-prefix P]";
-
-struct Idle {
+#[derive(Default)]
+struct Args {
     url: String,
+    publish: String,
+    key: String,
     connections: usize,
     concurrency: usize,
-    hold: Duration,
+    hold: u64,
     prefix: String,
+    events: usize,
+    payload: usize,
+    secret: Option<String>,
+    claims: Vec<(String, String)>,
+    attributes: Vec<(String, String)>,
 }
 
-fn parse(args: &[String]) -> anyhow::Result<Idle> {
+fn pair(s: &str) -> anyhow::Result<(String, String)> {
+    let (k, v) = s.split_once('=').context("expected key=value")?;
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+fn parse(args: &[String]) -> anyhow::Result<(String, Args)> {
     let mut it = args.iter();
-    if it.next().map(String::as_str) != Some("idle") {
-        bail!("{USAGE}");
-    }
-    let mut idle = Idle {
-        url: String::new(),
+    let mode = it.next().context("usage: notify-load idle|fanout|publish ... (see the source header)")?.clone();
+    let mut a = Args {
         connections: 1000,
         concurrency: 256,
-        hold: Duration::from_secs(3600),
+        hold: 3600,
         prefix: "load-".into(),
+        events: 100,
+        payload: 64,
+        ..Args::default()
     };
     while let Some(flag) = it.next() {
-        let value = it.next().with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let v = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
-            "--url" => idle.url = value.clone(),
-            "--connections" => idle.connections = value.parse()?,
-            "--concurrency" => idle.concurrency = value.parse()?,
-            "--hold" => idle.hold = Duration::from_secs(value.parse()?),
-            "--user-prefix" => idle.prefix = value.clone(),
-            _ => bail!("unknown flag {flag}\n{USAGE}"),
+            "--url" => a.url = v.clone(),
+            "--publish" => a.publish = v.clone(),
+            "--key" => a.key = v.clone(),
+            "--connections" => a.connections = v.parse()?,
+            "--concurrency" => a.concurrency = v.parse()?,
+            "--hold" => a.hold = v.parse()?,
+            "--user-prefix" => a.prefix = v.clone(),
+            "--events" => a.events = v.parse()?,
+            "--payload" => a.payload = v.parse()?,
+            "--token-secret" => a.secret = Some(v.clone()),
+            "--claim" => a.claims.push(pair(v)?),
+            "--attribute" => a.attributes.push(pair(v)?),
+            _ => bail!("unknown flag {flag}"),
         }
     }
-    if idle.url.is_empty() {
-        bail!("--url is required\n{USAGE}");
+    Ok((mode, a))
+}
+
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+fn connect_url(a: &Args, i: usize) -> String {
+    let user = format!("{}{i}", a.prefix);
+    let sep = if a.url.contains('?') { '&' } else { '?' };
+    match &a.secret {
+        None => format!("{}{sep}user={user}", a.url),
+        Some(secret) => {
+            let mut claims = json!({ "sub": user, "exp": now_us() / 1_000_000 + 3600 });
+            for (k, v) in &a.claims {
+                claims[k] = json!(v);
+            }
+            let token = jsonwebtoken::encode(
+                &jsonwebtoken::Header::default(),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+            )
+            .expect("signing a token");
+            format!("{}{sep}token={token}", a.url)
+        }
     }
-    Ok(idle)
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens `a.connections` connections (bounded concurrency); returns them and the time taken.
+async fn open_all(a: &Args) -> anyhow::Result<(Vec<Ws>, Duration)> {
+    let started = Instant::now();
+    let gate = Arc::new(Semaphore::new(a.concurrency));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::with_capacity(a.connections);
+    for i in 0..a.connections {
+        let url = connect_url(a, i);
+        let (gate, failed) = (gate.clone(), failed.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await.expect("semaphore open");
+            match tokio_tungstenite::connect_async(&url).await {
+                Ok((mut ws, _)) => match ws.next().await {
+                    Some(Ok(_welcome)) => Some(ws),
+                    _ => None,
+                },
+                Err(e) => {
+                    if failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                        eprintln!("connect failed: {e}");
+                    }
+                    None
+                }
+            }
+        }));
+    }
+    let mut conns = Vec::with_capacity(a.connections);
+    for t in tasks {
+        if let Some(ws) = t.await? {
+            conns.push(ws);
+        }
+    }
+    Ok((conns, started.elapsed()))
+}
+
+async fn idle(a: Args) -> anyhow::Result<()> {
+    let (conns, took) = open_all(&a).await?;
+    println!(
+        "connected {} failed {} in {:.2}s ({:.0} handshakes/s)",
+        conns.len(),
+        a.connections - conns.len(),
+        took.as_secs_f64(),
+        conns.len() as f64 / took.as_secs_f64()
+    );
+    let readers: Vec<_> = conns
+        .into_iter()
+        .map(|mut ws| tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} }))
+        .collect();
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_secs(a.hold)) => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    for r in readers {
+        r.abort();
+    }
+    Ok(())
+}
+
+/// A keep-alive HTTP/1.1 client for one publish URL.
+struct Publisher {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    path: String,
+    auth: String,
+}
+
+impl Publisher {
+    async fn connect(url: &str, key: &str) -> anyhow::Result<Self> {
+        let rest = url.strip_prefix("http://").context("--publish must be http://host:port/path")?;
+        let (host, path) = rest.split_once('/').context("--publish needs a path")?;
+        let tcp = tokio::net::TcpStream::connect(host).await?;
+        tcp.set_nodelay(true)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+        tokio::spawn(conn);
+        Ok(Self { sender, path: format!("/{path}"), auth: format!("Bearer {key}") })
+    }
+
+    async fn send(&mut self, body: &Value) -> anyhow::Result<()> {
+        let req = hyper::Request::post(&self.path)
+            .header("authorization", &self.auth)
+            .header("host", "bench")
+            .body(Full::new(Bytes::from(body.to_string())))?;
+        self.sender.ready().await?;
+        let res = self.sender.send_request(req).await?;
+        let status = res.status();
+        let body = res.into_body().collect().await?.to_bytes();
+        anyhow::ensure!(status == 202, "publish returned {status}: {}", String::from_utf8_lossy(&body));
+        Ok(())
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn fanout(a: Args) -> anyhow::Result<()> {
+    let (conns, took) = open_all(&a).await?;
+    let n = conns.len();
+    println!("subscribers {n} connected in {:.2}s", took.as_secs_f64());
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(n * a.events)));
+    let last_receipt = Arc::new(Mutex::new(Instant::now()));
+    let events = a.events;
+    let readers: Vec<_> = conns
+        .into_iter()
+        .map(|mut ws| {
+            let (latencies, last_receipt) = (latencies.clone(), last_receipt.clone());
+            tokio::spawn(async move {
+                let mut mine = Vec::with_capacity(events);
+                while mine.len() < events {
+                    let Some(Ok(Message::Text(text))) = ws.next().await else { break };
+                    let v: Value = match serde_json::from_str(&text) {
+                        Ok(v) => v,
+                        Err(_) => continue,
+                    };
+                    if let Some(sent) = v["data"]["sent_us"].as_u64() {
+                        mine.push(now_us().saturating_sub(sent));
+                    }
+                }
+                *last_receipt.lock().await = Instant::now();
+                latencies.lock().await.extend(mine);
+                ws
+            })
+        })
+        .collect();
+    let mut publisher = Publisher::connect(&a.publish, &a.key).await?;
+    let attributes: serde_json::Map<String, Value> = a.attributes.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    let pad = "x".repeat(a.payload);
+    let started = Instant::now();
+    for i in 0..a.events {
+        let body = json!({"broadcast": true, "event": "bench", "attributes": attributes,
+                          "data": {"sent_us": now_us(), "n": i, "pad": pad}});
+        publisher.send(&body).await?;
+    }
+    let published = started.elapsed();
+    let mut open = Vec::new();
+    for r in readers {
+        if let Ok(Ok(ws)) = tokio::time::timeout(Duration::from_secs(60), r).await {
+            open.push(ws);
+        }
+    }
+    let elapsed = last_receipt.lock().await.duration_since(started);
+    let mut lat = std::mem::take(&mut *latencies.lock().await);
+    lat.sort_unstable();
+    let deliveries = lat.len();
+    println!(
+        "events {events} published in {:.2}s; deliveries {deliveries}/{} in {:.2}s = {:.0} deliveries/s; latency us p50 {} p90 {} p99 {} max {}",
+        published.as_secs_f64(),
+        n * events,
+        elapsed.as_secs_f64(),
+        deliveries as f64 / elapsed.as_secs_f64(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.9),
+        percentile(&lat, 0.99),
+        lat.last().copied().unwrap_or(0),
+    );
+    Ok(())
+}
+
+async fn publish(a: Args) -> anyhow::Result<()> {
+    let mut publisher = Publisher::connect(&a.publish, &a.key).await?;
+    let pad = "x".repeat(a.payload);
+    let started = Instant::now();
+    for i in 0..a.events {
+        publisher
+            .send(&json!({"users": ["nobody"], "event": "bench", "data": {"n": i, "pad": pad, "ssn": "000"}}))
+            .await?;
+    }
+    let took = started.elapsed();
+    println!(
+        "published {} events in {:.2}s = {:.0} publishes/s ({:.1} us each)",
+        a.events,
+        took.as_secs_f64(),
+        a.events as f64 / took.as_secs_f64(),
+        took.as_secs_f64() * 1e6 / a.events as f64
+    );
+    Ok(())
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let idle = parse(&args)?;
-    let started = Instant::now();
-    let connected = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let gate = Arc::new(Semaphore::new(idle.concurrency));
-    let sep = if idle.url.contains('?') { '&' } else { '?' };
-    let mut tasks = Vec::with_capacity(idle.connections);
-    for i in 0..idle.connections {
-        let url = format!("{}{sep}user={}{i}", idle.url, idle.prefix);
-        let (gate, connected, failed) = (gate.clone(), connected.clone(), failed.clone());
-        tasks.push(tokio::spawn(async move {
-            let permit = gate.acquire_owned().await.expect("semaphore open");
-            let ws = match tokio_tungstenite::connect_async(&url).await {
-                Ok((mut ws, _)) => match ws.next().await {
-                    Some(Ok(_welcome)) => ws,
-                    _ => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
-                },
-                Err(e) => {
-                    if failed.fetch_add(1, Ordering::Relaxed) < 5 {
-                        eprintln!("connect failed: {e}");
-                    }
-                    return;
-                }
-            };
-            drop(permit);
-            connected.fetch_add(1, Ordering::Relaxed);
-            // Reading answers the host's pings; the connection otherwise stays idle.
-            let mut ws = ws;
-            while let Some(Ok(_)) = ws.next().await {}
-        }));
+    let (mode, a) = parse(&args)?;
+    match mode.as_str() {
+        "idle" => idle(a).await,
+        "fanout" => fanout(a).await,
+        "publish" => publish(a).await,
+        other => bail!("unknown mode {other}: idle, fanout or publish"),
     }
-    // Wait until every attempt has finished connecting or failing.
-    while connected.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < idle.connections {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let ok = connected.load(Ordering::Relaxed);
-    println!(
-        "connected {ok} failed {} in {:.2}s ({:.0} handshakes/s)",
-        failed.load(Ordering::Relaxed),
-        started.elapsed().as_secs_f64(),
-        ok as f64 / started.elapsed().as_secs_f64()
-    );
-    tokio::select! {
-        () = tokio::time::sleep(idle.hold) => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    for t in tasks {
-        t.abort();
-    }
-    Ok(())
 }

@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use crate::app::App;
 use crate::config::Config;
 use crate::http::{self, Body};
+use crate::plugin::Hook;
 
 /// How long plain HTTP connections get to finish once the host stops.
 const HTTP_CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -78,7 +79,9 @@ impl Server {
     /// Serves until shutdown is requested and the drain is over.
     pub async fn run(self) {
         let Self { app, listener, local_addr } = self;
-        for t in app.tenants.iter().filter(|t| t.auth.is_insecure()) {
+        let insecure =
+            app.tenants.iter().filter(|t| t.auth.is_insecure() && app.plugins.get(&t.id, Hook::Auth).is_none());
+        for t in insecure {
             tracing::warn!(
                 tenant = &*t.id,
                 "tenant uses INSECURE auth: any client can claim any user with ?user=. Development only; set auth.mode = \"jwt\" in production"

@@ -1,7 +1,7 @@
 //! The plugin calls the rest of the host makes: `authenticate` during a WebSocket handshake,
-//! and `transform` then `route` once per published event. Calls run on blocking threads, so
-//! a slow plugin (bounded by its deadline) never stalls the async workers serving other
-//! tenants.
+//! and `transform` then `route` once per published event. Calls run on tokio's blocking
+//! pool: they are synchronous, may block inside WASI host calls, and a plugin running to its
+//! deadline must not hold an async worker that serves other tenants' connections.
 
 use std::sync::Arc;
 
@@ -30,8 +30,7 @@ pub enum AuthOutcome {
 
 /// Runs the tenant's auth plugin on a connection attempt.
 pub async fn authenticate(plugin: Arc<LoadedPlugin>, req: types::ConnectRequest) -> AuthOutcome {
-    let result = tokio::task::spawn_blocking(move || plugin.authenticate(&req)).await;
-    match result {
+    match tokio::task::spawn_blocking(move || plugin.authenticate(&req)).await {
         Err(join) => AuthOutcome::Failed(format!("plugin task failed: {join}")),
         Ok(Err(e)) => AuthOutcome::Failed(e.to_string()),
         Ok(Ok(Err(deny))) => {

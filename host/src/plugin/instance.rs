@@ -8,13 +8,13 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, StoreLimitsBuilder, Trap};
+use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
-use super::bindings::{StoreState, auth, route, transform, types};
+use super::bindings::{CallClock, StoreState, auth, route, transform, types};
 use super::runtime::{Compiled, Runtime};
 use super::{CallError, FailurePolicy, Hook, HookMetrics};
 
@@ -132,11 +132,14 @@ impl LoadedPlugin {
                 .build(),
             wasi: WasiCtxBuilder::new().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build(),
             table: ResourceTable::new(),
+            clock: CallClock::start(self.deadline()),
         };
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(ticks(self.deadline_ms()));
+        store.epoch_deadline_callback(|ctx| {
+            Ok(if ctx.data().clock.expired() { UpdateDeadline::Interrupt } else { UpdateDeadline::Continue(1) })
+        });
+        store.set_epoch_deadline(1);
         let fail = |e: wasmtime::Error| CallError::Instantiate(format!("{e:#}"));
         let instance = self.compiled.pre.instantiate(&mut store).map_err(fail)?;
         let missing = || CallError::Instantiate(format!("component does not export the {} hook", self.hook.as_str()));
@@ -154,10 +157,9 @@ impl LoadedPlugin {
         Ok(Warm { store, guest, calls: 0 })
     }
 
-    fn deadline_ms(&self) -> u64 {
+    fn deadline(&self) -> Duration {
         let l = &self.runtime.limits;
-        let d = if self.hook == Hook::Auth { l.auth_deadline } else { l.hook_deadline };
-        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+        if self.hook == Hook::Auth { l.auth_deadline } else { l.hook_deadline }
     }
 
     /// Runs `f` on a warm instance with the hook's deadline, applying the breaker.
@@ -171,7 +173,8 @@ impl LoadedPlugin {
         let warm = self.idle.lock().expect("idle lock").pop();
         let result = match warm.map_or_else(|| self.instantiate(), Ok) {
             Ok(mut warm) => {
-                warm.store.set_epoch_deadline(ticks(self.deadline_ms()));
+                warm.store.data_mut().clock = CallClock::start(self.deadline());
+                warm.store.set_epoch_deadline(1);
                 let r = f(&mut warm.store, &warm.guest);
                 if r.is_ok() {
                     warm.calls += 1;
@@ -230,12 +233,6 @@ impl LoadedPlugin {
             _ => unreachable!("route plugins hold route guests"),
         })
     }
-}
-
-/// Epoch ticks for a deadline: one more than the milliseconds, since the first tick may
-/// come at once.
-fn ticks(ms: u64) -> u64 {
-    ms.saturating_add(1)
 }
 
 fn classify(e: wasmtime::Error) -> CallError {
