@@ -310,8 +310,11 @@ pub async fn http(
     body: Bytes,
 ) -> anyhow::Result<(u16, Value)> {
     let (status, bytes) = http_raw(addr, method, path, bearer, body).await?;
-    let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes)? };
-    Ok((status, value))
+    Ok((status, json_body(&bytes)?))
+}
+
+fn json_body(bytes: &[u8]) -> anyhow::Result<Value> {
+    Ok(if bytes.is_empty() { Value::Null } else { serde_json::from_slice(bytes)? })
 }
 
 /// One HTTP/1.1 request; returns the status and the raw body.
@@ -322,18 +325,9 @@ pub async fn http_raw(
     bearer: Option<&str>,
     body: Bytes,
 ) -> anyhow::Result<(u16, Bytes)> {
-    let tcp = TcpStream::connect(addr).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
-    tokio::spawn(conn);
-    let mut req = Request::builder().method(method).uri(path).header("host", addr.to_string());
-    if let Some(key) = bearer {
-        req = req.header("authorization", format!("Bearer {key}"));
-    }
-    let req = req.body(Full::new(body))?;
-    let res = tokio::time::timeout(STEP, sender.send_request(req)).await??;
-    let status = res.status().as_u16();
-    let bytes = res.into_body().collect().await?.to_bytes();
-    Ok((status, bytes))
+    let auth = bearer.map(|key| format!("Bearer {key}"));
+    let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| ("authorization", a)).into_iter().collect();
+    request(addr, method, path, &headers, body).await
 }
 
 /// An HTTP/1.1 request with arbitrary headers; returns the status and the body as JSON
@@ -345,6 +339,17 @@ pub async fn http_with(
     headers: &[(&str, &str)],
     body: Bytes,
 ) -> anyhow::Result<(u16, Value)> {
+    let (status, bytes) = request(addr, method, path, headers, body).await?;
+    Ok((status, json_body(&bytes)?))
+}
+
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> anyhow::Result<(u16, Bytes)> {
     let tcp = TcpStream::connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
     tokio::spawn(conn);
@@ -354,9 +359,7 @@ pub async fn http_with(
     }
     let res = tokio::time::timeout(STEP, sender.send_request(req.body(Full::new(body))?)).await??;
     let status = res.status().as_u16();
-    let bytes = res.into_body().collect().await?.to_bytes();
-    let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes)? };
-    Ok((status, value))
+    Ok((status, res.into_body().collect().await?.to_bytes()))
 }
 
 /// An HS256 token for `sub` with `exp` seconds from now (negative: already expired).

@@ -232,6 +232,7 @@ impl Plugins {
         source: Source,
     ) -> Result<Arc<LoadedPlugin>, PluginError> {
         let version = VersionState {
+            // `load_version` takes the hash from the bytes it compiles.
             hash: String::new(),
             config,
             on_failure,
@@ -327,18 +328,18 @@ impl Plugins {
     }
 
     /// The active version of a tenant's hook.
-    pub fn get(&self, tenant: &str, hook: Hook) -> Option<Arc<LoadedPlugin>> {
+    pub fn get(&self, tenant: &Arc<str>, hook: Hook) -> Option<Arc<LoadedPlugin>> {
         let slots = self.slots.read().expect("plugin slots lock");
-        slots.get(&(Arc::from(tenant), hook)).and_then(|s| s.active.clone())
+        slots.get(&(tenant.clone(), hook)).and_then(|s| s.active.clone())
     }
 
     /// Active version and history of each hook of `tenant`.
-    pub fn list(&self, tenant: &str) -> Vec<HookStatus> {
+    pub fn list(&self, tenant: &Arc<str>) -> Vec<HookStatus> {
         let slots = self.slots.read().expect("plugin slots lock");
         Hook::ALL
             .into_iter()
             .filter_map(|hook| {
-                let s = slots.get(&(Arc::from(tenant), hook))?;
+                let s = slots.get(&(tenant.clone(), hook))?;
                 Some(HookStatus { hook, active: s.active.clone(), history: s.history.clone() })
             })
             .collect()
