@@ -9,6 +9,7 @@ const SECRET: &str = "plugin-secret-0123456789";
 fn shop(extra: &str) -> String {
     format!(
         "[server]\nadmin_token = \"admin-token-123\"\n{extra}\n\
+         [plugins]\nauth_deadline = \"250ms\"\nhook_deadline = \"250ms\"\n\
          [tenants.shop]\npublish_key = \"shop-key\"\nmanagement_key = \"{MANAGER}\"\n\
          [tenants.other]\npublish_key = \"other-key\"\n"
     )

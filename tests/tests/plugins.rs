@@ -5,10 +5,15 @@ use serde_json::json;
 
 const SECRET: &str = "plugin-secret-0123456789";
 
+/// Generous deadlines for the well-behaved plugins: the tests run a debug build on a busy
+/// machine, and these tests are about behaviour, not speed. The hostile tests keep the
+/// defaults.
+const RELAXED: &str = "[plugins]\nauth_deadline = \"250ms\"\nhook_deadline = \"250ms\"\n";
+
 /// Tenant `shop`: jwt-auth (secret, plan/locale attributes) plus the given extra plugin TOML.
 fn shop(extra: &str) -> String {
     format!(
-        "{DEMO}\n[tenants.shop]\npublish_key = \"shop-key\"\n\
+        "{DEMO}\n{RELAXED}\n[tenants.shop]\npublish_key = \"shop-key\"\n\
          [tenants.shop.plugins.auth]\npath = \"{}\"\nconfig = {{ secret = \"{SECRET}\" }}\n{extra}",
         plugin_path("jwt_auth")
     )

@@ -20,6 +20,9 @@ use super::{CallError, FailurePolicy, Hook, HookMetrics};
 
 /// Idle instances kept per plugin version; more concurrent calls instantiate afresh.
 const MAX_IDLE: usize = 4;
+/// Instantiation (copying data segments, running start functions) gets ten times the call
+/// deadline, and at least this much.
+const INSTANTIATE_BUDGET_MIN: Duration = Duration::from_millis(100);
 
 enum Guest {
     Auth(auth::Guest),
@@ -132,7 +135,7 @@ impl LoadedPlugin {
                 .build(),
             wasi: WasiCtxBuilder::new().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build(),
             table: ResourceTable::new(),
-            clock: CallClock::start(self.deadline()),
+            clock: CallClock::start(self.deadline().saturating_mul(10).max(INSTANTIATE_BUDGET_MIN)),
         };
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.limits);
