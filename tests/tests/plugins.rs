@@ -219,3 +219,21 @@ async fn a_tenants_plugin_never_sees_another_tenants_events() -> anyhow::Result<
     assert_eq!(host.metric("notify_plugin_calls_total{tenant=\"shop\",hook=\"transform\"}").await?, 0.0);
     Ok(())
 }
+
+#[tokio::test]
+async fn memory_cap_alone_stops_a_memory_hog() -> anyhow::Result<()> {
+    // A deadline far beyond what growing to the cap takes: only the memory limiter can end
+    // these calls.
+    let toml = hostile("hostile_memory", "drop").replace(
+        "breaker_threshold = 1000",
+        "breaker_threshold = 1000\nhook_deadline = \"30s\"\nauth_deadline = \"30s\"\nmemory_limit_bytes = 8388608",
+    );
+    let host = TestHost::start(&toml).await?;
+    for i in 0..3 {
+        let (status, _) = host.publish("bad-key-1", &json!({"broadcast": true, "event": "e", "data": i})).await?;
+        assert_eq!(status, 202);
+    }
+    assert_eq!(host.metric("notify_plugin_failures_total{tenant=\"bad\",hook=\"transform\"}").await?, 3.0);
+    assert_eq!(host.metric("notify_frames_enqueued_total{tenant=\"bad\"}").await?, 0.0);
+    Ok(())
+}
