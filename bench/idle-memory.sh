@@ -12,17 +12,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 conns=${1:-15000}
 cargo build --release -q -p notify-host -p notify-bench
+source bench/common.sh
 work=$(mktemp -d)
 host_pid=""; load_pid=""
-cleanup() {
-  [ -n "$load_pid" ] && kill "$load_pid" 2>/dev/null || true
-  [ -n "$host_pid" ] && kill "$host_pid" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+trap 'stop_all "$load_pid" "$host_pid"' EXIT
+port=$(free_port)
 cat > "$work/config.toml" <<TOML
 [server]
 listen = "127.0.0.1:$port"
@@ -37,11 +31,8 @@ auth = { mode = "insecure" }
 TOML
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-metric() { curl -s "http://127.0.0.1:$port/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 
-"${HOST_BIN:-target/release/notify-host}" --config "$work/config.toml" > "$work/host.log" 2>&1 &
-host_pid=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
+start_host "$work/config.toml"
 # One connection first, so one-time allocations (runtime, hub shards) are in the baseline.
 target/release/notify-load idle --url "ws://127.0.0.1:$port/v1/ws/demo" --connections 1 --hold 1 --user-prefix warm- >/dev/null
 sleep 1.5

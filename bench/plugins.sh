@@ -11,18 +11,14 @@ cd "$(dirname "$0")/.."
 rounds=${1:-2}
 scripts/build-plugins.sh
 cargo build --release -q -p notify-host -p notify-bench
+source bench/common.sh
 work=$(mktemp -d)
 host_pid=""
-cleanup() {
-  [ -n "$host_pid" ] && kill "$host_pid" 2>/dev/null || true
-  wait 2>/dev/null || true
-  [ -n "${KEEP:-}" ] && cp "$work/host.log" /tmp/bench-host.log; rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'stop_all "$host_pid"' EXIT
 
 wasm=$PWD/plugins/target/wasm32-wasip2/release
 secret=bench-secret-0123456789abcdef
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 cat > "$work/config.toml" <<TOML
 [server]
 listen = "127.0.0.1:$port"
@@ -48,13 +44,10 @@ publish_key = "xform-key"
 plugins.transform = { path = "$wasm/redact.wasm", config = { fields = "ssn" } }
 TOML
 
-target/release/notify-host --config "$work/config.toml" > "$work/host.log" 2>&1 &
-host_pid=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
+start_host "$work/config.toml"
 load=target/release/notify-load
 ws="ws://127.0.0.1:$port/v1/ws"
 pub="http://127.0.0.1:$port/v1/publish"
-metric() { curl -s "http://127.0.0.1:$port/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 
 echo "date: $(date -u +%F), rustc: $(rustc --version | cut -d' ' -f2), cores: $(nproc)"
 for r in $(seq "$rounds"); do
