@@ -159,11 +159,6 @@ impl Outbox {
             }
         }
     }
-
-    /// Whether a frame is partly on the wire, so nothing else may be written before it ends.
-    pub fn mid_frame(&self) -> bool {
-        self.state.lock().expect("outbox lock").front_started
-    }
 }
 
 /// Progress of one [`Outbox::write_to`] call.

@@ -32,8 +32,8 @@ pub fn field_error(field: &str, message: impl Into<String>) -> Response<Body> {
     )
 }
 
-/// A plain-text response.
-pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+/// A Prometheus text-exposition response.
+pub fn prometheus(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut res = Response::new(Full::new(body.into()));
     *res.status_mut() = status;
     res.headers_mut()

@@ -2,8 +2,11 @@
 //! exposition format by `GET /metrics`.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
+
+use crate::plugin::{Hook, HookMetrics};
 
 /// Why a WebSocket handshake was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,47 +112,103 @@ impl GlobalMetrics {
     }
 }
 
-/// Renders every metric in Prometheus text format.
+/// One metric family whose samples are read from a metrics struct `M`.
+struct Family<M> {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    get: fn(&M) -> u64,
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Writes a family: its header and one sample per `(labels, metrics)` pair.
+fn write_family<'m, M: 'm>(out: &mut String, f: &Family<M>, samples: impl Iterator<Item = (String, &'m M)>) {
+    header(out, f.name, f.kind, f.help);
+    for (labels, m) in samples {
+        let _ = writeln!(out, "{}{{{labels}}} {}", f.name, (f.get)(m));
+    }
+}
+
+const TENANT_FAMILIES: [Family<TenantMetrics>; 7] = [
+    Family {
+        name: "notify_connections",
+        kind: "gauge",
+        help: "Open WebSocket connections.",
+        get: |m| u64::try_from(m.connections.load(Relaxed)).unwrap_or(0),
+    },
+    Family {
+        name: "notify_handshakes_total",
+        kind: "counter",
+        help: "Successful WebSocket handshakes.",
+        get: |m| m.handshakes.load(Relaxed),
+    },
+    Family {
+        name: "notify_events_published_total",
+        kind: "counter",
+        help: "Events accepted for delivery.",
+        get: |m| m.events_published.load(Relaxed),
+    },
+    Family {
+        name: "notify_frames_enqueued_total",
+        kind: "counter",
+        help: "Event frames put in connection queues.",
+        get: |m| m.frames_enqueued.load(Relaxed),
+    },
+    Family {
+        name: "notify_frames_delivered_total",
+        kind: "counter",
+        help: "Frames written to client sockets.",
+        get: |m| m.frames_delivered.load(Relaxed),
+    },
+    Family {
+        name: "notify_frames_dropped_total",
+        kind: "counter",
+        help: "Frames discarded by the slow-client policy.",
+        get: |m| m.frames_dropped.load(Relaxed),
+    },
+    Family {
+        name: "notify_slow_client_disconnects_total",
+        kind: "counter",
+        help: "Connections closed because their send queue overflowed.",
+        get: |m| m.slow_client_disconnects.load(Relaxed),
+    },
+];
+
+const PLUGIN_FAMILIES: [Family<HookMetrics>; 3] = [
+    Family {
+        name: "notify_plugin_calls_total",
+        kind: "counter",
+        help: "Plugin hook calls.",
+        get: |m| m.calls.load(Relaxed),
+    },
+    Family {
+        name: "notify_plugin_failures_total",
+        kind: "counter",
+        help: "Plugin calls that trapped, timed out or were refused.",
+        get: |m| m.failures.load(Relaxed),
+    },
+    Family {
+        name: "notify_plugin_disabled",
+        kind: "gauge",
+        help: "1 while the active plugin version is disabled by its circuit breaker.",
+        get: |m| m.disabled.load(Relaxed),
+    },
+];
+
+/// Renders every host metric in Prometheus text format.
 pub fn render<'a>(
     global: &GlobalMetrics,
     tenants: impl Iterator<Item = (&'a str, &'a TenantMetrics)> + Clone,
 ) -> String {
     let mut out = String::with_capacity(4096);
-    type Get = fn(&TenantMetrics) -> u64;
-    let counters: [(&str, &str, &str, Get); 6] = [
-        ("notify_handshakes_total", "counter", "Successful WebSocket handshakes.", |m| m.handshakes.load(Relaxed)),
-        ("notify_events_published_total", "counter", "Events accepted for delivery.", |m| {
-            m.events_published.load(Relaxed)
-        }),
-        ("notify_frames_enqueued_total", "counter", "Event frames put in connection queues.", |m| {
-            m.frames_enqueued.load(Relaxed)
-        }),
-        ("notify_frames_delivered_total", "counter", "Frames written to client sockets.", |m| {
-            m.frames_delivered.load(Relaxed)
-        }),
-        ("notify_frames_dropped_total", "counter", "Frames discarded by the slow-client policy.", |m| {
-            m.frames_dropped.load(Relaxed)
-        }),
-        (
-            "notify_slow_client_disconnects_total",
-            "counter",
-            "Connections closed because their send queue overflowed.",
-            |m| m.slow_client_disconnects.load(Relaxed),
-        ),
-    ];
-    let _ = writeln!(out, "# HELP notify_connections Open WebSocket connections.");
-    let _ = writeln!(out, "# TYPE notify_connections gauge");
-    for (id, m) in tenants.clone() {
-        let _ = writeln!(out, "notify_connections{{tenant=\"{id}\"}} {}", m.connections.load(Relaxed));
-    }
-    for (name, kind, help, get) in counters {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (id, m) in tenants.clone() {
-            let _ = writeln!(out, "{name}{{tenant=\"{id}\"}} {}", get(m));
-        }
+    for family in &TENANT_FAMILIES {
+        write_family(&mut out, family, tenants.clone().map(|(id, m)| (format!("tenant=\"{id}\""), m)));
     }
     let name = "notify_handshake_failures_total";
-    let _ = writeln!(out, "# HELP {name} Refused WebSocket handshakes by reason.\n# TYPE {name} counter");
+    header(&mut out, name, "counter", "Refused WebSocket handshakes by reason.");
     for why in HandshakeFailure::ALL {
         let n = global.handshake_failures[why as usize].load(Relaxed);
         let _ = writeln!(out, "{name}{{tenant=\"\",reason=\"{}\"}} {n}", why.as_str());
@@ -159,13 +218,14 @@ pub fn render<'a>(
         }
     }
     let name = "notify_publish_rejected_total";
-    let _ =
-        writeln!(out, "# HELP {name} Publish requests refused (bad key, bad body, too large).\n# TYPE {name} counter");
+    header(&mut out, name, "counter", "Publish requests refused (bad key, bad body, too large).");
     let _ = writeln!(out, "{name} {}", global.publish_rejected.load(Relaxed));
     let name = "notify_publish_to_enqueue_seconds";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Time from a publish request's arrival to its frames being queued on every local connection.\n# TYPE {name} histogram"
+    header(
+        &mut out,
+        name,
+        "histogram",
+        "Time from a publish request's arrival to its frames being queued on every local connection.",
     );
     for (id, m) in tenants {
         m.publish_to_enqueue.render(&mut out, name, &format!("tenant=\"{id}\""));
@@ -174,35 +234,14 @@ pub fn render<'a>(
 }
 
 /// Appends per-tenant, per-hook plugin metrics.
-pub fn render_plugins(
-    out: &mut String,
-    hooks: &[(std::sync::Arc<str>, crate::plugin::Hook, std::sync::Arc<crate::plugin::HookMetrics>)],
-) {
-    type Get = fn(&crate::plugin::HookMetrics) -> u64;
-    let series: [(&str, &str, &str, Get); 3] = [
-        ("notify_plugin_calls_total", "counter", "Plugin hook calls.", |m| m.calls.load(Relaxed)),
-        ("notify_plugin_failures_total", "counter", "Plugin calls that trapped, timed out or were refused.", |m| {
-            m.failures.load(Relaxed)
-        }),
-        (
-            "notify_plugin_disabled",
-            "gauge",
-            "1 while the active plugin version is disabled by its circuit breaker.",
-            |m| m.disabled.load(Relaxed),
-        ),
-    ];
-    for (name, kind, help, get) in series {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (tenant, hook, m) in hooks {
-            let _ = writeln!(out, "{name}{{tenant=\"{tenant}\",hook=\"{}\"}} {}", hook.as_str(), get(m));
-        }
+pub fn render_plugins(out: &mut String, hooks: &[(Arc<str>, Hook, Arc<HookMetrics>)]) {
+    let labels = |tenant: &str, hook: Hook| format!("tenant=\"{tenant}\",hook=\"{}\"", hook.as_str());
+    for family in &PLUGIN_FAMILIES {
+        write_family(out, family, hooks.iter().map(|(t, h, m)| (labels(t, *h), &**m)));
     }
     let name = "notify_plugin_call_seconds";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Plugin call duration, including instantiation when no warm instance was free.\n# TYPE {name} histogram"
-    );
+    header(out, name, "histogram", "Plugin call duration, including instantiation when no warm instance was free.");
     for (tenant, hook, m) in hooks {
-        m.duration.render(out, name, &format!("tenant=\"{tenant}\",hook=\"{}\"", hook.as_str()));
+        m.duration.render(out, name, &labels(tenant, *hook));
     }
 }

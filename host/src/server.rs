@@ -155,7 +155,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
     match (method, path.as_str()) {
         (Method::GET, "/healthz") => http::json(StatusCode::OK, &json!({ "status": "ok" })),
         (Method::GET, "/readyz") => readyz(app),
-        (Method::GET, "/metrics") => http::text(StatusCode::OK, app.render_metrics()),
+        (Method::GET, "/metrics") => http::prometheus(StatusCode::OK, app.render_metrics()),
         (Method::POST, "/v1/publish") => crate::ingest::http::publish(app, req, false).await,
         (Method::POST, "/v1/publish/batch") => crate::ingest::http::publish(app, req, true).await,
         (_, p) if p.starts_with("/v1/admin/tenants/") => {

@@ -16,6 +16,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::{CallClock, StoreState, auth, route, transform, types};
 use super::runtime::{Compiled, Runtime};
+use super::store::{Provenance, VersionState};
 use super::{CallError, FailurePolicy, Hook, HookMetrics};
 
 /// Idle instances kept per plugin version; more concurrent calls instantiate afresh.
@@ -66,19 +67,16 @@ pub struct LoadedPlugin {
 }
 
 impl LoadedPlugin {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         runtime: Arc<Runtime>,
         tenant: Arc<str>,
         hook: Hook,
         compiled: Arc<Compiled>,
-        config: BTreeMap<String, String>,
-        on_failure: FailurePolicy,
-        source: Source,
-        installed_at: u64,
+        provenance: Provenance,
         metrics: Arc<HookMetrics>,
     ) -> Result<Self, CallError> {
         let label = format!("{}@{}", hook.as_str(), &compiled.hash[..12]).into();
+        let Provenance { config, on_failure, installed_at, source } = provenance;
         let plugin = Self {
             hook,
             tenant,
@@ -103,13 +101,15 @@ impl LoadedPlugin {
     }
 
     /// What the plugin store keeps of this version.
-    pub fn version_state(&self) -> super::store::VersionState {
-        super::store::VersionState {
+    pub fn version_state(&self) -> VersionState {
+        VersionState {
             hash: self.compiled.hash.clone(),
-            config: (*self.config).clone(),
-            on_failure: self.on_failure,
-            installed_at: self.installed_at,
-            source: self.source,
+            provenance: Provenance {
+                config: (*self.config).clone(),
+                on_failure: self.on_failure,
+                installed_at: self.installed_at,
+                source: self.source,
+            },
         }
     }
 

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 pub use instance::{LoadedPlugin, Source};
 pub use runtime::Runtime;
-use store::{PluginStore, SlotState, VersionState};
+use store::{PluginStore, Provenance, SlotState, VersionState};
 
 use crate::config::{Config, FailurePolicy, PluginConfig};
 use crate::metrics::Histogram;
@@ -171,7 +171,7 @@ impl Plugins {
                 let wasm = store.load_blob(&v.hash).map_err(|e| {
                     PluginError::Storage(format!("stored plugin {} of tenant {}: {e}", v.hash, state.tenant))
                 })?;
-                self.load_version(&tenant.id, state.hook, &wasm, v)
+                self.load_version(&tenant.id, state.hook, &wasm, v.provenance.clone())
             };
             let active = state.active.as_ref().map(load).transpose()?;
             let history = state.history.iter().map(load).collect::<Result<Vec<_>, _>>()?;
@@ -231,15 +231,8 @@ impl Plugins {
         on_failure: FailurePolicy,
         source: Source,
     ) -> Result<Arc<LoadedPlugin>, PluginError> {
-        let version = VersionState {
-            // `load_version` takes the hash from the bytes it compiles.
-            hash: String::new(),
-            config,
-            on_failure,
-            installed_at: crate::event::now_millis() / 1000,
-            source,
-        };
-        let plugin = self.load_version(tenant, hook, wasm, &version)?;
+        let installed_at = crate::event::now_millis() / 1000;
+        let plugin = self.load_version(tenant, hook, wasm, Provenance { config, on_failure, installed_at, source })?;
         let mut slots = self.slots.write().expect("plugin slots lock");
         let slot = slots.entry((tenant.clone(), hook)).or_default();
         if let Some(old) = slot.active.replace(plugin.clone()) {
@@ -274,7 +267,7 @@ impl Plugins {
         tenant: &Arc<str>,
         hook: Hook,
         wasm: &[u8],
-        v: &VersionState,
+        provenance: Provenance,
     ) -> Result<Arc<LoadedPlugin>, PluginError> {
         let compiled = self.runtime.compile(wasm)?;
         if !compiled.exports(hook) {
@@ -292,10 +285,7 @@ impl Plugins {
             tenant.clone(),
             hook,
             compiled,
-            v.config.clone(),
-            v.on_failure,
-            v.source,
-            v.installed_at,
+            provenance,
             self.metrics(tenant, hook),
         )
         .map_err(|e| PluginError::Invalid(e.to_string()))?;

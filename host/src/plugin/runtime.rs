@@ -15,7 +15,7 @@ use super::{Hook, PluginError};
 use crate::config::PluginLimits;
 
 /// One epoch tick; deadlines are counted in ticks.
-pub const TICK: Duration = Duration::from_millis(1);
+const TICK: Duration = Duration::from_millis(1);
 
 /// A compiled, linked component: ready to instantiate for any hook it exports.
 pub struct Compiled {
@@ -92,7 +92,7 @@ impl Runtime {
         if let Some(hit) = self.cache.lock().expect("plugin cache lock").get(&hash) {
             return Ok(hit.clone());
         }
-        if !wasmparser_is_component(wasm) {
+        if !is_component(wasm) {
             return Err(PluginError::Invalid("not a WebAssembly component (build with --target wasm32-wasip2)".into()));
         }
         let component = Component::new(&self.engine, wasm).map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
@@ -113,10 +113,10 @@ impl Runtime {
 }
 
 /// Components start with the wasm magic and a version/layer word whose layer is 1.
-fn wasmparser_is_component(bytes: &[u8]) -> bool {
+fn is_component(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [1, 0]
 }
 
-pub fn hex(bytes: &[u8]) -> String {
+fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -12,14 +12,22 @@ use serde::{Deserialize, Serialize};
 use super::{Hook, Source};
 use crate::config::FailurePolicy;
 
+/// How a plugin version was installed: everything about it but its bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Provenance {
+    pub config: BTreeMap<String, String>,
+    pub on_failure: FailurePolicy,
+    /// Unix seconds.
+    pub installed_at: u64,
+    pub source: Source,
+}
+
 /// One stored plugin version.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VersionState {
     pub hash: String,
-    pub config: BTreeMap<String, String>,
-    pub on_failure: FailurePolicy,
-    pub installed_at: u64,
-    pub source: Source,
+    #[serde(flatten)]
+    pub provenance: Provenance,
 }
 
 /// One hook slot: its active version and history (newest last).
