@@ -4,6 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== redis-server (cluster tests start private servers on free ports)"
+if ! command -v redis-server >/dev/null; then
+    if command -v apt-get >/dev/null; then
+        sudo_cmd=""
+        [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+        $sudo_cmd apt-get install -y redis-server
+    else
+        echo "redis-server is not installed; install Redis 7 (e.g. apt-get install redis-server or brew install redis)" >&2
+        exit 1
+    fi
+fi
+redis-server --version
 echo "== plugins (wasm32-wasip2)"
 scripts/build-plugins.sh
 echo "== formatting"

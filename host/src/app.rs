@@ -1,18 +1,20 @@
 //! The state every request and connection shares.
 
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broker::{Broker, MemoryBroker};
-use crate::config::{BrokerConfig, Config};
+use crate::broker::{Broker, MemoryBroker, RedisBroker};
+use crate::config::{BrokerConfig, Config, RedisConfig};
 use crate::event::IdGenerator;
 use crate::fanout::QueueLimits;
 use crate::hub::Hub;
-use crate::metrics::GlobalMetrics;
-use crate::plugin::{PluginError, Plugins};
+use crate::metrics::{BrokerMetrics, GlobalMetrics};
+use crate::plugin::Plugins;
+use crate::server::StartError;
 use crate::tenant::Tenants;
 
 /// Shared host state.
@@ -21,6 +23,8 @@ pub struct App {
     pub tenants: Tenants,
     pub hub: Arc<Hub>,
     pub broker: Arc<dyn Broker>,
+    /// Shared with the broker and the Redis ingest consumers.
+    pub broker_metrics: Arc<BrokerMetrics>,
     pub plugins: Plugins,
     pub metrics: GlobalMetrics,
     pub ids: IdGenerator,
@@ -29,30 +33,47 @@ pub struct App {
     pub draining: CancellationToken,
     /// Tracks connection tasks, so shutdown can wait for their queues to flush.
     pub connections: TaskTracker,
+    /// Background workers (Redis ingest consumers); they stop reading when draining starts
+    /// and shutdown waits for them to finish what they read.
+    pub workers: TaskTracker,
+    /// This node's name in the cluster (`broker.node_id`, or random per process).
+    pub node_id: Arc<str>,
     /// Open (or upgrading) WebSocket connections, checked against `server.max_connections`.
     pub open_connections: AtomicUsize,
 }
 
 impl App {
-    pub fn new(config: Config) -> Result<Self, PluginError> {
+    pub fn new(config: Config) -> Result<Self, StartError> {
         let limits =
             QueueLimits { frames: config.connections.send_queue_frames, bytes: config.connections.send_queue_bytes };
         let hub = Arc::new(Hub::new(limits));
-        let broker: Arc<dyn Broker> = match config.broker {
-            BrokerConfig::Memory => Arc::new(MemoryBroker::new(hub.clone())),
-        };
         let tenants = Tenants::from_config(&config);
+        let broker_metrics = Arc::new(BrokerMetrics::default());
+        let broker: Arc<dyn Broker> = match &config.broker {
+            BrokerConfig::Memory => Arc::new(MemoryBroker::new(hub.clone())),
+            BrokerConfig::Redis(redis) => {
+                let by_id = tenants.iter().map(|t| (t.id.clone(), t.clone())).collect();
+                Arc::new(RedisBroker::start(redis, hub.clone(), by_id, broker_metrics.clone())?)
+            }
+        };
         let plugins = Plugins::from_config(&config, &tenants)?;
+        let node_id = match &config.broker {
+            BrokerConfig::Redis(RedisConfig { node_id: Some(id), .. }) => Arc::from(id.as_str()),
+            _ => Arc::from(format!("node-{:016x}", RandomState::new().hash_one(std::process::id()))),
+        };
         Ok(Self {
             tenants,
             plugins,
             config,
             hub,
             broker,
+            broker_metrics,
             metrics: GlobalMetrics::default(),
             ids: IdGenerator::default(),
             draining: CancellationToken::new(),
             connections: TaskTracker::new(),
+            workers: TaskTracker::new(),
+            node_id,
             open_connections: AtomicUsize::new(0),
         })
     }
@@ -60,6 +81,9 @@ impl App {
     pub fn render_metrics(&self) -> String {
         let mut out = crate::metrics::render(&self.metrics, self.tenants.iter().map(|t| (&*t.id, &t.metrics)));
         crate::metrics::render_plugins(&mut out, &self.plugins.all_metrics());
+        if matches!(self.config.broker, BrokerConfig::Redis(_)) {
+            crate::metrics::render_broker(&mut out, &self.broker_metrics);
+        }
         out
     }
 }

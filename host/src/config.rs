@@ -186,6 +186,80 @@ pub enum BrokerConfig {
     /// Single process: events go straight from ingest to the local hub.
     #[default]
     Memory,
+    /// Many nodes sharing one Redis (or Redis Cluster).
+    Redis(RedisConfig),
+}
+
+/// Cluster mode over Redis: node-to-node fan-out, publishing through Redis, presence.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`. With `cluster = true`, a comma-separated list
+    /// of seed nodes of a Redis Cluster.
+    pub url: String,
+    /// Use Redis Cluster and its sharded pub/sub (SSUBSCRIBE/SPUBLISH).
+    pub cluster: bool,
+    /// This node's name in the ingest consumer group and in presence. A stable name lets a
+    /// restarted node pick up the entries it left pending at once; without one a random name
+    /// is chosen per process and other nodes claim its entries after `claim_idle`.
+    pub node_id: Option<String>,
+    /// Connect and response timeout of every Redis command.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// A stream nobody local listens to any more stays subscribed this long, so connection
+    /// churn does not turn into SUBSCRIBE/UNSUBSCRIBE churn.
+    #[serde(with = "humantime_serde")]
+    pub unsubscribe_delay: Duration,
+    /// Longest wait between reconnect attempts (backoff doubles from 50 ms up to this).
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Read `notify:{tenant}:ingest` streams and `notify:{tenant}:publish` channels.
+    pub ingest: bool,
+    /// Entries left pending this long by another node are claimed (XAUTOCLAIM).
+    #[serde(with = "humantime_serde")]
+    pub claim_idle: Duration,
+    /// A user whose last connection closed is reported offline only after this long, so a
+    /// quick reconnect is not an offline/online pair.
+    #[serde(with = "humantime_serde")]
+    pub presence_debounce: Duration,
+}
+
+impl RedisConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for url in self.urls() {
+            redis::Client::open(url).map_err(|e| invalid("broker.url", format!("not a Redis URL ({url}): {e}")))?;
+        }
+        if self.timeout.is_zero() || self.max_backoff.is_zero() || self.claim_idle.is_zero() {
+            return Err(invalid("broker", "timeout, max_backoff and claim_idle must be greater than zero"));
+        }
+        if let Some(id) = &self.node_id
+            && !valid_tenant_id(id)
+        {
+            return Err(invalid("broker.node_id", "node ids are 1-64 characters of a-z, 0-9, '-' and '_'"));
+        }
+        Ok(())
+    }
+
+    /// The configured URLs (seed nodes in cluster mode).
+    pub fn urls(&self) -> impl Iterator<Item = &str> {
+        self.url.split(',').map(str::trim).filter(|u| !u.is_empty())
+    }
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            cluster: false,
+            node_id: None,
+            timeout: Duration::from_secs(2),
+            unsubscribe_delay: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(2),
+            ingest: true,
+            claim_idle: Duration::from_secs(30),
+            presence_debounce: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Log output.
@@ -382,6 +456,9 @@ impl Config {
         }
         if self.tenants.is_empty() {
             return Err(invalid("tenants", "at least one tenant is required (e.g. [tenants.demo])"));
+        }
+        if let BrokerConfig::Redis(r) = &self.broker {
+            r.validate()?;
         }
         let mut keys = HashSet::new();
         for (id, t) in &self.tenants {

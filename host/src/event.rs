@@ -43,6 +43,13 @@ pub enum Target<'a> {
 }
 
 impl Event {
+    /// Every stream the event addresses: its users, its channels, then the broadcast.
+    pub fn targets(&self) -> impl Iterator<Item = Target<'_>> {
+        let users = self.users.iter().map(|u| Target::User(u));
+        let channels = self.channels.iter().map(|c| Target::Channel(c));
+        users.chain(channels).chain(self.broadcast.then_some(Target::Broadcast))
+    }
+
     /// Encodes the complete WebSocket frame for one target stream. The result is shared by
     /// every connection of that stream.
     pub fn encode_for(&self, target: Target<'_>) -> Bytes {
@@ -73,6 +80,11 @@ impl Event {
 fn push_json_str(out: &mut String, s: &str) {
     // Serialising a &str into a String cannot fail.
     out.push_str(&serde_json::to_string(s).expect("string serialises"));
+}
+
+/// Microseconds since the Unix epoch.
+pub fn now_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// Milliseconds since the Unix epoch.

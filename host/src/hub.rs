@@ -10,12 +10,13 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 
 use crate::event::{Event, Target};
 use crate::fanout::{Outbox, Pushed, QueueLimits};
-use crate::segment::{Segment, Verdicts};
+use crate::segment::{Filter, Segment, Verdicts};
 use crate::tenant::Tenant;
 
 const SHARDS: usize = 64;
@@ -149,51 +150,84 @@ impl Hub {
     }
 
     /// Pushes `event` to every local connection it addresses, encoding it once per target
-    /// stream.
+    /// stream (and only for streams with local connections).
     pub fn deliver(&self, tenant: &Tenant, event: &Event) -> Delivery {
-        let t = tenant.index;
         let mut total = Delivery::default();
-        for user in &event.users {
-            let shard = self.shard_of((t, 0u8, user.as_str())).read().expect("hub lock");
-            if let Some(devices) = shard.get(&t).and_then(|ts| ts.users.get(user.as_str())) {
-                let frame = event.encode_for(Target::User(user));
-                self.push_all(tenant, event, devices.iter(), &frame, &mut total);
-            }
+        for target in event.targets() {
+            self.deliver_to(tenant, target, event.filter.as_deref(), || event.encode_for(target), &mut total);
         }
-        for channel in &event.channels {
-            let shard = self.shard_of((t, 1u8, channel.as_str())).read().expect("hub lock");
-            if let Some(subs) = shard.get(&t).and_then(|ts| ts.channels.get(channel.as_str())) {
-                let frame = event.encode_for(Target::Channel(channel));
-                self.push_all(tenant, event, subs.values(), &frame, &mut total);
+        self.account(tenant, total, event.received_at.elapsed());
+        total
+    }
+
+    /// Pushes an already encoded frame of one stream (from another node) to its local
+    /// connections; `latency` is the time since it was published.
+    pub fn deliver_frame(
+        &self,
+        tenant: &Tenant,
+        target: Target<'_>,
+        frame: &Bytes,
+        filter: Option<&Filter>,
+        latency: Duration,
+    ) -> Delivery {
+        let mut total = Delivery::default();
+        self.deliver_to(tenant, target, filter, || frame.clone(), &mut total);
+        self.account(tenant, total, latency);
+        total
+    }
+
+    fn deliver_to(
+        &self,
+        tenant: &Tenant,
+        target: Target<'_>,
+        filter: Option<&Filter>,
+        frame: impl FnOnce() -> Bytes,
+        total: &mut Delivery,
+    ) {
+        let t = tenant.index;
+        match target {
+            Target::User(user) => {
+                let shard = self.shard_of((t, 0u8, user)).read().expect("hub lock");
+                if let Some(devices) = shard.get(&t).and_then(|ts| ts.users.get(user)) {
+                    self.push_all(tenant, filter, devices.iter(), &frame(), total);
+                }
             }
-        }
-        if event.broadcast {
-            let frame = event.encode_for(Target::Broadcast);
-            for shard in &self.shards {
-                let shard = shard.read().expect("hub lock");
-                if let Some(ts) = shard.get(&t) {
-                    self.push_all(tenant, event, ts.everyone.values(), &frame, &mut total);
+            Target::Channel(channel) => {
+                let shard = self.shard_of((t, 1u8, channel)).read().expect("hub lock");
+                if let Some(subs) = shard.get(&t).and_then(|ts| ts.channels.get(channel)) {
+                    self.push_all(tenant, filter, subs.values(), &frame(), total);
+                }
+            }
+            Target::Broadcast => {
+                let frame = frame();
+                for shard in &self.shards {
+                    let shard = shard.read().expect("hub lock");
+                    if let Some(ts) = shard.get(&t) {
+                        self.push_all(tenant, filter, ts.everyone.values(), &frame, total);
+                    }
                 }
             }
         }
+    }
+
+    fn account(&self, tenant: &Tenant, total: Delivery, latency: Duration) {
         let m = &tenant.metrics;
         m.frames_enqueued.fetch_add(total.queued, Relaxed);
         m.frames_dropped.fetch_add(total.dropped, Relaxed);
         m.slow_client_disconnects.fetch_add(total.slow_disconnects, Relaxed);
-        m.publish_to_enqueue.observe(event.received_at.elapsed());
-        total
+        m.publish_to_enqueue.observe(latency);
     }
 
     fn push_all<'a>(
         &self,
         tenant: &Tenant,
-        event: &Event,
+        filter: Option<&Filter>,
         conns: impl Iterator<Item = &'a Arc<Conn>>,
         frame: &Bytes,
         total: &mut Delivery,
     ) {
         let policy = tenant.config.slow_client;
-        let mut verdicts = event.filter.as_deref().map(Verdicts::new);
+        let mut verdicts = filter.map(Verdicts::new);
         for conn in conns {
             if let Some(v) = &mut verdicts
                 && !v.admits(&conn.segment)

@@ -112,6 +112,100 @@ impl GlobalMetrics {
     }
 }
 
+/// Counters of the cluster broker and of ingestion through Redis (zero in memory mode).
+#[derive(Default)]
+pub struct BrokerMetrics {
+    /// 1 while the pub/sub connection is up.
+    pub up: AtomicI64,
+    pub published: AtomicU64,
+    pub publish_failures: AtomicU64,
+    pub received: AtomicU64,
+    pub undecodable: AtomicU64,
+    pub subscriptions: AtomicI64,
+    pub reconnects: AtomicU64,
+    pub ingest_stream_entries: AtomicU64,
+    pub ingest_pubsub_messages: AtomicU64,
+    pub ingest_claimed: AtomicU64,
+    pub dead_letters: AtomicU64,
+}
+
+const BROKER_FAMILIES: [Family<BrokerMetrics>; 11] = [
+    Family {
+        name: "notify_broker_up",
+        kind: "gauge",
+        help: "1 while the Redis pub/sub connection is up.",
+        get: |m| u64::try_from(m.up.load(Relaxed)).unwrap_or(0),
+    },
+    Family {
+        name: "notify_broker_published_total",
+        kind: "counter",
+        help: "Stream messages this node published to Redis (one per event per target stream).",
+        get: |m| m.published.load(Relaxed),
+    },
+    Family {
+        name: "notify_broker_publish_failures_total",
+        kind: "counter",
+        help: "Publishes to Redis that failed (the publisher got an error).",
+        get: |m| m.publish_failures.load(Relaxed),
+    },
+    Family {
+        name: "notify_broker_received_total",
+        kind: "counter",
+        help: "Stream messages this node received from Redis.",
+        get: |m| m.received.load(Relaxed),
+    },
+    Family {
+        name: "notify_broker_undecodable_total",
+        kind: "counter",
+        help: "Received messages that were not notify envelopes for a known tenant.",
+        get: |m| m.undecodable.load(Relaxed),
+    },
+    Family {
+        name: "notify_broker_subscriptions",
+        kind: "gauge",
+        help: "Stream channels this node is subscribed to.",
+        get: |m| u64::try_from(m.subscriptions.load(Relaxed)).unwrap_or(0),
+    },
+    Family {
+        name: "notify_broker_reconnects_total",
+        kind: "counter",
+        help: "Pub/sub reconnections after the connection to Redis was lost.",
+        get: |m| m.reconnects.load(Relaxed),
+    },
+    Family {
+        name: "notify_ingest_stream_entries_total",
+        kind: "counter",
+        help: "Entries of notify:{tenant}:ingest streams this node processed and acknowledged.",
+        get: |m| m.ingest_stream_entries.load(Relaxed),
+    },
+    Family {
+        name: "notify_ingest_pubsub_messages_total",
+        kind: "counter",
+        help: "Messages of notify:{tenant}:publish channels this node processed.",
+        get: |m| m.ingest_pubsub_messages.load(Relaxed),
+    },
+    Family {
+        name: "notify_ingest_claimed_total",
+        kind: "counter",
+        help: "Pending ingest entries this node claimed from other consumers.",
+        get: |m| m.ingest_claimed.load(Relaxed),
+    },
+    Family {
+        name: "notify_ingest_dead_letters_total",
+        kind: "counter",
+        help: "Invalid ingest entries written to notify:{tenant}:dead.",
+        get: |m| m.dead_letters.load(Relaxed),
+    },
+];
+
+/// Appends the broker and Redis ingestion metrics.
+pub fn render_broker(out: &mut String, m: &BrokerMetrics) {
+    for family in &BROKER_FAMILIES {
+        header(out, family.name, family.kind, family.help);
+        let _ = writeln!(out, "{} {}", family.name, (family.get)(m));
+    }
+}
+
 /// One metric family whose samples are read from a metrics struct `M`.
 struct Family<M> {
     name: &'static str,

@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use serde::{Deserialize, Serialize};
+
 /// Most distinct attribute sets interned per tenant; beyond it segments are not shared.
 const MAX_INTERNED: usize = 10_000;
 
@@ -62,7 +64,7 @@ impl Segments {
 }
 
 /// Comparison of one clause.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
     Eq,
     Ne,
@@ -72,7 +74,7 @@ pub enum Op {
 }
 
 /// One condition on a subscriber attribute.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Clause {
     pub key: Box<str>,
     pub op: Op,
@@ -94,7 +96,7 @@ impl Clause {
 }
 
 /// ANDed clauses a recipient's segment must satisfy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Filter {
     pub clauses: Box<[Clause]>,
 }

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::app::App;
-use crate::config::Config;
+use crate::config::{BrokerConfig, Config};
 use crate::http::{self, Body};
 use crate::plugin::Hook;
 
@@ -36,6 +36,8 @@ pub enum StartError {
     Listen(#[from] std::io::Error),
     #[error(transparent)]
     Plugin(#[from] crate::plugin::PluginError),
+    #[error(transparent)]
+    Broker(#[from] crate::broker::BrokerError),
 }
 
 /// A bound host, ready to run.
@@ -91,12 +93,23 @@ impl Server {
         let stop = CancellationToken::new();
         let http_conns = TaskTracker::new();
         let acceptor = tokio::spawn(accept_loop(app.clone(), listener, stop.clone(), http_conns.clone()));
+        if let BrokerConfig::Redis(redis) = &app.config.broker
+            && redis.ingest
+            && let Err(e) = crate::ingest::redis::start(&app, redis)
+        {
+            tracing::error!(error = %e, "Redis ingestion not started");
+        }
 
         app.draining.cancelled().await;
         let grace = app.config.server.shutdown_grace;
         tracing::info!(?grace, "draining: closing every connection with 1001");
         app.connections.close();
-        if tokio::time::timeout(grace, app.connections.wait()).await.is_err() {
+        app.workers.close();
+        let drained = async {
+            app.workers.wait().await;
+            app.connections.wait().await;
+        };
+        if tokio::time::timeout(grace, drained).await.is_err() {
             tracing::warn!("shutdown grace elapsed with connections still flushing");
         }
         stop.cancel();

@@ -19,6 +19,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+mod redis_server;
+
+pub use redis_server::RedisServer;
+
 /// Guard against hangs: no test step waits longer than this for something that must happen.
 pub const STEP: Duration = Duration::from_secs(10);
 

@@ -1,6 +1,7 @@
 //! Ingest: the publish body schema and its validation, shared by every way of publishing.
 
 pub mod http;
+pub mod redis;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

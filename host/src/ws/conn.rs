@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::time::sleep_until;
@@ -22,8 +23,13 @@ use super::close;
 use super::protocol::{self, ClientFrame, code};
 use crate::app::App;
 use crate::auth::Identity;
+use crate::broker::Ticket;
 use crate::channel;
+use crate::event::Target;
 use crate::hub::Conn;
+
+/// Longest wait for the broker to subscribe a connection's streams before replying anyway.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a closing connection may take to flush its last frames and the close handshake.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -50,7 +56,11 @@ pub async fn run(mut ws: WebSocketStream<TcpStream>, conn: Arc<Conn>, identity: 
     let tenant = conn.tenant.clone();
     let c = &app.config.connections;
     app.hub.register(&conn);
+    let own_streams = [Target::User(&conn.user), Target::Broadcast];
+    let ticket = app.broker.interest(&tenant, &own_streams, 1);
     tenant.metrics.connections.fetch_add(1, Relaxed);
+    // `welcome` promises that events published from now on arrive.
+    sync_interest(app, ticket).await;
     conn.outbox.push_control(protocol::welcome(&protocol::Welcome {
         conn_id: conn.id,
         user: &conn.user,
@@ -62,6 +72,8 @@ pub async fn run(mut ws: WebSocketStream<TcpStream>, conn: Arc<Conn>, identity: 
     let mut state = State::Established;
     let end = established(&mut ws, &conn, &identity, app, &mut subscriptions, &mut state).await;
     app.hub.unregister(&conn, subscriptions.iter().map(|s| &**s));
+    let channels = subscriptions.iter().map(|s| Target::Channel(s));
+    app.broker.interest(&tenant, &own_streams.into_iter().chain(channels).collect::<Vec<_>>(), -1);
     tenant.metrics.connections.fetch_sub(1, Relaxed);
 
     // A draining host lets queues flush for up to the grace period; any other close gets a
@@ -127,7 +139,9 @@ async fn established(
                 let end = match msg {
                     None => Some(End::Gone),
                     Some(Ok(Message::Text(text))) => {
-                        on_text(&text, conn, identity, app, subscriptions);
+                        let (reply, ticket) = on_text(&text, conn, identity, app, subscriptions);
+                        sync_interest(app, ticket).await;
+                        conn.outbox.push_control(reply);
                         None
                     }
                     Some(Ok(Message::Binary(_))) => {
@@ -168,7 +182,23 @@ async fn established(
     }
 }
 
-fn on_text(text: &str, conn: &Arc<Conn>, identity: &Identity, app: &App, subscriptions: &mut Vec<Box<str>>) {
+/// Waits (bounded) until the broker carries the streams behind `ticket` to this node.
+async fn sync_interest(app: &App, ticket: Option<Ticket>) {
+    if let Some(ticket) = ticket {
+        let _ = tokio::time::timeout(SYNC_TIMEOUT, app.broker.synced(ticket)).await;
+    }
+}
+
+/// Handles a client frame; returns the reply, to be sent once the interest change behind the
+/// ticket (a new subscription) is in effect.
+fn on_text(
+    text: &str,
+    conn: &Arc<Conn>,
+    identity: &Identity,
+    app: &App,
+    subscriptions: &mut Vec<Box<str>>,
+) -> (Bytes, Option<Ticket>) {
+    let mut ticket = None;
     let reply = match protocol::parse(text) {
         Err(message) => protocol::error(code::BAD_FRAME, &message, None),
         Ok(ClientFrame::Ping) => protocol::pong(),
@@ -188,6 +218,7 @@ fn on_text(text: &str, conn: &Arc<Conn>, identity: &Identity, app: &App, subscri
                 protocol::error(code::TOO_MANY_SUBSCRIPTIONS, "subscription limit reached", Some(&name))
             } else {
                 app.hub.subscribe(conn, &name);
+                ticket = app.broker.interest(&conn.tenant, &[Target::Channel(&name)], 1);
                 subscriptions.push(name.as_str().into());
                 protocol::subscribed(&name)
             }
@@ -196,11 +227,12 @@ fn on_text(text: &str, conn: &Arc<Conn>, identity: &Identity, app: &App, subscri
             if let Some(i) = subscriptions.iter().position(|s| **s == *name) {
                 subscriptions.swap_remove(i);
                 app.hub.unsubscribe(conn, &name);
+                app.broker.interest(&conn.tenant, &[Target::Channel(&name)], -1);
             }
             protocol::unsubscribed(&name)
         }
     };
-    conn.outbox.push_control(reply);
+    (reply, ticket)
 }
 
 /// Writes everything queued (after a kill: only the rest of a partly written frame). Returns

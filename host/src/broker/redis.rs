@@ -1,0 +1,364 @@
+//! Redis broker: every node publishes each event once per target stream to that stream's
+//! pub/sub channel, and subscribes only to the channels of streams it has local connections
+//! for. Events travel through Redis even to the publishing node, so every node sees one
+//! order per publisher.
+//!
+//! Subscriptions are reference-counted per channel, sent in batches, and kept for
+//! `unsubscribe_delay` after the last local subscriber leaves, so connection churn does not
+//! become SUBSCRIBE/UNSUBSCRIBE churn. The subscriber task reconnects with backoff and
+//! resubscribes everything after Redis restarts.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub, PubSubSink};
+use ::redis::{Client, Msg};
+use futures_util::StreamExt;
+
+use super::interest::{Change, Changes};
+use super::{BoxFuture, Broker, BrokerError, Interest, Ticket, envelope, parse_stream_channel, stream_channel};
+use crate::config::RedisConfig;
+use crate::event::{Event, Target, now_micros};
+use crate::hub::Hub;
+use crate::metrics::BrokerMetrics;
+use crate::tenant::Tenant;
+
+/// Channels per SUBSCRIBE/UNSUBSCRIBE command.
+const BATCH: usize = 1000;
+/// First reconnect delay; it doubles up to `max_backoff`.
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+/// How often lingering subscriptions are swept and both connections are pinged.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Node-to-node fan-out over Redis pub/sub.
+pub struct RedisBroker {
+    /// Multiplexed and pipelined; reconnects by itself after failures.
+    publisher: ConnectionManager,
+    interest: Interest,
+    health: Arc<Health>,
+    metrics: Arc<BrokerMetrics>,
+    timeout: Duration,
+}
+
+#[derive(Default)]
+struct Health {
+    subscriber: AtomicBool,
+    publisher: AtomicBool,
+}
+
+impl RedisBroker {
+    /// Connects lazily: the host starts while Redis is down and reports not ready until it
+    /// answers.
+    pub fn start(
+        config: &RedisConfig,
+        hub: Arc<Hub>,
+        tenants: HashMap<Arc<str>, Arc<Tenant>>,
+        metrics: Arc<BrokerMetrics>,
+    ) -> Result<Self, BrokerError> {
+        let client = client(config)?;
+        let publisher = connection_manager(&client, config)?;
+        let (interest, changes) = Interest::new();
+        let health = Arc::new(Health::default());
+        let subscriber = Subscriber {
+            client,
+            publisher: publisher.clone(),
+            hub,
+            tenants,
+            changes,
+            health: health.clone(),
+            metrics: metrics.clone(),
+            timeout: config.timeout,
+            max_backoff: config.max_backoff,
+            unsubscribe_delay: config.unsubscribe_delay,
+            counts: HashMap::new(),
+            subscribed: HashSet::new(),
+            lingering: HashMap::new(),
+        };
+        tokio::spawn(subscriber.run());
+        Ok(Self { publisher, interest, health, metrics, timeout: config.timeout })
+    }
+}
+
+/// A client for the configured URL.
+pub fn client(config: &RedisConfig) -> Result<Client, BrokerError> {
+    let url = config.urls().next().unwrap_or_default();
+    Client::open(url).map_err(|e| BrokerError::Unavailable(format!("bad Redis URL: {e}")))
+}
+
+/// A reconnecting, multiplexed connection whose commands fail within `timeout` while Redis is
+/// away rather than queueing.
+pub fn connection_manager(client: &Client, config: &RedisConfig) -> Result<ConnectionManager, BrokerError> {
+    let cfg = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(config.timeout))
+        .set_response_timeout(Some(config.timeout))
+        .set_number_of_retries(1)
+        .set_min_delay(MIN_BACKOFF)
+        .set_max_delay(config.max_backoff);
+    ConnectionManager::new_lazy_with_config(client.clone(), cfg).map_err(|e| BrokerError::Unavailable(e.to_string()))
+}
+
+impl Broker for RedisBroker {
+    fn publish<'a>(&'a self, tenant: &'a Arc<Tenant>, events: &'a [Event]) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let mut pipe = ::redis::pipe();
+            let mut messages = 0;
+            for event in events {
+                let published = now_micros();
+                for target in event.targets() {
+                    let frame = event.encode_for(target);
+                    let body = envelope::encode(published, event.filter.as_deref(), &frame);
+                    pipe.publish(stream_channel(&tenant.id, target), body).ignore();
+                    messages += 1;
+                }
+            }
+            if messages == 0 {
+                return Ok(());
+            }
+            let mut conn = self.publisher.clone();
+            let sent = tokio::time::timeout(self.timeout, pipe.exec_async(&mut conn)).await;
+            match sent {
+                Ok(Ok(())) => {
+                    self.health.publisher.store(true, Relaxed);
+                    self.metrics.published.fetch_add(messages, Relaxed);
+                    Ok(())
+                }
+                failed => {
+                    self.health.publisher.store(false, Relaxed);
+                    self.metrics.publish_failures.fetch_add(1, Relaxed);
+                    let why = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => format!("no answer from Redis within {:?}", self.timeout),
+                    };
+                    Err(BrokerError::Unavailable(why))
+                }
+            }
+        })
+    }
+
+    fn interest(&self, tenant: &Tenant, streams: &[Target<'_>], delta: i32) -> Option<Ticket> {
+        streams.iter().map(|s| self.interest.change(stream_channel(&tenant.id, *s), delta)).last()
+    }
+
+    fn synced(&self, ticket: Ticket) -> BoxFuture<'_, ()> {
+        Box::pin(self.interest.synced(ticket))
+    }
+
+    fn healthy(&self) -> bool {
+        self.health.subscriber.load(Relaxed) && self.health.publisher.load(Relaxed)
+    }
+}
+
+/// Owns the pub/sub connection: applies interest changes and delivers incoming messages.
+struct Subscriber {
+    client: Client,
+    /// Pinged every tick, so publisher health recovers without waiting for a publish.
+    publisher: ConnectionManager,
+    hub: Arc<Hub>,
+    tenants: HashMap<Arc<str>, Arc<Tenant>>,
+    changes: Changes,
+    health: Arc<Health>,
+    metrics: Arc<BrokerMetrics>,
+    timeout: Duration,
+    max_backoff: Duration,
+    unsubscribe_delay: Duration,
+    /// Local connections per channel.
+    counts: HashMap<String, u32>,
+    /// Channels subscribed on the current connection.
+    subscribed: HashSet<String>,
+    /// Subscribed channels without local interest, since when.
+    lingering: HashMap<String, Instant>,
+}
+
+/// Why a pub/sub session ended.
+enum Ended {
+    /// The broker was dropped (host stopped).
+    Stopped,
+    /// The connection failed.
+    Lost(String),
+}
+
+impl Subscriber {
+    async fn run(mut self) {
+        let mut backoff = MIN_BACKOFF;
+        let mut connected_once = false;
+        loop {
+            let connected = tokio::time::timeout(self.timeout, self.client.get_async_pubsub()).await;
+            let why = match connected {
+                Ok(Ok(pubsub)) => {
+                    backoff = MIN_BACKOFF;
+                    if connected_once {
+                        self.metrics.reconnects.fetch_add(1, Relaxed);
+                    }
+                    connected_once = true;
+                    match self.serve(pubsub).await {
+                        Ended::Stopped => return,
+                        Ended::Lost(why) => why,
+                    }
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "connect timed out".into(),
+            };
+            self.health.subscriber.store(false, Relaxed);
+            self.metrics.up.store(0, Relaxed);
+            self.subscribed.clear();
+            self.lingering.clear();
+            self.metrics.subscriptions.store(0, Relaxed);
+            tracing::warn!(error = %why, retry_in = ?backoff, "Redis pub/sub connection down; local connections keep being served");
+            // Interest keeps changing while Redis is away; it takes effect on reconnect.
+            let until = tokio::time::Instant::now() + backoff;
+            loop {
+                let mut buf = Vec::new();
+                tokio::select! {
+                    () = tokio::time::sleep_until(until) => break,
+                    n = self.changes.rx.recv_many(&mut buf, 1024) => {
+                        if n == 0 {
+                            return;
+                        }
+                        self.apply(buf);
+                        self.changes.mark_synced();
+                    }
+                }
+            }
+            backoff = (backoff * 2).min(self.max_backoff);
+        }
+    }
+
+    async fn serve(&mut self, pubsub: PubSub) -> Ended {
+        let (mut sink, mut stream) = pubsub.split();
+        let mut buf = Vec::new();
+        while let Ok(change) = self.changes.rx.try_recv() {
+            buf.push(change);
+        }
+        self.apply(std::mem::take(&mut buf));
+        let wanted: Vec<String> = self.counts.keys().cloned().collect();
+        if let Err(e) = self.subscribe(&mut sink, wanted).await {
+            return e;
+        }
+        self.health.subscriber.store(true, Relaxed);
+        self.metrics.up.store(1, Relaxed);
+        self.ping_publisher().await;
+        self.changes.mark_synced();
+        tracing::info!(channels = self.subscribed.len(), "Redis pub/sub connected");
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(msg) => self.on_message(&msg),
+                    None => return Ended::Lost("connection closed".into()),
+                },
+                n = self.changes.rx.recv_many(&mut buf, 1024) => {
+                    if n == 0 {
+                        return Ended::Stopped;
+                    }
+                    let new = self.apply(std::mem::take(&mut buf));
+                    if let Err(e) = self.subscribe(&mut sink, new).await {
+                        return e;
+                    }
+                    self.changes.mark_synced();
+                }
+                _ = tick.tick() => {
+                    if let Err(e) = self.sweep(&mut sink).await {
+                        return e;
+                    }
+                    let ping = tokio::time::timeout(self.timeout, sink.ping::<::redis::Value>()).await;
+                    if !matches!(ping, Ok(Ok(_))) {
+                        return Ended::Lost("ping unanswered".into());
+                    }
+                    self.ping_publisher().await;
+                }
+            }
+        }
+    }
+
+    /// Applies interest changes; returns channels that now need subscribing.
+    fn apply(&mut self, changes: Vec<Change>) -> Vec<String> {
+        let now = Instant::now();
+        let mut touched = HashSet::new();
+        for Change { channel, delta } in changes {
+            self.changes.received += 1;
+            let count = self.counts.entry(channel.clone()).or_insert(0);
+            *count = count.saturating_add_signed(delta);
+            if *count == 0 {
+                self.counts.remove(&channel);
+            }
+            touched.insert(channel);
+        }
+        let mut new = Vec::new();
+        for channel in touched {
+            if self.counts.contains_key(&channel) {
+                self.lingering.remove(&channel);
+                if !self.subscribed.contains(&channel) {
+                    new.push(channel);
+                }
+            } else if self.subscribed.contains(&channel) {
+                self.lingering.entry(channel).or_insert(now);
+            }
+        }
+        new
+    }
+
+    async fn subscribe(&mut self, sink: &mut PubSubSink, channels: Vec<String>) -> Result<(), Ended> {
+        for chunk in channels.chunks(BATCH) {
+            let done = tokio::time::timeout(self.timeout, sink.subscribe(chunk)).await;
+            if !matches!(done, Ok(Ok(()))) {
+                return Err(Ended::Lost("SUBSCRIBE failed".into()));
+            }
+        }
+        self.subscribed.extend(channels);
+        self.metrics.subscriptions.store(self.subscribed.len() as i64, Relaxed);
+        Ok(())
+    }
+
+    /// Unsubscribes channels that have lingered without local interest for the delay.
+    async fn sweep(&mut self, sink: &mut PubSubSink) -> Result<(), Ended> {
+        let now = Instant::now();
+        let expired: Vec<String> = self
+            .lingering
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since) >= self.unsubscribe_delay)
+            .map(|(c, _)| c.clone())
+            .collect();
+        for chunk in expired.chunks(BATCH) {
+            let done = tokio::time::timeout(self.timeout, sink.unsubscribe(chunk)).await;
+            if !matches!(done, Ok(Ok(()))) {
+                return Err(Ended::Lost("UNSUBSCRIBE failed".into()));
+            }
+        }
+        for c in &expired {
+            self.lingering.remove(c);
+            self.subscribed.remove(c);
+        }
+        self.metrics.subscriptions.store(self.subscribed.len() as i64, Relaxed);
+        Ok(())
+    }
+
+    async fn ping_publisher(&self) {
+        let mut conn = self.publisher.clone();
+        let ping = tokio::time::timeout(self.timeout, ::redis::cmd("PING").query_async::<String>(&mut conn)).await;
+        self.health.publisher.store(matches!(ping, Ok(Ok(_))), Relaxed);
+    }
+
+    fn on_message(&self, msg: &Msg) {
+        self.metrics.received.fetch_add(1, Relaxed);
+        let Some((tenant, target)) = parse_stream_channel(msg.get_channel_name()) else {
+            self.metrics.undecodable.fetch_add(1, Relaxed);
+            return;
+        };
+        let Some(tenant) = self.tenants.get(tenant) else {
+            self.metrics.undecodable.fetch_add(1, Relaxed);
+            return;
+        };
+        match envelope::decode(msg.get_payload_bytes()) {
+            Ok(e) => {
+                let latency = Duration::from_micros(now_micros().saturating_sub(e.published_micros));
+                self.hub.deliver_frame(tenant, target, &e.frame, e.filter.as_ref(), latency);
+            }
+            Err(e) => {
+                self.metrics.undecodable.fetch_add(1, Relaxed);
+                tracing::debug!(error = %e, channel = msg.get_channel_name(), "undecodable broker message");
+            }
+        }
+    }
+}

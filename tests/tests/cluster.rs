@@ -1,0 +1,252 @@
+//! Cluster mode: three hosts over one private `redis-server` behave as one system.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use notify_tests::{DEMO, RedisServer, STEP, TestHost, http};
+use redis::aio::MultiplexedConnection;
+use serde_json::json;
+
+async fn cluster(redis: &RedisServer, n: usize) -> anyhow::Result<Vec<TestHost>> {
+    let toml = format!("{DEMO}\n{}", redis.broker_toml());
+    let mut hosts = Vec::new();
+    for _ in 0..n {
+        hosts.push(TestHost::start(&toml).await?);
+    }
+    for h in &hosts {
+        wait_ready(h, 200).await?;
+    }
+    Ok(hosts)
+}
+
+async fn wait_ready(host: &TestHost, want: u16) -> anyhow::Result<()> {
+    poll(|| async { Ok(http(host.addr, "GET", "/readyz", None, Default::default()).await?.0 == want) })
+        .await
+        .with_context(|| format!("/readyz never returned {want}"))
+}
+
+/// Polls `check` until it holds, bounded by [`STEP`].
+async fn poll<F, Fut>(mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + STEP;
+    while !check().await? {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "condition not reached");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+async fn numsub(conn: &mut MultiplexedConnection, channel: &str) -> anyhow::Result<i64> {
+    let (_, n): (String, i64) = redis::cmd("PUBSUB").arg("NUMSUB").arg(channel).query_async(conn).await?;
+    Ok(n)
+}
+
+async fn xadd(conn: &mut MultiplexedConnection, body: &str) -> anyhow::Result<String> {
+    Ok(redis::cmd("XADD").arg("notify:demo:ingest").arg("*").arg("event").arg(body).query_async(conn).await?)
+}
+
+#[tokio::test]
+async fn three_nodes_behave_as_one() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let mut r = redis.conn().await?;
+    let hosts = cluster(&redis, 3).await?;
+    let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
+
+    // A user on node B receives what is published on node A.
+    let mut bob = b.connect_user("bob").await?;
+    a.publish_ok(&json!({ "users": ["bob"], "event": "hello", "data": { "n": 1 } })).await?;
+    let ev = bob.next_event().await?;
+    assert_eq!(
+        (ev["event"].clone(), ev["user"].clone(), ev["data"]["n"].clone()),
+        (json!("hello"), json!("bob"), json!(1))
+    );
+
+    // A channel spans nodes.
+    let mut subs = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        let mut client = h.connect_user(&format!("reader-{i}")).await?;
+        assert_eq!(client.subscribe("news").await?["type"], "subscribed");
+        subs.push(client);
+    }
+    c.publish_ok(&json!({ "channels": ["news"], "event": "headline" })).await?;
+    for client in &mut subs {
+        let ev = client.next_event().await?;
+        assert_eq!((ev["event"].clone(), ev["channel"].clone()), (json!("headline"), json!("news")));
+    }
+
+    // Interest: only nodes with local subscribers subscribe to a stream.
+    assert_eq!(numsub(&mut r, "notify:demo:u:bob").await?, 1);
+    assert_eq!(numsub(&mut r, "notify:demo:c:news").await?, 3);
+    assert_eq!(numsub(&mut r, "notify:demo:u:nobody").await?, 0);
+    assert_eq!(numsub(&mut r, "notify:demo:b").await?, 3);
+    // Node C has no connection of bob: of five events for bob and one for the channel, it
+    // receives exactly the channel's (it arrives last, after every event for bob was routed).
+    let before = c.metric("notify_broker_received_total").await?;
+    for i in 0..5 {
+        a.publish_ok(&json!({ "users": ["bob"], "event": "private", "data": i })).await?;
+    }
+    a.publish_ok(&json!({ "channels": ["news"], "event": "barrier" })).await?;
+    for i in 0..5 {
+        assert_eq!(bob.next_event().await?["data"], i);
+    }
+    assert_eq!(subs[2].next_event().await?["event"], "barrier");
+    assert_eq!(c.metric("notify_broker_received_total").await? - before, 1.0);
+
+    // Durable publishing through a Redis stream, read by one node of the group.
+    let entry = xadd(&mut r, r#"{"users":["bob"],"event":"from-stream","data":{"via":"xadd"}}"#).await?;
+    let ev = bob.next_event().await?;
+    assert_eq!((ev["event"].clone(), ev["id"].clone()), (json!("from-stream"), json!(format!("s-{entry}"))));
+    let mut processed = 0.0;
+    for h in &hosts {
+        processed += h.metric("notify_ingest_stream_entries_total").await?;
+    }
+    assert_eq!(processed, 1.0, "exactly one node processed the entry");
+
+    // An invalid entry goes to the dead-letter stream with the error, and is acknowledged.
+    let bad = xadd(&mut r, r#"{"users":["bob"],"event":""}"#).await?;
+    poll(|| {
+        let mut r = r.clone();
+        async move { Ok(redis::cmd("XLEN").arg("notify:demo:dead").query_async::<i64>(&mut r).await? == 1) }
+    })
+    .await?;
+    let dead: Vec<(String, Vec<(String, String)>)> =
+        redis::cmd("XRANGE").arg("notify:demo:dead").arg("-").arg("+").query_async(&mut r).await?;
+    let fields: std::collections::HashMap<_, _> = dead[0].1.iter().cloned().collect();
+    assert_eq!(fields["entry"], bad);
+    assert_eq!(fields["source"], "ingest");
+    assert!(fields["error"].contains("event"), "error names the field: {}", fields["error"]);
+    poll(|| {
+        let mut r = r.clone();
+        async move {
+            let pending: (i64, redis::Value, redis::Value, redis::Value) =
+                redis::cmd("XPENDING").arg("notify:demo:ingest").arg("notify").query_async(&mut r).await?;
+            Ok(pending.0 == 0)
+        }
+    })
+    .await?;
+
+    // Fire-and-forget publishing through a pub/sub channel, processed by the lease holder.
+    poll(|| {
+        let mut r = r.clone();
+        async move { Ok(numsub(&mut r, "notify:demo:publish").await? == 1) }
+    })
+    .await?;
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("notify:demo:publish")
+        .arg(r#"{"users":["bob"],"event":"fire-and-forget"}"#)
+        .query_async(&mut r)
+        .await?;
+    assert_eq!(bob.next_event().await?["event"], "fire-and-forget");
+    let _: i64 = redis::cmd("PUBLISH").arg("notify:demo:publish").arg("not json").query_async(&mut r).await?;
+    poll(|| {
+        let mut r = r.clone();
+        async move {
+            let n: i64 = redis::cmd("XLEN").arg("notify:demo:dead").query_async(&mut r).await?;
+            Ok(n == 2)
+        }
+    })
+    .await?;
+
+    // When bob leaves, node B unsubscribes after the delay; the channel stays.
+    drop(bob);
+    poll(|| {
+        let mut r = r.clone();
+        async move { Ok(numsub(&mut r, "notify:demo:u:bob").await? == 0) }
+    })
+    .await?;
+    assert_eq!(numsub(&mut r, "notify:demo:c:news").await?, 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn redis_restart_loses_nothing_acknowledged() -> anyhow::Result<()> {
+    let mut redis = RedisServer::start().await?;
+    let hosts = cluster(&redis, 2).await?;
+    let (a, b) = (&hosts[0], &hosts[1]);
+    let mut bob = b.connect_user("bob").await?;
+    let mut r = redis.conn().await?;
+    let mut expected = BTreeSet::new();
+    for i in 0..5 {
+        let body = json!({ "users": ["bob"], "event": "before", "data": i }).to_string();
+        expected.insert(format!("s-{}", xadd(&mut r, &body).await?));
+    }
+    // Killed with entries possibly still unread: they are on disk and read after the restart.
+    redis.kill()?;
+
+    // Local connections stay up; publishing reports the outage; nodes report not ready.
+    let (status, body) = a.publish("demo-key", &json!({ "users": ["bob"], "event": "lost" })).await?;
+    assert_eq!((status, body["error"]["code"].clone()), (503, json!("broker_unavailable")), "{body}");
+    wait_ready(a, 503).await?;
+    wait_ready(b, 503).await?;
+
+    redis.restart().await?;
+    wait_ready(a, 200).await?;
+    wait_ready(b, 200).await?;
+    let mut r = redis.conn().await?;
+    for i in 0..5 {
+        let body = json!({ "users": ["bob"], "event": "after", "data": i }).to_string();
+        expected.insert(format!("s-{}", xadd(&mut r, &body).await?));
+    }
+    let mut seen = BTreeSet::new();
+    while seen.len() < expected.len() {
+        let ev = bob.next_event().await?;
+        let id = ev["id"].as_str().context("id")?.to_owned();
+        assert!(expected.contains(&id), "unexpected event {ev}");
+        seen.insert(id);
+    }
+    a.publish_ok(&json!({ "users": ["bob"], "event": "resumed" })).await?;
+    loop {
+        // At-least-once: a duplicate of a stream entry may precede it.
+        let ev = bob.next_event().await?;
+        if ev["event"] == "resumed" {
+            break;
+        }
+        assert!(expected.contains(ev["id"].as_str().unwrap_or_default()), "unexpected event {ev}");
+    }
+    assert!(a.metric("notify_broker_reconnects_total").await? >= 1.0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn entries_left_pending_by_a_dead_node_are_claimed() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let mut r = redis.conn().await?;
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("notify:demo:ingest")
+        .arg("notify")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut r)
+        .await?;
+    let mut expected = BTreeSet::new();
+    for i in 0..3 {
+        let body = json!({ "users": ["carol"], "event": "orphan", "data": i }).to_string();
+        expected.insert(format!("s-{}", xadd(&mut r, &body).await?));
+    }
+    // A node reads the entries and dies before acknowledging them.
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("notify")
+        .arg("dead-node")
+        .arg("STREAMS")
+        .arg("notify:demo:ingest")
+        .arg(">")
+        .query_async(&mut r)
+        .await?;
+    let hosts = cluster(&redis, 1).await?;
+    let mut carol = hosts[0].connect_user("carol").await?;
+    let mut seen = BTreeSet::new();
+    while seen.len() < expected.len() {
+        let ev = carol.next_event().await?;
+        assert_eq!(ev["event"], "orphan");
+        seen.insert(ev["id"].as_str().context("id")?.to_owned());
+    }
+    assert_eq!(seen, expected);
+    assert_eq!(hosts[0].metric("notify_ingest_claimed_total").await?, 3.0);
+    Ok(())
+}
