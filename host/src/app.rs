@@ -7,13 +7,14 @@ use std::sync::atomic::AtomicUsize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broker::{Broker, MemoryBroker, RedisBroker};
+use crate::broker::{Broker, MemoryBroker, RedisBroker, redis_client, redis_connection};
 use crate::config::{BrokerConfig, Config, RedisConfig};
 use crate::event::IdGenerator;
 use crate::fanout::QueueLimits;
 use crate::hub::Hub;
 use crate::metrics::{BrokerMetrics, GlobalMetrics};
 use crate::plugin::Plugins;
+use crate::presence::Presence;
 use crate::server::StartError;
 use crate::tenant::Tenants;
 
@@ -38,6 +39,7 @@ pub struct App {
     pub workers: TaskTracker,
     /// This node's name in the cluster (`broker.node_id`, or random per process).
     pub node_id: Arc<str>,
+    pub presence: Presence,
     /// Open (or upgrading) WebSocket connections, checked against `server.max_connections`.
     pub open_connections: AtomicUsize,
 }
@@ -57,9 +59,17 @@ impl App {
             }
         };
         let plugins = Plugins::from_config(&config, &tenants)?;
-        let node_id = match &config.broker {
+        let node_id: Arc<str> = match &config.broker {
             BrokerConfig::Redis(RedisConfig { node_id: Some(id), .. }) => Arc::from(id.as_str()),
             _ => Arc::from(format!("node-{:016x}", RandomState::new().hash_one(std::process::id()))),
+        };
+        let presence = match &config.broker {
+            BrokerConfig::Memory => Presence::memory(hub.clone()),
+            BrokerConfig::Redis(redis) => {
+                let conn = redis_connection(&redis_client(redis)?, redis)?;
+                let all = tenants.iter().cloned().collect();
+                Presence::redis(hub.clone(), conn, node_id.clone(), all, redis.presence_debounce)
+            }
         };
         Ok(Self {
             tenants,
@@ -74,6 +84,7 @@ impl App {
             connections: TaskTracker::new(),
             workers: TaskTracker::new(),
             node_id,
+            presence,
             open_connections: AtomicUsize::new(0),
         })
     }

@@ -124,6 +124,13 @@ impl Hub {
         }
     }
 
+    /// How many local connections `user` has.
+    pub fn user_connections(&self, tenant: &Tenant, user: &str) -> usize {
+        let t = tenant.index;
+        let shard = self.shard_of((t, 0u8, user)).read().expect("hub lock");
+        shard.get(&t).and_then(|ts| ts.users.get(user)).map_or(0, Vec::len)
+    }
+
     /// Adds a channel subscription; false if it already existed.
     pub fn subscribe(&self, conn: &Arc<Conn>, channel: &str) -> bool {
         let t = conn.tenant.index;

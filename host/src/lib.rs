@@ -17,6 +17,7 @@ pub mod hub;
 pub mod ingest;
 pub mod metrics;
 pub mod plugin;
+pub mod presence;
 pub mod segment;
 pub mod server;
 pub mod tenant;

@@ -175,6 +175,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
             let rest = &p["/v1/admin/tenants/".len()..];
             crate::admin::handle(app, req, rest).await
         }
+        (Method::GET, p) if p.starts_with("/v1/presence/") => presence(app, &req, &p["/v1/presence/".len()..]).await,
         (Method::GET, p) if p.starts_with("/v1/ws/") => {
             let tenant = &p["/v1/ws/".len()..];
             crate::ws::upgrade::handle(app, req, tenant, peer).await
@@ -184,6 +185,34 @@ async fn route(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
         }
         _ => http::error(StatusCode::NOT_FOUND, "not_found", format!("no route for {path}")),
     }
+}
+
+/// `GET /v1/presence/{user}` with the tenant's publish key.
+async fn presence(app: &App, req: &Request<Incoming>, user: &str) -> Response<Body> {
+    let Some(key) = http::bearer(req.headers()) else {
+        return http::error(StatusCode::UNAUTHORIZED, "unauthorized", "missing Authorization: Bearer <publish key>");
+    };
+    let Some(tenant) = app.tenants.by_publish_key(key) else {
+        return http::error(StatusCode::UNAUTHORIZED, "unauthorized", "unknown publish key");
+    };
+    let user = percent_decode(user);
+    if user.is_empty() {
+        return http::error(StatusCode::BAD_REQUEST, "bad_request", "GET /v1/presence/{user} needs a user id");
+    }
+    match app.presence.status(tenant, &user).await {
+        Ok(s) => http::json(
+            StatusCode::OK,
+            &json!({ "user": user, "online": s.connections > 0, "connections": s.connections }),
+        ),
+        Err(e) => http::error(StatusCode::SERVICE_UNAVAILABLE, "presence_unavailable", e.to_string()),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    form_urlencoded::parse(format!("u={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 fn readyz(app: &App) -> Response<Body> {

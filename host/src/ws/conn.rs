@@ -56,6 +56,7 @@ pub async fn run(mut ws: WebSocketStream<TcpStream>, conn: Arc<Conn>, identity: 
     let tenant = conn.tenant.clone();
     let c = &app.config.connections;
     app.hub.register(&conn);
+    app.presence.connected(&tenant, &conn.user);
     let own_streams = [Target::User(&conn.user), Target::Broadcast];
     let ticket = app.broker.interest(&tenant, &own_streams, 1);
     tenant.metrics.connections.fetch_add(1, Relaxed);
@@ -72,6 +73,7 @@ pub async fn run(mut ws: WebSocketStream<TcpStream>, conn: Arc<Conn>, identity: 
     let mut state = State::Established;
     let end = established(&mut ws, &conn, &identity, app, &mut subscriptions, &mut state).await;
     app.hub.unregister(&conn, subscriptions.iter().map(|s| &**s));
+    app.presence.disconnected(&tenant, &conn.user);
     let channels = subscriptions.iter().map(|s| Target::Channel(s));
     app.broker.interest(&tenant, &own_streams.into_iter().chain(channels).collect::<Vec<_>>(), -1);
     tenant.metrics.connections.fetch_sub(1, Relaxed);

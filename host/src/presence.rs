@@ -1,0 +1,376 @@
+//! Presence: how many connections a user has and whether they are online, across nodes.
+//!
+//! In memory mode the local hub is the whole truth. In cluster mode each node keeps its
+//! per-user connection counts in `notify:{tenant}:presence:{node}` and a heartbeat in
+//! `notify:nodes`; a user's count is the sum over live nodes. Transitions are written to the
+//! stream `notify:{tenant}:presence` (`type online|offline`, `user`, `node`): `online` when a
+//! user connects while not online, `offline` once no live node has a connection of the user
+//! `presence_debounce` after their last connection closed, so a quick reconnect is neither.
+//! A node that stops heartbeating is swept by another node, which reports its users offline.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ::redis::Script;
+use ::redis::aio::ConnectionManager;
+use tokio::sync::mpsc;
+
+use crate::event::now_millis;
+use crate::hub::Hub;
+use crate::tenant::Tenant;
+
+/// Heartbeat period; a node silent for `DEAD_AFTER` is swept.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+const DEAD_AFTER: Duration = Duration::from_secs(10);
+const NODES: &str = "notify:nodes";
+/// Presence streams keep about this many entries.
+const STREAM_MAXLEN: usize = 100_000;
+
+/// KEYS: node hash, state hash, stream. ARGV: user, node, maxlen.
+const CONNECT: &str = r"
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= 'online' then
+  redis.call('HSET', KEYS[2], ARGV[1], 'online')
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'type', 'online', 'user', ARGV[1], 'node', ARGV[2])
+end
+return 1";
+
+/// KEYS: node hash. ARGV: user.
+const DISCONNECT: &str = r"
+if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 1";
+
+/// KEYS: state hash, stream, nodes. ARGV: user, node-hash prefix, oldest live heartbeat,
+/// node, maxlen. Reports the user offline if online and no live node counts a connection.
+const OFFLINE_CHECK: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'online' then return 0 end
+for _, n in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], ARGV[3], '+inf')) do
+  if tonumber(redis.call('HGET', ARGV[2] .. n, ARGV[1]) or '0') > 0 then return 0 end
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'type', 'offline', 'user', ARGV[1], 'node', ARGV[4])
+return 1";
+
+pub fn presence_stream(tenant: &str) -> String {
+    format!("notify:{tenant}:presence")
+}
+
+fn node_hash(tenant: &str, node: &str) -> String {
+    format!("notify:{tenant}:presence:{node}")
+}
+
+fn state_hash(tenant: &str) -> String {
+    format!("notify:{tenant}:online")
+}
+
+/// A user's presence as `GET /v1/presence/{user}` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    pub connections: u64,
+}
+
+/// Why presence could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("presence unavailable: {0}")]
+pub struct PresenceError(String);
+
+/// One connection of `user` opened (`+1`) or closed (`-1`).
+struct Change {
+    tenant: Arc<Tenant>,
+    user: Box<str>,
+    delta: i32,
+}
+
+/// Presence for this node: in memory mode counts come from the hub; in cluster mode this
+/// node's counts are kept here and a task mirrors them into Redis.
+pub struct Presence {
+    hub: Arc<Hub>,
+    cluster: Option<Cluster>,
+}
+
+struct Cluster {
+    local: Arc<Local>,
+    conn: ConnectionManager,
+}
+
+/// This node's per-user connection counts and the queue of changes to mirror. Both change
+/// under one lock, so a snapshot taken while draining the queue is exact.
+struct Local {
+    /// Held for one map update and one unbounded send; never across an await.
+    state: Mutex<LocalState>,
+}
+
+struct LocalState {
+    counts: HashMap<(u32, Box<str>), u32>,
+    /// Unbounded so connection tasks never wait on Redis; the mirror drains it continuously
+    /// and, after an outage, replaces what it missed with a snapshot of `counts`.
+    tx: mpsc::UnboundedSender<Change>,
+}
+
+impl Local {
+    fn count(&self, tenant: &Tenant, user: &str) -> u32 {
+        let state = self.state.lock().expect("presence lock");
+        state.counts.get(&(tenant.index, Box::from(user))).copied().unwrap_or(0)
+    }
+}
+
+impl Presence {
+    pub fn memory(hub: Arc<Hub>) -> Self {
+        Self { hub, cluster: None }
+    }
+
+    /// Starts the task that mirrors presence into Redis.
+    pub fn redis(
+        hub: Arc<Hub>,
+        conn: ConnectionManager,
+        node: Arc<str>,
+        tenants: Vec<Arc<Tenant>>,
+        debounce: Duration,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let local = Arc::new(Local { state: Mutex::new(LocalState { counts: HashMap::new(), tx }) });
+        let task = Mirror {
+            local: local.clone(),
+            conn: conn.clone(),
+            node: node.clone(),
+            tenants,
+            debounce,
+            rx,
+            pending_offline: BTreeMap::new(),
+            synced: false,
+        };
+        tokio::spawn(task.run());
+        Self { hub, cluster: Some(Cluster { local, conn }) }
+    }
+
+    pub fn connected(&self, tenant: &Arc<Tenant>, user: &str) {
+        self.change(tenant, user, 1);
+    }
+
+    pub fn disconnected(&self, tenant: &Arc<Tenant>, user: &str) {
+        self.change(tenant, user, -1);
+    }
+
+    fn change(&self, tenant: &Arc<Tenant>, user: &str, delta: i32) {
+        if let Some(c) = &self.cluster {
+            let mut state = c.local.state.lock().expect("presence lock");
+            let count = state.counts.entry((tenant.index, user.into())).or_insert(0);
+            *count = count.saturating_add_signed(delta);
+            if *count == 0 {
+                state.counts.remove(&(tenant.index, Box::from(user)));
+            }
+            let _ = state.tx.send(Change { tenant: tenant.clone(), user: user.into(), delta });
+        }
+    }
+
+    /// The user's connections on every live node (this node only in memory mode).
+    pub async fn status(&self, tenant: &Tenant, user: &str) -> Result<Status, PresenceError> {
+        let Some(c) = &self.cluster else {
+            return Ok(Status { connections: self.hub.user_connections(tenant, user) as u64 });
+        };
+        let mut conn = c.conn.clone();
+        let live: Vec<String> = ::redis::cmd("ZRANGEBYSCORE")
+            .arg(NODES)
+            .arg(oldest_live())
+            .arg("+inf")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| PresenceError(e.to_string()))?;
+        if live.is_empty() {
+            return Ok(Status { connections: 0 });
+        }
+        let mut pipe = ::redis::pipe();
+        for node in &live {
+            pipe.hget(node_hash(&tenant.id, node), user);
+        }
+        let counts: Vec<Option<i64>> = pipe.query_async(&mut conn).await.map_err(|e| PresenceError(e.to_string()))?;
+        Ok(Status { connections: counts.into_iter().flatten().map(|n| n.max(0) as u64).sum() })
+    }
+}
+
+fn oldest_live() -> u64 {
+    now_millis().saturating_sub(DEAD_AFTER.as_millis() as u64)
+}
+
+/// A user of a tenant.
+type TenantUser = (Arc<Tenant>, Box<str>);
+
+/// The task that mirrors this node's presence into Redis.
+struct Mirror {
+    local: Arc<Local>,
+    conn: ConnectionManager,
+    node: Arc<str>,
+    tenants: Vec<Arc<Tenant>>,
+    debounce: Duration,
+    rx: mpsc::UnboundedReceiver<Change>,
+    /// Users whose last local connection closed, checked for offline at the instant.
+    pending_offline: BTreeMap<Instant, Vec<TenantUser>>,
+    /// False until this node's counts in Redis match `local` (at start, after an outage).
+    synced: bool,
+}
+
+impl Mirror {
+    async fn run(mut self) {
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        let mut buf = Vec::new();
+        loop {
+            let next_check = self.pending_offline.keys().next().copied();
+            let check = async {
+                match next_check {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                n = self.rx.recv_many(&mut buf, 512) => {
+                    if n == 0 {
+                        return;
+                    }
+                    if self.synced && let Err(e) = self.apply(&mut buf).await {
+                        tracing::warn!(error = %e, "presence update failed; resyncing when Redis answers");
+                        self.synced = false;
+                    }
+                    buf.clear();
+                }
+                () = check => {
+                    let due = self.pending_offline.pop_first().map(|(_, users)| users).unwrap_or_default();
+                    for (tenant, user) in due {
+                        if let Err(e) = self.offline_check(&tenant, &user).await {
+                            tracing::warn!(error = %e, "presence offline check failed");
+                        }
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    let beat = async {
+                        if !self.synced {
+                            self.resync().await?;
+                            self.synced = true;
+                        }
+                        let mut conn = self.conn.clone();
+                        ::redis::cmd("ZADD").arg(NODES).arg(now_millis()).arg(&*self.node).exec_async(&mut conn).await?;
+                        self.sweep().await
+                    };
+                    if let Err(e) = beat.await {
+                        self.synced = false;
+                        tracing::warn!(error = %e, "presence heartbeat failed; resyncing when Redis answers");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn apply(&mut self, changes: &mut [Change]) -> Result<(), ::redis::RedisError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = ::redis::pipe();
+        for c in changes.iter() {
+            let hash = node_hash(&c.tenant.id, &self.node);
+            if c.delta > 0 {
+                self.connect_cmd(&mut pipe, &c.tenant, hash, &c.user);
+            } else {
+                pipe.cmd("EVAL").arg(DISCONNECT).arg(1).arg(hash).arg(&*c.user).ignore();
+            }
+        }
+        pipe.exec_async(&mut conn).await?;
+        let at = Instant::now() + self.debounce;
+        for c in changes.iter() {
+            if c.delta < 0 && self.local.count(&c.tenant, &c.user) == 0 {
+                self.pending_offline.entry(at).or_default().push((c.tenant.clone(), c.user.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Pipelines the CONNECT script (scripts travel as EVAL: Redis caches them, and a
+    /// restarted Redis needs no reload).
+    fn connect_cmd(&self, pipe: &mut ::redis::Pipeline, tenant: &Tenant, hash: String, user: &str) {
+        pipe.cmd("EVAL")
+            .arg(CONNECT)
+            .arg(3)
+            .arg(hash)
+            .arg(state_hash(&tenant.id))
+            .arg(presence_stream(&tenant.id))
+            .arg(user)
+            .arg(&*self.node)
+            .arg(STREAM_MAXLEN)
+            .ignore();
+    }
+
+    async fn offline_check(&self, tenant: &Tenant, user: &str) -> Result<(), ::redis::RedisError> {
+        let mut conn = self.conn.clone();
+        Script::new(OFFLINE_CHECK)
+            .key(state_hash(&tenant.id))
+            .key(presence_stream(&tenant.id))
+            .key(NODES)
+            .arg(user)
+            .arg(node_hash(&tenant.id, ""))
+            .arg(oldest_live())
+            .arg(&*self.node)
+            .arg(STREAM_MAXLEN)
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(drop)
+    }
+
+    /// Replaces this node's counts in Redis with the local ones, reporting users who connected
+    /// meanwhile online and those who left offline (after the debounce).
+    async fn resync(&mut self) -> Result<(), ::redis::RedisError> {
+        let snapshot: Vec<((u32, Box<str>), u32)> = {
+            let state = self.local.state.lock().expect("presence lock");
+            // The snapshot covers every change queued so far.
+            while self.rx.try_recv().is_ok() {}
+            state.counts.iter().map(|(k, v)| (k.clone(), *v)).collect()
+        };
+        let mut conn = self.conn.clone();
+        let at = Instant::now() + self.debounce;
+        for tenant in self.tenants.clone() {
+            let hash = node_hash(&tenant.id, &self.node);
+            let before: Vec<String> = ::redis::cmd("HKEYS").arg(&hash).query_async(&mut conn).await?;
+            let now: HashMap<&str, u32> =
+                snapshot.iter().filter(|((t, _), _)| *t == tenant.index).map(|((_, u), n)| (&**u, *n)).collect();
+            let mut pipe = ::redis::pipe();
+            pipe.del(&hash).ignore();
+            for (user, count) in &now {
+                self.connect_cmd(&mut pipe, &tenant, hash.clone(), user);
+                if *count > 1 {
+                    pipe.hincr(&hash, *user, i64::from(*count) - 1).ignore();
+                }
+            }
+            pipe.exec_async(&mut conn).await?;
+            for user in before {
+                if !now.contains_key(user.as_str()) {
+                    self.pending_offline.entry(at).or_default().push((tenant.clone(), user.into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes nodes that stopped heartbeating and reports their users offline. Only the node
+    /// whose ZREM succeeds sweeps a dead node.
+    async fn sweep(&mut self) -> Result<(), ::redis::RedisError> {
+        let mut conn = self.conn.clone();
+        let dead: Vec<String> = ::redis::cmd("ZRANGEBYSCORE")
+            .arg(NODES)
+            .arg("-inf")
+            .arg(format!("({}", oldest_live()))
+            .query_async(&mut conn)
+            .await?;
+        for node in dead {
+            let removed: i64 = ::redis::cmd("ZREM").arg(NODES).arg(&node).query_async(&mut conn).await?;
+            if removed == 0 {
+                continue;
+            }
+            tracing::info!(node, "sweeping presence of a node that stopped heartbeating");
+            for tenant in self.tenants.clone() {
+                let hash = node_hash(&tenant.id, &node);
+                let users: Vec<String> = ::redis::cmd("HKEYS").arg(&hash).query_async(&mut conn).await?;
+                ::redis::cmd("DEL").arg(&hash).exec_async(&mut conn).await?;
+                for user in users {
+                    self.offline_check(&tenant, &user).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,97 @@
+//! Presence: per-user connection counts and online status, on one node and across nodes, and
+//! the debounced online/offline stream in Redis.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use notify_tests::{DEMO, RedisServer, STEP, TestHost, http};
+use serde_json::{Value, json};
+
+async fn presence(host: &TestHost, user: &str) -> anyhow::Result<Value> {
+    let (status, body) =
+        http(host.addr, "GET", &format!("/v1/presence/{user}"), Some("demo-key"), Default::default()).await?;
+    anyhow::ensure!(status == 200, "presence returned {status}: {body}");
+    Ok(body)
+}
+
+/// Polls until the user's connection count seen by `host` is `want`.
+async fn wait_connections(host: &TestHost, user: &str, want: u64) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        let p = presence(host, user).await?;
+        if p["connections"] == want {
+            assert_eq!(p["online"], want > 0);
+            return Ok(());
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "{user} stuck at {p}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The `(type, user)` pairs of the tenant's presence stream, once it holds `n` entries.
+async fn presence_events(redis: &RedisServer, n: usize) -> anyhow::Result<Vec<(String, String)>> {
+    let mut conn = redis.conn().await?;
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        let entries: Vec<(String, Vec<(String, String)>)> =
+            redis::cmd("XRANGE").arg("notify:demo:presence").arg("-").arg("+").query_async(&mut conn).await?;
+        if entries.len() >= n {
+            return entries
+                .into_iter()
+                .map(|(_, fields)| {
+                    let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.clone()).context("field");
+                    Ok((get("type")?, get("user")?))
+                })
+                .collect();
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "presence stream has {} entries", entries.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn presence_on_one_node() -> anyhow::Result<()> {
+    let host = TestHost::start(DEMO).await?;
+    assert_eq!(presence(&host, "ann").await?, json!({ "user": "ann", "online": false, "connections": 0 }));
+    let phone = host.connect_user("ann").await?;
+    let laptop = host.connect_user("ann").await?;
+    assert_eq!(presence(&host, "ann").await?, json!({ "user": "ann", "online": true, "connections": 2 }));
+    drop((phone, laptop));
+    wait_connections(&host, "ann", 0).await?;
+    let (status, _) = http(host.addr, "GET", "/v1/presence/ann", Some("wrong-key"), Default::default()).await?;
+    assert_eq!(status, 401);
+    Ok(())
+}
+
+#[tokio::test]
+async fn presence_across_nodes_with_debounced_offline() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let toml = format!("{DEMO}\n{}", redis.broker_toml())
+        .replace("presence_debounce = \"300ms\"", "presence_debounce = \"2s\"");
+    let a = TestHost::start(&toml).await?;
+    let b = TestHost::start(&toml).await?;
+
+    let on_a = a.connect_user("dave").await?;
+    let on_b = b.connect_user("dave").await?;
+    wait_connections(&a, "dave", 2).await?;
+    wait_connections(&b, "dave", 2).await?;
+    drop(on_b);
+    wait_connections(&a, "dave", 1).await?;
+    // Still connected on A: no offline event.
+    drop(on_a);
+    wait_connections(&b, "dave", 0).await?;
+    assert_eq!(
+        presence_events(&redis, 2).await?,
+        [("online".into(), "dave".into()), ("offline".into(), "dave".into())]
+    );
+
+    // A quick reconnect (within the debounce) is neither offline nor online.
+    let first = b.connect_user("erin").await?;
+    drop(first);
+    let second = a.connect_user("erin").await?;
+    wait_connections(&b, "erin", 1).await?;
+    drop(second);
+    let events = presence_events(&redis, 4).await?;
+    assert_eq!(events[2..], [("online".into(), "erin".into()), ("offline".into(), "erin".into())]);
+    Ok(())
+}
