@@ -24,6 +24,6 @@ metric() {
 stop_all() {
   for pid in "$@"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  [ -n "${KEEP:-}" ] && cp "$work/host.log" /tmp/bench-host.log
+  if [ -n "${KEEP:-}" ] && [ -f "$work/host.log" ]; then cp "$work/host.log" /tmp/bench-host.log; fi
   rm -rf "$work"
 }

@@ -3,8 +3,9 @@
 //! ```text
 //! notify-load idle   --url WS_URL [--connections N] [--concurrency N] [--hold SECS]
 //!                    [--user-prefix P] [--token-secret S] [--claim k=v]...
-//! notify-load fanout --url WS_URL --publish HTTP_URL --key KEY [--connections N] [--events N]
+//! notify-load fanout --url WS_URL[,WS_URL...] --publish HTTP_URL --key KEY [--connections N] [--events N]
 //!                    [--attribute k=v]... [--token-secret S] [--claim k=v]... [--payload BYTES]
+//!                    [--rate EVENTS_PER_SEC]
 //! notify-load publish --publish HTTP_URL --key KEY [--events N] [--payload BYTES]
 //! ```
 //!
@@ -12,8 +13,12 @@
 //! the handshake rate and holds them, answering pings. With `--token-secret` each user
 //! authenticates with an HS256 token (`sub`, `exp`, plus every `--claim`).
 //!
+//! With several comma-separated `--url`s (nodes of a cluster), connections are spread over
+//! them round-robin.
+//!
 //! `fanout` connects subscribers, then publishes `--events` broadcast events one after the
-//! other (each carrying its send time), and reports deliveries per second and the
+//! other (each carrying its send time; with `--rate`, paced at that many per second, which
+//! measures latency below saturation), and reports deliveries per second and the
 //! publish-to-receive latency percentiles over every delivery.
 //!
 //! `publish` sends events to a user nobody is connected as, one request at a time, and
@@ -45,6 +50,8 @@ struct Args {
     secret: Option<String>,
     claims: Vec<(String, String)>,
     attributes: Vec<(String, String)>,
+    /// Events per second in `fanout`; 0 publishes back to back.
+    rate: f64,
 }
 
 fn pair(s: &str) -> anyhow::Result<(String, String)> {
@@ -75,6 +82,7 @@ fn parse(args: &[String]) -> anyhow::Result<(String, Args)> {
             "--hold" => a.hold = v.parse()?,
             "--user-prefix" => a.prefix = v.clone(),
             "--events" => a.events = v.parse()?,
+            "--rate" => a.rate = v.parse()?,
             "--payload" => a.payload = v.parse()?,
             "--token-secret" => a.secret = Some(v.clone()),
             "--claim" => a.claims.push(pair(v)?),
@@ -91,9 +99,12 @@ fn now_us() -> u64 {
 
 fn connect_url(a: &Args, i: usize) -> String {
     let user = format!("{}{i}", a.prefix);
-    let sep = if a.url.contains('?') { '&' } else { '?' };
+    // Several nodes: connections go round-robin over the comma-separated URLs.
+    let urls: Vec<&str> = a.url.split(',').collect();
+    let url = urls[i % urls.len()];
+    let sep = if url.contains('?') { '&' } else { '?' };
     match &a.secret {
-        None => format!("{}{sep}user={user}", a.url),
+        None => format!("{url}{sep}user={user}"),
         Some(secret) => {
             let mut claims = json!({ "sub": user, "exp": now_us() / 1_000_000 + 3600 });
             for (k, v) in &a.claims {
@@ -105,7 +116,7 @@ fn connect_url(a: &Args, i: usize) -> String {
                 &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
             )
             .expect("signing a token");
-            format!("{}{sep}token={token}", a.url)
+            format!("{url}{sep}token={token}")
         }
     }
 }
@@ -222,7 +233,12 @@ async fn fanout(a: Args) -> anyhow::Result<()> {
             tokio::spawn(async move {
                 let mut mine = Vec::with_capacity(events);
                 while mine.len() < events {
-                    let Some(Ok(Message::Text(text))) = ws.next().await else { break };
+                    let text = match ws.next().await {
+                        Some(Ok(Message::Text(text))) => text,
+                        // Pings are answered by tungstenite; keep reading.
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                        _ => break,
+                    };
                     let v: Value = match serde_json::from_str(&text) {
                         Ok(v) => v,
                         Err(_) => continue,
@@ -242,6 +258,9 @@ async fn fanout(a: Args) -> anyhow::Result<()> {
     let pad = "x".repeat(a.payload);
     let started = Instant::now();
     for i in 0..a.events {
+        if a.rate > 0.0 {
+            tokio::time::sleep_until((started + Duration::from_secs_f64(i as f64 / a.rate)).into()).await;
+        }
         let body = json!({"broadcast": true, "event": "bench", "attributes": attributes,
                           "data": {"sent_us": now_us(), "n": i, "pad": pad}});
         publisher.send(&body).await?;

@@ -14,7 +14,7 @@ use crate::fanout::QueueLimits;
 use crate::hub::Hub;
 use crate::metrics::{BrokerMetrics, GlobalMetrics};
 use crate::plugin::Plugins;
-use crate::presence::Presence;
+use crate::presence::{Presence, Timing};
 use crate::server::StartError;
 use crate::tenant::Tenants;
 
@@ -68,7 +68,8 @@ impl App {
             BrokerConfig::Redis(redis) => {
                 let conn = redis_connection(&redis_client(redis)?, redis)?;
                 let all = tenants.iter().cloned().collect();
-                Presence::redis(hub.clone(), conn, node_id.clone(), all, redis.presence_debounce)
+                let timing = Timing { debounce: redis.presence_debounce, node_timeout: redis.node_timeout };
+                Presence::redis(hub.clone(), conn, node_id.clone(), all, timing)
             }
         };
         Ok(Self {

@@ -222,12 +222,25 @@ pub struct RedisConfig {
     /// quick reconnect is not an offline/online pair.
     #[serde(with = "humantime_serde")]
     pub presence_debounce: Duration,
+    /// A node whose presence heartbeat (every second) is this old counts as dead: its users'
+    /// connections stop counting and another node reports them offline.
+    #[serde(with = "humantime_serde")]
+    pub node_timeout: Duration,
 }
 
 impl RedisConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         for url in self.urls() {
             redis::Client::open(url).map_err(|e| invalid("broker.url", format!("not a Redis URL ({url}): {e}")))?;
+        }
+        if self.cluster {
+            return Err(invalid(
+                "broker.cluster",
+                "Redis Cluster (sharded pub/sub) is not supported yet; point `url` at one Redis (a primary)",
+            ));
+        }
+        if self.node_timeout < Duration::from_secs(2) {
+            return Err(invalid("broker.node_timeout", "must be at least 2s (nodes heartbeat every second)"));
         }
         if self.timeout.is_zero() || self.max_backoff.is_zero() || self.claim_idle.is_zero() {
             return Err(invalid("broker", "timeout, max_backoff and claim_idle must be greater than zero"));
@@ -258,6 +271,7 @@ impl Default for RedisConfig {
             ingest: true,
             claim_idle: Duration::from_secs(30),
             presence_debounce: Duration::from_secs(5),
+            node_timeout: Duration::from_secs(10),
         }
     }
 }

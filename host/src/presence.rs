@@ -6,7 +6,8 @@
 //! stream `notify:{tenant}:presence` (`type online|offline`, `user`, `node`): `online` when a
 //! user connects while not online, `offline` once no live node has a connection of the user
 //! `presence_debounce` after their last connection closed, so a quick reconnect is neither.
-//! A node that stops heartbeating is swept by another node, which reports its users offline.
+//! A node that stops heartbeating for `node_timeout` is swept by another node, which reports
+//! its users offline.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -20,9 +21,8 @@ use crate::event::now_millis;
 use crate::hub::Hub;
 use crate::tenant::Tenant;
 
-/// Heartbeat period; a node silent for `DEAD_AFTER` is swept.
+/// Heartbeat period; a node silent for `node_timeout` is swept.
 const HEARTBEAT: Duration = Duration::from_secs(1);
-const DEAD_AFTER: Duration = Duration::from_secs(10);
 const NODES: &str = "notify:nodes";
 /// Presence streams keep about this many entries.
 const STREAM_MAXLEN: usize = 100_000;
@@ -64,6 +64,14 @@ fn state_hash(tenant: &str) -> String {
     format!("notify:{tenant}:online")
 }
 
+/// How presence waits: `debounce` before reporting a user offline, `node_timeout` before a
+/// silent node counts as dead.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub debounce: Duration,
+    pub node_timeout: Duration,
+}
+
 /// A user's presence as `GET /v1/presence/{user}` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Status {
@@ -92,6 +100,7 @@ pub struct Presence {
 struct Cluster {
     local: Arc<Local>,
     conn: ConnectionManager,
+    node_timeout: Duration,
 }
 
 /// This node's per-user connection counts and the queue of changes to mirror. Both change
@@ -126,7 +135,7 @@ impl Presence {
         conn: ConnectionManager,
         node: Arc<str>,
         tenants: Vec<Arc<Tenant>>,
-        debounce: Duration,
+        timing: Timing,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let local = Arc::new(Local { state: Mutex::new(LocalState { counts: HashMap::new(), tx }) });
@@ -135,13 +144,14 @@ impl Presence {
             conn: conn.clone(),
             node: node.clone(),
             tenants,
-            debounce,
+            debounce: timing.debounce,
+            node_timeout: timing.node_timeout,
             rx,
             pending_offline: BTreeMap::new(),
             synced: false,
         };
         tokio::spawn(task.run());
-        Self { hub, cluster: Some(Cluster { local, conn }) }
+        Self { hub, cluster: Some(Cluster { local, conn, node_timeout: timing.node_timeout }) }
     }
 
     pub fn connected(&self, tenant: &Arc<Tenant>, user: &str) {
@@ -172,7 +182,7 @@ impl Presence {
         let mut conn = c.conn.clone();
         let live: Vec<String> = ::redis::cmd("ZRANGEBYSCORE")
             .arg(NODES)
-            .arg(oldest_live())
+            .arg(oldest_live(c.node_timeout))
             .arg("+inf")
             .query_async(&mut conn)
             .await
@@ -189,8 +199,9 @@ impl Presence {
     }
 }
 
-fn oldest_live() -> u64 {
-    now_millis().saturating_sub(DEAD_AFTER.as_millis() as u64)
+/// The oldest heartbeat of a live node.
+fn oldest_live(node_timeout: Duration) -> u64 {
+    now_millis().saturating_sub(node_timeout.as_millis() as u64)
 }
 
 /// A user of a tenant.
@@ -203,6 +214,7 @@ struct Mirror {
     node: Arc<str>,
     tenants: Vec<Arc<Tenant>>,
     debounce: Duration,
+    node_timeout: Duration,
     rx: mpsc::UnboundedReceiver<Change>,
     /// Users whose last local connection closed, checked for offline at the instant.
     pending_offline: BTreeMap<Instant, Vec<TenantUser>>,
@@ -304,7 +316,7 @@ impl Mirror {
             .key(NODES)
             .arg(user)
             .arg(node_hash(&tenant.id, ""))
-            .arg(oldest_live())
+            .arg(oldest_live(self.node_timeout))
             .arg(&*self.node)
             .arg(STREAM_MAXLEN)
             .invoke_async::<i64>(&mut conn)
@@ -353,7 +365,7 @@ impl Mirror {
         let dead: Vec<String> = ::redis::cmd("ZRANGEBYSCORE")
             .arg(NODES)
             .arg("-inf")
-            .arg(format!("({}", oldest_live()))
+            .arg(format!("({}", oldest_live(self.node_timeout)))
             .query_async(&mut conn)
             .await?;
         for node in dead {

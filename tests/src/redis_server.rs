@@ -30,7 +30,7 @@ impl RedisServer {
     /// A `[broker]` table for hosts sharing this server, with short test timings.
     pub fn broker_toml(&self) -> String {
         format!(
-            "[broker]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"1s\"\nmax_backoff = \"200ms\"\nclaim_idle = \"1s\"\nunsubscribe_delay = \"1s\"\npresence_debounce = \"300ms\"\n",
+            "[broker]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"1s\"\nmax_backoff = \"200ms\"\nclaim_idle = \"1s\"\nunsubscribe_delay = \"1s\"\npresence_debounce = \"300ms\"\nnode_timeout = \"2s\"\n",
             self.url()
         )
     }

@@ -250,3 +250,36 @@ async fn entries_left_pending_by_a_dead_node_are_claimed() -> anyhow::Result<()>
     assert_eq!(hosts[0].metric("notify_ingest_claimed_total").await?, 3.0);
     Ok(())
 }
+
+/// Calls of one Redis command so far (INFO commandstats).
+async fn calls(conn: &mut MultiplexedConnection, command: &str) -> anyhow::Result<u64> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(conn).await?;
+    let prefix = format!("cmdstat_{command}:calls=");
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(Ok(0), str::parse)?)
+}
+
+#[tokio::test]
+async fn connection_churn_does_not_become_subscription_churn() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let mut r = redis.conn().await?;
+    let toml =
+        format!("{DEMO}\n{}", redis.broker_toml()).replace("unsubscribe_delay = \"1s\"", "unsubscribe_delay = \"60s\"");
+    let host = TestHost::start(&toml).await?;
+    wait_ready(&host, 200).await?;
+    let (subscribes, unsubscribes) = (calls(&mut r, "subscribe").await?, calls(&mut r, "unsubscribe").await?);
+    for _ in 0..20 {
+        let mut c = host.connect_user("flaky").await?;
+        assert_eq!(c.subscribe("room").await?["type"], "subscribed");
+        drop(c);
+    }
+    // One SUBSCRIBE for the user, the broadcast and the channel at the first connection (two
+    // commands at most: the channel is subscribed when the client asks); none after that.
+    let more = calls(&mut r, "subscribe").await? - subscribes;
+    assert!((1..=2).contains(&more), "{more} SUBSCRIBE commands for 20 connections");
+    assert_eq!(calls(&mut r, "unsubscribe").await?, unsubscribes);
+    Ok(())
+}

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use notify_tests::{DEMO, RedisServer, STEP, TestHost, http};
+use notify_tests::{Client, DEMO, HostProcess, RedisServer, STEP, TestHost, host_bin, http};
 use serde_json::{Value, json};
 
 async fn presence(host: &TestHost, user: &str) -> anyhow::Result<Value> {
@@ -93,5 +93,26 @@ async fn presence_across_nodes_with_debounced_offline() -> anyhow::Result<()> {
     drop(second);
     let events = presence_events(&redis, 4).await?;
     assert_eq!(events[2..], [("online".into(), "erin".into()), ("offline".into(), "erin".into())]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_killed_node_is_swept_and_its_users_reported_offline() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let toml = format!("{DEMO}\n{}", redis.broker_toml());
+    let doomed = HostProcess::start(host_bin!(), &toml).await?;
+    let survivor = TestHost::start(&toml).await?;
+
+    let url = format!("ws://{}/v1/ws/demo?user=fred", doomed.addr);
+    let mut fred = Client::connect(&url, &[]).await?;
+    assert_eq!(fred.next_json().await?["type"], "welcome");
+    wait_connections(&survivor, "fred", 1).await?;
+    assert_eq!(presence_events(&redis, 1).await?, [("online".into(), "fred".into())]);
+
+    // SIGKILL: no drain, no goodbye. Once its heartbeat is older than node_timeout, fred's
+    // connection stops counting and the survivor reports him offline.
+    doomed.signal("KILL")?;
+    wait_connections(&survivor, "fred", 0).await?;
+    assert_eq!(presence_events(&redis, 2).await?[1], ("offline".into(), "fred".into()));
     Ok(())
 }

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Cross-node broadcast throughput and publish-to-deliver latency, the same subscribers and
+# events in each setup, measured in one run:
+#   single  one node, memory broker (the default);
+#   redis1  one node, Redis broker (every event goes through Redis);
+#   redis3  three nodes over one Redis, subscribers spread evenly, events published on node 1.
+# Each setup starts fresh hosts; a private redis-server runs on a free port.
+#
+# Per setup: a throughput pass (EVENTS broadcasts back to back: saturation, so its latency is
+# mostly queueing) and a latency pass (LAT_EVENTS broadcasts paced at RATE per second).
+#
+#   bench/cluster.sh [SUBSCRIBERS] [EVENTS] [ROUNDS]   (defaults 9000 200 2)
+#   env: RATE (default 5), LAT_EVENTS (default 100), SETUPS (default "single redis1 redis3")
+set -euo pipefail
+cd "$(dirname "$0")/.."
+subs=${1:-9000}
+events=${2:-200}
+rounds=${3:-2}
+cargo build --release -q -p notify-host -p notify-bench
+source bench/common.sh
+work=$(mktemp -d)
+pids=()
+trap 'stop_all "${pids[@]}"' EXIT
+
+redis_port=$(free_port)
+redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no > "$work/redis.log" 2>&1 &
+redis_pid=$!
+pids+=("$redis_pid")
+for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+# start_nodes BROKER N: starts N hosts; sets node_pids and urls (comma-separated WS URLs) and
+# publish (node 1's publish URL).
+start_nodes() {
+  node_pids=(); urls=""; publish=""
+  for i in $(seq "$2"); do
+    port=$(free_port)
+    cat > "$work/node$i.toml" <<TOML
+[server]
+listen = "127.0.0.1:$port"
+[log]
+level = "warn"
+[connections]
+send_queue_frames = 4096
+$1
+[tenants.bench]
+publish_key = "bench-key"
+auth = { mode = "insecure" }
+TOML
+    "${HOST_BIN:-target/release/notify-host}" --config "$work/node$i.toml" > "$work/node$i.log" 2>&1 &
+    node_pids+=($!)
+    pids+=($!)
+    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
+    urls="${urls:+$urls,}ws://127.0.0.1:$port/v1/ws/bench"
+    if [ -z "$publish" ]; then publish="http://127.0.0.1:$port/v1/publish"; fi
+  done
+}
+
+stop_nodes() {
+  for pid in "${node_pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  if [ -n "${KEEP:-}" ]; then cat "$work"/node*.log > "/tmp/bench-cluster-$setup.log"; fi
+}
+
+redis_broker="[broker]
+kind = \"redis\"
+url = \"redis://127.0.0.1:$redis_port\""
+
+echo "date: $(date -u +%F), rustc: $(rustc --version | cut -d' ' -f2), cores: $(nproc), $(redis-server --version | cut -d' ' -f3), subscribers $subs, events $events, latency pass ${LAT_EVENTS:-100} events at ${RATE:-5}/s"
+for r in $(seq "$rounds"); do
+  echo "== round $r"
+  for setup in ${SETUPS:-single redis1 redis3}; do
+    case $setup in
+      single) start_nodes "" 1 ;;
+      redis1) start_nodes "$redis_broker" 1 ;;
+      redis3) start_nodes "$redis_broker" 3 ;;
+    esac
+    printf '%-7s throughput ' "$setup"
+    target/release/notify-load fanout --url "$urls" --publish "$publish" --key bench-key \
+      --connections "$subs" --events "$events" --concurrency 64 2>&1 | tail -${TAIL:-1}
+    printf '%-7s latency    ' "$setup"
+    target/release/notify-load fanout --url "$urls" --publish "$publish" --key bench-key \
+      --connections "$subs" --events "${LAT_EVENTS:-100}" --rate "${RATE:-5}" --concurrency 64 2>&1 | tail -${TAIL:-1}
+    stop_nodes
+    sleep 1
+  done
+done
