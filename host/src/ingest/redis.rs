@@ -213,7 +213,7 @@ impl Reader {
                     .arg(vec![start; keys.len()])
                     .query_async(&mut self.conn)
                     .await
-                    .map_err(|e| describe(&e))?;
+                    .map_err(|e| e.to_string())?;
                 let mut read_any = false;
                 for stream in reply.map(|r| r.keys).unwrap_or_default() {
                     let Some(tenant) = by_key.get(stream.key.as_str()) else { continue };
@@ -260,7 +260,7 @@ impl Reader {
                 .query_async(&mut self.conn)
                 .await;
             match created {
-                Err(e) if e.code() != Some("BUSYGROUP") => return Err(describe(&e)),
+                Err(e) if e.code() != Some("BUSYGROUP") => return Err(e.to_string()),
                 _ => {}
             }
         }
@@ -281,7 +281,7 @@ impl Reader {
                 .arg(READ_COUNT)
                 .query_async(&mut self.conn)
                 .await
-                .map_err(|e| describe(&e))?;
+                .map_err(|e| e.to_string())?;
             if !reply.claimed.is_empty() {
                 self.app.broker_metrics.ingest_claimed.fetch_add(reply.claimed.len() as u64, Relaxed);
                 tracing::info!(
@@ -323,7 +323,7 @@ impl Reader {
             .arg(&ids)
             .exec_async(&mut self.conn)
             .await
-            .map_err(|e| format!("XACK failed (entries will be processed again): {}", describe(&e)))
+            .map_err(|e| format!("XACK failed (entries will be processed again): {e}"))
     }
 }
 
@@ -378,12 +378,12 @@ impl Leader {
         let pubsub = tokio::time::timeout(self.timeout, self.client.get_async_pubsub())
             .await
             .map_err(|_| "connect timed out".to_string())?
-            .map_err(|e| describe(&e))?;
+            .map_err(|e| e.to_string())?;
         let (mut sink, mut stream) = pubsub.split();
         tokio::time::timeout(self.timeout, sink.subscribe(channels))
             .await
             .map_err(|_| "SUBSCRIBE timed out".to_string())?
-            .map_err(|e| describe(&e))?;
+            .map_err(|e| e.to_string())?;
         tracing::info!(node, "holding the pub/sub ingestion lease");
         let mut renew = tokio::time::interval(LEASE / 4);
         renew.tick().await;
@@ -429,8 +429,4 @@ impl Leader {
             }
         }
     }
-}
-
-fn describe(e: &RedisError) -> String {
-    e.to_string()
 }
