@@ -49,6 +49,15 @@ impl RedisServer {
         Ok(())
     }
 
+    /// Sends `signal` ("STOP", "CONT") to the server: a stopped server keeps its sockets open
+    /// and answers nothing, like an unreachable one.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self.child.as_ref().context("server not running")?.id();
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status()?;
+        anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
+        Ok(())
+    }
+
     /// Starts the server again on the same port and data directory.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill()?;
@@ -82,6 +91,7 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        let _ = self.signal("CONT");
         let _ = self.kill();
     }
 }

@@ -182,6 +182,9 @@ async fn redis_restart_loses_nothing_acknowledged() -> anyhow::Result<()> {
     assert_eq!((status, body["error"]["code"].clone()), (503, json!("broker_unavailable")), "{body}");
     wait_ready(a, 503).await?;
     wait_ready(b, 503).await?;
+    // A client connecting during the outage is served and its streams are subscribed on
+    // reconnect.
+    let mut late = b.connect_user("late").await?;
 
     redis.restart().await?;
     wait_ready(a, 200).await?;
@@ -207,7 +210,38 @@ async fn redis_restart_loses_nothing_acknowledged() -> anyhow::Result<()> {
         }
         assert!(expected.contains(ev["id"].as_str().unwrap_or_default()), "unexpected event {ev}");
     }
+    a.publish_ok(&json!({ "users": ["late"], "event": "welcome-back" })).await?;
+    assert_eq!(late.next_event().await?["event"], "welcome-back");
     assert!(a.metric("notify_broker_reconnects_total").await? >= 1.0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn unresponsive_redis_is_detected_and_survived() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let hosts = cluster(&redis, 2).await?;
+    let (a, b) = (&hosts[0], &hosts[1]);
+    let mut gil = b.connect_user("gil").await?;
+
+    // Stopped, Redis keeps its sockets open and answers nothing.
+    redis.signal("STOP")?;
+    let (status, body) = a.publish("demo-key", &json!({ "users": ["gil"], "event": "stalled" })).await?;
+    assert_eq!((status, body["error"]["code"].clone()), (503, json!("broker_unavailable")), "{body}");
+    wait_ready(a, 503).await?;
+    wait_ready(b, 503).await?;
+    gil.send_json(&json!({ "type": "ping" })).await?;
+    assert_eq!(gil.next_json().await?["type"], "pong", "local connections are still served");
+
+    redis.signal("CONT")?;
+    wait_ready(a, 200).await?;
+    wait_ready(b, 200).await?;
+    a.publish_ok(&json!({ "users": ["gil"], "event": "back" })).await?;
+    // A publish that timed out is ambiguous: Redis may still carry it once it wakes up.
+    let mut ev = gil.next_event().await?;
+    if ev["event"] == "stalled" {
+        ev = gil.next_event().await?;
+    }
+    assert_eq!(ev["event"], "back");
     Ok(())
 }
 
