@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicUsize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broker::{Broker, MemoryBroker, RedisBroker, redis_client, redis_connection};
+use crate::broker::{Broker, Link, MemoryBroker, RedisBroker};
 use crate::config::{BrokerConfig, Config, RedisConfig};
 use crate::event::IdGenerator;
 use crate::fanout::QueueLimits;
@@ -45,7 +45,7 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(config: Config) -> Result<Self, StartError> {
+    pub async fn new(config: Config) -> Result<Self, StartError> {
         let limits =
             QueueLimits { frames: config.connections.send_queue_frames, bytes: config.connections.send_queue_bytes };
         let hub = Arc::new(Hub::new(limits));
@@ -55,7 +55,7 @@ impl App {
             BrokerConfig::Memory => Arc::new(MemoryBroker::new(hub.clone())),
             BrokerConfig::Redis(redis) => {
                 let by_id = tenants.iter().map(|t| (t.id.clone(), t.clone())).collect();
-                Arc::new(RedisBroker::start(redis, hub.clone(), by_id, broker_metrics.clone())?)
+                Arc::new(RedisBroker::start(redis, hub.clone(), by_id, broker_metrics.clone()).await?)
             }
         };
         let plugins = Plugins::from_config(&config, &tenants)?;
@@ -66,7 +66,7 @@ impl App {
         let presence = match &config.broker {
             BrokerConfig::Memory => Presence::memory(hub.clone()),
             BrokerConfig::Redis(redis) => {
-                let conn = redis_connection(&redis_client(redis)?, redis)?;
+                let conn = Link::connect(redis, redis.timeout).await?;
                 let all = tenants.iter().cloned().collect();
                 let timing = Timing { debounce: redis.presence_debounce, node_timeout: redis.node_timeout };
                 Presence::redis(hub.clone(), conn, node_id.clone(), all, timing)

@@ -233,12 +233,6 @@ impl RedisConfig {
         for url in self.urls() {
             redis::Client::open(url).map_err(|e| invalid("broker.url", format!("not a Redis URL ({url}): {e}")))?;
         }
-        if self.cluster {
-            return Err(invalid(
-                "broker.cluster",
-                "Redis Cluster (sharded pub/sub) is not supported yet; point `url` at one Redis (a primary)",
-            ));
-        }
         if self.node_timeout < Duration::from_secs(2) {
             return Err(invalid("broker.node_timeout", "must be at least 2s (nodes heartbeat every second)"));
         }

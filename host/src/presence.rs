@@ -1,10 +1,12 @@
 //! Presence: how many connections a user has and whether they are online, across nodes.
 //!
 //! In memory mode the local hub is the whole truth. In cluster mode each node keeps its
-//! per-user connection counts in `notify:{tenant}:presence:{node}` and a heartbeat in
-//! `notify:nodes`; a user's count is the sum over live nodes. Transitions are written to the
-//! stream `notify:{tenant}:presence` (`type online|offline`, `user`, `node`): `online` when a
-//! user connects while not online, `offline` once no live node has a connection of the user
+//! per-user connection counts in `notify:presence:{tenant}:node:{node}` and heartbeats in
+//! `notify:presence:{tenant}:nodes` (`{tenant}` in braces: every presence key of a tenant
+//! shares one Redis Cluster slot, so the scripts below can touch them together); a user's
+//! count is the sum over live nodes. Transitions are written to the stream
+//! `notify:{tenant}:presence` (`type online|offline`, `user`, `node`): `online` when a user
+//! connects while not online, `offline` once no live node has a connection of the user
 //! `presence_debounce` after their last connection closed, so a quick reconnect is neither.
 //! A node that stops heartbeating for `node_timeout` is swept by another node, which reports
 //! its users offline.
@@ -13,43 +15,40 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ::redis::Script;
-use ::redis::aio::ConnectionManager;
+use ::redis::{Cmd, RedisError, Value};
 use tokio::sync::mpsc;
 
+use crate::broker::Link;
 use crate::event::now_millis;
 use crate::hub::Hub;
 use crate::tenant::Tenant;
 
 /// Heartbeat period; a node silent for `node_timeout` is swept.
 const HEARTBEAT: Duration = Duration::from_secs(1);
-const NODES: &str = "notify:nodes";
 /// Presence streams keep about this many entries.
 const STREAM_MAXLEN: usize = 100_000;
 
-/// KEYS: node hash, state hash, stream. ARGV: user, node, maxlen.
+/// KEYS: node hash, state hash. ARGV: user. Returns 1 when the user just came online.
 const CONNECT: &str = r"
 redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-if redis.call('HGET', KEYS[2], ARGV[1]) ~= 'online' then
-  redis.call('HSET', KEYS[2], ARGV[1], 'online')
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'type', 'online', 'user', ARGV[1], 'node', ARGV[2])
-end
+if redis.call('HGET', KEYS[2], ARGV[1]) == 'online' then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], 'online')
 return 1";
 
 /// KEYS: node hash. ARGV: user.
 const DISCONNECT: &str = r"
 if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
-return 1";
+return 0";
 
-/// KEYS: state hash, stream, nodes. ARGV: user, node-hash prefix, oldest live heartbeat,
-/// node, maxlen. Reports the user offline if online and no live node counts a connection.
+/// KEYS: state hash, nodes. ARGV: user, node-hash prefix, oldest live heartbeat. Returns 1
+/// when the user was online and no live node counts a connection (now offline). The node
+/// hashes it reads share the tenant's slot.
 const OFFLINE_CHECK: &str = r"
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'online' then return 0 end
-for _, n in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], ARGV[3], '+inf')) do
+for _, n in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[3], '+inf')) do
   if tonumber(redis.call('HGET', ARGV[2] .. n, ARGV[1]) or '0') > 0 then return 0 end
 end
 redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'type', 'offline', 'user', ARGV[1], 'node', ARGV[4])
 return 1";
 
 pub fn presence_stream(tenant: &str) -> String {
@@ -57,11 +56,28 @@ pub fn presence_stream(tenant: &str) -> String {
 }
 
 fn node_hash(tenant: &str, node: &str) -> String {
-    format!("notify:{tenant}:presence:{node}")
+    format!("notify:presence:{{{tenant}}}:node:{node}")
 }
 
 fn state_hash(tenant: &str) -> String {
-    format!("notify:{tenant}:online")
+    format!("notify:presence:{{{tenant}}}:online")
+}
+
+fn nodes_set(tenant: &str) -> String {
+    format!("notify:presence:{{{tenant}}}:nodes")
+}
+
+fn eval(script: &str, keys: &[String], args: &[&str]) -> Cmd {
+    let mut cmd = ::redis::cmd("EVAL");
+    cmd.arg(script).arg(keys.len()).arg(keys).arg(args);
+    cmd
+}
+
+fn transition(tenant: &str, kind: &str, user: &str, node: &str) -> Cmd {
+    let mut cmd = ::redis::cmd("XADD");
+    cmd.arg(presence_stream(tenant)).arg("MAXLEN").arg("~").arg(STREAM_MAXLEN).arg("*");
+    cmd.arg("type").arg(kind).arg("user").arg(user).arg("node").arg(node);
+    cmd
 }
 
 /// How presence waits: `debounce` before reporting a user offline, `node_timeout` before a
@@ -99,7 +115,7 @@ pub struct Presence {
 
 struct Cluster {
     local: Arc<Local>,
-    conn: ConnectionManager,
+    conn: Link,
     node_timeout: Duration,
 }
 
@@ -130,13 +146,7 @@ impl Presence {
     }
 
     /// Starts the task that mirrors presence into Redis.
-    pub fn redis(
-        hub: Arc<Hub>,
-        conn: ConnectionManager,
-        node: Arc<str>,
-        tenants: Vec<Arc<Tenant>>,
-        timing: Timing,
-    ) -> Self {
+    pub fn redis(hub: Arc<Hub>, conn: Link, node: Arc<str>, tenants: Vec<Arc<Tenant>>, timing: Timing) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let local = Arc::new(Local { state: Mutex::new(LocalState { counts: HashMap::new(), tx }) });
         let task = Mirror {
@@ -180,22 +190,18 @@ impl Presence {
             return Ok(Status { connections: self.hub.user_connections(tenant, user) as u64 });
         };
         let mut conn = c.conn.clone();
+        let failed = |e: RedisError| PresenceError(e.to_string());
         let live: Vec<String> = ::redis::cmd("ZRANGEBYSCORE")
-            .arg(NODES)
+            .arg(nodes_set(&tenant.id))
             .arg(oldest_live(c.node_timeout))
             .arg("+inf")
             .query_async(&mut conn)
             .await
-            .map_err(|e| PresenceError(e.to_string()))?;
-        if live.is_empty() {
-            return Ok(Status { connections: 0 });
-        }
-        let mut pipe = ::redis::pipe();
-        for node in &live {
-            pipe.hget(node_hash(&tenant.id, node), user);
-        }
-        let counts: Vec<Option<i64>> = pipe.query_async(&mut conn).await.map_err(|e| PresenceError(e.to_string()))?;
-        Ok(Status { connections: counts.into_iter().flatten().map(|n| n.max(0) as u64).sum() })
+            .map_err(failed)?;
+        let gets = live.iter().map(|node| ::redis::cmd("HGET").arg(node_hash(&tenant.id, node)).arg(user).clone());
+        let counts = conn.run_all(gets.collect()).await.map_err(failed)?;
+        let count = |v: &Value| ::redis::from_redis_value::<Option<i64>>(v.clone()).ok().flatten().unwrap_or(0);
+        Ok(Status { connections: counts.iter().map(|v| count(v).max(0) as u64).sum() })
     }
 }
 
@@ -210,7 +216,7 @@ type TenantUser = (Arc<Tenant>, Box<str>);
 /// The task that mirrors this node's presence into Redis.
 struct Mirror {
     local: Arc<Local>,
-    conn: ConnectionManager,
+    conn: Link,
     node: Arc<str>,
     tenants: Vec<Arc<Tenant>>,
     debounce: Duration,
@@ -259,8 +265,10 @@ impl Mirror {
                             self.resync().await?;
                             self.synced = true;
                         }
-                        let mut conn = self.conn.clone();
-                        ::redis::cmd("ZADD").arg(NODES).arg(now_millis()).arg(&*self.node).exec_async(&mut conn).await?;
+                        let beats = self.tenants.iter().map(|t| {
+                            ::redis::cmd("ZADD").arg(nodes_set(&t.id)).arg(now_millis()).arg(&*self.node).clone()
+                        });
+                        self.conn.clone().run_all(beats.collect()).await?;
                         self.sweep().await
                     };
                     if let Err(e) = beat.await {
@@ -272,18 +280,21 @@ impl Mirror {
         }
     }
 
-    async fn apply(&mut self, changes: &mut [Change]) -> Result<(), ::redis::RedisError> {
-        let mut conn = self.conn.clone();
-        let mut pipe = ::redis::pipe();
-        for c in changes.iter() {
+    async fn apply(&mut self, changes: &mut [Change]) -> Result<(), RedisError> {
+        let cmds = changes.iter().map(|c| {
             let hash = node_hash(&c.tenant.id, &self.node);
             if c.delta > 0 {
-                self.connect_cmd(&mut pipe, &c.tenant, hash, &c.user);
+                eval(CONNECT, &[hash, state_hash(&c.tenant.id)], &[&c.user])
             } else {
-                pipe.cmd("EVAL").arg(DISCONNECT).arg(1).arg(hash).arg(&*c.user).ignore();
+                eval(DISCONNECT, &[hash], &[&c.user])
             }
+        });
+        let came_online = self.conn.run_all(cmds.collect()).await?;
+        let online = changes.iter().zip(&came_online).filter(|(_, r)| matches!(r, Value::Int(1)));
+        let events: Vec<Cmd> = online.map(|(c, _)| transition(&c.tenant.id, "online", &c.user, &self.node)).collect();
+        if !events.is_empty() {
+            self.conn.run_all(events).await?;
         }
-        pipe.exec_async(&mut conn).await?;
         let at = Instant::now() + self.debounce;
         for c in changes.iter() {
             if c.delta < 0 && self.local.count(&c.tenant, &c.user) == 0 {
@@ -293,40 +304,22 @@ impl Mirror {
         Ok(())
     }
 
-    /// Pipelines the CONNECT script (scripts travel as EVAL: Redis caches them, and a
-    /// restarted Redis needs no reload).
-    fn connect_cmd(&self, pipe: &mut ::redis::Pipeline, tenant: &Tenant, hash: String, user: &str) {
-        pipe.cmd("EVAL")
-            .arg(CONNECT)
-            .arg(3)
-            .arg(hash)
-            .arg(state_hash(&tenant.id))
-            .arg(presence_stream(&tenant.id))
-            .arg(user)
-            .arg(&*self.node)
-            .arg(STREAM_MAXLEN)
-            .ignore();
-    }
-
-    async fn offline_check(&self, tenant: &Tenant, user: &str) -> Result<(), ::redis::RedisError> {
+    /// Reports `user` offline if no live node has a connection of theirs.
+    async fn offline_check(&self, tenant: &Tenant, user: &str) -> Result<(), RedisError> {
         let mut conn = self.conn.clone();
-        Script::new(OFFLINE_CHECK)
-            .key(state_hash(&tenant.id))
-            .key(presence_stream(&tenant.id))
-            .key(NODES)
-            .arg(user)
-            .arg(node_hash(&tenant.id, ""))
-            .arg(oldest_live(self.node_timeout))
-            .arg(&*self.node)
-            .arg(STREAM_MAXLEN)
-            .invoke_async::<i64>(&mut conn)
-            .await
-            .map(drop)
+        let prefix = node_hash(&tenant.id, "");
+        let oldest = oldest_live(self.node_timeout).to_string();
+        let check = eval(OFFLINE_CHECK, &[state_hash(&tenant.id), nodes_set(&tenant.id)], &[user, &prefix, &oldest]);
+        let offline: i64 = check.query_async(&mut conn).await?;
+        if offline == 1 {
+            transition(&tenant.id, "offline", user, &self.node).exec_async(&mut conn).await?;
+        }
+        Ok(())
     }
 
-    /// Replaces this node's counts in Redis with the local ones, reporting users who connected
-    /// meanwhile online and those who left offline (after the debounce).
-    async fn resync(&mut self) -> Result<(), ::redis::RedisError> {
+    /// Replaces this node's counts in Redis with the local ones, reporting users who
+    /// connected meanwhile online and those who left offline (after the debounce).
+    async fn resync(&mut self) -> Result<(), RedisError> {
         let snapshot: Vec<((u32, Box<str>), u32)> = {
             let state = self.local.state.lock().expect("presence lock");
             // The snapshot covers every change queued so far.
@@ -340,15 +333,22 @@ impl Mirror {
             let before: Vec<String> = ::redis::cmd("HKEYS").arg(&hash).query_async(&mut conn).await?;
             let now: HashMap<&str, u32> =
                 snapshot.iter().filter(|((t, _), _)| *t == tenant.index).map(|((_, u), n)| (&**u, *n)).collect();
-            let mut pipe = ::redis::pipe();
-            pipe.del(&hash).ignore();
-            for (user, count) in &now {
-                self.connect_cmd(&mut pipe, &tenant, hash.clone(), user);
-                if *count > 1 {
-                    pipe.hincr(&hash, *user, i64::from(*count) - 1).ignore();
+            ::redis::cmd("DEL").arg(&hash).exec_async(&mut conn).await?;
+            let users: Vec<&str> = now.keys().copied().collect();
+            let connects = users.iter().map(|u| eval(CONNECT, &[hash.clone(), state_hash(&tenant.id)], &[u]));
+            let came_online = conn.run_all(connects.collect()).await?;
+            let mut cmds: Vec<Cmd> = Vec::new();
+            for (user, result) in users.iter().zip(&came_online) {
+                if matches!(result, Value::Int(1)) {
+                    cmds.push(transition(&tenant.id, "online", user, &self.node));
+                }
+                if now[user] > 1 {
+                    cmds.push(::redis::cmd("HINCRBY").arg(&hash).arg(*user).arg(i64::from(now[user]) - 1).clone());
                 }
             }
-            pipe.exec_async(&mut conn).await?;
+            if !cmds.is_empty() {
+                conn.run_all(cmds).await?;
+            }
             for user in before {
                 if !now.contains_key(user.as_str()) {
                     self.pending_offline.entry(at).or_default().push((tenant.clone(), user.into()));
@@ -360,21 +360,19 @@ impl Mirror {
 
     /// Removes nodes that stopped heartbeating and reports their users offline. Only the node
     /// whose ZREM succeeds sweeps a dead node.
-    async fn sweep(&mut self) -> Result<(), ::redis::RedisError> {
+    async fn sweep(&mut self) -> Result<(), RedisError> {
         let mut conn = self.conn.clone();
-        let dead: Vec<String> = ::redis::cmd("ZRANGEBYSCORE")
-            .arg(NODES)
-            .arg("-inf")
-            .arg(format!("({}", oldest_live(self.node_timeout)))
-            .query_async(&mut conn)
-            .await?;
-        for node in dead {
-            let removed: i64 = ::redis::cmd("ZREM").arg(NODES).arg(&node).query_async(&mut conn).await?;
-            if removed == 0 {
-                continue;
-            }
-            tracing::info!(node, "sweeping presence of a node that stopped heartbeating");
-            for tenant in self.tenants.clone() {
+        for tenant in self.tenants.clone() {
+            let nodes = nodes_set(&tenant.id);
+            let oldest = format!("({}", oldest_live(self.node_timeout));
+            let dead: Vec<String> =
+                ::redis::cmd("ZRANGEBYSCORE").arg(&nodes).arg("-inf").arg(oldest).query_async(&mut conn).await?;
+            for node in dead {
+                let removed: i64 = ::redis::cmd("ZREM").arg(&nodes).arg(&node).query_async(&mut conn).await?;
+                if removed == 0 {
+                    continue;
+                }
+                tracing::info!(node, tenant = &*tenant.id, "sweeping presence of a node that stopped heartbeating");
                 let hash = node_hash(&tenant.id, &node);
                 let users: Vec<String> = ::redis::cmd("HKEYS").arg(&hash).query_async(&mut conn).await?;
                 ::redis::cmd("DEL").arg(&hash).exec_async(&mut conn).await?;

@@ -60,7 +60,7 @@ impl ShutdownHandle {
 impl Server {
     /// Loads plugins and binds `config.server.listen` (port 0 picks a free port).
     pub async fn bind(config: Config) -> Result<Self, StartError> {
-        let app = Arc::new(App::new(config)?);
+        let app = Arc::new(App::new(config).await?);
         let listener = TcpListener::bind(app.config.server.listen).await?;
         let local_addr = listener.local_addr()?;
         Ok(Self { app, listener, local_addr })
@@ -95,7 +95,7 @@ impl Server {
         let acceptor = tokio::spawn(accept_loop(app.clone(), listener, stop.clone(), http_conns.clone()));
         if let BrokerConfig::Redis(redis) = &app.config.broker
             && redis.ingest
-            && let Err(e) = crate::ingest::redis::start(&app, redis)
+            && let Err(e) = crate::ingest::redis::start(&app, redis).await
         {
             tracing::error!(error = %e, "Redis ingestion not started");
         }

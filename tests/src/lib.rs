@@ -21,7 +21,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 mod redis_server;
 
-pub use redis_server::RedisServer;
+pub use redis_server::{RedisCluster, RedisServer};
 
 /// Guard against hangs: no test step waits longer than this for something that must happen.
 pub const STEP: Duration = Duration::from_secs(10);

@@ -1,10 +1,10 @@
-//! A private `redis-server` per test, on a free loopback port, with an append-only file
+//! A private `redis-server` (or a three-shard Redis Cluster) per test, on a free loopback port, with an append-only file
 //! fsynced on every write so a killed and restarted server keeps every acknowledged write.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
 use crate::{STEP, TempDir};
 
@@ -17,10 +17,17 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub async fn start() -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut server = Self { port, child: None, dir: TempDir::new("redis")? };
-        server.spawn().await?;
-        Ok(server)
+        let mut server = Self { port: 0, child: None, dir: TempDir::new("redis")? };
+        // A free port can be taken by another test between our probe and the server's bind;
+        // then the server exits and we try another port.
+        for _ in 0..5 {
+            server.port = free_port()?;
+            if server.spawn().await.is_ok() {
+                return Ok(server);
+            }
+            server.kill()?;
+        }
+        anyhow::bail!("could not start redis-server on a free port")
     }
 
     pub fn url(&self) -> String {
@@ -30,14 +37,13 @@ impl RedisServer {
     /// A `[broker]` table for hosts sharing this server, with short test timings.
     pub fn broker_toml(&self) -> String {
         format!(
-            "[broker]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"1s\"\nmax_backoff = \"200ms\"\nclaim_idle = \"1s\"\nunsubscribe_delay = \"1s\"\npresence_debounce = \"300ms\"\nnode_timeout = \"2s\"\n",
+            "[broker]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"2s\"\nmax_backoff = \"200ms\"\nclaim_idle = \"1s\"\nunsubscribe_delay = \"1s\"\npresence_debounce = \"300ms\"\nnode_timeout = \"3s\"\n",
             self.url()
         )
     }
 
     pub async fn conn(&self) -> anyhow::Result<redis::aio::MultiplexedConnection> {
-        let client = redis::Client::open(self.url())?;
-        Ok(client.get_multiplexed_async_connection().await?)
+        node_conn(self.port).await
     }
 
     /// Kills the server with SIGKILL (no shutdown save) and waits for it to exit.
@@ -73,19 +79,9 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .context("starting redis-server (is it installed?)")?;
+        let pid = child.id();
         self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + STEP;
-        loop {
-            if let Ok(mut conn) = self.conn().await
-                && redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
-            {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!("redis-server on port {} did not answer", self.port);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_own_server(self.port, pid).await
     }
 }
 
@@ -93,5 +89,124 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.signal("CONT");
         let _ = self.kill();
+    }
+}
+
+/// A private three-shard Redis Cluster (three primaries, no replicas) on free ports.
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    children: Vec<Child>,
+    _dir: TempDir,
+}
+
+impl RedisCluster {
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = TempDir::new("redis-cluster")?;
+        let mut cluster = Self { ports: Vec::new(), children: Vec::new(), _dir: dir };
+        for i in 0..3 {
+            let node_dir = cluster._dir.path.join(format!("node{i}"));
+            std::fs::create_dir_all(&node_dir)?;
+            let mut started = false;
+            for _ in 0..5 {
+                let port = free_port()?;
+                let mut child = Command::new("redis-server")
+                    .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+                    .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--dir"])
+                    .arg(&node_dir)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .context("starting redis-server")?;
+                if wait_own_server(port, child.id()).await.is_ok() {
+                    cluster.ports.push(port);
+                    cluster.children.push(child);
+                    started = true;
+                    break;
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            anyhow::ensure!(started, "could not start a cluster node on a free port");
+        }
+        let nodes: Vec<String> = cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let status = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .context("running redis-cli --cluster create")?;
+        anyhow::ensure!(status.success(), "redis-cli --cluster create failed");
+        let deadline = tokio::time::Instant::now() + STEP;
+        for &port in &cluster.ports {
+            loop {
+                let mut conn = node_conn(port).await?;
+                let info: String = redis::cmd("CLUSTER").arg("INFO").query_async(&mut conn).await?;
+                if info.contains("cluster_state:ok") {
+                    break;
+                }
+                anyhow::ensure!(tokio::time::Instant::now() < deadline, "cluster never became ok");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// A `[broker]` table for hosts sharing this cluster, with short test timings.
+    pub fn broker_toml(&self) -> String {
+        let urls: Vec<String> = self.ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect();
+        format!(
+            "[broker]\nkind = \"redis\"\ncluster = true\nurl = \"{}\"\ntimeout = \"2s\"\nmax_backoff = \"200ms\"\nclaim_idle = \"1s\"\nunsubscribe_delay = \"1s\"\npresence_debounce = \"300ms\"\nnode_timeout = \"3s\"\n",
+            urls.join(",")
+        )
+    }
+
+    /// A cluster-aware connection (commands routed by slot).
+    pub async fn conn(&self) -> anyhow::Result<redis::cluster_async::ClusterConnection> {
+        let urls: Vec<String> = self.ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect();
+        let client = redis::cluster::ClusterClient::builder(urls).response_timeout(STEP).build()?;
+        Ok(client.get_async_connection().await?)
+    }
+
+    /// A plain connection to one node of the cluster.
+    pub async fn node(&self, i: usize) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+        node_conn(self.ports[i]).await
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn node_conn(port: u16) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+    // The default response timeout (500 ms) is too short for a machine busy with tests.
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(STEP));
+    Ok(client.get_multiplexed_async_connection_with_config(&config).await?)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Waits until the server with process id `pid` answers on `port` (not another test's).
+async fn wait_own_server(port: u16, pid: u32) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + STEP;
+    let own = format!("process_id:{pid}");
+    loop {
+        if let Ok(mut conn) = node_conn(port).await
+            && let Ok(info) = redis::cmd("INFO").arg("server").query_async::<String>(&mut conn).await
+        {
+            anyhow::ensure!(info.lines().any(|l| l.trim() == own), "port {port} is another redis-server's");
+            return Ok(());
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "redis-server on port {port} did not answer");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -3,7 +3,9 @@
 
 mod envelope;
 mod interest;
+mod link;
 mod memory;
+pub mod pubsub;
 mod redis;
 
 use std::future::Future;
@@ -11,8 +13,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 pub use self::redis::RedisBroker;
-pub use self::redis::{client as redis_client, connection_manager as redis_connection};
 pub use interest::{Interest, Ticket};
+pub use link::Link;
 pub use memory::MemoryBroker;
 
 use crate::event::{Event, Target};

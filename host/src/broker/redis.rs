@@ -7,17 +7,21 @@
 //! `unsubscribe_delay` after the last local subscriber leaves, so connection churn does not
 //! become SUBSCRIBE/UNSUBSCRIBE churn. The subscriber task reconnects with backoff and
 //! resubscribes everything after Redis restarts.
+//!
+//! On a Redis Cluster the same happens with sharded pub/sub (SPUBLISH/SSUBSCRIBE): each
+//! stream's channel lives on the shard its name hashes to, so fan-out traffic spreads over
+//! the cluster instead of being broadcast to every shard.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub, PubSubSink};
-use ::redis::{Client, Msg};
-use futures_util::StreamExt;
+use ::redis::Value;
 
 use super::interest::{Change, Changes};
+use super::link::{Link, MIN_BACKOFF};
+use super::pubsub::{Incoming, Transport};
 use super::{BoxFuture, Broker, BrokerError, Interest, Ticket, envelope, parse_stream_channel, stream_channel};
 use crate::config::RedisConfig;
 use crate::event::{Event, Target, now_micros};
@@ -25,17 +29,15 @@ use crate::hub::Hub;
 use crate::metrics::BrokerMetrics;
 use crate::tenant::Tenant;
 
-/// Channels per SUBSCRIBE/UNSUBSCRIBE command.
+/// Channels per SUBSCRIBE/UNSUBSCRIBE command (per batch of concurrent SSUBSCRIBEs).
 const BATCH: usize = 1000;
-/// First reconnect delay; it doubles up to `max_backoff`.
-const MIN_BACKOFF: Duration = Duration::from_millis(50);
 /// How often lingering subscriptions are swept and both connections are pinged.
 const TICK: Duration = Duration::from_secs(1);
 
 /// Node-to-node fan-out over Redis pub/sub.
 pub struct RedisBroker {
     /// Multiplexed and pipelined; reconnects by itself after failures.
-    publisher: ConnectionManager,
+    publisher: Link,
     interest: Interest,
     health: Arc<Health>,
     metrics: Arc<BrokerMetrics>,
@@ -49,20 +51,19 @@ struct Health {
 }
 
 impl RedisBroker {
-    /// Connects lazily: the host starts while Redis is down and reports not ready until it
-    /// answers.
-    pub fn start(
+    /// One Redis is connected lazily (the host starts while it is down and reports not
+    /// ready until it answers); a cluster must answer at start.
+    pub async fn start(
         config: &RedisConfig,
         hub: Arc<Hub>,
         tenants: HashMap<Arc<str>, Arc<Tenant>>,
         metrics: Arc<BrokerMetrics>,
     ) -> Result<Self, BrokerError> {
-        let client = client(config)?;
-        let publisher = connection_manager(&client, config)?;
+        let publisher = Link::connect(config, config.timeout).await?;
         let (interest, changes) = Interest::new();
         let health = Arc::new(Health::default());
         let subscriber = Subscriber {
-            client,
+            config: config.clone(),
             publisher: publisher.clone(),
             hub,
             tenants,
@@ -81,45 +82,32 @@ impl RedisBroker {
     }
 }
 
-/// A client for the configured URL.
-pub fn client(config: &RedisConfig) -> Result<Client, BrokerError> {
-    let url = config.urls().next().unwrap_or_default();
-    Client::open(url).map_err(|e| BrokerError::Unavailable(format!("bad Redis URL: {e}")))
-}
-
-/// A reconnecting, multiplexed connection whose commands fail within `timeout` while Redis is
-/// away rather than queueing.
-pub fn connection_manager(client: &Client, config: &RedisConfig) -> Result<ConnectionManager, BrokerError> {
-    let cfg = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(config.timeout))
-        .set_response_timeout(Some(config.timeout))
-        .set_number_of_retries(1)
-        .set_min_delay(MIN_BACKOFF)
-        .set_max_delay(config.max_backoff);
-    ConnectionManager::new_lazy_with_config(client.clone(), cfg).map_err(|e| BrokerError::Unavailable(e.to_string()))
-}
-
 impl Broker for RedisBroker {
     fn publish<'a>(&'a self, tenant: &'a Arc<Tenant>, events: &'a [Event]) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
-            let mut pipe = ::redis::pipe();
-            let mut messages = 0;
+            let publish = if self.publisher.is_cluster() { "SPUBLISH" } else { "PUBLISH" };
+            let mut cmds = Vec::new();
             for event in events {
                 let published = now_micros();
                 for target in event.targets() {
                     let frame = event.encode_for(target);
-                    let body = envelope::encode(published, event.filter.as_deref(), &frame);
-                    pipe.publish(stream_channel(&tenant.id, target), body).ignore();
-                    messages += 1;
+                    let mut cmd = ::redis::cmd(publish);
+                    cmd.arg(stream_channel(&tenant.id, target)).arg(envelope::encode(
+                        published,
+                        event.filter.as_deref(),
+                        &frame,
+                    ));
+                    cmds.push(cmd);
                 }
             }
+            let messages = cmds.len() as u64;
             if messages == 0 {
                 return Ok(());
             }
             let mut conn = self.publisher.clone();
-            let sent = tokio::time::timeout(self.timeout, pipe.exec_async(&mut conn)).await;
+            let sent = tokio::time::timeout(self.timeout, conn.run_all(cmds)).await;
             match sent {
-                Ok(Ok(())) => {
+                Ok(Ok(_)) => {
                     self.health.publisher.store(true, Relaxed);
                     self.metrics.published.fetch_add(messages, Relaxed);
                     Ok(())
@@ -152,9 +140,9 @@ impl Broker for RedisBroker {
 
 /// Owns the pub/sub connection: applies interest changes and delivers incoming messages.
 struct Subscriber {
-    client: Client,
+    config: RedisConfig,
     /// Pinged every tick, so publisher health recovers without waiting for a publish.
-    publisher: ConnectionManager,
+    publisher: Link,
     hub: Arc<Hub>,
     tenants: HashMap<Arc<str>, Arc<Tenant>>,
     changes: Changes,
@@ -184,7 +172,7 @@ impl Subscriber {
         let mut backoff = MIN_BACKOFF;
         let mut connected_once = false;
         loop {
-            let connected = tokio::time::timeout(self.timeout, self.client.get_async_pubsub()).await;
+            let connected = tokio::time::timeout(self.timeout * 3, Transport::connect(&self.config)).await;
             let why = match connected {
                 Ok(Ok(pubsub)) => {
                     backoff = MIN_BACKOFF;
@@ -225,15 +213,14 @@ impl Subscriber {
         }
     }
 
-    async fn serve(&mut self, pubsub: PubSub) -> Ended {
-        let (mut sink, mut stream) = pubsub.split();
+    async fn serve(&mut self, mut transport: Transport) -> Ended {
         let mut buf = Vec::new();
         while let Ok(change) = self.changes.rx.try_recv() {
             buf.push(change);
         }
         self.apply(std::mem::take(&mut buf));
         let wanted: Vec<String> = self.counts.keys().cloned().collect();
-        if let Err(e) = self.subscribe(&mut sink, wanted).await {
+        if let Err(e) = self.subscribe(&mut transport, wanted).await {
             return e;
         }
         self.health.subscriber.store(true, Relaxed);
@@ -244,8 +231,9 @@ impl Subscriber {
         let mut tick = tokio::time::interval(TICK);
         loop {
             tokio::select! {
-                msg = stream.next() => match msg {
-                    Some(msg) => self.on_message(&msg),
+                msg = transport.next() => match msg {
+                    Some(Incoming::Message(channel, payload)) => self.on_message(&channel, &payload),
+                    Some(Incoming::Other) => {}
                     None => return Ended::Lost("connection closed".into()),
                 },
                 n = self.changes.rx.recv_many(&mut buf, 1024) => {
@@ -253,17 +241,17 @@ impl Subscriber {
                         return Ended::Stopped;
                     }
                     let new = self.apply(std::mem::take(&mut buf));
-                    if let Err(e) = self.subscribe(&mut sink, new).await {
+                    if let Err(e) = self.subscribe(&mut transport, new).await {
                         return e;
                     }
                     self.changes.mark_synced();
                 }
                 _ = tick.tick() => {
-                    if let Err(e) = self.sweep(&mut sink).await {
+                    if let Err(e) = self.sweep(&mut transport).await {
                         return e;
                     }
-                    let ping = tokio::time::timeout(self.timeout, sink.ping::<::redis::Value>()).await;
-                    if !matches!(ping, Ok(Ok(_))) {
+                    let ping = tokio::time::timeout(self.timeout, transport.ping()).await;
+                    if !matches!(ping, Ok(Ok(()))) {
                         return Ended::Lost("ping unanswered".into());
                     }
                     self.ping_publisher().await;
@@ -299,9 +287,9 @@ impl Subscriber {
         new
     }
 
-    async fn subscribe(&mut self, sink: &mut PubSubSink, channels: Vec<String>) -> Result<(), Ended> {
+    async fn subscribe(&mut self, transport: &mut Transport, channels: Vec<String>) -> Result<(), Ended> {
         for chunk in channels.chunks(BATCH) {
-            let done = tokio::time::timeout(self.timeout, sink.subscribe(chunk)).await;
+            let done = tokio::time::timeout(self.timeout, transport.subscribe(chunk, true, true)).await;
             if !matches!(done, Ok(Ok(()))) {
                 return Err(Ended::Lost("SUBSCRIBE failed".into()));
             }
@@ -312,7 +300,7 @@ impl Subscriber {
     }
 
     /// Unsubscribes channels that have lingered without local interest for the delay.
-    async fn sweep(&mut self, sink: &mut PubSubSink) -> Result<(), Ended> {
+    async fn sweep(&mut self, transport: &mut Transport) -> Result<(), Ended> {
         let now = Instant::now();
         let expired: Vec<String> = self
             .lingering
@@ -321,7 +309,7 @@ impl Subscriber {
             .map(|(c, _)| c.clone())
             .collect();
         for chunk in expired.chunks(BATCH) {
-            let done = tokio::time::timeout(self.timeout, sink.unsubscribe(chunk)).await;
+            let done = tokio::time::timeout(self.timeout, transport.subscribe(chunk, false, true)).await;
             if !matches!(done, Ok(Ok(()))) {
                 return Err(Ended::Lost("UNSUBSCRIBE failed".into()));
             }
@@ -336,13 +324,13 @@ impl Subscriber {
 
     async fn ping_publisher(&self) {
         let mut conn = self.publisher.clone();
-        let ping = tokio::time::timeout(self.timeout, ::redis::cmd("PING").query_async::<String>(&mut conn)).await;
+        let ping = tokio::time::timeout(self.timeout, ::redis::cmd("PING").query_async::<Value>(&mut conn)).await;
         self.health.publisher.store(matches!(ping, Ok(Ok(_))), Relaxed);
     }
 
-    fn on_message(&self, msg: &Msg) {
+    fn on_message(&self, channel: &str, payload: &[u8]) {
         self.metrics.received.fetch_add(1, Relaxed);
-        let Some((tenant, target)) = parse_stream_channel(msg.get_channel_name()) else {
+        let Some((tenant, target)) = parse_stream_channel(channel) else {
             self.metrics.undecodable.fetch_add(1, Relaxed);
             return;
         };
@@ -350,14 +338,14 @@ impl Subscriber {
             self.metrics.undecodable.fetch_add(1, Relaxed);
             return;
         };
-        match envelope::decode(msg.get_payload_bytes()) {
+        match envelope::decode(payload) {
             Ok(e) => {
                 let latency = Duration::from_micros(now_micros().saturating_sub(e.published_micros));
                 self.hub.deliver_frame(tenant, target, &e.frame, e.filter.as_ref(), latency);
             }
             Err(e) => {
                 self.metrics.undecodable.fetch_add(1, Relaxed);
-                tracing::debug!(error = %e, channel = msg.get_channel_name(), "undecodable broker message");
+                tracing::debug!(error = %e, channel, "undecodable broker message");
             }
         }
     }

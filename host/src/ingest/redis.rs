@@ -17,13 +17,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use ::redis::aio::ConnectionManager;
 use ::redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
-use ::redis::{Client, RedisError, Value};
-use futures_util::{FutureExt, StreamExt};
+use ::redis::{RedisError, Value};
+use futures_util::FutureExt;
 
 use crate::app::App;
-use crate::broker::{BrokerError, redis_client, redis_connection};
+use crate::broker::pubsub::{Incoming, Transport};
+use crate::broker::{BrokerError, Link};
 use crate::config::RedisConfig;
 use crate::event::Event;
 use crate::plugin::{self, Hook};
@@ -35,6 +35,8 @@ pub const GROUP: &str = "notify";
 const READ_COUNT: usize = 256;
 /// How long one XREADGROUP blocks; also how long shutdown waits for the reader.
 const BLOCK: Duration = Duration::from_millis(500);
+/// On a cluster, the pause after a round of non-blocking reads that found nothing.
+const CLUSTER_POLL: Duration = Duration::from_millis(50);
 /// Dead-letter streams keep about this many entries.
 const DEAD_LETTER_MAXLEN: usize = 10_000;
 /// Pub/sub messages handled in one broker publish.
@@ -62,16 +64,16 @@ pub fn dead_letter_stream(tenant: &str) -> String {
 }
 
 /// Starts both consumers on `app.workers`; they stop when the host drains.
-pub fn start(app: &Arc<App>, config: &RedisConfig) -> Result<(), BrokerError> {
-    let client = redis_client(config)?;
+pub async fn start(app: &Arc<App>, config: &RedisConfig) -> Result<(), BrokerError> {
     let reader = Reader {
         app: app.clone(),
-        conn: redis_connection(&client, &RedisConfig { timeout: config.timeout + BLOCK, ..config.clone() })?,
+        conn: Link::connect(config, config.timeout + BLOCK).await?,
         claim_idle: config.claim_idle,
         max_backoff: config.max_backoff,
     };
     app.workers.spawn(reader.run());
-    let leader = Leader { app: app.clone(), conn: redis_connection(&client, config)?, client, timeout: config.timeout };
+    let leader =
+        Leader { app: app.clone(), conn: Link::connect(config, config.timeout).await?, config: config.clone() };
     app.workers.spawn(leader.run());
     Ok(())
 }
@@ -93,14 +95,13 @@ struct Item {
 /// go to the dead-letter stream first. `Err` means nothing may be acknowledged.
 async fn ingest(
     app: &App,
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     tenant: &Arc<Tenant>,
     items: &[Item],
     source: Source,
 ) -> Result<(), String> {
     let mut events: Vec<Event> = Vec::with_capacity(items.len());
-    let mut dead = ::redis::pipe();
-    let mut dead_count = 0u64;
+    let mut dead = Vec::new();
     for item in items {
         let parsed = match &item.body {
             Ok(body) => crate::ingest::parse_one(&tenant.id, &app.ids, body).map_err(|e| e.to_string()),
@@ -119,8 +120,8 @@ async fn ingest(
                     Source::Stream => "ingest",
                     Source::PubSub => "publish",
                 };
-                dead.cmd("XADD")
-                    .arg(dead_letter_stream(&tenant.id))
+                let mut cmd = ::redis::cmd("XADD");
+                cmd.arg(dead_letter_stream(&tenant.id))
                     .arg("MAXLEN")
                     .arg("~")
                     .arg(DEAD_LETTER_MAXLEN)
@@ -132,15 +133,15 @@ async fn ingest(
                     .arg("error")
                     .arg(&error)
                     .arg("event")
-                    .arg(raw)
-                    .ignore();
-                dead_count += 1;
+                    .arg(raw);
+                dead.push(cmd);
                 tracing::warn!(tenant = &*tenant.id, entry = item.entry.as_deref(), %error, "invalid event sent to the dead-letter stream");
             }
         }
     }
+    let dead_count = dead.len() as u64;
     if dead_count > 0 {
-        dead.exec_async(conn).await.map_err(|e| format!("writing dead letters: {e}"))?;
+        conn.run_all(dead).await.map_err(|e| format!("writing dead letters: {e}"))?;
         app.broker_metrics.dead_letters.fetch_add(dead_count, Relaxed);
     }
     let transform = app.plugins.get(&tenant.id, Hook::Transform);
@@ -161,7 +162,7 @@ async fn ingest(
 struct Reader {
     app: Arc<App>,
     /// Its response timeout covers the blocking read.
-    conn: ConnectionManager,
+    conn: Link,
     claim_idle: Duration,
     max_backoff: Duration,
 }
@@ -200,28 +201,33 @@ impl Reader {
                     groups_ready = true;
                 }
                 let start = if backlog { "0" } else { ">" };
-                let reply: Option<StreamReadReply> = ::redis::cmd("XREADGROUP")
-                    .arg("GROUP")
-                    .arg(GROUP)
-                    .arg(&consumer)
-                    .arg("COUNT")
-                    .arg(READ_COUNT)
-                    .arg("BLOCK")
-                    .arg(BLOCK.as_millis() as u64)
-                    .arg("STREAMS")
-                    .arg(&keys)
-                    .arg(vec![start; keys.len()])
-                    .query_async(&mut self.conn)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                // One Redis: one blocking read over every tenant's stream. A cluster cannot
+                // read streams of different slots in one command: each is read without
+                // blocking, with a short pause after a round that found nothing.
+                let groups: Vec<&[String]> =
+                    if self.conn.is_cluster() { keys.chunks(1).collect() } else { vec![&keys[..]] };
+                let block = if self.conn.is_cluster() { None } else { Some(BLOCK) };
                 let mut read_any = false;
-                for stream in reply.map(|r| r.keys).unwrap_or_default() {
-                    let Some(tenant) = by_key.get(stream.key.as_str()) else { continue };
-                    read_any |= !stream.ids.is_empty();
-                    self.process(tenant, &stream.key, stream.ids).await?;
+                for group in groups {
+                    let mut read = ::redis::cmd("XREADGROUP");
+                    read.arg("GROUP").arg(GROUP).arg(&consumer).arg("COUNT").arg(READ_COUNT);
+                    if let Some(block) = block {
+                        read.arg("BLOCK").arg(block.as_millis() as u64);
+                    }
+                    read.arg("STREAMS").arg(group).arg(vec![start; group.len()]);
+                    let reply: Option<StreamReadReply> =
+                        read.query_async(&mut self.conn).await.map_err(|e| e.to_string())?;
+                    for stream in reply.map(|r| r.keys).unwrap_or_default() {
+                        let Some(tenant) = by_key.get(stream.key.as_str()) else { continue };
+                        read_any |= !stream.ids.is_empty();
+                        self.process(tenant, &stream.key, stream.ids).await?;
+                    }
                 }
                 if backlog && !read_any {
                     backlog = false;
+                }
+                if block.is_none() && !read_any {
+                    tokio::time::sleep(CLUSTER_POLL).await;
                 }
                 if Instant::now() >= next_claim {
                     for (key, tenant) in &by_key {
@@ -330,9 +336,8 @@ impl Reader {
 /// Holds the pub/sub ingestion lease and, while it does, processes `notify:*:publish`.
 struct Leader {
     app: Arc<App>,
-    client: Client,
-    conn: ConnectionManager,
-    timeout: Duration,
+    conn: Link,
+    config: RedisConfig,
 }
 
 impl Leader {
@@ -375,12 +380,12 @@ impl Leader {
     }
 
     async fn lead(&mut self, node: &str, lease_ms: u64, channels: &[String]) -> Result<(), String> {
-        let pubsub = tokio::time::timeout(self.timeout, self.client.get_async_pubsub())
+        let timeout = self.config.timeout;
+        let mut transport = tokio::time::timeout(timeout * 3, Transport::connect(&self.config))
             .await
             .map_err(|_| "connect timed out".to_string())?
             .map_err(|e| e.to_string())?;
-        let (mut sink, mut stream) = pubsub.split();
-        tokio::time::timeout(self.timeout, sink.subscribe(channels))
+        tokio::time::timeout(timeout, transport.subscribe(channels, true, false))
             .await
             .map_err(|_| "SUBSCRIBE timed out".to_string())?
             .map_err(|e| e.to_string())?;
@@ -395,12 +400,17 @@ impl Leader {
                         return Err("lost the lease".into());
                     }
                 }
-                msg = stream.next() => {
-                    let Some(first) = msg else { return Err("pub/sub connection closed".into()) };
-                    let mut batch = vec![first];
+                msg = transport.next() => {
+                    let mut batch = Vec::new();
+                    match msg {
+                        Some(Incoming::Message(channel, payload)) => batch.push((channel, payload)),
+                        Some(Incoming::Other) => continue,
+                        None => return Err("pub/sub connection closed".into()),
+                    }
                     while batch.len() < PUBSUB_BATCH {
-                        match stream.next().now_or_never() {
-                            Some(Some(m)) => batch.push(m),
+                        match transport.next().now_or_never() {
+                            Some(Some(Incoming::Message(channel, payload))) => batch.push((channel, payload)),
+                            Some(Some(Incoming::Other)) => {}
                             _ => break,
                         }
                     }
@@ -411,15 +421,12 @@ impl Leader {
     }
 
     /// Fire-and-forget: a batch the broker cannot take is counted and logged, not retried.
-    async fn handle(&mut self, batch: Vec<::redis::Msg>) {
+    async fn handle(&mut self, batch: Vec<(String, Vec<u8>)>) {
         let mut by_tenant: HashMap<&str, Vec<Item>> = HashMap::new();
-        for msg in &batch {
-            let tenant = msg.get_channel_name().strip_prefix("notify:").and_then(|r| r.strip_suffix(":publish"));
+        for (channel, payload) in &batch {
+            let tenant = channel.strip_prefix("notify:").and_then(|r| r.strip_suffix(":publish"));
             if let Some(tenant) = tenant {
-                by_tenant
-                    .entry(tenant)
-                    .or_default()
-                    .push(Item { entry: None, body: Ok(msg.get_payload_bytes().to_vec()) });
+                by_tenant.entry(tenant).or_default().push(Item { entry: None, body: Ok(payload.clone()) });
             }
         }
         for (id, items) in by_tenant {

@@ -1,0 +1,103 @@
+//! Cluster mode over a Redis Cluster (three shards): sharded pub/sub between three hosts,
+//! publishing through the cluster, presence.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use notify_tests::{DEMO, RedisCluster, STEP, TestHost, http};
+use serde_json::json;
+
+/// Subscribers of a sharded channel, summed over the shards (only its owner has any).
+async fn shard_subscribers(cluster: &RedisCluster, channel: &str) -> anyhow::Result<i64> {
+    let mut total = 0;
+    for i in 0..cluster.ports.len() {
+        let mut node = cluster.node(i).await?;
+        let (_, n): (String, i64) = redis::cmd("PUBSUB").arg("SHARDNUMSUB").arg(channel).query_async(&mut node).await?;
+        total += n;
+    }
+    Ok(total)
+}
+
+async fn eventually<F, Fut>(mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + STEP;
+    while !check().await? {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "condition not reached");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn three_nodes_over_a_redis_cluster() -> anyhow::Result<()> {
+    let cluster = RedisCluster::start().await?;
+    let toml = format!("{DEMO}\n{}", cluster.broker_toml());
+    let mut hosts = Vec::new();
+    for _ in 0..3 {
+        let h = TestHost::start(&toml).await?;
+        eventually(|| async { Ok(http(h.addr, "GET", "/readyz", None, Default::default()).await?.0 == 200) }).await?;
+        hosts.push(h);
+    }
+    let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
+
+    let mut bob = b.connect_user("bob").await?;
+    a.publish_ok(&json!({ "users": ["bob"], "event": "hello" })).await?;
+    assert_eq!(bob.next_event().await?["event"], "hello");
+
+    let mut readers = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        let mut client = h.connect_user(&format!("reader-{i}")).await?;
+        assert_eq!(client.subscribe("news").await?["type"], "subscribed");
+        readers.push(client);
+    }
+    c.publish_ok(&json!({ "channels": ["news"], "event": "headline" })).await?;
+    for client in &mut readers {
+        assert_eq!(client.next_event().await?["event"], "headline");
+    }
+
+    // Sharded subscriptions, by interest only.
+    assert_eq!(shard_subscribers(&cluster, "notify:demo:u:bob").await?, 1);
+    assert_eq!(shard_subscribers(&cluster, "notify:demo:c:news").await?, 3);
+    assert_eq!(shard_subscribers(&cluster, "notify:demo:u:nobody").await?, 0);
+
+    // Durable and fire-and-forget publishing through the cluster.
+    let mut conn = cluster.conn().await?;
+    let entry: String = redis::cmd("XADD")
+        .arg("notify:demo:ingest")
+        .arg("*")
+        .arg("event")
+        .arg(r#"{"users":["bob"],"event":"from-stream"}"#)
+        .query_async(&mut conn)
+        .await?;
+    let ev = bob.next_event().await?;
+    assert_eq!((ev["event"].clone(), ev["id"].clone()), (json!("from-stream"), json!(format!("s-{entry}"))));
+    eventually(|| {
+        let mut conn = conn.clone();
+        async move {
+            let (_, n): (String, i64) =
+                redis::cmd("PUBSUB").arg("NUMSUB").arg("notify:demo:publish").query_async(&mut conn).await?;
+            Ok(n >= 1)
+        }
+    })
+    .await?;
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("notify:demo:publish")
+        .arg(r#"{"users":["bob"],"event":"fire-and-forget"}"#)
+        .query_async(&mut conn)
+        .await?;
+    assert_eq!(bob.next_event().await?["event"], "fire-and-forget");
+
+    // Presence across nodes.
+    let _bob_again = c.connect_user("bob").await?;
+    eventually(|| async {
+        let (status, body) = http(a.addr, "GET", "/v1/presence/bob", Some("demo-key"), Default::default()).await?;
+        anyhow::ensure!(status == 200, "presence: {status} {body}");
+        Ok(body["connections"] == 2)
+    })
+    .await
+    .context("bob's two connections")?;
+    Ok(())
+}
