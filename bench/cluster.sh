@@ -3,14 +3,16 @@
 # events in each setup, measured in one run:
 #   single  one node, memory broker (the default);
 #   redis1  one node, Redis broker (every event goes through Redis);
-#   redis3  three nodes over one Redis, subscribers spread evenly, events published on node 1.
+#   redis3  three nodes over one Redis, subscribers spread evenly, events published on node 1;
+#   redis3c three nodes over a three-shard Redis Cluster (sharded pub/sub), otherwise as redis3.
 # Each setup starts fresh hosts; a private redis-server runs on a free port.
 #
 # Per setup: a throughput pass (EVENTS broadcasts back to back: saturation, so its latency is
 # mostly queueing) and a latency pass (LAT_EVENTS broadcasts paced at RATE per second).
 #
 #   bench/cluster.sh [SUBSCRIBERS] [EVENTS] [ROUNDS]   (defaults 9000 200 2)
-#   env: RATE (default 5), LAT_EVENTS (default 100), SETUPS (default "single redis1 redis3")
+#   env: RATE (default 5), LAT_EVENTS (default 100), SETUPS (default "single redis1 redis3";
+#        add redis3c for the Redis Cluster setup)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 subs=${1:-9000}
@@ -27,6 +29,25 @@ redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no > "
 redis_pid=$!
 pids+=("$redis_pid")
 for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+# A three-shard Redis Cluster, only when a setup needs it.
+cluster_urls=""
+if [[ " ${SETUPS:-} " == *" redis3c "* ]]; then
+  cluster_nodes=()
+  for i in 1 2 3; do
+    # A cluster node also listens on its port + 10000, so the port must be at most 55535.
+    p=$(free_port); while [ "$p" -gt 55535 ]; do p=$(free_port); done
+    mkdir -p "$work/shard$i"
+    redis-server --bind 127.0.0.1 --port "$p" --save "" --appendonly no --cluster-enabled yes \
+      --cluster-config-file nodes.conf --dir "$work/shard$i" > "$work/shard$i.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 50); do redis-cli -p "$p" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    cluster_nodes+=("127.0.0.1:$p")
+    cluster_urls="${cluster_urls:+$cluster_urls,}redis://127.0.0.1:$p"
+  done
+  redis-cli --cluster create "${cluster_nodes[@]}" --cluster-replicas 0 --cluster-yes > /dev/null
+  for _ in $(seq 50); do redis-cli -p "${cluster_nodes[0]#*:}" cluster info | grep -q cluster_state:ok && break; sleep 0.1; done
+fi
 
 # start_nodes BROKER N: starts N hosts; sets node_pids and urls (comma-separated WS URLs) and
 # publish (node 1's publish URL).
@@ -72,6 +93,10 @@ for r in $(seq "$rounds"); do
       single) start_nodes "" 1 ;;
       redis1) start_nodes "$redis_broker" 1 ;;
       redis3) start_nodes "$redis_broker" 3 ;;
+      redis3c) start_nodes "[broker]
+kind = \"redis\"
+cluster = true
+url = \"$cluster_urls\"" 3 ;;
     esac
     printf '%-7s throughput ' "$setup"
     target/release/notify-load fanout --url "$urls" --publish "$publish" --key bench-key \

@@ -16,6 +16,7 @@ if ! command -v redis-server >/dev/null; then
     fi
 fi
 redis-server --version
+redis-cli --version
 echo "== plugins (wasm32-wasip2)"
 scripts/build-plugins.sh
 echo "== formatting"

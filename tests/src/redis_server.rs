@@ -108,7 +108,7 @@ impl RedisCluster {
             std::fs::create_dir_all(&node_dir)?;
             let mut started = false;
             for _ in 0..5 {
-                let port = free_port()?;
+                let port = free_cluster_port()?;
                 let mut child = Command::new("redis-server")
                     .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
                     .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--dir"])
@@ -193,6 +193,17 @@ async fn node_conn(port: u16) -> anyhow::Result<redis::aio::MultiplexedConnectio
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A free port for a cluster node, which also listens on its port + 10000 (so at most 55535).
+fn free_cluster_port() -> anyhow::Result<u16> {
+    for _ in 0..1000 {
+        let port = free_port()?;
+        if port <= 55535 && std::net::TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free port pair for a cluster node")
 }
 
 /// Waits until the server with process id `pid` answers on `port` (not another test's).
