@@ -54,6 +54,21 @@ fn test_overrides() -> [(String, String); 2] {
     [("NOTIFY_SERVER__LISTEN".into(), "127.0.0.1:0".into()), ("NOTIFY_SERVER__SHUTDOWN_GRACE".into(), "5s".into())]
 }
 
+/// Polls `check` until it holds, bounded by [`STEP`] (for state that converges
+/// asynchronously: subscriptions, presence, Redis streams).
+pub async fn eventually<F, Fut>(mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + STEP;
+    while !check().await? {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "condition not reached within {STEP:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
 /// A host running in this process.
 pub struct TestHost {
     pub addr: SocketAddr,

@@ -1,10 +1,9 @@
 //! Cluster mode: three hosts over one private `redis-server` behave as one system.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use anyhow::Context as _;
-use notify_tests::{DEMO, RedisServer, STEP, TestHost, http};
+use notify_tests::{DEMO, RedisServer, TestHost, eventually, http};
 use redis::aio::MultiplexedConnection;
 use serde_json::json;
 
@@ -21,23 +20,9 @@ async fn cluster(redis: &RedisServer, n: usize) -> anyhow::Result<Vec<TestHost>>
 }
 
 async fn wait_ready(host: &TestHost, want: u16) -> anyhow::Result<()> {
-    poll(|| async { Ok(http(host.addr, "GET", "/readyz", None, Default::default()).await?.0 == want) })
+    eventually(|| async { Ok(http(host.addr, "GET", "/readyz", None, Default::default()).await?.0 == want) })
         .await
         .with_context(|| format!("/readyz never returned {want}"))
-}
-
-/// Polls `check` until it holds, bounded by [`STEP`].
-async fn poll<F, Fut>(mut check: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<bool>>,
-{
-    let deadline = tokio::time::Instant::now() + STEP;
-    while !check().await? {
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "condition not reached");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
 }
 
 async fn numsub(conn: &mut MultiplexedConnection, channel: &str) -> anyhow::Result<i64> {
@@ -108,7 +93,7 @@ async fn three_nodes_behave_as_one() -> anyhow::Result<()> {
 
     // An invalid entry goes to the dead-letter stream with the error, and is acknowledged.
     let bad = xadd(&mut r, r#"{"users":["bob"],"event":""}"#).await?;
-    poll(|| {
+    eventually(|| {
         let mut r = r.clone();
         async move { Ok(redis::cmd("XLEN").arg("notify:demo:dead").query_async::<i64>(&mut r).await? == 1) }
     })
@@ -119,7 +104,7 @@ async fn three_nodes_behave_as_one() -> anyhow::Result<()> {
     assert_eq!(fields["entry"], bad);
     assert_eq!(fields["source"], "ingest");
     assert!(fields["error"].contains("event"), "error names the field: {}", fields["error"]);
-    poll(|| {
+    eventually(|| {
         let mut r = r.clone();
         async move {
             let pending: (i64, redis::Value, redis::Value, redis::Value) =
@@ -130,7 +115,7 @@ async fn three_nodes_behave_as_one() -> anyhow::Result<()> {
     .await?;
 
     // Fire-and-forget publishing through a pub/sub channel, processed by the lease holder.
-    poll(|| {
+    eventually(|| {
         let mut r = r.clone();
         async move { Ok(numsub(&mut r, "notify:demo:publish").await? == 1) }
     })
@@ -142,7 +127,7 @@ async fn three_nodes_behave_as_one() -> anyhow::Result<()> {
         .await?;
     assert_eq!(bob.next_event().await?["event"], "fire-and-forget");
     let _: i64 = redis::cmd("PUBLISH").arg("notify:demo:publish").arg("not json").query_async(&mut r).await?;
-    poll(|| {
+    eventually(|| {
         let mut r = r.clone();
         async move {
             let n: i64 = redis::cmd("XLEN").arg("notify:demo:dead").query_async(&mut r).await?;
@@ -153,7 +138,7 @@ async fn three_nodes_behave_as_one() -> anyhow::Result<()> {
 
     // When bob leaves, node B unsubscribes after the delay; the channel stays.
     drop(bob);
-    poll(|| {
+    eventually(|| {
         let mut r = r.clone();
         async move { Ok(numsub(&mut r, "notify:demo:u:bob").await? == 0) }
     })

@@ -1,10 +1,8 @@
 //! Cluster mode over a Redis Cluster (three shards): sharded pub/sub between three hosts,
 //! publishing through the cluster, presence.
 
-use std::time::Duration;
-
 use anyhow::Context as _;
-use notify_tests::{DEMO, RedisCluster, STEP, TestHost, http};
+use notify_tests::{DEMO, RedisCluster, TestHost, eventually, http};
 use serde_json::json;
 
 /// Subscribers of a sharded channel, summed over the shards (only its owner has any).
@@ -16,19 +14,6 @@ async fn shard_subscribers(cluster: &RedisCluster, channel: &str) -> anyhow::Res
         total += n;
     }
     Ok(total)
-}
-
-async fn eventually<F, Fut>(mut check: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<bool>>,
-{
-    let deadline = tokio::time::Instant::now() + STEP;
-    while !check().await? {
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "condition not reached");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
 }
 
 #[tokio::test]
