@@ -11,6 +11,7 @@ use crate::broker::{Broker, Link, MemoryBroker, RedisBroker};
 use crate::config::{BrokerConfig, Config, RedisConfig};
 use crate::event::IdGenerator;
 use crate::fanout::QueueLimits;
+use crate::history::MemoryHistory;
 use crate::hub::Hub;
 use crate::metrics::{BrokerMetrics, GlobalMetrics};
 use crate::plugin::Plugins;
@@ -40,6 +41,9 @@ pub struct App {
     /// This node's name in the cluster (`broker.node_id`, or random per process).
     pub node_id: Arc<str>,
     pub presence: Presence,
+    /// Stream history for positions and resume (memory broker; the Redis history is not
+    /// built yet, so cluster mode has no positions).
+    pub history: Option<Arc<MemoryHistory>>,
     /// Open (or upgrading) WebSocket connections, checked against `server.max_connections`.
     pub open_connections: AtomicUsize,
 }
@@ -51,8 +55,11 @@ impl App {
         let hub = Arc::new(Hub::new(limits));
         let tenants = Tenants::from_config(&config);
         let broker_metrics = Arc::new(BrokerMetrics::default());
+        let history = matches!(config.broker, BrokerConfig::Memory).then(|| Arc::new(MemoryHistory::default()));
         let broker: Arc<dyn Broker> = match &config.broker {
-            BrokerConfig::Memory => Arc::new(MemoryBroker::new(hub.clone())),
+            BrokerConfig::Memory => {
+                Arc::new(MemoryBroker::new(hub.clone(), history.clone().expect("memory broker has a history")))
+            }
             BrokerConfig::Redis(redis) => {
                 let by_id = tenants.iter().map(|t| (t.id.clone(), t.clone())).collect();
                 Arc::new(RedisBroker::start(redis, hub.clone(), by_id, broker_metrics.clone()).await?)
@@ -86,6 +93,7 @@ impl App {
             workers: TaskTracker::new(),
             node_id,
             presence,
+            history,
             open_connections: AtomicUsize::new(0),
         })
     }

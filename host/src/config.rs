@@ -317,6 +317,26 @@ pub struct TenantConfig {
     /// WebAssembly plugins, by hook.
     #[serde(default)]
     pub plugins: TenantPlugins,
+    /// How much history each stream keeps for resuming clients.
+    #[serde(default)]
+    pub history: HistoryConfig,
+}
+
+/// Per-stream history of a tenant (users, channels, broadcast).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Events kept per stream; 0 turns history and positions off.
+    pub size: usize,
+    /// Events older than this are dropped from history.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self { size: 100, ttl: Duration::from_secs(600) }
+    }
 }
 
 fn default_channel_patterns() -> Vec<String> {

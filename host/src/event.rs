@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
+use crate::history::Position;
 use crate::segment::Filter;
 use crate::ws::frame;
 
@@ -52,7 +53,7 @@ impl Event {
 
     /// Encodes the complete WebSocket frame for one target stream. The result is shared by
     /// every connection of that stream.
-    pub fn encode_for(&self, target: Target<'_>) -> Bytes {
+    pub fn encode_for(&self, target: Target<'_>, position: Option<&Position>) -> Bytes {
         let mut json = String::with_capacity(96 + self.id.len() + self.name.len() + self.data.get().len());
         json.push_str(r#"{"type":"event","id":"#);
         push_json_str(&mut json, &self.id);
@@ -69,6 +70,11 @@ impl Event {
                 push_json_str(&mut json, c);
             }
             Target::Broadcast => json.push_str(r#","broadcast":true"#),
+        }
+        if let Some(p) = position {
+            json.push_str(r#","epoch":"#);
+            push_json_str(&mut json, &p.epoch);
+            let _ = write!(json, r#","offset":{}"#, p.offset);
         }
         json.push_str(r#","data":"#);
         json.push_str(self.data.get());

@@ -131,6 +131,18 @@ impl Hub {
         shard.get(&t).and_then(|ts| ts.users.get(user)).map_or(0, Vec::len)
     }
 
+    /// Queues replayed history frames on one connection, as a delivery would.
+    pub fn replay<'a>(&self, conn: &Arc<Conn>, frames: impl Iterator<Item = &'a Bytes>) {
+        let mut total = Delivery::default();
+        for frame in frames {
+            self.push_all(&conn.tenant, None, std::iter::once(conn), frame, &mut total);
+        }
+        let m = &conn.tenant.metrics;
+        m.frames_enqueued.fetch_add(total.queued, Relaxed);
+        m.frames_dropped.fetch_add(total.dropped, Relaxed);
+        m.slow_client_disconnects.fetch_add(total.slow_disconnects, Relaxed);
+    }
+
     /// Adds a channel subscription; false if it already existed.
     pub fn subscribe(&self, conn: &Arc<Conn>, channel: &str) -> bool {
         let t = conn.tenant.index;
@@ -161,7 +173,7 @@ impl Hub {
     pub fn deliver(&self, tenant: &Tenant, event: &Event) -> Delivery {
         let mut total = Delivery::default();
         for target in event.targets() {
-            self.deliver_to(tenant, target, event.filter.as_deref(), || event.encode_for(target), &mut total);
+            self.deliver_to(tenant, target, event.filter.as_deref(), || event.encode_for(target, None), &mut total);
         }
         self.account(tenant, total, event.received_at.elapsed());
         total

@@ -30,7 +30,10 @@ async fn channel_subscribe_and_unsubscribe() -> anyhow::Result<()> {
     let host = TestHost::start(DEMO).await?;
     let mut a = host.connect_user("a").await?;
     let mut b = host.connect_user("b").await?;
-    assert_eq!(a.subscribe("news").await?, json!({"type": "subscribed", "channel": "news"}));
+    let subscribed = a.subscribe("news").await?;
+    assert_eq!((subscribed["type"].clone(), subscribed["channel"].clone()), (json!("subscribed"), json!("news")));
+    // The channel's position so far (no event yet) and that nothing was missed.
+    assert_eq!((subscribed["offset"].clone(), subscribed["recovered"].clone()), (json!(0), json!(true)));
     assert_eq!(b.subscribe("news").await?["type"], "subscribed");
 
     host.publish_ok(&json!({"channels": ["news"], "event": "headline", "data": "hello"})).await?;

@@ -1,9 +1,11 @@
-//! In-process broker: publishing is delivery into the local hub.
+//! In-process broker: publishing is delivery into the local hub, through the stream history
+//! when the tenant keeps one (positions, resume).
 
 use std::sync::Arc;
 
 use super::{BoxFuture, Broker, BrokerError};
 use crate::event::Event;
+use crate::history::{Limits, MemoryHistory};
 use crate::hub::Hub;
 use crate::tenant::Tenant;
 
@@ -11,19 +13,36 @@ use crate::tenant::Tenant;
 /// bounds ingest when fan-out falls behind.
 pub struct MemoryBroker {
     hub: Arc<Hub>,
+    history: Arc<MemoryHistory>,
 }
 
 impl MemoryBroker {
-    pub fn new(hub: Arc<Hub>) -> Self {
-        Self { hub }
+    pub fn new(hub: Arc<Hub>, history: Arc<MemoryHistory>) -> Self {
+        Self { hub, history }
     }
 }
 
 impl Broker for MemoryBroker {
     fn publish<'a>(&'a self, tenant: &'a Arc<Tenant>, events: &'a [Event]) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
+            let limits = Limits::from(tenant.config.history);
             for event in events {
-                self.hub.deliver(tenant, event);
+                if limits.size == 0 {
+                    self.hub.deliver(tenant, event);
+                    continue;
+                }
+                for target in event.targets() {
+                    self.history.append(
+                        tenant.index,
+                        target,
+                        limits,
+                        |position| event.encode_for(target, Some(position)),
+                        |frame| {
+                            let latency = event.received_at.elapsed();
+                            self.hub.deliver_frame(tenant, target, frame, event.filter.as_deref(), latency);
+                        },
+                    );
+                }
             }
             Ok(())
         })

@@ -90,7 +90,7 @@ impl Broker for RedisBroker {
             for event in events {
                 let published = now_micros();
                 for target in event.targets() {
-                    let frame = event.encode_for(target);
+                    let frame = event.encode_for(target, None);
                     let mut cmd = ::redis::cmd(publish);
                     cmd.arg(stream_channel(&tenant.id, target)).arg(envelope::encode(
                         published,

@@ -26,7 +26,9 @@ use crate::auth::Identity;
 use crate::broker::Ticket;
 use crate::channel;
 use crate::event::Target;
+use crate::history::{Limits, MemoryHistory, Position, Replay};
 use crate::hub::Conn;
+use crate::tenant::Tenant;
 
 /// Longest wait for the broker to subscribe a connection's streams before replying anyway.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
@@ -52,23 +54,53 @@ enum End {
 }
 
 /// Runs an established connection until it closes.
-pub async fn run(mut ws: WebSocketStream<TcpStream>, conn: Arc<Conn>, identity: Identity, app: &Arc<App>) {
+/// Positions a connecting client resumes its own streams from (`user_since`,
+/// `broadcast_since`).
+#[derive(Debug, Default)]
+pub struct Resume {
+    pub user: Option<Position>,
+    pub broadcast: Option<Position>,
+}
+
+pub async fn run(
+    mut ws: WebSocketStream<TcpStream>,
+    conn: Arc<Conn>,
+    identity: Identity,
+    resume: Resume,
+    app: &Arc<App>,
+) {
     let tenant = conn.tenant.clone();
     let c = &app.config.connections;
-    app.hub.register(&conn);
-    app.presence.connected(&tenant, &conn.user);
+    let welcome = |streams: Option<[&Replay; 2]>| {
+        protocol::welcome(&protocol::Welcome {
+            conn_id: conn.id,
+            user: &conn.user,
+            tenant: &tenant.id,
+            heartbeat_interval_ms: c.heartbeat_interval.as_millis(),
+            idle_timeout_ms: c.idle_timeout.as_millis(),
+            streams,
+        })
+    };
     let own_streams = [Target::User(&conn.user), Target::Broadcast];
-    let ticket = app.broker.interest(&tenant, &own_streams, 1);
+    match history(app, &tenant) {
+        // Replayed events follow `welcome`, live ones follow them, with nothing in between.
+        Some((h, limits)) => h.resume(tenant.index, own_streams[0], limits, resume.user.as_ref(), |user| {
+            h.resume(tenant.index, Target::Broadcast, limits, resume.broadcast.as_ref(), |broadcast| {
+                conn.outbox.push_control(welcome(Some([&user, &broadcast])));
+                app.hub.replay(&conn, user.frames.iter().chain(&broadcast.frames));
+                app.hub.register(&conn);
+            })
+        }),
+        None => {
+            app.hub.register(&conn);
+            let ticket = app.broker.interest(&tenant, &own_streams, 1);
+            // `welcome` promises that events published from now on arrive.
+            sync_interest(app, ticket).await;
+            conn.outbox.push_control(welcome(None));
+        }
+    }
+    app.presence.connected(&tenant, &conn.user);
     tenant.metrics.connections.fetch_add(1, Relaxed);
-    // `welcome` promises that events published from now on arrive.
-    sync_interest(app, ticket).await;
-    conn.outbox.push_control(protocol::welcome(&protocol::Welcome {
-        conn_id: conn.id,
-        user: &conn.user,
-        tenant: &tenant.id,
-        heartbeat_interval_ms: c.heartbeat_interval.as_millis(),
-        idle_timeout_ms: c.idle_timeout.as_millis(),
-    }));
     let mut subscriptions: Vec<Box<str>> = Vec::new();
     let mut state = State::Established;
     let end = established(&mut ws, &conn, &identity, app, &mut subscriptions, &mut state).await;
@@ -143,7 +175,9 @@ async fn established(
                     Some(Ok(Message::Text(text))) => {
                         let (reply, ticket) = on_text(&text, conn, identity, app, subscriptions);
                         sync_interest(app, ticket).await;
-                        conn.outbox.push_control(reply);
+                        if let Some(reply) = reply {
+                            conn.outbox.push_control(reply);
+                        }
                         None
                     }
                     Some(Ok(Message::Binary(_))) => {
@@ -184,6 +218,12 @@ async fn established(
     }
 }
 
+/// The node's stream history and the tenant's limits, when the tenant keeps history here.
+fn history<'a>(app: &'a App, tenant: &Tenant) -> Option<(&'a MemoryHistory, Limits)> {
+    let limits = Limits::from(tenant.config.history);
+    app.history.as_deref().filter(|_| limits.size > 0).map(|h| (h, limits))
+}
+
 /// Waits (bounded) until the broker carries the streams behind `ticket` to this node.
 async fn sync_interest(app: &App, ticket: Option<Ticket>) {
     if let Some(ticket) = ticket {
@@ -199,12 +239,12 @@ fn on_text(
     identity: &Identity,
     app: &App,
     subscriptions: &mut Vec<Box<str>>,
-) -> (Bytes, Option<Ticket>) {
+) -> (Option<Bytes>, Option<Ticket>) {
     let mut ticket = None;
     let reply = match protocol::parse(text) {
         Err(message) => protocol::error(code::BAD_FRAME, &message, None),
         Ok(ClientFrame::Ping) => protocol::pong(),
-        Ok(ClientFrame::Subscribe { channel: name }) => {
+        Ok(ClientFrame::Subscribe { channel: name, since }) => {
             let patterns = identity.channels.as_ref().unwrap_or(&conn.tenant.config.default_channels);
             if !channel::valid_name(&name) {
                 protocol::error(
@@ -215,14 +255,24 @@ fn on_text(
             } else if !channel::allowed(patterns, &name) {
                 protocol::error(code::FORBIDDEN_CHANNEL, "your credentials do not grant this channel", Some(&name))
             } else if subscriptions.iter().any(|s| **s == *name) {
-                protocol::subscribed(&name)
+                protocol::subscribed(&name, None)
             } else if subscriptions.len() >= app.config.connections.max_subscriptions {
                 protocol::error(code::TOO_MANY_SUBSCRIPTIONS, "subscription limit reached", Some(&name))
             } else {
-                app.hub.subscribe(conn, &name);
-                ticket = app.broker.interest(&conn.tenant, &[Target::Channel(&name)], 1);
                 subscriptions.push(name.as_str().into());
-                protocol::subscribed(&name)
+                let target = Target::Channel(&name);
+                if let Some((h, limits)) = history(app, &conn.tenant) {
+                    let since = since.map(Position::from);
+                    h.resume(conn.tenant.index, target, limits, since.as_ref(), |replay| {
+                        conn.outbox.push_control(protocol::subscribed(&name, Some(&replay)));
+                        app.hub.replay(conn, replay.frames.iter());
+                        app.hub.subscribe(conn, &name);
+                    });
+                    return (None, None);
+                }
+                app.hub.subscribe(conn, &name);
+                ticket = app.broker.interest(&conn.tenant, &[target], 1);
+                protocol::subscribed(&name, None)
             }
         }
         Ok(ClientFrame::Unsubscribe { channel: name }) => {
@@ -234,7 +284,7 @@ fn on_text(
             protocol::unsubscribed(&name)
         }
     };
-    (reply, ticket)
+    (Some(reply), ticket)
 }
 
 /// Writes everything queued (after a kill: only the rest of a partly written frame). Returns

@@ -5,6 +5,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::frame;
+use crate::history::{Position, Replay};
 
 /// A frame a client sends (JSON text with a `type`).
 #[derive(Debug, Deserialize)]
@@ -12,12 +13,29 @@ use super::frame;
 pub enum ClientFrame {
     Subscribe {
         channel: String,
+        /// Resume the channel after this position: missed events are replayed first.
+        #[serde(default)]
+        since: Option<Since>,
     },
     Unsubscribe {
         channel: String,
     },
     /// Application-level keepalive for clients that cannot send WebSocket pings (browsers).
     Ping,
+}
+
+/// A stream position as clients send it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Since {
+    pub epoch: String,
+    pub offset: u64,
+}
+
+impl From<Since> for Position {
+    fn from(s: Since) -> Self {
+        Position { epoch: s.epoch, offset: s.offset }
+    }
 }
 
 /// Error codes of `error` frames.
@@ -39,21 +57,39 @@ pub struct Welcome<'a> {
     pub tenant: &'a str,
     pub heartbeat_interval_ms: u128,
     pub idle_timeout_ms: u128,
+    /// With history: the user and broadcast streams' positions and whether resuming them
+    /// recovered everything.
+    pub streams: Option<[&'a Replay; 2]>,
+}
+
+/// `{"epoch", "offset", "recovered"}` of a resumed stream.
+fn stream_state(r: &Replay) -> serde_json::Value {
+    json!({ "epoch": r.position.epoch, "offset": r.position.offset, "recovered": r.recovered })
 }
 
 pub fn welcome(w: &Welcome<'_>) -> Bytes {
-    frame::json(&json!({
+    let mut v = json!({
         "type": "welcome",
         "connection_id": w.conn_id.to_string(),
         "user": w.user,
         "tenant": w.tenant,
         "heartbeat_interval_ms": w.heartbeat_interval_ms as u64,
         "idle_timeout_ms": w.idle_timeout_ms as u64,
-    }))
+    });
+    if let Some([user, broadcast]) = w.streams {
+        v["streams"] = json!({ "user": stream_state(user), "broadcast": stream_state(broadcast) });
+    }
+    frame::json(&v)
 }
 
-pub fn subscribed(channel: &str) -> Bytes {
-    frame::json(&json!({ "type": "subscribed", "channel": channel }))
+pub fn subscribed(channel: &str, replay: Option<&Replay>) -> Bytes {
+    let mut v = json!({ "type": "subscribed", "channel": channel });
+    if let Some(r) = replay {
+        v["epoch"] = json!(r.position.epoch);
+        v["offset"] = json!(r.position.offset);
+        v["recovered"] = json!(r.recovered);
+    }
+    frame::json(&v)
 }
 
 pub fn unsubscribed(channel: &str) -> Bytes {

@@ -15,8 +15,10 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
+use super::conn::Resume;
 use crate::app::App;
 use crate::auth::AuthError;
+use crate::history::Position;
 use crate::http::{self, Body};
 use crate::hub::Conn;
 use crate::metrics::HandshakeFailure;
@@ -123,6 +125,20 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>, tenant_id: &str, pee
             }
         }
     };
+    let query = req.uri().query();
+    let since =
+        |name: &'static str| http::query_param(query, name).map(|v| Position::parse(&v).ok_or(name)).transpose();
+    let resume = match (since("user_since"), since("broadcast_since")) {
+        (Ok(user), Ok(broadcast)) => Resume { user, broadcast },
+        (Err(name), _) | (_, Err(name)) => {
+            return refuse(
+                HandshakeFailure::BadRequest,
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("{name} must be EPOCH:OFFSET, as in the stream positions of event frames"),
+            );
+        }
+    };
     let max = app.config.server.max_connections;
     let open = app.open_connections.fetch_add(1, SeqCst);
     if max > 0 && open >= max {
@@ -153,7 +169,7 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>, tenant_id: &str, pee
                 Ok(parts) => {
                     let ws = websocket(&app, parts.io.into_inner(), parts.read_buf).await;
                     conn.tenant.metrics.handshakes.fetch_add(1, Relaxed);
-                    super::conn::run(ws, conn, identity, &app).await;
+                    super::conn::run(ws, conn, identity, resume, &app).await;
                 }
                 Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
             },

@@ -1,0 +1,121 @@
+//! Positions, history and resume (memory broker): a client that reconnects with its last
+//! positions gets exactly what it missed, in order, then live events; trimmed history or
+//! another epoch is reported as `recovered: false`.
+
+use anyhow::Context as _;
+use notify_tests::{Client, DEMO, TestHost};
+use serde_json::{Value, json};
+
+/// `EPOCH:OFFSET` of an event frame, for `user_since` / `broadcast_since`.
+fn position(ev: &Value) -> anyhow::Result<String> {
+    Ok(format!("{}:{}", ev["epoch"].as_str().context("epoch")?, ev["offset"].as_u64().context("offset")?))
+}
+
+async fn connect(host: &TestHost, query: &str) -> anyhow::Result<(Client, Value)> {
+    let mut c = Client::connect(&host.ws_url("demo", query), &[]).await?;
+    let welcome = c.next_json().await?;
+    anyhow::ensure!(welcome["type"] == "welcome", "expected welcome, got {welcome}");
+    Ok((c, welcome))
+}
+
+#[tokio::test]
+async fn reconnect_with_since_replays_exactly_what_was_missed() -> anyhow::Result<()> {
+    let host = TestHost::start(DEMO).await?;
+    let (mut ann, welcome) = connect(&host, "user=ann").await?;
+    assert_eq!(welcome["streams"]["user"]["offset"], 0);
+    host.publish_ok(&json!({ "users": ["ann"], "event": "seen", "data": 0 })).await?;
+    let seen = ann.next_event().await?;
+    assert_eq!(seen["offset"], 1);
+    let since = position(&seen)?;
+    drop(ann);
+
+    for i in 1..=100 {
+        host.publish_ok(&json!({ "users": ["ann"], "event": "missed", "data": i })).await?;
+    }
+    let (mut ann, welcome) = connect(&host, &format!("user=ann&user_since={since}")).await?;
+    assert_eq!(welcome["streams"]["user"]["recovered"], true);
+    assert_eq!(welcome["streams"]["user"]["offset"], 101);
+    for i in 1..=100 {
+        let ev = ann.next_event().await?;
+        assert_eq!(
+            (ev["event"].clone(), ev["data"].clone(), ev["offset"].clone()),
+            (json!("missed"), json!(i), json!(i + 1))
+        );
+    }
+    host.publish_ok(&json!({ "users": ["ann"], "event": "live" })).await?;
+    let ev = ann.next_event().await?;
+    assert_eq!((ev["event"].clone(), ev["offset"].clone()), (json!("live"), json!(102)));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_user_offline_during_publishing_gets_everything_at_the_next_connect() -> anyhow::Result<()> {
+    let host = TestHost::start(DEMO).await?;
+    // The client learned its position from an earlier session's welcome (nothing yet).
+    let (first, welcome) = connect(&host, "user=olga").await?;
+    let epoch = welcome["streams"]["user"]["epoch"].as_str().context("epoch")?.to_owned();
+    drop(first);
+    for i in 0..10 {
+        host.publish_ok(&json!({ "users": ["olga"], "event": "while-offline", "data": i })).await?;
+    }
+    let (mut olga, welcome) = connect(&host, &format!("user=olga&user_since={epoch}:0")).await?;
+    assert_eq!(welcome["streams"]["user"]["recovered"], true);
+    for i in 0..10 {
+        assert_eq!(olga.next_event().await?["data"], i);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn trimmed_history_or_another_epoch_is_not_recovered() -> anyhow::Result<()> {
+    let toml = format!("{DEMO}history = {{ size = 5 }}\n");
+    let host = TestHost::start(&toml).await?;
+    let (mut ted, welcome) = connect(&host, "user=ted").await?;
+    let epoch = welcome["streams"]["user"]["epoch"].as_str().context("epoch")?.to_owned();
+    host.publish_ok(&json!({ "users": ["ted"], "event": "first" })).await?;
+    assert_eq!(ted.next_event().await?["offset"], 1);
+    drop(ted);
+    for i in 0..10 {
+        host.publish_ok(&json!({ "users": ["ted"], "event": "later", "data": i })).await?;
+    }
+    // Only offsets 7..=11 are kept: resuming after 1 cannot be complete.
+    let (mut ted, welcome) = connect(&host, &format!("user=ted&user_since={epoch}:1")).await?;
+    assert_eq!(welcome["streams"]["user"]["recovered"], false);
+    assert_eq!(ted.next_event().await?["offset"], 7, "what history still has is replayed");
+    drop(ted);
+    let (_, welcome) = connect(&host, "user=ted&user_since=0123456789abcdef:3").await?;
+    assert_eq!(welcome["streams"]["user"]["recovered"], false, "another epoch");
+    let refused = Client::try_connect(&host.ws_url("demo", "user=ted&user_since=nonsense"), &[]).await?;
+    let refused = refused.err().context("a malformed position is refused")?;
+    assert_eq!(refused.status, 400);
+    Ok(())
+}
+
+#[tokio::test]
+async fn channel_resume_on_subscribe() -> anyhow::Result<()> {
+    let host = TestHost::start(DEMO).await?;
+    let (mut cy, _) = connect(&host, "user=cy").await?;
+    cy.subscribe("news").await?;
+    host.publish_ok(&json!({ "channels": ["news"], "event": "one" })).await?;
+    let since = cy.next_event().await?;
+    drop(cy);
+    for i in 0..3 {
+        host.publish_ok(&json!({ "channels": ["news"], "event": "missed", "data": i })).await?;
+    }
+    let (mut cy, _) = connect(&host, "user=cy").await?;
+    cy.send_json(&json!({ "type": "subscribe", "channel": "news", "since": { "epoch": since["epoch"], "offset": since["offset"] } }))
+        .await?;
+    let subscribed = cy.next_json().await?;
+    assert_eq!(
+        (subscribed["type"].clone(), subscribed["recovered"].clone(), subscribed["offset"].clone()),
+        (json!("subscribed"), json!(true), json!(4))
+    );
+    for i in 0..3 {
+        let ev = cy.next_event().await?;
+        assert_eq!((ev["channel"].clone(), ev["data"].clone()), (json!("news"), json!(i)));
+    }
+    host.publish_ok(&json!({ "broadcast": true, "event": "live" })).await?;
+    let ev = cy.next_event().await?;
+    assert_eq!((ev["event"].clone(), ev["broadcast"].clone()), (json!("live"), json!(true)));
+    Ok(())
+}
