@@ -55,10 +55,11 @@ impl App {
         let hub = Arc::new(Hub::new(limits));
         let tenants = Tenants::from_config(&config);
         let broker_metrics = Arc::new(BrokerMetrics::default());
-        let history = matches!(config.broker, BrokerConfig::Memory).then(|| Arc::new(MemoryHistory::default()));
+        let mut history = None;
         let broker: Arc<dyn Broker> = match &config.broker {
             BrokerConfig::Memory => {
-                Arc::new(MemoryBroker::new(hub.clone(), history.clone().expect("memory broker has a history")))
+                let h = history.insert(Arc::new(MemoryHistory::default()));
+                Arc::new(MemoryBroker::new(hub.clone(), h.clone()))
             }
             BrokerConfig::Redis(redis) => {
                 let by_id = tenants.iter().map(|t| (t.id.clone(), t.clone())).collect();

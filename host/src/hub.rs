@@ -58,6 +58,14 @@ pub struct Delivery {
     pub slow_disconnects: u64,
 }
 
+/// Adds one delivery's outcome to the tenant's counters.
+fn count(tenant: &Tenant, total: Delivery) {
+    let m = &tenant.metrics;
+    m.frames_enqueued.fetch_add(total.queued, Relaxed);
+    m.frames_dropped.fetch_add(total.dropped, Relaxed);
+    m.slow_client_disconnects.fetch_add(total.slow_disconnects, Relaxed);
+}
+
 impl Hub {
     pub fn new(limits: QueueLimits) -> Self {
         Self {
@@ -137,10 +145,7 @@ impl Hub {
         for frame in frames {
             self.push_all(&conn.tenant, None, std::iter::once(conn), frame, &mut total);
         }
-        let m = &conn.tenant.metrics;
-        m.frames_enqueued.fetch_add(total.queued, Relaxed);
-        m.frames_dropped.fetch_add(total.dropped, Relaxed);
-        m.slow_client_disconnects.fetch_add(total.slow_disconnects, Relaxed);
+        count(&conn.tenant, total);
     }
 
     /// Adds a channel subscription; false if it already existed.
@@ -230,11 +235,8 @@ impl Hub {
     }
 
     fn account(&self, tenant: &Tenant, total: Delivery, latency: Duration) {
-        let m = &tenant.metrics;
-        m.frames_enqueued.fetch_add(total.queued, Relaxed);
-        m.frames_dropped.fetch_add(total.dropped, Relaxed);
-        m.slow_client_disconnects.fetch_add(total.slow_disconnects, Relaxed);
-        m.publish_to_enqueue.observe(latency);
+        count(tenant, total);
+        tenant.metrics.publish_to_enqueue.observe(latency);
     }
 
     fn push_all<'a>(

@@ -87,6 +87,13 @@ impl TestHost {
         Ok(Self { addr, shutdown, task })
     }
 
+    /// Polls `/readyz` until it answers `status` (200 ready, 503 draining or broker down).
+    pub async fn wait_ready(&self, status: u16) -> anyhow::Result<()> {
+        eventually(|| async { Ok(http(self.addr, "GET", "/readyz", None, Bytes::new()).await?.0 == status) })
+            .await
+            .with_context(|| format!("/readyz never returned {status}"))
+    }
+
     pub fn ws_url(&self, tenant: &str, query: &str) -> String {
         format!("ws://{}/v1/ws/{tenant}?{query}", self.addr)
     }

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use anyhow::Context as _;
-use notify_tests::{DEMO, RedisServer, TestHost, eventually, http};
+use notify_tests::{DEMO, RedisServer, TestHost, eventually};
 use redis::aio::MultiplexedConnection;
 use serde_json::json;
 
@@ -14,15 +14,9 @@ async fn cluster(redis: &RedisServer, n: usize) -> anyhow::Result<Vec<TestHost>>
         hosts.push(TestHost::start(&toml).await?);
     }
     for h in &hosts {
-        wait_ready(h, 200).await?;
+        h.wait_ready(200).await?;
     }
     Ok(hosts)
-}
-
-async fn wait_ready(host: &TestHost, want: u16) -> anyhow::Result<()> {
-    eventually(|| async { Ok(http(host.addr, "GET", "/readyz", None, Default::default()).await?.0 == want) })
-        .await
-        .with_context(|| format!("/readyz never returned {want}"))
 }
 
 async fn numsub(conn: &mut MultiplexedConnection, channel: &str) -> anyhow::Result<i64> {
@@ -165,15 +159,15 @@ async fn redis_restart_loses_nothing_acknowledged() -> anyhow::Result<()> {
     // Local connections stay up; publishing reports the outage; nodes report not ready.
     let (status, body) = a.publish("demo-key", &json!({ "users": ["bob"], "event": "lost" })).await?;
     assert_eq!((status, body["error"]["code"].clone()), (503, json!("broker_unavailable")), "{body}");
-    wait_ready(a, 503).await?;
-    wait_ready(b, 503).await?;
+    a.wait_ready(503).await?;
+    b.wait_ready(503).await?;
     // A client connecting during the outage is served and its streams are subscribed on
     // reconnect.
     let mut late = b.connect_user("late").await?;
 
     redis.restart().await?;
-    wait_ready(a, 200).await?;
-    wait_ready(b, 200).await?;
+    a.wait_ready(200).await?;
+    b.wait_ready(200).await?;
     let mut r = redis.conn().await?;
     for i in 0..5 {
         let body = json!({ "users": ["bob"], "event": "after", "data": i }).to_string();
@@ -212,14 +206,14 @@ async fn unresponsive_redis_is_detected_and_survived() -> anyhow::Result<()> {
     redis.signal("STOP")?;
     let (status, body) = a.publish("demo-key", &json!({ "users": ["gil"], "event": "stalled" })).await?;
     assert_eq!((status, body["error"]["code"].clone()), (503, json!("broker_unavailable")), "{body}");
-    wait_ready(a, 503).await?;
-    wait_ready(b, 503).await?;
+    a.wait_ready(503).await?;
+    b.wait_ready(503).await?;
     gil.send_json(&json!({ "type": "ping" })).await?;
     assert_eq!(gil.next_json().await?["type"], "pong", "local connections are still served");
 
     redis.signal("CONT")?;
-    wait_ready(a, 200).await?;
-    wait_ready(b, 200).await?;
+    a.wait_ready(200).await?;
+    b.wait_ready(200).await?;
     a.publish_ok(&json!({ "users": ["gil"], "event": "back" })).await?;
     // A publish that timed out is ambiguous: Redis may still carry it once it wakes up.
     let mut ev = gil.next_event().await?;
@@ -288,7 +282,7 @@ async fn connection_churn_does_not_become_subscription_churn() -> anyhow::Result
     let toml =
         format!("{DEMO}\n{}", redis.broker_toml()).replace("unsubscribe_delay = \"1s\"", "unsubscribe_delay = \"60s\"");
     let host = TestHost::start(&toml).await?;
-    wait_ready(&host, 200).await?;
+    host.wait_ready(200).await?;
     let (subscribes, unsubscribes) = (calls(&mut r, "subscribe").await?, calls(&mut r, "unsubscribe").await?);
     for _ in 0..20 {
         let mut c = host.connect_user("flaky").await?;

@@ -23,7 +23,7 @@ async fn three_nodes_over_a_redis_cluster() -> anyhow::Result<()> {
     let mut hosts = Vec::new();
     for _ in 0..3 {
         let h = TestHost::start(&toml).await?;
-        eventually(|| async { Ok(http(h.addr, "GET", "/readyz", None, Default::default()).await?.0 == 200) }).await?;
+        h.wait_ready(200).await?;
         hosts.push(h);
     }
     let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);

@@ -42,7 +42,8 @@ pub fn encode(published_micros: u64, filter: Option<&Filter>, frame: &[u8]) -> V
     out.to_vec()
 }
 
-pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
+/// Decodes an envelope; the frame is a view of `bytes`, not a copy.
+pub fn decode(bytes: Bytes) -> Result<Envelope, EnvelopeError> {
     let (&version, rest) = bytes.split_first().ok_or(EnvelopeError::Truncated)?;
     if version != VERSION {
         return Err(EnvelopeError::Version(version));
@@ -52,12 +53,11 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
     }
     let published_micros = u64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
     let filter_len = u32::from_be_bytes(rest[8..12].try_into().expect("4 bytes")) as usize;
-    let rest = &rest[12..];
-    if rest.len() < filter_len {
+    if rest.len() - 12 < filter_len {
         return Err(EnvelopeError::Truncated);
     }
-    let filter = if filter_len == 0 { None } else { Some(serde_json::from_slice(&rest[..filter_len])?) };
-    Ok(Envelope { published_micros, filter, frame: Bytes::copy_from_slice(&rest[filter_len..]) })
+    let filter = if filter_len == 0 { None } else { Some(serde_json::from_slice(&rest[12..12 + filter_len])?) };
+    Ok(Envelope { published_micros, filter, frame: bytes.slice(HEADER + filter_len..) })
 }
 
 #[cfg(test)]
@@ -70,11 +70,11 @@ mod tests {
         let filter =
             Filter { clauses: Box::new([Clause { key: "plan".into(), op: Op::In, values: Box::new(["pro".into()]) }]) };
         let bytes = encode(42, Some(&filter), b"frame");
-        let e = decode(&bytes).unwrap();
+        let e = decode(Bytes::from(bytes.clone())).unwrap();
         assert_eq!((e.published_micros, e.filter, &e.frame[..]), (42, Some(filter), &b"frame"[..]));
-        let e = decode(&encode(7, None, b"")).unwrap();
+        let e = decode(Bytes::from(encode(7, None, b""))).unwrap();
         assert!(e.filter.is_none() && e.frame.is_empty());
-        assert!(matches!(decode(&[2, 0]), Err(EnvelopeError::Version(2))));
-        assert!(matches!(decode(&bytes[..10]), Err(EnvelopeError::Truncated)));
+        assert!(matches!(decode(Bytes::from_static(&[2, 0])), Err(EnvelopeError::Version(2))));
+        assert!(matches!(decode(Bytes::from(bytes[..10].to_vec())), Err(EnvelopeError::Truncated)));
     }
 }

@@ -84,7 +84,7 @@ impl Link {
 }
 
 /// A client for the first configured URL (one Redis).
-pub fn single_client(config: &RedisConfig) -> Result<Client, BrokerError> {
+fn single_client(config: &RedisConfig) -> Result<Client, BrokerError> {
     let url = config.urls().next().unwrap_or_default();
     Client::open(url).map_err(|e| BrokerError::Unavailable(format!("bad Redis URL: {e}")))
 }

@@ -10,7 +10,6 @@ use futures_util::StreamExt;
 use futures_util::future::try_join_all;
 use tokio::sync::mpsc;
 
-use super::link::single_client;
 use crate::config::RedisConfig;
 
 /// What the pub/sub connection delivered.
@@ -40,9 +39,7 @@ impl Transport {
             let conn = client.get_async_connection().await?;
             return Ok(Self::Cluster { conn, pushes });
         }
-        let client: Client = single_client(config).map_err(|e| {
-            ::redis::RedisError::from((::redis::ErrorKind::InvalidClientConfig, "bad URL", e.to_string()))
-        })?;
+        let client = Client::open(config.urls().next().unwrap_or_default())?;
         let (sink, stream) = client.get_async_pubsub().await?.split();
         Ok(Self::Single { sink, stream })
     }

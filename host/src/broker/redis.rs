@@ -70,9 +70,6 @@ impl RedisBroker {
             changes,
             health: health.clone(),
             metrics: metrics.clone(),
-            timeout: config.timeout,
-            max_backoff: config.max_backoff,
-            unsubscribe_delay: config.unsubscribe_delay,
             counts: HashMap::new(),
             subscribed: HashSet::new(),
             lingering: HashMap::new(),
@@ -148,9 +145,6 @@ struct Subscriber {
     changes: Changes,
     health: Arc<Health>,
     metrics: Arc<BrokerMetrics>,
-    timeout: Duration,
-    max_backoff: Duration,
-    unsubscribe_delay: Duration,
     /// Local connections per channel.
     counts: HashMap<String, u32>,
     /// Channels subscribed on the current connection.
@@ -172,7 +166,7 @@ impl Subscriber {
         let mut backoff = MIN_BACKOFF;
         let mut connected_once = false;
         loop {
-            let connected = tokio::time::timeout(self.timeout * 3, Transport::connect(&self.config)).await;
+            let connected = tokio::time::timeout(self.config.timeout * 3, Transport::connect(&self.config)).await;
             let why = match connected {
                 Ok(Ok(pubsub)) => {
                     backoff = MIN_BACKOFF;
@@ -209,7 +203,7 @@ impl Subscriber {
                     }
                 }
             }
-            backoff = (backoff * 2).min(self.max_backoff);
+            backoff = (backoff * 2).min(self.config.max_backoff);
         }
     }
 
@@ -232,7 +226,7 @@ impl Subscriber {
         loop {
             tokio::select! {
                 msg = transport.next() => match msg {
-                    Some(Incoming::Message(channel, payload)) => self.on_message(&channel, &payload),
+                    Some(Incoming::Message(channel, payload)) => self.on_message(&channel, payload),
                     Some(Incoming::Other) => {}
                     None => return Ended::Lost("connection closed".into()),
                 },
@@ -250,7 +244,7 @@ impl Subscriber {
                     if let Err(e) = self.sweep(&mut transport).await {
                         return e;
                     }
-                    let ping = tokio::time::timeout(self.timeout, transport.ping()).await;
+                    let ping = tokio::time::timeout(self.config.timeout, transport.ping()).await;
                     if !matches!(ping, Ok(Ok(()))) {
                         return Ended::Lost("ping unanswered".into());
                     }
@@ -289,7 +283,7 @@ impl Subscriber {
 
     async fn subscribe(&mut self, transport: &mut Transport, channels: Vec<String>) -> Result<(), Ended> {
         for chunk in channels.chunks(BATCH) {
-            let done = tokio::time::timeout(self.timeout, transport.subscribe(chunk, true, true)).await;
+            let done = tokio::time::timeout(self.config.timeout, transport.subscribe(chunk, true, true)).await;
             if !matches!(done, Ok(Ok(()))) {
                 return Err(Ended::Lost("SUBSCRIBE failed".into()));
             }
@@ -305,11 +299,11 @@ impl Subscriber {
         let expired: Vec<String> = self
             .lingering
             .iter()
-            .filter(|(_, since)| now.duration_since(**since) >= self.unsubscribe_delay)
+            .filter(|(_, since)| now.duration_since(**since) >= self.config.unsubscribe_delay)
             .map(|(c, _)| c.clone())
             .collect();
         for chunk in expired.chunks(BATCH) {
-            let done = tokio::time::timeout(self.timeout, transport.subscribe(chunk, false, true)).await;
+            let done = tokio::time::timeout(self.config.timeout, transport.subscribe(chunk, false, true)).await;
             if !matches!(done, Ok(Ok(()))) {
                 return Err(Ended::Lost("UNSUBSCRIBE failed".into()));
             }
@@ -324,11 +318,12 @@ impl Subscriber {
 
     async fn ping_publisher(&self) {
         let mut conn = self.publisher.clone();
-        let ping = tokio::time::timeout(self.timeout, ::redis::cmd("PING").query_async::<Value>(&mut conn)).await;
+        let ping =
+            tokio::time::timeout(self.config.timeout, ::redis::cmd("PING").query_async::<Value>(&mut conn)).await;
         self.health.publisher.store(matches!(ping, Ok(Ok(_))), Relaxed);
     }
 
-    fn on_message(&self, channel: &str, payload: &[u8]) {
+    fn on_message(&self, channel: &str, payload: Vec<u8>) {
         self.metrics.received.fetch_add(1, Relaxed);
         let Some((tenant, target)) = parse_stream_channel(channel) else {
             self.metrics.undecodable.fetch_add(1, Relaxed);
@@ -338,7 +333,7 @@ impl Subscriber {
             self.metrics.undecodable.fetch_add(1, Relaxed);
             return;
         };
-        match envelope::decode(payload) {
+        match envelope::decode(payload.into()) {
             Ok(e) => {
                 let latency = Duration::from_micros(now_micros().saturating_sub(e.published_micros));
                 self.hub.deliver_frame(tenant, target, &e.frame, e.filter.as_ref(), latency);

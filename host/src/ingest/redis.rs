@@ -310,19 +310,19 @@ impl Reader {
             return Ok(());
         }
         let items: Vec<Item> = entries
-            .iter()
-            .map(|e| Item {
-                entry: Some(e.id.clone()),
-                body: match e.map.get("event") {
-                    Some(Value::BulkString(b)) => Ok(b.clone()),
-                    Some(Value::SimpleString(s)) => Ok(s.clone().into_bytes()),
+            .into_iter()
+            .map(|mut e| Item {
+                body: match e.map.remove("event") {
+                    Some(Value::BulkString(b)) => Ok(b),
+                    Some(Value::SimpleString(s)) => Ok(s.into_bytes()),
                     Some(_) => Err("the `event` field is not a string"),
                     None => Err("entry has no `event` field (XADD notify:{tenant}:ingest * event <json>)"),
                 },
+                entry: Some(e.id),
             })
             .collect();
         ingest(&self.app, &mut self.conn, tenant, &items, Source::Stream).await?;
-        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+        let ids: Vec<&str> = items.iter().filter_map(|i| i.entry.as_deref()).collect();
         ::redis::cmd("XACK")
             .arg(key)
             .arg(GROUP)
@@ -422,15 +422,15 @@ impl Leader {
 
     /// Fire-and-forget: a batch the broker cannot take is counted and logged, not retried.
     async fn handle(&mut self, batch: Vec<(String, Vec<u8>)>) {
-        let mut by_tenant: HashMap<&str, Vec<Item>> = HashMap::new();
-        for (channel, payload) in &batch {
+        let mut by_tenant: HashMap<String, Vec<Item>> = HashMap::new();
+        for (channel, payload) in batch {
             let tenant = channel.strip_prefix("notify:").and_then(|r| r.strip_suffix(":publish"));
             if let Some(tenant) = tenant {
-                by_tenant.entry(tenant).or_default().push(Item { entry: None, body: Ok(payload.clone()) });
+                by_tenant.entry(tenant.to_owned()).or_default().push(Item { entry: None, body: Ok(payload) });
             }
         }
         for (id, items) in by_tenant {
-            let Some(tenant) = self.app.tenants.get(id).cloned() else { continue };
+            let Some(tenant) = self.app.tenants.get(&id).cloned() else { continue };
             if let Err(e) = ingest(&self.app, &mut self.conn, &tenant, &items, Source::PubSub).await {
                 tracing::warn!(tenant = id, messages = items.len(), error = %e, "fire-and-forget events lost: the broker could not take them");
             }
