@@ -11,7 +11,7 @@ use crate::broker::{Broker, Link, MemoryBroker, RedisBroker};
 use crate::config::{BrokerConfig, Config, RedisConfig};
 use crate::event::IdGenerator;
 use crate::fanout::QueueLimits;
-use crate::history::MemoryHistory;
+use crate::history::{History, MemoryHistory, RedisHistory};
 use crate::hub::Hub;
 use crate::metrics::{BrokerMetrics, GlobalMetrics};
 use crate::plugin::Plugins;
@@ -41,9 +41,9 @@ pub struct App {
     /// This node's name in the cluster (`broker.node_id`, or random per process).
     pub node_id: Arc<str>,
     pub presence: Presence,
-    /// Stream history for positions and resume (memory broker; the Redis history is not
-    /// built yet, so cluster mode has no positions).
-    pub history: Option<Arc<MemoryHistory>>,
+    /// Stream history for positions, resume and read cursors: in memory with the memory
+    /// broker, in Redis with the Redis broker (which appends to it as it publishes).
+    pub history: Arc<dyn History>,
     /// Open (or upgrading) WebSocket connections, checked against `server.max_connections`.
     pub open_connections: AtomicUsize,
 }
@@ -55,15 +55,19 @@ impl App {
         let hub = Arc::new(Hub::new(limits));
         let tenants = Tenants::from_config(&config);
         let broker_metrics = Arc::new(BrokerMetrics::default());
-        let mut history = None;
-        let broker: Arc<dyn Broker> = match &config.broker {
-            BrokerConfig::Memory => {
-                let h = history.insert(Arc::new(MemoryHistory::default()));
-                Arc::new(MemoryBroker::new(hub.clone(), h.clone()))
-            }
-            BrokerConfig::Redis(redis) => {
+        let link = match &config.broker {
+            BrokerConfig::Memory => None,
+            BrokerConfig::Redis(redis) => Some(Link::connect(redis, redis.timeout).await?),
+        };
+        let (broker, history): (Arc<dyn Broker>, Arc<dyn History>) = match (&config.broker, &link) {
+            (BrokerConfig::Redis(redis), Some(link)) => {
                 let by_id = tenants.iter().map(|t| (t.id.clone(), t.clone())).collect();
-                Arc::new(RedisBroker::start(redis, hub.clone(), by_id, broker_metrics.clone()).await?)
+                let broker = RedisBroker::start(redis, hub.clone(), by_id, broker_metrics.clone()).await?;
+                (Arc::new(broker), Arc::new(RedisHistory::new(link.clone(), redis.timeout)))
+            }
+            _ => {
+                let history = Arc::new(MemoryHistory::default());
+                (Arc::new(MemoryBroker::new(hub.clone(), history.clone())), history)
             }
         };
         let plugins = Plugins::from_config(&config, &tenants)?;
@@ -71,14 +75,13 @@ impl App {
             BrokerConfig::Redis(RedisConfig { node_id: Some(id), .. }) => Arc::from(id.as_str()),
             _ => Arc::from(format!("node-{:016x}", RandomState::new().hash_one(std::process::id()))),
         };
-        let presence = match &config.broker {
-            BrokerConfig::Memory => Presence::memory(hub.clone()),
-            BrokerConfig::Redis(redis) => {
-                let conn = Link::connect(redis, redis.timeout).await?;
+        let presence = match (&config.broker, link) {
+            (BrokerConfig::Redis(redis), Some(conn)) => {
                 let all = tenants.iter().cloned().collect();
                 let timing = Timing { debounce: redis.presence_debounce, node_timeout: redis.node_timeout };
                 Presence::redis(hub.clone(), conn, node_id.clone(), all, timing)
             }
+            _ => Presence::memory(hub.clone()),
         };
         Ok(Self {
             tenants,

@@ -331,11 +331,14 @@ pub struct HistoryConfig {
     /// Events older than this are dropped from history.
     #[serde(with = "humantime_serde")]
     pub ttl: Duration,
+    /// Clients ack what they have read: the host keeps a read cursor per user, replays
+    /// unacked events of the user stream on every connect and reports unread counts.
+    pub acks: bool,
 }
 
 impl Default for HistoryConfig {
     fn default() -> Self {
-        Self { size: 100, ttl: Duration::from_secs(600) }
+        Self { size: 100, ttl: Duration::from_secs(600), acks: false }
     }
 }
 
@@ -518,6 +521,12 @@ impl Config {
                         "must be `*`, a channel name, or a prefix ending in `.*`",
                     ));
                 }
+            }
+            if t.history.acks && t.history.size == 0 {
+                return Err(invalid(key("history.acks"), "needs history (history.size above 0)"));
+            }
+            if t.history.size > 0 && t.history.ttl < Duration::from_secs(1) {
+                return Err(invalid(key("history.ttl"), "must be at least 1s"));
             }
             if let Some(k) = &t.management_key
                 && k.len() < 16

@@ -54,7 +54,20 @@ impl Event {
     /// Encodes the complete WebSocket frame for one target stream. The result is shared by
     /// every connection of that stream.
     pub fn encode_for(&self, target: Target<'_>, position: Option<&Position>) -> Bytes {
-        let mut json = String::with_capacity(96 + self.id.len() + self.name.len() + self.data.get().len());
+        let (mut json, after) = self.json_parts(target);
+        if let Some(p) = position {
+            json.push_str(r#","epoch":"#);
+            push_json_str(&mut json, &p.epoch);
+            let _ = write!(json, r#","offset":{}"#, p.offset);
+        }
+        json.push_str(&after);
+        frame::text(json.as_bytes())
+    }
+
+    /// The event's JSON for one target stream, in two parts: the position (`,"epoch":..,
+    /// "offset":..`) goes between them.
+    pub fn json_parts(&self, target: Target<'_>) -> (String, String) {
+        let mut json = String::with_capacity(128 + self.id.len() + self.name.len() + self.data.get().len());
         json.push_str(r#"{"type":"event","id":"#);
         push_json_str(&mut json, &self.id);
         json.push_str(r#","event":"#);
@@ -71,15 +84,11 @@ impl Event {
             }
             Target::Broadcast => json.push_str(r#","broadcast":true"#),
         }
-        if let Some(p) = position {
-            json.push_str(r#","epoch":"#);
-            push_json_str(&mut json, &p.epoch);
-            let _ = write!(json, r#","offset":{}"#, p.offset);
-        }
-        json.push_str(r#","data":"#);
-        json.push_str(self.data.get());
-        json.push('}');
-        frame::text(json.as_bytes())
+        let mut after = String::with_capacity(10 + self.data.get().len());
+        after.push_str(r#","data":"#);
+        after.push_str(self.data.get());
+        after.push('}');
+        (json, after)
     }
 }
 

@@ -63,6 +63,16 @@ struct State {
     kill: Option<Kill>,
 }
 
+impl State {
+    fn kill(&mut self, why: Kill) {
+        self.kill.get_or_insert(why);
+        // A partly written frame must still go out whole before the close frame.
+        let keep = usize::from(self.front_started);
+        self.frames.truncate(keep);
+        self.bytes = self.frames.front().map_or(0, Bytes::len);
+    }
+}
+
 impl Outbox {
     /// Queues an event frame, applying `limits` and `policy`.
     pub fn push(&self, frame: Bytes, limits: QueueLimits, policy: SlowClientPolicy) -> Pushed {
@@ -74,11 +84,7 @@ impl Outbox {
         while s.frames.len() >= limits.frames || s.bytes + frame.len() > limits.bytes {
             let removable = usize::from(s.front_started);
             if policy == SlowClientPolicy::Disconnect || s.frames.len() <= removable {
-                s.kill = Some(Kill::SlowClient);
-                // A partly written frame must still go out whole before the close frame.
-                let keep = usize::from(s.front_started);
-                s.frames.truncate(keep);
-                s.bytes = s.frames.front().map_or(0, Bytes::len);
+                s.kill(Kill::SlowClient);
                 drop(s);
                 self.wake.notify_one();
                 return Pushed::Overflow;
@@ -92,6 +98,13 @@ impl Outbox {
         drop(s);
         self.wake.notify_one();
         if dropped > 0 { Pushed::QueuedDropping(dropped) } else { Pushed::Queued }
+    }
+
+    /// Asks the writer to stop and close the connection; queued frames are discarded (but
+    /// a partly written one still goes out whole).
+    pub fn kill(&self, why: Kill) {
+        self.state.lock().expect("outbox lock").kill(why);
+        self.wake.notify_one();
     }
 
     /// Queues a protocol frame (welcome, reply, ping) that is exempt from the limits.

@@ -15,7 +15,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::event::{Event, Target};
-use crate::fanout::{Outbox, Pushed, QueueLimits};
+use crate::fanout::{Kill, Outbox, Pushed, QueueLimits};
+use crate::gate::{Admit, Gates};
+use crate::history::{Position, Replay};
 use crate::segment::{Filter, Segment, Verdicts};
 use crate::tenant::Tenant;
 
@@ -29,6 +31,8 @@ pub struct Conn {
     /// The connection's subscriber attributes, shared with equal connections.
     pub segment: Arc<Segment>,
     pub outbox: Outbox,
+    /// Streams the connection is resuming: their live events wait until the replay is queued.
+    pub gates: Gates,
 }
 
 #[derive(Default)]
@@ -139,11 +143,23 @@ impl Hub {
         shard.get(&t).and_then(|ts| ts.users.get(user)).map_or(0, Vec::len)
     }
 
-    /// Queues replayed history frames on one connection, as a delivery would.
-    pub fn replay<'a>(&self, conn: &Arc<Conn>, frames: impl Iterator<Item = &'a Bytes>) {
+    /// Ends a resume of `target` on `conn` (whose gate was closed before the history read):
+    /// queues the replayed events, honouring their route filters, then the live events the
+    /// gate held that the replay did not cover, and opens the gate.
+    pub fn resume(&self, conn: &Arc<Conn>, target: Target<'_>, replay: &Replay) {
         let mut total = Delivery::default();
-        for frame in frames {
-            self.push_all(&conn.tenant, None, std::iter::once(conn), frame, &mut total);
+        let complete = conn.gates.open(target, replay.position.as_ref(), |held| match held {
+            None => {
+                for e in &replay.events {
+                    self.push_all(e.filter.as_deref(), None, std::iter::once(conn), &e.frame, &mut total);
+                }
+            }
+            Some(frame) => self.push_one(conn, frame, &mut total),
+        });
+        if !complete {
+            // Live events were lost while the gate held too many; the client resumes again.
+            conn.outbox.kill(Kill::SlowClient);
+            total.slow_disconnects += 1;
         }
         count(&conn.tenant, total);
     }
@@ -178,24 +194,27 @@ impl Hub {
     pub fn deliver(&self, tenant: &Tenant, event: &Event) -> Delivery {
         let mut total = Delivery::default();
         for target in event.targets() {
-            self.deliver_to(tenant, target, event.filter.as_deref(), || event.encode_for(target, None), &mut total);
+            let frame = || event.encode_for(target, None);
+            self.deliver_to(tenant, target, event.filter.as_deref(), None, frame, &mut total);
         }
         self.account(tenant, total, event.received_at.elapsed());
         total
     }
 
-    /// Pushes an already encoded frame of one stream (from another node) to its local
-    /// connections; `latency` is the time since it was published.
+    /// Pushes an already encoded frame of one stream (at `position` in its history, if the
+    /// tenant keeps one) to its local connections; `latency` is the time since it was
+    /// published.
     pub fn deliver_frame(
         &self,
         tenant: &Tenant,
         target: Target<'_>,
         frame: &Bytes,
         filter: Option<&Filter>,
+        position: Option<&Position>,
         latency: Duration,
     ) -> Delivery {
         let mut total = Delivery::default();
-        self.deliver_to(tenant, target, filter, || frame.clone(), &mut total);
+        self.deliver_to(tenant, target, filter, position.map(|p| (target, p)), || frame.clone(), &mut total);
         self.account(tenant, total, latency);
         total
     }
@@ -205,6 +224,7 @@ impl Hub {
         tenant: &Tenant,
         target: Target<'_>,
         filter: Option<&Filter>,
+        at: Option<(Target<'_>, &Position)>,
         frame: impl FnOnce() -> Bytes,
         total: &mut Delivery,
     ) {
@@ -213,13 +233,13 @@ impl Hub {
             Target::User(user) => {
                 let shard = self.shard_of((t, 0u8, user)).read().expect("hub lock");
                 if let Some(devices) = shard.get(&t).and_then(|ts| ts.users.get(user)) {
-                    self.push_all(tenant, filter, devices.iter(), &frame(), total);
+                    self.push_all(filter, at, devices.iter(), &frame(), total);
                 }
             }
             Target::Channel(channel) => {
                 let shard = self.shard_of((t, 1u8, channel)).read().expect("hub lock");
                 if let Some(subs) = shard.get(&t).and_then(|ts| ts.channels.get(channel)) {
-                    self.push_all(tenant, filter, subs.values(), &frame(), total);
+                    self.push_all(filter, at, subs.values(), &frame(), total);
                 }
             }
             Target::Broadcast => {
@@ -227,7 +247,7 @@ impl Hub {
                 for shard in &self.shards {
                     let shard = shard.read().expect("hub lock");
                     if let Some(ts) = shard.get(&t) {
-                        self.push_all(tenant, filter, ts.everyone.values(), &frame, total);
+                        self.push_all(filter, at, ts.everyone.values(), &frame, total);
                     }
                 }
             }
@@ -239,15 +259,17 @@ impl Hub {
         tenant.metrics.publish_to_enqueue.observe(latency);
     }
 
+    /// Pushes `frame` to each of `conns` the filter admits. `at` is the frame's stream and
+    /// position when it is a live event of a stream with history: it passes the connection's
+    /// resume gate first.
     fn push_all<'a>(
         &self,
-        tenant: &Tenant,
         filter: Option<&Filter>,
+        at: Option<(Target<'_>, &Position)>,
         conns: impl Iterator<Item = &'a Arc<Conn>>,
         frame: &Bytes,
         total: &mut Delivery,
     ) {
-        let policy = tenant.config.slow_client;
         let mut verdicts = filter.map(Verdicts::new);
         for conn in conns {
             if let Some(v) = &mut verdicts
@@ -255,18 +277,27 @@ impl Hub {
             {
                 continue;
             }
-            match conn.outbox.push(frame.clone(), self.limits, policy) {
-                Pushed::Queued => total.queued += 1,
-                Pushed::QueuedDropping(n) => {
-                    total.queued += 1;
-                    total.dropped += n as u64;
-                }
-                Pushed::Overflow => {
-                    total.dropped += 1;
-                    total.slow_disconnects += 1;
-                }
-                Pushed::Closed => total.dropped += 1,
+            if let Some((target, position)) = at
+                && conn.gates.admit(target, Some(position), frame) != Admit::Pass
+            {
+                continue;
             }
+            self.push_one(conn, frame, total);
+        }
+    }
+
+    fn push_one(&self, conn: &Conn, frame: &Bytes, total: &mut Delivery) {
+        match conn.outbox.push(frame.clone(), self.limits, conn.tenant.config.slow_client) {
+            Pushed::Queued => total.queued += 1,
+            Pushed::QueuedDropping(n) => {
+                total.queued += 1;
+                total.dropped += n as u64;
+            }
+            Pushed::Overflow => {
+                total.dropped += 1;
+                total.slow_disconnects += 1;
+            }
+            Pushed::Closed => total.dropped += 1,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod event;
 pub mod fanout;
+pub mod gate;
 pub mod history;
 pub mod http;
 pub mod hub;

@@ -1,22 +1,27 @@
 //! The node-to-node message of one event for one stream: the client frame, encoded once by
-//! the publishing node, plus what receiving nodes need to deliver it.
+//! the publishing node, plus what receiving nodes need to deliver it. History in Redis
+//! stores the same bytes.
 //!
-//! Layout: version byte `1`, publish time (µs since the Unix epoch, u64 big-endian), filter
-//! length (u32 big-endian) and the route filter as JSON (empty when there is none), then the
-//! complete WebSocket frame.
+//! Layout: version byte `2`, publish time (µs since the Unix epoch, u64 big-endian), filter
+//! length (u32 big-endian) and the route filter as JSON (empty when there is none), position
+//! length (one byte) and the position as `EPOCH:OFFSET` (empty without history), then the
+//! complete WebSocket frame. Everything up to the position is the *head*, which the Redis
+//! history script completes.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::history::Position;
 use crate::segment::Filter;
 
-const VERSION: u8 = 1;
-const HEADER: usize = 1 + 8 + 4;
+const VERSION: u8 = 2;
+const HEAD: usize = 1 + 8 + 4;
 
 /// A decoded envelope.
 #[derive(Debug)]
 pub struct Envelope {
     pub published_micros: u64,
     pub filter: Option<Filter>,
+    pub position: Option<Position>,
     pub frame: Bytes,
 }
 
@@ -29,17 +34,28 @@ pub enum EnvelopeError {
     Truncated,
     #[error("bad route filter: {0}")]
     Filter(#[from] serde_json::Error),
+    #[error("bad position")]
+    Position,
 }
 
-pub fn encode(published_micros: u64, filter: Option<&Filter>, frame: &[u8]) -> Vec<u8> {
+/// The head: version, publish time and filter.
+pub fn head(published_micros: u64, filter: Option<&Filter>) -> Vec<u8> {
     let filter = filter.map(|f| serde_json::to_vec(f).expect("filters serialise")).unwrap_or_default();
-    let mut out = BytesMut::with_capacity(HEADER + filter.len() + frame.len());
+    let mut out = BytesMut::with_capacity(HEAD + filter.len());
     out.put_u8(VERSION);
     out.put_u64(published_micros);
     out.put_u32(u32::try_from(filter.len()).expect("filter under 4 GiB"));
     out.put_slice(&filter);
-    out.put_slice(frame);
     out.to_vec()
+}
+
+/// A whole envelope without a position.
+pub fn encode(published_micros: u64, filter: Option<&Filter>, frame: &[u8]) -> Vec<u8> {
+    let mut out = head(published_micros, filter);
+    out.reserve(1 + frame.len());
+    out.push(0);
+    out.extend_from_slice(frame);
+    out
 }
 
 /// Decodes an envelope; the frame is a view of `bytes`, not a copy.
@@ -48,16 +64,30 @@ pub fn decode(bytes: Bytes) -> Result<Envelope, EnvelopeError> {
     if version != VERSION {
         return Err(EnvelopeError::Version(version));
     }
-    if rest.len() < HEADER - 1 {
+    if rest.len() < HEAD - 1 {
         return Err(EnvelopeError::Truncated);
     }
     let published_micros = u64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
     let filter_len = u32::from_be_bytes(rest[8..12].try_into().expect("4 bytes")) as usize;
-    if rest.len() - 12 < filter_len {
+    let rest = &rest[12..];
+    if rest.len() <= filter_len {
         return Err(EnvelopeError::Truncated);
     }
-    let filter = if filter_len == 0 { None } else { Some(serde_json::from_slice(&rest[12..12 + filter_len])?) };
-    Ok(Envelope { published_micros, filter, frame: bytes.slice(HEADER + filter_len..) })
+    let filter = if filter_len == 0 { None } else { Some(serde_json::from_slice(&rest[..filter_len])?) };
+    let position_len = rest[filter_len] as usize;
+    let rest = &rest[filter_len + 1..];
+    if rest.len() < position_len {
+        return Err(EnvelopeError::Truncated);
+    }
+    let position = match position_len {
+        0 => None,
+        _ => {
+            let text = std::str::from_utf8(&rest[..position_len]).map_err(|_| EnvelopeError::Position)?;
+            Some(Position::parse(text).ok_or(EnvelopeError::Position)?)
+        }
+    };
+    let frame_at = HEAD + filter_len + 1 + position_len;
+    Ok(Envelope { published_micros, filter, position, frame: bytes.slice(frame_at..) })
 }
 
 #[cfg(test)]
@@ -71,10 +101,25 @@ mod tests {
             Filter { clauses: Box::new([Clause { key: "plan".into(), op: Op::In, values: Box::new(["pro".into()]) }]) };
         let bytes = encode(42, Some(&filter), b"frame");
         let e = decode(Bytes::from(bytes.clone())).unwrap();
-        assert_eq!((e.published_micros, e.filter, &e.frame[..]), (42, Some(filter), &b"frame"[..]));
+        assert_eq!((e.published_micros, e.filter, e.position, &e.frame[..]), (42, Some(filter), None, &b"frame"[..]));
         let e = decode(Bytes::from(encode(7, None, b""))).unwrap();
         assert!(e.filter.is_none() && e.frame.is_empty());
-        assert!(matches!(decode(Bytes::from_static(&[2, 0])), Err(EnvelopeError::Version(2))));
+        assert!(matches!(decode(Bytes::from_static(&[1, 0])), Err(EnvelopeError::Version(1))));
         assert!(matches!(decode(Bytes::from(bytes[..10].to_vec())), Err(EnvelopeError::Truncated)));
+    }
+
+    #[test]
+    fn carries_the_position_the_history_script_writes() {
+        // What append.lua builds: head, position length, position, frame.
+        let mut bytes = head(9, None);
+        bytes.push(4);
+        bytes.extend_from_slice(b"ab:7");
+        bytes.extend_from_slice(b"frame");
+        let e = decode(Bytes::from(bytes)).unwrap();
+        assert_eq!(e.position, Some(Position { epoch: "ab".into(), offset: 7 }));
+        assert_eq!(&e.frame[..], b"frame");
+        let mut bad = head(9, None);
+        bad.extend_from_slice(&[3, b'a', b'b', b':']);
+        assert!(matches!(decode(Bytes::from(bad)), Err(EnvelopeError::Position)));
     }
 }

@@ -32,14 +32,17 @@ impl Broker for MemoryBroker {
                     continue;
                 }
                 for target in event.targets() {
+                    let filter = event.filter.as_ref();
                     self.history.append(
                         tenant.index,
                         target,
                         limits,
+                        filter,
                         |position| event.encode_for(target, Some(position)),
-                        |frame| {
+                        |frame, position| {
                             let latency = event.received_at.elapsed();
-                            self.hub.deliver_frame(tenant, target, frame, event.filter.as_deref(), latency);
+                            let filter = filter.map(|f| &**f);
+                            self.hub.deliver_frame(tenant, target, frame, filter, Some(position), latency);
                         },
                     );
                 }

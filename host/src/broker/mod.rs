@@ -1,7 +1,7 @@
 //! The broker carries accepted events from ingest to every hub with interested connections.
 //! `memory` (default) serves one process; `redis` connects many nodes through Redis pub/sub.
 
-mod envelope;
+pub mod envelope;
 mod interest;
 mod link;
 mod memory;

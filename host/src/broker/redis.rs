@@ -25,6 +25,7 @@ use super::pubsub::{Incoming, Transport};
 use super::{BoxFuture, Broker, BrokerError, Interest, Ticket, envelope, parse_stream_channel, stream_channel};
 use crate::config::RedisConfig;
 use crate::event::{Event, Target, now_micros};
+use crate::history;
 use crate::hub::Hub;
 use crate::metrics::BrokerMetrics;
 use crate::tenant::Tenant;
@@ -83,10 +84,17 @@ impl Broker for RedisBroker {
     fn publish<'a>(&'a self, tenant: &'a Arc<Tenant>, events: &'a [Event]) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
             let publish = if self.publisher.is_cluster() { "SPUBLISH" } else { "PUBLISH" };
+            let history = tenant.config.history.size > 0;
             let mut cmds = Vec::new();
             for event in events {
                 let published = now_micros();
                 for target in event.targets() {
+                    if history {
+                        let head = envelope::head(published, event.filter.as_deref());
+                        let (before, after) = event.json_parts(target);
+                        cmds.push(history::append_cmd(tenant, target, publish, &head, &before, &after));
+                        continue;
+                    }
                     let frame = event.encode_for(target, None);
                     let mut cmd = ::redis::cmd(publish);
                     cmd.arg(stream_channel(&tenant.id, target)).arg(envelope::encode(
@@ -336,7 +344,7 @@ impl Subscriber {
         match envelope::decode(payload.into()) {
             Ok(e) => {
                 let latency = Duration::from_micros(now_micros().saturating_sub(e.published_micros));
-                self.hub.deliver_frame(tenant, target, &e.frame, e.filter.as_ref(), latency);
+                self.hub.deliver_frame(tenant, target, &e.frame, e.filter.as_ref(), e.position.as_ref(), latency);
             }
             Err(e) => {
                 self.metrics.undecodable.fetch_add(1, Relaxed);

@@ -26,7 +26,7 @@ use crate::auth::Identity;
 use crate::broker::Ticket;
 use crate::channel;
 use crate::event::Target;
-use crate::history::{Limits, MemoryHistory, Position, Replay};
+use crate::history::{History, HistoryError, Position, Replay, Start};
 use crate::hub::Conn;
 use crate::tenant::Tenant;
 
@@ -82,22 +82,26 @@ pub async fn run(
         })
     };
     let own_streams = [Target::User(&conn.user), Target::Broadcast];
-    match history(app, &tenant) {
-        // Replayed events follow `welcome`, live ones follow them, with nothing in between.
-        Some((h, limits)) => h.resume(tenant.index, own_streams[0], limits, resume.user.as_ref(), |user| {
-            h.resume(tenant.index, Target::Broadcast, limits, resume.broadcast.as_ref(), |broadcast| {
-                conn.outbox.push_control(welcome(Some([&user, &broadcast])));
-                app.hub.replay(&conn, user.frames.iter().chain(&broadcast.frames));
-                app.hub.register(&conn);
-            })
-        }),
-        None => {
-            app.hub.register(&conn);
-            let ticket = app.broker.interest(&tenant, &own_streams, 1);
-            // `welcome` promises that events published from now on arrive.
-            sync_interest(app, ticket).await;
-            conn.outbox.push_control(welcome(None));
+    let history = history(app, &tenant);
+    if history.is_some() {
+        // Live events wait until `welcome` and the replay are queued.
+        own_streams.iter().for_each(|s| conn.gates.close(*s));
+    }
+    app.hub.register(&conn);
+    let ticket = app.broker.interest(&tenant, &own_streams, 1);
+    // `welcome` promises that events published from now on arrive.
+    sync_interest(app, ticket).await;
+    match history {
+        Some(h) => {
+            let unacked = tenant.config.history.acks;
+            let user = read(h, &tenant, own_streams[0], Start { since: resume.user.as_ref(), unacked }).await;
+            let since = resume.broadcast.as_ref();
+            let broadcast = read(h, &tenant, Target::Broadcast, Start { since, unacked: false }).await;
+            conn.outbox.push_control(welcome(Some([&user, &broadcast])));
+            app.hub.resume(&conn, own_streams[0], &user);
+            app.hub.resume(&conn, Target::Broadcast, &broadcast);
         }
+        None => conn.outbox.push_control(welcome(None)),
     }
     app.presence.connected(&tenant, &conn.user);
     tenant.metrics.connections.fetch_add(1, Relaxed);
@@ -173,11 +177,8 @@ async fn established(
                 let end = match msg {
                     None => Some(End::Gone),
                     Some(Ok(Message::Text(text))) => {
-                        let (reply, ticket) = on_text(&text, conn, identity, app, subscriptions);
-                        sync_interest(app, ticket).await;
-                        if let Some(reply) = reply {
-                            conn.outbox.push_control(reply);
-                        }
+                        let action = on_text(&text, conn, identity, app, subscriptions);
+                        act(action, conn, app).await;
                         None
                     }
                     Some(Ok(Message::Binary(_))) => {
@@ -218,10 +219,17 @@ async fn established(
     }
 }
 
-/// The node's stream history and the tenant's limits, when the tenant keeps history here.
-fn history<'a>(app: &'a App, tenant: &Tenant) -> Option<(&'a MemoryHistory, Limits)> {
-    let limits = Limits::from(tenant.config.history);
-    app.history.as_deref().filter(|_| limits.size > 0).map(|h| (h, limits))
+/// The history store, when the tenant keeps history.
+fn history<'a>(app: &'a App, tenant: &Tenant) -> Option<&'a dyn History> {
+    (tenant.config.history.size > 0).then_some(&*app.history)
+}
+
+/// Reads a stream's history; a store that cannot be read gives an empty, unrecovered replay.
+async fn read(h: &dyn History, tenant: &Tenant, target: Target<'_>, start: Start<'_>) -> Replay {
+    h.read(tenant, target, start).await.unwrap_or_else(|e| {
+        tracing::warn!(tenant = %tenant.id, error = %e, "history unavailable for a resuming connection");
+        Replay::unavailable()
+    })
 }
 
 /// Waits (bounded) until the broker carries the streams behind `ticket` to this node.
@@ -231,19 +239,52 @@ async fn sync_interest(app: &App, ticket: Option<Ticket>) {
     }
 }
 
-/// Handles a client frame; returns the reply, to be sent once the interest change behind the
-/// ticket (a new subscription) is in effect.
-fn on_text(
-    text: &str,
-    conn: &Arc<Conn>,
-    identity: &Identity,
-    app: &App,
-    subscriptions: &mut Vec<Box<str>>,
-) -> (Option<Bytes>, Option<Ticket>) {
-    let mut ticket = None;
+/// What a client frame asks for.
+enum Action {
+    Reply(Bytes),
+    /// Reply once the interest change behind the ticket (a new subscription) is in effect.
+    AfterSync(Bytes, Option<Ticket>),
+    /// Resume a newly subscribed channel (its gate is closed) once the broker carries it.
+    Resume { channel: String, since: Option<Position>, ticket: Option<Ticket> },
+    Ack(Position),
+}
+
+/// Carries out what `on_text` decided; the awaits (broker sync, history) happen here.
+async fn act(action: Action, conn: &Arc<Conn>, app: &App) {
+    let tenant = &conn.tenant;
+    let reply = match action {
+        Action::Reply(reply) => reply,
+        Action::AfterSync(reply, ticket) => {
+            sync_interest(app, ticket).await;
+            reply
+        }
+        Action::Resume { channel, since, ticket } => {
+            sync_interest(app, ticket).await;
+            let target = Target::Channel(&channel);
+            let replay = read(&*app.history, tenant, target, Start { since: since.as_ref(), unacked: false }).await;
+            conn.outbox.push_control(protocol::subscribed(&channel, Some(&replay)));
+            app.hub.resume(conn, target, &replay);
+            return;
+        }
+        Action::Ack(_) if history(app, tenant).is_none() || !tenant.config.history.acks => {
+            protocol::error(code::ACKS_DISABLED, "this tenant keeps no read cursors (history.acks is off)", None)
+        }
+        Action::Ack(position) => match app.history.ack(tenant, &conn.user, &position).await {
+            Ok(cursor) => protocol::acked(&cursor),
+            Err(e @ HistoryError::StalePosition(..)) => protocol::error(code::STALE_POSITION, &e.to_string(), None),
+            Err(e) => protocol::error(code::HISTORY_UNAVAILABLE, &e.to_string(), None),
+        },
+    };
+    conn.outbox.push_control(reply);
+}
+
+/// Handles a client frame: checks it and makes the synchronous changes (hub, gates,
+/// interest); `act` does the rest.
+fn on_text(text: &str, conn: &Arc<Conn>, identity: &Identity, app: &App, subscriptions: &mut Vec<Box<str>>) -> Action {
     let reply = match protocol::parse(text) {
         Err(message) => protocol::error(code::BAD_FRAME, &message, None),
         Ok(ClientFrame::Ping) => protocol::pong(),
+        Ok(ClientFrame::Ack { epoch, offset }) => return Action::Ack(Position { epoch, offset }),
         Ok(ClientFrame::Subscribe { channel: name, since }) => {
             let patterns = identity.channels.as_ref().unwrap_or(&conn.tenant.config.default_channels);
             if !channel::valid_name(&name) {
@@ -261,30 +302,29 @@ fn on_text(
             } else {
                 subscriptions.push(name.as_str().into());
                 let target = Target::Channel(&name);
-                if let Some((h, limits)) = history(app, &conn.tenant) {
-                    let since = since.map(Position::from);
-                    h.resume(conn.tenant.index, target, limits, since.as_ref(), |replay| {
-                        conn.outbox.push_control(protocol::subscribed(&name, Some(&replay)));
-                        app.hub.replay(conn, replay.frames.iter());
-                        app.hub.subscribe(conn, &name);
-                    });
-                    return (None, None);
+                let resume = history(app, &conn.tenant).is_some();
+                if resume {
+                    conn.gates.close(target);
                 }
                 app.hub.subscribe(conn, &name);
-                ticket = app.broker.interest(&conn.tenant, &[target], 1);
-                protocol::subscribed(&name, None)
+                let ticket = app.broker.interest(&conn.tenant, &[target], 1);
+                if resume {
+                    return Action::Resume { since: since.map(Position::from), channel: name, ticket };
+                }
+                return Action::AfterSync(protocol::subscribed(&name, None), ticket);
             }
         }
         Ok(ClientFrame::Unsubscribe { channel: name }) => {
             if let Some(i) = subscriptions.iter().position(|s| **s == *name) {
                 subscriptions.swap_remove(i);
                 app.hub.unsubscribe(conn, &name);
+                conn.gates.remove(Target::Channel(&name));
                 app.broker.interest(&conn.tenant, &[Target::Channel(&name)], -1);
             }
             protocol::unsubscribed(&name)
         }
     };
-    (Some(reply), ticket)
+    Action::Reply(reply)
 }
 
 /// Writes everything queued (after a kill: only the rest of a partly written frame). Returns

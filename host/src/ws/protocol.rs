@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::frame;
-use crate::history::{Position, Replay};
+use crate::history::{Cursor, Position, Replay};
 
 /// A frame a client sends (JSON text with a `type`).
 #[derive(Debug, Deserialize)]
@@ -19,6 +19,12 @@ pub enum ClientFrame {
     },
     Unsubscribe {
         channel: String,
+    },
+    /// Marks the user's notifications up to this position of the user stream as read
+    /// (tenants with `history.acks`).
+    Ack {
+        epoch: String,
+        offset: u64,
     },
     /// Application-level keepalive for clients that cannot send WebSocket pings (browsers).
     Ping,
@@ -44,6 +50,9 @@ pub mod code {
     pub const INVALID_CHANNEL: &str = "invalid_channel";
     pub const FORBIDDEN_CHANNEL: &str = "forbidden_channel";
     pub const TOO_MANY_SUBSCRIPTIONS: &str = "too_many_subscriptions";
+    pub const ACKS_DISABLED: &str = "acks_disabled";
+    pub const STALE_POSITION: &str = "stale_position";
+    pub const HISTORY_UNAVAILABLE: &str = "history_unavailable";
 }
 
 /// Parses a client text frame, or explains what is wrong with it.
@@ -62,9 +71,15 @@ pub struct Welcome<'a> {
     pub streams: Option<[&'a Replay; 2]>,
 }
 
-/// `{"epoch", "offset", "recovered"}` of a resumed stream.
+/// `{"epoch", "offset", "recovered"}` of a resumed stream (no position when history could
+/// not be read).
 fn stream_state(r: &Replay) -> serde_json::Value {
-    json!({ "epoch": r.position.epoch, "offset": r.position.offset, "recovered": r.recovered })
+    let mut v = json!({ "recovered": r.recovered });
+    if let Some(p) = &r.position {
+        v["epoch"] = json!(p.epoch);
+        v["offset"] = json!(p.offset);
+    }
+    v
 }
 
 pub fn welcome(w: &Welcome<'_>) -> Bytes {
@@ -84,12 +99,17 @@ pub fn welcome(w: &Welcome<'_>) -> Bytes {
 
 pub fn subscribed(channel: &str, replay: Option<&Replay>) -> Bytes {
     let mut v = json!({ "type": "subscribed", "channel": channel });
-    if let Some(r) = replay {
-        v["epoch"] = json!(r.position.epoch);
-        v["offset"] = json!(r.position.offset);
-        v["recovered"] = json!(r.recovered);
+    if let Some(r) = replay
+        && let serde_json::Value::Object(state) = stream_state(r)
+    {
+        v.as_object_mut().expect("an object").extend(state);
     }
     frame::json(&v)
+}
+
+/// The read cursor after an ack.
+pub fn acked(c: &Cursor) -> Bytes {
+    frame::json(&json!({ "type": "acked", "epoch": c.epoch, "offset": c.acked, "unread": c.unread() }))
 }
 
 pub fn unsubscribed(channel: &str) -> Bytes {

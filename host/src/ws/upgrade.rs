@@ -159,6 +159,7 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>, tenant_id: &str, pee
         user: identity.user.clone().into_boxed_str(),
         segment: tenant.segments.intern(attributes),
         outbox: Default::default(),
+        gates: Default::default(),
     });
     let task_app = app.clone();
     app.connections.spawn(async move {

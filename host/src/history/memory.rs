@@ -1,0 +1,217 @@
+//! In-memory history of every stream on this node: the last `size` events of each stream,
+//! for at most `ttl`. Appending and delivering one event happen under that stream's lock, so
+//! live delivery follows offset order; a read takes the same lock for its snapshot.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::{Cursor, History, HistoryError, Limits, Position, Replay, Start, Stored, plan};
+use crate::broker::BoxFuture;
+use crate::event::Target;
+use crate::segment::Filter;
+use crate::tenant::Tenant;
+
+const SHARDS: usize = 64;
+
+#[derive(Default)]
+struct Stream {
+    /// Offset of the last appended event (0: none yet).
+    last: u64,
+    /// The user's read cursor (user streams of tenants with acks).
+    acked: u64,
+    /// Kept events with the time they were appended, oldest first.
+    entries: VecDeque<(Instant, Stored)>,
+}
+
+impl Stream {
+    fn trim(&mut self, limits: Limits, now: Instant) {
+        while self.entries.len() > limits.size {
+            self.entries.pop_front();
+        }
+        while self.entries.front().is_some_and(|(at, _)| now.duration_since(*at) > limits.ttl) {
+            self.entries.pop_front();
+        }
+    }
+}
+
+type Key = (u32, u8, Box<str>);
+type Shard = HashMap<Key, Arc<Mutex<Stream>>>;
+
+/// In-memory history of every stream on this node.
+pub struct MemoryHistory {
+    epoch: String,
+    /// Streams by key; a shard's lock is held only to find or create a stream. Streams are
+    /// never removed: dropping one would restart its offsets under the same epoch.
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+}
+
+impl Default for MemoryHistory {
+    fn default() -> Self {
+        let shards = (0..SHARDS).map(|_| Mutex::default()).collect();
+        Self { epoch: super::new_epoch(), shards, hasher: RandomState::new() }
+    }
+}
+
+fn key(tenant: u32, target: Target<'_>) -> Key {
+    match target {
+        Target::User(u) => (tenant, 0, u.into()),
+        Target::Channel(c) => (tenant, 1, c.into()),
+        Target::Broadcast => (tenant, 2, "".into()),
+    }
+}
+
+impl MemoryHistory {
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// A stream's own lock is held while one event is appended and pushed to its
+    /// connections, or while a read takes its snapshot; never across an await, and never
+    /// together with another stream's.
+    fn stream(&self, tenant: u32, target: Target<'_>) -> Arc<Mutex<Stream>> {
+        let key = key(tenant, target);
+        let shard = &self.shards[(self.hasher.hash_one(&key) as usize) % SHARDS];
+        shard.lock().expect("history lock").entry(key).or_default().clone()
+    }
+
+    /// Appends one event: `encode` builds its frame for the new position, `deliver` pushes
+    /// it to the stream's connections before the next event of the stream can be appended.
+    pub fn append(
+        &self,
+        tenant: u32,
+        target: Target<'_>,
+        limits: Limits,
+        filter: Option<&Arc<Filter>>,
+        encode: impl FnOnce(&Position) -> Bytes,
+        deliver: impl FnOnce(&Bytes, &Position),
+    ) {
+        let stream = self.stream(tenant, target);
+        let mut stream = stream.lock().expect("stream lock");
+        stream.last += 1;
+        let position = Position { epoch: self.epoch.clone(), offset: stream.last };
+        let frame = encode(&position);
+        deliver(&frame, &position);
+        let now = Instant::now();
+        stream.entries.push_back((now, Stored { offset: position.offset, frame, filter: filter.cloned() }));
+        stream.trim(limits, now);
+    }
+
+    fn snapshot(&self, tenant: &Tenant, target: Target<'_>, from: Start<'_>) -> Replay {
+        let limits = Limits::from(tenant.config.history);
+        let stream = self.stream(tenant.index, target);
+        let mut stream = stream.lock().expect("stream lock");
+        stream.trim(limits, Instant::now());
+        let oldest = stream.entries.front().map_or(stream.last + 1, |(_, e)| e.offset);
+        let (start, recovered) = plan(from, &self.epoch, stream.last, stream.acked, oldest);
+        let events = match start {
+            Some(s) => stream.entries.iter().filter(|(_, e)| e.offset > s).map(|(_, e)| e.clone()).collect(),
+            None => Vec::new(),
+        };
+        Replay { recovered, events, position: Some(Position { epoch: self.epoch.clone(), offset: stream.last }) }
+    }
+
+    fn cursor_now(&self, tenant: &Tenant, user: &str) -> Cursor {
+        let stream = self.stream(tenant.index, Target::User(user));
+        let stream = stream.lock().expect("stream lock");
+        Cursor { epoch: self.epoch.clone(), offset: stream.last, acked: stream.acked }
+    }
+
+    fn ack_now(&self, tenant: &Tenant, user: &str, position: &Position) -> Result<Cursor, HistoryError> {
+        let stream = self.stream(tenant.index, Target::User(user));
+        let mut stream = stream.lock().expect("stream lock");
+        if position.epoch != self.epoch || position.offset > stream.last {
+            let p = position.clone();
+            return Err(HistoryError::StalePosition(p.epoch, p.offset, self.epoch.clone(), stream.last));
+        }
+        stream.acked = stream.acked.max(position.offset);
+        Ok(Cursor { epoch: self.epoch.clone(), offset: stream.last, acked: stream.acked })
+    }
+}
+
+impl History for MemoryHistory {
+    fn read<'a>(
+        &'a self,
+        tenant: &'a Tenant,
+        target: Target<'a>,
+        from: Start<'a>,
+    ) -> BoxFuture<'a, Result<Replay, HistoryError>> {
+        Box::pin(async move { Ok(self.snapshot(tenant, target, from)) })
+    }
+
+    fn ack<'a>(
+        &'a self,
+        tenant: &'a Tenant,
+        user: &'a str,
+        position: &'a Position,
+    ) -> BoxFuture<'a, Result<Cursor, HistoryError>> {
+        Box::pin(async move { self.ack_now(tenant, user, position) })
+    }
+
+    fn cursor<'a>(&'a self, tenant: &'a Tenant, user: &'a str) -> BoxFuture<'a, Result<Cursor, HistoryError>> {
+        Box::pin(async move { Ok(self.cursor_now(tenant, user)) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::tenant::Tenants;
+
+    fn tenant(acks: bool) -> Arc<Tenant> {
+        let toml = format!("[tenants.t]\npublish_key = \"key-1234\"\nhistory = {{ size = 3, acks = {acks} }}\n");
+        let config = Config::from_toml(&toml, "test", []).unwrap();
+        Tenants::from_config(&config).get("t").unwrap().clone()
+    }
+
+    fn append(h: &MemoryHistory, t: &Tenant, n: u8) {
+        let limits = Limits::from(t.config.history);
+        h.append(t.index, Target::User("u"), limits, None, |_| Bytes::from(vec![n]), |_, _| {});
+    }
+
+    fn read(h: &MemoryHistory, t: &Tenant, since: Option<&Position>, unacked: bool) -> Replay {
+        h.snapshot(t, Target::User("u"), Start { since, unacked })
+    }
+
+    #[test]
+    fn replays_after_a_position_and_reports_trimming() {
+        let (h, t) = (MemoryHistory::default(), tenant(false));
+        for n in 1..=5 {
+            append(&h, &t, n);
+        }
+        let at = |offset| Position { epoch: h.epoch().to_owned(), offset };
+        let replay = read(&h, &t, Some(&at(3)), false);
+        assert!(replay.recovered);
+        assert_eq!(replay.events.iter().map(|e| e.frame.clone()).collect::<Vec<_>>(), [vec![4], vec![5]]);
+        assert_eq!(replay.position, Some(at(5)));
+        // Offsets 1 and 2 were trimmed (size 3 keeps 3..=5): resuming after 1 misses 2.
+        let replay = read(&h, &t, Some(&at(1)), false);
+        assert!(!replay.recovered);
+        assert_eq!(replay.events.len(), 3);
+        let other_epoch = Position { epoch: "other".into(), offset: 4 };
+        assert!(!read(&h, &t, Some(&other_epoch), false).recovered);
+        let replay = read(&h, &t, Some(&at(5)), false);
+        assert!(replay.recovered && replay.events.is_empty());
+    }
+
+    #[test]
+    fn acks_move_the_read_cursor_forward_only() {
+        let (h, t) = (MemoryHistory::default(), tenant(true));
+        for n in 1..=3 {
+            append(&h, &t, n);
+        }
+        let at = |offset| Position { epoch: h.epoch().to_owned(), offset };
+        assert_eq!(h.ack_now(&t, "u", &at(2)).unwrap().acked, 2);
+        assert_eq!(h.ack_now(&t, "u", &at(1)).unwrap().acked, 2);
+        assert!(matches!(h.ack_now(&t, "u", &at(4)), Err(HistoryError::StalePosition(..))));
+        assert_eq!(h.cursor_now(&t, "u").unread(), 1);
+        // A device without a position gets what is unacked; one ahead of the cursor too.
+        assert_eq!(read(&h, &t, None, true).events.len(), 1);
+        assert_eq!(read(&h, &t, Some(&at(3)), true).events.len(), 1);
+    }
+}

@@ -1,0 +1,211 @@
+//! Stream history: every user, channel and broadcast stream of a tenant has positions
+//! `(epoch, offset)`. Offsets increase by one per event with no gaps; the epoch names one
+//! lifetime of the stream's history (a new one when the store lost it: a restart of the
+//! in-memory store, a flushed or expired Redis key), so a client can tell a continuation
+//! from a new history.
+//!
+//! [`History`] is what connections read: the events after a position, and the per-user
+//! read cursor that acks move. Appending belongs to the broker, because appending and
+//! delivering an event must be one step per stream: [`MemoryHistory`] appends under the
+//! stream's lock in the memory broker, [`RedisHistory`] in one Lua script that also publishes.
+
+mod memory;
+mod redis;
+
+pub use redis::append_cmd;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use memory::MemoryHistory;
+pub use redis::RedisHistory;
+
+use crate::broker::BoxFuture;
+use crate::event::Target;
+use crate::segment::Filter;
+use crate::tenant::Tenant;
+
+/// A position in a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub epoch: String,
+    pub offset: u64,
+}
+
+impl Position {
+    /// Parses `EPOCH:OFFSET` (the `user_since` / `broadcast_since` query form).
+    pub fn parse(s: &str) -> Option<Self> {
+        let (epoch, offset) = s.rsplit_once(':')?;
+        valid_epoch(epoch).then_some(())?;
+        Some(Self { epoch: epoch.to_owned(), offset: offset.parse().ok()? })
+    }
+}
+
+/// A fresh epoch name: 16 hex digits, unique per call.
+pub fn new_epoch() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let seed = (crate::event::now_micros(), SEQ.fetch_add(1, Relaxed), std::process::id());
+    format!("{:016x}", RandomState::new().hash_one(seed))
+}
+
+/// Epochs are short alphanumeric names (the stores make 16 hex digits).
+pub fn valid_epoch(epoch: &str) -> bool {
+    !epoch.is_empty() && epoch.len() <= 64 && epoch.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// One stored event of a stream: its complete client frame and the route filter it was
+/// published with (replays honour it as live delivery does).
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub offset: u64,
+    pub frame: Bytes,
+    pub filter: Option<Arc<Filter>>,
+}
+
+/// What a resuming connection gets: the events it missed, in order, and whether they are all
+/// of them (`recovered`; false when history was trimmed past the start or the epoch is
+/// another one). `position` is the stream's latest, absent when the store could not be read.
+#[derive(Debug)]
+pub struct Replay {
+    pub recovered: bool,
+    pub events: Vec<Stored>,
+    pub position: Option<Position>,
+}
+
+impl Replay {
+    /// The store could not be read: nothing replayed, nothing promised.
+    pub fn unavailable() -> Self {
+        Self { recovered: false, events: Vec::new(), position: None }
+    }
+}
+
+/// A user's read cursor: the user stream's latest position and the last offset acked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub epoch: String,
+    pub offset: u64,
+    pub acked: u64,
+}
+
+impl Cursor {
+    pub fn unread(&self) -> u64 {
+        self.offset.saturating_sub(self.acked)
+    }
+}
+
+/// Where a read starts.
+#[derive(Debug, Clone, Copy)]
+pub struct Start<'a> {
+    /// The client's last position in the stream.
+    pub since: Option<&'a Position>,
+    /// Also replay everything after the user's read cursor (acks on, user stream).
+    pub unacked: bool,
+}
+
+/// How much history a tenant keeps per stream.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub size: usize,
+    pub ttl: Duration,
+}
+
+impl From<crate::config::HistoryConfig> for Limits {
+    fn from(c: crate::config::HistoryConfig) -> Self {
+        Self { size: c.size, ttl: c.ttl }
+    }
+}
+
+/// Why history could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("history unavailable: {0}")]
+    Unavailable(String),
+    #[error("position {0}:{1} is not in the current history (epoch {2}, latest offset {3})")]
+    StalePosition(String, u64, String, u64),
+}
+
+/// Reads stream history and keeps read cursors.
+///
+/// Contract:
+/// - `read` is one consistent snapshot: the events returned are exactly those kept after the
+///   start (the client's `since`, or the read cursor when it is earlier and `unacked` is
+///   set), in offset order, and `position` is the stream's latest at that same instant.
+///   Together with a connection that joined the stream's live delivery before the read, every
+///   event after the start reaches it: replayed when its offset is at most `position`, live
+///   otherwise.
+/// - `ack` moves the user's read cursor forward only (never past the latest offset) and
+///   returns it; a position of another epoch is refused.
+pub trait History: Send + Sync + 'static {
+    fn read<'a>(
+        &'a self,
+        tenant: &'a Tenant,
+        target: Target<'a>,
+        from: Start<'a>,
+    ) -> BoxFuture<'a, Result<Replay, HistoryError>>;
+
+    fn ack<'a>(
+        &'a self,
+        tenant: &'a Tenant,
+        user: &'a str,
+        position: &'a Position,
+    ) -> BoxFuture<'a, Result<Cursor, HistoryError>>;
+
+    fn cursor<'a>(&'a self, tenant: &'a Tenant, user: &'a str) -> BoxFuture<'a, Result<Cursor, HistoryError>>;
+}
+
+/// The part of a snapshot both stores compute the same way: where the replay starts and
+/// whether everything after it is still kept.
+///
+/// `epoch`/`last`/`acked` describe the stream; `oldest` is the offset of its oldest kept event
+/// (`last + 1` when none is kept).
+fn plan(from: Start<'_>, epoch: &str, last: u64, acked: u64, oldest: u64) -> (Option<u64>, bool) {
+    let own = from.since.map(|p| (p.epoch == epoch && p.offset <= last).then_some(p.offset));
+    let mut start = own.flatten();
+    if from.unacked {
+        start = Some(start.map_or(acked, |s| s.min(acked)));
+    }
+    let position_lost = matches!(own, Some(None));
+    let trimmed = start.is_some_and(|s| oldest > s + 1 && s < last);
+    (start, !position_lost && !trimmed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(epoch: &str, offset: u64) -> Position {
+        Position { epoch: epoch.into(), offset }
+    }
+
+    #[test]
+    fn plans_where_a_replay_starts() {
+        let p = at("e", 3);
+        fn from(since: Option<&Position>, unacked: bool) -> Start<'_> {
+            Start { since, unacked }
+        }
+        // Kept 3..=5 of 5: resuming after 3 misses nothing, after 1 misses offset 2.
+        assert_eq!(plan(from(Some(&p), false), "e", 5, 0, 3), (Some(3), true));
+        assert_eq!(plan(from(Some(&at("e", 1)), false), "e", 5, 0, 3), (Some(1), false));
+        assert_eq!(plan(from(Some(&at("x", 3)), false), "e", 5, 0, 3), (None, false));
+        assert_eq!(plan(from(Some(&at("e", 9)), false), "e", 5, 0, 3), (None, false));
+        assert_eq!(plan(from(None, false), "e", 5, 0, 3), (None, true));
+        // With acks the earlier of the position and the cursor wins.
+        assert_eq!(plan(from(Some(&p), true), "e", 5, 2, 1), (Some(2), true));
+        assert_eq!(plan(from(None, true), "e", 5, 4, 3), (Some(4), true));
+        assert_eq!(plan(from(Some(&at("x", 3)), true), "e", 5, 4, 3), (Some(4), false));
+        // Up to date: nothing missed even when nothing is kept.
+        assert_eq!(plan(from(Some(&at("e", 5)), false), "e", 5, 0, 6), (Some(5), true));
+    }
+
+    #[test]
+    fn parses_positions() {
+        assert_eq!(Position::parse("abc:7"), Some(at("abc", 7)));
+        assert_eq!(Position::parse("a:b:7"), None);
+        assert_eq!(Position::parse(":7"), None);
+        assert_eq!(Position::parse("abc:x"), None);
+    }
+}

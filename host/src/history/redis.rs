@@ -1,0 +1,212 @@
+//! History in Redis for nodes that share a Redis (cluster mode). Each stream has two keys in
+//! the hash slot of its pub/sub channel, so one Lua script can touch both and publish on the
+//! channel, on one Redis and on a Redis Cluster alike:
+//!
+//! - `{notify:TENANT:u:USER}:pos` (a hash: `epoch`, `offset`, `acked`), kept for the events'
+//!   ttl plus [`POSITION_GRACE`] after the last append or read;
+//! - `{notify:TENANT:u:USER}:events` (a stream with ids `OFFSET-0`; fields `t`, the append
+//!   time in ms, and `e`, the broker envelope as published), trimmed to the tenant's size and
+//!   expired after its ttl.
+//!
+//! A missing position hash (never written, flushed, expired) starts a new epoch.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ::redis::{Cmd, Value};
+use bytes::Bytes;
+
+use super::{Cursor, History, HistoryError, Limits, Position, Replay, Start, Stored, new_epoch, plan};
+use crate::broker::{BoxFuture, Link, envelope, stream_channel};
+use crate::event::{Target, now_millis};
+use crate::tenant::Tenant;
+
+/// How long a stream's position outlives its last event: a client that missed nothing still
+/// resumes with `recovered: true` after a quiet day.
+pub const POSITION_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+const APPEND: &str = include_str!("append.lua");
+const READ: &str = include_str!("read.lua");
+const ACK: &str = include_str!("ack.lua");
+
+/// Reads history and read cursors from Redis; appends are built here and sent by the broker.
+pub struct RedisHistory {
+    link: Link,
+    timeout: Duration,
+}
+
+fn keys(tenant: &str, target: Target<'_>) -> [String; 2] {
+    let tag = stream_channel(tenant, target);
+    [format!("{{{tag}}}:pos"), format!("{{{tag}}}:events")]
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn position_ttl(limits: Limits) -> u64 {
+    millis(limits.ttl + POSITION_GRACE)
+}
+
+fn eval(script: &str, keys: &[String]) -> Cmd {
+    let mut cmd = ::redis::cmd("EVAL");
+    cmd.arg(script).arg(keys.len()).arg(keys);
+    cmd
+}
+
+/// The command that appends one event to `target`'s history and publishes its envelope
+/// (`head`, then the position and frame the script fills in) with `publish`; the event's
+/// JSON is `before` + `,"epoch":..,"offset":..` + `after`.
+pub fn append_cmd(
+    tenant: &Tenant,
+    target: Target<'_>,
+    publish: &str,
+    head: &[u8],
+    before: &str,
+    after: &str,
+) -> Cmd {
+    let limits = Limits::from(tenant.config.history);
+    let mut cmd = eval(APPEND, &keys(&tenant.id, target));
+    cmd.arg(stream_channel(&tenant.id, target))
+        .arg(publish)
+        .arg(limits.size)
+        .arg(millis(limits.ttl).max(1))
+        .arg(position_ttl(limits))
+        .arg(now_millis())
+        .arg(new_epoch())
+        .arg(head)
+        .arg(before)
+        .arg(after);
+    cmd
+}
+
+fn unavailable(e: impl std::fmt::Display) -> HistoryError {
+    HistoryError::Unavailable(e.to_string())
+}
+
+fn int(v: &Value) -> Result<u64, HistoryError> {
+    match v {
+        Value::Int(n) => u64::try_from(*n).map_err(unavailable),
+        other => Err(unavailable(format!("unexpected reply {other:?}"))),
+    }
+}
+
+fn text(v: &Value) -> Result<String, HistoryError> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).map_err(unavailable),
+        Value::SimpleString(s) => Ok(s.clone()),
+        other => Err(unavailable(format!("unexpected reply {other:?}"))),
+    }
+}
+
+/// One `XRANGE` entry: `[id, [field, value, ...]]` with the id `OFFSET-0`.
+fn entry(v: Value, limits: Limits, now_ms: u64) -> Result<Option<Stored>, HistoryError> {
+    let Value::Array(mut parts) = v else { return Err(unavailable("malformed history entry")) };
+    let fields = match parts.pop() {
+        Some(Value::Array(f)) => f,
+        _ => return Err(unavailable("malformed history entry")),
+    };
+    let id = parts.pop().map(|id| text(&id)).transpose()?.unwrap_or_default();
+    let offset = id.split_once('-').and_then(|(o, _)| o.parse().ok()).ok_or_else(|| unavailable("bad entry id"))?;
+    let (mut at, mut body) = (0, None);
+    let mut fields = fields.into_iter();
+    while let (Some(k), Some(v)) = (fields.next(), fields.next()) {
+        match (text(&k)?.as_str(), v) {
+            ("t", v) => at = text(&v)?.parse().unwrap_or(0),
+            ("e", Value::BulkString(b)) => body = Some(b),
+            _ => {}
+        }
+    }
+    if now_ms.saturating_sub(at) > millis(limits.ttl) {
+        return Ok(None);
+    }
+    let body = body.ok_or_else(|| unavailable("history entry without envelope"))?;
+    let e = envelope::decode(Bytes::from(body)).map_err(unavailable)?;
+    Ok(Some(Stored { offset, frame: e.frame, filter: e.filter.map(Arc::new) }))
+}
+
+impl RedisHistory {
+    pub fn new(link: Link, timeout: Duration) -> Self {
+        Self { link, timeout }
+    }
+
+    async fn call(&self, cmd: Cmd) -> Result<Value, HistoryError> {
+        let mut conn = self.link.clone();
+        match tokio::time::timeout(self.timeout, cmd.query_async::<Value>(&mut conn)).await {
+            Ok(reply) => reply.map_err(unavailable),
+            Err(_) => Err(unavailable(format!("no answer from Redis within {:?}", self.timeout))),
+        }
+    }
+
+    /// A snapshot and the stream's read cursor.
+    async fn snapshot(
+        &self,
+        tenant: &Tenant,
+        target: Target<'_>,
+        from: Start<'_>,
+    ) -> Result<(Replay, u64), HistoryError> {
+        let limits = Limits::from(tenant.config.history);
+        let mut cmd = eval(READ, &keys(&tenant.id, target));
+        let (epoch, offset) = from.since.map_or(("", 0), |p| (p.epoch.as_str(), p.offset));
+        cmd.arg(new_epoch()).arg(position_ttl(limits)).arg(epoch).arg(offset).arg(if from.unacked { "1" } else { "0" });
+        let started = Instant::now();
+        let Value::Array(reply) = self.call(cmd).await? else { return Err(unavailable("malformed history reply")) };
+        let [epoch, last, acked, events]: [Value; 4] =
+            reply.try_into().map_err(|_| unavailable("malformed history reply"))?;
+        let (epoch, last, acked) = (text(&epoch)?, int(&last)?, int(&acked)?);
+        let Value::Array(events) = events else { return Err(unavailable("malformed history reply")) };
+        let now = now_millis();
+        let mut kept = Vec::with_capacity(events.len());
+        for e in events {
+            kept.extend(entry(e, limits, now)?);
+        }
+        let oldest = kept.first().map_or(last + 1, |e| e.offset);
+        let (start, recovered) = plan(from, &epoch, last, acked, oldest);
+        kept.retain(|e| start.is_some_and(|s| e.offset > s));
+        tracing::trace!(elapsed = ?started.elapsed(), events = kept.len(), "history read");
+        Ok((Replay { recovered, events: kept, position: Some(Position { epoch, offset: last }) }, acked))
+    }
+
+    async fn ack_at(&self, tenant: &Tenant, user: &str, position: &Position) -> Result<Cursor, HistoryError> {
+        let limits = Limits::from(tenant.config.history);
+        let [pos, _] = keys(&tenant.id, Target::User(user));
+        let mut cmd = eval(ACK, std::slice::from_ref(&pos));
+        cmd.arg(&position.epoch).arg(position.offset).arg(position_ttl(limits));
+        let Value::Array(reply) = self.call(cmd).await? else { return Err(unavailable("malformed ack reply")) };
+        let [epoch, last, acked, taken]: [Value; 4] =
+            reply.try_into().map_err(|_| unavailable("malformed ack reply"))?;
+        let (epoch, offset, acked) = (text(&epoch)?, int(&last)?, int(&acked)?);
+        if int(&taken)? == 0 {
+            return Err(HistoryError::StalePosition(position.epoch.clone(), position.offset, epoch, offset));
+        }
+        Ok(Cursor { epoch, offset, acked })
+    }
+}
+
+impl History for RedisHistory {
+    fn read<'a>(
+        &'a self,
+        tenant: &'a Tenant,
+        target: Target<'a>,
+        from: Start<'a>,
+    ) -> BoxFuture<'a, Result<Replay, HistoryError>> {
+        Box::pin(async move { Ok(self.snapshot(tenant, target, from).await?.0) })
+    }
+
+    fn ack<'a>(
+        &'a self,
+        tenant: &'a Tenant,
+        user: &'a str,
+        position: &'a Position,
+    ) -> BoxFuture<'a, Result<Cursor, HistoryError>> {
+        Box::pin(self.ack_at(tenant, user, position))
+    }
+
+    fn cursor<'a>(&'a self, tenant: &'a Tenant, user: &'a str) -> BoxFuture<'a, Result<Cursor, HistoryError>> {
+        Box::pin(async move {
+            let (replay, acked) = self.snapshot(tenant, Target::User(user), Start { since: None, unacked: false }).await?;
+            let Position { epoch, offset } = replay.position.ok_or_else(|| unavailable("no position"))?;
+            Ok(Cursor { epoch, offset, acked })
+        })
+    }
+}
