@@ -25,6 +25,7 @@ use crate::app::App;
 use crate::config::{BrokerConfig, Config};
 use crate::http::{self, Body};
 use crate::plugin::Hook;
+use crate::tenant::Tenant;
 
 /// How long plain HTTP connections get to finish once the host stops.
 const HTTP_CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -176,6 +177,9 @@ async fn route(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
             crate::admin::handle(app, req, rest).await
         }
         (Method::GET, p) if p.starts_with("/v1/presence/") => presence(app, &req, &p["/v1/presence/".len()..]).await,
+        (Method::GET, p) if p.starts_with("/v1/users/") && p.ends_with("/unread") => {
+            unread(app, &req, &p["/v1/users/".len()..p.len() - "/unread".len()]).await
+        }
         (Method::GET, p) if p.starts_with("/v1/ws/") => {
             let tenant = &p["/v1/ws/".len()..];
             crate::ws::upgrade::handle(app, req, tenant, peer).await
@@ -187,24 +191,62 @@ async fn route(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
     }
 }
 
-/// `GET /v1/presence/{user}` with the tenant's publish key.
-async fn presence(app: &App, req: &Request<Incoming>, user: &str) -> Response<Body> {
+/// The tenant whose publish key the request bears, and the user id from the path.
+fn tenant_and_user<'a>(
+    app: &'a App,
+    req: &Request<Incoming>,
+    user: &str,
+    route: &str,
+) -> Result<(&'a Arc<Tenant>, String), Response<Body>> {
     let Some(key) = http::bearer(req.headers()) else {
-        return http::error(StatusCode::UNAUTHORIZED, "unauthorized", "missing Authorization: Bearer <publish key>");
+        return Err(http::error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing Authorization: Bearer <publish key>",
+        ));
     };
     let Some(tenant) = app.tenants.by_publish_key(key) else {
-        return http::error(StatusCode::UNAUTHORIZED, "unauthorized", "unknown publish key");
+        return Err(http::error(StatusCode::UNAUTHORIZED, "unauthorized", "unknown publish key"));
     };
     let user = percent_decode(user);
-    if user.is_empty() {
-        return http::error(StatusCode::BAD_REQUEST, "bad_request", "GET /v1/presence/{user} needs a user id");
+    if !crate::channel::valid_name(&user) {
+        let message = format!("{route} needs a user id of 1-128 characters of A-Z a-z 0-9 _ - . : @");
+        return Err(http::error(StatusCode::BAD_REQUEST, "bad_request", message));
     }
+    Ok((tenant, user))
+}
+
+/// `GET /v1/presence/{user}` with the tenant's publish key.
+async fn presence(app: &App, req: &Request<Incoming>, user: &str) -> Response<Body> {
+    let (tenant, user) = match tenant_and_user(app, req, user, "GET /v1/presence/{user}") {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
     match app.presence.status(tenant, &user).await {
         Ok(s) => http::json(
             StatusCode::OK,
             &json!({ "user": user, "online": s.connections > 0, "connections": s.connections }),
         ),
         Err(e) => http::error(StatusCode::SERVICE_UNAVAILABLE, "presence_unavailable", e.to_string()),
+    }
+}
+
+/// `GET /v1/users/{user}/unread` with the tenant's publish key: the user's read cursor.
+async fn unread(app: &App, req: &Request<Incoming>, user: &str) -> Response<Body> {
+    let (tenant, user) = match tenant_and_user(app, req, user, "GET /v1/users/{user}/unread") {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    if !tenant.config.history.acks {
+        let message = "this tenant keeps no read cursors; set history.acks = true";
+        return http::error(StatusCode::CONFLICT, "acks_disabled", message);
+    }
+    match app.history.cursor(tenant, &user).await {
+        Ok(c) => http::json(
+            StatusCode::OK,
+            &json!({ "user": user, "epoch": c.epoch, "offset": c.offset, "acked": c.acked, "unread": c.unread() }),
+        ),
+        Err(e) => http::error(StatusCode::SERVICE_UNAVAILABLE, "history_unavailable", e.to_string()),
     }
 }
 

@@ -57,14 +57,7 @@ fn eval(script: &str, keys: &[String]) -> Cmd {
 /// The command that appends one event to `target`'s history and publishes its envelope
 /// (`head`, then the position and frame the script fills in) with `publish`; the event's
 /// JSON is `before` + `,"epoch":..,"offset":..` + `after`.
-pub fn append_cmd(
-    tenant: &Tenant,
-    target: Target<'_>,
-    publish: &str,
-    head: &[u8],
-    before: &str,
-    after: &str,
-) -> Cmd {
+pub fn append_cmd(tenant: &Tenant, target: Target<'_>, publish: &str, head: &[u8], before: &str, after: &str) -> Cmd {
     let limits = Limits::from(tenant.config.history);
     let mut cmd = eval(APPEND, &keys(&tenant.id, target));
     cmd.arg(stream_channel(&tenant.id, target))
@@ -204,7 +197,8 @@ impl History for RedisHistory {
 
     fn cursor<'a>(&'a self, tenant: &'a Tenant, user: &'a str) -> BoxFuture<'a, Result<Cursor, HistoryError>> {
         Box::pin(async move {
-            let (replay, acked) = self.snapshot(tenant, Target::User(user), Start { since: None, unacked: false }).await?;
+            let (replay, acked) =
+                self.snapshot(tenant, Target::User(user), Start { since: None, unacked: false }).await?;
             let Position { epoch, offset } = replay.position.ok_or_else(|| unavailable("no position"))?;
             Ok(Cursor { epoch, offset, acked })
         })

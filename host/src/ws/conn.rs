@@ -245,7 +245,11 @@ enum Action {
     /// Reply once the interest change behind the ticket (a new subscription) is in effect.
     AfterSync(Bytes, Option<Ticket>),
     /// Resume a newly subscribed channel (its gate is closed) once the broker carries it.
-    Resume { channel: String, since: Option<Position>, ticket: Option<Ticket> },
+    Resume {
+        channel: String,
+        since: Option<Position>,
+        ticket: Option<Ticket>,
+    },
     Ack(Position),
 }
 

@@ -1,0 +1,124 @@
+//! Positions, history and resume in cluster mode: history lives in Redis, appended and
+//! published in one script, so a client resumes on any node; a flushed Redis is a new epoch.
+
+use anyhow::Context as _;
+use notify_tests::{Client, DEMO, RedisServer, TestHost};
+use serde_json::{Value, json};
+
+/// `EPOCH:OFFSET` of an event frame, for `user_since` / `broadcast_since`.
+fn position(ev: &Value) -> anyhow::Result<String> {
+    Ok(format!("{}:{}", ev["epoch"].as_str().context("epoch")?, ev["offset"].as_u64().context("offset")?))
+}
+
+async fn connect(host: &TestHost, query: &str) -> anyhow::Result<(Client, Value)> {
+    let mut c = Client::connect(&host.ws_url("demo", query), &[]).await?;
+    let welcome = c.next_json().await?;
+    anyhow::ensure!(welcome["type"] == "welcome", "expected welcome, got {welcome}");
+    Ok((c, welcome))
+}
+
+async fn two_nodes(redis: &RedisServer) -> anyhow::Result<(TestHost, TestHost)> {
+    let toml = format!("{DEMO}\n{}", redis.broker_toml());
+    let (a, b) = (TestHost::start(&toml).await?, TestHost::start(&toml).await?);
+    a.wait_ready(200).await?;
+    b.wait_ready(200).await?;
+    Ok((a, b))
+}
+
+#[tokio::test]
+async fn a_client_resumes_on_another_node_from_redis_history() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let (a, b) = two_nodes(&redis).await?;
+    let (mut ann, welcome) = connect(&a, "user=ann").await?;
+    let epoch = welcome["streams"]["user"]["epoch"].as_str().context("epoch")?.to_owned();
+    assert_eq!(welcome["streams"]["user"]["offset"], 0);
+    b.publish_ok(&json!({ "users": ["ann"], "event": "seen", "data": 0 })).await?;
+    let seen = ann.next_event().await?;
+    assert_eq!((seen["epoch"].as_str(), seen["offset"].as_u64()), (Some(epoch.as_str()), Some(1)));
+    let since = position(&seen)?;
+    drop(ann);
+
+    // Published through both nodes while ann is away; one payload needs a 16-bit frame
+    // length and one a 64-bit one, which the history script writes itself.
+    let (medium, large) = ("m".repeat(300), "l".repeat(70_000));
+    for i in 1..=100 {
+        let data = match i {
+            50 => json!(medium),
+            60 => json!(large),
+            _ => json!(i),
+        };
+        let node = if i % 2 == 0 { &a } else { &b };
+        node.publish_ok(&json!({ "users": ["ann"], "event": "missed", "data": data })).await?;
+    }
+    let (mut ann, welcome) = connect(&b, &format!("user=ann&user_since={since}")).await?;
+    assert_eq!(welcome["streams"]["user"]["recovered"], true);
+    assert_eq!(welcome["streams"]["user"]["offset"], 101);
+    for i in 1..=100u64 {
+        let ev = ann.next_event().await?;
+        assert_eq!((ev["event"].as_str(), ev["offset"].as_u64()), (Some("missed"), Some(i + 1)));
+        match i {
+            50 => assert_eq!(ev["data"], json!(medium)),
+            60 => assert_eq!(ev["data"], json!(large)),
+            _ => assert_eq!(ev["data"], json!(i)),
+        }
+    }
+    a.publish_ok(&json!({ "users": ["ann"], "event": "live" })).await?;
+    let ev = ann.next_event().await?;
+    assert_eq!((ev["event"].as_str(), ev["offset"].as_u64()), (Some("live"), Some(102)));
+
+    // Channels resume on subscribe, on any node.
+    let mut reader = a.connect_user("reader").await?;
+    let subscribed = reader.subscribe("news").await?;
+    let news_epoch = subscribed["epoch"].as_str().context("epoch")?.to_owned();
+    for i in 1..=3 {
+        b.publish_ok(&json!({ "channels": ["news"], "event": "headline", "data": i })).await?;
+        assert_eq!(reader.next_event().await?["offset"], i);
+    }
+    drop(reader);
+    for i in 4..=6 {
+        a.publish_ok(&json!({ "channels": ["news"], "event": "headline", "data": i })).await?;
+    }
+    let mut reader = b.connect_user("reader").await?;
+    let since = json!({ "epoch": news_epoch, "offset": 3 });
+    reader.send_json(&json!({ "type": "subscribe", "channel": "news", "since": since })).await?;
+    let subscribed = reader.next_json().await?;
+    assert_eq!((subscribed["recovered"].as_bool(), subscribed["offset"].as_u64()), (Some(true), Some(6)));
+    for i in 4..=6 {
+        let ev = reader.next_event().await?;
+        assert_eq!((ev["data"].as_u64(), ev["offset"].as_u64()), (Some(i), Some(i)));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_flushed_redis_starts_a_new_epoch_and_resuming_is_not_recovered() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let mut r = redis.conn().await?;
+    let (a, b) = two_nodes(&redis).await?;
+    let (mut ann, _) = connect(&a, "user=ann").await?;
+    let mut last = Value::Null;
+    for i in 1..=3 {
+        a.publish_ok(&json!({ "users": ["ann"], "event": "before", "data": i })).await?;
+        last = ann.next_event().await?;
+    }
+    let since = position(&last)?;
+    drop(ann);
+
+    redis::cmd("FLUSHALL").query_async::<()>(&mut r).await?;
+    for i in 1..=2 {
+        b.publish_ok(&json!({ "users": ["ann"], "event": "after", "data": i })).await?;
+    }
+    let (mut ann, welcome) = connect(&b, &format!("user=ann&user_since={since}")).await?;
+    let user = &welcome["streams"]["user"];
+    assert_eq!(user["recovered"], false, "{welcome}");
+    assert_ne!(user["epoch"], last["epoch"]);
+    assert_eq!(user["offset"], 2);
+    // Live events continue in the new epoch.
+    a.publish_ok(&json!({ "users": ["ann"], "event": "live" })).await?;
+    let ev = ann.next_event().await?;
+    assert_eq!(
+        (ev["event"].clone(), ev["epoch"].clone(), ev["offset"].clone()),
+        (json!("live"), user["epoch"].clone(), json!(3))
+    );
+    Ok(())
+}
