@@ -24,11 +24,8 @@ work=$(mktemp -d)
 pids=()
 trap 'stop_all "${pids[@]}"' EXIT
 
-redis_port=$(free_port)
-redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no > "$work/redis.log" 2>&1 &
-redis_pid=$!
+start_redis
 pids+=("$redis_pid")
-for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 # A three-shard Redis Cluster, only when a setup needs it.
 cluster_urls=""

@@ -3,6 +3,8 @@
 #   start_host CONFIG    starts a release host (or $HOST_BIN) in the background, sets host_pid,
 #                        and waits until its /readyz answers on $port
 #   metric NAME          prints the value of one /metrics sample of the host on $port
+#   start_redis          starts a private redis-server (no persistence) on a free port, sets
+#                        redis_port and redis_pid
 # Scripts set `work` (a temp dir) and `port`, and stop what they started with stop_all.
 
 free_port() {
@@ -26,4 +28,12 @@ stop_all() {
   wait 2>/dev/null || true
   if [ -n "${KEEP:-}" ] && [ -f "$work/host.log" ]; then cp "$work/host.log" /tmp/bench-host.log; fi
   rm -rf "$work"
+}
+
+start_redis() {
+  redis_port=$(free_port)
+  redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no > "$work/redis.log" 2>&1 &
+  redis_pid=$!
+  for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "redis-server did not start:"; cat "$work/redis.log"; return 1
 }

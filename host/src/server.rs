@@ -197,21 +197,18 @@ fn tenant_and_user<'a>(
     req: &Request<Incoming>,
     user: &str,
     route: &str,
-) -> Result<(&'a Arc<Tenant>, String), Response<Body>> {
+) -> Result<(&'a Arc<Tenant>, String), Box<Response<Body>>> {
     let Some(key) = http::bearer(req.headers()) else {
-        return Err(http::error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing Authorization: Bearer <publish key>",
-        ));
+        let message = "missing Authorization: Bearer <publish key>";
+        return Err(Box::new(http::error(StatusCode::UNAUTHORIZED, "unauthorized", message)));
     };
     let Some(tenant) = app.tenants.by_publish_key(key) else {
-        return Err(http::error(StatusCode::UNAUTHORIZED, "unauthorized", "unknown publish key"));
+        return Err(Box::new(http::error(StatusCode::UNAUTHORIZED, "unauthorized", "unknown publish key")));
     };
     let user = percent_decode(user);
     if !crate::channel::valid_name(&user) {
         let message = format!("{route} needs a user id of 1-128 characters of A-Z a-z 0-9 _ - . : @");
-        return Err(http::error(StatusCode::BAD_REQUEST, "bad_request", message));
+        return Err(Box::new(http::error(StatusCode::BAD_REQUEST, "bad_request", message)));
     }
     Ok((tenant, user))
 }
@@ -220,7 +217,7 @@ fn tenant_and_user<'a>(
 async fn presence(app: &App, req: &Request<Incoming>, user: &str) -> Response<Body> {
     let (tenant, user) = match tenant_and_user(app, req, user, "GET /v1/presence/{user}") {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match app.presence.status(tenant, &user).await {
         Ok(s) => http::json(
@@ -235,7 +232,7 @@ async fn presence(app: &App, req: &Request<Incoming>, user: &str) -> Response<Bo
 async fn unread(app: &App, req: &Request<Incoming>, user: &str) -> Response<Body> {
     let (tenant, user) = match tenant_and_user(app, req, user, "GET /v1/users/{user}/unread") {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     if !tenant.config.history.acks {
         let message = "this tenant keeps no read cursors; set history.acks = true";

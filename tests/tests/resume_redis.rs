@@ -122,3 +122,31 @@ async fn a_flushed_redis_starts_a_new_epoch_and_resuming_is_not_recovered() -> a
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn trimmed_redis_history_is_not_recovered() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let toml = format!(
+        "[tenants.demo]\npublish_key = \"demo-key\"\nauth = {{ mode = \"insecure\" }}\nhistory = {{ size = 5 }}\n{}",
+        redis.broker_toml()
+    );
+    let host = TestHost::start(&toml).await?;
+    host.wait_ready(200).await?;
+    let (ann, welcome) = connect(&host, "user=ann").await?;
+    let epoch = welcome["streams"]["user"]["epoch"].as_str().context("epoch")?.to_owned();
+    drop(ann);
+    for i in 1..=10 {
+        host.publish_ok(&json!({ "users": ["ann"], "event": "e", "data": i })).await?;
+    }
+    // Only offsets 6..=10 are kept: resuming after 2 misses 3..=5 and says so, then gets
+    // what is kept, in order.
+    let (mut ann, welcome) = connect(&host, &format!("user=ann&user_since={epoch}:2")).await?;
+    assert_eq!(welcome["streams"]["user"]["recovered"], false);
+    for offset in 6..=10 {
+        assert_eq!(ann.next_event().await?["offset"], offset);
+    }
+    drop(ann);
+    let (_, welcome) = connect(&host, &format!("user=ann&user_since={epoch}:5")).await?;
+    assert_eq!(welcome["streams"]["user"]["recovered"], true);
+    Ok(())
+}

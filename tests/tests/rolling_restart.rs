@@ -144,7 +144,7 @@ async fn every_user_gets_every_event_exactly_once_across_a_rolling_restart() -> 
         hosts.push(HostProcess::start(host_bin!(), &toml).await?);
     }
     let nodes: Nodes = Arc::new(Mutex::new(hosts.iter().map(|h| h.addr).collect()));
-    for addr in nodes.lock().unwrap().clone() {
+    for addr in hosts.iter().map(|h| h.addr) {
         notify_tests::eventually(|| async {
             Ok(http(addr, "GET", "/readyz", None, Default::default()).await?.0 == 200)
         })

@@ -1,7 +1,9 @@
 //! Redis broker: every node publishes each event once per target stream to that stream's
 //! pub/sub channel, and subscribes only to the channels of streams it has local connections
 //! for. Events travel through Redis even to the publishing node, so every node sees one
-//! order per publisher.
+//! order per publisher. For a tenant with history, each event goes out through the history
+//! script (`history::append_cmd`), which appends it to the stream's Redis history and
+//! publishes it in one step, with its position in the frame and the envelope.
 //!
 //! Subscriptions are reference-counted per channel, sent in batches, and kept for
 //! `unsubscribe_delay` after the last local subscriber leaves, so connection churn does not
