@@ -6,7 +6,12 @@
 //! The connection joins the stream's live delivery (gate closed) before history is read, so
 //! every event after the client's position is either in the snapshot or arrives live: none
 //! is missed, none is sent twice.
+//!
+//! A floor only guards against events that were in flight (published before the snapshot,
+//! not yet received by this node) when the gate opened; the connection forgets its floors at
+//! its first heartbeat, long after any such event arrived, so idle connections keep no gate.
 
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
@@ -46,8 +51,16 @@ impl Stream {
 enum State {
     /// Resuming: live events wait here, with their positions.
     Closed { held: Vec<(Option<Position>, Bytes)>, overflowed: bool },
-    /// Replayed up to this position: live events at or before it are duplicates.
-    Floor(Position),
+    /// Replayed up to `offset` of the epoch with this hash: live events at or before it are
+    /// duplicates.
+    Floor { epoch: u64, offset: u64 },
+}
+
+/// Epochs are compared by a fixed 64-bit hash, so a floor holds no allocation.
+fn epoch_hash(epoch: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    epoch.hash(&mut h);
+    h.finish()
 }
 
 /// What a gate does with one live event.
@@ -75,6 +88,7 @@ impl Gates {
     pub fn close(&self, target: Target<'_>) {
         let mut gates = self.gates.lock().expect("gate lock");
         gates.retain(|(s, _)| !s.is(target));
+        gates.reserve_exact(1);
         gates.push((Stream::of(target), State::Closed { held: Vec::new(), overflowed: false }));
         self.count.store(gates.len(), Relaxed);
     }
@@ -95,8 +109,8 @@ impl Gates {
                 }
                 Admit::Held
             }
-            State::Floor(floor) => {
-                if position.is_some_and(|p| p.epoch == floor.epoch && p.offset <= floor.offset) {
+            State::Floor { epoch, offset } => {
+                if position.is_some_and(|p| p.offset <= *offset && epoch_hash(&p.epoch) == *epoch) {
                     return Admit::Duplicate;
                 }
                 gates.swap_remove(i);
@@ -128,10 +142,23 @@ impl Gates {
             }
         }
         if let (false, Some(r)) = (passed, replayed) {
-            gates.push((Stream::of(target), State::Floor(r.clone())));
+            gates.push((Stream::of(target), State::Floor { epoch: epoch_hash(&r.epoch), offset: r.offset }));
         }
         self.count.store(gates.len(), Relaxed);
         !overflowed
+    }
+
+    /// Forgets every floor (see the module docs), and the memory of an empty gate list.
+    pub fn forget_floors(&self) {
+        if self.count.load(Relaxed) == 0 {
+            return;
+        }
+        let mut gates = self.gates.lock().expect("gate lock");
+        gates.retain(|(_, state)| matches!(state, State::Closed { .. }));
+        if gates.is_empty() {
+            *gates = Vec::new();
+        }
+        self.count.store(gates.len(), Relaxed);
     }
 
     /// Forgets the gate of `target` (the connection left the stream).
@@ -177,5 +204,9 @@ mod tests {
         let other = Position { epoch: "f".into(), offset: 1 };
         assert_eq!(gates.admit(Target::Channel("c"), Some(&other), &f), Admit::Pass);
         assert_eq!(gates.admit(Target::Channel("c"), Some(&at(3)), &f), Admit::Pass);
+        gates.close(Target::User("u"));
+        assert!(gates.open(Target::User("u"), Some(&at(10)), |_| {}));
+        gates.forget_floors();
+        assert_eq!(gates.admit(Target::User("u"), Some(&at(9)), &f), Admit::Pass);
     }
 }

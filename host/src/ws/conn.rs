@@ -71,38 +71,9 @@ pub async fn run(
 ) {
     let tenant = conn.tenant.clone();
     let c = &app.config.connections;
-    let welcome = |streams: Option<[&Replay; 2]>| {
-        protocol::welcome(&protocol::Welcome {
-            conn_id: conn.id,
-            user: &conn.user,
-            tenant: &tenant.id,
-            heartbeat_interval_ms: c.heartbeat_interval.as_millis(),
-            idle_timeout_ms: c.idle_timeout.as_millis(),
-            streams,
-        })
-    };
+    // Boxed: joining runs once, and its state must not stay in every idle connection's task.
+    Box::pin(join(&conn, resume, app)).await;
     let own_streams = [Target::User(&conn.user), Target::Broadcast];
-    let history = history(app, &tenant);
-    if history.is_some() {
-        // Live events wait until `welcome` and the replay are queued.
-        own_streams.iter().for_each(|s| conn.gates.close(*s));
-    }
-    app.hub.register(&conn);
-    let ticket = app.broker.interest(&tenant, &own_streams, 1);
-    // `welcome` promises that events published from now on arrive.
-    sync_interest(app, ticket).await;
-    match history {
-        Some(h) => {
-            let unacked = tenant.config.history.acks;
-            let user = read(h, &tenant, own_streams[0], Start { since: resume.user.as_ref(), unacked }).await;
-            let since = resume.broadcast.as_ref();
-            let broadcast = read(h, &tenant, Target::Broadcast, Start { since, unacked: false }).await;
-            conn.outbox.push_control(welcome(Some([&user, &broadcast])));
-            app.hub.resume(&conn, own_streams[0], &user);
-            app.hub.resume(&conn, Target::Broadcast, &broadcast);
-        }
-        None => conn.outbox.push_control(welcome(None)),
-    }
     app.presence.connected(&tenant, &conn.user);
     tenant.metrics.connections.fetch_add(1, Relaxed);
     let mut subscriptions: Vec<Box<str>> = Vec::new();
@@ -135,6 +106,45 @@ pub async fn run(
         }
     }
     tracing::trace!(conn = conn.id, state = ?State::Closed, "connection closed");
+}
+
+/// Joins the connection to its own streams (user, broadcast) and queues `welcome`, then the
+/// replay of what the client missed; live events follow them, with nothing in between.
+async fn join(conn: &Arc<Conn>, resume: Resume, app: &App) {
+    let tenant = &conn.tenant;
+    let c = &app.config.connections;
+    let welcome = |streams: Option<[&Replay; 2]>| {
+        protocol::welcome(&protocol::Welcome {
+            conn_id: conn.id,
+            user: &conn.user,
+            tenant: &tenant.id,
+            heartbeat_interval_ms: c.heartbeat_interval.as_millis(),
+            idle_timeout_ms: c.idle_timeout.as_millis(),
+            streams,
+        })
+    };
+    let own_streams = [Target::User(&conn.user), Target::Broadcast];
+    let history = history(app, tenant);
+    if history.is_some() {
+        // Live events wait until `welcome` and the replay are queued.
+        own_streams.iter().for_each(|s| conn.gates.close(*s));
+    }
+    app.hub.register(conn);
+    let ticket = app.broker.interest(tenant, &own_streams, 1);
+    // `welcome` promises that events published from now on arrive.
+    sync_interest(app, ticket).await;
+    match history {
+        Some(h) => {
+            let unacked = tenant.config.history.acks;
+            let user = read(h, tenant, own_streams[0], Start { since: resume.user.as_ref(), unacked }).await;
+            let since = resume.broadcast.as_ref();
+            let broadcast = read(h, tenant, Target::Broadcast, Start { since, unacked: false }).await;
+            conn.outbox.push_control(welcome(Some([&user, &broadcast])));
+            app.hub.resume(conn, own_streams[0], &user);
+            app.hub.resume(conn, Target::Broadcast, &broadcast);
+        }
+        None => conn.outbox.push_control(welcome(None)),
+    }
 }
 
 async fn established(
@@ -178,7 +188,8 @@ async fn established(
                     None => Some(End::Gone),
                     Some(Ok(Message::Text(text))) => {
                         let action = on_text(&text, conn, identity, app, subscriptions);
-                        act(action, conn, app).await;
+                        // Boxed: the rare frame handler must not grow every idle connection's task.
+                        Box::pin(act(action, conn, app)).await;
                         None
                     }
                     Some(Ok(Message::Binary(_))) => {
@@ -210,6 +221,7 @@ async fn established(
                     return End::Close(close::CREDENTIALS_EXPIRED, "credentials expired; reconnect with fresh ones");
                 }
                 if now >= next_ping {
+                    conn.gates.forget_floors();
                     conn.outbox.push_control(super::frame::ping());
                     next_ping = now + c.heartbeat_interval;
                 }
