@@ -45,6 +45,7 @@ struct Seen {
 async fn follow(user: u64, nodes: Nodes, want: usize, ready: tokio::sync::mpsc::Sender<()>) -> anyhow::Result<Seen> {
     let mut seen = Seen::default();
     let mut last: Option<(String, u64)> = None;
+    // Users start spread over the nodes; after a close, the next node is tried first.
     let mut at = user as usize;
     let mut ready = Some(ready);
     while seen.seqs.len() < want {
@@ -202,4 +203,58 @@ async fn every_user_gets_every_event_exactly_once_across_a_rolling_restart() -> 
         anyhow::Ok(())
     };
     tokio::time::timeout(DEADLINE, run).await.context("rolling restart did not finish")?
+}
+
+/// A node killed outright (SIGKILL: no drain, no close frames) while events keep coming
+/// through another node: its clients reconnect there with their positions and miss nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_a_killed_node_resume_elsewhere_without_loss() -> anyhow::Result<()> {
+    const KILL_USERS: u64 = 50;
+    const KILL_EVENTS: u64 = 1_000;
+    let redis = RedisServer::start().await?;
+    let toml = format!("{DEMO}\n{}", redis.broker_toml());
+    let doomed = HostProcess::start(host_bin!(), &toml).await?;
+    let survivor = HostProcess::start(host_bin!(), &toml).await?;
+    for addr in [doomed.addr, survivor.addr] {
+        notify_tests::eventually(|| async {
+            Ok(http(addr, "GET", "/readyz", None, Default::default()).await?.0 == 200)
+        })
+        .await?;
+    }
+    // Every client starts on the doomed node (index 0); the next one it tries is the survivor.
+    let nodes: Nodes = Arc::new(Mutex::new(vec![doomed.addr, survivor.addr]));
+    let publish_to: Nodes = Arc::new(Mutex::new(vec![survivor.addr]));
+    let expected: Vec<u64> = (0..KILL_EVENTS).collect();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(KILL_USERS as usize);
+    let followers: Vec<_> = (0..KILL_USERS)
+        .map(|u| {
+            let nodes = nodes.clone();
+            let ready = ready_tx.clone();
+            tokio::spawn(async move { follow(u * 2, nodes, KILL_EVENTS as usize, ready).await })
+        })
+        .collect();
+    for _ in 0..KILL_USERS {
+        ready_rx.recv().await.context("a follower failed to connect")?;
+    }
+    let run = async {
+        let mut start = 0;
+        let users: Vec<String> = (0..KILL_USERS).map(|u| format!("u{}", u * 2)).collect();
+        for b in 0..KILL_EVENTS / BATCH {
+            let batch: Vec<Value> =
+                (b * BATCH..(b + 1) * BATCH).map(|i| json!({ "users": users, "event": "seq", "data": i })).collect();
+            publish(&publish_to, &json!(batch), &mut start).await?;
+            if b == KILL_EVENTS / BATCH / 3 {
+                doomed.signal("KILL")?;
+            }
+        }
+        let mut reconnects = 0;
+        for (u, f) in followers.into_iter().enumerate() {
+            let seen = f.await??;
+            assert_eq!(seen.seqs, expected, "user u{} did not get exactly its events in order", u * 2);
+            reconnects += seen.reconnects;
+        }
+        assert_eq!(reconnects, KILL_USERS, "each client moves once, to the survivor");
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(DEADLINE, run).await.context("the run did not finish")?
 }

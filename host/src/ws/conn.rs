@@ -136,9 +136,10 @@ async fn join(conn: &Arc<Conn>, resume: Resume, app: &App) {
     match history {
         Some(h) => {
             let unacked = tenant.config.history.acks;
-            let user = read(h, tenant, own_streams[0], Start { since: resume.user.as_ref(), unacked }).await;
-            let since = resume.broadcast.as_ref();
-            let broadcast = read(h, tenant, Target::Broadcast, Start { since, unacked: false }).await;
+            let (user, broadcast) = tokio::join!(
+                read(h, tenant, own_streams[0], Start { since: resume.user.as_ref(), unacked }),
+                read(h, tenant, Target::Broadcast, Start { since: resume.broadcast.as_ref(), unacked: false }),
+            );
             conn.outbox.push_control(welcome(Some([&user, &broadcast])));
             app.hub.resume(conn, own_streams[0], &user);
             app.hub.resume(conn, Target::Broadcast, &broadcast);
