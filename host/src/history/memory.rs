@@ -1,24 +1,34 @@
 //! In-memory history of every stream on this node: the last `size` events of each stream,
 //! for at most `ttl`. Appending and delivering one event happen under that stream's lock, so
 //! live delivery follows offset order; a read takes the same lock for its snapshot.
+//!
+//! Each stream has its own epoch, made when the stream is created, so a stream untouched for
+//! its `ttl` plus [`POSITION_GRACE`] can be dropped: recreated later, it starts a new epoch
+//! and nobody mistakes its offsets for the old ones. Idle streams are swept a shard at a
+//! time as streams are used.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{Cursor, History, HistoryError, Limits, Position, Replay, Start, Stored, plan};
+use super::{Cursor, History, HistoryError, Limits, POSITION_GRACE, Position, Replay, Start, Stored, new_epoch, plan};
 use crate::broker::BoxFuture;
 use crate::event::Target;
 use crate::segment::Filter;
 use crate::tenant::Tenant;
 
 const SHARDS: usize = 64;
+/// Every this many stream lookups, one shard is swept of idle streams.
+const SWEEP_EVERY: u64 = 1024;
 
-#[derive(Default)]
 struct Stream {
+    epoch: String,
+    /// When the stream may be dropped: `ttl` plus the grace after its last use.
+    expires: Instant,
     /// Offset of the last appended event (0: none yet).
     last: u64,
     /// The user's read cursor (user streams of tenants with acks).
@@ -28,6 +38,21 @@ struct Stream {
 }
 
 impl Stream {
+    fn new() -> Self {
+        Self { epoch: new_epoch(), expires: Instant::now(), last: 0, acked: 0, entries: VecDeque::new() }
+    }
+
+    fn position(&self) -> Position {
+        Position { epoch: self.epoch.clone(), offset: self.last }
+    }
+
+    /// Trims and notes the use, which keeps the stream (its epoch and cursor) alive.
+    fn touch(&mut self, limits: Limits) {
+        let now = Instant::now();
+        self.trim(limits, now);
+        self.expires = now + limits.ttl + POSITION_GRACE;
+    }
+
     fn trim(&mut self, limits: Limits, now: Instant) {
         while self.entries.len() > limits.size {
             self.entries.pop_front();
@@ -43,17 +68,17 @@ type Shard = HashMap<Key, Arc<Mutex<Stream>>>;
 
 /// In-memory history of every stream on this node.
 pub struct MemoryHistory {
-    epoch: String,
-    /// Streams by key; a shard's lock is held only to find or create a stream. Streams are
-    /// never removed: dropping one would restart its offsets under the same epoch.
+    /// Streams by key; a shard's lock is held to find or create a stream, or to sweep it.
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
+    /// Stream lookups so far; paces the sweep.
+    lookups: AtomicU64,
 }
 
 impl Default for MemoryHistory {
     fn default() -> Self {
         let shards = (0..SHARDS).map(|_| Mutex::default()).collect();
-        Self { epoch: super::new_epoch(), shards, hasher: RandomState::new() }
+        Self { shards, hasher: RandomState::new(), lookups: AtomicU64::new(0) }
     }
 }
 
@@ -66,17 +91,29 @@ fn key(tenant: u32, target: Target<'_>) -> Key {
 }
 
 impl MemoryHistory {
-    pub fn epoch(&self) -> &str {
-        &self.epoch
-    }
-
     /// A stream's own lock is held while one event is appended and pushed to its
     /// connections, or while a read takes its snapshot; never across an await, and never
     /// together with another stream's.
     fn stream(&self, tenant: u32, target: Target<'_>) -> Arc<Mutex<Stream>> {
+        let n = self.lookups.fetch_add(1, Relaxed);
+        if n % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            self.sweep(((n / SWEEP_EVERY) as usize) % SHARDS, Instant::now());
+        }
         let key = key(tenant, target);
         let shard = &self.shards[(self.hasher.hash_one(&key) as usize) % SHARDS];
-        shard.lock().expect("history lock").entry(key).or_default().clone()
+        shard.lock().expect("history lock").entry(key).or_insert_with(|| Arc::new(Mutex::new(Stream::new()))).clone()
+    }
+
+    /// Drops the shard's streams that expired and that nobody holds right now (a holder
+    /// would have to find the stream through this shard's lock, which the sweep holds).
+    fn sweep(&self, shard: usize, now: Instant) {
+        let mut shard = self.shards[shard].lock().expect("history lock");
+        shard.retain(|_, stream| Arc::strong_count(stream) > 1 || stream.try_lock().map_or(true, |s| s.expires > now));
+    }
+
+    /// How many streams are kept (for tests and diagnostics).
+    pub fn streams(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().expect("history lock").len()).sum()
     }
 
     /// Appends one event: `encode` builds its frame for the new position, `deliver` pushes
@@ -93,43 +130,44 @@ impl MemoryHistory {
         let stream = self.stream(tenant, target);
         let mut stream = stream.lock().expect("stream lock");
         stream.last += 1;
-        let position = Position { epoch: self.epoch.clone(), offset: stream.last };
+        let position = stream.position();
         let frame = encode(&position);
         deliver(&frame, &position);
-        let now = Instant::now();
-        stream.entries.push_back((now, Stored { offset: position.offset, frame, filter: filter.cloned() }));
-        stream.trim(limits, now);
+        stream.entries.push_back((Instant::now(), Stored { offset: position.offset, frame, filter: filter.cloned() }));
+        stream.touch(limits);
     }
 
     fn snapshot(&self, tenant: &Tenant, target: Target<'_>, from: Start<'_>) -> Replay {
         let limits = Limits::from(tenant.config.history);
         let stream = self.stream(tenant.index, target);
         let mut stream = stream.lock().expect("stream lock");
-        stream.trim(limits, Instant::now());
+        stream.touch(limits);
         let oldest = stream.entries.front().map_or(stream.last + 1, |(_, e)| e.offset);
-        let (start, recovered) = plan(from, &self.epoch, stream.last, stream.acked, oldest);
+        let (start, recovered) = plan(from, &stream.epoch, stream.last, stream.acked, oldest);
         let events = match start {
             Some(s) => stream.entries.iter().filter(|(_, e)| e.offset > s).map(|(_, e)| e.clone()).collect(),
             None => Vec::new(),
         };
-        Replay { recovered, events, position: Some(Position { epoch: self.epoch.clone(), offset: stream.last }) }
+        Replay { recovered, events, position: Some(stream.position()) }
     }
 
     fn cursor_now(&self, tenant: &Tenant, user: &str) -> Cursor {
         let stream = self.stream(tenant.index, Target::User(user));
-        let stream = stream.lock().expect("stream lock");
-        Cursor { epoch: self.epoch.clone(), offset: stream.last, acked: stream.acked }
+        let mut stream = stream.lock().expect("stream lock");
+        stream.touch(Limits::from(tenant.config.history));
+        Cursor { epoch: stream.epoch.clone(), offset: stream.last, acked: stream.acked }
     }
 
     fn ack_now(&self, tenant: &Tenant, user: &str, position: &Position) -> Result<Cursor, HistoryError> {
         let stream = self.stream(tenant.index, Target::User(user));
         let mut stream = stream.lock().expect("stream lock");
-        if position.epoch != self.epoch || position.offset > stream.last {
+        if position.epoch != stream.epoch || position.offset > stream.last {
             let p = position.clone();
-            return Err(HistoryError::StalePosition(p.epoch, p.offset, self.epoch.clone(), stream.last));
+            return Err(HistoryError::StalePosition(p.epoch, p.offset, stream.epoch.clone(), stream.last));
         }
+        stream.touch(Limits::from(tenant.config.history));
         stream.acked = stream.acked.max(position.offset);
-        Ok(Cursor { epoch: self.epoch.clone(), offset: stream.last, acked: stream.acked })
+        Ok(Cursor { epoch: stream.epoch.clone(), offset: stream.last, acked: stream.acked })
     }
 }
 
@@ -184,7 +222,8 @@ mod tests {
         for n in 1..=5 {
             append(&h, &t, n);
         }
-        let at = |offset| Position { epoch: h.epoch().to_owned(), offset };
+        let epoch = read(&h, &t, None, false).position.unwrap().epoch;
+        let at = |offset| Position { epoch: epoch.clone(), offset };
         let replay = read(&h, &t, Some(&at(3)), false);
         assert!(replay.recovered);
         assert_eq!(replay.events.iter().map(|e| e.frame.clone()).collect::<Vec<_>>(), [vec![4], vec![5]]);
@@ -205,7 +244,8 @@ mod tests {
         for n in 1..=3 {
             append(&h, &t, n);
         }
-        let at = |offset| Position { epoch: h.epoch().to_owned(), offset };
+        let epoch = read(&h, &t, None, false).position.unwrap().epoch;
+        let at = |offset| Position { epoch: epoch.clone(), offset };
         assert_eq!(h.ack_now(&t, "u", &at(2)).unwrap().acked, 2);
         assert_eq!(h.ack_now(&t, "u", &at(1)).unwrap().acked, 2);
         assert!(matches!(h.ack_now(&t, "u", &at(4)), Err(HistoryError::StalePosition(..))));
@@ -213,5 +253,32 @@ mod tests {
         // A device without a position gets what is unacked; one ahead of the cursor too.
         assert_eq!(read(&h, &t, None, true).events.len(), 1);
         assert_eq!(read(&h, &t, Some(&at(3)), true).events.len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod sweep_tests {
+    use super::*;
+
+    #[test]
+    fn expired_streams_are_dropped_and_come_back_with_a_new_epoch() {
+        let h = MemoryHistory::default();
+        let limits = Limits { size: 10, ttl: std::time::Duration::from_secs(1) };
+        for i in 0..100 {
+            let user = format!("u{i}");
+            h.append(0, Target::User(&user), limits, None, |_| Bytes::new(), |_, _| {});
+        }
+        let first = h.stream(0, Target::User("u1")).lock().unwrap().epoch.clone();
+        assert_eq!(h.streams(), 100);
+        // Nothing has expired yet: a sweep keeps everything.
+        (0..SHARDS).for_each(|i| h.sweep(i, Instant::now()));
+        assert_eq!(h.streams(), 100);
+        let later = Instant::now() + limits.ttl + POSITION_GRACE + std::time::Duration::from_secs(1);
+        // A stream someone holds survives the sweep.
+        let held = h.stream(0, Target::User("u2"));
+        (0..SHARDS).for_each(|i| h.sweep(i, later));
+        assert_eq!(h.streams(), 1);
+        drop(held);
+        assert_ne!(h.stream(0, Target::User("u1")).lock().unwrap().epoch, first);
     }
 }

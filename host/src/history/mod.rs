@@ -43,6 +43,10 @@ impl Position {
     }
 }
 
+/// How long a stream's position (epoch, offset, read cursor) outlives its last use beyond
+/// `ttl`: a client that missed nothing still resumes with `recovered: true` after a quiet day.
+pub const POSITION_GRACE: Duration = Duration::from_secs(24 * 3600);
+
 /// A fresh epoch name: 16 hex digits, unique per call.
 pub fn new_epoch() -> String {
     use std::hash::{BuildHasher, RandomState};

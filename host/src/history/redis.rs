@@ -16,14 +16,10 @@ use std::time::{Duration, Instant};
 use ::redis::{Cmd, Value};
 use bytes::Bytes;
 
-use super::{Cursor, History, HistoryError, Limits, Position, Replay, Start, Stored, new_epoch, plan};
+use super::{Cursor, History, HistoryError, Limits, POSITION_GRACE, Position, Replay, Start, Stored, new_epoch, plan};
 use crate::broker::{BoxFuture, Link, envelope, stream_channel};
 use crate::event::{Target, now_millis};
 use crate::tenant::Tenant;
-
-/// How long a stream's position outlives its last event: a client that missed nothing still
-/// resumes with `recovered: true` after a quiet day.
-pub const POSITION_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 const APPEND: &str = include_str!("append.lua");
 const READ: &str = include_str!("read.lua");
