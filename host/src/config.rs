@@ -162,6 +162,10 @@ pub struct ConnectionConfig {
     pub read_buffer_bytes: usize,
     /// Most channels one connection may be subscribed to.
     pub max_subscriptions: usize,
+    /// A draining node tells each client to wait a random delay up to this long before it
+    /// reconnects, so its clients do not all land on the other nodes at once.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_spread: Duration,
 }
 
 impl Default for ConnectionConfig {
@@ -175,6 +179,7 @@ impl Default for ConnectionConfig {
             send_queue_bytes: 1024 * 1024,
             read_buffer_bytes: 512,
             max_subscriptions: 256,
+            reconnect_spread: Duration::from_secs(2),
         }
     }
 }

@@ -113,8 +113,11 @@ async fn shutdown_sends_1001_to_everyone_and_refuses_new_work() -> anyhow::Resul
     let refused = Client::try_connect(&host.ws_url("demo", "user=late"), &[]).await?.err().unwrap();
     assert_eq!(refused.status, 503);
     for c in &mut clients {
-        // Queued events are flushed before the close.
+        // Queued events are flushed before the close, which a reconnect hint announces.
         assert_eq!(c.next_event().await?["event"], "last");
+        let hint = c.next_json().await?;
+        assert_eq!((hint["type"].as_str(), hint["reason"].as_str()), (Some("reconnect"), Some("server shutting down")));
+        assert!(hint["retry_after_ms"].as_u64().is_some_and(|ms| ms <= 2000), "{hint}");
         assert_eq!(c.close_code().await?, 1001);
     }
     host.task.await?;

@@ -74,9 +74,14 @@ async fn follow(user: u64, nodes: Nodes, want: usize, ready: tokio::sync::mpsc::
         if let Some(ready) = ready.take() {
             ready.send(()).await?;
         }
+        let mut wait = Duration::ZERO;
         while let Some(msg) = client.ws.next().await {
             let Ok(Message::Text(text)) = msg else { break };
             let ev: Value = serde_json::from_str(&text)?;
+            if ev["type"] == "reconnect" {
+                // A draining node spreads its clients' reconnects, as a client should honour.
+                wait = Duration::from_millis(ev["retry_after_ms"].as_u64().context("retry_after_ms")?);
+            }
             if ev["type"] != "event" {
                 continue;
             }
@@ -94,6 +99,7 @@ async fn follow(user: u64, nodes: Nodes, want: usize, ready: tokio::sync::mpsc::
                 break;
             }
         }
+        tokio::time::sleep(wait).await;
         at += 1;
     }
     Ok(seen)

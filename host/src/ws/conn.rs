@@ -171,6 +171,7 @@ async fn established(
             biased;
             () = app.draining.cancelled() => {
                 *state = State::Draining;
+                conn.outbox.push_control(protocol::reconnect(spread(conn.id, c.reconnect_spread)));
                 return End::Close(close::GOING_AWAY, "server shutting down; reconnect and resume");
             }
             () = conn.outbox.wait() => {
@@ -366,6 +367,13 @@ async fn flush(ws: &mut WebSocketStream<TcpStream>, conn: &Conn, stall: Duration
             }
         }
     }
+}
+
+/// A delay in `0..=spread` in milliseconds, different per connection.
+fn spread(conn_id: u64, spread: Duration) -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    let max = u64::try_from(spread.as_millis()).unwrap_or(u64::MAX);
+    if max == 0 { 0 } else { RandomState::new().hash_one(conn_id) % (max + 1) }
 }
 
 fn unix_to_instant(secs: u64) -> Instant {

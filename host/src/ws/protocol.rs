@@ -112,6 +112,12 @@ pub fn acked(c: &Cursor) -> Bytes {
     frame::json(&json!({ "type": "acked", "epoch": c.epoch, "offset": c.acked, "unread": c.unread() }))
 }
 
+/// Sent by a draining node before it closes with 1001: reconnect after `retry_after_ms`
+/// (to another node) and resume.
+pub fn reconnect(retry_after_ms: u64) -> Bytes {
+    frame::json(&json!({ "type": "reconnect", "reason": "server shutting down", "retry_after_ms": retry_after_ms }))
+}
+
 pub fn unsubscribed(channel: &str) -> Bytes {
     frame::json(&json!({ "type": "unsubscribed", "channel": channel }))
 }
