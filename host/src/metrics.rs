@@ -90,6 +90,11 @@ pub struct TenantMetrics {
     pub frames_delivered: AtomicU64,
     pub frames_dropped: AtomicU64,
     pub slow_client_disconnects: AtomicU64,
+    pub history_reads: AtomicU64,
+    pub history_unrecovered: AtomicU64,
+    pub history_replayed: AtomicU64,
+    pub history_errors: AtomicU64,
+    pub acks: AtomicU64,
     pub publish_to_enqueue: Histogram,
 }
 
@@ -226,7 +231,7 @@ fn write_family<'m, M: 'm>(out: &mut String, f: &Family<M>, samples: impl Iterat
     }
 }
 
-const TENANT_FAMILIES: [Family<TenantMetrics>; 7] = [
+const TENANT_FAMILIES: [Family<TenantMetrics>; 12] = [
     Family {
         name: "notify_connections",
         kind: "gauge",
@@ -268,6 +273,36 @@ const TENANT_FAMILIES: [Family<TenantMetrics>; 7] = [
         kind: "counter",
         help: "Connections closed because their send queue overflowed.",
         get: |m| m.slow_client_disconnects.load(Relaxed),
+    },
+    Family {
+        name: "notify_history_reads_total",
+        kind: "counter",
+        help: "Stream history reads of joining or subscribing connections.",
+        get: |m| m.history_reads.load(Relaxed),
+    },
+    Family {
+        name: "notify_history_unrecovered_total",
+        kind: "counter",
+        help: "History reads answered recovered: false (trimmed, another epoch, or unreadable).",
+        get: |m| m.history_unrecovered.load(Relaxed),
+    },
+    Family {
+        name: "notify_history_replayed_total",
+        kind: "counter",
+        help: "Events read from history for resuming connections.",
+        get: |m| m.history_replayed.load(Relaxed),
+    },
+    Family {
+        name: "notify_history_errors_total",
+        kind: "counter",
+        help: "History reads and acks that failed because the store was unavailable.",
+        get: |m| m.history_errors.load(Relaxed),
+    },
+    Family {
+        name: "notify_acks_total",
+        kind: "counter",
+        help: "Acks that moved or confirmed a read cursor.",
+        get: |m| m.acks.load(Relaxed),
     },
 ];
 

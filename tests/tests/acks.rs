@@ -78,6 +78,11 @@ async fn acks_keep_a_read_cursor(host: &TestHost) -> anyhow::Result<()> {
     let (mut watch, _) = connect(host, "demo", "user=ann").await?;
     assert_eq!(watch.next_event().await?["offset"], 5);
 
+    // Three acks were taken (the stale ones were refused); four connects read two streams
+    // each; laptop, tablet and watch were replayed 2, 2 and 1 events.
+    assert_eq!(host.metric("notify_acks_total{tenant=\"demo\"}").await?, 3.0);
+    assert_eq!(host.metric("notify_history_reads_total{tenant=\"demo\"}").await?, 8.0);
+    assert_eq!(host.metric("notify_history_replayed_total{tenant=\"demo\"}").await?, 5.0);
     // Tenants without acks say so; nobody reads another tenant's cursors.
     let (mut other, _) = connect(host, "plain", "user=ann").await?;
     other.send_json(&json!({ "type": "ack", "epoch": epoch, "offset": 1 })).await?;

@@ -240,10 +240,18 @@ fn history<'a>(app: &'a App, tenant: &Tenant) -> Option<&'a dyn History> {
 
 /// Reads a stream's history; a store that cannot be read gives an empty, unrecovered replay.
 async fn read(h: &dyn History, tenant: &Tenant, target: Target<'_>, start: Start<'_>) -> Replay {
-    h.read(tenant, target, start).await.unwrap_or_else(|e| {
+    let m = &tenant.metrics;
+    m.history_reads.fetch_add(1, Relaxed);
+    let replay = h.read(tenant, target, start).await.unwrap_or_else(|e| {
+        m.history_errors.fetch_add(1, Relaxed);
         tracing::warn!(tenant = %tenant.id, error = %e, "history unavailable for a resuming connection");
         Replay::unavailable()
-    })
+    });
+    m.history_replayed.fetch_add(replay.events.len() as u64, Relaxed);
+    if !replay.recovered {
+        m.history_unrecovered.fetch_add(1, Relaxed);
+    }
+    replay
 }
 
 /// Waits (bounded) until the broker carries the streams behind `ticket` to this node.
@@ -288,9 +296,15 @@ async fn act(action: Action, conn: &Arc<Conn>, app: &App) {
             protocol::error(code::ACKS_DISABLED, "this tenant keeps no read cursors (history.acks is off)", None)
         }
         Action::Ack(position) => match app.history.ack(tenant, &conn.user, &position).await {
-            Ok(cursor) => protocol::acked(&cursor),
+            Ok(cursor) => {
+                tenant.metrics.acks.fetch_add(1, Relaxed);
+                protocol::acked(&cursor)
+            }
             Err(e @ HistoryError::StalePosition(..)) => protocol::error(code::STALE_POSITION, &e.to_string(), None),
-            Err(e) => protocol::error(code::HISTORY_UNAVAILABLE, &e.to_string(), None),
+            Err(e) => {
+                tenant.metrics.history_errors.fetch_add(1, Relaxed);
+                protocol::error(code::HISTORY_UNAVAILABLE, &e.to_string(), None)
+            }
         },
     };
     conn.outbox.push_control(reply);
