@@ -62,7 +62,8 @@ impl App {
         let (broker, history): (Arc<dyn Broker>, Arc<dyn History>) = match (&config.broker, &link) {
             (BrokerConfig::Redis(redis), Some(link)) => {
                 let by_id = tenants.iter().map(|t| (t.id.clone(), t.clone())).collect();
-                let broker = RedisBroker::start(redis, hub.clone(), by_id, broker_metrics.clone()).await?;
+                let spread = config.connections.reconnect_spread;
+                let broker = RedisBroker::start(redis, hub.clone(), by_id, broker_metrics.clone(), spread).await?;
                 (Arc::new(broker), Arc::new(RedisHistory::new(link.clone(), redis.timeout)))
             }
             _ => {

@@ -27,8 +27,11 @@ pub struct QueueLimits {
 /// Why the writer must stop and close the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kill {
-    /// The queue overflowed under the `disconnect` policy.
+    /// The queue overflowed under the `disconnect` policy: what is queued is dropped.
     SlowClient,
+    /// The connection may have missed live events (the broker lost its subscriptions for a
+    /// while): what is queued still goes out, then the client is told to resume.
+    Resync,
 }
 
 /// What happened to a pushed frame.
@@ -66,10 +69,12 @@ struct State {
 impl State {
     fn kill(&mut self, why: Kill) {
         self.kill.get_or_insert(why);
-        // A partly written frame must still go out whole before the close frame.
-        let keep = usize::from(self.front_started);
-        self.frames.truncate(keep);
-        self.bytes = self.frames.front().map_or(0, Bytes::len);
+        if why == Kill::SlowClient {
+            // A partly written frame must still go out whole before the close frame.
+            let keep = usize::from(self.front_started);
+            self.frames.truncate(keep);
+            self.bytes = self.frames.front().map_or(0, Bytes::len);
+        }
     }
 }
 
@@ -100,8 +105,9 @@ impl Outbox {
         if dropped > 0 { Pushed::QueuedDropping(dropped) } else { Pushed::Queued }
     }
 
-    /// Asks the writer to stop and close the connection; queued frames are discarded (but
-    /// a partly written one still goes out whole).
+    /// Asks the writer to stop and close the connection; no event is queued after this.
+    /// For a slow client, queued frames are discarded (a partly written one still goes out
+    /// whole).
     pub fn kill(&self, why: Kill) {
         self.state.lock().expect("outbox lock").kill(why);
         self.wake.notify_one();
@@ -134,7 +140,7 @@ impl Outbox {
         let mut s = self.state.lock().expect("outbox lock");
         let mut done = 0;
         loop {
-            if s.kill.is_some() && !s.front_started {
+            if s.kill == Some(Kill::SlowClient) && !s.front_started {
                 return Ok(Written { frames: done, drained: true });
             }
             if s.frames.is_empty() {

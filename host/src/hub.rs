@@ -164,6 +164,25 @@ impl Hub {
         count(&conn.tenant, total);
     }
 
+    /// Tells every connection of tenants with history to reconnect and resume (after a
+    /// `reconnect` frame with a delay up to `spread`, closed with 1012): live events may
+    /// have passed this node by while its broker subscriptions were down. Returns how many.
+    pub fn resync(&self, spread: Duration) -> usize {
+        let mut n = 0;
+        for shard in &self.shards {
+            let shard = shard.read().expect("hub lock");
+            for conn in shard.values().flat_map(|ts| ts.everyone.values()) {
+                if conn.tenant.config.history.size > 0 {
+                    let reason = "events may have been missed";
+                    conn.outbox.push_control(crate::ws::protocol::reconnect(conn.id, spread, reason));
+                    conn.outbox.kill(Kill::Resync);
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
     /// Adds a channel subscription; false if it already existed.
     pub fn subscribe(&self, conn: &Arc<Conn>, channel: &str) -> bool {
         let t = conn.tenant.index;

@@ -128,13 +128,14 @@ pub struct BrokerMetrics {
     pub undecodable: AtomicU64,
     pub subscriptions: AtomicI64,
     pub reconnects: AtomicU64,
+    pub resyncs: AtomicU64,
     pub ingest_stream_entries: AtomicU64,
     pub ingest_pubsub_messages: AtomicU64,
     pub ingest_claimed: AtomicU64,
     pub dead_letters: AtomicU64,
 }
 
-const BROKER_FAMILIES: [Family<BrokerMetrics>; 11] = [
+const BROKER_FAMILIES: [Family<BrokerMetrics>; 12] = [
     Family {
         name: "notify_broker_up",
         kind: "gauge",
@@ -176,6 +177,12 @@ const BROKER_FAMILIES: [Family<BrokerMetrics>; 11] = [
         kind: "counter",
         help: "Pub/sub reconnections after the connection to Redis was lost.",
         get: |m| m.reconnects.load(Relaxed),
+    },
+    Family {
+        name: "notify_broker_resyncs_total",
+        kind: "counter",
+        help: "Times this node told its clients to resume after its pub/sub connection came back.",
+        get: |m| m.resyncs.load(Relaxed),
     },
     Family {
         name: "notify_ingest_stream_entries_total",

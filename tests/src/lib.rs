@@ -232,6 +232,110 @@ impl Client {
     }
 }
 
+/// A client that resumes by itself, as a well-behaved application does: on a `reconnect`
+/// frame or a close it reconnects with the last positions of its user stream and the
+/// broadcast, and it drops repeated events by offset.
+pub struct Resuming {
+    addr: SocketAddr,
+    user: String,
+    client: Client,
+    /// `(epoch, offset)` of the user stream and of the broadcast.
+    positions: [Option<(String, u64)>; 2],
+    pub reconnects: u32,
+    /// The `recovered` flags of every welcome after the first.
+    pub recovered: Vec<bool>,
+}
+
+impl Resuming {
+    /// Connects `user` of the insecure `demo` tenant.
+    pub async fn connect(addr: SocketAddr, user: &str) -> anyhow::Result<Self> {
+        let client = Client::connect(&format!("ws://{addr}/v1/ws/demo?user={user}"), &[]).await?;
+        let mut me =
+            Self { addr, user: user.into(), client, positions: [None, None], reconnects: 0, recovered: vec![] };
+        me.welcome(false).await?;
+        Ok(me)
+    }
+
+    async fn welcome(&mut self, again: bool) -> anyhow::Result<()> {
+        let w = self.client.next_json().await?;
+        anyhow::ensure!(w["type"] == "welcome", "expected welcome, got {w}");
+        for (i, name) in ["user", "broadcast"].into_iter().enumerate() {
+            let s = &w["streams"][name];
+            if again {
+                self.recovered.push(s["recovered"] == true);
+            }
+            if let (Some(epoch), Some(offset), None) = (s["epoch"].as_str(), s["offset"].as_u64(), &self.positions[i]) {
+                self.positions[i] = Some((epoch.to_owned(), offset));
+            }
+        }
+        Ok(())
+    }
+
+    async fn reconnect(&mut self, after: Duration) -> anyhow::Result<()> {
+        tokio::time::sleep(after).await;
+        let mut query = format!("user={}", self.user);
+        for (name, p) in ["user_since", "broadcast_since"].iter().zip(&self.positions) {
+            if let Some((epoch, offset)) = p {
+                query.push_str(&format!("&{name}={epoch}:{offset}"));
+            }
+        }
+        self.client = Client::connect(&format!("ws://{}/v1/ws/demo?{query}", self.addr), &[]).await?;
+        self.reconnects += 1;
+        self.welcome(true).await
+    }
+
+    /// The next new event of the user stream or the broadcast.
+    pub async fn next_event(&mut self) -> anyhow::Result<Value> {
+        self.next(None).await
+    }
+
+    /// Reads on until the client has reconnected `n` times in all; an event before that is
+    /// an error.
+    pub async fn wait_reconnects(&mut self, n: u32) -> anyhow::Result<()> {
+        if self.reconnects < n {
+            let ev = self.next(Some(n)).await?;
+            anyhow::ensure!(ev.is_null(), "event before reconnecting: {ev}");
+        }
+        Ok(())
+    }
+
+    /// The next new event, or `null` once `until` reconnects happened.
+    async fn next(&mut self, until: Option<u32>) -> anyhow::Result<Value> {
+        let mut wait = Duration::ZERO;
+        loop {
+            if until.is_some_and(|n| self.reconnects >= n) {
+                return Ok(Value::Null);
+            }
+            let msg = tokio::time::timeout(STEP, self.client.ws.next()).await.context("no frame in time")?;
+            let v: Value = match msg {
+                Some(Ok(Message::Text(t))) => serde_json::from_str(&t)?,
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                    self.reconnect(wait).await?;
+                    continue;
+                }
+                Some(Ok(_)) => continue,
+            };
+            if v["type"] == "reconnect" {
+                wait = Duration::from_millis(v["retry_after_ms"].as_u64().unwrap_or(0));
+            }
+            if v["type"] != "event" {
+                continue;
+            }
+            let i = if v["broadcast"] == true { 1 } else { 0 };
+            if let (Some(epoch), Some(offset)) = (v["epoch"].as_str(), v["offset"].as_u64()) {
+                if let Some((e, o)) = &self.positions[i]
+                    && e == epoch
+                    && offset <= *o
+                {
+                    continue;
+                }
+                self.positions[i] = Some((epoch.to_owned(), offset));
+            }
+            return Ok(v);
+        }
+    }
+}
+
 /// A raw WebSocket client over a plain socket: it never answers pings, and can read and send
 /// arbitrary frames.
 pub struct RawClient {

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use anyhow::Context as _;
-use notify_tests::{DEMO, RedisServer, TestHost, eventually};
+use notify_tests::{DEMO, RedisServer, Resuming, TestHost, eventually};
 use redis::aio::MultiplexedConnection;
 use serde_json::json;
 
@@ -146,7 +146,9 @@ async fn redis_restart_loses_nothing_acknowledged() -> anyhow::Result<()> {
     let mut redis = RedisServer::start().await?;
     let hosts = cluster(&redis, 2).await?;
     let (a, b) = (&hosts[0], &hosts[1]);
-    let mut bob = b.connect_user("bob").await?;
+    // Clients that resume when told to: after the outage, node B tells its clients to
+    // reconnect and resume, since live events may have passed it by.
+    let mut bob = Resuming::connect(b.addr, "bob").await?;
     let mut r = redis.conn().await?;
     let mut expected = BTreeSet::new();
     for i in 0..5 {
@@ -163,7 +165,7 @@ async fn redis_restart_loses_nothing_acknowledged() -> anyhow::Result<()> {
     b.wait_ready(503).await?;
     // A client connecting during the outage is served and its streams are subscribed on
     // reconnect.
-    let mut late = b.connect_user("late").await?;
+    let mut late = Resuming::connect(b.addr, "late").await?;
 
     redis.restart().await?;
     a.wait_ready(200).await?;
@@ -189,9 +191,15 @@ async fn redis_restart_loses_nothing_acknowledged() -> anyhow::Result<()> {
         }
         assert!(expected.contains(ev["id"].as_str().unwrap_or_default()), "unexpected event {ev}");
     }
+    // `late` connected while history was unreadable, so it has no position to resume
+    // from: events reach it once it has reconnected.
+    late.wait_reconnects(1).await?;
     a.publish_ok(&json!({ "users": ["late"], "event": "welcome-back" })).await?;
     assert_eq!(late.next_event().await?["event"], "welcome-back");
     assert!(a.metric("notify_broker_reconnects_total").await? >= 1.0);
+    assert!(b.metric("notify_broker_resyncs_total").await? >= 1.0);
+    // Redis kept its history (fsynced AOF), so bob resumed where he was.
+    assert!(bob.reconnects >= 1 && bob.recovered.iter().all(|r| *r), "{:?}", bob.recovered);
     Ok(())
 }
 
@@ -200,7 +208,8 @@ async fn unresponsive_redis_is_detected_and_survived() -> anyhow::Result<()> {
     let redis = RedisServer::start().await?;
     let hosts = cluster(&redis, 2).await?;
     let (a, b) = (&hosts[0], &hosts[1]);
-    let mut gil = b.connect_user("gil").await?;
+    let mut gil = Resuming::connect(b.addr, "gil").await?;
+    let mut watcher = b.connect_user("watcher").await?;
 
     // Stopped, Redis keeps its sockets open and answers nothing.
     redis.signal("STOP")?;
@@ -208,8 +217,8 @@ async fn unresponsive_redis_is_detected_and_survived() -> anyhow::Result<()> {
     assert_eq!((status, body["error"]["code"].clone()), (503, json!("broker_unavailable")), "{body}");
     a.wait_ready(503).await?;
     b.wait_ready(503).await?;
-    gil.send_json(&json!({ "type": "ping" })).await?;
-    assert_eq!(gil.next_json().await?["type"], "pong", "local connections are still served");
+    watcher.send_json(&json!({ "type": "ping" })).await?;
+    assert_eq!(watcher.next_json().await?["type"], "pong", "local connections are still served");
 
     redis.signal("CONT")?;
     a.wait_ready(200).await?;

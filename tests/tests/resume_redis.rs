@@ -2,7 +2,7 @@
 //! published in one script, so a client resumes on any node; a flushed Redis is a new epoch.
 
 use anyhow::Context as _;
-use notify_tests::{Client, DEMO, RedisServer, TestHost};
+use notify_tests::{Client, DEMO, RedisServer, Resuming, TestHost};
 use serde_json::{Value, json};
 
 /// `EPOCH:OFFSET` of an event frame, for `user_since` / `broadcast_since`.
@@ -18,7 +18,11 @@ async fn connect(host: &TestHost, query: &str) -> anyhow::Result<(Client, Value)
 }
 
 async fn two_nodes(redis: &RedisServer) -> anyhow::Result<(TestHost, TestHost)> {
-    let toml = format!("{DEMO}\n{}", redis.broker_toml());
+    two_nodes_with(redis, DEMO).await
+}
+
+async fn two_nodes_with(redis: &RedisServer, tenants: &str) -> anyhow::Result<(TestHost, TestHost)> {
+    let toml = format!("{tenants}\n{}", redis.broker_toml());
     let (a, b) = (TestHost::start(&toml).await?, TestHost::start(&toml).await?);
     a.wait_ready(200).await?;
     b.wait_ready(200).await?;
@@ -148,5 +152,32 @@ async fn trimmed_redis_history_is_not_recovered() -> anyhow::Result<()> {
     drop(ann);
     let (_, welcome) = connect(&host, &format!("user=ann&user_since={epoch}:5")).await?;
     assert_eq!(welcome["streams"]["user"]["recovered"], true);
+    Ok(())
+}
+
+#[tokio::test]
+async fn clients_resume_when_their_node_lost_its_subscriptions() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let mut r = redis.conn().await?;
+    // History holds all 300 events, since the client reads only after they were published.
+    let tenant =
+        "[tenants.demo]\npublish_key = \"demo-key\"\nauth = { mode = \"insecure\" }\nhistory = { size = 1000 }\n";
+    let (a, b) = two_nodes_with(&redis, tenant).await?;
+    let mut ann = Resuming::connect(a.addr, "ann").await?;
+    // Redis drops every pub/sub connection (as it does to subscribers over their output
+    // buffer limit) while events keep coming: node A misses some live, and tells its clients
+    // to resume once it has resubscribed.
+    for i in 0..300 {
+        if i == 100 {
+            redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query_async::<()>(&mut r).await?;
+        }
+        b.publish_ok(&json!({ "users": ["ann"], "event": "seq", "data": i })).await?;
+    }
+    for i in 0..300 {
+        let ev = ann.next_event().await?;
+        assert_eq!((ev["data"].as_u64(), ev["offset"].as_u64()), (Some(i), Some(i + 1)));
+    }
+    assert!(a.metric("notify_broker_resyncs_total").await? >= 1.0);
+    assert!(ann.reconnects >= 1 && ann.recovered.iter().all(|r| *r), "{:?}", ann.recovered);
     Ok(())
 }

@@ -61,6 +61,7 @@ impl RedisBroker {
         hub: Arc<Hub>,
         tenants: HashMap<Arc<str>, Arc<Tenant>>,
         metrics: Arc<BrokerMetrics>,
+        reconnect_spread: Duration,
     ) -> Result<Self, BrokerError> {
         let publisher = Link::connect(config, config.timeout).await?;
         let (interest, changes) = Interest::new();
@@ -76,6 +77,8 @@ impl RedisBroker {
             counts: HashMap::new(),
             subscribed: HashSet::new(),
             lingering: HashMap::new(),
+            reconnect_spread,
+            resync: false,
         };
         tokio::spawn(subscriber.run());
         Ok(Self { publisher, interest, health, metrics, timeout: config.timeout })
@@ -161,6 +164,11 @@ struct Subscriber {
     subscribed: HashSet<String>,
     /// Subscribed channels without local interest, since when.
     lingering: HashMap<String, Instant>,
+    /// Clients told to resync wait a random delay up to this (`connections.reconnect_spread`).
+    reconnect_spread: Duration,
+    /// The pub/sub connection was lost after it had served: once it is back, local clients
+    /// must resume, since events published meanwhile passed this node by.
+    resync: bool,
 }
 
 /// Why a pub/sub session ended.
@@ -186,7 +194,10 @@ impl Subscriber {
                     connected_once = true;
                     match self.serve(pubsub).await {
                         Ended::Stopped => return,
-                        Ended::Lost(why) => why,
+                        Ended::Lost(why) => {
+                            self.resync = true;
+                            why
+                        }
                     }
                 }
                 Ok(Err(e)) => e.to_string(),
@@ -232,6 +243,11 @@ impl Subscriber {
         self.ping_publisher().await;
         self.changes.mark_synced();
         tracing::info!(channels = self.subscribed.len(), "Redis pub/sub connected");
+        if std::mem::take(&mut self.resync) {
+            let told = self.hub.resync(self.reconnect_spread);
+            self.metrics.resyncs.fetch_add(1, Relaxed);
+            tracing::info!(connections = told, "pub/sub was down: connections told to reconnect and resume");
+        }
         let mut tick = tokio::time::interval(TICK);
         loop {
             tokio::select! {

@@ -12,6 +12,9 @@ pub const INVALID_PAYLOAD: u16 = 1007;
 pub const MESSAGE_TOO_BIG: u16 = 1009;
 /// Unexpected server-side failure.
 pub const INTERNAL_ERROR: u16 = 1011;
+/// The connection may have missed live events (its node lost and regained the broker);
+/// reconnect and resume.
+pub const SERVICE_RESTART: u16 = 1012;
 /// No pong or frame from the client within `connections.idle_timeout`.
 pub const IDLE_TIMEOUT: u16 = 4000;
 /// The send queue overflowed or a write stalled (slow client); reconnect and resume.

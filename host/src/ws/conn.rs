@@ -26,6 +26,7 @@ use crate::auth::Identity;
 use crate::broker::Ticket;
 use crate::channel;
 use crate::event::Target;
+use crate::fanout::Kill;
 use crate::history::{History, HistoryError, Position, Replay, Start};
 use crate::hub::Conn;
 use crate::tenant::Tenant;
@@ -171,7 +172,7 @@ async fn established(
             biased;
             () = app.draining.cancelled() => {
                 *state = State::Draining;
-                conn.outbox.push_control(protocol::reconnect(spread(conn.id, c.reconnect_spread)));
+                conn.outbox.push_control(protocol::reconnect(conn.id, c.reconnect_spread, "server shutting down"));
                 return End::Close(close::GOING_AWAY, "server shutting down; reconnect and resume");
             }
             () = conn.outbox.wait() => {
@@ -179,9 +180,12 @@ async fn established(
                     *state = State::Closing;
                     return end;
                 }
-                if conn.outbox.killed().is_some() {
+                if let Some(kill) = conn.outbox.killed() {
                     *state = State::Closing;
-                    return End::Close(close::SLOW_CLIENT, "send queue overflow; reconnect and resume");
+                    return match kill {
+                        Kill::SlowClient => End::Close(close::SLOW_CLIENT, "send queue overflow; reconnect and resume"),
+                        Kill::Resync => End::Close(close::SERVICE_RESTART, "events may have been missed; reconnect and resume"),
+                    };
                 }
             }
             msg = ws.next() => {
@@ -381,13 +385,6 @@ async fn flush(ws: &mut WebSocketStream<TcpStream>, conn: &Conn, stall: Duration
             }
         }
     }
-}
-
-/// A delay in `0..=spread` in milliseconds, different per connection.
-fn spread(conn_id: u64, spread: Duration) -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    let max = u64::try_from(spread.as_millis()).unwrap_or(u64::MAX);
-    if max == 0 { 0 } else { RandomState::new().hash_one(conn_id) % (max + 1) }
 }
 
 fn unix_to_instant(secs: u64) -> Instant {

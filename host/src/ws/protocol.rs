@@ -112,10 +112,14 @@ pub fn acked(c: &Cursor) -> Bytes {
     frame::json(&json!({ "type": "acked", "epoch": c.epoch, "offset": c.acked, "unread": c.unread() }))
 }
 
-/// Sent by a draining node before it closes with 1001: reconnect after `retry_after_ms`
-/// (to another node) and resume.
-pub fn reconnect(retry_after_ms: u64) -> Bytes {
-    frame::json(&json!({ "type": "reconnect", "reason": "server shutting down", "retry_after_ms": retry_after_ms }))
+/// Sent before the host closes a connection the client should resume elsewhere or again
+/// (1001 draining, 1012 resync): reconnect after `retry_after_ms`, a delay in `0..=spread`
+/// that differs per connection so clients do not all come back at once.
+pub fn reconnect(conn_id: u64, spread: std::time::Duration, reason: &str) -> Bytes {
+    use std::hash::{BuildHasher, RandomState};
+    let max = u64::try_from(spread.as_millis()).unwrap_or(u64::MAX);
+    let after = if max == 0 { 0 } else { RandomState::new().hash_one(conn_id) % (max + 1) };
+    frame::json(&json!({ "type": "reconnect", "reason": reason, "retry_after_ms": after }))
 }
 
 pub fn unsubscribed(channel: &str) -> Bytes {
