@@ -1,5 +1,5 @@
 //! Cluster mode over a Redis Cluster (three shards): sharded pub/sub between three hosts,
-//! publishing through the cluster, presence.
+//! history and resume, publishing through the cluster, presence.
 
 use anyhow::Context as _;
 use notify_tests::{DEMO, RedisCluster, TestHost, eventually, http};
@@ -30,7 +30,27 @@ async fn three_nodes_over_a_redis_cluster() -> anyhow::Result<()> {
 
     let mut bob = b.connect_user("bob").await?;
     a.publish_ok(&json!({ "users": ["bob"], "event": "hello" })).await?;
-    assert_eq!(bob.next_event().await?["event"], "hello");
+    let hello = bob.next_event().await?;
+    assert_eq!((hello["event"].as_str(), hello["offset"].as_u64()), (Some("hello"), Some(1)));
+
+    // History lives in the slot of each stream's channel: another user resumes on another
+    // node from what was appended and published there.
+    let mut cy = a.connect_user("cy").await?;
+    b.publish_ok(&json!({ "users": ["cy"], "event": "first" })).await?;
+    let first = cy.next_event().await?;
+    let epoch = first["epoch"].as_str().context("epoch")?.to_owned();
+    drop(cy);
+    for i in 0..3 {
+        a.publish_ok(&json!({ "users": ["cy"], "event": "missed", "data": i })).await?;
+    }
+    let url = c.ws_url("demo", &format!("user=cy&user_since={epoch}:1"));
+    let mut cy = notify_tests::Client::connect(&url, &[]).await?;
+    let welcome = cy.next_json().await?;
+    assert_eq!(welcome["streams"]["user"]["recovered"], true, "{welcome}");
+    for i in 0..3u64 {
+        let ev = cy.next_event().await?;
+        assert_eq!((ev["data"].as_u64(), ev["offset"].as_u64()), (Some(i), Some(i + 2)));
+    }
 
     let mut readers = Vec::new();
     for (i, h) in hosts.iter().enumerate() {
