@@ -100,10 +100,15 @@ impl TestHost {
 
     /// Connects `user` of the insecure `demo` tenant and reads its welcome frame.
     pub async fn connect_user(&self, user: &str) -> anyhow::Result<Client> {
-        let mut c = Client::connect(&self.ws_url("demo", &format!("user={user}")), &[]).await?;
+        Ok(self.join("demo", &format!("user={user}")).await?.0)
+    }
+
+    /// Connects to `tenant` with the URL `query` and returns the client and its welcome.
+    pub async fn join(&self, tenant: &str, query: &str) -> anyhow::Result<(Client, Value)> {
+        let mut c = Client::connect(&self.ws_url(tenant, query), &[]).await?;
         let welcome = c.next_json().await?;
         anyhow::ensure!(welcome["type"] == "welcome", "expected welcome, got {welcome}");
-        Ok(c)
+        Ok((c, welcome))
     }
 
     pub async fn publish(&self, key: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
@@ -230,6 +235,11 @@ impl Client {
             }
         }
     }
+}
+
+/// `EPOCH:OFFSET` of an event frame, for `user_since` / `broadcast_since`.
+pub fn position(ev: &Value) -> anyhow::Result<String> {
+    Ok(format!("{}:{}", ev["epoch"].as_str().context("epoch")?, ev["offset"].as_u64().context("offset")?))
 }
 
 /// A client that resumes by itself, as a well-behaved application does: on a `reconnect`

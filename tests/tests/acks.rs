@@ -4,7 +4,7 @@
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use notify_tests::{Client, RedisServer, TestHost, http};
+use notify_tests::{RedisServer, TestHost, http};
 use serde_json::{Value, json};
 
 const ACKS: &str = r#"
@@ -18,13 +18,6 @@ publish_key = "plain-key"
 auth = { mode = "insecure" }
 "#;
 
-async fn connect(host: &TestHost, tenant: &str, query: &str) -> anyhow::Result<(Client, Value)> {
-    let mut c = Client::connect(&host.ws_url(tenant, query), &[]).await?;
-    let welcome = c.next_json().await?;
-    anyhow::ensure!(welcome["type"] == "welcome", "expected welcome, got {welcome}");
-    Ok((c, welcome))
-}
-
 async fn unread(host: &TestHost, key: &str, user: &str) -> anyhow::Result<(u16, Value)> {
     let path = format!("/v1/users/{user}/unread");
     let (status, body) = http(host.addr, "GET", &path, Some(key), Bytes::new()).await?;
@@ -32,7 +25,7 @@ async fn unread(host: &TestHost, key: &str, user: &str) -> anyhow::Result<(u16, 
 }
 
 async fn acks_keep_a_read_cursor(host: &TestHost) -> anyhow::Result<()> {
-    let (mut phone, _) = connect(host, "demo", "user=ann").await?;
+    let (mut phone, _) = host.join("demo", "user=ann").await?;
     let mut events = Vec::new();
     for i in 1..=3 {
         host.publish_ok(&json!({ "users": ["ann"], "event": "note", "data": i })).await?;
@@ -58,14 +51,14 @@ async fn acks_keep_a_read_cursor(host: &TestHost) -> anyhow::Result<()> {
 
     // A new device without a position gets everything unacked, in order, then live events.
     host.publish_ok(&json!({ "users": ["ann"], "event": "note", "data": 4 })).await?;
-    let (mut laptop, welcome) = connect(host, "demo", "user=ann").await?;
+    let (mut laptop, welcome) = host.join("demo", "user=ann").await?;
     assert_eq!(welcome["streams"]["user"]["recovered"], true);
     for offset in [3, 4] {
         let ev = laptop.next_event().await?;
         assert_eq!((ev["offset"].as_u64(), ev["data"].as_u64()), (Some(offset), Some(offset)));
     }
     // A device that saw everything but acked nothing new gets the unacked ones again.
-    let (mut tablet, _) = connect(host, "demo", &format!("user=ann&user_since={epoch}:4")).await?;
+    let (mut tablet, _) = host.join("demo", &format!("user=ann&user_since={epoch}:4")).await?;
     for offset in [3, 4] {
         assert_eq!(tablet.next_event().await?["offset"], offset);
     }
@@ -75,7 +68,7 @@ async fn acks_keep_a_read_cursor(host: &TestHost) -> anyhow::Result<()> {
     host.publish_ok(&json!({ "users": ["ann"], "event": "note", "data": 5 })).await?;
     assert_eq!(tablet.next_event().await?["offset"], 5);
     // Once acked, nothing is redelivered.
-    let (mut watch, _) = connect(host, "demo", "user=ann").await?;
+    let (mut watch, _) = host.join("demo", "user=ann").await?;
     assert_eq!(watch.next_event().await?["offset"], 5);
 
     // Three acks were taken (the stale ones were refused); four connects read two streams
@@ -84,7 +77,7 @@ async fn acks_keep_a_read_cursor(host: &TestHost) -> anyhow::Result<()> {
     assert_eq!(host.metric("notify_history_reads_total{tenant=\"demo\"}").await?, 8.0);
     assert_eq!(host.metric("notify_history_replayed_total{tenant=\"demo\"}").await?, 5.0);
     // Tenants without acks say so; nobody reads another tenant's cursors.
-    let (mut other, _) = connect(host, "plain", "user=ann").await?;
+    let (mut other, _) = host.join("plain", "user=ann").await?;
     other.send_json(&json!({ "type": "ack", "epoch": epoch, "offset": 1 })).await?;
     assert_eq!(other.next_json().await?["code"], "acks_disabled");
     let (status, body) = unread(host, "plain-key", "ann").await?;

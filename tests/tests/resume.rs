@@ -3,25 +3,13 @@
 //! another epoch is reported as `recovered: false`.
 
 use anyhow::Context as _;
-use notify_tests::{Client, DEMO, TestHost};
-use serde_json::{Value, json};
-
-/// `EPOCH:OFFSET` of an event frame, for `user_since` / `broadcast_since`.
-fn position(ev: &Value) -> anyhow::Result<String> {
-    Ok(format!("{}:{}", ev["epoch"].as_str().context("epoch")?, ev["offset"].as_u64().context("offset")?))
-}
-
-async fn connect(host: &TestHost, query: &str) -> anyhow::Result<(Client, Value)> {
-    let mut c = Client::connect(&host.ws_url("demo", query), &[]).await?;
-    let welcome = c.next_json().await?;
-    anyhow::ensure!(welcome["type"] == "welcome", "expected welcome, got {welcome}");
-    Ok((c, welcome))
-}
+use notify_tests::{Client, DEMO, TestHost, position};
+use serde_json::json;
 
 #[tokio::test]
 async fn reconnect_with_since_replays_exactly_what_was_missed() -> anyhow::Result<()> {
     let host = TestHost::start(DEMO).await?;
-    let (mut ann, welcome) = connect(&host, "user=ann").await?;
+    let (mut ann, welcome) = host.join("demo", "user=ann").await?;
     assert_eq!(welcome["streams"]["user"]["offset"], 0);
     host.publish_ok(&json!({ "users": ["ann"], "event": "seen", "data": 0 })).await?;
     let seen = ann.next_event().await?;
@@ -32,7 +20,7 @@ async fn reconnect_with_since_replays_exactly_what_was_missed() -> anyhow::Resul
     for i in 1..=100 {
         host.publish_ok(&json!({ "users": ["ann"], "event": "missed", "data": i })).await?;
     }
-    let (mut ann, welcome) = connect(&host, &format!("user=ann&user_since={since}")).await?;
+    let (mut ann, welcome) = host.join("demo", &format!("user=ann&user_since={since}")).await?;
     assert_eq!(welcome["streams"]["user"]["recovered"], true);
     assert_eq!(welcome["streams"]["user"]["offset"], 101);
     for i in 1..=100 {
@@ -52,13 +40,13 @@ async fn reconnect_with_since_replays_exactly_what_was_missed() -> anyhow::Resul
 async fn a_user_offline_during_publishing_gets_everything_at_the_next_connect() -> anyhow::Result<()> {
     let host = TestHost::start(DEMO).await?;
     // The client learned its position from an earlier session's welcome (nothing yet).
-    let (first, welcome) = connect(&host, "user=olga").await?;
+    let (first, welcome) = host.join("demo", "user=olga").await?;
     let epoch = welcome["streams"]["user"]["epoch"].as_str().context("epoch")?.to_owned();
     drop(first);
     for i in 0..10 {
         host.publish_ok(&json!({ "users": ["olga"], "event": "while-offline", "data": i })).await?;
     }
-    let (mut olga, welcome) = connect(&host, &format!("user=olga&user_since={epoch}:0")).await?;
+    let (mut olga, welcome) = host.join("demo", &format!("user=olga&user_since={epoch}:0")).await?;
     assert_eq!(welcome["streams"]["user"]["recovered"], true);
     for i in 0..10 {
         assert_eq!(olga.next_event().await?["data"], i);
@@ -70,7 +58,7 @@ async fn a_user_offline_during_publishing_gets_everything_at_the_next_connect() 
 async fn trimmed_history_or_another_epoch_is_not_recovered() -> anyhow::Result<()> {
     let toml = format!("{DEMO}history = {{ size = 5 }}\n");
     let host = TestHost::start(&toml).await?;
-    let (mut ted, welcome) = connect(&host, "user=ted").await?;
+    let (mut ted, welcome) = host.join("demo", "user=ted").await?;
     let epoch = welcome["streams"]["user"]["epoch"].as_str().context("epoch")?.to_owned();
     host.publish_ok(&json!({ "users": ["ted"], "event": "first" })).await?;
     assert_eq!(ted.next_event().await?["offset"], 1);
@@ -79,11 +67,11 @@ async fn trimmed_history_or_another_epoch_is_not_recovered() -> anyhow::Result<(
         host.publish_ok(&json!({ "users": ["ted"], "event": "later", "data": i })).await?;
     }
     // Only offsets 7..=11 are kept: resuming after 1 cannot be complete.
-    let (mut ted, welcome) = connect(&host, &format!("user=ted&user_since={epoch}:1")).await?;
+    let (mut ted, welcome) = host.join("demo", &format!("user=ted&user_since={epoch}:1")).await?;
     assert_eq!(welcome["streams"]["user"]["recovered"], false);
     assert_eq!(ted.next_event().await?["offset"], 7, "what history still has is replayed");
     drop(ted);
-    let (_, welcome) = connect(&host, "user=ted&user_since=0123456789abcdef:3").await?;
+    let (_, welcome) = host.join("demo", "user=ted&user_since=0123456789abcdef:3").await?;
     assert_eq!(welcome["streams"]["user"]["recovered"], false, "another epoch");
     let refused = Client::try_connect(&host.ws_url("demo", "user=ted&user_since=nonsense"), &[]).await?;
     let refused = refused.err().context("a malformed position is refused")?;
@@ -94,7 +82,7 @@ async fn trimmed_history_or_another_epoch_is_not_recovered() -> anyhow::Result<(
 #[tokio::test]
 async fn channel_resume_on_subscribe() -> anyhow::Result<()> {
     let host = TestHost::start(DEMO).await?;
-    let (mut cy, _) = connect(&host, "user=cy").await?;
+    let (mut cy, _) = host.join("demo", "user=cy").await?;
     cy.subscribe("news").await?;
     host.publish_ok(&json!({ "channels": ["news"], "event": "one" })).await?;
     let since = cy.next_event().await?;
@@ -102,7 +90,7 @@ async fn channel_resume_on_subscribe() -> anyhow::Result<()> {
     for i in 0..3 {
         host.publish_ok(&json!({ "channels": ["news"], "event": "missed", "data": i })).await?;
     }
-    let (mut cy, _) = connect(&host, "user=cy").await?;
+    let (mut cy, _) = host.join("demo", "user=cy").await?;
     cy.send_json(&json!({ "type": "subscribe", "channel": "news", "since": { "epoch": since["epoch"], "offset": since["offset"] } }))
         .await?;
     let subscribed = cy.next_json().await?;

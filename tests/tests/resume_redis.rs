@@ -2,20 +2,8 @@
 //! published in one script, so a client resumes on any node; a flushed Redis is a new epoch.
 
 use anyhow::Context as _;
-use notify_tests::{Client, DEMO, RedisServer, Resuming, TestHost};
+use notify_tests::{DEMO, RedisServer, Resuming, TestHost, position};
 use serde_json::{Value, json};
-
-/// `EPOCH:OFFSET` of an event frame, for `user_since` / `broadcast_since`.
-fn position(ev: &Value) -> anyhow::Result<String> {
-    Ok(format!("{}:{}", ev["epoch"].as_str().context("epoch")?, ev["offset"].as_u64().context("offset")?))
-}
-
-async fn connect(host: &TestHost, query: &str) -> anyhow::Result<(Client, Value)> {
-    let mut c = Client::connect(&host.ws_url("demo", query), &[]).await?;
-    let welcome = c.next_json().await?;
-    anyhow::ensure!(welcome["type"] == "welcome", "expected welcome, got {welcome}");
-    Ok((c, welcome))
-}
 
 async fn two_nodes(redis: &RedisServer) -> anyhow::Result<(TestHost, TestHost)> {
     two_nodes_with(redis, DEMO).await
@@ -33,7 +21,7 @@ async fn two_nodes_with(redis: &RedisServer, tenants: &str) -> anyhow::Result<(T
 async fn a_client_resumes_on_another_node_from_redis_history() -> anyhow::Result<()> {
     let redis = RedisServer::start().await?;
     let (a, b) = two_nodes(&redis).await?;
-    let (mut ann, welcome) = connect(&a, "user=ann").await?;
+    let (mut ann, welcome) = a.join("demo", "user=ann").await?;
     let epoch = welcome["streams"]["user"]["epoch"].as_str().context("epoch")?.to_owned();
     assert_eq!(welcome["streams"]["user"]["offset"], 0);
     b.publish_ok(&json!({ "users": ["ann"], "event": "seen", "data": 0 })).await?;
@@ -54,7 +42,7 @@ async fn a_client_resumes_on_another_node_from_redis_history() -> anyhow::Result
         let node = if i % 2 == 0 { &a } else { &b };
         node.publish_ok(&json!({ "users": ["ann"], "event": "missed", "data": data })).await?;
     }
-    let (mut ann, welcome) = connect(&b, &format!("user=ann&user_since={since}")).await?;
+    let (mut ann, welcome) = b.join("demo", &format!("user=ann&user_since={since}")).await?;
     assert_eq!(welcome["streams"]["user"]["recovered"], true);
     assert_eq!(welcome["streams"]["user"]["offset"], 101);
     for i in 1..=100u64 {
@@ -99,7 +87,7 @@ async fn a_flushed_redis_starts_a_new_epoch_and_resuming_is_not_recovered() -> a
     let redis = RedisServer::start().await?;
     let mut r = redis.conn().await?;
     let (a, b) = two_nodes(&redis).await?;
-    let (mut ann, _) = connect(&a, "user=ann").await?;
+    let (mut ann, _) = a.join("demo", "user=ann").await?;
     let mut last = Value::Null;
     for i in 1..=3 {
         a.publish_ok(&json!({ "users": ["ann"], "event": "before", "data": i })).await?;
@@ -112,7 +100,7 @@ async fn a_flushed_redis_starts_a_new_epoch_and_resuming_is_not_recovered() -> a
     for i in 1..=2 {
         b.publish_ok(&json!({ "users": ["ann"], "event": "after", "data": i })).await?;
     }
-    let (mut ann, welcome) = connect(&b, &format!("user=ann&user_since={since}")).await?;
+    let (mut ann, welcome) = b.join("demo", &format!("user=ann&user_since={since}")).await?;
     let user = &welcome["streams"]["user"];
     assert_eq!(user["recovered"], false, "{welcome}");
     assert_ne!(user["epoch"], last["epoch"]);
@@ -136,7 +124,7 @@ async fn trimmed_redis_history_is_not_recovered() -> anyhow::Result<()> {
     );
     let host = TestHost::start(&toml).await?;
     host.wait_ready(200).await?;
-    let (ann, welcome) = connect(&host, "user=ann").await?;
+    let (ann, welcome) = host.join("demo", "user=ann").await?;
     let epoch = welcome["streams"]["user"]["epoch"].as_str().context("epoch")?.to_owned();
     drop(ann);
     for i in 1..=10 {
@@ -144,13 +132,13 @@ async fn trimmed_redis_history_is_not_recovered() -> anyhow::Result<()> {
     }
     // Only offsets 6..=10 are kept: resuming after 2 misses 3..=5 and says so, then gets
     // what is kept, in order.
-    let (mut ann, welcome) = connect(&host, &format!("user=ann&user_since={epoch}:2")).await?;
+    let (mut ann, welcome) = host.join("demo", &format!("user=ann&user_since={epoch}:2")).await?;
     assert_eq!(welcome["streams"]["user"]["recovered"], false);
     for offset in 6..=10 {
         assert_eq!(ann.next_event().await?["offset"], offset);
     }
     drop(ann);
-    let (_, welcome) = connect(&host, &format!("user=ann&user_since={epoch}:5")).await?;
+    let (_, welcome) = host.join("demo", &format!("user=ann&user_since={epoch}:5")).await?;
     assert_eq!(welcome["streams"]["user"]["recovered"], true);
     Ok(())
 }
