@@ -56,11 +56,22 @@ pub struct Outbox {
     wake: Notify,
 }
 
+/// A queued frame. Exempt frames (protocol replies, a resume's replay) do not count toward
+/// the limits and are never dropped by `drop_oldest`: a catch-up of up to `history.size`
+/// events must not look like a slow client.
+struct Queued {
+    bytes: Bytes,
+    exempt: bool,
+}
+
 #[derive(Default)]
 struct State {
-    frames: VecDeque<Bytes>,
+    frames: VecDeque<Queued>,
     /// Bytes still to be written, including the unwritten rest of a partly written front frame.
     bytes: usize,
+    /// How many of `frames`, and of `bytes`, are exempt from the limits.
+    exempt_frames: usize,
+    exempt_bytes: usize,
     /// The front frame has been partly written, so it must go out whole before anything else.
     front_started: bool,
     kill: Option<Kill>,
@@ -73,8 +84,24 @@ impl State {
             // A partly written frame must still go out whole before the close frame.
             let keep = usize::from(self.front_started);
             self.frames.truncate(keep);
-            self.bytes = self.frames.front().map_or(0, Bytes::len);
+            self.bytes = self.frames.front().map_or(0, |f| f.bytes.len());
+            let exempt = self.frames.front().is_some_and(|f| f.exempt);
+            self.exempt_frames = usize::from(exempt);
+            self.exempt_bytes = if exempt { self.bytes } else { 0 };
         }
+    }
+
+    fn counted(&self) -> (usize, usize) {
+        (self.frames.len() - self.exempt_frames, self.bytes - self.exempt_bytes)
+    }
+
+    fn push_back(&mut self, bytes: Bytes, exempt: bool) {
+        self.bytes += bytes.len();
+        if exempt {
+            self.exempt_frames += 1;
+            self.exempt_bytes += bytes.len();
+        }
+        self.frames.push_back(Queued { bytes, exempt });
     }
 }
 
@@ -86,20 +113,25 @@ impl Outbox {
             return Pushed::Closed;
         }
         let mut dropped = 0;
-        while s.frames.len() >= limits.frames || s.bytes + frame.len() > limits.bytes {
-            let removable = usize::from(s.front_started);
-            if policy == SlowClientPolicy::Disconnect || s.frames.len() <= removable {
+        loop {
+            let (frames, bytes) = s.counted();
+            if frames < limits.frames && bytes + frame.len() <= limits.bytes {
+                break;
+            }
+            // The oldest counted frame that has not started going out.
+            let first = usize::from(s.front_started);
+            let oldest = s.frames.iter().skip(first).position(|f| !f.exempt).map(|i| i + first);
+            let Some(oldest) = oldest.filter(|_| policy == SlowClientPolicy::DropOldest) else {
                 s.kill(Kill::SlowClient);
                 drop(s);
                 self.wake.notify_one();
                 return Pushed::Overflow;
-            }
-            let old = s.frames.remove(removable).expect("index checked above");
-            s.bytes -= old.len();
+            };
+            let old = s.frames.remove(oldest).expect("index found above");
+            s.bytes -= old.bytes.len();
             dropped += 1;
         }
-        s.bytes += frame.len();
-        s.frames.push_back(frame);
+        s.push_back(frame, false);
         drop(s);
         self.wake.notify_one();
         if dropped > 0 { Pushed::QueuedDropping(dropped) } else { Pushed::Queued }
@@ -113,15 +145,22 @@ impl Outbox {
         self.wake.notify_one();
     }
 
-    /// Queues a protocol frame (welcome, reply, ping) that is exempt from the limits.
-    pub fn push_control(&self, frame: Bytes) {
+    /// Queues a protocol frame (welcome, reply, ping) or a replayed event, exempt from the
+    /// limits. False if the connection is being closed.
+    pub fn push_exempt(&self, frame: Bytes) -> bool {
         let mut s = self.state.lock().expect("outbox lock");
-        if s.kill.is_none() {
-            s.bytes += frame.len();
-            s.frames.push_back(frame);
+        let open = s.kill.is_none();
+        if open {
+            s.push_back(frame, true);
         }
         drop(s);
         self.wake.notify_one();
+        open
+    }
+
+    /// Queues a protocol frame (welcome, reply, ping), exempt from the limits.
+    pub fn push_control(&self, frame: Bytes) {
+        self.push_exempt(frame);
     }
 
     /// Waits until there is something to write or a kill was requested.
@@ -152,7 +191,7 @@ impl Outbox {
             let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
             let n = s.frames.len().min(MAX_IOVECS);
             for (slot, frame) in iov.iter_mut().zip(s.frames.iter()) {
-                *slot = IoSlice::new(frame);
+                *slot = IoSlice::new(&frame.bytes);
             }
             let mut written = match socket.try_write_vectored(&iov[..n]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -165,13 +204,19 @@ impl Outbox {
             s.bytes -= written;
             while written > 0 {
                 let front = s.frames.front_mut().expect("written bytes belong to queued frames");
-                if written >= front.len() {
-                    written -= front.len();
+                let (len, exempt) = (front.bytes.len(), front.exempt);
+                let n = written.min(len);
+                if exempt {
+                    s.exempt_bytes -= n;
+                }
+                if written >= len {
+                    written -= len;
                     s.frames.pop_front();
+                    s.exempt_frames -= usize::from(exempt);
                     s.front_started = false;
                     done += 1;
                 } else {
-                    front.advance(written);
+                    s.frames.front_mut().expect("front checked above").bytes.advance(written);
                     s.front_started = true;
                     written = 0;
                 }
@@ -217,5 +262,41 @@ mod tests {
         assert_eq!(o.push(f(10), l, SlowClientPolicy::DropOldest), Pushed::QueuedDropping(1));
         assert_eq!(o.killed(), None);
         assert_eq!(o.state.lock().unwrap().bytes, 20);
+    }
+
+    #[test]
+    fn exempt_frames_do_not_count_and_are_never_dropped() {
+        let o = Outbox::default();
+        let l = QueueLimits { frames: 2, bytes: 25 };
+        // A replay larger than the limits is queued whole.
+        for _ in 0..5 {
+            assert!(o.push_exempt(f(10)));
+        }
+        assert_eq!(o.push(f(10), l, SlowClientPolicy::DropOldest), Pushed::Queued);
+        assert_eq!(o.push(f(10), l, SlowClientPolicy::DropOldest), Pushed::Queued);
+        // Only counted frames make room.
+        assert_eq!(o.push(f(10), l, SlowClientPolicy::DropOldest), Pushed::QueuedDropping(1));
+        let s = o.state.lock().unwrap();
+        assert_eq!((s.frames.len(), s.exempt_frames, s.bytes, s.exempt_bytes), (7, 5, 70, 50));
+        assert_eq!(s.frames.iter().filter(|f| f.exempt).count(), 5);
+        drop(s);
+        assert_eq!(o.push(f(10), l, SlowClientPolicy::Disconnect), Pushed::Overflow);
+    }
+
+    #[tokio::test]
+    async fn writing_keeps_the_exempt_accounting() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (_server, _) = listener.accept().await.unwrap();
+        let o = Outbox::default();
+        let l = QueueLimits { frames: 10, bytes: 1000 };
+        o.push_exempt(f(7));
+        o.push(f(5), l, SlowClientPolicy::Disconnect);
+        o.push_exempt(f(3));
+        client.writable().await.unwrap();
+        let w = o.write_to(&client).unwrap();
+        assert!(w.drained && w.frames == 3);
+        let s = o.state.lock().unwrap();
+        assert_eq!((s.frames.len(), s.bytes, s.exempt_frames, s.exempt_bytes), (0, 0, 0, 0));
     }
 }

@@ -149,9 +149,17 @@ impl Hub {
     pub fn resume(&self, conn: &Arc<Conn>, target: Target<'_>, replay: &Replay) {
         let mut total = Delivery::default();
         let complete = conn.gates.open(target, replay.position.as_ref(), |held| match held {
+            // A replay is a catch-up, not a backlog: it is exempt from the queue limits (it
+            // is bounded by `history.size`).
             None => {
                 for e in &replay.events {
-                    self.push_all(e.filter.as_deref(), None, std::iter::once(conn), &e.frame, &mut total);
+                    if e.filter.as_ref().is_none_or(|f| f.matches(&conn.segment)) {
+                        if conn.outbox.push_exempt(e.frame.clone()) {
+                            total.queued += 1;
+                        } else {
+                            total.dropped += 1;
+                        }
+                    }
                 }
             }
             Some(frame) => self.push_one(conn, frame, &mut total),
@@ -233,7 +241,7 @@ impl Hub {
         latency: Duration,
     ) -> Delivery {
         let mut total = Delivery::default();
-        self.deliver_to(tenant, target, filter, position.map(|p| (target, p)), || frame.clone(), &mut total);
+        self.deliver_to(tenant, target, filter, position, || frame.clone(), &mut total);
         self.account(tenant, total, latency);
         total
     }
@@ -243,11 +251,12 @@ impl Hub {
         tenant: &Tenant,
         target: Target<'_>,
         filter: Option<&Filter>,
-        at: Option<(Target<'_>, &Position)>,
+        position: Option<&Position>,
         frame: impl FnOnce() -> Bytes,
         total: &mut Delivery,
     ) {
         let t = tenant.index;
+        let at = position.map(|p| (target, p));
         match target {
             Target::User(user) => {
                 let shard = self.shard_of((t, 0u8, user)).read().expect("hub lock");

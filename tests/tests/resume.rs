@@ -107,3 +107,27 @@ async fn channel_resume_on_subscribe() -> anyhow::Result<()> {
     assert_eq!((ev["event"].clone(), ev["broadcast"].clone()), (json!("live"), json!(true)));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_replay_larger_than_the_send_queue_is_a_catch_up_not_a_slow_client() -> anyhow::Result<()> {
+    let toml = format!("{DEMO}history = {{ size = 500 }}\n[connections]\nsend_queue_frames = 16\n");
+    let host = TestHost::start(&toml).await?;
+    let (dee, welcome) = host.join("demo", "user=dee").await?;
+    let epoch = welcome["streams"]["user"]["epoch"].as_str().context("epoch")?.to_owned();
+    drop(dee);
+    let batch: Vec<_> = (0..400).map(|i| json!({ "users": ["dee"], "event": "e", "data": i })).collect();
+    let (status, body) =
+        notify_tests::http(host.addr, "POST", "/v1/publish/batch", Some("demo-key"), json!(batch).to_string().into())
+            .await?;
+    assert_eq!(status, 202, "{body}");
+    let (mut dee, welcome) = host.join("demo", &format!("user=dee&user_since={epoch}:0")).await?;
+    assert_eq!(welcome["streams"]["user"]["recovered"], true);
+    for i in 0..400u64 {
+        assert_eq!(dee.next_event().await?["offset"], i + 1);
+    }
+    // Live events after the catch-up are held to the limits again, and flow.
+    host.publish_ok(&json!({ "users": ["dee"], "event": "live" })).await?;
+    assert_eq!(dee.next_event().await?["event"], "live");
+    assert_eq!(host.metric("notify_slow_client_disconnects_total{tenant=\"demo\"}").await?, 0.0);
+    Ok(())
+}

@@ -54,7 +54,6 @@ enum End {
     Gone,
 }
 
-/// Runs an established connection until it closes.
 /// Positions a connecting client resumes its own streams from (`user_since`,
 /// `broadcast_since`).
 #[derive(Debug, Default)]
@@ -63,6 +62,7 @@ pub struct Resume {
     pub broadcast: Option<Position>,
 }
 
+/// Runs an established connection until it closes.
 pub async fn run(
     mut ws: WebSocketStream<TcpStream>,
     conn: Arc<Conn>,
