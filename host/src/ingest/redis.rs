@@ -191,7 +191,8 @@ impl Reader {
             }
             if !was_healthy {
                 // Give the other nodes time to resubscribe after the same outage, so the
-                // entries read next find their subscribers.
+                // entries read next find their subscribers live (clients of tenants with
+                // history would get them anyway: their nodes tell them to resume).
                 was_healthy = true;
                 tokio::time::sleep(self.max_backoff * 2 + Duration::from_secs(1)).await;
             }
