@@ -52,7 +52,11 @@ async fn acks_keep_a_read_cursor(host: &TestHost) -> anyhow::Result<()> {
     // A new device without a position gets everything unacked, in order, then live events.
     host.publish_ok(&json!({ "users": ["ann"], "event": "note", "data": 4 })).await?;
     let (mut laptop, welcome) = host.join("demo", "user=ann").await?;
-    assert_eq!(welcome["streams"]["user"]["recovered"], true);
+    let user = &welcome["streams"]["user"];
+    assert_eq!(
+        (user["recovered"].as_bool(), user["acked"].as_u64(), user["unread"].as_u64()),
+        (Some(true), Some(2), Some(2))
+    );
     for offset in [3, 4] {
         let ev = laptop.next_event().await?;
         assert_eq!((ev["offset"].as_u64(), ev["data"].as_u64()), (Some(offset), Some(offset)));

@@ -148,7 +148,7 @@ impl MemoryHistory {
             Some(s) => stream.entries.iter().filter(|(_, e)| e.offset > s).map(|(_, e)| e.clone()).collect(),
             None => Vec::new(),
         };
-        Replay { recovered, events, position: Some(stream.position()) }
+        Replay { recovered, events, position: Some(stream.position()), acked: stream.acked }
     }
 
     fn cursor_now(&self, tenant: &Tenant, user: &str) -> Cursor {

@@ -78,12 +78,14 @@ pub struct Replay {
     pub recovered: bool,
     pub events: Vec<Stored>,
     pub position: Option<Position>,
+    /// The read cursor at the snapshot (user streams of tenants with acks; 0 otherwise).
+    pub acked: u64,
 }
 
 impl Replay {
     /// The store could not be read: nothing replayed, nothing promised.
     pub fn unavailable() -> Self {
-        Self { recovered: false, events: Vec::new(), position: None }
+        Self { recovered: false, events: Vec::new(), position: None, acked: 0 }
     }
 }
 

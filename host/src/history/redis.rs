@@ -127,13 +127,7 @@ impl RedisHistory {
         }
     }
 
-    /// A snapshot and the stream's read cursor.
-    async fn snapshot(
-        &self,
-        tenant: &Tenant,
-        target: Target<'_>,
-        from: Start<'_>,
-    ) -> Result<(Replay, u64), HistoryError> {
+    async fn snapshot(&self, tenant: &Tenant, target: Target<'_>, from: Start<'_>) -> Result<Replay, HistoryError> {
         let limits = Limits::from(tenant.config.history);
         let mut cmd = eval(READ, &keys(&tenant.id, target));
         let (epoch, offset) = from.since.map_or(("", 0), |p| (p.epoch.as_str(), p.offset));
@@ -153,7 +147,7 @@ impl RedisHistory {
         let (start, recovered) = plan(from, &epoch, last, acked, oldest);
         kept.retain(|e| start.is_some_and(|s| e.offset > s));
         tracing::trace!(elapsed = ?started.elapsed(), events = kept.len(), "history read");
-        Ok((Replay { recovered, events: kept, position: Some(Position { epoch, offset: last }) }, acked))
+        Ok(Replay { recovered, events: kept, position: Some(Position { epoch, offset: last }), acked })
     }
 
     async fn ack_at(&self, tenant: &Tenant, user: &str, position: &Position) -> Result<Cursor, HistoryError> {
@@ -179,7 +173,7 @@ impl History for RedisHistory {
         target: Target<'a>,
         from: Start<'a>,
     ) -> BoxFuture<'a, Result<Replay, HistoryError>> {
-        Box::pin(async move { Ok(self.snapshot(tenant, target, from).await?.0) })
+        Box::pin(self.snapshot(tenant, target, from))
     }
 
     fn ack<'a>(
@@ -193,10 +187,9 @@ impl History for RedisHistory {
 
     fn cursor<'a>(&'a self, tenant: &'a Tenant, user: &'a str) -> BoxFuture<'a, Result<Cursor, HistoryError>> {
         Box::pin(async move {
-            let (replay, acked) =
-                self.snapshot(tenant, Target::User(user), Start { since: None, unacked: false }).await?;
+            let replay = self.snapshot(tenant, Target::User(user), Start { since: None, unacked: false }).await?;
             let Position { epoch, offset } = replay.position.ok_or_else(|| unavailable("no position"))?;
-            Ok(Cursor { epoch, offset, acked })
+            Ok(Cursor { epoch, offset, acked: replay.acked })
         })
     }
 }

@@ -122,6 +122,7 @@ async fn join(conn: &Arc<Conn>, resume: Resume, app: &App) {
             heartbeat_interval_ms: c.heartbeat_interval.as_millis(),
             idle_timeout_ms: c.idle_timeout.as_millis(),
             streams,
+            acks: tenant.config.history.acks,
         })
     };
     let own_streams = [Target::User(&conn.user), Target::Broadcast];

@@ -69,6 +69,8 @@ pub struct Welcome<'a> {
     /// With history: the user and broadcast streams' positions and whether resuming them
     /// recovered everything.
     pub streams: Option<[&'a Replay; 2]>,
+    /// The tenant keeps read cursors: the user stream also reports `acked` and `unread`.
+    pub acks: bool,
 }
 
 /// `{"epoch", "offset", "recovered"}` of a resumed stream (no position when history could
@@ -92,7 +94,12 @@ pub fn welcome(w: &Welcome<'_>) -> Bytes {
         "idle_timeout_ms": w.idle_timeout_ms as u64,
     });
     if let Some([user, broadcast]) = w.streams {
-        v["streams"] = json!({ "user": stream_state(user), "broadcast": stream_state(broadcast) });
+        let mut user_state = stream_state(user);
+        if let (true, Some(p)) = (w.acks, &user.position) {
+            user_state["acked"] = json!(user.acked);
+            user_state["unread"] = json!(p.offset.saturating_sub(user.acked));
+        }
+        v["streams"] = json!({ "user": user_state, "broadcast": stream_state(broadcast) });
     }
     frame::json(&v)
 }
