@@ -109,6 +109,35 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_bytes_never_panic() {
+        // Every truncation and many single-byte corruptions of a valid envelope, and random
+        // buffers: decoding answers Ok or Err, never panics, and a frame stays in bounds.
+        let mut valid = head(5, None);
+        valid.extend_from_slice(&[4]);
+        valid.extend_from_slice(b"ab:7frame");
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for cut in 0..=valid.len() {
+            let _ = decode(Bytes::from(valid[..cut].to_vec()));
+        }
+        for _ in 0..20_000 {
+            let mut bytes = valid.clone();
+            let i = (next() as usize) % bytes.len();
+            bytes[i] = next() as u8;
+            if let Ok(e) = decode(Bytes::from(bytes.clone())) {
+                assert!(e.frame.len() <= bytes.len());
+            }
+            let random: Vec<u8> = (0..(next() % 64) as usize).map(|_| next() as u8).collect();
+            let _ = decode(Bytes::from(random));
+        }
+    }
+
+    #[test]
     fn carries_the_position_the_history_script_writes() {
         // What append.lua builds: head, position length, position, frame.
         let mut bytes = head(9, None);
