@@ -341,6 +341,13 @@ pub struct HistoryConfig {
     pub acks: bool,
 }
 
+impl HistoryConfig {
+    /// Whether streams of the tenant have positions and history at all.
+    pub fn enabled(&self) -> bool {
+        self.size > 0
+    }
+}
+
 impl Default for HistoryConfig {
     fn default() -> Self {
         Self { size: 100, ttl: Duration::from_secs(600), acks: false }
@@ -527,10 +534,10 @@ impl Config {
                     ));
                 }
             }
-            if t.history.acks && t.history.size == 0 {
+            if t.history.acks && !t.history.enabled() {
                 return Err(invalid(key("history.acks"), "needs history (history.size above 0)"));
             }
-            if t.history.size > 0 && t.history.ttl < Duration::from_secs(1) {
+            if t.history.enabled() && t.history.ttl < Duration::from_secs(1) {
                 return Err(invalid(key("history.ttl"), "must be at least 1s"));
             }
             if let Some(k) = &t.management_key

@@ -180,7 +180,7 @@ impl Hub {
         for shard in &self.shards {
             let shard = shard.read().expect("hub lock");
             for conn in shard.values().flat_map(|ts| ts.everyone.values()) {
-                if conn.tenant.config.history.size > 0 {
+                if conn.tenant.config.history.enabled() {
                     let reason = "events may have been missed";
                     conn.outbox.push_control(crate::ws::protocol::reconnect(conn.id, spread, reason));
                     conn.outbox.kill(Kill::Resync);

@@ -198,13 +198,7 @@ fn tenant_and_user<'a>(
     user: &str,
     route: &str,
 ) -> Result<(&'a Arc<Tenant>, String), Box<Response<Body>>> {
-    let Some(key) = http::bearer(req.headers()) else {
-        let message = "missing Authorization: Bearer <publish key>";
-        return Err(Box::new(http::error(StatusCode::UNAUTHORIZED, "unauthorized", message)));
-    };
-    let Some(tenant) = app.tenants.by_publish_key(key) else {
-        return Err(Box::new(http::error(StatusCode::UNAUTHORIZED, "unauthorized", "unknown publish key")));
-    };
+    let tenant = crate::ingest::http::publisher(app, req.headers())?;
     let user = percent_decode(user);
     if !crate::channel::valid_name(&user) {
         let message = format!("{route} needs a user id of 1-128 characters of A-Z a-z 0-9 _ - . : @");

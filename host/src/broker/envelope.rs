@@ -49,10 +49,10 @@ pub fn head(published_micros: u64, filter: Option<&Filter>) -> Vec<u8> {
     out.to_vec()
 }
 
-/// A whole envelope without a position.
-pub fn encode(published_micros: u64, filter: Option<&Filter>, frame: &[u8]) -> Vec<u8> {
-    let mut out = head(published_micros, filter);
-    out.reserve(1 + frame.len());
+/// A whole envelope without a position, after `head`.
+pub fn encode(head: &[u8], frame: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(head.len() + 1 + frame.len());
+    out.extend_from_slice(head);
     out.push(0);
     out.extend_from_slice(frame);
     out
@@ -99,10 +99,10 @@ mod tests {
     fn round_trip() {
         let filter =
             Filter { clauses: Box::new([Clause { key: "plan".into(), op: Op::In, values: Box::new(["pro".into()]) }]) };
-        let bytes = encode(42, Some(&filter), b"frame");
+        let bytes = encode(&head(42, Some(&filter)), b"frame");
         let e = decode(Bytes::from(bytes.clone())).unwrap();
         assert_eq!((e.published_micros, e.filter, e.position, &e.frame[..]), (42, Some(filter), None, &b"frame"[..]));
-        let e = decode(Bytes::from(encode(7, None, b""))).unwrap();
+        let e = decode(Bytes::from(encode(&head(7, None), b""))).unwrap();
         assert!(e.filter.is_none() && e.frame.is_empty());
         assert!(matches!(decode(Bytes::from_static(&[1, 0])), Err(EnvelopeError::Version(1))));
         assert!(matches!(decode(Bytes::from(bytes[..10].to_vec())), Err(EnvelopeError::Truncated)));

@@ -27,7 +27,7 @@ impl Broker for MemoryBroker {
         Box::pin(async move {
             let limits = Limits::from(tenant.config.history);
             for event in events {
-                if limits.size == 0 {
+                if !tenant.config.history.enabled() {
                     self.hub.deliver(tenant, event);
                     continue;
                 }

@@ -89,24 +89,20 @@ impl Broker for RedisBroker {
     fn publish<'a>(&'a self, tenant: &'a Arc<Tenant>, events: &'a [Event]) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
             let publish = if self.publisher.is_cluster() { "SPUBLISH" } else { "PUBLISH" };
-            let history = tenant.config.history.size > 0;
+            let history = tenant.config.history.enabled();
             let mut cmds = Vec::new();
             for event in events {
-                let published = now_micros();
+                // The same for every target stream of the event.
+                let head = envelope::head(now_micros(), event.filter.as_deref());
                 for target in event.targets() {
                     if history {
-                        let head = envelope::head(published, event.filter.as_deref());
                         let (before, after) = event.json_parts(target);
                         cmds.push(history::append_cmd(tenant, target, publish, &head, &before, &after));
                         continue;
                     }
                     let frame = event.encode_for(target, None);
                     let mut cmd = ::redis::cmd(publish);
-                    cmd.arg(stream_channel(&tenant.id, target)).arg(envelope::encode(
-                        published,
-                        event.filter.as_deref(),
-                        &frame,
-                    ));
+                    cmd.arg(stream_channel(&tenant.id, target)).arg(envelope::encode(&head, &frame));
                     cmds.push(cmd);
                 }
             }

@@ -160,7 +160,15 @@ pub trait History: Send + Sync + 'static {
         position: &'a Position,
     ) -> BoxFuture<'a, Result<Cursor, HistoryError>>;
 
-    fn cursor<'a>(&'a self, tenant: &'a Tenant, user: &'a str) -> BoxFuture<'a, Result<Cursor, HistoryError>>;
+    /// The user's read cursor, from a snapshot of the user stream.
+    fn cursor<'a>(&'a self, tenant: &'a Tenant, user: &'a str) -> BoxFuture<'a, Result<Cursor, HistoryError>> {
+        Box::pin(async move {
+            let replay = self.read(tenant, Target::User(user), Start { since: None, unacked: false }).await?;
+            let Position { epoch, offset } =
+                replay.position.ok_or_else(|| HistoryError::Unavailable("no position".into()))?;
+            Ok(Cursor { epoch, offset, acked: replay.acked })
+        })
+    }
 }
 
 /// The part of a snapshot both stores compute the same way: where the replay starts and

@@ -31,9 +31,9 @@ pub struct RedisHistory {
     timeout: Duration,
 }
 
-fn keys(tenant: &str, target: Target<'_>) -> [String; 2] {
-    let tag = stream_channel(tenant, target);
-    [format!("{{{tag}}}:pos"), format!("{{{tag}}}:events")]
+/// The position and events keys of the stream whose channel is `channel`.
+fn keys(channel: &str) -> [String; 2] {
+    [format!("{{{channel}}}:pos"), format!("{{{channel}}}:events")]
 }
 
 fn millis(d: Duration) -> u64 {
@@ -55,8 +55,9 @@ fn eval(script: &str, keys: &[String]) -> Cmd {
 /// JSON is `before` + `,"epoch":..,"offset":..` + `after`.
 pub fn append_cmd(tenant: &Tenant, target: Target<'_>, publish: &str, head: &[u8], before: &str, after: &str) -> Cmd {
     let limits = Limits::from(tenant.config.history);
-    let mut cmd = eval(APPEND, &keys(&tenant.id, target));
-    cmd.arg(stream_channel(&tenant.id, target))
+    let channel = stream_channel(&tenant.id, target);
+    let mut cmd = eval(APPEND, &keys(&channel));
+    cmd.arg(channel)
         .arg(publish)
         .arg(limits.size)
         .arg(millis(limits.ttl).max(1))
@@ -129,7 +130,7 @@ impl RedisHistory {
 
     async fn snapshot(&self, tenant: &Tenant, target: Target<'_>, from: Start<'_>) -> Result<Replay, HistoryError> {
         let limits = Limits::from(tenant.config.history);
-        let mut cmd = eval(READ, &keys(&tenant.id, target));
+        let mut cmd = eval(READ, &keys(&stream_channel(&tenant.id, target)));
         let (epoch, offset) = from.since.map_or(("", 0), |p| (p.epoch.as_str(), p.offset));
         cmd.arg(new_epoch()).arg(position_ttl(limits)).arg(epoch).arg(offset).arg(if from.unacked { "1" } else { "0" });
         let started = Instant::now();
@@ -152,7 +153,7 @@ impl RedisHistory {
 
     async fn ack_at(&self, tenant: &Tenant, user: &str, position: &Position) -> Result<Cursor, HistoryError> {
         let limits = Limits::from(tenant.config.history);
-        let [pos, _] = keys(&tenant.id, Target::User(user));
+        let [pos, _] = keys(&stream_channel(&tenant.id, Target::User(user)));
         let mut cmd = eval(ACK, std::slice::from_ref(&pos));
         cmd.arg(&position.epoch).arg(position.offset).arg(position_ttl(limits));
         let Value::Array(reply) = self.call(cmd).await? else { return Err(unavailable("malformed ack reply")) };
@@ -183,13 +184,5 @@ impl History for RedisHistory {
         position: &'a Position,
     ) -> BoxFuture<'a, Result<Cursor, HistoryError>> {
         Box::pin(self.ack_at(tenant, user, position))
-    }
-
-    fn cursor<'a>(&'a self, tenant: &'a Tenant, user: &'a str) -> BoxFuture<'a, Result<Cursor, HistoryError>> {
-        Box::pin(async move {
-            let replay = self.snapshot(tenant, Target::User(user), Start { since: None, unacked: false }).await?;
-            let Position { epoch, offset } = replay.position.ok_or_else(|| unavailable("no position"))?;
-            Ok(Cursor { epoch, offset, acked: replay.acked })
-        })
     }
 }

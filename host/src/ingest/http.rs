@@ -4,12 +4,21 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::{HeaderMap, Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::app::App;
 use crate::http::{self, Body};
 use crate::plugin::{self, Hook};
+use crate::tenant::Tenant;
+
+/// The tenant whose publish key the request bears (`Authorization: Bearer <publish key>`),
+/// or the 401 to answer.
+pub fn publisher<'a>(app: &'a App, headers: &HeaderMap) -> Result<&'a Arc<Tenant>, Box<Response<Body>>> {
+    let unauthorized = |message| Box::new(http::error(StatusCode::UNAUTHORIZED, "unauthorized", message));
+    let key = http::bearer(headers).ok_or_else(|| unauthorized("missing Authorization: Bearer <publish key>"))?;
+    app.tenants.by_publish_key(key).ok_or_else(|| unauthorized("unknown publish key"))
+}
 
 /// Handles a publish request; `batch` selects the array form.
 pub async fn publish(app: &Arc<App>, req: Request<Incoming>, batch: bool) -> Response<Body> {
@@ -28,11 +37,9 @@ async fn publish_inner(app: &Arc<App>, req: Request<Incoming>, batch: bool) -> R
             "this node is shutting down; publish to another node",
         );
     }
-    let Some(key) = http::bearer(req.headers()) else {
-        return http::error(StatusCode::UNAUTHORIZED, "unauthorized", "missing Authorization: Bearer <publish key>");
-    };
-    let Some(tenant) = app.tenants.by_publish_key(key).cloned() else {
-        return http::error(StatusCode::UNAUTHORIZED, "unauthorized", "unknown publish key");
+    let tenant = match publisher(app, req.headers()) {
+        Ok(tenant) => tenant.clone(),
+        Err(response) => return *response,
     };
     let (parts, body) = req.into_parts();
     let body = match http::read_body(&parts.headers, body, app.config.server.max_publish_bytes).await {

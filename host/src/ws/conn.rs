@@ -240,7 +240,7 @@ async fn established(
 
 /// The history store, when the tenant keeps history.
 fn history<'a>(app: &'a App, tenant: &Tenant) -> Option<&'a dyn History> {
-    (tenant.config.history.size > 0).then_some(&*app.history)
+    tenant.config.history.enabled().then_some(&*app.history)
 }
 
 /// Reads a stream's history; a store that cannot be read gives an empty, unrecovered replay.
@@ -297,7 +297,8 @@ async fn act(action: Action, conn: &Arc<Conn>, app: &App) {
             app.hub.resume(conn, target, &replay);
             return;
         }
-        Action::Ack(_) if history(app, tenant).is_none() || !tenant.config.history.acks => {
+        // Config validation makes acks imply history.
+        Action::Ack(_) if !tenant.config.history.acks => {
             protocol::error(code::ACKS_DISABLED, "this tenant keeps no read cursors (history.acks is off)", None)
         }
         Action::Ack(position) => match app.history.ack(tenant, &conn.user, &position).await {
