@@ -2,13 +2,14 @@
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::admission::Admission;
 
 use crate::broker::{Broker, Link, MemoryBroker, RedisBroker};
 use crate::config::{BrokerConfig, Config, RedisConfig};
+use crate::drain::Drain;
 use crate::event::IdGenerator;
 use crate::fanout::QueueLimits;
 use crate::history::{History, MemoryHistory, RedisHistory};
@@ -20,7 +21,7 @@ use crate::server::StartError;
 use crate::tenant::Tenants;
 
 /// Shared host state.
-pub struct App {
+pub(crate) struct App {
     pub config: Config,
     pub tenants: Tenants,
     pub hub: Arc<Hub>,
@@ -30,9 +31,9 @@ pub struct App {
     pub plugins: Plugins,
     pub metrics: GlobalMetrics,
     pub ids: IdGenerator,
-    /// Cancelled when the host starts draining: new WebSocket upgrades and publishes are
-    /// refused, and every connection flushes its queue and closes with 1001.
-    pub draining: CancellationToken,
+    /// Started when the host drains: new WebSocket upgrades and publishes are refused, and
+    /// every connection flushes its queue and closes with 1001.
+    pub drain: Drain,
     /// Tracks connection tasks, so shutdown can wait for their queues to flush.
     pub connections: TaskTracker,
     /// Background workers (Redis ingest consumers); they stop reading when draining starts
@@ -44,12 +45,12 @@ pub struct App {
     /// Stream history for positions, resume and read cursors: in memory with the memory
     /// broker, in Redis with the Redis broker (which appends to it as it publishes).
     pub history: Arc<dyn History>,
-    /// Open (or upgrading) WebSocket connections, checked against `server.max_connections`.
-    pub open_connections: AtomicUsize,
+    /// Slots for open (or upgrading) WebSocket connections under `server.max_connections`.
+    pub admission: Admission,
 }
 
 impl App {
-    pub async fn new(config: Config) -> Result<Self, StartError> {
+    pub(crate) async fn new(config: Config) -> Result<Self, StartError> {
         let limits =
             QueueLimits { frames: config.connections.send_queue_frames, bytes: config.connections.send_queue_bytes };
         let hub = Arc::new(Hub::new(limits));
@@ -84,6 +85,7 @@ impl App {
             }
             _ => Presence::memory(hub.clone()),
         };
+        let admission = Admission::new(config.server.max_connections);
         Ok(Self {
             tenants,
             plugins,
@@ -93,17 +95,17 @@ impl App {
             broker_metrics,
             metrics: GlobalMetrics::default(),
             ids: IdGenerator::default(),
-            draining: CancellationToken::new(),
+            drain: Drain::default(),
             connections: TaskTracker::new(),
             workers: TaskTracker::new(),
             node_id,
             presence,
             history,
-            open_connections: AtomicUsize::new(0),
+            admission,
         })
     }
 
-    pub fn render_metrics(&self) -> String {
+    pub(crate) fn render_metrics(&self) -> String {
         let mut out = crate::metrics::render(&self.metrics, self.tenants.iter().map(|t| (&*t.id, &t.metrics)));
         crate::metrics::render_plugins(&mut out, &self.plugins.all_metrics());
         if matches!(self.config.broker, BrokerConfig::Redis(_)) {

@@ -9,7 +9,7 @@ use crate::config::AuthConfig;
 
 /// Who a connection belongs to and what it may subscribe to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
+pub(crate) struct Identity {
     pub user: String,
     /// Channel patterns the credentials grant; `None` means the tenant's `default_channels`.
     pub channels: Option<Vec<String>>,
@@ -19,7 +19,7 @@ pub struct Identity {
 
 /// Why credentials were refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     #[error("missing credentials: pass ?token= or an Authorization: Bearer header")]
     MissingToken,
     #[error("missing ?user= (tenant uses insecure development auth)")]
@@ -47,7 +47,7 @@ struct Claims {
 }
 
 /// A tenant's configured way of turning credentials into an [`Identity`].
-pub enum Authenticator {
+pub(crate) enum Authenticator {
     Insecure,
     /// One key per accepted algorithm, each with a validation restricted to it.
     Jwt {
@@ -57,7 +57,7 @@ pub enum Authenticator {
 
 impl Authenticator {
     /// Builds the authenticator; the config was validated, so keys parse.
-    pub fn new(config: &AuthConfig) -> Self {
+    pub(crate) fn new(config: &AuthConfig) -> Self {
         match config {
             AuthConfig::Insecure => Self::Insecure,
             AuthConfig::Jwt(jwt) => {
@@ -88,12 +88,12 @@ impl Authenticator {
     }
 
     /// Whether this tenant runs the development-only insecure mode.
-    pub fn is_insecure(&self) -> bool {
+    pub(crate) fn is_insecure(&self) -> bool {
         matches!(self, Self::Insecure)
     }
 
     /// Checks credentials: `token` from `?token=` or the bearer header, `user` from `?user=`.
-    pub fn authenticate(&self, token: Option<&str>, user: Option<&str>) -> Result<Identity, AuthError> {
+    pub(crate) fn authenticate(&self, token: Option<&str>, user: Option<&str>) -> Result<Identity, AuthError> {
         match self {
             Self::Insecure => {
                 let user = user.ok_or(AuthError::MissingUser)?;

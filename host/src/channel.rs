@@ -5,21 +5,21 @@
 //! `orders.eu.7`, not `orders` itself).
 
 /// Longest user id or channel name.
-pub const MAX_NAME_LEN: usize = 128;
+pub(crate) const MAX_NAME_LEN: usize = 128;
 
 /// Whether `name` is a valid channel name or user id.
-pub fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     (1..=MAX_NAME_LEN).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'@'))
 }
 
 /// Whether `pattern` is a valid channel pattern.
-pub fn valid_pattern(pattern: &str) -> bool {
+pub(crate) fn valid_pattern(pattern: &str) -> bool {
     pattern == "*" || valid_name(pattern.strip_suffix(".*").unwrap_or(pattern))
 }
 
 /// Whether `pattern` grants `channel`.
-pub fn pattern_matches(pattern: &str, channel: &str) -> bool {
+pub(crate) fn pattern_matches(pattern: &str, channel: &str) -> bool {
     if pattern == "*" {
         return true;
     }
@@ -30,7 +30,7 @@ pub fn pattern_matches(pattern: &str, channel: &str) -> bool {
 }
 
 /// Whether any of `patterns` grants `channel`.
-pub fn allowed(patterns: &[String], channel: &str) -> bool {
+pub(crate) fn allowed(patterns: &[String], channel: &str) -> bool {
     patterns.iter().any(|p| pattern_matches(p, channel))
 }
 

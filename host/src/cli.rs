@@ -1,69 +1,50 @@
-//! Command line: `notify-host [--config PATH]` runs the host until SIGINT/SIGTERM;
+//! Command line (clap): `notify-host [--config PATH]` runs the host until SIGINT/SIGTERM;
 //! `notify-host check-config PATH` validates a configuration and exits.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, LogFormat};
 use crate::server::Server;
 
-const USAGE: &str = "\
-notify-host: multi-tenant real-time notification host
+/// Multi-tenant real-time notification host.
+#[derive(Debug, Parser)]
+#[command(name = "notify-host", version, about, after_help = ENV_HELP)]
+struct Cli {
+    /// Configuration file.
+    #[arg(short, long, env = "NOTIFY_CONFIG", default_value = "config.toml", global = true)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
-USAGE:
-    notify-host [--config PATH]        run the host (default PATH: $NOTIFY_CONFIG or config.toml)
-    notify-host check-config PATH      validate a configuration file and exit
-    notify-host --help | --version
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a configuration file (with the environment's overrides) and exit.
+    CheckConfig {
+        /// The file to check.
+        path: PathBuf,
+    },
+}
 
+const ENV_HELP: &str = "\
 Every config key can be overridden by environment: NOTIFY_SERVER__LISTEN=0.0.0.0:8080,
 NOTIFY_TENANTS__DEMO__PUBLISH_KEY=... (sections separated by double underscores).
 Log filter: RUST_LOG (default from [log] level).";
 
-enum Command {
-    Run(PathBuf),
-    Check(PathBuf),
-    Help,
-    Version,
-}
-
-fn parse(args: &[String]) -> Result<Command, String> {
-    let default_path = || PathBuf::from(std::env::var("NOTIFY_CONFIG").unwrap_or_else(|_| "config.toml".into()));
-    match args {
-        [] => Ok(Command::Run(default_path())),
-        [flag] if flag == "--help" || flag == "-h" => Ok(Command::Help),
-        [flag] if flag == "--version" || flag == "-V" => Ok(Command::Version),
-        [flag, path] if flag == "--config" || flag == "-c" => Ok(Command::Run(path.into())),
-        [cmd, path] if cmd == "check-config" => Ok(Command::Check(path.into())),
-        _ => Err(format!("unrecognised arguments: {}\n\n{USAGE}", args.join(" "))),
-    }
-}
-
-/// Entry point of the `notify-host` binary.
+/// Entry point of the `notify-host` binary: exit 0 on success, 1 on a failure, 2 on a
+/// command-line error.
 pub fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let command = match parse(&args) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    let result = match command {
-        Command::Help => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        Command::Version => {
-            println!("notify-host {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
-        }
-        Command::Check(path) => load(&path).map(|c| {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::CheckConfig { path }) => load(&path).map(|c| {
             println!("{}: OK ({} tenant(s), listen {})", path.display(), c.tenants.len(), c.server.listen);
         }),
-        Command::Run(path) => load(&path).and_then(run),
+        None => load(&cli.config).and_then(run),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

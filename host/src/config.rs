@@ -428,15 +428,24 @@ impl Config {
         origin: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut table: toml::Table = text
+        let table: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| ConfigError::Parse { origin: origin.into(), message: e.to_string() })?;
-        apply_env_overrides(&mut table, env)?;
-        let config: Config = table
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse { origin: origin.into(), message: e.to_string() })?;
+        let env: Vec<(String, String)> = env.into_iter().filter(|(var, _)| var.starts_with("NOTIFY_")).collect();
+        let config = match Self::with_overrides(table.clone(), &env) {
+            Ok(config) => config,
+            Err(ConfigError::Parse { message, .. }) => return Err(blame(&table, &env, origin, message)),
+            Err(e) => return Err(e),
+        };
         config.validate()?;
         Ok(config)
+    }
+
+    fn with_overrides(mut table: toml::Table, env: &[(String, String)]) -> Result<Self, ConfigError> {
+        apply_env_overrides(&mut table, env.iter().cloned())?;
+        table
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse { origin: String::new(), message: e.to_string() })
     }
 
     /// Checks what serde cannot: ranges, relations between keys, key uniqueness.
@@ -569,7 +578,7 @@ impl Config {
 }
 
 /// Tenant ids appear in URLs and Redis keys, so they are kept to a safe alphabet.
-pub fn valid_tenant_id(id: &str) -> bool {
+pub(crate) fn valid_tenant_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
@@ -613,6 +622,23 @@ fn apply_env_overrides(
     Ok(())
 }
 
+/// Names the environment variable behind a schema error (an unknown key such as
+/// `NOTIFY_REPO` from another tool, a wrong type) when leaving it out makes the error go away;
+/// otherwise the error is the file's.
+fn blame(table: &toml::Table, env: &[(String, String)], origin: &str, message: String) -> ConfigError {
+    for (i, (var, _)) in env.iter().enumerate() {
+        let others: Vec<_> = env.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, kv)| kv.clone()).collect();
+        let without = Config::with_overrides(table.clone(), &others);
+        if !matches!(&without, Err(ConfigError::Parse { message: m, .. }) if *m == message) {
+            return ConfigError::Env {
+                var: var.clone(),
+                message: format!("{} (not a configuration key?)", message.trim_end()),
+            };
+        }
+    }
+    ConfigError::Parse { origin: origin.into(), message }
+}
+
 fn parse_env_value(raw: &str) -> toml::Value {
     format!("v = {raw}")
         .parse::<toml::Table>()
@@ -653,6 +679,21 @@ mod tests {
         assert_eq!(c.server.listen.port(), 9999);
         assert_eq!(c.connections.send_queue_frames, 7);
         assert_eq!(c.tenants["demo"].publish_key, "other-key-123");
+    }
+
+    #[test]
+    fn an_unknown_variable_is_named_in_full() {
+        let env = [
+            ("NOTIFY_SERVER__LISTEN".to_string(), "127.0.0.1:9999".to_string()),
+            ("NOTIFY_REPO".to_string(), "https://example.com/x.git".to_string()),
+        ];
+        let e = Config::from_toml(MIN, "test", env).unwrap_err().to_string();
+        assert!(e.contains("NOTIFY_REPO"), "{e}");
+        let env = [("NOTIFY_CONNECTIONS__SEND_QUEUE_FRAMES".to_string(), "many".to_string())];
+        let e = Config::from_toml(MIN, "test", env).unwrap_err().to_string();
+        assert!(e.contains("NOTIFY_CONNECTIONS__SEND_QUEUE_FRAMES"), "{e}");
+        let e = Config::from_toml("[tenants.demo]\npublish_key = 5\n", "file.toml", []).unwrap_err().to_string();
+        assert!(e.starts_with("file.toml:"), "{e}");
     }
 
     #[test]

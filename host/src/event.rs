@@ -15,9 +15,8 @@ use crate::ws::frame;
 
 /// One published event after validation.
 #[derive(Debug, Clone)]
-pub struct Event {
+pub(crate) struct Event {
     pub id: String,
-    pub tenant: Arc<str>,
     /// The event name (`event` in publish bodies and client frames).
     pub name: String,
     /// The payload, kept as the publisher's JSON text so it is never re-parsed.
@@ -37,7 +36,7 @@ pub struct Event {
 
 /// The stream an event frame is addressed to.
 #[derive(Debug, Clone, Copy)]
-pub enum Target<'a> {
+pub(crate) enum Target<'a> {
     User(&'a str),
     Channel(&'a str),
     Broadcast,
@@ -45,7 +44,7 @@ pub enum Target<'a> {
 
 impl Event {
     /// Every stream the event addresses: its users, its channels, then the broadcast.
-    pub fn targets(&self) -> impl Iterator<Item = Target<'_>> {
+    pub(crate) fn targets(&self) -> impl Iterator<Item = Target<'_>> {
         let users = self.users.iter().map(|u| Target::User(u));
         let channels = self.channels.iter().map(|c| Target::Channel(c));
         users.chain(channels).chain(self.broadcast.then_some(Target::Broadcast))
@@ -53,7 +52,7 @@ impl Event {
 
     /// Encodes the complete WebSocket frame for one target stream. The result is shared by
     /// every connection of that stream.
-    pub fn encode_for(&self, target: Target<'_>, position: Option<&Position>) -> Bytes {
+    pub(crate) fn encode_for(&self, target: Target<'_>, position: Option<&Position>) -> Bytes {
         let (mut json, after) = self.json_parts(target);
         if let Some(p) = position {
             json.push_str(r#","epoch":"#);
@@ -66,7 +65,7 @@ impl Event {
 
     /// The event's JSON for one target stream, in two parts: the position (`,"epoch":..,
     /// "offset":..`) goes between them.
-    pub fn json_parts(&self, target: Target<'_>) -> (String, String) {
+    pub(crate) fn json_parts(&self, target: Target<'_>) -> (String, String) {
         let mut json = String::with_capacity(128 + self.id.len() + self.name.len() + self.data.get().len());
         json.push_str(r#"{"type":"event","id":"#);
         push_json_str(&mut json, &self.id);
@@ -98,18 +97,18 @@ fn push_json_str(out: &mut String, s: &str) {
 }
 
 /// Microseconds since the Unix epoch.
-pub fn now_micros() -> u64 {
+pub(crate) fn now_micros() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// Milliseconds since the Unix epoch.
-pub fn now_millis() -> u64 {
+pub(crate) fn now_millis() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Makes event ids unique across nodes and restarts: milliseconds, a random per-process tag,
 /// and a sequence number.
-pub struct IdGenerator {
+pub(crate) struct IdGenerator {
     tag: u32,
     seq: AtomicU64,
 }
@@ -123,7 +122,7 @@ impl Default for IdGenerator {
 }
 
 impl IdGenerator {
-    pub fn next_id(&self) -> String {
+    pub(crate) fn next_id(&self) -> String {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         format!("{:011x}-{:08x}-{seq:x}", now_millis(), self.tag)
     }

@@ -19,14 +19,14 @@ const SHRINK_ABOVE: usize = 64;
 
 /// Limits every outbox is held to.
 #[derive(Debug, Clone, Copy)]
-pub struct QueueLimits {
+pub(crate) struct QueueLimits {
     pub frames: usize,
     pub bytes: usize,
 }
 
 /// Why the writer must stop and close the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kill {
+pub(crate) enum Kill {
     /// The queue overflowed under the `disconnect` policy: what is queued is dropped.
     SlowClient,
     /// The connection may have missed live events (the broker lost its subscriptions for a
@@ -36,7 +36,7 @@ pub enum Kill {
 
 /// What happened to a pushed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pushed {
+pub(crate) enum Pushed {
     Queued,
     /// Queued after discarding this many older frames (`drop_oldest`).
     QueuedDropping(usize),
@@ -50,7 +50,7 @@ pub enum Pushed {
 /// pops. The mutex is never held across an await: pushes and the non-blocking `writev` are
 /// synchronous.
 #[derive(Default)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     state: Mutex<State>,
     /// Wakes the connection task when frames arrive or a kill is requested.
     wake: Notify,
@@ -107,7 +107,7 @@ impl State {
 
 impl Outbox {
     /// Queues an event frame, applying `limits` and `policy`.
-    pub fn push(&self, frame: Bytes, limits: QueueLimits, policy: SlowClientPolicy) -> Pushed {
+    pub(crate) fn push(&self, frame: Bytes, limits: QueueLimits, policy: SlowClientPolicy) -> Pushed {
         let mut s = self.state.lock().expect("outbox lock");
         if s.kill.is_some() {
             return Pushed::Closed;
@@ -140,14 +140,14 @@ impl Outbox {
     /// Asks the writer to stop and close the connection; no event is queued after this.
     /// For a slow client, queued frames are discarded (a partly written one still goes out
     /// whole).
-    pub fn kill(&self, why: Kill) {
+    pub(crate) fn kill(&self, why: Kill) {
         self.state.lock().expect("outbox lock").kill(why);
         self.wake.notify_one();
     }
 
     /// Queues a protocol frame (welcome, reply, ping) or a replayed event, exempt from the
     /// limits. False if the connection is being closed.
-    pub fn push_exempt(&self, frame: Bytes) -> bool {
+    pub(crate) fn push_exempt(&self, frame: Bytes) -> bool {
         let mut s = self.state.lock().expect("outbox lock");
         let open = s.kill.is_none();
         if open {
@@ -159,23 +159,23 @@ impl Outbox {
     }
 
     /// Queues a protocol frame (welcome, reply, ping), exempt from the limits.
-    pub fn push_control(&self, frame: Bytes) {
+    pub(crate) fn push_control(&self, frame: Bytes) {
         self.push_exempt(frame);
     }
 
     /// Waits until there is something to write or a kill was requested.
-    pub async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         self.wake.notified().await;
     }
 
     /// The pending kill, if any.
-    pub fn killed(&self) -> Option<Kill> {
+    pub(crate) fn killed(&self) -> Option<Kill> {
         self.state.lock().expect("outbox lock").kill
     }
 
     /// Writes queued frames to `socket` without blocking, as many per `writev` as fit.
     /// Stops when the queue is empty, the socket is full, or a kill was requested.
-    pub fn write_to(&self, socket: &TcpStream) -> io::Result<Written> {
+    pub(crate) fn write_to(&self, socket: &TcpStream) -> io::Result<Written> {
         let mut s = self.state.lock().expect("outbox lock");
         let mut done = 0;
         loop {
@@ -227,7 +227,7 @@ impl Outbox {
 
 /// Progress of one [`Outbox::write_to`] call.
 #[derive(Debug, Clone, Copy)]
-pub struct Written {
+pub(crate) struct Written {
     /// Whole frames written.
     pub frames: usize,
     /// The queue is empty now.

@@ -65,7 +65,7 @@ fn epoch_hash(epoch: &str) -> u64 {
 
 /// What a gate does with one live event.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Admit {
+pub(crate) enum Admit {
     /// Deliver it now.
     Pass,
     /// Kept until the gate opens.
@@ -76,7 +76,7 @@ pub enum Admit {
 
 /// The gates of one connection.
 #[derive(Default)]
-pub struct Gates {
+pub(crate) struct Gates {
     /// How many gates exist: deliveries skip the lock when there are none (the usual case).
     count: AtomicUsize,
     /// Held to check or change one gate; never across an await.
@@ -85,7 +85,7 @@ pub struct Gates {
 
 impl Gates {
     /// Closes the gate of `target`: its live events wait for [`Gates::open`].
-    pub fn close(&self, target: Target<'_>) {
+    pub(crate) fn close(&self, target: Target<'_>) {
         let mut gates = self.gates.lock().expect("gate lock");
         gates.retain(|(s, _)| !s.is(target));
         gates.reserve_exact(1);
@@ -94,7 +94,7 @@ impl Gates {
     }
 
     /// Decides about one live event of `target` at `position`.
-    pub fn admit(&self, target: Target<'_>, position: Option<&Position>, frame: &Bytes) -> Admit {
+    pub(crate) fn admit(&self, target: Target<'_>, position: Option<&Position>, frame: &Bytes) -> Admit {
         if self.count.load(Relaxed) == 0 {
             return Admit::Pass;
         }
@@ -124,7 +124,12 @@ impl Gates {
     /// not be read). Under the gate's lock, `emit` queues the replay (`None`), then each held
     /// event the replay did not cover. Returns false if events were lost because the gate
     /// held too many.
-    pub fn open(&self, target: Target<'_>, replayed: Option<&Position>, mut emit: impl FnMut(Option<&Bytes>)) -> bool {
+    pub(crate) fn open(
+        &self,
+        target: Target<'_>,
+        replayed: Option<&Position>,
+        mut emit: impl FnMut(Option<&Bytes>),
+    ) -> bool {
         let mut gates = self.gates.lock().expect("gate lock");
         emit(None);
         let Some(i) = gates.iter().position(|(s, _)| s.is(target)) else { return true };
@@ -149,7 +154,7 @@ impl Gates {
     }
 
     /// Forgets every floor (see the module docs), and the memory of an empty gate list.
-    pub fn forget_floors(&self) {
+    pub(crate) fn forget_floors(&self) {
         if self.count.load(Relaxed) == 0 {
             return;
         }
@@ -162,7 +167,7 @@ impl Gates {
     }
 
     /// Forgets the gate of `target` (the connection left the stream).
-    pub fn remove(&self, target: Target<'_>) {
+    pub(crate) fn remove(&self, target: Target<'_>) {
         let mut gates = self.gates.lock().expect("gate lock");
         gates.retain(|(s, _)| !s.is(target));
         self.count.store(gates.len(), Relaxed);

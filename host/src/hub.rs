@@ -24,7 +24,7 @@ use crate::tenant::Tenant;
 const SHARDS: usize = 64;
 
 /// A connection as the hub sees it.
-pub struct Conn {
+pub(crate) struct Conn {
     pub id: u64,
     pub tenant: Arc<Tenant>,
     pub user: Box<str>,
@@ -47,7 +47,7 @@ struct TenantShard {
 type Shard = HashMap<u32, TenantShard>;
 
 /// Local connection registry and fan-out.
-pub struct Hub {
+pub(crate) struct Hub {
     shards: Box<[RwLock<Shard>]>,
     hasher: RandomState,
     next_id: AtomicU64,
@@ -56,7 +56,7 @@ pub struct Hub {
 
 /// How many local connections one delivery reached.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     pub queued: u64,
     pub dropped: u64,
     pub slow_disconnects: u64,
@@ -71,7 +71,7 @@ fn count(tenant: &Tenant, total: Delivery) {
 }
 
 impl Hub {
-    pub fn new(limits: QueueLimits) -> Self {
+    pub(crate) fn new(limits: QueueLimits) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             hasher: RandomState::new(),
@@ -80,7 +80,7 @@ impl Hub {
         }
     }
 
-    pub fn next_conn_id(&self) -> u64 {
+    pub(crate) fn next_conn_id(&self) -> u64 {
         self.next_id.fetch_add(1, Relaxed)
     }
 
@@ -93,7 +93,7 @@ impl Hub {
     }
 
     /// Adds a connection to its user stream and its tenant's broadcast.
-    pub fn register(&self, conn: &Arc<Conn>) {
+    pub(crate) fn register(&self, conn: &Arc<Conn>) {
         let t = conn.tenant.index;
         self.shard_of((t, 0u8, &*conn.user))
             .write()
@@ -114,7 +114,7 @@ impl Hub {
     }
 
     /// Removes a connection from everything it was in; `channels` are its subscriptions.
-    pub fn unregister<'a>(&self, conn: &Conn, channels: impl IntoIterator<Item = &'a str>) {
+    pub(crate) fn unregister<'a>(&self, conn: &Conn, channels: impl IntoIterator<Item = &'a str>) {
         for channel in channels {
             self.unsubscribe(conn, channel);
         }
@@ -137,7 +137,7 @@ impl Hub {
     }
 
     /// How many local connections `user` has.
-    pub fn user_connections(&self, tenant: &Tenant, user: &str) -> usize {
+    pub(crate) fn user_connections(&self, tenant: &Tenant, user: &str) -> usize {
         let t = tenant.index;
         let shard = self.shard_of((t, 0u8, user)).read().expect("hub lock");
         shard.get(&t).and_then(|ts| ts.users.get(user)).map_or(0, Vec::len)
@@ -146,7 +146,7 @@ impl Hub {
     /// Ends a resume of `target` on `conn` (whose gate was closed before the history read):
     /// queues the replayed events, honouring their route filters, then the live events the
     /// gate held that the replay did not cover, and opens the gate.
-    pub fn resume(&self, conn: &Arc<Conn>, target: Target<'_>, replay: &Replay) {
+    pub(crate) fn resume(&self, conn: &Arc<Conn>, target: Target<'_>, replay: &Replay) {
         let mut total = Delivery::default();
         let complete = conn.gates.open(target, replay.position.as_ref(), |held| match held {
             // A replay is a catch-up, not a backlog: it is exempt from the queue limits (it
@@ -175,7 +175,7 @@ impl Hub {
     /// Tells every connection of tenants with history to reconnect and resume (after a
     /// `reconnect` frame with a delay up to `spread`, closed with 1012): live events may
     /// have passed this node by while its broker subscriptions were down. Returns how many.
-    pub fn resync(&self, spread: Duration) -> usize {
+    pub(crate) fn resync(&self, spread: Duration) -> usize {
         let mut n = 0;
         for shard in &self.shards {
             let shard = shard.read().expect("hub lock");
@@ -192,7 +192,7 @@ impl Hub {
     }
 
     /// Adds a channel subscription; false if it already existed.
-    pub fn subscribe(&self, conn: &Arc<Conn>, channel: &str) -> bool {
+    pub(crate) fn subscribe(&self, conn: &Arc<Conn>, channel: &str) -> bool {
         let t = conn.tenant.index;
         let mut shard = self.shard_of((t, 1u8, channel)).write().expect("hub lock");
         let subs = shard.entry(t).or_default().channels.entry(channel.into()).or_default();
@@ -200,7 +200,7 @@ impl Hub {
     }
 
     /// Removes a channel subscription; false if there was none.
-    pub fn unsubscribe(&self, conn: &Conn, channel: &str) -> bool {
+    pub(crate) fn unsubscribe(&self, conn: &Conn, channel: &str) -> bool {
         let t = conn.tenant.index;
         let mut shard = self.shard_of((t, 1u8, channel)).write().expect("hub lock");
         let Some(ts) = shard.get_mut(&t) else {
@@ -218,7 +218,7 @@ impl Hub {
 
     /// Pushes `event` to every local connection it addresses, encoding it once per target
     /// stream (and only for streams with local connections).
-    pub fn deliver(&self, tenant: &Tenant, event: &Event) -> Delivery {
+    pub(crate) fn deliver(&self, tenant: &Tenant, event: &Event) -> Delivery {
         let mut total = Delivery::default();
         for target in event.targets() {
             let frame = || event.encode_for(target, None);
@@ -231,7 +231,7 @@ impl Hub {
     /// Pushes an already encoded frame of one stream (at `position` in its history, if the
     /// tenant keeps one) to its local connections; `latency` is the time since it was
     /// published.
-    pub fn deliver_frame(
+    pub(crate) fn deliver_frame(
         &self,
         tenant: &Tenant,
         target: Target<'_>,

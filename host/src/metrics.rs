@@ -10,7 +10,7 @@ use crate::plugin::{Hook, HookMetrics};
 
 /// Why a WebSocket handshake was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HandshakeFailure {
+pub(crate) enum HandshakeFailure {
     BadRequest,
     UnknownTenant,
     Unauthorized,
@@ -49,14 +49,14 @@ const BUCKETS: [f64; 14] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
 
 /// A fixed-bucket latency histogram.
 #[derive(Default)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_nanos: AtomicU64,
 }
 
 impl Histogram {
-    pub fn observe(&self, d: Duration) {
+    pub(crate) fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
         if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
             self.buckets[i].fetch_add(1, Relaxed);
@@ -81,7 +81,7 @@ impl Histogram {
 
 /// Counters of one tenant; each tenant owns one, so the hot path never looks labels up.
 #[derive(Default)]
-pub struct TenantMetrics {
+pub(crate) struct TenantMetrics {
     pub connections: AtomicI64,
     pub handshakes: AtomicU64,
     handshake_failures: [AtomicU64; HandshakeFailure::ALL.len()],
@@ -99,27 +99,27 @@ pub struct TenantMetrics {
 }
 
 impl TenantMetrics {
-    pub fn handshake_failed(&self, why: HandshakeFailure) {
+    pub(crate) fn handshake_failed(&self, why: HandshakeFailure) {
         self.handshake_failures[why as usize].fetch_add(1, Relaxed);
     }
 }
 
 /// Counters that belong to no tenant.
 #[derive(Default)]
-pub struct GlobalMetrics {
+pub(crate) struct GlobalMetrics {
     handshake_failures: [AtomicU64; HandshakeFailure::ALL.len()],
     pub publish_rejected: AtomicU64,
 }
 
 impl GlobalMetrics {
-    pub fn handshake_failed(&self, why: HandshakeFailure) {
+    pub(crate) fn handshake_failed(&self, why: HandshakeFailure) {
         self.handshake_failures[why as usize].fetch_add(1, Relaxed);
     }
 }
 
 /// Counters of the cluster broker and of ingestion through Redis (zero in memory mode).
 #[derive(Default)]
-pub struct BrokerMetrics {
+pub(crate) struct BrokerMetrics {
     /// 1 while the pub/sub connection is up.
     pub up: AtomicI64,
     pub published: AtomicU64,
@@ -211,7 +211,7 @@ const BROKER_FAMILIES: [Family<BrokerMetrics>; 12] = [
 ];
 
 /// Appends the broker and Redis ingestion metrics.
-pub fn render_broker(out: &mut String, m: &BrokerMetrics) {
+pub(crate) fn render_broker(out: &mut String, m: &BrokerMetrics) {
     for family in &BROKER_FAMILIES {
         header(out, family.name, family.kind, family.help);
         let _ = writeln!(out, "{} {}", family.name, (family.get)(m));
@@ -335,7 +335,7 @@ const PLUGIN_FAMILIES: [Family<HookMetrics>; 3] = [
 ];
 
 /// Renders every host metric in Prometheus text format.
-pub fn render<'a>(
+pub(crate) fn render<'a>(
     global: &GlobalMetrics,
     tenants: impl Iterator<Item = (&'a str, &'a TenantMetrics)> + Clone,
 ) -> String {
@@ -370,7 +370,7 @@ pub fn render<'a>(
 }
 
 /// Appends per-tenant, per-hook plugin metrics.
-pub fn render_plugins(out: &mut String, hooks: &[(Arc<str>, Hook, Arc<HookMetrics>)]) {
+pub(crate) fn render_plugins(out: &mut String, hooks: &[(Arc<str>, Hook, Arc<HookMetrics>)]) {
     let labels = |tenant: &str, hook: Hook| format!("tenant=\"{tenant}\",hook=\"{}\"", hook.as_str());
     for family in &PLUGIN_FAMILIES {
         write_family(out, family, hooks.iter().map(|(t, h, m)| (labels(t, *h), &**m)));

@@ -51,7 +51,7 @@ end
 redis.call('HDEL', KEYS[1], ARGV[1])
 return 1";
 
-pub fn presence_stream(tenant: &str) -> String {
+pub(crate) fn presence_stream(tenant: &str) -> String {
     format!("notify:{tenant}:presence")
 }
 
@@ -83,21 +83,21 @@ fn transition(tenant: &str, kind: &str, user: &str, node: &str) -> Cmd {
 /// How presence waits: `debounce` before reporting a user offline, `node_timeout` before a
 /// silent node counts as dead.
 #[derive(Debug, Clone, Copy)]
-pub struct Timing {
+pub(crate) struct Timing {
     pub debounce: Duration,
     pub node_timeout: Duration,
 }
 
 /// A user's presence as `GET /v1/presence/{user}` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Status {
+pub(crate) struct Status {
     pub connections: u64,
 }
 
 /// Why presence could not be read.
 #[derive(Debug, thiserror::Error)]
 #[error("presence unavailable: {0}")]
-pub struct PresenceError(String);
+pub(crate) struct PresenceError(String);
 
 /// One connection of `user` opened (`+1`) or closed (`-1`).
 struct Change {
@@ -108,7 +108,7 @@ struct Change {
 
 /// Presence for this node: in memory mode counts come from the hub; in cluster mode this
 /// node's counts are kept here and a task mirrors them into Redis.
-pub struct Presence {
+pub(crate) struct Presence {
     hub: Arc<Hub>,
     cluster: Option<Cluster>,
 }
@@ -141,12 +141,12 @@ impl Local {
 }
 
 impl Presence {
-    pub fn memory(hub: Arc<Hub>) -> Self {
+    pub(crate) fn memory(hub: Arc<Hub>) -> Self {
         Self { hub, cluster: None }
     }
 
     /// Starts the task that mirrors presence into Redis.
-    pub fn redis(hub: Arc<Hub>, conn: Link, node: Arc<str>, tenants: Vec<Arc<Tenant>>, timing: Timing) -> Self {
+    pub(crate) fn redis(hub: Arc<Hub>, conn: Link, node: Arc<str>, tenants: Vec<Arc<Tenant>>, timing: Timing) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let local = Arc::new(Local { state: Mutex::new(LocalState { counts: HashMap::new(), tx }) });
         let task = Mirror {
@@ -164,11 +164,11 @@ impl Presence {
         Self { hub, cluster: Some(Cluster { local, conn, node_timeout: timing.node_timeout }) }
     }
 
-    pub fn connected(&self, tenant: &Arc<Tenant>, user: &str) {
+    pub(crate) fn connected(&self, tenant: &Arc<Tenant>, user: &str) {
         self.change(tenant, user, 1);
     }
 
-    pub fn disconnected(&self, tenant: &Arc<Tenant>, user: &str) {
+    pub(crate) fn disconnected(&self, tenant: &Arc<Tenant>, user: &str) {
         self.change(tenant, user, -1);
     }
 
@@ -185,7 +185,7 @@ impl Presence {
     }
 
     /// The user's connections on every live node (this node only in memory mode).
-    pub async fn status(&self, tenant: &Tenant, user: &str) -> Result<Status, PresenceError> {
+    pub(crate) async fn status(&self, tenant: &Tenant, user: &str) -> Result<Status, PresenceError> {
         let Some(c) = &self.cluster else {
             return Ok(Status { connections: self.hub.user_connections(tenant, user) as u64 });
         };

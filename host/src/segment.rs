@@ -13,21 +13,17 @@ const MAX_INTERNED: usize = 10_000;
 
 /// One distinct set of subscriber attributes.
 #[derive(Debug, PartialEq, Eq, Hash)]
-pub struct Segment {
+pub(crate) struct Segment {
     attributes: Box<[(Box<str>, Box<str>)]>,
 }
 
 impl Segment {
-    pub fn get(&self, key: &str) -> Option<&str> {
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.attributes.iter().find(|(k, _)| &**k == key).map(|(_, v)| &**v)
     }
 
-    pub fn attributes(&self) -> &[(Box<str>, Box<str>)] {
-        &self.attributes
-    }
-
     /// The shared segment of connections without attributes.
-    pub fn empty() -> Arc<Segment> {
+    pub(crate) fn empty() -> Arc<Segment> {
         static EMPTY: OnceLock<Arc<Segment>> = OnceLock::new();
         EMPTY.get_or_init(|| Arc::new(Segment { attributes: Box::new([]) })).clone()
     }
@@ -35,7 +31,7 @@ impl Segment {
 
 /// A tenant's interned segments.
 #[derive(Default)]
-pub struct Segments {
+pub(crate) struct Segments {
     /// Held only for one lookup or insert per connection.
     interned: Mutex<HashMap<Arc<Segment>, ()>>,
 }
@@ -43,7 +39,7 @@ pub struct Segments {
 impl Segments {
     /// The shared segment for `attributes` (sorted by key; the first value of a repeated key
     /// wins).
-    pub fn intern(&self, attributes: Vec<(String, String)>) -> Arc<Segment> {
+    pub(crate) fn intern(&self, attributes: Vec<(String, String)>) -> Arc<Segment> {
         if attributes.is_empty() {
             return Segment::empty();
         }
@@ -65,7 +61,7 @@ impl Segments {
 
 /// Comparison of one clause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Op {
+pub(crate) enum Op {
     Eq,
     Ne,
     In,
@@ -75,7 +71,7 @@ pub enum Op {
 
 /// One condition on a subscriber attribute.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Clause {
+pub(crate) struct Clause {
     pub key: Box<str>,
     pub op: Op,
     pub values: Box<[Box<str>]>,
@@ -97,19 +93,19 @@ impl Clause {
 
 /// ANDed clauses a recipient's segment must satisfy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Filter {
+pub(crate) struct Filter {
     pub clauses: Box<[Clause]>,
 }
 
 impl Filter {
-    pub fn matches(&self, segment: &Segment) -> bool {
+    pub(crate) fn matches(&self, segment: &Segment) -> bool {
         self.clauses.iter().all(|c| c.matches(segment))
     }
 }
 
 /// Remembers a filter's verdict per segment during one delivery, so each distinct segment is
 /// evaluated once however many connections share it.
-pub struct Verdicts<'a> {
+pub(crate) struct Verdicts<'a> {
     filter: &'a Filter,
     seen: Vec<(*const Segment, bool)>,
 }
@@ -118,11 +114,11 @@ impl<'a> Verdicts<'a> {
     /// Distinct segments remembered; past this, verdicts are computed directly.
     const MEMO: usize = 64;
 
-    pub fn new(filter: &'a Filter) -> Self {
+    pub(crate) fn new(filter: &'a Filter) -> Self {
         Self { filter, seen: Vec::new() }
     }
 
-    pub fn admits(&mut self, segment: &Arc<Segment>) -> bool {
+    pub(crate) fn admits(&mut self, segment: &Arc<Segment>) -> bool {
         let key = Arc::as_ptr(segment);
         if let Some((_, verdict)) = self.seen.iter().find(|(p, _)| *p == key) {
             return *verdict;

@@ -9,7 +9,7 @@ use crate::metrics::TenantMetrics;
 use crate::segment::Segments;
 
 /// One tenant, shared by every connection and publish request of it.
-pub struct Tenant {
+pub(crate) struct Tenant {
     pub id: Arc<str>,
     /// Dense index, used in hub keys instead of the id string.
     pub index: u32,
@@ -22,7 +22,7 @@ pub struct Tenant {
 
 impl Tenant {
     /// Whether a browser `Origin` header value may connect to this tenant.
-    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+    pub(crate) fn origin_allowed(&self, origin: Option<&str>) -> bool {
         let allowed = &self.config.allowed_origins;
         if allowed.is_empty() {
             return true;
@@ -47,13 +47,13 @@ fn origin_matches(allowed: &str, origin: &str) -> bool {
 }
 
 /// Every configured tenant.
-pub struct Tenants {
+pub(crate) struct Tenants {
     by_id: HashMap<Arc<str>, Arc<Tenant>>,
     by_key: HashMap<String, Arc<Tenant>>,
 }
 
 impl Tenants {
-    pub fn from_config(config: &Config) -> Self {
+    pub(crate) fn from_config(config: &Config) -> Self {
         let mut by_id = HashMap::new();
         let mut by_key = HashMap::new();
         for (index, (id, tc)) in config.tenants.iter().enumerate() {
@@ -71,16 +71,16 @@ impl Tenants {
         Self { by_id, by_key }
     }
 
-    pub fn get(&self, id: &str) -> Option<&Arc<Tenant>> {
+    pub(crate) fn get(&self, id: &str) -> Option<&Arc<Tenant>> {
         self.by_id.get(id)
     }
 
     /// The tenant whose publish key is `key`.
-    pub fn by_publish_key(&self, key: &str) -> Option<&Arc<Tenant>> {
+    pub(crate) fn by_publish_key(&self, key: &str) -> Option<&Arc<Tenant>> {
         self.by_key.get(key)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Tenant>> + Clone {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<Tenant>> + Clone {
         self.by_id.values()
     }
 }

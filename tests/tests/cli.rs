@@ -36,5 +36,5 @@ fn bad_config_names_the_key_and_fails() {
 fn unknown_arguments_exit_2_with_usage() {
     let out = host().arg("--frobnicate").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("USAGE"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage:"));
 }

@@ -18,7 +18,7 @@ const HEAD: usize = 1 + 8 + 4;
 
 /// A decoded envelope.
 #[derive(Debug)]
-pub struct Envelope {
+pub(crate) struct Envelope {
     pub published_micros: u64,
     pub filter: Option<Filter>,
     pub position: Option<Position>,
@@ -27,7 +27,7 @@ pub struct Envelope {
 
 /// Why an envelope could not be decoded (another version, or not ours).
 #[derive(Debug, thiserror::Error)]
-pub enum EnvelopeError {
+pub(crate) enum EnvelopeError {
     #[error("not a notify envelope (version {0})")]
     Version(u8),
     #[error("truncated envelope")]
@@ -39,7 +39,7 @@ pub enum EnvelopeError {
 }
 
 /// The head: version, publish time and filter.
-pub fn head(published_micros: u64, filter: Option<&Filter>) -> Vec<u8> {
+pub(crate) fn head(published_micros: u64, filter: Option<&Filter>) -> Vec<u8> {
     let filter = filter.map(|f| serde_json::to_vec(f).expect("filters serialise")).unwrap_or_default();
     let mut out = BytesMut::with_capacity(HEAD + filter.len());
     out.put_u8(VERSION);
@@ -50,7 +50,7 @@ pub fn head(published_micros: u64, filter: Option<&Filter>) -> Vec<u8> {
 }
 
 /// A whole envelope without a position, after `head`.
-pub fn encode(head: &[u8], frame: &[u8]) -> Vec<u8> {
+pub(crate) fn encode(head: &[u8], frame: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(head.len() + 1 + frame.len());
     out.extend_from_slice(head);
     out.push(0);
@@ -59,7 +59,7 @@ pub fn encode(head: &[u8], frame: &[u8]) -> Vec<u8> {
 }
 
 /// Decodes an envelope; the frame is a view of `bytes`, not a copy.
-pub fn decode(bytes: Bytes) -> Result<Envelope, EnvelopeError> {
+pub(crate) fn decode(bytes: Bytes) -> Result<Envelope, EnvelopeError> {
     let (&version, rest) = bytes.split_first().ok_or(EnvelopeError::Truncated)?;
     if version != VERSION {
         return Err(EnvelopeError::Version(version));

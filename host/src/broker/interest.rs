@@ -8,17 +8,17 @@ use tokio::sync::{mpsc, watch};
 
 /// One connection started (`delta > 0`) or stopped being interested in a pub/sub channel.
 #[derive(Debug)]
-pub struct Change {
+pub(crate) struct Change {
     pub channel: String,
     pub delta: i32,
 }
 
 /// Identifies one queued change; see [`Interest::synced`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Ticket(u64);
+pub(crate) struct Ticket(u64);
 
 /// The sending side, shared by every connection task.
-pub struct Interest {
+pub(crate) struct Interest {
     /// Numbering and sending happen under one lock, so tickets are in queue order and
     /// "everything up to ticket N is processed" is meaningful. Held only for the send.
     queue: Mutex<(u64, mpsc::UnboundedSender<Change>)>,
@@ -27,7 +27,7 @@ pub struct Interest {
 }
 
 /// The subscriber task's side.
-pub struct Changes {
+pub(crate) struct Changes {
     pub rx: mpsc::UnboundedReceiver<Change>,
     /// Changes received so far; published through `synced` once they are in effect.
     pub received: u64,
@@ -36,19 +36,19 @@ pub struct Changes {
 
 impl Changes {
     /// Reports every change received so far as in effect.
-    pub fn mark_synced(&self) {
+    pub(crate) fn mark_synced(&self) {
         self.synced.send_replace(self.received);
     }
 }
 
 impl Interest {
-    pub fn new() -> (Self, Changes) {
+    pub(crate) fn new() -> (Self, Changes) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (synced_tx, synced) = watch::channel(0);
         (Self { queue: Mutex::new((0, tx)), synced }, Changes { rx, received: 0, synced: synced_tx })
     }
 
-    pub fn change(&self, channel: String, delta: i32) -> Ticket {
+    pub(crate) fn change(&self, channel: String, delta: i32) -> Ticket {
         let mut q = self.queue.lock().expect("interest lock");
         q.0 += 1;
         // A closed receiver means the broker is shutting down; nothing is left to subscribe.
@@ -57,7 +57,7 @@ impl Interest {
     }
 
     /// Waits until the change behind `ticket` (and every earlier one) is in effect.
-    pub async fn synced(&self, ticket: Ticket) {
+    pub(crate) async fn synced(&self, ticket: Ticket) {
         let mut rx = self.synced.clone();
         let _ = rx.wait_for(|n| *n >= ticket.0).await;
     }

@@ -17,11 +17,11 @@ use super::BrokerError;
 use crate::config::RedisConfig;
 
 /// First reconnect delay of the single-Redis connection; it doubles up to `max_backoff`.
-pub const MIN_BACKOFF: Duration = Duration::from_millis(50);
+pub(super) const MIN_BACKOFF: Duration = Duration::from_millis(50);
 
 /// A command connection to one Redis or a Redis Cluster; cheap to clone.
 #[derive(Clone)]
-pub enum Link {
+pub(crate) enum Link {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
 }
@@ -30,7 +30,7 @@ impl Link {
     /// Connects with `timeout` as the connect and response timeout. One Redis is connected
     /// lazily (the host starts while it is down); a cluster must answer now, to learn its
     /// slots.
-    pub async fn connect(config: &RedisConfig, timeout: Duration) -> Result<Self, BrokerError> {
+    pub(crate) async fn connect(config: &RedisConfig, timeout: Duration) -> Result<Self, BrokerError> {
         let unavailable = |e: ::redis::RedisError| BrokerError::Unavailable(e.to_string());
         if config.cluster {
             let client = ClusterClientBuilder::new(config.urls().collect::<Vec<_>>())
@@ -55,12 +55,12 @@ impl Link {
         Ok(Self::Single(ConnectionManager::new_lazy_with_config(client, cfg).map_err(unavailable)?))
     }
 
-    pub fn is_cluster(&self) -> bool {
+    pub(crate) fn is_cluster(&self) -> bool {
         matches!(self, Self::Cluster(_))
     }
 
     /// Runs every command, in order on one Redis; their replies in order.
-    pub async fn run_all(&mut self, cmds: Vec<Cmd>) -> RedisResult<Vec<Value>> {
+    pub(crate) async fn run_all(&mut self, cmds: Vec<Cmd>) -> RedisResult<Vec<Value>> {
         if cmds.is_empty() {
             return Ok(Vec::new());
         }

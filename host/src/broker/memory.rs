@@ -11,13 +11,13 @@ use crate::tenant::Tenant;
 
 /// Delivers straight into the local hub; the publisher waits for the fan-out, which is what
 /// bounds ingest when fan-out falls behind.
-pub struct MemoryBroker {
+pub(crate) struct MemoryBroker {
     hub: Arc<Hub>,
     history: Arc<MemoryHistory>,
 }
 
 impl MemoryBroker {
-    pub fn new(hub: Arc<Hub>, history: Arc<MemoryHistory>) -> Self {
+    pub(crate) fn new(hub: Arc<Hub>, history: Arc<MemoryHistory>) -> Self {
         Self { hub, history }
     }
 }

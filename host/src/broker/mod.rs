@@ -1,27 +1,27 @@
 //! The broker carries accepted events from ingest to every hub with interested connections.
 //! `memory` (default) serves one process; `redis` connects many nodes through Redis pub/sub.
 
-pub mod envelope;
+pub(crate) mod envelope;
 mod interest;
 mod link;
 mod memory;
-pub mod pubsub;
+pub(crate) mod pubsub;
 mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-pub use self::redis::RedisBroker;
-pub use interest::{Interest, Ticket};
-pub use link::Link;
-pub use memory::MemoryBroker;
+pub(crate) use self::redis::RedisBroker;
+pub(crate) use interest::{Interest, Ticket};
+pub(crate) use link::Link;
+pub(crate) use memory::MemoryBroker;
 
 use crate::event::{Event, Target};
 use crate::tenant::Tenant;
 
 /// A boxed future, so brokers can be used as trait objects.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Why a broker could not take events.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +43,7 @@ pub enum BrokerError {
 ///   future from `synced` resolves, events published afterwards reach this node (while the
 ///   broker is healthy).
 /// - Delivery is at most once per connection; recovery of missed events is history's job.
-pub trait Broker: Send + Sync + 'static {
+pub(crate) trait Broker: Send + Sync + 'static {
     fn publish<'a>(&'a self, tenant: &'a Arc<Tenant>, events: &'a [Event]) -> BoxFuture<'a, Result<(), BrokerError>>;
 
     /// Local interest in `streams` rose (`delta > 0`) or fell by one connection. Returns a
@@ -66,7 +66,7 @@ pub trait Broker: Send + Sync + 'static {
 
 /// The pub/sub channel of one stream: `notify:{tenant}:u:{user}`, `notify:{tenant}:c:{channel}`
 /// or `notify:{tenant}:b`. Tenant ids never contain `:`, so the name parses back.
-pub fn stream_channel(tenant: &str, target: Target<'_>) -> String {
+pub(crate) fn stream_channel(tenant: &str, target: Target<'_>) -> String {
     match target {
         Target::User(u) => format!("notify:{tenant}:u:{u}"),
         Target::Channel(c) => format!("notify:{tenant}:c:{c}"),
@@ -75,7 +75,7 @@ pub fn stream_channel(tenant: &str, target: Target<'_>) -> String {
 }
 
 /// The tenant and stream a pub/sub channel name stands for.
-pub fn parse_stream_channel(name: &str) -> Option<(&str, Target<'_>)> {
+pub(crate) fn parse_stream_channel(name: &str) -> Option<(&str, Target<'_>)> {
     let rest = name.strip_prefix("notify:")?;
     let (tenant, rest) = rest.split_once(':')?;
     let target = match rest.split_once(':') {

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use crate::config::RedisConfig;
 
 /// What the pub/sub connection delivered.
-pub enum Incoming {
+pub(crate) enum Incoming {
     Message(String, Vec<u8>),
     /// A confirmation or notice; nothing to deliver.
     Other,
@@ -21,13 +21,13 @@ pub enum Incoming {
 
 /// The pub/sub connection: a dedicated connection to one Redis, or a RESP3 cluster
 /// connection whose pushes (sharded messages) arrive on a channel.
-pub enum Transport {
+pub(crate) enum Transport {
     Single { sink: PubSubSink, stream: PubSubStream },
     Cluster { conn: ClusterConnection, pushes: mpsc::UnboundedReceiver<PushInfo> },
 }
 
 impl Transport {
-    pub async fn connect(config: &RedisConfig) -> RedisResult<Self> {
+    pub(crate) async fn connect(config: &RedisConfig) -> RedisResult<Self> {
         if config.cluster {
             let (tx, pushes) = mpsc::unbounded_channel();
             let client = ClusterClientBuilder::new(config.urls().collect::<Vec<_>>())
@@ -47,7 +47,7 @@ impl Transport {
     /// Subscribes (`on`) or unsubscribes `channels`: one command on one Redis; one per
     /// channel, concurrently, on a cluster (a sharded subscription names one slot).
     /// `sharded` selects SSUBSCRIBE on a cluster; one Redis always uses SUBSCRIBE.
-    pub async fn subscribe(&mut self, channels: &[String], on: bool, sharded: bool) -> RedisResult<()> {
+    pub(crate) async fn subscribe(&mut self, channels: &[String], on: bool, sharded: bool) -> RedisResult<()> {
         match self {
             Self::Single { sink, .. } if on => sink.subscribe(channels).await,
             Self::Single { sink, .. } => sink.unsubscribe(channels).await,
@@ -68,7 +68,7 @@ impl Transport {
         }
     }
 
-    pub async fn ping(&mut self) -> RedisResult<()> {
+    pub(crate) async fn ping(&mut self) -> RedisResult<()> {
         match self {
             Self::Single { sink, .. } => sink.ping::<Value>().await.map(drop),
             Self::Cluster { conn, .. } => Cmd::new().arg("PING").query_async::<Value>(conn).await.map(drop),
@@ -76,7 +76,7 @@ impl Transport {
     }
 
     /// The next push; `None` once the connection is gone.
-    pub async fn next(&mut self) -> Option<Incoming> {
+    pub(crate) async fn next(&mut self) -> Option<Incoming> {
         match self {
             Self::Single { stream, .. } => {
                 let msg = stream.next().await?;

@@ -38,7 +38,7 @@ const BATCH: usize = 1000;
 const TICK: Duration = Duration::from_secs(1);
 
 /// Node-to-node fan-out over Redis pub/sub.
-pub struct RedisBroker {
+pub(crate) struct RedisBroker {
     /// Multiplexed and pipelined; reconnects by itself after failures.
     publisher: Link,
     interest: Interest,
@@ -56,7 +56,7 @@ struct Health {
 impl RedisBroker {
     /// One Redis is connected lazily (the host starts while it is down and reports not
     /// ready until it answers); a cluster must answer at start.
-    pub async fn start(
+    pub(crate) async fn start(
         config: &RedisConfig,
         hub: Arc<Hub>,
         tenants: HashMap<Arc<str>, Arc<Tenant>>,

@@ -67,7 +67,7 @@ type Key = (u32, u8, Box<str>);
 type Shard = HashMap<Key, Arc<Mutex<Stream>>>;
 
 /// In-memory history of every stream on this node.
-pub struct MemoryHistory {
+pub(crate) struct MemoryHistory {
     /// Streams by key; a shard's lock is held to find or create a stream, or to sweep it.
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
@@ -112,13 +112,14 @@ impl MemoryHistory {
     }
 
     /// How many streams are kept (for tests and diagnostics).
-    pub fn streams(&self) -> usize {
+    #[cfg(test)]
+    fn streams(&self) -> usize {
         self.shards.iter().map(|s| s.lock().expect("history lock").len()).sum()
     }
 
     /// Appends one event: `encode` builds its frame for the new position, `deliver` pushes
     /// it to the stream's connections before the next event of the stream can be appended.
-    pub fn append(
+    pub(crate) fn append(
         &self,
         tenant: u32,
         target: Target<'_>,

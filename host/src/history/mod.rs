@@ -12,15 +12,15 @@
 mod memory;
 mod redis;
 
-pub use redis::append_cmd;
+pub(crate) use redis::append_cmd;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-pub use memory::MemoryHistory;
-pub use redis::RedisHistory;
+pub(crate) use memory::MemoryHistory;
+pub(crate) use redis::RedisHistory;
 
 use crate::broker::BoxFuture;
 use crate::event::Target;
@@ -29,14 +29,14 @@ use crate::tenant::Tenant;
 
 /// A position in a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Position {
+pub(crate) struct Position {
     pub epoch: String,
     pub offset: u64,
 }
 
 impl Position {
     /// Parses `EPOCH:OFFSET` (the `user_since` / `broadcast_since` query form).
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         let (epoch, offset) = s.rsplit_once(':')?;
         valid_epoch(epoch).then_some(())?;
         Some(Self { epoch: epoch.to_owned(), offset: offset.parse().ok()? })
@@ -45,10 +45,10 @@ impl Position {
 
 /// How long a stream's position (epoch, offset, read cursor) outlives its last use beyond
 /// `ttl`: a client that missed nothing still resumes with `recovered: true` after a quiet day.
-pub const POSITION_GRACE: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const POSITION_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 /// A fresh epoch name: 16 hex digits, unique per call.
-pub fn new_epoch() -> String {
+pub(crate) fn new_epoch() -> String {
     use std::hash::{BuildHasher, RandomState};
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
     static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -57,14 +57,14 @@ pub fn new_epoch() -> String {
 }
 
 /// Epochs are short alphanumeric names (the stores make 16 hex digits).
-pub fn valid_epoch(epoch: &str) -> bool {
+pub(crate) fn valid_epoch(epoch: &str) -> bool {
     !epoch.is_empty() && epoch.len() <= 64 && epoch.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// One stored event of a stream: its complete client frame and the route filter it was
 /// published with (replays honour it as live delivery does).
 #[derive(Debug, Clone)]
-pub struct Stored {
+pub(crate) struct Stored {
     pub offset: u64,
     pub frame: Bytes,
     pub filter: Option<Arc<Filter>>,
@@ -74,7 +74,7 @@ pub struct Stored {
 /// of them (`recovered`; false when history was trimmed past the start or the epoch is
 /// another one). `position` is the stream's latest, absent when the store could not be read.
 #[derive(Debug)]
-pub struct Replay {
+pub(crate) struct Replay {
     pub recovered: bool,
     pub events: Vec<Stored>,
     pub position: Option<Position>,
@@ -84,28 +84,28 @@ pub struct Replay {
 
 impl Replay {
     /// The store could not be read: nothing replayed, nothing promised.
-    pub fn unavailable() -> Self {
+    pub(crate) fn unavailable() -> Self {
         Self { recovered: false, events: Vec::new(), position: None, acked: 0 }
     }
 }
 
 /// A user's read cursor: the user stream's latest position and the last offset acked.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cursor {
+pub(crate) struct Cursor {
     pub epoch: String,
     pub offset: u64,
     pub acked: u64,
 }
 
 impl Cursor {
-    pub fn unread(&self) -> u64 {
+    pub(crate) fn unread(&self) -> u64 {
         self.offset.saturating_sub(self.acked)
     }
 }
 
 /// Where a read starts.
 #[derive(Debug, Clone, Copy)]
-pub struct Start<'a> {
+pub(crate) struct Start<'a> {
     /// The client's last position in the stream.
     pub since: Option<&'a Position>,
     /// Also replay everything after the user's read cursor (acks on, user stream).
@@ -114,7 +114,7 @@ pub struct Start<'a> {
 
 /// How much history a tenant keeps per stream.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub size: usize,
     pub ttl: Duration,
 }
@@ -127,7 +127,7 @@ impl From<crate::config::HistoryConfig> for Limits {
 
 /// Why history could not be read or written.
 #[derive(Debug, thiserror::Error)]
-pub enum HistoryError {
+pub(crate) enum HistoryError {
     #[error("history unavailable: {0}")]
     Unavailable(String),
     #[error("position {0}:{1} is not in the current history (epoch {2}, latest offset {3})")]
@@ -145,7 +145,7 @@ pub enum HistoryError {
 ///   otherwise.
 /// - `ack` moves the user's read cursor forward only (never past the latest offset) and
 ///   returns it; a position of another epoch is refused.
-pub trait History: Send + Sync + 'static {
+pub(crate) trait History: Send + Sync + 'static {
     fn read<'a>(
         &'a self,
         tenant: &'a Tenant,

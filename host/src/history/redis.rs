@@ -26,7 +26,7 @@ const READ: &str = include_str!("read.lua");
 const ACK: &str = include_str!("ack.lua");
 
 /// Reads history and read cursors from Redis; appends are built here and sent by the broker.
-pub struct RedisHistory {
+pub(crate) struct RedisHistory {
     link: Link,
     timeout: Duration,
 }
@@ -53,7 +53,14 @@ fn eval(script: &str, keys: &[String]) -> Cmd {
 /// The command that appends one event to `target`'s history and publishes its envelope
 /// (`head`, then the position and frame the script fills in) with `publish`; the event's
 /// JSON is `before` + `,"epoch":..,"offset":..` + `after`.
-pub fn append_cmd(tenant: &Tenant, target: Target<'_>, publish: &str, head: &[u8], before: &str, after: &str) -> Cmd {
+pub(crate) fn append_cmd(
+    tenant: &Tenant,
+    target: Target<'_>,
+    publish: &str,
+    head: &[u8],
+    before: &str,
+    after: &str,
+) -> Cmd {
     let limits = Limits::from(tenant.config.history);
     let channel = stream_channel(&tenant.id, target);
     let mut cmd = eval(APPEND, &keys(&channel));
@@ -116,7 +123,7 @@ fn entry(v: Value, limits: Limits, now_ms: u64) -> Result<Option<Stored>, Histor
 }
 
 impl RedisHistory {
-    pub fn new(link: Link, timeout: Duration) -> Self {
+    pub(crate) fn new(link: Link, timeout: Duration) -> Self {
         Self { link, timeout }
     }
 

@@ -1,10 +1,9 @@
 //! Ingest: the publish body schema and its validation, shared by every way of publishing.
 
-pub mod http;
-pub mod redis;
+pub(crate) mod pipeline;
+pub(crate) mod redis;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Deserialize;
@@ -14,18 +13,20 @@ use crate::channel;
 use crate::event::{Event, IdGenerator, now_millis};
 
 /// Most users plus channels one event may name.
-pub const MAX_TARGETS: usize = 1000;
+pub(crate) const MAX_TARGETS: usize = 1000;
 /// Longest event name.
-pub const MAX_EVENT_NAME: usize = 128;
+pub(crate) const MAX_EVENT_NAME: usize = 128;
 /// Most attributes on one event or one identity.
-pub const MAX_ATTRIBUTES: usize = 32;
+pub(crate) const MAX_ATTRIBUTES: usize = 32;
 /// Longest attribute key.
-pub const MAX_ATTRIBUTE_KEY: usize = 64;
+pub(crate) const MAX_ATTRIBUTE_KEY: usize = 64;
 /// Longest attribute value.
-pub const MAX_ATTRIBUTE_VALUE: usize = 256;
+pub(crate) const MAX_ATTRIBUTE_VALUE: usize = 256;
 
 /// Checks attribute pairs against the limits; returns the offending index and why.
-pub fn check_attributes<'a>(pairs: impl ExactSizeIterator<Item = (&'a str, &'a str)>) -> Result<(), (usize, String)> {
+pub(crate) fn check_attributes<'a>(
+    pairs: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+) -> Result<(), (usize, String)> {
     if pairs.len() > MAX_ATTRIBUTES {
         return Err((MAX_ATTRIBUTES, format!("at most {MAX_ATTRIBUTES} attributes")));
     }
@@ -61,7 +62,7 @@ struct PublishBody {
 /// `[3].event` in batches).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
-pub struct FieldError {
+pub(crate) struct FieldError {
     pub field: String,
     pub message: String,
 }
@@ -71,19 +72,14 @@ fn field_error(field: impl Into<String>, message: impl Into<String>) -> FieldErr
 }
 
 /// Parses and validates one publish body.
-pub fn parse_one(tenant: &Arc<str>, ids: &IdGenerator, body: &[u8]) -> Result<Event, FieldError> {
+pub(crate) fn parse_one(ids: &IdGenerator, body: &[u8]) -> Result<Event, FieldError> {
     let received_at = Instant::now();
     let parsed: PublishBody = deserialize(body)?;
-    validate(tenant, ids, parsed, "", received_at)
+    validate(ids, parsed, "", received_at)
 }
 
 /// Parses and validates a batch body (a JSON array of publish bodies).
-pub fn parse_batch(
-    tenant: &Arc<str>,
-    ids: &IdGenerator,
-    body: &[u8],
-    max_events: usize,
-) -> Result<Vec<Event>, FieldError> {
+pub(crate) fn parse_batch(ids: &IdGenerator, body: &[u8], max_events: usize) -> Result<Vec<Event>, FieldError> {
     let received_at = Instant::now();
     let parsed: Vec<PublishBody> = deserialize(body)?;
     if parsed.is_empty() {
@@ -92,7 +88,7 @@ pub fn parse_batch(
     if parsed.len() > max_events {
         return Err(field_error("[]", format!("a batch holds at most {max_events} events")));
     }
-    parsed.into_iter().enumerate().map(|(i, p)| validate(tenant, ids, p, &format!("[{i}]."), received_at)).collect()
+    parsed.into_iter().enumerate().map(|(i, p)| validate(ids, p, &format!("[{i}]."), received_at)).collect()
 }
 
 fn deserialize<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, FieldError> {
@@ -121,13 +117,7 @@ fn named_in_message(message: &str) -> Option<String> {
     Some(message[start..start + len].to_owned())
 }
 
-fn validate(
-    tenant: &Arc<str>,
-    ids: &IdGenerator,
-    p: PublishBody,
-    prefix: &str,
-    received_at: Instant,
-) -> Result<Event, FieldError> {
+fn validate(ids: &IdGenerator, p: PublishBody, prefix: &str, received_at: Instant) -> Result<Event, FieldError> {
     let f = |name: &str| format!("{prefix}{name}");
     if p.event.is_empty() || p.event.len() > MAX_EVENT_NAME || p.event.chars().any(char::is_control) {
         return Err(field_error(
@@ -159,7 +149,6 @@ fn validate(
     let data = p.data.unwrap_or_else(|| RawValue::from_string("null".into()).expect("null is JSON"));
     Ok(Event {
         id: ids.next_id(),
-        tenant: tenant.clone(),
         name: p.event,
         data,
         ts: now_millis(),
@@ -177,7 +166,7 @@ mod tests {
     use super::*;
 
     fn err(body: &str) -> FieldError {
-        parse_one(&Arc::from("t"), &IdGenerator::default(), body.as_bytes()).unwrap_err()
+        parse_one(&IdGenerator::default(), body.as_bytes()).unwrap_err()
     }
 
     #[test]
@@ -190,7 +179,7 @@ mod tests {
         assert_eq!(err(r#"{"event":"e","users":["a"],"colour":1}"#).field, "colour");
         assert_eq!(err(r#"{"event":"e","broadcast":"yes"}"#).field, "broadcast");
         assert_eq!(err("{not json").field, "body");
-        let e = parse_batch(&Arc::from("t"), &IdGenerator::default(), br#"[{"users":["u"]}]"#, 10);
+        let e = parse_batch(&IdGenerator::default(), br#"[{"users":["u"]}]"#, 10);
         assert_eq!(e.unwrap_err().field, "[0].event");
         assert_eq!(err(r#"{"event":"","broadcast":true}"#).field, "event");
     }
@@ -198,14 +187,14 @@ mod tests {
     #[test]
     fn batch_errors_carry_the_index() {
         let body = r#"[{"event":"a","users":["u"]},{"event":"b","channels":["bad name"]}]"#;
-        let e = parse_batch(&Arc::from("t"), &IdGenerator::default(), body.as_bytes(), 10).unwrap_err();
+        let e = parse_batch(&IdGenerator::default(), body.as_bytes(), 10).unwrap_err();
         assert_eq!(e.field, "[1].channels[0]");
     }
 
     #[test]
     fn data_is_kept_verbatim() {
         let body = r#"{"event":"e","users":["u"],"data":{"a": [1, 2.50]}}"#;
-        let ev = parse_one(&Arc::from("t"), &IdGenerator::default(), body.as_bytes()).unwrap();
+        let ev = parse_one(&IdGenerator::default(), body.as_bytes()).unwrap();
         assert_eq!(ev.data.get(), r#"{"a": [1, 2.50]}"#);
     }
 }

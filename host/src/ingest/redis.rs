@@ -26,11 +26,10 @@ use crate::broker::pubsub::{Incoming, Transport};
 use crate::broker::{BrokerError, Link};
 use crate::config::RedisConfig;
 use crate::event::Event;
-use crate::plugin::{self, Hook};
 use crate::tenant::Tenant;
 
 /// The consumer group every node joins.
-pub const GROUP: &str = "notify";
+pub(crate) const GROUP: &str = "notify";
 /// Entries read per XREADGROUP.
 const READ_COUNT: usize = 256;
 /// How long one XREADGROUP blocks; also how long shutdown waits for the reader.
@@ -51,20 +50,20 @@ const RENEW: &str =
 const RELEASE: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
-pub fn ingest_stream(tenant: &str) -> String {
+pub(crate) fn ingest_stream(tenant: &str) -> String {
     format!("notify:{tenant}:ingest")
 }
 
-pub fn publish_channel(tenant: &str) -> String {
+pub(crate) fn publish_channel(tenant: &str) -> String {
     format!("notify:{tenant}:publish")
 }
 
-pub fn dead_letter_stream(tenant: &str) -> String {
+pub(crate) fn dead_letter_stream(tenant: &str) -> String {
     format!("notify:{tenant}:dead")
 }
 
 /// Starts both consumers on `app.workers`; they stop when the host drains.
-pub async fn start(app: &Arc<App>, config: &RedisConfig) -> Result<(), BrokerError> {
+pub(crate) async fn start(app: &Arc<App>, config: &RedisConfig) -> Result<(), BrokerError> {
     let reader = Reader {
         app: app.clone(),
         conn: Link::connect(config, config.timeout + BLOCK).await?,
@@ -104,7 +103,7 @@ async fn ingest(
     let mut dead = Vec::new();
     for item in items {
         let parsed = match &item.body {
-            Ok(body) => crate::ingest::parse_one(&tenant.id, &app.ids, body).map_err(|e| e.to_string()),
+            Ok(body) => crate::ingest::parse_one(&app.ids, body).map_err(|e| e.to_string()),
             Err(why) => Err((*why).to_string()),
         };
         match parsed {
@@ -144,12 +143,8 @@ async fn ingest(
         conn.run_all(dead).await.map_err(|e| format!("writing dead letters: {e}"))?;
         app.broker_metrics.dead_letters.fetch_add(dead_count, Relaxed);
     }
-    let transform = app.plugins.get(&tenant.id, Hook::Transform);
-    let route = app.plugins.get(&tenant.id, Hook::Route);
     let accepted = events.len() as u64;
-    let events = plugin::hooks::process_events(transform, route, events).await;
-    app.broker.publish(tenant, &events).await.map_err(|e| e.to_string())?;
-    tenant.metrics.events_published.fetch_add(events.len() as u64, Relaxed);
+    super::pipeline::publish(app, tenant, events).await.map_err(|e| e.to_string())?;
     let counter = match source {
         Source::Stream => &app.broker_metrics.ingest_stream_entries,
         Source::PubSub => &app.broker_metrics.ingest_pubsub_messages,
@@ -180,12 +175,12 @@ impl Reader {
         let mut backlog = true;
         let mut next_claim = Instant::now();
         let mut was_healthy = true;
-        while !self.app.draining.is_cancelled() {
+        while !self.app.drain.is_draining() {
             if !self.app.broker.healthy() {
                 was_healthy = false;
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_millis(50)) => {}
-                    () = self.app.draining.cancelled() => {}
+                    () = self.app.drain.started() => {}
                 }
                 continue;
             }
@@ -248,7 +243,7 @@ impl Reader {
                     tracing::warn!(error = %e, retry_in = ?backoff, "Redis ingest stream reader failed; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
-                        () = self.app.draining.cancelled() => {}
+                        () = self.app.drain.started() => {}
                     }
                     backoff = (backoff * 2).min(self.max_backoff);
                 }
@@ -346,7 +341,7 @@ impl Leader {
         let node = self.app.node_id.to_string();
         let lease_ms = LEASE.as_millis() as u64;
         let channels: Vec<String> = self.app.tenants.iter().map(|t| publish_channel(&t.id)).collect();
-        while !self.app.draining.is_cancelled() {
+        while !self.app.drain.is_draining() {
             if self.hold_lease(&node, lease_ms).await {
                 match self.lead(&node, lease_ms, &channels).await {
                     Ok(()) => {}
@@ -355,7 +350,7 @@ impl Leader {
             }
             tokio::select! {
                 () = tokio::time::sleep(LEASE / 4) => {}
-                () = self.app.draining.cancelled() => {}
+                () = self.app.drain.started() => {}
             }
         }
         let _: Result<i64, _> =
@@ -395,7 +390,7 @@ impl Leader {
         renew.tick().await;
         loop {
             tokio::select! {
-                () = self.app.draining.cancelled() => return Ok(()),
+                () = self.app.drain.started() => return Ok(()),
                 _ = renew.tick() => {
                     if !self.hold_lease(node, lease_ms).await {
                         return Err("lost the lease".into());

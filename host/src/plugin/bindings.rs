@@ -13,11 +13,11 @@ wasmtime::component::bindgen!({
     world: "plugin-host",
 });
 
-pub use exports::notify::plugin::{auth, route, transform};
-pub use notify::plugin::types;
+pub(crate) use exports::notify::plugin::{auth, route, transform};
+pub(crate) use notify::plugin::types;
 
 /// Per-store state: one per plugin instance, never shared across tenants.
-pub struct StoreState {
+pub(crate) struct StoreState {
     pub tenant: Arc<str>,
     /// `<hook>@<hash prefix>`, for log lines.
     pub plugin: Arc<str>,
@@ -36,7 +36,7 @@ pub struct StoreState {
 /// is interrupted once its thread has used `budget` of CPU, so a host preempted under load
 /// does not fail healthy plugins. `WALL_FACTOR` times the budget in wall time is the hard
 /// stop for a thread that is starved rather than busy.
-pub struct CallClock {
+pub(crate) struct CallClock {
     /// The calling thread's CPU time at the start (calls are synchronous, so the whole call
     /// runs on that thread).
     cpu: Option<std::time::Duration>,
@@ -47,12 +47,12 @@ pub struct CallClock {
 impl CallClock {
     const WALL_FACTOR: u32 = 50;
 
-    pub fn start(budget: std::time::Duration) -> Self {
+    pub(crate) fn start(budget: std::time::Duration) -> Self {
         Self { cpu: thread_cpu(), wall: std::time::Instant::now(), budget }
     }
 
     /// Whether the call has used up its budget.
-    pub fn expired(&self) -> bool {
+    pub(crate) fn expired(&self) -> bool {
         let cpu_spent = self.cpu.zip(thread_cpu()).map(|(start, now)| now.saturating_sub(start));
         // Without a thread clock, wall time is all there is.
         let spent = cpu_spent.unwrap_or_else(|| self.wall.elapsed());

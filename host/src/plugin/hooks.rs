@@ -17,7 +17,7 @@ use crate::ingest::{MAX_EVENT_NAME, check_attributes};
 use crate::segment::{Clause, Filter, Op};
 
 /// What the auth plugin decided.
-pub enum AuthOutcome {
+pub(crate) enum AuthOutcome {
     Allow(Identity, Vec<(String, String)>),
     Deny {
         status: u16,
@@ -29,7 +29,7 @@ pub enum AuthOutcome {
 }
 
 /// Runs the tenant's auth plugin on a connection attempt.
-pub async fn authenticate(plugin: Arc<LoadedPlugin>, req: types::ConnectRequest) -> AuthOutcome {
+pub(crate) async fn authenticate(plugin: Arc<LoadedPlugin>, req: types::ConnectRequest) -> AuthOutcome {
     match tokio::task::spawn_blocking(move || plugin.authenticate(&req)).await {
         Err(join) => AuthOutcome::Failed(format!("plugin task failed: {join}")),
         Ok(Err(e)) => AuthOutcome::Failed(e.to_string()),
@@ -57,7 +57,7 @@ fn identity(id: types::Identity) -> Result<(Identity, Vec<(String, String)>), St
 
 /// Runs `transform` then `route` (each if installed) over `events`, once per event, and
 /// returns the events to deliver.
-pub async fn process_events(
+pub(crate) async fn process_events(
     transform: Option<Arc<LoadedPlugin>>,
     route: Option<Arc<LoadedPlugin>>,
     events: Vec<Event>,

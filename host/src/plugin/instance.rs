@@ -40,13 +40,13 @@ struct Warm {
 /// Where a plugin version came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Source {
+pub(crate) enum Source {
     Config,
     Upload,
 }
 
 /// One plugin version active (or kept for rollback) in a tenant's hook slot.
-pub struct LoadedPlugin {
+pub(crate) struct LoadedPlugin {
     pub hook: Hook,
     pub tenant: Arc<str>,
     pub compiled: Arc<Compiled>,
@@ -67,7 +67,7 @@ pub struct LoadedPlugin {
 }
 
 impl LoadedPlugin {
-    pub fn new(
+    pub(crate) fn new(
         runtime: Arc<Runtime>,
         tenant: Arc<str>,
         hook: Hook,
@@ -101,7 +101,7 @@ impl LoadedPlugin {
     }
 
     /// What the plugin store keeps of this version.
-    pub fn version_state(&self) -> VersionState {
+    pub(crate) fn version_state(&self) -> VersionState {
         VersionState {
             hash: self.compiled.hash.clone(),
             provenance: Provenance {
@@ -113,11 +113,11 @@ impl LoadedPlugin {
         }
     }
 
-    pub fn is_disabled(&self) -> bool {
+    pub(crate) fn is_disabled(&self) -> bool {
         self.disabled.load(Relaxed)
     }
 
-    pub fn consecutive_failures(&self) -> u32 {
+    pub(crate) fn consecutive_failures(&self) -> u32 {
         self.consecutive_failures.load(Relaxed)
     }
 
@@ -216,21 +216,24 @@ impl LoadedPlugin {
         result
     }
 
-    pub fn authenticate(&self, req: &types::ConnectRequest) -> Result<Result<types::Identity, types::Deny>, CallError> {
+    pub(crate) fn authenticate(
+        &self,
+        req: &types::ConnectRequest,
+    ) -> Result<Result<types::Identity, types::Deny>, CallError> {
         self.call(|store, guest| match guest {
             Guest::Auth(g) => g.call_authenticate(store, req),
             _ => unreachable!("auth plugins hold auth guests"),
         })
     }
 
-    pub fn transform(&self, ev: &types::Event) -> Result<types::TransformResult, CallError> {
+    pub(crate) fn transform(&self, ev: &types::Event) -> Result<types::TransformResult, CallError> {
         self.call(|store, guest| match guest {
             Guest::Transform(g) => g.call_transform(store, ev),
             _ => unreachable!("transform plugins hold transform guests"),
         })
     }
 
-    pub fn route(&self, ev: &types::Event) -> Result<types::RouteDecision, CallError> {
+    pub(crate) fn route(&self, ev: &types::Event) -> Result<types::RouteDecision, CallError> {
         self.call(|store, guest| match guest {
             Guest::Route(g) => g.call_route(store, ev),
             _ => unreachable!("route plugins hold route guests"),

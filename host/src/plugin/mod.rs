@@ -7,18 +7,18 @@
 //! - this module: hook slots per tenant (install, rollback, remove) and the calls the rest
 //!   of the host makes, run on blocking threads.
 
-pub mod bindings;
-pub mod hooks;
-pub mod instance;
-pub mod runtime;
-pub mod store;
+pub(crate) mod bindings;
+pub(crate) mod hooks;
+pub(crate) mod instance;
+pub(crate) mod runtime;
+pub(crate) mod store;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 
-pub use instance::{LoadedPlugin, Source};
-pub use runtime::Runtime;
+pub(crate) use instance::{LoadedPlugin, Source};
+pub(crate) use runtime::Runtime;
 use store::{PluginStore, Provenance, SlotState, VersionState};
 
 use crate::config::{Config, FailurePolicy, PluginConfig};
@@ -28,16 +28,16 @@ use crate::tenant::Tenants;
 /// A plugin hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Hook {
+pub(crate) enum Hook {
     Auth,
     Transform,
     Route,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 3] = [Hook::Auth, Hook::Transform, Hook::Route];
+    pub(crate) const ALL: [Hook; 3] = [Hook::Auth, Hook::Transform, Hook::Route];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Hook::Auth => "auth",
             Hook::Transform => "transform",
@@ -45,7 +45,7 @@ impl Hook {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|h| h.as_str() == s)
     }
 
@@ -77,7 +77,7 @@ pub enum PluginError {
 
 /// Why one plugin call failed.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum CallError {
+pub(crate) enum CallError {
     #[error("plugin is disabled after repeated failures")]
     Disabled,
     #[error("plugin exceeded its deadline")]
@@ -90,7 +90,7 @@ pub enum CallError {
 
 /// Metrics of one tenant's hook, across plugin versions.
 #[derive(Default)]
-pub struct HookMetrics {
+pub(crate) struct HookMetrics {
     pub calls: AtomicU64,
     pub failures: AtomicU64,
     /// 1 while the active version is disabled by the breaker.
@@ -99,7 +99,7 @@ pub struct HookMetrics {
 }
 
 /// A hook slot as the admin API shows it.
-pub struct HookStatus {
+pub(crate) struct HookStatus {
     pub hook: Hook,
     pub active: Option<Arc<LoadedPlugin>>,
     /// Earlier versions, newest last (rollback takes the last).
@@ -117,7 +117,7 @@ struct Slot {
 }
 
 /// Every tenant's plugins.
-pub struct Plugins {
+pub(crate) struct Plugins {
     runtime: Arc<Runtime>,
     /// Hook slots by (tenant id, hook). Readers clone the active `Arc` and drop the lock
     /// before calling, so a swap never waits for a call and in-flight calls finish on the
@@ -132,7 +132,7 @@ pub struct Plugins {
 impl Plugins {
     /// Creates the runtime, loads the plugins named in config.toml, then restores the
     /// slots changed through the admin API from `server.data_dir`.
-    pub fn from_config(config: &Config, tenants: &Tenants) -> Result<Self, PluginError> {
+    pub(crate) fn from_config(config: &Config, tenants: &Tenants) -> Result<Self, PluginError> {
         let store = match &config.server.data_dir {
             Some(dir) => Some(
                 PluginStore::open(&config.base_dir.join(dir))
@@ -222,7 +222,7 @@ impl Plugins {
 
     /// Validates `wasm` for `hook` and makes it the tenant's active version; the previous
     /// one is kept for rollback. In-flight calls finish on the version they started with.
-    pub fn install(
+    pub(crate) fn install(
         &self,
         tenant: &Arc<str>,
         hook: Hook,
@@ -248,7 +248,7 @@ impl Plugins {
     }
 
     /// Installs an uploaded plugin and stores it so it survives restarts.
-    pub fn upload(
+    pub(crate) fn upload(
         &self,
         tenant: &Arc<str>,
         hook: Hook,
@@ -293,7 +293,7 @@ impl Plugins {
     }
 
     /// Makes the previous version active again.
-    pub fn rollback(&self, tenant: &Arc<str>, hook: Hook) -> Result<Arc<LoadedPlugin>, PluginError> {
+    pub(crate) fn rollback(&self, tenant: &Arc<str>, hook: Hook) -> Result<Arc<LoadedPlugin>, PluginError> {
         let mut slots = self.slots.write().expect("plugin slots lock");
         let slot = slots.get_mut(&(tenant.clone(), hook)).ok_or(PluginError::NoPrevious(hook.as_str()))?;
         let previous = slot.history.pop().ok_or(PluginError::NoPrevious(hook.as_str()))?;
@@ -306,7 +306,7 @@ impl Plugins {
     }
 
     /// Removes the active version (the hook is off afterwards; rollback restores it).
-    pub fn remove(&self, tenant: &Arc<str>, hook: Hook) -> Result<(), PluginError> {
+    pub(crate) fn remove(&self, tenant: &Arc<str>, hook: Hook) -> Result<(), PluginError> {
         let mut slots = self.slots.write().expect("plugin slots lock");
         let slot = slots.get_mut(&(tenant.clone(), hook)).ok_or(PluginError::NotInstalled(hook.as_str()))?;
         let old = slot.active.take().ok_or(PluginError::NotInstalled(hook.as_str()))?;
@@ -318,13 +318,13 @@ impl Plugins {
     }
 
     /// The active version of a tenant's hook.
-    pub fn get(&self, tenant: &Arc<str>, hook: Hook) -> Option<Arc<LoadedPlugin>> {
+    pub(crate) fn get(&self, tenant: &Arc<str>, hook: Hook) -> Option<Arc<LoadedPlugin>> {
         let slots = self.slots.read().expect("plugin slots lock");
         slots.get(&(tenant.clone(), hook)).and_then(|s| s.active.clone())
     }
 
     /// Active version and history of each hook of `tenant`.
-    pub fn list(&self, tenant: &Arc<str>) -> Vec<HookStatus> {
+    pub(crate) fn list(&self, tenant: &Arc<str>) -> Vec<HookStatus> {
         let slots = self.slots.read().expect("plugin slots lock");
         Hook::ALL
             .into_iter()
@@ -341,7 +341,7 @@ impl Plugins {
     }
 
     /// Every hook's metrics, for `/metrics`.
-    pub fn all_metrics(&self) -> Vec<(Arc<str>, Hook, Arc<HookMetrics>)> {
+    pub(crate) fn all_metrics(&self) -> Vec<(Arc<str>, Hook, Arc<HookMetrics>)> {
         let slots = self.slots.read().expect("plugin slots lock");
         let mut all: Vec<_> = slots.iter().map(|((t, h), s)| (t.clone(), *h, s.metrics.clone())).collect();
         all.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));

@@ -18,7 +18,7 @@ use crate::config::PluginLimits;
 const TICK: Duration = Duration::from_millis(1);
 
 /// A compiled, linked component: ready to instantiate for any hook it exports.
-pub struct Compiled {
+pub(crate) struct Compiled {
     pub hash: String,
     pub pre: InstancePre<StoreState>,
     pub auth: Option<auth::GuestIndices>,
@@ -27,7 +27,7 @@ pub struct Compiled {
 }
 
 impl Compiled {
-    pub fn exports(&self, hook: Hook) -> bool {
+    pub(crate) fn exports(&self, hook: Hook) -> bool {
         match hook {
             Hook::Auth => self.auth.is_some(),
             Hook::Transform => self.transform.is_some(),
@@ -37,7 +37,7 @@ impl Compiled {
 }
 
 /// Engine, linker and compile cache.
-pub struct Runtime {
+pub(crate) struct Runtime {
     pub engine: Engine,
     linker: Linker<StoreState>,
     pub limits: PluginLimits,
@@ -47,7 +47,7 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(limits: PluginLimits) -> Result<Arc<Self>, PluginError> {
+    pub(crate) fn new(limits: PluginLimits) -> Result<Arc<Self>, PluginError> {
         let mut pool = PoolingAllocationConfig::default();
         let instances = limits.max_instances;
         pool.total_component_instances(instances)
@@ -87,7 +87,7 @@ impl Runtime {
 
     /// Compiles `wasm` (a component; precompiled native code is never accepted), links it,
     /// and finds which hooks it exports.
-    pub fn compile(&self, wasm: &[u8]) -> Result<Arc<Compiled>, PluginError> {
+    pub(crate) fn compile(&self, wasm: &[u8]) -> Result<Arc<Compiled>, PluginError> {
         let hash = hex(&Sha256::digest(wasm));
         if let Some(hit) = self.cache.lock().expect("plugin cache lock").get(&hash) {
             return Ok(hit.clone());

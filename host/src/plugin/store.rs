@@ -14,7 +14,7 @@ use crate::config::FailurePolicy;
 
 /// How a plugin version was installed: everything about it but its bytes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Provenance {
+pub(crate) struct Provenance {
     pub config: BTreeMap<String, String>,
     pub on_failure: FailurePolicy,
     /// Unix seconds.
@@ -24,7 +24,7 @@ pub struct Provenance {
 
 /// One stored plugin version.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct VersionState {
+pub(crate) struct VersionState {
     pub hash: String,
     #[serde(flatten)]
     pub provenance: Provenance,
@@ -32,7 +32,7 @@ pub struct VersionState {
 
 /// One hook slot: its active version and history (newest last).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SlotState {
+pub(crate) struct SlotState {
     pub tenant: String,
     pub hook: Hook,
     pub active: Option<VersionState>,
@@ -45,12 +45,12 @@ struct StateFile {
 }
 
 /// The plugin directory.
-pub struct PluginStore {
+pub(crate) struct PluginStore {
     dir: PathBuf,
 }
 
 impl PluginStore {
-    pub fn open(data_dir: &Path) -> io::Result<Self> {
+    pub(crate) fn open(data_dir: &Path) -> io::Result<Self> {
         let dir = data_dir.join("plugins");
         std::fs::create_dir_all(&dir)?;
         Ok(Self { dir })
@@ -61,7 +61,7 @@ impl PluginStore {
     }
 
     /// Stores component bytes under their hash (once).
-    pub fn save_blob(&self, hash: &str, wasm: &[u8]) -> io::Result<()> {
+    pub(crate) fn save_blob(&self, hash: &str, wasm: &[u8]) -> io::Result<()> {
         let path = self.blob(hash);
         if path.exists() {
             return Ok(());
@@ -69,18 +69,18 @@ impl PluginStore {
         write_atomic(&path, wasm)
     }
 
-    pub fn load_blob(&self, hash: &str) -> io::Result<Vec<u8>> {
+    pub(crate) fn load_blob(&self, hash: &str) -> io::Result<Vec<u8>> {
         std::fs::read(self.blob(hash))
     }
 
     /// Replaces the stored slot states.
-    pub fn save_state(&self, slots: Vec<SlotState>) -> io::Result<()> {
+    pub(crate) fn save_state(&self, slots: Vec<SlotState>) -> io::Result<()> {
         let text = serde_json::to_vec_pretty(&StateFile { slots }).map_err(io::Error::other)?;
         write_atomic(&self.dir.join("state.json"), &text)
     }
 
     /// The stored slot states (none before the first change).
-    pub fn load_state(&self) -> io::Result<Vec<SlotState>> {
+    pub(crate) fn load_state(&self) -> io::Result<Vec<SlotState>> {
         match std::fs::read(self.dir.join("state.json")) {
             Ok(bytes) => Ok(serde_json::from_slice::<StateFile>(&bytes).map_err(io::Error::other)?.slots),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),

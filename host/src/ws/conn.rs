@@ -39,7 +39,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Connection lifecycle states after the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
+pub(crate) enum State {
     Established,
     Draining,
     Closing,
@@ -57,13 +57,13 @@ enum End {
 /// Positions a connecting client resumes its own streams from (`user_since`,
 /// `broadcast_since`).
 #[derive(Debug, Default)]
-pub struct Resume {
+pub(crate) struct Resume {
     pub user: Option<Position>,
     pub broadcast: Option<Position>,
 }
 
 /// Runs an established connection until it closes.
-pub async fn run(
+pub(crate) async fn run(
     mut ws: WebSocketStream<TcpStream>,
     conn: Arc<Conn>,
     identity: Identity,
@@ -171,7 +171,7 @@ async fn established(
     loop {
         tokio::select! {
             biased;
-            () = app.draining.cancelled() => {
+            () = app.drain.started() => {
                 *state = State::Draining;
                 conn.outbox.push_control(protocol::reconnect(conn.id, c.reconnect_spread, "server shutting down"));
                 return End::Close(close::GOING_AWAY, "server shutting down; reconnect and resume");

@@ -25,17 +25,17 @@ fn encode(opcode: u8, payload: &[u8]) -> Bytes {
 }
 
 /// A complete text frame carrying `json`.
-pub fn text(json: &[u8]) -> Bytes {
+pub(crate) fn text(json: &[u8]) -> Bytes {
     encode(OP_TEXT, json)
 }
 
 /// A complete text frame carrying `value` serialised as JSON.
-pub fn json(value: &serde_json::Value) -> Bytes {
+pub(crate) fn json(value: &serde_json::Value) -> Bytes {
     text(&serde_json::to_vec(value).expect("JSON values serialise"))
 }
 
 /// An empty ping frame.
-pub fn ping() -> Bytes {
+pub(crate) fn ping() -> Bytes {
     Bytes::from_static(&[FIN | OP_PING, 0])
 }
 

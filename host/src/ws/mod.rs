@@ -1,8 +1,8 @@
 //! WebSocket transport: the upgrade handshake, the connection loop, the client protocol and
 //! wire-encoded server frames.
 
-pub mod close;
-pub mod conn;
-pub mod frame;
-pub mod protocol;
-pub mod upgrade;
+pub(crate) mod close;
+pub(crate) mod conn;
+pub(crate) mod frame;
+pub(crate) mod protocol;
+pub(crate) mod upgrade;

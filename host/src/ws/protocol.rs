@@ -10,7 +10,7 @@ use crate::history::{Cursor, Position, Replay};
 /// A frame a client sends (JSON text with a `type`).
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ClientFrame {
+pub(crate) enum ClientFrame {
     Subscribe {
         channel: String,
         /// Resume the channel after this position: missed events are replayed first.
@@ -33,7 +33,7 @@ pub enum ClientFrame {
 /// A stream position as clients send it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Since {
+pub(crate) struct Since {
     pub epoch: String,
     pub offset: u64,
 }
@@ -45,22 +45,22 @@ impl From<Since> for Position {
 }
 
 /// Error codes of `error` frames.
-pub mod code {
-    pub const BAD_FRAME: &str = "bad_frame";
-    pub const INVALID_CHANNEL: &str = "invalid_channel";
-    pub const FORBIDDEN_CHANNEL: &str = "forbidden_channel";
-    pub const TOO_MANY_SUBSCRIPTIONS: &str = "too_many_subscriptions";
-    pub const ACKS_DISABLED: &str = "acks_disabled";
-    pub const STALE_POSITION: &str = "stale_position";
-    pub const HISTORY_UNAVAILABLE: &str = "history_unavailable";
+pub(crate) mod code {
+    pub(crate) const BAD_FRAME: &str = "bad_frame";
+    pub(crate) const INVALID_CHANNEL: &str = "invalid_channel";
+    pub(crate) const FORBIDDEN_CHANNEL: &str = "forbidden_channel";
+    pub(crate) const TOO_MANY_SUBSCRIPTIONS: &str = "too_many_subscriptions";
+    pub(crate) const ACKS_DISABLED: &str = "acks_disabled";
+    pub(crate) const STALE_POSITION: &str = "stale_position";
+    pub(crate) const HISTORY_UNAVAILABLE: &str = "history_unavailable";
 }
 
 /// Parses a client text frame, or explains what is wrong with it.
-pub fn parse(text: &str) -> Result<ClientFrame, String> {
+pub(crate) fn parse(text: &str) -> Result<ClientFrame, String> {
     serde_json::from_str(text).map_err(|e| format!("invalid client frame: {e}"))
 }
 
-pub struct Welcome<'a> {
+pub(crate) struct Welcome<'a> {
     pub conn_id: u64,
     pub user: &'a str,
     pub tenant: &'a str,
@@ -84,7 +84,7 @@ fn stream_state(r: &Replay) -> serde_json::Value {
     v
 }
 
-pub fn welcome(w: &Welcome<'_>) -> Bytes {
+pub(crate) fn welcome(w: &Welcome<'_>) -> Bytes {
     let mut v = json!({
         "type": "welcome",
         "connection_id": w.conn_id.to_string(),
@@ -104,7 +104,7 @@ pub fn welcome(w: &Welcome<'_>) -> Bytes {
     frame::json(&v)
 }
 
-pub fn subscribed(channel: &str, replay: Option<&Replay>) -> Bytes {
+pub(crate) fn subscribed(channel: &str, replay: Option<&Replay>) -> Bytes {
     let mut v = json!({ "type": "subscribed", "channel": channel });
     if let Some(r) = replay
         && let serde_json::Value::Object(state) = stream_state(r)
@@ -115,29 +115,29 @@ pub fn subscribed(channel: &str, replay: Option<&Replay>) -> Bytes {
 }
 
 /// The read cursor after an ack.
-pub fn acked(c: &Cursor) -> Bytes {
+pub(crate) fn acked(c: &Cursor) -> Bytes {
     frame::json(&json!({ "type": "acked", "epoch": c.epoch, "offset": c.acked, "unread": c.unread() }))
 }
 
 /// Sent before the host closes a connection the client should resume elsewhere or again
 /// (1001 draining, 1012 resync): reconnect after `retry_after_ms`, a delay in `0..=spread`
 /// that differs per connection so clients do not all come back at once.
-pub fn reconnect(conn_id: u64, spread: std::time::Duration, reason: &str) -> Bytes {
+pub(crate) fn reconnect(conn_id: u64, spread: std::time::Duration, reason: &str) -> Bytes {
     use std::hash::{BuildHasher, RandomState};
     let max = u64::try_from(spread.as_millis()).unwrap_or(u64::MAX);
     let after = if max == 0 { 0 } else { RandomState::new().hash_one(conn_id) % (max + 1) };
     frame::json(&json!({ "type": "reconnect", "reason": reason, "retry_after_ms": after }))
 }
 
-pub fn unsubscribed(channel: &str) -> Bytes {
+pub(crate) fn unsubscribed(channel: &str) -> Bytes {
     frame::json(&json!({ "type": "unsubscribed", "channel": channel }))
 }
 
-pub fn pong() -> Bytes {
+pub(crate) fn pong() -> Bytes {
     frame::json(&json!({ "type": "pong" }))
 }
 
-pub fn error(code: &str, message: &str, channel: Option<&str>) -> Bytes {
+pub(crate) fn error(code: &str, message: &str, channel: Option<&str>) -> Bytes {
     let mut v = json!({ "type": "error", "code": code, "message": message });
     if let Some(c) = channel {
         v["channel"] = json!(c);

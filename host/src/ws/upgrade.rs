@@ -4,11 +4,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::Ordering::Relaxed;
 
-use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
-use hyper::{Request, Response, StatusCode};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
+use axum::http::header::{self, HeaderValue};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
@@ -16,154 +18,176 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::conn::Resume;
+use crate::admission::Admitted;
+use crate::api::{ApiError, PathParams, bearer, query_param};
 use crate::app::App;
-use crate::auth::AuthError;
+use crate::auth::{AuthError, Identity};
 use crate::history::Position;
-use crate::http::{self, Body};
 use crate::hub::Conn;
 use crate::metrics::HandshakeFailure;
 use crate::plugin::Hook;
 use crate::plugin::bindings::types;
 use crate::plugin::hooks::{self, AuthOutcome};
+use crate::tenant::Tenant;
 
-fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
-    req.headers()
+/// Why a handshake was refused: the metric it counts under and the answer.
+struct Refusal(HandshakeFailure, ApiError);
+
+type Attributes = Vec<(String, String)>;
+
+/// Handles an upgrade request for the `{tenant}` path parameter.
+pub(crate) async fn handle(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    PathParams(tenant_id): PathParams<String>,
+    req: Request,
+) -> Response {
+    match accept(&app, &tenant_id, peer, req).await {
+        Ok(switching) => switching,
+        Err(Refusal(why, error)) => {
+            match app.tenants.get(&tenant_id) {
+                Some(t) => t.metrics.handshake_failed(why),
+                None => app.metrics.handshake_failed(why),
+            }
+            tracing::debug!(tenant = tenant_id, %peer, reason = error.code(), "handshake refused: {error}");
+            error.into_response()
+        }
+    }
+}
+
+/// The checks in the order clients meet them, then the connection task.
+async fn accept(app: &Arc<App>, tenant_id: &str, peer: SocketAddr, req: Request) -> Result<Response, Refusal> {
+    // The body of a GET is empty; the parts are what can be shared across the awaits.
+    let (req, _body) = req.into_parts();
+    if app.drain.is_draining() {
+        let message = "this node is shutting down; connect to another node";
+        return Err(Refusal(HandshakeFailure::Draining, ApiError::unavailable("draining", message)));
+    }
+    let accept_key = check_upgrade(&req)?;
+    let tenant = app.tenants.get(tenant_id).cloned().ok_or_else(|| {
+        let error = ApiError::not_found("unknown_tenant", format!("no tenant {tenant_id:?}"));
+        Refusal(HandshakeFailure::UnknownTenant, error)
+    })?;
+    check_origin(&tenant, &req)?;
+    let (identity, attributes) = authenticate(app, &tenant, &req, peer).await?;
+    let resume = resume_positions(&req)?;
+    let admitted = app.admission.try_admit().ok_or_else(|| {
+        let message = "this node is at its connection limit; retry on another node";
+        Refusal(HandshakeFailure::OverCapacity, ApiError::unavailable("over_capacity", message))
+    })?;
+    spawn_connection(app, req, Joining { tenant, identity, attributes, resume, admitted, peer });
+    Ok(switching_protocols(&accept_key))
+}
+
+fn header_has_token(req: &Parts, name: header::HeaderName, token: &str) -> bool {
+    req.headers
         .get_all(name)
         .iter()
         .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))))
 }
 
-/// Handles an upgrade request for `tenant_id`.
-pub async fn handle(app: &Arc<App>, req: Request<Incoming>, tenant_id: &str, peer: SocketAddr) -> Response<Body> {
-    let refuse = |why: HandshakeFailure, status: StatusCode, code: &str, message: String| {
-        match app.tenants.get(tenant_id) {
-            Some(t) => t.metrics.handshake_failed(why),
-            None => app.metrics.handshake_failed(why),
-        }
-        tracing::debug!(tenant = tenant_id, %peer, reason = code, "handshake refused: {message}");
-        http::error(status, code, message)
-    };
-    if app.draining.is_cancelled() {
-        return refuse(
-            HandshakeFailure::Draining,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "draining",
-            "this node is shutting down; connect to another node".into(),
-        );
+/// A WebSocket version 13 upgrade request; returns its `Sec-WebSocket-Accept` value.
+fn check_upgrade(req: &Parts) -> Result<String, Refusal> {
+    let bad = |error| Refusal(HandshakeFailure::BadRequest, error);
+    if !header_has_token(req, header::UPGRADE, "websocket") || !header_has_token(req, header::CONNECTION, "upgrade") {
+        let message = "expected a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)";
+        return Err(bad(ApiError::bad_request("not_websocket", message)));
     }
-    if !header_has_token(&req, header::UPGRADE, "websocket") || !header_has_token(&req, header::CONNECTION, "upgrade") {
-        return refuse(
-            HandshakeFailure::BadRequest,
-            StatusCode::BAD_REQUEST,
-            "not_websocket",
-            "expected a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)".into(),
-        );
+    if req.headers.get(header::SEC_WEBSOCKET_VERSION).and_then(|v| v.to_str().ok()) != Some("13") {
+        let message = "only WebSocket version 13 is supported";
+        let error = ApiError::new(StatusCode::UPGRADE_REQUIRED, "unsupported_version", message)
+            .with_header(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return Err(bad(error));
     }
-    if req.headers().get(header::SEC_WEBSOCKET_VERSION).and_then(|v| v.to_str().ok()) != Some("13") {
-        let mut res = refuse(
-            HandshakeFailure::BadRequest,
-            StatusCode::UPGRADE_REQUIRED,
-            "unsupported_version",
-            "only WebSocket version 13 is supported".into(),
-        );
-        res.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
-        return res;
-    }
-    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
-        return refuse(
-            HandshakeFailure::BadRequest,
-            StatusCode::BAD_REQUEST,
-            "missing_key",
-            "missing Sec-WebSocket-Key".into(),
-        );
-    };
-    let accept = derive_accept_key(key.as_bytes());
-    let Some(tenant) = app.tenants.get(tenant_id).cloned() else {
-        return refuse(
-            HandshakeFailure::UnknownTenant,
-            StatusCode::NOT_FOUND,
-            "unknown_tenant",
-            format!("no tenant {tenant_id:?}"),
-        );
-    };
-    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    if !tenant.origin_allowed(origin) {
-        return refuse(
-            HandshakeFailure::ForbiddenOrigin,
-            StatusCode::FORBIDDEN,
-            "forbidden_origin",
-            format!("origin {:?} is not allowed for this tenant", origin.unwrap_or("")),
-        );
-    }
-    let (identity, attributes) = match app.plugins.get(&tenant.id, Hook::Auth) {
-        Some(plugin) => match hooks::authenticate(plugin, connect_request(&req, &tenant.id, peer)).await {
-            AuthOutcome::Allow(identity, attributes) => (identity, attributes),
-            AuthOutcome::Deny { status, reason } => {
-                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
-                return refuse(HandshakeFailure::Unauthorized, status, "denied", reason);
-            }
-            AuthOutcome::Failed(why) => {
-                tracing::warn!(tenant = tenant_id, %peer, "auth plugin failed, refusing the connection: {why}");
-                return refuse(
-                    HandshakeFailure::Unauthorized,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "auth_unavailable",
-                    "authentication is temporarily unavailable".into(),
-                );
-            }
-        },
-        None => {
-            let query = req.uri().query();
-            let token = http::query_param(query, "token").or_else(|| http::bearer(req.headers()).map(str::to_owned));
-            let user = http::query_param(query, "user");
-            match tenant.auth.authenticate(token.as_deref(), user.as_deref()) {
-                Ok(identity) => (identity, Vec::new()),
-                Err(e) => {
-                    let code = if e == AuthError::Expired { "token_expired" } else { "unauthorized" };
-                    return refuse(HandshakeFailure::Unauthorized, StatusCode::UNAUTHORIZED, code, e.to_string());
-                }
-            }
-        }
-    };
-    let query = req.uri().query();
-    let since =
-        |name: &'static str| http::query_param(query, name).map(|v| Position::parse(&v).ok_or(name)).transpose();
-    let resume = match (since("user_since"), since("broadcast_since")) {
-        (Ok(user), Ok(broadcast)) => Resume { user, broadcast },
-        (Err(name), _) | (_, Err(name)) => {
-            return refuse(
-                HandshakeFailure::BadRequest,
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("{name} must be EPOCH:OFFSET, as in the stream positions of event frames"),
-            );
-        }
-    };
-    let max = app.config.server.max_connections;
-    let open = app.open_connections.fetch_add(1, SeqCst);
-    if max > 0 && open >= max {
-        app.open_connections.fetch_sub(1, SeqCst);
-        return refuse(
-            HandshakeFailure::OverCapacity,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "over_capacity",
-            "this node is at its connection limit; retry on another node".into(),
-        );
-    }
+    let key = req.headers.get(header::SEC_WEBSOCKET_KEY);
+    let key = key.ok_or_else(|| bad(ApiError::bad_request("missing_key", "missing Sec-WebSocket-Key")))?;
+    Ok(derive_accept_key(key.as_bytes()))
+}
 
-    // Only what the connection needs survives; the request (headers, URI) is dropped here.
-    let on_upgrade = hyper::upgrade::on(req);
+fn check_origin(tenant: &Tenant, req: &Parts) -> Result<(), Refusal> {
+    let origin = req.headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if tenant.origin_allowed(origin) {
+        return Ok(());
+    }
+    let message = format!("origin {:?} is not allowed for this tenant", origin.unwrap_or(""));
+    Err(Refusal(HandshakeFailure::ForbiddenOrigin, ApiError::new(StatusCode::FORBIDDEN, "forbidden_origin", message)))
+}
+
+/// The client's identity from the tenant's auth plugin, or from its configured auth.
+async fn authenticate(
+    app: &App,
+    tenant: &Tenant,
+    req: &Parts,
+    peer: SocketAddr,
+) -> Result<(Identity, Attributes), Refusal> {
+    let unauthorized = |error| Refusal(HandshakeFailure::Unauthorized, error);
+    let Some(plugin) = app.plugins.get(&tenant.id, Hook::Auth) else {
+        let query = req.uri.query();
+        let token = query_param(query, "token").or_else(|| bearer(&req.headers).map(str::to_owned));
+        let user = query_param(query, "user");
+        return match tenant.auth.authenticate(token.as_deref(), user.as_deref()) {
+            Ok(identity) => Ok((identity, Vec::new())),
+            Err(e) => {
+                let code = if e == AuthError::Expired { "token_expired" } else { "unauthorized" };
+                Err(unauthorized(ApiError::new(StatusCode::UNAUTHORIZED, code, e.to_string())))
+            }
+        };
+    };
+    match hooks::authenticate(plugin, connect_request(req, &tenant.id, peer)).await {
+        AuthOutcome::Allow(identity, attributes) => Ok((identity, attributes)),
+        AuthOutcome::Deny { status, reason } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+            Err(unauthorized(ApiError::new(status, "denied", reason)))
+        }
+        AuthOutcome::Failed(why) => {
+            tracing::warn!(tenant = &*tenant.id, %peer, "auth plugin failed, refusing the connection: {why}");
+            let message = "authentication is temporarily unavailable";
+            Err(unauthorized(ApiError::unavailable("auth_unavailable", message)))
+        }
+    }
+}
+
+/// `user_since` and `broadcast_since`, each optional.
+fn resume_positions(req: &Parts) -> Result<Resume, Refusal> {
+    let query = req.uri.query();
+    let since = |name: &'static str| query_param(query, name).map(|v| Position::parse(&v).ok_or(name)).transpose();
+    match (since("user_since"), since("broadcast_since")) {
+        (Ok(user), Ok(broadcast)) => Ok(Resume { user, broadcast }),
+        (Err(name), _) | (_, Err(name)) => {
+            let message = format!("{name} must be EPOCH:OFFSET, as in the stream positions of event frames");
+            Err(Refusal(HandshakeFailure::BadRequest, ApiError::bad_request("bad_request", message)))
+        }
+    }
+}
+
+/// What an accepted handshake hands to its connection task.
+struct Joining {
+    tenant: Arc<Tenant>,
+    identity: Identity,
+    attributes: Attributes,
+    resume: Resume,
+    /// The connection's slot under `server.max_connections`, freed when the task ends.
+    admitted: Admitted,
+    peer: SocketAddr,
+}
+
+/// Spawns the task that waits for hyper to hand over the socket and runs the connection.
+/// Only what the connection needs survives; the request (headers, URI) is dropped here.
+fn spawn_connection(app: &Arc<App>, req: Parts, j: Joining) {
+    let Joining { tenant, identity, attributes, resume, admitted, peer } = j;
+    let on_upgrade = hyper::upgrade::on(Request::from_parts(req, ()));
     let conn = Arc::new(Conn {
         id: app.hub.next_conn_id(),
-        tenant: tenant.clone(),
-        user: identity.user.clone().into_boxed_str(),
         segment: tenant.segments.intern(attributes),
+        tenant,
+        user: identity.user.clone().into_boxed_str(),
         outbox: Default::default(),
         gates: Default::default(),
     });
     let task_app = app.clone();
     app.connections.spawn(async move {
         let app = task_app;
+        let _admitted = admitted;
         let upgraded = tokio::time::timeout(app.config.server.handshake_timeout, on_upgrade).await;
         match upgraded {
             Ok(Ok(upgraded)) => match upgraded.downcast::<TokioIo<TcpStream>>() {
@@ -180,33 +204,33 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>, tenant_id: &str, pee
             }
             Err(_) => conn.tenant.metrics.handshake_failed(HandshakeFailure::Timeout),
         }
-        app.open_connections.fetch_sub(1, SeqCst);
     });
+}
 
-    let mut res = Response::new(Body::default());
-    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+fn switching_protocols(accept_key: &str) -> Response {
+    let mut res = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let h = res.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&accept).expect("base64 is a valid header"));
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(accept_key).expect("base64 is a valid header"));
     res
 }
 
 /// The handshake as an auth plugin sees it.
-fn connect_request(req: &Request<Incoming>, tenant: &str, peer: SocketAddr) -> types::ConnectRequest {
+fn connect_request(req: &Parts, tenant: &str, peer: SocketAddr) -> types::ConnectRequest {
     let headers = req
-        .headers()
+        .headers
         .iter()
         .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect();
     let query = req
-        .uri()
+        .uri
         .query()
         .map(|q| form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
         .unwrap_or_default();
     types::ConnectRequest {
         tenant: tenant.to_owned(),
-        path: req.uri().path().to_owned(),
+        path: req.uri.path().to_owned(),
         headers,
         query,
         remote_addr: peer.to_string(),

@@ -1,0 +1,105 @@
+//! Typed extractors: the publisher's tenant, a tenant's administrator, a user id from the
+//! path, path parameters with JSON rejections, and size-limited bodies.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, MatchedPath, Path};
+use axum::http::header::{self, HeaderMap};
+use axum::http::request::Parts;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+
+use super::ApiError;
+use crate::app::App;
+use crate::tenant::Tenant;
+
+/// Path parameters, refused with an [`ApiError`] instead of axum's plain-text rejection.
+#[derive(FromRequestParts)]
+#[from_request(via(Path), rejection(ApiError))]
+pub(crate) struct PathParams<T>(pub(crate) T);
+
+/// The tenant whose publish key the request bears (`Authorization: Bearer <publish key>`).
+pub(crate) struct Publisher(pub(crate) Arc<Tenant>);
+
+impl FromRequestParts<Arc<App>> for Publisher {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let key = bearer(&parts.headers)
+            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <publish key>"))?;
+        let tenant = app.tenants.by_publish_key(key).ok_or_else(|| ApiError::unauthorized("unknown publish key"))?;
+        Ok(Self(tenant.clone()))
+    }
+}
+
+/// The tenant of the `{tenant}` path parameter, for a request bearing the admin token or
+/// that tenant's management key.
+pub(crate) struct TenantAdmin(pub(crate) Arc<Tenant>);
+
+impl FromRequestParts<Arc<App>> for TenantAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let Path(params) = Path::<Vec<(String, String)>>::from_request_parts(parts, app).await?;
+        let id = params.iter().find(|(k, _)| k == "tenant").map_or("", |(_, v)| v.as_str());
+        let tenant =
+            app.tenants.get(id).ok_or_else(|| ApiError::not_found("unknown_tenant", format!("no tenant {id:?}")))?;
+        let token =
+            bearer(&parts.headers).ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
+        let admin = app.config.server.admin_token.as_deref().is_some_and(|t| t == token);
+        let manager = tenant.config.management_key.as_deref().is_some_and(|k| k == token);
+        if !(admin || manager) {
+            let message = "this token cannot manage this tenant";
+            return Err(ApiError::new(axum::http::StatusCode::FORBIDDEN, "forbidden", message));
+        }
+        Ok(Self(tenant.clone()))
+    }
+}
+
+/// A valid user id from the `{user}` path parameter.
+pub(crate) struct UserId(pub(crate) String);
+
+impl<S: Send + Sync> FromRequestParts<S> for UserId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let PathParams(user) = PathParams::<String>::from_request_parts(parts, state).await?;
+        if crate::channel::valid_name(&user) {
+            return Ok(Self(user));
+        }
+        let route = parts.extensions.get::<MatchedPath>().map_or("", MatchedPath::as_str);
+        let message = format!("{} {route} needs a user id of 1-128 characters of A-Z a-z 0-9 _ - . : @", parts.method);
+        Err(ApiError::bad_request("bad_request", message))
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+/// The first value of query parameter `name`, percent-decoded.
+pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+/// Reads a whole body of at most `limit` bytes, refusing early on a larger Content-Length.
+pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        let message = format!("request body exceeds {limit} bytes");
+        ApiError::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+    };
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(ApiError::bad_request("bad_body", format!("cannot read request body: {e}"))),
+    }
+}

@@ -1,0 +1,56 @@
+//! The HTTP API: one route table, handlers grouped by resource, typed extractors for
+//! credentials, and one error type ([`ApiError`]) for every refusal.
+//!
+//! The WebSocket upgrade is routed here too, but its handler (`ws::upgrade`) takes the raw
+//! socket back from hyper, so nothing of the router stays with a connection.
+
+mod admin;
+mod error;
+mod extract;
+mod health;
+mod presence;
+mod publish;
+mod users;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{Method, StatusCode, Uri};
+use axum::routing::{get, post, put};
+use tower_http::trace::TraceLayer;
+
+pub(crate) use error::ApiError;
+pub(crate) use extract::{PathParams, bearer, query_param};
+
+use crate::app::App;
+
+/// Every route the host serves.
+pub(crate) fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/v1/ws/{tenant}", get(crate::ws::upgrade::handle))
+        .route("/v1/publish", post(publish::one))
+        .route("/v1/publish/batch", post(publish::batch))
+        .route("/v1/presence/{user}", get(presence::status))
+        .route("/v1/users/{user}/unread", get(users::unread))
+        .route("/v1/admin/tenants/{tenant}/plugins", get(admin::list))
+        .route("/v1/admin/tenants/{tenant}/plugins/{hook}", put(admin::upload).delete(admin::remove))
+        .route("/v1/admin/tenants/{tenant}/plugins/{hook}/rollback", post(admin::rollback))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(TraceLayer::new_for_http())
+        .with_state(app)
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found("not_found", format!("no route for {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("method {method} not allowed here"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,72 @@
+//! `POST /v1/publish` and `POST /v1/publish/batch` (publish key).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::ApiError;
+use super::extract::{Publisher, read_body};
+use crate::app::App;
+use crate::event::Event;
+use crate::ingest;
+
+/// `POST /v1/publish`: one event, answered with `{"id"}`.
+pub(super) async fn one(
+    State(app): State<Arc<App>>,
+    publisher: Result<Publisher, ApiError>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let accepted =
+        accept(&app, publisher, &headers, body, |body| ingest::parse_one(&app.ids, body).map(|e| vec![e])).await;
+    answer(&app, accepted.map(|mut ids| json!({ "id": ids.swap_remove(0) })))
+}
+
+/// `POST /v1/publish/batch`: an array of events, answered with `{"ids"}` in order.
+pub(super) async fn batch(
+    State(app): State<Arc<App>>,
+    publisher: Result<Publisher, ApiError>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let max = app.config.server.max_batch_events;
+    let accepted = accept(&app, publisher, &headers, body, |body| ingest::parse_batch(&app.ids, body, max)).await;
+    answer(&app, accepted.map(|ids| json!({ "ids": ids })))
+}
+
+/// Every refused publish is counted, whatever refused it.
+fn answer(app: &App, accepted: Result<serde_json::Value, ApiError>) -> Response {
+    match accepted {
+        Ok(ids) => (StatusCode::ACCEPTED, Json(ids)).into_response(),
+        Err(e) => {
+            app.metrics.publish_rejected.fetch_add(1, Relaxed);
+            e.into_response()
+        }
+    }
+}
+
+/// Checks the node and the key, parses the body and publishes; returns the accepted ids
+/// (including those of events a plugin dropped: the publish was accepted).
+async fn accept(
+    app: &App,
+    publisher: Result<Publisher, ApiError>,
+    headers: &HeaderMap,
+    body: Body,
+    parse: impl FnOnce(&[u8]) -> Result<Vec<Event>, ingest::FieldError>,
+) -> Result<Vec<String>, ApiError> {
+    if app.drain.is_draining() {
+        return Err(ApiError::unavailable("draining", "this node is shutting down; publish to another node"));
+    }
+    let Publisher(tenant) = publisher?;
+    let body = read_body(headers, body, app.config.server.max_publish_bytes).await?;
+    let events = parse(&body)?;
+    let ids = events.iter().map(|e| e.id.clone()).collect();
+    ingest::pipeline::publish(app, &tenant, events).await?;
+    Ok(ids)
+}

@@ -1,0 +1,196 @@
+//! Routing, credential extraction and error bodies, in process: requests go through the
+//! router with `oneshot`, without sockets.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+use crate::app::App;
+use crate::config::Config;
+
+const CONFIG: &str = r#"
+[server]
+admin_token = "admin-secret-token"
+max_publish_bytes = 1024
+[tenants.demo]
+publish_key = "demo-key"
+management_key = "demo-manager-key"
+auth = { mode = "insecure" }
+[tenants.other]
+publish_key = "other-key"
+auth = { mode = "insecure" }
+history = { acks = true }
+"#;
+
+async fn app() -> Arc<App> {
+    let config = Config::from_toml(CONFIG, "test", []).unwrap();
+    Arc::new(App::new(config).await.unwrap())
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: header::HeaderMap,
+    body: Value,
+}
+
+impl Answer {
+    fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or_default()
+    }
+}
+
+async fn send(router: &Router, req: Request<Body>) -> Answer {
+    let mut req = req;
+    req.extensions_mut().insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+    let res = router.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+    Answer { status, headers, body }
+}
+
+fn request(method: &str, uri: &str, token: Option<&str>, body: impl Into<Body>) -> Request<Body> {
+    let mut builder = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    builder.body(body.into()).unwrap()
+}
+
+fn get(uri: &str, token: Option<&str>) -> Request<Body> {
+    request("GET", uri, token, Body::empty())
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_json_errors() {
+    let router = super::router(app().await);
+    let a = send(&router, get("/healthz", None)).await;
+    assert_eq!((a.status, a.body), (StatusCode::OK, json!({ "status": "ok" })));
+    let a = send(&router, get("/nowhere", None)).await;
+    assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "not_found"));
+    assert_eq!(a.headers[header::CONTENT_TYPE], "application/json");
+    let a = send(&router, get("/v1/publish", Some("demo-key"))).await;
+    assert_eq!((a.status, a.code()), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
+    let a = send(&router, request("POST", "/readyz", None, Body::empty())).await;
+    assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn publishing_checks_the_key_then_the_body() {
+    let app = app().await;
+    let router = super::router(app.clone());
+    let body = r#"{"users":["alice"],"event":"e"}"#;
+    let a = send(&router, request("POST", "/v1/publish", None, body)).await;
+    assert_eq!((a.status, a.code()), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    let a = send(&router, request("POST", "/v1/publish", Some("nope"), body)).await;
+    assert_eq!((a.status, a.code()), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    let a = send(&router, request("POST", "/v1/publish", Some("demo-key"), r#"{"users":["a"]}"#)).await;
+    assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "invalid_field"));
+    assert_eq!(a.body["error"]["field"], "event");
+    let a = send(&router, request("POST", "/v1/publish", Some("demo-key"), "x".repeat(2000))).await;
+    assert_eq!((a.status, a.code()), (StatusCode::PAYLOAD_TOO_LARGE, "too_large"));
+    let a = send(&router, request("POST", "/v1/publish", Some("demo-key"), body)).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED);
+    assert!(a.body["id"].is_string());
+    let batch = format!("[{body},{body}]");
+    let a = send(&router, request("POST", "/v1/publish/batch", Some("demo-key"), batch)).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED);
+    assert_eq!(a.body["ids"].as_array().map(Vec::len), Some(2));
+    assert_eq!(app.metrics.publish_rejected.load(Relaxed), 4);
+    assert_eq!(app.tenants.get("demo").unwrap().metrics.events_published.load(Relaxed), 3);
+}
+
+#[tokio::test]
+async fn a_draining_node_refuses_publishes_before_reading_credentials() {
+    let app = app().await;
+    let router = super::router(app.clone());
+    app.drain.start();
+    let a = send(&router, request("POST", "/v1/publish", None, "{}")).await;
+    assert_eq!((a.status, a.code()), (StatusCode::SERVICE_UNAVAILABLE, "draining"));
+    let a = send(&router, get("/readyz", None)).await;
+    assert_eq!((a.status, a.body), (StatusCode::SERVICE_UNAVAILABLE, json!({ "status": "draining" })));
+}
+
+#[tokio::test]
+async fn user_routes_take_the_publish_key_and_a_valid_user() {
+    let router = super::router(app().await);
+    let a = send(&router, get("/v1/presence/alice", None)).await;
+    assert_eq!((a.status, a.code()), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    let a = send(&router, get("/v1/presence/bad%20name", Some("demo-key"))).await;
+    assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "bad_request"));
+    assert!(a.body["error"]["message"].as_str().unwrap().contains("GET /v1/presence/{user}"));
+    let a = send(&router, get("/v1/presence/a%40b", Some("demo-key"))).await;
+    assert_eq!(a.body, json!({ "user": "a@b", "online": false, "connections": 0 }));
+    let a = send(&router, get("/v1/users/alice/unread", Some("demo-key"))).await;
+    assert_eq!((a.status, a.code()), (StatusCode::CONFLICT, "acks_disabled"));
+    let a = send(&router, get("/v1/users/alice/unread", Some("other-key"))).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!((a.body["user"].clone(), a.body["unread"].clone()), (json!("alice"), json!(0)));
+}
+
+#[tokio::test]
+async fn admin_routes_check_tenant_then_credential_then_hook() {
+    let router = super::router(app().await);
+    let a = send(&router, get("/v1/admin/tenants/nope/plugins", Some("admin-secret-token"))).await;
+    assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "unknown_tenant"));
+    let a = send(&router, get("/v1/admin/tenants/demo/plugins", None)).await;
+    assert_eq!((a.status, a.code()), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    let a = send(&router, get("/v1/admin/tenants/demo/plugins", Some("demo-key"))).await;
+    assert_eq!((a.status, a.code()), (StatusCode::FORBIDDEN, "forbidden"));
+    let a = send(&router, get("/v1/admin/tenants/other/plugins", Some("demo-manager-key"))).await;
+    assert_eq!((a.status, a.code()), (StatusCode::FORBIDDEN, "forbidden"), "a management key is per tenant");
+    for token in ["admin-secret-token", "demo-manager-key"] {
+        let a = send(&router, get("/v1/admin/tenants/demo/plugins", Some(token))).await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(a.body["tenant"], "demo");
+    }
+    let a =
+        send(&router, request("DELETE", "/v1/admin/tenants/demo/plugins/colour", Some("demo-manager-key"), "")).await;
+    assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "unknown_hook"));
+    let uri = "/v1/admin/tenants/demo/plugins/auth?on_failure=skip";
+    let a = send(&router, request("PUT", uri, Some("demo-manager-key"), "")).await;
+    assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "invalid_policy"));
+    let uri = "/v1/admin/tenants/demo/plugins/transform/rollback";
+    let a = send(&router, request("POST", uri, Some("demo-manager-key"), "")).await;
+    assert_eq!((a.status, a.code()), (StatusCode::CONFLICT, "no_plugin"));
+    let uri = "/v1/admin/tenants/demo/plugins/route";
+    let a = send(&router, request("PUT", uri, Some("demo-manager-key"), "not wasm")).await;
+    assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "invalid_plugin"));
+}
+
+#[tokio::test]
+async fn websocket_refusals_come_before_the_upgrade() {
+    let router = super::router(app().await);
+    let a = send(&router, get("/v1/ws/demo?user=alice", None)).await;
+    assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "not_websocket"));
+    let upgrade = |uri: &str, version: &str| {
+        Request::get(uri)
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::UPGRADE, "websocket")
+            .header(header::SEC_WEBSOCKET_VERSION, version)
+            .header(header::SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ==")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let a = send(&router, upgrade("/v1/ws/demo?user=alice", "12")).await;
+    assert_eq!((a.status, a.code()), (StatusCode::UPGRADE_REQUIRED, "unsupported_version"));
+    assert_eq!(a.headers[header::SEC_WEBSOCKET_VERSION], "13");
+    let a = send(&router, upgrade("/v1/ws/nope?user=alice", "13")).await;
+    assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "unknown_tenant"));
+    let a = send(&router, upgrade("/v1/ws/demo", "13")).await;
+    assert_eq!((a.status, a.code()), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    let a = send(&router, upgrade("/v1/ws/demo?user=alice&user_since=garbage", "13")).await;
+    assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "bad_request"));
+    let a = send(&router, upgrade("/v1/ws/demo?user=alice", "13")).await;
+    assert_eq!(a.status, StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(a.headers[header::SEC_WEBSOCKET_ACCEPT], "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+}
