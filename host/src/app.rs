@@ -7,18 +7,26 @@ use tokio_util::task::TaskTracker;
 
 use crate::admission::Admission;
 
-use crate::broker::{Broker, Link, MemoryBroker, RedisBroker};
+use crate::backend::{Backends, Broker, BrokerError, History, Presence};
+use crate::clock::IdGenerator;
 use crate::config::{BrokerConfig, Config, RedisConfig};
 use crate::drain::Drain;
-use crate::event::IdGenerator;
 use crate::fanout::QueueLimits;
-use crate::history::{History, MemoryHistory, RedisHistory};
 use crate::hub::Hub;
 use crate::metrics::{BrokerMetrics, GlobalMetrics};
-use crate::plugin::Plugins;
-use crate::presence::{Presence, Timing};
-use crate::server::StartError;
+use crate::plugin::{PluginError, Plugins};
 use crate::tenant::Tenants;
+
+/// Why the host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
 
 /// Shared host state.
 pub(crate) struct App {
@@ -41,7 +49,7 @@ pub(crate) struct App {
     pub workers: TaskTracker,
     /// This node's name in the cluster (`broker.node_id`, or random per process).
     pub node_id: Arc<str>,
-    pub presence: Presence,
+    pub presence: Arc<dyn Presence>,
     /// Stream history for positions, resume and read cursors: in memory with the memory
     /// broker, in Redis with the Redis broker (which appends to it as it publishes).
     pub history: Arc<dyn History>,
@@ -56,35 +64,13 @@ impl App {
         let hub = Arc::new(Hub::new(limits));
         let tenants = Tenants::from_config(&config);
         let broker_metrics = Arc::new(BrokerMetrics::default());
-        let link = match &config.broker {
-            BrokerConfig::Memory => None,
-            BrokerConfig::Redis(redis) => Some(Link::connect(redis, redis.timeout).await?),
-        };
-        let (broker, history): (Arc<dyn Broker>, Arc<dyn History>) = match (&config.broker, &link) {
-            (BrokerConfig::Redis(redis), Some(link)) => {
-                let by_id = tenants.iter().map(|t| (t.id.clone(), t.clone())).collect();
-                let spread = config.connections.reconnect_spread;
-                let broker = RedisBroker::start(redis, hub.clone(), by_id, broker_metrics.clone(), spread).await?;
-                (Arc::new(broker), Arc::new(RedisHistory::new(link.clone(), redis.timeout)))
-            }
-            _ => {
-                let history = Arc::new(MemoryHistory::default());
-                (Arc::new(MemoryBroker::new(hub.clone(), history.clone())), history)
-            }
-        };
-        let plugins = Plugins::from_config(&config, &tenants)?;
         let node_id: Arc<str> = match &config.broker {
             BrokerConfig::Redis(RedisConfig { node_id: Some(id), .. }) => Arc::from(id.as_str()),
             _ => Arc::from(format!("node-{:016x}", RandomState::new().hash_one(std::process::id()))),
         };
-        let presence = match (&config.broker, link) {
-            (BrokerConfig::Redis(redis), Some(conn)) => {
-                let all = tenants.iter().cloned().collect();
-                let timing = Timing { debounce: redis.presence_debounce, node_timeout: redis.node_timeout };
-                Presence::redis(hub.clone(), conn, node_id.clone(), all, timing)
-            }
-            _ => Presence::memory(hub.clone()),
-        };
+        let Backends { broker, history, presence } =
+            Backends::start(&config, &hub, &tenants, &node_id, &broker_metrics).await?;
+        let plugins = Plugins::from_config(&config, &tenants)?;
         let admission = Admission::new(config.server.max_connections);
         Ok(Self {
             tenants,

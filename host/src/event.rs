@@ -3,15 +3,43 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use crate::history::Position;
+use crate::protocol::frame;
 use crate::segment::Filter;
-use crate::ws::frame;
+use crate::stream::{Position, Target};
+
+/// Most users plus channels one event may name.
+pub(crate) const MAX_TARGETS: usize = 1000;
+/// Longest event name.
+pub(crate) const MAX_EVENT_NAME: usize = 128;
+/// Most attributes on one event or one identity.
+pub(crate) const MAX_ATTRIBUTES: usize = 32;
+/// Longest attribute key.
+pub(crate) const MAX_ATTRIBUTE_KEY: usize = 64;
+/// Longest attribute value.
+pub(crate) const MAX_ATTRIBUTE_VALUE: usize = 256;
+
+/// Checks attribute pairs against the limits; returns the offending index and why.
+pub(crate) fn check_attributes<'a>(
+    pairs: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+) -> Result<(), (usize, String)> {
+    if pairs.len() > MAX_ATTRIBUTES {
+        return Err((MAX_ATTRIBUTES, format!("at most {MAX_ATTRIBUTES} attributes")));
+    }
+    for (i, (k, v)) in pairs.enumerate() {
+        if k.is_empty() || k.len() > MAX_ATTRIBUTE_KEY || v.len() > MAX_ATTRIBUTE_VALUE {
+            return Err((
+                i,
+                format!("keys are 1-{MAX_ATTRIBUTE_KEY} bytes, values at most {MAX_ATTRIBUTE_VALUE} bytes"),
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// One published event after validation.
 #[derive(Debug, Clone)]
@@ -32,14 +60,6 @@ pub(crate) struct Event {
     pub filter: Option<Arc<Filter>>,
     /// When the publish request arrived, for the publish-to-enqueue histogram.
     pub received_at: Instant,
-}
-
-/// The stream an event frame is addressed to.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Target<'a> {
-    User(&'a str),
-    Channel(&'a str),
-    Broadcast,
 }
 
 impl Event {
@@ -94,36 +114,4 @@ impl Event {
 fn push_json_str(out: &mut String, s: &str) {
     // Serialising a &str into a String cannot fail.
     out.push_str(&serde_json::to_string(s).expect("string serialises"));
-}
-
-/// Microseconds since the Unix epoch.
-pub(crate) fn now_micros() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_millis() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Makes event ids unique across nodes and restarts: milliseconds, a random per-process tag,
-/// and a sequence number.
-pub(crate) struct IdGenerator {
-    tag: u32,
-    seq: AtomicU64,
-}
-
-impl Default for IdGenerator {
-    fn default() -> Self {
-        use std::hash::{BuildHasher, RandomState};
-        let tag = RandomState::new().hash_one(std::process::id()) as u32;
-        Self { tag, seq: AtomicU64::new(0) }
-    }
-}
-
-impl IdGenerator {
-    pub(crate) fn next_id(&self) -> String {
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        format!("{:011x}-{:08x}-{seq:x}", now_millis(), self.tag)
-    }
 }

@@ -17,8 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use bytes::Bytes;
 
-use crate::event::Target;
-use crate::history::Position;
+use crate::stream::{Position, Target};
 
 /// Live events a closed gate holds before the connection is treated as a slow client.
 const HOLD_LIMIT: usize = 4096;

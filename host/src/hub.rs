@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::event::{Event, Target};
+use crate::event::Event;
 use crate::fanout::{Kill, Outbox, Pushed, QueueLimits};
 use crate::gate::{Admit, Gates};
-use crate::history::{Position, Replay};
 use crate::segment::{Filter, Segment, Verdicts};
+use crate::stream::{Position, Replay, Target};
 use crate::tenant::Tenant;
 
 const SHARDS: usize = 64;
@@ -182,7 +182,7 @@ impl Hub {
             for conn in shard.values().flat_map(|ts| ts.everyone.values()) {
                 if conn.tenant.config.history.enabled() {
                     let reason = "events may have been missed";
-                    conn.outbox.push_control(crate::ws::protocol::reconnect(conn.id, spread, reason));
+                    conn.outbox.push_control(crate::protocol::reconnect(conn.id, spread, reason));
                     conn.outbox.kill(Kill::Resync);
                     n += 1;
                 }

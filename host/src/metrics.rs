@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::plugin::{Hook, HookMetrics};
-
 /// Why a WebSocket handshake was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum HandshakeFailure {
@@ -313,6 +311,16 @@ const TENANT_FAMILIES: [Family<TenantMetrics>; 12] = [
     },
 ];
 
+/// Metrics of one tenant's hook, across plugin versions.
+#[derive(Default)]
+pub(crate) struct HookMetrics {
+    pub calls: AtomicU64,
+    pub failures: AtomicU64,
+    /// 1 while the active version is disabled by the breaker.
+    pub disabled: AtomicU64,
+    pub duration: Histogram,
+}
+
 const PLUGIN_FAMILIES: [Family<HookMetrics>; 3] = [
     Family {
         name: "notify_plugin_calls_total",
@@ -370,14 +378,14 @@ pub(crate) fn render<'a>(
 }
 
 /// Appends per-tenant, per-hook plugin metrics.
-pub(crate) fn render_plugins(out: &mut String, hooks: &[(Arc<str>, Hook, Arc<HookMetrics>)]) {
-    let labels = |tenant: &str, hook: Hook| format!("tenant=\"{tenant}\",hook=\"{}\"", hook.as_str());
+pub(crate) fn render_plugins(out: &mut String, hooks: &[(Arc<str>, &str, Arc<HookMetrics>)]) {
+    let labels = |tenant: &str, hook: &str| format!("tenant=\"{tenant}\",hook=\"{hook}\"");
     for family in &PLUGIN_FAMILIES {
-        write_family(out, family, hooks.iter().map(|(t, h, m)| (labels(t, *h), &**m)));
+        write_family(out, family, hooks.iter().map(|(t, h, m)| (labels(t, h), &**m)));
     }
     let name = "notify_plugin_call_seconds";
     header(out, name, "histogram", "Plugin call duration, including instantiation when no warm instance was free.");
     for (tenant, hook, m) in hooks {
-        m.duration.render(out, name, &labels(tenant, *hook));
+        m.duration.render(out, name, &labels(tenant, hook));
     }
 }

@@ -22,23 +22,13 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
 use crate::app::App;
+pub use crate::app::StartError;
 use crate::config::{BrokerConfig, Config};
 use crate::drain::Drain;
 use crate::plugin::Hook;
 
 /// How long plain HTTP connections get to finish once the host stops.
 const HTTP_CLOSE_GRACE: Duration = Duration::from_secs(2);
-
-/// Why the host could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("cannot listen: {0}")]
-    Listen(#[from] std::io::Error),
-    #[error(transparent)]
-    Plugin(#[from] crate::plugin::PluginError),
-    #[error(transparent)]
-    Broker(#[from] crate::broker::BrokerError),
-}
 
 /// A bound host, ready to run.
 pub struct Server {

@@ -7,11 +7,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::broker::BrokerError;
-use crate::history::HistoryError;
+use crate::backend::{BrokerError, HistoryError, PresenceError};
 use crate::ingest::FieldError;
 use crate::plugin::PluginError;
-use crate::presence::PresenceError;
 
 /// A refused or failed HTTP request.
 #[derive(Debug, thiserror::Error)]

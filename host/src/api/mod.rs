@@ -11,6 +11,7 @@ mod health;
 mod presence;
 mod publish;
 mod users;
+mod websocket;
 
 use std::sync::Arc;
 
@@ -20,7 +21,6 @@ use axum::routing::{get, post, put};
 use tower_http::trace::TraceLayer;
 
 pub(crate) use error::ApiError;
-pub(crate) use extract::{PathParams, bearer, query_param};
 
 use crate::app::App;
 
@@ -30,7 +30,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .route("/v1/ws/{tenant}", get(crate::ws::upgrade::handle))
+        .route("/v1/ws/{tenant}", get(websocket::handle))
         .route("/v1/publish", post(publish::one))
         .route("/v1/publish/batch", post(publish::batch))
         .route("/v1/presence/{user}", get(presence::status))

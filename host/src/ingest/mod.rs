@@ -10,36 +10,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::channel;
-use crate::event::{Event, IdGenerator, now_millis};
-
-/// Most users plus channels one event may name.
-pub(crate) const MAX_TARGETS: usize = 1000;
-/// Longest event name.
-pub(crate) const MAX_EVENT_NAME: usize = 128;
-/// Most attributes on one event or one identity.
-pub(crate) const MAX_ATTRIBUTES: usize = 32;
-/// Longest attribute key.
-pub(crate) const MAX_ATTRIBUTE_KEY: usize = 64;
-/// Longest attribute value.
-pub(crate) const MAX_ATTRIBUTE_VALUE: usize = 256;
-
-/// Checks attribute pairs against the limits; returns the offending index and why.
-pub(crate) fn check_attributes<'a>(
-    pairs: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
-) -> Result<(), (usize, String)> {
-    if pairs.len() > MAX_ATTRIBUTES {
-        return Err((MAX_ATTRIBUTES, format!("at most {MAX_ATTRIBUTES} attributes")));
-    }
-    for (i, (k, v)) in pairs.enumerate() {
-        if k.is_empty() || k.len() > MAX_ATTRIBUTE_KEY || v.len() > MAX_ATTRIBUTE_VALUE {
-            return Err((
-                i,
-                format!("keys are 1-{MAX_ATTRIBUTE_KEY} bytes, values at most {MAX_ATTRIBUTE_VALUE} bytes"),
-            ));
-        }
-    }
-    Ok(())
-}
+use crate::clock::{IdGenerator, now_millis};
+use crate::event::{Event, MAX_EVENT_NAME, MAX_TARGETS, check_attributes};
 
 /// A publish request body as publishers send it.
 #[derive(Deserialize)]

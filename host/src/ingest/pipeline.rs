@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::app::App;
-use crate::broker::BrokerError;
+use crate::backend::BrokerError;
 use crate::event::Event;
 use crate::plugin::{self, Hook};
 use crate::tenant::Tenant;

@@ -13,7 +13,7 @@ use crate::auth::Identity;
 use crate::channel;
 use crate::config::FailurePolicy;
 use crate::event::Event;
-use crate::ingest::{MAX_EVENT_NAME, check_attributes};
+use crate::event::{MAX_EVENT_NAME, check_attributes};
 use crate::segment::{Clause, Filter, Op};
 
 /// What the auth plugin decided.

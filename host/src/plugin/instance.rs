@@ -17,7 +17,8 @@ use wasmtime_wasi::WasiCtxBuilder;
 use super::bindings::{CallClock, StoreState, auth, route, transform, types};
 use super::runtime::{Compiled, Runtime};
 use super::store::{Provenance, VersionState};
-use super::{CallError, FailurePolicy, Hook, HookMetrics};
+use super::{CallError, FailurePolicy, Hook};
+use crate::metrics::HookMetrics;
 
 /// Idle instances kept per plugin version; more concurrent calls instantiate afresh.
 const MAX_IDLE: usize = 4;

@@ -14,7 +14,7 @@ pub(crate) mod runtime;
 pub(crate) mod store;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, RwLock};
 
 pub(crate) use instance::{LoadedPlugin, Source};
@@ -22,7 +22,7 @@ pub(crate) use runtime::Runtime;
 use store::{PluginStore, Provenance, SlotState, VersionState};
 
 use crate::config::{Config, FailurePolicy, PluginConfig};
-use crate::metrics::Histogram;
+use crate::metrics::HookMetrics;
 use crate::tenant::Tenants;
 
 /// A plugin hook.
@@ -86,16 +86,6 @@ pub(crate) enum CallError {
     Trap(String),
     #[error("plugin could not be instantiated: {0}")]
     Instantiate(String),
-}
-
-/// Metrics of one tenant's hook, across plugin versions.
-#[derive(Default)]
-pub(crate) struct HookMetrics {
-    pub calls: AtomicU64,
-    pub failures: AtomicU64,
-    /// 1 while the active version is disabled by the breaker.
-    pub disabled: AtomicU64,
-    pub duration: Histogram,
 }
 
 /// A hook slot as the admin API shows it.
@@ -231,7 +221,7 @@ impl Plugins {
         on_failure: FailurePolicy,
         source: Source,
     ) -> Result<Arc<LoadedPlugin>, PluginError> {
-        let installed_at = crate::event::now_millis() / 1000;
+        let installed_at = crate::clock::now_millis() / 1000;
         let plugin = self.load_version(tenant, hook, wasm, Provenance { config, on_failure, installed_at, source })?;
         let mut slots = self.slots.write().expect("plugin slots lock");
         let slot = slots.entry((tenant.clone(), hook)).or_default();
@@ -341,10 +331,10 @@ impl Plugins {
     }
 
     /// Every hook's metrics, for `/metrics`.
-    pub(crate) fn all_metrics(&self) -> Vec<(Arc<str>, Hook, Arc<HookMetrics>)> {
+    pub(crate) fn all_metrics(&self) -> Vec<(Arc<str>, &'static str, Arc<HookMetrics>)> {
         let slots = self.slots.read().expect("plugin slots lock");
-        let mut all: Vec<_> = slots.iter().map(|((t, h), s)| (t.clone(), *h, s.metrics.clone())).collect();
-        all.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-        all
+        let mut all: Vec<_> = slots.iter().map(|((t, h), s)| ((t.clone(), *h), s.metrics.clone())).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all.into_iter().map(|((t, h), m)| (t, h.as_str(), m)).collect()
     }
 }

@@ -19,16 +19,15 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
 
-use super::close;
-use super::protocol::{self, ClientFrame, code};
 use crate::app::App;
 use crate::auth::Identity;
-use crate::broker::Ticket;
+use crate::backend::history::{History, HistoryError, Start};
+use crate::backend::interest::Ticket;
 use crate::channel;
-use crate::event::Target;
 use crate::fanout::Kill;
-use crate::history::{History, HistoryError, Position, Replay, Start};
 use crate::hub::Conn;
+use crate::protocol::{self, ClientFrame, StreamState, close, code};
+use crate::stream::{Position, Replay, Target};
 use crate::tenant::Tenant;
 
 /// Longest wait for the broker to subscribe a connection's streams before replying anyway.
@@ -114,7 +113,7 @@ pub(crate) async fn run(
 async fn join(conn: &Arc<Conn>, resume: Resume, app: &App) {
     let tenant = &conn.tenant;
     let c = &app.config.connections;
-    let welcome = |streams: Option<[&Replay; 2]>| {
+    let welcome = |streams: Option<[StreamState<'_>; 2]>| {
         protocol::welcome(&protocol::Welcome {
             conn_id: conn.id,
             user: &conn.user,
@@ -142,7 +141,7 @@ async fn join(conn: &Arc<Conn>, resume: Resume, app: &App) {
                 read(h, tenant, own_streams[0], Start { since: resume.user.as_ref(), unacked }),
                 read(h, tenant, Target::Broadcast, Start { since: resume.broadcast.as_ref(), unacked: false }),
             );
-            conn.outbox.push_control(welcome(Some([&user, &broadcast])));
+            conn.outbox.push_control(welcome(Some([(&user).into(), (&broadcast).into()])));
             app.hub.resume(conn, own_streams[0], &user);
             app.hub.resume(conn, Target::Broadcast, &broadcast);
         }
@@ -229,7 +228,7 @@ async fn established(
                 }
                 if now >= next_ping {
                     conn.gates.forget_floors();
-                    conn.outbox.push_control(super::frame::ping());
+                    conn.outbox.push_control(protocol::frame::ping());
                     next_ping = now + c.heartbeat_interval;
                 }
                 timer.as_mut().reset(deadline(last_seen, next_ping).into());
@@ -293,7 +292,7 @@ async fn act(action: Action, conn: &Arc<Conn>, app: &App) {
             sync_interest(app, ticket).await;
             let target = Target::Channel(&channel);
             let replay = read(&*app.history, tenant, target, Start { since: since.as_ref(), unacked: false }).await;
-            conn.outbox.push_control(protocol::subscribed(&channel, Some(&replay)));
+            conn.outbox.push_control(protocol::subscribed(&channel, Some((&replay).into())));
             app.hub.resume(conn, target, &replay);
             return;
         }
@@ -304,7 +303,7 @@ async fn act(action: Action, conn: &Arc<Conn>, app: &App) {
         Action::Ack(position) => match app.history.ack(tenant, &conn.user, &position).await {
             Ok(cursor) => {
                 tenant.metrics.acks.fetch_add(1, Relaxed);
-                protocol::acked(&cursor)
+                protocol::acked(&cursor.epoch, cursor.acked, cursor.unread())
             }
             Err(e @ HistoryError::StalePosition(..)) => protocol::error(code::STALE_POSITION, &e.to_string(), None),
             Err(e) => {

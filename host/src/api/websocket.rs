@@ -1,34 +1,28 @@
 //! `GET /v1/ws/{tenant}`: validates the upgrade request, authenticates the client, answers
-//! `101 Switching Protocols`, and hands the raw socket to the connection loop. Every refusal
-//! happens before the upgrade, as an HTTP status with a JSON body.
+//! `101 Switching Protocols`, and hands the upgrade to the WebSocket transport (`ws`). Every
+//! refusal happens before the upgrade, as an HTTP status with a JSON body.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::http::header::{self, HeaderValue};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
-use super::conn::Resume;
-use crate::admission::Admitted;
-use crate::api::{ApiError, PathParams, bearer, query_param};
+use super::ApiError;
+use super::extract::{PathParams, bearer, query_param};
 use crate::app::App;
 use crate::auth::{AuthError, Identity};
-use crate::history::Position;
-use crate::hub::Conn;
 use crate::metrics::HandshakeFailure;
 use crate::plugin::Hook;
 use crate::plugin::bindings::types;
 use crate::plugin::hooks::{self, AuthOutcome};
+use crate::stream::Position;
 use crate::tenant::Tenant;
+use crate::ws::{Joining, Resume};
 
 /// Why a handshake was refused: the metric it counts under and the answer.
 struct Refusal(HandshakeFailure, ApiError);
@@ -75,7 +69,7 @@ async fn accept(app: &Arc<App>, tenant_id: &str, peer: SocketAddr, req: Request)
         let message = "this node is at its connection limit; retry on another node";
         Refusal(HandshakeFailure::OverCapacity, ApiError::unavailable("over_capacity", message))
     })?;
-    spawn_connection(app, req, Joining { tenant, identity, attributes, resume, admitted, peer });
+    crate::ws::spawn(app, req, Joining { tenant, identity, attributes, resume, admitted, peer });
     Ok(switching_protocols(&accept_key))
 }
 
@@ -160,53 +154,6 @@ fn resume_positions(req: &Parts) -> Result<Resume, Refusal> {
     }
 }
 
-/// What an accepted handshake hands to its connection task.
-struct Joining {
-    tenant: Arc<Tenant>,
-    identity: Identity,
-    attributes: Attributes,
-    resume: Resume,
-    /// The connection's slot under `server.max_connections`, freed when the task ends.
-    admitted: Admitted,
-    peer: SocketAddr,
-}
-
-/// Spawns the task that waits for hyper to hand over the socket and runs the connection.
-/// Only what the connection needs survives; the request (headers, URI) is dropped here.
-fn spawn_connection(app: &Arc<App>, req: Parts, j: Joining) {
-    let Joining { tenant, identity, attributes, resume, admitted, peer } = j;
-    let on_upgrade = hyper::upgrade::on(Request::from_parts(req, ()));
-    let conn = Arc::new(Conn {
-        id: app.hub.next_conn_id(),
-        segment: tenant.segments.intern(attributes),
-        tenant,
-        user: identity.user.clone().into_boxed_str(),
-        outbox: Default::default(),
-        gates: Default::default(),
-    });
-    let task_app = app.clone();
-    app.connections.spawn(async move {
-        let app = task_app;
-        let _admitted = admitted;
-        let upgraded = tokio::time::timeout(app.config.server.handshake_timeout, on_upgrade).await;
-        match upgraded {
-            Ok(Ok(upgraded)) => match upgraded.downcast::<TokioIo<TcpStream>>() {
-                Ok(parts) => {
-                    let ws = websocket(&app, parts.io.into_inner(), parts.read_buf).await;
-                    conn.tenant.metrics.handshakes.fetch_add(1, Relaxed);
-                    super::conn::run(ws, conn, identity, resume, &app).await;
-                }
-                Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
-            },
-            Ok(Err(e)) => {
-                conn.tenant.metrics.handshake_failed(HandshakeFailure::BadRequest);
-                tracing::debug!(%peer, "upgrade failed: {e}");
-            }
-            Err(_) => conn.tenant.metrics.handshake_failed(HandshakeFailure::Timeout),
-        }
-    });
-}
-
 fn switching_protocols(accept_key: &str) -> Response {
     let mut res = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let h = res.headers_mut();
@@ -234,27 +181,5 @@ fn connect_request(req: &Parts, tenant: &str, peer: SocketAddr) -> types::Connec
         headers,
         query,
         remote_addr: peer.to_string(),
-    }
-}
-
-/// Wraps the socket with small buffers: tungstenite's defaults would allocate 128 KiB per
-/// connection up front. Server frames bypass tungstenite's write buffer entirely (see
-/// `fanout`), so it only ever holds pongs and close frames.
-///
-/// `pre_read` (bytes the client sent before the upgrade finished) is a view into hyper's
-/// 8 KiB read buffer; it is consumed here so that buffer is freed before the connection
-/// settles in.
-async fn websocket(app: &App, tcp: TcpStream, pre_read: bytes::Bytes) -> WebSocketStream<TcpStream> {
-    let c = &app.config.connections;
-    let config = WebSocketConfig::default()
-        .read_buffer_size(c.read_buffer_bytes)
-        .write_buffer_size(0)
-        .max_write_buffer_size(64 * 1024)
-        .max_message_size(Some(c.max_message_bytes))
-        .max_frame_size(Some(c.max_message_bytes));
-    if pre_read.is_empty() {
-        WebSocketStream::from_raw_socket(tcp, Role::Server, Some(config)).await
-    } else {
-        WebSocketStream::from_partially_read(tcp, pre_read.to_vec(), Role::Server, Some(config)).await
     }
 }

@@ -1,11 +1,14 @@
-//! Client protocol frames: what clients send, and the replies the host builds for them.
+//! The client protocol (docs/PROTOCOL.md): the frames clients send, the frames the host
+//! builds for them (encoded once into wire bytes, `frame`), and the close codes (`close`).
+
+pub(crate) mod close;
+pub(crate) mod frame;
 
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::frame;
-use crate::history::{Cursor, Position, Replay};
+use crate::stream::{Position, Replay};
 
 /// A frame a client sends (JSON text with a `type`).
 #[derive(Debug, Deserialize)]
@@ -68,14 +71,31 @@ pub(crate) struct Welcome<'a> {
     pub idle_timeout_ms: u128,
     /// With history: the user and broadcast streams' positions and whether resuming them
     /// recovered everything.
-    pub streams: Option<[&'a Replay; 2]>,
+    pub streams: Option<[StreamState<'a>; 2]>,
     /// The tenant keeps read cursors: the user stream also reports `acked` and `unread`.
     pub acks: bool,
 }
 
+/// What a client learns of a stream it joined or resumed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StreamState<'a> {
+    /// Whether the replay holds every event after the client's position.
+    pub recovered: bool,
+    /// The stream's latest position; absent when history could not be read.
+    pub position: Option<&'a Position>,
+    /// The user's read cursor (user streams of tenants with acks).
+    pub acked: u64,
+}
+
+impl<'a> From<&'a Replay> for StreamState<'a> {
+    fn from(r: &'a Replay) -> Self {
+        Self { recovered: r.recovered, position: r.position.as_ref(), acked: r.acked }
+    }
+}
+
 /// `{"epoch", "offset", "recovered"}` of a resumed stream (no position when history could
 /// not be read).
-fn stream_state(r: &Replay) -> serde_json::Value {
+fn stream_state(r: &StreamState<'_>) -> serde_json::Value {
     let mut v = json!({ "recovered": r.recovered });
     if let Some(p) = &r.position {
         v["epoch"] = json!(p.epoch);
@@ -93,9 +113,9 @@ pub(crate) fn welcome(w: &Welcome<'_>) -> Bytes {
         "heartbeat_interval_ms": w.heartbeat_interval_ms as u64,
         "idle_timeout_ms": w.idle_timeout_ms as u64,
     });
-    if let Some([user, broadcast]) = w.streams {
+    if let Some([user, broadcast]) = &w.streams {
         let mut user_state = stream_state(user);
-        if let (true, Some(p)) = (w.acks, &user.position) {
+        if let (true, Some(p)) = (w.acks, user.position) {
             user_state["acked"] = json!(user.acked);
             user_state["unread"] = json!(p.offset.saturating_sub(user.acked));
         }
@@ -104,19 +124,19 @@ pub(crate) fn welcome(w: &Welcome<'_>) -> Bytes {
     frame::json(&v)
 }
 
-pub(crate) fn subscribed(channel: &str, replay: Option<&Replay>) -> Bytes {
+pub(crate) fn subscribed(channel: &str, resumed: Option<StreamState<'_>>) -> Bytes {
     let mut v = json!({ "type": "subscribed", "channel": channel });
-    if let Some(r) = replay
-        && let serde_json::Value::Object(state) = stream_state(r)
+    if let Some(r) = resumed
+        && let serde_json::Value::Object(state) = stream_state(&r)
     {
         v.as_object_mut().expect("an object").extend(state);
     }
     frame::json(&v)
 }
 
-/// The read cursor after an ack.
-pub(crate) fn acked(c: &Cursor) -> Bytes {
-    frame::json(&json!({ "type": "acked", "epoch": c.epoch, "offset": c.acked, "unread": c.unread() }))
+/// The read cursor after an ack: the last offset acked in `epoch`, and how many are unread.
+pub(crate) fn acked(epoch: &str, acked: u64, unread: u64) -> Bytes {
+    frame::json(&json!({ "type": "acked", "epoch": epoch, "offset": acked, "unread": unread }))
 }
 
 /// Sent before the host closes a connection the client should resume elsewhere or again

@@ -15,10 +15,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{Cursor, History, HistoryError, Limits, POSITION_GRACE, Position, Replay, Start, Stored, new_epoch, plan};
-use crate::broker::BoxFuture;
-use crate::event::Target;
+use crate::backend::BoxFuture;
+use crate::backend::history::{Cursor, History, HistoryError, Limits, POSITION_GRACE, Start, plan};
 use crate::segment::Filter;
+use crate::stream::{Position, Replay, Stored, Target, new_epoch};
 use crate::tenant::Tenant;
 
 const SHARDS: usize = 64;

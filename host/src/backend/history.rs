@@ -6,88 +6,18 @@
 //!
 //! [`History`] is what connections read: the events after a position, and the per-user
 //! read cursor that acks move. Appending belongs to the broker, because appending and
-//! delivering an event must be one step per stream: [`MemoryHistory`] appends under the
-//! stream's lock in the memory broker, [`RedisHistory`] in one Lua script that also publishes.
+//! delivering an event must be one step per stream: the memory store appends under the
+//! stream's lock in the memory broker, the Redis store in one Lua script that also publishes.
 
-mod memory;
-mod redis;
-
-pub(crate) use redis::append_cmd;
-
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-
-pub(crate) use memory::MemoryHistory;
-pub(crate) use redis::RedisHistory;
-
-use crate::broker::BoxFuture;
-use crate::event::Target;
-use crate::segment::Filter;
+use super::BoxFuture;
+use crate::stream::{Position, Replay, Target};
 use crate::tenant::Tenant;
-
-/// A position in a stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Position {
-    pub epoch: String,
-    pub offset: u64,
-}
-
-impl Position {
-    /// Parses `EPOCH:OFFSET` (the `user_since` / `broadcast_since` query form).
-    pub(crate) fn parse(s: &str) -> Option<Self> {
-        let (epoch, offset) = s.rsplit_once(':')?;
-        valid_epoch(epoch).then_some(())?;
-        Some(Self { epoch: epoch.to_owned(), offset: offset.parse().ok()? })
-    }
-}
 
 /// How long a stream's position (epoch, offset, read cursor) outlives its last use beyond
 /// `ttl`: a client that missed nothing still resumes with `recovered: true` after a quiet day.
 pub(crate) const POSITION_GRACE: Duration = Duration::from_secs(24 * 3600);
-
-/// A fresh epoch name: 16 hex digits, unique per call.
-pub(crate) fn new_epoch() -> String {
-    use std::hash::{BuildHasher, RandomState};
-    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let seed = (crate::event::now_micros(), SEQ.fetch_add(1, Relaxed), std::process::id());
-    format!("{:016x}", RandomState::new().hash_one(seed))
-}
-
-/// Epochs are short alphanumeric names (the stores make 16 hex digits).
-pub(crate) fn valid_epoch(epoch: &str) -> bool {
-    !epoch.is_empty() && epoch.len() <= 64 && epoch.bytes().all(|b| b.is_ascii_alphanumeric())
-}
-
-/// One stored event of a stream: its complete client frame and the route filter it was
-/// published with (replays honour it as live delivery does).
-#[derive(Debug, Clone)]
-pub(crate) struct Stored {
-    pub offset: u64,
-    pub frame: Bytes,
-    pub filter: Option<Arc<Filter>>,
-}
-
-/// What a resuming connection gets: the events it missed, in order, and whether they are all
-/// of them (`recovered`; false when history was trimmed past the start or the epoch is
-/// another one). `position` is the stream's latest, absent when the store could not be read.
-#[derive(Debug)]
-pub(crate) struct Replay {
-    pub recovered: bool,
-    pub events: Vec<Stored>,
-    pub position: Option<Position>,
-    /// The read cursor at the snapshot (user streams of tenants with acks; 0 otherwise).
-    pub acked: u64,
-}
-
-impl Replay {
-    /// The store could not be read: nothing replayed, nothing promised.
-    pub(crate) fn unavailable() -> Self {
-        Self { recovered: false, events: Vec::new(), position: None, acked: 0 }
-    }
-}
 
 /// A user's read cursor: the user stream's latest position and the last offset acked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,7 +106,7 @@ pub(crate) trait History: Send + Sync + 'static {
 ///
 /// `epoch`/`last`/`acked` describe the stream; `oldest` is the offset of its oldest kept event
 /// (`last + 1` when none is kept).
-fn plan(from: Start<'_>, epoch: &str, last: u64, acked: u64, oldest: u64) -> (Option<u64>, bool) {
+pub(super) fn plan(from: Start<'_>, epoch: &str, last: u64, acked: u64, oldest: u64) -> (Option<u64>, bool) {
     let own = from.since.map(|p| (p.epoch == epoch && p.offset <= last).then_some(p.offset));
     let mut start = own.flatten();
     if from.unacked {
@@ -213,13 +143,5 @@ mod tests {
         assert_eq!(plan(from(Some(&at("x", 3)), true), "e", 5, 4, 3), (Some(4), false));
         // Up to date: nothing missed even when nothing is kept.
         assert_eq!(plan(from(Some(&at("e", 5)), false), "e", 5, 0, 6), (Some(5), true));
-    }
-
-    #[test]
-    fn parses_positions() {
-        assert_eq!(Position::parse("abc:7"), Some(at("abc", 7)));
-        assert_eq!(Position::parse("a:b:7"), None);
-        assert_eq!(Position::parse(":7"), None);
-        assert_eq!(Position::parse("abc:x"), None);
     }
 }

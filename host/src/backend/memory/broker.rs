@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use super::{BoxFuture, Broker, BrokerError};
+use super::history::MemoryHistory;
+use crate::backend::history::Limits;
+use crate::backend::{BoxFuture, Broker, BrokerError};
 use crate::event::Event;
-use crate::history::{Limits, MemoryHistory};
 use crate::hub::Hub;
 use crate::tenant::Tenant;
 

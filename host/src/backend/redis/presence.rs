@@ -1,9 +1,7 @@
-//! Presence: how many connections a user has and whether they are online, across nodes.
-//!
-//! In memory mode the local hub is the whole truth. In cluster mode each node keeps its
+//! Presence across nodes sharing a Redis: each node keeps its
 //! per-user connection counts in `notify:presence:{tenant}:node:{node}` and heartbeats in
 //! `notify:presence:{tenant}:nodes` (`{tenant}` in braces: every presence key of a tenant
-//! shares one Redis Cluster slot, so the scripts below can touch them together); a user's
+//! shares one Redis Cluster slot, so the presence scripts can touch them together); a user's
 //! count is the sum over live nodes. Transitions are written to the stream
 //! `notify:{tenant}:presence` (`type online|offline`, `user`, `node`): `online` when a user
 //! connects while not online, `offline` once no live node has a connection of the user
@@ -18,9 +16,12 @@ use std::time::{Duration, Instant};
 use ::redis::{Cmd, RedisError, Value};
 use tokio::sync::mpsc;
 
-use crate::broker::Link;
-use crate::event::now_millis;
-use crate::hub::Hub;
+use super::Link;
+use super::keys;
+use super::scripts::{self, eval_args as eval};
+use crate::backend::BoxFuture;
+use crate::backend::presence::{Presence, PresenceError, Status, Timing};
+use crate::clock::now_millis;
 use crate::tenant::Tenant;
 
 /// Heartbeat period; a node silent for `node_timeout` is swept.
@@ -28,76 +29,12 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Presence streams keep about this many entries.
 const STREAM_MAXLEN: usize = 100_000;
 
-/// KEYS: node hash, state hash. ARGV: user. Returns 1 when the user just came online.
-const CONNECT: &str = r"
-redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-if redis.call('HGET', KEYS[2], ARGV[1]) == 'online' then return 0 end
-redis.call('HSET', KEYS[2], ARGV[1], 'online')
-return 1";
-
-/// KEYS: node hash. ARGV: user.
-const DISCONNECT: &str = r"
-if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
-return 0";
-
-/// KEYS: state hash, nodes. ARGV: user, node-hash prefix, oldest live heartbeat. Returns 1
-/// when the user was online and no live node counts a connection (now offline). The node
-/// hashes it reads share the tenant's slot.
-const OFFLINE_CHECK: &str = r"
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'online' then return 0 end
-for _, n in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[3], '+inf')) do
-  if tonumber(redis.call('HGET', ARGV[2] .. n, ARGV[1]) or '0') > 0 then return 0 end
-end
-redis.call('HDEL', KEYS[1], ARGV[1])
-return 1";
-
-pub(crate) fn presence_stream(tenant: &str) -> String {
-    format!("notify:{tenant}:presence")
-}
-
-fn node_hash(tenant: &str, node: &str) -> String {
-    format!("notify:presence:{{{tenant}}}:node:{node}")
-}
-
-fn state_hash(tenant: &str) -> String {
-    format!("notify:presence:{{{tenant}}}:online")
-}
-
-fn nodes_set(tenant: &str) -> String {
-    format!("notify:presence:{{{tenant}}}:nodes")
-}
-
-fn eval(script: &str, keys: &[String], args: &[&str]) -> Cmd {
-    let mut cmd = ::redis::cmd("EVAL");
-    cmd.arg(script).arg(keys.len()).arg(keys).arg(args);
-    cmd
-}
-
 fn transition(tenant: &str, kind: &str, user: &str, node: &str) -> Cmd {
     let mut cmd = ::redis::cmd("XADD");
-    cmd.arg(presence_stream(tenant)).arg("MAXLEN").arg("~").arg(STREAM_MAXLEN).arg("*");
+    cmd.arg(keys::presence_stream(tenant)).arg("MAXLEN").arg("~").arg(STREAM_MAXLEN).arg("*");
     cmd.arg("type").arg(kind).arg("user").arg(user).arg("node").arg(node);
     cmd
 }
-
-/// How presence waits: `debounce` before reporting a user offline, `node_timeout` before a
-/// silent node counts as dead.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Timing {
-    pub debounce: Duration,
-    pub node_timeout: Duration,
-}
-
-/// A user's presence as `GET /v1/presence/{user}` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Status {
-    pub connections: u64,
-}
-
-/// Why presence could not be read.
-#[derive(Debug, thiserror::Error)]
-#[error("presence unavailable: {0}")]
-pub(crate) struct PresenceError(String);
 
 /// One connection of `user` opened (`+1`) or closed (`-1`).
 struct Change {
@@ -106,14 +43,8 @@ struct Change {
     delta: i32,
 }
 
-/// Presence for this node: in memory mode counts come from the hub; in cluster mode this
-/// node's counts are kept here and a task mirrors them into Redis.
-pub(crate) struct Presence {
-    hub: Arc<Hub>,
-    cluster: Option<Cluster>,
-}
-
-struct Cluster {
+/// This node's counts, kept here and mirrored into Redis by a task.
+pub(crate) struct RedisPresence {
     local: Arc<Local>,
     conn: Link,
     node_timeout: Duration,
@@ -138,15 +69,22 @@ impl Local {
         let state = self.state.lock().expect("presence lock");
         state.counts.get(&(tenant.index, Box::from(user))).copied().unwrap_or(0)
     }
+
+    /// Counts one connection of `user` opening (`+1`) or closing (`-1`) and queues the change.
+    fn change(&self, tenant: &Arc<Tenant>, user: &str, delta: i32) {
+        let mut state = self.state.lock().expect("presence lock");
+        let count = state.counts.entry((tenant.index, user.into())).or_insert(0);
+        *count = count.saturating_add_signed(delta);
+        if *count == 0 {
+            state.counts.remove(&(tenant.index, Box::from(user)));
+        }
+        let _ = state.tx.send(Change { tenant: tenant.clone(), user: user.into(), delta });
+    }
 }
 
-impl Presence {
-    pub(crate) fn memory(hub: Arc<Hub>) -> Self {
-        Self { hub, cluster: None }
-    }
-
+impl RedisPresence {
     /// Starts the task that mirrors presence into Redis.
-    pub(crate) fn redis(hub: Arc<Hub>, conn: Link, node: Arc<str>, tenants: Vec<Arc<Tenant>>, timing: Timing) -> Self {
+    pub(crate) fn start(conn: Link, node: Arc<str>, tenants: Vec<Arc<Tenant>>, timing: Timing) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let local = Arc::new(Local { state: Mutex::new(LocalState { counts: HashMap::new(), tx }) });
         let task = Mirror {
@@ -161,47 +99,40 @@ impl Presence {
             synced: false,
         };
         tokio::spawn(task.run());
-        Self { hub, cluster: Some(Cluster { local, conn, node_timeout: timing.node_timeout }) }
-    }
-
-    pub(crate) fn connected(&self, tenant: &Arc<Tenant>, user: &str) {
-        self.change(tenant, user, 1);
-    }
-
-    pub(crate) fn disconnected(&self, tenant: &Arc<Tenant>, user: &str) {
-        self.change(tenant, user, -1);
+        Self { local, conn, node_timeout: timing.node_timeout }
     }
 
     fn change(&self, tenant: &Arc<Tenant>, user: &str, delta: i32) {
-        if let Some(c) = &self.cluster {
-            let mut state = c.local.state.lock().expect("presence lock");
-            let count = state.counts.entry((tenant.index, user.into())).or_insert(0);
-            *count = count.saturating_add_signed(delta);
-            if *count == 0 {
-                state.counts.remove(&(tenant.index, Box::from(user)));
-            }
-            let _ = state.tx.send(Change { tenant: tenant.clone(), user: user.into(), delta });
-        }
+        self.local.change(tenant, user, delta);
     }
 
-    /// The user's connections on every live node (this node only in memory mode).
-    pub(crate) async fn status(&self, tenant: &Tenant, user: &str) -> Result<Status, PresenceError> {
-        let Some(c) = &self.cluster else {
-            return Ok(Status { connections: self.hub.user_connections(tenant, user) as u64 });
-        };
-        let mut conn = c.conn.clone();
-        let failed = |e: RedisError| PresenceError(e.to_string());
+    async fn count(&self, tenant: &Tenant, user: &str) -> Result<Status, PresenceError> {
+        let mut conn = self.conn.clone();
         let live: Vec<String> = ::redis::cmd("ZRANGEBYSCORE")
-            .arg(nodes_set(&tenant.id))
-            .arg(oldest_live(c.node_timeout))
+            .arg(keys::presence_nodes(&tenant.id))
+            .arg(oldest_live(self.node_timeout))
             .arg("+inf")
             .query_async(&mut conn)
-            .await
-            .map_err(failed)?;
-        let gets = live.iter().map(|node| ::redis::cmd("HGET").arg(node_hash(&tenant.id, node)).arg(user).clone());
-        let counts = conn.run_all(gets.collect()).await.map_err(failed)?;
+            .await?;
+        let gets =
+            live.iter().map(|node| ::redis::cmd("HGET").arg(keys::presence_node(&tenant.id, node)).arg(user).clone());
+        let counts = conn.run_all(gets.collect()).await?;
         let count = |v: &Value| ::redis::from_redis_value::<Option<i64>>(v.clone()).ok().flatten().unwrap_or(0);
         Ok(Status { connections: counts.iter().map(|v| count(v).max(0) as u64).sum() })
+    }
+}
+
+impl Presence for RedisPresence {
+    fn connected(&self, tenant: &Arc<Tenant>, user: &str) {
+        self.change(tenant, user, 1);
+    }
+
+    fn disconnected(&self, tenant: &Arc<Tenant>, user: &str) {
+        self.change(tenant, user, -1);
+    }
+
+    fn status<'a>(&'a self, tenant: &'a Tenant, user: &'a str) -> BoxFuture<'a, Result<Status, PresenceError>> {
+        Box::pin(self.count(tenant, user))
     }
 }
 
@@ -266,7 +197,7 @@ impl Mirror {
                             self.synced = true;
                         }
                         let beats = self.tenants.iter().map(|t| {
-                            ::redis::cmd("ZADD").arg(nodes_set(&t.id)).arg(now_millis()).arg(&*self.node).clone()
+                            ::redis::cmd("ZADD").arg(keys::presence_nodes(&t.id)).arg(now_millis()).arg(&*self.node).clone()
                         });
                         self.conn.clone().run_all(beats.collect()).await?;
                         self.sweep().await
@@ -282,11 +213,11 @@ impl Mirror {
 
     async fn apply(&mut self, changes: &mut [Change]) -> Result<(), RedisError> {
         let cmds = changes.iter().map(|c| {
-            let hash = node_hash(&c.tenant.id, &self.node);
+            let hash = keys::presence_node(&c.tenant.id, &self.node);
             if c.delta > 0 {
-                eval(CONNECT, &[hash, state_hash(&c.tenant.id)], &[&c.user])
+                eval(scripts::PRESENCE_CONNECT, &[hash, keys::presence_online(&c.tenant.id)], &[&c.user])
             } else {
-                eval(DISCONNECT, &[hash], &[&c.user])
+                eval(scripts::PRESENCE_DISCONNECT, &[hash], &[&c.user])
             }
         });
         let came_online = self.conn.run_all(cmds.collect()).await?;
@@ -307,9 +238,13 @@ impl Mirror {
     /// Reports `user` offline if no live node has a connection of theirs.
     async fn offline_check(&self, tenant: &Tenant, user: &str) -> Result<(), RedisError> {
         let mut conn = self.conn.clone();
-        let prefix = node_hash(&tenant.id, "");
+        let prefix = keys::presence_node(&tenant.id, "");
         let oldest = oldest_live(self.node_timeout).to_string();
-        let check = eval(OFFLINE_CHECK, &[state_hash(&tenant.id), nodes_set(&tenant.id)], &[user, &prefix, &oldest]);
+        let check = eval(
+            scripts::PRESENCE_OFFLINE_CHECK,
+            &[keys::presence_online(&tenant.id), keys::presence_nodes(&tenant.id)],
+            &[user, &prefix, &oldest],
+        );
         let offline: i64 = check.query_async(&mut conn).await?;
         if offline == 1 {
             transition(&tenant.id, "offline", user, &self.node).exec_async(&mut conn).await?;
@@ -329,13 +264,15 @@ impl Mirror {
         let mut conn = self.conn.clone();
         let at = Instant::now() + self.debounce;
         for tenant in self.tenants.clone() {
-            let hash = node_hash(&tenant.id, &self.node);
+            let hash = keys::presence_node(&tenant.id, &self.node);
             let before: Vec<String> = ::redis::cmd("HKEYS").arg(&hash).query_async(&mut conn).await?;
             let now: HashMap<&str, u32> =
                 snapshot.iter().filter(|((t, _), _)| *t == tenant.index).map(|((_, u), n)| (&**u, *n)).collect();
             ::redis::cmd("DEL").arg(&hash).exec_async(&mut conn).await?;
             let users: Vec<&str> = now.keys().copied().collect();
-            let connects = users.iter().map(|u| eval(CONNECT, &[hash.clone(), state_hash(&tenant.id)], &[u]));
+            let connects = users
+                .iter()
+                .map(|u| eval(scripts::PRESENCE_CONNECT, &[hash.clone(), keys::presence_online(&tenant.id)], &[u]));
             let came_online = conn.run_all(connects.collect()).await?;
             let mut cmds: Vec<Cmd> = Vec::new();
             for (user, result) in users.iter().zip(&came_online) {
@@ -363,7 +300,7 @@ impl Mirror {
     async fn sweep(&mut self) -> Result<(), RedisError> {
         let mut conn = self.conn.clone();
         for tenant in self.tenants.clone() {
-            let nodes = nodes_set(&tenant.id);
+            let nodes = keys::presence_nodes(&tenant.id);
             let oldest = format!("({}", oldest_live(self.node_timeout));
             let dead: Vec<String> =
                 ::redis::cmd("ZRANGEBYSCORE").arg(&nodes).arg("-inf").arg(oldest).query_async(&mut conn).await?;
@@ -373,7 +310,7 @@ impl Mirror {
                     continue;
                 }
                 tracing::info!(node, tenant = &*tenant.id, "sweeping presence of a node that stopped heartbeating");
-                let hash = node_hash(&tenant.id, &node);
+                let hash = keys::presence_node(&tenant.id, &node);
                 let users: Vec<String> = ::redis::cmd("HKEYS").arg(&hash).query_async(&mut conn).await?;
                 ::redis::cmd("DEL").arg(&hash).exec_async(&mut conn).await?;
                 for user in users {

@@ -10,8 +10,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::history::Position;
 use crate::segment::Filter;
+use crate::stream::Position;
 
 const VERSION: u8 = 2;
 const HEAD: usize = 1 + 8 + 4;

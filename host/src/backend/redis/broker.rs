@@ -21,15 +21,18 @@ use std::time::{Duration, Instant};
 
 use ::redis::Value;
 
-use super::interest::{Change, Changes};
+use super::keys::{parse_stream_channel, stream_channel};
 use super::link::{Link, MIN_BACKOFF};
 use super::pubsub::{Incoming, Transport};
-use super::{BoxFuture, Broker, BrokerError, Interest, Ticket, envelope, parse_stream_channel, stream_channel};
+use super::{envelope, history};
+use crate::backend::interest::{Change, Changes, Interest, Ticket};
+use crate::backend::{BoxFuture, Broker, BrokerError};
+use crate::clock::now_micros;
 use crate::config::RedisConfig;
-use crate::event::{Event, Target, now_micros};
-use crate::history;
+use crate::event::Event;
 use crate::hub::Hub;
 use crate::metrics::BrokerMetrics;
+use crate::stream::Target;
 use crate::tenant::Tenant;
 
 /// Channels per SUBSCRIBE/UNSUBSCRIBE command (per batch of concurrent SSUBSCRIBEs).
@@ -121,11 +124,10 @@ impl Broker for RedisBroker {
                 failed => {
                     self.health.publisher.store(false, Relaxed);
                     self.metrics.publish_failures.fetch_add(1, Relaxed);
-                    let why = match failed {
-                        Ok(Err(e)) => e.to_string(),
-                        _ => format!("no answer from Redis within {:?}", self.timeout),
-                    };
-                    Err(BrokerError::Unavailable(why))
+                    Err(match failed {
+                        Ok(Err(e)) => BrokerError::Redis(e),
+                        _ => BrokerError::Timeout(self.timeout),
+                    })
                 }
             }
         })

@@ -31,18 +31,15 @@ impl Link {
     /// lazily (the host starts while it is down); a cluster must answer now, to learn its
     /// slots.
     pub(crate) async fn connect(config: &RedisConfig, timeout: Duration) -> Result<Self, BrokerError> {
-        let unavailable = |e: ::redis::RedisError| BrokerError::Unavailable(e.to_string());
         if config.cluster {
             let client = ClusterClientBuilder::new(config.urls().collect::<Vec<_>>())
                 .connection_timeout(timeout)
                 .response_timeout(timeout)
                 .retries(2)
-                .build()
-                .map_err(unavailable)?;
+                .build()?;
             let conn = tokio::time::timeout(timeout * 3, client.get_async_connection())
                 .await
-                .map_err(|_| BrokerError::Unavailable("Redis Cluster did not answer".into()))?
-                .map_err(unavailable)?;
+                .map_err(|_| BrokerError::Timeout(timeout * 3))??;
             return Ok(Self::Cluster(conn));
         }
         let client = single_client(config)?;
@@ -52,7 +49,7 @@ impl Link {
             .set_number_of_retries(1)
             .set_min_delay(MIN_BACKOFF)
             .set_max_delay(config.max_backoff);
-        Ok(Self::Single(ConnectionManager::new_lazy_with_config(client, cfg).map_err(unavailable)?))
+        Ok(Self::Single(ConnectionManager::new_lazy_with_config(client, cfg)?))
     }
 
     pub(crate) fn is_cluster(&self) -> bool {
@@ -86,7 +83,7 @@ impl Link {
 /// A client for the first configured URL (one Redis).
 fn single_client(config: &RedisConfig) -> Result<Client, BrokerError> {
     let url = config.urls().next().unwrap_or_default();
-    Client::open(url).map_err(|e| BrokerError::Unavailable(format!("bad Redis URL: {e}")))
+    Ok(Client::open(url)?)
 }
 
 impl ConnectionLike for Link {

@@ -16,24 +16,19 @@ use std::time::{Duration, Instant};
 use ::redis::{Cmd, Value};
 use bytes::Bytes;
 
-use super::{Cursor, History, HistoryError, Limits, POSITION_GRACE, Position, Replay, Start, Stored, new_epoch, plan};
-use crate::broker::{BoxFuture, Link, envelope, stream_channel};
-use crate::event::{Target, now_millis};
+use super::keys::stream_channel;
+use super::scripts::{self, eval};
+use super::{Link, envelope, keys};
+use crate::backend::BoxFuture;
+use crate::backend::history::{Cursor, History, HistoryError, Limits, POSITION_GRACE, Start, plan};
+use crate::clock::now_millis;
+use crate::stream::{Position, Replay, Stored, Target, new_epoch};
 use crate::tenant::Tenant;
-
-const APPEND: &str = include_str!("append.lua");
-const READ: &str = include_str!("read.lua");
-const ACK: &str = include_str!("ack.lua");
 
 /// Reads history and read cursors from Redis; appends are built here and sent by the broker.
 pub(crate) struct RedisHistory {
     link: Link,
     timeout: Duration,
-}
-
-/// The position and events keys of the stream whose channel is `channel`.
-fn keys(channel: &str) -> [String; 2] {
-    [format!("{{{channel}}}:pos"), format!("{{{channel}}}:events")]
 }
 
 fn millis(d: Duration) -> u64 {
@@ -42,12 +37,6 @@ fn millis(d: Duration) -> u64 {
 
 fn position_ttl(limits: Limits) -> u64 {
     millis(limits.ttl + POSITION_GRACE)
-}
-
-fn eval(script: &str, keys: &[String]) -> Cmd {
-    let mut cmd = ::redis::cmd("EVAL");
-    cmd.arg(script).arg(keys.len()).arg(keys);
-    cmd
 }
 
 /// The command that appends one event to `target`'s history and publishes its envelope
@@ -63,7 +52,7 @@ pub(crate) fn append_cmd(
 ) -> Cmd {
     let limits = Limits::from(tenant.config.history);
     let channel = stream_channel(&tenant.id, target);
-    let mut cmd = eval(APPEND, &keys(&channel));
+    let mut cmd = eval(scripts::HISTORY_APPEND, &keys::history(&channel));
     cmd.arg(channel)
         .arg(publish)
         .arg(limits.size)
@@ -137,7 +126,7 @@ impl RedisHistory {
 
     async fn snapshot(&self, tenant: &Tenant, target: Target<'_>, from: Start<'_>) -> Result<Replay, HistoryError> {
         let limits = Limits::from(tenant.config.history);
-        let mut cmd = eval(READ, &keys(&stream_channel(&tenant.id, target)));
+        let mut cmd = eval(scripts::HISTORY_READ, &keys::history(&stream_channel(&tenant.id, target)));
         let (epoch, offset) = from.since.map_or(("", 0), |p| (p.epoch.as_str(), p.offset));
         cmd.arg(new_epoch()).arg(position_ttl(limits)).arg(epoch).arg(offset).arg(if from.unacked { "1" } else { "0" });
         let started = Instant::now();
@@ -160,8 +149,8 @@ impl RedisHistory {
 
     async fn ack_at(&self, tenant: &Tenant, user: &str, position: &Position) -> Result<Cursor, HistoryError> {
         let limits = Limits::from(tenant.config.history);
-        let [pos, _] = keys(&stream_channel(&tenant.id, Target::User(user)));
-        let mut cmd = eval(ACK, std::slice::from_ref(&pos));
+        let [pos, _] = keys::history(&stream_channel(&tenant.id, Target::User(user)));
+        let mut cmd = eval(scripts::HISTORY_ACK, std::slice::from_ref(&pos));
         cmd.arg(&position.epoch).arg(position.offset).arg(position_ttl(limits));
         let Value::Array(reply) = self.call(cmd).await? else { return Err(unavailable("malformed ack reply")) };
         let [epoch, last, acked, taken]: [Value; 4] =

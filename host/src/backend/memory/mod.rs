@@ -1,0 +1,20 @@
+//! The backends of a single node: delivery straight into the local hub, history in memory,
+//! presence read from the hub.
+
+mod broker;
+mod history;
+mod presence;
+
+use std::sync::Arc;
+
+use super::Backends;
+use crate::hub::Hub;
+
+pub(super) fn backends(hub: &Arc<Hub>) -> Backends {
+    let history = Arc::new(history::MemoryHistory::default());
+    Backends {
+        broker: Arc::new(broker::MemoryBroker::new(hub.clone(), history.clone())),
+        history,
+        presence: Arc::new(presence::MemoryPresence::new(hub.clone())),
+    }
+}

@@ -1,0 +1,114 @@
+//! Every Redis key and channel name notify uses, in one place (listed in docs/OPERATIONS.md).
+//!
+//! Tenant ids never contain `:` or braces, so every name parses back. Names in braces are
+//! Redis Cluster hash tags: keys that one script touches together share a slot.
+
+use crate::stream::Target;
+
+/// The pub/sub channel of one stream: `notify:{tenant}:u:{user}`, `notify:{tenant}:c:{channel}`
+/// or `notify:{tenant}:b`.
+pub(crate) fn stream_channel(tenant: &str, target: Target<'_>) -> String {
+    match target {
+        Target::User(u) => format!("notify:{tenant}:u:{u}"),
+        Target::Channel(c) => format!("notify:{tenant}:c:{c}"),
+        Target::Broadcast => format!("notify:{tenant}:b"),
+    }
+}
+
+/// The tenant and stream a [`stream_channel`] name stands for.
+pub(crate) fn parse_stream_channel(name: &str) -> Option<(&str, Target<'_>)> {
+    let rest = name.strip_prefix("notify:")?;
+    let (tenant, rest) = rest.split_once(':')?;
+    let target = match rest.split_once(':') {
+        Some(("u", user)) => Target::User(user),
+        Some(("c", channel)) => Target::Channel(channel),
+        None if rest == "b" => Target::Broadcast,
+        _ => return None,
+    };
+    Some((tenant, target))
+}
+
+/// A stream's history: its position hash `{CHANNEL}:pos` (`epoch`, `offset`, `acked`) and its
+/// events `{CHANNEL}:events` (a Redis stream), in the slot of the stream's channel.
+pub(crate) fn history(channel: &str) -> [String; 2] {
+    [format!("{{{channel}}}:pos"), format!("{{{channel}}}:events")]
+}
+
+/// The stream publishers XADD events to: `notify:{tenant}:ingest`.
+pub(crate) fn ingest_stream(tenant: &str) -> String {
+    format!("notify:{tenant}:ingest")
+}
+
+/// The consumer group every node reads ingest streams with.
+pub(crate) const INGEST_GROUP: &str = "notify";
+
+/// The pub/sub channel publishers PUBLISH events to: `notify:{tenant}:publish`.
+pub(crate) fn publish_channel(tenant: &str) -> String {
+    format!("notify:{tenant}:publish")
+}
+
+/// The tenant whose [`publish_channel`] `name` is.
+pub(crate) fn parse_publish_channel(name: &str) -> Option<&str> {
+    name.strip_prefix("notify:").and_then(|r| r.strip_suffix(":publish"))
+}
+
+/// Where invalid ingested events go, with the error: `notify:{tenant}:dead`.
+pub(crate) fn dead_letter_stream(tenant: &str) -> String {
+    format!("notify:{tenant}:dead")
+}
+
+/// The lease of the node that reads [`publish_channel`]s.
+pub(crate) const PUBLISH_LEASE: &str = "notify:ingest:publish-lease";
+
+/// Online/offline transitions of a tenant's users: `notify:{tenant}:presence`.
+pub(crate) fn presence_stream(tenant: &str) -> String {
+    format!("notify:{tenant}:presence")
+}
+
+/// One node's connection counts per user of a tenant.
+pub(crate) fn presence_node(tenant: &str, node: &str) -> String {
+    format!("notify:presence:{{{tenant}}}:node:{node}")
+}
+
+/// The users of a tenant currently reported online.
+pub(crate) fn presence_online(tenant: &str) -> String {
+    format!("notify:presence:{{{tenant}}}:online")
+}
+
+/// The nodes counting a tenant's presence, scored by their last heartbeat (ms).
+pub(crate) fn presence_nodes(tenant: &str) -> String {
+    format!("notify:presence:{{{tenant}}}:nodes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_channels_round_trip() {
+        for target in [Target::User("a:b"), Target::Channel("news.eu"), Target::Broadcast] {
+            let name = stream_channel("t-1", target);
+            let (tenant, back) = parse_stream_channel(&name).unwrap();
+            assert_eq!(tenant, "t-1");
+            assert_eq!(format!("{back:?}"), format!("{target:?}"));
+        }
+        assert!(parse_stream_channel("notify:t:x:y").is_none());
+        assert!(parse_stream_channel("other:t:b").is_none());
+        assert_eq!(parse_publish_channel(&publish_channel("acme")), Some("acme"));
+        assert_eq!(parse_publish_channel("notify:acme:ingest"), None);
+    }
+
+    #[test]
+    fn keys_a_script_touches_share_a_hash_tag() {
+        let channel = stream_channel("acme", Target::User("alice"));
+        assert_eq!(history(&channel), ["{notify:acme:u:alice}:pos", "{notify:acme:u:alice}:events"]);
+        let tag = "{acme}";
+        for key in [presence_node("acme", "n1"), presence_online("acme"), presence_nodes("acme")] {
+            assert!(key.contains(tag), "{key}");
+        }
+        assert_eq!(
+            [ingest_stream("acme"), dead_letter_stream("acme"), presence_stream("acme")],
+            ["notify:acme:ingest", "notify:acme:dead", "notify:acme:presence"]
+        );
+    }
+}

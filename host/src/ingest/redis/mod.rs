@@ -1,0 +1,135 @@
+//! Publishing through Redis, with the same body, validation and pipeline as
+//! `POST /v1/publish`:
+//!
+//! - durable (`stream`): `XADD notify:{tenant}:ingest * event <json>`. All nodes share the
+//!   consumer group `notify`; an entry is XACKed only after its event was handed to the
+//!   broker, so a node that dies leaves it pending and another node claims it (XAUTOCLAIM)
+//!   after `claim_idle`. Delivery is at least once: an entry whose ack was lost is processed
+//!   again, under the same event id (`s-<entry id>`), so receivers can tell.
+//! - fire-and-forget (`pubsub`): `PUBLISH notify:{tenant}:publish <json>`. One node at a time
+//!   (the holder of a lease in Redis) subscribes to these channels, so each message is
+//!   processed once; messages sent while no node holds the lease are lost, as with any
+//!   pub/sub.
+//!
+//! An invalid entry or message is written to `notify:{tenant}:dead` with the error and then
+//! acknowledged; nothing is dropped silently.
+
+mod pubsub;
+mod stream;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use ::redis::{Cmd, RedisError};
+
+use crate::app::App;
+use crate::backend::BrokerError;
+use crate::backend::redis::{Link, keys};
+use crate::config::RedisConfig;
+use crate::event::Event;
+use crate::tenant::Tenant;
+
+/// Dead-letter streams keep about this many entries.
+const DEAD_LETTER_MAXLEN: usize = 10_000;
+
+/// Why a round of ingestion stopped; nothing of it may be acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum IngestError {
+    #[error("Redis: {0}")]
+    Redis(#[from] RedisError),
+    #[error("writing dead letters: {0}")]
+    DeadLetters(#[source] RedisError),
+    #[error("XACK failed (entries will be processed again): {0}")]
+    Ack(#[source] RedisError),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("{0}")]
+    PubSub(&'static str),
+}
+
+impl IngestError {
+    /// The consumer group is gone (a flushed or restarted Redis): create it again.
+    fn missing_group(&self) -> bool {
+        match self {
+            Self::Redis(e) | Self::DeadLetters(e) | Self::Ack(e) => e.code() == Some("NOGROUP"),
+            Self::Broker(_) | Self::PubSub(_) => false,
+        }
+    }
+}
+
+/// Starts both consumers on `app.workers`; they stop when the host drains.
+pub(crate) async fn start(app: &Arc<App>, config: &RedisConfig) -> Result<(), BrokerError> {
+    app.workers.spawn(stream::Reader::connect(app, config).await?.run());
+    app.workers.spawn(pubsub::Leader::connect(app, config).await?.run());
+    Ok(())
+}
+
+/// Where an entry came from, for dead letters and metrics.
+#[derive(Clone, Copy)]
+enum Source {
+    Stream,
+    PubSub,
+}
+
+/// One entry or message to ingest: its id (stream entries only) and body.
+struct Item {
+    entry: Option<String>,
+    body: Result<Vec<u8>, &'static str>,
+}
+
+/// Validates, runs the publish pipeline and hands the events to the broker; invalid items
+/// go to the dead-letter stream first. `Err` means nothing may be acknowledged.
+async fn ingest(
+    app: &App,
+    conn: &mut Link,
+    tenant: &Arc<Tenant>,
+    items: &[Item],
+    source: Source,
+) -> Result<(), IngestError> {
+    let mut events: Vec<Event> = Vec::with_capacity(items.len());
+    let mut dead = Vec::new();
+    for item in items {
+        let parsed = match &item.body {
+            Ok(body) => crate::ingest::parse_one(&app.ids, body).map_err(|e| e.to_string()),
+            Err(why) => Err((*why).to_string()),
+        };
+        match parsed {
+            Ok(mut event) => {
+                if let Some(entry) = &item.entry {
+                    event.id = format!("s-{entry}");
+                }
+                events.push(event);
+            }
+            Err(error) => {
+                tracing::warn!(tenant = &*tenant.id, entry = item.entry.as_deref(), %error, "invalid event sent to the dead-letter stream");
+                dead.push(dead_letter(tenant, item, source, &error));
+            }
+        }
+    }
+    let dead_count = dead.len() as u64;
+    if dead_count > 0 {
+        conn.run_all(dead).await.map_err(IngestError::DeadLetters)?;
+        app.broker_metrics.dead_letters.fetch_add(dead_count, Relaxed);
+    }
+    let accepted = events.len() as u64;
+    super::pipeline::publish(app, tenant, events).await?;
+    let counter = match source {
+        Source::Stream => &app.broker_metrics.ingest_stream_entries,
+        Source::PubSub => &app.broker_metrics.ingest_pubsub_messages,
+    };
+    counter.fetch_add(accepted + dead_count, Relaxed);
+    Ok(())
+}
+
+/// The XADD of an invalid item to the tenant's dead-letter stream, with the error.
+fn dead_letter(tenant: &Tenant, item: &Item, source: Source, error: &str) -> Cmd {
+    let source_name = match source {
+        Source::Stream => "ingest",
+        Source::PubSub => "publish",
+    };
+    let mut cmd = ::redis::cmd("XADD");
+    cmd.arg(keys::dead_letter_stream(&tenant.id)).arg("MAXLEN").arg("~").arg(DEAD_LETTER_MAXLEN).arg("*");
+    cmd.arg("source").arg(source_name).arg("entry").arg(item.entry.as_deref().unwrap_or(""));
+    cmd.arg("error").arg(error).arg("event").arg(item.body.as_deref().unwrap_or_default());
+    cmd
+}
