@@ -402,10 +402,13 @@ pub enum SlowClientPolicy {
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("{origin}: {message}")]
-    Parse { origin: String, message: String },
+    #[error("{origin}: {source}")]
+    Parse { origin: String, source: toml::de::Error },
     #[error("environment variable {var}: {message}")]
     Env { var: String, message: String },
+    /// A `NOTIFY_*` variable names no configuration key, or holds a value of the wrong type.
+    #[error("environment variable {var} does not fit the configuration: {source}")]
+    EnvKey { var: String, source: toml::de::Error },
     #[error("invalid `{key}`: {message}")]
     Invalid { key: String, message: String },
 }
@@ -428,13 +431,11 @@ impl Config {
         origin: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError::Parse { origin: origin.into(), message: e.to_string() })?;
+        let table: toml::Table = text.parse().map_err(|source| ConfigError::Parse { origin: origin.into(), source })?;
         let env: Vec<(String, String)> = env.into_iter().filter(|(var, _)| var.starts_with("NOTIFY_")).collect();
         let config = match Self::with_overrides(table.clone(), &env) {
             Ok(config) => config,
-            Err(ConfigError::Parse { message, .. }) => return Err(blame(&table, &env, origin, message)),
+            Err(ConfigError::Parse { source, .. }) => return Err(blame(&table, &env, origin, source)),
             Err(e) => return Err(e),
         };
         config.validate()?;
@@ -443,9 +444,7 @@ impl Config {
 
     fn with_overrides(mut table: toml::Table, env: &[(String, String)]) -> Result<Self, ConfigError> {
         apply_env_overrides(&mut table, env.iter().cloned())?;
-        table
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse { origin: String::new(), message: e.to_string() })
+        table.try_into().map_err(|source| ConfigError::Parse { origin: String::new(), source })
     }
 
     /// Checks what serde cannot: ranges, relations between keys, key uniqueness.
@@ -625,18 +624,15 @@ fn apply_env_overrides(
 /// Names the environment variable behind a schema error (an unknown key such as
 /// `NOTIFY_REPO` from another tool, a wrong type) when leaving it out makes the error go away;
 /// otherwise the error is the file's.
-fn blame(table: &toml::Table, env: &[(String, String)], origin: &str, message: String) -> ConfigError {
+fn blame(table: &toml::Table, env: &[(String, String)], origin: &str, source: toml::de::Error) -> ConfigError {
     for (i, (var, _)) in env.iter().enumerate() {
         let others: Vec<_> = env.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, kv)| kv.clone()).collect();
         let without = Config::with_overrides(table.clone(), &others);
-        if !matches!(&without, Err(ConfigError::Parse { message: m, .. }) if *m == message) {
-            return ConfigError::Env {
-                var: var.clone(),
-                message: format!("{} (not a configuration key?)", message.trim_end()),
-            };
+        if !matches!(&without, Err(ConfigError::Parse { source: s, .. }) if *s == source) {
+            return ConfigError::EnvKey { var: var.clone(), source };
         }
     }
-    ConfigError::Parse { origin: origin.into(), message }
+    ConfigError::Parse { origin: origin.into(), source }
 }
 
 fn parse_env_value(raw: &str) -> toml::Value {

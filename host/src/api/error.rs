@@ -102,7 +102,7 @@ impl From<PresenceError> for ApiError {
 impl From<PluginError> for ApiError {
     fn from(e: PluginError) -> Self {
         match e {
-            PluginError::Invalid(_) => Self::bad_request("invalid_plugin", e.to_string()),
+            PluginError::Invalid { .. } => Self::bad_request("invalid_plugin", e.to_string()),
             PluginError::NoPrevious(_) | PluginError::NotInstalled(_) => {
                 Self::new(StatusCode::CONFLICT, "no_plugin", e.to_string())
             }

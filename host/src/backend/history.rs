@@ -58,8 +58,15 @@ impl From<crate::config::HistoryConfig> for Limits {
 /// Why history could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum HistoryError {
-    #[error("history unavailable: {0}")]
-    Unavailable(String),
+    #[error("history unavailable: Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("history unavailable: no answer from Redis within {0:?}")]
+    Timeout(Duration),
+    /// The store answered something this version does not understand.
+    #[error("history unavailable: malformed reply ({0})")]
+    Malformed(String),
+    #[error("history unavailable: the stream has no position")]
+    NoPosition,
     #[error("position {0}:{1} is not in the current history (epoch {2}, latest offset {3})")]
     StalePosition(String, u64, String, u64),
 }
@@ -94,8 +101,7 @@ pub(crate) trait History: Send + Sync + 'static {
     fn cursor<'a>(&'a self, tenant: &'a Tenant, user: &'a str) -> BoxFuture<'a, Result<Cursor, HistoryError>> {
         Box::pin(async move {
             let replay = self.read(tenant, Target::User(user), Start { since: None, unacked: false }).await?;
-            let Position { epoch, offset } =
-                replay.position.ok_or_else(|| HistoryError::Unavailable("no position".into()))?;
+            let Position { epoch, offset } = replay.position.ok_or(HistoryError::NoPosition)?;
             Ok(Cursor { epoch, offset, acked: replay.acked })
         })
     }

@@ -62,17 +62,39 @@ impl Hook {
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
     #[error("plugin engine: {0}")]
-    Engine(String),
-    #[error("invalid plugin: {0}")]
-    Invalid(String),
-    #[error("cannot read plugin {path}: {message}")]
-    Read { path: String, message: String },
+    Engine(#[source] Cause),
+    /// `reason` spells out the cause chain for the uploader; `source` keeps the cause.
+    #[error("invalid plugin: {reason}")]
+    Invalid { reason: String, source: Option<Cause> },
+    #[error("cannot read plugin {}: {source}", path.display())]
+    Read { path: std::path::PathBuf, source: std::io::Error },
     #[error("no {0} plugin to roll back to")]
     NoPrevious(&'static str),
     #[error("no {0} plugin installed")]
     NotInstalled(&'static str),
-    #[error("plugin storage: {0}")]
-    Storage(String),
+    #[error("plugin storage: {what}: {source}")]
+    Storage { what: String, source: std::io::Error },
+    #[error("tenants.{tenant}.plugins.{hook}: {source}")]
+    Configured { tenant: String, hook: &'static str, source: Box<PluginError> },
+}
+
+/// A lower-level error kept as a plugin error's source.
+pub(crate) type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+impl PluginError {
+    fn invalid(reason: impl Into<String>) -> Self {
+        Self::Invalid { reason: reason.into(), source: None }
+    }
+
+    /// A wasmtime error that makes a component unusable, with `context` before its causes.
+    fn rejected(context: &str, e: wasmtime::Error) -> Self {
+        Self::Invalid { reason: format!("{context}{e:#}"), source: Some(e.into()) }
+    }
+
+    fn storage(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let what = what.into();
+        move |source| Self::Storage { what, source }
+    }
 }
 
 /// Why one plugin call failed.
@@ -126,7 +148,7 @@ impl Plugins {
         let store = match &config.server.data_dir {
             Some(dir) => Some(
                 PluginStore::open(&config.base_dir.join(dir))
-                    .map_err(|e| PluginError::Storage(format!("{}: {e}", dir.display())))?,
+                    .map_err(PluginError::storage(dir.display().to_string()))?,
             ),
             None => None,
         };
@@ -141,7 +163,7 @@ impl Plugins {
             for (hook, pc) in [(Hook::Auth, &p.auth), (Hook::Transform, &p.transform), (Hook::Route, &p.route)] {
                 let Some(pc) = pc else { continue };
                 plugins.install_from_config(&tenant.id, hook, pc, &config.base_dir).map_err(|e| {
-                    PluginError::Invalid(format!("tenants.{}.plugins.{}: {e}", tenant.id, hook.as_str()))
+                    PluginError::Configured { tenant: tenant.id.to_string(), hook: hook.as_str(), source: Box::new(e) }
                 })?;
             }
         }
@@ -151,16 +173,15 @@ impl Plugins {
 
     fn restore(&self, tenants: &Tenants) -> Result<(), PluginError> {
         let Some(store) = &self.store else { return Ok(()) };
-        let states = store.load_state().map_err(|e| PluginError::Storage(format!("reading plugin state: {e}")))?;
+        let states = store.load_state().map_err(PluginError::storage("reading plugin state"))?;
         for state in states {
             let Some(tenant) = tenants.get(&state.tenant) else {
                 tracing::warn!(tenant = state.tenant, "stored plugins of a tenant no longer configured are ignored");
                 continue;
             };
             let load = |v: &VersionState| {
-                let wasm = store.load_blob(&v.hash).map_err(|e| {
-                    PluginError::Storage(format!("stored plugin {} of tenant {}: {e}", v.hash, state.tenant))
-                })?;
+                let what = format!("stored plugin {} of tenant {}", v.hash, state.tenant);
+                let wasm = store.load_blob(&v.hash).map_err(PluginError::storage(what))?;
                 self.load_version(&tenant.id, state.hook, &wasm, v.provenance.clone())
             };
             let active = state.active.as_ref().map(load).transpose()?;
@@ -193,7 +214,7 @@ impl Plugins {
             states.sort_by(|a, b| (&a.tenant, a.hook).cmp(&(&b.tenant, b.hook)));
             states
         };
-        store.save_state(states).map_err(|e| PluginError::Storage(format!("writing plugin state: {e}")))
+        store.save_state(states).map_err(PluginError::storage("writing plugin state"))
     }
 
     fn install_from_config(
@@ -204,8 +225,7 @@ impl Plugins {
         base: &std::path::Path,
     ) -> Result<Arc<LoadedPlugin>, PluginError> {
         let path = base.join(&pc.path);
-        let wasm = std::fs::read(&path)
-            .map_err(|e| PluginError::Read { path: path.display().to_string(), message: e.to_string() })?;
+        let wasm = std::fs::read(&path).map_err(|source| PluginError::Read { path: path.clone(), source })?;
         let on_failure = pc.on_failure.unwrap_or_default();
         self.install(tenant, hook, &wasm, pc.config.clone(), on_failure, Source::Config)
     }
@@ -261,14 +281,14 @@ impl Plugins {
     ) -> Result<Arc<LoadedPlugin>, PluginError> {
         let compiled = self.runtime.compile(wasm)?;
         if !compiled.exports(hook) {
-            return Err(PluginError::Invalid(format!(
+            return Err(PluginError::invalid(format!(
                 "the component does not implement the `{}` world (export `notify:plugin/{}@0.1.0`)",
                 hook.world(),
                 hook.as_str()
             )));
         }
         if let Some(store) = &self.store {
-            store.save_blob(&compiled.hash, wasm).map_err(|e| PluginError::Storage(e.to_string()))?;
+            store.save_blob(&compiled.hash, wasm).map_err(PluginError::storage("saving the upload"))?;
         }
         let plugin = LoadedPlugin::new(
             self.runtime.clone(),
@@ -278,7 +298,7 @@ impl Plugins {
             provenance,
             self.metrics(tenant, hook),
         )
-        .map_err(|e| PluginError::Invalid(e.to_string()))?;
+        .map_err(|e| PluginError::Invalid { reason: e.to_string(), source: Some(Box::new(e)) })?;
         Ok(Arc::new(plugin))
     }
 

@@ -63,11 +63,12 @@ impl Runtime {
             .memory_reservation_for_growth(0)
             .memory_guard_size(64 * 1024)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        let engine_error = |e: wasmtime::Error| PluginError::Engine(e.into());
+        let engine = Engine::new(&config).map_err(engine_error)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_error)?;
         super::bindings::PluginHost::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
-            .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+            .map_err(engine_error)?;
 
         // Epoch ticker: the clock every call deadline is measured against. It holds only a
         // weak reference, so it stops when the runtime is dropped.
@@ -81,7 +82,7 @@ impl Runtime {
                     std::thread::sleep(TICK);
                 }
             })
-            .map_err(|e| PluginError::Engine(e.to_string()))?;
+            .map_err(|e| PluginError::Engine(e.into()))?;
         Ok(Arc::new(Self { engine, linker, limits, cache: Mutex::default() }))
     }
 
@@ -93,13 +94,14 @@ impl Runtime {
             return Ok(hit.clone());
         }
         if !is_component(wasm) {
-            return Err(PluginError::Invalid("not a WebAssembly component (build with --target wasm32-wasip2)".into()));
+            let reason = "not a WebAssembly component (build with --target wasm32-wasip2)";
+            return Err(PluginError::Invalid { reason: reason.into(), source: None });
         }
-        let component = Component::new(&self.engine, wasm).map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+        let component = Component::new(&self.engine, wasm).map_err(|e| PluginError::rejected("", e))?;
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| PluginError::Invalid(format!("imports something the host does not provide: {e:#}")))?;
+            .map_err(|e| PluginError::rejected("imports something the host does not provide: ", e))?;
         let compiled = Arc::new(Compiled {
             auth: auth::GuestIndices::new(&pre).ok(),
             transform: transform::GuestIndices::new(&pre).ok(),

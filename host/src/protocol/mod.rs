@@ -59,8 +59,8 @@ pub(crate) mod code {
 }
 
 /// Parses a client text frame, or explains what is wrong with it.
-pub(crate) fn parse(text: &str) -> Result<ClientFrame, String> {
-    serde_json::from_str(text).map_err(|e| format!("invalid client frame: {e}"))
+pub(crate) fn parse(text: &str) -> Result<ClientFrame, serde_json::Error> {
+    serde_json::from_str(text)
 }
 
 pub(crate) struct Welcome<'a> {

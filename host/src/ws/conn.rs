@@ -319,7 +319,7 @@ async fn act(action: Action, conn: &Arc<Conn>, app: &App) {
 /// interest); `act` does the rest.
 fn on_text(text: &str, conn: &Arc<Conn>, identity: &Identity, app: &App, subscriptions: &mut Vec<Box<str>>) -> Action {
     let reply = match protocol::parse(text) {
-        Err(message) => protocol::error(code::BAD_FRAME, &message, None),
+        Err(e) => protocol::error(code::BAD_FRAME, &format!("invalid client frame: {e}"), None),
         Ok(ClientFrame::Ping) => protocol::pong(),
         Ok(ClientFrame::Ack { epoch, offset }) => return Action::Ack(Position { epoch, offset }),
         Ok(ClientFrame::Subscribe { channel: name, since }) => {

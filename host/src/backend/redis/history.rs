@@ -66,34 +66,34 @@ pub(crate) fn append_cmd(
     cmd
 }
 
-fn unavailable(e: impl std::fmt::Display) -> HistoryError {
-    HistoryError::Unavailable(e.to_string())
+fn malformed(e: impl std::fmt::Display) -> HistoryError {
+    HistoryError::Malformed(e.to_string())
 }
 
 fn int(v: &Value) -> Result<u64, HistoryError> {
     match v {
-        Value::Int(n) => u64::try_from(*n).map_err(unavailable),
-        other => Err(unavailable(format!("unexpected reply {other:?}"))),
+        Value::Int(n) => u64::try_from(*n).map_err(malformed),
+        other => Err(malformed(format!("unexpected reply {other:?}"))),
     }
 }
 
 fn text(v: &Value) -> Result<String, HistoryError> {
     match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).map_err(unavailable),
+        Value::BulkString(b) => String::from_utf8(b.clone()).map_err(malformed),
         Value::SimpleString(s) => Ok(s.clone()),
-        other => Err(unavailable(format!("unexpected reply {other:?}"))),
+        other => Err(malformed(format!("unexpected reply {other:?}"))),
     }
 }
 
 /// One `XRANGE` entry: `[id, [field, value, ...]]` with the id `OFFSET-0`.
 fn entry(v: Value, limits: Limits, now_ms: u64) -> Result<Option<Stored>, HistoryError> {
-    let Value::Array(mut parts) = v else { return Err(unavailable("malformed history entry")) };
+    let Value::Array(mut parts) = v else { return Err(malformed("malformed history entry")) };
     let fields = match parts.pop() {
         Some(Value::Array(f)) => f,
-        _ => return Err(unavailable("malformed history entry")),
+        _ => return Err(malformed("malformed history entry")),
     };
     let id = parts.pop().map(|id| text(&id)).transpose()?.unwrap_or_default();
-    let offset = id.split_once('-').and_then(|(o, _)| o.parse().ok()).ok_or_else(|| unavailable("bad entry id"))?;
+    let offset = id.split_once('-').and_then(|(o, _)| o.parse().ok()).ok_or_else(|| malformed("bad entry id"))?;
     let (mut at, mut body) = (0, None);
     let mut fields = fields.into_iter();
     while let (Some(k), Some(v)) = (fields.next(), fields.next()) {
@@ -106,8 +106,8 @@ fn entry(v: Value, limits: Limits, now_ms: u64) -> Result<Option<Stored>, Histor
     if now_ms.saturating_sub(at) > millis(limits.ttl) {
         return Ok(None);
     }
-    let body = body.ok_or_else(|| unavailable("history entry without envelope"))?;
-    let e = envelope::decode(Bytes::from(body)).map_err(unavailable)?;
+    let body = body.ok_or_else(|| malformed("history entry without envelope"))?;
+    let e = envelope::decode(Bytes::from(body)).map_err(malformed)?;
     Ok(Some(Stored { offset, frame: e.frame, filter: e.filter.map(Arc::new) }))
 }
 
@@ -119,8 +119,8 @@ impl RedisHistory {
     async fn call(&self, cmd: Cmd) -> Result<Value, HistoryError> {
         let mut conn = self.link.clone();
         match tokio::time::timeout(self.timeout, cmd.query_async::<Value>(&mut conn)).await {
-            Ok(reply) => reply.map_err(unavailable),
-            Err(_) => Err(unavailable(format!("no answer from Redis within {:?}", self.timeout))),
+            Ok(reply) => Ok(reply?),
+            Err(_) => Err(HistoryError::Timeout(self.timeout)),
         }
     }
 
@@ -130,11 +130,11 @@ impl RedisHistory {
         let (epoch, offset) = from.since.map_or(("", 0), |p| (p.epoch.as_str(), p.offset));
         cmd.arg(new_epoch()).arg(position_ttl(limits)).arg(epoch).arg(offset).arg(if from.unacked { "1" } else { "0" });
         let started = Instant::now();
-        let Value::Array(reply) = self.call(cmd).await? else { return Err(unavailable("malformed history reply")) };
+        let Value::Array(reply) = self.call(cmd).await? else { return Err(malformed("malformed history reply")) };
         let [epoch, last, acked, events]: [Value; 4] =
-            reply.try_into().map_err(|_| unavailable("malformed history reply"))?;
+            reply.try_into().map_err(|_| malformed("malformed history reply"))?;
         let (epoch, last, acked) = (text(&epoch)?, int(&last)?, int(&acked)?);
-        let Value::Array(events) = events else { return Err(unavailable("malformed history reply")) };
+        let Value::Array(events) = events else { return Err(malformed("malformed history reply")) };
         let now = now_millis();
         let mut kept = Vec::with_capacity(events.len());
         for e in events {
@@ -152,9 +152,8 @@ impl RedisHistory {
         let [pos, _] = keys::history(&stream_channel(&tenant.id, Target::User(user)));
         let mut cmd = eval(scripts::HISTORY_ACK, std::slice::from_ref(&pos));
         cmd.arg(&position.epoch).arg(position.offset).arg(position_ttl(limits));
-        let Value::Array(reply) = self.call(cmd).await? else { return Err(unavailable("malformed ack reply")) };
-        let [epoch, last, acked, taken]: [Value; 4] =
-            reply.try_into().map_err(|_| unavailable("malformed ack reply"))?;
+        let Value::Array(reply) = self.call(cmd).await? else { return Err(malformed("malformed ack reply")) };
+        let [epoch, last, acked, taken]: [Value; 4] = reply.try_into().map_err(|_| malformed("malformed ack reply"))?;
         let (epoch, offset, acked) = (text(&epoch)?, int(&last)?, int(&acked)?);
         if int(&taken)? == 0 {
             return Err(HistoryError::StalePosition(position.epoch.clone(), position.offset, epoch, offset));
