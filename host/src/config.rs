@@ -449,62 +449,9 @@ impl Config {
 
     /// Checks what serde cannot: ranges, relations between keys, key uniqueness.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let c = &self.connections;
-        if c.heartbeat_interval.is_zero() {
-            return Err(invalid("connections.heartbeat_interval", "must be greater than zero"));
-        }
-        if c.idle_timeout <= c.heartbeat_interval {
-            return Err(invalid(
-                "connections.idle_timeout",
-                format!(
-                    "must be longer than connections.heartbeat_interval ({:?}), or every client times out between pings",
-                    c.heartbeat_interval
-                ),
-            ));
-        }
-        if c.write_timeout.is_zero() {
-            return Err(invalid("connections.write_timeout", "must be greater than zero"));
-        }
-        if c.max_message_bytes < 256 {
-            return Err(invalid("connections.max_message_bytes", "must be at least 256"));
-        }
-        if c.send_queue_frames == 0 {
-            return Err(invalid("connections.send_queue_frames", "must be at least 1"));
-        }
-        if c.send_queue_bytes < 1024 {
-            return Err(invalid("connections.send_queue_bytes", "must be at least 1024"));
-        }
-        if !(64..=1024 * 1024).contains(&c.read_buffer_bytes) {
-            return Err(invalid("connections.read_buffer_bytes", "must be between 64 and 1048576"));
-        }
-        let p = &self.plugins;
-        if p.auth_deadline.is_zero() || p.hook_deadline.is_zero() {
-            return Err(invalid("plugins.hook_deadline", "plugin deadlines must be greater than zero"));
-        }
-        if p.memory_limit_bytes < 1024 * 1024 {
-            return Err(invalid("plugins.memory_limit_bytes", "must be at least 1048576"));
-        }
-        if p.breaker_threshold == 0 || p.recycle_after_calls == 0 || p.max_instances == 0 {
-            return Err(invalid(
-                "plugins",
-                "breaker_threshold, recycle_after_calls and max_instances must be at least 1",
-            ));
-        }
-        let s = &self.server;
-        if s.max_publish_bytes < 256 {
-            return Err(invalid("server.max_publish_bytes", "must be at least 256"));
-        }
-        if s.max_batch_events == 0 {
-            return Err(invalid("server.max_batch_events", "must be at least 1"));
-        }
-        if s.handshake_timeout.is_zero() {
-            return Err(invalid("server.handshake_timeout", "must be greater than zero"));
-        }
-        if let Some(token) = &s.admin_token
-            && token.len() < 8
-        {
-            return Err(invalid("server.admin_token", "must be at least 8 characters"));
-        }
+        self.connections.validate()?;
+        self.plugins.validate()?;
+        self.server.validate()?;
         if self.tenants.is_empty() {
             return Err(invalid("tenants", "at least one tenant is required (e.g. [tenants.demo])"));
         }
@@ -513,64 +460,143 @@ impl Config {
         }
         let mut keys = HashSet::new();
         for (id, t) in &self.tenants {
-            let key = |field: &str| format!("tenants.{id}.{field}");
-            if !valid_tenant_id(id) {
-                return Err(invalid(
-                    format!("tenants.{id}"),
-                    "tenant ids are 1-64 characters of a-z, 0-9, '-' and '_'",
-                ));
-            }
-            if t.publish_key.len() < 8 {
-                return Err(invalid(key("publish_key"), "must be at least 8 characters"));
-            }
+            t.validate(id)?;
             if !keys.insert(t.publish_key.as_str()) {
-                return Err(invalid(key("publish_key"), "is already used by another tenant"));
+                return Err(invalid(format!("tenants.{id}.publish_key"), "is already used by another tenant"));
             }
-            for (i, origin) in t.allowed_origins.iter().enumerate() {
-                if !(origin.starts_with("http://") || origin.starts_with("https://")) {
-                    return Err(invalid(
-                        format!("tenants.{id}.allowed_origins[{i}]"),
-                        "must start with http:// or https://",
-                    ));
-                }
-            }
-            for (i, pattern) in t.default_channels.iter().enumerate() {
-                if !crate::channel::valid_pattern(pattern) {
-                    return Err(invalid(
-                        format!("tenants.{id}.default_channels[{i}]"),
-                        "must be `*`, a channel name, or a prefix ending in `.*`",
-                    ));
-                }
-            }
-            if t.history.acks && !t.history.enabled() {
-                return Err(invalid(key("history.acks"), "needs history (history.size above 0)"));
-            }
-            if t.history.enabled() && t.history.ttl < Duration::from_secs(1) {
-                return Err(invalid(key("history.ttl"), "must be at least 1s"));
-            }
-            if let Some(k) = &t.management_key
-                && k.len() < 16
-            {
-                return Err(invalid(key("management_key"), "must be at least 16 characters"));
-            }
-            if t.plugins.auth.as_ref().is_some_and(|p| p.on_failure.is_some()) {
-                return Err(invalid(key("plugins.auth.on_failure"), "auth plugins always fail closed"));
-            }
-            if let AuthConfig::Jwt(jwt) = &t.auth {
-                if jwt.hs256_secret.is_none() && jwt.rs256_public_key.is_none() {
-                    return Err(invalid(key("auth"), "mode = \"jwt\" needs hs256_secret or rs256_public_key"));
-                }
-                if let Some(secret) = &jwt.hs256_secret
-                    && secret.len() < 16
-                {
-                    return Err(invalid(key("auth.hs256_secret"), "must be at least 16 bytes"));
-                }
-                if let Some(pem) = &jwt.rs256_public_key {
-                    jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| {
-                        invalid(key("auth.rs256_public_key"), format!("not an RSA public key in PEM: {e}"))
-                    })?;
-                }
-            }
+        }
+        Ok(())
+    }
+}
+
+impl ConnectionConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.heartbeat_interval.is_zero() {
+            return Err(invalid("connections.heartbeat_interval", "must be greater than zero"));
+        }
+        if self.idle_timeout <= self.heartbeat_interval {
+            return Err(invalid(
+                "connections.idle_timeout",
+                format!(
+                    "must be longer than connections.heartbeat_interval ({:?}), or every client times out between pings",
+                    self.heartbeat_interval
+                ),
+            ));
+        }
+        if self.write_timeout.is_zero() {
+            return Err(invalid("connections.write_timeout", "must be greater than zero"));
+        }
+        if self.max_message_bytes < 256 {
+            return Err(invalid("connections.max_message_bytes", "must be at least 256"));
+        }
+        if self.send_queue_frames == 0 {
+            return Err(invalid("connections.send_queue_frames", "must be at least 1"));
+        }
+        if self.send_queue_bytes < 1024 {
+            return Err(invalid("connections.send_queue_bytes", "must be at least 1024"));
+        }
+        if !(64..=1024 * 1024).contains(&self.read_buffer_bytes) {
+            return Err(invalid("connections.read_buffer_bytes", "must be between 64 and 1048576"));
+        }
+        Ok(())
+    }
+}
+
+impl PluginLimits {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.auth_deadline.is_zero() || self.hook_deadline.is_zero() {
+            return Err(invalid("plugins.hook_deadline", "plugin deadlines must be greater than zero"));
+        }
+        if self.memory_limit_bytes < 1024 * 1024 {
+            return Err(invalid("plugins.memory_limit_bytes", "must be at least 1048576"));
+        }
+        if self.breaker_threshold == 0 || self.recycle_after_calls == 0 || self.max_instances == 0 {
+            return Err(invalid(
+                "plugins",
+                "breaker_threshold, recycle_after_calls and max_instances must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ServerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_publish_bytes < 256 {
+            return Err(invalid("server.max_publish_bytes", "must be at least 256"));
+        }
+        if self.max_batch_events == 0 {
+            return Err(invalid("server.max_batch_events", "must be at least 1"));
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err(invalid("server.handshake_timeout", "must be greater than zero"));
+        }
+        if let Some(token) = &self.admin_token
+            && token.len() < 8
+        {
+            return Err(invalid("server.admin_token", "must be at least 8 characters"));
+        }
+        Ok(())
+    }
+}
+
+impl TenantConfig {
+    /// Checks tenant `id`'s settings; errors name `tenants.{id}.<key>`.
+    fn validate(&self, id: &str) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("tenants.{id}.{field}");
+        if !valid_tenant_id(id) {
+            return Err(invalid(format!("tenants.{id}"), "tenant ids are 1-64 characters of a-z, 0-9, '-' and '_'"));
+        }
+        if self.publish_key.len() < 8 {
+            return Err(invalid(key("publish_key"), "must be at least 8 characters"));
+        }
+        if let Some(i) =
+            self.allowed_origins.iter().position(|o| !(o.starts_with("http://") || o.starts_with("https://")))
+        {
+            return Err(invalid(key(&format!("allowed_origins[{i}]")), "must start with http:// or https://"));
+        }
+        if let Some(i) = self.default_channels.iter().position(|p| !crate::channel::valid_pattern(p)) {
+            return Err(invalid(
+                key(&format!("default_channels[{i}]")),
+                "must be `*`, a channel name, or a prefix ending in `.*`",
+            ));
+        }
+        if self.history.acks && !self.history.enabled() {
+            return Err(invalid(key("history.acks"), "needs history (history.size above 0)"));
+        }
+        if self.history.enabled() && self.history.ttl < Duration::from_secs(1) {
+            return Err(invalid(key("history.ttl"), "must be at least 1s"));
+        }
+        if let Some(k) = &self.management_key
+            && k.len() < 16
+        {
+            return Err(invalid(key("management_key"), "must be at least 16 characters"));
+        }
+        if self.plugins.auth.as_ref().is_some_and(|p| p.on_failure.is_some()) {
+            return Err(invalid(key("plugins.auth.on_failure"), "auth plugins always fail closed"));
+        }
+        match &self.auth {
+            AuthConfig::Jwt(jwt) => jwt.validate(&key("auth")),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl JwtConfig {
+    /// `key` is the `tenants.{id}.auth` path errors name.
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        if self.hs256_secret.is_none() && self.rs256_public_key.is_none() {
+            return Err(invalid(key, "mode = \"jwt\" needs hs256_secret or rs256_public_key"));
+        }
+        if let Some(secret) = &self.hs256_secret
+            && secret.len() < 16
+        {
+            return Err(invalid(format!("{key}.hs256_secret"), "must be at least 16 bytes"));
+        }
+        if let Some(pem) = &self.rs256_public_key {
+            jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| {
+                invalid(format!("{key}.rs256_public_key"), format!("not an RSA public key in PEM: {e}"))
+            })?;
         }
         Ok(())
     }

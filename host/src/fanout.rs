@@ -168,6 +168,12 @@ impl Outbox {
         self.wake.notified().await;
     }
 
+    /// Frames waiting to be written.
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> usize {
+        self.state.lock().expect("outbox lock").frames.len()
+    }
+
     /// The pending kill, if any.
     pub(crate) fn killed(&self) -> Option<Kill> {
         self.state.lock().expect("outbox lock").kill

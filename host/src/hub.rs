@@ -329,3 +329,116 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use serde_json::value::RawValue;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::segment::{Clause, Op};
+    use crate::tenant::Tenants;
+
+    const CONFIG: &str = "[tenants.a]\npublish_key = \"a-key-123\"\n[tenants.b]\npublish_key = \"b-key-123\"\n";
+
+    fn setup() -> (Hub, Tenants) {
+        let config = Config::from_toml(CONFIG, "test", []).unwrap();
+        (Hub::new(QueueLimits { frames: 100, bytes: 1 << 20 }), Tenants::from_config(&config))
+    }
+
+    fn conn(hub: &Hub, tenants: &Tenants, tenant: &str, user: &str, attributes: &[(&str, &str)]) -> Arc<Conn> {
+        let tenant = tenants.get(tenant).unwrap().clone();
+        let attributes = attributes.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let conn = Arc::new(Conn {
+            id: hub.next_conn_id(),
+            segment: tenant.segments.intern(attributes),
+            tenant,
+            user: user.into(),
+            outbox: Outbox::default(),
+            gates: Gates::default(),
+        });
+        hub.register(&conn);
+        conn
+    }
+
+    fn event(users: &[&str], channels: &[&str], broadcast: bool) -> Event {
+        Event {
+            id: "e1".into(),
+            name: "test".into(),
+            data: RawValue::from_string("{}".into()).unwrap(),
+            ts: 0,
+            users: users.iter().map(|u| u.to_string()).collect(),
+            channels: channels.iter().map(|c| c.to_string()).collect(),
+            broadcast,
+            attributes: Vec::new(),
+            filter: None,
+            received_at: Instant::now(),
+        }
+    }
+
+    fn queued(conns: &[&Arc<Conn>]) -> Vec<usize> {
+        conns.iter().map(|c| c.outbox.queued()).collect()
+    }
+
+    #[test]
+    fn delivers_to_every_device_of_a_user_and_no_one_else() {
+        let (hub, tenants) = setup();
+        let phone = conn(&hub, &tenants, "a", "alice", &[]);
+        let laptop = conn(&hub, &tenants, "a", "alice", &[]);
+        let bob = conn(&hub, &tenants, "a", "bob", &[]);
+        let other_tenant = conn(&hub, &tenants, "b", "alice", &[]);
+        let d = hub.deliver(tenants.get("a").unwrap(), &event(&["alice"], &[], false));
+        assert_eq!(d, Delivery { queued: 2, dropped: 0, slow_disconnects: 0 });
+        assert_eq!(queued(&[&phone, &laptop, &bob, &other_tenant]), [1, 1, 0, 0]);
+        assert_eq!(hub.user_connections(tenants.get("a").unwrap(), "alice"), 2);
+        assert_eq!(hub.user_connections(tenants.get("b").unwrap(), "alice"), 1);
+    }
+
+    #[test]
+    fn channels_reach_their_subscribers_until_they_leave() {
+        let (hub, tenants) = setup();
+        let a1 = conn(&hub, &tenants, "a", "u1", &[]);
+        let a2 = conn(&hub, &tenants, "a", "u2", &[]);
+        assert!(hub.subscribe(&a1, "news"));
+        assert!(!hub.subscribe(&a1, "news"), "a second subscribe is a no-op");
+        let tenant = tenants.get("a").unwrap();
+        assert_eq!(hub.deliver(tenant, &event(&[], &["news"], false)).queued, 1);
+        assert!(hub.unsubscribe(&a1, "news"));
+        assert!(!hub.unsubscribe(&a1, "news"));
+        assert_eq!(hub.deliver(tenant, &event(&[], &["news"], false)).queued, 0);
+        assert_eq!(queued(&[&a1, &a2]), [1, 0]);
+    }
+
+    #[test]
+    fn broadcast_reaches_the_tenant_and_unregistered_connections_get_nothing() {
+        let (hub, tenants) = setup();
+        let conns: Vec<_> = (0..100).map(|i| conn(&hub, &tenants, "a", &format!("u{i}"), &[])).collect();
+        let other = conn(&hub, &tenants, "b", "u0", &[]);
+        let tenant = tenants.get("a").unwrap();
+        assert_eq!(hub.deliver(tenant, &event(&[], &[], true)).queued, 100);
+        hub.subscribe(&conns[0], "news");
+        hub.unregister(&conns[0], ["news"]);
+        hub.unregister(&conns[1], []);
+        let d = hub.deliver(tenant, &event(&["u0", "u1"], &["news"], true));
+        assert_eq!(d.queued, 98, "the broadcast reaches the 98 left; user and channel frames reach no one");
+        assert_eq!(queued(&[&conns[0], &conns[1], &conns[2], &other]), [1, 1, 2, 0]);
+        assert_eq!(hub.user_connections(tenant, "u0"), 0);
+    }
+
+    #[test]
+    fn route_filters_pick_subscribers_by_segment() {
+        let (hub, tenants) = setup();
+        let pro = conn(&hub, &tenants, "a", "u1", &[("plan", "pro")]);
+        let pro_too = conn(&hub, &tenants, "a", "u2", &[("plan", "pro")]);
+        let free = conn(&hub, &tenants, "a", "u3", &[("plan", "free")]);
+        let none = conn(&hub, &tenants, "a", "u4", &[]);
+        assert!(Arc::ptr_eq(&pro.segment, &pro_too.segment), "equal attributes share a segment");
+        let clause = Clause { key: "plan".into(), op: Op::Eq, values: Box::new(["pro".into()]) };
+        let mut ev = event(&[], &[], true);
+        ev.filter = Some(Arc::new(Filter { clauses: Box::new([clause]) }));
+        assert_eq!(hub.deliver(tenants.get("a").unwrap(), &ev).queued, 2);
+        assert_eq!(queued(&[&pro, &pro_too, &free, &none]), [1, 1, 0, 0]);
+    }
+}

@@ -2,7 +2,7 @@
 //! frames, sends heartbeats, enforces the idle timeout and credential expiry, and drains on
 //! shutdown.
 //!
-//! Lifecycle: `Handshaking -> Authenticating` happen in `upgrade`; this loop is
+//! Lifecycle: `Handshaking -> Authenticating` happen in `api::websocket`; this loop is
 //! `Established`, then `Draining` (host shutdown) or `Closing` (any close code below), then
 //! `Closed` when the task ends and the hub forgets the connection.
 
@@ -24,6 +24,7 @@ use crate::auth::Identity;
 use crate::backend::history::{History, HistoryError, Start};
 use crate::backend::interest::Ticket;
 use crate::channel;
+use crate::config::ConnectionConfig;
 use crate::fanout::Kill;
 use crate::hub::Conn;
 use crate::protocol::{self, ClientFrame, StreamState, close, code};
@@ -158,16 +159,10 @@ async fn established(
     state: &mut State,
 ) -> End {
     let c = &app.config.connections;
-    let mut last_seen = Instant::now();
-    let mut next_ping = last_seen + c.heartbeat_interval;
-    let expires = identity.expires_at.map(unix_to_instant);
-    let deadline = |last_seen: Instant, next_ping: Instant| {
-        let d = next_ping.min(last_seen + c.idle_timeout);
-        expires.map_or(d, |e| d.min(e))
-    };
-    let timer = sleep_until(deadline(last_seen, next_ping).into());
+    let mut clock = Clock::start(c, identity.expires_at.map(unix_to_instant));
+    let timer = sleep_until(clock.deadline(c).into());
     tokio::pin!(timer);
-    loop {
+    let end = loop {
         tokio::select! {
             biased;
             () = app.drain.started() => {
@@ -177,64 +172,109 @@ async fn established(
             }
             () = conn.outbox.wait() => {
                 if let Err(end) = flush(ws, conn, c.write_timeout, false).await {
-                    *state = State::Closing;
-                    return end;
+                    break end;
                 }
-                if let Some(kill) = conn.outbox.killed() {
-                    *state = State::Closing;
-                    return match kill {
-                        Kill::SlowClient => End::Close(close::SLOW_CLIENT, "send queue overflow; reconnect and resume"),
-                        Kill::Resync => End::Close(close::SERVICE_RESTART, "events may have been missed; reconnect and resume"),
-                    };
+                if let Some(end) = killed(conn) {
+                    break end;
                 }
             }
             msg = ws.next() => {
-                last_seen = Instant::now();
-                let end = match msg {
-                    None => Some(End::Gone),
-                    Some(Ok(Message::Text(text))) => {
+                clock.last_seen = Instant::now();
+                match received(msg, conn) {
+                    Received::Text(text) => {
                         let action = on_text(&text, conn, identity, app, subscriptions);
                         // Boxed: the rare frame handler must not grow every idle connection's task.
                         Box::pin(act(action, conn, app)).await;
-                        None
                     }
-                    Some(Ok(Message::Binary(_))) => {
-                        conn.outbox.push_control(protocol::error(code::BAD_FRAME, "binary frames are not supported; send JSON text", None));
-                        None
-                    }
-                    Some(Ok(Message::Close(_))) => Some(End::Gone),
-                    Some(Ok(_)) => None,
-                    Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
-                        Some(End::Close(close::MESSAGE_TOO_BIG, "message too big"))
-                    }
-                    Some(Err(WsError::Utf8(_))) => Some(End::Close(close::INVALID_PAYLOAD, "invalid UTF-8")),
-                    Some(Err(WsError::Protocol(_))) => Some(End::Close(close::PROTOCOL_ERROR, "protocol error")),
-                    Some(Err(_)) => Some(End::Gone),
-                };
-                if let Some(end) = end {
-                    *state = State::Closing;
-                    return end;
+                    Received::Nothing => {}
+                    Received::End(end) => break end,
                 }
             }
             () = &mut timer => {
-                let now = Instant::now();
-                if now >= last_seen + c.idle_timeout {
-                    *state = State::Closing;
-                    return End::Close(close::IDLE_TIMEOUT, "idle timeout: no pong or frame received");
+                if let Err(end) = clock.tick(conn, c) {
+                    break end;
                 }
-                if expires.is_some_and(|e| now >= e) {
-                    *state = State::Closing;
-                    return End::Close(close::CREDENTIALS_EXPIRED, "credentials expired; reconnect with fresh ones");
-                }
-                if now >= next_ping {
-                    conn.gates.forget_floors();
-                    conn.outbox.push_control(protocol::frame::ping());
-                    next_ping = now + c.heartbeat_interval;
-                }
-                timer.as_mut().reset(deadline(last_seen, next_ping).into());
+                timer.as_mut().reset(clock.deadline(c).into());
             }
         }
+    };
+    *state = State::Closing;
+    end
+}
+
+/// The connection's timers: when the client was last heard from, the next heartbeat ping,
+/// and when its credentials expire.
+struct Clock {
+    last_seen: Instant,
+    next_ping: Instant,
+    expires: Option<Instant>,
+}
+
+impl Clock {
+    fn start(c: &ConnectionConfig, expires: Option<Instant>) -> Self {
+        let now = Instant::now();
+        Self { last_seen: now, next_ping: now + c.heartbeat_interval, expires }
     }
+
+    /// The next instant something is due: a ping, the idle timeout or the expiry.
+    fn deadline(&self, c: &ConnectionConfig) -> Instant {
+        let d = self.next_ping.min(self.last_seen + c.idle_timeout);
+        self.expires.map_or(d, |e| d.min(e))
+    }
+
+    /// Closes an idle or expired connection, or sends the heartbeat ping when it is due.
+    fn tick(&mut self, conn: &Conn, c: &ConnectionConfig) -> Result<(), End> {
+        let now = Instant::now();
+        if now >= self.last_seen + c.idle_timeout {
+            return Err(End::Close(close::IDLE_TIMEOUT, "idle timeout: no pong or frame received"));
+        }
+        if self.expires.is_some_and(|e| now >= e) {
+            return Err(End::Close(close::CREDENTIALS_EXPIRED, "credentials expired; reconnect with fresh ones"));
+        }
+        if now >= self.next_ping {
+            conn.gates.forget_floors();
+            conn.outbox.push_control(protocol::frame::ping());
+            self.next_ping = now + c.heartbeat_interval;
+        }
+        Ok(())
+    }
+}
+
+/// How a connection whose outbox was killed closes.
+fn killed(conn: &Conn) -> Option<End> {
+    Some(match conn.outbox.killed()? {
+        Kill::SlowClient => End::Close(close::SLOW_CLIENT, "send queue overflow; reconnect and resume"),
+        Kill::Resync => End::Close(close::SERVICE_RESTART, "events may have been missed; reconnect and resume"),
+    })
+}
+
+/// What a read from the client amounts to.
+enum Received {
+    Text(tokio_tungstenite::tungstenite::Utf8Bytes),
+    Nothing,
+    End(End),
+}
+
+/// Sorts what the socket gave: a text frame to handle, nothing to do (control frames, a
+/// refused binary frame), or the end of the connection.
+fn received(msg: Option<Result<Message, WsError>>, conn: &Conn) -> Received {
+    let end = match msg {
+        Some(Ok(Message::Text(text))) => return Received::Text(text),
+        Some(Ok(Message::Binary(_))) => {
+            let reply = protocol::error(code::BAD_FRAME, "binary frames are not supported; send JSON text", None);
+            conn.outbox.push_control(reply);
+            return Received::Nothing;
+        }
+        None | Some(Ok(Message::Close(_))) => End::Gone,
+        Some(Ok(_)) => return Received::Nothing,
+        Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
+            End::Close(close::MESSAGE_TOO_BIG, "message too big")
+        }
+        Some(Err(WsError::Utf8(_))) => End::Close(close::INVALID_PAYLOAD, "invalid UTF-8"),
+        Some(Err(WsError::Protocol(_))) => End::Close(close::PROTOCOL_ERROR, "protocol error"),
+        Some(Err(_)) => End::Gone,
+    };
+    Received::End(end)
 }
 
 /// The history store, when the tenant keeps history.

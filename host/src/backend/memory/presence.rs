@@ -28,3 +28,39 @@ impl Presence for MemoryPresence {
         Box::pin(async move { Ok(Status { connections }) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::fanout::QueueLimits;
+    use crate::hub::Conn;
+    use crate::tenant::Tenants;
+
+    #[tokio::test]
+    async fn counts_a_users_connections_on_this_node() {
+        let config = Config::from_toml("[tenants.a]\npublish_key = \"a-key-123\"\n", "test", []).unwrap();
+        let tenants = Tenants::from_config(&config);
+        let tenant = tenants.get("a").unwrap();
+        let hub = Arc::new(Hub::new(QueueLimits { frames: 10, bytes: 1 << 16 }));
+        let presence = MemoryPresence::new(hub.clone());
+        let device = || {
+            Arc::new(Conn {
+                id: hub.next_conn_id(),
+                segment: crate::segment::Segment::empty(),
+                tenant: tenant.clone(),
+                user: "alice".into(),
+                outbox: Default::default(),
+                gates: Default::default(),
+            })
+        };
+        let (phone, laptop) = (device(), device());
+        assert_eq!(presence.status(tenant, "alice").await.unwrap(), Status { connections: 0 });
+        hub.register(&phone);
+        hub.register(&laptop);
+        assert_eq!(presence.status(tenant, "alice").await.unwrap(), Status { connections: 2 });
+        hub.unregister(&phone, []);
+        assert_eq!(presence.status(tenant, "alice").await.unwrap(), Status { connections: 1 });
+        assert_eq!(presence.status(tenant, "bob").await.unwrap(), Status { connections: 0 });
+    }
+}

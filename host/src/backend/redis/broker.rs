@@ -14,7 +14,7 @@
 //! stream's channel lives on the shard its name hashes to, so fan-out traffic spreads over
 //! the cluster instead of being broadcast to every shard.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ use super::keys::{parse_stream_channel, stream_channel};
 use super::link::{Link, MIN_BACKOFF};
 use super::pubsub::{Incoming, Transport};
 use super::{envelope, history};
-use crate::backend::interest::{Change, Changes, Interest, Ticket};
+use crate::backend::interest::{Change, Changes, Counts, Interest, Ticket};
 use crate::backend::{BoxFuture, Broker, BrokerError};
 use crate::clock::now_micros;
 use crate::config::RedisConfig;
@@ -77,9 +77,7 @@ impl RedisBroker {
             changes,
             health: health.clone(),
             metrics: metrics.clone(),
-            counts: HashMap::new(),
-            subscribed: HashSet::new(),
-            lingering: HashMap::new(),
+            counts: Counts::default(),
             reconnect_spread,
             resync: false,
         };
@@ -156,12 +154,8 @@ struct Subscriber {
     changes: Changes,
     health: Arc<Health>,
     metrics: Arc<BrokerMetrics>,
-    /// Local connections per channel.
-    counts: HashMap<String, u32>,
-    /// Channels subscribed on the current connection.
-    subscribed: HashSet<String>,
-    /// Subscribed channels without local interest, since when.
-    lingering: HashMap<String, Instant>,
+    /// Local interest per channel and what the current connection subscribed.
+    counts: Counts,
     /// Clients told to resync wait a random delay up to this (`connections.reconnect_spread`).
     reconnect_spread: Duration,
     /// The pub/sub connection was lost after it had served: once it is back, local clients
@@ -203,8 +197,7 @@ impl Subscriber {
             };
             self.health.subscriber.store(false, Relaxed);
             self.metrics.up.store(0, Relaxed);
-            self.subscribed.clear();
-            self.lingering.clear();
+            self.counts.disconnected();
             self.metrics.subscriptions.store(0, Relaxed);
             tracing::warn!(error = %why, retry_in = ?backoff, "Redis pub/sub connection down; local connections keep being served");
             // Interest keeps changing while Redis is away; it takes effect on reconnect.
@@ -232,7 +225,7 @@ impl Subscriber {
             buf.push(change);
         }
         self.apply(std::mem::take(&mut buf));
-        let wanted: Vec<String> = self.counts.keys().cloned().collect();
+        let wanted = self.counts.wanted();
         if let Err(e) = self.subscribe(&mut transport, wanted).await {
             return e;
         }
@@ -240,7 +233,7 @@ impl Subscriber {
         self.metrics.up.store(1, Relaxed);
         self.ping_publisher().await;
         self.changes.mark_synced();
-        tracing::info!(channels = self.subscribed.len(), "Redis pub/sub connected");
+        tracing::info!(channels = self.counts.subscriptions(), "Redis pub/sub connected");
         if std::mem::take(&mut self.resync) {
             let told = self.hub.resync(self.reconnect_spread);
             self.metrics.resyncs.fetch_add(1, Relaxed);
@@ -280,29 +273,8 @@ impl Subscriber {
 
     /// Applies interest changes; returns channels that now need subscribing.
     fn apply(&mut self, changes: Vec<Change>) -> Vec<String> {
-        let now = Instant::now();
-        let mut touched = HashSet::new();
-        for Change { channel, delta } in changes {
-            self.changes.received += 1;
-            let count = self.counts.entry(channel.clone()).or_insert(0);
-            *count = count.saturating_add_signed(delta);
-            if *count == 0 {
-                self.counts.remove(&channel);
-            }
-            touched.insert(channel);
-        }
-        let mut new = Vec::new();
-        for channel in touched {
-            if self.counts.contains_key(&channel) {
-                self.lingering.remove(&channel);
-                if !self.subscribed.contains(&channel) {
-                    new.push(channel);
-                }
-            } else if self.subscribed.contains(&channel) {
-                self.lingering.entry(channel).or_insert(now);
-            }
-        }
-        new
+        self.changes.received += changes.len() as u64;
+        self.counts.apply(changes, Instant::now())
     }
 
     async fn subscribe(&mut self, transport: &mut Transport, channels: Vec<String>) -> Result<(), Ended> {
@@ -312,31 +284,22 @@ impl Subscriber {
                 return Err(Ended::Lost("SUBSCRIBE failed".into()));
             }
         }
-        self.subscribed.extend(channels);
-        self.metrics.subscriptions.store(self.subscribed.len() as i64, Relaxed);
+        self.counts.subscribed(channels);
+        self.metrics.subscriptions.store(self.counts.subscriptions() as i64, Relaxed);
         Ok(())
     }
 
     /// Unsubscribes channels that have lingered without local interest for the delay.
     async fn sweep(&mut self, transport: &mut Transport) -> Result<(), Ended> {
-        let now = Instant::now();
-        let expired: Vec<String> = self
-            .lingering
-            .iter()
-            .filter(|(_, since)| now.duration_since(**since) >= self.config.unsubscribe_delay)
-            .map(|(c, _)| c.clone())
-            .collect();
+        let expired = self.counts.expired(Instant::now(), self.config.unsubscribe_delay);
         for chunk in expired.chunks(BATCH) {
             let done = tokio::time::timeout(self.config.timeout, transport.subscribe(chunk, false, true)).await;
             if !matches!(done, Ok(Ok(()))) {
                 return Err(Ended::Lost("UNSUBSCRIBE failed".into()));
             }
         }
-        for c in &expired {
-            self.lingering.remove(c);
-            self.subscribed.remove(c);
-        }
-        self.metrics.subscriptions.store(self.subscribed.len() as i64, Relaxed);
+        self.counts.unsubscribed(&expired);
+        self.metrics.subscriptions.store(self.counts.subscriptions() as i64, Relaxed);
         Ok(())
     }
 

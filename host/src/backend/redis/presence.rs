@@ -321,3 +321,33 @@ impl Mirror {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::tenant::Tenants;
+
+    #[test]
+    fn local_counts_follow_connections_and_queue_every_change() {
+        let config = Config::from_toml("[tenants.a]\npublish_key = \"a-key-123\"\n", "test", []).unwrap();
+        let tenants = Tenants::from_config(&config);
+        let tenant = tenants.get("a").unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let local = Local { state: Mutex::new(LocalState { counts: HashMap::new(), tx }) };
+        local.change(tenant, "alice", 1);
+        local.change(tenant, "alice", 1);
+        local.change(tenant, "bob", 1);
+        assert_eq!((local.count(tenant, "alice"), local.count(tenant, "bob")), (2, 1));
+        local.change(tenant, "alice", -1);
+        local.change(tenant, "alice", -1);
+        assert_eq!(local.count(tenant, "alice"), 0);
+        assert_eq!(local.state.lock().unwrap().counts.len(), 1, "users without connections are forgotten");
+        let mut deltas = Vec::new();
+        while let Ok(c) = rx.try_recv() {
+            deltas.push((c.user.to_string(), c.delta));
+        }
+        let expected = [("alice", 1), ("alice", 1), ("bob", 1), ("alice", -1), ("alice", -1)];
+        assert_eq!(deltas, expected.map(|(u, d)| (u.to_string(), d)));
+    }
+}
