@@ -24,13 +24,13 @@ pub(crate) use error::ApiError;
 
 use crate::app::App;
 
-/// Every route the host serves.
+/// Every route the host serves. Requests are traced (tower-http, at debug level) except
+/// WebSocket upgrades, whose handler logs its refusals itself: the handshake path stays lean.
 pub(crate) fn router(app: Arc<App>) -> Router {
-    Router::new()
+    let traced = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .route("/v1/ws/{tenant}", get(websocket::handle))
         .route("/v1/publish", post(publish::one))
         .route("/v1/publish/batch", post(publish::batch))
         .route("/v1/presence/{user}", get(presence::status))
@@ -38,9 +38,12 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/admin/tenants/{tenant}/plugins", get(admin::list))
         .route("/v1/admin/tenants/{tenant}/plugins/{hook}", put(admin::upload).delete(admin::remove))
         .route("/v1/admin/tenants/{tenant}/plugins/{hook}/rollback", post(admin::rollback))
+        .layer(TraceLayer::new_for_http());
+    Router::new()
+        .route("/v1/ws/{tenant}", get(websocket::handle))
+        .merge(traced)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(TraceLayer::new_for_http())
         .with_state(app)
 }
 
