@@ -38,3 +38,30 @@ fn unknown_arguments_exit_2_with_usage() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Usage:"));
 }
+
+#[test]
+fn an_unknown_notify_variable_is_named_in_full() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../config.toml");
+    let out = host().args(["check-config", config]).env("NOTIFY_REPO", "https://example.com/x.git").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("environment variable NOTIFY_REPO"), "{stderr}");
+}
+
+#[test]
+fn help_and_version() {
+    let out = host().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("check-config") && help.contains("--config") && help.contains("NOTIFY_CONFIG"), "{help}");
+    let out = host().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("notify-host {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn notify_config_names_the_file_to_run() {
+    let out = host().env("NOTIFY_CONFIG", "/nonexistent/notify.toml").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/notify.toml"));
+}
