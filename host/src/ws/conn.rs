@@ -2,9 +2,10 @@
 //! frames, sends heartbeats, enforces the idle timeout and credential expiry, and drains on
 //! shutdown.
 //!
-//! Lifecycle: `Handshaking -> Authenticating` happen in `api::websocket`; this loop is
-//! `Established`, then `Draining` (host shutdown) or `Closing` (any close code below), then
-//! `Closed` when the task ends and the hub forgets the connection.
+//! Lifecycle: the handshake and authentication happen in `api::websocket`; this loop serves
+//! the established connection until it ends (`End`): the host drains (flush for up to
+//! `shutdown_grace`, then 1001), the host closes it with a code below, or the client is gone.
+//! The hub then forgets the connection.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -37,17 +38,10 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a closing connection may take to flush its last frames and the close handshake.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Connection lifecycle states after the handshake.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum State {
-    Established,
-    Draining,
-    Closing,
-    Closed,
-}
-
 /// Why the loop ended.
 enum End {
+    /// The host is draining: flush for up to `shutdown_grace`, then close with 1001.
+    Drain,
     /// Close with this code and reason.
     Close(u16, &'static str),
     /// The client closed or the socket failed; nothing more can be sent.
@@ -78,8 +72,7 @@ pub(crate) async fn run(
     app.presence.connected(&tenant, &conn.user);
     tenant.metrics.connections.fetch_add(1, Relaxed);
     let mut subscriptions: Vec<Box<str>> = Vec::new();
-    let mut state = State::Established;
-    let end = established(&mut ws, &conn, &identity, app, &mut subscriptions, &mut state).await;
+    let end = established(&mut ws, &conn, &identity, app, &mut subscriptions).await;
     app.hub.unregister(&conn, subscriptions.iter().map(|s| &**s));
     app.presence.disconnected(&tenant, &conn.user);
     let channels = subscriptions.iter().map(|s| Target::Channel(s));
@@ -88,7 +81,13 @@ pub(crate) async fn run(
 
     // A draining host lets queues flush for up to the grace period; any other close gets a
     // short bound. The close handshake itself is always short.
-    let flush_bound = if state == State::Draining { app.config.server.shutdown_grace } else { CLOSE_TIMEOUT };
+    let (end, flush_bound) = match end {
+        End::Drain => (
+            End::Close(close::GOING_AWAY, "server shutting down; reconnect and resume"),
+            app.config.server.shutdown_grace,
+        ),
+        other => (other, CLOSE_TIMEOUT),
+    };
     match end {
         End::Close(code, reason) => {
             let flushed = tokio::time::timeout(flush_bound, flush(&mut ws, &conn, c.write_timeout, true)).await;
@@ -102,11 +101,11 @@ pub(crate) async fn run(
                 .await;
             }
         }
-        End::Gone => {
+        End::Gone | End::Drain => {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
         }
     }
-    tracing::trace!(conn = conn.id, state = ?State::Closed, "connection closed");
+    tracing::trace!(conn = conn.id, "connection closed");
 }
 
 /// Joins the connection to its own streams (user, broadcast) and queues `welcome`, then the
@@ -156,19 +155,17 @@ async fn established(
     identity: &Identity,
     app: &Arc<App>,
     subscriptions: &mut Vec<Box<str>>,
-    state: &mut State,
 ) -> End {
     let c = &app.config.connections;
     let mut clock = Clock::start(c, identity.expires_at.map(unix_to_instant));
     let timer = sleep_until(clock.deadline(c).into());
     tokio::pin!(timer);
-    let end = loop {
+    loop {
         tokio::select! {
             biased;
             () = app.drain.started() => {
-                *state = State::Draining;
                 conn.outbox.push_control(protocol::reconnect(conn.id, c.reconnect_spread, "server shutting down"));
-                return End::Close(close::GOING_AWAY, "server shutting down; reconnect and resume");
+                break End::Drain;
             }
             () = conn.outbox.wait() => {
                 if let Err(end) = flush(ws, conn, c.write_timeout, false).await {
@@ -197,9 +194,7 @@ async fn established(
                 timer.as_mut().reset(clock.deadline(c).into());
             }
         }
-    };
-    *state = State::Closing;
-    end
+    }
 }
 
 /// The connection's timers: when the client was last heard from, the next heartbeat ping,
