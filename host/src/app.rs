@@ -7,6 +7,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::admission::Admission;
 
+use crate::backend::control::ControlStore;
+use crate::backend::memory::FileStore;
 use crate::backend::{Backends, Broker, BrokerError, History, Presence};
 use crate::clock::IdGenerator;
 use crate::config::{BrokerConfig, Config, RedisConfig};
@@ -26,6 +28,8 @@ pub enum StartError {
     Plugin(#[from] PluginError),
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    #[error("control-plane store: {0}")]
+    Control(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Shared host state.
@@ -53,6 +57,9 @@ pub(crate) struct App {
     /// Stream history for positions, resume and read cursors: in memory with the memory
     /// broker, in Redis with the Redis broker (which appends to it as it publishes).
     pub history: Arc<dyn History>,
+    /// Tenants created through the admin API (one node: in memory, or a file under
+    /// `server.data_dir`).
+    pub control: Arc<dyn ControlStore>,
     /// Slots for open (or upgrading) WebSocket connections under `server.max_connections`.
     pub admission: Admission,
 }
@@ -72,7 +79,10 @@ impl App {
             Backends::start(&config, &hub, &tenants, &node_id, &broker_metrics).await?;
         let plugins = Plugins::from_config(&config, &tenants)?;
         let admission = Admission::new(config.server.max_connections);
+        let data_dir = config.server.data_dir.as_ref().map(|d| config.base_dir.join(d));
+        let control = Arc::new(FileStore::open(data_dir).map_err(|e| StartError::Control(e.into()))?);
         Ok(Self {
+            control,
             tenants,
             plugins,
             config,
@@ -91,8 +101,15 @@ impl App {
         })
     }
 
+    /// Whether this node shares a Redis with others.
+    pub(crate) fn clustered(&self) -> bool {
+        matches!(self.config.broker, BrokerConfig::Redis(_))
+    }
+
     pub(crate) fn render_metrics(&self) -> String {
-        let mut out = crate::metrics::render(&self.metrics, self.tenants.iter().map(|t| (&*t.id, &t.metrics)));
+        let mut tenants = self.tenants.all();
+        tenants.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut out = crate::metrics::render(&self.metrics, tenants.iter().map(|t| (&*t.id, &t.metrics)));
         crate::metrics::render_plugins(&mut out, &self.plugins.all_metrics());
         if matches!(self.config.broker, BrokerConfig::Redis(_)) {
             crate::metrics::render_broker(&mut out, &self.broker_metrics);

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Everything the host reads at start.
 #[derive(Debug, Clone, Deserialize)]
@@ -328,7 +328,7 @@ pub struct TenantConfig {
 }
 
 /// Per-stream history of a tenant (users, channels, broadcast).
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HistoryConfig {
     /// Events kept per stream; 0 turns history and positions off.
@@ -359,7 +359,7 @@ fn default_channel_patterns() -> Vec<String> {
 }
 
 /// How a tenant's clients prove who they are.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, tag = "mode", rename_all = "snake_case")]
 pub enum AuthConfig {
     /// JWT verification; at least one key must be set.
@@ -370,7 +370,7 @@ pub enum AuthConfig {
 }
 
 /// Keys and checks for JWT authentication.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
     /// Shared secret for HS256 tokens.
@@ -387,7 +387,7 @@ pub struct JwtConfig {
 }
 
 /// Slow-client policy: what to do when a connection's bounded send queue overflows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SlowClientPolicy {
     /// Close the connection with code 4001; the client reconnects and resumes.
@@ -542,7 +542,7 @@ impl ServerConfig {
 
 impl TenantConfig {
     /// Checks tenant `id`'s settings; errors name `tenants.{id}.<key>`.
-    fn validate(&self, id: &str) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self, id: &str) -> Result<(), ConfigError> {
         let key = |field: &str| format!("tenants.{id}.{field}");
         if !valid_tenant_id(id) {
             return Err(invalid(format!("tenants.{id}"), "tenant ids are 1-64 characters of a-z, 0-9, '-' and '_'"));

@@ -32,6 +32,8 @@ pub(crate) enum Kill {
     /// The connection may have missed live events (the broker lost its subscriptions for a
     /// while): what is queued still goes out, then the client is told to resume.
     Resync,
+    /// The tenant was deleted: nothing more is sent, the client must not reconnect.
+    TenantDeleted,
 }
 
 /// What happened to a pushed frame.

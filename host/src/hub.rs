@@ -191,6 +191,19 @@ impl Hub {
         n
     }
 
+    /// Closes every local connection of `tenant` (deleted): returns how many.
+    pub(crate) fn close_tenant(&self, tenant: &Tenant) -> usize {
+        let mut n = 0;
+        for shard in &self.shards {
+            let shard = shard.read().expect("hub lock");
+            for conn in shard.get(&tenant.index).into_iter().flat_map(|ts| ts.everyone.values()) {
+                conn.outbox.kill(Kill::TenantDeleted);
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Adds a channel subscription; false if it already existed.
     pub(crate) fn subscribe(&self, conn: &Arc<Conn>, channel: &str) -> bool {
         let t = conn.tenant.index;
@@ -349,7 +362,7 @@ mod tests {
     }
 
     fn conn(hub: &Hub, tenants: &Tenants, tenant: &str, user: &str, attributes: &[(&str, &str)]) -> Arc<Conn> {
-        let tenant = tenants.get(tenant).unwrap().clone();
+        let tenant = tenants.get(tenant).unwrap();
         let attributes = attributes.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let conn = Arc::new(Conn {
             id: hub.next_conn_id(),
@@ -389,11 +402,11 @@ mod tests {
         let laptop = conn(&hub, &tenants, "a", "alice", &[]);
         let bob = conn(&hub, &tenants, "a", "bob", &[]);
         let other_tenant = conn(&hub, &tenants, "b", "alice", &[]);
-        let d = hub.deliver(tenants.get("a").unwrap(), &event(&["alice"], &[], false));
+        let d = hub.deliver(&tenants.get("a").unwrap(), &event(&["alice"], &[], false));
         assert_eq!(d, Delivery { queued: 2, dropped: 0, slow_disconnects: 0 });
         assert_eq!(queued(&[&phone, &laptop, &bob, &other_tenant]), [1, 1, 0, 0]);
-        assert_eq!(hub.user_connections(tenants.get("a").unwrap(), "alice"), 2);
-        assert_eq!(hub.user_connections(tenants.get("b").unwrap(), "alice"), 1);
+        assert_eq!(hub.user_connections(&tenants.get("a").unwrap(), "alice"), 2);
+        assert_eq!(hub.user_connections(&tenants.get("b").unwrap(), "alice"), 1);
     }
 
     #[test]
@@ -403,7 +416,7 @@ mod tests {
         let a2 = conn(&hub, &tenants, "a", "u2", &[]);
         assert!(hub.subscribe(&a1, "news"));
         assert!(!hub.subscribe(&a1, "news"), "a second subscribe is a no-op");
-        let tenant = tenants.get("a").unwrap();
+        let tenant = &tenants.get("a").unwrap();
         assert_eq!(hub.deliver(tenant, &event(&[], &["news"], false)).queued, 1);
         assert!(hub.unsubscribe(&a1, "news"));
         assert!(!hub.unsubscribe(&a1, "news"));
@@ -416,7 +429,7 @@ mod tests {
         let (hub, tenants) = setup();
         let conns: Vec<_> = (0..100).map(|i| conn(&hub, &tenants, "a", &format!("u{i}"), &[])).collect();
         let other = conn(&hub, &tenants, "b", "u0", &[]);
-        let tenant = tenants.get("a").unwrap();
+        let tenant = &tenants.get("a").unwrap();
         assert_eq!(hub.deliver(tenant, &event(&[], &[], true)).queued, 100);
         hub.subscribe(&conns[0], "news");
         hub.unregister(&conns[0], ["news"]);
@@ -438,7 +451,7 @@ mod tests {
         let clause = Clause { key: "plan".into(), op: Op::Eq, values: Box::new(["pro".into()]) };
         let mut ev = event(&[], &[], true);
         ev.filter = Some(Arc::new(Filter { clauses: Box::new([clause]) }));
-        assert_eq!(hub.deliver(tenants.get("a").unwrap(), &ev).queued, 2);
+        assert_eq!(hub.deliver(&tenants.get("a").unwrap(), &ev).queued, 2);
         assert_eq!(queued(&[&pro, &pro_too, &free, &none]), [1, 1, 0, 0]);
     }
 }

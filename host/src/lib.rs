@@ -13,6 +13,7 @@ mod channel;
 pub mod cli;
 mod clock;
 mod config;
+mod control;
 mod drain;
 mod event;
 mod fanout;

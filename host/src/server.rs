@@ -51,6 +51,7 @@ impl Server {
     /// Loads plugins and binds `config.server.listen` (port 0 picks a free port).
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         let app = Arc::new(App::new(config).await?);
+        crate::control::load(&app).await.map_err(|e| StartError::Control(e.into()))?;
         let listener = TcpListener::bind(app.config.server.listen).await?;
         let local_addr = listener.local_addr()?;
         Ok(Self { app, listener, local_addr })
@@ -67,8 +68,11 @@ impl Server {
     /// Serves until shutdown is requested and the drain is over.
     pub async fn run(self) {
         let Self { app, listener, local_addr } = self;
-        let insecure =
-            app.tenants.iter().filter(|t| t.auth.is_insecure() && app.plugins.get(&t.id, Hook::Auth).is_none());
+        let insecure = app
+            .tenants
+            .all()
+            .into_iter()
+            .filter(|t| t.auth.is_insecure() && app.plugins.get(&t.id, Hook::Auth).is_none());
         for t in insecure {
             tracing::warn!(
                 tenant = &*t.id,
@@ -76,6 +80,9 @@ impl Server {
             );
         }
         tracing::info!(addr = %local_addr, "notify-host listening on {local_addr}");
+        if !app.clustered() {
+            tokio::spawn(crate::control::follow(app.clone()));
+        }
         let stop = CancellationToken::new();
         let http_conns = TaskTracker::new();
         let router = crate::api::router(app.clone());

@@ -1,19 +1,82 @@
-//! Tenants: their keys, authenticator, policies and metrics, looked up by id or publish key.
+//! Tenants: their keys (kept only as SHA-256 digests, compared in constant time),
+//! authenticator, policies and metrics, looked up by id or publish key in a registry that
+//! changes at runtime (tenants created and deleted through the admin API).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, TenantConfig};
 use crate::metrics::TenantMetrics;
 use crate::segment::Segments;
 
+/// The SHA-256 digest of a secret key: what the host keeps and compares instead of the key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct KeyDigest([u8; 32]);
+
+impl std::fmt::Debug for KeyDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyDigest({})", self.fingerprint())
+    }
+}
+
+impl KeyDigest {
+    pub(crate) fn of(secret: &str) -> Self {
+        Self(Sha256::digest(secret.as_bytes()).into())
+    }
+
+    /// Whether `presented` is the key, in time independent of where they differ.
+    pub(crate) fn matches(&self, presented: &str) -> bool {
+        bool::from(Self::of(presented).0.ct_eq(&self.0))
+    }
+
+    /// The first 8 bytes of the digest in hex: enough to tell keys apart, useless to guess one.
+    pub(crate) fn fingerprint(&self) -> String {
+        self.0[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub(crate) fn to_hex(self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub(crate) fn from_hex(hex: &str) -> Option<Self> {
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+            .collect::<Option<_>>()?;
+        Some(Self(bytes.try_into().ok()?))
+    }
+}
+
+/// A tenant's secret keys, as digests.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Keys {
+    pub publish: KeyDigest,
+    pub management: Option<KeyDigest>,
+}
+
+/// Where a tenant is defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// `config.toml`: applied at start, read-only through the API.
+    Config,
+    /// Created through the admin API; kept in the control-plane store.
+    Api { created_at: u64 },
+}
+
 /// One tenant, shared by every connection and publish request of it.
 pub(crate) struct Tenant {
     pub id: Arc<str>,
-    /// Dense index, used in hub keys instead of the id string.
+    /// Dense index, used in hub keys instead of the id string; never reused.
     pub index: u32,
+    /// Settings. Its `publish_key` and `management_key` are not used after start: `keys` is.
     pub config: TenantConfig,
+    pub keys: Keys,
+    pub source: Source,
     pub auth: Authenticator,
     pub metrics: TenantMetrics,
     /// Interned subscriber attribute sets of this tenant's connections.
@@ -46,48 +109,106 @@ fn origin_matches(allowed: &str, origin: &str) -> bool {
     rest.len() > host.len() + 1 && rest.to_ascii_lowercase().ends_with(&format!(".{}", host.to_ascii_lowercase()))
 }
 
-/// Every configured tenant.
+/// Every tenant of the node. Readers clone an `Arc` of the current registry; a change
+/// builds a new one and swaps it in.
 pub(crate) struct Tenants {
+    /// Held only to clone or swap the `Arc`, never across a lookup or an await.
+    current: RwLock<Arc<Registry>>,
+    next_index: AtomicU32,
+}
+
+#[derive(Default, Clone)]
+struct Registry {
     by_id: HashMap<Arc<str>, Arc<Tenant>>,
-    by_key: HashMap<String, Arc<Tenant>>,
+    by_key: HashMap<KeyDigest, Arc<Tenant>>,
+}
+
+/// Why a tenant could not be added.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TenantError {
+    #[error("tenant {0:?} already exists")]
+    Exists(String),
+    #[error("the publish key is already used by another tenant")]
+    KeyInUse,
 }
 
 impl Tenants {
     pub(crate) fn from_config(config: &Config) -> Self {
-        let mut by_id = HashMap::new();
-        let mut by_key = HashMap::new();
-        for (index, (id, tc)) in config.tenants.iter().enumerate() {
-            let tenant = Arc::new(Tenant {
-                id: Arc::from(id.as_str()),
-                index: u32::try_from(index).expect("fewer than 2^32 tenants"),
-                config: tc.clone(),
-                auth: Authenticator::new(&tc.auth),
-                metrics: TenantMetrics::default(),
-                segments: Segments::default(),
-            });
-            by_key.insert(tc.publish_key.clone(), tenant.clone());
-            by_id.insert(tenant.id.clone(), tenant);
+        let tenants = Self { current: RwLock::default(), next_index: AtomicU32::new(0) };
+        for (id, tc) in &config.tenants {
+            let keys = Keys {
+                publish: KeyDigest::of(&tc.publish_key),
+                management: tc.management_key.as_deref().map(KeyDigest::of),
+            };
+            tenants.add(id, tc.clone(), keys, Source::Config).expect("config validation makes ids and keys unique");
         }
-        Self { by_id, by_key }
+        tenants
     }
 
-    pub(crate) fn get(&self, id: &str) -> Option<&Arc<Tenant>> {
-        self.by_id.get(id)
+    fn snapshot(&self) -> Arc<Registry> {
+        self.current.read().expect("tenants lock").clone()
+    }
+
+    pub(crate) fn get(&self, id: &str) -> Option<Arc<Tenant>> {
+        self.snapshot().by_id.get(id).cloned()
     }
 
     /// The tenant whose publish key is `key`.
-    pub(crate) fn by_publish_key(&self, key: &str) -> Option<&Arc<Tenant>> {
-        self.by_key.get(key)
+    pub(crate) fn by_publish_key(&self, key: &str) -> Option<Arc<Tenant>> {
+        self.snapshot().by_key.get(&KeyDigest::of(key)).cloned()
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<Tenant>> + Clone {
-        self.by_id.values()
+    pub(crate) fn all(&self) -> Vec<Arc<Tenant>> {
+        self.snapshot().by_id.values().cloned().collect()
+    }
+
+    /// Adds a tenant under a new index.
+    pub(crate) fn add(
+        &self,
+        id: &str,
+        config: TenantConfig,
+        keys: Keys,
+        source: Source,
+    ) -> Result<Arc<Tenant>, TenantError> {
+        let mut current = self.current.write().expect("tenants lock");
+        if current.by_id.contains_key(id) {
+            return Err(TenantError::Exists(id.to_owned()));
+        }
+        if current.by_key.contains_key(&keys.publish) {
+            return Err(TenantError::KeyInUse);
+        }
+        let tenant = Arc::new(Tenant {
+            id: Arc::from(id),
+            index: self.next_index.fetch_add(1, Relaxed),
+            auth: Authenticator::new(&config.auth),
+            config,
+            keys,
+            source,
+            metrics: TenantMetrics::default(),
+            segments: Segments::default(),
+        });
+        let mut next = Registry::clone(&current);
+        next.by_key.insert(keys.publish, tenant.clone());
+        next.by_id.insert(tenant.id.clone(), tenant.clone());
+        *current = Arc::new(next);
+        Ok(tenant)
+    }
+
+    /// Removes a tenant: its keys stop working at once.
+    pub(crate) fn remove(&self, id: &str) -> Option<Arc<Tenant>> {
+        let mut current = self.current.write().expect("tenants lock");
+        let tenant = current.by_id.get(id)?.clone();
+        let mut next = Registry::clone(&current);
+        next.by_id.remove(id);
+        next.by_key.remove(&tenant.keys.publish);
+        *current = Arc::new(next);
+        Some(tenant)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::origin_matches;
+    use super::*;
 
     #[test]
     fn origins() {
@@ -96,5 +217,34 @@ mod tests {
         assert!(!origin_matches("https://*.example.com", "https://example.com"));
         assert!(!origin_matches("https://*.example.com", "http://a.example.com"));
         assert!(!origin_matches("https://*.example.com", "https://a.evilexample.com"));
+    }
+
+    #[test]
+    fn keys_match_only_themselves() {
+        let d = KeyDigest::of("a-long-publish-key");
+        assert!(d.matches("a-long-publish-key"));
+        assert!(!d.matches("a-long-publish-kez"));
+        assert!(!d.matches(""));
+        assert_eq!(KeyDigest::from_hex(&d.to_hex()), Some(d));
+        assert_eq!(d.fingerprint().len(), 16);
+        assert!(!format!("{d:?}").contains(&d.to_hex()), "debug output shows only the fingerprint");
+    }
+
+    #[test]
+    fn the_registry_adds_and_removes_at_runtime() {
+        let config = Config::from_toml("[tenants.a]\npublish_key = \"a-key-123\"\n", "test", []).unwrap();
+        let tenants = Tenants::from_config(&config);
+        let a = tenants.get("a").unwrap();
+        assert!(Arc::ptr_eq(&tenants.by_publish_key("a-key-123").unwrap(), &a));
+        let keys = Keys { publish: KeyDigest::of("b-key-123"), management: None };
+        let b = tenants.add("b", a.config.clone(), keys, Source::Api { created_at: 1 }).unwrap();
+        assert_ne!(a.index, b.index);
+        assert!(matches!(tenants.add("b", a.config.clone(), keys, Source::Config), Err(TenantError::Exists(_))));
+        let reuse = Keys { publish: KeyDigest::of("a-key-123"), management: None };
+        assert!(matches!(tenants.add("c", a.config.clone(), reuse, Source::Config), Err(TenantError::KeyInUse)));
+        assert_eq!(tenants.all().len(), 2);
+        assert!(tenants.remove("b").is_some());
+        assert!(tenants.by_publish_key("b-key-123").is_none() && tenants.get("b").is_none());
+        assert!(tenants.remove("b").is_none());
     }
 }

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Limited};
 
 use super::ApiError;
 use crate::app::App;
-use crate::tenant::Tenant;
+use crate::tenant::{KeyDigest, Tenant};
 
 /// Path parameters, refused with an [`ApiError`] instead of axum's plain-text rejection.
 #[derive(FromRequestParts)]
@@ -29,7 +29,7 @@ impl FromRequestParts<Arc<App>> for Publisher {
         let key = bearer(&parts.headers)
             .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <publish key>"))?;
         let tenant = app.tenants.by_publish_key(key).ok_or_else(|| ApiError::unauthorized("unknown publish key"))?;
-        Ok(Self(tenant.clone()))
+        Ok(Self(tenant))
     }
 }
 
@@ -47,14 +47,38 @@ impl FromRequestParts<Arc<App>> for TenantAdmin {
             app.tenants.get(id).ok_or_else(|| ApiError::not_found("unknown_tenant", format!("no tenant {id:?}")))?;
         let token =
             bearer(&parts.headers).ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
-        let admin = app.config.server.admin_token.as_deref().is_some_and(|t| t == token);
-        let manager = tenant.config.management_key.as_deref().is_some_and(|k| k == token);
-        if !(admin || manager) {
+        let manager = tenant.keys.management.is_some_and(|k| k.matches(token));
+        if !(is_admin(app, token) || manager) {
             let message = "this token cannot manage this tenant";
             return Err(ApiError::new(axum::http::StatusCode::FORBIDDEN, "forbidden", message));
         }
-        Ok(Self(tenant.clone()))
+        Ok(Self(tenant))
     }
+}
+
+/// A request bearing the admin token (`server.admin_token`).
+pub(crate) struct Admin;
+
+impl FromRequestParts<Arc<App>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let token = bearer(&parts.headers)
+            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <admin token>"))?;
+        if !is_admin(app, token) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "forbidden",
+                "this token is not the admin token",
+            ));
+        }
+        Ok(Self)
+    }
+}
+
+/// Whether `token` is the admin token, compared in constant time.
+fn is_admin(app: &App, token: &str) -> bool {
+    app.config.server.admin_token.as_deref().is_some_and(|t| KeyDigest::of(t).matches(token))
 }
 
 /// A valid user id from the `{user}` path parameter.

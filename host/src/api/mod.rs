@@ -10,6 +10,7 @@ mod extract;
 mod health;
 mod presence;
 mod publish;
+mod tenants;
 mod users;
 mod websocket;
 
@@ -35,6 +36,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/publish/batch", post(publish::batch))
         .route("/v1/presence/{user}", get(presence::status))
         .route("/v1/users/{user}/unread", get(users::unread))
+        .route("/v1/admin/tenants", get(tenants::list).post(tenants::create))
+        .route("/v1/admin/tenants/{tenant}", get(tenants::get).delete(tenants::delete))
         .route("/v1/admin/tenants/{tenant}/plugins", get(admin::list))
         .route("/v1/admin/tenants/{tenant}/plugins/{hook}", put(admin::upload).delete(admin::remove))
         .route("/v1/admin/tenants/{tenant}/plugins/{hook}/rollback", post(admin::rollback))

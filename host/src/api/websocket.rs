@@ -58,7 +58,7 @@ async fn accept(app: &Arc<App>, tenant_id: &str, peer: SocketAddr, req: Request)
         return Err(Refusal(HandshakeFailure::Draining, ApiError::unavailable("draining", message)));
     }
     let accept_key = check_upgrade(&req)?;
-    let tenant = app.tenants.get(tenant_id).cloned().ok_or_else(|| {
+    let tenant = app.tenants.get(tenant_id).ok_or_else(|| {
         let error = ApiError::not_found("unknown_tenant", format!("no tenant {tenant_id:?}"));
         Refusal(HandshakeFailure::UnknownTenant, error)
     })?;

@@ -1,12 +1,15 @@
-//! Backends: the broker that carries events between nodes, stream history, and presence.
-//! Each is a trait whose contract is written on it (`broker`, `history`, `presence`), with a
-//! memory implementation for one node (`memory/`, the default) and a Redis implementation
-//! for many nodes (`redis/`) beside it. [`Backends::start`] picks one set from the config.
+//! Backends: the broker that carries events between nodes, stream history, presence, and
+//! the control-plane store. Each is a trait whose contract is written on it (`broker`,
+//! `history`, `presence`, `control`), with a memory (or file) implementation for one node
+//! (`memory/`, the default) and a Redis implementation for many nodes (`redis/`) beside it.
+//! [`Backends::start`] picks one set from the config. (The control-plane store exists only
+//! for one node so far: `memory::FileStore`.)
 
 pub(crate) mod broker;
+pub(crate) mod control;
 pub(crate) mod history;
 pub(crate) mod interest;
-mod memory;
+pub(crate) mod memory;
 pub(crate) mod presence;
 pub(crate) mod redis;
 

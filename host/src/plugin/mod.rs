@@ -158,7 +158,7 @@ impl Plugins {
             store,
             save: Mutex::default(),
         };
-        for tenant in tenants.iter() {
+        for tenant in tenants.all().into_iter() {
             let p = &tenant.config.plugins;
             for (hook, pc) in [(Hook::Auth, &p.auth), (Hook::Transform, &p.transform), (Hook::Route, &p.route)] {
                 let Some(pc) = pc else { continue };

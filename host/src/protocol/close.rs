@@ -17,3 +17,5 @@ pub(crate) const IDLE_TIMEOUT: u16 = 4000;
 pub(crate) const SLOW_CLIENT: u16 = 4001;
 /// The credentials' `exp` passed; reconnect with fresh credentials.
 pub(crate) const CREDENTIALS_EXPIRED: u16 = 4003;
+/// The tenant was deleted; do not reconnect.
+pub(crate) const TENANT_DELETED: u16 = 4004;

@@ -240,6 +240,7 @@ fn killed(conn: &Conn) -> Option<End> {
     Some(match conn.outbox.killed()? {
         Kill::SlowClient => End::Close(close::SLOW_CLIENT, "send queue overflow; reconnect and resume"),
         Kill::Resync => End::Close(close::SERVICE_RESTART, "events may have been missed; reconnect and resume"),
+        Kill::TenantDeleted => End::Close(close::TENANT_DELETED, "the tenant was deleted"),
     })
 }
 

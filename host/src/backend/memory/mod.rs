@@ -2,10 +2,13 @@
 //! presence read from the hub.
 
 mod broker;
+mod control;
 mod history;
 mod presence;
 
 use std::sync::Arc;
+
+pub(crate) use control::FileStore;
 
 use super::Backends;
 use crate::hub::Hub;

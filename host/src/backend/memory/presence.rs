@@ -41,7 +41,7 @@ mod tests {
     async fn counts_a_users_connections_on_this_node() {
         let config = Config::from_toml("[tenants.a]\npublish_key = \"a-key-123\"\n", "test", []).unwrap();
         let tenants = Tenants::from_config(&config);
-        let tenant = tenants.get("a").unwrap();
+        let tenant = &tenants.get("a").unwrap();
         let hub = Arc::new(Hub::new(QueueLimits { frames: 10, bytes: 1 << 16 }));
         let presence = MemoryPresence::new(hub.clone());
         let device = || {

@@ -32,9 +32,9 @@ pub(super) async fn backends(
     reconnect_spread: Duration,
 ) -> Result<Backends, BrokerError> {
     let link = Link::connect(config, config.timeout).await?;
-    let by_id = tenants.iter().map(|t| (t.id.clone(), t.clone())).collect();
+    let by_id = tenants.all().into_iter().map(|t| (t.id.clone(), t.clone())).collect();
     let broker = broker::RedisBroker::start(config, hub.clone(), by_id, metrics.clone(), reconnect_spread).await?;
-    let all = tenants.iter().cloned().collect();
+    let all = tenants.all();
     let timing = Timing { debounce: config.presence_debounce, node_timeout: config.node_timeout };
     Ok(Backends {
         broker: Arc::new(broker),

@@ -332,7 +332,7 @@ mod tests {
     fn local_counts_follow_connections_and_queue_every_change() {
         let config = Config::from_toml("[tenants.a]\npublish_key = \"a-key-123\"\n", "test", []).unwrap();
         let tenants = Tenants::from_config(&config);
-        let tenant = tenants.get("a").unwrap();
+        let tenant = &tenants.get("a").unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
         let local = Local { state: Mutex::new(LocalState { counts: HashMap::new(), tx }) };
         local.change(tenant, "alice", 1);

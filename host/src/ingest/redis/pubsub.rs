@@ -34,7 +34,7 @@ impl Leader {
     pub(super) async fn run(mut self) {
         let node = self.app.node_id.to_string();
         let lease_ms = LEASE.as_millis() as u64;
-        let channels: Vec<String> = self.app.tenants.iter().map(|t| keys::publish_channel(&t.id)).collect();
+        let channels: Vec<String> = self.app.tenants.all().into_iter().map(|t| keys::publish_channel(&t.id)).collect();
         while !self.app.drain.is_draining() {
             if self.hold_lease(&node, lease_ms).await {
                 match self.lead(&node, lease_ms, &channels).await {
@@ -122,7 +122,7 @@ impl Leader {
             }
         }
         for (id, items) in by_tenant {
-            let Some(tenant) = self.app.tenants.get(&id).cloned() else { continue };
+            let Some(tenant) = self.app.tenants.get(&id) else { continue };
             if let Err(e) = ingest(&self.app, &mut self.conn, &tenant, &items, Source::PubSub).await {
                 tracing::warn!(tenant = id, messages = items.len(), error = %e, "fire-and-forget events lost: the broker could not take them");
             }

@@ -52,7 +52,7 @@ struct Progress {
 impl Reader {
     pub(super) async fn connect(app: &Arc<App>, config: &RedisConfig) -> Result<Self, BrokerError> {
         let tenants: HashMap<String, Arc<Tenant>> =
-            app.tenants.iter().map(|t| (keys::ingest_stream(&t.id), t.clone())).collect();
+            app.tenants.all().into_iter().map(|t| (keys::ingest_stream(&t.id), t.clone())).collect();
         Ok(Self {
             app: app.clone(),
             conn: Link::connect(config, config.timeout + BLOCK).await?,

@@ -1,0 +1,227 @@
+//! Tenant administration (admin token only):
+//!
+//! - `POST /v1/admin/tenants`: create a tenant; answers its keys, once;
+//! - `GET /v1/admin/tenants` and `GET /v1/admin/tenants/{tenant}`: settings, key
+//!   fingerprints and creation times, never a secret;
+//! - `DELETE /v1/admin/tenants/{tenant}`: its keys stop working, its connections are closed
+//!   with 4004 and its plugins turned off.
+//!
+//! Tenants from `config.toml` are listed but read-only (409 `managed_by_config`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::ApiError;
+use super::extract::{Admin, PathParams, read_body};
+use crate::app::App;
+use crate::backend::control::{StoreError, StoredTenant, TenantSettings};
+use crate::config::{AuthConfig, valid_tenant_id};
+use crate::control;
+use crate::plugin::Hook;
+use crate::tenant::{KeyDigest, Source, Tenant};
+
+/// Largest body of a tenant creation.
+const MAX_BODY: usize = 64 * 1024;
+
+/// `POST /v1/admin/tenants`: `{"id", ...settings}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTenant {
+    id: String,
+    #[serde(default)]
+    auth: AuthConfig,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+    #[serde(default)]
+    default_channels: Option<Vec<String>>,
+    #[serde(default)]
+    slow_client: crate::config::SlowClientPolicy,
+    #[serde(default)]
+    history: crate::config::HistoryConfig,
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "store_unavailable", e.to_string())
+    }
+}
+
+pub(super) async fn create(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if app.clustered() {
+        let message = "tenants can be created through the API on a single node only, until the control plane lives in Redis; configure them in config.toml";
+        return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_in_cluster_mode", message));
+    }
+    let body = read_body(&headers, body, MAX_BODY).await?;
+    let new: NewTenant = parse(&body)?;
+    let (id, settings) = settings(new);
+    let (publish_key, management_key) = (secret("pk")?, secret("mk")?);
+    check(&id, &settings, &publish_key)?;
+    let stored = StoredTenant {
+        settings,
+        publish_key_sha256: KeyDigest::of(&publish_key).to_hex(),
+        management_key_sha256: KeyDigest::of(&management_key).to_hex(),
+        created_at: crate::clock::now_millis() / 1000,
+    };
+    control::change(&app, |state| {
+        if app.tenants.get(&id).is_some() || state.tenants.contains_key(&id) {
+            return Err(ApiError::new(StatusCode::CONFLICT, "tenant_exists", format!("tenant {id:?} already exists")));
+        }
+        state.tenants.insert(id.clone(), stored.clone());
+        Ok(())
+    })
+    .await?;
+    let tenant = app.tenants.get(&id).ok_or_else(|| gone(&id))?;
+    if tenant.auth.is_insecure() {
+        tracing::warn!(tenant = id, "tenant created with INSECURE auth: any client can claim any user with ?user=");
+    }
+    let mut answer = describe(&tenant);
+    answer["publish_key"] = json!(publish_key);
+    answer["management_key"] = json!(management_key);
+    Ok((StatusCode::CREATED, Json(answer)))
+}
+
+pub(super) async fn list(State(app): State<Arc<App>>, _: Admin) -> Json<Value> {
+    let mut tenants = app.tenants.all();
+    tenants.sort_by(|a, b| a.id.cmp(&b.id));
+    Json(json!({ "tenants": tenants.iter().map(|t| describe(t)).collect::<Vec<_>>() }))
+}
+
+pub(super) async fn get(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    PathParams(id): PathParams<String>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = app.tenants.get(&id).ok_or_else(|| unknown(&id))?;
+    Ok(Json(describe(&tenant)))
+}
+
+pub(super) async fn delete(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    PathParams(id): PathParams<String>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = app.tenants.get(&id).ok_or_else(|| unknown(&id))?;
+    if tenant.source == Source::Config {
+        return Err(managed_by_config(&id));
+    }
+    control::change(&app, |state| state.tenants.remove(&id).map(drop).ok_or_else(|| unknown(&id))).await?;
+    let tenant_id = tenant.id.clone();
+    let plugins = tokio::task::spawn_blocking(move || {
+        for hook in Hook::ALL {
+            // A hook without a plugin is fine: there is nothing to turn off.
+            let _ = app.plugins.remove(&tenant_id, hook);
+        }
+    });
+    plugins.await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "plugin_error", e.to_string()))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn parse(body: &[u8]) -> Result<NewTenant, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." || path.is_empty() { "body".to_owned() } else { path };
+        ApiError::from(crate::ingest::FieldError { field, message: e.inner().to_string() })
+    })
+}
+
+fn settings(new: NewTenant) -> (String, TenantSettings) {
+    let settings = TenantSettings {
+        auth: new.auth,
+        allowed_origins: new.allowed_origins,
+        default_channels: new.default_channels.unwrap_or_else(|| vec!["*".into()]),
+        slow_client: new.slow_client,
+        history: new.history,
+    };
+    (new.id, settings)
+}
+
+/// The same rules as a tenant in `config.toml`, errors naming the field.
+fn check(id: &str, settings: &TenantSettings, publish_key: &str) -> Result<(), ApiError> {
+    if !valid_tenant_id(id) {
+        let message = "tenant ids are 1-64 characters of a-z, 0-9, '-' and '_'";
+        return Err(crate::ingest::FieldError { field: "id".into(), message: message.into() }.into());
+    }
+    control::tenant_config(settings, publish_key.to_owned()).validate(id).map_err(|e| {
+        let (field, message) = match e {
+            crate::config::ConfigError::Invalid { key, message } => {
+                (key.trim_start_matches(&format!("tenants.{id}.")).to_owned(), message)
+            }
+            other => ("body".to_owned(), other.to_string()),
+        };
+        ApiError::from(crate::ingest::FieldError { field, message })
+    })
+}
+
+/// A new random key: `prefix_` and 32 random bytes in hex.
+fn secret(prefix: &str) -> Result<String, ApiError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no_randomness", e.to_string()))?;
+    Ok(format!("{prefix}_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+}
+
+fn unknown(id: &str) -> ApiError {
+    ApiError::not_found("unknown_tenant", format!("no tenant {id:?}"))
+}
+
+fn gone(id: &str) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "tenant_gone", format!("tenant {id:?} was deleted meanwhile"))
+}
+
+fn managed_by_config(id: &str) -> ApiError {
+    let message = format!("tenant {id:?} is defined in config.toml; change it there");
+    ApiError::new(StatusCode::CONFLICT, "managed_by_config", message)
+}
+
+/// What the API shows of a tenant: never a secret.
+fn describe(t: &Tenant) -> Value {
+    let (source, created_at) = match t.source {
+        Source::Config => ("config", None),
+        Source::Api { created_at } => ("api", Some(created_at)),
+    };
+    let c = &t.config;
+    json!({
+        "id": &*t.id,
+        "source": source,
+        "created_at": created_at,
+        "publish_key_fingerprint": t.keys.publish.fingerprint(),
+        "management_key_fingerprint": t.keys.management.map(|k| k.fingerprint()),
+        "auth": auth(&c.auth),
+        "allowed_origins": c.allowed_origins,
+        "default_channels": c.default_channels,
+        "slow_client": c.slow_client,
+        "history": { "size": c.history.size, "ttl_ms": c.history.ttl.as_millis() as u64, "acks": c.history.acks },
+    })
+}
+
+/// The auth settings without their secrets: the mode, fingerprints of keys, the claim checks.
+fn auth(a: &AuthConfig) -> Value {
+    match a {
+        AuthConfig::Insecure => json!({ "mode": "insecure" }),
+        AuthConfig::Jwt(j) => {
+            let mut v = BTreeMap::new();
+            v.insert("mode", json!("jwt"));
+            v.insert(
+                "hs256_secret_fingerprint",
+                json!(j.hs256_secret.as_deref().map(|s| KeyDigest::of(s).fingerprint())),
+            );
+            v.insert("rs256_public_key", json!(j.rs256_public_key.is_some()));
+            v.insert("issuer", json!(j.issuer));
+            v.insert("audience", json!(j.audience));
+            json!(v)
+        }
+    }
+}

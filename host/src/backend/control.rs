@@ -1,0 +1,78 @@
+//! The control-plane store: state that the admin API changes at runtime (tenants created
+//! through it), versioned, replaced atomically, with change notification.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::BoxFuture;
+use crate::config::{AuthConfig, HistoryConfig, SlowClientPolicy};
+
+/// The whole control-plane state at one version.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ControlState {
+    /// Starts at 0 (nothing stored) and grows by one with every change.
+    pub version: u64,
+    pub tenants: BTreeMap<String, StoredTenant>,
+}
+
+/// A tenant created through the API: its settings and its keys' SHA-256 digests (hex).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StoredTenant {
+    pub settings: TenantSettings,
+    pub publish_key_sha256: String,
+    pub management_key_sha256: String,
+    /// Seconds since the Unix epoch.
+    pub created_at: u64,
+}
+
+/// The settings of a tenant that the API sets (the request body of `POST /v1/admin/tenants`
+/// without `id`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TenantSettings {
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    #[serde(default = "all_channels")]
+    pub default_channels: Vec<String>,
+    #[serde(default)]
+    pub slow_client: SlowClientPolicy,
+    #[serde(default)]
+    pub history: HistoryConfig,
+}
+
+fn all_channels() -> Vec<String> {
+    vec!["*".into()]
+}
+
+/// Why the store could not be read or changed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    #[error("the control-plane state changed meanwhile (now version {current})")]
+    Conflict { current: u64 },
+    #[error("control-plane store: {what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("control-plane store: unreadable state: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+/// Keeps the control-plane state.
+///
+/// Contract:
+/// - `load` returns one consistent state with its version;
+/// - `replace` stores `state` as version `expected + 1` only if the stored version is still
+///   `expected`, atomically (a reader sees the old state or the new one, never a mix; a crash
+///   leaves one of them), and fails with `Conflict` otherwise: concurrent changes resolve by
+///   version, never by whoever writes last;
+/// - after every successful `replace`, by any node sharing the store, `watch` yields the new
+///   version (possibly skipping versions: a watcher reloads the state, it does not replay).
+pub(crate) trait ControlStore: Send + Sync + 'static {
+    fn load(&self) -> BoxFuture<'_, Result<ControlState, StoreError>>;
+    fn replace(&self, expected: u64, state: ControlState) -> BoxFuture<'_, Result<u64, StoreError>>;
+    fn watch(&self) -> watch::Receiver<u64>;
+}

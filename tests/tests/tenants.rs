@@ -1,0 +1,106 @@
+//! Tenants created and deleted at runtime through the admin API, on one node with the file
+//! control-plane store.
+
+use notify_tests::{Client, HostProcess, TempDir, TestHost, host_bin, http};
+use serde_json::{Value, json};
+
+const ADMIN: &str = "admin-token-0123";
+
+fn config(data_dir: Option<&std::path::Path>) -> String {
+    let data = data_dir.map(|d| format!("data_dir = \"{}\"\n", d.display())).unwrap_or_default();
+    format!("[server]\nadmin_token = \"{ADMIN}\"\n{data}\n{}", notify_tests::DEMO)
+}
+
+async fn admin(host: std::net::SocketAddr, method: &str, path: &str, body: Value) -> anyhow::Result<(u16, Value)> {
+    let body = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
+    http(host, method, &format!("/v1/admin/tenants{path}"), Some(ADMIN), body.into()).await
+}
+
+#[tokio::test]
+async fn a_created_tenant_connects_publishes_and_is_deleted() -> anyhow::Result<()> {
+    let host = TestHost::start(&config(None)).await?;
+    let spec = json!({ "id": "acme", "auth": { "mode": "insecure" }, "history": { "size": 10 } });
+    let (status, created) = admin(host.addr, "POST", "", spec.clone()).await?;
+    assert_eq!(status, 201, "{created}");
+    let publish_key = created["publish_key"].as_str().unwrap().to_owned();
+    assert!(publish_key.starts_with("pk_") && publish_key.len() > 60);
+    assert!(created["management_key"].as_str().unwrap().starts_with("mk_"));
+    assert_eq!((created["id"].clone(), created["source"].clone()), (json!("acme"), json!("api")));
+
+    let (status, again) = admin(host.addr, "POST", "", spec).await?;
+    assert_eq!((status, again["error"]["code"].clone()), (409, json!("tenant_exists")));
+    let (_, list) = admin(host.addr, "GET", "", Value::Null).await?;
+    let listed = list.to_string();
+    assert!(!listed.contains(&publish_key) && !listed.contains("mk_"), "no secret is ever listed: {listed}");
+    let ids: Vec<_> = list["tenants"].as_array().unwrap().iter().map(|t| t["id"].clone()).collect();
+    assert_eq!(ids, [json!("acme"), json!("demo")]);
+    let (_, one) = admin(host.addr, "GET", "/acme", Value::Null).await?;
+    assert_eq!(one["publish_key_fingerprint"], created["publish_key_fingerprint"]);
+
+    let (mut client, welcome) = host.join("acme", "user=alice").await?;
+    assert_eq!(welcome["tenant"], "acme");
+    let (status, _) = host.publish(&publish_key, &json!({ "users": ["alice"], "event": "hello" })).await?;
+    assert_eq!(status, 202);
+    assert_eq!(client.next_event().await?["event"], "hello");
+    let (status, _) = host.publish("demo-key", &json!({ "users": ["alice"], "event": "other-tenant" })).await?;
+    assert_eq!(status, 202);
+
+    let (status, _) = admin(host.addr, "DELETE", "/acme", Value::Null).await?;
+    assert_eq!(status, 204);
+    assert_eq!(client.close_code().await?, 4004);
+    let (status, _) = host.publish(&publish_key, &json!({ "users": ["alice"], "event": "late" })).await?;
+    assert_eq!(status, 401, "a deleted tenant's key is refused");
+    let refused = Client::try_connect(&host.ws_url("acme", "user=alice"), &[]).await?.err().unwrap();
+    assert_eq!(refused.status, 404);
+    let (status, _) = admin(host.addr, "GET", "/acme", Value::Null).await?;
+    assert_eq!(status, 404);
+    Ok(())
+}
+
+#[tokio::test]
+async fn configured_tenants_are_read_only_and_bad_requests_name_the_field() -> anyhow::Result<()> {
+    let host = TestHost::start(&config(None)).await?;
+    let (status, body) = admin(host.addr, "DELETE", "/demo", Value::Null).await?;
+    assert_eq!((status, body["error"]["code"].clone()), (409, json!("managed_by_config")));
+    let (status, body) = admin(host.addr, "POST", "", json!({ "id": "demo" })).await?;
+    assert_eq!((status, body["error"]["code"].clone()), (409, json!("tenant_exists")));
+    let (status, body) = admin(host.addr, "POST", "", json!({ "id": "Bad Id" })).await?;
+    assert_eq!((status, body["error"]["field"].clone()), (400, json!("id")));
+    let (status, body) =
+        admin(host.addr, "POST", "", json!({ "id": "x", "history": { "size": 0, "acks": true } })).await?;
+    assert_eq!((status, body["error"]["field"].clone()), (400, json!("history.acks")), "{body}");
+    let (status, body) = admin(host.addr, "POST", "", json!({ "id": "x", "colour": 1 })).await?;
+    assert_eq!((status, body["error"]["code"].clone()), (400, json!("invalid_field")));
+    let (status, _) = http(host.addr, "GET", "/v1/admin/tenants", Some("demo-key"), Vec::new().into()).await?;
+    assert_eq!(status, 403, "only the admin token manages tenants");
+    let (status, _) = http(host.addr, "GET", "/v1/admin/tenants", None, Vec::new().into()).await?;
+    assert_eq!(status, 401);
+    Ok(())
+}
+
+#[tokio::test]
+async fn api_tenants_survive_a_restart_with_the_file_store() -> anyhow::Result<()> {
+    let data = TempDir::new("tenant-data")?;
+    let toml = config(Some(&data.path));
+    let mut host = HostProcess::start(host_bin!(), &toml).await?;
+    let (status, created) = admin(host.addr, "POST", "", json!({ "id": "kept" })).await?;
+    assert_eq!(status, 201);
+    let (status, _) = admin(host.addr, "POST", "", json!({ "id": "dropped" })).await?;
+    assert_eq!(status, 201);
+    let (status, _) = admin(host.addr, "DELETE", "/dropped", Value::Null).await?;
+    assert_eq!(status, 204);
+    let publish_key = created["publish_key"].as_str().unwrap().to_owned();
+    let stored = std::fs::read_to_string(data.path.join("control-plane.json"))?;
+    assert!(stored.contains("kept") && !stored.contains(&publish_key), "keys are stored as digests only");
+    host.signal("TERM")?;
+    assert_eq!(host.child.wait().await?.code(), Some(0));
+
+    let host = HostProcess::start(host_bin!(), &toml).await?;
+    let (_, list) = admin(host.addr, "GET", "", Value::Null).await?;
+    let ids: Vec<_> = list["tenants"].as_array().unwrap().iter().map(|t| t["id"].clone()).collect();
+    assert_eq!(ids, [json!("demo"), json!("kept")]);
+    let body = json!({ "broadcast": true, "event": "still-here" }).to_string();
+    let (status, _) = http(host.addr, "POST", "/v1/publish", Some(&publish_key), body.into()).await?;
+    assert_eq!(status, 202, "the key works after the restart");
+    Ok(())
+}
