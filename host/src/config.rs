@@ -22,6 +22,9 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub plugins: PluginLimits,
+    /// Every tenant's quotas, unless the tenant overrides them (`[tenants.<id>.limits]`).
+    #[serde(default)]
+    pub limits: TenantLimits,
     /// Tenants by id; the id is the `{tenant}` path segment of client URLs.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantConfig>,
@@ -325,6 +328,54 @@ pub struct TenantConfig {
     /// How much history each stream keeps for resuming clients.
     #[serde(default)]
     pub history: HistoryConfig,
+    /// This tenant's quotas where they differ from `[limits]`.
+    #[serde(default)]
+    pub limits: LimitOverrides,
+}
+
+/// A tenant's quotas on one node; 0 means no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantLimits {
+    /// Concurrent WebSocket connections of the tenant (exact per node).
+    pub max_connections: usize,
+    /// Concurrent connections of one user of the tenant (exact per node).
+    pub max_connections_per_user: usize,
+    /// Events per second the tenant may publish, sustained (HTTP and Redis ingest together).
+    pub publish_rate: u32,
+    /// Events the tenant may publish at once; 0: one second's worth of `publish_rate`.
+    pub publish_burst: u32,
+}
+
+/// Per-tenant overrides of `[limits]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_user: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_rate: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_burst: Option<u32>,
+}
+
+impl TenantLimits {
+    /// These limits with a tenant's overrides applied.
+    pub(crate) fn with(self, o: &LimitOverrides) -> Self {
+        Self {
+            max_connections: o.max_connections.unwrap_or(self.max_connections),
+            max_connections_per_user: o.max_connections_per_user.unwrap_or(self.max_connections_per_user),
+            publish_rate: o.publish_rate.unwrap_or(self.publish_rate),
+            publish_burst: o.publish_burst.unwrap_or(self.publish_burst),
+        }
+    }
+
+    /// The publish bucket's size: the burst, or one second of the rate.
+    pub(crate) fn burst(&self) -> u32 {
+        if self.publish_burst > 0 { self.publish_burst } else { self.publish_rate }
+    }
 }
 
 /// Per-stream history of a tenant (users, channels, broadcast).

@@ -77,6 +77,7 @@ pub(crate) fn tenant_config(settings: &crate::backend::control::TenantSettings, 
         management_key: None,
         plugins: Default::default(),
         history: settings.history,
+        limits: settings.limits,
     }
 }
 

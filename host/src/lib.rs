@@ -23,6 +23,7 @@ mod ingest;
 mod metrics;
 mod plugin;
 mod protocol;
+mod quota;
 mod segment;
 mod server;
 mod stream;

@@ -16,10 +16,12 @@ pub(crate) enum HandshakeFailure {
     OverCapacity,
     Draining,
     Timeout,
+    TenantConnections,
+    UserConnections,
 }
 
 impl HandshakeFailure {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 9] = [
         Self::BadRequest,
         Self::UnknownTenant,
         Self::Unauthorized,
@@ -27,6 +29,8 @@ impl HandshakeFailure {
         Self::OverCapacity,
         Self::Draining,
         Self::Timeout,
+        Self::TenantConnections,
+        Self::UserConnections,
     ];
 
     fn as_str(self) -> &'static str {
@@ -38,6 +42,8 @@ impl HandshakeFailure {
             Self::OverCapacity => "over_capacity",
             Self::Draining => "draining",
             Self::Timeout => "timeout",
+            Self::TenantConnections => "tenant_connections",
+            Self::UserConnections => "user_connections",
         }
     }
 }
@@ -93,6 +99,8 @@ pub(crate) struct TenantMetrics {
     pub history_replayed: AtomicU64,
     pub history_errors: AtomicU64,
     pub acks: AtomicU64,
+    /// Events refused by the tenant's publish rate.
+    pub rate_limited: AtomicU64,
     pub publish_to_enqueue: Histogram,
 }
 
@@ -236,7 +244,7 @@ fn write_family<'m, M: 'm>(out: &mut String, f: &Family<M>, samples: impl Iterat
     }
 }
 
-const TENANT_FAMILIES: [Family<TenantMetrics>; 12] = [
+const TENANT_FAMILIES: [Family<TenantMetrics>; 13] = [
     Family {
         name: "notify_connections",
         kind: "gauge",
@@ -308,6 +316,12 @@ const TENANT_FAMILIES: [Family<TenantMetrics>; 12] = [
         kind: "counter",
         help: "Acks that moved or confirmed a read cursor.",
         get: |m| m.acks.load(Relaxed),
+    },
+    Family {
+        name: "notify_publish_rate_limited_total",
+        kind: "counter",
+        help: "Events refused because the tenant was over its publish_rate (HTTP 429, or dead-lettered on Redis ingest).",
+        get: |m| m.rate_limited.load(Relaxed),
     },
 ];
 

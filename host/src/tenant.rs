@@ -10,8 +10,10 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::auth::Authenticator;
+use crate::config::TenantLimits;
 use crate::config::{Config, TenantConfig};
 use crate::metrics::TenantMetrics;
+use crate::quota::Quota;
 use crate::segment::Segments;
 
 /// The SHA-256 digest of a secret key: what the host keeps and compares instead of the key.
@@ -77,6 +79,8 @@ pub(crate) struct Tenant {
     pub config: TenantConfig,
     pub keys: Keys,
     pub source: Source,
+    /// Its quotas on this node (`[limits]` with the tenant's overrides) and their state.
+    pub quota: Quota,
     pub auth: Authenticator,
     pub metrics: TenantMetrics,
     /// Interned subscriber attribute sets of this tenant's connections.
@@ -115,6 +119,8 @@ pub(crate) struct Tenants {
     /// Held only to clone or swap the `Arc`, never across a lookup or an await.
     current: RwLock<Arc<Registry>>,
     next_index: AtomicU32,
+    /// `[limits]`: every tenant's quotas unless it overrides them.
+    defaults: TenantLimits,
 }
 
 #[derive(Default, Clone)]
@@ -134,7 +140,7 @@ pub(crate) enum TenantError {
 
 impl Tenants {
     pub(crate) fn from_config(config: &Config) -> Self {
-        let tenants = Self { current: RwLock::default(), next_index: AtomicU32::new(0) };
+        let tenants = Self { current: RwLock::default(), next_index: AtomicU32::new(0), defaults: config.limits };
         for (id, tc) in &config.tenants {
             let keys = Keys {
                 publish: KeyDigest::of(&tc.publish_key),
@@ -181,6 +187,7 @@ impl Tenants {
             id: Arc::from(id),
             index: self.next_index.fetch_add(1, Relaxed),
             auth: Authenticator::new(&config.auth),
+            quota: Quota::new(self.defaults.with(&config.limits)),
             config,
             keys,
             source,

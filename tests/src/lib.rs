@@ -490,6 +490,32 @@ async fn request(
     headers: &[(&str, &str)],
     body: Bytes,
 ) -> anyhow::Result<(u16, Bytes)> {
+    let (status, _, body) = request_with_headers(addr, method, path, headers, body).await?;
+    Ok((status, body))
+}
+
+/// One HTTP/1.1 request with a bearer token; returns the status, the response headers and
+/// the body as JSON (Null if empty).
+pub async fn http_full(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Bytes,
+) -> anyhow::Result<(u16, hyper::HeaderMap, Value)> {
+    let auth = bearer.map(|key| format!("Bearer {key}"));
+    let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| ("authorization", a)).into_iter().collect();
+    let (status, response_headers, bytes) = request_with_headers(addr, method, path, &headers, body).await?;
+    Ok((status, response_headers, json_body(&bytes)?))
+}
+
+async fn request_with_headers(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> anyhow::Result<(u16, hyper::HeaderMap, Bytes)> {
     let tcp = TcpStream::connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
     tokio::spawn(conn);
@@ -499,7 +525,8 @@ async fn request(
     }
     let res = tokio::time::timeout(STEP, sender.send_request(req.body(Full::new(body))?)).await??;
     let status = res.status().as_u16();
-    Ok((status, res.into_body().collect().await?.to_bytes()))
+    let response_headers = res.headers().clone();
+    Ok((status, response_headers, res.into_body().collect().await?.to_bytes()))
 }
 
 /// An HS256 token for `sub` with `exp` seconds from now (negative: already expired).

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
+use axum::http::header::{self, HeaderValue};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -15,6 +16,7 @@ use super::extract::{Publisher, read_body};
 use crate::app::App;
 use crate::event::Event;
 use crate::ingest;
+use crate::tenant::Tenant;
 
 /// `POST /v1/publish`: one event, answered with `{"id"}`.
 pub(super) async fn one(
@@ -66,7 +68,23 @@ async fn accept(
     let Publisher(tenant) = publisher?;
     let body = read_body(headers, body, app.config.server.max_publish_bytes).await?;
     let events = parse(&body)?;
+    within_rate(&tenant, events.len())?;
     let ids = events.iter().map(|e| e.id.clone()).collect();
     ingest::pipeline::publish(app, &tenant, events).await?;
     Ok(ids)
+}
+
+/// 429 `rate_limited` with `Retry-After` when the tenant is over its publish rate.
+fn within_rate(tenant: &Tenant, events: usize) -> Result<(), ApiError> {
+    let Err(wait) = tenant.quota.publish(events) else { return Ok(()) };
+    tenant.metrics.rate_limited.fetch_add(events as u64, Relaxed);
+    let limits = &tenant.quota.limits;
+    let Some(wait) = wait else {
+        let message = format!("{events} events at once exceed the tenant's publish burst ({})", limits.burst());
+        return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message));
+    };
+    let message = format!("the tenant is over its publish_rate ({} events/s)", limits.publish_rate);
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+        .with_header(header::RETRY_AFTER, HeaderValue::from(secs.max(1))))
 }

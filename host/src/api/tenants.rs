@@ -45,6 +45,8 @@ struct NewTenant {
     slow_client: crate::config::SlowClientPolicy,
     #[serde(default)]
     history: crate::config::HistoryConfig,
+    #[serde(default)]
+    limits: crate::config::LimitOverrides,
 }
 
 impl From<StoreError> for ApiError {
@@ -144,6 +146,7 @@ fn settings(new: NewTenant) -> (String, TenantSettings) {
         default_channels: new.default_channels.unwrap_or_else(|| vec!["*".into()]),
         slow_client: new.slow_client,
         history: new.history,
+        limits: new.limits,
     };
     (new.id, settings)
 }
@@ -204,6 +207,7 @@ fn describe(t: &Tenant) -> Value {
         "default_channels": c.default_channels,
         "slow_client": c.slow_client,
         "history": { "size": c.history.size, "ttl_ms": c.history.ttl.as_millis() as u64, "acks": c.history.acks },
+        "limits": t.quota.limits,
     })
 }
 

@@ -20,6 +20,7 @@ use crate::metrics::HandshakeFailure;
 use crate::plugin::Hook;
 use crate::plugin::bindings::types;
 use crate::plugin::hooks::{self, AuthOutcome};
+use crate::quota;
 use crate::stream::Position;
 use crate::tenant::Tenant;
 use crate::ws::{Joining, Resume};
@@ -69,8 +70,29 @@ async fn accept(app: &Arc<App>, tenant_id: &str, peer: SocketAddr, req: Request)
         let message = "this node is at its connection limit; retry on another node";
         Refusal(HandshakeFailure::OverCapacity, ApiError::unavailable("over_capacity", message))
     })?;
-    crate::ws::spawn(app, req, Joining { tenant, identity, attributes, resume, admitted, peer });
+    let quota = tenant.quota.admit(&identity.user).map_err(|why| over_quota(&tenant, why))?;
+    crate::ws::spawn(app, req, Joining { tenant, identity, attributes, resume, admitted, quota, peer });
     Ok(switching_protocols(&accept_key))
+}
+
+/// A tenant at one of its connection quotas: 429, retry later.
+fn over_quota(tenant: &Tenant, why: quota::Refusal) -> Refusal {
+    let limits = &tenant.quota.limits;
+    let (failure, code, message) = match why {
+        quota::Refusal::Connections => (
+            HandshakeFailure::TenantConnections,
+            "too_many_connections",
+            format!("the tenant is at its max_connections ({}) on this node", limits.max_connections),
+        ),
+        quota::Refusal::UserConnections => (
+            HandshakeFailure::UserConnections,
+            "too_many_user_connections",
+            format!("this user is at the tenant's max_connections_per_user ({})", limits.max_connections_per_user),
+        ),
+    };
+    let error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+        .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    Refusal(failure, error)
 }
 
 fn header_has_token(req: &Parts, name: header::HeaderName, token: &str) -> bool {

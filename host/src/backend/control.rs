@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::BoxFuture;
-use crate::config::{AuthConfig, HistoryConfig, SlowClientPolicy};
+use crate::config::{AuthConfig, HistoryConfig, LimitOverrides, SlowClientPolicy};
 
 /// The whole control-plane state at one version.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -44,6 +44,8 @@ pub(crate) struct TenantSettings {
     pub slow_client: SlowClientPolicy,
     #[serde(default)]
     pub history: HistoryConfig,
+    #[serde(default)]
+    pub limits: LimitOverrides,
 }
 
 fn all_channels() -> Vec<String> {

@@ -21,6 +21,7 @@ use crate::app::App;
 use crate::auth::Identity;
 use crate::hub::Conn;
 use crate::metrics::HandshakeFailure;
+use crate::quota::Slots;
 use crate::tenant::Tenant;
 
 /// What an accepted handshake hands to its connection task.
@@ -31,13 +32,15 @@ pub(crate) struct Joining {
     pub(crate) resume: Resume,
     /// The connection's slot under `server.max_connections`, freed when the task ends.
     pub(crate) admitted: Admitted,
+    /// Its slots under the tenant's connection quotas (none without them), freed likewise.
+    pub(crate) quota: Option<Box<Slots>>,
     pub(crate) peer: SocketAddr,
 }
 
 /// Spawns the task that waits for hyper to hand over the socket and runs the connection.
 /// Only what the connection needs survives; the request (headers, URI) is dropped here.
 pub(crate) fn spawn(app: &Arc<App>, req: Parts, j: Joining) {
-    let Joining { tenant, identity, attributes, resume, admitted, peer } = j;
+    let Joining { tenant, identity, attributes, resume, admitted, quota, peer } = j;
     let on_upgrade = hyper::upgrade::on(Request::from_parts(req, ()));
     let conn = Arc::new(Conn {
         id: app.hub.next_conn_id(),
@@ -50,7 +53,7 @@ pub(crate) fn spawn(app: &Arc<App>, req: Parts, j: Joining) {
     let task_app = app.clone();
     app.connections.spawn(async move {
         let app = task_app;
-        let _admitted = admitted;
+        let _slots = (admitted, quota);
         let upgraded = tokio::time::timeout(app.config.server.handshake_timeout, on_upgrade).await;
         match upgraded {
             Ok(Ok(upgraded)) => match upgraded.downcast::<TokioIo<TcpStream>>() {

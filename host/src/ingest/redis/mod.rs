@@ -86,7 +86,7 @@ async fn ingest(
     items: &[Item],
     source: Source,
 ) -> Result<(), IngestError> {
-    let mut events: Vec<Event> = Vec::with_capacity(items.len());
+    let mut valid: Vec<(Event, &Item)> = Vec::with_capacity(items.len());
     let mut dead = Vec::new();
     for item in items {
         let parsed = match &item.body {
@@ -98,7 +98,7 @@ async fn ingest(
                 if let Some(entry) = &item.entry {
                     event.id = format!("s-{entry}");
                 }
-                events.push(event);
+                valid.push((event, item));
             }
             Err(error) => {
                 tracing::warn!(tenant = &*tenant.id, entry = item.entry.as_deref(), %error, "invalid event sent to the dead-letter stream");
@@ -106,6 +106,23 @@ async fn ingest(
             }
         }
     }
+    let allowed = tenant.quota.publish_up_to(valid.len());
+    if allowed < valid.len() {
+        // Over the tenant's publish rate: refused like an HTTP 429, never silently dropped.
+        let over = valid.split_off(allowed);
+        tenant.metrics.rate_limited.fetch_add(over.len() as u64, Relaxed);
+        let error = format!(
+            "rate_limited: the tenant is over its publish_rate ({} events/s)",
+            tenant.quota.limits.publish_rate
+        );
+        tracing::warn!(
+            tenant = &*tenant.id,
+            events = over.len(),
+            "events over the publish rate sent to the dead-letter stream"
+        );
+        dead.extend(over.into_iter().map(|(_, item)| dead_letter(tenant, item, source, &error)));
+    }
+    let events: Vec<Event> = valid.into_iter().map(|(event, _)| event).collect();
     let dead_count = dead.len() as u64;
     if dead_count > 0 {
         conn.run_all(dead).await.map_err(IngestError::DeadLetters)?;
