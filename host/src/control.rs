@@ -7,9 +7,9 @@
 use std::sync::Arc;
 
 use crate::app::App;
-use crate::backend::control::{ControlState, StoreError, StoredTenant};
+use crate::backend::control::{ControlState, StoreError, StoredKey, StoredTenant};
 use crate::config::TenantConfig;
-use crate::tenant::{KeyDigest, Keys, Source, Tenant};
+use crate::tenant::{Key, KeyDigest, Keys, Source, Tenant};
 
 /// Applies the stored state at start (one node only: in cluster mode tenants come from the
 /// configuration alone until the store lives in Redis).
@@ -33,7 +33,7 @@ pub(crate) fn apply(app: &App, state: &ControlState) {
             Some(t) if t.source == Source::Config => {
                 tracing::warn!(tenant = id, "a stored tenant has the id of a configured one; the configuration wins");
             }
-            Some(_) => {}
+            Some(_) => rekey(app, id, stored),
             None => add(app, id, stored),
         }
     }
@@ -45,17 +45,34 @@ pub(crate) fn apply(app: &App, state: &ControlState) {
 }
 
 fn add(app: &App, id: &str, stored: &StoredTenant) {
-    let digest = |hex: &str| KeyDigest::from_hex(hex);
-    let (Some(publish), Some(management)) = (digest(&stored.publish_key_sha256), digest(&stored.management_key_sha256))
-    else {
+    let Some(keys) = keys(stored) else {
         tracing::error!(tenant = id, "stored tenant has malformed key digests; not loaded");
         return;
     };
-    let keys = Keys { publish, management: Some(management) };
     let config = tenant_config(&stored.settings, String::new());
     match app.tenants.add(id, config, keys, Source::Api { created_at: stored.created_at }) {
         Ok(_) => tracing::info!(tenant = id, "tenant added"),
         Err(e) => tracing::error!(tenant = id, error = %e, "stored tenant not loaded"),
+    }
+}
+
+/// A stored tenant's keys, or `None` when a digest is malformed.
+fn keys(stored: &StoredTenant) -> Option<Keys> {
+    let list = |keys: &[StoredKey]| {
+        keys.iter()
+            .map(|k| Some(Key { digest: KeyDigest::from_hex(&k.sha256)?, expires_at: k.expires_at }))
+            .collect::<Option<Vec<_>>>()
+    };
+    Some(Keys { publish: list(&stored.publish_keys)?, management: list(&stored.management_keys)? })
+}
+
+/// Brings a stored tenant's keys into the registry after a rotation.
+fn rekey(app: &App, id: &str, stored: &StoredTenant) {
+    let Some(keys) = keys(stored) else { return };
+    if app.tenants.keys(id).is_some_and(|current| current != keys)
+        && let Err(e) = app.tenants.set_keys(id, keys)
+    {
+        tracing::error!(tenant = id, error = %e, "rotated keys not applied");
     }
 }
 

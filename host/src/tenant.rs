@@ -54,11 +54,37 @@ impl KeyDigest {
     }
 }
 
-/// A tenant's secret keys, as digests.
-#[derive(Debug, Clone, Copy)]
+/// One secret key, as its digest, and when it stops working (ms since the Unix epoch; a
+/// rotated-out key works until the end of its overlap window).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Key {
+    pub digest: KeyDigest,
+    pub expires_at: Option<u64>,
+}
+
+impl Key {
+    pub(crate) fn new(digest: KeyDigest) -> Self {
+        Self { digest, expires_at: None }
+    }
+
+    fn live(&self, now_ms: u64) -> bool {
+        self.expires_at.is_none_or(|t| now_ms < t)
+    }
+}
+
+/// A tenant's secret keys, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Keys {
-    pub publish: KeyDigest,
-    pub management: Option<KeyDigest>,
+    pub publish: Vec<Key>,
+    pub management: Vec<Key>,
+}
+
+impl Keys {
+    /// Whether `presented` is one of the live management keys (each compared in constant time).
+    pub(crate) fn manages(&self, presented: &str) -> bool {
+        let now = crate::clock::now_millis();
+        self.management.iter().filter(|k| k.live(now)).fold(false, |any, k| any | k.digest.matches(presented))
+    }
 }
 
 /// Where a tenant is defined.
@@ -75,9 +101,9 @@ pub(crate) struct Tenant {
     pub id: Arc<str>,
     /// Dense index, used in hub keys instead of the id string; never reused.
     pub index: u32,
-    /// Settings. Its `publish_key` and `management_key` are not used after start: `keys` is.
+    /// Settings. Its `publish_key` and `management_key` are not used after start: the
+    /// registry keeps the keys' digests.
     pub config: TenantConfig,
-    pub keys: Keys,
     pub source: Source,
     /// Its quotas on this node (`[limits]` with the tenant's overrides) and their state.
     pub quota: Quota,
@@ -125,8 +151,15 @@ pub(crate) struct Tenants {
 
 #[derive(Default, Clone)]
 struct Registry {
-    by_id: HashMap<Arc<str>, Arc<Tenant>>,
-    by_key: HashMap<KeyDigest, Arc<Tenant>>,
+    by_id: HashMap<Arc<str>, Entry>,
+    /// Every publish key of every tenant, with when it stops working.
+    by_key: HashMap<KeyDigest, (Arc<Tenant>, Option<u64>)>,
+}
+
+#[derive(Clone)]
+struct Entry {
+    tenant: Arc<Tenant>,
+    keys: Keys,
 }
 
 /// Why a tenant could not be added.
@@ -143,8 +176,8 @@ impl Tenants {
         let tenants = Self { current: RwLock::default(), next_index: AtomicU32::new(0), defaults: config.limits };
         for (id, tc) in &config.tenants {
             let keys = Keys {
-                publish: KeyDigest::of(&tc.publish_key),
-                management: tc.management_key.as_deref().map(KeyDigest::of),
+                publish: vec![Key::new(KeyDigest::of(&tc.publish_key))],
+                management: tc.management_key.as_deref().map(|k| Key::new(KeyDigest::of(k))).into_iter().collect(),
             };
             tenants.add(id, tc.clone(), keys, Source::Config).expect("config validation makes ids and keys unique");
         }
@@ -156,16 +189,43 @@ impl Tenants {
     }
 
     pub(crate) fn get(&self, id: &str) -> Option<Arc<Tenant>> {
-        self.snapshot().by_id.get(id).cloned()
+        self.snapshot().by_id.get(id).map(|e| e.tenant.clone())
     }
 
-    /// The tenant whose publish key is `key`.
+    /// The tenant whose live publish key is `key`.
     pub(crate) fn by_publish_key(&self, key: &str) -> Option<Arc<Tenant>> {
-        self.snapshot().by_key.get(&KeyDigest::of(key)).cloned()
+        let registry = self.snapshot();
+        let (tenant, expires_at) = registry.by_key.get(&KeyDigest::of(key))?;
+        expires_at.is_none_or(|t| crate::clock::now_millis() < t).then(|| tenant.clone())
+    }
+
+    /// A tenant's keys.
+    pub(crate) fn keys(&self, id: &str) -> Option<Keys> {
+        self.snapshot().by_id.get(id).map(|e| e.keys.clone())
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<Tenant>> {
-        self.snapshot().by_id.values().cloned().collect()
+        self.snapshot().by_id.values().map(|e| e.tenant.clone()).collect()
+    }
+
+    /// Replaces a tenant's keys (a rotation): old keys not in `keys` stop working at once.
+    pub(crate) fn set_keys(&self, id: &str, keys: Keys) -> Result<(), TenantError> {
+        let mut current = self.current.write().expect("tenants lock");
+        let Some(entry) = current.by_id.get(id) else { return Ok(()) };
+        let tenant = entry.tenant.clone();
+        if keys.publish.iter().any(|k| current.by_key.get(&k.digest).is_some_and(|(t, _)| t.id != tenant.id)) {
+            return Err(TenantError::KeyInUse);
+        }
+        let mut next = Registry::clone(&current);
+        for old in &entry.keys.publish {
+            next.by_key.remove(&old.digest);
+        }
+        for k in &keys.publish {
+            next.by_key.insert(k.digest, (tenant.clone(), k.expires_at));
+        }
+        next.by_id.insert(tenant.id.clone(), Entry { tenant, keys });
+        *current = Arc::new(next);
+        Ok(())
     }
 
     /// Adds a tenant under a new index.
@@ -180,7 +240,7 @@ impl Tenants {
         if current.by_id.contains_key(id) {
             return Err(TenantError::Exists(id.to_owned()));
         }
-        if current.by_key.contains_key(&keys.publish) {
+        if keys.publish.iter().any(|k| current.by_key.contains_key(&k.digest)) {
             return Err(TenantError::KeyInUse);
         }
         let tenant = Arc::new(Tenant {
@@ -189,14 +249,15 @@ impl Tenants {
             auth: Authenticator::new(&config.auth),
             quota: Quota::new(self.defaults.with(&config.limits)),
             config,
-            keys,
             source,
             metrics: TenantMetrics::default(),
             segments: Segments::default(),
         });
         let mut next = Registry::clone(&current);
-        next.by_key.insert(keys.publish, tenant.clone());
-        next.by_id.insert(tenant.id.clone(), tenant.clone());
+        for k in &keys.publish {
+            next.by_key.insert(k.digest, (tenant.clone(), k.expires_at));
+        }
+        next.by_id.insert(tenant.id.clone(), Entry { tenant: tenant.clone(), keys });
         *current = Arc::new(next);
         Ok(tenant)
     }
@@ -204,12 +265,14 @@ impl Tenants {
     /// Removes a tenant: its keys stop working at once.
     pub(crate) fn remove(&self, id: &str) -> Option<Arc<Tenant>> {
         let mut current = self.current.write().expect("tenants lock");
-        let tenant = current.by_id.get(id)?.clone();
+        let entry = current.by_id.get(id)?.clone();
         let mut next = Registry::clone(&current);
         next.by_id.remove(id);
-        next.by_key.remove(&tenant.keys.publish);
+        for k in &entry.keys.publish {
+            next.by_key.remove(&k.digest);
+        }
         *current = Arc::new(next);
-        Some(tenant)
+        Some(entry.tenant)
     }
 }
 
@@ -243,15 +306,23 @@ mod tests {
         let tenants = Tenants::from_config(&config);
         let a = tenants.get("a").unwrap();
         assert!(Arc::ptr_eq(&tenants.by_publish_key("a-key-123").unwrap(), &a));
-        let keys = Keys { publish: KeyDigest::of("b-key-123"), management: None };
-        let b = tenants.add("b", a.config.clone(), keys, Source::Api { created_at: 1 }).unwrap();
+        let keys = |k: &str| Keys { publish: vec![Key::new(KeyDigest::of(k))], management: Vec::new() };
+        let b = tenants.add("b", a.config.clone(), keys("b-key-123"), Source::Api { created_at: 1 }).unwrap();
         assert_ne!(a.index, b.index);
-        assert!(matches!(tenants.add("b", a.config.clone(), keys, Source::Config), Err(TenantError::Exists(_))));
-        let reuse = Keys { publish: KeyDigest::of("a-key-123"), management: None };
+        let again = tenants.add("b", a.config.clone(), keys("b-key-456"), Source::Config);
+        assert!(matches!(again, Err(TenantError::Exists(_))));
+        let reuse = keys("a-key-123");
         assert!(matches!(tenants.add("c", a.config.clone(), reuse, Source::Config), Err(TenantError::KeyInUse)));
         assert_eq!(tenants.all().len(), 2);
+        // A rotation with overlap: the old key works until it expires, the new one at once.
+        let expired = Key { digest: KeyDigest::of("b-key-123"), expires_at: Some(1) };
+        let rotated = Keys { publish: vec![Key::new(KeyDigest::of("b-key-new")), expired], management: Vec::new() };
+        tenants.set_keys("b", rotated).unwrap();
+        assert!(tenants.by_publish_key("b-key-new").is_some());
+        assert!(tenants.by_publish_key("b-key-123").is_none(), "past its expiry");
+        assert!(matches!(tenants.set_keys("b", keys("a-key-123")), Err(TenantError::KeyInUse)));
         assert!(tenants.remove("b").is_some());
-        assert!(tenants.by_publish_key("b-key-123").is_none() && tenants.get("b").is_none());
+        assert!(tenants.by_publish_key("b-key-new").is_none() && tenants.get("b").is_none());
         assert!(tenants.remove("b").is_none());
     }
 }

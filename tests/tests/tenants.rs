@@ -104,3 +104,53 @@ async fn api_tenants_survive_a_restart_with_the_file_store() -> anyhow::Result<(
     assert_eq!(status, 202, "the key works after the restart");
     Ok(())
 }
+
+#[tokio::test]
+async fn rotated_keys_overlap_then_stop() -> anyhow::Result<()> {
+    let host = TestHost::start(&config(None)).await?;
+    let (_, created) = admin(host.addr, "POST", "", json!({ "id": "acme" })).await?;
+    let first = created["publish_key"].as_str().unwrap().to_owned();
+    let manager = created["management_key"].as_str().unwrap().to_owned();
+    let publish = |key: String| {
+        let addr = host.addr;
+        async move {
+            let body = json!({ "broadcast": true, "event": "e" }).to_string();
+            Ok::<_, anyhow::Error>(http(addr, "POST", "/v1/publish", Some(&key), body.into()).await?.0)
+        }
+    };
+
+    let (status, rotated) = admin(host.addr, "POST", "/acme/keys/publish", json!({ "overlap": "1h" })).await?;
+    assert_eq!(status, 200, "{rotated}");
+    let second = rotated["key"].as_str().unwrap().to_owned();
+    assert_ne!(first, second);
+    assert_eq!((publish(first.clone()).await?, publish(second.clone()).await?), (202, 202), "both work in the overlap");
+    let (_, one) = admin(host.addr, "GET", "/acme", Value::Null).await?;
+    let keys = one["publish_keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    assert!(keys[0]["expires_at"].is_null() && keys[1]["expires_at"].is_u64(), "{one}");
+    assert!(!one.to_string().contains(&second), "the new key is shown once, at the rotation");
+
+    let (status, rotated) = admin(host.addr, "POST", "/acme/keys/publish", Value::Null).await?;
+    assert_eq!(status, 200);
+    let third = rotated["key"].as_str().unwrap().to_owned();
+    assert_eq!(publish(third).await?, 202);
+    assert_eq!((publish(first).await?, publish(second).await?), (401, 401), "no overlap: the old keys stop at once");
+
+    let plugins = "/v1/admin/tenants/acme/plugins";
+    let (status, _) = http(host.addr, "GET", plugins, Some(&manager), Vec::new().into()).await?;
+    assert_eq!(status, 200);
+    let (_, rotated) = admin(host.addr, "POST", "/acme/keys/management", Value::Null).await?;
+    let (status, _) = http(host.addr, "GET", plugins, Some(&manager), Vec::new().into()).await?;
+    assert_eq!(status, 403, "the old management key no longer manages the tenant");
+    let new_manager = rotated["key"].as_str().unwrap();
+    let (status, _) = http(host.addr, "GET", plugins, Some(new_manager), Vec::new().into()).await?;
+    assert_eq!(status, 200);
+
+    let (status, body) = admin(host.addr, "POST", "/demo/keys/publish", Value::Null).await?;
+    assert_eq!((status, body["error"]["code"].clone()), (409, json!("managed_by_config")));
+    let (status, _) = admin(host.addr, "POST", "/acme/keys/other", Value::Null).await?;
+    assert_eq!(status, 404);
+    let (status, body) = admin(host.addr, "POST", "/acme/keys/publish", json!({ "overlap": "soon" })).await?;
+    assert_eq!((status, body["error"]["field"].clone()), (400, json!("overlap")));
+    Ok(())
+}

@@ -47,7 +47,7 @@ impl FromRequestParts<Arc<App>> for TenantAdmin {
             app.tenants.get(id).ok_or_else(|| ApiError::not_found("unknown_tenant", format!("no tenant {id:?}")))?;
         let token =
             bearer(&parts.headers).ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
-        let manager = tenant.keys.management.is_some_and(|k| k.matches(token));
+        let manager = app.tenants.keys(&tenant.id).is_some_and(|k| k.manages(token));
         if !(is_admin(app, token) || manager) {
             let message = "this token cannot manage this tenant";
             return Err(ApiError::new(axum::http::StatusCode::FORBIDDEN, "forbidden", message));

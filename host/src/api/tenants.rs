@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
@@ -21,11 +22,11 @@ use serde_json::{Value, json};
 use super::ApiError;
 use super::extract::{Admin, PathParams, read_body};
 use crate::app::App;
-use crate::backend::control::{StoreError, StoredTenant, TenantSettings};
+use crate::backend::control::{StoreError, StoredKey, StoredTenant, TenantSettings};
 use crate::config::{AuthConfig, valid_tenant_id};
 use crate::control;
 use crate::plugin::Hook;
-use crate::tenant::{KeyDigest, Source, Tenant};
+use crate::tenant::{Key, KeyDigest, Source, Tenant};
 
 /// Largest body of a tenant creation.
 const MAX_BODY: usize = 64 * 1024;
@@ -72,8 +73,8 @@ pub(super) async fn create(
     check(&id, &settings, &publish_key)?;
     let stored = StoredTenant {
         settings,
-        publish_key_sha256: KeyDigest::of(&publish_key).to_hex(),
-        management_key_sha256: KeyDigest::of(&management_key).to_hex(),
+        publish_keys: vec![StoredKey { sha256: KeyDigest::of(&publish_key).to_hex(), expires_at: None }],
+        management_keys: vec![StoredKey { sha256: KeyDigest::of(&management_key).to_hex(), expires_at: None }],
         created_at: crate::clock::now_millis() / 1000,
     };
     control::change(&app, |state| {
@@ -88,7 +89,7 @@ pub(super) async fn create(
     if tenant.auth.is_insecure() {
         tracing::warn!(tenant = id, "tenant created with INSECURE auth: any client can claim any user with ?user=");
     }
-    let mut answer = describe(&tenant);
+    let mut answer = describe(&app, &tenant);
     answer["publish_key"] = json!(publish_key);
     answer["management_key"] = json!(management_key);
     Ok((StatusCode::CREATED, Json(answer)))
@@ -97,7 +98,7 @@ pub(super) async fn create(
 pub(super) async fn list(State(app): State<Arc<App>>, _: Admin) -> Json<Value> {
     let mut tenants = app.tenants.all();
     tenants.sort_by(|a, b| a.id.cmp(&b.id));
-    Json(json!({ "tenants": tenants.iter().map(|t| describe(t)).collect::<Vec<_>>() }))
+    Json(json!({ "tenants": tenants.iter().map(|t| describe(&app, t)).collect::<Vec<_>>() }))
 }
 
 pub(super) async fn get(
@@ -106,7 +107,56 @@ pub(super) async fn get(
     PathParams(id): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
     let tenant = app.tenants.get(&id).ok_or_else(|| unknown(&id))?;
-    Ok(Json(describe(&tenant)))
+    Ok(Json(describe(&app, &tenant)))
+}
+
+/// `POST /v1/admin/tenants/{tenant}/keys/{publish|management}`: body `{"overlap": "10m"}`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rotation {
+    /// How long the previous keys keep working; none: they stop at once.
+    #[serde(default, with = "humantime_serde")]
+    overlap: Option<Duration>,
+}
+
+pub(super) async fn rotate(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    PathParams((id, kind)): PathParams<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = app.tenants.get(&id).ok_or_else(|| unknown(&id))?;
+    if tenant.source == Source::Config {
+        return Err(managed_by_config(&id));
+    }
+    let prefix = match kind.as_str() {
+        "publish" => "pk",
+        "management" => "mk",
+        _ => {
+            return Err(ApiError::not_found(
+                "unknown_key_kind",
+                format!("no key kind {kind:?}: use publish or management"),
+            ));
+        }
+    };
+    let body = read_body(&headers, body, MAX_BODY).await?;
+    let rotation: Rotation = if body.iter().all(u8::is_ascii_whitespace) { Rotation::default() } else { parse(&body)? };
+    let key = secret(prefix)?;
+    let now = crate::clock::now_millis();
+    let until = now + rotation.overlap.map_or(0, |d| d.as_millis() as u64);
+    control::change(&app, |state| {
+        let stored = state.tenants.get_mut(&id).ok_or_else(|| unknown(&id))?;
+        let keys = if prefix == "pk" { &mut stored.publish_keys } else { &mut stored.management_keys };
+        keys.retain(|k| k.expires_at.is_none_or(|t| t > now));
+        for k in keys.iter_mut() {
+            k.expires_at = Some(k.expires_at.map_or(until, |t| t.min(until)));
+        }
+        keys.insert(0, StoredKey { sha256: KeyDigest::of(&key).to_hex(), expires_at: None });
+        Ok::<_, ApiError>(())
+    })
+    .await?;
+    Ok(Json(json!({ "id": id, "kind": kind, "key": key, "previous_keys_expire_at": until })))
 }
 
 pub(super) async fn delete(
@@ -130,7 +180,7 @@ pub(super) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn parse(body: &[u8]) -> Result<NewTenant, ApiError> {
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -190,7 +240,13 @@ fn managed_by_config(id: &str) -> ApiError {
 }
 
 /// What the API shows of a tenant: never a secret.
-fn describe(t: &Tenant) -> Value {
+fn describe(app: &App, t: &Tenant) -> Value {
+    let keys = app.tenants.keys(&t.id).unwrap_or_default();
+    let list = |keys: &[Key]| {
+        keys.iter()
+            .map(|k| json!({ "fingerprint": k.digest.fingerprint(), "expires_at": k.expires_at }))
+            .collect::<Vec<_>>()
+    };
     let (source, created_at) = match t.source {
         Source::Config => ("config", None),
         Source::Api { created_at } => ("api", Some(created_at)),
@@ -200,8 +256,10 @@ fn describe(t: &Tenant) -> Value {
         "id": &*t.id,
         "source": source,
         "created_at": created_at,
-        "publish_key_fingerprint": t.keys.publish.fingerprint(),
-        "management_key_fingerprint": t.keys.management.map(|k| k.fingerprint()),
+        "publish_key_fingerprint": keys.publish.first().map(|k| k.digest.fingerprint()),
+        "management_key_fingerprint": keys.management.first().map(|k| k.digest.fingerprint()),
+        "publish_keys": list(&keys.publish),
+        "management_keys": list(&keys.management),
         "auth": auth(&c.auth),
         "allowed_origins": c.allowed_origins,
         "default_channels": c.default_channels,

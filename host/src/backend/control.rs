@@ -18,15 +18,26 @@ pub(crate) struct ControlState {
     pub tenants: BTreeMap<String, StoredTenant>,
 }
 
-/// A tenant created through the API: its settings and its keys' SHA-256 digests (hex).
+/// A tenant created through the API: its settings and its keys' SHA-256 digests.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StoredTenant {
     pub settings: TenantSettings,
-    pub publish_key_sha256: String,
-    pub management_key_sha256: String,
+    /// Newest first; older ones are in their overlap window.
+    pub publish_keys: Vec<StoredKey>,
+    pub management_keys: Vec<StoredKey>,
     /// Seconds since the Unix epoch.
     pub created_at: u64,
+}
+
+/// One key: the hex SHA-256 of the secret, and when it stops working (ms since the Unix
+/// epoch; none for the current key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StoredKey {
+    pub sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }
 
 /// The settings of a tenant that the API sets (the request body of `POST /v1/admin/tenants`
