@@ -345,6 +345,10 @@ pub struct TenantLimits {
     pub publish_rate: u32,
     /// Events the tenant may publish at once; 0: one second's worth of `publish_rate`.
     pub publish_burst: u32,
+    /// Channel subscriptions per connection; 0: `connections.max_subscriptions`.
+    pub max_subscriptions: usize,
+    /// Bytes of one event's `data` (as published); 0: only `server.max_publish_bytes` applies.
+    pub max_event_bytes: usize,
 }
 
 /// Per-tenant overrides of `[limits]`.
@@ -359,6 +363,10 @@ pub struct LimitOverrides {
     pub publish_rate: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publish_burst: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_subscriptions: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_event_bytes: Option<usize>,
 }
 
 impl TenantLimits {
@@ -369,6 +377,8 @@ impl TenantLimits {
             max_connections_per_user: o.max_connections_per_user.unwrap_or(self.max_connections_per_user),
             publish_rate: o.publish_rate.unwrap_or(self.publish_rate),
             publish_burst: o.publish_burst.unwrap_or(self.publish_burst),
+            max_subscriptions: o.max_subscriptions.unwrap_or(self.max_subscriptions),
+            max_event_bytes: o.max_event_bytes.unwrap_or(self.max_event_bytes),
         }
     }
 

@@ -101,6 +101,8 @@ pub(crate) struct TenantMetrics {
     pub acks: AtomicU64,
     /// Events refused by the tenant's publish rate.
     pub rate_limited: AtomicU64,
+    /// Events refused because their data was over the tenant's `max_event_bytes`.
+    pub too_large: AtomicU64,
     pub publish_to_enqueue: Histogram,
 }
 
@@ -244,7 +246,7 @@ fn write_family<'m, M: 'm>(out: &mut String, f: &Family<M>, samples: impl Iterat
     }
 }
 
-const TENANT_FAMILIES: [Family<TenantMetrics>; 13] = [
+const TENANT_FAMILIES: [Family<TenantMetrics>; 14] = [
     Family {
         name: "notify_connections",
         kind: "gauge",
@@ -322,6 +324,12 @@ const TENANT_FAMILIES: [Family<TenantMetrics>; 13] = [
         kind: "counter",
         help: "Events refused because the tenant was over its publish_rate (HTTP 429, or dead-lettered on Redis ingest).",
         get: |m| m.rate_limited.load(Relaxed),
+    },
+    Family {
+        name: "notify_events_too_large_total",
+        kind: "counter",
+        help: "Events refused because their data was over the tenant's max_event_bytes (HTTP 413, or dead-lettered on Redis ingest).",
+        get: |m| m.too_large.load(Relaxed),
     },
 ];
 

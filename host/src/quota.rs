@@ -93,6 +93,12 @@ impl Quota {
         Ok(Some(Box::new(Slots { _connection: connection, user })))
     }
 
+    /// The index of the first event whose `data` is over `max_event_bytes`, if any.
+    pub(crate) fn oversized(&self, events: &[crate::event::Event]) -> Option<usize> {
+        let max = self.limits.max_event_bytes;
+        (max > 0).then(|| events.iter().position(|e| e.data.get().len() > max)).flatten()
+    }
+
     /// Takes `events` tokens from the publish bucket, all or none, or says how long until
     /// they would be there (`None`: never, the batch is larger than the bucket).
     pub(crate) fn publish(&self, events: usize) -> Result<(), Option<Duration>> {
@@ -134,7 +140,13 @@ mod tests {
     use super::*;
 
     fn limits(max_connections: usize, per_user: usize, rate: u32, burst: u32) -> TenantLimits {
-        TenantLimits { max_connections, max_connections_per_user: per_user, publish_rate: rate, publish_burst: burst }
+        TenantLimits {
+            max_connections,
+            max_connections_per_user: per_user,
+            publish_rate: rate,
+            publish_burst: burst,
+            ..TenantLimits::default()
+        }
     }
 
     #[test]

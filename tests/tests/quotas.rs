@@ -114,3 +114,35 @@ async fn redis_ingest_over_the_rate_goes_to_the_dead_letter_stream() -> anyhow::
     assert_eq!(host.metric(r#"notify_publish_rate_limited_total{tenant="busy"}"#).await?, 3.0);
     Ok(())
 }
+
+#[tokio::test]
+async fn subscriptions_and_event_size_follow_the_tenants_quotas() -> anyhow::Result<()> {
+    let toml = r#"
+[tenants.small]
+publish_key = "small-key-123"
+auth = { mode = "insecure" }
+limits = { max_subscriptions = 1, max_event_bytes = 16 }
+"#;
+    let host = TestHost::start(&format!("{toml}\n{}", notify_tests::DEMO)).await?;
+    let (mut client, _) = host.join("small", "user=alice").await?;
+    assert_eq!(client.subscribe("a").await?["type"], "subscribed");
+    let refused = client.subscribe("b").await?;
+    assert_eq!((refused["type"].clone(), refused["code"].clone()), (json!("error"), json!("too_many_subscriptions")));
+    let (mut demo, _) = host.join("demo", "user=alice").await?;
+    for channel in ["a", "b", "c"] {
+        assert_eq!(demo.subscribe(channel).await?["type"], "subscribed", "other tenants keep the node's limit");
+    }
+
+    let small = |data: serde_json::Value| {
+        let addr = host.addr;
+        let body = json!({ "users": ["alice"], "event": "e", "data": data }).to_string();
+        async move { http_full(addr, "POST", "/v1/publish", Some("small-key-123"), body.into()).await }
+    };
+    let (status, _, body) = small(json!("x".repeat(40))).await?;
+    assert_eq!((status, body["error"]["code"].clone()), (413, json!("event_too_large")));
+    let (status, _, _) = small(json!("short")).await?;
+    assert_eq!(status, 202);
+    assert_eq!(client.next_event().await?["data"], "short");
+    assert_eq!(host.metric(r#"notify_events_too_large_total{tenant="small"}"#).await?, 1.0);
+    Ok(())
+}

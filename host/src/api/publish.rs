@@ -68,6 +68,12 @@ async fn accept(
     let Publisher(tenant) = publisher?;
     let body = read_body(headers, body, app.config.server.max_publish_bytes).await?;
     let events = parse(&body)?;
+    if let Some(i) = tenant.quota.oversized(&events) {
+        tenant.metrics.too_large.fetch_add(1, Relaxed);
+        let max = tenant.quota.limits.max_event_bytes;
+        let message = format!("event {i}'s data is over the tenant's max_event_bytes ({max})");
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "event_too_large", message));
+    }
     within_rate(&tenant, events.len())?;
     let ids = events.iter().map(|e| e.id.clone()).collect();
     ingest::pipeline::publish(app, &tenant, events).await?;

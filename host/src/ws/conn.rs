@@ -370,7 +370,7 @@ fn on_text(text: &str, conn: &Arc<Conn>, identity: &Identity, app: &App, subscri
                 protocol::error(code::FORBIDDEN_CHANNEL, "your credentials do not grant this channel", Some(&name))
             } else if subscriptions.iter().any(|s| **s == *name) {
                 protocol::subscribed(&name, None)
-            } else if subscriptions.len() >= app.config.connections.max_subscriptions {
+            } else if subscriptions.len() >= max_subscriptions(app, &conn.tenant) {
                 protocol::error(code::TOO_MANY_SUBSCRIPTIONS, "subscription limit reached", Some(&name))
             } else {
                 subscriptions.push(name.as_str().into());
@@ -398,6 +398,14 @@ fn on_text(text: &str, conn: &Arc<Conn>, identity: &Identity, app: &App, subscri
         }
     };
     Action::Reply(reply)
+}
+
+/// The tenant's subscription quota per connection, or the node's.
+fn max_subscriptions(app: &App, tenant: &Tenant) -> usize {
+    match tenant.quota.limits.max_subscriptions {
+        0 => app.config.connections.max_subscriptions,
+        n => n,
+    }
 }
 
 /// Writes everything queued (after a kill: only the rest of a partly written frame). Returns

@@ -106,6 +106,39 @@ async fn ingest(
             }
         }
     }
+    let valid = within_quotas(tenant, valid, source, &mut dead);
+    let events: Vec<Event> = valid.into_iter().map(|(event, _)| event).collect();
+    let dead_count = dead.len() as u64;
+    if dead_count > 0 {
+        conn.run_all(dead).await.map_err(IngestError::DeadLetters)?;
+        app.broker_metrics.dead_letters.fetch_add(dead_count, Relaxed);
+    }
+    let accepted = events.len() as u64;
+    super::pipeline::publish(app, tenant, events).await?;
+    let counter = match source {
+        Source::Stream => &app.broker_metrics.ingest_stream_entries,
+        Source::PubSub => &app.broker_metrics.ingest_pubsub_messages,
+    };
+    counter.fetch_add(accepted + dead_count, Relaxed);
+    Ok(())
+}
+
+/// Sends the events over the tenant's quotas (event size, publish rate) to the dead-letter
+/// stream, with the reason, like the 413 and 429 of HTTP publishing; returns the rest.
+fn within_quotas<'a>(
+    tenant: &Tenant,
+    mut valid: Vec<(Event, &'a Item)>,
+    source: Source,
+    dead: &mut Vec<Cmd>,
+) -> Vec<(Event, &'a Item)> {
+    let max = tenant.quota.limits.max_event_bytes;
+    if max > 0 {
+        let error = format!("event_too_large: data over the tenant's max_event_bytes ({max})");
+        let (fit, over): (Vec<_>, Vec<_>) = valid.into_iter().partition(|(e, _)| e.data.get().len() <= max);
+        tenant.metrics.too_large.fetch_add(over.len() as u64, Relaxed);
+        dead.extend(over.into_iter().map(|(_, item)| dead_letter(tenant, item, source, &error)));
+        valid = fit;
+    }
     let allowed = tenant.quota.publish_up_to(valid.len());
     if allowed < valid.len() {
         // Over the tenant's publish rate: refused like an HTTP 429, never silently dropped.
@@ -122,20 +155,7 @@ async fn ingest(
         );
         dead.extend(over.into_iter().map(|(_, item)| dead_letter(tenant, item, source, &error)));
     }
-    let events: Vec<Event> = valid.into_iter().map(|(event, _)| event).collect();
-    let dead_count = dead.len() as u64;
-    if dead_count > 0 {
-        conn.run_all(dead).await.map_err(IngestError::DeadLetters)?;
-        app.broker_metrics.dead_letters.fetch_add(dead_count, Relaxed);
-    }
-    let accepted = events.len() as u64;
-    super::pipeline::publish(app, tenant, events).await?;
-    let counter = match source {
-        Source::Stream => &app.broker_metrics.ingest_stream_entries,
-        Source::PubSub => &app.broker_metrics.ingest_pubsub_messages,
-    };
-    counter.fetch_add(accepted + dead_count, Relaxed);
-    Ok(())
+    valid
 }
 
 /// The XADD of an invalid item to the tenant's dead-letter stream, with the error.
