@@ -109,7 +109,7 @@ impl App {
     pub(crate) fn render_metrics(&self) -> String {
         let mut tenants = self.tenants.all();
         tenants.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut out = crate::metrics::render(&self.metrics, tenants.iter().map(|t| (&*t.id, &t.metrics)));
+        let mut out = crate::metrics::render(&self.metrics, tenants.iter().map(|t| (&*t.id, &*t.metrics)));
         crate::metrics::render_plugins(&mut out, &self.plugins.all_metrics());
         if matches!(self.config.broker, BrokerConfig::Redis(_)) {
             crate::metrics::render_broker(&mut out, &self.broker_metrics);

@@ -33,7 +33,12 @@ pub(crate) fn apply(app: &App, state: &ControlState) {
             Some(t) if t.source == Source::Config => {
                 tracing::warn!(tenant = id, "a stored tenant has the id of a configured one; the configuration wins");
             }
-            Some(_) => rekey(app, id, stored),
+            Some(t) => {
+                if t.revision != stored.revision {
+                    app.tenants.reconfigure(id, tenant_config(&stored.settings, String::new()), stored.revision);
+                }
+                rekey(app, id, stored);
+            }
             None => add(app, id, stored),
         }
     }
@@ -51,7 +56,12 @@ fn add(app: &App, id: &str, stored: &StoredTenant) {
     };
     let config = tenant_config(&stored.settings, String::new());
     match app.tenants.add(id, config, keys, Source::Api { created_at: stored.created_at }) {
-        Ok(_) => tracing::info!(tenant = id, "tenant added"),
+        Ok(_) => {
+            if stored.revision > 0 {
+                app.tenants.reconfigure(id, tenant_config(&stored.settings, String::new()), stored.revision);
+            }
+            tracing::info!(tenant = id, "tenant added");
+        }
         Err(e) => tracing::error!(tenant = id, error = %e, "stored tenant not loaded"),
     }
 }

@@ -1,27 +1,28 @@
 //! Per-tenant quotas on one node: connection slots, connections per user, and the publish
 //! rate (a token bucket). A refusal never waits: the caller answers 429 at once, so a
-//! tenant at its limits does not slow the others.
+//! tenant at its limits does not slow the others. Limits can change while the tenant runs
+//! (`set_limits`): the tenant's connections are always counted, so a lowered limit holds
+//! exactly; a user's connections are counted while the tenant has a per-user limit (kept
+//! off the path of tenants without one: one map entry per user would cost every idle
+//! connection).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::TenantLimits;
 
-/// Open connections per user.
-type UserCounts = Arc<Mutex<HashMap<Box<str>, usize>>>;
-
-/// A tenant's share of the node.
+/// A tenant's share of the node, shared by every version of the tenant.
 pub(crate) struct Quota {
-    pub limits: TenantLimits,
-    /// `None` without a connection limit.
-    connections: Option<Arc<Semaphore>>,
-    /// Open connections per user, only kept with a per-user limit. Held for one update.
-    users: UserCounts,
-    /// `None` without a publish rate. Held for one refill and take.
-    bucket: Option<Mutex<Bucket>>,
+    /// Read on every check; written only when an admin changes the tenant.
+    limits: RwLock<TenantLimits>,
+    /// Open (or upgrading) connections of the tenant on this node.
+    connections: AtomicUsize,
+    /// Open connections per user. Held for one update.
+    users: Mutex<HashMap<Box<str>, usize>>,
+    /// Held for one refill and take.
+    bucket: Mutex<Bucket>,
 }
 
 /// Which quota refused.
@@ -31,21 +32,22 @@ pub(crate) enum Refusal {
     UserConnections,
 }
 
-/// A connection's slots under its tenant's quotas; dropping it frees them.
+/// A connection's place in its tenant's counts; dropping it frees it.
 pub(crate) struct Slots {
-    _connection: Option<OwnedSemaphorePermit>,
-    user: Option<(UserCounts, Box<str>)>,
+    quota: Arc<Quota>,
+    /// The user, when counted under a per-user limit.
+    user: Option<Box<str>>,
 }
 
 impl Drop for Slots {
     fn drop(&mut self) {
-        if let Some((users, user)) = self.user.take() {
-            let mut users = users.lock().expect("quota lock");
-            if let Some(n) = users.get_mut(&user) {
-                *n -= 1;
-                if *n == 0 {
-                    users.remove(&user);
-                }
+        self.quota.connections.fetch_sub(1, SeqCst);
+        let Some(user) = &self.user else { return };
+        let mut users = self.quota.users.lock().expect("quota lock");
+        if let Some(n) = users.get_mut(user) {
+            *n -= 1;
+            if *n == 0 {
+                users.remove(user);
             }
         }
     }
@@ -58,78 +60,88 @@ struct Bucket {
 
 impl Quota {
     pub(crate) fn new(limits: TenantLimits) -> Self {
-        let max = limits.max_connections.min(Semaphore::MAX_PERMITS);
         Self {
-            limits,
-            connections: (max > 0).then(|| Arc::new(Semaphore::new(max))),
-            users: Arc::default(),
-            bucket: (limits.publish_rate > 0)
-                .then(|| Mutex::new(Bucket { tokens: f64::from(limits.burst()), at: Instant::now() })),
+            limits: RwLock::new(limits),
+            connections: AtomicUsize::new(0),
+            users: Mutex::default(),
+            bucket: Mutex::new(Bucket { tokens: f64::from(limits.burst()), at: Instant::now() }),
         }
     }
 
-    /// Slots for one more connection of `user`; `None` inside the result when the tenant has
-    /// no connection limits (nothing to hold).
-    pub(crate) fn admit(&self, user: &str) -> Result<Option<Box<Slots>>, Refusal> {
-        if self.connections.is_none() && self.limits.max_connections_per_user == 0 {
-            return Ok(None);
+    pub(crate) fn limits(&self) -> TenantLimits {
+        *self.limits.read().expect("quota lock")
+    }
+
+    /// New limits for connections and publishes from now on; the publish bucket keeps its
+    /// tokens, capped to the new burst.
+    pub(crate) fn set_limits(&self, limits: TenantLimits) {
+        *self.limits.write().expect("quota lock") = limits;
+    }
+
+    /// Counts one more connection of `user`, or refuses it.
+    pub(crate) fn admit(self: &Arc<Self>, user: &str) -> Result<Slots, Refusal> {
+        let limits = self.limits();
+        let open = self.connections.fetch_add(1, SeqCst);
+        let mut slots = Slots { quota: self.clone(), user: None };
+        // From here on, dropping `slots` undoes the counts.
+        if limits.max_connections > 0 && open >= limits.max_connections {
+            return Err(Refusal::Connections);
         }
-        let connection = match &self.connections {
-            Some(s) => Some(s.clone().try_acquire_owned().map_err(|_| Refusal::Connections)?),
-            None => None,
-        };
-        let user = match self.limits.max_connections_per_user {
-            0 => None,
-            max => {
-                let mut users = self.users.lock().expect("quota lock");
-                let n = users.entry(user.into()).or_insert(0);
-                if *n >= max {
-                    return Err(Refusal::UserConnections);
-                }
-                *n += 1;
-                Some((self.users.clone(), Box::from(user)))
+        if limits.max_connections_per_user > 0 {
+            let mut users = self.users.lock().expect("quota lock");
+            let of_user = users.entry(user.into()).or_insert(0);
+            *of_user += 1;
+            slots.user = Some(user.into());
+            if *of_user > limits.max_connections_per_user {
+                drop(users);
+                return Err(Refusal::UserConnections);
             }
-        };
-        Ok(Some(Box::new(Slots { _connection: connection, user })))
+        }
+        Ok(slots)
     }
 
     /// The index of the first event whose `data` is over `max_event_bytes`, if any.
     pub(crate) fn oversized(&self, events: &[crate::event::Event]) -> Option<usize> {
-        let max = self.limits.max_event_bytes;
+        let max = self.limits().max_event_bytes;
         (max > 0).then(|| events.iter().position(|e| e.data.get().len() > max)).flatten()
     }
 
     /// Takes `events` tokens from the publish bucket, all or none, or says how long until
     /// they would be there (`None`: never, the batch is larger than the bucket).
     pub(crate) fn publish(&self, events: usize) -> Result<(), Option<Duration>> {
-        let Some(bucket) = &self.bucket else { return Ok(()) };
-        let rate = f64::from(self.limits.publish_rate);
+        let limits = self.limits();
+        if limits.publish_rate == 0 {
+            return Ok(());
+        }
         let wanted = events as f64;
-        if wanted > f64::from(self.limits.burst()) {
+        if wanted > f64::from(limits.burst()) {
             return Err(None);
         }
-        let mut b = self.refilled(bucket);
+        let mut b = self.refilled(&limits);
         if b.tokens >= wanted {
             b.tokens -= wanted;
             return Ok(());
         }
-        Err(Some(Duration::from_secs_f64((wanted - b.tokens) / rate)))
+        Err(Some(Duration::from_secs_f64((wanted - b.tokens) / f64::from(limits.publish_rate))))
     }
 
     /// Takes tokens for as many of `events` as the bucket holds; returns how many.
     pub(crate) fn publish_up_to(&self, events: usize) -> usize {
-        let Some(bucket) = &self.bucket else { return events };
-        let mut b = self.refilled(bucket);
+        let limits = self.limits();
+        if limits.publish_rate == 0 {
+            return events;
+        }
+        let mut b = self.refilled(&limits);
         let n = (b.tokens.floor() as usize).min(events);
         b.tokens -= n as f64;
         n
     }
 
-    fn refilled<'a>(&self, bucket: &'a Mutex<Bucket>) -> std::sync::MutexGuard<'a, Bucket> {
-        let mut b = bucket.lock().expect("quota lock");
+    fn refilled(&self, limits: &TenantLimits) -> std::sync::MutexGuard<'_, Bucket> {
+        let mut b = self.bucket.lock().expect("quota lock");
         let now = Instant::now();
-        let rate = f64::from(self.limits.publish_rate);
-        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(f64::from(self.limits.burst()));
+        let rate = f64::from(limits.publish_rate);
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(f64::from(limits.burst()));
         b.at = now;
         b
     }
@@ -151,7 +163,7 @@ mod tests {
 
     #[test]
     fn connection_slots_come_back() {
-        let q = Quota::new(limits(2, 0, 0, 0));
+        let q = Arc::new(Quota::new(limits(2, 0, 0, 0)));
         let a = q.admit("u1").unwrap();
         let _b = q.admit("u2").unwrap();
         assert_eq!(q.admit("u3").err(), Some(Refusal::Connections));
@@ -161,7 +173,7 @@ mod tests {
 
     #[test]
     fn users_are_counted_apart() {
-        let q = Quota::new(limits(0, 1, 0, 0));
+        let q = Arc::new(Quota::new(limits(0, 1, 0, 0)));
         let alice = q.admit("alice").unwrap();
         assert_eq!(q.admit("alice").err(), Some(Refusal::UserConnections));
         let _bob = q.admit("bob").unwrap();
@@ -171,9 +183,20 @@ mod tests {
     }
 
     #[test]
-    fn without_limits_nothing_is_held() {
-        let q = Quota::new(TenantLimits::default());
-        assert!(q.admit("alice").unwrap().is_none());
+    fn a_lowered_limit_holds_for_connections_admitted_before() {
+        let q = Arc::new(Quota::new(TenantLimits::default()));
+        let held: Vec<_> = (0..3).map(|i| q.admit(&format!("u{i}")).unwrap()).collect();
+        q.set_limits(limits(2, 0, 0, 0));
+        assert_eq!(q.admit("u9").err(), Some(Refusal::Connections), "3 open, limit 2");
+        drop(held);
+        assert!(q.admit("u9").is_ok());
+    }
+
+    #[test]
+    fn without_limits_everything_passes() {
+        let q = Arc::new(Quota::new(TenantLimits::default()));
+        let _a = q.admit("alice").unwrap();
+        let _b = q.admit("alice").unwrap();
         assert_eq!(q.publish(1_000_000), Ok(()));
     }
 

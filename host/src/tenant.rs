@@ -105,12 +105,14 @@ pub(crate) struct Tenant {
     /// registry keeps the keys' digests.
     pub config: TenantConfig,
     pub source: Source,
+    /// Which version of its settings this is: 0 at creation, one more per change.
+    pub revision: u64,
     /// Its quotas on this node (`[limits]` with the tenant's overrides) and their state.
-    pub quota: Quota,
+    pub quota: Arc<Quota>,
     pub auth: Authenticator,
-    pub metrics: TenantMetrics,
+    pub metrics: Arc<TenantMetrics>,
     /// Interned subscriber attribute sets of this tenant's connections.
-    pub segments: Segments,
+    pub segments: Arc<Segments>,
 }
 
 impl Tenant {
@@ -247,11 +249,12 @@ impl Tenants {
             id: Arc::from(id),
             index: self.next_index.fetch_add(1, Relaxed),
             auth: Authenticator::new(&config.auth),
-            quota: Quota::new(self.defaults.with(&config.limits)),
+            quota: Arc::new(Quota::new(self.defaults.with(&config.limits))),
             config,
             source,
-            metrics: TenantMetrics::default(),
-            segments: Segments::default(),
+            revision: 0,
+            metrics: Arc::default(),
+            segments: Arc::default(),
         });
         let mut next = Registry::clone(&current);
         for k in &keys.publish {
@@ -260,6 +263,34 @@ impl Tenants {
         next.by_id.insert(tenant.id.clone(), Entry { tenant: tenant.clone(), keys });
         *current = Arc::new(next);
         Ok(tenant)
+    }
+
+    /// Gives a tenant new settings (`revision`): new connections and publishes see them,
+    /// while its index, counters, interned segments and quota state carry over; open
+    /// connections keep the settings they started with. The quota's limits change in place.
+    pub(crate) fn reconfigure(&self, id: &str, config: TenantConfig, revision: u64) -> Option<Arc<Tenant>> {
+        let mut current = self.current.write().expect("tenants lock");
+        let old = current.by_id.get(id)?.clone();
+        let t = &old.tenant;
+        let tenant = Arc::new(Tenant {
+            id: t.id.clone(),
+            index: t.index,
+            auth: Authenticator::new(&config.auth),
+            source: t.source,
+            revision,
+            quota: t.quota.clone(),
+            metrics: t.metrics.clone(),
+            segments: t.segments.clone(),
+            config,
+        });
+        tenant.quota.set_limits(self.defaults.with(&tenant.config.limits));
+        let mut next = Registry::clone(&current);
+        for k in &old.keys.publish {
+            next.by_key.insert(k.digest, (tenant.clone(), k.expires_at));
+        }
+        next.by_id.insert(tenant.id.clone(), Entry { tenant: tenant.clone(), keys: old.keys });
+        *current = Arc::new(next);
+        Some(tenant)
     }
 
     /// Removes a tenant: its keys stop working at once.

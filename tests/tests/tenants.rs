@@ -154,3 +154,55 @@ async fn rotated_keys_overlap_then_stop() -> anyhow::Result<()> {
     assert_eq!((status, body["error"]["field"].clone()), (400, json!("overlap")));
     Ok(())
 }
+
+#[tokio::test]
+async fn settings_change_for_new_connections_and_conflicting_changes_are_refused() -> anyhow::Result<()> {
+    let host = TestHost::start(&config(None)).await?;
+    let (_, created) =
+        admin(host.addr, "POST", "", json!({ "id": "acme", "limits": { "max_connections": 1 } })).await?;
+    let publish_key = created["publish_key"].as_str().unwrap().to_owned();
+    let (first, _) = host.join("acme", "user=u1").await?;
+    let refused = Client::try_connect(&host.ws_url("acme", "user=u2"), &[]).await?.err().expect("at its quota");
+    assert_eq!(refused.status, 429);
+
+    let (status, headers, _) =
+        notify_tests::http_full(host.addr, "GET", "/v1/admin/tenants/acme", Some(ADMIN), Vec::new().into()).await?;
+    assert_eq!(status, 200);
+    let etag = headers["etag"].to_str()?.to_owned();
+    let patch = json!({ "limits": { "max_connections": 2 }, "allowed_origins": ["https://acme.example"] });
+    let (status, patched) = notify_tests::http_with(
+        host.addr,
+        "PATCH",
+        "/v1/admin/tenants/acme",
+        &[("authorization", &format!("Bearer {ADMIN}")), ("if-match", &etag)],
+        patch.to_string().into(),
+    )
+    .await?;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["limits"]["max_connections"], 2);
+    assert_eq!(patched["revision"], 1);
+    let origin = [("origin", "https://acme.example")];
+    let _second = Client::connect(&host.ws_url("acme", "user=u2"), &origin).await?;
+    let refused = Client::try_connect(&host.ws_url("acme", "user=u3"), &origin).await?.err().expect("at the new quota");
+    assert_eq!(refused.status, 429, "the raised limit counts the connection admitted before the change");
+    let wrong = Client::try_connect(&host.ws_url("acme", "user=u4"), &[("origin", "https://evil.example")]).await?;
+    assert_eq!(wrong.err().expect("origin refused").status, 403, "new connections see the new origins");
+    let (status, _) = host.publish(&publish_key, &json!({ "broadcast": true, "event": "e" })).await?;
+    assert_eq!(status, 202, "the keys are unchanged");
+
+    let (status, body) = notify_tests::http_with(
+        host.addr,
+        "PATCH",
+        "/v1/admin/tenants/acme",
+        &[("authorization", &format!("Bearer {ADMIN}")), ("if-match", &etag)],
+        json!({ "slow_client": "drop_oldest" }).to_string().into(),
+    )
+    .await?;
+    assert_eq!((status, body["error"]["code"].clone()), (409, json!("version_conflict")), "a stale version");
+    let (status, body) = admin(host.addr, "PATCH", "/acme", json!({ "history": { "size": 0, "acks": true } })).await?;
+    assert_eq!((status, body["error"]["field"].clone()), (400, json!("history.acks")));
+    let (status, body) = admin(host.addr, "PATCH", "/demo", json!({ "allowed_origins": [] })).await?;
+    assert_eq!((status, body["error"]["code"].clone()), (409, json!("managed_by_config")));
+    drop(first);
+    Ok(())
+}

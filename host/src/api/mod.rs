@@ -37,7 +37,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/presence/{user}", get(presence::status))
         .route("/v1/users/{user}/unread", get(users::unread))
         .route("/v1/admin/tenants", get(tenants::list).post(tenants::create))
-        .route("/v1/admin/tenants/{tenant}", get(tenants::get).delete(tenants::delete))
+        .route("/v1/admin/tenants/{tenant}", get(tenants::get).patch(tenants::patch).delete(tenants::delete))
         .route("/v1/admin/tenants/{tenant}/keys/{kind}", post(tenants::rotate))
         .route("/v1/admin/tenants/{tenant}/plugins", get(admin::list))
         .route("/v1/admin/tenants/{tenant}/plugins/{hook}", put(admin::upload).delete(admin::remove))

@@ -70,7 +70,7 @@ async fn accept(
     let events = parse(&body)?;
     if let Some(i) = tenant.quota.oversized(&events) {
         tenant.metrics.too_large.fetch_add(1, Relaxed);
-        let max = tenant.quota.limits.max_event_bytes;
+        let max = tenant.quota.limits().max_event_bytes;
         let message = format!("event {i}'s data is over the tenant's max_event_bytes ({max})");
         return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "event_too_large", message));
     }
@@ -84,7 +84,7 @@ async fn accept(
 fn within_rate(tenant: &Tenant, events: usize) -> Result<(), ApiError> {
     let Err(wait) = tenant.quota.publish(events) else { return Ok(()) };
     tenant.metrics.rate_limited.fetch_add(events as u64, Relaxed);
-    let limits = &tenant.quota.limits;
+    let limits = tenant.quota.limits();
     let Some(wait) = wait else {
         let message = format!("{events} events at once exceed the tenant's publish burst ({})", limits.burst());
         return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message));

@@ -30,6 +30,8 @@ use crate::tenant::{Key, KeyDigest, Source, Tenant};
 
 /// Largest body of a tenant creation.
 const MAX_BODY: usize = 64 * 1024;
+/// Stands in for the publish key when settings are validated without one.
+const VALIDATION_KEY: &str = "validation-only";
 
 /// `POST /v1/admin/tenants`: `{"id", ...settings}`.
 #[derive(Deserialize)]
@@ -76,6 +78,7 @@ pub(super) async fn create(
         publish_keys: vec![StoredKey { sha256: KeyDigest::of(&publish_key).to_hex(), expires_at: None }],
         management_keys: vec![StoredKey { sha256: KeyDigest::of(&management_key).to_hex(), expires_at: None }],
         created_at: crate::clock::now_millis() / 1000,
+        revision: 0,
     };
     control::change(&app, |state| {
         if app.tenants.get(&id).is_some() || state.tenants.contains_key(&id) {
@@ -105,9 +108,84 @@ pub(super) async fn get(
     State(app): State<Arc<App>>,
     _: Admin,
     PathParams(id): PathParams<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<(HeaderMap, Json<Value>), ApiError> {
+    let version = app.control.load().await?.version;
     let tenant = app.tenants.get(&id).ok_or_else(|| unknown(&id))?;
-    Ok(Json(describe(&app, &tenant)))
+    Ok((etag(version), Json(describe(&app, &tenant))))
+}
+
+/// `PATCH /v1/admin/tenants/{tenant}`: the settings to change; the others stay.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Patch {
+    auth: Option<AuthConfig>,
+    allowed_origins: Option<Vec<String>>,
+    default_channels: Option<Vec<String>>,
+    slow_client: Option<crate::config::SlowClientPolicy>,
+    history: Option<crate::config::HistoryConfig>,
+    limits: Option<crate::config::LimitOverrides>,
+}
+
+impl Patch {
+    fn apply_to(self, s: &mut TenantSettings) {
+        s.auth = self.auth.unwrap_or_else(|| s.auth.clone());
+        s.allowed_origins = self.allowed_origins.unwrap_or_else(|| s.allowed_origins.clone());
+        s.default_channels = self.default_channels.unwrap_or_else(|| s.default_channels.clone());
+        s.slow_client = self.slow_client.unwrap_or(s.slow_client);
+        s.history = self.history.unwrap_or(s.history);
+        s.limits = self.limits.unwrap_or(s.limits);
+    }
+}
+
+/// Changes a tenant's settings for new connections and publishes. With `If-Match: "N"`
+/// (N: the control-plane version, the `ETag` of `GET`), refused with 409 `version_conflict`
+/// if anything changed since.
+pub(super) async fn patch(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    PathParams(id): PathParams<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(HeaderMap, Json<Value>), ApiError> {
+    let tenant = app.tenants.get(&id).ok_or_else(|| unknown(&id))?;
+    if tenant.source == Source::Config {
+        return Err(managed_by_config(&id));
+    }
+    let expected = if_match(&headers)?;
+    let body = read_body(&headers, body, MAX_BODY).await?;
+    let patch: Patch = parse(&body)?;
+    let version = control::change(&app, |state| {
+        if expected.is_some_and(|v| v != state.version) {
+            let message = format!("the tenants changed since version {}; now {}", expected.unwrap_or(0), state.version);
+            return Err(ApiError::new(StatusCode::CONFLICT, "version_conflict", message));
+        }
+        let stored = state.tenants.get_mut(&id).ok_or_else(|| unknown(&id))?;
+        let mut settings = stored.settings.clone();
+        patch.clone().apply_to(&mut settings);
+        check(&id, &settings, VALIDATION_KEY)?;
+        stored.settings = settings;
+        stored.revision += 1;
+        Ok(state.version + 1)
+    })
+    .await?;
+    let tenant = app.tenants.get(&id).ok_or_else(|| gone(&id))?;
+    Ok((etag(version), Json(describe(&app, &tenant))))
+}
+
+/// The version an `If-Match` header names, if any.
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get(axum::http::header::IF_MATCH) else { return Ok(None) };
+    let text = value.to_str().unwrap_or("").trim().trim_start_matches("W/").trim_matches('"');
+    text.parse()
+        .map(Some)
+        .map_err(|_| ApiError::bad_request("bad_request", "If-Match must be a version, as in the ETag of GET"))
+}
+
+fn etag(version: u64) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let value = axum::http::HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a valid header");
+    headers.insert(axum::http::header::ETAG, value);
+    headers
 }
 
 /// `POST /v1/admin/tenants/{tenant}/keys/{publish|management}`: body `{"overlap": "10m"}`.
@@ -265,7 +343,8 @@ fn describe(app: &App, t: &Tenant) -> Value {
         "default_channels": c.default_channels,
         "slow_client": c.slow_client,
         "history": { "size": c.history.size, "ttl_ms": c.history.ttl.as_millis() as u64, "acks": c.history.acks },
-        "limits": t.quota.limits,
+        "limits": t.quota.limits(),
+        "revision": t.revision,
     })
 }
 

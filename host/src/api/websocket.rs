@@ -77,7 +77,7 @@ async fn accept(app: &Arc<App>, tenant_id: &str, peer: SocketAddr, req: Request)
 
 /// A tenant at one of its connection quotas: 429, retry later.
 fn over_quota(tenant: &Tenant, why: quota::Refusal) -> Refusal {
-    let limits = &tenant.quota.limits;
+    let limits = tenant.quota.limits();
     let (failure, code, message) = match why {
         quota::Refusal::Connections => (
             HandshakeFailure::TenantConnections,

@@ -28,6 +28,9 @@ pub(crate) struct StoredTenant {
     pub management_keys: Vec<StoredKey>,
     /// Seconds since the Unix epoch.
     pub created_at: u64,
+    /// One more with every change of `settings`.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 /// One key: the hex SHA-256 of the secret, and when it stops working (ms since the Unix

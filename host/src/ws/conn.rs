@@ -402,7 +402,7 @@ fn on_text(text: &str, conn: &Arc<Conn>, identity: &Identity, app: &App, subscri
 
 /// The tenant's subscription quota per connection, or the node's.
 fn max_subscriptions(app: &App, tenant: &Tenant) -> usize {
-    match tenant.quota.limits.max_subscriptions {
+    match tenant.quota.limits().max_subscriptions {
         0 => app.config.connections.max_subscriptions,
         n => n,
     }

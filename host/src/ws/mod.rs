@@ -32,8 +32,8 @@ pub(crate) struct Joining {
     pub(crate) resume: Resume,
     /// The connection's slot under `server.max_connections`, freed when the task ends.
     pub(crate) admitted: Admitted,
-    /// Its slots under the tenant's connection quotas (none without them), freed likewise.
-    pub(crate) quota: Option<Box<Slots>>,
+    /// Its place in the tenant's connection counts, freed likewise.
+    pub(crate) quota: Slots,
     pub(crate) peer: SocketAddr,
 }
 

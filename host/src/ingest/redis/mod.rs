@@ -131,7 +131,7 @@ fn within_quotas<'a>(
     source: Source,
     dead: &mut Vec<Cmd>,
 ) -> Vec<(Event, &'a Item)> {
-    let max = tenant.quota.limits.max_event_bytes;
+    let max = tenant.quota.limits().max_event_bytes;
     if max > 0 {
         let error = format!("event_too_large: data over the tenant's max_event_bytes ({max})");
         let (fit, over): (Vec<_>, Vec<_>) = valid.into_iter().partition(|(e, _)| e.data.get().len() <= max);
@@ -146,7 +146,7 @@ fn within_quotas<'a>(
         tenant.metrics.rate_limited.fetch_add(over.len() as u64, Relaxed);
         let error = format!(
             "rate_limited: the tenant is over its publish_rate ({} events/s)",
-            tenant.quota.limits.publish_rate
+            tenant.quota.limits().publish_rate
         );
         tracing::warn!(
             tenant = &*tenant.id,
