@@ -49,10 +49,18 @@ struct Claims {
 /// A tenant's configured way of turning credentials into an [`Identity`].
 pub(crate) enum Authenticator {
     Insecure,
-    /// One key per accepted algorithm, each with a validation restricted to it.
+    /// Every verification key, unnamed ones first.
     Jwt {
-        keys: Vec<(Algorithm, DecodingKey, Validation)>,
+        keys: Vec<Verifier>,
     },
+}
+
+/// One JWT verification key, with a validation restricted to its algorithm.
+pub(crate) struct Verifier {
+    kid: Option<String>,
+    alg: Algorithm,
+    key: DecodingKey,
+    validation: Validation,
 }
 
 impl Authenticator {
@@ -71,17 +79,11 @@ impl Authenticator {
                 if let Some(iss) = &jwt.issuer {
                     validation.set_issuer(&[iss]);
                 }
-                let for_alg = |alg: Algorithm| Validation { algorithms: vec![alg], ..validation.clone() };
-                let mut keys = Vec::new();
-                if let Some(secret) = &jwt.hs256_secret {
-                    let key = DecodingKey::from_secret(secret.as_bytes());
-                    keys.push((Algorithm::HS256, key, for_alg(Algorithm::HS256)));
-                }
-                if let Some(pem) = &jwt.rs256_public_key
-                    && let Ok(key) = DecodingKey::from_rsa_pem(pem.as_bytes())
-                {
-                    keys.push((Algorithm::RS256, key, for_alg(Algorithm::RS256)));
-                }
+                let named = jwt.keys.iter().map(|k| (Some(&k.kid), &k.hs256_secret, &k.rs256_public_key));
+                let keys = std::iter::once((None, &jwt.hs256_secret, &jwt.rs256_public_key))
+                    .chain(named)
+                    .flat_map(|(kid, secret, pem)| verifiers(kid, secret.as_deref(), pem.as_deref(), &validation))
+                    .collect();
                 Self::Jwt { keys }
             }
         }
@@ -104,20 +106,7 @@ impl Authenticator {
             }
             Self::Jwt { keys } => {
                 let token = token.ok_or(AuthError::MissingToken)?;
-                let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
-                let (_, key, validation) = keys
-                    .iter()
-                    .find(|(alg, ..)| *alg == header.alg)
-                    .ok_or_else(|| AuthError::Algorithm(format!("{:?}", header.alg)))?;
-                let data = jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| {
-                    use jsonwebtoken::errors::ErrorKind;
-                    match e.kind() {
-                        ErrorKind::ExpiredSignature => AuthError::Expired,
-                        ErrorKind::InvalidSignature => AuthError::BadSignature,
-                        _ => AuthError::Invalid(e.to_string()),
-                    }
-                })?;
-                let claims = data.claims;
+                let claims = verify(keys, token)?;
                 if !channel::valid_name(&claims.sub) {
                     return Err(AuthError::InvalidUser);
                 }
@@ -130,4 +119,51 @@ impl Authenticator {
             }
         }
     }
+}
+
+/// The verifiers of one configured key (an HS256 secret and/or an RS256 public key).
+fn verifiers(kid: Option<&String>, secret: Option<&str>, pem: Option<&str>, base: &Validation) -> Vec<Verifier> {
+    let mut out = Vec::new();
+    let mut add = |alg: Algorithm, key: DecodingKey| {
+        let validation = Validation { algorithms: vec![alg], ..base.clone() };
+        out.push(Verifier { kid: kid.cloned(), alg, key, validation });
+    };
+    if let Some(secret) = secret {
+        add(Algorithm::HS256, DecodingKey::from_secret(secret.as_bytes()));
+    }
+    if let Some(key) = pem.and_then(|p| DecodingKey::from_rsa_pem(p.as_bytes()).ok()) {
+        add(Algorithm::RS256, key);
+    }
+    out
+}
+
+/// Verifies `token` with the key its header names (`kid`), or else with every key of its
+/// algorithm in turn, and returns its claims.
+fn verify(keys: &[Verifier], token: &str) -> Result<Claims, AuthError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+    let mut candidates = keys.iter().filter(|v| v.alg == header.alg).peekable();
+    if candidates.peek().is_none() {
+        return Err(AuthError::Algorithm(format!("{:?}", header.alg)));
+    }
+    let mut outcome = Err(AuthError::BadSignature);
+    for v in candidates.filter(|v| header.kid.is_none() || v.kid == header.kid) {
+        outcome = jsonwebtoken::decode::<Claims>(token, &v.key, &v.validation).map(|d| d.claims).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::InvalidSignature => AuthError::BadSignature,
+                _ => AuthError::Invalid(e.to_string()),
+            }
+        });
+        if !matches!(outcome, Err(AuthError::BadSignature)) {
+            break;
+        }
+    }
+    if header.kid.is_some()
+        && matches!(outcome, Err(AuthError::BadSignature))
+        && !keys.iter().any(|v| v.kid == header.kid)
+    {
+        return Err(AuthError::Invalid(format!("no key with kid {:?}", header.kid.unwrap_or_default())));
+    }
+    outcome
 }

@@ -445,6 +445,20 @@ pub struct JwtConfig {
     /// Clock skew tolerated on `exp`/`nbf`, in seconds.
     #[serde(default)]
     pub leeway_secs: u64,
+    /// Named keys, chosen by the token header's `kid`: during a rotation both the old and
+    /// the new key are listed, then the old one is removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<JwtKey>,
+}
+
+/// One named JWT verification key: an HS256 secret or an RS256 public key.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKey {
+    /// Matched against the `kid` of token headers.
+    pub kid: String,
+    pub hs256_secret: Option<String>,
+    pub rs256_public_key: Option<String>,
 }
 
 /// Slow-client policy: what to do when a connection's bounded send queue overflows.
@@ -646,21 +660,35 @@ impl TenantConfig {
 impl JwtConfig {
     /// `key` is the `tenants.{id}.auth` path errors name.
     fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        if self.hs256_secret.is_none() && self.rs256_public_key.is_none() {
-            return Err(invalid(key, "mode = \"jwt\" needs hs256_secret or rs256_public_key"));
+        if self.hs256_secret.is_none() && self.rs256_public_key.is_none() && self.keys.is_empty() {
+            return Err(invalid(key, "mode = \"jwt\" needs hs256_secret, rs256_public_key or keys"));
         }
-        if let Some(secret) = &self.hs256_secret
-            && secret.len() < 16
-        {
-            return Err(invalid(format!("{key}.hs256_secret"), "must be at least 16 bytes"));
-        }
-        if let Some(pem) = &self.rs256_public_key {
-            jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| {
-                invalid(format!("{key}.rs256_public_key"), format!("not an RSA public key in PEM: {e}"))
-            })?;
+        check_jwt_key(key, self.hs256_secret.as_deref(), self.rs256_public_key.as_deref())?;
+        let mut kids = HashSet::new();
+        for (i, k) in self.keys.iter().enumerate() {
+            let at = format!("{key}.keys[{i}]");
+            if k.kid.is_empty() || !kids.insert(k.kid.as_str()) {
+                return Err(invalid(format!("{at}.kid"), "must be non-empty and unique"));
+            }
+            if k.hs256_secret.is_some() == k.rs256_public_key.is_some() {
+                return Err(invalid(at, "needs exactly one of hs256_secret and rs256_public_key"));
+            }
+            check_jwt_key(&at, k.hs256_secret.as_deref(), k.rs256_public_key.as_deref())?;
         }
         Ok(())
     }
+}
+
+/// An HS256 secret of at least 16 bytes, an RS256 key that parses; `key` names the place.
+fn check_jwt_key(key: &str, secret: Option<&str>, pem: Option<&str>) -> Result<(), ConfigError> {
+    if secret.is_some_and(|s| s.len() < 16) {
+        return Err(invalid(format!("{key}.hs256_secret"), "must be at least 16 bytes"));
+    }
+    if let Some(pem) = pem {
+        jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes())
+            .map_err(|e| invalid(format!("{key}.rs256_public_key"), format!("not an RSA public key in PEM: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Tenant ids appear in URLs and Redis keys, so they are kept to a safe alphabet.

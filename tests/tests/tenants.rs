@@ -206,3 +206,51 @@ async fn settings_change_for_new_connections_and_conflicting_changes_are_refused
     drop(first);
     Ok(())
 }
+
+fn token(kid: Option<&str>, secret: &str) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = kid.map(str::to_owned);
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    let claims = json!({ "sub": "alice", "exp": exp });
+    jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())).unwrap()
+}
+
+#[tokio::test]
+async fn jwt_keys_rotate_by_kid() -> anyhow::Result<()> {
+    const OLD: &str = "old-secret-0123456789";
+    const NEW: &str = "new-secret-0123456789";
+    let host = TestHost::start(&config(None)).await?;
+    let auth = |keys: serde_json::Value| json!({ "auth": { "mode": "jwt", "keys": keys } });
+    let spec = json!({ "id": "acme" })
+        .as_object()
+        .unwrap()
+        .clone()
+        .into_iter()
+        .chain(auth(json!([{ "kid": "old", "hs256_secret": OLD }])).as_object().unwrap().clone());
+    let (status, created) = admin(host.addr, "POST", "", serde_json::Value::Object(spec.collect())).await?;
+    assert_eq!(status, 201, "{created}");
+    assert!(!created.to_string().contains(OLD), "secrets are never shown");
+    let connects = |kid: Option<&'static str>, secret: &'static str| {
+        let url = host.ws_url("acme", &format!("token={}", token(kid, secret)));
+        async move {
+            Ok::<_, anyhow::Error>(Client::try_connect(&url, &[]).await?.map(|_| 101).unwrap_or_else(|r| r.status))
+        }
+    };
+    assert_eq!(connects(Some("old"), OLD).await?, 101);
+    assert_eq!(connects(Some("new"), NEW).await?, 401, "no key named new yet");
+
+    let both = auth(json!([{ "kid": "new", "hs256_secret": NEW }, { "kid": "old", "hs256_secret": OLD }]));
+    let (status, _) = admin(host.addr, "PATCH", "/acme", both).await?;
+    assert_eq!(status, 200);
+    assert_eq!((connects(Some("old"), OLD).await?, connects(Some("new"), NEW).await?), (101, 101));
+    assert_eq!(connects(None, NEW).await?, 101, "a token without kid is tried against every key");
+    assert_eq!(connects(Some("old"), NEW).await?, 401, "the kid picks the key");
+
+    let (status, _) = admin(host.addr, "PATCH", "/acme", auth(json!([{ "kid": "new", "hs256_secret": NEW }]))).await?;
+    assert_eq!(status, 200);
+    assert_eq!((connects(Some("old"), OLD).await?, connects(Some("new"), NEW).await?), (401, 101));
+    let dup = auth(json!([{ "kid": "k", "hs256_secret": NEW }, { "kid": "k", "hs256_secret": OLD }]));
+    let (status, body) = admin(host.addr, "PATCH", "/acme", dup).await?;
+    assert_eq!((status, body["error"]["field"].clone()), (400, json!("auth.keys[1].kid")));
+    Ok(())
+}

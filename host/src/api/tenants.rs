@@ -360,6 +360,15 @@ fn auth(a: &AuthConfig) -> Value {
                 json!(j.hs256_secret.as_deref().map(|s| KeyDigest::of(s).fingerprint())),
             );
             v.insert("rs256_public_key", json!(j.rs256_public_key.is_some()));
+            let keys: Vec<Value> = j
+                .keys
+                .iter()
+                .map(|k| {
+                    let fingerprint = k.hs256_secret.as_deref().map(|s| KeyDigest::of(s).fingerprint());
+                    json!({ "kid": k.kid, "hs256_secret_fingerprint": fingerprint, "rs256_public_key": k.rs256_public_key.is_some() })
+                })
+                .collect();
+            v.insert("keys", json!(keys));
             v.insert("issuer", json!(j.issuer));
             v.insert("audience", json!(j.audience));
             json!(v)
