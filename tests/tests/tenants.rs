@@ -221,13 +221,9 @@ async fn jwt_keys_rotate_by_kid() -> anyhow::Result<()> {
     const NEW: &str = "new-secret-0123456789";
     let host = TestHost::start(&config(None)).await?;
     let auth = |keys: serde_json::Value| json!({ "auth": { "mode": "jwt", "keys": keys } });
-    let spec = json!({ "id": "acme" })
-        .as_object()
-        .unwrap()
-        .clone()
-        .into_iter()
-        .chain(auth(json!([{ "kid": "old", "hs256_secret": OLD }])).as_object().unwrap().clone());
-    let (status, created) = admin(host.addr, "POST", "", serde_json::Value::Object(spec.collect())).await?;
+    let mut spec = auth(json!([{ "kid": "old", "hs256_secret": OLD }]));
+    spec["id"] = json!("acme");
+    let (status, created) = admin(host.addr, "POST", "", spec).await?;
     assert_eq!(status, 201, "{created}");
     assert!(!created.to_string().contains(OLD), "secrets are never shown");
     let connects = |kid: Option<&'static str>, secret: &'static str| {
