@@ -77,10 +77,12 @@ impl App {
         };
         let Backends { broker, history, presence } =
             Backends::start(&config, &hub, &tenants, &node_id, &broker_metrics).await?;
-        let plugins = Plugins::from_config(&config, &tenants)?;
-        let admission = Admission::new(config.server.max_connections);
         let data_dir = config.server.data_dir.as_ref().map(|d| config.base_dir.join(d));
         let control = Arc::new(FileStore::open(data_dir).map_err(|e| StartError::Control(e.into()))?);
+        load_tenants(&config, &*control, &tenants).await?;
+        // After the tenants: uploads of tenants created through the API are restored too.
+        let plugins = Plugins::from_config(&config, &tenants)?;
+        let admission = Admission::new(config.server.max_connections);
         Ok(Self {
             control,
             tenants,
@@ -116,4 +118,18 @@ impl App {
         }
         out
     }
+}
+
+/// Adds the tenants created through the API to the registry (one node only: in cluster mode
+/// tenants come from the configuration alone until the store lives in Redis).
+async fn load_tenants(config: &Config, control: &dyn ControlStore, tenants: &Tenants) -> Result<(), StartError> {
+    let state = control.load().await.map_err(|e| StartError::Control(e.into()))?;
+    if matches!(config.broker, BrokerConfig::Redis(_)) {
+        if !state.tenants.is_empty() {
+            tracing::warn!("tenants created through the API on one node are not loaded in cluster mode");
+        }
+        return Ok(());
+    }
+    state.sync(tenants);
+    Ok(())
 }

@@ -51,7 +51,6 @@ impl Server {
     /// Loads plugins and binds `config.server.listen` (port 0 picks a free port).
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         let app = Arc::new(App::new(config).await?);
-        crate::control::load(&app).await.map_err(|e| StartError::Control(e.into()))?;
         let listener = TcpListener::bind(app.config.server.listen).await?;
         let local_addr = listener.local_addr()?;
         Ok(Self { app, listener, local_addr })

@@ -90,6 +90,18 @@ async fn api_tenants_survive_a_restart_with_the_file_store() -> anyhow::Result<(
     let (status, _) = admin(host.addr, "DELETE", "/dropped", Value::Null).await?;
     assert_eq!(status, 204);
     let publish_key = created["publish_key"].as_str().unwrap().to_owned();
+    let manager = format!("Bearer {}", created["management_key"].as_str().unwrap());
+    let plugins = "/v1/admin/tenants/kept/plugins";
+    let upload = notify_tests::plugin_bytes("redact");
+    let (status, _) = notify_tests::http_with(
+        host.addr,
+        "PUT",
+        &format!("{plugins}/transform"),
+        &[("authorization", &manager)],
+        upload.into(),
+    )
+    .await?;
+    assert_eq!(status, 201, "the tenant's own management key uploads plugins");
     let stored = std::fs::read_to_string(data.path.join("control-plane.json"))?;
     assert!(stored.contains("kept") && !stored.contains(&publish_key), "keys are stored as digests only");
     host.signal("TERM")?;
@@ -102,6 +114,9 @@ async fn api_tenants_survive_a_restart_with_the_file_store() -> anyhow::Result<(
     let body = json!({ "broadcast": true, "event": "still-here" }).to_string();
     let (status, _) = http(host.addr, "POST", "/v1/publish", Some(&publish_key), body.into()).await?;
     assert_eq!(status, 202, "the key works after the restart");
+    let (_, list) =
+        notify_tests::http_with(host.addr, "GET", plugins, &[("authorization", &manager)], Vec::new().into()).await?;
+    assert_eq!(list["plugins"][0]["active"]["state"], "active", "its uploaded plugin came back too: {list}");
     Ok(())
 }
 

@@ -285,7 +285,7 @@ fn check(id: &str, settings: &TenantSettings, publish_key: &str) -> Result<(), A
         let message = "tenant ids are 1-64 characters of a-z, 0-9, '-' and '_'";
         return Err(crate::ingest::FieldError { field: "id".into(), message: message.into() }.into());
     }
-    control::tenant_config(settings, publish_key.to_owned()).validate(id).map_err(|e| {
+    settings.config(publish_key.to_owned()).validate(id).map_err(|e| {
         let (field, message) = match e {
             crate::config::ConfigError::Invalid { key, message } => {
                 (key.trim_start_matches(&format!("tenants.{id}.")).to_owned(), message)

@@ -7,7 +7,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::BoxFuture;
-use crate::config::{AuthConfig, HistoryConfig, LimitOverrides, SlowClientPolicy};
+use std::sync::Arc;
+
+use crate::config::{AuthConfig, HistoryConfig, LimitOverrides, SlowClientPolicy, TenantConfig};
+use crate::tenant::{Key, KeyDigest, Keys, Source, Tenant, Tenants};
 
 /// The whole control-plane state at one version.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -64,6 +67,96 @@ pub(crate) struct TenantSettings {
 
 fn all_channels() -> Vec<String> {
     vec!["*".into()]
+}
+
+impl ControlState {
+    /// Makes `tenants` match this state: adds stored tenants it lacks, applies changed
+    /// settings and keys, removes API tenants the state no longer has, and returns those.
+    /// Tenants from `config.toml` are never changed; a stored tenant with the id of a
+    /// configured one is ignored (the configuration wins).
+    pub(crate) fn sync(&self, tenants: &Tenants) -> Vec<Arc<Tenant>> {
+        for (id, stored) in &self.tenants {
+            match tenants.get(id) {
+                Some(t) if t.source == Source::Config => {
+                    tracing::warn!(
+                        tenant = id,
+                        "a stored tenant has the id of a configured one; the configuration wins"
+                    );
+                }
+                Some(t) => {
+                    if t.revision != stored.revision {
+                        tenants.reconfigure(id, stored.settings.config(String::new()), stored.revision);
+                    }
+                    rekey(tenants, id, stored);
+                }
+                None => add(tenants, id, stored),
+            }
+        }
+        let gone: Vec<_> = tenants
+            .all()
+            .into_iter()
+            .filter(|t| t.source != Source::Config && !self.tenants.contains_key(&*t.id))
+            .collect();
+        gone.iter().for_each(|t| drop(tenants.remove(&t.id)));
+        gone
+    }
+}
+
+fn add(tenants: &Tenants, id: &str, stored: &StoredTenant) {
+    let Some(keys) = stored.keys() else {
+        tracing::error!(tenant = id, "stored tenant has malformed key digests; not loaded");
+        return;
+    };
+    let config = stored.settings.config(String::new());
+    match tenants.add(id, config, keys, Source::Api { created_at: stored.created_at }) {
+        Ok(_) => {
+            if stored.revision > 0 {
+                tenants.reconfigure(id, stored.settings.config(String::new()), stored.revision);
+            }
+            tracing::info!(tenant = id, "tenant added");
+        }
+        Err(e) => tracing::error!(tenant = id, error = %e, "stored tenant not loaded"),
+    }
+}
+
+/// Brings a stored tenant's keys into the registry after a rotation.
+fn rekey(tenants: &Tenants, id: &str, stored: &StoredTenant) {
+    let Some(keys) = stored.keys() else { return };
+    if tenants.keys(id).is_some_and(|current| current != keys)
+        && let Err(e) = tenants.set_keys(id, keys)
+    {
+        tracing::error!(tenant = id, error = %e, "rotated keys not applied");
+    }
+}
+
+impl StoredTenant {
+    /// Its keys, or `None` when a digest is malformed.
+    fn keys(&self) -> Option<Keys> {
+        let list = |keys: &[StoredKey]| {
+            keys.iter()
+                .map(|k| Some(Key { digest: KeyDigest::from_hex(&k.sha256)?, expires_at: k.expires_at }))
+                .collect::<Option<Vec<_>>>()
+        };
+        Some(Keys { publish: list(&self.publish_keys)?, management: list(&self.management_keys)? })
+    }
+}
+
+impl TenantSettings {
+    /// The configuration of a tenant with these settings. `publish_key` is only for
+    /// validation: the registry keeps key digests.
+    pub(crate) fn config(&self, publish_key: String) -> TenantConfig {
+        TenantConfig {
+            publish_key,
+            auth: self.auth.clone(),
+            allowed_origins: self.allowed_origins.clone(),
+            default_channels: self.default_channels.clone(),
+            slow_client: self.slow_client,
+            management_key: None,
+            plugins: Default::default(),
+            history: self.history,
+            limits: self.limits,
+        }
+    }
 }
 
 /// Why the store could not be read or changed.
