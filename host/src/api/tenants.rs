@@ -3,6 +3,10 @@
 //! - `POST /v1/admin/tenants`: create a tenant; answers its keys, once;
 //! - `GET /v1/admin/tenants` and `GET /v1/admin/tenants/{tenant}`: settings, key
 //!   fingerprints and creation times, never a secret;
+//! - `PATCH /v1/admin/tenants/{tenant}`: settings, with `If-Match` on the control-plane
+//!   version;
+//! - `POST /v1/admin/tenants/{tenant}/keys/{publish|management}`: rotate a key, with an
+//!   overlap in which the previous keys still work;
 //! - `DELETE /v1/admin/tenants/{tenant}`: its keys stop working, its connections are closed
 //!   with 4004 and its plugins turned off.
 //!
