@@ -2,6 +2,7 @@
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use tokio_util::task::TaskTracker;
 
@@ -9,6 +10,7 @@ use crate::admission::Admission;
 
 use crate::backend::control::ControlStore;
 use crate::backend::memory::FileStore;
+use crate::backend::redis::RedisStore;
 use crate::backend::{Backends, Broker, BrokerError, History, Presence};
 use crate::clock::IdGenerator;
 use crate::config::{BrokerConfig, Config, RedisConfig};
@@ -35,7 +37,7 @@ pub enum StartError {
 /// Shared host state.
 pub(crate) struct App {
     pub config: Config,
-    pub tenants: Tenants,
+    pub tenants: Arc<Tenants>,
     pub hub: Arc<Hub>,
     pub broker: Arc<dyn Broker>,
     /// Shared with the broker and the Redis ingest consumers.
@@ -57,9 +59,11 @@ pub(crate) struct App {
     /// Stream history for positions, resume and read cursors: in memory with the memory
     /// broker, in Redis with the Redis broker (which appends to it as it publishes).
     pub history: Arc<dyn History>,
-    /// Tenants created through the admin API (one node: in memory, or a file under
-    /// `server.data_dir`).
+    /// Tenants created through the admin API: in memory or a file under `server.data_dir`
+    /// on one node, in Redis in cluster mode.
     pub control: Arc<dyn ControlStore>,
+    /// Whether the control-plane state has been loaded once (`/readyz` waits for it).
+    pub control_loaded: AtomicBool,
     /// Slots for open (or upgrading) WebSocket connections under `server.max_connections`.
     pub admission: Admission,
 }
@@ -69,7 +73,7 @@ impl App {
         let limits =
             QueueLimits { frames: config.connections.send_queue_frames, bytes: config.connections.send_queue_bytes };
         let hub = Arc::new(Hub::new(limits));
-        let tenants = Tenants::from_config(&config);
+        let tenants = Arc::new(Tenants::from_config(&config));
         let broker_metrics = Arc::new(BrokerMetrics::default());
         let node_id: Arc<str> = match &config.broker {
             BrokerConfig::Redis(RedisConfig { node_id: Some(id), .. }) => Arc::from(id.as_str()),
@@ -77,14 +81,20 @@ impl App {
         };
         let Backends { broker, history, presence } =
             Backends::start(&config, &hub, &tenants, &node_id, &broker_metrics).await?;
-        let data_dir = config.server.data_dir.as_ref().map(|d| config.base_dir.join(d));
-        let control = Arc::new(FileStore::open(data_dir).map_err(|e| StartError::Control(e.into()))?);
-        load_tenants(&config, &*control, &tenants).await?;
+        let control: Arc<dyn ControlStore> = match &config.broker {
+            BrokerConfig::Redis(redis) => Arc::new(RedisStore::start(redis).await?),
+            BrokerConfig::Memory => {
+                let data_dir = config.server.data_dir.as_ref().map(|d| config.base_dir.join(d));
+                Arc::new(FileStore::open(data_dir).map_err(|e| StartError::Control(e.into()))?)
+            }
+        };
+        let control_loaded = AtomicBool::new(load_tenants(&config, &*control, &tenants).await?);
         // After the tenants: uploads of tenants created through the API are restored too.
         let plugins = Plugins::from_config(&config, &tenants)?;
         let admission = Admission::new(config.server.max_connections);
         Ok(Self {
             control,
+            control_loaded,
             tenants,
             plugins,
             config,
@@ -103,11 +113,6 @@ impl App {
         })
     }
 
-    /// Whether this node shares a Redis with others.
-    pub(crate) fn clustered(&self) -> bool {
-        matches!(self.config.broker, BrokerConfig::Redis(_))
-    }
-
     pub(crate) fn render_metrics(&self) -> String {
         let mut tenants = self.tenants.all();
         tenants.sort_by(|a, b| a.id.cmp(&b.id));
@@ -120,16 +125,19 @@ impl App {
     }
 }
 
-/// Adds the tenants created through the API to the registry (one node only: in cluster mode
-/// tenants come from the configuration alone until the store lives in Redis).
-async fn load_tenants(config: &Config, control: &dyn ControlStore, tenants: &Tenants) -> Result<(), StartError> {
-    let state = control.load().await.map_err(|e| StartError::Control(e.into()))?;
-    if matches!(config.broker, BrokerConfig::Redis(_)) {
-        if !state.tenants.is_empty() {
-            tracing::warn!("tenants created through the API on one node are not loaded in cluster mode");
+/// Adds the tenants created through the API to the registry; returns whether the state
+/// could be read. In cluster mode a Redis that does not answer yet is not fatal: the node
+/// starts with its configured tenants, not ready, and loads the state once Redis answers.
+async fn load_tenants(config: &Config, control: &dyn ControlStore, tenants: &Tenants) -> Result<bool, StartError> {
+    match control.load().await {
+        Ok(state) => {
+            state.sync(tenants);
+            Ok(true)
         }
-        return Ok(());
+        Err(e) if matches!(config.broker, BrokerConfig::Redis(_)) => {
+            tracing::warn!(error = %e, "control-plane state not loaded yet; the node is not ready until it is");
+            Ok(false)
+        }
+        Err(e) => Err(StartError::Control(e.into())),
     }
-    state.sync(tenants);
-    Ok(())
 }

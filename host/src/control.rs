@@ -49,7 +49,10 @@ pub(crate) async fn follow(app: Arc<App>) {
             changed = changes.changed() => if changed.is_err() { return },
         }
         match app.control.load().await {
-            Ok(state) => apply(&app, &state),
+            Ok(state) => {
+                apply(&app, &state);
+                app.control_loaded.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             Err(e) => tracing::warn!(error = %e, "control-plane state not reloaded"),
         }
     }

@@ -79,9 +79,7 @@ impl Server {
             );
         }
         tracing::info!(addr = %local_addr, "notify-host listening on {local_addr}");
-        if !app.clustered() {
-            tokio::spawn(crate::control::follow(app.clone()));
-        }
+        tokio::spawn(crate::control::follow(app.clone()));
         let stop = CancellationToken::new();
         let http_conns = TaskTracker::new();
         let router = crate::api::router(app.clone());

@@ -14,13 +14,15 @@ pub(super) async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// 200 while the node takes connections and publishes; 503 while draining or while the
-/// broker is unreachable.
+/// 200 while the node takes connections and publishes; 503 while draining, while the
+/// broker is unreachable, or until the control-plane state has been loaded.
 pub(super) async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<Value>) {
     let status = if app.drain.is_draining() {
         "draining"
     } else if !app.broker.healthy() {
         "broker_unavailable"
+    } else if !app.control_loaded.load(std::sync::atomic::Ordering::Relaxed) {
+        "control_plane_unavailable"
     } else {
         return (StatusCode::OK, Json(json!({ "status": "ready" })));
     };

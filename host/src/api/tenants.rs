@@ -58,7 +58,10 @@ struct NewTenant {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "store_unavailable", e.to_string())
+        match e {
+            StoreError::Redis(_) | StoreError::Timeout(_) => Self::unavailable("store_unavailable", e.to_string()),
+            _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string()),
+        }
     }
 }
 
@@ -68,10 +71,6 @@ pub(super) async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    if app.clustered() {
-        let message = "tenants can be created through the API on a single node only, until the control plane lives in Redis; configure them in config.toml";
-        return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_in_cluster_mode", message));
-    }
     let body = read_body(&headers, body, MAX_BODY).await?;
     let new: NewTenant = parse(&body)?;
     let (id, settings) = settings(new);
@@ -113,7 +112,8 @@ pub(super) async fn get(
     _: Admin,
     PathParams(id): PathParams<String>,
 ) -> Result<(HeaderMap, Json<Value>), ApiError> {
-    let version = app.control.load().await?.version;
+    // The last version this node saw: `GET` answers from the node's state, Redis or not.
+    let version = *app.control.watch().borrow();
     let tenant = app.tenants.get(&id).ok_or_else(|| unknown(&id))?;
     Ok((etag(version), Json(describe(&app, &tenant))))
 }

@@ -168,6 +168,10 @@ pub(crate) enum StoreError {
     Io { what: String, source: std::io::Error },
     #[error("control-plane store: unreadable state: {0}")]
     Corrupt(#[from] serde_json::Error),
+    #[error("control-plane store: Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("control-plane store: no answer from Redis within {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 /// Keeps the control-plane state.

@@ -38,7 +38,7 @@ impl Backends {
     pub(crate) async fn start(
         config: &Config,
         hub: &Arc<Hub>,
-        tenants: &Tenants,
+        tenants: &Arc<Tenants>,
         node_id: &Arc<str>,
         metrics: &Arc<BrokerMetrics>,
     ) -> Result<Self, BrokerError> {

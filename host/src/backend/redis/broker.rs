@@ -14,7 +14,6 @@
 //! stream's channel lives on the shard its name hashes to, so fan-out traffic spreads over
 //! the cluster instead of being broadcast to every shard.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -33,7 +32,7 @@ use crate::event::Event;
 use crate::hub::Hub;
 use crate::metrics::BrokerMetrics;
 use crate::stream::Target;
-use crate::tenant::Tenant;
+use crate::tenant::{Tenant, Tenants};
 
 /// Channels per SUBSCRIBE/UNSUBSCRIBE command (per batch of concurrent SSUBSCRIBEs).
 const BATCH: usize = 1000;
@@ -62,7 +61,7 @@ impl RedisBroker {
     pub(crate) async fn start(
         config: &RedisConfig,
         hub: Arc<Hub>,
-        tenants: HashMap<Arc<str>, Arc<Tenant>>,
+        tenants: Arc<Tenants>,
         metrics: Arc<BrokerMetrics>,
         reconnect_spread: Duration,
     ) -> Result<Self, BrokerError> {
@@ -150,7 +149,8 @@ struct Subscriber {
     /// Pinged every tick, so publisher health recovers without waiting for a publish.
     publisher: Link,
     hub: Arc<Hub>,
-    tenants: HashMap<Arc<str>, Arc<Tenant>>,
+    /// The live registry: tenants created or deleted at runtime are followed.
+    tenants: Arc<Tenants>,
     changes: Changes,
     health: Arc<Health>,
     metrics: Arc<BrokerMetrics>,
@@ -323,7 +323,7 @@ impl Subscriber {
         match envelope::decode(payload.into()) {
             Ok(e) => {
                 let latency = Duration::from_micros(now_micros().saturating_sub(e.published_micros));
-                self.hub.deliver_frame(tenant, target, &e.frame, e.filter.as_ref(), e.position.as_ref(), latency);
+                self.hub.deliver_frame(&tenant, target, &e.frame, e.filter.as_ref(), e.position.as_ref(), latency);
             }
             Err(e) => {
                 self.metrics.undecodable.fetch_add(1, Relaxed);

@@ -80,6 +80,19 @@ pub(crate) fn presence_nodes(tenant: &str) -> String {
     format!("notify:presence:{{{tenant}}}:nodes")
 }
 
+/// The control-plane state's version (a counter), in the slot of `{notify:control}`.
+pub(crate) fn control_version() -> String {
+    "{notify:control}:version".to_owned()
+}
+
+/// The control-plane state (JSON), beside its version.
+pub(crate) fn control_state() -> String {
+    "{notify:control}:state".to_owned()
+}
+
+/// Where every change of the control-plane state is announced (its new version).
+pub(crate) const CONTROL_CHANNEL: &str = "notify:control:changes";
+
 #[cfg(test)]
 mod tests {
     use super::*;

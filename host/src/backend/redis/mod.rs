@@ -2,6 +2,7 @@
 //! presence in Redis, and the connections, key names and scripts they share.
 
 mod broker;
+mod control;
 pub(crate) mod envelope;
 mod history;
 pub(crate) mod keys;
@@ -13,6 +14,7 @@ mod scripts;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub(crate) use control::RedisStore;
 pub(crate) use link::Link;
 pub(crate) use scripts::{LEASE_RELEASE, LEASE_RENEW};
 
@@ -26,19 +28,18 @@ use crate::tenant::Tenants;
 pub(super) async fn backends(
     config: &RedisConfig,
     hub: &Arc<Hub>,
-    tenants: &Tenants,
+    tenants: &Arc<Tenants>,
     node_id: &Arc<str>,
     metrics: &Arc<BrokerMetrics>,
     reconnect_spread: Duration,
 ) -> Result<Backends, BrokerError> {
     let link = Link::connect(config, config.timeout).await?;
-    let by_id = tenants.all().into_iter().map(|t| (t.id.clone(), t.clone())).collect();
-    let broker = broker::RedisBroker::start(config, hub.clone(), by_id, metrics.clone(), reconnect_spread).await?;
-    let all = tenants.all();
+    let broker =
+        broker::RedisBroker::start(config, hub.clone(), tenants.clone(), metrics.clone(), reconnect_spread).await?;
     let timing = Timing { debounce: config.presence_debounce, node_timeout: config.node_timeout };
     Ok(Backends {
         broker: Arc::new(broker),
         history: Arc::new(history::RedisHistory::new(link.clone(), config.timeout)),
-        presence: Arc::new(presence::RedisPresence::start(link, node_id.clone(), all, timing)),
+        presence: Arc::new(presence::RedisPresence::start(link, node_id.clone(), tenants.clone(), timing)),
     })
 }

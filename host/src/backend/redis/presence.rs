@@ -22,7 +22,7 @@ use super::scripts::{self, eval_args as eval};
 use crate::backend::BoxFuture;
 use crate::backend::presence::{Presence, PresenceError, Status, Timing};
 use crate::clock::now_millis;
-use crate::tenant::Tenant;
+use crate::tenant::{Tenant, Tenants};
 
 /// Heartbeat period; a node silent for `node_timeout` is swept.
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -84,7 +84,7 @@ impl Local {
 
 impl RedisPresence {
     /// Starts the task that mirrors presence into Redis.
-    pub(crate) fn start(conn: Link, node: Arc<str>, tenants: Vec<Arc<Tenant>>, timing: Timing) -> Self {
+    pub(crate) fn start(conn: Link, node: Arc<str>, tenants: Arc<Tenants>, timing: Timing) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let local = Arc::new(Local { state: Mutex::new(LocalState { counts: HashMap::new(), tx }) });
         let task = Mirror {
@@ -149,7 +149,8 @@ struct Mirror {
     local: Arc<Local>,
     conn: Link,
     node: Arc<str>,
-    tenants: Vec<Arc<Tenant>>,
+    /// The live registry: heartbeats and sweeps cover tenants created at runtime.
+    tenants: Arc<Tenants>,
     debounce: Duration,
     node_timeout: Duration,
     rx: mpsc::UnboundedReceiver<Change>,
@@ -196,7 +197,7 @@ impl Mirror {
                             self.resync().await?;
                             self.synced = true;
                         }
-                        let beats = self.tenants.iter().map(|t| {
+                        let beats = self.tenants.all().into_iter().map(|t| {
                             ::redis::cmd("ZADD").arg(keys::presence_nodes(&t.id)).arg(now_millis()).arg(&*self.node).clone()
                         });
                         self.conn.clone().run_all(beats.collect()).await?;
@@ -263,7 +264,7 @@ impl Mirror {
         };
         let mut conn = self.conn.clone();
         let at = Instant::now() + self.debounce;
-        for tenant in self.tenants.clone() {
+        for tenant in self.tenants.all() {
             let hash = keys::presence_node(&tenant.id, &self.node);
             let before: Vec<String> = ::redis::cmd("HKEYS").arg(&hash).query_async(&mut conn).await?;
             let now: HashMap<&str, u32> =
@@ -299,7 +300,7 @@ impl Mirror {
     /// whose ZREM succeeds sweeps a dead node.
     async fn sweep(&mut self) -> Result<(), RedisError> {
         let mut conn = self.conn.clone();
-        for tenant in self.tenants.clone() {
+        for tenant in self.tenants.all() {
             let nodes = keys::presence_nodes(&tenant.id);
             let oldest = format!("({}", oldest_live(self.node_timeout));
             let dead: Vec<String> =

@@ -16,6 +16,8 @@ pub(crate) const PRESENCE_CONNECT: &str = include_str!("scripts/presence_connect
 pub(crate) const PRESENCE_DISCONNECT: &str = include_str!("scripts/presence_disconnect.lua");
 /// Whether a user is now offline on every live node.
 pub(crate) const PRESENCE_OFFLINE_CHECK: &str = include_str!("scripts/presence_offline_check.lua");
+/// Replaces the control-plane state if its version is the expected one.
+pub(crate) const CONTROL_REPLACE: &str = include_str!("scripts/control_replace.lua");
 /// Renews the pub/sub ingestion lease for its holder.
 pub(crate) const LEASE_RENEW: &str = include_str!("scripts/lease_renew.lua");
 /// Releases the pub/sub ingestion lease for its holder.

@@ -19,6 +19,13 @@ const PUBSUB_BATCH: usize = 256;
 /// Lifetime of the pub/sub ingestion lease; the holder renews it every `LEASE / 4`.
 const LEASE: Duration = Duration::from_secs(4);
 
+/// Every tenant's fire-and-forget channel, sorted.
+fn publish_channels(app: &App) -> Vec<String> {
+    let mut channels: Vec<String> = app.tenants.all().into_iter().map(|t| keys::publish_channel(&t.id)).collect();
+    channels.sort();
+    channels
+}
+
 /// Holds the pub/sub ingestion lease and, while it does, processes `notify:*:publish`.
 pub(super) struct Leader {
     app: Arc<App>,
@@ -34,9 +41,9 @@ impl Leader {
     pub(super) async fn run(mut self) {
         let node = self.app.node_id.to_string();
         let lease_ms = LEASE.as_millis() as u64;
-        let channels: Vec<String> = self.app.tenants.all().into_iter().map(|t| keys::publish_channel(&t.id)).collect();
         while !self.app.drain.is_draining() {
             if self.hold_lease(&node, lease_ms).await {
+                let channels = publish_channels(&self.app);
                 match self.lead(&node, lease_ms, &channels).await {
                     Ok(()) => {}
                     Err(e) => tracing::warn!(error = %e, "pub/sub ingestion interrupted"),
@@ -90,6 +97,10 @@ impl Leader {
                 _ = renew.tick() => {
                     if !self.hold_lease(node, lease_ms).await {
                         return Err(IngestError::PubSub("lost the lease"));
+                    }
+                    if publish_channels(&self.app) != channels {
+                        // Tenants came or went: subscribe again to the current set.
+                        return Ok(());
                     }
                 }
                 msg = transport.next() => {

@@ -2,7 +2,7 @@
 //! the shared consumer group, acknowledges entries once the broker took them, and claims
 //! entries that a dead node left pending.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -34,14 +34,16 @@ pub(super) struct Reader {
     claim_idle: Duration,
     max_backoff: Duration,
     consumer: String,
-    /// Every tenant's ingest stream key, and the tenant by key.
+    /// Every tenant's ingest stream key, and the tenant by key, refreshed from the registry
+    /// every round (tenants come and go at runtime).
     streams: Vec<String>,
     tenants: HashMap<String, Arc<Tenant>>,
+    /// Streams whose consumer group exists.
+    grouped: HashSet<String>,
 }
 
 /// Where the reader is between rounds.
 struct Progress {
-    groups_ready: bool,
     /// First this consumer's own pending entries (left by a failed publish or a restart
     /// under the same node id), then new ones.
     backlog: bool,
@@ -51,22 +53,20 @@ struct Progress {
 
 impl Reader {
     pub(super) async fn connect(app: &Arc<App>, config: &RedisConfig) -> Result<Self, BrokerError> {
-        let tenants: HashMap<String, Arc<Tenant>> =
-            app.tenants.all().into_iter().map(|t| (keys::ingest_stream(&t.id), t.clone())).collect();
         Ok(Self {
             app: app.clone(),
             conn: Link::connect(config, config.timeout + BLOCK).await?,
             claim_idle: config.claim_idle,
             max_backoff: config.max_backoff,
             consumer: app.node_id.to_string(),
-            streams: tenants.keys().cloned().collect(),
-            tenants,
+            streams: Vec::new(),
+            tenants: HashMap::new(),
+            grouped: HashSet::new(),
         })
     }
 
     pub(super) async fn run(mut self) {
-        let mut progress =
-            Progress { groups_ready: false, backlog: true, next_claim: Instant::now(), backoff: MIN_BACKOFF };
+        let mut progress = Progress { backlog: true, next_claim: Instant::now(), backoff: MIN_BACKOFF };
         while !self.app.drain.is_draining() {
             if !self.broker_was_healthy().await {
                 continue;
@@ -98,9 +98,10 @@ impl Reader {
 
     /// One read over every stream, then the periodic claim of abandoned entries.
     async fn round(&mut self, progress: &mut Progress) -> Result<(), IngestError> {
-        if !progress.groups_ready {
+        self.refresh();
+        if self.streams.iter().any(|s| !self.grouped.contains(s)) {
+            // Groups start at 0: entries added before a new tenant's group existed are read.
             self.create_groups().await?;
-            progress.groups_ready = true;
         }
         let read_any = self.read(progress.backlog).await?;
         if progress.backlog && !read_any {
@@ -118,9 +119,9 @@ impl Reader {
         Ok(())
     }
 
-    async fn back_off(&self, progress: &mut Progress, e: &IngestError) {
+    async fn back_off(&mut self, progress: &mut Progress, e: &IngestError) {
         if e.missing_group() {
-            progress.groups_ready = false;
+            self.grouped.clear();
         }
         progress.backlog = true;
         tracing::warn!(error = %e, retry_in = ?progress.backoff, "Redis ingest stream reader failed; retrying");
@@ -158,8 +159,15 @@ impl Reader {
         Ok(read_any)
     }
 
+    /// The tenants of the registry now, by ingest stream.
+    fn refresh(&mut self) {
+        self.tenants = self.app.tenants.all().into_iter().map(|t| (keys::ingest_stream(&t.id), t)).collect();
+        self.streams = self.tenants.keys().cloned().collect();
+        self.grouped.retain(|s| self.tenants.contains_key(s));
+    }
+
     async fn create_groups(&mut self) -> Result<(), IngestError> {
-        for key in &self.streams {
+        for key in self.streams.iter().filter(|s| !self.grouped.contains(*s)) {
             let created: Result<(), RedisError> = ::redis::cmd("XGROUP")
                 .arg("CREATE")
                 .arg(key)
@@ -173,6 +181,7 @@ impl Reader {
                 _ => {}
             }
         }
+        self.grouped.extend(self.streams.iter().cloned());
         Ok(())
     }
 

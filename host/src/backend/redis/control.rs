@@ -1,0 +1,122 @@
+//! The control-plane store of nodes sharing a Redis: the state as JSON and its version in
+//! two keys of one hash slot, replaced by one script that checks the version and announces
+//! the new one on a pub/sub channel. A listener task turns announcements into `watch`
+//! notifications, and notifies once more after every (re)connection, so a node that missed
+//! announcements while Redis was away reloads the whole state.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::pubsub::{Incoming, Transport};
+use super::scripts::{self, eval};
+use super::{Link, keys};
+use crate::backend::control::{ControlState, ControlStore, StoreError};
+use crate::backend::{BoxFuture, BrokerError};
+use crate::config::RedisConfig;
+
+/// Longest wait between reconnection attempts of the listener.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+pub(crate) struct RedisStore {
+    link: Link,
+    timeout: Duration,
+    /// Shared with the listener task, which stops once the store is gone.
+    version: Arc<watch::Sender<u64>>,
+}
+
+impl RedisStore {
+    /// Connects and starts the listener.
+    pub(crate) async fn start(config: &RedisConfig) -> Result<Self, BrokerError> {
+        let link = Link::connect(config, config.timeout).await?;
+        let version = Arc::new(watch::channel(0).0);
+        tokio::spawn(listen(config.clone(), link.clone(), Arc::downgrade(&version)));
+        Ok(Self { link, timeout: config.timeout, version })
+    }
+
+    async fn query<T: ::redis::FromRedisValue>(&self, cmd: ::redis::Cmd) -> Result<T, StoreError> {
+        let mut conn = self.link.clone();
+        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
+            Ok(reply) => Ok(reply?),
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+        }
+    }
+
+    async fn read(&self) -> Result<ControlState, StoreError> {
+        let mut get = ::redis::cmd("MGET");
+        get.arg(keys::control_version()).arg(keys::control_state());
+        let (version, state): (Option<u64>, Option<String>) = self.query(get).await?;
+        let mut state: ControlState = match state {
+            Some(json) => serde_json::from_str(&json)?,
+            None => ControlState::default(),
+        };
+        state.version = version.unwrap_or(0);
+        Ok(state)
+    }
+
+    async fn write(&self, expected: u64, state: ControlState) -> Result<u64, StoreError> {
+        let mut cmd = eval(scripts::CONTROL_REPLACE, &[keys::control_version(), keys::control_state()]);
+        cmd.arg(expected).arg(serde_json::to_string(&state)?).arg(keys::CONTROL_CHANNEL);
+        let (done, version): (i64, u64) = self.query(cmd).await?;
+        if done == 1 { Ok(version) } else { Err(StoreError::Conflict { current: version }) }
+    }
+}
+
+impl ControlStore for RedisStore {
+    fn load(&self) -> BoxFuture<'_, Result<ControlState, StoreError>> {
+        Box::pin(self.read())
+    }
+
+    fn replace(&self, expected: u64, state: ControlState) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.write(expected, state))
+    }
+
+    fn watch(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+}
+
+/// Subscribes to the change channel and reports every announced version; after each
+/// (re)connection it reports the current version, so watchers reload what they missed.
+async fn listen(config: RedisConfig, link: Link, version: Weak<watch::Sender<u64>>) {
+    let mut backoff = Duration::from_millis(50);
+    while version.strong_count() > 0 {
+        if let Err(e) = session(&config, &link, &version).await {
+            tracing::warn!(error = %e, retry_in = ?backoff, "control-plane change listener disconnected");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// One connection of the listener; returns when it breaks or the store is gone.
+async fn session(config: &RedisConfig, link: &Link, version: &Weak<watch::Sender<u64>>) -> Result<(), StoreError> {
+    let timeout = config.timeout;
+    let mut transport = tokio::time::timeout(timeout * 3, Transport::connect(config))
+        .await
+        .map_err(|_| StoreError::Timeout(timeout * 3))??;
+    tokio::time::timeout(timeout, transport.subscribe(&[keys::CONTROL_CHANNEL.to_owned()], true, false))
+        .await
+        .map_err(|_| StoreError::Timeout(timeout))??;
+    let current: Option<u64> = ::redis::cmd("GET").arg(keys::control_version()).query_async(&mut link.clone()).await?;
+    let Some(sender) = version.upgrade() else { return Ok(()) };
+    sender.send_replace(current.unwrap_or(0));
+    drop(sender);
+    let mut alive = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            msg = transport.next() => match msg {
+                Some(Incoming::Message(_, payload)) => {
+                    let Some(sender) = version.upgrade() else { return Ok(()) };
+                    if let Some(v) = std::str::from_utf8(&payload).ok().and_then(|s| s.parse().ok()) {
+                        sender.send_replace(v);
+                    }
+                }
+                Some(Incoming::Other) => {}
+                None => return Ok(()),
+            },
+            _ = alive.tick() => if version.strong_count() == 0 { return Ok(()) },
+        }
+    }
+}

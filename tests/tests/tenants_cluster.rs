@@ -1,0 +1,101 @@
+//! Three nodes over one Redis manage tenants as one platform: a change made on any node is
+//! applied on every node, through the control-plane state in Redis.
+
+use notify_tests::{DEMO, RedisServer, TestHost, eventually, http, http_full, http_with};
+use serde_json::{Value, json};
+
+const ADMIN: &str = "admin-token-0123";
+
+async fn admin(host: &TestHost, method: &str, path: &str, body: Value) -> anyhow::Result<(u16, Value)> {
+    let body = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
+    http(host.addr, method, &format!("/v1/admin/tenants{path}"), Some(ADMIN), body.into()).await
+}
+
+async fn publish(host: &TestHost, key: &str) -> anyhow::Result<u16> {
+    Ok(host.publish(key, &json!({ "users": ["alice"], "event": "hello" })).await?.0)
+}
+
+#[tokio::test]
+async fn a_tenant_managed_on_one_node_acts_on_every_node() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let toml = format!("[server]\nadmin_token = \"{ADMIN}\"\n{DEMO}\n{}", redis.broker_toml());
+    let mut hosts = Vec::new();
+    for _ in 0..3 {
+        let host = TestHost::start(&toml).await?;
+        host.wait_ready(200).await?;
+        hosts.push(host);
+    }
+    let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
+
+    // Created on B: a client connects on A and gets what is published on C.
+    let (status, created) = admin(b, "POST", "", json!({ "id": "acme" })).await?;
+    assert_eq!(status, 201, "{created}");
+    let first_key = created["publish_key"].as_str().unwrap().to_owned();
+    for host in [a, c] {
+        eventually(|| async { Ok(admin(host, "GET", "/acme", Value::Null).await?.0 == 200) }).await?;
+    }
+    let (mut alice, _) = a.join("acme", "user=alice").await?;
+    assert_eq!(publish(c, &first_key).await?, 202);
+    assert_eq!(alice.next_event().await?["event"], "hello");
+
+    // Concurrent changes resolve by version, whichever node they reach.
+    let (_, headers, _) = http_full(b.addr, "GET", "/v1/admin/tenants/acme", Some(ADMIN), Vec::new().into()).await?;
+    let etag = headers["etag"].to_str()?.to_owned();
+    let auth = format!("Bearer {ADMIN}");
+    let patch = |host: &TestHost, body: Value| {
+        let (addr, auth, etag) = (host.addr, auth.clone(), etag.clone());
+        async move {
+            let headers = [("authorization", auth.as_str()), ("if-match", etag.as_str())];
+            http_with(addr, "PATCH", "/v1/admin/tenants/acme", &headers, body.to_string().into()).await
+        }
+    };
+    assert_eq!(patch(c, json!({ "limits": { "publish_rate": 1000 } })).await?.0, 200);
+    let (status, body) = patch(a, json!({ "limits": { "publish_rate": 1 } })).await?;
+    assert_eq!((status, body["error"]["code"].clone()), (409, json!("version_conflict")));
+    eventually(|| async { Ok(admin(b, "GET", "/acme", Value::Null).await?.1["limits"]["publish_rate"] == 1000) })
+        .await?;
+
+    // A key rotated on A stops working on C.
+    let (status, rotated) = admin(a, "POST", "/acme/keys/publish", Value::Null).await?;
+    assert_eq!(status, 200);
+    let second_key = rotated["key"].as_str().unwrap().to_owned();
+    eventually(|| async { Ok(publish(c, &first_key).await? == 401) }).await?;
+    assert_eq!(publish(c, &second_key).await?, 202);
+
+    // Deleted on C: its client on A is closed with 4004, its key is refused everywhere.
+    let (status, _) = admin(c, "DELETE", "/acme", Value::Null).await?;
+    assert_eq!(status, 204);
+    assert_eq!(alice.close_code().await?, 4004);
+    for host in [a, b] {
+        eventually(|| async { Ok(publish(host, &second_key).await? == 401) }).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn nodes_keep_their_tenants_while_redis_is_away_and_converge_after() -> anyhow::Result<()> {
+    let mut redis = RedisServer::start().await?;
+    let toml = format!("[server]\nadmin_token = \"{ADMIN}\"\n{DEMO}\n{}", redis.broker_toml());
+    let (a, b) = (&TestHost::start(&toml).await?, &TestHost::start(&toml).await?);
+    a.wait_ready(200).await?;
+    b.wait_ready(200).await?;
+    let (status, created) = admin(a, "POST", "", json!({ "id": "acme" })).await?;
+    assert_eq!(status, 201);
+    let key = created["publish_key"].as_str().unwrap().to_owned();
+    eventually(|| async { Ok(admin(b, "GET", "/acme", Value::Null).await?.0 == 200) }).await?;
+
+    redis.kill()?;
+    let (status, body) = admin(a, "POST", "", json!({ "id": "later" })).await?;
+    assert_eq!((status, body["error"]["code"].clone()), (503, json!("store_unavailable")));
+    let (_client, welcome) = b.join("acme", "user=alice").await?;
+    assert_eq!(welcome["tenant"], "acme", "the last state keeps serving while Redis is away");
+    assert_eq!(admin(b, "GET", "/acme", Value::Null).await?.0, 200);
+
+    redis.restart().await?;
+    a.wait_ready(200).await?;
+    b.wait_ready(200).await?;
+    eventually(|| async { Ok(admin(a, "POST", "", json!({ "id": "later" })).await?.0 == 201) }).await?;
+    eventually(|| async { Ok(admin(b, "GET", "/later", Value::Null).await?.0 == 200) }).await?;
+    eventually(|| async { Ok(publish(b, &key).await? == 202) }).await?;
+    Ok(())
+}
