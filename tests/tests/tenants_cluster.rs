@@ -99,3 +99,28 @@ async fn nodes_keep_their_tenants_while_redis_is_away_and_converge_after() -> an
     eventually(|| async { Ok(publish(b, &key).await? == 202) }).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_restarted_node_comes_back_with_the_same_tenants() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let toml = format!("[server]\nadmin_token = \"{ADMIN}\"\n{DEMO}\n{}", redis.broker_toml());
+    let a = TestHost::start(&toml).await?;
+    a.wait_ready(200).await?;
+    let mut b = notify_tests::HostProcess::start(notify_tests::host_bin!(), &toml).await?;
+    let (status, created) = admin(&a, "POST", "", json!({ "id": "acme", "limits": { "max_connections": 7 } })).await?;
+    assert_eq!(status, 201);
+    let key = created["publish_key"].as_str().unwrap().to_owned();
+    b.signal("TERM")?;
+    assert_eq!(b.child.wait().await?.code(), Some(0));
+
+    let b = notify_tests::HostProcess::start(notify_tests::host_bin!(), &toml).await?;
+    eventually(|| async { Ok(http(b.addr, "GET", "/readyz", None, Vec::new().into()).await?.0 == 200) }).await?;
+    // Ready means the state is loaded: the tenant is there at once, no waiting.
+    let path = "/v1/admin/tenants/acme";
+    let (status, tenant) = http(b.addr, "GET", path, Some(ADMIN), Vec::new().into()).await?;
+    assert_eq!((status, tenant["limits"]["max_connections"].clone()), (200, json!(7)));
+    let body = json!({ "broadcast": true, "event": "back" }).to_string();
+    let (status, _) = http(b.addr, "POST", "/v1/publish", Some(&key), body.into()).await?;
+    assert_eq!(status, 202);
+    Ok(())
+}
