@@ -263,12 +263,7 @@ pub(super) async fn delete(
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." || path.is_empty() { "body".to_owned() } else { path };
-        ApiError::from(crate::ingest::FieldError { field, message: e.inner().to_string() })
-    })
+    Ok(crate::ingest::deserialize(body)?)
 }
 
 fn settings(new: NewTenant) -> (String, TenantSettings) {

@@ -63,7 +63,8 @@ pub(crate) fn parse_batch(ids: &IdGenerator, body: &[u8], max_events: usize) -> 
     parsed.into_iter().enumerate().map(|(i, p)| validate(ids, p, &format!("[{i}]."), received_at)).collect()
 }
 
-fn deserialize<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, FieldError> {
+/// Deserializes a JSON body; an error names the offending field (`body` for bad JSON).
+pub(crate) fn deserialize<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, FieldError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(de).map_err(|e| {
         let inner = e.inner().to_string();
