@@ -43,6 +43,8 @@ pub(crate) async fn change<T, E: From<StoreError>>(
 /// another) until the node drains.
 pub(crate) async fn follow(app: Arc<App>) {
     let mut changes = app.control.watch();
+    // Whatever changed before this watcher existed is applied first.
+    changes.mark_changed();
     loop {
         tokio::select! {
             () = app.drain.started() => return,

@@ -21,7 +21,7 @@ pub(super) async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<Val
         "draining"
     } else if !app.broker.healthy() {
         "broker_unavailable"
-    } else if !app.control_loaded.load(std::sync::atomic::Ordering::Relaxed) {
+    } else if !app.control_loaded.load(std::sync::atomic::Ordering::Relaxed) || !app.control.listening() {
         "control_plane_unavailable"
     } else {
         return (StatusCode::OK, Json(json!({ "status": "ready" })));

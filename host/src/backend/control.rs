@@ -183,9 +183,16 @@ pub(crate) enum StoreError {
 ///   leaves one of them), and fails with `Conflict` otherwise: concurrent changes resolve by
 ///   version, never by whoever writes last;
 /// - after every successful `replace`, by any node sharing the store, `watch` yields the new
-///   version (possibly skipping versions: a watcher reloads the state, it does not replay).
+///   version (possibly skipping versions: a watcher reloads the state, it does not replay)
+///   while `listening`; when listening starts again, `watch` yields the current version.
 pub(crate) trait ControlStore: Send + Sync + 'static {
     fn load(&self) -> BoxFuture<'_, Result<ControlState, StoreError>>;
     fn replace(&self, expected: u64, state: ControlState) -> BoxFuture<'_, Result<u64, StoreError>>;
     fn watch(&self) -> watch::Receiver<u64>;
+
+    /// Whether changes made elsewhere are being heard now (a shared store's listener is
+    /// connected); a node is not ready until they are.
+    fn listening(&self) -> bool {
+        true
+    }
 }

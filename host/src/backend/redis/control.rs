@@ -4,6 +4,7 @@
 //! notifications, and notifies once more after every (re)connection, so a node that missed
 //! announcements while Redis was away reloads the whole state.
 
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -24,6 +25,8 @@ pub(crate) struct RedisStore {
     timeout: Duration,
     /// Shared with the listener task, which stops once the store is gone.
     version: Arc<watch::Sender<u64>>,
+    /// Set by the listener while it is subscribed to the change channel.
+    listening: Arc<AtomicBool>,
 }
 
 impl RedisStore {
@@ -31,8 +34,9 @@ impl RedisStore {
     pub(crate) async fn start(config: &RedisConfig) -> Result<Self, BrokerError> {
         let link = Link::connect(config, config.timeout).await?;
         let version = Arc::new(watch::channel(0).0);
-        tokio::spawn(listen(config.clone(), link.clone(), Arc::downgrade(&version)));
-        Ok(Self { link, timeout: config.timeout, version })
+        let listening = Arc::new(AtomicBool::new(false));
+        tokio::spawn(listen(config.clone(), link.clone(), Arc::downgrade(&version), listening.clone()));
+        Ok(Self { link, timeout: config.timeout, version, listening })
     }
 
     async fn query<T: ::redis::FromRedisValue>(&self, cmd: ::redis::Cmd) -> Result<T, StoreError> {
@@ -75,14 +79,20 @@ impl ControlStore for RedisStore {
     fn watch(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
     }
+
+    fn listening(&self) -> bool {
+        self.listening.load(Relaxed)
+    }
 }
 
 /// Subscribes to the change channel and reports every announced version; after each
 /// (re)connection it reports the current version, so watchers reload what they missed.
-async fn listen(config: RedisConfig, link: Link, version: Weak<watch::Sender<u64>>) {
+async fn listen(config: RedisConfig, link: Link, version: Weak<watch::Sender<u64>>, listening: Arc<AtomicBool>) {
     let mut backoff = Duration::from_millis(50);
     while version.strong_count() > 0 {
-        if let Err(e) = session(&config, &link, &version).await {
+        let ended = session(&config, &link, &version, &listening).await;
+        listening.store(false, Relaxed);
+        if let Err(e) = ended {
             tracing::warn!(error = %e, retry_in = ?backoff, "control-plane change listener disconnected");
         }
         tokio::time::sleep(backoff).await;
@@ -91,7 +101,12 @@ async fn listen(config: RedisConfig, link: Link, version: Weak<watch::Sender<u64
 }
 
 /// One connection of the listener; returns when it breaks or the store is gone.
-async fn session(config: &RedisConfig, link: &Link, version: &Weak<watch::Sender<u64>>) -> Result<(), StoreError> {
+async fn session(
+    config: &RedisConfig,
+    link: &Link,
+    version: &Weak<watch::Sender<u64>>,
+    listening: &AtomicBool,
+) -> Result<(), StoreError> {
     let timeout = config.timeout;
     let mut transport = tokio::time::timeout(timeout * 3, Transport::connect(config))
         .await
@@ -101,6 +116,7 @@ async fn session(config: &RedisConfig, link: &Link, version: &Weak<watch::Sender
         .map_err(|_| StoreError::Timeout(timeout))??;
     let current: Option<u64> = ::redis::cmd("GET").arg(keys::control_version()).query_async(&mut link.clone()).await?;
     let Some(sender) = version.upgrade() else { return Ok(()) };
+    listening.store(true, Relaxed);
     sender.send_replace(current.unwrap_or(0));
     drop(sender);
     let mut alive = tokio::time::interval(Duration::from_secs(1));
