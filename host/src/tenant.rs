@@ -38,11 +38,11 @@ impl KeyDigest {
 
     /// The first 8 bytes of the digest in hex: enough to tell keys apart, useless to guess one.
     pub(crate) fn fingerprint(&self) -> String {
-        self.0[..8].iter().map(|b| format!("{b:02x}")).collect()
+        hex(&self.0[..8])
     }
 
     pub(crate) fn to_hex(self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        hex(&self.0)
     }
 
     pub(crate) fn from_hex(hex: &str) -> Option<Self> {
@@ -70,6 +70,11 @@ impl Key {
     fn live(&self, now_ms: u64) -> bool {
         self.expires_at.is_none_or(|t| now_ms < t)
     }
+}
+
+/// Bytes as lowercase hex: digests, fingerprints, generated keys.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A tenant's secret keys, newest first.

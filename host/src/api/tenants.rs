@@ -30,7 +30,7 @@ use crate::backend::control::{StoreError, StoredKey, StoredTenant, TenantSetting
 use crate::config::{AuthConfig, valid_tenant_id};
 use crate::control;
 use crate::plugin::Hook;
-use crate::tenant::{Key, KeyDigest, Source, Tenant};
+use crate::tenant::{Key, KeyDigest, Source, Tenant, hex};
 
 /// Largest body of a tenant creation.
 const MAX_BODY: usize = 64 * 1024;
@@ -300,7 +300,7 @@ fn secret(prefix: &str) -> Result<String, ApiError> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no_randomness", e.to_string()))?;
-    Ok(format!("{prefix}_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+    Ok(format!("{prefix}_{}", hex(&bytes)))
 }
 
 fn unknown(id: &str) -> ApiError {

@@ -13,6 +13,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use super::bindings::{StoreState, auth, route, transform};
 use super::{Hook, PluginError};
 use crate::config::PluginLimits;
+use crate::tenant::hex;
 
 /// One epoch tick; deadlines are counted in ticks.
 const TICK: Duration = Duration::from_millis(1);
@@ -117,8 +118,4 @@ impl Runtime {
 /// Components start with the wasm magic and a version/layer word whose layer is 1.
 fn is_component(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [1, 0]
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
