@@ -42,7 +42,7 @@ pub(crate) struct App {
     pub broker: Arc<dyn Broker>,
     /// Shared with the broker and the Redis ingest consumers.
     pub broker_metrics: Arc<BrokerMetrics>,
-    pub plugins: Plugins,
+    pub plugins: Arc<Plugins>,
     pub metrics: GlobalMetrics,
     pub ids: IdGenerator,
     /// Started when the host drains: new WebSocket upgrades and publishes are refused, and
@@ -64,6 +64,11 @@ pub(crate) struct App {
     pub control: Arc<dyn ControlStore>,
     /// Whether the control-plane state has been loaded once (`/readyz` waits for it).
     pub control_loaded: AtomicBool,
+    /// The version of the control-plane state applied last; held while applying one, so
+    /// states are applied one at a time and never an older over a newer.
+    pub control_applied: tokio::sync::Mutex<u64>,
+    /// Woken when the plugins this node runs changed, so it reports them at once.
+    pub plugins_changed: tokio::sync::Notify,
     /// Slots for open (or upgrading) WebSocket connections under `server.max_connections`.
     pub admission: Admission,
 }
@@ -88,13 +93,13 @@ impl App {
                 Arc::new(FileStore::open(data_dir).map_err(|e| StartError::Control(e.into()))?)
             }
         };
-        let control_loaded = AtomicBool::new(load_tenants(&config, &*control, &tenants).await?);
-        // After the tenants: uploads of tenants created through the API are restored too.
-        let plugins = Plugins::from_config(&config, &tenants)?;
+        let plugins = Arc::new(Plugins::from_config(&config, &tenants)?);
         let admission = Admission::new(config.server.max_connections);
         Ok(Self {
             control,
-            control_loaded,
+            control_loaded: AtomicBool::new(false),
+            control_applied: tokio::sync::Mutex::new(0),
+            plugins_changed: tokio::sync::Notify::new(),
             tenants,
             plugins,
             config,
@@ -122,22 +127,5 @@ impl App {
             crate::metrics::render_broker(&mut out, &self.broker_metrics);
         }
         out
-    }
-}
-
-/// Adds the tenants created through the API to the registry; returns whether the state
-/// could be read. In cluster mode a Redis that does not answer yet is not fatal: the node
-/// starts with its configured tenants, not ready, and loads the state once Redis answers.
-async fn load_tenants(config: &Config, control: &dyn ControlStore, tenants: &Tenants) -> Result<bool, StartError> {
-    match control.load().await {
-        Ok(state) => {
-            state.sync(tenants);
-            Ok(true)
-        }
-        Err(e) if matches!(config.broker, BrokerConfig::Redis(_)) => {
-            tracing::warn!(error = %e, "control-plane state not loaded yet; the node is not ready until it is");
-            Ok(false)
-        }
-        Err(e) => Err(StartError::Control(e.into())),
     }
 }

@@ -1,36 +1,97 @@
 //! The control plane on this node: applies the control-plane store's state (tenants created
-//! through the admin API) to the tenant registry, closing a deleted tenant's connections,
-//! and changes that state for the API.
+//! through the admin API, plugin slots changed through it) to the tenant registry and the
+//! plugins, closing a deleted tenant's connections; changes that state for the API; and
+//! reports what this node runs for the other nodes to show.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use crate::app::App;
-use crate::backend::control::{ControlState, StoreError};
+use crate::backend::control::{Blob, ControlState, StoreError};
+use crate::config::BrokerConfig;
 
-/// Makes the registry match `state` (`ControlState::sync`) and closes the connections of the
-/// tenants it removed.
-pub(crate) fn apply(app: &App, state: &ControlState) {
+/// How often a node reports what it runs (and renews its liveness).
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// How soon a node that could not load a state's plugins tries again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// Makes the registry and the plugins match `state` (unless a newer state was applied
+/// already) and closes the connections of the tenants it removed. Returns `false` when some
+/// plugin could not be downloaded: its slot keeps what it ran, and the caller tries again.
+/// (A version that does not load is logged; trying again would not help.)
+pub(crate) async fn apply(app: &Arc<App>, state: &ControlState) -> bool {
+    // Held across the plugin download so that two states are never applied out of order.
+    let mut applied = app.control_applied.lock().await;
+    if state.version < *applied {
+        return true;
+    }
     for tenant in state.sync(&app.tenants) {
         let closed = app.hub.close_tenant(&tenant);
         tracing::info!(tenant = &*tenant.id, connections = closed, "tenant deleted; its connections are closed");
     }
+    let complete = sync_plugins(app, state).await;
+    *applied = state.version;
+    app.plugins_changed.notify_one();
+    complete
 }
 
-/// Applies `change` to the stored state and the registry, retrying when another change
+/// Downloads the plugin versions this node has not compiled, then swaps the slots on a
+/// blocking thread (compilation takes a while).
+async fn sync_plugins(app: &Arc<App>, state: &ControlState) -> bool {
+    let mut blobs = HashMap::new();
+    let mut complete = true;
+    for hash in app.plugins.missing(&state.plugins) {
+        match app.control.blob(&hash).await {
+            Ok(Some(bytes)) => drop(blobs.insert(hash, bytes)),
+            Ok(None) => tracing::warn!(hash, "a plugin the control-plane state names has no bytes in the store"),
+            Err(e) => {
+                tracing::warn!(hash, error = %e, "plugin not downloaded");
+                complete = false;
+            }
+        }
+    }
+    let (app, slots) = (app.clone(), state.plugins.clone());
+    let errors = tokio::task::spawn_blocking(move || app.plugins.sync(&app.tenants, &slots, &blobs)).await;
+    match errors {
+        Ok(errors) => {
+            for e in &errors {
+                tracing::error!(error = %e, "plugin version not loaded; the slot keeps what it ran");
+            }
+            complete
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "plugin sync failed");
+            false
+        }
+    }
+}
+
+/// Applies `change` to the stored state, then to this node, retrying when another change
 /// landed in between (the change sees the state it replaces). `change` returns what the
 /// caller gets back, or refuses with its own error.
 pub(crate) async fn change<T, E: From<StoreError>>(
-    app: &App,
+    app: &Arc<App>,
+    change: impl FnMut(&mut ControlState) -> Result<T, E>,
+) -> Result<T, E> {
+    change_with(app, Vec::new(), change).await
+}
+
+/// [`change`], storing `blobs` (plugin bytes the new state names) in the same step.
+pub(crate) async fn change_with<T, E: From<StoreError>>(
+    app: &Arc<App>,
+    blobs: Vec<Blob>,
     mut change: impl FnMut(&mut ControlState) -> Result<T, E>,
 ) -> Result<T, E> {
     loop {
         let mut state = app.control.load().await?;
         let expected = state.version;
         let out = change(&mut state)?;
-        match app.control.replace(expected, state.clone()).await {
+        match app.control.replace(expected, state.clone(), blobs.clone()).await {
             Ok(version) => {
                 state.version = version;
-                apply(app, &state);
+                apply(app, &state).await;
                 return Ok(out);
             }
             Err(StoreError::Conflict { .. }) => continue,
@@ -39,23 +100,71 @@ pub(crate) async fn change<T, E: From<StoreError>>(
     }
 }
 
+/// Loads and applies the stored state once, before the node listens. In cluster mode a
+/// Redis that does not answer yet is not fatal: the node starts with its configured tenants,
+/// not ready, and `follow` loads the state once Redis answers.
+pub(crate) async fn load(app: &Arc<App>) -> Result<(), StoreError> {
+    match app.control.load().await {
+        Ok(state) => {
+            apply(app, &state).await;
+            app.control_loaded.store(true, Relaxed);
+            Ok(())
+        }
+        Err(e) if matches!(app.config.broker, BrokerConfig::Redis(_)) => {
+            tracing::warn!(error = %e, "control-plane state not loaded yet; the node is not ready until it is");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Applies every change the store reports (made on this node or, with a shared store, on
-/// another) until the node drains.
+/// another) until the node drains; retries a state whose plugins could not all be loaded.
 pub(crate) async fn follow(app: Arc<App>) {
     let mut changes = app.control.watch();
     // Whatever changed before this watcher existed is applied first.
     changes.mark_changed();
+    let mut retry = false;
     loop {
         tokio::select! {
             () = app.drain.started() => return,
             changed = changes.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(RETRY_EVERY), if retry => {}
         }
-        match app.control.load().await {
+        retry = match app.control.load().await {
             Ok(state) => {
-                apply(&app, &state);
-                app.control_loaded.store(true, std::sync::atomic::Ordering::Relaxed);
+                let complete = apply(&app, &state).await;
+                app.control_loaded.store(true, Relaxed);
+                !complete
             }
-            Err(e) => tracing::warn!(error = %e, "control-plane state not reloaded"),
+            Err(e) => {
+                tracing::warn!(error = %e, "control-plane state not reloaded");
+                true
+            }
+        };
+    }
+}
+
+/// Reports what this node runs every [`REPORT_EVERY`] and after every change it applied,
+/// until the node drains; then withdraws the node.
+pub(crate) async fn report(app: Arc<App>) {
+    let mut every = tokio::time::interval(REPORT_EVERY);
+    loop {
+        tokio::select! {
+            () = app.drain.started() => break,
+            _ = every.tick() => {}
+            () = app.plugins_changed.notified() => {}
+        }
+        if let Err(e) = app.control.report(&app.node_id, Some(running(&app))).await {
+            tracing::debug!(error = %e, "node report not stored");
         }
     }
+    let _ = app.control.report(&app.node_id, None).await;
+}
+
+/// What this node runs, as JSON per tenant.
+pub(crate) fn running(app: &App) -> BTreeMap<String, String> {
+    let running = app.plugins.running();
+    let json = |list| serde_json::to_string(list).expect("plugin reports serialize");
+    running.iter().map(|(tenant, list)| (tenant.to_string(), json(list))).collect()
 }

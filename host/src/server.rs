@@ -51,6 +51,7 @@ impl Server {
     /// Loads plugins and binds `config.server.listen` (port 0 picks a free port).
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         let app = Arc::new(App::new(config).await?);
+        crate::control::load(&app).await.map_err(|e| StartError::Control(e.into()))?;
         let listener = TcpListener::bind(app.config.server.listen).await?;
         let local_addr = listener.local_addr()?;
         Ok(Self { app, listener, local_addr })
@@ -80,6 +81,7 @@ impl Server {
         }
         tracing::info!(addr = %local_addr, "notify-host listening on {local_addr}");
         tokio::spawn(crate::control::follow(app.clone()));
+        tokio::spawn(crate::control::report(app.clone()));
         let stop = CancellationToken::new();
         let http_conns = TaskTracker::new();
         let router = crate::api::router(app.clone());

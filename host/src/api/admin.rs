@@ -3,7 +3,10 @@
 //! - `PUT /v1/admin/tenants/{tenant}/plugins/{hook}`: upload a component (body), with the
 //!   plugin's config as a JSON object in the `Notify-Plugin-Config` header and
 //!   `?on_failure=skip|drop` for transform/route.
-//! - `GET /v1/admin/tenants/{tenant}/plugins`: hooks, versions, state and counters.
+//! - `GET /v1/admin/tenants/{tenant}/plugins`: hooks, versions, state and counters, and
+//!   what every live node runs.
+//!
+//! Changes go to the control-plane state, so every node applies them.
 //! - `POST /v1/admin/tenants/{tenant}/plugins/{hook}/rollback`: back to the previous version.
 //! - `DELETE /v1/admin/tenants/{tenant}/plugins/{hook}`: turn the hook off.
 
@@ -20,8 +23,10 @@ use serde_json::{Value, json};
 use super::ApiError;
 use super::extract::{PathParams, TenantAdmin, query_param, read_body};
 use crate::app::App;
+use crate::backend::control::{Blob, NodeReport};
 use crate::config::FailurePolicy;
-use crate::plugin::{Hook, LoadedPlugin, PluginError};
+use crate::control;
+use crate::plugin::{Hook, LoadedPlugin, PluginError, Provenance, Running, Source, TenantSlots, version};
 
 /// Header carrying an uploaded plugin's configuration (a JSON object of strings).
 const CONFIG_HEADER: &str = "notify-plugin-config";
@@ -33,7 +38,10 @@ fn hook(PathParams((_, name)): HookPath) -> Result<Hook, ApiError> {
         .ok_or_else(|| ApiError::not_found("unknown_hook", format!("no hook {name:?}: use auth, transform or route")))
 }
 
-pub(super) async fn list(State(app): State<Arc<App>>, TenantAdmin(tenant): TenantAdmin) -> Json<Value> {
+pub(super) async fn list(
+    State(app): State<Arc<App>>,
+    TenantAdmin(tenant): TenantAdmin,
+) -> Result<Json<Value>, ApiError> {
     let hooks: Vec<Value> = app
         .plugins
         .list(&tenant.id)
@@ -50,7 +58,25 @@ pub(super) async fn list(State(app): State<Arc<App>>, TenantAdmin(tenant): Tenan
             })
         })
         .collect();
-    Json(json!({ "tenant": &*tenant.id, "plugins": hooks }))
+    let nodes = nodes(&app, &tenant.id).await?;
+    Ok(Json(json!({ "tenant": &*tenant.id, "plugins": hooks, "nodes": nodes })))
+}
+
+/// What every live node runs for `tenant`: this node's live figures, the others' last
+/// reports (at most a second old).
+async fn nodes(app: &App, tenant: &str) -> Result<Vec<Value>, ApiError> {
+    let mut reports = app.control.reports(tenant).await?;
+    if !reports.iter().any(|r| *r.node == *app.node_id) {
+        reports.push(NodeReport { node: app.node_id.to_string(), report: None });
+    }
+    let local = crate::control::running(app).remove(tenant);
+    let nodes = reports.into_iter().map(|r| {
+        let here = *r.node == *app.node_id;
+        let report = if here { local.clone() } else { r.report };
+        let running: Vec<Running> = report.and_then(|json| serde_json::from_str(&json).ok()).unwrap_or_default();
+        json!({ "node": r.node, "this_node": here, "plugins": running })
+    });
+    Ok(nodes.collect())
 }
 
 pub(super) async fn upload(
@@ -65,11 +91,18 @@ pub(super) async fn upload(
     let config = plugin_config(&headers)?;
     let on_failure = failure_policy(hook, query.as_deref())?;
     let wasm = read_body(&headers, body, app.config.server.max_plugin_bytes).await?;
-    let installed = blocking(&app, move |app| {
-        app.plugins.upload(&tenant.id, hook, &wasm, config, on_failure).map(|p| describe(&p))
+    let installed_at = crate::clock::now_millis() / 1000;
+    let provenance = Provenance { config, on_failure, installed_at, source: Source::Upload };
+    let (id, bytes) = (tenant.id.clone(), wasm.clone());
+    let prepared = blocking(&app, move |app| app.plugins.prepare(&id, hook, &bytes, provenance)).await?;
+    let version = prepared.version_state();
+    let blob = Blob { hash: version.hash.clone(), bytes: wasm };
+    change_slots(&app, &tenant.id, vec![blob], |slots| {
+        version::upload(slots, hook, version.clone());
+        Ok(())
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(installed)))
+    Ok((StatusCode::CREATED, Json(describe(&prepared))))
 }
 
 pub(super) async fn rollback(
@@ -78,7 +111,9 @@ pub(super) async fn rollback(
     path: HookPath,
 ) -> Result<Json<Value>, ApiError> {
     let hook = hook(path)?;
-    Ok(Json(blocking(&app, move |app| app.plugins.rollback(&tenant.id, hook).map(|p| describe(&p))).await?))
+    let configured = app.plugins.configured(&tenant.id, hook);
+    change_slots(&app, &tenant.id, Vec::new(), |slots| version::rollback(slots, hook, configured).map(drop)).await?;
+    Ok(Json(app.plugins.get(&tenant.id, hook).as_deref().map(describe).unwrap_or_default()))
 }
 
 pub(super) async fn remove(
@@ -87,8 +122,27 @@ pub(super) async fn remove(
     path: HookPath,
 ) -> Result<StatusCode, ApiError> {
     let hook = hook(path)?;
-    blocking(&app, move |app| app.plugins.remove(&tenant.id, hook)).await?;
+    let configured = app.plugins.configured(&tenant.id, hook);
+    change_slots(&app, &tenant.id, Vec::new(), |slots| version::remove(slots, hook, configured)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Changes the tenant's plugin slots in the control-plane state (every node follows).
+async fn change_slots(
+    app: &Arc<App>,
+    tenant: &str,
+    blobs: Vec<Blob>,
+    mut change: impl FnMut(&mut TenantSlots) -> Result<(), PluginError>,
+) -> Result<(), ApiError> {
+    control::change_with(app, blobs, |state| {
+        let slots = state.plugins.entry(tenant.to_owned()).or_default();
+        let changed = change(slots);
+        if slots.is_empty() {
+            state.plugins.remove(tenant);
+        }
+        Ok::<_, ApiError>(changed?)
+    })
+    .await
 }
 
 fn plugin_config(headers: &HeaderMap) -> Result<BTreeMap<String, String>, ApiError> {
@@ -114,7 +168,7 @@ fn failure_policy(hook: Hook, query: Option<&str>) -> Result<FailurePolicy, ApiE
     }
 }
 
-/// Runs a registry change (compilation, file writes) on a blocking thread.
+/// Runs a compilation on a blocking thread.
 async fn blocking<T: Send + 'static>(
     app: &Arc<App>,
     f: impl FnOnce(&App) -> Result<T, PluginError> + Send + 'static,

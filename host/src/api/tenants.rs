@@ -29,7 +29,6 @@ use crate::app::App;
 use crate::backend::control::{StoreError, StoredKey, StoredTenant, TenantSettings};
 use crate::config::{AuthConfig, valid_tenant_id};
 use crate::control;
-use crate::plugin::Hook;
 use crate::tenant::{Key, KeyDigest, Source, Tenant, hex};
 
 /// Largest body of a tenant creation.
@@ -250,15 +249,11 @@ pub(super) async fn delete(
     if tenant.source == Source::Config {
         return Err(managed_by_config(&id));
     }
-    control::change(&app, |state| state.tenants.remove(&id).map(drop).ok_or_else(|| unknown(&id))).await?;
-    let tenant_id = tenant.id.clone();
-    let plugins = tokio::task::spawn_blocking(move || {
-        for hook in Hook::ALL {
-            // A hook without a plugin is fine: there is nothing to turn off.
-            let _ = app.plugins.remove(&tenant_id, hook);
-        }
-    });
-    plugins.await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "plugin_error", e.to_string()))?;
+    control::change(&app, |state| {
+        state.plugins.remove(&id);
+        state.tenants.remove(&id).map(drop).ok_or_else(|| unknown(&id))
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

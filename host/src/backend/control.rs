@@ -1,7 +1,8 @@
 //! The control-plane store: state that the admin API changes at runtime (tenants created
-//! through it), versioned, replaced atomically, with change notification.
+//! through it, plugin slots changed through it, and the plugins' bytes), versioned, replaced
+//! atomically, with change notification; and what every live node reports it runs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -10,6 +11,7 @@ use super::BoxFuture;
 use std::sync::Arc;
 
 use crate::config::{AuthConfig, HistoryConfig, LimitOverrides, SlowClientPolicy, TenantConfig};
+use crate::plugin::TenantSlots;
 use crate::tenant::{Key, KeyDigest, Keys, Source, Tenant, Tenants};
 
 /// The whole control-plane state at one version.
@@ -19,6 +21,27 @@ pub(crate) struct ControlState {
     /// Starts at 0 (nothing stored) and grows by one with every change.
     pub version: u64,
     pub tenants: BTreeMap<String, StoredTenant>,
+    /// Plugin slots changed through the admin API, by tenant (configured tenants too).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub plugins: BTreeMap<String, TenantSlots>,
+}
+
+/// A plugin component's bytes, stored under their sha256 (hex).
+#[derive(Debug, Clone)]
+pub(crate) struct Blob {
+    pub hash: String,
+    pub bytes: bytes::Bytes,
+}
+
+/// How long a node's report counts as live: three report intervals.
+pub(crate) const REPORT_TTL: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// One live node's report for one tenant: the JSON it reported (none: nothing for the
+/// tenant).
+#[derive(Debug, Clone)]
+pub(crate) struct NodeReport {
+    pub node: String,
+    pub report: Option<String>,
 }
 
 /// A tenant created through the API: its settings and its keys' SHA-256 digests.
@@ -70,6 +93,12 @@ fn all_channels() -> Vec<String> {
 }
 
 impl ControlState {
+    /// Every plugin hash a slot names: the bytes the store must keep.
+    pub(crate) fn plugin_hashes(&self) -> BTreeSet<&str> {
+        let slots = self.plugins.values().flat_map(|slots| slots.values());
+        slots.flat_map(|slot| slot.versions()).map(|v| v.hash.as_str()).collect()
+    }
+
     /// Makes `tenants` match this state: adds stored tenants it lacks, applies changed
     /// settings and keys, removes API tenants the state no longer has, and returns those.
     /// Tenants from `config.toml` are never changed; a stored tenant with the id of a
@@ -181,14 +210,25 @@ pub(crate) enum StoreError {
 /// - `replace` stores `state` as version `expected + 1` only if the stored version is still
 ///   `expected`, atomically (a reader sees the old state or the new one, never a mix; a crash
 ///   leaves one of them), and fails with `Conflict` otherwise: concurrent changes resolve by
-///   version, never by whoever writes last;
+///   version, never by whoever writes last. In the same step it stores `blobs` and drops the
+///   blobs the new state no longer names (`ControlState::plugin_hashes`), so every hash a
+///   stored state names has its bytes;
+/// - `blob` returns the bytes stored under a hash the current state names;
 /// - after every successful `replace`, by any node sharing the store, `watch` yields the new
 ///   version (possibly skipping versions: a watcher reloads the state, it does not replay)
 ///   while `listening`; when listening starts again, `watch` yields the current version.
 pub(crate) trait ControlStore: Send + Sync + 'static {
     fn load(&self) -> BoxFuture<'_, Result<ControlState, StoreError>>;
-    fn replace(&self, expected: u64, state: ControlState) -> BoxFuture<'_, Result<u64, StoreError>>;
+    fn replace(&self, expected: u64, state: ControlState, blobs: Vec<Blob>) -> BoxFuture<'_, Result<u64, StoreError>>;
+    fn blob(&self, hash: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>>;
     fn watch(&self) -> watch::Receiver<u64>;
+
+    /// Records what `node` runs, as JSON per tenant, replacing its previous report; the
+    /// node counts as live for `REPORT_TTL` after it. `None` withdraws the node (it stops).
+    fn report(&self, node: &str, report: Option<BTreeMap<String, String>>) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The live nodes (sorted by name), with what each reported for `tenant`.
+    fn reports(&self, tenant: &str) -> BoxFuture<'_, Result<Vec<NodeReport>, StoreError>>;
 
     /// Whether changes made elsewhere are being heard now (a shared store's listener is
     /// connected); a node is not ready until they are.

@@ -16,7 +16,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::{CallClock, StoreState, auth, route, transform, types};
 use super::runtime::{Compiled, Runtime};
-use super::store::{Provenance, VersionState};
+use super::version::{Provenance, VersionState};
 use super::{CallError, FailurePolicy, Hook};
 use crate::metrics::HookMetrics;
 

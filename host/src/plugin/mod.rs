@@ -4,22 +4,24 @@
 //! - `bindings`: the single `bindgen!` and the store state (host interface, empty WASI).
 //! - `runtime`: engine (pooling allocator, epoch deadlines), linker, compile cache.
 //! - `instance`: one loaded plugin version with warm instances and a circuit breaker.
-//! - this module: hook slots per tenant (install, rollback, remove) and the calls the rest
-//!   of the host makes, run on blocking threads.
+//! - `version`: what the control plane keeps of a version and of a changed hook slot.
+//! - this module: the hook slots of every tenant on this node, made to match the control-plane
+//!   state; the calls themselves are in `hooks`, run on blocking threads.
 
 pub(crate) mod bindings;
 pub(crate) mod hooks;
 pub(crate) mod instance;
 pub(crate) mod runtime;
-pub(crate) mod store;
+pub(crate) mod version;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, RwLock};
 
 pub(crate) use instance::{LoadedPlugin, Source};
+use runtime::Compiled;
 pub(crate) use runtime::Runtime;
-use store::{PluginStore, Provenance, SlotState, VersionState};
+pub(crate) use version::{Provenance, SlotSpec, TenantSlots, VersionState};
 
 use crate::config::{Config, FailurePolicy, PluginConfig};
 use crate::metrics::HookMetrics;
@@ -72,8 +74,8 @@ pub enum PluginError {
     NoPrevious(&'static str),
     #[error("no {0} plugin installed")]
     NotInstalled(&'static str),
-    #[error("plugin storage: {what}: {source}")]
-    Storage { what: String, source: std::io::Error },
+    #[error("the bytes of plugin {0} are not in the control-plane store")]
+    Missing(String),
     #[error("tenants.{tenant}.plugins.{hook}: {source}")]
     Configured { tenant: String, hook: &'static str, source: Box<PluginError> },
 }
@@ -89,11 +91,6 @@ impl PluginError {
     /// A wasmtime error that makes a component unusable, with `context` before its causes.
     fn rejected(context: &str, e: wasmtime::Error) -> Self {
         Self::Invalid { reason: format!("{context}{e:#}"), source: Some(e.into()) }
-    }
-
-    fn storage(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
-        let what = what.into();
-        move |source| Self::Storage { what, source }
     }
 }
 
@@ -114,110 +111,90 @@ pub(crate) enum CallError {
 pub(crate) struct HookStatus {
     pub hook: Hook,
     pub active: Option<Arc<LoadedPlugin>>,
-    /// Earlier versions, newest last (rollback takes the last).
+    /// Earlier versions, newest last (rollback takes the last); the configured plugin comes
+    /// first once the admin API changed the slot.
     pub history: Vec<Arc<LoadedPlugin>>,
 }
 
-/// A tenant's hook: the active version and the ones before it, newest last.
-#[derive(Default)]
-struct Slot {
-    active: Option<Arc<LoadedPlugin>>,
-    history: Vec<Arc<LoadedPlugin>>,
-    metrics: Arc<HookMetrics>,
-    /// Changed through the admin API, so its state is stored and wins over config.toml.
-    persisted: bool,
+/// What one node runs for one hook of a tenant, as other nodes show it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Running {
+    pub hook: Hook,
+    pub hash: String,
+    pub source: Source,
+    pub installed_at: u64,
+    pub disabled: bool,
+    pub calls: u64,
+    pub failures: u64,
+    pub consecutive_failures: u32,
 }
 
-/// Every tenant's plugins.
+/// A tenant's hook on this node.
+#[derive(Default)]
+struct Slot {
+    /// Named in config.toml; active unless the admin API changed the slot.
+    configured: Option<Arc<LoadedPlugin>>,
+    /// The slot as the control-plane state has it, loaded on this node.
+    stored: Option<Stored>,
+    metrics: Arc<HookMetrics>,
+}
+
+/// A slot changed through the admin API, loaded.
+struct Stored {
+    spec: SlotSpec,
+    active: Option<Arc<LoadedPlugin>>,
+    history: Vec<Arc<LoadedPlugin>>,
+}
+
+impl Slot {
+    fn active(&self) -> Option<&Arc<LoadedPlugin>> {
+        match &self.stored {
+            Some(stored) => stored.active.as_ref(),
+            None => self.configured.as_ref(),
+        }
+    }
+
+    fn loaded(&self) -> impl Iterator<Item = &Arc<LoadedPlugin>> {
+        let stored = self.stored.iter().flat_map(|s| s.active.iter().chain(&s.history));
+        self.configured.iter().chain(stored)
+    }
+}
+
+/// Every tenant's plugins on this node.
 pub(crate) struct Plugins {
     runtime: Arc<Runtime>,
     /// Hook slots by (tenant id, hook). Readers clone the active `Arc` and drop the lock
     /// before calling, so a swap never waits for a call and in-flight calls finish on the
     /// version they started with.
     slots: RwLock<HashMap<(Arc<str>, Hook), Slot>>,
-    /// Where uploads are kept across restarts; `None` without `server.data_dir`.
-    store: Option<PluginStore>,
-    /// Serialises state-file writes so the newest state is the one left on disk.
-    save: Mutex<()>,
+    /// Serialises `sync` (held while compiling, on a blocking thread), so two states are
+    /// never applied over each other.
+    syncing: Mutex<()>,
 }
 
 impl Plugins {
-    /// Creates the runtime, loads the plugins named in config.toml, then restores the
-    /// slots changed through the admin API from `server.data_dir`.
+    /// Creates the runtime and loads the plugins named in config.toml.
     pub(crate) fn from_config(config: &Config, tenants: &Tenants) -> Result<Self, PluginError> {
-        let store = match &config.server.data_dir {
-            Some(dir) => Some(
-                PluginStore::open(&config.base_dir.join(dir))
-                    .map_err(PluginError::storage(dir.display().to_string()))?,
-            ),
-            None => None,
-        };
         let plugins = Self {
             runtime: Runtime::new(config.plugins.clone())?,
             slots: RwLock::default(),
-            store,
-            save: Mutex::default(),
+            syncing: Mutex::default(),
         };
-        for tenant in tenants.all().into_iter() {
+        for tenant in tenants.all() {
             let p = &tenant.config.plugins;
             for (hook, pc) in [(Hook::Auth, &p.auth), (Hook::Transform, &p.transform), (Hook::Route, &p.route)] {
                 let Some(pc) = pc else { continue };
-                plugins.install_from_config(&tenant.id, hook, pc, &config.base_dir).map_err(|e| {
+                let plugin = plugins.load_configured(&tenant.id, hook, pc, &config.base_dir).map_err(|e| {
                     PluginError::Configured { tenant: tenant.id.to_string(), hook: hook.as_str(), source: Box::new(e) }
                 })?;
+                let mut slots = plugins.slots.write().expect("plugin slots lock");
+                slots.entry((tenant.id.clone(), hook)).or_default().configured = Some(plugin);
             }
         }
-        plugins.restore(tenants)?;
         Ok(plugins)
     }
 
-    fn restore(&self, tenants: &Tenants) -> Result<(), PluginError> {
-        let Some(store) = &self.store else { return Ok(()) };
-        let states = store.load_state().map_err(PluginError::storage("reading plugin state"))?;
-        for state in states {
-            let Some(tenant) = tenants.get(&state.tenant) else {
-                tracing::warn!(tenant = state.tenant, "stored plugins of a tenant no longer configured are ignored");
-                continue;
-            };
-            let load = |v: &VersionState| {
-                let what = format!("stored plugin {} of tenant {}", v.hash, state.tenant);
-                let wasm = store.load_blob(&v.hash).map_err(PluginError::storage(what))?;
-                self.load_version(&tenant.id, state.hook, &wasm, v.provenance.clone())
-            };
-            let active = state.active.as_ref().map(load).transpose()?;
-            let history = state.history.iter().map(load).collect::<Result<Vec<_>, _>>()?;
-            let mut slots = self.slots.write().expect("plugin slots lock");
-            let slot = slots.entry((tenant.id.clone(), state.hook)).or_default();
-            slot.active = active;
-            slot.history = history;
-            slot.persisted = true;
-        }
-        Ok(())
-    }
-
-    /// Stores the state of every slot changed through the admin API.
-    fn persist(&self) -> Result<(), PluginError> {
-        let Some(store) = &self.store else { return Ok(()) };
-        let _order = self.save.lock().expect("plugin save lock");
-        let states: Vec<SlotState> = {
-            let slots = self.slots.read().expect("plugin slots lock");
-            let mut states: Vec<_> = slots
-                .iter()
-                .filter(|(_, s)| s.persisted)
-                .map(|((tenant, hook), s)| SlotState {
-                    tenant: tenant.to_string(),
-                    hook: *hook,
-                    active: s.active.as_deref().map(LoadedPlugin::version_state),
-                    history: s.history.iter().map(|p| p.version_state()).collect(),
-                })
-                .collect();
-            states.sort_by(|a, b| (&a.tenant, a.hook).cmp(&(&b.tenant, b.hook)));
-            states
-        };
-        store.save_state(states).map_err(PluginError::storage("writing plugin state"))
-    }
-
-    fn install_from_config(
+    fn load_configured(
         &self,
         tenant: &Arc<str>,
         hook: Hook,
@@ -226,53 +203,17 @@ impl Plugins {
     ) -> Result<Arc<LoadedPlugin>, PluginError> {
         let path = base.join(&pc.path);
         let wasm = std::fs::read(&path).map_err(|source| PluginError::Read { path: path.clone(), source })?;
-        let on_failure = pc.on_failure.unwrap_or_default();
-        self.install(tenant, hook, &wasm, pc.config.clone(), on_failure, Source::Config)
+        let provenance = Provenance {
+            config: pc.config.clone(),
+            on_failure: pc.on_failure.unwrap_or_default(),
+            installed_at: crate::clock::now_millis() / 1000,
+            source: Source::Config,
+        };
+        self.prepare(tenant, hook, &wasm, provenance)
     }
 
-    /// Validates `wasm` for `hook` and makes it the tenant's active version; the previous
-    /// one is kept for rollback. In-flight calls finish on the version they started with.
-    pub(crate) fn install(
-        &self,
-        tenant: &Arc<str>,
-        hook: Hook,
-        wasm: &[u8],
-        config: BTreeMap<String, String>,
-        on_failure: FailurePolicy,
-        source: Source,
-    ) -> Result<Arc<LoadedPlugin>, PluginError> {
-        let installed_at = crate::clock::now_millis() / 1000;
-        let plugin = self.load_version(tenant, hook, wasm, Provenance { config, on_failure, installed_at, source })?;
-        let mut slots = self.slots.write().expect("plugin slots lock");
-        let slot = slots.entry((tenant.clone(), hook)).or_default();
-        if let Some(old) = slot.active.replace(plugin.clone()) {
-            slot.history.push(old);
-        }
-        slot.metrics.disabled.store(0, Relaxed);
-        if source == Source::Upload {
-            slot.persisted = true;
-        }
-        drop(slots);
-        tracing::info!(tenant = &**tenant, hook = hook.as_str(), hash = %plugin.compiled.hash, "plugin installed");
-        Ok(plugin)
-    }
-
-    /// Installs an uploaded plugin and stores it so it survives restarts.
-    pub(crate) fn upload(
-        &self,
-        tenant: &Arc<str>,
-        hook: Hook,
-        wasm: &[u8],
-        config: BTreeMap<String, String>,
-        on_failure: FailurePolicy,
-    ) -> Result<Arc<LoadedPlugin>, PluginError> {
-        let plugin = self.install(tenant, hook, wasm, config, on_failure, Source::Upload)?;
-        self.persist()?;
-        Ok(plugin)
-    }
-
-    /// Compiles and checks one version without activating it; keeps its bytes in the store.
-    fn load_version(
+    /// Compiles and checks `wasm` as a version of `hook` without activating it.
+    pub(crate) fn prepare(
         &self,
         tenant: &Arc<str>,
         hook: Hook,
@@ -280,6 +221,16 @@ impl Plugins {
         provenance: Provenance,
     ) -> Result<Arc<LoadedPlugin>, PluginError> {
         let compiled = self.runtime.compile(wasm)?;
+        self.load(tenant, hook, compiled, provenance)
+    }
+
+    fn load(
+        &self,
+        tenant: &Arc<str>,
+        hook: Hook,
+        compiled: Arc<Compiled>,
+        provenance: Provenance,
+    ) -> Result<Arc<LoadedPlugin>, PluginError> {
         if !compiled.exports(hook) {
             return Err(PluginError::invalid(format!(
                 "the component does not implement the `{}` world (export `notify:plugin/{}@0.1.0`)",
@@ -287,50 +238,122 @@ impl Plugins {
                 hook.as_str()
             )));
         }
-        if let Some(store) = &self.store {
-            store.save_blob(&compiled.hash, wasm).map_err(PluginError::storage("saving the upload"))?;
-        }
-        let plugin = LoadedPlugin::new(
-            self.runtime.clone(),
-            tenant.clone(),
-            hook,
-            compiled,
-            provenance,
-            self.metrics(tenant, hook),
-        )
-        .map_err(|e| PluginError::Invalid { reason: e.to_string(), source: Some(Box::new(e)) })?;
+        let metrics = self.metrics(tenant, hook);
+        let plugin = LoadedPlugin::new(self.runtime.clone(), tenant.clone(), hook, compiled, provenance, metrics)
+            .map_err(|e| PluginError::Invalid { reason: e.to_string(), source: Some(Box::new(e)) })?;
         Ok(Arc::new(plugin))
     }
 
-    /// Makes the previous version active again.
-    pub(crate) fn rollback(&self, tenant: &Arc<str>, hook: Hook) -> Result<Arc<LoadedPlugin>, PluginError> {
-        let mut slots = self.slots.write().expect("plugin slots lock");
-        let slot = slots.get_mut(&(tenant.clone(), hook)).ok_or(PluginError::NoPrevious(hook.as_str()))?;
-        let previous = slot.history.pop().ok_or(PluginError::NoPrevious(hook.as_str()))?;
-        slot.active = Some(previous.clone());
-        slot.metrics.disabled.store(u64::from(previous.is_disabled()), Relaxed);
-        slot.persisted = true;
-        drop(slots);
-        self.persist()?;
-        Ok(previous)
+    /// Whether config.toml names a plugin for the tenant's hook.
+    pub(crate) fn configured(&self, tenant: &Arc<str>, hook: Hook) -> bool {
+        let slots = self.slots.read().expect("plugin slots lock");
+        slots.get(&(tenant.clone(), hook)).is_some_and(|s| s.configured.is_some())
     }
 
-    /// Removes the active version (the hook is off afterwards; rollback restores it).
-    pub(crate) fn remove(&self, tenant: &Arc<str>, hook: Hook) -> Result<(), PluginError> {
+    /// The hashes of versions `state` names that this node has not compiled: their bytes
+    /// must come from the control-plane store before `sync`.
+    pub(crate) fn missing(&self, state: &BTreeMap<String, TenantSlots>) -> Vec<String> {
+        let hashes: BTreeSet<&String> = state
+            .values()
+            .flat_map(|slots| slots.values())
+            .flat_map(SlotSpec::versions)
+            .map(|v| &v.hash)
+            .filter(|hash| self.runtime.cached(hash).is_none())
+            .collect();
+        hashes.into_iter().cloned().collect()
+    }
+
+    /// Makes every slot match `state` (the slots changed through the admin API, by tenant).
+    /// Versions that did not change stay as they are (warm instances, counters, breaker);
+    /// new ones are compiled from `blobs` unless compiled before; a slot the state no longer
+    /// names falls back to the configured plugin; the slots of tenants gone from `tenants`
+    /// are forgotten. A slot whose versions cannot be loaded keeps what it runs, and its
+    /// error is returned.
+    pub(crate) fn sync(
+        &self,
+        tenants: &Tenants,
+        state: &BTreeMap<String, TenantSlots>,
+        blobs: &HashMap<String, Vec<u8>>,
+    ) -> Vec<PluginError> {
+        let _one = self.syncing.lock().expect("plugin sync lock");
+        let applied: HashMap<(Arc<str>, Hook), (SlotSpec, Vec<Arc<LoadedPlugin>>)> = {
+            let slots = self.slots.read().expect("plugin slots lock");
+            slots
+                .iter()
+                .filter_map(|(key, slot)| {
+                    let stored = slot.stored.as_ref()?;
+                    Some((key.clone(), (stored.spec.clone(), slot.loaded().cloned().collect())))
+                })
+                .collect()
+        };
+        let wanted = state.iter().flat_map(|(t, slots)| slots.keys().map(move |h| (t.as_str(), *h)));
+        let keys: BTreeSet<(&str, Hook)> = wanted.chain(applied.keys().map(|(t, h)| (&**t, *h))).collect();
+        let mut errors = Vec::new();
+        let mut updates = Vec::new();
+        for (tenant, hook) in keys {
+            let Some(tenant) = tenants.get(tenant) else { continue };
+            let spec = state.get(&*tenant.id).and_then(|slots| slots.get(&hook));
+            let current = applied.get(&(tenant.id.clone(), hook));
+            if spec == current.map(|(spec, _)| spec) {
+                continue;
+            }
+            let loaded = current.map_or(&[][..], |(_, loaded)| loaded);
+            match spec.map(|spec| self.load_slot(&tenant.id, hook, spec, loaded, blobs)).transpose() {
+                Ok(stored) => updates.push(((tenant.id.clone(), hook), stored)),
+                Err(e) => errors.push(e),
+            }
+        }
         let mut slots = self.slots.write().expect("plugin slots lock");
-        let slot = slots.get_mut(&(tenant.clone(), hook)).ok_or(PluginError::NotInstalled(hook.as_str()))?;
-        let old = slot.active.take().ok_or(PluginError::NotInstalled(hook.as_str()))?;
-        slot.history.push(old);
-        slot.metrics.disabled.store(0, Relaxed);
-        slot.persisted = true;
-        drop(slots);
-        self.persist()
+        for ((tenant, hook), stored) in updates {
+            let slot = slots.entry((tenant.clone(), hook)).or_default();
+            slot.stored = stored;
+            let active = slot.active();
+            slot.metrics.disabled.store(u64::from(active.is_some_and(|p| p.is_disabled())), Relaxed);
+            let hash = active.map(|p| p.compiled.hash.as_str());
+            tracing::info!(tenant = &*tenant, hook = hook.as_str(), hash, "plugin slot changed");
+        }
+        slots.retain(|(tenant, _), _| tenants.get(tenant).is_some());
+        let in_use: HashSet<&str> = slots.values().flat_map(Slot::loaded).map(|p| p.compiled.hash.as_str()).collect();
+        self.runtime.retain(&in_use);
+        errors
+    }
+
+    /// Loads the versions `spec` names, reusing those in `loaded`.
+    fn load_slot(
+        &self,
+        tenant: &Arc<str>,
+        hook: Hook,
+        spec: &SlotSpec,
+        loaded: &[Arc<LoadedPlugin>],
+        blobs: &HashMap<String, Vec<u8>>,
+    ) -> Result<Stored, PluginError> {
+        let load = |v: &VersionState| {
+            if let Some(p) = loaded.iter().find(|p| p.version_state() == *v) {
+                return Ok(p.clone());
+            }
+            let compiled = match self.runtime.cached(&v.hash) {
+                Some(compiled) => compiled,
+                None => {
+                    let wasm = blobs.get(&v.hash).ok_or_else(|| PluginError::Missing(v.hash.clone()))?;
+                    self.runtime.compile(wasm)?
+                }
+            };
+            if compiled.hash != v.hash {
+                return Err(PluginError::invalid(format!("the bytes stored as plugin {} have another hash", v.hash)));
+            }
+            self.load(tenant, hook, compiled, v.provenance.clone())
+        };
+        Ok(Stored {
+            spec: spec.clone(),
+            active: spec.active.as_ref().map(load).transpose()?,
+            history: spec.history.iter().map(load).collect::<Result<_, _>>()?,
+        })
     }
 
     /// The active version of a tenant's hook.
     pub(crate) fn get(&self, tenant: &Arc<str>, hook: Hook) -> Option<Arc<LoadedPlugin>> {
         let slots = self.slots.read().expect("plugin slots lock");
-        slots.get(&(tenant.clone(), hook)).and_then(|s| s.active.clone())
+        slots.get(&(tenant.clone(), hook)).and_then(|s| s.active().cloned())
     }
 
     /// Active version and history of each hook of `tenant`.
@@ -340,9 +363,38 @@ impl Plugins {
             .into_iter()
             .filter_map(|hook| {
                 let s = slots.get(&(tenant.clone(), hook))?;
-                Some(HookStatus { hook, active: s.active.clone(), history: s.history.clone() })
+                let history = match &s.stored {
+                    Some(stored) => s.configured.iter().chain(&stored.history).cloned().collect(),
+                    None => Vec::new(),
+                };
+                (s.configured.is_some() || s.stored.is_some()).then(|| HookStatus {
+                    hook,
+                    active: s.active().cloned(),
+                    history,
+                })
             })
             .collect()
+    }
+
+    /// What this node runs, by tenant: the active version of every hook that has one.
+    pub(crate) fn running(&self) -> BTreeMap<Arc<str>, Vec<Running>> {
+        let slots = self.slots.read().expect("plugin slots lock");
+        let mut running: BTreeMap<Arc<str>, Vec<Running>> = BTreeMap::new();
+        for ((tenant, hook), slot) in slots.iter() {
+            let Some(p) = slot.active() else { continue };
+            running.entry(tenant.clone()).or_default().push(Running {
+                hook: *hook,
+                hash: p.compiled.hash.clone(),
+                source: p.source,
+                installed_at: p.installed_at,
+                disabled: p.is_disabled(),
+                calls: p.calls.load(Relaxed),
+                failures: p.failures.load(Relaxed),
+                consecutive_failures: p.consecutive_failures(),
+            });
+        }
+        running.values_mut().for_each(|list| list.sort_by_key(|r| r.hook));
+        running
     }
 
     fn metrics(&self, tenant: &Arc<str>, hook: Hook) -> Arc<HookMetrics> {

@@ -87,6 +87,16 @@ impl Runtime {
         Ok(Arc::new(Self { engine, linker, limits, cache: Mutex::default() }))
     }
 
+    /// The compiled component with sha256 `hash`, if this node compiled it before.
+    pub(crate) fn cached(&self, hash: &str) -> Option<Arc<Compiled>> {
+        self.cache.lock().expect("plugin cache lock").get(hash).cloned()
+    }
+
+    /// Forgets compiled components no plugin version uses any more.
+    pub(crate) fn retain(&self, in_use: &std::collections::HashSet<&str>) {
+        self.cache.lock().expect("plugin cache lock").retain(|hash, _| in_use.contains(hash.as_str()));
+    }
+
     /// Compiles `wasm` (a component; precompiled native code is never accepted), links it,
     /// and finds which hooks it exports.
     pub(crate) fn compile(&self, wasm: &[u8]) -> Result<Arc<Compiled>, PluginError> {

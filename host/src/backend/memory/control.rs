@@ -1,89 +1,214 @@
 //! The control-plane store of a single node: the state in memory, and in
 //! `server.data_dir/control-plane.json` when a data directory is configured (written to a
 //! temporary file, synced and renamed over the old one, so a crash leaves either state).
+//! Plugin bytes are files `server.data_dir/plugins/<sha256>.wasm`, written before the state
+//! that names them and deleted after the state that stops naming them (in memory without a
+//! data directory). The only node report is this node's.
 
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use tokio::sync::watch;
 
 use crate::backend::BoxFuture;
-use crate::backend::control::{ControlState, ControlStore, StoreError};
+use crate::backend::control::{Blob, ControlState, ControlStore, NodeReport, StoreError};
+use crate::plugin::{Hook, Source, TenantSlots, VersionState};
 
 /// File name of the state under `server.data_dir`.
 const FILE: &str = "control-plane.json";
+/// Directory of the plugin bytes under `server.data_dir`.
+const PLUGINS: &str = "plugins";
+/// Where releases before the control plane kept uploaded plugin slots, under [`PLUGINS`].
+const LEGACY_PLUGIN_STATE: &str = "state.json";
 
 pub(crate) struct FileStore {
     /// `None`: memory only (no `server.data_dir`); the state is lost on restart.
-    path: Option<PathBuf>,
-    /// Held for a compare, a file write and a swap; never across an await.
-    state: Mutex<ControlState>,
+    dir: Option<PathBuf>,
+    /// Held for a compare, file writes and a swap; never across an await.
+    state: Mutex<Current>,
     version: watch::Sender<u64>,
+    /// This node's name and last report; held only to swap or read it.
+    report: Mutex<Option<(String, BTreeMap<String, String>)>>,
+}
+
+#[derive(Default)]
+struct Current {
+    state: ControlState,
+    /// Plugin bytes by hash, without a data directory.
+    blobs: HashMap<String, bytes::Bytes>,
 }
 
 impl FileStore {
     /// Opens the store, reading the state a previous run left in `dir`.
     pub(crate) fn open(dir: Option<PathBuf>) -> Result<Self, StoreError> {
-        let path = dir.map(|d| d.join(FILE));
-        let state = match &path {
-            Some(p) if p.exists() => {
-                let text = std::fs::read(p)
-                    .map_err(|source| StoreError::Io { what: format!("reading {}", p.display()), source })?;
-                serde_json::from_slice(&text)?
+        let mut state = match &dir {
+            Some(d) if d.join(FILE).exists() => {
+                let path = d.join(FILE);
+                serde_json::from_slice(&std::fs::read(&path).map_err(io_error("reading", &path))?)?
             }
             _ => ControlState::default(),
         };
+        if let Some(d) = &dir {
+            import_legacy_plugins(d, &mut state)?;
+        }
         let (version, _) = watch::channel(state.version);
-        Ok(Self { path, state: Mutex::new(state), version })
+        let current = Current { state, blobs: HashMap::new() };
+        Ok(Self { dir, state: Mutex::new(current), version, report: Mutex::default() })
     }
 
-    fn write(&self, state: &ControlState) -> Result<(), StoreError> {
-        let Some(path) = &self.path else { return Ok(()) };
-        let io = |what: &str| {
-            let what = format!("{what} {}", path.display());
-            move |source| StoreError::Io { what, source }
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io("creating the directory of"))?;
+    fn blob_path(dir: &Path, hash: &str) -> PathBuf {
+        dir.join(PLUGINS).join(format!("{hash}.wasm"))
+    }
+
+    fn swap(&self, expected: u64, mut state: ControlState, blobs: Vec<Blob>) -> Result<u64, StoreError> {
+        let mut current = self.state.lock().expect("control store lock");
+        if current.state.version != expected {
+            return Err(StoreError::Conflict { current: current.state.version });
         }
-        let tmp = path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec_pretty(state)?;
-        {
-            use std::io::Write as _;
-            let mut file = std::fs::File::create(&tmp).map_err(io("creating"))?;
-            file.write_all(&bytes).map_err(io("writing"))?;
-            file.sync_all().map_err(io("syncing"))?;
+        state.version = expected + 1;
+        match &self.dir {
+            Some(dir) => {
+                for blob in &blobs {
+                    let path = Self::blob_path(dir, &blob.hash);
+                    if !path.exists() {
+                        write_atomic(&path, &blob.bytes)?;
+                    }
+                }
+                write_atomic(&dir.join(FILE), &serde_json::to_vec_pretty(&state)?)?;
+                remove_unnamed_blobs(dir, &state);
+            }
+            None => {
+                current.blobs.extend(blobs.into_iter().map(|b| (b.hash, b.bytes)));
+                let named = state.plugin_hashes();
+                current.blobs.retain(|hash, _| named.contains(hash.as_str()));
+            }
         }
-        std::fs::rename(&tmp, path).map_err(io("replacing"))
+        current.state = state;
+        Ok(current.state.version)
+    }
+
+    fn read_blob(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let current = self.state.lock().expect("control store lock");
+        if !current.state.plugin_hashes().contains(hash) {
+            return Ok(None);
+        }
+        match &self.dir {
+            None => Ok(current.blobs.get(hash).map(|b| b.to_vec())),
+            Some(dir) => match std::fs::read(Self::blob_path(dir, hash)) {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(io_error("reading", &Self::blob_path(dir, hash))(e)),
+            },
+        }
     }
 }
 
 impl ControlStore for FileStore {
     fn load(&self) -> BoxFuture<'_, Result<ControlState, StoreError>> {
-        let state = self.state.lock().expect("control store lock").clone();
+        let state = self.state.lock().expect("control store lock").state.clone();
         Box::pin(async move { Ok(state) })
     }
 
-    fn replace(&self, expected: u64, mut state: ControlState) -> BoxFuture<'_, Result<u64, StoreError>> {
-        let result = (|| {
-            let mut current = self.state.lock().expect("control store lock");
-            if current.version != expected {
-                return Err(StoreError::Conflict { current: current.version });
-            }
-            state.version = expected + 1;
-            self.write(&state)?;
-            *current = state;
-            Ok(current.version)
-        })();
+    fn replace(&self, expected: u64, state: ControlState, blobs: Vec<Blob>) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let result = self.swap(expected, state, blobs);
         if let Ok(version) = &result {
             self.version.send_replace(*version);
         }
         Box::pin(async move { result })
     }
 
+    fn blob(&self, hash: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+        let result = self.read_blob(hash);
+        Box::pin(async move { result })
+    }
+
     fn watch(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
     }
+
+    fn report(&self, node: &str, report: Option<BTreeMap<String, String>>) -> BoxFuture<'_, Result<(), StoreError>> {
+        *self.report.lock().expect("report lock") = report.map(|r| (node.to_owned(), r));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn reports(&self, tenant: &str) -> BoxFuture<'_, Result<Vec<NodeReport>, StoreError>> {
+        let report = self.report.lock().expect("report lock");
+        let reports =
+            report.iter().map(|(node, r)| NodeReport { node: node.clone(), report: r.get(tenant).cloned() }).collect();
+        Box::pin(async { Ok(reports) })
+    }
+}
+
+fn io_error(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
+    let what = format!("{what} {}", path.display());
+    move |source| StoreError::Io { what, source }
+}
+
+/// Writes a temporary file, syncs it and renames it over `path`.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    use std::io::Write as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_error("creating the directory of", path))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp).map_err(io_error("creating", &tmp))?;
+    file.write_all(bytes).map_err(io_error("writing", &tmp))?;
+    file.sync_all().map_err(io_error("syncing", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_error("replacing", path))
+}
+
+/// Deletes plugin files `state` does not name; a failure only leaves a file behind.
+fn remove_unnamed_blobs(dir: &Path, state: &ControlState) {
+    let named = state.plugin_hashes();
+    let Ok(entries) = std::fs::read_dir(dir.join(PLUGINS)) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(hash) = name.to_str().and_then(|n| n.strip_suffix(".wasm")) else { continue };
+        if !named.contains(hash)
+            && let Err(e) = std::fs::remove_file(entry.path())
+        {
+            tracing::warn!(error = %e, hash, "unused plugin file not removed");
+        }
+    }
+}
+
+/// A hook slot as releases before the control plane stored it.
+#[derive(serde::Deserialize)]
+struct LegacySlot {
+    tenant: String,
+    hook: Hook,
+    active: Option<VersionState>,
+    history: Vec<VersionState>,
+}
+
+#[derive(serde::Deserialize)]
+struct LegacyFile {
+    slots: Vec<LegacySlot>,
+}
+
+/// Moves the uploaded plugin slots an earlier release kept in `plugins/state.json` into the
+/// state (their bytes are already where the store keeps them), once: the file is renamed.
+/// Versions that came from config.toml are left to config.toml.
+fn import_legacy_plugins(dir: &Path, state: &mut ControlState) -> Result<(), StoreError> {
+    let legacy = dir.join(PLUGINS).join(LEGACY_PLUGIN_STATE);
+    let Ok(bytes) = std::fs::read(&legacy) else { return Ok(()) };
+    let file: LegacyFile = serde_json::from_slice(&bytes)?;
+    for slot in file.slots {
+        let uploaded = |v: &VersionState| v.provenance.source == Source::Upload;
+        if slot.active.as_ref().is_some_and(|v| !uploaded(v)) {
+            continue;
+        }
+        let slots: &mut TenantSlots = state.plugins.entry(slot.tenant).or_default();
+        let history = slot.history.into_iter().filter(|v| uploaded(v)).collect();
+        slots.insert(slot.hook, crate::plugin::SlotSpec { active: slot.active, history });
+    }
+    state.version += 1;
+    write_atomic(&dir.join(FILE), &serde_json::to_vec_pretty(&state)?)?;
+    std::fs::rename(&legacy, legacy.with_extension("json.imported")).map_err(io_error("renaming", &legacy))?;
+    tracing::info!(slots = state.plugins.len(), "uploaded plugins moved into the control-plane state");
+    Ok(())
 }
 
 #[cfg(test)]
@@ -106,8 +231,8 @@ mod tests {
         let mut watch = store.watch();
         let state = store.load().await.unwrap();
         assert_eq!(state.version, 0);
-        assert_eq!(store.replace(0, state.clone()).await.unwrap(), 1);
-        assert!(matches!(store.replace(0, state).await, Err(StoreError::Conflict { current: 1 })));
+        assert_eq!(store.replace(0, state.clone(), Vec::new()).await.unwrap(), 1);
+        assert!(matches!(store.replace(0, state, Vec::new()).await, Err(StoreError::Conflict { current: 1 })));
         assert!(watch.has_changed().unwrap());
         assert_eq!(*watch.borrow_and_update(), 1);
     }
@@ -116,12 +241,12 @@ mod tests {
     async fn the_state_survives_a_reopen() {
         let d = dir();
         let store = FileStore::open(Some(d.clone())).unwrap();
-        store.replace(0, ControlState::default()).await.unwrap();
-        store.replace(1, ControlState::default()).await.unwrap();
+        store.replace(0, ControlState::default(), Vec::new()).await.unwrap();
+        store.replace(1, ControlState::default(), Vec::new()).await.unwrap();
         drop(store);
         let again = FileStore::open(Some(d.clone())).unwrap();
         assert_eq!(again.load().await.unwrap().version, 2);
-        assert!(!d.join("control-plane.json.tmp").exists());
+        assert!(!d.join("control-plane.tmp").exists());
         std::fs::remove_dir_all(d).unwrap();
     }
 }

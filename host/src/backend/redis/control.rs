@@ -1,9 +1,12 @@
-//! The control-plane store of nodes sharing a Redis: the state as JSON and its version in
-//! two keys of one hash slot, replaced by one script that checks the version and announces
-//! the new one on a pub/sub channel. A listener task turns announcements into `watch`
+//! The control-plane store of nodes sharing a Redis: the state as JSON, its version and the
+//! plugin bytes in three keys of one hash slot, replaced by one script that checks the
+//! version, stores and drops plugin bytes, and announces the new version on a pub/sub
+//! channel. Node reports are a hash per node that expires unless renewed, and a sorted set
+//! of nodes by report time. A listener task turns announcements into `watch`
 //! notifications, and notifies once more after every (re)connection, so a node that missed
 //! announcements while Redis was away reloads the whole state.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -13,7 +16,7 @@ use tokio::sync::watch;
 use super::pubsub::{Incoming, Transport};
 use super::scripts::{self, eval};
 use super::{Link, keys};
-use crate::backend::control::{ControlState, ControlStore, StoreError};
+use crate::backend::control::{Blob, ControlState, ControlStore, NodeReport, REPORT_TTL, StoreError};
 use crate::backend::{BoxFuture, BrokerError};
 use crate::config::RedisConfig;
 
@@ -59,11 +62,66 @@ impl RedisStore {
         Ok(state)
     }
 
-    async fn write(&self, expected: u64, state: ControlState) -> Result<u64, StoreError> {
-        let mut cmd = eval(scripts::CONTROL_REPLACE, &[keys::control_version(), keys::control_state()]);
-        cmd.arg(expected).arg(serde_json::to_string(&state)?).arg(keys::CONTROL_CHANNEL);
+    async fn write(&self, expected: u64, state: ControlState, blobs: Vec<Blob>) -> Result<u64, StoreError> {
+        let keys = [keys::control_version(), keys::control_state(), keys::control_plugins()];
+        let mut cmd = eval(scripts::CONTROL_REPLACE, &keys);
+        cmd.arg(expected).arg(serde_json::to_string(&state)?).arg(keys::CONTROL_CHANNEL).arg(blobs.len());
+        for blob in &blobs {
+            cmd.arg(&blob.hash).arg(&*blob.bytes);
+        }
+        cmd.arg(state.plugin_hashes().into_iter().collect::<Vec<_>>());
         let (done, version): (i64, u64) = self.query(cmd).await?;
         if done == 1 { Ok(version) } else { Err(StoreError::Conflict { current: version }) }
+    }
+
+    async fn read_blob(&self, hash: String) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut get = ::redis::cmd("HGET");
+        get.arg(keys::control_plugins()).arg(hash);
+        self.query(get).await
+    }
+
+    async fn write_report(&self, node: String, report: Option<BTreeMap<String, String>>) -> Result<(), StoreError> {
+        let key = keys::node_report(&node);
+        let now = crate::clock::now_millis();
+        let ttl = REPORT_TTL.as_millis() as u64;
+        // The node's hash changes in one transaction; the set of nodes is another slot.
+        let mut report_pipe = ::redis::pipe();
+        report_pipe.atomic().del(&key).ignore();
+        let mut nodes = ::redis::pipe();
+        match report {
+            None => nodes.zrem(keys::NODES, &node).ignore(),
+            Some(report) => {
+                if !report.is_empty() {
+                    report_pipe.hset_multiple(&key, &report.into_iter().collect::<Vec<_>>()).ignore();
+                    report_pipe.pexpire(&key, ttl as i64).ignore();
+                }
+                nodes.zadd(keys::NODES, &node, now).ignore()
+            }
+        };
+        nodes.zrembyscore(keys::NODES, "-inf", now.saturating_sub(ttl)).ignore();
+        for pipe in [report_pipe, nodes] {
+            let mut conn = self.link.clone();
+            match tokio::time::timeout(self.timeout, pipe.query_async::<()>(&mut conn)).await {
+                Ok(reply) => reply?,
+                Err(_) => return Err(StoreError::Timeout(self.timeout)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_reports(&self, tenant: String) -> Result<Vec<NodeReport>, StoreError> {
+        let since = crate::clock::now_millis().saturating_sub(REPORT_TTL.as_millis() as u64);
+        let mut live = ::redis::cmd("ZRANGEBYSCORE");
+        live.arg(keys::NODES).arg(since).arg("+inf");
+        let mut nodes: Vec<String> = self.query(live).await?;
+        nodes.sort();
+        let mut reports = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            let mut get = ::redis::cmd("HGET");
+            get.arg(keys::node_report(&node)).arg(&tenant);
+            reports.push(NodeReport { report: self.query(get).await?, node });
+        }
+        Ok(reports)
     }
 }
 
@@ -72,8 +130,20 @@ impl ControlStore for RedisStore {
         Box::pin(self.read())
     }
 
-    fn replace(&self, expected: u64, state: ControlState) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(self.write(expected, state))
+    fn replace(&self, expected: u64, state: ControlState, blobs: Vec<Blob>) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.write(expected, state, blobs))
+    }
+
+    fn blob(&self, hash: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+        Box::pin(self.read_blob(hash.to_owned()))
+    }
+
+    fn report(&self, node: &str, report: Option<BTreeMap<String, String>>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.write_report(node.to_owned(), report))
+    }
+
+    fn reports(&self, tenant: &str) -> BoxFuture<'_, Result<Vec<NodeReport>, StoreError>> {
+        Box::pin(self.read_reports(tenant.to_owned()))
     }
 
     fn watch(&self) -> watch::Receiver<u64> {

@@ -90,6 +90,19 @@ pub(crate) fn control_state() -> String {
     "{notify:control}:state".to_owned()
 }
 
+/// The plugin bytes the control-plane state names, by sha256 (a hash), beside the state.
+pub(crate) fn control_plugins() -> String {
+    "{notify:control}:plugins".to_owned()
+}
+
+/// The live nodes, scored by the time of their last report (ms).
+pub(crate) const NODES: &str = "notify:nodes";
+
+/// What one node reported it runs, by tenant (a hash, expiring unless renewed).
+pub(crate) fn node_report(node: &str) -> String {
+    format!("notify:node:{node}:plugins")
+}
+
 /// Where every change of the control-plane state is announced (its new version).
 pub(crate) const CONTROL_CHANNEL: &str = "notify:control:changes";
 
