@@ -527,8 +527,9 @@ impl Config {
         self.connections.validate()?;
         self.plugins.validate()?;
         self.server.validate()?;
-        if self.tenants.is_empty() {
-            return Err(invalid("tenants", "at least one tenant is required (e.g. [tenants.demo])"));
+        if self.tenants.is_empty() && self.server.admin_token.is_none() {
+            let why = "at least one tenant is required (e.g. [tenants.demo]), or server.admin_token to create tenants through the admin API";
+            return Err(invalid("tenants", why));
         }
         if let BrokerConfig::Redis(r) = &self.broker {
             r.validate()?;

@@ -106,3 +106,45 @@ async fn three_nodes_over_a_redis_cluster() -> anyhow::Result<()> {
     .context("bob's two connections")?;
     Ok(())
 }
+
+/// The control-plane state, its version and the plugin bytes share one hash slot, so the
+/// replacing script runs on a Redis Cluster; announcements reach nodes on every shard.
+#[tokio::test]
+async fn tenants_and_plugins_are_managed_over_a_redis_cluster() -> anyhow::Result<()> {
+    let cluster = RedisCluster::start().await?;
+    let toml = format!("[server]\nadmin_token = \"admin-token-123\"\n{}", cluster.broker_toml());
+    let (a, b) = (TestHost::start(&toml).await?, TestHost::start(&toml).await?);
+    a.wait_ready(200).await?;
+    b.wait_ready(200).await?;
+    let admin = Some("admin-token-123");
+
+    let (status, created) =
+        http(a.addr, "POST", "/v1/admin/tenants", admin, json!({ "id": "acme" }).to_string().into()).await?;
+    assert_eq!(status, 201, "{created}");
+    let key = created["publish_key"].as_str().context("publish_key")?.to_owned();
+    eventually(|| async {
+        Ok(http(b.addr, "GET", "/v1/admin/tenants/acme", admin, Vec::new().into()).await?.0 == 200)
+    })
+    .await?;
+
+    let headers = [("authorization", "Bearer admin-token-123"), ("notify-plugin-config", r#"{"stamp":"edge"}"#)];
+    let wasm = notify_tests::plugin_bytes("redact");
+    let (status, body) =
+        notify_tests::http_with(b.addr, "PUT", "/v1/admin/tenants/acme/plugins/transform", &headers, wasm.into())
+            .await?;
+    assert_eq!(status, 201, "{body}");
+
+    let (mut alice, _) = b.join("acme", "user=alice").await?;
+    let mut last = json!(null);
+    for _ in 0..200 {
+        let (status, _) = a.publish(&key, &json!({ "users": ["alice"], "event": "e", "data": {} })).await?;
+        assert_eq!(status, 202);
+        last = alice.next_event().await?["data"].clone();
+        if last == json!({ "edge": true }) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(last, json!({ "edge": true }), "the plugin uploaded on B transforms on A");
+    Ok(())
+}
