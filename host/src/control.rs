@@ -11,11 +11,14 @@ use std::time::Duration;
 use crate::app::App;
 use crate::backend::control::{Blob, ControlState, StoreError};
 use crate::config::BrokerConfig;
+use crate::tenant::Tenant;
 
 /// How often a node reports what it runs (and renews its liveness).
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// How soon a node that could not load a state's plugins tries again.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// How long every node gets to apply a tenant's deletion before its data is removed.
+const FORGET_AFTER: Duration = Duration::from_secs(1);
 
 /// Makes the registry and the plugins match `state` (unless a newer state was applied
 /// already) and closes the connections of the tenants it removed. Returns `false` when some
@@ -97,6 +100,36 @@ pub(crate) async fn change_with<T, E: From<StoreError>>(
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// Drops what the backends keep of a deleted tenant: its history, presence and ingest
+/// streams. Runs on the node that deleted it, once the other nodes had [`FORGET_AFTER`] to
+/// stop using them (at once when the node drains); skipped if a tenant of that id exists
+/// again by then.
+pub(crate) async fn forget(app: Arc<App>, tenant: Arc<Tenant>) {
+    tokio::select! {
+        () = tokio::time::sleep(FORGET_AFTER) => {}
+        () = app.drain.started() => {}
+    }
+    if app.tenants.get(&tenant.id).is_some() {
+        tracing::info!(tenant = &*tenant.id, "tenant created again; the deleted one's data is kept");
+        return;
+    }
+    let (history, presence, streams) =
+        tokio::join!(app.history.forget(&tenant), app.presence.forget(&tenant), app.broker.forget(&tenant));
+    let failed = [
+        history.err().map(|e| e.to_string()),
+        presence.err().map(|e| e.to_string()),
+        streams.err().map(|e| e.to_string()),
+    ];
+    match failed.into_iter().flatten().next() {
+        None => tracing::info!(tenant = &*tenant.id, "deleted tenant's history, presence and ingest streams removed"),
+        Some(e) => tracing::warn!(
+            tenant = &*tenant.id,
+            error = e,
+            "deleted tenant's data not fully removed; it expires with its TTLs"
+        ),
     }
 }
 

@@ -146,5 +146,20 @@ async fn tenants_and_plugins_are_managed_over_a_redis_cluster() -> anyhow::Resul
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     assert_eq!(last, json!({ "edge": true }), "the plugin uploaded on B transforms on A");
+
+    // Deleted: its history and presence keys leave every shard.
+    let acme_keys = || async {
+        let mut found = Vec::new();
+        for i in 0..cluster.ports.len() {
+            let all: Vec<String> = redis::cmd("KEYS").arg("*acme*").query_async(&mut cluster.node(i).await?).await?;
+            found.extend(all);
+        }
+        Ok::<_, anyhow::Error>(found)
+    };
+    let before = acme_keys().await?;
+    assert!(before.iter().any(|k| k.ends_with(":events")), "{before:?}");
+    let (status, _) = http(a.addr, "DELETE", "/v1/admin/tenants/acme", admin, Vec::new().into()).await?;
+    assert_eq!(status, 204);
+    eventually(|| async { Ok(acme_keys().await?.is_empty()) }).await?;
     Ok(())
 }

@@ -62,13 +62,31 @@ async fn a_tenant_managed_on_one_node_acts_on_every_node() -> anyhow::Result<()>
     eventually(|| async { Ok(publish(c, &first_key).await? == 401) }).await?;
     assert_eq!(publish(c, &second_key).await?, 202);
 
-    // Deleted on C: its client on A is closed with 4004, its key is refused everywhere.
+    // Deleted on C: its client on A is closed with 4004, its key is refused everywhere, and
+    // its history, presence and ingest streams leave Redis.
+    let mut conn = redis.conn().await?;
+    let _: String =
+        redis::cmd("XADD").arg("notify:acme:ingest").arg("*").arg("event").arg("{}").query_async(&mut conn).await?;
+    let acme_keys = || {
+        let mut conn = conn.clone();
+        async move {
+            let all: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await?;
+            Ok::<_, anyhow::Error>(
+                all.into_iter().filter(|k| k.contains(":acme:") || k.contains("{acme}")).collect::<Vec<_>>(),
+            )
+        }
+    };
+    let before = acme_keys().await?;
+    for kind in [":pos", ":events", ":ingest", ":online"] {
+        assert!(before.iter().any(|k| k.ends_with(kind)), "no {kind} key in {before:?}");
+    }
     let (status, _) = admin(c, "DELETE", "/acme", Value::Null).await?;
     assert_eq!(status, 204);
     assert_eq!(alice.close_code().await?, 4004);
     for host in [a, b] {
         eventually(|| async { Ok(publish(host, &second_key).await? == 401) }).await?;
     }
+    eventually(|| async { Ok(acme_keys().await?.is_empty()) }).await?;
     Ok(())
 }
 

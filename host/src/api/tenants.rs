@@ -8,7 +8,8 @@
 //! - `POST /v1/admin/tenants/{tenant}/keys/{publish|management}`: rotate a key, with an
 //!   overlap in which the previous keys still work;
 //! - `DELETE /v1/admin/tenants/{tenant}`: its keys stop working, its connections are closed
-//!   with 4004 and its plugins turned off.
+//!   with 4004 on every node, its plugins are removed, and a second later its history,
+//!   presence and ingest streams.
 //!
 //! Tenants from `config.toml` are listed but read-only (409 `managed_by_config`).
 
@@ -254,6 +255,7 @@ pub(super) async fn delete(
         state.tenants.remove(&id).map(drop).ok_or_else(|| unknown(&id))
     })
     .await?;
+    app.workers.spawn(control::forget(app.clone(), tenant));
     Ok(StatusCode::NO_CONTENT)
 }
 

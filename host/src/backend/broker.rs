@@ -50,4 +50,11 @@ pub(crate) trait Broker: Send + Sync + 'static {
 
     /// Whether the broker can currently carry events (reported by `/readyz`).
     fn healthy(&self) -> bool;
+
+    /// Drops what the transport keeps of a deleted tenant: the streams publishers write to
+    /// (ingest, dead letters). Nothing on one node.
+    fn forget<'a>(&'a self, tenant: &'a Tenant) -> BoxFuture<'a, Result<(), BrokerError>> {
+        let _ = tenant;
+        Box::pin(async { Ok(()) })
+    }
 }

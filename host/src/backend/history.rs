@@ -97,6 +97,10 @@ pub(crate) trait History: Send + Sync + 'static {
         position: &'a Position,
     ) -> BoxFuture<'a, Result<Cursor, HistoryError>>;
 
+    /// Drops every stream of a deleted tenant; returns how many. (A publish racing the
+    /// deletion may leave a stream behind, which expires like any idle one.)
+    fn forget<'a>(&'a self, tenant: &'a Tenant) -> BoxFuture<'a, Result<usize, HistoryError>>;
+
     /// The user's read cursor, from a snapshot of the user stream.
     fn cursor<'a>(&'a self, tenant: &'a Tenant, user: &'a str) -> BoxFuture<'a, Result<Cursor, HistoryError>> {
         Box::pin(async move {

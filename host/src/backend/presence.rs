@@ -37,4 +37,11 @@ pub(crate) trait Presence: Send + Sync + 'static {
     fn connected(&self, tenant: &Arc<Tenant>, user: &str);
     fn disconnected(&self, tenant: &Arc<Tenant>, user: &str);
     fn status<'a>(&'a self, tenant: &'a Tenant, user: &'a str) -> BoxFuture<'a, Result<Status, PresenceError>>;
+
+    /// Drops what is kept of a deleted tenant's presence (nothing on one node: it counts
+    /// live connections).
+    fn forget<'a>(&'a self, tenant: &'a Tenant) -> BoxFuture<'a, Result<(), PresenceError>> {
+        let _ = tenant;
+        Box::pin(async { Ok(()) })
+    }
 }

@@ -129,6 +129,9 @@ pub(crate) struct Running {
     pub consecutive_failures: u32,
 }
 
+/// A tenant and one of its hooks.
+type SlotKey = (Arc<str>, Hook);
+
 /// A tenant's hook on this node.
 #[derive(Default)]
 struct Slot {
@@ -166,7 +169,7 @@ pub(crate) struct Plugins {
     /// Hook slots by (tenant id, hook). Readers clone the active `Arc` and drop the lock
     /// before calling, so a swap never waits for a call and in-flight calls finish on the
     /// version they started with.
-    slots: RwLock<HashMap<(Arc<str>, Hook), Slot>>,
+    slots: RwLock<HashMap<SlotKey, Slot>>,
     /// Serialises `sync` (held while compiling, on a blocking thread), so two states are
     /// never applied over each other.
     syncing: Mutex<()>,
@@ -276,16 +279,7 @@ impl Plugins {
         blobs: &HashMap<String, Vec<u8>>,
     ) -> Vec<PluginError> {
         let _one = self.syncing.lock().expect("plugin sync lock");
-        let applied: HashMap<(Arc<str>, Hook), (SlotSpec, Vec<Arc<LoadedPlugin>>)> = {
-            let slots = self.slots.read().expect("plugin slots lock");
-            slots
-                .iter()
-                .filter_map(|(key, slot)| {
-                    let stored = slot.stored.as_ref()?;
-                    Some((key.clone(), (stored.spec.clone(), slot.loaded().cloned().collect())))
-                })
-                .collect()
-        };
+        let applied = self.applied();
         let wanted = state.iter().flat_map(|(t, slots)| slots.keys().map(move |h| (t.as_str(), *h)));
         let keys: BTreeSet<(&str, Hook)> = wanted.chain(applied.keys().map(|(t, h)| (&**t, *h))).collect();
         let mut errors = Vec::new();
@@ -303,6 +297,23 @@ impl Plugins {
                 Err(e) => errors.push(e),
             }
         }
+        self.commit(tenants, updates);
+        errors
+    }
+
+    /// Every slot changed through the admin API: its spec and the versions loaded for it.
+    fn applied(&self) -> HashMap<SlotKey, (SlotSpec, Vec<Arc<LoadedPlugin>>)> {
+        let slots = self.slots.read().expect("plugin slots lock");
+        let stored = slots.iter().filter_map(|(key, slot)| {
+            let stored = slot.stored.as_ref()?;
+            Some((key.clone(), (stored.spec.clone(), slot.loaded().cloned().collect())))
+        });
+        stored.collect()
+    }
+
+    /// Swaps the changed slots in, forgets tenants gone from the registry, and drops
+    /// compiled components nothing uses.
+    fn commit(&self, tenants: &Tenants, updates: Vec<(SlotKey, Option<Stored>)>) {
         let mut slots = self.slots.write().expect("plugin slots lock");
         for ((tenant, hook), stored) in updates {
             let slot = slots.entry((tenant.clone(), hook)).or_default();
@@ -315,7 +326,6 @@ impl Plugins {
         slots.retain(|(tenant, _), _| tenants.get(tenant).is_some());
         let in_use: HashSet<&str> = slots.values().flat_map(Slot::loaded).map(|p| p.compiled.hash.as_str()).collect();
         self.runtime.retain(&in_use);
-        errors
     }
 
     /// Loads the versions `spec` names, reusing those in `loaded`.

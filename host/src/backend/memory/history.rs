@@ -166,6 +166,17 @@ impl MemoryHistory {
 }
 
 impl History for MemoryHistory {
+    fn forget<'a>(&'a self, tenant: &'a Tenant) -> BoxFuture<'a, Result<usize, HistoryError>> {
+        let mut dropped = 0;
+        for shard in &self.shards {
+            let mut shard = shard.lock().expect("history lock");
+            let before = shard.len();
+            shard.retain(|key, _| key.0 != tenant.index);
+            dropped += before - shard.len();
+        }
+        Box::pin(async move { Ok(dropped) })
+    }
+
     fn read<'a>(
         &'a self,
         tenant: &'a Tenant,
@@ -244,6 +255,22 @@ mod tests {
         // A device without a position gets what is unacked; one ahead of the cursor too.
         assert_eq!(read(&h, &t, None, true).events.len(), 1);
         assert_eq!(read(&h, &t, Some(&at(3)), true).events.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_deleted_tenants_streams_are_dropped() {
+        let h = MemoryHistory::default();
+        let toml = "[tenants.a]\npublish_key = \"key-1234\"\n[tenants.b]\npublish_key = \"key-5678\"\n";
+        let tenants = Tenants::from_config(&Config::from_toml(toml, "test", []).unwrap());
+        let (a, b) = (tenants.get("a").unwrap().clone(), tenants.get("b").unwrap().clone());
+        for n in 0..3 {
+            let limits = Limits::from(a.config.history);
+            h.append(a.index, Target::Channel(&format!("c{n}")), limits, None, |_| Bytes::new(), |_, _| {});
+        }
+        append(&h, &b, 1);
+        assert_eq!(h.forget(&a).await.unwrap(), 3);
+        assert_eq!(h.streams(), 1);
+        assert_eq!(read(&h, &b, None, false).position.unwrap().offset, 1);
     }
 }
 

@@ -23,7 +23,7 @@ use ::redis::Value;
 use super::keys::{parse_stream_channel, stream_channel};
 use super::link::{Link, MIN_BACKOFF};
 use super::pubsub::{Incoming, Transport};
-use super::{envelope, history};
+use super::{envelope, history, keys};
 use crate::backend::interest::{Change, Changes, Counts, Interest, Ticket};
 use crate::backend::{BoxFuture, Broker, BrokerError};
 use crate::clock::now_micros;
@@ -86,6 +86,15 @@ impl RedisBroker {
 }
 
 impl Broker for RedisBroker {
+    fn forget<'a>(&'a self, tenant: &'a Tenant) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let streams = [keys::ingest_stream(&tenant.id), keys::dead_letter_stream(&tenant.id)];
+            let unlink = streams.iter().map(|k| ::redis::cmd("UNLINK").arg(k).clone()).collect();
+            self.publisher.clone().run_all(unlink).await?;
+            Ok(())
+        })
+    }
+
     fn publish<'a>(&'a self, tenant: &'a Arc<Tenant>, events: &'a [Event]) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
             let publish = if self.publisher.is_cluster() { "SPUBLISH" } else { "PUBLISH" };

@@ -163,6 +163,10 @@ impl RedisHistory {
 }
 
 impl History for RedisHistory {
+    fn forget<'a>(&'a self, tenant: &'a Tenant) -> BoxFuture<'a, Result<usize, HistoryError>> {
+        Box::pin(async move { Ok(self.link.clone().unlink_matching(&keys::history_pattern(&tenant.id)).await?) })
+    }
+
     fn read<'a>(
         &'a self,
         tenant: &'a Tenant,

@@ -34,6 +34,11 @@ pub(crate) fn history(channel: &str) -> [String; 2] {
     [format!("{{{channel}}}:pos"), format!("{{{channel}}}:events")]
 }
 
+/// A glob matching every [`history`] key of a tenant (tenant ids have no glob characters).
+pub(crate) fn history_pattern(tenant: &str) -> String {
+    format!("{{notify:{tenant}:*")
+}
+
 /// The stream publishers XADD events to: `notify:{tenant}:ingest`.
 pub(crate) fn ingest_stream(tenant: &str) -> String {
     format!("notify:{tenant}:ingest")

@@ -10,6 +10,7 @@ use std::time::Duration;
 use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::ClusterClientBuilder;
 use ::redis::cluster_async::ClusterConnection;
+use ::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use ::redis::{Client, Cmd, Pipeline, RedisFuture, RedisResult, Value};
 use futures_util::future::try_join_all;
 
@@ -78,6 +79,63 @@ impl Link {
             }
         }
     }
+}
+
+impl Link {
+    /// Deletes every key matching `pattern` (SCAN, then UNLINK key by key) on one Redis or on
+    /// every master of a cluster; returns how many it deleted. Keys created meanwhile may
+    /// be missed.
+    pub(crate) async fn unlink_matching(&mut self, pattern: &str) -> RedisResult<usize> {
+        let nodes = match self {
+            Self::Single(_) => vec![None],
+            Self::Cluster(conn) => masters(conn).await?.into_iter().map(Some).collect(),
+        };
+        let mut deleted = 0;
+        for node in nodes {
+            let mut cursor = 0u64;
+            loop {
+                let mut scan = ::redis::cmd("SCAN");
+                scan.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(500);
+                let reply = match (&mut *self, &node) {
+                    (Self::Cluster(conn), Some((host, port))) => {
+                        let at = SingleNodeRoutingInfo::ByAddress { host: host.clone(), port: *port };
+                        conn.route_command(scan, RoutingInfo::SingleNode(at)).await?
+                    }
+                    (link, _) => scan.query_async::<Value>(link).await?,
+                };
+                let (next, keys): (u64, Vec<String>) = ::redis::from_redis_value(reply)?;
+                deleted += keys.len();
+                self.run_all(keys.iter().map(|k| ::redis::cmd("UNLINK").arg(k).clone()).collect()).await?;
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+/// The masters of a cluster (`CLUSTER NODES`), as host and port.
+async fn masters(conn: &mut ClusterConnection) -> RedisResult<Vec<(String, u16)>> {
+    let reply = conn
+        .route_command(
+            ::redis::cmd("CLUSTER").arg("NODES").clone(),
+            RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+        )
+        .await?;
+    let text: String = ::redis::from_redis_value(reply)?;
+    let masters = text.lines().filter_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let flags = fields.get(2)?;
+        if !flags.split(',').any(|f| f == "master") || flags.contains("fail") {
+            return None;
+        }
+        let address = fields.get(1)?.split('@').next()?;
+        let (host, port) = address.rsplit_once(':')?;
+        Some((host.to_owned(), port.parse().ok()?))
+    });
+    Ok(masters.collect())
 }
 
 /// A client for the first configured URL (one Redis).

@@ -134,6 +134,26 @@ impl Presence for RedisPresence {
     fn status<'a>(&'a self, tenant: &'a Tenant, user: &'a str) -> BoxFuture<'a, Result<Status, PresenceError>> {
         Box::pin(self.count(tenant, user))
     }
+
+    fn forget<'a>(&'a self, tenant: &'a Tenant) -> BoxFuture<'a, Result<(), PresenceError>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let nodes: Vec<String> = ::redis::cmd("ZRANGE")
+                .arg(keys::presence_nodes(&tenant.id))
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut conn)
+                .await?;
+            let mut doomed: Vec<String> = nodes.iter().map(|n| keys::presence_node(&tenant.id, n)).collect();
+            doomed.extend([
+                keys::presence_online(&tenant.id),
+                keys::presence_nodes(&tenant.id),
+                keys::presence_stream(&tenant.id),
+            ]);
+            conn.run_all(doomed.iter().map(|k| ::redis::cmd("UNLINK").arg(k).clone()).collect()).await?;
+            Ok(())
+        })
+    }
 }
 
 /// The oldest heartbeat of a live node.
