@@ -8,7 +8,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admission::Admission;
 
-use crate::backend::control::ControlStore;
+use crate::backend::control::{ControlState, ControlStore};
 use crate::backend::memory::FileStore;
 use crate::backend::redis::RedisStore;
 use crate::backend::{Backends, Broker, BrokerError, History, Presence};
@@ -64,9 +64,10 @@ pub(crate) struct App {
     pub control: Arc<dyn ControlStore>,
     /// Whether the control-plane state has been loaded once (`/readyz` waits for it).
     pub control_loaded: AtomicBool,
-    /// The version of the control-plane state applied last; held while applying one, so
-    /// states are applied one at a time and never an older over a newer.
-    pub control_applied: tokio::sync::Mutex<u64>,
+    /// The control-plane state applied last; held while applying one, so states are
+    /// applied one at a time and never an older over a newer. Also the copy a node puts
+    /// back when the store lost its state.
+    pub control_applied: tokio::sync::Mutex<Arc<ControlState>>,
     /// Woken when the plugins this node runs changed, so it reports them at once.
     pub plugins_changed: tokio::sync::Notify,
     /// Slots for open (or upgrading) WebSocket connections under `server.max_connections`.
@@ -98,7 +99,7 @@ impl App {
         Ok(Self {
             control,
             control_loaded: AtomicBool::new(false),
-            control_applied: tokio::sync::Mutex::new(0),
+            control_applied: tokio::sync::Mutex::default(),
             plugins_changed: tokio::sync::Notify::new(),
             tenants,
             plugins,

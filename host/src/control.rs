@@ -27,7 +27,7 @@ const FORGET_AFTER: Duration = Duration::from_secs(1);
 pub(crate) async fn apply(app: &Arc<App>, state: &ControlState) -> bool {
     // Held across the plugin download so that two states are never applied out of order.
     let mut applied = app.control_applied.lock().await;
-    if state.version < *applied {
+    if state.version < applied.version {
         return true;
     }
     for tenant in state.sync(&app.tenants) {
@@ -35,7 +35,7 @@ pub(crate) async fn apply(app: &Arc<App>, state: &ControlState) -> bool {
         tracing::info!(tenant = &*tenant.id, connections = closed, "tenant deleted; its connections are closed");
     }
     let complete = sync_plugins(app, state).await;
-    *applied = state.version;
+    *applied = Arc::new(state.clone());
     app.plugins_changed.notify_one();
     complete
 }
@@ -89,6 +89,10 @@ pub(crate) async fn change_with<T, E: From<StoreError>>(
 ) -> Result<T, E> {
     loop {
         let mut state = app.control.load().await?;
+        let applied = app.control_applied.lock().await.version;
+        if state.version < applied {
+            return Err(StoreError::Lost { stored: state.version, applied }.into());
+        }
         let expected = state.version;
         let out = change(&mut state)?;
         match app.control.replace(expected, state.clone(), blobs.clone()).await {
@@ -191,8 +195,39 @@ pub(crate) async fn report(app: Arc<App>) {
         if let Err(e) = app.control.report(&app.node_id, Some(running(&app))).await {
             tracing::debug!(error = %e, "node report not stored");
         }
+        check(&app).await;
     }
     let _ = app.control.report(&app.node_id, None).await;
+}
+
+/// Compares the store's version with the state applied here. Behind it: an announcement
+/// was missed, so the state is loaded and applied. Ahead of it: the store lost its state
+/// (Redis restarted without persistence, or flushed), so this node puts its copy back,
+/// plugin bytes included; of several nodes doing so the one with the newest copy wins.
+async fn check(app: &Arc<App>) {
+    let Ok(stored) = app.control.version().await else { return };
+    let applied = app.control_applied.lock().await.clone();
+    if stored > applied.version {
+        if let Ok(state) = app.control.load().await {
+            apply(app, &state).await;
+        }
+    } else if stored < applied.version {
+        tracing::error!(
+            stored,
+            applied = applied.version,
+            "the control-plane store went back to an older version and lost state; restoring this node's copy"
+        );
+        let blobs = applied
+            .plugin_hashes()
+            .into_iter()
+            .filter_map(|hash| Some(Blob { hash: hash.to_owned(), bytes: app.plugins.bytes(hash)? }))
+            .collect();
+        match app.control.restore((*applied).clone(), blobs).await {
+            Ok(true) => tracing::info!(version = applied.version, "control-plane state restored"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "control-plane state not restored"),
+        }
+    }
 }
 
 /// What this node runs, as JSON per tenant.

@@ -142,3 +142,46 @@ async fn a_restarted_node_comes_back_with_the_same_tenants() -> anyhow::Result<(
     assert_eq!(status, 202);
     Ok(())
 }
+
+#[tokio::test]
+async fn nodes_put_back_a_control_plane_that_redis_lost() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let toml = format!("[server]\nadmin_token = \"{ADMIN}\"\n{DEMO}\n{}", redis.broker_toml());
+    let (a, b) = (TestHost::start(&toml).await?, TestHost::start(&toml).await?);
+    a.wait_ready(200).await?;
+    b.wait_ready(200).await?;
+    let (status, created) = admin(&a, "POST", "", json!({ "id": "acme" })).await?;
+    assert_eq!(status, 201);
+    let key = created["publish_key"].as_str().unwrap().to_owned();
+    let headers =
+        [("authorization", format!("Bearer {ADMIN}")), ("notify-plugin-config", r#"{"stamp":"kept"}"#.into())];
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let path = "/v1/admin/tenants/acme/plugins/transform";
+    let (status, _) = http_with(a.addr, "PUT", path, &headers, notify_tests::plugin_bytes("redact").into()).await?;
+    assert_eq!(status, 201);
+    eventually(|| async { Ok(admin(&b, "GET", "/acme", Value::Null).await?.0 == 200) }).await?;
+    let (mut alice, _) = b.join("acme", "user=alice").await?;
+
+    // Redis forgets everything (a restart without persistence would do the same).
+    let mut conn = redis.conn().await?;
+    let () = redis::cmd("FLUSHALL").query_async(&mut conn).await?;
+
+    // The nodes put their copy back, plugin bytes included: a node that starts now gets the
+    // tenant and its plugin, and alice was never disconnected.
+    let c = TestHost::start(&toml).await?;
+    eventually(|| async { Ok(admin(&c, "GET", "/acme", Value::Null).await?.0 == 200) }).await?;
+    let mut last = Value::Null;
+    for _ in 0..200 {
+        let (status, _) = c.publish(&key, &json!({ "users": ["alice"], "event": "e", "data": {} })).await?;
+        assert_eq!(status, 202);
+        last = alice.next_event().await?["data"].clone();
+        if last == json!({ "kept": true }) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(last, json!({ "kept": true }), "the restored plugin runs on the new node");
+    let version: u64 = redis::cmd("GET").arg("{notify:control}:version").query_async(&mut conn).await?;
+    assert_eq!(version, 2, "the state came back with its version");
+    Ok(())
+}

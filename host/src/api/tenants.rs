@@ -59,7 +59,9 @@ struct NewTenant {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Redis(_) | StoreError::Timeout(_) => Self::unavailable("store_unavailable", e.to_string()),
+            StoreError::Redis(_) | StoreError::Timeout(_) | StoreError::Lost { .. } => {
+                Self::unavailable("store_unavailable", e.to_string())
+            }
             _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string()),
         }
     }

@@ -201,6 +201,10 @@ pub(crate) enum StoreError {
     Redis(#[from] redis::RedisError),
     #[error("control-plane store: no answer from Redis within {0:?}")]
     Timeout(std::time::Duration),
+    #[error(
+        "control-plane store: it lost state (version {stored}, this node has {applied}) and is being restored; retry"
+    )]
+    Lost { stored: u64, applied: u64 },
 }
 
 /// Keeps the control-plane state.
@@ -214,6 +218,10 @@ pub(crate) enum StoreError {
 ///   blobs the new state no longer names (`ControlState::plugin_hashes`), so every hash a
 ///   stored state names has its bytes;
 /// - `blob` returns the bytes stored under a hash the current state names;
+/// - `version` is the stored version (0: nothing stored);
+/// - `restore` stores `state` with its own version, and `blobs`, only if the stored version
+///   is lower (the store lost state); it announces the version like `replace`. Of nodes
+///   restoring at once, the newest copy ends up stored;
 /// - after every successful `replace`, by any node sharing the store, `watch` yields the new
 ///   version (possibly skipping versions: a watcher reloads the state, it does not replay)
 ///   while `listening`; when listening starts again, `watch` yields the current version.
@@ -221,6 +229,8 @@ pub(crate) trait ControlStore: Send + Sync + 'static {
     fn load(&self) -> BoxFuture<'_, Result<ControlState, StoreError>>;
     fn replace(&self, expected: u64, state: ControlState, blobs: Vec<Blob>) -> BoxFuture<'_, Result<u64, StoreError>>;
     fn blob(&self, hash: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>>;
+    fn version(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+    fn restore(&self, state: ControlState, blobs: Vec<Blob>) -> BoxFuture<'_, Result<bool, StoreError>>;
     fn watch(&self) -> watch::Receiver<u64>;
 
     /// Records what `node` runs, as JSON per tenant, replacing its previous report; the

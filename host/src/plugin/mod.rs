@@ -360,6 +360,11 @@ impl Plugins {
         })
     }
 
+    /// The bytes of a component this node compiled.
+    pub(crate) fn bytes(&self, hash: &str) -> Option<bytes::Bytes> {
+        self.runtime.cached(hash).map(|c| c.wasm.clone())
+    }
+
     /// The active version of a tenant's hook.
     pub(crate) fn get(&self, tenant: &Arc<str>, hook: Hook) -> Option<Arc<LoadedPlugin>> {
         let slots = self.slots.read().expect("plugin slots lock");

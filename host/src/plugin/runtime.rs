@@ -21,6 +21,8 @@ const TICK: Duration = Duration::from_millis(1);
 /// A compiled, linked component: ready to instantiate for any hook it exports.
 pub(crate) struct Compiled {
     pub hash: String,
+    /// The component's bytes, to put back in a control-plane store that lost them.
+    pub wasm: bytes::Bytes,
     pub pre: InstancePre<StoreState>,
     pub auth: Option<auth::GuestIndices>,
     pub transform: Option<transform::GuestIndices>,
@@ -118,6 +120,7 @@ impl Runtime {
             transform: transform::GuestIndices::new(&pre).ok(),
             route: route::GuestIndices::new(&pre).ok(),
             hash: hash.clone(),
+            wasm: bytes::Bytes::copy_from_slice(wasm),
             pre,
         });
         self.cache.lock().expect("plugin cache lock").insert(hash, compiled.clone());

@@ -68,6 +68,21 @@ impl FileStore {
             return Err(StoreError::Conflict { current: current.state.version });
         }
         state.version = expected + 1;
+        self.store(&mut current, state, blobs)?;
+        Ok(current.state.version)
+    }
+
+    fn put_back(&self, state: ControlState, blobs: Vec<Blob>) -> Result<bool, StoreError> {
+        let mut current = self.state.lock().expect("control store lock");
+        if current.state.version >= state.version {
+            return Ok(false);
+        }
+        self.store(&mut current, state, blobs)?;
+        Ok(true)
+    }
+
+    /// Writes the plugin bytes, then the state, then drops bytes it no longer names.
+    fn store(&self, current: &mut Current, state: ControlState, blobs: Vec<Blob>) -> Result<(), StoreError> {
         match &self.dir {
             Some(dir) => {
                 for blob in &blobs {
@@ -86,7 +101,7 @@ impl FileStore {
             }
         }
         current.state = state;
-        Ok(current.state.version)
+        Ok(())
     }
 
     fn read_blob(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -121,6 +136,20 @@ impl ControlStore for FileStore {
 
     fn blob(&self, hash: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
         let result = self.read_blob(hash);
+        Box::pin(async move { result })
+    }
+
+    fn version(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let version = self.state.lock().expect("control store lock").state.version;
+        Box::pin(async move { Ok(version) })
+    }
+
+    fn restore(&self, state: ControlState, blobs: Vec<Blob>) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let version = state.version;
+        let result = self.put_back(state, blobs);
+        if let Ok(true) = result {
+            self.version.send_replace(version);
+        }
         Box::pin(async move { result })
     }
 
@@ -247,6 +276,59 @@ mod tests {
         let again = FileStore::open(Some(d.clone())).unwrap();
         assert_eq!(again.load().await.unwrap().version, 2);
         assert!(!d.join("control-plane.tmp").exists());
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn only_a_newer_state_is_restored_and_plugin_bytes_follow_the_state() {
+        let store = FileStore::open(None).unwrap();
+        let blob = Blob { hash: "ab".into(), bytes: bytes::Bytes::from_static(b"wasm") };
+        store.replace(0, ControlState::default(), vec![blob.clone()]).await.unwrap();
+        assert_eq!(store.blob("ab").await.unwrap(), None, "bytes no state names are dropped");
+        let mut state = ControlState { version: 1, ..Default::default() };
+        assert!(!store.restore(state.clone(), Vec::new()).await.unwrap(), "not newer than the stored version");
+        let version = |n| VersionState {
+            hash: "ab".into(),
+            provenance: crate::plugin::Provenance {
+                config: Default::default(),
+                on_failure: Default::default(),
+                installed_at: n,
+                source: Source::Upload,
+            },
+        };
+        let slot = crate::plugin::SlotSpec { active: Some(version(1)), history: Vec::new() };
+        state.plugins.entry("t".into()).or_default().insert(Hook::Transform, slot);
+        state.version = 7;
+        let mut watch = store.watch();
+        assert!(store.restore(state, vec![blob]).await.unwrap());
+        assert_eq!((store.version().await.unwrap(), *watch.borrow_and_update()), (7, 7));
+        assert_eq!(store.blob("ab").await.unwrap().as_deref(), Some(&b"wasm"[..]));
+    }
+
+    #[tokio::test]
+    async fn uploads_kept_by_earlier_releases_move_into_the_state_once() {
+        let d = dir();
+        std::fs::create_dir_all(d.join(PLUGINS)).unwrap();
+        let legacy = r#"{"slots":[
+            {"tenant":"shop","hook":"transform",
+             "active":{"hash":"h2","config":{},"on_failure":"skip","installed_at":2,"source":"upload"},
+             "history":[{"hash":"h0","config":{},"on_failure":"skip","installed_at":0,"source":"config"},
+                        {"hash":"h1","config":{},"on_failure":"drop","installed_at":1,"source":"upload"}]},
+            {"tenant":"shop","hook":"route",
+             "active":{"hash":"h3","config":{},"on_failure":"skip","installed_at":3,"source":"config"},
+             "history":[]}]}"#;
+        std::fs::write(d.join(PLUGINS).join(LEGACY_PLUGIN_STATE), legacy).unwrap();
+        let store = FileStore::open(Some(d.clone())).unwrap();
+        let state = store.load().await.unwrap();
+        assert_eq!(state.version, 1);
+        let slots = &state.plugins["shop"];
+        let transform = &slots[&Hook::Transform];
+        assert_eq!(transform.active.as_ref().unwrap().hash, "h2");
+        assert_eq!(transform.history.iter().map(|v| v.hash.as_str()).collect::<Vec<_>>(), ["h1"]);
+        assert!(!slots.contains_key(&Hook::Route), "a configured plugin stays with config.toml");
+        drop(store);
+        assert!(d.join(PLUGINS).join("state.json.imported").exists());
+        assert_eq!(FileStore::open(Some(d.clone())).unwrap().load().await.unwrap().version, 1, "imported once");
         std::fs::remove_dir_all(d).unwrap();
     }
 }

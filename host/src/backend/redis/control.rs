@@ -74,6 +74,16 @@ impl RedisStore {
         if done == 1 { Ok(version) } else { Err(StoreError::Conflict { current: version }) }
     }
 
+    async fn put_back(&self, state: ControlState, blobs: Vec<Blob>) -> Result<bool, StoreError> {
+        let keys = [keys::control_version(), keys::control_state(), keys::control_plugins()];
+        let mut cmd = eval(scripts::CONTROL_RESTORE, &keys);
+        cmd.arg(state.version).arg(serde_json::to_string(&state)?).arg(keys::CONTROL_CHANNEL);
+        for blob in &blobs {
+            cmd.arg(&blob.hash).arg(&*blob.bytes);
+        }
+        Ok(self.query::<i64>(cmd).await? == 1)
+    }
+
     async fn read_blob(&self, hash: String) -> Result<Option<Vec<u8>>, StoreError> {
         let mut get = ::redis::cmd("HGET");
         get.arg(keys::control_plugins()).arg(hash);
@@ -136,6 +146,16 @@ impl ControlStore for RedisStore {
 
     fn blob(&self, hash: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
         Box::pin(self.read_blob(hash.to_owned()))
+    }
+
+    fn version(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let mut get = ::redis::cmd("GET");
+        get.arg(keys::control_version());
+        Box::pin(async move { Ok(self.query::<Option<u64>>(get).await?.unwrap_or(0)) })
+    }
+
+    fn restore(&self, state: ControlState, blobs: Vec<Blob>) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(self.put_back(state, blobs))
     }
 
     fn report(&self, node: &str, report: Option<BTreeMap<String, String>>) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -18,6 +18,8 @@ pub(crate) const PRESENCE_DISCONNECT: &str = include_str!("scripts/presence_disc
 pub(crate) const PRESENCE_OFFLINE_CHECK: &str = include_str!("scripts/presence_offline_check.lua");
 /// Replaces the control-plane state if its version is the expected one.
 pub(crate) const CONTROL_REPLACE: &str = include_str!("scripts/control_replace.lua");
+/// Puts back a control-plane state the store lost (`ControlStore::restore`).
+pub(crate) const CONTROL_RESTORE: &str = include_str!("scripts/control_restore.lua");
 /// Renews the pub/sub ingestion lease for its holder.
 pub(crate) const LEASE_RENEW: &str = include_str!("scripts/lease_renew.lua");
 /// Releases the pub/sub ingestion lease for its holder.
