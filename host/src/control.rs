@@ -1,7 +1,8 @@
 //! The control plane on this node: applies the control-plane store's state (tenants created
 //! through the admin API, plugin slots changed through it) to the tenant registry and the
 //! plugins, closing a deleted tenant's connections; changes that state for the API; and
-//! reports what this node runs for the other nodes to show.
+//! reports what this node has and runs, for the admin API and the cluster-wide connection
+//! quotas.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use crate::app::App;
 use crate::backend::control::{Blob, ControlState, StoreError};
 use crate::config::BrokerConfig;
+use crate::plugin::Running;
 use crate::tenant::Tenant;
 
 /// How often a node reports what it runs (and renews its liveness).
@@ -182,8 +184,9 @@ pub(crate) async fn follow(app: Arc<App>) {
     }
 }
 
-/// Reports what this node runs every [`REPORT_EVERY`] and after every change it applied,
-/// until the node drains; then withdraws the node.
+/// Reports what this node has and runs every [`REPORT_EVERY`] and after every change it
+/// applied, until the node drains; then withdraws the node. Each round also checks the
+/// store's version and the tenants' connections on other nodes.
 pub(crate) async fn report(app: Arc<App>) {
     let mut every = tokio::time::interval(REPORT_EVERY);
     loop {
@@ -192,10 +195,11 @@ pub(crate) async fn report(app: Arc<App>) {
             _ = every.tick() => {}
             () = app.plugins_changed.notified() => {}
         }
-        if let Err(e) = app.control.report(&app.node_id, Some(running(&app))).await {
+        if let Err(e) = app.control.report(&app.node_id, Some(reports(&app))).await {
             tracing::debug!(error = %e, "node report not stored");
         }
         check(&app).await;
+        balance(&app).await;
     }
     let _ = app.control.report(&app.node_id, None).await;
 }
@@ -230,9 +234,44 @@ async fn check(app: &Arc<App>) {
     }
 }
 
-/// What this node runs, as JSON per tenant.
-pub(crate) fn running(app: &App) -> BTreeMap<String, String> {
-    let running = app.plugins.running();
-    let json = |list| serde_json::to_string(list).expect("plugin reports serialize");
-    running.iter().map(|(tenant, list)| (tenant.to_string(), json(list))).collect()
+/// What a node reports for one tenant.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct TenantReport {
+    pub connections: usize,
+    #[serde(default)]
+    pub plugins: Vec<Running>,
+}
+
+/// What this node has and runs, as JSON per tenant (tenants with connections or plugins).
+pub(crate) fn reports(app: &App) -> BTreeMap<String, String> {
+    let mut running = app.plugins.running();
+    let mut reports = BTreeMap::new();
+    for tenant in app.tenants.all() {
+        let report = TenantReport {
+            connections: tenant.quota.connections(),
+            plugins: running.remove(&tenant.id).unwrap_or_default(),
+        };
+        if report.connections > 0 || !report.plugins.is_empty() {
+            let json = serde_json::to_string(&report).expect("node reports serialize");
+            reports.insert(tenant.id.to_string(), json);
+        }
+    }
+    reports
+}
+
+/// Tells each tenant with a connection limit how many connections it has on the other
+/// live nodes. On error the previous figures stay.
+async fn balance(app: &Arc<App>) {
+    let limited: Vec<Arc<Tenant>> =
+        app.tenants.all().into_iter().filter(|t| t.quota.limits().max_connections > 0).collect();
+    if limited.is_empty() {
+        return;
+    }
+    let Ok(nodes) = app.control.reports(limited.iter().map(|t| t.id.to_string()).collect()).await else { return };
+    let others: Vec<_> = nodes.iter().filter(|n| *n.node != *app.node_id).collect();
+    for (i, tenant) in limited.iter().enumerate() {
+        let reported = others.iter().filter_map(|n| n.reports.get(i)?.as_deref());
+        let parsed = reported.filter_map(|json| serde_json::from_str::<TenantReport>(json).ok());
+        tenant.quota.set_elsewhere(parsed.map(|r| r.connections).sum());
+    }
 }

@@ -1,5 +1,6 @@
-//! Per-tenant quotas on one node: connection slots, connections per user, and the publish
-//! rate (a token bucket). A refusal never waits: the caller answers 429 at once, so a
+//! Per-tenant quotas on one node: connection slots (counting the tenant's connections on
+//! the other nodes as they last reported them), connections per user, and the publish rate
+//! (a token bucket). A refusal never waits: the caller answers 429 at once, so a
 //! tenant at its limits does not slow the others. Limits can change while the tenant runs
 //! (`set_limits`): the tenant's connections are always counted, so a lowered limit holds
 //! exactly; a user's connections are counted while the tenant has a per-user limit (kept
@@ -19,6 +20,9 @@ pub(crate) struct Quota {
     limits: RwLock<TenantLimits>,
     /// Open (or upgrading) connections of the tenant on this node.
     connections: AtomicUsize,
+    /// The tenant's connections on the other live nodes, as they last reported them
+    /// (cluster mode; refreshed every second).
+    elsewhere: AtomicUsize,
     /// Open connections per user. Held for one update.
     users: Mutex<HashMap<Box<str>, usize>>,
     /// Held for one refill and take.
@@ -63,6 +67,7 @@ impl Quota {
         Self {
             limits: RwLock::new(limits),
             connections: AtomicUsize::new(0),
+            elsewhere: AtomicUsize::new(0),
             users: Mutex::default(),
             bucket: Mutex::new(Bucket { tokens: f64::from(limits.burst()), at: Instant::now() }),
         }
@@ -78,10 +83,21 @@ impl Quota {
         *self.limits.write().expect("quota lock") = limits;
     }
 
-    /// Counts one more connection of `user`, or refuses it.
+    /// The tenant's open connections on this node.
+    pub(crate) fn connections(&self) -> usize {
+        self.connections.load(SeqCst)
+    }
+
+    /// How many connections the tenant has on the other nodes.
+    pub(crate) fn set_elsewhere(&self, connections: usize) {
+        self.elsewhere.store(connections, SeqCst);
+    }
+
+    /// Counts one more connection of `user`, or refuses it. The tenant's connection limit
+    /// counts its connections on other nodes too, as last reported.
     pub(crate) fn admit(self: &Arc<Self>, user: &str) -> Result<Slots, Refusal> {
         let limits = self.limits();
-        let open = self.connections.fetch_add(1, SeqCst);
+        let open = self.connections.fetch_add(1, SeqCst) + self.elsewhere.load(SeqCst);
         let mut slots = Slots { quota: self.clone(), user: None };
         // From here on, dropping `slots` undoes the counts.
         if limits.max_connections > 0 && open >= limits.max_connections {

@@ -185,3 +185,34 @@ async fn nodes_put_back_a_control_plane_that_redis_lost() -> anyhow::Result<()> 
     assert_eq!(version, 2, "the state came back with its version");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_connection_quota_counts_every_node() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let toml = format!("[server]\nadmin_token = \"{ADMIN}\"\n{DEMO}\n{}", redis.broker_toml());
+    let (a, b) = (TestHost::start(&toml).await?, TestHost::start(&toml).await?);
+    a.wait_ready(200).await?;
+    b.wait_ready(200).await?;
+    let (status, _) = admin(&a, "POST", "", json!({ "id": "acme", "limits": { "max_connections": 3 } })).await?;
+    assert_eq!(status, 201);
+    eventually(|| async { Ok(admin(&b, "GET", "/acme", Value::Null).await?.0 == 200) }).await?;
+    let mut on_a = Vec::new();
+    for i in 0..3 {
+        on_a.push(a.join("acme", &format!("user=a{i}")).await?.0);
+    }
+
+    // Once A's report reached B, B counts A's three connections: the tenant is full.
+    let url = b.ws_url("acme", "user=b");
+    eventually(|| async {
+        Ok(match notify_tests::Client::try_connect(&url, &[]).await? {
+            Ok(_admitted_before_the_report) => false,
+            Err(refused) => refused.status == 429 && refused.body["error"]["code"] == "too_many_connections",
+        })
+    })
+    .await?;
+
+    // One leaves A: B admits one again.
+    drop(on_a.pop());
+    eventually(|| async { Ok(notify_tests::Client::try_connect(&url, &[]).await?.is_ok()) }).await?;
+    Ok(())
+}

@@ -25,8 +25,8 @@ use super::extract::{PathParams, TenantAdmin, query_param, read_body};
 use crate::app::App;
 use crate::backend::control::{Blob, NodeReport};
 use crate::config::FailurePolicy;
-use crate::control;
-use crate::plugin::{Hook, LoadedPlugin, PluginError, Provenance, Running, Source, TenantSlots, version};
+use crate::control::{self, TenantReport};
+use crate::plugin::{Hook, LoadedPlugin, PluginError, Provenance, Source, TenantSlots, version};
 
 /// Header carrying an uploaded plugin's configuration (a JSON object of strings).
 const CONFIG_HEADER: &str = "notify-plugin-config";
@@ -62,19 +62,19 @@ pub(super) async fn list(
     Ok(Json(json!({ "tenant": &*tenant.id, "plugins": hooks, "nodes": nodes })))
 }
 
-/// What every live node runs for `tenant`: this node's live figures, the others' last
-/// reports (at most a second old).
+/// What every live node runs for `tenant`, and its connections there: this node's live
+/// figures, the others' last reports (at most a second old).
 async fn nodes(app: &App, tenant: &str) -> Result<Vec<Value>, ApiError> {
-    let mut reports = app.control.reports(tenant).await?;
-    if !reports.iter().any(|r| *r.node == *app.node_id) {
-        reports.push(NodeReport { node: app.node_id.to_string(), report: None });
+    let mut nodes = app.control.reports(vec![tenant.to_owned()]).await?;
+    if !nodes.iter().any(|n| *n.node == *app.node_id) {
+        nodes.push(NodeReport { node: app.node_id.to_string(), reports: Vec::new() });
     }
-    let local = crate::control::running(app).remove(tenant);
-    let nodes = reports.into_iter().map(|r| {
-        let here = *r.node == *app.node_id;
-        let report = if here { local.clone() } else { r.report };
-        let running: Vec<Running> = report.and_then(|json| serde_json::from_str(&json).ok()).unwrap_or_default();
-        json!({ "node": r.node, "this_node": here, "plugins": running })
+    let local = control::reports(app).remove(tenant);
+    let nodes = nodes.into_iter().map(|n| {
+        let here = *n.node == *app.node_id;
+        let report = if here { local.clone() } else { n.reports.into_iter().next().flatten() };
+        let report: TenantReport = report.and_then(|json| serde_json::from_str(&json).ok()).unwrap_or_default();
+        json!({ "node": n.node, "this_node": here, "connections": report.connections, "plugins": report.plugins })
     });
     Ok(nodes.collect())
 }

@@ -36,12 +36,12 @@ pub(crate) struct Blob {
 /// How long a node's report counts as live: three report intervals.
 pub(crate) const REPORT_TTL: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// One live node's report for one tenant: the JSON it reported (none: nothing for the
-/// tenant).
+/// One live node's reports for the tenants asked about, in that order: the JSON it
+/// reported for each (none: nothing for that tenant).
 #[derive(Debug, Clone)]
 pub(crate) struct NodeReport {
     pub node: String,
-    pub report: Option<String>,
+    pub reports: Vec<Option<String>>,
 }
 
 /// A tenant created through the API: its settings and its keys' SHA-256 digests.
@@ -237,8 +237,8 @@ pub(crate) trait ControlStore: Send + Sync + 'static {
     /// node counts as live for `REPORT_TTL` after it. `None` withdraws the node (it stops).
     fn report(&self, node: &str, report: Option<BTreeMap<String, String>>) -> BoxFuture<'_, Result<(), StoreError>>;
 
-    /// The live nodes (sorted by name), with what each reported for `tenant`.
-    fn reports(&self, tenant: &str) -> BoxFuture<'_, Result<Vec<NodeReport>, StoreError>>;
+    /// The live nodes (sorted by name), with what each reported for each of `tenants`.
+    fn reports(&self, tenants: Vec<String>) -> BoxFuture<'_, Result<Vec<NodeReport>, StoreError>>;
 
     /// Whether changes made elsewhere are being heard now (a shared store's listener is
     /// connected); a node is not ready until they are.

@@ -162,10 +162,10 @@ impl ControlStore for FileStore {
         Box::pin(async { Ok(()) })
     }
 
-    fn reports(&self, tenant: &str) -> BoxFuture<'_, Result<Vec<NodeReport>, StoreError>> {
+    fn reports(&self, tenants: Vec<String>) -> BoxFuture<'_, Result<Vec<NodeReport>, StoreError>> {
         let report = self.report.lock().expect("report lock");
-        let reports =
-            report.iter().map(|(node, r)| NodeReport { node: node.clone(), report: r.get(tenant).cloned() }).collect();
+        let of = |r: &BTreeMap<String, String>| tenants.iter().map(|t| r.get(t).cloned()).collect();
+        let reports = report.iter().map(|(node, r)| NodeReport { node: node.clone(), reports: of(r) }).collect();
         Box::pin(async { Ok(reports) })
     }
 }

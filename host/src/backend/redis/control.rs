@@ -119,7 +119,7 @@ impl RedisStore {
         Ok(())
     }
 
-    async fn read_reports(&self, tenant: String) -> Result<Vec<NodeReport>, StoreError> {
+    async fn read_reports(&self, tenants: Vec<String>) -> Result<Vec<NodeReport>, StoreError> {
         let since = crate::clock::now_millis().saturating_sub(REPORT_TTL.as_millis() as u64);
         let mut live = ::redis::cmd("ZRANGEBYSCORE");
         live.arg(keys::NODES).arg(since).arg("+inf");
@@ -127,9 +127,14 @@ impl RedisStore {
         nodes.sort();
         let mut reports = Vec::with_capacity(nodes.len());
         for node in nodes {
-            let mut get = ::redis::cmd("HGET");
-            get.arg(keys::node_report(&node)).arg(&tenant);
-            reports.push(NodeReport { report: self.query(get).await?, node });
+            let reported = if tenants.is_empty() {
+                Vec::new()
+            } else {
+                let mut get = ::redis::cmd("HMGET");
+                get.arg(keys::node_report(&node)).arg(&tenants);
+                self.query(get).await?
+            };
+            reports.push(NodeReport { reports: reported, node });
         }
         Ok(reports)
     }
@@ -162,8 +167,8 @@ impl ControlStore for RedisStore {
         Box::pin(self.write_report(node.to_owned(), report))
     }
 
-    fn reports(&self, tenant: &str) -> BoxFuture<'_, Result<Vec<NodeReport>, StoreError>> {
-        Box::pin(self.read_reports(tenant.to_owned()))
+    fn reports(&self, tenants: Vec<String>) -> BoxFuture<'_, Result<Vec<NodeReport>, StoreError>> {
+        Box::pin(self.read_reports(tenants))
     }
 
     fn watch(&self) -> watch::Receiver<u64> {
