@@ -27,3 +27,12 @@ cargo clippy --workspace --all-targets -- -D warnings
 (cd plugins && cargo clippy --quiet --target wasm32-wasip2 --workspace -- -D warnings)
 echo "== tests"
 cargo test --workspace
+echo "== JavaScript client (against real hosts)"
+if ! command -v node >/dev/null; then
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get install -y nodejs
+fi
+node --version
+cargo build -p notify-host
+(cd clients/js && node --experimental-websocket --test test/*.test.js)

@@ -172,6 +172,11 @@ async fn websocket_refusals_come_before_the_upgrade() {
     let router = super::router(app().await);
     let a = send(&router, get("/v1/ws/demo?user=alice", None)).await;
     assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "not_websocket"));
+    // Without the upgrade, the same URL still says what is wrong with the credentials.
+    let a = send(&router, get("/v1/ws/nope?user=alice", None)).await;
+    assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "unknown_tenant"));
+    let a = send(&router, get("/v1/ws/demo", None)).await;
+    assert_eq!((a.status, a.code()), (StatusCode::UNAUTHORIZED, "unauthorized"));
     let upgrade = |uri: &str, version: &str| {
         Request::get(uri)
             .header(header::CONNECTION, "Upgrade")

@@ -58,7 +58,6 @@ async fn accept(app: &Arc<App>, tenant_id: &str, peer: SocketAddr, req: Request)
         let message = "this node is shutting down; connect to another node";
         return Err(Refusal(HandshakeFailure::Draining, ApiError::unavailable("draining", message)));
     }
-    let accept_key = check_upgrade(&req)?;
     let tenant = app.tenants.get(tenant_id).ok_or_else(|| {
         let error = ApiError::not_found("unknown_tenant", format!("no tenant {tenant_id:?}"));
         Refusal(HandshakeFailure::UnknownTenant, error)
@@ -66,6 +65,9 @@ async fn accept(app: &Arc<App>, tenant_id: &str, peer: SocketAddr, req: Request)
     check_origin(&tenant, &req)?;
     let (identity, attributes) = authenticate(app, &tenant, &req, peer).await?;
     let resume = resume_positions(&req)?;
+    // After the credentials: a plain GET of the same URL tells a client that cannot see
+    // why its upgrade failed whether the credentials are the reason.
+    let accept_key = check_upgrade(&req)?;
     let admitted = app.admission.try_admit().ok_or_else(|| {
         let message = "this node is at its connection limit; retry on another node";
         Refusal(HandshakeFailure::OverCapacity, ApiError::unavailable("over_capacity", message))

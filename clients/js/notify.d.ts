@@ -1,0 +1,123 @@
+// Types of the notify client (src/notify.js).
+
+/** A position in one stream: its epoch and the offset of an event in it. */
+export interface Position {
+  epoch: string;
+  offset: number;
+}
+
+/** An `event` frame (docs/PROTOCOL.md). Exactly one of `user`, `channel`, `broadcast` is set. */
+export interface NotifyEvent<Data = unknown> {
+  type: "event";
+  id: string;
+  event: string;
+  ts: number;
+  user?: string;
+  channel?: string;
+  broadcast?: true;
+  epoch?: string;
+  offset?: number;
+  data: Data;
+}
+
+/** What an event handler gets besides the event. */
+export interface EventContext {
+  /** "user", "broadcast" or "channel:<name>". */
+  stream: string;
+  /** Acks the event (user stream, tenants with acks); returns whether it was sent. */
+  ack(): boolean;
+}
+
+export type ConnectionState = "idle" | "connecting" | "connected" | "disconnected" | "closed";
+
+export interface StateChange {
+  state: ConnectionState;
+  /** The WebSocket close code (disconnected, closed). */
+  code?: number;
+  reason?: string;
+  connectionId?: string;
+  user?: string;
+}
+
+export interface Unread {
+  epoch: string;
+  offset: number;
+  acked: number;
+  unread: number;
+}
+
+export interface ClientOptions {
+  /** Base URL of the host: `https://…`, `http://…`, `wss://…` or `ws://…`. */
+  url: string;
+  tenant: string;
+  /** A JWT, or a getter called again once a token expired or was refused. */
+  token?: string | (() => string | Promise<string>);
+  /** The user id, for tenants in `insecure` mode. */
+  user?: string;
+  /** More query parameters (for a tenant's auth plugin). */
+  params?: Record<string, string>;
+  /** Channels to subscribe at once (and after every reconnect). */
+  channels?: string[];
+  /** Positions to resume from, as saved from `client.positions.toJSON()`. */
+  positions?: Record<string, Position>;
+  /** Ack every user-stream event once its handlers returned without error. */
+  autoAck?: boolean;
+  /** First reconnect delay ceiling in ms (jittered, doubling); default 500. */
+  initialBackoffMs?: number;
+  /** Largest reconnect delay ceiling in ms; default 30000. */
+  maxBackoffMs?: number;
+  /** Application ping period in ms (0: none); default 20000. */
+  pingIntervalMs?: number;
+  /** The WebSocket constructor; default `globalThis.WebSocket`. */
+  WebSocket?: typeof WebSocket;
+  /** Used to learn why a connection failed; null: every failure is retried. */
+  fetch?: typeof fetch | null;
+}
+
+/** An error the client reports: a refusal (`status`), a final close (`closeCode`), or an
+ * `error` frame of the host (`code`, `channel`). */
+export declare class NotifyError extends Error {
+  code: string;
+  status?: number;
+  closeCode?: number;
+  channel?: string;
+}
+
+/** Positions per stream, for resuming and de-duplication. */
+export declare class Positions {
+  constructor(initial?: Record<string, Position>);
+  get(stream: string): Position | undefined;
+  advance(stream: string, position: Position): boolean;
+  seed(stream: string, position: Partial<Position>): void;
+  isNew(stream: string, position: Position): boolean;
+  delete(stream: string): void;
+  toJSON(): Record<string, Position>;
+}
+
+export interface ClientEvents {
+  event: (event: NotifyEvent, context: EventContext) => void | Promise<void>;
+  state: (change: StateChange) => void;
+  recovered: (info: { stream: string; recovered: false }) => void;
+  unread: (info: Unread) => void;
+  subscribed: (info: { channel: string; recovered: boolean }) => void;
+  unsubscribed: (info: { channel: string }) => void;
+  error: (error: Error) => void;
+  frame: (frame: Record<string, unknown>) => void;
+}
+
+export declare class NotifyClient {
+  constructor(options: ClientOptions);
+  readonly state: ConnectionState;
+  readonly positions: Positions;
+  on<K extends keyof ClientEvents>(type: K, handler: ClientEvents[K]): () => void;
+  off<K extends keyof ClientEvents>(type: K, handler: ClientEvents[K]): void;
+  connect(): this;
+  close(): void;
+  subscribe(channel: string): void;
+  unsubscribe(channel: string): void;
+  ack(event: Position): boolean;
+  ping(): boolean;
+}
+
+/** The stream an event frame came through. */
+export declare function streamOf(event: NotifyEvent): string;

@@ -1,0 +1,471 @@
+// notify client: live, resumable notifications from a notify host over WebSocket.
+//
+// One `NotifyClient` keeps one connection alive: it reconnects with jittered exponential
+// backoff (or after the host's `retry_after_ms`), resumes every stream from the last
+// position it processed, drops duplicates by (epoch, offset), re-subscribes channels, and
+// acks. See docs/CLIENTS.md for the semantics and docs/PROTOCOL.md for the wire protocol.
+
+/** Close codes after which reconnecting cannot help. */
+const FINAL_CLOSES = new Map([
+  [4004, "tenant_deleted"],
+  [1002, "protocol_error"],
+  [1007, "invalid_payload"],
+  [1009, "message_too_big"],
+]);
+
+/** The credentials expired: reconnect with a fresh token. */
+const CREDENTIALS_EXPIRED = 4003;
+
+/** HTTP refusals of the handshake that retrying cannot fix (401 only once the token is fresh). */
+const FINAL_STATUSES = new Set([401, 403, 404]);
+
+/** How long the diagnosis of a failed connection may take. */
+const DIAGNOSE_TIMEOUT_MS = 5_000;
+
+const DEFAULTS = {
+  initialBackoffMs: 500,
+  maxBackoffMs: 30_000,
+  pingIntervalMs: 20_000,
+  autoAck: false,
+};
+
+/** An error the client surfaces through its `error` event. */
+export class NotifyError extends Error {
+  constructor(code, message, details = {}) {
+    super(message);
+    this.name = "NotifyError";
+    this.code = code;
+    Object.assign(this, details);
+  }
+}
+
+/** A tiny event emitter that works the same in browsers and Node. */
+class Emitter {
+  #handlers = new Map();
+
+  on(type, handler) {
+    if (!this.#handlers.has(type)) this.#handlers.set(type, new Set());
+    this.#handlers.get(type).add(handler);
+    return () => this.off(type, handler);
+  }
+
+  off(type, handler) {
+    this.#handlers.get(type)?.delete(handler);
+  }
+
+  /** Calls every handler; returns what each returned (a handler that threw: a rejection). */
+  emit(type, ...args) {
+    const handlers = [...(this.#handlers.get(type) ?? [])];
+    return handlers.map((handler) => {
+      try {
+        return handler(...args);
+      } catch (error) {
+        const failed = Promise.reject(error);
+        failed.catch(() => {});
+        return failed;
+      }
+    });
+  }
+}
+
+/** The stream an event frame came through: "user", "broadcast" or "channel:<name>". */
+export function streamOf(frame) {
+  if (frame.channel !== undefined) return `channel:${frame.channel}`;
+  if (frame.broadcast) return "broadcast";
+  return "user";
+}
+
+/**
+ * Positions per stream, for resuming and de-duplication. An event is new when its epoch
+ * differs from the one remembered (the stream's numbering started over) or its offset is
+ * higher.
+ */
+export class Positions {
+  #map = new Map();
+
+  constructor(initial = {}) {
+    for (const [stream, position] of Object.entries(initial)) this.#map.set(stream, { ...position });
+  }
+
+  get(stream) {
+    return this.#map.get(stream);
+  }
+
+  /** Remembers `position` unless it is older than what the stream has. */
+  advance(stream, position) {
+    if (!this.isNew(stream, position)) return false;
+    this.#map.set(stream, { epoch: position.epoch, offset: position.offset });
+    return true;
+  }
+
+  /** Starts a stream at `position` if nothing is remembered for it yet. */
+  seed(stream, position) {
+    if (!this.#map.has(stream) && position?.epoch !== undefined) {
+      this.#map.set(stream, { epoch: position.epoch, offset: position.offset });
+    }
+  }
+
+  isNew(stream, position) {
+    const known = this.#map.get(stream);
+    return !known || known.epoch !== position.epoch || position.offset > known.offset;
+  }
+
+  delete(stream) {
+    this.#map.delete(stream);
+  }
+
+  toJSON() {
+    return Object.fromEntries(this.#map);
+  }
+}
+
+function since(position) {
+  return position ? `${position.epoch}:${position.offset}` : undefined;
+}
+
+/** `http(s)://` or `ws(s)://` base URL plus a path and query. */
+function endpoint(base, path, query) {
+  const url = new URL(path, base);
+  if (url.protocol === "http:") url.protocol = "ws:";
+  if (url.protocol === "https:") url.protocol = "wss:";
+  for (const [key, value] of Object.entries(query)) {
+    if (value !== undefined && value !== null) url.searchParams.set(key, String(value));
+  }
+  return url.toString();
+}
+
+/**
+ * A connection to one tenant of a notify host.
+ *
+ * Events: `event` (frame, context), `state` ({state, code?, reason?}), `recovered`
+ * ({stream, recovered: false}), `unread` ({unread, acked, offset, epoch}), `subscribed`,
+ * `unsubscribed`, `error` (NotifyError or Error), `frame` (every raw frame).
+ */
+export class NotifyClient extends Emitter {
+  #options;
+  #socket = null;
+  #state = "idle";
+  #attempt = 0;
+  #retryAfterMs = null;
+  #timer = null;
+  #pinger = null;
+  #closed = false;
+  #channels = new Map();
+  #token = null;
+  #freshToken = false;
+  #events = Promise.resolve();
+
+  /**
+   * @param {object} options
+   * @param {string} options.url base URL of the host (`https://…`, `wss://…`)
+   * @param {string} options.tenant tenant id
+   * @param {string | (() => string | Promise<string>)} [options.token] a JWT, or a getter
+   *   called before every connection attempt once the previous token was refused or expired
+   * @param {string} [options.user] the user id, for tenants in `insecure` mode
+   * @param {Record<string, string>} [options.params] more query parameters (an auth plugin's)
+   * @param {string[]} [options.channels] channels to subscribe at once
+   * @param {Record<string, {epoch: string, offset: number}>} [options.positions] positions
+   *   to resume from (as saved from `client.positions.toJSON()`)
+   * @param {boolean} [options.autoAck] ack each user-stream event after its handlers return
+   * @param {number} [options.initialBackoffMs] first reconnect delay (jittered, doubling)
+   * @param {number} [options.maxBackoffMs] longest reconnect delay
+   * @param {number} [options.pingIntervalMs] application ping period (0: none)
+   * @param {typeof WebSocket} [options.WebSocket] the WebSocket constructor to use
+   * @param {typeof fetch | null} [options.fetch] used to learn why a connection failed
+   *   (null: never ask; every failure is retried)
+   */
+  constructor(options) {
+    super();
+    if (!options?.url || !options?.tenant) throw new TypeError("url and tenant are required");
+    this.#options = { ...DEFAULTS, ...options };
+    this.positions = new Positions(options.positions);
+    for (const channel of options.channels ?? []) this.#channels.set(channel, "pending");
+  }
+
+  /** "idle", "connecting", "connected", "disconnected" or "closed". */
+  get state() {
+    return this.#state;
+  }
+
+  /** Opens the connection; the client keeps it open until `close()`. */
+  connect() {
+    this.#closed = false;
+    if (this.#state === "idle" || this.#state === "disconnected") this.#open();
+    return this;
+  }
+
+  /** Closes the connection for good. */
+  close() {
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    this.#stopPing();
+    const socket = this.#socket;
+    this.#socket = null;
+    socket?.close(1000);
+    this.#setState("closed", { code: 1000, reason: "closed by the client" });
+  }
+
+  /** Subscribes to `channel`, now and after every reconnect, resuming from its position. */
+  subscribe(channel) {
+    if (!this.#channels.has(channel)) this.#channels.set(channel, "pending");
+    this.#sendSubscribe(channel);
+  }
+
+  /** Leaves `channel` and forgets its position. */
+  unsubscribe(channel) {
+    this.#channels.delete(channel);
+    this.positions.delete(`channel:${channel}`);
+    this.#send({ type: "unsubscribe", channel });
+  }
+
+  /** Acks a user-stream event (or an {epoch, offset} position of the user stream). */
+  ack(event) {
+    return this.#send({ type: "ack", epoch: event.epoch, offset: event.offset });
+  }
+
+  /** Sends an application ping (the host answers `pong`). */
+  ping() {
+    return this.#send({ type: "ping" });
+  }
+
+  async #open() {
+    clearTimeout(this.#timer);
+    this.#setState("connecting");
+    let url;
+    try {
+      url = endpoint(this.#options.url, `/v1/ws/${encodeURIComponent(this.#options.tenant)}`, await this.#query());
+    } catch (error) {
+      this.#signal("error", new NotifyError("token_unavailable", `the token getter failed: ${error.message}`, { cause: error }));
+      return this.#retry();
+    }
+    if (this.#closed) return;
+    const Socket = this.#options.WebSocket ?? globalThis.WebSocket;
+    if (!Socket) return this.#stop(new NotifyError("no_websocket", "no WebSocket implementation: pass options.WebSocket"), {});
+    const socket = new Socket(url);
+    this.#socket = socket;
+    let opened = false;
+    socket.onopen = () => {
+      opened = true;
+    };
+    socket.onmessage = (message) => this.#receive(message.data);
+    const ended = (code, reason) => {
+      if (this.#socket !== socket) return;
+      this.#socket = null;
+      this.#stopPing();
+      if (opened) this.#closedBy(code, reason);
+      else this.#failed(url);
+    };
+    socket.onclose = (close) => ended(close.code, close.reason);
+    // Some implementations report a refused upgrade only as an error, without a close.
+    socket.onerror = () => {
+      if (!opened) {
+        socket.onerror = null;
+        socket.onclose = null;
+        ended(1006, "connection failed");
+      }
+    };
+  }
+
+  async #query() {
+    const query = { ...(this.#options.params ?? {}) };
+    if (this.#options.user !== undefined) query.user = this.#options.user;
+    const token = await this.#currentToken();
+    if (token !== undefined) query.token = token;
+    query.user_since = since(this.positions.get("user"));
+    query.broadcast_since = since(this.positions.get("broadcast"));
+    return query;
+  }
+
+  /** The token for the next attempt: the getter is asked when there is none or it failed. */
+  async #currentToken() {
+    const { token } = this.#options;
+    if (typeof token !== "function") return token;
+    if (this.#token === null) {
+      this.#token = await token();
+      this.#freshToken = true;
+    }
+    return this.#token;
+  }
+
+  #closedBy(code, reason) {
+    const final = FINAL_CLOSES.get(code);
+    if (final) {
+      return this.#stop(new NotifyError(final, `the host closed the connection for good (${code} ${reason})`, { closeCode: code }), { code, reason });
+    }
+    if (code === CREDENTIALS_EXPIRED) this.#token = null;
+    this.#setState("disconnected", { code, reason });
+    if (!this.#closed) this.#retry();
+  }
+
+  /**
+   * The connection failed before it opened. WebSocket hides the HTTP status, so the same
+   * URL is fetched without the upgrade: the host checks credentials before the upgrade and
+   * answers 400 `not_websocket` when they are fine.
+   */
+  async #failed(url) {
+    const refusal = await this.#diagnose(url);
+    const fresh = this.#freshToken;
+    this.#freshToken = false;
+    this.#setState("disconnected", { code: 1006, reason: refusal?.message ?? "connection failed" });
+    if (this.#closed) return;
+    const status = refusal?.status;
+    if (status === 401 && typeof this.#options.token === "function" && !fresh) {
+      // The token may have expired meanwhile: one more try with a fresh one.
+      this.#token = null;
+      this.#retryAfterMs = 0;
+    } else if (FINAL_STATUSES.has(status)) {
+      return this.#stop(new NotifyError(refusal.code, refusal.message, { status }), { code: 1006, reason: refusal.code });
+    } else if (refusal?.retryAfterMs !== undefined) {
+      this.#retryAfterMs = refusal.retryAfterMs;
+    }
+    this.#retry();
+  }
+
+  /** The host's refusal of `url` ({status, code, message, retryAfterMs}), if it answers. */
+  async #diagnose(url) {
+    const fetcher = this.#options.fetch === undefined ? globalThis.fetch : this.#options.fetch;
+    if (!fetcher) return undefined;
+    const http = url.replace(/^ws/, "http");
+    try {
+      const response = await fetcher(http, { signal: AbortSignal.timeout(DIAGNOSE_TIMEOUT_MS) });
+      const body = await response.json().catch(() => ({}));
+      const retryAfter = Number(response.headers.get("retry-after"));
+      return {
+        status: response.status,
+        code: body?.error?.code ?? `http_${response.status}`,
+        message: body?.error?.message ?? `the host answered ${response.status}`,
+        retryAfterMs: Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter * 1000 : undefined,
+      };
+    } catch {
+      return undefined;
+    }
+  }
+
+  #stop(error, details) {
+    this.#closed = true;
+    this.#setState("closed", details);
+    this.#signal("error", error);
+  }
+
+  #retry() {
+    const wait = this.#retryAfterMs ?? this.#backoff();
+    this.#retryAfterMs = null;
+    this.#attempt += 1;
+    this.#timer = setTimeout(() => this.#open(), wait);
+  }
+
+  /** Full jitter: a random delay up to the doubled base, capped. */
+  #backoff() {
+    const { initialBackoffMs, maxBackoffMs } = this.#options;
+    const ceiling = Math.min(maxBackoffMs, initialBackoffMs * 2 ** Math.min(this.#attempt, 20));
+    return Math.random() * ceiling;
+  }
+
+  #receive(data) {
+    let frame;
+    try {
+      frame = JSON.parse(data);
+    } catch {
+      return;
+    }
+    this.#signal("frame", frame);
+    switch (frame.type) {
+      case "welcome":
+        return this.#welcome(frame);
+      case "event":
+        // One at a time, in order: a handler may be async, and positions advance in order.
+        this.#events = this.#events.then(() => this.#event(frame));
+        return this.#events;
+      case "subscribed":
+        return this.#subscribed(frame);
+      case "unsubscribed":
+        return this.#signal("unsubscribed", { channel: frame.channel });
+      case "acked":
+        return this.#signal("unread", { epoch: frame.epoch, offset: frame.offset, acked: frame.offset, unread: frame.unread });
+      case "reconnect":
+        this.#retryAfterMs = frame.retry_after_ms ?? null;
+        return undefined;
+      case "error":
+        return this.#signal("error", new NotifyError(frame.code, frame.message, { channel: frame.channel }));
+      default:
+        return undefined;
+    }
+  }
+
+  #welcome(frame) {
+    this.#attempt = 0;
+    this.#freshToken = false;
+    for (const [name, stream] of Object.entries(frame.streams ?? {})) {
+      if (stream.recovered === false) this.#signal("recovered", { stream: name, recovered: false });
+      this.positions.seed(name, stream);
+    }
+    const user = frame.streams?.user;
+    if (user?.unread !== undefined) this.#signal("unread", { epoch: user.epoch, offset: user.offset, acked: user.acked, unread: user.unread });
+    this.#setState("connected", { connectionId: frame.connection_id, user: frame.user });
+    for (const channel of this.#channels.keys()) this.#sendSubscribe(channel);
+    this.#startPing();
+  }
+
+  #subscribed(frame) {
+    const stream = `channel:${frame.channel}`;
+    if (frame.recovered === false) this.#signal("recovered", { stream, recovered: false });
+    this.positions.seed(stream, frame);
+    this.#channels.set(frame.channel, "subscribed");
+    this.#signal("subscribed", { channel: frame.channel, recovered: frame.recovered !== false });
+  }
+
+  async #event(frame) {
+    const stream = streamOf(frame);
+    const positioned = frame.epoch !== undefined;
+    if (positioned && !this.positions.isNew(stream, frame)) return;
+    let acked = false;
+    const context = {
+      stream,
+      ack: () => {
+        acked = true;
+        return this.ack(frame);
+      },
+    };
+    const results = await Promise.allSettled(this.emit("event", frame, context));
+    for (const result of results) if (result.status === "rejected") this.#signal("error", result.reason);
+    if (positioned) this.positions.advance(stream, frame);
+    const handled = results.every((result) => result.status === "fulfilled");
+    if (this.#options.autoAck && handled && stream === "user" && positioned && !acked) this.ack(frame);
+  }
+
+  #sendSubscribe(channel) {
+    const position = this.positions.get(`channel:${channel}`);
+    const frame = { type: "subscribe", channel };
+    if (position) frame.since = position;
+    this.#send(frame);
+  }
+
+  #send(frame) {
+    const socket = this.#socket;
+    if (!socket || socket.readyState !== 1 || this.#state !== "connected") return false;
+    socket.send(JSON.stringify(frame));
+    return true;
+  }
+
+  #startPing() {
+    this.#stopPing();
+    if (this.#options.pingIntervalMs > 0) this.#pinger = setInterval(() => this.ping(), this.#options.pingIntervalMs);
+  }
+
+  #stopPing() {
+    clearInterval(this.#pinger);
+    this.#pinger = null;
+  }
+
+  #setState(state, details = {}) {
+    this.#state = state;
+    this.#signal("state", { state, ...details });
+  }
+
+  /** Emits `type`; a handler that fails is reported as an `error` (except by `error` itself). */
+  #signal(type, ...args) {
+    for (const result of this.emit(type, ...args)) {
+      if (result instanceof Promise && type !== "error") result.catch((error) => this.#signal("error", error));
+    }
+  }
+}

@@ -1,0 +1,172 @@
+// The SDK against real hosts: delivery, channels, acks, refusals, token refresh, and a
+// host killed and restarted mid-stream.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+
+import { NotifyClient } from "../src/notify.js";
+import { Host, Redis, eventually, freePort, hs256, record } from "./harness.js";
+
+const SECRET = "sdk-test-secret-0123456789";
+
+function tenants() {
+  return `
+[tenants.demo]
+publish_key = "demo-key"
+auth = { mode = "insecure" }
+history = { size = 1000, ttl = "10m", acks = true }
+[tenants.secure]
+publish_key = "secure-key"
+auth = { mode = "jwt", hs256_secret = "${SECRET}" }
+`;
+}
+
+async function singleHost(extra = "") {
+  const port = await freePort();
+  return Host.start(`[server]\nlisten = "127.0.0.1:${port}"\n${extra}\n${tenants()}`);
+}
+
+function client(host, options) {
+  return new NotifyClient({ url: host.url, tenant: "demo", initialBackoffMs: 50, maxBackoffMs: 500, ...options });
+}
+
+test("events, channels and acks arrive", async (t) => {
+  const host = await singleHost();
+  t.after(() => host.dispose());
+  const alice = client(host, { user: "alice", channels: ["news"], autoAck: true });
+  const seen = record(alice);
+  t.after(() => alice.close());
+  alice.connect();
+  await eventually(() => seen.states.some((s) => s.state === "connected"));
+  await eventually(() => alice.positions.get("channel:news"));
+
+  await host.publish("demo-key", { users: ["alice"], event: "direct", data: { n: 1 } });
+  await host.publish("demo-key", { channels: ["news"], event: "headline", data: "hi" });
+  await host.publish("demo-key", { channels: ["sports"], event: "elsewhere" });
+  await host.publish("demo-key", { broadcast: true, event: "everyone" });
+  await eventually(() => seen.events.length >= 3);
+  assert.deepEqual(seen.events.map((e) => e.event), ["direct", "headline", "everyone"]);
+
+  // autoAck acked the user event: the host's cursor is there.
+  await eventually(() => seen.unread.some((u) => u.unread === 0 && u.acked === seen.events[0].offset));
+
+  alice.unsubscribe("news");
+  await eventually(() => alice.positions.get("channel:news") === undefined);
+  alice.subscribe("sports");
+  await eventually(() => alice.positions.get("channel:sports"));
+  await host.publish("demo-key", { channels: ["sports"], event: "goal" });
+  await eventually(() => seen.events.some((e) => e.event === "goal"));
+  assert.deepEqual(seen.errors, []);
+});
+
+test("a resumed connection gets what it missed, once", async (t) => {
+  const host = await singleHost();
+  t.after(() => host.dispose());
+  const first = client(host, { user: "bob", channels: ["news"] });
+  const seen = record(first);
+  first.connect();
+  await eventually(() => first.positions.get("channel:news"));
+  await host.publish("demo-key", { users: ["bob"], event: "one" });
+  await eventually(() => seen.events.length === 1);
+  first.close();
+
+  // Published while bob is away; a new client starts from the saved positions.
+  await host.publish("demo-key", { users: ["bob"], event: "two" });
+  await host.publish("demo-key", { channels: ["news"], event: "three" });
+  const again = client(host, { user: "bob", channels: ["news"], positions: first.positions.toJSON() });
+  const later = record(again);
+  t.after(() => again.close());
+  again.connect();
+  await eventually(() => later.events.length >= 2);
+  await host.publish("demo-key", { users: ["bob"], event: "four" });
+  await eventually(() => later.events.some((e) => e.event === "four"));
+  // Without acks, the user stream replays after the position; the first event is not repeated.
+  assert.deepEqual(later.events.map((e) => e.event).sort(), ["four", "three", "two"]);
+  assert.deepEqual(later.recovered, []);
+});
+
+test("refusals that cannot succeed are errors, not retries", async (t) => {
+  const host = await singleHost();
+  t.after(() => host.dispose());
+  const unknown = new NotifyClient({ url: host.url, tenant: "nope", user: "x", initialBackoffMs: 20 });
+  const seen = record(unknown);
+  unknown.connect();
+  await eventually(() => unknown.state === "closed");
+  assert.equal(seen.errors[0].code, "unknown_tenant");
+  assert.equal(seen.errors[0].status, 404);
+
+  let asked = 0;
+  const badToken = new NotifyClient({
+    url: host.url,
+    tenant: "secure",
+    initialBackoffMs: 20,
+    token: () => {
+      asked += 1;
+      return hs256("not-the-secret-at-all", "carol", 60);
+    },
+  });
+  const refused = record(badToken);
+  badToken.connect();
+  await eventually(() => badToken.state === "closed");
+  assert.equal(refused.errors[0].status, 401);
+  assert.equal(asked, 1, "the token was fresh: no second try");
+});
+
+test("an expired token is replaced through the getter", async (t) => {
+  const host = await singleHost();
+  t.after(() => host.dispose());
+  let asked = 0;
+  const carol = new NotifyClient({
+    url: host.url,
+    tenant: "secure",
+    initialBackoffMs: 20,
+    token: async () => {
+      asked += 1;
+      return hs256(SECRET, "carol", 2);
+    },
+  });
+  const seen = record(carol);
+  t.after(() => carol.close());
+  carol.connect();
+  // The host closes with 4003 when the token expires; the client comes back with a new one.
+  await eventually(() => seen.states.some((s) => s.code === 4003));
+  await eventually(() => asked >= 2 && carol.state === "connected");
+  await host.publish("secure-key", { users: ["carol"], event: "still-here" });
+  await eventually(() => seen.events.some((e) => e.event === "still-here"));
+});
+
+test("a host killed and restarted mid-stream costs no event and duplicates none", async (t) => {
+  const redis = await Redis.start();
+  t.after(() => redis.dispose());
+  const broker = `[broker]\nkind = "redis"\nurl = "redis://127.0.0.1:${redis.port}"\ntimeout = "2s"\nmax_backoff = "200ms"\n`;
+  const [portA, portB] = [await freePort(), await freePort()];
+  const a = await Host.start(`[server]\nlisten = "127.0.0.1:${portA}"\n${broker}${tenants()}`);
+  const b = await Host.start(`[server]\nlisten = "127.0.0.1:${portB}"\n${broker}${tenants()}`);
+  t.after(() => a.dispose());
+  t.after(() => b.dispose());
+
+  const dave = client(a, { user: "dave", channels: ["feed"] });
+  const seen = record(dave);
+  t.after(() => dave.close());
+  dave.connect();
+  await eventually(() => dave.positions.get("channel:feed"));
+
+  // Published through B throughout, while A (dave's node) is killed and started again.
+  let published = 0;
+  const publish = async () => {
+    published += 1;
+    await b.publish("demo-key", { users: ["dave"], channels: ["feed"], event: "tick", data: published });
+  };
+  for (let i = 0; i < 20; i++) await publish();
+  await a.stop("SIGKILL");
+  for (let i = 0; i < 20; i++) await publish();
+  await a.run();
+  for (let i = 0; i < 20; i++) await publish();
+
+  const perStream = (stream) => seen.events.filter((e) => (stream === "user" ? e.user : e.channel)).map((e) => e.data);
+  const all = Array.from({ length: published }, (_, i) => i + 1);
+  await eventually(() => perStream("user").length >= published && perStream("channel").length >= published);
+  assert.deepEqual(perStream("user"), all, "every event of the user stream, once, in order");
+  assert.deepEqual(perStream("channel"), all, "every event of the channel, once, in order");
+  assert.ok(seen.states.filter((s) => s.state === "connected").length >= 2, "it reconnected");
+});
