@@ -10,6 +10,7 @@ mod extract;
 mod health;
 mod presence;
 mod publish;
+mod streams;
 mod tenants;
 mod users;
 mod websocket;
@@ -36,6 +37,9 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/publish/batch", post(publish::batch))
         .route("/v1/presence/{user}", get(presence::status))
         .route("/v1/users/{user}/unread", get(users::unread))
+        .route("/v1/streams/users/{user}", get(streams::user))
+        .route("/v1/streams/channels/{channel}", get(streams::channel))
+        .route("/v1/streams/broadcast", get(streams::broadcast))
         .route("/v1/admin/tenants", get(tenants::list).post(tenants::create))
         .route("/v1/admin/tenants/{tenant}", get(tenants::get).patch(tenants::patch).delete(tenants::delete))
         .route("/v1/admin/tenants/{tenant}/keys/{kind}", post(tenants::rotate))

@@ -34,6 +34,17 @@ pub(crate) fn json(value: &serde_json::Value) -> Bytes {
     text(&serde_json::to_vec(value).expect("JSON values serialise"))
 }
 
+/// The payload of a frame made by [`text`] (its JSON).
+pub(crate) fn payload(frame: &[u8]) -> &[u8] {
+    let header = match frame.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        Some(_) => 2,
+        None => return &[],
+    };
+    frame.get(header..).unwrap_or_default()
+}
+
 /// An empty ping frame.
 pub(crate) fn ping() -> Bytes {
     Bytes::from_static(&[FIN | OP_PING, 0])
@@ -52,5 +63,9 @@ mod tests {
         let f = text(&vec![b'a'; 70_000]);
         assert_eq!(&f[..2], &[0x81, 127]);
         assert_eq!(u64::from_be_bytes(f[2..10].try_into().unwrap()), 70_000);
+        for n in [2, 200, 70_000] {
+            let json = vec![b'a'; n];
+            assert_eq!(payload(&text(&json)), &json[..]);
+        }
     }
 }

@@ -1,0 +1,105 @@
+//! `GET /v1/streams/users/{user}`, `/v1/streams/channels/{channel}` and
+//! `/v1/streams/broadcast` (publish key): a page of a stream's history after a position,
+//! for backends that catch up or audit what was sent. Reads the same history clients
+//! resume from (in memory on one node, in Redis in cluster mode).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use super::ApiError;
+use super::extract::{PathParams, Publisher, UserId, query_param};
+use crate::app::App;
+use crate::backend::history::Start;
+use crate::protocol::frame;
+use crate::stream::{Position, Target};
+use crate::tenant::Tenant;
+
+/// Events per page unless `limit` says otherwise, and the most `limit` may ask for.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+pub(super) async fn user(
+    State(app): State<Arc<App>>,
+    Publisher(tenant): Publisher,
+    UserId(user): UserId,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    page(&app, &tenant, Target::User(&user), query.as_deref()).await
+}
+
+pub(super) async fn channel(
+    State(app): State<Arc<App>>,
+    Publisher(tenant): Publisher,
+    PathParams(channel): PathParams<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    if !crate::channel::valid_name(&channel) {
+        let message = "a channel name is 1-128 characters of A-Z a-z 0-9 _ - . : @";
+        return Err(ApiError::bad_request("invalid_channel", message));
+    }
+    page(&app, &tenant, Target::Channel(&channel), query.as_deref()).await
+}
+
+pub(super) async fn broadcast(
+    State(app): State<Arc<App>>,
+    Publisher(tenant): Publisher,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    page(&app, &tenant, Target::Broadcast, query.as_deref()).await
+}
+
+/// The events after `after` (everything kept without it), at most `limit`.
+async fn page(app: &App, tenant: &Tenant, target: Target<'_>, query: Option<&str>) -> Result<Json<Value>, ApiError> {
+    if !tenant.config.history.enabled() {
+        let message = "this tenant keeps no history; set history.size above 0";
+        return Err(ApiError::new(axum::http::StatusCode::CONFLICT, "history_disabled", message));
+    }
+    let (after, limit) = paging(query)?;
+    let after = match after {
+        Some(after) => after,
+        None => {
+            let latest = app.history.read(tenant, target, Start { since: None, unacked: false }).await?;
+            let epoch = latest.position.ok_or(crate::backend::history::HistoryError::NoPosition)?.epoch;
+            Position { epoch, offset: 0 }
+        }
+    };
+    let replay = app.history.read(tenant, target, Start { since: Some(&after), unacked: false }).await?;
+    let more = replay.events.len() > limit;
+    let events: Vec<Box<RawValue>> = replay
+        .events
+        .iter()
+        .take(limit)
+        .filter_map(|e| RawValue::from_string(String::from_utf8_lossy(frame::payload(&e.frame)).into_owned()).ok())
+        .collect();
+    let latest = replay.position.as_ref().map(|p| json!({ "epoch": p.epoch, "offset": p.offset }));
+    let next = replay.events.iter().take(limit).last().map_or(after.offset, |e| e.offset);
+    let epoch = replay.position.map_or(after.epoch, |p| p.epoch);
+    Ok(Json(json!({
+        "latest": latest,
+        "recovered": replay.recovered,
+        "events": events,
+        "next": format!("{epoch}:{next}"),
+        "more": more,
+    })))
+}
+
+/// `after=EPOCH:OFFSET` and `limit` from the query.
+fn paging(query: Option<&str>) -> Result<(Option<Position>, usize), ApiError> {
+    let after = match query_param(query, "after") {
+        None => None,
+        Some(v) => Some(Position::parse(&v).ok_or_else(|| {
+            ApiError::bad_request("bad_request", "after must be EPOCH:OFFSET, as in the positions of event frames")
+        })?),
+    };
+    let limit = match query_param(query, "limit") {
+        None => DEFAULT_LIMIT,
+        Some(v) => v.parse().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
+            ApiError::bad_request("bad_request", format!("limit must be a number from 1 to {MAX_LIMIT}"))
+        })?,
+    };
+    Ok((after, limit))
+}
