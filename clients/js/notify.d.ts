@@ -80,6 +80,8 @@ export declare class NotifyError extends Error {
   code: string;
   status?: number;
   closeCode?: number;
+  /** The reason of a final close (for 4005, the backend's). */
+  reason?: string;
   channel?: string;
 }
 

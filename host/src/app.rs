@@ -19,6 +19,7 @@ use crate::fanout::QueueLimits;
 use crate::hub::Hub;
 use crate::metrics::{BrokerMetrics, GlobalMetrics};
 use crate::plugin::{PluginError, Plugins};
+use crate::revocation::Revocations;
 use crate::tenant::Tenants;
 
 /// Why the host could not start.
@@ -72,6 +73,8 @@ pub(crate) struct App {
     pub plugins_changed: tokio::sync::Notify,
     /// Slots for open (or upgrading) WebSocket connections under `server.max_connections`.
     pub admission: Admission,
+    /// Revoked credentials, checked at every handshake.
+    pub revocations: Revocations,
 }
 
 impl App {
@@ -116,6 +119,7 @@ impl App {
             presence,
             history,
             admission,
+            revocations: Revocations::default(),
         })
     }
 

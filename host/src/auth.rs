@@ -44,6 +44,15 @@ struct Claims {
     channels: Option<Vec<String>>,
     #[serde(default)]
     exp: Option<u64>,
+    #[serde(default)]
+    iat: Option<u64>,
+}
+
+/// Accepted credentials: who they name, and when they were issued (the JWT's `iat`), which
+/// only the handshake needs (token revocation), so it is not kept with the connection.
+pub(crate) struct Verified {
+    pub identity: Identity,
+    pub issued_at: Option<u64>,
 }
 
 /// A tenant's configured way of turning credentials into an [`Identity`].
@@ -95,14 +104,15 @@ impl Authenticator {
     }
 
     /// Checks credentials: `token` from `?token=` or the bearer header, `user` from `?user=`.
-    pub(crate) fn authenticate(&self, token: Option<&str>, user: Option<&str>) -> Result<Identity, AuthError> {
+    pub(crate) fn authenticate(&self, token: Option<&str>, user: Option<&str>) -> Result<Verified, AuthError> {
         match self {
             Self::Insecure => {
                 let user = user.ok_or(AuthError::MissingUser)?;
                 if !channel::valid_name(user) {
                     return Err(AuthError::InvalidUser);
                 }
-                Ok(Identity { user: user.to_owned(), channels: None, expires_at: None })
+                let identity = Identity { user: user.to_owned(), channels: None, expires_at: None };
+                Ok(Verified { identity, issued_at: None })
             }
             Self::Jwt { keys } => {
                 let token = token.ok_or(AuthError::MissingToken)?;
@@ -115,7 +125,8 @@ impl Authenticator {
                 {
                     return Err(AuthError::Invalid(format!("invalid channel pattern {bad:?} in `channels` claim")));
                 }
-                Ok(Identity { user: claims.sub, channels: claims.channels, expires_at: claims.exp })
+                let identity = Identity { user: claims.sub, channels: claims.channels, expires_at: claims.exp };
+                Ok(Verified { identity, issued_at: claims.iat })
             }
         }
     }

@@ -13,6 +13,7 @@ use crate::app::App;
 use crate::backend::control::{Blob, ControlState, StoreError};
 use crate::config::BrokerConfig;
 use crate::plugin::Running;
+use crate::revocation::Revoked;
 use crate::tenant::Tenant;
 
 /// How often a node reports what it runs (and renews its liveness).
@@ -139,6 +140,68 @@ pub(crate) async fn forget(app: Arc<App>, tenant: Arc<Tenant>) {
     }
 }
 
+/// What one node asks every node to do.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum Command {
+    /// Close every connection of a user (4005), and refuse tokens issued before a time.
+    Disconnect { tenant: String, user: String, reason: Option<String>, revoked: Option<Revoked> },
+}
+
+/// Carries out `command` on this node at once, then on every other node (a revocation is
+/// also stored for nodes that start later).
+pub(crate) async fn send(app: &App, command: Command) -> Result<(), StoreError> {
+    let Command::Disconnect { tenant, user, revoked, .. } = &command;
+    if let Some(revoked) = revoked {
+        app.control.revoke(tenant, user, *revoked).await?;
+    }
+    obey(app, &command);
+    app.control.command(serde_json::to_string(&command)?).await
+}
+
+fn obey(app: &App, command: &Command) {
+    match command {
+        Command::Disconnect { tenant, user, reason, revoked } => {
+            if let Some(revoked) = revoked {
+                app.revocations.revoke(tenant, user, *revoked);
+            }
+            if let Some(tenant) = app.tenants.get(tenant) {
+                let closed = app.hub.disconnect_user(&tenant, user, reason.as_deref());
+                tracing::info!(tenant = &*tenant.id, user, connections = closed, "user disconnected");
+            }
+        }
+    }
+}
+
+/// Carries out the commands other nodes send until the node drains.
+pub(crate) async fn obey_commands(app: Arc<App>) {
+    let mut commands = app.control.commands();
+    loop {
+        let received = tokio::select! {
+            () = app.drain.started() => return,
+            received = commands.recv() => received,
+        };
+        match received {
+            Ok(json) => match serde_json::from_str::<Command>(&json) {
+                Ok(command) => obey(&app, &command),
+                Err(e) => tracing::warn!(error = %e, "unreadable command ignored"),
+            },
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "commands came faster than this node carried them out");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Loads the stored token revocations (at start; lapsed ones are dropped).
+async fn load_revocations(app: &App) {
+    match app.control.revocations().await {
+        Ok(all) => all.into_iter().for_each(|r| app.revocations.revoke(&r.tenant, &r.user, r.revoked)),
+        Err(e) => tracing::warn!(error = %e, "token revocations not loaded"),
+    }
+}
+
 /// Loads and applies the stored state once, before the node listens. In cluster mode a
 /// Redis that does not answer yet is not fatal: the node starts with its configured tenants,
 /// not ready, and `follow` loads the state once Redis answers.
@@ -146,6 +209,7 @@ pub(crate) async fn load(app: &Arc<App>) -> Result<(), StoreError> {
     match app.control.load().await {
         Ok(state) => {
             apply(app, &state).await;
+            load_revocations(app).await;
             app.control_loaded.store(true, Relaxed);
             Ok(())
         }
@@ -173,6 +237,9 @@ pub(crate) async fn follow(app: Arc<App>) {
         retry = match app.control.load().await {
             Ok(state) => {
                 let complete = apply(&app, &state).await;
+                if !app.control_loaded.load(Relaxed) {
+                    load_revocations(&app).await;
+                }
                 app.control_loaded.store(true, Relaxed);
                 !complete
             }
@@ -200,6 +267,7 @@ pub(crate) async fn report(app: Arc<App>) {
         }
         check(&app).await;
         balance(&app).await;
+        app.revocations.prune(crate::clock::now_millis() / 1000);
     }
     let _ = app.control.report(&app.node_id, None).await;
 }

@@ -34,6 +34,8 @@ pub(crate) enum Kill {
     Resync,
     /// The tenant was deleted: nothing more is sent, the client must not reconnect.
     TenantDeleted,
+    /// A backend disconnected the user: what is queued still goes out, then the close.
+    Disconnected,
 }
 
 /// What happened to a pushed frame.

@@ -191,6 +191,20 @@ impl Hub {
         n
     }
 
+    /// Closes every local connection of `user` with 4005, after a `disconnected` frame
+    /// carrying `reason`; returns how many.
+    pub(crate) fn disconnect_user(&self, tenant: &Tenant, user: &str, reason: Option<&str>) -> usize {
+        let t = tenant.index;
+        let shard = self.shard_of((t, 0u8, user)).read().expect("hub lock");
+        let conns = shard.get(&t).and_then(|ts| ts.users.get(user)).map_or(&[][..], Vec::as_slice);
+        let frame = crate::protocol::disconnected(reason);
+        for conn in conns {
+            conn.outbox.push_control(frame.clone());
+            conn.outbox.kill(Kill::Disconnected);
+        }
+        conns.len()
+    }
+
     /// Closes every local connection of `tenant` (deleted): returns how many.
     pub(crate) fn close_tenant(&self, tenant: &Tenant) -> usize {
         let mut n = 0;

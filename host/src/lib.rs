@@ -24,6 +24,7 @@ mod metrics;
 mod plugin;
 mod protocol;
 mod quota;
+mod revocation;
 mod segment;
 mod server;
 mod stream;

@@ -82,6 +82,7 @@ impl Server {
         tracing::info!(addr = %local_addr, "notify-host listening on {local_addr}");
         tokio::spawn(crate::control::follow(app.clone()));
         tokio::spawn(crate::control::report(app.clone()));
+        tokio::spawn(crate::control::obey_commands(app.clone()));
         let stop = CancellationToken::new();
         let http_conns = TaskTracker::new();
         let router = crate::api::router(app.clone());

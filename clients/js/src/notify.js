@@ -8,6 +8,7 @@
 /** Close codes after which reconnecting cannot help. */
 const FINAL_CLOSES = new Map([
   [4004, "tenant_deleted"],
+  [4005, "disconnected"],
   [1002, "protocol_error"],
   [1007, "invalid_payload"],
   [1009, "message_too_big"],
@@ -154,6 +155,7 @@ export class NotifyClient extends Emitter {
   #token = null;
   #freshToken = false;
   #events = Promise.resolve();
+  #disconnectReason = null;
 
   /**
    * @param {object} options
@@ -290,7 +292,9 @@ export class NotifyClient extends Emitter {
   #closedBy(code, reason) {
     const final = FINAL_CLOSES.get(code);
     if (final) {
-      return this.#stop(new NotifyError(final, `the host closed the connection for good (${code} ${reason})`, { closeCode: code }), { code, reason });
+      const why = this.#disconnectReason ?? reason;
+      const error = new NotifyError(final, `the host closed the connection for good (${code} ${why})`, { closeCode: code, reason: why });
+      return this.#stop(error, { code, reason: why });
     }
     if (code === CREDENTIALS_EXPIRED) this.#token = null;
     this.#setState("disconnected", { code, reason });
@@ -382,6 +386,9 @@ export class NotifyClient extends Emitter {
         return this.#signal("unsubscribed", { channel: frame.channel });
       case "acked":
         return this.#signal("unread", { epoch: frame.epoch, offset: frame.offset, acked: frame.offset, unread: frame.unread });
+      case "disconnected":
+        this.#disconnectReason = frame.reason ?? null;
+        return undefined;
       case "reconnect":
         this.#retryAfterMs = frame.retry_after_ms ?? null;
         return undefined;

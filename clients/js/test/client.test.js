@@ -170,3 +170,21 @@ test("a host killed and restarted mid-stream costs no event and duplicates none"
   assert.deepEqual(perStream("channel"), all, "every event of the channel, once, in order");
   assert.ok(seen.states.filter((s) => s.state === "connected").length >= 2, "it reconnected");
 });
+
+test("a user disconnected by the backend stays disconnected", async (t) => {
+  const host = await singleHost();
+  t.after(() => host.dispose());
+  const erin = client(host, { user: "erin" });
+  const seen = record(erin);
+  erin.connect();
+  await eventually(() => erin.state === "connected");
+  const response = await fetch(`${host.url}/v1/users/erin/disconnect`, {
+    method: "POST",
+    headers: { authorization: "Bearer demo-key" },
+    body: JSON.stringify({ reason: "signed out" }),
+  });
+  assert.equal(response.status, 202);
+  await eventually(() => erin.state === "closed");
+  assert.equal(seen.errors[0].code, "disconnected");
+  assert.equal(seen.errors[0].reason, "signed out");
+});

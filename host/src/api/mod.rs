@@ -37,6 +37,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/publish/batch", post(publish::batch))
         .route("/v1/presence/{user}", get(presence::status))
         .route("/v1/users/{user}/unread", get(users::unread))
+        .route("/v1/users/{user}/disconnect", post(users::disconnect))
         .route("/v1/streams/users/{user}", get(streams::user))
         .route("/v1/streams/channels/{channel}", get(streams::channel))
         .route("/v1/streams/broadcast", get(streams::broadcast))

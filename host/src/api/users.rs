@@ -1,4 +1,6 @@
-//! `GET /v1/users/{user}/unread` (publish key): a user's read cursor.
+//! A user, for the tenant's backend (publish key): `GET /v1/users/{user}/unread` (the read
+//! cursor) and `POST /v1/users/{user}/disconnect` (close every device on every node, and
+//! optionally refuse tokens issued before a time).
 
 use std::sync::Arc;
 
@@ -7,9 +9,29 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
+use axum::body::Bytes;
+use serde::Deserialize;
+
 use super::ApiError;
 use super::extract::{Publisher, UserId};
 use crate::app::App;
+use crate::control::{self, Command};
+use crate::revocation::{REVOCATION_TTL, Revoked};
+
+/// The body of `POST /v1/users/{user}/disconnect` (optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Disconnect {
+    /// Sent to the closed connections in a `disconnected` frame.
+    #[serde(default)]
+    reason: Option<String>,
+    /// Unix seconds: tokens issued before are refused until they could have expired.
+    #[serde(default)]
+    revoke_tokens_before: Option<u64>,
+}
+
+/// Longest `reason`, in characters.
+const MAX_REASON: usize = 256;
 
 pub(super) async fn unread(
     State(app): State<Arc<App>>,
@@ -22,4 +44,29 @@ pub(super) async fn unread(
     }
     let c = app.history.cursor(&tenant, &user).await?;
     Ok(Json(json!({ "user": user, "epoch": c.epoch, "offset": c.offset, "acked": c.acked, "unread": c.unread() })))
+}
+
+pub(super) async fn disconnect(
+    State(app): State<Arc<App>>,
+    Publisher(tenant): Publisher,
+    UserId(user): UserId,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let request: Disconnect = if body.iter().all(u8::is_ascii_whitespace) {
+        Disconnect::default()
+    } else {
+        crate::ingest::deserialize(&body)?
+    };
+    if request.reason.as_ref().is_some_and(|r| r.chars().count() > MAX_REASON) {
+        return Err(ApiError::bad_request("invalid_field", format!("reason is longer than {MAX_REASON} characters")));
+    }
+    let revoked = request.revoke_tokens_before.map(|before| {
+        let now = crate::clock::now_millis() / 1000;
+        Revoked { before, until: before.max(now) + REVOCATION_TTL.as_secs() }
+    });
+    let command =
+        Command::Disconnect { tenant: tenant.id.to_string(), user: user.clone(), reason: request.reason, revoked };
+    control::send(&app, command).await?;
+    let revoked_until = revoked.map(|r| r.until);
+    Ok((StatusCode::ACCEPTED, Json(json!({ "user": user, "revoked_until": revoked_until }))))
 }

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use super::ApiError;
 use super::extract::{PathParams, bearer, query_param};
 use crate::app::App;
-use crate::auth::{AuthError, Identity};
+use crate::auth::{AuthError, Verified};
 use crate::metrics::HandshakeFailure;
 use crate::plugin::Hook;
 use crate::plugin::bindings::types;
@@ -63,7 +63,13 @@ async fn accept(app: &Arc<App>, tenant_id: &str, peer: SocketAddr, req: Request)
         Refusal(HandshakeFailure::UnknownTenant, error)
     })?;
     check_origin(&tenant, &req)?;
-    let (identity, attributes) = authenticate(app, &tenant, &req, peer).await?;
+    let (Verified { identity, issued_at }, attributes) = authenticate(app, &tenant, &req, peer).await?;
+    let now = crate::clock::now_millis() / 1000;
+    if app.revocations.refuses(&tenant.id, &identity.user, issued_at, now) {
+        let message = "these credentials were revoked; sign in again";
+        let error = ApiError::new(StatusCode::UNAUTHORIZED, "token_revoked", message);
+        return Err(Refusal(HandshakeFailure::Unauthorized, error));
+    }
     let resume = resume_positions(&req)?;
     // After the credentials: a plain GET of the same URL tells a client that cannot see
     // why its upgrade failed whether the credentials are the reason.
@@ -137,14 +143,14 @@ async fn authenticate(
     tenant: &Tenant,
     req: &Parts,
     peer: SocketAddr,
-) -> Result<(Identity, Attributes), Refusal> {
+) -> Result<(Verified, Attributes), Refusal> {
     let unauthorized = |error| Refusal(HandshakeFailure::Unauthorized, error);
     let Some(plugin) = app.plugins.get(&tenant.id, Hook::Auth) else {
         let query = req.uri.query();
         let token = query_param(query, "token").or_else(|| bearer(&req.headers).map(str::to_owned));
         let user = query_param(query, "user");
         return match tenant.auth.authenticate(token.as_deref(), user.as_deref()) {
-            Ok(identity) => Ok((identity, Vec::new())),
+            Ok(verified) => Ok((verified, Vec::new())),
             Err(e) => {
                 let code = if e == AuthError::Expired { "token_expired" } else { "unauthorized" };
                 Err(unauthorized(ApiError::new(StatusCode::UNAUTHORIZED, code, e.to_string())))
@@ -152,7 +158,7 @@ async fn authenticate(
         };
     };
     match hooks::authenticate(plugin, connect_request(req, &tenant.id, peer)).await {
-        AuthOutcome::Allow(identity, attributes) => Ok((identity, attributes)),
+        AuthOutcome::Allow(identity, attributes) => Ok((Verified { identity, issued_at: None }, attributes)),
         AuthOutcome::Deny { status, reason } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
             Err(unauthorized(ApiError::new(status, "denied", reason)))

@@ -5,13 +5,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use super::BoxFuture;
 use std::sync::Arc;
 
 use crate::config::{AuthConfig, HistoryConfig, LimitOverrides, SlowClientPolicy, TenantConfig};
 use crate::plugin::TenantSlots;
+use crate::revocation::{Revocation, Revoked};
 use crate::tenant::{Key, KeyDigest, Keys, Source, Tenant, Tenants};
 
 /// The whole control-plane state at one version.
@@ -32,6 +33,9 @@ pub(crate) struct Blob {
     pub hash: String,
     pub bytes: bytes::Bytes,
 }
+
+/// Commands a node has not taken yet before older ones are dropped for it.
+pub(crate) const COMMAND_BACKLOG: usize = 1024;
 
 /// How long a node's report counts as live: three report intervals.
 pub(crate) const REPORT_TTL: std::time::Duration = std::time::Duration::from_secs(3);
@@ -239,6 +243,16 @@ pub(crate) trait ControlStore: Send + Sync + 'static {
 
     /// The live nodes (sorted by name), with what each reported for each of `tenants`.
     fn reports(&self, tenants: Vec<String>) -> BoxFuture<'_, Result<Vec<NodeReport>, StoreError>>;
+
+    /// Sends `command` (JSON) to every node sharing the store, this one included, through
+    /// `commands`; at most once, and only to nodes listening now.
+    fn command(&self, command: String) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn commands(&self) -> broadcast::Receiver<String>;
+
+    /// Stores a token revocation for nodes that start later; `revocations` returns those
+    /// that have not lapsed.
+    fn revoke(&self, tenant: &str, user: &str, revoked: Revoked) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn revocations(&self) -> BoxFuture<'_, Result<Vec<Revocation>, StoreError>>;
 
     /// Whether changes made elsewhere are being heard now (a shared store's listener is
     /// connected); a node is not ready until they are.

@@ -19,3 +19,6 @@ pub(crate) const SLOW_CLIENT: u16 = 4001;
 pub(crate) const CREDENTIALS_EXPIRED: u16 = 4003;
 /// The tenant was deleted; do not reconnect.
 pub(crate) const TENANT_DELETED: u16 = 4004;
+/// A backend disconnected the user (`POST /v1/users/{user}/disconnect`); do not reconnect
+/// on your own.
+pub(crate) const DISCONNECTED: u16 = 4005;

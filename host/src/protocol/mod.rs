@@ -149,6 +149,11 @@ pub(crate) fn reconnect(conn_id: u64, spread: std::time::Duration, reason: &str)
     frame::json(&json!({ "type": "reconnect", "reason": reason, "retry_after_ms": after }))
 }
 
+/// Sent before the host closes a connection whose user a backend disconnected (4005).
+pub(crate) fn disconnected(reason: Option<&str>) -> Bytes {
+    frame::json(&json!({ "type": "disconnected", "reason": reason }))
+}
+
 pub(crate) fn unsubscribed(channel: &str) -> Bytes {
     frame::json(&json!({ "type": "unsubscribed", "channel": channel }))
 }

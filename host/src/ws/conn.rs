@@ -241,6 +241,7 @@ fn killed(conn: &Conn) -> Option<End> {
         Kill::SlowClient => End::Close(close::SLOW_CLIENT, "send queue overflow; reconnect and resume"),
         Kill::Resync => End::Close(close::SERVICE_RESTART, "events may have been missed; reconnect and resume"),
         Kill::TenantDeleted => End::Close(close::TENANT_DELETED, "the tenant was deleted"),
+        Kill::Disconnected => End::Close(close::DISCONNECTED, "disconnected by the server"),
     })
 }
 

@@ -10,11 +10,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::backend::BoxFuture;
-use crate::backend::control::{Blob, ControlState, ControlStore, NodeReport, StoreError};
+use crate::backend::control::{Blob, COMMAND_BACKLOG, ControlState, ControlStore, NodeReport, StoreError};
 use crate::plugin::{Hook, Source, TenantSlots, VersionState};
+use crate::revocation::{Revocation, Revoked};
 
 /// File name of the state under `server.data_dir`.
 const FILE: &str = "control-plane.json";
@@ -29,6 +30,10 @@ pub(crate) struct FileStore {
     /// Held for a compare, file writes and a swap; never across an await.
     state: Mutex<Current>,
     version: watch::Sender<u64>,
+    /// Commands to this node (the only one).
+    commands: broadcast::Sender<String>,
+    /// Token revocations; held only to add, prune or copy them.
+    revoked: Mutex<Vec<Revocation>>,
     /// This node's name and last report; held only to swap or read it.
     report: Mutex<Option<(String, BTreeMap<String, String>)>>,
 }
@@ -55,7 +60,15 @@ impl FileStore {
         }
         let (version, _) = watch::channel(state.version);
         let current = Current { state, blobs: HashMap::new() };
-        Ok(Self { dir, state: Mutex::new(current), version, report: Mutex::default() })
+        let commands = broadcast::channel(COMMAND_BACKLOG).0;
+        Ok(Self {
+            dir,
+            state: Mutex::new(current),
+            version,
+            commands,
+            revoked: Mutex::default(),
+            report: Mutex::default(),
+        })
     }
 
     fn blob_path(dir: &Path, hash: &str) -> PathBuf {
@@ -160,6 +173,28 @@ impl ControlStore for FileStore {
     fn report(&self, node: &str, report: Option<BTreeMap<String, String>>) -> BoxFuture<'_, Result<(), StoreError>> {
         *self.report.lock().expect("report lock") = report.map(|r| (node.to_owned(), r));
         Box::pin(async { Ok(()) })
+    }
+
+    fn command(&self, command: String) -> BoxFuture<'_, Result<(), StoreError>> {
+        let _ = self.commands.send(command);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn commands(&self) -> broadcast::Receiver<String> {
+        self.commands.subscribe()
+    }
+
+    fn revoke(&self, tenant: &str, user: &str, revoked: Revoked) -> BoxFuture<'_, Result<(), StoreError>> {
+        let now = crate::clock::now_millis() / 1000;
+        let mut all = self.revoked.lock().expect("revocations lock");
+        all.retain(|r| now < r.revoked.until && !(r.tenant == tenant && r.user == user));
+        all.push(Revocation { tenant: tenant.to_owned(), user: user.to_owned(), revoked });
+        Box::pin(async { Ok(()) })
+    }
+
+    fn revocations(&self) -> BoxFuture<'_, Result<Vec<Revocation>, StoreError>> {
+        let all = self.revoked.lock().expect("revocations lock").clone();
+        Box::pin(async { Ok(all) })
     }
 
     fn reports(&self, tenants: Vec<String>) -> BoxFuture<'_, Result<Vec<NodeReport>, StoreError>> {

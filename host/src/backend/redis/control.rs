@@ -11,14 +11,15 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use super::pubsub::{Incoming, Transport};
 use super::scripts::{self, eval};
 use super::{Link, keys};
-use crate::backend::control::{Blob, ControlState, ControlStore, NodeReport, REPORT_TTL, StoreError};
+use crate::backend::control::{Blob, COMMAND_BACKLOG, ControlState, ControlStore, NodeReport, REPORT_TTL, StoreError};
 use crate::backend::{BoxFuture, BrokerError};
 use crate::config::RedisConfig;
+use crate::revocation::{Revocation, Revoked};
 
 /// Longest wait between reconnection attempts of the listener.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -30,6 +31,8 @@ pub(crate) struct RedisStore {
     version: Arc<watch::Sender<u64>>,
     /// Set by the listener while it is subscribed to the change channel.
     listening: Arc<AtomicBool>,
+    /// Commands the listener heard, for this node.
+    commands: broadcast::Sender<String>,
 }
 
 impl RedisStore {
@@ -38,8 +41,11 @@ impl RedisStore {
         let link = Link::connect(config, config.timeout).await?;
         let version = Arc::new(watch::channel(0).0);
         let listening = Arc::new(AtomicBool::new(false));
-        tokio::spawn(listen(config.clone(), link.clone(), Arc::downgrade(&version), listening.clone()));
-        Ok(Self { link, timeout: config.timeout, version, listening })
+        let commands = broadcast::channel(COMMAND_BACKLOG).0;
+        let heard =
+            Heard { version: Arc::downgrade(&version), commands: commands.clone(), listening: listening.clone() };
+        tokio::spawn(listen(config.clone(), link.clone(), heard));
+        Ok(Self { link, timeout: config.timeout, version, listening, commands })
     }
 
     async fn query<T: ::redis::FromRedisValue>(&self, cmd: ::redis::Cmd) -> Result<T, StoreError> {
@@ -119,6 +125,29 @@ impl RedisStore {
         Ok(())
     }
 
+    /// The revocations that have not lapsed; lapsed ones are deleted.
+    async fn read_revocations(&self) -> Result<Vec<Revocation>, StoreError> {
+        let mut all = ::redis::cmd("HGETALL");
+        all.arg(keys::REVOCATIONS);
+        let fields: Vec<(String, String)> = self.query(all).await?;
+        let now = crate::clock::now_millis() / 1000;
+        let mut live = Vec::new();
+        for (field, value) in fields {
+            let parsed = field.split_once(':').zip(serde_json::from_str::<Revoked>(&value).ok());
+            match parsed {
+                Some(((tenant, user), revoked)) if now < revoked.until => {
+                    live.push(Revocation { tenant: tenant.to_owned(), user: user.to_owned(), revoked });
+                }
+                _ => {
+                    let mut del = ::redis::cmd("HDEL");
+                    del.arg(keys::REVOCATIONS).arg(&field);
+                    self.query::<()>(del).await?;
+                }
+            }
+        }
+        Ok(live)
+    }
+
     async fn read_reports(&self, tenants: Vec<String>) -> Result<Vec<NodeReport>, StoreError> {
         let since = crate::clock::now_millis().saturating_sub(REPORT_TTL.as_millis() as u64);
         let mut live = ::redis::cmd("ZRANGEBYSCORE");
@@ -171,6 +200,30 @@ impl ControlStore for RedisStore {
         Box::pin(self.read_reports(tenants))
     }
 
+    fn command(&self, command: String) -> BoxFuture<'_, Result<(), StoreError>> {
+        let mut publish = ::redis::cmd("PUBLISH");
+        publish.arg(keys::COMMANDS_CHANNEL).arg(command);
+        Box::pin(async move { self.query::<()>(publish).await })
+    }
+
+    fn commands(&self) -> broadcast::Receiver<String> {
+        self.commands.subscribe()
+    }
+
+    fn revoke(&self, tenant: &str, user: &str, revoked: Revoked) -> BoxFuture<'_, Result<(), StoreError>> {
+        let mut set = ::redis::cmd("HSET");
+        let value = serde_json::to_string(&revoked);
+        set.arg(keys::REVOCATIONS).arg(format!("{tenant}:{user}"));
+        Box::pin(async move {
+            set.arg(value?);
+            self.query::<()>(set).await
+        })
+    }
+
+    fn revocations(&self) -> BoxFuture<'_, Result<Vec<Revocation>, StoreError>> {
+        Box::pin(self.read_revocations())
+    }
+
     fn watch(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
     }
@@ -180,13 +233,23 @@ impl ControlStore for RedisStore {
     }
 }
 
-/// Subscribes to the change channel and reports every announced version; after each
-/// (re)connection it reports the current version, so watchers reload what they missed.
-async fn listen(config: RedisConfig, link: Link, version: Weak<watch::Sender<u64>>, listening: Arc<AtomicBool>) {
+/// Where the listener reports what it hears. The version sender is weak: the listener stops
+/// once the store is gone.
+struct Heard {
+    version: Weak<watch::Sender<u64>>,
+    commands: broadcast::Sender<String>,
+    /// Set while subscribed.
+    listening: Arc<AtomicBool>,
+}
+
+/// Subscribes to the change and command channels and reports every announced version and
+/// command; after each (re)connection it reports the current version, so watchers reload
+/// what they missed.
+async fn listen(config: RedisConfig, link: Link, heard: Heard) {
     let mut backoff = Duration::from_millis(50);
-    while version.strong_count() > 0 {
-        let ended = session(&config, &link, &version, &listening).await;
-        listening.store(false, Relaxed);
+    while heard.version.strong_count() > 0 {
+        let ended = session(&config, &link, &heard).await;
+        heard.listening.store(false, Relaxed);
         if let Err(e) = ended {
             tracing::warn!(error = %e, retry_in = ?backoff, "control-plane change listener disconnected");
         }
@@ -196,30 +259,31 @@ async fn listen(config: RedisConfig, link: Link, version: Weak<watch::Sender<u64
 }
 
 /// One connection of the listener; returns when it breaks or the store is gone.
-async fn session(
-    config: &RedisConfig,
-    link: &Link,
-    version: &Weak<watch::Sender<u64>>,
-    listening: &AtomicBool,
-) -> Result<(), StoreError> {
+async fn session(config: &RedisConfig, link: &Link, heard: &Heard) -> Result<(), StoreError> {
     let timeout = config.timeout;
     let mut transport = tokio::time::timeout(timeout * 3, Transport::connect(config))
         .await
         .map_err(|_| StoreError::Timeout(timeout * 3))??;
-    tokio::time::timeout(timeout, transport.subscribe(&[keys::CONTROL_CHANNEL.to_owned()], true, false))
+    let channels = [keys::CONTROL_CHANNEL.to_owned(), keys::COMMANDS_CHANNEL.to_owned()];
+    tokio::time::timeout(timeout, transport.subscribe(&channels, true, false))
         .await
         .map_err(|_| StoreError::Timeout(timeout))??;
     let current: Option<u64> = ::redis::cmd("GET").arg(keys::control_version()).query_async(&mut link.clone()).await?;
-    let Some(sender) = version.upgrade() else { return Ok(()) };
-    listening.store(true, Relaxed);
+    let Some(sender) = heard.version.upgrade() else { return Ok(()) };
+    heard.listening.store(true, Relaxed);
     sender.send_replace(current.unwrap_or(0));
     drop(sender);
     let mut alive = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             msg = transport.next() => match msg {
+                Some(Incoming::Message(channel, payload)) if channel == keys::COMMANDS_CHANNEL => {
+                    if let Ok(command) = String::from_utf8(payload) {
+                        let _ = heard.commands.send(command);
+                    }
+                }
                 Some(Incoming::Message(_, payload)) => {
-                    let Some(sender) = version.upgrade() else { return Ok(()) };
+                    let Some(sender) = heard.version.upgrade() else { return Ok(()) };
                     if let Some(v) = std::str::from_utf8(&payload).ok().and_then(|s| s.parse().ok()) {
                         sender.send_replace(v);
                     }
@@ -227,7 +291,7 @@ async fn session(
                 Some(Incoming::Other) => {}
                 None => return Ok(()),
             },
-            _ = alive.tick() => if version.strong_count() == 0 { return Ok(()) },
+            _ = alive.tick() => if heard.version.strong_count() == 0 { return Ok(()) },
         }
     }
 }

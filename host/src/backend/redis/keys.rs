@@ -100,6 +100,12 @@ pub(crate) fn control_plugins() -> String {
     "{notify:control}:plugins".to_owned()
 }
 
+/// Where commands to every node go (JSON: disconnect a user).
+pub(crate) const COMMANDS_CHANNEL: &str = "notify:commands";
+
+/// Token revocations: field `TENANT:USER`, value `{"before":…,"until":…}` (Unix seconds).
+pub(crate) const REVOCATIONS: &str = "notify:revocations";
+
 /// The live nodes, scored by the time of their last report (ms).
 pub(crate) const NODES: &str = "notify:nodes";
 

@@ -1,0 +1,75 @@
+//! `POST /v1/users/{user}/disconnect`: a backend logs a user out of every device, on every
+//! node, and can refuse the tokens issued before.
+
+use bytes::Bytes;
+use notify_tests::{Client, DEMO, JWT_SECRET, RedisServer, TestHost, http, jwt_tenant};
+use serde_json::json;
+
+/// An HS256 token of the `secure` tenant for `sub`, issued `ago` seconds ago.
+fn token(sub: &str, ago: u64) -> String {
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = json!({ "sub": sub, "iat": now - ago, "exp": now + 600 });
+    let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes());
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+}
+
+async fn disconnect(host: &TestHost, key: &str, user: &str, body: serde_json::Value) -> anyhow::Result<u16> {
+    let path = format!("/v1/users/{user}/disconnect");
+    let body = if body.is_null() { Bytes::new() } else { body.to_string().into() };
+    Ok(http(host.addr, "POST", &path, Some(key), body).await?.0)
+}
+
+#[tokio::test]
+async fn every_device_of_the_user_is_closed_with_4005_and_the_reason() -> anyhow::Result<()> {
+    let host = TestHost::start(DEMO).await?;
+    let (mut phone, _) = host.join("demo", "user=alice").await?;
+    let (mut laptop, _) = host.join("demo", "user=alice").await?;
+    let (mut bob, _) = host.join("demo", "user=bob").await?;
+    assert_eq!(disconnect(&host, "demo-key", "alice", json!({ "reason": "password changed" })).await?, 202);
+    for device in [&mut phone, &mut laptop] {
+        assert_eq!(device.next_json().await?, json!({ "type": "disconnected", "reason": "password changed" }));
+        assert_eq!(device.close_code().await?, 4005);
+    }
+    host.publish_ok(&json!({ "users": ["bob"], "event": "still-here" })).await?;
+    assert_eq!(bob.next_event().await?["event"], "still-here", "other users stay connected");
+    // Without a revocation, alice may connect again.
+    host.join("demo", "user=alice").await?;
+
+    assert_eq!(disconnect(&host, "wrong-key", "alice", serde_json::Value::Null).await?, 401);
+    assert_eq!(disconnect(&host, "demo-key", "alice", json!({ "unknown": 1 })).await?, 400);
+    assert_eq!(disconnect(&host, "demo-key", "alice", serde_json::Value::Null).await?, 202);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_revocation_reaches_every_node_and_nodes_that_start_later() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let toml = format!("{}\n{}", jwt_tenant(), redis.broker_toml());
+    let (a, b) = (TestHost::start(&toml).await?, TestHost::start(&toml).await?);
+    a.wait_ready(200).await?;
+    b.wait_ready(200).await?;
+    let old = token("carol", 60);
+    let origin = [("origin", "https://app.example.com")];
+    let url = |host: &TestHost, token: &str| host.ws_url("secure", &format!("token={token}"));
+    let mut on_a = Client::connect(&url(&a, &old), &origin).await?;
+    let mut on_b = Client::connect(&url(&b, &old), &origin).await?;
+    for c in [&mut on_a, &mut on_b] {
+        assert_eq!(c.next_json().await?["type"], "welcome");
+    }
+
+    let now = jsonwebtoken::get_current_timestamp();
+    assert_eq!(disconnect(&a, "secure-key", "carol", json!({ "revoke_tokens_before": now - 1 })).await?, 202);
+    assert_eq!(on_a.close_code().await?, 4005);
+    assert_eq!(on_b.close_code().await?, 4005, "the other node closed its device too");
+
+    let c = TestHost::start(&toml).await?;
+    c.wait_ready(200).await?;
+    for host in [&a, &b, &c] {
+        let refused = Client::try_connect(&url(host, &old), &origin).await?.err().expect("refused");
+        assert_eq!((refused.status, refused.body["error"]["code"].as_str()), (401, Some("token_revoked")));
+        let fresh = token("carol", 0);
+        let mut again = Client::connect(&url(host, &fresh), &origin).await?;
+        assert_eq!(again.next_json().await?["type"], "welcome", "a token issued since works");
+    }
+    Ok(())
+}
