@@ -292,6 +292,17 @@ async fn connection_churn_does_not_become_subscription_churn() -> anyhow::Result
         format!("{DEMO}\n{}", redis.broker_toml()).replace("unsubscribe_delay = \"1s\"", "unsubscribe_delay = \"60s\"");
     let host = TestHost::start(&toml).await?;
     host.wait_ready(200).await?;
+    // The node also subscribes to the tenant's publish channel once it holds the ingest
+    // lease, which may come just after it is ready: count from then on.
+    notify_tests::eventually(|| {
+        let mut r = r.clone();
+        async move {
+            let (_, n): (String, i64) =
+                redis::cmd("PUBSUB").arg("NUMSUB").arg("notify:demo:publish").query_async(&mut r).await?;
+            Ok(n == 1)
+        }
+    })
+    .await?;
     let (subscribes, unsubscribes) = (calls(&mut r, "subscribe").await?, calls(&mut r, "unsubscribe").await?);
     for _ in 0..20 {
         let mut c = host.connect_user("flaky").await?;
