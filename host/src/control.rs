@@ -146,20 +146,60 @@ pub(crate) async fn forget(app: Arc<App>, tenant: Arc<Tenant>) {
 pub(crate) enum Command {
     /// Close every connection of a user (4005), and refuse tokens issued before a time.
     Disconnect { tenant: String, user: String, reason: Option<String>, revoked: Option<Revoked> },
+    /// Answer, to request `reply_to`, who is subscribed to a channel on this node.
+    ChannelPresence { tenant: String, channel: String, reply_to: String },
 }
+
+/// One node's answer to [`Command::ChannelPresence`], and the merged answers.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ChannelUsers {
+    pub users: BTreeMap<String, u64>,
+    pub truncated: bool,
+}
+
+/// Most users a channel presence answer lists (per node, and merged).
+pub(crate) const MAX_PRESENCE_USERS: usize = 1000;
 
 /// Carries out `command` on this node at once, then on every other node (a revocation is
 /// also stored for nodes that start later).
-pub(crate) async fn send(app: &App, command: Command) -> Result<(), StoreError> {
-    let Command::Disconnect { tenant, user, revoked, .. } = &command;
-    if let Some(revoked) = revoked {
+pub(crate) async fn send(app: &Arc<App>, command: Command) -> Result<(), StoreError> {
+    if let Command::Disconnect { tenant, user, revoked: Some(revoked), .. } = &command {
         app.control.revoke(tenant, user, *revoked).await?;
     }
     obey(app, &command);
     app.control.command(serde_json::to_string(&command)?).await
 }
 
-fn obey(app: &App, command: &Command) {
+/// Asks every live node (this one included) who is subscribed to `channel`, and merges the
+/// answers that come within `wait`. Also returns how many nodes answered and are live.
+pub(crate) async fn channel_presence(
+    app: &Arc<App>,
+    tenant: &Tenant,
+    channel: &str,
+    wait: Duration,
+) -> Result<(ChannelUsers, usize, usize), StoreError> {
+    let live = app.control.reports(Vec::new()).await?.len().max(1);
+    let reply_to = format!("{}-{}", app.node_id, app.ids.next_id());
+    let (tenant_id, channel) = (tenant.id.to_string(), channel.to_owned());
+    let ask = Command::ChannelPresence { tenant: tenant_id, channel, reply_to: reply_to.clone() };
+    app.control.command(serde_json::to_string(&ask)?).await?;
+    let until = tokio::time::Instant::now() + wait;
+    let mut answers = app.control.replies(&reply_to).await?;
+    while answers.len() < live && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        answers = app.control.replies(&reply_to).await?;
+    }
+    let mut merged = ChannelUsers::default();
+    for answer in answers.iter().filter_map(|a| serde_json::from_str::<ChannelUsers>(a).ok()) {
+        merged.truncated |= answer.truncated;
+        for (user, n) in answer.users {
+            merged.truncated |= !crate::hub::count_capped(&mut merged.users, user, n, MAX_PRESENCE_USERS);
+        }
+    }
+    Ok((merged, answers.len(), live))
+}
+
+fn obey(app: &Arc<App>, command: &Command) {
     match command {
         Command::Disconnect { tenant, user, reason, revoked } => {
             if let Some(revoked) = revoked {
@@ -169,6 +209,18 @@ fn obey(app: &App, command: &Command) {
                 let closed = app.hub.disconnect_user(&tenant, user, reason.as_deref());
                 tracing::info!(tenant = &*tenant.id, user, connections = closed, "user disconnected");
             }
+        }
+        Command::ChannelPresence { tenant, channel, reply_to } => {
+            let Some(tenant) = app.tenants.get(tenant) else { return };
+            let (users, truncated) = app.hub.channel_users(&tenant, channel, MAX_PRESENCE_USERS);
+            let users = users.into_iter().map(|(u, n)| (u.into_string(), n)).collect();
+            let answer = serde_json::to_string(&ChannelUsers { users, truncated }).expect("answers serialize");
+            let (app, reply_to) = (app.clone(), reply_to.clone());
+            tokio::spawn(async move {
+                if let Err(e) = app.control.reply(&reply_to, answer).await {
+                    tracing::debug!(error = %e, "channel presence answer not stored");
+                }
+            });
         }
     }
 }

@@ -6,7 +6,7 @@
 //! subscribers are pushed to (each push takes only that connection's outbox mutex), never
 //! across an await.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
@@ -33,6 +33,18 @@ pub(crate) struct Conn {
     pub outbox: Outbox,
     /// Streams the connection is resuming: their live events wait until the replay is queued.
     pub gates: Gates,
+}
+
+/// Adds `n` to `key`'s count, unless `key` is new and `counts` already has `cap` keys;
+/// returns false then.
+pub(crate) fn count_capped<K: Ord>(counts: &mut BTreeMap<K, u64>, key: K, n: u64, cap: usize) -> bool {
+    let len = counts.len();
+    match counts.entry(key) {
+        std::collections::btree_map::Entry::Occupied(mut e) => *e.get_mut() += n,
+        std::collections::btree_map::Entry::Vacant(e) if len < cap => drop(e.insert(n)),
+        std::collections::btree_map::Entry::Vacant(_) => return false,
+    }
+    true
 }
 
 #[derive(Default)]
@@ -189,6 +201,19 @@ impl Hub {
             }
         }
         n
+    }
+
+    /// The users subscribed to `channel` on this node with their connection counts, at most
+    /// `cap` users (true when there were more).
+    pub(crate) fn channel_users(&self, tenant: &Tenant, channel: &str, cap: usize) -> (BTreeMap<Box<str>, u64>, bool) {
+        let t = tenant.index;
+        let shard = self.shard_of((t, 1u8, channel)).read().expect("hub lock");
+        let mut users: BTreeMap<Box<str>, u64> = BTreeMap::new();
+        let mut truncated = false;
+        for conn in shard.get(&t).and_then(|ts| ts.channels.get(channel)).into_iter().flat_map(HashMap::values) {
+            truncated |= !count_capped(&mut users, conn.user.clone(), 1, cap);
+        }
+        (users, truncated)
     }
 
     /// Closes every local connection of `user` with 4005, after a `disconnected` frame
@@ -467,5 +492,15 @@ mod tests {
         ev.filter = Some(Arc::new(Filter { clauses: Box::new([clause]) }));
         assert_eq!(hub.deliver(&tenants.get("a").unwrap(), &ev).queued, 2);
         assert_eq!(queued(&[&pro, &pro_too, &free, &none]), [1, 1, 0, 0]);
+    }
+
+    #[test]
+    fn counts_stop_taking_new_keys_at_the_cap() {
+        let mut counts = BTreeMap::new();
+        assert!(count_capped(&mut counts, "a", 1, 2));
+        assert!(count_capped(&mut counts, "b", 2, 2));
+        assert!(!count_capped(&mut counts, "c", 1, 2), "a third key is over the cap");
+        assert!(count_capped(&mut counts, "a", 3, 2), "a known key still counts");
+        assert_eq!(counts, BTreeMap::from([("a", 4), ("b", 2)]));
     }
 }

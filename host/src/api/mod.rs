@@ -36,6 +36,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/publish", post(publish::one))
         .route("/v1/publish/batch", post(publish::batch))
         .route("/v1/presence/{user}", get(presence::status))
+        .route("/v1/channels/{channel}/presence", get(presence::channel))
         .route("/v1/users/{user}/unread", get(users::unread))
         .route("/v1/users/{user}/disconnect", post(users::disconnect))
         .route("/v1/streams/users/{user}", get(streams::user))

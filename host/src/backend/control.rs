@@ -37,6 +37,9 @@ pub(crate) struct Blob {
 /// Commands a node has not taken yet before older ones are dropped for it.
 pub(crate) const COMMAND_BACKLOG: usize = 1024;
 
+/// How long nodes' answers to a request are kept.
+pub(crate) const REPLY_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long a node's report counts as live: three report intervals.
 pub(crate) const REPORT_TTL: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -248,6 +251,11 @@ pub(crate) trait ControlStore: Send + Sync + 'static {
     /// `commands`; at most once, and only to nodes listening now.
     fn command(&self, command: String) -> BoxFuture<'_, Result<(), StoreError>>;
     fn commands(&self) -> broadcast::Receiver<String>;
+
+    /// Adds one node's answer to request `to` (kept for a few seconds); `replies` takes
+    /// the answers so far.
+    fn reply(&self, to: &str, answer: String) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn replies(&self, to: &str) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
 
     /// Stores a token revocation for nodes that start later; `revocations` returns those
     /// that have not lapsed.

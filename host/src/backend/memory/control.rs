@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use tokio::sync::{broadcast, watch};
 
 use crate::backend::BoxFuture;
-use crate::backend::control::{Blob, COMMAND_BACKLOG, ControlState, ControlStore, NodeReport, StoreError};
+use crate::backend::control::{Blob, COMMAND_BACKLOG, ControlState, ControlStore, NodeReport, REPLY_TTL, StoreError};
 use crate::plugin::{Hook, Source, TenantSlots, VersionState};
 use crate::revocation::{Revocation, Revoked};
 
@@ -32,6 +32,9 @@ pub(crate) struct FileStore {
     version: watch::Sender<u64>,
     /// Commands to this node (the only one).
     commands: broadcast::Sender<String>,
+    /// Answers to requests by request id, with when the first came (dropped after
+    /// `REPLY_TTL`); held only to add or copy them.
+    replies: Mutex<HashMap<String, (std::time::Instant, Vec<String>)>>,
     /// Token revocations; held only to add, prune or copy them.
     revoked: Mutex<Vec<Revocation>>,
     /// This node's name and last report; held only to swap or read it.
@@ -66,6 +69,7 @@ impl FileStore {
             state: Mutex::new(current),
             version,
             commands,
+            replies: Mutex::default(),
             revoked: Mutex::default(),
             report: Mutex::default(),
         })
@@ -182,6 +186,20 @@ impl ControlStore for FileStore {
 
     fn commands(&self) -> broadcast::Receiver<String> {
         self.commands.subscribe()
+    }
+
+    fn reply(&self, to: &str, answer: String) -> BoxFuture<'_, Result<(), StoreError>> {
+        let mut replies = self.replies.lock().expect("replies lock");
+        let now = std::time::Instant::now();
+        replies.retain(|_, (since, _)| now.duration_since(*since) < REPLY_TTL);
+        replies.entry(to.to_owned()).or_insert_with(|| (now, Vec::new())).1.push(answer);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn replies(&self, to: &str) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        let replies = self.replies.lock().expect("replies lock");
+        let answers = replies.get(to).map(|(_, answers)| answers.clone()).unwrap_or_default();
+        Box::pin(async { Ok(answers) })
     }
 
     fn revoke(&self, tenant: &str, user: &str, revoked: Revoked) -> BoxFuture<'_, Result<(), StoreError>> {

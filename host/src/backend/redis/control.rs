@@ -16,7 +16,9 @@ use tokio::sync::{broadcast, watch};
 use super::pubsub::{Incoming, Transport};
 use super::scripts::{self, eval};
 use super::{Link, keys};
-use crate::backend::control::{Blob, COMMAND_BACKLOG, ControlState, ControlStore, NodeReport, REPORT_TTL, StoreError};
+use crate::backend::control::{
+    Blob, COMMAND_BACKLOG, ControlState, ControlStore, NodeReport, REPLY_TTL, REPORT_TTL, StoreError,
+};
 use crate::backend::{BoxFuture, BrokerError};
 use crate::config::RedisConfig;
 use crate::revocation::{Revocation, Revoked};
@@ -208,6 +210,25 @@ impl ControlStore for RedisStore {
 
     fn commands(&self) -> broadcast::Receiver<String> {
         self.commands.subscribe()
+    }
+
+    fn reply(&self, to: &str, answer: String) -> BoxFuture<'_, Result<(), StoreError>> {
+        let key = keys::replies(to);
+        let mut pipe = ::redis::pipe();
+        pipe.atomic().rpush(&key, answer).ignore().pexpire(&key, REPLY_TTL.as_millis() as i64).ignore();
+        Box::pin(async move {
+            let mut conn = self.link.clone();
+            match tokio::time::timeout(self.timeout, pipe.query_async::<()>(&mut conn)).await {
+                Ok(reply) => Ok(reply?),
+                Err(_) => Err(StoreError::Timeout(self.timeout)),
+            }
+        })
+    }
+
+    fn replies(&self, to: &str) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        let mut range = ::redis::cmd("LRANGE");
+        range.arg(keys::replies(to)).arg(0).arg(-1);
+        Box::pin(async move { self.query(range).await })
     }
 
     fn revoke(&self, tenant: &str, user: &str, revoked: Revoked) -> BoxFuture<'_, Result<(), StoreError>> {

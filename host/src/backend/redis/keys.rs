@@ -103,6 +103,11 @@ pub(crate) fn control_plugins() -> String {
 /// Where commands to every node go (JSON: disconnect a user).
 pub(crate) const COMMANDS_CHANNEL: &str = "notify:commands";
 
+/// Nodes' answers to one request (a list, expiring).
+pub(crate) fn replies(request: &str) -> String {
+    format!("notify:replies:{request}")
+}
+
 /// Token revocations: field `TENANT:USER`, value `{"before":…,"until":…}` (Unix seconds).
 pub(crate) const REVOCATIONS: &str = "notify:revocations";
 
