@@ -362,8 +362,13 @@ pub(crate) struct TenantReport {
     pub plugins: Vec<Running>,
 }
 
+/// What this node has and runs for one tenant.
+pub(crate) fn report_of(app: &App, tenant: &Tenant) -> TenantReport {
+    TenantReport { connections: tenant.quota.connections(), plugins: app.plugins.running_of(&tenant.id) }
+}
+
 /// What this node has and runs, as JSON per tenant (tenants with connections or plugins).
-pub(crate) fn reports(app: &App) -> BTreeMap<String, String> {
+fn reports(app: &App) -> BTreeMap<String, String> {
     let mut running = app.plugins.running();
     let mut reports = BTreeMap::new();
     for tenant in app.tenants.all() {

@@ -217,17 +217,20 @@ impl Hub {
     }
 
     /// Closes every local connection of `user` with 4005, after a `disconnected` frame
-    /// carrying `reason`; returns how many.
+    /// carrying `reason`; returns how many. Connections already closing are left alone, so
+    /// a command that reaches the node twice sends one frame.
     pub(crate) fn disconnect_user(&self, tenant: &Tenant, user: &str, reason: Option<&str>) -> usize {
         let t = tenant.index;
         let shard = self.shard_of((t, 0u8, user)).read().expect("hub lock");
         let conns = shard.get(&t).and_then(|ts| ts.users.get(user)).map_or(&[][..], Vec::as_slice);
         let frame = crate::protocol::disconnected(reason);
-        for conn in conns {
+        let mut closed = 0;
+        for conn in conns.iter().filter(|c| c.outbox.killed().is_none()) {
             conn.outbox.push_control(frame.clone());
             conn.outbox.kill(Kill::Disconnected);
+            closed += 1;
         }
-        conns.len()
+        closed
     }
 
     /// Closes every local connection of `tenant` (deleted): returns how many.

@@ -25,21 +25,22 @@ pub(crate) struct Revocation {
     pub revoked: Revoked,
 }
 
-/// A tenant id and a user id.
-type UserKey = (Box<str>, Box<str>);
+/// One tenant's revocations by user.
+type ByUser = HashMap<Box<str>, Revoked>;
 
 /// The live revocations by (tenant, user).
 #[derive(Default)]
 pub(crate) struct Revocations {
-    /// Read on every handshake (an empty map is one uncontended read); written by commands.
-    by_user: RwLock<HashMap<UserKey, Revoked>>,
+    /// By tenant, then user. Read on every handshake (an empty map is one uncontended
+    /// read, and a lookup allocates nothing); written by commands.
+    by_tenant: RwLock<HashMap<Box<str>, ByUser>>,
 }
 
 impl Revocations {
     /// Records a revocation; of two for the same user the later `before` wins.
     pub(crate) fn revoke(&self, tenant: &str, user: &str, revoked: Revoked) {
-        let mut map = self.by_user.write().expect("revocations lock");
-        let entry = map.entry((tenant.into(), user.into())).or_insert(revoked);
+        let mut map = self.by_tenant.write().expect("revocations lock");
+        let entry = map.entry(tenant.into()).or_default().entry(user.into()).or_insert(revoked);
         if revoked.before >= entry.before {
             *entry = revoked;
         }
@@ -48,17 +49,16 @@ impl Revocations {
     /// Whether credentials of `user` issued at `issued_at` are revoked now (credentials
     /// without an issue time are, while a revocation holds).
     pub(crate) fn refuses(&self, tenant: &str, user: &str, issued_at: Option<u64>, now: u64) -> bool {
-        let map = self.by_user.read().expect("revocations lock");
-        if map.is_empty() {
-            return false;
-        }
-        let key = (Box::<str>::from(tenant), Box::<str>::from(user));
-        map.get(&key).is_some_and(|r| now < r.until && issued_at.is_none_or(|iat| iat < r.before))
+        let map = self.by_tenant.read().expect("revocations lock");
+        let revoked = map.get(tenant).and_then(|users| users.get(user));
+        revoked.is_some_and(|r| now < r.until && issued_at.is_none_or(|iat| iat < r.before))
     }
 
     /// Forgets lapsed revocations.
     pub(crate) fn prune(&self, now: u64) {
-        self.by_user.write().expect("revocations lock").retain(|_, r| now < r.until);
+        let mut map = self.by_tenant.write().expect("revocations lock");
+        map.values_mut().for_each(|users| users.retain(|_, r| now < r.until));
+        map.retain(|_, users| !users.is_empty());
     }
 }
 

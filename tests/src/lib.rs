@@ -54,6 +54,41 @@ fn test_overrides() -> [(String, String); 2] {
     [("NOTIFY_SERVER__LISTEN".into(), "127.0.0.1:0".into()), ("NOTIFY_SERVER__SHUTDOWN_GRACE".into(), "5s".into())]
 }
 
+/// Publishes `{}` to `user` through the host at `addr` with `key`, each event read by
+/// `client` (a connection of `user`), until one arrives with `data` equal to `expected`
+/// (a change spreading to the publishing node). Fails after 200 tries.
+pub async fn publish_until(
+    addr: SocketAddr,
+    key: &str,
+    user: &str,
+    client: &mut Client,
+    expected: &Value,
+) -> anyhow::Result<()> {
+    let body = json!({ "users": [user], "event": "e", "data": {} }).to_string();
+    let mut last = Value::Null;
+    for _ in 0..200 {
+        let (status, res) = http(addr, "POST", "/v1/publish", Some(key), body.clone().into()).await?;
+        anyhow::ensure!(status == 202, "publish through {addr}: {status} {res}");
+        last = client.next_event().await?["data"].clone();
+        if last == *expected {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    bail!("through {addr}: {last}, expected {expected}")
+}
+
+/// Starts `N` in-process hosts with `toml` and waits until each is ready.
+pub async fn ready_hosts<const N: usize>(toml: &str) -> anyhow::Result<[TestHost; N]> {
+    let mut hosts = Vec::with_capacity(N);
+    for _ in 0..N {
+        let host = TestHost::start(toml).await?;
+        host.wait_ready(200).await?;
+        hosts.push(host);
+    }
+    hosts.try_into().map_err(|_| anyhow::anyhow!("started a different number of hosts"))
+}
+
 /// Polls `check` until it holds, bounded by [`STEP`] (for state that converges
 /// asynchronously: subscriptions, presence, Redis streams).
 pub async fn eventually<F, Fut>(mut check: F) -> anyhow::Result<()>

@@ -45,9 +45,7 @@ async fn a_channel_lists_its_subscribers_on_one_node() -> anyhow::Result<()> {
 async fn a_channel_lists_its_subscribers_on_every_node() -> anyhow::Result<()> {
     let redis = RedisServer::start().await?;
     let toml = format!("{DEMO}\n{}", redis.broker_toml());
-    let (a, b) = (TestHost::start(&toml).await?, TestHost::start(&toml).await?);
-    a.wait_ready(200).await?;
-    b.wait_ready(200).await?;
+    let [a, b] = notify_tests::ready_hosts(&toml).await?;
     let mut clients = Vec::new();
     for (host, user) in [(&a, "alice"), (&b, "alice"), (&b, "bob")] {
         let (mut c, _) = host.join("demo", &format!("user={user}")).await?;

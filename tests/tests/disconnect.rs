@@ -45,9 +45,7 @@ async fn every_device_of_the_user_is_closed_with_4005_and_the_reason() -> anyhow
 async fn a_revocation_reaches_every_node_and_nodes_that_start_later() -> anyhow::Result<()> {
     let redis = RedisServer::start().await?;
     let toml = format!("{}\n{}", jwt_tenant(), redis.broker_toml());
-    let (a, b) = (TestHost::start(&toml).await?, TestHost::start(&toml).await?);
-    a.wait_ready(200).await?;
-    b.wait_ready(200).await?;
+    let [a, b] = notify_tests::ready_hosts(&toml).await?;
     let old = token("carol", 60);
     let origin = [("origin", "https://app.example.com")];
     let url = |host: &TestHost, token: &str| host.ws_url("secure", &format!("token={token}"));

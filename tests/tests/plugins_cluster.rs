@@ -4,7 +4,9 @@
 
 use std::net::SocketAddr;
 
-use notify_tests::{Client, HostProcess, RedisServer, eventually, host_bin, http, http_with, plugin_bytes};
+use notify_tests::{
+    Client, HostProcess, RedisServer, eventually, host_bin, http, http_with, plugin_bytes, publish_until,
+};
 use serde_json::{Value, json};
 
 const MANAGER: &str = "shop-management-key-1";
@@ -66,15 +68,7 @@ async fn every_node_delivers(
     expected: &Value,
 ) -> anyhow::Result<()> {
     for node in nodes {
-        let mut last = Value::Null;
-        for _ in 0..200 {
-            last = published(*node, user, client).await?;
-            if last == *expected {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
-        anyhow::ensure!(last == *expected, "through {node}: {last}, expected {expected}");
+        publish_until(*node, "shop-key", user, client, expected).await?;
     }
     Ok(())
 }

@@ -113,9 +113,7 @@ async fn three_nodes_over_a_redis_cluster() -> anyhow::Result<()> {
 async fn tenants_and_plugins_are_managed_over_a_redis_cluster() -> anyhow::Result<()> {
     let cluster = RedisCluster::start().await?;
     let toml = format!("[server]\nadmin_token = \"admin-token-123\"\n{}", cluster.broker_toml());
-    let (a, b) = (TestHost::start(&toml).await?, TestHost::start(&toml).await?);
-    a.wait_ready(200).await?;
-    b.wait_ready(200).await?;
+    let [a, b] = notify_tests::ready_hosts(&toml).await?;
     let admin = Some("admin-token-123");
 
     let (status, created) =
@@ -135,17 +133,8 @@ async fn tenants_and_plugins_are_managed_over_a_redis_cluster() -> anyhow::Resul
     assert_eq!(status, 201, "{body}");
 
     let (mut alice, _) = b.join("acme", "user=alice").await?;
-    let mut last = json!(null);
-    for _ in 0..200 {
-        let (status, _) = a.publish(&key, &json!({ "users": ["alice"], "event": "e", "data": {} })).await?;
-        assert_eq!(status, 202);
-        last = alice.next_event().await?["data"].clone();
-        if last == json!({ "edge": true }) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    assert_eq!(last, json!({ "edge": true }), "the plugin uploaded on B transforms on A");
+    // The plugin uploaded on B transforms on A.
+    notify_tests::publish_until(a.addr, &key, "alice", &mut alice, &json!({ "edge": true })).await?;
 
     // Deleted: its history and presence keys leave every shard.
     let acme_keys = || async {

@@ -54,8 +54,6 @@ async fn a_backend_pages_through_history_on_one_node() -> anyhow::Result<()> {
 async fn a_backend_reads_on_one_node_what_another_published() -> anyhow::Result<()> {
     let redis = RedisServer::start().await?;
     let toml = format!("{DEMO}\n{}", redis.broker_toml());
-    let (a, b) = (TestHost::start(&toml).await?, TestHost::start(&toml).await?);
-    a.wait_ready(200).await?;
-    b.wait_ready(200).await?;
+    let [a, b] = notify_tests::ready_hosts(&toml).await?;
     pages_after_positions(&a, &b).await
 }

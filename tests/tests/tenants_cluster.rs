@@ -147,9 +147,7 @@ async fn a_restarted_node_comes_back_with_the_same_tenants() -> anyhow::Result<(
 async fn nodes_put_back_a_control_plane_that_redis_lost() -> anyhow::Result<()> {
     let redis = RedisServer::start().await?;
     let toml = format!("[server]\nadmin_token = \"{ADMIN}\"\n{DEMO}\n{}", redis.broker_toml());
-    let (a, b) = (TestHost::start(&toml).await?, TestHost::start(&toml).await?);
-    a.wait_ready(200).await?;
-    b.wait_ready(200).await?;
+    let [a, b] = notify_tests::ready_hosts(&toml).await?;
     let (status, created) = admin(&a, "POST", "", json!({ "id": "acme" })).await?;
     assert_eq!(status, 201);
     let key = created["publish_key"].as_str().unwrap().to_owned();
@@ -170,17 +168,8 @@ async fn nodes_put_back_a_control_plane_that_redis_lost() -> anyhow::Result<()> 
     // tenant and its plugin, and alice was never disconnected.
     let c = TestHost::start(&toml).await?;
     eventually(|| async { Ok(admin(&c, "GET", "/acme", Value::Null).await?.0 == 200) }).await?;
-    let mut last = Value::Null;
-    for _ in 0..200 {
-        let (status, _) = c.publish(&key, &json!({ "users": ["alice"], "event": "e", "data": {} })).await?;
-        assert_eq!(status, 202);
-        last = alice.next_event().await?["data"].clone();
-        if last == json!({ "kept": true }) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    assert_eq!(last, json!({ "kept": true }), "the restored plugin runs on the new node");
+    // The restored plugin runs on the new node.
+    notify_tests::publish_until(c.addr, &key, "alice", &mut alice, &json!({ "kept": true })).await?;
     let version: u64 = redis::cmd("GET").arg("{notify:control}:version").query_async(&mut conn).await?;
     assert_eq!(version, 2, "the state came back with its version");
     Ok(())
@@ -190,9 +179,7 @@ async fn nodes_put_back_a_control_plane_that_redis_lost() -> anyhow::Result<()> 
 async fn a_connection_quota_counts_every_node() -> anyhow::Result<()> {
     let redis = RedisServer::start().await?;
     let toml = format!("[server]\nadmin_token = \"{ADMIN}\"\n{DEMO}\n{}", redis.broker_toml());
-    let (a, b) = (TestHost::start(&toml).await?, TestHost::start(&toml).await?);
-    a.wait_ready(200).await?;
-    b.wait_ready(200).await?;
+    let [a, b] = notify_tests::ready_hosts(&toml).await?;
     let (status, _) = admin(&a, "POST", "", json!({ "id": "acme", "limits": { "max_connections": 3 } })).await?;
     assert_eq!(status, 201);
     eventually(|| async { Ok(admin(&b, "GET", "/acme", Value::Null).await?.0 == 200) }).await?;

@@ -27,6 +27,7 @@ use crate::backend::control::{Blob, NodeReport};
 use crate::config::FailurePolicy;
 use crate::control::{self, TenantReport};
 use crate::plugin::{Hook, LoadedPlugin, PluginError, Provenance, Source, TenantSlots, version};
+use crate::tenant::Tenant;
 
 /// Header carrying an uploaded plugin's configuration (a JSON object of strings).
 const CONFIG_HEADER: &str = "notify-plugin-config";
@@ -58,22 +59,24 @@ pub(super) async fn list(
             })
         })
         .collect();
-    let nodes = nodes(&app, &tenant.id).await?;
+    let nodes = nodes(&app, &tenant).await?;
     Ok(Json(json!({ "tenant": &*tenant.id, "plugins": hooks, "nodes": nodes })))
 }
 
 /// What every live node runs for `tenant`, and its connections there: this node's live
 /// figures, the others' last reports (at most a second old).
-async fn nodes(app: &App, tenant: &str) -> Result<Vec<Value>, ApiError> {
-    let mut nodes = app.control.reports(vec![tenant.to_owned()]).await?;
+async fn nodes(app: &App, tenant: &Tenant) -> Result<Vec<Value>, ApiError> {
+    let mut nodes = app.control.reports(vec![tenant.id.to_string()]).await?;
     if !nodes.iter().any(|n| *n.node == *app.node_id) {
         nodes.push(NodeReport { node: app.node_id.to_string(), reports: Vec::new() });
     }
-    let local = control::reports(app).remove(tenant);
     let nodes = nodes.into_iter().map(|n| {
         let here = *n.node == *app.node_id;
-        let report = if here { local.clone() } else { n.reports.into_iter().next().flatten() };
-        let report: TenantReport = report.and_then(|json| serde_json::from_str(&json).ok()).unwrap_or_default();
+        let report: TenantReport = match n.reports.into_iter().next().flatten() {
+            _ if here => control::report_of(app, tenant),
+            Some(json) => serde_json::from_str(&json).unwrap_or_default(),
+            None => TenantReport::default(),
+        };
         json!({ "node": n.node, "this_node": here, "connections": report.connections, "plugins": report.plugins })
     });
     Ok(nodes.collect())

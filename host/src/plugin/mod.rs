@@ -129,6 +129,21 @@ pub(crate) struct Running {
     pub consecutive_failures: u32,
 }
 
+impl Running {
+    fn of(hook: Hook, p: &LoadedPlugin) -> Self {
+        Self {
+            hook,
+            hash: p.compiled.hash.clone(),
+            source: p.source,
+            installed_at: p.installed_at,
+            disabled: p.is_disabled(),
+            calls: p.calls.load(Relaxed),
+            failures: p.failures.load(Relaxed),
+            consecutive_failures: p.consecutive_failures(),
+        }
+    }
+}
+
 /// A tenant and one of its hooks.
 type SlotKey = (Arc<str>, Hook);
 
@@ -397,19 +412,17 @@ impl Plugins {
         let mut running: BTreeMap<Arc<str>, Vec<Running>> = BTreeMap::new();
         for ((tenant, hook), slot) in slots.iter() {
             let Some(p) = slot.active() else { continue };
-            running.entry(tenant.clone()).or_default().push(Running {
-                hook: *hook,
-                hash: p.compiled.hash.clone(),
-                source: p.source,
-                installed_at: p.installed_at,
-                disabled: p.is_disabled(),
-                calls: p.calls.load(Relaxed),
-                failures: p.failures.load(Relaxed),
-                consecutive_failures: p.consecutive_failures(),
-            });
+            running.entry(tenant.clone()).or_default().push(Running::of(*hook, p));
         }
         running.values_mut().for_each(|list| list.sort_by_key(|r| r.hook));
         running
+    }
+
+    /// What this node runs for `tenant`, by hook.
+    pub(crate) fn running_of(&self, tenant: &Arc<str>) -> Vec<Running> {
+        let slots = self.slots.read().expect("plugin slots lock");
+        let active = |hook| slots.get(&(tenant.clone(), hook)).and_then(Slot::active).map(|p| Running::of(hook, p));
+        Hook::ALL.into_iter().filter_map(active).collect()
     }
 
     fn metrics(&self, tenant: &Arc<str>, hook: Hook) -> Arc<HookMetrics> {
