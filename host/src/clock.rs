@@ -1,7 +1,7 @@
 //! Wall-clock times and unique ids: the leaf every timestamp and event id comes from.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Microseconds since the Unix epoch.
 pub(crate) fn now_micros() -> u64 {
@@ -11,6 +11,17 @@ pub(crate) fn now_micros() -> u64 {
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_millis() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The instant at Unix time `secs` (now, if that has passed).
+pub(crate) fn unix_to_instant(secs: u64) -> Instant {
+    let now_unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let target = Duration::from_secs(secs);
+    let now = Instant::now();
+    match target.checked_sub(now_unix) {
+        Some(ahead) => now + ahead,
+        None => now,
+    }
 }
 
 /// Makes event ids unique across nodes and restarts: milliseconds, a random per-process tag,

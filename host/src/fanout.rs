@@ -183,6 +183,19 @@ impl Outbox {
         self.state.lock().expect("outbox lock").kill
     }
 
+    /// Takes every queued frame (none after a slow-client kill), for a transport that
+    /// re-frames them itself (SSE). Returns how many were appended to `out`.
+    pub(crate) fn take_all(&self, out: &mut Vec<Bytes>) -> usize {
+        let mut s = self.state.lock().expect("outbox lock");
+        let taken = if s.kill == Some(Kill::SlowClient) { 0 } else { s.frames.len() };
+        out.extend(s.frames.drain(..).take(taken).map(|f| f.bytes));
+        if s.frames.capacity() > SHRINK_ABOVE {
+            s.frames.shrink_to(0);
+        }
+        (s.bytes, s.exempt_frames, s.exempt_bytes, s.front_started) = (0, 0, 0, false);
+        taken
+    }
+
     /// Writes queued frames to `socket` without blocking, as many per `writev` as fit.
     /// Stops when the queue is empty, the socket is full, or a kill was requested.
     pub(crate) fn write_to(&self, socket: &TcpStream) -> io::Result<Written> {

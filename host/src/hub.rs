@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,6 +33,9 @@ pub(crate) struct Conn {
     pub outbox: Outbox,
     /// Streams the connection is resuming: their live events wait until the replay is queued.
     pub gates: Gates,
+    /// The channels the connection is subscribed to. Locked by the connection's own task and
+    /// by backends' subscription requests, never across an await.
+    pub subscriptions: Mutex<Vec<Box<str>>>,
 }
 
 /// Adds `n` to `key`'s count, unless `key` is new and `counts` already has `cap` keys;
@@ -413,6 +416,7 @@ mod tests {
             user: user.into(),
             outbox: Outbox::default(),
             gates: Gates::default(),
+            subscriptions: Default::default(),
         });
         hub.register(&conn);
         conn

@@ -27,6 +27,8 @@ mod quota;
 mod revocation;
 mod segment;
 mod server;
+mod session;
+mod sse;
 mod stream;
 mod tenant;
 mod ws;

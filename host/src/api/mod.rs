@@ -7,9 +7,11 @@
 mod admin;
 mod error;
 mod extract;
+mod handshake;
 mod health;
 mod presence;
 mod publish;
+mod sse;
 mod streams;
 mod tenants;
 mod users;
@@ -51,6 +53,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .layer(TraceLayer::new_for_http());
     Router::new()
         .route("/v1/ws/{tenant}", get(websocket::handle))
+        .route("/v1/sse/{tenant}", get(sse::handle).options(sse::preflight))
         .merge(traced)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -4,7 +4,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 const OP_TEXT: u8 = 0x1;
-const OP_PING: u8 = 0x9;
+pub(crate) const OP_PING: u8 = 0x9;
 const FIN: u8 = 0x80;
 
 fn encode(opcode: u8, payload: &[u8]) -> Bytes {

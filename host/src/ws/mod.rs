@@ -3,7 +3,6 @@
 
 mod conn;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -14,42 +13,16 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
-pub(crate) use conn::Resume;
-
-use crate::admission::Admitted;
 use crate::app::App;
-use crate::auth::Identity;
-use crate::hub::Conn;
 use crate::metrics::HandshakeFailure;
-use crate::quota::Slots;
-use crate::tenant::Tenant;
-
-/// What an accepted handshake hands to its connection task.
-pub(crate) struct Joining {
-    pub(crate) tenant: Arc<Tenant>,
-    pub(crate) identity: Identity,
-    pub(crate) attributes: Vec<(String, String)>,
-    pub(crate) resume: Resume,
-    /// The connection's slot under `server.max_connections`, freed when the task ends.
-    pub(crate) admitted: Admitted,
-    /// Its place in the tenant's connection counts, freed likewise.
-    pub(crate) quota: Slots,
-    pub(crate) peer: SocketAddr,
-}
+use crate::session::{self, Joining};
 
 /// Spawns the task that waits for hyper to hand over the socket and runs the connection.
 /// Only what the connection needs survives; the request (headers, URI) is dropped here.
 pub(crate) fn spawn(app: &Arc<App>, req: Parts, j: Joining) {
     let Joining { tenant, identity, attributes, resume, admitted, quota, peer } = j;
     let on_upgrade = hyper::upgrade::on(Request::from_parts(req, ()));
-    let conn = Arc::new(Conn {
-        id: app.hub.next_conn_id(),
-        segment: tenant.segments.intern(attributes),
-        tenant,
-        user: identity.user.clone().into_boxed_str(),
-        outbox: Default::default(),
-        gates: Default::default(),
-    });
+    let conn = session::conn(app, tenant, &identity.user, attributes);
     let task_app = app.clone();
     app.connections.spawn(async move {
         let app = task_app;

@@ -52,6 +52,7 @@ mod tests {
                 user: "alice".into(),
                 outbox: Default::default(),
                 gates: Default::default(),
+                subscriptions: Default::default(),
             })
         };
         let (phone, laptop) = (device(), device());

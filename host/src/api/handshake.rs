@@ -1,0 +1,174 @@
+//! The checks every client transport's connect request passes (a WebSocket upgrade, an SSE
+//! stream), in the order clients meet them: draining, tenant, origin, credentials,
+//! revocation, the transport's own checks, node capacity, then the tenant's quotas. Every
+//! refusal is an HTTP status with a JSON body, counted under a handshake failure reason.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::http::header::{self, HeaderValue};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+
+use super::ApiError;
+use super::extract::{bearer, query_param};
+use crate::app::App;
+use crate::auth::{AuthError, Identity, Verified};
+use crate::metrics::HandshakeFailure;
+use crate::plugin::Hook;
+use crate::plugin::bindings::types;
+use crate::plugin::hooks::{self, AuthOutcome};
+use crate::quota;
+use crate::session::{Joining, Resume};
+use crate::stream::Position;
+use crate::tenant::Tenant;
+
+/// Why a connect request was refused: the metric it counts under and the answer.
+pub(super) struct Refusal(pub(super) HandshakeFailure, pub(super) ApiError);
+
+impl Refusal {
+    pub(super) fn bad_request(message: impl Into<String>) -> Self {
+        Self(HandshakeFailure::BadRequest, ApiError::bad_request("bad_request", message))
+    }
+}
+
+type Attributes = Vec<(String, String)>;
+
+/// Counts and logs a refusal, and answers it.
+pub(super) fn refused(app: &App, tenant_id: &str, peer: SocketAddr, Refusal(why, error): Refusal) -> Response {
+    match app.tenants.get(tenant_id) {
+        Some(t) => t.metrics.handshake_failed(why),
+        None => app.metrics.handshake_failed(why),
+    }
+    tracing::debug!(tenant = tenant_id, %peer, reason = error.code(), "connect refused: {error}");
+    error.into_response()
+}
+
+/// Runs every check; `transport` adds the transport's own (after the credentials, so a
+/// plain GET of a refused URL tells a client whether the credentials are the reason) and
+/// gives the positions to resume from.
+pub(super) async fn admit<T>(
+    app: &Arc<App>,
+    tenant_id: &str,
+    peer: SocketAddr,
+    req: &Parts,
+    transport: impl FnOnce(&Tenant, &Identity) -> Result<(Resume, T), Refusal>,
+) -> Result<(Joining, T), Refusal> {
+    if app.drain.is_draining() {
+        let message = "this node is shutting down; connect to another node";
+        return Err(Refusal(HandshakeFailure::Draining, ApiError::unavailable("draining", message)));
+    }
+    let tenant = app.tenants.get(tenant_id).ok_or_else(|| {
+        let error = ApiError::not_found("unknown_tenant", format!("no tenant {tenant_id:?}"));
+        Refusal(HandshakeFailure::UnknownTenant, error)
+    })?;
+    check_origin(&tenant, req)?;
+    let (Verified { identity, issued_at }, attributes) = authenticate(app, &tenant, req, peer).await?;
+    let now = crate::clock::now_millis() / 1000;
+    if app.revocations.refuses(&tenant.id, &identity.user, issued_at, now) {
+        let message = "these credentials were revoked; sign in again";
+        let error = ApiError::new(StatusCode::UNAUTHORIZED, "token_revoked", message);
+        return Err(Refusal(HandshakeFailure::Unauthorized, error));
+    }
+    let (resume, extra) = transport(&tenant, &identity)?;
+    let admitted = app.admission.try_admit().ok_or_else(|| {
+        let message = "this node is at its connection limit; retry on another node";
+        Refusal(HandshakeFailure::OverCapacity, ApiError::unavailable("over_capacity", message))
+    })?;
+    let quota = tenant.quota.admit(&identity.user).map_err(|why| over_quota(&tenant, why))?;
+    Ok((Joining { tenant, identity, attributes, resume, admitted, quota, peer }, extra))
+}
+
+/// `name` from the query as a stream position (`EPOCH:OFFSET`), if present.
+pub(super) fn since_param(req: &Parts, name: &str) -> Result<Option<Position>, Refusal> {
+    query_param(req.uri.query(), name).map(|v| Position::parse(&v)).map_or(Ok(None), |p| {
+        p.map(Some).ok_or_else(|| {
+            Refusal::bad_request(format!("{name} must be EPOCH:OFFSET, as in the stream positions of event frames"))
+        })
+    })
+}
+
+/// A tenant at one of its connection quotas: 429, retry later.
+pub(super) fn over_quota(tenant: &Tenant, why: quota::Refusal) -> Refusal {
+    let limits = tenant.quota.limits();
+    let (failure, code, message) = match why {
+        quota::Refusal::Connections => (
+            HandshakeFailure::TenantConnections,
+            "too_many_connections",
+            format!("the tenant is at its max_connections ({}) on this node", limits.max_connections),
+        ),
+        quota::Refusal::UserConnections => (
+            HandshakeFailure::UserConnections,
+            "too_many_user_connections",
+            format!("this user is at the tenant's max_connections_per_user ({})", limits.max_connections_per_user),
+        ),
+    };
+    let error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+        .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    Refusal(failure, error)
+}
+
+fn check_origin(tenant: &Tenant, req: &Parts) -> Result<(), Refusal> {
+    let origin = req.headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if tenant.origin_allowed(origin) {
+        return Ok(());
+    }
+    let message = format!("origin {:?} is not allowed for this tenant", origin.unwrap_or(""));
+    Err(Refusal(HandshakeFailure::ForbiddenOrigin, ApiError::new(StatusCode::FORBIDDEN, "forbidden_origin", message)))
+}
+
+/// The client's identity from the tenant's auth plugin, or from its configured auth.
+async fn authenticate(
+    app: &App,
+    tenant: &Tenant,
+    req: &Parts,
+    peer: SocketAddr,
+) -> Result<(Verified, Attributes), Refusal> {
+    let unauthorized = |error| Refusal(HandshakeFailure::Unauthorized, error);
+    let Some(plugin) = app.plugins.get(&tenant.id, Hook::Auth) else {
+        let query = req.uri.query();
+        let token = query_param(query, "token").or_else(|| bearer(&req.headers).map(str::to_owned));
+        let user = query_param(query, "user");
+        return match tenant.auth.authenticate(token.as_deref(), user.as_deref()) {
+            Ok(verified) => Ok((verified, Vec::new())),
+            Err(e) => {
+                let code = if e == AuthError::Expired { "token_expired" } else { "unauthorized" };
+                Err(unauthorized(ApiError::new(StatusCode::UNAUTHORIZED, code, e.to_string())))
+            }
+        };
+    };
+    match hooks::authenticate(plugin, connect_request(req, &tenant.id, peer)).await {
+        AuthOutcome::Allow(identity, attributes) => Ok((Verified { identity, issued_at: None }, attributes)),
+        AuthOutcome::Deny { status, reason } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+            Err(unauthorized(ApiError::new(status, "denied", reason)))
+        }
+        AuthOutcome::Failed(why) => {
+            tracing::warn!(tenant = &*tenant.id, %peer, "auth plugin failed, refusing the connection: {why}");
+            let message = "authentication is temporarily unavailable";
+            Err(unauthorized(ApiError::unavailable("auth_unavailable", message)))
+        }
+    }
+}
+
+/// The handshake as an auth plugin sees it.
+fn connect_request(req: &Parts, tenant: &str, peer: SocketAddr) -> types::ConnectRequest {
+    let headers = req
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let query = req
+        .uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
+        .unwrap_or_default();
+    types::ConnectRequest {
+        tenant: tenant.to_owned(),
+        path: req.uri.path().to_owned(),
+        headers,
+        query,
+        remote_addr: peer.to_string(),
+    }
+}

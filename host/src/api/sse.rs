@@ -1,0 +1,126 @@
+//! `GET /v1/sse/{tenant}`: admits a Server-Sent Events client (`handshake`) and answers with
+//! the event stream the SSE transport (`sse`) feeds. The channels come from `?channels=`;
+//! the positions to resume from come from `Last-Event-ID` (or `?last_event_id=`, for
+//! clients that cannot set headers), else from `user_since` and `broadcast_since`.
+//! `OPTIONS` answers browsers' CORS preflights for the tenant's allowed origins.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+
+use super::ApiError;
+use super::extract::{PathParams, query_param};
+use super::handshake::{self, Refusal, since_param};
+use crate::app::App;
+use crate::auth::Identity;
+use crate::metrics::HandshakeFailure;
+use crate::session::{self, Resume};
+use crate::sse::{Cursor, Stream};
+use crate::tenant::Tenant;
+
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+
+pub(crate) async fn handle(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    PathParams(tenant_id): PathParams<String>,
+    req: Request,
+) -> Response {
+    let (req, _body) = req.into_parts();
+    let admitted =
+        handshake::admit(&app, &tenant_id, peer, &req, |tenant, identity| positions(&app, tenant, identity, &req))
+            .await;
+    let mut res = match admitted {
+        Ok((joining, cursor)) => {
+            let body = crate::sse::spawn(&app, joining, cursor);
+            let mut res = Response::new(body);
+            let h = res.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
+            // Tells nginx-style proxies not to buffer the stream.
+            h.insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
+            res
+        }
+        Err(refusal) => handshake::refused(&app, &tenant_id, peer, refusal),
+    };
+    allow_origin(&app, &tenant_id, &req.headers, res.headers_mut());
+    res
+}
+
+/// A CORS preflight: which origins, methods and headers a browser may use.
+pub(crate) async fn preflight(
+    State(app): State<Arc<App>>,
+    PathParams(tenant_id): PathParams<String>,
+    headers: HeaderMap,
+) -> Response {
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    let h = res.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization, last-event-id"));
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    allow_origin(&app, &tenant_id, &headers, h);
+    res
+}
+
+/// Lets the request's origin read the answer when the tenant allows that origin.
+fn allow_origin(app: &App, tenant_id: &str, request: &HeaderMap, response: &mut HeaderMap) {
+    let Some(origin) = request.get(header::ORIGIN) else { return };
+    let allowed = app.tenants.get(tenant_id).is_some_and(|t| t.origin_allowed(origin.to_str().ok()));
+    if allowed {
+        response.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    }
+    response.append(header::VARY, HeaderValue::from_static("origin"));
+}
+
+/// The positions and channels to start from, and the cursor that carries them on.
+fn positions(app: &App, tenant: &Tenant, identity: &Identity, req: &Parts) -> Result<(Resume, Cursor), Refusal> {
+    let given = req
+        .headers
+        .get(LAST_EVENT_ID)
+        .map(|v| v.to_str().map(str::to_owned).unwrap_or_default())
+        .or_else(|| query_param(req.uri.query(), "last_event_id"))
+        .map(|id| Cursor::parse(&id))
+        .transpose()
+        .map_err(|why| Refusal::bad_request(format!("Last-Event-ID: {why}")))?
+        .unwrap_or_default();
+    let mut cursor = Cursor::default();
+    let mut own = |stream: Stream, param: &str| -> Result<_, Refusal> {
+        let position = match given.get(&stream) {
+            Some(p) => Some(p.clone()),
+            None => since_param(req, param)?,
+        };
+        if let Some(p) = &position {
+            cursor.set(stream, p.clone());
+        }
+        Ok(position)
+    };
+    let user = own(Stream::User, "user_since")?;
+    let broadcast = own(Stream::Broadcast, "broadcast_since")?;
+    let grants = session::grants(identity, tenant);
+    let mut channels: Vec<(String, Option<_>)> = Vec::new();
+    for name in query_param(req.uri.query(), "channels").unwrap_or_default().split(',').map(str::trim) {
+        if name.is_empty() || channels.iter().any(|(c, _)| c == name) {
+            continue;
+        }
+        if let Some((code, message)) = session::refuse_channel(app, tenant, Some(grants), name, channels.len()) {
+            let status = if code == crate::protocol::code::FORBIDDEN_CHANNEL {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            let error = ApiError::new(status, code, format!("channel {name:?}: {message}"));
+            return Err(Refusal(HandshakeFailure::BadRequest, error));
+        }
+        let since = given.get(&Stream::Channel(name.to_owned())).cloned();
+        if let Some(p) = &since {
+            cursor.set(Stream::Channel(name.to_owned()), p.clone());
+        }
+        channels.push((name.to_owned(), since));
+    }
+    Ok((Resume { user, broadcast, channels }, cursor))
+}

@@ -1,0 +1,284 @@
+//! What every client transport (WebSocket, SSE) shares once a client is admitted: the
+//! connection as the hub sees it, joining the client's own streams with `welcome` and the
+//! replay, channel subscriptions with resume (asked by the client or by a backend), acks,
+//! and leaving the hub when the connection ends.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::admission::Admitted;
+use crate::app::App;
+use crate::auth::Identity;
+use crate::backend::history::{History, HistoryError, Start};
+use crate::backend::interest::Ticket;
+use crate::channel;
+use crate::fanout::Kill;
+use crate::hub::Conn;
+use crate::protocol::{self, StreamState, close, code};
+use crate::quota::Slots;
+use crate::stream::{Position, Replay, Target};
+use crate::tenant::Tenant;
+
+/// Longest wait for the broker to subscribe a connection's streams before replying anyway.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Positions a connecting client resumes its streams from: its own (`user_since`,
+/// `broadcast_since`) and, for transports that subscribe at connect (SSE), its channels.
+#[derive(Debug, Default)]
+pub(crate) struct Resume {
+    pub user: Option<Position>,
+    pub broadcast: Option<Position>,
+    pub channels: Vec<(String, Option<Position>)>,
+}
+
+/// What an accepted handshake hands to its connection task.
+pub(crate) struct Joining {
+    pub(crate) tenant: Arc<Tenant>,
+    pub(crate) identity: Identity,
+    pub(crate) attributes: Vec<(String, String)>,
+    pub(crate) resume: Resume,
+    /// The connection's slot under `server.max_connections`, freed when the task ends.
+    pub(crate) admitted: Admitted,
+    /// Its place in the tenant's connection counts, freed likewise.
+    pub(crate) quota: Slots,
+    pub(crate) peer: SocketAddr,
+}
+
+/// The hub's view of a joining client.
+pub(crate) fn conn(app: &App, tenant: Arc<Tenant>, user: &str, attributes: Vec<(String, String)>) -> Arc<Conn> {
+    Arc::new(Conn {
+        id: app.hub.next_conn_id(),
+        segment: tenant.segments.intern(attributes),
+        tenant,
+        user: user.into(),
+        outbox: Default::default(),
+        gates: Default::default(),
+        subscriptions: Default::default(),
+    })
+}
+
+/// Joins the connection to its own streams (user, broadcast) and queues `welcome`, then the
+/// replay of what the client missed; live events follow them, with nothing in between.
+/// Counts the connection and its presence until [`leave`].
+pub(crate) async fn join(conn: &Arc<Conn>, resume: &Resume, app: &App) {
+    let tenant = &conn.tenant;
+    let c = &app.config.connections;
+    let welcome = |streams: Option<[StreamState<'_>; 2]>| {
+        protocol::welcome(&protocol::Welcome {
+            conn_id: conn.id,
+            user: &conn.user,
+            tenant: &tenant.id,
+            heartbeat_interval_ms: c.heartbeat_interval.as_millis(),
+            idle_timeout_ms: c.idle_timeout.as_millis(),
+            streams,
+            acks: tenant.config.history.acks,
+        })
+    };
+    let own_streams = [Target::User(&conn.user), Target::Broadcast];
+    let history = history(app, tenant);
+    if history.is_some() {
+        // Live events wait until `welcome` and the replay are queued.
+        own_streams.iter().for_each(|s| conn.gates.close(*s));
+    }
+    app.hub.register(conn);
+    let ticket = app.broker.interest(tenant, &own_streams, 1);
+    // `welcome` promises that events published from now on arrive.
+    sync_interest(app, ticket).await;
+    match history {
+        Some(h) => {
+            let unacked = tenant.config.history.acks;
+            let (user, broadcast) = tokio::join!(
+                read(h, tenant, own_streams[0], Start { since: resume.user.as_ref(), unacked }),
+                read(h, tenant, Target::Broadcast, Start { since: resume.broadcast.as_ref(), unacked: false }),
+            );
+            conn.outbox.push_control(welcome(Some([(&user).into(), (&broadcast).into()])));
+            app.hub.resume(conn, own_streams[0], &user);
+            app.hub.resume(conn, Target::Broadcast, &broadcast);
+        }
+        None => conn.outbox.push_control(welcome(None)),
+    }
+    app.presence.connected(tenant, &conn.user);
+    tenant.metrics.connections.fetch_add(1, Relaxed);
+}
+
+/// Removes an ended connection from the hub, the broker's interest and presence.
+pub(crate) fn leave(conn: &Conn, app: &App) {
+    let tenant = &conn.tenant;
+    let subscriptions = std::mem::take(&mut *conn.subscriptions.lock().expect("subscriptions lock"));
+    app.hub.unregister(conn, subscriptions.iter().map(|s| &**s));
+    app.presence.disconnected(tenant, &conn.user);
+    let own = [Target::User(&conn.user), Target::Broadcast];
+    let channels = subscriptions.iter().map(|s| Target::Channel(s));
+    app.broker.interest(tenant, &own.into_iter().chain(channels).collect::<Vec<_>>(), -1);
+    tenant.metrics.connections.fetch_sub(1, Relaxed);
+}
+
+/// The close code and reason of a connection whose outbox was killed.
+pub(crate) fn killed(conn: &Conn) -> Option<(u16, &'static str)> {
+    Some(match conn.outbox.killed()? {
+        Kill::SlowClient => (close::SLOW_CLIENT, "send queue overflow; reconnect and resume"),
+        Kill::Resync => (close::SERVICE_RESTART, "events may have been missed; reconnect and resume"),
+        Kill::TenantDeleted => (close::TENANT_DELETED, "the tenant was deleted"),
+        Kill::Disconnected => (close::DISCONNECTED, "disconnected by the server"),
+    })
+}
+
+/// The history store, when the tenant keeps history.
+fn history<'a>(app: &'a App, tenant: &Tenant) -> Option<&'a dyn History> {
+    tenant.config.history.enabled().then_some(&*app.history)
+}
+
+/// Reads a stream's history; a store that cannot be read gives an empty, unrecovered replay.
+async fn read(h: &dyn History, tenant: &Tenant, target: Target<'_>, start: Start<'_>) -> Replay {
+    let m = &tenant.metrics;
+    m.history_reads.fetch_add(1, Relaxed);
+    let replay = h.read(tenant, target, start).await.unwrap_or_else(|e| {
+        m.history_errors.fetch_add(1, Relaxed);
+        tracing::warn!(tenant = %tenant.id, error = %e, "history unavailable for a resuming connection");
+        Replay::unavailable()
+    });
+    m.history_replayed.fetch_add(replay.events.len() as u64, Relaxed);
+    if !replay.recovered {
+        m.history_unrecovered.fetch_add(1, Relaxed);
+    }
+    replay
+}
+
+/// Waits (bounded) until the broker carries the streams behind `ticket` to this node.
+async fn sync_interest(app: &App, ticket: Option<Ticket>) {
+    if let Some(ticket) = ticket {
+        let _ = tokio::time::timeout(SYNC_TIMEOUT, app.broker.synced(ticket)).await;
+    }
+}
+
+/// What a client request (or a backend's) asks of a connection, once its synchronous part
+/// (hub, gates, interest) is done.
+pub(crate) enum Action {
+    Reply(Bytes),
+    /// Reply once the interest change behind the ticket (a new subscription) is in effect.
+    AfterSync(Bytes, Option<Ticket>),
+    /// Resume a newly subscribed channel (its gate is closed) once the broker carries it.
+    Resume {
+        channel: String,
+        since: Option<Position>,
+        ticket: Option<Ticket>,
+    },
+    Ack(Position),
+}
+
+/// Carries out an [`Action`]; the awaits (broker sync, history) happen here.
+pub(crate) async fn act(action: Action, conn: &Arc<Conn>, app: &App) {
+    let tenant = &conn.tenant;
+    let reply = match action {
+        Action::Reply(reply) => reply,
+        Action::AfterSync(reply, ticket) => {
+            sync_interest(app, ticket).await;
+            reply
+        }
+        Action::Resume { channel, since, ticket } => {
+            sync_interest(app, ticket).await;
+            let target = Target::Channel(&channel);
+            let replay = read(&*app.history, tenant, target, Start { since: since.as_ref(), unacked: false }).await;
+            conn.outbox.push_control(protocol::subscribed(&channel, Some((&replay).into())));
+            app.hub.resume(conn, target, &replay);
+            return;
+        }
+        // Config validation makes acks imply history.
+        Action::Ack(_) if !tenant.config.history.acks => {
+            protocol::error(code::ACKS_DISABLED, "this tenant keeps no read cursors (history.acks is off)", None)
+        }
+        Action::Ack(position) => match app.history.ack(tenant, &conn.user, &position).await {
+            Ok(cursor) => {
+                tenant.metrics.acks.fetch_add(1, Relaxed);
+                protocol::acked(&cursor.epoch, cursor.acked, cursor.unread())
+            }
+            Err(e @ HistoryError::StalePosition(..)) => protocol::error(code::STALE_POSITION, &e.to_string(), None),
+            Err(e) => {
+                tenant.metrics.history_errors.fetch_add(1, Relaxed);
+                protocol::error(code::HISTORY_UNAVAILABLE, &e.to_string(), None)
+            }
+        },
+    };
+    conn.outbox.push_control(reply);
+}
+
+/// Why a channel cannot be subscribed: the `error` frame code and message.
+pub(crate) fn refuse_channel(
+    app: &App,
+    conn_tenant: &Tenant,
+    grants: Option<&[String]>,
+    name: &str,
+    subscribed: usize,
+) -> Option<(&'static str, &'static str)> {
+    if !channel::valid_name(name) {
+        Some((code::INVALID_CHANNEL, "channel names are 1-128 characters of A-Z a-z 0-9 _ - . : @"))
+    } else if grants.is_some_and(|patterns| !channel::allowed(patterns, name)) {
+        Some((code::FORBIDDEN_CHANNEL, "your credentials do not grant this channel"))
+    } else if subscribed >= max_subscriptions(app, conn_tenant) {
+        Some((code::TOO_MANY_SUBSCRIPTIONS, "subscription limit reached"))
+    } else {
+        None
+    }
+}
+
+/// The channel patterns `identity` may subscribe to.
+pub(crate) fn grants<'a>(identity: &'a Identity, tenant: &'a Tenant) -> &'a [String] {
+    identity.channels.as_deref().unwrap_or(&tenant.config.default_channels)
+}
+
+/// Subscribes `conn` to `name` (resuming after `since` when the tenant keeps history).
+/// `grants` are the patterns the client's credentials allow; a backend's request has none
+/// to check.
+pub(crate) fn subscribe(
+    conn: &Arc<Conn>,
+    app: &App,
+    grants: Option<&[String]>,
+    name: String,
+    since: Option<Position>,
+) -> Action {
+    // Held while the hub and the broker learn of the subscription, so a concurrent
+    // unsubscribe (client or backend) sees it whole.
+    let mut subscriptions = conn.subscriptions.lock().expect("subscriptions lock");
+    if subscriptions.iter().any(|s| **s == *name) {
+        return Action::Reply(protocol::subscribed(&name, None));
+    }
+    if let Some((code, message)) = refuse_channel(app, &conn.tenant, grants, &name, subscriptions.len()) {
+        return Action::Reply(protocol::error(code, message, Some(&name)));
+    }
+    subscriptions.push(name.as_str().into());
+    let target = Target::Channel(&name);
+    let resume = history(app, &conn.tenant).is_some();
+    if resume {
+        conn.gates.close(target);
+    }
+    app.hub.subscribe(conn, &name);
+    let ticket = app.broker.interest(&conn.tenant, &[target], 1);
+    if resume {
+        return Action::Resume { since, channel: name, ticket };
+    }
+    Action::AfterSync(protocol::subscribed(&name, None), ticket)
+}
+
+/// Unsubscribes `conn` from `name`; the `unsubscribed` reply.
+pub(crate) fn unsubscribe(conn: &Conn, app: &App, name: &str) -> Bytes {
+    let mut subscriptions = conn.subscriptions.lock().expect("subscriptions lock");
+    if let Some(i) = subscriptions.iter().position(|s| **s == *name) {
+        subscriptions.swap_remove(i);
+        app.hub.unsubscribe(conn, name);
+        conn.gates.remove(Target::Channel(name));
+        app.broker.interest(&conn.tenant, &[Target::Channel(name)], -1);
+    }
+    protocol::unsubscribed(name)
+}
+
+/// The tenant's subscription quota per connection, or the node's.
+pub(crate) fn max_subscriptions(app: &App, tenant: &Tenant) -> usize {
+    match tenant.quota.limits().max_subscriptions {
+        0 => app.config.connections.max_subscriptions,
+        n => n,
+    }
+}
