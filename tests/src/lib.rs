@@ -1,5 +1,5 @@
 //! Test harness: real hosts on 127.0.0.1 port 0, real WebSocket clients (tokio-tungstenite and
-//! a raw socket client that never answers pings), and a small HTTP client.
+//! a raw socket client that never answers pings), an SSE client, and a small HTTP client.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -20,8 +20,10 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 mod redis_server;
+mod sse;
 
 pub use redis_server::{RedisCluster, RedisServer};
+pub use sse::{Sse, SseClient, SseRefused};
 
 /// Guard against hangs: no test step waits longer than this for something that must happen.
 pub const STEP: Duration = Duration::from_secs(10);
@@ -542,6 +544,17 @@ pub async fn http_full(
     let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| ("authorization", a)).into_iter().collect();
     let (status, response_headers, bytes) = request_with_headers(addr, method, path, &headers, body).await?;
     Ok((status, response_headers, json_body(&bytes)?))
+}
+
+/// One HTTP/1.1 request without a body and with arbitrary headers; returns the status, the
+/// response headers and the raw body.
+pub async fn http_headers(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(u16, hyper::HeaderMap, Bytes)> {
+    request_with_headers(addr, method, path, headers, Bytes::new()).await
 }
 
 async fn request_with_headers(

@@ -1,0 +1,229 @@
+//! `GET /v1/sse/{tenant}`: Server-Sent Events with the WebSocket's credentials, hub, limits
+//! and resume. Clients: the harness's SSE client (an `EventSource`-style parser over hyper)
+//! and curl.
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use notify_tests::{Client, DEMO, JWT_SECRET, RedisServer, Sse, SseClient, TestHost, hs256_token, http, jwt_tenant};
+use serde_json::json;
+
+const FAST_HEARTBEATS: &str = "[connections]\nheartbeat_interval = \"200ms\"\n";
+
+#[tokio::test]
+async fn events_of_every_stream_arrive_with_ids_and_heartbeats_are_comments() -> anyhow::Result<()> {
+    let host = TestHost::start(&format!("{FAST_HEARTBEATS}{DEMO}")).await?;
+    let mut sse = SseClient::connect(host.addr, "/v1/sse/demo?user=ann&channels=news,sport", &[]).await?;
+    assert_eq!(sse.headers["cache-control"], "no-cache, no-store");
+    let welcome = sse.next_json().await?;
+    assert_eq!((welcome["type"].as_str(), welcome["user"].as_str()), (Some("welcome"), Some("ann")));
+    for channel in ["news", "sport"] {
+        let subscribed = sse.next_json().await?;
+        assert_eq!((subscribed["type"].as_str(), subscribed["channel"].as_str()), (Some("subscribed"), Some(channel)));
+    }
+    host.publish_ok(&json!({ "users": ["ann"], "event": "dm", "data": { "text": "line one\nline two" } })).await?;
+    host.publish_ok(&json!({ "channels": ["sport"], "event": "goal", "data": 1 })).await?;
+    host.publish_ok(&json!({ "broadcast": true, "event": "all", "data": [1, 2] })).await?;
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        if let Sse::Message { id, data, .. } = sse.next().await?.context("stream ended")?
+            && data["type"] == "event"
+        {
+            got.push((id.context("events carry an id")?, data));
+        }
+    }
+    assert_eq!(got[0].1["data"], json!({ "text": "line one\nline two" }));
+    assert_eq!((got[1].1["channel"].as_str(), got[1].1["data"].clone()), (Some("sport"), json!(1)));
+    assert_eq!(got[2].1["broadcast"], true);
+    let last = &got[2].0;
+    for stream in ["user:", ",broadcast:", ",channel:news:", ",channel:sport:"] {
+        assert!(last.contains(stream), "the id names every stream: {last}");
+    }
+    assert!(last.contains(&format!("channel:sport:{}:1", got[1].1["epoch"].as_str().context("epoch")?)), "{last}");
+    loop {
+        if let Some(Sse::Comment(c)) = sse.next().await? {
+            assert_eq!(c, "ping");
+            break;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn last_event_id_resumes_every_stream_without_duplicates() -> anyhow::Result<()> {
+    let host = TestHost::start(DEMO).await?;
+    let path = "/v1/sse/demo?user=bo&channels=news";
+    let mut sse = SseClient::connect(host.addr, path, &[]).await?;
+    host.publish_ok(&json!({ "users": ["bo"], "event": "seen" })).await?;
+    assert_eq!(sse.next_event().await?["event"], "seen");
+    let last_id = sse.last_id.clone().context("an id")?;
+    drop(sse);
+
+    host.publish_ok(&json!({ "users": ["bo"], "event": "missed-user" })).await?;
+    host.publish_ok(&json!({ "channels": ["news"], "event": "missed-news" })).await?;
+    host.publish_ok(&json!({ "broadcast": true, "event": "missed-all" })).await?;
+    let mut sse = SseClient::connect(host.addr, path, &[("last-event-id", &last_id)]).await?;
+    let mut missed = Vec::new();
+    for _ in 0..3 {
+        missed.push(sse.next_event().await?["event"].as_str().context("event")?.to_owned());
+    }
+    missed.sort();
+    assert_eq!(missed, ["missed-all", "missed-news", "missed-user"]);
+    host.publish_ok(&json!({ "users": ["bo"], "event": "live" })).await?;
+    assert_eq!(sse.next_event().await?["event"], "live", "nothing replayed twice, then live events");
+
+    // The same cursor as a query parameter, for clients that cannot set headers.
+    let query = format!("{path}&last_event_id={}", urlencode(&last_id));
+    let mut again = SseClient::connect(host.addr, &query, &[]).await?;
+    assert_eq!(again.next_event().await?["event"], "missed-user");
+    Ok(())
+}
+
+#[tokio::test]
+async fn refusals_are_http_errors_before_the_stream() -> anyhow::Result<()> {
+    let limits = "limits = { max_connections_per_user = 1 }\n";
+    let host = TestHost::start(&format!("{DEMO}{limits}\n{}", jwt_tenant())).await?;
+    let refused = |path: &'static str, headers: Vec<(&'static str, String)>| {
+        let addr = host.addr;
+        async move {
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let r = SseClient::try_connect(addr, path, &headers).await?.err().context("expected a refusal")?;
+            anyhow::Ok((r.status, r.body["error"]["code"].as_str().unwrap_or_default().to_owned()))
+        }
+    };
+    assert_eq!(refused("/v1/sse/nobody?user=a", vec![]).await?, (404, "unknown_tenant".into()));
+    let origin = ("origin", "https://app.example.com".to_owned());
+    assert_eq!(refused("/v1/sse/secure", vec![origin.clone()]).await?, (401, "unauthorized".into()));
+    let evil = ("origin", "https://evil.example.com".to_owned());
+    assert_eq!(refused("/v1/sse/secure", vec![evil]).await?, (403, "forbidden_origin".into()));
+    assert_eq!(refused("/v1/sse/demo?user=a&channels=a%20b", vec![]).await?, (400, "invalid_channel".into()));
+    assert_eq!(refused("/v1/sse/demo?user=a&user_since=x", vec![]).await?, (400, "bad_request".into()));
+    let bad_id = ("last-event-id", "user:nope".to_owned());
+    assert_eq!(refused("/v1/sse/demo?user=a", vec![bad_id]).await?, (400, "bad_request".into()));
+
+    // A token's channel grants hold for ?channels= as for subscribe frames.
+    let token = hs256_token("eve", 600, Some(&["orders.*"]), JWT_SECRET);
+    let auth = ("authorization", format!("Bearer {token}"));
+    let (status, code) = refused("/v1/sse/secure?channels=news", vec![auth.clone(), origin.clone()]).await?;
+    assert_eq!((status, code.as_str()), (403, "forbidden_channel"));
+    let mut granted = SseClient::connect(
+        host.addr,
+        "/v1/sse/secure?channels=orders.1",
+        &[("authorization", &auth.1), ("origin", &origin.1)],
+    )
+    .await?;
+    assert_eq!(granted.headers["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(granted.next_json().await?["user"], "eve");
+
+    // SSE and WebSocket connections share the tenant's quotas.
+    let _ws = host.connect_user("quota").await?;
+    assert_eq!(refused("/v1/sse/demo?user=quota", vec![]).await?, (429, "too_many_user_connections".into()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn cors_preflight_names_the_allowed_origin_only() -> anyhow::Result<()> {
+    let host = TestHost::start(&jwt_tenant()).await?;
+    let preflight = |origin: &'static str| {
+        let addr = host.addr;
+        async move {
+            let headers = [("origin", origin), ("access-control-request-headers", "authorization")];
+            let (status, headers, _) = notify_tests::http_headers(addr, "OPTIONS", "/v1/sse/secure", &headers).await?;
+            anyhow::Ok((status, headers.get("access-control-allow-origin").cloned()))
+        }
+    };
+    let (status, allowed) = preflight("https://app.example.com").await?;
+    assert_eq!((status, allowed.as_ref().map(|v| v.to_str().unwrap())), (204, Some("https://app.example.com")));
+    assert_eq!(preflight("https://evil.example.com").await?.1, None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_host_ends_streams_with_a_close_event() -> anyhow::Result<()> {
+    let host = TestHost::start(DEMO).await?;
+    let mut sse = SseClient::connect(host.addr, "/v1/sse/demo?user=cy", &[]).await?;
+    assert_eq!(sse.next_json().await?["type"], "welcome");
+    let (status, _) =
+        http(host.addr, "POST", "/v1/users/cy/disconnect", Some("demo-key"), r#"{"reason":"bye"}"#.into()).await?;
+    assert_eq!(status, 202);
+    assert_eq!(sse.next_json().await?, json!({ "type": "disconnected", "reason": "bye" }));
+    assert_eq!(sse.close_code().await?, 4005);
+
+    // Draining: a reconnect frame with `retry:`, then 1001.
+    let mut sse = SseClient::connect(host.addr, "/v1/sse/demo?user=cy", &[]).await?;
+    assert_eq!(sse.next_json().await?["type"], "welcome");
+    host.shutdown.shutdown();
+    match sse.next().await?.context("stream ended")? {
+        Sse::Message { retry, data, .. } => {
+            assert_eq!(data["type"], "reconnect");
+            assert_eq!(retry, Some(data["retry_after_ms"].as_u64().context("retry_after_ms")?.max(1)));
+        }
+        other => anyhow::bail!("expected the reconnect frame, got {other:?}"),
+    }
+    assert_eq!(sse.close_code().await?, 1001);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_as_slow() -> anyhow::Result<()> {
+    let toml = format!("[connections]\nsend_queue_frames = 8\nwrite_timeout = \"500ms\"\n{DEMO}");
+    let host = TestHost::start(&toml).await?;
+    let _stalled = SseClient::connect(host.addr, "/v1/sse/demo?user=slow", &[]).await?;
+    let big = "x".repeat(60_000);
+    let mut publishes = 0;
+    while host.metric("notify_slow_client_disconnects_total{tenant=\"demo\"}").await? < 1.0 {
+        anyhow::ensure!(publishes < 2000, "never closed as slow");
+        host.publish_ok(&json!({ "users": ["slow"], "event": "big", "data": big })).await?;
+        publishes += 1;
+    }
+    host.wait_metric("notify_connections{tenant=\"demo\"}", |v| v == 0.0).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn across_nodes_curl_receives_what_another_node_published() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let [a, b] = notify_tests::ready_hosts(&format!("{DEMO}\n{}", redis.broker_toml())).await?;
+    let url = format!("http://{}/v1/sse/demo?user=dee&channels=news", b.addr);
+    let mut curl = tokio::process::Command::new("curl")
+        .args(["--silent", "--no-buffer", "--max-time", "20", &url])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("curl")?;
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(curl.stdout.take().context("stdout")?));
+    let mut next_data = async || -> anyhow::Result<serde_json::Value> {
+        loop {
+            let line = tokio::time::timeout(notify_tests::STEP, lines.next_line()).await??.context("curl ended")?;
+            if let Some(data) = line.strip_prefix("data: ") {
+                return Ok(serde_json::from_str(data)?);
+            }
+        }
+    };
+    assert_eq!(next_data().await?["type"], "welcome");
+    assert_eq!(next_data().await?["type"], "subscribed");
+    a.publish_ok(&json!({ "channels": ["news"], "event": "from-a", "data": "hi" })).await?;
+    let event = next_data().await?;
+    assert_eq!((event["event"].as_str(), event["channel"].as_str()), (Some("from-a"), Some("news")));
+    // The backend's disconnect, sent to node a, ends curl's stream on node b.
+    let (status, _) = http(a.addr, "POST", "/v1/users/dee/disconnect", Some("demo-key"), Bytes::new()).await?;
+    assert_eq!(status, 202);
+    assert_eq!(next_data().await?["type"], "disconnected");
+    assert_eq!(next_data().await?["code"], 4005);
+    assert!(curl.wait().await?.success(), "curl saw the stream end cleanly");
+    // A WebSocket client of the same user is unaffected by the SSE one having been there.
+    let mut ws = Client::connect(&b.ws_url("demo", "user=dee"), &[]).await?;
+    assert_eq!(ws.next_json().await?["type"], "welcome");
+    Ok(())
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
