@@ -32,12 +32,16 @@ export type ConnectionState = "idle" | "connecting" | "connected" | "disconnecte
 
 export interface StateChange {
   state: ConnectionState;
-  /** The WebSocket close code (disconnected, closed). */
+  /** The close code (disconnected, closed); over SSE, the code of the host's `close` frame. */
   code?: number;
   reason?: string;
   connectionId?: string;
   user?: string;
+  /** The transport of the connection (connected). */
+  transport?: Transport;
 }
+
+export type Transport = "websocket" | "sse";
 
 export interface Unread {
   epoch: string;
@@ -68,9 +72,13 @@ export interface ClientOptions {
   maxBackoffMs?: number;
   /** Application ping period in ms (0: none); default 20000. */
   pingIntervalMs?: number;
+  /** "auto" (default): WebSocket, falling back to SSE when there is no WebSocket or the
+   * upgrade fails on the way to a host that answers HTTP. "websocket" or "sse": only that. */
+  transport?: "auto" | Transport;
   /** The WebSocket constructor; default `globalThis.WebSocket`. */
   WebSocket?: typeof WebSocket;
-  /** Used to learn why a connection failed; null: every failure is retried. */
+  /** Used for SSE and its acks, and to learn why a WebSocket connection failed; null: never
+   * ask (every WebSocket failure is retried, SSE is unavailable). */
   fetch?: typeof fetch | null;
 }
 
@@ -105,11 +113,14 @@ export interface ClientEvents {
   unsubscribed: (info: { channel: string }) => void;
   error: (error: Error) => void;
   frame: (frame: Record<string, unknown>) => void;
+  /** The client switched transports (to SSE, after WebSocket failed). */
+  transport: (info: { transport: Transport; reason: string }) => void;
 }
 
 export declare class NotifyClient {
   constructor(options: ClientOptions);
   readonly state: ConnectionState;
+  readonly transport: Transport;
   readonly positions: Positions;
   on<K extends keyof ClientEvents>(type: K, handler: ClientEvents[K]): () => void;
   off<K extends keyof ClientEvents>(type: K, handler: ClientEvents[K]): void;
@@ -117,7 +128,9 @@ export declare class NotifyClient {
   close(): void;
   subscribe(channel: string): void;
   unsubscribe(channel: string): void;
+  /** Over WebSocket an `ack` frame; over SSE a `POST /v1/sse/{tenant}/ack`. False when not connected. */
   ack(event: Position): boolean;
+  /** An application ping (WebSocket only; SSE streams carry the host's heartbeats). */
   ping(): boolean;
 }
 

@@ -1,4 +1,5 @@
-// notify client: live, resumable notifications from a notify host over WebSocket.
+// notify client: live, resumable notifications from a notify host over WebSocket, or over
+// Server-Sent Events where WebSocket is missing or broken.
 //
 // One `NotifyClient` keeps one connection alive: it reconnects with jittered exponential
 // backoff (or after the host's `retry_after_ms`), resumes every stream from the last
@@ -124,15 +125,57 @@ function since(position) {
   return position ? `${position.epoch}:${position.offset}` : undefined;
 }
 
-/** `http(s)://` or `ws(s)://` base URL plus a path and query. */
-function endpoint(base, path, query) {
+/** `http(s)://` or `ws(s)://` base URL plus a path and query, as a `scheme` URL ("ws" or "http"). */
+function endpoint(base, path, query, scheme = "ws") {
   const url = new URL(path, base);
-  if (url.protocol === "http:") url.protocol = "ws:";
-  if (url.protocol === "https:") url.protocol = "wss:";
+  const secure = url.protocol === "https:" || url.protocol === "wss:";
+  url.protocol = `${scheme}${secure ? "s" : ""}:`;
   for (const [key, value] of Object.entries(query)) {
     if (value !== undefined && value !== null) url.searchParams.set(key, String(value));
   }
   return url.toString();
+}
+
+/** The SSE cursor of `positions`: `STREAM:EPOCH:OFFSET` entries joined by commas. */
+function cursorOf(positions) {
+  const entries = Object.entries(positions.toJSON()).map(([stream, p]) => `${stream}:${p.epoch}:${p.offset}`);
+  return entries.length ? entries.join(",") : undefined;
+}
+
+/** The `data` of each message of an SSE body, as a string; comments and other fields are skipped. */
+async function* sseMessages(body) {
+  const reader = body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  let data = [];
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.search(/\r\n|\r|\n/)) >= 0) {
+      const line = buffer.slice(0, end);
+      buffer = buffer.slice(end + (buffer.startsWith("\r\n", end) ? 2 : 1));
+      if (line === "") {
+        if (data.length) yield data.join("\n");
+        data = [];
+      } else if (line.startsWith("data:")) {
+        data.push(line.slice(line.startsWith("data: ") ? 6 : 5));
+      }
+    }
+  }
+}
+
+/** An HTTP refusal as {status, code, message, retryAfterMs}. */
+async function refusalOf(response) {
+  const body = await response.json().catch(() => ({}));
+  const retryAfter = Number(response.headers.get("retry-after"));
+  return {
+    status: response.status,
+    code: body?.error?.code ?? `http_${response.status}`,
+    message: body?.error?.message ?? `the host answered ${response.status}`,
+    retryAfterMs: Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter * 1000 : undefined,
+  };
 }
 
 /**
@@ -156,6 +199,8 @@ export class NotifyClient extends Emitter {
   #freshToken = false;
   #events = Promise.resolve();
   #disconnectReason = null;
+  #transport;
+  #fallback;
 
   /**
    * @param {object} options
@@ -172,9 +217,12 @@ export class NotifyClient extends Emitter {
    * @param {number} [options.initialBackoffMs] first reconnect delay (jittered, doubling)
    * @param {number} [options.maxBackoffMs] longest reconnect delay
    * @param {number} [options.pingIntervalMs] application ping period (0: none)
+   * @param {"auto" | "websocket" | "sse"} [options.transport] "auto" (the default) uses
+   *   WebSocket and falls back to SSE when there is no WebSocket or the host is reachable
+   *   over HTTP but the upgrade fails (a proxy that breaks WebSocket)
    * @param {typeof WebSocket} [options.WebSocket] the WebSocket constructor to use
-   * @param {typeof fetch | null} [options.fetch] used to learn why a connection failed
-   *   (null: never ask; every failure is retried)
+   * @param {typeof fetch | null} [options.fetch] used for SSE and acks over SSE, and to learn
+   *   why a WebSocket connection failed (null: never ask; every failure is retried)
    */
   constructor(options) {
     super();
@@ -182,6 +230,15 @@ export class NotifyClient extends Emitter {
     this.#options = { ...DEFAULTS, ...options };
     this.positions = new Positions(options.positions);
     for (const channel of options.channels ?? []) this.#channels.set(channel, "pending");
+    const transport = options.transport ?? "auto";
+    if (!["auto", "websocket", "sse"].includes(transport)) throw new TypeError(`unknown transport ${transport}`);
+    this.#transport = transport === "sse" ? "sse" : "websocket";
+    this.#fallback = transport === "auto";
+  }
+
+  /** The transport in use: "websocket" or "sse". */
+  get transport() {
+    return this.#transport;
   }
 
   /** "idle", "connecting", "connected", "disconnected" or "closed". */
@@ -209,19 +266,23 @@ export class NotifyClient extends Emitter {
 
   /** Subscribes to `channel`, now and after every reconnect, resuming from its position. */
   subscribe(channel) {
-    if (!this.#channels.has(channel)) this.#channels.set(channel, "pending");
-    this.#sendSubscribe(channel);
+    if (this.#channels.has(channel)) return;
+    this.#channels.set(channel, "pending");
+    if (this.#transport === "sse") this.#reopen();
+    else this.#sendSubscribe(channel);
   }
 
   /** Leaves `channel` and forgets its position. */
   unsubscribe(channel) {
-    this.#channels.delete(channel);
+    if (!this.#channels.delete(channel)) return;
     this.positions.delete(`channel:${channel}`);
-    this.#send({ type: "unsubscribe", channel });
+    if (this.#transport === "sse") this.#reopen();
+    else this.#send({ type: "unsubscribe", channel });
   }
 
   /** Acks a user-stream event (or an {epoch, offset} position of the user stream). */
   ack(event) {
+    if (this.#transport === "sse") return this.#ackOverHttp(event);
     return this.#send({ type: "ack", epoch: event.epoch, offset: event.offset });
   }
 
@@ -233,16 +294,25 @@ export class NotifyClient extends Emitter {
   async #open() {
     clearTimeout(this.#timer);
     this.#setState("connecting");
-    let url;
+    let query;
     try {
-      url = endpoint(this.#options.url, `/v1/ws/${encodeURIComponent(this.#options.tenant)}`, await this.#query());
+      query = await this.#query();
     } catch (error) {
       this.#signal("error", new NotifyError("token_unavailable", `the token getter failed: ${error.message}`, { cause: error }));
       return this.#retry();
     }
     if (this.#closed) return;
     const Socket = this.#options.WebSocket ?? globalThis.WebSocket;
-    if (!Socket) return this.#stop(new NotifyError("no_websocket", "no WebSocket implementation: pass options.WebSocket"), {});
+    if (this.#transport === "websocket" && !Socket) {
+      if (!this.#fallback) return this.#stop(new NotifyError("no_websocket", "no WebSocket implementation: pass options.WebSocket"), {});
+      this.#switchToSse("this runtime has no WebSocket");
+    }
+    if (this.#transport === "sse") this.#openSse(query);
+    else this.#openWebSocket(query, Socket);
+  }
+
+  #openWebSocket(query, Socket) {
+    const url = endpoint(this.#options.url, `/v1/ws/${encodeURIComponent(this.#options.tenant)}`, query);
     const socket = new Socket(url);
     this.#socket = socket;
     let opened = false;
@@ -250,12 +320,12 @@ export class NotifyClient extends Emitter {
       opened = true;
     };
     socket.onmessage = (message) => this.#receive(message.data);
-    const ended = (code, reason) => {
+    const ended = async (code, reason) => {
       if (this.#socket !== socket) return;
       this.#socket = null;
       this.#stopPing();
       if (opened) this.#closedBy(code, reason);
-      else this.#failed(url);
+      else this.#failed(await this.#diagnose(url));
     };
     socket.onclose = (close) => ended(close.code, close.reason);
     // Some implementations report a refused upgrade only as an error, without a close.
@@ -266,6 +336,92 @@ export class NotifyClient extends Emitter {
         ended(1006, "connection failed");
       }
     };
+  }
+
+  /** Reads the event stream of `GET /v1/sse/{tenant}`; the host ends it with a `close` frame. */
+  #openSse(query) {
+    const { user_since, broadcast_since, ...rest } = query;
+    const channels = this.#channelList();
+    const params = { ...rest, channels, last_event_id: cursorOf(this.positions) };
+    const url = endpoint(this.#options.url, `/v1/sse/${encodeURIComponent(this.#options.tenant)}`, params, "http");
+    const abort = new AbortController();
+    const stream = { readyState: 1, channels, send: () => false, close: () => abort.abort() };
+    this.#socket = stream;
+    const mine = () => this.#socket === stream;
+    (async () => {
+      let response;
+      try {
+        response = await this.#fetcher()(url, { headers: { accept: "text/event-stream" }, signal: abort.signal, cache: "no-store" });
+      } catch {
+        if (mine()) this.#failed(undefined);
+        return;
+      }
+      if (!response.ok) {
+        const refusal = await refusalOf(response);
+        if (mine()) this.#failed(refusal);
+        return;
+      }
+      let close = { code: 1006, reason: "the stream ended" };
+      try {
+        for await (const data of sseMessages(response.body)) {
+          if (!mine()) return;
+          const frame = JSON.parse(data);
+          if (frame.type === "close") close = frame;
+          else this.#receive(data);
+        }
+      } catch {
+        // A dropped connection ends the stream like a missing close frame.
+      }
+      if (!mine()) return;
+      this.#socket = null;
+      this.#closedBy(close.code, close.reason);
+    })();
+  }
+
+  #channelList() {
+    return [...this.#channels.keys()].join(",") || undefined;
+  }
+
+  /**
+   * Closes the SSE stream and opens a new one at once (its channels changed). A stream
+   * still opening is checked when its `welcome` arrives.
+   */
+  #reopen() {
+    if (this.#state !== "connected") return;
+    const old = this.#socket;
+    this.#socket = null;
+    old?.close();
+    this.#open();
+  }
+
+  #switchToSse(reason) {
+    this.#transport = "sse";
+    this.#fallback = false;
+    this.#signal("transport", { transport: "sse", reason });
+  }
+
+  #fetcher() {
+    const fetcher = this.#options.fetch === undefined ? globalThis.fetch : this.#options.fetch;
+    if (!fetcher) throw new NotifyError("no_fetch", "no fetch implementation: pass options.fetch");
+    return fetcher;
+  }
+
+  /** Acks over HTTP, since an SSE stream has no way back to the host. */
+  #ackOverHttp(event) {
+    if (this.#state !== "connected") return false;
+    (async () => {
+      const query = await this.#query();
+      const { user_since, broadcast_since, ...auth } = query;
+      const url = endpoint(this.#options.url, `/v1/sse/${encodeURIComponent(this.#options.tenant)}/ack`, auth, "http");
+      const body = JSON.stringify({ epoch: event.epoch, offset: event.offset });
+      const response = await this.#fetcher()(url, { method: "POST", headers: { "content-type": "application/json" }, body });
+      if (!response.ok) {
+        const refusal = await refusalOf(response);
+        return this.#signal("error", new NotifyError(refusal.code, refusal.message, { status: refusal.status }));
+      }
+      this.#receive(JSON.stringify({ type: "acked", ...(await response.json()) }));
+    })().catch((error) => this.#signal("error", error));
+    return true;
   }
 
   async #query() {
@@ -302,18 +458,21 @@ export class NotifyClient extends Emitter {
   }
 
   /**
-   * The connection failed before it opened. WebSocket hides the HTTP status, so the same
-   * URL is fetched without the upgrade: the host checks credentials before the upgrade and
-   * answers 400 `not_websocket` when they are fine.
+   * The connection failed before it opened; `refusal` is the host's answer, if any. A
+   * WebSocket hides the HTTP status, so the same URL is fetched without the upgrade first
+   * (`#diagnose`): the host checks credentials before the upgrade and answers 400
+   * `not_websocket` when they are fine, which means something between breaks WebSocket.
    */
-  async #failed(url) {
-    const refusal = await this.#diagnose(url);
+  #failed(refusal) {
     const fresh = this.#freshToken;
     this.#freshToken = false;
     this.#setState("disconnected", { code: 1006, reason: refusal?.message ?? "connection failed" });
     if (this.#closed) return;
     const status = refusal?.status;
-    if (status === 401 && typeof this.#options.token === "function" && !fresh) {
+    if (refusal?.code === "not_websocket" && this.#fallback) {
+      this.#switchToSse("the WebSocket upgrade failed on the way to the host");
+      this.#retryAfterMs = 0;
+    } else if (status === 401 && typeof this.#options.token === "function" && !fresh) {
       // The token may have expired meanwhile: one more try with a fresh one.
       this.#token = null;
       this.#retryAfterMs = 0;
@@ -331,15 +490,7 @@ export class NotifyClient extends Emitter {
     if (!fetcher) return undefined;
     const http = url.replace(/^ws/, "http");
     try {
-      const response = await fetcher(http, { signal: AbortSignal.timeout(DIAGNOSE_TIMEOUT_MS) });
-      const body = await response.json().catch(() => ({}));
-      const retryAfter = Number(response.headers.get("retry-after"));
-      return {
-        status: response.status,
-        code: body?.error?.code ?? `http_${response.status}`,
-        message: body?.error?.message ?? `the host answered ${response.status}`,
-        retryAfterMs: Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter * 1000 : undefined,
-      };
+      return await refusalOf(await fetcher(http, { signal: AbortSignal.timeout(DIAGNOSE_TIMEOUT_MS) }));
     } catch {
       return undefined;
     }
@@ -383,6 +534,9 @@ export class NotifyClient extends Emitter {
       case "subscribed":
         return this.#subscribed(frame);
       case "unsubscribed":
+        // Also a backend's doing (server-side subscriptions): the client follows it.
+        this.#channels.delete(frame.channel);
+        this.positions.delete(`channel:${frame.channel}`);
         return this.#signal("unsubscribed", { channel: frame.channel });
       case "acked":
         return this.#signal("unread", { epoch: frame.epoch, offset: frame.offset, acked: frame.offset, unread: frame.unread });
@@ -408,9 +562,13 @@ export class NotifyClient extends Emitter {
     }
     const user = frame.streams?.user;
     if (user?.unread !== undefined) this.#signal("unread", { epoch: user.epoch, offset: user.offset, acked: user.acked, unread: user.unread });
-    this.#setState("connected", { connectionId: frame.connection_id, user: frame.user });
-    for (const channel of this.#channels.keys()) this.#sendSubscribe(channel);
-    this.#startPing();
+    this.#setState("connected", { connectionId: frame.connection_id, user: frame.user, transport: this.#transport });
+    if (this.#transport === "websocket") {
+      for (const channel of this.#channels.keys()) this.#sendSubscribe(channel);
+      this.#startPing();
+    } else if (this.#socket?.channels !== this.#channelList()) {
+      this.#reopen();
+    }
   }
 
   #subscribed(frame) {

@@ -30,10 +30,24 @@ function client(host, options) {
   return new NotifyClient({ url: host.url, tenant: "demo", initialBackoffMs: 50, maxBackoffMs: 500, ...options });
 }
 
-test("events, channels and acks arrive", async (t) => {
+/** A WebSocket whose upgrade always fails, as behind a proxy that breaks WebSocket. */
+class BrokenWebSocket {
+  constructor() {
+    setTimeout(() => this.onerror?.(new Event("error")), 0);
+  }
+  close() {}
+}
+
+/** How a test connects: WebSocket, or SSE after the WebSocket upgrade failed. */
+const TRANSPORTS = [
+  ["websocket", {}],
+  ["sse (fallback)", { WebSocket: BrokenWebSocket }],
+];
+
+for (const [transport, options] of TRANSPORTS) test(`events, channels and acks arrive over ${transport}`, async (t) => {
   const host = await singleHost();
   t.after(() => host.dispose());
-  const alice = client(host, { user: "alice", channels: ["news"], autoAck: true });
+  const alice = client(host, { user: "alice", channels: ["news"], autoAck: true, ...options });
   const seen = record(alice);
   t.after(() => alice.close());
   alice.connect();
@@ -57,6 +71,7 @@ test("events, channels and acks arrive", async (t) => {
   await host.publish("demo-key", { channels: ["sports"], event: "goal" });
   await eventually(() => seen.events.some((e) => e.event === "goal"));
   assert.deepEqual(seen.errors, []);
+  assert.equal(alice.transport, transport === "websocket" ? "websocket" : "sse");
 });
 
 test("a resumed connection gets what it missed, once", async (t) => {
@@ -135,7 +150,7 @@ test("an expired token is replaced through the getter", async (t) => {
   await eventually(() => seen.events.some((e) => e.event === "still-here"));
 });
 
-test("a host killed and restarted mid-stream costs no event and duplicates none", async (t) => {
+for (const [transport, options] of TRANSPORTS) test(`a host killed and restarted mid-stream costs no event and duplicates none (${transport})`, async (t) => {
   const redis = await Redis.start();
   t.after(() => redis.dispose());
   const broker = `[broker]\nkind = "redis"\nurl = "redis://127.0.0.1:${redis.port}"\ntimeout = "2s"\nmax_backoff = "200ms"\n`;
@@ -145,7 +160,7 @@ test("a host killed and restarted mid-stream costs no event and duplicates none"
   t.after(() => a.dispose());
   t.after(() => b.dispose());
 
-  const dave = client(a, { user: "dave", channels: ["feed"] });
+  const dave = client(a, { user: "dave", channels: ["feed"], ...options });
   const seen = record(dave);
   t.after(() => dave.close());
   dave.connect();
@@ -169,6 +184,7 @@ test("a host killed and restarted mid-stream costs no event and duplicates none"
   assert.deepEqual(perStream("user"), all, "every event of the user stream, once, in order");
   assert.deepEqual(perStream("channel"), all, "every event of the channel, once, in order");
   assert.ok(seen.states.filter((s) => s.state === "connected").length >= 2, "it reconnected");
+  assert.equal(dave.transport, transport === "websocket" ? "websocket" : "sse");
 });
 
 test("a user disconnected by the backend stays disconnected", async (t) => {

@@ -63,14 +63,7 @@ pub(super) async fn admit<T>(
         let error = ApiError::not_found("unknown_tenant", format!("no tenant {tenant_id:?}"));
         Refusal(HandshakeFailure::UnknownTenant, error)
     })?;
-    check_origin(&tenant, req)?;
-    let (Verified { identity, issued_at }, attributes) = authenticate(app, &tenant, req, peer).await?;
-    let now = crate::clock::now_millis() / 1000;
-    if app.revocations.refuses(&tenant.id, &identity.user, issued_at, now) {
-        let message = "these credentials were revoked; sign in again";
-        let error = ApiError::new(StatusCode::UNAUTHORIZED, "token_revoked", message);
-        return Err(Refusal(HandshakeFailure::Unauthorized, error));
-    }
+    let (identity, attributes) = identify(app, &tenant, req, peer).await?;
     let (resume, extra) = transport(&tenant, &identity)?;
     let admitted = app.admission.try_admit().ok_or_else(|| {
         let message = "this node is at its connection limit; retry on another node";
@@ -78,6 +71,25 @@ pub(super) async fn admit<T>(
     })?;
     let quota = tenant.quota.admit(&identity.user).map_err(|why| over_quota(&tenant, why))?;
     Ok((Joining { tenant, identity, attributes, resume, admitted, quota, peer }, extra))
+}
+
+/// The client's identity and attributes, from an allowed origin with credentials that were
+/// not revoked.
+pub(super) async fn identify(
+    app: &App,
+    tenant: &Tenant,
+    req: &Parts,
+    peer: SocketAddr,
+) -> Result<(Identity, Attributes), Refusal> {
+    check_origin(tenant, req)?;
+    let (Verified { identity, issued_at }, attributes) = authenticate(app, tenant, req, peer).await?;
+    let now = crate::clock::now_millis() / 1000;
+    if app.revocations.refuses(&tenant.id, &identity.user, issued_at, now) {
+        let message = "these credentials were revoked; sign in again";
+        let error = ApiError::new(StatusCode::UNAUTHORIZED, "token_revoked", message);
+        return Err(Refusal(HandshakeFailure::Unauthorized, error));
+    }
+    Ok((identity, attributes))
 }
 
 /// `name` from the query as a stream position (`EPOCH:OFFSET`), if present.

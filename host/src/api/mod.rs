@@ -54,6 +54,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/ws/{tenant}", get(websocket::handle))
         .route("/v1/sse/{tenant}", get(sse::handle).options(sse::preflight))
+        .route("/v1/sse/{tenant}/ack", post(sse::ack).options(sse::preflight))
         .merge(traced)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -2,11 +2,16 @@
 //! the event stream the SSE transport (`sse`) feeds. The channels come from `?channels=`;
 //! the positions to resume from come from `Last-Event-ID` (or `?last_event_id=`, for
 //! clients that cannot set headers), else from `user_since` and `broadcast_since`.
+//! `POST /v1/sse/{tenant}/ack` is the stream's way back for acks, with the same credentials.
 //! `OPTIONS` answers browsers' CORS preflights for the tenant's allowed origins.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::Json;
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -14,14 +19,18 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
-use super::extract::{PathParams, query_param};
+use super::extract::{PathParams, query_param, read_body};
 use super::handshake::{self, Refusal, since_param};
 use crate::app::App;
 use crate::auth::Identity;
+use crate::backend::HistoryError;
 use crate::metrics::HandshakeFailure;
 use crate::session::{self, Resume};
 use crate::sse::{Cursor, Stream};
+use crate::stream::Position;
 use crate::tenant::Tenant;
+use serde::Deserialize;
+use serde_json::{Value, json};
 
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
@@ -52,6 +61,56 @@ pub(crate) async fn handle(
     res
 }
 
+/// Body of an ack: a position of the user stream.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    epoch: String,
+    offset: u64,
+}
+
+/// Longest ack body.
+const MAX_ACK_BYTES: usize = 1024;
+
+/// Moves the client's read cursor (tenants with `history.acks`); answers what an `acked`
+/// frame carries.
+pub(crate) async fn ack(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    PathParams(tenant_id): PathParams<String>,
+    req: Request,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let mut res = match acked(&app, &tenant_id, peer, &parts, body).await {
+        Ok(json) => Json(json).into_response(),
+        Err(e) => e.into_response(),
+    };
+    allow_origin(&app, &tenant_id, &parts.headers, res.headers_mut());
+    res
+}
+
+async fn acked(app: &App, tenant_id: &str, peer: SocketAddr, req: &Parts, body: Body) -> Result<Value, ApiError> {
+    let tenant = app
+        .tenants
+        .get(tenant_id)
+        .ok_or_else(|| ApiError::not_found("unknown_tenant", format!("no tenant {tenant_id:?}")))?;
+    let (identity, _) = handshake::identify(app, &tenant, req, peer).await.map_err(|Refusal(_, e)| e)?;
+    if !tenant.config.history.acks {
+        let message = "this tenant keeps no read cursors (history.acks is off)";
+        return Err(ApiError::new(StatusCode::CONFLICT, "acks_disabled", message));
+    }
+    let body = read_body(&req.headers, body, MAX_ACK_BYTES).await?;
+    let AckBody { epoch, offset } = crate::ingest::deserialize(&body)?;
+    let cursor = match app.history.ack(&tenant, &identity.user, &Position { epoch, offset }).await {
+        Err(e @ HistoryError::StalePosition(..)) => {
+            return Err(ApiError::new(StatusCode::CONFLICT, crate::protocol::code::STALE_POSITION, e.to_string()));
+        }
+        other => other?,
+    };
+    tenant.metrics.acks.fetch_add(1, Relaxed);
+    Ok(json!({ "epoch": cursor.epoch, "offset": cursor.acked, "unread": cursor.unread() }))
+}
+
 /// A CORS preflight: which origins, methods and headers a browser may use.
 pub(crate) async fn preflight(
     State(app): State<Arc<App>>,
@@ -60,8 +119,9 @@ pub(crate) async fn preflight(
 ) -> Response {
     let mut res = StatusCode::NO_CONTENT.into_response();
     let h = res.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET"));
-    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization, last-event-id"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST"));
+    let allowed = HeaderValue::from_static("authorization, content-type, last-event-id");
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allowed);
     h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
     allow_origin(&app, &tenant_id, &headers, h);
     res
