@@ -14,6 +14,7 @@ use crate::backend::control::{Blob, ControlState, StoreError};
 use crate::config::BrokerConfig;
 use crate::plugin::Running;
 use crate::revocation::Revoked;
+use crate::session;
 use crate::tenant::Tenant;
 
 /// How often a node reports what it runs (and renews its liveness).
@@ -148,6 +149,10 @@ pub(crate) enum Command {
     Disconnect { tenant: String, user: String, reason: Option<String>, revoked: Option<Revoked> },
     /// Answer, to request `reply_to`, who is subscribed to a channel on this node.
     ChannelPresence { tenant: String, channel: String, reply_to: String },
+    /// Subscribe every connection of a user to channels (a no-op where already subscribed).
+    Subscribe { tenant: String, user: String, channels: Vec<String> },
+    /// Unsubscribe every connection of a user from a channel.
+    Unsubscribe { tenant: String, user: String, channel: String },
 }
 
 /// One node's answer to [`Command::ChannelPresence`], and the merged answers.
@@ -221,6 +226,25 @@ fn obey(app: &Arc<App>, command: &Command) {
                     tracing::debug!(error = %e, "channel presence answer not stored");
                 }
             });
+        }
+        Command::Subscribe { tenant, user, channels } => {
+            let Some(tenant) = app.tenants.get(tenant) else { return };
+            for conn in app.hub.user_conns(&tenant, user) {
+                // The node that took the request obeys at once and again when its own
+                // command comes back: the second time finds the subscription there.
+                for channel in channels.iter().filter(|c| !conn.subscribed_to(c)) {
+                    let action = session::subscribe(&conn, app, None, channel.clone(), None);
+                    let app = app.clone();
+                    let conn = conn.clone();
+                    tokio::spawn(async move { session::act(action, &conn, &app).await });
+                }
+            }
+        }
+        Command::Unsubscribe { tenant, user, channel } => {
+            let Some(tenant) = app.tenants.get(tenant) else { return };
+            for conn in app.hub.user_conns(&tenant, user).iter().filter(|c| c.subscribed_to(channel)) {
+                conn.outbox.push_control(session::unsubscribe(conn, app, channel));
+            }
         }
     }
 }

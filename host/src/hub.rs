@@ -38,6 +38,12 @@ pub(crate) struct Conn {
     pub subscriptions: Mutex<Vec<Box<str>>>,
 }
 
+impl Conn {
+    pub(crate) fn subscribed_to(&self, channel: &str) -> bool {
+        self.subscriptions.lock().expect("subscriptions lock").iter().any(|s| **s == *channel)
+    }
+}
+
 /// Adds `n` to `key`'s count, unless `key` is new and `counts` already has `cap` keys;
 /// returns false then.
 pub(crate) fn count_capped<K: Ord>(counts: &mut BTreeMap<K, u64>, key: K, n: u64, cap: usize) -> bool {
@@ -156,6 +162,13 @@ impl Hub {
         let t = tenant.index;
         let shard = self.shard_of((t, 0u8, user)).read().expect("hub lock");
         shard.get(&t).and_then(|ts| ts.users.get(user)).map_or(0, Vec::len)
+    }
+
+    /// The local connections of `user`.
+    pub(crate) fn user_conns(&self, tenant: &Tenant, user: &str) -> Vec<Arc<Conn>> {
+        let t = tenant.index;
+        let shard = self.shard_of((t, 0u8, user)).read().expect("hub lock");
+        shard.get(&t).and_then(|ts| ts.users.get(user)).cloned().unwrap_or_default()
     }
 
     /// Ends a resume of `target` on `conn` (whose gate was closed before the history read):

@@ -227,3 +227,26 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn acks_go_back_over_http_with_the_streams_credentials() -> anyhow::Result<()> {
+    let toml = "[tenants.demo]\npublish_key = \"demo-key\"\nauth = { mode = \"insecure\" }\nhistory = { size = 100, ttl = \"10m\", acks = true }\n";
+    let host = TestHost::start(toml).await?;
+    let mut sse = SseClient::connect(host.addr, "/v1/sse/demo?user=ed", &[]).await?;
+    for n in 1..=3 {
+        host.publish_ok(&json!({ "users": ["ed"], "event": "n", "data": n })).await?;
+    }
+    let mut last = json!(null);
+    for _ in 0..3 {
+        last = sse.next_event().await?;
+    }
+    let second = json!({ "epoch": last["epoch"], "offset": 2 }).to_string();
+    let (status, acked) = http(host.addr, "POST", "/v1/sse/demo/ack?user=ed", None, second.into()).await?;
+    assert_eq!((status, acked), (200, json!({ "epoch": last["epoch"], "offset": 2, "unread": 1 })));
+    let (status, unread) = http(host.addr, "GET", "/v1/users/ed/unread", Some("demo-key"), Bytes::new()).await?;
+    assert_eq!((status, unread["unread"].clone()), (200, json!(1)));
+    let stale = json!({ "epoch": "other", "offset": 1 }).to_string();
+    assert_eq!(http(host.addr, "POST", "/v1/sse/demo/ack?user=ed", None, stale.into()).await?.0, 409);
+    assert_eq!(http(host.addr, "POST", "/v1/sse/demo/ack", None, Bytes::from("{}")).await?.0, 401);
+    Ok(())
+}

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::http::{Method, StatusCode, Uri};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use tower_http::trace::TraceLayer;
 
 pub(crate) use error::ApiError;
@@ -41,6 +41,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/channels/{channel}/presence", get(presence::channel))
         .route("/v1/users/{user}/unread", get(users::unread))
         .route("/v1/users/{user}/disconnect", post(users::disconnect))
+        .route("/v1/users/{user}/subscriptions", post(users::subscribe))
+        .route("/v1/users/{user}/subscriptions/{channel}", delete(users::unsubscribe))
         .route("/v1/streams/users/{user}", get(streams::user))
         .route("/v1/streams/channels/{channel}", get(streams::channel))
         .route("/v1/streams/broadcast", get(streams::broadcast))
