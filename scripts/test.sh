@@ -4,17 +4,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== redis-server (cluster tests start private servers on free ports)"
-if ! command -v redis-server >/dev/null; then
-    if command -v apt-get >/dev/null; then
-        sudo_cmd=""
-        [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-        $sudo_cmd apt-get install -y redis-server
-    else
-        echo "redis-server is not installed; install Redis 7 (e.g. apt-get install redis-server or brew install redis)" >&2
+# Installs Debian package $2 when command $1 is missing.
+need() {
+    command -v "$1" >/dev/null && return
+    if ! command -v apt-get >/dev/null; then
+        echo "$1 is not installed; install the $2 package" >&2
         exit 1
     fi
-fi
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$2"
+}
+
+echo "== redis-server (cluster tests start private servers on free ports)"
+need redis-server redis-server
 redis-server --version
 redis-cli --version
 echo "== plugins (wasm32-wasip2)"
@@ -28,11 +31,13 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== tests"
 cargo test --workspace
 echo "== JavaScript client (against real hosts)"
-if ! command -v node >/dev/null; then
-    sudo_cmd=""
-    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-    $sudo_cmd apt-get install -y nodejs
-fi
+need node nodejs
 node --version
 cargo build -p notify-host
 (cd clients/js && node --experimental-websocket --test test/*.test.js)
+echo "== browser demo (Debian's chromium, driven by playwright-core; screenshots in target/demo-screenshots)"
+need chromium chromium
+need npm npm
+chromium --version
+# playwright-core never downloads a browser; the variable makes sure nothing else does.
+(cd clients/js && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund && node --test browser-test/*.test.js)

@@ -124,6 +124,8 @@ pub struct ServerConfig {
     pub data_dir: Option<PathBuf>,
     /// Largest accepted plugin upload.
     pub max_plugin_bytes: usize,
+    /// Serve the browser demo at `/demo` (development; off unless set).
+    pub demo: bool,
 }
 
 impl Default for ServerConfig {
@@ -138,6 +140,7 @@ impl Default for ServerConfig {
             max_connections: 0,
             data_dir: None,
             max_plugin_bytes: 16 * 1024 * 1024,
+            demo: false,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! socket back from hyper, so nothing of the router stays with a connection.
 
 mod admin;
+mod demo;
 mod error;
 mod extract;
 mod handshake;
@@ -53,6 +54,11 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/admin/tenants/{tenant}/plugins/{hook}", put(admin::upload).delete(admin::remove))
         .route("/v1/admin/tenants/{tenant}/plugins/{hook}/rollback", post(admin::rollback))
         .layer(TraceLayer::new_for_http());
+    let traced = if app.config.server.demo {
+        traced.route("/demo", get(demo::page)).route("/demo/notify.js", get(demo::sdk))
+    } else {
+        traced
+    };
     Router::new()
         .route("/v1/ws/{tenant}", get(websocket::handle))
         .route("/v1/sse/{tenant}", get(sse::handle).options(sse::preflight))

@@ -1,0 +1,23 @@
+//! `GET /demo`: the browser demo (`server.demo`), and the JavaScript SDK it imports at
+//! `/demo/notify.js`. Both are compiled into the binary from `clients/js`.
+
+use axum::http::header::{self, HeaderValue};
+use axum::response::{IntoResponse, Response};
+
+const PAGE: &str = include_str!("../../../clients/js/demo/index.html");
+const SDK: &str = include_str!("../../../clients/js/src/notify.js");
+
+pub(super) async fn page() -> Response {
+    with_type(PAGE, "text/html; charset=utf-8")
+}
+
+pub(super) async fn sdk() -> Response {
+    with_type(SDK, "text/javascript; charset=utf-8")
+}
+
+fn with_type(body: &'static str, content_type: &'static str) -> Response {
+    let mut res = body.into_response();
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    res
+}
