@@ -11,10 +11,10 @@ async fn the_demo_is_served_only_when_switched_on() -> anyhow::Result<()> {
 
     let on = TestHost::start(&format!("[server]\ndemo = true\n{DEMO}")).await?;
     let (status, headers, page) = http_headers(on.addr, "GET", "/demo", &[]).await?;
-    assert_eq!((status, &headers["content-type"]), (200, "text/html; charset=utf-8"));
+    assert_eq!((status, headers["content-type"].to_str()?), (200, "text/html; charset=utf-8"));
     assert!(String::from_utf8(page.to_vec())?.contains(r#"import { NotifyClient } from "/demo/notify.js""#));
     let (status, headers, sdk) = http_headers(on.addr, "GET", "/demo/notify.js", &[]).await?;
-    assert_eq!((status, &headers["content-type"]), (200, "text/javascript; charset=utf-8"));
+    assert_eq!((status, headers["content-type"].to_str()?), (200, "text/javascript; charset=utf-8"));
     assert!(String::from_utf8(sdk.to_vec())?.contains("export class NotifyClient"));
     Ok(())
 }
