@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Measures host RSS per idle WebSocket connection.
+# Measures host RSS per idle WebSocket (or SSE) connection.
 #
 #   bench/idle-memory.sh [CONNECTIONS]     (default 15000)
+#   TRANSPORT=sse bench/idle-memory.sh     (Server-Sent Events streams instead)
 #   HOST_BIN=path/to/notify-host bench/idle-memory.sh   (measure another build of the host)
 #
 # Builds release binaries, starts a host on a free loopback port with the demo tenant,
@@ -11,6 +12,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 conns=${1:-15000}
+case "${TRANSPORT:-ws}" in
+  ws) mode=idle; path=ws; scheme=ws ;;
+  sse) mode=sse-idle; path=sse; scheme=http ;;
+  *) echo "TRANSPORT is ws or sse" >&2; exit 2 ;;
+esac
 cargo build --release -q -p notify-host -p notify-bench
 source bench/common.sh
 work=$(mktemp -d)
@@ -34,11 +40,12 @@ rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 start_host "$work/config.toml"
 # One connection first, so one-time allocations (runtime, hub shards) are in the baseline.
-target/release/notify-load idle --url "ws://127.0.0.1:$port/v1/ws/demo" --connections 1 --hold 1 --user-prefix warm- >/dev/null
+url="$scheme://127.0.0.1:$port/v1/$path/demo"
+target/release/notify-load "$mode" --url "$url" --connections 1 --hold 1 --user-prefix warm- >/dev/null
 sleep 1.5
 before=$(rss_kib "$host_pid")
 
-target/release/notify-load idle --url "ws://127.0.0.1:$port/v1/ws/demo" --connections "$conns" --hold 600 > "$work/load.log" 2>&1 &
+target/release/notify-load "$mode" --url "$url" --connections "$conns" --hold 600 > "$work/load.log" 2>&1 &
 load_pid=$!
 deadline=$((SECONDS + 300))
 while [ "$(metric 'notify_connections{tenant="demo"}')" != "$conns" ]; do
@@ -50,6 +57,6 @@ sleep 5
 after=$(rss_kib "$host_pid")
 head -1 "$work/load.log"
 per=$(( (after - before) * 1024 / conns ))
-echo "connections:   $conns"
+echo "connections:   $conns (${TRANSPORT:-ws})"
 echo "host RSS:      before ${before} KiB, after ${after} KiB"
 echo "per idle conn: ${per} bytes ($(awk -v b="$per" 'BEGIN {printf "%.2f", b/1024}') KiB)"

@@ -7,6 +7,7 @@
 //!                    [--attribute k=v]... [--token-secret S] [--claim k=v]... [--payload BYTES]
 //!                    [--rate EVENTS_PER_SEC]
 //! notify-load publish --publish HTTP_URL --key KEY [--events N] [--payload BYTES]
+//! notify-load sse-idle --url HTTP_URL [--connections N] [--concurrency N] [--hold SECS] [--user-prefix P]
 //! ```
 //!
 //! `idle` opens connections (users `load-0`, `load-1`, ...), waits for each welcome, prints
@@ -20,6 +21,9 @@
 //! other (each carrying its send time; with `--rate`, paced at that many per second, which
 //! measures latency below saturation), and reports deliveries per second and the
 //! publish-to-receive latency percentiles over every delivery.
+//!
+//! `sse-idle` is `idle` over Server-Sent Events (`--url http://HOST:PORT/v1/sse/TENANT`): each
+//! stream is open once its first chunk (the welcome) arrived.
 //!
 //! `publish` sends events to a user nobody is connected as, one request at a time, and
 //! reports publishes per second (the cost of ingest and plugins without fan-out).
@@ -123,22 +127,25 @@ fn connect_url(a: &Args, i: usize) -> String {
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Opens `a.connections` connections (bounded concurrency); returns them and the time taken.
-async fn open_all(a: &Args) -> anyhow::Result<(Vec<Ws>, Duration)> {
+/// Opens `a.connections` connections with `connect` (bounded concurrency); returns those
+/// that opened and the time taken.
+async fn open_all<T, F, Fut>(a: &Args, connect: F) -> anyhow::Result<(Vec<T>, Duration)>
+where
+    T: Send + 'static,
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
+{
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(a.concurrency));
     let failed = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::with_capacity(a.connections);
     for i in 0..a.connections {
-        let url = connect_url(a, i);
+        let opening = connect(connect_url(a, i));
         let (gate, failed) = (gate.clone(), failed.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await.expect("semaphore open");
-            match tokio_tungstenite::connect_async(&url).await {
-                Ok((mut ws, _)) => match ws.next().await {
-                    Some(Ok(_welcome)) => Some(ws),
-                    _ => None,
-                },
+            match opening.await {
+                Ok(conn) => Some(conn),
                 Err(e) => {
                     if failed.fetch_add(1, Ordering::Relaxed) < 3 {
                         eprintln!("connect failed: {e}");
@@ -150,26 +157,49 @@ async fn open_all(a: &Args) -> anyhow::Result<(Vec<Ws>, Duration)> {
     }
     let mut conns = Vec::with_capacity(a.connections);
     for t in tasks {
-        if let Some(ws) = t.await? {
-            conns.push(ws);
+        if let Some(conn) = t.await? {
+            conns.push(conn);
         }
     }
     Ok((conns, started.elapsed()))
 }
 
-async fn idle(a: Args) -> anyhow::Result<()> {
-    let (conns, took) = open_all(&a).await?;
+/// A WebSocket connection, once its welcome arrived.
+async fn open_ws(url: String) -> anyhow::Result<Ws> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await?;
+    ws.next().await.context("closed before the welcome")??;
+    Ok(ws)
+}
+
+/// An SSE stream's body, once its first chunk (the welcome) arrived.
+async fn open_sse(url: String) -> anyhow::Result<hyper::body::Incoming> {
+    let rest = url.strip_prefix("http://").context("an SSE --url is http://HOST:PORT/PATH")?;
+    let (host, path) = rest.split_once('/').context("--url needs a path")?;
+    let tcp = tokio::net::TcpStream::connect(host).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    let req = hyper::Request::get(format!("/{path}"))
+        .header("host", "bench")
+        .header("accept", "text/event-stream")
+        .body(Full::new(Bytes::new()))?;
+    let res = sender.send_request(req).await?;
+    anyhow::ensure!(res.status() == 200, "SSE refused: {}", res.status());
+    let mut body = res.into_body();
+    body.frame().await.context("stream ended before the welcome")??;
+    Ok(body)
+}
+
+fn report_connected(opened: usize, wanted: usize, took: Duration) {
     println!(
-        "connected {} failed {} in {:.2}s ({:.0} handshakes/s)",
-        conns.len(),
-        a.connections - conns.len(),
+        "connected {opened} failed {} in {:.2}s ({:.0} handshakes/s)",
+        wanted - opened,
         took.as_secs_f64(),
-        conns.len() as f64 / took.as_secs_f64()
+        opened as f64 / took.as_secs_f64()
     );
-    let readers: Vec<_> = conns
-        .into_iter()
-        .map(|mut ws| tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} }))
-        .collect();
+}
+
+/// Keeps the streams open and read until `--hold` passes or Ctrl-C.
+async fn hold(a: &Args, readers: Vec<tokio::task::JoinHandle<()>>) {
     tokio::select! {
         () = tokio::time::sleep(Duration::from_secs(a.hold)) => {}
         _ = tokio::signal::ctrl_c() => {}
@@ -177,6 +207,27 @@ async fn idle(a: Args) -> anyhow::Result<()> {
     for r in readers {
         r.abort();
     }
+}
+
+async fn sse_idle(a: Args) -> anyhow::Result<()> {
+    let (streams, took) = open_all(&a, open_sse).await?;
+    report_connected(streams.len(), a.connections, took);
+    let readers = streams
+        .into_iter()
+        .map(|mut body| tokio::spawn(async move { while let Some(Ok(_)) = body.frame().await {} }))
+        .collect();
+    hold(&a, readers).await;
+    Ok(())
+}
+
+async fn idle(a: Args) -> anyhow::Result<()> {
+    let (conns, took) = open_all(&a, open_ws).await?;
+    report_connected(conns.len(), a.connections, took);
+    let readers = conns
+        .into_iter()
+        .map(|mut ws| tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} }))
+        .collect();
+    hold(&a, readers).await;
     Ok(())
 }
 
@@ -220,7 +271,7 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 async fn fanout(a: Args) -> anyhow::Result<()> {
-    let (conns, took) = open_all(&a).await?;
+    let (conns, took) = open_all(&a, open_ws).await?;
     let n = conns.len();
     println!("subscribers {n} connected in {:.2}s", took.as_secs_f64());
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(n * a.events)));
@@ -318,6 +369,7 @@ async fn main() -> anyhow::Result<()> {
         "idle" => idle(a).await,
         "fanout" => fanout(a).await,
         "publish" => publish(a).await,
-        other => bail!("unknown mode {other}: idle, fanout or publish"),
+        "sse-idle" => sse_idle(a).await,
+        other => bail!("unknown mode {other}: idle, sse-idle, fanout or publish"),
     }
 }
