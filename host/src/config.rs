@@ -126,6 +126,10 @@ pub struct ServerConfig {
     pub max_plugin_bytes: usize,
     /// Serve the browser demo at `/demo` (development; off unless set).
     pub demo: bool,
+    /// Connections the kernel may hold for the host before it accepts them (the `listen`
+    /// backlog; Linux caps it at `net.core.somaxconn`). Bursts of handshakes beyond it are
+    /// dropped by the kernel and retried by clients a second later.
+    pub accept_backlog: u32,
 }
 
 impl Default for ServerConfig {
@@ -141,6 +145,7 @@ impl Default for ServerConfig {
             data_dir: None,
             max_plugin_bytes: 16 * 1024 * 1024,
             demo: false,
+            accept_backlog: 4096,
         }
     }
 }
@@ -609,6 +614,9 @@ impl ServerConfig {
         }
         if self.handshake_timeout.is_zero() {
             return Err(invalid("server.handshake_timeout", "must be greater than zero"));
+        }
+        if self.accept_backlog == 0 {
+            return Err(invalid("server.accept_backlog", "must be at least 1"));
         }
         if let Some(token) = &self.admin_token
             && token.len() < 8

@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
@@ -52,7 +52,7 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         let app = Arc::new(App::new(config).await?);
         crate::control::load(&app).await.map_err(|e| StartError::Control(e.into()))?;
-        let listener = TcpListener::bind(app.config.server.listen).await?;
+        let listener = listen(app.config.server.listen, app.config.server.accept_backlog)?;
         let local_addr = listener.local_addr()?;
         Ok(Self { app, listener, local_addr })
     }
@@ -118,6 +118,23 @@ impl Server {
         let _ = tokio::time::timeout(HTTP_CLOSE_GRACE, http_conns.wait()).await;
         tracing::info!("stopped");
     }
+}
+
+/// Binds `addr` with a listen backlog of `backlog` (tokio's `bind` uses 1024), warning when
+/// the kernel will cap it lower.
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let cap = std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok().and_then(|s| s.trim().parse::<u32>().ok());
+    if let Some(cap) = cap.filter(|cap| *cap < backlog) {
+        tracing::warn!(
+            backlog,
+            somaxconn = cap,
+            "server.accept_backlog is above net.core.somaxconn; the kernel uses {cap}"
+        );
+    }
+    socket.listen(backlog)
 }
 
 async fn accept_loop(
