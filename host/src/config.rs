@@ -785,6 +785,14 @@ mod tests {
     }
 
     #[test]
+    fn server_switches_default_and_are_checked() {
+        let c = Config::from_toml(MIN, "t", []).unwrap();
+        assert_eq!((c.server.accept_backlog, c.server.demo), (4096, false));
+        let err = Config::from_toml(&format!("[server]\naccept_backlog = 0\n{MIN}"), "t", []).unwrap_err();
+        assert!(err.to_string().contains("server.accept_backlog"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_are_rejected_with_their_name() {
         let err = Config::from_toml("[server]\nlisten_addr = \"x\"\n", "t", []).unwrap_err();
         assert!(err.to_string().contains("listen_addr"), "{err}");
