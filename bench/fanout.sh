@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Broadcast fan-out, notify against the floor server in one sitting, with the same load
+# generator settings: SUBSCRIBERS connections receive EVENTS broadcast events with a
+# PAYLOAD-byte pad, published at RATE events/s (0: each as soon as the previous publish was
+# accepted). notify runs the stock settings (memory broker, history on). Reports the
+# generator's deliveries/s and latency percentiles (from the send time in each payload, over
+# every delivery), deliveries missing, and the server's CPU per delivery from /proc.
+#
+#   bench/fanout.sh [SUBSCRIBERS] [EVENTS] [RATE] [PAYLOAD]   (defaults 10000 20 2 200)
+#   HOST_BIN=path/to/notify-host bench/fanout.sh               (measure another build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+subs=${1:-10000}
+events=${2:-20}
+rate=${3:-2}
+payload=${4:-200}
+cargo build --release -q -p notify-host -p notify-bench
+source bench/common.sh
+work=$(mktemp -d)
+host_pid=""; floor_pid=""
+trap 'stop_all "$host_pid" "$floor_pid"' EXIT
+port=$(free_port)
+cat > "$work/config.toml" <<TOML
+[server]
+listen = "127.0.0.1:$port"
+[log]
+level = "warn"
+[tenants.demo]
+publish_key = "demo-key"
+auth = { mode = "insecure" }
+TOML
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+echo "date: $(date -u +%F), rustc: $(rustc --version | cut -d' ' -f2), cores: $(nproc), subscribers $subs, events $events, rate $rate/s, payload $payload B"
+
+# measure LABEL PID WS_URL PUBLISH_URL: server CPU is counted from when every subscriber is
+# connected (the generator prints "subscribers N connected") until the run ends.
+measure() {
+  local before after log=$work/$1.log
+  target/release/notify-load fanout --url "$3" --publish "$4" --key demo-key --connections "$subs" \
+    --events "$events" --rate "$rate" --payload "$payload" --concurrency 200 > "$log" 2>&1 &
+  local gen=$!
+  until grep -q "^subscribers" "$log"; do
+    kill -0 "$gen" 2>/dev/null || { cat "$log"; return 1; }
+    sleep 0.05
+  done
+  before=$(ticks "$2")
+  wait "$gen"
+  after=$(ticks "$2")
+  echo "$1: $(tail -1 "$log"); server CPU $(( (after - before) * 1000000 / hz / (subs * events) )) µs per delivery"
+}
+
+start_host "$work/config.toml"
+measure notify "$host_pid" "ws://127.0.0.1:$port/v1/ws/demo" "http://127.0.0.1:$port/v1/publish"
+kill "$host_pid"; wait "$host_pid" 2>/dev/null || true; host_pid=""
+
+floor_port=$(free_port)
+target/release/notify-floor --listen "127.0.0.1:$floor_port" > "$work/floor.log" 2>&1 &
+floor_pid=$!
+for _ in $(seq 50); do grep -q listening "$work/floor.log" && break; sleep 0.1; done
+measure floor "$floor_pid" "ws://127.0.0.1:$floor_port/" "http://127.0.0.1:$floor_port/publish"
