@@ -204,3 +204,31 @@ test("a user disconnected by the backend stays disconnected", async (t) => {
   assert.equal(seen.errors[0].code, "disconnected");
   assert.equal(seen.errors[0].reason, "signed out");
 });
+
+test("channels a backend subscribes the user to are kept across reconnects", async (t) => {
+  const host = await singleHost();
+  t.after(() => host.dispose());
+  const fay = client(host, { user: "fay" });
+  const seen = record(fay);
+  t.after(() => fay.close());
+  fay.connect();
+  await eventually(() => fay.state === "connected");
+  const response = await fetch(`${host.url}/v1/users/fay/subscriptions`, {
+    method: "POST",
+    headers: { authorization: "Bearer demo-key" },
+    body: JSON.stringify({ channels: ["promo"] }),
+  });
+  assert.equal(response.status, 202);
+  await eventually(() => fay.positions.get("channel:promo"));
+  await host.publish("demo-key", { channels: ["promo"], event: "sale" });
+  await eventually(() => seen.events.some((e) => e.event === "sale"));
+
+  // A new host process: the client comes back and subscribes the channel again by itself.
+  await host.restart();
+  await eventually(() => seen.states.filter((s) => s.state === "connected").length >= 2);
+  await eventually(async () => {
+    await host.publish("demo-key", { channels: ["promo"], event: "after-restart" });
+    return seen.events.some((e) => e.event === "after-restart");
+  });
+  assert.deepEqual(seen.errors, []);
+});
