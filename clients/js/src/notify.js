@@ -307,6 +307,9 @@ export class NotifyClient extends Emitter {
       if (!this.#fallback) return this.#stop(new NotifyError("no_websocket", "no WebSocket implementation: pass options.WebSocket"), {});
       this.#switchToSse("this runtime has no WebSocket");
     }
+    if (this.#transport === "sse" && !this.#fetcher()) {
+      return this.#stop(new NotifyError("no_fetch", "SSE needs fetch, and none is available (options.fetch)"), {});
+    }
     if (this.#transport === "sse") this.#openSse(query);
     else this.#openWebSocket(query, Socket);
   }
@@ -401,9 +404,7 @@ export class NotifyClient extends Emitter {
   }
 
   #fetcher() {
-    const fetcher = this.#options.fetch === undefined ? globalThis.fetch : this.#options.fetch;
-    if (!fetcher) throw new NotifyError("no_fetch", "no fetch implementation: pass options.fetch");
-    return fetcher;
+    return this.#options.fetch ?? globalThis.fetch;
   }
 
   /** Acks over HTTP, since an SSE stream has no way back to the host. */

@@ -232,3 +232,11 @@ test("channels a backend subscribes the user to are kept across reconnects", asy
   });
   assert.deepEqual(seen.errors, []);
 });
+
+test("SSE without fetch is an error, not a retry loop", async () => {
+  const lonely = new NotifyClient({ url: "http://127.0.0.1:9", tenant: "demo", user: "x", transport: "sse", fetch: null });
+  const seen = record(lonely);
+  lonely.connect();
+  await eventually(() => lonely.state === "closed");
+  assert.equal(seen.errors[0].code, "no_fetch");
+});
