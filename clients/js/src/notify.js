@@ -404,7 +404,7 @@ export class NotifyClient extends Emitter {
   }
 
   #fetcher() {
-    return this.#options.fetch ?? globalThis.fetch;
+    return this.#options.fetch === undefined ? globalThis.fetch : this.#options.fetch;
   }
 
   /** Acks over HTTP, since an SSE stream has no way back to the host. */
