@@ -14,8 +14,6 @@ use crate::config::SlowClientPolicy;
 
 /// Most frames handed to one `writev`.
 const MAX_IOVECS: usize = 64;
-/// A drained queue whose buffer grew past this many slots gives the memory back.
-const SHRINK_ABOVE: usize = 64;
 
 /// Limits every outbox is held to.
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +90,14 @@ impl State {
             let exempt = self.frames.front().is_some_and(|f| f.exempt);
             self.exempt_frames = usize::from(exempt);
             self.exempt_bytes = if exempt { self.bytes } else { 0 };
+        }
+    }
+
+    /// Gives back a drained queue's buffer: most connections are idle most of the time, and
+    /// the allocator's cache makes the next one cheap.
+    fn release(&mut self) {
+        if self.frames.is_empty() && self.frames.capacity() > 0 {
+            self.frames = VecDeque::new();
         }
     }
 
@@ -189,9 +195,7 @@ impl Outbox {
         let mut s = self.state.lock().expect("outbox lock");
         let taken = if s.kill == Some(Kill::SlowClient) { 0 } else { s.frames.len() };
         out.extend(s.frames.drain(..).take(taken).map(|f| f.bytes));
-        if s.frames.capacity() > SHRINK_ABOVE {
-            s.frames.shrink_to(0);
-        }
+        s.release();
         (s.bytes, s.exempt_frames, s.exempt_bytes, s.front_started) = (0, 0, 0, false);
         taken
     }
@@ -206,9 +210,7 @@ impl Outbox {
                 return Ok(Written { frames: done, drained: true });
             }
             if s.frames.is_empty() {
-                if s.frames.capacity() > SHRINK_ABOVE {
-                    s.frames.shrink_to(0);
-                }
+                s.release();
                 return Ok(Written { frames: done, drained: true });
             }
             let mut iov = [IoSlice::new(&[]); MAX_IOVECS];

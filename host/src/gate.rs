@@ -145,8 +145,13 @@ impl Gates {
                 passed = true;
             }
         }
-        if let (false, Some(r)) = (passed, replayed) {
-            gates.push((Stream::of(target), State::Floor { epoch: epoch_hash(&r.epoch), offset: r.offset }));
+        // Offsets start at 1, so a floor at 0 would never drop anything.
+        match (passed, replayed) {
+            (false, Some(r)) if r.offset > 0 => {
+                gates.push((Stream::of(target), State::Floor { epoch: epoch_hash(&r.epoch), offset: r.offset }));
+            }
+            _ if gates.is_empty() => *gates = Vec::new(),
+            _ => {}
         }
         self.count.store(gates.len(), Relaxed);
         !overflowed

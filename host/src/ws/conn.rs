@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::time::sleep_until;
 use tokio_tungstenite::WebSocketStream;
@@ -42,19 +42,24 @@ enum End {
 
 /// Runs an established connection until it closes.
 pub(crate) async fn run(
-    mut ws: WebSocketStream<TcpStream>,
-    conn: Arc<Conn>,
-    identity: Identity,
-    resume: Resume,
+    mut ws: Box<WebSocketStream<TcpStream>>,
+    conn: &Arc<Conn>,
+    identity: &Identity,
+    resume: &Resume,
     app: &Arc<App>,
 ) {
-    let c = &app.config.connections;
     // Boxed: joining runs once, and its state must not stay in every idle connection's task.
-    Box::pin(session::join(&conn, &resume, app)).await;
-    drop(resume);
-    let end = established(&mut ws, &conn, &identity, app).await;
-    session::leave(&conn, app);
+    Box::pin(session::join(conn, resume, app)).await;
+    let end = established(&mut ws, conn, identity, app).await;
+    session::leave(conn, app);
+    // Boxed likewise: the closing state exists only while a connection closes.
+    Box::pin(close(ws, conn, end, app)).await;
+    tracing::trace!(conn = conn.id, "connection closed");
+}
 
+/// Flushes what is queued and closes the socket the way `end` says.
+async fn close(ws: Box<WebSocketStream<TcpStream>>, conn: &Conn, end: End, app: &App) {
+    let mut ws = *ws;
     // A draining host lets queues flush for up to the grace period; any other close gets a
     // short bound. The close handshake itself is always short.
     let (end, flush_bound) = match end {
@@ -64,9 +69,10 @@ pub(crate) async fn run(
         ),
         other => (other, CLOSE_TIMEOUT),
     };
+    let stall = app.config.connections.write_timeout;
     match end {
         End::Close(code, reason) => {
-            let flushed = tokio::time::timeout(flush_bound, flush(&mut ws, &conn, c.write_timeout, true)).await;
+            let flushed = tokio::time::timeout(flush_bound, flush(&mut ws, conn, stall, true)).await;
             if matches!(flushed, Ok(Ok(()))) {
                 let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
@@ -81,7 +87,6 @@ pub(crate) async fn run(
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
         }
     }
-    tracing::trace!(conn = conn.id, "connection closed");
 }
 
 async fn established(
@@ -223,16 +228,30 @@ fn on_text(text: &str, conn: &Arc<Conn>, identity: &Identity, app: &App) -> Acti
 /// once that is done and never leaves a frame partly written, because tungstenite may write a
 /// pong or close frame next. A socket that accepts nothing for `stall` is a slow client.
 /// After a kill, only a `finishing` (closing) connection keeps writing; the loop returns at once.
+///
+/// The usual case, a socket that takes everything at once, completes without waiting; only
+/// a full socket boxes the waiting state, so it does not weigh on every connection's task.
 async fn flush(ws: &mut WebSocketStream<TcpStream>, conn: &Conn, stall: Duration, finishing: bool) -> Result<(), End> {
     // Anything tungstenite queued itself (a pong, a close reply) goes out first.
+    match ws.flush().now_or_never() {
+        Some(done) => done.map_err(|_| End::Gone)?,
+        None => return Box::pin(flush_waiting(ws, conn, stall, finishing)).await,
+    }
+    if write_queued(ws, conn, finishing)? {
+        return Ok(());
+    }
+    Box::pin(flush_waiting(ws, conn, stall, finishing)).await
+}
+
+/// [`flush`] for a socket that does not take everything at once.
+async fn flush_waiting(
+    ws: &mut WebSocketStream<TcpStream>,
+    conn: &Conn,
+    stall: Duration,
+    finishing: bool,
+) -> Result<(), End> {
     ws.flush().await.map_err(|_| End::Gone)?;
-    let metrics = &conn.tenant.metrics;
-    loop {
-        let written = conn.outbox.write_to(ws.get_ref()).map_err(|_| End::Gone)?;
-        metrics.frames_delivered.fetch_add(written.frames as u64, Relaxed);
-        if written.drained || (conn.outbox.killed().is_some() && !finishing) {
-            return Ok(());
-        }
+    while !write_queued(ws, conn, finishing)? {
         tokio::select! {
             ready = ws.get_ref().writable() => ready.map_err(|_| End::Gone)?,
             () = conn.outbox.wait() => {}
@@ -241,4 +260,12 @@ async fn flush(ws: &mut WebSocketStream<TcpStream>, conn: &Conn, stall: Duration
             }
         }
     }
+    Ok(())
+}
+
+/// Writes what the socket takes now; true when there is nothing more to write.
+fn write_queued(ws: &WebSocketStream<TcpStream>, conn: &Conn, finishing: bool) -> Result<bool, End> {
+    let written = conn.outbox.write_to(ws.get_ref()).map_err(|_| End::Gone)?;
+    conn.tenant.metrics.frames_delivered.fetch_add(written.frames as u64, Relaxed);
+    Ok(written.drained || (conn.outbox.killed().is_some() && !finishing))
 }

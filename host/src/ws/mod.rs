@@ -3,47 +3,65 @@
 
 mod conn;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use axum::http::Request;
 use axum::http::request::Parts;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::app::App;
+use crate::hub::Conn;
 use crate::metrics::HandshakeFailure;
 use crate::session::{self, Joining};
 
 /// Spawns the task that waits for hyper to hand over the socket and runs the connection.
 /// Only what the connection needs survives; the request (headers, URI) is dropped here.
-pub(crate) fn spawn(app: &Arc<App>, req: Parts, j: Joining) {
-    let Joining { tenant, identity, attributes, resume, admitted, quota, peer } = j;
+pub(crate) fn spawn(app: &Arc<App>, req: Parts, mut j: Joining) {
     let on_upgrade = hyper::upgrade::on(Request::from_parts(req, ()));
-    let conn = session::conn(app, tenant, &identity.user, attributes);
-    let task_app = app.clone();
-    app.connections.spawn(async move {
-        let app = task_app;
-        let _slots = (admitted, quota);
-        let upgraded = tokio::time::timeout(app.config.server.handshake_timeout, on_upgrade).await;
-        match upgraded {
-            Ok(Ok(upgraded)) => match upgraded.downcast::<TokioIo<TcpStream>>() {
-                Ok(parts) => {
-                    let ws = websocket(&app, parts.io.into_inner(), parts.read_buf).await;
-                    conn.tenant.metrics.handshakes.fetch_add(1, Relaxed);
-                    conn::run(ws, conn, identity, resume, &app).await;
-                }
-                Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
-            },
-            Ok(Err(e)) => {
-                conn.tenant.metrics.handshake_failed(HandshakeFailure::BadRequest);
-                tracing::debug!(%peer, "upgrade failed: {e}");
+    let conn = session::conn(app, j.tenant.clone(), &j.identity.user, std::mem::take(&mut j.attributes));
+    app.connections.spawn(serve(app.clone(), conn, on_upgrade, Box::new(j)));
+}
+
+/// The connection task. What it holds while the connection is idle is what every connection
+/// costs, so each phase that runs once is boxed and freed when done, and the handshake's
+/// results stay in one heap block rather than being copied into each phase's state.
+async fn serve(app: Arc<App>, conn: Arc<Conn>, on_upgrade: OnUpgrade, j: Box<Joining>) {
+    let Some(ws) = Box::pin(upgrade(&app, &conn, on_upgrade, j.peer)).await else { return };
+    conn.tenant.metrics.handshakes.fetch_add(1, Relaxed);
+    conn::run(ws, &conn, &j.identity, &j.resume, &app).await;
+    // `j` holds the connection's admission and quota slots until here.
+}
+
+/// Waits for hyper to hand over the upgraded socket and wraps it; counts a failure. The
+/// stream is boxed so that handing it on moves a pointer, not its state.
+async fn upgrade(
+    app: &App,
+    conn: &Conn,
+    on_upgrade: OnUpgrade,
+    peer: SocketAddr,
+) -> Option<Box<WebSocketStream<TcpStream>>> {
+    let failed = match tokio::time::timeout(app.config.server.handshake_timeout, on_upgrade).await {
+        Ok(Ok(upgraded)) => match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => return Some(Box::new(websocket(app, parts.io.into_inner(), parts.read_buf).await)),
+            Err(_) => {
+                tracing::error!("upgraded connection is not a TCP stream");
+                return None;
             }
-            Err(_) => conn.tenant.metrics.handshake_failed(HandshakeFailure::Timeout),
+        },
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, "upgrade failed: {e}");
+            HandshakeFailure::BadRequest
         }
-    });
+        Err(_) => HandshakeFailure::Timeout,
+    };
+    conn.tenant.metrics.handshake_failed(failed);
+    None
 }
 
 /// Wraps the socket with small buffers: tungstenite's defaults would allocate 128 KiB per

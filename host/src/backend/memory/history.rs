@@ -6,6 +6,14 @@
 //! its `ttl` plus [`POSITION_GRACE`] can be dropped: recreated later, it starts a new epoch
 //! and nobody mistakes its offsets for the old ones. Idle streams are swept a shard at a
 //! time as streams are used.
+//!
+//! Only an append creates a stream: reading a stream that never held an event keeps
+//! nothing, so a user who connects and never receives an event costs no memory here. Such a
+//! read answers offset 0 of a *look epoch* naming this store and the second of the read. A
+//! client resuming from it is at offset 0 of the stream created since, provided that stream
+//! was created after the look and within `ttl` plus the grace of it: any earlier
+//! incarnation created after the look would still exist, because a stream lives at least
+//! that long after its creation.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
@@ -27,6 +35,8 @@ const SWEEP_EVERY: u64 = 1024;
 
 struct Stream {
     epoch: String,
+    /// Unix second of the creation, which look epochs are compared with.
+    created: u64,
     /// When the stream may be dropped: `ttl` plus the grace after its last use.
     expires: Instant,
     /// Offset of the last appended event (0: none yet).
@@ -38,8 +48,9 @@ struct Stream {
 }
 
 impl Stream {
-    fn new() -> Self {
-        Self { epoch: new_epoch(), expires: Instant::now(), last: 0, acked: 0, entries: VecDeque::new() }
+    fn new(epochs: &Epochs) -> Self {
+        let (epoch, created) = epochs.create();
+        Self { epoch, created, expires: Instant::now(), last: 0, acked: 0, entries: VecDeque::new() }
     }
 
     fn position(&self) -> Position {
@@ -63,6 +74,52 @@ impl Stream {
     }
 }
 
+/// This store's epoch names: `STORE` `CREATED` `s` `SEQ` for a stream, `STORE` `SECOND` for a
+/// look at a stream that does not exist (all hex). `STORE` is random per store, so nothing
+/// from before a restart is mistaken for a position of this one.
+struct Epochs {
+    store: String,
+    /// Makes stream epochs unique even if the clock goes back.
+    seq: AtomicU64,
+}
+
+impl Epochs {
+    fn new() -> Self {
+        Self { store: new_epoch(), seq: AtomicU64::new(0) }
+    }
+
+    /// A new stream's epoch and its creation second.
+    fn create(&self) -> (String, u64) {
+        let now = unix_secs();
+        (format!("{}{now:x}s{:x}", self.store, self.seq.fetch_add(1, Relaxed)), now)
+    }
+
+    /// The epoch reported for a stream that does not exist.
+    fn look(&self) -> String {
+        format!("{}{:x}", self.store, unix_secs())
+    }
+
+    /// The second of a look epoch of this store.
+    fn looked_at(&self, epoch: &str) -> Option<u64> {
+        let rest = epoch.strip_prefix(&*self.store)?;
+        u64::from_str_radix(rest, 16).ok()
+    }
+
+    /// Whether a client at offset 0 of look epoch `epoch` has missed nothing of a stream
+    /// created at `created` (`None`: the stream still does not exist).
+    fn covers(&self, epoch: &str, created: Option<u64>, limits: Limits) -> bool {
+        let Some(looked) = self.looked_at(epoch) else { return false };
+        // Whole seconds on both ends: a second less than the shortest lifetime.
+        let lifetime = (limits.ttl + POSITION_GRACE).as_secs().saturating_sub(1);
+        let until = created.unwrap_or_else(unix_secs);
+        looked <= until && until - looked < lifetime
+    }
+}
+
+fn unix_secs() -> u64 {
+    crate::clock::now_micros() / 1_000_000
+}
+
 type Key = (u32, u8, Box<str>);
 type Shard = HashMap<Key, Arc<Mutex<Stream>>>;
 
@@ -73,12 +130,13 @@ pub(crate) struct MemoryHistory {
     hasher: RandomState,
     /// Stream lookups so far; paces the sweep.
     lookups: AtomicU64,
+    epochs: Epochs,
 }
 
 impl Default for MemoryHistory {
     fn default() -> Self {
         let shards = (0..SHARDS).map(|_| Mutex::default()).collect();
-        Self { shards, hasher: RandomState::new(), lookups: AtomicU64::new(0) }
+        Self { shards, hasher: RandomState::new(), lookups: AtomicU64::new(0), epochs: Epochs::new() }
     }
 }
 
@@ -93,15 +151,19 @@ fn key(tenant: u32, target: Target<'_>) -> Key {
 impl MemoryHistory {
     /// A stream's own lock is held while one event is appended and pushed to its
     /// connections, or while a read takes its snapshot; never across an await, and never
-    /// together with another stream's.
-    fn stream(&self, tenant: u32, target: Target<'_>) -> Arc<Mutex<Stream>> {
+    /// together with another stream's. Only appends `create` a missing stream.
+    fn stream(&self, tenant: u32, target: Target<'_>, create: bool) -> Option<Arc<Mutex<Stream>>> {
         let n = self.lookups.fetch_add(1, Relaxed);
         if n % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.sweep(((n / SWEEP_EVERY) as usize) % SHARDS, Instant::now());
         }
         let key = key(tenant, target);
         let shard = &self.shards[(self.hasher.hash_one(&key) as usize) % SHARDS];
-        shard.lock().expect("history lock").entry(key).or_insert_with(|| Arc::new(Mutex::new(Stream::new()))).clone()
+        let mut shard = shard.lock().expect("history lock");
+        if !create {
+            return shard.get(&key).cloned();
+        }
+        Some(shard.entry(key).or_insert_with(|| Arc::new(Mutex::new(Stream::new(&self.epochs)))).clone())
     }
 
     /// Drops the shard's streams that expired and that nobody holds right now (a holder
@@ -128,7 +190,7 @@ impl MemoryHistory {
         encode: impl FnOnce(&Position) -> Bytes,
         deliver: impl FnOnce(&Bytes, &Position),
     ) {
-        let stream = self.stream(tenant, target);
+        let stream = self.stream(tenant, target, true).expect("created");
         let mut stream = stream.lock().expect("stream lock");
         stream.last += 1;
         let position = stream.position();
@@ -140,9 +202,18 @@ impl MemoryHistory {
 
     fn snapshot(&self, tenant: &Tenant, target: Target<'_>, from: Start<'_>) -> Replay {
         let limits = Limits::from(tenant.config.history);
-        let stream = self.stream(tenant.index, target);
+        let Some(stream) = self.stream(tenant.index, target, false) else { return self.absent(from, limits) };
         let mut stream = stream.lock().expect("stream lock");
         stream.touch(limits);
+        // A look epoch that covers this stream is its offset 0.
+        let start_of_stream;
+        let from = match from.since {
+            Some(p) if p.offset == 0 && self.epochs.covers(&p.epoch, Some(stream.created), limits) => {
+                start_of_stream = Position { epoch: stream.epoch.clone(), offset: 0 };
+                Start { since: Some(&start_of_stream), ..from }
+            }
+            _ => from,
+        };
         let oldest = stream.entries.front().map_or(stream.last + 1, |(_, e)| e.offset);
         let (start, recovered) = plan(from, &stream.epoch, stream.last, stream.acked, oldest);
         let events = match start {
@@ -152,14 +223,34 @@ impl MemoryHistory {
         Replay { recovered, events, position: Some(stream.position()), acked: stream.acked }
     }
 
+    /// The snapshot of a stream that holds nothing: offset 0 of a look epoch. A client that
+    /// comes with a position of an earlier incarnation missed what it held.
+    fn absent(&self, from: Start<'_>, limits: Limits) -> Replay {
+        let recovered = from.since.is_none_or(|p| p.offset == 0 && self.epochs.covers(&p.epoch, None, limits));
+        let position = Position { epoch: self.epochs.look(), offset: 0 };
+        Replay { recovered, events: Vec::new(), position: Some(position), acked: 0 }
+    }
+
     fn ack_now(&self, tenant: &Tenant, user: &str, position: &Position) -> Result<Cursor, HistoryError> {
-        let stream = self.stream(tenant.index, Target::User(user));
+        let limits = Limits::from(tenant.config.history);
+        let Some(stream) = self.stream(tenant.index, Target::User(user), false) else {
+            // Nothing to ack in a stream that holds nothing; offset 0 of a look is no news.
+            if position.offset == 0 && self.epochs.covers(&position.epoch, None, limits) {
+                return Ok(Cursor { epoch: self.epochs.look(), offset: 0, acked: 0 });
+            }
+            let p = position.clone();
+            return Err(HistoryError::StalePosition(p.epoch, p.offset, self.epochs.look(), 0));
+        };
         let mut stream = stream.lock().expect("stream lock");
+        if position.offset == 0 && self.epochs.covers(&position.epoch, Some(stream.created), limits) {
+            stream.touch(limits);
+            return Ok(Cursor { epoch: stream.epoch.clone(), offset: stream.last, acked: stream.acked });
+        }
         if position.epoch != stream.epoch || position.offset > stream.last {
             let p = position.clone();
             return Err(HistoryError::StalePosition(p.epoch, p.offset, stream.epoch.clone(), stream.last));
         }
-        stream.touch(Limits::from(tenant.config.history));
+        stream.touch(limits);
         stream.acked = stream.acked.max(position.offset);
         Ok(Cursor { epoch: stream.epoch.clone(), offset: stream.last, acked: stream.acked })
     }
@@ -257,6 +348,49 @@ mod tests {
         assert_eq!(read(&h, &t, Some(&at(3)), true).events.len(), 1);
     }
 
+    #[test]
+    fn a_stream_that_never_held_an_event_keeps_nothing() {
+        let (h, t) = (MemoryHistory::default(), tenant(true));
+        let look = read(&h, &t, None, true);
+        assert!(look.recovered && look.events.is_empty());
+        let look = look.position.unwrap();
+        assert_eq!(look.offset, 0);
+        // Resuming from the look, and acking it, keeps nothing either.
+        assert!(read(&h, &t, Some(&look), false).recovered);
+        assert_eq!(h.ack_now(&t, "u", &look).unwrap().acked, 0);
+        assert_eq!(h.streams(), 0);
+        // Events appended since are all replayed to a client that resumes from the look.
+        for n in 1..=2 {
+            append(&h, &t, n);
+        }
+        let replay = read(&h, &t, Some(&look), false);
+        assert!(replay.recovered);
+        assert_eq!(replay.events.iter().map(|e| e.frame.clone()).collect::<Vec<_>>(), [vec![1], vec![2]]);
+        assert_eq!(replay.position.unwrap().offset, 2);
+    }
+
+    #[test]
+    fn a_look_only_covers_this_store_and_a_stream_created_soon_enough() {
+        let (h, t) = (MemoryHistory::default(), tenant(false));
+        let elsewhere = read(&MemoryHistory::default(), &t, None, false).position.unwrap();
+        assert!(!read(&h, &t, Some(&elsewhere), false).recovered);
+        append(&h, &t, 1);
+        assert!(!read(&h, &t, Some(&elsewhere), false).recovered);
+        let limits = Limits::from(t.config.history);
+        let created = h.stream(t.index, Target::User("u"), false).unwrap().lock().unwrap().created;
+        let look = |at: u64| format!("{}{at:x}", h.epochs.store);
+        assert!(h.epochs.covers(&look(created), Some(created), limits));
+        assert!(h.epochs.covers(&look(created - 60), Some(created), limits));
+        // A stream created before the look, or long after it (an earlier incarnation may
+        // have come and gone in between), is not covered.
+        assert!(!h.epochs.covers(&look(created + 1), Some(created), limits));
+        let long = (limits.ttl + POSITION_GRACE).as_secs();
+        assert!(!h.epochs.covers(&look(created - long), Some(created), limits));
+        // A stream's own epoch is not a look.
+        let own = read(&h, &t, None, false).position.unwrap();
+        assert!(!h.epochs.covers(&own.epoch, Some(created), limits));
+    }
+
     #[tokio::test]
     async fn a_deleted_tenants_streams_are_dropped() {
         let h = MemoryHistory::default();
@@ -286,17 +420,17 @@ mod sweep_tests {
             let user = format!("u{i}");
             h.append(0, Target::User(&user), limits, None, |_| Bytes::new(), |_, _| {});
         }
-        let first = h.stream(0, Target::User("u1")).lock().unwrap().epoch.clone();
+        let first = h.stream(0, Target::User("u1"), true).unwrap().lock().unwrap().epoch.clone();
         assert_eq!(h.streams(), 100);
         // Nothing has expired yet: a sweep keeps everything.
         (0..SHARDS).for_each(|i| h.sweep(i, Instant::now()));
         assert_eq!(h.streams(), 100);
         let later = Instant::now() + limits.ttl + POSITION_GRACE + std::time::Duration::from_secs(1);
         // A stream someone holds survives the sweep.
-        let held = h.stream(0, Target::User("u2"));
+        let held = h.stream(0, Target::User("u2"), true);
         (0..SHARDS).for_each(|i| h.sweep(i, later));
         assert_eq!(h.streams(), 1);
         drop(held);
-        assert_ne!(h.stream(0, Target::User("u1")).lock().unwrap().epoch, first);
+        assert_ne!(h.stream(0, Target::User("u1"), true).unwrap().lock().unwrap().epoch, first);
     }
 }
