@@ -128,6 +128,9 @@ impl App {
         tenants.sort_by(|a, b| a.id.cmp(&b.id));
         let mut out = crate::metrics::render(&self.metrics, tenants.iter().map(|t| (&*t.id, &*t.metrics)));
         crate::metrics::render_plugins(&mut out, &self.plugins.all_metrics());
+        if let Some(streams) = self.history.streams_kept() {
+            crate::metrics::render_history(&mut out, streams);
+        }
         if matches!(self.config.broker, BrokerConfig::Redis(_)) {
             crate::metrics::render_broker(&mut out, &self.broker_metrics);
         }

@@ -56,6 +56,14 @@ pub(crate) fn count_capped<K: Ord>(counts: &mut BTreeMap<K, u64>, key: K, n: u64
     true
 }
 
+/// Shrinks a map that has become mostly empty, so the memory of a crowd that left comes
+/// back. Halving only below a quarter full keeps the rehashing amortised.
+fn give_back<K: Eq + Hash, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 #[derive(Default)]
 struct TenantShard {
     /// A user's devices: usually few, so a vector.
@@ -148,12 +156,14 @@ impl Hub {
                 devices.retain(|c| c.id != conn.id);
                 if devices.is_empty() {
                     ts.users.remove(&*conn.user);
+                    give_back(&mut ts.users);
                 }
             }
         }
         let mut shard = self.everyone_shard(conn.id).write().expect("hub lock");
         if let Some(ts) = shard.get_mut(&t) {
             ts.everyone.remove(&conn.id);
+            give_back(&mut ts.everyone);
         }
     }
 
@@ -281,8 +291,10 @@ impl Hub {
             return false;
         };
         let removed = subs.remove(&conn.id).is_some();
+        give_back(subs);
         if subs.is_empty() {
             ts.channels.remove(channel);
+            give_back(&mut ts.channels);
         }
         removed
     }

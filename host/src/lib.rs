@@ -31,6 +31,7 @@ mod session;
 mod sse;
 mod stream;
 mod tenant;
+mod trim;
 mod ws;
 
 pub use backend::BrokerError;

@@ -226,6 +226,13 @@ pub(crate) fn render_broker(out: &mut String, m: &BrokerMetrics) {
     }
 }
 
+/// Appends the number of streams the in-memory history keeps.
+pub(crate) fn render_history(out: &mut String, streams: usize) {
+    let name = "notify_history_streams";
+    header(out, name, "gauge", "Streams the in-memory history keeps (streams that held an event, until they expire).");
+    let _ = writeln!(out, "{name} {streams}");
+}
+
 /// One metric family whose samples are read from a metrics struct `M`.
 struct Family<M> {
     name: &'static str,

@@ -83,6 +83,7 @@ impl Server {
         tokio::spawn(crate::control::follow(app.clone()));
         tokio::spawn(crate::control::report(app.clone()));
         tokio::spawn(crate::control::obey_commands(app.clone()));
+        tokio::spawn(crate::trim::run(app.clone()));
         let stop = CancellationToken::new();
         let http_conns = TaskTracker::new();
         let router = crate::api::router(app.clone());

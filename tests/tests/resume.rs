@@ -132,3 +132,37 @@ async fn a_replay_larger_than_the_send_queue_is_a_catch_up_not_a_slow_client() -
     assert_eq!(host.metric("notify_slow_client_disconnects_total{tenant=\"demo\"}").await?, 0.0);
     Ok(())
 }
+
+#[tokio::test]
+async fn users_who_never_received_an_event_keep_nothing_and_still_resume_from_welcome() -> anyhow::Result<()> {
+    let host = TestHost::start(DEMO).await?;
+    let mut clients = Vec::new();
+    let mut welcomes = Vec::new();
+    for i in 0..50 {
+        let (client, welcome) = host.join("demo", &format!("user=quiet{i}")).await?;
+        welcomes.push(welcome["streams"]["user"].clone());
+        clients.push(client);
+    }
+    assert_eq!(host.metric("notify_history_streams").await?, 0.0, "joining keeps no stream");
+    drop(clients);
+    host.wait_metric("notify_connections{tenant=\"demo\"}", |n| n == 0.0).await?;
+    assert_eq!(host.metric("notify_history_streams").await?, 0.0, "leaving keeps none either");
+
+    // An event for one of them while offline creates that stream only; resuming from the
+    // welcome's position replays it as nothing missed.
+    host.publish_ok(&json!({ "users": ["quiet7"], "event": "while-away" })).await?;
+    assert_eq!(host.metric("notify_history_streams").await?, 1.0);
+    let since = format!("{}:{}", welcomes[7]["epoch"].as_str().context("epoch")?, welcomes[7]["offset"]);
+    let (mut quiet, welcome) = host.join("demo", &format!("user=quiet7&user_since={since}")).await?;
+    assert_eq!(welcome["streams"]["user"]["recovered"], true);
+    let ev = quiet.next_event().await?;
+    assert_eq!((ev["event"].clone(), ev["offset"].clone()), (json!("while-away"), json!(1)));
+    // A position from another host (another store) is not taken for this one's.
+    let other = TestHost::start(DEMO).await?;
+    let (_, elsewhere) = other.join("demo", "user=quiet8").await?;
+    let since = format!("{}:0", elsewhere["streams"]["user"]["epoch"].as_str().context("epoch")?);
+    host.publish_ok(&json!({ "users": ["quiet8"], "event": "while-away" })).await?;
+    let (_, welcome) = host.join("demo", &format!("user=quiet8&user_since={since}")).await?;
+    assert_eq!(welcome["streams"]["user"]["recovered"], false);
+    Ok(())
+}

@@ -101,6 +101,11 @@ pub(crate) trait History: Send + Sync + 'static {
     /// deletion may leave a stream behind, which expires like any idle one.)
     fn forget<'a>(&'a self, tenant: &'a Tenant) -> BoxFuture<'a, Result<usize, HistoryError>>;
 
+    /// How many streams this node keeps in memory (`None`: the store is elsewhere).
+    fn streams_kept(&self) -> Option<usize> {
+        None
+    }
+
     /// The user's read cursor, from a snapshot of the user stream.
     fn cursor<'a>(&'a self, tenant: &'a Tenant, user: &'a str) -> BoxFuture<'a, Result<Cursor, HistoryError>> {
         Box::pin(async move {

@@ -24,7 +24,7 @@ use crate::auth::Identity;
 use crate::config::ConnectionConfig;
 use crate::hub::Conn;
 use crate::protocol::{self, ClientFrame, close, code};
-use crate::session::{self, Action, Resume};
+use crate::session::{self, Action};
 use crate::stream::Position;
 
 /// How long a closing connection may take to flush its last frames and the close handshake.
@@ -40,19 +40,16 @@ enum End {
     Gone,
 }
 
-/// Runs an established connection until it closes.
+/// Runs a connection that has joined (`session::join`) until it closes.
 pub(crate) async fn run(
     mut ws: Box<WebSocketStream<TcpStream>>,
     conn: &Arc<Conn>,
     identity: &Identity,
-    resume: &Resume,
     app: &Arc<App>,
 ) {
-    // Boxed: joining runs once, and its state must not stay in every idle connection's task.
-    Box::pin(session::join(conn, resume, app)).await;
     let end = established(&mut ws, conn, identity, app).await;
     session::leave(conn, app);
-    // Boxed likewise: the closing state exists only while a connection closes.
+    // Boxed: the closing state exists only while a connection closes.
     Box::pin(close(ws, conn, end, app)).await;
     tracing::trace!(conn = conn.id, "connection closed");
 }

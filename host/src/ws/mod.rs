@@ -15,9 +15,12 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
+use crate::admission::Admitted;
 use crate::app::App;
+use crate::auth::Identity;
 use crate::hub::Conn;
 use crate::metrics::HandshakeFailure;
+use crate::quota::Slots;
 use crate::session::{self, Joining};
 
 /// Spawns the task that waits for hyper to hand over the socket and runs the connection.
@@ -29,13 +32,23 @@ pub(crate) fn spawn(app: &Arc<App>, req: Parts, mut j: Joining) {
 }
 
 /// The connection task. What it holds while the connection is idle is what every connection
-/// costs, so each phase that runs once is boxed and freed when done, and the handshake's
-/// results stay in one heap block rather than being copied into each phase's state.
+/// costs, so each phase that runs once is boxed and freed when done, and of the handshake's
+/// results only what an open connection needs is kept.
 async fn serve(app: Arc<App>, conn: Arc<Conn>, on_upgrade: OnUpgrade, j: Box<Joining>) {
     let Some(ws) = Box::pin(upgrade(&app, &conn, on_upgrade, j.peer)).await else { return };
     conn.tenant.metrics.handshakes.fetch_add(1, Relaxed);
-    conn::run(ws, &conn, &j.identity, &j.resume, &app).await;
-    // `j` holds the connection's admission and quota slots until here.
+    Box::pin(session::join(&conn, &j.resume, &app)).await;
+    let (identity, _slots) = keep(j);
+    conn::run(ws, &conn, &identity, &app).await;
+}
+
+/// What an open connection keeps of its handshake: the credentials' grants and expiry, and
+/// its admission and quota slots (freed when the task ends). The rest is freed here.
+fn keep(j: Box<Joining>) -> (Identity, (Admitted, Slots)) {
+    let Joining { mut identity, admitted, quota, .. } = *j;
+    // The hub's `Conn` holds the user id.
+    identity.user = String::new();
+    (identity, (admitted, quota))
 }
 
 /// Waits for hyper to hand over the upgraded socket and wraps it; counts a failure. The

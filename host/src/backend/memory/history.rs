@@ -173,8 +173,6 @@ impl MemoryHistory {
         shard.retain(|_, stream| Arc::strong_count(stream) > 1 || stream.try_lock().map_or(true, |s| s.expires > now));
     }
 
-    /// How many streams are kept (for tests and diagnostics).
-    #[cfg(test)]
     fn streams(&self) -> usize {
         self.shards.iter().map(|s| s.lock().expect("history lock").len()).sum()
     }
@@ -257,6 +255,10 @@ impl MemoryHistory {
 }
 
 impl History for MemoryHistory {
+    fn streams_kept(&self) -> Option<usize> {
+        Some(self.streams())
+    }
+
     fn forget<'a>(&'a self, tenant: &'a Tenant) -> BoxFuture<'a, Result<usize, HistoryError>> {
         let mut dropped = 0;
         for shard in &self.shards {
