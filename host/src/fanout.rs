@@ -1,10 +1,16 @@
 //! Per-connection bounded send queues ("outboxes") of pre-encoded frames, the slow-client
 //! policy, and the vectored writer that flushes every queued frame in as few syscalls as the
 //! socket allows.
+//!
+//! A WebSocket connection's socket is attached to its outbox, and every byte the host sends
+//! on it goes through the outbox's lock: events, protocol frames, and tungstenite's own
+//! control frames (`ws::socket`). So an event pushed to a connection whose queue is empty
+//! is written to the socket at once by the pusher, with no wake-up of the connection's
+//! task; only what the socket does not take is queued for the task to write.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use bytes::{Buf, Bytes};
 use tokio::net::TcpStream;
@@ -40,20 +46,27 @@ pub(crate) enum Kill {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pushed {
     Queued,
+    /// Queued behind frames that were still waiting: the connection is behind.
+    Behind,
     /// Queued after discarding this many older frames (`drop_oldest`).
     QueuedDropping(usize),
+    /// Written to the socket at once (the queue was empty): nothing was queued.
+    Written,
     /// The queue was full: the connection is being closed as a slow client.
     Overflow,
     /// The connection is already being closed; the frame was discarded.
     Closed,
 }
 
-/// A connection's send queue. The hub pushes from any thread; only the connection's own task
-/// pops. The mutex is never held across an await: pushes and the non-blocking `writev` are
-/// synchronous.
+/// A connection's send queue. The hub pushes from any thread, writing to the socket itself
+/// when nothing is queued; only the connection's own task pops. The mutex is never held
+/// across an await: pushes and the non-blocking writes are synchronous.
 #[derive(Default)]
 pub(crate) struct Outbox {
     state: Mutex<State>,
+    /// The connection's socket (WebSocket), set once it is upgraded; read by its task
+    /// without the lock, written only under it.
+    socket: OnceLock<TcpStream>,
     /// Wakes the connection task when frames arrive or a kill is requested.
     wake: Notify,
 }
@@ -77,6 +90,8 @@ struct State {
     /// The front frame has been partly written, so it must go out whole before anything else.
     front_started: bool,
     kill: Option<Kill>,
+    /// Pushers may write to the socket directly.
+    attached: bool,
 }
 
 impl State {
@@ -101,6 +116,13 @@ impl State {
         }
     }
 
+    /// Writes `frame` straight to the socket if nothing is queued before it;
+    /// returns how many bytes went out. The socket being full, or failing, writes nothing:
+    /// the connection's task meets the failure on its next write.
+    fn write_now(&self, socket: &TcpStream, frame: &Bytes) -> usize {
+        if self.frames.is_empty() { socket.try_write(frame).unwrap_or(0) } else { 0 }
+    }
+
     fn counted(&self) -> (usize, usize) {
         (self.frames.len() - self.exempt_frames, self.bytes - self.exempt_bytes)
     }
@@ -116,8 +138,9 @@ impl State {
 }
 
 impl Outbox {
-    /// Queues an event frame, applying `limits` and `policy`.
-    pub(crate) fn push(&self, frame: Bytes, limits: QueueLimits, policy: SlowClientPolicy) -> Pushed {
+    /// Queues an event frame, applying `limits` and `policy`; with `direct`, writes it to
+    /// the attached socket instead when nothing is queued.
+    pub(crate) fn push(&self, frame: Bytes, limits: QueueLimits, policy: SlowClientPolicy, direct: bool) -> Pushed {
         let mut s = self.state.lock().expect("outbox lock");
         if s.kill.is_some() {
             return Pushed::Closed;
@@ -141,10 +164,47 @@ impl Outbox {
             s.bytes -= old.bytes.len();
             dropped += 1;
         }
-        s.push_back(frame, false);
+        let behind = !s.frames.is_empty();
+        let socket = self.socket.get().filter(|_| direct && dropped == 0 && s.attached);
+        match socket.map_or(0, |socket| s.write_now(socket, &frame)) {
+            0 => s.push_back(frame, false),
+            n if n == frame.len() => return Pushed::Written,
+            n => {
+                s.push_back(frame.slice(n..), false);
+                s.front_started = true;
+            }
+        }
         drop(s);
         self.wake.notify_one();
-        if dropped > 0 { Pushed::QueuedDropping(dropped) } else { Pushed::Queued }
+        match (dropped, behind) {
+            (0, false) => Pushed::Queued,
+            (0, true) => Pushed::Behind,
+            (n, _) => Pushed::QueuedDropping(n),
+        }
+    }
+
+    /// Takes the connection's socket and lets pushers write to it directly while the queue is
+    /// empty. Only once per outbox.
+    pub(crate) fn attach(&self, socket: TcpStream) {
+        let mut s = self.state.lock().expect("outbox lock");
+        s.attached = self.socket.set(socket).is_ok();
+    }
+
+    /// The attached socket.
+    pub(crate) fn socket(&self) -> Option<&TcpStream> {
+        self.socket.get()
+    }
+
+    /// Ends direct writes; everything from now on goes through the connection's task.
+    pub(crate) fn detach(&self) {
+        self.state.lock().expect("outbox lock").attached = false;
+    }
+
+    /// Queues bytes the WebSocket library writes itself (pongs, the close frame): exempt, and
+    /// queued even after a kill, behind whatever part of a frame must still go out.
+    pub(crate) fn push_transport(&self, frame: Bytes) {
+        self.state.lock().expect("outbox lock").push_back(frame, true);
+        self.wake.notify_one();
     }
 
     /// Asks the writer to stop and close the connection; no event is queued after this.
@@ -206,9 +266,8 @@ impl Outbox {
         let mut s = self.state.lock().expect("outbox lock");
         let mut done = 0;
         loop {
-            if s.kill == Some(Kill::SlowClient) && !s.front_started {
-                return Ok(Written { frames: done, drained: true });
-            }
+            // After a slow-client kill the queue holds only the rest of a started frame and
+            // the transport's own frames (the close frame): all of it goes out.
             if s.frames.is_empty() {
                 s.release();
                 return Ok(Written { frames: done, drained: true });
@@ -271,20 +330,20 @@ mod tests {
     fn disconnect_policy_kills_on_overflow() {
         let o = Outbox::default();
         let l = QueueLimits { frames: 2, bytes: 1000 };
-        assert_eq!(o.push(f(10), l, SlowClientPolicy::Disconnect), Pushed::Queued);
-        assert_eq!(o.push(f(10), l, SlowClientPolicy::Disconnect), Pushed::Queued);
-        assert_eq!(o.push(f(10), l, SlowClientPolicy::Disconnect), Pushed::Overflow);
+        assert_eq!(o.push(f(10), l, SlowClientPolicy::Disconnect, true), Pushed::Queued);
+        assert_eq!(o.push(f(10), l, SlowClientPolicy::Disconnect, true), Pushed::Behind);
+        assert_eq!(o.push(f(10), l, SlowClientPolicy::Disconnect, true), Pushed::Overflow);
         assert_eq!(o.killed(), Some(Kill::SlowClient));
-        assert_eq!(o.push(f(10), l, SlowClientPolicy::Disconnect), Pushed::Closed);
+        assert_eq!(o.push(f(10), l, SlowClientPolicy::Disconnect, true), Pushed::Closed);
     }
 
     #[test]
     fn drop_oldest_keeps_newest_within_byte_limit() {
         let o = Outbox::default();
         let l = QueueLimits { frames: 10, bytes: 25 };
-        o.push(f(10), l, SlowClientPolicy::DropOldest);
-        o.push(f(10), l, SlowClientPolicy::DropOldest);
-        assert_eq!(o.push(f(10), l, SlowClientPolicy::DropOldest), Pushed::QueuedDropping(1));
+        o.push(f(10), l, SlowClientPolicy::DropOldest, true);
+        o.push(f(10), l, SlowClientPolicy::DropOldest, true);
+        assert_eq!(o.push(f(10), l, SlowClientPolicy::DropOldest, true), Pushed::QueuedDropping(1));
         assert_eq!(o.killed(), None);
         assert_eq!(o.state.lock().unwrap().bytes, 20);
     }
@@ -297,15 +356,15 @@ mod tests {
         for _ in 0..5 {
             assert!(o.push_exempt(f(10)));
         }
-        assert_eq!(o.push(f(10), l, SlowClientPolicy::DropOldest), Pushed::Queued);
-        assert_eq!(o.push(f(10), l, SlowClientPolicy::DropOldest), Pushed::Queued);
+        assert_eq!(o.push(f(10), l, SlowClientPolicy::DropOldest, true), Pushed::Behind);
+        assert_eq!(o.push(f(10), l, SlowClientPolicy::DropOldest, true), Pushed::Behind);
         // Only counted frames make room.
-        assert_eq!(o.push(f(10), l, SlowClientPolicy::DropOldest), Pushed::QueuedDropping(1));
+        assert_eq!(o.push(f(10), l, SlowClientPolicy::DropOldest, true), Pushed::QueuedDropping(1));
         let s = o.state.lock().unwrap();
         assert_eq!((s.frames.len(), s.exempt_frames, s.bytes, s.exempt_bytes), (7, 5, 70, 50));
         assert_eq!(s.frames.iter().filter(|f| f.exempt).count(), 5);
         drop(s);
-        assert_eq!(o.push(f(10), l, SlowClientPolicy::Disconnect), Pushed::Overflow);
+        assert_eq!(o.push(f(10), l, SlowClientPolicy::Disconnect, true), Pushed::Overflow);
     }
 
     #[tokio::test]
@@ -316,12 +375,94 @@ mod tests {
         let o = Outbox::default();
         let l = QueueLimits { frames: 10, bytes: 1000 };
         o.push_exempt(f(7));
-        o.push(f(5), l, SlowClientPolicy::Disconnect);
+        o.push(f(5), l, SlowClientPolicy::Disconnect, true);
         o.push_exempt(f(3));
         client.writable().await.unwrap();
         let w = o.write_to(&client).unwrap();
         assert!(w.drained && w.frames == 3);
         let s = o.state.lock().unwrap();
         assert_eq!((s.frames.len(), s.bytes, s.exempt_frames, s.exempt_bytes), (0, 0, 0, 0));
+    }
+
+    /// A connected pair: the host's side (attached) and the peer's.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (host, _) = listener.accept().await.unwrap();
+        host.writable().await.unwrap();
+        (host, peer)
+    }
+
+    fn numbered(n: u32, len: usize) -> Bytes {
+        let mut v = vec![b'.'; len];
+        v[..4].copy_from_slice(&n.to_be_bytes());
+        Bytes::from(v)
+    }
+
+    #[tokio::test]
+    async fn an_attached_socket_is_written_at_once_and_order_holds_when_it_fills() {
+        use tokio::io::AsyncReadExt;
+        let (host, mut peer) = pair().await;
+        let o = Outbox::default();
+        let l = QueueLimits { frames: 100_000, bytes: 1 << 30 };
+        assert_eq!(o.push(f(10), l, SlowClientPolicy::Disconnect, false), Pushed::Queued, "not attached");
+        o.write_to(&host).unwrap();
+        o.attach(host);
+        let host = o.socket().unwrap();
+        assert_eq!(o.push(f(10), l, SlowClientPolicy::Disconnect, true), Pushed::Written);
+        assert_eq!(o.queued(), 0);
+        // Frames beyond what the socket takes are queued (the first of them maybe in part),
+        // never written ahead of what waits.
+        let (len, count) = (16 * 1024, 2000);
+        let mut outcomes = Vec::new();
+        for n in 0..count {
+            outcomes.push(o.push(numbered(n, len), l, SlowClientPolicy::Disconnect, true));
+        }
+        assert!(outcomes.contains(&Pushed::Written) && outcomes.contains(&Pushed::Behind), "{outcomes:?}");
+        let reader = tokio::spawn(async move {
+            let mut all = vec![0; 20 + len * count as usize];
+            peer.read_exact(&mut all).await.unwrap();
+            all
+        });
+        while !o.write_to(host).unwrap().drained {
+            host.writable().await.unwrap();
+        }
+        let all = reader.await.unwrap();
+        let frames: Vec<u32> = all[20..].chunks(len).map(|c| u32::from_be_bytes(c[..4].try_into().unwrap())).collect();
+        assert_eq!(frames, (0..count).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn after_a_slow_client_kill_the_started_frame_and_the_close_frame_still_go_out() {
+        use tokio::io::AsyncReadExt;
+        let (host, mut peer) = pair().await;
+        let o = Outbox::default();
+        let l = QueueLimits { frames: 1, bytes: 1 << 30 };
+        o.attach(host);
+        let len = 64 * 1024;
+        let mut pushed = 0;
+        // Fill the socket until a frame is only partly written, then overflow the queue.
+        while o.push(numbered(pushed, len), l, SlowClientPolicy::Disconnect, true) == Pushed::Written {
+            pushed += 1;
+        }
+        assert_eq!(o.push(f(1), l, SlowClientPolicy::Disconnect, true), Pushed::Overflow);
+        assert_eq!(o.push(f(1), l, SlowClientPolicy::Disconnect, true), Pushed::Closed);
+        o.push_transport(Bytes::from_static(b"CLOSE"));
+        let started = o.state.lock().unwrap().front_started;
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            peer.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        let host = o.socket().unwrap();
+        while !o.write_to(host).unwrap().drained {
+            host.writable().await.unwrap();
+        }
+        o.detach();
+        drop(o);
+        let all = reader.await.unwrap();
+        let whole = if started { pushed as usize + 1 } else { pushed as usize };
+        assert_eq!(all.len(), whole * len + 5, "whole frames, then the close frame");
+        assert!(all.ends_with(b"CLOSE"));
     }
 }

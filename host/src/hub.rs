@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hash, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -81,20 +81,74 @@ pub(crate) struct Hub {
     hasher: RandomState,
     next_id: AtomicU64,
     limits: QueueLimits,
+    pace: Pace,
+}
+
+/// Whether a broadcast writes to sockets itself. Writing from the fan-out saves waking
+/// every connection's task, but puts every write on the publishing thread, one frame per
+/// syscall. That is cheaper while broadcasts leave the node idle in between; when they come
+/// back to back, queueing lets the connections' tasks write in parallel on every worker
+/// and batch several frames per `writev`. So a broadcast writes directly only if the time
+/// since the previous one ended is at least what that one took, and that one did not find
+/// connections still behind (their tasks busy with earlier frames).
+struct Pace {
+    /// Microseconds since `origin`: when the last broadcast fan-out ended, and how long it took.
+    ended: AtomicU64,
+    took: AtomicU64,
+    /// Whether the last one found more than a tenth of its connections behind.
+    behind: AtomicBool,
+    origin: std::time::Instant,
+}
+
+impl Pace {
+    fn new() -> Self {
+        let origin = std::time::Instant::now();
+        Self { ended: AtomicU64::new(0), took: AtomicU64::new(0), behind: AtomicBool::new(false), origin }
+    }
+
+    fn now(&self) -> u64 {
+        self.origin.elapsed().as_micros() as u64
+    }
+
+    fn direct(&self) -> bool {
+        !self.behind.load(Relaxed) && self.now().saturating_sub(self.ended.load(Relaxed)) >= self.took.load(Relaxed)
+    }
+
+    fn done(&self, started: u64, d: Delivery) {
+        let now = self.now();
+        self.took.store(now.saturating_sub(started), Relaxed);
+        self.ended.store(now, Relaxed);
+        self.behind.store(d.behind * 10 > d.queued, Relaxed);
+    }
 }
 
 /// How many local connections one delivery reached.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Delivery {
     pub queued: u64,
+    /// Of `queued`, queued behind frames still waiting.
+    pub behind: u64,
+    /// Of `queued`, written to the socket by the fan-out itself.
+    pub written: u64,
     pub dropped: u64,
     pub slow_disconnects: u64,
+}
+
+impl Delivery {
+    fn add(&mut self, other: Delivery) {
+        self.queued += other.queued;
+        self.behind += other.behind;
+        self.written += other.written;
+        self.dropped += other.dropped;
+        self.slow_disconnects += other.slow_disconnects;
+    }
 }
 
 /// Adds one delivery's outcome to the tenant's counters.
 fn count(tenant: &Tenant, total: Delivery) {
     let m = &tenant.metrics;
     m.frames_enqueued.fetch_add(total.queued, Relaxed);
+    m.frames_delivered.fetch_add(total.written, Relaxed);
     m.frames_dropped.fetch_add(total.dropped, Relaxed);
     m.slow_client_disconnects.fetch_add(total.slow_disconnects, Relaxed);
 }
@@ -106,6 +160,7 @@ impl Hub {
             hasher: RandomState::new(),
             next_id: AtomicU64::new(1),
             limits,
+            pace: Pace::new(),
         }
     }
 
@@ -200,7 +255,7 @@ impl Hub {
                     }
                 }
             }
-            Some(frame) => self.push_one(conn, frame, &mut total),
+            Some(frame) => self.push_one(conn, frame, false, &mut total),
         });
         if !complete {
             // Live events were lost while the gate held too many; the client resumes again.
@@ -344,23 +399,27 @@ impl Hub {
             Target::User(user) => {
                 let shard = self.shard_of((t, 0u8, user)).read().expect("hub lock");
                 if let Some(devices) = shard.get(&t).and_then(|ts| ts.users.get(user)) {
-                    self.push_all(filter, at, devices.iter(), &frame(), total);
+                    self.push_all(filter, at, devices.iter(), &frame(), true, total);
                 }
             }
             Target::Channel(channel) => {
                 let shard = self.shard_of((t, 1u8, channel)).read().expect("hub lock");
                 if let Some(subs) = shard.get(&t).and_then(|ts| ts.channels.get(channel)) {
-                    self.push_all(filter, at, subs.values(), &frame(), total);
+                    self.push_all(filter, at, subs.values(), &frame(), true, total);
                 }
             }
             Target::Broadcast => {
                 let frame = frame();
+                let (started, direct) = (self.pace.now(), self.pace.direct());
+                let mut this = Delivery::default();
                 for shard in &self.shards {
                     let shard = shard.read().expect("hub lock");
                     if let Some(ts) = shard.get(&t) {
-                        self.push_all(filter, at, ts.everyone.values(), &frame, total);
+                        self.push_all(filter, at, ts.everyone.values(), &frame, direct, &mut this);
                     }
                 }
+                self.pace.done(started, this);
+                total.add(this);
             }
         }
     }
@@ -379,6 +438,7 @@ impl Hub {
         at: Option<(Target<'_>, &Position)>,
         conns: impl Iterator<Item = &'a Arc<Conn>>,
         frame: &Bytes,
+        direct: bool,
         total: &mut Delivery,
     ) {
         let mut verdicts = filter.map(Verdicts::new);
@@ -393,13 +453,23 @@ impl Hub {
             {
                 continue;
             }
-            self.push_one(conn, frame, total);
+            self.push_one(conn, frame, direct, total);
         }
     }
 
-    fn push_one(&self, conn: &Conn, frame: &Bytes, total: &mut Delivery) {
-        match conn.outbox.push(frame.clone(), self.limits, conn.tenant.config.slow_client) {
+    /// Queues `frame` for `conn`, or with `direct` writes it to the socket when nothing is
+    /// queued before it.
+    fn push_one(&self, conn: &Conn, frame: &Bytes, direct: bool, total: &mut Delivery) {
+        match conn.outbox.push(frame.clone(), self.limits, conn.tenant.config.slow_client, direct) {
             Pushed::Queued => total.queued += 1,
+            Pushed::Behind => {
+                total.queued += 1;
+                total.behind += 1;
+            }
+            Pushed::Written => {
+                total.queued += 1;
+                total.written += 1;
+            }
             Pushed::QueuedDropping(n) => {
                 total.queued += 1;
                 total.dropped += n as u64;
@@ -474,7 +544,7 @@ mod tests {
         let bob = conn(&hub, &tenants, "a", "bob", &[]);
         let other_tenant = conn(&hub, &tenants, "b", "alice", &[]);
         let d = hub.deliver(&tenants.get("a").unwrap(), &event(&["alice"], &[], false));
-        assert_eq!(d, Delivery { queued: 2, dropped: 0, slow_disconnects: 0 });
+        assert_eq!(d, Delivery { queued: 2, ..Delivery::default() });
         assert_eq!(queued(&[&phone, &laptop, &bob, &other_tenant]), [1, 1, 0, 0]);
         assert_eq!(hub.user_connections(&tenants.get("a").unwrap(), "alice"), 2);
         assert_eq!(hub.user_connections(&tenants.get("b").unwrap(), "alice"), 1);
@@ -524,6 +594,22 @@ mod tests {
         ev.filter = Some(Arc::new(Filter { clauses: Box::new([clause]) }));
         assert_eq!(hub.deliver(&tenants.get("a").unwrap(), &ev).queued, 2);
         assert_eq!(queued(&[&pro, &pro_too, &free, &none]), [1, 1, 0, 0]);
+    }
+
+    #[test]
+    fn broadcasts_write_directly_only_while_the_node_keeps_up() {
+        let pace = Pace::new();
+        assert!(pace.direct(), "an idle node writes directly");
+        // A fan-out that just took a while: the next one right after it queues.
+        pace.done(0, Delivery { queued: 10, ..Delivery::default() });
+        pace.took.store(10_000_000, Relaxed);
+        assert!(!pace.direct());
+        // Once as long has passed, directly again; unless connections were found behind.
+        pace.took.store(0, Relaxed);
+        assert!(pace.direct());
+        pace.done(pace.now(), Delivery { queued: 10, behind: 2, ..Delivery::default() });
+        pace.took.store(0, Relaxed);
+        assert!(!pace.direct(), "a fifth of the connections were behind");
     }
 
     #[test]

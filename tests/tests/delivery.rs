@@ -118,3 +118,52 @@ async fn bad_client_frames_get_error_frames_and_the_connection_stays() -> anyhow
 }
 
 use futures_util::SinkExt as _;
+
+/// Events are written to the socket by the fan-out itself while tungstenite answers pings
+/// on the same socket: every frame must arrive whole, in order, with every pong.
+#[tokio::test]
+async fn events_written_by_the_fan_out_never_interleave_with_pongs() -> anyhow::Result<()> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let host = TestHost::start(DEMO).await?;
+    let client = host.connect_user("pinger").await?;
+    let (mut tx, mut rx) = client.ws.split();
+    let publisher = async {
+        for i in 0..200 {
+            host.publish_ok(&json!({"broadcast": true, "event": "tick", "data": {"n": i, "pad": "x".repeat(i * 50)}}))
+                .await?;
+        }
+        anyhow::Ok(())
+    };
+    let pinger = async {
+        for i in 0..200u32 {
+            tx.send(Message::Ping(i.to_be_bytes().to_vec().into())).await?;
+        }
+        anyhow::Ok(())
+    };
+    let reader = async {
+        let (mut events, mut pongs) = (Vec::new(), Vec::new());
+        while events.len() < 200 || pongs.len() < 200 {
+            let msg = tokio::time::timeout(std::time::Duration::from_secs(10), rx.next()).await?;
+            match msg.ok_or_else(|| anyhow::anyhow!("connection ended"))?? {
+                Message::Text(t) => {
+                    let v: serde_json::Value = serde_json::from_str(&t)?;
+                    if v["type"] == "event" {
+                        events.push(v["data"]["n"].as_u64().unwrap_or(u64::MAX));
+                    }
+                }
+                Message::Pong(p) => pongs.push(u32::from_be_bytes(p[..].try_into()?)),
+                other => anyhow::bail!("unexpected frame {other:?}"),
+            }
+        }
+        anyhow::Ok((events, pongs))
+    };
+    let (published, pinged, received) = tokio::join!(publisher, pinger, reader);
+    published?;
+    pinged?;
+    let (events, pongs) = received?;
+    assert_eq!(events, (0..200).collect::<Vec<_>>());
+    assert_eq!(pongs, (0..200).collect::<Vec<_>>());
+    Ok(())
+}

@@ -12,13 +12,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio::time::sleep_until;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
 
+use super::socket::Socket;
 use crate::app::App;
 use crate::auth::Identity;
 use crate::config::ConnectionConfig;
@@ -41,12 +41,7 @@ enum End {
 }
 
 /// Runs a connection that has joined (`session::join`) until it closes.
-pub(crate) async fn run(
-    mut ws: Box<WebSocketStream<TcpStream>>,
-    conn: &Arc<Conn>,
-    identity: &Identity,
-    app: &Arc<App>,
-) {
+pub(crate) async fn run(mut ws: Box<WebSocketStream<Socket>>, conn: &Arc<Conn>, identity: &Identity, app: &Arc<App>) {
     let end = established(&mut ws, conn, identity, app).await;
     session::leave(conn, app);
     // Boxed: the closing state exists only while a connection closes.
@@ -55,7 +50,7 @@ pub(crate) async fn run(
 }
 
 /// Flushes what is queued and closes the socket the way `end` says.
-async fn close(ws: Box<WebSocketStream<TcpStream>>, conn: &Conn, end: End, app: &App) {
+async fn close(ws: Box<WebSocketStream<Socket>>, conn: &Conn, end: End, app: &App) {
     let mut ws = *ws;
     // A draining host lets queues flush for up to the grace period; any other close gets a
     // short bound. The close handshake itself is always short.
@@ -73,25 +68,28 @@ async fn close(ws: Box<WebSocketStream<TcpStream>>, conn: &Conn, end: End, app: 
             if matches!(flushed, Ok(Ok(()))) {
                 let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                    // The close frame is queued in the outbox like everything else.
                     let _ = ws.close(Some(frame)).await;
-                    // Wait for the client's close reply so the close is clean on both sides.
-                    while let Some(Ok(_)) = ws.next().await {}
+                    if flush(&mut ws, conn, stall, true).await.is_ok() {
+                        // Wait for the client's close reply so the close is clean on both sides.
+                        while let Some(Ok(_)) = ws.next().await {}
+                    }
                 })
                 .await;
             }
         }
         End::Gone | End::Drain => {
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                let _ = ws.close(None).await;
+                let _ = flush(&mut ws, conn, stall, true).await;
+            })
+            .await;
         }
     }
+    conn.outbox.detach();
 }
 
-async fn established(
-    ws: &mut WebSocketStream<TcpStream>,
-    conn: &Arc<Conn>,
-    identity: &Identity,
-    app: &Arc<App>,
-) -> End {
+async fn established(ws: &mut WebSocketStream<Socket>, conn: &Arc<Conn>, identity: &Identity, app: &Arc<App>) -> End {
     let c = &app.config.connections;
     let mut clock = Clock::start(c, identity.expires_at.map(crate::clock::unix_to_instant));
     let timer = sleep_until(clock.deadline(c).into());
@@ -228,7 +226,7 @@ fn on_text(text: &str, conn: &Arc<Conn>, identity: &Identity, app: &App) -> Acti
 ///
 /// The usual case, a socket that takes everything at once, completes without waiting; only
 /// a full socket boxes the waiting state, so it does not weigh on every connection's task.
-async fn flush(ws: &mut WebSocketStream<TcpStream>, conn: &Conn, stall: Duration, finishing: bool) -> Result<(), End> {
+async fn flush(ws: &mut WebSocketStream<Socket>, conn: &Conn, stall: Duration, finishing: bool) -> Result<(), End> {
     // Anything tungstenite queued itself (a pong, a close reply) goes out first.
     match ws.flush().now_or_never() {
         Some(done) => done.map_err(|_| End::Gone)?,
@@ -242,7 +240,7 @@ async fn flush(ws: &mut WebSocketStream<TcpStream>, conn: &Conn, stall: Duration
 
 /// [`flush`] for a socket that does not take everything at once.
 async fn flush_waiting(
-    ws: &mut WebSocketStream<TcpStream>,
+    ws: &mut WebSocketStream<Socket>,
     conn: &Conn,
     stall: Duration,
     finishing: bool,
@@ -250,7 +248,7 @@ async fn flush_waiting(
     ws.flush().await.map_err(|_| End::Gone)?;
     while !write_queued(ws, conn, finishing)? {
         tokio::select! {
-            ready = ws.get_ref().writable() => ready.map_err(|_| End::Gone)?,
+            ready = ws.get_ref().tcp().writable() => ready.map_err(|_| End::Gone)?,
             () = conn.outbox.wait() => {}
             () = tokio::time::sleep(stall) => {
                 return Err(End::Close(close::SLOW_CLIENT, "write stalled; reconnect and resume"));
@@ -261,8 +259,8 @@ async fn flush_waiting(
 }
 
 /// Writes what the socket takes now; true when there is nothing more to write.
-fn write_queued(ws: &WebSocketStream<TcpStream>, conn: &Conn, finishing: bool) -> Result<bool, End> {
-    let written = conn.outbox.write_to(ws.get_ref()).map_err(|_| End::Gone)?;
+fn write_queued(ws: &WebSocketStream<Socket>, conn: &Conn, finishing: bool) -> Result<bool, End> {
+    let written = conn.outbox.write_to(ws.get_ref().tcp()).map_err(|_| End::Gone)?;
     conn.tenant.metrics.frames_delivered.fetch_add(written.frames as u64, Relaxed);
     Ok(written.drained || (conn.outbox.killed().is_some() && !finishing))
 }

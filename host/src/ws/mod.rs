@@ -2,6 +2,7 @@
 //! buffers, and runs the connection loop (`conn`).
 
 mod conn;
+mod socket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use crate::hub::Conn;
 use crate::metrics::HandshakeFailure;
 use crate::quota::Slots;
 use crate::session::{self, Joining};
+use socket::Socket;
 
 /// Spawns the task that waits for hyper to hand over the socket and runs the connection.
 /// Only what the connection needs survives; the request (headers, URI) is dropped here.
@@ -55,13 +57,16 @@ fn keep(j: Box<Joining>) -> (Identity, (Admitted, Slots)) {
 /// stream is boxed so that handing it on moves a pointer, not its state.
 async fn upgrade(
     app: &App,
-    conn: &Conn,
+    conn: &Arc<Conn>,
     on_upgrade: OnUpgrade,
     peer: SocketAddr,
-) -> Option<Box<WebSocketStream<TcpStream>>> {
+) -> Option<Box<WebSocketStream<Socket>>> {
     let failed = match tokio::time::timeout(app.config.server.handshake_timeout, on_upgrade).await {
         Ok(Ok(upgraded)) => match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => return Some(Box::new(websocket(app, parts.io.into_inner(), parts.read_buf).await)),
+            Ok(parts) => {
+                let socket = Socket::attach(parts.io.into_inner(), conn.clone());
+                return Some(Box::new(websocket(app, socket, parts.read_buf).await));
+            }
             Err(_) => {
                 tracing::error!("upgraded connection is not a TCP stream");
                 return None;
@@ -78,13 +83,14 @@ async fn upgrade(
 }
 
 /// Wraps the socket with small buffers: tungstenite's defaults would allocate 128 KiB per
-/// connection up front. Server frames bypass tungstenite's write buffer entirely (see
-/// `fanout`), so it only ever holds pongs and close frames.
+/// connection up front. Server frames bypass tungstenite's write path entirely (see
+/// `fanout`), and what tungstenite writes itself (pongs, close frames) goes to the outbox
+/// (see `socket`), so it needs no write buffer.
 ///
 /// `pre_read` (bytes the client sent before the upgrade finished) is a view into hyper's
 /// 8 KiB read buffer; it is consumed here so that buffer is freed before the connection
 /// settles in.
-async fn websocket(app: &App, tcp: TcpStream, pre_read: bytes::Bytes) -> WebSocketStream<TcpStream> {
+async fn websocket(app: &App, socket: Socket, pre_read: bytes::Bytes) -> WebSocketStream<Socket> {
     let c = &app.config.connections;
     let config = WebSocketConfig::default()
         .read_buffer_size(c.read_buffer_bytes)
@@ -93,8 +99,8 @@ async fn websocket(app: &App, tcp: TcpStream, pre_read: bytes::Bytes) -> WebSock
         .max_message_size(Some(c.max_message_bytes))
         .max_frame_size(Some(c.max_message_bytes));
     if pre_read.is_empty() {
-        WebSocketStream::from_raw_socket(tcp, Role::Server, Some(config)).await
+        WebSocketStream::from_raw_socket(socket, Role::Server, Some(config)).await
     } else {
-        WebSocketStream::from_partially_read(tcp, pre_read.to_vec(), Role::Server, Some(config)).await
+        WebSocketStream::from_partially_read(socket, pre_read.to_vec(), Role::Server, Some(config)).await
     }
 }
