@@ -116,13 +116,6 @@ impl State {
         }
     }
 
-    /// Writes `frame` straight to the socket if nothing is queued before it;
-    /// returns how many bytes went out. The socket being full, or failing, writes nothing:
-    /// the connection's task meets the failure on its next write.
-    fn write_now(&self, socket: &TcpStream, frame: &Bytes) -> usize {
-        if self.frames.is_empty() { socket.try_write(frame).unwrap_or(0) } else { 0 }
-    }
-
     fn counted(&self) -> (usize, usize) {
         (self.frames.len() - self.exempt_frames, self.bytes - self.exempt_bytes)
     }
@@ -165,8 +158,10 @@ impl Outbox {
             dropped += 1;
         }
         let behind = !s.frames.is_empty();
-        let socket = self.socket.get().filter(|_| direct && dropped == 0 && s.attached);
-        match socket.map_or(0, |socket| s.write_now(socket, &frame)) {
+        // Straight to the socket when nothing waits before it. A full or failing socket
+        // takes nothing: the connection's task meets the failure on its next write.
+        let socket = self.socket.get().filter(|_| direct && !behind && dropped == 0 && s.attached);
+        match socket.map_or(0, |socket| socket.try_write(&frame).unwrap_or(0)) {
             0 => s.push_back(frame, false),
             n if n == frame.len() => return Pushed::Written,
             n => {

@@ -219,18 +219,17 @@ fn on_text(text: &str, conn: &Arc<Conn>, identity: &Identity, app: &App) -> Acti
     Action::Reply(reply)
 }
 
-/// Writes everything queued (after a kill: only the rest of a partly written frame). Returns
-/// once that is done and never leaves a frame partly written, because tungstenite may write a
-/// pong or close frame next. A socket that accepts nothing for `stall` is a slow client.
-/// After a kill, only a `finishing` (closing) connection keeps writing; the loop returns at once.
+/// Writes everything queued (after a kill: only the rest of a partly written frame). A
+/// socket that accepts nothing for `stall` is a slow client. After a kill, only a
+/// `finishing` (closing) connection keeps writing; the loop returns at once.
 ///
 /// The usual case, a socket that takes everything at once, completes without waiting; only
 /// a full socket boxes the waiting state, so it does not weigh on every connection's task.
 async fn flush(ws: &mut WebSocketStream<Socket>, conn: &Conn, stall: Duration, finishing: bool) -> Result<(), End> {
-    // Anything tungstenite queued itself (a pong, a close reply) goes out first.
-    match ws.flush().now_or_never() {
-        Some(done) => done.map_err(|_| End::Gone)?,
-        None => return Box::pin(flush_waiting(ws, conn, stall, finishing)).await,
+    // Moves anything tungstenite holds back (a pong) into the outbox. `Socket` accepts every
+    // write at once, so this never waits.
+    if let Some(Err(_)) = ws.flush().now_or_never() {
+        return Err(End::Gone);
     }
     if write_queued(ws, conn, finishing)? {
         return Ok(());
@@ -239,13 +238,7 @@ async fn flush(ws: &mut WebSocketStream<Socket>, conn: &Conn, stall: Duration, f
 }
 
 /// [`flush`] for a socket that does not take everything at once.
-async fn flush_waiting(
-    ws: &mut WebSocketStream<Socket>,
-    conn: &Conn,
-    stall: Duration,
-    finishing: bool,
-) -> Result<(), End> {
-    ws.flush().await.map_err(|_| End::Gone)?;
+async fn flush_waiting(ws: &WebSocketStream<Socket>, conn: &Conn, stall: Duration, finishing: bool) -> Result<(), End> {
     while !write_queued(ws, conn, finishing)? {
         tokio::select! {
             ready = ws.get_ref().tcp().writable() => ready.map_err(|_| End::Gone)?,

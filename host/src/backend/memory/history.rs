@@ -105,6 +105,12 @@ impl Epochs {
         u64::from_str_radix(rest, 16).ok()
     }
 
+    /// Whether a client at `p` is at offset 0 of a look that covers a stream created at
+    /// `created` (`None`: the stream still does not exist).
+    fn starts(&self, p: &Position, created: Option<u64>, limits: Limits) -> bool {
+        p.offset == 0 && self.covers(&p.epoch, created, limits)
+    }
+
     /// Whether a client at offset 0 of look epoch `epoch` has missed nothing of a stream
     /// created at `created` (`None`: the stream still does not exist).
     fn covers(&self, epoch: &str, created: Option<u64>, limits: Limits) -> bool {
@@ -117,7 +123,7 @@ impl Epochs {
 }
 
 fn unix_secs() -> u64 {
-    crate::clock::now_micros() / 1_000_000
+    crate::clock::now_millis() / 1000
 }
 
 type Key = (u32, u8, Box<str>);
@@ -149,21 +155,29 @@ fn key(tenant: u32, target: Target<'_>) -> Key {
 }
 
 impl MemoryHistory {
-    /// A stream's own lock is held while one event is appended and pushed to its
-    /// connections, or while a read takes its snapshot; never across an await, and never
-    /// together with another stream's. Only appends `create` a missing stream.
-    fn stream(&self, tenant: u32, target: Target<'_>, create: bool) -> Option<Arc<Mutex<Stream>>> {
+    /// The shard `target`'s stream lives in, locked, with its key; every lookup paces the
+    /// sweep. A shard's lock is held only to find, create or sweep streams.
+    fn shard(&self, tenant: u32, target: Target<'_>) -> (std::sync::MutexGuard<'_, Shard>, Key) {
         let n = self.lookups.fetch_add(1, Relaxed);
         if n % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.sweep(((n / SWEEP_EVERY) as usize) % SHARDS, Instant::now());
         }
         let key = key(tenant, target);
         let shard = &self.shards[(self.hasher.hash_one(&key) as usize) % SHARDS];
-        let mut shard = shard.lock().expect("history lock");
-        if !create {
-            return shard.get(&key).cloned();
-        }
-        Some(shard.entry(key).or_insert_with(|| Arc::new(Mutex::new(Stream::new(&self.epochs)))).clone())
+        (shard.lock().expect("history lock"), key)
+    }
+
+    /// A stream's own lock is held while one event is appended and pushed to its
+    /// connections, or while a read takes its snapshot; never across an await, and never
+    /// together with another stream's. Only appends create a stream (`stream`); reads `find`.
+    fn stream(&self, tenant: u32, target: Target<'_>) -> Arc<Mutex<Stream>> {
+        let (mut shard, key) = self.shard(tenant, target);
+        shard.entry(key).or_insert_with(|| Arc::new(Mutex::new(Stream::new(&self.epochs)))).clone()
+    }
+
+    fn find(&self, tenant: u32, target: Target<'_>) -> Option<Arc<Mutex<Stream>>> {
+        let (shard, key) = self.shard(tenant, target);
+        shard.get(&key).cloned()
     }
 
     /// Drops the shard's streams that expired and that nobody holds right now (a holder
@@ -188,7 +202,7 @@ impl MemoryHistory {
         encode: impl FnOnce(&Position) -> Bytes,
         deliver: impl FnOnce(&Bytes, &Position),
     ) {
-        let stream = self.stream(tenant, target, true).expect("created");
+        let stream = self.stream(tenant, target);
         let mut stream = stream.lock().expect("stream lock");
         stream.last += 1;
         let position = stream.position();
@@ -200,13 +214,13 @@ impl MemoryHistory {
 
     fn snapshot(&self, tenant: &Tenant, target: Target<'_>, from: Start<'_>) -> Replay {
         let limits = Limits::from(tenant.config.history);
-        let Some(stream) = self.stream(tenant.index, target, false) else { return self.absent(from, limits) };
+        let Some(stream) = self.find(tenant.index, target) else { return self.absent(from, limits) };
         let mut stream = stream.lock().expect("stream lock");
         stream.touch(limits);
         // A look epoch that covers this stream is its offset 0.
         let start_of_stream;
         let from = match from.since {
-            Some(p) if p.offset == 0 && self.epochs.covers(&p.epoch, Some(stream.created), limits) => {
+            Some(p) if self.epochs.starts(p, Some(stream.created), limits) => {
                 start_of_stream = Position { epoch: stream.epoch.clone(), offset: 0 };
                 Start { since: Some(&start_of_stream), ..from }
             }
@@ -224,23 +238,23 @@ impl MemoryHistory {
     /// The snapshot of a stream that holds nothing: offset 0 of a look epoch. A client that
     /// comes with a position of an earlier incarnation missed what it held.
     fn absent(&self, from: Start<'_>, limits: Limits) -> Replay {
-        let recovered = from.since.is_none_or(|p| p.offset == 0 && self.epochs.covers(&p.epoch, None, limits));
+        let recovered = from.since.is_none_or(|p| self.epochs.starts(p, None, limits));
         let position = Position { epoch: self.epochs.look(), offset: 0 };
         Replay { recovered, events: Vec::new(), position: Some(position), acked: 0 }
     }
 
     fn ack_now(&self, tenant: &Tenant, user: &str, position: &Position) -> Result<Cursor, HistoryError> {
         let limits = Limits::from(tenant.config.history);
-        let Some(stream) = self.stream(tenant.index, Target::User(user), false) else {
+        let Some(stream) = self.find(tenant.index, Target::User(user)) else {
             // Nothing to ack in a stream that holds nothing; offset 0 of a look is no news.
-            if position.offset == 0 && self.epochs.covers(&position.epoch, None, limits) {
+            if self.epochs.starts(position, None, limits) {
                 return Ok(Cursor { epoch: self.epochs.look(), offset: 0, acked: 0 });
             }
             let p = position.clone();
             return Err(HistoryError::StalePosition(p.epoch, p.offset, self.epochs.look(), 0));
         };
         let mut stream = stream.lock().expect("stream lock");
-        if position.offset == 0 && self.epochs.covers(&position.epoch, Some(stream.created), limits) {
+        if self.epochs.starts(position, Some(stream.created), limits) {
             stream.touch(limits);
             return Ok(Cursor { epoch: stream.epoch.clone(), offset: stream.last, acked: stream.acked });
         }
@@ -379,7 +393,7 @@ mod tests {
         append(&h, &t, 1);
         assert!(!read(&h, &t, Some(&elsewhere), false).recovered);
         let limits = Limits::from(t.config.history);
-        let created = h.stream(t.index, Target::User("u"), false).unwrap().lock().unwrap().created;
+        let created = h.find(t.index, Target::User("u")).unwrap().lock().unwrap().created;
         let look = |at: u64| format!("{}{at:x}", h.epochs.store);
         assert!(h.epochs.covers(&look(created), Some(created), limits));
         assert!(h.epochs.covers(&look(created - 60), Some(created), limits));
@@ -422,17 +436,17 @@ mod sweep_tests {
             let user = format!("u{i}");
             h.append(0, Target::User(&user), limits, None, |_| Bytes::new(), |_, _| {});
         }
-        let first = h.stream(0, Target::User("u1"), true).unwrap().lock().unwrap().epoch.clone();
+        let first = h.stream(0, Target::User("u1")).lock().unwrap().epoch.clone();
         assert_eq!(h.streams(), 100);
         // Nothing has expired yet: a sweep keeps everything.
         (0..SHARDS).for_each(|i| h.sweep(i, Instant::now()));
         assert_eq!(h.streams(), 100);
         let later = Instant::now() + limits.ttl + POSITION_GRACE + std::time::Duration::from_secs(1);
         // A stream someone holds survives the sweep.
-        let held = h.stream(0, Target::User("u2"), true);
+        let held = h.stream(0, Target::User("u2"));
         (0..SHARDS).for_each(|i| h.sweep(i, later));
         assert_eq!(h.streams(), 1);
         drop(held);
-        assert_ne!(h.stream(0, Target::User("u1"), true).unwrap().lock().unwrap().epoch, first);
+        assert_ne!(h.stream(0, Target::User("u1")).lock().unwrap().epoch, first);
     }
 }
