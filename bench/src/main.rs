@@ -1,26 +1,36 @@
 //! `notify-load`: the project's load generator.
 //!
 //! ```text
-//! notify-load idle   --url WS_URL [--connections N] [--concurrency N] [--hold SECS]
-//!                    [--user-prefix P] [--token-secret S] [--claim k=v]...
-//! notify-load fanout --url WS_URL[,WS_URL...] --publish HTTP_URL --key KEY [--connections N] [--events N]
-//!                    [--attribute k=v]... [--token-secret S] [--claim k=v]... [--payload BYTES]
-//!                    [--rate EVENTS_PER_SEC]
-//! notify-load publish --publish HTTP_URL --key KEY [--events N] [--payload BYTES]
-//! notify-load sse-idle --url HTTP_URL [--connections N] [--concurrency N] [--hold SECS] [--user-prefix P]
+//! notify-load subscribe --url WS_URL[,WS_URL...] [--connections N] [--first I] [--source IP]
+//!                       [--concurrency N] [--events N] [--hold SECS] [--latencies FILE]
+//!                       [--user-prefix P] [--token-secret S] [--claim k=v]...
+//! notify-load idle      (subscribe with --events 0)
+//! notify-load broadcast --publish HTTP_URL --key KEY [--events N] [--rate EVENTS_PER_SEC]
+//!                       [--payload BYTES] [--attribute k=v]...
+//! notify-load fanout    --url WS_URL[,WS_URL...] --publish HTTP_URL --key KEY [--connections N]
+//!                       [--events N] [--rate EVENTS_PER_SEC] [--payload BYTES] [--attribute k=v]...
+//!                       [--token-secret S] [--claim k=v]...
+//! notify-load publish   --publish HTTP_URL --key KEY [--events N] [--payload BYTES]
+//! notify-load sse-idle  --url HTTP_URL [--connections N] [--concurrency N] [--hold SECS] [--user-prefix P]
 //! ```
 //!
-//! `idle` opens connections (users `load-0`, `load-1`, ...), waits for each welcome, prints
-//! the handshake rate and holds them, answering pings. With `--token-secret` each user
-//! authenticates with an HS256 token (`sub`, `exp`, plus every `--claim`).
+//! `subscribe` opens connections as users `P{I}`, `P{I+1}`, ... (`load-0`, ... by default),
+//! waits for each welcome and prints the handshake rate (`connected N failed M in T s`). It
+//! then reads until every connection has received broadcast events `0..--events`, or `--hold`
+//! seconds pass, or Ctrl-C, and prints what arrived: deliveries, missing, duplicates, the
+//! publish-to-receive latency percentiles (from the send time in each payload) and the time
+//! of the last receipt. `--latencies` also writes every latency (µs, one per line), so that
+//! several generator processes can be summed up together. With `--source` the connections
+//! leave from that local address (`127.0.0.2`, ...), each address having its own ephemeral
+//! ports. With `--token-secret` each user authenticates with an HS256 token (`sub`, `exp`,
+//! plus every `--claim`). Several comma-separated `--url`s (nodes of a cluster) are used
+//! round-robin. `idle` is `subscribe` that waits for no event.
 //!
-//! With several comma-separated `--url`s (nodes of a cluster), connections are spread over
-//! them round-robin.
+//! `broadcast` publishes `--events` broadcast events numbered from 0, each carrying its send
+//! time, back to back or paced at `--rate` per second, for `subscribe` processes to receive.
 //!
-//! `fanout` connects subscribers, then publishes `--events` broadcast events one after the
-//! other (each carrying its send time; with `--rate`, paced at that many per second, which
-//! measures latency below saturation), and reports deliveries per second and the
-//! publish-to-receive latency percentiles over every delivery.
+//! `fanout` is both in one process: it connects subscribers, publishes, and reports
+//! deliveries per second and the latency percentiles over every delivery.
 //!
 //! `sse-idle` is `idle` over Server-Sent Events (`--url http://HOST:PORT/v1/sse/TENANT`): each
 //! stream is open once its first chunk (the welcome) arrived.
@@ -28,17 +38,20 @@
 //! `publish` sends events to a user nobody is connected as, one request at a time, and
 //! reports publishes per second (the cost of ingest and plugins without fan-out).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod connect;
+mod events;
+mod receive;
+
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use bytes::Bytes;
-use futures_util::StreamExt;
-use http_body_util::{BodyExt, Full};
-use serde_json::{Value, json};
-use tokio::sync::{Mutex, Semaphore};
-use tokio_tungstenite::tungstenite::Message;
+use serde_json::{Map, Value, json};
+
+use connect::{open_all, open_sse, open_ws, report_connected};
+use events::{Publisher, now_us, summary};
+use receive::{Shared, lock, spawn_reader};
 
 #[derive(Default)]
 struct Args {
@@ -46,6 +59,10 @@ struct Args {
     publish: String,
     key: String,
     connections: usize,
+    /// The number of the first user (`--user-prefix` + number).
+    first: usize,
+    /// Local address connections leave from.
+    source: Option<IpAddr>,
     concurrency: usize,
     hold: u64,
     prefix: String,
@@ -54,8 +71,9 @@ struct Args {
     secret: Option<String>,
     claims: Vec<(String, String)>,
     attributes: Vec<(String, String)>,
-    /// Events per second in `fanout`; 0 publishes back to back.
+    /// Events per second when publishing; 0 publishes back to back.
     rate: f64,
+    latencies: Option<String>,
 }
 
 fn pair(s: &str) -> anyhow::Result<(String, String)> {
@@ -65,13 +83,13 @@ fn pair(s: &str) -> anyhow::Result<(String, String)> {
 
 fn parse(args: &[String]) -> anyhow::Result<(String, Args)> {
     let mut it = args.iter();
-    let mode = it.next().context("usage: notify-load idle|fanout|publish ... (see the source header)")?.clone();
+    let mode = it.next().context("usage: notify-load MODE ... (see the source header)")?.clone();
     let mut a = Args {
         connections: 1000,
         concurrency: 256,
         hold: 3600,
         prefix: "load-".into(),
-        events: 100,
+        events: if mode == "idle" { 0 } else { 100 },
         payload: 64,
         ..Args::default()
     };
@@ -82,6 +100,8 @@ fn parse(args: &[String]) -> anyhow::Result<(String, Args)> {
             "--publish" => a.publish = v.clone(),
             "--key" => a.key = v.clone(),
             "--connections" => a.connections = v.parse()?,
+            "--first" => a.first = v.parse()?,
+            "--source" => a.source = Some(v.parse().context("--source is an IP address")?),
             "--concurrency" => a.concurrency = v.parse()?,
             "--hold" => a.hold = v.parse()?,
             "--user-prefix" => a.prefix = v.clone(),
@@ -91,257 +111,140 @@ fn parse(args: &[String]) -> anyhow::Result<(String, Args)> {
             "--token-secret" => a.secret = Some(v.clone()),
             "--claim" => a.claims.push(pair(v)?),
             "--attribute" => a.attributes.push(pair(v)?),
+            "--latencies" => a.latencies = Some(v.clone()),
             _ => bail!("unknown flag {flag}"),
         }
     }
     Ok((mode, a))
 }
 
-fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
-}
-
-fn connect_url(a: &Args, i: usize) -> String {
-    let user = format!("{}{i}", a.prefix);
-    // Several nodes: connections go round-robin over the comma-separated URLs.
-    let urls: Vec<&str> = a.url.split(',').collect();
-    let url = urls[i % urls.len()];
-    let sep = if url.contains('?') { '&' } else { '?' };
-    match &a.secret {
-        None => format!("{url}{sep}user={user}"),
-        Some(secret) => {
-            let mut claims = json!({ "sub": user, "exp": now_us() / 1_000_000 + 3600 });
-            for (k, v) in &a.claims {
-                claims[k] = json!(v);
-            }
-            let token = jsonwebtoken::encode(
-                &jsonwebtoken::Header::default(),
-                &claims,
-                &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-            )
-            .expect("signing a token");
-            format!("{url}{sep}token={token}")
+/// Waits until `done` holds (checked every 50 ms), `deadline` passes or Ctrl-C.
+async fn wait_until(deadline: Instant, done: impl Fn() -> bool) {
+    let check = async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-}
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Opens `a.connections` connections with `connect` (bounded concurrency); returns those
-/// that opened and the time taken.
-async fn open_all<T, F, Fut>(a: &Args, connect: F) -> anyhow::Result<(Vec<T>, Duration)>
-where
-    T: Send + 'static,
-    F: Fn(String) -> Fut,
-    Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
-{
-    let started = Instant::now();
-    let gate = Arc::new(Semaphore::new(a.concurrency));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::with_capacity(a.connections);
-    for i in 0..a.connections {
-        let opening = connect(connect_url(a, i));
-        let (gate, failed) = (gate.clone(), failed.clone());
-        tasks.push(tokio::spawn(async move {
-            let _permit = gate.acquire_owned().await.expect("semaphore open");
-            match opening.await {
-                Ok(conn) => Some(conn),
-                Err(e) => {
-                    if failed.fetch_add(1, Ordering::Relaxed) < 3 {
-                        eprintln!("connect failed: {e}");
-                    }
-                    None
-                }
-            }
-        }));
-    }
-    let mut conns = Vec::with_capacity(a.connections);
-    for t in tasks {
-        if let Some(conn) = t.await? {
-            conns.push(conn);
-        }
-    }
-    Ok((conns, started.elapsed()))
-}
-
-/// A WebSocket connection, once its welcome arrived.
-async fn open_ws(url: String) -> anyhow::Result<Ws> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await?;
-    ws.next().await.context("closed before the welcome")??;
-    Ok(ws)
-}
-
-/// An SSE stream's body, once its first chunk (the welcome) arrived.
-async fn open_sse(url: String) -> anyhow::Result<hyper::body::Incoming> {
-    let rest = url.strip_prefix("http://").context("an SSE --url is http://HOST:PORT/PATH")?;
-    let (host, path) = rest.split_once('/').context("--url needs a path")?;
-    let tcp = tokio::net::TcpStream::connect(host).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
-    tokio::spawn(conn);
-    let req = hyper::Request::get(format!("/{path}"))
-        .header("host", "bench")
-        .header("accept", "text/event-stream")
-        .body(Full::new(Bytes::new()))?;
-    let res = sender.send_request(req).await?;
-    anyhow::ensure!(res.status() == 200, "SSE refused: {}", res.status());
-    let mut body = res.into_body();
-    body.frame().await.context("stream ended before the welcome")??;
-    Ok(body)
-}
-
-fn report_connected(opened: usize, wanted: usize, took: Duration) {
-    println!(
-        "connected {opened} failed {} in {:.2}s ({:.0} handshakes/s)",
-        wanted - opened,
-        took.as_secs_f64(),
-        opened as f64 / took.as_secs_f64()
-    );
-}
-
-/// Keeps the streams open and read until `--hold` passes or Ctrl-C.
-async fn hold(a: &Args, readers: Vec<tokio::task::JoinHandle<()>>) {
+    };
     tokio::select! {
-        () = tokio::time::sleep(Duration::from_secs(a.hold)) => {}
+        () = check => {}
+        () = tokio::time::sleep_until(deadline.into()) => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Every connection has all its events or has closed.
+fn settled(tally: &Shared, opened: usize) -> bool {
+    let t = lock(tally);
+    t.complete + t.ended >= opened
+}
+
+/// `received D of E events (missing M, duplicates U, closed early C); latency ...`, and every
+/// latency into `--latencies`.
+fn report_received(a: &Args, tally: &Shared, opened: usize) -> anyhow::Result<String> {
+    let mut t = lock(tally);
+    let expected = opened * a.events;
+    let received = t.latencies.len();
+    let latency = summary(&mut t.latencies);
+    let line = format!(
+        "received {received} of {expected} events (missing {}, duplicates {}, closed early {}); {}; last receipt at {} us",
+        expected - received,
+        t.duplicates,
+        t.ended,
+        latency,
+        t.last_us
+    );
+    if let Some(path) = &a.latencies {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {path}"))?);
+        for l in &t.latencies {
+            writeln!(out, "{l}")?;
+        }
+        out.flush()?;
+    }
+    Ok(line)
+}
+
+async fn subscribe(a: Args) -> anyhow::Result<()> {
+    let (conns, took) = open_all(&a, open_ws).await?;
+    let opened = conns.len();
+    report_connected(opened, a.connections, took);
+    let tally = Shared::default();
+    let readers: Vec<_> = conns.into_iter().map(|ws| spawn_reader(ws, a.events, tally.clone())).collect();
+    wait_until(Instant::now() + Duration::from_secs(a.hold), || settled(&tally, opened)).await;
+    if a.events > 0 {
+        println!("{}", report_received(&a, &tally, opened)?);
     }
     for r in readers {
         r.abort();
     }
+    Ok(())
 }
 
 async fn sse_idle(a: Args) -> anyhow::Result<()> {
     let (streams, took) = open_all(&a, open_sse).await?;
     report_connected(streams.len(), a.connections, took);
-    let readers = streams
+    let readers: Vec<_> = streams
         .into_iter()
-        .map(|mut body| tokio::spawn(async move { while let Some(Ok(_)) = body.frame().await {} }))
+        .map(|mut body| {
+            tokio::spawn(async move {
+                use http_body_util::BodyExt as _;
+                while let Some(Ok(_)) = body.frame().await {}
+            })
+        })
         .collect();
-    hold(&a, readers).await;
+    wait_until(Instant::now() + Duration::from_secs(a.hold), || false).await;
+    for r in readers {
+        r.abort();
+    }
     Ok(())
 }
 
-async fn idle(a: Args) -> anyhow::Result<()> {
-    let (conns, took) = open_all(&a, open_ws).await?;
-    report_connected(conns.len(), a.connections, took);
-    let readers = conns
-        .into_iter()
-        .map(|mut ws| tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} }))
-        .collect();
-    hold(&a, readers).await;
+/// Publishes `--events` broadcasts numbered from 0 (paced at `--rate`); returns the time the
+/// first was sent (Unix µs) and how long publishing took.
+async fn publish_broadcasts(a: &Args) -> anyhow::Result<(u64, Duration)> {
+    let mut publisher = Publisher::connect(&a.publish, &a.key).await?;
+    let attributes: Map<String, Value> = a.attributes.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    let pad = "x".repeat(a.payload);
+    let (started, first_us) = (Instant::now(), now_us());
+    for i in 0..a.events {
+        if a.rate > 0.0 {
+            tokio::time::sleep_until((started + Duration::from_secs_f64(i as f64 / a.rate)).into()).await;
+        }
+        publisher.send(&events::broadcast(i, &attributes, &pad)).await?;
+    }
+    Ok((first_us, started.elapsed()))
+}
+
+async fn broadcast(a: Args) -> anyhow::Result<()> {
+    let (first_us, took) = publish_broadcasts(&a).await?;
+    println!("published {} events in {:.3}s, the first at {first_us} us", a.events, took.as_secs_f64());
     Ok(())
-}
-
-/// A keep-alive HTTP/1.1 client for one publish URL.
-struct Publisher {
-    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    path: String,
-    auth: String,
-}
-
-impl Publisher {
-    async fn connect(url: &str, key: &str) -> anyhow::Result<Self> {
-        let rest = url.strip_prefix("http://").context("--publish must be http://host:port/path")?;
-        let (host, path) = rest.split_once('/').context("--publish needs a path")?;
-        let tcp = tokio::net::TcpStream::connect(host).await?;
-        tcp.set_nodelay(true)?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
-        tokio::spawn(conn);
-        Ok(Self { sender, path: format!("/{path}"), auth: format!("Bearer {key}") })
-    }
-
-    async fn send(&mut self, body: &Value) -> anyhow::Result<()> {
-        let req = hyper::Request::post(&self.path)
-            .header("authorization", &self.auth)
-            .header("host", "bench")
-            .body(Full::new(Bytes::from(body.to_string())))?;
-        self.sender.ready().await?;
-        let res = self.sender.send_request(req).await?;
-        let status = res.status();
-        let body = res.into_body().collect().await?.to_bytes();
-        anyhow::ensure!(status == 202, "publish returned {status}: {}", String::from_utf8_lossy(&body));
-        Ok(())
-    }
-}
-
-/// The send time a `fanout` payload carries, found without parsing the frame: the generator
-/// must cost far less per delivery than the servers it measures.
-fn sent_us(frame: &str) -> Option<u64> {
-    let rest = &frame[frame.find("\"sent_us\":")? + "\"sent_us\":".len()..];
-    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    rest[..digits].parse().ok()
-}
-
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 async fn fanout(a: Args) -> anyhow::Result<()> {
     let (conns, took) = open_all(&a, open_ws).await?;
     let n = conns.len();
     println!("subscribers {n} connected in {:.2}s", took.as_secs_f64());
-    let latencies = Arc::new(Mutex::new(Vec::with_capacity(n * a.events)));
-    let last_receipt = Arc::new(Mutex::new(Instant::now()));
-    let events = a.events;
-    let readers: Vec<_> = conns
-        .into_iter()
-        .map(|mut ws| {
-            let (latencies, last_receipt) = (latencies.clone(), last_receipt.clone());
-            tokio::spawn(async move {
-                let mut mine = Vec::with_capacity(events);
-                while mine.len() < events {
-                    let text = match ws.next().await {
-                        Some(Ok(Message::Text(text))) => text,
-                        // Pings are answered by tungstenite; keep reading.
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                        _ => break,
-                    };
-                    if let Some(sent) = sent_us(&text) {
-                        mine.push(now_us().saturating_sub(sent));
-                    }
-                }
-                *last_receipt.lock().await = Instant::now();
-                latencies.lock().await.extend(mine);
-                ws
-            })
-        })
-        .collect();
-    let mut publisher = Publisher::connect(&a.publish, &a.key).await?;
-    let attributes: serde_json::Map<String, Value> = a.attributes.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-    let pad = "x".repeat(a.payload);
-    let started = Instant::now();
-    for i in 0..a.events {
-        if a.rate > 0.0 {
-            tokio::time::sleep_until((started + Duration::from_secs_f64(i as f64 / a.rate)).into()).await;
-        }
-        let body = json!({"broadcast": true, "event": "bench", "attributes": attributes,
-                          "data": {"sent_us": now_us(), "n": i, "pad": pad}});
-        publisher.send(&body).await?;
-    }
-    let published = started.elapsed();
-    let mut open = Vec::new();
-    for r in readers {
-        if let Ok(Ok(ws)) = tokio::time::timeout(Duration::from_secs(60), r).await {
-            open.push(ws);
-        }
-    }
-    let elapsed = last_receipt.lock().await.duration_since(started);
-    let mut lat = std::mem::take(&mut *latencies.lock().await);
-    lat.sort_unstable();
-    let deliveries = lat.len();
+    let tally = Shared::default();
+    let readers: Vec<_> = conns.into_iter().map(|ws| spawn_reader(ws, a.events, tally.clone())).collect();
+    let (first_us, published) = publish_broadcasts(&a).await?;
+    wait_until(Instant::now() + Duration::from_secs(60), || settled(&tally, n)).await;
+    let (received, last_us) = {
+        let t = lock(&tally);
+        (t.latencies.len(), t.last_us)
+    };
+    let elapsed = Duration::from_micros(last_us.saturating_sub(first_us));
     println!(
-        "events {events} published in {:.2}s; deliveries {deliveries}/{} in {:.2}s = {:.0} deliveries/s; latency us p50 {} p90 {} p99 {} max {}",
+        "events {} published in {:.2}s; deliveries {received}/{} in {:.2}s = {:.0} deliveries/s; {}",
+        a.events,
         published.as_secs_f64(),
-        n * events,
+        n * a.events,
         elapsed.as_secs_f64(),
-        deliveries as f64 / elapsed.as_secs_f64(),
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.9),
-        percentile(&lat, 0.99),
-        lat.last().copied().unwrap_or(0),
+        received as f64 / elapsed.as_secs_f64(),
+        report_received(&a, &tally, n)?
     );
+    for r in readers {
+        r.abort();
+    }
     Ok(())
 }
 
@@ -365,15 +268,21 @@ async fn publish(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn run(mode: String, a: Args) -> anyhow::Result<()> {
+    match mode.as_str() {
+        "subscribe" | "idle" => subscribe(a).await,
+        "broadcast" => broadcast(a).await,
+        "fanout" => fanout(a).await,
+        "publish" => publish(a).await,
+        "sse-idle" => sse_idle(a).await,
+        other => bail!("unknown mode {other}: subscribe, idle, broadcast, fanout, publish or sse-idle"),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (mode, a) = parse(&args)?;
-    match mode.as_str() {
-        "idle" => idle(a).await,
-        "fanout" => fanout(a).await,
-        "publish" => publish(a).await,
-        "sse-idle" => sse_idle(a).await,
-        other => bail!("unknown mode {other}: idle, sse-idle, fanout or publish"),
-    }
+    // On a worker thread: the main thread would need waking for every connection it opens.
+    tokio::spawn(run(mode, a)).await?
 }

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# The scale run: CONNECTIONS concurrent WebSocket connections on this one machine, all
+# receiving one broadcast. A process may hold 20,000 open files, so the connections are
+# spread over NODES hosts in cluster mode (Redis broker) over one private redis-server, and
+# over generator processes of at most PER_GEN connections each, every generator leaving from
+# its own source address (127.0.0.2, 127.0.0.3, ...). Each generator connects round-robin to
+# every node. Once all are connected, node 1 publishes EVENTS broadcasts (1 per second) and
+# every connection must receive each of them once.
+#
+# Prints: connections held (the nodes' notify_connections), handshake rate and host CPU per
+# connect, RSS per node and in total, the generators' RSS, kernel TCP memory and sockets
+# (/proc/net/sockstat), Redis memory, then the broadcast: deliveries, missing, duplicates,
+# completion time (first publish to last receipt) and publish-to-receive latency percentiles
+# over every delivery.
+#
+#   bench/scale.sh [CONNECTIONS] [NODES]   (defaults 500000 26)
+#   env: PER_GEN (connections per generator process, default 19000), EVENTS (default 1),
+#        CONCURRENCY (handshakes in flight per generator, default 64),
+#        CONNECT_SECS (bound on connecting, default 900), RECEIVE_SECS (bound on the
+#        broadcast, default 300), HOST_BIN (measure another build)
+#
+# Bounded: every wait has a deadline, and everything started here is stopped by PID on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+total=${1:-500000}
+nodes=${2:-26}
+per_gen=${PER_GEN:-19000}
+events=${EVENTS:-1}
+connect_secs=${CONNECT_SECS:-900}
+receive_secs=${RECEIVE_SECS:-300}
+gens=$(( (total + per_gen - 1) / per_gen ))
+per_node=$(( (total + nodes - 1) / nodes ))
+if [ "$per_node" -gt 19500 ] || [ "$gens" -gt 250 ]; then
+  echo "$per_node connections per node (at most 19,500 fit in 20,000 open files) or $gens generators (at most 250 source addresses): use more nodes or a larger PER_GEN"; exit 1
+fi
+cargo build --release -q -p notify-host -p notify-bench
+source bench/common.sh
+work=$(mktemp -d)
+pids=()
+trap 'stop_all "${pids[@]}"' EXIT
+
+slab_kib() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
+slab_before=$(slab_kib)
+start_redis
+pids+=("$redis_pid")
+
+ticks() { awk '{s += $14 + $15} END {print s}' "${@/#//proc/}" 2>/dev/null; }
+cpu_ticks() { local s=0 p; for p in "$@"; do s=$(( s + $(awk '{print $14 + $15}' "/proc/$p/stat") )); done; echo "$s"; }
+rss_kib() { local s=0 p; for p in "$@"; do s=$(( s + $(awk '/^VmRSS:/ {print $2}' "/proc/$p/status") )); done; echo "$s"; }
+hz=$(getconf CLK_TCK)
+
+echo "date: $(date -u +%F), rustc: $(rustc --version | cut -d' ' -f2), cores: $(nproc), memory: $(free -g | awk '/^Mem:/ {print $2}') GiB, $(redis-server --version | cut -d' ' -f3), kernel $(uname -r)"
+echo "connections $total over $nodes nodes (≤ $per_node each) and $gens generators (≤ $per_gen each), events $events"
+
+node_pids=(); node_ports=(); urls=""
+for i in $(seq "$nodes"); do
+  port=$(free_port)
+  cat > "$work/node$i.toml" <<TOML
+[server]
+listen = "127.0.0.1:$port"
+[log]
+level = "warn"
+[broker]
+kind = "redis"
+url = "redis://127.0.0.1:$redis_port"
+[tenants.bench]
+publish_key = "bench-key"
+auth = { mode = "insecure" }
+TOML
+  "${HOST_BIN:-target/release/notify-host}" --config "$work/node$i.toml" > "$work/node$i.log" 2>&1 &
+  node_pids+=($!); pids+=($!); node_ports+=("$port")
+  urls="${urls:+$urls,}ws://127.0.0.1:$port/v1/ws/bench"
+done
+for i in "${!node_ports[@]}"; do
+  port=${node_ports[$i]}
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
+  curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { echo "node $((i + 1)) not ready:"; cat "$work/node$((i + 1)).log"; exit 1; }
+done
+base_rss=$(rss_kib "${node_pids[@]}")
+echo "nodes ready: RSS $(( base_rss / 1024 )) MiB in total before any connection"
+
+held() { local s=0 p v; for p in "${node_ports[@]}"; do port=$p; v=$(metric 'notify_connections{tenant="bench"}'); s=$(( s + ${v:-0} )); done; echo "$s"; }
+
+# Generators, each from its own source address.
+gen_pids=()
+cpu_before=$(cpu_ticks "${node_pids[@]}")
+started=$(date +%s.%N)
+for g in $(seq 0 $((gens - 1))); do
+  first=$(( g * per_gen )); n=$(( total - first < per_gen ? total - first : per_gen ))
+  target/release/notify-load subscribe --url "$urls" --connections "$n" --first "$first" \
+    --source "127.0.0.$((g + 2))" --concurrency "${CONCURRENCY:-64}" --events "$events" \
+    --hold $(( connect_secs + receive_secs )) --latencies "$work/lat$g" > "$work/gen$g.log" 2>&1 &
+  gen_pids+=($!); pids+=($!)
+done
+
+# Wait (bounded) until every generator has reported its connections.
+deadline=$(( $(date +%s) + connect_secs ))
+while true; do
+  done_count=$(cat "$work"/gen*.log | grep -c "^connected" || true)
+  [ "$done_count" -eq "$gens" ] && break
+  for p in "${gen_pids[@]}"; do kill -0 "$p" 2>/dev/null || { echo "a generator exited:"; cat "$work"/gen*.log | grep -v '^connected' | head; exit 1; }; done
+  [ "$(date +%s)" -lt "$deadline" ] || { echo "not connected within ${connect_secs}s: $done_count of $gens generators done, $(held) held"; exit 1; }
+  sleep 1
+done
+took=$(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN {print e - s}')
+cpu_after=$(cpu_ticks "${node_pids[@]}")
+opened=$(awk '/^connected/ {s += $2} END {print s}' "$work"/gen*.log)
+failed=$(awk '/^connected/ {s += $4} END {print s}' "$work"/gen*.log)
+sleep 2
+now_held=$(held)
+node_rss=(); for p in "${node_pids[@]}"; do node_rss+=("$(rss_kib "$p")"); done
+all_rss=$(rss_kib "${node_pids[@]}")
+printf 'connected %d (failed %d) in %.1fs = %.0f handshakes/s; host CPU %d µs per connect\n' "$opened" "$failed" "$took" \
+  "$(awk -v o="$opened" -v t="$took" 'BEGIN {print o / t}')" $(( (cpu_after - cpu_before) * 1000000 / hz / (opened > 0 ? opened : 1) ))
+echo "held by the nodes: $now_held"
+echo "node RSS: total $(( all_rss / 1024 )) MiB ($(( (all_rss - base_rss) * 1024 / (now_held > 0 ? now_held : 1) )) B per connection above the empty nodes); per node min $(( $(printf '%s\n' "${node_rss[@]}" | sort -n | head -1) / 1024 )) MiB, max $(( $(printf '%s\n' "${node_rss[@]}" | sort -n | tail -1) / 1024 )) MiB"
+echo "generator RSS: total $(( $(rss_kib "${gen_pids[@]}") / 1024 )) MiB ($(( $(rss_kib "${gen_pids[@]}") * 1024 / (opened > 0 ? opened : 1) )) B per connection)"
+echo "kernel slab: +$(( ($(slab_kib) - slab_before) / 1024 )) MiB since the start ($(( ($(slab_kib) - slab_before) * 1024 / (opened > 0 ? opened : 1) )) B per connection, both ends)"
+echo "kernel: $(awk '/^sockets:/ {print "sockets used " $3} /^TCP:/ {print ", TCP inuse " $3 ", TCP memory " $11 * 4 / 1024 " MiB"}' /proc/net/sockstat | tr -d '\n'); conntrack entries $(cat /proc/sys/net/netfilter/nf_conntrack_count 2>/dev/null || echo n/a)"
+echo "redis: $(redis-cli -p "$redis_port" info memory | awk -F: '/^used_memory_human|^used_memory_rss_human/ {gsub("\r", ""); printf "%s %s ", $1, $2}')$(redis-cli -p "$redis_port" info stats | awk -F: '/^pubsub_channels/ {gsub("\r", ""); print "pubsub channels " $2}')"
+echo "machine: $(free -m | awk '/^Mem:/ {print "used " $3 " MiB of " $2}')"
+
+# The broadcast.
+target/release/notify-load broadcast --publish "http://127.0.0.1:${node_ports[0]}/v1/publish" --key bench-key \
+  --events "$events" --rate 1 > "$work/publish.log"
+cat "$work/publish.log"
+first_us=$(awk '{print $(NF - 1)}' "$work/publish.log")
+deadline=$(( $(date +%s) + receive_secs ))
+for p in "${gen_pids[@]}"; do
+  while kill -0 "$p" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.5; done
+  kill -INT "$p" 2>/dev/null || true
+done
+for p in "${gen_pids[@]}"; do wait "$p" || true; done
+grep -h "^received" "$work"/gen*.log | awk -v first="$first_us" '
+  {got += $2; want += $4; miss += substr($7, 1, length($7) - 1); dup += substr($9, 1, length($9) - 1)
+   closed += substr($12, 1, length($12) - 2); if ($(NF - 1) > last) last = $(NF - 1)}
+  END {printf "broadcast: received %d of %d (missing %d, duplicates %d, closed early %d), completed %.3f s after the first publish\n",
+       got, want, miss, dup, closed, (last - first) / 1e6}'
+cat "$work"/lat* | sort -n | awk '{v[NR] = $1} END {if (NR) printf "latency over %d deliveries: p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms\n",
+  NR, v[int(NR * 0.5) + 1] / 1000, v[int(NR * 0.9) + 1] / 1000, v[int(NR * 0.99) + 1] / 1000, v[NR] / 1000}'

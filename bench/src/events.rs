@@ -1,0 +1,84 @@
+//! The events the generator publishes and how a receiver reads them back: each payload
+//! carries its send time (`sent_us`) and its number (`n`), found in the frame without parsing
+//! it, so the generator costs far less per delivery than the servers it measures.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde_json::{Map, Value, json};
+
+pub(crate) fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Broadcast event number `n`, stamped now.
+pub(crate) fn broadcast(n: usize, attributes: &Map<String, Value>, pad: &str) -> Value {
+    json!({"broadcast": true, "event": "bench", "attributes": attributes,
+           "data": {"sent_us": now_us(), "n": n, "pad": pad}})
+}
+
+/// The unsigned number after `"key":` in a frame.
+fn number(frame: &str, key: &str) -> Option<u64> {
+    let rest = &frame[frame.find(key)? + key.len()..];
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    rest[..digits].parse().ok()
+}
+
+/// The send time and number a generator's event carries, if the frame is one.
+pub(crate) fn stamp(frame: &str) -> Option<(u64, u64)> {
+    Some((number(frame, "\"sent_us\":")?, number(frame, "\"n\":")?))
+}
+
+/// The value at fraction `p` of sorted samples (0 when there are none).
+pub(crate) fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// `p50 … p90 … p99 … max …` of unsorted latency samples, sorting them.
+pub(crate) fn summary(latencies: &mut [u64]) -> String {
+    latencies.sort_unstable();
+    format!(
+        "latency us p50 {} p90 {} p99 {} max {}",
+        percentile(latencies, 0.5),
+        percentile(latencies, 0.9),
+        percentile(latencies, 0.99),
+        latencies.last().copied().unwrap_or(0)
+    )
+}
+
+/// A keep-alive HTTP/1.1 client for one publish URL.
+pub(crate) struct Publisher {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    path: String,
+    auth: String,
+}
+
+impl Publisher {
+    pub(crate) async fn connect(url: &str, key: &str) -> anyhow::Result<Self> {
+        let rest = url.strip_prefix("http://").context("--publish must be http://host:port/path")?;
+        let (host, path) = rest.split_once('/').context("--publish needs a path")?;
+        let tcp = tokio::net::TcpStream::connect(host).await?;
+        tcp.set_nodelay(true)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+        tokio::spawn(conn);
+        Ok(Self { sender, path: format!("/{path}"), auth: format!("Bearer {key}") })
+    }
+
+    pub(crate) async fn send(&mut self, body: &Value) -> anyhow::Result<()> {
+        let req = hyper::Request::post(&self.path)
+            .header("authorization", &self.auth)
+            .header("host", "bench")
+            .body(Full::new(Bytes::from(body.to_string())))?;
+        self.sender.ready().await?;
+        let res = self.sender.send_request(req).await?;
+        let status = res.status();
+        let body = res.into_body().collect().await?.to_bytes();
+        anyhow::ensure!(status == 202, "publish returned {status}: {}", String::from_utf8_lossy(&body));
+        Ok(())
+    }
+}
