@@ -132,7 +132,7 @@ pub(crate) async fn open_ws(url: String, source: Option<IpAddr>) -> anyhow::Resu
     let uri = request.uri();
     let authority = format!("{}:{}", uri.host().context("URL without a host")?, uri.port_u16().unwrap_or(80));
     let stream = tcp(&authority, source).await?;
-    let config = WebSocketConfig::default().read_buffer_size(1024);
+    let config = WebSocketConfig::default().read_buffer_size(4096);
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
     ws.next().await.context("closed before the welcome")??;
     Ok(ws)
