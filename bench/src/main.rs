@@ -48,6 +48,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use serde_json::{Map, Value, json};
+use tokio::task::JoinHandle;
 
 use connect::{open_all, open_sse, open_ws, report_connected};
 use events::{Publisher, now_us, summary};
@@ -163,12 +164,22 @@ fn report_received(a: &Args, tally: &Shared, opened: usize) -> anyhow::Result<St
     Ok(line)
 }
 
+/// Opens the connections, each read from the moment its welcome arrived (an unread one
+/// would not answer pings, and its server would close it).
+async fn open_readers(a: &Args, tally: &Shared) -> anyhow::Result<(Vec<JoinHandle<()>>, Duration)> {
+    let events = a.events;
+    open_all(a, |url, source| {
+        let tally = tally.clone();
+        async move { Ok(spawn_reader(open_ws(url, source).await?, events, tally)) }
+    })
+    .await
+}
+
 async fn subscribe(a: Args) -> anyhow::Result<()> {
-    let (conns, took) = open_all(&a, open_ws).await?;
-    let opened = conns.len();
-    report_connected(opened, a.connections, took);
     let tally = Shared::default();
-    let readers: Vec<_> = conns.into_iter().map(|ws| spawn_reader(ws, a.events, tally.clone())).collect();
+    let (readers, took) = open_readers(&a, &tally).await?;
+    let opened = readers.len();
+    report_connected(opened, a.connections, took);
     wait_until(Instant::now() + Duration::from_secs(a.hold), || settled(&tally, opened)).await;
     if a.events > 0 {
         println!("{}", report_received(&a, &tally, opened)?);
@@ -221,11 +232,10 @@ async fn broadcast(a: Args) -> anyhow::Result<()> {
 }
 
 async fn fanout(a: Args) -> anyhow::Result<()> {
-    let (conns, took) = open_all(&a, open_ws).await?;
-    let n = conns.len();
-    println!("subscribers {n} connected in {:.2}s", took.as_secs_f64());
     let tally = Shared::default();
-    let readers: Vec<_> = conns.into_iter().map(|ws| spawn_reader(ws, a.events, tally.clone())).collect();
+    let (readers, took) = open_readers(&a, &tally).await?;
+    let n = readers.len();
+    println!("subscribers {n} connected in {:.2}s", took.as_secs_f64());
     let (first_us, published) = publish_broadcasts(&a).await?;
     wait_until(Instant::now() + Duration::from_secs(60), || settled(&tally, n)).await;
     let (received, last_us) = {
