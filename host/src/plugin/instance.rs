@@ -138,6 +138,7 @@ impl LoadedPlugin {
             table: ResourceTable::new(),
             clock: CallClock::start(self.deadline().saturating_mul(10).max(INSTANTIATE_BUDGET_MIN)),
         };
+        let _ticking = self.runtime.ticking();
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(|ctx| {
@@ -179,7 +180,9 @@ impl LoadedPlugin {
             Ok(mut warm) => {
                 warm.store.data_mut().clock = CallClock::start(self.deadline());
                 warm.store.set_epoch_deadline(1);
+                let ticking = self.runtime.ticking();
                 let r = f(&mut warm.store, &warm.guest);
+                drop(ticking);
                 if r.is_ok() {
                     warm.calls += 1;
                     let mut idle = self.idle.lock().expect("idle lock");

@@ -3,7 +3,9 @@
 //! compile cache keyed by the component's sha256.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
+use std::thread::Thread;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -17,6 +19,9 @@ use crate::tenant::hex;
 
 /// One epoch tick; deadlines are counted in ticks.
 const TICK: Duration = Duration::from_millis(1);
+
+/// How often a parked epoch ticker looks whether its runtime is gone.
+const PARKED_CHECK: Duration = Duration::from_secs(1);
 
 /// A compiled, linked component: ready to instantiate for any hook it exports.
 pub(crate) struct Compiled {
@@ -47,6 +52,23 @@ pub(crate) struct Runtime {
     /// Compiled components by sha256, so re-uploads and rollbacks skip compilation. Held
     /// only while looking up or inserting, never across a compilation.
     cache: Mutex<HashMap<String, Arc<Compiled>>>,
+    /// Plugin calls and instantiations running now. The epoch ticker ticks only while this is
+    /// above zero: otherwise every node, plugins or not, would wake a thousand times a second.
+    running: Arc<AtomicUsize>,
+    /// The epoch ticker, unparked when `running` leaves zero.
+    ticker: Thread,
+    /// Epoch increments so far: how the tests see the clock stand still.
+    #[cfg_attr(not(test), allow(dead_code))]
+    ticks: Arc<AtomicU64>,
+}
+
+/// Keeps the epoch clock ticking while guest code may run (see [`Runtime::ticking`]).
+pub(crate) struct Ticking<'a>(&'a Runtime);
+
+impl Drop for Ticking<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, SeqCst);
+    }
 }
 
 impl Runtime {
@@ -73,20 +95,18 @@ impl Runtime {
         super::bindings::PluginHost::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
             .map_err(engine_error)?;
 
-        // Epoch ticker: the clock every call deadline is measured against. It holds only a
-        // weak reference, so it stops when the runtime is dropped.
-        let weak = engine.weak();
-        std::thread::Builder::new()
-            .name("plugin-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(TICK);
-                }
-            })
-            .map_err(|e| PluginError::Engine(e.into()))?;
-        Ok(Arc::new(Self { engine, linker, limits, cache: Mutex::default() }))
+        let (running, ticks) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicU64::new(0)));
+        let ticker = spawn_ticker(&engine, running.clone(), ticks.clone())?;
+        Ok(Arc::new(Self { engine, linker, limits, cache: Mutex::default(), running, ticker, ticks }))
+    }
+
+    /// Makes the epoch clock, which every call deadline is measured against, tick until the
+    /// guard is dropped. Hold it while guest code runs.
+    pub(crate) fn ticking(&self) -> Ticking<'_> {
+        if self.running.fetch_add(1, SeqCst) == 0 {
+            self.ticker.unpark();
+        }
+        Ticking(self)
     }
 
     /// The compiled component with sha256 `hash`, if this node compiled it before.
@@ -131,4 +151,63 @@ impl Runtime {
 /// Components start with the wasm magic and a version/layer word whose layer is 1.
 fn is_component(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [1, 0]
+}
+
+/// The epoch ticker: increments the engine's epoch every [`TICK`] while guest code runs,
+/// parks otherwise. It holds only a weak reference, so it stops when the engine is dropped.
+fn spawn_ticker(engine: &Engine, running: Arc<AtomicUsize>, ticks: Arc<AtomicU64>) -> Result<Thread, PluginError> {
+    let weak = engine.weak();
+    let handle = std::thread::Builder::new()
+        .name("plugin-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                if running.load(SeqCst) > 0 {
+                    engine.increment_epoch();
+                    ticks.fetch_add(1, SeqCst);
+                    drop(engine);
+                    std::thread::sleep(TICK);
+                } else {
+                    drop(engine);
+                    // An unpark that came after the check above makes this return at once.
+                    std::thread::park_timeout(PARKED_CHECK);
+                }
+            }
+        })
+        .map_err(|e| PluginError::Engine(e.into()))?;
+    Ok(handle.thread().clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait_for(what: &str, done: impl Fn() -> bool) {
+        for _ in 0..1000 {
+            if done() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("{what} did not happen within 10 s");
+    }
+
+    #[test]
+    fn the_epoch_clock_ticks_only_while_guest_code_runs() {
+        let runtime = Runtime::new(PluginLimits::default()).expect("runtime");
+        let ticks = || runtime.ticks.load(SeqCst);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(ticks(), 0, "an idle runtime's clock stands still");
+
+        let running = runtime.ticking();
+        wait_for("ticking", || ticks() >= 5);
+        drop(running);
+        // The ticker may finish the tick it had started when the guard went.
+        std::thread::sleep(Duration::from_millis(50));
+        let stopped = ticks();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(ticks() <= stopped + 1, "the clock stops when no guest code runs");
+
+        let _running = runtime.ticking();
+        wait_for("ticking again", || ticks() >= stopped + 5);
+    }
 }
