@@ -40,7 +40,7 @@ measure() {
   target/release/notify-load fanout --url "$3" --publish "$4" --key demo-key --connections "$subs" \
     --events "$events" --rate "$rate" --payload "$payload" --concurrency 200 > "$log" 2>&1 &
   local gen=$!
-  until grep -q "^subscribers" "$log"; do
+  until grep -q "^subscribers" "$log" 2>/dev/null; do
     kill -0 "$gen" 2>/dev/null || { cat "$log"; return 1; }
     sleep 0.05
   done

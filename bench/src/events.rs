@@ -19,6 +19,11 @@ pub(crate) fn broadcast(n: usize, attributes: &Map<String, Value>, pad: &str) ->
            "data": {"sent_us": now_us(), "n": n, "pad": pad}})
 }
 
+/// Event number `n` for `user` alone, stamped now.
+pub(crate) fn targeted(user: &str, n: usize, pad: &str) -> Value {
+    json!({"users": [user], "event": "bench", "data": {"sent_us": now_us(), "n": n, "pad": pad}})
+}
+
 /// The unsigned number after `"key":` in a frame.
 fn number(frame: &str, key: &str) -> Option<u64> {
     let rest = &frame[frame.find(key)? + key.len()..];

@@ -10,6 +10,8 @@
 //! notify-load fanout    --url WS_URL[,WS_URL...] --publish HTTP_URL --key KEY [--connections N]
 //!                       [--events N] [--rate EVENTS_PER_SEC] [--payload BYTES] [--attribute k=v]...
 //!                       [--token-secret S] [--claim k=v]...
+//! notify-load targeted  --url WS_URL --publish BATCH_URL --key KEY [--connections N] [--events N]
+//!                       [--batch N] [--rate EVENTS_PER_SEC] [--payload BYTES]
 //! notify-load publish   --publish HTTP_URL --key KEY [--events N] [--payload BYTES]
 //! notify-load sse-idle  --url HTTP_URL [--connections N] [--concurrency N] [--hold SECS] [--user-prefix P]
 //! ```
@@ -31,6 +33,11 @@
 //!
 //! `fanout` is both in one process: it connects subscribers, publishes, and reports
 //! deliveries per second and the latency percentiles over every delivery.
+//!
+//! `targeted` connects users like `fanout`, then sends `--events` rounds of one event to each
+//! user, `--batch` user-addressed events per `POST /v1/publish/batch` request, back to back
+//! or paced at `--rate` events per second, and reports events per second and the latency
+//! percentiles of every delivery.
 //!
 //! `sse-idle` is `idle` over Server-Sent Events (`--url http://HOST:PORT/v1/sse/TENANT`): each
 //! stream is open once its first chunk (the welcome) arrived.
@@ -75,6 +82,8 @@ struct Args {
     /// Events per second when publishing; 0 publishes back to back.
     rate: f64,
     latencies: Option<String>,
+    /// Events per `/v1/publish/batch` request in `targeted`.
+    batch: usize,
 }
 
 fn pair(s: &str) -> anyhow::Result<(String, String)> {
@@ -92,6 +101,7 @@ fn parse(args: &[String]) -> anyhow::Result<(String, Args)> {
         prefix: "load-".into(),
         events: if mode == "idle" { 0 } else { 100 },
         payload: 64,
+        batch: 100,
         ..Args::default()
     };
     while let Some(flag) = it.next() {
@@ -113,6 +123,7 @@ fn parse(args: &[String]) -> anyhow::Result<(String, Args)> {
             "--claim" => a.claims.push(pair(v)?),
             "--attribute" => a.attributes.push(pair(v)?),
             "--latencies" => a.latencies = Some(v.clone()),
+            "--batch" => a.batch = v.parse()?,
             _ => bail!("unknown flag {flag}"),
         }
     }
@@ -232,11 +243,32 @@ async fn broadcast(a: Args) -> anyhow::Result<()> {
 }
 
 async fn fanout(a: Args) -> anyhow::Result<()> {
+    measure_deliveries(a, Addressing::Broadcast).await
+}
+
+async fn targeted(a: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(a.batch > 0, "--batch must be at least 1");
+    measure_deliveries(a, Addressing::Users).await
+}
+
+/// Whom `measure_deliveries` publishes to.
+#[derive(PartialEq)]
+enum Addressing {
+    /// One broadcast per round.
+    Broadcast,
+    /// One event per user per round, in batches.
+    Users,
+}
+
+/// Connects subscribers, publishes, waits (at most 60 s) for every delivery and reports
+/// deliveries per second and latency.
+async fn measure_deliveries(a: Args, to: Addressing) -> anyhow::Result<()> {
     let tally = Shared::default();
     let (readers, took) = open_readers(&a, &tally).await?;
     let n = readers.len();
     println!("subscribers {n} connected in {:.2}s", took.as_secs_f64());
-    let (first_us, published) = publish_broadcasts(&a).await?;
+    let (first_us, published) =
+        if to == Addressing::Broadcast { publish_broadcasts(&a).await? } else { publish_targeted(&a).await? };
     wait_until(Instant::now() + Duration::from_secs(60), || settled(&tally, n)).await;
     let (received, last_us) = {
         let t = lock(&tally);
@@ -244,8 +276,9 @@ async fn fanout(a: Args) -> anyhow::Result<()> {
     };
     let elapsed = Duration::from_micros(last_us.saturating_sub(first_us));
     println!(
-        "events {} published in {:.2}s; deliveries {received}/{} in {:.2}s = {:.0} deliveries/s; {}",
-        a.events,
+        "{} events {} published in {:.2}s; deliveries {received}/{} in {:.2}s = {:.0} deliveries/s; {}",
+        if to == Addressing::Broadcast { "broadcast" } else { "user-addressed" },
+        if to == Addressing::Broadcast { a.events } else { a.events * n },
         published.as_secs_f64(),
         n * a.events,
         elapsed.as_secs_f64(),
@@ -256,6 +289,27 @@ async fn fanout(a: Args) -> anyhow::Result<()> {
         r.abort();
     }
     Ok(())
+}
+
+/// Sends `--events` rounds of one event to each user, `--batch` events per request (paced at
+/// `--rate` events per second); returns the first send time (Unix µs) and how long it took.
+async fn publish_targeted(a: &Args) -> anyhow::Result<(u64, Duration)> {
+    let mut publisher = Publisher::connect(&a.publish, &a.key).await?;
+    let users: Vec<String> = (a.first..a.first + a.connections).map(|i| format!("{}{i}", a.prefix)).collect();
+    let pad = "x".repeat(a.payload);
+    let (started, first_us) = (Instant::now(), now_us());
+    let mut sent = 0usize;
+    for round in 0..a.events {
+        for chunk in users.chunks(a.batch) {
+            if a.rate > 0.0 {
+                tokio::time::sleep_until((started + Duration::from_secs_f64(sent as f64 / a.rate)).into()).await;
+            }
+            let body = Value::Array(chunk.iter().map(|u| events::targeted(u, round, &pad)).collect());
+            publisher.send(&body).await?;
+            sent += chunk.len();
+        }
+    }
+    Ok((first_us, started.elapsed()))
 }
 
 async fn publish(a: Args) -> anyhow::Result<()> {
@@ -283,9 +337,10 @@ async fn run(mode: String, a: Args) -> anyhow::Result<()> {
         "subscribe" | "idle" => subscribe(a).await,
         "broadcast" => broadcast(a).await,
         "fanout" => fanout(a).await,
+        "targeted" => targeted(a).await,
         "publish" => publish(a).await,
         "sse-idle" => sse_idle(a).await,
-        other => bail!("unknown mode {other}: subscribe, idle, broadcast, fanout, publish or sse-idle"),
+        other => bail!("unknown mode {other}: subscribe, idle, broadcast, fanout, targeted, publish or sse-idle"),
     }
 }
 
