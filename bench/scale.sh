@@ -132,9 +132,16 @@ for p in "${gen_pids[@]}"; do
 done
 for p in "${gen_pids[@]}"; do wait "$p" || true; done
 grep -h "^received" "$work"/gen*.log | awk -v first="$first_us" '
-  {got += $2; want += $4; miss += substr($7, 1, length($7) - 1); dup += substr($9, 1, length($9) - 1)
-   closed += substr($12, 1, length($12) - 2); if ($(NF - 1) > last) last = $(NF - 1)}
+  function num(pattern) { match($0, pattern); return substr($0, RSTART, RLENGTH) + 0 }
+  {got += $2; want += $4; miss += num("[0-9]+, duplicates") ; dup += num("[0-9]+, closed"); closed += num("[0-9]+, close codes")
+   match($0, /\[[^]]*\]/); n = split(substr($0, RSTART + 1, RLENGTH - 2), c, " ")
+   for (i = 1; i <= n; i++) { split(c[i], kv, "x"); codes[kv[1]] += kv[2] }
+   if ($(NF - 1) > last) last = $(NF - 1)}
   END {printf "broadcast: received %d of %d (missing %d, duplicates %d, closed early %d), completed %.3f s after the first publish\n",
-       got, want, miss, dup, closed, (last - first) / 1e6}'
+       got, want, miss, dup, closed, (last - first) / 1e6
+       for (k in codes) if (k != "") printf "  connections closed with code %s: %d\n", k, codes[k]}'
 cat "$work"/lat* | sort -n | awk '{v[NR] = $1} END {if (NR) printf "latency over %d deliveries: p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms\n",
   NR, v[int(NR * 0.5) + 1] / 1000, v[int(NR * 0.9) + 1] / 1000, v[int(NR * 0.99) + 1] / 1000, v[NR] / 1000}'
+sum_metric() { local s=0 p v; for p in "${node_ports[@]}"; do port=$p; v=$(metric "$1"); s=$(( s + ${v:-0} )); done; echo "$s"; }
+echo "nodes: broker reconnects $(sum_metric notify_broker_reconnects_total), resyncs $(sum_metric notify_broker_resyncs_total), slow-client disconnects $(sum_metric 'notify_slow_client_disconnects_total{tenant="bench"}')"
+grep -h -o "WARN.*" "$work"/node*.log 2>/dev/null | grep -v INSECURE | sed -E 's/[0-9]+(\.[0-9]+)?(ms|s|µs)?/N/g' | sort | uniq -c | sort -rn | head -5 || true

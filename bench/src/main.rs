@@ -157,11 +157,13 @@ fn report_received(a: &Args, tally: &Shared, opened: usize) -> anyhow::Result<St
     let expected = opened * a.events;
     let received = t.latencies.len();
     let latency = summary(&mut t.latencies);
+    let codes: Vec<String> = t.closes.iter().map(|(code, n)| format!("{code}x{n}")).collect();
     let line = format!(
-        "received {received} of {expected} events (missing {}, duplicates {}, closed early {}); {}; last receipt at {} us",
+        "received {received} of {expected} events (missing {}, duplicates {}, closed early {}, close codes [{}]); {}; last receipt at {} us",
         expected - received,
         t.duplicates,
         t.ended,
+        codes.join(" "),
         latency,
         t.last_us
     );

@@ -20,8 +20,10 @@ pub(crate) struct Tally {
     pub(crate) duplicates: u64,
     /// Connections that received every expected event.
     pub(crate) complete: usize,
-    /// Connections the server closed (or that failed) while being read.
+    /// Connections the server closed (or that failed) before every expected event arrived.
     pub(crate) ended: usize,
+    /// Close codes the server sent, with how many connections got each (0: no close frame).
+    pub(crate) closes: std::collections::BTreeMap<u16, usize>,
     /// When the last event arrived (Unix µs).
     pub(crate) last_us: u64,
 }
@@ -39,8 +41,16 @@ pub(crate) fn spawn_reader(mut ws: Ws, events: usize, tally: Shared) -> tokio::t
     tokio::spawn(async move {
         let mut seen = vec![0u64; events.div_ceil(64)];
         let mut received = 0;
+        let mut close = 0;
         while let Some(Ok(msg)) = ws.next().await {
-            let Message::Text(text) = msg else { continue };
+            let text = match msg {
+                Message::Text(text) => text,
+                Message::Close(frame) => {
+                    close = frame.map_or(0, |f| u16::from(f.code));
+                    continue;
+                }
+                _ => continue,
+            };
             let Some((sent, n)) = stamp(&text) else { continue };
             let Ok(n) = usize::try_from(n) else { continue };
             if n >= events {
@@ -61,6 +71,10 @@ pub(crate) fn spawn_reader(mut ws: Ws, events: usize, tally: Shared) -> tokio::t
                 t.complete += 1;
             }
         }
-        lock(&tally).ended += 1;
+        let mut t = lock(&tally);
+        if received < events || events == 0 {
+            t.ended += 1;
+        }
+        *t.closes.entry(close).or_default() += 1;
     })
 }

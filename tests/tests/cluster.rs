@@ -234,6 +234,29 @@ async fn unresponsive_redis_is_detected_and_survived() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn a_redis_that_stalls_for_a_while_does_not_send_clients_away() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let hosts = cluster(&redis, 2).await?;
+    let (a, b) = (&hosts[0], &hosts[1]);
+    let mut watcher = b.connect_user("watcher").await?;
+
+    // Longer than `broker.timeout` (2 s), shorter than the patience of an open pub/sub
+    // connection: pings go unanswered meanwhile, and nothing is lost on the open connection.
+    redis.signal("STOP")?;
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    redis.signal("CONT")?;
+    a.wait_ready(200).await?;
+    b.wait_ready(200).await?;
+
+    a.publish_ok(&json!({ "users": ["watcher"], "event": "after" })).await?;
+    let frame = watcher.next_json().await?;
+    assert_eq!((frame["type"].clone(), frame["event"].clone()), (json!("event"), json!("after")), "{frame}");
+    assert_eq!(b.metric("notify_broker_resyncs_total").await?, 0.0);
+    assert_eq!(b.metric("notify_broker_reconnects_total").await?, 0.0);
+    Ok(())
+}
+
+#[tokio::test]
 async fn entries_left_pending_by_a_dead_node_are_claimed() -> anyhow::Result<()> {
     let redis = RedisServer::start().await?;
     let mut r = redis.conn().await?;

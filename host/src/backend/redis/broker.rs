@@ -38,6 +38,11 @@ use crate::tenant::{Tenant, Tenants};
 const BATCH: usize = 1000;
 /// How often lingering subscriptions are swept and both connections are pinged.
 const TICK: Duration = Duration::from_secs(1);
+/// An open pub/sub connection is given up only when Redis leaves a command on it unanswered
+/// for this many `timeout`s. Giving up tells every local client to reconnect and resume; a
+/// Redis or node that is merely slow (a saturated machine) loses nothing on an open
+/// connection, and sending everyone away would only add load.
+const PATIENCE: u32 = 5;
 
 /// Node-to-node fan-out over Redis pub/sub.
 pub(crate) struct RedisBroker {
@@ -267,14 +272,16 @@ impl Subscriber {
                     self.changes.mark_synced();
                 }
                 _ = tick.tick() => {
+                    // First, so that readiness follows the publisher even while this
+                    // connection waits patiently below.
+                    self.ping_publisher().await;
                     if let Err(e) = self.sweep(&mut transport).await {
                         return e;
                     }
-                    let ping = tokio::time::timeout(self.config.timeout, transport.ping()).await;
+                    let ping = tokio::time::timeout(self.patience(), transport.ping()).await;
                     if !matches!(ping, Ok(Ok(()))) {
                         return Ended::Lost("ping unanswered".into());
                     }
-                    self.ping_publisher().await;
                 }
             }
         }
@@ -288,7 +295,7 @@ impl Subscriber {
 
     async fn subscribe(&mut self, transport: &mut Transport, channels: Vec<String>) -> Result<(), Ended> {
         for chunk in channels.chunks(BATCH) {
-            let done = tokio::time::timeout(self.config.timeout, transport.subscribe(chunk, true, true)).await;
+            let done = tokio::time::timeout(self.patience(), transport.subscribe(chunk, true, true)).await;
             if !matches!(done, Ok(Ok(()))) {
                 return Err(Ended::Lost("SUBSCRIBE failed".into()));
             }
@@ -302,7 +309,7 @@ impl Subscriber {
     async fn sweep(&mut self, transport: &mut Transport) -> Result<(), Ended> {
         let expired = self.counts.expired(Instant::now(), self.config.unsubscribe_delay);
         for chunk in expired.chunks(BATCH) {
-            let done = tokio::time::timeout(self.config.timeout, transport.subscribe(chunk, false, true)).await;
+            let done = tokio::time::timeout(self.patience(), transport.subscribe(chunk, false, true)).await;
             if !matches!(done, Ok(Ok(()))) {
                 return Err(Ended::Lost("UNSUBSCRIBE failed".into()));
             }
@@ -310,6 +317,11 @@ impl Subscriber {
         self.counts.unsubscribed(&expired);
         self.metrics.subscriptions.store(self.counts.subscriptions() as i64, Relaxed);
         Ok(())
+    }
+
+    /// How long a command on the open pub/sub connection may go unanswered.
+    fn patience(&self) -> Duration {
+        self.config.timeout.saturating_mul(PATIENCE)
     }
 
     async fn ping_publisher(&self) {
