@@ -5,6 +5,7 @@
 #   metric NAME          prints the value of one /metrics sample of the host on $port
 #   start_redis          starts a private redis-server (no persistence) on a free port, sets
 #                        redis_port and redis_pid
+#   demo_config, ticks, rss_kib, measure_load: see each below
 # Scripts set `work` (a temp dir) and `port`, and stop what they started with stop_all.
 
 free_port() {
@@ -36,4 +37,46 @@ start_redis() {
   redis_pid=$!
   for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && return 0; sleep 0.1; done
   echo "redis-server did not start:"; cat "$work/redis.log"; return 1
+}
+
+# demo_config [EXTRA]: writes $work/config.toml for one host on $port: warn logs, tenant
+# `demo` (publish key demo-key, insecure auth), stock settings otherwise. EXTRA (TOML
+# sections) goes before the tenant.
+demo_config() {
+  cat > "$work/config.toml" <<TOML
+[server]
+listen = "127.0.0.1:$port"
+[log]
+level = "warn"
+${1:-}
+[tenants.demo]
+publish_key = "demo-key"
+auth = { mode = "insecure" }
+TOML
+}
+
+# ticks PID...: CPU time (user + system) of processes, in clock ticks of $hz per second.
+ticks() { local s=0 p; for p in "$@"; do s=$(( s + $(awk '{print $14 + $15}' "/proc/$p/stat") )); done; echo "$s"; }
+hz=$(getconf CLK_TCK)
+
+# rss_kib PID...: resident memory of processes, in KiB.
+rss_kib() { local s=0 p; for p in "$@"; do s=$(( s + $(awk '/^VmRSS:/ {print $2}' "/proc/$p/status") )); done; echo "$s"; }
+
+# measure_load LABEL SERVER_PID DELIVERIES ARGS...: runs `notify-load ARGS...` and counts the
+# server's CPU from when every subscriber is connected (the generator prints "subscribers N
+# connected") until the run ends; prints the generator's summary and the CPU per delivery.
+measure_load() {
+  local label=$1 pid=$2 deliveries=$3 log before after gen
+  shift 3
+  log=$(mktemp "$work/load.XXXXXX")
+  target/release/notify-load "$@" > "$log" 2>&1 &
+  gen=$!
+  until grep -q "^subscribers" "$log"; do
+    kill -0 "$gen" 2>/dev/null || { cat "$log"; return 1; }
+    sleep 0.05
+  done
+  before=$(ticks "$pid")
+  wait "$gen"
+  after=$(ticks "$pid")
+  echo "$label: $(tail -1 "$log"); server CPU $(( (after - before) * 1000000 / hz / deliveries )) µs per delivery"
 }

@@ -20,34 +20,13 @@ work=$(mktemp -d)
 host_pid=""; floor_pid=""
 trap 'stop_all "$host_pid" "$floor_pid"' EXIT
 port=$(free_port)
-cat > "$work/config.toml" <<TOML
-[server]
-listen = "127.0.0.1:$port"
-[log]
-level = "warn"
-[tenants.demo]
-publish_key = "demo-key"
-auth = { mode = "insecure" }
-TOML
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-hz=$(getconf CLK_TCK)
+demo_config
 echo "date: $(date -u +%F), rustc: $(rustc --version | cut -d' ' -f2), cores: $(nproc), subscribers $subs, events $events, rate $rate/s, payload $payload B"
 
-# measure LABEL PID WS_URL PUBLISH_URL: server CPU is counted from when every subscriber is
-# connected (the generator prints "subscribers N connected") until the run ends.
+# measure LABEL PID WS_URL PUBLISH_URL
 measure() {
-  local before after log=$work/$1.log
-  target/release/notify-load fanout --url "$3" --publish "$4" --key demo-key --connections "$subs" \
-    --events "$events" --rate "$rate" --payload "$payload" --concurrency 200 > "$log" 2>&1 &
-  local gen=$!
-  until grep -q "^subscribers" "$log" 2>/dev/null; do
-    kill -0 "$gen" 2>/dev/null || { cat "$log"; return 1; }
-    sleep 0.05
-  done
-  before=$(ticks "$2")
-  wait "$gen"
-  after=$(ticks "$2")
-  echo "$1: $(tail -1 "$log"); server CPU $(( (after - before) * 1000000 / hz / (subs * events) )) µs per delivery"
+  measure_load "$1" "$2" $(( subs * events )) fanout --url "$3" --publish "$4" --key demo-key \
+    --connections "$subs" --events "$events" --rate "$rate" --payload "$payload" --concurrency 200
 }
 
 start_host "$work/config.toml"

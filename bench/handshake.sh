@@ -21,18 +21,8 @@ work=$(mktemp -d)
 host_pid=""; floor_pid=""
 trap 'stop_all "$host_pid" "$floor_pid"' EXIT
 port=$(free_port)
-cat > "$work/config.toml" <<TOML
-[server]
-listen = "127.0.0.1:$port"
-[log]
-level = "warn"
-[tenants.demo]
-publish_key = "demo-key"
-auth = { mode = "insecure" }
-TOML
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+demo_config
 overflows() { awk '/^TcpExt:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "ListenOverflows") c = i; h = 1 } else print $c }' /proc/net/netstat; }
-hz=$(getconf CLK_TCK)
 
 # rounds LABEL PID URL WAIT_CLOSED: runs the rounds against one server.
 run_rounds() {

@@ -23,20 +23,10 @@ work=$(mktemp -d)
 host_pid=""; load_pid=""
 trap 'stop_all "$load_pid" "$host_pid"' EXIT
 port=$(free_port)
-cat > "$work/config.toml" <<TOML
-[server]
-listen = "127.0.0.1:$port"
-[connections]
+demo_config '[connections]
 heartbeat_interval = "25s"
-idle_timeout = "60s"
-[log]
-level = "warn"
-[tenants.demo]
-publish_key = "demo-key"
-auth = { mode = "insecure" }
-TOML
+idle_timeout = "60s"'
 
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 start_host "$work/config.toml"
 # One connection first, so one-time allocations (runtime, hub shards) are in the baseline.

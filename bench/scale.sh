@@ -44,10 +44,6 @@ slab_before=$(slab_kib)
 start_redis
 pids+=("$redis_pid")
 
-ticks() { awk '{s += $14 + $15} END {print s}' "${@/#//proc/}" 2>/dev/null; }
-cpu_ticks() { local s=0 p; for p in "$@"; do s=$(( s + $(awk '{print $14 + $15}' "/proc/$p/stat") )); done; echo "$s"; }
-rss_kib() { local s=0 p; for p in "$@"; do s=$(( s + $(awk '/^VmRSS:/ {print $2}' "/proc/$p/status") )); done; echo "$s"; }
-hz=$(getconf CLK_TCK)
 
 echo "date: $(date -u +%F), rustc: $(rustc --version | cut -d' ' -f2), cores: $(nproc), memory: $(free -g | awk '/^Mem:/ {print $2}') GiB, $(redis-server --version | cut -d' ' -f3), kernel $(uname -r)"
 echo "connections $total over $nodes nodes (≤ $per_node each) and $gens generators (≤ $per_gen each), events $events"
@@ -83,7 +79,7 @@ held() { local s=0 p v; for p in "${node_ports[@]}"; do port=$p; v=$(metric 'not
 
 # Generators, each from its own source address.
 gen_pids=()
-cpu_before=$(cpu_ticks "${node_pids[@]}")
+cpu_before=$(ticks "${node_pids[@]}")
 started=$(date +%s.%N)
 for g in $(seq 0 $((gens - 1))); do
   first=$(( g * per_gen )); n=$(( total - first < per_gen ? total - first : per_gen ))
@@ -103,7 +99,7 @@ while true; do
   sleep 1
 done
 took=$(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN {print e - s}')
-cpu_after=$(cpu_ticks "${node_pids[@]}")
+cpu_after=$(ticks "${node_pids[@]}")
 opened=$(awk '/^connected/ {s += $2} END {print s}' "$work"/gen*.log)
 failed=$(awk '/^connected/ {s += $4} END {print s}' "$work"/gen*.log)
 sleep 2

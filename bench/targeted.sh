@@ -20,35 +20,15 @@ work=$(mktemp -d)
 host_pid=""
 trap 'stop_all "$host_pid"' EXIT
 port=$(free_port)
-cat > "$work/config.toml" <<TOML
-[server]
-listen = "127.0.0.1:$port"
-[log]
-level = "warn"
-[tenants.demo]
-publish_key = "demo-key"
-auth = { mode = "insecure" }
-TOML
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-hz=$(getconf CLK_TCK)
+demo_config
 echo "date: $(date -u +%F), rustc: $(rustc --version | cut -d' ' -f2), cores: $(nproc), users $users, events $events per user, batch $batch"
 start_host "$work/config.toml"
 
-# measure LABEL RATE: host CPU counted from when every user is connected to the end.
+# measure LABEL RATE
 measure() {
-  local before after log=$work/targeted-$2.log
-  target/release/notify-load targeted --url "ws://127.0.0.1:$port/v1/ws/demo" \
+  measure_load "$1" "$host_pid" $(( users * events )) targeted --url "ws://127.0.0.1:$port/v1/ws/demo" \
     --publish "http://127.0.0.1:$port/v1/publish/batch" --key demo-key --connections "$users" \
-    --events "$events" --batch "$batch" --rate "$2" --payload 64 --concurrency 200 > "$log" 2>&1 &
-  local gen=$!
-  until grep -q "^subscribers" "$log" 2>/dev/null; do
-    kill -0 "$gen" 2>/dev/null || { cat "$log"; return 1; }
-    sleep 0.05
-  done
-  before=$(ticks "$host_pid")
-  wait "$gen"
-  after=$(ticks "$host_pid")
-  echo "$1: $(tail -1 "$log"); host CPU $(( (after - before) * 1000000 / hz / (users * events) )) µs per event"
+    --events "$events" --batch "$batch" --rate "$2" --payload 64 --concurrency 200
 }
 measure "paced at $rate/s" "$rate"
 measure "back to back" 0

@@ -17,15 +17,7 @@ work=$(mktemp -d)
 host_pid=""; gen=""
 trap 'stop_all "$gen" "$host_pid"' EXIT
 port=$(free_port)
-cat > "$work/config.toml" <<TOML
-[server]
-listen = "127.0.0.1:$port"
-[log]
-level = "warn"
-[tenants.demo]
-publish_key = "demo-key"
-auth = { mode = "insecure" }
-TOML
+demo_config
 start_host "$work/config.toml"
 rss() { awk '/^VmRSS:/ {print $2}' "/proc/$host_pid/status"; }
 url="ws://127.0.0.1:$port/v1/ws/demo"
