@@ -160,16 +160,20 @@ fn spawn_ticker(engine: &Engine, running: Arc<AtomicUsize>, ticks: Arc<AtomicU64
     let handle = std::thread::Builder::new()
         .name("plugin-epoch".into())
         .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                if running.load(SeqCst) > 0 {
-                    engine.increment_epoch();
-                    ticks.fetch_add(1, SeqCst);
-                    drop(engine);
+            loop {
+                // The first tick comes a whole TICK after the clock starts, so a call shorter
+                // than that, alone, never meets its deadline callback.
+                let ticking = running.load(SeqCst) > 0;
+                if ticking {
                     std::thread::sleep(TICK);
                 } else {
-                    drop(engine);
-                    // An unpark that came after the check above makes this return at once.
+                    // An unpark that came after the load above makes this return at once.
                     std::thread::park_timeout(PARKED_CHECK);
+                }
+                let Some(engine) = weak.upgrade() else { break };
+                if ticking {
+                    engine.increment_epoch();
+                    ticks.fetch_add(1, SeqCst);
                 }
             }
         })
