@@ -150,8 +150,8 @@ fn settled(tally: &Shared, opened: usize) -> bool {
     t.complete + t.ended >= opened
 }
 
-/// `received D of E events (missing M, duplicates U, closed early C); latency ...`, and every
-/// latency into `--latencies`.
+/// `received D of E events (missing M, duplicates U, closed early C, close codes [CODExN]);
+/// latency ...; last receipt at T us`, and every latency into `--latencies`.
 fn report_received(a: &Args, tally: &Shared, opened: usize) -> anyhow::Result<String> {
     let mut t = lock(tally);
     let expected = opened * a.events;
