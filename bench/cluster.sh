@@ -12,7 +12,8 @@
 #
 #   bench/cluster.sh [SUBSCRIBERS] [EVENTS] [ROUNDS]   (defaults 9000 200 2)
 #   env: RATE (default 5), LAT_EVENTS (default 100), SETUPS (default "single redis1 redis3";
-#        add redis3c for the Redis Cluster setup)
+#        add redis3c for the Redis Cluster setup), PUBLISHERS (concurrent publishing
+#        connections in the throughput pass, default 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 subs=${1:-9000}
@@ -97,7 +98,7 @@ url = \"$cluster_urls\"" 3 ;;
     esac
     printf '%-7s throughput ' "$setup"
     target/release/notify-load fanout --url "$urls" --publish "$publish" --key bench-key \
-      --connections "$subs" --events "$events" --concurrency 64 2>&1 | tail -${TAIL:-1}
+      --connections "$subs" --events "$events" --concurrency 64 --publishers "${PUBLISHERS:-1}" 2>&1 | tail -${TAIL:-1}
     printf '%-7s latency    ' "$setup"
     target/release/notify-load fanout --url "$urls" --publish "$publish" --key bench-key \
       --connections "$subs" --events "${LAT_EVENTS:-100}" --rate "${RATE:-5}" --concurrency 64 2>&1 | tail -${TAIL:-1}

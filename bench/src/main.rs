@@ -6,10 +6,10 @@
 //!                       [--user-prefix P] [--token-secret S] [--claim k=v]...
 //! notify-load idle      (subscribe with --events 0)
 //! notify-load broadcast --publish HTTP_URL --key KEY [--events N] [--rate EVENTS_PER_SEC]
-//!                       [--payload BYTES] [--attribute k=v]...
+//!                       [--payload BYTES] [--attribute k=v]... [--publishers N]
 //! notify-load fanout    --url WS_URL[,WS_URL...] --publish HTTP_URL --key KEY [--connections N]
 //!                       [--events N] [--rate EVENTS_PER_SEC] [--payload BYTES] [--attribute k=v]...
-//!                       [--token-secret S] [--claim k=v]...
+//!                       [--token-secret S] [--claim k=v]... [--publishers N]
 //! notify-load targeted  --url WS_URL --publish BATCH_URL --key KEY [--connections N] [--events N]
 //!                       [--batch N] [--rate EVENTS_PER_SEC] [--payload BYTES]
 //! notify-load publish   --publish HTTP_URL --key KEY [--events N] [--payload BYTES]
@@ -30,6 +30,8 @@
 //!
 //! `broadcast` publishes `--events` broadcast events numbered from 0, each carrying its send
 //! time, back to back or paced at `--rate` per second, for `subscribe` processes to receive.
+//! With `--publishers N`, N connections publish at once (each event still once), so the
+//! throughput is not bounded by one request's round trip.
 //!
 //! `fanout` is both in one process: it connects subscribers, publishes, and reports
 //! deliveries per second and the latency percentiles over every delivery.
@@ -84,6 +86,8 @@ struct Args {
     latencies: Option<String>,
     /// Events per `/v1/publish/batch` request in `targeted`.
     batch: usize,
+    /// Concurrent publishing connections for broadcasts.
+    publishers: usize,
 }
 
 fn pair(s: &str) -> anyhow::Result<(String, String)> {
@@ -102,6 +106,7 @@ fn parse(args: &[String]) -> anyhow::Result<(String, Args)> {
         events: if mode == "idle" { 0 } else { 100 },
         payload: 64,
         batch: 100,
+        publishers: 1,
         ..Args::default()
     };
     while let Some(flag) = it.next() {
@@ -124,6 +129,7 @@ fn parse(args: &[String]) -> anyhow::Result<(String, Args)> {
             "--attribute" => a.attributes.push(pair(v)?),
             "--latencies" => a.latencies = Some(v.clone()),
             "--batch" => a.batch = v.parse()?,
+            "--publishers" => a.publishers = v.parse::<usize>()?.max(1),
             _ => bail!("unknown flag {flag}"),
         }
     }
@@ -225,16 +231,24 @@ async fn sse_idle(a: Args) -> anyhow::Result<()> {
 /// Publishes `--events` broadcasts numbered from 0 (paced at `--rate`); returns the time the
 /// first was sent (Unix µs) and how long publishing took.
 async fn publish_broadcasts(a: &Args) -> anyhow::Result<(u64, Duration)> {
-    let mut publisher = Publisher::connect(&a.publish, &a.key).await?;
     let attributes: Map<String, Value> = a.attributes.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
     let pad = "x".repeat(a.payload);
     let (started, first_us) = (Instant::now(), now_us());
-    for i in 0..a.events {
-        if a.rate > 0.0 {
-            tokio::time::sleep_until((started + Duration::from_secs_f64(i as f64 / a.rate)).into()).await;
+    // Publisher `k` of `--publishers` sends events k, k + P, k + 2P, ...
+    let publishers = (0..a.publishers).map(|k| {
+        let (attributes, pad) = (&attributes, &pad);
+        async move {
+            let mut publisher = Publisher::connect(&a.publish, &a.key).await?;
+            for i in (k..a.events).step_by(a.publishers) {
+                if a.rate > 0.0 {
+                    tokio::time::sleep_until((started + Duration::from_secs_f64(i as f64 / a.rate)).into()).await;
+                }
+                publisher.send(&events::broadcast(i, attributes, pad)).await?;
+            }
+            anyhow::Ok(())
         }
-        publisher.send(&events::broadcast(i, &attributes, &pad)).await?;
-    }
+    });
+    futures_util::future::try_join_all(publishers).await?;
     Ok((first_us, started.elapsed()))
 }
 
