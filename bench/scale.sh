@@ -75,7 +75,9 @@ done
 base_rss=$(rss_kib "${node_pids[@]}")
 echo "nodes ready: RSS $(( base_rss / 1024 )) MiB in total before any connection"
 
-held() { local s=0 p v; for p in "${node_ports[@]}"; do port=$p; v=$(metric 'notify_connections{tenant="bench"}'); s=$(( s + ${v:-0} )); done; echo "$s"; }
+# sum_metric NAME: one /metrics sample summed over the nodes.
+sum_metric() { local s=0 p v; for p in "${node_ports[@]}"; do port=$p; v=$(metric "$1"); s=$(( s + ${v:-0} )); done; echo "$s"; }
+held() { sum_metric 'notify_connections{tenant="bench"}'; }
 
 # Generators, each from its own source address.
 gen_pids=()
@@ -138,6 +140,5 @@ grep -h "^received" "$work"/gen*.log | awk -v first="$first_us" '
        for (k in codes) if (k != "") printf "  connections closed with code %s: %d\n", k, codes[k]}'
 cat "$work"/lat* | sort -n | awk '{v[NR] = $1} END {if (NR) printf "latency over %d deliveries: p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms\n",
   NR, v[int(NR * 0.5) + 1] / 1000, v[int(NR * 0.9) + 1] / 1000, v[int(NR * 0.99) + 1] / 1000, v[NR] / 1000}'
-sum_metric() { local s=0 p v; for p in "${node_ports[@]}"; do port=$p; v=$(metric "$1"); s=$(( s + ${v:-0} )); done; echo "$s"; }
 echo "nodes: broker reconnects $(sum_metric notify_broker_reconnects_total), resyncs $(sum_metric notify_broker_resyncs_total), slow-client disconnects $(sum_metric 'notify_slow_client_disconnects_total{tenant="bench"}')"
 grep -h -o "WARN.*" "$work"/node*.log 2>/dev/null | grep -v INSECURE | sed -E 's/[0-9]+(\.[0-9]+)?(ms|s|µs)?/N/g' | sort | uniq -c | sort -rn | head -5 || true

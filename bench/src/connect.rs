@@ -91,8 +91,15 @@ where
     Ok((conns, started.elapsed()))
 }
 
-/// A TCP connection to `host:port`, from `source` when given.
-async fn tcp(authority: &str, source: Option<IpAddr>) -> anyhow::Result<TcpStream> {
+/// `HOST:PORT` and `/PATH` of an `http://HOST:PORT/PATH` URL; `what` names the flag.
+pub(crate) fn split_http_url<'a>(url: &'a str, what: &str) -> anyhow::Result<(&'a str, String)> {
+    let rest = url.strip_prefix("http://").with_context(|| format!("{what} must be http://HOST:PORT/PATH"))?;
+    let (host, path) = rest.split_once('/').with_context(|| format!("{what} needs a path"))?;
+    Ok((host, format!("/{path}")))
+}
+
+/// A TCP connection (no Nagle delay) to `host:port`, from `source` when given.
+pub(crate) async fn tcp(authority: &str, source: Option<IpAddr>) -> anyhow::Result<TcpStream> {
     let addr: SocketAddr =
         tokio::net::lookup_host(authority).await?.next().with_context(|| format!("{authority} resolves to nothing"))?;
     let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
@@ -140,12 +147,11 @@ pub(crate) async fn open_ws(url: String, source: Option<IpAddr>) -> anyhow::Resu
 
 /// An SSE stream's body, once its first chunk (the welcome) arrived.
 pub(crate) async fn open_sse(url: String, source: Option<IpAddr>) -> anyhow::Result<hyper::body::Incoming> {
-    let rest = url.strip_prefix("http://").context("an SSE --url is http://HOST:PORT/PATH")?;
-    let (host, path) = rest.split_once('/').context("--url needs a path")?;
+    let (host, path) = split_http_url(&url, "an SSE --url")?;
     let stream = tcp(host, source).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let req = hyper::Request::get(format!("/{path}"))
+    let req = hyper::Request::get(path)
         .header("host", "bench")
         .header("accept", "text/event-stream")
         .body(Full::new(Bytes::new()))?;

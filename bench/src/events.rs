@@ -4,10 +4,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde_json::{Map, Value, json};
+
+use crate::connect::{split_http_url, tcp};
 
 pub(crate) fn now_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
@@ -65,13 +66,11 @@ pub(crate) struct Publisher {
 
 impl Publisher {
     pub(crate) async fn connect(url: &str, key: &str) -> anyhow::Result<Self> {
-        let rest = url.strip_prefix("http://").context("--publish must be http://host:port/path")?;
-        let (host, path) = rest.split_once('/').context("--publish needs a path")?;
-        let tcp = tokio::net::TcpStream::connect(host).await?;
-        tcp.set_nodelay(true)?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+        let (host, path) = split_http_url(url, "--publish")?;
+        let stream = tcp(host, None).await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
         tokio::spawn(conn);
-        Ok(Self { sender, path: format!("/{path}"), auth: format!("Bearer {key}") })
+        Ok(Self { sender, path, auth: format!("Bearer {key}") })
     }
 
     pub(crate) async fn send(&mut self, body: &Value) -> anyhow::Result<()> {

@@ -276,6 +276,21 @@ enum Addressing {
     Users,
 }
 
+impl Addressing {
+    fn name(&self) -> &'static str {
+        if *self == Self::Broadcast { "broadcast" } else { "user-addressed" }
+    }
+
+    /// Events published for `rounds` rounds to `users` users.
+    fn events(&self, rounds: usize, users: usize) -> usize {
+        if *self == Self::Broadcast { rounds } else { rounds * users }
+    }
+
+    async fn publish(&self, a: &Args) -> anyhow::Result<(u64, Duration)> {
+        if *self == Self::Broadcast { publish_broadcasts(a).await } else { publish_targeted(a).await }
+    }
+}
+
 /// Connects subscribers, publishes, waits (at most 60 s) for every delivery and reports
 /// deliveries per second and latency.
 async fn measure_deliveries(a: Args, to: Addressing) -> anyhow::Result<()> {
@@ -283,8 +298,7 @@ async fn measure_deliveries(a: Args, to: Addressing) -> anyhow::Result<()> {
     let (readers, took) = open_readers(&a, &tally).await?;
     let n = readers.len();
     println!("subscribers {n} connected in {:.2}s", took.as_secs_f64());
-    let (first_us, published) =
-        if to == Addressing::Broadcast { publish_broadcasts(&a).await? } else { publish_targeted(&a).await? };
+    let (first_us, published) = to.publish(&a).await?;
     wait_until(Instant::now() + Duration::from_secs(60), || settled(&tally, n)).await;
     let (received, last_us) = {
         let t = lock(&tally);
@@ -293,8 +307,8 @@ async fn measure_deliveries(a: Args, to: Addressing) -> anyhow::Result<()> {
     let elapsed = Duration::from_micros(last_us.saturating_sub(first_us));
     println!(
         "{} events {} published in {:.2}s; deliveries {received}/{} in {:.2}s = {:.0} deliveries/s; {}",
-        if to == Addressing::Broadcast { "broadcast" } else { "user-addressed" },
-        if to == Addressing::Broadcast { a.events } else { a.events * n },
+        to.name(),
+        to.events(a.events, n),
         published.as_secs_f64(),
         n * a.events,
         elapsed.as_secs_f64(),
