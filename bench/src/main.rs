@@ -12,7 +12,7 @@
 //!                       [--token-secret S] [--claim k=v]... [--publishers N]
 //! notify-load targeted  --url WS_URL --publish BATCH_URL --key KEY [--connections N] [--events N]
 //!                       [--batch N] [--rate EVENTS_PER_SEC] [--payload BYTES]
-//! notify-load publish   --publish HTTP_URL --key KEY [--events N] [--payload BYTES]
+//! notify-load publish   --publish HTTP_URL --key KEY [--events N] [--payload BYTES] [--publishers N]
 //! notify-load sse-idle  --url HTTP_URL [--connections N] [--concurrency N] [--hold SECS] [--user-prefix P]
 //! ```
 //!
@@ -44,8 +44,9 @@
 //! `sse-idle` is `idle` over Server-Sent Events (`--url http://HOST:PORT/v1/sse/TENANT`): each
 //! stream is open once its first chunk (the welcome) arrived.
 //!
-//! `publish` sends events to a user nobody is connected as, one request at a time, and
-//! reports publishes per second (the cost of ingest and plugins without fan-out).
+//! `publish` sends events to a user nobody is connected as, one request at a time (or one
+//! per connection of `--publishers`), and reports publishes per second (the cost of ingest
+//! and plugins without fan-out).
 
 mod connect;
 mod events;
@@ -343,14 +344,21 @@ async fn publish_targeted(a: &Args) -> anyhow::Result<(u64, Duration)> {
 }
 
 async fn publish(a: Args) -> anyhow::Result<()> {
-    let mut publisher = Publisher::connect(&a.publish, &a.key).await?;
     let pad = "x".repeat(a.payload);
     let started = Instant::now();
-    for i in 0..a.events {
-        publisher
-            .send(&json!({"users": ["nobody"], "event": "bench", "data": {"n": i, "pad": pad, "ssn": "000"}}))
-            .await?;
-    }
+    let publishers = (0..a.publishers).map(|k| {
+        let pad = &pad;
+        let a = &a;
+        async move {
+            let mut publisher = Publisher::connect(&a.publish, &a.key).await?;
+            for i in (k..a.events).step_by(a.publishers) {
+                let event = json!({"users": ["nobody"], "event": "bench", "data": {"n": i, "pad": pad, "ssn": "000"}});
+                publisher.send(&event).await?;
+            }
+            anyhow::Ok(())
+        }
+    });
+    futures_util::future::try_join_all(publishers).await?;
     let took = started.elapsed();
     println!(
         "published {} events in {:.2}s = {:.0} publishes/s ({:.1} us each)",

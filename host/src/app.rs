@@ -97,7 +97,7 @@ impl App {
                 Arc::new(FileStore::open(data_dir).map_err(|e| StartError::Control(e.into()))?)
             }
         };
-        let plugins = Arc::new(Plugins::from_config(&config, &tenants)?);
+        let plugins = Arc::new(Plugins::from_config(&config, &tenants).await?);
         let admission = Admission::new(config.server.max_connections);
         Ok(Self {
             control,

@@ -44,14 +44,13 @@ pub(crate) async fn apply(app: &Arc<App>, state: &ControlState) -> bool {
     complete
 }
 
-/// Downloads the plugin versions this node has not compiled, then swaps the slots on a
-/// blocking thread (compilation takes a while).
+/// Downloads the plugin versions this node has not compiled, then swaps the slots.
 async fn sync_plugins(app: &Arc<App>, state: &ControlState) -> bool {
     let mut blobs = HashMap::new();
     let mut complete = true;
     for hash in app.plugins.missing(&state.plugins) {
         match app.control.blob(&hash).await {
-            Ok(Some(bytes)) => drop(blobs.insert(hash, bytes)),
+            Ok(Some(bytes)) => drop(blobs.insert(hash, bytes.into())),
             Ok(None) => tracing::warn!(hash, "a plugin the control-plane state names has no bytes in the store"),
             Err(e) => {
                 tracing::warn!(hash, error = %e, "plugin not downloaded");
@@ -59,20 +58,10 @@ async fn sync_plugins(app: &Arc<App>, state: &ControlState) -> bool {
             }
         }
     }
-    let (app, slots) = (app.clone(), state.plugins.clone());
-    let errors = tokio::task::spawn_blocking(move || app.plugins.sync(&app.tenants, &slots, &blobs)).await;
-    match errors {
-        Ok(errors) => {
-            for e in &errors {
-                tracing::error!(error = %e, "plugin version not loaded; the slot keeps what it ran");
-            }
-            complete
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "plugin sync failed");
-            false
-        }
+    for e in app.plugins.sync(&app.tenants, &state.plugins, &blobs).await {
+        tracing::error!(error = %e, "plugin version not loaded; the slot keeps what it ran");
     }
+    complete
 }
 
 /// Applies `change` to the stored state, then to this node, retrying when another change

@@ -237,3 +237,33 @@ async fn memory_cap_alone_stops_a_memory_hog() -> anyhow::Result<()> {
     assert_eq!(host.metric("notify_frames_enqueued_total{tenant=\"bad\"}").await?, 0.0);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_plugin_running_long_shares_its_thread_with_other_tenants() -> anyhow::Result<()> {
+    // `#[tokio::test]` runs the host and this test on one thread. A transform that loops
+    // with a minute of budget holds its call open while `good` publishes and receives on
+    // the same thread: the guest yields at every epoch tick once it has run for one.
+    let toml = hostile("hostile_loop", "skip").replace("breaker_threshold = 1000", "hook_deadline = \"60s\"");
+    let host = std::sync::Arc::new(TestHost::start(&toml).await?);
+    let mut good = Client::connect(&host.ws_url("good", "user=g"), &[]).await?;
+    good.next_json().await?;
+    let looping = tokio::spawn({
+        let host = host.clone();
+        async move { host.publish("bad-key-1", &json!({"broadcast": true, "event": "e", "data": 0})).await }
+    });
+    host.wait_metric("notify_plugin_calls_total{tenant=\"bad\",hook=\"transform\"}", |n| n == 1.0).await?;
+    for i in 0..5 {
+        let (status, _) = host.publish("good-key-1", &json!({"users": ["g"], "event": "ok", "data": i})).await?;
+        assert_eq!(status, 202);
+        assert_eq!(good.next_event().await?["data"], i);
+    }
+    assert!(!looping.is_finished(), "the looping call is still running");
+    assert_eq!(host.metric("notify_plugin_failures_total{tenant=\"bad\",hook=\"transform\"}").await?, 0.0);
+    looping.abort();
+    Ok(())
+}
+
+#[tokio::test]
+async fn sleeping_plugin_is_cut_at_its_wall_clock_stop() -> anyhow::Result<()> {
+    hostile_plugin_cannot_hurt_the_host("hostile_sleep").await
+}

@@ -96,8 +96,7 @@ pub(super) async fn upload(
     let wasm = read_body(&headers, body, app.config.server.max_plugin_bytes).await?;
     let installed_at = crate::clock::now_millis() / 1000;
     let provenance = Provenance { config, on_failure, installed_at, source: Source::Upload };
-    let (id, bytes) = (tenant.id.clone(), wasm.clone());
-    let prepared = blocking(&app, move |app| app.plugins.prepare(&id, hook, &bytes, provenance)).await?;
+    let prepared = app.plugins.prepare(&tenant.id, hook, wasm.clone(), provenance).await?;
     let version = prepared.version_state();
     let blob = Blob { hash: version.hash.clone(), bytes: wasm };
     change_slots(&app, &tenant.id, vec![blob], |slots| {
@@ -168,18 +167,6 @@ fn failure_policy(hook: Hook, query: Option<&str>) -> Result<FailurePolicy, ApiE
         Some(other) => {
             Err(ApiError::bad_request("invalid_policy", format!("on_failure must be skip or drop, not {other:?}")))
         }
-    }
-}
-
-/// Runs a compilation on a blocking thread.
-async fn blocking<T: Send + 'static>(
-    app: &Arc<App>,
-    f: impl FnOnce(&App) -> Result<T, PluginError> + Send + 'static,
-) -> Result<T, ApiError> {
-    let app = app.clone();
-    match tokio::task::spawn_blocking(move || f(&app)).await {
-        Ok(result) => Ok(result?),
-        Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "plugin_error", e.to_string())),
     }
 }
 

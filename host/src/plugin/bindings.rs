@@ -8,9 +8,13 @@ use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::budget::CallClock;
+
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "plugin-host",
+    // Guest code runs on a fiber, so a call can yield to the async runtime at an epoch tick.
+    exports: { default: async },
 });
 
 pub(crate) use exports::notify::plugin::{auth, route, transform};
@@ -32,42 +36,10 @@ pub(crate) struct StoreState {
     pub clock: CallClock,
 }
 
-/// A call's CPU-time budget. The epoch ticker wakes the callback every millisecond; the call
-/// is interrupted once its thread has used `budget` of CPU, so a host preempted under load
-/// does not fail healthy plugins. `WALL_FACTOR` times the budget in wall time is the hard
-/// stop for a thread that is starved rather than busy.
-pub(crate) struct CallClock {
-    /// The calling thread's CPU time at the start (calls are synchronous, so the whole call
-    /// runs on that thread).
-    cpu: Option<std::time::Duration>,
-    wall: std::time::Instant,
-    budget: std::time::Duration,
-}
-
-impl CallClock {
-    const WALL_FACTOR: u32 = 50;
-
-    pub(crate) fn start(budget: std::time::Duration) -> Self {
-        Self { cpu: thread_cpu(), wall: std::time::Instant::now(), budget }
-    }
-
-    /// Whether the call has used up its budget.
-    pub(crate) fn expired(&self) -> bool {
-        let cpu_spent = self.cpu.zip(thread_cpu()).map(|(start, now)| now.saturating_sub(start));
-        // Without a thread clock, wall time is all there is.
-        let spent = cpu_spent.unwrap_or_else(|| self.wall.elapsed());
-        spent >= self.budget || self.wall.elapsed() >= self.budget * Self::WALL_FACTOR
-    }
-}
-
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
-}
-
-fn thread_cpu() -> Option<std::time::Duration> {
-    cpu_time::ThreadTime::try_now().ok().map(|t| t.as_duration())
 }
 
 impl notify::plugin::host::Host for StoreState {

@@ -1,7 +1,8 @@
 //! The plugin calls the rest of the host makes: `authenticate` during a WebSocket handshake,
-//! and `transform` then `route` once per published event. Calls run on tokio's blocking
-//! pool: they are synchronous, may block inside WASI host calls, and a plugin running to its
-//! deadline must not hold an async worker that serves other tenants' connections.
+//! and `transform` then `route` once per published event. Calls run in the calling task,
+//! with no hand-off to another thread; a plugin that runs for longer than an epoch tick
+//! yields to the runtime at every tick, so one running to its deadline does not hold an
+//! async worker that serves other tenants' connections.
 
 use std::sync::Arc;
 
@@ -30,14 +31,13 @@ pub(crate) enum AuthOutcome {
 
 /// Runs the tenant's auth plugin on a connection attempt.
 pub(crate) async fn authenticate(plugin: Arc<LoadedPlugin>, req: types::ConnectRequest) -> AuthOutcome {
-    match tokio::task::spawn_blocking(move || plugin.authenticate(&req)).await {
-        Err(join) => AuthOutcome::Failed(format!("plugin task failed: {join}")),
-        Ok(Err(e)) => AuthOutcome::Failed(e.to_string()),
-        Ok(Ok(Err(deny))) => {
+    match plugin.authenticate(&req).await {
+        Err(e) => AuthOutcome::Failed(e.to_string()),
+        Ok(Err(deny)) => {
             let status = if deny.status == 401 { 401 } else { 403 };
             AuthOutcome::Deny { status, reason: deny.reason.chars().take(512).collect() }
         }
-        Ok(Ok(Ok(id))) => match identity(id) {
+        Ok(Ok(id)) => match identity(id) {
             Ok((identity, attributes)) => AuthOutcome::Allow(identity, attributes),
             Err(why) => AuthOutcome::Failed(format!("plugin returned an invalid identity: {why}")),
         },
@@ -65,22 +65,19 @@ pub(crate) async fn process_events(
     if transform.is_none() && route.is_none() {
         return events;
     }
-    let run = move || {
-        events
-            .into_iter()
-            .filter_map(|ev| {
-                let ev = match &transform {
-                    Some(p) => apply_transform(p, ev)?,
-                    None => ev,
-                };
-                match &route {
-                    Some(p) => apply_route(p, ev),
-                    None => Some(ev),
-                }
-            })
-            .collect()
-    };
-    tokio::task::spawn_blocking(run).await.unwrap_or_default()
+    let mut kept = Vec::with_capacity(events.len());
+    for ev in events {
+        let ev = match &transform {
+            Some(p) => apply_transform(p, ev).await,
+            None => Some(ev),
+        };
+        let ev = match (&route, ev) {
+            (Some(p), Some(ev)) => apply_route(p, ev).await,
+            (_, ev) => ev,
+        };
+        kept.extend(ev);
+    }
+    kept
 }
 
 fn to_wit(ev: &Event) -> types::Event {
@@ -104,8 +101,8 @@ fn on_failure(plugin: &LoadedPlugin, ev: Event, why: &str) -> Option<Event> {
     }
 }
 
-fn apply_transform(plugin: &LoadedPlugin, mut ev: Event) -> Option<Event> {
-    match plugin.transform(&to_wit(&ev)) {
+async fn apply_transform(plugin: &LoadedPlugin, mut ev: Event) -> Option<Event> {
+    match plugin.transform(&to_wit(&ev)).await {
         Err(e) => on_failure(plugin, ev, &e.to_string()),
         Ok(types::TransformResult::Keep) => Some(ev),
         Ok(types::TransformResult::Drop) => None,
@@ -129,8 +126,8 @@ fn rewrite(ev: &mut Event, new: types::Event) -> Result<(), String> {
     Ok(())
 }
 
-fn apply_route(plugin: &LoadedPlugin, mut ev: Event) -> Option<Event> {
-    let decision = match plugin.route(&to_wit(&ev)) {
+async fn apply_route(plugin: &LoadedPlugin, mut ev: Event) -> Option<Event> {
+    let decision = match plugin.route(&to_wit(&ev)).await {
         Err(e) => return on_failure(plugin, ev, &e.to_string()),
         Ok(d) => d,
     };

@@ -1,7 +1,8 @@
 //! A loaded plugin version: its compiled component bound to one tenant and hook, a small
 //! pool of warm instances, deadlines, the memory cap and the circuit breaker.
 //!
-//! Calls are synchronous (run them on a blocking thread). An instance is reused until it
+//! Calls are futures run by the calling task: the guest runs on a fiber and yields to the
+//! runtime at each epoch tick once it has run for a tick. An instance is reused until it
 //! has served `recycle_after_calls` calls and is discarded after any trap, so a plugin that
 //! corrupted its own state never runs again in that instance.
 
@@ -14,8 +15,9 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
-use super::bindings::{CallClock, StoreState, auth, route, transform, types};
-use super::runtime::{Compiled, Runtime};
+use super::bindings::{StoreState, auth, route, transform, types};
+use super::budget::{CallClock, CpuMeter, Verdict, bounded};
+use super::runtime::{Compiled, Runtime, TICK};
 use super::version::{Provenance, VersionState};
 use super::{CallError, FailurePolicy, Hook};
 use crate::metrics::HookMetrics;
@@ -34,6 +36,8 @@ enum Guest {
 
 struct Warm {
     store: Store<StoreState>,
+    /// The store's call meter, reachable while a call borrows the store.
+    meter: Arc<CpuMeter>,
     guest: Guest,
     calls: u32,
 }
@@ -68,7 +72,7 @@ pub(crate) struct LoadedPlugin {
 }
 
 impl LoadedPlugin {
-    pub(crate) fn new(
+    pub(crate) async fn new(
         runtime: Arc<Runtime>,
         tenant: Arc<str>,
         hook: Hook,
@@ -96,7 +100,7 @@ impl LoadedPlugin {
             metrics,
         };
         // Instantiating once checks the export's types against the hook's signature.
-        let warm = plugin.instantiate()?;
+        let warm = plugin.instantiate().await?;
         plugin.idle.lock().expect("idle lock").push(warm);
         Ok(plugin)
     }
@@ -122,7 +126,7 @@ impl LoadedPlugin {
         self.consecutive_failures.load(Relaxed)
     }
 
-    fn instantiate(&self) -> Result<Warm, CallError> {
+    async fn instantiate(&self) -> Result<Warm, CallError> {
         let limits = &self.runtime.limits;
         let state = StoreState {
             tenant: self.tenant.clone(),
@@ -136,17 +140,24 @@ impl LoadedPlugin {
                 .build(),
             wasi: WasiCtxBuilder::new().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build(),
             table: ResourceTable::new(),
-            clock: CallClock::start(self.deadline().saturating_mul(10).max(INSTANTIATE_BUDGET_MIN)),
+            clock: CallClock::new(),
         };
-        let _ticking = self.runtime.ticking();
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(|ctx| {
-            Ok(if ctx.data().clock.expired() { UpdateDeadline::Interrupt } else { UpdateDeadline::Continue(1) })
+            Ok(match ctx.data().clock.verdict(TICK) {
+                Verdict::Expired => UpdateDeadline::Interrupt,
+                Verdict::Yield => UpdateDeadline::Yield(1),
+                Verdict::Continue => UpdateDeadline::Continue(1),
+            })
         });
+        let meter = store.data().clock.meter.clone();
+        let budget = self.deadline().saturating_mul(10).max(INSTANTIATE_BUDGET_MIN);
+        store.data_mut().clock.start(budget);
         store.set_epoch_deadline(1);
+        let _ticking = self.runtime.ticking();
         let fail = |e: wasmtime::Error| CallError::Instantiate(format!("{e:#}"));
-        let instance = self.compiled.pre.instantiate(&mut store).map_err(fail)?;
+        let instance = bounded(&meter, budget, self.compiled.pre.instantiate_async(&mut store)).await.map_err(fail)?;
         let missing = || CallError::Instantiate(format!("component does not export the {} hook", self.hook.as_str()));
         let guest = match self.hook {
             Hook::Auth => {
@@ -159,7 +170,7 @@ impl LoadedPlugin {
                 self.compiled.route.as_ref().ok_or_else(missing)?.load(&mut store, &instance).map_err(fail)?,
             ),
         };
-        Ok(Warm { store, guest, calls: 0 })
+        Ok(Warm { store, meter, guest, calls: 0 })
     }
 
     fn deadline(&self) -> Duration {
@@ -168,7 +179,10 @@ impl LoadedPlugin {
     }
 
     /// Runs `f` on a warm instance with the hook's deadline, applying the breaker.
-    fn call<R>(&self, f: impl FnOnce(&mut Store<StoreState>, &Guest) -> wasmtime::Result<R>) -> Result<R, CallError> {
+    async fn call<R>(
+        &self,
+        f: impl AsyncFnOnce(&mut Store<StoreState>, &Guest) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
         if self.is_disabled() {
             return Err(CallError::Disabled);
         }
@@ -176,12 +190,17 @@ impl LoadedPlugin {
         self.calls.fetch_add(1, Relaxed);
         self.metrics.calls.fetch_add(1, Relaxed);
         let warm = self.idle.lock().expect("idle lock").pop();
-        let result = match warm.map_or_else(|| self.instantiate(), Ok) {
+        let warm = match warm {
+            Some(warm) => Ok(warm),
+            None => self.instantiate().await,
+        };
+        let result = match warm {
             Ok(mut warm) => {
-                warm.store.data_mut().clock = CallClock::start(self.deadline());
+                let budget = self.deadline();
+                warm.store.data_mut().clock.start(budget);
                 warm.store.set_epoch_deadline(1);
                 let ticking = self.runtime.ticking();
-                let r = f(&mut warm.store, &warm.guest);
+                let r = bounded(&warm.meter, budget, f(&mut warm.store, &warm.guest)).await;
                 drop(ticking);
                 if r.is_ok() {
                     warm.calls += 1;
@@ -220,28 +239,31 @@ impl LoadedPlugin {
         result
     }
 
-    pub(crate) fn authenticate(
+    pub(crate) async fn authenticate(
         &self,
         req: &types::ConnectRequest,
     ) -> Result<Result<types::Identity, types::Deny>, CallError> {
-        self.call(|store, guest| match guest {
-            Guest::Auth(g) => g.call_authenticate(store, req),
+        self.call(async |store, guest| match guest {
+            Guest::Auth(g) => g.call_authenticate(store, req).await,
             _ => unreachable!("auth plugins hold auth guests"),
         })
+        .await
     }
 
-    pub(crate) fn transform(&self, ev: &types::Event) -> Result<types::TransformResult, CallError> {
-        self.call(|store, guest| match guest {
-            Guest::Transform(g) => g.call_transform(store, ev),
+    pub(crate) async fn transform(&self, ev: &types::Event) -> Result<types::TransformResult, CallError> {
+        self.call(async |store, guest| match guest {
+            Guest::Transform(g) => g.call_transform(store, ev).await,
             _ => unreachable!("transform plugins hold transform guests"),
         })
+        .await
     }
 
-    pub(crate) fn route(&self, ev: &types::Event) -> Result<types::RouteDecision, CallError> {
-        self.call(|store, guest| match guest {
-            Guest::Route(g) => g.call_route(store, ev),
+    pub(crate) async fn route(&self, ev: &types::Event) -> Result<types::RouteDecision, CallError> {
+        self.call(async |store, guest| match guest {
+            Guest::Route(g) => g.call_route(store, ev).await,
             _ => unreachable!("route plugins hold route guests"),
         })
+        .await
     }
 }
 

@@ -2,13 +2,15 @@
 //! wasmtime sandboxes (see docs/PLUGINS.md).
 //!
 //! - `bindings`: the single `bindgen!` and the store state (host interface, empty WASI).
+//! - `budget`: a call's CPU-time budget, measured per poll.
 //! - `runtime`: engine (pooling allocator, epoch deadlines), linker, compile cache.
 //! - `instance`: one loaded plugin version with warm instances and a circuit breaker.
 //! - `version`: what the control plane keeps of a version and of a changed hook slot.
 //! - this module: the hook slots of every tenant on this node, made to match the control-plane
-//!   state; the calls themselves are in `hooks`, run on blocking threads.
+//!   state; the calls themselves are in `hooks`, run in the calling task.
 
 pub(crate) mod bindings;
+mod budget;
 pub(crate) mod hooks;
 pub(crate) mod instance;
 pub(crate) mod runtime;
@@ -16,7 +18,7 @@ pub(crate) mod version;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 pub(crate) use instance::{LoadedPlugin, Source};
 use runtime::Compiled;
@@ -185,24 +187,24 @@ pub(crate) struct Plugins {
     /// before calling, so a swap never waits for a call and in-flight calls finish on the
     /// version they started with.
     slots: RwLock<HashMap<SlotKey, Slot>>,
-    /// Serialises `sync` (held while compiling, on a blocking thread), so two states are
-    /// never applied over each other.
-    syncing: Mutex<()>,
+    /// Serialises `sync` (held across compiling and instantiating), so two states are never
+    /// applied over each other.
+    syncing: tokio::sync::Mutex<()>,
 }
 
 impl Plugins {
     /// Creates the runtime and loads the plugins named in config.toml.
-    pub(crate) fn from_config(config: &Config, tenants: &Tenants) -> Result<Self, PluginError> {
+    pub(crate) async fn from_config(config: &Config, tenants: &Tenants) -> Result<Self, PluginError> {
         let plugins = Self {
             runtime: Runtime::new(config.plugins.clone())?,
             slots: RwLock::default(),
-            syncing: Mutex::default(),
+            syncing: tokio::sync::Mutex::default(),
         };
         for tenant in tenants.all() {
             let p = &tenant.config.plugins;
             for (hook, pc) in [(Hook::Auth, &p.auth), (Hook::Transform, &p.transform), (Hook::Route, &p.route)] {
                 let Some(pc) = pc else { continue };
-                let plugin = plugins.load_configured(&tenant.id, hook, pc, &config.base_dir).map_err(|e| {
+                let plugin = plugins.load_configured(&tenant.id, hook, pc, &config.base_dir).await.map_err(|e| {
                     PluginError::Configured { tenant: tenant.id.to_string(), hook: hook.as_str(), source: Box::new(e) }
                 })?;
                 let mut slots = plugins.slots.write().expect("plugin slots lock");
@@ -212,7 +214,7 @@ impl Plugins {
         Ok(plugins)
     }
 
-    fn load_configured(
+    async fn load_configured(
         &self,
         tenant: &Arc<str>,
         hook: Hook,
@@ -227,22 +229,31 @@ impl Plugins {
             installed_at: crate::clock::now_millis() / 1000,
             source: Source::Config,
         };
-        self.prepare(tenant, hook, &wasm, provenance)
+        self.prepare(tenant, hook, wasm.into(), provenance).await
     }
 
     /// Compiles and checks `wasm` as a version of `hook` without activating it.
-    pub(crate) fn prepare(
+    pub(crate) async fn prepare(
         &self,
         tenant: &Arc<str>,
         hook: Hook,
-        wasm: &[u8],
+        wasm: bytes::Bytes,
         provenance: Provenance,
     ) -> Result<Arc<LoadedPlugin>, PluginError> {
-        let compiled = self.runtime.compile(wasm)?;
-        self.load(tenant, hook, compiled, provenance)
+        let compiled = self.compile(wasm).await?;
+        self.load(tenant, hook, compiled, provenance).await
     }
 
-    fn load(
+    /// Compiles on a blocking thread: compilation takes a while.
+    async fn compile(&self, wasm: bytes::Bytes) -> Result<Arc<Compiled>, PluginError> {
+        let runtime = self.runtime.clone();
+        match tokio::task::spawn_blocking(move || runtime.compile(wasm)).await {
+            Ok(compiled) => compiled,
+            Err(e) => Err(PluginError::Engine(e.into())),
+        }
+    }
+
+    async fn load(
         &self,
         tenant: &Arc<str>,
         hook: Hook,
@@ -258,6 +269,7 @@ impl Plugins {
         }
         let metrics = self.metrics(tenant, hook);
         let plugin = LoadedPlugin::new(self.runtime.clone(), tenant.clone(), hook, compiled, provenance, metrics)
+            .await
             .map_err(|e| PluginError::Invalid { reason: e.to_string(), source: Some(Box::new(e)) })?;
         Ok(Arc::new(plugin))
     }
@@ -287,13 +299,13 @@ impl Plugins {
     /// names falls back to the configured plugin; the slots of tenants gone from `tenants`
     /// are forgotten. A slot whose versions cannot be loaded keeps what it runs, and its
     /// error is returned.
-    pub(crate) fn sync(
+    pub(crate) async fn sync(
         &self,
         tenants: &Tenants,
         state: &BTreeMap<String, TenantSlots>,
-        blobs: &HashMap<String, Vec<u8>>,
+        blobs: &HashMap<String, bytes::Bytes>,
     ) -> Vec<PluginError> {
-        let _one = self.syncing.lock().expect("plugin sync lock");
+        let _one = self.syncing.lock().await;
         let applied = self.applied();
         let wanted = state.iter().flat_map(|(t, slots)| slots.keys().map(move |h| (t.as_str(), *h)));
         let keys: BTreeSet<(&str, Hook)> = wanted.chain(applied.keys().map(|(t, h)| (&**t, *h))).collect();
@@ -307,7 +319,11 @@ impl Plugins {
                 continue;
             }
             let loaded = current.map_or(&[][..], |(_, loaded)| loaded);
-            match spec.map(|spec| self.load_slot(&tenant.id, hook, spec, loaded, blobs)).transpose() {
+            let stored = match spec {
+                Some(spec) => self.load_slot(&tenant.id, hook, spec, loaded, blobs).await.map(Some),
+                None => Ok(None),
+            };
+            match stored {
                 Ok(stored) => updates.push(((tenant.id.clone(), hook), stored)),
                 Err(e) => errors.push(e),
             }
@@ -344,35 +360,48 @@ impl Plugins {
     }
 
     /// Loads the versions `spec` names, reusing those in `loaded`.
-    fn load_slot(
+    async fn load_slot(
         &self,
         tenant: &Arc<str>,
         hook: Hook,
         spec: &SlotSpec,
         loaded: &[Arc<LoadedPlugin>],
-        blobs: &HashMap<String, Vec<u8>>,
+        blobs: &HashMap<String, bytes::Bytes>,
     ) -> Result<Stored, PluginError> {
-        let load = |v: &VersionState| {
-            if let Some(p) = loaded.iter().find(|p| p.version_state() == *v) {
-                return Ok(p.clone());
-            }
-            let compiled = match self.runtime.cached(&v.hash) {
-                Some(compiled) => compiled,
-                None => {
-                    let wasm = blobs.get(&v.hash).ok_or_else(|| PluginError::Missing(v.hash.clone()))?;
-                    self.runtime.compile(wasm)?
-                }
-            };
-            if compiled.hash != v.hash {
-                return Err(PluginError::invalid(format!("the bytes stored as plugin {} have another hash", v.hash)));
-            }
-            self.load(tenant, hook, compiled, v.provenance.clone())
+        let active = match &spec.active {
+            Some(v) => Some(self.load_version(tenant, hook, v, loaded, blobs).await?),
+            None => None,
         };
-        Ok(Stored {
-            spec: spec.clone(),
-            active: spec.active.as_ref().map(load).transpose()?,
-            history: spec.history.iter().map(load).collect::<Result<_, _>>()?,
-        })
+        let mut history = Vec::with_capacity(spec.history.len());
+        for v in &spec.history {
+            history.push(self.load_version(tenant, hook, v, loaded, blobs).await?);
+        }
+        Ok(Stored { spec: spec.clone(), active, history })
+    }
+
+    /// The version `v` of a slot: one of `loaded` if it is there, else loaded afresh.
+    async fn load_version(
+        &self,
+        tenant: &Arc<str>,
+        hook: Hook,
+        v: &VersionState,
+        loaded: &[Arc<LoadedPlugin>],
+        blobs: &HashMap<String, bytes::Bytes>,
+    ) -> Result<Arc<LoadedPlugin>, PluginError> {
+        if let Some(p) = loaded.iter().find(|p| p.version_state() == *v) {
+            return Ok(p.clone());
+        }
+        let compiled = match self.runtime.cached(&v.hash) {
+            Some(compiled) => compiled,
+            None => {
+                let wasm = blobs.get(&v.hash).ok_or_else(|| PluginError::Missing(v.hash.clone()))?;
+                self.compile(wasm.clone()).await?
+            }
+        };
+        if compiled.hash != v.hash {
+            return Err(PluginError::invalid(format!("the bytes stored as plugin {} have another hash", v.hash)));
+        }
+        self.load(tenant, hook, compiled, v.provenance.clone()).await
     }
 
     /// The bytes of a component this node compiled.

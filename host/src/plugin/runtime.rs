@@ -1,9 +1,13 @@
 //! The wasmtime engine shared by every plugin: pooling allocator, epoch interruption, a
 //! linker that grants only the `host` interface and a WASI with nothing in it, and a
 //! compile cache keyed by the component's sha256.
+//!
+//! Guest code runs on fibers inside the async tasks that call it (no hand-off to another
+//! thread), so the WASI imports are the async ones: a guest waiting in one waits on the
+//! async runtime, not on a thread.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::thread::Thread;
 use std::time::Duration;
@@ -18,7 +22,11 @@ use crate::config::PluginLimits;
 use crate::tenant::hex;
 
 /// One epoch tick; deadlines are counted in ticks.
-const TICK: Duration = Duration::from_millis(1);
+pub(crate) const TICK: Duration = Duration::from_millis(1);
+
+/// Ticks the ticker goes on for after the last call ended, so that calls arriving one after
+/// another do not each have to wake it.
+const LINGER_TICKS: u32 = 100;
 
 /// How often a parked epoch ticker looks whether its runtime is gone.
 const PARKED_CHECK: Duration = Duration::from_secs(1);
@@ -53,9 +61,12 @@ pub(crate) struct Runtime {
     /// only while looking up or inserting, never across a compilation.
     cache: Mutex<HashMap<String, Arc<Compiled>>>,
     /// Plugin calls and instantiations running now. The epoch ticker ticks only while this is
-    /// above zero: otherwise every node, plugins or not, would wake a thousand times a second.
+    /// above zero and shortly after: otherwise every node, plugins or not, would wake a
+    /// thousand times a second.
     running: Arc<AtomicUsize>,
-    /// The epoch ticker, unparked when `running` leaves zero.
+    /// Set by the epoch ticker before it parks; a call that starts then unparks it.
+    parked: Arc<AtomicBool>,
+    /// The epoch ticker.
     ticker: Thread,
     /// Epoch increments so far: how the tests see the clock stand still.
     #[cfg_attr(not(test), allow(dead_code))]
@@ -79,7 +90,9 @@ impl Runtime {
             .total_core_instances(instances.saturating_mul(8))
             .total_memories(instances.saturating_mul(2))
             .total_tables(instances.saturating_mul(4))
-            .max_memory_size(limits.memory_limit_bytes);
+            .max_memory_size(limits.memory_limit_bytes)
+            // Every call and instantiation runs on a fiber stack and holds an instance.
+            .total_stacks(instances);
         let mut config = Config::new();
         config
             .wasm_component_model(true)
@@ -91,19 +104,23 @@ impl Runtime {
         let engine_error = |e: wasmtime::Error| PluginError::Engine(e.into());
         let engine = Engine::new(&config).map_err(engine_error)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_error)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_error)?;
         super::bindings::PluginHost::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
             .map_err(engine_error)?;
 
-        let (running, ticks) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicU64::new(0)));
-        let ticker = spawn_ticker(&engine, running.clone(), ticks.clone())?;
-        Ok(Arc::new(Self { engine, linker, limits, cache: Mutex::default(), running, ticker, ticks }))
+        let clock = Clock::default();
+        let ticker = spawn_ticker(&engine, clock.clone())?;
+        let Clock { running, parked, ticks } = clock;
+        Ok(Arc::new(Self { engine, linker, limits, cache: Mutex::default(), running, parked, ticker, ticks }))
     }
 
     /// Makes the epoch clock, which every call deadline is measured against, tick until the
     /// guard is dropped. Hold it while guest code runs.
     pub(crate) fn ticking(&self) -> Ticking<'_> {
-        if self.running.fetch_add(1, SeqCst) == 0 {
+        self.running.fetch_add(1, SeqCst);
+        // Pairs with the ticker's store of `parked` then load of `running`: one of the two
+        // sees the other.
+        if self.parked.load(SeqCst) {
             self.ticker.unpark();
         }
         Ticking(self)
@@ -121,16 +138,16 @@ impl Runtime {
 
     /// Compiles `wasm` (a component; precompiled native code is never accepted), links it,
     /// and finds which hooks it exports.
-    pub(crate) fn compile(&self, wasm: &[u8]) -> Result<Arc<Compiled>, PluginError> {
-        let hash = hex(&Sha256::digest(wasm));
+    pub(crate) fn compile(&self, wasm: bytes::Bytes) -> Result<Arc<Compiled>, PluginError> {
+        let hash = hex(&Sha256::digest(&wasm));
         if let Some(hit) = self.cache.lock().expect("plugin cache lock").get(&hash) {
             return Ok(hit.clone());
         }
-        if !is_component(wasm) {
+        if !is_component(&wasm) {
             let reason = "not a WebAssembly component (build with --target wasm32-wasip2)";
             return Err(PluginError::Invalid { reason: reason.into(), source: None });
         }
-        let component = Component::new(&self.engine, wasm).map_err(|e| PluginError::rejected("", e))?;
+        let component = Component::new(&self.engine, &wasm).map_err(|e| PluginError::rejected("", e))?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -140,7 +157,7 @@ impl Runtime {
             transform: transform::GuestIndices::new(&pre).ok(),
             route: route::GuestIndices::new(&pre).ok(),
             hash: hash.clone(),
-            wasm: bytes::Bytes::copy_from_slice(wasm),
+            wasm,
             pre,
         });
         self.cache.lock().expect("plugin cache lock").insert(hash, compiled.clone());
@@ -153,28 +170,43 @@ fn is_component(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [1, 0]
 }
 
-/// The epoch ticker: increments the engine's epoch every [`TICK`] while guest code runs,
-/// parks otherwise. It holds only a weak reference, so it stops when the engine is dropped.
-fn spawn_ticker(engine: &Engine, running: Arc<AtomicUsize>, ticks: Arc<AtomicU64>) -> Result<Thread, PluginError> {
+/// What the epoch ticker shares with the runtime.
+#[derive(Clone, Default)]
+struct Clock {
+    running: Arc<AtomicUsize>,
+    parked: Arc<AtomicBool>,
+    ticks: Arc<AtomicU64>,
+}
+
+/// The epoch ticker: increments the engine's epoch every [`TICK`] while guest code runs and
+/// for [`LINGER_TICKS`] after, parks otherwise. It holds only a weak reference, so it stops
+/// when the engine is dropped.
+fn spawn_ticker(engine: &Engine, clock: Clock) -> Result<Thread, PluginError> {
     let weak = engine.weak();
     let handle = std::thread::Builder::new()
         .name("plugin-epoch".into())
         .spawn(move || {
+            let mut quiet = LINGER_TICKS;
             loop {
+                quiet = if clock.running.load(SeqCst) > 0 { 0 } else { quiet.saturating_add(1) };
+                if quiet > LINGER_TICKS {
+                    clock.parked.store(true, SeqCst);
+                    if clock.running.load(SeqCst) == 0 {
+                        // An unpark after the store above makes this return at once.
+                        std::thread::park_timeout(PARKED_CHECK);
+                    }
+                    clock.parked.store(false, SeqCst);
+                    if weak.upgrade().is_none() {
+                        break;
+                    }
+                    continue;
+                }
                 // The first tick comes a whole TICK after the clock starts, so a call shorter
                 // than that, alone, never meets its deadline callback.
-                let ticking = running.load(SeqCst) > 0;
-                if ticking {
-                    std::thread::sleep(TICK);
-                } else {
-                    // An unpark that came after the load above makes this return at once.
-                    std::thread::park_timeout(PARKED_CHECK);
-                }
+                std::thread::sleep(TICK);
                 let Some(engine) = weak.upgrade() else { break };
-                if ticking {
-                    engine.increment_epoch();
-                    ticks.fetch_add(1, SeqCst);
-                }
+                engine.increment_epoch();
+                clock.ticks.fetch_add(1, SeqCst);
             }
         })
         .map_err(|e| PluginError::Engine(e.into()))?;
@@ -205,11 +237,15 @@ mod tests {
         let running = runtime.ticking();
         wait_for("ticking", || ticks() >= 5);
         drop(running);
-        // The ticker may finish the tick it had started when the guard went.
-        std::thread::sleep(Duration::from_millis(50));
+        // It lingers for LINGER_TICKS, then parks.
+        wait_for("the clock to stop", || {
+            let before = ticks();
+            std::thread::sleep(Duration::from_millis(200));
+            ticks() == before
+        });
         let stopped = ticks();
         std::thread::sleep(Duration::from_millis(300));
-        assert!(ticks() <= stopped + 1, "the clock stops when no guest code runs");
+        assert!(ticks() <= stopped + 1, "the clock stops once no guest code has run for a while");
 
         let _running = runtime.ticking();
         wait_for("ticking again", || ticks() >= stopped + 5);
