@@ -2,7 +2,8 @@
 # Plugin benchmarks, each compared with the same work without the plugin in the same run:
 #   1. handshake rate: jwt-auth plugin vs built-in JWT auth (5,000 connections each);
 #   2. broadcast to 10,000 subscribers: segment-router active vs no route plugin;
-#   3. transform cost: publishes/s through the redact plugin vs none, and the plugin's mean
+#   3. transform cost: publishes/s through the redact plugin vs none, one request at a time
+#      and from 4 connections at once, with the host's CPU per publish, and the plugin's mean
 #      call time from the host's own histogram.
 #
 #   bench/plugins.sh [ROUNDS]   (default 2; rounds alternate the variants)
@@ -69,8 +70,15 @@ for r in $(seq "$rounds"); do
     fi
     sleep 2
   done
-  printf 'publish no-transform    '; $load publish --publish "$pub" --key noxform-key --events 3000 --payload 256
-  printf 'publish redact          '; $load publish --publish "$pub" --key xform-key --events 3000 --payload 256
+  for p in 1 4; do
+    for key in noxform xform; do
+      t0=$(ticks "$host_pid")
+      out=$($load publish --publish "$pub" --key $key-key --events 20000 --payload 256 --publishers $p)
+      t1=$(ticks "$host_pid")
+      cpu=$(awk -v t=$((t1 - t0)) 'BEGIN {printf "%.1f", t * 10000 / 20000}')
+      echo "publish $key, $p at once: $out, host CPU $cpu us/publish"
+    done
+  done
 done
 for hook in 'plugauth",hook="auth' 'xform",hook="transform' 'seg",hook="route'; do
   sum=$(metric "notify_plugin_call_seconds_sum{tenant=\"$hook\"}")
