@@ -157,9 +157,19 @@ macro_rules! export_router {
 }
 
 /// Reads a value of this plugin's configuration (given at upload or in the host's
-/// config.toml).
+/// config.toml). A plugin version's configuration never changes, so each key is asked of
+/// the host once per instance and remembered.
 pub fn config(key: &str) -> Option<String> {
-    host::config(key)
+    thread_local! {
+        static SEEN: std::cell::RefCell<std::collections::BTreeMap<String, Option<String>>> =
+            const { std::cell::RefCell::new(std::collections::BTreeMap::new()) };
+    }
+    if let Some(value) = SEEN.with_borrow(|seen| seen.get(key).cloned()) {
+        return value;
+    }
+    let value = host::config(key);
+    SEEN.with_borrow_mut(|seen| seen.insert(key.to_owned(), value.clone()));
+    value
 }
 
 /// Logging into the host's log; each line carries the tenant and plugin.
