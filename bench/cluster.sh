@@ -3,7 +3,8 @@
 # events in each setup, measured in one run:
 #   single  one node, memory broker (the default);
 #   redis1  one node, Redis broker (every event goes through Redis);
-#   redis3  three nodes over one Redis, subscribers spread evenly, events published on node 1;
+#   redis3  three nodes over one Redis, subscribers spread evenly, events published on node 1
+#           (any redisN: N nodes, e.g. redis10);
 #   redis3c three nodes over a three-shard Redis Cluster (sharded pub/sub), otherwise as redis3.
 # Each setup starts fresh hosts; a private redis-server runs on a free port.
 #
@@ -89,12 +90,11 @@ for r in $(seq "$rounds"); do
   for setup in ${SETUPS:-single redis1 redis3}; do
     case $setup in
       single) start_nodes "" 1 ;;
-      redis1) start_nodes "$redis_broker" 1 ;;
-      redis3) start_nodes "$redis_broker" 3 ;;
       redis3c) start_nodes "[broker]
 kind = \"redis\"
 cluster = true
 url = \"$cluster_urls\"" 3 ;;
+      redis[0-9]*) start_nodes "$redis_broker" "${setup#redis}" ;;
     esac
     printf '%-7s throughput ' "$setup"
     target/release/notify-load fanout --url "$urls" --publish "$publish" --key bench-key \
