@@ -161,13 +161,7 @@ impl TestHost {
 
     /// The value of a metric sample line (`name{labels}`) from `/metrics`.
     pub async fn metric(&self, sample: &str) -> anyhow::Result<f64> {
-        let (_, text) = http_raw(self.addr, "GET", "/metrics", None, Bytes::new()).await?;
-        let text = String::from_utf8(text.to_vec())?;
-        let line = text
-            .lines()
-            .find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))
-            .with_context(|| format!("no metric {sample}"))?;
-        Ok(line[sample.len() + 1..].trim().parse()?)
+        metric(self.addr, sample).await
     }
 
     /// Polls a metric until `pred` holds (each poll is a real request; bounded by [`STEP`]).
@@ -610,6 +604,17 @@ macro_rules! host_bin {
     () => {
         env!("CARGO_BIN_EXE_notify-host-test")
     };
+}
+
+/// The value of a metric sample line (`name{labels}`) from the `/metrics` of the host at `addr`.
+pub async fn metric(addr: SocketAddr, sample: &str) -> anyhow::Result<f64> {
+    let (_, text) = http_raw(addr, "GET", "/metrics", None, Bytes::new()).await?;
+    let text = String::from_utf8(text.to_vec())?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))
+        .with_context(|| format!("no metric {sample}"))?;
+    Ok(line[sample.len() + 1..].trim().parse()?)
 }
 
 /// A host running as its own process (the real binary), for signals and kills.

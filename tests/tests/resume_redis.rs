@@ -2,7 +2,7 @@
 //! published in one script, so a client resumes on any node; a flushed Redis is a new epoch.
 
 use anyhow::Context as _;
-use notify_tests::{DEMO, RedisServer, Resuming, TestHost, position};
+use notify_tests::{DEMO, HostProcess, RedisServer, Resuming, TestHost, host_bin, metric, position};
 use serde_json::{Value, json};
 
 async fn two_nodes(redis: &RedisServer) -> anyhow::Result<(TestHost, TestHost)> {
@@ -166,6 +166,51 @@ async fn clients_resume_when_their_node_lost_its_subscriptions() -> anyhow::Resu
         assert_eq!((ev["data"].as_u64(), ev["offset"].as_u64()), (Some(i), Some(i + 1)));
     }
     assert!(a.metric("notify_broker_resyncs_total").await? >= 1.0);
+    assert!(ann.reconnects >= 1 && ann.recovered.iter().all(|r| *r), "{:?}", ann.recovered);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_redis_disconnects_for_its_output_buffer_resumes_its_clients() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let mut r = redis.conn().await?;
+    // A pub/sub client more than 256 KiB behind is disconnected at once.
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("client-output-buffer-limit")
+        .arg("pubsub 262144 131072 1")
+        .query_async::<()>(&mut r)
+        .await?;
+    let tenant =
+        "[tenants.demo]\npublish_key = \"demo-key\"\nauth = { mode = \"insecure\" }\nhistory = { size = 2000 }\n";
+    let toml = format!("{tenant}\n{}", redis.broker_toml());
+    let a = HostProcess::start(host_bin!(), &toml).await?;
+    let b = TestHost::start(&toml).await?;
+    b.wait_ready(200).await?;
+    let mut ann = Resuming::connect(a.addr, "ann").await?;
+    // Node A is subscribed to ann's stream once an event reaches her through it.
+    b.publish_ok(&json!({ "users": ["ann"], "event": "seq", "data": 0 })).await?;
+    assert_eq!(ann.next_event().await?["data"], 0);
+
+    // A stops reading (its process is stopped) while 10 MB of events go out: more than the
+    // socket buffers hold, so Redis's output buffer for A's subscription passes the limit.
+    a.signal("STOP")?;
+    let pad = "x".repeat(10_000);
+    let published = async {
+        for i in 1..=1000 {
+            b.publish_ok(&json!({ "users": ["ann"], "event": "seq", "data": {"i": i, "pad": pad} })).await?;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    a.signal("CONT")?;
+    published?;
+
+    for i in 1..=1000 {
+        let ev = ann.next_event().await?;
+        assert_eq!((ev["data"]["i"].as_u64(), ev["offset"].as_u64()), (Some(i), Some(i + 1)), "in order, once");
+    }
+    assert!(metric(a.addr, "notify_broker_resyncs_total").await? >= 1.0, "Redis dropped A's subscription");
     assert!(ann.reconnects >= 1 && ann.recovered.iter().all(|r| *r), "{:?}", ann.recovered);
     Ok(())
 }
