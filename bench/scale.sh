@@ -17,7 +17,15 @@
 #   env: PER_GEN (connections per generator process, default 19000), EVENTS (default 1),
 #        CONCURRENCY (handshakes in flight per generator, default 64),
 #        CONNECT_SECS (bound on connecting, default 900), RECEIVE_SECS (bound on the
-#        broadcast, default 300), HOST_BIN (measure another build)
+#        broadcast, default 300), HOST_BIN (measure another build), STORM (set: a
+#        reconnect storm, below)
+#
+# With STORM=1 the generators resume (`--resume true`), and 1.5 s after the first broadcast
+# Redis drops every node's pub/sub connection (CLIENT KILL TYPE pubsub), as after a Redis
+# restart: each node resubscribes and tells all its clients to reconnect and resume, within
+# `connections.reconnect_spread`, while the broadcasts go on. Also printed: reconnects,
+# welcomes that did not recover the broadcast, and the storm's length (the kill to the last
+# welcome). Use EVENTS of at least 3 so that some are published during the storm.
 #
 # Bounded: every wait has a deadline, and everything started here is stopped by PID on exit.
 set -euo pipefail
@@ -87,7 +95,8 @@ for g in $(seq 0 $((gens - 1))); do
   first=$(( g * per_gen )); n=$(( total - first < per_gen ? total - first : per_gen ))
   target/release/notify-load subscribe --url "$urls" --connections "$n" --first "$first" \
     --source "127.0.0.$((g + 2))" --concurrency "${CONCURRENCY:-64}" --events "$events" \
-    --hold $(( connect_secs + receive_secs )) --latencies "$work/lat$g" > "$work/gen$g.log" 2>&1 &
+    --hold $(( connect_secs + receive_secs )) --latencies "$work/lat$g" --resume "$([ -n "${STORM:-}" ] && echo true || echo false)" \
+    > "$work/gen$g.log" 2>&1 &
   gen_pids+=($!); pids+=($!)
 done
 
@@ -120,7 +129,14 @@ echo "machine: $(free -m | awk '/^Mem:/ {print "used " $3 " MiB of " $2}')"
 
 # The broadcast.
 target/release/notify-load broadcast --publish "http://127.0.0.1:${node_ports[0]}/v1/publish" --key bench-key \
-  --events "$events" --rate 1 > "$work/publish.log"
+  --events "$events" --rate 1 > "$work/publish.log" &
+publisher=$!; pids+=("$publisher")
+if [ -n "${STORM:-}" ]; then
+  sleep 1.5
+  storm_us=$(date +%s%6N)
+  echo "storm: Redis dropped $(redis-cli -p "$redis_port" client kill type pubsub) pub/sub connections"
+fi
+wait "$publisher"
 cat "$work/publish.log"
 first_us=$(awk '{print $(NF - 1)}' "$work/publish.log")
 deadline=$(( $(date +%s) + receive_secs ))
@@ -140,5 +156,13 @@ grep -h "^received" "$work"/gen*.log | awk -v first="$first_us" '
        for (k in codes) if (k != "") printf "  connections closed with code %s: %d\n", k, codes[k]}'
 cat "$work"/lat* | sort -n | awk '{v[NR] = $1} END {if (NR) printf "latency over %d deliveries: p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms\n",
   NR, v[int(NR * 0.5) + 1] / 1000, v[int(NR * 0.9) + 1] / 1000, v[int(NR * 0.99) + 1] / 1000, v[NR] / 1000}'
+if [ -n "${STORM:-}" ]; then
+  grep -h "^resumed" "$work"/gen*.log | awk -v storm="$storm_us" '
+    {match($0, /reconnects [0-9]+/); r += substr($0, RSTART + 11, RLENGTH - 11)
+     match($0, /recovered [0-9]+/); u += substr($0, RSTART + 10, RLENGTH - 10)
+     match($0, /gave up [0-9]+/); g += substr($0, RSTART + 8, RLENGTH - 8)
+     if ($(NF - 1) > last) last = $(NF - 1)}
+    END {printf "storm: %d reconnects (not recovered %d, gave up %d), the last welcome %.1f s after Redis dropped the nodes\n", r, u, g, (last - storm) / 1e6}'
+fi
 echo "nodes: broker reconnects $(sum_metric notify_broker_reconnects_total), resyncs $(sum_metric notify_broker_resyncs_total), slow-client disconnects $(sum_metric 'notify_slow_client_disconnects_total{tenant="bench"}')"
 grep -h -o "WARN.*" "$work"/node*.log 2>/dev/null | grep -v INSECURE | sed -E 's/[0-9]+(\.[0-9]+)?(ms|s|µs)?/N/g' | sort | uniq -c | sort -rn | head -5 || true

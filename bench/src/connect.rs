@@ -135,14 +135,19 @@ fn bind_address_no_port(socket: &TcpSocket) -> anyhow::Result<()> {
 
 /// A WebSocket connection, once its welcome arrived.
 pub(crate) async fn open_ws(url: String, source: Option<IpAddr>) -> anyhow::Result<Ws> {
+    Ok(open_ws_welcome(url, source).await?.0)
+}
+
+/// A WebSocket connection and its welcome frame.
+pub(crate) async fn open_ws_welcome(url: String, source: Option<IpAddr>) -> anyhow::Result<(Ws, String)> {
     let request = url.into_client_request()?;
     let uri = request.uri();
     let authority = format!("{}:{}", uri.host().context("URL without a host")?, uri.port_u16().unwrap_or(80));
     let stream = tcp(&authority, source).await?;
     let config = WebSocketConfig::default().read_buffer_size(4096);
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
-    ws.next().await.context("closed before the welcome")??;
-    Ok(ws)
+    let welcome = ws.next().await.context("closed before the welcome")??;
+    Ok((ws, welcome.into_text().map(|t| t.to_string()).unwrap_or_default()))
 }
 
 /// An SSE stream's body, once its first chunk (the welcome) arrived.

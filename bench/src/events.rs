@@ -26,7 +26,7 @@ pub(crate) fn targeted(user: &str, n: usize, pad: &str) -> Value {
 }
 
 /// The unsigned number after `"key":` in a frame.
-fn number(frame: &str, key: &str) -> Option<u64> {
+pub(crate) fn number(frame: &str, key: &str) -> Option<u64> {
     let rest = &frame[frame.find(key)? + key.len()..];
     let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
     rest[..digits].parse().ok()

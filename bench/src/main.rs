@@ -3,7 +3,7 @@
 //! ```text
 //! notify-load subscribe --url WS_URL[,WS_URL...] [--connections N] [--first I] [--source IP]
 //!                       [--concurrency N] [--events N] [--hold SECS] [--latencies FILE]
-//!                       [--user-prefix P] [--token-secret S] [--claim k=v]...
+//!                       [--user-prefix P] [--token-secret S] [--claim k=v]... [--resume true]
 //! notify-load idle      (subscribe with --events 0)
 //! notify-load broadcast --publish HTTP_URL --key KEY [--events N] [--rate EVENTS_PER_SEC]
 //!                       [--payload BYTES] [--attribute k=v]... [--publishers N]
@@ -26,7 +26,10 @@
 //! leave from that local address (`127.0.0.2`, ...), each address having its own ephemeral
 //! ports. With `--token-secret` each user authenticates with an HS256 token (`sub`, `exp`,
 //! plus every `--claim`). Several comma-separated `--url`s (nodes of a cluster) are used
-//! round-robin. `idle` is `subscribe` that waits for no event.
+//! round-robin. `idle` is `subscribe` that waits for no event. With `--resume true` a
+//! connection the server closes reconnects after the delay the server asked for, resuming
+//! the broadcast after the last event it received, and the report adds reconnects, welcomes
+//! that said the broadcast was not recovered, and when the last welcome arrived.
 //!
 //! `broadcast` publishes `--events` broadcast events numbered from 0, each carrying its send
 //! time, back to back or paced at `--rate` per second, for `subscribe` processes to receive.
@@ -62,7 +65,7 @@ use tokio::task::JoinHandle;
 
 use connect::{open_all, open_sse, open_ws, report_connected};
 use events::{Publisher, now_us, summary};
-use receive::{Shared, lock, spawn_reader};
+use receive::{Resume, Shared, lock, spawn_reader};
 
 #[derive(Default)]
 struct Args {
@@ -89,6 +92,8 @@ struct Args {
     batch: usize,
     /// Concurrent publishing connections for broadcasts.
     publishers: usize,
+    /// Readers reconnect and resume when the server closes them.
+    resume: bool,
 }
 
 fn pair(s: &str) -> anyhow::Result<(String, String)> {
@@ -131,6 +136,7 @@ fn parse(args: &[String]) -> anyhow::Result<(String, Args)> {
             "--latencies" => a.latencies = Some(v.clone()),
             "--batch" => a.batch = v.parse()?,
             "--publishers" => a.publishers = v.parse::<usize>()?.max(1),
+            "--resume" => a.resume = v.parse().context("--resume is true or false")?,
             _ => bail!("unknown flag {flag}"),
         }
     }
@@ -174,6 +180,14 @@ fn report_received(a: &Args, tally: &Shared, opened: usize) -> anyhow::Result<St
         latency,
         t.last_us
     );
+    let line = if a.resume {
+        format!(
+            "{line}\nresumed: reconnects {} (not recovered {}, gave up {}), last welcome at {} us",
+            t.reconnects, t.unrecovered, t.gave_up, t.last_welcome_us
+        )
+    } else {
+        line
+    };
     if let Some(path) = &a.latencies {
         let mut out = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {path}"))?);
         for l in &t.latencies {
@@ -187,10 +201,11 @@ fn report_received(a: &Args, tally: &Shared, opened: usize) -> anyhow::Result<St
 /// Opens the connections, each read from the moment its welcome arrived (an unread one
 /// would not answer pings, and its server would close it).
 async fn open_readers(a: &Args, tally: &Shared) -> anyhow::Result<(Vec<JoinHandle<()>>, Duration)> {
-    let events = a.events;
+    let (events, resume) = (a.events, a.resume);
     open_all(a, |url, source| {
         let tally = tally.clone();
-        async move { Ok(spawn_reader(open_ws(url, source).await?, events, tally)) }
+        let resume = resume.then(|| Resume { url: url.clone(), source });
+        async move { Ok(spawn_reader(open_ws(url, source).await?, events, tally, resume)) }
     })
     .await
 }

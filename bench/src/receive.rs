@@ -2,15 +2,19 @@
 //! events into a tally shared by every connection of the process.
 //!
 //! Each reader keeps a bit per expected event number, so a second copy of an event counts as
-//! a duplicate and a missing one shows as `expected - received`.
+//! a duplicate and a missing one shows as `expected - received`. With `--resume`, a reader
+//! the server closes reconnects as a client application would: after the `retry_after_ms`
+//! the server asked for, resuming the broadcast from the last event it saw.
 
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::connect::Ws;
-use crate::events::{now_us, stamp};
+use crate::connect::{Ws, open_ws_welcome};
+use crate::events::{now_us, number, stamp};
 
 /// What the connections of this process received.
 #[derive(Default)]
@@ -26,6 +30,19 @@ pub(crate) struct Tally {
     pub(crate) closes: std::collections::BTreeMap<u16, usize>,
     /// When the last event arrived (Unix µs).
     pub(crate) last_us: u64,
+    /// With `--resume`: reconnections, those whose welcome said the broadcast was not
+    /// recovered, readers that could not reconnect, and when the last welcome arrived.
+    pub(crate) reconnects: u64,
+    pub(crate) unrecovered: u64,
+    pub(crate) gave_up: u64,
+    pub(crate) last_welcome_us: u64,
+}
+
+/// Where a reader reconnects (`--resume`).
+#[derive(Clone)]
+pub(crate) struct Resume {
+    pub(crate) url: String,
+    pub(crate) source: Option<IpAddr>,
 }
 
 /// A lock on the tally; readers hold it only to record one event.
@@ -35,13 +52,56 @@ pub(crate) fn lock(tally: &Shared) -> std::sync::MutexGuard<'_, Tally> {
     tally.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Reads `ws` until it closes, recording events numbered below `events`. Pings are answered
-/// by tungstenite while reading, so an idle connection stays open.
-pub(crate) fn spawn_reader(mut ws: Ws, events: usize, tally: Shared) -> tokio::task::JoinHandle<()> {
+/// Reads `ws` until it closes (for good, with `resume`), recording events numbered below
+/// `events`. Pings are answered by tungstenite while reading, so an idle connection stays
+/// open.
+pub(crate) fn spawn_reader(ws: Ws, events: usize, tally: Shared, resume: Option<Resume>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut seen = vec![0u64; events.div_ceil(64)];
-        let mut received = 0;
-        let mut close = 0;
+        let mut reader = Reader { seen: vec![0u64; events.div_ceil(64)], events, received: 0, position: None };
+        let mut ws = ws;
+        let close = loop {
+            let (close, wait) = reader.read(&mut ws, &tally, resume.is_some()).await;
+            let Some(resume) = &resume else { break close };
+            match reconnect(resume, reader.position.as_ref(), wait).await {
+                Some((again, welcome)) => {
+                    ws = again;
+                    let mut t = lock(&tally);
+                    t.reconnects += 1;
+                    // The welcome's broadcast stream (after the user stream) says whether
+                    // everything missed was replayed.
+                    let broadcast = welcome.find("\"broadcast\"").map_or("", |i| &welcome[i..]);
+                    t.unrecovered += u64::from(!broadcast.contains("\"recovered\":true"));
+                    t.last_welcome_us = now_us();
+                }
+                None => {
+                    lock(&tally).gave_up += 1;
+                    break close;
+                }
+            }
+        };
+        let mut t = lock(&tally);
+        if reader.received < events || events == 0 {
+            t.ended += 1;
+        }
+        *t.closes.entry(close).or_default() += 1;
+    })
+}
+
+/// One connection's reading state, kept across reconnects.
+struct Reader {
+    /// A bit per event number received.
+    seen: Vec<u64>,
+    events: usize,
+    received: usize,
+    /// The broadcast's `(epoch, offset)` of the last event received.
+    position: Option<(String, u64)>,
+}
+
+impl Reader {
+    /// Reads until the connection ends; returns its close code and the wait the server
+    /// asked for before reconnecting.
+    async fn read(&mut self, ws: &mut Ws, tally: &Shared, track: bool) -> (u16, Duration) {
+        let (mut close, mut wait) = (0, Duration::ZERO);
         while let Some(Ok(msg)) = ws.next().await {
             let text = match msg {
                 Message::Text(text) => text,
@@ -51,30 +111,64 @@ pub(crate) fn spawn_reader(mut ws: Ws, events: usize, tally: Shared) -> tokio::t
                 }
                 _ => continue,
             };
-            let Some((sent, n)) = stamp(&text) else { continue };
-            let Ok(n) = usize::try_from(n) else { continue };
-            if n >= events {
-                continue;
+            if track {
+                if text.contains("\"type\":\"reconnect\"") {
+                    wait = Duration::from_millis(number(&text, "\"retry_after_ms\":").unwrap_or(0));
+                } else if let Some(p) = position(&text) {
+                    self.position = Some(p);
+                }
             }
-            let now = now_us();
-            let (word, bit) = (n / 64, 1u64 << (n % 64));
-            let mut t = lock(&tally);
-            if seen[word] & bit != 0 {
-                t.duplicates += 1;
-                continue;
-            }
-            seen[word] |= bit;
-            received += 1;
-            t.latencies.push(now.saturating_sub(sent));
-            t.last_us = t.last_us.max(now);
-            if received == events {
-                t.complete += 1;
-            }
+            self.record(&text, tally);
         }
-        let mut t = lock(&tally);
-        if received < events || events == 0 {
-            t.ended += 1;
+        (close, wait)
+    }
+
+    fn record(&mut self, text: &str, tally: &Shared) {
+        let Some((sent, n)) = stamp(text) else { return };
+        let Ok(n) = usize::try_from(n) else { return };
+        if n >= self.events {
+            return;
         }
-        *t.closes.entry(close).or_default() += 1;
-    })
+        let now = now_us();
+        let (word, bit) = (n / 64, 1u64 << (n % 64));
+        let mut t = lock(tally);
+        if self.seen[word] & bit != 0 {
+            t.duplicates += 1;
+            return;
+        }
+        self.seen[word] |= bit;
+        self.received += 1;
+        t.latencies.push(now.saturating_sub(sent));
+        t.last_us = t.last_us.max(now);
+        if self.received == self.events {
+            t.complete += 1;
+        }
+    }
+}
+
+/// `(epoch, offset)` of a broadcast event frame.
+fn position(frame: &str) -> Option<(String, u64)> {
+    if !frame.contains("\"broadcast\":true") {
+        return None;
+    }
+    let rest = &frame[frame.find("\"epoch\":\"")? + 9..];
+    let epoch = &rest[..rest.find('"')?];
+    Some((epoch.to_owned(), number(frame, "\"offset\":")?))
+}
+
+/// Reconnects after `wait`, resuming the broadcast after `position`; retries a refused
+/// connection for up to a minute (a node restarting).
+async fn reconnect(resume: &Resume, position: Option<&(String, u64)>, wait: Duration) -> Option<(Ws, String)> {
+    tokio::time::sleep(wait).await;
+    let url = match position {
+        Some((epoch, offset)) => format!("{}&broadcast_since={epoch}:{offset}", resume.url),
+        None => resume.url.clone(),
+    };
+    for _ in 0..300 {
+        if let Ok(opened) = open_ws_welcome(url.clone(), resume.source).await {
+            return Some(opened);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
 }
