@@ -17,7 +17,7 @@ pub(crate) enum Target<'a> {
 }
 
 /// A position in a stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Position {
     pub epoch: String,
     pub offset: u64,
@@ -58,7 +58,7 @@ pub(crate) struct Stored {
 /// What a resuming connection gets: the events it missed, in order, and whether they are all
 /// of them (`recovered`; false when history was trimmed past the start or the epoch is
 /// another one). `position` is the stream's latest, absent when the store could not be read.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Replay {
     pub recovered: bool,
     pub events: Vec<Stored>,

@@ -69,6 +69,9 @@ pub(crate) enum HistoryError {
     NoPosition,
     #[error("position {0}:{1} is not in the current history (epoch {2}, latest offset {3})")]
     StalePosition(String, u64, String, u64),
+    /// The error of a read shared with other connections (see `coalesce`).
+    #[error("{0}")]
+    Shared(String),
 }
 
 /// Reads stream history and keeps read cursors.

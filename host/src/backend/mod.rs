@@ -2,11 +2,12 @@
 //! the control-plane store. Each is a trait whose contract is written on it (`broker`,
 //! `history`, `presence`, `control`), with a memory (or file) implementation for one node
 //! (`memory/`, the default) and a Redis implementation for many nodes (`redis/`) beside it.
-//! [`Backends::start`] picks one set from the config. (The control-plane store exists only
-//! for one node so far: `memory::FileStore`.)
+//! [`Backends::start`] picks one set from the config. `coalesce` lets identical reads of a shared
+//! stream's Redis history share one read.
 
 pub(crate) mod broker;
 pub(crate) mod control;
+mod coalesce;
 pub(crate) mod history;
 pub(crate) mod interest;
 pub(crate) mod memory;

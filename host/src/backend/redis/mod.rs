@@ -18,6 +18,7 @@ pub(crate) use control::RedisStore;
 pub(crate) use link::Link;
 pub(crate) use scripts::{LEASE_RELEASE, LEASE_RENEW};
 
+use super::coalesce::Coalesced;
 use super::presence::Timing;
 use super::{Backends, BrokerError};
 use crate::config::RedisConfig;
@@ -39,7 +40,7 @@ pub(super) async fn backends(
     let timing = Timing { debounce: config.presence_debounce, node_timeout: config.node_timeout };
     Ok(Backends {
         broker: Arc::new(broker),
-        history: Arc::new(history::RedisHistory::new(link.clone(), config.timeout)),
+        history: Arc::new(Coalesced::new(history::RedisHistory::new(link.clone(), config.timeout))),
         presence: Arc::new(presence::RedisPresence::start(link, node_id.clone(), tenants.clone(), timing)),
     })
 }
