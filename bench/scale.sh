@@ -164,5 +164,6 @@ if [ -n "${STORM:-}" ]; then
      if ($(NF - 1) > last) last = $(NF - 1)}
     END {printf "storm: %d reconnects (not recovered %d, gave up %d), the last welcome %.1f s after Redis dropped the nodes\n", r, u, g, (last - storm) / 1e6}'
 fi
+echo "redis commands, most called: $(redis-cli -p "$redis_port" info commandstats | tr -d '\r' | awk -F'[:,=]' '/^cmdstat_/ {print $3, substr($1, 9)}' | sort -rn | head -6 | awk '{printf "%s %d, ", $2, $1}')"
 echo "nodes: broker reconnects $(sum_metric notify_broker_reconnects_total), resyncs $(sum_metric notify_broker_resyncs_total), slow-client disconnects $(sum_metric 'notify_slow_client_disconnects_total{tenant="bench"}')"
 grep -h -o "WARN.*" "$work"/node*.log 2>/dev/null | grep -v INSECURE | sed -E 's/[0-9]+(\.[0-9]+)?(ms|s|µs)?/N/g' | sort | uniq -c | sort -rn | head -5 || true
