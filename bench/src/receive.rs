@@ -55,7 +55,12 @@ pub(crate) fn lock(tally: &Shared) -> std::sync::MutexGuard<'_, Tally> {
 /// Reads `ws` until it closes (for good, with `resume`), recording events numbered below
 /// `events`. Pings are answered by tungstenite while reading, so an idle connection stays
 /// open.
-pub(crate) fn spawn_reader(ws: Ws, events: usize, tally: Shared, resume: Option<Resume>) -> tokio::task::JoinHandle<()> {
+pub(crate) fn spawn_reader(
+    ws: Ws,
+    events: usize,
+    tally: Shared,
+    resume: Option<Resume>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut reader = Reader { seen: vec![0u64; events.div_ceil(64)], events, received: 0, position: None };
         let mut ws = ws;

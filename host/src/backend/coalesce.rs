@@ -147,7 +147,12 @@ mod tests {
     }
 
     impl History for Gated {
-        fn read<'a>(&'a self, _: &'a Tenant, _: Target<'a>, _: Start<'a>) -> BoxFuture<'a, Result<Replay, HistoryError>> {
+        fn read<'a>(
+            &'a self,
+            _: &'a Tenant,
+            _: Target<'a>,
+            _: Start<'a>,
+        ) -> BoxFuture<'a, Result<Replay, HistoryError>> {
             Box::pin(async move {
                 let n = self.reads.fetch_add(1, SeqCst) as u64;
                 self.open.acquire().await.expect("open").forget();
@@ -155,7 +160,12 @@ mod tests {
                 Ok(Replay { recovered: true, events: Vec::new(), position: Some(position), acked: 0 })
             })
         }
-        fn ack<'a>(&'a self, _: &'a Tenant, _: &'a str, _: &'a Position) -> BoxFuture<'a, Result<Cursor, HistoryError>> {
+        fn ack<'a>(
+            &'a self,
+            _: &'a Tenant,
+            _: &'a str,
+            _: &'a Position,
+        ) -> BoxFuture<'a, Result<Cursor, HistoryError>> {
             unreachable!()
         }
         fn forget<'a>(&'a self, _: &'a Tenant) -> BoxFuture<'a, Result<usize, HistoryError>> {

@@ -6,8 +6,8 @@
 //! stream's Redis history share one read.
 
 pub(crate) mod broker;
-pub(crate) mod control;
 mod coalesce;
+pub(crate) mod control;
 pub(crate) mod history;
 pub(crate) mod interest;
 pub(crate) mod memory;
