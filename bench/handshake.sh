@@ -38,12 +38,15 @@ run_rounds() {
   done
 }
 
+# Both servers rest 2 s after a round, so that neither starts a round while the kernel still
+# tears down the previous one's sockets.
 notify_closed() {
   local deadline=$((SECONDS + 60))
   while [ "$(metric 'notify_connections{tenant="demo"}')" != "0" ]; do
     [ $SECONDS -lt $deadline ] || { echo "connections did not close"; exit 1; }
     sleep 0.2
   done
+  sleep 2
 }
 floor_closed() { sleep 2; }
 
