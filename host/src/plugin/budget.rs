@@ -26,7 +26,7 @@ pub(crate) struct CpuMeter {
 impl CpuMeter {
     fn reset(&self) {
         self.spent.store(0, Relaxed);
-        self.poll_began.store(thread_cpu_ns(), Relaxed);
+        self.begin_poll();
     }
 
     fn begin_poll(&self) {

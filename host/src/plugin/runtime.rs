@@ -60,17 +60,10 @@ pub(crate) struct Runtime {
     /// Compiled components by sha256, so re-uploads and rollbacks skip compilation. Held
     /// only while looking up or inserting, never across a compilation.
     cache: Mutex<HashMap<String, Arc<Compiled>>>,
-    /// Plugin calls and instantiations running now. The epoch ticker ticks only while this is
-    /// above zero and shortly after: otherwise every node, plugins or not, would wake a
-    /// thousand times a second.
-    running: Arc<AtomicUsize>,
-    /// Set by the epoch ticker before it parks; a call that starts then unparks it.
-    parked: Arc<AtomicBool>,
+    /// Shared with the epoch ticker.
+    clock: Arc<Clock>,
     /// The epoch ticker.
     ticker: Thread,
-    /// Epoch increments so far: how the tests see the clock stand still.
-    #[cfg_attr(not(test), allow(dead_code))]
-    ticks: Arc<AtomicU64>,
 }
 
 /// Keeps the epoch clock ticking while guest code may run (see [`Runtime::ticking`]).
@@ -78,7 +71,7 @@ pub(crate) struct Ticking<'a>(&'a Runtime);
 
 impl Drop for Ticking<'_> {
     fn drop(&mut self) {
-        self.0.running.fetch_sub(1, SeqCst);
+        self.0.clock.running.fetch_sub(1, SeqCst);
     }
 }
 
@@ -108,19 +101,18 @@ impl Runtime {
         super::bindings::PluginHost::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
             .map_err(engine_error)?;
 
-        let clock = Clock::default();
+        let clock = Arc::new(Clock::default());
         let ticker = spawn_ticker(&engine, clock.clone())?;
-        let Clock { running, parked, ticks } = clock;
-        Ok(Arc::new(Self { engine, linker, limits, cache: Mutex::default(), running, parked, ticker, ticks }))
+        Ok(Arc::new(Self { engine, linker, limits, cache: Mutex::default(), clock, ticker }))
     }
 
     /// Makes the epoch clock, which every call deadline is measured against, tick until the
     /// guard is dropped. Hold it while guest code runs.
     pub(crate) fn ticking(&self) -> Ticking<'_> {
-        self.running.fetch_add(1, SeqCst);
+        self.clock.running.fetch_add(1, SeqCst);
         // Pairs with the ticker's store of `parked` then load of `running`: one of the two
         // sees the other.
-        if self.parked.load(SeqCst) {
+        if self.clock.parked.load(SeqCst) {
             self.ticker.unpark();
         }
         Ticking(self)
@@ -171,17 +163,23 @@ fn is_component(bytes: &[u8]) -> bool {
 }
 
 /// What the epoch ticker shares with the runtime.
-#[derive(Clone, Default)]
+#[derive(Default)]
 struct Clock {
-    running: Arc<AtomicUsize>,
-    parked: Arc<AtomicBool>,
-    ticks: Arc<AtomicU64>,
+    /// Plugin calls and instantiations running now. The epoch ticker ticks only while this is
+    /// above zero and shortly after: otherwise every node, plugins or not, would wake a
+    /// thousand times a second.
+    running: AtomicUsize,
+    /// Set by the epoch ticker before it parks; a call that starts then unparks it.
+    parked: AtomicBool,
+    /// Epoch increments so far: how the tests see the clock stand still.
+    #[cfg_attr(not(test), allow(dead_code))]
+    ticks: AtomicU64,
 }
 
 /// The epoch ticker: increments the engine's epoch every [`TICK`] while guest code runs and
 /// for [`LINGER_TICKS`] after, parks otherwise. It holds only a weak reference, so it stops
 /// when the engine is dropped.
-fn spawn_ticker(engine: &Engine, clock: Clock) -> Result<Thread, PluginError> {
+fn spawn_ticker(engine: &Engine, clock: Arc<Clock>) -> Result<Thread, PluginError> {
     let weak = engine.weak();
     let handle = std::thread::Builder::new()
         .name("plugin-epoch".into())
@@ -230,7 +228,7 @@ mod tests {
     #[test]
     fn the_epoch_clock_ticks_only_while_guest_code_runs() {
         let runtime = Runtime::new(PluginLimits::default()).expect("runtime");
-        let ticks = || runtime.ticks.load(SeqCst);
+        let ticks = || runtime.clock.ticks.load(SeqCst);
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(ticks(), 0, "an idle runtime's clock stands still");
 
