@@ -4,23 +4,46 @@
 //! therefore does not fail healthy plugins, and `WALL_FACTOR` times the budget in wall time
 //! is the hard stop for a call that is starved rather than busy, or waiting in a host call
 //! (a WASI clock) where no epoch tick reaches it.
+//!
+//! Reading a thread's CPU clock is a system call (about half a microsecond), so a poll reads
+//! it only from its first epoch tick on. Until then the guest has run for at most about a
+//! tick, and the poll is charged its wall time, capped at one tick: most calls end before
+//! any tick and never read the clock.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-/// Marks "no thread clock here": the budget falls back to wall time.
-const NO_CLOCK: u64 = u64::MAX;
+use super::runtime::TICK;
+
+/// Marks "not read in this poll yet" and "no thread clock here" (the budget then falls back
+/// to wall time).
+const UNSET: u64 = u64::MAX;
 
 /// The CPU time one call has used, shared between the store (read by the epoch callback,
 /// inside a poll) and [`metered`] (which brackets each poll outside the store).
-#[derive(Default)]
 pub(crate) struct CpuMeter {
-    /// CPU nanoseconds used by the call's earlier polls.
+    /// Origin of the wall-clock nanoseconds below.
+    origin: Instant,
+    /// CPU nanoseconds charged to the call's earlier polls.
     spent: AtomicU64,
-    /// The polling thread's CPU clock in nanoseconds when the current poll began.
+    /// Wall-clock nanoseconds since `origin` when the current poll began.
     poll_began: AtomicU64,
+    /// The polling thread's CPU clock at which the current poll is taken to have begun, once
+    /// read in this poll; `UNSET` before.
+    cpu_base: AtomicU64,
+}
+
+impl Default for CpuMeter {
+    fn default() -> Self {
+        Self {
+            origin: Instant::now(),
+            spent: AtomicU64::new(0),
+            poll_began: AtomicU64::new(0),
+            cpu_base: AtomicU64::new(UNSET),
+        }
+    }
 }
 
 impl CpuMeter {
@@ -30,23 +53,47 @@ impl CpuMeter {
     }
 
     fn begin_poll(&self) {
-        self.poll_began.store(thread_cpu_ns(), Relaxed);
+        self.poll_began.store(self.wall_ns(), Relaxed);
+        self.cpu_base.store(UNSET, Relaxed);
     }
 
     fn end_poll(&self) {
-        if let Some(in_poll) = self.in_poll() {
-            self.spent.fetch_add(in_poll, Relaxed);
-        }
+        let in_poll = match self.cpu_base.load(Relaxed) {
+            UNSET => self.before_first_tick(),
+            base => thread_cpu_ns().saturating_sub(base),
+        };
+        self.spent.fetch_add(in_poll, Relaxed);
     }
 
-    /// CPU time of the poll running now, on this thread.
+    fn wall_ns(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The current poll's charge while its thread clock is unread: its wall time, capped at
+    /// one tick.
+    fn before_first_tick(&self) -> u64 {
+        let wall = self.wall_ns().saturating_sub(self.poll_began.load(Relaxed));
+        wall.min(TICK.as_nanos() as u64)
+    }
+
+    /// CPU time of the poll running now, on this thread; `None` without a thread clock.
     fn in_poll(&self) -> Option<u64> {
-        let began = self.poll_began.load(Relaxed);
         let now = thread_cpu_ns();
-        (began != NO_CLOCK && now != NO_CLOCK).then(|| now.saturating_sub(began))
+        if now == UNSET {
+            return None;
+        }
+        let base = match self.cpu_base.load(Relaxed) {
+            UNSET => {
+                let base = now.saturating_sub(self.before_first_tick());
+                self.cpu_base.store(base, Relaxed);
+                base
+            }
+            base => base,
+        };
+        Some(now.saturating_sub(base))
     }
 
-    /// CPU time used so far; called from inside a poll.
+    /// CPU time used so far; called from inside a poll, at an epoch tick.
     fn spent(&self) -> Option<Duration> {
         self.in_poll().map(|in_poll| Duration::from_nanos(self.spent.load(Relaxed) + in_poll))
     }
@@ -128,28 +175,37 @@ async fn metered<F: Future>(meter: &CpuMeter, call: F) -> F::Output {
 }
 
 fn thread_cpu_ns() -> u64 {
-    cpu_time::ThreadTime::try_now().map_or(NO_CLOCK, |t| u64::try_from(t.as_duration().as_nanos()).unwrap_or(NO_CLOCK))
+    cpu_time::ThreadTime::try_now().map_or(UNSET, |t| u64::try_from(t.as_duration().as_nanos()).unwrap_or(UNSET))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn burn(d: Duration) {
+    /// Burns `d` of this thread's CPU, calling `at_tick` after each tick of it, as the epoch
+    /// callback would be called.
+    fn burn(d: Duration, mut at_tick: impl FnMut()) {
         let start = cpu_time::ThreadTime::now();
+        let mut ticks = 0;
         while start.elapsed() < d {
             std::hint::black_box(0u64);
+            if start.elapsed() >= TICK * (ticks + 1) {
+                ticks += 1;
+                at_tick();
+            }
         }
     }
 
-    /// A future that burns `per_poll` of CPU at each of `polls` polls, each time on a new
-    /// thread (as a work-stealing runtime might move it), and records each verdict.
+    /// A future that burns `per_poll` of CPU at each of `polls` polls, while a new thread
+    /// (as a work-stealing runtime might run other tasks) burns as much again, and records
+    /// the verdict at each poll's last tick.
     async fn hop_threads(clock: &CallClock, polls: u32, per_poll: Duration) -> Vec<Verdict> {
         let mut verdicts = Vec::new();
         for _ in 0..polls {
-            std::thread::scope(|s| s.spawn(|| burn(per_poll)).join().expect("burn"));
-            burn(per_poll);
-            verdicts.push(clock.verdict(Duration::from_millis(1)));
+            std::thread::scope(|s| s.spawn(|| burn(per_poll, || ())).join().expect("burn"));
+            let mut last = None;
+            burn(per_poll, || last = Some(clock.verdict(TICK)));
+            verdicts.push(last.expect("a tick"));
             tokio::task::yield_now().await;
         }
         verdicts
@@ -167,6 +223,23 @@ mod tests {
         clock.start(Duration::from_millis(12));
         let verdicts = metered(&meter, hop_threads(&clock, 3, Duration::from_millis(5))).await;
         assert_eq!(verdicts, [Verdict::Yield, Verdict::Yield, Verdict::Expired], "charged across polls");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_poll_that_waits_before_its_first_tick_is_charged_one_tick_at_most() {
+        let mut clock = CallClock::new();
+        clock.start(Duration::from_millis(10));
+        let meter = clock.meter.clone();
+        let waits = async {
+            // Descheduled for 20 ms in each of two polls, as an overloaded host might be.
+            for _ in 0..2 {
+                std::thread::sleep(Duration::from_millis(20));
+                tokio::task::yield_now().await;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            clock.verdict(TICK)
+        };
+        assert_eq!(metered(&meter, waits).await, Verdict::Yield, "charged about 3 ticks of 10 ms");
     }
 
     #[test]
