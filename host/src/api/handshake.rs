@@ -3,6 +3,7 @@
 //! revocation, the transport's own checks, node capacity, then the tenant's quotas. Every
 //! refusal is an HTTP status with a JSON body, counted under a handshake failure reason.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -16,9 +17,9 @@ use super::extract::{bearer, query_param};
 use crate::app::App;
 use crate::auth::{AuthError, Identity, Verified};
 use crate::metrics::HandshakeFailure;
-use crate::plugin::Hook;
 use crate::plugin::bindings::types;
 use crate::plugin::hooks::{self, AuthOutcome};
+use crate::plugin::{Hook, LoadedPlugin};
 use crate::quota;
 use crate::session::{Joining, Resume};
 use crate::stream::Position;
@@ -150,7 +151,7 @@ async fn authenticate(
             }
         };
     };
-    match hooks::authenticate(plugin, connect_request(req, &tenant.id, peer)).await {
+    match PluginView::of(req, peer).authenticate(plugin, &tenant.id, req.uri.path()).await {
         AuthOutcome::Allow(identity, attributes) => Ok((Verified { identity, issued_at: None }, attributes)),
         AuthOutcome::Deny { status, reason } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
@@ -164,23 +165,26 @@ async fn authenticate(
     }
 }
 
-/// The handshake as an auth plugin sees it.
-fn connect_request(req: &Parts, tenant: &str, peer: SocketAddr) -> types::ConnectRequest {
-    let headers = req
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-        .collect();
-    let query = req
-        .uri
-        .query()
-        .map(|q| form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
-        .unwrap_or_default();
-    types::ConnectRequest {
-        tenant: tenant.to_owned(),
-        path: req.uri.path().to_owned(),
-        headers,
-        query,
-        remote_addr: peer.to_string(),
+/// The handshake's parts an auth plugin sees, decoded once and lent to the call.
+struct PluginView<'a> {
+    headers: Vec<(&'a str, Cow<'a, str>)>,
+    query: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    remote_addr: String,
+}
+
+impl<'a> PluginView<'a> {
+    fn of(req: &'a Parts, peer: SocketAddr) -> Self {
+        let headers = req.headers.iter().map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v.as_bytes()))).collect();
+        let query = req.uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).collect()).unwrap_or_default();
+        Self { headers, query, remote_addr: peer.to_string() }
+    }
+
+    /// Runs the auth plugin on the handshake to `path` of `tenant` as this view shows it.
+    async fn authenticate(&self, plugin: Arc<LoadedPlugin>, tenant: &str, path: &str) -> AuthOutcome {
+        let headers: Vec<(&str, &str)> = self.headers.iter().map(|(k, v)| (*k, &**v)).collect();
+        let query: Vec<(&str, &str)> = self.query.iter().map(|(k, v)| (&**k, &**v)).collect();
+        let request =
+            types::ConnectRequest { tenant, path, headers: &headers, query: &query, remote_addr: &self.remote_addr };
+        hooks::authenticate(plugin, request).await
     }
 }

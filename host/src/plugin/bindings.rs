@@ -15,6 +15,8 @@ wasmtime::component::bindgen!({
     world: "plugin-host",
     // Guest code runs on a fiber, so a call can yield to the async runtime at an epoch tick.
     exports: { default: async },
+    // Events and connect requests are lent to the guest, not copied into owned values first.
+    ownership: Borrowing { duplicate_if_necessary: true },
 });
 
 pub(crate) use exports::notify::plugin::{auth, route, transform};

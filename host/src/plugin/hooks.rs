@@ -30,8 +30,8 @@ pub(crate) enum AuthOutcome {
 }
 
 /// Runs the tenant's auth plugin on a connection attempt.
-pub(crate) async fn authenticate(plugin: Arc<LoadedPlugin>, req: types::ConnectRequest) -> AuthOutcome {
-    match plugin.authenticate(&req).await {
+pub(crate) async fn authenticate(plugin: Arc<LoadedPlugin>, req: types::ConnectRequest<'_>) -> AuthOutcome {
+    match plugin.authenticate(req).await {
         Err(e) => AuthOutcome::Failed(e.to_string()),
         Ok(Err(deny)) => {
             let status = if deny.status == 401 { 401 } else { 403 };
@@ -80,15 +80,33 @@ pub(crate) async fn process_events(
     kept
 }
 
-fn to_wit(ev: &Event) -> types::Event {
-    types::Event {
-        id: ev.id.clone(),
-        name: ev.name.clone(),
-        data: ev.data.get().as_bytes().to_vec(),
-        attributes: ev.attributes.clone(),
-        users: ev.users.clone(),
-        channels: ev.channels.clone(),
-        broadcast: ev.broadcast,
+/// An event's string lists as the plugin ABI borrows them: lent, not copied, so a call
+/// allocates nothing for an event that names no users, channels or attributes.
+struct Lists<'a> {
+    attributes: Vec<(&'a str, &'a str)>,
+    users: Vec<&'a str>,
+    channels: Vec<&'a str>,
+}
+
+impl<'a> Lists<'a> {
+    fn of(ev: &'a Event) -> Self {
+        Self {
+            attributes: ev.attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+            users: ev.users.iter().map(String::as_str).collect(),
+            channels: ev.channels.iter().map(String::as_str).collect(),
+        }
+    }
+
+    fn event(&'a self, ev: &'a Event) -> types::EventParam<'a> {
+        types::EventParam {
+            id: &ev.id,
+            name: &ev.name,
+            data: ev.data.get().as_bytes(),
+            attributes: &self.attributes,
+            users: &self.users,
+            channels: &self.channels,
+            broadcast: ev.broadcast,
+        }
     }
 }
 
@@ -102,7 +120,8 @@ fn on_failure(plugin: &LoadedPlugin, ev: Event, why: &str) -> Option<Event> {
 }
 
 async fn apply_transform(plugin: &LoadedPlugin, mut ev: Event) -> Option<Event> {
-    match plugin.transform(&to_wit(&ev)).await {
+    let lists = Lists::of(&ev);
+    match plugin.transform(lists.event(&ev)).await {
         Err(e) => on_failure(plugin, ev, &e.to_string()),
         Ok(types::TransformResult::Keep) => Some(ev),
         Ok(types::TransformResult::Drop) => None,
@@ -113,7 +132,7 @@ async fn apply_transform(plugin: &LoadedPlugin, mut ev: Event) -> Option<Event> 
     }
 }
 
-fn rewrite(ev: &mut Event, new: types::Event) -> Result<(), String> {
+fn rewrite(ev: &mut Event, new: types::EventResult) -> Result<(), String> {
     if new.name.is_empty() || new.name.len() > MAX_EVENT_NAME || new.name.chars().any(char::is_control) {
         return Err("invalid event name".into());
     }
@@ -127,7 +146,8 @@ fn rewrite(ev: &mut Event, new: types::Event) -> Result<(), String> {
 }
 
 async fn apply_route(plugin: &LoadedPlugin, mut ev: Event) -> Option<Event> {
-    let decision = match plugin.route(&to_wit(&ev)).await {
+    let lists = Lists::of(&ev);
+    let decision = match plugin.route(lists.event(&ev)).await {
         Err(e) => return on_failure(plugin, ev, &e.to_string()),
         Ok(d) => d,
     };

@@ -200,7 +200,9 @@ impl LoadedPlugin {
                 warm.store.data_mut().clock.start(budget);
                 warm.store.set_epoch_deadline(1);
                 let ticking = self.runtime.ticking();
-                let r = bounded(&warm.meter, budget, f(&mut warm.store, &warm.guest)).await;
+                // Boxed once: the call future is large, and moving it through the wrappers
+                // below would copy it several times per call.
+                let r = bounded(&warm.meter, budget, Box::pin(f(&mut warm.store, &warm.guest))).await;
                 drop(ticking);
                 if r.is_ok() {
                     warm.calls += 1;
@@ -241,7 +243,7 @@ impl LoadedPlugin {
 
     pub(crate) async fn authenticate(
         &self,
-        req: &types::ConnectRequest,
+        req: types::ConnectRequest<'_>,
     ) -> Result<Result<types::Identity, types::Deny>, CallError> {
         self.call(async |store, guest| match guest {
             Guest::Auth(g) => g.call_authenticate(store, req).await,
@@ -250,7 +252,7 @@ impl LoadedPlugin {
         .await
     }
 
-    pub(crate) async fn transform(&self, ev: &types::Event) -> Result<types::TransformResult, CallError> {
+    pub(crate) async fn transform(&self, ev: types::EventParam<'_>) -> Result<types::TransformResult, CallError> {
         self.call(async |store, guest| match guest {
             Guest::Transform(g) => g.call_transform(store, ev).await,
             _ => unreachable!("transform plugins hold transform guests"),
@@ -258,7 +260,7 @@ impl LoadedPlugin {
         .await
     }
 
-    pub(crate) async fn route(&self, ev: &types::Event) -> Result<types::RouteDecision, CallError> {
+    pub(crate) async fn route(&self, ev: types::EventParam<'_>) -> Result<types::RouteDecision, CallError> {
         self.call(async |store, guest| match guest {
             Guest::Route(g) => g.call_route(store, ev).await,
             _ => unreachable!("route plugins hold route guests"),
