@@ -1,6 +1,6 @@
 //! Tenant plugins end to end: real compiled components from plugins/, real sockets.
 
-use notify_tests::{Client, DEMO, TestHost, hs256_token, plugin_path};
+use notify_tests::{Client, DEMO, TestHost, hs256_token, http, plugin_path};
 use serde_json::json;
 
 const SECRET: &str = "plugin-secret-0123456789";
@@ -83,13 +83,26 @@ async fn redact_plugin_rewrites_and_drops_events() -> anyhow::Result<()> {
         .await?;
     let ev = c.next_event().await?;
     assert_eq!(ev["data"], json!({"name": "Bo", "nested": [{}], "clean": true}));
+    // Nested values with nothing to remove (the plugin copies them without parsing them),
+    // an empty object, a field spelled with an escape, and a stamp already there.
+    for (data, want) in [
+        (r#"{"a": {"b": [1, "s"]}, "c": "x"}"#, json!({"a": {"b": [1, "s"]}, "c": "x", "clean": true})),
+        ("{ }", json!({"clean": true})),
+        (r#"{"k": {"\u0073sn": "1"}}"#, json!({"k": {}, "clean": true})),
+        (r#"{"clean": false, "k": 3}"#, json!({"k": 3, "clean": true})),
+    ] {
+        let body = format!(r#"{{"users": ["bo"], "event": "profile", "data": {data}}}"#);
+        let (status, res) = http(host.addr, "POST", "/v1/publish", Some("shop-key"), body.into()).await?;
+        assert_eq!(status, 202, "{res}");
+        assert_eq!(c.next_event().await?["data"], want, "{data}");
+    }
 
     publish(json!({"users": ["bo"], "event": "internal", "data": {"secret": 1}})).await?;
     publish(json!({"users": ["bo"], "event": "after", "data": 1})).await?;
     let ev = c.next_event().await?;
     assert_eq!(ev["event"], "after", "the dropped event was delivered");
     assert_eq!(ev["data"], 1, "non-object payloads pass through");
-    assert_eq!(host.metric("notify_plugin_calls_total{tenant=\"shop\",hook=\"transform\"}").await?, 3.0);
+    assert_eq!(host.metric("notify_plugin_calls_total{tenant=\"shop\",hook=\"transform\"}").await?, 7.0);
     Ok(())
 }
 
