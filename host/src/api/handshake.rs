@@ -151,7 +151,7 @@ async fn authenticate(
             }
         };
     };
-    match PluginView::of(req, peer).authenticate(plugin, &tenant.id, req.uri.path()).await {
+    match PluginView::of(req, peer).authenticate(plugin, &tenant.id).await {
         AuthOutcome::Allow(identity, attributes) => Ok((Verified { identity, issued_at: None }, attributes)),
         AuthOutcome::Deny { status, reason } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
@@ -167,6 +167,7 @@ async fn authenticate(
 
 /// The handshake's parts an auth plugin sees, decoded once and lent to the call.
 struct PluginView<'a> {
+    path: &'a str,
     headers: Vec<(&'a str, Cow<'a, str>)>,
     query: Vec<(Cow<'a, str>, Cow<'a, str>)>,
     remote_addr: String,
@@ -176,15 +177,20 @@ impl<'a> PluginView<'a> {
     fn of(req: &'a Parts, peer: SocketAddr) -> Self {
         let headers = req.headers.iter().map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v.as_bytes()))).collect();
         let query = req.uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).collect()).unwrap_or_default();
-        Self { headers, query, remote_addr: peer.to_string() }
+        Self { path: req.uri.path(), headers, query, remote_addr: peer.to_string() }
     }
 
-    /// Runs the auth plugin on the handshake to `path` of `tenant` as this view shows it.
-    async fn authenticate(&self, plugin: Arc<LoadedPlugin>, tenant: &str, path: &str) -> AuthOutcome {
+    /// Runs `tenant`'s auth plugin on the handshake as this view shows it.
+    async fn authenticate(&self, plugin: Arc<LoadedPlugin>, tenant: &str) -> AuthOutcome {
         let headers: Vec<(&str, &str)> = self.headers.iter().map(|(k, v)| (*k, &**v)).collect();
         let query: Vec<(&str, &str)> = self.query.iter().map(|(k, v)| (&**k, &**v)).collect();
-        let request =
-            types::ConnectRequest { tenant, path, headers: &headers, query: &query, remote_addr: &self.remote_addr };
+        let request = types::ConnectRequest {
+            tenant,
+            path: self.path,
+            headers: &headers,
+            query: &query,
+            remote_addr: &self.remote_addr,
+        };
         hooks::authenticate(plugin, request).await
     }
 }

@@ -239,7 +239,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
             clock.verdict(TICK)
         };
-        assert_eq!(metered(&meter, waits).await, Verdict::Yield, "charged about 3 ticks of 10 ms");
+        assert_eq!(metered(&meter, waits).await, Verdict::Yield, "charged a tick per poll, 3 ms of 10");
     }
 
     #[test]
