@@ -30,8 +30,10 @@ pub(crate) fn text(json: &[u8]) -> Bytes {
 }
 
 /// A complete text frame carrying `value` serialised as JSON.
-pub(crate) fn json(value: &serde_json::Value) -> Bytes {
-    text(&serde_json::to_vec(value).expect("JSON values serialise"))
+pub(crate) fn json(value: &impl serde::Serialize) -> Bytes {
+    let mut payload = Vec::with_capacity(128);
+    serde_json::to_writer(&mut payload, value).expect("frames serialise");
+    text(&payload)
 }
 
 /// The payload of a frame made by [`text`] (its JSON).

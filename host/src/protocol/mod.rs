@@ -5,7 +5,7 @@ pub(crate) mod close;
 pub(crate) mod frame;
 
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::stream::{Position, Replay};
@@ -93,45 +93,96 @@ impl<'a> From<&'a Replay> for StreamState<'a> {
     }
 }
 
-/// `{"epoch", "offset", "recovered"}` of a resumed stream (no position when history could
-/// not be read).
-fn stream_state(r: &StreamState<'_>) -> serde_json::Value {
-    let mut v = json!({ "recovered": r.recovered });
-    if let Some(p) = &r.position {
-        v["epoch"] = json!(p.epoch);
-        v["offset"] = json!(p.offset);
-    }
-    v
+/// `{"epoch", "offset", "recovered"}` of a joined or resumed stream (no position when
+/// history could not be read), with `acked` and `unread` where the welcome reports them.
+#[derive(Serialize)]
+struct StreamFrame<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+    recovered: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    acked: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unread: Option<u64>,
 }
 
-pub(crate) fn welcome(w: &Welcome<'_>) -> Bytes {
-    let mut v = json!({
-        "type": "welcome",
-        "connection_id": w.conn_id.to_string(),
-        "user": w.user,
-        "tenant": w.tenant,
-        "heartbeat_interval_ms": w.heartbeat_interval_ms as u64,
-        "idle_timeout_ms": w.idle_timeout_ms as u64,
-    });
-    if let Some([user, broadcast]) = &w.streams {
-        let mut user_state = stream_state(user);
-        if let (true, Some(p)) = (w.acks, user.position) {
-            user_state["acked"] = json!(user.acked);
-            user_state["unread"] = json!(p.offset.saturating_sub(user.acked));
-        }
-        v["streams"] = json!({ "user": user_state, "broadcast": stream_state(broadcast) });
+impl<'a> StreamFrame<'a> {
+    fn of(r: &StreamState<'a>) -> Self {
+        let (epoch, offset) = r.position.map(|p| (&*p.epoch, p.offset)).unzip();
+        Self { epoch, offset, recovered: r.recovered, acked: None, unread: None }
     }
-    frame::json(&v)
+
+    /// With the user's read cursor, when there is a position to count unread events from.
+    fn with_cursor(mut self, r: &StreamState<'_>) -> Self {
+        if let Some(p) = r.position {
+            self.acked = Some(r.acked);
+            self.unread = Some(p.offset.saturating_sub(r.acked));
+        }
+        self
+    }
+}
+
+/// A number that goes on the wire as a JSON string (connection ids exceed what JavaScript
+/// numbers hold exactly).
+struct AsString(u64);
+
+impl Serialize for AsString {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+#[derive(Serialize)]
+struct StreamsFrame<'a> {
+    user: StreamFrame<'a>,
+    broadcast: StreamFrame<'a>,
+}
+
+#[derive(Serialize)]
+struct WelcomeFrame<'a> {
+    r#type: &'static str,
+    connection_id: AsString,
+    user: &'a str,
+    tenant: &'a str,
+    heartbeat_interval_ms: u64,
+    idle_timeout_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    streams: Option<StreamsFrame<'a>>,
+}
+
+/// Encoded from borrowed fields, without building a JSON value first: one is sent on every
+/// connect.
+pub(crate) fn welcome(w: &Welcome<'_>) -> Bytes {
+    let streams = w.streams.as_ref().map(|[user, broadcast]| {
+        let user_frame = StreamFrame::of(user);
+        StreamsFrame {
+            user: if w.acks { user_frame.with_cursor(user) } else { user_frame },
+            broadcast: StreamFrame::of(broadcast),
+        }
+    });
+    frame::json(&WelcomeFrame {
+        r#type: "welcome",
+        connection_id: AsString(w.conn_id),
+        user: w.user,
+        tenant: w.tenant,
+        heartbeat_interval_ms: u64::try_from(w.heartbeat_interval_ms).unwrap_or(u64::MAX),
+        idle_timeout_ms: u64::try_from(w.idle_timeout_ms).unwrap_or(u64::MAX),
+        streams,
+    })
+}
+
+#[derive(Serialize)]
+struct SubscribedFrame<'a> {
+    r#type: &'static str,
+    channel: &'a str,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    resumed: Option<StreamFrame<'a>>,
 }
 
 pub(crate) fn subscribed(channel: &str, resumed: Option<StreamState<'_>>) -> Bytes {
-    let mut v = json!({ "type": "subscribed", "channel": channel });
-    if let Some(r) = resumed
-        && let serde_json::Value::Object(state) = stream_state(&r)
-    {
-        v.as_object_mut().expect("an object").extend(state);
-    }
-    frame::json(&v)
+    frame::json(&SubscribedFrame { r#type: "subscribed", channel, resumed: resumed.as_ref().map(StreamFrame::of) })
 }
 
 /// The read cursor after an ack: the last offset acked in `epoch`, and how many are unread.
@@ -168,4 +219,52 @@ pub(crate) fn error(code: &str, message: &str, channel: Option<&str>) -> Bytes {
         v["channel"] = json!(c);
     }
     frame::json(&v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(frame: &Bytes) -> serde_json::Value {
+        serde_json::from_slice(frame::payload(frame)).expect("a JSON frame")
+    }
+
+    #[test]
+    fn welcome_and_subscribed_frames_carry_what_the_protocol_says() {
+        let user = Position { epoch: "e1".into(), offset: 41 };
+        let broadcast = Position { epoch: "e1".into(), offset: 7 };
+        let streams = [
+            StreamState { recovered: true, position: Some(&user), acked: 40 },
+            StreamState { recovered: false, position: Some(&broadcast), acked: 0 },
+        ];
+        let w = Welcome {
+            conn_id: u64::MAX,
+            user: "al\"ice",
+            tenant: "demo",
+            heartbeat_interval_ms: 25_000,
+            idle_timeout_ms: 60_000,
+            streams: Some(streams),
+            acks: true,
+        };
+        assert_eq!(
+            json(&welcome(&w)),
+            json!({"type": "welcome", "connection_id": u64::MAX.to_string(), "user": "al\"ice", "tenant": "demo",
+                   "heartbeat_interval_ms": 25_000, "idle_timeout_ms": 60_000,
+                   "streams": {"user": {"epoch": "e1", "offset": 41, "recovered": true, "acked": 40, "unread": 1},
+                               "broadcast": {"epoch": "e1", "offset": 7, "recovered": false}}})
+        );
+        let unread = StreamState { recovered: false, position: None, acked: 0 };
+        let w = Welcome { streams: Some([unread, unread]), acks: true, ..w };
+        assert_eq!(
+            json(&welcome(&w))["streams"],
+            json!({"user": {"recovered": false}, "broadcast": {"recovered": false}})
+        );
+        assert_eq!(json(&welcome(&Welcome { streams: None, ..w })).get("streams"), None);
+
+        assert_eq!(json(&subscribed("news", None)), json!({"type": "subscribed", "channel": "news"}));
+        assert_eq!(
+            json(&subscribed("news", Some(streams[0]))),
+            json!({"type": "subscribed", "channel": "news", "epoch": "e1", "offset": 41, "recovered": true})
+        );
+    }
 }
