@@ -11,7 +11,8 @@
 #   bench/instructions.sh handshake [COUNT]   (default 2000)
 #     COUNT WebSocket connections (50 at a time, each closed once welcomed, after 500
 #     unmeasured ones) to notify (stock tenant `demo`, memory broker, history on), then to
-#     the floor server; prints instructions and allocations per connection for each.
+#     the floor server; prints instructions and allocations per connection for each. With
+#     BROKER=redis, notify runs on the Redis broker (a private redis-server) instead.
 #
 #   HOST_BIN=path/to/notify-host WASM_DIR=dir/with/redact.wasm bench/instructions.sh ...
 set -euo pipefail
@@ -23,8 +24,8 @@ command -v valgrind >/dev/null || { echo "valgrind is needed"; exit 1; }
 cargo build --release -q -p notify-host -p notify-bench
 source bench/common.sh
 work=$(mktemp -d)
-host_pid=""
-trap 'stop_all "$host_pid"' EXIT
+host_pid=""; redis_pid=""
+trap 'stop_all "$host_pid" "$redis_pid"' EXIT
 wasm=${WASM_DIR:-$PWD/plugins/target/wasm32-wasip2/release}
 load=target/release/notify-load
 
@@ -105,8 +106,13 @@ case $mode in
       printf "of the difference: guest JIT code %d, host %d\n", j / n, (x - p - j) / n }'
     ;;
   handshake)
+    broker=""
+    if [ "${BROKER:-memory}" = redis ]; then
+      start_redis
+      broker=$(printf '[broker]\nkind = "redis"\nurl = "redis://127.0.0.1:%s"' "$redis_port")
+    fi
     port=$(free_port)
-    demo_config
+    demo_config "$broker"
     measured notify "${HOST_BIN:-target/release/notify-host}" --config "$work/config.toml"
     handshake_run notify "ws://127.0.0.1:$port/v1/ws/demo"
     port=$(free_port)
