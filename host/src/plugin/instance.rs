@@ -200,8 +200,8 @@ impl LoadedPlugin {
                 warm.store.data_mut().clock.start(budget);
                 warm.store.set_epoch_deadline(1);
                 let ticking = self.runtime.ticking();
-                // Boxed once: the call future is large, and moving it through the wrappers
-                // below would copy it several times per call.
+                // Boxed once: the call future is large, and moving it into `bounded`'s
+                // timeout and meter would copy it several times per call.
                 let r = bounded(&warm.meter, budget, Box::pin(f(&mut warm.store, &warm.guest))).await;
                 drop(ticking);
                 if r.is_ok() {
