@@ -15,6 +15,8 @@
 #     BROKER=redis, notify runs on the Redis broker (a private redis-server) instead.
 #
 #   HOST_BIN=path/to/notify-host WASM_DIR=dir/with/redact.wasm bench/instructions.sh ...
+#   DUMPS=DIR keeps the callgrind dumps there (cg.notify.1, cg.floor.1, cg.noxform.1,
+#   cg.xform.1), for `callgrind_annotate` to say where the instructions went.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:?transform or handshake}
@@ -45,6 +47,7 @@ finish() {
   callgrind_control -i off "$host_pid" > /dev/null 2>&1
   callgrind_control -d "$host_pid" > /dev/null 2>&1
   kill "$host_pid"; wait "$host_pid" 2>/dev/null || true; host_pid=""
+  if [ -n "${DUMPS:-}" ]; then mkdir -p "$DUMPS" && cp "$work"/cg.*.1 "$DUMPS"/; fi
 }
 
 # totals FILE: "instructions jit mallocs" in a callgrind dump
