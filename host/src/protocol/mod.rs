@@ -109,18 +109,15 @@ struct StreamFrame<'a> {
 }
 
 impl<'a> StreamFrame<'a> {
-    fn of(r: &StreamState<'a>) -> Self {
+    /// With `cursor`, the user's read cursor too, when there is a position to count unread
+    /// events from.
+    fn of(r: &StreamState<'a>, cursor: bool) -> Self {
         let (epoch, offset) = r.position.map(|p| (&*p.epoch, p.offset)).unzip();
-        Self { epoch, offset, recovered: r.recovered, acked: None, unread: None }
-    }
-
-    /// With the user's read cursor, when there is a position to count unread events from.
-    fn with_cursor(mut self, r: &StreamState<'_>) -> Self {
-        if let Some(p) = r.position {
-            self.acked = Some(r.acked);
-            self.unread = Some(p.offset.saturating_sub(r.acked));
-        }
-        self
+        let (acked, unread) = match r.position {
+            Some(p) if cursor => (Some(r.acked), Some(p.offset.saturating_sub(r.acked))),
+            _ => (None, None),
+        };
+        Self { epoch, offset, recovered: r.recovered, acked, unread }
     }
 }
 
@@ -155,12 +152,9 @@ struct WelcomeFrame<'a> {
 /// Encoded from borrowed fields, without building a JSON value first: one is sent on every
 /// connect.
 pub(crate) fn welcome(w: &Welcome<'_>) -> Bytes {
-    let streams = w.streams.as_ref().map(|[user, broadcast]| {
-        let user_frame = StreamFrame::of(user);
-        StreamsFrame {
-            user: if w.acks { user_frame.with_cursor(user) } else { user_frame },
-            broadcast: StreamFrame::of(broadcast),
-        }
+    let streams = w.streams.as_ref().map(|[user, broadcast]| StreamsFrame {
+        user: StreamFrame::of(user, w.acks),
+        broadcast: StreamFrame::of(broadcast, false),
     });
     frame::json(&WelcomeFrame {
         r#type: "welcome",
@@ -182,7 +176,11 @@ struct SubscribedFrame<'a> {
 }
 
 pub(crate) fn subscribed(channel: &str, resumed: Option<StreamState<'_>>) -> Bytes {
-    frame::json(&SubscribedFrame { r#type: "subscribed", channel, resumed: resumed.as_ref().map(StreamFrame::of) })
+    frame::json(&SubscribedFrame {
+        r#type: "subscribed",
+        channel,
+        resumed: resumed.map(|r| StreamFrame::of(&r, false)),
+    })
 }
 
 /// The read cursor after an ack: the last offset acked in `epoch`, and how many are unread.
