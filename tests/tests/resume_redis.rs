@@ -1,8 +1,9 @@
 //! Positions, history and resume in cluster mode: history lives in Redis, appended and
 //! published in one script, so a client resumes on any node; a flushed Redis is a new epoch.
+//! A stream that never held an event has no keys.
 
 use anyhow::Context as _;
-use notify_tests::{DEMO, HostProcess, RedisServer, Resuming, TestHost, host_bin, metric, position};
+use notify_tests::{DEMO, HostProcess, RedisServer, Resuming, TestHost, host_bin, http, metric, position};
 use serde_json::{Value, json};
 
 async fn two_nodes(redis: &RedisServer) -> anyhow::Result<(TestHost, TestHost)> {
@@ -22,11 +23,10 @@ async fn a_client_resumes_on_another_node_from_redis_history() -> anyhow::Result
     let redis = RedisServer::start().await?;
     let (a, b) = two_nodes(&redis).await?;
     let (mut ann, welcome) = a.join("demo", "user=ann").await?;
-    let epoch = welcome["streams"]["user"]["epoch"].as_str().context("epoch")?.to_owned();
     assert_eq!(welcome["streams"]["user"]["offset"], 0);
     b.publish_ok(&json!({ "users": ["ann"], "event": "seen", "data": 0 })).await?;
     let seen = ann.next_event().await?;
-    assert_eq!((seen["epoch"].as_str(), seen["offset"].as_u64()), (Some(epoch.as_str()), Some(1)));
+    assert_eq!(seen["offset"], 1);
     let since = position(&seen)?;
     drop(ann);
 
@@ -60,11 +60,13 @@ async fn a_client_resumes_on_another_node_from_redis_history() -> anyhow::Result
 
     // Channels resume on subscribe, on any node.
     let mut reader = a.connect_user("reader").await?;
-    let subscribed = reader.subscribe("news").await?;
-    let news_epoch = subscribed["epoch"].as_str().context("epoch")?.to_owned();
+    assert_eq!(reader.subscribe("news").await?["offset"], 0);
+    let mut news_epoch = String::new();
     for i in 1..=3 {
         b.publish_ok(&json!({ "channels": ["news"], "event": "headline", "data": i })).await?;
-        assert_eq!(reader.next_event().await?["offset"], i);
+        let ev = reader.next_event().await?;
+        assert_eq!(ev["offset"], i);
+        news_epoch = ev["epoch"].as_str().context("epoch")?.to_owned();
     }
     drop(reader);
     for i in 4..=6 {
@@ -124,12 +126,12 @@ async fn trimmed_redis_history_is_not_recovered() -> anyhow::Result<()> {
     );
     let host = TestHost::start(&toml).await?;
     host.wait_ready(200).await?;
-    let (ann, welcome) = host.join("demo", "user=ann").await?;
-    let epoch = welcome["streams"]["user"]["epoch"].as_str().context("epoch")?.to_owned();
-    drop(ann);
     for i in 1..=10 {
         host.publish_ok(&json!({ "users": ["ann"], "event": "e", "data": i })).await?;
     }
+    let (ann, welcome) = host.join("demo", "user=ann").await?;
+    let epoch = welcome["streams"]["user"]["epoch"].as_str().context("epoch")?.to_owned();
+    drop(ann);
     // Only offsets 6..=10 are kept: resuming after 2 misses 3..=5 and says so, then gets
     // what is kept, in order.
     let (mut ann, welcome) = host.join("demo", &format!("user=ann&user_since={epoch}:2")).await?;
@@ -212,5 +214,74 @@ async fn a_node_redis_disconnects_for_its_output_buffer_resumes_its_clients() ->
     }
     assert!(metric(a.addr, "notify_broker_resyncs_total").await? >= 1.0, "Redis dropped A's subscription");
     assert!(ann.reconnects >= 1 && ann.recovered.iter().all(|r| *r), "{:?}", ann.recovered);
+    Ok(())
+}
+
+/// The keys of Redis that name one of `user`'s streams (history, presence hashes aside).
+async fn keys_of(r: &mut redis::aio::MultiplexedConnection, user: &str) -> anyhow::Result<Vec<String>> {
+    Ok(redis::cmd("KEYS").arg(format!("*:u:{user}*")).query_async(r).await?)
+}
+
+#[tokio::test]
+async fn users_who_never_received_an_event_leave_no_keys_in_redis_and_still_resume() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let mut r = redis.conn().await?;
+    let acks =
+        "[tenants.demo]\npublish_key = \"demo-key\"\nauth = { mode = \"insecure\" }\nhistory = { acks = true }\n";
+    let (a, b) = two_nodes_with(&redis, acks).await?;
+    let (mut quiet, welcome) = a.join("demo", "user=quiet").await?;
+    let look = welcome["streams"]["user"].clone();
+    assert_eq!((look["offset"].as_u64(), look["recovered"].as_bool()), (Some(0), Some(true)), "{welcome}");
+    // Acking the look and asking for unread counts keep nothing either.
+    let epoch = look["epoch"].as_str().context("epoch")?.to_owned();
+    quiet.send_json(&json!({ "type": "ack", "epoch": epoch, "offset": 0 })).await?;
+    assert_eq!(quiet.next_json().await?["type"], "acked");
+    let (status, unread) = http(b.addr, "GET", "/v1/users/quiet/unread", Some("demo-key"), Default::default()).await?;
+    assert_eq!((status, unread["unread"].as_u64()), (200, Some(0)), "{unread}");
+    drop(quiet);
+    let (_, again) = b.join("demo", &format!("user=quiet&user_since={epoch}:0")).await?;
+    assert_eq!(again["streams"]["user"]["recovered"], true);
+    assert_eq!(keys_of(&mut r, "quiet").await?, Vec::<String>::new());
+
+    // An event while away creates the stream; resuming from the look, on the other node,
+    // replays it as nothing missed.
+    b.publish_ok(&json!({ "users": ["quiet"], "event": "while-away" })).await?;
+    assert_eq!(keys_of(&mut r, "quiet").await?.len(), 2);
+    let (mut quiet, welcome) = b.join("demo", &format!("user=quiet&user_since={epoch}:0")).await?;
+    assert_eq!(welcome["streams"]["user"]["recovered"], true, "{welcome}");
+    let ev = quiet.next_event().await?;
+    assert_eq!((ev["event"].clone(), ev["offset"].clone()), (json!("while-away"), json!(1)));
+
+    // Acking the look now is taken as offset 0 of the stream: it moves nothing.
+    quiet.send_json(&json!({ "type": "ack", "epoch": epoch, "offset": 0 })).await?;
+    let acked = quiet.next_json().await?;
+    assert_eq!((acked["type"].as_str(), acked["unread"].as_u64()), (Some("acked"), Some(1)), "{acked}");
+
+    // The look covers a stream created from its second on, for less than a stream's
+    // lifetime (ttl 10 minutes plus a day, less a second for rounding) after it.
+    let looked = u64::from_str_radix(&epoch[16..], 16)?;
+    let lifetime = 600 + 24 * 3600 - 1;
+    for (created, covered) in
+        [(looked - 1, false), (looked, true), (looked + lifetime - 1, true), (looked + lifetime, false)]
+    {
+        redis::cmd("HSET")
+            .arg("{notify:demo:u:quiet}:pos")
+            .arg("created")
+            .arg(created)
+            .query_async::<()>(&mut r)
+            .await?;
+        let (_, welcome) = a.join("demo", &format!("user=quiet&user_since={epoch}:0")).await?;
+        assert_eq!(welcome["streams"]["user"]["recovered"], covered, "created {created}, looked {looked}");
+    }
+
+    // A look from before a flush is not taken for one of the new store.
+    let (_, welcome) = a.join("demo", "user=later").await?;
+    let since = format!("{}:0", welcome["streams"]["user"]["epoch"].as_str().context("epoch")?);
+    a.publish_ok(&json!({ "users": ["later"], "event": "lost" })).await?;
+    redis::cmd("FLUSHALL").query_async::<()>(&mut r).await?;
+    a.publish_ok(&json!({ "users": ["later"], "event": "after" })).await?;
+    let (mut later, welcome) = b.join("demo", &format!("user=later&user_since={since}")).await?;
+    assert_eq!(welcome["streams"]["user"]["recovered"], false, "{welcome}");
+    assert_eq!(later.next_event().await?["event"], "after");
     Ok(())
 }

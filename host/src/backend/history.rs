@@ -42,6 +42,18 @@ pub(crate) struct Start<'a> {
     pub unacked: bool,
 }
 
+impl<'a> Start<'a> {
+    /// This start, from `origin` (the stream's offset 0) when the client's position is a look
+    /// that covers the stream: a read of a stream that held nothing answers a look epoch
+    /// (both stores), and a client resuming from it has missed nothing since.
+    pub(super) fn from_origin(self, origin: Option<&'a Position>) -> Self {
+        match origin {
+            Some(origin) => Self { since: Some(origin), ..self },
+            None => self,
+        }
+    }
+}
+
 /// How much history a tenant keeps per stream.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {

@@ -217,15 +217,9 @@ impl MemoryHistory {
         let Some(stream) = self.find(tenant.index, target) else { return self.absent(from, limits) };
         let mut stream = stream.lock().expect("stream lock");
         stream.touch(limits);
-        // A look epoch that covers this stream is its offset 0.
-        let start_of_stream;
-        let from = match from.since {
-            Some(p) if self.epochs.starts(p, Some(stream.created), limits) => {
-                start_of_stream = Position { epoch: stream.epoch.clone(), offset: 0 };
-                Start { since: Some(&start_of_stream), ..from }
-            }
-            _ => from,
-        };
+        let covered = from.since.is_some_and(|p| self.epochs.starts(p, Some(stream.created), limits));
+        let origin = covered.then(|| Position { epoch: stream.epoch.clone(), offset: 0 });
+        let from = from.from_origin(origin.as_ref());
         let oldest = stream.entries.front().map_or(stream.last + 1, |(_, e)| e.offset);
         let (start, recovered) = plan(from, &stream.epoch, stream.last, stream.acked, oldest);
         let events = match start {

@@ -2,13 +2,18 @@
 //! the hash slot of its pub/sub channel, so one Lua script can touch both and publish on the
 //! channel, on one Redis and on a Redis Cluster alike:
 //!
-//! - `{notify:TENANT:u:USER}:pos` (a hash: `epoch`, `offset`, `acked`), kept for the events'
-//!   ttl plus [`POSITION_GRACE`] after the last append or read;
+//! - `{notify:TENANT:u:USER}:pos` (a hash: `epoch`, `offset`, `acked`, and `created`, the
+//!   Unix second by Redis's clock), kept for the events' ttl plus [`POSITION_GRACE`] after the
+//!   last append, read or ack;
 //! - `{notify:TENANT:u:USER}:events` (a stream with ids `OFFSET-0`; fields `t`, the append
 //!   time in ms, and `e`, the broker envelope as published), trimmed to the tenant's size and
 //!   expired after its ttl.
 //!
-//! A missing position hash (never written, flushed, expired) starts a new epoch.
+//! Only an append creates them. A stream without a position hash (it never held an event,
+//! or was flushed or expired) is read as offset 0 of a look epoch, and nothing is written:
+//! see `scripts/history_look.lua`, and the in-memory store, which does the same. The look
+//! epochs of a hash slot start with its store id (`keys::slot_store`), read by the same
+//! script.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -113,6 +118,8 @@ fn entry(v: Value, limits: Limits, now_ms: u64) -> Result<Option<Stored>, Histor
 
 impl RedisHistory {
     pub(crate) fn new(link: Link, timeout: Duration) -> Self {
+        // Found now rather than on a connection's first read.
+        keys::slot_tags();
         Self { link, timeout }
     }
 
@@ -126,14 +133,18 @@ impl RedisHistory {
 
     async fn snapshot(&self, tenant: &Tenant, target: Target<'_>, from: Start<'_>) -> Result<Replay, HistoryError> {
         let limits = Limits::from(tenant.config.history);
-        let mut cmd = eval(scripts::HISTORY_READ, &keys::history(&stream_channel(&tenant.id, target)));
+        let [pos, events] = keys::history(&stream_channel(&tenant.id, target));
+        let store = keys::slot_store(&pos);
+        let mut cmd = eval(scripts::HISTORY_READ, &[pos, events, store]);
         let (epoch, offset) = from.since.map_or(("", 0), |p| (p.epoch.as_str(), p.offset));
         cmd.arg(new_epoch()).arg(position_ttl(limits)).arg(epoch).arg(offset).arg(if from.unacked { "1" } else { "0" });
         let started = Instant::now();
         let Value::Array(reply) = self.call(cmd).await? else { return Err(malformed("malformed history reply")) };
-        let [epoch, last, acked, events]: [Value; 4] =
+        let [epoch, last, acked, events, covered]: [Value; 5] =
             reply.try_into().map_err(|_| malformed("malformed history reply"))?;
         let (epoch, last, acked) = (text(&epoch)?, int(&last)?, int(&acked)?);
+        let origin = (int(&covered)? == 1).then(|| Position { epoch: epoch.clone(), offset: 0 });
+        let from = from.from_origin(origin.as_ref());
         let Value::Array(events) = events else { return Err(malformed("malformed history reply")) };
         let now = now_millis();
         let mut kept = Vec::with_capacity(events.len());
@@ -150,8 +161,9 @@ impl RedisHistory {
     async fn ack_at(&self, tenant: &Tenant, user: &str, position: &Position) -> Result<Cursor, HistoryError> {
         let limits = Limits::from(tenant.config.history);
         let [pos, _] = keys::history(&stream_channel(&tenant.id, Target::User(user)));
-        let mut cmd = eval(scripts::HISTORY_ACK, std::slice::from_ref(&pos));
-        cmd.arg(&position.epoch).arg(position.offset).arg(position_ttl(limits));
+        let store = keys::slot_store(&pos);
+        let mut cmd = eval(scripts::HISTORY_ACK, &[pos, store]);
+        cmd.arg(&position.epoch).arg(position.offset).arg(position_ttl(limits)).arg(new_epoch());
         let Value::Array(reply) = self.call(cmd).await? else { return Err(malformed("malformed ack reply")) };
         let [epoch, last, acked, taken]: [Value; 4] = reply.try_into().map_err(|_| malformed("malformed ack reply"))?;
         let (epoch, offset, acked) = (text(&epoch)?, int(&last)?, int(&acked)?);

@@ -34,6 +34,49 @@ pub(crate) fn history(channel: &str) -> [String; 2] {
     [format!("{{{channel}}}:pos"), format!("{{{channel}}}:events")]
 }
 
+/// The Redis Cluster hash slot of `key`: CRC16 of its hash tag (the part between the first
+/// `{` and the next `}`, when not empty), or of the whole key, modulo 16384.
+fn slot(key: &str) -> u16 {
+    let tagged = key.split_once('{').and_then(|(_, rest)| rest.split_once('}')).map(|(tag, _)| tag);
+    let hashed = tagged.filter(|t| !t.is_empty()).unwrap_or(key);
+    crc16::State::<crc16::XMODEM>::calculate(hashed.as_bytes()) % SLOTS
+}
+
+const SLOTS: u16 = 16384;
+
+/// For each hash slot, the smallest number whose hex form hashes to it (found once, in a
+/// few milliseconds: 314,737 numbers cover every slot).
+pub(crate) fn slot_tags() -> &'static [u32] {
+    static TAGS: std::sync::OnceLock<Box<[u32]>> = std::sync::OnceLock::new();
+    TAGS.get_or_init(|| {
+        let mut tags = vec![u32::MAX; usize::from(SLOTS)];
+        let mut missing = tags.len();
+        let mut hex = String::new();
+        for n in 0u32.. {
+            use std::fmt::Write as _;
+            hex.clear();
+            write!(hex, "{n:x}").expect("writing to a String");
+            let tag = &mut tags[usize::from(slot(&hex))];
+            if *tag == u32::MAX {
+                *tag = n;
+                missing -= 1;
+                if missing == 0 {
+                    break;
+                }
+            }
+        }
+        tags.into()
+    })
+}
+
+/// The store id of the hash slot `key` is in: `notify:store:{TAG}`, with a TAG that hashes
+/// to that slot, so a script touching `key` may read it on a Redis Cluster too. It names
+/// one lifetime of the slot's data (history's look epochs start with it): created once and
+/// never expiring, it is new after a flush or a lost Redis.
+pub(crate) fn slot_store(key: &str) -> String {
+    format!("notify:store:{{{:x}}}", slot_tags()[usize::from(slot(key))])
+}
+
 /// A glob matching every [`history`] key of a tenant (tenant ids have no glob characters).
 pub(crate) fn history_pattern(tenant: &str) -> String {
     format!("{{notify:{tenant}:*")
@@ -141,9 +184,26 @@ mod tests {
     }
 
     #[test]
+    fn slots_are_computed_as_redis_computes_them() {
+        // Values from `CLUSTER KEYSLOT`.
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("{user1000}.following"), slot("user1000"));
+        assert_eq!(slot("foo{bar}{zap}"), slot("bar"));
+        assert_eq!(slot("foo{{bar}}zap"), slot("{bar"));
+        // An empty tag does not count: the whole key is hashed.
+        assert_ne!(slot("foo{}{bar}"), slot("bar"));
+        let tags = slot_tags();
+        assert!(tags.iter().enumerate().all(|(s, &n)| usize::from(slot(&format!("{n:x}"))) == s));
+    }
+
+    #[test]
     fn keys_a_script_touches_share_a_hash_tag() {
         let channel = stream_channel("acme", Target::User("alice"));
         assert_eq!(history(&channel), ["{notify:acme:u:alice}:pos", "{notify:acme:u:alice}:events"]);
+        let pos = &history(&channel)[0];
+        let store = slot_store(pos);
+        assert_eq!(slot(&store), slot(pos), "{store}");
+        assert!(store.starts_with("notify:store:{"));
         let tag = "{acme}";
         for key in [presence_node("acme", "n1"), presence_online("acme"), presence_nodes("acme")] {
             assert!(key.contains(tag), "{key}");

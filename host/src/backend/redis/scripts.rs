@@ -7,9 +7,11 @@ use ::redis::Cmd;
 /// Appends an event to a stream's history and publishes it (see `history`).
 pub(crate) const HISTORY_APPEND: &str = include_str!("scripts/history_append.lua");
 /// Reads a consistent snapshot of a stream's history.
-pub(crate) const HISTORY_READ: &str = include_str!("scripts/history_read.lua");
+pub(crate) const HISTORY_READ: &str =
+    concat!(include_str!("scripts/history_look.lua"), include_str!("scripts/history_read.lua"));
 /// Moves a user's read cursor forward.
-pub(crate) const HISTORY_ACK: &str = include_str!("scripts/history_ack.lua");
+pub(crate) const HISTORY_ACK: &str =
+    concat!(include_str!("scripts/history_look.lua"), include_str!("scripts/history_ack.lua"));
 /// A connection opened: counts it, reports whether the user came online.
 pub(crate) const PRESENCE_CONNECT: &str = include_str!("scripts/presence_connect.lua");
 /// A connection closed.

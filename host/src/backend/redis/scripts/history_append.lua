@@ -9,7 +9,8 @@ if not epoch then
   -- A new history: events left from a lost one must not mix with its offsets.
   epoch = ARGV[7]
   redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch)
+  -- Its creation second (Redis's clock) is what looks are compared with (history_look.lua).
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'created', redis.call('TIME')[1])
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 local json = ARGV[9] .. ',"epoch":"' .. epoch .. '","offset":' .. offset .. ARGV[10]
