@@ -116,3 +116,36 @@ async fn a_killed_node_is_swept_and_its_users_reported_offline() -> anyhow::Resu
     assert_eq!(presence_events(&redis, 2).await?[1], ("offline".into(), "fred".into()));
     Ok(())
 }
+
+#[tokio::test]
+async fn many_users_at_once_are_counted_and_rewritten_after_redis_lost_them() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let host = TestHost::start(&format!("{DEMO}\n{}", redis.broker_toml())).await?;
+    host.wait_ready(200).await?;
+    // Connecting all at once: the node reports them to Redis in batches.
+    let users: Vec<String> = (0..600).map(|i| format!("u{i}")).collect();
+    let connects = users.iter().chain([&users[7]]).map(|u| host.connect_user(u));
+    let clients = futures_util::future::try_join_all(connects).await?;
+    wait_connections(&host, "u7", 2).await?;
+    wait_connections(&host, "u599", 1).await?;
+    let onlines = |events: &[(String, String)]| {
+        let users: std::collections::BTreeSet<&str> =
+            events.iter().filter(|(t, _)| t == "online").map(|(_, u)| u.as_str()).collect();
+        (events.len(), users.len())
+    };
+    assert_eq!(onlines(&presence_events(&redis, 600).await?), (600, 600), "each came online once");
+
+    // Redis loses everything: the node notices at its next heartbeat and rewrites its counts,
+    // reporting its users online again.
+    redis::cmd("FLUSHALL").query_async::<()>(&mut redis.conn().await?).await?;
+    wait_connections(&host, "u7", 2).await?;
+    wait_connections(&host, "u599", 1).await?;
+    assert_eq!(onlines(&presence_events(&redis, 600).await?), (600, 600));
+
+    drop(clients);
+    wait_connections(&host, "u7", 0).await?;
+    wait_connections(&host, "u599", 0).await?;
+    let events = presence_events(&redis, 1200).await?;
+    assert!(events[600..].iter().all(|(t, _)| t == "offline"), "{:?}", &events[600..]);
+    Ok(())
+}

@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ::redis::{Cmd, Value};
+use ::redis::{Cmd, ScriptInvocation, Value};
 use bytes::Bytes;
 
 use super::keys::stream_channel;
@@ -123,9 +123,9 @@ impl RedisHistory {
         Self { link, timeout }
     }
 
-    async fn call(&self, cmd: Cmd) -> Result<Value, HistoryError> {
+    async fn call(&self, script: ScriptInvocation<'_>) -> Result<Value, HistoryError> {
         let mut conn = self.link.clone();
-        match tokio::time::timeout(self.timeout, cmd.query_async::<Value>(&mut conn)).await {
+        match tokio::time::timeout(self.timeout, script.invoke_async::<Value>(&mut conn)).await {
             Ok(reply) => Ok(reply?),
             Err(_) => Err(HistoryError::Timeout(self.timeout)),
         }
@@ -135,9 +135,10 @@ impl RedisHistory {
         let limits = Limits::from(tenant.config.history);
         let [pos, events] = keys::history(&stream_channel(&tenant.id, target));
         let store = keys::slot_store(&pos);
-        let mut cmd = eval(scripts::HISTORY_READ, &[pos, events, store]);
         let (epoch, offset) = from.since.map_or(("", 0), |p| (p.epoch.as_str(), p.offset));
-        cmd.arg(new_epoch()).arg(position_ttl(limits)).arg(epoch).arg(offset).arg(if from.unacked { "1" } else { "0" });
+        let mut cmd = scripts::HISTORY_READ.key(pos);
+        cmd.key(events).key(store).arg(new_epoch()).arg(position_ttl(limits)).arg(epoch).arg(offset);
+        cmd.arg(if from.unacked { "1" } else { "0" });
         let started = Instant::now();
         let Value::Array(reply) = self.call(cmd).await? else { return Err(malformed("malformed history reply")) };
         let [epoch, last, acked, events, covered]: [Value; 5] =
@@ -162,8 +163,8 @@ impl RedisHistory {
         let limits = Limits::from(tenant.config.history);
         let [pos, _] = keys::history(&stream_channel(&tenant.id, Target::User(user)));
         let store = keys::slot_store(&pos);
-        let mut cmd = eval(scripts::HISTORY_ACK, &[pos, store]);
-        cmd.arg(&position.epoch).arg(position.offset).arg(position_ttl(limits)).arg(new_epoch());
+        let mut cmd = scripts::HISTORY_ACK.key(pos);
+        cmd.key(store).arg(&position.epoch).arg(position.offset).arg(position_ttl(limits)).arg(new_epoch());
         let Value::Array(reply) = self.call(cmd).await? else { return Err(malformed("malformed ack reply")) };
         let [epoch, last, acked, taken]: [Value; 4] = reply.try_into().map_err(|_| malformed("malformed ack reply"))?;
         let (epoch, offset, acked) = (text(&epoch)?, int(&last)?, int(&acked)?);

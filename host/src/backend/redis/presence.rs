@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use super::Link;
 use super::keys;
-use super::scripts::{self, eval_args as eval};
+use super::scripts::{self, eval};
 use crate::backend::BoxFuture;
 use crate::backend::presence::{Presence, PresenceError, Status, Timing};
 use crate::clock::now_millis;
@@ -28,6 +28,8 @@ use crate::tenant::{Tenant, Tenants};
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Presence streams keep about this many entries.
 const STREAM_MAXLEN: usize = 100_000;
+/// Most users one presence script call takes (Redis runs nothing else meanwhile).
+const BATCH: usize = 512;
 
 fn transition(tenant: &str, kind: &str, user: &str, node: &str) -> Cmd {
     let mut cmd = ::redis::cmd("XADD");
@@ -204,26 +206,22 @@ impl Mirror {
                     buf.clear();
                 }
                 () = check => {
-                    let due = self.pending_offline.pop_first().map(|(_, users)| users).unwrap_or_default();
-                    for (tenant, user) in due {
-                        if let Err(e) = self.offline_check(&tenant, &user).await {
+                    let now = Instant::now();
+                    let mut due = Vec::new();
+                    while let Some(entry) = self.pending_offline.first_entry()
+                        && *entry.key() <= now
+                    {
+                        due.extend(entry.remove());
+                    }
+                    for (tenant, users) in by_tenant(due, |(t, _)| t) {
+                        let users: Vec<Box<str>> = users.into_iter().map(|(_, u)| u).collect();
+                        if let Err(e) = self.offline_checks(&tenant, &users).await {
                             tracing::warn!(error = %e, "presence offline check failed");
                         }
                     }
                 }
                 _ = heartbeat.tick() => {
-                    let beat = async {
-                        if !self.synced {
-                            self.resync().await?;
-                            self.synced = true;
-                        }
-                        let beats = self.tenants.all().into_iter().map(|t| {
-                            ::redis::cmd("ZADD").arg(keys::presence_nodes(&t.id)).arg(now_millis()).arg(&*self.node).clone()
-                        });
-                        self.conn.clone().run_all(beats.collect()).await?;
-                        self.sweep().await
-                    };
-                    if let Err(e) = beat.await {
+                    if let Err(e) = self.beat().await {
                         self.synced = false;
                         tracing::warn!(error = %e, "presence heartbeat failed; resyncing when Redis answers");
                     }
@@ -232,21 +230,41 @@ impl Mirror {
         }
     }
 
-    async fn apply(&mut self, changes: &mut [Change]) -> Result<(), RedisError> {
-        let cmds = changes.iter().map(|c| {
-            let hash = keys::presence_node(&c.tenant.id, &self.node);
-            if c.delta > 0 {
-                eval(scripts::PRESENCE_CONNECT, &[hash, keys::presence_online(&c.tenant.id)], &[&c.user])
-            } else {
-                eval(scripts::PRESENCE_DISCONNECT, &[hash], &[&c.user])
-            }
-        });
-        let came_online = self.conn.run_all(cmds.collect()).await?;
-        let online = changes.iter().zip(&came_online).filter(|(_, r)| matches!(r, Value::Int(1)));
-        let events: Vec<Cmd> = online.map(|(c, _)| transition(&c.tenant.id, "online", &c.user, &self.node)).collect();
-        if !events.is_empty() {
-            self.conn.run_all(events).await?;
+    /// Marks this node live for every tenant, rewrites its counts when they may be missing
+    /// from Redis, and sweeps dead nodes.
+    async fn beat(&mut self) -> Result<(), RedisError> {
+        let was_synced = self.synced;
+        if !self.synced {
+            self.resync().await?;
+            self.synced = true;
         }
+        let beats =
+            self.tenants.all().into_iter().map(|t| {
+                ::redis::cmd("ZADD").arg(keys::presence_nodes(&t.id)).arg(now_millis()).arg(&*self.node).clone()
+            });
+        let added = self.conn.clone().run_all(beats.collect()).await?;
+        // A node set that lacked this node: Redis lost it (flushed, restarted without its
+        // data), or another node swept this one as dead and deleted its counts.
+        if was_synced && added.iter().any(|n| matches!(n, Value::Int(1))) {
+            tracing::info!("this node's presence was missing from Redis; rewriting it");
+            self.resync().await?;
+        }
+        self.sweep().await
+    }
+
+    /// One script call per tenant for a batch of changes, in order.
+    async fn apply(&mut self, changes: &mut [Change]) -> Result<(), RedisError> {
+        let groups = by_tenant(changes.iter(), |c| &c.tenant);
+        let cmds =
+            groups.iter().map(|(t, group)| self.apply_cmd(t, group.iter().map(|c| (&*c.user, i64::from(c.delta)))));
+        let replies = self.conn.run_all(cmds.collect()).await?;
+        let mut events = Vec::new();
+        for ((tenant, group), reply) in groups.iter().zip(replies) {
+            let came_online: Vec<i64> = ::redis::from_redis_value(reply)?;
+            let online = group.iter().zip(came_online).filter(|(_, came)| *came == 1);
+            events.extend(online.map(|(c, _)| transition(&tenant.id, "online", &c.user, &self.node)));
+        }
+        self.conn.run_all(events).await?;
         let at = Instant::now() + self.debounce;
         for c in changes.iter() {
             if c.delta < 0 && self.local.count(&c.tenant, &c.user) == 0 {
@@ -256,19 +274,33 @@ impl Mirror {
         Ok(())
     }
 
-    /// Reports `user` offline if no live node has a connection of theirs.
-    async fn offline_check(&self, tenant: &Tenant, user: &str) -> Result<(), RedisError> {
+    /// The presence script call for `changes` (user, connections opened or -1 for a close)
+    /// of one tenant on this node.
+    fn apply_cmd<'u>(&self, tenant: &Tenant, changes: impl Iterator<Item = (&'u str, i64)>) -> Cmd {
+        let hash = keys::presence_node(&tenant.id, &self.node);
+        let mut cmd = eval(scripts::PRESENCE_APPLY, &[hash, keys::presence_online(&tenant.id)]);
+        for (user, change) in changes {
+            cmd.arg(user).arg(change);
+        }
+        cmd
+    }
+
+    /// Reports offline those of a tenant's `users` whom no live node counts a connection of.
+    async fn offline_checks(&self, tenant: &Tenant, users: &[Box<str>]) -> Result<(), RedisError> {
         let mut conn = self.conn.clone();
         let prefix = keys::presence_node(&tenant.id, "");
-        let oldest = oldest_live(self.node_timeout).to_string();
-        let check = eval(
-            scripts::PRESENCE_OFFLINE_CHECK,
-            &[keys::presence_online(&tenant.id), keys::presence_nodes(&tenant.id)],
-            &[user, &prefix, &oldest],
-        );
-        let offline: i64 = check.query_async(&mut conn).await?;
-        if offline == 1 {
-            transition(&tenant.id, "offline", user, &self.node).exec_async(&mut conn).await?;
+        let oldest = oldest_live(self.node_timeout);
+        for chunk in users.chunks(BATCH) {
+            let mut check = eval(
+                scripts::PRESENCE_OFFLINE_CHECK,
+                &[keys::presence_online(&tenant.id), keys::presence_nodes(&tenant.id)],
+            );
+            check.arg(&prefix).arg(oldest);
+            for user in chunk {
+                check.arg(&**user);
+            }
+            let offline: Vec<String> = check.query_async(&mut conn).await?;
+            conn.run_all(offline.iter().map(|u| transition(&tenant.id, "offline", u, &self.node)).collect()).await?;
         }
         Ok(())
     }
@@ -290,22 +322,13 @@ impl Mirror {
             let now: HashMap<&str, u32> =
                 snapshot.iter().filter(|((t, _), _)| *t == tenant.index).map(|((_, u), n)| (&**u, *n)).collect();
             ::redis::cmd("DEL").arg(&hash).exec_async(&mut conn).await?;
-            let users: Vec<&str> = now.keys().copied().collect();
-            let connects = users
-                .iter()
-                .map(|u| eval(scripts::PRESENCE_CONNECT, &[hash.clone(), keys::presence_online(&tenant.id)], &[u]));
-            let came_online = conn.run_all(connects.collect()).await?;
-            let mut cmds: Vec<Cmd> = Vec::new();
-            for (user, result) in users.iter().zip(&came_online) {
-                if matches!(result, Value::Int(1)) {
-                    cmds.push(transition(&tenant.id, "online", user, &self.node));
-                }
-                if now[user] > 1 {
-                    cmds.push(::redis::cmd("HINCRBY").arg(&hash).arg(*user).arg(i64::from(now[user]) - 1).clone());
-                }
-            }
-            if !cmds.is_empty() {
-                conn.run_all(cmds).await?;
+            let users: Vec<(&str, u32)> = now.iter().map(|(u, n)| (*u, *n)).collect();
+            for chunk in users.chunks(BATCH) {
+                let cmd = self.apply_cmd(&tenant, chunk.iter().map(|(u, n)| (*u, i64::from(*n))));
+                let came_online: Vec<i64> = cmd.query_async(&mut conn).await?;
+                let online = chunk.iter().zip(came_online).filter(|(_, came)| *came == 1);
+                let events = online.map(|((u, _), _)| transition(&tenant.id, "online", u, &self.node));
+                conn.run_all(events.collect()).await?;
             }
             for user in before {
                 if !now.contains_key(user.as_str()) {
@@ -334,13 +357,25 @@ impl Mirror {
                 let hash = keys::presence_node(&tenant.id, &node);
                 let users: Vec<String> = ::redis::cmd("HKEYS").arg(&hash).query_async(&mut conn).await?;
                 ::redis::cmd("DEL").arg(&hash).exec_async(&mut conn).await?;
-                for user in users {
-                    self.offline_check(&tenant, &user).await?;
-                }
+                let users: Vec<Box<str>> = users.into_iter().map(String::into_boxed_str).collect();
+                self.offline_checks(&tenant, &users).await?;
             }
         }
         Ok(())
     }
+}
+
+/// `items` grouped by tenant, each group in the order given; groups in order of first item.
+fn by_tenant<T>(items: impl IntoIterator<Item = T>, tenant: impl Fn(&T) -> &Arc<Tenant>) -> Vec<(Arc<Tenant>, Vec<T>)> {
+    let mut groups: Vec<(Arc<Tenant>, Vec<T>)> = Vec::new();
+    for item in items {
+        let index = tenant(&item).index;
+        match groups.iter_mut().find(|(t, _)| t.index == index) {
+            Some((_, group)) => group.push(item),
+            None => groups.push((tenant(&item).clone(), vec![item])),
+        }
+    }
+    groups
 }
 
 #[cfg(test)]

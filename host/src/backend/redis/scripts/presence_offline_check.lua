@@ -1,11 +1,24 @@
--- Whether a user who was online has no connection left on any live node.
--- KEYS: the tenant's online hash, the tenant's node set.
--- ARGV: user, node-hash prefix, oldest live heartbeat (ms).
--- Returns 1 when the user was online and no live node counts a connection (now offline).
--- The node hashes it reads share the tenant's slot.
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'online' then return 0 end
-for _, n in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[3], '+inf')) do
-  if tonumber(redis.call('HGET', ARGV[2] .. n, ARGV[1]) or '0') > 0 then return 0 end
+-- Which of a tenant's users, reported online, now have no connection on any live node;
+-- those are removed from the online hash.
+-- KEYS: 1 the tenant's online hash, 2 the tenant's node set.
+-- ARGV: 1 node-hash prefix, 2 oldest live heartbeat (ms), 3... users.
+-- Returns the users now offline. The node hashes it reads share the tenant's slot.
+local nodes = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[2], '+inf')
+local offline = {}
+for i = 3, #ARGV do
+  local user = ARGV[i]
+  if redis.call('HGET', KEYS[1], user) == 'online' then
+    local connected = false
+    for _, n in ipairs(nodes) do
+      if tonumber(redis.call('HGET', ARGV[1] .. n, user) or '0') > 0 then
+        connected = true
+        break
+      end
+    end
+    if not connected then
+      redis.call('HDEL', KEYS[1], user)
+      offline[#offline + 1] = user
+    end
+  end
 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-return 1
+return offline
