@@ -46,7 +46,7 @@ impl<'a> Start<'a> {
     /// This start, from `origin` (the stream's offset 0) when the client's position is a look
     /// that covers the stream: a read of a stream that held nothing answers a look epoch
     /// (both stores), and a client resuming from it has missed nothing since.
-    pub(super) fn from_origin(self, origin: Option<&'a Position>) -> Self {
+    pub(super) fn starting_at_origin(self, origin: Option<&'a Position>) -> Self {
         match origin {
             Some(origin) => Self { since: Some(origin), ..self },
             None => self,

@@ -219,7 +219,7 @@ impl MemoryHistory {
         stream.touch(limits);
         let covered = from.since.is_some_and(|p| self.epochs.starts(p, Some(stream.created), limits));
         let origin = covered.then(|| Position { epoch: stream.epoch.clone(), offset: 0 });
-        let from = from.from_origin(origin.as_ref());
+        let from = from.starting_at_origin(origin.as_ref());
         let oldest = stream.entries.front().map_or(stream.last + 1, |(_, e)| e.offset);
         let (start, recovered) = plan(from, &stream.epoch, stream.last, stream.acked, oldest);
         let events = match start {

@@ -145,7 +145,7 @@ impl RedisHistory {
             reply.try_into().map_err(|_| malformed("malformed history reply"))?;
         let (epoch, last, acked) = (text(&epoch)?, int(&last)?, int(&acked)?);
         let origin = (int(&covered)? == 1).then(|| Position { epoch: epoch.clone(), offset: 0 });
-        let from = from.from_origin(origin.as_ref());
+        let from = from.starting_at_origin(origin.as_ref());
         let Value::Array(events) = events else { return Err(malformed("malformed history reply")) };
         let now = now_millis();
         let mut kept = Vec::with_capacity(events.len());
