@@ -9,7 +9,7 @@
 //! A node that stops heartbeating for `node_timeout` is swept by another node, which reports
 //! its users offline.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,7 @@ use crate::tenant::{Tenant, Tenants};
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Presence streams keep about this many entries.
 const STREAM_MAXLEN: usize = 100_000;
-/// Most users one presence script call takes (Redis runs nothing else meanwhile).
+/// Most changes or users one presence script call takes (Redis runs nothing else meanwhile).
 const BATCH: usize = 512;
 
 fn transition(tenant: &str, kind: &str, user: &str, node: &str) -> Cmd {
@@ -99,6 +99,7 @@ impl RedisPresence {
             rx,
             pending_offline: BTreeMap::new(),
             synced: false,
+            beaten: HashSet::new(),
         };
         tokio::spawn(task.run());
         Self { local, conn, node_timeout: timing.node_timeout }
@@ -180,6 +181,9 @@ struct Mirror {
     pending_offline: BTreeMap<Instant, Vec<TenantUser>>,
     /// False until this node's counts in Redis match `local` (at start, after an outage).
     synced: bool,
+    /// The tenants whose node sets this node's heartbeats have joined; a later heartbeat
+    /// that finds itself missing from one means its counts there are gone.
+    beaten: HashSet<u32>,
 }
 
 impl Mirror {
@@ -195,7 +199,7 @@ impl Mirror {
                 }
             };
             tokio::select! {
-                n = self.rx.recv_many(&mut buf, 512) => {
+                n = self.rx.recv_many(&mut buf, BATCH) => {
                     if n == 0 {
                         return;
                     }
@@ -238,14 +242,20 @@ impl Mirror {
             self.resync().await?;
             self.synced = true;
         }
-        let beats =
-            self.tenants.all().into_iter().map(|t| {
-                ::redis::cmd("ZADD").arg(keys::presence_nodes(&t.id)).arg(now_millis()).arg(&*self.node).clone()
-            });
+        let tenants = self.tenants.all();
+        let beats = tenants
+            .iter()
+            .map(|t| ::redis::cmd("ZADD").arg(keys::presence_nodes(&t.id)).arg(now_millis()).arg(&*self.node).clone());
         let added = self.conn.clone().run_all(beats.collect()).await?;
-        // A node set that lacked this node: Redis lost it (flushed, restarted without its
-        // data), or another node swept this one as dead and deleted its counts.
-        if was_synced && added.iter().any(|n| matches!(n, Value::Int(1))) {
+        // A node set that lacked this node although it had joined it: Redis lost it (flushed,
+        // restarted without its data), or another node swept this one as dead and deleted
+        // its counts. (A tenant created since the last heartbeat is joined for the first time.)
+        let mut lost = false;
+        for (tenant, added) in tenants.iter().zip(&added) {
+            let joined_before = !self.beaten.insert(tenant.index);
+            lost |= joined_before && matches!(added, Value::Int(1));
+        }
+        if was_synced && lost {
             tracing::info!("this node's presence was missing from Redis; rewriting it");
             self.resync().await?;
         }
