@@ -87,6 +87,11 @@ async fn follow(user: u64, nodes: Nodes, want: usize, ready: tokio::sync::mpsc::
             }
             let (epoch, offset) = (ev["epoch"].as_str().context("epoch")?, ev["offset"].as_u64().context("offset")?);
             let (last_epoch, last_offset) = last.as_mut().context("position")?;
+            // A stream that never held an event was welcomed with offset 0 of a look epoch;
+            // its own epoch starts with its first event.
+            if *last_offset == 0 && offset == 1 {
+                epoch.clone_into(last_epoch);
+            }
             anyhow::ensure!(epoch == last_epoch, "u{user}: epoch changed from {last_epoch} to {epoch}");
             if offset <= *last_offset {
                 seen.duplicates += 1;
