@@ -161,8 +161,9 @@ if [ -n "${STORM:-}" ]; then
     {match($0, /reconnects [0-9]+/); r += substr($0, RSTART + 11, RLENGTH - 11)
      match($0, /recovered [0-9]+/); u += substr($0, RSTART + 10, RLENGTH - 10)
      match($0, /gave up [0-9]+/); g += substr($0, RSTART + 8, RLENGTH - 8)
+     match($0, /retry later [0-9]+/); d += substr($0, RSTART + 12, RLENGTH - 12)
      if ($(NF - 1) > last) last = $(NF - 1)}
-    END {printf "storm: %d reconnects (not recovered %d, gave up %d), the last welcome %.1f s after Redis dropped the nodes\n", r, u, g, (last - storm) / 1e6}'
+    END {printf "storm: %d reconnects (not recovered %d, sent back to retry later %d, gave up %d), the last welcome %.1f s after Redis dropped the nodes\n", r, u, d, g, (last - storm) / 1e6}'
 fi
 echo "redis commands, most called: $(redis-cli -p "$redis_port" info commandstats | tr -d '\r' | awk -F'[:,=]' '/^cmdstat_/ {print $3, substr($1, 9)}' | sort -rn | head -6 | awk '{printf "%s %d, ", $2, $1}')"
 echo "nodes: broker reconnects $(sum_metric notify_broker_reconnects_total), resyncs $(sum_metric notify_broker_resyncs_total), slow-client disconnects $(sum_metric 'notify_slow_client_disconnects_total{tenant="bench"}')"

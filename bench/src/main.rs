@@ -34,7 +34,8 @@
 //! `broadcast` publishes `--events` broadcast events numbered from 0, each carrying its send
 //! time, back to back or paced at `--rate` per second, for `subscribe` processes to receive.
 //! With `--publishers N`, N connections publish at once (each event still once), so the
-//! throughput is not bounded by one request's round trip.
+//! throughput is not bounded by one request's round trip. `--publish` may list several
+//! URLs, comma-separated: publisher `k` uses the `k`-th (in turn), as behind a load balancer.
 //!
 //! `fanout` is both in one process: it connects subscribers, publishes, and reports
 //! deliveries per second and the latency percentiles over every delivery.
@@ -182,8 +183,8 @@ fn report_received(a: &Args, tally: &Shared, opened: usize) -> anyhow::Result<St
     );
     let line = if a.resume {
         format!(
-            "{line}\nresumed: reconnects {} (not recovered {}, gave up {}), last welcome at {} us",
-            t.reconnects, t.unrecovered, t.gave_up, t.last_welcome_us
+            "{line}\nresumed: reconnects {} (not recovered {}, sent back to retry later {}, gave up {}), last welcome at {} us",
+            t.reconnects, t.unrecovered, t.deferred, t.gave_up, t.last_welcome_us
         )
     } else {
         line
@@ -244,6 +245,13 @@ async fn sse_idle(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The publish URL of publisher `k`: with several comma-separated `--publish` URLs, publishers
+/// take them in turn, as a load balancer in front of several nodes would spread them.
+fn publish_url(a: &Args, k: usize) -> &str {
+    let urls: Vec<&str> = a.publish.split(',').collect();
+    urls[k % urls.len()]
+}
+
 /// Publishes `--events` broadcasts numbered from 0 (paced at `--rate`); returns the time the
 /// first was sent (Unix µs) and how long publishing took.
 async fn publish_broadcasts(a: &Args) -> anyhow::Result<(u64, Duration)> {
@@ -254,7 +262,7 @@ async fn publish_broadcasts(a: &Args) -> anyhow::Result<(u64, Duration)> {
     let publishers = (0..a.publishers).map(|k| {
         let (attributes, pad) = (&attributes, &pad);
         async move {
-            let mut publisher = Publisher::connect(&a.publish, &a.key).await?;
+            let mut publisher = Publisher::connect(publish_url(a, k), &a.key).await?;
             for i in (k..a.events).step_by(a.publishers) {
                 if a.rate > 0.0 {
                     tokio::time::sleep_until((started + Duration::from_secs_f64(i as f64 / a.rate)).into()).await;

@@ -31,8 +31,10 @@ pub(crate) struct Tally {
     /// When the last event arrived (Unix µs).
     pub(crate) last_us: u64,
     /// With `--resume`: reconnections, those whose welcome said the broadcast was not
-    /// recovered, readers that could not reconnect, and when the last welcome arrived.
+    /// recovered, attempts the server sent back to retry later (a `reconnect` frame instead
+    /// of the welcome), readers that could not reconnect, and when the last welcome arrived.
     pub(crate) reconnects: u64,
+    pub(crate) deferred: u64,
     pub(crate) unrecovered: u64,
     pub(crate) gave_up: u64,
     pub(crate) last_welcome_us: u64,
@@ -67,7 +69,7 @@ pub(crate) fn spawn_reader(
         let close = loop {
             let (close, wait) = reader.read(&mut ws, &tally, resume.is_some()).await;
             let Some(resume) = &resume else { break close };
-            match reconnect(resume, reader.position.as_ref(), wait).await {
+            match reconnect(resume, reader.position.as_ref(), wait, &tally).await {
                 Some((again, welcome)) => {
                     ws = again;
                     let mut t = lock(&tally);
@@ -162,18 +164,28 @@ fn position(frame: &str) -> Option<(String, u64)> {
 }
 
 /// Reconnects after `wait`, resuming the broadcast after `position`; retries a refused
-/// connection for up to a minute (a node restarting).
-async fn reconnect(resume: &Resume, position: Option<&(String, u64)>, wait: Duration) -> Option<(Ws, String)> {
+/// connection for up to a minute (a node restarting), and one sent back with a `reconnect`
+/// frame after the delay it gives.
+async fn reconnect(
+    resume: &Resume,
+    position: Option<&(String, u64)>,
+    wait: Duration,
+    tally: &Shared,
+) -> Option<(Ws, String)> {
     tokio::time::sleep(wait).await;
     let url = match position {
         Some((epoch, offset)) => format!("{}&broadcast_since={epoch}:{offset}", resume.url),
         None => resume.url.clone(),
     };
     for _ in 0..300 {
-        if let Ok(opened) = open_ws_welcome(url.clone(), resume.source).await {
-            return Some(opened);
+        match open_ws_welcome(url.clone(), resume.source).await {
+            Ok((_, first)) if first.contains("\"type\":\"reconnect\"") => {
+                lock(tally).deferred += 1;
+                tokio::time::sleep(Duration::from_millis(number(&first, "\"retry_after_ms\":").unwrap_or(0))).await;
+            }
+            Ok(opened) => return Some(opened),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     None
 }

@@ -36,6 +36,9 @@ pub(crate) enum Kill {
     /// The connection may have missed live events (the broker lost its subscriptions for a
     /// while): what is queued still goes out, then the client is told to resume.
     Resync,
+    /// The connection could not be resumed now (history unreadable): its `reconnect` frame
+    /// goes out, then the client is told to come back later with the same positions.
+    Retry,
     /// The tenant was deleted: nothing more is sent, the client must not reconnect.
     TenantDeleted,
     /// A backend disconnected the user: what is queued still goes out, then the close.

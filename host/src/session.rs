@@ -95,9 +95,16 @@ pub(crate) async fn join(conn: &Arc<Conn>, resume: &Resume, app: &App) {
                 read(h, tenant, own_streams[0], Start { since: resume.user.as_ref(), unacked }),
                 read(h, tenant, Target::Broadcast, Start { since: resume.broadcast.as_ref(), unacked: false }),
             );
-            conn.outbox.push_control(welcome(Some([(&user).into(), (&broadcast).into()])));
-            app.hub.resume(conn, own_streams[0], &user);
-            app.hub.resume(conn, Target::Broadcast, &broadcast);
+            if unreadable(resume.user.as_ref(), &user) || unreadable(resume.broadcast.as_ref(), &broadcast) {
+                // A welcome would tell the client that what it missed is gone; it is only
+                // out of reach for now.
+                conn.outbox.push_control(protocol::reconnect(conn.id, c.reconnect_spread, "history unavailable"));
+                conn.outbox.kill(Kill::Retry);
+            } else {
+                conn.outbox.push_control(welcome(Some([(&user).into(), (&broadcast).into()])));
+                app.hub.resume(conn, own_streams[0], &user);
+                app.hub.resume(conn, Target::Broadcast, &broadcast);
+            }
         }
         None => conn.outbox.push_control(welcome(None)),
     }
@@ -122,6 +129,7 @@ pub(crate) fn killed(conn: &Conn) -> Option<(u16, &'static str)> {
     Some(match conn.outbox.killed()? {
         Kill::SlowClient => (close::SLOW_CLIENT, "send queue overflow; reconnect and resume"),
         Kill::Resync => (close::SERVICE_RESTART, "events may have been missed; reconnect and resume"),
+        Kill::Retry => (close::TRY_AGAIN_LATER, "history unavailable; reconnect and resume later"),
         Kill::TenantDeleted => (close::TENANT_DELETED, "the tenant was deleted"),
         Kill::Disconnected => (close::DISCONNECTED, "disconnected by the server"),
     })
@@ -146,6 +154,11 @@ async fn read(h: &dyn History, tenant: &Tenant, target: Target<'_>, start: Start
         m.history_unrecovered.fetch_add(1, Relaxed);
     }
     replay
+}
+
+/// Whether a stream the client resumes from `since` could not be read from the store.
+fn unreadable(since: Option<&Position>, replay: &Replay) -> bool {
+    since.is_some() && replay.position.is_none()
 }
 
 /// Waits (bounded) until the broker carries the streams behind `ticket` to this node.

@@ -285,20 +285,29 @@ pub struct Resuming {
     pub reconnects: u32,
     /// The `recovered` flags of every welcome after the first.
     pub recovered: Vec<bool>,
+    /// Attempts the host sent back to retry later (a `reconnect` frame instead of a welcome).
+    pub deferred: u32,
 }
 
 impl Resuming {
     /// Connects `user` of the insecure `demo` tenant.
     pub async fn connect(addr: SocketAddr, user: &str) -> anyhow::Result<Self> {
         let client = Client::connect(&format!("ws://{addr}/v1/ws/demo?user={user}"), &[]).await?;
-        let mut me =
-            Self { addr, user: user.into(), client, positions: [None, None], reconnects: 0, recovered: vec![] };
-        me.welcome(false).await?;
+        let mut me = Self {
+            addr,
+            user: user.into(),
+            client,
+            positions: [None, None],
+            reconnects: 0,
+            recovered: vec![],
+            deferred: 0,
+        };
+        let w = me.client.next_json().await?;
+        me.welcome(&w, false)?;
         Ok(me)
     }
 
-    async fn welcome(&mut self, again: bool) -> anyhow::Result<()> {
-        let w = self.client.next_json().await?;
+    fn welcome(&mut self, w: &Value, again: bool) -> anyhow::Result<()> {
         anyhow::ensure!(w["type"] == "welcome", "expected welcome, got {w}");
         for (i, name) in ["user", "broadcast"].into_iter().enumerate() {
             let s = &w["streams"][name];
@@ -312,17 +321,28 @@ impl Resuming {
         Ok(())
     }
 
-    async fn reconnect(&mut self, after: Duration) -> anyhow::Result<()> {
-        tokio::time::sleep(after).await;
+    /// Reconnects after `after` with the positions held, as often as the host sends the
+    /// client back to retry later (at most 20 times).
+    async fn reconnect(&mut self, mut after: Duration) -> anyhow::Result<()> {
         let mut query = format!("user={}", self.user);
         for (name, p) in ["user_since", "broadcast_since"].iter().zip(&self.positions) {
             if let Some((epoch, offset)) = p {
                 query.push_str(&format!("&{name}={epoch}:{offset}"));
             }
         }
-        self.client = Client::connect(&format!("ws://{}/v1/ws/demo?{query}", self.addr), &[]).await?;
-        self.reconnects += 1;
-        self.welcome(true).await
+        for _ in 0..20 {
+            tokio::time::sleep(after).await;
+            self.client = Client::connect(&format!("ws://{}/v1/ws/demo?{query}", self.addr), &[]).await?;
+            let first = self.client.next_json().await?;
+            if first["type"] == "reconnect" {
+                self.deferred += 1;
+                after = Duration::from_millis(first["retry_after_ms"].as_u64().unwrap_or(0));
+                continue;
+            }
+            self.reconnects += 1;
+            return self.welcome(&first, true);
+        }
+        anyhow::bail!("sent back to retry later 20 times")
     }
 
     /// The next new event of the user stream or the broadcast.

@@ -3,7 +3,7 @@
 //! A stream that never held an event has no keys.
 
 use anyhow::Context as _;
-use notify_tests::{DEMO, HostProcess, RedisServer, Resuming, TestHost, host_bin, http, metric, position};
+use notify_tests::{Client, DEMO, HostProcess, RedisServer, Resuming, TestHost, host_bin, http, metric, position};
 use serde_json::{Value, json};
 
 async fn two_nodes(redis: &RedisServer) -> anyhow::Result<(TestHost, TestHost)> {
@@ -114,6 +114,43 @@ async fn a_flushed_redis_starts_a_new_epoch_and_resuming_is_not_recovered() -> a
         (ev["event"].clone(), ev["epoch"].clone(), ev["offset"].clone()),
         (json!("live"), user["epoch"].clone(), json!(3))
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_resume_that_cannot_read_history_is_sent_back_and_recovers_later() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let toml = format!("{DEMO}\n{}", redis.broker_toml()).replace("timeout = \"2s\"", "timeout = \"1s\"");
+    let host = TestHost::start(&toml).await?;
+    host.wait_ready(200).await?;
+    let (mut ann, _) = host.join("demo", "user=ann").await?;
+    host.publish_ok(&json!({ "users": ["ann"], "event": "seen" })).await?;
+    let since = position(&ann.next_event().await?)?;
+    drop(ann);
+    host.publish_ok(&json!({ "users": ["ann"], "event": "missed" })).await?;
+
+    // Redis answers nothing: what ann missed is out of reach for now, not gone. She is sent
+    // back to retry later, not welcomed with `recovered: false`.
+    redis.signal("STOP")?;
+    let mut ann = Client::connect(&host.ws_url("demo", &format!("user=ann&user_since={since}")), &[]).await?;
+    let first = ann.next_json().await?;
+    assert_eq!(
+        (first["type"].as_str(), first["reason"].as_str()),
+        (Some("reconnect"), Some("history unavailable")),
+        "{first}"
+    );
+    assert!(first["retry_after_ms"].as_u64().is_some_and(|ms| ms <= 2000), "{first}");
+    assert_eq!(ann.close_code().await?, 1013);
+    assert!(host.metric("notify_history_errors_total{tenant=\"demo\"}").await? >= 1.0);
+    // A first connection has nothing to resume, so it is still welcomed.
+    let (_, welcome) = host.join("demo", "user=bob").await?;
+    assert_eq!(welcome["streams"]["user"]["recovered"], false, "{welcome}");
+
+    redis.signal("CONT")?;
+    host.wait_ready(200).await?;
+    let (mut ann, welcome) = host.join("demo", &format!("user=ann&user_since={since}")).await?;
+    assert_eq!(welcome["streams"]["user"]["recovered"], true, "{welcome}");
+    assert_eq!(ann.next_event().await?["event"], "missed");
     Ok(())
 }
 

@@ -11,6 +11,9 @@ pub(crate) const MESSAGE_TOO_BIG: u16 = 1009;
 /// The connection may have missed live events (its node lost and regained the broker);
 /// reconnect and resume.
 pub(crate) const SERVICE_RESTART: u16 = 1012;
+/// History could not be read to resume the connection (Redis unreachable or too slow);
+/// reconnect after `retry_after_ms` and resume from the same positions.
+pub(crate) const TRY_AGAIN_LATER: u16 = 1013;
 /// No pong or frame from the client within `connections.idle_timeout`.
 pub(crate) const IDLE_TIMEOUT: u16 = 4000;
 /// The send queue overflowed or a write stalled (slow client); reconnect and resume.
