@@ -641,12 +641,19 @@ pub async fn metric(addr: SocketAddr, sample: &str) -> anyhow::Result<f64> {
 pub struct HostProcess {
     pub addr: SocketAddr,
     pub child: tokio::process::Child,
+    /// Everything the process wrote to stdout and stderr so far.
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
     _dir: TempDir,
 }
 
 impl HostProcess {
     /// Starts the binary `bin` (pass [`host_bin!`]) with `toml` on a free port.
     pub async fn start(bin: &str, toml: &str) -> anyhow::Result<Self> {
+        Self::start_logging(bin, toml, "info").await
+    }
+
+    /// [`HostProcess::start`] with the log filter `rust_log`.
+    pub async fn start_logging(bin: &str, toml: &str, rust_log: &str) -> anyhow::Result<Self> {
         let dir = TempDir::new("host")?;
         let config = dir.path.join("config.toml");
         std::fs::write(&config, toml)?;
@@ -654,14 +661,16 @@ impl HostProcess {
             .arg("--config")
             .arg(&config)
             .envs(test_overrides())
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().context("stdout")?).lines();
         let addr = tokio::time::timeout(STEP, async {
             while let Some(line) = lines.next_line().await? {
+                log.lock().unwrap().push_str(&format!("{line}\n"));
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     let addr = rest.split_whitespace().next().context("address")?;
                     return Ok::<_, anyhow::Error>(addr.parse()?);
@@ -670,9 +679,11 @@ impl HostProcess {
             bail!("host exited before listening")
         })
         .await??;
-        // Keep draining the log so the host never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Self { addr, child, _dir: dir })
+        // Keep draining both so the host never blocks on a full pipe.
+        let stderr = tokio::io::BufReader::new(child.stderr.take().context("stderr")?).lines();
+        tokio::spawn(drain(lines, log.clone()));
+        tokio::spawn(drain(stderr, log.clone()));
+        Ok(Self { addr, child, log, _dir: dir })
     }
 
     /// Sends `signal` (e.g. "TERM", "KILL") to the process.
@@ -681,6 +692,16 @@ impl HostProcess {
         let status = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status()?;
         anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
         Ok(())
+    }
+}
+
+/// Appends a child's output to `log`, line by line, until it ends.
+async fn drain<R: tokio::io::AsyncBufRead + Unpin>(
+    mut lines: tokio::io::Lines<R>,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+) {
+    while let Ok(Some(line)) = lines.next_line().await {
+        log.lock().unwrap().push_str(&format!("{line}\n"));
     }
 }
 

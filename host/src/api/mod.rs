@@ -29,8 +29,9 @@ pub(crate) use error::ApiError;
 
 use crate::app::App;
 
-/// Every route the host serves. Requests are traced (tower-http, at debug level) except
-/// WebSocket upgrades, whose handler logs its refusals itself: the handshake path stays lean.
+/// Every route the host serves. Requests are traced (tower-http, at debug level, without
+/// their query strings) except WebSocket upgrades and SSE streams, whose handlers log their
+/// refusals themselves: the handshake path stays lean.
 pub(crate) fn router(app: Arc<App>) -> Router {
     let traced = Router::new()
         .route("/healthz", get(health::healthz))
@@ -53,7 +54,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/admin/tenants/{tenant}/plugins", get(admin::list))
         .route("/v1/admin/tenants/{tenant}/plugins/{hook}", put(admin::upload).delete(admin::remove))
         .route("/v1/admin/tenants/{tenant}/plugins/{hook}/rollback", post(admin::rollback))
-        .layer(TraceLayer::new_for_http());
+        .layer(TraceLayer::new_for_http().make_span_with(span));
     let traced = if app.config.server.demo {
         traced.route("/demo", get(demo::page)).route("/demo/notify.js", get(demo::sdk))
     } else {
@@ -67,6 +68,11 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)
+}
+
+/// A request's span names its path only: a query string may carry a credential.
+fn span(request: &axum::extract::Request) -> tracing::Span {
+    tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
 }
 
 async fn not_found(uri: Uri) -> ApiError {

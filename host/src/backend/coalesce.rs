@@ -1,12 +1,14 @@
-//! Identical history reads of one shared stream (a channel or the broadcast) made by many
-//! connections at once, as in a reconnect storm, share one read of the store.
+//! History reads of one shared stream (a channel or the broadcast) made by many connections
+//! at once, as in a reconnect storm, share one read of the store.
 //!
 //! A read may only serve requests that arrived before it began: the [`History`] contract
 //! wants each connection's snapshot taken after it joined the stream's live delivery. So the
-//! reads of one key run one at a time; requests that arrive while one runs wait for it to
-//! end, and the first of them then reads for all of them.
+//! reads of one stream run one at a time; requests that arrive while one runs wait for it to
+//! end, and the first of them then reads for all of them, from the earliest position among
+//! them in one epoch. Each gets the part after its own position; one the shared read cannot
+//! answer (another epoch, or history trimmed past the earliest) reads on its own.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
@@ -15,20 +17,19 @@ use super::history::{Cursor, History, HistoryError, Start};
 use crate::stream::{Position, Replay, Target};
 use crate::tenant::Tenant;
 
-/// A history store whose identical shared-stream reads are coalesced.
+/// A history store whose shared-stream reads are coalesced.
 pub(crate) struct Coalesced<H> {
     inner: H,
-    /// Keys with a read running or requests waiting. Held only to find, add or drop an entry.
+    /// Streams with a read running or requests waiting. Held only to find, add or drop an entry.
     flights: Mutex<HashMap<Key, Arc<Flight>>>,
 }
 
-/// A shared stream of a tenant and where a read of it starts.
+/// A shared stream of a tenant.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Key {
     tenant: Arc<str>,
     /// The channel; `None` for the broadcast.
     channel: Option<Box<str>>,
-    since: Option<Position>,
 }
 
 impl Key {
@@ -39,33 +40,76 @@ impl Key {
             Target::Channel(c) => Some(c.into()),
             Target::Broadcast => None,
         };
-        (!from.unacked).then(|| Self { tenant: tenant.id.clone(), channel, since: from.since.cloned() })
+        (!from.unacked).then(|| Self { tenant: tenant.id.clone(), channel })
     }
 }
 
-/// The reads of one key.
+/// The reads of one stream.
 #[derive(Default)]
 struct Flight {
     /// Arrivals and the beginnings of reads, numbered in one sequence.
     seq: AtomicU64,
-    /// The number the last read began at, and its result. Held while a read runs, so that
-    /// requests queue behind it (in arrival order).
-    last: tokio::sync::Mutex<Option<(u64, Result<Replay, String>)>>,
+    /// Where each request that arrived and is not answered yet starts, by arrival number: the
+    /// next read starts at the earliest of them. Held only to add, remove or scan.
+    waiting: Mutex<BTreeMap<u64, Option<Position>>>,
+    /// The last read. Held while a read runs, so that requests queue behind it (in arrival
+    /// order).
+    last: tokio::sync::Mutex<Option<Shared>>,
 }
 
 impl Flight {
-    async fn read(&self, read: BoxFuture<'_, Result<Replay, HistoryError>>) -> Result<Replay, HistoryError> {
+    fn arrive(&self, since: Option<&Position>) -> u64 {
+        let mut waiting = self.waiting.lock().expect("waiting lock");
         let arrived = self.seq.fetch_add(1, SeqCst);
-        let mut last = self.last.lock().await;
-        if let Some((began, result)) = &*last
-            && *began > arrived
-        {
-            return result.clone().map_err(HistoryError::Shared);
+        waiting.insert(arrived, since.cloned());
+        arrived
+    }
+
+    fn leave(&self, arrived: u64) {
+        self.waiting.lock().expect("waiting lock").remove(&arrived);
+    }
+
+    /// The earliest start among the waiting requests in the epoch of `since`.
+    fn earliest(&self, since: Option<&Position>) -> Option<Position> {
+        let since = since?;
+        let waiting = self.waiting.lock().expect("waiting lock");
+        let same_epoch = waiting.values().flatten().filter(|p| p.epoch == since.epoch);
+        same_epoch.min_by_key(|p| p.offset).cloned()
+    }
+}
+
+/// A read of a stream, kept for the requests that arrived before it began.
+struct Shared {
+    /// Its number in the flight's sequence.
+    began: u64,
+    since: Option<Position>,
+    result: Result<Replay, String>,
+}
+
+impl Shared {
+    /// This read's answer to a request from `since`, when it holds one.
+    fn answer(&self, since: Option<&Position>) -> Option<Result<Replay, HistoryError>> {
+        let replay = match &self.result {
+            Err(e) => return Some(Err(HistoryError::Shared(e.clone()))),
+            Ok(replay) => replay,
+        };
+        if self.since.as_ref() == since {
+            return Some(Ok(replay.clone()));
         }
-        let began = self.seq.fetch_add(1, SeqCst);
-        let result = read.await;
-        *last = Some((began, result.as_ref().map(Replay::clone).map_err(ToString::to_string)));
-        result
+        let (Some(from), Some(since), Some(at)) = (&self.since, since, &replay.position) else { return None };
+        let within =
+            from.epoch == since.epoch && at.epoch == since.epoch && (from.offset..=at.offset).contains(&since.offset);
+        within.then(|| {
+            // The events are all those kept after `from`: the first is the oldest kept when
+            // history was trimmed past `from` (as `history::plan` judges).
+            let oldest = replay.events.first().map_or(at.offset + 1, |e| e.offset);
+            Ok(Replay {
+                recovered: oldest <= since.offset + 1 || since.offset == at.offset,
+                events: replay.events.iter().filter(|e| e.offset > since.offset).cloned().collect(),
+                position: replay.position.clone(),
+                acked: replay.acked,
+            })
+        })
     }
 }
 
@@ -86,6 +130,36 @@ impl<H: History> Coalesced<H> {
             flights.remove(key);
         }
     }
+
+    /// Answers from the read that began after this request arrived, or begins one.
+    async fn read_shared(
+        &self,
+        flight: &Flight,
+        tenant: &Tenant,
+        target: Target<'_>,
+        since: Option<&Position>,
+    ) -> Result<Replay, HistoryError> {
+        let arrived = flight.arrive(since);
+        let mut last = flight.last.lock().await;
+        let ready = last.as_ref().filter(|s| s.began > arrived).and_then(|s| s.answer(since));
+        let answer = match ready {
+            Some(answer) => answer,
+            None => {
+                let from = flight.earliest(since);
+                let began = flight.seq.fetch_add(1, SeqCst);
+                let result = self.inner.read(tenant, target, Start { since: from.as_ref(), unacked: false }).await;
+                let read = Shared { began, since: from, result: result.map_err(|e| e.to_string()) };
+                let answer = read.answer(since);
+                *last = Some(read);
+                match answer {
+                    Some(answer) => answer,
+                    None => self.inner.read(tenant, target, Start { since, unacked: false }).await,
+                }
+            }
+        };
+        flight.leave(arrived);
+        answer
+    }
 }
 
 impl<H: History> History for Coalesced<H> {
@@ -98,12 +172,11 @@ impl<H: History> History for Coalesced<H> {
         let Some(key) = Key::of(tenant, target, from) else { return self.inner.read(tenant, target, from) };
         Box::pin(async move {
             let flight = self.flight(&key);
-            let result = flight.read(self.inner.read(tenant, target, from)).await;
+            let result = self.read_shared(&flight, tenant, target, from.since).await;
             self.release(&key, flight);
             result
         })
     }
-
     fn ack<'a>(
         &'a self,
         tenant: &'a Tenant,
@@ -130,19 +203,25 @@ impl<H: History> History for Coalesced<H> {
 mod tests {
     use std::sync::atomic::AtomicUsize;
 
+    use bytes::Bytes;
+
     use super::*;
     use crate::config::Config;
+    use crate::stream::Stored;
     use crate::tenant::Tenants;
 
-    /// Counts reads; each read waits until the test lets it finish.
+    /// Counts reads; each read waits until the test lets it finish. Read `n` finds the stream
+    /// in epoch "e" at offset `100 + n`, holding offsets 50 and after.
     struct Gated {
         reads: AtomicUsize,
+        starts: Mutex<Vec<Option<u64>>>,
         open: tokio::sync::Semaphore,
     }
 
     impl Default for Gated {
         fn default() -> Self {
-            Self { reads: AtomicUsize::new(0), open: tokio::sync::Semaphore::new(0) }
+            let open = tokio::sync::Semaphore::new(0);
+            Self { reads: AtomicUsize::new(0), starts: Mutex::default(), open }
         }
     }
 
@@ -151,13 +230,20 @@ mod tests {
             &'a self,
             _: &'a Tenant,
             _: Target<'a>,
-            _: Start<'a>,
+            from: Start<'a>,
         ) -> BoxFuture<'a, Result<Replay, HistoryError>> {
             Box::pin(async move {
                 let n = self.reads.fetch_add(1, SeqCst) as u64;
+                self.starts.lock().unwrap().push(from.since.map(|p| p.offset));
                 self.open.acquire().await.expect("open").forget();
-                let position = Position { epoch: "e".into(), offset: n };
-                Ok(Replay { recovered: true, events: Vec::new(), position: Some(position), acked: 0 })
+                let position = Position { epoch: "e".into(), offset: 100 + n };
+                let (recovered, first) = match from.since {
+                    Some(since) if since.epoch == "e" => (since.offset >= 49, since.offset.max(49) + 1),
+                    _ => (false, position.offset + 1),
+                };
+                let event = |offset| Stored { offset, frame: Bytes::new(), filter: None };
+                let events = (first..=position.offset).map(event).collect();
+                Ok(Replay { recovered, events, position: Some(position), acked: 0 })
             })
         }
         fn ack<'a>(
@@ -203,11 +289,11 @@ mod tests {
         settle().await;
         assert_eq!(h.inner.reads.load(SeqCst), 2, "one read of the broadcast, one of the channel");
         h.inner.open.add_permits(100);
-        assert_eq!(first.await.unwrap(), 0);
+        assert_eq!(first.await.unwrap(), 100);
         for w in waiting {
-            assert_eq!(w.await.unwrap(), 2, "the five share the read after the first");
+            assert_eq!(w.await.unwrap(), 102, "the five share the read after the first");
         }
-        assert_eq!(other.await.unwrap(), 1);
+        assert_eq!(other.await.unwrap(), 101);
         assert_eq!(h.inner.reads.load(SeqCst), 3);
         assert!(h.flights.lock().unwrap().is_empty(), "idle keys are forgotten");
     }
@@ -221,5 +307,38 @@ mod tests {
             h.read(&t, Target::User("u"), from).await.unwrap();
         }
         assert_eq!(h.inner.reads.load(SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn one_read_from_the_earliest_position_answers_later_ones_in_its_epoch() {
+        let (h, t) = (Arc::new(Coalesced::new(Gated::default())), tenant());
+        let spawn = |since: Option<(&'static str, u64)>| {
+            let (h, t) = (h.clone(), t.clone());
+            tokio::spawn(async move {
+                let since = since.map(|(epoch, offset)| Position { epoch: epoch.into(), offset });
+                let replay = h.read(&t, Target::Broadcast, Start { since: since.as_ref(), unacked: false }).await;
+                let replay = replay.unwrap();
+                let offsets: Vec<u64> = replay.events.iter().map(|e| e.offset).collect();
+                (replay.recovered, offsets.first().copied(), offsets.len(), replay.position.unwrap().offset)
+            })
+        };
+        let first = spawn(Some(("e", 99)));
+        settle().await;
+        let later = [spawn(Some(("e", 80))), spawn(Some(("e", 60))), spawn(Some(("e", 95)))];
+        let other_epoch = spawn(Some(("x", 70)));
+        let trimmed = spawn(Some(("e", 10)));
+        settle().await;
+        h.inner.open.add_permits(100);
+        assert_eq!(first.await.unwrap(), (true, Some(100), 1, 100));
+        let [a, b, c] = later;
+        assert_eq!(a.await.unwrap(), (true, Some(81), 21, 101), "its part of the shared read");
+        assert_eq!(b.await.unwrap(), (true, Some(61), 41, 101));
+        assert_eq!(c.await.unwrap(), (true, Some(96), 6, 101));
+        let (recovered, first, ..) = other_epoch.await.unwrap();
+        assert_eq!((recovered, first), (false, None), "another epoch is not recovered");
+        let (recovered, first, ..) = trimmed.await.unwrap();
+        assert_eq!((recovered, first), (false, Some(50)), "trimmed past its start: what is kept");
+        let starts = h.inner.starts.lock().unwrap().clone();
+        assert_eq!(starts[..3], [Some(99), Some(10), Some(70)], "shared from the earliest in epoch e");
     }
 }

@@ -2,8 +2,8 @@
 //! the control-plane store. Each is a trait whose contract is written on it (`broker`,
 //! `history`, `presence`, `control`), with a memory (or file) implementation for one node
 //! (`memory/`, the default) and a Redis implementation for many nodes (`redis/`) beside it.
-//! [`Backends::start`] picks one set from the config. `coalesce` lets identical reads of a shared
-//! stream's Redis history share one read.
+//! [`Backends::start`] picks one set from the config. `coalesce` lets concurrent reads of a
+//! shared stream's Redis history share one read.
 
 pub(crate) mod broker;
 mod coalesce;

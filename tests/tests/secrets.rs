@@ -1,0 +1,92 @@
+//! Credentials never leave the host: with every log at debug level, a run that uses each
+//! kind of secret (admin token, publish and management keys, configured and created at
+//! runtime, a JWT secret and tokens, right and wrong) writes none of them to the log, to
+//! `/metrics` or to the admin API's listings.
+
+use notify_tests::{Client, HostProcess, STEP, SseClient, host_bin, hs256_token, http, http_raw};
+use serde_json::{Value, json};
+
+const ADMIN: &str = "admin-token-S3CRET-aaaa";
+const PUBLISH: &str = "publish-key-S3CRET-bbbb";
+const MANAGE: &str = "manage-key-S3CRET-cccc";
+const JWT: &str = "jwt-secret-S3CRET-dddd-0123456789";
+const WRONG: &str = "wrong-key-S3CRET-eeee";
+const BAD_TOKEN: &str = "bad.token.S3CRET-ffff";
+
+fn config() -> String {
+    format!(
+        "[server]\nadmin_token = \"{ADMIN}\"\n\n[tenants.sec]\npublish_key = \"{PUBLISH}\"\n\
+         management_key = \"{MANAGE}\"\nauth = {{ mode = \"jwt\", hs256_secret = \"{JWT}\" }}\n"
+    )
+}
+
+async fn call(host: &HostProcess, method: &str, path: &str, key: &str, body: Value) -> anyhow::Result<(u16, Value)> {
+    let body = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
+    http(host.addr, method, path, Some(key), body.into()).await
+}
+
+/// Uses every credential, right and wrong; returns the secrets the host made on the way.
+async fn use_every_credential(host: &HostProcess) -> anyhow::Result<Vec<String>> {
+    let token = hs256_token("alice", 300, Some(&["news"]), JWT);
+    let mut alice = Client::connect(&format!("ws://{}/v1/ws/sec?token={token}", host.addr), &[]).await?;
+    assert_eq!(alice.next_json().await?["type"], "welcome");
+    let refused = Client::try_connect(&format!("ws://{}/v1/ws/sec?token={BAD_TOKEN}", host.addr), &[]).await?;
+    assert_eq!(refused.err().map(|r| r.status), Some(401));
+    let bearer = format!("Bearer {token}");
+    let mut sse = SseClient::connect(host.addr, "/v1/sse/sec", &[("authorization", &bearer)]).await?;
+    assert_eq!(sse.next_json().await?["type"], "welcome");
+
+    let event = json!({ "users": ["alice"], "event": "hello", "data": {} });
+    assert_eq!(call(host, "POST", "/v1/publish", PUBLISH, event.clone()).await?.0, 202);
+    assert_eq!(alice.next_event().await?["event"], "hello");
+    assert_eq!(call(host, "POST", "/v1/publish", WRONG, event).await?.0, 401);
+    assert_eq!(call(host, "GET", "/v1/admin/tenants/sec/plugins", MANAGE, Value::Null).await?.0, 200);
+    assert_eq!(call(host, "GET", "/v1/admin/tenants/sec/plugins", WRONG, Value::Null).await?.0, 403);
+    assert_eq!(call(host, "GET", "/v1/admin/tenants", WRONG, Value::Null).await?.0, 403);
+
+    let spec = json!({ "id": "made", "auth": { "mode": "insecure" } });
+    let (status, created) = call(host, "POST", "/v1/admin/tenants", ADMIN, spec).await?;
+    assert_eq!(status, 201, "{created}");
+    let (status, rotated) = call(host, "POST", "/v1/admin/tenants/made/keys/publish", ADMIN, Value::Null).await?;
+    assert_eq!(status, 200, "{rotated}");
+    let made: Vec<String> = [&created["publish_key"], &created["management_key"], &rotated["key"]]
+        .iter()
+        .map(|k| k.as_str().expect("a key").to_owned())
+        .collect();
+    let (status, _) = call(host, "POST", "/v1/publish", &made[2], json!({ "broadcast": true, "event": "e" })).await?;
+    assert_eq!(status, 202);
+    // A credential put in a query string by mistake is not logged either.
+    let misplaced = format!("/v1/admin/tenants/made?token={BAD_TOKEN}");
+    for (path, key) in [("/v1/admin/tenants", ADMIN), (misplaced.as_str(), ADMIN)] {
+        let (status, listed) = call(host, "GET", path, key, Value::Null).await?;
+        assert_eq!(status, 200);
+        assert_no_secret(&listed.to_string(), &made, path);
+    }
+    Ok(made.into_iter().chain([token]).collect())
+}
+
+fn assert_no_secret(text: &str, made: &[String], what: &str) {
+    for secret in [ADMIN, PUBLISH, MANAGE, JWT, WRONG, BAD_TOKEN].into_iter().chain(made.iter().map(|s| s.as_str())) {
+        assert!(!text.contains(secret), "{what} holds the secret {secret:?}");
+    }
+    assert!(!text.contains("S3CRET"), "{what} holds part of a secret");
+}
+
+#[tokio::test]
+async fn no_key_or_token_reaches_the_log_or_the_metrics() -> anyhow::Result<()> {
+    let mut host = HostProcess::start_logging(host_bin!(), &config(), "debug").await?;
+    let made = use_every_credential(&host).await?;
+    let (status, metrics) = http_raw(host.addr, "GET", "/metrics", None, Default::default()).await?;
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8(metrics.to_vec())?;
+    assert!(metrics.contains("tenant=\"made\""), "the run is in the metrics");
+    assert_no_secret(&metrics, &made, "/metrics");
+
+    host.signal("TERM")?;
+    tokio::time::timeout(STEP, host.child.wait()).await??;
+    let log = host.log.lock().unwrap().clone();
+    assert!(log.contains("DEBUG"), "debug logging was on:\n{log}");
+    assert!(log.contains("/v1/admin/tenants"), "requests were logged:\n{log}");
+    assert_no_secret(&log, &made, "the log");
+    Ok(())
+}
