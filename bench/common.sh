@@ -8,6 +8,10 @@
 #   demo_config, ticks, rss_kib, measure_load: see each below
 # Scripts set `work` (a temp dir) and `port`, and stop what they started with stop_all.
 
+# Every connection of a benchmark comes from a handful of loopback addresses: no limits per
+# client address (the table is still kept).
+export NOTIFY_ADDRESSES__MAX_CONNECTIONS=0 NOTIFY_ADDRESSES__CONNECT_RATE=0
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }

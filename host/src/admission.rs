@@ -1,10 +1,13 @@
 //! Connection admission against `server.max_connections`: each admitted connection owns a
 //! permit that frees its slot when dropped, so no path (refusal, error, panic, timeout) can
-//! leak the count.
+//! leak the count. The permit also carries the connection's place in its client address's
+//! count (`addresses`).
 
 use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::addresses::Hold;
 
 /// The node's connection slots; `None` when connections are unlimited.
 pub(crate) struct Admission(Option<Arc<Semaphore>>);
@@ -12,6 +15,7 @@ pub(crate) struct Admission(Option<Arc<Semaphore>>);
 /// One admitted connection's slot, held for the connection's lifetime.
 pub(crate) struct Admitted {
     _slot: Option<OwnedSemaphorePermit>,
+    _address: Option<Hold>,
 }
 
 impl Admission {
@@ -23,9 +27,16 @@ impl Admission {
     /// A slot, or `None` when every slot is taken.
     pub(crate) fn try_admit(&self) -> Option<Admitted> {
         match &self.0 {
-            None => Some(Admitted { _slot: None }),
-            Some(slots) => slots.clone().try_acquire_owned().ok().map(|p| Admitted { _slot: Some(p) }),
+            None => Some(Admitted { _slot: None, _address: None }),
+            Some(slots) => slots.clone().try_acquire_owned().ok().map(|p| Admitted { _slot: Some(p), _address: None }),
         }
+    }
+}
+
+impl Admitted {
+    /// Keeps `address` (the client address's count) for as long as the connection.
+    pub(crate) fn holding(self, address: Hold) -> Self {
+        Self { _address: Some(address), ..self }
     }
 }
 

@@ -6,12 +6,13 @@ use std::sync::atomic::AtomicBool;
 
 use tokio_util::task::TaskTracker;
 
+use crate::addresses::Addresses;
 use crate::admission::Admission;
 
 use crate::backend::control::{ControlState, ControlStore};
 use crate::backend::memory::FileStore;
 use crate::backend::redis::RedisStore;
-use crate::backend::{Backends, Broker, BrokerError, History, Presence};
+use crate::backend::{Backends, Broker, BrokerError, History, Idempotency, Presence};
 use crate::clock::IdGenerator;
 use crate::config::{BrokerConfig, Config, RedisConfig};
 use crate::drain::Drain;
@@ -60,6 +61,8 @@ pub(crate) struct App {
     /// Stream history for positions, resume and read cursors: in memory with the memory
     /// broker, in Redis with the Redis broker (which appends to it as it publishes).
     pub history: Arc<dyn History>,
+    /// Publishers' idempotency keys, where the broker keeps its state.
+    pub idempotency: Arc<dyn Idempotency>,
     /// Tenants created through the admin API: in memory or a file under `server.data_dir`
     /// on one node, in Redis in cluster mode.
     pub control: Arc<dyn ControlStore>,
@@ -75,6 +78,8 @@ pub(crate) struct App {
     pub admission: Admission,
     /// Revoked credentials, checked at every handshake.
     pub revocations: Revocations,
+    /// Limits per client address, and the handshakes in progress.
+    pub addresses: Addresses,
 }
 
 impl App {
@@ -88,7 +93,7 @@ impl App {
             BrokerConfig::Redis(RedisConfig { node_id: Some(id), .. }) => Arc::from(id.as_str()),
             _ => Arc::from(format!("node-{:016x}", RandomState::new().hash_one(std::process::id()))),
         };
-        let Backends { broker, history, presence } =
+        let Backends { broker, history, presence, idempotency } =
             Backends::start(&config, &hub, &tenants, &node_id, &broker_metrics).await?;
         let control: Arc<dyn ControlStore> = match &config.broker {
             BrokerConfig::Redis(redis) => Arc::new(RedisStore::start(redis).await?),
@@ -99,6 +104,7 @@ impl App {
         };
         let plugins = Arc::new(Plugins::from_config(&config, &tenants).await?);
         let admission = Admission::new(config.server.max_connections);
+        let addresses = Addresses::new(config.addresses.clone(), config.server.max_handshakes);
         Ok(Self {
             control,
             control_loaded: AtomicBool::new(false),
@@ -118,8 +124,10 @@ impl App {
             node_id,
             presence,
             history,
+            idempotency,
             admission,
             revocations: Revocations::default(),
+            addresses,
         })
     }
 
@@ -127,6 +135,7 @@ impl App {
         let mut tenants = self.tenants.all();
         tenants.sort_by(|a, b| a.id.cmp(&b.id));
         let mut out = crate::metrics::render(&self.metrics, tenants.iter().map(|t| (&*t.id, &*t.metrics)));
+        crate::metrics::render_addresses(&mut out, self.addresses.gauges());
         crate::metrics::render_plugins(&mut out, &self.plugins.all_metrics());
         if let Some(streams) = self.history.streams_kept() {
             crate::metrics::render_history(&mut out, streams);

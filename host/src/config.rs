@@ -25,6 +25,9 @@ pub struct Config {
     /// Every tenant's quotas, unless the tenant overrides them (`[tenants.<id>.limits]`).
     #[serde(default)]
     pub limits: TenantLimits,
+    /// Limits per client address, whatever the tenant.
+    #[serde(default)]
+    pub addresses: AddressLimits,
     /// Tenants by id; the id is the `{tenant}` path segment of client URLs.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantConfig>,
@@ -117,8 +120,16 @@ pub struct ServerConfig {
     pub max_publish_bytes: usize,
     /// Largest number of events in one `/v1/publish/batch` request.
     pub max_batch_events: usize,
+    /// How long an event's `idempotency_key` is remembered: a retry with the same key
+    /// within it returns the first event's id and delivers nothing.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_window: Duration,
     /// Most connections (of any tenant) one host accepts; 0 means no limit.
     pub max_connections: usize,
+    /// Most accepted sockets still waiting for their first answer (a slow or stalled
+    /// handshake holds one until `handshake_timeout`); more are refused with 503. 0 means
+    /// no limit.
+    pub max_handshakes: usize,
     /// Where uploaded plugins are kept (relative to the config file); without it uploads
     /// do not survive a restart.
     pub data_dir: Option<PathBuf>,
@@ -141,12 +152,72 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             max_publish_bytes: 1024 * 1024,
             max_batch_events: 1000,
+            idempotency_window: Duration::from_secs(300),
             max_connections: 0,
+            max_handshakes: 1024,
             data_dir: None,
             max_plugin_bytes: 16 * 1024 * 1024,
             demo: false,
             accept_backlog: 4096,
         }
+    }
+}
+
+/// Limits per client address (docs/OPERATIONS.md#limits-per-client-address). The client
+/// address is the TCP peer's, or the one a trusted proxy names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AddressLimits {
+    /// Most connections one address holds on a node at once; 0 means no limit.
+    pub max_connections: u32,
+    /// WebSocket and SSE connect requests one address may make per second, on average;
+    /// 0 means no limit.
+    pub connect_rate: f64,
+    /// Connect requests one address may make at once before `connect_rate` applies.
+    pub connect_burst: u32,
+    /// Failed connect requests (bad credentials, unknown tenant, malformed) within
+    /// `failure_window` after which the address is refused for `failure_refusal`; 0 never.
+    pub max_failures: u32,
+    #[serde(with = "humantime_serde")]
+    pub failure_window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub failure_refusal: Duration,
+    /// Networks of proxies whose `Forwarded` / `X-Forwarded-For` headers name the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// IPv6 clients count per network of this prefix length.
+    pub ipv6_prefix: u8,
+}
+
+impl Default for AddressLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1000,
+            connect_rate: 50.0,
+            connect_burst: 1000,
+            max_failures: 50,
+            failure_window: Duration::from_secs(60),
+            failure_refusal: Duration::from_secs(60),
+            trusted_proxies: Vec::new(),
+            ipv6_prefix: 64,
+        }
+    }
+}
+
+impl AddressLimits {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.connect_rate.is_finite() || self.connect_rate < 0.0 {
+            return Err(invalid("addresses.connect_rate", "must be 0 (no limit) or a positive number"));
+        }
+        if self.connect_rate > 0.0 && self.connect_burst == 0 {
+            return Err(invalid("addresses.connect_burst", "must be at least 1 when connect_rate is set"));
+        }
+        if self.max_failures > 0 && (self.failure_window.is_zero() || self.failure_refusal.is_zero()) {
+            return Err(invalid("addresses", "failure_window and failure_refusal must be greater than zero"));
+        }
+        if !(1..=128).contains(&self.ipv6_prefix) {
+            return Err(invalid("addresses.ipv6_prefix", "must be between 1 and 128"));
+        }
+        Ok(())
     }
 }
 
@@ -535,6 +606,7 @@ impl Config {
         self.connections.validate()?;
         self.plugins.validate()?;
         self.server.validate()?;
+        self.addresses.validate()?;
         if self.tenants.is_empty() && self.server.admin_token.is_none() {
             let why = "at least one tenant is required (e.g. [tenants.demo]), or server.admin_token to create tenants through the admin API";
             return Err(invalid("tenants", why));
@@ -614,6 +686,9 @@ impl ServerConfig {
         }
         if self.handshake_timeout.is_zero() {
             return Err(invalid("server.handshake_timeout", "must be greater than zero"));
+        }
+        if self.idempotency_window < Duration::from_secs(1) {
+            return Err(invalid("server.idempotency_window", "must be at least 1s"));
         }
         if self.accept_backlog == 0 {
             return Err(invalid("server.accept_backlog", "must be at least 1"));

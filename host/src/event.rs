@@ -60,6 +60,9 @@ pub(crate) struct Event {
     pub filter: Option<Arc<Filter>>,
     /// When the publish request arrived, for the publish-to-enqueue histogram.
     pub received_at: Instant,
+    /// The publisher's `idempotency_key`: of the events with one key within
+    /// `server.idempotency_window`, only the first is delivered.
+    pub idempotency_key: Option<Box<str>>,
 }
 
 impl Event {

@@ -529,6 +529,7 @@ mod tests {
             attributes: Vec::new(),
             filter: None,
             received_at: Instant::now(),
+            idempotency_key: None,
         }
     }
 

@@ -4,6 +4,7 @@
 //! connections, encoding each event once. The library exports what the binary and the
 //! integration tests use; docs/ARCHITECTURE.md shows how the modules fit.
 
+mod addresses;
 mod admission;
 mod api;
 mod app;

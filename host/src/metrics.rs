@@ -18,10 +18,18 @@ pub(crate) enum HandshakeFailure {
     Timeout,
     TenantConnections,
     UserConnections,
+    /// The client address is at `addresses.max_connections`.
+    AddressConnections,
+    /// The client address spent its `addresses.connect_burst`.
+    AddressRate,
+    /// The client address is refused after repeated failed connects.
+    AddressFailures,
+    /// `server.max_handshakes` sockets were awaiting their first answer.
+    Handshakes,
 }
 
 impl HandshakeFailure {
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 13] = [
         Self::BadRequest,
         Self::UnknownTenant,
         Self::Unauthorized,
@@ -31,6 +39,10 @@ impl HandshakeFailure {
         Self::Timeout,
         Self::TenantConnections,
         Self::UserConnections,
+        Self::AddressConnections,
+        Self::AddressRate,
+        Self::AddressFailures,
+        Self::Handshakes,
     ];
 
     fn as_str(self) -> &'static str {
@@ -44,6 +56,10 @@ impl HandshakeFailure {
             Self::Timeout => "timeout",
             Self::TenantConnections => "tenant_connections",
             Self::UserConnections => "user_connections",
+            Self::AddressConnections => "address_connections",
+            Self::AddressRate => "address_rate",
+            Self::AddressFailures => "address_failures",
+            Self::Handshakes => "handshakes",
         }
     }
 }
@@ -103,6 +119,8 @@ pub(crate) struct TenantMetrics {
     pub rate_limited: AtomicU64,
     /// Events refused because their data was over the tenant's `max_event_bytes`.
     pub too_large: AtomicU64,
+    /// Events not delivered because an earlier one had their idempotency key.
+    pub deduplicated: AtomicU64,
     pub publish_to_enqueue: Histogram,
 }
 
@@ -253,7 +271,7 @@ fn write_family<'m, M: 'm>(out: &mut String, f: &Family<M>, samples: impl Iterat
     }
 }
 
-const TENANT_FAMILIES: [Family<TenantMetrics>; 14] = [
+const TENANT_FAMILIES: [Family<TenantMetrics>; 15] = [
     Family {
         name: "notify_connections",
         kind: "gauge",
@@ -338,6 +356,12 @@ const TENANT_FAMILIES: [Family<TenantMetrics>; 14] = [
         help: "Events refused because their data was over the tenant's max_event_bytes (HTTP 413, or dead-lettered on Redis ingest).",
         get: |m| m.too_large.load(Relaxed),
     },
+    Family {
+        name: "notify_events_deduplicated_total",
+        kind: "counter",
+        help: "Events not delivered because an earlier event had their idempotency_key within server.idempotency_window.",
+        get: |m| m.deduplicated.load(Relaxed),
+    },
 ];
 
 /// Metrics of one tenant's hook, across plugin versions.
@@ -381,7 +405,7 @@ pub(crate) fn render<'a>(
         write_family(&mut out, family, tenants.clone().map(|(id, m)| (format!("tenant=\"{id}\""), m)));
     }
     let name = "notify_handshake_failures_total";
-    header(&mut out, name, "counter", "Refused WebSocket handshakes by reason.");
+    header(&mut out, name, "counter", "Refused connects (WebSocket, SSE, or sockets at accept) by reason.");
     for why in HandshakeFailure::ALL {
         let n = global.handshake_failures[why as usize].load(Relaxed);
         let _ = writeln!(out, "{name}{{tenant=\"\",reason=\"{}\"}} {n}", why.as_str());
@@ -404,6 +428,16 @@ pub(crate) fn render<'a>(
         m.publish_to_enqueue.render(&mut out, name, &format!("tenant=\"{id}\""));
     }
     out
+}
+
+/// Appends the gauges of the limits per client address.
+pub(crate) fn render_addresses(out: &mut String, (tracked, handshakes): (usize, usize)) {
+    let name = "notify_client_addresses";
+    header(out, name, "gauge", "Client addresses the per-address limits currently track.");
+    let _ = writeln!(out, "{name} {tracked}");
+    let name = "notify_handshakes_in_progress";
+    header(out, name, "gauge", "Accepted sockets waiting for their first answer (server.max_handshakes).");
+    let _ = writeln!(out, "{name} {handshakes}");
 }
 
 /// Appends per-tenant, per-hook plugin metrics.

@@ -6,21 +6,25 @@
 //! its queue and close with 1001; the host then waits for the connection tasks for at most
 //! `server.shutdown_grace`, stops the listener and returns.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use axum::response::IntoResponse;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
+use crate::addresses::{AcceptRefused, Accepted};
 use crate::app::App;
 pub use crate::app::StartError;
 use crate::config::{BrokerConfig, Config};
@@ -29,6 +33,13 @@ use crate::plugin::Hook;
 
 /// How long plain HTTP connections get to finish once the host stops.
 const HTTP_CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a socket refused at accept gets to send its request and read the refusal.
+const REFUSAL_GRACE: Duration = Duration::from_secs(1);
+
+/// Refused sockets answered at once; beyond this, a refused socket is closed unanswered,
+/// so that a flood of refusals costs no more than this many tasks.
+const MAX_REFUSING: usize = 256;
 
 /// A bound host, ready to run.
 pub struct Server {
@@ -87,13 +98,7 @@ impl Server {
         let stop = CancellationToken::new();
         let http_conns = TaskTracker::new();
         let router = crate::api::router(app.clone());
-        let acceptor = tokio::spawn(accept_loop(
-            router,
-            listener,
-            stop.clone(),
-            http_conns.clone(),
-            app.config.server.handshake_timeout,
-        ));
+        let acceptor = tokio::spawn(accept_loop(app.clone(), router, listener, stop.clone(), http_conns.clone()));
         if let BrokerConfig::Redis(redis) = &app.config.broker
             && redis.ingest
             && let Err(e) = crate::ingest::redis::start(&app, redis).await
@@ -139,12 +144,14 @@ fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
 }
 
 async fn accept_loop(
+    app: Arc<App>,
     router: Router,
     listener: TcpListener,
     stop: CancellationToken,
     conns: TaskTracker,
-    header_timeout: Duration,
 ) {
+    let header_timeout = app.config.server.handshake_timeout;
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
@@ -153,7 +160,22 @@ async fn accept_loop(
         match accepted {
             Ok((tcp, peer)) => {
                 let _ = tcp.set_nodelay(true);
-                conns.spawn(serve_http(router.clone(), tcp, peer, stop.clone(), header_timeout));
+                match app.addresses.accept(peer.ip()) {
+                    Ok(accepted) => {
+                        conns.spawn(serve_http(router.clone(), tcp, peer, accepted, stop.clone(), header_timeout));
+                    }
+                    Err(why) => {
+                        let (failure, error) = crate::api::refused_at_accept(why);
+                        app.metrics.handshake_failed(failure);
+                        tracing::debug!(%peer, reason = error.code(), "socket refused: {error}");
+                        if let Ok(permit) = refusing.clone().try_acquire_owned() {
+                            conns.spawn(async move {
+                                refuse(tcp, why).await;
+                                drop(permit);
+                            });
+                        }
+                    }
+                }
             }
             Err(e) => {
                 // Typically EMFILE: back off instead of spinning, and keep serving.
@@ -164,17 +186,45 @@ async fn accept_loop(
     }
 }
 
+/// Answers a refused socket's request with the refusal, then closes it.
+async fn refuse(tcp: TcpStream, why: AcceptRefused) {
+    let service = service_fn(move |_req: hyper::Request<Incoming>| {
+        let res = crate::api::refused_at_accept(why).1.into_response();
+        std::future::ready(Ok::<_, Infallible>(res))
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(REFUSAL_GRACE)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(tcp), service);
+    let _ = tokio::time::timeout(REFUSAL_GRACE * 2, conn).await;
+}
+
 /// Serves one HTTP/1 connection with the router, until it closes, upgrades or the host stops.
+/// The socket's handshake slot is freed with its first answer (a `101` included); its
+/// place in its address's count goes with the socket, or with the WebSocket it upgrades to.
 async fn serve_http(
     router: Router,
     tcp: TcpStream,
     peer: SocketAddr,
+    Accepted { hold, handshake }: Accepted,
     stop: CancellationToken,
     header_timeout: Duration,
 ) {
+    // Taken by the first answer; a mutex only because the service is shared by reference.
+    let handshake = Arc::new(Mutex::new(handshake));
     let service = service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
-        router.clone().oneshot(req)
+        if let Some(hold) = &hold {
+            req.extensions_mut().insert(hold.clone());
+        }
+        let answered = router.clone().oneshot(req);
+        let handshake = handshake.clone();
+        async move {
+            let res = answered.await;
+            handshake.lock().unwrap().take();
+            res
+        }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())

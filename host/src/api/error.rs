@@ -53,6 +53,10 @@ impl ApiError {
     pub(crate) fn code(&self) -> &'static str {
         self.code
     }
+
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
 }
 
 impl IntoResponse for ApiError {

@@ -1,7 +1,8 @@
 //! The checks every client transport's connect request passes (a WebSocket upgrade, an SSE
-//! stream), in the order clients meet them: draining, tenant, origin, credentials,
-//! revocation, the transport's own checks, node capacity, then the tenant's quotas. Every
-//! refusal is an HTTP status with a JSON body, counted under a handshake failure reason.
+//! stream), in the order clients meet them: draining, the client address's limits, tenant,
+//! origin, credentials, revocation, the transport's own checks, node capacity, then the
+//! tenant's quotas. Every refusal is an HTTP status with a JSON body, counted under a
+//! handshake failure reason; one that is the client's fault counts against its address.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
 use super::extract::{bearer, query_param};
+use crate::addresses::{self, AcceptRefused, Hold};
 use crate::app::App;
 use crate::auth::{AuthError, Identity, Verified};
 use crate::metrics::HandshakeFailure;
@@ -36,14 +38,63 @@ impl Refusal {
 
 type Attributes = Vec<(String, String)>;
 
-/// Counts and logs a refusal, and answers it.
-pub(super) fn refused(app: &App, tenant_id: &str, peer: SocketAddr, Refusal(why, error): Refusal) -> Response {
+/// The address a connect request comes from (`peer`, or the client a trusted proxy names).
+pub(super) fn client_addr(app: &App, peer: SocketAddr, req: &Parts) -> SocketAddr {
+    app.addresses.client_addr(peer, &req.headers)
+}
+
+/// Counts and logs a refusal, and answers it. A refusal for the client's own fault (a 4xx
+/// other than 429) counts against its address.
+pub(super) fn refused(app: &App, tenant_id: &str, client: SocketAddr, Refusal(why, error): Refusal) -> Response {
     match app.tenants.get(tenant_id) {
         Some(t) => t.metrics.handshake_failed(why),
         None => app.metrics.handshake_failed(why),
     }
-    tracing::debug!(tenant = tenant_id, %peer, reason = error.code(), "connect refused: {error}");
+    let status = error.status();
+    if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
+        app.addresses.failed(client.ip());
+    }
+    tracing::debug!(tenant = tenant_id, %client, reason = error.code(), "connect refused: {error}");
     error.into_response()
+}
+
+/// The answer to a socket refused as it was accepted, and the reason it counts under.
+pub(crate) fn refused_at_accept(why: AcceptRefused) -> (HandshakeFailure, ApiError) {
+    match why {
+        AcceptRefused::Address(why) => address_refusal(why),
+        AcceptRefused::Handshakes => {
+            let message = "this node has too many handshakes in progress; retry shortly or on another node";
+            let error = ApiError::unavailable("busy", message).with_header(header::RETRY_AFTER, HeaderValue::from(1));
+            (HandshakeFailure::Handshakes, error)
+        }
+    }
+}
+
+/// A refusal by the limits of the client's address: 429 with the wait in `Retry-After`.
+fn address_refusal(why: addresses::Refused) -> (HandshakeFailure, ApiError) {
+    let (failure, code, message, wait) = match why {
+        addresses::Refused::Connections(max) => (
+            HandshakeFailure::AddressConnections,
+            "too_many_connections",
+            format!("this client address holds its max_connections ({max}) on this node"),
+            1,
+        ),
+        addresses::Refused::Rate(wait) => (
+            HandshakeFailure::AddressRate,
+            "rate_limited",
+            "this client address connects faster than its connect_rate".to_owned(),
+            wait.as_secs_f64().ceil() as u64,
+        ),
+        addresses::Refused::Failures(wait) => (
+            HandshakeFailure::AddressFailures,
+            "rate_limited",
+            "this client address failed too many connects; it is refused for a while".to_owned(),
+            wait.as_secs_f64().ceil() as u64,
+        ),
+    };
+    let error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+        .with_header(header::RETRY_AFTER, HeaderValue::from(wait.max(1)));
+    (failure, error)
 }
 
 /// Runs every check; `transport` adds the transport's own (after the credentials, so a
@@ -60,6 +111,11 @@ pub(super) async fn admit<T>(
         let message = "this node is shutting down; connect to another node";
         return Err(Refusal(HandshakeFailure::Draining, ApiError::unavailable("draining", message)));
     }
+    let held = req.extensions.get::<Hold>().cloned();
+    let address = app.addresses.connect(peer.ip(), held).map_err(|why| {
+        let (failure, error) = address_refusal(why);
+        Refusal(failure, error)
+    })?;
     let tenant = app.tenants.get(tenant_id).ok_or_else(|| {
         let error = ApiError::not_found("unknown_tenant", format!("no tenant {tenant_id:?}"));
         Refusal(HandshakeFailure::UnknownTenant, error)
@@ -70,6 +126,7 @@ pub(super) async fn admit<T>(
         let message = "this node is at its connection limit; retry on another node";
         Refusal(HandshakeFailure::OverCapacity, ApiError::unavailable("over_capacity", message))
     })?;
+    let admitted = admitted.holding(address);
     let quota = tenant.quota.admit(&identity.user).map_err(|why| over_quota(&tenant, why))?;
     Ok((Joining { tenant, identity, attributes, resume, admitted, quota, peer }, extra))
 }

@@ -26,6 +26,7 @@ use axum::routing::{delete, get, post, put};
 use tower_http::trace::TraceLayer;
 
 pub(crate) use error::ApiError;
+pub(crate) use handshake::refused_at_accept;
 
 use crate::app::App;
 

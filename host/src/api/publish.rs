@@ -54,7 +54,8 @@ fn answer(app: &App, accepted: Result<serde_json::Value, ApiError>) -> Response 
 }
 
 /// Checks the node and the key, parses the body and publishes; returns the accepted ids
-/// (including those of events a plugin dropped: the publish was accepted).
+/// (including those of events a plugin dropped: the publish was accepted), and for an event
+/// whose idempotency key was taken, the first event's id.
 async fn accept(
     app: &App,
     publisher: Result<Publisher, ApiError>,
@@ -75,9 +76,7 @@ async fn accept(
         return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "event_too_large", message));
     }
     within_rate(&tenant, events.len())?;
-    let ids = events.iter().map(|e| e.id.clone()).collect();
-    ingest::pipeline::publish(app, &tenant, events).await?;
-    Ok(ids)
+    Ok(ingest::pipeline::publish(app, &tenant, events).await?)
 }
 
 /// 429 `rate_limited` with `Retry-After` when the tenant is over its publish rate.

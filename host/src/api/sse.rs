@@ -41,6 +41,7 @@ pub(crate) async fn handle(
     req: Request,
 ) -> Response {
     let (req, _body) = req.into_parts();
+    let peer = handshake::client_addr(&app, peer, &req);
     let admitted =
         handshake::admit(&app, &tenant_id, peer, &req, |tenant, identity| positions(&app, tenant, identity, &req))
             .await;

@@ -28,6 +28,7 @@ pub(crate) async fn handle(
 ) -> Response {
     // The body of a GET is empty; the parts are what can be shared across the awaits.
     let (req, _body) = req.into_parts();
+    let peer = handshake::client_addr(&app, peer, &req);
     let admitted = handshake::admit(&app, &tenant_id, peer, &req, |_, _| {
         let resume = Resume {
             user: since_param(&req, "user_since")?,

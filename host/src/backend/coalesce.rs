@@ -5,8 +5,9 @@
 //! wants each connection's snapshot taken after it joined the stream's live delivery. So the
 //! reads of one stream run one at a time; requests that arrive while one runs wait for it to
 //! end, and the first of them then reads for all of them, from the earliest position among
-//! them in one epoch. Each gets the part after its own position; one the shared read cannot
-//! answer (another epoch, or history trimmed past the earliest) reads on its own.
+//! them in one epoch. Each gets the part after its own position, and a look (no position)
+//! the stream's position; one the shared read cannot answer (another epoch, or history
+//! trimmed past the earliest) reads on its own.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
@@ -69,11 +70,15 @@ impl Flight {
         self.waiting.lock().expect("waiting lock").remove(&arrived);
     }
 
-    /// The earliest start among the waiting requests in the epoch of `since`.
+    /// The earliest start among the waiting requests in the epoch of `since`, or for a look,
+    /// in the epoch of the first waiting request with a position.
     fn earliest(&self, since: Option<&Position>) -> Option<Position> {
-        let since = since?;
         let waiting = self.waiting.lock().expect("waiting lock");
-        let same_epoch = waiting.values().flatten().filter(|p| p.epoch == since.epoch);
+        let epoch = match since {
+            Some(p) => &p.epoch,
+            None => &waiting.values().flatten().next()?.epoch,
+        };
+        let same_epoch = waiting.values().flatten().filter(|p| p.epoch == *epoch);
         same_epoch.min_by_key(|p| p.offset).cloned()
     }
 }
@@ -96,7 +101,11 @@ impl Shared {
         if self.since.as_ref() == since {
             return Some(Ok(replay.clone()));
         }
-        let (Some(from), Some(since), Some(at)) = (&self.since, since, &replay.position) else { return None };
+        let Some(since) = since else {
+            // A look wants the position only, and any read that began after it arrived has one.
+            return Some(Ok(Replay { recovered: true, ..position_of(replay) }));
+        };
+        let (Some(from), Some(at)) = (&self.since, &replay.position) else { return None };
         let within =
             from.epoch == since.epoch && at.epoch == since.epoch && (from.offset..=at.offset).contains(&since.offset);
         within.then(|| {
@@ -106,11 +115,15 @@ impl Shared {
             Ok(Replay {
                 recovered: oldest <= since.offset + 1 || since.offset == at.offset,
                 events: replay.events.iter().filter(|e| e.offset > since.offset).cloned().collect(),
-                position: replay.position.clone(),
-                acked: replay.acked,
+                ..position_of(replay)
             })
         })
     }
+}
+
+/// `replay`'s position and cursor, without its events.
+fn position_of(replay: &Replay) -> Replay {
+    Replay { recovered: replay.recovered, events: Vec::new(), position: replay.position.clone(), acked: replay.acked }
 }
 
 impl<H: History> Coalesced<H> {
@@ -239,7 +252,8 @@ mod tests {
                 let position = Position { epoch: "e".into(), offset: 100 + n };
                 let (recovered, first) = match from.since {
                     Some(since) if since.epoch == "e" => (since.offset >= 49, since.offset.max(49) + 1),
-                    _ => (false, position.offset + 1),
+                    Some(_) => (false, position.offset + 1),
+                    None => (true, position.offset + 1),
                 };
                 let event = |offset| Stored { offset, frame: Bytes::new(), filter: None };
                 let events = (first..=position.offset).map(event).collect();
@@ -340,5 +354,32 @@ mod tests {
         assert_eq!((recovered, first), (false, Some(50)), "trimmed past its start: what is kept");
         let starts = h.inner.starts.lock().unwrap().clone();
         assert_eq!(starts[..3], [Some(99), Some(10), Some(70)], "shared from the earliest in epoch e");
+    }
+
+    #[tokio::test]
+    async fn looks_and_resumes_waiting_together_share_one_read() {
+        let (h, t) = (Arc::new(Coalesced::new(Gated::default())), tenant());
+        let spawn = |since: Option<u64>| {
+            let (h, t) = (h.clone(), t.clone());
+            tokio::spawn(async move {
+                let since = since.map(|offset| Position { epoch: "e".into(), offset });
+                let replay = h.read(&t, Target::Broadcast, Start { since: since.as_ref(), unacked: false }).await;
+                let replay = replay.unwrap();
+                (replay.recovered, replay.events.len(), replay.position.unwrap().offset)
+            })
+        };
+        let first = spawn(None);
+        settle().await;
+        let waiting = [spawn(Some(90)), spawn(None), spawn(Some(95)), spawn(None)];
+        settle().await;
+        h.inner.open.add_permits(100);
+        assert_eq!(first.await.unwrap(), (true, 0, 100));
+        let [a, look, b, look2] = waiting;
+        assert_eq!(a.await.unwrap(), (true, 11, 101));
+        assert_eq!(look.await.unwrap(), (true, 0, 101), "a look gets the shared read's position");
+        assert_eq!(b.await.unwrap(), (true, 6, 101));
+        assert_eq!(look2.await.unwrap(), (true, 0, 101));
+        assert_eq!(h.inner.reads.load(SeqCst), 2);
+        assert_eq!(h.inner.starts.lock().unwrap()[1], Some(90));
     }
 }

@@ -1,6 +1,6 @@
-//! Backends: the broker that carries events between nodes, stream history, presence, and
-//! the control-plane store. Each is a trait whose contract is written on it (`broker`,
-//! `history`, `presence`, `control`), with a memory (or file) implementation for one node
+//! Backends: the broker that carries events between nodes, stream history, presence,
+//! idempotency keys, and the control-plane store. Each is a trait whose contract is written
+//! on it (`broker`, `history`, `presence`, `idempotency`, `control`), with a memory (or file) implementation for one node
 //! (`memory/`, the default) and a Redis implementation for many nodes (`redis/`) beside it.
 //! [`Backends::start`] picks one set from the config. `coalesce` lets concurrent reads of a
 //! shared stream's Redis history share one read.
@@ -9,6 +9,7 @@ pub(crate) mod broker;
 mod coalesce;
 pub(crate) mod control;
 pub(crate) mod history;
+pub(crate) mod idempotency;
 pub(crate) mod interest;
 pub(crate) mod memory;
 pub(crate) mod presence;
@@ -20,6 +21,7 @@ pub(crate) use broker::Broker;
 pub use broker::BrokerError;
 pub(crate) use futures_util::future::BoxFuture;
 pub(crate) use history::{History, HistoryError};
+pub(crate) use idempotency::Idempotency;
 pub(crate) use presence::{Presence, PresenceError};
 
 use crate::config::{BrokerConfig, Config};
@@ -32,6 +34,7 @@ pub(crate) struct Backends {
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) history: Arc<dyn History>,
     pub(crate) presence: Arc<dyn Presence>,
+    pub(crate) idempotency: Arc<dyn Idempotency>,
 }
 
 impl Backends {

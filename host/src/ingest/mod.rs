@@ -28,6 +28,8 @@ struct PublishBody {
     data: Option<Box<RawValue>>,
     #[serde(default)]
     attributes: BTreeMap<String, String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
 }
 
 /// A publish body that failed validation, naming the offending field (`users[2]`,
@@ -113,6 +115,14 @@ fn validate(ids: &IdGenerator, p: PublishBody, prefix: &str, received_at: Instan
         let key = p.attributes.keys().nth(i).map_or(String::new(), |k| format!(".{k}"));
         return Err(field_error(f(&format!("attributes{key}")), message));
     }
+    if let Some(key) = &p.idempotency_key
+        && !valid_idempotency_key(key)
+    {
+        return Err(field_error(
+            f("idempotency_key"),
+            format!("must be 1-{MAX_IDEMPOTENCY_KEY} characters of A-Z a-z 0-9 and - _ . : @ / + ="),
+        ));
+    }
     let mut users = p.users;
     users.sort_unstable();
     users.dedup();
@@ -131,7 +141,17 @@ fn validate(ids: &IdGenerator, p: PublishBody, prefix: &str, received_at: Instan
         attributes: p.attributes.into_iter().collect(),
         filter: None,
         received_at,
+        idempotency_key: p.idempotency_key.map(String::into_boxed_str),
     })
+}
+
+/// Longest `idempotency_key`.
+const MAX_IDEMPOTENCY_KEY: usize = 128;
+
+/// UUIDs, hashes, base64 and `order:42`-style keys.
+fn valid_idempotency_key(key: &str) -> bool {
+    (1..=MAX_IDEMPOTENCY_KEY).contains(&key.len())
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:@/+=".contains(&b))
 }
 
 #[cfg(test)]
@@ -155,6 +175,8 @@ mod tests {
         let e = parse_batch(&IdGenerator::default(), br#"[{"users":["u"]}]"#, 10);
         assert_eq!(e.unwrap_err().field, "[0].event");
         assert_eq!(err(r#"{"event":"","broadcast":true}"#).field, "event");
+        assert_eq!(err(r#"{"event":"e","broadcast":true,"idempotency_key":"a b"}"#).field, "idempotency_key");
+        assert_eq!(err(r#"{"event":"e","broadcast":true,"idempotency_key":""}"#).field, "idempotency_key");
     }
 
     #[test]

@@ -1,9 +1,10 @@
-//! The backends of a single node: delivery straight into the local hub, history in memory,
-//! presence read from the hub.
+//! The backends of a single node: delivery straight into the local hub, history and
+//! idempotency keys in memory, presence read from the hub.
 
 mod broker;
 mod control;
 mod history;
+mod idempotency;
 mod presence;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ pub(super) fn backends(hub: &Arc<Hub>) -> Backends {
     Backends {
         broker: Arc::new(broker::MemoryBroker::new(hub.clone(), history.clone())),
         history,
+        idempotency: Arc::new(idempotency::MemoryIdempotency::default()),
         presence: Arc::new(presence::MemoryPresence::new(hub.clone())),
     }
 }

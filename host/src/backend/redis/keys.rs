@@ -87,6 +87,12 @@ pub(crate) fn ingest_stream(tenant: &str) -> String {
     format!("notify:{tenant}:ingest")
 }
 
+/// An idempotency key's owner: `notify:{tenant}:idem:{key}` (no hash tag: a tenant's keys
+/// spread over a cluster's slots).
+pub(crate) fn idempotency(tenant: &str, key: &str) -> String {
+    format!("notify:{tenant}:idem:{key}")
+}
+
 /// The consumer group every node reads ingest streams with.
 pub(crate) const INGEST_GROUP: &str = "notify";
 

@@ -5,6 +5,7 @@ mod broker;
 mod control;
 pub(crate) mod envelope;
 mod history;
+mod idempotency;
 pub(crate) mod keys;
 mod link;
 mod presence;
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 pub(crate) use control::RedisStore;
 pub(crate) use link::Link;
-pub(crate) use scripts::{LEASE_RELEASE, LEASE_RENEW};
+pub(crate) use scripts::{DELETE_IF_EQUAL, LEASE_RENEW};
 
 use super::coalesce::Coalesced;
 use super::presence::Timing;
@@ -40,6 +41,7 @@ pub(super) async fn backends(
     let timing = Timing { debounce: config.presence_debounce, node_timeout: config.node_timeout };
     Ok(Backends {
         broker: Arc::new(broker),
+        idempotency: Arc::new(idempotency::RedisIdempotency::new(link.clone())),
         history: Arc::new(Coalesced::new(history::RedisHistory::new(link.clone(), config.timeout))),
         presence: Arc::new(presence::RedisPresence::start(link, node_id.clone(), tenants.clone(), timing)),
     })

@@ -28,8 +28,9 @@ pub(crate) const CONTROL_REPLACE: &str = include_str!("scripts/control_replace.l
 pub(crate) const CONTROL_RESTORE: &str = include_str!("scripts/control_restore.lua");
 /// Renews the pub/sub ingestion lease for its holder.
 pub(crate) const LEASE_RENEW: &str = include_str!("scripts/lease_renew.lua");
-/// Releases the pub/sub ingestion lease for its holder.
-pub(crate) const LEASE_RELEASE: &str = include_str!("scripts/lease_release.lua");
+/// Deletes a key while it holds a value: the pub/sub ingestion lease for its holder, an
+/// idempotency key for its owner.
+pub(crate) const DELETE_IF_EQUAL: &str = include_str!("scripts/delete_if_equal.lua");
 
 /// `EVAL script numkeys keys...`; the caller adds the ARGV.
 pub(crate) fn eval(script: &str, keys: &[String]) -> Cmd {

@@ -11,7 +11,7 @@ use super::{IngestError, Item, Source, ingest};
 use crate::app::App;
 use crate::backend::BrokerError;
 use crate::backend::redis::pubsub::{Incoming, Transport};
-use crate::backend::redis::{LEASE_RELEASE, LEASE_RENEW, Link, keys};
+use crate::backend::redis::{DELETE_IF_EQUAL, LEASE_RENEW, Link, keys};
 use crate::config::RedisConfig;
 
 /// Pub/sub messages handled in one broker publish.
@@ -54,8 +54,11 @@ impl Leader {
                 () = self.app.drain.started() => {}
             }
         }
-        let _: Result<i64, _> =
-            ::redis::Script::new(LEASE_RELEASE).key(keys::PUBLISH_LEASE).arg(&node).invoke_async(&mut self.conn).await;
+        let _: Result<i64, _> = ::redis::Script::new(DELETE_IF_EQUAL)
+            .key(keys::PUBLISH_LEASE)
+            .arg(&node)
+            .invoke_async(&mut self.conn)
+            .await;
     }
 
     /// Renews the lease if this node holds it, or takes it if nobody does.
