@@ -24,8 +24,9 @@
 # Redis drops every node's pub/sub connection (CLIENT KILL TYPE pubsub), as after a Redis
 # restart: each node resubscribes and tells all its clients to reconnect and resume, within
 # `connections.reconnect_spread`, while the broadcasts go on. Also printed: reconnects,
-# welcomes that did not recover the broadcast, and the storm's length (the kill to the last
-# welcome). Use EVENTS of at least 3 so that some are published during the storm.
+# welcomes that did not recover the broadcast, the storm's length (the kill to the last
+# welcome), and the CPU time Redis and the nodes spent in it. Use EVENTS of at least 3 so
+# that some are published during the storm.
 #
 # Bounded: every wait has a deadline, and everything started here is stopped by PID on exit.
 set -euo pipefail
@@ -48,6 +49,8 @@ pids=()
 trap 'stop_all "${pids[@]}"' EXIT
 
 slab_kib() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
+# Idle ticks of the whole machine (idle and iowait, every core).
+machine_idle() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
 slab_before=$(slab_kib)
 start_redis
 pids+=("$redis_pid")
@@ -134,6 +137,7 @@ publisher=$!; pids+=("$publisher")
 if [ -n "${STORM:-}" ]; then
   sleep 1.5
   storm_us=$(date +%s%6N)
+  storm_cpu=("$(ticks "$redis_pid")" "$(ticks "${node_pids[@]}")" "$(machine_idle)")
   echo "storm: Redis dropped $(redis-cli -p "$redis_port" client kill type pubsub) pub/sub connections"
 fi
 wait "$publisher"
@@ -144,6 +148,11 @@ for p in "${gen_pids[@]}"; do
   while kill -0 "$p" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.5; done
   kill -INT "$p" 2>/dev/null || true
 done
+if [ -n "${STORM:-}" ]; then
+  # CPU seconds Redis and the nodes spent from the drop until the generators stopped.
+  storm_cpu_end=("$(ticks "$redis_pid")" "$(ticks "${node_pids[@]}")" "$(machine_idle)")
+  storm_wall=$(( $(date +%s%6N) - storm_us ))
+fi
 for p in "${gen_pids[@]}"; do wait "$p" || true; done
 grep -h "^received" "$work"/gen*.log | awk -v first="$first_us" '
   function num(pattern) { match($0, pattern); return substr($0, RSTART, RLENGTH) + 0 }
@@ -164,6 +173,10 @@ if [ -n "${STORM:-}" ]; then
      match($0, /retry later [0-9]+/); d += substr($0, RSTART + 12, RLENGTH - 12)
      if ($(NF - 1) > last) last = $(NF - 1)}
     END {printf "storm: %d reconnects (not recovered %d, sent back to retry later %d, gave up %d), the last welcome %.1f s after Redis dropped the nodes\n", r, u, d, g, (last - storm) / 1e6}'
+  awk -v w="$storm_wall" -v hz="$hz" -v r="$(( storm_cpu_end[0] - storm_cpu[0] ))" -v n="$(( storm_cpu_end[1] - storm_cpu[1] ))" \
+    -v i="$(( storm_cpu_end[2] - storm_cpu[2] ))" -v cores="$(nproc)" \
+    'BEGIN {printf "storm CPU over %.1f s (%d cores: %.1f CPU-s): Redis %.1f s (%.0f%% of one core), nodes %.1f s, the machine idle %.1f s\n",
+    w / 1e6, cores, cores * w / 1e6, r / hz, 100 * r / hz / (w / 1e6), n / hz, i / hz}'
 fi
 echo "redis commands, most called: $(redis-cli -p "$redis_port" info commandstats | tr -d '\r' | awk -F'[:,=]' '/^cmdstat_/ {print $3, substr($1, 9)}' | sort -rn | head -6 | awk '{printf "%s %d, ", $2, $1}')"
 echo "nodes: broker reconnects $(sum_metric notify_broker_reconnects_total), resyncs $(sum_metric notify_broker_resyncs_total), slow-client disconnects $(sum_metric 'notify_slow_client_disconnects_total{tenant="bench"}')"

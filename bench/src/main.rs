@@ -14,6 +14,7 @@
 //!                       [--batch N] [--rate EVENTS_PER_SEC] [--payload BYTES]
 //! notify-load publish   --publish HTTP_URL --key KEY [--events N] [--payload BYTES] [--publishers N]
 //! notify-load sse-idle  --url HTTP_URL [--connections N] [--concurrency N] [--hold SECS] [--user-prefix P]
+//! notify-load stalled   --url WS_URL [--connections N] [--hold SECS] [--user-prefix P]
 //! ```
 //!
 //! `subscribe` opens connections as users `P{I}`, `P{I+1}`, ... (`load-0`, ... by default),
@@ -47,6 +48,9 @@
 //!
 //! `sse-idle` is `idle` over Server-Sent Events (`--url http://HOST:PORT/v1/sse/TENANT`): each
 //! stream is open once its first chunk (the welcome) arrived.
+//!
+//! `stalled` opens WebSocket connections that read their welcome and then nothing (nor
+//! answer pings) until `--hold` seconds pass: clients that stopped reading.
 //!
 //! `publish` sends events to a user nobody is connected as, one request at a time (or one
 //! per connection of `--publishers`), and reports publishes per second (the cost of ingest
@@ -226,6 +230,14 @@ async fn subscribe(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn stalled(a: Args) -> anyhow::Result<()> {
+    let (conns, took) = open_all(&a, open_ws).await?;
+    report_connected(conns.len(), a.connections, took);
+    wait_until(Instant::now() + Duration::from_secs(a.hold), || false).await;
+    drop(conns);
+    Ok(())
+}
+
 async fn sse_idle(a: Args) -> anyhow::Result<()> {
     let (streams, took) = open_all(&a, open_sse).await?;
     report_connected(streams.len(), a.connections, took);
@@ -401,7 +413,10 @@ async fn run(mode: String, a: Args) -> anyhow::Result<()> {
         "targeted" => targeted(a).await,
         "publish" => publish(a).await,
         "sse-idle" => sse_idle(a).await,
-        other => bail!("unknown mode {other}: subscribe, idle, broadcast, fanout, targeted, publish or sse-idle"),
+        "stalled" => stalled(a).await,
+        other => {
+            bail!("unknown mode {other}: subscribe, idle, broadcast, fanout, targeted, publish, sse-idle or stalled")
+        }
     }
 }
 
