@@ -28,7 +28,7 @@ pub(crate) type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
 
 /// The URL user number `i` connects with: `?user=` or, with `--token-secret`, an HS256 token.
 /// Several comma-separated URLs (nodes of a cluster) are taken round-robin.
-fn connect_url(a: &Args, i: usize) -> String {
+pub(crate) fn connect_url(a: &Args, i: usize) -> String {
     let user = format!("{}{i}", a.prefix);
     let urls: Vec<&str> = a.url.split(',').collect();
     let url = urls[i % urls.len()];

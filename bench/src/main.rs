@@ -15,6 +15,8 @@
 //! notify-load publish   --publish HTTP_URL --key KEY [--events N] [--payload BYTES] [--publishers N]
 //! notify-load sse-idle  --url HTTP_URL [--connections N] [--concurrency N] [--hold SECS] [--user-prefix P]
 //! notify-load stalled   --url WS_URL [--connections N] [--hold SECS] [--user-prefix P]
+//! notify-load soak      --url WS_URL --publish HTTP_URL --key KEY [--connections N] [--churn PER_SEC]
+//!                       [--rate EVENTS_PER_SEC] [--hold SECS] [--user-prefix P]
 //! ```
 //!
 //! `subscribe` opens connections as users `P{I}`, `P{I+1}`, ... (`load-0`, ... by default),
@@ -52,6 +54,10 @@
 //! `stalled` opens WebSocket connections that read their welcome and then nothing (nor
 //! answer pings) until `--hold` seconds pass: clients that stopped reading.
 //!
+//! `soak` keeps `--connections` users connected on average for `--hold` seconds, replacing
+//! `--churn` of them per second (each lives a random time), each subscribed to a channel and
+//! acking its own events, while `--rate` events per second go to random users and channels.
+//!
 //! `publish` sends events to a user nobody is connected as, one request at a time (or one
 //! per connection of `--publishers`), and reports publishes per second (the cost of ingest
 //! and plugins without fan-out).
@@ -59,6 +65,7 @@
 mod connect;
 mod events;
 mod receive;
+mod soak;
 
 use std::io::Write as _;
 use std::net::IpAddr;
@@ -99,6 +106,8 @@ struct Args {
     publishers: usize,
     /// Readers reconnect and resume when the server closes them.
     resume: bool,
+    /// `soak`: connections replaced per second.
+    churn: f64,
 }
 
 fn pair(s: &str) -> anyhow::Result<(String, String)> {
@@ -142,6 +151,7 @@ fn parse(args: &[String]) -> anyhow::Result<(String, Args)> {
             "--batch" => a.batch = v.parse()?,
             "--publishers" => a.publishers = v.parse::<usize>()?.max(1),
             "--resume" => a.resume = v.parse().context("--resume is true or false")?,
+            "--churn" => a.churn = v.parse()?,
             _ => bail!("unknown flag {flag}"),
         }
     }
@@ -414,8 +424,11 @@ async fn run(mode: String, a: Args) -> anyhow::Result<()> {
         "publish" => publish(a).await,
         "sse-idle" => sse_idle(a).await,
         "stalled" => stalled(a).await,
+        "soak" => soak::soak(a).await,
         other => {
-            bail!("unknown mode {other}: subscribe, idle, broadcast, fanout, targeted, publish, sse-idle or stalled")
+            bail!(
+                "unknown mode {other}: subscribe, idle, broadcast, fanout, targeted, publish, sse-idle, stalled or soak"
+            )
         }
     }
 }

@@ -136,6 +136,7 @@ impl App {
         tenants.sort_by(|a, b| a.id.cmp(&b.id));
         let mut out = crate::metrics::render(&self.metrics, tenants.iter().map(|t| (&*t.id, &*t.metrics)));
         crate::metrics::render_addresses(&mut out, self.addresses.gauges());
+        crate::metrics::render_tasks(&mut out, tokio::runtime::Handle::current().metrics().num_alive_tasks());
         crate::metrics::render_plugins(&mut out, &self.plugins.all_metrics());
         if let Some(streams) = self.history.streams_kept() {
             crate::metrics::render_history(&mut out, streams);

@@ -430,6 +430,13 @@ pub(crate) fn render<'a>(
     out
 }
 
+/// Appends the runtime's live task count (connections, streams, background work).
+pub(crate) fn render_tasks(out: &mut String, tasks: usize) {
+    let name = "notify_tasks";
+    header(out, name, "gauge", "Tasks alive in the host's runtime: about one per connection, plus background work.");
+    let _ = writeln!(out, "{name} {tasks}");
+}
+
 /// Appends the gauges of the limits per client address.
 pub(crate) fn render_addresses(out: &mut String, (tracked, handshakes): (usize, usize)) {
     let name = "notify_client_addresses";
