@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Soak: SECS seconds of steady mixed load on one host (memory broker), and whether the host
-# stays flat. The tenant keeps history with acks and runs the `redact` transform plugin on
-# every event. `notify-load soak` keeps CONNECTIONS users connected, replacing CHURN of them
+# stays flat. The tenant keeps history with acks (a 2-minute ttl, so that history reaches
+# its steady size within the warm-up) and runs the `redact` transform plugin on every event. `notify-load soak` keeps CONNECTIONS users connected, replacing CHURN of them
 # per second (each connect subscribes to a channel; every user event is acked), and
 # publishes RATE events/s, half to users, half to channels. Every 30 s the script samples
 # the host's RSS, open files, threads, runtime tasks and connections; at the end it compares
@@ -31,7 +31,7 @@ level = "warn"
 [tenants.demo]
 publish_key = "demo-key"
 auth = { mode = "insecure" }
-history = { size = 100, ttl = "10m", acks = true }
+history = { size = 100, ttl = "2m", acks = true }
 [tenants.demo.plugins.transform]
 path = "$PWD/plugins/target/wasm32-wasip2/release/redact.wasm"
 config = { fields = "ssn" }
