@@ -25,6 +25,7 @@ use axum::http::HeaderMap;
 use axum::http::header::{FORWARDED, HeaderName};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::bucket::Bucket;
 use crate::config::AddressLimits;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -54,9 +55,8 @@ struct Entries {
 /// What one address has used.
 struct Entry {
     connections: u32,
-    /// Tokens left of `connect_burst`, as of `refilled`.
-    tokens: f64,
-    refilled: Instant,
+    /// Connect tokens, `connect_rate` a second up to `connect_burst`.
+    bucket: Bucket,
     /// Failed connects since `failures_since`.
     failures: u32,
     failures_since: Instant,
@@ -238,8 +238,7 @@ impl Entry {
     fn fresh(limits: &AddressLimits, now: Instant) -> Self {
         Self {
             connections: 0,
-            tokens: f64::from(limits.connect_burst),
-            refilled: now,
+            bucket: Bucket::full(f64::from(limits.connect_burst), now),
             failures: 0,
             failures_since: now,
             refused_until: None,
@@ -254,18 +253,8 @@ impl Entry {
         if limits.connect_rate <= 0.0 {
             return Ok(());
         }
-        self.refill(limits, now);
-        if self.tokens < 1.0 {
-            return Err(Refused::Rate(Duration::from_secs_f64((1.0 - self.tokens) / limits.connect_rate)));
-        }
-        self.tokens -= 1.0;
-        Ok(())
-    }
-
-    fn refill(&mut self, limits: &AddressLimits, now: Instant) {
-        let gained = now.duration_since(self.refilled).as_secs_f64() * limits.connect_rate;
-        self.tokens = (self.tokens + gained).min(f64::from(limits.connect_burst));
-        self.refilled = now;
+        self.bucket.refill(limits.connect_rate, f64::from(limits.connect_burst), now);
+        self.bucket.take(1.0, limits.connect_rate).map_err(Refused::Rate)
     }
 
     fn fail(&mut self, limits: &AddressLimits, now: Instant) {
@@ -292,8 +281,9 @@ impl Entry {
             return false;
         }
         if limits.connect_rate > 0.0 {
-            self.refill(limits, now);
-            return self.tokens >= f64::from(limits.connect_burst);
+            let burst = f64::from(limits.connect_burst);
+            self.bucket.refill(limits.connect_rate, burst, now);
+            return self.bucket.is_full(burst);
         }
         true
     }

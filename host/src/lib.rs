@@ -10,6 +10,7 @@ mod api;
 mod app;
 mod auth;
 mod backend;
+mod bucket;
 mod channel;
 pub mod cli;
 mod clock;

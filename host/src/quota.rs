@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::bucket::Bucket;
 use crate::config::TenantLimits;
 
 /// A tenant's share of the node, shared by every version of the tenant.
@@ -57,11 +58,6 @@ impl Drop for Slots {
     }
 }
 
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
 impl Quota {
     pub(crate) fn new(limits: TenantLimits) -> Self {
         Self {
@@ -69,7 +65,7 @@ impl Quota {
             connections: AtomicUsize::new(0),
             elsewhere: AtomicUsize::new(0),
             users: Mutex::default(),
-            bucket: Mutex::new(Bucket { tokens: f64::from(limits.burst()), at: Instant::now() }),
+            bucket: Mutex::new(Bucket::full(f64::from(limits.burst()), Instant::now())),
         }
     }
 
@@ -133,12 +129,7 @@ impl Quota {
         if wanted > f64::from(limits.burst()) {
             return Err(None);
         }
-        let mut b = self.refilled(&limits);
-        if b.tokens >= wanted {
-            b.tokens -= wanted;
-            return Ok(());
-        }
-        Err(Some(Duration::from_secs_f64((wanted - b.tokens) / f64::from(limits.publish_rate))))
+        self.refilled(&limits).take(wanted, f64::from(limits.publish_rate)).map_err(Some)
     }
 
     /// Takes tokens for as many of `events` as the bucket holds; returns how many.
@@ -147,18 +138,12 @@ impl Quota {
         if limits.publish_rate == 0 {
             return events;
         }
-        let mut b = self.refilled(&limits);
-        let n = (b.tokens.floor() as usize).min(events);
-        b.tokens -= n as f64;
-        n
+        self.refilled(&limits).take_up_to(events)
     }
 
     fn refilled(&self, limits: &TenantLimits) -> std::sync::MutexGuard<'_, Bucket> {
         let mut b = self.bucket.lock().expect("quota lock");
-        let now = Instant::now();
-        let rate = f64::from(limits.publish_rate);
-        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(f64::from(limits.burst()));
-        b.at = now;
+        b.refill(f64::from(limits.publish_rate), f64::from(limits.burst()), Instant::now());
         b
     }
 }

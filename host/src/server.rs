@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
 use crate::addresses::{AcceptRefused, Accepted};
+use crate::api::Refusal;
 use crate::app::App;
 pub use crate::app::StartError;
 use crate::config::{BrokerConfig, Config};
@@ -165,7 +166,7 @@ async fn accept_loop(
                         conns.spawn(serve_http(router.clone(), tcp, peer, accepted, stop.clone(), header_timeout));
                     }
                     Err(why) => {
-                        let (failure, error) = crate::api::refused_at_accept(why);
+                        let Refusal(failure, error) = crate::api::refused_at_accept(why);
                         app.metrics.handshake_failed(failure);
                         tracing::debug!(%peer, reason = error.code(), "socket refused: {error}");
                         if let Ok(permit) = refusing.clone().try_acquire_owned() {

@@ -28,7 +28,7 @@ use crate::stream::Position;
 use crate::tenant::Tenant;
 
 /// Why a connect request was refused: the metric it counts under and the answer.
-pub(super) struct Refusal(pub(super) HandshakeFailure, pub(super) ApiError);
+pub(crate) struct Refusal(pub(crate) HandshakeFailure, pub(crate) ApiError);
 
 impl Refusal {
     pub(super) fn bad_request(message: impl Into<String>) -> Self {
@@ -59,19 +59,19 @@ pub(super) fn refused(app: &App, tenant_id: &str, client: SocketAddr, Refusal(wh
 }
 
 /// The answer to a socket refused as it was accepted, and the reason it counts under.
-pub(crate) fn refused_at_accept(why: AcceptRefused) -> (HandshakeFailure, ApiError) {
+pub(crate) fn refused_at_accept(why: AcceptRefused) -> Refusal {
     match why {
         AcceptRefused::Address(why) => address_refusal(why),
         AcceptRefused::Handshakes => {
             let message = "this node has too many handshakes in progress; retry shortly or on another node";
             let error = ApiError::unavailable("busy", message).with_header(header::RETRY_AFTER, HeaderValue::from(1));
-            (HandshakeFailure::Handshakes, error)
+            Refusal(HandshakeFailure::Handshakes, error)
         }
     }
 }
 
 /// A refusal by the limits of the client's address: 429 with the wait in `Retry-After`.
-fn address_refusal(why: addresses::Refused) -> (HandshakeFailure, ApiError) {
+fn address_refusal(why: addresses::Refused) -> Refusal {
     let (failure, code, message, wait) = match why {
         addresses::Refused::Connections(max) => (
             HandshakeFailure::AddressConnections,
@@ -94,7 +94,7 @@ fn address_refusal(why: addresses::Refused) -> (HandshakeFailure, ApiError) {
     };
     let error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message)
         .with_header(header::RETRY_AFTER, HeaderValue::from(wait.max(1)));
-    (failure, error)
+    Refusal(failure, error)
 }
 
 /// Runs every check; `transport` adds the transport's own (after the credentials, so a
@@ -112,10 +112,7 @@ pub(super) async fn admit<T>(
         return Err(Refusal(HandshakeFailure::Draining, ApiError::unavailable("draining", message)));
     }
     let held = req.extensions.get::<Hold>().cloned();
-    let address = app.addresses.connect(peer.ip(), held).map_err(|why| {
-        let (failure, error) = address_refusal(why);
-        Refusal(failure, error)
-    })?;
+    let address = app.addresses.connect(peer.ip(), held).map_err(address_refusal)?;
     let tenant = app.tenants.get(tenant_id).ok_or_else(|| {
         let error = ApiError::not_found("unknown_tenant", format!("no tenant {tenant_id:?}"));
         Refusal(HandshakeFailure::UnknownTenant, error)

@@ -26,7 +26,7 @@ use axum::routing::{delete, get, post, put};
 use tower_http::trace::TraceLayer;
 
 pub(crate) use error::ApiError;
-pub(crate) use handshake::refused_at_accept;
+pub(crate) use handshake::{Refusal, refused_at_accept};
 
 use crate::app::App;
 
