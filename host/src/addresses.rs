@@ -74,17 +74,24 @@ pub(crate) enum Refused {
     Failures(Duration),
 }
 
-/// One connection's place in its address's count, shared by the socket and the session it
-/// carries; the count drops when the last clone goes, whatever ended the connection.
-#[derive(Clone)]
+/// One connection's place in its address's count; the count drops with it, whatever ended
+/// the connection.
 pub(crate) struct Hold {
-    _place: Arc<HoldInner>,
+    counts: Counts,
+    /// `None` once a holder that releases the place itself took the key (`into_key`).
+    key: Option<IpAddr>,
 }
 
-struct HoldInner {
-    table: Arc<Table>,
-    key: IpAddr,
-}
+/// The per-address counts, for a holder that keeps only the counted key (a session's
+/// `Admitted`, where every byte is paid once per connection).
+#[derive(Clone)]
+pub(crate) struct Counts(Arc<Table>);
+
+/// A socket accepted under the limits, shared by its requests through a request
+/// extension. A direct peer's place in its address's count stays with the socket, or moves
+/// into the session of the WebSocket it upgrades to.
+#[derive(Clone)]
+pub(crate) struct Socket(Arc<Mutex<Accepted>>);
 
 /// A socket accepted under the limits.
 pub(crate) struct Accepted {
@@ -119,20 +126,26 @@ impl Addresses {
             None => None,
             Some(slots) => Some(slots.clone().try_acquire_owned().map_err(|_| AcceptRefused::Handshakes)?),
         };
-        let hold = if self.trusted(peer) { None } else { Some(self.hold(peer).map_err(AcceptRefused::Address)?) };
+        let hold = if self.trusted(peer) {
+            None
+        } else {
+            Some(self.hold(self.table.key(peer)).map_err(AcceptRefused::Address)?)
+        };
         Ok(Accepted { hold, handshake })
     }
 
     /// Admits a connect request from `client`: refused while the address is refused for
-    /// failures or out of tokens. `held` is the socket's place in the count; a proxied
-    /// client (none) takes its own.
-    pub(crate) fn connect(&self, client: IpAddr, held: Option<Hold>) -> Result<Hold, Refused> {
+    /// failures or out of tokens. A client whose socket is not counted (a proxied one) takes
+    /// its own place in the count.
+    pub(crate) fn connect(&self, client: IpAddr, socket_counted: bool) -> Result<Option<Hold>, Refused> {
         let key = self.table.key(client);
         self.table.update(key, |entry, limits, now| entry.spend(limits, now))?;
-        match held {
-            Some(hold) => Ok(hold),
-            None => self.hold(client),
-        }
+        if socket_counted { Ok(None) } else { self.hold(key).map(Some) }
+    }
+
+    /// The counts a session's `Admitted` releases its key to.
+    pub(crate) fn counts(&self) -> Counts {
+        Counts(self.table.clone())
     }
 
     /// Counts a connect from `client` refused for the client's own fault (bad credentials,
@@ -170,8 +183,7 @@ impl Addresses {
         (tracked, in_progress)
     }
 
-    fn hold(&self, client: IpAddr) -> Result<Hold, Refused> {
-        let key = self.table.key(client);
+    fn hold(&self, key: IpAddr) -> Result<Hold, Refused> {
         self.table.update(key, |entry, limits, _| {
             if limits.max_connections > 0 && entry.connections >= limits.max_connections {
                 return Err(Refused::Connections(limits.max_connections));
@@ -179,7 +191,7 @@ impl Addresses {
             entry.connections += 1;
             Ok(())
         })?;
-        Ok(Hold { _place: Arc::new(HoldInner { table: self.table.clone(), key }) })
+        Ok(Hold { counts: self.counts(), key: Some(key) })
     }
 
     fn trusted(&self, ip: IpAddr) -> bool {
@@ -289,9 +301,46 @@ impl Entry {
     }
 }
 
-impl Drop for HoldInner {
+impl Hold {
+    /// The counted key, leaving its release to the caller (`Counts::release`).
+    pub(crate) fn into_key(mut self) -> IpAddr {
+        self.key.take().expect("a hold keeps its key until it is taken")
+    }
+}
+
+impl Drop for Hold {
     fn drop(&mut self) {
-        self.table.release(self.key);
+        if let Some(key) = self.key {
+            self.counts.release(key);
+        }
+    }
+}
+
+impl Counts {
+    /// Gives back one connection's place in `key`'s count.
+    pub(crate) fn release(&self, key: IpAddr) {
+        self.0.release(key);
+    }
+}
+
+impl Socket {
+    pub(crate) fn new(accepted: Accepted) -> Self {
+        Self(Arc::new(Mutex::new(accepted)))
+    }
+
+    /// Frees the handshake slot: the socket had its first answer.
+    pub(crate) fn answered(&self) {
+        self.0.lock().unwrap().handshake.take();
+    }
+
+    /// Whether the socket holds a place in its address's count.
+    pub(crate) fn counted(&self) -> bool {
+        self.0.lock().unwrap().hold.is_some()
+    }
+
+    /// The socket's place, for the session its upgrade carries it into.
+    pub(crate) fn take_hold(&self) -> Option<Hold> {
+        self.0.lock().unwrap().hold.take()
     }
 }
 
@@ -344,10 +393,11 @@ mod tests {
         let _second = a.accept(ip("10.0.0.1")).unwrap();
         assert_eq!(a.accept(ip("10.0.0.1")).err(), Some(AcceptRefused::Address(Refused::Connections(2))));
         assert!(a.accept(ip("10.0.0.2")).is_ok());
-        let shared = first.hold.clone();
-        drop(first);
-        assert!(a.accept(ip("10.0.0.1")).is_err(), "a clone still holds the place");
-        drop(shared);
+        let socket = Socket::new(first);
+        let key = socket.take_hold().unwrap().into_key();
+        drop(socket);
+        assert!(a.accept(ip("10.0.0.1")).is_err(), "the taken key still holds the place");
+        a.counts().release(key);
         assert!(a.accept(ip("10.0.0.1")).is_ok());
     }
 
@@ -368,13 +418,13 @@ mod tests {
             l.connect_burst = 3;
         });
         for _ in 0..3 {
-            a.connect(ip("10.0.0.1"), None).unwrap();
+            a.connect(ip("10.0.0.1"), false).unwrap();
         }
-        match a.connect(ip("10.0.0.1"), None) {
+        match a.connect(ip("10.0.0.1"), false) {
             Err(Refused::Rate(wait)) => assert!(wait > Duration::from_secs(1) && wait <= Duration::from_secs(2)),
             other => panic!("expected a rate refusal, got {:?}", other.map(|_| ())),
         }
-        assert!(a.connect(ip("10.0.0.2"), None).is_ok());
+        assert!(a.connect(ip("10.0.0.2"), false).is_ok());
     }
 
     #[test]
@@ -386,22 +436,22 @@ mod tests {
         for _ in 0..2 {
             a.failed(ip("10.0.0.1"));
         }
-        assert!(a.connect(ip("10.0.0.1"), None).is_ok());
+        assert!(a.connect(ip("10.0.0.1"), false).is_ok());
         a.failed(ip("10.0.0.1"));
-        assert!(matches!(a.connect(ip("10.0.0.1"), None), Err(Refused::Failures(d)) if d > Duration::from_secs(59)));
-        assert!(a.connect(ip("10.0.0.2"), None).is_ok());
+        assert!(matches!(a.connect(ip("10.0.0.1"), false), Err(Refused::Failures(d)) if d > Duration::from_secs(59)));
+        assert!(a.connect(ip("10.0.0.2"), false).is_ok());
     }
 
     #[test]
     fn idle_addresses_leave_the_table() {
         let a = limits(|l| l.connect_rate = 0.0);
-        let held = a.accept(ip("10.0.0.1")).unwrap();
-        let hold = a.connect(ip("10.0.0.1"), held.hold).unwrap();
+        let socket = a.accept(ip("10.0.0.1")).unwrap();
+        assert!(a.connect(ip("10.0.0.1"), true).unwrap().is_none(), "the socket is counted already");
         assert_eq!(a.gauges().0, 1);
-        drop(hold);
+        drop(socket);
         assert_eq!(a.gauges().0, 0);
         let a = limits(|_| {});
-        drop(a.connect(ip("10.0.0.1"), None).unwrap());
+        drop(a.connect(ip("10.0.0.1"), false).unwrap());
         assert_eq!(a.gauges().0, 1, "the spent token is remembered until it is back");
     }
 

@@ -3,50 +3,89 @@
 //! leak the count. The permit also carries the connection's place in its client address's
 //! count (`addresses`).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
-use crate::addresses::Hold;
+use crate::addresses::{Counts, Hold};
 
-/// The node's connection slots; `None` when connections are unlimited.
-pub(crate) struct Admission(Option<Arc<Semaphore>>);
+/// The node's connection slots, and the address counts an admitted connection keeps its
+/// place in.
+pub(crate) struct Admission(Arc<Shared>);
 
-/// One admitted connection's slot, held for the connection's lifetime.
+struct Shared {
+    /// `None` when connections are unlimited.
+    slots: Option<Semaphore>,
+    counts: Counts,
+}
+
+/// One admitted connection's slot, held for the connection's lifetime. Kept to one pointer
+/// and a key: every byte here is paid once per idle connection.
 pub(crate) struct Admitted {
-    _slot: Option<OwnedSemaphorePermit>,
-    _address: Option<Hold>,
+    shared: Arc<Shared>,
+    /// Whether a slot was taken from `shared.slots`.
+    slot: bool,
+    /// The connection's place in its client address's count.
+    address: Option<IpAddr>,
 }
 
 impl Admission {
     /// `max = 0` admits every connection.
-    pub(crate) fn new(max: usize) -> Self {
-        Self((max > 0).then(|| Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS)))))
+    pub(crate) fn new(max: usize, counts: Counts) -> Self {
+        let slots = (max > 0).then(|| Semaphore::new(max.min(Semaphore::MAX_PERMITS)));
+        Self(Arc::new(Shared { slots, counts }))
     }
 
     /// A slot, or `None` when every slot is taken.
     pub(crate) fn try_admit(&self) -> Option<Admitted> {
-        match &self.0 {
-            None => Some(Admitted { _slot: None, _address: None }),
-            Some(slots) => slots.clone().try_acquire_owned().ok().map(|p| Admitted { _slot: Some(p), _address: None }),
-        }
+        let slot = match &self.0.slots {
+            None => false,
+            Some(slots) => {
+                slots.try_acquire().ok()?.forget();
+                true
+            }
+        };
+        Some(Admitted { shared: self.0.clone(), slot, address: None })
     }
 }
 
 impl Admitted {
-    /// Keeps `address` (the client address's count) for as long as the connection.
-    pub(crate) fn holding(self, address: Hold) -> Self {
-        Self { _address: Some(address), ..self }
+    /// Keeps `address` (a place in the client address's count) for as long as the
+    /// connection; a connection holds at most one.
+    pub(crate) fn holding(mut self, address: Option<Hold>) -> Self {
+        if let Some(hold) = address {
+            debug_assert!(self.address.is_none(), "a connection counts once per address");
+            self.address = Some(hold.into_key());
+        }
+        self
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let (true, Some(slots)) = (self.slot, &self.shared.slots) {
+            slots.add_permits(1);
+        }
+        if let Some(key) = self.address {
+            self.shared.counts.release(key);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::addresses::Addresses;
+    use crate::config::AddressLimits;
+
+    fn counts() -> Counts {
+        Addresses::new(AddressLimits::default(), 0).counts()
+    }
 
     #[test]
     fn slots_come_back_when_permits_drop() {
-        let admission = Admission::new(2);
+        let admission = Admission::new(2, counts());
         let a = admission.try_admit().unwrap();
         let b = admission.try_admit().unwrap();
         assert!(admission.try_admit().is_none());
@@ -59,14 +98,14 @@ mod tests {
 
     #[test]
     fn zero_means_unlimited() {
-        let admission = Admission::new(0);
+        let admission = Admission::new(0, counts());
         let held: Vec<_> = (0..10_000).map(|_| admission.try_admit().unwrap()).collect();
         assert_eq!(held.len(), 10_000);
     }
 
     #[test]
     fn a_panicking_holder_frees_its_slot() {
-        let admission = Admission::new(1);
+        let admission = Admission::new(1, counts());
         let permit = admission.try_admit().unwrap();
         let result = std::thread::spawn(move || {
             let _held = permit;
@@ -75,5 +114,17 @@ mod tests {
         .join();
         assert!(result.is_err());
         assert!(admission.try_admit().is_some());
+    }
+
+    #[test]
+    fn an_admitted_connection_keeps_its_address_place() {
+        let addresses = Addresses::new(AddressLimits { max_connections: 1, ..AddressLimits::default() }, 0);
+        let admission = Admission::new(0, addresses.counts());
+        let peer = "10.0.0.1".parse().unwrap();
+        let accepted = addresses.accept(peer).unwrap();
+        let admitted = admission.try_admit().unwrap().holding(accepted.hold);
+        assert!(addresses.accept(peer).is_err());
+        drop(admitted);
+        assert!(addresses.accept(peer).is_ok());
     }
 }

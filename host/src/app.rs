@@ -103,8 +103,8 @@ impl App {
             }
         };
         let plugins = Arc::new(Plugins::from_config(&config, &tenants).await?);
-        let admission = Admission::new(config.server.max_connections);
         let addresses = Addresses::new(config.addresses.clone(), config.server.max_handshakes);
+        let admission = Admission::new(config.server.max_connections, addresses.counts());
         Ok(Self {
             control,
             control_loaded: AtomicBool::new(false),

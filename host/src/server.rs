@@ -8,7 +8,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
-use crate::addresses::{AcceptRefused, Accepted};
+use crate::addresses::{AcceptRefused, Accepted, Socket};
 use crate::api::Refusal;
 use crate::app::App;
 pub use crate::app::StartError;
@@ -208,22 +208,19 @@ async fn serve_http(
     router: Router,
     tcp: TcpStream,
     peer: SocketAddr,
-    Accepted { hold, handshake }: Accepted,
+    accepted: Accepted,
     stop: CancellationToken,
     header_timeout: Duration,
 ) {
-    // Taken by the first answer; a mutex only because the service is shared by reference.
-    let handshake = Arc::new(Mutex::new(handshake));
+    let socket = Socket::new(accepted);
     let service = service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
-        if let Some(hold) = &hold {
-            req.extensions_mut().insert(hold.clone());
-        }
+        req.extensions_mut().insert(socket.clone());
         let answered = router.clone().oneshot(req);
-        let handshake = handshake.clone();
+        let socket = socket.clone();
         async move {
             let res = answered.await;
-            handshake.lock().unwrap().take();
+            socket.answered();
             res
         }
     });

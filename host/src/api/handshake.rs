@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
 use super::extract::{bearer, query_param};
-use crate::addresses::{self, AcceptRefused, Hold};
+use crate::addresses::{self, AcceptRefused, Socket};
 use crate::app::App;
 use crate::auth::{AuthError, Identity, Verified};
 use crate::metrics::HandshakeFailure;
@@ -111,8 +111,8 @@ pub(super) async fn admit<T>(
         let message = "this node is shutting down; connect to another node";
         return Err(Refusal(HandshakeFailure::Draining, ApiError::unavailable("draining", message)));
     }
-    let held = req.extensions.get::<Hold>().cloned();
-    let address = app.addresses.connect(peer.ip(), held).map_err(address_refusal)?;
+    let counted = req.extensions.get::<Socket>().is_some_and(Socket::counted);
+    let address = app.addresses.connect(peer.ip(), counted).map_err(address_refusal)?;
     let tenant = app.tenants.get(tenant_id).ok_or_else(|| {
         let error = ApiError::not_found("unknown_tenant", format!("no tenant {tenant_id:?}"));
         Refusal(HandshakeFailure::UnknownTenant, error)

@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use super::ApiError;
 use super::extract::PathParams;
 use super::handshake::{self, Refusal, since_param};
+use crate::addresses::Socket;
 use crate::app::App;
 use crate::metrics::HandshakeFailure;
 use crate::session::Resume;
@@ -39,7 +40,10 @@ pub(crate) async fn handle(
     })
     .await;
     match admitted {
-        Ok((joining, accept_key)) => {
+        Ok((mut joining, accept_key)) => {
+            // The upgraded socket's place in its address's count moves into the session.
+            let socket = req.extensions.get::<Socket>().and_then(Socket::take_hold);
+            joining.admitted = joining.admitted.holding(socket);
             crate::ws::spawn(&app, req, joining);
             switching_protocols(&accept_key)
         }
