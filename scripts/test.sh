@@ -30,6 +30,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 (cd plugins && cargo clippy --quiet --target wasm32-wasip2 --workspace -- -D warnings)
 echo "== tests"
 cargo test --workspace
+echo "== fuzz targets (cargo-afl: 20 s of AFL++ each, from the committed corpora)"
+scripts/fuzz.sh 20
 echo "== JavaScript client (against real hosts)"
 need node nodejs
 node --version

@@ -36,6 +36,9 @@ mod tenant;
 mod trim;
 mod ws;
 
+#[cfg(any(test, fuzzing))]
+pub mod fuzz;
+
 pub use backend::BrokerError;
 pub use config::{Config, ConfigError};
 pub use plugin::PluginError;

@@ -1,4 +1,4 @@
-//! A private `redis-server` (or a three-shard Redis Cluster) per test, on a free loopback port, with an append-only file
+//! A private `redis-server` (or a three-shard Redis Cluster, with replicas if asked) per test, on a free loopback port, with an append-only file
 //! fsynced on every write so a killed and restarted server keeps every acknowledged write.
 
 use std::process::{Child, Command, Stdio};
@@ -100,10 +100,16 @@ pub struct RedisCluster {
 }
 
 impl RedisCluster {
+    /// Three shards, no replicas.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with_replicas(0).await
+    }
+
+    /// Three shards with `replicas` replicas each, all in sync before this returns.
+    pub async fn start_with_replicas(replicas: usize) -> anyhow::Result<Self> {
         let dir = TempDir::new("redis-cluster")?;
         let mut cluster = Self { ports: Vec::new(), children: Vec::new(), _dir: dir };
-        for i in 0..3 {
+        for i in 0..3 * (1 + replicas) {
             let node_dir = cluster._dir.path.join(format!("node{i}"));
             std::fs::create_dir_all(&node_dir)?;
             let mut started = false;
@@ -132,7 +138,7 @@ impl RedisCluster {
         let status = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&nodes)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -150,7 +156,60 @@ impl RedisCluster {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+        for (_, replica) in cluster.replicas().await? {
+            cluster.wait_synced(replica).await?;
+        }
         Ok(cluster)
+    }
+
+    /// `(master, replica)` ports, one pair per replica, as the cluster now sees its roles.
+    pub async fn replicas(&self) -> anyhow::Result<Vec<(u16, u16)>> {
+        let mut conn = node_conn(self.ports[0]).await?;
+        let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut conn).await?;
+        // Each line: id host:port@bus flags master-id ...
+        let rows: Vec<Vec<&str>> = nodes.lines().map(|l| l.split(' ').collect()).collect();
+        let port = |row: &[&str]| -> anyhow::Result<u16> {
+            let addr = row[1].split('@').next().context("address")?;
+            Ok(addr.rsplit(':').next().context("port")?.parse()?)
+        };
+        let mut pairs = Vec::new();
+        for replica in rows.iter().filter(|r| r.len() > 3 && r[2].contains("slave")) {
+            let master = rows.iter().find(|r| r[0] == replica[3]).context("a replica's master")?;
+            pairs.push((port(master)?, port(replica)?));
+        }
+        Ok(pairs)
+    }
+
+    /// Promotes `replica` over its master with a manual `CLUSTER FAILOVER` (the replica
+    /// catches up with its master first, as in a maintenance switchover), and waits until
+    /// every node agrees.
+    pub async fn failover(&self, replica: u16) -> anyhow::Result<()> {
+        self.wait_synced(replica).await?;
+        let mut conn = node_conn(replica).await?;
+        let _: () = redis::cmd("CLUSTER").arg("FAILOVER").query_async(&mut conn).await?;
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut conn).await?;
+            let promoted = matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master");
+            if promoted && self.replicas().await?.iter().all(|(_, r)| *r != replica) {
+                return Ok(());
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "replica {replica} was not promoted");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wait_synced(&self, replica: u16) -> anyhow::Result<()> {
+        let mut conn = node_conn(replica).await?;
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            let info: String = redis::cmd("INFO").arg("replication").query_async(&mut conn).await?;
+            if info.lines().any(|l| l.trim() == "master_link_status:up") {
+                return Ok(());
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "replica {replica} never synced");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// A `[broker]` table for hosts sharing this cluster, with short test timings.

@@ -1,8 +1,15 @@
 //! Cluster mode over a Redis Cluster (three shards): sharded pub/sub between three hosts,
-//! history and resume, publishing through the cluster, presence.
+//! history and resume, publishing through the cluster, presence, and failovers while
+//! publishing.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context as _;
-use notify_tests::{DEMO, RedisCluster, TestHost, eventually, http};
+use notify_tests::{DEMO, RedisCluster, Resuming, TestHost, eventually, http, ready_hosts};
 use serde_json::json;
 
 /// Subscribers of a sharded channel, summed over the shards (only its owner has any).
@@ -150,5 +157,65 @@ async fn tenants_and_plugins_are_managed_over_a_redis_cluster() -> anyhow::Resul
     let (status, _) = http(a.addr, "DELETE", "/v1/admin/tenants/acme", admin, Vec::new().into()).await?;
     assert_eq!(status, 204);
     eventually(|| async { Ok(acme_keys().await?.is_empty()) }).await?;
+    Ok(())
+}
+
+/// Publishes `{"users":["bob"],"data":i}` for i = 0, 1, ... until `stop` (at least `min`,
+/// at most 3,000), each with an idempotency key and retried until it is acknowledged (at most
+/// 100 tries); returns the acknowledged `i`s.
+async fn publish_to_bob(addr: SocketAddr, stop: Arc<AtomicBool>, min: u64) -> anyhow::Result<Vec<u64>> {
+    let mut acked = Vec::new();
+    for i in 0..3_000u64 {
+        if i >= min && stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let body = json!({ "users": ["bob"], "event": "n", "data": i, "idempotency_key": format!("k{i}") });
+        for _ in 0..100 {
+            if let Ok((202, _)) = http(addr, "POST", "/v1/publish", Some("demo-key"), body.to_string().into()).await {
+                acked.push(i);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(acked)
+}
+
+/// A replica is promoted over each shard's master in turn (a manual `CLUSTER FAILOVER`, as
+/// in maintenance) while one node publishes: every event it acknowledged reaches the
+/// subscriber on the other node, once, in order and without a gap in its stream, live or
+/// by resume.
+#[tokio::test]
+async fn failovers_while_publishing_lose_nothing_acknowledged() -> anyhow::Result<()> {
+    let cluster = RedisCluster::start_with_replicas(1).await?;
+    let toml = format!("{DEMO}\n{}", cluster.broker_toml());
+    let [a, b] = ready_hosts::<2>(&toml).await?;
+    let mut bob = Resuming::connect(b.addr, "bob").await?;
+    a.publish_ok(&json!({ "users": ["bob"], "event": "first" })).await?;
+    let first = bob.next_event().await?;
+    let (epoch, mut offset) = (first["epoch"].clone(), first["offset"].as_u64().context("offset")?);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = tokio::spawn(publish_to_bob(a.addr, stop.clone(), 200));
+    let pairs = cluster.replicas().await?;
+    assert_eq!(pairs.len(), 3);
+    for (_, replica) in pairs {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cluster.failover(replica).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = publisher.await??;
+    assert!(acked.len() >= 200, "only {} acknowledged", acked.len());
+
+    let mut seen = BTreeSet::new();
+    while !acked.iter().all(|i| seen.contains(i)) {
+        let ev = bob.next_event().await.with_context(|| format!("{} of {} seen", seen.len(), acked.len()))?;
+        offset += 1;
+        assert_eq!((&ev["epoch"], ev["offset"].as_u64()), (&epoch, Some(offset)), "no gap: {ev}");
+        let i = ev["data"].as_u64().context("data")?;
+        assert!(seen.insert(i), "delivered twice: {ev}");
+    }
     Ok(())
 }

@@ -18,6 +18,9 @@ mod tenants;
 mod users;
 mod websocket;
 
+#[cfg(any(test, fuzzing))]
+pub(crate) use extract::{bearer, query_param};
+
 use std::sync::Arc;
 
 use axum::Router;

@@ -44,7 +44,7 @@ pub(crate) async fn authenticate(plugin: Arc<LoadedPlugin>, req: types::ConnectR
     }
 }
 
-fn identity(id: types::Identity) -> Result<(Identity, Vec<(String, String)>), String> {
+pub(crate) fn identity(id: types::Identity) -> Result<(Identity, Vec<(String, String)>), String> {
     if !channel::valid_name(&id.user) {
         return Err(format!("user {:?} is not a valid user id", id.user));
     }
@@ -132,7 +132,7 @@ async fn apply_transform(plugin: &LoadedPlugin, mut ev: Event) -> Option<Event> 
     }
 }
 
-fn rewrite(ev: &mut Event, new: types::EventResult) -> Result<(), String> {
+pub(crate) fn rewrite(ev: &mut Event, new: types::EventResult) -> Result<(), String> {
     if new.name.is_empty() || new.name.len() > MAX_EVENT_NAME || new.name.chars().any(char::is_control) {
         return Err("invalid event name".into());
     }
@@ -151,12 +151,22 @@ async fn apply_route(plugin: &LoadedPlugin, mut ev: Event) -> Option<Event> {
         Err(e) => return on_failure(plugin, ev, &e.to_string()),
         Ok(d) => d,
     };
+    match route(&mut ev, decision) {
+        Ok(true) => Some(ev),
+        Ok(false) => None,
+        Err(why) => on_failure(plugin, ev, &why),
+    }
+}
+
+/// Applies `decision` to `ev`: whether it is still delivered, or why the decision is unusable
+/// (then `ev` is unchanged).
+pub(crate) fn route(ev: &mut Event, decision: types::RouteDecision) -> Result<bool, String> {
     if decision.drop {
-        return None;
+        return Ok(false);
     }
     if let Some(t) = decision.targets {
         if let Some(bad) = t.users.iter().chain(&t.channels).find(|n| !channel::valid_name(n)) {
-            return on_failure(plugin, ev, &format!("route returned invalid target {bad:?}"));
+            return Err(format!("route returned invalid target {bad:?}"));
         }
         ev.users = t.users;
         ev.channels = t.channels;
@@ -166,7 +176,7 @@ async fn apply_route(plugin: &LoadedPlugin, mut ev: Event) -> Option<Event> {
         let clauses = decision.filter.into_iter().map(clause).collect();
         ev.filter = Some(Arc::new(Filter { clauses }));
     }
-    Some(ev)
+    Ok(true)
 }
 
 fn clause(c: types::Clause) -> Clause {

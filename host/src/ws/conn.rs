@@ -205,7 +205,7 @@ fn received(msg: Option<Result<Message, WsError>>, conn: &Conn) -> Received {
 
 /// Handles a client frame: checks it and makes the synchronous changes (hub, gates,
 /// interest); `session::act` does the rest.
-fn on_text(text: &str, conn: &Arc<Conn>, identity: &Identity, app: &App) -> Action {
+pub(crate) fn on_text(text: &str, conn: &Arc<Conn>, identity: &Identity, app: &App) -> Action {
     let reply = match protocol::parse(text) {
         Err(e) => protocol::error(code::BAD_FRAME, &format!("invalid client frame: {e}"), None),
         Ok(ClientFrame::Ping) => protocol::pong(),

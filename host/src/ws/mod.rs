@@ -25,6 +25,9 @@ use crate::quota::Slots;
 use crate::session::{self, Joining};
 use socket::Socket;
 
+#[cfg(any(test, fuzzing))]
+pub(crate) use conn::on_text;
+
 /// Spawns the task that waits for hyper to hand over the socket and runs the connection.
 /// Only what the connection needs survives; the request (headers, URI) is dropped here.
 pub(crate) fn spawn(app: &Arc<App>, req: Parts, mut j: Joining) {
