@@ -144,6 +144,18 @@ impl Delivery {
     }
 }
 
+/// Tells a connection whose tenant keeps history to reconnect and resume (after up to
+/// `spread`); true if it was told.
+fn tell_resync(conn: &Conn, spread: Duration) -> bool {
+    if !conn.tenant.config.history.enabled() {
+        return false;
+    }
+    let reason = "events may have been missed";
+    conn.outbox.push_control(crate::protocol::reconnect(conn.id, spread, reason));
+    conn.outbox.kill(Kill::Resync);
+    true
+}
+
 /// Adds one delivery's outcome to the tenant's counters.
 fn count(tenant: &Tenant, total: Delivery) {
     let m = &tenant.metrics;
@@ -272,16 +284,39 @@ impl Hub {
         let mut n = 0;
         for shard in &self.shards {
             let shard = shard.read().expect("hub lock");
-            for conn in shard.values().flat_map(|ts| ts.everyone.values()) {
-                if conn.tenant.config.history.enabled() {
-                    let reason = "events may have been missed";
-                    conn.outbox.push_control(crate::protocol::reconnect(conn.id, spread, reason));
-                    conn.outbox.kill(Kill::Resync);
-                    n += 1;
-                }
-            }
+            n += shard.values().flat_map(|ts| ts.everyone.values()).filter(|c| tell_resync(c, spread)).count();
         }
         n
+    }
+
+    /// [`Hub::resync`] for the local connections of one stream.
+    pub(crate) fn resync_stream(&self, tenant: &Tenant, target: Target<'_>, spread: Duration) -> usize {
+        let t = tenant.index;
+        match target {
+            Target::User(user) => {
+                let shard = self.shard_of((t, 0u8, user)).read().expect("hub lock");
+                let devices = shard.get(&t).and_then(|ts| ts.users.get(user));
+                devices.into_iter().flatten().filter(|c| tell_resync(c, spread)).count()
+            }
+            Target::Channel(channel) => {
+                let shard = self.shard_of((t, 1u8, channel)).read().expect("hub lock");
+                let subs = shard.get(&t).and_then(|ts| ts.channels.get(channel));
+                subs.into_iter().flat_map(HashMap::values).filter(|c| tell_resync(c, spread)).count()
+            }
+            Target::Broadcast => {
+                let mut n = 0;
+                for shard in &self.shards {
+                    let shard = shard.read().expect("hub lock");
+                    n += shard
+                        .get(&t)
+                        .into_iter()
+                        .flat_map(|ts| ts.everyone.values())
+                        .filter(|c| tell_resync(c, spread))
+                        .count();
+                }
+                n
+            }
+        }
     }
 
     /// The users subscribed to `channel` on this node with their connection counts, at most

@@ -156,10 +156,18 @@ impl RedisCluster {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        for (_, replica) in cluster.replicas().await? {
-            cluster.wait_synced(replica).await?;
+        // Roles reach every node by gossip, after the slots.
+        loop {
+            let pairs = cluster.replicas().await?;
+            if pairs.len() == 3 * replicas {
+                for (_, replica) in pairs {
+                    cluster.wait_synced(replica).await?;
+                }
+                return Ok(cluster);
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "the replicas never joined");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(cluster)
     }
 
     /// `(master, replica)` ports, one pair per replica, as the cluster now sees its roles.

@@ -189,7 +189,9 @@ async fn publish_to_bob(addr: SocketAddr, stop: Arc<AtomicBool>, min: u64) -> an
 #[tokio::test]
 async fn failovers_while_publishing_lose_nothing_acknowledged() -> anyhow::Result<()> {
     let cluster = RedisCluster::start_with_replicas(1).await?;
-    let toml = format!("{DEMO}\n{}", cluster.broker_toml());
+    // Bob reads after the publishing: his history must hold all of it.
+    let demo = "[tenants.demo]\npublish_key = \"demo-key\"\nauth = { mode = \"insecure\" }\nhistory = { size = 5000 }";
+    let toml = format!("{demo}\n{}", cluster.broker_toml());
     let [a, b] = ready_hosts::<2>(&toml).await?;
     let mut bob = Resuming::connect(b.addr, "bob").await?;
     a.publish_ok(&json!({ "users": ["bob"], "event": "first" })).await?;

@@ -128,6 +128,13 @@ impl Counts {
         }
     }
 
+    /// The server dropped `channel`'s subscription (a Redis Cluster moved its slot to
+    /// another node): forgets it; true if it has local interest, to subscribe again.
+    pub(crate) fn lost(&mut self, channel: &str) -> bool {
+        self.lingering.remove(channel);
+        self.subscribed.remove(channel) && self.counts.contains_key(channel)
+    }
+
     /// The pub/sub connection was lost: nothing is subscribed any more.
     pub(crate) fn disconnected(&mut self) {
         self.subscribed.clear();

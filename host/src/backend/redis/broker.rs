@@ -258,6 +258,12 @@ impl Subscriber {
             tokio::select! {
                 msg = transport.next() => match msg {
                     Some(Incoming::Message(channel, payload)) => self.on_message(&channel, payload),
+                    Some(Incoming::Unsubscribed(channel)) => {
+                        if let Err(e) = self.moved(&mut transport, channel).await {
+                            return e;
+                        }
+                    }
+                    Some(Incoming::NodeLost) => return Ended::Lost("a cluster node's connection dropped".into()),
                     Some(Incoming::Other) => {}
                     None => return Ended::Lost("connection closed".into()),
                 },
@@ -302,6 +308,24 @@ impl Subscriber {
         }
         self.counts.subscribed(channels);
         self.metrics.subscriptions.store(self.counts.subscriptions() as i64, Relaxed);
+        Ok(())
+    }
+
+    /// After the server ended `channel`'s subscription: a channel still wanted is subscribed
+    /// again (on the node that now owns its slot), then its local connections are told to
+    /// resume, since events published in between passed this node by. Our own SUNSUBSCRIBEs
+    /// end here too; they name channels no longer subscribed.
+    async fn moved(&mut self, transport: &mut Transport, channel: String) -> Result<(), Ended> {
+        if !self.counts.lost(&channel) {
+            return Ok(());
+        }
+        self.subscribe(transport, vec![channel.clone()]).await?;
+        let stream = parse_stream_channel(&channel).and_then(|(t, target)| Some((self.tenants.get(t)?, target)));
+        if let Some((tenant, target)) = stream {
+            let told = self.hub.resync_stream(&tenant, target, self.reconnect_spread);
+            self.metrics.resyncs.fetch_add(1, Relaxed);
+            tracing::info!(channel, connections = told, "sharded subscription moved: its connections resume");
+        }
         Ok(())
     }
 

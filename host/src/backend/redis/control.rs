@@ -309,8 +309,9 @@ async fn session(config: &RedisConfig, link: &Link, heard: &Heard) -> Result<(),
                         sender.send_replace(v);
                     }
                 }
-                Some(Incoming::Other) => {}
-                None => return Ok(()),
+                Some(Incoming::Other | Incoming::Unsubscribed(_)) => {}
+                // Listening again reads the version, so nothing announced meanwhile is missed.
+                Some(Incoming::NodeLost) | None => return Ok(()),
             },
             _ = alive.tick() => if heard.version.strong_count() == 0 { return Ok(()) },
         }

@@ -15,6 +15,11 @@ use crate::config::RedisConfig;
 /// What the pub/sub connection delivered.
 pub(crate) enum Incoming {
     Message(String, Vec<u8>),
+    /// The server ended a sharded subscription: ours (an SUNSUBSCRIBE), or its slot moved to
+    /// another node (a failover or a resharding).
+    Unsubscribed(String),
+    /// The connection to one node of a cluster dropped, with its subscriptions.
+    NodeLost,
     /// A confirmation or notice; nothing to deliver.
     Other,
 }
@@ -92,6 +97,10 @@ impl Transport {
                         };
                         Incoming::Message(channel, payload.clone())
                     }
+                    (PushKind::SUnsubscribe, [Value::BulkString(channel), ..]) => {
+                        Incoming::Unsubscribed(String::from_utf8_lossy(channel).into_owned())
+                    }
+                    (PushKind::Disconnection, _) => Incoming::NodeLost,
                     _ => Incoming::Other,
                 })
             }

@@ -110,13 +110,14 @@ impl Leader {
                     let mut batch = Vec::new();
                     match msg {
                         Some(Incoming::Message(channel, payload)) => batch.push((channel, payload)),
-                        Some(Incoming::Other) => continue,
+                        Some(Incoming::Other | Incoming::Unsubscribed(_)) => continue,
+                        Some(Incoming::NodeLost) => return Err(IngestError::PubSub("a cluster node's connection dropped")),
                         None => return Err(IngestError::PubSub("pub/sub connection closed")),
                     }
                     while batch.len() < PUBSUB_BATCH {
                         match transport.next().now_or_never() {
                             Some(Some(Incoming::Message(channel, payload))) => batch.push((channel, payload)),
-                            Some(Some(Incoming::Other)) => {}
+                            Some(Some(Incoming::Other | Incoming::Unsubscribed(_))) => {}
                             _ => break,
                         }
                     }
