@@ -4,6 +4,7 @@
 //! notify-load subscribe --url WS_URL[,WS_URL...] [--connections N] [--first I] [--source IP]
 //!                       [--concurrency N] [--events N] [--hold SECS] [--latencies FILE]
 //!                       [--user-prefix P] [--token-secret S] [--claim k=v]... [--resume true]
+//!                       [--fallback WS_URL[,WS_URL...]]
 //! notify-load idle      (subscribe with --events 0)
 //! notify-load broadcast --publish HTTP_URL --key KEY [--events N] [--rate EVENTS_PER_SEC]
 //!                       [--payload BYTES] [--attribute k=v]... [--publishers N]
@@ -32,7 +33,9 @@
 //! round-robin. `idle` is `subscribe` that waits for no event. With `--resume true` a
 //! connection the server closes reconnects after the delay the server asked for, resuming
 //! the broadcast after the last event it received, and the report adds reconnects, welcomes
-//! that said the broadcast was not recovered, and when the last welcome arrived.
+//! that said the broadcast was not recovered, and when the last welcome arrived. A resuming
+//! connection whose node cannot be reached moves on to the `--fallback` nodes in turn (the
+//! same path and query on another host), as a client behind a list of nodes would.
 //!
 //! `broadcast` publishes `--events` broadcast events numbered from 0, each carrying its send
 //! time, back to back or paced at `--rate` per second, for `subscribe` processes to receive.
@@ -106,6 +109,8 @@ struct Args {
     publishers: usize,
     /// Readers reconnect and resume when the server closes them.
     resume: bool,
+    /// Where resuming readers go when their node cannot be reached, in turn.
+    fallback: Vec<String>,
     /// `soak`: connections replaced per second.
     churn: f64,
 }
@@ -133,6 +138,7 @@ fn parse(args: &[String]) -> anyhow::Result<(String, Args)> {
         let v = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--url" => a.url = v.clone(),
+            "--fallback" => a.fallback = v.split(',').map(str::to_owned).collect(),
             "--publish" => a.publish = v.clone(),
             "--key" => a.key = v.clone(),
             "--connections" => a.connections = v.parse()?,
@@ -217,9 +223,10 @@ fn report_received(a: &Args, tally: &Shared, opened: usize) -> anyhow::Result<St
 /// would not answer pings, and its server would close it).
 async fn open_readers(a: &Args, tally: &Shared) -> anyhow::Result<(Vec<JoinHandle<()>>, Duration)> {
     let (events, resume) = (a.events, a.resume);
+    let fallback: std::sync::Arc<[String]> = a.fallback.clone().into();
     open_all(a, |url, source| {
         let tally = tally.clone();
-        let resume = resume.then(|| Resume { url: url.clone(), source });
+        let resume = resume.then(|| Resume { url: url.clone(), source, fallback: fallback.clone() });
         async move { Ok(spawn_reader(open_ws(url, source).await?, events, tally, resume)) }
     })
     .await

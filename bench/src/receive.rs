@@ -45,6 +45,21 @@ pub(crate) struct Tally {
 pub(crate) struct Resume {
     pub(crate) url: String,
     pub(crate) source: Option<IpAddr>,
+    /// Other nodes (`ws://HOST:PORT/PATH`) to try in turn when `url`'s cannot be reached.
+    pub(crate) fallback: Arc<[String]>,
+}
+
+impl Resume {
+    /// `url` on the `n`-th node: its own (0), then each fallback's, round and round.
+    fn node(&self, n: usize) -> String {
+        match n % (1 + self.fallback.len()) {
+            0 => self.url.clone(),
+            k => {
+                let query = self.url.split_once('?').map_or("", |(_, q)| q);
+                format!("{}?{query}", self.fallback[k - 1])
+            }
+        }
+    }
 }
 
 /// A lock on the tally; readers hold it only to record one event.
@@ -66,11 +81,14 @@ pub(crate) fn spawn_reader(
     tokio::spawn(async move {
         let mut reader = Reader { seen: vec![0u64; events.div_ceil(64)], events, received: 0, position: None };
         let mut ws = ws;
+        let mut resume = resume;
         let close = loop {
             let (close, wait) = reader.read(&mut ws, &tally, resume.is_some()).await;
-            let Some(resume) = &resume else { break close };
+            let Some(resume) = &mut resume else { break close };
             match reconnect(resume, reader.position.as_ref(), wait, &tally).await {
-                Some((again, welcome)) => {
+                Some((again, welcome, url)) => {
+                    // Later reconnects start from the node that answered.
+                    resume.url = url;
                     ws = again;
                     let mut t = lock(&tally);
                     t.reconnects += 1;
@@ -164,27 +182,33 @@ fn position(frame: &str) -> Option<(String, u64)> {
 }
 
 /// Reconnects after `wait`, resuming the broadcast after `position`; retries a refused
-/// connection for up to a minute (a node restarting), and one sent back with a `reconnect`
-/// frame after the delay it gives.
+/// connection for up to a minute (a node restarting), moving on to the next fallback node
+/// after each failure, and one sent back with a `reconnect` frame after the delay it gives.
+/// Returns the connection, its first frame, and the node's URL (without the position).
 async fn reconnect(
     resume: &Resume,
     position: Option<&(String, u64)>,
     wait: Duration,
     tally: &Shared,
-) -> Option<(Ws, String)> {
+) -> Option<(Ws, String, String)> {
     tokio::time::sleep(wait).await;
-    let url = match position {
-        Some((epoch, offset)) => format!("{}&broadcast_since={epoch}:{offset}", resume.url),
-        None => resume.url.clone(),
-    };
+    let mut node = 0;
     for _ in 0..300 {
-        match open_ws_welcome(url.clone(), resume.source).await {
+        let base = resume.node(node);
+        let url = match position {
+            Some((epoch, offset)) => format!("{base}&broadcast_since={epoch}:{offset}"),
+            None => base.clone(),
+        };
+        match open_ws_welcome(url, resume.source).await {
             Ok((_, first)) if first.contains("\"type\":\"reconnect\"") => {
                 lock(tally).deferred += 1;
                 tokio::time::sleep(Duration::from_millis(number(&first, "\"retry_after_ms\":").unwrap_or(0))).await;
             }
-            Ok(opened) => return Some(opened),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Ok((ws, first)) => return Some((ws, first, base)),
+            Err(_) => {
+                node += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
     }
     None
