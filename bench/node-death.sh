@@ -80,10 +80,12 @@ publisher=$!; pids+=("$publisher")
 sleep "$kill_after"
 killed_us=$(date +%s%6N)
 kill -KILL "${node_pids[0]}"
+wait "${node_pids[0]}" 2>/dev/null || true
 
-peak=0
+peak=0; conns=0
 for _ in $(seq 600); do
   v=$(metric notify_handshakes_in_progress); [ "${v:-0}" -gt "$peak" ] && peak=$v
+  v=$(metric 'notify_connections{tenant="demo"}'); [ "${v:-0}" -gt "$conns" ] && conns=$v
   live=0; for p in "${gen_pids[@]}"; do kill -0 "$p" 2>/dev/null && live=$(( live + 1 )); done
   [ "$live" -eq 0 ] && break
   sleep 0.1
@@ -96,5 +98,5 @@ awk '/^received/ {r += $2; e += $4; m += $7; d += $9} END {printf "received %d o
 awk -v k="$killed_us" '/^resumed/ {
     for (i = 1; i <= NF; i++) { if ($i == "reconnects") r += $(i + 1); if ($i == "recovered") u += $(i + 1); if ($i == "later") s += $(i + 1); if ($i == "up") g += $(i + 1); if ($i == "at") w = $(i + 1) > w ? $(i + 1) : w }
   } END { printf "resumed: reconnects %d, not recovered %d, sent back to retry later %d, gave up %d; the last welcome %.1f s after the kill\n", r, u, s, g, (w - k) / 1e6 }' FS='[ ,()]+' "$work"/gen*.log
-echo "node B: peak handshakes in progress $peak (limit 1024), connections $(metric 'notify_connections{tenant="demo"}')"
+echo "node B: peak handshakes in progress $peak (limit 1024), peak connections $conns"
 curl -s "http://127.0.0.1:$port/metrics" | grep '^notify_handshake_failures_total' | grep -v ' 0$' || echo "node B: no refused handshakes"

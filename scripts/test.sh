@@ -31,7 +31,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== tests"
 cargo test --workspace
 echo "== fuzz targets (cargo-afl: 20 s of AFL++ each, from the committed corpora)"
-scripts/fuzz.sh 20
+JOBS=2 scripts/fuzz.sh 20
 echo "== JavaScript client (against real hosts)"
 need node nodejs
 node --version

@@ -1,0 +1,169 @@
+//! The deployment files in `deploy/`, checked mechanically: YAML and JSON parse, the config
+//! they all run loads, the Kubernetes probes and drain match the host's, and every metric
+//! the Grafana dashboard and the alert rules query is one a running node exports.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use notify_host::Config;
+use notify_tests::{DEMO, RedisServer, TestHost, http_raw};
+use serde_json::Value;
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn deploy(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(path)
+}
+
+fn text(path: &str) -> anyhow::Result<String> {
+    std::fs::read_to_string(deploy(path)).with_context(|| format!("reading deploy/{path}"))
+}
+
+/// The one document of a YAML file.
+fn yaml(path: &str) -> anyhow::Result<Yaml> {
+    let mut docs = YamlLoader::load_from_str(&text(path)?).with_context(|| format!("parsing deploy/{path}"))?;
+    anyhow::ensure!(docs.len() == 1, "deploy/{path} holds {} documents", docs.len());
+    Ok(docs.remove(0))
+}
+
+fn str_at<'a>(y: &'a Yaml, what: &str) -> anyhow::Result<&'a str> {
+    y.as_str().with_context(|| format!("{what} is not a string"))
+}
+
+/// deploy/notify.toml with the admin token every deployment passes from a secret.
+fn config() -> anyhow::Result<Config> {
+    let secret = [("NOTIFY_SERVER__ADMIN_TOKEN".to_owned(), "a-secret-admin-token".to_owned())];
+    Ok(Config::from_toml(&text("notify.toml")?, "deploy/notify.toml", secret)?)
+}
+
+#[test]
+fn the_config_loads_and_the_configmap_carries_it() -> anyhow::Result<()> {
+    let config = config()?;
+    assert_eq!(config.server.listen.port(), 8080);
+    let map = yaml("kubernetes/configmap.yaml")?;
+    assert_eq!(str_at(&map["kind"], "kind")?, "ConfigMap");
+    assert_eq!(str_at(&map["data"]["notify.toml"], "data")?, text("notify.toml")?, "the ConfigMap drifted");
+    Ok(())
+}
+
+#[test]
+fn the_deployment_probes_and_drains_as_the_host_does() -> anyhow::Result<()> {
+    let config = config()?;
+    let d = yaml("kubernetes/deployment.yaml")?;
+    assert_eq!(str_at(&d["kind"], "kind")?, "Deployment");
+    let pod = &d["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(c["ports"][0]["containerPort"].as_i64(), Some(i64::from(config.server.listen.port())));
+    assert_eq!(str_at(&c["readinessProbe"]["httpGet"]["path"], "readiness")?, "/readyz");
+    assert_eq!(str_at(&c["livenessProbe"]["httpGet"]["path"], "liveness")?, "/healthz");
+    let pause: u64 = str_at(&c["lifecycle"]["preStop"]["exec"]["command"][1], "preStop")?.parse()?;
+    let grace = pod["terminationGracePeriodSeconds"].as_i64().context("grace period")?;
+    let needed = Duration::from_secs(pause) + config.server.shutdown_grace;
+    assert!(Duration::from_secs(grace as u64) > needed, "{grace}s leaves no margin over {needed:?}");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
+    let labels = &d["spec"]["template"]["metadata"]["labels"];
+    for (file, selector) in [
+        ("kubernetes/service.yaml", &["spec", "selector"][..]),
+        ("kubernetes/pdb.yaml", &["spec", "selector", "matchLabels"]),
+    ] {
+        let doc = yaml(file)?;
+        let picked = selector.iter().fold(&doc, |y, key| &y[*key]);
+        assert_eq!(picked, labels, "{file} selects other pods");
+    }
+    Ok(())
+}
+
+#[test]
+fn compose_runs_three_nodes_over_redis() -> anyhow::Result<()> {
+    let compose = yaml("compose.yaml")?;
+    let services = compose["services"].as_hash().context("services")?;
+    let nodes: Vec<_> = services.keys().filter_map(Yaml::as_str).filter(|n| n.starts_with("node")).collect();
+    assert_eq!(nodes.len(), 3, "{nodes:?}");
+    for node in nodes {
+        let s = &compose["services"][node];
+        // A key the service does not set comes from its `<<:` merge (the shared node part).
+        let field = |key: &str| if s[key].is_badvalue() { &s["<<"][key] } else { &s[key] };
+        assert_eq!(str_at(&field("environment")["NOTIFY_BROKER__URL"], "broker url")?, "redis://redis:6379");
+        assert!(!field("environment")["NOTIFY_SERVER__ADMIN_TOKEN"].is_badvalue(), "{node} has no admin token");
+        assert!(!field("depends_on")["redis"].is_badvalue(), "{node} does not wait for redis");
+        assert!(!s["ports"].is_badvalue(), "{node} publishes no port");
+    }
+    Ok(())
+}
+
+#[test]
+fn the_systemd_unit_raises_the_file_limit_and_outlasts_the_drain() -> anyhow::Result<()> {
+    let unit = text("systemd/notify-host.service")?;
+    let value = |key: &str| unit.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('='));
+    let files: u64 = value("LimitNOFILE").context("LimitNOFILE")?.parse()?;
+    assert!(files >= 100_000, "{files}");
+    let stop: u64 = value("TimeoutStopSec").context("TimeoutStopSec")?.parse()?;
+    assert!(Duration::from_secs(stop) > config()?.server.shutdown_grace);
+    assert!(value("ExecStart").context("ExecStart")?.contains("--config /etc/notify/notify.toml"));
+    Ok(())
+}
+
+/// The image cannot be built here (no container daemon); its shape is checked instead.
+#[test]
+fn the_dockerfile_builds_in_stages_and_runs_unprivileged() -> anyhow::Result<()> {
+    let file = text("Dockerfile")?;
+    let lines: Vec<&str> = file.lines().filter(|l| !l.starts_with('#')).collect();
+    assert!(lines.iter().filter(|l| l.starts_with("FROM ")).count() >= 2, "not multi-stage");
+    assert!(lines.iter().any(|l| l.starts_with("USER ") && !l.contains("root") && !l.starts_with("USER 0")));
+    assert!(lines.iter().any(|l| l.starts_with("HEALTHCHECK")) && file.contains("/healthz"));
+    assert!(file.contains("COPY deploy/notify.toml /etc/notify/notify.toml"));
+    Ok(())
+}
+
+/// `notify_...` names in a query.
+fn metric_names(expr: &str, into: &mut BTreeSet<String>) {
+    let mut rest = expr;
+    while let Some(at) = rest.find("notify_") {
+        let name: String =
+            rest[at..].chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect();
+        rest = &rest[at + name.len()..];
+        into.insert(name);
+    }
+}
+
+fn queried() -> anyhow::Result<BTreeSet<String>> {
+    let mut names = BTreeSet::new();
+    let dashboard: Value = serde_json::from_str(&text("grafana/notify.json")?)?;
+    let panels = dashboard["panels"].as_array().context("panels")?;
+    assert!(panels.len() >= 10);
+    for target in panels.iter().flat_map(|p| p["targets"].as_array().into_iter().flatten()) {
+        metric_names(target["expr"].as_str().context("expr")?, &mut names);
+    }
+    for var in dashboard["templating"]["list"].as_array().context("templating")? {
+        metric_names(var["query"].as_str().unwrap_or_default(), &mut names);
+    }
+    let alerts = yaml("prometheus/alerts.yaml")?;
+    for rule in alerts["groups"][0]["rules"].as_vec().context("rules")? {
+        metric_names(str_at(&rule["expr"], "expr")?, &mut names);
+    }
+    Ok(names)
+}
+
+#[tokio::test]
+async fn dashboards_and_alerts_query_metrics_the_host_exports() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let host = TestHost::start(&format!("{DEMO}\n{}", redis.broker_toml())).await?;
+    host.wait_ready(200).await?;
+    let (status, body) = http_raw(host.addr, "GET", "/metrics", None, Default::default()).await?;
+    assert_eq!(status, 200);
+    let mut exported = BTreeSet::new();
+    for line in String::from_utf8(body.to_vec())?.lines() {
+        let mut words = line.strip_prefix("# TYPE ").map(str::split_whitespace).into_iter().flatten();
+        let (Some(name), Some(kind)) = (words.next(), words.next()) else { continue };
+        exported.insert(name.to_owned());
+        if kind == "histogram" {
+            exported.extend(["_bucket", "_sum", "_count"].map(|s| format!("{name}{s}")));
+        }
+    }
+    let queried = queried()?;
+    assert!(queried.len() >= 15, "{queried:?}");
+    let unknown: Vec<_> = queried.difference(&exported).collect();
+    assert!(unknown.is_empty(), "queried but not exported: {unknown:?}");
+    Ok(())
+}
