@@ -89,7 +89,8 @@ pub(crate) struct Counts(Arc<Table>);
 
 /// A socket accepted under the limits, shared by its requests through a request
 /// extension. A direct peer's place in its address's count stays with the socket, or moves
-/// into the session of the WebSocket it upgrades to.
+/// into the session of the WebSocket it upgrades to. The mutex is taken for one field's
+/// `take` or look at a time, never across an await.
 #[derive(Clone)]
 pub(crate) struct Socket(Arc<Mutex<Accepted>>);
 
