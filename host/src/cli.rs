@@ -1,5 +1,6 @@
 //! Command line (clap): `notify-host [--config PATH]` runs the host until SIGINT/SIGTERM;
-//! `notify-host check-config PATH` validates a configuration and exits.
+//! `notify-host check-config PATH` validates a configuration and exits; `publish`, `tenant`
+//! and `plugin` work on a running host (`remote`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +30,14 @@ enum Command {
         /// The file to check.
         path: PathBuf,
     },
+    /// Publish an event through a running host.
+    Publish(crate::remote::Publish),
+    /// Manage a running cluster's tenants (admin token).
+    #[command(subcommand)]
+    Tenant(crate::remote::Tenant),
+    /// Manage a tenant's plugins (admin token or the tenant's management key).
+    #[command(subcommand)]
+    Plugin(crate::remote::Plugin),
 }
 
 const ENV_HELP: &str = "\
@@ -44,6 +53,9 @@ pub fn main() -> ExitCode {
         Some(Command::CheckConfig { path }) => load(&path).map(|c| {
             println!("{}: OK ({} tenant(s), listen {})", path.display(), c.tenants.len(), c.server.listen);
         }),
+        Some(Command::Publish(publish)) => publish.run(),
+        Some(Command::Tenant(tenant)) => tenant.run(),
+        Some(Command::Plugin(plugin)) => plugin.run(),
         None => load(&cli.config).and_then(run),
     };
     match result {

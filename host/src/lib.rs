@@ -26,6 +26,7 @@ mod metrics;
 mod plugin;
 mod protocol;
 mod quota;
+mod remote;
 mod revocation;
 mod segment;
 mod server;

@@ -65,3 +65,71 @@ fn notify_config_names_the_file_to_run() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/notify.toml"));
 }
+
+/// Runs `notify-host ARGS` against the host at `addr`; its exit code, stdout and stderr.
+async fn remote(addr: std::net::SocketAddr, args: &[&str]) -> anyhow::Result<(i32, String, String)> {
+    let out = tokio::process::Command::new(notify_tests::host_bin!())
+        .args(args)
+        .env("NOTIFY_URL", format!("http://{addr}"))
+        .env("NOTIFY_ADMIN_TOKEN", "cli-admin-token-0123")
+        .output()
+        .await?;
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    Ok((out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr)))
+}
+
+#[tokio::test]
+async fn the_cli_manages_tenants_and_plugins_and_publishes() -> anyhow::Result<()> {
+    let host = notify_tests::TestHost::start("[server]\nadmin_token = \"cli-admin-token-0123\"\n").await?;
+    let addr = host.addr;
+    let settings = r#"{"auth": {"mode": "insecure"}}"#;
+    let (code, out, err) = remote(addr, &["tenant", "create", "acme", "--settings", settings]).await?;
+    assert_eq!(code, 0, "{err}");
+    let created: serde_json::Value = serde_json::from_str(&out)?;
+    let key = created["publish_key"].as_str().expect("publish key").to_owned();
+    let (code, out, _) = remote(addr, &["tenant", "list"]).await?;
+    assert!(code == 0 && out.contains("\"acme\""), "{out}");
+
+    let (mut bob, _) = host.join("acme", "user=bob").await?;
+    let args = ["publish", "--key", &key, "--user", "bob", "--event", "hello", "--data", r#"{"n":1}"#];
+    let (code, out, err) = remote(addr, &args).await?;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"id\""), "{out}");
+    let ev = bob.next_event().await?;
+    assert_eq!((ev["event"].as_str(), ev["data"]["n"].as_u64()), (Some("hello"), Some(1)));
+
+    // An API error is its code and message, with status 1.
+    let (code, _, err) = remote(addr, &["publish", "--key", "wrong", "--broadcast", "--event", "x"]).await?;
+    assert_eq!(code, 1);
+    assert!(err.starts_with("error: unauthorized: "), "{err}");
+
+    let redact = notify_tests::plugin_path("redact");
+    let config = r#"{"fields": "ssn"}"#;
+    let (code, _, err) =
+        remote(addr, &["plugin", "upload", "acme", "transform", &redact, "--plugin-config", config]).await?;
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = remote(addr, &["plugin", "list", "acme"]).await?;
+    assert!(code == 0 && out.contains("transform"), "{out}");
+    let args = ["publish", "--key", &key, "--user", "bob", "--event", "card", "--data", r#"{"ssn":"123"}"#];
+    assert_eq!(remote(addr, &args).await?.0, 0);
+    assert_ne!(bob.next_event().await?["data"]["ssn"], "123", "the uploaded transform redacts");
+    let (code, _, err) = remote(addr, &["plugin", "delete", "acme", "transform"]).await?;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = remote(addr, &["plugin", "rollback", "acme", "transform"]).await?;
+    assert_eq!(code, 0, "a removed plugin comes back: {err}");
+    let (code, out, _) = remote(addr, &["plugin", "list", "acme"]).await?;
+    assert!(code == 0 && out.contains("transform"), "{out}");
+    let (code, _, err) = remote(addr, &["plugin", "rollback", "acme", "route"]).await?;
+    assert_eq!(code, 1, "nothing to roll back to: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+
+    let (code, out, err) = remote(addr, &["tenant", "rotate-key", "acme", "--overlap", "1m"]).await?;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"key\": \"pk_"), "a new publish key: {out}");
+    let (code, _, err) = remote(addr, &["tenant", "delete", "acme"]).await?;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = remote(addr, &["tenant", "delete", "acme"]).await?;
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown_tenant") || err.contains("not_found"), "{err}");
+    Ok(())
+}

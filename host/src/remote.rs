@@ -1,0 +1,272 @@
+//! The command line's commands against a running host, over its HTTP API: `publish`,
+//! `tenant ...` and `plugin ...`. The URL and credentials come from flags or the
+//! environment. An answer is printed as JSON; an API error as its code and message, with
+//! exit status 1.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use http_body_util::{BodyExt as _, Full};
+use hyper::{Method, Request, Uri};
+use serde_json::{Value, json};
+
+/// Where the host is.
+#[derive(Debug, Args)]
+pub(crate) struct Host {
+    /// The host's base URL.
+    #[arg(long, env = "NOTIFY_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+}
+
+/// `notify-host publish`.
+#[derive(Debug, Args)]
+pub(crate) struct Publish {
+    #[command(flatten)]
+    host: Host,
+    /// The tenant's publish key (it names the tenant).
+    #[arg(long, env = "NOTIFY_PUBLISH_KEY", hide_env_values = true)]
+    key: String,
+    /// A user to deliver to (repeatable).
+    #[arg(long = "user")]
+    users: Vec<String>,
+    /// A channel to deliver to (repeatable).
+    #[arg(long = "channel")]
+    channels: Vec<String>,
+    /// Deliver to every connection of the tenant.
+    #[arg(long)]
+    broadcast: bool,
+    /// The event name.
+    #[arg(long)]
+    event: String,
+    /// The payload, as JSON.
+    #[arg(long)]
+    data: Option<String>,
+    /// Of the events with one key within the host's window, only the first is delivered.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+}
+
+/// The admin token (or, for plugins, the tenant's management key).
+#[derive(Debug, Args)]
+pub(crate) struct Admin {
+    #[command(flatten)]
+    host: Host,
+    #[arg(long, env = "NOTIFY_ADMIN_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Tenant {
+    /// Create a tenant; prints its keys, once.
+    Create {
+        #[command(flatten)]
+        admin: Admin,
+        id: String,
+        /// Settings as a JSON object (`{"auth": {...}, "history": {...}}`).
+        #[arg(long)]
+        settings: Option<String>,
+    },
+    /// List every tenant (never a secret).
+    List {
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// Replace a key; the previous one keeps working for `--overlap`.
+    RotateKey {
+        #[command(flatten)]
+        admin: Admin,
+        id: String,
+        /// `publish` or `management`.
+        #[arg(long, default_value = "publish")]
+        kind: String,
+        /// How long the previous key keeps working (`10m`); none: it stops at once.
+        #[arg(long)]
+        overlap: Option<String>,
+    },
+    /// Delete a tenant: its keys stop working and its connections are closed.
+    Delete {
+        #[command(flatten)]
+        admin: Admin,
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Plugin {
+    /// Upload a compiled component as the tenant's `auth`, `transform` or `route` plugin.
+    Upload {
+        #[command(flatten)]
+        admin: Admin,
+        tenant: String,
+        hook: String,
+        file: PathBuf,
+        /// The plugin's config, a JSON object of strings (`--config` names the host's file).
+        #[arg(long)]
+        plugin_config: Option<String>,
+        /// `skip` or `drop` (transform and route).
+        #[arg(long)]
+        on_failure: Option<String>,
+    },
+    /// List the tenant's plugins on every node.
+    List {
+        #[command(flatten)]
+        admin: Admin,
+        tenant: String,
+    },
+    /// Go back to the previous version.
+    Rollback {
+        #[command(flatten)]
+        admin: Admin,
+        tenant: String,
+        hook: String,
+    },
+    /// Remove the plugin.
+    Delete {
+        #[command(flatten)]
+        admin: Admin,
+        tenant: String,
+        hook: String,
+    },
+}
+
+/// One API call.
+struct Call<'a> {
+    method: Method,
+    path: String,
+    token: &'a str,
+    body: Vec<u8>,
+    headers: Vec<(&'static str, String)>,
+}
+
+impl Publish {
+    pub(crate) fn run(self) -> anyhow::Result<()> {
+        let data: Option<Value> =
+            self.data.as_deref().map(serde_json::from_str).transpose().context("--data is not JSON")?;
+        let mut body =
+            json!({ "users": self.users, "channels": self.channels, "broadcast": self.broadcast, "event": self.event });
+        if let Some(data) = data {
+            body["data"] = data;
+        }
+        if let Some(key) = self.idempotency_key {
+            body["idempotency_key"] = json!(key);
+        }
+        let call = Call::new(Method::POST, "/v1/publish".into(), &self.key).json(&body);
+        print(call.send(&self.host))
+    }
+}
+
+impl Tenant {
+    pub(crate) fn run(self) -> anyhow::Result<()> {
+        let (admin, call) = match &self {
+            Tenant::Create { admin, id, settings } => {
+                let mut body: Value = match settings {
+                    Some(s) => serde_json::from_str(s).context("--settings is not a JSON object")?,
+                    None => json!({}),
+                };
+                body.as_object_mut().context("--settings is not a JSON object")?.insert("id".into(), json!(id));
+                (admin, Call::new(Method::POST, "/v1/admin/tenants".into(), &admin.token).json(&body))
+            }
+            Tenant::List { admin } => (admin, Call::new(Method::GET, "/v1/admin/tenants".into(), &admin.token)),
+            Tenant::RotateKey { admin, id, kind, overlap } => {
+                let path = format!("/v1/admin/tenants/{id}/keys/{kind}");
+                let body = overlap.as_ref().map_or(json!({}), |o| json!({ "overlap": o }));
+                (admin, Call::new(Method::POST, path, &admin.token).json(&body))
+            }
+            Tenant::Delete { admin, id } => {
+                (admin, Call::new(Method::DELETE, format!("/v1/admin/tenants/{id}"), &admin.token))
+            }
+        };
+        print(call.send(&admin.host))
+    }
+}
+
+impl Plugin {
+    pub(crate) fn run(self) -> anyhow::Result<()> {
+        let base = |tenant: &str| format!("/v1/admin/tenants/{tenant}/plugins");
+        let (admin, call) = match &self {
+            Plugin::Upload { admin, tenant, hook, file, plugin_config, on_failure } => {
+                let wasm = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+                let query = on_failure.as_ref().map(|p| format!("?on_failure={p}")).unwrap_or_default();
+                let mut call = Call::new(Method::PUT, format!("{}/{hook}{query}", base(tenant)), &admin.token);
+                call.body = wasm;
+                call.headers.push(("content-type", "application/wasm".into()));
+                if let Some(config) = plugin_config {
+                    call.headers.push(("notify-plugin-config", config.clone()));
+                }
+                (admin, call)
+            }
+            Plugin::List { admin, tenant } => (admin, Call::new(Method::GET, base(tenant), &admin.token)),
+            Plugin::Rollback { admin, tenant, hook } => {
+                (admin, Call::new(Method::POST, format!("{}/{hook}/rollback", base(tenant)), &admin.token))
+            }
+            Plugin::Delete { admin, tenant, hook } => {
+                (admin, Call::new(Method::DELETE, format!("{}/{hook}", base(tenant)), &admin.token))
+            }
+        };
+        print(call.send(&admin.host))
+    }
+}
+
+/// Prints an answer's JSON (nothing for an empty one).
+fn print(answer: anyhow::Result<Bytes>) -> anyhow::Result<()> {
+    let body = answer?;
+    if !body.is_empty() {
+        let value: Value = serde_json::from_slice(&body).context("the host answered something other than JSON")?;
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    }
+    Ok(())
+}
+
+impl<'a> Call<'a> {
+    fn new(method: Method, path: String, token: &'a str) -> Self {
+        Self { method, path, token, body: Vec::new(), headers: Vec::new() }
+    }
+
+    fn json(mut self, body: &Value) -> Self {
+        self.body = body.to_string().into_bytes();
+        self.headers.push(("content-type", "application/json".into()));
+        self
+    }
+
+    /// Sends the call on a runtime of its own; an error status becomes the API's error.
+    fn send(self, host: &Host) -> anyhow::Result<Bytes> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(self.send_async(host))
+    }
+
+    async fn send_async(self, host: &Host) -> anyhow::Result<Bytes> {
+        let base: Uri = host.url.parse().with_context(|| format!("--url {:?} is not a URL", host.url))?;
+        if base.scheme_str() != Some("http") {
+            bail!("--url must be http://HOST:PORT (this client does not speak TLS)");
+        }
+        let authority = base.authority().context("--url has no host")?.clone();
+        let port = authority.port_u16().unwrap_or(80);
+        let tcp = tokio::net::TcpStream::connect((authority.host(), port))
+            .await
+            .with_context(|| format!("connecting to {authority}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+        tokio::spawn(conn);
+        let prefix = base.path().trim_end_matches('/');
+        let mut req = Request::builder()
+            .method(self.method)
+            .uri(format!("{prefix}{}", self.path))
+            .header("host", authority.as_str())
+            .header("authorization", format!("Bearer {}", self.token));
+        for (name, value) in self.headers {
+            req = req.header(name, value);
+        }
+        let res = sender.send_request(req.body(Full::new(Bytes::from(self.body)))?).await?;
+        let status = res.status();
+        let body = res.into_body().collect().await?.to_bytes();
+        if status.is_success() {
+            return Ok(body);
+        }
+        let error: Value = serde_json::from_slice(&body).unwrap_or_default();
+        match (error["error"]["code"].as_str(), error["error"]["message"].as_str()) {
+            (Some(code), Some(message)) => bail!("{code}: {message}"),
+            _ => bail!("HTTP {status}: {}", String::from_utf8_lossy(&body)),
+        }
+    }
+}
