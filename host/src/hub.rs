@@ -587,6 +587,25 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_resync_tells_only_that_streams_connections() {
+        let (hub, tenants) = setup();
+        let (alice, bob, other) = (
+            conn(&hub, &tenants, "a", "alice", &[]),
+            conn(&hub, &tenants, "a", "bob", &[]),
+            conn(&hub, &tenants, "b", "carol", &[]),
+        );
+        hub.subscribe(&bob, "news");
+        let (a, spread) = (tenants.get("a").unwrap(), Duration::from_secs(1));
+        let resynced = |c: &Conn| c.outbox.killed() == Some(Kill::Resync);
+        assert_eq!(hub.resync_stream(&a, Target::User("alice"), spread), 1);
+        assert!(resynced(&alice) && !resynced(&bob));
+        assert_eq!(hub.resync_stream(&a, Target::Channel("news"), spread), 1);
+        assert!(resynced(&bob) && !resynced(&other));
+        assert_eq!(hub.resync_stream(&a, Target::Broadcast, spread), 2, "every connection of the tenant, no other");
+        assert!(!resynced(&other));
+    }
+
+    #[test]
     fn channels_reach_their_subscribers_until_they_leave() {
         let (hub, tenants) = setup();
         let a1 = conn(&hub, &tenants, "a", "u1", &[]);

@@ -201,4 +201,20 @@ mod tests {
         assert!(counts.apply(vec![change("zero", -1)], t0).is_empty(), "counts never go below zero");
         assert_eq!(counts.wanted(), ["a"]);
     }
+
+    #[test]
+    fn a_channel_the_server_dropped_is_wanted_again_only_with_interest() {
+        let mut counts = Counts::default();
+        let t0 = Instant::now();
+        let new = counts.apply(vec![change("kept", 1), change("left", 1)], t0);
+        counts.subscribed(new);
+        counts.apply(vec![change("left", -1)], t0);
+        assert!(counts.lost("kept"), "still wanted: subscribe it again");
+        assert_eq!(counts.subscriptions(), 1, "forgotten until then");
+        assert!(!counts.lost("left"), "lingering without interest: let it go");
+        assert!(counts.expired(t0 + Duration::from_secs(3600), Duration::ZERO).is_empty());
+        assert!(!counts.lost("never"), "our own unsubscribe of a channel already forgotten");
+        counts.subscribed(vec!["kept".into()]);
+        assert_eq!(counts.subscriptions(), 1);
+    }
 }
