@@ -37,7 +37,7 @@ need node nodejs
 node --version
 cargo build -p notify-host
 (cd clients/js && node --experimental-websocket --test test/*.test.js)
-echo "== browser demo (Debian's chromium, driven by playwright-core; screenshots in target/demo-screenshots)"
+echo "== browser tests: the demo and the dashboard (Debian's chromium, driven by playwright-core; screenshots in target/demo-screenshots)"
 need chromium chromium
 need npm npm
 chromium --version

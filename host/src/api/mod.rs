@@ -5,11 +5,11 @@
 //! socket back from hyper, so nothing of the router stays with a connection.
 
 mod admin;
-mod demo;
 mod error;
 mod extract;
 mod handshake;
 mod health;
+mod pages;
 mod presence;
 mod publish;
 mod sse;
@@ -58,9 +58,10 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/admin/tenants/{tenant}/plugins", get(admin::list))
         .route("/v1/admin/tenants/{tenant}/plugins/{hook}", put(admin::upload).delete(admin::remove))
         .route("/v1/admin/tenants/{tenant}/plugins/{hook}/rollback", post(admin::rollback))
+        .route("/dashboard", get(pages::dashboard))
         .layer(TraceLayer::new_for_http().make_span_with(span));
     let traced = if app.config.server.demo {
-        traced.route("/demo", get(demo::page)).route("/demo/notify.js", get(demo::sdk))
+        traced.route("/demo", get(pages::demo)).route("/demo/notify.js", get(pages::sdk))
     } else {
         traced
     };

@@ -1,14 +1,20 @@
-//! `GET /demo`: the browser demo (`server.demo`), and the JavaScript SDK it imports at
-//! `/demo/notify.js`. Both are compiled into the binary from `clients/js`.
+//! The static pages compiled into the binary from `clients/js`: `GET /demo`, the browser
+//! demo (`server.demo`), with the JavaScript SDK it imports at `/demo/notify.js`; and
+//! `GET /dashboard`, the operator dashboard, which shows nothing without the admin token.
 
 use axum::http::header::{self, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
 const PAGE: &str = include_str!("../../../clients/js/demo/index.html");
 const SDK: &str = include_str!("../../../clients/js/src/notify.js");
+const DASHBOARD: &str = include_str!("../../../clients/js/dashboard/index.html");
 
-pub(super) async fn page() -> Response {
+pub(super) async fn demo() -> Response {
     with_type(PAGE, "text/html; charset=utf-8")
+}
+
+pub(super) async fn dashboard() -> Response {
+    with_type(DASHBOARD, "text/html; charset=utf-8")
 }
 
 pub(super) async fn sdk() -> Response {
