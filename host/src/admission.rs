@@ -23,9 +23,8 @@ struct Shared {
 /// One admitted connection's slot, held for the connection's lifetime. Kept to one pointer
 /// and a key: every byte here is paid once per idle connection.
 pub(crate) struct Admitted {
+    /// Holds one of `shared.slots` when connections are limited.
     shared: Arc<Shared>,
-    /// Whether a slot was taken from `shared.slots`.
-    slot: bool,
     /// The connection's place in its client address's count.
     address: Option<IpAddr>,
 }
@@ -39,14 +38,10 @@ impl Admission {
 
     /// A slot, or `None` when every slot is taken.
     pub(crate) fn try_admit(&self) -> Option<Admitted> {
-        let slot = match &self.0.slots {
-            None => false,
-            Some(slots) => {
-                slots.try_acquire().ok()?.forget();
-                true
-            }
-        };
-        Some(Admitted { shared: self.0.clone(), slot, address: None })
+        if let Some(slots) = &self.0.slots {
+            slots.try_acquire().ok()?.forget();
+        }
+        Some(Admitted { shared: self.0.clone(), address: None })
     }
 }
 
@@ -64,7 +59,7 @@ impl Admitted {
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        if let (true, Some(slots)) = (self.slot, &self.shared.slots) {
+        if let Some(slots) = &self.shared.slots {
             slots.add_permits(1);
         }
         if let Some(key) = self.address {

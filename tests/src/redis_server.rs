@@ -157,17 +157,12 @@ impl RedisCluster {
             }
         }
         // Roles reach every node by gossip, after the slots.
-        loop {
-            let pairs = cluster.replicas().await?;
-            if pairs.len() == 3 * replicas {
-                for (_, replica) in pairs {
-                    cluster.wait_synced(replica).await?;
-                }
-                return Ok(cluster);
-            }
-            anyhow::ensure!(tokio::time::Instant::now() < deadline, "the replicas never joined");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let joined = || async { Ok(cluster.replicas().await?.len() == 3 * replicas) };
+        crate::eventually(joined).await.context("the replicas never joined")?;
+        for (_, replica) in cluster.replicas().await? {
+            cluster.wait_synced(replica).await?;
         }
+        Ok(cluster)
     }
 
     /// `(master, replica)` ports, one pair per replica, as the cluster now sees its roles.
@@ -195,29 +190,27 @@ impl RedisCluster {
         self.wait_synced(replica).await?;
         let mut conn = node_conn(replica).await?;
         let _: () = redis::cmd("CLUSTER").arg("FAILOVER").query_async(&mut conn).await?;
-        let deadline = tokio::time::Instant::now() + STEP;
-        loop {
-            let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut conn).await?;
-            let promoted = matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master");
-            if promoted && self.replicas().await?.iter().all(|(_, r)| *r != replica) {
-                return Ok(());
+        let promoted = || {
+            let mut conn = conn.clone();
+            async move {
+                let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut conn).await?;
+                let master = matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master");
+                Ok(master && self.replicas().await?.iter().all(|(_, r)| *r != replica))
             }
-            anyhow::ensure!(tokio::time::Instant::now() < deadline, "replica {replica} was not promoted");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        };
+        crate::eventually(promoted).await.with_context(|| format!("replica {replica} was not promoted"))
     }
 
     async fn wait_synced(&self, replica: u16) -> anyhow::Result<()> {
-        let mut conn = node_conn(replica).await?;
-        let deadline = tokio::time::Instant::now() + STEP;
-        loop {
-            let info: String = redis::cmd("INFO").arg("replication").query_async(&mut conn).await?;
-            if info.lines().any(|l| l.trim() == "master_link_status:up") {
-                return Ok(());
+        let conn = node_conn(replica).await?;
+        let synced = || {
+            let mut conn = conn.clone();
+            async move {
+                let info: String = redis::cmd("INFO").arg("replication").query_async(&mut conn).await?;
+                Ok(info.lines().any(|l| l.trim() == "master_link_status:up"))
             }
-            anyhow::ensure!(tokio::time::Instant::now() < deadline, "replica {replica} never synced");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        };
+        crate::eventually(synced).await.with_context(|| format!("replica {replica} never synced"))
     }
 
     /// A `[broker]` table for hosts sharing this cluster, with short test timings.
