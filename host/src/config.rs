@@ -93,7 +93,7 @@ pub struct PluginConfig {
 }
 
 /// What a failed `transform` or `route` call does to the event.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailurePolicy {
     /// Deliver the event as if the hook were not installed.
@@ -413,7 +413,7 @@ pub struct TenantConfig {
 }
 
 /// A tenant's quotas on one node; 0 means no limit.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TenantLimits {
     /// Concurrent WebSocket connections of the tenant (exact per node).
@@ -431,7 +431,7 @@ pub struct TenantLimits {
 }
 
 /// Per-tenant overrides of `[limits]`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -468,13 +468,14 @@ impl TenantLimits {
 }
 
 /// Per-stream history of a tenant (users, channels, broadcast).
-#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HistoryConfig {
     /// Events kept per stream; 0 turns history and positions off.
     pub size: usize,
     /// Events older than this are dropped from history.
     #[serde(with = "humantime_serde")]
+    #[schema(value_type = String, example = "10m")]
     pub ttl: Duration,
     /// Clients ack what they have read: the host keeps a read cursor per user, replays
     /// unacked events of the user stream on every connect and reports unread counts.
@@ -499,18 +500,18 @@ fn default_channel_patterns() -> Vec<String> {
 }
 
 /// How a tenant's clients prove who they are.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, tag = "mode", rename_all = "snake_case")]
 pub enum AuthConfig {
     /// JWT verification; at least one key must be set.
-    Jwt(JwtConfig),
+    Jwt(#[schema(inline)] JwtConfig),
     /// Development only: the user id is taken from the `user` query parameter.
     #[default]
     Insecure,
 }
 
 /// Keys and checks for JWT authentication.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
     /// Shared secret for HS256 tokens.
@@ -531,7 +532,7 @@ pub struct JwtConfig {
 }
 
 /// One named JWT verification key: an HS256 secret or an RS256 public key.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtKey {
     /// Matched against the `kid` of token headers.
@@ -541,7 +542,7 @@ pub struct JwtKey {
 }
 
 /// Slow-client policy: what to do when a connection's bounded send queue overflows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SlowClientPolicy {
     /// Close the connection with code 4001; the client reconnects and resumes.

@@ -18,15 +18,17 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::ApiError;
 use super::extract::{PathParams, TenantAdmin, query_param, read_body};
+use super::openapi::ErrorBody;
 use crate::app::App;
 use crate::backend::control::{Blob, NodeReport};
 use crate::config::FailurePolicy;
 use crate::control::{self, TenantReport};
-use crate::plugin::{Hook, LoadedPlugin, PluginError, Provenance, Source, TenantSlots, version};
+use crate::plugin::{Hook, LoadedPlugin, PluginError, Provenance, Running, Source, TenantSlots, version};
 use crate::tenant::Tenant;
 
 /// Header carrying an uploaded plugin's configuration (a JSON object of strings).
@@ -39,33 +41,95 @@ fn hook(PathParams((_, name)): HookPath) -> Result<Hook, ApiError> {
         .ok_or_else(|| ApiError::not_found("unknown_hook", format!("no hook {name:?}: use auth, transform or route")))
 }
 
+/// A tenant's plugins, and what every live node runs.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Plugins {
+    tenant: String,
+    /// The hooks with an active plugin or earlier versions.
+    plugins: Vec<HookView>,
+    nodes: Vec<NodeView>,
+}
+
+/// One hook: its active plugin and the versions a rollback goes back to.
+#[derive(Serialize, ToSchema)]
+pub(super) struct HookView {
+    hook: Hook,
+    active: Option<PluginView>,
+    /// Earlier versions, newest last.
+    history: Vec<Version>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct Version {
+    /// The component's SHA-256, in hex.
+    hash: String,
+    /// Unix seconds.
+    installed_at: u64,
+    source: Source,
+}
+
+/// One live node: its connections of the tenant and the plugins it runs.
+#[derive(Serialize, ToSchema)]
+pub(super) struct NodeView {
+    node: String,
+    this_node: bool,
+    connections: usize,
+    plugins: Vec<Running>,
+}
+
+/// An installed plugin version, its state and counters on this node.
+#[derive(Serialize, ToSchema)]
+pub(super) struct PluginView {
+    hook: Hook,
+    hash: String,
+    installed_at: u64,
+    source: Source,
+    /// `active`, or `disabled` by the circuit breaker.
+    state: &'static str,
+    /// For `transform` and `route`.
+    on_failure: Option<FailurePolicy>,
+    /// The names of the plugin's config values (never the values).
+    config_keys: Vec<String>,
+    calls: u64,
+    failures: u64,
+    consecutive_failures: u32,
+}
+
+/// The tenant's plugins per hook, and what every live node runs.
+#[utoipa::path(get, path = "/v1/admin/tenants/{tenant}/plugins", tag = "plugins", security(("admin_token" = []), ("management_key" = [])),
+    params(("tenant" = String, Path, description = "A tenant id")),
+    responses(
+        (status = OK, description = "The plugins", body = Plugins),
+        (status = UNAUTHORIZED, description = "No token", body = ErrorBody),
+        (status = FORBIDDEN, description = "A token that cannot manage this tenant", body = ErrorBody),
+        (status = NOT_FOUND, description = "`unknown_tenant` or `unknown_hook`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
+    ))]
 pub(super) async fn list(
     State(app): State<Arc<App>>,
     TenantAdmin(tenant): TenantAdmin,
-) -> Result<Json<Value>, ApiError> {
-    let hooks: Vec<Value> = app
+) -> Result<Json<Plugins>, ApiError> {
+    let hooks = app
         .plugins
         .list(&tenant.id)
         .into_iter()
-        .map(|s| {
-            json!({
-                "hook": s.hook.as_str(),
-                "active": s.active.as_deref().map(describe),
-                "history": s.history.iter().map(|p| json!({
-                    "hash": p.compiled.hash,
-                    "installed_at": p.installed_at,
-                    "source": p.source,
-                })).collect::<Vec<_>>(),
-            })
+        .map(|s| HookView {
+            hook: s.hook,
+            active: s.active.as_deref().map(describe),
+            history: s
+                .history
+                .iter()
+                .map(|p| Version { hash: p.compiled.hash.clone(), installed_at: p.installed_at, source: p.source })
+                .collect(),
         })
         .collect();
     let nodes = nodes(&app, &tenant).await?;
-    Ok(Json(json!({ "tenant": &*tenant.id, "plugins": hooks, "nodes": nodes })))
+    Ok(Json(Plugins { tenant: tenant.id.to_string(), plugins: hooks, nodes }))
 }
 
 /// What every live node runs for `tenant`, and its connections there: this node's live
 /// figures, the others' last reports (at most a second old).
-async fn nodes(app: &App, tenant: &Tenant) -> Result<Vec<Value>, ApiError> {
+async fn nodes(app: &App, tenant: &Tenant) -> Result<Vec<NodeView>, ApiError> {
     let mut nodes = app.control.reports(vec![tenant.id.to_string()]).await?;
     if !nodes.iter().any(|n| *n.node == *app.node_id) {
         nodes.push(NodeReport { node: app.node_id.to_string(), reports: Vec::new() });
@@ -77,11 +141,29 @@ async fn nodes(app: &App, tenant: &Tenant) -> Result<Vec<Value>, ApiError> {
             Some(json) => serde_json::from_str(&json).unwrap_or_default(),
             None => TenantReport::default(),
         };
-        json!({ "node": n.node, "this_node": here, "connections": report.connections, "plugins": report.plugins })
+        NodeView { node: n.node, this_node: here, connections: report.connections, plugins: report.plugins }
     });
     Ok(nodes.collect())
 }
 
+/// Uploads a compiled component to a hook; every node applies it (docs/PLUGINS.md).
+#[utoipa::path(put, path = "/v1/admin/tenants/{tenant}/plugins/{hook}", tag = "plugins", security(("admin_token" = []), ("management_key" = [])),
+    params(
+        ("tenant" = String, Path, description = "A tenant id"),
+        ("hook" = String, Path, description = "`auth`, `transform` or `route`"),
+        ("on_failure" = Option<FailurePolicy>, Query, description = "For transform and route: `skip` (default) or `drop`"),
+        ("Notify-Plugin-Config" = Option<String>, Header, description = "The plugin's config: a JSON object of strings"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "A wasm component (at most `server.max_plugin_bytes`)"),
+    responses(
+        (status = CREATED, description = "Installed", body = PluginView),
+        (status = BAD_REQUEST, description = "`invalid_config`, `invalid_policy` or a component that does not load", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "No token", body = ErrorBody),
+        (status = FORBIDDEN, description = "A token that cannot manage this tenant", body = ErrorBody),
+        (status = NOT_FOUND, description = "`unknown_tenant` or `unknown_hook`", body = ErrorBody),
+        (status = PAYLOAD_TOO_LARGE, description = "`too_large`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
+    ))]
 pub(super) async fn upload(
     State(app): State<Arc<App>>,
     TenantAdmin(tenant): TenantAdmin,
@@ -89,7 +171,7 @@ pub(super) async fn upload(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<PluginView>), ApiError> {
     let hook = hook(path)?;
     let config = plugin_config(&headers)?;
     let on_failure = failure_policy(hook, query.as_deref())?;
@@ -107,17 +189,45 @@ pub(super) async fn upload(
     Ok((StatusCode::CREATED, Json(describe(&prepared))))
 }
 
+/// Goes back to the hook's previous version (or none).
+#[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/plugins/{hook}/rollback", tag = "plugins", security(("admin_token" = []), ("management_key" = [])),
+    params(
+        ("tenant" = String, Path, description = "A tenant id"),
+        ("hook" = String, Path, description = "`auth`, `transform` or `route`"),
+    ),
+    responses(
+        (status = OK, description = "The version now active; `null` when the hook is now empty", body = Option<PluginView>),
+        (status = CONFLICT, description = "`no_plugin`: no earlier version", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "No token", body = ErrorBody),
+        (status = FORBIDDEN, description = "A token that cannot manage this tenant", body = ErrorBody),
+        (status = NOT_FOUND, description = "`unknown_tenant` or `unknown_hook`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
+    ))]
 pub(super) async fn rollback(
     State(app): State<Arc<App>>,
     TenantAdmin(tenant): TenantAdmin,
     path: HookPath,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Option<PluginView>>, ApiError> {
     let hook = hook(path)?;
     let configured = app.plugins.configured(&tenant.id, hook);
     change_slots(&app, &tenant.id, Vec::new(), |slots| version::rollback(slots, hook, configured).map(drop)).await?;
-    Ok(Json(app.plugins.get(&tenant.id, hook).as_deref().map(describe).unwrap_or_default()))
+    Ok(Json(app.plugins.get(&tenant.id, hook).as_deref().map(describe)))
 }
 
+/// Turns the hook off on every node.
+#[utoipa::path(delete, path = "/v1/admin/tenants/{tenant}/plugins/{hook}", tag = "plugins", security(("admin_token" = []), ("management_key" = [])),
+    params(
+        ("tenant" = String, Path, description = "A tenant id"),
+        ("hook" = String, Path, description = "`auth`, `transform` or `route`"),
+    ),
+    responses(
+        (status = NO_CONTENT, description = "Removed"),
+        (status = CONFLICT, description = "`no_plugin`: nothing installed", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "No token", body = ErrorBody),
+        (status = FORBIDDEN, description = "A token that cannot manage this tenant", body = ErrorBody),
+        (status = NOT_FOUND, description = "`unknown_tenant` or `unknown_hook`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
+    ))]
 pub(super) async fn remove(
     State(app): State<Arc<App>>,
     TenantAdmin(tenant): TenantAdmin,
@@ -170,17 +280,17 @@ fn failure_policy(hook: Hook, query: Option<&str>) -> Result<FailurePolicy, ApiE
     }
 }
 
-fn describe(p: &LoadedPlugin) -> Value {
-    json!({
-        "hook": p.hook.as_str(),
-        "hash": p.compiled.hash,
-        "installed_at": p.installed_at,
-        "source": p.source,
-        "state": if p.is_disabled() { "disabled" } else { "active" },
-        "on_failure": if p.hook == Hook::Auth { None } else { Some(p.on_failure) },
-        "config_keys": p.config.keys().collect::<Vec<_>>(),
-        "calls": p.calls.load(Relaxed),
-        "failures": p.failures.load(Relaxed),
-        "consecutive_failures": p.consecutive_failures(),
-    })
+fn describe(p: &LoadedPlugin) -> PluginView {
+    PluginView {
+        hook: p.hook,
+        hash: p.compiled.hash.clone(),
+        installed_at: p.installed_at,
+        source: p.source,
+        state: if p.is_disabled() { "disabled" } else { "active" },
+        on_failure: if p.hook == Hook::Auth { None } else { Some(p.on_failure) },
+        config_keys: p.config.keys().cloned().collect(),
+        calls: p.calls.load(Relaxed),
+        failures: p.failures.load(Relaxed),
+        consecutive_failures: p.consecutive_failures(),
+    }
 }

@@ -5,7 +5,8 @@ use axum::extract::rejection::PathRejection;
 use axum::http::header::{HeaderName, HeaderValue};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+
+use super::openapi::{ErrorBody, ErrorDetail};
 
 use crate::backend::{BrokerError, HistoryError, PresenceError};
 use crate::ingest::FieldError;
@@ -61,11 +62,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = match &self.field {
-            Some(field) => json!({ "error": { "code": self.code, "field": field, "message": self.message } }),
-            None => json!({ "error": { "code": self.code, "message": self.message } }),
-        };
-        let mut res = (self.status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+        let detail = ErrorDetail { code: self.code, field: self.field.as_deref(), message: &self.message };
+        let body = serde_json::to_vec(&ErrorBody { error: detail }).expect("an error body serializes");
+        let mut res = (self.status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
         if let Some((name, value)) = self.header.map(|h| *h) {
             res.headers_mut().insert(name, value);
         }

@@ -6,17 +6,34 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::app::App;
 
-pub(super) async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// A node's state.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Health {
+    /// `ok` (`/healthz`); `ready`, `draining`, `broker_unavailable` or
+    /// `control_plane_unavailable` (`/readyz`).
+    #[schema(example = "ready")]
+    status: &'static str,
 }
 
-/// 200 while the node takes connections and publishes; 503 while draining, while the
-/// broker is unreachable, or until the control-plane state has been loaded.
-pub(super) async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<Value>) {
+/// Liveness: 200 while the process serves HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = OK, description = "The process is alive", body = Health)))]
+pub(super) async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Readiness: 200 while the node takes connections and publishes; 503 while draining, while
+/// the broker is unreachable, or until the control-plane state has been loaded.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = OK, description = "Ready", body = Health),
+    (status = SERVICE_UNAVAILABLE, description = "Not ready, and why", body = Health),
+))]
+pub(super) async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<Health>) {
     let status = if app.drain.is_draining() {
         "draining"
     } else if !app.broker.healthy() {
@@ -24,11 +41,15 @@ pub(super) async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<Val
     } else if !app.control_loaded.load(std::sync::atomic::Ordering::Relaxed) || !app.control.listening() {
         "control_plane_unavailable"
     } else {
-        return (StatusCode::OK, Json(json!({ "status": "ready" })));
+        return (StatusCode::OK, Json(Health { status: "ready" }));
     };
-    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": status })))
+    (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status }))
 }
 
+/// The node's metrics in the Prometheus text format (docs/OPERATIONS.md, Metrics).
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = OK, description = "Prometheus text format 0.0.4", content_type = "text/plain; version=0.0.4", body = String),
+))]
 pub(super) async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], app.render_metrics())
 }

@@ -9,6 +9,7 @@ mod error;
 mod extract;
 mod handshake;
 mod health;
+mod openapi;
 mod pages;
 mod presence;
 mod publish;
@@ -25,54 +26,60 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::http::{Method, StatusCode, Uri};
-use axum::routing::{delete, get, post, put};
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub(crate) use error::ApiError;
 pub(crate) use handshake::{Refusal, refused_at_accept};
 
 use crate::app::App;
 
-/// Every route the host serves. Requests are traced (tower-http, at debug level, without
-/// their query strings) except WebSocket upgrades and SSE streams, whose handlers log their
-/// refusals themselves: the handshake path stays lean.
+/// Every route the host serves, built with its description (see [`document`]).
 pub(crate) fn router(app: Arc<App>) -> Router {
-    let traced = Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .route("/v1/publish", post(publish::one))
-        .route("/v1/publish/batch", post(publish::batch))
-        .route("/v1/presence/{user}", get(presence::status))
-        .route("/v1/channels/{channel}/presence", get(presence::channel))
-        .route("/v1/users/{user}/unread", get(users::unread))
-        .route("/v1/users/{user}/disconnect", post(users::disconnect))
-        .route("/v1/users/{user}/subscriptions", post(users::subscribe))
-        .route("/v1/users/{user}/subscriptions/{channel}", delete(users::unsubscribe))
-        .route("/v1/streams/users/{user}", get(streams::user))
-        .route("/v1/streams/channels/{channel}", get(streams::channel))
-        .route("/v1/streams/broadcast", get(streams::broadcast))
-        .route("/v1/admin/tenants", get(tenants::list).post(tenants::create))
-        .route("/v1/admin/tenants/{tenant}", get(tenants::get).patch(tenants::patch).delete(tenants::delete))
-        .route("/v1/admin/tenants/{tenant}/keys/{kind}", post(tenants::rotate))
-        .route("/v1/admin/tenants/{tenant}/plugins", get(admin::list))
-        .route("/v1/admin/tenants/{tenant}/plugins/{hook}", put(admin::upload).delete(admin::remove))
-        .route("/v1/admin/tenants/{tenant}/plugins/{hook}/rollback", post(admin::rollback))
-        .route("/dashboard", get(pages::dashboard))
-        .layer(TraceLayer::new_for_http().make_span_with(span));
-    let traced = if app.config.server.demo {
-        traced.route("/demo", get(pages::demo)).route("/demo/notify.js", get(pages::sdk))
-    } else {
-        traced
-    };
-    Router::new()
-        .route("/v1/ws/{tenant}", get(websocket::handle))
-        .route("/v1/sse/{tenant}", get(sse::handle).options(sse::preflight))
-        .route("/v1/sse/{tenant}/ack", post(sse::ack).options(sse::preflight))
-        .merge(traced)
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(app)
+    let (router, _) = routes(app.config.server.demo).split_for_parts();
+    router.fallback(not_found).method_not_allowed_fallback(method_not_allowed).with_state(app)
+}
+
+/// The OpenAPI document of the routes a node serves (the demo pages only where `demo` is on).
+pub(crate) fn document(demo: bool) -> serde_json::Value {
+    openapi::to_json(&routes(demo).into_openapi())
+}
+
+/// The route table. Requests are traced (tower-http, at debug level, without their query
+/// strings) except WebSocket upgrades and SSE streams, whose handlers log their refusals
+/// themselves: the handshake path stays lean.
+fn routes(demo: bool) -> OpenApiRouter<Arc<App>> {
+    let traced = OpenApiRouter::new()
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+        .routes(routes!(openapi::serve))
+        .routes(routes!(publish::one))
+        .routes(routes!(publish::batch))
+        .routes(routes!(presence::status))
+        .routes(routes!(presence::channel))
+        .routes(routes!(users::unread))
+        .routes(routes!(users::disconnect))
+        .routes(routes!(users::subscribe))
+        .routes(routes!(users::unsubscribe))
+        .routes(routes!(streams::user))
+        .routes(routes!(streams::channel))
+        .routes(routes!(streams::broadcast))
+        .routes(routes!(tenants::list, tenants::create))
+        .routes(routes!(tenants::get, tenants::patch, tenants::delete))
+        .routes(routes!(tenants::rotate))
+        .routes(routes!(admin::list))
+        .routes(routes!(admin::upload, admin::remove))
+        .routes(routes!(admin::rollback))
+        .routes(routes!(pages::dashboard));
+    let traced = if demo { traced.routes(routes!(pages::demo)).routes(routes!(pages::sdk)) } else { traced };
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(websocket::handle))
+        .routes(routes!(sse::handle, sse::preflight))
+        .routes(routes!(sse::ack, sse::ack_preflight))
+        .merge(traced.layer(TraceLayer::new_for_http().make_span_with(span)))
 }
 
 /// A request's span names its path only: a query string may carry a credential.

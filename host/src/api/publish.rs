@@ -9,16 +9,42 @@ use axum::extract::State;
 use axum::http::header::{self, HeaderValue};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::ApiError;
 use super::extract::{Publisher, read_body};
+use super::openapi::ErrorBody;
 use crate::app::App;
 use crate::event::Event;
 use crate::ingest;
 use crate::tenant::Tenant;
 
-/// `POST /v1/publish`: one event, answered with `{"id"}`.
+/// The answer to an accepted publish.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Published {
+    /// The event's id; for an event whose idempotency key was taken, the first event's id.
+    #[schema(example = "01JDX3Q9V2M4")]
+    id: String,
+}
+
+/// The answer to an accepted batch: each event's id, in order.
+#[derive(Serialize, ToSchema)]
+pub(super) struct PublishedBatch {
+    ids: Vec<String>,
+}
+
+/// Publishes one event. 202 once it is queued on every node (docs/PROTOCOL.md, Publishing).
+#[utoipa::path(post, path = "/v1/publish", tag = "publish", security(("publish_key" = [])),
+    request_body = crate::ingest::PublishBody,
+    responses(
+        (status = ACCEPTED, description = "Accepted", body = Published),
+        (status = BAD_REQUEST, description = "`invalid_field`, naming the field", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "A missing or unknown publish key", body = ErrorBody),
+        (status = PAYLOAD_TOO_LARGE, description = "`too_large` or `event_too_large`", body = ErrorBody),
+        (status = TOO_MANY_REQUESTS, description = "`rate_limited`, with `Retry-After`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`draining` or `broker_unavailable`", body = ErrorBody),
+    ))]
 pub(super) async fn one(
     State(app): State<Arc<App>>,
     publisher: Result<Publisher, ApiError>,
@@ -27,10 +53,20 @@ pub(super) async fn one(
 ) -> Response {
     let accepted =
         accept(&app, publisher, &headers, body, |body| ingest::parse_one(&app.ids, body).map(|e| vec![e])).await;
-    answer(&app, accepted.map(|mut ids| json!({ "id": ids.swap_remove(0) })))
+    answer(&app, accepted.map(|mut ids| Published { id: ids.swap_remove(0) }))
 }
 
-/// `POST /v1/publish/batch`: an array of events, answered with `{"ids"}` in order.
+/// Publishes an array of events (at most `server.max_batch_events`), all or none.
+#[utoipa::path(post, path = "/v1/publish/batch", tag = "publish", security(("publish_key" = [])),
+    request_body = Vec<crate::ingest::PublishBody>,
+    responses(
+        (status = ACCEPTED, description = "Accepted", body = PublishedBatch),
+        (status = BAD_REQUEST, description = "`invalid_field`, naming the field as `[i].field`", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "A missing or unknown publish key", body = ErrorBody),
+        (status = PAYLOAD_TOO_LARGE, description = "`too_large` or `event_too_large`", body = ErrorBody),
+        (status = TOO_MANY_REQUESTS, description = "`rate_limited`, with `Retry-After`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`draining` or `broker_unavailable`", body = ErrorBody),
+    ))]
 pub(super) async fn batch(
     State(app): State<Arc<App>>,
     publisher: Result<Publisher, ApiError>,
@@ -39,11 +75,11 @@ pub(super) async fn batch(
 ) -> Response {
     let max = app.config.server.max_batch_events;
     let accepted = accept(&app, publisher, &headers, body, |body| ingest::parse_batch(&app.ids, body, max)).await;
-    answer(&app, accepted.map(|ids| json!({ "ids": ids })))
+    answer(&app, accepted.map(|ids| PublishedBatch { ids }))
 }
 
 /// Every refused publish is counted, whatever refused it.
-fn answer(app: &App, accepted: Result<serde_json::Value, ApiError>) -> Response {
+fn answer(app: &App, accepted: Result<impl Serialize, ApiError>) -> Response {
     match accepted {
         Ok(ids) => (StatusCode::ACCEPTED, Json(ids)).into_response(),
         Err(e) => {

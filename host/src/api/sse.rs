@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use super::ApiError;
 use super::extract::{PathParams, query_param, read_body};
 use super::handshake::{self, Refusal, since_param};
+use super::openapi::ErrorBody;
 use crate::app::App;
 use crate::auth::Identity;
 use crate::backend::HistoryError;
@@ -29,11 +30,33 @@ use crate::session::{self, Resume};
 use crate::sse::{Cursor, Stream};
 use crate::stream::Position;
 use crate::tenant::Tenant;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
+/// A client connection over Server-Sent Events (docs/PROTOCOL.md), with the credentials of
+/// a WebSocket client.
+#[utoipa::path(get, path = "/v1/sse/{tenant}", tag = "clients",
+    params(
+        ("tenant" = String, Path, description = "A tenant id"),
+        ("token" = Option<String>, Query, description = "The client's token"),
+        ("user" = Option<String>, Query, description = "The user id, for tenants with insecure auth"),
+        ("channels" = Option<String>, Query, description = "Channels to subscribe, comma-separated"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Where to resume: the `id` of the last event received"),
+        ("last_event_id" = Option<String>, Query, description = "As `Last-Event-ID`, for clients that cannot set headers"),
+        ("user_since" = Option<String>, Query, description = "EPOCH:OFFSET: resume the user stream after it"),
+        ("broadcast_since" = Option<String>, Query, description = "EPOCH:OFFSET: resume the broadcast stream after it"),
+    ),
+    responses(
+        (status = OK, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = BAD_REQUEST, description = "A bad position or channel", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`, `token_expired`, `token_revoked`, ...", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden_origin`, `forbidden_channel`, or refused by the auth plugin", body = ErrorBody),
+        (status = NOT_FOUND, description = "`unknown_tenant`", body = ErrorBody),
+        (status = TOO_MANY_REQUESTS, description = "Over a tenant, user or address limit, with `Retry-After`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`draining`, `over_capacity` or `busy`", body = ErrorBody),
+    ))]
 pub(crate) async fn handle(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -63,18 +86,44 @@ pub(crate) async fn handle(
 }
 
 /// Body of an ack: a position of the user stream.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AckBody {
+#[schema(example = json!({"epoch": "1764806400123", "offset": 42}))]
+pub(crate) struct AckBody {
     epoch: String,
     offset: u64,
+}
+
+/// The user's read cursor after an ack: what an `acked` frame carries.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Acked {
+    epoch: String,
+    /// The acked offset.
+    offset: u64,
+    unread: u64,
 }
 
 /// Longest ack body.
 const MAX_ACK_BYTES: usize = 1024;
 
-/// Moves the client's read cursor (tenants with `history.acks`); answers what an `acked`
-/// frame carries.
+/// Moves the client's read cursor (tenants with `history.acks`), with the credentials of the
+/// stream; answers what an `acked` frame carries.
+#[utoipa::path(post, path = "/v1/sse/{tenant}/ack", tag = "clients",
+    params(
+        ("tenant" = String, Path, description = "A tenant id"),
+        ("token" = Option<String>, Query, description = "The client's token"),
+        ("user" = Option<String>, Query, description = "The user id, for tenants with insecure auth"),
+    ),
+    request_body = AckBody,
+    responses(
+        (status = OK, description = "The cursor", body = Acked),
+        (status = BAD_REQUEST, description = "`invalid_field`", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "Bad credentials", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden_origin`, or refused by the auth plugin", body = ErrorBody),
+        (status = NOT_FOUND, description = "`unknown_tenant`", body = ErrorBody),
+        (status = CONFLICT, description = "`acks_disabled` or `stale_position`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`history_unavailable`", body = ErrorBody),
+    ))]
 pub(crate) async fn ack(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -90,7 +139,7 @@ pub(crate) async fn ack(
     res
 }
 
-async fn acked(app: &App, tenant_id: &str, peer: SocketAddr, req: &Parts, body: Body) -> Result<Value, ApiError> {
+async fn acked(app: &App, tenant_id: &str, peer: SocketAddr, req: &Parts, body: Body) -> Result<Acked, ApiError> {
     let tenant = app
         .tenants
         .get(tenant_id)
@@ -109,15 +158,27 @@ async fn acked(app: &App, tenant_id: &str, peer: SocketAddr, req: &Parts, body: 
         other => other?,
     };
     tenant.metrics.acks.fetch_add(1, Relaxed);
-    Ok(json!({ "epoch": cursor.epoch, "offset": cursor.acked, "unread": cursor.unread() }))
+    let unread = cursor.unread();
+    Ok(Acked { epoch: cursor.epoch, offset: cursor.acked, unread })
 }
 
-/// A CORS preflight: which origins, methods and headers a browser may use.
-pub(crate) async fn preflight(
-    State(app): State<Arc<App>>,
-    PathParams(tenant_id): PathParams<String>,
-    headers: HeaderMap,
-) -> Response {
+/// A CORS preflight for the stream: which origins, methods and headers a browser may use.
+#[utoipa::path(options, path = "/v1/sse/{tenant}", tag = "clients",
+    params(("tenant" = String, Path, description = "A tenant id")),
+    responses((status = NO_CONTENT, description = "The CORS answer, for the tenant's `allowed_origins`")))]
+pub(crate) async fn preflight(state: State<Arc<App>>, tenant: PathParams<String>, headers: HeaderMap) -> Response {
+    cors(state, tenant, headers)
+}
+
+/// A CORS preflight for acks.
+#[utoipa::path(options, path = "/v1/sse/{tenant}/ack", tag = "clients",
+    params(("tenant" = String, Path, description = "A tenant id")),
+    responses((status = NO_CONTENT, description = "The CORS answer, for the tenant's `allowed_origins`")))]
+pub(crate) async fn ack_preflight(state: State<Arc<App>>, tenant: PathParams<String>, headers: HeaderMap) -> Response {
+    cors(state, tenant, headers)
+}
+
+fn cors(State(app): State<Arc<App>>, PathParams(tenant_id): PathParams<String>, headers: HeaderMap) -> Response {
     let mut res = StatusCode::NO_CONTENT.into_response();
     let h = res.headers_mut();
     h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST"));

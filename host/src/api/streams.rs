@@ -7,11 +7,13 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
+use serde::Serialize;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::ApiError;
 use super::extract::{PathParams, Publisher, UserId, query_param};
+use super::openapi::ErrorBody;
 use crate::app::App;
 use crate::backend::history::Start;
 use crate::protocol::frame;
@@ -22,21 +24,63 @@ use crate::tenant::Tenant;
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
+/// A page of a stream's history.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Page {
+    /// The stream's latest position, if it has one.
+    latest: Option<Latest>,
+    /// Whether every event after `after` was still kept.
+    recovered: bool,
+    /// The events, oldest first, as clients receive them in event frames (docs/PROTOCOL.md).
+    #[schema(value_type = Vec<Object>)]
+    events: Vec<Box<RawValue>>,
+    /// The `after` of the next page: `EPOCH:OFFSET`.
+    next: String,
+    /// Whether more events follow.
+    more: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct Latest {
+    epoch: String,
+    offset: u64,
+}
+
+/// A page of a user's stream.
+#[utoipa::path(get, path = "/v1/streams/users/{user}", tag = "users", security(("publish_key" = [])),
+    params(("user" = String, Path, description = "A user id"), ("after" = Option<String>, Query, description = "EPOCH:OFFSET: the events after it; without it, everything kept"), ("limit" = Option<usize>, Query, description = "Events per page, 1-1000 (100)")),
+    responses(
+        (status = OK, description = "A page of the stream", body = Page),
+        (status = BAD_REQUEST, description = "A bad `after` or `limit`, or an invalid name", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "A missing or unknown publish key", body = ErrorBody),
+        (status = CONFLICT, description = "`history_disabled`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`history_unavailable`", body = ErrorBody),
+    ))]
 pub(super) async fn user(
     State(app): State<Arc<App>>,
     Publisher(tenant): Publisher,
     UserId(user): UserId,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page>, ApiError> {
     page(&app, &tenant, Target::User(&user), query.as_deref()).await
 }
 
+/// A page of a channel's stream.
+#[utoipa::path(get, path = "/v1/streams/channels/{channel}", tag = "users", security(("publish_key" = [])),
+    params(("channel" = String, Path, description = "A channel name"), ("after" = Option<String>, Query, description = "EPOCH:OFFSET: the events after it; without it, everything kept"), ("limit" = Option<usize>, Query, description = "Events per page, 1-1000 (100)")),
+    responses(
+        (status = OK, description = "A page of the stream", body = Page),
+        (status = BAD_REQUEST, description = "A bad `after` or `limit`, or an invalid name", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "A missing or unknown publish key", body = ErrorBody),
+        (status = CONFLICT, description = "`history_disabled`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`history_unavailable`", body = ErrorBody),
+    ))]
 pub(super) async fn channel(
     State(app): State<Arc<App>>,
     Publisher(tenant): Publisher,
     PathParams(channel): PathParams<String>,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page>, ApiError> {
     if !crate::channel::valid_name(&channel) {
         let message = "a channel name is 1-128 characters of A-Z a-z 0-9 _ - . : @";
         return Err(ApiError::bad_request("invalid_channel", message));
@@ -44,16 +88,26 @@ pub(super) async fn channel(
     page(&app, &tenant, Target::Channel(&channel), query.as_deref()).await
 }
 
+/// A page of the tenant's broadcast stream.
+#[utoipa::path(get, path = "/v1/streams/broadcast", tag = "users", security(("publish_key" = [])),
+    params(("after" = Option<String>, Query, description = "EPOCH:OFFSET: the events after it; without it, everything kept"), ("limit" = Option<usize>, Query, description = "Events per page, 1-1000 (100)")),
+    responses(
+        (status = OK, description = "A page of the stream", body = Page),
+        (status = BAD_REQUEST, description = "A bad `after` or `limit`, or an invalid name", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "A missing or unknown publish key", body = ErrorBody),
+        (status = CONFLICT, description = "`history_disabled`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`history_unavailable`", body = ErrorBody),
+    ))]
 pub(super) async fn broadcast(
     State(app): State<Arc<App>>,
     Publisher(tenant): Publisher,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page>, ApiError> {
     page(&app, &tenant, Target::Broadcast, query.as_deref()).await
 }
 
 /// The events after `after` (everything kept without it), at most `limit`.
-async fn page(app: &App, tenant: &Tenant, target: Target<'_>, query: Option<&str>) -> Result<Json<Value>, ApiError> {
+async fn page(app: &App, tenant: &Tenant, target: Target<'_>, query: Option<&str>) -> Result<Json<Page>, ApiError> {
     if !tenant.config.history.enabled() {
         let message = "this tenant keeps no history; set history.size above 0";
         return Err(ApiError::new(axum::http::StatusCode::CONFLICT, "history_disabled", message));
@@ -75,16 +129,10 @@ async fn page(app: &App, tenant: &Tenant, target: Target<'_>, query: Option<&str
         .take(limit)
         .filter_map(|e| RawValue::from_string(String::from_utf8_lossy(frame::payload(&e.frame)).into_owned()).ok())
         .collect();
-    let latest = replay.position.as_ref().map(|p| json!({ "epoch": p.epoch, "offset": p.offset }));
+    let latest = replay.position.as_ref().map(|p| Latest { epoch: p.epoch.clone(), offset: p.offset });
     let next = replay.events.iter().take(limit).last().map_or(after.offset, |e| e.offset);
     let epoch = replay.position.map_or(after.epoch, |p| p.epoch);
-    Ok(Json(json!({
-        "latest": latest,
-        "recovered": replay.recovered,
-        "events": events,
-        "next": format!("{epoch}:{next}"),
-        "more": more,
-    })))
+    Ok(Json(Page { latest, recovered: replay.recovered, events, next: format!("{epoch}:{next}"), more }))
 }
 
 /// `after=EPOCH:OFFSET` and `limit` from the query.

@@ -13,7 +13,6 @@
 //!
 //! Tenants from `config.toml` are listed but read-only (409 `managed_by_config`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,14 +20,15 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::ApiError;
 use super::extract::{Admin, PathParams, read_body};
+use super::openapi::ErrorBody;
 use crate::app::App;
 use crate::backend::control::{StoreError, StoredKey, StoredTenant, TenantSettings};
-use crate::config::{AuthConfig, valid_tenant_id};
+use crate::config::{AuthConfig, SlowClientPolicy, TenantLimits, valid_tenant_id};
 use crate::control;
 use crate::tenant::{Key, KeyDigest, Source, Tenant, hex};
 
@@ -37,10 +37,16 @@ const MAX_BODY: usize = 64 * 1024;
 /// Stands in for the publish key when settings are validated without one.
 const VALIDATION_KEY: &str = "validation-only";
 
-/// `POST /v1/admin/tenants`: `{"id", ...settings}`.
-#[derive(Deserialize)]
+/// `POST /v1/admin/tenants`: `{"id", ...settings}`; every setting has the default and rules
+/// of `[tenants.<id>]` in `config.toml` (docs/OPERATIONS.md).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewTenant {
+#[schema(example = json!({"id": "acme", "auth": {"mode": "jwt", "hs256_secret": "a-long-random-secret"},
+    "allowed_origins": ["https://app.acme.example"], "history": {"size": 100, "ttl": "10m", "acks": true},
+    "limits": {"max_connections": 10000, "publish_rate": 500}}))]
+pub(super) struct NewTenant {
+    /// 1-64 characters of a-z, 0-9, '-' and '_'.
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     id: String,
     #[serde(default)]
     auth: AuthConfig,
@@ -67,12 +73,23 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// Creates a tenant; the answer carries its keys, shown this once.
+#[utoipa::path(post, path = "/v1/admin/tenants", tag = "tenants", security(("admin_token" = [])),
+    request_body = NewTenant,
+    responses(
+        (status = CREATED, description = "The tenant and its keys", body = CreatedTenant),
+        (status = BAD_REQUEST, description = "`invalid_field`, naming the field", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "No admin token", body = ErrorBody),
+        (status = FORBIDDEN, description = "Not the admin token", body = ErrorBody),
+        (status = CONFLICT, description = "`tenant_exists`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
+    ))]
 pub(super) async fn create(
     State(app): State<Arc<App>>,
     _: Admin,
     headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<CreatedTenant>), ApiError> {
     let body = read_body(&headers, body, MAX_BODY).await?;
     let new: NewTenant = parse(&body)?;
     let (id, settings) = settings(new);
@@ -97,23 +114,43 @@ pub(super) async fn create(
     if tenant.auth.is_insecure() {
         tracing::warn!(tenant = id, "tenant created with INSECURE auth: any client can claim any user with ?user=");
     }
-    let mut answer = describe(&app, &tenant);
-    answer["publish_key"] = json!(publish_key);
-    answer["management_key"] = json!(management_key);
-    Ok((StatusCode::CREATED, Json(answer)))
+    let tenant = describe(&app, &tenant);
+    Ok((StatusCode::CREATED, Json(CreatedTenant { tenant, publish_key, management_key })))
 }
 
-pub(super) async fn list(State(app): State<Arc<App>>, _: Admin) -> Json<Value> {
+/// Every tenant.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Tenants {
+    tenants: Vec<TenantView>,
+}
+
+/// Every tenant, by id: settings and key fingerprints, never a secret.
+#[utoipa::path(get, path = "/v1/admin/tenants", tag = "tenants", security(("admin_token" = [])),
+    responses(
+        (status = OK, description = "The tenants", body = Tenants),
+        (status = UNAUTHORIZED, description = "No admin token", body = ErrorBody),
+        (status = FORBIDDEN, description = "Not the admin token", body = ErrorBody),
+    ))]
+pub(super) async fn list(State(app): State<Arc<App>>, _: Admin) -> Json<Tenants> {
     let mut tenants = app.tenants.all();
     tenants.sort_by(|a, b| a.id.cmp(&b.id));
-    Json(json!({ "tenants": tenants.iter().map(|t| describe(&app, t)).collect::<Vec<_>>() }))
+    Json(Tenants { tenants: tenants.iter().map(|t| describe(&app, t)).collect() })
 }
 
+/// One tenant; its `ETag` is the control-plane version, for `If-Match` on `PATCH`.
+#[utoipa::path(get, path = "/v1/admin/tenants/{tenant}", tag = "tenants", security(("admin_token" = [])),
+    params(("tenant" = String, Path, description = "A tenant id")),
+    responses(
+        (status = OK, description = "The tenant", body = TenantView, headers(("ETag" = String, description = "The control-plane version"))),
+        (status = UNAUTHORIZED, description = "No admin token", body = ErrorBody),
+        (status = FORBIDDEN, description = "Not the admin token", body = ErrorBody),
+        (status = NOT_FOUND, description = "`unknown_tenant`", body = ErrorBody),
+    ))]
 pub(super) async fn get(
     State(app): State<Arc<App>>,
     _: Admin,
     PathParams(id): PathParams<String>,
-) -> Result<(HeaderMap, Json<Value>), ApiError> {
+) -> Result<(HeaderMap, Json<TenantView>), ApiError> {
     // The last version this node saw: `GET` answers from the node's state, Redis or not.
     let version = *app.control.watch().borrow();
     let tenant = app.tenants.get(&id).ok_or_else(|| unknown(&id))?;
@@ -121,9 +158,10 @@ pub(super) async fn get(
 }
 
 /// `PATCH /v1/admin/tenants/{tenant}`: the settings to change; the others stay.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Patch {
+#[schema(example = json!({"allowed_origins": ["https://app.acme.example", "https://beta.acme.example"], "slow_client": "drop_oldest"}))]
+pub(super) struct Patch {
     auth: Option<AuthConfig>,
     allowed_origins: Option<Vec<String>>,
     default_channels: Option<Vec<String>>,
@@ -146,13 +184,28 @@ impl Patch {
 /// Changes a tenant's settings for new connections and publishes. With `If-Match: "N"`
 /// (N: the control-plane version, the `ETag` of `GET`), refused with 409 `version_conflict`
 /// if anything changed since.
+#[utoipa::path(patch, path = "/v1/admin/tenants/{tenant}", tag = "tenants", security(("admin_token" = [])),
+    params(
+        ("tenant" = String, Path, description = "A tenant id"),
+        ("If-Match" = Option<String>, Header, description = "`\"N\"`: the `ETag` of `GET`"),
+    ),
+    request_body = Patch,
+    responses(
+        (status = OK, description = "The tenant", body = TenantView, headers(("ETag" = String, description = "The new control-plane version"))),
+        (status = BAD_REQUEST, description = "`invalid_field`, naming the field", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "No admin token", body = ErrorBody),
+        (status = FORBIDDEN, description = "Not the admin token", body = ErrorBody),
+        (status = NOT_FOUND, description = "`unknown_tenant`", body = ErrorBody),
+        (status = CONFLICT, description = "`version_conflict` or `managed_by_config`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
+    ))]
 pub(super) async fn patch(
     State(app): State<Arc<App>>,
     _: Admin,
     PathParams(id): PathParams<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<(HeaderMap, Json<Value>), ApiError> {
+) -> Result<(HeaderMap, Json<TenantView>), ApiError> {
     let tenant = app.tenants.get(&id).ok_or_else(|| unknown(&id))?;
     if tenant.source == Source::Config {
         return Err(managed_by_config(&id));
@@ -195,21 +248,51 @@ fn etag(version: u64) -> HeaderMap {
 }
 
 /// `POST /v1/admin/tenants/{tenant}/keys/{publish|management}`: body `{"overlap": "10m"}`.
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Rotation {
+#[schema(example = json!({"overlap": "10m"}))]
+pub(super) struct Rotation {
     /// How long the previous keys keep working; none: they stop at once.
     #[serde(default, with = "humantime_serde")]
+    #[schema(value_type = Option<String>)]
     overlap: Option<Duration>,
 }
 
+/// A rotated key, shown this once.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Rotated {
+    id: String,
+    /// `publish` or `management`.
+    kind: String,
+    key: String,
+    /// Unix milliseconds.
+    previous_keys_expire_at: u64,
+}
+
+/// Rotates a tenant's publish or management key; the previous keys keep working for the
+/// overlap. The body is optional.
+#[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/keys/{kind}", tag = "tenants", security(("admin_token" = [])),
+    params(
+        ("tenant" = String, Path, description = "A tenant id"),
+        ("kind" = String, Path, description = "`publish` or `management`"),
+    ),
+    request_body(content = Option<Rotation>, description = "Optional: without it the previous keys stop at once"),
+    responses(
+        (status = OK, description = "The new key, shown this once", body = Rotated),
+        (status = BAD_REQUEST, description = "`invalid_field`", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "No admin token", body = ErrorBody),
+        (status = FORBIDDEN, description = "Not the admin token", body = ErrorBody),
+        (status = NOT_FOUND, description = "`unknown_tenant` or `unknown_key_kind`", body = ErrorBody),
+        (status = CONFLICT, description = "`managed_by_config`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
+    ))]
 pub(super) async fn rotate(
     State(app): State<Arc<App>>,
     _: Admin,
     PathParams((id, kind)): PathParams<(String, String)>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Rotated>, ApiError> {
     let tenant = app.tenants.get(&id).ok_or_else(|| unknown(&id))?;
     if tenant.source == Source::Config {
         return Err(managed_by_config(&id));
@@ -240,9 +323,21 @@ pub(super) async fn rotate(
         Ok::<_, ApiError>(())
     })
     .await?;
-    Ok(Json(json!({ "id": id, "kind": kind, "key": key, "previous_keys_expire_at": until })))
+    Ok(Json(Rotated { id, kind, key, previous_keys_expire_at: until }))
 }
 
+/// Deletes a tenant: its keys stop working, its connections are closed (4004) on every node,
+/// its plugins are removed, and a second later its history, presence and ingest streams.
+#[utoipa::path(delete, path = "/v1/admin/tenants/{tenant}", tag = "tenants", security(("admin_token" = [])),
+    params(("tenant" = String, Path, description = "A tenant id")),
+    responses(
+        (status = NO_CONTENT, description = "Deleted"),
+        (status = UNAUTHORIZED, description = "No admin token", body = ErrorBody),
+        (status = FORBIDDEN, description = "Not the admin token", body = ErrorBody),
+        (status = NOT_FOUND, description = "`unknown_tenant`", body = ErrorBody),
+        (status = CONFLICT, description = "`managed_by_config`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
+    ))]
 pub(super) async fn delete(
     State(app): State<Arc<App>>,
     _: Admin,
@@ -316,60 +411,120 @@ fn managed_by_config(id: &str) -> ApiError {
 }
 
 /// What the API shows of a tenant: never a secret.
-fn describe(app: &App, t: &Tenant) -> Value {
+#[derive(Serialize, ToSchema)]
+pub(super) struct TenantView {
+    id: String,
+    /// `config` (read-only here) or `api`.
+    source: &'static str,
+    /// Unix seconds, for tenants created through the API.
+    created_at: Option<u64>,
+    /// The first 8 bytes of the current publish key's SHA-256, in hex.
+    publish_key_fingerprint: Option<String>,
+    management_key_fingerprint: Option<String>,
+    /// Every live publish key, the current one first.
+    publish_keys: Vec<KeyView>,
+    management_keys: Vec<KeyView>,
+    auth: AuthView,
+    allowed_origins: Vec<String>,
+    default_channels: Vec<String>,
+    slow_client: SlowClientPolicy,
+    history: HistoryView,
+    /// The tenant's quotas, its overrides applied to `[limits]`.
+    limits: TenantLimits,
+    /// Counts changes of the tenant's settings.
+    revision: u64,
+}
+
+/// A tenant, with its keys: shown this once.
+#[derive(Serialize, ToSchema)]
+pub(super) struct CreatedTenant {
+    #[serde(flatten)]
+    tenant: TenantView,
+    publish_key: String,
+    management_key: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct KeyView {
+    fingerprint: String,
+    /// Unix milliseconds when a rotated-out key stops working.
+    expires_at: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct HistoryView {
+    size: usize,
+    ttl_ms: u64,
+    acks: bool,
+}
+
+/// The auth settings without their secrets: the mode, fingerprints of keys, the claim checks.
+#[derive(Serialize, ToSchema)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub(super) enum AuthView {
+    Insecure,
+    Jwt {
+        hs256_secret_fingerprint: Option<String>,
+        rs256_public_key: bool,
+        keys: Vec<JwtKeyView>,
+        issuer: Option<String>,
+        audience: Option<String>,
+    },
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct JwtKeyView {
+    kid: String,
+    hs256_secret_fingerprint: Option<String>,
+    rs256_public_key: bool,
+}
+
+fn describe(app: &App, t: &Tenant) -> TenantView {
     let keys = app.tenants.keys(&t.id).unwrap_or_default();
     let list = |keys: &[Key]| {
-        keys.iter()
-            .map(|k| json!({ "fingerprint": k.digest.fingerprint(), "expires_at": k.expires_at }))
-            .collect::<Vec<_>>()
+        keys.iter().map(|k| KeyView { fingerprint: k.digest.fingerprint(), expires_at: k.expires_at }).collect()
     };
     let (source, created_at) = match t.source {
         Source::Config => ("config", None),
         Source::Api { created_at } => ("api", Some(created_at)),
     };
     let c = &t.config;
-    json!({
-        "id": &*t.id,
-        "source": source,
-        "created_at": created_at,
-        "publish_key_fingerprint": keys.publish.first().map(|k| k.digest.fingerprint()),
-        "management_key_fingerprint": keys.management.first().map(|k| k.digest.fingerprint()),
-        "publish_keys": list(&keys.publish),
-        "management_keys": list(&keys.management),
-        "auth": auth(&c.auth),
-        "allowed_origins": c.allowed_origins,
-        "default_channels": c.default_channels,
-        "slow_client": c.slow_client,
-        "history": { "size": c.history.size, "ttl_ms": c.history.ttl.as_millis() as u64, "acks": c.history.acks },
-        "limits": t.quota.limits(),
-        "revision": t.revision,
-    })
+    TenantView {
+        id: t.id.to_string(),
+        source,
+        created_at,
+        publish_key_fingerprint: keys.publish.first().map(|k| k.digest.fingerprint()),
+        management_key_fingerprint: keys.management.first().map(|k| k.digest.fingerprint()),
+        publish_keys: list(&keys.publish),
+        management_keys: list(&keys.management),
+        auth: auth(&c.auth),
+        allowed_origins: c.allowed_origins.clone(),
+        default_channels: c.default_channels.clone(),
+        slow_client: c.slow_client,
+        history: HistoryView { size: c.history.size, ttl_ms: c.history.ttl.as_millis() as u64, acks: c.history.acks },
+        limits: t.quota.limits(),
+        revision: t.revision,
+    }
 }
 
-/// The auth settings without their secrets: the mode, fingerprints of keys, the claim checks.
-fn auth(a: &AuthConfig) -> Value {
+fn auth(a: &AuthConfig) -> AuthView {
+    let fingerprint = |secret: &Option<String>| secret.as_deref().map(|s| KeyDigest::of(s).fingerprint());
     match a {
-        AuthConfig::Insecure => json!({ "mode": "insecure" }),
-        AuthConfig::Jwt(j) => {
-            let mut v = BTreeMap::new();
-            v.insert("mode", json!("jwt"));
-            v.insert(
-                "hs256_secret_fingerprint",
-                json!(j.hs256_secret.as_deref().map(|s| KeyDigest::of(s).fingerprint())),
-            );
-            v.insert("rs256_public_key", json!(j.rs256_public_key.is_some()));
-            let keys: Vec<Value> = j
+        AuthConfig::Insecure => AuthView::Insecure,
+        AuthConfig::Jwt(j) => AuthView::Jwt {
+            hs256_secret_fingerprint: fingerprint(&j.hs256_secret),
+            rs256_public_key: j.rs256_public_key.is_some(),
+            keys: j
                 .keys
                 .iter()
-                .map(|k| {
-                    let fingerprint = k.hs256_secret.as_deref().map(|s| KeyDigest::of(s).fingerprint());
-                    json!({ "kid": k.kid, "hs256_secret_fingerprint": fingerprint, "rs256_public_key": k.rs256_public_key.is_some() })
+                .map(|k| JwtKeyView {
+                    kid: k.kid.clone(),
+                    hs256_secret_fingerprint: fingerprint(&k.hs256_secret),
+                    rs256_public_key: k.rs256_public_key.is_some(),
                 })
-                .collect();
-            v.insert("keys", json!(keys));
-            v.insert("issuer", json!(j.issuer));
-            v.insert("audience", json!(j.audience));
-            json!(v)
-        }
+                .collect(),
+            issuer: j.issuer.clone(),
+            audience: j.audience.clone(),
+        },
     }
 }

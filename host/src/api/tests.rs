@@ -1,6 +1,7 @@
 //! Routing, credential extraction and error bodies, in process: requests go through the
 //! router with `oneshot`, without sockets.
 
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -198,4 +199,57 @@ async fn websocket_refusals_come_before_the_upgrade() {
     let a = send(&router, upgrade("/v1/ws/demo?user=alice", "13")).await;
     assert_eq!(a.status, StatusCode::SWITCHING_PROTOCOLS);
     assert_eq!(a.headers[header::SEC_WEBSOCKET_ACCEPT], "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+}
+
+/// The (path, method) pairs the router serves, read from its `Debug` output: axum has no
+/// other way to list its routes.
+fn served<S>(router: &Router<S>) -> BTreeSet<(String, String)> {
+    let debug = format!("{router:?}");
+    let main = debug.split("fallback_router").next().unwrap();
+    let (mut paths, mut methods) = (HashMap::new(), HashMap::new());
+    for part in main.split("RouteId(").skip(1) {
+        let (id, rest) = part.split_once("): ").unwrap();
+        if let Some(path) = rest.strip_prefix('"') {
+            paths.insert(id, path.split('"').next().unwrap().to_owned());
+        } else if let Some(fields) = rest.strip_prefix("MethodRouter(MethodRouter { ") {
+            let fields = fields.split(", fallback").next().unwrap();
+            let set: Vec<String> = fields
+                .split(", ")
+                .filter_map(|f| f.split_once(": "))
+                .filter(|(m, handler)| *handler != "None" && *m != "head")
+                .map(|(m, _)| m.to_owned())
+                .collect();
+            methods.insert(id, set);
+        }
+    }
+    let mut table = BTreeSet::new();
+    for (id, path) in paths {
+        for method in methods.remove(id).unwrap_or_else(|| panic!("no methods for {path} in {debug}")) {
+            table.insert((path.clone(), method));
+        }
+    }
+    table
+}
+
+fn documented(value: &Value) -> BTreeSet<(String, String)> {
+    let mut table = BTreeSet::new();
+    for (path, item) in value["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys().filter(|k| *k != "parameters") {
+            table.insert((path.clone(), method.clone()));
+        }
+    }
+    table
+}
+
+#[test]
+fn every_route_is_documented_and_every_documented_route_is_served() {
+    for demo in [false, true] {
+        let (router, document) = super::routes(demo).split_for_parts();
+        let document = super::openapi::to_json(&document);
+        let (served, documented) = (served(&router), documented(&document));
+        assert!(served.len() >= 28, "the router lists its routes: {served:?}");
+        assert_eq!(served, documented, "demo = {demo}");
+        assert_eq!(documented.contains(&("/demo".into(), "get".into())), demo);
+        assert_eq!(super::document(demo), document);
+    }
 }

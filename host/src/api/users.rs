@@ -9,23 +9,26 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde_json::{Value, json};
 
 use axum::body::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::ApiError;
 use super::extract::{PathParams, Publisher, UserId};
+use super::openapi::ErrorBody;
 use crate::app::App;
 use crate::control::{self, Command};
 use crate::revocation::{REVOCATION_TTL, Revoked};
 
 /// The body of `POST /v1/users/{user}/disconnect` (optional).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(example = json!({"reason": "password changed", "revoke_tokens_before": 1764806400}))]
 #[serde(deny_unknown_fields)]
-struct Disconnect {
+pub(super) struct Disconnect {
     /// Sent to the closed connections in a `disconnected` frame.
     #[serde(default)]
+    #[schema(max_length = 256)]
     reason: Option<String>,
     /// Unix seconds: tokens issued before are refused until they could have expired.
     #[serde(default)]
@@ -35,25 +38,68 @@ struct Disconnect {
 /// Longest `reason`, in characters.
 const MAX_REASON: usize = 256;
 
+/// A user's read cursor on their stream.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Unread {
+    user: String,
+    epoch: String,
+    /// The stream's latest offset.
+    offset: u64,
+    /// The last offset the user acked.
+    acked: u64,
+    /// Events after the acked one.
+    unread: u64,
+}
+
+/// A user's read cursor (tenants with `history.acks`; docs/PROTOCOL.md, Acks).
+#[utoipa::path(get, path = "/v1/users/{user}/unread", tag = "users", security(("publish_key" = [])),
+    params(("user" = String, Path, description = "A user id")),
+    responses(
+        (status = OK, description = "The cursor", body = Unread),
+        (status = BAD_REQUEST, description = "An invalid user id", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "A missing or unknown publish key", body = ErrorBody),
+        (status = CONFLICT, description = "`acks_disabled`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`history_unavailable`", body = ErrorBody),
+    ))]
 pub(super) async fn unread(
     State(app): State<Arc<App>>,
     Publisher(tenant): Publisher,
     UserId(user): UserId,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Unread>, ApiError> {
     if !tenant.config.history.acks {
         let message = "this tenant keeps no read cursors; set history.acks = true";
         return Err(ApiError::new(StatusCode::CONFLICT, "acks_disabled", message));
     }
     let c = app.history.cursor(&tenant, &user).await?;
-    Ok(Json(json!({ "user": user, "epoch": c.epoch, "offset": c.offset, "acked": c.acked, "unread": c.unread() })))
+    let unread = c.unread();
+    Ok(Json(Unread { user, epoch: c.epoch, offset: c.offset, acked: c.acked, unread }))
 }
 
+/// The answer to a disconnect.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Disconnected {
+    user: String,
+    /// Unix seconds until which tokens issued before `revoke_tokens_before` are refused.
+    revoked_until: Option<u64>,
+}
+
+/// Closes every device of the user on every node (4005), optionally refusing tokens issued
+/// before a time for 24 hours.
+#[utoipa::path(post, path = "/v1/users/{user}/disconnect", tag = "users", security(("publish_key" = [])),
+    params(("user" = String, Path, description = "A user id")),
+    request_body(content = Option<Disconnect>, description = "Optional: an empty body closes the connections"),
+    responses(
+        (status = ACCEPTED, description = "Sent to every node", body = Disconnected),
+        (status = BAD_REQUEST, description = "`invalid_field` or an invalid user id", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "A missing or unknown publish key", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`broker_unavailable`", body = ErrorBody),
+    ))]
 pub(super) async fn disconnect(
     State(app): State<Arc<App>>,
     Publisher(tenant): Publisher,
     UserId(user): UserId,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Disconnected>), ApiError> {
     let request: Disconnect = if body.iter().all(u8::is_ascii_whitespace) {
         Disconnect::default()
     } else {
@@ -70,25 +116,53 @@ pub(super) async fn disconnect(
         Command::Disconnect { tenant: tenant.id.to_string(), user: user.clone(), reason: request.reason, revoked };
     control::send(&app, command).await?;
     let revoked_until = revoked.map(|r| r.until);
-    Ok((StatusCode::ACCEPTED, Json(json!({ "user": user, "revoked_until": revoked_until }))))
+    Ok((StatusCode::ACCEPTED, Json(Disconnected { user, revoked_until })))
 }
 
 /// The body of `POST /v1/users/{user}/subscriptions`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Subscribe {
+#[schema(example = json!({"channels": ["news", "team.7"]}))]
+pub(super) struct Subscribe {
+    /// 1-100 channel names.
+    #[schema(min_items = 1, max_items = 100)]
     channels: Vec<String>,
+}
+
+/// The answer to a subscription change.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Subscribed {
+    user: String,
+    /// The channels subscribed, sorted, without duplicates.
+    channels: Vec<String>,
+}
+
+/// The answer to an unsubscription.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Unsubscribed {
+    user: String,
+    channel: String,
 }
 
 /// Most channels one request may name.
 const MAX_CHANNELS_PER_REQUEST: usize = 100;
 
+/// Subscribes the user's live connections on every node to channels.
+#[utoipa::path(post, path = "/v1/users/{user}/subscriptions", tag = "users", security(("publish_key" = [])),
+    params(("user" = String, Path, description = "A user id")),
+    request_body = Subscribe,
+    responses(
+        (status = ACCEPTED, description = "Sent to every node", body = Subscribed),
+        (status = BAD_REQUEST, description = "`invalid_field`, `invalid_channel` or an invalid user id", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "A missing or unknown publish key", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`broker_unavailable`", body = ErrorBody),
+    ))]
 pub(super) async fn subscribe(
     State(app): State<Arc<App>>,
     Publisher(tenant): Publisher,
     UserId(user): UserId,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Subscribed>), ApiError> {
     let Subscribe { mut channels } = crate::ingest::deserialize(&body)?;
     channels.sort();
     channels.dedup();
@@ -101,14 +175,23 @@ pub(super) async fn subscribe(
     }
     let command = Command::Subscribe { tenant: tenant.id.to_string(), user: user.clone(), channels: channels.clone() };
     control::send(&app, command).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "user": user, "channels": channels }))))
+    Ok((StatusCode::ACCEPTED, Json(Subscribed { user, channels })))
 }
 
+/// Unsubscribes the user's live connections on every node from a channel.
+#[utoipa::path(delete, path = "/v1/users/{user}/subscriptions/{channel}", tag = "users", security(("publish_key" = [])),
+    params(("user" = String, Path, description = "A user id"), ("channel" = String, Path, description = "A channel name")),
+    responses(
+        (status = ACCEPTED, description = "Sent to every node", body = Unsubscribed),
+        (status = BAD_REQUEST, description = "`invalid_channel` or an invalid user id", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "A missing or unknown publish key", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`broker_unavailable`", body = ErrorBody),
+    ))]
 pub(super) async fn unsubscribe(
     State(app): State<Arc<App>>,
     Publisher(tenant): Publisher,
     PathParams((user, channel)): PathParams<(String, String)>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Unsubscribed>), ApiError> {
     if !crate::channel::valid_name(&user) {
         return Err(ApiError::bad_request("bad_request", "user ids are 1-128 characters of A-Z a-z 0-9 _ - . : @"));
     }
@@ -117,7 +200,7 @@ pub(super) async fn unsubscribe(
     }
     let command = Command::Unsubscribe { tenant: tenant.id.to_string(), user: user.clone(), channel: channel.clone() };
     control::send(&app, command).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "user": user, "channel": channel }))))
+    Ok((StatusCode::ACCEPTED, Json(Unsubscribed { user, channel })))
 }
 
 fn invalid_channel(name: &str) -> ApiError {

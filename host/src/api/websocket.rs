@@ -15,12 +15,33 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use super::ApiError;
 use super::extract::PathParams;
 use super::handshake::{self, Refusal, since_param};
+use super::openapi::ErrorBody;
 use crate::addresses::Socket;
 use crate::app::App;
 use crate::metrics::HandshakeFailure;
 use crate::session::Resume;
 
-/// Handles an upgrade request for the `{tenant}` path parameter.
+/// A client connection over WebSocket (docs/PROTOCOL.md). The credentials are the tenant's
+/// (a JWT in `token` or `Authorization: Bearer`, or `user` for insecure tenants); its auth
+/// plugin may decide instead.
+#[utoipa::path(get, path = "/v1/ws/{tenant}", tag = "clients",
+    params(
+        ("tenant" = String, Path, description = "A tenant id"),
+        ("token" = Option<String>, Query, description = "The client's token"),
+        ("user" = Option<String>, Query, description = "The user id, for tenants with insecure auth"),
+        ("user_since" = Option<String>, Query, description = "EPOCH:OFFSET: resume the user stream after it"),
+        ("broadcast_since" = Option<String>, Query, description = "EPOCH:OFFSET: resume the broadcast stream after it"),
+    ),
+    responses(
+        (status = SWITCHING_PROTOCOLS, description = "Upgraded: frames follow (docs/PROTOCOL.md)"),
+        (status = BAD_REQUEST, description = "A bad position or upgrade request", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`, `token_expired`, `token_revoked`, ...", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden_origin`, or refused by the auth plugin", body = ErrorBody),
+        (status = NOT_FOUND, description = "`unknown_tenant`", body = ErrorBody),
+        (status = UPGRADE_REQUIRED, description = "Not a WebSocket version 13 upgrade", body = ErrorBody),
+        (status = TOO_MANY_REQUESTS, description = "Over a tenant, user or address limit, with `Retry-After`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`draining`, `over_capacity` or `busy`", body = ErrorBody),
+    ))]
 pub(crate) async fn handle(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

@@ -13,22 +13,39 @@ use crate::channel;
 use crate::clock::{IdGenerator, now_millis};
 use crate::event::{Event, MAX_EVENT_NAME, MAX_TARGETS, check_attributes};
 
-/// A publish request body as publishers send it.
-#[derive(Deserialize)]
+/// A publish request body as publishers send it. At least one target (a user, a channel, or
+/// `broadcast: true`); at most 1,000 users and channels together.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PublishBody {
+#[schema(as = Publish, example = json!({"users": ["alice"], "channels": ["news"], "event": "order.updated",
+    "data": {"order": 42, "status": "shipped"}, "attributes": {"plan": "pro"}, "idempotency_key": "order-42-shipped"}))]
+pub(crate) struct PublishBody {
+    /// User ids (1-128 characters of A-Z a-z 0-9 _ - . : @).
     #[serde(default)]
+    #[schema(max_items = 1000)]
     users: Vec<String>,
+    /// Channel names (as user ids).
     #[serde(default)]
+    #[schema(max_items = 1000)]
     channels: Vec<String>,
+    /// Deliver to every connection of the tenant.
     #[serde(default)]
     broadcast: bool,
+    /// The event's name: 1-128 characters, no control characters.
+    #[schema(min_length = 1, max_length = 128)]
     event: String,
+    /// Any JSON, passed to clients verbatim (unless the tenant's transform plugin rewrites it).
     #[serde(default)]
+    #[schema(value_type = Option<serde_json::Value>)]
     data: Option<Box<RawValue>>,
+    /// Read by the tenant's plugins, not sent to clients: at most 32, keys 1-64 bytes, values
+    /// up to 256 bytes.
     #[serde(default)]
     attributes: BTreeMap<String, String>,
+    /// Of the events of a tenant carrying one key within `server.idempotency_window`, only
+    /// the first is published: 1-128 characters of A-Z a-z 0-9 - _ . : @ / + =.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.:@/+=-]{1,128}$")]
     idempotency_key: Option<String>,
 }
 

@@ -43,8 +43,9 @@ struct Warm {
 }
 
 /// Where a plugin version came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = PluginSource)]
 pub(crate) enum Source {
     Config,
     Upload,

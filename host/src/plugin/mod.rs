@@ -30,7 +30,9 @@ use crate::metrics::HookMetrics;
 use crate::tenant::Tenants;
 
 /// A plugin hook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Hook {
     Auth,
@@ -119,7 +121,7 @@ pub(crate) struct HookStatus {
 }
 
 /// What one node runs for one hook of a tenant, as other nodes show it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub(crate) struct Running {
     pub hook: Hook,
     pub hash: String,
