@@ -34,6 +34,8 @@ pub enum StartError {
     Broker(#[from] BrokerError),
     #[error("control-plane store: {0}")]
     Control(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("taking over the listener: {0}")]
+    Handoff(#[from] crate::handoff::HandoffError),
 }
 
 /// Shared host state.

@@ -141,6 +141,10 @@ pub struct ServerConfig {
     /// backlog; Linux caps it at `net.core.somaxconn`). Bursts of handshakes beyond it are
     /// dropped by the kernel and retried by clients a second later.
     pub accept_backlog: u32,
+    /// A Unix socket (relative to the config file) on which this node hands its listening
+    /// socket to a successor started with the same setting, then drains: an upgrade on one
+    /// machine without a refused connect (docs/OPERATIONS.md, Upgrading in place).
+    pub handoff_socket: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -159,6 +163,7 @@ impl Default for ServerConfig {
             max_plugin_bytes: 16 * 1024 * 1024,
             demo: false,
             accept_backlog: 4096,
+            handoff_socket: None,
         }
     }
 }

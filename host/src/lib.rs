@@ -20,6 +20,7 @@ mod drain;
 mod event;
 mod fanout;
 mod gate;
+mod handoff;
 mod hub;
 mod ingest;
 mod metrics;

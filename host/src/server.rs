@@ -8,6 +8,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::os::fd::AsFd as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ use crate::app::App;
 pub use crate::app::StartError;
 use crate::config::{BrokerConfig, Config};
 use crate::drain::Drain;
+use crate::handoff::{self, Predecessor};
 use crate::plugin::Hook;
 
 /// How long plain HTTP connections get to finish once the host stops.
@@ -47,6 +49,9 @@ pub struct Server {
     app: Arc<App>,
     listener: TcpListener,
     local_addr: SocketAddr,
+    /// The node this one took the listener over from (`server.handoff_socket`), told to
+    /// drain once this one accepts.
+    predecessor: Option<Predecessor>,
 }
 
 /// Starts draining the host it came from.
@@ -60,13 +65,25 @@ impl ShutdownHandle {
 }
 
 impl Server {
-    /// Loads plugins and binds `config.server.listen` (port 0 picks a free port).
+    /// Loads plugins and binds `config.server.listen` (port 0 picks a free port), or takes
+    /// over the listener of the node serving `server.handoff_socket`.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         let app = Arc::new(App::new(config).await?);
         crate::control::load(&app).await.map_err(|e| StartError::Control(e.into()))?;
-        let listener = listen(app.config.server.listen, app.config.server.accept_backlog)?;
+        let taken = match handoff_path(&app) {
+            Some(path) => handoff::take_over(&path).await?,
+            None => None,
+        };
+        let (listener, predecessor) = match taken {
+            Some((listener, predecessor)) => {
+                listener.set_nonblocking(true)?;
+                tracing::info!(addr = %listener.local_addr()?, "took over the listener of the previous node");
+                (TcpListener::from_std(listener)?, Some(predecessor))
+            }
+            None => (listen(app.config.server.listen, app.config.server.accept_backlog)?, None),
+        };
         let local_addr = listener.local_addr()?;
-        Ok(Self { app, listener, local_addr })
+        Ok(Self { app, listener, local_addr, predecessor })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -79,7 +96,7 @@ impl Server {
 
     /// Serves until shutdown is requested and the drain is over.
     pub async fn run(self) {
-        let Self { app, listener, local_addr } = self;
+        let Self { app, listener, local_addr, predecessor } = self;
         let insecure = app
             .tenants
             .all()
@@ -97,9 +114,21 @@ impl Server {
         tokio::spawn(crate::control::obey_commands(app.clone()));
         tokio::spawn(crate::trim::run(app.clone()));
         let stop = CancellationToken::new();
+        // Stops the accept loop alone: at the end, or once a successor took the listener over.
+        let release = stop.child_token();
         let http_conns = TaskTracker::new();
         let router = crate::api::router(app.clone());
-        let acceptor = tokio::spawn(accept_loop(app.clone(), router, listener, stop.clone(), http_conns.clone()));
+        let offered = handoff_path(&app).map(|path| (path, listener.as_fd().try_clone_to_owned()));
+        let acceptor =
+            tokio::spawn(accept_loop(app.clone(), router, listener, release.clone(), stop.clone(), http_conns.clone()));
+        if let Some(predecessor) = predecessor {
+            predecessor.accepting().await;
+        }
+        match offered {
+            Some((path, Ok(fd))) => drop(tokio::spawn(handoff::offer(app.drain.clone(), path, fd, release))),
+            Some((_, Err(e))) => tracing::error!("cannot offer the listener to a successor: {e}"),
+            None => {}
+        }
         if let BrokerConfig::Redis(redis) = &app.config.broker
             && redis.ingest
             && let Err(e) = crate::ingest::redis::start(&app, redis).await
@@ -144,10 +173,17 @@ fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     socket.listen(backlog)
 }
 
+/// The handoff socket's path, relative to the config file.
+fn handoff_path(app: &App) -> Option<std::path::PathBuf> {
+    app.config.server.handoff_socket.as_ref().map(|p| app.config.base_dir.join(p))
+}
+
+/// Accepts until `release`; the connections it spawns finish gracefully on `stop`.
 async fn accept_loop(
     app: Arc<App>,
     router: Router,
     listener: TcpListener,
+    release: CancellationToken,
     stop: CancellationToken,
     conns: TaskTracker,
 ) {
@@ -155,7 +191,7 @@ async fn accept_loop(
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     loop {
         let accepted = tokio::select! {
-            () = stop.cancelled() => return,
+            () = release.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {
