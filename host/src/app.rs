@@ -2,7 +2,7 @@
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use tokio_util::task::TaskTracker;
 
@@ -22,6 +22,7 @@ use crate::metrics::{BrokerMetrics, GlobalMetrics};
 use crate::plugin::{PluginError, Plugins};
 use crate::revocation::Revocations;
 use crate::tenant::Tenants;
+use crate::tls::Tls;
 
 /// Why the host could not start.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,8 @@ pub enum StartError {
     Broker(#[from] BrokerError),
     #[error("control-plane store: {0}")]
     Control(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("taking over the listener: {0}")]
     Handoff(#[from] crate::handoff::HandoffError),
 }
@@ -82,6 +85,8 @@ pub(crate) struct App {
     pub revocations: Revocations,
     /// Limits per client address, and the handshakes in progress.
     pub addresses: Addresses,
+    /// The listener's TLS (`server.tls`), if any.
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl App {
@@ -107,7 +112,9 @@ impl App {
         let plugins = Arc::new(Plugins::from_config(&config, &tenants).await?);
         let addresses = Addresses::new(config.addresses.clone(), config.server.max_handshakes);
         let admission = Admission::new(config.server.max_connections, addresses.counts());
+        let tls = config.server.tls.as_ref().map(|t| Tls::load(t, &config.base_dir).map(Arc::new)).transpose()?;
         Ok(Self {
+            tls,
             control,
             control_loaded: AtomicBool::new(false),
             control_applied: tokio::sync::Mutex::default(),
@@ -145,6 +152,9 @@ impl App {
         }
         if matches!(self.config.broker, BrokerConfig::Redis(_)) {
             crate::metrics::render_broker(&mut out, &self.broker_metrics);
+        }
+        if let Some(tls) = &self.tls {
+            crate::metrics::render_tls(&mut out, tls.reloads.load(Relaxed), tls.reload_failures.load(Relaxed));
         }
         out
     }

@@ -145,6 +145,29 @@ pub struct ServerConfig {
     /// socket to a successor started with the same setting, then drains: an upgrade on one
     /// machine without a refused connect (docs/OPERATIONS.md, Upgrading in place).
     pub handoff_socket: Option<PathBuf>,
+    /// Native TLS on the listener (`wss://`, `https://`); none: plain only.
+    pub tls: Option<TlsConfig>,
+}
+
+/// The listener's certificate and key, reloaded when the files change.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first (relative to the config file).
+    pub cert: PathBuf,
+    /// PEM private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+    pub key: PathBuf,
+    /// How often the files are checked; a changed pair that loads serves new connections.
+    #[serde(default = "default_tls_reload", with = "humantime_serde")]
+    pub reload_interval: Duration,
+    /// Also serve plain HTTP and WebSocket on the port (told apart by their first byte),
+    /// for health checks and clients inside a private network.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+}
+
+fn default_tls_reload() -> Duration {
+    Duration::from_secs(10)
 }
 
 impl Default for ServerConfig {
@@ -164,6 +187,7 @@ impl Default for ServerConfig {
             demo: false,
             accept_backlog: 4096,
             handoff_socket: None,
+            tls: None,
         }
     }
 }
@@ -703,6 +727,9 @@ impl ServerConfig {
             && token.len() < 8
         {
             return Err(invalid("server.admin_token", "must be at least 8 characters"));
+        }
+        if self.tls.as_ref().is_some_and(|t| t.reload_interval < Duration::from_millis(100)) {
+            return Err(invalid("server.tls.reload_interval", "must be at least 100ms"));
         }
         Ok(())
     }

@@ -258,9 +258,14 @@ impl Outbox {
         taken
     }
 
+    /// Wakes the connection's task to write, for bytes its transport holds back (TLS).
+    pub(crate) fn wake_writer(&self) {
+        self.wake.notify_one();
+    }
+
     /// Writes queued frames to `socket` without blocking, as many per `writev` as fit.
     /// Stops when the queue is empty, the socket is full, or a kill was requested.
-    pub(crate) fn write_to(&self, socket: &TcpStream) -> io::Result<Written> {
+    pub(crate) fn write_to(&self, socket: &impl Sink) -> io::Result<Written> {
         let mut s = self.state.lock().expect("outbox lock");
         let mut done = 0;
         loop {
@@ -268,7 +273,7 @@ impl Outbox {
             // the transport's own frames (the close frame): all of it goes out.
             if s.frames.is_empty() {
                 s.release();
-                return Ok(Written { frames: done, drained: true });
+                return Ok(Written { frames: done, drained: !socket.holds_back()? });
             }
             let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
             let n = s.frames.len().min(MAX_IOVECS);
@@ -304,6 +309,24 @@ impl Outbox {
                 }
             }
         }
+    }
+}
+
+/// What an outbox writes to: the TCP stream, or a TLS session over it.
+pub(crate) trait Sink {
+    /// Writes what the socket takes now; `WouldBlock` when it takes nothing.
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+
+    /// Whether bytes taken are still held back from the wire (TLS records the socket did
+    /// not take yet), after trying once more to send them.
+    fn holds_back(&self) -> io::Result<bool> {
+        Ok(false)
+    }
+}
+
+impl Sink for TcpStream {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        TcpStream::try_write_vectored(self, bufs)
     }
 }
 

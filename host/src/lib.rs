@@ -35,6 +35,7 @@ mod session;
 mod sse;
 mod stream;
 mod tenant;
+mod tls;
 mod trim;
 mod ws;
 

@@ -26,10 +26,12 @@ pub(crate) enum HandshakeFailure {
     AddressFailures,
     /// `server.max_handshakes` sockets were awaiting their first answer.
     Handshakes,
+    /// The TLS handshake failed (not TLS, no common parameters, a client that gave up).
+    Tls,
 }
 
 impl HandshakeFailure {
-    const ALL: [Self; 13] = [
+    const ALL: [Self; 14] = [
         Self::BadRequest,
         Self::UnknownTenant,
         Self::Unauthorized,
@@ -43,6 +45,7 @@ impl HandshakeFailure {
         Self::AddressRate,
         Self::AddressFailures,
         Self::Handshakes,
+        Self::Tls,
     ];
 
     fn as_str(self) -> &'static str {
@@ -60,6 +63,7 @@ impl HandshakeFailure {
             Self::AddressRate => "address_rate",
             Self::AddressFailures => "address_failures",
             Self::Handshakes => "handshakes",
+            Self::Tls => "tls",
         }
     }
 }
@@ -431,6 +435,12 @@ pub(crate) fn render<'a>(
 }
 
 /// Appends the runtime's live task count (connections, streams, background work).
+pub(crate) fn render_tls(out: &mut String, reloads: u64, failures: u64) {
+    let name = "notify_tls_reloads_total";
+    header(out, name, "counter", "Changed certificate files: reloaded (ok) or kept the current certificate (error).");
+    let _ = writeln!(out, "{name}{{result=\"ok\"}} {reloads}\n{name}{{result=\"error\"}} {failures}");
+}
+
 pub(crate) fn render_tasks(out: &mut String, tasks: usize) {
     let name = "notify_tasks";
     header(out, name, "gauge", "Tasks alive in the host's runtime: about one per connection, plus background work.");

@@ -32,7 +32,9 @@ pub use crate::app::StartError;
 use crate::config::{BrokerConfig, Config};
 use crate::drain::Drain;
 use crate::handoff::{self, Predecessor};
+use crate::metrics::HandshakeFailure;
 use crate::plugin::Hook;
+use crate::tls::{Secured, Tls};
 
 /// How long plain HTTP connections get to finish once the host stops.
 const HTTP_CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -113,6 +115,9 @@ impl Server {
         tokio::spawn(crate::control::report(app.clone()));
         tokio::spawn(crate::control::obey_commands(app.clone()));
         tokio::spawn(crate::trim::run(app.clone()));
+        if let Some(tls) = &app.tls {
+            tokio::spawn(tls.clone().watch(app.drain.clone()));
+        }
         let stop = CancellationToken::new();
         // Stops the accept loop alone: at the end, or once a successor took the listener over.
         let release = stop.child_token();
@@ -198,9 +203,27 @@ async fn accept_loop(
             Ok((tcp, peer)) => {
                 let _ = tcp.set_nodelay(true);
                 match app.addresses.accept(peer.ip()) {
-                    Ok(accepted) => {
-                        conns.spawn(serve_http(router.clone(), tcp, peer, accepted, stop.clone(), header_timeout));
-                    }
+                    Ok(accepted) => match &app.tls {
+                        None => drop(conns.spawn(serve_http(
+                            router.clone(),
+                            tcp,
+                            peer,
+                            accepted,
+                            stop.clone(),
+                            header_timeout,
+                        ))),
+                        Some(tls) => {
+                            let secured = secure(app.clone(), tls.clone(), tcp, peer);
+                            conns.spawn(serve_secured(
+                                secured,
+                                router.clone(),
+                                peer,
+                                accepted,
+                                stop.clone(),
+                                header_timeout,
+                            ));
+                        }
+                    },
                     Err(why) => {
                         let Refusal(failure, error) = crate::api::refused_at_accept(why);
                         app.metrics.handshake_failed(failure);
@@ -237,17 +260,50 @@ async fn refuse(tcp: TcpStream, why: AcceptRefused) {
     let _ = tokio::time::timeout(REFUSAL_GRACE * 2, conn).await;
 }
 
-/// Serves one HTTP/1 connection with the router, until it closes, upgrades or the host stops.
-/// The socket's handshake slot is freed with its first answer (a `101` included); its
-/// place in its address's count goes with the socket, or with the WebSocket it upgrades to.
-async fn serve_http(
+/// Completes the TLS handshake (within `server.handshake_timeout`), or lets a plain
+/// connection through where `server.tls.allow_plaintext` says so; counts a failure.
+async fn secure(app: Arc<App>, tls: Arc<Tls>, tcp: TcpStream, peer: SocketAddr) -> Option<Secured> {
+    let failure = match tokio::time::timeout(app.config.server.handshake_timeout, tls.secure(tcp)).await {
+        Ok(Ok(secured)) => return Some(secured),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, "TLS handshake failed: {e}");
+            HandshakeFailure::Tls
+        }
+        Err(_) => HandshakeFailure::Timeout,
+    };
+    app.metrics.handshake_failed(failure);
+    None
+}
+
+/// Serves a connection once [`secure`] let it through.
+async fn serve_secured(
+    secured: impl Future<Output = Option<Secured>>,
     router: Router,
-    tcp: TcpStream,
     peer: SocketAddr,
     accepted: Accepted,
     stop: CancellationToken,
     header_timeout: Duration,
 ) {
+    match secured.await {
+        Some(Secured::Tls(tls)) => serve_http(router, *tls, peer, accepted, stop, header_timeout).await,
+        Some(Secured::Plain(tcp)) => serve_http(router, tcp, peer, accepted, stop, header_timeout).await,
+        None => {}
+    }
+}
+
+/// Serves one HTTP/1 connection with the router, until it closes, upgrades or the host stops.
+/// The socket's handshake slot is freed with its first answer (a `101` included); its
+/// place in its address's count goes with the socket, or with the WebSocket it upgrades to.
+async fn serve_http<I>(
+    router: Router,
+    io: I,
+    peer: SocketAddr,
+    accepted: Accepted,
+    stop: CancellationToken,
+    header_timeout: Duration,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let socket = Socket::new(accepted);
     let service = service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
@@ -264,7 +320,7 @@ async fn serve_http(
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         .max_buf_size(64 * 1024)
-        .serve_connection(TokioIo::new(tcp), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {

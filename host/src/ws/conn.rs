@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
 
-use super::socket::Socket;
+use super::socket::{Socket, Wire};
 use crate::app::App;
 use crate::auth::Identity;
 use crate::config::ConnectionConfig;
@@ -41,7 +41,12 @@ enum End {
 }
 
 /// Runs a connection that has joined (`session::join`) until it closes.
-pub(crate) async fn run(mut ws: Box<WebSocketStream<Socket>>, conn: &Arc<Conn>, identity: &Identity, app: &Arc<App>) {
+pub(crate) async fn run<W: Wire>(
+    mut ws: Box<WebSocketStream<Socket<W>>>,
+    conn: &Arc<Conn>,
+    identity: &Identity,
+    app: &Arc<App>,
+) {
     let end = established(&mut ws, conn, identity, app).await;
     session::leave(conn, app);
     // Boxed: the closing state exists only while a connection closes.
@@ -50,7 +55,7 @@ pub(crate) async fn run(mut ws: Box<WebSocketStream<Socket>>, conn: &Arc<Conn>, 
 }
 
 /// Flushes what is queued and closes the socket the way `end` says.
-async fn close(ws: Box<WebSocketStream<Socket>>, conn: &Conn, end: End, app: &App) {
+async fn close<W: Wire>(ws: Box<WebSocketStream<Socket<W>>>, conn: &Conn, end: End, app: &App) {
     let mut ws = *ws;
     // A draining host lets queues flush for up to the grace period; any other close gets a
     // short bound. The close handshake itself is always short.
@@ -89,7 +94,12 @@ async fn close(ws: Box<WebSocketStream<Socket>>, conn: &Conn, end: End, app: &Ap
     conn.outbox.detach();
 }
 
-async fn established(ws: &mut WebSocketStream<Socket>, conn: &Arc<Conn>, identity: &Identity, app: &Arc<App>) -> End {
+async fn established<W: Wire>(
+    ws: &mut WebSocketStream<Socket<W>>,
+    conn: &Arc<Conn>,
+    identity: &Identity,
+    app: &Arc<App>,
+) -> End {
     let c = &app.config.connections;
     let mut clock = Clock::start(c, identity.expires_at.map(crate::clock::unix_to_instant));
     let timer = sleep_until(clock.deadline(c).into());
@@ -225,7 +235,12 @@ pub(crate) fn on_text(text: &str, conn: &Arc<Conn>, identity: &Identity, app: &A
 ///
 /// The usual case, a socket that takes everything at once, completes without waiting; only
 /// a full socket boxes the waiting state, so it does not weigh on every connection's task.
-async fn flush(ws: &mut WebSocketStream<Socket>, conn: &Conn, stall: Duration, finishing: bool) -> Result<(), End> {
+async fn flush<W: Wire>(
+    ws: &mut WebSocketStream<Socket<W>>,
+    conn: &Conn,
+    stall: Duration,
+    finishing: bool,
+) -> Result<(), End> {
     // Moves anything tungstenite holds back (a pong) into the outbox. `Socket` accepts every
     // write at once, so this never waits.
     if let Some(Err(_)) = ws.flush().now_or_never() {
@@ -238,7 +253,12 @@ async fn flush(ws: &mut WebSocketStream<Socket>, conn: &Conn, stall: Duration, f
 }
 
 /// [`flush`] for a socket that does not take everything at once.
-async fn flush_waiting(ws: &WebSocketStream<Socket>, conn: &Conn, stall: Duration, finishing: bool) -> Result<(), End> {
+async fn flush_waiting<W: Wire>(
+    ws: &WebSocketStream<Socket<W>>,
+    conn: &Conn,
+    stall: Duration,
+    finishing: bool,
+) -> Result<(), End> {
     while !write_queued(ws, conn, finishing)? {
         tokio::select! {
             ready = ws.get_ref().tcp().writable() => ready.map_err(|_| End::Gone)?,
@@ -252,8 +272,8 @@ async fn flush_waiting(ws: &WebSocketStream<Socket>, conn: &Conn, stall: Duratio
 }
 
 /// Writes what the socket takes now; true when there is nothing more to write.
-fn write_queued(ws: &WebSocketStream<Socket>, conn: &Conn, finishing: bool) -> Result<bool, End> {
-    let written = conn.outbox.write_to(ws.get_ref().tcp()).map_err(|_| End::Gone)?;
+fn write_queued<W: Wire>(ws: &WebSocketStream<Socket<W>>, conn: &Conn, finishing: bool) -> Result<bool, End> {
+    let written = ws.get_ref().write_queued().map_err(|_| End::Gone)?;
     conn.tenant.metrics.frames_delivered.fetch_add(written.frames as u64, Relaxed);
     Ok(written.drained || (conn.outbox.killed().is_some() && !finishing))
 }

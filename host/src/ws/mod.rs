@@ -3,6 +3,7 @@
 
 mod conn;
 mod socket;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +24,9 @@ use crate::hub::Conn;
 use crate::metrics::HandshakeFailure;
 use crate::quota::Slots;
 use crate::session::{self, Joining};
-use socket::Socket;
+use socket::{Plain, Socket, Wire};
+use tls::TlsWire;
+use tokio_rustls::server::TlsStream;
 
 #[cfg(any(test, fuzzing))]
 pub(crate) use conn::on_text;
@@ -44,7 +47,16 @@ async fn serve(app: Arc<App>, conn: Arc<Conn>, on_upgrade: OnUpgrade, j: Box<Joi
     conn.tenant.metrics.handshakes.fetch_add(1, Relaxed);
     Box::pin(session::join(&conn, &j.resume, &app)).await;
     let (identity, _slots) = keep(j);
-    conn::run(ws, &conn, &identity, &app).await;
+    match ws {
+        Upgraded::Plain(ws) => conn::run(ws, &conn, &identity, &app).await,
+        Upgraded::Tls(ws) => conn::run(ws, &conn, &identity, &app).await,
+    }
+}
+
+/// The upgraded connection, boxed so that handing it on moves a pointer, not its state.
+enum Upgraded {
+    Plain(Box<WebSocketStream<Socket<Plain>>>),
+    Tls(Box<WebSocketStream<Socket<TlsWire>>>),
 }
 
 /// What an open connection keeps of its handshake: the credentials' grants and expiry, and
@@ -56,25 +68,10 @@ fn keep(j: Box<Joining>) -> (Identity, (Admitted, Slots)) {
     (identity, (admitted, quota))
 }
 
-/// Waits for hyper to hand over the upgraded socket and wraps it; counts a failure. The
-/// stream is boxed so that handing it on moves a pointer, not its state.
-async fn upgrade(
-    app: &App,
-    conn: &Arc<Conn>,
-    on_upgrade: OnUpgrade,
-    peer: SocketAddr,
-) -> Option<Box<WebSocketStream<Socket>>> {
+/// Waits for hyper to hand over the upgraded socket and wraps it; counts a failure.
+async fn upgrade(app: &App, conn: &Arc<Conn>, on_upgrade: OnUpgrade, peer: SocketAddr) -> Option<Upgraded> {
     let failed = match tokio::time::timeout(app.config.server.handshake_timeout, on_upgrade).await {
-        Ok(Ok(upgraded)) => match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                let socket = Socket::attach(parts.io.into_inner(), conn.clone());
-                return Some(Box::new(websocket(app, socket, parts.read_buf).await));
-            }
-            Err(_) => {
-                tracing::error!("upgraded connection is not a TCP stream");
-                return None;
-            }
-        },
+        Ok(Ok(upgraded)) => return wrap(app, conn, upgraded).await,
         Ok(Err(e)) => {
             tracing::debug!(%peer, "upgrade failed: {e}");
             HandshakeFailure::BadRequest
@@ -85,6 +82,28 @@ async fn upgrade(
     None
 }
 
+/// The upgraded socket, plain or TLS, as a WebSocket.
+async fn wrap(app: &App, conn: &Arc<Conn>, upgraded: hyper::upgrade::Upgraded) -> Option<Upgraded> {
+    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let socket = Socket::attach(parts.io.into_inner(), conn.clone());
+            return Some(Upgraded::Plain(Box::new(websocket(app, socket, parts.read_buf).await)));
+        }
+        Err(upgraded) => upgraded,
+    };
+    match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+        Ok(parts) => {
+            let (tcp, session) = parts.io.into_inner().into_inner();
+            let socket = Socket::on(TlsWire::new(tcp, session), conn.clone());
+            Some(Upgraded::Tls(Box::new(websocket(app, socket, parts.read_buf).await)))
+        }
+        Err(_) => {
+            tracing::error!("upgraded connection is neither TCP nor TLS");
+            None
+        }
+    }
+}
+
 /// Wraps the socket with small buffers: tungstenite's defaults would allocate 128 KiB per
 /// connection up front. Server frames bypass tungstenite's write path entirely (see
 /// `fanout`), and what tungstenite writes itself (pongs, close frames) goes to the outbox
@@ -93,7 +112,7 @@ async fn upgrade(
 /// `pre_read` (bytes the client sent before the upgrade finished) is a view into hyper's
 /// 8 KiB read buffer; it is consumed here so that buffer is freed before the connection
 /// settles in.
-async fn websocket(app: &App, socket: Socket, pre_read: bytes::Bytes) -> WebSocketStream<Socket> {
+async fn websocket<W: Wire>(app: &App, socket: Socket<W>, pre_read: bytes::Bytes) -> WebSocketStream<Socket<W>> {
     let c = &app.config.connections;
     let config = WebSocketConfig::default()
         .read_buffer_size(c.read_buffer_bytes)

@@ -1,6 +1,7 @@
-//! The socket as tungstenite sees it: reads go straight to the TCP stream; writes (pongs,
-//! the close frame) are queued in the connection's outbox, which owns every write to the
-//! stream, so tungstenite's frames and events pushed by the fan-out never interleave.
+//! The socket as tungstenite sees it: reads come from the wire (the TCP stream, or a TLS
+//! session over it); writes (pongs, the close frame) are queued in the connection's outbox,
+//! which owns every write to the wire, so tungstenite's frames and events pushed by the
+//! fan-out never interleave.
 
 use std::io;
 use std::pin::Pin;
@@ -11,31 +12,35 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::fanout::Written;
 use crate::hub::Conn;
 
-/// The TCP stream lives in the connection's outbox (`Outbox::attach`), so it costs no
-/// allocation of its own.
-pub(crate) struct Socket {
-    conn: Arc<Conn>,
+/// What a WebSocket connection's bytes travel on.
+pub(crate) trait Wire: Send + Sync + Unpin + 'static {
+    /// The TCP stream underneath, for write readiness.
+    fn tcp<'a>(&'a self, conn: &'a Conn) -> &'a TcpStream;
+
+    /// Reads what the client sent, as plain bytes.
+    fn poll_read(&self, conn: &Conn, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>>;
+
+    /// Writes the outbox's queued frames without blocking (`Outbox::write_to`).
+    fn write_queued(&self, conn: &Conn) -> io::Result<Written>;
 }
 
-impl Socket {
-    /// Hands `tcp` to the connection's outbox, which writes to it from now on.
-    pub(crate) fn attach(tcp: TcpStream, conn: Arc<Conn>) -> Self {
-        conn.outbox.attach(tcp);
-        Self { conn }
+/// The plain TCP stream. It lives in the connection's outbox (`Outbox::attach`), where
+/// pushers write to it directly, so it costs no allocation of its own.
+pub(crate) struct Plain;
+
+impl Wire for Plain {
+    fn tcp<'a>(&'a self, conn: &'a Conn) -> &'a TcpStream {
+        conn.outbox.socket().expect("attached when the socket was made")
     }
 
-    pub(crate) fn tcp(&self) -> &TcpStream {
-        self.conn.outbox.socket().expect("attached when the socket was made")
-    }
-}
-
-impl AsyncRead for Socket {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(&self, conn: &Conn, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let tcp = self.tcp(conn);
         loop {
-            ready!(self.tcp().poll_read_ready(cx))?;
-            match self.tcp().try_read(buf.initialize_unfilled()) {
+            ready!(tcp.poll_read_ready(cx))?;
+            match tcp.try_read(buf.initialize_unfilled()) {
                 Ok(n) => {
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
@@ -45,9 +50,47 @@ impl AsyncRead for Socket {
             }
         }
     }
+
+    fn write_queued(&self, conn: &Conn) -> io::Result<Written> {
+        conn.outbox.write_to(self.tcp(conn))
+    }
 }
 
-impl AsyncWrite for Socket {
+pub(crate) struct Socket<W> {
+    conn: Arc<Conn>,
+    wire: W,
+}
+
+impl Socket<Plain> {
+    /// Hands `tcp` to the connection's outbox, which writes to it from now on.
+    pub(crate) fn attach(tcp: TcpStream, conn: Arc<Conn>) -> Self {
+        conn.outbox.attach(tcp);
+        Self { conn, wire: Plain }
+    }
+}
+
+impl<W: Wire> Socket<W> {
+    /// A socket on `wire`, which the connection's task alone writes to.
+    pub(crate) fn on(wire: W, conn: Arc<Conn>) -> Self {
+        Self { conn, wire }
+    }
+
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        self.wire.tcp(&self.conn)
+    }
+
+    pub(crate) fn write_queued(&self) -> io::Result<Written> {
+        self.wire.write_queued(&self.conn)
+    }
+}
+
+impl<W: Wire> AsyncRead for Socket<W> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        self.wire.poll_read(&self.conn, cx, buf)
+    }
+}
+
+impl<W: Wire> AsyncWrite for Socket<W> {
     fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.conn.outbox.push_transport(Bytes::copy_from_slice(buf));
         Poll::Ready(Ok(buf.len()))
