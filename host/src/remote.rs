@@ -15,9 +15,13 @@ use serde_json::{Value, json};
 /// Where the host is.
 #[derive(Debug, Args)]
 pub(crate) struct Host {
-    /// The host's base URL.
+    /// The host's base URL: http:// or https://.
     #[arg(long, env = "NOTIFY_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
+    /// For https://: a PEM file of the certificates to trust instead of the system's (a
+    /// self-signed node's certificate, or a private CA's).
+    #[arg(long, env = "NOTIFY_CA_CERT")]
+    ca_cert: Option<PathBuf>,
 }
 
 /// `notify-host publish`.
@@ -238,15 +242,18 @@ impl<'a> Call<'a> {
 
     async fn send_async(self, host: &Host) -> anyhow::Result<Bytes> {
         let base: Uri = host.url.parse().with_context(|| format!("--url {:?} is not a URL", host.url))?;
-        if base.scheme_str() != Some("http") {
-            bail!("--url must be http://HOST:PORT (this client does not speak TLS)");
-        }
+        let secure = match base.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => bail!("--url must be http://HOST:PORT or https://HOST:PORT"),
+        };
         let authority = base.authority().context("--url has no host")?.clone();
-        let port = authority.port_u16().unwrap_or(80);
+        let port = authority.port_u16().unwrap_or(if secure { 443 } else { 80 });
         let tcp = tokio::net::TcpStream::connect((authority.host(), port))
             .await
             .with_context(|| format!("connecting to {authority}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+        let io: Box<dyn Io> = if secure { Box::new(tls(host, authority.host(), tcp).await?) } else { Box::new(tcp) };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
         tokio::spawn(conn);
         let prefix = base.path().trim_end_matches('/');
         let mut req = Request::builder()
@@ -269,4 +276,36 @@ impl<'a> Call<'a> {
             _ => bail!("HTTP {status}: {}", String::from_utf8_lossy(&body)),
         }
     }
+}
+
+/// A connection to the host, plain or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// TLS to `name`, trusting `--ca-cert` or else the system's certificates.
+async fn tls(
+    host: &Host,
+    name: &str,
+    tcp: tokio::net::TcpStream,
+) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    match &host.ca_cert {
+        Some(path) => {
+            for cert in CertificateDer::pem_file_iter(path).with_context(|| format!("reading {}", path.display()))? {
+                roots.add(cert.with_context(|| format!("{} is not PEM", path.display()))?)?;
+            }
+        }
+        None => {
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(crate::tls::provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from(name.to_owned()).with_context(|| format!("{name:?} is not a server name"))?;
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    connector.connect(name, tcp).await.context("TLS handshake")
 }

@@ -143,7 +143,7 @@ impl Tls {
 /// rustls on *ring*: no C toolchain in the build, at the price of no post-quantum key
 /// exchange (which rustls offers only with aws-lc-rs, hence the deprecation).
 #[allow(deprecated)]
-fn provider() -> CryptoProvider {
+pub(crate) fn provider() -> CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 

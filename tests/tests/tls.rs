@@ -249,3 +249,27 @@ async fn a_tls_client_that_stops_reading_is_disconnected_while_others_keep_recei
     assert_eq!(next_frame(&mut fast).await?["event"], "after");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_command_line_publishes_over_https() -> anyhow::Result<()> {
+    let dir = TempDir::new("tls")?;
+    let first = cert();
+    install(&dir.path, &first)?;
+    let host = TestHost::start(&config(&dir.path, false)).await?;
+    let mut ws = wss(host.addr, &connector(&[&first]), "alice").await?;
+    let url = format!("https://localhost:{}", host.addr.port());
+    let cli = |ca: &Path| {
+        let mut command = tokio::process::Command::new(notify_tests::host_bin!());
+        command.args(["publish", "--url", &url, "--key", "demo-key", "--user", "alice", "--event", "from-cli"]);
+        command.arg("--ca-cert").arg(ca).env_remove("NOTIFY_URL").output()
+    };
+    let out = cli(&dir.path.join("cert.pem")).await?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(next_frame(&mut ws).await?["event"], "from-cli");
+    // A certificate it was not told to trust: refused, with the reason.
+    std::fs::write(dir.path.join("other.pem"), cert().pem)?;
+    let out = cli(&dir.path.join("other.pem")).await?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TLS handshake"), "{}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
