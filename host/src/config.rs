@@ -183,7 +183,7 @@ impl Default for ServerConfig {
             max_connections: 0,
             max_handshakes: 1024,
             data_dir: None,
-            max_plugin_bytes: 16 * 1024 * 1024,
+            max_plugin_bytes: 32 * 1024 * 1024,
             demo: false,
             accept_backlog: 4096,
             handoff_socket: None,

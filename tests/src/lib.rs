@@ -726,13 +726,16 @@ impl Drop for TempDir {
     }
 }
 
-/// Absolute path of a compiled example plugin (`jwt_auth`, `redact`, ...). The README test
-/// command builds them first (scripts/build-plugins.sh).
+/// Absolute path of a compiled example plugin: a Rust one (`jwt_auth`, `redact`, ...) or a
+/// JavaScript or Python one (`redact_js`, `redact_py`). The README test command builds them
+/// first (scripts/build-plugins.sh).
 pub fn plugin_path(name: &str) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../plugins/target/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"));
-    assert!(path.exists(), "{} is missing: run scripts/build-plugins.sh", path.display());
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/target");
+    let file = format!("{name}.wasm");
+    let path = [target.join("wasm32-wasip2/release").join(&file), target.join("components").join(&file)]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{file} is missing from plugins/target: run scripts/build-plugins.sh"));
     path.canonicalize().expect("plugin path").display().to_string()
 }
 

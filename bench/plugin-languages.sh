@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The `redact` transform in Rust, JavaScript (componentize-js) and Python (componentize-py),
+# side by side on one release host with the default plugin limits:
+#   - size of the component, and upload time (the host compiles and instantiates it once);
+#   - host RSS before and after the upload, and after 3,000 calls (one warm instance);
+#   - publishes/s through each, one at a time, and the mean call time from the host's
+#     notify_plugin_call_seconds;
+#   - the same with plugins.recycle_after_calls = 1 (a fresh instance every call), whose
+#     difference is the instantiation time.
+#
+#   bench/plugin-languages.sh [EVENTS]   (default 3000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+events=${1:-3000}
+scripts/build-plugins.sh > /dev/null
+cargo build --release -q -p notify-host -p notify-bench
+source bench/common.sh
+work=$(mktemp -d)
+host_pid=""
+trap 'stop_all "$host_pid"' EXIT
+admin=bench-admin-token
+declare -A wasm=(
+  [rust]=plugins/target/wasm32-wasip2/release/redact.wasm
+  [js]=plugins/target/components/redact_js.wasm
+  [py]=plugins/target/components/redact_py.wasm
+)
+
+# run RECYCLE: one host with tenants none, rust, js and py; uploads, then publishes.
+run() {
+  port=$(free_port)
+  cat > "$work/config.toml" <<TOML
+[server]
+listen = "127.0.0.1:$port"
+admin_token = "$admin"
+[log]
+level = "warn"
+[plugins]
+recycle_after_calls = $1
+TOML
+  for t in none rust js py; do
+    printf '[tenants.%s]\npublish_key = "%s-key"\n' "$t" "$t" >> "$work/config.toml"
+  done
+  start_host "$work/config.toml"
+  echo "== recycle_after_calls = $1"
+  for t in rust js py; do
+    before=$(rss_kib "$host_pid")
+    took=$(curl -sf -o /dev/null -w '%{time_total}' -X PUT -H "authorization: Bearer $admin" \
+      -H 'notify-plugin-config: {"fields":"ssn"}' --data-binary "@${wasm[$t]}" \
+      "http://127.0.0.1:$port/v1/admin/tenants/$t/plugins/transform")
+    after=$(rss_kib "$host_pid")
+    printf 'upload %-4s %6.1f MiB in %6.2f s, host RSS +%d KiB\n' "$t" \
+      "$(awk -v b="$(stat -c %s "${wasm[$t]}")" 'BEGIN {print b / 1048576}')" "$took" $((after - before))
+  done
+  for t in none rust js py; do
+    before=$(rss_kib "$host_pid")
+    out=$(target/release/notify-load publish --publish "http://127.0.0.1:$port/v1/publish" --key "$t-key" \
+      --events "$events" --payload 256 --publishers 1)
+    after=$(rss_kib "$host_pid")
+    line="publish $t: $out, host RSS +$((after - before)) KiB"
+    if [ "$t" != none ]; then
+      sum=$(metric "notify_plugin_call_seconds_sum{tenant=\"$t\",hook=\"transform\"}")
+      count=$(metric "notify_plugin_call_seconds_count{tenant=\"$t\",hook=\"transform\"}")
+      failed=$(metric "notify_plugin_failures_total{tenant=\"$t\",hook=\"transform\"}")
+      line="$line, mean call $(awk -v s="$sum" -v c="$count" 'BEGIN {printf "%.1f", s / c * 1e6}') us over $count calls, $failed failed"
+    fi
+    echo "$line"
+  done
+  kill "$host_pid"
+  wait "$host_pid" 2>/dev/null || true
+}
+
+echo "date: $(date -u +%F), rustc: $(rustc --version | cut -d' ' -f2), cores: $(nproc), events: $events"
+run 10000
+run 1

@@ -1,0 +1,25 @@
+"""`redact`, in Python: removes the top-level `data` fields named in the plugin's `fields`
+config (comma-separated, e.g. `ssn,card_number`) and stamps object payloads with
+`"redacted": true`. Other payloads (arrays, strings, numbers) pass unchanged.
+
+Built into a component by componentize-py for the `transformer` world of wit/plugin.wit
+(see scripts/build-plugins.sh).
+"""
+
+import json
+
+from wit_world import exports
+from wit_world.imports import host, types
+
+
+class Transform(exports.Transform):
+    def transform(self, ev: types.Event) -> types.TransformResult:
+        fields = [f.strip() for f in (host.config("fields") or "").split(",") if f.strip()]
+        data = json.loads(ev.data)
+        if not isinstance(data, dict):
+            return types.TransformResult_Keep()
+        for field in fields:
+            data.pop(field, None)
+        data["redacted"] = True
+        ev.data = json.dumps(data, separators=(",", ":")).encode()
+        return types.TransformResult_Rewrite(ev)
