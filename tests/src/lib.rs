@@ -28,6 +28,10 @@ pub use sse::{Sse, SseClient, SseRefused};
 /// Guard against hangs: no test step waits longer than this for something that must happen.
 pub const STEP: Duration = Duration::from_secs(10);
 
+/// The same guard for a step whose work is heavy: compiling a 12-18 MB plugin takes seconds
+/// in a debug build, more on a busy machine.
+const PATIENCE: Duration = Duration::from_secs(300);
+
 /// The demo tenant every test config starts from.
 pub const DEMO: &str = r#"
 [tenants.demo]
@@ -571,12 +575,36 @@ pub async fn http_headers(
     request_with_headers(addr, method, path, headers, Bytes::new()).await
 }
 
+/// [`http_with`] for a request whose work takes long, such as uploading a plugin of many
+/// megabytes that the host compiles before it answers (seconds in a debug build).
+pub async fn http_patient(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> anyhow::Result<(u16, Value)> {
+    let (status, _, bytes) = send(addr, method, path, headers, body, PATIENCE).await?;
+    Ok((status, json_body(&bytes)?))
+}
+
 async fn request_with_headers(
     addr: SocketAddr,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: Bytes,
+) -> anyhow::Result<(u16, hyper::HeaderMap, Bytes)> {
+    send(addr, method, path, headers, body, STEP).await
+}
+
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+    patience: Duration,
 ) -> anyhow::Result<(u16, hyper::HeaderMap, Bytes)> {
     let tcp = TcpStream::connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
@@ -585,7 +613,7 @@ async fn request_with_headers(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let res = tokio::time::timeout(STEP, sender.send_request(req.body(Full::new(body))?)).await??;
+    let res = tokio::time::timeout(patience, sender.send_request(req.body(Full::new(body))?)).await??;
     let status = res.status().as_u16();
     let response_headers = res.headers().clone();
     Ok((status, response_headers, res.into_body().collect().await?.to_bytes()))

@@ -248,3 +248,19 @@ impl<'a> PluginView<'a> {
         hooks::authenticate(plugin, request).await
     }
 }
+
+/// What a connect request's query may carry (`GET /v1/ws/{tenant}` and `/v1/sse/{tenant}`),
+/// for the document; the handshake reads it itself.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(super) struct ConnectQuery {
+    /// The client's token.
+    token: Option<String>,
+    /// The user id, for tenants with insecure auth.
+    user: Option<String>,
+    /// EPOCH:OFFSET: resume the user stream after it.
+    user_since: Option<String>,
+    /// EPOCH:OFFSET: resume the broadcast stream after it.
+    broadcast_since: Option<String>,
+}

@@ -33,7 +33,8 @@ use crate::app::App;
         (name = "plugins", description = "A tenant's plugins (admin token or the tenant's management key)"),
         (name = "operations", description = "Health, readiness, metrics, pages and this document"),
     ),
-    components(schemas(ErrorBody)),
+    // `Page` is named by the stream routes' shared `IntoResponses`, which does not register it.
+    components(schemas(ErrorBody, super::streams::Page)),
     modifiers(&Credentials),
 )]
 pub(super) struct ApiDoc;

@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
 use super::extract::{PathParams, query_param, read_body};
-use super::handshake::{self, Refusal, since_param};
+use super::handshake::{self, ConnectQuery, Refusal, since_param};
 use super::openapi::ErrorBody;
 use crate::app::App;
 use crate::auth::Identity;
@@ -40,13 +40,10 @@ const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 #[utoipa::path(get, path = "/v1/sse/{tenant}", tag = "clients",
     params(
         ("tenant" = String, Path, description = "A tenant id"),
-        ("token" = Option<String>, Query, description = "The client's token"),
-        ("user" = Option<String>, Query, description = "The user id, for tenants with insecure auth"),
+        ConnectQuery,
         ("channels" = Option<String>, Query, description = "Channels to subscribe, comma-separated"),
         ("Last-Event-ID" = Option<String>, Header, description = "Where to resume: the `id` of the last event received"),
         ("last_event_id" = Option<String>, Query, description = "As `Last-Event-ID`, for clients that cannot set headers"),
-        ("user_since" = Option<String>, Query, description = "EPOCH:OFFSET: resume the user stream after it"),
-        ("broadcast_since" = Option<String>, Query, description = "EPOCH:OFFSET: resume the broadcast stream after it"),
     ),
     responses(
         (status = OK, description = "The event stream", content_type = "text/event-stream", body = String),

@@ -46,16 +46,43 @@ pub(super) struct Latest {
     offset: u64,
 }
 
+/// The query of every stream route, for the document (`paging` reads it, so that its
+/// errors name the parameter).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct Paging {
+    /// EPOCH:OFFSET: the events after it; without it, everything kept.
+    after: Option<String>,
+    /// Events per page, 1-1000 (100).
+    limit: Option<usize>,
+}
+
+/// The answers of every stream route, for the document.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum Answers {
+    /// A page of the stream.
+    #[response(status = OK)]
+    Page(Page),
+    /// A bad `after` or `limit`, or an invalid name.
+    #[response(status = BAD_REQUEST)]
+    BadRequest(ErrorBody<'static>),
+    /// A missing or unknown publish key.
+    #[response(status = UNAUTHORIZED)]
+    Unauthorized(ErrorBody<'static>),
+    /// `history_disabled`.
+    #[response(status = CONFLICT)]
+    Disabled(ErrorBody<'static>),
+    /// `history_unavailable`.
+    #[response(status = SERVICE_UNAVAILABLE)]
+    Unavailable(ErrorBody<'static>),
+}
+
 /// A page of a user's stream.
 #[utoipa::path(get, path = "/v1/streams/users/{user}", tag = "users", security(("publish_key" = [])),
-    params(("user" = String, Path, description = "A user id"), ("after" = Option<String>, Query, description = "EPOCH:OFFSET: the events after it; without it, everything kept"), ("limit" = Option<usize>, Query, description = "Events per page, 1-1000 (100)")),
-    responses(
-        (status = OK, description = "A page of the stream", body = Page),
-        (status = BAD_REQUEST, description = "A bad `after` or `limit`, or an invalid name", body = ErrorBody),
-        (status = UNAUTHORIZED, description = "A missing or unknown publish key", body = ErrorBody),
-        (status = CONFLICT, description = "`history_disabled`", body = ErrorBody),
-        (status = SERVICE_UNAVAILABLE, description = "`history_unavailable`", body = ErrorBody),
-    ))]
+    params(("user" = String, Path, description = "A user id"), Paging),
+    responses(Answers))]
 pub(super) async fn user(
     State(app): State<Arc<App>>,
     Publisher(tenant): Publisher,
@@ -67,14 +94,8 @@ pub(super) async fn user(
 
 /// A page of a channel's stream.
 #[utoipa::path(get, path = "/v1/streams/channels/{channel}", tag = "users", security(("publish_key" = [])),
-    params(("channel" = String, Path, description = "A channel name"), ("after" = Option<String>, Query, description = "EPOCH:OFFSET: the events after it; without it, everything kept"), ("limit" = Option<usize>, Query, description = "Events per page, 1-1000 (100)")),
-    responses(
-        (status = OK, description = "A page of the stream", body = Page),
-        (status = BAD_REQUEST, description = "A bad `after` or `limit`, or an invalid name", body = ErrorBody),
-        (status = UNAUTHORIZED, description = "A missing or unknown publish key", body = ErrorBody),
-        (status = CONFLICT, description = "`history_disabled`", body = ErrorBody),
-        (status = SERVICE_UNAVAILABLE, description = "`history_unavailable`", body = ErrorBody),
-    ))]
+    params(("channel" = String, Path, description = "A channel name"), Paging),
+    responses(Answers))]
 pub(super) async fn channel(
     State(app): State<Arc<App>>,
     Publisher(tenant): Publisher,
@@ -90,14 +111,8 @@ pub(super) async fn channel(
 
 /// A page of the tenant's broadcast stream.
 #[utoipa::path(get, path = "/v1/streams/broadcast", tag = "users", security(("publish_key" = [])),
-    params(("after" = Option<String>, Query, description = "EPOCH:OFFSET: the events after it; without it, everything kept"), ("limit" = Option<usize>, Query, description = "Events per page, 1-1000 (100)")),
-    responses(
-        (status = OK, description = "A page of the stream", body = Page),
-        (status = BAD_REQUEST, description = "A bad `after` or `limit`, or an invalid name", body = ErrorBody),
-        (status = UNAUTHORIZED, description = "A missing or unknown publish key", body = ErrorBody),
-        (status = CONFLICT, description = "`history_disabled`", body = ErrorBody),
-        (status = SERVICE_UNAVAILABLE, description = "`history_unavailable`", body = ErrorBody),
-    ))]
+    params(Paging),
+    responses(Answers))]
 pub(super) async fn broadcast(
     State(app): State<Arc<App>>,
     Publisher(tenant): Publisher,

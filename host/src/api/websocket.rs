@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::ApiError;
 use super::extract::PathParams;
-use super::handshake::{self, Refusal, since_param};
+use super::handshake::{self, ConnectQuery, Refusal, since_param};
 use super::openapi::ErrorBody;
 use crate::addresses::Socket;
 use crate::app::App;
@@ -27,10 +27,7 @@ use crate::session::Resume;
 #[utoipa::path(get, path = "/v1/ws/{tenant}", tag = "clients",
     params(
         ("tenant" = String, Path, description = "A tenant id"),
-        ("token" = Option<String>, Query, description = "The client's token"),
-        ("user" = Option<String>, Query, description = "The user id, for tenants with insecure auth"),
-        ("user_since" = Option<String>, Query, description = "EPOCH:OFFSET: resume the user stream after it"),
-        ("broadcast_since" = Option<String>, Query, description = "EPOCH:OFFSET: resume the broadcast stream after it"),
+        ConnectQuery,
     ),
     responses(
         (status = SWITCHING_PROTOCOLS, description = "Upgraded: frames follow (docs/PROTOCOL.md)"),
