@@ -30,7 +30,7 @@ pub const STEP: Duration = Duration::from_secs(10);
 
 /// The same guard for a step whose work is heavy: compiling a 12-18 MB plugin takes seconds
 /// in a debug build, more on a busy machine.
-const PATIENCE: Duration = Duration::from_secs(300);
+pub const PATIENCE: Duration = Duration::from_secs(300);
 
 /// The demo tenant every test config starts from.
 pub const DEMO: &str = r#"
@@ -534,8 +534,7 @@ pub async fn http_with(
     headers: &[(&str, &str)],
     body: Bytes,
 ) -> anyhow::Result<(u16, Value)> {
-    let (status, bytes) = request(addr, method, path, headers, body).await?;
-    Ok((status, json_body(&bytes)?))
+    http_within(addr, method, path, headers, body, STEP).await
 }
 
 async fn request(
@@ -575,16 +574,17 @@ pub async fn http_headers(
     request_with_headers(addr, method, path, headers, Bytes::new()).await
 }
 
-/// [`http_with`] for a request whose work takes long, such as uploading a plugin of many
-/// megabytes that the host compiles before it answers (seconds in a debug build).
-pub async fn http_patient(
+/// [`http_with`] with its own bound on the wait for the answer: [`PATIENCE`] for a request
+/// whose work takes long, such as uploading a plugin of many megabytes.
+pub async fn http_within(
     addr: SocketAddr,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: Bytes,
+    patience: Duration,
 ) -> anyhow::Result<(u16, Value)> {
-    let (status, _, bytes) = send(addr, method, path, headers, body, PATIENCE).await?;
+    let (status, _, bytes) = request_within(addr, method, path, headers, body, patience).await?;
     Ok((status, json_body(&bytes)?))
 }
 
@@ -595,10 +595,10 @@ async fn request_with_headers(
     headers: &[(&str, &str)],
     body: Bytes,
 ) -> anyhow::Result<(u16, hyper::HeaderMap, Bytes)> {
-    send(addr, method, path, headers, body, STEP).await
+    request_within(addr, method, path, headers, body, STEP).await
 }
 
-async fn send(
+async fn request_within(
     addr: SocketAddr,
     method: &str,
     path: &str,

@@ -2,7 +2,7 @@
 //! `redact` transform of plugins/javascript and plugins/python, uploaded through the admin
 //! API with the host's default limits, acts on traffic as the Rust one does.
 
-use notify_tests::{Client, TestHost, http, http_patient, plugin_bytes};
+use notify_tests::{Client, PATIENCE, TestHost, http, http_within, plugin_bytes};
 use serde_json::{Value, json};
 
 const ADMIN: &str = "admin-token-0123";
@@ -12,7 +12,7 @@ async fn upload(host: &TestHost, tenant: &str, plugin: &str) -> anyhow::Result<V
         [("authorization", format!("Bearer {ADMIN}")), ("notify-plugin-config", r#"{"fields":"ssn,card"}"#.into())];
     let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let path = format!("/v1/admin/tenants/{tenant}/plugins/transform");
-    let (status, body) = http_patient(host.addr, "PUT", &path, &headers, plugin_bytes(plugin).into()).await?;
+    let (status, body) = http_within(host.addr, "PUT", &path, &headers, plugin_bytes(plugin).into(), PATIENCE).await?;
     anyhow::ensure!(status == 201, "uploading {plugin}: {status} {body}");
     Ok(body)
 }
