@@ -25,6 +25,15 @@ declare -A wasm=(
   [py]=plugins/target/components/redact_py.wasm
 )
 
+# slowest TENANT: the upper bound (ms) of the lowest histogram bucket that holds every call.
+slowest() {
+  curl -s "http://127.0.0.1:$port/metrics" | awk -v t="$1" '
+    index($1, "notify_plugin_call_seconds_bucket{tenant=\"" t "\",hook=\"transform\"") == 1 {
+      le = $1; sub(/.*le="/, "", le); sub(/".*/, "", le); n[++k] = le; v[k] = $2
+    }
+    END { for (i = 1; i <= k; i++) if (v[i] == v[k]) { print (n[i] == "+Inf" ? "inf" : n[i] * 1000); exit } }'
+}
+
 # run RECYCLE: one host with tenants none, rust, js and py; uploads, then publishes.
 run() {
   port=$(free_port)
@@ -38,7 +47,7 @@ level = "warn"
 recycle_after_calls = $1
 TOML
   for t in none rust js py; do
-    printf '[tenants.%s]\npublish_key = "%s-key"\n' "$t" "$t" >> "$work/config.toml"
+    printf '[tenants.%s]\npublish_key = "%s-publish-key"\n' "$t" "$t" >> "$work/config.toml"
   done
   start_host "$work/config.toml"
   echo "== recycle_after_calls = $1"
@@ -53,7 +62,7 @@ TOML
   done
   for t in none rust js py; do
     before=$(rss_kib "$host_pid")
-    out=$(target/release/notify-load publish --publish "http://127.0.0.1:$port/v1/publish" --key "$t-key" \
+    out=$(target/release/notify-load publish --publish "http://127.0.0.1:$port/v1/publish" --key "$t-publish-key" \
       --events "$events" --payload 256 --publishers 1)
     after=$(rss_kib "$host_pid")
     line="publish $t: $out, host RSS +$((after - before)) KiB"
@@ -61,7 +70,8 @@ TOML
       sum=$(metric "notify_plugin_call_seconds_sum{tenant=\"$t\",hook=\"transform\"}")
       count=$(metric "notify_plugin_call_seconds_count{tenant=\"$t\",hook=\"transform\"}")
       failed=$(metric "notify_plugin_failures_total{tenant=\"$t\",hook=\"transform\"}")
-      line="$line, mean call $(awk -v s="$sum" -v c="$count" 'BEGIN {printf "%.1f", s / c * 1e6}') us over $count calls, $failed failed"
+      line="$line, mean call $(awk -v s="$sum" -v c="$count" 'BEGIN {printf "%.1f", s / c * 1e6}') us over $count calls"
+      line="$line, slowest <= $(slowest "$t") ms, $failed failed"
     fi
     echo "$line"
   done

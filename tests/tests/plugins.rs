@@ -280,3 +280,29 @@ async fn a_plugin_running_long_shares_its_thread_with_other_tenants() -> anyhow:
 async fn sleeping_plugin_is_cut_at_its_wall_clock_stop() -> anyhow::Result<()> {
     hostile_plugin_cannot_hurt_the_host("hostile_sleep").await
 }
+
+#[tokio::test]
+async fn only_a_versions_first_call_may_run_past_the_deadline() -> anyhow::Result<()> {
+    // Default deadlines. slow-start spins for some milliseconds on each instance's first
+    // call, as a language runtime sets up on first use. The version's first call runs with
+    // the set-up allowance; the next call reuses that instance; the third gets a fresh
+    // instance (recycle_after_calls = 2), whose first call must keep to the deadline, fails,
+    // and is skipped.
+    let toml = format!(
+        "[plugins]\nrecycle_after_calls = 2\n[tenants.t]\npublish_key = \"t-publish-key\"\n\
+         [tenants.t.plugins.transform]\npath = \"{}\"\n",
+        plugin_path("slow_start")
+    );
+    let host = TestHost::start(&toml).await?;
+    let mut c = Client::connect(&host.ws_url("t", "user=u"), &[]).await?;
+    c.next_json().await?;
+    for (n, delivered) in [(1, json!({"call": 1})), (2, json!({"call": 2})), (3, json!({"n": 3}))] {
+        let (status, _) =
+            host.publish("t-publish-key", &json!({"users": ["u"], "event": "e", "data": {"n": n}})).await?;
+        assert_eq!(status, 202);
+        assert_eq!(c.next_event().await?["data"], delivered, "publish {n}");
+    }
+    assert_eq!(host.metric("notify_plugin_calls_total{tenant=\"t\",hook=\"transform\"}").await?, 3.0);
+    assert_eq!(host.metric("notify_plugin_failures_total{tenant=\"t\",hook=\"transform\"}").await?, 1.0);
+    Ok(())
+}

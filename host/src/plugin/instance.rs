@@ -25,8 +25,8 @@ use crate::metrics::HookMetrics;
 /// Idle instances kept per plugin version; more concurrent calls instantiate afresh.
 const MAX_IDLE: usize = 4;
 /// Instantiation (copying data segments, running start functions) gets ten times the call
-/// deadline, and at least this much.
-const INSTANTIATE_BUDGET_MIN: Duration = Duration::from_millis(100);
+/// deadline, and at least this much; so does a version's first call (see [`Warm::cold`]).
+const SETUP_BUDGET_MIN: Duration = Duration::from_millis(100);
 
 enum Guest {
     Auth(auth::Guest),
@@ -40,6 +40,11 @@ struct Warm {
     meter: Arc<CpuMeter>,
     guest: Guest,
     calls: u32,
+    /// The instance made when the version loaded, before its first call. That call is the
+    /// first to run the version's code: it faults in the compiled code's pages and whatever
+    /// a language runtime (JavaScript's, Python's) sets up on first use, so it runs with the
+    /// set-up allowance. Later instances share those pages and keep to the deadline.
+    cold: bool,
 }
 
 /// Where a plugin version came from.
@@ -101,7 +106,8 @@ impl LoadedPlugin {
             metrics,
         };
         // Instantiating once checks the export's types against the hook's signature.
-        let warm = plugin.instantiate().await?;
+        let mut warm = plugin.instantiate().await?;
+        warm.cold = true;
         plugin.idle.lock().expect("idle lock").push(warm);
         Ok(plugin)
     }
@@ -153,7 +159,7 @@ impl LoadedPlugin {
             })
         });
         let meter = store.data().clock.meter.clone();
-        let budget = self.deadline().saturating_mul(10).max(INSTANTIATE_BUDGET_MIN);
+        let budget = self.setup_budget();
         store.data_mut().clock.start(budget);
         store.set_epoch_deadline(1);
         let _ticking = self.runtime.ticking();
@@ -171,12 +177,16 @@ impl LoadedPlugin {
                 self.compiled.route.as_ref().ok_or_else(missing)?.load(&mut store, &instance).map_err(fail)?,
             ),
         };
-        Ok(Warm { store, meter, guest, calls: 0 })
+        Ok(Warm { store, meter, guest, calls: 0, cold: false })
     }
 
     fn deadline(&self) -> Duration {
         let l = &self.runtime.limits;
         if self.hook == Hook::Auth { l.auth_deadline } else { l.hook_deadline }
+    }
+
+    fn setup_budget(&self) -> Duration {
+        self.deadline().saturating_mul(10).max(SETUP_BUDGET_MIN)
     }
 
     /// Runs `f` on a warm instance with the hook's deadline, applying the breaker.
@@ -197,7 +207,8 @@ impl LoadedPlugin {
         };
         let result = match warm {
             Ok(mut warm) => {
-                let budget = self.deadline();
+                let budget = if warm.cold { self.setup_budget() } else { self.deadline() };
+                warm.cold = false;
                 warm.store.data_mut().clock.start(budget);
                 warm.store.set_epoch_deadline(1);
                 let ticking = self.runtime.ticking();

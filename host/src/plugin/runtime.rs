@@ -139,7 +139,9 @@ impl Runtime {
             let reason = "not a WebAssembly component (build with --target wasm32-wasip2)";
             return Err(PluginError::Invalid { reason: reason.into(), source: None });
         }
-        let component = Component::new(&self.engine, &wasm).map_err(|e| PluginError::rejected("", e))?;
+        let component = Component::new(&self.engine, &wasm);
+        crate::trim::release();
+        let component = component.map_err(|e| PluginError::rejected("", e))?;
         let pre = self
             .linker
             .instantiate_pre(&component)
