@@ -6,7 +6,9 @@
 #   - publishes/s through each, one at a time, and the mean call time from the host's
 #     notify_plugin_call_seconds;
 #   - the same with plugins.recycle_after_calls = 1 (a fresh instance every call), whose
-#     difference is the instantiation time.
+#     difference is the instantiation time;
+#   - warm calls again with 16 KiB and 256 KiB payloads (EVENTS / 10 of them).
+# The slowest call is the upper bound of the lowest histogram bucket that holds them all.
 #
 #   bench/plugin-languages.sh [EVENTS]   (default 3000)
 set -euo pipefail
@@ -34,7 +36,8 @@ slowest() {
     END { for (i = 1; i <= k; i++) if (v[i] == v[k]) { print (n[i] == "+Inf" ? "inf" : n[i] * 1000); exit } }'
 }
 
-# run RECYCLE: one host with tenants none, rust, js and py; uploads, then publishes.
+# run RECYCLE PAYLOAD EVENTS: one host with tenants none, rust, js and py; uploads, then
+# EVENTS publishes of a PAYLOAD-byte pad through each.
 run() {
   port=$(free_port)
   cat > "$work/config.toml" <<TOML
@@ -50,7 +53,7 @@ TOML
     printf '[tenants.%s]\npublish_key = "%s-publish-key"\n' "$t" "$t" >> "$work/config.toml"
   done
   start_host "$work/config.toml"
-  echo "== recycle_after_calls = $1"
+  echo "== recycle_after_calls = $1, payload $2 B"
   for t in rust js py; do
     before=$(rss_kib "$host_pid")
     took=$(curl -sf -o /dev/null -w '%{time_total}' -X PUT -H "authorization: Bearer $admin" \
@@ -63,7 +66,7 @@ TOML
   for t in none rust js py; do
     before=$(rss_kib "$host_pid")
     out=$(target/release/notify-load publish --publish "http://127.0.0.1:$port/v1/publish" --key "$t-publish-key" \
-      --events "$events" --payload 256 --publishers 1)
+      --events "$3" --payload "$2" --publishers 1)
     after=$(rss_kib "$host_pid")
     line="publish $t: $out, host RSS +$((after - before)) KiB"
     if [ "$t" != none ]; then
@@ -80,5 +83,7 @@ TOML
 }
 
 echo "date: $(date -u +%F), rustc: $(rustc --version | cut -d' ' -f2), cores: $(nproc), events: $events"
-run 10000
-run 1
+run 10000 256 "$events"
+run 1 256 "$events"
+run 10000 16384 $((events / 10))
+run 10000 262144 $((events / 10))

@@ -282,12 +282,12 @@ async fn sleeping_plugin_is_cut_at_its_wall_clock_stop() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn only_a_versions_first_call_may_run_past_the_deadline() -> anyhow::Result<()> {
+async fn an_instances_first_call_may_set_up_unless_the_last_call_failed() -> anyhow::Result<()> {
     // Default deadlines. slow-start spins for some milliseconds on each instance's first
-    // call, as a language runtime sets up on first use. The version's first call runs with
-    // the set-up allowance; the next call reuses that instance; the third gets a fresh
-    // instance (recycle_after_calls = 2), whose first call must keep to the deadline, fails,
-    // and is skipped.
+    // call, as a language runtime sets up on first use, and traps when asked to. With
+    // recycle_after_calls = 2: the version's first instance sets up (1) and serves (2); a
+    // fresh one sets up (3) and traps (4); the next fresh one must keep to the deadline,
+    // since the last call failed, and is cut (5). Failed calls are skipped.
     let toml = format!(
         "[plugins]\nrecycle_after_calls = 2\n[tenants.t]\npublish_key = \"t-publish-key\"\n\
          [tenants.t.plugins.transform]\npath = \"{}\"\n",
@@ -296,13 +296,19 @@ async fn only_a_versions_first_call_may_run_past_the_deadline() -> anyhow::Resul
     let host = TestHost::start(&toml).await?;
     let mut c = Client::connect(&host.ws_url("t", "user=u"), &[]).await?;
     c.next_json().await?;
-    for (n, delivered) in [(1, json!({"call": 1})), (2, json!({"call": 2})), (3, json!({"n": 3}))] {
-        let (status, _) =
-            host.publish("t-publish-key", &json!({"users": ["u"], "event": "e", "data": {"n": n}})).await?;
+    let steps = [
+        (json!({"n": 1}), json!({"call": 1})),
+        (json!({"n": 2}), json!({"call": 2})),
+        (json!({"n": 3}), json!({"call": 1})),
+        (json!({"trap": 4}), json!({"trap": 4})),
+        (json!({"n": 5}), json!({"n": 5})),
+    ];
+    for (data, delivered) in steps {
+        let (status, _) = host.publish("t-publish-key", &json!({"users": ["u"], "event": "e", "data": data})).await?;
         assert_eq!(status, 202);
-        assert_eq!(c.next_event().await?["data"], delivered, "publish {n}");
+        assert_eq!(c.next_event().await?["data"], delivered, "{data}");
     }
-    assert_eq!(host.metric("notify_plugin_calls_total{tenant=\"t\",hook=\"transform\"}").await?, 3.0);
-    assert_eq!(host.metric("notify_plugin_failures_total{tenant=\"t\",hook=\"transform\"}").await?, 1.0);
+    assert_eq!(host.metric("notify_plugin_calls_total{tenant=\"t\",hook=\"transform\"}").await?, 5.0);
+    assert_eq!(host.metric("notify_plugin_failures_total{tenant=\"t\",hook=\"transform\"}").await?, 2.0);
     Ok(())
 }

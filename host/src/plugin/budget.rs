@@ -99,11 +99,31 @@ impl CpuMeter {
     }
 }
 
+/// What one call may use: CPU time, and wall time as the hard stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Budget {
+    pub cpu: Duration,
+    pub wall: Duration,
+}
+
+impl Budget {
+    /// `cpu` of CPU time, stopped at `WALL_FACTOR` times that in wall time.
+    pub(crate) fn cpu(cpu: Duration) -> Self {
+        Self { cpu, wall: cpu * WALL_FACTOR }
+    }
+
+    /// More CPU time, with the wall-clock stop kept where it was unless `cpu` passes it: a
+    /// call waiting in a WASI clock is not let wait longer.
+    pub(crate) fn with_cpu(self, cpu: Duration) -> Self {
+        Self { cpu, wall: self.wall.max(cpu) }
+    }
+}
+
 /// A call's budget as the store holds it.
 pub(crate) struct CallClock {
     pub meter: Arc<CpuMeter>,
     wall: Instant,
-    budget: Duration,
+    budget: Budget,
 }
 
 /// What the epoch callback should do at a tick.
@@ -122,11 +142,11 @@ const WALL_FACTOR: u32 = 50;
 
 impl CallClock {
     pub(crate) fn new() -> Self {
-        Self { meter: Arc::default(), wall: Instant::now(), budget: Duration::ZERO }
+        Self { meter: Arc::default(), wall: Instant::now(), budget: Budget::cpu(Duration::ZERO) }
     }
 
     /// Starts a call with `budget`, on the thread that is about to poll it first.
-    pub(crate) fn start(&mut self, budget: Duration) {
+    pub(crate) fn start(&mut self, budget: Budget) {
         self.meter.reset();
         self.wall = Instant::now();
         self.budget = budget;
@@ -137,7 +157,7 @@ impl CallClock {
         let wall = self.wall.elapsed();
         // Without a thread clock, wall time is all there is.
         let spent = self.meter.spent().unwrap_or(wall);
-        if spent >= self.budget || wall >= self.budget * WALL_FACTOR {
+        if spent >= self.budget.cpu || wall >= self.budget.wall {
             Verdict::Expired
         } else if spent >= tick {
             Verdict::Yield
@@ -151,10 +171,10 @@ impl CallClock {
 /// polls to `meter`, and interrupts it at the wall-clock stop.
 pub(crate) async fn bounded<R>(
     meter: &CpuMeter,
-    budget: Duration,
+    budget: Budget,
     call: impl Future<Output = wasmtime::Result<R>>,
 ) -> wasmtime::Result<R> {
-    match tokio::time::timeout(budget * WALL_FACTOR, metered(meter, call)).await {
+    match tokio::time::timeout(budget.wall, metered(meter, call)).await {
         Ok(result) => result,
         Err(_) => Err(wasmtime::Trap::Interrupt.into()),
     }
@@ -214,13 +234,13 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_call_is_charged_the_cpu_of_its_own_polls_only() {
         let mut clock = CallClock::new();
-        clock.start(Duration::from_millis(40));
+        clock.start(Budget::cpu(Duration::from_millis(40)));
         let meter = clock.meter.clone();
         // 5 ms in each of 3 polls: 15 ms of its own, while other threads burn as much again.
         let verdicts = metered(&meter, hop_threads(&clock, 3, Duration::from_millis(5))).await;
         assert_eq!(verdicts, [Verdict::Yield, Verdict::Yield, Verdict::Yield]);
 
-        clock.start(Duration::from_millis(12));
+        clock.start(Budget::cpu(Duration::from_millis(12)));
         let verdicts = metered(&meter, hop_threads(&clock, 3, Duration::from_millis(5))).await;
         assert_eq!(verdicts, [Verdict::Yield, Verdict::Yield, Verdict::Expired], "charged across polls");
     }
@@ -228,7 +248,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_poll_that_waits_before_its_first_tick_is_charged_one_tick_at_most() {
         let mut clock = CallClock::new();
-        clock.start(Duration::from_millis(10));
+        clock.start(Budget::cpu(Duration::from_millis(10)));
         let meter = clock.meter.clone();
         let waits = async {
             // Descheduled for 20 ms in each of two polls, as an overloaded host might be.
@@ -245,7 +265,7 @@ mod tests {
     #[test]
     fn a_short_call_goes_on_without_yielding() {
         let mut clock = CallClock::new();
-        clock.start(Duration::from_millis(10));
+        clock.start(Budget::cpu(Duration::from_millis(10)));
         assert_eq!(clock.verdict(Duration::from_secs(1)), Verdict::Continue);
     }
 }

@@ -16,7 +16,7 @@ use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::{StoreState, auth, route, transform, types};
-use super::budget::{CallClock, CpuMeter, Verdict, bounded};
+use super::budget::{Budget, CallClock, CpuMeter, Verdict, bounded};
 use super::runtime::{Compiled, Runtime, TICK};
 use super::version::{Provenance, VersionState};
 use super::{CallError, FailurePolicy, Hook};
@@ -25,7 +25,7 @@ use crate::metrics::HookMetrics;
 /// Idle instances kept per plugin version; more concurrent calls instantiate afresh.
 const MAX_IDLE: usize = 4;
 /// Instantiation (copying data segments, running start functions) gets ten times the call
-/// deadline, and at least this much; so does a version's first call (see [`Warm::cold`]).
+/// deadline, and at least this much; so does an instance's first call (see [`LoadedPlugin::budget`]).
 const SETUP_BUDGET_MIN: Duration = Duration::from_millis(100);
 
 enum Guest {
@@ -40,11 +40,6 @@ struct Warm {
     meter: Arc<CpuMeter>,
     guest: Guest,
     calls: u32,
-    /// The instance made when the version loaded, before its first call. That call is the
-    /// first to run the version's code: it faults in the compiled code's pages and whatever
-    /// a language runtime (JavaScript's, Python's) sets up on first use, so it runs with the
-    /// set-up allowance. Later instances share those pages and keep to the deadline.
-    cold: bool,
 }
 
 /// Where a plugin version came from.
@@ -106,8 +101,7 @@ impl LoadedPlugin {
             metrics,
         };
         // Instantiating once checks the export's types against the hook's signature.
-        let mut warm = plugin.instantiate().await?;
-        warm.cold = true;
+        let warm = plugin.instantiate().await?;
         plugin.idle.lock().expect("idle lock").push(warm);
         Ok(plugin)
     }
@@ -159,7 +153,7 @@ impl LoadedPlugin {
             })
         });
         let meter = store.data().clock.meter.clone();
-        let budget = self.setup_budget();
+        let budget = Budget::cpu(self.setup_budget());
         store.data_mut().clock.start(budget);
         store.set_epoch_deadline(1);
         let _ticking = self.runtime.ticking();
@@ -177,7 +171,7 @@ impl LoadedPlugin {
                 self.compiled.route.as_ref().ok_or_else(missing)?.load(&mut store, &instance).map_err(fail)?,
             ),
         };
-        Ok(Warm { store, meter, guest, calls: 0, cold: false })
+        Ok(Warm { store, meter, guest, calls: 0 })
     }
 
     fn deadline(&self) -> Duration {
@@ -187,6 +181,16 @@ impl LoadedPlugin {
 
     fn setup_budget(&self) -> Duration {
         self.deadline().saturating_mul(10).max(SETUP_BUDGET_MIN)
+    }
+
+    /// The budget of a call on `warm`. An instance's first call faults in the pages it
+    /// touches, and a language runtime (JavaScript's, Python's) finishes setting up on first
+    /// use, so it gets the set-up allowance in CPU time, unless the version's last call
+    /// failed: a plugin that traps or loops and is re-instantiated gets the deadline, no
+    /// more. The wall-clock stop stays the deadline's.
+    fn budget(&self, warm: &Warm) -> Budget {
+        let budget = Budget::cpu(self.deadline());
+        if warm.calls == 0 && self.consecutive_failures() == 0 { budget.with_cpu(self.setup_budget()) } else { budget }
     }
 
     /// Runs `f` on a warm instance with the hook's deadline, applying the breaker.
@@ -207,8 +211,7 @@ impl LoadedPlugin {
         };
         let result = match warm {
             Ok(mut warm) => {
-                let budget = if warm.cold { self.setup_budget() } else { self.deadline() };
-                warm.cold = false;
+                let budget = self.budget(&warm);
                 warm.store.data_mut().clock.start(budget);
                 warm.store.set_epoch_deadline(1);
                 let ticking = self.runtime.ticking();

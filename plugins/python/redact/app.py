@@ -13,8 +13,7 @@ from wit_world.imports import host, types
 
 # componentize-py runs this module when it builds the component and keeps the memory it
 # leaves: the first use of the json codec (its lazy imports and caches) happens here, at
-# build time, instead of in the first call of every instance, which must fit in
-# plugins.hook_deadline.
+# build time, instead of in the first call of every instance.
 json.dumps(json.loads('{"warm":[1,"x",{"y":null}]}'), separators=(",", ":"))
 
 

@@ -1,7 +1,7 @@
 //! Test plugin: a transform whose first call in an instance spins for about ten million
 //! steps (some milliseconds of CPU, as a language runtime sets itself up on first use); every
 //! later call is quick. Each call rewrites the payload to `{"call": n}`, n counting the
-//! calls this instance has served.
+//! calls this instance has served; a payload with a `trap` field makes it trap instead.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -15,6 +15,9 @@ struct SlowStart;
 
 impl Transformer for SlowStart {
     fn transform(mut ev: Event) -> Transform {
+        if ev.json().is_ok_and(|data| data.get("trap").is_some()) {
+            panic!("slow-start: asked to trap");
+        }
         let call = CALLS.fetch_add(1, Relaxed) + 1;
         if call == 1 {
             let mut x: u64 = 0;
