@@ -7,7 +7,8 @@
 #     notify_plugin_call_seconds;
 #   - the same with plugins.recycle_after_calls = 1 (a fresh instance every call), whose
 #     difference is the instantiation time;
-#   - warm calls again with 16 KiB and 256 KiB payloads (EVENTS / 10 of them).
+#   - warm calls again with 16 KiB and 256 KiB payloads (EVENTS / 10 of them), the latter
+#     also with plugins.hook_deadline = 50ms.
 # The slowest call is the upper bound of the lowest histogram bucket that holds them all.
 #
 #   bench/plugin-languages.sh [EVENTS]   (default 3000)
@@ -36,8 +37,8 @@ slowest() {
     END { for (i = 1; i <= k; i++) if (v[i] == v[k]) { print (n[i] == "+Inf" ? "inf" : n[i] * 1000); exit } }'
 }
 
-# run RECYCLE PAYLOAD EVENTS: one host with tenants none, rust, js and py; uploads, then
-# EVENTS publishes of a PAYLOAD-byte pad through each.
+# run RECYCLE PAYLOAD EVENTS [DEADLINE]: one host with tenants none, rust, js and py;
+# uploads, then EVENTS publishes of a PAYLOAD-byte pad through each.
 run() {
   port=$(free_port)
   cat > "$work/config.toml" <<TOML
@@ -48,12 +49,13 @@ admin_token = "$admin"
 level = "warn"
 [plugins]
 recycle_after_calls = $1
+hook_deadline = "${4:-2ms}"
 TOML
   for t in none rust js py; do
     printf '[tenants.%s]\npublish_key = "%s-publish-key"\n' "$t" "$t" >> "$work/config.toml"
   done
   start_host "$work/config.toml"
-  echo "== recycle_after_calls = $1, payload $2 B"
+  echo "== recycle_after_calls = $1, payload $2 B, hook_deadline ${4:-2ms}"
   for t in rust js py; do
     before=$(rss_kib "$host_pid")
     took=$(curl -sf -o /dev/null -w '%{time_total}' -X PUT -H "authorization: Bearer $admin" \
@@ -87,3 +89,4 @@ run 10000 256 "$events"
 run 1 256 "$events"
 run 10000 16384 $((events / 10))
 run 10000 262144 $((events / 10))
+run 10000 262144 $((events / 10)) 50ms
