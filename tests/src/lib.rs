@@ -682,6 +682,11 @@ impl HostProcess {
 
     /// [`HostProcess::start`] with the log filter `rust_log`.
     pub async fn start_logging(bin: &str, toml: &str, rust_log: &str) -> anyhow::Result<Self> {
+        Self::start_with(bin, toml, &[("RUST_LOG".into(), rust_log.into())]).await
+    }
+
+    /// [`HostProcess::start`] with `env` set for the process (after the test's own overrides).
+    pub async fn start_with(bin: &str, toml: &str, env: &[(String, String)]) -> anyhow::Result<Self> {
         let dir = TempDir::new("host")?;
         let config = dir.path.join("config.toml");
         std::fs::write(&config, toml)?;
@@ -689,7 +694,7 @@ impl HostProcess {
             .arg("--config")
             .arg(&config)
             .envs(test_overrides())
-            .env("RUST_LOG", rust_log)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
@@ -700,8 +705,9 @@ impl HostProcess {
             while let Some(line) = lines.next_line().await? {
                 log.lock().unwrap().push_str(&format!("{line}\n"));
                 if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr = rest.split_whitespace().next().context("address")?;
-                    return Ok::<_, anyhow::Error>(addr.parse()?);
+                    // Text logs end the line with the address; JSON ones close a string.
+                    let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || ".:[]".contains(c)));
+                    return Ok::<_, anyhow::Error>(rest[..end.unwrap_or(rest.len())].parse()?);
                 }
             }
             bail!("host exited before listening")

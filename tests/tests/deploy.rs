@@ -1,6 +1,8 @@
 //! The deployment files in `deploy/`, checked mechanically: YAML and JSON parse, the config
 //! they all run loads, the Kubernetes probes and drain match the host's, and every metric
-//! the Grafana dashboard and the alert rules query is one a running node exports.
+//! the Grafana dashboard and the alert rules query is one a running node exports. No
+//! container runs here, so the compose topology runs as three processes of the host binary
+//! with the image's config and the environment compose gives each node.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -8,8 +10,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use notify_host::Config;
-use notify_tests::{DEMO, RedisServer, TestHost, http_raw};
-use serde_json::Value;
+use notify_tests::{
+    Client, DEMO, HostProcess, RedisServer, TestHost, eventually, host_bin, hs256_token, http, http_raw,
+};
+use serde_json::{Value, json};
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn deploy(path: &str) -> PathBuf {
@@ -165,5 +169,83 @@ async fn dashboards_and_alerts_query_metrics_the_host_exports() -> anyhow::Resul
     assert!(queried.len() >= 15, "{queried:?}");
     let unknown: Vec<_> = queried.difference(&exported).collect();
     assert!(unknown.is_empty(), "queried but not exported: {unknown:?}");
+    Ok(())
+}
+
+/// The environment compose gives every node, with its Redis (the `redis` service) swapped
+/// for `redis_url` and the admin token from the operator's shell set to `admin`.
+fn compose_environment(redis_url: &str, admin: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let compose = yaml("compose.yaml")?;
+    let env = compose["x-node"]["environment"].as_hash().context("x-node environment")?;
+    env.iter()
+        .map(|(key, value)| {
+            let key = str_at(key, "environment key")?.to_owned();
+            let value = match key.as_str() {
+                "NOTIFY_BROKER__URL" => str_at(value, "broker url")?.replace("redis://redis:6379", redis_url),
+                "NOTIFY_SERVER__ADMIN_TOKEN" => admin.to_owned(),
+                _ => str_at(value, &key)?.to_owned(),
+            };
+            Ok((key, value))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_compose_nodes_serve_as_one_cluster() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let admin = "compose-admin-token-0123";
+    let env = compose_environment(&redis.url(), admin)?;
+    let image_config = text("notify.toml")?;
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(HostProcess::start_with(host_bin!(), &image_config, &env).await?);
+    }
+
+    // A tenant created on node 1 serves a client on node 3 and publishes through node 2.
+    let secret = "compose-jwt-secret-0123456789";
+    let spec = json!({ "id": "acme", "auth": { "mode": "jwt", "keys": [{ "kid": "k1", "hs256_secret": secret }] } });
+    let (status, created) =
+        http(nodes[0].addr, "POST", "/v1/admin/tenants", Some(admin), spec.to_string().into()).await?;
+    assert_eq!(status, 201, "{created}");
+    let key = created["publish_key"].as_str().context("publish key")?.to_owned();
+    for node in &nodes[1..] {
+        eventually(|| async {
+            Ok(http(node.addr, "GET", "/v1/admin/tenants/acme", Some(admin), Default::default()).await?.0 == 200)
+        })
+        .await?;
+    }
+    let token = hs256_token("ann", 300, None, secret);
+    let mut ann = Client::connect(&format!("ws://{}/v1/ws/acme?token={token}", nodes[2].addr), &[]).await?;
+    assert_eq!(ann.next_json().await?["type"], "welcome");
+    let body = json!({ "users": ["ann"], "event": "http", "data": 1 }).to_string();
+    let (status, answer) = http(nodes[1].addr, "POST", "/v1/publish", Some(&key), body.into()).await?;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(ann.next_event().await?["data"], 1);
+
+    // Product teams publish through Redis too, durably and fire-and-forget.
+    let mut conn = redis.conn().await?;
+    let body = json!({ "users": ["ann"], "event": "stream", "data": 2 }).to_string();
+    let _: String =
+        redis::cmd("XADD").arg("notify:acme:ingest").arg("*").arg("event").arg(body).query_async(&mut conn).await?;
+    assert_eq!(ann.next_event().await?["data"], 2);
+    let leading = || nodes.iter().any(|n| n.log.lock().unwrap().contains("holding the pub/sub ingestion lease"));
+    eventually(|| async { Ok(leading()) }).await?;
+    let body = json!({ "users": ["ann"], "event": "pubsub", "data": 3 }).to_string();
+    let _: i64 = redis::cmd("PUBLISH").arg("notify:acme:publish").arg(body).query_async(&mut conn).await?;
+    assert_eq!(ann.next_event().await?["data"], 3);
+
+    // Nothing went wrong on the way, not even before the first tenant existed.
+    for node in &nodes {
+        let log = node.log.lock().unwrap().clone();
+        let bad: Vec<_> =
+            log.lines().filter(|l| l.contains(r#""level":"WARN""#) || l.contains(r#""level":"ERROR""#)).collect();
+        assert!(bad.is_empty(), "{bad:#?}");
+    }
+
+    // `docker compose stop` sends SIGTERM: the node drains its client with 1001 and exits 0.
+    nodes[2].signal("TERM")?;
+    assert_eq!(ann.close_code().await?, 1001);
+    let status = tokio::time::timeout(Duration::from_secs(60), nodes[2].child.wait()).await??;
+    assert!(status.success(), "{status}");
     Ok(())
 }

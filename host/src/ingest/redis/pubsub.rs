@@ -42,8 +42,9 @@ impl Leader {
         let node = self.app.node_id.to_string();
         let lease_ms = LEASE.as_millis() as u64;
         while !self.app.drain.is_draining() {
-            if self.hold_lease(&node, lease_ms).await {
-                let channels = publish_channels(&self.app);
+            let channels = publish_channels(&self.app);
+            // With no tenant yet there is nothing to subscribe to: SUBSCRIBE needs a channel.
+            if !channels.is_empty() && self.hold_lease(&node, lease_ms).await {
                 match self.lead(&node, lease_ms, &channels).await {
                     Ok(()) => {}
                     Err(e) => tracing::warn!(error = %e, "pub/sub ingestion interrupted"),

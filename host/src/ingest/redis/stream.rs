@@ -99,6 +99,14 @@ impl Reader {
     /// One read over every stream, then the periodic claim of abandoned entries.
     async fn round(&mut self, progress: &mut Progress) -> Result<(), IngestError> {
         self.refresh();
+        if self.streams.is_empty() {
+            // No tenant yet, and XREADGROUP needs a stream: wait as a blocking read would.
+            tokio::select! {
+                () = tokio::time::sleep(BLOCK) => {}
+                () = self.app.drain.started() => {}
+            }
+            return Ok(());
+        }
         if self.streams.iter().any(|s| !self.grouped.contains(s)) {
             // Groups start at 0: entries added before a new tenant's group existed are read.
             self.create_groups().await?;
