@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use notify_host::Config;
 use notify_tests::{
-    Client, DEMO, HostProcess, RedisServer, TestHost, eventually, host_bin, hs256_token, http, http_raw,
+    Client, DEMO, HostProcess, RedisServer, TempDir, TestHost, eventually, host_bin, hs256_token, http, http_raw,
 };
 use serde_json::{Value, json};
 use yaml_rust2::{Yaml, YamlLoader};
@@ -105,6 +105,18 @@ fn the_systemd_unit_raises_the_file_limit_and_outlasts_the_drain() -> anyhow::Re
     let stop: u64 = value("TimeoutStopSec").context("TimeoutStopSec")?.parse()?;
     assert!(Duration::from_secs(stop) > config()?.server.shutdown_grace);
     assert!(value("ExecStart").context("ExecStart")?.contains("--config /etc/notify/notify.toml"));
+    Ok(())
+}
+
+#[test]
+fn systemd_accepts_the_unit() -> anyhow::Result<()> {
+    // `verify` wants the binary the unit starts to exist: point it at this build's.
+    let dir = TempDir::new("unit")?;
+    let unit = dir.path.join("notify-host.service");
+    std::fs::write(&unit, text("systemd/notify-host.service")?.replace("/usr/local/bin/notify-host", host_bin!()))?;
+    let out = std::process::Command::new("systemd-analyze").arg("verify").arg(&unit).output()?;
+    let complaints = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && complaints.trim().is_empty(), "{}: {complaints}", out.status);
     Ok(())
 }
 
