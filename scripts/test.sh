@@ -33,7 +33,8 @@ need python3 python3
 # Debian ships venv's ensurepip apart from python3.
 python3 -c 'import ensurepip' 2>/dev/null || install python3-venv
 scripts/build-plugins.sh
-echo "== systemd-analyze (checks the systemd unit in deploy/)"
+echo "== deployment files against their schemas (Compose, Kubernetes); systemd-analyze for the unit"
+scripts/check-deploy.sh
 need systemd-analyze systemd
 echo "== formatting"
 cargo fmt --all -- --check
