@@ -21,6 +21,7 @@ mod event;
 mod fanout;
 mod gate;
 mod handoff;
+mod heap;
 mod hub;
 mod ingest;
 mod metrics;

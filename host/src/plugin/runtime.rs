@@ -140,7 +140,7 @@ impl Runtime {
             return Err(PluginError::Invalid { reason: reason.into(), source: None });
         }
         let component = Component::new(&self.engine, &wasm);
-        crate::trim::release();
+        crate::heap::release();
         let component = component.map_err(|e| PluginError::rejected("", e))?;
         let pre = self
             .linker
