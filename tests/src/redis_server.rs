@@ -8,6 +8,17 @@ use anyhow::Context as _;
 
 use crate::{STEP, TempDir};
 
+/// Redis gives up a manual failover after 5 s; a little more, then it is asked again.
+const MANUAL_FAILOVER_TIMEOUT: Duration = Duration::from_secs(6);
+/// Manual failovers asked of one replica before a test gives up.
+const FAILOVER_ATTEMPTS: u32 = 3;
+
+/// Whether the node behind `conn` is a master now.
+async fn is_master(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<bool> {
+    let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(conn).await?;
+    Ok(matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master"))
+}
+
 /// A `redis-server` process this test owns.
 pub struct RedisServer {
     pub port: u16,
@@ -185,20 +196,26 @@ impl RedisCluster {
 
     /// Promotes `replica` over its master with a manual `CLUSTER FAILOVER` (the replica
     /// catches up with its master first, as in a maintenance switchover), and waits until
-    /// every node agrees.
+    /// every node agrees. Redis abandons a manual failover that has not finished within
+    /// 5 s (its masters' votes can come late on a loaded machine); it is then asked again,
+    /// up to [`FAILOVER_ATTEMPTS`] times.
     pub async fn failover(&self, replica: u16) -> anyhow::Result<()> {
         self.wait_synced(replica).await?;
         let mut conn = node_conn(replica).await?;
-        let _: () = redis::cmd("CLUSTER").arg("FAILOVER").query_async(&mut conn).await?;
-        let promoted = || {
-            let mut conn = conn.clone();
-            async move {
-                let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut conn).await?;
-                let master = matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master");
-                Ok(master && self.replicas().await?.iter().all(|(_, r)| *r != replica))
+        for _ in 0..FAILOVER_ATTEMPTS {
+            let _: () = redis::cmd("CLUSTER").arg("FAILOVER").query_async(&mut conn).await?;
+            let deadline = tokio::time::Instant::now() + MANUAL_FAILOVER_TIMEOUT;
+            while !is_master(&mut conn).await? && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-        };
-        crate::eventually(promoted).await.with_context(|| format!("replica {replica} was not promoted"))
+            if is_master(&mut conn).await? {
+                let agreed = || async { Ok(self.replicas().await?.iter().all(|(_, r)| *r != replica)) };
+                return crate::eventually(agreed)
+                    .await
+                    .with_context(|| format!("not every node sees {replica} promoted"));
+            }
+        }
+        anyhow::bail!("replica {replica} was not promoted by {FAILOVER_ATTEMPTS} manual failovers")
     }
 
     async fn wait_synced(&self, replica: u16) -> anyhow::Result<()> {
