@@ -97,14 +97,23 @@ pub async fn ready_hosts<const N: usize>(toml: &str) -> anyhow::Result<[TestHost
 
 /// Polls `check` until it holds, bounded by [`STEP`] (for state that converges
 /// asynchronously: subscriptions, presence, Redis streams).
-pub async fn eventually<F, Fut>(mut check: F) -> anyhow::Result<()>
+pub async fn eventually<F, Fut>(check: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<bool>>,
 {
-    let deadline = tokio::time::Instant::now() + STEP;
+    eventually_within(STEP, check).await
+}
+
+/// [`eventually`] with its own bound.
+pub async fn eventually_within<F, Fut>(bound: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + bound;
     while !check().await? {
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "condition not reached within {STEP:?}");
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "condition not reached within {bound:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())

@@ -14,8 +14,8 @@ const MANUAL_FAILOVER_TIMEOUT: Duration = Duration::from_secs(6);
 const FAILOVER_ATTEMPTS: u32 = 3;
 
 /// Whether the node behind `conn` is a master now.
-async fn is_master(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<bool> {
-    let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(conn).await?;
+async fn is_master(mut conn: redis::aio::MultiplexedConnection) -> anyhow::Result<bool> {
+    let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut conn).await?;
     Ok(matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master"))
 }
 
@@ -204,11 +204,7 @@ impl RedisCluster {
         let mut conn = node_conn(replica).await?;
         for _ in 0..FAILOVER_ATTEMPTS {
             let _: () = redis::cmd("CLUSTER").arg("FAILOVER").query_async(&mut conn).await?;
-            let deadline = tokio::time::Instant::now() + MANUAL_FAILOVER_TIMEOUT;
-            while !is_master(&mut conn).await? && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            if is_master(&mut conn).await? {
+            if crate::eventually_within(MANUAL_FAILOVER_TIMEOUT, || is_master(conn.clone())).await.is_ok() {
                 let agreed = || async { Ok(self.replicas().await?.iter().all(|(_, r)| *r != replica)) };
                 return crate::eventually(agreed)
                     .await
