@@ -140,8 +140,15 @@ impl Addresses {
     /// its own place in the count.
     pub(crate) fn connect(&self, client: IpAddr, socket_counted: bool) -> Result<Option<Hold>, Refused> {
         let key = self.table.key(client);
-        self.table.update(key, |entry, limits, now| entry.spend(limits, now))?;
+        self.table.update(key, |entry, limits, now| entry.admits(limits, now, true))?;
         if socket_counted { Ok(None) } else { self.hold(key).map(Some) }
+    }
+
+    /// Whether a connect from `client` would be admitted now, without taking a token: for
+    /// requests that only ask why a connect failed.
+    pub(crate) fn check(&self, client: IpAddr) -> Result<(), Refused> {
+        let key = self.table.key(client);
+        self.table.update(key, |entry, limits, now| entry.admits(limits, now, false))
     }
 
     /// The counts a session's `Admitted` releases its key to.
@@ -258,8 +265,9 @@ impl Entry {
         }
     }
 
-    /// Takes a token, unless the address is refused for its failures or out of tokens.
-    fn spend(&mut self, limits: &AddressLimits, now: Instant) -> Result<(), Refused> {
+    /// Admits a connect (taking a token if `spend`), unless the address is refused for its
+    /// failures or out of tokens.
+    fn admits(&mut self, limits: &AddressLimits, now: Instant, spend: bool) -> Result<(), Refused> {
         if let Some(until) = self.refused_until.filter(|until| *until > now) {
             return Err(Refused::Failures(until - now));
         }
@@ -267,7 +275,12 @@ impl Entry {
             return Ok(());
         }
         self.bucket.refill(limits.connect_rate, f64::from(limits.connect_burst), now);
-        self.bucket.take(1.0, limits.connect_rate).map_err(Refused::Rate)
+        let admitted = if spend {
+            self.bucket.take(1.0, limits.connect_rate)
+        } else {
+            self.bucket.holds(1.0, limits.connect_rate)
+        };
+        admitted.map_err(Refused::Rate)
     }
 
     fn fail(&mut self, limits: &AddressLimits, now: Instant) {

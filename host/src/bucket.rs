@@ -27,8 +27,14 @@ impl Bucket {
 
     /// Takes `n` tokens, all or none, or says how long until they would be there.
     pub(crate) fn take(&mut self, n: f64, rate: f64) -> Result<(), Duration> {
+        self.holds(n, rate)?;
+        self.tokens -= n;
+        Ok(())
+    }
+
+    /// Whether `n` tokens are there (without taking them), or how long until they would be.
+    pub(crate) fn holds(&self, n: f64, rate: f64) -> Result<(), Duration> {
         if self.tokens >= n {
-            self.tokens -= n;
             return Ok(());
         }
         Err(Duration::from_secs_f64((n - self.tokens) / rate))

@@ -504,7 +504,7 @@ pub struct HistoryConfig {
     pub size: usize,
     /// Events older than this are dropped from history.
     #[serde(with = "humantime_serde")]
-    #[schema(value_type = String, example = "10m")]
+    #[schema(value_type = String, example = "10m", default = "10m")]
     pub ttl: Duration,
     /// Clients ack what they have read: the host keeps a read cursor per user, replays
     /// unacked events of the user stream on every connect and reports unread counts.
@@ -616,7 +616,7 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
         let table: toml::Table = text.parse().map_err(|source| ConfigError::Parse { origin: origin.into(), source })?;
-        let env: Vec<(String, String)> = env.into_iter().filter(|(var, _)| var.starts_with("NOTIFY_")).collect();
+        let env: Vec<(String, String)> = env.into_iter().filter(|(var, _)| is_override(var)).collect();
         let config = match Self::with_overrides(table.clone(), &env) {
             Ok(config) => config,
             Err(ConfigError::Parse { source, .. }) => return Err(blame(&table, &env, origin, source)),
@@ -637,8 +637,11 @@ impl Config {
         self.plugins.validate()?;
         self.server.validate()?;
         self.addresses.validate()?;
-        if self.tenants.is_empty() && self.server.admin_token.is_none() {
-            let why = "at least one tenant is required (e.g. [tenants.demo]), or server.admin_token to create tenants through the admin API";
+        // With Redis, tenants created through another node's admin API reach this one; in
+        // memory, such a node could never serve anything.
+        let shared = matches!(self.broker, BrokerConfig::Redis(_));
+        if self.tenants.is_empty() && self.server.admin_token.is_none() && !shared {
+            let why = "at least one tenant is required (e.g. [tenants.demo]), or server.admin_token to create tenants through the admin API, or a Redis broker whose other nodes create them";
             return Err(invalid("tenants", why));
         }
         if let BrokerConfig::Redis(r) = &self.broker {
@@ -817,6 +820,13 @@ pub(crate) fn valid_tenant_id(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
+/// Whether an environment variable names a key path (`NOTIFY_SECTION__KEY`). Every key lives in
+/// a section, so other `NOTIFY_*` variables (`NOTIFY_CONFIG`, the command line's `NOTIFY_URL`,
+/// `NOTIFY_ADMIN_TOKEN`, ...) are not the configuration's business.
+fn is_override(var: &str) -> bool {
+    var.strip_prefix("NOTIFY_").is_some_and(|path| path.contains("__"))
+}
+
 /// Applies `NOTIFY_SECTION__KEY=value` variables: `__` separates path segments, segments are
 /// lower-cased, and the value is read as a TOML value when it parses as one (numbers, booleans,
 /// arrays) and as a string otherwise. `NOTIFY_TENANTS__DEMO__PUBLISH_KEY=k` sets
@@ -826,12 +836,9 @@ fn apply_env_overrides(
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
     for (var, raw) in env {
-        let Some(path) = var.strip_prefix("NOTIFY_") else {
+        let Some(path) = var.strip_prefix("NOTIFY_").filter(|_| is_override(&var)) else {
             continue;
         };
-        if path == "CONFIG" || path.is_empty() {
-            continue;
-        }
         let segments: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
         if segments.iter().any(String::is_empty) {
             return Err(ConfigError::Env { var, message: "empty path segment".into() });
@@ -921,13 +928,21 @@ mod tests {
     }
 
     #[test]
+    fn variables_that_name_no_key_path_are_left_alone() {
+        let env = ["NOTIFY_URL", "NOTIFY_PUBLISH_KEY", "NOTIFY_ADMIN_TOKEN", "NOTIFY_CA_CERT", "NOTIFY_CONFIG"]
+            .map(|var| (var.to_string(), "x".to_string()));
+        let c = Config::from_toml(MIN, "t", env).unwrap();
+        assert!(c.server.admin_token.is_none());
+    }
+
+    #[test]
     fn an_unknown_variable_is_named_in_full() {
         let env = [
             ("NOTIFY_SERVER__LISTEN".to_string(), "127.0.0.1:9999".to_string()),
-            ("NOTIFY_REPO".to_string(), "https://example.com/x.git".to_string()),
+            ("NOTIFY_SERVR__LISTEN".to_string(), "127.0.0.1:9998".to_string()),
         ];
         let e = Config::from_toml(MIN, "test", env).unwrap_err().to_string();
-        assert!(e.contains("NOTIFY_REPO"), "{e}");
+        assert!(e.contains("NOTIFY_SERVR__LISTEN"), "{e}");
         let env = [("NOTIFY_CONNECTIONS__SEND_QUEUE_FRAMES".to_string(), "many".to_string())];
         let e = Config::from_toml(MIN, "test", env).unwrap_err().to_string();
         assert!(e.contains("NOTIFY_CONNECTIONS__SEND_QUEUE_FRAMES"), "{e}");

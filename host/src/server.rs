@@ -227,7 +227,7 @@ async fn accept_loop(
                     Err(why) => {
                         let Refusal(failure, error) = crate::api::refused_at_accept(why);
                         app.metrics.handshake_failed(failure);
-                        tracing::debug!(%peer, reason = error.code(), "socket refused: {error}");
+                        tracing::debug!(%peer, reason = error.code().as_str(), "socket refused: {error}");
                         if let Ok(permit) = refusing.clone().try_acquire_owned() {
                             conns.spawn(async move {
                                 refuse(tcp, why).await;

@@ -211,6 +211,10 @@ impl Tenants {
         self.snapshot().by_id.get(id).map(|e| e.keys.clone())
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.snapshot().by_id.is_empty()
+    }
+
     pub(crate) fn all(&self) -> Vec<Arc<Tenant>> {
         self.snapshot().by_id.values().map(|e| e.tenant.clone()).collect()
     }

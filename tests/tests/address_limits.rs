@@ -170,6 +170,28 @@ async fn an_address_that_keeps_failing_is_refused_for_a_while() -> anyhow::Resul
     Ok(())
 }
 
+/// A client whose upgrade fails (a proxy drops it) asks why with a plain GET, as the
+/// JavaScript client does: however often, that takes no connect token and never counts as
+/// a failed connect, so the client can still connect, or fall back to SSE, afterwards.
+#[tokio::test]
+async fn a_diagnosis_never_pushes_a_client_toward_its_limits() -> anyhow::Result<()> {
+    let limits = "[addresses]\nconnect_rate = 0.001\nconnect_burst = 2\nmax_failures = 2\nfailure_refusal = \"1h\"\n";
+    let host = TestHost::start(&format!("{limits}{DEMO}")).await?;
+    for _ in 0..5 {
+        let (status, body) = get_from("127.0.0.12", host.addr, "/v1/ws/demo?user=ann").await?;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("not_websocket"), "{body}");
+    }
+    let (status, body) = get_from("127.0.0.12", host.addr, "/v1/ws/nope?user=ann").await?;
+    assert_eq!(status, 404, "a diagnosis still tells what is wrong: {body}");
+    let _first = admitted("127.0.0.12", host.addr, "/v1/ws/demo?user=ann", &[]).await?;
+    let _second = admitted("127.0.0.12", host.addr, "/v1/ws/demo?user=ann", &[]).await?;
+    // With the tokens spent, the diagnosis tells so, as a connect would.
+    let (status, body) = get_from("127.0.0.12", host.addr, "/v1/ws/demo?user=ann").await?;
+    assert_eq!(status, 429, "{body}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_trusted_proxy_has_its_clients_counted_apart() -> anyhow::Result<()> {
     let toml = format!("[addresses]\nmax_connections = 2\ntrusted_proxies = [\"127.0.0.8/32\"]\n{DEMO}");

@@ -40,12 +40,29 @@ fn unknown_arguments_exit_2_with_usage() {
 }
 
 #[test]
-fn an_unknown_notify_variable_is_named_in_full() {
+fn a_mistyped_override_is_named_in_full_once() {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../config.toml");
-    let out = host().args(["check-config", config]).env("NOTIFY_REPO", "https://example.com/x.git").output().unwrap();
+    let out = host().args(["check-config", config]).env("NOTIFY_SERVR__LISTEN", "0.0.0.0:1").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("environment variable NOTIFY_REPO"), "{stderr}");
+    assert!(stderr.contains("environment variable NOTIFY_SERVR__LISTEN"), "{stderr}");
+    assert_eq!(stderr.matches("unknown field").count(), 1, "the cause is printed once: {stderr}");
+}
+
+/// The docs have operators export the command line's variables in the shell that runs the
+/// host; they are not configuration keys.
+#[test]
+fn the_command_lines_variables_do_not_stop_the_host() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../config.toml");
+    let out = host()
+        .args(["check-config", config])
+        .env("NOTIFY_URL", "http://127.0.0.1:8080")
+        .env("NOTIFY_PUBLISH_KEY", "demo-key")
+        .env("NOTIFY_ADMIN_TOKEN", "dev-admin-token")
+        .env("NOTIFY_CA_CERT", "/etc/ssl/certs/ca.pem")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

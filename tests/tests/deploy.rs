@@ -261,3 +261,33 @@ async fn the_compose_nodes_serve_as_one_cluster() -> anyhow::Result<()> {
     assert!(status.success(), "{status}");
     Ok(())
 }
+
+/// The Dockerfile's `docker run` line on the image's config: with only the broker's URL the
+/// node starts and tells why it is not ready; a tenant created through a node that has the
+/// admin token (the same line with `NOTIFY_SERVER__ADMIN_TOKEN`) makes it ready.
+#[tokio::test]
+async fn the_image_runs_as_the_dockerfile_shows() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let dockerfile = text("Dockerfile")?;
+    assert!(dockerfile.contains("-e NOTIFY_BROKER__URL=redis://redis:6379"), "the example changed");
+    assert!(dockerfile.contains("-e NOTIFY_SERVER__ADMIN_TOKEN="), "the example changed");
+    let image_config = text("notify.toml")?;
+    let broker = ("NOTIFY_BROKER__URL".to_owned(), redis.url());
+    let plain = HostProcess::start_with(host_bin!(), &image_config, std::slice::from_ref(&broker)).await?;
+    let ready = |addr| async move { http(addr, "GET", "/readyz", None, Default::default()).await };
+    let (status, body) = ready(plain.addr).await?;
+    assert_eq!((status, body["status"].as_str()), (503, Some("no_tenants")), "{body}");
+
+    let admin = "dockerfile-admin-token-0123";
+    let env = [broker, ("NOTIFY_SERVER__ADMIN_TOKEN".to_owned(), admin.to_owned())];
+    let managed = HostProcess::start_with(host_bin!(), &image_config, &env).await?;
+    eventually(|| async { Ok(ready(managed.addr).await?.0 == 200) }).await?;
+    let spec = json!({ "id": "acme" }).to_string();
+    let (status, created) = http(managed.addr, "POST", "/v1/admin/tenants", Some(admin), spec.into()).await?;
+    assert_eq!(status, 201, "{created}");
+    eventually(|| async { Ok(ready(plain.addr).await?.0 == 200) }).await?;
+    let key = created["publish_key"].as_str().context("publish key")?;
+    let body = json!({ "users": ["ann"], "event": "e", "data": 1 }).to_string();
+    assert_eq!(http(plain.addr, "POST", "/v1/publish", Some(key), body.into()).await?.0, 202);
+    Ok(())
+}

@@ -81,3 +81,43 @@ fn every_module_file_starts_with_its_doc() {
         .collect();
     assert!(undocumented.is_empty(), "modules without a //! doc: {undocumented:?}");
 }
+
+/// Every manifest in the repository (skipping build output and installed packages).
+fn manifests(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if path.is_dir() {
+            if !["target", "node_modules", ".git", "venv", ".venv"].contains(&name.as_str()) {
+                manifests(&path, out);
+            }
+        } else if name == "Cargo.toml" || name == "package.json" {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_manifest_grants_the_licences_the_repository_ships() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for file in ["LICENSE-MIT", "LICENSE-APACHE"] {
+        assert!(root.join(file).is_file(), "{file} is missing");
+    }
+    let mut files = Vec::new();
+    manifests(&root, &mut files);
+    assert!(files.len() > 10, "found the manifests: {files:?}");
+    let wrong: Vec<_> = files
+        .iter()
+        .filter(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            let states =
+                ["license = \"MIT OR Apache-2.0\"", "license.workspace = true", "\"license\": \"MIT OR Apache-2.0\""]
+                    .iter()
+                    .any(|line| text.contains(line));
+            let is_workspace_only = text.contains("[workspace]") && !text.contains("[package]");
+            !(states || is_workspace_only)
+        })
+        .map(|f| f.strip_prefix(&root).unwrap().display().to_string())
+        .collect();
+    assert!(wrong.is_empty(), "manifests that do not say MIT OR Apache-2.0: {wrong:?}");
+}

@@ -22,6 +22,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::ApiError;
+use super::code::ErrorCode;
 use super::extract::{PathParams, TenantAdmin, query_param, read_body};
 use super::openapi::ErrorBody;
 use crate::app::App;
@@ -38,7 +39,7 @@ type HookPath = PathParams<(String, String)>;
 
 fn hook(PathParams((_, name)): HookPath) -> Result<Hook, ApiError> {
     Hook::parse(&name)
-        .ok_or_else(|| ApiError::not_found("unknown_hook", format!("no hook {name:?}: use auth, transform or route")))
+        .ok_or_else(|| ApiError::new(ErrorCode::UnknownHook, format!("no hook {name:?}: use auth, transform or route")))
 }
 
 /// A tenant's plugins, and what every live node runs.
@@ -96,12 +97,12 @@ pub(super) struct PluginView {
 }
 
 /// The tenant's plugins per hook, and what every live node runs.
-#[utoipa::path(get, path = "/v1/admin/tenants/{tenant}/plugins", tag = "plugins", security(("admin_token" = []), ("management_key" = [])),
+#[utoipa::path(get, operation_id = "listPlugins", path = "/v1/admin/tenants/{tenant}/plugins", tag = "plugins", security(("admin_token" = []), ("management_key" = [])),
     params(("tenant" = String, Path, description = "A tenant id")),
     responses(
         (status = OK, description = "The plugins", body = Plugins),
-        (status = UNAUTHORIZED, description = "No token", body = ErrorBody),
-        (status = FORBIDDEN, description = "A token that cannot manage this tenant", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`: no token", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden`: a token that cannot manage this tenant", body = ErrorBody),
         (status = NOT_FOUND, description = "`unknown_tenant` or `unknown_hook`", body = ErrorBody),
         (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
     ))]
@@ -147,7 +148,7 @@ async fn nodes(app: &App, tenant: &Tenant) -> Result<Vec<NodeView>, ApiError> {
 }
 
 /// Uploads a compiled component to a hook; every node applies it (docs/PLUGINS.md).
-#[utoipa::path(put, path = "/v1/admin/tenants/{tenant}/plugins/{hook}", tag = "plugins", security(("admin_token" = []), ("management_key" = [])),
+#[utoipa::path(put, operation_id = "uploadPlugin", path = "/v1/admin/tenants/{tenant}/plugins/{hook}", tag = "plugins", security(("admin_token" = []), ("management_key" = [])),
     params(
         ("tenant" = String, Path, description = "A tenant id"),
         ("hook" = String, Path, description = "`auth`, `transform` or `route`"),
@@ -157,9 +158,9 @@ async fn nodes(app: &App, tenant: &Tenant) -> Result<Vec<NodeView>, ApiError> {
     request_body(content = Vec<u8>, content_type = "application/wasm", description = "A wasm component (at most `server.max_plugin_bytes`)"),
     responses(
         (status = CREATED, description = "Installed", body = PluginView),
-        (status = BAD_REQUEST, description = "`invalid_config`, `invalid_policy` or a component that does not load", body = ErrorBody),
-        (status = UNAUTHORIZED, description = "No token", body = ErrorBody),
-        (status = FORBIDDEN, description = "A token that cannot manage this tenant", body = ErrorBody),
+        (status = BAD_REQUEST, description = "`invalid_config`, `invalid_policy`, `bad_body`, or `invalid_plugin` (a component that does not load)", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`: no token", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden`: a token that cannot manage this tenant", body = ErrorBody),
         (status = NOT_FOUND, description = "`unknown_tenant` or `unknown_hook`", body = ErrorBody),
         (status = PAYLOAD_TOO_LARGE, description = "`too_large`", body = ErrorBody),
         (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
@@ -190,7 +191,7 @@ pub(super) async fn upload(
 }
 
 /// Goes back to the hook's previous version (or none).
-#[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/plugins/{hook}/rollback", tag = "plugins", security(("admin_token" = []), ("management_key" = [])),
+#[utoipa::path(post, operation_id = "rollbackPlugin", path = "/v1/admin/tenants/{tenant}/plugins/{hook}/rollback", tag = "plugins", security(("admin_token" = []), ("management_key" = [])),
     params(
         ("tenant" = String, Path, description = "A tenant id"),
         ("hook" = String, Path, description = "`auth`, `transform` or `route`"),
@@ -198,8 +199,8 @@ pub(super) async fn upload(
     responses(
         (status = OK, description = "The version now active; `null` when the hook is now empty", body = Option<PluginView>),
         (status = CONFLICT, description = "`no_plugin`: no earlier version", body = ErrorBody),
-        (status = UNAUTHORIZED, description = "No token", body = ErrorBody),
-        (status = FORBIDDEN, description = "A token that cannot manage this tenant", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`: no token", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden`: a token that cannot manage this tenant", body = ErrorBody),
         (status = NOT_FOUND, description = "`unknown_tenant` or `unknown_hook`", body = ErrorBody),
         (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
     ))]
@@ -215,7 +216,7 @@ pub(super) async fn rollback(
 }
 
 /// Turns the hook off on every node.
-#[utoipa::path(delete, path = "/v1/admin/tenants/{tenant}/plugins/{hook}", tag = "plugins", security(("admin_token" = []), ("management_key" = [])),
+#[utoipa::path(delete, operation_id = "removePlugin", path = "/v1/admin/tenants/{tenant}/plugins/{hook}", tag = "plugins", security(("admin_token" = []), ("management_key" = [])),
     params(
         ("tenant" = String, Path, description = "A tenant id"),
         ("hook" = String, Path, description = "`auth`, `transform` or `route`"),
@@ -223,8 +224,8 @@ pub(super) async fn rollback(
     responses(
         (status = NO_CONTENT, description = "Removed"),
         (status = CONFLICT, description = "`no_plugin`: nothing installed", body = ErrorBody),
-        (status = UNAUTHORIZED, description = "No token", body = ErrorBody),
-        (status = FORBIDDEN, description = "A token that cannot manage this tenant", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`: no token", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden`: a token that cannot manage this tenant", body = ErrorBody),
         (status = NOT_FOUND, description = "`unknown_tenant` or `unknown_hook`", body = ErrorBody),
         (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
     ))]
@@ -262,7 +263,7 @@ fn plugin_config(headers: &HeaderMap) -> Result<BTreeMap<String, String>, ApiErr
         return Ok(BTreeMap::new());
     };
     value.to_str().ok().and_then(|s| serde_json::from_str(s).ok()).ok_or_else(|| {
-        ApiError::bad_request("invalid_config", format!("{CONFIG_HEADER} must be a JSON object of string values"))
+        ApiError::new(ErrorCode::InvalidConfig, format!("{CONFIG_HEADER} must be a JSON object of string values"))
     })
 }
 
@@ -270,12 +271,12 @@ fn failure_policy(hook: Hook, query: Option<&str>) -> Result<FailurePolicy, ApiE
     match query_param(query, "on_failure").as_deref() {
         None => Ok(FailurePolicy::default()),
         Some(_) if hook == Hook::Auth => {
-            Err(ApiError::bad_request("invalid_policy", "auth plugins always fail closed"))
+            Err(ApiError::new(ErrorCode::InvalidPolicy, "auth plugins always fail closed"))
         }
         Some("skip") => Ok(FailurePolicy::Skip),
         Some("drop") => Ok(FailurePolicy::Drop),
         Some(other) => {
-            Err(ApiError::bad_request("invalid_policy", format!("on_failure must be skip or drop, not {other:?}")))
+            Err(ApiError::new(ErrorCode::InvalidPolicy, format!("on_failure must be skip or drop, not {other:?}")))
         }
     }
 }

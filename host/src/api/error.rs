@@ -6,6 +6,7 @@ use axum::http::header::{HeaderName, HeaderValue};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::code::ErrorCode;
 use super::openapi::{ErrorBody, ErrorDetail};
 
 use crate::backend::{BrokerError, HistoryError, PresenceError};
@@ -14,10 +15,11 @@ use crate::plugin::PluginError;
 
 /// A refused or failed HTTP request.
 #[derive(Debug, thiserror::Error)]
-#[error("{code}: {message}")]
+#[error("{}: {message}", code.as_str())]
 pub(crate) struct ApiError {
+    /// The code's own status, except for `denied` (the auth plugin's choice).
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
     /// The request field at fault, for `invalid_field`.
     field: Option<Box<str>>,
@@ -26,24 +28,18 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), field: None, header: None }
-    }
-
-    pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { status: code.status(), code, message: message.into(), field: None, header: None }
     }
 
     pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(ErrorCode::Unauthorized, message)
     }
 
-    pub(crate) fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
-    }
-
-    pub(crate) fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, code, message)
+    /// The auth plugin's refusal, with the client error status it chose (403 otherwise).
+    pub(crate) fn denied(status: u16, reason: impl Into<String>) -> Self {
+        let status = StatusCode::from_u16(status).ok().filter(|s| ErrorCode::Denied.allows(*s));
+        Self { status: status.unwrap_or(StatusCode::FORBIDDEN), ..Self::new(ErrorCode::Denied, reason) }
     }
 
     pub(crate) fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
@@ -51,7 +47,7 @@ impl ApiError {
         self
     }
 
-    pub(crate) fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> ErrorCode {
         self.code
     }
 
@@ -74,42 +70,40 @@ impl IntoResponse for ApiError {
 
 impl From<FieldError> for ApiError {
     fn from(e: FieldError) -> Self {
-        Self { field: Some(e.field.into()), ..Self::bad_request("invalid_field", e.message) }
+        Self { field: Some(e.field.into()), ..Self::new(ErrorCode::InvalidField, e.message) }
     }
 }
 
 impl From<PathRejection> for ApiError {
     fn from(e: PathRejection) -> Self {
-        Self::bad_request("bad_request", e.body_text())
+        Self::new(ErrorCode::BadRequest, e.body_text())
     }
 }
 
 impl From<BrokerError> for ApiError {
     fn from(e: BrokerError) -> Self {
-        Self::unavailable("broker_unavailable", e.to_string())
+        Self::new(ErrorCode::BrokerUnavailable, e.to_string())
     }
 }
 
 impl From<HistoryError> for ApiError {
     fn from(e: HistoryError) -> Self {
-        Self::unavailable("history_unavailable", e.to_string())
+        Self::new(ErrorCode::HistoryUnavailable, e.to_string())
     }
 }
 
 impl From<PresenceError> for ApiError {
     fn from(e: PresenceError) -> Self {
-        Self::unavailable("presence_unavailable", e.to_string())
+        Self::new(ErrorCode::PresenceUnavailable, e.to_string())
     }
 }
 
 impl From<PluginError> for ApiError {
     fn from(e: PluginError) -> Self {
         match e {
-            PluginError::Invalid { .. } => Self::bad_request("invalid_plugin", e.to_string()),
-            PluginError::NoPrevious(_) | PluginError::NotInstalled(_) => {
-                Self::new(StatusCode::CONFLICT, "no_plugin", e.to_string())
-            }
-            _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "plugin_error", e.to_string()),
+            PluginError::Invalid { .. } => Self::new(ErrorCode::InvalidPlugin, e.to_string()),
+            PluginError::NoPrevious(_) | PluginError::NotInstalled(_) => Self::new(ErrorCode::NoPlugin, e.to_string()),
+            _ => Self::new(ErrorCode::PluginError, e.to_string()),
         }
     }
 }

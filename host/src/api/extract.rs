@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 
 use super::ApiError;
+use super::code::ErrorCode;
 use crate::app::App;
 use crate::tenant::{KeyDigest, Tenant};
 
@@ -44,13 +45,13 @@ impl FromRequestParts<Arc<App>> for TenantAdmin {
         let Path(params) = Path::<Vec<(String, String)>>::from_request_parts(parts, app).await?;
         let id = params.iter().find(|(k, _)| k == "tenant").map_or("", |(_, v)| v.as_str());
         let tenant =
-            app.tenants.get(id).ok_or_else(|| ApiError::not_found("unknown_tenant", format!("no tenant {id:?}")))?;
+            app.tenants.get(id).ok_or_else(|| ApiError::new(ErrorCode::UnknownTenant, format!("no tenant {id:?}")))?;
         let token =
             bearer(&parts.headers).ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
         let manager = app.tenants.keys(&tenant.id).is_some_and(|k| k.manages(token));
         if !(is_admin(app, token) || manager) {
             let message = "this token cannot manage this tenant";
-            return Err(ApiError::new(axum::http::StatusCode::FORBIDDEN, "forbidden", message));
+            return Err(ApiError::new(ErrorCode::Forbidden, message));
         }
         Ok(Self(tenant))
     }
@@ -66,11 +67,7 @@ impl FromRequestParts<Arc<App>> for Admin {
         let token = bearer(&parts.headers)
             .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <admin token>"))?;
         if !is_admin(app, token) {
-            return Err(ApiError::new(
-                axum::http::StatusCode::FORBIDDEN,
-                "forbidden",
-                "this token is not the admin token",
-            ));
+            return Err(ApiError::new(ErrorCode::Forbidden, "this token is not the admin token"));
         }
         Ok(Self)
     }
@@ -94,7 +91,7 @@ impl<S: Send + Sync> FromRequestParts<S> for UserId {
         }
         let route = parts.extensions.get::<MatchedPath>().map_or("", MatchedPath::as_str);
         let message = format!("{} {route} needs a user id of 1-128 characters of A-Z a-z 0-9 _ - . : @", parts.method);
-        Err(ApiError::bad_request("bad_request", message))
+        Err(ApiError::new(ErrorCode::BadRequest, message))
     }
 }
 
@@ -114,7 +111,7 @@ pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
         let message = format!("request body exceeds {limit} bytes");
-        ApiError::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+        ApiError::new(ErrorCode::TooLarge, message)
     };
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -124,6 +121,6 @@ pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> 
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(ApiError::bad_request("bad_body", format!("cannot read request body: {e}"))),
+        Err(e) => Err(ApiError::new(ErrorCode::BadBody, format!("cannot read request body: {e}"))),
     }
 }

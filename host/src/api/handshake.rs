@@ -14,6 +14,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
+use super::code::ErrorCode;
 use super::extract::{bearer, query_param};
 use crate::addresses::{self, AcceptRefused, Socket};
 use crate::app::App;
@@ -32,7 +33,7 @@ pub(crate) struct Refusal(pub(crate) HandshakeFailure, pub(crate) ApiError);
 
 impl Refusal {
     pub(super) fn bad_request(message: impl Into<String>) -> Self {
-        Self(HandshakeFailure::BadRequest, ApiError::bad_request("bad_request", message))
+        Self(HandshakeFailure::BadRequest, ApiError::new(ErrorCode::BadRequest, message))
     }
 }
 
@@ -54,7 +55,7 @@ pub(super) fn refused(app: &App, tenant_id: &str, client: SocketAddr, Refusal(wh
     if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
         app.addresses.failed(client.ip());
     }
-    tracing::debug!(tenant = tenant_id, %client, reason = error.code(), "connect refused: {error}");
+    tracing::debug!(tenant = tenant_id, %client, reason = error.code().as_str(), "connect refused: {error}");
     error.into_response()
 }
 
@@ -64,7 +65,7 @@ pub(crate) fn refused_at_accept(why: AcceptRefused) -> Refusal {
         AcceptRefused::Address(why) => address_refusal(why),
         AcceptRefused::Handshakes => {
             let message = "this node has too many handshakes in progress; retry shortly or on another node";
-            let error = ApiError::unavailable("busy", message).with_header(header::RETRY_AFTER, HeaderValue::from(1));
+            let error = ApiError::new(ErrorCode::Busy, message).with_header(header::RETRY_AFTER, HeaderValue::from(1));
             Refusal(HandshakeFailure::Handshakes, error)
         }
     }
@@ -75,25 +76,24 @@ fn address_refusal(why: addresses::Refused) -> Refusal {
     let (failure, code, message, wait) = match why {
         addresses::Refused::Connections(max) => (
             HandshakeFailure::AddressConnections,
-            "too_many_connections",
+            ErrorCode::TooManyConnections,
             format!("this client address holds its max_connections ({max}) on this node"),
             1,
         ),
         addresses::Refused::Rate(wait) => (
             HandshakeFailure::AddressRate,
-            "rate_limited",
+            ErrorCode::RateLimited,
             "this client address connects faster than its connect_rate".to_owned(),
             wait.as_secs_f64().ceil() as u64,
         ),
         addresses::Refused::Failures(wait) => (
             HandshakeFailure::AddressFailures,
-            "rate_limited",
+            ErrorCode::RateLimited,
             "this client address failed too many connects; it is refused for a while".to_owned(),
             wait.as_secs_f64().ceil() as u64,
         ),
     };
-    let error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message)
-        .with_header(header::RETRY_AFTER, HeaderValue::from(wait.max(1)));
+    let error = ApiError::new(code, message).with_header(header::RETRY_AFTER, HeaderValue::from(wait.max(1)));
     Refusal(failure, error)
 }
 
@@ -107,25 +107,55 @@ pub(super) async fn admit<T>(
     req: &Parts,
     transport: impl FnOnce(&Tenant, &Identity) -> Result<(Resume, T), Refusal>,
 ) -> Result<(Joining, T), Refusal> {
-    if app.drain.is_draining() {
-        let message = "this node is shutting down; connect to another node";
-        return Err(Refusal(HandshakeFailure::Draining, ApiError::unavailable("draining", message)));
-    }
+    not_draining(app)?;
     let counted = req.extensions.get::<Socket>().is_some_and(Socket::counted);
     let address = app.addresses.connect(peer.ip(), counted).map_err(address_refusal)?;
-    let tenant = app.tenants.get(tenant_id).ok_or_else(|| {
-        let error = ApiError::not_found("unknown_tenant", format!("no tenant {tenant_id:?}"));
-        Refusal(HandshakeFailure::UnknownTenant, error)
-    })?;
+    let tenant = tenant(app, tenant_id)?;
     let (identity, attributes) = identify(app, &tenant, req, peer).await?;
     let (resume, extra) = transport(&tenant, &identity)?;
     let admitted = app.admission.try_admit().ok_or_else(|| {
         let message = "this node is at its connection limit; retry on another node";
-        Refusal(HandshakeFailure::OverCapacity, ApiError::unavailable("over_capacity", message))
+        Refusal(HandshakeFailure::OverCapacity, ApiError::new(ErrorCode::OverCapacity, message))
     })?;
     let admitted = admitted.holding(address);
     let quota = tenant.quota.admit(&identity.user).map_err(|why| over_quota(&tenant, why))?;
     Ok((Joining { tenant, identity, attributes, resume, admitted, quota, peer }, extra))
+}
+
+fn not_draining(app: &App) -> Result<(), Refusal> {
+    if !app.drain.is_draining() {
+        return Ok(());
+    }
+    let message = "this node is shutting down; connect to another node";
+    Err(Refusal(HandshakeFailure::Draining, ApiError::new(ErrorCode::Draining, message)))
+}
+
+fn tenant(app: &App, tenant_id: &str) -> Result<Arc<Tenant>, Refusal> {
+    app.tenants.get(tenant_id).ok_or_else(|| {
+        let error = ApiError::new(ErrorCode::UnknownTenant, format!("no tenant {tenant_id:?}"));
+        Refusal(HandshakeFailure::UnknownTenant, error)
+    })
+}
+
+/// Answers a plain GET of the WebSocket URL, which a client whose upgrade failed sends to
+/// learn why (docs/CLIENTS.md): the refusal a connect would get, or 400 `not_websocket`
+/// when only the upgrade is missing (something on the way drops it). A diagnosis takes no
+/// connect token and never counts as a failed connect of its address.
+pub(super) async fn diagnose(app: &Arc<App>, tenant_id: &str, peer: SocketAddr, req: &Parts) -> Response {
+    let refusal = async {
+        not_draining(app)?;
+        app.addresses.check(peer.ip()).map_err(address_refusal)?;
+        let tenant = tenant(app, tenant_id)?;
+        identify(app, &tenant, req, peer).await?;
+        let message = "expected a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)";
+        Err::<std::convert::Infallible, _>(Refusal(
+            HandshakeFailure::BadRequest,
+            ApiError::new(ErrorCode::NotWebsocket, message),
+        ))
+    };
+    let Err(Refusal(_, error)) = refusal.await;
+    tracing::debug!(tenant = tenant_id, client = %peer, reason = error.code().as_str(), "diagnosis: {error}");
+    error.into_response()
 }
 
 /// The client's identity and attributes, from an allowed origin with credentials that were
@@ -141,7 +171,7 @@ pub(super) async fn identify(
     let now = crate::clock::now_millis() / 1000;
     if app.revocations.refuses(&tenant.id, &identity.user, issued_at, now) {
         let message = "these credentials were revoked; sign in again";
-        let error = ApiError::new(StatusCode::UNAUTHORIZED, "token_revoked", message);
+        let error = ApiError::new(ErrorCode::TokenRevoked, message);
         return Err(Refusal(HandshakeFailure::Unauthorized, error));
     }
     Ok((identity, attributes))
@@ -162,17 +192,16 @@ pub(super) fn over_quota(tenant: &Tenant, why: quota::Refusal) -> Refusal {
     let (failure, code, message) = match why {
         quota::Refusal::Connections => (
             HandshakeFailure::TenantConnections,
-            "too_many_connections",
-            format!("the tenant is at its max_connections ({}) on this node", limits.max_connections),
+            ErrorCode::TooManyConnections,
+            format!("the tenant is at its max_connections ({}) across the cluster", limits.max_connections),
         ),
         quota::Refusal::UserConnections => (
             HandshakeFailure::UserConnections,
-            "too_many_user_connections",
+            ErrorCode::TooManyUserConnections,
             format!("this user is at the tenant's max_connections_per_user ({})", limits.max_connections_per_user),
         ),
     };
-    let error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message)
-        .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    let error = ApiError::new(code, message).with_header(header::RETRY_AFTER, HeaderValue::from_static("1"));
     Refusal(failure, error)
 }
 
@@ -182,7 +211,7 @@ fn check_origin(tenant: &Tenant, req: &Parts) -> Result<(), Refusal> {
         return Ok(());
     }
     let message = format!("origin {:?} is not allowed for this tenant", origin.unwrap_or(""));
-    Err(Refusal(HandshakeFailure::ForbiddenOrigin, ApiError::new(StatusCode::FORBIDDEN, "forbidden_origin", message)))
+    Err(Refusal(HandshakeFailure::ForbiddenOrigin, ApiError::new(ErrorCode::ForbiddenOrigin, message)))
 }
 
 /// The client's identity from the tenant's auth plugin, or from its configured auth.
@@ -200,21 +229,18 @@ async fn authenticate(
         return match tenant.auth.authenticate(token.as_deref(), user.as_deref()) {
             Ok(verified) => Ok((verified, Vec::new())),
             Err(e) => {
-                let code = if e == AuthError::Expired { "token_expired" } else { "unauthorized" };
-                Err(unauthorized(ApiError::new(StatusCode::UNAUTHORIZED, code, e.to_string())))
+                let code = if e == AuthError::Expired { ErrorCode::TokenExpired } else { ErrorCode::Unauthorized };
+                Err(unauthorized(ApiError::new(code, e.to_string())))
             }
         };
     };
     match PluginView::of(req, peer).authenticate(plugin, &tenant.id).await {
         AuthOutcome::Allow(identity, attributes) => Ok((Verified { identity, issued_at: None }, attributes)),
-        AuthOutcome::Deny { status, reason } => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
-            Err(unauthorized(ApiError::new(status, "denied", reason)))
-        }
+        AuthOutcome::Deny { status, reason } => Err(unauthorized(ApiError::denied(status, reason))),
         AuthOutcome::Failed(why) => {
             tracing::warn!(tenant = &*tenant.id, %peer, "auth plugin failed, refusing the connection: {why}");
             let message = "authentication is temporarily unavailable";
-            Err(unauthorized(ApiError::unavailable("auth_unavailable", message)))
+            Err(unauthorized(ApiError::new(ErrorCode::AuthUnavailable, message)))
         }
     }
 }

@@ -14,22 +14,24 @@ use crate::app::App;
 /// A node's state.
 #[derive(Serialize, ToSchema)]
 pub(super) struct Health {
-    /// `ok` (`/healthz`); `ready`, `draining`, `broker_unavailable` or
-    /// `control_plane_unavailable` (`/readyz`).
+    /// `ok` (`/healthz`); `ready`, `draining`, `broker_unavailable`,
+    /// `control_plane_unavailable` or `no_tenants` (`/readyz`: no tenant exists yet and this
+    /// node has no admin API to create one; another node's admin API or the config file must).
     #[schema(example = "ready")]
     status: &'static str,
 }
 
 /// Liveness: 200 while the process serves HTTP.
-#[utoipa::path(get, path = "/healthz", tag = "operations",
+#[utoipa::path(get, operation_id = "healthz", path = "/healthz", tag = "operations",
     responses((status = OK, description = "The process is alive", body = Health)))]
 pub(super) async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
 /// Readiness: 200 while the node takes connections and publishes; 503 while draining, while
-/// the broker is unreachable, or until the control-plane state has been loaded.
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+/// the broker is unreachable, until the control-plane state has been loaded, or while there is
+/// no tenant to serve and no admin API to create one.
+#[utoipa::path(get, operation_id = "readyz", path = "/readyz", tag = "operations", responses(
     (status = OK, description = "Ready", body = Health),
     (status = SERVICE_UNAVAILABLE, description = "Not ready, and why", body = Health),
 ))]
@@ -40,6 +42,8 @@ pub(super) async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<Hea
         "broker_unavailable"
     } else if !app.control_loaded.load(std::sync::atomic::Ordering::Relaxed) || !app.control.listening() {
         "control_plane_unavailable"
+    } else if app.config.server.admin_token.is_none() && app.tenants.is_empty() {
+        "no_tenants"
     } else {
         return (StatusCode::OK, Json(Health { status: "ready" }));
     };
@@ -47,7 +51,7 @@ pub(super) async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<Hea
 }
 
 /// The node's metrics in the Prometheus text format (docs/OPERATIONS.md, Metrics).
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+#[utoipa::path(get, operation_id = "metrics", path = "/metrics", tag = "operations", responses(
     (status = OK, description = "Prometheus text format 0.0.4", content_type = "text/plain; version=0.0.4", body = String),
 ))]
 pub(super) async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {

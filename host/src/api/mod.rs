@@ -5,6 +5,7 @@
 //! socket back from hyper, so nothing of the router stays with a connection.
 
 mod admin;
+mod code;
 mod error;
 mod extract;
 mod handshake;
@@ -25,7 +26,7 @@ pub(crate) use extract::{bearer, query_param};
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{Method, Uri};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -35,6 +36,7 @@ pub(crate) use error::ApiError;
 pub(crate) use handshake::{Refusal, refused_at_accept};
 
 use crate::app::App;
+use code::ErrorCode;
 
 /// Every route the host serves, built with its description (see [`document`]).
 pub(crate) fn router(app: Arc<App>) -> Router {
@@ -88,11 +90,11 @@ fn span(request: &axum::extract::Request) -> tracing::Span {
 }
 
 async fn not_found(uri: Uri) -> ApiError {
-    ApiError::not_found("not_found", format!("no route for {}", uri.path()))
+    ApiError::new(ErrorCode::NotFound, format!("no route for {}", uri.path()))
 }
 
 async fn method_not_allowed(method: Method) -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("method {method} not allowed here"))
+    ApiError::new(ErrorCode::MethodNotAllowed, format!("method {method} not allowed here"))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use serde::Serialize;
@@ -13,6 +13,7 @@ use serde_json::Value;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
+use super::code::ErrorCode;
 use crate::app::App;
 
 /// The document's header: title, version, tags and the credentials routes name.
@@ -23,7 +24,7 @@ use crate::app::App;
         description = "Multi-tenant real-time notifications: publish events, manage tenants and plugins, \
                        read streams and presence. Clients connect over WebSocket or Server-Sent Events \
                        (docs/PROTOCOL.md).",
-        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+        license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
     ),
     tags(
         (name = "publish", description = "Publishing events (a tenant's publish key)"),
@@ -66,8 +67,8 @@ pub(super) struct ErrorBody<'a> {
 
 #[derive(Serialize, ToSchema)]
 pub(super) struct ErrorDetail<'a> {
-    /// Stable, machine-readable: `unauthorized`, `invalid_field`, `rate_limited`, ...
-    pub(super) code: &'a str,
+    /// Stable, machine-readable (docs/PROTOCOL.md, Error codes).
+    pub(super) code: ErrorCode,
     /// The request field at fault, for `invalid_field`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) field: Option<&'a str>,
@@ -79,7 +80,7 @@ pub(super) struct ErrorDetail<'a> {
 static DOCUMENTS: [OnceLock<Bytes>; 2] = [OnceLock::new(), OnceLock::new()];
 
 /// This API's OpenAPI 3.1 description.
-#[utoipa::path(get, path = "/v1/openapi.json", tag = "operations",
+#[utoipa::path(get, operation_id = "openapi", path = "/v1/openapi.json", tag = "operations",
     responses((status = OK, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
 pub(super) async fn serve(State(app): State<Arc<App>>) -> impl IntoResponse {
     let demo = app.config.server.demo;
@@ -95,7 +96,43 @@ pub(super) async fn serve(State(app): State<Arc<App>>) -> impl IntoResponse {
 pub(super) fn to_json(document: &utoipa::openapi::OpenApi) -> Value {
     let mut value = serde_json::to_value(document).expect("an OpenAPI document serializes");
     close_compositions(&mut value);
+    if let Some(Value::Object(paths)) = value.get_mut("paths") {
+        paths.iter_mut().for_each(|(path, item)| restrict_codes(path, item));
+    }
     value
+}
+
+/// Narrows each error answer's schema to the codes its description names in backticks
+/// (`` `draining` or `broker_unavailable` ``), so a real answer with any other code fails
+/// validation against the document. Panics (when the document is first built, which the
+/// host's tests do) if an error answer names no code, or one its status cannot carry.
+fn restrict_codes(path: &str, item: &mut Value) {
+    let Value::Object(operations) = item else { return };
+    for (method, operation) in operations {
+        let Some(Value::Object(responses)) = operation.get_mut("responses") else { continue };
+        for (status, response) in responses.iter_mut() {
+            let Some(status) = status.parse().ok().and_then(|s| StatusCode::from_u16(s).ok()) else { continue };
+            let schema = &response["content"]["application/json"]["schema"]["$ref"];
+            if status.as_u16() < 400 || schema.as_str() != Some("#/components/schemas/ErrorBody") {
+                continue;
+            }
+            let description = response["description"].as_str().unwrap_or_default();
+            let codes: Vec<ErrorCode> =
+                description.split('`').skip(1).step_by(2).filter_map(ErrorCode::named).collect();
+            assert!(!codes.is_empty(), "{method} {path} {status}: the description names no error code");
+            if let Some(bad) = codes.iter().find(|c| !c.allows(status)) {
+                panic!("{method} {path}: `{}` is never answered with {status}", bad.as_str());
+            }
+            let names: Vec<&str> = codes.iter().map(|c| c.as_str()).collect();
+            response["content"]["application/json"]["schema"] = serde_json::json!({
+                "allOf": [
+                    { "$ref": "#/components/schemas/ErrorBody" },
+                    { "type": "object", "properties": { "error": { "type": "object", "properties": {
+                        "code": { "enum": names } } } } },
+                ]
+            });
+        }
+    }
 }
 
 fn close_compositions(value: &mut Value) {

@@ -10,21 +10,21 @@ const SDK: &str = include_str!("../../../clients/js/src/notify.js");
 const DASHBOARD: &str = include_str!("../../../clients/js/dashboard/index.html");
 
 /// The browser demo (only where `server.demo` is on).
-#[utoipa::path(get, path = "/demo", tag = "operations",
+#[utoipa::path(get, operation_id = "demoPage", path = "/demo", tag = "operations",
     responses((status = OK, description = "An HTML page", content_type = "text/html", body = String)))]
 pub(super) async fn demo() -> Response {
     with_type(PAGE, "text/html; charset=utf-8")
 }
 
 /// The operator dashboard: a static page that reads the admin API with the admin token.
-#[utoipa::path(get, path = "/dashboard", tag = "operations",
+#[utoipa::path(get, operation_id = "dashboardPage", path = "/dashboard", tag = "operations",
     responses((status = OK, description = "An HTML page", content_type = "text/html", body = String)))]
 pub(super) async fn dashboard() -> Response {
     with_type(DASHBOARD, "text/html; charset=utf-8")
 }
 
 /// The JavaScript client the demo imports (only where `server.demo` is on).
-#[utoipa::path(get, path = "/demo/notify.js", tag = "operations",
+#[utoipa::path(get, operation_id = "demoClientScript", path = "/demo/notify.js", tag = "operations",
     responses((status = OK, description = "An ES module", content_type = "text/javascript", body = String)))]
 pub(super) async fn sdk() -> Response {
     with_type(SDK, "text/javascript; charset=utf-8")

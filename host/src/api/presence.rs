@@ -10,6 +10,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::ApiError;
+use super::code::ErrorCode;
 use super::extract::{PathParams, Publisher, UserId};
 use super::openapi::ErrorBody;
 use crate::app::App;
@@ -27,13 +28,13 @@ pub(super) struct UserPresence {
 }
 
 /// Whether a user is online on any live node, and with how many connections.
-#[utoipa::path(get, path = "/v1/presence/{user}", tag = "users", security(("publish_key" = [])),
+#[utoipa::path(get, operation_id = "userPresence", path = "/v1/presence/{user}", tag = "users", security(("publish_key" = [])),
     params(("user" = String, Path, description = "A user id")),
     responses(
         (status = OK, description = "The user's presence", body = UserPresence),
-        (status = BAD_REQUEST, description = "An invalid user id", body = ErrorBody),
-        (status = UNAUTHORIZED, description = "A missing or unknown publish key", body = ErrorBody),
-        (status = SERVICE_UNAVAILABLE, description = "`broker_unavailable`", body = ErrorBody),
+        (status = BAD_REQUEST, description = "`bad_request`: an invalid user id", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`: a missing or unknown publish key", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`presence_unavailable`", body = ErrorBody),
     ))]
 pub(super) async fn status(
     State(app): State<Arc<App>>,
@@ -72,13 +73,13 @@ pub(super) struct Answered {
 }
 
 /// The channel's subscribers and their connection counts over every live node.
-#[utoipa::path(get, path = "/v1/channels/{channel}/presence", tag = "users", security(("publish_key" = [])),
+#[utoipa::path(get, operation_id = "channelPresence", path = "/v1/channels/{channel}/presence", tag = "users", security(("publish_key" = [])),
     params(("channel" = String, Path, description = "A channel name")),
     responses(
         (status = OK, description = "The channel's subscribers", body = ChannelPresence),
         (status = BAD_REQUEST, description = "`invalid_channel`", body = ErrorBody),
-        (status = UNAUTHORIZED, description = "A missing or unknown publish key", body = ErrorBody),
-        (status = SERVICE_UNAVAILABLE, description = "`broker_unavailable`", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`: a missing or unknown publish key", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`store_unavailable` (the control-plane store cannot be reached)", body = ErrorBody),
     ))]
 pub(super) async fn channel(
     State(app): State<Arc<App>>,
@@ -87,7 +88,7 @@ pub(super) async fn channel(
 ) -> Result<Json<ChannelPresence>, ApiError> {
     if !crate::channel::valid_name(&channel) {
         let message = "a channel name is 1-128 characters of A-Z a-z 0-9 _ - . : @";
-        return Err(ApiError::bad_request("invalid_channel", message));
+        return Err(ApiError::new(ErrorCode::InvalidChannel, message));
     }
     let (merged, answered, live) = control::channel_presence(&app, &tenant, &channel, ANSWER_WAIT).await?;
     let connections: u64 = merged.users.values().sum();

@@ -13,6 +13,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::ApiError;
+use super::code::ErrorCode;
 use super::extract::{Publisher, read_body};
 use super::openapi::ErrorBody;
 use crate::app::App;
@@ -35,12 +36,12 @@ pub(super) struct PublishedBatch {
 }
 
 /// Publishes one event. 202 once it is queued on every node (docs/PROTOCOL.md, Publishing).
-#[utoipa::path(post, path = "/v1/publish", tag = "publish", security(("publish_key" = [])),
+#[utoipa::path(post, operation_id = "publish", path = "/v1/publish", tag = "publish", security(("publish_key" = [])),
     request_body = crate::ingest::PublishBody,
     responses(
         (status = ACCEPTED, description = "Accepted", body = Published),
-        (status = BAD_REQUEST, description = "`invalid_field`, naming the field", body = ErrorBody),
-        (status = UNAUTHORIZED, description = "A missing or unknown publish key", body = ErrorBody),
+        (status = BAD_REQUEST, description = "`invalid_field`, naming the field, or `bad_body`", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`: a missing or unknown publish key", body = ErrorBody),
         (status = PAYLOAD_TOO_LARGE, description = "`too_large` or `event_too_large`", body = ErrorBody),
         (status = TOO_MANY_REQUESTS, description = "`rate_limited`, with `Retry-After`", body = ErrorBody),
         (status = SERVICE_UNAVAILABLE, description = "`draining` or `broker_unavailable`", body = ErrorBody),
@@ -57,12 +58,12 @@ pub(super) async fn one(
 }
 
 /// Publishes an array of events (at most `server.max_batch_events`), all or none.
-#[utoipa::path(post, path = "/v1/publish/batch", tag = "publish", security(("publish_key" = [])),
+#[utoipa::path(post, operation_id = "publishBatch", path = "/v1/publish/batch", tag = "publish", security(("publish_key" = [])),
     request_body = Vec<crate::ingest::PublishBody>,
     responses(
         (status = ACCEPTED, description = "Accepted", body = PublishedBatch),
-        (status = BAD_REQUEST, description = "`invalid_field`, naming the field as `[i].field`", body = ErrorBody),
-        (status = UNAUTHORIZED, description = "A missing or unknown publish key", body = ErrorBody),
+        (status = BAD_REQUEST, description = "`invalid_field`, naming the field as `[i].field`, or `bad_body`", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`: a missing or unknown publish key", body = ErrorBody),
         (status = PAYLOAD_TOO_LARGE, description = "`too_large` or `event_too_large`", body = ErrorBody),
         (status = TOO_MANY_REQUESTS, description = "`rate_limited`, with `Retry-After`", body = ErrorBody),
         (status = SERVICE_UNAVAILABLE, description = "`draining` or `broker_unavailable`", body = ErrorBody),
@@ -100,7 +101,7 @@ async fn accept(
     parse: impl FnOnce(&[u8]) -> Result<Vec<Event>, ingest::FieldError>,
 ) -> Result<Vec<String>, ApiError> {
     if app.drain.is_draining() {
-        return Err(ApiError::unavailable("draining", "this node is shutting down; publish to another node"));
+        return Err(ApiError::new(ErrorCode::Draining, "this node is shutting down; publish to another node"));
     }
     let Publisher(tenant) = publisher?;
     let body = read_body(headers, body, app.config.server.max_publish_bytes).await?;
@@ -109,7 +110,7 @@ async fn accept(
         tenant.metrics.too_large.fetch_add(1, Relaxed);
         let max = tenant.quota.limits().max_event_bytes;
         let message = format!("event {i}'s data is over the tenant's max_event_bytes ({max})");
-        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "event_too_large", message));
+        return Err(ApiError::new(ErrorCode::EventTooLarge, message));
     }
     within_rate(&tenant, events.len())?;
     Ok(ingest::pipeline::publish(app, &tenant, events).await?)
@@ -122,10 +123,9 @@ fn within_rate(tenant: &Tenant, events: usize) -> Result<(), ApiError> {
     let limits = tenant.quota.limits();
     let Some(wait) = wait else {
         let message = format!("{events} events at once exceed the tenant's publish burst ({})", limits.burst());
-        return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message));
+        return Err(ApiError::new(ErrorCode::RateLimited, message));
     };
     let message = format!("the tenant is over its publish_rate ({} events/s)", limits.publish_rate);
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
-        .with_header(header::RETRY_AFTER, HeaderValue::from(secs.max(1))))
+    Err(ApiError::new(ErrorCode::RateLimited, message).with_header(header::RETRY_AFTER, HeaderValue::from(secs.max(1))))
 }

@@ -19,6 +19,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
+use super::code::ErrorCode;
 use super::extract::{PathParams, query_param, read_body};
 use super::handshake::{self, ConnectQuery, Refusal, since_param};
 use super::openapi::ErrorBody;
@@ -37,7 +38,7 @@ const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
 /// A client connection over Server-Sent Events (docs/PROTOCOL.md), with the credentials of
 /// a WebSocket client.
-#[utoipa::path(get, path = "/v1/sse/{tenant}", tag = "clients",
+#[utoipa::path(get, operation_id = "connectSse", path = "/v1/sse/{tenant}", tag = "clients",
     params(
         ("tenant" = String, Path, description = "A tenant id"),
         ConnectQuery,
@@ -47,12 +48,12 @@ const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
     ),
     responses(
         (status = OK, description = "The event stream", content_type = "text/event-stream", body = String),
-        (status = BAD_REQUEST, description = "A bad position or channel", body = ErrorBody),
-        (status = UNAUTHORIZED, description = "`unauthorized`, `token_expired`, `token_revoked`, ...", body = ErrorBody),
-        (status = FORBIDDEN, description = "`forbidden_origin`, `forbidden_channel`, or refused by the auth plugin", body = ErrorBody),
+        (status = BAD_REQUEST, description = "`bad_request` (a malformed position), `invalid_channel` or `too_many_subscriptions`", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`, `token_expired`, `token_revoked`, or `denied` by the auth plugin", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden_origin`, `forbidden_channel`, or `denied` by the auth plugin", body = ErrorBody),
         (status = NOT_FOUND, description = "`unknown_tenant`", body = ErrorBody),
-        (status = TOO_MANY_REQUESTS, description = "Over a tenant, user or address limit, with `Retry-After`", body = ErrorBody),
-        (status = SERVICE_UNAVAILABLE, description = "`draining`, `over_capacity` or `busy`", body = ErrorBody),
+        (status = TOO_MANY_REQUESTS, description = "`too_many_connections`, `too_many_user_connections` or `rate_limited`, with `Retry-After`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`draining`, `over_capacity`, `busy` or `auth_unavailable`", body = ErrorBody),
     ))]
 pub(crate) async fn handle(
     State(app): State<Arc<App>>,
@@ -105,7 +106,7 @@ const MAX_ACK_BYTES: usize = 1024;
 
 /// Moves the client's read cursor (tenants with `history.acks`), with the credentials of the
 /// stream; answers what an `acked` frame carries.
-#[utoipa::path(post, path = "/v1/sse/{tenant}/ack", tag = "clients",
+#[utoipa::path(post, operation_id = "ackSse", path = "/v1/sse/{tenant}/ack", tag = "clients",
     params(
         ("tenant" = String, Path, description = "A tenant id"),
         ("token" = Option<String>, Query, description = "The client's token"),
@@ -114,12 +115,13 @@ const MAX_ACK_BYTES: usize = 1024;
     request_body = AckBody,
     responses(
         (status = OK, description = "The cursor", body = Acked),
-        (status = BAD_REQUEST, description = "`invalid_field`", body = ErrorBody),
-        (status = UNAUTHORIZED, description = "Bad credentials", body = ErrorBody),
-        (status = FORBIDDEN, description = "`forbidden_origin`, or refused by the auth plugin", body = ErrorBody),
+        (status = BAD_REQUEST, description = "`invalid_field` or `bad_body`", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`, `token_expired`, `token_revoked`, or `denied` by the auth plugin", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden_origin`, or `denied` by the auth plugin", body = ErrorBody),
         (status = NOT_FOUND, description = "`unknown_tenant`", body = ErrorBody),
         (status = CONFLICT, description = "`acks_disabled` or `stale_position`", body = ErrorBody),
-        (status = SERVICE_UNAVAILABLE, description = "`history_unavailable`", body = ErrorBody),
+        (status = PAYLOAD_TOO_LARGE, description = "`too_large`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`history_unavailable` or `auth_unavailable`", body = ErrorBody),
     ))]
 pub(crate) async fn ack(
     State(app): State<Arc<App>>,
@@ -140,17 +142,17 @@ async fn acked(app: &App, tenant_id: &str, peer: SocketAddr, req: &Parts, body: 
     let tenant = app
         .tenants
         .get(tenant_id)
-        .ok_or_else(|| ApiError::not_found("unknown_tenant", format!("no tenant {tenant_id:?}")))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::UnknownTenant, format!("no tenant {tenant_id:?}")))?;
     let (identity, _) = handshake::identify(app, &tenant, req, peer).await.map_err(|Refusal(_, e)| e)?;
     if !tenant.config.history.acks {
         let message = "this tenant keeps no read cursors (history.acks is off)";
-        return Err(ApiError::new(StatusCode::CONFLICT, "acks_disabled", message));
+        return Err(ApiError::new(ErrorCode::AcksDisabled, message));
     }
     let body = read_body(&req.headers, body, MAX_ACK_BYTES).await?;
     let AckBody { epoch, offset } = crate::ingest::deserialize(&body)?;
     let cursor = match app.history.ack(&tenant, &identity.user, &Position { epoch, offset }).await {
         Err(e @ HistoryError::StalePosition(..)) => {
-            return Err(ApiError::new(StatusCode::CONFLICT, crate::protocol::code::STALE_POSITION, e.to_string()));
+            return Err(ApiError::new(ErrorCode::StalePosition, e.to_string()));
         }
         other => other?,
     };
@@ -160,7 +162,7 @@ async fn acked(app: &App, tenant_id: &str, peer: SocketAddr, req: &Parts, body: 
 }
 
 /// A CORS preflight for the stream: which origins, methods and headers a browser may use.
-#[utoipa::path(options, path = "/v1/sse/{tenant}", tag = "clients",
+#[utoipa::path(options, operation_id = "preflightSse", path = "/v1/sse/{tenant}", tag = "clients",
     params(("tenant" = String, Path, description = "A tenant id")),
     responses((status = NO_CONTENT, description = "The CORS answer, for the tenant's `allowed_origins`")))]
 pub(crate) async fn preflight(state: State<Arc<App>>, tenant: PathParams<String>, headers: HeaderMap) -> Response {
@@ -168,7 +170,7 @@ pub(crate) async fn preflight(state: State<Arc<App>>, tenant: PathParams<String>
 }
 
 /// A CORS preflight for acks.
-#[utoipa::path(options, path = "/v1/sse/{tenant}/ack", tag = "clients",
+#[utoipa::path(options, operation_id = "preflightAckSse", path = "/v1/sse/{tenant}/ack", tag = "clients",
     params(("tenant" = String, Path, description = "A tenant id")),
     responses((status = NO_CONTENT, description = "The CORS answer, for the tenant's `allowed_origins`")))]
 pub(crate) async fn ack_preflight(state: State<Arc<App>>, tenant: PathParams<String>, headers: HeaderMap) -> Response {
@@ -227,12 +229,8 @@ fn positions(app: &App, tenant: &Tenant, identity: &Identity, req: &Parts) -> Re
             continue;
         }
         if let Some((code, message)) = session::refuse_channel(app, tenant, Some(grants), name, channels.len()) {
-            let status = if code == crate::protocol::code::FORBIDDEN_CHANNEL {
-                StatusCode::FORBIDDEN
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            let error = ApiError::new(status, code, format!("channel {name:?}: {message}"));
+            let code = ErrorCode::named(code).expect("channel refusals are error codes");
+            let error = ApiError::new(code, format!("channel {name:?}: {message}"));
             return Err(Refusal(HandshakeFailure::BadRequest, error));
         }
         let since = given.get(&Stream::Channel(name.to_owned())).cloned();

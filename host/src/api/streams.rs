@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use super::ApiError;
+use super::code::ErrorCode;
 use super::extract::{PathParams, Publisher, UserId, query_param};
 use super::openapi::ErrorBody;
 use crate::app::App;
@@ -65,10 +66,10 @@ enum Answers {
     /// A page of the stream.
     #[response(status = OK)]
     Page(Page),
-    /// A bad `after` or `limit`, or an invalid name.
+    /// `bad_request` (a bad `after` or `limit`, or user id) or `invalid_channel`.
     #[response(status = BAD_REQUEST)]
     BadRequest(ErrorBody<'static>),
-    /// A missing or unknown publish key.
+    /// `unauthorized`: a missing or unknown publish key.
     #[response(status = UNAUTHORIZED)]
     Unauthorized(ErrorBody<'static>),
     /// `history_disabled`.
@@ -80,7 +81,7 @@ enum Answers {
 }
 
 /// A page of a user's stream.
-#[utoipa::path(get, path = "/v1/streams/users/{user}", tag = "users", security(("publish_key" = [])),
+#[utoipa::path(get, operation_id = "userStream", path = "/v1/streams/users/{user}", tag = "users", security(("publish_key" = [])),
     params(("user" = String, Path, description = "A user id"), Paging),
     responses(Answers))]
 pub(super) async fn user(
@@ -93,7 +94,7 @@ pub(super) async fn user(
 }
 
 /// A page of a channel's stream.
-#[utoipa::path(get, path = "/v1/streams/channels/{channel}", tag = "users", security(("publish_key" = [])),
+#[utoipa::path(get, operation_id = "channelStream", path = "/v1/streams/channels/{channel}", tag = "users", security(("publish_key" = [])),
     params(("channel" = String, Path, description = "A channel name"), Paging),
     responses(Answers))]
 pub(super) async fn channel(
@@ -104,13 +105,13 @@ pub(super) async fn channel(
 ) -> Result<Json<Page>, ApiError> {
     if !crate::channel::valid_name(&channel) {
         let message = "a channel name is 1-128 characters of A-Z a-z 0-9 _ - . : @";
-        return Err(ApiError::bad_request("invalid_channel", message));
+        return Err(ApiError::new(ErrorCode::InvalidChannel, message));
     }
     page(&app, &tenant, Target::Channel(&channel), query.as_deref()).await
 }
 
 /// A page of the tenant's broadcast stream.
-#[utoipa::path(get, path = "/v1/streams/broadcast", tag = "users", security(("publish_key" = [])),
+#[utoipa::path(get, operation_id = "broadcastStream", path = "/v1/streams/broadcast", tag = "users", security(("publish_key" = [])),
     params(Paging),
     responses(Answers))]
 pub(super) async fn broadcast(
@@ -125,7 +126,7 @@ pub(super) async fn broadcast(
 async fn page(app: &App, tenant: &Tenant, target: Target<'_>, query: Option<&str>) -> Result<Json<Page>, ApiError> {
     if !tenant.config.history.enabled() {
         let message = "this tenant keeps no history; set history.size above 0";
-        return Err(ApiError::new(axum::http::StatusCode::CONFLICT, "history_disabled", message));
+        return Err(ApiError::new(ErrorCode::HistoryDisabled, message));
     }
     let (after, limit) = paging(query)?;
     let after = match after {
@@ -155,13 +156,13 @@ fn paging(query: Option<&str>) -> Result<(Option<Position>, usize), ApiError> {
     let after = match query_param(query, "after") {
         None => None,
         Some(v) => Some(Position::parse(&v).ok_or_else(|| {
-            ApiError::bad_request("bad_request", "after must be EPOCH:OFFSET, as in the positions of event frames")
+            ApiError::new(ErrorCode::BadRequest, "after must be EPOCH:OFFSET, as in the positions of event frames")
         })?),
     };
     let limit = match query_param(query, "limit") {
         None => DEFAULT_LIMIT,
         Some(v) => v.parse().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
-            ApiError::bad_request("bad_request", format!("limit must be a number from 1 to {MAX_LIMIT}"))
+            ApiError::new(ErrorCode::BadRequest, format!("limit must be a number from 1 to {MAX_LIMIT}"))
         })?,
     };
     Ok((after, limit))

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::ApiError;
+use super::code::ErrorCode;
 use super::extract::{Admin, PathParams, read_body};
 use super::openapi::ErrorBody;
 use crate::app::App;
@@ -66,22 +67,23 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Redis(_) | StoreError::Timeout(_) | StoreError::Lost { .. } => {
-                Self::unavailable("store_unavailable", e.to_string())
+                Self::new(ErrorCode::StoreUnavailable, e.to_string())
             }
-            _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string()),
+            _ => Self::new(ErrorCode::StoreError, e.to_string()),
         }
     }
 }
 
 /// Creates a tenant; the answer carries its keys, shown this once.
-#[utoipa::path(post, path = "/v1/admin/tenants", tag = "tenants", security(("admin_token" = [])),
+#[utoipa::path(post, operation_id = "createTenant", path = "/v1/admin/tenants", tag = "tenants", security(("admin_token" = [])),
     request_body = NewTenant,
     responses(
         (status = CREATED, description = "The tenant and its keys", body = CreatedTenant),
-        (status = BAD_REQUEST, description = "`invalid_field`, naming the field", body = ErrorBody),
-        (status = UNAUTHORIZED, description = "No admin token", body = ErrorBody),
-        (status = FORBIDDEN, description = "Not the admin token", body = ErrorBody),
-        (status = CONFLICT, description = "`tenant_exists`", body = ErrorBody),
+        (status = BAD_REQUEST, description = "`invalid_field`, naming the field, or `bad_body`", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`: no admin token", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden`: not the admin token", body = ErrorBody),
+        (status = CONFLICT, description = "`tenant_exists`, or `tenant_gone` (deleted while being created)", body = ErrorBody),
+        (status = PAYLOAD_TOO_LARGE, description = "`too_large`", body = ErrorBody),
         (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
     ))]
 pub(super) async fn create(
@@ -104,7 +106,7 @@ pub(super) async fn create(
     };
     control::change(&app, |state| {
         if app.tenants.get(&id).is_some() || state.tenants.contains_key(&id) {
-            return Err(ApiError::new(StatusCode::CONFLICT, "tenant_exists", format!("tenant {id:?} already exists")));
+            return Err(ApiError::new(ErrorCode::TenantExists, format!("tenant {id:?} already exists")));
         }
         state.tenants.insert(id.clone(), stored.clone());
         Ok(())
@@ -125,11 +127,11 @@ pub(super) struct Tenants {
 }
 
 /// Every tenant, by id: settings and key fingerprints, never a secret.
-#[utoipa::path(get, path = "/v1/admin/tenants", tag = "tenants", security(("admin_token" = [])),
+#[utoipa::path(get, operation_id = "listTenants", path = "/v1/admin/tenants", tag = "tenants", security(("admin_token" = [])),
     responses(
         (status = OK, description = "The tenants", body = Tenants),
-        (status = UNAUTHORIZED, description = "No admin token", body = ErrorBody),
-        (status = FORBIDDEN, description = "Not the admin token", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`: no admin token", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden`: not the admin token", body = ErrorBody),
     ))]
 pub(super) async fn list(State(app): State<Arc<App>>, _: Admin) -> Json<Tenants> {
     let mut tenants = app.tenants.all();
@@ -138,12 +140,12 @@ pub(super) async fn list(State(app): State<Arc<App>>, _: Admin) -> Json<Tenants>
 }
 
 /// One tenant; its `ETag` is the control-plane version, for `If-Match` on `PATCH`.
-#[utoipa::path(get, path = "/v1/admin/tenants/{tenant}", tag = "tenants", security(("admin_token" = [])),
+#[utoipa::path(get, operation_id = "getTenant", path = "/v1/admin/tenants/{tenant}", tag = "tenants", security(("admin_token" = [])),
     params(("tenant" = String, Path, description = "A tenant id")),
     responses(
         (status = OK, description = "The tenant", body = TenantView, headers(("ETag" = String, description = "The control-plane version"))),
-        (status = UNAUTHORIZED, description = "No admin token", body = ErrorBody),
-        (status = FORBIDDEN, description = "Not the admin token", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`: no admin token", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden`: not the admin token", body = ErrorBody),
         (status = NOT_FOUND, description = "`unknown_tenant`", body = ErrorBody),
     ))]
 pub(super) async fn get(
@@ -184,7 +186,7 @@ impl Patch {
 /// Changes a tenant's settings for new connections and publishes. With `If-Match: "N"`
 /// (N: the control-plane version, the `ETag` of `GET`), refused with 409 `version_conflict`
 /// if anything changed since.
-#[utoipa::path(patch, path = "/v1/admin/tenants/{tenant}", tag = "tenants", security(("admin_token" = [])),
+#[utoipa::path(patch, operation_id = "updateTenant", path = "/v1/admin/tenants/{tenant}", tag = "tenants", security(("admin_token" = [])),
     params(
         ("tenant" = String, Path, description = "A tenant id"),
         ("If-Match" = Option<String>, Header, description = "`\"N\"`: the `ETag` of `GET`"),
@@ -192,11 +194,12 @@ impl Patch {
     request_body = Patch,
     responses(
         (status = OK, description = "The tenant", body = TenantView, headers(("ETag" = String, description = "The new control-plane version"))),
-        (status = BAD_REQUEST, description = "`invalid_field`, naming the field", body = ErrorBody),
-        (status = UNAUTHORIZED, description = "No admin token", body = ErrorBody),
-        (status = FORBIDDEN, description = "Not the admin token", body = ErrorBody),
+        (status = BAD_REQUEST, description = "`invalid_field`, naming the field, or `bad_body`", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`: no admin token", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden`: not the admin token", body = ErrorBody),
         (status = NOT_FOUND, description = "`unknown_tenant`", body = ErrorBody),
-        (status = CONFLICT, description = "`version_conflict` or `managed_by_config`", body = ErrorBody),
+        (status = CONFLICT, description = "`version_conflict`, `managed_by_config` or `tenant_gone`", body = ErrorBody),
+        (status = PAYLOAD_TOO_LARGE, description = "`too_large`", body = ErrorBody),
         (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
     ))]
 pub(super) async fn patch(
@@ -216,7 +219,7 @@ pub(super) async fn patch(
     let version = control::change(&app, |state| {
         if expected.is_some_and(|v| v != state.version) {
             let message = format!("the tenants changed since version {}; now {}", expected.unwrap_or(0), state.version);
-            return Err(ApiError::new(StatusCode::CONFLICT, "version_conflict", message));
+            return Err(ApiError::new(ErrorCode::VersionConflict, message));
         }
         let stored = state.tenants.get_mut(&id).ok_or_else(|| unknown(&id))?;
         let mut settings = stored.settings.clone();
@@ -237,7 +240,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let text = value.to_str().unwrap_or("").trim().trim_start_matches("W/").trim_matches('"');
     text.parse()
         .map(Some)
-        .map_err(|_| ApiError::bad_request("bad_request", "If-Match must be a version, as in the ETag of GET"))
+        .map_err(|_| ApiError::new(ErrorCode::BadRequest, "If-Match must be a version, as in the ETag of GET"))
 }
 
 fn etag(version: u64) -> HeaderMap {
@@ -271,7 +274,7 @@ pub(super) struct Rotated {
 
 /// Rotates a tenant's publish or management key; the previous keys keep working for the
 /// overlap. The body is optional.
-#[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/keys/{kind}", tag = "tenants", security(("admin_token" = [])),
+#[utoipa::path(post, operation_id = "rotateTenantKey", path = "/v1/admin/tenants/{tenant}/keys/{kind}", tag = "tenants", security(("admin_token" = [])),
     params(
         ("tenant" = String, Path, description = "A tenant id"),
         ("kind" = String, Path, description = "`publish` or `management`"),
@@ -279,11 +282,12 @@ pub(super) struct Rotated {
     request_body(content = Option<Rotation>, description = "Optional: without it the previous keys stop at once"),
     responses(
         (status = OK, description = "The new key, shown this once", body = Rotated),
-        (status = BAD_REQUEST, description = "`invalid_field`", body = ErrorBody),
-        (status = UNAUTHORIZED, description = "No admin token", body = ErrorBody),
-        (status = FORBIDDEN, description = "Not the admin token", body = ErrorBody),
+        (status = BAD_REQUEST, description = "`invalid_field` or `bad_body`", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`: no admin token", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden`: not the admin token", body = ErrorBody),
         (status = NOT_FOUND, description = "`unknown_tenant` or `unknown_key_kind`", body = ErrorBody),
         (status = CONFLICT, description = "`managed_by_config`", body = ErrorBody),
+        (status = PAYLOAD_TOO_LARGE, description = "`too_large`", body = ErrorBody),
         (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
     ))]
 pub(super) async fn rotate(
@@ -301,8 +305,8 @@ pub(super) async fn rotate(
         "publish" => "pk",
         "management" => "mk",
         _ => {
-            return Err(ApiError::not_found(
-                "unknown_key_kind",
+            return Err(ApiError::new(
+                ErrorCode::UnknownKeyKind,
                 format!("no key kind {kind:?}: use publish or management"),
             ));
         }
@@ -328,12 +332,12 @@ pub(super) async fn rotate(
 
 /// Deletes a tenant: its keys stop working, its connections are closed (4004) on every node,
 /// its plugins are removed, and a second later its history, presence and ingest streams.
-#[utoipa::path(delete, path = "/v1/admin/tenants/{tenant}", tag = "tenants", security(("admin_token" = [])),
+#[utoipa::path(delete, operation_id = "deleteTenant", path = "/v1/admin/tenants/{tenant}", tag = "tenants", security(("admin_token" = [])),
     params(("tenant" = String, Path, description = "A tenant id")),
     responses(
         (status = NO_CONTENT, description = "Deleted"),
-        (status = UNAUTHORIZED, description = "No admin token", body = ErrorBody),
-        (status = FORBIDDEN, description = "Not the admin token", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`: no admin token", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden`: not the admin token", body = ErrorBody),
         (status = NOT_FOUND, description = "`unknown_tenant`", body = ErrorBody),
         (status = CONFLICT, description = "`managed_by_config`", body = ErrorBody),
         (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
@@ -392,22 +396,21 @@ fn check(id: &str, settings: &TenantSettings, publish_key: &str) -> Result<(), A
 /// A new random key: `prefix_` and 32 random bytes in hex.
 fn secret(prefix: &str) -> Result<String, ApiError> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no_randomness", e.to_string()))?;
+    getrandom::fill(&mut bytes).map_err(|e| ApiError::new(ErrorCode::NoRandomness, e.to_string()))?;
     Ok(format!("{prefix}_{}", hex(&bytes)))
 }
 
 fn unknown(id: &str) -> ApiError {
-    ApiError::not_found("unknown_tenant", format!("no tenant {id:?}"))
+    ApiError::new(ErrorCode::UnknownTenant, format!("no tenant {id:?}"))
 }
 
 fn gone(id: &str) -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, "tenant_gone", format!("tenant {id:?} was deleted meanwhile"))
+    ApiError::new(ErrorCode::TenantGone, format!("tenant {id:?} was deleted meanwhile"))
 }
 
 fn managed_by_config(id: &str) -> ApiError {
     let message = format!("tenant {id:?} is defined in config.toml; change it there");
-    ApiError::new(StatusCode::CONFLICT, "managed_by_config", message)
+    ApiError::new(ErrorCode::ManagedByConfig, message)
 }
 
 /// What the API shows of a tenant: never a secret.

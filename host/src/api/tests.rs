@@ -14,6 +14,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
+use super::code::ErrorCode;
 use crate::app::App;
 use crate::config::Config;
 
@@ -252,4 +253,46 @@ fn every_route_is_documented_and_every_documented_route_is_served() {
         assert_eq!(documented.contains(&("/demo".into(), "get".into())), demo);
         assert_eq!(super::document(demo), document);
     }
+}
+
+#[test]
+fn operation_ids_are_unique_and_error_answers_name_their_codes() {
+    let document = super::document(true);
+    let mut ids = BTreeSet::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let id = operation["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path} has no id"));
+            assert!(ids.insert(id.to_owned()), "operation id {id} is used twice");
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                let body = &response["content"]["application/json"]["schema"];
+                if status.as_str() >= "400" && body.get("allOf").is_some() {
+                    let schema = &response["content"]["application/json"]["schema"]["allOf"][1];
+                    let codes = &schema["properties"]["error"]["properties"]["code"]["enum"];
+                    assert!(codes.as_array().is_some_and(|c| !c.is_empty()), "{method} {path} {status}");
+                }
+            }
+        }
+    }
+    assert!(ids.len() > 30, "{ids:?}");
+}
+
+/// docs/PROTOCOL.md's table of error codes lists every code with its status, and nothing
+/// else.
+#[test]
+fn the_protocol_documents_every_error_code() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md")).unwrap();
+    let section = text.split("## Error codes").nth(1).expect("PROTOCOL.md has an Error codes section");
+    let section = section.split("\n## ").next().unwrap();
+    let mut documented = std::collections::BTreeMap::new();
+    for row in section.lines().filter(|l| l.starts_with("| `") && !l.starts_with("| `code`")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let code = cells[1].trim_matches('`');
+        assert!(documented.insert(code.to_owned(), cells[2].to_owned()).is_none(), "{code} is listed twice");
+    }
+    for code in ErrorCode::ALL {
+        let status = documented.remove(code.as_str()).unwrap_or_else(|| panic!("{} is not documented", code.as_str()));
+        assert!(status.starts_with(&code.status().as_u16().to_string()), "{}: documented as {status}", code.as_str());
+        assert!(!code.meaning().is_empty());
+    }
+    assert!(documented.is_empty(), "documented codes the host never answers: {documented:?}");
 }

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::ApiError;
+use super::code::ErrorCode;
 use super::extract::{PathParams, Publisher, UserId};
 use super::openapi::ErrorBody;
 use crate::app::App;
@@ -52,12 +53,12 @@ pub(super) struct Unread {
 }
 
 /// A user's read cursor (tenants with `history.acks`; docs/PROTOCOL.md, Acks).
-#[utoipa::path(get, path = "/v1/users/{user}/unread", tag = "users", security(("publish_key" = [])),
+#[utoipa::path(get, operation_id = "userUnread", path = "/v1/users/{user}/unread", tag = "users", security(("publish_key" = [])),
     params(("user" = String, Path, description = "A user id")),
     responses(
         (status = OK, description = "The cursor", body = Unread),
-        (status = BAD_REQUEST, description = "An invalid user id", body = ErrorBody),
-        (status = UNAUTHORIZED, description = "A missing or unknown publish key", body = ErrorBody),
+        (status = BAD_REQUEST, description = "`bad_request`: an invalid user id", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`: a missing or unknown publish key", body = ErrorBody),
         (status = CONFLICT, description = "`acks_disabled`", body = ErrorBody),
         (status = SERVICE_UNAVAILABLE, description = "`history_unavailable`", body = ErrorBody),
     ))]
@@ -68,7 +69,7 @@ pub(super) async fn unread(
 ) -> Result<Json<Unread>, ApiError> {
     if !tenant.config.history.acks {
         let message = "this tenant keeps no read cursors; set history.acks = true";
-        return Err(ApiError::new(StatusCode::CONFLICT, "acks_disabled", message));
+        return Err(ApiError::new(ErrorCode::AcksDisabled, message));
     }
     let c = app.history.cursor(&tenant, &user).await?;
     let unread = c.unread();
@@ -85,14 +86,14 @@ pub(super) struct Disconnected {
 
 /// Closes every device of the user on every node (4005), optionally refusing tokens issued
 /// before a time for 24 hours.
-#[utoipa::path(post, path = "/v1/users/{user}/disconnect", tag = "users", security(("publish_key" = [])),
+#[utoipa::path(post, operation_id = "disconnectUser", path = "/v1/users/{user}/disconnect", tag = "users", security(("publish_key" = [])),
     params(("user" = String, Path, description = "A user id")),
     request_body(content = Option<Disconnect>, description = "Optional: an empty body closes the connections"),
     responses(
         (status = ACCEPTED, description = "Sent to every node", body = Disconnected),
-        (status = BAD_REQUEST, description = "`invalid_field` or an invalid user id", body = ErrorBody),
-        (status = UNAUTHORIZED, description = "A missing or unknown publish key", body = ErrorBody),
-        (status = SERVICE_UNAVAILABLE, description = "`broker_unavailable`", body = ErrorBody),
+        (status = BAD_REQUEST, description = "`invalid_field`, `bad_body`, or `bad_request` (an invalid user id)", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`: a missing or unknown publish key", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`store_unavailable` (the control-plane store cannot be reached)", body = ErrorBody),
     ))]
 pub(super) async fn disconnect(
     State(app): State<Arc<App>>,
@@ -106,7 +107,7 @@ pub(super) async fn disconnect(
         crate::ingest::deserialize(&body)?
     };
     if request.reason.as_ref().is_some_and(|r| r.chars().count() > MAX_REASON) {
-        return Err(ApiError::bad_request("invalid_field", format!("reason is longer than {MAX_REASON} characters")));
+        return Err(ApiError::new(ErrorCode::InvalidField, format!("reason is longer than {MAX_REASON} characters")));
     }
     let revoked = request.revoke_tokens_before.map(|before| {
         let now = crate::clock::now_millis() / 1000;
@@ -148,14 +149,14 @@ pub(super) struct Unsubscribed {
 const MAX_CHANNELS_PER_REQUEST: usize = 100;
 
 /// Subscribes the user's live connections on every node to channels.
-#[utoipa::path(post, path = "/v1/users/{user}/subscriptions", tag = "users", security(("publish_key" = [])),
+#[utoipa::path(post, operation_id = "subscribeUser", path = "/v1/users/{user}/subscriptions", tag = "users", security(("publish_key" = [])),
     params(("user" = String, Path, description = "A user id")),
     request_body = Subscribe,
     responses(
         (status = ACCEPTED, description = "Sent to every node", body = Subscribed),
-        (status = BAD_REQUEST, description = "`invalid_field`, `invalid_channel` or an invalid user id", body = ErrorBody),
-        (status = UNAUTHORIZED, description = "A missing or unknown publish key", body = ErrorBody),
-        (status = SERVICE_UNAVAILABLE, description = "`broker_unavailable`", body = ErrorBody),
+        (status = BAD_REQUEST, description = "`invalid_field`, `bad_body`, `invalid_channel`, or `bad_request` (an invalid user id)", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`: a missing or unknown publish key", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`store_unavailable` (the control-plane store cannot be reached)", body = ErrorBody),
     ))]
 pub(super) async fn subscribe(
     State(app): State<Arc<App>>,
@@ -168,7 +169,7 @@ pub(super) async fn subscribe(
     channels.dedup();
     if channels.is_empty() || channels.len() > MAX_CHANNELS_PER_REQUEST {
         let message = format!("channels must name 1-{MAX_CHANNELS_PER_REQUEST} channels");
-        return Err(ApiError::bad_request("invalid_field", message));
+        return Err(ApiError::new(ErrorCode::InvalidField, message));
     }
     if let Some(bad) = channels.iter().find(|c| !crate::channel::valid_name(c)) {
         return Err(invalid_channel(bad));
@@ -179,13 +180,13 @@ pub(super) async fn subscribe(
 }
 
 /// Unsubscribes the user's live connections on every node from a channel.
-#[utoipa::path(delete, path = "/v1/users/{user}/subscriptions/{channel}", tag = "users", security(("publish_key" = [])),
+#[utoipa::path(delete, operation_id = "unsubscribeUser", path = "/v1/users/{user}/subscriptions/{channel}", tag = "users", security(("publish_key" = [])),
     params(("user" = String, Path, description = "A user id"), ("channel" = String, Path, description = "A channel name")),
     responses(
         (status = ACCEPTED, description = "Sent to every node", body = Unsubscribed),
-        (status = BAD_REQUEST, description = "`invalid_channel` or an invalid user id", body = ErrorBody),
-        (status = UNAUTHORIZED, description = "A missing or unknown publish key", body = ErrorBody),
-        (status = SERVICE_UNAVAILABLE, description = "`broker_unavailable`", body = ErrorBody),
+        (status = BAD_REQUEST, description = "`invalid_channel`, or `bad_request` (an invalid user id)", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`: a missing or unknown publish key", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`store_unavailable` (the control-plane store cannot be reached)", body = ErrorBody),
     ))]
 pub(super) async fn unsubscribe(
     State(app): State<Arc<App>>,
@@ -193,7 +194,7 @@ pub(super) async fn unsubscribe(
     PathParams((user, channel)): PathParams<(String, String)>,
 ) -> Result<(StatusCode, Json<Unsubscribed>), ApiError> {
     if !crate::channel::valid_name(&user) {
-        return Err(ApiError::bad_request("bad_request", "user ids are 1-128 characters of A-Z a-z 0-9 _ - . : @"));
+        return Err(ApiError::new(ErrorCode::BadRequest, "user ids are 1-128 characters of A-Z a-z 0-9 _ - . : @"));
     }
     if !crate::channel::valid_name(&channel) {
         return Err(invalid_channel(&channel));
@@ -205,5 +206,5 @@ pub(super) async fn unsubscribe(
 
 fn invalid_channel(name: &str) -> ApiError {
     let message = format!("channel {name:?}: names are 1-128 characters of A-Z a-z 0-9 _ - . : @");
-    ApiError::bad_request(crate::protocol::code::INVALID_CHANNEL, message)
+    ApiError::new(ErrorCode::InvalidChannel, message)
 }

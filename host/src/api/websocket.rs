@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::ApiError;
+use super::code::ErrorCode;
 use super::extract::PathParams;
 use super::handshake::{self, ConnectQuery, Refusal, since_param};
 use super::openapi::ErrorBody;
@@ -24,20 +25,20 @@ use crate::session::Resume;
 /// A client connection over WebSocket (docs/PROTOCOL.md). The credentials are the tenant's
 /// (a JWT in `token` or `Authorization: Bearer`, or `user` for insecure tenants); its auth
 /// plugin may decide instead.
-#[utoipa::path(get, path = "/v1/ws/{tenant}", tag = "clients",
+#[utoipa::path(get, operation_id = "connectWebSocket", path = "/v1/ws/{tenant}", tag = "clients",
     params(
         ("tenant" = String, Path, description = "A tenant id"),
         ConnectQuery,
     ),
     responses(
         (status = SWITCHING_PROTOCOLS, description = "Upgraded: frames follow (docs/PROTOCOL.md)"),
-        (status = BAD_REQUEST, description = "A bad position or upgrade request", body = ErrorBody),
-        (status = UNAUTHORIZED, description = "`unauthorized`, `token_expired`, `token_revoked`, ...", body = ErrorBody),
-        (status = FORBIDDEN, description = "`forbidden_origin`, or refused by the auth plugin", body = ErrorBody),
+        (status = BAD_REQUEST, description = "`bad_request` (a malformed position), `not_websocket` or `missing_key` (not an upgrade request)", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`, `token_expired`, `token_revoked`, or `denied` by the auth plugin", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden_origin`, or `denied` by the auth plugin", body = ErrorBody),
         (status = NOT_FOUND, description = "`unknown_tenant`", body = ErrorBody),
-        (status = UPGRADE_REQUIRED, description = "Not a WebSocket version 13 upgrade", body = ErrorBody),
-        (status = TOO_MANY_REQUESTS, description = "Over a tenant, user or address limit, with `Retry-After`", body = ErrorBody),
-        (status = SERVICE_UNAVAILABLE, description = "`draining`, `over_capacity` or `busy`", body = ErrorBody),
+        (status = UPGRADE_REQUIRED, description = "`unsupported_version`: not a WebSocket version 13 upgrade", body = ErrorBody),
+        (status = TOO_MANY_REQUESTS, description = "`too_many_connections`, `too_many_user_connections` or `rate_limited`, with `Retry-After`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`draining`, `over_capacity`, `busy` or `auth_unavailable`", body = ErrorBody),
     ))]
 pub(crate) async fn handle(
     State(app): State<Arc<App>>,
@@ -48,6 +49,9 @@ pub(crate) async fn handle(
     // The body of a GET is empty; the parts are what can be shared across the awaits.
     let (req, _body) = req.into_parts();
     let peer = handshake::client_addr(&app, peer, &req);
+    if req.headers.get(header::UPGRADE).is_none() {
+        return handshake::diagnose(&app, &tenant_id, peer, &req).await;
+    }
     let admitted = handshake::admit(&app, &tenant_id, peer, &req, |_, _| {
         let resume = Resume {
             user: since_param(&req, "user_since")?,
@@ -81,16 +85,16 @@ fn check_upgrade(req: &Parts) -> Result<String, Refusal> {
     let bad = |error| Refusal(HandshakeFailure::BadRequest, error);
     if !header_has_token(req, header::UPGRADE, "websocket") || !header_has_token(req, header::CONNECTION, "upgrade") {
         let message = "expected a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)";
-        return Err(bad(ApiError::bad_request("not_websocket", message)));
+        return Err(bad(ApiError::new(ErrorCode::NotWebsocket, message)));
     }
     if req.headers.get(header::SEC_WEBSOCKET_VERSION).and_then(|v| v.to_str().ok()) != Some("13") {
         let message = "only WebSocket version 13 is supported";
-        let error = ApiError::new(StatusCode::UPGRADE_REQUIRED, "unsupported_version", message)
+        let error = ApiError::new(ErrorCode::UnsupportedVersion, message)
             .with_header(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
         return Err(bad(error));
     }
     let key = req.headers.get(header::SEC_WEBSOCKET_KEY);
-    let key = key.ok_or_else(|| bad(ApiError::bad_request("missing_key", "missing Sec-WebSocket-Key")))?;
+    let key = key.ok_or_else(|| bad(ApiError::new(ErrorCode::MissingKey, "missing Sec-WebSocket-Key")))?;
     Ok(derive_accept_key(key.as_bytes()))
 }
 
