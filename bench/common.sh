@@ -3,6 +3,7 @@
 #   start_host CONFIG    starts a release host (or $HOST_BIN) in the background, sets host_pid,
 #                        and waits until its /readyz answers on $port
 #   metric NAME          prints the value of one /metrics sample of the host on $port
+#   scrape [PORT]        prints the /metrics of the host on PORT (default $port)
 #   start_redis          starts a private redis-server (no persistence) on a free port, sets
 #                        redis_port and redis_pid
 #   demo_config, ticks, rss_kib, measure_load: see each below
@@ -11,6 +12,10 @@
 # Every connection of a benchmark comes from a handful of loopback addresses: no limits per
 # client address (the table is still kept).
 export NOTIFY_ADDRESSES__MAX_CONNECTIONS=0 NOTIFY_ADDRESSES__CONNECT_RATE=0
+# Several nodes run on one machine: no metrics listener each; the scripts read /metrics on
+# the client port with the admin token every benchmark host gets.
+bench_admin=bench-admin-token
+export NOTIFY_SERVER__METRICS_LISTEN=off NOTIFY_SERVER__ADMIN_TOKEN=$bench_admin
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -23,8 +28,12 @@ start_host() {
   echo "host did not become ready:"; cat "$work/host.log"; return 1
 }
 
+scrape() {
+  curl -s -H "authorization: Bearer $bench_admin" "http://127.0.0.1:${1:-$port}/metrics"
+}
+
 metric() {
-  curl -s "http://127.0.0.1:$port/metrics" | awk -v m="$1" '$1 == m {print $2}'
+  scrape | awk -v m="$1" '$1 == m {print $2}'
 }
 
 # Stops the given PIDs (only processes this script started) and removes $work.

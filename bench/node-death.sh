@@ -99,4 +99,4 @@ awk -v k="$killed_us" '/^resumed/ {
     for (i = 1; i <= NF; i++) { if ($i == "reconnects") r += $(i + 1); if ($i == "recovered") u += $(i + 1); if ($i == "later") s += $(i + 1); if ($i == "up") g += $(i + 1); if ($i == "at") w = $(i + 1) > w ? $(i + 1) : w }
   } END { printf "resumed: reconnects %d, not recovered %d, sent back to retry later %d, gave up %d; the last welcome %.1f s after the kill\n", r, u, s, g, (w - k) / 1e6 }' FS='[ ,()]+' "$work"/gen*.log
 echo "node B: peak handshakes in progress $peak (limit 1024), peak connections $conns"
-curl -s "http://127.0.0.1:$port/metrics" | grep '^notify_handshake_failures_total' | grep -v ' 0$' || echo "node B: no refused handshakes"
+scrape | grep '^notify_handshake_failures_total' | grep -v ' 0$' || echo "node B: no refused handshakes"

@@ -21,7 +21,7 @@ source bench/common.sh
 work=$(mktemp -d)
 host_pid=""
 trap 'stop_all "$host_pid"' EXIT
-admin=bench-admin-token
+admin=$bench_admin
 declare -A wasm=(
   [rust]=plugins/target/wasm32-wasip2/release/redact.wasm
   [js]=plugins/target/components/redact_js.wasm
@@ -30,7 +30,7 @@ declare -A wasm=(
 
 # slowest TENANT: the upper bound (ms) of the lowest histogram bucket that holds every call.
 slowest() {
-  curl -s "http://127.0.0.1:$port/metrics" | awk -v t="$1" '
+  scrape | awk -v t="$1" '
     index($1, "notify_plugin_call_seconds_bucket{tenant=\"" t "\",hook=\"transform\"") == 1 {
       le = $1; sub(/.*le="/, "", le); sub(/".*/, "", le); n[++k] = le; v[k] = $2
     }

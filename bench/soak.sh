@@ -54,7 +54,7 @@ while kill -0 "$load_pid" 2>/dev/null && [ $(( $(date +%s) - start )) -le $(( se
 done
 wait "$load_pid" || { cat "$work/soak.log"; exit 1; }
 cat "$work/soak.log"
-echo "plugin calls: $(curl -s "http://127.0.0.1:$port/metrics" | awk '/^notify_plugin_calls_total/ {s += $2} END {print s + 0}'), slow-client disconnects: $(metric 'notify_slow_client_disconnects_total{tenant="demo"}')"
+echo "plugin calls: $(scrape | awk '/^notify_plugin_calls_total/ {s += $2} END {print s + 0}'), slow-client disconnects: $(metric 'notify_slow_client_disconnects_total{tenant="demo"}')"
 awk -v w="$warmup" '$1 >= w {n++; if (n == 1) {r0 = $2; f0 = $3; t0 = $5}; if ($2 > rmax) rmax = $2; if (rmin == "" || $2 < rmin) rmin = $2
     if ($3 > fmax) fmax = $3; if (fmin == "" || $3 < fmin) fmin = $3; if ($5 > tmax) tmax = $5; if (tmin == "" || $5 < tmin) tmin = $5; last = $2}
   END {if (n) printf "after the warm-up (%d samples): RSS %d..%d KiB (first %d, last %d: %+.1f%%), open files %d..%d, tasks %d..%d\n",

@@ -10,7 +10,7 @@ out=target/openapi
 mkdir -p "$out"
 data=$(mktemp -d)
 log="$out/host.log"
-NOTIFY_SERVER__LISTEN=127.0.0.1:0 NOTIFY_SERVER__DATA_DIR="$data" target/debug/notify-host --config config.toml >"$log" 2>&1 &
+NOTIFY_SERVER__LISTEN=127.0.0.1:0 NOTIFY_SERVER__METRICS_LISTEN=off NOTIFY_SERVER__DATA_DIR="$data" target/debug/notify-host --config config.toml >"$log" 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null; rm -rf "$data"' EXIT
 addr=""

@@ -39,6 +39,8 @@ pub enum StartError {
     Tls(#[from] crate::tls::TlsError),
     #[error("taking over the listener: {0}")]
     Handoff(#[from] crate::handoff::HandoffError),
+    #[error("cannot listen on server.metrics_listen {addr}: {source} (set another address, or \"off\")")]
+    MetricsListen { addr: std::net::SocketAddr, source: std::io::Error },
 }
 
 /// Shared host state.

@@ -108,6 +108,10 @@ pub enum FailurePolicy {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// Where `GET /metrics` is served without credentials (`"off"`: nowhere). Its labels name
+    /// every tenant, so it stays off the client port, where it answers the admin token only.
+    #[serde(deserialize_with = "address_or_off")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Bearer token of the admin API; `None` disables it.
     pub admin_token: Option<String>,
     /// How long a draining host waits for queues to flush before it exits anyway.
@@ -174,6 +178,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             admin_token: None,
             shutdown_grace: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
@@ -190,6 +195,17 @@ impl Default for ServerConfig {
             tls: None,
         }
     }
+}
+
+/// A socket address, or `"off"` for none.
+fn address_or_off<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom(format!("{text:?} is not an address (ip:port) or \"off\"")))
 }
 
 /// Limits per client address (docs/OPERATIONS.md#limits-per-client-address). The client
@@ -925,6 +941,16 @@ mod tests {
         assert_eq!(c.server.listen.port(), 9999);
         assert_eq!(c.connections.send_queue_frames, 7);
         assert_eq!(c.tenants["demo"].publish_key, "other-key-123");
+    }
+
+    #[test]
+    fn metrics_listen_defaults_to_loopback_and_can_be_off() {
+        let c = Config::from_toml(MIN, "t", []).unwrap();
+        assert_eq!(c.server.metrics_listen, Some(SocketAddr::from(([127, 0, 0, 1], 9464))));
+        let c = Config::from_toml(&format!("[server]\nmetrics_listen = \"off\"\n{MIN}"), "t", []).unwrap();
+        assert_eq!(c.server.metrics_listen, None);
+        let e = Config::from_toml(&format!("[server]\nmetrics_listen = \"9464\"\n{MIN}"), "t", []).unwrap_err();
+        assert!(e.to_string().contains("metrics_listen"), "{e}");
     }
 
     #[test]

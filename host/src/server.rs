@@ -54,6 +54,8 @@ pub struct Server {
     /// The node this one took the listener over from (`server.handoff_socket`), told to
     /// drain once this one accepts.
     predecessor: Option<Predecessor>,
+    /// `server.metrics_listen`: `/metrics` for Prometheus, apart from the client port.
+    metrics: Option<TcpListener>,
 }
 
 /// Starts draining the host it came from.
@@ -85,11 +87,17 @@ impl Server {
             None => (listen(app.config.server.listen, app.config.server.accept_backlog)?, None),
         };
         let local_addr = listener.local_addr()?;
-        Ok(Self { app, listener, local_addr, predecessor })
+        let metrics = app.config.server.metrics_listen.map(metrics_listener).transpose()?;
+        Ok(Self { app, listener, local_addr, predecessor, metrics })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where `/metrics` is served without credentials, if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
@@ -98,7 +106,7 @@ impl Server {
 
     /// Serves until shutdown is requested and the drain is over.
     pub async fn run(self) {
-        let Self { app, listener, local_addr, predecessor } = self;
+        let Self { app, listener, local_addr, predecessor, metrics } = self;
         let insecure = app
             .tenants
             .all()
@@ -119,6 +127,9 @@ impl Server {
             tokio::spawn(tls.clone().watch(app.drain.clone()));
         }
         let stop = CancellationToken::new();
+        if let Some(metrics) = metrics {
+            tokio::spawn(serve_metrics(app.clone(), metrics, stop.clone()));
+        }
         // Stops the accept loop alone: at the end, or once a successor took the listener over.
         let release = stop.child_token();
         let http_conns = TaskTracker::new();
@@ -176,6 +187,30 @@ fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
         );
     }
     socket.listen(backlog)
+}
+
+/// Binds `server.metrics_listen`. With `SO_REUSEPORT`, so that a successor taking over the
+/// client listener (`server.handoff_socket`) binds it too while this node drains.
+fn metrics_listener(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    let bind = || {
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        socket.listen(64)
+    };
+    bind().map_err(|source| StartError::MetricsListen { addr, source })
+}
+
+/// Serves `GET /metrics` on the metrics listener until the node stops.
+async fn serve_metrics(app: Arc<App>, listener: TcpListener, stop: CancellationToken) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "metrics listening on {addr}");
+    }
+    let router = crate::api::metrics_router(app);
+    if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await {
+        tracing::error!("the metrics listener failed: {e}");
+    }
 }
 
 /// The handoff socket's path, relative to the config file.

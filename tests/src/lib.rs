@@ -56,8 +56,12 @@ pub const RS256_PRIVATE: &str = include_str!("../fixtures/rs256-test-private.pem
 
 /// Every test host listens on a free loopback port and drains quickly; set through the
 /// environment overrides, so test configs may have their own `[server]` table.
-fn test_overrides() -> [(String, String); 2] {
-    [("NOTIFY_SERVER__LISTEN".into(), "127.0.0.1:0".into()), ("NOTIFY_SERVER__SHUTDOWN_GRACE".into(), "5s".into())]
+fn test_overrides() -> [(String, String); 3] {
+    [
+        ("NOTIFY_SERVER__LISTEN".into(), "127.0.0.1:0".into()),
+        ("NOTIFY_SERVER__METRICS_LISTEN".into(), "127.0.0.1:0".into()),
+        ("NOTIFY_SERVER__SHUTDOWN_GRACE".into(), "5s".into()),
+    ]
 }
 
 /// Publishes `{}` to `user` through the host at `addr` with `key`, each event read by
@@ -122,6 +126,8 @@ where
 /// A host running in this process.
 pub struct TestHost {
     pub addr: SocketAddr,
+    /// `server.metrics_listen`, where `/metrics` needs no credentials.
+    pub metrics: SocketAddr,
     pub shutdown: ShutdownHandle,
     pub task: JoinHandle<()>,
 }
@@ -132,9 +138,10 @@ impl TestHost {
         let config = Config::from_toml(toml, "test config", test_overrides())?;
         let server = Server::bind(config).await?;
         let addr = server.local_addr();
+        let metrics = server.metrics_addr().context("the tests serve metrics")?;
         let shutdown = server.shutdown_handle();
         let task = tokio::spawn(server.run());
-        Ok(Self { addr, shutdown, task })
+        Ok(Self { addr, metrics, shutdown, task })
     }
 
     /// Polls `/readyz` until it answers `status` (200 ready, 503 draining or broker down).
@@ -174,7 +181,7 @@ impl TestHost {
 
     /// The value of a metric sample line (`name{labels}`) from `/metrics`.
     pub async fn metric(&self, sample: &str) -> anyhow::Result<f64> {
-        metric(self.addr, sample).await
+        metric(self.metrics, sample).await
     }
 
     /// Polls a metric until `pred` holds (each poll is a real request; bounded by [`STEP`]).
@@ -663,7 +670,8 @@ macro_rules! host_bin {
     };
 }
 
-/// The value of a metric sample line (`name{labels}`) from the `/metrics` of the host at `addr`.
+/// The value of a metric sample line (`name{labels}`) from the `/metrics` of the host whose
+/// metrics listener is `addr`.
 pub async fn metric(addr: SocketAddr, sample: &str) -> anyhow::Result<f64> {
     let (_, text) = http_raw(addr, "GET", "/metrics", None, Bytes::new()).await?;
     let text = String::from_utf8(text.to_vec())?;
@@ -677,6 +685,8 @@ pub async fn metric(addr: SocketAddr, sample: &str) -> anyhow::Result<f64> {
 /// A host running as its own process (the real binary), for signals and kills.
 pub struct HostProcess {
     pub addr: SocketAddr,
+    /// `server.metrics_listen`, where `/metrics` needs no credentials.
+    pub metrics: SocketAddr,
     pub child: tokio::process::Child,
     /// Everything the process wrote to stdout and stderr so far.
     pub log: std::sync::Arc<std::sync::Mutex<String>>,
@@ -710,13 +720,17 @@ impl HostProcess {
             .spawn()?;
         let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let mut lines = tokio::io::BufReader::new(child.stdout.take().context("stdout")?).lines();
-        let addr = tokio::time::timeout(STEP, async {
+        let (addr, metrics) = tokio::time::timeout(STEP, async {
+            let (mut addr, mut metrics) = (None, None);
             while let Some(line) = lines.next_line().await? {
                 log.lock().unwrap().push_str(&format!("{line}\n"));
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    // Text logs end the line with the address; JSON ones close a string.
-                    let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || ".:[]".contains(c)));
-                    return Ok::<_, anyhow::Error>(rest[..end.unwrap_or(rest.len())].parse()?);
+                if let Some(a) = address_after(&line, "notify-host listening on ") {
+                    addr = Some(a?);
+                } else if let Some(a) = address_after(&line, "metrics listening on ") {
+                    metrics = Some(a?);
+                }
+                if let (Some(addr), Some(metrics)) = (addr, metrics) {
+                    return Ok::<_, anyhow::Error>((addr, metrics));
                 }
             }
             bail!("host exited before listening")
@@ -726,7 +740,7 @@ impl HostProcess {
         let stderr = tokio::io::BufReader::new(child.stderr.take().context("stderr")?).lines();
         tokio::spawn(drain(lines, log.clone()));
         tokio::spawn(drain(stderr, log.clone()));
-        Ok(Self { addr, child, log, _dir: dir })
+        Ok(Self { addr, metrics, child, log, _dir: dir })
     }
 
     /// Sends `signal` (e.g. "TERM", "KILL") to the process.
@@ -736,6 +750,14 @@ impl HostProcess {
         anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
         Ok(())
     }
+}
+
+/// The address a log line names after `marker`. Text logs end the line with it; JSON ones
+/// close a string.
+fn address_after(line: &str, marker: &str) -> Option<anyhow::Result<SocketAddr>> {
+    let rest = line.split(marker).nth(1)?;
+    let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || ".:[]".contains(c)));
+    Some(rest[..end.unwrap_or(rest.len())].parse().map_err(Into::into))
 }
 
 /// Appends a child's output to `log`, line by line, until it ends.

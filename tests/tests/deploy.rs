@@ -59,6 +59,10 @@ fn the_deployment_probes_and_drains_as_the_host_does() -> anyhow::Result<()> {
     let pod = &d["spec"]["template"]["spec"];
     let c = &pod["containers"][0];
     assert_eq!(c["ports"][0]["containerPort"].as_i64(), Some(i64::from(config.server.listen.port())));
+    let metrics = config.server.metrics_listen.context("the deployment serves metrics")?;
+    assert_eq!(c["ports"][1]["containerPort"].as_i64(), Some(i64::from(metrics.port())));
+    let scraped = str_at(&d["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"], "scrape port")?;
+    assert_eq!(scraped, metrics.port().to_string());
     assert_eq!(str_at(&c["readinessProbe"]["httpGet"]["path"], "readiness")?, "/readyz");
     assert_eq!(str_at(&c["livenessProbe"]["httpGet"]["path"], "liveness")?, "/healthz");
     let pause: u64 = str_at(&c["lifecycle"]["preStop"]["exec"]["command"][1], "preStop")?.parse()?;
@@ -166,7 +170,7 @@ async fn dashboards_and_alerts_query_metrics_the_host_exports() -> anyhow::Resul
     let redis = RedisServer::start().await?;
     let host = TestHost::start(&format!("{DEMO}\n{}", redis.broker_toml())).await?;
     host.wait_ready(200).await?;
-    let (status, body) = http_raw(host.addr, "GET", "/metrics", None, Default::default()).await?;
+    let (status, body) = http_raw(host.metrics, "GET", "/metrics", None, Default::default()).await?;
     assert_eq!(status, 200);
     let mut exported = BTreeSet::new();
     for line in String::from_utf8(body.to_vec())?.lines() {

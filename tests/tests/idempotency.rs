@@ -142,7 +142,7 @@ async fn an_entry_claimed_from_a_dead_node_is_not_delivered_twice() -> anyhow::R
     assert_eq!(carol.next_event().await?["data"], "once");
     // A retries its unacknowledged entry, and finds the key taken by its own first pass.
     let dedup = "notify_events_deduplicated_total{tenant=\"demo\"}";
-    notify_tests::eventually(|| async { Ok(notify_tests::metric(a.addr, dedup).await? >= 1.0) }).await?;
+    notify_tests::eventually(|| async { Ok(notify_tests::metric(a.metrics, dedup).await? >= 1.0) }).await?;
     a.signal("KILL")?;
     // B claims the entry A left pending, and acknowledges it without delivering it again.
     let b = TestHost::start(&format!("{DEMO}\n{broker}")).await?;

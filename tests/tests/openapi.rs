@@ -128,7 +128,10 @@ async fn real_answers_match_the_documented_schemas() -> anyhow::Result<()> {
         let (status, body) = send("GET", route, &[], &Value::Null).await?;
         spec.check("GET", route, status, &body)?;
     }
-    let (status, metrics) = http_raw(addr, "GET", "/metrics", None, Default::default()).await?;
+    let (status, body) = send("GET", "/metrics", &[], &Value::Null).await?;
+    assert_eq!(status, 401, "the client port has metrics for the admin token only");
+    spec.check("GET", "/metrics", status, &body)?;
+    let (status, metrics) = http_raw(addr, "GET", "/metrics", Some(ADMIN), Default::default()).await?;
     assert!(String::from_utf8_lossy(&metrics).contains("notify_connections"));
     assert!(
         spec.doc

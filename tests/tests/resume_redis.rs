@@ -249,7 +249,7 @@ async fn a_node_redis_disconnects_for_its_output_buffer_resumes_its_clients() ->
         let ev = ann.next_event().await?;
         assert_eq!((ev["data"]["i"].as_u64(), ev["offset"].as_u64()), (Some(i), Some(i + 1)), "in order, once");
     }
-    assert!(metric(a.addr, "notify_broker_resyncs_total").await? >= 1.0, "Redis dropped A's subscription");
+    assert!(metric(a.metrics, "notify_broker_resyncs_total").await? >= 1.0, "Redis dropped A's subscription");
     assert!(ann.reconnects >= 1 && ann.recovered.iter().all(|r| *r), "{:?}", ann.recovered);
     Ok(())
 }

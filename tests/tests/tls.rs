@@ -129,14 +129,6 @@ async fn next_frame(ws: &mut WebSocketStream<TlsStream<TcpStream>>) -> anyhow::R
     }
 }
 
-/// A sample of the node's metrics, read over HTTPS.
-async fn metric(addr: SocketAddr, tls: &TlsConnector, sample: &str) -> anyhow::Result<f64> {
-    let (_, _, text) = https(addr, tls, "GET", "/metrics", &Value::Null).await?;
-    let text = String::from_utf8_lossy(&text);
-    let line = text.lines().find(|l| l.starts_with(sample)).with_context(|| format!("no {sample}"))?;
-    Ok(line.rsplit(' ').next().unwrap_or_default().parse()?)
-}
-
 #[tokio::test]
 async fn wss_https_and_sse_are_served_over_tls() -> anyhow::Result<()> {
     let dir = TempDir::new("tls")?;
@@ -173,7 +165,7 @@ async fn wss_https_and_sse_are_served_over_tls() -> anyhow::Result<()> {
     // Plain HTTP on a TLS-only port gets no answer, and counts as a failed TLS handshake.
     assert!(http(host.addr, "GET", "/healthz", None, Bytes::new()).await.is_err());
     let failed = r#"notify_handshake_failures_total{tenant="",reason="tls"}"#;
-    eventually(|| async { Ok(metric(host.addr, &tls, failed).await? >= 1.0) }).await?;
+    eventually(|| async { Ok(host.metric(failed).await? >= 1.0) }).await?;
     // A client that does not trust the certificate is refused by its own side.
     assert!(connect(host.addr, &connector(&[&cert()])).await.is_err());
     Ok(())
@@ -203,15 +195,15 @@ async fn a_changed_certificate_serves_new_connections_and_open_ones_go_on() -> a
 
     install(&dir.path, &second)?;
     eventually(|| async { Ok(presented(host.addr, &tls).await? == second.der) }).await?;
-    assert!(metric(host.addr, &tls, r#"notify_tls_reloads_total{result="ok"}"#).await? >= 1.0);
+    assert!(host.metric(r#"notify_tls_reloads_total{result="ok"}"#).await? >= 1.0);
     publish(host.addr, &tls, "alice", "after-reload").await?;
     assert_eq!(next_frame(&mut open).await?["event"], "after-reload", "the open connection goes on");
 
     // A broken certificate file is refused; the current certificate stays.
     let errors = r#"notify_tls_reloads_total{result="error"}"#;
-    let before = metric(host.addr, &tls, errors).await?;
+    let before = host.metric(errors).await?;
     std::fs::write(dir.path.join("cert.pem"), "not a certificate")?;
-    eventually(|| async { Ok(metric(host.addr, &tls, errors).await? > before) }).await?;
+    eventually(|| async { Ok(host.metric(errors).await? > before) }).await?;
     assert_eq!(presented(host.addr, &tls).await?, second.der);
     publish(host.addr, &tls, "alice", "still-served").await?;
     assert_eq!(next_frame(&mut open).await?["event"], "still-served");
@@ -240,7 +232,7 @@ async fn a_tls_client_that_stops_reading_is_disconnected_while_others_keep_recei
         let ev = next_frame(&mut fast).await?;
         assert_eq!(ev["data"]["n"], sent, "the fast client missed or reordered an event");
         sent += 1;
-        if sent.is_multiple_of(4) && metric(host.addr, &tls, slow_disconnects).await? >= 1.0 {
+        if sent.is_multiple_of(4) && host.metric(slow_disconnects).await? >= 1.0 {
             break;
         }
     }

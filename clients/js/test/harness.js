@@ -54,7 +54,7 @@ export class Host {
     const config = join(this.dir, "config.toml");
     this.addr = undefined;
     writeFileSync(config, this.toml);
-    this.child = spawn(HOST_BIN, ["--config", config], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: "info" } });
+    this.child = spawn(HOST_BIN, ["--config", config], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: "info", NOTIFY_SERVER__METRICS_LISTEN: "127.0.0.1:0" } });
     return new Promise((resolve, reject) => {
       let seen = "";
       this.child.once("exit", (code) => {

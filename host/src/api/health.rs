@@ -9,6 +9,8 @@ use axum::response::IntoResponse;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::extract::Admin;
+use super::openapi::ErrorBody;
 use crate::app::App;
 
 /// A node's state.
@@ -50,10 +52,20 @@ pub(super) async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<Hea
     (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status }))
 }
 
-/// The node's metrics in the Prometheus text format (docs/OPERATIONS.md, Metrics).
-#[utoipa::path(get, operation_id = "metrics", path = "/metrics", tag = "operations", responses(
-    (status = OK, description = "Prometheus text format 0.0.4", content_type = "text/plain; version=0.0.4", body = String),
-))]
-pub(super) async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+/// The node's metrics in the Prometheus text format (docs/OPERATIONS.md, Metrics). Their
+/// labels name every tenant, so on the client port they answer the admin token only;
+/// Prometheus scrapes `server.metrics_listen`, where they need none.
+#[utoipa::path(get, operation_id = "metrics", path = "/metrics", tag = "operations", security(("admin_token" = [])),
+    responses(
+        (status = OK, description = "Prometheus text format 0.0.4", content_type = "text/plain; version=0.0.4", body = String),
+        (status = UNAUTHORIZED, description = "`unauthorized`: no admin token", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden`: not the admin token", body = ErrorBody),
+    ))]
+pub(super) async fn metrics(State(app): State<Arc<App>>, _: Admin) -> impl IntoResponse {
+    scrape(State(app)).await
+}
+
+/// `/metrics` on the metrics listener.
+pub(super) async fn scrape(State(app): State<Arc<App>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], app.render_metrics())
 }

@@ -44,6 +44,11 @@ pub(crate) fn router(app: Arc<App>) -> Router {
     router.fallback(not_found).method_not_allowed_fallback(method_not_allowed).with_state(app)
 }
 
+/// The routes of `server.metrics_listen`: `/metrics` without credentials.
+pub(crate) fn metrics_router(app: Arc<App>) -> Router {
+    Router::new().route("/metrics", axum::routing::get(health::scrape)).fallback(not_found).with_state(app)
+}
+
 /// The OpenAPI document of the routes a node serves (the demo pages only where `demo` is on).
 pub(crate) fn document(demo: bool) -> serde_json::Value {
     openapi::to_json(&routes(demo).into_openapi())
