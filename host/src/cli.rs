@@ -26,11 +26,17 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Validate a configuration file (with the environment's overrides) and exit.
+    #[command(
+        after_help = "Example:\n  notify-host check-config deploy/notify.toml\n  NOTIFY_SERVER__ADMIN_TOKEN=... notify-host check-config /etc/notify/notify.toml"
+    )]
     CheckConfig {
         /// The file to check.
         path: PathBuf,
     },
     /// Publish an event through a running host.
+    #[command(
+        after_help = "Example (options go after the subcommand):\n  notify-host publish --url http://127.0.0.1:8080 --key demo-key \\\n    --user alice --event order.updated --data '{\"order\":42}'"
+    )]
     Publish(crate::remote::Publish),
     /// Manage a running cluster's tenants (admin token).
     #[command(subcommand)]

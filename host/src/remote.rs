@@ -64,6 +64,9 @@ pub(crate) struct Admin {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Tenant {
     /// Create a tenant; prints its keys, once.
+    #[command(
+        after_help = "Example:\n  notify-host tenant create acme --url http://127.0.0.1:8080 --token dev-admin-token \\\n    --settings '{\"auth\":{\"mode\":\"jwt\",\"hs256_secret\":\"at-least-16-bytes-of-secret\"}}'"
+    )]
     Create {
         #[command(flatten)]
         admin: Admin,
@@ -73,11 +76,17 @@ pub(crate) enum Tenant {
         settings: Option<String>,
     },
     /// List every tenant (never a secret).
+    #[command(
+        after_help = "Example:\n  NOTIFY_ADMIN_TOKEN=dev-admin-token notify-host tenant list --url http://127.0.0.1:8080"
+    )]
     List {
         #[command(flatten)]
         admin: Admin,
     },
     /// Replace a key; the previous one keeps working for `--overlap`.
+    #[command(
+        after_help = "Example:\n  notify-host tenant rotate-key acme --kind publish --overlap 10m --token dev-admin-token"
+    )]
     RotateKey {
         #[command(flatten)]
         admin: Admin,
@@ -90,6 +99,7 @@ pub(crate) enum Tenant {
         overlap: Option<String>,
     },
     /// Delete a tenant: its keys stop working and its connections are closed.
+    #[command(after_help = "Example:\n  notify-host tenant delete acme --token dev-admin-token")]
     Delete {
         #[command(flatten)]
         admin: Admin,
@@ -100,6 +110,9 @@ pub(crate) enum Tenant {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Plugin {
     /// Upload a compiled component as the tenant's `auth`, `transform` or `route` plugin.
+    #[command(
+        after_help = "Example:\n  notify-host plugin upload demo transform plugins/target/wasm32-wasip2/release/redact.wasm \\\n    --plugin-config '{\"fields\":\"ssn\"}' --on-failure skip --token dev-admin-token"
+    )]
     Upload {
         #[command(flatten)]
         admin: Admin,
@@ -114,12 +127,14 @@ pub(crate) enum Plugin {
         on_failure: Option<String>,
     },
     /// List the tenant's plugins on every node.
+    #[command(after_help = "Example:\n  notify-host plugin list demo --token dev-admin-token")]
     List {
         #[command(flatten)]
         admin: Admin,
         tenant: String,
     },
     /// Go back to the previous version.
+    #[command(after_help = "Example:\n  notify-host plugin rollback demo transform --token dev-admin-token")]
     Rollback {
         #[command(flatten)]
         admin: Admin,
@@ -127,6 +142,7 @@ pub(crate) enum Plugin {
         hook: String,
     },
     /// Remove the plugin.
+    #[command(after_help = "Example:\n  notify-host plugin delete demo transform --token dev-admin-token")]
     Delete {
         #[command(flatten)]
         admin: Admin,

@@ -77,6 +77,29 @@ fn help_and_version() {
 }
 
 #[test]
+fn every_subcommand_shows_an_example() {
+    let commands: [&[&str]; 10] = [
+        &["check-config"],
+        &["publish"],
+        &["tenant", "create"],
+        &["tenant", "list"],
+        &["tenant", "rotate-key"],
+        &["tenant", "delete"],
+        &["plugin", "upload"],
+        &["plugin", "list"],
+        &["plugin", "rollback"],
+        &["plugin", "delete"],
+    ];
+    for command in commands {
+        let out = host().args(command).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{command:?}");
+        let help = String::from_utf8_lossy(&out.stdout);
+        let example = help.split("Example").nth(1).unwrap_or_else(|| panic!("{command:?} shows no example:\n{help}"));
+        assert!(example.contains(&format!("notify-host {}", command.join(" "))), "{command:?}: {example}");
+    }
+}
+
+#[test]
 fn notify_config_names_the_file_to_run() {
     let out = host().env("NOTIFY_CONFIG", "/nonexistent/notify.toml").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
