@@ -158,6 +158,8 @@ struct Call<'a> {
     token: &'a str,
     body: Vec<u8>,
     headers: Vec<(&'static str, String)>,
+    /// What the host is doing meanwhile, told on stderr every few seconds of a long wait.
+    waiting: Option<&'static str>,
 }
 
 impl Publish {
@@ -208,9 +210,16 @@ impl Plugin {
         let (admin, call) = match &self {
             Plugin::Upload { admin, tenant, hook, file, plugin_config, on_failure } => {
                 let wasm = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+                eprintln!(
+                    "uploading {} ({} KiB): the host compiles it before it answers, in seconds for Rust, \
+                     10-20 s for JavaScript and Python",
+                    file.display(),
+                    wasm.len() / 1024
+                );
                 let query = on_failure.as_ref().map(|p| format!("?on_failure={p}")).unwrap_or_default();
                 let mut call = Call::new(Method::PUT, format!("{}/{hook}{query}", base(tenant)), &admin.token);
                 call.body = wasm;
+                call.waiting = Some("compiling");
                 call.headers.push(("content-type", "application/wasm".into()));
                 if let Some(config) = plugin_config {
                     call.headers.push(("notify-plugin-config", config.clone()));
@@ -241,7 +250,7 @@ fn print(answer: anyhow::Result<Bytes>) -> anyhow::Result<()> {
 
 impl<'a> Call<'a> {
     fn new(method: Method, path: String, token: &'a str) -> Self {
-        Self { method, path, token, body: Vec::new(), headers: Vec::new() }
+        Self { method, path, token, body: Vec::new(), headers: Vec::new(), waiting: None }
     }
 
     fn json(mut self, body: &Value) -> Self {
@@ -253,7 +262,21 @@ impl<'a> Call<'a> {
     /// Sends the call on a runtime of its own; an error status becomes the API's error.
     fn send(self, host: &Host) -> anyhow::Result<Bytes> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        runtime.block_on(self.send_async(host))
+        let waiting = self.waiting;
+        let answer = self.send_async(host);
+        let Some(what) = waiting else { return runtime.block_on(answer) };
+        runtime.block_on(async {
+            tokio::pin!(answer);
+            let every = std::time::Duration::from_secs(5);
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            let started = std::time::Instant::now();
+            loop {
+                tokio::select! {
+                    answer = &mut answer => return answer,
+                    _ = ticks.tick() => eprintln!("{what}... {} s", started.elapsed().as_secs()),
+                }
+            }
+        })
     }
 
     async fn send_async(self, host: &Host) -> anyhow::Result<Bytes> {

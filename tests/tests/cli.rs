@@ -148,6 +148,7 @@ async fn the_cli_manages_tenants_and_plugins_and_publishes() -> anyhow::Result<(
     let (code, _, err) =
         remote(addr, &["plugin", "upload", "acme", "transform", &redact, "--plugin-config", config]).await?;
     assert_eq!(code, 0, "{err}");
+    assert!(err.contains("the host compiles it before it answers"), "the wait is explained: {err}");
     let (code, out, _) = remote(addr, &["plugin", "list", "acme"]).await?;
     assert!(code == 0 && out.contains("transform"), "{out}");
     let args = ["publish", "--key", &key, "--user", "bob", "--event", "card", "--data", r#"{"ssn":"123"}"#];

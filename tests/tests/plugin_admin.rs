@@ -132,12 +132,12 @@ async fn invalid_uploads_are_rejected_with_a_reason() -> anyhow::Result<()> {
 async fn rollback_and_delete() -> anyhow::Result<()> {
     let host = TestHost::start(&shop("")).await?;
     let mut c = connect(host.addr, "user=cy").await?;
-    for stamp in ["v1", "v2"] {
+    for (stamp, policy) in [("v1", "skip"), ("v2", "drop")] {
         let config = format!(r#"{{"stamp":"{stamp}"}}"#);
         let (status, _) = admin(
             host.addr,
             "PUT",
-            "/plugins/transform",
+            &format!("/plugins/transform?on_failure={policy}"),
             MANAGER,
             &[("notify-plugin-config", &config)],
             plugin_bytes("redact"),
@@ -147,6 +147,14 @@ async fn rollback_and_delete() -> anyhow::Result<()> {
     }
     publish(host.addr, json!({"users": ["cy"], "event": "e", "data": {}})).await?;
     assert_eq!(c.next_event().await?["data"], json!({"v2": true}));
+    // The same bytes twice: the rollback target is told apart by its policy and config.
+    let (_, list) = admin(host.addr, "GET", "/plugins", MANAGER, &[], Vec::new()).await?;
+    let (active, earlier) = (&list["plugins"][0]["active"], &list["plugins"][0]["history"][0]);
+    assert_eq!(active["hash"], earlier["hash"]);
+    assert_eq!((active["on_failure"].as_str(), earlier["on_failure"].as_str()), (Some("drop"), Some("skip")));
+    assert_eq!(earlier["config_keys"], json!(["stamp"]));
+    assert_ne!(active["config_fingerprint"], earlier["config_fingerprint"], "{list}");
+    assert!(!list.to_string().contains("v1"), "config values are never shown: {list}");
 
     let (status, res) = admin(host.addr, "POST", "/plugins/transform/rollback", MANAGER, &[], Vec::new()).await?;
     assert_eq!(status, 200, "{res}");

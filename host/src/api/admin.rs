@@ -19,6 +19,7 @@ use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
+use sha2::Digest as _;
 use utoipa::ToSchema;
 
 use super::ApiError;
@@ -60,6 +61,8 @@ pub(super) struct HookView {
     history: Vec<Version>,
 }
 
+/// An earlier version: the same bytes may come back with another config or policy, so a
+/// rollback target is told apart by all of these.
 #[derive(Serialize, ToSchema)]
 pub(super) struct Version {
     /// The component's SHA-256, in hex.
@@ -67,6 +70,13 @@ pub(super) struct Version {
     /// Unix seconds.
     installed_at: u64,
     source: Source,
+    /// For `transform` and `route`.
+    on_failure: Option<FailurePolicy>,
+    /// The names of the version's config values (never the values).
+    config_keys: Vec<String>,
+    /// Tells configs apart without showing them: the first 16 hex digits of the SHA-256 of
+    /// the config as JSON.
+    config_fingerprint: String,
 }
 
 /// One live node: its connections of the tenant and the plugins it runs.
@@ -91,6 +101,8 @@ pub(super) struct PluginView {
     on_failure: Option<FailurePolicy>,
     /// The names of the plugin's config values (never the values).
     config_keys: Vec<String>,
+    /// As in [`Version`].
+    config_fingerprint: String,
     calls: u64,
     failures: u64,
     consecutive_failures: u32,
@@ -120,7 +132,14 @@ pub(super) async fn list(
             history: s
                 .history
                 .iter()
-                .map(|p| Version { hash: p.compiled.hash.clone(), installed_at: p.installed_at, source: p.source })
+                .map(|p| Version {
+                    hash: p.compiled.hash.clone(),
+                    installed_at: p.installed_at,
+                    source: p.source,
+                    on_failure: policy_of(p),
+                    config_keys: p.config.keys().cloned().collect(),
+                    config_fingerprint: config_fingerprint(p),
+                })
                 .collect(),
         })
         .collect();
@@ -281,6 +300,16 @@ fn failure_policy(hook: Hook, query: Option<&str>) -> Result<FailurePolicy, ApiE
     }
 }
 
+fn config_fingerprint(p: &LoadedPlugin) -> String {
+    let json = serde_json::to_vec(&*p.config).expect("a config serializes");
+    crate::tenant::hex(&sha2::Sha256::digest(json)[..8])
+}
+
+/// An auth plugin always fails closed: it has no policy.
+fn policy_of(p: &LoadedPlugin) -> Option<FailurePolicy> {
+    (p.hook != Hook::Auth).then_some(p.on_failure)
+}
+
 fn describe(p: &LoadedPlugin) -> PluginView {
     PluginView {
         hook: p.hook,
@@ -288,8 +317,9 @@ fn describe(p: &LoadedPlugin) -> PluginView {
         installed_at: p.installed_at,
         source: p.source,
         state: if p.is_disabled() { "disabled" } else { "active" },
-        on_failure: if p.hook == Hook::Auth { None } else { Some(p.on_failure) },
+        on_failure: policy_of(p),
         config_keys: p.config.keys().cloned().collect(),
+        config_fingerprint: config_fingerprint(p),
         calls: p.calls.load(Relaxed),
         failures: p.failures.load(Relaxed),
         consecutive_failures: p.consecutive_failures(),
