@@ -22,6 +22,10 @@ impl Segment {
         self.attributes.iter().find(|(k, _)| &**k == key).map(|(_, v)| &**v)
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.attributes.is_empty()
+    }
+
     /// The shared segment of connections without attributes.
     pub(crate) fn empty() -> Arc<Segment> {
         static EMPTY: OnceLock<Arc<Segment>> = OnceLock::new();
@@ -128,6 +132,13 @@ impl<'a> Verdicts<'a> {
             self.seen.push((key, verdict));
         }
         verdict
+    }
+}
+
+/// A segment as the JSON object its connection's `welcome` shows.
+impl serde::Serialize for Segment {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.attributes.iter().map(|(k, v)| (&**k, &**v)))
     }
 }
 

@@ -76,6 +76,7 @@ pub(crate) async fn join(conn: &Arc<Conn>, resume: &Resume, app: &App) {
             idle_timeout_ms: c.idle_timeout.as_millis(),
             streams,
             acks: tenant.config.history.acks,
+            attributes: &conn.segment,
         })
     };
     let own_streams = [Target::User(&conn.user), Target::Broadcast];

@@ -138,6 +138,34 @@ async fn segment_router_delivers_by_subscriber_plan() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Segment routing without an auth plugin, for development: an insecure tenant's clients
+/// claim attributes with `?attr.KEY=VALUE`, and the welcome shows a connection what the
+/// route filters see of it. A JWT tenant ignores such parameters.
+#[tokio::test]
+async fn insecure_clients_claim_attributes_for_trying_segment_routing() -> anyhow::Result<()> {
+    let extra = format!("[tenants.demo.plugins.route]\npath = \"{}\"\n", plugin_path("segment_router"));
+    let host = TestHost::start(&format!("{DEMO}\n{RELAXED}\n{extra}")).await?;
+    let (mut pro, welcome) = host.join("demo", "user=pia&attr.plan=pro").await?;
+    assert_eq!(welcome["attributes"], json!({"plan": "pro"}));
+    let (mut free, welcome) = host.join("demo", "user=fay").await?;
+    assert_eq!(welcome.get("attributes"), None, "no attributes, no field");
+    host.publish_ok(&json!({"broadcast": true, "event": "pro-only", "attributes": {"plan": "pro"}})).await?;
+    host.publish_ok(&json!({"broadcast": true, "event": "everyone"})).await?;
+    assert_eq!(pro.next_event().await?["event"], "pro-only");
+    assert_eq!(pro.next_event().await?["event"], "everyone");
+    assert_eq!(free.next_event().await?["event"], "everyone");
+    let long = "x".repeat(300);
+    let refused = Client::try_connect(&host.ws_url("demo", &format!("user=al&attr.plan={long}")), &[]).await?;
+    assert_eq!(refused.err().map(|r| r.status), Some(400), "an oversized attribute is refused");
+
+    let jwt = TestHost::start(&notify_tests::jwt_tenant()).await?;
+    let token = notify_tests::hs256_token("ann", 300, None, notify_tests::JWT_SECRET);
+    let origin = [("origin", "https://app.example.com")];
+    let mut ann = Client::connect(&jwt.ws_url("secure", &format!("token={token}&attr.plan=pro")), &origin).await?;
+    assert_eq!(ann.next_json().await?.get("attributes"), None, "only credentials claim attributes");
+    Ok(())
+}
+
 /// Tenant `bad` with a hostile plugin on every hook, and `good` without plugins.
 fn hostile(name: &str, on_failure: &str) -> String {
     let path = plugin_path(name);

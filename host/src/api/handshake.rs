@@ -205,6 +205,19 @@ pub(super) fn over_quota(tenant: &Tenant, why: quota::Refusal) -> Refusal {
     Refusal(failure, error)
 }
 
+/// In `insecure` mode, the attributes a route filter sees, from `?attr.KEY=VALUE` (as an
+/// auth plugin would set them), so segment routing can be tried without one. Other modes
+/// ignore them: only credentials may claim attributes.
+fn development_attributes(tenant: &Tenant, query: Option<&str>) -> Result<Attributes, Refusal> {
+    let Some(query) = query.filter(|_| tenant.auth.is_insecure()) else { return Ok(Vec::new()) };
+    let pairs: Attributes = form_urlencoded::parse(query.as_bytes())
+        .filter_map(|(k, v)| Some((k.strip_prefix("attr.")?.to_owned(), v.into_owned())))
+        .collect();
+    crate::event::check_attributes(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(|(_, why)| Refusal::bad_request(format!("attr.*: {why}")))?;
+    Ok(pairs)
+}
+
 fn check_origin(tenant: &Tenant, req: &Parts) -> Result<(), Refusal> {
     let origin = req.headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     if tenant.origin_allowed(origin) {
@@ -227,7 +240,7 @@ async fn authenticate(
         let token = query_param(query, "token").or_else(|| bearer(&req.headers).map(str::to_owned));
         let user = query_param(query, "user");
         return match tenant.auth.authenticate(token.as_deref(), user.as_deref()) {
-            Ok(verified) => Ok((verified, Vec::new())),
+            Ok(verified) => Ok((verified, development_attributes(tenant, query)?)),
             Err(e) => {
                 let code = if e == AuthError::Expired { ErrorCode::TokenExpired } else { ErrorCode::Unauthorized };
                 Err(unauthorized(ApiError::new(code, e.to_string())))

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::segment::Segment;
 use crate::stream::{Position, Replay};
 
 /// A frame a client sends (JSON text with a `type`).
@@ -74,6 +75,7 @@ pub(crate) struct Welcome<'a> {
     pub streams: Option<[StreamState<'a>; 2]>,
     /// The tenant keeps read cursors: the user stream also reports `acked` and `unread`.
     pub acks: bool,
+    pub attributes: &'a Segment,
 }
 
 /// What a client learns of a stream it joined or resumed.
@@ -147,6 +149,13 @@ struct WelcomeFrame<'a> {
     idle_timeout_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     streams: Option<StreamsFrame<'a>>,
+    /// What the tenant's route filters see of this connection, where it has anything.
+    #[serde(skip_serializing_if = "no_attributes")]
+    attributes: &'a Segment,
+}
+
+fn no_attributes(segment: &&Segment) -> bool {
+    segment.is_empty()
 }
 
 /// Encoded from borrowed fields, without building a JSON value first: one is sent on every
@@ -164,6 +173,7 @@ pub(crate) fn welcome(w: &Welcome<'_>) -> Bytes {
         heartbeat_interval_ms: u64::try_from(w.heartbeat_interval_ms).unwrap_or(u64::MAX),
         idle_timeout_ms: u64::try_from(w.idle_timeout_ms).unwrap_or(u64::MAX),
         streams,
+        attributes: w.attributes,
     })
 }
 
@@ -243,6 +253,7 @@ mod tests {
             idle_timeout_ms: 60_000,
             streams: Some(streams),
             acks: true,
+            attributes: &Segment::empty(),
         };
         assert_eq!(
             json(&welcome(&w)),
@@ -258,6 +269,12 @@ mod tests {
             json!({"user": {"recovered": false}, "broadcast": {"recovered": false}})
         );
         assert_eq!(json(&welcome(&Welcome { streams: None, ..w })).get("streams"), None);
+        let segments = crate::segment::Segments::default();
+        let pro = segments.intern(vec![("plan".into(), "pro".into()), ("region".into(), "eu".into())]);
+        assert_eq!(
+            json(&welcome(&Welcome { attributes: &pro, ..w }))["attributes"],
+            json!({"plan": "pro", "region": "eu"})
+        );
 
         assert_eq!(json(&subscribed("news", None)), json!({"type": "subscribed", "channel": "news"}));
         assert_eq!(
