@@ -49,6 +49,7 @@ test("the demo page shows live notifications and what it missed while its host r
   const page = await browser.newPage();
   const problems = [];
   page.on("pageerror", (error) => problems.push(error.message));
+  page.on("request", (request) => request.url().endsWith("/favicon.ico") && problems.push("asked for /favicon.ico"));
 
   await page.goto(`${a.url}/demo`);
   await page.fill("#user", "alice");
@@ -65,6 +66,8 @@ test("the demo page shows live notifications and what it missed while its host r
   await page.click("#send");
   await page.waitForSelector('#notifications li[data-event="headline"]', { timeout: STEP_MS });
   assert.match(await page.textContent("#notifications"), /channel:news\s*headline \{"text":"from the form"\}/);
+  const meta = await page.textContent('#notifications li[data-event="headline"] .meta');
+  assert.match(meta, /\d{1,2}:\d{2}:\d{2}.* · id [\w-]+ · offset 1$/, "each event shows its time, id and position");
   await page.screenshot({ path: join(SHOTS, "1-live.png"), fullPage: true });
 
   // The page's host goes away; an event is published through the other node meanwhile.
