@@ -89,6 +89,8 @@ pub(crate) struct App {
     pub addresses: Addresses,
     /// The listener's TLS (`server.tls`), if any.
     pub tls: Option<Arc<Tls>>,
+    /// When this process started, in Unix milliseconds.
+    pub started_at_ms: u64,
 }
 
 impl App {
@@ -116,6 +118,7 @@ impl App {
         let admission = Admission::new(config.server.max_connections, addresses.counts());
         let tls = config.server.tls.as_ref().map(|t| Tls::load(t, &config.base_dir).map(Arc::new)).transpose()?;
         Ok(Self {
+            started_at_ms: crate::clock::now_millis(),
             tls,
             control,
             control_loaded: AtomicBool::new(false),
@@ -158,6 +161,7 @@ impl App {
         if let Some(tls) = &self.tls {
             crate::metrics::render_tls(&mut out, tls.reloads.load(Relaxed), tls.reload_failures.load(Relaxed));
         }
+        crate::metrics::render_process(&mut out, &self.node_id, self.started_at_ms);
         out
     }
 }

@@ -248,6 +248,27 @@ pub(crate) fn render_broker(out: &mut String, m: &BrokerMetrics) {
     }
 }
 
+/// Appends what the process is: its version, when it started and its resident memory (the
+/// names Prometheus's own clients use for the last two).
+pub(crate) fn render_process(out: &mut String, node: &str, started_at_ms: u64) {
+    header(out, "notify_build_info", "gauge", "Always 1; the binary's version and the node's id are labels.");
+    let _ = writeln!(out, "notify_build_info{{version=\"{}\",node=\"{node}\"}} 1", env!("CARGO_PKG_VERSION"));
+    header(out, "process_start_time_seconds", "gauge", "When the process started, in Unix seconds.");
+    let _ = writeln!(out, "process_start_time_seconds {}", started_at_ms as f64 / 1000.0);
+    if let Some(bytes) = resident_bytes() {
+        header(out, "process_resident_memory_bytes", "gauge", "Resident memory of the process (VmRSS).");
+        let _ = writeln!(out, "process_resident_memory_bytes {bytes}");
+    }
+}
+
+/// The process's resident memory, from Linux's `/proc/self/status`.
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// Appends the number of streams the in-memory history keeps.
 pub(crate) fn render_history(out: &mut String, streams: usize) {
     let name = "notify_history_streams";

@@ -1,6 +1,8 @@
-// The /dashboard page in headless Chromium: nothing without the admin token, a clear error
-// with a wrong one, and with the right one the node, the tenant, its live connection, an
-// uploaded plugin with its calls, and refused connects by reason.
+// The /dashboard page in headless Chromium: a sign-in card and nothing else without the admin
+// token, a clear error with a wrong one, and with the right one this node's health, charts,
+// the tenant with its live connection, an uploaded plugin with its calls, rollback and
+// removal behind a confirmation, refused connects by reason; and empty states that say what
+// to do.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -14,7 +16,8 @@ import { Host, eventually } from "../test/harness.js";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const SHOTS = join(dirname(fileURLToPath(import.meta.url)), "../../../target/demo-screenshots");
-const PLUGIN = join(dirname(fileURLToPath(import.meta.url)), "../../../plugins/target/wasm32-wasip2/release/redact.wasm");
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "../../..");
+const PLUGIN = join(ROOT, "plugins/target/wasm32-wasip2/release/redact.wasm");
 const ADMIN = "dashboard-admin-token";
 const STEP_MS = 20_000;
 
@@ -37,7 +40,14 @@ function cells(page, table) {
   return page.$$eval(`#${table} tbody tr`, (trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent)));
 }
 
-test("the dashboard shows nodes, tenants, plugins and refusals to an admin", async (t) => {
+const field = (page, name) => page.textContent(`#health [data-field="${name}"]`);
+
+/** The plugins table's row for `hook`. */
+async function pluginRow(page, hook) {
+  return (await cells(page, "plugins")).find((row) => row[1] === hook);
+}
+
+test("the dashboard signs in, and shows node health, charts, tenants, plugins with their actions, and refusals", async (t) => {
   mkdirSync(SHOTS, { recursive: true });
   const host = await Host.start(CONFIG);
   t.after(() => host.dispose());
@@ -63,13 +73,17 @@ test("the dashboard shows nodes, tenants, plugins and refusals to an admin", asy
   const page = await browser.newPage();
   const problems = [];
   page.on("pageerror", (error) => problems.push(error.message));
+  page.on("request", (request) => request.url().endsWith("/favicon.ico") && problems.push("asked for /favicon.ico"));
   await page.goto(`${host.url}/dashboard`);
-  assert.deepEqual(await cells(page, "tenants"), [], "nothing before the token");
+  assert.ok(await page.isVisible("#signin"), "a sign-in card first");
+  assert.ok(!(await page.isVisible("#console")), "nothing of the cluster before the token");
+  await page.screenshot({ path: join(SHOTS, "dashboard-signin.png"), fullPage: true });
 
   await page.fill("#token", "wrong-token");
   await page.click("#load");
-  await page.waitForSelector('#status[data-state="error"]', { timeout: STEP_MS });
-  assert.match(await page.textContent("#status"), /^forbidden: /);
+  await page.waitForSelector("#signin-error:not([hidden])", { timeout: STEP_MS });
+  assert.match(await page.textContent("#signin-error"), /^forbidden: /);
+  assert.ok(!(await page.isVisible("#console")));
 
   await page.fill("#token", ADMIN);
   await page.click("#load");
@@ -77,18 +91,86 @@ test("the dashboard shows nodes, tenants, plugins and refusals to an admin", asy
     const tenants = await cells(page, "tenants");
     return tenants.length === 1 && tenants[0][0] === "demo" && tenants[0][3] === "1";
   }, STEP_MS);
+  assert.ok(await page.isVisible("#console") && !(await page.isVisible("#signin")));
   const [tenant] = await cells(page, "tenants");
   assert.deepEqual(tenant.slice(0, 4), ["demo", "config", "insecure", "1"]);
   const nodes = await cells(page, "nodes");
   assert.equal(nodes.length, 1);
   assert.match(nodes[0][0], /\(this node\)$/);
   assert.equal(nodes[0][1], "1");
+
+  // This node's health, from its /metrics and /readyz.
+  assert.match(await field(page, "node"), /^node-/);
+  assert.equal(await field(page, "version"), JSON.parse(readFileSync(join(ROOT, "clients/js/package.json"))).version);
+  assert.equal(await field(page, "ready"), "ready");
+  assert.match(await field(page, "uptime"), /\d+ (s|min|h|d)/);
+  assert.match(await field(page, "memory"), /^\d+\.\d MiB resident$/);
+  assert.equal(await field(page, "broker"), "memory (single node)");
+  assert.equal(await page.textContent('[data-chart="connections"] h3 span'), "1");
+  await page.waitForFunction(() => {
+    const line = document.querySelector('[data-chart="events"] svg polyline');
+    return line && line.getAttribute("points").split(" ").length >= 2;
+  }, null, { timeout: STEP_MS });
+
   await eventually(async () => {
-    const plugins = await cells(page, "plugins");
-    return plugins.length === 1 && plugins[0][1] === "transform" && plugins[0][4] === "active" && plugins[0][5] === "1";
+    const row = await pluginRow(page, "transform");
+    return row?.[5] === "active on 1 node" && row[6] === "1";
   }, STEP_MS);
+  let row = await pluginRow(page, "transform");
+  assert.equal(row[3], "skip");
+  assert.equal(row[4], "fields");
+  assert.match(row[2], /^uploaded .* · [0-9a-f]{8}$/, "a version is its time and hash, not a bare hash");
+  assert.equal(row[8], "none", "no earlier version yet");
+  assert.ok(await page.isDisabled('#plugins button[data-action="roll-back"]'), "nothing to roll back to");
   const refusals = await cells(page, "refusals");
   assert.ok(refusals.some(([reason, n]) => reason === "unauthorized" && Number(n) >= 1), JSON.stringify(refusals));
   await page.screenshot({ path: join(SHOTS, "dashboard.png"), fullPage: true });
+
+  // A second upload, then a rollback and a removal, each asked for once more.
+  await call(host, "PUT", "/v1/admin/tenants/demo/plugins/transform", readFileSync(PLUGIN), {
+    "notify-plugin-config": JSON.stringify({ fields: "ssn", stamp: "clean" }),
+  });
+  await eventually(async () => (await pluginRow(page, "transform"))?.[4] === "fields, stamp", STEP_MS);
+  assert.match((await pluginRow(page, "transform"))[8], /^1 version/);
+  const questions = [];
+  let answer = false;
+  page.on("dialog", (dialog) => {
+    questions.push(dialog.message());
+    return answer ? dialog.accept() : dialog.dismiss();
+  });
+  await page.click('#plugins button[data-action="remove"]');
+  await eventually(async () => questions.length === 1, STEP_MS);
+  assert.equal((await pluginRow(page, "transform"))[4], "fields, stamp", "a dismissed removal changes nothing");
+  answer = true;
+  await page.click('#plugins button[data-action="roll-back"]');
+  await eventually(async () => (await pluginRow(page, "transform"))?.[4] === "fields", STEP_MS);
+  assert.match(questions[1], /Roll demo's transform plugin back/);
+  await page.click('#plugins button[data-action="remove"]');
+  await eventually(async () => (await pluginRow(page, "transform"))?.[5] === "off", STEP_MS);
+  row = await pluginRow(page, "transform");
+  assert.equal(row[2], "none");
+  await page.screenshot({ path: join(SHOTS, "dashboard-actions.png"), fullPage: true });
+
+  await page.click("#signout");
+  assert.ok(await page.isVisible("#signin") && !(await page.isVisible("#console")));
   assert.deepEqual(problems, []);
+});
+
+test("an empty cluster shows what to do instead of empty tables", async (t) => {
+  const host = await Host.start(`[server]\nlisten = "127.0.0.1:0"\nadmin_token = "${ADMIN}"\n`);
+  t.after(() => host.dispose());
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+  t.after(() => browser.close());
+  const page = await browser.newPage();
+  await page.goto(`${host.url}/dashboard`);
+  await page.fill("#token", ADMIN);
+  await page.click("#load");
+  await page.waitForSelector('[data-empty="tenants"]:not([hidden])', { timeout: STEP_MS });
+  assert.match(await page.textContent('[data-empty="tenants"]'), /No tenants yet\. Create one with notify-host tenant create/);
+  for (const table of ["tenants", "plugins", "refusals", "nodes"]) {
+    assert.ok(!(await page.isVisible(`#${table}`)), `no header-only ${table} table`);
+    assert.ok(await page.isVisible(`[data-empty="${table}"]`), `${table} says why it is empty`);
+  }
+  assert.equal(await page.textContent('#health [data-field="ready"]'), "ready", "a node with an admin API is ready");
+  await page.screenshot({ path: join(SHOTS, "dashboard-empty.png"), fullPage: true });
 });
