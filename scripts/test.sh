@@ -36,6 +36,8 @@ scripts/build-plugins.sh
 echo "== deployment files against their schemas (Compose, Kubernetes); systemd-analyze for the unit"
 scripts/check-deploy.sh
 need systemd-analyze systemd
+echo "== BENCHMARKS.md: its chart drawn from bench/headline.json, every section link resolves"
+python3 bench/chart.py --check
 echo "== formatting"
 cargo fmt --all -- --check
 (cd plugins && cargo fmt --all -- --check)
