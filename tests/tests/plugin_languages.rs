@@ -1,17 +1,21 @@
 //! Plugins written in JavaScript (componentize-js) and Python (componentize-py): the
-//! `redact` transform of plugins/javascript and plugins/python, uploaded through the admin
-//! API with the host's default limits, acts on traffic as the Rust one does.
+//! examples of plugins/javascript and plugins/python, one per hook, uploaded through the
+//! admin API with the host's default limits, act on traffic as the Rust ones do.
 
+use anyhow::Context as _;
 use notify_tests::{Client, PATIENCE, TestHost, http, http_within, plugin_bytes};
 use serde_json::{Value, json};
 
 const ADMIN: &str = "admin-token-0123";
 
 async fn upload(host: &TestHost, tenant: &str, plugin: &str) -> anyhow::Result<Value> {
-    let headers =
-        [("authorization", format!("Bearer {ADMIN}")), ("notify-plugin-config", r#"{"fields":"ssn,card"}"#.into())];
+    upload_to(host, tenant, "transform", plugin, r#"{"fields":"ssn,card"}"#).await
+}
+
+async fn upload_to(host: &TestHost, tenant: &str, hook: &str, plugin: &str, config: &str) -> anyhow::Result<Value> {
+    let headers = [("authorization", format!("Bearer {ADMIN}")), ("notify-plugin-config", config.into())];
     let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let path = format!("/v1/admin/tenants/{tenant}/plugins/transform");
+    let path = format!("/v1/admin/tenants/{tenant}/plugins/{hook}");
     let (status, body) = http_within(host.addr, "PUT", &path, &headers, plugin_bytes(plugin).into(), PATIENCE).await?;
     anyhow::ensure!(status == 201, "uploading {plugin}: {status} {body}");
     Ok(body)
@@ -21,6 +25,63 @@ async fn publish(host: &TestHost, key: &str, data: Value) -> anyhow::Result<()> 
     let body = json!({ "users": ["alice"], "event": "e", "data": data });
     let (status, answer) = http(host.addr, "POST", "/v1/publish", Some(key), body.to_string().into()).await?;
     anyhow::ensure!(status == 202, "{status} {answer}");
+    Ok(())
+}
+
+/// A tenant made through the admin API; its publish key.
+async fn tenant(host: &TestHost, id: &str) -> anyhow::Result<String> {
+    let spec = json!({ "id": id, "auth": { "mode": "insecure" } });
+    let (status, created) = http(host.addr, "POST", "/v1/admin/tenants", Some(ADMIN), spec.to_string().into()).await?;
+    anyhow::ensure!(status == 201, "{created}");
+    Ok(created["publish_key"].as_str().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn javascript_and_python_auth_and_route_plugins_decide() -> anyhow::Result<()> {
+    let host = TestHost::start(&format!("[server]\nadmin_token = \"{ADMIN}\"\n")).await?;
+    for (id, lang) in [("js", "js"), ("py", "py")] {
+        let key = tenant(&host, id).await?;
+        upload_to(&host, id, "auth", &format!("auth_{lang}"), r#"{"key":"open-sesame"}"#).await?;
+        upload_to(&host, id, "route", &format!("route_{lang}"), "{}").await?;
+        let url = |query: &str| format!("ws://{}/v1/ws/{id}?{query}", host.addr);
+
+        let refused = Client::try_connect(&url("key=wrong&user=pia"), &[]).await?.err().context("refused")?;
+        assert_eq!((refused.status, refused.body["error"]["code"].as_str()), (401, Some("denied")), "{lang}");
+        assert_eq!(refused.body["error"]["message"], "a valid key is required", "{lang}");
+        let refused = Client::try_connect(&url("key=open-sesame"), &[]).await?.err().context("refused")?;
+        assert_eq!(refused.status, 403, "{lang}: no user");
+
+        let mut pia = Client::connect(&url("key=open-sesame&user=pia&plan=pro"), &[]).await?;
+        let welcome = pia.next_json().await?;
+        assert_eq!(
+            (welcome["user"].as_str(), &welcome["attributes"]),
+            (Some("pia"), &json!({"plan": "pro"})),
+            "{lang}"
+        );
+        let mut fay = Client::connect(&url("key=open-sesame&user=fay"), &[]).await?;
+        assert_eq!(fay.next_json().await?["attributes"], json!({"plan": "free"}), "{lang}");
+        assert_eq!(pia.subscribe("news").await?["type"], "subscribed", "{lang}: granted by the plugin");
+        assert_eq!(fay.subscribe("sports").await?["type"], "error", "{lang}: not granted");
+
+        let publish = |body: Value| {
+            let key = key.clone();
+            let host = &host;
+            async move {
+                let (status, answer) =
+                    http(host.addr, "POST", "/v1/publish", Some(&key), body.to_string().into()).await?;
+                anyhow::ensure!(status == 202, "{status} {answer}");
+                Ok::<_, anyhow::Error>(())
+            }
+        };
+        publish(json!({ "broadcast": true, "event": "internal.audit" })).await?;
+        publish(json!({ "broadcast": true, "event": "pro-only", "attributes": { "plan": "pro,team" } })).await?;
+        publish(json!({ "users": ["fay"], "event": "to-news", "attributes": { "channel": "news" } })).await?;
+        publish(json!({ "broadcast": true, "event": "everyone" })).await?;
+        for expected in ["pro-only", "to-news", "everyone"] {
+            assert_eq!(pia.next_event().await?["event"], expected, "{lang}");
+        }
+        assert_eq!(fay.next_event().await?["event"], "everyone", "{lang}: filtered, redirected and dropped events");
+    }
     Ok(())
 }
 

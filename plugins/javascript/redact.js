@@ -3,7 +3,7 @@
 // `"redacted": true`. Other payloads (arrays, strings, numbers) pass unchanged.
 //
 // Built into a component by componentize-js (StarlingMonkey) for the `transformer` world of
-// wit/plugin.wit: `npm run build` (see package.json).
+// wit/plugin.wit: `npm run build:redact` (see package.json).
 import { config } from 'notify:plugin/host@0.1.0';
 
 const decoder = new TextDecoder();
