@@ -75,11 +75,12 @@ hz=$(getconf CLK_TCK)
 # rss_kib PID...: resident memory of processes, in KiB.
 rss_kib() { local s=0 p; for p in "$@"; do s=$(( s + $(awk '/^VmRSS:/ {print $2}' "/proc/$p/status") )); done; echo "$s"; }
 
-# measure_load LABEL SERVER_PID DELIVERIES ARGS...: runs `notify-load ARGS...` and counts the
-# server's CPU from when every subscriber is connected (the generator prints "subscribers N
+# measure_load LABEL SERVER_PIDS DELIVERIES ARGS...: runs `notify-load ARGS...` and counts the
+# server's CPU (SERVER_PIDS: one PID, or several comma-separated) from when every subscriber
+# is connected (the generator prints "subscribers N
 # connected") until the run ends; prints the generator's summary and the CPU per delivery.
 measure_load() {
-  local label=$1 pid=$2 deliveries=$3 log before after gen
+  local label=$1 pids=${2//,/ } deliveries=$3 log before after gen
   shift 3
   log=$(mktemp "$work/load.XXXXXX")
   target/release/notify-load "$@" > "$log" 2>&1 &
@@ -88,8 +89,10 @@ measure_load() {
     kill -0 "$gen" 2>/dev/null || { cat "$log"; return 1; }
     sleep 0.05
   done
-  before=$(ticks "$pid")
+  # shellcheck disable=SC2086 # one word per PID
+  before=$(ticks $pids)
   wait "$gen"
-  after=$(ticks "$pid")
+  # shellcheck disable=SC2086
+  after=$(ticks $pids)
   echo "$label: $(tail -1 "$log"); server CPU $(( (after - before) * 1000000 / hz / deliveries )) µs per delivery"
 }

@@ -133,6 +133,11 @@ fn bind_address_no_port(socket: &TcpSocket) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether a WebSocket server sends a first frame of its own (notify's `welcome`, the floor's);
+/// `--welcome false` for servers that send only what is published (Nchan). Set once, from
+/// the command line, before any connection opens.
+pub(crate) static EXPECT_WELCOME: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
 /// A WebSocket connection, once its welcome arrived.
 pub(crate) async fn open_ws(url: String, source: Option<IpAddr>) -> anyhow::Result<Ws> {
     Ok(open_ws_welcome(url, source).await?.0)
@@ -146,6 +151,9 @@ pub(crate) async fn open_ws_welcome(url: String, source: Option<IpAddr>) -> anyh
     let stream = tcp(&authority, source).await?;
     let config = WebSocketConfig::default().read_buffer_size(4096);
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
+    if !EXPECT_WELCOME.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok((ws, String::new()));
+    }
     let welcome = ws.next().await.context("closed before the welcome")??;
     Ok((ws, welcome.into_text().map(|t| t.to_string()).unwrap_or_default()))
 }

@@ -82,7 +82,8 @@ impl Publisher {
         let res = self.sender.send_request(req).await?;
         let status = res.status();
         let body = res.into_body().collect().await?.to_bytes();
-        anyhow::ensure!(status == 202, "publish returned {status}: {}", String::from_utf8_lossy(&body));
+        // notify and the floor answer 202; Nchan 201 (delivered) or 202 (queued).
+        anyhow::ensure!(status == 202 || status == 201, "publish returned {status}: {}", String::from_utf8_lossy(&body));
         Ok(())
     }
 }

@@ -44,7 +44,9 @@
 //! URLs, comma-separated: publisher `k` uses the `k`-th (in turn), as behind a load balancer.
 //!
 //! `fanout` is both in one process: it connects subscribers, publishes, and reports
-//! deliveries per second and the latency percentiles over every delivery.
+//! deliveries per second and the latency percentiles over every delivery. `--welcome false`
+//! (any mode) is for servers that send no first frame of their own, such as Nchan: a
+//! connection counts as open once the upgrade is done.
 //!
 //! `targeted` connects users like `fanout`, then sends `--events` rounds of one event to each
 //! user, `--batch` user-addressed events per `POST /v1/publish/batch` request, back to back
@@ -158,6 +160,10 @@ fn parse(args: &[String]) -> anyhow::Result<(String, Args)> {
             "--publishers" => a.publishers = v.parse::<usize>()?.max(1),
             "--resume" => a.resume = v.parse().context("--resume is true or false")?,
             "--churn" => a.churn = v.parse()?,
+            "--welcome" => {
+                let expect = v.parse().context("--welcome is true or false")?;
+                connect::EXPECT_WELCOME.store(expect, std::sync::atomic::Ordering::Relaxed);
+            }
             _ => bail!("unknown flag {flag}"),
         }
     }
