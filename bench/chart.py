@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Draws bench/charts/against-floor.svg from bench/headline.json: for each figure measured
-beside the floor server in the same sittings, how many times better notify did in each run
-(the floor = 1): the median run as a bar, the lowest and highest as whiskers.
+beside the floor server (and Nchan, where it was) in the same sittings, how many times
+better notify did in each run (the other = 1): the median run as a bar, the lowest and
+highest as whiskers.
 
     python3 bench/chart.py           (re)draw the chart
     python3 bench/chart.py --check   fail if the committed chart differs from the figures,
@@ -17,14 +18,22 @@ HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "headline.json"
 CHART = HERE / "charts" / "against-floor.svg"
 
-WIDTH, ROW, LEFT, TOP = 900, 34, 280, 40
+WIDTH, ROW, LEFT, TOP = 980, 34, 330, 40
 
 
-def advantages(figure):
-    """Each run's notify figure as a multiple of the floor's, larger is better either way."""
+def advantages(figure, runs="runs"):
+    """Each run's notify figure as a multiple of the other server's, larger is better either way."""
     if figure["better"] == "higher":
-        return sorted(notify / floor for notify, floor in figure["runs"])
-    return sorted(floor / notify for notify, floor in figure["runs"])
+        return sorted(notify / other for notify, other in figure[runs])
+    return sorted(other / notify for notify, other in figure[runs])
+
+
+def bars(figure):
+    """(label, colour, ratios) for each server measured beside notify."""
+    out = [("floor", "#3a6ee8", advantages(figure))]
+    if "nchan_runs" in figure:
+        out.append(("Nchan", "#e8833a", advantages(figure, "nchan_runs")))
+    return out
 
 
 def median(values):
@@ -33,36 +42,37 @@ def median(values):
 
 
 def draw(figures):
-    scale_max = max(1.0, max(max(advantages(f)) for f in figures)) * 1.15
+    rows = [(f, name, colour, ratios) for f in figures for name, colour, ratios in bars(f)]
+    scale_max = max(1.0, max(max(r) for *_, r in rows)) * 1.15
     span = WIDTH - LEFT - 240
     x = lambda value: LEFT + span * value / scale_max
-    height = TOP + ROW * len(figures) + 56
+    height = TOP + ROW * len(rows) + 74
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
         f'viewBox="0 0 {WIDTH} {height}" font-family="system-ui, sans-serif" font-size="13">',
         f'<rect width="{WIDTH}" height="{height}" fill="#ffffff"/>',
         '<text x="10" y="22" font-size="15" font-weight="600" fill="#1d2330">'
-        "notify against the floor server, same sittings (floor = 1×, longer is better)</text>",
+        "notify against the floor server and Nchan, same sittings (the other = 1×, longer is better)</text>",
     ]
-    for i, figure in enumerate(figures):
+    for i, (figure, name, colour, ratios) in enumerate(rows):
         y = TOP + i * ROW
-        ratios = advantages(figure)
         mid, low, high = median(ratios), ratios[0], ratios[-1]
-        label = f'{figure["label"]} ({figure["date"]})'
+        label = f'{figure["label"]} vs {name} ({figure["date"]})'
         out.append(f'<text x="{LEFT - 10}" y="{y + 20}" text-anchor="end" fill="#1d2330">{escape(label)}</text>')
-        out.append(f'<rect x="{LEFT}" y="{y + 6}" width="{x(mid) - LEFT:.1f}" height="20" fill="#3a6ee8" rx="3"/>')
+        out.append(f'<rect x="{LEFT}" y="{y + 6}" width="{x(mid) - LEFT:.1f}" height="20" fill="{colour}" rx="3"/>')
         out.append(f'<line x1="{x(low):.1f}" y1="{y + 16}" x2="{x(high):.1f}" y2="{y + 16}" stroke="#1d2330"/>')
         for end in (low, high):
             out.append(f'<line x1="{x(end):.1f}" y1="{y + 10}" x2="{x(end):.1f}" y2="{y + 22}" stroke="#1d2330"/>')
         runs = len(ratios)
-        text = f"{mid:.2f}×" if runs == 1 or low == high else f"{mid:.2f}× ({low:.2f}–{high:.2f}, {runs} runs)"
+        text = f"{mid:.2f}×" if low == high else f"{mid:.2f}× ({low:.2f}–{high:.2f}, {runs} runs)"
         out.append(f'<text x="{x(high) + 6:.1f}" y="{y + 20}" fill="#1d2330">{text}</text>')
-    floor_x = x(1.0)
-    bottom = TOP + ROW * len(figures)
-    out.append(f'<line x1="{floor_x:.1f}" y1="{TOP}" x2="{floor_x:.1f}" y2="{bottom + 4}" stroke="#b3261e" stroke-dasharray="4 3"/>')
-    out.append(f'<text x="{floor_x:.1f}" y="{bottom + 20}" text-anchor="middle" fill="#b3261e">floor</text>')
-    out.append(f'<text x="10" y="{bottom + 44}" fill="#5b6475">Bars: the median run; whiskers: the lowest and highest. '
-               "Source: bench/headline.json, drawn by bench/chart.py.</text>")
+    even_x = x(1.0)
+    bottom = TOP + ROW * len(rows)
+    out.append(f'<line x1="{even_x:.1f}" y1="{TOP}" x2="{even_x:.1f}" y2="{bottom + 4}" stroke="#b3261e" stroke-dasharray="4 3"/>')
+    out.append(f'<text x="{even_x:.1f}" y="{bottom + 20}" text-anchor="middle" fill="#b3261e">even</text>')
+    out.append(f'<text x="10" y="{bottom + 44}" fill="#5b6475">Bars: the median run (blue against the floor, '
+               "orange against Nchan); whiskers: the lowest and highest.</text>")
+    out.append(f'<text x="10" y="{bottom + 62}" fill="#5b6475">Source: bench/headline.json, drawn by bench/chart.py.</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 

@@ -83,7 +83,11 @@ impl Publisher {
         let status = res.status();
         let body = res.into_body().collect().await?.to_bytes();
         // notify and the floor answer 202; Nchan 201 (delivered) or 202 (queued).
-        anyhow::ensure!(status == 202 || status == 201, "publish returned {status}: {}", String::from_utf8_lossy(&body));
+        anyhow::ensure!(
+            status == 202 || status == 201,
+            "publish returned {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
         Ok(())
     }
 }
