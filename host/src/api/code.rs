@@ -25,8 +25,8 @@ macro_rules! codes {
                 match self { $(Self::$variant => $name),* }
             }
 
-            /// The status every answer with this code has (`denied` may also have the
-            /// auth plugin's own 4xx status).
+            /// The status every answer with this code has (`denied` may be 401 instead, as
+            /// the auth plugin chose).
             pub(crate) fn status(self) -> StatusCode {
                 match self { $(Self::$variant => StatusCode::$status),* }
             }
@@ -96,7 +96,7 @@ impl ErrorCode {
 
     /// Whether an answer with this code may have `status`.
     pub(crate) fn allows(self, status: StatusCode) -> bool {
-        status == self.status() || (self == Self::Denied && status.is_client_error())
+        status == self.status() || (self == Self::Denied && status == StatusCode::UNAUTHORIZED)
     }
 }
 

@@ -36,7 +36,7 @@ impl ApiError {
         Self::new(ErrorCode::Unauthorized, message)
     }
 
-    /// The auth plugin's refusal, with the client error status it chose (403 otherwise).
+    /// The auth plugin's refusal, with the status it chose (401 or 403).
     pub(crate) fn denied(status: u16, reason: impl Into<String>) -> Self {
         let status = StatusCode::from_u16(status).ok().filter(|s| ErrorCode::Denied.allows(*s));
         Self { status: status.unwrap_or(StatusCode::FORBIDDEN), ..Self::new(ErrorCode::Denied, reason) }
