@@ -145,6 +145,23 @@ impl App {
         })
     }
 
+    /// Whether the node takes connections and publishes (`ready`), or why not: `draining`,
+    /// `broker_unavailable`, `control_plane_unavailable`, or `no_tenants` (none exists and
+    /// this node has no admin API to create one).
+    pub(crate) fn readiness(&self) -> &'static str {
+        if self.drain.is_draining() {
+            "draining"
+        } else if !self.broker.healthy() {
+            "broker_unavailable"
+        } else if !self.control_loaded.load(std::sync::atomic::Ordering::Relaxed) || !self.control.listening() {
+            "control_plane_unavailable"
+        } else if self.config.server.admin_token.is_none() && self.tenants.is_empty() {
+            "no_tenants"
+        } else {
+            "ready"
+        }
+    }
+
     pub(crate) fn render_metrics(&self) -> String {
         let mut tenants = self.tenants.all();
         tenants.sort_by(|a, b| a.id.cmp(&b.id));

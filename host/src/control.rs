@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use crate::app::App;
-use crate::backend::control::{Blob, ControlState, StoreError};
+use crate::backend::control::{Blob, ControlState, NODE_HEALTH, StoreError};
 use crate::config::BrokerConfig;
 use crate::plugin::Running;
 use crate::revocation::Revoked;
@@ -380,10 +380,38 @@ pub(crate) fn report_of(app: &App, tenant: &Tenant) -> TenantReport {
     TenantReport { connections: tenant.quota.connections(), plugins: app.plugins.running_of(&tenant.id) }
 }
 
-/// What this node has and runs, as JSON per tenant (tenants with connections or plugins).
+/// A node's own state, as the dashboard shows every node's.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub(crate) struct NodeHealth {
+    /// The binary's version.
+    pub version: String,
+    /// When the process started, in Unix milliseconds.
+    pub started_at_ms: u64,
+    /// Resident memory of the process, where the system tells it.
+    pub resident_bytes: Option<u64>,
+    /// What `/readyz` answers: `ready`, `draining`, `broker_unavailable`, ...
+    pub ready: String,
+    /// Whether the Redis broker's connection is up; none with the memory broker.
+    pub broker_up: Option<bool>,
+}
+
+/// This node's health now.
+pub(crate) fn health(app: &App) -> NodeHealth {
+    NodeHealth {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at_ms: app.started_at_ms,
+        resident_bytes: crate::metrics::resident_bytes(),
+        ready: app.readiness().to_owned(),
+        broker_up: matches!(app.config.broker, BrokerConfig::Redis(_)).then(|| app.broker.healthy()),
+    }
+}
+
+/// What this node has and runs, as JSON per tenant (tenants with connections or plugins),
+/// and its health under [`NODE_HEALTH`].
 fn reports(app: &App) -> BTreeMap<String, String> {
     let mut running = app.plugins.running();
     let mut reports = BTreeMap::new();
+    reports.insert(NODE_HEALTH.to_owned(), serde_json::to_string(&health(app)).expect("node health serializes"));
     for tenant in app.tenants.all() {
         let report = TenantReport {
             connections: tenant.quota.connections(),

@@ -262,7 +262,7 @@ pub(crate) fn render_process(out: &mut String, node: &str, started_at_ms: u64) {
 }
 
 /// The process's resident memory, from Linux's `/proc/self/status`.
-fn resident_bytes() -> Option<u64> {
+pub(crate) fn resident_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

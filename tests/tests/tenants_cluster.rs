@@ -203,3 +203,37 @@ async fn a_connection_quota_counts_every_node() -> anyhow::Result<()> {
     eventually(|| async { Ok(notify_tests::Client::try_connect(&url, &[]).await?.is_ok()) }).await?;
     Ok(())
 }
+
+/// Each node reports its own health with its tenants' figures, so any node's admin API (and
+/// the dashboard on it) shows every live node: version, start, memory, readiness, broker.
+#[tokio::test]
+async fn any_node_lists_every_node_with_its_health() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let toml = format!("[server]\nadmin_token = \"{ADMIN}\"\n{DEMO}\n{}", redis.broker_toml());
+    let [a, b] = notify_tests::ready_hosts::<2>(&toml).await?;
+    let nodes = || async { http(a.addr, "GET", "/v1/admin/nodes", Some(ADMIN), Default::default()).await };
+    eventually(|| async { Ok(nodes().await?.1["nodes"].as_array().is_some_and(|n| n.len() == 2)) }).await?;
+    let (status, listed) = nodes().await?;
+    assert_eq!(status, 200);
+    let listed = listed["nodes"].as_array().unwrap().clone();
+    assert_eq!(listed.iter().filter(|n| n["this_node"] == true).count(), 1, "{listed:?}");
+    for node in &listed {
+        let health = &node["health"];
+        assert_eq!(health["version"], env!("CARGO_PKG_VERSION"), "{node}");
+        assert_eq!((health["ready"].as_str(), health["broker_up"].as_bool()), (Some("ready"), Some(true)), "{node}");
+        assert!(health["resident_bytes"].as_u64().is_some_and(|b| b > 1 << 20), "{node}");
+        assert!(health["started_at_ms"].as_u64().is_some_and(|t| t > 0), "{node}");
+    }
+    assert_eq!(http(b.addr, "GET", "/v1/admin/nodes", Some("not-the-token-123"), Default::default()).await?.0, 403);
+
+    // A node that drains says so until it is gone.
+    b.shutdown.shutdown();
+    eventually(|| async {
+        let (_, listed) = nodes().await?;
+        let draining = listed["nodes"].as_array().into_iter().flatten().any(|n| n["health"]["ready"] == "draining");
+        let gone = listed["nodes"].as_array().is_some_and(|n| n.len() == 1);
+        Ok(draining || gone)
+    })
+    .await?;
+    Ok(())
+}

@@ -97,7 +97,8 @@ test("the dashboard signs in, and shows node health, charts, tenants, plugins wi
   const nodes = await cells(page, "nodes");
   assert.equal(nodes.length, 1);
   assert.match(nodes[0][0], /\(this node\)$/);
-  assert.equal(nodes[0][1], "1");
+  assert.deepEqual([nodes[0][1], nodes[0][2], nodes[0][5], nodes[0][6]], ["ready", "0.1.0", "memory", "1"]);
+  assert.match(nodes[0][4], /^\d+\.\d MiB$/);
 
   // This node's health, from its /metrics and /readyz.
   assert.match(await field(page, "node"), /^node-/);
@@ -167,7 +168,8 @@ test("an empty cluster shows what to do instead of empty tables", async (t) => {
   await page.click("#load");
   await page.waitForSelector('[data-empty="tenants"]:not([hidden])', { timeout: STEP_MS });
   assert.match(await page.textContent('[data-empty="tenants"]'), /No tenants yet\. Create one with notify-host tenant create/);
-  for (const table of ["tenants", "plugins", "refusals", "nodes"]) {
+  assert.equal((await cells(page, "nodes")).length, 1, "this node is listed without any tenant");
+  for (const table of ["tenants", "plugins", "refusals"]) {
     assert.ok(!(await page.isVisible(`#${table}`)), `no header-only ${table} table`);
     assert.ok(await page.isVisible(`[data-empty="${table}"]`), `${table} says why it is empty`);
   }

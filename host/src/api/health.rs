@@ -38,18 +38,9 @@ pub(super) async fn healthz() -> Json<Health> {
     (status = SERVICE_UNAVAILABLE, description = "Not ready, and why", body = Health),
 ))]
 pub(super) async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<Health>) {
-    let status = if app.drain.is_draining() {
-        "draining"
-    } else if !app.broker.healthy() {
-        "broker_unavailable"
-    } else if !app.control_loaded.load(std::sync::atomic::Ordering::Relaxed) || !app.control.listening() {
-        "control_plane_unavailable"
-    } else if app.config.server.admin_token.is_none() && app.tenants.is_empty() {
-        "no_tenants"
-    } else {
-        return (StatusCode::OK, Json(Health { status: "ready" }));
-    };
-    (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status }))
+    let status = app.readiness();
+    let code = if status == "ready" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(Health { status }))
 }
 
 /// The node's metrics in the Prometheus text format (docs/OPERATIONS.md, Metrics). Their

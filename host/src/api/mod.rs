@@ -10,6 +10,7 @@ mod error;
 mod extract;
 mod handshake;
 mod health;
+mod nodes;
 mod openapi;
 mod pages;
 mod presence;
@@ -62,6 +63,7 @@ fn routes(demo: bool) -> OpenApiRouter<Arc<App>> {
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
+        .routes(routes!(nodes::list))
         .routes(routes!(openapi::serve))
         .routes(routes!(publish::one))
         .routes(routes!(publish::batch))

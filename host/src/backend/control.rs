@@ -43,6 +43,9 @@ pub(crate) const REPLY_TTL: std::time::Duration = std::time::Duration::from_secs
 /// How long a node's report counts as live: three report intervals.
 pub(crate) const REPORT_TTL: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// The report key of a node's own health (`control::NodeHealth`), beside its tenants'.
+pub(crate) const NODE_HEALTH: &str = ".";
+
 /// One live node's reports for the tenants asked about, in that order: the JSON it
 /// reported for each (none: nothing for that tenant).
 #[derive(Debug, Clone)]
@@ -242,6 +245,7 @@ pub(crate) trait ControlStore: Send + Sync + 'static {
 
     /// Records what `node` runs, as JSON per tenant, replacing its previous report; the
     /// node counts as live for `REPORT_TTL` after it. `None` withdraws the node (it stops).
+    /// The key [`NODE_HEALTH`], which no tenant id can be, holds the node's own health.
     fn report(&self, node: &str, report: Option<BTreeMap<String, String>>) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// The live nodes (sorted by name), with what each reported for each of `tenants`.
