@@ -18,7 +18,7 @@ HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "headline.json"
 CHART = HERE / "charts" / "against-floor.svg"
 
-WIDTH, ROW, LEFT, TOP = 980, 34, 330, 40
+WIDTH, ROW, LEFT, TOP = 1020, 34, 370, 40
 
 
 def advantages(figure, runs="runs"):

@@ -96,3 +96,37 @@ measure_load() {
   after=$(ticks $pids)
   echo "$label: $(tail -1 "$log"); server CPU $(( (after - before) * 1000000 / hz / deliveries )) µs per delivery"
 }
+
+# Nchan: nginx with two workers (this machine's cores), one channel `bench` with WebSocket
+# subscribers at /sub and its publisher at /pub; what is published is delivered as it came.
+start_nchan() {
+  local module=/usr/lib/nginx/modules/ngx_nchan_module.so
+  if ! command -v nginx >/dev/null || [ ! -f "$module" ]; then
+    echo "nchan: not installed (apt-get install nginx libnginx-mod-nchan), skipped"
+    return 1
+  fi
+  nchan_port=$(free_port)
+  cat > "$work/nginx.conf" <<NGINX
+load_module $module;
+daemon off;
+worker_processes 2;
+worker_rlimit_nofile 20000;
+pid $work/nginx.pid;
+error_log $work/nginx.log warn;
+events { worker_connections 19000; }
+http {
+  access_log off;
+  server {
+    listen 127.0.0.1:$nchan_port backlog=4096;
+    location = /sub { nchan_subscriber websocket; nchan_channel_id bench; nchan_subscriber_first_message newest; }
+    location = /pub { nchan_publisher; nchan_channel_id bench; nchan_message_buffer_length 100; }
+  }
+}
+NGINX
+  nginx -c "$work/nginx.conf" -p "$work" > "$work/nginx.out" 2>&1 &
+  nchan_pid=$!
+  for _ in $(seq 50); do [ "$(pgrep -c -P "$nchan_pid")" -ge 2 ] && break; sleep 0.1; done
+  nchan_pids="$nchan_pid,$(pgrep -P "$nchan_pid" | paste -sd, -)"
+  echo "nchan: nginx $(nginx -v 2>&1 | cut -d/ -f2), processes $nchan_pids"
+}
+

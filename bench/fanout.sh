@@ -43,34 +43,6 @@ for _ in $(seq 50); do grep -q listening "$work/floor.log" && break; sleep 0.1; 
 measure floor "$floor_pid" "ws://127.0.0.1:$floor_port/" "http://127.0.0.1:$floor_port/publish"
 kill "$floor_pid"; wait "$floor_pid" 2>/dev/null || true; floor_pid=""
 
-# Nchan: two nginx workers (this machine's cores), one channel, WebSocket subscribers; what
-# is published is delivered as it came (the generator's JSON with its send time).
-module=/usr/lib/nginx/modules/ngx_nchan_module.so
-if [ -x "$(command -v nginx)" ] && [ -f "$module" ]; then
-  nchan_port=$(free_port)
-  cat > "$work/nginx.conf" <<NGINX
-load_module $module;
-daemon off;
-worker_processes 2;
-worker_rlimit_nofile 20000;
-pid $work/nginx.pid;
-error_log $work/nginx.log warn;
-events { worker_connections 19000; }
-http {
-  access_log off;
-  server {
-    listen 127.0.0.1:$nchan_port backlog=4096;
-    location = /sub { nchan_subscriber websocket; nchan_channel_id bench; nchan_subscriber_first_message newest; }
-    location = /pub { nchan_publisher; nchan_channel_id bench; nchan_message_buffer_length 100; }
-  }
-}
-NGINX
-  nginx -c "$work/nginx.conf" -p "$work" > "$work/nginx.out" 2>&1 &
-  nchan_pid=$!
-  for _ in $(seq 50); do [ "$(pgrep -c -P "$nchan_pid")" -ge 2 ] && break; sleep 0.1; done
-  workers=$(pgrep -P "$nchan_pid" | paste -sd, -)
-  echo "nchan: nginx $(nginx -v 2>&1 | cut -d/ -f2), workers $workers"
-  measure nchan "$nchan_pid,$workers" "ws://127.0.0.1:$nchan_port/sub" "http://127.0.0.1:$nchan_port/pub" --welcome false
-else
-  echo "nchan: not installed (apt-get install nginx libnginx-mod-nchan), skipped"
+if start_nchan; then
+  measure nchan "$nchan_pids" "ws://127.0.0.1:$nchan_port/sub" "http://127.0.0.1:$nchan_port/pub" --welcome false
 fi

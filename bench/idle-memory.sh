@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Measures host RSS per idle WebSocket (or SSE) connection.
+# Measures RSS per idle WebSocket (or SSE) connection: notify's, then (WebSocket only) the
+# floor server's and Nchan's (if installed: apt-get install nginx libnginx-mod-nchan) in the
+# same sitting.
 #
 #   bench/idle-memory.sh [CONNECTIONS]     (default 15000)
 #   TRANSPORT=sse bench/idle-memory.sh     (Server-Sent Events streams instead)
 #   HOST_BIN=path/to/notify-host bench/idle-memory.sh   (measure another build of the host)
 #
-# Builds release binaries, starts a host on a free loopback port with the demo tenant,
-# records its RSS, opens CONNECTIONS idle connections with notify-load (one client process;
-# the per-process open-file cap is 20,000), waits until the host reports them all, lets it
-# settle, and prints (RSS after - RSS before) / CONNECTIONS. Stops only what it started.
+# Builds release binaries, starts each server on a free loopback port (notify with the demo
+# tenant), records its RSS, opens CONNECTIONS idle connections with notify-load (one client
+# process; the per-process open-file cap is 20,000), waits until they are all connected,
+# lets it settle, and prints (RSS after - RSS before) / CONNECTIONS. Stops only what it
+# started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 conns=${1:-15000}
@@ -20,33 +23,55 @@ esac
 cargo build --release -q -p notify-host -p notify-bench
 source bench/common.sh
 work=$(mktemp -d)
-host_pid=""; load_pid=""
-trap 'stop_all "$load_pid" "$host_pid"' EXIT
+host_pid=""; load_pid=""; floor_pid=""; nchan_pid=""
+trap 'stop_all "$load_pid" "$host_pid" "$floor_pid" "$nchan_pid"' EXIT
 port=$(free_port)
 demo_config '[connections]
 heartbeat_interval = "25s"
 idle_timeout = "60s"'
 
 
-start_host "$work/config.toml"
-# One connection first, so one-time allocations (runtime, hub shards) are in the baseline.
-url="$scheme://127.0.0.1:$port/v1/$path/demo"
-target/release/notify-load "$mode" --url "$url" --connections 1 --hold 1 --user-prefix warm- >/dev/null
-sleep 1.5
-before=$(rss_kib "$host_pid")
+# idle LABEL PIDS URL [GENERATOR FLAGS]: the RSS of the server processes PIDS (comma-separated)
+# per idle connection: one connection first, so one-time allocations are in the baseline,
+# then CONNECTIONS held open until the generator reports them all connected, and 5 s to
+# settle.
+idle() {
+  local label=$1 pids=${2//,/ } url=$3 before after per log deadline
+  shift 3
+  target/release/notify-load "$mode" --url "$url" --connections 1 --hold 1 --user-prefix warm- "$@" >/dev/null
+  sleep 1.5
+  # shellcheck disable=SC2086 # one word per PID
+  before=$(rss_kib $pids)
+  log="$work/load-$label.log"
+  target/release/notify-load "$mode" --url "$url" --connections "$conns" --hold 600 "$@" > "$log" 2>&1 &
+  load_pid=$!
+  deadline=$((SECONDS + 300))
+  until grep -q "^connected" "$log"; do
+    [ $SECONDS -lt $deadline ] || { echo "$label: timed out waiting for $conns connections"; cat "$log"; exit 1; }
+    kill -0 "$load_pid" 2>/dev/null || { echo "$label: load generator exited"; cat "$log"; exit 1; }
+    sleep 0.5
+  done
+  sleep 5
+  # shellcheck disable=SC2086
+  after=$(rss_kib $pids)
+  kill "$load_pid"; wait "$load_pid" 2>/dev/null || true; load_pid=""
+  per=$(( (after - before) * 1024 / conns ))
+  echo "$label: $(head -1 "$log"); RSS before ${before} KiB, after ${after} KiB; per idle connection ${per} bytes ($(awk -v b="$per" 'BEGIN {printf "%.2f", b/1024}') KiB)"
+}
 
-target/release/notify-load "$mode" --url "$url" --connections "$conns" --hold 600 > "$work/load.log" 2>&1 &
-load_pid=$!
-deadline=$((SECONDS + 300))
-while [ "$(metric 'notify_connections{tenant="demo"}')" != "$conns" ]; do
-  [ $SECONDS -lt $deadline ] || { echo "timed out waiting for $conns connections"; cat "$work/load.log"; exit 1; }
-  kill -0 "$load_pid" 2>/dev/null || { echo "load generator exited"; cat "$work/load.log"; exit 1; }
-  sleep 0.5
-done
-sleep 5
-after=$(rss_kib "$host_pid")
-head -1 "$work/load.log"
-per=$(( (after - before) * 1024 / conns ))
-echo "connections:   $conns (${TRANSPORT:-ws})"
-echo "host RSS:      before ${before} KiB, after ${after} KiB"
-echo "per idle conn: ${per} bytes ($(awk -v b="$per" 'BEGIN {printf "%.2f", b/1024}') KiB)"
+echo "date: $(date -u +%F), rustc: $(rustc --version | cut -d' ' -f2), connections: $conns (${TRANSPORT:-ws})"
+start_host "$work/config.toml"
+idle notify "$host_pid" "$scheme://127.0.0.1:$port/v1/$path/demo"
+kill "$host_pid"; wait "$host_pid" 2>/dev/null || true; host_pid=""
+[ "$mode" = idle ] || exit 0
+
+floor_port=$(free_port)
+target/release/notify-floor --listen "127.0.0.1:$floor_port" > "$work/floor.log" 2>&1 &
+floor_pid=$!
+for _ in $(seq 50); do grep -q listening "$work/floor.log" && break; sleep 0.1; done
+idle floor "$floor_pid" "ws://127.0.0.1:$floor_port/"
+kill "$floor_pid"; wait "$floor_pid" 2>/dev/null || true; floor_pid=""
+
+if start_nchan; then
+  idle nchan "$nchan_pids" "ws://127.0.0.1:$nchan_port/sub" --welcome false
+fi
