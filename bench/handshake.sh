@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Handshake cost, notify against the floor server in the same sitting: host CPU per
+# Handshake cost, notify against the floor server and Nchan (if installed: apt-get install
+# nginx libnginx-mod-nchan) in the same sitting: host CPU per
 # completed WebSocket handshake (welcome received), the rate the load generator saw, and
 # the kernel's listen-queue overflows, over ROUNDS runs of CONNECTIONS connections each.
 # CPU time comes from /proc (utime + stime of the server process), so it counts only the
@@ -18,22 +19,26 @@ in_flight=${3:-200}
 cargo build --release -q -p notify-host -p notify-bench
 source bench/common.sh
 work=$(mktemp -d)
-host_pid=""; floor_pid=""
-trap 'stop_all "$host_pid" "$floor_pid"' EXIT
+host_pid=""; floor_pid=""; nchan_pid=""
+trap 'stop_all "$host_pid" "$floor_pid" "$nchan_pid"' EXIT
 port=$(free_port)
 demo_config
 overflows() { awk '/^TcpExt:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "ListenOverflows") c = i; h = 1 } else print $c }' /proc/net/netstat; }
 
-# rounds LABEL PID URL WAIT_CLOSED: runs the rounds against one server.
+# rounds LABEL PIDS URL WAIT_CLOSED [GENERATOR FLAGS]: runs the rounds against one server
+# (PIDS: its processes, comma-separated).
 run_rounds() {
-  local label=$1 pid=$2 url=$3 wait_closed=$4
+  local label=$1 pids=${2//,/ } url=$3 wait_closed=$4
+  shift 4
   for round in $(seq "$rounds"); do
     local before over_before out after over_after
-    before=$(ticks "$pid"); over_before=$(overflows)
+    # shellcheck disable=SC2086 # one word per PID
+    before=$(ticks $pids); over_before=$(overflows)
     out=$(target/release/notify-load idle --url "$url" --connections "$conns" --concurrency "$in_flight" \
-      --hold 1 --user-prefix "r$round-" 2>&1 | head -1)
+      --hold 1 --user-prefix "r$round-" "$@" 2>&1 | head -1)
     $wait_closed
-    after=$(ticks "$pid"); over_after=$(overflows)
+    # shellcheck disable=SC2086
+    after=$(ticks $pids); over_after=$(overflows)
     echo "$label round $round: $out; server CPU $(( (after - before) * 1000000 / hz / conns )) µs per connection (handshake, hold, close); listen overflows $((over_after - over_before))"
   done
 }
@@ -59,3 +64,8 @@ target/release/notify-floor --listen "127.0.0.1:$floor_port" > "$work/floor.log"
 floor_pid=$!
 for _ in $(seq 50); do grep -q listening "$work/floor.log" && break; sleep 0.1; done
 run_rounds floor "$floor_pid" "ws://127.0.0.1:$floor_port/" floor_closed
+kill "$floor_pid"; wait "$floor_pid" 2>/dev/null || true; floor_pid=""
+
+if start_nchan; then
+  run_rounds nchan "$nchan_pids" "ws://127.0.0.1:$nchan_port/sub" floor_closed --welcome false
+fi
