@@ -69,8 +69,8 @@ pub fn client_frames(data: &[u8]) {
     let f = fixture();
     f.runtime.block_on(async {
         let conn = session::conn(&f.app, f.tenant.clone(), "fuzz-user", Vec::new());
-        session::join(&conn, &Resume::default(), &f.app).await;
         let identity = Identity { user: "fuzz-user".into(), channels: None, expires_at: None };
+        session::join(&conn, &identity, Resume::default(), &f.app).await;
         for text in text.split('\0').take(MAX_FRAMES) {
             match crate::ws::on_text(text, &conn, &identity, &f.app) {
                 Action::Reply(reply) => assert_json_frame(&reply),

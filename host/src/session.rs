@@ -27,7 +27,7 @@ use crate::tenant::Tenant;
 const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Positions a connecting client resumes its streams from: its own (`user_since`,
-/// `broadcast_since`) and, for transports that subscribe at connect (SSE), its channels.
+/// `broadcast_since`) and the channels it subscribes at connect (`channels`).
 #[derive(Debug, Default)]
 pub(crate) struct Resume {
     pub user: Option<Position>,
@@ -61,10 +61,21 @@ pub(crate) fn conn(app: &App, tenant: Arc<Tenant>, user: &str, attributes: Vec<(
     })
 }
 
+/// Joins the connection to its own streams and queues `welcome` and their replay, then
+/// subscribes the channels it asked for at connect, each resumed. Counts the connection
+/// and its presence until [`leave`].
+pub(crate) async fn join(conn: &Arc<Conn>, identity: &Identity, resume: Resume, app: &App) {
+    join_own(conn, &resume, app).await;
+    let grants = grants(identity, &conn.tenant);
+    for (channel, since) in resume.channels {
+        let action = subscribe(conn, app, Some(grants), channel, since);
+        act(action, conn, app).await;
+    }
+}
+
 /// Joins the connection to its own streams (user, broadcast) and queues `welcome`, then the
 /// replay of what the client missed; live events follow them, with nothing in between.
-/// Counts the connection and its presence until [`leave`].
-pub(crate) async fn join(conn: &Arc<Conn>, resume: &Resume, app: &App) {
+async fn join_own(conn: &Arc<Conn>, resume: &Resume, app: &App) {
     let tenant = &conn.tenant;
     let c = &app.config.connections;
     let welcome = |streams: Option<[StreamState<'_>; 2]>| {

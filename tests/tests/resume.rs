@@ -1,6 +1,6 @@
 //! Positions, history and resume (memory broker): a client that reconnects with its last
 //! positions gets exactly what it missed, in order, then live events; trimmed history or
-//! another epoch is reported as `recovered: false`.
+//! another epoch is reported as `recovered: false`, with what history still holds replayed.
 
 use anyhow::Context as _;
 use notify_tests::{Client, DEMO, TestHost, position};
@@ -72,8 +72,10 @@ async fn trimmed_history_or_another_epoch_is_not_recovered() -> anyhow::Result<(
     assert_eq!(welcome["streams"]["user"]["recovered"], false);
     assert_eq!(ted.next_event().await?["offset"], 7, "what history still has is replayed");
     drop(ted);
-    let (_, welcome) = host.join("demo", "user=ted&user_since=0123456789abcdef:3").await?;
+    let (mut ted, welcome) = host.join("demo", "user=ted&user_since=0123456789abcdef:3").await?;
     assert_eq!(welcome["streams"]["user"]["recovered"], false, "another epoch");
+    assert_eq!(ted.next_event().await?["offset"], 7, "another epoch gets everything history has");
+    drop(ted);
     let refused = Client::try_connect(&host.ws_url("demo", "user=ted&user_since=nonsense"), &[]).await?;
     let refused = refused.err().context("a malformed position is refused")?;
     assert_eq!(refused.status, 400);

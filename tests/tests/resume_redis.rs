@@ -85,7 +85,7 @@ async fn a_client_resumes_on_another_node_from_redis_history() -> anyhow::Result
 }
 
 #[tokio::test]
-async fn a_flushed_redis_starts_a_new_epoch_and_resuming_is_not_recovered() -> anyhow::Result<()> {
+async fn a_flushed_redis_starts_a_new_epoch_and_resuming_is_not_recovered_but_replays_it() -> anyhow::Result<()> {
     let redis = RedisServer::start().await?;
     let mut r = redis.conn().await?;
     let (a, b) = two_nodes(&redis).await?;
@@ -107,6 +107,11 @@ async fn a_flushed_redis_starts_a_new_epoch_and_resuming_is_not_recovered() -> a
     assert_eq!(user["recovered"], false, "{welcome}");
     assert_ne!(user["epoch"], last["epoch"]);
     assert_eq!(user["offset"], 2);
+    // What the new epoch holds is replayed: the client's history is gone, this one is new.
+    for i in 1..=2 {
+        let ev = ann.next_event().await?;
+        assert_eq!((ev["event"].clone(), ev["data"].clone(), ev["offset"].clone()), (json!("after"), json!(i), json!(i)));
+    }
     // Live events continue in the new epoch.
     a.publish_ok(&json!({ "users": ["ann"], "event": "live" })).await?;
     let ev = ann.next_event().await?;

@@ -5,7 +5,7 @@
 use anyhow::Context as _;
 use bytes::Bytes;
 use notify_tests::{Client, DEMO, JWT_SECRET, RedisServer, Sse, SseClient, TestHost, hs256_token, http, jwt_tenant};
-use serde_json::json;
+use serde_json::{Value, json};
 
 const FAST_HEARTBEATS: &str = "[connections]\nheartbeat_interval = \"200ms\"\n";
 
@@ -120,20 +120,40 @@ async fn refusals_are_http_errors_before_the_stream() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A page on any origin can read every answer of the client routes, refusals included, so
+/// it learns why it cannot connect (a forbidden origin, an unknown tenant) instead of
+/// retrying blindly; the origin check itself still refuses a forbidden origin.
 #[tokio::test]
-async fn cors_preflight_names_the_allowed_origin_only() -> anyhow::Result<()> {
-    let host = TestHost::start(&jwt_tenant()).await?;
-    let preflight = |origin: &'static str| {
+async fn every_client_answer_is_readable_by_the_page_that_asked() -> anyhow::Result<()> {
+    let host = TestHost::start(&format!("{DEMO}\n{}", jwt_tenant())).await?;
+    let ask = |method: &'static str, path: &'static str, origin: &'static str| {
         let addr = host.addr;
         async move {
             let headers = [("origin", origin), ("access-control-request-headers", "authorization")];
-            let (status, headers, _) = notify_tests::http_headers(addr, "OPTIONS", "/v1/sse/secure", &headers).await?;
-            anyhow::Ok((status, headers.get("access-control-allow-origin").cloned()))
+            let (status, headers, body) = notify_tests::http_headers(addr, method, path, &headers).await?;
+            let allowed = headers.get("access-control-allow-origin").map(|v| v.to_str().unwrap().to_owned());
+            let code = serde_json::from_slice::<Value>(&body).ok().map(|v| v["error"]["code"].clone());
+            anyhow::Ok((status, allowed, code.unwrap_or_default()))
         }
     };
-    let (status, allowed) = preflight("https://app.example.com").await?;
-    assert_eq!((status, allowed.as_ref().map(|v| v.to_str().unwrap())), (204, Some("https://app.example.com")));
-    assert_eq!(preflight("https://evil.example.com").await?.1, None);
+    let (app, evil) = ("https://app.example.com", "https://evil.example.com");
+    for origin in [app, evil] {
+        let (status, allowed, _) = ask("OPTIONS", "/v1/sse/secure", origin).await?;
+        assert_eq!((status, allowed.as_deref()), (204, Some(origin)), "preflights answer any origin");
+    }
+    let cases = [
+        ("GET", "/v1/sse/secure", evil, 403, "forbidden_origin"),
+        ("GET", "/v1/ws/secure", evil, 403, "forbidden_origin"),
+        ("GET", "/v1/sse/nobody?user=a", evil, 404, "unknown_tenant"),
+        ("GET", "/v1/ws/nobody?user=a", app, 404, "unknown_tenant"),
+        ("GET", "/v1/ws/secure", app, 401, "unauthorized"),
+        ("GET", "/v1/ws/demo?user=a", app, 400, "not_websocket"),
+        ("POST", "/v1/sse/secure/ack", evil, 403, "forbidden_origin"),
+    ];
+    for (method, path, origin, status, code) in cases {
+        let answer = ask(method, path, origin).await?;
+        assert_eq!(answer, (status, Some(origin.to_owned()), json!(code)), "{method} {path} from {origin}");
+    }
     Ok(())
 }
 

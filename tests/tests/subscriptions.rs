@@ -1,8 +1,9 @@
 //! `POST /v1/users/{user}/subscriptions` and `DELETE /v1/users/{user}/subscriptions/{channel}`:
 //! a backend subscribes or unsubscribes a user's live connections (WebSocket and SSE), on
-//! every node.
+//! every node. And `?channels=` in the connect URL, which means the same on both transports.
 
-use notify_tests::{DEMO, RedisServer, SseClient, TestHost, http};
+use anyhow::Context as _;
+use notify_tests::{Client, DEMO, JWT_SECRET, RedisServer, SseClient, TestHost, hs256_token, http, jwt_tenant};
 use serde_json::{Value, json};
 
 async fn subscribe(host: &TestHost, key: &str, user: &str, body: Value) -> anyhow::Result<(u16, Value)> {
@@ -76,5 +77,45 @@ async fn a_request_to_one_node_subscribes_connections_on_another() -> anyhow::Re
     assert_eq!(on_b.next_json().await?["event"], "fire");
     assert_eq!(unsubscribe(&a, "cat", "alerts").await?, 202);
     assert_eq!(on_b.next_json().await?["type"], "unsubscribed");
+    Ok(())
+}
+
+/// `?channels=` subscribes at connect over WebSocket as over SSE, each channel resumed from
+/// `last_event_id`, and a channel the client may not have refuses the connection before the
+/// upgrade with the same code a `subscribe` frame would get.
+#[tokio::test]
+async fn channels_in_the_connect_url_are_subscribed_over_websocket_too() -> anyhow::Result<()> {
+    let host = TestHost::start(&format!("{DEMO}\n{}", jwt_tenant())).await?;
+    let (mut ws, _) = host.join("demo", "user=amy&channels=news,sport,news").await?;
+    for channel in ["news", "sport"] {
+        let subscribed = ws.next_json().await?;
+        assert_eq!((subscribed["type"].as_str(), subscribed["channel"].as_str()), (Some("subscribed"), Some(channel)));
+    }
+    host.publish_ok(&json!({ "channels": ["sport"], "event": "goal" })).await?;
+    let goal = ws.next_event().await?;
+    assert_eq!(goal["channel"], "sport");
+    drop(ws);
+
+    host.publish_ok(&json!({ "channels": ["sport"], "event": "missed" })).await?;
+    let cursor = format!("channel:sport:{}:{}", goal["epoch"].as_str().context("epoch")?, goal["offset"]);
+    let (mut ws, _) = host.join("demo", &format!("user=amy&channels=sport&last_event_id={cursor}")).await?;
+    let subscribed = ws.next_json().await?;
+    assert_eq!((subscribed["recovered"].clone(), subscribed["offset"].clone()), (json!(true), json!(2)));
+    assert_eq!(ws.next_event().await?["event"], "missed", "resumed from last_event_id");
+
+    let token = hs256_token("eve", 600, Some(&["orders.*"]), JWT_SECRET);
+    let refusals = [
+        ("demo", "user=amy&channels=a%20b".to_owned(), 400, "invalid_channel"),
+        ("secure", format!("token={token}&channels=orders.1,news"), 403, "forbidden_channel"),
+    ];
+    let origin = [("origin", "https://app.example.com")];
+    for (tenant, query, status, code) in refusals {
+        let refused = Client::try_connect(&host.ws_url(tenant, &query), &origin).await?.err().context("refused")?;
+        assert_eq!((refused.status, refused.body["error"]["code"].as_str()), (status, Some(code)), "{query}");
+        let path = format!("/v1/ws/{tenant}?{query}");
+        let (diagnosed, _, body) = notify_tests::http_headers(host.addr, "GET", &path, &origin).await?;
+        let body: Value = serde_json::from_slice(&body)?;
+        assert_eq!((diagnosed, body["error"]["code"].as_str()), (status, Some(code)), "the diagnosis tells the same");
+    }
     Ok(())
 }

@@ -44,7 +44,7 @@ codes! {
     BadBody = "bad_body", BAD_REQUEST, "the request body could not be read (the connection broke, or a chunk was malformed)";
     InvalidField = "invalid_field", BAD_REQUEST, "the body is not valid JSON (`field: \"body\"`) or a field is wrong; `field` names it";
     InvalidChannel = "invalid_channel", BAD_REQUEST, "a channel name is not valid";
-    TooManySubscriptions = "too_many_subscriptions", BAD_REQUEST, "an SSE request names more channels than the tenant's `max_subscriptions`";
+    TooManySubscriptions = "too_many_subscriptions", BAD_REQUEST, "a connect request names more channels than the tenant's `max_subscriptions`";
     InvalidPlugin = "invalid_plugin", BAD_REQUEST, "the uploaded bytes are not a component of the plugin world, or it failed to compile or instantiate";
     InvalidConfig = "invalid_config", BAD_REQUEST, "`Notify-Plugin-Config` is not a JSON object of string values";
     InvalidPolicy = "invalid_policy", BAD_REQUEST, "`Notify-Plugin-On-Failure` is not `skip` or `drop`, or is given for an auth plugin (which always fails closed)";

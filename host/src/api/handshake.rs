@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use axum::http::header::{self, HeaderValue};
+use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 
@@ -25,7 +25,6 @@ use crate::plugin::hooks::{self, AuthOutcome};
 use crate::plugin::{Hook, LoadedPlugin};
 use crate::quota;
 use crate::session::{Joining, Resume};
-use crate::stream::Position;
 use crate::tenant::Tenant;
 
 /// Why a connect request was refused: the metric it counts under and the answer.
@@ -138,15 +137,23 @@ fn tenant(app: &App, tenant_id: &str) -> Result<Arc<Tenant>, Refusal> {
 }
 
 /// Answers a plain GET of the WebSocket URL, which a client whose upgrade failed sends to
-/// learn why (docs/CLIENTS.md): the refusal a connect would get, or 400 `not_websocket`
-/// when only the upgrade is missing (something on the way drops it). A diagnosis takes no
-/// connect token and never counts as a failed connect of its address.
-pub(super) async fn diagnose(app: &Arc<App>, tenant_id: &str, peer: SocketAddr, req: &Parts) -> Response {
+/// learn why (docs/CLIENTS.md): the refusal a connect would get (`transport` adds the
+/// transport's own checks), or 400 `not_websocket` when only the upgrade is missing
+/// (something on the way drops it). A diagnosis takes no connect token, never counts as a
+/// failed connect of its address, and is readable by a page on any origin.
+pub(super) async fn diagnose(
+    app: &Arc<App>,
+    tenant_id: &str,
+    peer: SocketAddr,
+    req: &Parts,
+    transport: impl FnOnce(&Tenant, &Identity) -> Result<(), Refusal>,
+) -> Response {
     let refusal = async {
         not_draining(app)?;
         app.addresses.check(peer.ip()).map_err(address_refusal)?;
         let tenant = tenant(app, tenant_id)?;
-        identify(app, &tenant, req, peer).await?;
+        let (identity, _) = identify(app, &tenant, req, peer).await?;
+        transport(&tenant, &identity)?;
         let message = "expected a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)";
         Err::<std::convert::Infallible, _>(Refusal(
             HandshakeFailure::BadRequest,
@@ -155,7 +162,21 @@ pub(super) async fn diagnose(app: &Arc<App>, tenant_id: &str, peer: SocketAddr, 
     };
     let Err(Refusal(_, error)) = refusal.await;
     tracing::debug!(tenant = tenant_id, client = %peer, reason = error.code().as_str(), "diagnosis: {error}");
-    error.into_response()
+    let mut res = error.into_response();
+    readable_by_origin(&req.headers, res.headers_mut());
+    res
+}
+
+/// Lets the page that sent `request` read `response`, whatever its origin. A refusal must
+/// reach a page on any origin (`forbidden_origin` and `unknown_tenant` included), or the
+/// page could only retry blindly; a stream or an ack is only ever answered to an origin
+/// that passed the origin check. No credentials (cookies) are involved: tokens travel in
+/// the URL or the `Authorization` header.
+pub(super) fn readable_by_origin(request: &HeaderMap, response: &mut HeaderMap) {
+    if let Some(origin) = request.get(header::ORIGIN) {
+        response.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    }
+    response.append(header::VARY, HeaderValue::from_static("origin"));
 }
 
 /// The client's identity and attributes, from an allowed origin with credentials that were
@@ -175,15 +196,6 @@ pub(super) async fn identify(
         return Err(Refusal(HandshakeFailure::Unauthorized, error));
     }
     Ok((identity, attributes))
-}
-
-/// `name` from the query as a stream position (`EPOCH:OFFSET`), if present.
-pub(super) fn since_param(req: &Parts, name: &str) -> Result<Option<Position>, Refusal> {
-    query_param(req.uri.query(), name).map(|v| Position::parse(&v)).map_or(Ok(None), |p| {
-        p.map(Some).ok_or_else(|| {
-            Refusal::bad_request(format!("{name} must be EPOCH:OFFSET, as in the stream positions of event frames"))
-        })
-    })
 }
 
 /// A tenant at one of its connection quotas: 429, retry later.
@@ -302,4 +314,8 @@ pub(super) struct ConnectQuery {
     user_since: Option<String>,
     /// EPOCH:OFFSET: resume the broadcast stream after it.
     broadcast_since: Option<String>,
+    /// Channels to subscribe at connect, comma-separated.
+    channels: Option<String>,
+    /// Where to resume every stream: an SSE event `id` (`STREAM:EPOCH:OFFSET`, comma-separated).
+    last_event_id: Option<String>,
 }

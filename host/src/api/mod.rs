@@ -15,6 +15,7 @@ mod openapi;
 mod pages;
 mod presence;
 mod publish;
+mod resume;
 mod sse;
 mod streams;
 mod tenants;

@@ -3,7 +3,8 @@
 //! the positions to resume from come from `Last-Event-ID` (or `?last_event_id=`, for
 //! clients that cannot set headers), else from `user_since` and `broadcast_since`.
 //! `POST /v1/sse/{tenant}/ack` is the stream's way back for acks, with the same credentials.
-//! `OPTIONS` answers browsers' CORS preflights for the tenant's allowed origins.
+//! `OPTIONS` answers browsers' CORS preflights. Every answer is readable by a page on any
+//! origin: the origin check refuses a forbidden origin with a 403 the page can read.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,21 +21,15 @@ use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
 use super::code::ErrorCode;
-use super::extract::{PathParams, query_param, read_body};
-use super::handshake::{self, ConnectQuery, Refusal, since_param};
+use super::extract::{PathParams, read_body};
+use super::handshake::{self, ConnectQuery, Refusal};
+use super::resume;
 use super::openapi::ErrorBody;
 use crate::app::App;
-use crate::auth::Identity;
 use crate::backend::HistoryError;
-use crate::metrics::HandshakeFailure;
-use crate::session::{self, Resume};
-use crate::sse::{Cursor, Stream};
 use crate::stream::Position;
-use crate::tenant::Tenant;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-
-const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
 /// A client connection over Server-Sent Events (docs/PROTOCOL.md), with the credentials of
 /// a WebSocket client.
@@ -42,9 +37,7 @@ const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
     params(
         ("tenant" = String, Path, description = "A tenant id"),
         ConnectQuery,
-        ("channels" = Option<String>, Query, description = "Channels to subscribe, comma-separated"),
         ("Last-Event-ID" = Option<String>, Header, description = "Where to resume: the `id` of the last event received"),
-        ("last_event_id" = Option<String>, Query, description = "As `Last-Event-ID`, for clients that cannot set headers"),
     ),
     responses(
         (status = OK, description = "The event stream", content_type = "text/event-stream", body = String),
@@ -64,7 +57,7 @@ pub(crate) async fn handle(
     let (req, _body) = req.into_parts();
     let peer = handshake::client_addr(&app, peer, &req);
     let admitted =
-        handshake::admit(&app, &tenant_id, peer, &req, |tenant, identity| positions(&app, tenant, identity, &req))
+        handshake::admit(&app, &tenant_id, peer, &req, |tenant, identity| resume::from_request(&app, tenant, identity, &req))
             .await;
     let mut res = match admitted {
         Ok((joining, cursor)) => {
@@ -79,7 +72,7 @@ pub(crate) async fn handle(
         }
         Err(refusal) => handshake::refused(&app, &tenant_id, peer, refusal),
     };
-    allow_origin(&app, &tenant_id, &req.headers, res.headers_mut());
+    handshake::readable_by_origin(&req.headers, res.headers_mut());
     res
 }
 
@@ -134,7 +127,7 @@ pub(crate) async fn ack(
         Ok(json) => Json(json).into_response(),
         Err(e) => e.into_response(),
     };
-    allow_origin(&app, &tenant_id, &parts.headers, res.headers_mut());
+    handshake::readable_by_origin(&parts.headers, res.headers_mut());
     res
 }
 
@@ -164,80 +157,27 @@ async fn acked(app: &App, tenant_id: &str, peer: SocketAddr, req: &Parts, body: 
 /// A CORS preflight for the stream: which origins, methods and headers a browser may use.
 #[utoipa::path(options, operation_id = "preflightSse", path = "/v1/sse/{tenant}", tag = "clients",
     params(("tenant" = String, Path, description = "A tenant id")),
-    responses((status = NO_CONTENT, description = "The CORS answer, for the tenant's `allowed_origins`")))]
-pub(crate) async fn preflight(state: State<Arc<App>>, tenant: PathParams<String>, headers: HeaderMap) -> Response {
-    cors(state, tenant, headers)
+    responses((status = NO_CONTENT, description = "The CORS answer (any origin may ask; the request itself checks the origin)")))]
+pub(crate) async fn preflight(headers: HeaderMap) -> Response {
+    cors(&headers)
 }
 
 /// A CORS preflight for acks.
 #[utoipa::path(options, operation_id = "preflightAckSse", path = "/v1/sse/{tenant}/ack", tag = "clients",
     params(("tenant" = String, Path, description = "A tenant id")),
-    responses((status = NO_CONTENT, description = "The CORS answer, for the tenant's `allowed_origins`")))]
-pub(crate) async fn ack_preflight(state: State<Arc<App>>, tenant: PathParams<String>, headers: HeaderMap) -> Response {
-    cors(state, tenant, headers)
+    responses((status = NO_CONTENT, description = "The CORS answer (any origin may ask; the request itself checks the origin)")))]
+pub(crate) async fn ack_preflight(headers: HeaderMap) -> Response {
+    cors(&headers)
 }
 
-fn cors(State(app): State<Arc<App>>, PathParams(tenant_id): PathParams<String>, headers: HeaderMap) -> Response {
+fn cors(headers: &HeaderMap) -> Response {
     let mut res = StatusCode::NO_CONTENT.into_response();
     let h = res.headers_mut();
     h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST"));
     let allowed = HeaderValue::from_static("authorization, content-type, last-event-id");
     h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allowed);
     h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
-    allow_origin(&app, &tenant_id, &headers, h);
+    handshake::readable_by_origin(headers, h);
     res
 }
 
-/// Lets the request's origin read the answer when the tenant allows that origin.
-fn allow_origin(app: &App, tenant_id: &str, request: &HeaderMap, response: &mut HeaderMap) {
-    let Some(origin) = request.get(header::ORIGIN) else { return };
-    let allowed = app.tenants.get(tenant_id).is_some_and(|t| t.origin_allowed(origin.to_str().ok()));
-    if allowed {
-        response.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-    }
-    response.append(header::VARY, HeaderValue::from_static("origin"));
-}
-
-/// The positions and channels to start from, and the cursor that carries them on.
-fn positions(app: &App, tenant: &Tenant, identity: &Identity, req: &Parts) -> Result<(Resume, Cursor), Refusal> {
-    let given = req
-        .headers
-        .get(LAST_EVENT_ID)
-        .map(|v| v.to_str().map(str::to_owned).unwrap_or_default())
-        .or_else(|| query_param(req.uri.query(), "last_event_id"))
-        .map(|id| Cursor::parse(&id))
-        .transpose()
-        .map_err(|why| Refusal::bad_request(format!("Last-Event-ID: {why}")))?
-        .unwrap_or_default();
-    let mut cursor = Cursor::default();
-    let mut own = |stream: Stream, param: &str| -> Result<_, Refusal> {
-        let position = match given.get(&stream) {
-            Some(p) => Some(p.clone()),
-            None => since_param(req, param)?,
-        };
-        if let Some(p) = &position {
-            cursor.set(stream, p.clone());
-        }
-        Ok(position)
-    };
-    let user = own(Stream::User, "user_since")?;
-    let broadcast = own(Stream::Broadcast, "broadcast_since")?;
-    let grants = session::grants(identity, tenant);
-    let mut channels: Vec<(String, Option<_>)> = Vec::new();
-    for name in query_param(req.uri.query(), "channels").unwrap_or_default().split(',').map(str::trim) {
-        if name.is_empty() || channels.iter().any(|(c, _)| c == name) {
-            continue;
-        }
-        if let Some((code, message)) = session::refuse_channel(app, tenant, Some(grants), name, channels.len()) {
-            let code = ErrorCode::named(code).expect("channel refusals are error codes");
-            let error = ApiError::new(code, format!("channel {name:?}: {message}"));
-            return Err(Refusal(HandshakeFailure::BadRequest, error));
-        }
-        let since = given.get(&Stream::Channel(name.to_owned())).cloned();
-        if let Some(p) = &since {
-            cursor.set(Stream::Channel(name.to_owned()), p.clone());
-        }
-        channels.push((name.to_owned(), since));
-    }
-    Ok((Resume { user, broadcast, channels }, cursor))
-}

@@ -15,12 +15,12 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use super::ApiError;
 use super::code::ErrorCode;
 use super::extract::PathParams;
-use super::handshake::{self, ConnectQuery, Refusal, since_param};
+use super::handshake::{self, ConnectQuery, Refusal};
+use super::resume;
 use super::openapi::ErrorBody;
 use crate::addresses::Socket;
 use crate::app::App;
 use crate::metrics::HandshakeFailure;
-use crate::session::Resume;
 
 /// A client connection over WebSocket (docs/PROTOCOL.md). The credentials are the tenant's
 /// (a JWT in `token` or `Authorization: Bearer`, or `user` for insecure tenants); its auth
@@ -32,9 +32,9 @@ use crate::session::Resume;
     ),
     responses(
         (status = SWITCHING_PROTOCOLS, description = "Upgraded: frames follow (docs/PROTOCOL.md)"),
-        (status = BAD_REQUEST, description = "`bad_request` (a malformed position), `not_websocket` or `missing_key` (not an upgrade request)", body = ErrorBody),
+        (status = BAD_REQUEST, description = "`bad_request` (a malformed position), `invalid_channel`, `too_many_subscriptions`, `not_websocket` or `missing_key` (not an upgrade request)", body = ErrorBody),
         (status = UNAUTHORIZED, description = "`unauthorized`, `token_expired`, `token_revoked`, or `denied` by the auth plugin", body = ErrorBody),
-        (status = FORBIDDEN, description = "`forbidden_origin`, or `denied` by the auth plugin", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden_origin`, `forbidden_channel`, or `denied` by the auth plugin", body = ErrorBody),
         (status = NOT_FOUND, description = "`unknown_tenant`", body = ErrorBody),
         (status = UPGRADE_REQUIRED, description = "`unsupported_version`: not a WebSocket version 13 upgrade", body = ErrorBody),
         (status = TOO_MANY_REQUESTS, description = "`too_many_connections`, `too_many_user_connections` or `rate_limited`, with `Retry-After`", body = ErrorBody),
@@ -50,14 +50,11 @@ pub(crate) async fn handle(
     let (req, _body) = req.into_parts();
     let peer = handshake::client_addr(&app, peer, &req);
     if req.headers.get(header::UPGRADE).is_none() {
-        return handshake::diagnose(&app, &tenant_id, peer, &req).await;
+        let channels = |tenant: &_, identity: &_| resume::from_request(&app, tenant, identity, &req).map(drop);
+        return handshake::diagnose(&app, &tenant_id, peer, &req, channels).await;
     }
-    let admitted = handshake::admit(&app, &tenant_id, peer, &req, |_, _| {
-        let resume = Resume {
-            user: since_param(&req, "user_since")?,
-            broadcast: since_param(&req, "broadcast_since")?,
-            channels: Vec::new(),
-        };
+    let admitted = handshake::admit(&app, &tenant_id, peer, &req, |tenant, identity| {
+        let (resume, _) = resume::from_request(&app, tenant, identity, &req)?;
         Ok((resume, check_upgrade(&req)?))
     })
     .await;

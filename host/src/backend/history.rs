@@ -90,8 +90,8 @@ pub(crate) enum HistoryError {
 ///
 /// Contract:
 /// - `read` is one consistent snapshot: the events returned are exactly those kept after the
-///   start (the client's `since`, or the read cursor when it is earlier and `unacked` is
-///   set), in offset order, and `position` is the stream's latest at that same instant.
+///   start (the client's `since`, the stream's beginning when `since` is of another epoch,
+///   or the read cursor when it is earlier and `unacked` is set), in offset order, and `position` is the stream's latest at that same instant.
 ///   Together with a connection that joined the stream's live delivery before the read, every
 ///   event after the start reaches it: replayed when its offset is at most `position`, live
 ///   otherwise.
@@ -136,13 +136,18 @@ pub(crate) trait History: Send + Sync + 'static {
 ///
 /// `epoch`/`last`/`acked` describe the stream; `oldest` is the offset of its oldest kept event
 /// (`last + 1` when none is kept).
+/// A position of another epoch starts the replay at the stream's beginning: the client's
+/// history is gone, and everything of this one is new to it.
 pub(super) fn plan(from: Start<'_>, epoch: &str, last: u64, acked: u64, oldest: u64) -> (Option<u64>, bool) {
-    let own = from.since.map(|p| (p.epoch == epoch && p.offset <= last).then_some(p.offset));
+    let own = from.since.map(|p| match p.epoch == epoch {
+        true => (p.offset <= last).then_some(p.offset),
+        false => Some(0),
+    });
     let mut start = own.flatten();
     if from.unacked {
         start = Some(start.map_or(acked, |s| s.min(acked)));
     }
-    let position_lost = matches!(own, Some(None));
+    let position_lost = from.since.is_some_and(|p| p.epoch != epoch || p.offset > last);
     let trimmed = start.is_some_and(|s| oldest > s + 1 && s < last);
     (start, !position_lost && !trimmed)
 }
@@ -164,13 +169,13 @@ mod tests {
         // Kept 3..=5 of 5: resuming after 3 misses nothing, after 1 misses offset 2.
         assert_eq!(plan(from(Some(&p), false), "e", 5, 0, 3), (Some(3), true));
         assert_eq!(plan(from(Some(&at("e", 1)), false), "e", 5, 0, 3), (Some(1), false));
-        assert_eq!(plan(from(Some(&at("x", 3)), false), "e", 5, 0, 3), (None, false));
+        assert_eq!(plan(from(Some(&at("x", 3)), false), "e", 5, 0, 3), (Some(0), false), "another epoch: all kept");
         assert_eq!(plan(from(Some(&at("e", 9)), false), "e", 5, 0, 3), (None, false));
         assert_eq!(plan(from(None, false), "e", 5, 0, 3), (None, true));
         // With acks the earlier of the position and the cursor wins.
         assert_eq!(plan(from(Some(&p), true), "e", 5, 2, 1), (Some(2), true));
         assert_eq!(plan(from(None, true), "e", 5, 4, 3), (Some(4), true));
-        assert_eq!(plan(from(Some(&at("x", 3)), true), "e", 5, 4, 3), (Some(4), false));
+        assert_eq!(plan(from(Some(&at("x", 3)), true), "e", 5, 4, 3), (Some(0), false));
         // Up to date: nothing missed even when nothing is kept.
         assert_eq!(plan(from(Some(&at("e", 5)), false), "e", 5, 0, 6), (Some(5), true));
     }

@@ -72,7 +72,7 @@ async fn run(
 ) {
     conn.tenant.metrics.handshakes.fetch_add(1, Relaxed);
     let mut writer = Writer { tx, cursor, frames: Vec::new(), stall: app.config.connections.write_timeout };
-    Box::pin(join(&conn, &identity, resume, app)).await;
+    Box::pin(session::join(&conn, &identity, resume, app)).await;
     let end = established(&mut writer, &conn, &identity, app).await;
     session::leave(&conn, app);
     let (code, reason, bound) = match end {
@@ -91,16 +91,6 @@ async fn run(
     })
     .await;
     tracing::trace!(conn = conn.id, "SSE connection closed");
-}
-
-/// Joins the client's own streams, then the channels it asked for, each resumed.
-async fn join(conn: &Arc<Conn>, identity: &Identity, resume: Resume, app: &App) {
-    session::join(conn, &resume, app).await;
-    let grants = session::grants(identity, &conn.tenant);
-    for (channel, since) in resume.channels {
-        let action = session::subscribe(conn, app, Some(grants), channel, since);
-        session::act(action, conn, app).await;
-    }
 }
 
 async fn established(w: &mut Writer, conn: &Arc<Conn>, identity: &Identity, app: &App) -> End {

@@ -42,10 +42,11 @@ pub(crate) fn spawn(app: &Arc<App>, req: Parts, mut j: Joining) {
 /// The connection task. What it holds while the connection is idle is what every connection
 /// costs, so each phase that runs once is boxed and freed when done, and of the handshake's
 /// results only what an open connection needs is kept.
-async fn serve(app: Arc<App>, conn: Arc<Conn>, on_upgrade: OnUpgrade, j: Box<Joining>) {
+async fn serve(app: Arc<App>, conn: Arc<Conn>, on_upgrade: OnUpgrade, mut j: Box<Joining>) {
     let Some(ws) = Box::pin(upgrade(&app, &conn, on_upgrade, j.peer)).await else { return };
     conn.tenant.metrics.handshakes.fetch_add(1, Relaxed);
-    Box::pin(session::join(&conn, &j.resume, &app)).await;
+    let resume = std::mem::take(&mut j.resume);
+    Box::pin(session::join(&conn, &j.identity, resume, &app)).await;
     let (identity, _slots) = keep(j);
     match ws {
         Upgraded::Plain(ws) => conn::run(ws, &conn, &identity, &app).await,

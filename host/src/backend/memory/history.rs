@@ -335,7 +335,9 @@ mod tests {
         assert!(!replay.recovered);
         assert_eq!(replay.events.len(), 3);
         let other_epoch = Position { epoch: "other".into(), offset: 4 };
-        assert!(!read(&h, &t, Some(&other_epoch), false).recovered);
+        let replay = read(&h, &t, Some(&other_epoch), false);
+        assert!(!replay.recovered);
+        assert_eq!(replay.events.len(), 3, "another epoch gets everything kept");
         let replay = read(&h, &t, Some(&at(5)), false);
         assert!(replay.recovered && replay.events.is_empty());
     }

@@ -22,8 +22,11 @@ local covered = m[4] and covers(store_id(KEYS[3], ARGV[1]), ARGV[3], ARGV[4], to
 local start = -1
 if covered then
   start = 0
-elseif ARGV[3] == epoch and tonumber(ARGV[4]) <= last then
-  start = tonumber(ARGV[4])
+elseif ARGV[3] == epoch then
+  if tonumber(ARGV[4]) <= last then start = tonumber(ARGV[4]) end
+elseif ARGV[3] ~= '' then
+  -- Another history of the stream: all of this one is new to the client.
+  start = 0
 end
 if ARGV[5] == '1' and (start < 0 or acked < start) then
   start = acked
