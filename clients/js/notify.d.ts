@@ -1,5 +1,8 @@
 // Types of the notify client (src/notify.js).
 
+/** The version of this package. */
+export declare const VERSION: string;
+
 /** A position in one stream: its epoch and the offset of an event in it. */
 export interface Position {
   epoch: string;
@@ -35,10 +38,18 @@ export interface StateChange {
   /** The close code (disconnected, closed); over SSE, the code of the host's `close` frame. */
   code?: number;
   reason?: string;
+  /** The host's connection id (connected). */
   connectionId?: string;
+  /** The user the host authenticated (connected). */
   user?: string;
   /** The transport of the connection (connected). */
   transport?: Transport;
+  /** Failed attempts since the last lasting connection (disconnected). */
+  attempt?: number;
+  /** How long the client waits before the next attempt, in ms (disconnected). */
+  retryInMs?: number;
+  /** The host's refusal code, when it refused the connection (disconnected). */
+  error?: string;
 }
 
 export type Transport = "websocket" | "sse";
@@ -66,9 +77,10 @@ export interface ClientOptions {
   positions?: Record<string, Position>;
   /** Ack every user-stream event once its handlers returned without error. */
   autoAck?: boolean;
-  /** First reconnect delay ceiling in ms (jittered, doubling); default 500. */
+  /** First reconnect delay ceiling in ms, doubling per failed attempt; each wait is between
+   * half the ceiling and the ceiling. Default 500. */
   initialBackoffMs?: number;
-  /** Largest reconnect delay ceiling in ms; default 30000. */
+  /** Largest reconnect delay ceiling in ms; default 120000. */
   maxBackoffMs?: number;
   /** Application ping period in ms (0: none); default 20000. */
   pingIntervalMs?: number;
@@ -97,16 +109,20 @@ export declare class NotifyError extends Error {
 export declare class Positions {
   constructor(initial?: Record<string, Position>);
   get(stream: string): Position | undefined;
+  set(stream: string, position: Position): void;
   advance(stream: string, position: Position): boolean;
-  seed(stream: string, position: Partial<Position>): void;
+  seed(stream: string, position: Partial<Position>): boolean;
   isNew(stream: string, position: Position): boolean;
-  delete(stream: string): void;
+  delete(stream: string): boolean;
   toJSON(): Record<string, Position>;
 }
 
 export interface ClientEvents {
   event: (event: NotifyEvent, context: EventContext) => void | Promise<void>;
   state: (change: StateChange) => void;
+  /** The positions changed (before the `event` handlers of the event that moved them):
+   * what to save to resume after a reload. */
+  positions: (positions: Record<string, Position>) => void;
   recovered: (info: { stream: string; recovered: false }) => void;
   unread: (info: Unread) => void;
   subscribed: (info: { channel: string; recovered: boolean }) => void;

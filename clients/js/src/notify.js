@@ -6,6 +6,8 @@
 // position it processed, drops duplicates by (epoch, offset), re-subscribes channels, and
 // acks. See docs/CLIENTS.md for the semantics and docs/PROTOCOL.md for the wire protocol.
 
+export const VERSION = "0.2.0";
+
 /** Close codes after which reconnecting cannot help. */
 const FINAL_CLOSES = new Map([
   [4004, "tenant_deleted"],
@@ -24,9 +26,12 @@ const FINAL_STATUSES = new Set([401, 403, 404]);
 /** How long the diagnosis of a failed connection may take. */
 const DIAGNOSE_TIMEOUT_MS = 5_000;
 
+/** How long a connection must last before the backoff starts again from its first step. */
+const STABLE_MS = 10_000;
+
 const DEFAULTS = {
   initialBackoffMs: 500,
-  maxBackoffMs: 30_000,
+  maxBackoffMs: 120_000,
   pingIntervalMs: 20_000,
   autoAck: false,
 };
@@ -93,6 +98,11 @@ export class Positions {
     return this.#map.get(stream);
   }
 
+  /** Remembers `position` for `stream`, whatever it had. */
+  set(stream, position) {
+    this.#map.set(stream, { epoch: position.epoch, offset: position.offset });
+  }
+
   /** Remembers `position` unless it is older than what the stream has. */
   advance(stream, position) {
     if (!this.isNew(stream, position)) return false;
@@ -100,11 +110,11 @@ export class Positions {
     return true;
   }
 
-  /** Starts a stream at `position` if nothing is remembered for it yet. */
+  /** Starts a stream at `position` if nothing is remembered for it yet; returns whether it did. */
   seed(stream, position) {
-    if (!this.#map.has(stream) && position?.epoch !== undefined) {
-      this.#map.set(stream, { epoch: position.epoch, offset: position.offset });
-    }
+    if (this.#map.has(stream) || position?.epoch === undefined) return false;
+    this.#map.set(stream, { epoch: position.epoch, offset: position.offset });
+    return true;
   }
 
   isNew(stream, position) {
@@ -113,7 +123,7 @@ export class Positions {
   }
 
   delete(stream) {
-    this.#map.delete(stream);
+    return this.#map.delete(stream);
   }
 
   toJSON() {
@@ -181,9 +191,10 @@ async function refusalOf(response) {
 /**
  * A connection to one tenant of a notify host.
  *
- * Events: `event` (frame, context), `state` ({state, code?, reason?}), `recovered`
- * ({stream, recovered: false}), `unread` ({unread, acked, offset, epoch}), `subscribed`,
- * `unsubscribed`, `error` (NotifyError or Error), `frame` (every raw frame).
+ * Events: `state` ({state, ...}), `event` (frame, context), `positions` (what to save to
+ * resume after a reload), `recovered` ({stream, recovered: false}), `unread` ({unread,
+ * acked, offset, epoch}), `subscribed`, `unsubscribed`, `transport`, `error` (NotifyError or
+ * Error), `frame` (every raw frame).
  */
 export class NotifyClient extends Emitter {
   #options;
@@ -201,6 +212,11 @@ export class NotifyClient extends Emitter {
   #disconnectReason = null;
   #transport;
   #fallback;
+  /** The user's read cursor ({epoch, acked}) as last reported, for tenants with acks. */
+  #cursor = null;
+  /** Resets the backoff once a connection has lasted `STABLE_MS`. */
+  #stable = null;
+  #onOnline = () => this.#reconnectNow();
 
   /**
    * @param {object} options
@@ -214,8 +230,9 @@ export class NotifyClient extends Emitter {
    * @param {Record<string, {epoch: string, offset: number}>} [options.positions] positions
    *   to resume from (as saved from `client.positions.toJSON()`)
    * @param {boolean} [options.autoAck] ack each user-stream event after its handlers return
-   * @param {number} [options.initialBackoffMs] first reconnect delay (jittered, doubling)
-   * @param {number} [options.maxBackoffMs] longest reconnect delay
+   * @param {number} [options.initialBackoffMs] first reconnect delay ceiling (doubling;
+   *   each wait is between half the ceiling and the ceiling)
+   * @param {number} [options.maxBackoffMs] largest reconnect delay ceiling
    * @param {number} [options.pingIntervalMs] application ping period (0: none)
    * @param {"auto" | "websocket" | "sse"} [options.transport] "auto" (the default) uses
    *   WebSocket and falls back to SSE when there is no WebSocket or the host is reachable
@@ -249,14 +266,17 @@ export class NotifyClient extends Emitter {
   /** Opens the connection; the client keeps it open until `close()`. */
   connect() {
     this.#closed = false;
-    if (this.#state === "idle" || this.#state === "disconnected") this.#open();
+    globalThis.addEventListener?.("online", this.#onOnline);
+    if (this.#state === "idle" || this.#state === "disconnected" || this.#state === "closed") this.#open();
     return this;
   }
 
   /** Closes the connection for good. */
   close() {
     this.#closed = true;
+    globalThis.removeEventListener?.("online", this.#onOnline);
     clearTimeout(this.#timer);
+    clearTimeout(this.#stable);
     this.#stopPing();
     const socket = this.#socket;
     this.#socket = null;
@@ -275,7 +295,7 @@ export class NotifyClient extends Emitter {
   /** Leaves `channel` and forgets its position. */
   unsubscribe(channel) {
     if (!this.#channels.delete(channel)) return;
-    this.positions.delete(`channel:${channel}`);
+    if (this.positions.delete(`channel:${channel}`)) this.#positionsChanged();
     if (this.#transport === "sse") this.#reopen();
     else this.#send({ type: "unsubscribe", channel });
   }
@@ -299,7 +319,7 @@ export class NotifyClient extends Emitter {
       query = await this.#query();
     } catch (error) {
       this.#signal("error", new NotifyError("token_unavailable", `the token getter failed: ${error.message}`, { cause: error }));
-      return this.#retry();
+      return this.#retry({ code: 1006, reason: "the token getter failed" });
     }
     if (this.#closed) return;
     const Socket = this.#options.WebSocket ?? globalThis.WebSocket;
@@ -316,7 +336,13 @@ export class NotifyClient extends Emitter {
 
   #openWebSocket(query, Socket) {
     const url = endpoint(this.#options.url, `/v1/ws/${encodeURIComponent(this.#options.tenant)}`, query);
-    const socket = new Socket(url);
+    let socket;
+    try {
+      socket = new Socket(url);
+    } catch (error) {
+      // A URL the runtime will not open (a page on https asking for ws://): no retry helps.
+      return this.#stop(new NotifyError("bad_url", `cannot open ${url}: ${error.message}`, { cause: error }), {});
+    }
     this.#socket = socket;
     let opened = false;
     socket.onopen = () => {
@@ -327,6 +353,7 @@ export class NotifyClient extends Emitter {
       if (this.#socket !== socket) return;
       this.#socket = null;
       this.#stopPing();
+      clearTimeout(this.#stable);
       if (opened) this.#closedBy(code, reason);
       else this.#failed(await this.#diagnose(url));
     };
@@ -377,6 +404,7 @@ export class NotifyClient extends Emitter {
       }
       if (!mine()) return;
       this.#socket = null;
+      clearTimeout(this.#stable);
       this.#closedBy(close.code, close.reason);
     })();
   }
@@ -454,8 +482,7 @@ export class NotifyClient extends Emitter {
       return this.#stop(error, { code, reason: why });
     }
     if (code === CREDENTIALS_EXPIRED) this.#token = null;
-    this.#setState("disconnected", { code, reason });
-    if (!this.#closed) this.#retry();
+    if (!this.#closed) this.#retry({ code, reason });
   }
 
   /**
@@ -467,7 +494,6 @@ export class NotifyClient extends Emitter {
   #failed(refusal) {
     const fresh = this.#freshToken;
     this.#freshToken = false;
-    this.#setState("disconnected", { code: 1006, reason: refusal?.message ?? "connection failed" });
     if (this.#closed) return;
     const status = refusal?.status;
     if (refusal?.code === "not_websocket" && this.#fallback) {
@@ -482,7 +508,7 @@ export class NotifyClient extends Emitter {
     } else if (refusal?.retryAfterMs !== undefined) {
       this.#retryAfterMs = refusal.retryAfterMs;
     }
-    this.#retry();
+    this.#retry({ code: 1006, reason: refusal?.message ?? "connection failed", ...(refusal?.code && { error: refusal.code }) });
   }
 
   /** The host's refusal of `url` ({status, code, message, retryAfterMs}), if it answers. */
@@ -499,22 +525,36 @@ export class NotifyClient extends Emitter {
 
   #stop(error, details) {
     this.#closed = true;
+    globalThis.removeEventListener?.("online", this.#onOnline);
     this.#setState("closed", details);
     this.#signal("error", error);
   }
 
-  #retry() {
+  /** Reports the disconnection (`details`, with the attempt and the wait) and waits to reopen. */
+  #retry(details) {
     const wait = this.#retryAfterMs ?? this.#backoff();
     this.#retryAfterMs = null;
     this.#attempt += 1;
+    this.#setState("disconnected", { ...details, attempt: this.#attempt, retryInMs: Math.round(wait) });
     this.#timer = setTimeout(() => this.#open(), wait);
   }
 
-  /** Full jitter: a random delay up to the doubled base, capped. */
+  /** The browser is back online: a client waiting out its backoff tries at once. */
+  #reconnectNow() {
+    if (this.#closed || this.#state !== "disconnected") return;
+    this.#attempt = 0;
+    this.#open();
+  }
+
+  /**
+   * "Equal jitter": a random wait between half the ceiling and the ceiling, which doubles
+   * with every failed attempt up to `maxBackoffMs`. Clients that keep failing spread out and
+   * slow down to minutes; none comes back sooner than half its ceiling.
+   */
   #backoff() {
     const { initialBackoffMs, maxBackoffMs } = this.#options;
-    const ceiling = Math.min(maxBackoffMs, initialBackoffMs * 2 ** Math.min(this.#attempt, 20));
-    return Math.random() * ceiling;
+    const ceiling = Math.min(maxBackoffMs, initialBackoffMs * 2 ** Math.min(this.#attempt, 30));
+    return ceiling / 2 + (Math.random() * ceiling) / 2;
   }
 
   #receive(data) {
@@ -537,9 +577,10 @@ export class NotifyClient extends Emitter {
       case "unsubscribed":
         // Also a backend's doing (server-side subscriptions): the client follows it.
         this.#channels.delete(frame.channel);
-        this.positions.delete(`channel:${frame.channel}`);
+        if (this.positions.delete(`channel:${frame.channel}`)) this.#positionsChanged();
         return this.#signal("unsubscribed", { channel: frame.channel });
       case "acked":
+        this.#cursor = { epoch: frame.epoch, acked: frame.offset };
         return this.#signal("unread", { epoch: frame.epoch, offset: frame.offset, acked: frame.offset, unread: frame.unread });
       case "disconnected":
         this.#disconnectReason = frame.reason ?? null;
@@ -555,15 +596,17 @@ export class NotifyClient extends Emitter {
   }
 
   #welcome(frame) {
-    this.#attempt = 0;
     this.#freshToken = false;
-    for (const [name, stream] of Object.entries(frame.streams ?? {})) {
-      if (stream.recovered === false) this.#signal("recovered", { stream: name, recovered: false });
-      this.positions.seed(name, stream);
-    }
-    const user = frame.streams?.user;
-    if (user?.unread !== undefined) this.#signal("unread", { epoch: user.epoch, offset: user.offset, acked: user.acked, unread: user.unread });
+    clearTimeout(this.#stable);
+    this.#stable = setTimeout(() => (this.#attempt = 0), STABLE_MS);
     this.#setState("connected", { connectionId: frame.connection_id, user: frame.user, transport: this.#transport });
+    const changed = Object.entries(frame.streams ?? {}).map(([name, stream]) => this.#resumed(name, stream));
+    if (changed.some(Boolean)) this.#positionsChanged();
+    const user = frame.streams?.user;
+    if (user?.unread !== undefined) {
+      this.#cursor = { epoch: user.epoch, acked: user.acked };
+      this.#signal("unread", { epoch: user.epoch, offset: user.offset, acked: user.acked, unread: user.unread });
+    }
     if (this.#transport === "websocket") {
       for (const channel of this.#channels.keys()) this.#sendSubscribe(channel);
       this.#startPing();
@@ -573,17 +616,50 @@ export class NotifyClient extends Emitter {
   }
 
   #subscribed(frame) {
-    const stream = `channel:${frame.channel}`;
-    if (frame.recovered === false) this.#signal("recovered", { stream, recovered: false });
-    this.positions.seed(stream, frame);
     this.#channels.set(frame.channel, "subscribed");
+    if (this.#resumed(`channel:${frame.channel}`, frame)) this.#positionsChanged();
     this.#signal("subscribed", { channel: frame.channel, recovered: frame.recovered !== false });
   }
 
+  /**
+   * Takes in what the host reported of a stream it joined ({epoch, offset, recovered});
+   * returns whether the remembered position changed. A stream whose history started over
+   * (another epoch) is remembered at offset 0 of the new epoch: the host replays that epoch
+   * from its beginning, and the next connect resumes from there, recovered.
+   */
+  #resumed(stream, reported) {
+    if (reported.recovered !== false) return this.positions.seed(stream, reported);
+    this.#signal("recovered", { stream, recovered: false });
+    const known = this.positions.get(stream);
+    if (reported.epoch === undefined || known?.epoch === reported.epoch) return false;
+    this.positions.set(stream, { epoch: reported.epoch, offset: 0 });
+    return true;
+  }
+
+  #positionsChanged() {
+    this.#signal("positions", this.positions.toJSON());
+  }
+
+  /** A user-stream event is one more unread until some device acks it. */
+  #countUnread(frame) {
+    if (!this.#cursor) return;
+    const acked = this.#cursor.epoch === frame.epoch ? this.#cursor.acked : 0;
+    this.#signal("unread", { epoch: frame.epoch, offset: frame.offset, acked, unread: Math.max(0, frame.offset - acked) });
+  }
+
+  /**
+   * Delivers one event to the handlers. Its position is remembered (and `positions` fires)
+   * before they run, so a handler that saves the positions saves this event as seen.
+   */
   async #event(frame) {
     const stream = streamOf(frame);
     const positioned = frame.epoch !== undefined;
     if (positioned && !this.positions.isNew(stream, frame)) return;
+    if (positioned) {
+      this.positions.advance(stream, frame);
+      this.#positionsChanged();
+      if (stream === "user") this.#countUnread(frame);
+    }
     let acked = false;
     const context = {
       stream,
@@ -594,7 +670,6 @@ export class NotifyClient extends Emitter {
     };
     const results = await Promise.allSettled(this.emit("event", frame, context));
     for (const result of results) if (result.status === "rejected") this.#signal("error", result.reason);
-    if (positioned) this.positions.advance(stream, frame);
     const handled = results.every((result) => result.status === "fulfilled");
     if (this.#options.autoAck && handled && stream === "user" && positioned && !acked) this.ack(frame);
   }

@@ -240,3 +240,21 @@ test("SSE without fetch is an error, not a retry loop", async () => {
   await eventually(() => lonely.state === "closed");
   assert.equal(seen.errors[0].code, "no_fetch");
 });
+
+test("a client that keeps failing slows down, each wait at least half its doubling ceiling", async (t) => {
+  const port = await freePort(); // nothing listens there
+  const failing = new NotifyClient({ url: `http://127.0.0.1:${port}`, tenant: "demo", user: "x", initialBackoffMs: 20, maxBackoffMs: 320 });
+  t.after(() => failing.close());
+  const seen = record(failing);
+  failing.connect();
+  const waits = await eventually(() => {
+    const down = seen.states.filter((s) => s.state === "disconnected");
+    return down.length >= 7 && down;
+  });
+  for (const [i, { attempt, retryInMs }] of waits.slice(0, 7).entries()) {
+    const ceiling = Math.min(320, 20 * 2 ** i);
+    assert.equal(attempt, i + 1);
+    assert.ok(retryInMs >= ceiling / 2 - 1 && retryInMs <= ceiling + 1, `attempt ${attempt}: waits ${retryInMs} ms, ceiling ${ceiling}`);
+  }
+  assert.deepEqual(seen.errors, [], "an unreachable host is retried, never given up");
+});
