@@ -102,7 +102,8 @@ test("the dashboard signs in, and shows node health, charts, tenants, plugins wi
 
   // This node's health, from its /metrics and /readyz.
   assert.match(await field(page, "node"), /^node-/);
-  assert.equal(await field(page, "version"), JSON.parse(readFileSync(join(ROOT, "clients/js/package.json"))).version);
+  const workspace = /^version = "(.+)"$/m.exec(readFileSync(join(ROOT, "Cargo.toml"), "utf8"))[1];
+  assert.equal(await field(page, "version"), workspace, "the host's version");
   assert.equal(await field(page, "ready"), "ready");
   assert.match(await field(page, "uptime"), /\d+ (s|min|h|d)/);
   assert.match(await field(page, "memory"), /^\d+\.\d MiB resident$/);
