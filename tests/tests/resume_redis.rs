@@ -110,7 +110,10 @@ async fn a_flushed_redis_starts_a_new_epoch_and_resuming_is_not_recovered_but_re
     // What the new epoch holds is replayed: the client's history is gone, this one is new.
     for i in 1..=2 {
         let ev = ann.next_event().await?;
-        assert_eq!((ev["event"].clone(), ev["data"].clone(), ev["offset"].clone()), (json!("after"), json!(i), json!(i)));
+        assert_eq!(
+            (ev["event"].clone(), ev["data"].clone(), ev["offset"].clone()),
+            (json!("after"), json!(i), json!(i))
+        );
     }
     // Live events continue in the new epoch.
     a.publish_ok(&json!({ "users": ["ann"], "event": "live" })).await?;

@@ -23,8 +23,8 @@ use super::ApiError;
 use super::code::ErrorCode;
 use super::extract::{PathParams, read_body};
 use super::handshake::{self, ConnectQuery, Refusal};
-use super::resume;
 use super::openapi::ErrorBody;
+use super::resume;
 use crate::app::App;
 use crate::backend::HistoryError;
 use crate::stream::Position;
@@ -56,9 +56,10 @@ pub(crate) async fn handle(
 ) -> Response {
     let (req, _body) = req.into_parts();
     let peer = handshake::client_addr(&app, peer, &req);
-    let admitted =
-        handshake::admit(&app, &tenant_id, peer, &req, |tenant, identity| resume::from_request(&app, tenant, identity, &req))
-            .await;
+    let admitted = handshake::admit(&app, &tenant_id, peer, &req, |tenant, identity| {
+        resume::from_request(&app, tenant, identity, &req)
+    })
+    .await;
     let mut res = match admitted {
         Ok((joining, cursor)) => {
             let body = crate::sse::spawn(&app, joining, cursor);
@@ -180,4 +181,3 @@ fn cors(headers: &HeaderMap) -> Response {
     handshake::readable_by_origin(headers, h);
     res
 }
-
