@@ -21,6 +21,11 @@ publish_key = "app-publish-key"
 auth = { mode = "insecure" }
 allowed_origins = ["${origin}"]
 history = { size = 100, ttl = "10m", acks = true }
+[tenants.plain]
+publish_key = "plain-publish-key"
+auth = { mode = "insecure" }
+allowed_origins = ["${origin}"]
+history = { size = 100, ttl = "10m" }
 [tenants.strict]
 publish_key = "strict-publish-key"
 auth = { mode = "insecure" }
@@ -147,6 +152,25 @@ test("after a host restart the client takes the new history: later connects are 
   assert.deepEqual(s.recovered, [], "nothing was missed since the restart");
   await host.publish("app-publish-key", { users: ["dan"], event: "four" });
   await eventually(async () => (await shown(page, "notify:app:dan")).length === 4);
+});
+
+test("a page that comes back after the host lost its history gets what the new history holds", async (t) => {
+  const context = await browser.newContext();
+  const options = { url: host.url, tenant: "plain", user: "gus" };
+  const page = await open(t, options, context);
+  await until(page, (s) => connections(s) === 1);
+  await host.publish("plain-publish-key", { users: ["gus"], event: "before" });
+  await eventually(async () => (await shown(page, "notify:plain:gus")).length === 1);
+  await page.goto("about:blank");
+
+  await host.restart();
+  await host.publish("plain-publish-key", { users: ["gus"], event: "after", data: 1 });
+  await host.publish("plain-publish-key", { users: ["gus"], event: "after", data: 2 });
+  const back = await open(t, options, context);
+  const s = await until(back, (s) => connections(s) === 1 && s.recovered.length === 2);
+  assert.deepEqual(s.recovered.sort(), ["broadcast", "user"], "the old history is gone");
+  await back.waitForSelector("#events li:nth-child(2)");
+  assert.deepEqual(await back.$$eval("#events li", (items) => items.map((li) => li.textContent)), ["user after 1", "user after 2"]);
 });
 
 test("the unread count follows every event, not only welcome and acks", async (t) => {
