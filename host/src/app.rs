@@ -1,6 +1,5 @@
 //! The state every request and connection shares.
 
-use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
@@ -10,11 +9,9 @@ use crate::addresses::Addresses;
 use crate::admission::Admission;
 
 use crate::backend::control::{ControlState, ControlStore};
-use crate::backend::memory::FileStore;
-use crate::backend::redis::RedisStore;
-use crate::backend::{Backends, Broker, BrokerError, History, Idempotency, Presence};
+use crate::backend::{Backends, BackendsError, Broker, History, Idempotency, LocalDelivery, Presence};
 use crate::clock::IdGenerator;
-use crate::config::{BrokerConfig, Config, RedisConfig};
+use crate::config::Config;
 use crate::drain::Drain;
 use crate::fanout::QueueLimits;
 use crate::hub::Hub;
@@ -32,7 +29,7 @@ pub enum StartError {
     #[error(transparent)]
     Plugin(#[from] PluginError),
     #[error(transparent)]
-    Broker(#[from] BrokerError),
+    Backends(#[from] BackendsError),
     #[error("control-plane store: {0}")]
     Control(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error(transparent)]
@@ -64,6 +61,8 @@ pub(crate) struct App {
     pub workers: TaskTracker,
     /// This node's name in the cluster (`broker.node_id`, or random per process).
     pub node_id: Arc<str>,
+    /// Whether other nodes share this node's backends (cluster mode).
+    pub shared: bool,
     pub presence: Arc<dyn Presence>,
     /// Stream history for positions, resume and read cursors: in memory with the memory
     /// broker, in Redis with the Redis broker (which appends to it as it publishes).
@@ -100,19 +99,8 @@ impl App {
         let hub = Arc::new(Hub::new(limits));
         let tenants = Arc::new(Tenants::from_config(&config));
         let broker_metrics = Arc::new(BrokerMetrics::default());
-        let node_id: Arc<str> = match &config.broker {
-            BrokerConfig::Redis(RedisConfig { node_id: Some(id), .. }) => Arc::from(id.as_str()),
-            _ => Arc::from(format!("node-{:016x}", RandomState::new().hash_one(std::process::id()))),
-        };
-        let Backends { broker, history, presence, idempotency } =
-            Backends::start(&config, &hub, &tenants, &node_id, &broker_metrics).await?;
-        let control: Arc<dyn ControlStore> = match &config.broker {
-            BrokerConfig::Redis(redis) => Arc::new(RedisStore::start(redis).await?),
-            BrokerConfig::Memory => {
-                let data_dir = config.server.data_dir.as_ref().map(|d| config.base_dir.join(d));
-                Arc::new(FileStore::open(data_dir).map_err(|e| StartError::Control(e.into()))?)
-            }
-        };
+        let Backends { broker, history, presence, idempotency, control, node_id, shared } =
+            Backends::start(&config, &(hub.clone() as Arc<dyn LocalDelivery>), &tenants, &broker_metrics).await?;
         let plugins = Arc::new(Plugins::from_config(&config, &tenants).await?);
         let addresses = Addresses::new(config.addresses.clone(), config.server.max_handshakes);
         let admission = Admission::new(config.server.max_connections, addresses.counts());
@@ -136,6 +124,7 @@ impl App {
             connections: TaskTracker::new(),
             workers: TaskTracker::new(),
             node_id,
+            shared,
             presence,
             history,
             idempotency,
@@ -172,7 +161,7 @@ impl App {
         if let Some(streams) = self.history.streams_kept() {
             crate::metrics::render_history(&mut out, streams);
         }
-        if matches!(self.config.broker, BrokerConfig::Redis(_)) {
+        if self.shared {
             crate::metrics::render_broker(&mut out, &self.broker_metrics);
         }
         if let Some(tls) = &self.tls {

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use crate::app::App;
 use crate::backend::control::{Blob, ControlState, NODE_HEALTH, StoreError};
-use crate::config::BrokerConfig;
 use crate::plugin::Running;
 use crate::revocation::Revoked;
 use crate::session;
@@ -278,7 +277,7 @@ pub(crate) async fn load(app: &Arc<App>) -> Result<(), StoreError> {
             app.control_loaded.store(true, Relaxed);
             Ok(())
         }
-        Err(e) if matches!(app.config.broker, BrokerConfig::Redis(_)) => {
+        Err(e) if app.shared => {
             tracing::warn!(error = %e, "control-plane state not loaded yet; the node is not ready until it is");
             Ok(())
         }
@@ -402,7 +401,7 @@ pub(crate) fn health(app: &App) -> NodeHealth {
         started_at_ms: app.started_at_ms,
         resident_bytes: crate::metrics::resident_bytes(),
         ready: app.readiness().to_owned(),
-        broker_up: matches!(app.config.broker, BrokerConfig::Redis(_)).then(|| app.broker.healthy()),
+        broker_up: app.shared.then(|| app.broker.healthy()),
     }
 }
 

@@ -66,7 +66,7 @@ pub(super) struct NewTenant {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Redis(_) | StoreError::Timeout(_) | StoreError::Lost { .. } => {
+            StoreError::Unavailable(_) | StoreError::Lost { .. } => {
                 Self::new(ErrorCode::StoreUnavailable, e.to_string())
             }
             _ => Self::new(ErrorCode::StoreError, e.to_string()),

@@ -1,22 +1,17 @@
 //! The broker carries accepted events from ingest to every hub with interested connections.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use super::BoxFuture;
 use super::interest::Ticket;
+use super::{BackendError, BoxFuture};
 use crate::event::Event;
 use crate::stream::Target;
 use crate::tenant::Tenant;
 
 /// Why a broker could not take events.
 #[derive(Debug, thiserror::Error)]
-pub enum BrokerError {
-    #[error("broker unavailable: Redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("broker unavailable: no answer from Redis within {0:?}")]
-    Timeout(Duration),
-}
+#[error("broker unavailable: {0}")]
+pub struct BrokerError(#[from] pub(crate) BackendError);
 
 /// Carries events to hubs.
 ///

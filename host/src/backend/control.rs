@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
-use super::BoxFuture;
+use super::{BackendError, BoxFuture};
 use std::sync::Arc;
 
 use crate::config::{AuthConfig, HistoryConfig, LimitOverrides, SlowClientPolicy, TenantConfig};
@@ -207,10 +207,8 @@ pub(crate) enum StoreError {
     Io { what: String, source: std::io::Error },
     #[error("control-plane store: unreadable state: {0}")]
     Corrupt(#[from] serde_json::Error),
-    #[error("control-plane store: Redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("control-plane store: no answer from Redis within {0:?}")]
-    Timeout(std::time::Duration),
+    #[error("control-plane store: {0}")]
+    Unavailable(#[from] BackendError),
     #[error(
         "control-plane store: it lost state (version {stored}, this node has {applied}) and is being restored; retry"
     )]

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use super::BoxFuture;
+use super::{BackendError, BoxFuture};
 use crate::stream::{Position, Replay, Target};
 use crate::tenant::Tenant;
 
@@ -70,13 +70,8 @@ impl From<crate::config::HistoryConfig> for Limits {
 /// Why history could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum HistoryError {
-    #[error("history unavailable: Redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("history unavailable: no answer from Redis within {0:?}")]
-    Timeout(Duration),
-    /// The store answered something this version does not understand.
-    #[error("history unavailable: malformed reply ({0})")]
-    Malformed(String),
+    #[error("history unavailable: {0}")]
+    Unavailable(#[from] BackendError),
     #[error("history unavailable: the stream has no position")]
     NoPosition,
     #[error("position {0}:{1} is not in the current history (epoch {2}, latest offset {3})")]

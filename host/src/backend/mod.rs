@@ -8,6 +8,8 @@
 pub(crate) mod broker;
 mod coalesce;
 pub(crate) mod control;
+mod delivery;
+mod error;
 pub(crate) mod history;
 pub(crate) mod idempotency;
 pub(crate) mod interest;
@@ -15,19 +17,22 @@ pub(crate) mod memory;
 pub(crate) mod presence;
 pub(crate) mod redis;
 
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 pub(crate) use broker::Broker;
 pub use broker::BrokerError;
+pub(crate) use delivery::LocalDelivery;
+pub(crate) use error::BackendError;
 pub(crate) use futures_util::future::BoxFuture;
 pub(crate) use history::{History, HistoryError};
 pub(crate) use idempotency::Idempotency;
 pub(crate) use presence::{Presence, PresenceError};
 
 use crate::config::{BrokerConfig, Config};
-use crate::hub::Hub;
 use crate::metrics::BrokerMetrics;
 use crate::tenant::Tenants;
+use control::{ControlStore, StoreError};
 
 /// The backends of one node, all of one kind.
 pub(crate) struct Backends {
@@ -35,23 +40,51 @@ pub(crate) struct Backends {
     pub(crate) history: Arc<dyn History>,
     pub(crate) presence: Arc<dyn Presence>,
     pub(crate) idempotency: Arc<dyn Idempotency>,
+    pub(crate) control: Arc<dyn ControlStore>,
+    /// This node's name among the nodes sharing the backends (random per process unless
+    /// the backend's config names it).
+    pub(crate) node_id: Arc<str>,
+    /// Whether other nodes share these backends: then the broker can be out of reach while
+    /// the node runs, and the node reports the broker's health and metrics.
+    pub(crate) shared: bool,
+}
+
+/// Why a node's backends could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendsError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// A [`StoreError`], whose message names the store.
+    #[error(transparent)]
+    Control(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<StoreError> for BackendsError {
+    fn from(e: StoreError) -> Self {
+        Self::Control(e.into())
+    }
 }
 
 impl Backends {
-    /// The memory backends, or the Redis ones (connected, their tasks started) in cluster mode.
+    /// The backends `config.broker` names, connected and with their tasks started. This is
+    /// the one place that knows which backend runs.
     pub(crate) async fn start(
         config: &Config,
-        hub: &Arc<Hub>,
+        local: &Arc<dyn LocalDelivery>,
         tenants: &Arc<Tenants>,
-        node_id: &Arc<str>,
         metrics: &Arc<BrokerMetrics>,
-    ) -> Result<Self, BrokerError> {
+    ) -> Result<Self, BackendsError> {
         match &config.broker {
-            BrokerConfig::Memory => Ok(memory::backends(hub)),
+            BrokerConfig::Memory => memory::backends(config, local),
             BrokerConfig::Redis(redis) => {
                 let spread = config.connections.reconnect_spread;
-                redis::backends(redis, hub, tenants, node_id, metrics, spread).await
+                redis::backends(redis, local, tenants, metrics, spread).await
             }
         }
     }
+}
+
+/// A node id for a node whose config names none.
+fn random_node_id() -> Arc<str> {
+    Arc::from(format!("node-{:016x}", RandomState::new().hash_one(std::process::id())))
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::BoxFuture;
+use super::{BackendError, BoxFuture};
 use crate::tenant::Tenant;
 
 /// How presence waits: `debounce` before reporting a user offline, `node_timeout` before a
@@ -22,8 +22,8 @@ pub(crate) struct Status {
 
 /// Why presence could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("presence unavailable")]
-pub(crate) struct PresenceError(#[from] pub(crate) redis::RedisError);
+#[error("presence unavailable: {0}")]
+pub(crate) struct PresenceError(#[from] pub(crate) BackendError);
 
 /// Counts users' connections.
 ///

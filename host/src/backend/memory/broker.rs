@@ -5,21 +5,20 @@ use std::sync::Arc;
 
 use super::history::MemoryHistory;
 use crate::backend::history::Limits;
-use crate::backend::{BoxFuture, Broker, BrokerError};
+use crate::backend::{BoxFuture, Broker, BrokerError, LocalDelivery};
 use crate::event::Event;
-use crate::hub::Hub;
 use crate::tenant::Tenant;
 
 /// Delivers straight into the local hub; the publisher waits for the fan-out, which is what
 /// bounds ingest when fan-out falls behind.
 pub(crate) struct MemoryBroker {
-    hub: Arc<Hub>,
+    local: Arc<dyn LocalDelivery>,
     history: Arc<MemoryHistory>,
 }
 
 impl MemoryBroker {
-    pub(crate) fn new(hub: Arc<Hub>, history: Arc<MemoryHistory>) -> Self {
-        Self { hub, history }
+    pub(crate) fn new(local: Arc<dyn LocalDelivery>, history: Arc<MemoryHistory>) -> Self {
+        Self { local, history }
     }
 }
 
@@ -29,7 +28,7 @@ impl Broker for MemoryBroker {
             let limits = Limits::from(tenant.config.history);
             for event in events {
                 if !tenant.config.history.enabled() {
-                    self.hub.deliver(tenant, event);
+                    self.local.deliver(tenant, event);
                     continue;
                 }
                 for target in event.targets() {
@@ -43,7 +42,7 @@ impl Broker for MemoryBroker {
                         |frame, position| {
                             let latency = event.received_at.elapsed();
                             let filter = filter.map(|f| &**f);
-                            self.hub.deliver_frame(tenant, target, frame, filter, Some(position), latency);
+                            self.local.deliver_frame(tenant, target, frame, filter, Some(position), latency);
                         },
                     );
                 }
@@ -54,5 +53,87 @@ impl Broker for MemoryBroker {
 
     fn healthy(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::clock::IdGenerator;
+    use crate::config::Config;
+    use crate::segment::Filter;
+    use crate::stream::{Position, Target};
+    use crate::tenant::Tenants;
+
+    /// Records what the broker hands to local connections.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl LocalDelivery for Recorder {
+        fn deliver(&self, _: &Tenant, event: &Event) {
+            self.0.lock().unwrap().push(format!("event {}", event.name));
+        }
+
+        fn deliver_frame(
+            &self,
+            _: &Tenant,
+            target: Target<'_>,
+            _: &Bytes,
+            _: Option<&Filter>,
+            at: Option<&Position>,
+            _: Duration,
+        ) {
+            let offset = at.map(|p| p.offset);
+            self.0.lock().unwrap().push(format!("frame {target:?} {offset:?}"));
+        }
+
+        fn resync(&self, _: Duration) -> usize {
+            0
+        }
+
+        fn resync_stream(&self, _: &Tenant, _: Target<'_>, _: Duration) -> usize {
+            0
+        }
+
+        fn user_connections(&self, _: &Tenant, _: &str) -> usize {
+            0
+        }
+    }
+
+    fn tenants() -> Arc<Tenants> {
+        let toml = "[tenants.kept]\npublish_key = \"key-1234\"\nhistory = { size = 10 }\n\
+                    [tenants.live]\npublish_key = \"key-5678\"\nhistory = { size = 0 }\n";
+        Arc::new(Tenants::from_config(&Config::from_toml(toml, "test", []).unwrap()))
+    }
+
+    fn event(body: &str) -> Event {
+        crate::ingest::parse_one(&IdGenerator::default(), body.as_bytes()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn events_reach_local_connections_through_history_when_the_tenant_keeps_one() {
+        let recorder = Arc::new(Recorder::default());
+        let broker = MemoryBroker::new(recorder.clone(), Arc::new(MemoryHistory::default()));
+        let tenants = tenants();
+        let two = event(r#"{"users": ["ann"], "channels": ["news"], "event": "two"}"#);
+        let (kept, live) = (tenants.get("kept").unwrap(), tenants.get("live").unwrap());
+        broker.publish(&kept, &[two]).await.unwrap();
+        broker.publish(&kept, &[event(r#"{"users": ["ann"], "event": "again"}"#)]).await.unwrap();
+        broker.publish(&live, &[event(r#"{"users": ["ann"], "event": "live"}"#)]).await.unwrap();
+        let seen = recorder.0.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            [
+                r#"frame User("ann") Some(1)"#,
+                r#"frame Channel("news") Some(1)"#,
+                r#"frame User("ann") Some(2)"#,
+                "event live",
+            ]
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! The backends of a single node: delivery straight into the local hub, history and
-//! idempotency keys in memory, presence read from the hub.
+//! idempotency keys in memory, presence read from the local connections.
 
 mod broker;
 mod control;
@@ -9,17 +9,23 @@ mod presence;
 
 use std::sync::Arc;
 
-pub(crate) use control::FileStore;
+use control::FileStore;
 
-use super::Backends;
-use crate::hub::Hub;
+use super::{Backends, BackendsError, LocalDelivery};
+use crate::config::Config;
 
-pub(super) fn backends(hub: &Arc<Hub>) -> Backends {
+/// One node's backends; the control-plane state is kept in a file under `server.data_dir`,
+/// or in memory without one.
+pub(super) fn backends(config: &Config, local: &Arc<dyn LocalDelivery>) -> Result<Backends, BackendsError> {
     let history = Arc::new(history::MemoryHistory::default());
-    Backends {
-        broker: Arc::new(broker::MemoryBroker::new(hub.clone(), history.clone())),
+    let data_dir = config.server.data_dir.as_ref().map(|d| config.base_dir.join(d));
+    Ok(Backends {
+        broker: Arc::new(broker::MemoryBroker::new(local.clone(), history.clone())),
         history,
         idempotency: Arc::new(idempotency::MemoryIdempotency::default()),
-        presence: Arc::new(presence::MemoryPresence::new(hub.clone())),
-    }
+        presence: Arc::new(presence::MemoryPresence::new(local.clone())),
+        control: Arc::new(FileStore::open(data_dir)?),
+        node_id: super::random_node_id(),
+        shared: false,
+    })
 }

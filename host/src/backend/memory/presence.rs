@@ -2,19 +2,18 @@
 
 use std::sync::Arc;
 
-use crate::backend::BoxFuture;
 use crate::backend::presence::{Presence, PresenceError, Status};
-use crate::hub::Hub;
+use crate::backend::{BoxFuture, LocalDelivery};
 use crate::tenant::Tenant;
 
 /// Reads connection counts from the hub; nothing to keep.
 pub(crate) struct MemoryPresence {
-    hub: Arc<Hub>,
+    local: Arc<dyn LocalDelivery>,
 }
 
 impl MemoryPresence {
-    pub(crate) fn new(hub: Arc<Hub>) -> Self {
-        Self { hub }
+    pub(crate) fn new(local: Arc<dyn LocalDelivery>) -> Self {
+        Self { local }
     }
 }
 
@@ -24,7 +23,7 @@ impl Presence for MemoryPresence {
     fn disconnected(&self, _: &Arc<Tenant>, _: &str) {}
 
     fn status<'a>(&'a self, tenant: &'a Tenant, user: &'a str) -> BoxFuture<'a, Result<Status, PresenceError>> {
-        let connections = self.hub.user_connections(tenant, user) as u64;
+        let connections = self.local.user_connections(tenant, user) as u64;
         Box::pin(async move { Ok(Status { connections }) })
     }
 }
@@ -34,7 +33,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::fanout::QueueLimits;
-    use crate::hub::Conn;
+    use crate::hub::{Conn, Hub};
     use crate::tenant::Tenants;
 
     #[tokio::test]

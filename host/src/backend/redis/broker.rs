@@ -25,11 +25,10 @@ use super::link::{Link, MIN_BACKOFF};
 use super::pubsub::{Incoming, Transport};
 use super::{envelope, history, keys};
 use crate::backend::interest::{Change, Changes, Counts, Interest, Ticket};
-use crate::backend::{BoxFuture, Broker, BrokerError};
+use crate::backend::{BoxFuture, Broker, BrokerError, LocalDelivery};
 use crate::clock::now_micros;
 use crate::config::RedisConfig;
 use crate::event::Event;
-use crate::hub::Hub;
 use crate::metrics::BrokerMetrics;
 use crate::stream::Target;
 use crate::tenant::{Tenant, Tenants};
@@ -65,7 +64,7 @@ impl RedisBroker {
     /// ready until it answers); a cluster must answer at start.
     pub(crate) async fn start(
         config: &RedisConfig,
-        hub: Arc<Hub>,
+        local: Arc<dyn LocalDelivery>,
         tenants: Arc<Tenants>,
         metrics: Arc<BrokerMetrics>,
         reconnect_spread: Duration,
@@ -76,7 +75,7 @@ impl RedisBroker {
         let subscriber = Subscriber {
             config: config.clone(),
             publisher: publisher.clone(),
-            hub,
+            local,
             tenants,
             changes,
             health: health.clone(),
@@ -136,8 +135,8 @@ impl Broker for RedisBroker {
                     self.health.publisher.store(false, Relaxed);
                     self.metrics.publish_failures.fetch_add(1, Relaxed);
                     Err(match failed {
-                        Ok(Err(e)) => BrokerError::Redis(e),
-                        _ => BrokerError::Timeout(self.timeout),
+                        Ok(Err(e)) => BrokerError::from(e),
+                        _ => super::timeout(self.timeout).into(),
                     })
                 }
             }
@@ -162,7 +161,7 @@ struct Subscriber {
     config: RedisConfig,
     /// Pinged every tick, so publisher health recovers without waiting for a publish.
     publisher: Link,
-    hub: Arc<Hub>,
+    local: Arc<dyn LocalDelivery>,
     /// The live registry: tenants created or deleted at runtime are followed.
     tenants: Arc<Tenants>,
     changes: Changes,
@@ -249,7 +248,7 @@ impl Subscriber {
         self.changes.mark_synced();
         tracing::info!(channels = self.counts.subscriptions(), "Redis pub/sub connected");
         if std::mem::take(&mut self.resync) {
-            let told = self.hub.resync(self.reconnect_spread);
+            let told = self.local.resync(self.reconnect_spread);
             self.metrics.resyncs.fetch_add(1, Relaxed);
             tracing::info!(connections = told, "pub/sub was down: connections told to reconnect and resume");
         }
@@ -322,7 +321,7 @@ impl Subscriber {
         self.subscribe(transport, vec![channel.clone()]).await?;
         let stream = parse_stream_channel(&channel).and_then(|(t, target)| Some((self.tenants.get(t)?, target)));
         if let Some((tenant, target)) = stream {
-            let told = self.hub.resync_stream(&tenant, target, self.reconnect_spread);
+            let told = self.local.resync_stream(&tenant, target, self.reconnect_spread);
             self.metrics.resyncs.fetch_add(1, Relaxed);
             tracing::info!(channel, connections = told, "sharded subscription moved: its connections resume");
         }
@@ -368,7 +367,7 @@ impl Subscriber {
         match envelope::decode(payload.into()) {
             Ok(e) => {
                 let latency = Duration::from_micros(now_micros().saturating_sub(e.published_micros));
-                self.hub.deliver_frame(&tenant, target, &e.frame, e.filter.as_ref(), e.position.as_ref(), latency);
+                self.local.deliver_frame(&tenant, target, &e.frame, e.filter.as_ref(), e.position.as_ref(), latency);
             }
             Err(e) => {
                 self.metrics.undecodable.fetch_add(1, Relaxed);

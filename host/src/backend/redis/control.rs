@@ -54,7 +54,7 @@ impl RedisStore {
         let mut conn = self.link.clone();
         match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
             Ok(reply) => Ok(reply?),
-            Err(_) => Err(StoreError::Timeout(self.timeout)),
+            Err(_) => Err(StoreError::from(super::timeout(self.timeout))),
         }
     }
 
@@ -121,7 +121,7 @@ impl RedisStore {
             let mut conn = self.link.clone();
             match tokio::time::timeout(self.timeout, pipe.query_async::<()>(&mut conn)).await {
                 Ok(reply) => reply?,
-                Err(_) => return Err(StoreError::Timeout(self.timeout)),
+                Err(_) => return Err(StoreError::from(super::timeout(self.timeout))),
             }
         }
         Ok(())
@@ -220,7 +220,7 @@ impl ControlStore for RedisStore {
             let mut conn = self.link.clone();
             match tokio::time::timeout(self.timeout, pipe.query_async::<()>(&mut conn)).await {
                 Ok(reply) => Ok(reply?),
-                Err(_) => Err(StoreError::Timeout(self.timeout)),
+                Err(_) => Err(StoreError::from(super::timeout(self.timeout))),
             }
         })
     }
@@ -284,11 +284,11 @@ async fn session(config: &RedisConfig, link: &Link, heard: &Heard) -> Result<(),
     let timeout = config.timeout;
     let mut transport = tokio::time::timeout(timeout * 3, Transport::connect(config))
         .await
-        .map_err(|_| StoreError::Timeout(timeout * 3))??;
+        .map_err(|_| StoreError::from(super::timeout(timeout * 3)))??;
     let channels = [keys::CONTROL_CHANNEL.to_owned(), keys::COMMANDS_CHANNEL.to_owned()];
     tokio::time::timeout(timeout, transport.subscribe(&channels, true, false))
         .await
-        .map_err(|_| StoreError::Timeout(timeout))??;
+        .map_err(|_| StoreError::from(super::timeout(timeout)))??;
     let current: Option<u64> = ::redis::cmd("GET").arg(keys::control_version()).query_async(&mut link.clone()).await?;
     let Some(sender) = heard.version.upgrade() else { return Ok(()) };
     heard.listening.store(true, Relaxed);

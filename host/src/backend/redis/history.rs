@@ -72,7 +72,7 @@ pub(crate) fn append_cmd(
 }
 
 fn malformed(e: impl std::fmt::Display) -> HistoryError {
-    HistoryError::Malformed(e.to_string())
+    super::malformed(e.to_string()).into()
 }
 
 fn int(v: &Value) -> Result<u64, HistoryError> {
@@ -127,7 +127,7 @@ impl RedisHistory {
         let mut conn = self.link.clone();
         match tokio::time::timeout(self.timeout, script.invoke_async::<Value>(&mut conn)).await {
             Ok(reply) => Ok(reply?),
-            Err(_) => Err(HistoryError::Timeout(self.timeout)),
+            Err(_) => Err(super::timeout(self.timeout).into()),
         }
     }
 

@@ -40,7 +40,7 @@ impl Link {
                 .build()?;
             let conn = tokio::time::timeout(timeout * 3, client.get_async_connection())
                 .await
-                .map_err(|_| BrokerError::Timeout(timeout * 3))??;
+                .map_err(|_| BrokerError::from(super::timeout(timeout * 3)))??;
             return Ok(Self::Cluster(conn));
         }
         let client = single_client(config)?;

@@ -15,34 +15,68 @@ mod scripts;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) use control::RedisStore;
+use control::RedisStore;
 pub(crate) use link::Link;
 pub(crate) use scripts::{DELETE_IF_EQUAL, LEASE_RENEW};
 
 use super::coalesce::Coalesced;
-use super::presence::Timing;
-use super::{Backends, BrokerError};
+use super::control::StoreError;
+use super::presence::{PresenceError, Timing};
+use super::{BackendError, Backends, BackendsError, BrokerError, HistoryError, LocalDelivery};
 use crate::config::RedisConfig;
-use crate::hub::Hub;
 use crate::metrics::BrokerMetrics;
 use crate::tenant::Tenants;
 
+/// How the backend errors name Redis.
+const REDIS: &str = "Redis";
+
+impl From<redis::RedisError> for BackendError {
+    fn from(e: redis::RedisError) -> Self {
+        Self::Unavailable { backend: REDIS, source: Box::new(e) }
+    }
+}
+
+/// Redis gave no answer within `after`.
+pub(crate) fn timeout(after: Duration) -> BackendError {
+    BackendError::Timeout { backend: REDIS, after }
+}
+
+/// Redis answered something this version does not understand.
+pub(crate) fn malformed(detail: impl Into<String>) -> BackendError {
+    BackendError::Malformed { backend: REDIS, detail: detail.into() }
+}
+
+/// `?` on a Redis error in code that returns a trait's error.
+macro_rules! from_redis {
+    ($($error:ty),*) => {$(
+        impl From<redis::RedisError> for $error {
+            fn from(e: redis::RedisError) -> Self {
+                BackendError::from(e).into()
+            }
+        }
+    )*};
+}
+from_redis!(BrokerError, HistoryError, PresenceError, StoreError);
+
 pub(super) async fn backends(
     config: &RedisConfig,
-    hub: &Arc<Hub>,
+    local: &Arc<dyn LocalDelivery>,
     tenants: &Arc<Tenants>,
-    node_id: &Arc<str>,
     metrics: &Arc<BrokerMetrics>,
     reconnect_spread: Duration,
-) -> Result<Backends, BrokerError> {
+) -> Result<Backends, BackendsError> {
+    let node_id = config.node_id.as_deref().map_or_else(super::random_node_id, Arc::from);
     let link = Link::connect(config, config.timeout).await?;
     let broker =
-        broker::RedisBroker::start(config, hub.clone(), tenants.clone(), metrics.clone(), reconnect_spread).await?;
+        broker::RedisBroker::start(config, local.clone(), tenants.clone(), metrics.clone(), reconnect_spread).await?;
     let timing = Timing { debounce: config.presence_debounce, node_timeout: config.node_timeout };
     Ok(Backends {
         broker: Arc::new(broker),
         idempotency: Arc::new(idempotency::RedisIdempotency::new(link.clone())),
         history: Arc::new(Coalesced::new(history::RedisHistory::new(link.clone(), config.timeout))),
         presence: Arc::new(presence::RedisPresence::start(link, node_id.clone(), tenants.clone(), timing)),
+        control: Arc::new(RedisStore::start(config).await?),
+        node_id,
+        shared: true,
     })
 }
