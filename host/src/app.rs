@@ -9,6 +9,7 @@ use crate::addresses::Addresses;
 use crate::admission::Admission;
 
 use crate::backend::control::{ControlState, ControlStore};
+use crate::backend::ingest::Ingestion;
 use crate::backend::{Backends, BackendsError, Broker, History, Idempotency, LocalDelivery, Presence};
 use crate::clock::IdGenerator;
 use crate::config::Config;
@@ -90,6 +91,8 @@ pub(crate) struct App {
     pub tls: Option<Arc<Tls>>,
     /// When this process started, in Unix milliseconds.
     pub started_at_ms: u64,
+    /// The backend's ingestion, until the server starts it once it listens.
+    pub ingestion: std::sync::Mutex<Option<Ingestion>>,
 }
 
 impl App {
@@ -99,7 +102,7 @@ impl App {
         let hub = Arc::new(Hub::new(limits));
         let tenants = Arc::new(Tenants::from_config(&config));
         let broker_metrics = Arc::new(BrokerMetrics::default());
-        let Backends { broker, history, presence, idempotency, control, node_id, shared } =
+        let Backends { broker, history, presence, idempotency, control, node_id, shared, ingestion } =
             Backends::start(&config, &(hub.clone() as Arc<dyn LocalDelivery>), &tenants, &broker_metrics).await?;
         let plugins = Arc::new(Plugins::from_config(&config, &tenants).await?);
         let addresses = Addresses::new(config.addresses.clone(), config.server.max_handshakes);
@@ -107,6 +110,7 @@ impl App {
         let tls = config.server.tls.as_ref().map(|t| Tls::load(t, &config.base_dir).map(Arc::new)).transpose()?;
         Ok(Self {
             started_at_ms: crate::clock::now_millis(),
+            ingestion: std::sync::Mutex::new(ingestion),
             tls,
             control,
             control_loaded: AtomicBool::new(false),

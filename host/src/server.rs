@@ -29,7 +29,7 @@ use crate::addresses::{AcceptRefused, Accepted, Socket};
 use crate::api::Refusal;
 use crate::app::App;
 pub use crate::app::StartError;
-use crate::config::{BrokerConfig, Config};
+use crate::config::Config;
 use crate::drain::Drain;
 use crate::handoff::{self, Predecessor};
 use crate::metrics::HandshakeFailure;
@@ -145,11 +145,11 @@ impl Server {
             Some((_, Err(e))) => tracing::error!("cannot offer the listener to a successor: {e}"),
             None => {}
         }
-        if let BrokerConfig::Redis(redis) = &app.config.broker
-            && redis.ingest
-            && let Err(e) = crate::ingest::redis::start(&app, redis).await
+        let ingestion = app.ingestion.lock().expect("ingestion lock").take();
+        if let Some(start) = ingestion
+            && let Err(e) = start(app.clone(), app.workers.clone()).await
         {
-            tracing::error!(error = %e, "Redis ingestion not started");
+            tracing::error!(error = %e, "ingestion through the broker not started");
         }
 
         app.drain.started().await;

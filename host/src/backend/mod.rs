@@ -12,6 +12,7 @@ mod delivery;
 mod error;
 pub(crate) mod history;
 pub(crate) mod idempotency;
+pub(crate) mod ingest;
 pub(crate) mod interest;
 pub(crate) mod memory;
 pub(crate) mod presence;
@@ -47,6 +48,9 @@ pub(crate) struct Backends {
     /// Whether other nodes share these backends: then the broker can be out of reach while
     /// the node runs, and the node reports the broker's health and metrics.
     pub(crate) shared: bool,
+    /// The backend's own way for publishers to reach the node (Redis streams and channels),
+    /// started once the node listens; `None` when it has none or the config turns it off.
+    pub(crate) ingestion: Option<ingest::Ingestion>,
 }
 
 /// Why a node's backends could not start.

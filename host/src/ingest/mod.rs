@@ -1,7 +1,6 @@
 //! Ingest: the publish body schema and its validation, shared by every way of publishing.
 
 pub(crate) mod pipeline;
-pub(crate) mod redis;
 
 use std::collections::BTreeMap;
 use std::time::Instant;

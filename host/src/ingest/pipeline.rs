@@ -1,5 +1,6 @@
-//! The publish pipeline that HTTP publishing and both Redis ingest paths share: idempotency
-//! keys, the tenant's transform and route plugins, the broker, then the tenant's counters.
+//! The publish pipeline that HTTP publishing and a backend's ingestion (the node as its
+//! `Publisher`) share: idempotency keys, the tenant's transform and route plugins, the
+//! broker, then the tenant's counters.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -70,4 +71,27 @@ async fn claim_keys(
         events.retain(|_| !taken.next().expect("one flag per event"));
     }
     Ok(claimed)
+}
+
+/// The node as a backend's ingestion consumers see it.
+impl crate::backend::ingest::Publisher for crate::app::App {
+    fn tenants(&self) -> &crate::tenant::Tenants {
+        &self.tenants
+    }
+
+    fn parse(&self, body: &[u8]) -> Result<Event, String> {
+        super::parse_one(&self.ids, body).map_err(|e| e.to_string())
+    }
+
+    fn publish<'a>(
+        &'a self,
+        tenant: &'a std::sync::Arc<crate::tenant::Tenant>,
+        events: Vec<Event>,
+    ) -> crate::backend::BoxFuture<'a, Result<(), crate::backend::BrokerError>> {
+        Box::pin(async move { publish(self, tenant, events).await.map(drop) })
+    }
+
+    fn drain(&self) -> &crate::drain::Drain {
+        &self.drain
+    }
 }

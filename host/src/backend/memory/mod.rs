@@ -27,5 +27,6 @@ pub(super) fn backends(config: &Config, local: &Arc<dyn LocalDelivery>) -> Resul
         control: Arc::new(FileStore::open(data_dir)?),
         node_id: super::random_node_id(),
         shared: false,
+        ingestion: None,
     })
 }

@@ -6,6 +6,7 @@ mod control;
 pub(crate) mod envelope;
 mod history;
 mod idempotency;
+mod ingest;
 pub(crate) mod keys;
 mod link;
 mod presence;
@@ -22,7 +23,7 @@ pub(crate) use scripts::{DELETE_IF_EQUAL, LEASE_RENEW};
 use super::coalesce::Coalesced;
 use super::control::StoreError;
 use super::presence::{PresenceError, Timing};
-use super::{BackendError, Backends, BackendsError, BrokerError, HistoryError, LocalDelivery};
+use super::{BackendError, Backends, BackendsError, Broker, BrokerError, HistoryError, LocalDelivery};
 use crate::config::RedisConfig;
 use crate::metrics::BrokerMetrics;
 use crate::tenant::Tenants;
@@ -67,16 +68,19 @@ pub(super) async fn backends(
 ) -> Result<Backends, BackendsError> {
     let node_id = config.node_id.as_deref().map_or_else(super::random_node_id, Arc::from);
     let link = Link::connect(config, config.timeout).await?;
-    let broker =
-        broker::RedisBroker::start(config, local.clone(), tenants.clone(), metrics.clone(), reconnect_spread).await?;
+    let broker: Arc<dyn Broker> = Arc::new(
+        broker::RedisBroker::start(config, local.clone(), tenants.clone(), metrics.clone(), reconnect_spread).await?,
+    );
+    let ingestion = config.ingest.then(|| ingest::ingestion(config, broker.clone(), metrics.clone(), node_id.clone()));
     let timing = Timing { debounce: config.presence_debounce, node_timeout: config.node_timeout };
     Ok(Backends {
-        broker: Arc::new(broker),
+        broker,
         idempotency: Arc::new(idempotency::RedisIdempotency::new(link.clone())),
         history: Arc::new(Coalesced::new(history::RedisHistory::new(link.clone(), config.timeout))),
         presence: Arc::new(presence::RedisPresence::start(link, node_id.clone(), tenants.clone(), timing)),
         control: Arc::new(RedisStore::start(config).await?),
         node_id,
         shared: true,
+        ingestion,
     })
 }

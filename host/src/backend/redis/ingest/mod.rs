@@ -21,13 +21,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use ::redis::{Cmd, RedisError};
+use tokio_util::task::TaskTracker;
 
-use crate::app::App;
-use crate::backend::BrokerError;
-use crate::backend::redis::{Link, keys};
+use super::{Link, keys};
+use crate::backend::ingest::{Ingestion, Publisher};
+use crate::backend::{Broker, BrokerError};
 use crate::config::RedisConfig;
+use crate::drain::Drain;
 use crate::event::Event;
-use crate::tenant::Tenant;
+use crate::metrics::BrokerMetrics;
+use crate::tenant::{Tenant, Tenants};
 
 /// Dead-letter streams keep about this many entries.
 const DEAD_LETTER_MAXLEN: usize = 10_000;
@@ -57,11 +60,41 @@ impl IngestError {
     }
 }
 
-/// Starts both consumers on `app.workers`; they stop when the host drains.
-pub(crate) async fn start(app: &Arc<App>, config: &RedisConfig) -> Result<(), BrokerError> {
-    app.workers.spawn(stream::Reader::connect(app, config).await?.run());
-    app.workers.spawn(pubsub::Leader::connect(app, config).await?.run());
-    Ok(())
+/// What the consumers use of the node and of the Redis backends.
+struct Node {
+    publisher: Arc<dyn Publisher>,
+    /// Nothing is read while the broker is down: it could not be handed on.
+    broker: Arc<dyn Broker>,
+    metrics: Arc<BrokerMetrics>,
+    node_id: Arc<str>,
+}
+
+impl Node {
+    fn drain(&self) -> &Drain {
+        self.publisher.drain()
+    }
+
+    fn tenants(&self) -> &Tenants {
+        self.publisher.tenants()
+    }
+}
+
+/// The starter of both consumers (`broker.ingest`); they stop when the host drains.
+pub(super) fn ingestion(
+    config: &RedisConfig,
+    broker: Arc<dyn Broker>,
+    metrics: Arc<BrokerMetrics>,
+    node_id: Arc<str>,
+) -> Ingestion {
+    let config = config.clone();
+    Box::new(move |publisher, workers: TaskTracker| {
+        Box::pin(async move {
+            let node = Arc::new(Node { publisher, broker, metrics, node_id });
+            workers.spawn(stream::Reader::connect(&node, &config).await?.run());
+            workers.spawn(pubsub::Leader::connect(&node, &config).await?.run());
+            Ok(())
+        })
+    })
 }
 
 /// Where an entry came from, for dead letters and metrics.
@@ -80,7 +113,7 @@ struct Item {
 /// Validates, runs the publish pipeline and hands the events to the broker; invalid items
 /// go to the dead-letter stream first. `Err` means nothing may be acknowledged.
 async fn ingest(
-    app: &App,
+    node: &Node,
     conn: &mut Link,
     tenant: &Arc<Tenant>,
     items: &[Item],
@@ -90,7 +123,7 @@ async fn ingest(
     let mut dead = Vec::new();
     for item in items {
         let parsed = match &item.body {
-            Ok(body) => crate::ingest::parse_one(&app.ids, body).map_err(|e| e.to_string()),
+            Ok(body) => node.publisher.parse(body),
             Err(why) => Err((*why).to_string()),
         };
         match parsed {
@@ -111,13 +144,13 @@ async fn ingest(
     let dead_count = dead.len() as u64;
     if dead_count > 0 {
         conn.run_all(dead).await.map_err(IngestError::DeadLetters)?;
-        app.broker_metrics.dead_letters.fetch_add(dead_count, Relaxed);
+        node.metrics.dead_letters.fetch_add(dead_count, Relaxed);
     }
     let accepted = events.len() as u64;
-    super::pipeline::publish(app, tenant, events).await?;
+    node.publisher.publish(tenant, events).await?;
     let counter = match source {
-        Source::Stream => &app.broker_metrics.ingest_stream_entries,
-        Source::PubSub => &app.broker_metrics.ingest_pubsub_messages,
+        Source::Stream => &node.metrics.ingest_stream_entries,
+        Source::PubSub => &node.metrics.ingest_pubsub_messages,
     };
     counter.fetch_add(accepted + dead_count, Relaxed);
     Ok(())

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use ::redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use ::redis::{RedisError, Value};
 
-use super::{IngestError, Item, Source, ingest};
-use crate::app::App;
+use super::{IngestError, Item, Node, Source, ingest};
 use crate::backend::BrokerError;
 use crate::backend::redis::{Link, keys};
 use crate::config::RedisConfig;
@@ -28,7 +27,7 @@ const MIN_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Reads every tenant's ingest stream through the shared consumer group.
 pub(super) struct Reader {
-    app: Arc<App>,
+    node: Arc<Node>,
     /// Its response timeout covers the blocking read.
     conn: Link,
     claim_idle: Duration,
@@ -52,13 +51,13 @@ struct Progress {
 }
 
 impl Reader {
-    pub(super) async fn connect(app: &Arc<App>, config: &RedisConfig) -> Result<Self, BrokerError> {
+    pub(super) async fn connect(node: &Arc<Node>, config: &RedisConfig) -> Result<Self, BrokerError> {
         Ok(Self {
-            app: app.clone(),
+            node: node.clone(),
             conn: Link::connect(config, config.timeout + BLOCK).await?,
             claim_idle: config.claim_idle,
             max_backoff: config.max_backoff,
-            consumer: app.node_id.to_string(),
+            consumer: node.node_id.to_string(),
             streams: Vec::new(),
             tenants: HashMap::new(),
             grouped: HashSet::new(),
@@ -67,7 +66,7 @@ impl Reader {
 
     pub(super) async fn run(mut self) {
         let mut progress = Progress { backlog: true, next_claim: Instant::now(), backoff: MIN_BACKOFF };
-        while !self.app.drain.is_draining() {
+        while !self.node.drain().is_draining() {
             if !self.broker_was_healthy().await {
                 continue;
             }
@@ -83,13 +82,13 @@ impl Reader {
     /// subscribers live (clients of tenants with history would get them anyway: their nodes
     /// tell them to resume). Returns false when the caller should check again.
     async fn broker_was_healthy(&self) -> bool {
-        if self.app.broker.healthy() {
+        if self.node.broker.healthy() {
             return true;
         }
-        while !self.app.broker.healthy() {
+        while !self.node.broker.healthy() {
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_millis(50)) => {}
-                () = self.app.drain.started() => return false,
+                () = self.node.drain().started() => return false,
             }
         }
         tokio::time::sleep(self.max_backoff * 2 + Duration::from_secs(1)).await;
@@ -103,7 +102,7 @@ impl Reader {
             // No tenant yet, and XREADGROUP needs a stream: wait as a blocking read would.
             tokio::select! {
                 () = tokio::time::sleep(BLOCK) => {}
-                () = self.app.drain.started() => {}
+                () = self.node.drain().started() => {}
             }
             return Ok(());
         }
@@ -135,7 +134,7 @@ impl Reader {
         tracing::warn!(error = %e, retry_in = ?progress.backoff, "Redis ingest stream reader failed; retrying");
         tokio::select! {
             () = tokio::time::sleep(progress.backoff) => {}
-            () = self.app.drain.started() => {}
+            () = self.node.drain().started() => {}
         }
         progress.backoff = (progress.backoff * 2).min(self.max_backoff);
     }
@@ -169,7 +168,7 @@ impl Reader {
 
     /// The tenants of the registry now, by ingest stream.
     fn refresh(&mut self) {
-        self.tenants = self.app.tenants.all().into_iter().map(|t| (keys::ingest_stream(&t.id), t)).collect();
+        self.tenants = self.node.tenants().all().into_iter().map(|t| (keys::ingest_stream(&t.id), t)).collect();
         self.streams = self.tenants.keys().cloned().collect();
         self.grouped.retain(|s| self.tenants.contains_key(s));
     }
@@ -208,7 +207,7 @@ impl Reader {
                 .query_async(&mut self.conn)
                 .await?;
             if !reply.claimed.is_empty() {
-                self.app.broker_metrics.ingest_claimed.fetch_add(reply.claimed.len() as u64, Relaxed);
+                self.node.metrics.ingest_claimed.fetch_add(reply.claimed.len() as u64, Relaxed);
                 tracing::info!(
                     stream = key,
                     entries = reply.claimed.len(),
@@ -229,7 +228,7 @@ impl Reader {
             return Ok(());
         }
         let items: Vec<Item> = entries.into_iter().map(item).collect();
-        ingest(&self.app, &mut self.conn, tenant, &items, Source::Stream).await?;
+        ingest(&self.node, &mut self.conn, tenant, &items, Source::Stream).await?;
         let ids: Vec<&str> = items.iter().filter_map(|i| i.entry.as_deref()).collect();
         ::redis::cmd("XACK")
             .arg(key)

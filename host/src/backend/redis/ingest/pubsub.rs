@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 
-use super::{IngestError, Item, Source, ingest};
-use crate::app::App;
+use super::{IngestError, Item, Node, Source, ingest};
 use crate::backend::BrokerError;
 use crate::backend::redis::pubsub::{Incoming, Transport};
 use crate::backend::redis::{DELETE_IF_EQUAL, LEASE_RENEW, Link, keys};
@@ -20,29 +19,29 @@ const PUBSUB_BATCH: usize = 256;
 const LEASE: Duration = Duration::from_secs(4);
 
 /// Every tenant's fire-and-forget channel, sorted.
-fn publish_channels(app: &App) -> Vec<String> {
-    let mut channels: Vec<String> = app.tenants.all().into_iter().map(|t| keys::publish_channel(&t.id)).collect();
+fn publish_channels(node: &Node) -> Vec<String> {
+    let mut channels: Vec<String> = node.tenants().all().into_iter().map(|t| keys::publish_channel(&t.id)).collect();
     channels.sort();
     channels
 }
 
 /// Holds the pub/sub ingestion lease and, while it does, processes `notify:*:publish`.
 pub(super) struct Leader {
-    app: Arc<App>,
+    node: Arc<Node>,
     conn: Link,
     config: RedisConfig,
 }
 
 impl Leader {
-    pub(super) async fn connect(app: &Arc<App>, config: &RedisConfig) -> Result<Self, BrokerError> {
-        Ok(Self { app: app.clone(), conn: Link::connect(config, config.timeout).await?, config: config.clone() })
+    pub(super) async fn connect(node: &Arc<Node>, config: &RedisConfig) -> Result<Self, BrokerError> {
+        Ok(Self { node: node.clone(), conn: Link::connect(config, config.timeout).await?, config: config.clone() })
     }
 
     pub(super) async fn run(mut self) {
-        let node = self.app.node_id.to_string();
+        let node = self.node.node_id.to_string();
         let lease_ms = LEASE.as_millis() as u64;
-        while !self.app.drain.is_draining() {
-            let channels = publish_channels(&self.app);
+        while !self.node.drain().is_draining() {
+            let channels = publish_channels(&self.node);
             // With no tenant yet there is nothing to subscribe to: SUBSCRIBE needs a channel.
             if !channels.is_empty() && self.hold_lease(&node, lease_ms).await {
                 match self.lead(&node, lease_ms, &channels).await {
@@ -52,7 +51,7 @@ impl Leader {
             }
             tokio::select! {
                 () = tokio::time::sleep(LEASE / 4) => {}
-                () = self.app.drain.started() => {}
+                () = self.node.drain().started() => {}
             }
         }
         let _: Result<i64, _> = ::redis::Script::new(DELETE_IF_EQUAL)
@@ -97,12 +96,12 @@ impl Leader {
         renew.tick().await;
         loop {
             tokio::select! {
-                () = self.app.drain.started() => return Ok(()),
+                () = self.node.drain().started() => return Ok(()),
                 _ = renew.tick() => {
                     if !self.hold_lease(node, lease_ms).await {
                         return Err(IngestError::PubSub("lost the lease"));
                     }
-                    if publish_channels(&self.app) != channels {
+                    if publish_channels(&self.node) != channels {
                         // Tenants came or went: subscribe again to the current set.
                         return Ok(());
                     }
@@ -138,8 +137,8 @@ impl Leader {
             }
         }
         for (id, items) in by_tenant {
-            let Some(tenant) = self.app.tenants.get(&id) else { continue };
-            if let Err(e) = ingest(&self.app, &mut self.conn, &tenant, &items, Source::PubSub).await {
+            let Some(tenant) = self.node.tenants().get(&id) else { continue };
+            if let Err(e) = ingest(&self.node, &mut self.conn, &tenant, &items, Source::PubSub).await {
                 tracing::warn!(tenant = id, messages = items.len(), error = %e, "fire-and-forget events lost: the broker could not take them");
             }
         }
