@@ -64,7 +64,6 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::clock::IdGenerator;
     use crate::config::Config;
     use crate::segment::Filter;
     use crate::stream::{Position, Target};
@@ -111,8 +110,20 @@ mod tests {
         Arc::new(Tenants::from_config(&Config::from_toml(toml, "test", []).unwrap()))
     }
 
-    fn event(body: &str) -> Event {
-        crate::ingest::parse_one(&IdGenerator::default(), body.as_bytes()).unwrap()
+    fn event(name: &str, users: &[&str], channels: &[&str]) -> Event {
+        Event {
+            id: name.into(),
+            name: name.into(),
+            data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+            ts: 0,
+            users: users.iter().map(|u| u.to_string()).collect(),
+            channels: channels.iter().map(|c| c.to_string()).collect(),
+            broadcast: false,
+            attributes: Vec::new(),
+            filter: None,
+            received_at: std::time::Instant::now(),
+            idempotency_key: None,
+        }
     }
 
     #[tokio::test]
@@ -120,11 +131,11 @@ mod tests {
         let recorder = Arc::new(Recorder::default());
         let broker = MemoryBroker::new(recorder.clone(), Arc::new(MemoryHistory::default()));
         let tenants = tenants();
-        let two = event(r#"{"users": ["ann"], "channels": ["news"], "event": "two"}"#);
+        let two = event("two", &["ann"], &["news"]);
         let (kept, live) = (tenants.get("kept").unwrap(), tenants.get("live").unwrap());
         broker.publish(&kept, &[two]).await.unwrap();
-        broker.publish(&kept, &[event(r#"{"users": ["ann"], "event": "again"}"#)]).await.unwrap();
-        broker.publish(&live, &[event(r#"{"users": ["ann"], "event": "live"}"#)]).await.unwrap();
+        broker.publish(&kept, &[event("again", &["ann"], &[])]).await.unwrap();
+        broker.publish(&live, &[event("live", &["ann"], &[])]).await.unwrap();
         let seen = recorder.0.lock().unwrap().clone();
         assert_eq!(
             seen,
