@@ -440,3 +440,76 @@ async fn balance(app: &Arc<App>) {
         tenant.quota.set_elsewhere(parsed.map(|r| r.connections).sum());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::backend::control::StoredTenant;
+    use crate::config::Config;
+    use crate::hub::Conn;
+
+    async fn app() -> Arc<App> {
+        let config = Config::from_toml("[server]\nadmin_token = \"admin-token-1234\"\n", "test", []).unwrap();
+        Arc::new(App::new(config).await.unwrap())
+    }
+
+    /// A tenant whose publish key is its own (keys are unique across tenants).
+    fn stored(id: &str) -> StoredTenant {
+        let key = json!({ "sha256": format!("{:0>64}", hex(id)) });
+        serde_json::from_value(json!({ "settings": {}, "publish_keys": [key], "management_keys": [], "created_at": 0 }))
+            .unwrap()
+    }
+
+    fn hex(id: &str) -> String {
+        id.bytes().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn with_tenant(id: &str) -> impl FnMut(&mut ControlState) -> Result<(), StoreError> {
+        move |state| {
+            state.tenants.insert(id.to_owned(), stored(id));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_changes_each_land_in_the_store_and_on_this_node() {
+        let app = app().await;
+        let changes = ["a", "b", "c"].map(|id| change(&app, with_tenant(id)));
+        for landed in futures_util::future::join_all(changes).await {
+            landed.unwrap();
+        }
+        let stored = app.control.load().await.unwrap();
+        assert_eq!((stored.version, stored.tenants.len()), (3, 3));
+        assert!(["a", "b", "c"].iter().all(|id| app.tenants.get(id).is_some()));
+        assert_eq!(app.control_applied.lock().await.version, 3);
+    }
+
+    #[tokio::test]
+    async fn an_older_state_is_never_applied_over_a_newer_one() {
+        let app = app().await;
+        let mut newer = ControlState { version: 2, ..ControlState::default() };
+        newer.tenants.insert("x".into(), stored("x"));
+        assert!(apply(&app, &newer).await);
+        assert!(apply(&app, &ControlState { version: 1, ..ControlState::default() }).await);
+        assert!(app.tenants.get("x").is_some(), "version 1 came too late");
+    }
+
+    #[tokio::test]
+    async fn a_deleted_tenants_connections_are_closed() {
+        let app = app().await;
+        change(&app, with_tenant("gone")).await.unwrap();
+        let tenant = app.tenants.get("gone").unwrap();
+        let conn: Arc<Conn> = session::conn(&app, tenant, "ann", Vec::new());
+        app.hub.register(&conn);
+        change(&app, |state: &mut ControlState| {
+            state.tenants.remove("gone");
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .unwrap();
+        assert!(app.tenants.get("gone").is_none());
+        assert!(conn.outbox.killed().is_some(), "its connection is told to close");
+    }
+}

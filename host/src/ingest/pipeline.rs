@@ -95,3 +95,82 @@ impl crate::backend::ingest::Publisher for crate::app::App {
         &self.drain
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::backend::{BackendError, BoxFuture, Broker};
+    use crate::config::Config;
+
+    const CONFIG: &str = "[tenants.t]\npublish_key = \"key-12345\"\nhistory = { size = 10 }\n";
+
+    async fn app() -> App {
+        App::new(Config::from_toml(CONFIG, "test", []).unwrap()).await.unwrap()
+    }
+
+    fn event(app: &App, body: &str) -> Event {
+        super::super::parse_one(&app.ids, body.as_bytes()).unwrap()
+    }
+
+    /// How many events the user stream of `ann` holds.
+    async fn delivered(app: &App) -> u64 {
+        app.history.cursor(&app.tenants.get("t").unwrap(), "ann").await.unwrap().offset
+    }
+
+    #[tokio::test]
+    async fn a_repeated_idempotency_key_is_delivered_once_and_answers_the_first_id() {
+        let app = app().await;
+        let tenant = app.tenants.get("t").unwrap();
+        let body = r#"{"users": ["ann"], "event": "paid", "idempotency_key": "order-1"}"#;
+        let first = publish(&app, &tenant, vec![event(&app, body)]).await.unwrap();
+        let again =
+            publish(&app, &tenant, vec![event(&app, body), event(&app, r#"{"users": ["ann"], "event": "new"}"#)])
+                .await
+                .unwrap();
+        assert_eq!(again[0], first[0], "the first event's id");
+        assert_ne!(again[1], first[0]);
+        assert_eq!(delivered(&app).await, 2);
+        assert_eq!(tenant.metrics.deduplicated.load(Relaxed), 1);
+        assert_eq!(tenant.metrics.events_published.load(Relaxed), 2);
+    }
+
+    /// A broker that refuses while `down` is set, and otherwise hands on to the real one.
+    struct Flaky {
+        down: AtomicBool,
+        inner: Arc<dyn Broker>,
+    }
+
+    impl Broker for Flaky {
+        fn publish<'a>(
+            &'a self,
+            tenant: &'a Arc<Tenant>,
+            events: &'a [Event],
+        ) -> BoxFuture<'a, Result<(), BrokerError>> {
+            if self.down.load(Relaxed) {
+                let after = std::time::Duration::from_secs(1);
+                return Box::pin(async move { Err(BackendError::Timeout { backend: "test", after }.into()) });
+            }
+            self.inner.publish(tenant, events)
+        }
+
+        fn healthy(&self) -> bool {
+            !self.down.load(Relaxed)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_publish_the_broker_refused_gives_its_keys_back_so_a_retry_is_delivered() {
+        let mut app = app().await;
+        let flaky = Arc::new(Flaky { down: AtomicBool::new(true), inner: app.broker.clone() });
+        app.broker = flaky.clone();
+        let tenant = app.tenants.get("t").unwrap();
+        let body = r#"{"users": ["ann"], "event": "paid", "idempotency_key": "order-2"}"#;
+        assert!(publish(&app, &tenant, vec![event(&app, body)]).await.is_err());
+        flaky.down.store(false, Relaxed);
+        publish(&app, &tenant, vec![event(&app, body)]).await.unwrap();
+        assert_eq!(delivered(&app).await, 1, "the retry was not taken for a duplicate");
+        assert_eq!(tenant.metrics.events_published.load(Relaxed), 1);
+    }
+}
