@@ -1,21 +1,22 @@
-//! The state every request and connection shares.
+//! The state every request and connection shares, by part: the publish pipeline (run by
+//! `ingest::pipeline`), the control plane (run by `control`), the edge (`edge`) and the
+//! lifecycle (`lifecycle`), beside the registries and stores every part reads.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-
-use tokio_util::task::TaskTracker;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use crate::addresses::Addresses;
 use crate::admission::Admission;
-
 use crate::backend::control::{ControlState, ControlStore};
 use crate::backend::ingest::Ingestion;
 use crate::backend::{Backends, BackendsError, Broker, History, Idempotency, LocalDelivery, Presence};
 use crate::clock::IdGenerator;
 use crate::config::Config;
-use crate::drain::Drain;
+use crate::edge::Edge;
 use crate::fanout::QueueLimits;
 use crate::hub::Hub;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::{BrokerMetrics, GlobalMetrics};
 use crate::plugin::{PluginError, Plugins};
 use crate::revocation::Revocations;
@@ -41,25 +42,23 @@ pub enum StartError {
     MetricsListen { addr: std::net::SocketAddr, source: std::io::Error },
 }
 
-/// Shared host state.
+/// Shared host state, by part: what a request or connection uses is one part or another.
 pub(crate) struct App {
     pub config: Config,
     pub tenants: Arc<Tenants>,
     pub hub: Arc<Hub>,
-    pub broker: Arc<dyn Broker>,
-    /// Shared with the broker and the Redis ingest consumers.
+    /// The publish pipeline: plugins, broker, idempotency keys.
+    pub pipeline: Pipeline,
+    /// The control plane on this node: its store, what was applied, revocations.
+    pub control: ControlPlane,
+    /// What client connections pass first: admission, address limits, TLS.
+    pub edge: Edge,
+    /// The drain signal and the tasks shutdown waits for.
+    pub lifecycle: Lifecycle,
+    /// Shared with the broker and the ingestion consumers.
     pub broker_metrics: Arc<BrokerMetrics>,
-    pub plugins: Arc<Plugins>,
     pub metrics: GlobalMetrics,
     pub ids: IdGenerator,
-    /// Started when the host drains: new WebSocket upgrades and publishes are refused, and
-    /// every connection flushes its queue and closes with 1001.
-    pub drain: Drain,
-    /// Tracks connection tasks, so shutdown can wait for their queues to flush.
-    pub connections: TaskTracker,
-    /// Background workers (Redis ingest consumers); they stop reading when draining starts
-    /// and shutdown waits for them to finish what they read.
-    pub workers: TaskTracker,
     /// This node's name in the cluster (`broker.node_id`, or random per process).
     pub node_id: Arc<str>,
     /// Whether other nodes share this node's backends (cluster mode).
@@ -68,31 +67,50 @@ pub(crate) struct App {
     /// Stream history for positions, resume and read cursors: in memory with the memory
     /// broker, in Redis with the Redis broker (which appends to it as it publishes).
     pub history: Arc<dyn History>,
-    /// Publishers' idempotency keys, where the broker keeps its state.
-    pub idempotency: Arc<dyn Idempotency>,
-    /// Tenants created through the admin API: in memory or a file under `server.data_dir`
-    /// on one node, in Redis in cluster mode.
-    pub control: Arc<dyn ControlStore>,
-    /// Whether the control-plane state has been loaded once (`/readyz` waits for it).
-    pub control_loaded: AtomicBool,
-    /// The control-plane state applied last; held while applying one, so states are
-    /// applied one at a time and never an older over a newer. Also the copy a node puts
-    /// back when the store lost its state.
-    pub control_applied: tokio::sync::Mutex<Arc<ControlState>>,
-    /// Woken when the plugins this node runs changed, so it reports them at once.
-    pub plugins_changed: tokio::sync::Notify,
-    /// Slots for open (or upgrading) WebSocket connections under `server.max_connections`.
-    pub admission: Admission,
-    /// Revoked credentials, checked at every handshake.
-    pub revocations: Revocations,
-    /// Limits per client address, and the handshakes in progress.
-    pub addresses: Addresses,
-    /// The listener's TLS (`server.tls`), if any.
-    pub tls: Option<Arc<Tls>>,
     /// When this process started, in Unix milliseconds.
     pub started_at_ms: u64,
     /// The backend's ingestion, until the server starts it once it listens.
     pub ingestion: std::sync::Mutex<Option<Ingestion>>,
+}
+
+/// What every publish goes through on its way to the broker.
+pub(crate) struct Pipeline {
+    /// Each tenant's transform and route plugins.
+    pub(crate) plugins: Arc<Plugins>,
+    pub(crate) broker: Arc<dyn Broker>,
+    /// Publishers' idempotency keys, where the broker keeps its state.
+    pub(crate) idempotency: Arc<dyn Idempotency>,
+    /// How long a key is remembered (`server.idempotency_window`).
+    pub(crate) idempotency_window: Duration,
+}
+
+/// The control plane's state on this node: the store and what was applied from it.
+pub(crate) struct ControlPlane {
+    /// Tenants created through the admin API and plugin slots: in memory or a file under
+    /// `server.data_dir` on one node, shared by every node in cluster mode.
+    pub(crate) store: Arc<dyn ControlStore>,
+    /// Whether the state has been loaded once (`/readyz` waits for it).
+    pub(crate) loaded: std::sync::atomic::AtomicBool,
+    /// The state applied last; held while applying one, so states are applied one at a
+    /// time and never an older over a newer. Also the copy a node puts back when the store
+    /// lost its state.
+    pub(crate) applied: tokio::sync::Mutex<Arc<ControlState>>,
+    /// Woken when the plugins this node runs changed, so it reports them at once.
+    pub(crate) plugins_changed: tokio::sync::Notify,
+    /// Revoked credentials, checked at every handshake.
+    pub(crate) revocations: Revocations,
+}
+
+impl ControlPlane {
+    pub(crate) fn new(store: Arc<dyn ControlStore>) -> Self {
+        Self {
+            store,
+            loaded: Default::default(),
+            applied: Default::default(),
+            plugins_changed: Default::default(),
+            revocations: Revocations::default(),
+        }
+    }
 }
 
 impl App {
@@ -111,30 +129,20 @@ impl App {
         Ok(Self {
             started_at_ms: crate::clock::now_millis(),
             ingestion: std::sync::Mutex::new(ingestion),
-            tls,
-            control,
-            control_loaded: AtomicBool::new(false),
-            control_applied: tokio::sync::Mutex::default(),
-            plugins_changed: tokio::sync::Notify::new(),
+            pipeline: Pipeline { plugins, broker, idempotency, idempotency_window: config.server.idempotency_window },
+            control: ControlPlane::new(control),
+            edge: Edge { admission, addresses, tls },
+            lifecycle: Lifecycle::default(),
             tenants,
-            plugins,
             config,
             hub,
-            broker,
             broker_metrics,
             metrics: GlobalMetrics::default(),
             ids: IdGenerator::default(),
-            drain: Drain::default(),
-            connections: TaskTracker::new(),
-            workers: TaskTracker::new(),
             node_id,
             shared,
             presence,
             history,
-            idempotency,
-            admission,
-            revocations: Revocations::default(),
-            addresses,
         })
     }
 
@@ -142,11 +150,11 @@ impl App {
     /// `broker_unavailable`, `control_plane_unavailable`, or `no_tenants` (none exists and
     /// this node has no admin API to create one).
     pub(crate) fn readiness(&self) -> &'static str {
-        if self.drain.is_draining() {
+        if self.lifecycle.drain.is_draining() {
             "draining"
-        } else if !self.broker.healthy() {
+        } else if !self.pipeline.broker.healthy() {
             "broker_unavailable"
-        } else if !self.control_loaded.load(std::sync::atomic::Ordering::Relaxed) || !self.control.listening() {
+        } else if !self.control.loaded.load(Relaxed) || !self.control.store.listening() {
             "control_plane_unavailable"
         } else if self.config.server.admin_token.is_none() && self.tenants.is_empty() {
             "no_tenants"
@@ -159,16 +167,16 @@ impl App {
         let mut tenants = self.tenants.all();
         tenants.sort_by(|a, b| a.id.cmp(&b.id));
         let mut out = crate::metrics::render(&self.metrics, tenants.iter().map(|t| (&*t.id, &*t.metrics)));
-        crate::metrics::render_addresses(&mut out, self.addresses.gauges());
+        crate::metrics::render_addresses(&mut out, self.edge.addresses.gauges());
         crate::metrics::render_tasks(&mut out, tokio::runtime::Handle::current().metrics().num_alive_tasks());
-        crate::metrics::render_plugins(&mut out, &self.plugins.all_metrics());
+        crate::metrics::render_plugins(&mut out, &self.pipeline.plugins.all_metrics());
         if let Some(streams) = self.history.streams_kept() {
             crate::metrics::render_history(&mut out, streams);
         }
         if self.shared {
             crate::metrics::render_broker(&mut out, &self.broker_metrics);
         }
-        if let Some(tls) = &self.tls {
+        if let Some(tls) = &self.edge.tls {
             crate::metrics::render_tls(&mut out, tls.reloads.load(Relaxed), tls.reload_failures.load(Relaxed));
         }
         crate::metrics::render_process(&mut out, &self.node_id, self.started_at_ms);

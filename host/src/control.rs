@@ -29,7 +29,7 @@ const FORGET_AFTER: Duration = Duration::from_secs(1);
 /// (A version that does not load is logged; trying again would not help.)
 pub(crate) async fn apply(app: &Arc<App>, state: &ControlState) -> bool {
     // Held across the plugin download so that two states are never applied out of order.
-    let mut applied = app.control_applied.lock().await;
+    let mut applied = app.control.applied.lock().await;
     if state.version < applied.version {
         return true;
     }
@@ -39,7 +39,7 @@ pub(crate) async fn apply(app: &Arc<App>, state: &ControlState) -> bool {
     }
     let complete = sync_plugins(app, state).await;
     *applied = Arc::new(state.clone());
-    app.plugins_changed.notify_one();
+    app.control.plugins_changed.notify_one();
     complete
 }
 
@@ -47,8 +47,8 @@ pub(crate) async fn apply(app: &Arc<App>, state: &ControlState) -> bool {
 async fn sync_plugins(app: &Arc<App>, state: &ControlState) -> bool {
     let mut blobs = HashMap::new();
     let mut complete = true;
-    for hash in app.plugins.missing(&state.plugins) {
-        match app.control.blob(&hash).await {
+    for hash in app.pipeline.plugins.missing(&state.plugins) {
+        match app.control.store.blob(&hash).await {
             Ok(Some(bytes)) => drop(blobs.insert(hash, bytes.into())),
             Ok(None) => tracing::warn!(hash, "a plugin the control-plane state names has no bytes in the store"),
             Err(e) => {
@@ -57,7 +57,7 @@ async fn sync_plugins(app: &Arc<App>, state: &ControlState) -> bool {
             }
         }
     }
-    for e in app.plugins.sync(&app.tenants, &state.plugins, &blobs).await {
+    for e in app.pipeline.plugins.sync(&app.tenants, &state.plugins, &blobs).await {
         tracing::error!(error = %e, "plugin version not loaded; the slot keeps what it ran");
     }
     complete
@@ -80,14 +80,14 @@ pub(crate) async fn change_with<T, E: From<StoreError>>(
     mut change: impl FnMut(&mut ControlState) -> Result<T, E>,
 ) -> Result<T, E> {
     loop {
-        let mut state = app.control.load().await?;
-        let applied = app.control_applied.lock().await.version;
+        let mut state = app.control.store.load().await?;
+        let applied = app.control.applied.lock().await.version;
         if state.version < applied {
             return Err(StoreError::Lost { stored: state.version, applied }.into());
         }
         let expected = state.version;
         let out = change(&mut state)?;
-        match app.control.replace(expected, state.clone(), blobs.clone()).await {
+        match app.control.store.replace(expected, state.clone(), blobs.clone()).await {
             Ok(version) => {
                 state.version = version;
                 apply(app, &state).await;
@@ -106,14 +106,14 @@ pub(crate) async fn change_with<T, E: From<StoreError>>(
 pub(crate) async fn forget(app: Arc<App>, tenant: Arc<Tenant>) {
     tokio::select! {
         () = tokio::time::sleep(FORGET_AFTER) => {}
-        () = app.drain.started() => {}
+        () = app.lifecycle.drain.started() => {}
     }
     if app.tenants.get(&tenant.id).is_some() {
         tracing::info!(tenant = &*tenant.id, "tenant created again; the deleted one's data is kept");
         return;
     }
     let (history, presence, streams) =
-        tokio::join!(app.history.forget(&tenant), app.presence.forget(&tenant), app.broker.forget(&tenant));
+        tokio::join!(app.history.forget(&tenant), app.presence.forget(&tenant), app.pipeline.broker.forget(&tenant));
     let failed = [
         history.err().map(|e| e.to_string()),
         presence.err().map(|e| e.to_string()),
@@ -157,10 +157,10 @@ pub(crate) const MAX_PRESENCE_USERS: usize = 1000;
 /// also stored for nodes that start later).
 pub(crate) async fn send(app: &Arc<App>, command: Command) -> Result<(), StoreError> {
     if let Command::Disconnect { tenant, user, revoked: Some(revoked), .. } = &command {
-        app.control.revoke(tenant, user, *revoked).await?;
+        app.control.store.revoke(tenant, user, *revoked).await?;
     }
     obey(app, &command);
-    app.control.command(serde_json::to_string(&command)?).await
+    app.control.store.command(serde_json::to_string(&command)?).await
 }
 
 /// Asks every live node (this one included) who is subscribed to `channel`, and merges the
@@ -171,16 +171,16 @@ pub(crate) async fn channel_presence(
     channel: &str,
     wait: Duration,
 ) -> Result<(ChannelUsers, usize, usize), StoreError> {
-    let live = app.control.reports(Vec::new()).await?.len().max(1);
+    let live = app.control.store.reports(Vec::new()).await?.len().max(1);
     let reply_to = format!("{}-{}", app.node_id, app.ids.next_id());
     let (tenant_id, channel) = (tenant.id.to_string(), channel.to_owned());
     let ask = Command::ChannelPresence { tenant: tenant_id, channel, reply_to: reply_to.clone() };
-    app.control.command(serde_json::to_string(&ask)?).await?;
+    app.control.store.command(serde_json::to_string(&ask)?).await?;
     let until = tokio::time::Instant::now() + wait;
-    let mut answers = app.control.replies(&reply_to).await?;
+    let mut answers = app.control.store.replies(&reply_to).await?;
     while answers.len() < live && tokio::time::Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(10)).await;
-        answers = app.control.replies(&reply_to).await?;
+        answers = app.control.store.replies(&reply_to).await?;
     }
     let mut merged = ChannelUsers::default();
     for answer in answers.iter().filter_map(|a| serde_json::from_str::<ChannelUsers>(a).ok()) {
@@ -196,7 +196,7 @@ fn obey(app: &Arc<App>, command: &Command) {
     match command {
         Command::Disconnect { tenant, user, reason, revoked } => {
             if let Some(revoked) = revoked {
-                app.revocations.revoke(tenant, user, *revoked);
+                app.control.revocations.revoke(tenant, user, *revoked);
             }
             if let Some(tenant) = app.tenants.get(tenant) {
                 let closed = app.hub.disconnect_user(&tenant, user, reason.as_deref());
@@ -210,7 +210,7 @@ fn obey(app: &Arc<App>, command: &Command) {
             let answer = serde_json::to_string(&ChannelUsers { users, truncated }).expect("answers serialize");
             let (app, reply_to) = (app.clone(), reply_to.clone());
             tokio::spawn(async move {
-                if let Err(e) = app.control.reply(&reply_to, answer).await {
+                if let Err(e) = app.control.store.reply(&reply_to, answer).await {
                     tracing::debug!(error = %e, "channel presence answer not stored");
                 }
             });
@@ -239,10 +239,10 @@ fn obey(app: &Arc<App>, command: &Command) {
 
 /// Carries out the commands other nodes send until the node drains.
 pub(crate) async fn obey_commands(app: Arc<App>) {
-    let mut commands = app.control.commands();
+    let mut commands = app.control.store.commands();
     loop {
         let received = tokio::select! {
-            () = app.drain.started() => return,
+            () = app.lifecycle.drain.started() => return,
             received = commands.recv() => received,
         };
         match received {
@@ -260,8 +260,8 @@ pub(crate) async fn obey_commands(app: Arc<App>) {
 
 /// Loads the stored token revocations (at start; lapsed ones are dropped).
 async fn load_revocations(app: &App) {
-    match app.control.revocations().await {
-        Ok(all) => all.into_iter().for_each(|r| app.revocations.revoke(&r.tenant, &r.user, r.revoked)),
+    match app.control.store.revocations().await {
+        Ok(all) => all.into_iter().for_each(|r| app.control.revocations.revoke(&r.tenant, &r.user, r.revoked)),
         Err(e) => tracing::warn!(error = %e, "token revocations not loaded"),
     }
 }
@@ -270,11 +270,11 @@ async fn load_revocations(app: &App) {
 /// Redis that does not answer yet is not fatal: the node starts with its configured tenants,
 /// not ready, and `follow` loads the state once Redis answers.
 pub(crate) async fn load(app: &Arc<App>) -> Result<(), StoreError> {
-    match app.control.load().await {
+    match app.control.store.load().await {
         Ok(state) => {
             apply(app, &state).await;
             load_revocations(app).await;
-            app.control_loaded.store(true, Relaxed);
+            app.control.loaded.store(true, Relaxed);
             Ok(())
         }
         Err(e) if app.shared => {
@@ -288,23 +288,23 @@ pub(crate) async fn load(app: &Arc<App>) -> Result<(), StoreError> {
 /// Applies every change the store reports (made on this node or, with a shared store, on
 /// another) until the node drains; retries a state whose plugins could not all be loaded.
 pub(crate) async fn follow(app: Arc<App>) {
-    let mut changes = app.control.watch();
+    let mut changes = app.control.store.watch();
     // Whatever changed before this watcher existed is applied first.
     changes.mark_changed();
     let mut retry = false;
     loop {
         tokio::select! {
-            () = app.drain.started() => return,
+            () = app.lifecycle.drain.started() => return,
             changed = changes.changed() => if changed.is_err() { return },
             () = tokio::time::sleep(RETRY_EVERY), if retry => {}
         }
-        retry = match app.control.load().await {
+        retry = match app.control.store.load().await {
             Ok(state) => {
                 let complete = apply(&app, &state).await;
-                if !app.control_loaded.load(Relaxed) {
+                if !app.control.loaded.load(Relaxed) {
                     load_revocations(&app).await;
                 }
-                app.control_loaded.store(true, Relaxed);
+                app.control.loaded.store(true, Relaxed);
                 !complete
             }
             Err(e) => {
@@ -322,18 +322,18 @@ pub(crate) async fn report(app: Arc<App>) {
     let mut every = tokio::time::interval(REPORT_EVERY);
     loop {
         tokio::select! {
-            () = app.drain.started() => break,
+            () = app.lifecycle.drain.started() => break,
             _ = every.tick() => {}
-            () = app.plugins_changed.notified() => {}
+            () = app.control.plugins_changed.notified() => {}
         }
-        if let Err(e) = app.control.report(&app.node_id, Some(reports(&app))).await {
+        if let Err(e) = app.control.store.report(&app.node_id, Some(reports(&app))).await {
             tracing::debug!(error = %e, "node report not stored");
         }
         check(&app).await;
         balance(&app).await;
-        app.revocations.prune(crate::clock::now_millis() / 1000);
+        app.control.revocations.prune(crate::clock::now_millis() / 1000);
     }
-    let _ = app.control.report(&app.node_id, None).await;
+    let _ = app.control.store.report(&app.node_id, None).await;
 }
 
 /// Compares the store's version with the state applied here. Behind it: an announcement
@@ -341,10 +341,10 @@ pub(crate) async fn report(app: Arc<App>) {
 /// (Redis restarted without persistence, or flushed), so this node puts its copy back,
 /// plugin bytes included; of several nodes doing so the one with the newest copy wins.
 async fn check(app: &Arc<App>) {
-    let Ok(stored) = app.control.version().await else { return };
-    let applied = app.control_applied.lock().await.clone();
+    let Ok(stored) = app.control.store.version().await else { return };
+    let applied = app.control.applied.lock().await.clone();
     if stored > applied.version {
-        if let Ok(state) = app.control.load().await {
+        if let Ok(state) = app.control.store.load().await {
             apply(app, &state).await;
         }
     } else if stored < applied.version {
@@ -356,9 +356,9 @@ async fn check(app: &Arc<App>) {
         let blobs = applied
             .plugin_hashes()
             .into_iter()
-            .filter_map(|hash| Some(Blob { hash: hash.to_owned(), bytes: app.plugins.bytes(hash)? }))
+            .filter_map(|hash| Some(Blob { hash: hash.to_owned(), bytes: app.pipeline.plugins.bytes(hash)? }))
             .collect();
-        match app.control.restore((*applied).clone(), blobs).await {
+        match app.control.store.restore((*applied).clone(), blobs).await {
             Ok(true) => tracing::info!(version = applied.version, "control-plane state restored"),
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "control-plane state not restored"),
@@ -376,7 +376,7 @@ pub(crate) struct TenantReport {
 
 /// What this node has and runs for one tenant.
 pub(crate) fn report_of(app: &App, tenant: &Tenant) -> TenantReport {
-    TenantReport { connections: tenant.quota.connections(), plugins: app.plugins.running_of(&tenant.id) }
+    TenantReport { connections: tenant.quota.connections(), plugins: app.pipeline.plugins.running_of(&tenant.id) }
 }
 
 /// A node's own state, as the dashboard shows every node's.
@@ -401,14 +401,14 @@ pub(crate) fn health(app: &App) -> NodeHealth {
         started_at_ms: app.started_at_ms,
         resident_bytes: crate::metrics::resident_bytes(),
         ready: app.readiness().to_owned(),
-        broker_up: app.shared.then(|| app.broker.healthy()),
+        broker_up: app.shared.then(|| app.pipeline.broker.healthy()),
     }
 }
 
 /// What this node has and runs, as JSON per tenant (tenants with connections or plugins),
 /// and its health under [`NODE_HEALTH`].
 fn reports(app: &App) -> BTreeMap<String, String> {
-    let mut running = app.plugins.running();
+    let mut running = app.pipeline.plugins.running();
     let mut reports = BTreeMap::new();
     reports.insert(NODE_HEALTH.to_owned(), serde_json::to_string(&health(app)).expect("node health serializes"));
     for tenant in app.tenants.all() {
@@ -432,7 +432,7 @@ async fn balance(app: &Arc<App>) {
     if limited.is_empty() {
         return;
     }
-    let Ok(nodes) = app.control.reports(limited.iter().map(|t| t.id.to_string()).collect()).await else { return };
+    let Ok(nodes) = app.control.store.reports(limited.iter().map(|t| t.id.to_string()).collect()).await else { return };
     let others: Vec<_> = nodes.iter().filter(|n| *n.node != *app.node_id).collect();
     for (i, tenant) in limited.iter().enumerate() {
         let reported = others.iter().filter_map(|n| n.reports.get(i)?.as_deref());
@@ -480,10 +480,10 @@ mod tests {
         for landed in futures_util::future::join_all(changes).await {
             landed.unwrap();
         }
-        let stored = app.control.load().await.unwrap();
+        let stored = app.control.store.load().await.unwrap();
         assert_eq!((stored.version, stored.tenants.len()), (3, 3));
         assert!(["a", "b", "c"].iter().all(|id| app.tenants.get(id).is_some()));
-        assert_eq!(app.control_applied.lock().await.version, 3);
+        assert_eq!(app.control.applied.lock().await.version, 3);
     }
 
     #[tokio::test]

@@ -101,7 +101,7 @@ impl Server {
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle(self.app.drain.clone())
+        ShutdownHandle(self.app.lifecycle.drain.clone())
     }
 
     /// Serves until shutdown is requested and the drain is over.
@@ -111,7 +111,7 @@ impl Server {
             .tenants
             .all()
             .into_iter()
-            .filter(|t| t.auth.is_insecure() && app.plugins.get(&t.id, Hook::Auth).is_none());
+            .filter(|t| t.auth.is_insecure() && app.pipeline.plugins.get(&t.id, Hook::Auth).is_none());
         for t in insecure {
             tracing::warn!(
                 tenant = &*t.id,
@@ -123,8 +123,8 @@ impl Server {
         tokio::spawn(crate::control::report(app.clone()));
         tokio::spawn(crate::control::obey_commands(app.clone()));
         tokio::spawn(crate::trim::run(app.clone()));
-        if let Some(tls) = &app.tls {
-            tokio::spawn(tls.clone().watch(app.drain.clone()));
+        if let Some(tls) = &app.edge.tls {
+            tokio::spawn(tls.clone().watch(app.lifecycle.drain.clone()));
         }
         let stop = CancellationToken::new();
         if let Some(metrics) = metrics {
@@ -141,25 +141,25 @@ impl Server {
             predecessor.accepting().await;
         }
         match offered {
-            Some((path, Ok(fd))) => drop(tokio::spawn(handoff::offer(app.drain.clone(), path, fd, release))),
+            Some((path, Ok(fd))) => drop(tokio::spawn(handoff::offer(app.lifecycle.drain.clone(), path, fd, release))),
             Some((_, Err(e))) => tracing::error!("cannot offer the listener to a successor: {e}"),
             None => {}
         }
         let ingestion = app.ingestion.lock().expect("ingestion lock").take();
         if let Some(start) = ingestion
-            && let Err(e) = start(app.clone(), app.workers.clone()).await
+            && let Err(e) = start(app.clone(), app.lifecycle.workers.clone()).await
         {
             tracing::error!(error = %e, "ingestion through the broker not started");
         }
 
-        app.drain.started().await;
+        app.lifecycle.drain.started().await;
         let grace = app.config.server.shutdown_grace;
         tracing::info!(?grace, "draining: closing every connection with 1001");
-        app.connections.close();
-        app.workers.close();
+        app.lifecycle.connections.close();
+        app.lifecycle.workers.close();
         let drained = async {
-            app.workers.wait().await;
-            app.connections.wait().await;
+            app.lifecycle.workers.wait().await;
+            app.lifecycle.connections.wait().await;
         };
         if tokio::time::timeout(grace, drained).await.is_err() {
             tracing::warn!("shutdown grace elapsed with connections still flushing");
@@ -237,8 +237,8 @@ async fn accept_loop(
         match accepted {
             Ok((tcp, peer)) => {
                 let _ = tcp.set_nodelay(true);
-                match app.addresses.accept(peer.ip()) {
-                    Ok(accepted) => match &app.tls {
+                match app.edge.addresses.accept(peer.ip()) {
+                    Ok(accepted) => match &app.edge.tls {
                         None => drop(conns.spawn(serve_http(
                             router.clone(),
                             tcp,

@@ -97,7 +97,7 @@ async fn join_own(conn: &Arc<Conn>, resume: &Resume, app: &App) {
         own_streams.iter().for_each(|s| conn.gates.close(*s));
     }
     app.hub.register(conn);
-    let ticket = app.broker.interest(tenant, &own_streams, 1);
+    let ticket = app.pipeline.broker.interest(tenant, &own_streams, 1);
     // `welcome` promises that events published from now on arrive.
     sync_interest(app, ticket).await;
     match history {
@@ -132,7 +132,7 @@ pub(crate) fn leave(conn: &Conn, app: &App) {
     app.presence.disconnected(tenant, &conn.user);
     let own = [Target::User(&conn.user), Target::Broadcast];
     let channels = subscriptions.iter().map(|s| Target::Channel(s));
-    app.broker.interest(tenant, &own.into_iter().chain(channels).collect::<Vec<_>>(), -1);
+    app.pipeline.broker.interest(tenant, &own.into_iter().chain(channels).collect::<Vec<_>>(), -1);
     tenant.metrics.connections.fetch_sub(1, Relaxed);
 }
 
@@ -176,7 +176,7 @@ fn unreadable(since: Option<&Position>, replay: &Replay) -> bool {
 /// Waits (bounded) until the broker carries the streams behind `ticket` to this node.
 async fn sync_interest(app: &App, ticket: Option<Ticket>) {
     if let Some(ticket) = ticket {
-        let _ = tokio::time::timeout(SYNC_TIMEOUT, app.broker.synced(ticket)).await;
+        let _ = tokio::time::timeout(SYNC_TIMEOUT, app.pipeline.broker.synced(ticket)).await;
     }
 }
 
@@ -281,7 +281,7 @@ pub(crate) fn subscribe(
         conn.gates.close(target);
     }
     app.hub.subscribe(conn, &name);
-    let ticket = app.broker.interest(&conn.tenant, &[target], 1);
+    let ticket = app.pipeline.broker.interest(&conn.tenant, &[target], 1);
     if resume {
         return Action::Resume { since, channel: name, ticket };
     }
@@ -295,7 +295,7 @@ pub(crate) fn unsubscribe(conn: &Conn, app: &App, name: &str) -> Bytes {
         subscriptions.swap_remove(i);
         app.hub.unsubscribe(conn, name);
         conn.gates.remove(Target::Channel(name));
-        app.broker.interest(&conn.tenant, &[Target::Channel(name)], -1);
+        app.pipeline.broker.interest(&conn.tenant, &[Target::Channel(name)], -1);
     }
     protocol::unsubscribed(name)
 }

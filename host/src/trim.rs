@@ -21,10 +21,10 @@ pub(crate) async fn run(app: Arc<App>) {
     let mut tick = tokio::time::interval(EVERY);
     loop {
         tokio::select! {
-            () = app.drain.started() => return,
+            () = app.lifecycle.drain.started() => return,
             _ = tick.tick() => {}
         }
-        let now = app.connections.len();
+        let now = app.lifecycle.connections.len();
         peak = peak.max(now);
         if peak - now >= FELL_BY.max(peak / 4) {
             peak = now;

@@ -123,6 +123,7 @@ pub(super) async fn list(
     TenantAdmin(tenant): TenantAdmin,
 ) -> Result<Json<Plugins>, ApiError> {
     let hooks = app
+        .pipeline
         .plugins
         .list(&tenant.id)
         .into_iter()
@@ -150,7 +151,7 @@ pub(super) async fn list(
 /// What every live node runs for `tenant`, and its connections there: this node's live
 /// figures, the others' last reports (at most a second old).
 async fn nodes(app: &App, tenant: &Tenant) -> Result<Vec<NodeView>, ApiError> {
-    let mut nodes = app.control.reports(vec![tenant.id.to_string()]).await?;
+    let mut nodes = app.control.store.reports(vec![tenant.id.to_string()]).await?;
     if !nodes.iter().any(|n| *n.node == *app.node_id) {
         nodes.push(NodeReport { node: app.node_id.to_string(), reports: Vec::new() });
     }
@@ -198,7 +199,7 @@ pub(super) async fn upload(
     let wasm = read_body(&headers, body, app.config.server.max_plugin_bytes).await?;
     let installed_at = crate::clock::now_millis() / 1000;
     let provenance = Provenance { config, on_failure, installed_at, source: Source::Upload };
-    let prepared = app.plugins.prepare(&tenant.id, hook, wasm.clone(), provenance).await?;
+    let prepared = app.pipeline.plugins.prepare(&tenant.id, hook, wasm.clone(), provenance).await?;
     let version = prepared.version_state();
     let blob = Blob { hash: version.hash.clone(), bytes: wasm };
     change_slots(&app, &tenant.id, vec![blob], |slots| {
@@ -229,9 +230,9 @@ pub(super) async fn rollback(
     path: HookPath,
 ) -> Result<Json<Option<PluginView>>, ApiError> {
     let hook = hook(path)?;
-    let configured = app.plugins.configured(&tenant.id, hook);
+    let configured = app.pipeline.plugins.configured(&tenant.id, hook);
     change_slots(&app, &tenant.id, Vec::new(), |slots| version::rollback(slots, hook, configured).map(drop)).await?;
-    Ok(Json(app.plugins.get(&tenant.id, hook).as_deref().map(describe)))
+    Ok(Json(app.pipeline.plugins.get(&tenant.id, hook).as_deref().map(describe)))
 }
 
 /// Turns the hook off on every node.
@@ -254,7 +255,7 @@ pub(super) async fn remove(
     path: HookPath,
 ) -> Result<StatusCode, ApiError> {
     let hook = hook(path)?;
-    let configured = app.plugins.configured(&tenant.id, hook);
+    let configured = app.pipeline.plugins.configured(&tenant.id, hook);
     change_slots(&app, &tenant.id, Vec::new(), |slots| version::remove(slots, hook, configured)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

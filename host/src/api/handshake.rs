@@ -40,7 +40,7 @@ type Attributes = Vec<(String, String)>;
 
 /// The address a connect request comes from (`peer`, or the client a trusted proxy names).
 pub(super) fn client_addr(app: &App, peer: SocketAddr, req: &Parts) -> SocketAddr {
-    app.addresses.client_addr(peer, &req.headers)
+    app.edge.addresses.client_addr(peer, &req.headers)
 }
 
 /// Counts and logs a refusal, and answers it. A refusal for the client's own fault (a 4xx
@@ -52,7 +52,7 @@ pub(super) fn refused(app: &App, tenant_id: &str, client: SocketAddr, Refusal(wh
     }
     let status = error.status();
     if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
-        app.addresses.failed(client.ip());
+        app.edge.addresses.failed(client.ip());
     }
     tracing::debug!(tenant = tenant_id, %client, reason = error.code().as_str(), "connect refused: {error}");
     error.into_response()
@@ -108,11 +108,11 @@ pub(super) async fn admit<T>(
 ) -> Result<(Joining, T), Refusal> {
     not_draining(app)?;
     let counted = req.extensions.get::<Socket>().is_some_and(Socket::counted);
-    let address = app.addresses.connect(peer.ip(), counted).map_err(address_refusal)?;
+    let address = app.edge.addresses.connect(peer.ip(), counted).map_err(address_refusal)?;
     let tenant = tenant(app, tenant_id)?;
     let (identity, attributes) = identify(app, &tenant, req, peer).await?;
     let (resume, extra) = transport(&tenant, &identity)?;
-    let admitted = app.admission.try_admit().ok_or_else(|| {
+    let admitted = app.edge.admission.try_admit().ok_or_else(|| {
         let message = "this node is at its connection limit; retry on another node";
         Refusal(HandshakeFailure::OverCapacity, ApiError::new(ErrorCode::OverCapacity, message))
     })?;
@@ -122,7 +122,7 @@ pub(super) async fn admit<T>(
 }
 
 fn not_draining(app: &App) -> Result<(), Refusal> {
-    if !app.drain.is_draining() {
+    if !app.lifecycle.drain.is_draining() {
         return Ok(());
     }
     let message = "this node is shutting down; connect to another node";
@@ -150,7 +150,7 @@ pub(super) async fn diagnose(
 ) -> Response {
     let refusal = async {
         not_draining(app)?;
-        app.addresses.check(peer.ip()).map_err(address_refusal)?;
+        app.edge.addresses.check(peer.ip()).map_err(address_refusal)?;
         let tenant = tenant(app, tenant_id)?;
         let (identity, _) = identify(app, &tenant, req, peer).await?;
         transport(&tenant, &identity)?;
@@ -190,7 +190,7 @@ pub(super) async fn identify(
     check_origin(tenant, req)?;
     let (Verified { identity, issued_at }, attributes) = authenticate(app, tenant, req, peer).await?;
     let now = crate::clock::now_millis() / 1000;
-    if app.revocations.refuses(&tenant.id, &identity.user, issued_at, now) {
+    if app.control.revocations.refuses(&tenant.id, &identity.user, issued_at, now) {
         let message = "these credentials were revoked; sign in again";
         let error = ApiError::new(ErrorCode::TokenRevoked, message);
         return Err(Refusal(HandshakeFailure::Unauthorized, error));
@@ -247,7 +247,7 @@ async fn authenticate(
     peer: SocketAddr,
 ) -> Result<(Verified, Attributes), Refusal> {
     let unauthorized = |error| Refusal(HandshakeFailure::Unauthorized, error);
-    let Some(plugin) = app.plugins.get(&tenant.id, Hook::Auth) else {
+    let Some(plugin) = app.pipeline.plugins.get(&tenant.id, Hook::Auth) else {
         let query = req.uri.query();
         let token = query_param(query, "token").or_else(|| bearer(&req.headers).map(str::to_owned));
         let user = query_param(query, "user");

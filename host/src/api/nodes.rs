@@ -40,7 +40,7 @@ pub(super) struct NodeView {
         (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
     ))]
 pub(super) async fn list(State(app): State<Arc<App>>, _: Admin) -> Result<Json<Nodes>, ApiError> {
-    let reports = app.control.reports(vec![NODE_HEALTH.to_owned()]).await?;
+    let reports = app.control.store.reports(vec![NODE_HEALTH.to_owned()]).await?;
     let mut nodes: Vec<NodeView> = reports
         .into_iter()
         .filter(|r| *r.node != *app.node_id)

@@ -100,7 +100,7 @@ async fn accept(
     body: Body,
     parse: impl FnOnce(&[u8]) -> Result<Vec<Event>, ingest::FieldError>,
 ) -> Result<Vec<String>, ApiError> {
-    if app.drain.is_draining() {
+    if app.lifecycle.drain.is_draining() {
         return Err(ApiError::new(ErrorCode::Draining, "this node is shutting down; publish to another node"));
     }
     let Publisher(tenant) = publisher?;
@@ -113,7 +113,7 @@ async fn accept(
         return Err(ApiError::new(ErrorCode::EventTooLarge, message));
     }
     within_rate(&tenant, events.len())?;
-    Ok(ingest::pipeline::publish(app, &tenant, events).await?)
+    Ok(ingest::pipeline::publish(&app.pipeline, &tenant, events).await?)
 }
 
 /// 429 `rate_limited` with `Retry-After` when the tenant is over its publish rate.

@@ -154,7 +154,7 @@ pub(super) async fn get(
     PathParams(id): PathParams<String>,
 ) -> Result<(HeaderMap, Json<TenantView>), ApiError> {
     // The last version this node saw: `GET` answers from the node's state, Redis or not.
-    let version = *app.control.watch().borrow();
+    let version = *app.control.store.watch().borrow();
     let tenant = app.tenants.get(&id).ok_or_else(|| unknown(&id))?;
     Ok((etag(version), Json(describe(&app, &tenant))))
 }
@@ -356,7 +356,7 @@ pub(super) async fn delete(
         state.tenants.remove(&id).map(drop).ok_or_else(|| unknown(&id))
     })
     .await?;
-    app.workers.spawn(control::forget(app.clone(), tenant));
+    app.lifecycle.workers.spawn(control::forget(app.clone(), tenant));
     Ok(StatusCode::NO_CONTENT)
 }
 

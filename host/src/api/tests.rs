@@ -115,7 +115,7 @@ async fn publishing_checks_the_key_then_the_body() {
 async fn a_draining_node_refuses_publishes_before_reading_credentials() {
     let app = app().await;
     let router = super::router(app.clone());
-    app.drain.start();
+    app.lifecycle.drain.start();
     let a = send(&router, request("POST", "/v1/publish", None, "{}")).await;
     assert_eq!((a.status, a.code()), (StatusCode::SERVICE_UNAVAILABLE, "draining"));
     let a = send(&router, get("/readyz", None)).await;

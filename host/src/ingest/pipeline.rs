@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::app::App;
+use crate::app::Pipeline;
 use crate::backend::BrokerError;
 use crate::backend::idempotency::Claim;
 use crate::event::Event;
@@ -18,18 +18,18 @@ use crate::tenant::Tenant;
 /// delivered). Events a plugin dropped count as accepted. On `Err`, the keys this call
 /// claimed are given back, so a retry is delivered.
 pub(crate) async fn publish(
-    app: &App,
+    pipeline: &Pipeline,
     tenant: &Arc<Tenant>,
     mut events: Vec<Event>,
 ) -> Result<Vec<String>, BrokerError> {
     let mut ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
-    let claimed = claim_keys(app, tenant, &mut events, &mut ids).await?;
-    let transform = app.plugins.get(&tenant.id, Hook::Transform);
-    let route = app.plugins.get(&tenant.id, Hook::Route);
+    let claimed = claim_keys(pipeline, tenant, &mut events, &mut ids).await?;
+    let transform = pipeline.plugins.get(&tenant.id, Hook::Transform);
+    let route = pipeline.plugins.get(&tenant.id, Hook::Route);
     let events = plugin::hooks::process_events(transform, route, events).await;
-    if let Err(e) = app.broker.publish(tenant, &events).await {
+    if let Err(e) = pipeline.broker.publish(tenant, &events).await {
         let claims: Vec<Claim<'_>> = claimed.iter().map(|(key, id)| Claim { key, id }).collect();
-        app.idempotency.release(&tenant.id, &claims).await;
+        pipeline.idempotency.release(&tenant.id, &claims).await;
         return Err(e);
     }
     tenant.metrics.events_published.fetch_add(events.len() as u64, Relaxed);
@@ -39,7 +39,7 @@ pub(crate) async fn publish(
 /// Claims the events' idempotency keys; drops the events whose key was taken, giving them
 /// the owner's id in `ids`. Returns the keys claimed, with their events' ids.
 async fn claim_keys(
-    app: &App,
+    pipeline: &Pipeline,
     tenant: &Tenant,
     events: &mut Vec<Event>,
     ids: &mut [String],
@@ -52,7 +52,7 @@ async fn claim_keys(
         .iter()
         .map(|&i| Claim { key: events[i].idempotency_key.as_deref().expect("keyed"), id: &events[i].id })
         .collect();
-    let owners = app.idempotency.claim(&tenant.id, &claims, app.config.server.idempotency_window).await?;
+    let owners = pipeline.idempotency.claim(&tenant.id, &claims, pipeline.idempotency_window).await?;
     let mut claimed = Vec::new();
     let mut taken = vec![false; events.len()];
     for (&i, owner) in keyed.iter().zip(owners) {
@@ -88,11 +88,11 @@ impl crate::backend::ingest::Publisher for crate::app::App {
         tenant: &'a std::sync::Arc<crate::tenant::Tenant>,
         events: Vec<Event>,
     ) -> crate::backend::BoxFuture<'a, Result<(), crate::backend::BrokerError>> {
-        Box::pin(async move { publish(self, tenant, events).await.map(drop) })
+        Box::pin(async move { publish(&self.pipeline, tenant, events).await.map(drop) })
     }
 
     fn drain(&self) -> &crate::drain::Drain {
-        &self.drain
+        &self.lifecycle.drain
     }
 }
 
@@ -101,6 +101,7 @@ mod tests {
     use std::sync::atomic::AtomicBool;
 
     use super::*;
+    use crate::app::App;
     use crate::backend::{BackendError, BoxFuture, Broker};
     use crate::config::Config;
 
@@ -124,11 +125,14 @@ mod tests {
         let app = app().await;
         let tenant = app.tenants.get("t").unwrap();
         let body = r#"{"users": ["ann"], "event": "paid", "idempotency_key": "order-1"}"#;
-        let first = publish(&app, &tenant, vec![event(&app, body)]).await.unwrap();
-        let again =
-            publish(&app, &tenant, vec![event(&app, body), event(&app, r#"{"users": ["ann"], "event": "new"}"#)])
-                .await
-                .unwrap();
+        let first = publish(&app.pipeline, &tenant, vec![event(&app, body)]).await.unwrap();
+        let again = publish(
+            &app.pipeline,
+            &tenant,
+            vec![event(&app, body), event(&app, r#"{"users": ["ann"], "event": "new"}"#)],
+        )
+        .await
+        .unwrap();
         assert_eq!(again[0], first[0], "the first event's id");
         assert_ne!(again[1], first[0]);
         assert_eq!(delivered(&app).await, 2);
@@ -163,13 +167,13 @@ mod tests {
     #[tokio::test]
     async fn a_publish_the_broker_refused_gives_its_keys_back_so_a_retry_is_delivered() {
         let mut app = app().await;
-        let flaky = Arc::new(Flaky { down: AtomicBool::new(true), inner: app.broker.clone() });
-        app.broker = flaky.clone();
+        let flaky = Arc::new(Flaky { down: AtomicBool::new(true), inner: app.pipeline.broker.clone() });
+        app.pipeline.broker = flaky.clone();
         let tenant = app.tenants.get("t").unwrap();
         let body = r#"{"users": ["ann"], "event": "paid", "idempotency_key": "order-2"}"#;
-        assert!(publish(&app, &tenant, vec![event(&app, body)]).await.is_err());
+        assert!(publish(&app.pipeline, &tenant, vec![event(&app, body)]).await.is_err());
         flaky.down.store(false, Relaxed);
-        publish(&app, &tenant, vec![event(&app, body)]).await.unwrap();
+        publish(&app.pipeline, &tenant, vec![event(&app, body)]).await.unwrap();
         assert_eq!(delivered(&app).await, 1, "the retry was not taken for a duplicate");
         assert_eq!(tenant.metrics.events_published.load(Relaxed), 1);
     }

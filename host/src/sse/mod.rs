@@ -51,7 +51,7 @@ pub(crate) fn spawn(app: &Arc<App>, joining: Joining, cursor: Cursor) -> Body {
     let (tx, rx) = mpsc::channel::<Bytes>(1);
     let conn = session::conn(app, tenant, &identity.user, attributes);
     let task_app = app.clone();
-    app.connections.spawn(async move {
+    app.lifecycle.connections.spawn(async move {
         let _slots = (admitted, quota);
         run(conn, identity, resume, cursor, tx, &task_app).await;
     });
@@ -103,7 +103,7 @@ async fn established(w: &mut Writer, conn: &Arc<Conn>, identity: &Identity, app:
     loop {
         tokio::select! {
             biased;
-            () = app.drain.started() => {
+            () = app.lifecycle.drain.started() => {
                 conn.outbox.push_control(protocol::reconnect(conn.id, c.reconnect_spread, "server shutting down"));
                 break End::Drain;
             }

@@ -107,7 +107,7 @@ async fn established<W: Wire>(
     loop {
         tokio::select! {
             biased;
-            () = app.drain.started() => {
+            () = app.lifecycle.drain.started() => {
                 conn.outbox.push_control(protocol::reconnect(conn.id, c.reconnect_spread, "server shutting down"));
                 break End::Drain;
             }

@@ -36,7 +36,7 @@ pub(crate) use conn::on_text;
 pub(crate) fn spawn(app: &Arc<App>, req: Parts, mut j: Joining) {
     let on_upgrade = hyper::upgrade::on(Request::from_parts(req, ()));
     let conn = session::conn(app, j.tenant.clone(), &j.identity.user, std::mem::take(&mut j.attributes));
-    app.connections.spawn(serve(app.clone(), conn, on_upgrade, Box::new(j)));
+    app.lifecycle.connections.spawn(serve(app.clone(), conn, on_upgrade, Box::new(j)));
 }
 
 /// The connection task. What it holds while the connection is idle is what every connection
