@@ -10,7 +10,7 @@ use crate::addresses::Addresses;
 use crate::admission::Admission;
 use crate::backend::control::{ControlState, ControlStore};
 use crate::backend::ingest::Ingestion;
-use crate::backend::{Backends, BackendsError, Broker, History, Idempotency, LocalDelivery, Presence};
+use crate::backend::{Backends, BackendsError, Broker, History, Idempotency, LocalDelivery, Presence, Task};
 use crate::clock::IdGenerator;
 use crate::config::Config;
 use crate::edge::Edge;
@@ -71,6 +71,8 @@ pub(crate) struct App {
     pub started_at_ms: u64,
     /// The backend's ingestion, until the server starts it once it listens.
     pub ingestion: std::sync::Mutex<Option<Ingestion>>,
+    /// The backends' long-lived tasks, until the server starts them.
+    pub backend_tasks: std::sync::Mutex<Vec<Task>>,
 }
 
 /// What every publish goes through on its way to the broker.
@@ -120,7 +122,7 @@ impl App {
         let hub = Arc::new(Hub::new(limits));
         let tenants = Arc::new(Tenants::from_config(&config));
         let broker_metrics = Arc::new(BrokerMetrics::default());
-        let Backends { broker, history, presence, idempotency, control, node_id, shared, ingestion } =
+        let Backends { broker, history, presence, idempotency, control, node_id, shared, ingestion, tasks } =
             Backends::start(&config, &(hub.clone() as Arc<dyn LocalDelivery>), &tenants, &broker_metrics).await?;
         let plugins = Arc::new(Plugins::from_config(&config, &tenants).await?);
         let addresses = Addresses::new(config.addresses.clone(), config.server.max_handshakes);
@@ -129,6 +131,7 @@ impl App {
         Ok(Self {
             started_at_ms: crate::clock::now_millis(),
             ingestion: std::sync::Mutex::new(ingestion),
+            backend_tasks: std::sync::Mutex::new(tasks),
             pipeline: Pipeline { plugins, broker, idempotency, idempotency_window: config.server.idempotency_window },
             control: ControlPlane::new(control),
             edge: Edge { admission, addresses, tls },

@@ -119,13 +119,7 @@ impl Server {
             );
         }
         tracing::info!(addr = %local_addr, "notify-host listening on {local_addr}");
-        tokio::spawn(crate::control::follow(app.clone()));
-        tokio::spawn(crate::control::report(app.clone()));
-        tokio::spawn(crate::control::obey_commands(app.clone()));
-        tokio::spawn(crate::trim::run(app.clone()));
-        if let Some(tls) = &app.edge.tls {
-            tokio::spawn(tls.clone().watch(app.lifecycle.drain.clone()));
-        }
+        start_tasks(&app);
         let stop = CancellationToken::new();
         if let Some(metrics) = metrics {
             tokio::spawn(serve_metrics(app.clone(), metrics, stop.clone()));
@@ -168,7 +162,25 @@ impl Server {
         let _ = acceptor.await;
         http_conns.close();
         let _ = tokio::time::timeout(HTTP_CLOSE_GRACE, http_conns.wait()).await;
+        app.lifecycle.stop_tasks().await;
         tracing::info!("stopped");
+    }
+}
+
+/// Starts the node's long-lived tasks, each named and tracked by the lifecycle: the
+/// backends' (subscribers, mirrors, listeners), then the control plane's and housekeeping.
+fn start_tasks(app: &Arc<App>) {
+    let backend = std::mem::take(&mut *app.backend_tasks.lock().expect("tasks lock"));
+    for (name, task) in backend {
+        app.lifecycle.spawn(name, task);
+    }
+    let life = &app.lifecycle;
+    life.spawn("control follow", crate::control::follow(app.clone()));
+    life.spawn("control report", crate::control::report(app.clone()));
+    life.spawn("control commands", crate::control::obey_commands(app.clone()));
+    life.spawn("heap trim", crate::trim::run(app.clone()));
+    if let Some(tls) = &app.edge.tls {
+        life.spawn("tls watch", tls.clone().watch(life.drain.clone()));
     }
 }
 

@@ -51,7 +51,13 @@ pub(crate) struct Backends {
     /// The backend's own way for publishers to reach the node (Redis streams and channels),
     /// started once the node listens; `None` when it has none or the config turns it off.
     pub(crate) ingestion: Option<ingest::Ingestion>,
+    /// The tasks the backends need running (subscribers, mirrors, listeners), named; the
+    /// server starts them with the node's other tasks and stops them last.
+    pub(crate) tasks: Vec<Task>,
 }
+
+/// A long-lived task and its name.
+pub(crate) type Task = (&'static str, BoxFuture<'static, ()>);
 
 /// Why a node's backends could not start.
 #[derive(Debug, thiserror::Error)]

@@ -28,5 +28,6 @@ pub(super) fn backends(config: &Config, local: &Arc<dyn LocalDelivery>) -> Resul
         node_id: super::random_node_id(),
         shared: false,
         ingestion: None,
+        tasks: Vec::new(),
     })
 }

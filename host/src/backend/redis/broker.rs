@@ -68,7 +68,7 @@ impl RedisBroker {
         tenants: Arc<Tenants>,
         metrics: Arc<BrokerMetrics>,
         reconnect_spread: Duration,
-    ) -> Result<Self, BrokerError> {
+    ) -> Result<(Self, BoxFuture<'static, ()>), BrokerError> {
         let publisher = Link::connect(config, config.timeout).await?;
         let (interest, changes) = Interest::new();
         let health = Arc::new(Health::default());
@@ -84,8 +84,7 @@ impl RedisBroker {
             reconnect_spread,
             resync: false,
         };
-        tokio::spawn(subscriber.run());
-        Ok(Self { publisher, interest, health, metrics, timeout: config.timeout })
+        Ok((Self { publisher, interest, health, metrics, timeout: config.timeout }, Box::pin(subscriber.run())))
     }
 }
 

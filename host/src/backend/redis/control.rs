@@ -38,16 +38,16 @@ pub(crate) struct RedisStore {
 }
 
 impl RedisStore {
-    /// Connects and starts the listener.
-    pub(crate) async fn start(config: &RedisConfig) -> Result<Self, BrokerError> {
+    /// Connects; returns the store and its change listener (for the caller to run).
+    pub(crate) async fn start(config: &RedisConfig) -> Result<(Self, BoxFuture<'static, ()>), BrokerError> {
         let link = Link::connect(config, config.timeout).await?;
         let version = Arc::new(watch::channel(0).0);
         let listening = Arc::new(AtomicBool::new(false));
         let commands = broadcast::channel(COMMAND_BACKLOG).0;
         let heard =
             Heard { version: Arc::downgrade(&version), commands: commands.clone(), listening: listening.clone() };
-        tokio::spawn(listen(config.clone(), link.clone(), heard));
-        Ok(Self { link, timeout: config.timeout, version, listening, commands })
+        let listener = Box::pin(listen(config.clone(), link.clone(), heard));
+        Ok((Self { link, timeout: config.timeout, version, listening, commands }, listener))
     }
 
     async fn query<T: ::redis::FromRedisValue>(&self, cmd: ::redis::Cmd) -> Result<T, StoreError> {

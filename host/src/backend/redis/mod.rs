@@ -68,19 +68,26 @@ pub(super) async fn backends(
 ) -> Result<Backends, BackendsError> {
     let node_id = config.node_id.as_deref().map_or_else(super::random_node_id, Arc::from);
     let link = Link::connect(config, config.timeout).await?;
-    let broker: Arc<dyn Broker> = Arc::new(
-        broker::RedisBroker::start(config, local.clone(), tenants.clone(), metrics.clone(), reconnect_spread).await?,
-    );
-    let ingestion = config.ingest.then(|| ingest::ingestion(config, broker.clone(), metrics.clone(), node_id.clone()));
     let timing = Timing { debounce: config.presence_debounce, node_timeout: config.node_timeout };
+    let (broker, subscriber) =
+        broker::RedisBroker::start(config, local.clone(), tenants.clone(), metrics.clone(), reconnect_spread).await?;
+    let broker: Arc<dyn Broker> = Arc::new(broker);
+    let (presence, mirror) = presence::RedisPresence::start(link.clone(), node_id.clone(), tenants.clone(), timing);
+    let (control, listener) = RedisStore::start(config).await?;
+    let ingestion = config.ingest.then(|| ingest::ingestion(config, broker.clone(), metrics.clone(), node_id.clone()));
     Ok(Backends {
         broker,
         idempotency: Arc::new(idempotency::RedisIdempotency::new(link.clone())),
         history: Arc::new(Coalesced::new(history::RedisHistory::new(link.clone(), config.timeout))),
-        presence: Arc::new(presence::RedisPresence::start(link, node_id.clone(), tenants.clone(), timing)),
-        control: Arc::new(RedisStore::start(config).await?),
+        presence: Arc::new(presence),
+        control: Arc::new(control),
         node_id,
         shared: true,
         ingestion,
+        tasks: vec![
+            ("redis broker subscriber", subscriber),
+            ("redis presence mirror", mirror),
+            ("redis control listener", listener),
+        ],
     })
 }

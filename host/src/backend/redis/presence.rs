@@ -85,8 +85,13 @@ impl Local {
 }
 
 impl RedisPresence {
-    /// Starts the task that mirrors presence into Redis.
-    pub(crate) fn start(conn: Link, node: Arc<str>, tenants: Arc<Tenants>, timing: Timing) -> Self {
+    /// The presence, and the task that mirrors it into Redis (for the caller to run).
+    pub(crate) fn start(
+        conn: Link,
+        node: Arc<str>,
+        tenants: Arc<Tenants>,
+        timing: Timing,
+    ) -> (Self, BoxFuture<'static, ()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let local = Arc::new(Local { state: Mutex::new(LocalState { counts: HashMap::new(), tx }) });
         let task = Mirror {
@@ -101,8 +106,7 @@ impl RedisPresence {
             synced: false,
             beaten: HashSet::new(),
         };
-        tokio::spawn(task.run());
-        Self { local, conn, node_timeout: timing.node_timeout }
+        (Self { local, conn, node_timeout: timing.node_timeout }, Box::pin(task.run()))
     }
 
     fn change(&self, tenant: &Arc<Tenant>, user: &str, delta: i32) {
