@@ -24,8 +24,8 @@ use utoipa::ToSchema;
 
 use super::ApiError;
 use super::code::ErrorCode;
+use super::error::ErrorBody;
 use super::extract::{PathParams, TenantAdmin, query_param, read_body};
-use super::openapi::ErrorBody;
 use crate::app::App;
 use crate::backend::control::{Blob, NodeReport};
 use crate::config::FailurePolicy;

@@ -6,12 +6,31 @@ use axum::http::header::{HeaderName, HeaderValue};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::code::ErrorCode;
-use super::openapi::{ErrorBody, ErrorDetail};
+use serde::Serialize;
+use utoipa::ToSchema;
 
+use super::code::ErrorCode;
 use crate::backend::{BrokerError, HistoryError, PresenceError};
 use crate::ingest::FieldError;
 use crate::plugin::PluginError;
+
+/// Every refusal and failure: `{"error": {"code", "message"[, "field"]}}`.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"error": {"code": "invalid_field", "field": "event", "message": "missing field `event`"}}))]
+pub(super) struct ErrorBody<'a> {
+    pub(super) error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct ErrorDetail<'a> {
+    /// Stable, machine-readable (docs/PROTOCOL.md, Error codes).
+    pub(super) code: ErrorCode,
+    /// The request field at fault, for `invalid_field`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) field: Option<&'a str>,
+    /// For people; its wording may change.
+    pub(super) message: &'a str,
+}
 
 /// A refused or failed HTTP request.
 #[derive(Debug, thiserror::Error)]

@@ -9,8 +9,8 @@ use axum::response::IntoResponse;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::error::ErrorBody;
 use super::extract::Admin;
-use super::openapi::ErrorBody;
 use crate::app::App;
 
 /// A node's state.

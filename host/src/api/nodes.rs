@@ -9,8 +9,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::ApiError;
+use super::error::ErrorBody;
 use super::extract::Admin;
-use super::openapi::ErrorBody;
 use crate::app::App;
 use crate::backend::control::NODE_HEALTH;
 use crate::control::{self, NodeHealth};

@@ -8,12 +8,12 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use bytes::Bytes;
-use serde::Serialize;
 use serde_json::Value;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
 use super::code::ErrorCode;
+use super::error::ErrorBody;
 use crate::app::App;
 
 /// The document's header: title, version, tags and the credentials routes name.
@@ -56,24 +56,6 @@ impl Modify for Credentials {
             components.add_security_scheme(name, SecurityScheme::Http(scheme));
         }
     }
-}
-
-/// Every refusal and failure: `{"error": {"code", "message"[, "field"]}}`.
-#[derive(Serialize, ToSchema)]
-#[schema(example = json!({"error": {"code": "invalid_field", "field": "event", "message": "missing field `event`"}}))]
-pub(super) struct ErrorBody<'a> {
-    pub(super) error: ErrorDetail<'a>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub(super) struct ErrorDetail<'a> {
-    /// Stable, machine-readable (docs/PROTOCOL.md, Error codes).
-    pub(super) code: ErrorCode,
-    /// The request field at fault, for `invalid_field`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) field: Option<&'a str>,
-    /// For people; its wording may change.
-    pub(super) message: &'a str,
 }
 
 /// The document as served: one for a node with the demo pages, one without.

@@ -14,8 +14,8 @@ use utoipa::ToSchema;
 
 use super::ApiError;
 use super::code::ErrorCode;
+use super::error::ErrorBody;
 use super::extract::{Publisher, read_body};
-use super::openapi::ErrorBody;
 use crate::app::App;
 use crate::event::Event;
 use crate::ingest;

@@ -21,9 +21,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
 use super::code::ErrorCode;
+use super::error::ErrorBody;
 use super::extract::{PathParams, read_body};
 use super::handshake::{self, ConnectQuery, Refusal};
-use super::openapi::ErrorBody;
 use super::resume;
 use crate::app::App;
 use crate::backend::HistoryError;

@@ -13,8 +13,8 @@ use utoipa::ToSchema;
 
 use super::ApiError;
 use super::code::ErrorCode;
+use super::error::ErrorBody;
 use super::extract::{PathParams, Publisher, UserId, query_param};
-use super::openapi::ErrorBody;
 use crate::app::App;
 use crate::backend::history::Start;
 use crate::protocol::frame;

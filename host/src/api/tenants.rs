@@ -25,8 +25,8 @@ use utoipa::ToSchema;
 
 use super::ApiError;
 use super::code::ErrorCode;
+use super::error::ErrorBody;
 use super::extract::{Admin, PathParams, read_body};
-use super::openapi::ErrorBody;
 use crate::app::App;
 use crate::backend::control::{StoreError, StoredKey, StoredTenant, TenantSettings};
 use crate::config::{AuthConfig, SlowClientPolicy, TenantLimits, valid_tenant_id};

@@ -16,8 +16,8 @@ use utoipa::ToSchema;
 
 use super::ApiError;
 use super::code::ErrorCode;
+use super::error::ErrorBody;
 use super::extract::{PathParams, Publisher, UserId};
-use super::openapi::ErrorBody;
 use crate::app::App;
 use crate::control::{self, Command};
 use crate::revocation::{REVOCATION_TTL, Revoked};

@@ -14,9 +14,9 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::ApiError;
 use super::code::ErrorCode;
+use super::error::ErrorBody;
 use super::extract::PathParams;
 use super::handshake::{self, ConnectQuery, Refusal};
-use super::openapi::ErrorBody;
 use super::resume;
 use crate::addresses::Socket;
 use crate::app::App;

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use super::runtime::TICK;
+/// One epoch tick; deadlines are counted in ticks.
+pub(crate) const TICK: Duration = Duration::from_millis(1);
 
 /// Marks "not read in this poll yet" and "no thread clock here" (the budget then falls back
 /// to wall time).

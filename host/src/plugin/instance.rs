@@ -16,8 +16,9 @@ use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::{StoreState, auth, route, transform, types};
+use super::budget::TICK;
 use super::budget::{Budget, CallClock, CpuMeter, Verdict, bounded};
-use super::runtime::{Compiled, Runtime, TICK};
+use super::runtime::{Compiled, Runtime};
 use super::version::{Provenance, VersionState};
 use super::{CallError, FailurePolicy, Hook};
 use crate::metrics::HookMetrics;

@@ -17,12 +17,10 @@ use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::{StoreState, auth, route, transform};
+use super::budget::TICK;
 use super::{Hook, PluginError};
 use crate::config::PluginLimits;
 use crate::tenant::hex;
-
-/// One epoch tick; deadlines are counted in ticks.
-pub(crate) const TICK: Duration = Duration::from_millis(1);
 
 /// Ticks the ticker goes on for after the last call ended, so that calls arriving one after
 /// another do not each have to wake it.
