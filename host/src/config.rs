@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::hook::Hook;
+
 /// Everything the host reads at start.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,14 +71,8 @@ impl Default for PluginLimits {
     }
 }
 
-/// A tenant's plugins, one per hook.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TenantPlugins {
-    pub auth: Option<PluginConfig>,
-    pub transform: Option<PluginConfig>,
-    pub route: Option<PluginConfig>,
-}
+/// A tenant's plugins, at most one per hook.
+pub(crate) type TenantPlugins = BTreeMap<Hook, PluginConfig>;
 
 /// One plugin set in config.toml.
 #[derive(Debug, Clone, Deserialize)]
@@ -786,7 +782,7 @@ impl TenantConfig {
         {
             return Err(invalid(key("management_key"), "must be at least 16 characters"));
         }
-        if self.plugins.auth.as_ref().is_some_and(|p| p.on_failure.is_some()) {
+        if self.plugins.get(&Hook::Auth).is_some_and(|p| p.on_failure.is_some()) {
             return Err(invalid(key("plugins.auth.on_failure"), "auth plugins always fail closed"));
         }
         match &self.auth {

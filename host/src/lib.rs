@@ -23,6 +23,7 @@ mod fanout;
 mod gate;
 mod handoff;
 mod heap;
+mod hook;
 mod hub;
 mod ingest;
 mod lifecycle;

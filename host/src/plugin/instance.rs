@@ -18,7 +18,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 use super::bindings::{StoreState, auth, route, transform, types};
 use super::budget::TICK;
 use super::budget::{Budget, CallClock, CpuMeter, Verdict, bounded};
-use super::runtime::{Compiled, Runtime};
+use super::runtime::{Compiled, Exports, Runtime};
 use super::version::{Provenance, VersionState};
 use super::{CallError, FailurePolicy, Hook};
 use crate::metrics::HookMetrics;
@@ -29,11 +29,30 @@ const MAX_IDLE: usize = 4;
 /// deadline, and at least this much; so does an instance's first call (see [`LoadedPlugin::budget`]).
 const SETUP_BUDGET_MIN: Duration = Duration::from_millis(100);
 
-enum Guest {
-    Auth(auth::Guest),
-    Transform(transform::Guest),
-    Route(route::Guest),
+macro_rules! guests {
+    ($($hook:ident: $name:literal, world $world:literal, exports $exports:ident;)*) => {
+        /// A warm instance's exports: those of its plugin's hook.
+        enum Guest {
+            $($hook($exports::Guest),)*
+        }
+
+        impl Guest {
+            /// `hook`'s exports in `instance` (`None`: the component does not export it).
+            fn load(
+                exports: &Exports,
+                hook: Hook,
+                store: &mut Store<StoreState>,
+                instance: &wasmtime::component::Instance,
+            ) -> Option<Result<Self, wasmtime::Error>> {
+                match hook {
+                    $(Hook::$hook => exports.$exports.as_ref().map(|i| i.load(&mut *store, instance).map(Guest::$hook)),)*
+                }
+            }
+        }
+    };
 }
+
+crate::hook::for_each_hook!(guests);
 
 struct Warm {
     store: Store<StoreState>,
@@ -161,17 +180,8 @@ impl LoadedPlugin {
         let fail = |e: wasmtime::Error| CallError::Instantiate(format!("{e:#}"));
         let instance = bounded(&meter, budget, self.compiled.pre.instantiate_async(&mut store)).await.map_err(fail)?;
         let missing = || CallError::Instantiate(format!("component does not export the {} hook", self.hook.as_str()));
-        let guest = match self.hook {
-            Hook::Auth => {
-                Guest::Auth(self.compiled.auth.as_ref().ok_or_else(missing)?.load(&mut store, &instance).map_err(fail)?)
-            }
-            Hook::Transform => Guest::Transform(
-                self.compiled.transform.as_ref().ok_or_else(missing)?.load(&mut store, &instance).map_err(fail)?,
-            ),
-            Hook::Route => Guest::Route(
-                self.compiled.route.as_ref().ok_or_else(missing)?.load(&mut store, &instance).map_err(fail)?,
-            ),
-        };
+        let guest = Guest::load(&self.compiled.exports, self.hook, &mut store, &instance).ok_or_else(missing)?;
+        let guest = guest.map_err(fail)?;
         Ok(Warm { store, meter, guest, calls: 0 })
     }
 

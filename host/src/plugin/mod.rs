@@ -26,43 +26,9 @@ pub(crate) use runtime::Runtime;
 pub(crate) use version::{Provenance, SlotSpec, TenantSlots, VersionState};
 
 use crate::config::{Config, FailurePolicy, PluginConfig};
+pub(crate) use crate::hook::Hook;
 use crate::metrics::HookMetrics;
 use crate::tenant::Tenants;
-
-/// A plugin hook.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Hook {
-    Auth,
-    Transform,
-    Route,
-}
-
-impl Hook {
-    pub(crate) const ALL: [Hook; 3] = [Hook::Auth, Hook::Transform, Hook::Route];
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Hook::Auth => "auth",
-            Hook::Transform => "transform",
-            Hook::Route => "route",
-        }
-    }
-
-    pub(crate) fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|h| h.as_str() == s)
-    }
-
-    fn world(self) -> &'static str {
-        match self {
-            Hook::Auth => "authenticator",
-            Hook::Transform => "transformer",
-            Hook::Route => "router",
-        }
-    }
-}
 
 /// Why a plugin could not be installed.
 #[derive(Debug, thiserror::Error)]
@@ -203,9 +169,7 @@ impl Plugins {
             syncing: tokio::sync::Mutex::default(),
         };
         for tenant in tenants.all() {
-            let p = &tenant.config.plugins;
-            for (hook, pc) in [(Hook::Auth, &p.auth), (Hook::Transform, &p.transform), (Hook::Route, &p.route)] {
-                let Some(pc) = pc else { continue };
+            for (&hook, pc) in &tenant.config.plugins {
                 let plugin = plugins.load_configured(&tenant.id, hook, pc, &config.base_dir).await.map_err(|e| {
                     PluginError::Configured { tenant: tenant.id.to_string(), hook: hook.as_str(), source: Box::new(e) }
                 })?;

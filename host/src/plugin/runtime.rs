@@ -35,20 +35,37 @@ pub(crate) struct Compiled {
     /// The component's bytes, to put back in a control-plane store that lost them.
     pub wasm: bytes::Bytes,
     pub pre: InstancePre<StoreState>,
-    pub auth: Option<auth::GuestIndices>,
-    pub transform: Option<transform::GuestIndices>,
-    pub route: Option<route::GuestIndices>,
+    pub exports: Exports,
 }
 
 impl Compiled {
     pub(crate) fn exports(&self, hook: Hook) -> bool {
-        match hook {
-            Hook::Auth => self.auth.is_some(),
-            Hook::Transform => self.transform.is_some(),
-            Hook::Route => self.route.is_some(),
-        }
+        self.exports.has(hook)
     }
 }
+
+macro_rules! compiled_exports {
+    ($($hook:ident: $name:literal, world $world:literal, exports $exports:ident;)*) => {
+        /// Where each hook's exports are in a compiled component (`None`: not exported).
+        pub(crate) struct Exports {
+            $(pub(crate) $exports: Option<$exports::GuestIndices>,)*
+        }
+
+        impl Exports {
+            fn of(pre: &InstancePre<StoreState>) -> Self {
+                Self { $($exports: $exports::GuestIndices::new(pre).ok(),)* }
+            }
+
+            fn has(&self, hook: Hook) -> bool {
+                match hook {
+                    $(Hook::$hook => self.$exports.is_some(),)*
+                }
+            }
+        }
+    };
+}
+
+crate::hook::for_each_hook!(compiled_exports);
 
 /// Engine, linker and compile cache.
 pub(crate) struct Runtime {
@@ -144,14 +161,7 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| PluginError::rejected("imports something the host does not provide: ", e))?;
-        let compiled = Arc::new(Compiled {
-            auth: auth::GuestIndices::new(&pre).ok(),
-            transform: transform::GuestIndices::new(&pre).ok(),
-            route: route::GuestIndices::new(&pre).ok(),
-            hash: hash.clone(),
-            wasm,
-            pre,
-        });
+        let compiled = Arc::new(Compiled { exports: Exports::of(&pre), hash: hash.clone(), wasm, pre });
         self.cache.lock().expect("plugin cache lock").insert(hash, compiled.clone());
         Ok(compiled)
     }
