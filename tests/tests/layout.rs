@@ -1,5 +1,6 @@
-//! The host's module layout as docs/ARCHITECTURE.md describes it: no import cycles between
-//! its top-level modules, and every module documented.
+//! The host's module layout as docs/ARCHITECTURE.md describes it: its modules table lists
+//! every top-level module bottom-up and every import goes up the table, no two files of one
+//! module import each other in a circle, and every module is documented.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -67,6 +68,108 @@ fn top_level_modules_import_no_cycle() {
     assert!(graph.len() > 10, "found the host's modules: {:?}", graph.keys());
     let cycles: Vec<String> = graph.keys().filter_map(|m| cycle_from(&graph, m)).map(|c| c.join(" → ")).collect();
     assert!(cycles.is_empty(), "import cycles between modules:\n{}", cycles.join("\n"));
+}
+
+/// The modules of docs/ARCHITECTURE.md's modules table, in its order.
+fn table() -> Vec<String> {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/ARCHITECTURE.md")).unwrap();
+    let start = doc.find("| module | concept |").expect("the modules table");
+    let end = start + doc[start..].find("\n## ").expect("a section after the table");
+    doc[start..end]
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `")?.split_once('`').map(|(name, _)| name.to_owned()))
+        .collect()
+}
+
+#[test]
+fn the_architecture_table_lists_every_module_and_every_import_goes_up_it() {
+    let graph = graph();
+    let table = table();
+    let listed: BTreeSet<&String> = table.iter().collect();
+    let modules: BTreeSet<&String> = graph.keys().collect();
+    assert_eq!(listed, modules, "docs/ARCHITECTURE.md's modules table against host/src");
+    let place = |m: &String| table.iter().position(|t| t == m);
+    let mut downward = Vec::new();
+    for (module, deps) in &graph {
+        for dep in deps.iter().filter(|d| graph.contains_key(*d)) {
+            if place(dep) > place(module) {
+                downward.push(format!("{module} → {dep}"));
+            }
+        }
+    }
+    assert!(downward.is_empty(), "imports of a module listed further down the table: {downward:?}");
+}
+
+/// The `.rs` files of `dir` and below, each with how many `super::` lead back to `dir`.
+fn files_under(dir: &Path, depth: usize, out: &mut Vec<(PathBuf, usize)>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files_under(&path, depth + 1, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let own = path.file_name().is_some_and(|n| n == "mod.rs");
+            out.push((path, if own { depth } else { depth + 1 }));
+        }
+    }
+}
+
+/// The siblings (files and directories beside it, `mod.rs` aside) that `child` of module
+/// directory `dir` (at `module`, a `::` path) names, outside its tests.
+fn sibling_imports(dir: &Path, module: &str, child: &str, siblings: &BTreeSet<String>) -> BTreeSet<String> {
+    let path = dir.join(child);
+    let mut files = Vec::new();
+    if path.is_dir() {
+        files_under(&path, 0, &mut files);
+    } else {
+        files.push((dir.join(format!("{child}.rs")), 1));
+    }
+    let mut found = BTreeSet::new();
+    for (file, depth) in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap();
+        for prefix in [format!("crate::{module}::"), "super::".repeat(depth)] {
+            for (i, _) in code.match_indices(&prefix) {
+                let rest = &code[i + prefix.len()..];
+                let names: Vec<&str> = match rest.strip_prefix('{') {
+                    Some(group) => {
+                        group.split('}').next().unwrap().split(|c: char| !c.is_alphanumeric() && c != '_').collect()
+                    }
+                    None => vec![rest.split(|c: char| !c.is_alphanumeric() && c != '_').next().unwrap()],
+                };
+                found.extend(names.into_iter().filter(|n| *n != child && siblings.contains(*n)).map(str::to_owned));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn no_two_files_of_a_module_import_each_other_in_a_circle() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/src");
+    let mut dirs = vec![src.clone()];
+    let mut circles = Vec::new();
+    while let Some(dir) = dirs.pop() {
+        let mut siblings = BTreeSet::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                dirs.push(path);
+                siblings.insert(name);
+            } else if path.extension().is_some_and(|e| e == "rs") && name != "mod" {
+                siblings.insert(name);
+            }
+        }
+        if dir == src {
+            continue; // top-level modules: the table test
+        }
+        let module = dir.strip_prefix(&src).unwrap().to_string_lossy().replace('/', "::");
+        let graph: BTreeMap<String, BTreeSet<String>> =
+            siblings.iter().map(|c| (c.clone(), sibling_imports(&dir, &module, c, &siblings))).collect();
+        circles
+            .extend(graph.keys().filter_map(|c| cycle_from(&graph, c)).map(|c| format!("{module}: {}", c.join(" → "))));
+    }
+    assert!(circles.is_empty(), "files of one module importing each other in a circle:\n{}", circles.join("\n"));
 }
 
 #[test]
