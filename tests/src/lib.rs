@@ -74,10 +74,10 @@ pub async fn publish_until(
     client: &mut Client,
     expected: &Value,
 ) -> anyhow::Result<()> {
-    let body = json!({ "users": [user], "event": "e", "data": {} }).to_string();
+    let body = json!({ "users": [user], "event": "e", "data": {} });
     let mut last = Value::Null;
     for _ in 0..200 {
-        let (status, res) = http(addr, "POST", "/v1/publish", Some(key), body.clone().into()).await?;
+        let (status, res) = publish_to(addr, key, &body).await?;
         anyhow::ensure!(status == 202, "publish through {addr}: {status} {res}");
         last = client.next_event().await?["data"].clone();
         if last == *expected {
@@ -146,7 +146,7 @@ impl TestHost {
 
     /// Polls `/readyz` until it answers `status` (200 ready, 503 draining or broker down).
     pub async fn wait_ready(&self, status: u16) -> anyhow::Result<()> {
-        eventually(|| async { Ok(http(self.addr, "GET", "/readyz", None, Bytes::new()).await?.0 == status) })
+        eventually(|| async { Ok(Req::get("/readyz").reply(self.addr).await?.0 == status) })
             .await
             .with_context(|| format!("/readyz never returned {status}"))
     }
@@ -169,7 +169,7 @@ impl TestHost {
     }
 
     pub async fn publish(&self, key: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        http(self.addr, "POST", "/v1/publish", Some(key), body.to_string().into()).await
+        publish_to(self.addr, key, body).await
     }
 
     /// Publishes and insists on 202.
@@ -512,106 +512,115 @@ fn parse_frame(buf: &[u8]) -> Option<((u8, Vec<u8>), usize)> {
     Some(((op, payload), pos + len))
 }
 
-/// One HTTP/1.1 request; returns the status and the body parsed as JSON (Null if empty).
-pub async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    bearer: Option<&str>,
+/// One HTTP/1.1 request to a host, built up then sent:
+/// `publish_to(addr, "demo-key", &json)`.
+/// Each way of sending returns what the test reads of the answer.
+pub struct Req {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
     body: Bytes,
-) -> anyhow::Result<(u16, Value)> {
-    let (status, bytes) = http_raw(addr, method, path, bearer, body).await?;
-    Ok((status, json_body(&bytes)?))
+    patience: Duration,
+}
+
+impl Req {
+    pub fn new(method: &str, path: impl Into<String>) -> Self {
+        Self { method: method.to_owned(), path: path.into(), headers: Vec::new(), body: Bytes::new(), patience: STEP }
+    }
+
+    pub fn get(path: impl Into<String>) -> Self {
+        Self::new("GET", path)
+    }
+
+    pub fn post(path: impl Into<String>) -> Self {
+        Self::new("POST", path)
+    }
+
+    pub fn put(path: impl Into<String>) -> Self {
+        Self::new("PUT", path)
+    }
+
+    pub fn patch(path: impl Into<String>) -> Self {
+        Self::new("PATCH", path)
+    }
+
+    pub fn delete(path: impl Into<String>) -> Self {
+        Self::new("DELETE", path)
+    }
+
+    /// `Authorization: Bearer <key>`.
+    pub fn key(self, key: &str) -> Self {
+        self.header("authorization", &format!("Bearer {key}"))
+    }
+
+    /// [`Req::key`] when there is one.
+    pub fn auth(self, key: Option<&str>) -> Self {
+        match key {
+            Some(key) => self.key(key),
+            None => self,
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn headers(self, headers: &[(&str, &str)]) -> Self {
+        headers.iter().fold(self, |req, (name, value)| req.header(name, value))
+    }
+
+    pub fn body(mut self, body: Bytes) -> Self {
+        self.body = body;
+        self
+    }
+
+    /// How long to wait for the answer ([`STEP`] unless set): [`PATIENCE`] for a request
+    /// whose work takes long, such as uploading a plugin of many megabytes.
+    pub fn within(mut self, patience: Duration) -> Self {
+        self.patience = patience;
+        self
+    }
+
+    /// The status, the response headers and the raw body.
+    pub async fn send(self, addr: SocketAddr) -> anyhow::Result<(u16, hyper::HeaderMap, Bytes)> {
+        let headers: Vec<(&str, &str)> = self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        request_within(addr, &self.method, &self.path, &headers, self.body, self.patience).await
+    }
+
+    /// The status and the body as JSON (Null if empty).
+    pub async fn reply(self, addr: SocketAddr) -> anyhow::Result<(u16, Value)> {
+        let (status, _, body) = self.send(addr).await?;
+        Ok((status, json_body(&body)?))
+    }
+
+    /// The status and the raw body.
+    pub async fn raw(self, addr: SocketAddr) -> anyhow::Result<(u16, Bytes)> {
+        let (status, _, body) = self.send(addr).await?;
+        Ok((status, body))
+    }
+
+    /// The status, the response headers and the body as JSON (Null if empty).
+    pub async fn full(self, addr: SocketAddr) -> anyhow::Result<(u16, hyper::HeaderMap, Value)> {
+        let (status, headers, body) = self.send(addr).await?;
+        Ok((status, headers, json_body(&body)?))
+    }
 }
 
 fn json_body(bytes: &[u8]) -> anyhow::Result<Value> {
     Ok(if bytes.is_empty() { Value::Null } else { serde_json::from_slice(bytes)? })
 }
 
-/// One HTTP/1.1 request; returns the status and the raw body.
-pub async fn http_raw(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    bearer: Option<&str>,
-    body: Bytes,
-) -> anyhow::Result<(u16, Bytes)> {
-    let auth = bearer.map(|key| format!("Bearer {key}"));
-    let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| ("authorization", a)).into_iter().collect();
-    request(addr, method, path, &headers, body).await
+/// Publishes `body` to the host at `addr` with `key`; the status and the answer.
+pub async fn publish_to(addr: SocketAddr, key: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+    Req::post("/v1/publish").key(key).body(body.to_string().into()).reply(addr).await
 }
 
-/// An HTTP/1.1 request with arbitrary headers; returns the status and the body as JSON
-/// (Null if empty).
-pub async fn http_with(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Bytes,
-) -> anyhow::Result<(u16, Value)> {
-    http_within(addr, method, path, headers, body, STEP).await
-}
-
-async fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Bytes,
-) -> anyhow::Result<(u16, Bytes)> {
-    let (status, _, body) = request_with_headers(addr, method, path, headers, body).await?;
-    Ok((status, body))
-}
-
-/// One HTTP/1.1 request with a bearer token; returns the status, the response headers and
-/// the body as JSON (Null if empty).
-pub async fn http_full(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    bearer: Option<&str>,
-    body: Bytes,
-) -> anyhow::Result<(u16, hyper::HeaderMap, Value)> {
-    let auth = bearer.map(|key| format!("Bearer {key}"));
-    let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| ("authorization", a)).into_iter().collect();
-    let (status, response_headers, bytes) = request_with_headers(addr, method, path, &headers, body).await?;
-    Ok((status, response_headers, json_body(&bytes)?))
-}
-
-/// One HTTP/1.1 request without a body and with arbitrary headers; returns the status, the
-/// response headers and the raw body.
-pub async fn http_headers(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> anyhow::Result<(u16, hyper::HeaderMap, Bytes)> {
-    request_with_headers(addr, method, path, headers, Bytes::new()).await
-}
-
-/// [`http_with`] with its own bound on the wait for the answer: [`PATIENCE`] for a request
-/// whose work takes long, such as uploading a plugin of many megabytes.
-pub async fn http_within(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Bytes,
-    patience: Duration,
-) -> anyhow::Result<(u16, Value)> {
-    let (status, _, bytes) = request_within(addr, method, path, headers, body, patience).await?;
-    Ok((status, json_body(&bytes)?))
-}
-
-async fn request_with_headers(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Bytes,
-) -> anyhow::Result<(u16, hyper::HeaderMap, Bytes)> {
-    request_within(addr, method, path, headers, body, STEP).await
+/// [`publish_to`], insisting on 202; the answer.
+pub async fn published(addr: SocketAddr, key: &str, body: &Value) -> anyhow::Result<Value> {
+    let (status, answer) = publish_to(addr, key, body).await?;
+    anyhow::ensure!(status == 202, "publish answered {status}: {answer}");
+    Ok(answer)
 }
 
 async fn request_within(
@@ -673,7 +682,7 @@ macro_rules! host_bin {
 /// The value of a metric sample line (`name{labels}`) from the `/metrics` of the host whose
 /// metrics listener is `addr`.
 pub async fn metric(addr: SocketAddr, sample: &str) -> anyhow::Result<f64> {
-    let (_, text) = http_raw(addr, "GET", "/metrics", None, Bytes::new()).await?;
+    let (_, text) = Req::get("/metrics").raw(addr).await?;
     let text = String::from_utf8(text.to_vec())?;
     let line = text
         .lines()

@@ -3,8 +3,7 @@
 //! on every connect, and reports unread counts.
 
 use anyhow::Context as _;
-use bytes::Bytes;
-use notify_tests::{RedisServer, TestHost, http};
+use notify_tests::{RedisServer, Req, TestHost};
 use serde_json::{Value, json};
 
 const ACKS: &str = r#"
@@ -20,7 +19,7 @@ auth = { mode = "insecure" }
 
 async fn unread(host: &TestHost, key: &str, user: &str) -> anyhow::Result<(u16, Value)> {
     let path = format!("/v1/users/{user}/unread");
-    let (status, body) = http(host.addr, "GET", &path, Some(key), Bytes::new()).await?;
+    let (status, body) = Req::get(&path).key(key).reply(host.addr).await?;
     Ok((status, body))
 }
 

@@ -1,12 +1,11 @@
 //! `GET /v1/channels/{channel}/presence`: who is subscribed to a channel, over every live
 //! node.
 
-use bytes::Bytes;
-use notify_tests::{DEMO, RedisServer, TestHost, eventually, http};
+use notify_tests::{DEMO, RedisServer, Req, TestHost, eventually};
 use serde_json::{Value, json};
 
 async fn presence(host: &TestHost, channel: &str) -> anyhow::Result<(u16, Value)> {
-    http(host.addr, "GET", &format!("/v1/channels/{channel}/presence"), Some("demo-key"), Bytes::new()).await
+    Req::get(format!("/v1/channels/{channel}/presence")).key("demo-key").reply(host.addr).await
 }
 
 fn users(body: &Value) -> Value {
@@ -36,7 +35,7 @@ async fn a_channel_lists_its_subscribers_on_one_node() -> anyhow::Result<()> {
     assert_eq!(users(&empty), json!([]));
     let (status, _) = presence(&host, "bad%20name").await?;
     assert_eq!(status, 400);
-    let (status, _) = http(host.addr, "GET", "/v1/channels/room/presence", Some("nope"), Bytes::new()).await?;
+    let (status, _) = Req::get("/v1/channels/room/presence").key("nope").reply(host.addr).await?;
     assert_eq!(status, 401);
     Ok(())
 }

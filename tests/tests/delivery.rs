@@ -1,6 +1,6 @@
 //! Fan-out over real sockets: user streams, channels, broadcast.
 
-use notify_tests::{DEMO, TestHost};
+use notify_tests::{DEMO, Req, TestHost};
 use serde_json::json;
 
 #[tokio::test]
@@ -74,8 +74,7 @@ async fn batch_publish_delivers_in_order() -> anyhow::Result<()> {
     let mut c = host.connect_user("carol").await?;
     let batch: Vec<_> = (0..50).map(|i| json!({"users": ["carol"], "event": "n", "data": i})).collect();
     let (status, res) =
-        notify_tests::http(host.addr, "POST", "/v1/publish/batch", Some("demo-key"), json!(batch).to_string().into())
-            .await?;
+        Req::post("/v1/publish/batch").key("demo-key").body(json!(batch).to_string().into()).reply(host.addr).await?;
     assert_eq!(status, 202, "{res}");
     assert_eq!(res["ids"].as_array().unwrap().len(), 50);
     for i in 0..50 {

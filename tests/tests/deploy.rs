@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use notify_host::Config;
-use notify_tests::{
-    Client, DEMO, HostProcess, RedisServer, TempDir, TestHost, eventually, host_bin, hs256_token, http, http_raw,
-};
+use notify_tests::{Client, DEMO, HostProcess, RedisServer, Req, TempDir, TestHost, eventually, host_bin, hs256_token};
 use serde_json::{Value, json};
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -170,7 +168,7 @@ async fn dashboards_and_alerts_query_metrics_the_host_exports() -> anyhow::Resul
     let redis = RedisServer::start().await?;
     let host = TestHost::start(&format!("{DEMO}\n{}", redis.broker_toml())).await?;
     host.wait_ready(200).await?;
-    let (status, body) = http_raw(host.metrics, "GET", "/metrics", None, Default::default()).await?;
+    let (status, body) = Req::get("/metrics").raw(host.metrics).await?;
     assert_eq!(status, 200);
     let mut exported = BTreeSet::new();
     for line in String::from_utf8(body.to_vec())?.lines() {
@@ -221,20 +219,18 @@ async fn the_compose_nodes_serve_as_one_cluster() -> anyhow::Result<()> {
     let secret = "compose-jwt-secret-0123456789";
     let spec = json!({ "id": "acme", "auth": { "mode": "jwt", "keys": [{ "kid": "k1", "hs256_secret": secret }] } });
     let (status, created) =
-        http(nodes[0].addr, "POST", "/v1/admin/tenants", Some(admin), spec.to_string().into()).await?;
+        Req::post("/v1/admin/tenants").key(admin).body(spec.to_string().into()).reply(nodes[0].addr).await?;
     assert_eq!(status, 201, "{created}");
     let key = created["publish_key"].as_str().context("publish key")?.to_owned();
     for node in &nodes[1..] {
-        eventually(|| async {
-            Ok(http(node.addr, "GET", "/v1/admin/tenants/acme", Some(admin), Default::default()).await?.0 == 200)
-        })
-        .await?;
+        eventually(|| async { Ok(Req::get("/v1/admin/tenants/acme").key(admin).reply(node.addr).await?.0 == 200) })
+            .await?;
     }
     let token = hs256_token("ann", 300, None, secret);
     let mut ann = Client::connect(&format!("ws://{}/v1/ws/acme?token={token}", nodes[2].addr), &[]).await?;
     assert_eq!(ann.next_json().await?["type"], "welcome");
     let body = json!({ "users": ["ann"], "event": "http", "data": 1 }).to_string();
-    let (status, answer) = http(nodes[1].addr, "POST", "/v1/publish", Some(&key), body.into()).await?;
+    let (status, answer) = Req::post("/v1/publish").key(&key).body(body.into()).reply(nodes[1].addr).await?;
     assert_eq!(status, 202, "{answer}");
     assert_eq!(ann.next_event().await?["data"], 1);
 
@@ -278,7 +274,7 @@ async fn the_image_runs_as_the_dockerfile_shows() -> anyhow::Result<()> {
     let image_config = text("notify.toml")?;
     let broker = ("NOTIFY_BROKER__URL".to_owned(), redis.url());
     let plain = HostProcess::start_with(host_bin!(), &image_config, std::slice::from_ref(&broker)).await?;
-    let ready = |addr| async move { http(addr, "GET", "/readyz", None, Default::default()).await };
+    let ready = |addr| async move { Req::get("/readyz").reply(addr).await };
     let (status, body) = ready(plain.addr).await?;
     assert_eq!((status, body["status"].as_str()), (503, Some("no_tenants")), "{body}");
 
@@ -287,11 +283,11 @@ async fn the_image_runs_as_the_dockerfile_shows() -> anyhow::Result<()> {
     let managed = HostProcess::start_with(host_bin!(), &image_config, &env).await?;
     eventually(|| async { Ok(ready(managed.addr).await?.0 == 200) }).await?;
     let spec = json!({ "id": "acme" }).to_string();
-    let (status, created) = http(managed.addr, "POST", "/v1/admin/tenants", Some(admin), spec.into()).await?;
+    let (status, created) = Req::post("/v1/admin/tenants").key(admin).body(spec.into()).reply(managed.addr).await?;
     assert_eq!(status, 201, "{created}");
     eventually(|| async { Ok(ready(plain.addr).await?.0 == 200) }).await?;
     let key = created["publish_key"].as_str().context("publish key")?;
     let body = json!({ "users": ["ann"], "event": "e", "data": 1 }).to_string();
-    assert_eq!(http(plain.addr, "POST", "/v1/publish", Some(key), body.into()).await?.0, 202);
+    assert_eq!(Req::post("/v1/publish").key(key).body(body.into()).reply(plain.addr).await?.0, 202);
     Ok(())
 }

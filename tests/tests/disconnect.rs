@@ -2,7 +2,7 @@
 //! node, and can refuse the tokens issued before.
 
 use bytes::Bytes;
-use notify_tests::{Client, DEMO, JWT_SECRET, RedisServer, TestHost, http, jwt_tenant};
+use notify_tests::{Client, DEMO, JWT_SECRET, RedisServer, Req, TestHost, jwt_tenant};
 use serde_json::json;
 
 /// An HS256 token of the `secure` tenant for `sub`, issued `ago` seconds ago.
@@ -16,7 +16,7 @@ fn token(sub: &str, ago: u64) -> String {
 async fn disconnect(host: &TestHost, key: &str, user: &str, body: serde_json::Value) -> anyhow::Result<u16> {
     let path = format!("/v1/users/{user}/disconnect");
     let body = if body.is_null() { Bytes::new() } else { body.to_string().into() };
-    Ok(http(host.addr, "POST", &path, Some(key), body).await?.0)
+    Ok(Req::post(&path).key(key).body(body).reply(host.addr).await?.0)
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use notify_tests::{DEMO, HostProcess, RedisServer, Resuming, TempDir, host_bin, http};
+use notify_tests::{DEMO, HostProcess, RedisServer, Req, Resuming, TempDir, host_bin, publish_to};
 use serde_json::json;
 
 /// Bounds every loop of the test: the upgrade takes seconds.
@@ -20,7 +20,8 @@ const DEADLINE: Duration = Duration::from_secs(60);
 async fn connect_loop(addr: SocketAddr, stop: Arc<AtomicBool>) -> anyhow::Result<u64> {
     let mut answered = 0;
     while !stop.load(Relaxed) && answered < 1_000_000 {
-        let (status, body) = http(addr, "GET", "/healthz", None, Default::default())
+        let (status, body) = Req::get("/healthz")
+            .reply(addr)
             .await
             .with_context(|| format!("connect {} refused or unanswered", answered + 1))?;
         anyhow::ensure!(status == 200, "connect {} answered {status}: {body}", answered + 1);
@@ -38,7 +39,7 @@ async fn publish_loop(addr: SocketAddr, stop: Arc<AtomicBool>) -> anyhow::Result
         let ending = stop.load(Relaxed);
         let (event, key) = if ending { ("end", "end".to_owned()) } else { ("seq", format!("seq-{published}")) };
         let body = json!({ "users": ["u"], "event": event, "data": published, "idempotency_key": key });
-        match http(addr, "POST", "/v1/publish", Some("demo-key"), body.to_string().into()).await {
+        match publish_to(addr, "demo-key", &body).await {
             Ok((202, _)) if ending => return Ok(published),
             Ok((202, _)) => published += 1,
             Ok((503, _)) => {}

@@ -3,11 +3,11 @@
 //! acknowledging it) returns the first event's id and is delivered once.
 
 use anyhow::Context as _;
-use notify_tests::{Client, DEMO, HostProcess, RedisServer, TestHost, host_bin, http};
+use notify_tests::{Client, DEMO, HostProcess, RedisServer, Req, TestHost, host_bin};
 use serde_json::{Value, json};
 
 async fn publish(addr: std::net::SocketAddr, path: &str, body: &Value) -> anyhow::Result<Value> {
-    let (status, res) = http(addr, "POST", path, Some("demo-key"), body.to_string().into()).await?;
+    let (status, res) = Req::post(path).key("demo-key").body(body.to_string().into()).reply(addr).await?;
     anyhow::ensure!(status == 202, "publish answered {status}: {res}");
     Ok(res)
 }
@@ -55,27 +55,23 @@ async fn a_retried_publish_returns_the_first_id_and_is_delivered_once() -> anyho
     assert_eq!(host.metric("notify_events_deduplicated_total{tenant=\"demo\"}").await?, 3.0);
     // Keys are per tenant: the same key elsewhere is a new event.
     let (mut bob, _) = host.join("other", "user=bob").await?;
-    let (status, res) = http(
-        host.addr,
-        "POST",
-        "/v1/publish",
-        Some("other-key"),
-        json!({ "users": ["bob"], "event": "order", "data": "other", "idempotency_key": "order-42" })
-            .to_string()
-            .into(),
-    )
-    .await?;
+    let (status, res) = Req::post("/v1/publish")
+        .key("other-key")
+        .body(
+            json!({ "users": ["bob"], "event": "order", "data": "other", "idempotency_key": "order-42" })
+                .to_string()
+                .into(),
+        )
+        .reply(host.addr)
+        .await?;
     assert_eq!(status, 202, "{res}");
     assert_ne!(res["id"], first["id"]);
     assert_eq!(bob.next_event().await?["data"], "other");
-    let (status, res) = http(
-        host.addr,
-        "POST",
-        "/v1/publish",
-        Some("demo-key"),
-        json!({ "users": ["ann"], "event": "e", "idempotency_key": "has space" }).to_string().into(),
-    )
-    .await?;
+    let (status, res) = Req::post("/v1/publish")
+        .key("demo-key")
+        .body(json!({ "users": ["ann"], "event": "e", "idempotency_key": "has space" }).to_string().into())
+        .reply(host.addr)
+        .await?;
     assert_eq!((status, res["error"]["field"].clone()), (400, json!("idempotency_key")), "{res}");
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Connection lifecycle: size limits, slow and silent clients, shutdown.
 
-use notify_tests::{Client, DEMO, RawClient, TestHost};
+use notify_tests::{Client, DEMO, RawClient, Req, TestHost};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -106,7 +106,7 @@ async fn shutdown_sends_1001_to_everyone_and_refuses_new_work() -> anyhow::Resul
     host.publish_ok(&json!({"broadcast": true, "event": "last"})).await?;
     host.shutdown.shutdown();
     // While connections drain, the host says so and turns new work away.
-    let (status, body) = notify_tests::http(host.addr, "GET", "/readyz", None, Default::default()).await?;
+    let (status, body) = Req::get("/readyz").reply(host.addr).await?;
     assert_eq!((status, body["status"].as_str()), (503, Some("draining")));
     let (status, _) = host.publish("demo-key", &json!({"users": ["s1"], "event": "late"})).await?;
     assert_eq!(status, 503);

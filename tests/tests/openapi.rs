@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use anyhow::{Context as _, bail};
-use notify_tests::{TestHost, hs256_token, http_raw, http_with, plugin_bytes};
+use notify_tests::{Req, TestHost, hs256_token, plugin_bytes};
 use serde_json::{Value, json};
 
 const ADMIN: &str = "admin-token-0123";
@@ -20,7 +20,7 @@ struct Spec {
 
 impl Spec {
     async fn fetch(addr: SocketAddr) -> anyhow::Result<Self> {
-        let (status, doc) = http_with(addr, "GET", "/v1/openapi.json", &[], Default::default()).await?;
+        let (status, doc) = Req::get("/v1/openapi.json").reply(addr).await?;
         assert_eq!(status, 200);
         Ok(Self { doc, checked: 0.into() })
     }
@@ -121,7 +121,7 @@ async fn real_answers_match_the_documented_schemas() -> anyhow::Result<()> {
     let admin = [("authorization", admin.as_str())];
     let send = async |method: &str, path: &str, headers: &[(&str, &str)], body: &Value| {
         let body = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
-        http_with(addr, method, path, headers, body.into()).await
+        Req::new(method, path).headers(headers).body(body.into()).reply(addr).await
     };
 
     for route in ["/healthz", "/readyz", "/v1/openapi.json"] {
@@ -131,7 +131,7 @@ async fn real_answers_match_the_documented_schemas() -> anyhow::Result<()> {
     let (status, body) = send("GET", "/metrics", &[], &Value::Null).await?;
     assert_eq!(status, 401, "the client port has metrics for the admin token only");
     spec.check("GET", "/metrics", status, &body)?;
-    let (status, metrics) = http_raw(addr, "GET", "/metrics", Some(ADMIN), Default::default()).await?;
+    let (status, metrics) = Req::get("/metrics").key(ADMIN).raw(addr).await?;
     assert!(String::from_utf8_lossy(&metrics).contains("notify_connections"));
     assert!(
         spec.doc
@@ -231,26 +231,24 @@ async fn plugins(spec: &Spec, addr: SocketAddr, tenant: &str, admin: &[(&str, &s
     let mut headers = admin.to_vec();
     headers.push(("notify-plugin-config", r#"{"fields":"ssn"}"#));
     let (status, body) =
-        http_with(addr, "PUT", &format!("{base}/transform"), &headers, plugin_bytes("redact").into()).await?;
+        Req::put(format!("{base}/transform")).headers(&headers).body(plugin_bytes("redact").into()).reply(addr).await?;
     assert_eq!(status, 201, "{body}");
     spec.check("PUT", hook, status, &body)?;
     let (status, body) =
-        http_with(addr, "PUT", &format!("{base}/transform"), admin, b"not wasm".to_vec().into()).await?;
+        Req::put(format!("{base}/transform")).headers(admin).body(b"not wasm".to_vec().into()).reply(addr).await?;
     assert_eq!(status, 400);
     spec.check("PUT", hook, status, &body)?;
-    let (status, body) = http_with(addr, "GET", &base, admin, Default::default()).await?;
+    let (status, body) = Req::get(&base).headers(admin).reply(addr).await?;
     assert_eq!(body["plugins"][0]["active"]["state"], "active", "{body}");
     spec.check("GET", "/v1/admin/tenants/{tenant}/plugins", status, &body)?;
     let rollback = "/v1/admin/tenants/{tenant}/plugins/{hook}/rollback";
-    let (status, body) =
-        http_with(addr, "POST", &format!("{base}/transform/rollback"), admin, Default::default()).await?;
+    let (status, body) = Req::post(format!("{base}/transform/rollback")).headers(admin).reply(addr).await?;
     spec.check("POST", rollback, status, &body)?;
-    let (status, body) =
-        http_with(addr, "POST", &format!("{base}/transform/rollback"), admin, Default::default()).await?;
+    let (status, body) = Req::post(format!("{base}/transform/rollback")).headers(admin).reply(addr).await?;
     spec.check("POST", rollback, status, &body)?;
-    let (status, body) = http_with(addr, "DELETE", &format!("{base}/route"), admin, Default::default()).await?;
+    let (status, body) = Req::delete(format!("{base}/route")).headers(admin).reply(addr).await?;
     spec.check("DELETE", hook, status, &body)?;
-    let (status, body) = http_with(addr, "DELETE", &format!("{base}/nope"), admin, Default::default()).await?;
+    let (status, body) = Req::delete(format!("{base}/nope")).headers(admin).reply(addr).await?;
     assert_eq!(status, 404);
     spec.check("DELETE", hook, status, &body)?;
     Ok(())

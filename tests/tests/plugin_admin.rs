@@ -1,6 +1,6 @@
 //! Live plugin management: upload, validation, rollback, removal, and restarts.
 
-use notify_tests::{Client, HostProcess, TempDir, TestHost, host_bin, http_with, plugin_bytes};
+use notify_tests::{Client, HostProcess, Req, TempDir, TestHost, host_bin, plugin_bytes};
 use serde_json::{Value, json};
 
 const MANAGER: &str = "shop-management-key-1";
@@ -26,14 +26,11 @@ async fn admin(
     let auth = format!("Bearer {token}");
     let mut all = vec![("authorization", auth.as_str())];
     all.extend_from_slice(headers);
-    http_with(addr, method, &format!("/v1/admin/tenants/shop{path}"), &all, body.into()).await
+    Req::new(method, format!("/v1/admin/tenants/shop{path}")).headers(&all).body(body.into()).reply(addr).await
 }
 
 async fn publish(addr: std::net::SocketAddr, body: Value) -> anyhow::Result<()> {
-    let (status, res) =
-        notify_tests::http(addr, "POST", "/v1/publish", Some("shop-key"), body.to_string().into()).await?;
-    anyhow::ensure!(status == 202, "{status} {res}");
-    Ok(())
+    notify_tests::published(addr, "shop-key", &body).await.map(drop)
 }
 
 async fn connect(addr: std::net::SocketAddr, query: &str) -> anyhow::Result<Client> {
@@ -111,9 +108,10 @@ async fn invalid_uploads_are_rejected_with_a_reason() -> anyhow::Result<()> {
     let (status, _) =
         admin(host.addr, "PUT", "/plugins/route", "wrong-token-123", &[], plugin_bytes("segment_router")).await?;
     assert_eq!(status, 403);
-    let (status, _) =
-        http_with(host.addr, "PUT", "/v1/admin/tenants/shop/plugins/route", &[], plugin_bytes("segment_router").into())
-            .await?;
+    let (status, _) = Req::put("/v1/admin/tenants/shop/plugins/route")
+        .body(plugin_bytes("segment_router").into())
+        .reply(host.addr)
+        .await?;
     assert_eq!(status, 401);
     let (status, res) = admin(host.addr, "PUT", "/plugins/bogus", MANAGER, &[], plugin_bytes("redact")).await?;
     assert_eq!((status, res["error"]["code"].as_str()), (404, Some("unknown_hook")));

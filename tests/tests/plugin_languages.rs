@@ -3,7 +3,7 @@
 //! admin API with the host's default limits, act on traffic as the Rust ones do.
 
 use anyhow::Context as _;
-use notify_tests::{Client, PATIENCE, TestHost, http, http_within, plugin_bytes};
+use notify_tests::{Client, PATIENCE, Req, TestHost, plugin_bytes, publish_to};
 use serde_json::{Value, json};
 
 const ADMIN: &str = "admin-token-0123";
@@ -16,14 +16,15 @@ async fn upload_to(host: &TestHost, tenant: &str, hook: &str, plugin: &str, conf
     let headers = [("authorization", format!("Bearer {ADMIN}")), ("notify-plugin-config", config.into())];
     let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let path = format!("/v1/admin/tenants/{tenant}/plugins/{hook}");
-    let (status, body) = http_within(host.addr, "PUT", &path, &headers, plugin_bytes(plugin).into(), PATIENCE).await?;
+    let (status, body) =
+        Req::put(&path).headers(&headers).body(plugin_bytes(plugin).into()).within(PATIENCE).reply(host.addr).await?;
     anyhow::ensure!(status == 201, "uploading {plugin}: {status} {body}");
     Ok(body)
 }
 
 async fn publish(host: &TestHost, key: &str, data: Value) -> anyhow::Result<()> {
     let body = json!({ "users": ["alice"], "event": "e", "data": data });
-    let (status, answer) = http(host.addr, "POST", "/v1/publish", Some(key), body.to_string().into()).await?;
+    let (status, answer) = publish_to(host.addr, key, &body).await?;
     anyhow::ensure!(status == 202, "{status} {answer}");
     Ok(())
 }
@@ -31,7 +32,8 @@ async fn publish(host: &TestHost, key: &str, data: Value) -> anyhow::Result<()> 
 /// A tenant made through the admin API; its publish key.
 async fn tenant(host: &TestHost, id: &str) -> anyhow::Result<String> {
     let spec = json!({ "id": id, "auth": { "mode": "insecure" } });
-    let (status, created) = http(host.addr, "POST", "/v1/admin/tenants", Some(ADMIN), spec.to_string().into()).await?;
+    let (status, created) =
+        Req::post("/v1/admin/tenants").key(ADMIN).body(spec.to_string().into()).reply(host.addr).await?;
     anyhow::ensure!(status == 201, "{created}");
     Ok(created["publish_key"].as_str().unwrap_or_default().to_owned())
 }
@@ -67,8 +69,7 @@ async fn javascript_and_python_auth_and_route_plugins_decide() -> anyhow::Result
             let key = key.clone();
             let host = &host;
             async move {
-                let (status, answer) =
-                    http(host.addr, "POST", "/v1/publish", Some(&key), body.to_string().into()).await?;
+                let (status, answer) = publish_to(host.addr, &key, &body).await?;
                 anyhow::ensure!(status == 202, "{status} {answer}");
                 Ok::<_, anyhow::Error>(())
             }
@@ -93,7 +94,7 @@ async fn javascript_and_python_transforms_act_on_traffic() -> anyhow::Result<()>
     for (tenant, plugin) in [("js", "redact_js"), ("py", "redact_py")] {
         let spec = json!({ "id": tenant, "auth": { "mode": "insecure" } });
         let (status, created) =
-            http(host.addr, "POST", "/v1/admin/tenants", Some(ADMIN), spec.to_string().into()).await?;
+            Req::post("/v1/admin/tenants").key(ADMIN).body(spec.to_string().into()).reply(host.addr).await?;
         assert_eq!(status, 201, "{created}");
         let key = created["publish_key"].as_str().unwrap().to_owned();
         let installed = upload(&host, tenant, plugin).await?;
@@ -108,7 +109,7 @@ async fn javascript_and_python_transforms_act_on_traffic() -> anyhow::Result<()>
         assert_eq!(alice.next_event().await?["data"], json!([1, 2, 3]), "{plugin} keeps what is not an object");
 
         let path = format!("/v1/admin/tenants/{tenant}/plugins");
-        let (_, listed) = http(host.addr, "GET", &path, Some(ADMIN), Default::default()).await?;
+        let (_, listed) = Req::get(&path).key(ADMIN).reply(host.addr).await?;
         let active = &listed["plugins"][0]["active"];
         assert_eq!((active["calls"].as_u64(), active["failures"].as_u64()), (Some(2), Some(0)), "{listed}");
     }

@@ -1,6 +1,6 @@
 //! Tenant plugins end to end: real compiled components from plugins/, real sockets.
 
-use notify_tests::{Client, DEMO, TestHost, hs256_token, http, plugin_path};
+use notify_tests::{Client, DEMO, Req, TestHost, hs256_token, plugin_path};
 use serde_json::json;
 
 const SECRET: &str = "plugin-secret-0123456789";
@@ -92,7 +92,7 @@ async fn redact_plugin_rewrites_and_drops_events() -> anyhow::Result<()> {
         (r#"{"clean": false, "k": 3}"#, json!({"k": 3, "clean": true})),
     ] {
         let body = format!(r#"{{"users": ["bo"], "event": "profile", "data": {data}}}"#);
-        let (status, res) = http(host.addr, "POST", "/v1/publish", Some("shop-key"), body.into()).await?;
+        let (status, res) = Req::post("/v1/publish").key("shop-key").body(body.into()).reply(host.addr).await?;
         assert_eq!(status, 202, "{res}");
         assert_eq!(c.next_event().await?["data"], want, "{data}");
     }
@@ -210,7 +210,7 @@ async fn hostile_plugin_cannot_hurt_the_host(name: &str) -> anyhow::Result<()> {
     assert_eq!(host.metric("notify_plugin_failures_total{tenant=\"bad\",hook=\"route\"}").await?, 5.0);
     assert_eq!(host.metric("notify_plugin_failures_total{tenant=\"bad\",hook=\"auth\"}").await?, 1.0);
     assert_eq!(host.metric("notify_plugin_calls_total{tenant=\"good\",hook=\"transform\"}").await.ok(), None);
-    let (status, _) = notify_tests::http(host.addr, "GET", "/healthz", None, Default::default()).await?;
+    let (status, _) = Req::get("/healthz").reply(host.addr).await?;
     assert_eq!(status, 200);
     Ok(())
 }

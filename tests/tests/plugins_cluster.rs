@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use notify_tests::{
-    Client, HostProcess, RedisServer, eventually, host_bin, http, http_with, plugin_bytes, publish_until,
+    Client, HostProcess, RedisServer, Req, eventually, host_bin, plugin_bytes, publish_to, publish_until,
 };
 use serde_json::{Value, json};
 
@@ -21,7 +21,7 @@ fn config(redis: &RedisServer) -> String {
 
 async fn start(toml: &str) -> anyhow::Result<HostProcess> {
     let host = HostProcess::start(host_bin!(), toml).await?;
-    eventually(|| async { Ok(http(host.addr, "GET", "/readyz", None, Vec::new().into()).await?.0 == 200) }).await?;
+    eventually(|| async { Ok(Req::get("/readyz").body(Vec::new().into()).reply(host.addr).await?.0 == 200) }).await?;
     Ok(host)
 }
 
@@ -35,7 +35,7 @@ async fn plugins(
     let auth = format!("Bearer {MANAGER}");
     let mut all = vec![("authorization", auth.as_str())];
     all.extend_from_slice(headers);
-    http_with(addr, method, &format!("/v1/admin/tenants/shop/plugins{path}"), &all, body.into()).await
+    Req::new(method, format!("/v1/admin/tenants/shop/plugins{path}")).headers(&all).body(body.into()).reply(addr).await
 }
 
 async fn upload(addr: SocketAddr, stamp: &str) -> anyhow::Result<String> {
@@ -49,7 +49,7 @@ async fn upload(addr: SocketAddr, stamp: &str) -> anyhow::Result<String> {
 /// Publishes `{}` to `user` through `node` and returns the data the user receives.
 async fn published(node: SocketAddr, user: &str, client: &mut Client) -> anyhow::Result<Value> {
     let body = json!({ "users": [user], "event": "e", "data": {} });
-    let (status, res) = http(node, "POST", "/v1/publish", Some("shop-key"), body.to_string().into()).await?;
+    let (status, res) = publish_to(node, "shop-key", &body).await?;
     anyhow::ensure!(status == 202, "{status} {res}");
     Ok(client.next_event().await?["data"].clone())
 }

@@ -4,12 +4,11 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use notify_tests::{Client, DEMO, HostProcess, RedisServer, STEP, TestHost, host_bin, http};
+use notify_tests::{Client, DEMO, HostProcess, RedisServer, Req, STEP, TestHost, host_bin};
 use serde_json::{Value, json};
 
 async fn presence(host: &TestHost, user: &str) -> anyhow::Result<Value> {
-    let (status, body) =
-        http(host.addr, "GET", &format!("/v1/presence/{user}"), Some("demo-key"), Default::default()).await?;
+    let (status, body) = Req::get(format!("/v1/presence/{user}")).key("demo-key").reply(host.addr).await?;
     anyhow::ensure!(status == 200, "presence returned {status}: {body}");
     Ok(body)
 }
@@ -58,7 +57,7 @@ async fn presence_on_one_node() -> anyhow::Result<()> {
     assert_eq!(presence(&host, "ann").await?, json!({ "user": "ann", "online": true, "connections": 2 }));
     drop((phone, laptop));
     wait_connections(&host, "ann", 0).await?;
-    let (status, _) = http(host.addr, "GET", "/v1/presence/ann", Some("wrong-key"), Default::default()).await?;
+    let (status, _) = Req::get("/v1/presence/ann").key("wrong-key").reply(host.addr).await?;
     assert_eq!(status, 401);
     Ok(())
 }

@@ -1,11 +1,11 @@
 //! The publish API's refusals: each bad body gets 400 naming the field.
 
 use bytes::Bytes;
-use notify_tests::{DEMO, TestHost, http};
+use notify_tests::{DEMO, Req, TestHost};
 use serde_json::{Value, json};
 
 async fn post(host: &TestHost, key: Option<&str>, body: impl Into<Bytes>) -> anyhow::Result<(u16, Value)> {
-    http(host.addr, "POST", "/v1/publish", key, body.into()).await
+    Req::post("/v1/publish").auth(key).body(body.into()).reply(host.addr).await
 }
 
 #[tokio::test]
@@ -31,7 +31,7 @@ async fn each_bad_body_gets_400_naming_the_field() -> anyhow::Result<()> {
         assert!(!res["error"]["message"].as_str().unwrap().is_empty());
     }
     let batch = r#"[{"event":"a","users":["u"]},{"users":["u"]}]"#;
-    let (status, res) = http(host.addr, "POST", "/v1/publish/batch", Some("demo-key"), batch.into()).await?;
+    let (status, res) = Req::post("/v1/publish/batch").key("demo-key").body(batch.into()).reply(host.addr).await?;
     assert_eq!((status, res["error"]["field"].as_str()), (400, Some("[1].event")));
     Ok(())
 }
@@ -54,8 +54,8 @@ async fn wrong_key_is_401_and_oversized_body_is_413() -> anyhow::Result<()> {
 #[tokio::test]
 async fn health_readiness_and_metrics() -> anyhow::Result<()> {
     let host = TestHost::start(DEMO).await?;
-    assert_eq!(http(host.addr, "GET", "/healthz", None, Bytes::new()).await?.0, 200);
-    assert_eq!(http(host.addr, "GET", "/readyz", None, Bytes::new()).await?.0, 200);
+    assert_eq!(Req::get("/healthz").reply(host.addr).await?.0, 200);
+    assert_eq!(Req::get("/readyz").reply(host.addr).await?.0, 200);
     let mut c = host.connect_user("m").await?;
     host.publish_ok(&json!({"users": ["m"], "event": "e"})).await?;
     c.next_event().await?;
@@ -64,7 +64,7 @@ async fn health_readiness_and_metrics() -> anyhow::Result<()> {
     assert_eq!(host.metric("notify_handshakes_total{tenant=\"demo\"}").await?, 1.0);
     assert_eq!(host.metric("notify_publish_to_enqueue_seconds_count{tenant=\"demo\"}").await?, 1.0);
     host.wait_metric("notify_frames_delivered_total{tenant=\"demo\"}", |v| v >= 2.0).await?;
-    let (status, _) = http(host.addr, "GET", "/nope", None, Bytes::new()).await?;
+    let (status, _) = Req::get("/nope").reply(host.addr).await?;
     assert_eq!(status, 404);
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Per-tenant quotas: connections per node, connections per user, and the publish rate, each
 //! refused with 429 while other tenants carry on.
 
-use notify_tests::{Client, TestHost, http_full};
+use notify_tests::{Client, Req, TestHost};
 use serde_json::json;
 
 /// `busy` has tight quotas; `calm` has the defaults (none).
@@ -44,7 +44,7 @@ async fn a_noisy_tenant_gets_429_and_the_other_tenant_gets_everything() -> anyho
     let (mut calm_client, _) = host.join("calm", "user=alice").await?;
     let publish = |key: &'static str, body: serde_json::Value| {
         let addr = host.addr;
-        async move { http_full(addr, "POST", "/v1/publish/batch", Some(key), body.to_string().into()).await }
+        async move { Req::post("/v1/publish/batch").key(key).body(body.to_string().into()).full(addr).await }
     };
     let five: Vec<_> = (0..5).map(|i| json!({ "broadcast": true, "event": format!("busy-{i}") })).collect();
     let (status, _, _) = publish("busy-key-123", json!(five)).await?;
@@ -136,7 +136,7 @@ limits = { max_subscriptions = 1, max_event_bytes = 16 }
     let small = |data: serde_json::Value| {
         let addr = host.addr;
         let body = json!({ "users": ["alice"], "event": "e", "data": data }).to_string();
-        async move { http_full(addr, "POST", "/v1/publish", Some("small-key-123"), body.into()).await }
+        async move { Req::post("/v1/publish").key("small-key-123").body(body.into()).full(addr).await }
     };
     let (status, _, body) = small(json!("x".repeat(40))).await?;
     assert_eq!((status, body["error"]["code"].clone()), (413, json!("event_too_large")));

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use notify_tests::{DEMO, RedisCluster, Resuming, TestHost, eventually, http, ready_hosts};
+use notify_tests::{DEMO, RedisCluster, Req, Resuming, TestHost, eventually, publish_to, ready_hosts};
 use serde_json::json;
 
 /// Subscribers of a sharded channel, summed over the shards (only its owner has any).
@@ -105,7 +105,7 @@ async fn three_nodes_over_a_redis_cluster() -> anyhow::Result<()> {
     // Presence across nodes.
     let _bob_again = c.connect_user("bob").await?;
     eventually(|| async {
-        let (status, body) = http(a.addr, "GET", "/v1/presence/bob", Some("demo-key"), Default::default()).await?;
+        let (status, body) = Req::get("/v1/presence/bob").key("demo-key").reply(a.addr).await?;
         anyhow::ensure!(status == 200, "presence: {status} {body}");
         Ok(body["connections"] == 2)
     })
@@ -123,20 +123,22 @@ async fn tenants_and_plugins_are_managed_over_a_redis_cluster() -> anyhow::Resul
     let [a, b] = notify_tests::ready_hosts(&toml).await?;
     let admin = Some("admin-token-123");
 
-    let (status, created) =
-        http(a.addr, "POST", "/v1/admin/tenants", admin, json!({ "id": "acme" }).to_string().into()).await?;
+    let (status, created) = Req::post("/v1/admin/tenants")
+        .auth(admin)
+        .body(json!({ "id": "acme" }).to_string().into())
+        .reply(a.addr)
+        .await?;
     assert_eq!(status, 201, "{created}");
     let key = created["publish_key"].as_str().context("publish_key")?.to_owned();
     eventually(|| async {
-        Ok(http(b.addr, "GET", "/v1/admin/tenants/acme", admin, Vec::new().into()).await?.0 == 200)
+        Ok(Req::get("/v1/admin/tenants/acme").auth(admin).body(Vec::new().into()).reply(b.addr).await?.0 == 200)
     })
     .await?;
 
     let headers = [("authorization", "Bearer admin-token-123"), ("notify-plugin-config", r#"{"stamp":"edge"}"#)];
     let wasm = notify_tests::plugin_bytes("redact");
     let (status, body) =
-        notify_tests::http_with(b.addr, "PUT", "/v1/admin/tenants/acme/plugins/transform", &headers, wasm.into())
-            .await?;
+        Req::put("/v1/admin/tenants/acme/plugins/transform").headers(&headers).body(wasm.into()).reply(b.addr).await?;
     assert_eq!(status, 201, "{body}");
 
     let (mut alice, _) = b.join("acme", "user=alice").await?;
@@ -154,7 +156,7 @@ async fn tenants_and_plugins_are_managed_over_a_redis_cluster() -> anyhow::Resul
     };
     let before = acme_keys().await?;
     assert!(before.iter().any(|k| k.ends_with(":events")), "{before:?}");
-    let (status, _) = http(a.addr, "DELETE", "/v1/admin/tenants/acme", admin, Vec::new().into()).await?;
+    let (status, _) = Req::delete("/v1/admin/tenants/acme").auth(admin).body(Vec::new().into()).reply(a.addr).await?;
     assert_eq!(status, 204);
     eventually(|| async { Ok(acme_keys().await?.is_empty()) }).await?;
     Ok(())
@@ -171,7 +173,7 @@ async fn publish_to_bob(addr: SocketAddr, stop: Arc<AtomicBool>, min: u64) -> an
         }
         let body = json!({ "users": ["bob"], "event": "n", "data": i, "idempotency_key": format!("k{i}") });
         for _ in 0..100 {
-            if let Ok((202, _)) = http(addr, "POST", "/v1/publish", Some("demo-key"), body.to_string().into()).await {
+            if let Ok((202, _)) = publish_to(addr, "demo-key", &body).await {
                 acked.push(i);
                 break;
             }

@@ -3,7 +3,7 @@
 //! another epoch is reported as `recovered: false`, with what history still holds replayed.
 
 use anyhow::Context as _;
-use notify_tests::{Client, DEMO, TestHost, position};
+use notify_tests::{Client, DEMO, Req, TestHost, position};
 use serde_json::json;
 
 #[tokio::test]
@@ -120,8 +120,7 @@ async fn a_replay_larger_than_the_send_queue_is_a_catch_up_not_a_slow_client() -
     drop(dee);
     let batch: Vec<_> = (0..400).map(|i| json!({ "users": ["dee"], "event": "e", "data": i })).collect();
     let (status, body) =
-        notify_tests::http(host.addr, "POST", "/v1/publish/batch", Some("demo-key"), json!(batch).to_string().into())
-            .await?;
+        Req::post("/v1/publish/batch").key("demo-key").body(json!(batch).to_string().into()).reply(host.addr).await?;
     assert_eq!(status, 202, "{body}");
     let (mut dee, welcome) = host.join("demo", &format!("user=dee&user_since={epoch}:0")).await?;
     assert_eq!(welcome["streams"]["user"]["recovered"], true);

@@ -3,7 +3,7 @@
 //! A stream that never held an event has no keys.
 
 use anyhow::Context as _;
-use notify_tests::{Client, DEMO, HostProcess, RedisServer, Resuming, TestHost, host_bin, http, metric, position};
+use notify_tests::{Client, DEMO, HostProcess, RedisServer, Req, Resuming, TestHost, host_bin, metric, position};
 use serde_json::{Value, json};
 
 async fn two_nodes(redis: &RedisServer) -> anyhow::Result<(TestHost, TestHost)> {
@@ -281,7 +281,7 @@ async fn users_who_never_received_an_event_leave_no_keys_in_redis_and_still_resu
     let epoch = look["epoch"].as_str().context("epoch")?.to_owned();
     quiet.send_json(&json!({ "type": "ack", "epoch": epoch, "offset": 0 })).await?;
     assert_eq!(quiet.next_json().await?["type"], "acked");
-    let (status, unread) = http(b.addr, "GET", "/v1/users/quiet/unread", Some("demo-key"), Default::default()).await?;
+    let (status, unread) = Req::get("/v1/users/quiet/unread").key("demo-key").reply(b.addr).await?;
     assert_eq!((status, unread["unread"].as_u64()), (200, Some(0)), "{unread}");
     drop(quiet);
     let (_, again) = b.join("demo", &format!("user=quiet&user_since={epoch}:0")).await?;

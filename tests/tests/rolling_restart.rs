@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use futures_util::StreamExt;
-use notify_tests::{Client, DEMO, HostProcess, RedisServer, host_bin, http};
+use notify_tests::{Client, DEMO, HostProcess, RedisServer, Req, host_bin};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -114,7 +114,7 @@ async fn follow(user: u64, nodes: Nodes, want: usize, ready: tokio::sync::mpsc::
 async fn publish(nodes: &Nodes, batch: &Value, start: &mut usize) -> anyhow::Result<()> {
     for _ in 0..2_000 {
         let addr = node(nodes, *start);
-        match http(addr, "POST", "/v1/publish/batch", Some("demo-key"), batch.to_string().into()).await {
+        match Req::post("/v1/publish/batch").key("demo-key").body(batch.to_string().into()).reply(addr).await {
             Ok((202, _)) => return Ok(()),
             // Draining (503) or stopped (no connection): nothing was accepted; next node.
             Ok((503, _)) | Err(_) => {
@@ -138,10 +138,7 @@ async fn restart(
     let status = tokio::time::timeout(Duration::from_secs(30), hosts[i].child.wait()).await??;
     anyhow::ensure!(status.success(), "node {i} exited with {status}");
     let fresh = HostProcess::start(host_bin!(), &toml).await?;
-    notify_tests::eventually(|| async {
-        Ok(http(fresh.addr, "GET", "/readyz", None, Default::default()).await?.0 == 200)
-    })
-    .await?;
+    notify_tests::eventually(|| async { Ok(Req::get("/readyz").reply(fresh.addr).await?.0 == 200) }).await?;
     nodes.lock().unwrap()[i] = fresh.addr;
     hosts[i] = fresh;
     Ok(hosts)
@@ -157,10 +154,7 @@ async fn every_user_gets_every_event_exactly_once_across_a_rolling_restart() -> 
     }
     let nodes: Nodes = Arc::new(Mutex::new(hosts.iter().map(|h| h.addr).collect()));
     for addr in hosts.iter().map(|h| h.addr) {
-        notify_tests::eventually(|| async {
-            Ok(http(addr, "GET", "/readyz", None, Default::default()).await?.0 == 200)
-        })
-        .await?;
+        notify_tests::eventually(|| async { Ok(Req::get("/readyz").reply(addr).await?.0 == 200) }).await?;
     }
 
     let mut expected = vec![Vec::new(); USERS as usize];
@@ -227,10 +221,7 @@ async fn clients_of_a_killed_node_resume_elsewhere_without_loss() -> anyhow::Res
     let doomed = HostProcess::start(host_bin!(), &toml).await?;
     let survivor = HostProcess::start(host_bin!(), &toml).await?;
     for addr in [doomed.addr, survivor.addr] {
-        notify_tests::eventually(|| async {
-            Ok(http(addr, "GET", "/readyz", None, Default::default()).await?.0 == 200)
-        })
-        .await?;
+        notify_tests::eventually(|| async { Ok(Req::get("/readyz").reply(addr).await?.0 == 200) }).await?;
     }
     // Every client starts on the doomed node (index 0); the next one it tries is the survivor.
     let nodes: Nodes = Arc::new(Mutex::new(vec![doomed.addr, survivor.addr]));

@@ -3,7 +3,7 @@
 //! runtime, a JWT secret and tokens, right and wrong) writes none of them to the log, to
 //! `/metrics` or to the admin API's listings.
 
-use notify_tests::{Client, DEMO, HostProcess, STEP, SseClient, TestHost, host_bin, hs256_token, http, http_raw};
+use notify_tests::{Client, DEMO, HostProcess, Req, STEP, SseClient, TestHost, host_bin, hs256_token};
 use serde_json::{Value, json};
 
 const ADMIN: &str = "admin-token-S3CRET-aaaa";
@@ -22,7 +22,7 @@ fn config() -> String {
 
 async fn call(host: &HostProcess, method: &str, path: &str, key: &str, body: Value) -> anyhow::Result<(u16, Value)> {
     let body = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
-    http(host.addr, method, path, Some(key), body.into()).await
+    Req::new(method, path).key(key).body(body.into()).reply(host.addr).await
 }
 
 /// Uses every credential, right and wrong; returns the secrets the host made on the way.
@@ -76,7 +76,7 @@ fn assert_no_secret(text: &str, made: &[String], what: &str) {
 async fn no_key_or_token_reaches_the_log_or_the_metrics() -> anyhow::Result<()> {
     let mut host = HostProcess::start_logging(host_bin!(), &config(), "debug").await?;
     let made = use_every_credential(&host).await?;
-    let (status, metrics) = http_raw(host.metrics, "GET", "/metrics", None, Default::default()).await?;
+    let (status, metrics) = Req::get("/metrics").raw(host.metrics).await?;
     assert_eq!(status, 200);
     let metrics = String::from_utf8(metrics.to_vec())?;
     assert!(metrics.contains("tenant=\"made\""), "the run is in the metrics");
@@ -98,7 +98,7 @@ async fn no_key_or_token_reaches_the_log_or_the_metrics() -> anyhow::Result<()> 
 async fn metrics_are_not_public_on_the_client_port() -> anyhow::Result<()> {
     let admin = "metrics-admin-token-0123";
     let host = TestHost::start(&format!("[server]\nadmin_token = \"{admin}\"\n{DEMO}")).await?;
-    let scrape = |addr, token| async move { http_raw(addr, "GET", "/metrics", token, Default::default()).await };
+    let scrape = |addr, token| async move { Req::get("/metrics").auth(token).raw(addr).await };
     assert_eq!(scrape(host.addr, None).await?.0, 401);
     assert_eq!(scrape(host.addr, Some("demo-key")).await?.0, 403, "a publish key is not enough");
     let (status, text) = scrape(host.addr, Some(admin)).await?;
@@ -107,7 +107,7 @@ async fn metrics_are_not_public_on_the_client_port() -> anyhow::Result<()> {
     let (status, text) = scrape(host.metrics, None).await?;
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&text).contains("tenant=\"demo\""));
-    let (status, _) = http_raw(host.metrics, "GET", "/v1/admin/tenants", Some(admin), Default::default()).await?;
+    let (status, _) = Req::get("/v1/admin/tenants").key(admin).raw(host.metrics).await?;
     assert_eq!(status, 404, "the metrics listener serves metrics only");
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use notify_tests::{Client, DEMO, JWT_SECRET, RedisServer, Sse, SseClient, TestHost, hs256_token, http, jwt_tenant};
+use notify_tests::{Client, DEMO, JWT_SECRET, RedisServer, Req, Sse, SseClient, TestHost, hs256_token, jwt_tenant};
 use serde_json::{Value, json};
 
 const FAST_HEARTBEATS: &str = "[connections]\nheartbeat_interval = \"200ms\"\n";
@@ -130,7 +130,7 @@ async fn every_client_answer_is_readable_by_the_page_that_asked() -> anyhow::Res
         let addr = host.addr;
         async move {
             let headers = [("origin", origin), ("access-control-request-headers", "authorization")];
-            let (status, headers, body) = notify_tests::http_headers(addr, method, path, &headers).await?;
+            let (status, headers, body) = Req::new(method, path).headers(&headers).send(addr).await?;
             let allowed = headers.get("access-control-allow-origin").map(|v| v.to_str().unwrap().to_owned());
             let code = serde_json::from_slice::<Value>(&body).ok().map(|v| v["error"]["code"].clone());
             anyhow::Ok((status, allowed, code.unwrap_or_default()))
@@ -162,8 +162,11 @@ async fn the_host_ends_streams_with_a_close_event() -> anyhow::Result<()> {
     let host = TestHost::start(DEMO).await?;
     let mut sse = SseClient::connect(host.addr, "/v1/sse/demo?user=cy", &[]).await?;
     assert_eq!(sse.next_json().await?["type"], "welcome");
-    let (status, _) =
-        http(host.addr, "POST", "/v1/users/cy/disconnect", Some("demo-key"), r#"{"reason":"bye"}"#.into()).await?;
+    let (status, _) = Req::post("/v1/users/cy/disconnect")
+        .key("demo-key")
+        .body(r#"{"reason":"bye"}"#.into())
+        .reply(host.addr)
+        .await?;
     assert_eq!(status, 202);
     assert_eq!(sse.next_json().await?, json!({ "type": "disconnected", "reason": "bye" }));
     assert_eq!(sse.close_code().await?, 4005);
@@ -225,7 +228,7 @@ async fn across_nodes_curl_receives_what_another_node_published() -> anyhow::Res
     let event = next_data().await?;
     assert_eq!((event["event"].as_str(), event["channel"].as_str()), (Some("from-a"), Some("news")));
     // The backend's disconnect, sent to node a, ends curl's stream on node b.
-    let (status, _) = http(a.addr, "POST", "/v1/users/dee/disconnect", Some("demo-key"), Bytes::new()).await?;
+    let (status, _) = Req::post("/v1/users/dee/disconnect").key("demo-key").reply(a.addr).await?;
     assert_eq!(status, 202);
     assert_eq!(next_data().await?["type"], "disconnected");
     assert_eq!(next_data().await?["code"], 4005);
@@ -261,12 +264,12 @@ async fn acks_go_back_over_http_with_the_streams_credentials() -> anyhow::Result
         last = sse.next_event().await?;
     }
     let second = json!({ "epoch": last["epoch"], "offset": 2 }).to_string();
-    let (status, acked) = http(host.addr, "POST", "/v1/sse/demo/ack?user=ed", None, second.into()).await?;
+    let (status, acked) = Req::post("/v1/sse/demo/ack?user=ed").body(second.into()).reply(host.addr).await?;
     assert_eq!((status, acked), (200, json!({ "epoch": last["epoch"], "offset": 2, "unread": 1 })));
-    let (status, unread) = http(host.addr, "GET", "/v1/users/ed/unread", Some("demo-key"), Bytes::new()).await?;
+    let (status, unread) = Req::get("/v1/users/ed/unread").key("demo-key").reply(host.addr).await?;
     assert_eq!((status, unread["unread"].clone()), (200, json!(1)));
     let stale = json!({ "epoch": "other", "offset": 1 }).to_string();
-    assert_eq!(http(host.addr, "POST", "/v1/sse/demo/ack?user=ed", None, stale.into()).await?.0, 409);
-    assert_eq!(http(host.addr, "POST", "/v1/sse/demo/ack", None, Bytes::from("{}")).await?.0, 401);
+    assert_eq!(Req::post("/v1/sse/demo/ack?user=ed").body(stale.into()).reply(host.addr).await?.0, 409);
+    assert_eq!(Req::post("/v1/sse/demo/ack").body(Bytes::from("{}")).reply(host.addr).await?.0, 401);
     Ok(())
 }

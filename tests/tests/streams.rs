@@ -1,12 +1,11 @@
 //! The server API's history reads: a backend pages through a user's, a channel's or the
 //! broadcast stream after a position, on one node and on another node in cluster mode.
 
-use bytes::Bytes;
-use notify_tests::{DEMO, RedisServer, TestHost, http};
+use notify_tests::{DEMO, RedisServer, Req, TestHost};
 use serde_json::{Value, json};
 
 async fn read(host: &TestHost, path: &str) -> anyhow::Result<(u16, Value)> {
-    http(host.addr, "GET", &format!("/v1/streams/{path}"), Some("demo-key"), Bytes::new()).await
+    Req::get(format!("/v1/streams/{path}")).key("demo-key").reply(host.addr).await
 }
 
 /// Publishes `n` events to bob and to `news`, then pages through both from `reader`.
@@ -39,7 +38,7 @@ async fn pages_after_positions(publisher: &TestHost, reader: &TestHost) -> anyho
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")));
     let (status, _) = read(reader, "users/bob?limit=0").await?;
     assert_eq!(status, 400);
-    let (status, _) = http(reader.addr, "GET", "/v1/streams/users/bob", Some("wrong-key"), Bytes::new()).await?;
+    let (status, _) = Req::get("/v1/streams/users/bob").key("wrong-key").reply(reader.addr).await?;
     assert_eq!(status, 401);
     Ok(())
 }

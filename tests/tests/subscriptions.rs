@@ -3,16 +3,16 @@
 //! every node. And `?channels=` in the connect URL, which means the same on both transports.
 
 use anyhow::Context as _;
-use notify_tests::{Client, DEMO, JWT_SECRET, RedisServer, SseClient, TestHost, hs256_token, http, jwt_tenant};
+use notify_tests::{Client, DEMO, JWT_SECRET, RedisServer, Req, SseClient, TestHost, hs256_token, jwt_tenant};
 use serde_json::{Value, json};
 
 async fn subscribe(host: &TestHost, key: &str, user: &str, body: Value) -> anyhow::Result<(u16, Value)> {
-    http(host.addr, "POST", &format!("/v1/users/{user}/subscriptions"), Some(key), body.to_string().into()).await
+    Req::post(format!("/v1/users/{user}/subscriptions")).key(key).body(body.to_string().into()).reply(host.addr).await
 }
 
 async fn unsubscribe(host: &TestHost, user: &str, channel: &str) -> anyhow::Result<u16> {
     let path = format!("/v1/users/{user}/subscriptions/{channel}");
-    Ok(http(host.addr, "DELETE", &path, Some("demo-key"), bytes::Bytes::new()).await?.0)
+    Ok(Req::delete(&path).key("demo-key").reply(host.addr).await?.0)
 }
 
 #[tokio::test]
@@ -113,7 +113,7 @@ async fn channels_in_the_connect_url_are_subscribed_over_websocket_too() -> anyh
         let refused = Client::try_connect(&host.ws_url(tenant, &query), &origin).await?.err().context("refused")?;
         assert_eq!((refused.status, refused.body["error"]["code"].as_str()), (status, Some(code)), "{query}");
         let path = format!("/v1/ws/{tenant}?{query}");
-        let (diagnosed, _, body) = notify_tests::http_headers(host.addr, "GET", &path, &origin).await?;
+        let (diagnosed, _, body) = Req::get(&path).headers(&origin).send(host.addr).await?;
         let body: Value = serde_json::from_slice(&body)?;
         assert_eq!((diagnosed, body["error"]["code"].as_str()), (status, Some(code)), "the diagnosis tells the same");
     }

@@ -1,7 +1,7 @@
 //! Tenants created and deleted at runtime through the admin API, on one node with the file
 //! control-plane store.
 
-use notify_tests::{Client, HostProcess, TempDir, TestHost, host_bin, http};
+use notify_tests::{Client, HostProcess, Req, TempDir, TestHost, host_bin};
 use serde_json::{Value, json};
 
 const ADMIN: &str = "admin-token-0123";
@@ -13,7 +13,7 @@ fn config(data_dir: Option<&std::path::Path>) -> String {
 
 async fn admin(host: std::net::SocketAddr, method: &str, path: &str, body: Value) -> anyhow::Result<(u16, Value)> {
     let body = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
-    http(host, method, &format!("/v1/admin/tenants{path}"), Some(ADMIN), body.into()).await
+    Req::new(method, format!("/v1/admin/tenants{path}")).key(ADMIN).body(body.into()).reply(host).await
 }
 
 #[tokio::test]
@@ -71,9 +71,9 @@ async fn configured_tenants_are_read_only_and_bad_requests_name_the_field() -> a
     assert_eq!((status, body["error"]["field"].clone()), (400, json!("history.acks")), "{body}");
     let (status, body) = admin(host.addr, "POST", "", json!({ "id": "x", "colour": 1 })).await?;
     assert_eq!((status, body["error"]["code"].clone()), (400, json!("invalid_field")));
-    let (status, _) = http(host.addr, "GET", "/v1/admin/tenants", Some("demo-key"), Vec::new().into()).await?;
+    let (status, _) = Req::get("/v1/admin/tenants").key("demo-key").body(Vec::new().into()).reply(host.addr).await?;
     assert_eq!(status, 403, "only the admin token manages tenants");
-    let (status, _) = http(host.addr, "GET", "/v1/admin/tenants", None, Vec::new().into()).await?;
+    let (status, _) = Req::get("/v1/admin/tenants").body(Vec::new().into()).reply(host.addr).await?;
     assert_eq!(status, 401);
     Ok(())
 }
@@ -93,14 +93,11 @@ async fn api_tenants_survive_a_restart_with_the_file_store() -> anyhow::Result<(
     let manager = format!("Bearer {}", created["management_key"].as_str().unwrap());
     let plugins = "/v1/admin/tenants/kept/plugins";
     let upload = notify_tests::plugin_bytes("redact");
-    let (status, _) = notify_tests::http_with(
-        host.addr,
-        "PUT",
-        &format!("{plugins}/transform"),
-        &[("authorization", &manager)],
-        upload.into(),
-    )
-    .await?;
+    let (status, _) = Req::put(format!("{plugins}/transform"))
+        .headers(&[("authorization", &manager)])
+        .body(upload.into())
+        .reply(host.addr)
+        .await?;
     assert_eq!(status, 201, "the tenant's own management key uploads plugins");
     let stored = std::fs::read_to_string(data.path.join("control-plane.json"))?;
     assert!(stored.contains("kept") && !stored.contains(&publish_key), "keys are stored as digests only");
@@ -112,10 +109,10 @@ async fn api_tenants_survive_a_restart_with_the_file_store() -> anyhow::Result<(
     let ids: Vec<_> = list["tenants"].as_array().unwrap().iter().map(|t| t["id"].clone()).collect();
     assert_eq!(ids, [json!("demo"), json!("kept")]);
     let body = json!({ "broadcast": true, "event": "still-here" }).to_string();
-    let (status, _) = http(host.addr, "POST", "/v1/publish", Some(&publish_key), body.into()).await?;
+    let (status, _) = Req::post("/v1/publish").key(&publish_key).body(body.into()).reply(host.addr).await?;
     assert_eq!(status, 202, "the key works after the restart");
     let (_, list) =
-        notify_tests::http_with(host.addr, "GET", plugins, &[("authorization", &manager)], Vec::new().into()).await?;
+        Req::get(plugins).headers(&[("authorization", &manager)]).body(Vec::new().into()).reply(host.addr).await?;
     assert_eq!(list["plugins"][0]["active"]["state"], "active", "its uploaded plugin came back too: {list}");
     Ok(())
 }
@@ -130,7 +127,7 @@ async fn rotated_keys_overlap_then_stop() -> anyhow::Result<()> {
         let addr = host.addr;
         async move {
             let body = json!({ "broadcast": true, "event": "e" }).to_string();
-            Ok::<_, anyhow::Error>(http(addr, "POST", "/v1/publish", Some(&key), body.into()).await?.0)
+            Ok::<_, anyhow::Error>(Req::post("/v1/publish").key(&key).body(body.into()).reply(addr).await?.0)
         }
     };
 
@@ -152,13 +149,13 @@ async fn rotated_keys_overlap_then_stop() -> anyhow::Result<()> {
     assert_eq!((publish(first).await?, publish(second).await?), (401, 401), "no overlap: the old keys stop at once");
 
     let plugins = "/v1/admin/tenants/acme/plugins";
-    let (status, _) = http(host.addr, "GET", plugins, Some(&manager), Vec::new().into()).await?;
+    let (status, _) = Req::get(plugins).key(&manager).body(Vec::new().into()).reply(host.addr).await?;
     assert_eq!(status, 200);
     let (_, rotated) = admin(host.addr, "POST", "/acme/keys/management", Value::Null).await?;
-    let (status, _) = http(host.addr, "GET", plugins, Some(&manager), Vec::new().into()).await?;
+    let (status, _) = Req::get(plugins).key(&manager).body(Vec::new().into()).reply(host.addr).await?;
     assert_eq!(status, 403, "the old management key no longer manages the tenant");
     let new_manager = rotated["key"].as_str().unwrap();
-    let (status, _) = http(host.addr, "GET", plugins, Some(new_manager), Vec::new().into()).await?;
+    let (status, _) = Req::get(plugins).key(new_manager).body(Vec::new().into()).reply(host.addr).await?;
     assert_eq!(status, 200);
 
     let (status, body) = admin(host.addr, "POST", "/demo/keys/publish", Value::Null).await?;
@@ -181,18 +178,15 @@ async fn settings_change_for_new_connections_and_conflicting_changes_are_refused
     assert_eq!(refused.status, 429);
 
     let (status, headers, _) =
-        notify_tests::http_full(host.addr, "GET", "/v1/admin/tenants/acme", Some(ADMIN), Vec::new().into()).await?;
+        Req::get("/v1/admin/tenants/acme").key(ADMIN).body(Vec::new().into()).full(host.addr).await?;
     assert_eq!(status, 200);
     let etag = headers["etag"].to_str()?.to_owned();
     let patch = json!({ "limits": { "max_connections": 2 }, "allowed_origins": ["https://acme.example"] });
-    let (status, patched) = notify_tests::http_with(
-        host.addr,
-        "PATCH",
-        "/v1/admin/tenants/acme",
-        &[("authorization", &format!("Bearer {ADMIN}")), ("if-match", &etag)],
-        patch.to_string().into(),
-    )
-    .await?;
+    let (status, patched) = Req::patch("/v1/admin/tenants/acme")
+        .headers(&[("authorization", &format!("Bearer {ADMIN}")), ("if-match", &etag)])
+        .body(patch.to_string().into())
+        .reply(host.addr)
+        .await?;
     assert_eq!(status, 200, "{patched}");
     assert_eq!(patched["limits"]["max_connections"], 2);
     assert_eq!(patched["revision"], 1);
@@ -205,14 +199,11 @@ async fn settings_change_for_new_connections_and_conflicting_changes_are_refused
     let (status, _) = host.publish(&publish_key, &json!({ "broadcast": true, "event": "e" })).await?;
     assert_eq!(status, 202, "the keys are unchanged");
 
-    let (status, body) = notify_tests::http_with(
-        host.addr,
-        "PATCH",
-        "/v1/admin/tenants/acme",
-        &[("authorization", &format!("Bearer {ADMIN}")), ("if-match", &etag)],
-        json!({ "slow_client": "drop_oldest" }).to_string().into(),
-    )
-    .await?;
+    let (status, body) = Req::patch("/v1/admin/tenants/acme")
+        .headers(&[("authorization", &format!("Bearer {ADMIN}")), ("if-match", &etag)])
+        .body(json!({ "slow_client": "drop_oldest" }).to_string().into())
+        .reply(host.addr)
+        .await?;
     assert_eq!((status, body["error"]["code"].clone()), (409, json!("version_conflict")), "a stale version");
     let (status, body) = admin(host.addr, "PATCH", "/acme", json!({ "history": { "size": 0, "acks": true } })).await?;
     assert_eq!((status, body["error"]["field"].clone()), (400, json!("history.acks")));

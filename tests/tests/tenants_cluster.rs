@@ -1,14 +1,14 @@
 //! Three nodes over one Redis manage tenants as one platform: a change made on any node is
 //! applied on every node, through the control-plane state in Redis.
 
-use notify_tests::{DEMO, RedisServer, TestHost, eventually, http, http_full, http_with};
+use notify_tests::{DEMO, RedisServer, Req, TestHost, eventually};
 use serde_json::{Value, json};
 
 const ADMIN: &str = "admin-token-0123";
 
 async fn admin(host: &TestHost, method: &str, path: &str, body: Value) -> anyhow::Result<(u16, Value)> {
     let body = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
-    http(host.addr, method, &format!("/v1/admin/tenants{path}"), Some(ADMIN), body.into()).await
+    Req::new(method, format!("/v1/admin/tenants{path}")).key(ADMIN).body(body.into()).reply(host.addr).await
 }
 
 async fn publish(host: &TestHost, key: &str) -> anyhow::Result<u16> {
@@ -39,14 +39,14 @@ async fn a_tenant_managed_on_one_node_acts_on_every_node() -> anyhow::Result<()>
     assert_eq!(alice.next_event().await?["event"], "hello");
 
     // Concurrent changes resolve by version, whichever node they reach.
-    let (_, headers, _) = http_full(b.addr, "GET", "/v1/admin/tenants/acme", Some(ADMIN), Vec::new().into()).await?;
+    let (_, headers, _) = Req::get("/v1/admin/tenants/acme").key(ADMIN).body(Vec::new().into()).full(b.addr).await?;
     let etag = headers["etag"].to_str()?.to_owned();
     let auth = format!("Bearer {ADMIN}");
     let patch = |host: &TestHost, body: Value| {
         let (addr, auth, etag) = (host.addr, auth.clone(), etag.clone());
         async move {
             let headers = [("authorization", auth.as_str()), ("if-match", etag.as_str())];
-            http_with(addr, "PATCH", "/v1/admin/tenants/acme", &headers, body.to_string().into()).await
+            Req::patch("/v1/admin/tenants/acme").headers(&headers).body(body.to_string().into()).reply(addr).await
         }
     };
     assert_eq!(patch(c, json!({ "limits": { "publish_rate": 1000 } })).await?.0, 200);
@@ -132,13 +132,13 @@ async fn a_restarted_node_comes_back_with_the_same_tenants() -> anyhow::Result<(
     assert_eq!(b.child.wait().await?.code(), Some(0));
 
     let b = notify_tests::HostProcess::start(notify_tests::host_bin!(), &toml).await?;
-    eventually(|| async { Ok(http(b.addr, "GET", "/readyz", None, Vec::new().into()).await?.0 == 200) }).await?;
+    eventually(|| async { Ok(Req::get("/readyz").body(Vec::new().into()).reply(b.addr).await?.0 == 200) }).await?;
     // Ready means the state is loaded: the tenant is there at once, no waiting.
     let path = "/v1/admin/tenants/acme";
-    let (status, tenant) = http(b.addr, "GET", path, Some(ADMIN), Vec::new().into()).await?;
+    let (status, tenant) = Req::get(path).key(ADMIN).body(Vec::new().into()).reply(b.addr).await?;
     assert_eq!((status, tenant["limits"]["max_connections"].clone()), (200, json!(7)));
     let body = json!({ "broadcast": true, "event": "back" }).to_string();
-    let (status, _) = http(b.addr, "POST", "/v1/publish", Some(&key), body.into()).await?;
+    let (status, _) = Req::post("/v1/publish").key(&key).body(body.into()).reply(b.addr).await?;
     assert_eq!(status, 202);
     Ok(())
 }
@@ -155,7 +155,8 @@ async fn nodes_put_back_a_control_plane_that_redis_lost() -> anyhow::Result<()> 
         [("authorization", format!("Bearer {ADMIN}")), ("notify-plugin-config", r#"{"stamp":"kept"}"#.into())];
     let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let path = "/v1/admin/tenants/acme/plugins/transform";
-    let (status, _) = http_with(a.addr, "PUT", path, &headers, notify_tests::plugin_bytes("redact").into()).await?;
+    let (status, _) =
+        Req::put(path).headers(&headers).body(notify_tests::plugin_bytes("redact").into()).reply(a.addr).await?;
     assert_eq!(status, 201);
     eventually(|| async { Ok(admin(&b, "GET", "/acme", Value::Null).await?.0 == 200) }).await?;
     let (mut alice, _) = b.join("acme", "user=alice").await?;
@@ -211,7 +212,7 @@ async fn any_node_lists_every_node_with_its_health() -> anyhow::Result<()> {
     let redis = RedisServer::start().await?;
     let toml = format!("[server]\nadmin_token = \"{ADMIN}\"\n{DEMO}\n{}", redis.broker_toml());
     let [a, b] = notify_tests::ready_hosts::<2>(&toml).await?;
-    let nodes = || async { http(a.addr, "GET", "/v1/admin/nodes", Some(ADMIN), Default::default()).await };
+    let nodes = || async { Req::get("/v1/admin/nodes").key(ADMIN).reply(a.addr).await };
     eventually(|| async { Ok(nodes().await?.1["nodes"].as_array().is_some_and(|n| n.len() == 2)) }).await?;
     let (status, listed) = nodes().await?;
     assert_eq!(status, 200);
@@ -224,7 +225,7 @@ async fn any_node_lists_every_node_with_its_health() -> anyhow::Result<()> {
         assert!(health["resident_bytes"].as_u64().is_some_and(|b| b > 1 << 20), "{node}");
         assert!(health["started_at_ms"].as_u64().is_some_and(|t| t > 0), "{node}");
     }
-    assert_eq!(http(b.addr, "GET", "/v1/admin/nodes", Some("not-the-token-123"), Default::default()).await?.0, 403);
+    assert_eq!(Req::get("/v1/admin/nodes").key("not-the-token-123").reply(b.addr).await?.0, 403);
 
     // A node that drains says so until it is gone.
     b.shutdown.shutdown();

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use notify_tests::{DEMO, TempDir, TestHost, eventually, http};
+use notify_tests::{DEMO, Req, TempDir, TestHost, eventually};
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -163,7 +163,7 @@ async fn wss_https_and_sse_are_served_over_tls() -> anyhow::Result<()> {
     }
 
     // Plain HTTP on a TLS-only port gets no answer, and counts as a failed TLS handshake.
-    assert!(http(host.addr, "GET", "/healthz", None, Bytes::new()).await.is_err());
+    assert!(Req::get("/healthz").reply(host.addr).await.is_err());
     let failed = r#"notify_handshake_failures_total{tenant="",reason="tls"}"#;
     eventually(|| async { Ok(host.metric(failed).await? >= 1.0) }).await?;
     // A client that does not trust the certificate is refused by its own side.
@@ -177,7 +177,7 @@ async fn allow_plaintext_serves_both_on_one_port() -> anyhow::Result<()> {
     let first = cert();
     install(&dir.path, &first)?;
     let host = TestHost::start(&config(&dir.path, true)).await?;
-    assert_eq!(http(host.addr, "GET", "/healthz", None, Bytes::new()).await?.0, 200);
+    assert_eq!(Req::get("/healthz").reply(host.addr).await?.0, 200);
     let (status, _, _) = https(host.addr, &connector(&[&first]), "GET", "/healthz", &Value::Null).await?;
     assert_eq!(status, 200);
     Ok(())
