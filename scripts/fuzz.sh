@@ -3,13 +3,20 @@
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]    (default: 20 s for every target)
 #   JOBS=2 scripts/fuzz.sh 600               (two targets at a time)
+#   scripts/fuzz.sh build                    (only install cargo-afl and build the targets)
 #
+# The instrumented build goes to $FUZZ_TARGET_DIR (default ~/.cache/notify/fuzz-target), a
+# build cache outside the checkout like cargo's own registry: a later run on the same
+# machine rebuilds only what changed (the host), not every instrumented dependency.
 # Installs cargo-afl (which builds AFL++ from source) when it is missing. Each target starts
 # from its committed corpus (fuzz/corpus/TARGET) and writes its findings under
 # fuzz/target/findings/TARGET. Fails if any target crashed or hung; each finding belongs in
 # fuzz/regressions/TARGET once fixed, where the host's unit tests replay it.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
+export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/notify/fuzz-target}"
+build_only=""
+if [ "${1:-}" = build ]; then build_only=1; shift; fi
 seconds=${1:-20}
 shift || true
 targets=("$@")
@@ -21,6 +28,7 @@ if ! cargo afl --version >/dev/null 2>&1; then
     cargo install cargo-afl --locked --version 0.18.2
 fi
 cargo afl build --locked -q --bins
+[ -z "$build_only" ] || exit 0
 
 export AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_NO_AFFINITY=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1
 export AFL_QUIET=1 AFL_NO_STARTUP_CALIBRATION=1
@@ -28,7 +36,7 @@ run() {
     local target=$1 out=target/findings/$1
     rm -rf "$out"
     mkdir -p "$out"
-    cargo afl fuzz -V "$seconds" -t 2000 -i "corpus/$target" -o "$out" "target/debug/$target" \
+    cargo afl fuzz -V "$seconds" -t 2000 -i "corpus/$target" -o "$out" "$CARGO_TARGET_DIR/debug/$target" \
         >"$out.log" 2>&1 || { echo "$target: afl-fuzz failed"; tail -20 "$out.log"; return 1; }
     local stats=$out/default/fuzzer_stats
     local execs crashes hangs

@@ -55,10 +55,15 @@ cargo fmt --all -- --check
 step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 (cd plugins && cargo clippy --quiet --target wasm32-wasip2 --workspace -- -D warnings)
-step "tests"
+step "building the tests"
+cargo test --workspace --no-run
+# The fuzz targets' instrumented build uses the CPU the tests below leave idle while they
+# wait on sockets and timers; the fuzz runs come last.
+mkdir -p target
+(scripts/fuzz.sh build > target/fuzz-build.log 2>&1; echo $? > target/fuzz-build.rc) &
+fuzz_build=$!
+step "tests (the fuzz targets build meanwhile)"
 cargo test --workspace
-step "fuzz targets (cargo-afl: 20 s of AFL++ each, from the committed corpora)"
-JOBS=2 scripts/fuzz.sh 20
 step "JavaScript client (against real hosts)"
 node --version
 cargo build -p notify-host
@@ -71,6 +76,14 @@ need chromium chromium
 chromium --version
 # playwright-core never downloads a browser; the variable makes sure nothing else does.
 (cd clients/js && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund && node --test browser-test/*.test.js)
+step "fuzz targets (cargo-afl: 20 s of AFL++ each, from the committed corpora)"
+wait "$fuzz_build" || true
+if [ "$(cat target/fuzz-build.rc)" != 0 ]; then
+    cat target/fuzz-build.log
+    echo "building the fuzz targets failed" >&2
+    exit 1
+fi
+JOBS=2 scripts/fuzz.sh 20
 step ""
 echo "== time per step"
 printf "%s" "$steps"
