@@ -51,31 +51,14 @@ if [[ " ${SETUPS:-} " == *" redis3c "* ]]; then
   for _ in $(seq 50); do redis-cli -p "${cluster_nodes[0]#*:}" cluster info | grep -q cluster_state:ok && break; sleep 0.1; done
 fi
 
-# start_nodes BROKER N: starts N hosts; sets node_pids, urls (comma-separated WS URLs) and
+# bench_nodes BROKER N: starts N hosts (start_nodes, with a deeper send queue); sets
 # publish (every node's publish URL, comma-separated; only node 1's with PUBLISH_ON_FIRST).
-start_nodes() {
-  node_pids=(); urls=""; publish=""
-  for i in $(seq "$2"); do
-    port=$(free_port)
-    cat > "$work/node$i.toml" <<TOML
-[server]
-listen = "127.0.0.1:$port"
-[log]
-level = "warn"
-[connections]
-send_queue_frames = 4096
-$1
-[tenants.bench]
-publish_key = "bench-key"
-auth = { mode = "insecure" }
-TOML
-    "${HOST_BIN:-target/release/notify-host}" --config "$work/node$i.toml" > "$work/node$i.log" 2>&1 &
-    node_pids+=($!)
-    pids+=($!)
-    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
-    urls="${urls:+$urls,}ws://127.0.0.1:$port/v1/ws/bench"
+bench_nodes() {
+  start_nodes "$2" bench "$1" $'[connections]\nsend_queue_frames = 4096'
+  publish=""
+  for p in "${node_ports[@]}"; do
     if [ -z "$publish" ] || [ -z "${PUBLISH_ON_FIRST:-}" ]; then
-      publish="${publish:+$publish,}http://127.0.0.1:$port/v1/publish"
+      publish="${publish:+$publish,}http://127.0.0.1:$p/v1/publish"
     fi
   done
 }
@@ -109,21 +92,17 @@ stop_nodes() {
   if [ -n "${KEEP:-}" ]; then cat "$work"/node*.log > "/tmp/bench-cluster-$setup.log"; fi
 }
 
-redis_broker="[broker]
-kind = \"redis\"
-url = \"redis://127.0.0.1:$redis_port\""
-
 echo "date: $(date -u +%F), rustc: $(rustc --version | cut -d' ' -f2), cores: $(nproc), $(redis-server --version | cut -d' ' -f3), subscribers $subs, events $events, latency pass ${LAT_EVENTS:-100} events at ${RATE:-5}/s"
 for r in $(seq "$rounds"); do
   echo "== round $r"
   for setup in ${SETUPS:-single redis1 redis3}; do
     case $setup in
-      single) start_nodes "" 1 ;;
-      redis3c) start_nodes "[broker]
+      single) bench_nodes "" 1 ;;
+      redis3c) bench_nodes "[broker]
 kind = \"redis\"
 cluster = true
 url = \"$cluster_urls\"" 3 ;;
-      redis[0-9]*) start_nodes "$redis_broker" "${setup#redis}" ;;
+      redis[0-9]*) bench_nodes "$(redis_broker)" "${setup#redis}" ;;
     esac
     printf '%-7s throughput ' "$setup"
     accounted "$subs * $events" fanout --url "$urls" --publish "$publish" --key bench-key \

@@ -6,6 +6,9 @@
 #   scrape [PORT]        prints the /metrics of the host on PORT (default $port)
 #   start_redis          starts a private redis-server (no persistence) on a free port, sets
 #                        redis_port and redis_pid
+#   start_nodes N TENANT BROKER [EXTRA]
+#                        starts N hosts sharing BROKER (a [broker] table: redis_broker);
+#                        sets node_pids, node_ports and urls; sum_metric NAME sums over them
 #   demo_config, ticks, rss_kib, measure_load: see each below
 # Scripts set `work` (a temp dir) and `port`, and stop what they started with stop_all.
 
@@ -42,6 +45,51 @@ stop_all() {
   wait 2>/dev/null || true
   if [ -n "${KEEP:-}" ] && [ -f "$work/host.log" ]; then cp "$work/host.log" /tmp/bench-host.log; fi
   rm -rf "$work"
+}
+
+# redis_broker: the [broker] table of a node on the private Redis of start_redis.
+redis_broker() {
+  printf '[broker]\nkind = "redis"\nurl = "redis://127.0.0.1:%s"\n' "$redis_port"
+}
+
+# start_nodes N TENANT BROKER [EXTRA]: starts N hosts (a release build, or $HOST_BIN), each
+# with warn logs, the BROKER table, EXTRA (more TOML tables) and the insecure tenant TENANT
+# (publish key TENANT-key; $TENANT_EXTRA, if set, goes inside its table), and waits until
+# every node answers /readyz. Sets node_pids, node_ports and urls (the tenant's WebSocket URL
+# on every node, comma-separated) and adds the PIDs to pids.
+start_nodes() {
+  local n=$1 tenant=$2 broker=$3 extra=${4:-} i p
+  node_pids=(); node_ports=(); urls=""
+  for i in $(seq "$n"); do
+    p=$(free_port)
+    cat > "$work/node$i.toml" <<TOML
+[server]
+listen = "127.0.0.1:$p"
+[log]
+level = "warn"
+$broker
+$extra
+[tenants.$tenant]
+publish_key = "$tenant-key"
+auth = { mode = "insecure" }
+${TENANT_EXTRA:-}
+TOML
+    "${HOST_BIN:-target/release/notify-host}" --config "$work/node$i.toml" > "$work/node$i.log" 2>&1 &
+    node_pids+=($!); pids+=($!); node_ports+=("$p")
+    urls="${urls:+$urls,}ws://127.0.0.1:$p/v1/ws/$tenant"
+  done
+  for i in "${!node_ports[@]}"; do
+    p=${node_ports[$i]}
+    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p/readyz" >/dev/null && break; sleep 0.1; done
+    curl -sf "http://127.0.0.1:$p/readyz" >/dev/null || { echo "node $((i + 1)) not ready:"; cat "$work/node$((i + 1)).log"; return 1; }
+  done
+}
+
+# sum_metric NAME: one /metrics sample summed over the nodes of start_nodes.
+sum_metric() {
+  local s=0 p v
+  for p in "${node_ports[@]}"; do v=$(scrape "$p" | awk -v m="$1" '$1 == m {print $2}'); s=$(( s + ${v:-0} )); done
+  echo "$s"
 }
 
 start_redis() {

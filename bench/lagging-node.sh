@@ -39,30 +39,7 @@ redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
 redis_pid=$!; pids+=("$redis_pid")
 for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
-node_pids=(); node_ports=(); urls=""
-for i in 1 2 3; do
-  port=$(free_port)
-  cat > "$work/node$i.toml" <<TOML
-[server]
-listen = "127.0.0.1:$port"
-[log]
-level = "warn"
-[broker]
-kind = "redis"
-url = "redis://127.0.0.1:$redis_port"
-[tenants.bench]
-publish_key = "bench-key"
-auth = { mode = "insecure" }
-history = { size = ${HISTORY:-$events} }
-TOML
-  "${HOST_BIN:-target/release/notify-host}" --config "$work/node$i.toml" > "$work/node$i.log" 2>&1 &
-  node_pids+=($!); pids+=($!); node_ports+=("$port")
-  urls="${urls:+$urls,}ws://127.0.0.1:$port/v1/ws/bench"
-done
-for port in "${node_ports[@]}"; do
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
-done
-sum_metric() { local s=0 p v; for p in "${node_ports[@]}"; do port=$p; v=$(metric "$1"); s=$(( s + ${v:-0} )); done; echo "$s"; }
+TENANT_EXTRA="history = { size = ${HISTORY:-$events} }" start_nodes 3 bench "$(redis_broker)"
 
 echo "date: $(date -u +%F), rustc: $(rustc --version | cut -d' ' -f2), cores: $(nproc), $(redis-server --version | cut -d' ' -f3), pubsub limit \"$limit\", subscribers $subs, events $events of ${PAYLOAD:-1000} B, node 3 stopped for ${stop_secs}s"
 

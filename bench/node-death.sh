@@ -35,25 +35,7 @@ pids=()
 trap 'stop_all "${pids[@]}"' EXIT
 
 start_redis; pids+=("$redis_pid")
-node_pids=(); node_ports=()
-for name in a b; do
-  port=$(free_port)
-  cat > "$work/$name.toml" <<TOML
-[server]
-listen = "127.0.0.1:$port"
-[log]
-level = "warn"
-[broker]
-kind = "redis"
-url = "redis://127.0.0.1:$redis_port"
-[tenants.demo]
-publish_key = "demo-key"
-auth = { mode = "insecure" }
-TOML
-  "${HOST_BIN:-target/release/notify-host}" --config "$work/$name.toml" > "$work/$name.log" 2>&1 &
-  node_pids+=($!); pids+=($!); node_ports+=("$port")
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
-done
+start_nodes 2 demo "$(redis_broker)"
 a_url="ws://127.0.0.1:${node_ports[0]}/v1/ws/demo"
 b_url="ws://127.0.0.1:${node_ports[1]}/v1/ws/demo"
 port=${node_ports[1]}

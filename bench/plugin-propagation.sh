@@ -18,26 +18,8 @@ trap 'stop_all "${pids[@]}"' EXIT
 
 start_redis
 pids+=("$redis_pid")
-ports=()
-for i in 1 2 3; do
-  port=$(free_port)
-  cat > "$work/node$i.toml" <<TOML
-[server]
-listen = "127.0.0.1:$port"
-admin_token = "bench-admin-token"
-[log]
-level = "warn"
-[broker]
-kind = "redis"
-url = "redis://127.0.0.1:$redis_port"
-[tenants.bench]
-publish_key = "bench-key"
-auth = { mode = "insecure" }
-TOML
-  start_host "$work/node$i.toml"
-  pids+=("$host_pid")
-  ports+=("$port")
-done
+start_nodes 3 bench "$(redis_broker)"
+ports=("${node_ports[@]}")
 
 echo "date: $(date -u +%F), rustc: $(rustc --version | cut -d' ' -f2), cores: $(nproc), $(redis-server --version | cut -d' ' -f3), 3 nodes, $rounds rounds"
 python3 - "$rounds" "$PWD/plugins/target/wasm32-wasip2/release/redact.wasm" "${ports[@]}" <<'PY'

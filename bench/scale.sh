@@ -59,35 +59,10 @@ pids+=("$redis_pid")
 echo "date: $(date -u +%F), rustc: $(rustc --version | cut -d' ' -f2), cores: $(nproc), memory: $(free -g | awk '/^Mem:/ {print $2}') GiB, $(redis-server --version | cut -d' ' -f3), kernel $(uname -r)"
 echo "connections $total over $nodes nodes (≤ $per_node each) and $gens generators (≤ $per_gen each), events $events"
 
-node_pids=(); node_ports=(); urls=""
-for i in $(seq "$nodes"); do
-  port=$(free_port)
-  cat > "$work/node$i.toml" <<TOML
-[server]
-listen = "127.0.0.1:$port"
-[log]
-level = "warn"
-[broker]
-kind = "redis"
-url = "redis://127.0.0.1:$redis_port"
-[tenants.bench]
-publish_key = "bench-key"
-auth = { mode = "insecure" }
-TOML
-  "${HOST_BIN:-target/release/notify-host}" --config "$work/node$i.toml" > "$work/node$i.log" 2>&1 &
-  node_pids+=($!); pids+=($!); node_ports+=("$port")
-  urls="${urls:+$urls,}ws://127.0.0.1:$port/v1/ws/bench"
-done
-for i in "${!node_ports[@]}"; do
-  port=${node_ports[$i]}
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
-  curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { echo "node $((i + 1)) not ready:"; cat "$work/node$((i + 1)).log"; exit 1; }
-done
+start_nodes "$nodes" bench "$(redis_broker)"
 base_rss=$(rss_kib "${node_pids[@]}")
 echo "nodes ready: RSS $(( base_rss / 1024 )) MiB in total before any connection"
 
-# sum_metric NAME: one /metrics sample summed over the nodes.
-sum_metric() { local s=0 p v; for p in "${node_ports[@]}"; do port=$p; v=$(metric "$1"); s=$(( s + ${v:-0} )); done; echo "$s"; }
 held() { sum_metric 'notify_connections{tenant="bench"}'; }
 
 # Generators, each from its own source address.
