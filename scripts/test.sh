@@ -58,9 +58,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "building the tests"
 cargo test --workspace --no-run
 # The fuzz targets' instrumented build uses the CPU the tests below leave idle while they
-# wait on sockets and timers; the fuzz runs come last.
+# wait on sockets and timers (at the lowest priority, so the tests' own deadlines, such as
+# plugin calls', are not squeezed); the fuzz runs come last.
 mkdir -p target
-(scripts/fuzz.sh build > target/fuzz-build.log 2>&1; echo $? > target/fuzz-build.rc) &
+(nice -n 19 scripts/fuzz.sh build > target/fuzz-build.log 2>&1; echo $? > target/fuzz-build.rc) &
 fuzz_build=$!
 step "tests (the fuzz targets build meanwhile)"
 cargo test --workspace

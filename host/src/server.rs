@@ -73,6 +73,7 @@ impl Server {
     /// over the listener of the node serving `server.handoff_socket`.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         let app = Arc::new(App::new(config).await?);
+        start_backend_tasks(&app);
         crate::control::load(&app).await.map_err(|e| StartError::Control(e.into()))?;
         let taken = match handoff_path(&app) {
             Some(path) => handoff::take_over(&path).await?,
@@ -119,7 +120,7 @@ impl Server {
             );
         }
         tracing::info!(addr = %local_addr, "notify-host listening on {local_addr}");
-        start_tasks(&app);
+        start_node_tasks(&app);
         let stop = CancellationToken::new();
         if let Some(metrics) = metrics {
             tokio::spawn(serve_metrics(app.clone(), metrics, stop.clone()));
@@ -167,13 +168,20 @@ impl Server {
     }
 }
 
-/// Starts the node's long-lived tasks, each named and tracked by the lifecycle: the
-/// backends' (subscribers, mirrors, listeners), then the control plane's and housekeeping.
-fn start_tasks(app: &Arc<App>) {
+/// Starts the backends' long-lived tasks (subscribers, mirrors, listeners), named and tracked
+/// by the lifecycle, as soon as the backends exist: the node reports ready once they are
+/// connected, and its first state is loaded through them.
+fn start_backend_tasks(app: &Arc<App>) {
     let backend = std::mem::take(&mut *app.backend_tasks.lock().expect("tasks lock"));
     for (name, task) in backend {
         app.lifecycle.spawn(name, task);
     }
+}
+
+/// Starts the node's own long-lived tasks, named and tracked by the lifecycle, once it
+/// listens: the control plane's (following the store, reporting, obeying commands) and
+/// housekeeping.
+fn start_node_tasks(app: &Arc<App>) {
     let life = &app.lifecycle;
     life.spawn("control follow", crate::control::follow(app.clone()));
     life.spawn("control report", crate::control::report(app.clone()));

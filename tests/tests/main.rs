@@ -1,6 +1,6 @@
 //! Every integration test of the host in one test binary, one module per subject: the host
 //! library is linked once for all of them instead of once per file, which is most of what
-//! building the tests costs.
+//! building the tests costs. (`plugin_languages` is a binary of its own: see tests/Cargo.toml.)
 
 mod acks;
 mod address_limits;
@@ -18,7 +18,6 @@ mod layout;
 mod lifecycle;
 mod openapi;
 mod plugin_admin;
-mod plugin_languages;
 mod plugins;
 mod plugins_cluster;
 mod presence;
