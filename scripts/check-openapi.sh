@@ -3,14 +3,15 @@
 # - openapi-spec-validator (Python package index) validates it as OpenAPI 3.1;
 # - openapi-typescript (npm) generates TypeScript types from it, and tsc type-checks a
 #   small client (scripts/openapi-client/client.ts) written against them.
-# Needs target/debug/notify-host (built by the test command before this runs).
+# Needs target/debug/notify-host, or the host binary $NOTIFY_HOST_BIN names (the test command
+# sets it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/openapi
 mkdir -p "$out"
 data=$(mktemp -d)
 log="$out/host.log"
-NOTIFY_SERVER__LISTEN=127.0.0.1:0 NOTIFY_SERVER__METRICS_LISTEN=off NOTIFY_SERVER__DATA_DIR="$data" target/debug/notify-host --config config.toml >"$log" 2>&1 &
+NOTIFY_SERVER__LISTEN=127.0.0.1:0 NOTIFY_SERVER__METRICS_LISTEN=off NOTIFY_SERVER__DATA_DIR="$data" "${NOTIFY_HOST_BIN:-target/debug/notify-host}" --config config.toml >"$log" 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null; rm -rf "$data"' EXIT
 addr=""

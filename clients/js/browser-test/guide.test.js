@@ -19,6 +19,8 @@ import { chromium } from "playwright-core";
 import { Redis, freePort } from "../test/harness.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "../../..");
+/** The host binary the guide's commands run (the test command sets NOTIFY_HOST_BIN). */
+const HOST_BIN = process.env.NOTIFY_HOST_BIN ?? join(ROOT, "target/debug/notify-host");
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 /** Longest a block may run (one builds a plugin). */
 const BLOCK_MS = 300_000;
@@ -105,8 +107,8 @@ test("every step of docs/GETTING-STARTED.md does what it says", async (t) => {
   t.after(() => redis.dispose());
   const [node, metrics, app] = [await freePort(), await freePort(), await freePort()];
   const swaps = [
-    ["cargo run --release -p notify-host", join(ROOT, "target/debug/notify-host")],
-    ["$PWD/target/release", "$PWD/target/debug"],
+    ["cargo run --release -p notify-host", HOST_BIN],
+    ["$PWD/target/release", dirname(HOST_BIN)],
     ["127.0.0.1:8080", `127.0.0.1:${node}`],
     ["127.0.0.1:9464", `127.0.0.1:${metrics}`],
     ["127.0.0.1:8000", `127.0.0.1:${app}`],
