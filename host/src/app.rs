@@ -42,40 +42,45 @@ pub enum StartError {
     MetricsListen { addr: std::net::SocketAddr, source: std::io::Error },
 }
 
-/// Shared host state, by part: what a request or connection uses is one part or another.
-pub(crate) struct App {
-    pub config: Config,
-    pub tenants: Arc<Tenants>,
-    pub hub: Arc<Hub>,
-    /// The publish pipeline: plugins, broker, idempotency keys.
-    pub pipeline: Pipeline,
-    /// The control plane on this node: its store, what was applied, revocations.
-    pub control: ControlPlane,
-    /// What client connections pass first: admission, address limits, TLS.
-    pub edge: Edge,
-    /// The drain signal and the tasks shutdown waits for.
-    pub lifecycle: Lifecycle,
+/// The node's state, by part: what a request or connection uses is one part or another.
+/// A handle: cloning it is cheap, and it is the router's state (handlers take the part they
+/// use through `axum::extract::FromRef`, see `api::state`).
+#[derive(Clone)]
+pub(crate) struct App(Arc<Parts>);
+
+struct Parts {
+    config: Config,
+    tenants: Arc<Tenants>,
+    hub: Arc<Hub>,
+    pipeline: Pipeline,
+    control: ControlPlane,
+    edge: Edge,
+    lifecycle: Lifecycle,
     /// Shared with the broker and the ingestion consumers.
-    pub broker_metrics: Arc<BrokerMetrics>,
-    pub metrics: GlobalMetrics,
-    pub ids: IdGenerator,
+    broker_metrics: Arc<BrokerMetrics>,
+    metrics: GlobalMetrics,
+    ids: IdGenerator,
     /// This node's name in the cluster (`broker.node_id`, or random per process).
-    pub node_id: Arc<str>,
+    node_id: Arc<str>,
     /// Whether other nodes share this node's backends (cluster mode).
-    pub shared: bool,
-    pub presence: Arc<dyn Presence>,
+    shared: bool,
+    presence: Arc<dyn Presence>,
     /// Stream history for positions, resume and read cursors: in memory with the memory
     /// broker, in Redis with the Redis broker (which appends to it as it publishes).
-    pub history: Arc<dyn History>,
+    history: Arc<dyn History>,
     /// When this process started, in Unix milliseconds.
-    pub started_at_ms: u64,
-    /// The backend's ingestion, until the server starts it once it listens.
-    pub ingestion: std::sync::Mutex<Option<Ingestion>>,
-    /// The backends' long-lived tasks, until the server starts them.
-    pub backend_tasks: std::sync::Mutex<Vec<Task>>,
+    started_at_ms: u64,
+}
+
+/// What the backends leave to the server to start: their long-lived tasks (at once) and
+/// their ingestion (once the node listens).
+pub(crate) struct BackendStart {
+    pub(crate) tasks: Vec<Task>,
+    pub(crate) ingestion: Option<Ingestion>,
 }
 
 /// What every publish goes through on its way to the broker.
+#[derive(Clone)]
 pub(crate) struct Pipeline {
     /// Each tenant's transform and route plugins.
     pub(crate) plugins: Arc<Plugins>,
@@ -116,7 +121,8 @@ impl ControlPlane {
 }
 
 impl App {
-    pub(crate) async fn new(config: Config) -> Result<Self, StartError> {
+    /// The node's state, and what its backends leave to the server to start.
+    pub(crate) async fn new(config: Config) -> Result<(Self, BackendStart), StartError> {
         let limits =
             QueueLimits { frames: config.connections.send_queue_frames, bytes: config.connections.send_queue_bytes };
         let hub = Arc::new(Hub::new(limits));
@@ -128,10 +134,8 @@ impl App {
         let addresses = Addresses::new(config.addresses.clone(), config.server.max_handshakes);
         let admission = Admission::new(config.server.max_connections, addresses.counts());
         let tls = config.server.tls.as_ref().map(|t| Tls::load(t, &config.base_dir).map(Arc::new)).transpose()?;
-        Ok(Self {
+        let app = Self(Arc::new(Parts {
             started_at_ms: crate::clock::now_millis(),
-            ingestion: std::sync::Mutex::new(ingestion),
-            backend_tasks: std::sync::Mutex::new(tasks),
             pipeline: Pipeline { plugins, broker, idempotency, idempotency_window: config.server.idempotency_window },
             control: ControlPlane::new(control),
             edge: Edge { admission, addresses, tls },
@@ -146,20 +150,81 @@ impl App {
             shared,
             presence,
             history,
-        })
+        }));
+        Ok((app, BackendStart { tasks, ingestion }))
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.0.config
+    }
+
+    pub(crate) fn tenants(&self) -> &Arc<Tenants> {
+        &self.0.tenants
+    }
+
+    pub(crate) fn hub(&self) -> &Arc<Hub> {
+        &self.0.hub
+    }
+
+    /// The publish pipeline: plugins, broker, idempotency keys.
+    pub(crate) fn pipeline(&self) -> &Pipeline {
+        &self.0.pipeline
+    }
+
+    /// The control plane on this node: its store, what was applied, revocations.
+    pub(crate) fn control(&self) -> &ControlPlane {
+        &self.0.control
+    }
+
+    /// What client connections pass first: admission, address limits, TLS.
+    pub(crate) fn edge(&self) -> &Edge {
+        &self.0.edge
+    }
+
+    /// The drain signal and the tasks shutdown waits for.
+    pub(crate) fn lifecycle(&self) -> &Lifecycle {
+        &self.0.lifecycle
+    }
+
+    pub(crate) fn metrics(&self) -> &GlobalMetrics {
+        &self.0.metrics
+    }
+
+    pub(crate) fn ids(&self) -> &IdGenerator {
+        &self.0.ids
+    }
+
+    pub(crate) fn node_id(&self) -> &str {
+        &self.0.node_id
+    }
+
+    pub(crate) fn shared(&self) -> bool {
+        self.0.shared
+    }
+
+    pub(crate) fn presence(&self) -> &dyn Presence {
+        &*self.0.presence
+    }
+
+    pub(crate) fn history(&self) -> &dyn History {
+        &*self.0.history
+    }
+
+    pub(crate) fn started_at_ms(&self) -> u64 {
+        self.0.started_at_ms
     }
 
     /// Whether the node takes connections and publishes (`ready`), or why not: `draining`,
     /// `broker_unavailable`, `control_plane_unavailable`, or `no_tenants` (none exists and
     /// this node has no admin API to create one).
     pub(crate) fn readiness(&self) -> &'static str {
-        if self.lifecycle.drain.is_draining() {
+        if self.0.lifecycle.drain.is_draining() {
             "draining"
-        } else if !self.pipeline.broker.healthy() {
+        } else if !self.0.pipeline.broker.healthy() {
             "broker_unavailable"
-        } else if !self.control.loaded.load(Relaxed) || !self.control.store.listening() {
+        } else if !self.0.control.loaded.load(Relaxed) || !self.0.control.store.listening() {
             "control_plane_unavailable"
-        } else if self.config.server.admin_token.is_none() && self.tenants.is_empty() {
+        } else if self.0.config.server.admin_token.is_none() && self.0.tenants.is_empty() {
             "no_tenants"
         } else {
             "ready"
@@ -167,22 +232,47 @@ impl App {
     }
 
     pub(crate) fn render_metrics(&self) -> String {
-        let mut tenants = self.tenants.all();
+        let mut tenants = self.0.tenants.all();
         tenants.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut out = crate::metrics::render(&self.metrics, tenants.iter().map(|t| (&*t.id, &*t.metrics)));
-        crate::metrics::render_addresses(&mut out, self.edge.addresses.gauges());
+        let mut out = crate::metrics::render(&self.0.metrics, tenants.iter().map(|t| (&*t.id, &*t.metrics)));
+        crate::metrics::render_addresses(&mut out, self.0.edge.addresses.gauges());
         crate::metrics::render_tasks(&mut out, tokio::runtime::Handle::current().metrics().num_alive_tasks());
-        crate::metrics::render_plugins(&mut out, &self.pipeline.plugins.all_metrics());
-        if let Some(streams) = self.history.streams_kept() {
+        crate::metrics::render_plugins(&mut out, &self.0.pipeline.plugins.all_metrics());
+        if let Some(streams) = self.0.history.streams_kept() {
             crate::metrics::render_history(&mut out, streams);
         }
-        if self.shared {
-            crate::metrics::render_broker(&mut out, &self.broker_metrics);
+        if self.0.shared {
+            crate::metrics::render_broker(&mut out, &self.0.broker_metrics);
         }
-        if let Some(tls) = &self.edge.tls {
+        if let Some(tls) = &self.0.edge.tls {
             crate::metrics::render_tls(&mut out, tls.reloads.load(Relaxed), tls.reload_failures.load(Relaxed));
         }
-        crate::metrics::render_process(&mut out, &self.node_id, self.started_at_ms);
+        crate::metrics::render_process(&mut out, &self.0.node_id, self.0.started_at_ms);
         out
+    }
+}
+
+/// The parts a handler takes on its own (`State<Arc<dyn History>>` and so on).
+impl axum::extract::FromRef<App> for Arc<dyn History> {
+    fn from_ref(app: &App) -> Self {
+        app.0.history.clone()
+    }
+}
+
+impl axum::extract::FromRef<App> for Arc<dyn Presence> {
+    fn from_ref(app: &App) -> Self {
+        app.0.presence.clone()
+    }
+}
+
+impl axum::extract::FromRef<App> for Arc<Tenants> {
+    fn from_ref(app: &App) -> Self {
+        app.0.tenants.clone()
+    }
+}
+
+impl axum::extract::FromRef<App> for Pipeline {
+    fn from_ref(app: &App) -> Self {
+        app.0.pipeline.clone()
     }
 }

@@ -27,28 +27,28 @@ const FORGET_AFTER: Duration = Duration::from_secs(1);
 /// already) and closes the connections of the tenants it removed. Returns `false` when some
 /// plugin could not be downloaded: its slot keeps what it ran, and the caller tries again.
 /// (A version that does not load is logged; trying again would not help.)
-pub(crate) async fn apply(app: &Arc<App>, state: &ControlState) -> bool {
+pub(crate) async fn apply(app: &App, state: &ControlState) -> bool {
     // Held across the plugin download so that two states are never applied out of order.
-    let mut applied = app.control.applied.lock().await;
+    let mut applied = app.control().applied.lock().await;
     if state.version < applied.version {
         return true;
     }
-    for tenant in state.sync(&app.tenants) {
-        let closed = app.hub.close_tenant(&tenant);
+    for tenant in state.sync(app.tenants()) {
+        let closed = app.hub().close_tenant(&tenant);
         tracing::info!(tenant = &*tenant.id, connections = closed, "tenant deleted; its connections are closed");
     }
     let complete = sync_plugins(app, state).await;
     *applied = Arc::new(state.clone());
-    app.control.plugins_changed.notify_one();
+    app.control().plugins_changed.notify_one();
     complete
 }
 
 /// Downloads the plugin versions this node has not compiled, then swaps the slots.
-async fn sync_plugins(app: &Arc<App>, state: &ControlState) -> bool {
+async fn sync_plugins(app: &App, state: &ControlState) -> bool {
     let mut blobs = HashMap::new();
     let mut complete = true;
-    for hash in app.pipeline.plugins.missing(&state.plugins) {
-        match app.control.store.blob(&hash).await {
+    for hash in app.pipeline().plugins.missing(&state.plugins) {
+        match app.control().store.blob(&hash).await {
             Ok(Some(bytes)) => drop(blobs.insert(hash, bytes.into())),
             Ok(None) => tracing::warn!(hash, "a plugin the control-plane state names has no bytes in the store"),
             Err(e) => {
@@ -57,7 +57,7 @@ async fn sync_plugins(app: &Arc<App>, state: &ControlState) -> bool {
             }
         }
     }
-    for e in app.pipeline.plugins.sync(&app.tenants, &state.plugins, &blobs).await {
+    for e in app.pipeline().plugins.sync(app.tenants(), &state.plugins, &blobs).await {
         tracing::error!(error = %e, "plugin version not loaded; the slot keeps what it ran");
     }
     complete
@@ -67,7 +67,7 @@ async fn sync_plugins(app: &Arc<App>, state: &ControlState) -> bool {
 /// landed in between (the change sees the state it replaces). `change` returns what the
 /// caller gets back, or refuses with its own error.
 pub(crate) async fn change<T, E: From<StoreError>>(
-    app: &Arc<App>,
+    app: &App,
     change: impl FnMut(&mut ControlState) -> Result<T, E>,
 ) -> Result<T, E> {
     change_with(app, Vec::new(), change).await
@@ -75,19 +75,19 @@ pub(crate) async fn change<T, E: From<StoreError>>(
 
 /// [`change`], storing `blobs` (plugin bytes the new state names) in the same step.
 pub(crate) async fn change_with<T, E: From<StoreError>>(
-    app: &Arc<App>,
+    app: &App,
     blobs: Vec<Blob>,
     mut change: impl FnMut(&mut ControlState) -> Result<T, E>,
 ) -> Result<T, E> {
     loop {
-        let mut state = app.control.store.load().await?;
-        let applied = app.control.applied.lock().await.version;
+        let mut state = app.control().store.load().await?;
+        let applied = app.control().applied.lock().await.version;
         if state.version < applied {
             return Err(StoreError::Lost { stored: state.version, applied }.into());
         }
         let expected = state.version;
         let out = change(&mut state)?;
-        match app.control.store.replace(expected, state.clone(), blobs.clone()).await {
+        match app.control().store.replace(expected, state.clone(), blobs.clone()).await {
             Ok(version) => {
                 state.version = version;
                 apply(app, &state).await;
@@ -103,17 +103,20 @@ pub(crate) async fn change_with<T, E: From<StoreError>>(
 /// streams. Runs on the node that deleted it, once the other nodes had [`FORGET_AFTER`] to
 /// stop using them (at once when the node drains); skipped if a tenant of that id exists
 /// again by then.
-pub(crate) async fn forget(app: Arc<App>, tenant: Arc<Tenant>) {
+pub(crate) async fn forget(app: App, tenant: Arc<Tenant>) {
     tokio::select! {
         () = tokio::time::sleep(FORGET_AFTER) => {}
-        () = app.lifecycle.drain.started() => {}
+        () = app.lifecycle().drain.started() => {}
     }
-    if app.tenants.get(&tenant.id).is_some() {
+    if app.tenants().get(&tenant.id).is_some() {
         tracing::info!(tenant = &*tenant.id, "tenant created again; the deleted one's data is kept");
         return;
     }
-    let (history, presence, streams) =
-        tokio::join!(app.history.forget(&tenant), app.presence.forget(&tenant), app.pipeline.broker.forget(&tenant));
+    let (history, presence, streams) = tokio::join!(
+        app.history().forget(&tenant),
+        app.presence().forget(&tenant),
+        app.pipeline().broker.forget(&tenant)
+    );
     let failed = [
         history.err().map(|e| e.to_string()),
         presence.err().map(|e| e.to_string()),
@@ -155,32 +158,32 @@ pub(crate) const MAX_PRESENCE_USERS: usize = 1000;
 
 /// Carries out `command` on this node at once, then on every other node (a revocation is
 /// also stored for nodes that start later).
-pub(crate) async fn send(app: &Arc<App>, command: Command) -> Result<(), StoreError> {
+pub(crate) async fn send(app: &App, command: Command) -> Result<(), StoreError> {
     if let Command::Disconnect { tenant, user, revoked: Some(revoked), .. } = &command {
-        app.control.store.revoke(tenant, user, *revoked).await?;
+        app.control().store.revoke(tenant, user, *revoked).await?;
     }
     obey(app, &command);
-    app.control.store.command(serde_json::to_string(&command)?).await
+    app.control().store.command(serde_json::to_string(&command)?).await
 }
 
 /// Asks every live node (this one included) who is subscribed to `channel`, and merges the
 /// answers that come within `wait`. Also returns how many nodes answered and are live.
 pub(crate) async fn channel_presence(
-    app: &Arc<App>,
+    app: &App,
     tenant: &Tenant,
     channel: &str,
     wait: Duration,
 ) -> Result<(ChannelUsers, usize, usize), StoreError> {
-    let live = app.control.store.reports(Vec::new()).await?.len().max(1);
-    let reply_to = format!("{}-{}", app.node_id, app.ids.next_id());
+    let live = app.control().store.reports(Vec::new()).await?.len().max(1);
+    let reply_to = format!("{}-{}", app.node_id(), app.ids().next_id());
     let (tenant_id, channel) = (tenant.id.to_string(), channel.to_owned());
     let ask = Command::ChannelPresence { tenant: tenant_id, channel, reply_to: reply_to.clone() };
-    app.control.store.command(serde_json::to_string(&ask)?).await?;
+    app.control().store.command(serde_json::to_string(&ask)?).await?;
     let until = tokio::time::Instant::now() + wait;
-    let mut answers = app.control.store.replies(&reply_to).await?;
+    let mut answers = app.control().store.replies(&reply_to).await?;
     while answers.len() < live && tokio::time::Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(10)).await;
-        answers = app.control.store.replies(&reply_to).await?;
+        answers = app.control().store.replies(&reply_to).await?;
     }
     let mut merged = ChannelUsers::default();
     for answer in answers.iter().filter_map(|a| serde_json::from_str::<ChannelUsers>(a).ok()) {
@@ -192,32 +195,32 @@ pub(crate) async fn channel_presence(
     Ok((merged, answers.len(), live))
 }
 
-fn obey(app: &Arc<App>, command: &Command) {
+fn obey(app: &App, command: &Command) {
     match command {
         Command::Disconnect { tenant, user, reason, revoked } => {
             if let Some(revoked) = revoked {
-                app.control.revocations.revoke(tenant, user, *revoked);
+                app.control().revocations.revoke(tenant, user, *revoked);
             }
-            if let Some(tenant) = app.tenants.get(tenant) {
-                let closed = app.hub.disconnect_user(&tenant, user, reason.as_deref());
+            if let Some(tenant) = app.tenants().get(tenant) {
+                let closed = app.hub().disconnect_user(&tenant, user, reason.as_deref());
                 tracing::info!(tenant = &*tenant.id, user, connections = closed, "user disconnected");
             }
         }
         Command::ChannelPresence { tenant, channel, reply_to } => {
-            let Some(tenant) = app.tenants.get(tenant) else { return };
-            let (users, truncated) = app.hub.channel_users(&tenant, channel, MAX_PRESENCE_USERS);
+            let Some(tenant) = app.tenants().get(tenant) else { return };
+            let (users, truncated) = app.hub().channel_users(&tenant, channel, MAX_PRESENCE_USERS);
             let users = users.into_iter().map(|(u, n)| (u.into_string(), n)).collect();
             let answer = serde_json::to_string(&ChannelUsers { users, truncated }).expect("answers serialize");
             let (app, reply_to) = (app.clone(), reply_to.clone());
             tokio::spawn(async move {
-                if let Err(e) = app.control.store.reply(&reply_to, answer).await {
+                if let Err(e) = app.control().store.reply(&reply_to, answer).await {
                     tracing::debug!(error = %e, "channel presence answer not stored");
                 }
             });
         }
         Command::Subscribe { tenant, user, channels } => {
-            let Some(tenant) = app.tenants.get(tenant) else { return };
-            for conn in app.hub.user_conns(&tenant, user) {
+            let Some(tenant) = app.tenants().get(tenant) else { return };
+            for conn in app.hub().user_conns(&tenant, user) {
                 // The node that took the request obeys at once and again when its own
                 // command comes back: the second time finds the subscription there.
                 for channel in channels.iter().filter(|c| !conn.subscribed_to(c)) {
@@ -229,8 +232,8 @@ fn obey(app: &Arc<App>, command: &Command) {
             }
         }
         Command::Unsubscribe { tenant, user, channel } => {
-            let Some(tenant) = app.tenants.get(tenant) else { return };
-            for conn in app.hub.user_conns(&tenant, user).iter().filter(|c| c.subscribed_to(channel)) {
+            let Some(tenant) = app.tenants().get(tenant) else { return };
+            for conn in app.hub().user_conns(&tenant, user).iter().filter(|c| c.subscribed_to(channel)) {
                 conn.outbox.push_control(session::unsubscribe(conn, app, channel));
             }
         }
@@ -238,11 +241,11 @@ fn obey(app: &Arc<App>, command: &Command) {
 }
 
 /// Carries out the commands other nodes send until the node drains.
-pub(crate) async fn obey_commands(app: Arc<App>) {
-    let mut commands = app.control.store.commands();
+pub(crate) async fn obey_commands(app: App) {
+    let mut commands = app.control().store.commands();
     loop {
         let received = tokio::select! {
-            () = app.lifecycle.drain.started() => return,
+            () = app.lifecycle().drain.started() => return,
             received = commands.recv() => received,
         };
         match received {
@@ -260,8 +263,8 @@ pub(crate) async fn obey_commands(app: Arc<App>) {
 
 /// Loads the stored token revocations (at start; lapsed ones are dropped).
 async fn load_revocations(app: &App) {
-    match app.control.store.revocations().await {
-        Ok(all) => all.into_iter().for_each(|r| app.control.revocations.revoke(&r.tenant, &r.user, r.revoked)),
+    match app.control().store.revocations().await {
+        Ok(all) => all.into_iter().for_each(|r| app.control().revocations.revoke(&r.tenant, &r.user, r.revoked)),
         Err(e) => tracing::warn!(error = %e, "token revocations not loaded"),
     }
 }
@@ -269,15 +272,15 @@ async fn load_revocations(app: &App) {
 /// Loads and applies the stored state once, before the node listens. In cluster mode a
 /// Redis that does not answer yet is not fatal: the node starts with its configured tenants,
 /// not ready, and `follow` loads the state once Redis answers.
-pub(crate) async fn load(app: &Arc<App>) -> Result<(), StoreError> {
-    match app.control.store.load().await {
+pub(crate) async fn load(app: &App) -> Result<(), StoreError> {
+    match app.control().store.load().await {
         Ok(state) => {
             apply(app, &state).await;
             load_revocations(app).await;
-            app.control.loaded.store(true, Relaxed);
+            app.control().loaded.store(true, Relaxed);
             Ok(())
         }
-        Err(e) if app.shared => {
+        Err(e) if app.shared() => {
             tracing::warn!(error = %e, "control-plane state not loaded yet; the node is not ready until it is");
             Ok(())
         }
@@ -287,24 +290,24 @@ pub(crate) async fn load(app: &Arc<App>) -> Result<(), StoreError> {
 
 /// Applies every change the store reports (made on this node or, with a shared store, on
 /// another) until the node drains; retries a state whose plugins could not all be loaded.
-pub(crate) async fn follow(app: Arc<App>) {
-    let mut changes = app.control.store.watch();
+pub(crate) async fn follow(app: App) {
+    let mut changes = app.control().store.watch();
     // Whatever changed before this watcher existed is applied first.
     changes.mark_changed();
     let mut retry = false;
     loop {
         tokio::select! {
-            () = app.lifecycle.drain.started() => return,
+            () = app.lifecycle().drain.started() => return,
             changed = changes.changed() => if changed.is_err() { return },
             () = tokio::time::sleep(RETRY_EVERY), if retry => {}
         }
-        retry = match app.control.store.load().await {
+        retry = match app.control().store.load().await {
             Ok(state) => {
                 let complete = apply(&app, &state).await;
-                if !app.control.loaded.load(Relaxed) {
+                if !app.control().loaded.load(Relaxed) {
                     load_revocations(&app).await;
                 }
-                app.control.loaded.store(true, Relaxed);
+                app.control().loaded.store(true, Relaxed);
                 !complete
             }
             Err(e) => {
@@ -318,33 +321,33 @@ pub(crate) async fn follow(app: Arc<App>) {
 /// Reports what this node has and runs every [`REPORT_EVERY`] and after every change it
 /// applied, until the node drains; then withdraws the node. Each round also checks the
 /// store's version and the tenants' connections on other nodes.
-pub(crate) async fn report(app: Arc<App>) {
+pub(crate) async fn report(app: App) {
     let mut every = tokio::time::interval(REPORT_EVERY);
     loop {
         tokio::select! {
-            () = app.lifecycle.drain.started() => break,
+            () = app.lifecycle().drain.started() => break,
             _ = every.tick() => {}
-            () = app.control.plugins_changed.notified() => {}
+            () = app.control().plugins_changed.notified() => {}
         }
-        if let Err(e) = app.control.store.report(&app.node_id, Some(reports(&app))).await {
+        if let Err(e) = app.control().store.report(app.node_id(), Some(reports(&app))).await {
             tracing::debug!(error = %e, "node report not stored");
         }
         check(&app).await;
         balance(&app).await;
-        app.control.revocations.prune(crate::clock::now_millis() / 1000);
+        app.control().revocations.prune(crate::clock::now_millis() / 1000);
     }
-    let _ = app.control.store.report(&app.node_id, None).await;
+    let _ = app.control().store.report(app.node_id(), None).await;
 }
 
 /// Compares the store's version with the state applied here. Behind it: an announcement
 /// was missed, so the state is loaded and applied. Ahead of it: the store lost its state
 /// (Redis restarted without persistence, or flushed), so this node puts its copy back,
 /// plugin bytes included; of several nodes doing so the one with the newest copy wins.
-async fn check(app: &Arc<App>) {
-    let Ok(stored) = app.control.store.version().await else { return };
-    let applied = app.control.applied.lock().await.clone();
+async fn check(app: &App) {
+    let Ok(stored) = app.control().store.version().await else { return };
+    let applied = app.control().applied.lock().await.clone();
     if stored > applied.version {
-        if let Ok(state) = app.control.store.load().await {
+        if let Ok(state) = app.control().store.load().await {
             apply(app, &state).await;
         }
     } else if stored < applied.version {
@@ -356,9 +359,9 @@ async fn check(app: &Arc<App>) {
         let blobs = applied
             .plugin_hashes()
             .into_iter()
-            .filter_map(|hash| Some(Blob { hash: hash.to_owned(), bytes: app.pipeline.plugins.bytes(hash)? }))
+            .filter_map(|hash| Some(Blob { hash: hash.to_owned(), bytes: app.pipeline().plugins.bytes(hash)? }))
             .collect();
-        match app.control.store.restore((*applied).clone(), blobs).await {
+        match app.control().store.restore((*applied).clone(), blobs).await {
             Ok(true) => tracing::info!(version = applied.version, "control-plane state restored"),
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "control-plane state not restored"),
@@ -376,7 +379,7 @@ pub(crate) struct TenantReport {
 
 /// What this node has and runs for one tenant.
 pub(crate) fn report_of(app: &App, tenant: &Tenant) -> TenantReport {
-    TenantReport { connections: tenant.quota.connections(), plugins: app.pipeline.plugins.running_of(&tenant.id) }
+    TenantReport { connections: tenant.quota.connections(), plugins: app.pipeline().plugins.running_of(&tenant.id) }
 }
 
 /// A node's own state, as the dashboard shows every node's.
@@ -398,20 +401,20 @@ pub(crate) struct NodeHealth {
 pub(crate) fn health(app: &App) -> NodeHealth {
     NodeHealth {
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        started_at_ms: app.started_at_ms,
+        started_at_ms: app.started_at_ms(),
         resident_bytes: crate::metrics::resident_bytes(),
         ready: app.readiness().to_owned(),
-        broker_up: app.shared.then(|| app.pipeline.broker.healthy()),
+        broker_up: app.shared().then(|| app.pipeline().broker.healthy()),
     }
 }
 
 /// What this node has and runs, as JSON per tenant (tenants with connections or plugins),
 /// and its health under [`NODE_HEALTH`].
 fn reports(app: &App) -> BTreeMap<String, String> {
-    let mut running = app.pipeline.plugins.running();
+    let mut running = app.pipeline().plugins.running();
     let mut reports = BTreeMap::new();
     reports.insert(NODE_HEALTH.to_owned(), serde_json::to_string(&health(app)).expect("node health serializes"));
-    for tenant in app.tenants.all() {
+    for tenant in app.tenants().all() {
         let report = TenantReport {
             connections: tenant.quota.connections(),
             plugins: running.remove(&tenant.id).unwrap_or_default(),
@@ -426,14 +429,16 @@ fn reports(app: &App) -> BTreeMap<String, String> {
 
 /// Tells each tenant with a connection limit how many connections it has on the other
 /// live nodes. On error the previous figures stay.
-async fn balance(app: &Arc<App>) {
+async fn balance(app: &App) {
     let limited: Vec<Arc<Tenant>> =
-        app.tenants.all().into_iter().filter(|t| t.quota.limits().max_connections > 0).collect();
+        app.tenants().all().into_iter().filter(|t| t.quota.limits().max_connections > 0).collect();
     if limited.is_empty() {
         return;
     }
-    let Ok(nodes) = app.control.store.reports(limited.iter().map(|t| t.id.to_string()).collect()).await else { return };
-    let others: Vec<_> = nodes.iter().filter(|n| *n.node != *app.node_id).collect();
+    let Ok(nodes) = app.control().store.reports(limited.iter().map(|t| t.id.to_string()).collect()).await else {
+        return;
+    };
+    let others: Vec<_> = nodes.iter().filter(|n| &*n.node != app.node_id()).collect();
     for (i, tenant) in limited.iter().enumerate() {
         let reported = others.iter().filter_map(|n| n.reports.get(i)?.as_deref());
         let parsed = reported.filter_map(|json| serde_json::from_str::<TenantReport>(json).ok());
@@ -450,9 +455,9 @@ mod tests {
     use crate::config::Config;
     use crate::hub::Conn;
 
-    async fn app() -> Arc<App> {
+    async fn app() -> App {
         let config = Config::from_toml("[server]\nadmin_token = \"admin-token-1234\"\n", "test", []).unwrap();
-        Arc::new(App::new(config).await.unwrap())
+        App::new(config).await.unwrap().0
     }
 
     /// A tenant whose publish key is its own (keys are unique across tenants).
@@ -480,10 +485,10 @@ mod tests {
         for landed in futures_util::future::join_all(changes).await {
             landed.unwrap();
         }
-        let stored = app.control.store.load().await.unwrap();
+        let stored = app.control().store.load().await.unwrap();
         assert_eq!((stored.version, stored.tenants.len()), (3, 3));
-        assert!(["a", "b", "c"].iter().all(|id| app.tenants.get(id).is_some()));
-        assert_eq!(app.control.applied.lock().await.version, 3);
+        assert!(["a", "b", "c"].iter().all(|id| app.tenants().get(id).is_some()));
+        assert_eq!(app.control().applied.lock().await.version, 3);
     }
 
     #[tokio::test]
@@ -493,23 +498,23 @@ mod tests {
         newer.tenants.insert("x".into(), stored("x"));
         assert!(apply(&app, &newer).await);
         assert!(apply(&app, &ControlState { version: 1, ..ControlState::default() }).await);
-        assert!(app.tenants.get("x").is_some(), "version 1 came too late");
+        assert!(app.tenants().get("x").is_some(), "version 1 came too late");
     }
 
     #[tokio::test]
     async fn a_deleted_tenants_connections_are_closed() {
         let app = app().await;
         change(&app, with_tenant("gone")).await.unwrap();
-        let tenant = app.tenants.get("gone").unwrap();
-        let conn: Arc<Conn> = session::conn(&app, tenant, "ann", Vec::new());
-        app.hub.register(&conn);
+        let tenant = app.tenants().get("gone").unwrap();
+        let conn: Arc<Conn> = session::conn(app.hub(), tenant, "ann", Vec::new());
+        app.hub().register(&conn);
         change(&app, |state: &mut ControlState| {
             state.tenants.remove("gone");
             Ok::<_, StoreError>(())
         })
         .await
         .unwrap();
-        assert!(app.tenants.get("gone").is_none());
+        assert!(app.tenants().get("gone").is_none());
         assert!(conn.outbox.killed().is_some(), "its connection is told to close");
     }
 }

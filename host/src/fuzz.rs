@@ -36,7 +36,7 @@ history = { acks = true }
 /// One node for the whole run: connections come and go on it as they would on a live one.
 struct Fixture {
     runtime: tokio::runtime::Runtime,
-    app: Arc<App>,
+    app: App,
     tenant: Arc<Tenant>,
 }
 
@@ -45,8 +45,8 @@ fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let config = Config::from_toml(TENANT, "fuzz", []).expect("fuzz config");
-        let app = Arc::new(runtime.block_on(App::new(config)).expect("app"));
-        let tenant = app.tenants.get("fuzz").expect("tenant");
+        let (app, _) = runtime.block_on(App::new(config)).expect("app");
+        let tenant = app.tenants().get("fuzz").expect("tenant");
         Fixture { runtime, app, tenant }
     })
 }
@@ -68,7 +68,7 @@ pub fn client_frames(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let f = fixture();
     f.runtime.block_on(async {
-        let conn = session::conn(&f.app, f.tenant.clone(), "fuzz-user", Vec::new());
+        let conn = session::conn(f.app.hub(), f.tenant.clone(), "fuzz-user", Vec::new());
         let identity = Identity { user: "fuzz-user".into(), channels: None, expires_at: None };
         session::join(&conn, &identity, Resume::default(), &f.app).await;
         for text in text.split('\0').take(MAX_FRAMES) {

@@ -1,7 +1,7 @@
 //! Listener, routes and shutdown orchestration.
 //!
-//! Shutdown follows tokio's mini-redis: a signal (`App::drain`, a `Drain` handle)
-//! plus completion tracking (`App::connections`, a task tracker). Draining refuses new
+//! Shutdown follows tokio's mini-redis: a signal (the lifecycle's `drain`, a `Drain`
+//! handle) plus completion tracking (its `connections` and `workers`, task trackers). Draining refuses new
 //! WebSocket upgrades and publishes, turns `/readyz` to 503, and has every connection flush
 //! its queue and close with 1001; the host then waits for the connection tasks for at most
 //! `server.shutdown_grace`, stops the listener and returns.
@@ -27,8 +27,9 @@ use tower::ServiceExt as _;
 
 use crate::addresses::{AcceptRefused, Accepted, Socket};
 use crate::api::Refusal;
-use crate::app::App;
 pub use crate::app::StartError;
+use crate::app::{App, BackendStart};
+use crate::backend::ingest::Ingestion;
 use crate::config::Config;
 use crate::drain::Drain;
 use crate::handoff::{self, Predecessor};
@@ -48,7 +49,7 @@ const MAX_REFUSING: usize = 256;
 
 /// A bound host, ready to run.
 pub struct Server {
-    app: Arc<App>,
+    app: App,
     listener: TcpListener,
     local_addr: SocketAddr,
     /// The node this one took the listener over from (`server.handoff_socket`), told to
@@ -56,6 +57,8 @@ pub struct Server {
     predecessor: Option<Predecessor>,
     /// `server.metrics_listen`: `/metrics` for Prometheus, apart from the client port.
     metrics: Option<TcpListener>,
+    /// The backend's ingestion, started once the node listens.
+    ingestion: Option<Ingestion>,
 }
 
 /// Starts draining the host it came from.
@@ -72,8 +75,10 @@ impl Server {
     /// Loads plugins and binds `config.server.listen` (port 0 picks a free port), or takes
     /// over the listener of the node serving `server.handoff_socket`.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
-        let app = Arc::new(App::new(config).await?);
-        start_backend_tasks(&app);
+        let (app, BackendStart { tasks, ingestion }) = App::new(config).await?;
+        for (name, task) in tasks {
+            app.lifecycle().spawn(name, task);
+        }
         crate::control::load(&app).await.map_err(|e| StartError::Control(e.into()))?;
         let taken = match handoff_path(&app) {
             Some(path) => handoff::take_over(&path).await?,
@@ -85,11 +90,11 @@ impl Server {
                 tracing::info!(addr = %listener.local_addr()?, "took over the listener of the previous node");
                 (TcpListener::from_std(listener)?, Some(predecessor))
             }
-            None => (listen(app.config.server.listen, app.config.server.accept_backlog)?, None),
+            None => (listen(app.config().server.listen, app.config().server.accept_backlog)?, None),
         };
         let local_addr = listener.local_addr()?;
-        let metrics = app.config.server.metrics_listen.map(metrics_listener).transpose()?;
-        Ok(Self { app, listener, local_addr, predecessor, metrics })
+        let metrics = app.config().server.metrics_listen.map(metrics_listener).transpose()?;
+        Ok(Self { app, listener, local_addr, predecessor, metrics, ingestion })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -102,17 +107,17 @@ impl Server {
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle(self.app.lifecycle.drain.clone())
+        ShutdownHandle(self.app.lifecycle().drain.clone())
     }
 
     /// Serves until shutdown is requested and the drain is over.
     pub async fn run(self) {
-        let Self { app, listener, local_addr, predecessor, metrics } = self;
+        let Self { app, listener, local_addr, predecessor, metrics, ingestion } = self;
         let insecure = app
-            .tenants
+            .tenants()
             .all()
             .into_iter()
-            .filter(|t| t.auth.is_insecure() && app.pipeline.plugins.get(&t.id, Hook::Auth).is_none());
+            .filter(|t| t.auth.is_insecure() && app.pipeline().plugins.get(&t.id, Hook::Auth).is_none());
         for t in insecure {
             tracing::warn!(
                 tenant = &*t.id,
@@ -136,25 +141,26 @@ impl Server {
             predecessor.accepting().await;
         }
         match offered {
-            Some((path, Ok(fd))) => drop(tokio::spawn(handoff::offer(app.lifecycle.drain.clone(), path, fd, release))),
+            Some((path, Ok(fd))) => {
+                drop(tokio::spawn(handoff::offer(app.lifecycle().drain.clone(), path, fd, release)))
+            }
             Some((_, Err(e))) => tracing::error!("cannot offer the listener to a successor: {e}"),
             None => {}
         }
-        let ingestion = app.ingestion.lock().expect("ingestion lock").take();
         if let Some(start) = ingestion
-            && let Err(e) = start(app.clone(), app.lifecycle.workers.clone()).await
+            && let Err(e) = start(Arc::new(app.clone()), app.lifecycle().workers.clone()).await
         {
             tracing::error!(error = %e, "ingestion through the broker not started");
         }
 
-        app.lifecycle.drain.started().await;
-        let grace = app.config.server.shutdown_grace;
+        app.lifecycle().drain.started().await;
+        let grace = app.config().server.shutdown_grace;
         tracing::info!(?grace, "draining: closing every connection with 1001");
-        app.lifecycle.connections.close();
-        app.lifecycle.workers.close();
+        app.lifecycle().connections.close();
+        app.lifecycle().workers.close();
         let drained = async {
-            app.lifecycle.workers.wait().await;
-            app.lifecycle.connections.wait().await;
+            app.lifecycle().workers.wait().await;
+            app.lifecycle().connections.wait().await;
         };
         if tokio::time::timeout(grace, drained).await.is_err() {
             tracing::warn!("shutdown grace elapsed with connections still flushing");
@@ -163,31 +169,21 @@ impl Server {
         let _ = acceptor.await;
         http_conns.close();
         let _ = tokio::time::timeout(HTTP_CLOSE_GRACE, http_conns.wait()).await;
-        app.lifecycle.stop_tasks().await;
+        app.lifecycle().stop_tasks().await;
         tracing::info!("stopped");
-    }
-}
-
-/// Starts the backends' long-lived tasks (subscribers, mirrors, listeners), named and tracked
-/// by the lifecycle, as soon as the backends exist: the node reports ready once they are
-/// connected, and its first state is loaded through them.
-fn start_backend_tasks(app: &Arc<App>) {
-    let backend = std::mem::take(&mut *app.backend_tasks.lock().expect("tasks lock"));
-    for (name, task) in backend {
-        app.lifecycle.spawn(name, task);
     }
 }
 
 /// Starts the node's own long-lived tasks, named and tracked by the lifecycle, once it
 /// listens: the control plane's (following the store, reporting, obeying commands) and
 /// housekeeping.
-fn start_node_tasks(app: &Arc<App>) {
-    let life = &app.lifecycle;
+fn start_node_tasks(app: &App) {
+    let life = &app.lifecycle();
     life.spawn("control follow", crate::control::follow(app.clone()));
     life.spawn("control report", crate::control::report(app.clone()));
     life.spawn("control commands", crate::control::obey_commands(app.clone()));
-    life.spawn("heap trim", crate::trim::run(app.clone()));
-    if let Some(tls) = &app.edge.tls {
+    life.spawn("heap trim", crate::trim::run(life.drain.clone(), life.connections.clone()));
+    if let Some(tls) = &app.edge().tls {
         life.spawn("tls watch", tls.clone().watch(life.drain.clone()));
     }
 }
@@ -223,7 +219,7 @@ fn metrics_listener(addr: SocketAddr) -> Result<TcpListener, StartError> {
 }
 
 /// Serves `GET /metrics` on the metrics listener until the node stops.
-async fn serve_metrics(app: Arc<App>, listener: TcpListener, stop: CancellationToken) {
+async fn serve_metrics(app: App, listener: TcpListener, stop: CancellationToken) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "metrics listening on {addr}");
     }
@@ -235,19 +231,19 @@ async fn serve_metrics(app: Arc<App>, listener: TcpListener, stop: CancellationT
 
 /// The handoff socket's path, relative to the config file.
 fn handoff_path(app: &App) -> Option<std::path::PathBuf> {
-    app.config.server.handoff_socket.as_ref().map(|p| app.config.base_dir.join(p))
+    app.config().server.handoff_socket.as_ref().map(|p| app.config().base_dir.join(p))
 }
 
 /// Accepts until `release`; the connections it spawns finish gracefully on `stop`.
 async fn accept_loop(
-    app: Arc<App>,
+    app: App,
     router: Router,
     listener: TcpListener,
     release: CancellationToken,
     stop: CancellationToken,
     conns: TaskTracker,
 ) {
-    let header_timeout = app.config.server.handshake_timeout;
+    let header_timeout = app.config().server.handshake_timeout;
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     loop {
         let accepted = tokio::select! {
@@ -257,8 +253,8 @@ async fn accept_loop(
         match accepted {
             Ok((tcp, peer)) => {
                 let _ = tcp.set_nodelay(true);
-                match app.edge.addresses.accept(peer.ip()) {
-                    Ok(accepted) => match &app.edge.tls {
+                match app.edge().addresses.accept(peer.ip()) {
+                    Ok(accepted) => match &app.edge().tls {
                         None => drop(conns.spawn(serve_http(
                             router.clone(),
                             tcp,
@@ -281,7 +277,7 @@ async fn accept_loop(
                     },
                     Err(why) => {
                         let Refusal(failure, error) = crate::api::refused_at_accept(why);
-                        app.metrics.handshake_failed(failure);
+                        app.metrics().handshake_failed(failure);
                         tracing::debug!(%peer, reason = error.code().as_str(), "socket refused: {error}");
                         if let Ok(permit) = refusing.clone().try_acquire_owned() {
                             conns.spawn(async move {
@@ -317,8 +313,8 @@ async fn refuse(tcp: TcpStream, why: AcceptRefused) {
 
 /// Completes the TLS handshake (within `server.handshake_timeout`), or lets a plain
 /// connection through where `server.tls.allow_plaintext` says so; counts a failure.
-async fn secure(app: Arc<App>, tls: Arc<Tls>, tcp: TcpStream, peer: SocketAddr) -> Option<Secured> {
-    let failure = match tokio::time::timeout(app.config.server.handshake_timeout, tls.secure(tcp)).await {
+async fn secure(app: App, tls: Arc<Tls>, tcp: TcpStream, peer: SocketAddr) -> Option<Secured> {
+    let failure = match tokio::time::timeout(app.config().server.handshake_timeout, tls.secure(tcp)).await {
         Ok(Ok(secured)) => return Some(secured),
         Ok(Err(e)) => {
             tracing::debug!(%peer, "TLS handshake failed: {e}");
@@ -326,7 +322,7 @@ async fn secure(app: Arc<App>, tls: Arc<Tls>, tcp: TcpStream, peer: SocketAddr) 
         }
         Err(_) => HandshakeFailure::Timeout,
     };
-    app.metrics.handshake_failed(failure);
+    app.metrics().handshake_failed(failure);
     None
 }
 

@@ -13,11 +13,12 @@ use bytes::Bytes;
 use crate::admission::Admitted;
 use crate::app::App;
 use crate::auth::Identity;
+use crate::backend::Broker;
 use crate::backend::history::{History, HistoryError, Start};
 use crate::backend::interest::Ticket;
 use crate::channel;
 use crate::fanout::Kill;
-use crate::hub::Conn;
+use crate::hub::{Conn, Hub};
 use crate::protocol::{self, StreamState, close, code};
 use crate::quota::Slots;
 use crate::stream::{Position, Replay, Target};
@@ -49,9 +50,9 @@ pub(crate) struct Joining {
 }
 
 /// The hub's view of a joining client.
-pub(crate) fn conn(app: &App, tenant: Arc<Tenant>, user: &str, attributes: Vec<(String, String)>) -> Arc<Conn> {
+pub(crate) fn conn(hub: &Hub, tenant: Arc<Tenant>, user: &str, attributes: Vec<(String, String)>) -> Arc<Conn> {
     Arc::new(Conn {
-        id: app.hub.next_conn_id(),
+        id: hub.next_conn_id(),
         segment: tenant.segments.intern(attributes),
         tenant,
         user: user.into(),
@@ -77,7 +78,7 @@ pub(crate) async fn join(conn: &Arc<Conn>, identity: &Identity, resume: Resume, 
 /// replay of what the client missed; live events follow them, with nothing in between.
 async fn join_own(conn: &Arc<Conn>, resume: &Resume, app: &App) {
     let tenant = &conn.tenant;
-    let c = &app.config.connections;
+    let c = &app.config().connections;
     let welcome = |streams: Option<[StreamState<'_>; 2]>| {
         protocol::welcome(&protocol::Welcome {
             conn_id: conn.id,
@@ -96,10 +97,10 @@ async fn join_own(conn: &Arc<Conn>, resume: &Resume, app: &App) {
         // Live events wait until `welcome` and the replay are queued.
         own_streams.iter().for_each(|s| conn.gates.close(*s));
     }
-    app.hub.register(conn);
-    let ticket = app.pipeline.broker.interest(tenant, &own_streams, 1);
+    app.hub().register(conn);
+    let ticket = app.pipeline().broker.interest(tenant, &own_streams, 1);
     // `welcome` promises that events published from now on arrive.
-    sync_interest(app, ticket).await;
+    sync_interest(&*app.pipeline().broker, ticket).await;
     match history {
         Some(h) => {
             let unacked = tenant.config.history.acks;
@@ -114,13 +115,13 @@ async fn join_own(conn: &Arc<Conn>, resume: &Resume, app: &App) {
                 conn.outbox.kill(Kill::Retry);
             } else {
                 conn.outbox.push_control(welcome(Some([(&user).into(), (&broadcast).into()])));
-                app.hub.resume(conn, own_streams[0], &user);
-                app.hub.resume(conn, Target::Broadcast, &broadcast);
+                app.hub().resume(conn, own_streams[0], &user);
+                app.hub().resume(conn, Target::Broadcast, &broadcast);
             }
         }
         None => conn.outbox.push_control(welcome(None)),
     }
-    app.presence.connected(tenant, &conn.user);
+    app.presence().connected(tenant, &conn.user);
     tenant.metrics.connections.fetch_add(1, Relaxed);
 }
 
@@ -128,11 +129,11 @@ async fn join_own(conn: &Arc<Conn>, resume: &Resume, app: &App) {
 pub(crate) fn leave(conn: &Conn, app: &App) {
     let tenant = &conn.tenant;
     let subscriptions = std::mem::take(&mut *conn.subscriptions.lock().expect("subscriptions lock"));
-    app.hub.unregister(conn, subscriptions.iter().map(|s| &**s));
-    app.presence.disconnected(tenant, &conn.user);
+    app.hub().unregister(conn, subscriptions.iter().map(|s| &**s));
+    app.presence().disconnected(tenant, &conn.user);
     let own = [Target::User(&conn.user), Target::Broadcast];
     let channels = subscriptions.iter().map(|s| Target::Channel(s));
-    app.pipeline.broker.interest(tenant, &own.into_iter().chain(channels).collect::<Vec<_>>(), -1);
+    app.pipeline().broker.interest(tenant, &own.into_iter().chain(channels).collect::<Vec<_>>(), -1);
     tenant.metrics.connections.fetch_sub(1, Relaxed);
 }
 
@@ -149,7 +150,7 @@ pub(crate) fn killed(conn: &Conn) -> Option<(u16, &'static str)> {
 
 /// The history store, when the tenant keeps history.
 fn history<'a>(app: &'a App, tenant: &Tenant) -> Option<&'a dyn History> {
-    tenant.config.history.enabled().then_some(&*app.history)
+    tenant.config.history.enabled().then_some(app.history())
 }
 
 /// Reads a stream's history; a store that cannot be read gives an empty, unrecovered replay.
@@ -174,9 +175,9 @@ fn unreadable(since: Option<&Position>, replay: &Replay) -> bool {
 }
 
 /// Waits (bounded) until the broker carries the streams behind `ticket` to this node.
-async fn sync_interest(app: &App, ticket: Option<Ticket>) {
+async fn sync_interest(broker: &dyn Broker, ticket: Option<Ticket>) {
     if let Some(ticket) = ticket {
-        let _ = tokio::time::timeout(SYNC_TIMEOUT, app.pipeline.broker.synced(ticket)).await;
+        let _ = tokio::time::timeout(SYNC_TIMEOUT, broker.synced(ticket)).await;
     }
 }
 
@@ -201,22 +202,22 @@ pub(crate) async fn act(action: Action, conn: &Arc<Conn>, app: &App) {
     let reply = match action {
         Action::Reply(reply) => reply,
         Action::AfterSync(reply, ticket) => {
-            sync_interest(app, ticket).await;
+            sync_interest(&*app.pipeline().broker, ticket).await;
             reply
         }
         Action::Resume { channel, since, ticket } => {
-            sync_interest(app, ticket).await;
+            sync_interest(&*app.pipeline().broker, ticket).await;
             let target = Target::Channel(&channel);
-            let replay = read(&*app.history, tenant, target, Start { since: since.as_ref(), unacked: false }).await;
+            let replay = read(app.history(), tenant, target, Start { since: since.as_ref(), unacked: false }).await;
             conn.outbox.push_control(protocol::subscribed(&channel, Some((&replay).into())));
-            app.hub.resume(conn, target, &replay);
+            app.hub().resume(conn, target, &replay);
             return;
         }
         // Config validation makes acks imply history.
         Action::Ack(_) if !tenant.config.history.acks => {
             protocol::error(code::ACKS_DISABLED, "this tenant keeps no read cursors (history.acks is off)", None)
         }
-        Action::Ack(position) => match app.history.ack(tenant, &conn.user, &position).await {
+        Action::Ack(position) => match app.history().ack(tenant, &conn.user, &position).await {
             Ok(cursor) => {
                 tenant.metrics.acks.fetch_add(1, Relaxed);
                 protocol::acked(&cursor.epoch, cursor.acked, cursor.unread())
@@ -280,8 +281,8 @@ pub(crate) fn subscribe(
     if resume {
         conn.gates.close(target);
     }
-    app.hub.subscribe(conn, &name);
-    let ticket = app.pipeline.broker.interest(&conn.tenant, &[target], 1);
+    app.hub().subscribe(conn, &name);
+    let ticket = app.pipeline().broker.interest(&conn.tenant, &[target], 1);
     if resume {
         return Action::Resume { since, channel: name, ticket };
     }
@@ -293,9 +294,9 @@ pub(crate) fn unsubscribe(conn: &Conn, app: &App, name: &str) -> Bytes {
     let mut subscriptions = conn.subscriptions.lock().expect("subscriptions lock");
     if let Some(i) = subscriptions.iter().position(|s| **s == *name) {
         subscriptions.swap_remove(i);
-        app.hub.unsubscribe(conn, name);
+        app.hub().unsubscribe(conn, name);
         conn.gates.remove(Target::Channel(name));
-        app.pipeline.broker.interest(&conn.tenant, &[Target::Channel(name)], -1);
+        app.pipeline().broker.interest(&conn.tenant, &[Target::Channel(name)], -1);
     }
     protocol::unsubscribed(name)
 }
@@ -303,7 +304,7 @@ pub(crate) fn unsubscribe(conn: &Conn, app: &App, name: &str) -> Bytes {
 /// The tenant's subscription quota per connection, or the node's.
 pub(crate) fn max_subscriptions(app: &App, tenant: &Tenant) -> usize {
     match tenant.quota.limits().max_subscriptions {
-        0 => app.config.connections.max_subscriptions,
+        0 => app.config().connections.max_subscriptions,
         n => n,
     }
 }

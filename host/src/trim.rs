@@ -5,26 +5,27 @@
 //! node that held 15,000 connections would otherwise keep most of that memory for the rest
 //! of its life.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::app::App;
+use tokio_util::task::TaskTracker;
+
+use crate::drain::Drain;
 
 /// How often the connection count is looked at.
 const EVERY: Duration = Duration::from_secs(1);
 /// Trims once connections fell by at least this many since the last peak, and by a quarter.
 const FELL_BY: usize = 1000;
 
-/// Watches the connection count until the node drains; trims after a large drop.
-pub(crate) async fn run(app: Arc<App>) {
+/// Watches the count of `connections` until the node drains; trims after a large drop.
+pub(crate) async fn run(drain: Drain, connections: TaskTracker) {
     let mut peak = 0;
     let mut tick = tokio::time::interval(EVERY);
     loop {
         tokio::select! {
-            () = app.lifecycle.drain.started() => return,
+            () = drain.started() => return,
             _ = tick.tick() => {}
         }
-        let now = app.lifecycle.connections.len();
+        let now = connections.len();
         peak = peak.max(now);
         if peak - now >= FELL_BY.max(peak / 4) {
             peak = now;

@@ -11,7 +11,6 @@
 //! - `DELETE /v1/admin/tenants/{tenant}/plugins/{hook}`: turn the hook off.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use axum::Json;
@@ -118,12 +117,9 @@ pub(super) struct PluginView {
         (status = NOT_FOUND, description = "`unknown_tenant` or `unknown_hook`", body = ErrorBody),
         (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
     ))]
-pub(super) async fn list(
-    State(app): State<Arc<App>>,
-    TenantAdmin(tenant): TenantAdmin,
-) -> Result<Json<Plugins>, ApiError> {
+pub(super) async fn list(State(app): State<App>, TenantAdmin(tenant): TenantAdmin) -> Result<Json<Plugins>, ApiError> {
     let hooks = app
-        .pipeline
+        .pipeline()
         .plugins
         .list(&tenant.id)
         .into_iter()
@@ -151,12 +147,12 @@ pub(super) async fn list(
 /// What every live node runs for `tenant`, and its connections there: this node's live
 /// figures, the others' last reports (at most a second old).
 async fn nodes(app: &App, tenant: &Tenant) -> Result<Vec<NodeView>, ApiError> {
-    let mut nodes = app.control.store.reports(vec![tenant.id.to_string()]).await?;
-    if !nodes.iter().any(|n| *n.node == *app.node_id) {
-        nodes.push(NodeReport { node: app.node_id.to_string(), reports: Vec::new() });
+    let mut nodes = app.control().store.reports(vec![tenant.id.to_string()]).await?;
+    if !nodes.iter().any(|n| &*n.node == app.node_id()) {
+        nodes.push(NodeReport { node: app.node_id().to_string(), reports: Vec::new() });
     }
     let nodes = nodes.into_iter().map(|n| {
-        let here = *n.node == *app.node_id;
+        let here = &*n.node == app.node_id();
         let report: TenantReport = match n.reports.into_iter().next().flatten() {
             _ if here => control::report_of(app, tenant),
             Some(json) => serde_json::from_str(&json).unwrap_or_default(),
@@ -186,7 +182,7 @@ async fn nodes(app: &App, tenant: &Tenant) -> Result<Vec<NodeView>, ApiError> {
         (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
     ))]
 pub(super) async fn upload(
-    State(app): State<Arc<App>>,
+    State(app): State<App>,
     TenantAdmin(tenant): TenantAdmin,
     path: HookPath,
     RawQuery(query): RawQuery,
@@ -196,10 +192,10 @@ pub(super) async fn upload(
     let hook = hook(path)?;
     let config = plugin_config(&headers)?;
     let on_failure = failure_policy(hook, query.as_deref())?;
-    let wasm = read_body(&headers, body, app.config.server.max_plugin_bytes).await?;
+    let wasm = read_body(&headers, body, app.config().server.max_plugin_bytes).await?;
     let installed_at = crate::clock::now_millis() / 1000;
     let provenance = Provenance { config, on_failure, installed_at, source: Source::Upload };
-    let prepared = app.pipeline.plugins.prepare(&tenant.id, hook, wasm.clone(), provenance).await?;
+    let prepared = app.pipeline().plugins.prepare(&tenant.id, hook, wasm.clone(), provenance).await?;
     let version = prepared.version_state();
     let blob = Blob { hash: version.hash.clone(), bytes: wasm };
     change_slots(&app, &tenant.id, vec![blob], |slots| {
@@ -225,14 +221,14 @@ pub(super) async fn upload(
         (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
     ))]
 pub(super) async fn rollback(
-    State(app): State<Arc<App>>,
+    State(app): State<App>,
     TenantAdmin(tenant): TenantAdmin,
     path: HookPath,
 ) -> Result<Json<Option<PluginView>>, ApiError> {
     let hook = hook(path)?;
-    let configured = app.pipeline.plugins.configured(&tenant.id, hook);
+    let configured = app.pipeline().plugins.configured(&tenant.id, hook);
     change_slots(&app, &tenant.id, Vec::new(), |slots| version::rollback(slots, hook, configured).map(drop)).await?;
-    Ok(Json(app.pipeline.plugins.get(&tenant.id, hook).as_deref().map(describe)))
+    Ok(Json(app.pipeline().plugins.get(&tenant.id, hook).as_deref().map(describe)))
 }
 
 /// Turns the hook off on every node.
@@ -250,19 +246,19 @@ pub(super) async fn rollback(
         (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
     ))]
 pub(super) async fn remove(
-    State(app): State<Arc<App>>,
+    State(app): State<App>,
     TenantAdmin(tenant): TenantAdmin,
     path: HookPath,
 ) -> Result<StatusCode, ApiError> {
     let hook = hook(path)?;
-    let configured = app.pipeline.plugins.configured(&tenant.id, hook);
+    let configured = app.pipeline().plugins.configured(&tenant.id, hook);
     change_slots(&app, &tenant.id, Vec::new(), |slots| version::remove(slots, hook, configured)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Changes the tenant's plugin slots in the control-plane state (every node follows).
 async fn change_slots(
-    app: &Arc<App>,
+    app: &App,
     tenant: &str,
     blobs: Vec<Blob>,
     mut change: impl FnMut(&mut TenantSlots) -> Result<(), PluginError>,

@@ -23,13 +23,13 @@ pub(crate) struct PathParams<T>(pub(crate) T);
 /// The tenant whose publish key the request bears (`Authorization: Bearer <publish key>`).
 pub(crate) struct Publisher(pub(crate) Arc<Tenant>);
 
-impl FromRequestParts<Arc<App>> for Publisher {
+impl FromRequestParts<App> for Publisher {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
         let key = bearer(&parts.headers)
             .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <publish key>"))?;
-        let tenant = app.tenants.by_publish_key(key).ok_or_else(|| ApiError::unauthorized("unknown publish key"))?;
+        let tenant = app.tenants().by_publish_key(key).ok_or_else(|| ApiError::unauthorized("unknown publish key"))?;
         Ok(Self(tenant))
     }
 }
@@ -38,17 +38,19 @@ impl FromRequestParts<Arc<App>> for Publisher {
 /// that tenant's management key.
 pub(crate) struct TenantAdmin(pub(crate) Arc<Tenant>);
 
-impl FromRequestParts<Arc<App>> for TenantAdmin {
+impl FromRequestParts<App> for TenantAdmin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
         let Path(params) = Path::<Vec<(String, String)>>::from_request_parts(parts, app).await?;
         let id = params.iter().find(|(k, _)| k == "tenant").map_or("", |(_, v)| v.as_str());
-        let tenant =
-            app.tenants.get(id).ok_or_else(|| ApiError::new(ErrorCode::UnknownTenant, format!("no tenant {id:?}")))?;
+        let tenant = app
+            .tenants()
+            .get(id)
+            .ok_or_else(|| ApiError::new(ErrorCode::UnknownTenant, format!("no tenant {id:?}")))?;
         let token =
             bearer(&parts.headers).ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
-        let manager = app.tenants.keys(&tenant.id).is_some_and(|k| k.manages(token));
+        let manager = app.tenants().keys(&tenant.id).is_some_and(|k| k.manages(token));
         if !(is_admin(app, token) || manager) {
             let message = "this token cannot manage this tenant";
             return Err(ApiError::new(ErrorCode::Forbidden, message));
@@ -60,10 +62,10 @@ impl FromRequestParts<Arc<App>> for TenantAdmin {
 /// A request bearing the admin token (`server.admin_token`).
 pub(crate) struct Admin;
 
-impl FromRequestParts<Arc<App>> for Admin {
+impl FromRequestParts<App> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
         let token = bearer(&parts.headers)
             .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <admin token>"))?;
         if !is_admin(app, token) {
@@ -75,7 +77,7 @@ impl FromRequestParts<Arc<App>> for Admin {
 
 /// Whether `token` is the admin token, compared in constant time.
 fn is_admin(app: &App, token: &str) -> bool {
-    app.config.server.admin_token.as_deref().is_some_and(|t| KeyDigest::of(t).matches(token))
+    app.config().server.admin_token.as_deref().is_some_and(|t| KeyDigest::of(t).matches(token))
 }
 
 /// A valid user id from the `{user}` path parameter.

@@ -19,13 +19,14 @@ use super::extract::{bearer, query_param};
 use crate::addresses::{self, AcceptRefused, Socket};
 use crate::app::App;
 use crate::auth::{AuthError, Identity, Verified};
+use crate::drain::Drain;
 use crate::metrics::HandshakeFailure;
 use crate::plugin::bindings::types;
 use crate::plugin::hooks::{self, AuthOutcome};
 use crate::plugin::{Hook, LoadedPlugin};
 use crate::quota;
 use crate::session::{Joining, Resume};
-use crate::tenant::Tenant;
+use crate::tenant::{Tenant, Tenants};
 
 /// Why a connect request was refused: the metric it counts under and the answer.
 pub(crate) struct Refusal(pub(crate) HandshakeFailure, pub(crate) ApiError);
@@ -40,19 +41,19 @@ type Attributes = Vec<(String, String)>;
 
 /// The address a connect request comes from (`peer`, or the client a trusted proxy names).
 pub(super) fn client_addr(app: &App, peer: SocketAddr, req: &Parts) -> SocketAddr {
-    app.edge.addresses.client_addr(peer, &req.headers)
+    app.edge().addresses.client_addr(peer, &req.headers)
 }
 
 /// Counts and logs a refusal, and answers it. A refusal for the client's own fault (a 4xx
 /// other than 429) counts against its address.
 pub(super) fn refused(app: &App, tenant_id: &str, client: SocketAddr, Refusal(why, error): Refusal) -> Response {
-    match app.tenants.get(tenant_id) {
+    match app.tenants().get(tenant_id) {
         Some(t) => t.metrics.handshake_failed(why),
-        None => app.metrics.handshake_failed(why),
+        None => app.metrics().handshake_failed(why),
     }
     let status = error.status();
     if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
-        app.edge.addresses.failed(client.ip());
+        app.edge().addresses.failed(client.ip());
     }
     tracing::debug!(tenant = tenant_id, %client, reason = error.code().as_str(), "connect refused: {error}");
     error.into_response()
@@ -100,19 +101,19 @@ fn address_refusal(why: addresses::Refused) -> Refusal {
 /// plain GET of a refused URL tells a client whether the credentials are the reason) and
 /// gives the positions to resume from.
 pub(super) async fn admit<T>(
-    app: &Arc<App>,
+    app: &App,
     tenant_id: &str,
     peer: SocketAddr,
     req: &Parts,
     transport: impl FnOnce(&Tenant, &Identity) -> Result<(Resume, T), Refusal>,
 ) -> Result<(Joining, T), Refusal> {
-    not_draining(app)?;
+    not_draining(&app.lifecycle().drain)?;
     let counted = req.extensions.get::<Socket>().is_some_and(Socket::counted);
-    let address = app.edge.addresses.connect(peer.ip(), counted).map_err(address_refusal)?;
-    let tenant = tenant(app, tenant_id)?;
+    let address = app.edge().addresses.connect(peer.ip(), counted).map_err(address_refusal)?;
+    let tenant = tenant(app.tenants(), tenant_id)?;
     let (identity, attributes) = identify(app, &tenant, req, peer).await?;
     let (resume, extra) = transport(&tenant, &identity)?;
-    let admitted = app.edge.admission.try_admit().ok_or_else(|| {
+    let admitted = app.edge().admission.try_admit().ok_or_else(|| {
         let message = "this node is at its connection limit; retry on another node";
         Refusal(HandshakeFailure::OverCapacity, ApiError::new(ErrorCode::OverCapacity, message))
     })?;
@@ -121,16 +122,16 @@ pub(super) async fn admit<T>(
     Ok((Joining { tenant, identity, attributes, resume, admitted, quota, peer }, extra))
 }
 
-fn not_draining(app: &App) -> Result<(), Refusal> {
-    if !app.lifecycle.drain.is_draining() {
+fn not_draining(drain: &Drain) -> Result<(), Refusal> {
+    if !drain.is_draining() {
         return Ok(());
     }
     let message = "this node is shutting down; connect to another node";
     Err(Refusal(HandshakeFailure::Draining, ApiError::new(ErrorCode::Draining, message)))
 }
 
-fn tenant(app: &App, tenant_id: &str) -> Result<Arc<Tenant>, Refusal> {
-    app.tenants.get(tenant_id).ok_or_else(|| {
+fn tenant(tenants: &Tenants, tenant_id: &str) -> Result<Arc<Tenant>, Refusal> {
+    tenants.get(tenant_id).ok_or_else(|| {
         let error = ApiError::new(ErrorCode::UnknownTenant, format!("no tenant {tenant_id:?}"));
         Refusal(HandshakeFailure::UnknownTenant, error)
     })
@@ -142,16 +143,16 @@ fn tenant(app: &App, tenant_id: &str) -> Result<Arc<Tenant>, Refusal> {
 /// (something on the way drops it). A diagnosis takes no connect token, never counts as a
 /// failed connect of its address, and is readable by a page on any origin.
 pub(super) async fn diagnose(
-    app: &Arc<App>,
+    app: &App,
     tenant_id: &str,
     peer: SocketAddr,
     req: &Parts,
     transport: impl FnOnce(&Tenant, &Identity) -> Result<(), Refusal>,
 ) -> Response {
     let refusal = async {
-        not_draining(app)?;
-        app.edge.addresses.check(peer.ip()).map_err(address_refusal)?;
-        let tenant = tenant(app, tenant_id)?;
+        not_draining(&app.lifecycle().drain)?;
+        app.edge().addresses.check(peer.ip()).map_err(address_refusal)?;
+        let tenant = tenant(app.tenants(), tenant_id)?;
         let (identity, _) = identify(app, &tenant, req, peer).await?;
         transport(&tenant, &identity)?;
         let message = "expected a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)";
@@ -190,7 +191,7 @@ pub(super) async fn identify(
     check_origin(tenant, req)?;
     let (Verified { identity, issued_at }, attributes) = authenticate(app, tenant, req, peer).await?;
     let now = crate::clock::now_millis() / 1000;
-    if app.control.revocations.refuses(&tenant.id, &identity.user, issued_at, now) {
+    if app.control().revocations.refuses(&tenant.id, &identity.user, issued_at, now) {
         let message = "these credentials were revoked; sign in again";
         let error = ApiError::new(ErrorCode::TokenRevoked, message);
         return Err(Refusal(HandshakeFailure::Unauthorized, error));
@@ -247,7 +248,7 @@ async fn authenticate(
     peer: SocketAddr,
 ) -> Result<(Verified, Attributes), Refusal> {
     let unauthorized = |error| Refusal(HandshakeFailure::Unauthorized, error);
-    let Some(plugin) = app.pipeline.plugins.get(&tenant.id, Hook::Auth) else {
+    let Some(plugin) = app.pipeline().plugins.get(&tenant.id, Hook::Auth) else {
         let query = req.uri.query();
         let token = query_param(query, "token").or_else(|| bearer(&req.headers).map(str::to_owned));
         let user = query_param(query, "user");

@@ -1,7 +1,5 @@
 //! `/healthz`, `/readyz` and `/metrics`: what load balancers and Prometheus ask.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -37,7 +35,7 @@ pub(super) async fn healthz() -> Json<Health> {
     (status = OK, description = "Ready", body = Health),
     (status = SERVICE_UNAVAILABLE, description = "Not ready, and why", body = Health),
 ))]
-pub(super) async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<Health>) {
+pub(super) async fn readyz(State(app): State<App>) -> (StatusCode, Json<Health>) {
     let status = app.readiness();
     let code = if status == "ready" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(Health { status }))
@@ -52,11 +50,11 @@ pub(super) async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<Hea
         (status = UNAUTHORIZED, description = "`unauthorized`: no admin token", body = ErrorBody),
         (status = FORBIDDEN, description = "`forbidden`: not the admin token", body = ErrorBody),
     ))]
-pub(super) async fn metrics(State(app): State<Arc<App>>, _: Admin) -> impl IntoResponse {
+pub(super) async fn metrics(State(app): State<App>, _: Admin) -> impl IntoResponse {
     scrape(State(app)).await
 }
 
 /// `/metrics` on the metrics listener.
-pub(super) async fn scrape(State(app): State<Arc<App>>) -> impl IntoResponse {
+pub(super) async fn scrape(State(app): State<App>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], app.render_metrics())
 }

@@ -25,8 +25,6 @@ mod websocket;
 #[cfg(any(test, fuzzing))]
 pub(crate) use extract::{bearer, query_param};
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::http::{Method, Uri};
 use tower_http::trace::TraceLayer;
@@ -41,13 +39,13 @@ use crate::app::App;
 use code::ErrorCode;
 
 /// Every route the host serves, built with its description (see [`document`]).
-pub(crate) fn router(app: Arc<App>) -> Router {
-    let (router, _) = routes(app.config.server.demo).split_for_parts();
+pub(crate) fn router(app: App) -> Router {
+    let (router, _) = routes(app.config().server.demo).split_for_parts();
     router.fallback(not_found).method_not_allowed_fallback(method_not_allowed).with_state(app)
 }
 
 /// The routes of `server.metrics_listen`: `/metrics` without credentials.
-pub(crate) fn metrics_router(app: Arc<App>) -> Router {
+pub(crate) fn metrics_router(app: App) -> Router {
     Router::new().route("/metrics", axum::routing::get(health::scrape)).fallback(not_found).with_state(app)
 }
 
@@ -59,7 +57,7 @@ pub(crate) fn document(demo: bool) -> serde_json::Value {
 /// The route table. Requests are traced (tower-http, at debug level, without their query
 /// strings) except WebSocket upgrades and SSE streams, whose handlers log their refusals
 /// themselves: the handshake path stays lean.
-fn routes(demo: bool) -> OpenApiRouter<Arc<App>> {
+fn routes(demo: bool) -> OpenApiRouter<App> {
     let traced = OpenApiRouter::new()
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

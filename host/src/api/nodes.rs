@@ -1,8 +1,6 @@
 //! `GET /v1/admin/nodes` (admin token): every live node and its health, as the nodes report
 //! it to the control-plane store every second (this node's is read live).
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
@@ -39,17 +37,17 @@ pub(super) struct NodeView {
         (status = FORBIDDEN, description = "`forbidden`: not the admin token", body = ErrorBody),
         (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
     ))]
-pub(super) async fn list(State(app): State<Arc<App>>, _: Admin) -> Result<Json<Nodes>, ApiError> {
-    let reports = app.control.store.reports(vec![NODE_HEALTH.to_owned()]).await?;
+pub(super) async fn list(State(app): State<App>, _: Admin) -> Result<Json<Nodes>, ApiError> {
+    let reports = app.control().store.reports(vec![NODE_HEALTH.to_owned()]).await?;
     let mut nodes: Vec<NodeView> = reports
         .into_iter()
-        .filter(|r| *r.node != *app.node_id)
+        .filter(|r| &*r.node != app.node_id())
         .map(|r| {
             let health = r.reports.into_iter().next().flatten().and_then(|json| serde_json::from_str(&json).ok());
             NodeView { node: r.node, this_node: false, health }
         })
         .collect();
-    nodes.push(NodeView { node: app.node_id.to_string(), this_node: true, health: Some(control::health(&app)) });
+    nodes.push(NodeView { node: app.node_id().to_string(), this_node: true, health: Some(control::health(&app)) });
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
     Ok(Json(Nodes { nodes }))
 }

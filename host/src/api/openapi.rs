@@ -2,7 +2,7 @@
 //! and types as the router is built (`utoipa-axum`: a route cannot be registered without
 //! its description), and served at `GET /v1/openapi.json`.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -64,8 +64,8 @@ static DOCUMENTS: [OnceLock<Bytes>; 2] = [OnceLock::new(), OnceLock::new()];
 /// This API's OpenAPI 3.1 description.
 #[utoipa::path(get, operation_id = "openapi", path = "/v1/openapi.json", tag = "operations",
     responses((status = OK, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
-pub(super) async fn serve(State(app): State<Arc<App>>) -> impl IntoResponse {
-    let demo = app.config.server.demo;
+pub(super) async fn serve(State(app): State<App>) -> impl IntoResponse {
+    let demo = app.config().server.demo;
     let document = DOCUMENTS[usize::from(demo)]
         .get_or_init(|| Bytes::from(serde_json::to_vec(&super::document(demo)).expect("JSON serializes")));
     ([(header::CONTENT_TYPE, "application/json")], document.clone())

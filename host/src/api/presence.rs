@@ -14,6 +14,7 @@ use super::code::ErrorCode;
 use super::error::ErrorBody;
 use super::extract::{PathParams, Publisher, UserId};
 use crate::app::App;
+use crate::backend::Presence;
 use crate::control::{self, MAX_PRESENCE_USERS};
 
 /// How long a channel presence request waits for every live node to answer.
@@ -37,11 +38,11 @@ pub(super) struct UserPresence {
         (status = SERVICE_UNAVAILABLE, description = "`presence_unavailable`", body = ErrorBody),
     ))]
 pub(super) async fn status(
-    State(app): State<Arc<App>>,
+    State(presence): State<Arc<dyn Presence>>,
     Publisher(tenant): Publisher,
     UserId(user): UserId,
 ) -> Result<Json<UserPresence>, ApiError> {
-    let s = app.presence.status(&tenant, &user).await?;
+    let s = presence.status(&tenant, &user).await?;
     Ok(Json(UserPresence { user, online: s.connections > 0, connections: s.connections }))
 }
 
@@ -82,7 +83,7 @@ pub(super) struct Answered {
         (status = SERVICE_UNAVAILABLE, description = "`store_unavailable` (the control-plane store cannot be reached)", body = ErrorBody),
     ))]
 pub(super) async fn channel(
-    State(app): State<Arc<App>>,
+    State(app): State<App>,
     Publisher(tenant): Publisher,
     PathParams(channel): PathParams<String>,
 ) -> Result<Json<ChannelPresence>, ApiError> {

@@ -1,6 +1,5 @@
 //! `POST /v1/publish` and `POST /v1/publish/batch` (publish key).
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use axum::Json;
@@ -19,6 +18,7 @@ use super::extract::{Publisher, read_body};
 use crate::app::App;
 use crate::event::Event;
 use crate::ingest;
+use crate::metrics::GlobalMetrics;
 use crate::tenant::Tenant;
 
 /// The answer to an accepted publish.
@@ -47,14 +47,14 @@ pub(super) struct PublishedBatch {
         (status = SERVICE_UNAVAILABLE, description = "`draining` or `broker_unavailable`", body = ErrorBody),
     ))]
 pub(super) async fn one(
-    State(app): State<Arc<App>>,
+    State(app): State<App>,
     publisher: Result<Publisher, ApiError>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let accepted =
-        accept(&app, publisher, &headers, body, |body| ingest::parse_one(&app.ids, body).map(|e| vec![e])).await;
-    answer(&app, accepted.map(|mut ids| Published { id: ids.swap_remove(0) }))
+        accept(&app, publisher, &headers, body, |body| ingest::parse_one(app.ids(), body).map(|e| vec![e])).await;
+    answer(app.metrics(), accepted.map(|mut ids| Published { id: ids.swap_remove(0) }))
 }
 
 /// Publishes an array of events (at most `server.max_batch_events`), all or none.
@@ -69,22 +69,22 @@ pub(super) async fn one(
         (status = SERVICE_UNAVAILABLE, description = "`draining` or `broker_unavailable`", body = ErrorBody),
     ))]
 pub(super) async fn batch(
-    State(app): State<Arc<App>>,
+    State(app): State<App>,
     publisher: Result<Publisher, ApiError>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let max = app.config.server.max_batch_events;
-    let accepted = accept(&app, publisher, &headers, body, |body| ingest::parse_batch(&app.ids, body, max)).await;
-    answer(&app, accepted.map(|ids| PublishedBatch { ids }))
+    let max = app.config().server.max_batch_events;
+    let accepted = accept(&app, publisher, &headers, body, |body| ingest::parse_batch(app.ids(), body, max)).await;
+    answer(app.metrics(), accepted.map(|ids| PublishedBatch { ids }))
 }
 
 /// Every refused publish is counted, whatever refused it.
-fn answer(app: &App, accepted: Result<impl Serialize, ApiError>) -> Response {
+fn answer(metrics: &GlobalMetrics, accepted: Result<impl Serialize, ApiError>) -> Response {
     match accepted {
         Ok(ids) => (StatusCode::ACCEPTED, Json(ids)).into_response(),
         Err(e) => {
-            app.metrics.publish_rejected.fetch_add(1, Relaxed);
+            metrics.publish_rejected.fetch_add(1, Relaxed);
             e.into_response()
         }
     }
@@ -100,11 +100,11 @@ async fn accept(
     body: Body,
     parse: impl FnOnce(&[u8]) -> Result<Vec<Event>, ingest::FieldError>,
 ) -> Result<Vec<String>, ApiError> {
-    if app.lifecycle.drain.is_draining() {
+    if app.lifecycle().drain.is_draining() {
         return Err(ApiError::new(ErrorCode::Draining, "this node is shutting down; publish to another node"));
     }
     let Publisher(tenant) = publisher?;
-    let body = read_body(headers, body, app.config.server.max_publish_bytes).await?;
+    let body = read_body(headers, body, app.config().server.max_publish_bytes).await?;
     let events = parse(&body)?;
     if let Some(i) = tenant.quota.oversized(&events) {
         tenant.metrics.too_large.fetch_add(1, Relaxed);
@@ -113,7 +113,7 @@ async fn accept(
         return Err(ApiError::new(ErrorCode::EventTooLarge, message));
     }
     within_rate(&tenant, events.len())?;
-    Ok(ingest::pipeline::publish(&app.pipeline, &tenant, events).await?)
+    Ok(ingest::pipeline::publish(app.pipeline(), &tenant, events).await?)
 }
 
 /// 429 `rate_limited` with `Retry-After` when the tenant is over its publish rate.

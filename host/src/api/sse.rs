@@ -7,7 +7,6 @@
 //! origin: the origin check refuses a forbidden origin with a 403 the page can read.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -49,7 +48,7 @@ use utoipa::ToSchema;
         (status = SERVICE_UNAVAILABLE, description = "`draining`, `over_capacity`, `busy` or `auth_unavailable`", body = ErrorBody),
     ))]
 pub(crate) async fn handle(
-    State(app): State<Arc<App>>,
+    State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     PathParams(tenant_id): PathParams<String>,
     req: Request,
@@ -118,7 +117,7 @@ const MAX_ACK_BYTES: usize = 1024;
         (status = SERVICE_UNAVAILABLE, description = "`history_unavailable` or `auth_unavailable`", body = ErrorBody),
     ))]
 pub(crate) async fn ack(
-    State(app): State<Arc<App>>,
+    State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     PathParams(tenant_id): PathParams<String>,
     req: Request,
@@ -134,7 +133,7 @@ pub(crate) async fn ack(
 
 async fn acked(app: &App, tenant_id: &str, peer: SocketAddr, req: &Parts, body: Body) -> Result<Acked, ApiError> {
     let tenant = app
-        .tenants
+        .tenants()
         .get(tenant_id)
         .ok_or_else(|| ApiError::new(ErrorCode::UnknownTenant, format!("no tenant {tenant_id:?}")))?;
     let (identity, _) = handshake::identify(app, &tenant, req, peer).await.map_err(|Refusal(_, e)| e)?;
@@ -144,7 +143,7 @@ async fn acked(app: &App, tenant_id: &str, peer: SocketAddr, req: &Parts, body: 
     }
     let body = read_body(&req.headers, body, MAX_ACK_BYTES).await?;
     let AckBody { epoch, offset } = crate::ingest::deserialize(&body)?;
-    let cursor = match app.history.ack(&tenant, &identity.user, &Position { epoch, offset }).await {
+    let cursor = match app.history().ack(&tenant, &identity.user, &Position { epoch, offset }).await {
         Err(e @ HistoryError::StalePosition(..)) => {
             return Err(ApiError::new(ErrorCode::StalePosition, e.to_string()));
         }

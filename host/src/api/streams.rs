@@ -15,7 +15,7 @@ use super::ApiError;
 use super::code::ErrorCode;
 use super::error::ErrorBody;
 use super::extract::{PathParams, Publisher, UserId, query_param};
-use crate::app::App;
+use crate::backend::History;
 use crate::backend::history::Start;
 use crate::protocol::frame;
 use crate::stream::{Position, Target};
@@ -85,12 +85,12 @@ enum Answers {
     params(("user" = String, Path, description = "A user id"), Paging),
     responses(Answers))]
 pub(super) async fn user(
-    State(app): State<Arc<App>>,
+    State(history): State<Arc<dyn History>>,
     Publisher(tenant): Publisher,
     UserId(user): UserId,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Page>, ApiError> {
-    page(&app, &tenant, Target::User(&user), query.as_deref()).await
+    page(&*history, &tenant, Target::User(&user), query.as_deref()).await
 }
 
 /// A page of a channel's stream.
@@ -98,7 +98,7 @@ pub(super) async fn user(
     params(("channel" = String, Path, description = "A channel name"), Paging),
     responses(Answers))]
 pub(super) async fn channel(
-    State(app): State<Arc<App>>,
+    State(history): State<Arc<dyn History>>,
     Publisher(tenant): Publisher,
     PathParams(channel): PathParams<String>,
     RawQuery(query): RawQuery,
@@ -107,7 +107,7 @@ pub(super) async fn channel(
         let message = "a channel name is 1-128 characters of A-Z a-z 0-9 _ - . : @";
         return Err(ApiError::new(ErrorCode::InvalidChannel, message));
     }
-    page(&app, &tenant, Target::Channel(&channel), query.as_deref()).await
+    page(&*history, &tenant, Target::Channel(&channel), query.as_deref()).await
 }
 
 /// A page of the tenant's broadcast stream.
@@ -115,15 +115,20 @@ pub(super) async fn channel(
     params(Paging),
     responses(Answers))]
 pub(super) async fn broadcast(
-    State(app): State<Arc<App>>,
+    State(history): State<Arc<dyn History>>,
     Publisher(tenant): Publisher,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Page>, ApiError> {
-    page(&app, &tenant, Target::Broadcast, query.as_deref()).await
+    page(&*history, &tenant, Target::Broadcast, query.as_deref()).await
 }
 
 /// The events after `after` (everything kept without it), at most `limit`.
-async fn page(app: &App, tenant: &Tenant, target: Target<'_>, query: Option<&str>) -> Result<Json<Page>, ApiError> {
+async fn page(
+    history: &dyn History,
+    tenant: &Tenant,
+    target: Target<'_>,
+    query: Option<&str>,
+) -> Result<Json<Page>, ApiError> {
     if !tenant.config.history.enabled() {
         let message = "this tenant keeps no history; set history.size above 0";
         return Err(ApiError::new(ErrorCode::HistoryDisabled, message));
@@ -132,12 +137,12 @@ async fn page(app: &App, tenant: &Tenant, target: Target<'_>, query: Option<&str
     let after = match after {
         Some(after) => after,
         None => {
-            let latest = app.history.read(tenant, target, Start { since: None, unacked: false }).await?;
+            let latest = history.read(tenant, target, Start { since: None, unacked: false }).await?;
             let epoch = latest.position.ok_or(crate::backend::history::HistoryError::NoPosition)?.epoch;
             Position { epoch, offset: 0 }
         }
     };
-    let replay = app.history.read(tenant, target, Start { since: Some(&after), unacked: false }).await?;
+    let replay = history.read(tenant, target, Start { since: Some(&after), unacked: false }).await?;
     let more = replay.events.len() > limit;
     let events: Vec<Box<RawValue>> = replay
         .events

@@ -13,7 +13,6 @@
 //!
 //! Tenants from `config.toml` are listed but read-only (409 `managed_by_config`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -87,7 +86,7 @@ impl From<StoreError> for ApiError {
         (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
     ))]
 pub(super) async fn create(
-    State(app): State<Arc<App>>,
+    State(app): State<App>,
     _: Admin,
     headers: HeaderMap,
     body: Body,
@@ -105,18 +104,18 @@ pub(super) async fn create(
         revision: 0,
     };
     control::change(&app, |state| {
-        if app.tenants.get(&id).is_some() || state.tenants.contains_key(&id) {
+        if app.tenants().get(&id).is_some() || state.tenants.contains_key(&id) {
             return Err(ApiError::new(ErrorCode::TenantExists, format!("tenant {id:?} already exists")));
         }
         state.tenants.insert(id.clone(), stored.clone());
         Ok(())
     })
     .await?;
-    let tenant = app.tenants.get(&id).ok_or_else(|| gone(&id))?;
+    let tenant = app.tenants().get(&id).ok_or_else(|| gone(&id))?;
     if tenant.auth.is_insecure() {
         tracing::warn!(tenant = id, "tenant created with INSECURE auth: any client can claim any user with ?user=");
     }
-    let tenant = describe(&app, &tenant);
+    let tenant = describe(app.tenants(), &tenant);
     Ok((StatusCode::CREATED, Json(CreatedTenant { tenant, publish_key, management_key })))
 }
 
@@ -133,10 +132,10 @@ pub(super) struct Tenants {
         (status = UNAUTHORIZED, description = "`unauthorized`: no admin token", body = ErrorBody),
         (status = FORBIDDEN, description = "`forbidden`: not the admin token", body = ErrorBody),
     ))]
-pub(super) async fn list(State(app): State<Arc<App>>, _: Admin) -> Json<Tenants> {
-    let mut tenants = app.tenants.all();
+pub(super) async fn list(State(app): State<App>, _: Admin) -> Json<Tenants> {
+    let mut tenants = app.tenants().all();
     tenants.sort_by(|a, b| a.id.cmp(&b.id));
-    Json(Tenants { tenants: tenants.iter().map(|t| describe(&app, t)).collect() })
+    Json(Tenants { tenants: tenants.iter().map(|t| describe(app.tenants(), t)).collect() })
 }
 
 /// One tenant; its `ETag` is the control-plane version, for `If-Match` on `PATCH`.
@@ -149,14 +148,14 @@ pub(super) async fn list(State(app): State<Arc<App>>, _: Admin) -> Json<Tenants>
         (status = NOT_FOUND, description = "`unknown_tenant`", body = ErrorBody),
     ))]
 pub(super) async fn get(
-    State(app): State<Arc<App>>,
+    State(app): State<App>,
     _: Admin,
     PathParams(id): PathParams<String>,
 ) -> Result<(HeaderMap, Json<TenantView>), ApiError> {
     // The last version this node saw: `GET` answers from the node's state, Redis or not.
-    let version = *app.control.store.watch().borrow();
-    let tenant = app.tenants.get(&id).ok_or_else(|| unknown(&id))?;
-    Ok((etag(version), Json(describe(&app, &tenant))))
+    let version = *app.control().store.watch().borrow();
+    let tenant = app.tenants().get(&id).ok_or_else(|| unknown(&id))?;
+    Ok((etag(version), Json(describe(app.tenants(), &tenant))))
 }
 
 /// `PATCH /v1/admin/tenants/{tenant}`: the settings to change; the others stay.
@@ -203,13 +202,13 @@ impl Patch {
         (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
     ))]
 pub(super) async fn patch(
-    State(app): State<Arc<App>>,
+    State(app): State<App>,
     _: Admin,
     PathParams(id): PathParams<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(HeaderMap, Json<TenantView>), ApiError> {
-    let tenant = app.tenants.get(&id).ok_or_else(|| unknown(&id))?;
+    let tenant = app.tenants().get(&id).ok_or_else(|| unknown(&id))?;
     if tenant.source == Source::Config {
         return Err(managed_by_config(&id));
     }
@@ -230,8 +229,8 @@ pub(super) async fn patch(
         Ok(state.version + 1)
     })
     .await?;
-    let tenant = app.tenants.get(&id).ok_or_else(|| gone(&id))?;
-    Ok((etag(version), Json(describe(&app, &tenant))))
+    let tenant = app.tenants().get(&id).ok_or_else(|| gone(&id))?;
+    Ok((etag(version), Json(describe(app.tenants(), &tenant))))
 }
 
 /// The version an `If-Match` header names, if any.
@@ -291,13 +290,13 @@ pub(super) struct Rotated {
         (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
     ))]
 pub(super) async fn rotate(
-    State(app): State<Arc<App>>,
+    State(app): State<App>,
     _: Admin,
     PathParams((id, kind)): PathParams<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Rotated>, ApiError> {
-    let tenant = app.tenants.get(&id).ok_or_else(|| unknown(&id))?;
+    let tenant = app.tenants().get(&id).ok_or_else(|| unknown(&id))?;
     if tenant.source == Source::Config {
         return Err(managed_by_config(&id));
     }
@@ -343,11 +342,11 @@ pub(super) async fn rotate(
         (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
     ))]
 pub(super) async fn delete(
-    State(app): State<Arc<App>>,
+    State(app): State<App>,
     _: Admin,
     PathParams(id): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = app.tenants.get(&id).ok_or_else(|| unknown(&id))?;
+    let tenant = app.tenants().get(&id).ok_or_else(|| unknown(&id))?;
     if tenant.source == Source::Config {
         return Err(managed_by_config(&id));
     }
@@ -356,7 +355,7 @@ pub(super) async fn delete(
         state.tenants.remove(&id).map(drop).ok_or_else(|| unknown(&id))
     })
     .await?;
-    app.lifecycle.workers.spawn(control::forget(app.clone(), tenant));
+    app.lifecycle().workers.spawn(control::forget(app.clone(), tenant));
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -482,8 +481,8 @@ pub(super) struct JwtKeyView {
     rs256_public_key: bool,
 }
 
-fn describe(app: &App, t: &Tenant) -> TenantView {
-    let keys = app.tenants.keys(&t.id).unwrap_or_default();
+fn describe(tenants: &crate::tenant::Tenants, t: &Tenant) -> TenantView {
+    let keys = tenants.keys(&t.id).unwrap_or_default();
     let list = |keys: &[Key]| {
         keys.iter().map(|k| KeyView { fingerprint: k.digest.fingerprint(), expires_at: k.expires_at }).collect()
     };

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use axum::Router;
@@ -32,9 +31,9 @@ auth = { mode = "insecure" }
 history = { acks = true }
 "#;
 
-async fn app() -> Arc<App> {
+async fn app() -> App {
     let config = Config::from_toml(CONFIG, "test", []).unwrap();
-    Arc::new(App::new(config).await.unwrap())
+    App::new(config).await.unwrap().0
 }
 
 struct Answer {
@@ -107,15 +106,15 @@ async fn publishing_checks_the_key_then_the_body() {
     let a = send(&router, request("POST", "/v1/publish/batch", Some("demo-key"), batch)).await;
     assert_eq!(a.status, StatusCode::ACCEPTED);
     assert_eq!(a.body["ids"].as_array().map(Vec::len), Some(2));
-    assert_eq!(app.metrics.publish_rejected.load(Relaxed), 4);
-    assert_eq!(app.tenants.get("demo").unwrap().metrics.events_published.load(Relaxed), 3);
+    assert_eq!(app.metrics().publish_rejected.load(Relaxed), 4);
+    assert_eq!(app.tenants().get("demo").unwrap().metrics.events_published.load(Relaxed), 3);
 }
 
 #[tokio::test]
 async fn a_draining_node_refuses_publishes_before_reading_credentials() {
     let app = app().await;
     let router = super::router(app.clone());
-    app.lifecycle.drain.start();
+    app.lifecycle().drain.start();
     let a = send(&router, request("POST", "/v1/publish", None, "{}")).await;
     assert_eq!((a.status, a.code()), (StatusCode::SERVICE_UNAVAILABLE, "draining"));
     let a = send(&router, get("/readyz", None)).await;

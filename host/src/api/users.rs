@@ -19,6 +19,7 @@ use super::code::ErrorCode;
 use super::error::ErrorBody;
 use super::extract::{PathParams, Publisher, UserId};
 use crate::app::App;
+use crate::backend::History;
 use crate::control::{self, Command};
 use crate::revocation::{REVOCATION_TTL, Revoked};
 
@@ -63,7 +64,7 @@ pub(super) struct Unread {
         (status = SERVICE_UNAVAILABLE, description = "`history_unavailable`", body = ErrorBody),
     ))]
 pub(super) async fn unread(
-    State(app): State<Arc<App>>,
+    State(history): State<Arc<dyn History>>,
     Publisher(tenant): Publisher,
     UserId(user): UserId,
 ) -> Result<Json<Unread>, ApiError> {
@@ -71,7 +72,7 @@ pub(super) async fn unread(
         let message = "this tenant keeps no read cursors; set history.acks = true";
         return Err(ApiError::new(ErrorCode::AcksDisabled, message));
     }
-    let c = app.history.cursor(&tenant, &user).await?;
+    let c = history.cursor(&tenant, &user).await?;
     let unread = c.unread();
     Ok(Json(Unread { user, epoch: c.epoch, offset: c.offset, acked: c.acked, unread }))
 }
@@ -96,7 +97,7 @@ pub(super) struct Disconnected {
         (status = SERVICE_UNAVAILABLE, description = "`store_unavailable` (the control-plane store cannot be reached)", body = ErrorBody),
     ))]
 pub(super) async fn disconnect(
-    State(app): State<Arc<App>>,
+    State(app): State<App>,
     Publisher(tenant): Publisher,
     UserId(user): UserId,
     body: Bytes,
@@ -159,7 +160,7 @@ const MAX_CHANNELS_PER_REQUEST: usize = 100;
         (status = SERVICE_UNAVAILABLE, description = "`store_unavailable` (the control-plane store cannot be reached)", body = ErrorBody),
     ))]
 pub(super) async fn subscribe(
-    State(app): State<Arc<App>>,
+    State(app): State<App>,
     Publisher(tenant): Publisher,
     UserId(user): UserId,
     body: Bytes,
@@ -189,7 +190,7 @@ pub(super) async fn subscribe(
         (status = SERVICE_UNAVAILABLE, description = "`store_unavailable` (the control-plane store cannot be reached)", body = ErrorBody),
     ))]
 pub(super) async fn unsubscribe(
-    State(app): State<Arc<App>>,
+    State(app): State<App>,
     Publisher(tenant): Publisher,
     PathParams((user, channel)): PathParams<(String, String)>,
 ) -> Result<(StatusCode, Json<Unsubscribed>), ApiError> {

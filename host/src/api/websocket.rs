@@ -3,7 +3,6 @@
 //! (`ws`). Every refusal happens before the upgrade, as an HTTP status with a JSON body.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
@@ -41,7 +40,7 @@ use crate::metrics::HandshakeFailure;
         (status = SERVICE_UNAVAILABLE, description = "`draining`, `over_capacity`, `busy` or `auth_unavailable`", body = ErrorBody),
     ))]
 pub(crate) async fn handle(
-    State(app): State<Arc<App>>,
+    State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     PathParams(tenant_id): PathParams<String>,
     req: Request,

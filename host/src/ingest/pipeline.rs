@@ -76,11 +76,11 @@ async fn claim_keys(
 /// The node as a backend's ingestion consumers see it.
 impl crate::backend::ingest::Publisher for crate::app::App {
     fn tenants(&self) -> &crate::tenant::Tenants {
-        &self.tenants
+        self.tenants()
     }
 
     fn parse(&self, body: &[u8]) -> Result<Event, String> {
-        super::parse_one(&self.ids, body).map_err(|e| e.to_string())
+        super::parse_one(self.ids(), body).map_err(|e| e.to_string())
     }
 
     fn publish<'a>(
@@ -88,11 +88,11 @@ impl crate::backend::ingest::Publisher for crate::app::App {
         tenant: &'a std::sync::Arc<crate::tenant::Tenant>,
         events: Vec<Event>,
     ) -> crate::backend::BoxFuture<'a, Result<(), crate::backend::BrokerError>> {
-        Box::pin(async move { publish(&self.pipeline, tenant, events).await.map(drop) })
+        Box::pin(async move { publish(self.pipeline(), tenant, events).await.map(drop) })
     }
 
     fn drain(&self) -> &crate::drain::Drain {
-        &self.lifecycle.drain
+        &self.lifecycle().drain
     }
 }
 
@@ -108,26 +108,26 @@ mod tests {
     const CONFIG: &str = "[tenants.t]\npublish_key = \"key-12345\"\nhistory = { size = 10 }\n";
 
     async fn app() -> App {
-        App::new(Config::from_toml(CONFIG, "test", []).unwrap()).await.unwrap()
+        App::new(Config::from_toml(CONFIG, "test", []).unwrap()).await.unwrap().0
     }
 
     fn event(app: &App, body: &str) -> Event {
-        super::super::parse_one(&app.ids, body.as_bytes()).unwrap()
+        super::super::parse_one(app.ids(), body.as_bytes()).unwrap()
     }
 
     /// How many events the user stream of `ann` holds.
     async fn delivered(app: &App) -> u64 {
-        app.history.cursor(&app.tenants.get("t").unwrap(), "ann").await.unwrap().offset
+        app.history().cursor(&app.tenants().get("t").unwrap(), "ann").await.unwrap().offset
     }
 
     #[tokio::test]
     async fn a_repeated_idempotency_key_is_delivered_once_and_answers_the_first_id() {
         let app = app().await;
-        let tenant = app.tenants.get("t").unwrap();
+        let tenant = app.tenants().get("t").unwrap();
         let body = r#"{"users": ["ann"], "event": "paid", "idempotency_key": "order-1"}"#;
-        let first = publish(&app.pipeline, &tenant, vec![event(&app, body)]).await.unwrap();
+        let first = publish(app.pipeline(), &tenant, vec![event(&app, body)]).await.unwrap();
         let again = publish(
-            &app.pipeline,
+            app.pipeline(),
             &tenant,
             vec![event(&app, body), event(&app, r#"{"users": ["ann"], "event": "new"}"#)],
         )
@@ -166,14 +166,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_publish_the_broker_refused_gives_its_keys_back_so_a_retry_is_delivered() {
-        let mut app = app().await;
-        let flaky = Arc::new(Flaky { down: AtomicBool::new(true), inner: app.pipeline.broker.clone() });
-        app.pipeline.broker = flaky.clone();
-        let tenant = app.tenants.get("t").unwrap();
+        let app = app().await;
+        let flaky = Arc::new(Flaky { down: AtomicBool::new(true), inner: app.pipeline().broker.clone() });
+        let pipeline = Pipeline { broker: flaky.clone(), ..app.pipeline().clone() };
+        let tenant = app.tenants().get("t").unwrap();
         let body = r#"{"users": ["ann"], "event": "paid", "idempotency_key": "order-2"}"#;
-        assert!(publish(&app.pipeline, &tenant, vec![event(&app, body)]).await.is_err());
+        assert!(publish(&pipeline, &tenant, vec![event(&app, body)]).await.is_err());
         flaky.down.store(false, Relaxed);
-        publish(&app.pipeline, &tenant, vec![event(&app, body)]).await.unwrap();
+        publish(&pipeline, &tenant, vec![event(&app, body)]).await.unwrap();
         assert_eq!(delivered(&app).await, 1, "the retry was not taken for a duplicate");
         assert_eq!(tenant.metrics.events_published.load(Relaxed), 1);
     }

@@ -44,14 +44,14 @@ enum End {
 
 /// Starts the connection task; returns the response body it feeds. `cursor` holds the
 /// positions the client resumes from, the same as `joining.resume`.
-pub(crate) fn spawn(app: &Arc<App>, joining: Joining, cursor: Cursor) -> Body {
+pub(crate) fn spawn(app: &App, joining: Joining, cursor: Cursor) -> Body {
     let Joining { tenant, identity, attributes, resume, admitted, quota, peer: _ } = joining;
     // One chunk in flight: a client that stops reading stops the task's sends, and its
     // outbox (bounded by the send-queue limits) absorbs the rest.
     let (tx, rx) = mpsc::channel::<Bytes>(1);
-    let conn = session::conn(app, tenant, &identity.user, attributes);
+    let conn = session::conn(app.hub(), tenant, &identity.user, attributes);
     let task_app = app.clone();
-    app.lifecycle.connections.spawn(async move {
+    app.lifecycle().connections.spawn(async move {
         let _slots = (admitted, quota);
         run(conn, identity, resume, cursor, tx, &task_app).await;
     });
@@ -62,23 +62,16 @@ pub(crate) fn spawn(app: &Arc<App>, joining: Joining, cursor: Cursor) -> Body {
 }
 
 /// Serves an SSE connection until it ends.
-async fn run(
-    conn: Arc<Conn>,
-    identity: Identity,
-    resume: Resume,
-    cursor: Cursor,
-    tx: mpsc::Sender<Bytes>,
-    app: &Arc<App>,
-) {
+async fn run(conn: Arc<Conn>, identity: Identity, resume: Resume, cursor: Cursor, tx: mpsc::Sender<Bytes>, app: &App) {
     conn.tenant.metrics.handshakes.fetch_add(1, Relaxed);
-    let mut writer = Writer { tx, cursor, frames: Vec::new(), stall: app.config.connections.write_timeout };
+    let mut writer = Writer { tx, cursor, frames: Vec::new(), stall: app.config().connections.write_timeout };
     Box::pin(session::join(&conn, &identity, resume, app)).await;
     let end = established(&mut writer, &conn, &identity, app).await;
     session::leave(&conn, app);
     let (code, reason, bound) = match end {
         End::Gone => return,
         End::Drain => {
-            (close::GOING_AWAY, "server shutting down; reconnect and resume", app.config.server.shutdown_grace)
+            (close::GOING_AWAY, "server shutting down; reconnect and resume", app.config().server.shutdown_grace)
         }
         End::Close(code, reason) => (code, reason, CLOSE_TIMEOUT),
     };
@@ -94,7 +87,7 @@ async fn run(
 }
 
 async fn established(w: &mut Writer, conn: &Arc<Conn>, identity: &Identity, app: &App) -> End {
-    let c = &app.config.connections;
+    let c = &app.config().connections;
     let expires = identity.expires_at.map(crate::clock::unix_to_instant);
     let mut next_ping = Instant::now() + c.heartbeat_interval;
     let deadline = |next_ping: Instant| expires.map_or(next_ping, |e| e.min(next_ping));
@@ -103,7 +96,7 @@ async fn established(w: &mut Writer, conn: &Arc<Conn>, identity: &Identity, app:
     loop {
         tokio::select! {
             biased;
-            () = app.lifecycle.drain.started() => {
+            () = app.lifecycle().drain.started() => {
                 conn.outbox.push_control(protocol::reconnect(conn.id, c.reconnect_spread, "server shutting down"));
                 break End::Drain;
             }

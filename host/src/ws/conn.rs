@@ -45,7 +45,7 @@ pub(crate) async fn run<W: Wire>(
     mut ws: Box<WebSocketStream<Socket<W>>>,
     conn: &Arc<Conn>,
     identity: &Identity,
-    app: &Arc<App>,
+    app: &App,
 ) {
     let end = established(&mut ws, conn, identity, app).await;
     session::leave(conn, app);
@@ -62,11 +62,11 @@ async fn close<W: Wire>(ws: Box<WebSocketStream<Socket<W>>>, conn: &Conn, end: E
     let (end, flush_bound) = match end {
         End::Drain => (
             End::Close(close::GOING_AWAY, "server shutting down; reconnect and resume"),
-            app.config.server.shutdown_grace,
+            app.config().server.shutdown_grace,
         ),
         other => (other, CLOSE_TIMEOUT),
     };
-    let stall = app.config.connections.write_timeout;
+    let stall = app.config().connections.write_timeout;
     match end {
         End::Close(code, reason) => {
             let flushed = tokio::time::timeout(flush_bound, flush(&mut ws, conn, stall, true)).await;
@@ -98,16 +98,16 @@ async fn established<W: Wire>(
     ws: &mut WebSocketStream<Socket<W>>,
     conn: &Arc<Conn>,
     identity: &Identity,
-    app: &Arc<App>,
+    app: &App,
 ) -> End {
-    let c = &app.config.connections;
+    let c = &app.config().connections;
     let mut clock = Clock::start(c, identity.expires_at.map(crate::clock::unix_to_instant));
     let timer = sleep_until(clock.deadline(c).into());
     tokio::pin!(timer);
     loop {
         tokio::select! {
             biased;
-            () = app.lifecycle.drain.started() => {
+            () = app.lifecycle().drain.started() => {
                 conn.outbox.push_control(protocol::reconnect(conn.id, c.reconnect_spread, "server shutting down"));
                 break End::Drain;
             }

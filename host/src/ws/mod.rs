@@ -33,16 +33,16 @@ pub(crate) use conn::on_text;
 
 /// Spawns the task that waits for hyper to hand over the socket and runs the connection.
 /// Only what the connection needs survives; the request (headers, URI) is dropped here.
-pub(crate) fn spawn(app: &Arc<App>, req: Parts, mut j: Joining) {
+pub(crate) fn spawn(app: &App, req: Parts, mut j: Joining) {
     let on_upgrade = hyper::upgrade::on(Request::from_parts(req, ()));
-    let conn = session::conn(app, j.tenant.clone(), &j.identity.user, std::mem::take(&mut j.attributes));
-    app.lifecycle.connections.spawn(serve(app.clone(), conn, on_upgrade, Box::new(j)));
+    let conn = session::conn(app.hub(), j.tenant.clone(), &j.identity.user, std::mem::take(&mut j.attributes));
+    app.lifecycle().connections.spawn(serve(app.clone(), conn, on_upgrade, Box::new(j)));
 }
 
 /// The connection task. What it holds while the connection is idle is what every connection
 /// costs, so each phase that runs once is boxed and freed when done, and of the handshake's
 /// results only what an open connection needs is kept.
-async fn serve(app: Arc<App>, conn: Arc<Conn>, on_upgrade: OnUpgrade, mut j: Box<Joining>) {
+async fn serve(app: App, conn: Arc<Conn>, on_upgrade: OnUpgrade, mut j: Box<Joining>) {
     let Some(ws) = Box::pin(upgrade(&app, &conn, on_upgrade, j.peer)).await else { return };
     conn.tenant.metrics.handshakes.fetch_add(1, Relaxed);
     let resume = std::mem::take(&mut j.resume);
@@ -71,7 +71,7 @@ fn keep(j: Box<Joining>) -> (Identity, (Admitted, Slots)) {
 
 /// Waits for hyper to hand over the upgraded socket and wraps it; counts a failure.
 async fn upgrade(app: &App, conn: &Arc<Conn>, on_upgrade: OnUpgrade, peer: SocketAddr) -> Option<Upgraded> {
-    let failed = match tokio::time::timeout(app.config.server.handshake_timeout, on_upgrade).await {
+    let failed = match tokio::time::timeout(app.config().server.handshake_timeout, on_upgrade).await {
         Ok(Ok(upgraded)) => return wrap(app, conn, upgraded).await,
         Ok(Err(e)) => {
             tracing::debug!(%peer, "upgrade failed: {e}");
@@ -114,7 +114,7 @@ async fn wrap(app: &App, conn: &Arc<Conn>, upgraded: hyper::upgrade::Upgraded) -
 /// 8 KiB read buffer; it is consumed here so that buffer is freed before the connection
 /// settles in.
 async fn websocket<W: Wire>(app: &App, socket: Socket<W>, pre_read: bytes::Bytes) -> WebSocketStream<Socket<W>> {
-    let c = &app.config.connections;
+    let c = &app.config().connections;
     let config = WebSocketConfig::default()
         .read_buffer_size(c.read_buffer_bytes)
         .write_buffer_size(0)
