@@ -14,12 +14,19 @@
 #     the floor server; prints instructions and allocations per connection for each. With
 #     BROKER=redis, notify runs on the Redis broker (a private redis-server) instead.
 #
+#   bench/instructions.sh fanout [SUBSCRIBERS]   (default 1000)
+#     SUBSCRIBERS WebSocket connections receive broadcast events (200-byte pad, each published
+#     once the previous was accepted), to notify (stock tenant `demo`, memory broker, history
+#     on), then to the floor server; each is run twice, with 5 and with 25 events, counted
+#     from connect to the last delivery. The difference between the two runs, divided by the
+#     20 x SUBSCRIBERS deliveries it added, is the cost of a delivery (the publish included,
+#     shared by its deliveries), without the connects both runs share.
 #   HOST_BIN=path/to/notify-host WASM_DIR=dir/with/redact.wasm bench/instructions.sh ...
 #   DUMPS=DIR keeps the callgrind dumps there (cg.notify.1, cg.floor.1, cg.noxform.1,
 #   cg.xform.1), for `callgrind_annotate` to say where the instructions went.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mode=${1:?transform or handshake}
+mode=${1:?transform, handshake or fanout}
 count=${2:-2000}
 command -v valgrind >/dev/null || { echo "valgrind is needed"; exit 1; }
 [ "$mode" = transform ] && scripts/build-plugins.sh
@@ -97,6 +104,25 @@ handshake_run() {
     'BEGIN { printf "%s: %d instructions and %.1f allocations per connection\n", s, t / n, m / n }'
 }
 
+# fanout_run NAME WS_URL PUBLISH_URL EVENTS [GENERATOR FLAGS]: one measured fanout run
+fanout_run() {
+  local name=$1 ws=$2 publish=$3 events=$4
+  shift 4
+  measure
+  $load fanout --url "$ws" --publish "$publish" --key demo-key --connections "$count" --events "$events" \
+    --rate 0 --payload 200 --concurrency 50 --user-prefix "$name-$events-" "$@" > /dev/null
+  sleep 2
+  finish
+}
+
+# per_delivery NAME: instructions and allocations a delivery adds, from NAME.5 and NAME.25
+per_delivery() {
+  read -r few _ few_m < <(totals "$work/cg.$1.5.1")
+  read -r many _ many_m < <(totals "$work/cg.$1.25.1")
+  awk -v a="$few" -v b="$many" -v am="$few_m" -v bm="$many_m" -v n=$(( 20 * count )) -v s="$1" \
+    'BEGIN { printf "%s: %d instructions and %.2f allocations per delivery\n", s, (b - a) / n, (bm - am) / n }'
+}
+
 echo "date: $(date -u +%F), rustc: $(rustc --version | cut -d' ' -f2), mode $mode, count $count"
 case $mode in
   transform)
@@ -122,5 +148,19 @@ case $mode in
     measured floor target/release/notify-floor --listen "127.0.0.1:$port"
     handshake_run floor "ws://127.0.0.1:$port/"
     ;;
-  *) echo "unknown mode $mode: transform or handshake"; exit 1 ;;
+  fanout)
+    [ "$count" = 2000 ] && [ -z "${2:-}" ] && count=1000
+    for events in 5 25; do
+      port=$(free_port)
+      demo_config
+      measured "notify.$events" "${HOST_BIN:-target/release/notify-host}" --config "$work/config.toml"
+      fanout_run notify "ws://127.0.0.1:$port/v1/ws/demo" "http://127.0.0.1:$port/v1/publish" "$events"
+      port=$(free_port)
+      measured "floor.$events" target/release/notify-floor --listen "127.0.0.1:$port"
+      fanout_run floor "ws://127.0.0.1:$port/" "http://127.0.0.1:$port/publish" "$events" --welcome false
+    done
+    per_delivery notify
+    per_delivery floor
+    ;;
+  *) echo "unknown mode $mode: transform, handshake or fanout"; exit 1 ;;
 esac

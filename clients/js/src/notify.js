@@ -212,6 +212,12 @@ export class NotifyClient extends Emitter {
   #disconnectReason = null;
   #transport;
   #fallback;
+  /**
+   * Upgrades in a row that failed while the host answered the plain request: one can be a
+   * host that was down for the upgrade and back for the diagnosis, two in a row mean
+   * something on the way breaks WebSocket.
+   */
+  #brokenUpgrades = 0;
   /** The user's read cursor ({epoch, acked}) as last reported, for tenants with acks. */
   #cursor = null;
   /** Resets the backoff once a connection has lasted `STABLE_MS`. */
@@ -347,6 +353,7 @@ export class NotifyClient extends Emitter {
     let opened = false;
     socket.onopen = () => {
       opened = true;
+      this.#brokenUpgrades = 0;
     };
     socket.onmessage = (message) => this.#receive(message.data);
     const ended = async (code, reason) => {
@@ -496,8 +503,12 @@ export class NotifyClient extends Emitter {
     this.#freshToken = false;
     if (this.#closed) return;
     const status = refusal?.status;
-    if (refusal?.code === "not_websocket" && this.#fallback) {
+    const broken = refusal?.code === "not_websocket" && this.#fallback;
+    this.#brokenUpgrades = broken ? this.#brokenUpgrades + 1 : 0;
+    if (broken && this.#brokenUpgrades >= 2) {
       this.#switchToSse("the WebSocket upgrade failed on the way to the host");
+      this.#retryAfterMs = 0;
+    } else if (broken) {
       this.#retryAfterMs = 0;
     } else if (status === 401 && typeof this.#options.token === "function" && !fresh) {
       // The token may have expired meanwhile: one more try with a fresh one.

@@ -187,6 +187,37 @@ for (const [transport, options] of TRANSPORTS) test(`a host killed and restarted
   assert.equal(dave.transport, transport === "websocket" ? "websocket" : "sse");
 });
 
+/** A WebSocket whose first `failures` upgrades fail, then the runtime's own. */
+function failingFirst(failures) {
+  return class {
+    constructor(url) {
+      return failures-- > 0 ? new BrokenWebSocket() : new WebSocket(url);
+    }
+  };
+}
+
+test("one failed upgrade while the host answers is retried over WebSocket; two in a row switch to SSE", async (t) => {
+  const host = await singleHost();
+  t.after(() => host.dispose());
+  // One failure: what a host restarted between the upgrade and the diagnosis looks like.
+  const once = client(host, { user: "gina", WebSocket: failingFirst(1) });
+  const seenOnce = record(once);
+  t.after(() => once.close());
+  once.connect();
+  await eventually(() => once.state === "connected");
+  assert.equal(once.transport, "websocket");
+  assert.deepEqual(seenOnce.errors, []);
+
+  const twice = client(host, { user: "hana", WebSocket: failingFirst(2) });
+  const seenTwice = record(twice);
+  t.after(() => twice.close());
+  twice.connect();
+  await eventually(() => twice.state === "connected");
+  assert.equal(twice.transport, "sse");
+  await host.publish("demo-key", { users: ["hana"], event: "over-sse" });
+  await eventually(() => seenTwice.events.some((e) => e.event === "over-sse"));
+});
+
 test("a user disconnected by the backend stays disconnected", async (t) => {
   const host = await singleHost();
   t.after(() => host.dispose());
