@@ -66,6 +66,25 @@ pub(crate) struct Event {
 }
 
 impl Event {
+    /// An event named `name` (its id too) to `users` and `channels`, with `{}` as data, for
+    /// tests and fuzz targets.
+    #[cfg(any(test, fuzzing))]
+    pub(crate) fn sample(name: &str, users: &[&str], channels: &[&str]) -> Self {
+        Self {
+            id: name.into(),
+            name: name.into(),
+            data: RawValue::from_string("{}".into()).expect("JSON"),
+            ts: 0,
+            users: users.iter().map(|u| u.to_string()).collect(),
+            channels: channels.iter().map(|c| c.to_string()).collect(),
+            broadcast: false,
+            attributes: Vec::new(),
+            filter: None,
+            received_at: Instant::now(),
+            idempotency_key: None,
+        }
+    }
+
     /// Every stream the event addresses: its users, its channels, then the broadcast.
     pub(crate) fn targets(&self) -> impl Iterator<Item = Target<'_>> {
         let users = self.users.iter().map(|u| Target::User(u));

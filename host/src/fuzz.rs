@@ -8,7 +8,6 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 use crate::app::App;
 use crate::auth::{Authenticator, Identity};
@@ -209,20 +208,7 @@ pub fn plugin_output(data: &[u8]) {
 }
 
 fn sample_event() -> Event {
-    let data = RawValue::from_string(r#"{"n":1}"#.into()).expect("JSON");
-    Event {
-        id: "fuzz-1".into(),
-        name: "fuzzed".into(),
-        data,
-        ts: 1,
-        users: vec!["u1".into()],
-        channels: Vec::new(),
-        broadcast: false,
-        attributes: Vec::new(),
-        filter: None,
-        received_at: std::time::Instant::now(),
-        idempotency_key: None,
-    }
+    Event::sample("fuzzed", &["u1"], &[])
 }
 
 /// Reads fields from NUL-separated input; an exhausted input reads as empty fields.

@@ -520,9 +520,6 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
-    use serde_json::value::RawValue;
 
     use super::*;
     use crate::config::Config;
@@ -553,19 +550,7 @@ mod tests {
     }
 
     fn event(users: &[&str], channels: &[&str], broadcast: bool) -> Event {
-        Event {
-            id: "e1".into(),
-            name: "test".into(),
-            data: RawValue::from_string("{}".into()).unwrap(),
-            ts: 0,
-            users: users.iter().map(|u| u.to_string()).collect(),
-            channels: channels.iter().map(|c| c.to_string()).collect(),
-            broadcast,
-            attributes: Vec::new(),
-            filter: None,
-            received_at: Instant::now(),
-            idempotency_key: None,
-        }
+        Event { broadcast, ..Event::sample("e1", users, channels) }
     }
 
     fn queued(conns: &[&Arc<Conn>]) -> Vec<usize> {

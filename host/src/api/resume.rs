@@ -2,7 +2,8 @@
 //! transport: positions for its own streams (`user_since`, `broadcast_since`), the channels
 //! to subscribe at connect (`channels`), and an SSE cursor (`Last-Event-ID`, or
 //! `last_event_id` for clients that cannot set headers) that carries positions for all of
-//! them and wins over the other parameters.
+//! them and wins over the other parameters. An SSE stream's cursor starts from the
+//! [`Resume`] (`sse::Cursor::from`).
 
 use axum::http::header::HeaderName;
 use axum::http::request::Parts;
@@ -21,26 +22,15 @@ use crate::tenant::Tenant;
 
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
-/// The positions and channels to start from, and the SSE cursor that carries them on. A
-/// channel the client may not subscribe refuses the connection, as a `subscribe` frame's
+/// The positions and channels to start from. A channel the client may not subscribe refuses the connection, as a `subscribe` frame's
 /// `error` would refuse the channel.
-pub(super) fn from_request(
-    app: &App,
-    tenant: &Tenant,
-    identity: &Identity,
-    req: &Parts,
-) -> Result<(Resume, Cursor), Refusal> {
+pub(super) fn from_request(app: &App, tenant: &Tenant, identity: &Identity, req: &Parts) -> Result<Resume, Refusal> {
     let given = given_cursor(req)?;
-    let mut cursor = Cursor::default();
-    let mut own = |stream: Stream, param: &str| -> Result<_, Refusal> {
-        let position = match given.get(&stream) {
-            Some(p) => Some(p.clone()),
-            None => since_param(req, param)?,
-        };
-        if let Some(p) = &position {
-            cursor.set(stream, p.clone());
+    let own = |stream: Stream, param: &str| -> Result<_, Refusal> {
+        match given.get(&stream) {
+            Some(p) => Ok(Some(p.clone())),
+            None => since_param(req, param),
         }
-        Ok(position)
     };
     let user = own(Stream::User, "user_since")?;
     let broadcast = own(Stream::Broadcast, "broadcast_since")?;
@@ -56,12 +46,9 @@ pub(super) fn from_request(
             return Err(Refusal(HandshakeFailure::BadRequest, error));
         }
         let since = given.get(&Stream::Channel(name.to_owned())).cloned();
-        if let Some(p) = &since {
-            cursor.set(Stream::Channel(name.to_owned()), p.clone());
-        }
         channels.push((name.to_owned(), since));
     }
-    Ok((Resume { user, broadcast, channels }, cursor))
+    Ok(Resume { user, broadcast, channels })
 }
 
 /// The cursor the client sent, if any.

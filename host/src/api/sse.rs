@@ -26,6 +26,7 @@ use super::handshake::{self, ConnectQuery, Refusal};
 use super::resume;
 use crate::app::App;
 use crate::backend::HistoryError;
+use crate::sse::Cursor;
 use crate::stream::Position;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -56,7 +57,10 @@ pub(crate) async fn handle(
     let (req, _body) = req.into_parts();
     let peer = handshake::client_addr(&app, peer, &req);
     let admitted = handshake::admit(&app, &tenant_id, peer, &req, |tenant, identity| {
-        resume::from_request(&app, tenant, identity, &req)
+        resume::from_request(&app, tenant, identity, &req).map(|resume| {
+            let cursor = Cursor::from(&resume);
+            (resume, cursor)
+        })
     })
     .await;
     let mut res = match admitted {

@@ -53,7 +53,7 @@ pub(crate) async fn handle(
         return handshake::diagnose(&app, &tenant_id, peer, &req, channels).await;
     }
     let admitted = handshake::admit(&app, &tenant_id, peer, &req, |tenant, identity| {
-        let (resume, _) = resume::from_request(&app, tenant, identity, &req)?;
+        let resume = resume::from_request(&app, tenant, identity, &req)?;
         Ok((resume, check_upgrade(&req)?))
     })
     .await;

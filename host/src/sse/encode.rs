@@ -13,6 +13,7 @@ use bytes::{BufMut, BytesMut};
 use serde::Deserialize;
 
 use crate::protocol::frame;
+use crate::session::Resume;
 use crate::stream::Position;
 
 /// A stream of the connection, as named in cursors.
@@ -28,6 +29,25 @@ pub(crate) enum Stream {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Cursor {
     streams: Vec<(Stream, Position)>,
+}
+
+/// Where a stream starts: the positions the client resumes from.
+impl From<&Resume> for Cursor {
+    fn from(resume: &Resume) -> Self {
+        let mut cursor = Self::default();
+        let own = [(Stream::User, &resume.user), (Stream::Broadcast, &resume.broadcast)];
+        for (stream, position) in own {
+            if let Some(p) = position {
+                cursor.set(stream, p.clone());
+            }
+        }
+        for (name, since) in &resume.channels {
+            if let Some(p) = since {
+                cursor.set(Stream::Channel(name.clone()), p.clone());
+            }
+        }
+        cursor
+    }
 }
 
 impl Cursor {

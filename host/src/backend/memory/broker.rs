@@ -110,32 +110,16 @@ mod tests {
         Arc::new(Tenants::from_config(&Config::from_toml(toml, "test", []).unwrap()))
     }
 
-    fn event(name: &str, users: &[&str], channels: &[&str]) -> Event {
-        Event {
-            id: name.into(),
-            name: name.into(),
-            data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
-            ts: 0,
-            users: users.iter().map(|u| u.to_string()).collect(),
-            channels: channels.iter().map(|c| c.to_string()).collect(),
-            broadcast: false,
-            attributes: Vec::new(),
-            filter: None,
-            received_at: std::time::Instant::now(),
-            idempotency_key: None,
-        }
-    }
-
     #[tokio::test]
     async fn events_reach_local_connections_through_history_when_the_tenant_keeps_one() {
         let recorder = Arc::new(Recorder::default());
         let broker = MemoryBroker::new(recorder.clone(), Arc::new(MemoryHistory::default()));
         let tenants = tenants();
-        let two = event("two", &["ann"], &["news"]);
+        let two = Event::sample("two", &["ann"], &["news"]);
         let (kept, live) = (tenants.get("kept").unwrap(), tenants.get("live").unwrap());
         broker.publish(&kept, &[two]).await.unwrap();
-        broker.publish(&kept, &[event("again", &["ann"], &[])]).await.unwrap();
-        broker.publish(&live, &[event("live", &["ann"], &[])]).await.unwrap();
+        broker.publish(&kept, &[Event::sample("again", &["ann"], &[])]).await.unwrap();
+        broker.publish(&live, &[Event::sample("live", &["ann"], &[])]).await.unwrap();
         let seen = recorder.0.lock().unwrap().clone();
         assert_eq!(
             seen,
