@@ -448,6 +448,9 @@ pub struct TenantConfig {
     /// How much history each stream keeps for resuming clients.
     #[serde(default)]
     pub history: HistoryConfig,
+    /// WebSocket compression (permessage-deflate) of the tenant's events.
+    #[serde(default)]
+    pub compression: CompressionConfig,
     /// This tenant's quotas where they differ from `[limits]`.
     #[serde(default)]
     pub limits: LimitOverrides,
@@ -533,6 +536,24 @@ impl HistoryConfig {
 impl Default for HistoryConfig {
     fn default() -> Self {
         Self { size: 100, ttl: Duration::from_secs(600), acks: false }
+    }
+}
+
+/// WebSocket compression of a tenant's events (permessage-deflate, RFC 7692): each event
+/// compressed once, its bytes shared by every connection that negotiated it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompressionConfig {
+    /// Whether a client that offers permessage-deflate gets it.
+    pub enabled: bool,
+    /// Events shorter than this (bytes of their JSON) go uncompressed: deflate gains little
+    /// on them and may grow them.
+    pub min_bytes: usize,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        Self { enabled: true, min_bytes: 128 }
     }
 }
 

@@ -506,7 +506,7 @@ mod tests {
         let app = app().await;
         change(&app, with_tenant("gone")).await.unwrap();
         let tenant = app.tenants().get("gone").unwrap();
-        let conn: Arc<Conn> = session::conn(app.hub(), tenant, "ann", Vec::new());
+        let conn: Arc<Conn> = session::conn(app.hub(), tenant, "ann", Vec::new(), false);
         app.hub().register(&conn);
         change(&app, |state: &mut ControlState| {
             state.tenants.remove("gone");

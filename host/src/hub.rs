@@ -36,6 +36,9 @@ pub(crate) struct Conn {
     /// The channels the connection is subscribed to. Locked by the connection's own task and
     /// by backends' subscription requests, never across an await.
     pub subscriptions: Mutex<Vec<Box<str>>>,
+    /// Whether the connection negotiated permessage-deflate: it gets events' compressed
+    /// frames.
+    pub deflate: bool,
 }
 
 impl Conn {
@@ -434,17 +437,17 @@ impl Hub {
             Target::User(user) => {
                 let shard = self.shard_of((t, 0u8, user)).read().expect("hub lock");
                 if let Some(devices) = shard.get(&t).and_then(|ts| ts.users.get(user)) {
-                    self.push_all(filter, at, devices.iter(), &frame(), true, total);
+                    self.push_all(filter, at, devices.iter(), &Shared::new(frame(), tenant), true, total);
                 }
             }
             Target::Channel(channel) => {
                 let shard = self.shard_of((t, 1u8, channel)).read().expect("hub lock");
                 if let Some(subs) = shard.get(&t).and_then(|ts| ts.channels.get(channel)) {
-                    self.push_all(filter, at, subs.values(), &frame(), true, total);
+                    self.push_all(filter, at, subs.values(), &Shared::new(frame(), tenant), true, total);
                 }
             }
             Target::Broadcast => {
-                let frame = frame();
+                let frame = Shared::new(frame(), tenant);
                 let (started, direct) = (self.pace.now(), self.pace.direct());
                 let mut this = Delivery::default();
                 for shard in &self.shards {
@@ -464,7 +467,8 @@ impl Hub {
         tenant.metrics.publish_to_enqueue.observe(latency);
     }
 
-    /// Pushes `frame` to each of `conns` the filter admits. `at` is the frame's stream and
+    /// Pushes `frames` to each of `conns` the filter admits (compressed to those that
+    /// negotiated permessage-deflate). `at` is the frame's stream and
     /// position when it is a live event of a stream with history: it passes the connection's
     /// resume gate first.
     fn push_all<'a>(
@@ -472,7 +476,7 @@ impl Hub {
         filter: Option<&Filter>,
         at: Option<(Target<'_>, &Position)>,
         conns: impl Iterator<Item = &'a Arc<Conn>>,
-        frame: &Bytes,
+        frames: &Shared,
         direct: bool,
         total: &mut Delivery,
     ) {
@@ -483,6 +487,7 @@ impl Hub {
             {
                 continue;
             }
+            let frame = frames.for_conn(conn);
             if let Some((target, position)) = at
                 && conn.gates.admit(target, Some(position), frame) != Admit::Pass
             {
@@ -518,6 +523,30 @@ impl Hub {
     }
 }
 
+/// One stream's frame of an event, and its compressed form: made once, and only when a
+/// connection that negotiated permessage-deflate receives the frame.
+struct Shared {
+    plain: Bytes,
+    /// The tenant's `compression.min_bytes`.
+    min_bytes: usize,
+    deflated: std::cell::OnceCell<Option<Bytes>>,
+}
+
+impl Shared {
+    fn new(plain: Bytes, tenant: &Tenant) -> Self {
+        Self { plain, min_bytes: tenant.config.compression.min_bytes, deflated: Default::default() }
+    }
+
+    /// The frame `conn` gets: compressed if it negotiated compression and the frame shrinks.
+    fn for_conn(&self, conn: &Conn) -> &Bytes {
+        if !conn.deflate {
+            return &self.plain;
+        }
+        let deflated = self.deflated.get_or_init(|| crate::protocol::compress::deflated(&self.plain, self.min_bytes));
+        deflated.as_ref().unwrap_or(&self.plain)
+    }
+}
+
 #[cfg(test)]
 mod tests {
 
@@ -544,6 +573,7 @@ mod tests {
             outbox: Outbox::default(),
             gates: Gates::default(),
             subscriptions: Default::default(),
+            deflate: false,
         });
         hub.register(&conn);
         conn

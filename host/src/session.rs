@@ -49,8 +49,14 @@ pub(crate) struct Joining {
     pub(crate) peer: SocketAddr,
 }
 
-/// The hub's view of a joining client.
-pub(crate) fn conn(hub: &Hub, tenant: Arc<Tenant>, user: &str, attributes: Vec<(String, String)>) -> Arc<Conn> {
+/// The hub's view of a joining client; `deflate`: it negotiated permessage-deflate.
+pub(crate) fn conn(
+    hub: &Hub,
+    tenant: Arc<Tenant>,
+    user: &str,
+    attributes: Vec<(String, String)>,
+    deflate: bool,
+) -> Arc<Conn> {
     Arc::new(Conn {
         id: hub.next_conn_id(),
         segment: tenant.segments.intern(attributes),
@@ -59,6 +65,7 @@ pub(crate) fn conn(hub: &Hub, tenant: Arc<Tenant>, user: &str, attributes: Vec<(
         outbox: Default::default(),
         gates: Default::default(),
         subscriptions: Default::default(),
+        deflate,
     })
 }
 

@@ -59,6 +59,8 @@ pub(super) struct NewTenant {
     #[serde(default)]
     history: crate::config::HistoryConfig,
     #[serde(default)]
+    compression: crate::config::CompressionConfig,
+    #[serde(default)]
     limits: crate::config::LimitOverrides,
 }
 
@@ -168,6 +170,7 @@ pub(super) struct Patch {
     default_channels: Option<Vec<String>>,
     slow_client: Option<crate::config::SlowClientPolicy>,
     history: Option<crate::config::HistoryConfig>,
+    compression: Option<crate::config::CompressionConfig>,
     limits: Option<crate::config::LimitOverrides>,
 }
 
@@ -178,6 +181,7 @@ impl Patch {
         s.default_channels = self.default_channels.unwrap_or_else(|| s.default_channels.clone());
         s.slow_client = self.slow_client.unwrap_or(s.slow_client);
         s.history = self.history.unwrap_or(s.history);
+        s.compression = self.compression.unwrap_or(s.compression);
         s.limits = self.limits.unwrap_or(s.limits);
     }
 }
@@ -370,6 +374,7 @@ fn settings(new: NewTenant) -> (String, TenantSettings) {
         default_channels: new.default_channels.unwrap_or_else(|| vec!["*".into()]),
         slow_client: new.slow_client,
         history: new.history,
+        compression: new.compression,
         limits: new.limits,
     };
     (new.id, settings)
@@ -431,6 +436,7 @@ pub(super) struct TenantView {
     default_channels: Vec<String>,
     slow_client: SlowClientPolicy,
     history: HistoryView,
+    compression: crate::config::CompressionConfig,
     /// The tenant's quotas, its overrides applied to `[limits]`.
     limits: TenantLimits,
     /// Counts changes of the tenant's settings.
@@ -504,6 +510,7 @@ fn describe(tenants: &crate::tenant::Tenants, t: &Tenant) -> TenantView {
         default_channels: c.default_channels.clone(),
         slow_client: c.slow_client,
         history: HistoryView { size: c.history.size, ttl_ms: c.history.ttl.as_millis() as u64, acks: c.history.acks },
+        compression: c.compression,
         limits: t.quota.limits(),
         revision: t.revision,
     }

@@ -62,8 +62,10 @@ pub(crate) async fn handle(
             // The upgraded socket's place in its address's count moves into the session.
             let socket = req.extensions.get::<Socket>().and_then(Socket::take_hold);
             joining.admitted = joining.admitted.holding(socket);
-            crate::ws::spawn(&app, req, joining);
-            switching_protocols(&accept_key)
+            let compression = joining.tenant.config.compression.enabled;
+            let extension = compression.then(|| crate::ws::extension::negotiate(&req.headers)).flatten();
+            crate::ws::spawn(&app, req, joining, extension.is_some());
+            switching_protocols(&accept_key, extension)
         }
         Err(refusal) => handshake::refused(&app, &tenant_id, peer, refusal),
     }
@@ -94,11 +96,15 @@ fn check_upgrade(req: &Parts) -> Result<String, Refusal> {
     Ok(derive_accept_key(key.as_bytes()))
 }
 
-fn switching_protocols(accept_key: &str) -> Response {
+/// The 101 answer; `extension`: the accepted `Sec-WebSocket-Extensions`, if any.
+fn switching_protocols(accept_key: &str, extension: Option<String>) -> Response {
     let mut res = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let h = res.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(accept_key).expect("base64 is a valid header"));
+    if let Some(extension) = extension {
+        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_str(&extension).expect("ASCII parameters"));
+    }
     res
 }

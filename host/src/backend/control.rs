@@ -10,7 +10,7 @@ use tokio::sync::{broadcast, watch};
 use super::{BackendError, BoxFuture};
 use std::sync::Arc;
 
-use crate::config::{AuthConfig, HistoryConfig, LimitOverrides, SlowClientPolicy, TenantConfig};
+use crate::config::{AuthConfig, CompressionConfig, HistoryConfig, LimitOverrides, SlowClientPolicy, TenantConfig};
 use crate::plugin::TenantSlots;
 use crate::revocation::{Revocation, Revoked};
 use crate::tenant::{Key, KeyDigest, Keys, Source, Tenant, Tenants};
@@ -94,6 +94,8 @@ pub(crate) struct TenantSettings {
     pub slow_client: SlowClientPolicy,
     #[serde(default)]
     pub history: HistoryConfig,
+    #[serde(default)]
+    pub compression: CompressionConfig,
     #[serde(default)]
     pub limits: LimitOverrides,
 }
@@ -193,6 +195,7 @@ impl TenantSettings {
             management_key: None,
             plugins: Default::default(),
             history: self.history,
+            compression: self.compression,
             limits: self.limits,
         }
     }

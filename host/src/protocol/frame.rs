@@ -6,6 +6,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 const OP_TEXT: u8 = 0x1;
 pub(crate) const OP_PING: u8 = 0x9;
 const FIN: u8 = 0x80;
+/// Marks a message compressed with permessage-deflate (RFC 7692 §6).
+const RSV1: u8 = 0x40;
 
 fn encode(opcode: u8, payload: &[u8]) -> Bytes {
     let len = payload.len();
@@ -27,6 +29,11 @@ fn encode(opcode: u8, payload: &[u8]) -> Bytes {
 /// A complete text frame carrying `json`.
 pub(crate) fn text(json: &[u8]) -> Bytes {
     encode(OP_TEXT, json)
+}
+
+/// A complete text frame carrying `compressed`, a permessage-deflate message.
+pub(crate) fn text_compressed(compressed: &[u8]) -> Bytes {
+    encode(RSV1 | OP_TEXT, compressed)
 }
 
 /// A complete text frame carrying `value` serialised as JSON.

@@ -2,6 +2,7 @@
 //! builds for them (encoded once into wire bytes, `frame`), and the close codes (`close`).
 
 pub(crate) mod close;
+pub(crate) mod compress;
 pub(crate) mod frame;
 
 use bytes::Bytes;

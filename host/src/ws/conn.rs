@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
 
+use super::inflate::InflateError;
 use super::socket::{Socket, Wire};
 use crate::app::App;
 use crate::auth::Identity;
@@ -208,6 +209,12 @@ fn received(msg: Option<Result<Message, WsError>>, conn: &Conn) -> Received {
         }
         Some(Err(WsError::Utf8(_))) => End::Close(close::INVALID_PAYLOAD, "invalid UTF-8"),
         Some(Err(WsError::Protocol(_))) => End::Close(close::PROTOCOL_ERROR, "protocol error"),
+        Some(Err(WsError::Io(e))) => match e.get_ref().and_then(|e| e.downcast_ref::<InflateError>()) {
+            Some(InflateError::TooBig) => End::Close(close::MESSAGE_TOO_BIG, "message too big"),
+            Some(InflateError::Corrupt) => End::Close(close::INVALID_PAYLOAD, "invalid compressed data"),
+            Some(InflateError::Protocol(_)) => End::Close(close::PROTOCOL_ERROR, "protocol error"),
+            None => End::Gone,
+        },
         Some(Err(_)) => End::Gone,
     };
     Received::End(end)

@@ -2,6 +2,8 @@
 //! buffers, and runs the connection loop (`conn`).
 
 mod conn;
+pub(crate) mod extension;
+mod inflate;
 mod socket;
 mod tls;
 
@@ -33,9 +35,11 @@ pub(crate) use conn::on_text;
 
 /// Spawns the task that waits for hyper to hand over the socket and runs the connection.
 /// Only what the connection needs survives; the request (headers, URI) is dropped here.
-pub(crate) fn spawn(app: &App, req: Parts, mut j: Joining) {
+/// `deflate`: the client negotiated permessage-deflate.
+pub(crate) fn spawn(app: &App, req: Parts, mut j: Joining, deflate: bool) {
     let on_upgrade = hyper::upgrade::on(Request::from_parts(req, ()));
-    let conn = session::conn(app.hub(), j.tenant.clone(), &j.identity.user, std::mem::take(&mut j.attributes));
+    let attributes = std::mem::take(&mut j.attributes);
+    let conn = session::conn(app.hub(), j.tenant.clone(), &j.identity.user, attributes, deflate);
     app.lifecycle().connections.spawn(serve(app.clone(), conn, on_upgrade, Box::new(j)));
 }
 
@@ -115,6 +119,7 @@ async fn wrap(app: &App, conn: &Arc<Conn>, upgraded: hyper::upgrade::Upgraded) -
 /// settles in.
 async fn websocket<W: Wire>(app: &App, socket: Socket<W>, pre_read: bytes::Bytes) -> WebSocketStream<Socket<W>> {
     let c = &app.config().connections;
+    let socket = socket.inflating(c.max_message_bytes);
     let config = WebSocketConfig::default()
         .read_buffer_size(c.read_buffer_bytes)
         .write_buffer_size(0)

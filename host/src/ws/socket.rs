@@ -12,6 +12,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::inflate::Inflate;
 use crate::fanout::Written;
 use crate::hub::Conn;
 
@@ -59,20 +60,31 @@ impl Wire for Plain {
 pub(crate) struct Socket<W> {
     conn: Arc<Conn>,
     wire: W,
+    /// Inflates the client's compressed messages, where it negotiated permessage-deflate.
+    inflate: Option<Box<Inflate>>,
 }
 
 impl Socket<Plain> {
     /// Hands `tcp` to the connection's outbox, which writes to it from now on.
     pub(crate) fn attach(tcp: TcpStream, conn: Arc<Conn>) -> Self {
         conn.outbox.attach(tcp);
-        Self { conn, wire: Plain }
+        Self { conn, wire: Plain, inflate: None }
     }
 }
 
 impl<W: Wire> Socket<W> {
     /// A socket on `wire`, which the connection's task alone writes to.
     pub(crate) fn on(wire: W, conn: Arc<Conn>) -> Self {
-        Self { conn, wire }
+        Self { conn, wire, inflate: None }
+    }
+
+    /// Inflates what the client sends if it negotiated permessage-deflate; no message
+    /// inflates beyond `limit` bytes.
+    pub(crate) fn inflating(mut self, limit: usize) -> Self {
+        if self.conn.deflate {
+            self.inflate = Some(Box::new(Inflate::new(limit)));
+        }
+        self
     }
 
     pub(crate) fn tcp(&self) -> &TcpStream {
@@ -86,7 +98,11 @@ impl<W: Wire> Socket<W> {
 
 impl<W: Wire> AsyncRead for Socket<W> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        self.wire.poll_read(&self.conn, cx, buf)
+        let this = self.get_mut();
+        match &mut this.inflate {
+            None => this.wire.poll_read(&this.conn, cx, buf),
+            Some(inflate) => inflate.poll_read(buf, |b| this.wire.poll_read(&this.conn, cx, b)),
+        }
     }
 }
 

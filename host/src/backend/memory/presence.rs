@@ -52,6 +52,7 @@ mod tests {
                 outbox: Default::default(),
                 gates: Default::default(),
                 subscriptions: Default::default(),
+                deflate: false,
             })
         };
         let (phone, laptop) = (device(), device());
