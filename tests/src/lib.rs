@@ -422,15 +422,23 @@ impl Resuming {
 pub struct RawClient {
     pub tcp: TcpStream,
     buf: Vec<u8>,
+    /// The upgrade answer's status line and headers.
+    pub head: String,
 }
 
 impl RawClient {
     /// Performs the upgrade by hand; returns the status line's code and the client.
     pub async fn connect(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Self)> {
+        Self::connect_with(addr, path, &[]).await
+    }
+
+    /// [`RawClient::connect`] with more request headers.
+    pub async fn connect_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<(u16, Self)> {
         let mut tcp = TcpStream::connect(addr).await?;
+        let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
         );
         tcp.write_all(req.as_bytes()).await?;
         let mut buf = Vec::new();
@@ -446,11 +454,17 @@ impl RawClient {
         let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
         let status: u16 = head.split(' ').nth(1).context("status")?.parse()?;
         buf.drain(..head_end);
-        Ok((status, Self { tcp, buf }))
+        Ok((status, Self { tcp, buf, head }))
     }
 
     /// Reads one frame: (opcode, payload).
     pub async fn read_frame(&mut self) -> anyhow::Result<(u8, Vec<u8>)> {
+        let (first, payload) = self.read_raw_frame().await?;
+        Ok((first & 0x0f, payload))
+    }
+
+    /// Reads one frame: (its first byte: FIN, RSV bits and opcode; payload).
+    pub async fn read_raw_frame(&mut self) -> anyhow::Result<(u8, Vec<u8>)> {
         loop {
             if let Some((frame, used)) = parse_frame(&self.buf) {
                 self.buf.drain(..used);
@@ -474,10 +488,15 @@ impl RawClient {
         }
     }
 
-    /// Sends one masked frame with `opcode` and `payload`.
+    /// Sends one masked final frame with `opcode` and `payload`.
     pub async fn send_frame(&mut self, opcode: u8, payload: &[u8]) -> anyhow::Result<()> {
+        self.send_raw_frame(0x80 | opcode, payload).await
+    }
+
+    /// Sends one masked frame whose first byte (FIN, RSV bits, opcode) is `first`.
+    pub async fn send_raw_frame(&mut self, first: u8, payload: &[u8]) -> anyhow::Result<()> {
         let mask = [0x12u8, 0x34, 0x56, 0x78];
-        let mut out = vec![0x80 | opcode];
+        let mut out = vec![first];
         let len = payload.len();
         if len < 126 {
             out.push(0x80 | len as u8);
@@ -499,7 +518,7 @@ fn parse_frame(buf: &[u8]) -> Option<((u8, Vec<u8>), usize)> {
     if buf.len() < 2 {
         return None;
     }
-    let op = buf[0] & 0x0f;
+    let first = buf[0];
     let (len, mut pos) = match buf[1] & 0x7f {
         126 => (u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize, 4),
         127 => (u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize, 10),
@@ -509,7 +528,7 @@ fn parse_frame(buf: &[u8]) -> Option<((u8, Vec<u8>), usize)> {
         pos += 4;
     }
     let payload = buf.get(pos..pos + len)?.to_vec();
-    Some(((op, payload), pos + len))
+    Some(((first, payload), pos + len))
 }
 
 /// One HTTP/1.1 request to a host, built up then sent:

@@ -8,6 +8,7 @@ mod auth;
 mod channel_presence;
 mod cli;
 mod cluster;
+mod compression;
 mod delivery;
 mod demo;
 mod deploy;
