@@ -10,13 +10,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::event::Event;
 use crate::fanout::{Kill, Outbox, Pushed, QueueLimits};
 use crate::gate::{Admit, Gates};
+use crate::metrics::CompressionMetrics;
 use crate::segment::{Filter, Segment, Verdicts};
 use crate::stream::{Position, Replay, Target};
 use crate::tenant::Tenant;
@@ -85,6 +86,7 @@ pub(crate) struct Hub {
     next_id: AtomicU64,
     limits: QueueLimits,
     pace: Pace,
+    compression: CompressionMetrics,
 }
 
 /// Whether a broadcast writes to sockets itself. Writing from the fan-out saves waking
@@ -176,7 +178,13 @@ impl Hub {
             next_id: AtomicU64::new(1),
             limits,
             pace: Pace::new(),
+            compression: CompressionMetrics::default(),
         }
+    }
+
+    /// What compressing frames for permessage-deflate did on this node.
+    pub(crate) fn compression(&self) -> &CompressionMetrics {
+        &self.compression
     }
 
     pub(crate) fn next_conn_id(&self) -> u64 {
@@ -437,17 +445,17 @@ impl Hub {
             Target::User(user) => {
                 let shard = self.shard_of((t, 0u8, user)).read().expect("hub lock");
                 if let Some(devices) = shard.get(&t).and_then(|ts| ts.users.get(user)) {
-                    self.push_all(filter, at, devices.iter(), &Shared::new(frame(), tenant), true, total);
+                    self.push_all(filter, at, devices.iter(), &Shared::new(frame(), tenant, &self.compression), true, total);
                 }
             }
             Target::Channel(channel) => {
                 let shard = self.shard_of((t, 1u8, channel)).read().expect("hub lock");
                 if let Some(subs) = shard.get(&t).and_then(|ts| ts.channels.get(channel)) {
-                    self.push_all(filter, at, subs.values(), &Shared::new(frame(), tenant), true, total);
+                    self.push_all(filter, at, subs.values(), &Shared::new(frame(), tenant, &self.compression), true, total);
                 }
             }
             Target::Broadcast => {
-                let frame = Shared::new(frame(), tenant);
+                let frame = Shared::new(frame(), tenant, &self.compression);
                 let (started, direct) = (self.pace.now(), self.pace.direct());
                 let mut this = Delivery::default();
                 for shard in &self.shards {
@@ -476,7 +484,7 @@ impl Hub {
         filter: Option<&Filter>,
         at: Option<(Target<'_>, &Position)>,
         conns: impl Iterator<Item = &'a Arc<Conn>>,
-        frames: &Shared,
+        frames: &Shared<'_>,
         direct: bool,
         total: &mut Delivery,
     ) {
@@ -525,16 +533,17 @@ impl Hub {
 
 /// One stream's frame of an event, and its compressed form: made once, and only when a
 /// connection that negotiated permessage-deflate receives the frame.
-struct Shared {
+struct Shared<'a> {
     plain: Bytes,
     /// The tenant's `compression.min_bytes`.
     min_bytes: usize,
     deflated: std::cell::OnceCell<Option<Bytes>>,
+    metrics: &'a CompressionMetrics,
 }
 
-impl Shared {
-    fn new(plain: Bytes, tenant: &Tenant) -> Self {
-        Self { plain, min_bytes: tenant.config.compression.min_bytes, deflated: Default::default() }
+impl<'a> Shared<'a> {
+    fn new(plain: Bytes, tenant: &Tenant, metrics: &'a CompressionMetrics) -> Self {
+        Self { plain, min_bytes: tenant.config.compression.min_bytes, deflated: Default::default(), metrics }
     }
 
     /// The frame `conn` gets: compressed if it negotiated compression and the frame shrinks.
@@ -542,7 +551,12 @@ impl Shared {
         if !conn.deflate {
             return &self.plain;
         }
-        let deflated = self.deflated.get_or_init(|| crate::protocol::compress::deflated(&self.plain, self.min_bytes));
+        let deflated = self.deflated.get_or_init(|| {
+            let started = Instant::now();
+            let deflated = crate::protocol::compress::deflated(&self.plain, self.min_bytes)?;
+            self.metrics.record(self.plain.len(), deflated.len(), started.elapsed());
+            Some(deflated)
+        });
         deflated.as_ref().unwrap_or(&self.plain)
     }
 }

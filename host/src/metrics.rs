@@ -462,6 +462,40 @@ pub(crate) fn render_tls(out: &mut String, reloads: u64, failures: u64) {
     let _ = writeln!(out, "{name}{{result=\"ok\"}} {reloads}\n{name}{{result=\"error\"}} {failures}");
 }
 
+/// What compressing frames for permessage-deflate did on this node: each frame counted once,
+/// however many connections it went to.
+#[derive(Default)]
+pub(crate) struct CompressionMetrics {
+    pub frames: AtomicU64,
+    /// Payload bytes before and after.
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub nanos: AtomicU64,
+}
+
+impl CompressionMetrics {
+    /// Counts a frame of `before` payload bytes compressed to `after` in `took`.
+    pub(crate) fn record(&self, before: usize, after: usize, took: std::time::Duration) {
+        self.frames.fetch_add(1, Relaxed);
+        self.bytes_in.fetch_add(before as u64, Relaxed);
+        self.bytes_out.fetch_add(after as u64, Relaxed);
+        self.nanos.fetch_add(took.as_nanos() as u64, Relaxed);
+    }
+}
+
+pub(crate) fn render_compression(out: &mut String, m: &CompressionMetrics) {
+    let name = "notify_frames_compressed_total";
+    header(out, name, "counter", "Event frames compressed for permessage-deflate, once each however many connections got them.");
+    let _ = writeln!(out, "{name} {}", m.frames.load(Relaxed));
+    let name = "notify_compression_bytes_total";
+    header(out, name, "counter", "Payload bytes of the compressed frames, before (in) and after (out).");
+    let _ = writeln!(out, "{name}{{side=\"in\"}} {}", m.bytes_in.load(Relaxed));
+    let _ = writeln!(out, "{name}{{side=\"out\"}} {}", m.bytes_out.load(Relaxed));
+    let name = "notify_compression_seconds_total";
+    header(out, name, "counter", "Time spent compressing those frames.");
+    let _ = writeln!(out, "{name} {}", m.nanos.load(Relaxed) as f64 / 1e9);
+}
+
 pub(crate) fn render_tasks(out: &mut String, tasks: usize) {
     let name = "notify_tasks";
     header(out, name, "gauge", "Tasks alive in the host's runtime: about one per connection, plus background work.");

@@ -77,6 +77,10 @@ async fn one_broadcast_reaches_compressed_and_plain_subscribers_and_small_events
     assert!(!was_plain_compressed, "never to a client that did not negotiate");
     assert_eq!(compressed, uncompressed, "the same event either way");
     assert_eq!(compressed["data"]["text"], text);
+    assert_eq!(host.metric("notify_frames_compressed_total").await?, 1.0, "compressed once");
+    let before = host.metric("notify_compression_bytes_total{side=\"in\"}").await?;
+    let after = host.metric("notify_compression_bytes_total{side=\"out\"}").await?;
+    assert!(after < before / 2.0, "{before} bytes compressed to {after}");
 
     published(host.addr, "demo-key", &json!({"broadcast": true, "event": "tick", "data": 1})).await?;
     let (small, was_compressed) = next(&mut deflating).await?;

@@ -106,7 +106,13 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// The first value of query parameter `name`, percent-decoded.
 pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+    let query = query?;
+    // Decoding every pair costs more than a search: a query that neither names `name`
+    // literally nor percent-encodes anything cannot hold it.
+    if !query.contains(name) && !query.contains('%') {
+        return None;
+    }
+    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
 
 /// Reads a whole body of at most `limit` bytes, refusing early on a larger Content-Length.
@@ -124,5 +130,20 @@ pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> 
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(e) => Err(ApiError::new(ErrorCode::BadBody, format!("cannot read request body: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_param;
+
+    #[test]
+    fn query_params_are_found_spelled_out_or_percent_encoded() {
+        assert_eq!(query_param(Some("user=ann&user_since=e1%3A4"), "user_since").as_deref(), Some("e1:4"));
+        assert_eq!(query_param(Some("user%5Fsince=e1:4"), "user_since").as_deref(), Some("e1:4"), "an encoded name");
+        assert_eq!(query_param(Some("user=ann"), "user_since"), None);
+        assert_eq!(query_param(Some("user=a%20b"), "token"), None);
+        assert_eq!(query_param(Some("users=ann"), "user"), None, "a longer name is another name");
+        assert_eq!(query_param(None, "user"), None);
     }
 }
