@@ -6,6 +6,8 @@
 #   bench/idle-memory.sh [CONNECTIONS]     (default 15000)
 #   TRANSPORT=sse bench/idle-memory.sh     (Server-Sent Events streams instead)
 #   HOST_BIN=path/to/notify-host bench/idle-memory.sh   (measure another build of the host)
+#   DEFLATE=1 bench/idle-memory.sh         (notify twice: without, then with permessage-deflate
+#                                           negotiated on every connection)
 #
 # Builds release binaries, starts each server on a free loopback port (notify with the demo
 # tenant), records its RSS, opens CONNECTIONS idle connections with notify-load (one client
@@ -63,6 +65,11 @@ echo "date: $(date -u +%F), rustc: $(rustc --version | cut -d' ' -f2), connectio
 start_host "$work/config.toml"
 idle notify "$host_pid" "$scheme://127.0.0.1:$port/v1/$path/demo"
 kill "$host_pid"; wait "$host_pid" 2>/dev/null || true; host_pid=""
+if [ -n "${DEFLATE:-}" ] && [ "$mode" = idle ]; then
+  start_host "$work/config.toml"
+  idle notify-deflate "$host_pid" "ws://127.0.0.1:$port/v1/ws/demo" --deflate true
+  kill "$host_pid"; wait "$host_pid" 2>/dev/null || true; host_pid=""
+fi
 [ "$mode" = idle ] || exit 0
 
 floor_port=$(free_port)

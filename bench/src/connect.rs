@@ -137,6 +137,9 @@ fn bind_address_no_port(socket: &TcpSocket) -> anyhow::Result<()> {
 /// `--welcome false` for servers that send only what is published (Nchan). Set once, from
 /// the command line, before any connection opens.
 pub(crate) static EXPECT_WELCOME: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+/// Whether WebSocket connects offer permessage-deflate (`--deflate true`). Only for modes
+/// whose connections receive nothing compressed (`idle`): the generator reads no RSV1 frame.
+pub(crate) static OFFER_DEFLATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// A WebSocket connection, once its welcome arrived.
 pub(crate) async fn open_ws(url: String, source: Option<IpAddr>) -> anyhow::Result<Ws> {
@@ -145,7 +148,11 @@ pub(crate) async fn open_ws(url: String, source: Option<IpAddr>) -> anyhow::Resu
 
 /// A WebSocket connection and its welcome frame.
 pub(crate) async fn open_ws_welcome(url: String, source: Option<IpAddr>) -> anyhow::Result<(Ws, String)> {
-    let request = url.into_client_request()?;
+    let mut request = url.into_client_request()?;
+    if OFFER_DEFLATE.load(std::sync::atomic::Ordering::Relaxed) {
+        let offer = "permessage-deflate; client_max_window_bits".parse().expect("a header value");
+        request.headers_mut().insert("sec-websocket-extensions", offer);
+    }
     let uri = request.uri();
     let authority = format!("{}:{}", uri.host().context("URL without a host")?, uri.port_u16().unwrap_or(80));
     let stream = tcp(&authority, source).await?;

@@ -5,7 +5,7 @@
 //!                       [--concurrency N] [--events N] [--hold SECS] [--latencies FILE]
 //!                       [--user-prefix P] [--token-secret S] [--claim k=v]... [--resume true]
 //!                       [--fallback WS_URL[,WS_URL...]]
-//! notify-load idle      (subscribe with --events 0)
+//! notify-load idle      (subscribe with --events 0) [--deflate true: offer permessage-deflate]
 //! notify-load broadcast --publish HTTP_URL --key KEY [--events N] [--rate EVENTS_PER_SEC]
 //!                       [--payload BYTES] [--attribute k=v]... [--publishers N]
 //! notify-load fanout    --url WS_URL[,WS_URL...] --publish HTTP_URL --key KEY [--connections N]
@@ -160,6 +160,10 @@ fn parse(args: &[String]) -> anyhow::Result<(String, Args)> {
             "--publishers" => a.publishers = v.parse::<usize>()?.max(1),
             "--resume" => a.resume = v.parse().context("--resume is true or false")?,
             "--churn" => a.churn = v.parse()?,
+            "--deflate" => {
+                let offer = v.parse().context("--deflate is true or false")?;
+                connect::OFFER_DEFLATE.store(offer, std::sync::atomic::Ordering::Relaxed);
+            }
             "--welcome" => {
                 let expect = v.parse().context("--welcome is true or false")?;
                 connect::EXPECT_WELCOME.store(expect, std::sync::atomic::Ordering::Relaxed);

@@ -445,13 +445,27 @@ impl Hub {
             Target::User(user) => {
                 let shard = self.shard_of((t, 0u8, user)).read().expect("hub lock");
                 if let Some(devices) = shard.get(&t).and_then(|ts| ts.users.get(user)) {
-                    self.push_all(filter, at, devices.iter(), &Shared::new(frame(), tenant, &self.compression), true, total);
+                    self.push_all(
+                        filter,
+                        at,
+                        devices.iter(),
+                        &Shared::new(frame(), tenant, &self.compression),
+                        true,
+                        total,
+                    );
                 }
             }
             Target::Channel(channel) => {
                 let shard = self.shard_of((t, 1u8, channel)).read().expect("hub lock");
                 if let Some(subs) = shard.get(&t).and_then(|ts| ts.channels.get(channel)) {
-                    self.push_all(filter, at, subs.values(), &Shared::new(frame(), tenant, &self.compression), true, total);
+                    self.push_all(
+                        filter,
+                        at,
+                        subs.values(),
+                        &Shared::new(frame(), tenant, &self.compression),
+                        true,
+                        total,
+                    );
                 }
             }
             Target::Broadcast => {

@@ -485,7 +485,12 @@ impl CompressionMetrics {
 
 pub(crate) fn render_compression(out: &mut String, m: &CompressionMetrics) {
     let name = "notify_frames_compressed_total";
-    header(out, name, "counter", "Event frames compressed for permessage-deflate, once each however many connections got them.");
+    header(
+        out,
+        name,
+        "counter",
+        "Event frames compressed for permessage-deflate, once each however many connections got them.",
+    );
     let _ = writeln!(out, "{name} {}", m.frames.load(Relaxed));
     let name = "notify_compression_bytes_total";
     header(out, name, "counter", "Payload bytes of the compressed frames, before (in) and after (out).");
