@@ -48,7 +48,7 @@ idle() {
   target/release/notify-load "$mode" --url "$url" --connections "$conns" --hold 600 "$@" > "$log" 2>&1 &
   load_pid=$!
   deadline=$((SECONDS + 300))
-  until grep -q "^connected" "$log"; do
+  until grep -qs "^connected" "$log"; do
     [ $SECONDS -lt $deadline ] || { echo "$label: timed out waiting for $conns connections"; cat "$log"; exit 1; }
     kill -0 "$load_pid" 2>/dev/null || { echo "$label: load generator exited"; cat "$log"; exit 1; }
     sleep 0.5
