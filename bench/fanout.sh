@@ -9,6 +9,8 @@
 #
 #   bench/fanout.sh [SUBSCRIBERS] [EVENTS] [RATE] [PAYLOAD]   (defaults 10000 20 2 200)
 #   HOST_BIN=path/to/notify-host bench/fanout.sh               (measure another build)
+#   DEFLATE=1 bench/fanout.sh   (notify again with permessage-deflate on every connection:
+#                                the generator offers it and inflates what arrives)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 subs=${1:-10000}
@@ -35,6 +37,12 @@ measure() {
 start_host "$work/config.toml"
 measure notify "$host_pid" "ws://127.0.0.1:$port/v1/ws/demo" "http://127.0.0.1:$port/v1/publish"
 kill "$host_pid"; wait "$host_pid" 2>/dev/null || true; host_pid=""
+if [ -n "${DEFLATE:-}" ]; then
+  start_host "$work/config.toml"
+  measure notify-deflate "$host_pid" "ws://127.0.0.1:$port/v1/ws/demo" "http://127.0.0.1:$port/v1/publish" --deflate true
+  echo "notify-deflate: $(scrape | grep -E '^notify_(frames_compressed|compression_(bytes|seconds))_total' | tr '\n' ' ')"
+  kill "$host_pid"; wait "$host_pid" 2>/dev/null || true; host_pid=""
+fi
 
 floor_port=$(free_port)
 target/release/notify-floor --listen "127.0.0.1:$floor_port" > "$work/floor.log" 2>&1 &

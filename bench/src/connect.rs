@@ -23,8 +23,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::Args;
 use crate::events::now_us;
+use crate::inflate::Inflating;
 
-pub(crate) type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
+pub(crate) type Ws = tokio_tungstenite::WebSocketStream<Inflating<TcpStream>>;
 
 /// The URL user number `i` connects with: `?user=` or, with `--token-secret`, an HS256 token.
 /// Several comma-separated URLs (nodes of a cluster) are taken round-robin.
@@ -137,8 +138,8 @@ fn bind_address_no_port(socket: &TcpSocket) -> anyhow::Result<()> {
 /// `--welcome false` for servers that send only what is published (Nchan). Set once, from
 /// the command line, before any connection opens.
 pub(crate) static EXPECT_WELCOME: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
-/// Whether WebSocket connects offer permessage-deflate (`--deflate true`). Only for modes
-/// whose connections receive nothing compressed (`idle`): the generator reads no RSV1 frame.
+/// Whether WebSocket connects offer permessage-deflate (`--deflate true`); what arrives
+/// compressed is inflated (`inflate`).
 pub(crate) static OFFER_DEFLATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// A WebSocket connection, once its welcome arrived.
@@ -155,9 +156,12 @@ pub(crate) async fn open_ws_welcome(url: String, source: Option<IpAddr>) -> anyh
     }
     let uri = request.uri();
     let authority = format!("{}:{}", uri.host().context("URL without a host")?, uri.port_u16().unwrap_or(80));
-    let stream = tcp(&authority, source).await?;
+    let deflate = OFFER_DEFLATE.load(std::sync::atomic::Ordering::Relaxed);
+    let stream = Inflating::new(tcp(&authority, source).await?);
     let config = WebSocketConfig::default().read_buffer_size(4096);
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
+    // Frames from here on (the upgrade answer is not one).
+    ws.get_mut().on = deflate;
     if !EXPECT_WELCOME.load(std::sync::atomic::Ordering::Relaxed) {
         return Ok((ws, String::new()));
     }

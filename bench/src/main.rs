@@ -5,7 +5,7 @@
 //!                       [--concurrency N] [--events N] [--hold SECS] [--latencies FILE]
 //!                       [--user-prefix P] [--token-secret S] [--claim k=v]... [--resume true]
 //!                       [--fallback WS_URL[,WS_URL...]]
-//! notify-load idle      (subscribe with --events 0) [--deflate true: offer permessage-deflate]
+//! notify-load idle      (subscribe with --events 0)
 //! notify-load broadcast --publish HTTP_URL --key KEY [--events N] [--rate EVENTS_PER_SEC]
 //!                       [--payload BYTES] [--attribute k=v]... [--publishers N]
 //! notify-load fanout    --url WS_URL[,WS_URL...] --publish HTTP_URL --key KEY [--connections N]
@@ -46,7 +46,8 @@
 //! `fanout` is both in one process: it connects subscribers, publishes, and reports
 //! deliveries per second and the latency percentiles over every delivery. `--welcome false`
 //! (any mode) is for servers that send no first frame of their own, such as Nchan: a
-//! connection counts as open once the upgrade is done.
+//! connection counts as open once the upgrade is done. `--deflate true` (any WebSocket mode)
+//! offers permessage-deflate and inflates what arrives compressed.
 //!
 //! `targeted` connects users like `fanout`, then sends `--events` rounds of one event to each
 //! user, `--batch` user-addressed events per `POST /v1/publish/batch` request, back to back
@@ -69,6 +70,7 @@
 
 mod connect;
 mod events;
+mod inflate;
 mod receive;
 mod soak;
 
