@@ -441,35 +441,22 @@ impl Hub {
     ) {
         let t = tenant.index;
         let at = position.map(|p| (target, p));
+        let frames = || Shared::new(frame(), tenant, &self.compression);
         match target {
             Target::User(user) => {
                 let shard = self.shard_of((t, 0u8, user)).read().expect("hub lock");
                 if let Some(devices) = shard.get(&t).and_then(|ts| ts.users.get(user)) {
-                    self.push_all(
-                        filter,
-                        at,
-                        devices.iter(),
-                        &Shared::new(frame(), tenant, &self.compression),
-                        true,
-                        total,
-                    );
+                    self.push_all(filter, at, devices.iter(), &frames(), true, total);
                 }
             }
             Target::Channel(channel) => {
                 let shard = self.shard_of((t, 1u8, channel)).read().expect("hub lock");
                 if let Some(subs) = shard.get(&t).and_then(|ts| ts.channels.get(channel)) {
-                    self.push_all(
-                        filter,
-                        at,
-                        subs.values(),
-                        &Shared::new(frame(), tenant, &self.compression),
-                        true,
-                        total,
-                    );
+                    self.push_all(filter, at, subs.values(), &frames(), true, total);
                 }
             }
             Target::Broadcast => {
-                let frame = Shared::new(frame(), tenant, &self.compression);
+                let frame = frames();
                 let (started, direct) = (self.pace.now(), self.pace.direct());
                 let mut this = Delivery::default();
                 for shard in &self.shards {

@@ -1,7 +1,8 @@
-// WebSocket compression in headless Chromium: the page's own WebSocket offers
-// permessage-deflate, the host accepts it (the handshake answer read through the DevTools
-// protocol), and every event arrives intact, above and below the tenant's threshold,
-// non-ASCII text included.
+// WebSocket compression in headless Chromium, the app's page (browser-test/app/index.html,
+// with the client) on another origin than the host as in production: the page's WebSocket
+// offers permessage-deflate, the host accepts it (the handshake answer read through the
+// DevTools protocol), and every event arrives intact, above and below the tenant's
+// threshold, non-ASCII text included.
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
@@ -9,19 +10,22 @@ import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
 
 import { Host, eventually, freePort } from "../test/harness.js";
+import { serveApp } from "./origins.js";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const TEXT = "Ihre Bestellung wurde versandt — 注文は発送されました — 🚚 ".repeat(40);
 
-let host, browser;
+let app, host, browser;
 
 before(async () => {
+  app = await serveApp();
   const port = await freePort();
   host = await Host.start(`[server]
 listen = "127.0.0.1:${port}"
 [tenants.demo]
 publish_key = "demo-key"
 auth = { mode = "insecure" }
+allowed_origins = ["${app.origin}"]
 compression = { enabled = true, min_bytes = 400 }
 `);
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
@@ -30,6 +34,7 @@ compression = { enabled = true, min_bytes = 400 }
 after(async () => {
   await browser?.close();
   await host?.dispose();
+  await app?.close();
 });
 
 test("a page's WebSocket negotiates permessage-deflate and gets every event intact", async (t) => {
@@ -40,15 +45,13 @@ test("a page's WebSocket negotiates permessage-deflate and gets every event inta
   await cdp.send("Network.enable");
   const handshakes = [];
   cdp.on("Network.webSocketHandshakeResponseReceived", (e) => handshakes.push(e.response));
-  await page.goto(`${host.url}/healthz`);
-
-  await page.evaluate((url) => {
+  const options = { url: host.url, tenant: "demo", user: "ann" };
+  await page.goto(`${app.origin}/?options=${encodeURIComponent(JSON.stringify(options))}`);
+  await eventually(() => page.evaluate(() => window.client.state === "connected"));
+  await page.evaluate(() => {
     window.got = [];
-    const socket = new WebSocket(url);
-    socket.onmessage = (m) => window.got.push(JSON.parse(m.data));
-    window.socket = socket;
-  }, `ws://${host.addr}/v1/ws/demo?user=ann`);
-  await eventually(() => page.evaluate(() => window.got.some((f) => f.type === "welcome")));
+    window.client.on("event", (event) => window.got.push(event));
+  });
 
   const response = await eventually(() => handshakes.find((r) => r.status === 101));
   const headers = Object.fromEntries(Object.entries(response.headers).map(([k, v]) => [k.toLowerCase(), v]));
@@ -57,14 +60,14 @@ test("a page's WebSocket negotiates permessage-deflate and gets every event inta
   const sizes = [{ n: 1 }, { text: TEXT }, { text: TEXT.repeat(30), n: 3 }, { text: "ü" }];
   for (const data of sizes) await host.publish("demo-key", { users: ["ann"], event: "story", data });
   const events = await eventually(async () => {
-    const got = await page.evaluate(() => window.got.filter((f) => f.type === "event"));
+    const got = await page.evaluate(() => window.got);
     return got.length === sizes.length && got;
   });
   assert.deepEqual(events.map((e) => e.data), sizes);
 
   // What the page sends goes through the same socket (Chromium compresses it).
-  await page.evaluate(() => window.socket.send(JSON.stringify({ type: "subscribe", channel: "news" })));
-  await eventually(() => page.evaluate(() => window.got.some((f) => f.type === "subscribed" && f.channel === "news")));
+  await page.evaluate(() => window.client.subscribe("news"));
+  await eventually(() => page.evaluate(() => window.client.positions.get("channel:news")));
   await host.publish("demo-key", { channels: ["news"], event: "headline", data: { text: TEXT } });
-  await eventually(() => page.evaluate((text) => window.got.some((f) => f.event === "headline" && f.data.text === text), TEXT));
+  await eventually(() => page.evaluate((text) => window.got.some((e) => e.event === "headline" && e.data.text === text), TEXT));
 });

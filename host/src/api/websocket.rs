@@ -97,14 +97,14 @@ fn check_upgrade(req: &Parts) -> Result<String, Refusal> {
 }
 
 /// The 101 answer; `extension`: the accepted `Sec-WebSocket-Extensions`, if any.
-fn switching_protocols(accept_key: &str, extension: Option<String>) -> Response {
+fn switching_protocols(accept_key: &str, extension: Option<&'static str>) -> Response {
     let mut res = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let h = res.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(accept_key).expect("base64 is a valid header"));
     if let Some(extension) = extension {
-        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_str(&extension).expect("ASCII parameters"));
+        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_static(extension));
     }
     res
 }

@@ -18,8 +18,9 @@ pub(crate) const WINDOW_BITS: u8 = 15;
 /// zlib's compression level: for notification-sized JSON, higher levels took more time
 /// for a few bytes (BENCHMARKS.md).
 const LEVEL: u32 = 6;
-/// What a sync flush ends a message with, and RFC 7692 §7.2.1 takes off.
-const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+/// What a sync flush ends a message with: RFC 7692 takes it off each compressed message
+/// (§7.2.1), and the receiver puts it back before inflating (§7.2.2).
+pub(crate) const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
 thread_local! {
     static COMPRESSOR: RefCell<Compress> =

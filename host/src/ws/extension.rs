@@ -13,10 +13,14 @@ use axum::http::header::SEC_WEBSOCKET_EXTENSIONS;
 use crate::protocol::compress::WINDOW_BITS;
 
 const NAME: &str = "permessage-deflate";
+/// The answer to every accepted offer, and to one that named `server_max_window_bits`.
+const ANSWER: &str = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+const ANSWER_WITH_WINDOW: &str =
+    "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=15";
 
 /// The `Sec-WebSocket-Extensions` answer accepting the first offer of permessage-deflate
 /// the host can meet, if any.
-pub(crate) fn negotiate(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn negotiate(headers: &HeaderMap) -> Option<&'static str> {
     headers
         .get_all(SEC_WEBSOCKET_EXTENSIONS)
         .iter()
@@ -27,7 +31,7 @@ pub(crate) fn negotiate(headers: &HeaderMap) -> Option<String> {
 
 /// The answer to one offer (`name; param; param=value`), if it is permessage-deflate and
 /// acceptable.
-fn accept(offer: &str) -> Option<String> {
+fn accept(offer: &str) -> Option<&'static str> {
     let mut parts = offer.split(';').map(str::trim);
     if !parts.next()?.eq_ignore_ascii_case(NAME) {
         return None;
@@ -51,14 +55,10 @@ fn accept(offer: &str) -> Option<String> {
         }
         seen.push(name);
     }
-    let mut answer = format!("{NAME}; server_no_context_takeover; client_no_context_takeover");
-    if let Some(bits) = server_window {
-        if bits < WINDOW_BITS {
-            return None;
-        }
-        answer.push_str(&format!("; server_max_window_bits={WINDOW_BITS}"));
+    match server_window {
+        None => Some(ANSWER),
+        Some(bits) => (bits >= WINDOW_BITS).then_some(ANSWER_WITH_WINDOW),
     }
-    Some(answer)
 }
 
 /// A window size parameter: 8 to 15, written without leading zeros.
@@ -73,7 +73,7 @@ mod tests {
 
     use super::*;
 
-    fn offered(values: &[&str]) -> Option<String> {
+    fn offered(values: &[&str]) -> Option<&'static str> {
         let mut headers = HeaderMap::new();
         for v in values {
             headers.append(SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_str(v).unwrap());
@@ -84,12 +84,17 @@ mod tests {
     const ACCEPTED: &str = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
 
     #[test]
+    fn the_window_answered_is_the_one_compressed_with() {
+        assert!(ANSWER_WITH_WINDOW.ends_with(&format!("server_max_window_bits={WINDOW_BITS}")));
+    }
+
+    #[test]
     fn what_browsers_and_common_clients_offer_is_accepted() {
-        assert_eq!(offered(&["permessage-deflate; client_max_window_bits"]).as_deref(), Some(ACCEPTED));
-        assert_eq!(offered(&["permessage-deflate"]).as_deref(), Some(ACCEPTED));
-        assert_eq!(offered(&["Permessage-Deflate; Client_Max_Window_Bits=\"12\""]).as_deref(), Some(ACCEPTED));
+        assert_eq!(offered(&["permessage-deflate; client_max_window_bits"]), Some(ACCEPTED));
+        assert_eq!(offered(&["permessage-deflate"]), Some(ACCEPTED));
+        assert_eq!(offered(&["Permessage-Deflate; Client_Max_Window_Bits=\"12\""]), Some(ACCEPTED));
         let with_window = format!("{ACCEPTED}; server_max_window_bits=15");
-        assert_eq!(offered(&["permessage-deflate; server_max_window_bits=15"]), Some(with_window));
+        assert_eq!(offered(&["permessage-deflate; server_max_window_bits=15"]), Some(with_window.as_str()));
     }
 
     #[test]
@@ -103,7 +108,7 @@ mod tests {
         assert_eq!(offered(&["permessage-deflate; server_no_context_takeover; server_no_context_takeover"]), None);
         assert_eq!(offered(&["permessage-deflate; server_max_window_bits"]), None, "needs a value");
         let next = offered(&["permessage-deflate; server_max_window_bits=9, permessage-deflate", "other"]);
-        assert_eq!(next.as_deref(), Some(ACCEPTED), "the second offer of the header");
-        assert_eq!(offered(&["foo", "permessage-deflate"]).as_deref(), Some(ACCEPTED), "the second header");
+        assert_eq!(next, Some(ACCEPTED), "the second offer of the header");
+        assert_eq!(offered(&["foo", "permessage-deflate"]), Some(ACCEPTED), "the second header");
     }
 }

@@ -16,11 +16,11 @@ use std::task::{Poll, ready};
 use flate2::{Decompress, FlushDecompress, Status};
 use tokio::io::ReadBuf;
 
+use crate::protocol::compress::TAIL;
+
 const FIN: u8 = 0x80;
 const RSV1: u8 = 0x40;
 const MASK: u8 = 0x80;
-/// Closes every compressed message (RFC 7692 §7.2.2).
-const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
 thread_local! {
     static INFLATER: RefCell<Decompress> = RefCell::new(Decompress::new(false));
@@ -67,6 +67,8 @@ struct Busy {
     given: usize,
     /// The compressed message being collected: its opcode and its payload so far.
     message: Option<(u8, Vec<u8>)>,
+    /// `input` holds bytes not looked at yet (read before the socket was handed over).
+    fresh: bool,
 }
 
 impl Busy {
@@ -76,8 +78,11 @@ impl Busy {
 }
 
 impl Inflate {
-    pub(crate) fn new(limit: usize) -> Self {
-        Self { skip: 0, limit, busy: None }
+    /// `pre_read`: what the client sent before the upgrade was handed over, read first.
+    pub(crate) fn new(limit: usize, pre_read: &[u8]) -> Self {
+        let busy = (!pre_read.is_empty())
+            .then(|| Box::new(Busy { input: pre_read.to_vec(), fresh: true, ..Default::default() }));
+        Self { skip: 0, limit, busy }
     }
 
     /// Fills `buf` with what the client sent, compressed messages inflated; `read` reads
@@ -88,6 +93,11 @@ impl Inflate {
         mut read: impl FnMut(&mut ReadBuf<'_>) -> Poll<io::Result<()>>,
     ) -> Poll<io::Result<()>> {
         loop {
+            if let Some(busy) = &mut self.busy
+                && std::mem::take(&mut busy.fresh)
+            {
+                busy.process(self.limit).map_err(InflateError::io)?;
+            }
             if let Some(busy) = &mut self.busy
                 && busy.given < busy.output.len()
             {
@@ -324,7 +334,12 @@ mod tests {
 
     /// Feeds `wire` to an inflater `chunk` bytes per read; what tungstenite would get.
     fn read_all(wire: &[u8], chunk: usize, limit: usize) -> Result<Vec<u8>, io::Error> {
-        let mut inflate = Inflate::new(limit);
+        read_after(&[], wire, chunk, limit)
+    }
+
+    /// [`read_all`] after `pre_read`, bytes read before the socket was handed over.
+    fn read_after(pre_read: &[u8], wire: &[u8], chunk: usize, limit: usize) -> Result<Vec<u8>, io::Error> {
+        let mut inflate = Inflate::new(limit, pre_read);
         let mut chunks = wire.chunks(chunk);
         let mut got = Vec::new();
         let mut storage = vec![0u8; 64];
@@ -383,6 +398,10 @@ mod tests {
         expected.extend(client_frame(FIN | 0x1, b"after"));
         for chunk in [1, 3, 64] {
             assert_eq!(read_all(&wire, chunk, 1 << 16).unwrap(), expected, "chunk {chunk}");
+        }
+        // Part of it read before the socket was handed over: inflated all the same.
+        for split in [3, 20, wire.len() / 2] {
+            assert_eq!(read_after(&wire[..split], &wire[split..], 7, 1 << 16).unwrap(), expected, "split {split}");
         }
     }
 

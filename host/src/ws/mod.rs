@@ -119,7 +119,7 @@ async fn wrap(app: &App, conn: &Arc<Conn>, upgraded: hyper::upgrade::Upgraded) -
 /// settles in.
 async fn websocket<W: Wire>(app: &App, socket: Socket<W>, pre_read: bytes::Bytes) -> WebSocketStream<Socket<W>> {
     let c = &app.config().connections;
-    let socket = socket.inflating(c.max_message_bytes);
+    let (socket, pre_read) = socket.inflating(c.max_message_bytes, pre_read);
     let config = WebSocketConfig::default()
         .read_buffer_size(c.read_buffer_bytes)
         .write_buffer_size(0)

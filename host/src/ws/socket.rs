@@ -79,12 +79,15 @@ impl<W: Wire> Socket<W> {
     }
 
     /// Inflates what the client sends if it negotiated permessage-deflate; no message
-    /// inflates beyond `limit` bytes.
-    pub(crate) fn inflating(mut self, limit: usize) -> Self {
-        if self.conn.deflate {
-            self.inflate = Some(Box::new(Inflate::new(limit)));
+    /// inflates beyond `limit` bytes. `pre_read` (what the client sent before the upgrade
+    /// was handed over) is read through it first; what this returns is what tungstenite
+    /// must read first instead (all of `pre_read` without compression, none with).
+    pub(crate) fn inflating(mut self, limit: usize, pre_read: Bytes) -> (Self, Bytes) {
+        if !self.conn.deflate {
+            return (self, pre_read);
         }
-        self
+        self.inflate = Some(Box::new(Inflate::new(limit, &pre_read)));
+        (self, Bytes::new())
     }
 
     pub(crate) fn tcp(&self) -> &TcpStream {
