@@ -224,7 +224,7 @@ fn obey(app: &App, command: &Command) {
                 // The node that took the request obeys at once and again when its own
                 // command comes back: the second time finds the subscription there.
                 for channel in channels.iter().filter(|c| !conn.subscribed_to(c)) {
-                    let action = session::subscribe(&conn, app, None, channel.clone(), None);
+                    let action = session::subscribe(&conn, app, None, channel.clone(), None, false);
                     let app = app.clone();
                     let conn = conn.clone();
                     tokio::spawn(async move { session::act(action, &conn, &app).await });

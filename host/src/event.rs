@@ -63,6 +63,9 @@ pub(crate) struct Event {
     /// The publisher's `idempotency_key`: of the events with one key within
     /// `server.idempotency_window`, only the first is delivered.
     pub idempotency_key: Option<Box<str>>,
+    /// The publisher's `delta`: channel subscribers who asked for delta updates and hold the
+    /// channel's previous event get this one as the difference from it.
+    pub delta: bool,
 }
 
 impl Event {
@@ -82,6 +85,7 @@ impl Event {
             filter: None,
             received_at: Instant::now(),
             idempotency_key: None,
+            delta: false,
         }
     }
 

@@ -105,14 +105,14 @@ fn assert_encodes(ev: &Event) {
 /// A node-to-node envelope as read from Redis: what decodes encodes back to the same bytes.
 pub fn envelope(data: &[u8]) {
     let Ok(decoded) = envelope::decode(Bytes::copy_from_slice(data)) else { return };
-    let mut head = envelope::head(decoded.published_micros, decoded.filter.as_ref());
+    let mut head = envelope::head(decoded.published_micros, decoded.delta, decoded.filter.as_ref());
     let position = decoded.position.as_ref().map(|p| format!("{}:{}", p.epoch, p.offset)).unwrap_or_default();
     let Ok(len) = u8::try_from(position.len()) else { return };
     head.push(len);
     head.extend_from_slice(position.as_bytes());
     head.extend_from_slice(&decoded.frame);
     let again = envelope::decode(Bytes::from(head)).expect("a re-encoded envelope decodes");
-    assert_eq!(again.published_micros, decoded.published_micros);
+    assert_eq!((again.published_micros, again.delta), (decoded.published_micros, decoded.delta));
     assert_eq!(again.filter, decoded.filter);
     assert_eq!(again.position, decoded.position);
     assert_eq!(again.frame, decoded.frame);

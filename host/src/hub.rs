@@ -2,10 +2,15 @@
 //! channel -> subscribers, tenant -> everyone (broadcast). Delivery encodes each event once
 //! per target stream and pushes the shared bytes into every subscriber's outbox.
 //!
+//! Channels with subscribers who asked for delta updates keep their last event: the next
+//! event published with `delta` goes to subscribers holding that one as the difference
+//! from it, made once.
+//!
 //! Locks are short and synchronous: a shard's `RwLock` is held while one stream's
-//! subscribers are pushed to (each push takes only that connection's outbox mutex), never
-//! across an await.
+//! subscribers are pushed to (each push takes only that connection's outbox mutex, and a
+//! delta channel's `last` mutex is held around them), never across an await.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -18,6 +23,7 @@ use crate::event::Event;
 use crate::fanout::{Kill, Outbox, Pushed, QueueLimits};
 use crate::gate::{Admit, Gates};
 use crate::metrics::CompressionMetrics;
+use crate::protocol::delta::Base;
 use crate::segment::{Filter, Segment, Verdicts};
 use crate::stream::{Position, Replay, Target};
 use crate::tenant::Tenant;
@@ -68,11 +74,32 @@ fn give_back<K: Eq + Hash, V>(map: &mut HashMap<K, V>) {
     }
 }
 
+/// A channel's local subscribers, and what delta updates need of it.
+#[derive(Default)]
+struct Channel {
+    subs: HashMap<u64, Sub>,
+    /// How many of `subs` asked for delta updates (changed under the shard's write lock).
+    deltas: usize,
+    /// The channel's last event while it has delta subscribers: the base of the next delta.
+    /// Held for the whole of a delivery to such a channel, so every subscriber's queue gets
+    /// the channel's events in the order their deltas chain in.
+    last: Mutex<Option<Base>>,
+}
+
+/// One connection's subscription to a channel.
+struct Sub {
+    conn: Arc<Conn>,
+    /// It asked for delta updates.
+    delta: bool,
+    /// It was handed the channel's last event (`Channel::last`), so the next can be a delta.
+    holds: AtomicBool,
+}
+
 #[derive(Default)]
 struct TenantShard {
     /// A user's devices: usually few, so a vector.
     users: HashMap<Box<str>, Vec<Arc<Conn>>>,
-    channels: HashMap<Box<str>, HashMap<u64, Arc<Conn>>>,
+    channels: HashMap<Box<str>, Channel>,
     /// This shard's slice of the tenant's connections, by connection id.
     everyone: HashMap<u64, Arc<Conn>>,
 }
@@ -87,6 +114,18 @@ pub(crate) struct Hub {
     limits: QueueLimits,
     pace: Pace,
     compression: CompressionMetrics,
+    deltas: CompressionMetrics,
+}
+
+/// How one encoded frame of a stream is delivered.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Routing<'a> {
+    /// A route plugin's filter: only subscribers whose segment passes get the frame.
+    pub filter: Option<&'a Filter>,
+    /// The frame's position in the stream's history, when the tenant keeps one.
+    pub position: Option<&'a Position>,
+    /// The publisher asked for delta updates.
+    pub delta: bool,
 }
 
 /// Whether a broadcast writes to sockets itself. Writing from the fan-out saves waking
@@ -179,7 +218,13 @@ impl Hub {
             limits,
             pace: Pace::new(),
             compression: CompressionMetrics::default(),
+            deltas: CompressionMetrics::default(),
         }
+    }
+
+    /// What making delta frames did on this node.
+    pub(crate) fn deltas(&self) -> &CompressionMetrics {
+        &self.deltas
     }
 
     /// What compressing frames for permessage-deflate did on this node.
@@ -278,7 +323,9 @@ impl Hub {
                     }
                 }
             }
-            Some(frame) => self.push_one(conn, frame, false, &mut total),
+            Some(frame) => {
+                self.push_one(conn, frame, false, &mut total);
+            }
         });
         if !complete {
             // Live events were lost while the gate held too many; the client resumes again.
@@ -312,7 +359,7 @@ impl Hub {
             Target::Channel(channel) => {
                 let shard = self.shard_of((t, 1u8, channel)).read().expect("hub lock");
                 let subs = shard.get(&t).and_then(|ts| ts.channels.get(channel));
-                subs.into_iter().flat_map(HashMap::values).filter(|c| tell_resync(c, spread)).count()
+                subs.into_iter().flat_map(|c| c.subs.values()).filter(|s| tell_resync(&s.conn, spread)).count()
             }
             Target::Broadcast => {
                 let mut n = 0;
@@ -337,8 +384,8 @@ impl Hub {
         let shard = self.shard_of((t, 1u8, channel)).read().expect("hub lock");
         let mut users: BTreeMap<Box<str>, u64> = BTreeMap::new();
         let mut truncated = false;
-        for conn in shard.get(&t).and_then(|ts| ts.channels.get(channel)).into_iter().flat_map(HashMap::values) {
-            truncated |= !count_capped(&mut users, conn.user.clone(), 1, cap);
+        for sub in shard.get(&t).and_then(|ts| ts.channels.get(channel)).into_iter().flat_map(|c| c.subs.values()) {
+            truncated |= !count_capped(&mut users, sub.conn.user.clone(), 1, cap);
         }
         (users, truncated)
     }
@@ -373,12 +420,16 @@ impl Hub {
         n
     }
 
-    /// Adds a channel subscription; false if it already existed.
-    pub(crate) fn subscribe(&self, conn: &Arc<Conn>, channel: &str) -> bool {
+    /// Adds a channel subscription, with delta updates if `delta`; false if it already
+    /// existed (it starts over: its next event is whole).
+    pub(crate) fn subscribe(&self, conn: &Arc<Conn>, channel: &str, delta: bool) -> bool {
         let t = conn.tenant.index;
         let mut shard = self.shard_of((t, 1u8, channel)).write().expect("hub lock");
-        let subs = shard.entry(t).or_default().channels.entry(channel.into()).or_default();
-        subs.insert(conn.id, conn.clone()).is_none()
+        let ch = shard.entry(t).or_default().channels.entry(channel.into()).or_default();
+        ch.deltas += usize::from(delta);
+        let old = ch.subs.insert(conn.id, Sub { conn: conn.clone(), delta, holds: AtomicBool::new(false) });
+        ch.deltas -= usize::from(old.as_ref().is_some_and(|s| s.delta));
+        old.is_none()
     }
 
     /// Removes a channel subscription; false if there was none.
@@ -388,44 +439,49 @@ impl Hub {
         let Some(ts) = shard.get_mut(&t) else {
             return false;
         };
-        let Some(subs) = ts.channels.get_mut(channel) else {
+        let Some(ch) = ts.channels.get_mut(channel) else {
             return false;
         };
-        let removed = subs.remove(&conn.id).is_some();
-        give_back(subs);
-        if subs.is_empty() {
+        let Some(removed) = ch.subs.remove(&conn.id) else {
+            return false;
+        };
+        give_back(&mut ch.subs);
+        ch.deltas -= usize::from(removed.delta);
+        if ch.deltas == 0 {
+            *ch.last.get_mut().expect("channel lock") = None;
+        }
+        if ch.subs.is_empty() {
             ts.channels.remove(channel);
             give_back(&mut ts.channels);
         }
-        removed
+        true
     }
 
     /// Pushes `event` to every local connection it addresses, encoding it once per target
     /// stream (and only for streams with local connections).
     pub(crate) fn deliver(&self, tenant: &Tenant, event: &Event) -> Delivery {
         let mut total = Delivery::default();
+        let routing = Routing { filter: event.filter.as_deref(), position: None, delta: event.delta };
         for target in event.targets() {
             let frame = || event.encode_for(target, None);
-            self.deliver_to(tenant, target, event.filter.as_deref(), None, frame, &mut total);
+            self.deliver_to(tenant, target, routing, frame, &mut total);
         }
         self.account(tenant, total, event.received_at.elapsed());
         total
     }
 
-    /// Pushes an already encoded frame of one stream (at `position` in its history, if the
-    /// tenant keeps one) to its local connections; `latency` is the time since it was
-    /// published.
+    /// Pushes an already encoded frame of one stream to its local connections; `latency`
+    /// is the time since it was published.
     pub(crate) fn deliver_frame(
         &self,
         tenant: &Tenant,
         target: Target<'_>,
         frame: &Bytes,
-        filter: Option<&Filter>,
-        position: Option<&Position>,
+        routing: Routing<'_>,
         latency: Duration,
     ) -> Delivery {
         let mut total = Delivery::default();
-        self.deliver_to(tenant, target, filter, position, || frame.clone(), &mut total);
+        self.deliver_to(tenant, target, routing, || frame.clone(), &mut total);
         self.account(tenant, total, latency);
         total
     }
@@ -434,13 +490,13 @@ impl Hub {
         &self,
         tenant: &Tenant,
         target: Target<'_>,
-        filter: Option<&Filter>,
-        position: Option<&Position>,
+        routing: Routing<'_>,
         frame: impl FnOnce() -> Bytes,
         total: &mut Delivery,
     ) {
         let t = tenant.index;
-        let at = position.map(|p| (target, p));
+        let at = routing.position.map(|p| (target, p));
+        let filter = routing.filter;
         let frames = || Shared::new(frame(), tenant, &self.compression);
         match target {
             Target::User(user) => {
@@ -451,8 +507,10 @@ impl Hub {
             }
             Target::Channel(channel) => {
                 let shard = self.shard_of((t, 1u8, channel)).read().expect("hub lock");
-                if let Some(subs) = shard.get(&t).and_then(|ts| ts.channels.get(channel)) {
-                    self.push_all(filter, at, subs.values(), &frames(), true, total);
+                match shard.get(&t).and_then(|ts| ts.channels.get(channel)) {
+                    Some(ch) if ch.deltas > 0 => self.push_channel(ch, routing, at, frames(), total),
+                    Some(ch) => self.push_all(filter, at, ch.subs.values().map(|s| &s.conn), &frames(), true, total),
+                    None => {}
                 }
             }
             Target::Broadcast => {
@@ -491,24 +549,71 @@ impl Hub {
     ) {
         let mut verdicts = filter.map(Verdicts::new);
         for conn in conns {
-            if let Some(v) = &mut verdicts
-                && !v.admits(&conn.segment)
-            {
-                continue;
+            if verdicts.as_mut().is_none_or(|v| v.admits(&conn.segment)) {
+                self.push_gated(conn, at, frames.for_conn(conn), direct, total);
             }
-            let frame = frames.for_conn(conn);
-            if let Some((target, position)) = at
-                && conn.gates.admit(target, Some(position), frame) != Admit::Pass
-            {
-                continue;
-            }
-            self.push_one(conn, frame, direct, total);
         }
     }
 
+    /// [`Hub::push_all`] for a channel with delta subscribers: those who hold the channel's
+    /// last event get `full` as the difference from it (made once, if the publisher asked
+    /// and it is smaller), the others whole; `full` becomes the last event.
+    fn push_channel(
+        &self,
+        ch: &Channel,
+        routing: Routing<'_>,
+        at: Option<(Target<'_>, &Position)>,
+        full: Shared<'_>,
+        total: &mut Delivery,
+    ) {
+        let mut last = ch.last.lock().expect("channel lock");
+        let (prev, next) = (last.take(), Base::of(&full.plain));
+        let delta = OnceCell::new();
+        let delta = || {
+            delta.get_or_init(|| {
+                let (prev, next) = (prev.as_ref()?, next.as_ref()?);
+                let started = Instant::now();
+                let frame = prev.delta_to(next)?;
+                self.deltas.record(next.frame().len(), frame.len(), started.elapsed());
+                Some(full.sibling(frame))
+            })
+        };
+        let mut verdicts = routing.filter.map(Verdicts::new);
+        for sub in ch.subs.values() {
+            let conn = &sub.conn;
+            if !verdicts.as_mut().is_none_or(|v| v.admits(&conn.segment)) {
+                sub.holds.store(false, Relaxed);
+                continue;
+            }
+            let wants = routing.delta && sub.holds.load(Relaxed);
+            let frames = if wants { delta().as_ref().unwrap_or(&full) } else { &full };
+            let queued = self.push_gated(conn, at, frames.for_conn(conn), true, total);
+            sub.holds.store(sub.delta && queued, Relaxed);
+        }
+        *last = next;
+    }
+
+    /// Pushes `frame` to `conn` once it passes the connection's resume gate of `at`'s
+    /// stream; true if it was queued or written whole, nothing dropped.
+    fn push_gated(
+        &self,
+        conn: &Conn,
+        at: Option<(Target<'_>, &Position)>,
+        frame: &Bytes,
+        direct: bool,
+        total: &mut Delivery,
+    ) -> bool {
+        if let Some((target, position)) = at
+            && conn.gates.admit(target, Some(position), frame) != Admit::Pass
+        {
+            return false;
+        }
+        self.push_one(conn, frame, direct, total)
+    }
+
     /// Queues `frame` for `conn`, or with `direct` writes it to the socket when nothing is
-    /// queued before it.
-    fn push_one(&self, conn: &Conn, frame: &Bytes, direct: bool, total: &mut Delivery) {
+    /// queued before it; true if nothing was dropped.
+    fn push_one(&self, conn: &Conn, frame: &Bytes, direct: bool, total: &mut Delivery) -> bool {
         match conn.outbox.push(frame.clone(), self.limits, conn.tenant.config.slow_client, direct) {
             Pushed::Queued => total.queued += 1,
             Pushed::Behind => {
@@ -522,13 +627,19 @@ impl Hub {
             Pushed::QueuedDropping(n) => {
                 total.queued += 1;
                 total.dropped += n as u64;
+                return false;
             }
             Pushed::Overflow => {
                 total.dropped += 1;
                 total.slow_disconnects += 1;
+                return false;
             }
-            Pushed::Closed => total.dropped += 1,
+            Pushed::Closed => {
+                total.dropped += 1;
+                return false;
+            }
         }
+        true
     }
 }
 
@@ -538,13 +649,18 @@ struct Shared<'a> {
     plain: Bytes,
     /// The tenant's `compression.min_bytes`.
     min_bytes: usize,
-    deflated: std::cell::OnceCell<Option<Bytes>>,
+    deflated: OnceCell<Option<Bytes>>,
     metrics: &'a CompressionMetrics,
 }
 
 impl<'a> Shared<'a> {
     fn new(plain: Bytes, tenant: &Tenant, metrics: &'a CompressionMetrics) -> Self {
         Self { plain, min_bytes: tenant.config.compression.min_bytes, deflated: Default::default(), metrics }
+    }
+
+    /// Another frame of the same tenant.
+    fn sibling(&self, plain: Bytes) -> Self {
+        Self { plain, min_bytes: self.min_bytes, deflated: Default::default(), metrics: self.metrics }
     }
 
     /// The frame `conn` gets: compressed if it negotiated compression and the frame shrinks.
@@ -624,7 +740,7 @@ mod tests {
             conn(&hub, &tenants, "a", "bob", &[]),
             conn(&hub, &tenants, "b", "carol", &[]),
         );
-        hub.subscribe(&bob, "news");
+        hub.subscribe(&bob, "news", false);
         let (a, spread) = (tenants.get("a").unwrap(), Duration::from_secs(1));
         let resynced = |c: &Conn| c.outbox.killed() == Some(Kill::Resync);
         assert_eq!(hub.resync_stream(&a, Target::User("alice"), spread), 1);
@@ -640,8 +756,8 @@ mod tests {
         let (hub, tenants) = setup();
         let a1 = conn(&hub, &tenants, "a", "u1", &[]);
         let a2 = conn(&hub, &tenants, "a", "u2", &[]);
-        assert!(hub.subscribe(&a1, "news"));
-        assert!(!hub.subscribe(&a1, "news"), "a second subscribe is a no-op");
+        assert!(hub.subscribe(&a1, "news", false));
+        assert!(!hub.subscribe(&a1, "news", false), "a second subscribe is a no-op");
         let tenant = &tenants.get("a").unwrap();
         assert_eq!(hub.deliver(tenant, &event(&[], &["news"], false)).queued, 1);
         assert!(hub.unsubscribe(&a1, "news"));
@@ -657,7 +773,7 @@ mod tests {
         let other = conn(&hub, &tenants, "b", "u0", &[]);
         let tenant = &tenants.get("a").unwrap();
         assert_eq!(hub.deliver(tenant, &event(&[], &[], true)).queued, 100);
-        hub.subscribe(&conns[0], "news");
+        hub.subscribe(&conns[0], "news", false);
         hub.unregister(&conns[0], ["news"]);
         hub.unregister(&conns[1], []);
         let d = hub.deliver(tenant, &event(&["u0", "u1"], &["news"], true));
@@ -679,6 +795,71 @@ mod tests {
         ev.filter = Some(Arc::new(Filter { clauses: Box::new([clause]) }));
         assert_eq!(hub.deliver(&tenants.get("a").unwrap(), &ev).queued, 2);
         assert_eq!(queued(&[&pro, &pro_too, &free, &none]), [1, 1, 0, 0]);
+    }
+
+    /// The `data` of each frame `conn` was sent, or `delta <base>` for a delta frame.
+    fn received(conn: &Conn) -> Vec<String> {
+        let mut frames = Vec::new();
+        conn.outbox.take_all(&mut frames);
+        let parse =
+            |f: &Bytes| serde_json::from_slice::<serde_json::Value>(crate::protocol::frame::payload(f)).unwrap();
+        let describe = |v: serde_json::Value| match v.get("base") {
+            Some(base) => format!("delta {}", base.as_str().unwrap()),
+            None => v["data"]["score"].to_string(),
+        };
+        frames.iter().map(|f| describe(parse(f))).collect()
+    }
+
+    fn version(id: &str, score: u32, delta: bool) -> Event {
+        let rows = (0..30).map(|i| format!(r#"{{"row":{i},"text":"unchanged"}}"#)).collect::<Vec<_>>().join(",");
+        let data = format!(r#"{{"score":{score},"rows":[{rows}]}}"#);
+        let data = serde_json::value::RawValue::from_string(data).unwrap();
+        Event { data, delta, ..Event::sample(id, &[], &["game"]) }
+    }
+
+    #[test]
+    fn delta_subscribers_holding_the_last_event_get_the_difference() {
+        let (hub, tenants) = setup();
+        let tenant = &tenants.get("a").unwrap();
+        let (fan, plain) = (conn(&hub, &tenants, "a", "u1", &[]), conn(&hub, &tenants, "a", "u2", &[]));
+        hub.subscribe(&fan, "game", true);
+        hub.subscribe(&plain, "game", false);
+        hub.deliver(tenant, &version("e1", 1, true));
+        hub.deliver(tenant, &version("e2", 2, true));
+        hub.deliver(tenant, &version("e3", 3, false));
+        hub.deliver(tenant, &version("e4", 4, true));
+        assert_eq!(received(&fan), ["1", "delta e1", "3", "delta e3"], "the first whole, then deltas where asked");
+        assert_eq!(received(&plain), ["1", "2", "3", "4"]);
+        let late = conn(&hub, &tenants, "a", "u3", &[]);
+        hub.subscribe(&late, "game", true);
+        hub.deliver(tenant, &version("e5", 5, true));
+        assert_eq!(received(&late), ["5"], "a new subscriber holds nothing yet");
+        assert_eq!(received(&fan), ["delta e4"]);
+        hub.subscribe(&fan, "game", true);
+        hub.deliver(tenant, &version("e6", 6, true));
+        assert_eq!(received(&fan), ["6"], "subscribing again starts over");
+        assert_eq!(received(&late), ["delta e5"]);
+        assert_eq!(hub.deltas().frames.load(Relaxed), 4, "made once per event (e2, e4, e5, e6), not per subscriber");
+    }
+
+    #[test]
+    fn a_subscriber_a_filter_passed_over_gets_the_next_event_whole() {
+        let (hub, tenants) = setup();
+        let tenant = &tenants.get("a").unwrap();
+        let (pro, free) = (conn(&hub, &tenants, "a", "u1", &[("plan", "pro")]), conn(&hub, &tenants, "a", "u2", &[]));
+        hub.subscribe(&pro, "game", true);
+        hub.subscribe(&free, "game", true);
+        hub.deliver(tenant, &version("e1", 1, true));
+        let clause = Clause { key: "plan".into(), op: Op::Eq, values: Box::new(["pro".into()]) };
+        let filter = Some(Arc::new(Filter { clauses: Box::new([clause]) }));
+        hub.deliver(tenant, &Event { filter, ..version("e2", 2, true) });
+        hub.deliver(tenant, &version("e3", 3, true));
+        assert_eq!(received(&pro), ["1", "delta e1", "delta e2"]);
+        assert_eq!(received(&free), ["1", "3"], "it never got e2, the base of e3's delta");
+        hub.unsubscribe(&pro, "game");
+        hub.unsubscribe(&free, "game");
+        let shard = hub.shard_of((tenant.index, 1u8, "game")).read().unwrap();
+        assert!(!shard.get(&tenant.index).unwrap().channels.contains_key("game"), "nothing kept once all left");
     }
 
     #[test]

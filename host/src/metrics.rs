@@ -501,6 +501,24 @@ pub(crate) fn render_compression(out: &mut String, m: &CompressionMetrics) {
     let _ = writeln!(out, "{name} {}", m.nanos.load(Relaxed) as f64 / 1e9);
 }
 
+pub(crate) fn render_deltas(out: &mut String, m: &CompressionMetrics) {
+    let name = "notify_deltas_total";
+    header(out, name, "counter", "Delta frames made, once each however many subscribers got them.");
+    let _ = writeln!(out, "{name} {}", m.frames.load(Relaxed));
+    let name = "notify_delta_bytes_total";
+    header(
+        out,
+        name,
+        "counter",
+        "Payload bytes of the events sent as deltas, whole (in) and as the delta frame (out).",
+    );
+    let _ = writeln!(out, "{name}{{side=\"in\"}} {}", m.bytes_in.load(Relaxed));
+    let _ = writeln!(out, "{name}{{side=\"out\"}} {}", m.bytes_out.load(Relaxed));
+    let name = "notify_delta_seconds_total";
+    header(out, name, "counter", "Time spent making those delta frames.");
+    let _ = writeln!(out, "{name} {}", m.nanos.load(Relaxed) as f64 / 1e9);
+}
+
 pub(crate) fn render_tasks(out: &mut String, tasks: usize) {
     let name = "notify_tasks";
     header(out, name, "gauge", "Tasks alive in the host's runtime: about one per connection, plus background work.");

@@ -76,7 +76,7 @@ pub(crate) async fn join(conn: &Arc<Conn>, identity: &Identity, resume: Resume, 
     join_own(conn, &resume, app).await;
     let grants = grants(identity, &conn.tenant);
     for (channel, since) in resume.channels {
-        let action = subscribe(conn, app, Some(grants), channel, since);
+        let action = subscribe(conn, app, Some(grants), channel, since, false);
         act(action, conn, app).await;
     }
 }
@@ -263,7 +263,8 @@ pub(crate) fn grants<'a>(identity: &'a Identity, tenant: &'a Tenant) -> &'a [Str
     identity.channels.as_deref().unwrap_or(&tenant.config.default_channels)
 }
 
-/// Subscribes `conn` to `name` (resuming after `since` when the tenant keeps history).
+/// Subscribes `conn` to `name` (resuming after `since` when the tenant keeps history), with
+/// delta updates if `delta`.
 /// `grants` are the patterns the client's credentials allow; a backend's request has none
 /// to check.
 pub(crate) fn subscribe(
@@ -272,6 +273,7 @@ pub(crate) fn subscribe(
     grants: Option<&[String]>,
     name: String,
     since: Option<Position>,
+    delta: bool,
 ) -> Action {
     // Held while the hub and the broker learn of the subscription, so a concurrent
     // unsubscribe (client or backend) sees it whole.
@@ -288,7 +290,7 @@ pub(crate) fn subscribe(
     if resume {
         conn.gates.close(target);
     }
-    app.hub().subscribe(conn, &name);
+    app.hub().subscribe(conn, &name, delta);
     let ticket = app.pipeline().broker.interest(&conn.tenant, &[target], 1);
     if resume {
         return Action::Resume { since, channel: name, ticket };

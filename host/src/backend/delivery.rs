@@ -7,9 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::event::Event;
-use crate::hub::Hub;
-use crate::segment::Filter;
-use crate::stream::{Position, Target};
+use crate::hub::{Hub, Routing};
+use crate::stream::Target;
 use crate::tenant::Tenant;
 
 /// The node's local connections, as backends see them.
@@ -18,16 +17,14 @@ pub(crate) trait LocalDelivery: Send + Sync + 'static {
     /// (tenants without history: no positions).
     fn deliver(&self, tenant: &Tenant, event: &Event);
 
-    /// Pushes an already encoded frame of one stream (at `position` in its history, if the
-    /// tenant keeps one) to its local connections; `latency` is the time since it was
-    /// published.
+    /// Pushes an already encoded frame of one stream to its local connections; `latency` is
+    /// the time since it was published.
     fn deliver_frame(
         &self,
         tenant: &Tenant,
         target: Target<'_>,
         frame: &Bytes,
-        filter: Option<&Filter>,
-        position: Option<&Position>,
+        routing: Routing<'_>,
         latency: Duration,
     );
 
@@ -52,11 +49,10 @@ impl LocalDelivery for Hub {
         tenant: &Tenant,
         target: Target<'_>,
         frame: &Bytes,
-        filter: Option<&Filter>,
-        position: Option<&Position>,
+        routing: Routing<'_>,
         latency: Duration,
     ) {
-        Hub::deliver_frame(self, tenant, target, frame, filter, position, latency);
+        Hub::deliver_frame(self, tenant, target, frame, routing, latency);
     }
 
     fn resync(&self, spread: Duration) -> usize {

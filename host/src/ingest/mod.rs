@@ -46,6 +46,11 @@ pub(crate) struct PublishBody {
     #[serde(default)]
     #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.:@/+=-]{1,128}$")]
     idempotency_key: Option<String>,
+    /// The event is the next version of a document its channels carry: subscribers who
+    /// asked for delta updates and hold the channel's previous event get the difference from
+    /// it (docs/PROTOCOL.md, "Delta updates").
+    #[serde(default)]
+    delta: bool,
 }
 
 /// A publish body that failed validation, naming the offending field (`users[2]`,
@@ -158,6 +163,7 @@ fn validate(ids: &IdGenerator, p: PublishBody, prefix: &str, received_at: Instan
         filter: None,
         received_at,
         idempotency_key: p.idempotency_key.map(String::into_boxed_str),
+        delta: p.delta,
     })
 }
 

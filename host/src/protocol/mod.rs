@@ -3,6 +3,7 @@
 
 pub(crate) mod close;
 pub(crate) mod compress;
+pub(crate) mod delta;
 pub(crate) mod frame;
 
 use bytes::Bytes;
@@ -21,6 +22,9 @@ pub(crate) enum ClientFrame {
         /// Resume the channel after this position: missed events are replayed first.
         #[serde(default)]
         since: Option<Since>,
+        /// Ask for delta updates on this channel (the one format: `"fossil"`).
+        #[serde(default)]
+        delta: Option<DeltaFormat>,
     },
     Unsubscribe {
         channel: String,
@@ -33,6 +37,13 @@ pub(crate) enum ClientFrame {
     },
     /// Application-level keepalive for clients that cannot send WebSocket pings (browsers).
     Ping,
+}
+
+/// The delta formats a subscriber can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum DeltaFormat {
+    Fossil,
 }
 
 /// A stream position as clients send it.

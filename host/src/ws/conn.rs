@@ -227,9 +227,10 @@ pub(crate) fn on_text(text: &str, conn: &Arc<Conn>, identity: &Identity, app: &A
         Err(e) => protocol::error(code::BAD_FRAME, &format!("invalid client frame: {e}"), None),
         Ok(ClientFrame::Ping) => protocol::pong(),
         Ok(ClientFrame::Ack { epoch, offset }) => return Action::Ack(Position { epoch, offset }),
-        Ok(ClientFrame::Subscribe { channel, since }) => {
+        Ok(ClientFrame::Subscribe { channel, since, delta }) => {
             let grants = session::grants(identity, &conn.tenant);
-            return session::subscribe(conn, app, Some(grants), channel, since.map(Position::from));
+            let (since, delta) = (since.map(Position::from), delta.is_some());
+            return session::subscribe(conn, app, Some(grants), channel, since, delta);
         }
         Ok(ClientFrame::Unsubscribe { channel }) => session::unsubscribe(conn, app, &channel),
     };

@@ -7,6 +7,7 @@ use super::history::MemoryHistory;
 use crate::backend::history::Limits;
 use crate::backend::{BoxFuture, Broker, BrokerError, LocalDelivery};
 use crate::event::Event;
+use crate::hub::Routing;
 use crate::tenant::Tenant;
 
 /// Delivers straight into the local hub; the publisher waits for the fan-out, which is what
@@ -42,7 +43,8 @@ impl Broker for MemoryBroker {
                         |frame, position| {
                             let latency = event.received_at.elapsed();
                             let filter = filter.map(|f| &**f);
-                            self.local.deliver_frame(tenant, target, frame, filter, Some(position), latency);
+                            let routing = Routing { filter, position: Some(position), delta: event.delta };
+                            self.local.deliver_frame(tenant, target, frame, routing, latency);
                         },
                     );
                 }
@@ -65,8 +67,7 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
-    use crate::segment::Filter;
-    use crate::stream::{Position, Target};
+    use crate::stream::Target;
     use crate::tenant::Tenants;
 
     /// Records what the broker hands to local connections.
@@ -78,16 +79,8 @@ mod tests {
             self.0.lock().unwrap().push(format!("event {}", event.name));
         }
 
-        fn deliver_frame(
-            &self,
-            _: &Tenant,
-            target: Target<'_>,
-            _: &Bytes,
-            _: Option<&Filter>,
-            at: Option<&Position>,
-            _: Duration,
-        ) {
-            let offset = at.map(|p| p.offset);
+        fn deliver_frame(&self, _: &Tenant, target: Target<'_>, _: &Bytes, routing: Routing<'_>, _: Duration) {
+            let offset = routing.position.map(|p| p.offset);
             self.0.lock().unwrap().push(format!("frame {target:?} {offset:?}"));
         }
 

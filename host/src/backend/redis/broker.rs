@@ -29,6 +29,7 @@ use crate::backend::{BoxFuture, Broker, BrokerError, LocalDelivery};
 use crate::clock::now_micros;
 use crate::config::RedisConfig;
 use crate::event::Event;
+use crate::hub::Routing;
 use crate::metrics::BrokerMetrics;
 use crate::stream::Target;
 use crate::tenant::{Tenant, Tenants};
@@ -105,7 +106,7 @@ impl Broker for RedisBroker {
             let mut cmds = Vec::new();
             for event in events {
                 // The same for every target stream of the event.
-                let head = envelope::head(now_micros(), event.filter.as_deref());
+                let head = envelope::head(now_micros(), event.delta, event.filter.as_deref());
                 for target in event.targets() {
                     if history {
                         let (before, after) = event.json_parts(target);
@@ -366,7 +367,8 @@ impl Subscriber {
         match envelope::decode(payload.into()) {
             Ok(e) => {
                 let latency = Duration::from_micros(now_micros().saturating_sub(e.published_micros));
-                self.local.deliver_frame(&tenant, target, &e.frame, e.filter.as_ref(), e.position.as_ref(), latency);
+                let routing = Routing { filter: e.filter.as_ref(), position: e.position.as_ref(), delta: e.delta };
+                self.local.deliver_frame(&tenant, target, &e.frame, routing, latency);
             }
             Err(e) => {
                 self.metrics.undecodable.fetch_add(1, Relaxed);

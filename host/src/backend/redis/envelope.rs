@@ -6,7 +6,9 @@
 //! length (u32 big-endian) and the route filter as JSON (empty when there is none), position
 //! length (one byte) and the position as `EPOCH:OFFSET` (empty without history), then the
 //! complete WebSocket frame. Everything up to the position is the *head*, which the Redis
-//! history script completes.
+//! history script completes. Version `3` has a flags byte after the publish time (bit 0:
+//! the publisher asked for delta updates); it is written only when a flag is set, so nodes
+//! that know only version 2 miss only such events during a rolling upgrade.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -14,12 +16,16 @@ use crate::segment::Filter;
 use crate::stream::Position;
 
 const VERSION: u8 = 2;
+const VERSION_FLAGS: u8 = 3;
 const HEAD: usize = 1 + 8 + 4;
+const DELTA: u8 = 1;
 
 /// A decoded envelope.
 #[derive(Debug)]
 pub(crate) struct Envelope {
     pub published_micros: u64,
+    /// The publisher asked for delta updates.
+    pub delta: bool,
     pub filter: Option<Filter>,
     pub position: Option<Position>,
     pub frame: Bytes,
@@ -38,12 +44,15 @@ pub(crate) enum EnvelopeError {
     Position,
 }
 
-/// The head: version, publish time and filter.
-pub(crate) fn head(published_micros: u64, filter: Option<&Filter>) -> Vec<u8> {
+/// The head: version, publish time, flags and filter.
+pub(crate) fn head(published_micros: u64, delta: bool, filter: Option<&Filter>) -> Vec<u8> {
     let filter = filter.map(|f| serde_json::to_vec(f).expect("filters serialise")).unwrap_or_default();
-    let mut out = BytesMut::with_capacity(HEAD + filter.len());
-    out.put_u8(VERSION);
+    let mut out = BytesMut::with_capacity(HEAD + 1 + filter.len());
+    out.put_u8(if delta { VERSION_FLAGS } else { VERSION });
     out.put_u64(published_micros);
+    if delta {
+        out.put_u8(DELTA);
+    }
     out.put_u32(u32::try_from(filter.len()).expect("filter under 4 GiB"));
     out.put_slice(&filter);
     out.to_vec()
@@ -61,15 +70,20 @@ pub(crate) fn encode(head: &[u8], frame: &[u8]) -> Vec<u8> {
 /// Decodes an envelope; the frame is a view of `bytes`, not a copy.
 pub(crate) fn decode(bytes: Bytes) -> Result<Envelope, EnvelopeError> {
     let (&version, rest) = bytes.split_first().ok_or(EnvelopeError::Truncated)?;
-    if version != VERSION {
-        return Err(EnvelopeError::Version(version));
-    }
-    if rest.len() < HEAD - 1 {
+    let flags_len = match version {
+        VERSION => 0,
+        VERSION_FLAGS => 1,
+        _ => return Err(EnvelopeError::Version(version)),
+    };
+    let head = HEAD + flags_len;
+    if rest.len() < head - 1 {
         return Err(EnvelopeError::Truncated);
     }
     let published_micros = u64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
-    let filter_len = u32::from_be_bytes(rest[8..12].try_into().expect("4 bytes")) as usize;
-    let rest = &rest[12..];
+    let flags = if flags_len == 1 { rest[8] } else { 0 };
+    let rest = &rest[8 + flags_len..];
+    let filter_len = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+    let rest = &rest[4..];
     if rest.len() <= filter_len {
         return Err(EnvelopeError::Truncated);
     }
@@ -86,8 +100,9 @@ pub(crate) fn decode(bytes: Bytes) -> Result<Envelope, EnvelopeError> {
             Some(Position::parse(text).ok_or(EnvelopeError::Position)?)
         }
     };
-    let frame_at = HEAD + filter_len + 1 + position_len;
-    Ok(Envelope { published_micros, filter, position, frame: bytes.slice(frame_at..) })
+    let frame_at = head + filter_len + 1 + position_len;
+    let delta = flags & DELTA != 0;
+    Ok(Envelope { published_micros, delta, filter, position, frame: bytes.slice(frame_at..) })
 }
 
 #[cfg(test)]
@@ -99,11 +114,16 @@ mod tests {
     fn round_trip() {
         let filter =
             Filter { clauses: Box::new([Clause { key: "plan".into(), op: Op::In, values: Box::new(["pro".into()]) }]) };
-        let bytes = encode(&head(42, Some(&filter)), b"frame");
+        let bytes = encode(&head(42, false, Some(&filter)), b"frame");
         let e = decode(Bytes::from(bytes.clone())).unwrap();
         assert_eq!((e.published_micros, e.filter, e.position, &e.frame[..]), (42, Some(filter), None, &b"frame"[..]));
-        let e = decode(Bytes::from(encode(&head(7, None), b""))).unwrap();
+        assert!(!e.delta);
+        let e = decode(Bytes::from(encode(&head(7, false, None), b""))).unwrap();
         assert!(e.filter.is_none() && e.frame.is_empty());
+        let delta = encode(&head(8, true, None), b"frame");
+        assert_eq!(delta[0], VERSION_FLAGS, "flags need version 3; without any, version 2 as before");
+        let e = decode(Bytes::from(delta)).unwrap();
+        assert_eq!((e.published_micros, e.delta, &e.frame[..]), (8, true, &b"frame"[..]));
         assert!(matches!(decode(Bytes::from_static(&[1, 0])), Err(EnvelopeError::Version(1))));
         assert!(matches!(decode(Bytes::from(bytes[..10].to_vec())), Err(EnvelopeError::Truncated)));
     }
@@ -112,7 +132,7 @@ mod tests {
     fn arbitrary_bytes_never_panic() {
         // Every truncation and many single-byte corruptions of a valid envelope, and random
         // buffers: decoding answers Ok or Err, never panics, and a frame stays in bounds.
-        let mut valid = head(5, None);
+        let mut valid = head(5, true, None);
         valid.extend_from_slice(&[4]);
         valid.extend_from_slice(b"ab:7frame");
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -140,14 +160,14 @@ mod tests {
     #[test]
     fn carries_the_position_the_history_script_writes() {
         // What append.lua builds: head, position length, position, frame.
-        let mut bytes = head(9, None);
+        let mut bytes = head(9, false, None);
         bytes.push(4);
         bytes.extend_from_slice(b"ab:7");
         bytes.extend_from_slice(b"frame");
         let e = decode(Bytes::from(bytes)).unwrap();
         assert_eq!(e.position, Some(Position { epoch: "ab".into(), offset: 7 }));
         assert_eq!(&e.frame[..], b"frame");
-        let mut bad = head(9, None);
+        let mut bad = head(9, false, None);
         bad.extend_from_slice(&[3, b'a', b'b', b':']);
         assert!(matches!(decode(Bytes::from(bad)), Err(EnvelopeError::Position)));
     }
