@@ -239,10 +239,15 @@ impl Client {
 
     /// The next text frame as JSON (pings are answered by tungstenite and skipped).
     pub async fn next_json(&mut self) -> anyhow::Result<Value> {
+        Ok(serde_json::from_str(&self.next_text().await?)?)
+    }
+
+    /// The next text frame as sent.
+    pub async fn next_text(&mut self) -> anyhow::Result<String> {
         loop {
             let msg = tokio::time::timeout(STEP, self.ws.next()).await.context("no frame in time")?;
             match msg.context("connection ended")?? {
-                Message::Text(t) => return Ok(serde_json::from_str(&t)?),
+                Message::Text(t) => return Ok(t.as_str().to_owned()),
                 Message::Close(f) => bail!("closed: {f:?}"),
                 _ => {}
             }

@@ -10,6 +10,7 @@ mod cli;
 mod cluster;
 mod compression;
 mod delivery;
+mod delta;
 mod demo;
 mod deploy;
 mod disconnect;
