@@ -77,6 +77,10 @@ export interface ClientOptions {
   positions?: Record<string, Position>;
   /** Ack every user-stream event once its handlers returned without error. */
   autoAck?: boolean;
+  /** Ask for delta updates on channels (WebSocket; default true): events the publisher sent
+   * with `delta` arrive as the difference from the channel's previous event and are rebuilt
+   * before the handlers see them. */
+  delta?: boolean;
   /** First reconnect delay ceiling in ms, doubling per failed attempt; each wait is between
    * half the ceiling and the ceiling. Default 500. */
   initialBackoffMs?: number;
@@ -93,6 +97,10 @@ export interface ClientOptions {
    * ask (every WebSocket failure is retried, SSE is unavailable). */
   fetch?: typeof fetch | null;
 }
+
+/** Applies a Fossil delta to `source` (the format delta updates use); throws unless the
+ * result has the size and checksum the delta promises. */
+export declare function applyFossilDelta(source: Uint8Array, delta: Uint8Array): Uint8Array;
 
 /** An error the client reports: a refusal (`status`), a final close (`closeCode`), or an
  * `error` frame of the host (`code`, `channel`). */

@@ -84,13 +84,18 @@ pub fn client_frames(data: &[u8]) {
 }
 
 /// A publish body, then the same bytes as a batch: what validation accepts encodes to a
-/// JSON frame for each of its targets.
+/// JSON frame for each of its targets, and the frames of successive events make delta
+/// frames that are JSON too.
 pub fn publish_body(data: &[u8]) {
     let ids = IdGenerator::default();
     let one = crate::ingest::parse_one(&ids, data).map(|ev| vec![ev]);
     let batch = crate::ingest::parse_batch(&ids, data, 100);
     for events in [one, batch].into_iter().flatten() {
         events.iter().for_each(assert_encodes);
+        let frames: Vec<Bytes> = events.iter().map(|e| e.encode_for(Target::Channel("c"), None)).collect();
+        for pair in frames.windows(2) {
+            assert_deltas(&pair[0], &pair[1]);
+        }
     }
 }
 
@@ -99,6 +104,15 @@ fn assert_encodes(ev: &Event) {
         let position = crate::stream::Position { epoch: "e\"\\\u{1}".into(), offset: u64::MAX };
         assert_json_frame(&ev.encode_for(target, None));
         assert_json_frame(&ev.encode_for(target, Some(&position)));
+    }
+}
+
+/// Every event frame is a delta base, and a delta between two is a JSON frame.
+fn assert_deltas(prev: &Bytes, next: &Bytes) {
+    let base = crate::protocol::delta::Base::of(prev).expect("an event frame is a delta base");
+    let next = crate::protocol::delta::Base::of(next).expect("an event frame is a delta base");
+    if let Some(delta) = base.delta_to(&next) {
+        assert_json_frame(&delta);
     }
 }
 

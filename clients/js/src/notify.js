@@ -34,7 +34,80 @@ const DEFAULTS = {
   maxBackoffMs: 120_000,
   pingIntervalMs: 20_000,
   autoAck: false,
+  delta: true,
 };
+
+/** The digits of the Fossil delta format's integers, by value. */
+const FOSSIL_DIGITS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~";
+const FOSSIL_VALUE = new Map([...FOSSIL_DIGITS].map((c, i) => [c.charCodeAt(0), i]));
+
+/** The Fossil delta format's checksum of `bytes`: the one a delta ends with. */
+function fossilChecksum(bytes) {
+  let [s0, s1, s2, s3] = [0, 0, 0, 0];
+  let i = 0;
+  for (; bytes.length - i >= 4; i += 4) {
+    s0 = (s0 + bytes[i]) | 0;
+    s1 = (s1 + bytes[i + 1]) | 0;
+    s2 = (s2 + bytes[i + 2]) | 0;
+    s3 = (s3 + bytes[i + 3]) | 0;
+  }
+  s3 = (s3 + (s2 << 8) + (s1 << 16) + (s0 << 24)) | 0;
+  const rest = bytes.length - i;
+  if (rest >= 3) s3 = (s3 + (bytes[i + 2] << 8)) | 0;
+  if (rest >= 2) s3 = (s3 + (bytes[i + 1] << 16)) | 0;
+  if (rest >= 1) s3 = (s3 + (bytes[i] << 24)) | 0;
+  return s3 >>> 0;
+}
+
+/**
+ * Applies a Fossil delta (https://fossil-scm.org/home/doc/tip/www/delta_format.wiki) to
+ * `source`; throws unless the result has the size and checksum the delta promises.
+ */
+export function applyFossilDelta(source, delta) {
+  let at = 0;
+  const int = () => {
+    let value = 0;
+    let digit;
+    while (at < delta.length && (digit = FOSSIL_VALUE.get(delta[at])) !== undefined) {
+      value = value * 64 + digit;
+      at += 1;
+    }
+    return value;
+  };
+  const expect = (byte) => {
+    if (delta[at++] !== byte) throw new Error("malformed delta");
+  };
+  const size = int();
+  expect(0x0a);
+  const out = new Uint8Array(size);
+  let length = 0;
+  while (at < delta.length) {
+    const count = int();
+    const op = delta[at++];
+    if (op === 0x40 /* @ copy */) {
+      const offset = int();
+      expect(0x2c);
+      if (length + count > size || offset + count > source.length) throw new Error("delta copies out of range");
+      out.set(source.subarray(offset, offset + count), length);
+    } else if (op === 0x3a /* : insert */) {
+      if (length + count > size || at + count > delta.length) throw new Error("delta inserts out of range");
+      out.set(delta.subarray(at, at + count), length);
+      at += count;
+    } else if (op === 0x3b /* ; checksum */) {
+      if (length !== size || count !== fossilChecksum(out)) throw new Error("delta checksum mismatch");
+      return out;
+    } else {
+      throw new Error("malformed delta");
+    }
+    length += count;
+  }
+  throw new Error("unterminated delta");
+}
+
+/** The base64 `text` as bytes. */
+function fromBase64(text) {
+  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+}
 
 /** An error the client surfaces through its `error` event. */
 export class NotifyError extends Error {
@@ -218,6 +291,15 @@ export class NotifyClient extends Emitter {
    * something on the way breaks WebSocket.
    */
   #brokenUpgrades = 0;
+  /**
+   * Per channel subscribed with delta updates, its last event ({id, data}, data as the
+   * UTF-8 bytes the host sent): the base the next delta applies to.
+   */
+  #bases = new Map();
+  /** Channels being subscribed again after a delta did not apply: their `unsubscribed` is ours. */
+  #rebasing = new Set();
+  #encoder = new TextEncoder();
+  #decoder = new TextDecoder("utf-8", { fatal: true });
   /** The user's read cursor ({epoch, acked}) as last reported, for tenants with acks. */
   #cursor = null;
   /** Resets the backoff once a connection has lasted `STABLE_MS`. */
@@ -236,6 +318,9 @@ export class NotifyClient extends Emitter {
    * @param {Record<string, {epoch: string, offset: number}>} [options.positions] positions
    *   to resume from (as saved from `client.positions.toJSON()`)
    * @param {boolean} [options.autoAck] ack each user-stream event after its handlers return
+   * @param {boolean} [options.delta] ask for delta updates on channels (WebSocket; the
+   *   default): events the publisher sent with `delta` arrive as the difference from the
+   *   channel's previous event and are rebuilt before the handlers see them
    * @param {number} [options.initialBackoffMs] first reconnect delay ceiling (doubling;
    *   each wait is between half the ceiling and the ceiling)
    * @param {number} [options.maxBackoffMs] largest reconnect delay ceiling
@@ -301,6 +386,8 @@ export class NotifyClient extends Emitter {
   /** Leaves `channel` and forgets its position. */
   unsubscribe(channel) {
     if (!this.#channels.delete(channel)) return;
+    this.#bases.delete(channel);
+    this.#rebasing.delete(channel);
     if (this.positions.delete(`channel:${channel}`)) this.#positionsChanged();
     if (this.#transport === "sse") this.#reopen();
     else this.#send({ type: "unsubscribe", channel });
@@ -579,15 +666,20 @@ export class NotifyClient extends Emitter {
     switch (frame.type) {
       case "welcome":
         return this.#welcome(frame);
-      case "event":
+      case "event": {
+        const event = frame.channel !== undefined && this.#bases.has(frame.channel) ? this.#rebase(frame, data) : frame;
+        if (!event) return undefined;
         // One at a time, in order: a handler may be async, and positions advance in order.
-        this.#events = this.#events.then(() => this.#event(frame));
+        this.#events = this.#events.then(() => this.#event(event));
         return this.#events;
+      }
       case "subscribed":
         return this.#subscribed(frame);
       case "unsubscribed":
+        if (this.#rebasing.has(frame.channel)) return undefined;
         // Also a backend's doing (server-side subscriptions): the client follows it.
         this.#channels.delete(frame.channel);
+        this.#bases.delete(frame.channel);
         if (this.positions.delete(`channel:${frame.channel}`)) this.#positionsChanged();
         return this.#signal("unsubscribed", { channel: frame.channel });
       case "acked":
@@ -627,6 +719,7 @@ export class NotifyClient extends Emitter {
   }
 
   #subscribed(frame) {
+    this.#rebasing.delete(frame.channel);
     this.#channels.set(frame.channel, "subscribed");
     if (this.#resumed(`channel:${frame.channel}`, frame)) this.#positionsChanged();
     this.#signal("subscribed", { channel: frame.channel, recovered: frame.recovered !== false });
@@ -689,7 +782,48 @@ export class NotifyClient extends Emitter {
     const position = this.positions.get(`channel:${channel}`);
     const frame = { type: "subscribe", channel };
     if (position) frame.since = position;
+    if (this.#options.delta) {
+      frame.delta = "fossil";
+      // Whole events first: the host sends a new subscription no delta.
+      this.#bases.set(channel, null);
+    }
     this.#send(frame);
+  }
+
+  /**
+   * Takes in an event of a channel subscribed with delta updates (`text` as received): a
+   * whole event becomes the channel's base; a delta is applied to the base, giving the
+   * whole event. Returns the whole event, or null when a delta cannot be applied: the
+   * channel is then subscribed again from its position, so the host replays the event
+   * whole (without history it is lost, and `recovered` says so).
+   */
+  #rebase(frame, text) {
+    const channel = frame.channel;
+    if (frame.delta === undefined) {
+      const at = text.indexOf(',"data":');
+      this.#bases.set(channel, { id: frame.id, data: this.#encoder.encode(text.slice(at + 8, -1)) });
+      return frame;
+    }
+    if (this.#rebasing.has(channel)) return null;
+    const { delta, base: baseId, ...fields } = frame;
+    const base = this.#bases.get(channel);
+    try {
+      if (base?.id !== baseId) throw new Error("the delta's base is not the last event");
+      const data = applyFossilDelta(base.data, fromBase64(delta));
+      const event = { ...fields, data: JSON.parse(this.#decoder.decode(data)) };
+      this.#bases.set(channel, { id: frame.id, data });
+      return event;
+    } catch {
+      this.#resubscribe(channel);
+      return null;
+    }
+  }
+
+  #resubscribe(channel) {
+    this.#rebasing.add(channel);
+    if (!this.positions.get(`channel:${channel}`)) this.#signal("recovered", { stream: `channel:${channel}`, recovered: false });
+    this.#send({ type: "unsubscribe", channel });
+    this.#sendSubscribe(channel);
   }
 
   #send(frame) {

@@ -1,8 +1,9 @@
-// WebSocket compression in headless Chromium, the app's page (browser-test/app/index.html,
-// with the client) on another origin than the host as in production: the page's WebSocket
-// offers permessage-deflate, the host accepts it (the handshake answer read through the
-// DevTools protocol), and every event arrives intact, above and below the tenant's
-// threshold, non-ASCII text included.
+// Fewer bytes on the wire in headless Chromium, the app's page (browser-test/app/index.html,
+// with the client) on another origin than the host as in production. Compression: the
+// page's WebSocket offers permessage-deflate, the host accepts it (the handshake answer
+// read through the DevTools protocol), and every event arrives intact, above and below the
+// tenant's threshold, non-ASCII text included. Delta updates: a channel's versions travel
+// as deltas (the frames read through the DevTools protocol) and reach the page rebuilt.
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
@@ -70,4 +71,33 @@ test("a page's WebSocket negotiates permessage-deflate and gets every event inta
   await eventually(() => page.evaluate(() => window.client.positions.get("channel:news")));
   await host.publish("demo-key", { channels: ["news"], event: "headline", data: { text: TEXT } });
   await eventually(() => page.evaluate((text) => window.got.some((e) => e.event === "headline" && e.data.text === text), TEXT));
+});
+
+test("a page gets a channel's versions as deltas on the wire and whole in its handlers", async (t) => {
+  const context = await browser.newContext();
+  t.after(() => context.close());
+  const page = await context.newPage();
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("Network.enable");
+  const frames = [];
+  cdp.on("Network.webSocketFrameReceived", (e) => frames.push(e.response.payloadData));
+  const options = { url: host.url, tenant: "demo", user: "bea", channels: ["match"] };
+  await page.goto(`${app.origin}/?options=${encodeURIComponent(JSON.stringify(options))}`);
+  await page.evaluate(() => {
+    window.got = [];
+    window.client.on("event", (event) => window.got.push(event));
+  });
+  await eventually(() => page.evaluate(() => window.client.positions.get("channel:match")));
+
+  const players = Array.from({ length: 24 }, (_, i) => ({ name: `Spieler ${i} — 選手 🚚`, goals: i % 4 }));
+  const versions = [0, 1, 2, 3].map((score) => ({ score, players }));
+  for (const data of versions) await host.publish("demo-key", { channels: ["match"], event: "score", data, delta: true });
+  const events = await eventually(async () => {
+    const got = await page.evaluate(() => window.got);
+    return got.length === versions.length && got;
+  });
+  assert.deepEqual(events.map((e) => e.data), versions);
+  assert.ok(events.every((e) => e.delta === undefined));
+  const onWire = frames.filter((f) => f.startsWith('{"type":"event"')).map((f) => JSON.parse(f));
+  assert.deepEqual(onWire.map((f) => f.delta !== undefined), [false, true, true, true]);
 });
