@@ -34,6 +34,8 @@ pub(crate) struct Resume {
     pub user: Option<Position>,
     pub broadcast: Option<Position>,
     pub channels: Vec<(String, Option<Position>)>,
+    /// The `channels` get delta updates (`delta=fossil`, WebSocket only).
+    pub delta: bool,
 }
 
 /// What an accepted handshake hands to its connection task.
@@ -76,7 +78,7 @@ pub(crate) async fn join(conn: &Arc<Conn>, identity: &Identity, resume: Resume, 
     join_own(conn, &resume, app).await;
     let grants = grants(identity, &conn.tenant);
     for (channel, since) in resume.channels {
-        let action = subscribe(conn, app, Some(grants), channel, since, false);
+        let action = subscribe(conn, app, Some(grants), channel, since, resume.delta);
         act(action, conn, app).await;
     }
 }

@@ -6,7 +6,7 @@
 use anyhow::{Context as _, anyhow};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use notify_tests::{Client, DEMO, RedisServer, TestHost, position, ready_hosts};
+use notify_tests::{Client, DEMO, RedisServer, Req, TestHost, position, ready_hosts};
 use serde_json::{Value, json};
 
 /// A 2 KB document whose `score` changes from one version to the next.
@@ -103,6 +103,28 @@ async fn a_delta_subscriber_gets_differences_it_applies_and_others_get_whole_eve
     fan.send_json(&json!({"type": "subscribe", "channel": "other", "delta": "xdelta"})).await?;
     let error = fan.next_json().await?;
     assert_eq!((error["type"].as_str(), error["code"].as_str()), (Some("error"), Some("bad_frame")));
+    Ok(())
+}
+
+#[tokio::test]
+async fn channels_subscribed_at_connect_get_deltas_with_delta_fossil() -> anyhow::Result<()> {
+    let host = TestHost::start(DEMO).await?;
+    let (mut fan, _) = host.join("demo", "user=ann&channels=match&delta=fossil").await?;
+    assert_eq!(fan.next_json().await?["type"], "subscribed");
+    let mut base = Base::default();
+    for score in 0..3 {
+        host.publish_ok(&version(score)).await?;
+        let (event, was_delta, _) = base.take(&next_event_text(&mut fan).await?)?;
+        assert_eq!((&event["data"], was_delta), (&document(score), score > 0));
+    }
+    for (path, why) in [
+        ("/v1/ws/demo?user=ann&channels=match&delta=vcdiff", "delta must be fossil"),
+        ("/v1/sse/demo?user=ann&channels=match&delta=fossil", "WebSocket only"),
+    ] {
+        let (status, body) = Req::get(path).header("Upgrade", "websocket").reply(host.addr).await?;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{path}");
+        assert!(body["error"]["message"].as_str().context("message")?.contains(why), "{body}");
+    }
     Ok(())
 }
 

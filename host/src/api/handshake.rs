@@ -317,6 +317,8 @@ pub(super) struct ConnectQuery {
     broadcast_since: Option<String>,
     /// Channels to subscribe at connect, comma-separated.
     channels: Option<String>,
+    /// `fossil`: the `channels` get delta updates (WebSocket only).
+    delta: Option<String>,
     /// Where to resume every stream: an SSE event `id` (`STREAM:EPOCH:OFFSET`, comma-separated).
     last_event_id: Option<String>,
 }

@@ -1,6 +1,6 @@
 //! Where a connecting client starts, read from its connect URL the same way for every
 //! transport: positions for its own streams (`user_since`, `broadcast_since`), the channels
-//! to subscribe at connect (`channels`), and an SSE cursor (`Last-Event-ID`, or
+//! to subscribe at connect (`channels`, with delta updates if `delta`), and an SSE cursor (`Last-Event-ID`, or
 //! `last_event_id` for clients that cannot set headers) that carries positions for all of
 //! them and wins over the other parameters. An SSE stream's cursor starts from the
 //! [`Resume`] (`sse::Cursor::from`).
@@ -48,7 +48,12 @@ pub(super) fn from_request(app: &App, tenant: &Tenant, identity: &Identity, req:
         let since = given.get(&Stream::Channel(name.to_owned())).cloned();
         channels.push((name.to_owned(), since));
     }
-    Ok(Resume { user, broadcast, channels })
+    let delta = match query_param(req.uri.query(), "delta").as_deref() {
+        None => false,
+        Some("fossil") => true,
+        Some(_) => return Err(Refusal::bad_request("delta must be fossil, the one delta format")),
+    };
+    Ok(Resume { user, broadcast, channels, delta })
 }
 
 /// The cursor the client sent, if any.

@@ -57,10 +57,12 @@ pub(crate) async fn handle(
     let (req, _body) = req.into_parts();
     let peer = handshake::client_addr(&app, peer, &req);
     let admitted = handshake::admit(&app, &tenant_id, peer, &req, |tenant, identity| {
-        resume::from_request(&app, tenant, identity, &req).map(|resume| {
-            let cursor = Cursor::from(&resume);
-            (resume, cursor)
-        })
+        let resume = resume::from_request(&app, tenant, identity, &req)?;
+        if resume.delta {
+            return Err(Refusal::bad_request("delta updates are sent over WebSocket only"));
+        }
+        let cursor = Cursor::from(&resume);
+        Ok((resume, cursor))
     })
     .await;
     let mut res = match admitted {
