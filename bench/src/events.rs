@@ -20,6 +20,15 @@ pub(crate) fn broadcast(n: usize, attributes: &Map<String, Value>, pad: &str) ->
            "data": {"sent_us": now_us(), "n": n, "pad": pad}})
 }
 
+/// Version `n` of a document of about `size` bytes on `channel`, stamped now in its event
+/// name (a delta frame carries no data to stamp); `n` is the one field of the document that
+/// changes. With `delta`, sent as a delta to the subscribers who asked.
+pub(crate) fn version(channel: &str, n: usize, size: usize, delta: bool) -> Value {
+    let rows: Vec<Value> = (0..size / 32).map(|i| json!({"row": i, "label": format!("item {i:05}")})).collect();
+    json!({"channels": [channel], "event": format!("bench sent_us={} n={n}", now_us()), "delta": delta,
+           "data": {"n": n, "rows": rows}})
+}
+
 /// Event number `n` for `user` alone, stamped now.
 pub(crate) fn targeted(user: &str, n: usize, pad: &str) -> Value {
     json!({"users": [user], "event": "bench", "data": {"sent_us": now_us(), "n": n, "pad": pad}})
@@ -32,9 +41,11 @@ pub(crate) fn number(frame: &str, key: &str) -> Option<u64> {
     rest[..digits].parse().ok()
 }
 
-/// The send time and number a generator's event carries, if the frame is one.
+/// The send time and number a generator's event carries, in its data or (a document
+/// version) its event name, if the frame is one.
 pub(crate) fn stamp(frame: &str) -> Option<(u64, u64)> {
-    Some((number(frame, "\"sent_us\":")?, number(frame, "\"n\":")?))
+    let data = || Some((number(frame, "\"sent_us\":")?, number(frame, "\"n\":")?));
+    data().or_else(|| Some((number(frame, " sent_us=")?, number(frame, " n=")?)))
 }
 
 /// The value at fraction `p` of sorted samples (0 when there are none).

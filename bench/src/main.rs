@@ -11,6 +11,7 @@
 //! notify-load fanout    --url WS_URL[,WS_URL...] --publish HTTP_URL --key KEY [--connections N]
 //!                       [--events N] [--rate EVENTS_PER_SEC] [--payload BYTES] [--attribute k=v]...
 //!                       [--token-secret S] [--claim k=v]... [--publishers N]
+//!                       [--channel NAME [--delta true]]
 //! notify-load targeted  --url WS_URL --publish BATCH_URL --key KEY [--connections N] [--events N]
 //!                       [--batch N] [--rate EVENTS_PER_SEC] [--payload BYTES]
 //! notify-load publish   --publish HTTP_URL --key KEY [--events N] [--payload BYTES] [--publishers N]
@@ -47,7 +48,11 @@
 //! deliveries per second and the latency percentiles over every delivery. `--welcome false`
 //! (any mode) is for servers that send no first frame of their own, such as Nchan: a
 //! connection counts as open once the upgrade is done. `--deflate true` (any WebSocket mode)
-//! offers permessage-deflate and inflates what arrives compressed.
+//! offers permessage-deflate and inflates what arrives compressed. `fanout --channel NAME`
+//! publishes versions of a `--payload`-byte document to that channel instead (subscribers
+//! join it through their URL: `?channels=NAME`, with `&delta=fossil` for delta updates), each
+//! stamped in its event name; `--delta true` publishes them with `delta`. Every report gives
+//! the bytes per delivery the subscribers received.
 //!
 //! `targeted` connects users like `fanout`, then sends `--events` rounds of one event to each
 //! user, `--batch` user-addressed events per `POST /v1/publish/batch` request, back to back
@@ -117,6 +122,10 @@ struct Args {
     fallback: Vec<String>,
     /// `soak`: connections replaced per second.
     churn: f64,
+    /// `fanout`: publish versions of a document to this channel instead of broadcasts.
+    channel: Option<String>,
+    /// With `channel`: publish them with `delta`.
+    delta: bool,
 }
 
 fn pair(s: &str) -> anyhow::Result<(String, String)> {
@@ -162,6 +171,8 @@ fn parse(args: &[String]) -> anyhow::Result<(String, Args)> {
             "--publishers" => a.publishers = v.parse::<usize>()?.max(1),
             "--resume" => a.resume = v.parse().context("--resume is true or false")?,
             "--churn" => a.churn = v.parse()?,
+            "--channel" => a.channel = Some(v.clone()),
+            "--delta" => a.delta = v.parse().context("--delta is true or false")?,
             "--deflate" => {
                 let offer = v.parse().context("--deflate is true or false")?;
                 connect::OFFER_DEFLATE.store(offer, std::sync::atomic::Ordering::Relaxed);
@@ -205,12 +216,13 @@ fn report_received(a: &Args, tally: &Shared, opened: usize) -> anyhow::Result<St
     let latency = summary(&mut t.latencies);
     let codes: Vec<String> = t.closes.iter().map(|(code, n)| format!("{code}x{n}")).collect();
     let line = format!(
-        "received {received} of {expected} events (missing {}, duplicates {}, closed early {}, close codes [{}]); {}; last receipt at {} us",
+        "received {received} of {expected} events (missing {}, duplicates {}, closed early {}, close codes [{}]); {}; {} bytes per delivery; last receipt at {} us",
         expected - received,
         t.duplicates,
         t.ended,
         codes.join(" "),
         latency,
+        t.bytes.checked_div(received as u64).unwrap_or(0),
         t.last_us
     );
     let line = if a.resume {
@@ -308,7 +320,11 @@ async fn publish_broadcasts(a: &Args) -> anyhow::Result<(u64, Duration)> {
                 if a.rate > 0.0 {
                     tokio::time::sleep_until((started + Duration::from_secs_f64(i as f64 / a.rate)).into()).await;
                 }
-                publisher.send(&events::broadcast(i, attributes, pad)).await?;
+                let event = match &a.channel {
+                    Some(channel) => events::version(channel, i, a.payload, a.delta),
+                    None => events::broadcast(i, attributes, pad),
+                };
+                publisher.send(&event).await?;
             }
             anyhow::Ok(())
         }

@@ -30,6 +30,8 @@ pub(crate) struct Tally {
     pub(crate) closes: std::collections::BTreeMap<u16, usize>,
     /// When the last event arrived (Unix µs).
     pub(crate) last_us: u64,
+    /// Bytes of the event messages received (after inflating).
+    pub(crate) bytes: u64,
     /// With `--resume`: reconnections, those whose welcome said the broadcast was not
     /// recovered, attempts the server sent back to retry later (a `reconnect` frame instead
     /// of the welcome), readers that could not reconnect, and when the last welcome arrived.
@@ -163,6 +165,7 @@ impl Reader {
         }
         self.seen[word] |= bit;
         self.received += 1;
+        t.bytes += text.len() as u64;
         t.latencies.push(now.saturating_sub(sent));
         t.last_us = t.last_us.max(now);
         if self.received == self.events {
