@@ -15,8 +15,9 @@ use super::frame;
 /// The LZ77 window of every compressed server message, as `server_max_window_bits`. A
 /// client that asks for a smaller one gets no compression (docs/PROTOCOL.md).
 pub(crate) const WINDOW_BITS: u8 = 15;
-/// zlib's compression level: for notification-sized JSON, higher levels took more time
-/// for a few bytes (BENCHMARKS.md).
+/// zlib's compression level: the smallest frames for notification-sized JSON; lower levels
+/// save instructions once per event at the cost of every recipient's bytes, higher ones
+/// cost more for 1% (BENCHMARKS.md, "Compression level and window").
 const LEVEL: u32 = 6;
 /// What a sync flush ends a message with: RFC 7692 takes it off each compressed message
 /// (§7.2.1), and the receiver puts it back before inflating (§7.2.2).
