@@ -5,7 +5,8 @@
 # PAYLOAD-byte pad, published at RATE events/s (0: each as soon as the previous publish was
 # accepted). notify runs the stock settings (memory broker, history on). Reports the
 # generator's deliveries/s and latency percentiles (from the send time in each payload, over
-# every delivery), deliveries missing, and the server's CPU per delivery from /proc.
+# every delivery), deliveries missing, and the server's CPU per delivery from /proc; for
+# notify also its own mean time from accepting a publish to having queued it everywhere.
 #
 #   bench/fanout.sh [SUBSCRIBERS] [EVENTS] [RATE] [PAYLOAD]   (defaults 10000 20 2 200)
 #   HOST_BIN=path/to/notify-host bench/fanout.sh               (measure another build)
@@ -34,13 +35,21 @@ measure() {
     --connections "$subs" --events "$events" --rate "$rate" --payload "$payload" --concurrency 200 "$@"
 }
 
+# The host's own time from accepting a publish to having queued (or written) it for every
+# subscriber, averaged over the run's events: latency without the generator's share.
+enqueue_mean() {
+  scrape | awk '/^notify_publish_to_enqueue_seconds_sum/ {s = $2} /^notify_publish_to_enqueue_seconds_count/ {n = $2}
+    END {printf "publish to enqueued (host) %.2f ms on average\n", n ? s / n * 1000 : 0}'
+}
+
 start_host "$work/config.toml"
 measure notify "$host_pid" "ws://127.0.0.1:$port/v1/ws/demo" "http://127.0.0.1:$port/v1/publish"
+echo "notify: $(enqueue_mean)"
 kill "$host_pid"; wait "$host_pid" 2>/dev/null || true; host_pid=""
 if [ -n "${DEFLATE:-}" ]; then
   start_host "$work/config.toml"
   measure notify-deflate "$host_pid" "ws://127.0.0.1:$port/v1/ws/demo" "http://127.0.0.1:$port/v1/publish" --deflate true
-  echo "notify-deflate: $(scrape | grep -E '^notify_(frames_compressed|compression_(bytes|seconds))_total' | tr '\n' ' ')"
+  echo "notify-deflate: $(enqueue_mean); $(scrape | grep -E '^notify_(frames_compressed|compression_(bytes|seconds))_total' | tr '\n' ' ')"
   kill "$host_pid"; wait "$host_pid" 2>/dev/null || true; host_pid=""
 fi
 

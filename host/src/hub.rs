@@ -471,7 +471,7 @@ impl Hub {
     }
 
     /// Pushes an already encoded frame of one stream to its local connections; `latency`
-    /// is the time since it was published.
+    /// is the time from its publication to this call (the fan-out's own time is added).
     pub(crate) fn deliver_frame(
         &self,
         tenant: &Tenant,
@@ -480,9 +480,10 @@ impl Hub {
         routing: Routing<'_>,
         latency: Duration,
     ) -> Delivery {
+        let started = Instant::now();
         let mut total = Delivery::default();
         self.deliver_to(tenant, target, routing, || frame.clone(), &mut total);
-        self.account(tenant, total, latency);
+        self.account(tenant, total, latency + started.elapsed());
         total
     }
 

@@ -18,7 +18,7 @@ pub(crate) trait LocalDelivery: Send + Sync + 'static {
     fn deliver(&self, tenant: &Tenant, event: &Event);
 
     /// Pushes an already encoded frame of one stream to its local connections; `latency` is
-    /// the time since it was published.
+    /// the time from its publication to this call.
     fn deliver_frame(
         &self,
         tenant: &Tenant,
