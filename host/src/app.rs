@@ -22,6 +22,7 @@ use crate::plugin::{PluginError, Plugins};
 use crate::revocation::Revocations;
 use crate::tenant::Tenants;
 use crate::tls::Tls;
+use crate::webhook::Webhooks;
 
 /// Why the host could not start.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +69,8 @@ struct Parts {
     /// Stream history for positions, resume and read cursors: in memory with the memory
     /// broker, in Redis with the Redis broker (which appends to it as it publishes).
     history: Arc<dyn History>,
+    /// Each tenant's webhook endpoints.
+    webhooks: Arc<Webhooks>,
     /// When this process started, in Unix milliseconds.
     started_at_ms: u64,
 }
@@ -128,8 +131,10 @@ impl App {
         let hub = Arc::new(Hub::new(limits));
         let tenants = Arc::new(Tenants::from_config(&config));
         let broker_metrics = Arc::new(BrokerMetrics::default());
+        let webhooks = Arc::new(Webhooks::new(&config));
+        let local = hub.clone() as Arc<dyn LocalDelivery>;
         let Backends { broker, history, presence, idempotency, control, node_id, shared, ingestion, tasks } =
-            Backends::start(&config, &(hub.clone() as Arc<dyn LocalDelivery>), &tenants, &broker_metrics).await?;
+            Backends::start(&config, &local, &tenants, &broker_metrics, &webhooks).await?;
         let plugins = Arc::new(Plugins::from_config(&config, &tenants).await?);
         let addresses = Addresses::new(config.addresses.clone(), config.server.max_handshakes);
         let admission = Admission::new(config.server.max_connections, addresses.counts());
@@ -150,6 +155,7 @@ impl App {
             shared,
             presence,
             history,
+            webhooks,
         }));
         Ok((app, BackendStart { tasks, ingestion }))
     }
@@ -188,6 +194,10 @@ impl App {
 
     pub(crate) fn metrics(&self) -> &GlobalMetrics {
         &self.0.metrics
+    }
+
+    pub(crate) fn webhooks(&self) -> &Arc<Webhooks> {
+        &self.0.webhooks
     }
 
     pub(crate) fn ids(&self) -> &IdGenerator {
@@ -240,6 +250,7 @@ impl App {
         crate::metrics::render_plugins(&mut out, &self.0.pipeline.plugins.all_metrics());
         crate::metrics::render_compression(&mut out, self.0.hub.compression());
         crate::metrics::render_deltas(&mut out, self.0.hub.deltas());
+        crate::metrics::render_webhooks(&mut out, self.0.webhooks.endpoints());
         if let Some(streams) = self.0.history.streams_kept() {
             crate::metrics::render_history(&mut out, streams);
         }

@@ -30,6 +30,9 @@ pub struct Config {
     /// Limits per client address, whatever the tenant.
     #[serde(default)]
     pub addresses: AddressLimits,
+    /// How webhooks are sent, for every tenant's endpoints.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
     /// Tenants by id; the id is the `{tenant}` path segment of client URLs.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantConfig>,
@@ -308,14 +311,109 @@ impl Default for ConnectionConfig {
 }
 
 /// Which broker carries events between publishers and hubs.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
 pub enum BrokerConfig {
     /// Single process: events go straight from ingest to the local hub.
-    #[default]
-    Memory,
+    Memory(MemoryConfig),
     /// Many nodes sharing one Redis (or Redis Cluster).
     Redis(RedisConfig),
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self::Memory(MemoryConfig::default())
+    }
+}
+
+/// One node on its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// A user whose last connection closed is reported offline (webhooks) only after this
+    /// long, so a quick reconnect is not an offline/online pair.
+    #[serde(with = "humantime_serde")]
+    pub presence_debounce: Duration,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self { presence_debounce: Duration::from_secs(5) }
+    }
+}
+
+/// How webhooks are sent (docs/WEBHOOKS.md); each tenant lists its endpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Endpoints may be reached at loopback, private, link-local and other non-public
+    /// addresses. Off, such an endpoint is refused (server-side request forgery).
+    pub allow_private: bool,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// The most one request may take, connecting included.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// The first wait before a failed batch is sent again; each later one doubles (with
+    /// jitter), up to `max_backoff`.
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// How long a batch is retried before it goes to the tenant's dead letters.
+    #[serde(with = "humantime_serde")]
+    pub retry_for: Duration,
+    /// Events waiting per endpoint; when full, the oldest go to the dead letters.
+    pub queue: usize,
+    /// Dead-lettered batches kept per tenant (the oldest go first).
+    pub dead_letters: usize,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            allow_private: false,
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(15),
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
+            retry_for: Duration::from_secs(24 * 3600),
+            queue: 10_000,
+            dead_letters: 1_000,
+        }
+    }
+}
+
+/// One webhook endpoint of a tenant.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookEndpoint {
+    /// `https://...` or `http://...`.
+    pub url: String,
+    /// The Standard Webhooks signing secret: `whsec_` and the base64 of 24 to 64 random
+    /// bytes.
+    pub secret: String,
+    /// The event types sent to it (docs/WEBHOOKS.md); empty: every type that is on by default.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Events per request, and how long the first of a batch waits for more.
+    #[serde(default)]
+    pub batch: WebhookBatch,
+}
+
+/// How a webhook endpoint's events are grouped into requests.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookBatch {
+    pub max_events: usize,
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+}
+
+impl Default for WebhookBatch {
+    fn default() -> Self {
+        Self { max_events: 100, max_wait: Duration::from_millis(200) }
+    }
 }
 
 /// Cluster mode over Redis: node-to-node fan-out, publishing through Redis, presence.
@@ -454,6 +552,9 @@ pub struct TenantConfig {
     /// This tenant's quotas where they differ from `[limits]`.
     #[serde(default)]
     pub limits: LimitOverrides,
+    /// Where the tenant's webhooks go.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookEndpoint>,
 }
 
 /// A tenant's quotas on one node; 0 means no limit.
@@ -670,6 +771,7 @@ impl Config {
         self.plugins.validate()?;
         self.server.validate()?;
         self.addresses.validate()?;
+        self.webhooks.validate()?;
         // With Redis, tenants created through another node's admin API reach this one; in
         // memory, such a node could never serve anything.
         let shared = matches!(self.broker, BrokerConfig::Redis(_));
@@ -742,6 +844,21 @@ impl PluginLimits {
     }
 }
 
+impl WebhooksConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.connect_timeout.is_zero() || self.timeout.is_zero() {
+            return Err(invalid("webhooks.timeout", "webhook timeouts must be greater than zero"));
+        }
+        if self.initial_backoff.is_zero() || self.max_backoff < self.initial_backoff {
+            return Err(invalid("webhooks.max_backoff", "must be at least webhooks.initial_backoff, above zero"));
+        }
+        if self.queue == 0 || self.dead_letters == 0 {
+            return Err(invalid("webhooks.queue", "webhooks.queue and webhooks.dead_letters must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
 impl ServerConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.max_publish_bytes < 256 {
@@ -805,6 +922,10 @@ impl TenantConfig {
         }
         if self.plugins.get(&Hook::Auth).is_some_and(|p| p.on_failure.is_some()) {
             return Err(invalid(key("plugins.auth.on_failure"), "auth plugins always fail closed"));
+        }
+        for (i, endpoint) in self.webhooks.iter().enumerate() {
+            crate::webhook::check_endpoint(endpoint)
+                .map_err(|(field, why)| invalid(key(&format!("webhooks[{i}].{field}")), why))?;
         }
         match &self.auth {
             AuthConfig::Jwt(jwt) => jwt.validate(&key("auth")),

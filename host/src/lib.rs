@@ -41,6 +41,7 @@ mod stream;
 mod tenant;
 mod tls;
 mod trim;
+mod webhook;
 mod ws;
 
 #[cfg(any(test, fuzzing))]

@@ -186,6 +186,9 @@ fn start_node_tasks(app: &App) {
     if let Some(tls) = &app.edge().tls {
         life.spawn("tls watch", tls.clone().watch(life.drain.clone()));
     }
+    for endpoint in app.webhooks().tasks() {
+        life.spawn("webhook endpoint", endpoint);
+    }
 }
 
 /// Binds `addr` with a listen backlog of `backlog` (tokio's `bind` uses 1024), warning when

@@ -8,82 +8,13 @@ host binary; redis-server must be installed).
 
 import asyncio
 import json
-import os
-import socket
-import subprocess
-import tempfile
 import unittest
-import urllib.request
 
 import websockets
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
-HOST_BIN = os.environ.get("NOTIFY_HOST_BIN", os.path.join(ROOT, "target", "debug", "notify-host"))
-TENANT = '[tenants.demo]\npublish_key = "demo-key"\nauth = { mode = "insecure" }\n'
+from harness import Host, Process, free_port, until
+
 TEXT = "Ihre Bestellung wurde versandt — 注文は発送されました — " * 30
-# How long any one step may take before the test fails (not a speed assertion).
-STEP = 20
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def until(check):
-    """Waits until `check()` (plain or async) returns something truthy, and returns it."""
-    for _ in range(STEP * 20):
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"condition not met within {STEP} s")
-
-
-class Process:
-    """A child process stopped (SIGKILL) when the test ends."""
-
-    def __init__(self, test, args):
-        self.child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        test.addCleanup(self.stop)
-
-    def stop(self):
-        if self.child.poll() is None:
-            self.child.kill()
-            self.child.wait()
-
-
-class Host(Process):
-    def __init__(self, test, extra=""):
-        self.port = free_port()
-        self.dir = tempfile.TemporaryDirectory()
-        test.addCleanup(self.dir.cleanup)
-        config = os.path.join(self.dir.name, "config.toml")
-        with open(config, "w") as f:
-            f.write(f'[server]\nlisten = "127.0.0.1:{self.port}"\nmetrics_listen = "off"\n{extra}{TENANT}')
-        super().__init__(test, [HOST_BIN, "--config", config])
-
-    async def ready(self):
-        async def answers():
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-
-        await until(answers)
-
-    def publish(self, body):
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/v1/publish",
-            data=json.dumps(body).encode(),
-            headers={"authorization": "Bearer demo-key", "content-type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=STEP) as r:
-            assert r.status == 202, r.status
 
 
 class Client:

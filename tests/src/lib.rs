@@ -19,9 +19,11 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+mod receiver;
 mod redis_server;
 mod sse;
 
+pub use receiver::{Received, Receiver};
 pub use redis_server::{RedisCluster, RedisServer};
 pub use sse::{Sse, SseClient, SseRefused};
 

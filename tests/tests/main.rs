@@ -36,3 +36,4 @@ mod subscriptions;
 mod tenants;
 mod tenants_cluster;
 mod tls;
+mod webhooks;

@@ -20,6 +20,7 @@ mod sse;
 mod streams;
 mod tenants;
 mod users;
+mod webhooks;
 mod websocket;
 
 #[cfg(any(test, fuzzing))]
@@ -81,6 +82,8 @@ fn routes(demo: bool) -> OpenApiRouter<App> {
         .routes(routes!(admin::list))
         .routes(routes!(admin::upload, admin::remove))
         .routes(routes!(admin::rollback))
+        .routes(routes!(webhooks::dead_letters))
+        .routes(routes!(webhooks::replay))
         .routes(routes!(pages::dashboard));
     let traced = if demo { traced.routes(routes!(pages::demo)).routes(routes!(pages::sdk)) } else { traced };
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())

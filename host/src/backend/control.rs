@@ -197,6 +197,7 @@ impl TenantSettings {
             history: self.history,
             compression: self.compression,
             limits: self.limits,
+            webhooks: Vec::new(),
         }
     }
 }

@@ -33,6 +33,7 @@ pub(crate) use presence::{Presence, PresenceError};
 use crate::config::{BrokerConfig, Config};
 use crate::metrics::BrokerMetrics;
 use crate::tenant::Tenants;
+use crate::webhook::Webhooks;
 use control::{ControlStore, StoreError};
 
 /// The backends of one node, all of one kind.
@@ -83,9 +84,10 @@ impl Backends {
         local: &Arc<dyn LocalDelivery>,
         tenants: &Arc<Tenants>,
         metrics: &Arc<BrokerMetrics>,
+        webhooks: &Arc<Webhooks>,
     ) -> Result<Self, BackendsError> {
         match &config.broker {
-            BrokerConfig::Memory => memory::backends(config, local),
+            BrokerConfig::Memory(memory) => memory::backends(config, memory, local, webhooks),
             BrokerConfig::Redis(redis) => {
                 let spread = config.connections.reconnect_spread;
                 redis::backends(redis, local, tenants, metrics, spread).await

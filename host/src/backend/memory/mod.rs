@@ -12,18 +12,24 @@ use std::sync::Arc;
 use control::FileStore;
 
 use super::{Backends, BackendsError, LocalDelivery};
-use crate::config::Config;
+use crate::config::{Config, MemoryConfig};
+use crate::webhook::Webhooks;
 
 /// One node's backends; the control-plane state is kept in a file under `server.data_dir`,
 /// or in memory without one.
-pub(super) fn backends(config: &Config, local: &Arc<dyn LocalDelivery>) -> Result<Backends, BackendsError> {
+pub(super) fn backends(
+    config: &Config,
+    memory: &MemoryConfig,
+    local: &Arc<dyn LocalDelivery>,
+    webhooks: &Arc<Webhooks>,
+) -> Result<Backends, BackendsError> {
     let history = Arc::new(history::MemoryHistory::default());
     let data_dir = config.server.data_dir.as_ref().map(|d| config.base_dir.join(d));
     Ok(Backends {
         broker: Arc::new(broker::MemoryBroker::new(local.clone(), history.clone())),
         history,
         idempotency: Arc::new(idempotency::MemoryIdempotency::default()),
-        presence: Arc::new(presence::MemoryPresence::new(local.clone())),
+        presence: Arc::new(presence::MemoryPresence::new(local.clone(), webhooks.clone(), memory.presence_debounce)),
         control: Arc::new(FileStore::open(data_dir)?),
         node_id: super::random_node_id(),
         shared: false,

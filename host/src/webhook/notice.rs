@@ -1,0 +1,112 @@
+//! What a webhook tells: the event types, one notice of something that happened, and the
+//! JSON body of a batch of them (docs/WEBHOOKS.md).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+/// The types of webhook events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A user's first connection anywhere opened.
+    UserOnline,
+    /// A user's last connection closed, and none opened within the presence debounce.
+    UserOffline,
+}
+
+impl Kind {
+    pub(crate) const ALL: [Kind; 2] = [Kind::UserOnline, Kind::UserOffline];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::UserOnline => "user.online",
+            Kind::UserOffline => "user.offline",
+        }
+    }
+
+    pub(crate) fn named(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The bit of this kind in a set of kinds.
+    pub(crate) fn bit(self) -> u32 {
+        1 << self as u32
+    }
+}
+
+/// One thing that happened, for the tenant's endpoints that want its kind.
+#[derive(Debug, Clone)]
+pub(crate) struct Notice {
+    /// Stable across retries: receivers deduplicate by it.
+    pub id: String,
+    pub kind: Kind,
+    /// Milliseconds since the Unix epoch when it happened.
+    pub at_ms: u64,
+    pub data: Value,
+}
+
+impl Notice {
+    pub(crate) fn new(kind: Kind, data: Value) -> Self {
+        Self { id: random_id("evt_"), kind, at_ms: crate::clock::now_millis(), data }
+    }
+
+    pub(crate) fn json(&self) -> Value {
+        json!({"id": self.id, "type": self.kind.name(), "timestamp": rfc3339(self.at_ms), "data": self.data})
+    }
+}
+
+/// The body of one request: `{"type":"notify.batch","timestamp":..,"data":{"tenant":..,"events":[..]}}`.
+pub(crate) fn body(tenant: &str, notices: &[Notice]) -> Vec<u8> {
+    let events: Vec<Value> = notices.iter().map(Notice::json).collect();
+    let body = json!({"type": "notify.batch", "timestamp": rfc3339(crate::clock::now_millis()),
+                      "data": {"tenant": tenant, "events": events}});
+    serde_json::to_vec(&body).expect("JSON values serialise")
+}
+
+/// `prefix` and 128 random bits in hex.
+pub(crate) fn random_id(prefix: &str) -> String {
+    let mut bytes = [0u8; 16];
+    // Without randomness, the time and a counter still make ids unique on this node.
+    if getrandom::fill(&mut bytes).is_err() {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        bytes[..8].copy_from_slice(&crate::clock::now_micros().to_be_bytes());
+        bytes[8..].copy_from_slice(&n.to_be_bytes());
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}{hex}")
+}
+
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// Seconds since the Unix epoch, for `webhook-timestamp`.
+pub(crate) fn unix_seconds() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_names_its_tenant_and_each_event_its_id_type_and_time() {
+        let notice = Notice {
+            id: "evt_1".into(),
+            kind: Kind::UserOffline,
+            at_ms: 1_796_613_633_910,
+            data: json!({"user": "ann"}),
+        };
+        let body: Value = serde_json::from_slice(&body("demo", &[notice])).unwrap();
+        assert_eq!(body["type"], "notify.batch");
+        assert_eq!(body["data"]["tenant"], "demo");
+        assert_eq!(
+            body["data"]["events"][0],
+            json!({"id": "evt_1", "type": "user.offline", "timestamp": "2026-12-07T03:20:33.910Z", "data": {"user": "ann"}})
+        );
+        assert_ne!(random_id("x_"), random_id("x_"));
+        assert_eq!(Kind::named("user.online"), Some(Kind::UserOnline));
+        assert_eq!(Kind::named("user.away"), None);
+    }
+}

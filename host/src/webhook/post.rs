@@ -1,0 +1,201 @@
+//! One webhook request: resolve the endpoint's host, refuse addresses that are not public
+//! (unless the operator allows them), connect to the address that was checked (so a second
+//! lookup cannot swap it), speak TLS for `https`, POST, and read the status, all within the
+//! configured timeouts.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::{Request, Uri};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use crate::config::WebhooksConfig;
+
+/// Why a request did not get an answer, or got a failing one.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PostError {
+    #[error("{0} is not a public address (webhooks.allow_private is off)")]
+    NotPublic(IpAddr),
+    #[error("cannot resolve {host}: {source}")]
+    Resolve { host: String, source: std::io::Error },
+    #[error("connecting to {addr}: {source}")]
+    Connect { addr: SocketAddr, source: std::io::Error },
+    #[error("TLS with {host}: {source}")]
+    Tls { host: String, source: std::io::Error },
+    #[error("HTTP: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("answered {0}")]
+    Status(u16),
+}
+
+impl PostError {
+    /// Trying again cannot help: the endpoint's address is refused.
+    pub(crate) fn permanent(&self) -> bool {
+        matches!(self, PostError::NotPublic(_))
+    }
+}
+
+/// Sends webhook requests for every endpoint of the node.
+pub(crate) struct Poster {
+    allow_private: bool,
+    connect_timeout: Duration,
+    timeout: Duration,
+    tls: tokio_rustls::TlsConnector,
+}
+
+impl Poster {
+    pub(crate) fn new(config: &WebhooksConfig) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(crate::tls::provider()))
+            .with_safe_default_protocol_versions()
+            .expect("the provider supports the default versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Self {
+            allow_private: config.allow_private,
+            connect_timeout: config.connect_timeout,
+            timeout: config.timeout,
+            tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+        }
+    }
+
+    /// POSTs `body` with `headers` to `url`; Ok once the endpoint answered 2xx.
+    pub(crate) async fn post(&self, url: &Uri, headers: &[(&str, String)], body: Bytes) -> Result<(), PostError> {
+        tokio::time::timeout(self.timeout, self.exchange(url, headers, body))
+            .await
+            .unwrap_or(Err(PostError::Timeout(self.timeout)))
+    }
+
+    async fn exchange(&self, url: &Uri, headers: &[(&str, String)], body: Bytes) -> Result<(), PostError> {
+        let host = url.host().unwrap_or_default().trim_matches(['[', ']']);
+        let secure = url.scheme_str() == Some("https");
+        let port = url.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        let tcp = self.connect(host, port).await?;
+        let io: Box<dyn Io> = if secure {
+            let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                .map_err(|e| PostError::Tls { host: host.into(), source: std::io::Error::other(e) })?;
+            let tls =
+                self.tls.connect(name, tcp).await.map_err(|source| PostError::Tls { host: host.into(), source })?;
+            Box::new(tls)
+        } else {
+            Box::new(tcp)
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
+        tokio::spawn(conn);
+        let path = url.path_and_query().map_or("/", |p| p.as_str());
+        let authority = url.authority().map_or(host, |a| a.as_str());
+        let mut req = Request::post(path)
+            .header("host", authority)
+            .header("content-type", "application/json")
+            .header("user-agent", concat!("notify-webhooks/", env!("CARGO_PKG_VERSION")));
+        for (name, value) in headers {
+            req = req.header(*name, value);
+        }
+        let req = req.body(Full::new(body)).expect("a request of checked parts");
+        let res = sender.send_request(req).await?;
+        let status = res.status();
+        // The answer's body is read (and dropped) so the exchange ends cleanly.
+        let _ = res.into_body().collect().await;
+        if status.is_success() { Ok(()) } else { Err(PostError::Status(status.as_u16())) }
+    }
+
+    /// A connection to the first address of `host` that is allowed and answers.
+    async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, PostError> {
+        let resolved = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|source| PostError::Resolve { host: host.into(), source })?;
+        let mut last = None;
+        for addr in resolved {
+            if !self.allow_private && !public(addr.ip()) {
+                last = Some(PostError::NotPublic(addr.ip()));
+                continue;
+            }
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(tcp)) => return Ok(tcp),
+                Ok(Err(source)) => last = Some(PostError::Connect { addr, source }),
+                Err(_) => last = Some(PostError::Timeout(self.connect_timeout)),
+            }
+        }
+        let none = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+        Err(last.unwrap_or(PostError::Resolve { host: host.into(), source: none }))
+    }
+}
+
+/// A connection to an endpoint, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Whether `ip` is on the public internet: not loopback, private, link-local, shared
+/// (carrier-grade NAT), documentation, benchmarking, multicast, broadcast or unspecified.
+pub(crate) fn public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (18..20).contains(&b))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => public(IpAddr::V4(v4)),
+            None => {
+                let first = v6.segments()[0];
+                !(v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.is_multicast()
+                    || (first & 0xfe00) == 0xfc00
+                    || (first & 0xffc0) == 0xfe80
+                    || first == 0x2001 && v6.segments()[1] == 0x0db8)
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_public_addresses_are_public() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "198.18.0.1",
+            "192.0.2.1",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "2001:db8::1",
+        ] {
+            assert!(!public(private.parse().unwrap()), "{private}");
+        }
+        for open in ["1.1.1.1", "93.184.216.34", "2606:4700::1111", "::ffff:8.8.8.8"] {
+            assert!(public(open.parse().unwrap()), "{open}");
+        }
+    }
+}

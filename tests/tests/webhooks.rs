@@ -1,0 +1,180 @@
+//! Outbound webhooks against a real receiver on loopback: presence transitions on one node
+//! (online once, offline once after the debounce, nothing for a quick reconnect), Standard
+//! Webhooks signatures, retries with a stable `webhook-id`, dead letters replayed through
+//! the admin API, and endpoints at private addresses refused unless allowed.
+
+use anyhow::Context as _;
+use notify_tests::{Received, Receiver, Req, TestHost, eventually};
+use serde_json::Value;
+use standardwebhooks::Webhook;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const ADMIN: &str = "admin-token-123";
+
+/// A host whose tenant `demo` sends its webhooks to `url`, with quick retries.
+async fn host(url: &str, extra: &str) -> anyhow::Result<TestHost> {
+    TestHost::start(&format!(
+        r#"
+[server]
+admin_token = "{ADMIN}"
+[broker]
+kind = "memory"
+presence_debounce = "1s"
+[webhooks]
+allow_private = true
+initial_backoff = "50ms"
+max_backoff = "100ms"
+{extra}
+[tenants.demo]
+publish_key = "demo-key"
+auth = {{ mode = "insecure" }}
+webhooks = [{{ url = "{url}", secret = "{SECRET}", batch = {{ max_events = 10, max_wait = "50ms" }} }}]
+"#
+    ))
+    .await
+}
+
+/// The events of a request whose signature verifies, with its `webhook-id`.
+fn verified(request: &Received) -> anyhow::Result<(String, Vec<Value>)> {
+    Webhook::new(SECRET)?.verify(&request.body, &request.headers).context("signature")?;
+    let body: Value = serde_json::from_slice(&request.body)?;
+    anyhow::ensure!(body["type"] == "notify.batch" && body["data"]["tenant"] == "demo", "{body}");
+    let id = request.headers.get("webhook-id").context("webhook-id")?.to_str()?.to_owned();
+    Ok((id, body["data"]["events"].as_array().context("events")?.clone()))
+}
+
+/// `type user` of every event delivered (answered 2xx) so far.
+fn delivered(receiver: &Receiver) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for request in receiver.received().iter().filter(|r| r.status == 200) {
+        for event in verified(request)?.1 {
+            out.push(format!(
+                "{} {}",
+                event["type"].as_str().context("type")?,
+                event["data"]["user"].as_str().context("user")?
+            ));
+        }
+    }
+    Ok(out)
+}
+
+#[tokio::test]
+async fn a_user_comes_online_once_and_goes_offline_once_after_the_debounce() -> anyhow::Result<()> {
+    let receiver = Receiver::start().await?;
+    let host = host(&receiver.url("/hooks"), "").await?;
+    let (phone, _) = host.join("demo", "user=ann").await?;
+    let (laptop, _) = host.join("demo", "user=ann").await?;
+    eventually(|| async { Ok(delivered(&receiver)? == ["user.online ann"]) }).await?;
+    drop(phone);
+    drop(laptop);
+    eventually(|| async { Ok(delivered(&receiver)? == ["user.online ann", "user.offline ann"]) }).await?;
+
+    // Gone and back within the debounce: the reconnect is neither offline nor online, so
+    // leaving for good after it is the next event.
+    let (again, _) = host.join("demo", "user=ann").await?;
+    eventually(|| async { Ok(delivered(&receiver)?.len() == 3) }).await?;
+    drop(again);
+    let (back, _) = host.join("demo", "user=ann").await?;
+    drop(back);
+    let expected = ["user.online ann", "user.offline ann", "user.online ann", "user.offline ann"];
+    eventually(|| async { Ok(delivered(&receiver)?.len() == 4) }).await?;
+    assert_eq!(delivered(&receiver)?, expected);
+    let request = &receiver.received()[0];
+    let (_, events) = verified(request)?;
+    assert!(events[0]["id"].as_str().context("id")?.starts_with("evt_"));
+    assert_eq!(request.headers.get("content-type").context("content-type")?, "application/json");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failing_receiver_gets_the_batch_again_with_the_same_webhook_id() -> anyhow::Result<()> {
+    let receiver = Receiver::start().await?;
+    receiver.answer(&[500, 503, 404]);
+    let host = host(&receiver.url("/hooks"), "").await?;
+    let (_ann, _) = host.join("demo", "user=ann").await?;
+    eventually(|| async { Ok(receiver.received().iter().any(|r| r.status == 200)) }).await?;
+    let requests = receiver.received();
+    let ids: Vec<String> = requests.iter().map(|r| verified(r).map(|v| v.0)).collect::<Result<_, _>>()?;
+    assert_eq!(requests.iter().map(|r| r.status).collect::<Vec<_>>(), [500, 503, 404, 200]);
+    assert!(ids.iter().all(|id| *id == ids[0]), "one webhook-id for every attempt: {ids:?}");
+    let events: Vec<Value> =
+        requests.iter().map(|r| verified(r).map(|v| v.1[0]["id"].clone())).collect::<Result<_, _>>()?;
+    assert!(events.iter().all(|e| *e == events[0]), "and one event id");
+    assert_eq!(host.metric("notify_webhook_requests_retried_total{tenant=\"demo\",endpoint=\"0\"}").await?, 3.0);
+    assert_eq!(host.metric("notify_webhook_events_sent_total{tenant=\"demo\",endpoint=\"0\"}").await?, 1.0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_batch_retried_too_long_is_dead_lettered_and_replays_through_the_admin_api() -> anyhow::Result<()> {
+    let receiver = Receiver::start().await?;
+    receiver.answer(&[500; 100]);
+    let host = host(&receiver.url("/hooks"), "retry_for = \"300ms\"").await?;
+    let (_ann, _) = host.join("demo", "user=ann").await?;
+    let path = "/v1/admin/tenants/demo/webhooks/dead-letters";
+    let list = || async {
+        let (status, body) = Req::get(path).auth(Some(ADMIN)).reply(host.addr).await?;
+        anyhow::ensure!(status == 200, "{status} {body}");
+        Ok(body["dead_letters"].as_array().cloned().unwrap_or_default())
+    };
+    eventually(|| async { Ok(!list().await?.is_empty()) }).await?;
+    let letter = list().await?[0].clone();
+    assert_eq!(letter["events"][0]["type"], "user.online");
+    assert!(letter["reason"].as_str().context("reason")?.contains("500"), "{letter}");
+    assert_eq!(host.metric("notify_webhook_events_dead_lettered_total{tenant=\"demo\",endpoint=\"0\"}").await?, 1.0);
+    let (status, body) = Req::get(path).auth(Some("wrong-token")).reply(host.addr).await?;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")));
+
+    receiver.recover();
+    let (status, body) = Req::post(format!("{path}/msg_nope/replay")).auth(Some(ADMIN)).reply(host.addr).await?;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("unknown_dead_letter")));
+    let id = letter["id"].as_str().context("id")?;
+    let (status, _) = Req::post(format!("{path}/{id}/replay")).auth(Some(ADMIN)).reply(host.addr).await?;
+    assert_eq!(status, 202);
+    eventually(|| async { Ok(delivered(&receiver)? == ["user.online ann"]) }).await?;
+    let request = receiver.received().into_iter().find(|r| r.status == 200).context("delivered")?;
+    let (webhook_id, events) = verified(&request)?;
+    assert_eq!(events[0]["id"], letter["events"][0]["id"], "the event keeps its id");
+    assert_ne!(webhook_id, id, "a new request");
+    assert!(list().await?.is_empty(), "it left the dead letters");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_endpoint_at_a_private_address_is_refused_unless_allowed() -> anyhow::Result<()> {
+    let receiver = Receiver::start().await?;
+    let host = TestHost::start(&format!(
+        "[tenants.demo]\npublish_key = \"demo-key\"\nauth = {{ mode = \"insecure\" }}\n\
+         webhooks = [{{ url = \"{}\", secret = \"{SECRET}\" }}]\n",
+        receiver.url("/hooks")
+    ))
+    .await?;
+    let (_ann, _) = host.join("demo", "user=ann").await?;
+    let dead = "notify_webhook_events_dead_lettered_total{tenant=\"demo\",endpoint=\"0\"}";
+    host.wait_metric(dead, |n| n == 1.0).await?;
+    assert!(receiver.received().is_empty(), "nothing reached the loopback receiver");
+    assert_eq!(
+        host.metric("notify_webhook_requests_retried_total{tenant=\"demo\",endpoint=\"0\"}").await?,
+        0.0,
+        "not retried"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn webhook_settings_are_checked_at_start() -> anyhow::Result<()> {
+    let config =
+        |endpoint: &str| format!("[tenants.demo]\npublish_key = \"demo-key\"\nwebhooks = [{{ {endpoint} }}]\n");
+    for (endpoint, key) in [
+        (format!("url = \"ftp://example.com\", secret = \"{SECRET}\""), "tenants.demo.webhooks[0].url"),
+        ("url = \"https://example.com\", secret = \"not-a-secret\"".to_string(), "tenants.demo.webhooks[0].secret"),
+        (
+            format!("url = \"https://example.com\", secret = \"{SECRET}\", events = [\"user.away\"]"),
+            "tenants.demo.webhooks[0].events",
+        ),
+    ] {
+        let error = TestHost::start(&config(&endpoint)).await.err().context("refused")?.to_string();
+        assert!(error.contains(key), "{error}");
+    }
+    Ok(())
+}
