@@ -1,9 +1,11 @@
 //! Credentials never leave the host: with every log at debug level, a run that uses each
 //! kind of secret (admin token, publish and management keys, configured and created at
-//! runtime, a JWT secret and tokens, right and wrong) writes none of them to the log, to
-//! `/metrics` or to the admin API's listings.
+//! runtime, a JWT secret and tokens, right and wrong, a webhook signing secret) writes none
+//! of them to the log, to `/metrics` or to the admin API's listings.
 
-use notify_tests::{Client, DEMO, HostProcess, Req, STEP, SseClient, TestHost, host_bin, hs256_token};
+use notify_tests::{
+    Client, DEMO, HostProcess, Receiver, Req, STEP, SseClient, TestHost, eventually, host_bin, hs256_token,
+};
 use serde_json::{Value, json};
 
 const ADMIN: &str = "admin-token-S3CRET-aaaa";
@@ -12,11 +14,16 @@ const MANAGE: &str = "manage-key-S3CRET-cccc";
 const JWT: &str = "jwt-secret-S3CRET-dddd-0123456789";
 const WRONG: &str = "wrong-key-S3CRET-eeee";
 const BAD_TOKEN: &str = "bad.token.S3CRET-ffff";
+/// The base64 of `webhook-S3CRET-gggg-0123456789ab`.
+const WEBHOOK: &str = "whsec_d2ViaG9vay1TM0NSRVQtZ2dnZy0wMTIzNDU2Nzg5YWI=";
 
-fn config() -> String {
+/// The tenant `sec` with every kind of secret; its webhooks go to `hooks`.
+fn config(hooks: &str) -> String {
     format!(
-        "[server]\nadmin_token = \"{ADMIN}\"\n\n[tenants.sec]\npublish_key = \"{PUBLISH}\"\n\
-         management_key = \"{MANAGE}\"\nauth = {{ mode = \"jwt\", hs256_secret = \"{JWT}\" }}\n"
+        "[server]\nadmin_token = \"{ADMIN}\"\n[webhooks]\nallow_private = true\ninitial_backoff = \"50ms\"\n\n\
+         [tenants.sec]\npublish_key = \"{PUBLISH}\"\n\
+         management_key = \"{MANAGE}\"\nauth = {{ mode = \"jwt\", hs256_secret = \"{JWT}\" }}\n\
+         webhooks = [{{ url = \"{hooks}\", secret = \"{WEBHOOK}\" }}]\n"
     )
 }
 
@@ -66,7 +73,8 @@ async fn use_every_credential(host: &HostProcess) -> anyhow::Result<Vec<String>>
 }
 
 fn assert_no_secret(text: &str, made: &[String], what: &str) {
-    for secret in [ADMIN, PUBLISH, MANAGE, JWT, WRONG, BAD_TOKEN].into_iter().chain(made.iter().map(|s| s.as_str())) {
+    let known = [ADMIN, PUBLISH, MANAGE, JWT, WRONG, BAD_TOKEN, WEBHOOK, &WEBHOOK["whsec_".len()..]];
+    for secret in known.into_iter().chain(made.iter().map(|s| s.as_str())) {
         assert!(!text.contains(secret), "{what} holds the secret {secret:?}");
     }
     assert!(!text.contains("S3CRET"), "{what} holds part of a secret");
@@ -74,8 +82,16 @@ fn assert_no_secret(text: &str, made: &[String], what: &str) {
 
 #[tokio::test]
 async fn no_key_or_token_reaches_the_log_or_the_metrics() -> anyhow::Result<()> {
-    let mut host = HostProcess::start_logging(host_bin!(), &config(), "debug").await?;
+    let receiver = Receiver::start().await?;
+    // The first webhook request fails, so the log has the failure and the retry too.
+    receiver.answer(&[500]);
+    let mut host = HostProcess::start_logging(host_bin!(), &config(&receiver.url("/hooks")), "debug").await?;
     let made = use_every_credential(&host).await?;
+    eventually(|| async { Ok(receiver.received().iter().any(|r| r.status == 200)) }).await?;
+    let (status, letters) =
+        call(&host, "GET", "/v1/admin/tenants/sec/webhooks/dead-letters", ADMIN, Value::Null).await?;
+    assert_eq!(status, 200);
+    assert_no_secret(&letters.to_string(), &made, "the dead letters");
     let (status, metrics) = Req::get("/metrics").raw(host.metrics).await?;
     assert_eq!(status, 200);
     let metrics = String::from_utf8(metrics.to_vec())?;
