@@ -131,7 +131,7 @@ impl App {
         let hub = Arc::new(Hub::new(limits));
         let tenants = Arc::new(Tenants::from_config(&config));
         let broker_metrics = Arc::new(BrokerMetrics::default());
-        let webhooks = Arc::new(Webhooks::new(&config));
+        let webhooks = Arc::new(Webhooks::new(&config, crate::tls::provider()));
         let local = hub.clone() as Arc<dyn LocalDelivery>;
         let Backends { broker, history, presence, idempotency, control, node_id, shared, ingestion, tasks } =
             Backends::start(&config, &local, &tenants, &broker_metrics, &webhooks).await?;
@@ -250,7 +250,7 @@ impl App {
         crate::metrics::render_plugins(&mut out, &self.0.pipeline.plugins.all_metrics());
         crate::metrics::render_compression(&mut out, self.0.hub.compression());
         crate::metrics::render_deltas(&mut out, self.0.hub.deltas());
-        crate::metrics::render_webhooks(&mut out, self.0.webhooks.endpoints());
+        self.0.webhooks.render_metrics(&mut out);
         if let Some(streams) = self.0.history.streams_kept() {
             crate::metrics::render_history(&mut out, streams);
         }

@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::webhook::{Endpoint, EndpointMetrics};
-
 /// Why a WebSocket handshake was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum HandshakeFailure {
@@ -286,7 +284,7 @@ struct Family<M> {
     get: fn(&M) -> u64,
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+pub(crate) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
@@ -519,47 +517,6 @@ pub(crate) fn render_deltas(out: &mut String, m: &CompressionMetrics) {
     let name = "notify_delta_seconds_total";
     header(out, name, "counter", "Time spent making those delta frames.");
     let _ = writeln!(out, "{name} {}", m.nanos.load(Relaxed) as f64 / 1e9);
-}
-
-/// One counter of a set of metrics.
-type Counter<M> = fn(&M) -> &AtomicU64;
-
-/// Each webhook endpoint's counters, labelled by tenant and the endpoint's index in its
-/// tenant's list.
-pub(crate) fn render_webhooks<'a>(out: &mut String, endpoints: impl Iterator<Item = (usize, &'a Arc<Endpoint>)>) {
-    let endpoints: Vec<_> = endpoints.collect();
-    if endpoints.is_empty() {
-        return;
-    }
-    let labels = |i: usize, e: &Endpoint| format!("tenant=\"{}\",endpoint=\"{i}\"", e.tenant);
-    let counters: [(&str, &str, Counter<EndpointMetrics>); 4] = [
-        ("notify_webhook_events_sent_total", "Webhook events delivered (in requests answered 2xx).", |m| &m.sent),
-        ("notify_webhook_requests_failed_total", "Webhook requests that failed (no answer, or not 2xx).", |m| {
-            &m.failed
-        }),
-        ("notify_webhook_requests_retried_total", "Webhook requests sent again after a failure.", |m| &m.retried),
-        (
-            "notify_webhook_events_dead_lettered_total",
-            "Webhook events given up on (retried too long, refused address, queue full).",
-            |m| &m.dead_lettered,
-        ),
-    ];
-    for (name, help, counter) in counters {
-        header(out, name, "counter", help);
-        for (i, e) in &endpoints {
-            let _ = writeln!(out, "{name}{{{}}} {}", labels(*i, e), counter(&e.metrics).load(Relaxed));
-        }
-    }
-    let name = "notify_webhook_queued";
-    header(out, name, "gauge", "Webhook events waiting to be sent.");
-    for (i, e) in &endpoints {
-        let _ = writeln!(out, "{name}{{{}}} {}", labels(*i, e), e.queued());
-    }
-    let name = "notify_webhook_latency_seconds";
-    header(out, name, "histogram", "From a webhook event happening to the request that delivered it being answered.");
-    for (i, e) in &endpoints {
-        e.metrics.latency.render(out, name, &labels(*i, e));
-    }
 }
 
 pub(crate) fn render_tasks(out: &mut String, tasks: usize) {

@@ -35,7 +35,7 @@ pub(crate) struct Base {
 }
 
 impl Base {
-    /// Finds the parts of an event frame made by [`crate::event::Event::encode_for`]; None
+    /// Finds the parts of an event frame made by `Event::encode_for`; None
     /// for anything else.
     pub(crate) fn of(frame: &Bytes) -> Option<Self> {
         let payload = frame::payload(frame);

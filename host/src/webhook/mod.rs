@@ -15,15 +15,21 @@ mod notice;
 mod post;
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 pub(crate) use dead::{DeadLetter, DeadLetters};
-pub(crate) use endpoint::{Endpoint, EndpointMetrics};
+use endpoint::{Endpoint, EndpointMetrics};
 pub(crate) use notice::{Kind, Notice};
 use post::Poster;
 
-use crate::config::{Config, WebhookEndpoint, WebhooksConfig};
+use crate::config::{Config, WebhooksConfig};
+use crate::metrics::header;
+
+/// One counter of an endpoint's metrics.
+type Counter = fn(&EndpointMetrics) -> &AtomicU64;
 
 /// A tenant's endpoints and dead letters.
 struct TenantHooks {
@@ -39,7 +45,8 @@ pub(crate) struct Webhooks {
 }
 
 impl Webhooks {
-    pub(crate) fn new(config: &Config) -> Self {
+    /// The endpoints of the tenants in `config`; requests over TLS use `crypto`.
+    pub(crate) fn new(config: &Config, crypto: rustls::crypto::CryptoProvider) -> Self {
         let tenants = config
             .tenants
             .iter()
@@ -55,7 +62,7 @@ impl Webhooks {
                 (id, TenantHooks { endpoints, dead })
             })
             .collect();
-        Self { tenants, poster: Arc::new(Poster::new(&config.webhooks)), config: config.webhooks.clone() }
+        Self { tenants, poster: Arc::new(Poster::new(&config.webhooks, crypto)), config: config.webhooks.clone() }
     }
 
     /// Whether any endpoint of `tenant` wants notices of `kind`.
@@ -78,9 +85,47 @@ impl Webhooks {
         endpoints.map(|e| e.clone().run(self.poster.clone(), self.config.clone()))
     }
 
-    /// Every endpoint with its tenant and its index among the tenant's endpoints.
-    pub(crate) fn endpoints(&self) -> impl Iterator<Item = (usize, &Arc<Endpoint>)> {
-        self.tenants.values().flat_map(|t| t.endpoints.iter().enumerate())
+    /// Each endpoint's counters, labelled by tenant and the endpoint's index in its
+    /// tenant's list.
+    pub(crate) fn render_metrics(&self, out: &mut String) {
+        let endpoints: Vec<_> = self.tenants.values().flat_map(|t| t.endpoints.iter().enumerate()).collect();
+        if endpoints.is_empty() {
+            return;
+        }
+        let labels = |i: usize, e: &Endpoint| format!("tenant=\"{}\",endpoint=\"{i}\"", e.tenant);
+        let counters: [(&str, &str, Counter); 4] = [
+            ("notify_webhook_events_sent_total", "Webhook events delivered (in requests answered 2xx).", |m| &m.sent),
+            ("notify_webhook_requests_failed_total", "Webhook requests that failed (no answer, or not 2xx).", |m| {
+                &m.failed
+            }),
+            ("notify_webhook_requests_retried_total", "Webhook requests sent again after a failure.", |m| &m.retried),
+            (
+                "notify_webhook_events_dead_lettered_total",
+                "Webhook events given up on (retried too long, refused address, queue full).",
+                |m| &m.dead_lettered,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            header(out, name, "counter", help);
+            for (i, e) in &endpoints {
+                let _ = writeln!(out, "{name}{{{}}} {}", labels(*i, e), counter(&e.metrics).load(Relaxed));
+            }
+        }
+        let name = "notify_webhook_queued";
+        header(out, name, "gauge", "Webhook events waiting to be sent.");
+        for (i, e) in &endpoints {
+            let _ = writeln!(out, "{name}{{{}}} {}", labels(*i, e), e.queued());
+        }
+        let name = "notify_webhook_latency_seconds";
+        header(
+            out,
+            name,
+            "histogram",
+            "From a webhook event happening to the request that delivered it being answered.",
+        );
+        for (i, e) in &endpoints {
+            e.metrics.latency.render(out, name, &labels(*i, e));
+        }
     }
 
     /// `tenant`'s dead letters, if it has endpoints.
@@ -101,47 +146,13 @@ impl Webhooks {
     }
 }
 
-/// Checks an endpoint's settings; an error names the field and says why.
-pub(crate) fn check_endpoint(e: &WebhookEndpoint) -> Result<(), (&'static str, String)> {
-    let url: hyper::Uri = e.url.parse().map_err(|err| ("url", format!("not a URL: {err}")))?;
-    if !matches!(url.scheme_str(), Some("http" | "https")) || url.host().is_none_or(str::is_empty) {
-        return Err(("url", "must be http://HOST[:PORT]/... or https://...".into()));
-    }
-    let secret = e.secret.strip_prefix("whsec_").ok_or(("secret", "must start with whsec_".to_string()))?;
-    let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, secret)
-        .map_err(|err| ("secret", format!("whsec_ must be followed by base64: {err}")))?;
-    if !(24..=64).contains(&bytes.len()) {
-        return Err(("secret", format!("must hold 24 to 64 bytes, not {}", bytes.len())));
-    }
-    if let Some(unknown) = e.events.iter().find(|name| Kind::named(name).is_none()) {
-        let known: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
-        return Err(("events", format!("{unknown:?} is not an event type ({})", known.join(", "))));
-    }
-    if !(1..=1000).contains(&e.batch.max_events) {
-        return Err(("batch.max_events", "must be 1 to 1000".into()));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::WebhookBatch;
-
-    fn endpoint(url: &str, secret: &str, events: &[&str]) -> WebhookEndpoint {
-        let events = events.iter().map(|e| e.to_string()).collect();
-        WebhookEndpoint { url: url.into(), secret: secret.into(), events, batch: WebhookBatch::default() }
-    }
 
     #[test]
-    fn endpoints_are_checked_field_by_field() {
-        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-        assert_eq!(check_endpoint(&endpoint("https://example.com/hooks", secret, &["user.online"])), Ok(()));
-        let field = |e: WebhookEndpoint| check_endpoint(&e).unwrap_err().0;
-        assert_eq!(field(endpoint("ftp://example.com", secret, &[])), "url");
-        assert_eq!(field(endpoint("https://", secret, &[])), "url");
-        assert_eq!(field(endpoint("https://example.com", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", &[])), "secret");
-        assert_eq!(field(endpoint("https://example.com", "whsec_c2hvcnQ=", &[])), "secret");
-        assert_eq!(field(endpoint("https://example.com", secret, &["user.away"])), "events");
+    fn the_configuration_takes_exactly_the_event_types_there_are() {
+        let kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(kinds, crate::config::WEBHOOK_EVENTS);
     }
 }

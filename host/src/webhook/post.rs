@@ -50,10 +50,10 @@ pub(crate) struct Poster {
 }
 
 impl Poster {
-    pub(crate) fn new(config: &WebhooksConfig) -> Self {
+    pub(crate) fn new(config: &WebhooksConfig, crypto: rustls::crypto::CryptoProvider) -> Self {
         let mut roots = rustls::RootCertStore::empty();
         roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(crate::tls::provider()))
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(crypto))
             .with_safe_default_protocol_versions()
             .expect("the provider supports the default versions")
             .with_root_certificates(roots)
