@@ -38,16 +38,26 @@ after(async () => {
   await app?.close();
 });
 
-test("a page's WebSocket negotiates permessage-deflate and gets every event intact", async (t) => {
+/**
+ * A fresh page of the app with the client's `options`, its WebSocket traffic reported
+ * through the DevTools protocol: `listen(cdp)` subscribes before the page loads.
+ */
+async function open(t, options, listen) {
   const context = await browser.newContext();
   t.after(() => context.close());
   const page = await context.newPage();
   const cdp = await context.newCDPSession(page);
   await cdp.send("Network.enable");
+  listen(cdp);
+  await page.goto(`${app.origin}/?options=${encodeURIComponent(JSON.stringify({ url: host.url, tenant: "demo", ...options }))}`);
+  return page;
+}
+
+test("a page's WebSocket negotiates permessage-deflate and gets every event intact", async (t) => {
   const handshakes = [];
-  cdp.on("Network.webSocketHandshakeResponseReceived", (e) => handshakes.push(e.response));
-  const options = { url: host.url, tenant: "demo", user: "ann" };
-  await page.goto(`${app.origin}/?options=${encodeURIComponent(JSON.stringify(options))}`);
+  const page = await open(t, { user: "ann" }, (cdp) =>
+    cdp.on("Network.webSocketHandshakeResponseReceived", (e) => handshakes.push(e.response)),
+  );
   await eventually(() => page.evaluate(() => window.client.state === "connected"));
   await page.evaluate(() => {
     window.got = [];
@@ -74,15 +84,10 @@ test("a page's WebSocket negotiates permessage-deflate and gets every event inta
 });
 
 test("a page gets a channel's versions as deltas on the wire and whole in its handlers", async (t) => {
-  const context = await browser.newContext();
-  t.after(() => context.close());
-  const page = await context.newPage();
-  const cdp = await context.newCDPSession(page);
-  await cdp.send("Network.enable");
   const frames = [];
-  cdp.on("Network.webSocketFrameReceived", (e) => frames.push(e.response.payloadData));
-  const options = { url: host.url, tenant: "demo", user: "bea", channels: ["match"] };
-  await page.goto(`${app.origin}/?options=${encodeURIComponent(JSON.stringify(options))}`);
+  const page = await open(t, { user: "bea", channels: ["match"] }, (cdp) =>
+    cdp.on("Network.webSocketFrameReceived", (e) => frames.push(e.response.payloadData)),
+  );
   await page.evaluate(() => {
     window.got = [];
     window.client.on("event", (event) => window.got.push(event));
