@@ -4,8 +4,8 @@ the extension, one does not), each payload published COUNT times.
 
     python3 bench/compression.py HOST_BIN [COUNT]   (default 200)
 
-Payloads: the README's order event, a realistic notification of about 1 KB, and a 2 KB
-dashboard document. Frame bytes are header plus payload, as sent.
+Payloads (bench/payloads.json): the README's order event, a realistic notification of about
+1 KB, and a 2 KB dashboard document. Frame bytes are header plus payload, as sent.
 """
 
 import json
@@ -21,24 +21,9 @@ HOST_BIN = sys.argv[1]
 COUNT = int(sys.argv[2]) if len(sys.argv) > 2 else 200
 ADMIN = "bench-admin-token"
 
-PAYLOADS = {
-    "README order event": {"order": 42},
-    "1 KB notification": {
-        "id": "ntf_8f3a2c1d", "kind": "comment", "title": "Maria Garcia commented on your post",
-        "body": "Great write-up! I especially liked the part about encode-once fan-out. Could you share the benchmark scripts you used for the 500k run?",
-        "url": "https://app.example.com/posts/4821#comment-99120",
-        "actor": {"id": "usr_2231", "name": "Maria Garcia", "avatar": "https://cdn.example.com/avatars/usr_2231.png"},
-        "target": {"id": "post_4821", "type": "post", "title": "How we fan out notifications to half a million sockets"},
-        "created_at": "2026-12-07T10:15:00Z", "read": False, "priority": "normal", "tags": ["comment", "mention"],
-        "actions": [{"label": "Reply", "url": "https://app.example.com/posts/4821#reply"},
-                    {"label": "Mute thread", "url": "https://app.example.com/posts/4821/mute"}],
-    },
-    "2 KB dashboard document": {
-        "service": "checkout", "region": "eu-west-1", "updated_at": "2026-12-07T10:15:00Z",
-        "panels": [{"name": f"panel-{i}", "p50_ms": 12 + i, "p99_ms": 80 + 3 * i, "error_rate": 0.001 * i,
-                    "requests_per_s": 1200 + 17 * i, "status": "ok" if i % 5 else "degraded"} for i in range(16)],
-    },
-}
+# The payloads, shared with `notify-deflate-levels`.
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "payloads.json")) as f:
+    PAYLOADS = {p["name"]: p["data"] for p in json.load(f)}
 
 
 def free_port():

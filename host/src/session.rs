@@ -14,7 +14,7 @@ use crate::admission::Admitted;
 use crate::app::App;
 use crate::auth::Identity;
 use crate::backend::Broker;
-use crate::backend::history::{History, HistoryError, Start};
+use crate::backend::history::{Cursor, CursorMove, History, HistoryError, Start};
 use crate::backend::interest::Ticket;
 use crate::channel;
 use crate::fanout::Kill;
@@ -23,6 +23,7 @@ use crate::protocol::{self, StreamState, close, code};
 use crate::quota::Slots;
 use crate::stream::{Position, Replay, Target};
 use crate::tenant::Tenant;
+use crate::webhook::{Kind, Notice};
 
 /// Longest wait for the broker to subscribe a connection's streams before replying anyway.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
@@ -227,8 +228,8 @@ pub(crate) async fn act(action: Action, conn: &Arc<Conn>, app: &App) {
             protocol::error(code::ACKS_DISABLED, "this tenant keeps no read cursors (history.acks is off)", None)
         }
         Action::Ack(position) => match app.history().ack(tenant, &conn.user, &position).await {
-            Ok(cursor) => {
-                tenant.metrics.acks.fetch_add(1, Relaxed);
+            Ok(change) => {
+                let cursor = acked(app, tenant, &conn.user, change);
                 protocol::acked(&cursor.epoch, cursor.acked, cursor.unread())
             }
             Err(e @ HistoryError::StalePosition(..)) => protocol::error(code::STALE_POSITION, &e.to_string(), None),
@@ -239,6 +240,19 @@ pub(crate) async fn act(action: Action, conn: &Arc<Conn>, app: &App) {
         },
     };
     conn.outbox.push_control(reply);
+}
+
+/// Counts an ack (over WebSocket or SSE) and, when it moved the user's read cursor, tells
+/// the tenant's webhooks (`event.acked`); the cursor after it.
+pub(crate) fn acked(app: &App, tenant: &Tenant, user: &str, change: CursorMove) -> Cursor {
+    tenant.metrics.acks.fetch_add(1, Relaxed);
+    let cursor = change.cursor;
+    if change.moved {
+        let data = serde_json::json!({"user": user, "stream": "user", "epoch": cursor.epoch, "offset": cursor.acked,
+                                      "unread": cursor.unread()});
+        app.webhooks().emit(&tenant.id, Notice::new(Kind::EventAcked, data));
+    }
+    cursor
 }
 
 /// Why a channel cannot be subscribed: the `error` frame code and message.

@@ -1,11 +1,12 @@
 //! Outbound webhooks against a real receiver on loopback: presence transitions on one node
-//! (online once, offline once after the debounce, nothing for a quick reconnect), Standard
-//! Webhooks signatures, retries with a stable `webhook-id`, dead letters replayed through
-//! the admin API, and endpoints at private addresses refused unless allowed.
+//! (online once, offline once after the debounce, nothing for a quick reconnect), read
+//! cursors that move (once per move, also when two nodes take the same ack at once),
+//! Standard Webhooks signatures, retries with a stable `webhook-id`, dead letters replayed
+//! through the admin API, and endpoints at private addresses refused unless allowed.
 
 use anyhow::Context as _;
-use notify_tests::{Received, Receiver, Req, TestHost, eventually};
-use serde_json::Value;
+use notify_tests::{Client, DEMO, Received, Receiver, RedisServer, Req, TestHost, eventually, ready_hosts};
+use serde_json::{Value, json};
 use standardwebhooks::Webhook;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -28,6 +29,7 @@ max_backoff = "100ms"
 [tenants.demo]
 publish_key = "demo-key"
 auth = {{ mode = "insecure" }}
+history = {{ acks = true }}
 webhooks = [{{ url = "{url}", secret = "{SECRET}", batch = {{ max_events = 10, max_wait = "50ms" }} }}]
 "#
     ))
@@ -83,6 +85,98 @@ async fn a_user_comes_online_once_and_goes_offline_once_after_the_debounce() -> 
     let (_, events) = verified(request)?;
     assert!(events[0]["id"].as_str().context("id")?.starts_with("evt_"));
     assert_eq!(request.headers.get("content-type").context("content-type")?, "application/json");
+    Ok(())
+}
+
+/// The offsets of the `event.acked` events delivered so far, checking each one's fields.
+fn acked_offsets(receiver: &Receiver) -> anyhow::Result<Vec<u64>> {
+    let mut offsets = Vec::new();
+    for request in receiver.received().iter().filter(|r| r.status == 200) {
+        for event in verified(request)?.1.into_iter().filter(|e| e["type"] == "event.acked") {
+            let data = &event["data"];
+            anyhow::ensure!(data["user"] == "ann" && data["stream"] == "user" && data["epoch"].is_string(), "{event}");
+            offsets.push(data["offset"].as_u64().context("offset")?);
+        }
+    }
+    Ok(offsets)
+}
+
+/// Publishes one event to ann and reads it on every device; the position of it.
+async fn note(host: &TestHost, devices: &mut [&mut Client]) -> anyhow::Result<Value> {
+    host.publish_ok(&json!({"users": ["ann"], "event": "note"})).await?;
+    let mut seen = Value::Null;
+    for device in devices.iter_mut() {
+        seen = device.next_event().await?;
+    }
+    Ok(json!({"type": "ack", "epoch": seen["epoch"], "offset": seen["offset"]}))
+}
+
+/// Sends `ack` and waits for the `acked` reply.
+async fn ack(device: &mut Client, ack: &Value) -> anyhow::Result<()> {
+    device.send_json(ack).await?;
+    acked(device).await
+}
+
+/// Waits for an `acked` reply.
+async fn acked(device: &mut Client) -> anyhow::Result<()> {
+    while device.next_json().await?["type"] != "acked" {}
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_ack_that_moves_the_read_cursor_is_one_event_acked() -> anyhow::Result<()> {
+    let receiver = Receiver::start().await?;
+    let host = host(&receiver.url("/hooks"), "").await?;
+    let (mut phone, _) = host.join("demo", "user=ann").await?;
+    let (mut laptop, _) = host.join("demo", "user=ann").await?;
+    let first = note(&host, &mut [&mut phone, &mut laptop]).await?;
+    let second = note(&host, &mut [&mut phone, &mut laptop]).await?;
+    ack(&mut phone, &second).await?;
+    // Neither the same ack from another device nor an older one moves the cursor.
+    ack(&mut laptop, &second).await?;
+    ack(&mut phone, &first).await?;
+    let third = note(&host, &mut [&mut phone, &mut laptop]).await?;
+    ack(&mut laptop, &third).await?;
+    eventually(|| async { Ok(acked_offsets(&receiver)?.len() == 2) }).await?;
+    assert_eq!(acked_offsets(&receiver)?, [2, 3], "one event per move of the cursor, in order");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_same_ack_on_two_nodes_at_once_is_one_event_acked() -> anyhow::Result<()> {
+    let receiver = Receiver::start().await?;
+    let redis = RedisServer::start().await?;
+    let tenant = DEMO.replace(
+        "auth = { mode = \"insecure\" }",
+        &format!(
+            "auth = {{ mode = \"insecure\" }}\nhistory = {{ acks = true }}\n\
+             webhooks = [{{ url = \"{}\", secret = \"{SECRET}\", events = [\"event.acked\"] }}]",
+            receiver.url("/hooks")
+        ),
+    );
+    let [a, b] =
+        ready_hosts::<2>(&format!("{tenant}\n[webhooks]\nallow_private = true\n{}", redis.broker_toml())).await?;
+    let (mut on_a, _) = a.join("demo", "user=ann").await?;
+    let (mut on_b, _) = b.join("demo", "user=ann").await?;
+    let first = note(&a, &mut [&mut on_a, &mut on_b]).await?;
+    on_a.send_json(&first).await?;
+    on_b.send_json(&first).await?;
+    acked(&mut on_a).await?;
+    acked(&mut on_b).await?;
+    // A later move through each node comes after anything either node sent for the first
+    // ack: each endpoint keeps its order.
+    let second = note(&a, &mut [&mut on_a, &mut on_b]).await?;
+    ack(&mut on_b, &second).await?;
+    let third = note(&a, &mut [&mut on_a, &mut on_b]).await?;
+    ack(&mut on_a, &third).await?;
+    eventually(|| async {
+        let offsets = acked_offsets(&receiver)?;
+        Ok(offsets.contains(&2) && offsets.contains(&3))
+    })
+    .await?;
+    let mut offsets = acked_offsets(&receiver)?;
+    offsets.sort_unstable();
+    assert_eq!(offsets, [1, 2, 3], "the racing acks moved the cursor once");
     Ok(())
 }
 

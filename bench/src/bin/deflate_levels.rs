@@ -1,5 +1,5 @@
 //! `notify-deflate-levels`: what each zlib level and window does to the event frames of
-//! `bench/compression.py`'s payloads, compressed as the host compresses them (raw DEFLATE,
+//! `bench/payloads.json` (also `bench/compression.py`'s), compressed as the host compresses them (raw DEFLATE,
 //! one message on its own from a reset compressor, sync flush, its tail taken off).
 //!
 //! ```text
@@ -25,31 +25,10 @@ fn frame(data: Value) -> Vec<u8> {
     serde_json::to_vec(&event).expect("JSON")
 }
 
-/// The payloads of bench/compression.py.
-fn payloads() -> Vec<(&'static str, Vec<u8>)> {
-    let notification = json!({
-        "id": "ntf_8f3a2c1d", "kind": "comment", "title": "Maria Garcia commented on your post",
-        "body": "Great write-up! I especially liked the part about encode-once fan-out. Could you share the benchmark scripts you used for the 500k run?",
-        "url": "https://app.example.com/posts/4821#comment-99120",
-        "actor": {"id": "usr_2231", "name": "Maria Garcia", "avatar": "https://cdn.example.com/avatars/usr_2231.png"},
-        "target": {"id": "post_4821", "type": "post", "title": "How we fan out notifications to half a million sockets"},
-        "created_at": "2026-12-07T10:15:00Z", "read": false, "priority": "normal", "tags": ["comment", "mention"],
-        "actions": [{"label": "Reply", "url": "https://app.example.com/posts/4821#reply"},
-                    {"label": "Mute thread", "url": "https://app.example.com/posts/4821/mute"}],
-    });
-    let panels: Vec<Value> = (0..16)
-        .map(|i| {
-            json!({"name": format!("panel-{i}"), "p50_ms": 12 + i, "p99_ms": 80 + 3 * i, "error_rate": 0.001 * f64::from(i),
-                   "requests_per_s": 1200 + 17 * i, "status": if i % 5 == 0 { "degraded" } else { "ok" }})
-        })
-        .collect();
-    let dashboard =
-        json!({"service": "checkout", "region": "eu-west-1", "updated_at": "2026-12-07T10:15:00Z", "panels": panels});
-    vec![
-        ("README order event", frame(json!({"order": 42}))),
-        ("1 KB notification", frame(notification)),
-        ("2 KB dashboard document", frame(dashboard)),
-    ]
+/// The payloads of bench/compression.py (bench/payloads.json), each as an event frame.
+fn payloads() -> Vec<(String, Vec<u8>)> {
+    let all: Vec<Value> = serde_json::from_str(include_str!("../../payloads.json")).expect("JSON");
+    all.into_iter().map(|p| (p["name"].as_str().expect("a name").to_owned(), frame(p["data"].clone()))).collect()
 }
 
 fn compress(c: &mut Compress, data: &[u8]) -> usize {

@@ -8,8 +8,6 @@
 
 use std::net::SocketAddr;
 
-use std::sync::atomic::Ordering::Relaxed;
-
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -149,13 +147,13 @@ async fn acked(app: &App, tenant_id: &str, peer: SocketAddr, req: &Parts, body: 
     }
     let body = read_body(&req.headers, body, MAX_ACK_BYTES).await?;
     let AckBody { epoch, offset } = crate::ingest::deserialize(&body)?;
-    let cursor = match app.history().ack(&tenant, &identity.user, &Position { epoch, offset }).await {
+    let change = match app.history().ack(&tenant, &identity.user, &Position { epoch, offset }).await {
         Err(e @ HistoryError::StalePosition(..)) => {
             return Err(ApiError::new(ErrorCode::StalePosition, e.to_string()));
         }
         other => other?,
     };
-    tenant.metrics.acks.fetch_add(1, Relaxed);
+    let cursor = crate::session::acked(&app, &tenant, &identity.user, change);
     let unread = cursor.unread();
     Ok(Acked { epoch: cursor.epoch, offset: cursor.acked, unread })
 }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
 use super::BoxFuture;
-use super::history::{Cursor, History, HistoryError, Start};
+use super::history::{Cursor, CursorMove, History, HistoryError, Start};
 use crate::stream::{Position, Replay, Target};
 use crate::tenant::Tenant;
 
@@ -195,7 +195,7 @@ impl<H: History> History for Coalesced<H> {
         tenant: &'a Tenant,
         user: &'a str,
         position: &'a Position,
-    ) -> BoxFuture<'a, Result<Cursor, HistoryError>> {
+    ) -> BoxFuture<'a, Result<CursorMove, HistoryError>> {
         self.inner.ack(tenant, user, position)
     }
 
@@ -265,7 +265,7 @@ mod tests {
             _: &'a Tenant,
             _: &'a str,
             _: &'a Position,
-        ) -> BoxFuture<'a, Result<Cursor, HistoryError>> {
+        ) -> BoxFuture<'a, Result<CursorMove, HistoryError>> {
             unreachable!()
         }
         fn forget<'a>(&'a self, _: &'a Tenant) -> BoxFuture<'a, Result<usize, HistoryError>> {

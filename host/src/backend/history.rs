@@ -33,6 +33,13 @@ impl Cursor {
     }
 }
 
+/// What an ack did: the read cursor after it, and whether this ack moved it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CursorMove {
+    pub cursor: Cursor,
+    pub moved: bool,
+}
+
 /// Where a read starts.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Start<'a> {
@@ -91,7 +98,8 @@ pub(crate) enum HistoryError {
 ///   event after the start reaches it: replayed when its offset is at most `position`, live
 ///   otherwise.
 /// - `ack` moves the user's read cursor forward only (never past the latest offset) and
-///   returns it; a position of another epoch is refused.
+///   returns it, with whether this ack moved it: of acks racing to one offset, on any
+///   node, exactly one did; a position of another epoch is refused.
 pub(crate) trait History: Send + Sync + 'static {
     fn read<'a>(
         &'a self,
@@ -105,7 +113,7 @@ pub(crate) trait History: Send + Sync + 'static {
         tenant: &'a Tenant,
         user: &'a str,
         position: &'a Position,
-    ) -> BoxFuture<'a, Result<Cursor, HistoryError>>;
+    ) -> BoxFuture<'a, Result<CursorMove, HistoryError>>;
 
     /// Drops every stream of a deleted tenant; returns how many. (A publish racing the
     /// deletion may leave a stream behind, which expires like any idle one.)

@@ -12,15 +12,18 @@ pub(crate) enum Kind {
     UserOnline,
     /// A user's last connection closed, and none opened within the presence debounce.
     UserOffline,
+    /// A user's read cursor moved forward.
+    EventAcked,
 }
 
 impl Kind {
-    pub(crate) const ALL: [Kind; 2] = [Kind::UserOnline, Kind::UserOffline];
+    pub(crate) const ALL: [Kind; 3] = [Kind::UserOnline, Kind::UserOffline, Kind::EventAcked];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::UserOnline => "user.online",
             Kind::UserOffline => "user.offline",
+            Kind::EventAcked => "event.acked",
         }
     }
 

@@ -24,7 +24,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::backend::BoxFuture;
-use crate::backend::history::{Cursor, History, HistoryError, Limits, POSITION_GRACE, Start, plan};
+use crate::backend::history::{Cursor, CursorMove, History, HistoryError, Limits, POSITION_GRACE, Start, plan};
 use crate::segment::Filter;
 use crate::stream::{Position, Replay, Stored, Target, new_epoch};
 use crate::tenant::Tenant;
@@ -237,12 +237,13 @@ impl MemoryHistory {
         Replay { recovered, events: Vec::new(), position: Some(position), acked: 0 }
     }
 
-    fn ack_now(&self, tenant: &Tenant, user: &str, position: &Position) -> Result<Cursor, HistoryError> {
+    fn ack_now(&self, tenant: &Tenant, user: &str, position: &Position) -> Result<CursorMove, HistoryError> {
         let limits = Limits::from(tenant.config.history);
         let Some(stream) = self.find(tenant.index, Target::User(user)) else {
             // Nothing to ack in a stream that holds nothing; offset 0 of a look is no news.
             if self.epochs.starts(position, None, limits) {
-                return Ok(Cursor { epoch: self.epochs.look(), offset: 0, acked: 0 });
+                let cursor = Cursor { epoch: self.epochs.look(), offset: 0, acked: 0 };
+                return Ok(CursorMove { cursor, moved: false });
             }
             let p = position.clone();
             return Err(HistoryError::StalePosition(p.epoch, p.offset, self.epochs.look(), 0));
@@ -250,15 +251,20 @@ impl MemoryHistory {
         let mut stream = stream.lock().expect("stream lock");
         if self.epochs.starts(position, Some(stream.created), limits) {
             stream.touch(limits);
-            return Ok(Cursor { epoch: stream.epoch.clone(), offset: stream.last, acked: stream.acked });
+            let cursor = Cursor { epoch: stream.epoch.clone(), offset: stream.last, acked: stream.acked };
+            return Ok(CursorMove { cursor, moved: false });
         }
         if position.epoch != stream.epoch || position.offset > stream.last {
             let p = position.clone();
             return Err(HistoryError::StalePosition(p.epoch, p.offset, stream.epoch.clone(), stream.last));
         }
         stream.touch(limits);
+        let moved = position.offset > stream.acked;
         stream.acked = stream.acked.max(position.offset);
-        Ok(Cursor { epoch: stream.epoch.clone(), offset: stream.last, acked: stream.acked })
+        Ok(CursorMove {
+            cursor: Cursor { epoch: stream.epoch.clone(), offset: stream.last, acked: stream.acked },
+            moved,
+        })
     }
 }
 
@@ -292,7 +298,7 @@ impl History for MemoryHistory {
         tenant: &'a Tenant,
         user: &'a str,
         position: &'a Position,
-    ) -> BoxFuture<'a, Result<Cursor, HistoryError>> {
+    ) -> BoxFuture<'a, Result<CursorMove, HistoryError>> {
         Box::pin(async move { self.ack_now(tenant, user, position) })
     }
 }
@@ -350,8 +356,10 @@ mod tests {
         }
         let epoch = read(&h, &t, None, false).position.unwrap().epoch;
         let at = |offset| Position { epoch: epoch.clone(), offset };
-        assert_eq!(h.ack_now(&t, "u", &at(2)).unwrap().acked, 2);
-        assert_eq!(h.ack_now(&t, "u", &at(1)).unwrap().acked, 2);
+        let acked = |m: CursorMove| (m.cursor.acked, m.moved);
+        assert_eq!(h.ack_now(&t, "u", &at(2)).map(acked).unwrap(), (2, true));
+        assert_eq!(h.ack_now(&t, "u", &at(2)).map(acked).unwrap(), (2, false), "the same ack again moves nothing");
+        assert_eq!(h.ack_now(&t, "u", &at(1)).map(acked).unwrap(), (2, false));
         assert!(matches!(h.ack_now(&t, "u", &at(4)), Err(HistoryError::StalePosition(..))));
         let replay = read(&h, &t, None, false);
         assert_eq!(replay.position.unwrap().offset - replay.acked, 1);
@@ -369,7 +377,8 @@ mod tests {
         assert_eq!(look.offset, 0);
         // Resuming from the look, and acking it, keeps nothing either.
         assert!(read(&h, &t, Some(&look), false).recovered);
-        assert_eq!(h.ack_now(&t, "u", &look).unwrap().acked, 0);
+        let acked = h.ack_now(&t, "u", &look).unwrap();
+        assert_eq!((acked.cursor.acked, acked.moved), (0, false));
         assert_eq!(h.streams(), 0);
         // Events appended since are all replayed to a client that resumes from the look.
         for n in 1..=2 {

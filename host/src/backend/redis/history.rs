@@ -25,7 +25,7 @@ use super::keys::stream_channel;
 use super::scripts::{self, eval};
 use super::{Link, envelope, keys};
 use crate::backend::BoxFuture;
-use crate::backend::history::{Cursor, History, HistoryError, Limits, POSITION_GRACE, Start, plan};
+use crate::backend::history::{Cursor, CursorMove, History, HistoryError, Limits, POSITION_GRACE, Start, plan};
 use crate::clock::now_millis;
 use crate::stream::{Position, Replay, Stored, Target, new_epoch};
 use crate::tenant::Tenant;
@@ -159,19 +159,20 @@ impl RedisHistory {
         Ok(Replay { recovered, events: kept, position: Some(Position { epoch, offset: last }), acked })
     }
 
-    async fn ack_at(&self, tenant: &Tenant, user: &str, position: &Position) -> Result<Cursor, HistoryError> {
+    async fn ack_at(&self, tenant: &Tenant, user: &str, position: &Position) -> Result<CursorMove, HistoryError> {
         let limits = Limits::from(tenant.config.history);
         let [pos, _] = keys::history(&stream_channel(&tenant.id, Target::User(user)));
         let store = keys::slot_store(&pos);
         let mut cmd = scripts::HISTORY_ACK.key(pos);
         cmd.key(store).arg(&position.epoch).arg(position.offset).arg(position_ttl(limits)).arg(new_epoch());
         let Value::Array(reply) = self.call(cmd).await? else { return Err(malformed("malformed ack reply")) };
-        let [epoch, last, acked, taken]: [Value; 4] = reply.try_into().map_err(|_| malformed("malformed ack reply"))?;
+        let [epoch, last, acked, taken, moved]: [Value; 5] =
+            reply.try_into().map_err(|_| malformed("malformed ack reply"))?;
         let (epoch, offset, acked) = (text(&epoch)?, int(&last)?, int(&acked)?);
         if int(&taken)? == 0 {
             return Err(HistoryError::StalePosition(position.epoch.clone(), position.offset, epoch, offset));
         }
-        Ok(Cursor { epoch, offset, acked })
+        Ok(CursorMove { cursor: Cursor { epoch, offset, acked }, moved: int(&moved)? == 1 })
     }
 }
 
@@ -194,7 +195,7 @@ impl History for RedisHistory {
         tenant: &'a Tenant,
         user: &'a str,
         position: &'a Position,
-    ) -> BoxFuture<'a, Result<Cursor, HistoryError>> {
+    ) -> BoxFuture<'a, Result<CursorMove, HistoryError>> {
         Box::pin(self.ack_at(tenant, user, position))
     }
 }
