@@ -153,7 +153,7 @@ async fn acked(app: &App, tenant_id: &str, peer: SocketAddr, req: &Parts, body: 
         }
         other => other?,
     };
-    let cursor = crate::session::acked(&app, &tenant, &identity.user, change);
+    let cursor = crate::session::acked(app, &tenant, &identity.user, change);
     let unread = cursor.unread();
     Ok(Acked { epoch: cursor.epoch, offset: cursor.acked, unread })
 }
