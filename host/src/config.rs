@@ -402,7 +402,7 @@ pub struct WebhookEndpoint {
 }
 
 /// The webhook event types an endpoint may ask for (docs/WEBHOOKS.md).
-pub(crate) const WEBHOOK_EVENTS: [&str; 3] = ["user.online", "user.offline", "event.acked"];
+pub(crate) const WEBHOOK_EVENTS: [&str; 4] = ["user.online", "user.offline", "event.acked", "event.dead_lettered"];
 
 impl WebhookEndpoint {
     /// Checks the endpoint's settings; errors name `{key}.<field>`.

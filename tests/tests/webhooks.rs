@@ -181,6 +181,44 @@ async fn the_same_ack_on_two_nodes_at_once_is_one_event_acked() -> anyhow::Resul
 }
 
 #[tokio::test]
+async fn an_event_refused_by_redis_ingest_is_told_with_its_reason() -> anyhow::Result<()> {
+    let receiver = Receiver::start().await?;
+    let redis = RedisServer::start().await?;
+    let tenant = DEMO.replace(
+        "auth = { mode = \"insecure\" }",
+        &format!(
+            "auth = {{ mode = \"insecure\" }}\n\
+             webhooks = [{{ url = \"{}\", secret = \"{SECRET}\", events = [\"event.dead_lettered\"] }}]",
+            receiver.url("/hooks")
+        ),
+    );
+    let [_node] =
+        ready_hosts::<1>(&format!("{tenant}\n[webhooks]\nallow_private = true\n{}", redis.broker_toml())).await?;
+    let mut r = redis.conn().await?;
+    let entry: String = redis::cmd("XADD")
+        .arg("notify:demo:ingest")
+        .arg("*")
+        .arg("event")
+        .arg(r#"{"users":["bob"],"event":""}"#)
+        .query_async(&mut r)
+        .await?;
+    eventually(|| async { Ok(receiver.received().iter().any(|r| r.status == 200)) }).await?;
+    let (_, events) = verified(&receiver.received()[0])?;
+    assert_eq!(events.len(), 1);
+    let data = &events[0]["data"];
+    assert_eq!(
+        (events[0]["type"].as_str(), data["source"].as_str(), data["entry"].as_str()),
+        (Some("event.dead_lettered"), Some("ingest"), Some(entry.as_str()))
+    );
+    assert!(data["reason"].as_str().context("reason")?.contains("event"), "the reason names the field: {data}");
+    assert_eq!(
+        (data["event"].as_str(), &data["truncated"]),
+        (Some(r#"{"users":["bob"],"event":""}"#), &Value::Bool(false))
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_failing_receiver_gets_the_batch_again_with_the_same_webhook_id() -> anyhow::Result<()> {
     let receiver = Receiver::start().await?;
     receiver.answer(&[500, 503, 404]);

@@ -90,7 +90,7 @@ impl Backends {
             BrokerConfig::Memory(memory) => memory::backends(config, memory, local, webhooks),
             BrokerConfig::Redis(redis) => {
                 let spread = config.connections.reconnect_spread;
-                redis::backends(redis, local, tenants, metrics, spread).await
+                redis::backends(redis, local, tenants, metrics, spread, webhooks).await
             }
         }
     }

@@ -14,16 +14,20 @@ pub(crate) enum Kind {
     UserOffline,
     /// A user's read cursor moved forward.
     EventAcked,
+    /// Ingest through Redis refused an event (malformed, over a quota) and wrote it to the
+    /// dead-letter stream.
+    EventDeadLettered,
 }
 
 impl Kind {
-    pub(crate) const ALL: [Kind; 3] = [Kind::UserOnline, Kind::UserOffline, Kind::EventAcked];
+    pub(crate) const ALL: [Kind; 4] = [Kind::UserOnline, Kind::UserOffline, Kind::EventAcked, Kind::EventDeadLettered];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::UserOnline => "user.online",
             Kind::UserOffline => "user.offline",
             Kind::EventAcked => "event.acked",
+            Kind::EventDeadLettered => "event.dead_lettered",
         }
     }
 

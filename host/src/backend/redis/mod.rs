@@ -27,6 +27,7 @@ use super::{BackendError, Backends, BackendsError, Broker, BrokerError, HistoryE
 use crate::config::RedisConfig;
 use crate::metrics::BrokerMetrics;
 use crate::tenant::Tenants;
+use crate::webhook::Webhooks;
 
 /// How the backend errors name Redis.
 const REDIS: &str = "Redis";
@@ -65,6 +66,7 @@ pub(super) async fn backends(
     tenants: &Arc<Tenants>,
     metrics: &Arc<BrokerMetrics>,
     reconnect_spread: Duration,
+    webhooks: &Arc<Webhooks>,
 ) -> Result<Backends, BackendsError> {
     let node_id = config.node_id.as_deref().map_or_else(super::random_node_id, Arc::from);
     let link = Link::connect(config, config.timeout).await?;
@@ -74,7 +76,10 @@ pub(super) async fn backends(
     let broker: Arc<dyn Broker> = Arc::new(broker);
     let (presence, mirror) = presence::RedisPresence::start(link.clone(), node_id.clone(), tenants.clone(), timing);
     let (control, listener) = RedisStore::start(config).await?;
-    let ingestion = config.ingest.then(|| ingest::ingestion(config, broker.clone(), metrics.clone(), node_id.clone()));
+    let ingestion = config.ingest.then(|| {
+        let node = ingest::NodeParts { broker: broker.clone(), metrics: metrics.clone(), node_id: node_id.clone() };
+        ingest::ingestion(config, node, webhooks.clone())
+    });
     Ok(Backends {
         broker,
         idempotency: Arc::new(idempotency::RedisIdempotency::new(link.clone())),

@@ -12,7 +12,8 @@
 //!   pub/sub.
 //!
 //! An invalid entry or message is written to `notify:{tenant}:dead` with the error and then
-//! acknowledged; nothing is dropped silently.
+//! acknowledged, and the tenant's webhooks are told (`event.dead_lettered`); nothing is
+//! dropped silently.
 
 mod pubsub;
 mod stream;
@@ -31,9 +32,12 @@ use crate::drain::Drain;
 use crate::event::Event;
 use crate::metrics::BrokerMetrics;
 use crate::tenant::{Tenant, Tenants};
+use crate::webhook::{Kind, Notice, Webhooks};
 
 /// Dead-letter streams keep about this many entries.
 const DEAD_LETTER_MAXLEN: usize = 10_000;
+/// The most of a dead-lettered body an `event.dead_lettered` webhook carries.
+const NOTICE_BODY_BYTES: usize = 4096;
 
 /// Why a round of ingestion stopped; nothing of it may be acknowledged.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +71,14 @@ struct Node {
     broker: Arc<dyn Broker>,
     metrics: Arc<BrokerMetrics>,
     node_id: Arc<str>,
+    webhooks: Arc<Webhooks>,
+}
+
+/// The parts of the Redis backends the consumers use.
+pub(in crate::backend::redis) struct NodeParts {
+    pub broker: Arc<dyn Broker>,
+    pub metrics: Arc<BrokerMetrics>,
+    pub node_id: Arc<str>,
 }
 
 impl Node {
@@ -80,16 +92,12 @@ impl Node {
 }
 
 /// The starter of both consumers (`broker.ingest`); they stop when the host drains.
-pub(super) fn ingestion(
-    config: &RedisConfig,
-    broker: Arc<dyn Broker>,
-    metrics: Arc<BrokerMetrics>,
-    node_id: Arc<str>,
-) -> Ingestion {
+pub(super) fn ingestion(config: &RedisConfig, parts: NodeParts, webhooks: Arc<Webhooks>) -> Ingestion {
     let config = config.clone();
     Box::new(move |publisher, workers: TaskTracker| {
         Box::pin(async move {
-            let node = Arc::new(Node { publisher, broker, metrics, node_id });
+            let NodeParts { broker, metrics, node_id } = parts;
+            let node = Arc::new(Node { publisher, broker, metrics, node_id, webhooks });
             workers.spawn(stream::Reader::connect(&node, &config).await?.run());
             workers.spawn(pubsub::Leader::connect(&node, &config).await?.run());
             Ok(())
@@ -143,8 +151,12 @@ async fn ingest(
     let events: Vec<Event> = valid.into_iter().map(|(event, _)| event).collect();
     let dead_count = dead.len() as u64;
     if dead_count > 0 {
-        conn.run_all(dead).await.map_err(IngestError::DeadLetters)?;
+        let (cmds, notices): (Vec<Cmd>, Vec<Notice>) = dead.into_iter().unzip();
+        conn.run_all(cmds).await.map_err(IngestError::DeadLetters)?;
         node.metrics.dead_letters.fetch_add(dead_count, Relaxed);
+        for notice in notices {
+            node.webhooks.emit(&tenant.id, notice);
+        }
     }
     let accepted = events.len() as u64;
     node.publisher.publish(tenant, events).await?;
@@ -162,7 +174,7 @@ fn within_quotas<'a>(
     tenant: &Tenant,
     mut valid: Vec<(Event, &'a Item)>,
     source: Source,
-    dead: &mut Vec<Cmd>,
+    dead: &mut Vec<(Cmd, Notice)>,
 ) -> Vec<(Event, &'a Item)> {
     let max = tenant.quota.limits().max_event_bytes;
     if max > 0 {
@@ -191,15 +203,20 @@ fn within_quotas<'a>(
     valid
 }
 
-/// The XADD of an invalid item to the tenant's dead-letter stream, with the error.
-fn dead_letter(tenant: &Tenant, item: &Item, source: Source, error: &str) -> Cmd {
+/// The XADD of an invalid item to the tenant's dead-letter stream, with the error, and the
+/// `event.dead_lettered` notice for the tenant's webhooks.
+fn dead_letter(tenant: &Tenant, item: &Item, source: Source, error: &str) -> (Cmd, Notice) {
     let source_name = match source {
         Source::Stream => "ingest",
         Source::PubSub => "publish",
     };
+    let body = item.body.as_deref().unwrap_or_default();
     let mut cmd = ::redis::cmd("XADD");
     cmd.arg(keys::dead_letter_stream(&tenant.id)).arg("MAXLEN").arg("~").arg(DEAD_LETTER_MAXLEN).arg("*");
     cmd.arg("source").arg(source_name).arg("entry").arg(item.entry.as_deref().unwrap_or(""));
-    cmd.arg("error").arg(error).arg("event").arg(item.body.as_deref().unwrap_or_default());
-    cmd
+    cmd.arg("error").arg(error).arg("event").arg(body);
+    let text = String::from_utf8_lossy(&body[..body.len().min(NOTICE_BODY_BYTES)]);
+    let data = serde_json::json!({"source": source_name, "entry": item.entry, "reason": error, "event": text,
+                                  "truncated": body.len() > NOTICE_BODY_BYTES});
+    (cmd, Notice::new(Kind::EventDeadLettered, data))
 }
