@@ -248,8 +248,8 @@ impl App {
         crate::metrics::render_addresses(&mut out, self.0.edge.addresses.gauges());
         crate::metrics::render_tasks(&mut out, tokio::runtime::Handle::current().metrics().num_alive_tasks());
         crate::metrics::render_plugins(&mut out, &self.0.pipeline.plugins.all_metrics());
-        crate::metrics::render_compression(&mut out, self.0.hub.compression());
-        crate::metrics::render_deltas(&mut out, self.0.hub.deltas());
+        crate::metrics::render_shrink(&mut out, self.0.hub.compression(), &crate::metrics::COMPRESSION);
+        crate::metrics::render_shrink(&mut out, self.0.hub.deltas(), &crate::metrics::DELTAS);
         self.0.webhooks.render_metrics(&mut out);
         if let Some(streams) = self.0.history.streams_kept() {
             crate::metrics::render_history(&mut out, streams);

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use crate::event::Event;
 use crate::fanout::{Kill, Outbox, Pushed, QueueLimits};
 use crate::gate::{Admit, Gates};
-use crate::metrics::CompressionMetrics;
+use crate::metrics::ShrinkMetrics;
 use crate::protocol::delta::Base;
 use crate::segment::{Filter, Segment, Verdicts};
 use crate::stream::{Position, Replay, Target};
@@ -113,8 +113,8 @@ pub(crate) struct Hub {
     next_id: AtomicU64,
     limits: QueueLimits,
     pace: Pace,
-    compression: CompressionMetrics,
-    deltas: CompressionMetrics,
+    compression: ShrinkMetrics,
+    deltas: ShrinkMetrics,
 }
 
 /// How one encoded frame of a stream is delivered.
@@ -217,18 +217,18 @@ impl Hub {
             next_id: AtomicU64::new(1),
             limits,
             pace: Pace::new(),
-            compression: CompressionMetrics::default(),
-            deltas: CompressionMetrics::default(),
+            compression: ShrinkMetrics::default(),
+            deltas: ShrinkMetrics::default(),
         }
     }
 
     /// What making delta frames did on this node.
-    pub(crate) fn deltas(&self) -> &CompressionMetrics {
+    pub(crate) fn deltas(&self) -> &ShrinkMetrics {
         &self.deltas
     }
 
     /// What compressing frames for permessage-deflate did on this node.
-    pub(crate) fn compression(&self) -> &CompressionMetrics {
+    pub(crate) fn compression(&self) -> &ShrinkMetrics {
         &self.compression
     }
 
@@ -651,11 +651,11 @@ struct Shared<'a> {
     /// The tenant's `compression.min_bytes`.
     min_bytes: usize,
     deflated: OnceCell<Option<Bytes>>,
-    metrics: &'a CompressionMetrics,
+    metrics: &'a ShrinkMetrics,
 }
 
 impl<'a> Shared<'a> {
-    fn new(plain: Bytes, tenant: &Tenant, metrics: &'a CompressionMetrics) -> Self {
+    fn new(plain: Bytes, tenant: &Tenant, metrics: &'a ShrinkMetrics) -> Self {
         Self { plain, min_bytes: tenant.config.compression.min_bytes, deflated: Default::default(), metrics }
     }
 

@@ -462,19 +462,19 @@ pub(crate) fn render_tls(out: &mut String, reloads: u64, failures: u64) {
     let _ = writeln!(out, "{name}{{result=\"ok\"}} {reloads}\n{name}{{result=\"error\"}} {failures}");
 }
 
-/// What compressing frames for permessage-deflate did on this node: each frame counted once,
-/// however many connections it went to.
+/// Frames made smaller once however many connections get them (compressed for
+/// permessage-deflate, or made into delta frames): how many, their bytes before and after,
+/// and the time it took.
 #[derive(Default)]
-pub(crate) struct CompressionMetrics {
+pub(crate) struct ShrinkMetrics {
     pub frames: AtomicU64,
-    /// Payload bytes before and after.
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub nanos: AtomicU64,
 }
 
-impl CompressionMetrics {
-    /// Counts a frame of `before` payload bytes compressed to `after` in `took`.
+impl ShrinkMetrics {
+    /// Counts a frame of `before` bytes made into `after` bytes in `took`.
     pub(crate) fn record(&self, before: usize, after: usize, took: std::time::Duration) {
         self.frames.fetch_add(1, Relaxed);
         self.bytes_in.fetch_add(before as u64, Relaxed);
@@ -483,39 +483,41 @@ impl CompressionMetrics {
     }
 }
 
-pub(crate) fn render_compression(out: &mut String, m: &CompressionMetrics) {
-    let name = "notify_frames_compressed_total";
-    header(
-        out,
-        name,
-        "counter",
-        "Event frames compressed for permessage-deflate, once each however many connections got them.",
-    );
-    let _ = writeln!(out, "{name} {}", m.frames.load(Relaxed));
-    let name = "notify_compression_bytes_total";
-    header(out, name, "counter", "Payload bytes of the compressed frames, before (in) and after (out).");
-    let _ = writeln!(out, "{name}{{side=\"in\"}} {}", m.bytes_in.load(Relaxed));
-    let _ = writeln!(out, "{name}{{side=\"out\"}} {}", m.bytes_out.load(Relaxed));
-    let name = "notify_compression_seconds_total";
-    header(out, name, "counter", "Time spent compressing those frames.");
-    let _ = writeln!(out, "{name} {}", m.nanos.load(Relaxed) as f64 / 1e9);
+/// The names and help texts of a [`ShrinkMetrics`]' three families.
+pub(crate) struct ShrinkNames {
+    pub frames: (&'static str, &'static str),
+    pub bytes: (&'static str, &'static str),
+    pub seconds: (&'static str, &'static str),
 }
 
-pub(crate) fn render_deltas(out: &mut String, m: &CompressionMetrics) {
-    let name = "notify_deltas_total";
-    header(out, name, "counter", "Delta frames made, once each however many subscribers got them.");
+pub(crate) const COMPRESSION: ShrinkNames = ShrinkNames {
+    frames: (
+        "notify_frames_compressed_total",
+        "Event frames compressed for permessage-deflate, once each however many connections got them.",
+    ),
+    bytes: ("notify_compression_bytes_total", "Payload bytes of the compressed frames, before (in) and after (out)."),
+    seconds: ("notify_compression_seconds_total", "Time spent compressing those frames."),
+};
+
+pub(crate) const DELTAS: ShrinkNames = ShrinkNames {
+    frames: ("notify_deltas_total", "Delta frames made, once each however many subscribers got them."),
+    bytes: (
+        "notify_delta_bytes_total",
+        "Frame bytes of the events sent as deltas, whole (in) and as the delta frame (out).",
+    ),
+    seconds: ("notify_delta_seconds_total", "Time spent making those delta frames."),
+};
+
+pub(crate) fn render_shrink(out: &mut String, m: &ShrinkMetrics, names: &ShrinkNames) {
+    let (name, help) = names.frames;
+    header(out, name, "counter", help);
     let _ = writeln!(out, "{name} {}", m.frames.load(Relaxed));
-    let name = "notify_delta_bytes_total";
-    header(
-        out,
-        name,
-        "counter",
-        "Payload bytes of the events sent as deltas, whole (in) and as the delta frame (out).",
-    );
+    let (name, help) = names.bytes;
+    header(out, name, "counter", help);
     let _ = writeln!(out, "{name}{{side=\"in\"}} {}", m.bytes_in.load(Relaxed));
     let _ = writeln!(out, "{name}{{side=\"out\"}} {}", m.bytes_out.load(Relaxed));
-    let name = "notify_delta_seconds_total";
-    header(out, name, "counter", "Time spent making those delta frames.");
+    let (name, help) = names.seconds;
+    header(out, name, "counter", help);
     let _ = writeln!(out, "{name} {}", m.nanos.load(Relaxed) as f64 / 1e9);
 }
 

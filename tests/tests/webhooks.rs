@@ -88,6 +88,16 @@ async fn a_user_comes_online_once_and_goes_offline_once_after_the_debounce() -> 
     Ok(())
 }
 
+/// The config of nodes on `redis` whose tenant `demo` (with `tenant_extra`) sends `event`
+/// webhooks to `receiver`.
+fn on_redis(redis: &RedisServer, receiver: &Receiver, event: &str, tenant_extra: &str) -> String {
+    let hooks = format!(
+        "webhooks = [{{ url = \"{}\", secret = \"{SECRET}\", events = [\"{event}\"] }}]",
+        receiver.url("/hooks")
+    );
+    format!("{DEMO}{tenant_extra}\n{hooks}\n[webhooks]\nallow_private = true\n{}", redis.broker_toml())
+}
+
 /// The offsets of the `event.acked` events delivered so far, checking each one's fields.
 fn acked_offsets(receiver: &Receiver) -> anyhow::Result<Vec<u64>> {
     let mut offsets = Vec::new();
@@ -146,16 +156,7 @@ async fn an_ack_that_moves_the_read_cursor_is_one_event_acked() -> anyhow::Resul
 async fn the_same_ack_on_two_nodes_at_once_is_one_event_acked() -> anyhow::Result<()> {
     let receiver = Receiver::start().await?;
     let redis = RedisServer::start().await?;
-    let tenant = DEMO.replace(
-        "auth = { mode = \"insecure\" }",
-        &format!(
-            "auth = {{ mode = \"insecure\" }}\nhistory = {{ acks = true }}\n\
-             webhooks = [{{ url = \"{}\", secret = \"{SECRET}\", events = [\"event.acked\"] }}]",
-            receiver.url("/hooks")
-        ),
-    );
-    let [a, b] =
-        ready_hosts::<2>(&format!("{tenant}\n[webhooks]\nallow_private = true\n{}", redis.broker_toml())).await?;
+    let [a, b] = ready_hosts::<2>(&on_redis(&redis, &receiver, "event.acked", "history = { acks = true }")).await?;
     let (mut on_a, _) = a.join("demo", "user=ann").await?;
     let (mut on_b, _) = b.join("demo", "user=ann").await?;
     let first = note(&a, &mut [&mut on_a, &mut on_b]).await?;
@@ -184,16 +185,7 @@ async fn the_same_ack_on_two_nodes_at_once_is_one_event_acked() -> anyhow::Resul
 async fn an_event_refused_by_redis_ingest_is_told_with_its_reason() -> anyhow::Result<()> {
     let receiver = Receiver::start().await?;
     let redis = RedisServer::start().await?;
-    let tenant = DEMO.replace(
-        "auth = { mode = \"insecure\" }",
-        &format!(
-            "auth = {{ mode = \"insecure\" }}\n\
-             webhooks = [{{ url = \"{}\", secret = \"{SECRET}\", events = [\"event.dead_lettered\"] }}]",
-            receiver.url("/hooks")
-        ),
-    );
-    let [_node] =
-        ready_hosts::<1>(&format!("{tenant}\n[webhooks]\nallow_private = true\n{}", redis.broker_toml())).await?;
+    let [_node] = ready_hosts::<1>(&on_redis(&redis, &receiver, "event.dead_lettered", "")).await?;
     let mut r = redis.conn().await?;
     let entry: String = redis::cmd("XADD")
         .arg("notify:demo:ingest")

@@ -11,6 +11,8 @@ use super::notice::Notice;
 pub(crate) struct DeadLetter {
     /// The `webhook-id` it was last sent with.
     pub id: String,
+    /// Its endpoint's place in the tenant's `webhooks`, and URL.
+    pub endpoint: usize,
     pub url: String,
     pub reason: String,
     pub failed_at_ms: u64,

@@ -36,10 +36,12 @@ pub(crate) struct EndpointMetrics {
 /// An endpoint of one tenant.
 pub(crate) struct Endpoint {
     pub tenant: Arc<str>,
+    /// Its place in the tenant's `webhooks`.
+    pub index: usize,
     pub url: Uri,
     signer: standardwebhooks::Webhook,
     /// The kinds it wants, as [`super::Kind::bit`]s.
-    kinds: u32,
+    pub kinds: u32,
     batch: WebhookBatch,
     /// Notices waiting to be sent, oldest first; at most `capacity` (the rest are
     /// dead-lettered). Locked only to push or take, never across an await.
@@ -54,17 +56,18 @@ pub(crate) struct Endpoint {
 impl Endpoint {
     pub(crate) fn new(
         tenant: Arc<str>,
+        index: usize,
         config: &crate::config::WebhookEndpoint,
         capacity: usize,
         dead: Arc<DeadLetters>,
     ) -> Self {
-        let kinds = if config.events.is_empty() {
-            super::Kind::ALL.iter().map(|k| k.bit()).sum()
-        } else {
-            config.events.iter().filter_map(|e| super::Kind::named(e)).map(|k| k.bit()).sum()
+        let kinds = match config.events.is_empty() {
+            true => super::Kind::bits(crate::config::WEBHOOK_EVENTS),
+            false => super::Kind::bits(config.events.iter().map(String::as_str)),
         };
         Self {
             tenant,
+            index,
             url: config.url.parse().expect("checked with the config"),
             signer: standardwebhooks::Webhook::new(&config.secret).expect("checked with the config"),
             kinds,
@@ -75,10 +78,6 @@ impl Endpoint {
             dead,
             metrics: EndpointMetrics::default(),
         }
-    }
-
-    pub(crate) fn wants(&self, notice: &Notice) -> bool {
-        self.kinds & notice.kind.bit() != 0
     }
 
     /// Queues `notice`; a full queue dead-letters its oldest first.
@@ -167,6 +166,7 @@ impl Endpoint {
         let id = id.unwrap_or_else(|| notice::random_id("msg_"));
         self.dead.add(DeadLetter {
             id,
+            endpoint: self.index,
             url: self.url.to_string(),
             reason,
             failed_at_ms: crate::clock::now_millis(),

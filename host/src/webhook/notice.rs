@@ -5,6 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+use crate::config::WEBHOOK_EVENTS;
+
 /// The types of webhook events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -19,20 +21,21 @@ pub(crate) enum Kind {
     EventDeadLettered,
 }
 
+// Every kind is named by its place in the configuration's list of event types.
+const _: () = assert!(Kind::EventDeadLettered as usize + 1 == WEBHOOK_EVENTS.len());
+
 impl Kind {
-    pub(crate) const ALL: [Kind; 4] = [Kind::UserOnline, Kind::UserOffline, Kind::EventAcked, Kind::EventDeadLettered];
+    #[cfg(test)]
+    pub(crate) const ALL: [Kind; WEBHOOK_EVENTS.len()] =
+        [Kind::UserOnline, Kind::UserOffline, Kind::EventAcked, Kind::EventDeadLettered];
 
     pub(crate) fn name(self) -> &'static str {
-        match self {
-            Kind::UserOnline => "user.online",
-            Kind::UserOffline => "user.offline",
-            Kind::EventAcked => "event.acked",
-            Kind::EventDeadLettered => "event.dead_lettered",
-        }
+        WEBHOOK_EVENTS[self as usize]
     }
 
-    pub(crate) fn named(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.name() == name)
+    /// The set of `names` (event types), as [`Kind::bit`]s.
+    pub(crate) fn bits<'a>(names: impl IntoIterator<Item = &'a str>) -> u32 {
+        names.into_iter().filter_map(|n| WEBHOOK_EVENTS.iter().position(|e| *e == n)).map(|i| 1 << i).sum()
     }
 
     /// The bit of this kind in a set of kinds.
@@ -113,7 +116,10 @@ mod tests {
             json!({"id": "evt_1", "type": "user.offline", "timestamp": "2026-12-07T03:20:33.910Z", "data": {"user": "ann"}})
         );
         assert_ne!(random_id("x_"), random_id("x_"));
-        assert_eq!(Kind::named("user.online"), Some(Kind::UserOnline));
-        assert_eq!(Kind::named("user.away"), None);
+        assert_eq!(Kind::ALL.map(Kind::name), WEBHOOK_EVENTS, "each kind named by its place");
+        assert_eq!(
+            Kind::bits(["user.offline", "event.acked", "user.away"]),
+            Kind::UserOffline.bit() | Kind::EventAcked.bit()
+        );
     }
 }

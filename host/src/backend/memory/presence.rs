@@ -42,8 +42,7 @@ impl MemoryPresence {
     }
 
     fn followed(&self, tenant: &Tenant) -> bool {
-        let hooks = &self.followed.webhooks;
-        hooks.wants(&tenant.id, Kind::UserOnline) || hooks.wants(&tenant.id, Kind::UserOffline)
+        self.followed.webhooks.wants(&tenant.id, Kind::UserOnline.bit() | Kind::UserOffline.bit())
     }
 }
 
