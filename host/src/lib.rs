@@ -28,6 +28,7 @@ mod hub;
 mod ingest;
 mod lifecycle;
 mod metrics;
+mod outbound;
 mod plugin;
 mod protocol;
 mod quota;

@@ -291,9 +291,8 @@ impl<'a> Call<'a> {
         let tcp = tokio::net::TcpStream::connect((authority.host(), port))
             .await
             .with_context(|| format!("connecting to {authority}"))?;
-        let io: Box<dyn Io> = if secure { Box::new(tls(host, authority.host(), tcp).await?) } else { Box::new(tcp) };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
-        tokio::spawn(conn);
+        let tls = if secure { Some(tls(host)?) } else { None };
+        let mut sender = crate::outbound::open(tcp, tls.as_ref(), authority.host()).await?;
         let prefix = base.path().trim_end_matches('/');
         let mut req = Request::builder()
             .method(self.method)
@@ -317,18 +316,9 @@ impl<'a> Call<'a> {
     }
 }
 
-/// A connection to the host, plain or TLS.
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
-
-/// TLS to `name`, trusting `--ca-cert` or else the system's certificates.
-async fn tls(
-    host: &Host,
-    name: &str,
-    tcp: tokio::net::TcpStream,
-) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+/// TLS trusting `--ca-cert`, or else the system's certificates.
+fn tls(host: &Host) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
     let mut roots = rustls::RootCertStore::empty();
     match &host.ca_cert {
         Some(path) => {
@@ -344,7 +334,5 @@ async fn tls(
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let name = ServerName::try_from(name.to_owned()).with_context(|| format!("{name:?} is not a server name"))?;
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    connector.connect(name, tcp).await.context("TLS handshake")
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)))
 }

@@ -5,7 +5,7 @@
 //! [`Webhooks`] holds the node's endpoints by tenant; [`Webhooks::emit`] hands a notice to
 //! each endpoint of its tenant that wants its kind, without waiting. Each endpoint keeps a
 //! bounded queue and one task that sends its batches in order (`endpoint`), so a slow
-//! endpoint delays only itself; requests go out through `post` (plain or TLS, addresses
+//! endpoint delays only itself; requests go out through `post` (through `outbound`, addresses
 //! checked against `webhooks.allow_private`); batches given up on wait in the tenant's
 //! dead letters (`dead`).
 

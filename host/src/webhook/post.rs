@@ -10,10 +10,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Uri};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::config::WebhooksConfig;
+use crate::outbound::OpenError;
 
 /// Why a request did not get an answer, or got a failing one.
 #[derive(Debug, thiserror::Error)]
@@ -24,8 +24,8 @@ pub(crate) enum PostError {
     Resolve { host: String, source: std::io::Error },
     #[error("connecting to {addr}: {source}")]
     Connect { addr: SocketAddr, source: std::io::Error },
-    #[error("TLS with {host}: {source}")]
-    Tls { host: String, source: std::io::Error },
+    #[error(transparent)]
+    Open(#[from] OpenError),
     #[error("HTTP: {0}")]
     Http(#[from] hyper::Error),
     #[error("no answer within {0:?}")]
@@ -78,17 +78,7 @@ impl Poster {
         let secure = url.scheme_str() == Some("https");
         let port = url.port_u16().unwrap_or(if secure { 443 } else { 80 });
         let tcp = self.connect(host, port).await?;
-        let io: Box<dyn Io> = if secure {
-            let name = rustls::pki_types::ServerName::try_from(host.to_owned())
-                .map_err(|e| PostError::Tls { host: host.into(), source: std::io::Error::other(e) })?;
-            let tls =
-                self.tls.connect(name, tcp).await.map_err(|source| PostError::Tls { host: host.into(), source })?;
-            Box::new(tls)
-        } else {
-            Box::new(tcp)
-        };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
-        tokio::spawn(conn);
+        let mut sender = crate::outbound::open(tcp, secure.then_some(&self.tls), host).await?;
         let path = url.path_and_query().map_or("/", |p| p.as_str());
         let authority = url.authority().map_or(host, |a| a.as_str());
         let mut req = Request::post(path)
@@ -126,11 +116,6 @@ impl Poster {
         Err(last.unwrap_or(PostError::Resolve { host: host.into(), source: none }))
     }
 }
-
-/// A connection to an endpoint, plain or TLS.
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Whether `ip` is on the public internet: not loopback, private, link-local, shared
 /// (carrier-grade NAT), documentation, benchmarking, multicast, broadcast or unspecified.
