@@ -20,7 +20,8 @@ const DATA_KEY: &[u8] = br#","data":"#;
 
 /// Largest `data`, of the base or the next event, that a delta is made for: making one takes
 /// time that grows faster than the size on data that does not match (2 ms for 64 KiB of
-/// random bytes, half a second for 1 MiB), under the channel's lock. Larger events go whole.
+/// random bytes, half a second for 1 MiB: BENCHMARKS.md, `notify-delta-time`), under the
+/// channel's lock. Larger events go whole.
 pub(crate) const MAX_DATA: usize = 64 * 1024;
 
 /// An event frame and where its parts lie in it: the base of the next event's delta.
