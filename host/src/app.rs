@@ -18,11 +18,11 @@ use crate::fanout::QueueLimits;
 use crate::hub::Hub;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{BrokerMetrics, GlobalMetrics};
-use crate::plugin::{PluginError, Plugins};
+use crate::plugin::{BreakerListener, PluginError, Plugins};
 use crate::revocation::Revocations;
 use crate::tenant::Tenants;
 use crate::tls::Tls;
-use crate::webhook::Webhooks;
+use crate::webhook::{Kind, Notice, Webhooks};
 
 /// Why the host could not start.
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +136,7 @@ impl App {
         let Backends { broker, history, presence, idempotency, control, node_id, shared, ingestion, tasks } =
             Backends::start(&config, &local, &tenants, &broker_metrics, &webhooks).await?;
         let plugins = Arc::new(Plugins::from_config(&config, &tenants).await?);
+        plugins.on_breaker(breaker_notices(webhooks.clone(), node_id.clone()));
         let addresses = Addresses::new(config.addresses.clone(), config.server.max_handshakes);
         let admission = Admission::new(config.server.max_connections, addresses.counts());
         let tls = config.server.tls.as_ref().map(|t| Tls::load(t, &config.base_dir).map(Arc::new)).transpose()?;
@@ -288,4 +289,15 @@ impl axum::extract::FromRef<App> for Pipeline {
     fn from_ref(app: &App) -> Self {
         app.0.pipeline.clone()
     }
+}
+
+/// Tells the tenant's webhooks of a breaker turning on this node (`plugin.disabled`,
+/// `plugin.enabled`): each node's breakers are its own, so the notice names the node.
+fn breaker_notices(webhooks: Arc<Webhooks>, node: Arc<str>) -> BreakerListener {
+    Box::new(move |turn| {
+        let kind = if turn.disabled { Kind::PluginDisabled } else { Kind::PluginEnabled };
+        let data = serde_json::json!({"hook": turn.hook.as_str(), "version": turn.hash, "node": &*node,
+                                      "reason": turn.reason});
+        webhooks.emit(turn.tenant, Notice::new(kind, data));
+    })
 }

@@ -402,7 +402,21 @@ pub struct WebhookEndpoint {
 }
 
 /// The webhook event types an endpoint may ask for (docs/WEBHOOKS.md).
-pub(crate) const WEBHOOK_EVENTS: [&str; 4] = ["user.online", "user.offline", "event.acked", "event.dead_lettered"];
+pub(crate) const WEBHOOK_EVENTS: [&str; 10] = [
+    "user.online",
+    "user.offline",
+    "channel.occupied",
+    "channel.vacated",
+    "event.acked",
+    "event.dead_lettered",
+    "plugin.disabled",
+    "plugin.enabled",
+    "subscription.added",
+    "subscription.removed",
+];
+
+/// The event types sent only to endpoints that list them (high volume).
+pub(crate) const WEBHOOK_EVENTS_OPT_IN: [&str; 2] = ["subscription.added", "subscription.removed"];
 
 impl WebhookEndpoint {
     /// Checks the endpoint's settings; errors name `{key}.<field>`.

@@ -140,6 +140,7 @@ pub(crate) fn leave(conn: &Conn, app: &App) {
     let tenant = &conn.tenant;
     let subscriptions = std::mem::take(&mut *conn.subscriptions.lock().expect("subscriptions lock"));
     app.hub().unregister(conn, subscriptions.iter().map(|s| &**s));
+    subscriptions.iter().for_each(|channel| subscription_changed(app, conn, channel, Kind::SubscriptionRemoved));
     app.presence().disconnected(tenant, &conn.user);
     let own = [Target::User(&conn.user), Target::Broadcast];
     let channels = subscriptions.iter().map(|s| Target::Channel(s));
@@ -242,6 +243,20 @@ pub(crate) async fn act(action: Action, conn: &Arc<Conn>, app: &App) {
     conn.outbox.push_control(reply);
 }
 
+/// Tells presence (channel occupancy) and the tenant's webhooks that `conn` subscribed to
+/// `channel` or left it (`kind`).
+fn subscription_changed(app: &App, conn: &Conn, channel: &str, kind: Kind) {
+    let tenant = &conn.tenant;
+    match kind {
+        Kind::SubscriptionAdded => app.presence().subscribed(tenant, channel),
+        _ => app.presence().unsubscribed(tenant, channel),
+    }
+    if app.webhooks().wants(&tenant.id, kind.bit()) {
+        let data = serde_json::json!({"user": conn.user, "channel": channel, "connection": conn.id});
+        app.webhooks().emit(&tenant.id, Notice::new(kind, data));
+    }
+}
+
 /// Counts an ack (over WebSocket or SSE) and, when it moved the user's read cursor, tells
 /// the tenant's webhooks (`event.acked`); the cursor after it.
 pub(crate) fn acked(app: &App, tenant: &Tenant, user: &str, change: CursorMove) -> Cursor {
@@ -307,6 +322,7 @@ pub(crate) fn subscribe(
         conn.gates.close(target);
     }
     app.hub().subscribe(conn, &name, delta);
+    subscription_changed(app, conn, &name, Kind::SubscriptionAdded);
     let ticket = app.pipeline().broker.interest(&conn.tenant, &[target], 1);
     if resume {
         return Action::Resume { since, channel: name, ticket };
@@ -320,6 +336,7 @@ pub(crate) fn unsubscribe(conn: &Conn, app: &App, name: &str) -> Bytes {
     if let Some(i) = subscriptions.iter().position(|s| **s == *name) {
         subscriptions.swap_remove(i);
         app.hub().unsubscribe(conn, name);
+        subscription_changed(app, conn, name, Kind::SubscriptionRemoved);
         conn.gates.remove(Target::Channel(name));
         app.pipeline().broker.interest(&conn.tenant, &[Target::Channel(name)], -1);
     }

@@ -37,3 +37,4 @@ mod tenants;
 mod tenants_cluster;
 mod tls;
 mod webhooks;
+mod webhooks_cluster;

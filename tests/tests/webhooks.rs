@@ -9,7 +9,7 @@ use notify_tests::{Client, DEMO, Received, Receiver, RedisServer, Req, TestHost,
 use serde_json::{Value, json};
 use standardwebhooks::Webhook;
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(crate) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const ADMIN: &str = "admin-token-123";
 
 /// A host whose tenant `demo` sends its webhooks to `url`, with quick retries.
@@ -37,7 +37,7 @@ webhooks = [{{ url = "{url}", secret = "{SECRET}", batch = {{ max_events = 10, m
 }
 
 /// The events of a request whose signature verifies, with its `webhook-id`.
-fn verified(request: &Received) -> anyhow::Result<(String, Vec<Value>)> {
+pub(crate) fn verified(request: &Received) -> anyhow::Result<(String, Vec<Value>)> {
     Webhook::new(SECRET)?.verify(&request.body, &request.headers).context("signature")?;
     let body: Value = serde_json::from_slice(&request.body)?;
     anyhow::ensure!(body["type"] == "notify.batch" && body["data"]["tenant"] == "demo", "{body}");
@@ -45,16 +45,14 @@ fn verified(request: &Received) -> anyhow::Result<(String, Vec<Value>)> {
     Ok((id, body["data"]["events"].as_array().context("events")?.clone()))
 }
 
-/// `type user` of every event delivered (answered 2xx) so far.
-fn delivered(receiver: &Receiver) -> anyhow::Result<Vec<String>> {
+/// `type user` (or `type channel`) of every event delivered (answered 2xx) so far.
+pub(crate) fn delivered(receiver: &Receiver) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
     for request in receiver.received().iter().filter(|r| r.status == 200) {
         for event in verified(request)?.1 {
-            out.push(format!(
-                "{} {}",
-                event["type"].as_str().context("type")?,
-                event["data"]["user"].as_str().context("user")?
-            ));
+            let data = &event["data"];
+            let subject = data["user"].as_str().or(data["channel"].as_str()).context("user or channel")?;
+            out.push(format!("{} {subject}", event["type"].as_str().context("type")?));
         }
     }
     Ok(out)
@@ -85,6 +83,96 @@ async fn a_user_comes_online_once_and_goes_offline_once_after_the_debounce() -> 
     let (_, events) = verified(request)?;
     assert!(events[0]["id"].as_str().context("id")?.starts_with("evt_"));
     assert_eq!(request.headers.get("content-type").context("content-type")?, "application/json");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_channel_is_occupied_once_and_vacated_once_and_subscriptions_are_told_when_asked_for() -> anyhow::Result<()> {
+    let receiver = Receiver::start().await?;
+    let events = r#"events = ["channel.occupied", "channel.vacated", "subscription.added", "subscription.removed"], "#;
+    let config = |events: &str| {
+        format!(
+            "[broker]\nkind = \"memory\"\npresence_debounce = \"1s\"\n[webhooks]\nallow_private = true\n\
+             [tenants.demo]\npublish_key = \"demo-key\"\nauth = {{ mode = \"insecure\" }}\n\
+             webhooks = [{{ url = \"{}\", secret = \"{SECRET}\", {events}batch = {{ max_wait = \"20ms\" }} }}]\n",
+            receiver.url("/hooks")
+        )
+    };
+    let host = TestHost::start(&config(events)).await?;
+    let (mut ann, _) = host.join("demo", "user=ann").await?;
+    let (mut bob, _) = host.join("demo", "user=bob").await?;
+    ann.subscribe("match").await?;
+    bob.subscribe("match").await?;
+    eventually(|| async { Ok(delivered(&receiver)?.len() == 3) }).await?;
+    ann.send_json(&json!({"type": "unsubscribe", "channel": "match"})).await?;
+    while ann.next_json().await?["type"] != "unsubscribed" {}
+    drop(bob);
+    let expected = [
+        "channel.occupied match",
+        "subscription.added ann",
+        "subscription.added bob",
+        "subscription.removed ann",
+        "subscription.removed bob",
+        "channel.vacated match",
+    ];
+    eventually(|| async { Ok(delivered(&receiver)?.len() == expected.len()) }).await?;
+    assert_eq!(delivered(&receiver)?, expected);
+    let added = receiver.received().iter().flat_map(|r| verified(r).map(|v| v.1).unwrap_or_default()).nth(1);
+    let added = added.context("subscription.added")?;
+    assert_eq!((added["data"]["channel"].as_str(), added["data"]["connection"].is_u64()), (Some("match"), true));
+
+    // Endpoints that list no events get occupancy but not the high-volume subscription events.
+    let quiet = Receiver::start().await?;
+    let host = TestHost::start(&config("").replace(&receiver.url("/hooks"), &quiet.url("/hooks"))).await?;
+    let (mut cy, _) = host.join("demo", "user=cy").await?;
+    cy.subscribe("lobby").await?;
+    eventually(|| async { Ok(delivered(&quiet)? == ["user.online cy", "channel.occupied lobby"]) }).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_plugin_breaker_opening_and_a_fixed_version_are_told() -> anyhow::Result<()> {
+    let receiver = Receiver::start().await?;
+    let extra = format!(
+        "[plugins]\nbreaker_threshold = 2\n[tenants.demo.plugins.transform]\npath = \"{}\"\non_failure = \"skip\"\n",
+        notify_tests::plugin_path("hostile_trap")
+    );
+    let url = receiver.url("/hooks");
+    let host = TestHost::start(&format!(
+        "[server]\nadmin_token = \"{ADMIN}\"\n[webhooks]\nallow_private = true\n{extra}\n\
+         [tenants.demo]\npublish_key = \"demo-key\"\n\
+         webhooks = [{{ url = \"{url}\", secret = \"{SECRET}\", events = [\"plugin.disabled\", \"plugin.enabled\"] }}]\n"
+    ))
+    .await?;
+    for _ in 0..3 {
+        host.publish_ok(&json!({"broadcast": true, "event": "e"})).await?;
+    }
+    let told = || async {
+        let mut events = Vec::new();
+        for request in receiver.received().iter().filter(|r| r.status == 200) {
+            events.extend(verified(request)?.1);
+        }
+        Ok::<_, anyhow::Error>(events)
+    };
+    eventually(|| async { Ok(told().await?.len() == 1) }).await?;
+    let disabled = &told().await?[0];
+    assert_eq!(
+        (disabled["type"].as_str(), disabled["data"]["hook"].as_str()),
+        (Some("plugin.disabled"), Some("transform"))
+    );
+    assert!(disabled["data"]["reason"].as_str().context("reason")?.contains("2 consecutive failures"), "{disabled}");
+    assert!(disabled["data"]["node"].is_string() && disabled["data"]["version"].is_string(), "{disabled}");
+
+    let (status, body) = Req::put("/v1/admin/tenants/demo/plugins/transform")
+        .auth(Some(ADMIN))
+        .body(notify_tests::plugin_bytes("redact").into())
+        .reply(host.addr)
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    eventually(|| async { Ok(told().await?.len() == 2) }).await?;
+    let enabled = &told().await?[1];
+    assert_eq!(enabled["type"], "plugin.enabled");
+    assert_eq!(enabled["data"]["version"], body["hash"], "{body}");
     Ok(())
 }
 

@@ -18,7 +18,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 use super::bindings::{StoreState, auth, route, transform, types};
 use super::budget::TICK;
 use super::budget::{Budget, CallClock, CpuMeter, Verdict, bounded};
-use super::runtime::{Compiled, Exports, Runtime};
+use super::runtime::{BreakerTurn, Compiled, Exports, Runtime};
 use super::version::{Provenance, VersionState};
 use super::{CallError, FailurePolicy, Hook};
 use crate::metrics::HookMetrics;
@@ -261,6 +261,14 @@ impl LoadedPlugin {
                         plugin = &*self.label,
                         "plugin disabled after {n} consecutive failures; upload a fixed version or roll back"
                     );
+                    let reason = format!("{n} consecutive failures, the last: {e}");
+                    self.runtime.breaker_turned(BreakerTurn {
+                        tenant: &self.tenant,
+                        hook: self.hook,
+                        hash: Some(&self.compiled.hash),
+                        disabled: true,
+                        reason: &reason,
+                    });
                 }
             }
         }

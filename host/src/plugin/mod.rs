@@ -22,7 +22,7 @@ use std::sync::{Arc, RwLock};
 
 pub(crate) use instance::{LoadedPlugin, Source};
 use runtime::Compiled;
-pub(crate) use runtime::Runtime;
+pub(crate) use runtime::{BreakerListener, BreakerTurn, Runtime};
 pub(crate) use version::{Provenance, SlotSpec, TenantSlots, VersionState};
 
 use crate::config::{Config, FailurePolicy, PluginConfig};
@@ -240,6 +240,11 @@ impl Plugins {
         Ok(Arc::new(plugin))
     }
 
+    /// Sets who hears of breakers opening and of disabled versions replaced.
+    pub(crate) fn on_breaker(&self, listener: BreakerListener) {
+        self.runtime.on_breaker(listener);
+    }
+
     /// Whether config.toml names a plugin for the tenant's hook.
     pub(crate) fn configured(&self, tenant: &Arc<str>, hook: Hook) -> bool {
         let slots = self.slots.read().expect("plugin slots lock");
@@ -314,11 +319,17 @@ impl Plugins {
         let mut slots = self.slots.write().expect("plugin slots lock");
         for ((tenant, hook), stored) in updates {
             let slot = slots.entry((tenant.clone(), hook)).or_default();
+            let was_disabled = slot.active().is_some_and(|p| p.is_disabled());
             slot.stored = stored;
             let active = slot.active();
-            slot.metrics.disabled.store(u64::from(active.is_some_and(|p| p.is_disabled())), Relaxed);
+            let disabled = active.is_some_and(|p| p.is_disabled());
+            slot.metrics.disabled.store(u64::from(disabled), Relaxed);
             let hash = active.map(|p| p.compiled.hash.as_str());
             tracing::info!(tenant = &*tenant, hook = hook.as_str(), hash, "plugin slot changed");
+            if was_disabled && !disabled {
+                let reason = if hash.is_some() { "another version was activated" } else { "the plugin was removed" };
+                self.runtime.breaker_turned(BreakerTurn { tenant: &tenant, hook, hash, disabled: false, reason });
+            }
         }
         slots.retain(|(tenant, _), _| tenants.get(tenant).is_some());
         let in_use: HashSet<&str> = slots.values().flat_map(Slot::loaded).map(|p| p.compiled.hash.as_str()).collect();

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::Duration;
 
@@ -79,6 +79,38 @@ pub(crate) struct Runtime {
     clock: Arc<Clock>,
     /// The epoch ticker.
     ticker: Thread,
+    /// Told when a breaker opens, or a slot whose version was disabled runs an enabled one;
+    /// set once by the node.
+    breaker_listener: OnceLock<BreakerListener>,
+}
+
+/// Who hears of breakers turning.
+pub(crate) type BreakerListener = Box<dyn Fn(BreakerTurn<'_>) + Send + Sync>;
+
+/// A plugin version's breaker opened (`disabled`), or its tenant's hook runs an enabled
+/// version again (a new version or a rollback replaced the disabled one).
+#[derive(Debug)]
+pub(crate) struct BreakerTurn<'a> {
+    pub tenant: &'a str,
+    pub hook: Hook,
+    /// The version (sha256) disabled, or now active.
+    pub hash: Option<&'a str>,
+    pub disabled: bool,
+    /// Why: the last failure, or what replaced the disabled version.
+    pub reason: &'a str,
+}
+
+impl Runtime {
+    /// Sets who hears of breakers turning; a second listener is ignored.
+    pub(crate) fn on_breaker(&self, listener: BreakerListener) {
+        let _ = self.breaker_listener.set(listener);
+    }
+
+    pub(crate) fn breaker_turned(&self, turn: BreakerTurn<'_>) {
+        if let Some(listener) = self.breaker_listener.get() {
+            listener(turn);
+        }
+    }
 }
 
 /// Keeps the epoch clock ticking while guest code may run (see [`Runtime::ticking`]).
@@ -118,7 +150,8 @@ impl Runtime {
 
         let clock = Arc::new(Clock::default());
         let ticker = spawn_ticker(&engine, clock.clone())?;
-        Ok(Arc::new(Self { engine, linker, limits, cache: Mutex::default(), clock, ticker }))
+        let breaker_listener = OnceLock::new();
+        Ok(Arc::new(Self { engine, linker, limits, cache: Mutex::default(), clock, ticker, breaker_listener }))
     }
 
     /// Makes the epoch clock, which every call deadline is measured against, tick until the

@@ -62,7 +62,7 @@ impl Endpoint {
         dead: Arc<DeadLetters>,
     ) -> Self {
         let kinds = match config.events.is_empty() {
-            true => super::Kind::bits(crate::config::WEBHOOK_EVENTS),
+            true => super::Kind::defaults(),
             false => super::Kind::bits(config.events.iter().map(String::as_str)),
         };
         Self {
@@ -124,7 +124,7 @@ impl Endpoint {
     }
 
     /// Sends one batch until it is answered 2xx, or dead-letters it.
-    async fn deliver(&self, batch: Vec<Notice>, poster: &Poster, config: &WebhooksConfig) {
+    async fn deliver(&self, mut batch: Vec<Notice>, poster: &Poster, config: &WebhooksConfig) {
         let id = notice::random_id("msg_");
         let body = Bytes::from(notice::body(&self.tenant, &batch));
         let started = Instant::now();
@@ -138,7 +138,7 @@ impl Endpoint {
                 ("webhook-signature", signature),
             ];
             let failure = match poster.post(&self.url, &headers, body.clone()).await {
-                Ok(()) => return self.delivered(&batch),
+                Ok(()) => return self.delivered(&mut batch),
                 Err(e) => e,
             };
             self.metrics.failed.fetch_add(1, Relaxed);
@@ -152,16 +152,20 @@ impl Endpoint {
         }
     }
 
-    fn delivered(&self, batch: &[Notice]) {
+    fn delivered(&self, batch: &mut [Notice]) {
         self.metrics.sent.fetch_add(batch.len() as u64, Relaxed);
         let now = crate::clock::now_millis();
         for notice in batch {
             self.metrics.latency.observe(Duration::from_millis(now.saturating_sub(notice.at_ms)));
+            notice.settled();
         }
     }
 
-    fn dead_letter(&self, notices: Vec<Notice>, id: Option<String>, reason: String) {
+    /// Keeps `notices` in the tenant's dead letters: done with, as far as whoever waits for
+    /// them to settle is concerned (a replay is the operator's call).
+    fn dead_letter(&self, mut notices: Vec<Notice>, id: Option<String>, reason: String) {
         self.metrics.dead_lettered.fetch_add(notices.len() as u64, Relaxed);
+        notices.iter_mut().for_each(Notice::settled);
         tracing::warn!(tenant = %self.tenant, url = %self.url, %reason, notices = notices.len(), "webhook batch dead-lettered");
         let id = id.unwrap_or_else(|| notice::random_id("msg_"));
         self.dead.add(DeadLetter {

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 pub(crate) use dead::{DeadLetter, DeadLetters};
 use endpoint::{Endpoint, EndpointMetrics};
+use notice::Settle;
 pub(crate) use notice::{Kind, Notice};
 use post::Poster;
 
@@ -73,10 +74,26 @@ impl Webhooks {
 
     /// Queues `notice` for every endpoint of `tenant` that wants its kind.
     pub(crate) fn emit(&self, tenant: &str, notice: Notice) {
-        let Some(hooks) = self.tenants.get(tenant) else { return };
-        for endpoint in hooks.endpoints.iter().filter(|e| e.kinds & notice.kind.bit() != 0) {
+        self.emit_then(tenant, notice, Box::new(|| {}));
+    }
+
+    /// Queues `notice` like [`Webhooks::emit`]; `then` runs once every endpoint it went to
+    /// has delivered or dead-lettered it (at once if none wants it).
+    pub(crate) fn emit_then(&self, tenant: &str, mut notice: Notice, then: Box<dyn FnOnce() + Send>) {
+        let bit = notice.kind.bit();
+        let endpoints: Vec<&Arc<Endpoint>> = match self.tenants.get(tenant) {
+            Some(hooks) => hooks.endpoints.iter().filter(|e| e.kinds & bit != 0).collect(),
+            None => Vec::new(),
+        };
+        notice.settle = Some(Settle::new(endpoints.len(), then));
+        for endpoint in endpoints {
             endpoint.push(notice.clone());
         }
+    }
+
+    /// The tenants with an endpoint that wants any of `kinds` ([`Kind::bit`]s).
+    pub(crate) fn tenants_wanting(&self, kinds: u32) -> impl Iterator<Item = &str> {
+        self.tenants.iter().filter(move |(_, t)| t.kinds & kinds != 0).map(|(id, _)| &**id)
     }
 
     /// The endpoints' sending tasks, for the node to run.
@@ -165,6 +182,12 @@ mod tests {
         assert!(hooks.wants("a", Kind::UserOnline.bit()) && hooks.wants("a", Kind::EventAcked.bit()));
         assert!(!hooks.wants("a", Kind::UserOffline.bit()) && !hooks.wants("b", Kind::UserOnline.bit()));
         let every = Webhooks::new(&Config::from_toml(&toml(""), "test", []).unwrap(), crypto());
-        assert!(Kind::ALL.iter().all(|k| every.wants("a", k.bit())), "no events listed: every type");
+        let (on, opt_in): (Vec<&Kind>, Vec<&Kind>) = Kind::ALL.iter().partition(|k| every.wants("a", k.bit()));
+        assert_eq!(
+            opt_in,
+            [&Kind::SubscriptionAdded, &Kind::SubscriptionRemoved],
+            "no events listed: the default types"
+        );
+        assert_eq!(on.len(), Kind::ALL.len() - 2);
     }
 }

@@ -1,11 +1,13 @@
 //! What a webhook tells: the event types, one notice of something that happened, and the
 //! JSON body of a batch of them (docs/WEBHOOKS.md).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::config::WEBHOOK_EVENTS;
+use crate::config::{WEBHOOK_EVENTS, WEBHOOK_EVENTS_OPT_IN};
 
 /// The types of webhook events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,20 +16,47 @@ pub(crate) enum Kind {
     UserOnline,
     /// A user's last connection closed, and none opened within the presence debounce.
     UserOffline,
+    /// A channel's first subscriber anywhere subscribed.
+    ChannelOccupied,
+    /// A channel's last subscriber left, and none subscribed within the presence debounce.
+    ChannelVacated,
     /// A user's read cursor moved forward.
     EventAcked,
     /// Ingest through Redis refused an event (malformed, over a quota) and wrote it to the
     /// dead-letter stream.
     EventDeadLettered,
+    /// A plugin's breaker opened: its calls are skipped until it closes.
+    PluginDisabled,
+    /// A plugin's breaker closed again.
+    PluginEnabled,
+    /// A connection subscribed to a channel.
+    SubscriptionAdded,
+    /// A connection's subscription to a channel ended.
+    SubscriptionRemoved,
 }
 
 // Every kind is named by its place in the configuration's list of event types.
-const _: () = assert!(Kind::EventDeadLettered as usize + 1 == WEBHOOK_EVENTS.len());
+const _: () = assert!(Kind::SubscriptionRemoved as usize + 1 == WEBHOOK_EVENTS.len());
 
 impl Kind {
     #[cfg(test)]
-    pub(crate) const ALL: [Kind; WEBHOOK_EVENTS.len()] =
-        [Kind::UserOnline, Kind::UserOffline, Kind::EventAcked, Kind::EventDeadLettered];
+    pub(crate) const ALL: [Kind; WEBHOOK_EVENTS.len()] = [
+        Kind::UserOnline,
+        Kind::UserOffline,
+        Kind::ChannelOccupied,
+        Kind::ChannelVacated,
+        Kind::EventAcked,
+        Kind::EventDeadLettered,
+        Kind::PluginDisabled,
+        Kind::PluginEnabled,
+        Kind::SubscriptionAdded,
+        Kind::SubscriptionRemoved,
+    ];
+
+    /// The kinds an endpoint that lists none gets: all but the opt-in ones.
+    pub(crate) fn defaults() -> u32 {
+        Self::bits(WEBHOOK_EVENTS) & !Self::bits(WEBHOOK_EVENTS_OPT_IN)
+    }
 
     pub(crate) fn name(self) -> &'static str {
         WEBHOOK_EVENTS[self as usize]
@@ -53,15 +82,60 @@ pub(crate) struct Notice {
     /// Milliseconds since the Unix epoch when it happened.
     pub at_ms: u64,
     pub data: Value,
+    /// Told once every endpoint it went to is done with it, if someone waits for that.
+    pub settle: Option<Arc<Settle>>,
 }
 
 impl Notice {
     pub(crate) fn new(kind: Kind, data: Value) -> Self {
-        Self { id: random_id("evt_"), kind, at_ms: crate::clock::now_millis(), data }
+        Self { id: random_id("evt_"), kind, at_ms: crate::clock::now_millis(), data, settle: None }
+    }
+
+    /// Tells its [`Settle`] that one endpoint is done with it (delivered or dead-lettered).
+    pub(crate) fn settled(&mut self) {
+        if let Some(settle) = self.settle.take() {
+            settle.one_done();
+        }
     }
 
     pub(crate) fn json(&self) -> Value {
         json!({"id": self.id, "type": self.kind.name(), "timestamp": rfc3339(self.at_ms), "data": self.data})
+    }
+}
+
+/// What to do once every endpoint a notice went to is done with it: a Redis stream entry is
+/// acknowledged only then, so a node that dies with it queued leaves it to another node.
+pub(crate) struct Settle {
+    /// Endpoints not done yet.
+    remaining: AtomicUsize,
+    then: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl Settle {
+    pub(crate) fn new(endpoints: usize, then: Box<dyn FnOnce() + Send>) -> Arc<Self> {
+        let settle = Arc::new(Self { remaining: AtomicUsize::new(endpoints), then: Mutex::new(Some(then)) });
+        if endpoints == 0 {
+            settle.run();
+        }
+        settle
+    }
+
+    fn one_done(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.run();
+        }
+    }
+
+    fn run(&self) {
+        if let Some(then) = self.then.lock().expect("settle lock").take() {
+            then();
+        }
+    }
+}
+
+impl std::fmt::Debug for Settle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settle").field("remaining", &self.remaining).finish_non_exhaustive()
     }
 }
 
@@ -107,6 +181,7 @@ mod tests {
             kind: Kind::UserOffline,
             at_ms: 1_796_613_633_910,
             data: json!({"user": "ann"}),
+            settle: None,
         };
         let body: Value = serde_json::from_slice(&body("demo", &[notice])).unwrap();
         assert_eq!(body["type"], "notify.batch");

@@ -1,7 +1,8 @@
 //! Presence on one node: the local hub is the whole truth. For tenants whose webhooks want
-//! `user.online` or `user.offline`, it also follows each user's connections: `online` when
-//! the first opens, `offline` once the last has been closed for `broker.presence_debounce`
-//! with none opened meanwhile (a quick reconnect is neither).
+//! presence transitions, it also follows each user's connections (and each channel's
+//! subscriptions): `user.online` (`channel.occupied`) when the first opens, `user.offline`
+//! (`channel.vacated`) once the last has been closed for `broker.presence_debounce` with
+//! none opened meanwhile (a quick reconnect is neither).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,95 +10,111 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::backend::presence::{Presence, PresenceError, Status};
+use crate::backend::presence::{Member, Presence, PresenceError, Status};
 use crate::backend::{BoxFuture, LocalDelivery};
 use crate::tenant::Tenant;
-use crate::webhook::{Kind, Notice, Webhooks};
+use crate::webhook::{Notice, Webhooks};
 
-/// Reads connection counts from the hub; follows users for presence webhooks.
+/// Reads connection counts from the hub; follows users and channels for webhooks.
 pub(crate) struct MemoryPresence {
     local: Arc<dyn LocalDelivery>,
-    /// Users of tenants with presence webhooks that are online or about to go offline.
+    /// Users and channels of tenants with presence webhooks that have someone, or are about
+    /// to be reported as having no one.
     followed: Arc<Followed>,
     debounce: Duration,
 }
 
-/// The users followed for presence webhooks, by tenant index and user.
+/// What is followed, by kind, tenant index and name.
+type Key = (Member, u32, Box<str>);
+
+/// The users and channels followed for presence webhooks.
 struct Followed {
     /// Locked for one update, never across an await.
-    users: Mutex<HashMap<(u32, Box<str>), Seen>>,
+    members: Mutex<HashMap<Key, Seen>>,
     webhooks: Arc<Webhooks>,
 }
 
-/// A followed user's connections, and a count of their changes: an offline check finds
-/// out whether anything happened since it was scheduled.
+/// A followed member's connections (or subscriptions), and a count of their changes: a
+/// check for none finds out whether anything happened since it was scheduled.
 struct Seen {
-    connections: u32,
+    count: u32,
     changes: u64,
 }
 
 impl MemoryPresence {
     pub(crate) fn new(local: Arc<dyn LocalDelivery>, webhooks: Arc<Webhooks>, debounce: Duration) -> Self {
-        Self { local, followed: Arc::new(Followed { users: Mutex::default(), webhooks }), debounce }
+        Self { local, followed: Arc::new(Followed { members: Mutex::default(), webhooks }), debounce }
     }
 
-    fn followed(&self, tenant: &Tenant) -> bool {
-        self.followed.webhooks.wants(&tenant.id, Kind::UserOnline.bit() | Kind::UserOffline.bit())
+    fn came(&self, tenant: &Arc<Tenant>, member: Member, name: &str) {
+        if !self.followed.webhooks.wants(&tenant.id, member.bits()) {
+            return;
+        }
+        let mut members = self.followed.members.lock().expect("presence lock");
+        let seen = members.entry((member, tenant.index, name.into())).or_insert(Seen { count: 0, changes: 0 });
+        // A member still counted (present, or its leaving not yet reported) is not new.
+        let new = seen.changes == 0;
+        seen.count += 1;
+        seen.changes += 1;
+        drop(members);
+        if new {
+            self.followed.notify(tenant, member, member.kinds().0, name);
+        }
+    }
+
+    fn left(&self, tenant: &Arc<Tenant>, member: Member, name: &str) {
+        if !self.followed.webhooks.wants(&tenant.id, member.bits()) {
+            return;
+        }
+        let key = (member, tenant.index, Box::from(name));
+        let mut members = self.followed.members.lock().expect("presence lock");
+        let Some(seen) = members.get_mut(&key) else { return };
+        seen.count = seen.count.saturating_sub(1);
+        seen.changes += 1;
+        if seen.count > 0 {
+            return;
+        }
+        let (changes, followed, tenant) = (seen.changes, self.followed.clone(), tenant.clone());
+        drop(members);
+        let debounce = self.debounce;
+        tokio::spawn(async move {
+            tokio::time::sleep(debounce).await;
+            followed.check_gone(&tenant, key, changes);
+        });
     }
 }
 
 impl Followed {
-    fn notify(&self, tenant: &Tenant, kind: Kind, user: &str) {
-        self.webhooks.emit(&tenant.id, Notice::new(kind, json!({"user": user})));
+    fn notify(&self, tenant: &Tenant, member: Member, kind: crate::webhook::Kind, name: &str) {
+        self.webhooks.emit(&tenant.id, Notice::new(kind, json!({ member.field(): name })));
     }
 
-    /// Reports `user` offline if nothing changed since `changes` and no connection is open.
-    fn check_offline(&self, tenant: &Tenant, user: &str, changes: u64) {
-        let key = (tenant.index, Box::from(user));
-        let mut users = self.users.lock().expect("presence lock");
-        if users.get(&key).is_some_and(|s| s.connections == 0 && s.changes == changes) {
-            users.remove(&key);
-            drop(users);
-            self.notify(tenant, Kind::UserOffline, user);
+    /// Reports `key` gone if nothing changed since `changes` and its count is none.
+    fn check_gone(&self, tenant: &Tenant, key: Key, changes: u64) {
+        let mut members = self.members.lock().expect("presence lock");
+        if members.get(&key).is_some_and(|s| s.count == 0 && s.changes == changes) {
+            members.remove(&key);
+            drop(members);
+            self.notify(tenant, key.0, key.0.kinds().1, &key.2);
         }
     }
 }
 
 impl Presence for MemoryPresence {
     fn connected(&self, tenant: &Arc<Tenant>, user: &str) {
-        if !self.followed(tenant) {
-            return;
-        }
-        let mut users = self.followed.users.lock().expect("presence lock");
-        let seen = users.entry((tenant.index, user.into())).or_insert(Seen { connections: 0, changes: 0 });
-        // A user still counted (online, or offline not yet reported) is not new.
-        let new = seen.changes == 0;
-        seen.connections += 1;
-        seen.changes += 1;
-        drop(users);
-        if new {
-            self.followed.notify(tenant, Kind::UserOnline, user);
-        }
+        self.came(tenant, Member::User, user);
     }
 
     fn disconnected(&self, tenant: &Arc<Tenant>, user: &str) {
-        if !self.followed(tenant) {
-            return;
-        }
-        let mut users = self.followed.users.lock().expect("presence lock");
-        let Some(seen) = users.get_mut(&(tenant.index, Box::from(user))) else { return };
-        seen.connections = seen.connections.saturating_sub(1);
-        seen.changes += 1;
-        if seen.connections > 0 {
-            return;
-        }
-        let (changes, followed, tenant, user) = (seen.changes, self.followed.clone(), tenant.clone(), user.to_owned());
-        drop(users);
-        let debounce = self.debounce;
-        tokio::spawn(async move {
-            tokio::time::sleep(debounce).await;
-            followed.check_offline(&tenant, &user, changes);
-        });
+        self.left(tenant, Member::User, user);
+    }
+
+    fn subscribed(&self, tenant: &Arc<Tenant>, channel: &str) {
+        self.came(tenant, Member::Channel, channel);
+    }
+
+    fn unsubscribed(&self, tenant: &Arc<Tenant>, channel: &str) {
+        self.left(tenant, Member::Channel, channel);
     }
 
     fn status<'a>(&'a self, tenant: &'a Tenant, user: &'a str) -> BoxFuture<'a, Result<Status, PresenceError>> {

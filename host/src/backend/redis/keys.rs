@@ -134,6 +134,26 @@ pub(crate) fn presence_nodes(tenant: &str) -> String {
     format!("notify:presence:{{{tenant}}}:nodes")
 }
 
+/// Every presence and occupancy transition of a tenant (online, offline, occupied, vacated),
+/// written by the script that decides it, for webhooks.
+pub(crate) fn presence_transitions(tenant: &str) -> String {
+    format!("notify:presence:{{{tenant}}}:transitions")
+}
+
+/// One node's subscription counts per channel of a tenant.
+pub(crate) fn occupancy_node(tenant: &str, node: &str) -> String {
+    format!("notify:occupancy:{{{tenant}}}:node:{node}")
+}
+
+/// The channels of a tenant currently reported occupied.
+pub(crate) fn occupancy_occupied(tenant: &str) -> String {
+    format!("notify:occupancy:{{{tenant}}}:occupied")
+}
+
+/// The consumer group through which the nodes hand presence and occupancy transitions to
+/// webhooks.
+pub(crate) const TRANSITIONS_GROUP: &str = "notify-webhooks";
+
 /// The control-plane state's version (a counter), in the slot of `{notify:control}`.
 pub(crate) fn control_version() -> String {
     "{notify:control}:version".to_owned()
@@ -211,7 +231,14 @@ mod tests {
         assert_eq!(slot(&store), slot(pos), "{store}");
         assert!(store.starts_with("notify:store:{"));
         let tag = "{acme}";
-        for key in [presence_node("acme", "n1"), presence_online("acme"), presence_nodes("acme")] {
+        for key in [
+            presence_node("acme", "n1"),
+            presence_online("acme"),
+            presence_nodes("acme"),
+            occupancy_node("acme", "n1"),
+            occupancy_occupied("acme"),
+            presence_transitions("acme"),
+        ] {
             assert!(key.contains(tag), "{key}");
         }
         assert_eq!(

@@ -12,6 +12,7 @@ mod link;
 mod presence;
 pub(crate) mod pubsub;
 mod scripts;
+mod transitions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,12 +75,20 @@ pub(super) async fn backends(
     let (broker, subscriber) =
         broker::RedisBroker::start(config, local.clone(), tenants.clone(), metrics.clone(), reconnect_spread).await?;
     let broker: Arc<dyn Broker> = Arc::new(broker);
-    let (presence, mirror) = presence::RedisPresence::start(link.clone(), node_id.clone(), tenants.clone(), timing);
+    let (presence, mirror) =
+        presence::RedisPresence::start(link.clone(), node_id.clone(), tenants.clone(), timing, webhooks.clone());
+    let transitions = transitions::task(link.clone(), node_id.clone(), config.node_timeout, webhooks.clone());
     let (control, listener) = RedisStore::start(config).await?;
     let ingestion = config.ingest.then(|| {
         let node = ingest::NodeParts { broker: broker.clone(), metrics: metrics.clone(), node_id: node_id.clone() };
         ingest::ingestion(config, node, webhooks.clone())
     });
+    let mut tasks = vec![
+        ("redis broker subscriber", subscriber),
+        ("redis presence mirror", mirror),
+        ("redis control listener", listener),
+    ];
+    tasks.extend(transitions.map(|t| ("redis presence webhooks", t)));
     Ok(Backends {
         broker,
         idempotency: Arc::new(idempotency::RedisIdempotency::new(link.clone())),
@@ -89,10 +98,6 @@ pub(super) async fn backends(
         node_id,
         shared: true,
         ingestion,
-        tasks: vec![
-            ("redis broker subscriber", subscriber),
-            ("redis presence mirror", mirror),
-            ("redis control listener", listener),
-        ],
+        tasks,
     })
 }

@@ -1,13 +1,18 @@
-//! Presence across nodes sharing a Redis: each node keeps its
-//! per-user connection counts in `notify:presence:{tenant}:node:{node}` and heartbeats in
-//! `notify:presence:{tenant}:nodes` (`{tenant}` in braces: every presence key of a tenant
-//! shares one Redis Cluster slot, so the presence scripts can touch them together); a user's
-//! count is the sum over live nodes. Transitions are written to the stream
-//! `notify:{tenant}:presence` (`type online|offline`, `user`, `node`): `online` when a user
-//! connects while not online, `offline` once no live node has a connection of the user
-//! `presence_debounce` after their last connection closed, so a quick reconnect is neither.
-//! A node that stops heartbeating for `node_timeout` is swept by another node, which reports
-//! its users offline.
+//! Presence across nodes sharing a Redis: each node keeps its per-user connection counts in
+//! `notify:presence:{tenant}:node:{node}` (and, for tenants whose webhooks want channel
+//! transitions, its per-channel subscription counts in `notify:occupancy:{tenant}:node:{node}`)
+//! and heartbeats in `notify:presence:{tenant}:nodes` (`{tenant}` in braces: every key here
+//! of a tenant shares one Redis Cluster slot, so the scripts can touch them together); a
+//! member's count is the sum over live nodes.
+//!
+//! A user comes online when they connect while not online, and goes offline once no live
+//! node has a connection of theirs `presence_debounce` after their last closed, so a quick
+//! reconnect is neither; channels are occupied and vacated alike. The script that decides a
+//! transition also writes it to `notify:presence:{tenant}:transitions`, for webhooks
+//! (`transitions`), so each is written once however many nodes see it; user transitions are
+//! also written to the stream `notify:{tenant}:presence` (`type online|offline`, `user`,
+//! `node`) for backends that read it. A node that stops heartbeating for `node_timeout` is
+//! swept by the others, which report its users offline and its channels vacated.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -20,17 +25,44 @@ use super::Link;
 use super::keys;
 use super::scripts::{self, eval};
 use crate::backend::BoxFuture;
-use crate::backend::presence::{Presence, PresenceError, Status, Timing};
+use crate::backend::presence::{Member, Presence, PresenceError, Status, Timing};
 use crate::clock::now_millis;
 use crate::tenant::{Tenant, Tenants};
+use crate::webhook::Webhooks;
 
 /// Heartbeat period; a node silent for `node_timeout` is swept.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Presence streams keep about this many entries.
 const STREAM_MAXLEN: usize = 100_000;
-/// Most changes or users one presence script call takes (Redis runs nothing else meanwhile).
+/// Most changes or members one presence script call takes (Redis runs nothing else meanwhile).
 const BATCH: usize = 512;
+const MEMBERS: [Member; 2] = [Member::User, Member::Channel];
 
+/// The key of `node`'s counts of `member`s of `tenant`.
+fn node_key(member: Member, tenant: &str, node: &str) -> String {
+    match member {
+        Member::User => keys::presence_node(tenant, node),
+        Member::Channel => keys::occupancy_node(tenant, node),
+    }
+}
+
+/// The key of the `member`s of `tenant` marked present.
+fn present_key(member: Member, tenant: &str) -> String {
+    match member {
+        Member::User => keys::presence_online(tenant),
+        Member::Channel => keys::occupancy_occupied(tenant),
+    }
+}
+
+/// The transition types written for `member`: coming, going.
+fn types(member: Member) -> (&'static str, &'static str) {
+    match member {
+        Member::User => ("online", "offline"),
+        Member::Channel => ("occupied", "vacated"),
+    }
+}
+
+/// A user transition written to the backends' stream `notify:{tenant}:presence`.
 fn transition(tenant: &str, kind: &str, user: &str, node: &str) -> Cmd {
     let mut cmd = ::redis::cmd("XADD");
     cmd.arg(keys::presence_stream(tenant)).arg("MAXLEN").arg("~").arg(STREAM_MAXLEN).arg("*");
@@ -38,49 +70,57 @@ fn transition(tenant: &str, kind: &str, user: &str, node: &str) -> Cmd {
     cmd
 }
 
-/// One connection of `user` opened (`+1`) or closed (`-1`).
+/// One connection of a user (or subscription to a channel) opened (`+1`) or closed (`-1`).
 struct Change {
     tenant: Arc<Tenant>,
-    user: Box<str>,
+    member: Member,
+    name: Box<str>,
     delta: i32,
 }
+
+/// A member counted: its kind, tenant index and name.
+type Key = (Member, u32, Box<str>);
 
 /// This node's counts, kept here and mirrored into Redis by a task.
 pub(crate) struct RedisPresence {
     local: Arc<Local>,
     conn: Link,
     node_timeout: Duration,
+    /// Which tenants' channels are counted: those whose webhooks want their transitions.
+    webhooks: Arc<Webhooks>,
 }
 
-/// This node's per-user connection counts and the queue of changes to mirror. Both change
-/// under one lock, so a snapshot taken while draining the queue is exact.
+/// This node's counts and the queue of changes to mirror. Both change under one lock, so a
+/// snapshot taken while draining the queue is exact.
 struct Local {
     /// Held for one map update and one unbounded send; never across an await.
     state: Mutex<LocalState>,
 }
 
 struct LocalState {
-    counts: HashMap<(u32, Box<str>), u32>,
+    counts: HashMap<Key, u32>,
     /// Unbounded so connection tasks never wait on Redis; the mirror drains it continuously
     /// and, after an outage, replaces what it missed with a snapshot of `counts`.
     tx: mpsc::UnboundedSender<Change>,
 }
 
 impl Local {
-    fn count(&self, tenant: &Tenant, user: &str) -> u32 {
+    fn count(&self, member: Member, tenant: &Tenant, name: &str) -> u32 {
         let state = self.state.lock().expect("presence lock");
-        state.counts.get(&(tenant.index, Box::from(user))).copied().unwrap_or(0)
+        state.counts.get(&(member, tenant.index, Box::from(name))).copied().unwrap_or(0)
     }
 
-    /// Counts one connection of `user` opening (`+1`) or closing (`-1`) and queues the change.
-    fn change(&self, tenant: &Arc<Tenant>, user: &str, delta: i32) {
+    /// Counts one connection or subscription opening (`+1`) or closing (`-1`) and queues
+    /// the change.
+    fn change(&self, tenant: &Arc<Tenant>, member: Member, name: &str, delta: i32) {
         let mut state = self.state.lock().expect("presence lock");
-        let count = state.counts.entry((tenant.index, user.into())).or_insert(0);
+        let key = (member, tenant.index, Box::from(name));
+        let count = state.counts.entry(key).or_insert(0);
         *count = count.saturating_add_signed(delta);
         if *count == 0 {
-            state.counts.remove(&(tenant.index, Box::from(user)));
+            state.counts.remove(&(member, tenant.index, Box::from(name)));
         }
-        let _ = state.tx.send(Change { tenant: tenant.clone(), user: user.into(), delta });
+        let _ = state.tx.send(Change { tenant: tenant.clone(), member, name: name.into(), delta });
     }
 }
 
@@ -91,6 +131,7 @@ impl RedisPresence {
         node: Arc<str>,
         tenants: Arc<Tenants>,
         timing: Timing,
+        webhooks: Arc<Webhooks>,
     ) -> (Self, BoxFuture<'static, ()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let local = Arc::new(Local { state: Mutex::new(LocalState { counts: HashMap::new(), tx }) });
@@ -102,15 +143,19 @@ impl RedisPresence {
             debounce: timing.debounce,
             node_timeout: timing.node_timeout,
             rx,
-            pending_offline: BTreeMap::new(),
+            pending_gone: BTreeMap::new(),
             synced: false,
             beaten: HashSet::new(),
+            webhooks: webhooks.clone(),
         };
-        (Self { local, conn, node_timeout: timing.node_timeout }, Box::pin(task.run()))
+        (Self { local, conn, node_timeout: timing.node_timeout, webhooks }, Box::pin(task.run()))
     }
 
-    fn change(&self, tenant: &Arc<Tenant>, user: &str, delta: i32) {
-        self.local.change(tenant, user, delta);
+    fn change(&self, tenant: &Arc<Tenant>, member: Member, name: &str, delta: i32) {
+        if member == Member::Channel && !self.webhooks.wants(&tenant.id, member.bits()) {
+            return;
+        }
+        self.local.change(tenant, member, name, delta);
     }
 
     async fn count(&self, tenant: &Tenant, user: &str) -> Result<Status, PresenceError> {
@@ -131,11 +176,19 @@ impl RedisPresence {
 
 impl Presence for RedisPresence {
     fn connected(&self, tenant: &Arc<Tenant>, user: &str) {
-        self.change(tenant, user, 1);
+        self.change(tenant, Member::User, user, 1);
     }
 
     fn disconnected(&self, tenant: &Arc<Tenant>, user: &str) {
-        self.change(tenant, user, -1);
+        self.change(tenant, Member::User, user, -1);
+    }
+
+    fn subscribed(&self, tenant: &Arc<Tenant>, channel: &str) {
+        self.change(tenant, Member::Channel, channel, 1);
+    }
+
+    fn unsubscribed(&self, tenant: &Arc<Tenant>, channel: &str) {
+        self.change(tenant, Member::Channel, channel, -1);
     }
 
     fn status<'a>(&'a self, tenant: &'a Tenant, user: &'a str) -> BoxFuture<'a, Result<Status, PresenceError>> {
@@ -151,12 +204,10 @@ impl Presence for RedisPresence {
                 .arg(-1)
                 .query_async(&mut conn)
                 .await?;
-            let mut doomed: Vec<String> = nodes.iter().map(|n| keys::presence_node(&tenant.id, n)).collect();
-            doomed.extend([
-                keys::presence_online(&tenant.id),
-                keys::presence_nodes(&tenant.id),
-                keys::presence_stream(&tenant.id),
-            ]);
+            let id = &tenant.id;
+            let mut doomed: Vec<String> = nodes.iter().flat_map(|n| MEMBERS.map(|m| node_key(m, id, n))).collect();
+            doomed.extend(MEMBERS.map(|m| present_key(m, id)));
+            doomed.extend([keys::presence_nodes(id), keys::presence_stream(id), keys::presence_transitions(id)]);
             conn.run_all(doomed.iter().map(|k| ::redis::cmd("UNLINK").arg(k).clone()).collect()).await?;
             Ok(())
         })
@@ -164,12 +215,12 @@ impl Presence for RedisPresence {
 }
 
 /// The oldest heartbeat of a live node.
-fn oldest_live(node_timeout: Duration) -> u64 {
+pub(super) fn oldest_live(node_timeout: Duration) -> u64 {
     now_millis().saturating_sub(node_timeout.as_millis() as u64)
 }
 
-/// A user of a tenant.
-type TenantUser = (Arc<Tenant>, Box<str>);
+/// A member of a tenant whose count here went to none, checked once the debounce is over.
+type Leaving = (Arc<Tenant>, Member, Box<str>);
 
 /// The task that mirrors this node's presence into Redis.
 struct Mirror {
@@ -181,13 +232,15 @@ struct Mirror {
     debounce: Duration,
     node_timeout: Duration,
     rx: mpsc::UnboundedReceiver<Change>,
-    /// Users whose last local connection closed, checked for offline at the instant.
-    pending_offline: BTreeMap<Instant, Vec<TenantUser>>,
+    /// Members whose last local count ended, checked for gone at the instant.
+    pending_gone: BTreeMap<Instant, Vec<Leaving>>,
     /// False until this node's counts in Redis match `local` (at start, after an outage).
     synced: bool,
     /// The tenants whose node sets this node's heartbeats have joined; a later heartbeat
     /// that finds itself missing from one means its counts there are gone.
     beaten: HashSet<u32>,
+    /// Which tenants' transitions are written for webhooks.
+    webhooks: Arc<Webhooks>,
 }
 
 impl Mirror {
@@ -195,7 +248,7 @@ impl Mirror {
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         let mut buf = Vec::new();
         loop {
-            let next_check = self.pending_offline.keys().next().copied();
+            let next_check = self.pending_gone.keys().next().copied();
             let check = async {
                 match next_check {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -213,27 +266,30 @@ impl Mirror {
                     }
                     buf.clear();
                 }
-                () = check => {
-                    let now = Instant::now();
-                    let mut due = Vec::new();
-                    while let Some(entry) = self.pending_offline.first_entry()
-                        && *entry.key() <= now
-                    {
-                        due.extend(entry.remove());
-                    }
-                    for (tenant, users) in by_tenant(due, |(t, _)| t) {
-                        let users: Vec<Box<str>> = users.into_iter().map(|(_, u)| u).collect();
-                        if let Err(e) = self.offline_checks(&tenant, &users).await {
-                            tracing::warn!(error = %e, "presence offline check failed");
-                        }
-                    }
-                }
+                () = check => self.check_due().await,
                 _ = heartbeat.tick() => {
                     if let Err(e) = self.beat().await {
                         self.synced = false;
                         tracing::warn!(error = %e, "presence heartbeat failed; resyncing when Redis answers");
                     }
                 }
+            }
+        }
+    }
+
+    /// Checks the members whose debounce is over.
+    async fn check_due(&mut self) {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        while let Some(entry) = self.pending_gone.first_entry()
+            && *entry.key() <= now
+        {
+            due.extend(entry.remove());
+        }
+        for ((tenant, member), names) in grouped(due, |(t, m, _)| (t, *m)) {
+            let names: Vec<Box<str>> = names.into_iter().map(|(_, _, n)| n).collect();
+            if let Err(e) = self.gone_checks(&tenant, member, &names).await {
+                tracing::warn!(error = %e, "presence offline check failed");
             }
         }
     }
@@ -266,95 +322,125 @@ impl Mirror {
         self.sweep().await
     }
 
-    /// One script call per tenant for a batch of changes, in order.
+    /// One script call per tenant and kind of member for a batch of changes, in order.
     async fn apply(&mut self, changes: &mut [Change]) -> Result<(), RedisError> {
-        let groups = by_tenant(changes.iter(), |c| &c.tenant);
-        let cmds =
-            groups.iter().map(|(t, group)| self.apply_cmd(t, group.iter().map(|c| (&*c.user, i64::from(c.delta)))));
+        let groups = grouped(changes.iter(), |c| (&c.tenant, c.member));
+        let cmds = groups.iter().map(|((t, member), group)| {
+            self.apply_cmd(t, *member, group.iter().map(|c| (&*c.name, i64::from(c.delta))))
+        });
         let replies = self.conn.run_all(cmds.collect()).await?;
         let mut events = Vec::new();
-        for ((tenant, group), reply) in groups.iter().zip(replies) {
-            let came_online: Vec<i64> = ::redis::from_redis_value(reply)?;
-            let online = group.iter().zip(came_online).filter(|(_, came)| *came == 1);
-            events.extend(online.map(|(c, _)| transition(&tenant.id, "online", &c.user, &self.node)));
+        for (((tenant, member), group), reply) in groups.iter().zip(replies) {
+            let came: Vec<i64> = ::redis::from_redis_value(reply)?;
+            if *member == Member::User {
+                let online = group.iter().zip(came).filter(|(_, came)| *came == 1);
+                events.extend(online.map(|(c, _)| transition(&tenant.id, "online", &c.name, &self.node)));
+            }
         }
         self.conn.run_all(events).await?;
         let at = Instant::now() + self.debounce;
         for c in changes.iter() {
-            if c.delta < 0 && self.local.count(&c.tenant, &c.user) == 0 {
-                self.pending_offline.entry(at).or_default().push((c.tenant.clone(), c.user.clone()));
+            if c.delta < 0 && self.local.count(c.member, &c.tenant, &c.name) == 0 {
+                self.pending_gone.entry(at).or_default().push((c.tenant.clone(), c.member, c.name.clone()));
             }
         }
         Ok(())
     }
 
-    /// The presence script call for `changes` (user, connections opened or -1 for a close)
-    /// of one tenant on this node.
-    fn apply_cmd<'u>(&self, tenant: &Tenant, changes: impl Iterator<Item = (&'u str, i64)>) -> Cmd {
-        let hash = keys::presence_node(&tenant.id, &self.node);
-        let mut cmd = eval(scripts::PRESENCE_APPLY, &[hash, keys::presence_online(&tenant.id)]);
-        for (user, change) in changes {
-            cmd.arg(user).arg(change);
+    /// The script call for `changes` (member, count opened or -1 for a close) of one tenant's
+    /// members of one kind on this node.
+    fn apply_cmd<'u>(&self, tenant: &Tenant, member: Member, changes: impl Iterator<Item = (&'u str, i64)>) -> Cmd {
+        let id = &tenant.id;
+        let keys = [node_key(member, id, &self.node), present_key(member, id), keys::presence_transitions(id)];
+        let mut cmd = eval(scripts::PRESENCE_APPLY, &keys);
+        cmd.arg(&*self.node).arg(self.transitions_cap(tenant, member)).arg(member.field()).arg(types(member).0);
+        for (name, change) in changes {
+            cmd.arg(name).arg(change);
         }
         cmd
     }
 
-    /// Reports offline those of a tenant's `users` whom no live node counts a connection of.
-    async fn offline_checks(&self, tenant: &Tenant, users: &[Box<str>]) -> Result<(), RedisError> {
+    /// How many entries the transitions stream keeps, if `tenant`'s webhooks read `member`
+    /// transitions; else 0: none is written.
+    fn transitions_cap(&self, tenant: &Tenant, member: Member) -> usize {
+        if self.webhooks.wants(&tenant.id, member.bits()) { STREAM_MAXLEN } else { 0 }
+    }
+
+    /// Reports gone (offline, vacated) those of a tenant's `names` that no live node counts.
+    async fn gone_checks(&self, tenant: &Tenant, member: Member, names: &[Box<str>]) -> Result<(), RedisError> {
         let mut conn = self.conn.clone();
-        let prefix = keys::presence_node(&tenant.id, "");
+        let id = &tenant.id;
+        let prefix = node_key(member, id, "");
         let oldest = oldest_live(self.node_timeout);
-        for chunk in users.chunks(BATCH) {
-            let mut check = eval(
-                scripts::PRESENCE_OFFLINE_CHECK,
-                &[keys::presence_online(&tenant.id), keys::presence_nodes(&tenant.id)],
-            );
-            check.arg(&prefix).arg(oldest);
-            for user in chunk {
-                check.arg(&**user);
+        let keys = [present_key(member, id), keys::presence_nodes(id), keys::presence_transitions(id)];
+        for chunk in names.chunks(BATCH) {
+            let mut check = eval(scripts::PRESENCE_OFFLINE_CHECK, &keys);
+            check.arg(&prefix).arg(oldest).arg(&*self.node).arg(self.transitions_cap(tenant, member));
+            check.arg(member.field()).arg(types(member).1);
+            for name in chunk {
+                check.arg(&**name);
             }
-            let offline: Vec<String> = check.query_async(&mut conn).await?;
-            conn.run_all(offline.iter().map(|u| transition(&tenant.id, "offline", u, &self.node)).collect()).await?;
+            let gone: Vec<String> = check.query_async(&mut conn).await?;
+            if member == Member::User {
+                conn.run_all(gone.iter().map(|u| transition(id, "offline", u, &self.node)).collect()).await?;
+            }
         }
         Ok(())
     }
 
-    /// Replaces this node's counts in Redis with the local ones, reporting users who
-    /// connected meanwhile online and those who left offline (after the debounce).
+    /// Replaces this node's counts in Redis with the local ones, reporting members that came
+    /// meanwhile and those that went (after the debounce).
     async fn resync(&mut self) -> Result<(), RedisError> {
-        let snapshot: Vec<((u32, Box<str>), u32)> = {
+        let snapshot: Vec<(Key, u32)> = {
             let state = self.local.state.lock().expect("presence lock");
             // The snapshot covers every change queued so far.
             while self.rx.try_recv().is_ok() {}
             state.counts.iter().map(|(k, v)| (k.clone(), *v)).collect()
         };
-        let mut conn = self.conn.clone();
         let at = Instant::now() + self.debounce;
         for tenant in self.tenants.all() {
-            let hash = keys::presence_node(&tenant.id, &self.node);
-            let before: Vec<String> = ::redis::cmd("HKEYS").arg(&hash).query_async(&mut conn).await?;
-            let now: HashMap<&str, u32> =
-                snapshot.iter().filter(|((t, _), _)| *t == tenant.index).map(|((_, u), n)| (&**u, *n)).collect();
-            ::redis::cmd("DEL").arg(&hash).exec_async(&mut conn).await?;
-            let users: Vec<(&str, u32)> = now.iter().map(|(u, n)| (*u, *n)).collect();
-            for chunk in users.chunks(BATCH) {
-                let cmd = self.apply_cmd(&tenant, chunk.iter().map(|(u, n)| (*u, i64::from(*n))));
-                let came_online: Vec<i64> = cmd.query_async(&mut conn).await?;
-                let online = chunk.iter().zip(came_online).filter(|(_, came)| *came == 1);
-                let events = online.map(|((u, _), _)| transition(&tenant.id, "online", u, &self.node));
-                conn.run_all(events.collect()).await?;
-            }
-            for user in before {
-                if !now.contains_key(user.as_str()) {
-                    self.pending_offline.entry(at).or_default().push((tenant.clone(), user.into()));
-                }
+            for member in MEMBERS {
+                let now: HashMap<&str, u32> = snapshot
+                    .iter()
+                    .filter(|((m, t, _), _)| *m == member && *t == tenant.index)
+                    .map(|((_, _, name), n)| (&**name, *n))
+                    .collect();
+                let went = self.rewrite(&tenant, member, &now).await?;
+                let leaving = went.into_iter().map(|name| (tenant.clone(), member, name.into()));
+                self.pending_gone.entry(at).or_default().extend(leaving);
             }
         }
         Ok(())
     }
 
-    /// Removes nodes that stopped heartbeating and reports their users offline. Only the node
-    /// whose ZREM succeeds sweeps a dead node.
+    /// Rewrites this node's counts of `tenant`'s `member`s as `now`; the members it counted
+    /// before and no longer does.
+    async fn rewrite(
+        &self,
+        tenant: &Tenant,
+        member: Member,
+        now: &HashMap<&str, u32>,
+    ) -> Result<Vec<String>, RedisError> {
+        let mut conn = self.conn.clone();
+        let hash = node_key(member, &tenant.id, &self.node);
+        let before: Vec<String> = ::redis::cmd("HKEYS").arg(&hash).query_async(&mut conn).await?;
+        ::redis::cmd("DEL").arg(&hash).exec_async(&mut conn).await?;
+        let counts: Vec<(&str, u32)> = now.iter().map(|(u, n)| (*u, *n)).collect();
+        for chunk in counts.chunks(BATCH) {
+            let cmd = self.apply_cmd(tenant, member, chunk.iter().map(|(u, n)| (*u, i64::from(*n))));
+            let came: Vec<i64> = cmd.query_async(&mut conn).await?;
+            if member == Member::User {
+                let online = chunk.iter().zip(came).filter(|(_, came)| *came == 1);
+                let events = online.map(|((u, _), _)| transition(&tenant.id, "online", u, &self.node));
+                conn.run_all(events.collect()).await?;
+            }
+        }
+        Ok(before.into_iter().filter(|name| !now.contains_key(name.as_str())).collect())
+    }
+
+    /// Reports the members of nodes that stopped heartbeating gone, then removes those nodes.
+    /// Every live node may sweep a dead one at once: the checks report each member once,
+    /// and a sweep cut short is done again at the next heartbeat.
     async fn sweep(&mut self) -> Result<(), RedisError> {
         let mut conn = self.conn.clone();
         for tenant in self.tenants.all() {
@@ -363,30 +449,33 @@ impl Mirror {
             let dead: Vec<String> =
                 ::redis::cmd("ZRANGEBYSCORE").arg(&nodes).arg("-inf").arg(oldest).query_async(&mut conn).await?;
             for node in dead {
-                let removed: i64 = ::redis::cmd("ZREM").arg(&nodes).arg(&node).query_async(&mut conn).await?;
-                if removed == 0 {
-                    continue;
-                }
                 tracing::info!(node, tenant = &*tenant.id, "sweeping presence of a node that stopped heartbeating");
-                let hash = keys::presence_node(&tenant.id, &node);
-                let users: Vec<String> = ::redis::cmd("HKEYS").arg(&hash).query_async(&mut conn).await?;
-                ::redis::cmd("DEL").arg(&hash).exec_async(&mut conn).await?;
-                let users: Vec<Box<str>> = users.into_iter().map(String::into_boxed_str).collect();
-                self.offline_checks(&tenant, &users).await?;
+                for member in MEMBERS {
+                    let hash = node_key(member, &tenant.id, &node);
+                    let names: Vec<String> = ::redis::cmd("HKEYS").arg(&hash).query_async(&mut conn).await?;
+                    let names: Vec<Box<str>> = names.into_iter().map(String::into_boxed_str).collect();
+                    self.gone_checks(&tenant, member, &names).await?;
+                    ::redis::cmd("DEL").arg(&hash).exec_async(&mut conn).await?;
+                }
+                ::redis::cmd("ZREM").arg(&nodes).arg(&node).exec_async(&mut conn).await?;
             }
         }
         Ok(())
     }
 }
 
-/// `items` grouped by tenant, each group in the order given; groups in order of first item.
-fn by_tenant<T>(items: impl IntoIterator<Item = T>, tenant: impl Fn(&T) -> &Arc<Tenant>) -> Vec<(Arc<Tenant>, Vec<T>)> {
-    let mut groups: Vec<(Arc<Tenant>, Vec<T>)> = Vec::new();
+/// Items of one tenant and kind of member.
+type Group<T> = ((Arc<Tenant>, Member), Vec<T>);
+
+/// `items` grouped by tenant and kind of member, each group in the order given; groups in
+/// order of first item.
+fn grouped<T>(items: impl IntoIterator<Item = T>, key: impl Fn(&T) -> (&Arc<Tenant>, Member)) -> Vec<Group<T>> {
+    let mut groups: Vec<Group<T>> = Vec::new();
     for item in items {
-        let index = tenant(&item).index;
-        match groups.iter_mut().find(|(t, _)| t.index == index) {
+        let (tenant, member) = key(&item);
+        match groups.iter_mut().find(|((t, m), _)| t.index == tenant.index && *m == member) {
             Some((_, group)) => group.push(item),
-            None => groups.push((tenant(&item).clone(), vec![item])),
+            None => groups.push(((tenant.clone(), member), vec![item])),
         }
     }
     groups
@@ -405,19 +494,24 @@ mod tests {
         let tenant = &tenants.get("a").unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
         let local = Local { state: Mutex::new(LocalState { counts: HashMap::new(), tx }) };
-        local.change(tenant, "alice", 1);
-        local.change(tenant, "alice", 1);
-        local.change(tenant, "bob", 1);
-        assert_eq!((local.count(tenant, "alice"), local.count(tenant, "bob")), (2, 1));
-        local.change(tenant, "alice", -1);
-        local.change(tenant, "alice", -1);
-        assert_eq!(local.count(tenant, "alice"), 0);
+        let user = Member::User;
+        local.change(tenant, user, "alice", 1);
+        local.change(tenant, user, "alice", 1);
+        local.change(tenant, user, "bob", 1);
+        local.change(tenant, Member::Channel, "alice", 1);
+        assert_eq!((local.count(user, tenant, "alice"), local.count(user, tenant, "bob")), (2, 1));
+        local.change(tenant, user, "alice", -1);
+        local.change(tenant, user, "alice", -1);
+        assert_eq!(local.count(user, tenant, "alice"), 0);
+        assert_eq!(local.count(Member::Channel, tenant, "alice"), 1, "a channel is counted apart from a user");
+        local.change(tenant, Member::Channel, "alice", -1);
         assert_eq!(local.state.lock().unwrap().counts.len(), 1, "users without connections are forgotten");
         let mut deltas = Vec::new();
         while let Ok(c) = rx.try_recv() {
-            deltas.push((c.user.to_string(), c.delta));
+            deltas.push((c.name.to_string(), c.delta));
         }
-        let expected = [("alice", 1), ("alice", 1), ("bob", 1), ("alice", -1), ("alice", -1)];
+        let expected =
+            [("alice", 1), ("alice", 1), ("bob", 1), ("alice", 1), ("alice", -1), ("alice", -1), ("alice", -1)];
         assert_eq!(deltas, expected.map(|(u, d)| (u.to_string(), d)));
     }
 }

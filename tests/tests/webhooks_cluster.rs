@@ -1,0 +1,101 @@
+//! Presence and occupancy webhooks of nodes sharing a Redis: each transition is decided and
+//! written once, however many nodes see it, and told once per event id, also when the node
+//! holding a user's last connection is SIGKILLed (the sweep tells it).
+
+use anyhow::Context as _;
+use notify_tests::{DEMO, HostProcess, Receiver, RedisServer, TestHost, eventually, host_bin, ready_hosts};
+
+use crate::webhooks::{SECRET, verified};
+
+/// The config of nodes on `redis` whose tenant `demo` sends `events` to `receiver`.
+fn config(redis: &RedisServer, receiver: &Receiver, events: &str) -> String {
+    let hooks = format!(
+        "webhooks = [{{ url = \"{}\", secret = \"{SECRET}\", events = [{events}], batch = {{ max_wait = \"20ms\" }} }}]",
+        receiver.url("/hooks")
+    );
+    let broker = redis.broker_toml().replace("presence_debounce = \"300ms\"", "presence_debounce = \"2s\"");
+    format!("{DEMO}{hooks}\n[webhooks]\nallow_private = true\n{broker}")
+}
+
+/// `type subject` of each event delivered, once per event id (receivers deduplicate by it),
+/// in the order first delivered.
+fn told(receiver: &Receiver) -> anyhow::Result<Vec<String>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for request in receiver.received().iter().filter(|r| r.status == 200) {
+        for event in verified(request)?.1 {
+            if seen.insert(event["id"].as_str().context("id")?.to_owned()) {
+                let data = &event["data"];
+                let subject = data["user"].as_str().or(data["channel"].as_str()).context("subject")?;
+                out.push(format!("{} {subject}", event["type"].as_str().context("type")?));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// How many transitions the tenant's stream holds: each is written once.
+async fn written(redis: &RedisServer) -> anyhow::Result<u64> {
+    let mut conn = redis.conn().await?;
+    Ok(redis::cmd("XLEN").arg("notify:presence:{demo}:transitions").query_async(&mut conn).await?)
+}
+
+#[tokio::test]
+async fn a_user_leaving_one_node_and_back_on_another_within_the_debounce_is_one_online_one_offline()
+-> anyhow::Result<()> {
+    let receiver = Receiver::start().await?;
+    let redis = RedisServer::start().await?;
+    let [a, b] = ready_hosts::<2>(&config(&redis, &receiver, r#""user.online", "user.offline""#)).await?;
+    let (on_a, _) = a.join("demo", "user=ann").await?;
+    eventually(|| async { Ok(told(&receiver)? == ["user.online ann"]) }).await?;
+    drop(on_a);
+    let (on_b, _) = b.join("demo", "user=ann").await?;
+    drop(on_b);
+    eventually(|| async { Ok(told(&receiver)?.len() == 2) }).await?;
+    assert_eq!(told(&receiver)?, ["user.online ann", "user.offline ann"]);
+    assert_eq!(written(&redis).await?, 2, "the reconnect on B wrote nothing");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_node_killed_holding_the_last_connection_is_one_offline_from_the_sweep() -> anyhow::Result<()> {
+    let receiver = Receiver::start().await?;
+    let redis = RedisServer::start().await?;
+    let toml = config(&redis, &receiver, r#""user.online", "user.offline""#);
+    let doomed = HostProcess::start(host_bin!(), &toml).await?;
+    let survivor = TestHost::start(&toml).await?;
+    let mut ann = notify_tests::Client::connect(&format!("ws://{}/v1/ws/demo?user=ann", doomed.addr), &[]).await?;
+    assert_eq!(ann.next_json().await?["type"], "welcome");
+    let (bob, _) = survivor.join("demo", "user=bob").await?;
+    eventually(|| async { Ok(told(&receiver)?.len() == 2) }).await?;
+
+    // No drain, no goodbye: once its heartbeat is older than node_timeout the survivor sweeps
+    // it, and a transition the dead node had read but not delivered is claimed and sent.
+    doomed.signal("KILL")?;
+    eventually(|| async { Ok(told(&receiver)?.len() == 3) }).await?;
+    let mut events = told(&receiver)?;
+    events[..2].sort();
+    assert_eq!(events, ["user.online ann", "user.online bob", "user.offline ann"]);
+    assert_eq!(written(&redis).await?, 3, "one offline, however many nodes swept");
+    drop(bob);
+    Ok(())
+}
+
+#[tokio::test]
+async fn first_subscribers_on_two_nodes_at_once_are_one_occupied() -> anyhow::Result<()> {
+    let receiver = Receiver::start().await?;
+    let redis = RedisServer::start().await?;
+    let [a, b] = ready_hosts::<2>(&config(&redis, &receiver, r#""channel.occupied", "channel.vacated""#)).await?;
+    let (mut ann, _) = a.join("demo", "user=ann").await?;
+    let (mut bob, _) = b.join("demo", "user=bob").await?;
+    let (on_a, on_b) = tokio::join!(ann.subscribe("match"), bob.subscribe("match"));
+    on_a?;
+    on_b?;
+    eventually(|| async { Ok(told(&receiver)? == ["channel.occupied match"]) }).await?;
+    drop(ann);
+    drop(bob);
+    eventually(|| async { Ok(told(&receiver)?.len() == 2) }).await?;
+    assert_eq!(told(&receiver)?, ["channel.occupied match", "channel.vacated match"]);
+    assert_eq!(written(&redis).await?, 2);
+    Ok(())
+}
