@@ -1,6 +1,6 @@
 //! Command line (clap): `notify-host [--config PATH]` runs the host until SIGINT/SIGTERM;
-//! `notify-host check-config PATH` validates a configuration and exits; `publish`, `tenant`
-//! and `plugin` work on a running host (`remote`).
+//! `notify-host check-config PATH` validates a configuration and exits; `publish`, `tenant`,
+//! `plugin` and `webhook` work on a running host (`remote`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +44,9 @@ enum Command {
     /// Manage a tenant's plugins (admin token or the tenant's management key).
     #[command(subcommand)]
     Plugin(crate::remote::Plugin),
+    /// Manage a tenant's webhook endpoints (admin token or the tenant's management key).
+    #[command(subcommand)]
+    Webhook(crate::remote::Webhook),
 }
 
 const ENV_HELP: &str = "\
@@ -62,6 +65,7 @@ pub fn main() -> ExitCode {
         Some(Command::Publish(publish)) => publish.run(),
         Some(Command::Tenant(tenant)) => tenant.run(),
         Some(Command::Plugin(plugin)) => plugin.run(),
+        Some(Command::Webhook(webhook)) => webhook.run(),
         None => load(&cli.config).and_then(run),
     };
     match result {

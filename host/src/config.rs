@@ -367,6 +367,10 @@ pub struct WebhooksConfig {
     pub queue: usize,
     /// Dead-lettered batches kept per tenant (the oldest go first).
     pub dead_letters: usize,
+    /// An endpoint that has failed every request for this long is paused on every node:
+    /// its events go straight to the dead letters until it is resumed through the admin API.
+    #[serde(with = "humantime_serde")]
+    pub pause_after: Duration,
 }
 
 impl Default for WebhooksConfig {
@@ -380,6 +384,7 @@ impl Default for WebhooksConfig {
             retry_for: Duration::from_secs(24 * 3600),
             queue: 10_000,
             dead_letters: 1_000,
+            pause_after: Duration::from_secs(3 * 24 * 3600),
         }
     }
 }
@@ -420,7 +425,7 @@ pub(crate) const WEBHOOK_EVENTS_OPT_IN: [&str; 2] = ["subscription.added", "subs
 
 impl WebhookEndpoint {
     /// Checks the endpoint's settings; errors name `{key}.<field>`.
-    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self, key: &str) -> Result<(), ConfigError> {
         let field = |f: &str| format!("{key}.{f}");
         let url: Option<hyper::Uri> = self.url.parse().ok();
         let scheme = url.as_ref().and_then(|u| u.scheme_str());
@@ -898,6 +903,9 @@ impl WebhooksConfig {
         }
         if self.queue == 0 || self.dead_letters == 0 {
             return Err(invalid("webhooks.queue", "webhooks.queue and webhooks.dead_letters must be at least 1"));
+        }
+        if self.pause_after.is_zero() {
+            return Err(invalid("webhooks.pause_after", "must be greater than zero"));
         }
         Ok(())
     }

@@ -38,9 +38,40 @@ pub(crate) async fn apply(app: &App, state: &ControlState) -> bool {
         tracing::info!(tenant = &*tenant.id, connections = closed, "tenant deleted; its connections are closed");
     }
     let complete = sync_plugins(app, state).await;
+    app.webhooks().sync(&state.webhooks, &state.webhook_pauses, |t| app.tenants().get(t).is_some());
+    start_webhooks(app);
     *applied = Arc::new(state.clone());
     app.control().plugins_changed.notify_one();
     complete
+}
+
+/// Records the pauses webhook endpoints ask for (after failing for `webhooks.pause_after`),
+/// so that every node pauses them. A request the store refuses is asked again at the
+/// endpoint's next failure.
+pub(crate) async fn record_webhook_pauses(app: App) {
+    let Some(mut requests) = app.webhooks().pause_requests() else { return };
+    while let Some(request) = requests.recv().await {
+        let (tenant, endpoint) = (request.tenant.to_string(), request.endpoint.to_string());
+        let recorded = change(&app, |state| {
+            let exists = app.webhooks().endpoints(&tenant).iter().any(|e| *e.id == *endpoint);
+            let paused = state.webhook_pauses.entry(tenant.clone()).or_default();
+            if exists && !paused.contains_key(&endpoint) {
+                paused.insert(endpoint.clone(), request.pause.clone());
+            }
+            Ok::<_, StoreError>(())
+        })
+        .await;
+        if let Err(e) = recorded {
+            tracing::warn!(tenant, endpoint, error = %e, "a webhook endpoint's pause was not recorded");
+        }
+    }
+}
+
+/// Runs the sending tasks of webhook endpoints that have none yet.
+pub(crate) fn start_webhooks(app: &App) {
+    for endpoint in app.webhooks().tasks() {
+        app.lifecycle().spawn("webhook endpoint", endpoint);
+    }
 }
 
 /// Downloads the plugin versions this node has not compiled, then swaps the slots.

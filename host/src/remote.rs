@@ -151,6 +151,53 @@ pub(crate) enum Plugin {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub(crate) enum Webhook {
+    /// Add a webhook endpoint to a tenant; prints its signing secret, once.
+    #[command(
+        after_help = "Example:\n  notify-host webhook add demo https://api.example.com/notify-hooks \\\n    --events user.online,user.offline --token dev-admin-token"
+    )]
+    Add {
+        #[command(flatten)]
+        admin: Admin,
+        tenant: String,
+        /// The endpoint's `https://...` (or `http://...`) URL.
+        #[arg(value_name = "URL")]
+        endpoint: String,
+        /// Comma-separated event types; none: the default types.
+        #[arg(long, value_delimiter = ',')]
+        events: Vec<String>,
+    },
+    /// List the tenant's endpoints with this node's figures (never a secret).
+    #[command(after_help = "Example:\n  notify-host webhook list demo --token dev-admin-token")]
+    List {
+        #[command(flatten)]
+        admin: Admin,
+        tenant: String,
+    },
+    /// Give an endpoint a new secret; the previous one keeps signing for `--overlap`.
+    #[command(
+        after_help = "Example:\n  notify-host webhook rotate-secret demo we_4be0c6f1a5b2e0d3 --overlap 24h --token dev-admin-token"
+    )]
+    RotateSecret {
+        #[command(flatten)]
+        admin: Admin,
+        tenant: String,
+        id: String,
+        /// How long the previous secret keeps signing (`24h`); none: it stops at once.
+        #[arg(long)]
+        overlap: Option<String>,
+    },
+    /// Remove an endpoint.
+    #[command(after_help = "Example:\n  notify-host webhook remove demo we_4be0c6f1a5b2e0d3 --token dev-admin-token")]
+    Remove {
+        #[command(flatten)]
+        admin: Admin,
+        tenant: String,
+        id: String,
+    },
+}
+
 /// One API call.
 struct Call<'a> {
     method: Method,
@@ -232,6 +279,27 @@ impl Plugin {
             }
             Plugin::Delete { admin, tenant, hook } => {
                 (admin, Call::new(Method::DELETE, format!("{}/{hook}", base(tenant)), &admin.token))
+            }
+        };
+        print(call.send(&admin.host))
+    }
+}
+
+impl Webhook {
+    pub(crate) fn run(self) -> anyhow::Result<()> {
+        let base = |tenant: &str| format!("/v1/admin/tenants/{tenant}/webhooks");
+        let (admin, call) = match &self {
+            Webhook::Add { admin, tenant, endpoint, events } => {
+                let body = json!({ "url": endpoint, "events": events });
+                (admin, Call::new(Method::POST, base(tenant), &admin.token).json(&body))
+            }
+            Webhook::List { admin, tenant } => (admin, Call::new(Method::GET, base(tenant), &admin.token)),
+            Webhook::RotateSecret { admin, tenant, id, overlap } => {
+                let body = overlap.as_ref().map_or(json!({}), |o| json!({ "overlap": o }));
+                (admin, Call::new(Method::POST, format!("{}/{id}/secret", base(tenant)), &admin.token).json(&body))
+            }
+            Webhook::Remove { admin, tenant, id } => {
+                (admin, Call::new(Method::DELETE, format!("{}/{id}", base(tenant)), &admin.token))
             }
         };
         print(call.send(&admin.host))

@@ -186,9 +186,8 @@ fn start_node_tasks(app: &App) {
     if let Some(tls) = &app.edge().tls {
         life.spawn("tls watch", tls.clone().watch(life.drain.clone()));
     }
-    for endpoint in app.webhooks().tasks() {
-        life.spawn("webhook endpoint", endpoint);
-    }
+    crate::control::start_webhooks(app);
+    life.spawn("webhook pauses", crate::control::record_webhook_pauses(app.clone()));
 }
 
 /// Binds `addr` with a listen backlog of `backlog` (tokio's `bind` uses 1024), warning when

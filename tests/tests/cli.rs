@@ -119,7 +119,7 @@ async fn remote(addr: std::net::SocketAddr, args: &[&str]) -> anyhow::Result<(i3
 }
 
 #[tokio::test]
-async fn the_cli_manages_tenants_and_plugins_and_publishes() -> anyhow::Result<()> {
+async fn the_cli_manages_tenants_plugins_and_webhooks_and_publishes() -> anyhow::Result<()> {
     let host = notify_tests::TestHost::start("[server]\nadmin_token = \"cli-admin-token-0123\"\n").await?;
     let addr = host.addr;
     let settings = r#"{"auth": {"mode": "insecure"}}"#;
@@ -163,6 +163,20 @@ async fn the_cli_manages_tenants_and_plugins_and_publishes() -> anyhow::Result<(
     let (code, _, err) = remote(addr, &["plugin", "rollback", "acme", "route"]).await?;
     assert_eq!(code, 1, "nothing to roll back to: {err}");
     assert!(err.starts_with("error: "), "{err}");
+
+    let args = ["webhook", "add", "acme", "https://hooks.example.com/notify", "--events", "user.online,user.offline"];
+    let (code, out, err) = remote(addr, &args).await?;
+    assert_eq!(code, 0, "{err}");
+    let made: serde_json::Value = serde_json::from_str(&out)?;
+    let id = made["id"].as_str().expect("id").to_owned();
+    assert!(made["secret"].as_str().is_some_and(|s| s.starts_with("whsec_")), "the secret, once: {out}");
+    assert_eq!(made["events"], serde_json::json!(["user.online", "user.offline"]));
+    let (code, out, err) = remote(addr, &["webhook", "rotate-secret", "acme", &id, "--overlap", "1h"]).await?;
+    assert!(code == 0 && out.contains("whsec_"), "{out}{err}");
+    let (code, out, _) = remote(addr, &["webhook", "list", "acme"]).await?;
+    assert!(code == 0 && out.contains(&id) && !out.contains("whsec_"), "{out}");
+    let (code, _, err) = remote(addr, &["webhook", "remove", "acme", &id]).await?;
+    assert_eq!(code, 0, "{err}");
 
     let (code, out, err) = remote(addr, &["tenant", "rotate-key", "acme", "--overlap", "1m"]).await?;
     assert_eq!(code, 0, "{err}");

@@ -37,4 +37,5 @@ mod tenants;
 mod tenants_cluster;
 mod tls;
 mod webhooks;
+mod webhooks_admin;
 mod webhooks_cluster;

@@ -1,12 +1,13 @@
 // The /dashboard page in headless Chromium: a sign-in card and nothing else without the admin
 // token, a clear error with a wrong one, and with the right one this node's health, charts,
 // the tenant with its live connection, an uploaded plugin with its calls, rollback and
-// removal behind a confirmation, refused connects by reason; and empty states that say what
-// to do.
+// removal behind a confirmation, refused connects by reason; a webhook endpoint paused after
+// failing, resumed from the page; and empty states that say what to do.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync, readFileSync } from "node:fs";
+import { createServer } from "node:http";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -170,10 +171,58 @@ test("an empty cluster shows what to do instead of empty tables", async (t) => {
   await page.waitForSelector('[data-empty="tenants"]:not([hidden])', { timeout: STEP_MS });
   assert.match(await page.textContent('[data-empty="tenants"]'), /No tenants yet\. Create one with notify-host tenant create/);
   assert.equal((await cells(page, "nodes")).length, 1, "this node is listed without any tenant");
-  for (const table of ["tenants", "plugins", "refusals"]) {
+  for (const table of ["tenants", "plugins", "webhooks", "refusals"]) {
     assert.ok(!(await page.isVisible(`#${table}`)), `no header-only ${table} table`);
     assert.ok(await page.isVisible(`[data-empty="${table}"]`), `${table} says why it is empty`);
   }
   assert.equal(await page.textContent('#health [data-field="ready"]'), "ready", "a node with an admin API is ready");
   await page.screenshot({ path: join(SHOTS, "dashboard-empty.png"), fullPage: true });
+});
+
+test("a webhook endpoint that keeps failing shows as paused, and resumes from the page", async (t) => {
+  let status = 500;
+  const receiver = createServer((req, res) => {
+    req.resume();
+    req.on("end", () => res.writeHead(status).end());
+  });
+  await new Promise((resolve) => receiver.listen(0, "127.0.0.1", resolve));
+  t.after(() => receiver.close());
+  const host = await Host.start(`${CONFIG}[webhooks]
+allow_private = true
+initial_backoff = "20ms"
+max_backoff = "50ms"
+pause_after = "300ms"
+`);
+  t.after(() => host.dispose());
+  const url = `http://127.0.0.1:${receiver.address().port}/hooks`;
+  await call(host, "POST", "/v1/admin/tenants/demo/webhooks", JSON.stringify({ url, events: ["user.online"] }), {
+    "content-type": "application/json",
+  });
+  // A connection whose user.online the endpoint refuses.
+  const sse = new AbortController();
+  t.after(() => sse.abort());
+  const stream = await fetch(`${host.url}/v1/sse/demo?user=ann`, { signal: sse.signal });
+  assert.equal(stream.status, 200);
+
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+  t.after(() => browser.close());
+  const page = await browser.newPage();
+  page.on("dialog", (dialog) => dialog.accept());
+  await page.goto(`${host.url}/dashboard`);
+  await page.fill("#token", ADMIN);
+  await page.click("#load");
+  const hook = async () => (await cells(page, "webhooks"))[0];
+  await eventually(async () => (await hook())?.[4].startsWith("paused since"), STEP_MS);
+  const row = await hook();
+  assert.equal(row[0], "demo");
+  assert.match(row[1], /^we_[0-9a-f]{16} \(api\)$/);
+  assert.deepEqual([row[2], row[3]], [url, "user.online"]);
+  assert.match(row[4], /every request failed for .*500/);
+  assert.ok(Number(row[7]) >= 1, "failed requests counted");
+  await page.screenshot({ path: join(SHOTS, "dashboard-webhook-paused.png"), fullPage: true });
+
+  status = 200;
+  await page.click('#webhooks button[data-action="resume"]');
+  await eventually(async () => (await hook())?.[4] === "active", STEP_MS);
+  assert.equal(await page.isVisible('#webhooks button[data-action="resume"]'), false);
 });

@@ -61,6 +61,7 @@ codes! {
     UnknownTenant = "unknown_tenant", NOT_FOUND, "no such tenant";
     UnknownHook = "unknown_hook", NOT_FOUND, "no such plugin hook (`auth`, `transform`, `route`)";
     UnknownKeyKind = "unknown_key_kind", NOT_FOUND, "no such key kind (`publish`, `management`)";
+    UnknownWebhook = "unknown_webhook", NOT_FOUND, "no such webhook endpoint of the tenant";
     UnknownDeadLetter = "unknown_dead_letter", NOT_FOUND, "no such webhook dead letter on this node (or its endpoint is gone)";
     MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED, "the route does not take the method";
     TenantExists = "tenant_exists", CONFLICT, "a tenant with the id exists";

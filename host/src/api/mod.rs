@@ -82,6 +82,10 @@ fn routes(demo: bool) -> OpenApiRouter<App> {
         .routes(routes!(admin::list))
         .routes(routes!(admin::upload, admin::remove))
         .routes(routes!(admin::rollback))
+        .routes(routes!(webhooks::list, webhooks::create))
+        .routes(routes!(webhooks::change, webhooks::delete))
+        .routes(routes!(webhooks::rotate_secret))
+        .routes(routes!(webhooks::resume))
         .routes(routes!(webhooks::dead_letters))
         .routes(routes!(webhooks::replay))
         .routes(routes!(pages::dashboard));

@@ -32,7 +32,7 @@ use crate::app::App;
         (name = "clients", description = "Client connections: WebSocket and Server-Sent Events"),
         (name = "tenants", description = "Tenant lifecycle (admin token)"),
         (name = "plugins", description = "A tenant's plugins (admin token or the tenant's management key)"),
-        (name = "webhooks", description = "A tenant's webhook dead letters (admin token or the tenant's management key)"),
+        (name = "webhooks", description = "A tenant's webhook endpoints and dead letters (admin token or the tenant's management key)"),
         (name = "operations", description = "Health, readiness, metrics, pages and this document"),
     ),
     // `Page` is named by the stream routes' shared `IntoResponses`, which does not register it.

@@ -356,6 +356,8 @@ pub(super) async fn delete(
     }
     control::change(&app, |state| {
         state.plugins.remove(&id);
+        state.webhooks.remove(&id);
+        state.webhook_pauses.remove(&id);
         state.tenants.remove(&id).map(drop).ok_or_else(|| unknown(&id))
     })
     .await?;

@@ -14,6 +14,7 @@ use crate::config::{AuthConfig, CompressionConfig, HistoryConfig, LimitOverrides
 use crate::plugin::TenantSlots;
 use crate::revocation::{Revocation, Revoked};
 use crate::tenant::{Key, KeyDigest, Keys, Source, Tenant, Tenants};
+use crate::webhook::{PausedEndpoints, StoredWebhook};
 
 /// The whole control-plane state at one version.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -25,6 +26,14 @@ pub(crate) struct ControlState {
     /// Plugin slots changed through the admin API, by tenant (configured tenants too).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub plugins: BTreeMap<String, TenantSlots>,
+    /// Webhook endpoints created through the admin API, by tenant (configured tenants too),
+    /// with their signing secrets: the nodes sign with them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub webhooks: BTreeMap<String, Vec<StoredWebhook>>,
+    /// Webhook endpoints paused after failing too long (configured ones too), by tenant and
+    /// endpoint id, until resumed through the admin API.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub webhook_pauses: PausedEndpoints,
 }
 
 /// A plugin component's bytes, stored under their sha256 (hex).

@@ -2,7 +2,7 @@
 //! `webhooks.dead_letters`) for the admin API to list and send again.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::notice::Notice;
 
@@ -11,8 +11,8 @@ use super::notice::Notice;
 pub(crate) struct DeadLetter {
     /// The `webhook-id` it was last sent with.
     pub id: String,
-    /// Its endpoint's place in the tenant's `webhooks`, and URL.
-    pub endpoint: usize,
+    /// Its endpoint's id, and URL.
+    pub endpoint: Arc<str>,
     pub url: String,
     pub reason: String,
     pub failed_at_ms: u64,

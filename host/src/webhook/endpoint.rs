@@ -4,13 +4,14 @@
 //! notices wait behind it; when the queue is full, the oldest are dead-lettered.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::Uri;
-use tokio::sync::Notify;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, mpsc};
 
 use super::dead::{DeadLetter, DeadLetters};
 use super::notice::{self, Notice};
@@ -33,51 +34,205 @@ pub(crate) struct EndpointMetrics {
     pub latency: Histogram,
 }
 
+/// An endpoint as the control-plane store keeps it (and as the configuration file's are
+/// made into): what it wants, where, and the secrets it signs with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StoredWebhook {
+    /// `we_` and 64 random bits in hex; a configured endpoint's is its index in the file.
+    pub id: String,
+    pub url: String,
+    /// Empty: the default event types.
+    #[serde(default)]
+    pub events: Vec<String>,
+    #[serde(default)]
+    pub batch: WebhookBatch,
+    /// The current secret first; rotated-out ones sign too until they expire.
+    pub secrets: Vec<StoredSecret>,
+    /// Seconds since the Unix epoch (0 for configured endpoints).
+    #[serde(default)]
+    pub created_at: u64,
+}
+
+/// A signing secret (`whsec_...`), and when a rotated-out one stops signing (ms since the
+/// Unix epoch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StoredSecret {
+    pub secret: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+}
+
+impl StoredWebhook {
+    /// The `index`th endpoint of a tenant's configuration.
+    pub(crate) fn configured(index: usize, config: &crate::config::WebhookEndpoint) -> Self {
+        Self {
+            id: index.to_string(),
+            url: config.url.clone(),
+            events: config.events.clone(),
+            batch: config.batch,
+            secrets: vec![StoredSecret { secret: config.secret.clone(), expires_at: None }],
+            created_at: 0,
+        }
+    }
+
+    /// The kinds it wants, as [`super::Kind::bit`]s.
+    pub(crate) fn kinds(&self) -> u32 {
+        match self.events.is_empty() {
+            true => super::Kind::defaults(),
+            false => super::Kind::bits(self.events.iter().map(String::as_str)),
+        }
+    }
+}
+
+/// Why and since when an endpoint is paused (kept in the control-plane store: every node
+/// pauses it, and it stays paused across restarts until resumed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WebhookPause {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    pub reason: String,
+}
+
+/// A node's request to pause an endpoint of a tenant, for the control plane to record.
+#[derive(Debug)]
+pub(crate) struct PauseRequest {
+    pub tenant: Arc<str>,
+    pub endpoint: Arc<str>,
+    pub pause: WebhookPause,
+}
+
+/// What can change while an endpoint runs.
+struct Settings {
+    spec: StoredWebhook,
+    url: Uri,
+    /// The current secret's signer first; rotated-out ones with when they stop signing.
+    signers: Vec<(standardwebhooks::Webhook, Option<u64>)>,
+    batch: WebhookBatch,
+}
+
+impl Settings {
+    fn of(spec: &StoredWebhook) -> Self {
+        let signers = spec.secrets.iter().filter_map(|s| {
+            // Secrets are checked before they are stored; one that is not valid signs nothing.
+            Some((standardwebhooks::Webhook::new(&s.secret).ok()?, s.expires_at))
+        });
+        Self {
+            spec: spec.clone(),
+            url: spec.url.parse().unwrap_or_default(),
+            signers: signers.collect(),
+            batch: spec.batch,
+        }
+    }
+
+    /// `webhook-signature`: one `v1,...` per secret still signing, separated by spaces (the
+    /// receiver accepts the request if any verifies).
+    fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
+        let now = crate::clock::now_millis();
+        let live = self.signers.iter().filter(|(_, expires)| expires.is_none_or(|at| at > now));
+        let signatures = live.filter_map(|(signer, _)| signer.sign(id, timestamp, body).ok());
+        signatures.collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// Where endpoints send their requests to be paused; unbounded, but each endpoint sends at
+/// most one per failed request, and those are spaced by the backoff.
+pub(crate) type Pauses = mpsc::UnboundedSender<PauseRequest>;
+
 /// An endpoint of one tenant.
 pub(crate) struct Endpoint {
     pub tenant: Arc<str>,
-    /// Its place in the tenant's `webhooks`.
-    pub index: usize,
-    pub url: Uri,
-    signer: standardwebhooks::Webhook,
-    /// The kinds it wants, as [`super::Kind::bit`]s.
-    pub kinds: u32,
-    batch: WebhookBatch,
+    pub id: Arc<str>,
+    /// Replaced whole when the endpoint is changed; read once per batch and per attempt.
+    settings: RwLock<Arc<Settings>>,
+    /// The kinds it wants, as [`super::Kind::bit`]s; read for every notice.
+    pub kinds: AtomicU32,
     /// Notices waiting to be sent, oldest first; at most `capacity` (the rest are
     /// dead-lettered). Locked only to push or take, never across an await.
     queue: Mutex<VecDeque<Notice>>,
     capacity: usize,
-    /// Wakes the endpoint's task when a notice is queued.
+    /// Wakes the endpoint's task when a notice is queued or the endpoint is removed.
     wake: Notify,
+    /// Set once its task was handed out to run.
+    started: AtomicBool,
+    /// Set when the endpoint was deleted: its task ends after the batch in hand.
+    removed: AtomicBool,
+    /// Set while the control-plane state pauses it; read once per batch and per attempt.
+    paused: RwLock<Option<WebhookPause>>,
+    /// Milliseconds since the Unix epoch of the first failure since the last success (0:
+    /// the last request succeeded).
+    failing_since_ms: AtomicU64,
     dead: Arc<DeadLetters>,
     pub metrics: EndpointMetrics,
 }
 
 impl Endpoint {
-    pub(crate) fn new(
-        tenant: Arc<str>,
-        index: usize,
-        config: &crate::config::WebhookEndpoint,
-        capacity: usize,
-        dead: Arc<DeadLetters>,
-    ) -> Self {
-        let kinds = match config.events.is_empty() {
-            true => super::Kind::defaults(),
-            false => super::Kind::bits(config.events.iter().map(String::as_str)),
-        };
+    pub(crate) fn new(tenant: Arc<str>, spec: &StoredWebhook, capacity: usize, dead: Arc<DeadLetters>) -> Self {
         Self {
             tenant,
-            index,
-            url: config.url.parse().expect("checked with the config"),
-            signer: standardwebhooks::Webhook::new(&config.secret).expect("checked with the config"),
-            kinds,
-            batch: config.batch,
+            id: spec.id.as_str().into(),
+            settings: RwLock::new(Arc::new(Settings::of(spec))),
+            kinds: AtomicU32::new(spec.kinds()),
             queue: Mutex::new(VecDeque::new()),
             capacity,
             wake: Notify::new(),
+            started: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
+            paused: RwLock::new(None),
+            failing_since_ms: AtomicU64::new(0),
             dead,
             metrics: EndpointMetrics::default(),
         }
+    }
+
+    /// Takes `spec`'s settings (URL, events, batching, secrets) from the next batch on.
+    pub(crate) fn update(&self, spec: &StoredWebhook) {
+        *self.settings.write().expect("webhook settings lock") = Arc::new(Settings::of(spec));
+        self.kinds.store(spec.kinds(), Relaxed);
+    }
+
+    fn settings(&self) -> Arc<Settings> {
+        self.settings.read().expect("webhook settings lock").clone()
+    }
+
+    /// What it was made or last changed with.
+    pub(crate) fn spec(&self) -> StoredWebhook {
+        self.settings().spec.clone()
+    }
+
+    pub(crate) fn url(&self) -> String {
+        self.settings().url.to_string()
+    }
+
+    pub(crate) fn wants(&self, bit: u32) -> bool {
+        self.kinds.load(Relaxed) & bit != 0
+    }
+
+    /// Pauses or resumes it as the control-plane state says; a resumed endpoint starts
+    /// counting failures afresh.
+    pub(crate) fn set_pause(&self, pause: Option<&WebhookPause>) {
+        let mut paused = self.paused.write().expect("webhook pause lock");
+        if paused.is_some() && pause.is_none() {
+            self.failing_since_ms.store(0, Relaxed);
+        }
+        *paused = pause.cloned();
+    }
+
+    pub(crate) fn pause(&self) -> Option<WebhookPause> {
+        self.paused.read().expect("webhook pause lock").clone()
+    }
+
+    /// True the first time: the caller runs its task.
+    pub(crate) fn start(&self) -> bool {
+        !self.started.swap(true, Relaxed)
+    }
+
+    /// Ends its task after the batch in hand; what is still queued is let go.
+    pub(crate) fn remove(&self) {
+        self.removed.store(true, Relaxed);
+        self.wake.notify_one();
     }
 
     /// Queues `notice`; a full queue dead-letters its oldest first.
@@ -98,51 +253,66 @@ impl Endpoint {
         self.queue.lock().expect("webhook queue lock").len()
     }
 
-    /// Sends the endpoint's batches for as long as the node runs.
-    pub(crate) async fn run(self: Arc<Self>, poster: Arc<Poster>, config: WebhooksConfig) {
-        loop {
-            let batch = self.next_batch().await;
-            self.deliver(batch, &poster, &config).await;
+    /// Sends the endpoint's batches for as long as the node runs, or until it is removed;
+    /// a paused endpoint's batches go to the dead letters unsent.
+    pub(crate) async fn run(self: Arc<Self>, poster: Arc<Poster>, config: WebhooksConfig, pauses: Pauses) {
+        while let Some(batch) = self.next_batch().await {
+            match self.pause() {
+                Some(p) => self.dead_letter(batch, None, format!("the endpoint is paused: {}", p.reason)),
+                None => self.deliver(batch, &poster, &config, &pauses).await,
+            }
         }
+        let left: Vec<Notice> = self.queue.lock().expect("webhook queue lock").drain(..).collect();
+        left.into_iter().for_each(|mut n| n.settled());
     }
 
-    /// Waits for a notice, then up to `batch.max_wait` for more, up to `batch.max_events`.
-    async fn next_batch(&self) -> Vec<Notice> {
-        while self.queued() == 0 {
+    /// Waits for a notice, then up to `batch.max_wait` for more, up to `batch.max_events`;
+    /// none once the endpoint is removed.
+    async fn next_batch(&self) -> Option<Vec<Notice>> {
+        let removed = || self.removed.load(Relaxed);
+        while self.queued() == 0 && !removed() {
             self.wake.notified().await;
         }
-        let deadline = tokio::time::Instant::now() + self.batch.max_wait;
-        while self.queued() < self.batch.max_events {
+        let batch = self.settings().batch;
+        let deadline = tokio::time::Instant::now() + batch.max_wait;
+        while self.queued() < batch.max_events && !removed() {
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
+        if removed() {
+            return None;
+        }
         let mut queue = self.queue.lock().expect("webhook queue lock");
-        let n = queue.len().min(self.batch.max_events);
-        queue.drain(..n).collect()
+        let n = queue.len().min(batch.max_events);
+        Some(queue.drain(..n).collect())
     }
 
     /// Sends one batch until it is answered 2xx, or dead-letters it.
-    async fn deliver(&self, mut batch: Vec<Notice>, poster: &Poster, config: &WebhooksConfig) {
+    async fn deliver(&self, mut batch: Vec<Notice>, poster: &Poster, config: &WebhooksConfig, pauses: &Pauses) {
         let id = notice::random_id("msg_");
         let body = Bytes::from(notice::body(&self.tenant, &batch));
         let started = Instant::now();
         let mut backoff = config.initial_backoff;
         loop {
+            let settings = self.settings();
             let timestamp = notice::unix_seconds();
-            let signature = self.signer.sign(&id, timestamp, &body).expect("the body is JSON text");
             let headers = [
                 ("webhook-id", id.clone()),
                 ("webhook-timestamp", timestamp.to_string()),
-                ("webhook-signature", signature),
+                ("webhook-signature", settings.sign(&id, timestamp, &body)),
             ];
-            let failure = match poster.post(&self.url, &headers, body.clone()).await {
+            let failure = match poster.post(&settings.url, &headers, body.clone()).await {
                 Ok(()) => return self.delivered(&mut batch),
                 Err(e) => e,
             };
             self.metrics.failed.fetch_add(1, Relaxed);
-            tracing::debug!(tenant = %self.tenant, url = %self.url, error = %failure, "webhook request failed");
+            self.failing(config, pauses, &failure.to_string());
+            if let Some(p) = self.pause() {
+                return self.dead_letter(batch, Some(id), format!("the endpoint is paused: {}", p.reason));
+            }
+            tracing::debug!(tenant = %self.tenant, url = %settings.url, error = %failure, "webhook request failed");
             if failure.permanent() || started.elapsed() + backoff > config.retry_for {
                 return self.dead_letter(batch, Some(id), failure.to_string());
             }
@@ -152,7 +322,26 @@ impl Endpoint {
         }
     }
 
+    /// Notes a failure; once every request failed for `pause_after`, asks for the endpoint
+    /// to be paused (again at every later failure, until the pause is recorded).
+    fn failing(&self, config: &WebhooksConfig, pauses: &Pauses, error: &str) {
+        let now = crate::clock::now_millis();
+        let since = match self.failing_since_ms.compare_exchange(0, now, Relaxed, Relaxed) {
+            Ok(_) => now,
+            Err(since) => since,
+        };
+        if now.saturating_sub(since) < config.pause_after.as_millis() as u64 {
+            return;
+        }
+        let failing_for = humantime::format_duration(Duration::from_millis(now.saturating_sub(since)));
+        let reason = format!("every request failed for {failing_for}, the last: {error}");
+        tracing::warn!(tenant = %self.tenant, endpoint = %self.id, %reason, "pausing a webhook endpoint");
+        let pause = WebhookPause { at_ms: now, reason };
+        let _ = pauses.send(PauseRequest { tenant: self.tenant.clone(), endpoint: self.id.clone(), pause });
+    }
+
     fn delivered(&self, batch: &mut [Notice]) {
+        self.failing_since_ms.store(0, Relaxed);
         self.metrics.sent.fetch_add(batch.len() as u64, Relaxed);
         let now = crate::clock::now_millis();
         for notice in batch {
@@ -166,12 +355,13 @@ impl Endpoint {
     fn dead_letter(&self, mut notices: Vec<Notice>, id: Option<String>, reason: String) {
         self.metrics.dead_lettered.fetch_add(notices.len() as u64, Relaxed);
         notices.iter_mut().for_each(Notice::settled);
-        tracing::warn!(tenant = %self.tenant, url = %self.url, %reason, notices = notices.len(), "webhook batch dead-lettered");
+        let url = self.url();
+        tracing::warn!(tenant = %self.tenant, %url, %reason, notices = notices.len(), "webhook batch dead-lettered");
         let id = id.unwrap_or_else(|| notice::random_id("msg_"));
         self.dead.add(DeadLetter {
             id,
-            endpoint: self.index,
-            url: self.url.to_string(),
+            endpoint: self.id.clone(),
+            url,
             reason,
             failed_at_ms: crate::clock::now_millis(),
             notices,

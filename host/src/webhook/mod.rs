@@ -14,19 +14,22 @@ mod endpoint;
 mod notice;
 mod post;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
 
 pub(crate) use dead::{DeadLetter, DeadLetters};
-use endpoint::{Endpoint, EndpointMetrics};
+pub(crate) use endpoint::{Endpoint, PauseRequest, StoredSecret, StoredWebhook, WebhookPause};
+use endpoint::{EndpointMetrics, Pauses};
 use notice::Settle;
 pub(crate) use notice::{Kind, Notice};
 use post::Poster;
 
 use crate::config::{Config, WebhooksConfig};
+use tokio::sync::mpsc;
+
 use crate::metrics::header;
 
 /// One counter of an endpoint's metrics.
@@ -35,41 +38,111 @@ type Counter = fn(&EndpointMetrics) -> &AtomicU64;
 /// A tenant's endpoints and dead letters.
 struct TenantHooks {
     endpoints: Vec<Arc<Endpoint>>,
-    /// The kinds any of them wants, as [`Kind::bit`]s.
-    kinds: u32,
     dead: Arc<DeadLetters>,
 }
 
-/// The node's webhook endpoints, by tenant (those of the configuration file).
+impl TenantHooks {
+    /// The kinds any of its endpoints wants, as [`Kind::bit`]s.
+    fn kinds(&self) -> u32 {
+        self.endpoints.iter().fold(0, |kinds, e| kinds | e.kinds.load(Relaxed))
+    }
+}
+
+/// Tenants by id.
+type ByTenant = HashMap<Arc<str>, Arc<TenantHooks>>;
+
+/// The node's webhook endpoints, by tenant: the configuration file's, and those created
+/// through the admin API (kept in the control-plane store, so every node has them).
 pub(crate) struct Webhooks {
-    tenants: HashMap<Arc<str>, TenantHooks>,
+    /// Replaced whole when endpoints are added, changed or removed (rare); read for every
+    /// notice and held only to clone the map's `Arc`.
+    tenants: RwLock<Arc<ByTenant>>,
+    /// The configuration file's endpoints by tenant, kept through every change.
+    configured: BTreeMap<String, Vec<StoredWebhook>>,
     poster: Arc<Poster>,
     config: WebhooksConfig,
+    /// Endpoints ask to be paused here; the control plane takes the receiver.
+    pauses: Pauses,
+    pause_requests: Mutex<Option<mpsc::UnboundedReceiver<PauseRequest>>>,
 }
+
+/// Paused endpoints by tenant and endpoint id.
+pub(crate) type PausedEndpoints = BTreeMap<String, BTreeMap<String, WebhookPause>>;
 
 impl Webhooks {
     /// The endpoints of the tenants in `config`; requests over TLS use `crypto`.
     pub(crate) fn new(config: &Config, crypto: rustls::crypto::CryptoProvider) -> Self {
-        let tenants = config
-            .tenants
-            .iter()
+        let configured = (config.tenants.iter())
             .filter(|(_, t)| !t.webhooks.is_empty())
             .map(|(id, t)| {
-                let id: Arc<str> = id.as_str().into();
-                let dead = Arc::new(DeadLetters::new(config.webhooks.dead_letters));
-                let endpoints: Vec<Arc<Endpoint>> = (t.webhooks.iter().enumerate())
-                    .map(|(i, e)| Arc::new(Endpoint::new(id.clone(), i, e, config.webhooks.queue, dead.clone())))
-                    .collect();
-                let kinds = endpoints.iter().fold(0, |kinds, e| kinds | e.kinds);
-                (id, TenantHooks { endpoints, kinds, dead })
+                (id.clone(), t.webhooks.iter().enumerate().map(|(i, e)| StoredWebhook::configured(i, e)).collect())
             })
             .collect();
-        Self { tenants, poster: Arc::new(Poster::new(&config.webhooks, crypto)), config: config.webhooks.clone() }
+        let (pauses, pause_requests) = mpsc::unbounded_channel();
+        let hooks = Self {
+            tenants: RwLock::default(),
+            configured,
+            poster: Arc::new(Poster::new(&config.webhooks, crypto)),
+            config: config.webhooks.clone(),
+            pauses,
+            pause_requests: Mutex::new(Some(pause_requests)),
+        };
+        hooks.sync(&BTreeMap::new(), &BTreeMap::new(), |_| true);
+        hooks
+    }
+
+    fn snapshot(&self) -> Arc<ByTenant> {
+        self.tenants.read().expect("webhooks lock").clone()
+    }
+
+    fn tenant(&self, tenant: &str) -> Option<Arc<TenantHooks>> {
+        self.snapshot().get(tenant).cloned()
+    }
+
+    /// The requests of endpoints to be paused, for the control plane to record (once).
+    pub(crate) fn pause_requests(&self) -> Option<mpsc::UnboundedReceiver<PauseRequest>> {
+        self.pause_requests.lock().expect("pause requests lock").take()
+    }
+
+    /// Makes the endpoints the configuration's and `stored`'s (by tenant) of the tenants
+    /// that `exists`: new ones are made (their tasks handed out by [`Webhooks::tasks`]),
+    /// changed ones take their new settings, and those gone are removed (their tasks end);
+    /// each is paused if `paused` says so.
+    pub(crate) fn sync(
+        &self,
+        stored: &BTreeMap<String, Vec<StoredWebhook>>,
+        paused: &PausedEndpoints,
+        exists: impl Fn(&str) -> bool,
+    ) {
+        let current = self.snapshot();
+        let mut next = ByTenant::new();
+        let ids = self.configured.keys().chain(stored.keys()).filter(|t| exists(t));
+        for id in ids.collect::<std::collections::BTreeSet<_>>() {
+            let specs = self.configured.get(id).into_iter().chain(stored.get(id)).flatten();
+            let old = current.get(id.as_str());
+            let dead = old.map_or_else(|| Arc::new(DeadLetters::new(self.config.dead_letters)), |o| o.dead.clone());
+            let tenant: Arc<str> = id.as_str().into();
+            let endpoints = specs.map(|spec| match old.and_then(|o| o.endpoints.iter().find(|e| *e.id == spec.id)) {
+                Some(e) => {
+                    e.update(spec);
+                    e.clone()
+                }
+                None => Arc::new(Endpoint::new(tenant.clone(), spec, self.config.queue, dead.clone())),
+            });
+            let endpoints: Vec<Arc<Endpoint>> = endpoints.collect();
+            for e in &endpoints {
+                e.set_pause(paused.get(id).and_then(|p| p.get(&*e.id)));
+            }
+            next.insert(tenant.clone(), Arc::new(TenantHooks { endpoints, dead }));
+        }
+        let kept = |e: &Endpoint| next.get(&e.tenant).is_some_and(|t| t.endpoints.iter().any(|n| n.id == e.id));
+        current.values().flat_map(|t| &t.endpoints).filter(|e| !kept(e)).for_each(|e| e.remove());
+        *self.tenants.write().expect("webhooks lock") = Arc::new(next);
     }
 
     /// Whether any endpoint of `tenant` wants notices of any of `kinds` ([`Kind::bit`]s).
     pub(crate) fn wants(&self, tenant: &str, kinds: u32) -> bool {
-        self.tenants.get(tenant).is_some_and(|t| t.kinds & kinds != 0)
+        self.snapshot().get(tenant).is_some_and(|t| t.kinds() & kinds != 0)
     }
 
     /// Queues `notice` for every endpoint of `tenant` that wants its kind.
@@ -81,8 +154,9 @@ impl Webhooks {
     /// has delivered or dead-lettered it (at once if none wants it).
     pub(crate) fn emit_then(&self, tenant: &str, mut notice: Notice, then: Box<dyn FnOnce() + Send>) {
         let bit = notice.kind.bit();
-        let endpoints: Vec<&Arc<Endpoint>> = match self.tenants.get(tenant) {
-            Some(hooks) => hooks.endpoints.iter().filter(|e| e.kinds & bit != 0).collect(),
+        let hooks = self.tenant(tenant);
+        let endpoints: Vec<&Arc<Endpoint>> = match &hooks {
+            Some(hooks) => hooks.endpoints.iter().filter(|e| e.wants(bit)).collect(),
             None => Vec::new(),
         };
         notice.settle = Some(Settle::new(endpoints.len(), then));
@@ -92,24 +166,33 @@ impl Webhooks {
     }
 
     /// The tenants with an endpoint that wants any of `kinds` ([`Kind::bit`]s).
-    pub(crate) fn tenants_wanting(&self, kinds: u32) -> impl Iterator<Item = &str> {
-        self.tenants.iter().filter(move |(_, t)| t.kinds & kinds != 0).map(|(id, _)| &**id)
+    pub(crate) fn tenants_wanting(&self, kinds: u32) -> Vec<Arc<str>> {
+        let snapshot = self.snapshot();
+        snapshot.iter().filter(|(_, t)| t.kinds() & kinds != 0).map(|(id, _)| id.clone()).collect()
     }
 
-    /// The endpoints' sending tasks, for the node to run.
-    pub(crate) fn tasks(&self) -> impl Iterator<Item = impl Future<Output = ()> + Send + 'static> + '_ {
-        let endpoints = self.tenants.values().flat_map(|t| t.endpoints.iter());
-        endpoints.map(|e| e.clone().run(self.poster.clone(), self.config.clone()))
+    /// The sending tasks of endpoints whose task has not been handed out yet, for the node
+    /// to run.
+    pub(crate) fn tasks(&self) -> Vec<impl Future<Output = ()> + Send + 'static> {
+        let snapshot = self.snapshot();
+        let endpoints = snapshot.values().flat_map(|t| t.endpoints.iter()).filter(|e| e.start());
+        endpoints.map(|e| e.clone().run(self.poster.clone(), self.config.clone(), self.pauses.clone())).collect()
+    }
+
+    /// `tenant`'s endpoints: id, URL and the event types each wants, its metrics.
+    pub(crate) fn endpoints(&self, tenant: &str) -> Vec<Arc<Endpoint>> {
+        self.tenant(tenant).map(|t| t.endpoints.clone()).unwrap_or_default()
     }
 
     /// Each endpoint's counters, labelled by tenant and the endpoint's index in its
     /// tenant's list.
     pub(crate) fn render_metrics(&self, out: &mut String) {
-        let endpoints: Vec<&Endpoint> = self.tenants.values().flat_map(|t| t.endpoints.iter().map(|e| &**e)).collect();
+        let snapshot = self.snapshot();
+        let endpoints: Vec<&Endpoint> = snapshot.values().flat_map(|t| t.endpoints.iter().map(|e| &**e)).collect();
         if endpoints.is_empty() {
             return;
         }
-        let labels = |e: &Endpoint| format!("tenant=\"{}\",endpoint=\"{}\"", e.tenant, e.index);
+        let labels = |e: &Endpoint| format!("tenant=\"{}\",endpoint=\"{}\"", e.tenant, e.id);
         let counters: [(&str, &str, Counter); 4] = [
             ("notify_webhook_events_sent_total", "Webhook events delivered (in requests answered 2xx).", |m| &m.sent),
             ("notify_webhook_requests_failed_total", "Webhook requests that failed (no answer, or not 2xx).", |m| {
@@ -127,6 +210,11 @@ impl Webhooks {
             for e in &endpoints {
                 let _ = writeln!(out, "{name}{{{}}} {}", labels(e), counter(&e.metrics).load(Relaxed));
             }
+        }
+        let name = "notify_webhook_paused";
+        header(out, name, "gauge", "1 while the endpoint is paused after failing for webhooks.pause_after.");
+        for e in &endpoints {
+            let _ = writeln!(out, "{name}{{{}}} {}", labels(e), u8::from(e.pause().is_some()));
         }
         let name = "notify_webhook_queued";
         header(out, name, "gauge", "Webhook events waiting to be sent.");
@@ -146,16 +234,16 @@ impl Webhooks {
     }
 
     /// `tenant`'s dead letters, if it has endpoints.
-    pub(crate) fn dead_letters(&self, tenant: &str) -> Option<&DeadLetters> {
-        self.tenants.get(tenant).map(|t| &*t.dead)
+    pub(crate) fn dead_letters(&self, tenant: &str) -> Vec<DeadLetter> {
+        self.tenant(tenant).map(|t| t.dead.list()).unwrap_or_default()
     }
 
     /// Sends dead letter `id` of `tenant` again, through the endpoint it failed at; false
-    /// when there is no such letter.
+    /// when there is no such letter (or its endpoint is gone).
     pub(crate) fn replay(&self, tenant: &str, id: &str) -> bool {
-        let Some(hooks) = self.tenants.get(tenant) else { return false };
+        let Some(hooks) = self.tenant(tenant) else { return false };
         let Some(letter) = hooks.dead.take(id) else { return false };
-        let endpoint = &hooks.endpoints[letter.endpoint];
+        let Some(endpoint) = hooks.endpoints.iter().find(|e| e.id == letter.endpoint) else { return false };
         for notice in letter.notices {
             endpoint.push(notice);
         }

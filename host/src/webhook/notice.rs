@@ -67,6 +67,11 @@ impl Kind {
         names.into_iter().filter_map(|n| WEBHOOK_EVENTS.iter().position(|e| *e == n)).map(|i| 1 << i).sum()
     }
 
+    /// The names of the kinds in `bits`.
+    pub(crate) fn names(bits: u32) -> Vec<String> {
+        (WEBHOOK_EVENTS.iter().enumerate()).filter(|(i, _)| bits & (1 << i) != 0).map(|(_, n)| n.to_string()).collect()
+    }
+
     /// The bit of this kind in a set of kinds.
     pub(crate) fn bit(self) -> u32 {
         1 << self as u32

@@ -83,12 +83,12 @@ pub(super) async fn backends(
         let node = ingest::NodeParts { broker: broker.clone(), metrics: metrics.clone(), node_id: node_id.clone() };
         ingest::ingestion(config, node, webhooks.clone())
     });
-    let mut tasks = vec![
+    let tasks = vec![
         ("redis broker subscriber", subscriber),
         ("redis presence mirror", mirror),
         ("redis control listener", listener),
+        ("redis presence webhooks", transitions),
     ];
-    tasks.extend(transitions.map(|t| ("redis presence webhooks", t)));
     Ok(Backends {
         broker,
         idempotency: Arc::new(idempotency::RedisIdempotency::new(link.clone())),

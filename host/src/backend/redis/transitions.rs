@@ -53,22 +53,18 @@ struct Reader {
     settled: mpsc::UnboundedReceiver<Entry>,
 }
 
-/// The task handing transitions to webhooks, if any tenant's webhooks want them.
+/// The task handing transitions to the webhooks that want them (endpoints come and go at
+/// runtime: the tenants read are looked up every round).
 pub(super) fn task(
     conn: Link,
     node: Arc<str>,
     node_timeout: Duration,
     webhooks: Arc<Webhooks>,
-) -> Option<BoxFuture<'static, ()>> {
-    let kinds = Member::User.bits() | Member::Channel.bits();
-    let tenants: Vec<(Arc<str>, String)> =
-        webhooks.tenants_wanting(kinds).map(|t| (Arc::from(t), keys::presence_transitions(t))).collect();
-    if tenants.is_empty() {
-        return None;
-    }
+) -> BoxFuture<'static, ()> {
     let (settled_tx, settled) = mpsc::unbounded_channel();
-    let reader = Reader { conn, node, node_timeout, webhooks, tenants, grouped: HashSet::new(), settled_tx, settled };
-    Some(Box::pin(reader.run()))
+    let grouped = HashSet::new();
+    let reader = Reader { conn, node, node_timeout, webhooks, tenants: Vec::new(), grouped, settled_tx, settled };
+    Box::pin(reader.run())
 }
 
 impl Reader {
@@ -93,6 +89,14 @@ impl Reader {
     /// Acknowledges what settled, reads every stream once, and now and then claims what dead
     /// nodes left; whether anything was read.
     async fn round(&mut self, backlog: bool, next_claim: &mut Instant) -> Result<bool, RedisError> {
+        let wanting = self.webhooks.tenants_wanting(Member::User.bits() | Member::Channel.bits());
+        // A tenant no longer read keeps its key here until what it had in flight settled.
+        for tenant in wanting {
+            if !self.tenants.iter().any(|(t, _)| *t == tenant) {
+                let key = keys::presence_transitions(&tenant);
+                self.tenants.push((tenant, key));
+            }
+        }
         self.acknowledge().await?;
         let mut read_any = false;
         for (tenant, key) in self.tenants.clone() {
