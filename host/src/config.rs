@@ -371,6 +371,10 @@ pub struct WebhooksConfig {
     /// its events go straight to the dead letters until it is resumed through the admin API.
     #[serde(with = "humantime_serde")]
     pub pause_after: Duration,
+    /// How often each node sums up the connects it refused, per tenant, in one
+    /// `connection.refused` event.
+    #[serde(with = "humantime_serde")]
+    pub refusals_every: Duration,
 }
 
 impl Default for WebhooksConfig {
@@ -385,6 +389,7 @@ impl Default for WebhooksConfig {
             queue: 10_000,
             dead_letters: 1_000,
             pause_after: Duration::from_secs(3 * 24 * 3600),
+            refusals_every: Duration::from_secs(60),
         }
     }
 }
@@ -407,7 +412,7 @@ pub struct WebhookEndpoint {
 }
 
 /// The webhook event types an endpoint may ask for (docs/WEBHOOKS.md).
-pub(crate) const WEBHOOK_EVENTS: [&str; 10] = [
+pub(crate) const WEBHOOK_EVENTS: [&str; 11] = [
     "user.online",
     "user.offline",
     "channel.occupied",
@@ -418,10 +423,12 @@ pub(crate) const WEBHOOK_EVENTS: [&str; 10] = [
     "plugin.enabled",
     "subscription.added",
     "subscription.removed",
+    "connection.refused",
 ];
 
 /// The event types sent only to endpoints that list them (high volume).
-pub(crate) const WEBHOOK_EVENTS_OPT_IN: [&str; 2] = ["subscription.added", "subscription.removed"];
+pub(crate) const WEBHOOK_EVENTS_OPT_IN: [&str; 3] =
+    ["subscription.added", "subscription.removed", "connection.refused"];
 
 impl WebhookEndpoint {
     /// Checks the endpoint's settings; errors name `{key}.<field>`.
@@ -906,6 +913,9 @@ impl WebhooksConfig {
         }
         if self.pause_after.is_zero() {
             return Err(invalid("webhooks.pause_after", "must be greater than zero"));
+        }
+        if self.refusals_every < Duration::from_millis(100) {
+            return Err(invalid("webhooks.refusals_every", "must be at least 100ms"));
         }
         Ok(())
     }

@@ -31,7 +31,7 @@ pub(crate) enum HandshakeFailure {
 }
 
 impl HandshakeFailure {
-    const ALL: [Self; 14] = [
+    pub(crate) const ALL: [Self; 14] = [
         Self::BadRequest,
         Self::UnknownTenant,
         Self::Unauthorized,
@@ -48,7 +48,7 @@ impl HandshakeFailure {
         Self::Tls,
     ];
 
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::BadRequest => "bad_request",
             Self::UnknownTenant => "unknown_tenant",
@@ -131,6 +131,11 @@ pub(crate) struct TenantMetrics {
 impl TenantMetrics {
     pub(crate) fn handshake_failed(&self, why: HandshakeFailure) {
         self.handshake_failures[why as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Handshakes refused so far, by reason (in [`HandshakeFailure::ALL`]'s order).
+    pub(crate) fn handshake_failures(&self) -> [u64; HandshakeFailure::ALL.len()] {
+        std::array::from_fn(|i| self.handshake_failures[i].load(Relaxed))
     }
 }
 

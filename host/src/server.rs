@@ -188,6 +188,9 @@ fn start_node_tasks(app: &App) {
     }
     crate::control::start_webhooks(app);
     life.spawn("webhook pauses", crate::control::record_webhook_pauses(app.clone()));
+    let summaries =
+        crate::webhook::sum_up_refusals(app.webhooks().clone(), app.tenants().clone(), app.node_id().into());
+    life.spawn("webhook refusals", summaries);
 }
 
 /// Binds `addr` with a listen backlog of `backlog` (tokio's `bind` uses 1024), warning when

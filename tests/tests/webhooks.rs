@@ -176,6 +176,42 @@ async fn a_plugin_breaker_opening_and_a_fixed_version_are_told() -> anyhow::Resu
     Ok(())
 }
 
+#[tokio::test]
+async fn refused_connects_are_summed_up_by_reason_when_asked_for() -> anyhow::Result<()> {
+    let receiver = Receiver::start().await?;
+    let url = receiver.url("/hooks");
+    let host = TestHost::start(&format!(
+        "[webhooks]\nallow_private = true\nrefusals_every = \"200ms\"\n\
+         [tenants.demo]\npublish_key = \"demo-key\"\nauth = {{ mode = \"insecure\" }}\n\
+         webhooks = [{{ url = \"{url}\", secret = \"{SECRET}\", events = [\"connection.refused\"] }}]\n"
+    ))
+    .await?;
+    for _ in 0..3 {
+        let refused = notify_tests::Client::try_connect(&host.ws_url("demo", "user=bad%20user"), &[]).await?;
+        assert_eq!(refused.err().context("refused")?.status, 401);
+    }
+    let summed = || -> anyhow::Result<(u64, Vec<Value>)> {
+        let mut events = Vec::new();
+        for request in receiver.received().iter().filter(|r| r.status == 200) {
+            events.extend(verified(request)?.1);
+        }
+        let unauthorized = events.iter().filter_map(|e| e["data"]["refused"]["unauthorized"].as_u64()).sum();
+        Ok((unauthorized, events))
+    };
+    eventually(|| async { Ok(summed()?.0 == 3) }).await?;
+    let (_, events) = summed()?;
+    for (event, next) in events.iter().zip(events.iter().skip(1).map(Some).chain([None])) {
+        let data = &event["data"];
+        if let Some(next) = next {
+            assert_eq!(data["until"], next["data"]["from"], "each event counts from where the last stopped");
+        }
+        assert_eq!(event["type"], "connection.refused");
+        assert!(data["node"].is_string() && data["from"].as_u64() < data["until"].as_u64(), "{event}");
+        assert_eq!(data["refused"].as_object().map(|r| r.len()), Some(1), "only reasons that happened: {event}");
+    }
+    Ok(())
+}
+
 /// The config of nodes on `redis` whose tenant `demo` (with `tenant_extra`) sends `event`
 /// webhooks to `receiver`.
 fn on_redis(redis: &RedisServer, receiver: &Receiver, event: &str, tenant_extra: &str) -> String {

@@ -13,6 +13,7 @@ mod dead;
 mod endpoint;
 mod notice;
 mod post;
+mod refusals;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -26,6 +27,7 @@ use endpoint::{EndpointMetrics, Pauses};
 use notice::Settle;
 pub(crate) use notice::{Kind, Notice};
 use post::Poster;
+pub(crate) use refusals::sum_up_refusals;
 
 use crate::config::{Config, WebhooksConfig};
 use tokio::sync::mpsc;
@@ -273,9 +275,9 @@ mod tests {
         let (on, opt_in): (Vec<&Kind>, Vec<&Kind>) = Kind::ALL.iter().partition(|k| every.wants("a", k.bit()));
         assert_eq!(
             opt_in,
-            [&Kind::SubscriptionAdded, &Kind::SubscriptionRemoved],
+            [&Kind::SubscriptionAdded, &Kind::SubscriptionRemoved, &Kind::ConnectionRefused],
             "no events listed: the default types"
         );
-        assert_eq!(on.len(), Kind::ALL.len() - 2);
+        assert_eq!(on.len(), Kind::ALL.len() - 3);
     }
 }

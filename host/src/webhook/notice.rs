@@ -33,10 +33,12 @@ pub(crate) enum Kind {
     SubscriptionAdded,
     /// A connection's subscription to a channel ended.
     SubscriptionRemoved,
+    /// A node's sum of the connects it refused in a period, by reason.
+    ConnectionRefused,
 }
 
 // Every kind is named by its place in the configuration's list of event types.
-const _: () = assert!(Kind::SubscriptionRemoved as usize + 1 == WEBHOOK_EVENTS.len());
+const _: () = assert!(Kind::ConnectionRefused as usize + 1 == WEBHOOK_EVENTS.len());
 
 impl Kind {
     #[cfg(test)]
@@ -51,6 +53,7 @@ impl Kind {
         Kind::PluginEnabled,
         Kind::SubscriptionAdded,
         Kind::SubscriptionRemoved,
+        Kind::ConnectionRefused,
     ];
 
     /// The kinds an endpoint that lists none gets: all but the opt-in ones.
