@@ -3,7 +3,7 @@
 //! holding a user's last connection is SIGKILLed (the sweep tells it).
 
 use anyhow::Context as _;
-use notify_tests::{DEMO, HostProcess, Receiver, RedisServer, TestHost, eventually, host_bin, ready_hosts};
+use notify_tests::{DEMO, HostProcess, Receiver, RedisServer, Req, TestHost, eventually, host_bin, ready_hosts};
 
 use crate::webhooks::{SECRET, verified};
 
@@ -97,5 +97,44 @@ async fn first_subscribers_on_two_nodes_at_once_are_one_occupied() -> anyhow::Re
     eventually(|| async { Ok(told(&receiver)?.len() == 2) }).await?;
     assert_eq!(told(&receiver)?, ["channel.occupied match", "channel.vacated match"]);
     assert_eq!(written(&redis).await?, 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_dead_letter_of_one_node_is_listed_and_replayed_once_through_any_node() -> anyhow::Result<()> {
+    let receiver = Receiver::start().await?;
+    receiver.answer(&[500; 100]);
+    let redis = RedisServer::start().await?;
+    let toml = config(&redis, &receiver, r#""subscription.added""#).replace(
+        "[webhooks]\n",
+        "[server]\nadmin_token = \"admin-token-123\"\n[webhooks]\nretry_for = \"300ms\"\ninitial_backoff = \"50ms\"\nmax_backoff = \"100ms\"\n",
+    );
+    let [a, b] = ready_hosts::<2>(&toml).await?;
+    let (mut ann, _) = a.join("demo", "user=ann").await?;
+    ann.subscribe("news").await?;
+    let path = "/v1/admin/tenants/demo/webhooks/dead-letters";
+    let listed_on = |host: &TestHost| {
+        let addr = host.addr;
+        async move {
+            let (_, body) = Req::get(path).key("admin-token-123").reply(addr).await?;
+            Ok::<_, anyhow::Error>(body["dead_letters"].as_array().cloned().unwrap_or_default())
+        }
+    };
+    eventually(|| async { Ok(listed_on(&b).await?.len() == 1) }).await?;
+    let letter = listed_on(&b).await?[0].clone();
+    assert_eq!(letter["events"][0]["data"]["user"], "ann", "node A's letter, listed by node B: {letter}");
+    assert_eq!(listed_on(&a).await?, std::slice::from_ref(&letter));
+
+    receiver.recover();
+    let replay = format!("{path}/{}/replay", letter["id"].as_str().context("id")?);
+    let (on_a, on_b) = tokio::join!(
+        Req::post(replay.as_str()).key("admin-token-123").reply(a.addr),
+        Req::post(replay.as_str()).key("admin-token-123").reply(b.addr)
+    );
+    let mut statuses = [on_a?.0, on_b?.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [202, 404], "replayed once");
+    eventually(|| async { Ok(told(&receiver)? == ["subscription.added ann"]) }).await?;
+    assert!(listed_on(&a).await?.is_empty() && listed_on(&b).await?.is_empty());
     Ok(())
 }

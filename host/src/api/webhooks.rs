@@ -419,9 +419,16 @@ pub(super) struct DeadLetters {
         (status = FORBIDDEN, description = "`forbidden`: a token that cannot manage this tenant", body = ErrorBody),
         (status = NOT_FOUND, description = "`unknown_tenant`", body = ErrorBody),
     ))]
-pub(super) async fn dead_letters(State(app): State<App>, TenantAdmin(tenant): TenantAdmin) -> Json<DeadLetters> {
-    let letters = app.webhooks().dead_letters(&tenant.id);
-    Json(DeadLetters { dead_letters: letters.into_iter().map(DeadLetterView::from).collect() })
+pub(super) async fn dead_letters(
+    State(app): State<App>,
+    TenantAdmin(tenant): TenantAdmin,
+) -> Result<Json<DeadLetters>, ApiError> {
+    let letters = app.webhooks().dead_letters(&tenant.id).await.map_err(unavailable)?;
+    Ok(Json(DeadLetters { dead_letters: letters.into_iter().map(DeadLetterView::from).collect() }))
+}
+
+fn unavailable(e: crate::webhook::DeadLetterError) -> ApiError {
+    ApiError::new(ErrorCode::StoreUnavailable, e.to_string())
 }
 
 /// Sends a dead-lettered batch again, through the endpoint it failed at, as a new request
@@ -440,7 +447,7 @@ pub(super) async fn replay(
     TenantAdmin(tenant): TenantAdmin,
     PathParams((_, id)): PathParams<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    if app.webhooks().replay(&tenant.id, &id) {
+    if app.webhooks().replay(&tenant.id, &id).await.map_err(unavailable)? {
         Ok(StatusCode::ACCEPTED)
     } else {
         Err(ApiError::new(ErrorCode::UnknownDeadLetter, format!("no dead letter {id:?} (or its endpoint is gone)")))

@@ -13,7 +13,7 @@ use hyper::Uri;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
 
-use super::dead::{DeadLetter, DeadLetters};
+use super::dead::{DeadLetter, DeadSlot};
 use super::notice::{self, Notice};
 use super::post::Poster;
 use crate::config::{WebhookBatch, WebhooksConfig};
@@ -164,12 +164,12 @@ pub(crate) struct Endpoint {
     /// Milliseconds since the Unix epoch of the first failure since the last success (0:
     /// the last request succeeded).
     failing_since_ms: AtomicU64,
-    dead: Arc<DeadLetters>,
+    dead: DeadSlot,
     pub metrics: EndpointMetrics,
 }
 
 impl Endpoint {
-    pub(crate) fn new(tenant: Arc<str>, spec: &StoredWebhook, capacity: usize, dead: Arc<DeadLetters>) -> Self {
+    pub(crate) fn new(tenant: Arc<str>, spec: &StoredWebhook, capacity: usize, dead: DeadSlot) -> Self {
         Self {
             tenant,
             id: spec.id.as_str().into(),
@@ -358,14 +358,18 @@ impl Endpoint {
         let url = self.url();
         tracing::warn!(tenant = %self.tenant, %url, %reason, notices = notices.len(), "webhook batch dead-lettered");
         let id = id.unwrap_or_else(|| notice::random_id("msg_"));
-        self.dead.add(DeadLetter {
-            id,
-            endpoint: self.id.clone(),
-            url,
-            reason,
-            failed_at_ms: crate::clock::now_millis(),
-            notices,
-        });
+        let store = self.dead.read().expect("dead letters slot lock").clone();
+        store.add(
+            &self.tenant,
+            DeadLetter {
+                id,
+                endpoint: self.id.to_string(),
+                url,
+                reason,
+                failed_at_ms: crate::clock::now_millis(),
+                notices,
+            },
+        );
     }
 }
 

@@ -21,7 +21,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 
-pub(crate) use dead::{DeadLetter, DeadLetters};
+pub(crate) use dead::{DeadLetter, DeadLetterError, DeadLetterStore};
+use dead::{DeadSlot, MemoryDeadLetters};
 pub(crate) use endpoint::{Endpoint, PauseRequest, StoredSecret, StoredWebhook, WebhookPause};
 use endpoint::{EndpointMetrics, Pauses};
 use notice::Settle;
@@ -37,10 +38,9 @@ use crate::metrics::header;
 /// One counter of an endpoint's metrics.
 type Counter = fn(&EndpointMetrics) -> &AtomicU64;
 
-/// A tenant's endpoints and dead letters.
+/// A tenant's endpoints.
 struct TenantHooks {
     endpoints: Vec<Arc<Endpoint>>,
-    dead: Arc<DeadLetters>,
 }
 
 impl TenantHooks {
@@ -66,6 +66,8 @@ pub(crate) struct Webhooks {
     /// Endpoints ask to be paused here; the control plane takes the receiver.
     pauses: Pauses,
     pause_requests: Mutex<Option<mpsc::UnboundedReceiver<PauseRequest>>>,
+    /// Where every endpoint's dead letters go.
+    dead: DeadSlot,
 }
 
 /// Paused endpoints by tenant and endpoint id.
@@ -88,6 +90,7 @@ impl Webhooks {
             config: config.webhooks.clone(),
             pauses,
             pause_requests: Mutex::new(Some(pause_requests)),
+            dead: Arc::new(RwLock::new(Arc::new(MemoryDeadLetters::new(config.webhooks.dead_letters)))),
         };
         hooks.sync(&BTreeMap::new(), &BTreeMap::new(), |_| true);
         hooks
@@ -122,20 +125,19 @@ impl Webhooks {
         for id in ids.collect::<std::collections::BTreeSet<_>>() {
             let specs = self.configured.get(id).into_iter().chain(stored.get(id)).flatten();
             let old = current.get(id.as_str());
-            let dead = old.map_or_else(|| Arc::new(DeadLetters::new(self.config.dead_letters)), |o| o.dead.clone());
             let tenant: Arc<str> = id.as_str().into();
             let endpoints = specs.map(|spec| match old.and_then(|o| o.endpoints.iter().find(|e| *e.id == spec.id)) {
                 Some(e) => {
                     e.update(spec);
                     e.clone()
                 }
-                None => Arc::new(Endpoint::new(tenant.clone(), spec, self.config.queue, dead.clone())),
+                None => Arc::new(Endpoint::new(tenant.clone(), spec, self.config.queue, self.dead.clone())),
             });
             let endpoints: Vec<Arc<Endpoint>> = endpoints.collect();
             for e in &endpoints {
                 e.set_pause(paused.get(id).and_then(|p| p.get(&*e.id)));
             }
-            next.insert(tenant.clone(), Arc::new(TenantHooks { endpoints, dead }));
+            next.insert(tenant.clone(), Arc::new(TenantHooks { endpoints }));
         }
         let kept = |e: &Endpoint| next.get(&e.tenant).is_some_and(|t| t.endpoints.iter().any(|n| n.id == e.id));
         current.values().flat_map(|t| &t.endpoints).filter(|e| !kept(e)).for_each(|e| e.remove());
@@ -235,21 +237,38 @@ impl Webhooks {
         }
     }
 
-    /// `tenant`'s dead letters, if it has endpoints.
-    pub(crate) fn dead_letters(&self, tenant: &str) -> Vec<DeadLetter> {
-        self.tenant(tenant).map(|t| t.dead.list()).unwrap_or_default()
+    /// Dead letters kept per tenant (`webhooks.dead_letters`).
+    pub(crate) fn dead_letter_capacity(&self) -> usize {
+        self.config.dead_letters
+    }
+
+    /// Keeps dead letters in `store` from now on (the backends' shared one).
+    pub(crate) fn keep_dead_letters_in(&self, store: Arc<dyn DeadLetterStore>) {
+        *self.dead.write().expect("dead letters slot lock") = store;
+    }
+
+    fn dead_store(&self) -> Arc<dyn DeadLetterStore> {
+        self.dead.read().expect("dead letters slot lock").clone()
+    }
+
+    /// `tenant`'s dead letters, oldest first.
+    pub(crate) async fn dead_letters(&self, tenant: &str) -> Result<Vec<DeadLetter>, DeadLetterError> {
+        self.dead_store().list(tenant).await
     }
 
     /// Sends dead letter `id` of `tenant` again, through the endpoint it failed at; false
-    /// when there is no such letter (or its endpoint is gone).
-    pub(crate) fn replay(&self, tenant: &str, id: &str) -> bool {
-        let Some(hooks) = self.tenant(tenant) else { return false };
-        let Some(letter) = hooks.dead.take(id) else { return false };
-        let Some(endpoint) = hooks.endpoints.iter().find(|e| e.id == letter.endpoint) else { return false };
+    /// when there is no such letter (or its endpoint is gone: the letter stays).
+    pub(crate) async fn replay(&self, tenant: &str, id: &str) -> Result<bool, DeadLetterError> {
+        let store = self.dead_store();
+        let Some(hooks) = self.tenant(tenant) else { return Ok(false) };
+        let listed = store.list(tenant).await?;
+        let Some(letter) = listed.iter().find(|l| l.id == id) else { return Ok(false) };
+        let Some(endpoint) = hooks.endpoints.iter().find(|e| *e.id == *letter.endpoint) else { return Ok(false) };
+        let Some(letter) = store.take(tenant, id).await? else { return Ok(false) };
         for notice in letter.notices {
             endpoint.push(notice);
         }
-        true
+        Ok(true)
     }
 }
 

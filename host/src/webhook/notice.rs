@@ -5,12 +5,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::config::{WEBHOOK_EVENTS, WEBHOOK_EVENTS_OPT_IN};
 
-/// The types of webhook events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The types of webhook events (named as in [`WEBHOOK_EVENTS`] when stored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "&str", try_from = "String")]
 pub(crate) enum Kind {
     /// A user's first connection anywhere opened.
     UserOnline,
@@ -41,7 +43,6 @@ pub(crate) enum Kind {
 const _: () = assert!(Kind::ConnectionRefused as usize + 1 == WEBHOOK_EVENTS.len());
 
 impl Kind {
-    #[cfg(test)]
     pub(crate) const ALL: [Kind; WEBHOOK_EVENTS.len()] = [
         Kind::UserOnline,
         Kind::UserOffline,
@@ -70,6 +71,12 @@ impl Kind {
         names.into_iter().filter_map(|n| WEBHOOK_EVENTS.iter().position(|e| *e == n)).map(|i| 1 << i).sum()
     }
 
+    /// The kind named `name`.
+    pub(crate) fn named(name: &str) -> Option<Self> {
+        let i = WEBHOOK_EVENTS.iter().position(|e| *e == name)?;
+        Some(Self::ALL[i])
+    }
+
     /// The names of the kinds in `bits`.
     pub(crate) fn names(bits: u32) -> Vec<String> {
         (WEBHOOK_EVENTS.iter().enumerate()).filter(|(i, _)| bits & (1 << i) != 0).map(|(_, n)| n.to_string()).collect()
@@ -81,8 +88,22 @@ impl Kind {
     }
 }
 
+impl From<Kind> for &'static str {
+    fn from(kind: Kind) -> Self {
+        kind.name()
+    }
+}
+
+impl TryFrom<String> for Kind {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        Kind::named(&name).ok_or_else(|| format!("{name:?} is not a webhook event type"))
+    }
+}
+
 /// One thing that happened, for the tenant's endpoints that want its kind.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Notice {
     /// Stable across retries: receivers deduplicate by it.
     pub id: String,
@@ -91,6 +112,7 @@ pub(crate) struct Notice {
     pub at_ms: u64,
     pub data: Value,
     /// Told once every endpoint it went to is done with it, if someone waits for that.
+    #[serde(skip)]
     pub settle: Option<Arc<Settle>>,
 }
 

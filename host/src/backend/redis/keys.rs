@@ -150,6 +150,11 @@ pub(crate) fn occupancy_occupied(tenant: &str) -> String {
     format!("notify:occupancy:{{{tenant}}}:occupied")
 }
 
+/// A tenant's webhook dead letters, oldest first (`<id>\n<json>` entries).
+pub(crate) fn webhook_dead_letters(tenant: &str) -> String {
+    format!("notify:webhooks:{{{tenant}}}:dead")
+}
+
 /// The consumer group through which the nodes hand presence and occupancy transitions to
 /// webhooks.
 pub(crate) const TRANSITIONS_GROUP: &str = "notify-webhooks";

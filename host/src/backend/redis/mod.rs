@@ -3,6 +3,7 @@
 
 mod broker;
 mod control;
+mod dead_letters;
 pub(crate) mod envelope;
 mod history;
 mod idempotency;
@@ -77,6 +78,9 @@ pub(super) async fn backends(
     let broker: Arc<dyn Broker> = Arc::new(broker);
     let (presence, mirror) =
         presence::RedisPresence::start(link.clone(), node_id.clone(), tenants.clone(), timing, webhooks.clone());
+    let (dead_letters, dead_letter_writer) =
+        dead_letters::RedisDeadLetters::start(link.clone(), webhooks.dead_letter_capacity());
+    webhooks.keep_dead_letters_in(Arc::new(dead_letters));
     let transitions = transitions::task(link.clone(), node_id.clone(), config.node_timeout, webhooks.clone());
     let (control, listener) = RedisStore::start(config).await?;
     let ingestion = config.ingest.then(|| {
@@ -88,6 +92,7 @@ pub(super) async fn backends(
         ("redis presence mirror", mirror),
         ("redis control listener", listener),
         ("redis presence webhooks", transitions),
+        ("redis webhook dead letters", dead_letter_writer),
     ];
     Ok(Backends {
         broker,

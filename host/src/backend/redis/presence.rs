@@ -207,7 +207,9 @@ impl Presence for RedisPresence {
             let id = &tenant.id;
             let mut doomed: Vec<String> = nodes.iter().flat_map(|n| MEMBERS.map(|m| node_key(m, id, n))).collect();
             doomed.extend(MEMBERS.map(|m| present_key(m, id)));
-            doomed.extend([keys::presence_nodes(id), keys::presence_stream(id), keys::presence_transitions(id)]);
+            // The webhook state of the tenant goes with its presence.
+            let webhooks = [keys::presence_transitions(id), keys::webhook_dead_letters(id)];
+            doomed.extend([keys::presence_nodes(id), keys::presence_stream(id)].into_iter().chain(webhooks));
             conn.run_all(doomed.iter().map(|k| ::redis::cmd("UNLINK").arg(k).clone()).collect()).await?;
             Ok(())
         })

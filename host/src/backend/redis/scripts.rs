@@ -22,6 +22,8 @@ pub(crate) static HISTORY_ACK: LazyLock<Script> = LazyLock::new(|| {
 pub(crate) const PRESENCE_APPLY: &str = include_str!("scripts/presence_apply.lua");
 /// Which users are now offline on every live node.
 pub(crate) const PRESENCE_OFFLINE_CHECK: &str = include_str!("scripts/presence_offline_check.lua");
+/// Takes one webhook dead letter out of a tenant's list.
+pub(crate) const DEAD_LETTER_TAKE: &str = include_str!("scripts/dead_letter_take.lua");
 /// Replaces the control-plane state if its version is the expected one.
 pub(crate) const CONTROL_REPLACE: &str = include_str!("scripts/control_replace.lua");
 /// Puts back a control-plane state the store lost (`ControlStore::restore`).
