@@ -335,6 +335,46 @@ async fn an_event_refused_by_redis_ingest_is_told_with_its_reason() -> anyhow::R
 }
 
 #[tokio::test]
+async fn an_event_a_plugin_drops_is_told_as_dead_lettered_over_http_and_redis_ingest() -> anyhow::Result<()> {
+    let receiver = Receiver::start().await?;
+    let redis = RedisServer::start().await?;
+    let plugin = format!(
+        "plugins.transform = {{ path = \"{}\", config = {{ drop_event = \"internal\" }} }}\n",
+        notify_tests::plugin_path("redact")
+    );
+    let [node] = ready_hosts::<1>(&on_redis(&redis, &receiver, "event.dead_lettered", &plugin)).await?;
+    let id = node.publish_ok(&json!({"broadcast": true, "event": "internal"})).await?;
+    node.publish_ok(&json!({"broadcast": true, "event": "kept"})).await?;
+    let entry: String = redis::cmd("XADD")
+        .arg("notify:demo:ingest")
+        .arg("*")
+        .arg("event")
+        .arg(r#"{"broadcast":true,"event":"internal"}"#)
+        .query_async(&mut redis.conn().await?)
+        .await?;
+    let told = || -> anyhow::Result<Vec<Value>> {
+        let mut events = Vec::new();
+        for request in receiver.received().iter().filter(|r| r.status == 200) {
+            events.extend(verified(request)?.1.into_iter().map(|e| e["data"].clone()));
+        }
+        Ok(events)
+    };
+    eventually(|| async { Ok(told()?.len() == 2) }).await?;
+    let mut events = told()?;
+    events.sort_by_key(|e| e["source"].as_str().map(str::to_owned));
+    let [http, ingest] = &events[..] else { anyhow::bail!("{events:?}") };
+    assert_eq!((http["source"].as_str(), http["id"].as_str()), (Some("http"), Some(id.as_str())), "{http}");
+    assert!(http["reason"].as_str().context("reason")?.starts_with("plugin_refused: the transform plugin"), "{http}");
+    assert_eq!((ingest["source"].as_str(), ingest["entry"].as_str()), (Some("ingest"), Some(entry.as_str())));
+    assert!(ingest["reason"].as_str().context("reason")?.starts_with("plugin_refused"), "{ingest}");
+    assert_eq!(ingest["event"], r#"{"broadcast":true,"event":"internal"}"#);
+    let dead: Vec<(String, Vec<(String, String)>)> =
+        redis::cmd("XRANGE").arg("notify:demo:dead").arg("-").arg("+").query_async(&mut redis.conn().await?).await?;
+    assert_eq!(dead.len(), 1, "the ingested one is in the dead-letter stream too");
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_failing_receiver_gets_the_batch_again_with_the_same_webhook_id() -> anyhow::Result<()> {
     let receiver = Receiver::start().await?;
     receiver.answer(&[500, 503, 404]);

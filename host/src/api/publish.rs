@@ -20,6 +20,7 @@ use crate::event::Event;
 use crate::ingest;
 use crate::metrics::GlobalMetrics;
 use crate::tenant::Tenant;
+use crate::webhook::dead_lettered;
 
 /// The answer to an accepted publish.
 #[derive(Serialize, ToSchema)]
@@ -113,7 +114,12 @@ async fn accept(
         return Err(ApiError::new(ErrorCode::EventTooLarge, message));
     }
     within_rate(&tenant, events.len())?;
-    Ok(ingest::pipeline::publish(app.pipeline(), &tenant, events).await?)
+    let published = ingest::pipeline::publish(app.pipeline(), &tenant, events).await?;
+    for refusal in &published.refused {
+        let notice = dead_lettered("http", None, Some(&refusal.id), &refusal.reason, None);
+        app.webhooks().emit(&tenant.id, notice);
+    }
+    Ok(published.ids)
 }
 
 /// 429 `rate_limited` with `Retry-After` when the tenant is over its publish rate.

@@ -9,6 +9,7 @@ use tokio_util::task::TaskTracker;
 use super::{BoxFuture, BrokerError};
 use crate::drain::Drain;
 use crate::event::Event;
+use crate::plugin::hooks::Refusal;
 use crate::tenant::{Tenant, Tenants};
 
 /// What ingestion consumers hand their events to, and what they read of the node.
@@ -20,8 +21,13 @@ pub(crate) trait Publisher: Send + Sync + 'static {
     fn parse(&self, body: &[u8]) -> Result<Event, String>;
 
     /// Runs `events` through the publish pipeline every publish takes (idempotency keys,
-    /// plugins, the broker); `Ok` carries the broker's guarantee.
-    fn publish<'a>(&'a self, tenant: &'a Arc<Tenant>, events: Vec<Event>) -> BoxFuture<'a, Result<(), BrokerError>>;
+    /// plugins, the broker); `Ok` carries the broker's guarantee, and the events a plugin
+    /// dropped.
+    fn publish<'a>(
+        &'a self,
+        tenant: &'a Arc<Tenant>,
+        events: Vec<Event>,
+    ) -> BoxFuture<'a, Result<Vec<Refusal>, BrokerError>>;
 
     /// The node's drain signal: consumers stop reading once it starts.
     fn drain(&self) -> &Drain;

@@ -9,31 +9,38 @@ use crate::app::Pipeline;
 use crate::backend::BrokerError;
 use crate::backend::idempotency::Claim;
 use crate::event::Event;
+use crate::plugin::hooks::Refusal;
 use crate::plugin::{self, Hook};
 use crate::tenant::Tenant;
 
+/// What a publish did: every event's id, in order (the first event's id for one whose
+/// idempotency key was taken: it is not delivered), and the events a plugin dropped (they
+/// count as accepted).
+pub(crate) struct Published {
+    pub ids: Vec<String>,
+    pub refused: Vec<Refusal>,
+}
+
 /// Runs validated `events` of `tenant` through its plugins and hands them to the broker.
-/// `Ok` carries the broker's guarantee (see `Broker::publish`) and every event's id, in
-/// order: the first event's id for one whose idempotency key was taken (it is not
-/// delivered). Events a plugin dropped count as accepted. On `Err`, the keys this call
-/// claimed are given back, so a retry is delivered.
+/// `Ok` carries the broker's guarantee (see `Broker::publish`). On `Err`, the keys this
+/// call claimed are given back, so a retry is delivered.
 pub(crate) async fn publish(
     pipeline: &Pipeline,
     tenant: &Arc<Tenant>,
     mut events: Vec<Event>,
-) -> Result<Vec<String>, BrokerError> {
+) -> Result<Published, BrokerError> {
     let mut ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
     let claimed = claim_keys(pipeline, tenant, &mut events, &mut ids).await?;
     let transform = pipeline.plugins.get(&tenant.id, Hook::Transform);
     let route = pipeline.plugins.get(&tenant.id, Hook::Route);
-    let events = plugin::hooks::process_events(transform, route, events).await;
+    let (events, refused) = plugin::hooks::process_events(transform, route, events).await;
     if let Err(e) = pipeline.broker.publish(tenant, &events).await {
         let claims: Vec<Claim<'_>> = claimed.iter().map(|(key, id)| Claim { key, id }).collect();
         pipeline.idempotency.release(&tenant.id, &claims).await;
         return Err(e);
     }
     tenant.metrics.events_published.fetch_add(events.len() as u64, Relaxed);
-    Ok(ids)
+    Ok(Published { ids, refused })
 }
 
 /// Claims the events' idempotency keys; drops the events whose key was taken, giving them
@@ -87,8 +94,8 @@ impl crate::backend::ingest::Publisher for crate::app::App {
         &'a self,
         tenant: &'a std::sync::Arc<crate::tenant::Tenant>,
         events: Vec<Event>,
-    ) -> crate::backend::BoxFuture<'a, Result<(), crate::backend::BrokerError>> {
-        Box::pin(async move { publish(self.pipeline(), tenant, events).await.map(drop) })
+    ) -> crate::backend::BoxFuture<'a, Result<Vec<Refusal>, crate::backend::BrokerError>> {
+        Box::pin(async move { publish(self.pipeline(), tenant, events).await.map(|p| p.refused) })
     }
 
     fn drain(&self) -> &crate::drain::Drain {
@@ -125,14 +132,15 @@ mod tests {
         let app = app().await;
         let tenant = app.tenants().get("t").unwrap();
         let body = r#"{"users": ["ann"], "event": "paid", "idempotency_key": "order-1"}"#;
-        let first = publish(app.pipeline(), &tenant, vec![event(&app, body)]).await.unwrap();
+        let first = publish(app.pipeline(), &tenant, vec![event(&app, body)]).await.unwrap().ids;
         let again = publish(
             app.pipeline(),
             &tenant,
             vec![event(&app, body), event(&app, r#"{"users": ["ann"], "event": "new"}"#)],
         )
         .await
-        .unwrap();
+        .unwrap()
+        .ids;
         assert_eq!(again[0], first[0], "the first event's id");
         assert_ne!(again[1], first[0]);
         assert_eq!(delivered(&app).await, 2);

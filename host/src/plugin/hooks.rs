@@ -55,29 +55,41 @@ pub(crate) fn identity(id: types::Identity) -> Result<(Identity, Vec<(String, St
     Ok((Identity { user: id.user, channels: id.channels, expires_at: id.expires_at }, id.attributes))
 }
 
-/// Runs `transform` then `route` (each if installed) over `events`, once per event, and
-/// returns the events to deliver.
+/// An event a plugin dropped: its id, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub id: String,
+    pub reason: String,
+}
+
+/// Runs `transform` then `route` (each if installed) over `events`, once per event; the
+/// events to deliver, and those a plugin dropped.
 pub(crate) async fn process_events(
     transform: Option<Arc<LoadedPlugin>>,
     route: Option<Arc<LoadedPlugin>>,
     events: Vec<Event>,
-) -> Vec<Event> {
+) -> (Vec<Event>, Vec<Refusal>) {
     if transform.is_none() && route.is_none() {
-        return events;
+        return (events, Vec::new());
     }
     let mut kept = Vec::with_capacity(events.len());
+    let mut refused = Vec::new();
     for ev in events {
+        let id = ev.id.clone();
         let ev = match &transform {
             Some(p) => apply_transform(p, ev).await,
-            None => Some(ev),
+            None => Ok(ev),
         };
         let ev = match (&route, ev) {
-            (Some(p), Some(ev)) => apply_route(p, ev).await,
+            (Some(p), Ok(ev)) => apply_route(p, ev).await,
             (_, ev) => ev,
         };
-        kept.extend(ev);
+        match ev {
+            Ok(ev) => kept.push(ev),
+            Err(reason) => refused.push(Refusal { id, reason }),
+        }
     }
-    kept
+    (kept, refused)
 }
 
 /// An event's string lists as the plugin ABI borrows them: lent, not copied, so a call
@@ -110,23 +122,30 @@ impl<'a> Lists<'a> {
     }
 }
 
-/// The event as the policy leaves it after a failed call.
-fn on_failure(plugin: &LoadedPlugin, ev: Event, why: &str) -> Option<Event> {
+/// The event as the policy leaves it after a failed call, or why it was dropped.
+fn on_failure(plugin: &LoadedPlugin, ev: Event, why: &str) -> Result<Event, String> {
     tracing::debug!(tenant = &*plugin.tenant, hook = plugin.hook.as_str(), event = %ev.id, "{why}");
     match plugin.on_failure {
-        FailurePolicy::Skip => Some(ev),
-        FailurePolicy::Drop => None,
+        FailurePolicy::Skip => Ok(ev),
+        FailurePolicy::Drop => {
+            Err(format!("plugin_failed: the {} plugin failed ({why}) and its policy is drop", plugin.hook.as_str()))
+        }
     }
 }
 
-async fn apply_transform(plugin: &LoadedPlugin, mut ev: Event) -> Option<Event> {
+/// Why an event was dropped by a plugin's own decision.
+fn dropped(plugin: &LoadedPlugin) -> String {
+    format!("plugin_refused: the {} plugin dropped it", plugin.hook.as_str())
+}
+
+async fn apply_transform(plugin: &LoadedPlugin, mut ev: Event) -> Result<Event, String> {
     let lists = Lists::of(&ev);
     match plugin.transform(lists.event(&ev)).await {
         Err(e) => on_failure(plugin, ev, &e.to_string()),
-        Ok(types::TransformResult::Keep) => Some(ev),
-        Ok(types::TransformResult::Drop) => None,
+        Ok(types::TransformResult::Keep) => Ok(ev),
+        Ok(types::TransformResult::Drop) => Err(dropped(plugin)),
         Ok(types::TransformResult::Rewrite(new)) => match rewrite(&mut ev, new) {
-            Ok(()) => Some(ev),
+            Ok(()) => Ok(ev),
             Err(why) => on_failure(plugin, ev, &format!("unusable rewrite: {why}")),
         },
     }
@@ -145,15 +164,15 @@ pub(crate) fn rewrite(ev: &mut Event, new: types::EventResult) -> Result<(), Str
     Ok(())
 }
 
-async fn apply_route(plugin: &LoadedPlugin, mut ev: Event) -> Option<Event> {
+async fn apply_route(plugin: &LoadedPlugin, mut ev: Event) -> Result<Event, String> {
     let lists = Lists::of(&ev);
     let decision = match plugin.route(lists.event(&ev)).await {
         Err(e) => return on_failure(plugin, ev, &e.to_string()),
         Ok(d) => d,
     };
     match route(&mut ev, decision) {
-        Ok(true) => Some(ev),
-        Ok(false) => None,
+        Ok(true) => Ok(ev),
+        Ok(false) => Err(dropped(plugin)),
         Err(why) => on_failure(plugin, ev, &why),
     }
 }

@@ -26,7 +26,7 @@ use dead::{DeadSlot, MemoryDeadLetters};
 pub(crate) use endpoint::{Endpoint, PauseRequest, StoredSecret, StoredWebhook, WebhookPause};
 use endpoint::{EndpointMetrics, Pauses};
 use notice::Settle;
-pub(crate) use notice::{Kind, Notice};
+pub(crate) use notice::{Kind, Notice, dead_lettered};
 use post::Poster;
 pub(crate) use refusals::sum_up_refusals;
 

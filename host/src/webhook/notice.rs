@@ -169,6 +169,26 @@ impl std::fmt::Debug for Settle {
     }
 }
 
+/// How much of a refused event's body an `event.dead_lettered` notice carries.
+const DEAD_LETTERED_BODY: usize = 4096;
+
+/// The `event.dead_lettered` notice of an event refused by `source` (`http`, `ingest`,
+/// `publish`): its stream entry and id if it has them, why, and its body as sent (the first
+/// 4 KiB) if it is known.
+pub(crate) fn dead_lettered(
+    source: &str,
+    entry: Option<&str>,
+    id: Option<&str>,
+    reason: &str,
+    body: Option<&[u8]>,
+) -> Notice {
+    let text = body.map(|b| String::from_utf8_lossy(&b[..b.len().min(DEAD_LETTERED_BODY)]).into_owned());
+    let truncated = body.is_some_and(|b| b.len() > DEAD_LETTERED_BODY);
+    let data =
+        json!({"source": source, "entry": entry, "id": id, "reason": reason, "event": text, "truncated": truncated});
+    Notice::new(Kind::EventDeadLettered, data)
+}
+
 /// The body of one request: `{"type":"notify.batch","timestamp":..,"data":{"tenant":..,"events":[..]}}`.
 pub(crate) fn body(tenant: &str, notices: &[Notice]) -> Vec<u8> {
     let events: Vec<Value> = notices.iter().map(Notice::json).collect();

@@ -18,6 +18,7 @@
 mod pubsub;
 mod stream;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -32,12 +33,10 @@ use crate::drain::Drain;
 use crate::event::Event;
 use crate::metrics::BrokerMetrics;
 use crate::tenant::{Tenant, Tenants};
-use crate::webhook::{Kind, Notice, Webhooks};
+use crate::webhook::{Notice, Webhooks, dead_lettered};
 
 /// Dead-letter streams keep about this many entries.
 const DEAD_LETTER_MAXLEN: usize = 10_000;
-/// The most of a dead-lettered body an `event.dead_lettered` webhook carries.
-const NOTICE_BODY_BYTES: usize = 4096;
 
 /// Why a round of ingestion stopped; nothing of it may be acknowledged.
 #[derive(Debug, thiserror::Error)]
@@ -148,24 +147,40 @@ async fn ingest(
         }
     }
     let valid = within_quotas(tenant, valid, source, &mut dead);
+    let items: HashMap<String, &Item> = valid.iter().map(|(event, item)| (event.id.clone(), *item)).collect();
     let events: Vec<Event> = valid.into_iter().map(|(event, _)| event).collect();
-    let dead_count = dead.len() as u64;
-    if dead_count > 0 {
-        let (cmds, notices): (Vec<Cmd>, Vec<Notice>) = dead.into_iter().unzip();
-        conn.run_all(cmds).await.map_err(IngestError::DeadLetters)?;
-        node.metrics.dead_letters.fetch_add(dead_count, Relaxed);
-        for notice in notices {
-            node.webhooks.emit(&tenant.id, notice);
-        }
-    }
+    let mut dead_count = write_dead_letters(node, conn, tenant, dead).await?;
     let accepted = events.len() as u64;
-    node.publisher.publish(tenant, events).await?;
+    let refused = node.publisher.publish(tenant, events).await?;
+    // Dropped by a plugin after the broker took the rest: dead-lettered like the others.
+    let dropped = refused.iter().filter_map(|r| Some(dead_letter(tenant, items.get(&r.id)?, source, &r.reason)));
+    dead_count += write_dead_letters(node, conn, tenant, dropped.collect()).await?;
     let counter = match source {
         Source::Stream => &node.metrics.ingest_stream_entries,
         Source::PubSub => &node.metrics.ingest_pubsub_messages,
     };
-    counter.fetch_add(accepted + dead_count, Relaxed);
+    counter.fetch_add(accepted + dead_count - refused.len() as u64, Relaxed);
     Ok(())
+}
+
+/// Writes dead letters to the tenant's stream, then tells its webhooks; how many.
+async fn write_dead_letters(
+    node: &Node,
+    conn: &mut Link,
+    tenant: &Tenant,
+    dead: Vec<(Cmd, Notice)>,
+) -> Result<u64, IngestError> {
+    let count = dead.len() as u64;
+    if count == 0 {
+        return Ok(0);
+    }
+    let (cmds, notices): (Vec<Cmd>, Vec<Notice>) = dead.into_iter().unzip();
+    conn.run_all(cmds).await.map_err(IngestError::DeadLetters)?;
+    node.metrics.dead_letters.fetch_add(count, Relaxed);
+    for notice in notices {
+        node.webhooks.emit(&tenant.id, notice);
+    }
+    Ok(count)
 }
 
 /// Sends the events over the tenant's quotas (event size, publish rate) to the dead-letter
@@ -215,8 +230,5 @@ fn dead_letter(tenant: &Tenant, item: &Item, source: Source, error: &str) -> (Cm
     cmd.arg(keys::dead_letter_stream(&tenant.id)).arg("MAXLEN").arg("~").arg(DEAD_LETTER_MAXLEN).arg("*");
     cmd.arg("source").arg(source_name).arg("entry").arg(item.entry.as_deref().unwrap_or(""));
     cmd.arg("error").arg(error).arg("event").arg(body);
-    let text = String::from_utf8_lossy(&body[..body.len().min(NOTICE_BODY_BYTES)]);
-    let data = serde_json::json!({"source": source_name, "entry": item.entry, "reason": error, "event": text,
-                                  "truncated": body.len() > NOTICE_BODY_BYTES});
-    (cmd, Notice::new(Kind::EventDeadLettered, data))
+    (cmd, dead_lettered(source_name, item.entry.as_deref(), None, error, Some(body)))
 }
