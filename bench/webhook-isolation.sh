@@ -68,7 +68,7 @@ run() {
   local broker=$'[broker]\nkind = "memory"\npresence_debounce = "1ms"'
   if [ -n "$cluster" ]; then
     start_redis
-    broker="$(redis_broker)"$'presence_debounce = "1ms"\nnode_timeout = "5s"'
+    broker="$(redis_broker)"$'\npresence_debounce = "1ms"\nnode_timeout = "5s"'
   fi
   local tenants
   tenants=$(cat <<TOML
