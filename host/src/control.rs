@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::app::App;
 use crate::backend::control::{Blob, ControlState, NODE_HEALTH, StoreError};
+use crate::backend::presence::Member;
 use crate::plugin::Running;
 use crate::revocation::Revoked;
 use crate::session;
@@ -38,7 +39,8 @@ pub(crate) async fn apply(app: &App, state: &ControlState) -> bool {
         tracing::info!(tenant = &*tenant.id, connections = closed, "tenant deleted; its connections are closed");
     }
     let complete = sync_plugins(app, state).await;
-    app.webhooks().sync(&state.webhooks, &state.webhook_pauses, |t| app.tenants().get(t).is_some());
+    let wanting = app.webhooks().sync(&state.webhooks, &state.webhook_pauses, |t| app.tenants().get(t).is_some());
+    follow_for_webhooks(app, wanting);
     start_webhooks(app);
     *applied = Arc::new(state.clone());
     app.control().plugins_changed.notify_one();
@@ -63,6 +65,27 @@ pub(crate) async fn record_webhook_pauses(app: App) {
         .await;
         if let Err(e) = recorded {
             tracing::warn!(tenant, endpoint, error = %e, "a webhook endpoint's pause was not recorded");
+        }
+    }
+}
+
+/// Tells presence which tenants' users and channels to follow now that their webhooks'
+/// wanted kinds changed (`(tenant, kinds before, kinds now)`), from the hub's counts.
+fn follow_for_webhooks(app: &App, changed: Vec<(Arc<str>, u32, u32)>) {
+    for (id, was, is) in changed {
+        let Some(tenant) = app.tenants().get(&id) else { continue };
+        for member in [Member::User, Member::Channel] {
+            match (was & member.bits() != 0, is & member.bits() != 0) {
+                (false, true) => {
+                    let counts = match member {
+                        Member::User => app.hub().user_counts(&tenant),
+                        Member::Channel => app.hub().channel_counts(&tenant),
+                    };
+                    app.presence().follow(&tenant, member, counts);
+                }
+                (true, false) => app.presence().unfollow(&tenant, member),
+                _ => {}
+            }
         }
     }
 }

@@ -297,6 +297,25 @@ impl Hub {
         shard.get(&t).and_then(|ts| ts.users.get(user)).map_or(0, Vec::len)
     }
 
+    /// Every local user of `tenant` with their connection count.
+    pub(crate) fn user_counts(&self, tenant: &Tenant) -> Vec<(Box<str>, u32)> {
+        self.tenant_counts(tenant, |ts| ts.users.iter().map(|(u, d)| (u.clone(), d.len() as u32)).collect())
+    }
+
+    /// Every channel of `tenant` with local subscribers, with their count.
+    pub(crate) fn channel_counts(&self, tenant: &Tenant) -> Vec<(Box<str>, u32)> {
+        self.tenant_counts(tenant, |ts| ts.channels.iter().map(|(c, ch)| (c.clone(), ch.subs.len() as u32)).collect())
+    }
+
+    fn tenant_counts(
+        &self,
+        tenant: &Tenant,
+        counts: impl Fn(&TenantShard) -> Vec<(Box<str>, u32)>,
+    ) -> Vec<(Box<str>, u32)> {
+        let shards = self.shards.iter().map(|s| s.read().expect("hub lock").get(&tenant.index).map(&counts));
+        shards.flatten().flatten().collect()
+    }
+
     /// The local connections of `user`.
     pub(crate) fn user_conns(&self, tenant: &Tenant, user: &str) -> Vec<Arc<Conn>> {
         let t = tenant.index;

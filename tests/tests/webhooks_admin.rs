@@ -180,3 +180,63 @@ async fn an_endpoint_failing_too_long_is_paused_until_resumed() -> anyhow::Resul
     assert_eq!(host.metric(&gauge).await?, 0.0);
     Ok(())
 }
+
+/// Three users on channel `match` before an endpoint exists; it is added, a fourth user
+/// subscribes and everyone leaves: the endpoint hears the channel vacated and the users
+/// offline, and nothing came, since all was there before it.
+async fn an_endpoint_added_later_knows_who_was_already_there(toml: &str) -> anyhow::Result<()> {
+    let receiver = Receiver::start().await?;
+    let host = TestHost::start(toml).await?;
+    let mut early = Vec::new();
+    for user in ["ann", "bob"] {
+        let (mut client, _) = host.join("demo", &format!("user={user}")).await?;
+        client.subscribe("match").await?;
+        early.push(client);
+    }
+    let events = json!(["user.online", "user.offline", "channel.occupied", "channel.vacated"]);
+    let hook = json!({"url": receiver.url("/hooks"), "events": events, "batch": {"max_wait": "10ms"}});
+    assert_eq!(call(&host, "POST", BASE, hook).await?.0, 201);
+    let (mut late, _) = host.join("demo", "user=ann").await?;
+    late.subscribe("match").await?;
+    drop(early);
+    drop(late);
+    let told = || -> anyhow::Result<Vec<String>> {
+        let answered = receiver.received().into_iter().filter(|r| r.status == 200);
+        let mut all = Vec::new();
+        for request in answered {
+            let body: Value = serde_json::from_slice(&request.body)?;
+            for e in body["data"]["events"].as_array().context("events")? {
+                let data = &e["data"];
+                all.push(format!(
+                    "{} {}",
+                    e["type"].as_str().unwrap_or("?"),
+                    data["user"].as_str().or(data["channel"].as_str()).unwrap_or("?")
+                ));
+            }
+        }
+        all.sort();
+        Ok(all)
+    };
+    eventually(|| async { Ok(told()?.len() == 3) }).await?;
+    assert_eq!(told()?, ["channel.vacated match", "user.offline ann", "user.offline bob"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_endpoint_added_later_on_one_node_knows_who_was_already_there() -> anyhow::Result<()> {
+    an_endpoint_added_later_knows_who_was_already_there(&format!(
+        "[server]\nadmin_token = \"{ADMIN}\"\n[broker]\nkind = \"memory\"\npresence_debounce = \"100ms\"\n\
+         [webhooks]\nallow_private = true\n{DEMO}"
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn an_endpoint_added_later_in_cluster_mode_knows_who_was_already_there() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    an_endpoint_added_later_knows_who_was_already_there(&format!(
+        "[server]\nadmin_token = \"{ADMIN}\"\n[webhooks]\nallow_private = true\n{DEMO}\n{}",
+        redis.broker_toml()
+    ))
+    .await
+}

@@ -76,6 +76,14 @@ pub(crate) trait Presence: Send + Sync + 'static {
     fn disconnected(&self, tenant: &Arc<Tenant>, user: &str);
     fn subscribed(&self, tenant: &Arc<Tenant>, channel: &str);
     fn unsubscribed(&self, tenant: &Arc<Tenant>, channel: &str);
+
+    /// `tenant`'s webhooks now want `member` transitions: follows its members from
+    /// `counts` (this node's now), telling nothing for them; a member already present is
+    /// told when it goes, not that it came.
+    fn follow(&self, tenant: &Arc<Tenant>, member: Member, counts: Vec<(Box<str>, u32)>);
+
+    /// `tenant`'s webhooks no longer want `member` transitions: stops following them.
+    fn unfollow(&self, tenant: &Arc<Tenant>, member: Member);
     fn status<'a>(&'a self, tenant: &'a Tenant, user: &'a str) -> BoxFuture<'a, Result<Status, PresenceError>>;
 
     /// Drops what is kept of a deleted tenant's presence (nothing on one node: it counts

@@ -112,14 +112,16 @@ impl Webhooks {
     /// Makes the endpoints the configuration's and `stored`'s (by tenant) of the tenants
     /// that `exists`: new ones are made (their tasks handed out by [`Webhooks::tasks`]),
     /// changed ones take their new settings, and those gone are removed (their tasks end);
-    /// each is paused if `paused` says so.
+    /// each is paused if `paused` says so. Returns the tenants whose wanted kinds changed:
+    /// id, kinds before, kinds now.
     pub(crate) fn sync(
         &self,
         stored: &BTreeMap<String, Vec<StoredWebhook>>,
         paused: &PausedEndpoints,
         exists: impl Fn(&str) -> bool,
-    ) {
+    ) -> Vec<(Arc<str>, u32, u32)> {
         let current = self.snapshot();
+        let before: HashMap<Arc<str>, u32> = current.iter().map(|(id, t)| (id.clone(), t.kinds())).collect();
         let mut next = ByTenant::new();
         let ids = self.configured.keys().chain(stored.keys()).filter(|t| exists(t));
         for id in ids.collect::<std::collections::BTreeSet<_>>() {
@@ -141,7 +143,12 @@ impl Webhooks {
         }
         let kept = |e: &Endpoint| next.get(&e.tenant).is_some_and(|t| t.endpoints.iter().any(|n| n.id == e.id));
         current.values().flat_map(|t| &t.endpoints).filter(|e| !kept(e)).for_each(|e| e.remove());
+        let now: HashMap<Arc<str>, u32> = next.iter().map(|(id, t)| (id.clone(), t.kinds())).collect();
         *self.tenants.write().expect("webhooks lock") = Arc::new(next);
+        let tenants: std::collections::BTreeSet<&Arc<str>> = before.keys().chain(now.keys()).collect();
+        let kinds = |map: &HashMap<Arc<str>, u32>, id: &Arc<str>| map.get(id).copied().unwrap_or(0);
+        let changed = tenants.into_iter().map(|id| (id.clone(), kinds(&before, id), kinds(&now, id)));
+        changed.filter(|(_, was, is)| was != is).collect()
     }
 
     /// Whether any endpoint of `tenant` wants notices of any of `kinds` ([`Kind::bit`]s).

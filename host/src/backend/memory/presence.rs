@@ -117,6 +117,18 @@ impl Presence for MemoryPresence {
         self.left(tenant, Member::Channel, channel);
     }
 
+    fn follow(&self, tenant: &Arc<Tenant>, member: Member, counts: Vec<(Box<str>, u32)>) {
+        let mut members = self.followed.members.lock().expect("presence lock");
+        for (name, count) in counts {
+            members.entry((member, tenant.index, name)).or_insert(Seen { count, changes: 1 });
+        }
+    }
+
+    fn unfollow(&self, tenant: &Arc<Tenant>, member: Member) {
+        let mut members = self.followed.members.lock().expect("presence lock");
+        members.retain(|(m, t, _), _| !(*m == member && *t == tenant.index));
+    }
+
     fn status<'a>(&'a self, tenant: &'a Tenant, user: &'a str) -> BoxFuture<'a, Result<Status, PresenceError>> {
         let connections = self.local.user_connections(tenant, user) as u64;
         Box::pin(async move { Ok(Status { connections }) })

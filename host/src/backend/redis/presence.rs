@@ -70,12 +70,15 @@ fn transition(tenant: &str, kind: &str, user: &str, node: &str) -> Cmd {
     cmd
 }
 
-/// One connection of a user (or subscription to a channel) opened (`+1`) or closed (`-1`).
+/// One connection of a user (or subscription to a channel) opened (`+1`) or closed (`-1`);
+/// or, `silent`, counts taken up or let go when webhooks start or stop following a tenant's
+/// channels, which write no transition.
 struct Change {
     tenant: Arc<Tenant>,
     member: Member,
     name: Box<str>,
     delta: i32,
+    silent: bool,
 }
 
 /// A member counted: its kind, tenant index and name.
@@ -120,7 +123,29 @@ impl Local {
         if *count == 0 {
             state.counts.remove(&(member, tenant.index, Box::from(name)));
         }
-        let _ = state.tx.send(Change { tenant: tenant.clone(), member, name: name.into(), delta });
+        let _ = state.tx.send(Change { tenant: tenant.clone(), member, name: name.into(), delta, silent: false });
+    }
+
+    /// Sets the counts of `tenant`'s `member`s to `counts` (none: forgets them), queuing the
+    /// differences as silent changes.
+    fn set_counts(&self, tenant: &Arc<Tenant>, member: Member, counts: Vec<(Box<str>, u32)>) {
+        let mut state = self.state.lock().expect("presence lock");
+        let mut deltas: HashMap<Box<str>, i64> = HashMap::new();
+        state.counts.retain(|(m, t, name), n| {
+            let mine = *m == member && *t == tenant.index;
+            if mine {
+                deltas.insert(name.clone(), -i64::from(*n));
+            }
+            !mine
+        });
+        for (name, n) in counts {
+            *deltas.entry(name.clone()).or_default() += i64::from(n);
+            state.counts.insert((member, tenant.index, name), n);
+        }
+        for (name, delta) in deltas.into_iter().filter(|(_, d)| *d != 0) {
+            let delta = delta.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
+            let _ = state.tx.send(Change { tenant: tenant.clone(), member, name, delta, silent: true });
+        }
     }
 }
 
@@ -189,6 +214,19 @@ impl Presence for RedisPresence {
 
     fn unsubscribed(&self, tenant: &Arc<Tenant>, channel: &str) {
         self.change(tenant, Member::Channel, channel, -1);
+    }
+
+    fn follow(&self, tenant: &Arc<Tenant>, member: Member, counts: Vec<(Box<str>, u32)>) {
+        // Users are always counted (for `GET /v1/presence`), so only channels start here.
+        if member == Member::Channel {
+            self.local.set_counts(tenant, member, counts);
+        }
+    }
+
+    fn unfollow(&self, tenant: &Arc<Tenant>, member: Member) {
+        if member == Member::Channel {
+            self.local.set_counts(tenant, member, Vec::new());
+        }
     }
 
     fn status<'a>(&'a self, tenant: &'a Tenant, user: &'a str) -> BoxFuture<'a, Result<Status, PresenceError>> {
@@ -288,7 +326,7 @@ impl Mirror {
         {
             due.extend(entry.remove());
         }
-        for ((tenant, member), names) in grouped(due, |(t, m, _)| (t, *m)) {
+        for ((tenant, member, _), names) in grouped(due, |(t, m, _)| (t, *m, false)) {
             let names: Vec<Box<str>> = names.into_iter().map(|(_, _, n)| n).collect();
             if let Err(e) = self.gone_checks(&tenant, member, &names).await {
                 tracing::warn!(error = %e, "presence offline check failed");
@@ -326,13 +364,14 @@ impl Mirror {
 
     /// One script call per tenant and kind of member for a batch of changes, in order.
     async fn apply(&mut self, changes: &mut [Change]) -> Result<(), RedisError> {
-        let groups = grouped(changes.iter(), |c| (&c.tenant, c.member));
-        let cmds = groups.iter().map(|((t, member), group)| {
-            self.apply_cmd(t, *member, group.iter().map(|c| (&*c.name, i64::from(c.delta))))
+        let groups = grouped(changes.iter(), |c| (&c.tenant, c.member, c.silent));
+        let cmds = groups.iter().map(|((t, member, silent), group)| {
+            let cap = if *silent { 0 } else { self.transitions_cap(t, *member) };
+            self.apply_cmd(t, *member, cap, group.iter().map(|c| (&*c.name, i64::from(c.delta))))
         });
         let replies = self.conn.run_all(cmds.collect()).await?;
         let mut events = Vec::new();
-        for (((tenant, member), group), reply) in groups.iter().zip(replies) {
+        for (((tenant, member, _), group), reply) in groups.iter().zip(replies) {
             let came: Vec<i64> = ::redis::from_redis_value(reply)?;
             if *member == Member::User {
                 let online = group.iter().zip(came).filter(|(_, came)| *came == 1);
@@ -350,12 +389,18 @@ impl Mirror {
     }
 
     /// The script call for `changes` (member, count opened or -1 for a close) of one tenant's
-    /// members of one kind on this node.
-    fn apply_cmd<'u>(&self, tenant: &Tenant, member: Member, changes: impl Iterator<Item = (&'u str, i64)>) -> Cmd {
+    /// members of one kind on this node, keeping up to `cap` transitions (0: writing none).
+    fn apply_cmd<'u>(
+        &self,
+        tenant: &Tenant,
+        member: Member,
+        cap: usize,
+        changes: impl Iterator<Item = (&'u str, i64)>,
+    ) -> Cmd {
         let id = &tenant.id;
         let keys = [node_key(member, id, &self.node), present_key(member, id), keys::presence_transitions(id)];
         let mut cmd = eval(scripts::PRESENCE_APPLY, &keys);
-        cmd.arg(&*self.node).arg(self.transitions_cap(tenant, member)).arg(member.field()).arg(types(member).0);
+        cmd.arg(&*self.node).arg(cap).arg(member.field()).arg(types(member).0);
         for (name, change) in changes {
             cmd.arg(name).arg(change);
         }
@@ -429,7 +474,8 @@ impl Mirror {
         ::redis::cmd("DEL").arg(&hash).exec_async(&mut conn).await?;
         let counts: Vec<(&str, u32)> = now.iter().map(|(u, n)| (*u, *n)).collect();
         for chunk in counts.chunks(BATCH) {
-            let cmd = self.apply_cmd(tenant, member, chunk.iter().map(|(u, n)| (*u, i64::from(*n))));
+            let cap = self.transitions_cap(tenant, member);
+            let cmd = self.apply_cmd(tenant, member, cap, chunk.iter().map(|(u, n)| (*u, i64::from(*n))));
             let came: Vec<i64> = cmd.query_async(&mut conn).await?;
             if member == Member::User {
                 let online = chunk.iter().zip(came).filter(|(_, came)| *came == 1);
@@ -466,18 +512,18 @@ impl Mirror {
     }
 }
 
-/// Items of one tenant and kind of member.
-type Group<T> = ((Arc<Tenant>, Member), Vec<T>);
+/// Items of one tenant, kind of member and silence.
+type Group<T> = ((Arc<Tenant>, Member, bool), Vec<T>);
 
-/// `items` grouped by tenant and kind of member, each group in the order given; groups in
-/// order of first item.
-fn grouped<T>(items: impl IntoIterator<Item = T>, key: impl Fn(&T) -> (&Arc<Tenant>, Member)) -> Vec<Group<T>> {
+/// `items` grouped by tenant, kind of member and whether they are silent, each group in the
+/// order given; groups in order of first item.
+fn grouped<T>(items: impl IntoIterator<Item = T>, key: impl Fn(&T) -> (&Arc<Tenant>, Member, bool)) -> Vec<Group<T>> {
     let mut groups: Vec<Group<T>> = Vec::new();
     for item in items {
-        let (tenant, member) = key(&item);
-        match groups.iter_mut().find(|((t, m), _)| t.index == tenant.index && *m == member) {
+        let (tenant, member, silent) = key(&item);
+        match groups.iter_mut().find(|((t, m, s), _)| t.index == tenant.index && *m == member && *s == silent) {
             Some((_, group)) => group.push(item),
-            None => groups.push(((tenant.clone(), member), vec![item])),
+            None => groups.push(((tenant.clone(), member, silent), vec![item])),
         }
     }
     groups
