@@ -418,6 +418,7 @@ pub(super) struct DeadLetters {
         (status = UNAUTHORIZED, description = "`unauthorized`: no token", body = ErrorBody),
         (status = FORBIDDEN, description = "`forbidden`: a token that cannot manage this tenant", body = ErrorBody),
         (status = NOT_FOUND, description = "`unknown_tenant`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`: Redis, where cluster mode keeps them, did not answer", body = ErrorBody),
     ))]
 pub(super) async fn dead_letters(
     State(app): State<App>,
@@ -441,6 +442,7 @@ fn unavailable(e: crate::webhook::DeadLetterError) -> ApiError {
         (status = UNAUTHORIZED, description = "`unauthorized`: no token", body = ErrorBody),
         (status = FORBIDDEN, description = "`forbidden`: a token that cannot manage this tenant", body = ErrorBody),
         (status = NOT_FOUND, description = "`unknown_tenant`, or `unknown_dead_letter`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`: Redis, where cluster mode keeps them, did not answer", body = ErrorBody),
     ))]
 pub(super) async fn replay(
     State(app): State<App>,
