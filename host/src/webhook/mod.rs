@@ -153,7 +153,9 @@ impl Webhooks {
 
     /// Whether any endpoint of `tenant` wants notices of any of `kinds` ([`Kind::bit`]s).
     pub(crate) fn wants(&self, tenant: &str, kinds: u32) -> bool {
-        self.snapshot().get(tenant).is_some_and(|t| t.kinds() & kinds != 0)
+        // Asked at every connect and subscription: read in place, no clone of the map's `Arc`.
+        let tenants = self.tenants.read().expect("webhooks lock");
+        tenants.get(tenant).is_some_and(|t| t.kinds() & kinds != 0)
     }
 
     /// Queues `notice` for every endpoint of `tenant` that wants its kind.
