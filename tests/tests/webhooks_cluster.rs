@@ -138,3 +138,59 @@ async fn a_dead_letter_of_one_node_is_listed_and_replayed_once_through_any_node(
     assert!(listed_on(&a).await?.is_empty() && listed_on(&b).await?.is_empty());
     Ok(())
 }
+
+/// The event ids of the `user.online ann` requests, answered or not.
+fn online_ids(receiver: &Receiver) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for request in receiver.received() {
+        for event in verified(&request)?.1.into_iter().filter(|e| e["type"] == "user.online") {
+            ids.push(event["id"].as_str().context("id")?.to_owned());
+        }
+    }
+    Ok(ids)
+}
+
+/// A node reads ann's `user.online` but cannot deliver it (the receiver fails) and is
+/// SIGKILLed; `then` brings up whichever node is to send it (another node, or the same
+/// node id again); the receiver recovers; the transition arrives with its first id.
+async fn a_transition_a_killed_node_held_is_sent(
+    then: impl AsyncFnOnce(&str) -> anyhow::Result<HostProcess>,
+) -> anyhow::Result<()> {
+    let receiver = Receiver::start().await?;
+    receiver.answer(&[500; 10_000]);
+    let redis = RedisServer::start().await?;
+    let toml = config(&redis, &receiver, r#""user.online", "user.offline""#);
+    let first = HostProcess::start(host_bin!(), &toml.replace("[broker]\n", "[broker]\nnode_id = \"first\"\n")).await?;
+    let mut ann = notify_tests::Client::connect(&format!("ws://{}/v1/ws/demo?user=ann", first.addr), &[]).await?;
+    assert_eq!(ann.next_json().await?["type"], "welcome");
+    eventually(|| async { Ok(!online_ids(&receiver)?.is_empty()) }).await?;
+    let id = online_ids(&receiver)?[0].clone();
+    first.signal("KILL")?;
+    let _next = then(&toml).await?;
+    receiver.recover();
+    // A transition claimed from a dead node may come after later ones: each says when.
+    let sorted = || -> anyhow::Result<Vec<String>> {
+        let mut told = told(&receiver)?;
+        told.sort();
+        Ok(told)
+    };
+    eventually(|| async { Ok(sorted()? == ["user.offline ann", "user.online ann"]) }).await?;
+    let answered = receiver.received().into_iter().filter(|r| r.status == 200);
+    let online =
+        answered.flat_map(|r| verified(&r).map(|v| v.1).unwrap_or_default()).find(|e| e["type"] == "user.online");
+    assert_eq!(online.context("online")?["id"], id.as_str(), "the same transition, the same id");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_transition_a_killed_node_held_is_claimed_and_sent_by_another_node() -> anyhow::Result<()> {
+    a_transition_a_killed_node_held_is_sent(async |toml| HostProcess::start(host_bin!(), toml).await).await
+}
+
+#[tokio::test]
+async fn a_transition_a_killed_node_held_is_sent_when_it_restarts_under_its_name() -> anyhow::Result<()> {
+    a_transition_a_killed_node_held_is_sent(async |toml| {
+        HostProcess::start(host_bin!(), &toml.replace("[broker]\n", "[broker]\nnode_id = \"first\"\n")).await
+    })
+    .await
+}

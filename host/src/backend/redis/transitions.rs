@@ -69,12 +69,10 @@ pub(super) fn task(
 
 impl Reader {
     async fn run(mut self) {
-        // First what this node left pending under the same name before it restarted.
-        let mut backlog = true;
         let mut next_claim = Instant::now();
         loop {
-            match self.round(backlog, &mut next_claim).await {
-                Ok(read_any) => backlog &= read_any,
+            match self.round(&mut next_claim).await {
+                Ok(()) => {}
                 Err(e) => {
                     if e.code() == Some("NOGROUP") {
                         self.grouped.clear();
@@ -87,8 +85,8 @@ impl Reader {
     }
 
     /// Acknowledges what settled, reads every stream once, and now and then claims what dead
-    /// nodes left; whether anything was read.
-    async fn round(&mut self, backlog: bool, next_claim: &mut Instant) -> Result<bool, RedisError> {
+    /// nodes left.
+    async fn round(&mut self, next_claim: &mut Instant) -> Result<(), RedisError> {
         let wanting = self.webhooks.tenants_wanting(Member::User.bits() | Member::Channel.bits());
         // A tenant no longer read keeps its key here until what it had in flight settled.
         for tenant in wanting {
@@ -98,12 +96,12 @@ impl Reader {
             }
         }
         self.acknowledge().await?;
-        let mut read_any = false;
         for (tenant, key) in self.tenants.clone() {
             if !self.grouped.contains(&key) {
                 self.create_group(&key).await?;
+                self.backlog(&tenant, &key).await?;
             }
-            read_any |= self.read(&tenant, &key, if backlog { "0" } else { ">" }).await?;
+            self.read(&tenant, &key, ">").await?;
         }
         if Instant::now() >= *next_claim {
             for (tenant, key) in self.tenants.clone() {
@@ -111,7 +109,17 @@ impl Reader {
             }
             *next_claim = Instant::now() + CLAIM_EVERY;
         }
-        Ok(read_any)
+        Ok(())
+    }
+
+    /// Sends again what this node left pending under the same name before it restarted
+    /// (from the start of the stream's pending entries, page by page).
+    async fn backlog(&mut self, tenant: &Arc<str>, key: &str) -> Result<(), RedisError> {
+        let mut after = "0".to_owned();
+        while let Some(last) = self.read(tenant, key, &after).await? {
+            after = last;
+        }
+        Ok(())
     }
 
     /// Starts the group at the stream's end: transitions from before any node wanted them
@@ -133,7 +141,9 @@ impl Reader {
         Ok(())
     }
 
-    async fn read(&mut self, tenant: &Arc<str>, key: &str, start: &str) -> Result<bool, RedisError> {
+    /// Reads from `start` (`>`: new entries; an id: this consumer's pending ones after it)
+    /// and hands on what came; the last id read, if any.
+    async fn read(&mut self, tenant: &Arc<str>, key: &str, start: &str) -> Result<Option<String>, RedisError> {
         let reply: Option<StreamReadReply> = ::redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(keys::TRANSITIONS_GROUP)
@@ -146,9 +156,9 @@ impl Reader {
             .query_async(&mut self.conn)
             .await?;
         let entries: Vec<StreamId> = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect();
-        let read_any = !entries.is_empty();
+        let last = entries.last().map(|e| e.id.clone());
         self.hand_on(tenant, key, entries);
-        Ok(read_any)
+        Ok(last)
     }
 
     /// Claims the entries of consumers whose nodes are no longer live, and forgets those
