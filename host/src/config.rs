@@ -611,6 +611,32 @@ pub struct TenantConfig {
     /// Where the tenant's webhooks go.
     #[serde(default)]
     pub webhooks: Vec<WebhookEndpoint>,
+    /// Credentials for the Pusher Channels HTTP API (docs/PUSHER.md).
+    #[serde(default)]
+    pub pusher: Option<PusherCredentials>,
+}
+
+/// A tenant's Pusher app: its id in API paths, the key that names it, the secret requests
+/// are signed with.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PusherCredentials {
+    pub app_id: String,
+    pub key: String,
+    pub secret: String,
+}
+
+impl PusherCredentials {
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        let printable = |s: &str| (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
+        if !printable(&self.app_id) || !printable(&self.key) {
+            return Err(invalid(format!("{key}.app_id"), "app_id and key are 1-128 printable characters without '/'"));
+        }
+        if self.secret.len() < 16 {
+            return Err(invalid(format!("{key}.secret"), "must be at least 16 characters"));
+        }
+        Ok(())
+    }
 }
 
 /// A tenant's quotas on one node; 0 means no limit.
@@ -839,10 +865,16 @@ impl Config {
             r.validate()?;
         }
         let mut keys = HashSet::new();
+        let mut pusher = HashSet::new();
         for (id, t) in &self.tenants {
             t.validate(id)?;
             if !keys.insert(t.publish_key.as_str()) {
                 return Err(invalid(format!("tenants.{id}.publish_key"), "is already used by another tenant"));
+            }
+            if let Some(p) = &t.pusher
+                && !(pusher.insert(("app_id", p.app_id.as_str())) && pusher.insert(("key", p.key.as_str())))
+            {
+                return Err(invalid(format!("tenants.{id}.pusher"), "app_id and key must be unique across tenants"));
             }
         }
         Ok(())
@@ -987,6 +1019,9 @@ impl TenantConfig {
         }
         for (i, endpoint) in self.webhooks.iter().enumerate() {
             endpoint.validate(&key(&format!("webhooks[{i}]")))?;
+        }
+        if let Some(pusher) = &self.pusher {
+            pusher.validate(&key("pusher"))?;
         }
         match &self.auth {
             AuthConfig::Jwt(jwt) => jwt.validate(&key("auth")),

@@ -15,6 +15,7 @@ mod openapi;
 mod pages;
 mod presence;
 mod publish;
+mod pusher;
 mod resume;
 mod sse;
 mod streams;
@@ -67,6 +68,8 @@ fn routes(demo: bool) -> OpenApiRouter<App> {
         .routes(routes!(openapi::serve))
         .routes(routes!(publish::one))
         .routes(routes!(publish::batch))
+        .routes(routes!(pusher::trigger))
+        .routes(routes!(pusher::trigger_batch))
         .routes(routes!(presence::status))
         .routes(routes!(presence::channel))
         .routes(routes!(users::unread))

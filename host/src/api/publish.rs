@@ -1,5 +1,6 @@
 //! `POST /v1/publish` and `POST /v1/publish/batch` (publish key).
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use axum::Json;
@@ -101,20 +102,36 @@ async fn accept(
     body: Body,
     parse: impl FnOnce(&[u8]) -> Result<Vec<Event>, ingest::FieldError>,
 ) -> Result<Vec<String>, ApiError> {
+    not_draining(app)?;
+    let Publisher(tenant) = publisher?;
+    let body = read_body(headers, body, app.config().server.max_publish_bytes).await?;
+    publish_events(app, &tenant, parse(&body)?).await
+}
+
+/// 503 `draining` while the node shuts down.
+pub(super) fn not_draining(app: &App) -> Result<(), ApiError> {
     if app.lifecycle().drain.is_draining() {
         return Err(ApiError::new(ErrorCode::Draining, "this node is shutting down; publish to another node"));
     }
-    let Publisher(tenant) = publisher?;
-    let body = read_body(headers, body, app.config().server.max_publish_bytes).await?;
-    let events = parse(&body)?;
+    Ok(())
+}
+
+/// Publishes validated events of `tenant` as every HTTP publish does: the tenant's event
+/// size and publish rate, then the pipeline; tells the tenant's webhooks of the events a
+/// plugin dropped. The ids, as [`accept`] returns them.
+pub(super) async fn publish_events(
+    app: &App,
+    tenant: &Arc<Tenant>,
+    events: Vec<Event>,
+) -> Result<Vec<String>, ApiError> {
     if let Some(i) = tenant.quota.oversized(&events) {
         tenant.metrics.too_large.fetch_add(1, Relaxed);
         let max = tenant.quota.limits().max_event_bytes;
         let message = format!("event {i}'s data is over the tenant's max_event_bytes ({max})");
         return Err(ApiError::new(ErrorCode::EventTooLarge, message));
     }
-    within_rate(&tenant, events.len())?;
-    let published = ingest::pipeline::publish(app.pipeline(), &tenant, events).await?;
+    within_rate(tenant, events.len())?;
+    let published = ingest::pipeline::publish(app.pipeline(), tenant, events).await?;
     for refusal in &published.refused {
         let notice = dead_lettered("http", None, Some(&refusal.id), &refusal.reason, None);
         app.webhooks().emit(&tenant.id, notice);

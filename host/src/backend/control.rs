@@ -207,6 +207,7 @@ impl TenantSettings {
             compression: self.compression,
             limits: self.limits,
             webhooks: Vec::new(),
+            pusher: None,
         }
     }
 }

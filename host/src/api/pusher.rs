@@ -1,0 +1,293 @@
+//! The Pusher Channels HTTP API for tenants with Pusher credentials (docs/PUSHER.md):
+//! `POST /apps/{app_id}/events` and `POST /apps/{app_id}/batch_events`, signed as Pusher
+//! signs them (`auth_key`, `auth_timestamp` within 600 s, `auth_version`, `body_md5`,
+//! `auth_signature`), so the official server libraries publish to notify unchanged. Events
+//! go through the same path as `POST /v1/publish`; errors are plain text, as Pusher's are.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hmac::{Hmac, Mac};
+use md5::{Digest, Md5};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
+
+use super::extract::{PathParams, read_body};
+use super::publish::{not_draining, publish_events};
+use crate::app::App;
+use crate::config::PusherCredentials;
+use crate::event::Event;
+use crate::ingest;
+use crate::tenant::{Tenant, hex};
+
+/// How far a request's `auth_timestamp` may be from this node's clock.
+const MAX_SKEW_SECS: u64 = 600;
+/// Channels one event may name, and events one batch may hold (Pusher's limits).
+const MAX_CHANNELS: usize = 100;
+const MAX_BATCH: usize = 10;
+
+/// A refusal, answered as Pusher does: a status and a line of text.
+struct Refused(StatusCode, String);
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        (self.0, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], self.1).into_response()
+    }
+}
+
+impl From<super::ApiError> for Refused {
+    fn from(e: super::ApiError) -> Self {
+        Self(e.status(), e.to_string())
+    }
+}
+
+fn bad(message: impl Into<String>) -> Refused {
+    Refused(StatusCode::BAD_REQUEST, message.into())
+}
+
+/// One event as Pusher's API takes it: `data` is a string (usually JSON text) delivered as is.
+#[derive(Deserialize, ToSchema)]
+pub(super) struct PusherEvent {
+    name: String,
+    data: String,
+    channel: Option<String>,
+    channels: Option<Vec<String>>,
+    /// The sender's connection, left out of the delivery (Pusher connections only).
+    #[allow(dead_code)]
+    socket_id: Option<String>,
+    /// Attributes to answer about the channels (not returned yet).
+    #[allow(dead_code)]
+    info: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub(super) struct PusherBatch {
+    batch: Vec<PusherEvent>,
+}
+
+/// Triggers an event on one or more channels (at most 100).
+#[utoipa::path(post, operation_id = "pusherTrigger", path = "/apps/{app_id}/events", tag = "pusher",
+    params(("app_id" = String, Path, description = "The tenant's `pusher.app_id`"),
+        ("auth_key" = String, Query, description = "The tenant's `pusher.key`"),
+        ("auth_timestamp" = u64, Query, description = "Unix seconds, within 600 of the node's clock"),
+        ("auth_version" = String, Query, description = "`1.0`"),
+        ("body_md5" = String, Query, description = "The body's MD5, in hex"),
+        ("auth_signature" = String, Query, description = "HMAC-SHA256 of the request, in hex (docs/PUSHER.md)")),
+    request_body = PusherEvent,
+    responses(
+        (status = OK, description = "Accepted: `{}`", body = Object),
+        (status = BAD_REQUEST, description = "A body that is not a valid event", body = String, content_type = "text/plain"),
+        (status = UNAUTHORIZED, description = "A wrong key, signature, MD5 or timestamp", body = String, content_type = "text/plain"),
+        (status = NOT_FOUND, description = "No tenant has this app id", body = String, content_type = "text/plain"),
+        (status = PAYLOAD_TOO_LARGE, description = "Over `server.max_publish_bytes` or the tenant's `max_event_bytes`", body = String, content_type = "text/plain"),
+        (status = TOO_MANY_REQUESTS, description = "Over the tenant's publish rate", body = String, content_type = "text/plain"),
+        (status = SERVICE_UNAVAILABLE, description = "Draining, or the broker is unreachable", body = String, content_type = "text/plain"),
+    ))]
+pub(super) async fn trigger(
+    State(app): State<App>,
+    PathParams(app_id): PathParams<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let path = format!("/apps/{app_id}/events");
+    let query = pairs(query);
+    let answer = async {
+        let (tenant, body) = signed(&app, &app_id, &path, &query, &headers, body).await?;
+        let event: PusherEvent = serde_json::from_slice(&body).map_err(|e| bad(format!("Invalid JSON: {e}")))?;
+        let events = vec![native(&app, event)?];
+        publish_events(&app, &tenant, events).await?;
+        Ok::<_, Refused>(Json(json!({})))
+    };
+    answer.await.into_response()
+}
+
+/// Triggers up to 10 events, each on its own channel; all or none.
+#[utoipa::path(post, operation_id = "pusherTriggerBatch", path = "/apps/{app_id}/batch_events", tag = "pusher",
+    params(("app_id" = String, Path, description = "The tenant's `pusher.app_id`"),
+        ("auth_key" = String, Query, description = "The tenant's `pusher.key`"),
+        ("auth_timestamp" = u64, Query, description = "Unix seconds, within 600 of the node's clock"),
+        ("auth_version" = String, Query, description = "`1.0`"),
+        ("body_md5" = String, Query, description = "The body's MD5, in hex"),
+        ("auth_signature" = String, Query, description = "HMAC-SHA256 of the request, in hex (docs/PUSHER.md)")),
+    request_body = PusherBatch,
+    responses(
+        (status = OK, description = "Accepted: `{}`", body = Object),
+        (status = BAD_REQUEST, description = "A body that is not a valid batch", body = String, content_type = "text/plain"),
+        (status = UNAUTHORIZED, description = "A wrong key, signature, MD5 or timestamp", body = String, content_type = "text/plain"),
+        (status = NOT_FOUND, description = "No tenant has this app id", body = String, content_type = "text/plain"),
+        (status = PAYLOAD_TOO_LARGE, description = "Over `server.max_publish_bytes` or the tenant's `max_event_bytes`", body = String, content_type = "text/plain"),
+        (status = TOO_MANY_REQUESTS, description = "Over the tenant's publish rate", body = String, content_type = "text/plain"),
+        (status = SERVICE_UNAVAILABLE, description = "Draining, or the broker is unreachable", body = String, content_type = "text/plain"),
+    ))]
+pub(super) async fn trigger_batch(
+    State(app): State<App>,
+    PathParams(app_id): PathParams<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let path = format!("/apps/{app_id}/batch_events");
+    let query = pairs(query);
+    let answer = async {
+        let (tenant, body) = signed(&app, &app_id, &path, &query, &headers, body).await?;
+        let batch: PusherBatch = serde_json::from_slice(&body).map_err(|e| bad(format!("Invalid JSON: {e}")))?;
+        if batch.batch.len() > MAX_BATCH {
+            return Err(bad(format!("Batch too large: at most {MAX_BATCH} events")));
+        }
+        let events = batch.batch.into_iter().map(|e| native(&app, e)).collect::<Result<Vec<_>, _>>()?;
+        publish_events(&app, &tenant, events).await?;
+        Ok(Json(json!({})))
+    };
+    answer.await.into_response()
+}
+
+/// A query string's parameters, decoded.
+fn pairs(query: Option<String>) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// The tenant of `app_id` and the request's body, once its signature checks out.
+async fn signed(
+    app: &App,
+    app_id: &str,
+    path: &str,
+    query: &[(String, String)],
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Arc<Tenant>, bytes::Bytes), Refused> {
+    not_draining(app)?;
+    let (tenant, credentials) = app
+        .tenants()
+        .all()
+        .into_iter()
+        .find_map(|t| t.config.pusher.clone().filter(|p| p.app_id == app_id).map(|p| (t, p)))
+        .ok_or_else(|| Refused(StatusCode::NOT_FOUND, format!("Unknown app: {app_id}")))?;
+    let body = read_body(headers, body, app.config().server.max_publish_bytes).await?;
+    verify(&credentials, "POST", path, query, &body, crate::clock::now_millis() / 1000)?;
+    Ok((tenant, body))
+}
+
+/// Checks a request as Pusher signs it: the key, the timestamp within 600 s of `now`, the
+/// version, the body's MD5, and the HMAC-SHA256 (keyed by the secret) of the method, the
+/// path and the sorted query without the signature.
+fn verify(
+    credentials: &PusherCredentials,
+    method: &str,
+    path: &str,
+    query: &[(String, String)],
+    body: &[u8],
+    now: u64,
+) -> Result<(), Refused> {
+    let unauthorized = |message: String| Refused(StatusCode::UNAUTHORIZED, message);
+    let param = |name: &str| query.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
+    if param("auth_key") != Some(credentials.key.as_str()) {
+        return Err(unauthorized("Unknown auth_key".into()));
+    }
+    let timestamp: u64 = param("auth_timestamp")
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| unauthorized("Missing auth_timestamp".into()))?;
+    if timestamp.abs_diff(now) > MAX_SKEW_SECS {
+        let message =
+            format!("Timestamp expired: Given timestamp ({timestamp}) not within 600s of server time ({now})");
+        return Err(unauthorized(message));
+    }
+    if param("auth_version") != Some("1.0") {
+        return Err(unauthorized("auth_version must be 1.0".into()));
+    }
+    if !body.is_empty() && param("body_md5") != Some(hex(&Md5::digest(body)).as_str()) {
+        return Err(unauthorized("body_md5 does not match the body".into()));
+    }
+    let to_sign = string_to_sign(method, path, query);
+    let mut mac = Hmac::<Sha256>::new_from_slice(credentials.secret.as_bytes()).expect("HMAC takes any key");
+    mac.update(to_sign.as_bytes());
+    let expected = hex(&mac.finalize().into_bytes());
+    let given = param("auth_signature").unwrap_or_default();
+    if !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
+        let shown = to_sign.replace('\n', "\\n");
+        return Err(unauthorized(format!(
+            "Invalid signature: you should have sent HmacSHA256Hex(\"{shown}\", your_secret_key), but you sent \"{given}\""
+        )));
+    }
+    Ok(())
+}
+
+/// `METHOD\nPATH\nk=v&...`: the query's parameters but the signature, names lower-cased,
+/// sorted by name.
+fn string_to_sign(method: &str, path: &str, query: &[(String, String)]) -> String {
+    let mut params: Vec<(String, &str)> = query
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str()))
+        .filter(|(k, _)| k != "auth_signature")
+        .collect();
+    params.sort();
+    let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{method}\n{path}\n{}", query.join("&"))
+}
+
+/// The native event of a Pusher one: its name, its channels, and its `data` string as a JSON
+/// string, checked as `POST /v1/publish` checks an event.
+fn native(app: &App, event: PusherEvent) -> Result<Event, Refused> {
+    let channels: Vec<String> = event.channels.into_iter().flatten().chain(event.channel).collect();
+    if channels.is_empty() {
+        return Err(bad("Missing channel or channels"));
+    }
+    if channels.len() > MAX_CHANNELS {
+        return Err(bad(format!("Too many channels: at most {MAX_CHANNELS}")));
+    }
+    let body = json!({"channels": channels, "event": event.name, "data": Value::String(event.data)});
+    let body = serde_json::to_vec(&body).expect("JSON values serialise");
+    ingest::parse_one(app.ids(), &body).map_err(|e| bad(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The worked example of Pusher's HTTP API reference (authentication section).
+    #[test]
+    fn signs_as_pusher_documents() {
+        let credentials = PusherCredentials {
+            app_id: "3".into(),
+            key: "278d425bdf160c739803".into(),
+            secret: "7ad3773142a6692b25b8".into(),
+        };
+        let body = br#"{"name":"foo","channels":["project-3"],"data":"{\"some\":\"data\"}"}"#;
+        assert_eq!(hex(&Md5::digest(body)), "ec365a775a4cd0599faeb73354201b6f");
+        let query = |signature: &str| -> Vec<(String, String)> {
+            [
+                ("auth_key", "278d425bdf160c739803"),
+                ("auth_timestamp", "1353088179"),
+                ("auth_version", "1.0"),
+                ("body_md5", "ec365a775a4cd0599faeb73354201b6f"),
+                ("auth_signature", signature),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .to_vec()
+        };
+        let good = query("da454824c97ba181a32ccc17a72625ba02771f50b50e1e7430e47a1f3f457e6c");
+        assert!(verify(&credentials, "POST", "/apps/3/events", &good, body, 1353088179).is_ok());
+        let Err(Refused(status, message)) =
+            verify(&credentials, "POST", "/apps/3/events", &query("00"), body, 1353088179)
+        else {
+            panic!("a wrong signature passed")
+        };
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(
+            message.starts_with(
+                "Invalid signature: you should have sent HmacSHA256Hex(\"POST\\n/apps/3/events\\nauth_key="
+            )
+        );
+        let late = verify(&credentials, "POST", "/apps/3/events", &good, body, 1353088179 + 601);
+        assert!(late.is_err_and(|Refused(_, m)| m.starts_with("Timestamp expired")));
+    }
+}
