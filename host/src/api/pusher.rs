@@ -72,24 +72,55 @@ pub(super) struct PusherBatch {
     batch: Vec<PusherEvent>,
 }
 
+/// The query every signed request carries (docs/PUSHER.md), for the document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct Signature {
+    /// The tenant's `pusher.key`.
+    auth_key: String,
+    /// Unix seconds, within 600 of the node's clock.
+    auth_timestamp: u64,
+    /// `1.0`.
+    auth_version: String,
+    /// The body's MD5, in hex.
+    body_md5: String,
+    /// HMAC-SHA256 of the request, in hex.
+    auth_signature: String,
+}
+
+/// The answers of both publishing routes, for the document; refusals are plain text.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum Answers {
+    /// Accepted: `{}`.
+    #[response(status = OK)]
+    Accepted(#[to_schema] Value),
+    /// A body that is not a valid event or batch.
+    #[response(status = BAD_REQUEST, content_type = "text/plain")]
+    BadRequest(String),
+    /// A wrong key, signature, MD5 or timestamp.
+    #[response(status = UNAUTHORIZED, content_type = "text/plain")]
+    Unauthorized(String),
+    /// No tenant has this app id.
+    #[response(status = NOT_FOUND, content_type = "text/plain")]
+    UnknownApp(String),
+    /// Over `server.max_publish_bytes` or the tenant's `max_event_bytes`.
+    #[response(status = PAYLOAD_TOO_LARGE, content_type = "text/plain")]
+    TooLarge(String),
+    /// Over the tenant's publish rate.
+    #[response(status = TOO_MANY_REQUESTS, content_type = "text/plain")]
+    RateLimited(String),
+    /// Draining, or the broker is unreachable.
+    #[response(status = SERVICE_UNAVAILABLE, content_type = "text/plain")]
+    Unavailable(String),
+}
+
 /// Triggers an event on one or more channels (at most 100).
 #[utoipa::path(post, operation_id = "pusherTrigger", path = "/apps/{app_id}/events", tag = "pusher",
-    params(("app_id" = String, Path, description = "The tenant's `pusher.app_id`"),
-        ("auth_key" = String, Query, description = "The tenant's `pusher.key`"),
-        ("auth_timestamp" = u64, Query, description = "Unix seconds, within 600 of the node's clock"),
-        ("auth_version" = String, Query, description = "`1.0`"),
-        ("body_md5" = String, Query, description = "The body's MD5, in hex"),
-        ("auth_signature" = String, Query, description = "HMAC-SHA256 of the request, in hex (docs/PUSHER.md)")),
+    params(("app_id" = String, Path, description = "The tenant's `pusher.app_id`"), Signature),
     request_body = PusherEvent,
-    responses(
-        (status = OK, description = "Accepted: `{}`", body = Object),
-        (status = BAD_REQUEST, description = "A body that is not a valid event", body = String, content_type = "text/plain"),
-        (status = UNAUTHORIZED, description = "A wrong key, signature, MD5 or timestamp", body = String, content_type = "text/plain"),
-        (status = NOT_FOUND, description = "No tenant has this app id", body = String, content_type = "text/plain"),
-        (status = PAYLOAD_TOO_LARGE, description = "Over `server.max_publish_bytes` or the tenant's `max_event_bytes`", body = String, content_type = "text/plain"),
-        (status = TOO_MANY_REQUESTS, description = "Over the tenant's publish rate", body = String, content_type = "text/plain"),
-        (status = SERVICE_UNAVAILABLE, description = "Draining, or the broker is unreachable", body = String, content_type = "text/plain"),
-    ))]
+    responses(Answers))]
 pub(super) async fn trigger(
     State(app): State<App>,
     PathParams(app_id): PathParams<String>,
@@ -97,36 +128,19 @@ pub(super) async fn trigger(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let path = format!("/apps/{app_id}/events");
-    let query = pairs(query);
-    let answer = async {
-        let (tenant, body) = signed(&app, &app_id, &path, &query, &headers, body).await?;
-        let event: PusherEvent = serde_json::from_slice(&body).map_err(|e| bad(format!("Invalid JSON: {e}")))?;
-        let events = vec![native(&app, event)?];
-        publish_events(&app, &tenant, events).await?;
-        Ok::<_, Refused>(Json(json!({})))
-    };
-    answer.await.into_response()
+    let request = Request { app_id: &app_id, route: "events", query, headers: &headers };
+    publish(&app, request, body, |app, body| {
+        let event: PusherEvent = serde_json::from_slice(body).map_err(|e| bad(format!("Invalid JSON: {e}")))?;
+        Ok(vec![native(app, event)?])
+    })
+    .await
 }
 
 /// Triggers up to 10 events, each on its own channel; all or none.
 #[utoipa::path(post, operation_id = "pusherTriggerBatch", path = "/apps/{app_id}/batch_events", tag = "pusher",
-    params(("app_id" = String, Path, description = "The tenant's `pusher.app_id`"),
-        ("auth_key" = String, Query, description = "The tenant's `pusher.key`"),
-        ("auth_timestamp" = u64, Query, description = "Unix seconds, within 600 of the node's clock"),
-        ("auth_version" = String, Query, description = "`1.0`"),
-        ("body_md5" = String, Query, description = "The body's MD5, in hex"),
-        ("auth_signature" = String, Query, description = "HMAC-SHA256 of the request, in hex (docs/PUSHER.md)")),
+    params(("app_id" = String, Path, description = "The tenant's `pusher.app_id`"), Signature),
     request_body = PusherBatch,
-    responses(
-        (status = OK, description = "Accepted: `{}`", body = Object),
-        (status = BAD_REQUEST, description = "A body that is not a valid batch", body = String, content_type = "text/plain"),
-        (status = UNAUTHORIZED, description = "A wrong key, signature, MD5 or timestamp", body = String, content_type = "text/plain"),
-        (status = NOT_FOUND, description = "No tenant has this app id", body = String, content_type = "text/plain"),
-        (status = PAYLOAD_TOO_LARGE, description = "Over `server.max_publish_bytes` or the tenant's `max_event_bytes`", body = String, content_type = "text/plain"),
-        (status = TOO_MANY_REQUESTS, description = "Over the tenant's publish rate", body = String, content_type = "text/plain"),
-        (status = SERVICE_UNAVAILABLE, description = "Draining, or the broker is unreachable", body = String, content_type = "text/plain"),
-    ))]
+    responses(Answers))]
 pub(super) async fn trigger_batch(
     State(app): State<App>,
     PathParams(app_id): PathParams<String>,
@@ -134,17 +148,40 @@ pub(super) async fn trigger_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let path = format!("/apps/{app_id}/batch_events");
-    let query = pairs(query);
-    let answer = async {
-        let (tenant, body) = signed(&app, &app_id, &path, &query, &headers, body).await?;
-        let batch: PusherBatch = serde_json::from_slice(&body).map_err(|e| bad(format!("Invalid JSON: {e}")))?;
+    let request = Request { app_id: &app_id, route: "batch_events", query, headers: &headers };
+    publish(&app, request, body, |app, body| {
+        let batch: PusherBatch = serde_json::from_slice(body).map_err(|e| bad(format!("Invalid JSON: {e}")))?;
         if batch.batch.len() > MAX_BATCH {
             return Err(bad(format!("Batch too large: at most {MAX_BATCH} events")));
         }
-        let events = batch.batch.into_iter().map(|e| native(&app, e)).collect::<Result<Vec<_>, _>>()?;
-        publish_events(&app, &tenant, events).await?;
-        Ok(Json(json!({})))
+        batch.batch.into_iter().map(|e| native(app, e)).collect()
+    })
+    .await
+}
+
+/// A request to one of the app's routes, before its body is read.
+struct Request<'a> {
+    app_id: &'a str,
+    /// The route under `/apps/{app_id}/`.
+    route: &'a str,
+    query: Option<String>,
+    headers: &'a HeaderMap,
+}
+
+/// Checks the request's signature, reads its events with `events`, and publishes them;
+/// `200 {}`, or the refusal.
+async fn publish(
+    app: &App,
+    request: Request<'_>,
+    body: Body,
+    events: impl FnOnce(&App, &[u8]) -> Result<Vec<Event>, Refused>,
+) -> Response {
+    let answer = async {
+        let path = format!("/apps/{}/{}", request.app_id, request.route);
+        let query = pairs(request.query);
+        let (tenant, body) = signed(app, request.app_id, &path, &query, request.headers, body).await?;
+        publish_events(app, &tenant, events(app, &body)?).await?;
+        Ok::<_, Refused>(Json(json!({})))
     };
     answer.await.into_response()
 }
