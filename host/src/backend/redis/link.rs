@@ -28,6 +28,17 @@ pub(crate) enum Link {
 }
 
 impl Link {
+    /// Creates consumer group `group` on stream `key` (and the stream), starting at `start`
+    /// (`0`: every entry; `$`: new ones); a group that exists already is left as it is.
+    pub(crate) async fn create_group(&mut self, key: &str, group: &str, start: &str) -> RedisResult<()> {
+        let mut create = ::redis::cmd("XGROUP");
+        create.arg("CREATE").arg(key).arg(group).arg(start).arg("MKSTREAM");
+        match create.query_async::<()>(self).await {
+            Err(e) if e.code() != Some("BUSYGROUP") => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Connects with `timeout` as the connect and response timeout. One Redis is connected
     /// lazily (the host starts while it is down); a cluster must answer now, to learn its
     /// slots.

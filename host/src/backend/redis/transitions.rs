@@ -125,18 +125,7 @@ impl Reader {
     /// Starts the group at the stream's end: transitions from before any node wanted them
     /// are not sent.
     async fn create_group(&mut self, key: &str) -> Result<(), RedisError> {
-        let created: Result<(), RedisError> = ::redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(key)
-            .arg(keys::TRANSITIONS_GROUP)
-            .arg("$")
-            .arg("MKSTREAM")
-            .query_async(&mut self.conn)
-            .await;
-        match created {
-            Err(e) if e.code() != Some("BUSYGROUP") => return Err(e),
-            _ => {}
-        }
+        self.conn.create_group(key, keys::TRANSITIONS_GROUP, "$").await?;
         self.grouped.insert(key.to_owned());
         Ok(())
     }

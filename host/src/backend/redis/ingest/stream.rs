@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use ::redis::Value;
 use ::redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
-use ::redis::{RedisError, Value};
 
 use super::{IngestError, Item, Node, Source, ingest};
 use crate::backend::BrokerError;
@@ -175,18 +175,7 @@ impl Reader {
 
     async fn create_groups(&mut self) -> Result<(), IngestError> {
         for key in self.streams.iter().filter(|s| !self.grouped.contains(*s)) {
-            let created: Result<(), RedisError> = ::redis::cmd("XGROUP")
-                .arg("CREATE")
-                .arg(key)
-                .arg(keys::INGEST_GROUP)
-                .arg("0")
-                .arg("MKSTREAM")
-                .query_async(&mut self.conn)
-                .await;
-            match created {
-                Err(e) if e.code() != Some("BUSYGROUP") => return Err(e.into()),
-                _ => {}
-            }
+            self.conn.create_group(key, keys::INGEST_GROUP, "0").await?;
         }
         self.grouped.extend(self.streams.iter().cloned());
         Ok(())
