@@ -133,6 +133,18 @@ pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> 
     }
 }
 
+/// A JSON request body, refused as `invalid_field` (naming the field) when it does not fit.
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    Ok(crate::ingest::deserialize(body)?)
+}
+
+/// `N` random bytes, for keys and secrets; `no_randomness` if the system has none.
+pub(super) fn random_bytes<const N: usize>() -> Result<[u8; N], ApiError> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|e| ApiError::new(ErrorCode::NoRandomness, e.to_string()))?;
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::query_param;

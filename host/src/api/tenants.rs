@@ -25,7 +25,7 @@ use utoipa::ToSchema;
 use super::ApiError;
 use super::code::ErrorCode;
 use super::error::ErrorBody;
-use super::extract::{Admin, PathParams, read_body};
+use super::extract::{Admin, PathParams, parse_json, random_bytes, read_body};
 use crate::app::App;
 use crate::backend::control::{StoreError, StoredKey, StoredTenant, TenantSettings};
 use crate::config::{AuthConfig, SlowClientPolicy, TenantLimits, valid_tenant_id};
@@ -94,7 +94,7 @@ pub(super) async fn create(
     body: Body,
 ) -> Result<(StatusCode, Json<CreatedTenant>), ApiError> {
     let body = read_body(&headers, body, MAX_BODY).await?;
-    let new: NewTenant = parse(&body)?;
+    let new: NewTenant = parse_json(&body)?;
     let (id, settings) = settings(new);
     let (publish_key, management_key) = (secret("pk")?, secret("mk")?);
     check(&id, &settings, &publish_key)?;
@@ -218,7 +218,7 @@ pub(super) async fn patch(
     }
     let expected = if_match(&headers)?;
     let body = read_body(&headers, body, MAX_BODY).await?;
-    let patch: Patch = parse(&body)?;
+    let patch: Patch = parse_json(&body)?;
     let version = control::change(&app, |state| {
         if expected.is_some_and(|v| v != state.version) {
             let message = format!("the tenants changed since version {}; now {}", expected.unwrap_or(0), state.version);
@@ -315,7 +315,8 @@ pub(super) async fn rotate(
         }
     };
     let body = read_body(&headers, body, MAX_BODY).await?;
-    let rotation: Rotation = if body.iter().all(u8::is_ascii_whitespace) { Rotation::default() } else { parse(&body)? };
+    let rotation: Rotation =
+        if body.iter().all(u8::is_ascii_whitespace) { Rotation::default() } else { parse_json(&body)? };
     let key = secret(prefix)?;
     let now = crate::clock::now_millis();
     let until = now + rotation.overlap.map_or(0, |d| d.as_millis() as u64);
@@ -365,10 +366,6 @@ pub(super) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    Ok(crate::ingest::deserialize(body)?)
-}
-
 fn settings(new: NewTenant) -> (String, TenantSettings) {
     let settings = TenantSettings {
         auth: new.auth,
@@ -401,9 +398,7 @@ fn check(id: &str, settings: &TenantSettings, publish_key: &str) -> Result<(), A
 
 /// A new random key: `prefix_` and 32 random bytes in hex.
 fn secret(prefix: &str) -> Result<String, ApiError> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| ApiError::new(ErrorCode::NoRandomness, e.to_string()))?;
-    Ok(format!("{prefix}_{}", hex(&bytes)))
+    Ok(format!("{prefix}_{}", hex(&random_bytes::<32>()?)))
 }
 
 fn unknown(id: &str) -> ApiError {

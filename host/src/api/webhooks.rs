@@ -23,7 +23,7 @@ use utoipa::ToSchema;
 use super::ApiError;
 use super::code::ErrorCode;
 use super::error::ErrorBody;
-use super::extract::{PathParams, TenantAdmin, read_body};
+use super::extract::{PathParams, TenantAdmin, parse_json, random_bytes, read_body};
 use crate::app::App;
 use crate::config::{WebhookBatch, WebhookEndpoint};
 use crate::control;
@@ -157,11 +157,11 @@ pub(super) async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<WithSecret>), ApiError> {
-    let body: EndpointBody = parse(&read_body(&headers, body, MAX_BODY).await?)?;
+    let body: EndpointBody = parse_json(&read_body(&headers, body, MAX_BODY).await?)?;
     let Some(url) = body.url else { return Err(field_error("url", "is required")) };
     let secret = new_secret()?;
     let spec = StoredWebhook {
-        id: format!("we_{}", hex(&random::<8>()?)),
+        id: format!("we_{}", hex(&random_bytes::<8>()?)),
         url,
         events: body.events.unwrap_or_default(),
         batch: body.batch.unwrap_or_default(),
@@ -201,7 +201,7 @@ pub(super) async fn change(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<EndpointView>, ApiError> {
-    let body: EndpointBody = parse(&read_body(&headers, body, MAX_BODY).await?)?;
+    let body: EndpointBody = parse_json(&read_body(&headers, body, MAX_BODY).await?)?;
     let tenant_id = tenant.id.to_string();
     control::change(&app, |state| {
         let spec = stored(&mut state.webhooks, &tenant_id, &id)?;
@@ -272,7 +272,7 @@ pub(super) async fn rotate_secret(
 ) -> Result<Json<WithSecret>, ApiError> {
     let body = read_body(&headers, body, MAX_BODY).await?;
     let rotation: SecretRotation =
-        if body.iter().all(u8::is_ascii_whitespace) { SecretRotation::default() } else { parse(&body)? };
+        if body.iter().all(u8::is_ascii_whitespace) { SecretRotation::default() } else { parse_json(&body)? };
     let secret = new_secret()?;
     let now = crate::clock::now_millis();
     let until = now + rotation.overlap.map_or(0, |d| d.as_millis() as u64);
@@ -364,19 +364,9 @@ fn field_error(field: &str, message: &str) -> ApiError {
     ApiError::from(crate::ingest::FieldError { field: field.into(), message: message.into() })
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    Ok(crate::ingest::deserialize(body)?)
-}
-
-fn random<const N: usize>() -> Result<[u8; N], ApiError> {
-    let mut bytes = [0u8; N];
-    getrandom::fill(&mut bytes).map_err(|e| ApiError::new(ErrorCode::NoRandomness, e.to_string()))?;
-    Ok(bytes)
-}
-
 /// A Standard Webhooks secret: `whsec_` and the base64 of 32 random bytes.
 fn new_secret() -> Result<String, ApiError> {
-    Ok(format!("whsec_{}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, random::<32>()?)))
+    Ok(format!("whsec_{}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, random_bytes::<32>()?)))
 }
 
 /// A batch of webhook events given up on.
