@@ -54,6 +54,12 @@ pub(crate) async fn record_webhook_pauses(app: App) {
     let Some(mut requests) = app.webhooks().pause_requests() else { return };
     while let Some(request) = requests.recv().await {
         let (tenant, endpoint) = (request.tenant.to_string(), request.endpoint.to_string());
+        // Asked again at each failure until recorded; once this node has applied the pause,
+        // a later ask would only write the same state again.
+        let endpoints = app.webhooks().endpoints(&tenant);
+        if endpoints.iter().any(|e| *e.id == *endpoint && e.pause().is_some()) {
+            continue;
+        }
         let recorded = change(&app, |state| {
             let exists = app.webhooks().endpoints(&tenant).iter().any(|e| *e.id == *endpoint);
             let paused = state.webhook_pauses.entry(tenant.clone()).or_default();

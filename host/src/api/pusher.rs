@@ -207,7 +207,7 @@ async fn signed(
         .tenants()
         .all()
         .into_iter()
-        .find_map(|t| t.config.pusher.clone().filter(|p| p.app_id == app_id).map(|p| (t, p)))
+        .find_map(|t| t.config.pusher.as_ref().filter(|p| p.app_id == app_id).cloned().map(|p| (t, p)))
         .ok_or_else(|| Refused(StatusCode::NOT_FOUND, format!("Unknown app: {app_id}")))?;
     let body = read_body(headers, body, app.config().server.max_publish_bytes).await?;
     verify(&credentials, "POST", path, query, &body, crate::clock::now_millis() / 1000)?;
