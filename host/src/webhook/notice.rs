@@ -118,7 +118,12 @@ pub(crate) struct Notice {
 
 impl Notice {
     pub(crate) fn new(kind: Kind, data: Value) -> Self {
-        Self { id: random_id("evt_"), kind, at_ms: crate::clock::now_millis(), data, settle: None }
+        Self::recorded(random_id("evt_"), kind, crate::clock::now_millis(), data)
+    }
+
+    /// A notice of something recorded elsewhere with its own `id` and time.
+    pub(crate) fn recorded(id: String, kind: Kind, at_ms: u64, data: Value) -> Self {
+        Self { id, kind, at_ms, data, settle: None }
     }
 
     /// Tells its [`Settle`] that one endpoint is done with it (delivered or dead-lettered).

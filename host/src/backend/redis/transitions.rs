@@ -253,8 +253,6 @@ fn notice(entry: &StreamId) -> Option<Notice> {
     };
     let name = text(member.field())?;
     let at_ms = entry.id.split('-').next().and_then(|ms| ms.parse().ok()).unwrap_or_else(crate::clock::now_millis);
-    let mut notice = Notice::new(kind, json!({ member.field(): name }));
-    notice.id = format!("evt_{}", entry.id.replace('-', "_"));
-    notice.at_ms = at_ms;
-    Some(notice)
+    let id = format!("evt_{}", entry.id.replace('-', "_"));
+    Some(Notice::recorded(id, kind, at_ms, json!({ member.field(): name })))
 }
