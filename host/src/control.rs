@@ -566,7 +566,8 @@ mod tests {
         let app = app().await;
         change(&app, with_tenant("gone")).await.unwrap();
         let tenant = app.tenants().get("gone").unwrap();
-        let conn: Arc<Conn> = session::conn(app.hub(), tenant, "ann", Vec::new(), false);
+        let conn: Arc<Conn> =
+            session::conn(app.hub(), tenant, "ann", Vec::new(), (false, crate::protocol::Dialect::Native));
         app.hub().register(&conn);
         change(&app, |state: &mut ControlState| {
             state.tenants.remove("gone");

@@ -67,7 +67,13 @@ pub fn client_frames(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let f = fixture();
     f.runtime.block_on(async {
-        let conn = session::conn(f.app.hub(), f.tenant.clone(), "fuzz-user", Vec::new(), false);
+        let conn = session::conn(
+            f.app.hub(),
+            f.tenant.clone(),
+            "fuzz-user",
+            Vec::new(),
+            (false, crate::protocol::Dialect::Native),
+        );
         let identity = Identity { user: "fuzz-user".into(), channels: None, expires_at: None };
         session::join(&conn, &identity, Resume::default(), &f.app).await;
         for text in text.split('\0').take(MAX_FRAMES) {

@@ -23,6 +23,7 @@ use crate::event::Event;
 use crate::fanout::{Kill, Outbox, Pushed, QueueLimits};
 use crate::gate::{Admit, Gates};
 use crate::metrics::ShrinkMetrics;
+use crate::protocol::Dialect;
 use crate::protocol::delta::Base;
 use crate::segment::{Filter, Segment, Verdicts};
 use crate::stream::{Position, Replay, Target};
@@ -46,6 +47,8 @@ pub(crate) struct Conn {
     /// Whether the connection negotiated permessage-deflate: it gets events' compressed
     /// frames.
     pub deflate: bool,
+    /// The protocol it speaks: a Pusher connection gets events' Pusher frames.
+    pub dialect: Dialect,
 }
 
 impl Conn {
@@ -190,8 +193,9 @@ impl Delivery {
 
 /// Tells a connection whose tenant keeps history to reconnect and resume (after up to
 /// `spread`); true if it was told.
+/// Pusher connections cannot resume, so they are not told.
 fn tell_resync(conn: &Conn, spread: Duration) -> bool {
-    if !conn.tenant.config.history.enabled() {
+    if !conn.tenant.config.history.enabled() || conn.dialect == Dialect::Pusher {
         return false;
     }
     let reason = "events may have been missed";
@@ -244,18 +248,21 @@ impl Hub {
         &self.shards[(conn_id as usize) % SHARDS]
     }
 
-    /// Adds a connection to its user stream and its tenant's broadcast.
+    /// Adds a connection to its user stream (unless it is anonymous: no user) and its
+    /// tenant's broadcast.
     pub(crate) fn register(&self, conn: &Arc<Conn>) {
         let t = conn.tenant.index;
-        self.shard_of((t, 0u8, &*conn.user))
-            .write()
-            .expect("hub lock")
-            .entry(t)
-            .or_default()
-            .users
-            .entry(conn.user.clone())
-            .or_default()
-            .push(conn.clone());
+        if !conn.user.is_empty() {
+            self.shard_of((t, 0u8, &*conn.user))
+                .write()
+                .expect("hub lock")
+                .entry(t)
+                .or_default()
+                .users
+                .entry(conn.user.clone())
+                .or_default()
+                .push(conn.clone());
+        }
         self.everyone_shard(conn.id)
             .write()
             .expect("hub lock")
@@ -271,7 +278,7 @@ impl Hub {
             self.unsubscribe(conn, channel);
         }
         let t = conn.tenant.index;
-        {
+        if !conn.user.is_empty() {
             let mut shard = self.shard_of((t, 0u8, &*conn.user)).write().expect("hub lock");
             if let Some(ts) = shard.get_mut(&t)
                 && let Some(devices) = ts.users.get_mut(&*conn.user)
@@ -569,8 +576,10 @@ impl Hub {
     ) {
         let mut verdicts = filter.map(Verdicts::new);
         for conn in conns {
-            if verdicts.as_mut().is_none_or(|v| v.admits(&conn.segment)) {
-                self.push_gated(conn, at, frames.for_conn(conn), direct, total);
+            if verdicts.as_mut().is_none_or(|v| v.admits(&conn.segment))
+                && let Some(frame) = frames.for_conn(conn)
+            {
+                self.push_gated(conn, at, frame, direct, total);
             }
         }
     }
@@ -607,7 +616,7 @@ impl Hub {
             }
             let wants = routing.delta && sub.holds.load(Relaxed);
             let frames = if wants { delta().as_ref().unwrap_or(&full) } else { &full };
-            let queued = self.push_gated(conn, at, frames.for_conn(conn), true, total);
+            let queued = frames.for_conn(conn).is_some_and(|frame| self.push_gated(conn, at, frame, true, total));
             sub.holds.store(sub.delta && queued, Relaxed);
         }
         *last = next;
@@ -663,30 +672,38 @@ impl Hub {
     }
 }
 
-/// One stream's frame of an event, and its compressed form: made once, and only when a
-/// connection that negotiated permessage-deflate receives the frame.
+/// One stream's frame of an event, its compressed form and its Pusher form: each made once,
+/// and only when a connection that gets it receives the frame.
 struct Shared<'a> {
     plain: Bytes,
     /// The tenant's `compression.min_bytes`.
     min_bytes: usize,
     deflated: OnceCell<Option<Bytes>>,
+    /// `None` when the frame is not an event (Pusher connections get events only).
+    pusher: OnceCell<Option<Bytes>>,
     metrics: &'a ShrinkMetrics,
 }
 
 impl<'a> Shared<'a> {
     fn new(plain: Bytes, tenant: &Tenant, metrics: &'a ShrinkMetrics) -> Self {
-        Self { plain, min_bytes: tenant.config.compression.min_bytes, deflated: Default::default(), metrics }
+        let min_bytes = tenant.config.compression.min_bytes;
+        Self { plain, min_bytes, deflated: Default::default(), pusher: Default::default(), metrics }
     }
 
     /// Another frame of the same tenant.
     fn sibling(&self, plain: Bytes) -> Self {
-        Self { plain, min_bytes: self.min_bytes, deflated: Default::default(), metrics: self.metrics }
+        let (min_bytes, metrics) = (self.min_bytes, self.metrics);
+        Self { plain, min_bytes, deflated: Default::default(), pusher: Default::default(), metrics }
     }
 
-    /// The frame `conn` gets: compressed if it negotiated compression and the frame shrinks.
-    fn for_conn(&self, conn: &Conn) -> &Bytes {
+    /// The frame `conn` gets: its Pusher form on a Pusher connection, compressed if it
+    /// negotiated compression and the frame shrinks.
+    fn for_conn(&self, conn: &Conn) -> Option<&Bytes> {
+        if conn.dialect == Dialect::Pusher {
+            return self.pusher.get_or_init(|| crate::protocol::pusher::event_from(&self.plain)).as_ref();
+        }
         if !conn.deflate {
-            return &self.plain;
+            return Some(&self.plain);
         }
         let deflated = self.deflated.get_or_init(|| {
             let started = Instant::now();
@@ -694,7 +711,7 @@ impl<'a> Shared<'a> {
             self.metrics.record(self.plain.len(), deflated.len(), started.elapsed());
             Some(deflated)
         });
-        deflated.as_ref().unwrap_or(&self.plain)
+        Some(deflated.as_ref().unwrap_or(&self.plain))
     }
 }
 
@@ -725,6 +742,7 @@ mod tests {
             gates: Gates::default(),
             subscriptions: Default::default(),
             deflate: false,
+            dialect: Dialect::Native,
         });
         hub.register(&conn);
         conn

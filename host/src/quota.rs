@@ -99,7 +99,8 @@ impl Quota {
         if limits.max_connections > 0 && open >= limits.max_connections {
             return Err(Refusal::Connections);
         }
-        if limits.max_connections_per_user > 0 {
+        // Anonymous connections (no user) count under the tenant's limit only.
+        if limits.max_connections_per_user > 0 && !user.is_empty() {
             let mut users = self.users.lock().expect("quota lock");
             let of_user = users.entry(user.into()).or_insert(0);
             *of_user += 1;

@@ -19,7 +19,7 @@ use crate::backend::interest::Ticket;
 use crate::channel;
 use crate::fanout::Kill;
 use crate::hub::{Conn, Hub};
-use crate::protocol::{self, StreamState, close, code};
+use crate::protocol::{self, Dialect, StreamState, close, code};
 use crate::quota::Slots;
 use crate::stream::{Position, Replay, Target};
 use crate::tenant::Tenant;
@@ -52,13 +52,15 @@ pub(crate) struct Joining {
     pub(crate) peer: SocketAddr,
 }
 
-/// The hub's view of a joining client; `deflate`: it negotiated permessage-deflate.
+/// The hub's view of a joining client; `deflate`: it negotiated permessage-deflate. An
+/// anonymous client (a Pusher connection) has an empty `user`: it has no user stream and no
+/// presence.
 pub(crate) fn conn(
     hub: &Hub,
     tenant: Arc<Tenant>,
     user: &str,
     attributes: Vec<(String, String)>,
-    deflate: bool,
+    (deflate, dialect): (bool, Dialect),
 ) -> Arc<Conn> {
     Arc::new(Conn {
         id: hub.next_conn_id(),
@@ -69,6 +71,7 @@ pub(crate) fn conn(
         gates: Default::default(),
         subscriptions: Default::default(),
         deflate,
+        dialect,
     })
 }
 
@@ -135,16 +138,33 @@ async fn join_own(conn: &Arc<Conn>, resume: &Resume, app: &App) {
     tenant.metrics.connections.fetch_add(1, Relaxed);
 }
 
+/// The streams a connection is in from its start: its user's (unless it is anonymous) and
+/// the broadcast.
+fn own_streams(conn: &Conn) -> [Option<Target<'_>>; 2] {
+    [(!conn.user.is_empty()).then_some(Target::User(&conn.user)), Some(Target::Broadcast)]
+}
+
+/// Joins an anonymous connection to the broadcast and queues `first`, its first frame.
+pub(crate) async fn join_anonymous(conn: &Arc<Conn>, first: Bytes, app: &App) {
+    app.hub().register(conn);
+    let ticket = app.pipeline().broker.interest(&conn.tenant, &[Target::Broadcast], 1);
+    sync_interest(&*app.pipeline().broker, ticket).await;
+    conn.outbox.push_control(first);
+    conn.tenant.metrics.connections.fetch_add(1, Relaxed);
+}
+
 /// Removes an ended connection from the hub, the broker's interest and presence.
 pub(crate) fn leave(conn: &Conn, app: &App) {
     let tenant = &conn.tenant;
     let subscriptions = std::mem::take(&mut *conn.subscriptions.lock().expect("subscriptions lock"));
     app.hub().unregister(conn, subscriptions.iter().map(|s| &**s));
     subscriptions.iter().for_each(|channel| subscription_changed(app, conn, channel, Kind::SubscriptionRemoved));
-    app.presence().disconnected(tenant, &conn.user);
-    let own = [Target::User(&conn.user), Target::Broadcast];
+    if !conn.user.is_empty() {
+        app.presence().disconnected(tenant, &conn.user);
+    }
     let channels = subscriptions.iter().map(|s| Target::Channel(s));
-    app.pipeline().broker.interest(tenant, &own.into_iter().chain(channels).collect::<Vec<_>>(), -1);
+    let streams: Vec<Target<'_>> = own_streams(conn).into_iter().flatten().chain(channels).collect();
+    app.pipeline().broker.interest(tenant, &streams, -1);
     tenant.metrics.connections.fetch_sub(1, Relaxed);
 }
 
@@ -205,12 +225,15 @@ pub(crate) enum Action {
         ticket: Option<Ticket>,
     },
     Ack(Position),
+    /// Nothing to reply.
+    Done,
 }
 
 /// Carries out an [`Action`]; the awaits (broker sync, history) happen here.
 pub(crate) async fn act(action: Action, conn: &Arc<Conn>, app: &App) {
     let tenant = &conn.tenant;
     let reply = match action {
+        Action::Done => return,
         Action::Reply(reply) => reply,
         Action::AfterSync(reply, ticket) => {
             sync_interest(&*app.pipeline().broker, ticket).await;
@@ -306,41 +329,62 @@ pub(crate) fn subscribe(
     since: Option<Position>,
     delta: bool,
 ) -> Action {
+    let resume = history(app, &conn.tenant).is_some();
+    match add_subscription(conn, app, grants, &name, delta, resume) {
+        Err((code, message)) => Action::Reply(protocol::error(code, message, Some(&name))),
+        Ok(None) => Action::Reply(protocol::subscribed(&name, None)),
+        Ok(Some(ticket)) if resume => Action::Resume { since, channel: name, ticket },
+        Ok(Some(ticket)) => Action::AfterSync(protocol::subscribed(&name, None), ticket),
+    }
+}
+
+/// Adds `name` to `conn`'s subscriptions in the hub, the broker and presence, its gate
+/// closed for a resume if `resume`; the interest ticket to wait on, `None` if it was
+/// subscribed already, or why it cannot be (an `error` frame's code and message).
+pub(crate) fn add_subscription(
+    conn: &Arc<Conn>,
+    app: &App,
+    grants: Option<&[String]>,
+    name: &str,
+    delta: bool,
+    resume: bool,
+) -> Result<Option<Option<Ticket>>, (&'static str, &'static str)> {
     // Held while the hub and the broker learn of the subscription, so a concurrent
     // unsubscribe (client or backend) sees it whole.
     let mut subscriptions = conn.subscriptions.lock().expect("subscriptions lock");
     if subscriptions.iter().any(|s| **s == *name) {
-        return Action::Reply(protocol::subscribed(&name, None));
+        return Ok(None);
     }
-    if let Some((code, message)) = refuse_channel(app, &conn.tenant, grants, &name, subscriptions.len()) {
-        return Action::Reply(protocol::error(code, message, Some(&name)));
+    if let Some(refusal) = refuse_channel(app, &conn.tenant, grants, name, subscriptions.len()) {
+        return Err(refusal);
     }
-    subscriptions.push(name.as_str().into());
-    let target = Target::Channel(&name);
-    let resume = history(app, &conn.tenant).is_some();
+    subscriptions.push(name.into());
+    let target = Target::Channel(name);
     if resume {
         conn.gates.close(target);
     }
-    app.hub().subscribe(conn, &name, delta);
-    subscription_changed(app, conn, &name, Kind::SubscriptionAdded);
-    let ticket = app.pipeline().broker.interest(&conn.tenant, &[target], 1);
-    if resume {
-        return Action::Resume { since, channel: name, ticket };
-    }
-    Action::AfterSync(protocol::subscribed(&name, None), ticket)
+    app.hub().subscribe(conn, name, delta);
+    subscription_changed(app, conn, name, Kind::SubscriptionAdded);
+    Ok(Some(app.pipeline().broker.interest(&conn.tenant, &[target], 1)))
 }
 
 /// Unsubscribes `conn` from `name`; the `unsubscribed` reply.
 pub(crate) fn unsubscribe(conn: &Conn, app: &App, name: &str) -> Bytes {
-    let mut subscriptions = conn.subscriptions.lock().expect("subscriptions lock");
-    if let Some(i) = subscriptions.iter().position(|s| **s == *name) {
-        subscriptions.swap_remove(i);
-        app.hub().unsubscribe(conn, name);
-        subscription_changed(app, conn, name, Kind::SubscriptionRemoved);
-        conn.gates.remove(Target::Channel(name));
-        app.pipeline().broker.interest(&conn.tenant, &[Target::Channel(name)], -1);
-    }
+    remove_subscription(conn, app, name);
     protocol::unsubscribed(name)
+}
+
+/// Removes `name` from `conn`'s subscriptions in the hub, the broker and presence; false if
+/// it was not subscribed.
+pub(crate) fn remove_subscription(conn: &Conn, app: &App, name: &str) -> bool {
+    let mut subscriptions = conn.subscriptions.lock().expect("subscriptions lock");
+    let Some(i) = subscriptions.iter().position(|s| **s == *name) else { return false };
+    subscriptions.swap_remove(i);
+    app.hub().unsubscribe(conn, name);
+    subscription_changed(app, conn, name, Kind::SubscriptionRemoved);
+    conn.gates.remove(Target::Channel(name));
+    app.pipeline().broker.interest(&conn.tenant, &[Target::Channel(name)], -1);
+    true
 }
 
 /// The tenant's subscription quota per connection, or the node's.

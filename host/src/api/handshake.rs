@@ -17,6 +17,7 @@ use super::ApiError;
 use super::code::ErrorCode;
 use super::extract::{bearer, query_param};
 use crate::addresses::{self, AcceptRefused, Socket};
+use crate::admission::Admitted;
 use crate::app::App;
 use crate::auth::{AuthError, Identity, Verified};
 use crate::drain::Drain;
@@ -24,7 +25,7 @@ use crate::metrics::HandshakeFailure;
 use crate::plugin::bindings::types;
 use crate::plugin::hooks::{self, AuthOutcome};
 use crate::plugin::{Hook, LoadedPlugin};
-use crate::quota;
+use crate::quota::{self, Slots};
 use crate::session::{Joining, Resume};
 use crate::tenant::{Tenant, Tenants};
 
@@ -46,17 +47,23 @@ pub(super) fn client_addr(app: &App, peer: SocketAddr, req: &Parts) -> SocketAdd
 
 /// Counts and logs a refusal, and answers it. A refusal for the client's own fault (a 4xx
 /// other than 429) counts against its address.
-pub(super) fn refused(app: &App, tenant_id: &str, client: SocketAddr, Refusal(why, error): Refusal) -> Response {
+pub(super) fn refused(app: &App, tenant_id: &str, client: SocketAddr, refusal: Refusal) -> Response {
+    count_refusal(app, tenant_id, client, &refusal);
+    refusal.1.into_response()
+}
+
+/// Counts and logs a refusal that is answered in some other way (a Pusher client's is a
+/// close code after the upgrade).
+pub(super) fn count_refusal(app: &App, tenant_id: &str, client: SocketAddr, Refusal(why, error): &Refusal) {
     match app.tenants().get(tenant_id) {
-        Some(t) => t.metrics.handshake_failed(why),
-        None => app.metrics().handshake_failed(why),
+        Some(t) => t.metrics.handshake_failed(*why),
+        None => app.metrics().handshake_failed(*why),
     }
     let status = error.status();
     if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
         app.edge().addresses.failed(client.ip());
     }
     tracing::debug!(tenant = tenant_id, %client, reason = error.code().as_str(), "connect refused: {error}");
-    error.into_response()
 }
 
 /// The answer to a socket refused as it was accepted, and the reason it counts under.
@@ -108,18 +115,49 @@ pub(super) async fn admit<T>(
     transport: impl FnOnce(&Tenant, &Identity) -> Result<(Resume, T), Refusal>,
 ) -> Result<(Joining, T), Refusal> {
     not_draining(&app.lifecycle().drain)?;
-    let counted = req.extensions.get::<Socket>().is_some_and(Socket::counted);
-    let address = app.edge().addresses.connect(peer.ip(), counted).map_err(address_refusal)?;
+    let address = address(app, peer, req)?;
     let tenant = tenant(app.tenants(), tenant_id)?;
     let (identity, attributes) = identify(app, &tenant, req, peer).await?;
     let (resume, extra) = transport(&tenant, &identity)?;
+    let (admitted, quota) = seat(app, &tenant, &identity.user, address)?;
+    Ok((Joining { tenant, identity, attributes, resume, admitted, quota, peer }, extra))
+}
+
+/// [`admit`] for an anonymous client of `tenant` (a Pusher connection, whose channels check
+/// their own signatures): no credentials, and no quota per user.
+pub(super) fn admit_anonymous(
+    app: &App,
+    tenant: Arc<Tenant>,
+    peer: SocketAddr,
+    req: &Parts,
+) -> Result<Joining, Refusal> {
+    not_draining(&app.lifecycle().drain)?;
+    let address = address(app, peer, req)?;
+    check_origin(&tenant, req)?;
+    let identity = Identity { user: String::new(), channels: Some(Vec::new()), expires_at: None };
+    let (admitted, quota) = seat(app, &tenant, &identity.user, address)?;
+    Ok(Joining { tenant, identity, attributes: Vec::new(), resume: Resume::default(), admitted, quota, peer })
+}
+
+/// The client address's place in its limits (taken by the socket already, or here).
+fn address(app: &App, peer: SocketAddr, req: &Parts) -> Result<Option<addresses::Hold>, Refusal> {
+    let counted = req.extensions.get::<Socket>().is_some_and(Socket::counted);
+    app.edge().addresses.connect(peer.ip(), counted).map_err(address_refusal)
+}
+
+/// Takes the connection's slot on the node and its place in the tenant's quotas.
+fn seat(
+    app: &App,
+    tenant: &Tenant,
+    user: &str,
+    address: Option<addresses::Hold>,
+) -> Result<(Admitted, Slots), Refusal> {
     let admitted = app.edge().admission.try_admit().ok_or_else(|| {
         let message = "this node is at its connection limit; retry on another node";
         Refusal(HandshakeFailure::OverCapacity, ApiError::new(ErrorCode::OverCapacity, message))
     })?;
-    let admitted = admitted.holding(address);
-    let quota = tenant.quota.admit(&identity.user).map_err(|why| over_quota(&tenant, why))?;
-    Ok((Joining { tenant, identity, attributes, resume, admitted, quota, peer }, extra))
+    let quota = tenant.quota.admit(user).map_err(|why| over_quota(tenant, why))?;
+    Ok((admitted.holding(address), quota))
 }
 
 fn not_draining(drain: &Drain) -> Result<(), Refusal> {

@@ -16,6 +16,7 @@ mod pages;
 mod presence;
 mod publish;
 mod pusher;
+mod pusher_socket;
 mod resume;
 mod sse;
 mod streams;
@@ -95,6 +96,7 @@ fn routes(demo: bool) -> OpenApiRouter<App> {
     let traced = if demo { traced.routes(routes!(pages::demo)).routes(routes!(pages::sdk)) } else { traced };
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(websocket::handle))
+        .routes(routes!(pusher_socket::connect))
         .routes(routes!(sse::handle, sse::preflight))
         .routes(routes!(sse::ack, sse::ack_preflight))
         .merge(traced.layer(TraceLayer::new_for_http().make_span_with(span)))

@@ -11,11 +11,9 @@ use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
@@ -245,9 +243,7 @@ fn verify(
         return Err(unauthorized("body_md5 does not match the body".into()));
     }
     let to_sign = string_to_sign(method, path, query);
-    let mut mac = Hmac::<Sha256>::new_from_slice(credentials.secret.as_bytes()).expect("HMAC takes any key");
-    mac.update(to_sign.as_bytes());
-    let expected = hex(&mac.finalize().into_bytes());
+    let expected = crate::protocol::pusher::sign(&credentials.secret, &to_sign);
     let given = param("auth_signature").unwrap_or_default();
     if !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
         let shown = to_sign.replace('\n', "\\n");

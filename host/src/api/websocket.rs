@@ -20,6 +20,7 @@ use super::resume;
 use crate::addresses::Socket;
 use crate::app::App;
 use crate::metrics::HandshakeFailure;
+use crate::protocol::Dialect;
 
 /// A client connection over WebSocket (docs/PROTOCOL.md). The credentials are the tenant's
 /// (a JWT in `token` or `Authorization: Bearer`, or `user` for insecure tenants); its auth
@@ -64,7 +65,7 @@ pub(crate) async fn handle(
             joining.admitted = joining.admitted.holding(socket);
             let compression = joining.tenant.config.compression.enabled;
             let extension = compression.then(|| crate::ws::extension::negotiate(&req.headers)).flatten();
-            crate::ws::spawn(&app, req, joining, extension.is_some());
+            crate::ws::spawn(&app, req, joining, (extension.is_some(), Dialect::Native));
             switching_protocols(&accept_key, extension)
         }
         Err(refusal) => handshake::refused(&app, &tenant_id, peer, refusal),
@@ -79,7 +80,7 @@ fn header_has_token(req: &Parts, name: header::HeaderName, token: &str) -> bool 
 }
 
 /// A WebSocket version 13 upgrade request; returns its `Sec-WebSocket-Accept` value.
-fn check_upgrade(req: &Parts) -> Result<String, Refusal> {
+pub(super) fn check_upgrade(req: &Parts) -> Result<String, Refusal> {
     let bad = |error| Refusal(HandshakeFailure::BadRequest, error);
     if !header_has_token(req, header::UPGRADE, "websocket") || !header_has_token(req, header::CONNECTION, "upgrade") {
         let message = "expected a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)";
@@ -97,7 +98,7 @@ fn check_upgrade(req: &Parts) -> Result<String, Refusal> {
 }
 
 /// The 101 answer; `extension`: the accepted `Sec-WebSocket-Extensions`, if any.
-fn switching_protocols(accept_key: &str, extension: Option<&'static str>) -> Response {
+pub(super) fn switching_protocols(accept_key: &str, extension: Option<&'static str>) -> Response {
     let mut res = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let h = res.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));

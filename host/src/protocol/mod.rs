@@ -5,6 +5,7 @@ pub(crate) mod close;
 pub(crate) mod compress;
 pub(crate) mod delta;
 pub(crate) mod frame;
+pub(crate) mod pusher;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -12,6 +13,13 @@ use serde_json::json;
 
 use crate::segment::Segment;
 use crate::stream::{Position, Replay};
+
+/// The protocol a connection speaks: notify's own, or Pusher's (`protocol::pusher`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Native,
+    Pusher,
+}
 
 /// A frame a client sends (JSON text with a `type`).
 #[derive(Debug, Deserialize)]

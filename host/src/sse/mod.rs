@@ -49,7 +49,7 @@ pub(crate) fn spawn(app: &App, joining: Joining, cursor: Cursor) -> Body {
     // One chunk in flight: a client that stops reading stops the task's sends, and its
     // outbox (bounded by the send-queue limits) absorbs the rest.
     let (tx, rx) = mpsc::channel::<Bytes>(1);
-    let conn = session::conn(app.hub(), tenant, &identity.user, attributes, false);
+    let conn = session::conn(app.hub(), tenant, &identity.user, attributes, (false, crate::protocol::Dialect::Native));
     let task_app = app.clone();
     app.lifecycle().connections.spawn(async move {
         let _slots = (admitted, quota);

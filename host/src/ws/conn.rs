@@ -24,7 +24,7 @@ use crate::app::App;
 use crate::auth::Identity;
 use crate::config::ConnectionConfig;
 use crate::hub::Conn;
-use crate::protocol::{self, ClientFrame, close, code};
+use crate::protocol::{self, ClientFrame, Dialect, close, code};
 use crate::session::{self, Action};
 use crate::stream::Position;
 
@@ -68,6 +68,12 @@ async fn close<W: Wire>(ws: Box<WebSocketStream<Socket<W>>>, conn: &Conn, end: E
         other => (other, CLOSE_TIMEOUT),
     };
     let stall = app.config().connections.write_timeout;
+    let end = match end {
+        End::Close(code, reason) if conn.dialect == Dialect::Pusher => {
+            End::Close(super::pusher::closing(conn, code, reason), reason)
+        }
+        other => other,
+    };
     match end {
         End::Close(code, reason) => {
             let flushed = tokio::time::timeout(flush_bound, flush(&mut ws, conn, stall, true)).await;
@@ -109,7 +115,9 @@ async fn established<W: Wire>(
         tokio::select! {
             biased;
             () = app.lifecycle().drain.started() => {
-                conn.outbox.push_control(protocol::reconnect(conn.id, c.reconnect_spread, "server shutting down"));
+                if conn.dialect == Dialect::Native {
+                    conn.outbox.push_control(protocol::reconnect(conn.id, c.reconnect_spread, "server shutting down"));
+                }
                 break End::Drain;
             }
             () = conn.outbox.wait() => {
@@ -124,7 +132,10 @@ async fn established<W: Wire>(
                 clock.last_seen = Instant::now();
                 match received(msg, conn) {
                     Received::Text(text) => {
-                        let action = on_text(&text, conn, identity, app);
+                        let action = match conn.dialect {
+                            Dialect::Native => on_text(&text, conn, identity, app),
+                            Dialect::Pusher => super::pusher::on_text(&text, conn, app),
+                        };
                         // Boxed: the rare frame handler must not grow every idle connection's task.
                         Box::pin(session::act(action, conn, app)).await;
                     }
@@ -198,7 +209,11 @@ fn received(msg: Option<Result<Message, WsError>>, conn: &Conn) -> Received {
     let end = match msg {
         Some(Ok(Message::Text(text))) => return Received::Text(text),
         Some(Ok(Message::Binary(_))) => {
-            let reply = protocol::error(code::BAD_FRAME, "binary frames are not supported; send JSON text", None);
+            let message = "binary frames are not supported; send JSON text";
+            let reply = match conn.dialect {
+                Dialect::Native => protocol::error(code::BAD_FRAME, message, None),
+                Dialect::Pusher => protocol::pusher::error(None, message),
+            };
             conn.outbox.push_control(reply);
             return Received::Nothing;
         }

@@ -4,6 +4,7 @@
 mod conn;
 pub(crate) mod extension;
 mod inflate;
+mod pusher;
 mod socket;
 mod tls;
 
@@ -24,6 +25,7 @@ use crate::app::App;
 use crate::auth::Identity;
 use crate::hub::Conn;
 use crate::metrics::HandshakeFailure;
+use crate::protocol::Dialect;
 use crate::quota::Slots;
 use crate::session::{self, Joining};
 use socket::{Plain, Socket, Wire};
@@ -32,14 +34,15 @@ use tokio_rustls::server::TlsStream;
 
 #[cfg(any(test, fuzzing))]
 pub(crate) use conn::on_text;
+pub(crate) use pusher::refuse as refuse_pusher;
 
 /// Spawns the task that waits for hyper to hand over the socket and runs the connection.
 /// Only what the connection needs survives; the request (headers, URI) is dropped here.
-/// `deflate`: the client negotiated permessage-deflate.
-pub(crate) fn spawn(app: &App, req: Parts, mut j: Joining, deflate: bool) {
+/// `deflate`: the client negotiated permessage-deflate; `dialect`: the protocol it speaks.
+pub(crate) fn spawn(app: &App, req: Parts, mut j: Joining, (deflate, dialect): (bool, Dialect)) {
     let on_upgrade = hyper::upgrade::on(Request::from_parts(req, ()));
     let attributes = std::mem::take(&mut j.attributes);
-    let conn = session::conn(app.hub(), j.tenant.clone(), &j.identity.user, attributes, deflate);
+    let conn = session::conn(app.hub(), j.tenant.clone(), &j.identity.user, attributes, (deflate, dialect));
     app.lifecycle().connections.spawn(serve(app.clone(), conn, on_upgrade, Box::new(j)));
 }
 
@@ -50,7 +53,10 @@ async fn serve(app: App, conn: Arc<Conn>, on_upgrade: OnUpgrade, mut j: Box<Join
     let Some(ws) = Box::pin(upgrade(&app, &conn, on_upgrade, j.peer)).await else { return };
     conn.tenant.metrics.handshakes.fetch_add(1, Relaxed);
     let resume = std::mem::take(&mut j.resume);
-    Box::pin(session::join(&conn, &j.identity, resume, &app)).await;
+    match conn.dialect {
+        Dialect::Native => Box::pin(session::join(&conn, &j.identity, resume, &app)).await,
+        Dialect::Pusher => Box::pin(pusher::join(&conn, &app)).await,
+    }
     let (identity, _slots) = keep(j);
     match ws {
         Upgraded::Plain(ws) => conn::run(ws, &conn, &identity, &app).await,

@@ -163,6 +163,7 @@ mod tests {
                 gates: Default::default(),
                 subscriptions: Default::default(),
                 deflate: false,
+                dialect: crate::protocol::Dialect::Native,
             })
         };
         let (phone, laptop) = (device(), device());

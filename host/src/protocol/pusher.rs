@@ -1,0 +1,237 @@
+//! The Pusher Channels protocol, version 7 (docs/PUSHER.md): the frames a Pusher client
+//! sends, the frames notify sends it, an event's Pusher frame made once from its native one,
+//! the close codes Pusher clients act on, and the HMAC-SHA256 signatures Pusher's channel
+//! authorization and request signing use.
+//!
+//! Pusher's frames are `{"event", "channel"?, "data"}`; the service sends `data` as a JSON
+//! string (the payload encoded once more) on events, the connection's establishment and
+//! subscriptions, and as an object on errors. Clients decode both.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use super::frame;
+
+/// The protocol versions served; pusher-js 7 and 8 speak 7.
+pub(crate) const VERSIONS: std::ops::RangeInclusive<u32> = 5..=7;
+/// Seconds of silence after which a client pings (`activity_timeout`), as Pusher sends it.
+pub(crate) const ACTIVITY_TIMEOUT_SECS: u64 = 120;
+
+/// Close codes Pusher clients act on: 4000-4099 do not reconnect, 4100-4199 reconnect after
+/// a back-off, 4200-4299 reconnect at once.
+pub(crate) mod close {
+    /// No tenant has this key (`App key ... not in this cluster`).
+    pub(crate) const UNKNOWN_APP: u16 = 4001;
+    /// The tenant was deleted (Pusher: the app is disabled).
+    pub(crate) const APP_DISABLED: u16 = 4003;
+    /// The tenant is at a connection quota.
+    pub(crate) const OVER_QUOTA: u16 = 4004;
+    /// The `protocol` query parameter names a version not served.
+    pub(crate) const UNSUPPORTED_PROTOCOL: u16 = 4007;
+    /// No `protocol` query parameter.
+    pub(crate) const NO_PROTOCOL: u16 = 4008;
+    /// Not allowed: a refused origin, or a backend closed the connection.
+    pub(crate) const UNAUTHORIZED: u16 = 4009;
+    /// Reconnect after a back-off: the client fell behind or the node cannot serve it now.
+    pub(crate) const OVER_CAPACITY: u16 = 4100;
+    /// Reconnect now (a node shutting down, or one that may have missed events).
+    pub(crate) const RECONNECT: u16 = 4200;
+    /// The client was silent past the idle timeout.
+    pub(crate) const NO_PONG: u16 = 4201;
+}
+
+/// The Pusher close code of a native one (docs/PROTOCOL.md) with the same meaning for the
+/// client; codes below 4000 (a broken protocol, a message too big) are Pusher's too.
+pub(crate) fn close_code(native: u16) -> u16 {
+    use super::close as n;
+    match native {
+        n::GOING_AWAY | n::SERVICE_RESTART => close::RECONNECT,
+        n::TRY_AGAIN_LATER | n::SLOW_CLIENT => close::OVER_CAPACITY,
+        n::IDLE_TIMEOUT => close::NO_PONG,
+        n::TENANT_DELETED => close::APP_DISABLED,
+        n::DISCONNECTED | n::CREDENTIALS_EXPIRED => close::UNAUTHORIZED,
+        other => other,
+    }
+}
+
+/// A frame a Pusher client sends.
+#[derive(Debug, PartialEq)]
+pub(crate) enum ClientFrame {
+    Ping,
+    Subscribe {
+        channel: String,
+        auth: Option<String>,
+        channel_data: Option<String>,
+    },
+    Unsubscribe {
+        channel: String,
+    },
+    /// An event the protocol has but this node does not act on.
+    Other(String),
+}
+
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct SubscribeData {
+    channel: String,
+    #[serde(default)]
+    auth: Option<String>,
+    #[serde(default)]
+    channel_data: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct UnsubscribeData {
+    channel: String,
+}
+
+/// Parses a Pusher client frame, or explains what is wrong with it.
+pub(crate) fn parse(text: &str) -> Result<ClientFrame, serde_json::Error> {
+    let message: Message<'_> = serde_json::from_str(text)?;
+    let data = || message.data.map_or("null", RawValue::get);
+    Ok(match &*message.event {
+        "pusher:ping" => ClientFrame::Ping,
+        "pusher:subscribe" => {
+            let SubscribeData { channel, auth, channel_data } = serde_json::from_str(data())?;
+            ClientFrame::Subscribe { channel, auth, channel_data }
+        }
+        "pusher:unsubscribe" => {
+            let UnsubscribeData { channel } = serde_json::from_str(data())?;
+            ClientFrame::Unsubscribe { channel }
+        }
+        other => ClientFrame::Other(other.to_owned()),
+    })
+}
+
+/// `{"event", "channel"?, "data"}` with `data` as the JSON string of `data`.
+fn with_string_data(event: &str, channel: Option<&str>, data: &Value) -> Bytes {
+    let mut frame = json!({ "event": event, "data": data.to_string() });
+    if let Some(channel) = channel {
+        frame["channel"] = json!(channel);
+    }
+    frame::json(&frame)
+}
+
+/// The first frame of a connection: its socket id and how long it may stay silent.
+pub(crate) fn connection_established(socket_id: &str) -> Bytes {
+    let data = json!({ "socket_id": socket_id, "activity_timeout": ACTIVITY_TIMEOUT_SECS });
+    with_string_data("pusher:connection_established", None, &data)
+}
+
+pub(crate) fn pong() -> Bytes {
+    with_string_data("pusher:pong", None, &json!({}))
+}
+
+/// A subscription took; `data` is `{}` or, on a presence channel, its members.
+pub(crate) fn subscription_succeeded(channel: &str, data: &Value) -> Bytes {
+    with_string_data("pusher_internal:subscription_succeeded", Some(channel), data)
+}
+
+/// A subscription was refused: `kind` is `AuthError` for a missing or wrong signature.
+pub(crate) fn subscription_error(channel: &str, kind: &str, error: &str, status: u16) -> Bytes {
+    let data = json!({ "type": kind, "error": error, "status": status });
+    frame::json(&json!({ "event": "pusher:subscription_error", "channel": channel, "data": data }))
+}
+
+/// An error about the connection; with a code in 4000-4299 the connection closes next.
+pub(crate) fn error(code: Option<u16>, message: &str) -> Bytes {
+    frame::json(&json!({ "event": "pusher:error", "data": { "code": code, "message": message } }))
+}
+
+/// What a Pusher event frame takes from a native event frame.
+#[derive(Deserialize)]
+struct NativeEvent<'a> {
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+    #[serde(borrow, default)]
+    channel: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+#[derive(Serialize)]
+struct PusherEvent<'a> {
+    event: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
+    data: Cow<'a, RawValue>,
+}
+
+/// The Pusher frame of a native event frame (`event::Event::encode_for`): its name, its
+/// channel (none for the broadcast), and its data as a JSON string; data published through
+/// the Pusher API, a string already, is kept as it is. `None` for a frame that is not an event.
+pub(crate) fn event_from(native: &[u8]) -> Option<Bytes> {
+    let e: NativeEvent<'_> = serde_json::from_slice(frame::payload(native)).ok()?;
+    let raw = e.data.get();
+    let data = if raw.starts_with('"') {
+        Cow::Borrowed(e.data)
+    } else {
+        let quoted = serde_json::to_string(raw).expect("strings serialise");
+        Cow::Owned(RawValue::from_string(quoted).expect("a JSON string"))
+    };
+    Some(frame::json(&PusherEvent { event: &e.event, channel: e.channel.as_deref(), data }))
+}
+
+/// Pusher's signature of `text`: HMAC-SHA256 keyed by the secret, in lower-case hex.
+pub(crate) fn sign(secret: &str, text: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+    mac.update(text.as_bytes());
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json_of(frame: &Bytes) -> Value {
+        serde_json::from_slice(frame::payload(frame)).expect("a JSON frame")
+    }
+
+    #[test]
+    fn events_carry_their_data_as_a_json_string() {
+        let native =
+            frame::text(br#"{"type":"event","id":"1","event":"order","ts":1,"channel":"c-1","data":{"id":7}}"#);
+        assert_eq!(
+            json_of(&event_from(&native).unwrap()),
+            json!({"event": "order", "channel": "c-1", "data": "{\"id\":7}"})
+        );
+        let native = frame::text(br#"{"type":"event","id":"1","event":"e","ts":1,"broadcast":true,"data":"a \"b\""}"#);
+        assert_eq!(json_of(&event_from(&native).unwrap()), json!({"event": "e", "data": "a \"b\""}));
+        assert_eq!(event_from(&frame::text(br#"{"type":"pong"}"#)), None);
+    }
+
+    #[test]
+    fn client_frames_parse_as_pusher_js_sends_them() {
+        assert_eq!(parse(r#"{"event":"pusher:ping","data":{}}"#).unwrap(), ClientFrame::Ping);
+        assert_eq!(
+            parse(r#"{"event":"pusher:subscribe","data":{"auth":"k:s","channel":"private-a"}}"#).unwrap(),
+            ClientFrame::Subscribe { channel: "private-a".into(), auth: Some("k:s".into()), channel_data: None }
+        );
+        assert_eq!(
+            parse(r#"{"event":"pusher:unsubscribe","data":{"channel":"a"}}"#).unwrap(),
+            ClientFrame::Unsubscribe { channel: "a".into() }
+        );
+        assert!(parse(r#"{"event":"pusher:subscribe","data":{}}"#).is_err());
+        assert!(parse("[]").is_err());
+    }
+
+    /// The worked example of Pusher's channel authorization documentation.
+    #[test]
+    fn signs_as_pusher_documents() {
+        let signature = sign("7ad3773142a6692b25b8", "1234.1234:private-foobar");
+        assert_eq!(signature, "58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4");
+    }
+}
