@@ -10,7 +10,7 @@ use crate::addresses::Addresses;
 use crate::admission::Admission;
 use crate::backend::control::{ControlState, ControlStore};
 use crate::backend::ingest::Ingestion;
-use crate::backend::{Backends, BackendsError, Broker, History, Idempotency, LocalDelivery, Presence, Task};
+use crate::backend::{Backends, BackendsError, Broker, History, Idempotency, LocalDelivery, Members, Presence, Task};
 use crate::clock::IdGenerator;
 use crate::config::Config;
 use crate::edge::Edge;
@@ -66,6 +66,8 @@ struct Parts {
     /// Whether other nodes share this node's backends (cluster mode).
     shared: bool,
     presence: Arc<dyn Presence>,
+    /// Pusher presence channel members.
+    members: Arc<dyn Members>,
     /// Stream history for positions, resume and read cursors: in memory with the memory
     /// broker, in Redis with the Redis broker (which appends to it as it publishes).
     history: Arc<dyn History>,
@@ -133,7 +135,7 @@ impl App {
         let broker_metrics = Arc::new(BrokerMetrics::default());
         let webhooks = Arc::new(Webhooks::new(&config, crate::tls::provider()));
         let local = hub.clone() as Arc<dyn LocalDelivery>;
-        let Backends { broker, history, presence, idempotency, control, node_id, shared, ingestion, tasks } =
+        let Backends { broker, history, presence, members, idempotency, control, node_id, shared, ingestion, tasks } =
             Backends::start(&config, &local, &tenants, &broker_metrics, &webhooks).await?;
         let plugins = Arc::new(Plugins::from_config(&config, &tenants).await?);
         plugins.on_breaker(breaker_notices(webhooks.clone(), node_id.clone()));
@@ -155,6 +157,7 @@ impl App {
             node_id,
             shared,
             presence,
+            members,
             history,
             webhooks,
         }));
@@ -215,6 +218,10 @@ impl App {
 
     pub(crate) fn presence(&self) -> &dyn Presence {
         &*self.0.presence
+    }
+
+    pub(crate) fn members(&self) -> &dyn Members {
+        &*self.0.members
     }
 
     pub(crate) fn history(&self) -> &dyn History {

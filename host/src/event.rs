@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use crate::protocol::frame;
+use crate::protocol::pusher::SocketId;
 use crate::segment::Filter;
 use crate::stream::{Position, Target};
 
@@ -66,6 +67,8 @@ pub(crate) struct Event {
     /// The publisher's `delta`: channel subscribers who asked for delta updates and hold the
     /// channel's previous event get this one as the difference from it.
     pub delta: bool,
+    /// The publisher's `socket_id` (Pusher API): that Pusher connection does not get it.
+    pub except: Option<SocketId>,
 }
 
 impl Event {
@@ -86,6 +89,33 @@ impl Event {
             received_at: Instant::now(),
             idempotency_key: None,
             delta: false,
+            except: None,
+        }
+    }
+
+    /// An event the host itself publishes to one channel (a Pusher presence channel's
+    /// `pusher_internal:member_added`), with `data` as given, which `except` does not get.
+    pub(crate) fn on_channel(
+        id: String,
+        name: &str,
+        channel: &str,
+        data: Box<RawValue>,
+        except: Option<SocketId>,
+    ) -> Self {
+        Self {
+            id,
+            name: name.into(),
+            data,
+            ts: crate::clock::now_millis(),
+            users: Vec::new(),
+            channels: vec![channel.into()],
+            broadcast: false,
+            attributes: Vec::new(),
+            filter: None,
+            received_at: Instant::now(),
+            idempotency_key: None,
+            delta: false,
+            except,
         }
     }
 

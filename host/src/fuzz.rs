@@ -125,7 +125,7 @@ fn assert_deltas(prev: &Bytes, next: &Bytes) {
 /// A node-to-node envelope as read from Redis: what decodes encodes back to the same bytes.
 pub fn envelope(data: &[u8]) {
     let Ok(decoded) = envelope::decode(Bytes::copy_from_slice(data)) else { return };
-    let mut head = envelope::head(decoded.published_micros, decoded.delta, decoded.filter.as_ref());
+    let mut head = envelope::head(decoded.published_micros, (decoded.delta, decoded.except), decoded.filter.as_ref());
     let position = decoded.position.as_ref().map(|p| format!("{}:{}", p.epoch, p.offset)).unwrap_or_default();
     let Ok(len) = u8::try_from(position.len()) else { return };
     head.push(len);

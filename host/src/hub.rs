@@ -25,6 +25,7 @@ use crate::gate::{Admit, Gates};
 use crate::metrics::ShrinkMetrics;
 use crate::protocol::Dialect;
 use crate::protocol::delta::Base;
+use crate::protocol::pusher::SocketId;
 use crate::segment::{Filter, Segment, Verdicts};
 use crate::stream::{Position, Replay, Target};
 use crate::tenant::Tenant;
@@ -129,6 +130,8 @@ pub(crate) struct Routing<'a> {
     pub position: Option<&'a Position>,
     /// The publisher asked for delta updates.
     pub delta: bool,
+    /// The Pusher connection that published it (`socket_id`), which does not get it.
+    pub except: Option<SocketId>,
 }
 
 /// Whether a broadcast writes to sockets itself. Writing from the fan-out saves waking
@@ -487,7 +490,8 @@ impl Hub {
     /// stream (and only for streams with local connections).
     pub(crate) fn deliver(&self, tenant: &Tenant, event: &Event) -> Delivery {
         let mut total = Delivery::default();
-        let routing = Routing { filter: event.filter.as_deref(), position: None, delta: event.delta };
+        let routing =
+            Routing { filter: event.filter.as_deref(), position: None, delta: event.delta, except: event.except };
         for target in event.targets() {
             let frame = || event.encode_for(target, None);
             self.deliver_to(tenant, target, routing, frame, &mut total);
@@ -524,7 +528,7 @@ impl Hub {
         let t = tenant.index;
         let at = routing.position.map(|p| (target, p));
         let filter = routing.filter;
-        let frames = || Shared::new(frame(), tenant, &self.compression);
+        let frames = || Shared::new(frame(), tenant, &self.compression).except(routing.except);
         match target {
             Target::User(user) => {
                 let shard = self.shard_of((t, 0u8, user)).read().expect("hub lock");
@@ -681,24 +685,33 @@ struct Shared<'a> {
     deflated: OnceCell<Option<Bytes>>,
     /// `None` when the frame is not an event (Pusher connections get events only).
     pusher: OnceCell<Option<Bytes>>,
+    /// The connection that does not get it (the Pusher connection that published it).
+    except: Option<SocketId>,
     metrics: &'a ShrinkMetrics,
 }
 
 impl<'a> Shared<'a> {
     fn new(plain: Bytes, tenant: &Tenant, metrics: &'a ShrinkMetrics) -> Self {
         let min_bytes = tenant.config.compression.min_bytes;
-        Self { plain, min_bytes, deflated: Default::default(), pusher: Default::default(), metrics }
+        Self { plain, min_bytes, deflated: Default::default(), pusher: Default::default(), except: None, metrics }
+    }
+
+    fn except(self, except: Option<SocketId>) -> Self {
+        Self { except, ..self }
     }
 
     /// Another frame of the same tenant.
     fn sibling(&self, plain: Bytes) -> Self {
-        let (min_bytes, metrics) = (self.min_bytes, self.metrics);
-        Self { plain, min_bytes, deflated: Default::default(), pusher: Default::default(), metrics }
+        let (min_bytes, except, metrics) = (self.min_bytes, self.except, self.metrics);
+        Self { plain, min_bytes, deflated: Default::default(), pusher: Default::default(), except, metrics }
     }
 
     /// The frame `conn` gets: its Pusher form on a Pusher connection, compressed if it
-    /// negotiated compression and the frame shrinks.
+    /// negotiated compression and the frame shrinks; none for the excepted connection.
     fn for_conn(&self, conn: &Conn) -> Option<&Bytes> {
+        if self.except.is_some_and(|s| s.is(conn.id)) {
+            return None;
+        }
         if conn.dialect == Dialect::Pusher {
             return self.pusher.get_or_init(|| crate::protocol::pusher::event_from(&self.plain)).as_ref();
         }

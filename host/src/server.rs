@@ -191,6 +191,7 @@ fn start_node_tasks(app: &App) {
     let summaries =
         crate::webhook::sum_up_refusals(app.webhooks().clone(), app.tenants().clone(), app.node_id().into());
     life.spawn("webhook refusals", summaries);
+    life.spawn("presence channel members sweep", crate::ws::sweep_members(app.clone()));
 }
 
 /// Binds `addr` with a listen backlog of `backlog` (tokio's `bind` uses 1024), warning when

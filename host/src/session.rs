@@ -206,7 +206,7 @@ fn unreadable(since: Option<&Position>, replay: &Replay) -> bool {
 }
 
 /// Waits (bounded) until the broker carries the streams behind `ticket` to this node.
-async fn sync_interest(broker: &dyn Broker, ticket: Option<Ticket>) {
+pub(crate) async fn sync_interest(broker: &dyn Broker, ticket: Option<Ticket>) {
     if let Some(ticket) = ticket {
         let _ = tokio::time::timeout(SYNC_TIMEOUT, broker.synced(ticket)).await;
     }

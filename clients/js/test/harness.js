@@ -79,7 +79,7 @@ export class Host {
   /** Sends `signal` and waits for the process to exit. */
   async stop(signal = "SIGKILL") {
     const child = this.child;
-    if (!child || child.exitCode !== null) return;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise((resolve) => child.once("exit", resolve));
     child.kill(signal);
     await exited;

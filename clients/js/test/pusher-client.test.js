@@ -10,21 +10,22 @@ import { createServer } from "node:http";
 import Pusher from "pusher";
 import PusherJs from "pusher-js";
 
-import { Host, eventually, freePort } from "./harness.js";
+import { Host, Redis, eventually, freePort } from "./harness.js";
 
 const APP = { appId: "4242", key: "pusher-key-1", secret: "pusher-secret-0123456789" };
 
-async function host(t) {
+async function host(t, extra = "") {
   const port = await freePort();
   const h = await Host.start(`[server]
 listen = "127.0.0.1:${port}"
+${extra}
 [tenants.demo]
 publish_key = "demo-key"
 auth = { mode = "insecure" }
 pusher = { app_id = "${APP.appId}", key = "${APP.key}", secret = "${APP.secret}" }
 `);
   t.after(() => h.dispose());
-  return { port, url: h.url, server: new Pusher({ ...APP, host: "127.0.0.1", port: String(port), useTLS: false }) };
+  return { host: h, port, url: h.url, server: new Pusher({ ...APP, host: "127.0.0.1", port: String(port), useTLS: false }) };
 }
 
 /** A pusher-js client of `key` on the host at `port`; `options` are pusher-js's. */
@@ -56,20 +57,28 @@ async function subscribed(pusher, name) {
   return { channel, events };
 }
 
-/** An auth endpoint as an application writes it with the official library. */
+/** An auth endpoint as an application writes it with the official library; presence
+ * channels get the user the client names in its `user` parameter (an app would take it
+ * from its session). */
 async function authEndpoint(t, server) {
   const http = createServer((req, res) => {
     let body = "";
     req.on("data", (chunk) => (body += chunk));
     req.on("end", () => {
       const form = new URLSearchParams(body);
-      const auth = server.authorizeChannel(form.get("socket_id"), form.get("channel_name"));
+      const channel = form.get("channel_name");
+      const user = form.get("user");
+      const presence = channel.startsWith("presence-") ? { user_id: user, user_info: { name: user.toUpperCase() } } : undefined;
+      const auth = server.authorizeChannel(form.get("socket_id"), channel, presence);
       res.writeHead(200, { "content-type": "application/json" });
       res.end(JSON.stringify(auth));
     });
   });
   await new Promise((resolve) => http.listen(0, "127.0.0.1", resolve));
-  t.after(() => http.close());
+  t.after(() => {
+    http.closeAllConnections();
+    http.close();
+  });
   return `http://127.0.0.1:${http.address().port}/pusher/auth`;
 }
 
@@ -101,6 +110,17 @@ test("pusher-js connects, subscribes to a public channel and receives events fro
   assert.equal(channel.subscribed, false);
 });
 
+test("an event published with a socket_id reaches every subscriber but that connection", async (t) => {
+  const { port, server } = await host(t);
+  const [sender, other] = [client(t, port), client(t, port)];
+  const [mine, theirs] = [await subscribed(sender, "chat"), await subscribed(other, "chat")];
+  await server.trigger("chat", "said", { text: "hi" }, { socket_id: sender.connection.socket_id });
+  await server.trigger("chat", "marker", {});
+  await eventually(() => theirs.events.length === 2 && mine.events.length === 1);
+  assert.deepEqual(theirs.events.map(([e]) => e), ["said", "marker"]);
+  assert.deepEqual(mine.events.map(([e]) => e), ["marker"], "the sender did not get its own event");
+});
+
 test("private channels take a signature from the app's auth endpoint and refuse any other", async (t) => {
   const { port, server } = await host(t);
   const endpoint = await authEndpoint(t, server);
@@ -127,4 +147,84 @@ test("an unknown key is refused with Pusher's code 4001, and pusher-js does not 
   assert.equal(error.error.data.code, 4001);
   assert.equal(error.error.data.message, "App key not-a-key not in this cluster");
   await eventually(() => pusher.connection.state === "failed" || pusher.connection.state === "disconnected");
+});
+
+/** A pusher-js client of `user` whose channels are signed by `endpoint`. */
+function member(t, port, endpoint, user) {
+  return client(t, port, { channelAuthorization: { endpoint, transport: "ajax", params: { user } } });
+}
+
+/** Subscribes `pusher` to presence channel `name`; the channel and the member events it sees. */
+async function joined(pusher, name) {
+  const channel = pusher.subscribe(name);
+  const seen = [];
+  channel.bind("pusher:member_added", (m) => seen.push(`+${m.id}:${m.info?.name}`));
+  channel.bind("pusher:member_removed", (m) => seen.push(`-${m.id}`));
+  await new Promise((resolve, reject) => {
+    channel.bind("pusher:subscription_succeeded", resolve);
+    channel.bind("pusher:subscription_error", reject);
+  });
+  return { channel, seen, ids: () => Object.keys(channel.members.members).sort() };
+}
+
+test("presence channels list their members and tell who comes and goes, once per user", async (t) => {
+  const { port, server } = await host(t);
+  const endpoint = await authEndpoint(t, server);
+  const ann = await joined(member(t, port, endpoint, "ann"), "presence-room");
+  assert.deepEqual(ann.ids(), ["ann"]);
+  assert.equal(ann.channel.members.me.id, "ann");
+  const bobClient = member(t, port, endpoint, "bob");
+  const bob = await joined(bobClient, "presence-room");
+  assert.deepEqual(bob.ids(), ["ann", "bob"]);
+  assert.deepEqual(bob.channel.members.get("ann").info, { name: "ANN" });
+  await eventually(() => ann.seen.length === 1);
+  assert.deepEqual(ann.seen, ["+bob:BOB"]);
+  assert.deepEqual(bob.seen, [], "no one is told of their own arrival");
+  const users = await server.get({ path: "/channels/presence-room/users" });
+  assert.deepEqual(await users.json(), { users: [{ id: "ann" }, { id: "bob" }] });
+  await assert.rejects(server.get({ path: "/channels/news/users" }), (e) => e.status === 400);
+
+  // A second connection of ann is not a second member.
+  const annAgain = member(t, port, endpoint, "ann");
+  const second = await joined(annAgain, "presence-room");
+  assert.deepEqual(second.ids(), ["ann", "bob"]);
+  annAgain.disconnect();
+  bobClient.disconnect();
+  await eventually(() => ann.seen.length === 2);
+  assert.deepEqual(ann.seen, ["+bob:BOB", "-bob"], "ann's second connection leaving removed no one");
+  assert.deepEqual(ann.ids(), ["ann"]);
+
+  const forged = client(t, port, {
+    channelAuthorization: { customHandler: (_p, callback) => callback(null, { auth: `${APP.key}:${"0".repeat(64)}`, channel_data: '{"user_id":"eve"}' }) },
+  });
+  await assert.rejects(joined(forged, "presence-room"), (e) => e.type === "AuthError");
+});
+
+test("presence members are shared by two nodes over Redis, and a killed node's members are removed", async (t) => {
+  const redis = await Redis.start();
+  t.after(() => redis.dispose());
+  const broker = `[broker]\nkind = "redis"\nurl = "redis://127.0.0.1:${redis.port}"\ntimeout = "2s"\nmax_backoff = "200ms"\nnode_timeout = "2s"\n`;
+  const a = await host(t, broker);
+  const b = await host(t, broker);
+  const endpoint = await authEndpoint(t, a.server);
+  const ann = await joined(member(t, a.port, endpoint, "ann"), "presence-room");
+  const bob = await joined(member(t, b.port, endpoint, "bob"), "presence-room");
+  assert.deepEqual(bob.ids(), ["ann", "bob"], "bob on node B sees ann of node A");
+  await eventually(() => ann.seen.length === 1);
+  assert.deepEqual(ann.seen, ["+bob:BOB"]);
+
+  // Events published on either node reach subscribers of both.
+  const got = [];
+  ann.channel.bind("note", (d) => got.push(`ann ${d.n}`));
+  bob.channel.bind("note", (d) => got.push(`bob ${d.n}`));
+  await b.server.trigger("presence-room", "note", { n: 1 });
+  await eventually(() => got.length === 2);
+  assert.deepEqual(got.sort(), ["ann 1", "bob 1"]);
+
+  await b.host.stop("SIGKILL");
+  await eventually(() => ann.seen.length === 2);
+  assert.deepEqual(ann.seen, ["+bob:BOB", "-bob"], "node A's sweep removed the killed node's member");
+  assert.deepEqual(ann.ids(), ["ann"]);
+  const carol = await joined(member(t, a.port, endpoint, "carol"), "presence-room");
+  assert.deepEqual(carol.ids(), ["ann", "carol"], "no ghost of the killed node");
 });

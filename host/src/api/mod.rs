@@ -71,6 +71,7 @@ fn routes(demo: bool) -> OpenApiRouter<App> {
         .routes(routes!(publish::batch))
         .routes(routes!(pusher::trigger))
         .routes(routes!(pusher::trigger_batch))
+        .routes(routes!(pusher::channel_users))
         .routes(routes!(presence::status))
         .routes(routes!(presence::channel))
         .routes(routes!(users::unread))

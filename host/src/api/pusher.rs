@@ -23,6 +23,7 @@ use crate::app::App;
 use crate::config::PusherCredentials;
 use crate::event::Event;
 use crate::ingest;
+use crate::protocol::pusher::SocketId;
 use crate::tenant::{Tenant, hex};
 
 /// How far a request's `auth_timestamp` may be from this node's clock.
@@ -57,8 +58,7 @@ pub(super) struct PusherEvent {
     data: String,
     channel: Option<String>,
     channels: Option<Vec<String>>,
-    /// The sender's connection, left out of the delivery (Pusher connections only).
-    #[allow(dead_code)]
+    /// The sender's connection (`NODE.CONN`), left out of the delivery.
     socket_id: Option<String>,
     /// Attributes to answer about the channels (not returned yet).
     #[allow(dead_code)]
@@ -81,8 +81,8 @@ struct Signature {
     auth_timestamp: u64,
     /// `1.0`.
     auth_version: String,
-    /// The body's MD5, in hex.
-    body_md5: String,
+    /// The body's MD5, in hex (requests with a body).
+    body_md5: Option<String>,
     /// HMAC-SHA256 of the request, in hex.
     auth_signature: String,
 }
@@ -201,15 +201,73 @@ async fn signed(
     body: Body,
 ) -> Result<(Arc<Tenant>, bytes::Bytes), Refused> {
     not_draining(app)?;
-    let (tenant, credentials) = app
-        .tenants()
-        .all()
-        .into_iter()
-        .find_map(|t| t.config.pusher.as_ref().filter(|p| p.app_id == app_id).cloned().map(|p| (t, p)))
-        .ok_or_else(|| Refused(StatusCode::NOT_FOUND, format!("Unknown app: {app_id}")))?;
+    let (tenant, credentials) = credentials(app, app_id)?;
     let body = read_body(headers, body, app.config().server.max_publish_bytes).await?;
     verify(&credentials, "POST", path, query, &body, crate::clock::now_millis() / 1000)?;
     Ok((tenant, body))
+}
+
+/// The tenant of `app_id`, once the signature of a GET of `path` checks out.
+fn signed_get(app: &App, app_id: &str, path: &str, query: Option<String>) -> Result<Arc<Tenant>, Refused> {
+    let (tenant, credentials) = credentials(app, app_id)?;
+    verify(&credentials, "GET", path, &pairs(query), b"", crate::clock::now_millis() / 1000)?;
+    Ok(tenant)
+}
+
+/// The tenant whose `pusher.app_id` is `app_id`, with its credentials.
+fn credentials(app: &App, app_id: &str) -> Result<(Arc<Tenant>, PusherCredentials), Refused> {
+    app.tenants()
+        .all()
+        .into_iter()
+        .find_map(|t| t.config.pusher.as_ref().filter(|p| p.app_id == app_id).cloned().map(|p| (t, p)))
+        .ok_or_else(|| Refused(StatusCode::NOT_FOUND, format!("Unknown app: {app_id}")))
+}
+
+/// The answers of the query routes, for the document; refusals are plain text.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum QueryAnswers {
+    /// The answer.
+    #[response(status = OK)]
+    Answer(#[to_schema] Value),
+    /// A channel the route does not apply to.
+    #[response(status = BAD_REQUEST, content_type = "text/plain")]
+    BadRequest(String),
+    /// A wrong key, signature or timestamp.
+    #[response(status = UNAUTHORIZED, content_type = "text/plain")]
+    Unauthorized(String),
+    /// No tenant has this app id.
+    #[response(status = NOT_FOUND, content_type = "text/plain")]
+    UnknownApp(String),
+    /// The presence store is unreachable.
+    #[response(status = SERVICE_UNAVAILABLE, content_type = "text/plain")]
+    Unavailable(String),
+}
+
+/// The users of a presence channel, over every node: `{"users": [{"id": ...}]}`.
+#[utoipa::path(get, operation_id = "pusherChannelUsers", path = "/apps/{app_id}/channels/{channel}/users", tag = "pusher",
+    params(
+        ("app_id" = String, Path, description = "The tenant's `pusher.app_id`"),
+        ("channel" = String, Path, description = "A `presence-` channel"),
+        Signature,
+    ),
+    responses(QueryAnswers))]
+pub(super) async fn channel_users(
+    State(app): State<App>,
+    PathParams((app_id, channel)): PathParams<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let answer = async {
+        let tenant = signed_get(&app, &app_id, &format!("/apps/{app_id}/channels/{channel}/users"), query)?;
+        if !channel.starts_with("presence-") {
+            return Err(bad("Only presence channels have users"));
+        }
+        let members = app.members().list(&tenant, &channel).await;
+        let members = members.map_err(|e| Refused(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        let users: Vec<Value> = members.iter().map(|(id, _)| json!({ "id": id })).collect();
+        Ok::<_, Refused>(Json(json!({ "users": users })))
+    };
+    answer.await.into_response()
 }
 
 /// Checks a request as Pusher signs it: the key, the timestamp within 600 s of `now`, the
@@ -277,9 +335,14 @@ fn native(app: &App, event: PusherEvent) -> Result<Event, Refused> {
     if channels.len() > MAX_CHANNELS {
         return Err(bad(format!("Too many channels: at most {MAX_CHANNELS}")));
     }
+    let except = match event.socket_id.as_deref() {
+        None => None,
+        Some(s) => Some(SocketId::parse(s).ok_or_else(|| bad(format!("Invalid socket id: '{s}'")))?),
+    };
     let body = json!({"channels": channels, "event": event.name, "data": Value::String(event.data)});
     let body = serde_json::to_vec(&body).expect("JSON values serialise");
-    ingest::parse_one(app.ids(), &body).map_err(|e| bad(e.to_string()))
+    let event = ingest::parse_one(app.ids(), &body).map_err(|e| bad(e.to_string()))?;
+    Ok(Event { except, ..event })
 }
 
 #[cfg(test)]

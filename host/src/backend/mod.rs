@@ -14,6 +14,7 @@ pub(crate) mod history;
 pub(crate) mod idempotency;
 pub(crate) mod ingest;
 pub(crate) mod interest;
+pub(crate) mod members;
 pub(crate) mod memory;
 pub(crate) mod presence;
 pub(crate) mod redis;
@@ -28,6 +29,7 @@ pub(crate) use error::BackendError;
 pub(crate) use futures_util::future::BoxFuture;
 pub(crate) use history::{History, HistoryError};
 pub(crate) use idempotency::Idempotency;
+pub(crate) use members::Members;
 pub(crate) use presence::{Presence, PresenceError};
 
 use crate::config::{BrokerConfig, Config};
@@ -41,6 +43,7 @@ pub(crate) struct Backends {
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) history: Arc<dyn History>,
     pub(crate) presence: Arc<dyn Presence>,
+    pub(crate) members: Arc<dyn Members>,
     pub(crate) idempotency: Arc<dyn Idempotency>,
     pub(crate) control: Arc<dyn ControlStore>,
     /// This node's name among the nodes sharing the backends (random per process unless

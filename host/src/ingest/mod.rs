@@ -164,6 +164,7 @@ fn validate(ids: &IdGenerator, p: PublishBody, prefix: &str, received_at: Instan
         received_at,
         idempotency_key: p.idempotency_key.map(String::into_boxed_str),
         delta: p.delta,
+        except: None,
     })
 }
 

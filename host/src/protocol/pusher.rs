@@ -60,6 +60,51 @@ pub(crate) fn close_code(native: u16) -> u16 {
     }
 }
 
+/// A Pusher connection's socket id, `NODE.CONN`: a number drawn when the process started,
+/// so ids differ across nodes and restarts, and the connection's number on its node.
+/// Channel signatures are made for it, so one is good for one connection only; an event
+/// published with it (`socket_id`) reaches every subscriber but that connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SocketId {
+    pub node: u32,
+    pub conn: u64,
+}
+
+impl SocketId {
+    /// The socket id of this node's connection `conn`.
+    pub(crate) fn of(conn: u64) -> Self {
+        Self { node: this_node(), conn }
+    }
+
+    /// Parses `NODE.CONN`.
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        let (node, conn) = text.split_once('.')?;
+        Some(Self { node: node.parse().ok()?, conn: conn.parse().ok()? })
+    }
+
+    /// Whether it is this node's connection `conn`.
+    pub(crate) fn is(&self, conn: u64) -> bool {
+        self.conn == conn && self.node == this_node()
+    }
+}
+
+impl std::fmt::Display for SocketId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.node, self.conn)
+    }
+}
+
+/// This process's part of its socket ids.
+fn this_node() -> u32 {
+    static NODE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *NODE.get_or_init(|| {
+        let mut bytes = [0; 4];
+        // A node whose draw failed still numbers its own connections apart.
+        let _ = getrandom::fill(&mut bytes);
+        u32::from_le_bytes(bytes) % 1_000_000_000
+    })
+}
+
 /// A frame a Pusher client sends.
 #[derive(Debug, PartialEq)]
 pub(crate) enum ClientFrame {

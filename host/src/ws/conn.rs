@@ -49,6 +49,9 @@ pub(crate) async fn run<W: Wire>(
     app: &App,
 ) {
     let end = established(&mut ws, conn, identity, app).await;
+    if conn.dialect == Dialect::Pusher {
+        super::pusher::leave(conn, app);
+    }
     session::leave(conn, app);
     // Boxed: the closing state exists only while a connection closes.
     Box::pin(close(ws, conn, end, app)).await;
@@ -132,12 +135,11 @@ async fn established<W: Wire>(
                 clock.last_seen = Instant::now();
                 match received(msg, conn) {
                     Received::Text(text) => {
-                        let action = match conn.dialect {
-                            Dialect::Native => on_text(&text, conn, identity, app),
-                            Dialect::Pusher => super::pusher::on_text(&text, conn, app),
-                        };
                         // Boxed: the rare frame handler must not grow every idle connection's task.
-                        Box::pin(session::act(action, conn, app)).await;
+                        match conn.dialect {
+                            Dialect::Native => Box::pin(session::act(on_text(&text, conn, identity, app), conn, app)).await,
+                            Dialect::Pusher => Box::pin(super::pusher::on_text(&text, conn, app)).await,
+                        }
                     }
                     Received::Nothing => {}
                     Received::End(end) => break end,

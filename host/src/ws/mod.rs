@@ -34,7 +34,7 @@ use tokio_rustls::server::TlsStream;
 
 #[cfg(any(test, fuzzing))]
 pub(crate) use conn::on_text;
-pub(crate) use pusher::refuse as refuse_pusher;
+pub(crate) use pusher::{refuse as refuse_pusher, sweep_members};
 
 /// Spawns the task that waits for hyper to hand over the socket and runs the connection.
 /// Only what the connection needs survives; the request (headers, URI) is dropped here.

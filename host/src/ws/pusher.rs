@@ -3,14 +3,18 @@
 //! presence channels need, unsubscribe), closing with Pusher's codes, and refusing a
 //! connection as Pusher does (after the upgrade: an error frame, then the close code).
 
-use std::sync::{Arc, OnceLock};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::Request;
 use axum::http::request::Parts;
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
-use serde_json::json;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -18,26 +22,27 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
 use crate::app::App;
+use crate::backend::members::{Departed, Joined, MAX_MEMBERS};
+use crate::event::Event;
 use crate::hub::Conn;
 use crate::protocol::code;
-use crate::protocol::pusher::{self, ClientFrame};
+use crate::protocol::pusher::{self, ClientFrame, SocketId};
 use crate::session::{self, Action};
+use crate::tenant::Tenant;
 
 /// How long a refused connection may take to read its error and close.
 const REFUSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Presence channel names start with this.
+const PRESENCE: &str = "presence-";
+/// Longest presence user id, and `user_info` (bytes of JSON), as Pusher limits them.
+const MAX_USER_ID: usize = 128;
+const MAX_USER_INFO: usize = 1024;
+/// How often the members store is swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// The connection's socket id, `NODE.CONN`: a number drawn when the process started, so
-/// ids differ across nodes and restarts, and the connection's number on this node. Channel
-/// signatures are made for it, so a signature is good for one connection only.
-pub(super) fn socket_id(conn: &Conn) -> String {
-    static NODE: OnceLock<u32> = OnceLock::new();
-    let node = NODE.get_or_init(|| {
-        let mut bytes = [0; 4];
-        // A node whose draw failed still numbers its own connections apart.
-        let _ = getrandom::fill(&mut bytes);
-        u32::from_le_bytes(bytes) % 1_000_000_000
-    });
-    format!("{node}.{}", conn.id)
+/// The connection's socket id.
+fn socket_id(conn: &Conn) -> String {
+    SocketId::of(conn.id).to_string()
 }
 
 /// Joins a Pusher connection (anonymous: the broadcast and the channels it subscribes) and
@@ -48,40 +53,170 @@ pub(super) async fn join(conn: &Arc<Conn>, app: &App) {
 }
 
 /// Handles a Pusher client frame.
-pub(super) fn on_text(text: &str, conn: &Arc<Conn>, app: &App) -> Action {
-    match pusher::parse(text) {
+pub(super) async fn on_text(text: &str, conn: &Arc<Conn>, app: &App) {
+    let action = match pusher::parse(text) {
         Err(e) => Action::Reply(pusher::error(None, &format!("invalid frame: {e}"))),
         Ok(ClientFrame::Ping) => Action::Reply(pusher::pong()),
-        Ok(ClientFrame::Subscribe { channel, auth, channel_data }) => {
-            subscribe(conn, app, channel, auth.as_deref(), channel_data.as_deref())
+        Ok(ClientFrame::Subscribe { channel, auth, channel_data }) if channel.starts_with(PRESENCE) => {
+            let reply = Box::pin(join_presence(conn, app, &channel, auth.as_deref(), channel_data.as_deref())).await;
+            Action::Reply(reply)
         }
+        Ok(ClientFrame::Subscribe { channel, auth, .. }) => subscribe(conn, app, channel, auth.as_deref()),
         Ok(ClientFrame::Unsubscribe { channel }) => {
-            session::remove_subscription(conn, app, &channel);
+            if session::remove_subscription(conn, app, &channel) && channel.starts_with(PRESENCE) {
+                Box::pin(leave_presence(app, conn.tenant.clone(), &channel, conn.id)).await;
+            }
             Action::Done
         }
         Ok(ClientFrame::Other(event)) if event.starts_with("client-") => {
             Action::Reply(pusher::error(None, "client events are not enabled for this app"))
         }
         Ok(ClientFrame::Other(_)) => Action::Done,
+    };
+    session::act(action, conn, app).await;
+}
+
+/// Subscribes to a public or private channel, after checking a private one's signature.
+fn subscribe(conn: &Arc<Conn>, app: &App, channel: String, auth: Option<&str>) -> Action {
+    if channel.starts_with("private-") && !signed(conn, &channel, auth, None) {
+        return Action::Reply(bad_signature(&channel));
+    }
+    let succeeded = || pusher::subscription_succeeded(&channel, &json!({}));
+    match session::add_subscription(conn, app, None, &channel, false, false) {
+        Ok(None) => Action::Reply(succeeded()),
+        Ok(Some(ticket)) => Action::AfterSync(succeeded(), ticket),
+        Err(refusal) => Action::Reply(refused(&channel, refusal)),
     }
 }
 
-/// Subscribes after checking the signature a private or presence channel needs.
-fn subscribe(conn: &Arc<Conn>, app: &App, channel: String, auth: Option<&str>, _data: Option<&str>) -> Action {
-    let refused =
-        |kind: &str, error: &str, status| Action::Reply(pusher::subscription_error(&channel, kind, error, status));
-    let presence = channel.starts_with("presence-");
-    if presence {
-        return refused("AuthError", "presence channels are not served yet", 501);
+fn bad_signature(channel: &str) -> Bytes {
+    let error = "Invalid signature: the auth does not sign this socket id and channel";
+    pusher::subscription_error(channel, "AuthError", error, 401)
+}
+
+/// The `pusher:subscription_error` of a subscription `session` refused.
+fn refused(channel: &str, (code, message): (&str, &str)) -> Bytes {
+    match code {
+        code::TOO_MANY_SUBSCRIPTIONS => pusher::subscription_error(channel, "LimitReached", message, 429),
+        _ => pusher::subscription_error(channel, "InvalidChannel", message, 400),
     }
-    if channel.starts_with("private-") && !signed(conn, &channel, auth, None) {
-        return refused("AuthError", "Invalid signature: the auth does not sign this socket id and channel", 401);
+}
+
+/// A presence channel's `channel_data`: the member's user id (a string, or a number taken
+/// as its digits) and `user_info`.
+#[derive(Deserialize)]
+struct ChannelData {
+    user_id: Value,
+    #[serde(default)]
+    user_info: Option<Box<RawValue>>,
+}
+
+/// The user id and `user_info` (`null` without) of `channel_data`, within Pusher's limits.
+fn member(channel_data: &str) -> Option<(String, Box<RawValue>)> {
+    let data: ChannelData = serde_json::from_str(channel_data).ok()?;
+    let user = match data.user_id {
+        Value::String(s) => s,
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    let info = data.user_info.unwrap_or_else(|| RawValue::from_string("null".into()).expect("JSON"));
+    (!user.is_empty() && user.len() <= MAX_USER_ID && info.get().len() <= MAX_USER_INFO).then_some((user, info))
+}
+
+/// Subscribes to a presence channel as the member its signed `channel_data` names; tells
+/// the channel when the member is new to it. The reply.
+async fn join_presence(conn: &Arc<Conn>, app: &App, channel: &str, auth: Option<&str>, data: Option<&str>) -> Bytes {
+    let Some(data) = data.filter(|d| signed(conn, channel, auth, Some(d))) else { return bad_signature(channel) };
+    let Some((user, info)) = member(data) else {
+        let error = "channel_data must be JSON with a user_id (at most 128 characters) and user_info under 1 KB";
+        return pusher::subscription_error(channel, "InvalidChannelData", error, 400);
+    };
+    let ticket = match session::add_subscription(conn, app, None, channel, false, false) {
+        Ok(Some(ticket)) => ticket,
+        Ok(None) => return pusher::error(None, "already subscribed to this presence channel"),
+        Err(refusal) => return refused(channel, refusal),
+    };
+    session::sync_interest(&*app.pipeline().broker, ticket).await;
+    let joined = app.members().join(&conn.tenant, channel, conn.id, (&user, &info)).await;
+    let (first, members) = match joined {
+        Ok(Joined::In { first, members }) => (first, members),
+        Ok(Joined::Full) => {
+            session::remove_subscription(conn, app, channel);
+            let error = format!("presence channels hold at most {MAX_MEMBERS} members");
+            return pusher::subscription_error(channel, "LimitReached", &error, 429);
+        }
+        Err(e) => {
+            session::remove_subscription(conn, app, channel);
+            tracing::warn!(tenant = &*conn.tenant.id, error = %e, "presence channel join failed");
+            return pusher::subscription_error(channel, "ServiceUnavailable", "presence is unavailable", 503);
+        }
+    };
+    if first {
+        let data = json!({ "user_id": user, "user_info": info });
+        tell(app, &conn.tenant, channel, "pusher_internal:member_added", &data, Some(SocketId::of(conn.id))).await;
     }
-    match session::add_subscription(conn, app, None, &channel, false, false) {
-        Ok(None) => Action::Reply(pusher::subscription_succeeded(&channel, &json!({}))),
-        Ok(Some(ticket)) => Action::AfterSync(pusher::subscription_succeeded(&channel, &json!({})), ticket),
-        Err((code::TOO_MANY_SUBSCRIPTIONS, message)) => refused("LimitReached", message, 429),
-        Err((_, message)) => refused("InvalidChannel", message, 400),
+    let ids: Vec<&str> = members.iter().map(|(id, _)| &**id).collect();
+    let hash: BTreeMap<&str, &RawValue> = members.iter().map(|(id, info)| (&**id, &**info)).collect();
+    pusher::subscription_succeeded(channel, &json!({ "presence": { "ids": ids, "hash": hash, "count": ids.len() } }))
+}
+
+/// Ends connection `conn`'s membership of a presence channel; tells the channel when it
+/// was the member's last connection in it.
+async fn leave_presence(app: &App, tenant: Arc<Tenant>, channel: &str, conn: u64) {
+    match app.members().leave(&tenant, channel, conn).await {
+        Ok(Some(user)) => {
+            tell(app, &tenant, channel, "pusher_internal:member_removed", &json!({ "user_id": user }), None).await
+        }
+        Ok(None) => {}
+        // The leave is retried by the sweep, which tells the channel then.
+        Err(e) => tracing::warn!(tenant = &*tenant.id, error = %e, "presence channel leave failed"),
+    }
+}
+
+/// Leaves the presence channels of an ending connection (in the background: its close
+/// does not wait for the store).
+pub(super) fn leave(conn: &Conn, app: &App) {
+    let presence: Vec<Box<str>> = conn
+        .subscriptions
+        .lock()
+        .expect("subscriptions lock")
+        .iter()
+        .filter(|c| c.starts_with(PRESENCE))
+        .cloned()
+        .collect();
+    if presence.is_empty() {
+        return;
+    }
+    let (app2, tenant, id) = (app.clone(), conn.tenant.clone(), conn.id);
+    app.lifecycle().connections.spawn(async move {
+        for channel in presence {
+            leave_presence(&app2, tenant.clone(), &channel, id).await;
+        }
+    });
+}
+
+/// Publishes a presence channel's member event to its subscribers on every node.
+async fn tell(app: &App, tenant: &Arc<Tenant>, channel: &str, name: &str, data: &Value, except: Option<SocketId>) {
+    let data = serde_json::to_string(&data.to_string()).expect("strings serialise");
+    let data = RawValue::from_string(data).expect("a JSON string");
+    let event = Event::on_channel(app.ids().next_id(), name, channel, data, except);
+    if let Err(e) = app.pipeline().broker.publish(tenant, &[event]).await {
+        tracing::warn!(tenant = &*tenant.id, channel, error = %e, "presence channel member event not published");
+    }
+}
+
+/// Every second: marks this node live in the members store and tells the channels of the
+/// members a stopped node took with it.
+pub(crate) async fn sweep_members(app: App) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        every.tick().await;
+        let tenants: Vec<Arc<Tenant>> = app.tenants().all().into_iter().filter(|t| t.config.pusher.is_some()).collect();
+        let departed = app.members().sweep(&tenants).await.unwrap_or_default();
+        for Departed { tenant, channel, user } in departed {
+            let Some(tenant) = app.tenants().get(&tenant) else { continue };
+            tell(&app, &tenant, &channel, "pusher_internal:member_removed", &json!({ "user_id": user }), None).await;
+        }
     }
 }
 

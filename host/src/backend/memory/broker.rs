@@ -43,7 +43,8 @@ impl Broker for MemoryBroker {
                         |frame, position| {
                             let latency = event.received_at.elapsed();
                             let filter = filter.map(|f| &**f);
-                            let routing = Routing { filter, position: Some(position), delta: event.delta };
+                            let routing =
+                                Routing { filter, position: Some(position), delta: event.delta, except: event.except };
                             self.local.deliver_frame(tenant, target, frame, routing, latency);
                         },
                     );

@@ -5,6 +5,7 @@ mod broker;
 mod control;
 mod history;
 mod idempotency;
+mod members;
 mod presence;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub(super) fn backends(
         history,
         idempotency: Arc::new(idempotency::MemoryIdempotency::default()),
         presence: Arc::new(presence::MemoryPresence::new(local.clone(), webhooks.clone(), memory.presence_debounce)),
+        members: Arc::new(members::MemoryMembers::default()),
         control: Arc::new(FileStore::open(data_dir)?),
         node_id: super::random_node_id(),
         shared: false,

@@ -106,7 +106,7 @@ impl Broker for RedisBroker {
             let mut cmds = Vec::new();
             for event in events {
                 // The same for every target stream of the event.
-                let head = envelope::head(now_micros(), event.delta, event.filter.as_deref());
+                let head = envelope::head(now_micros(), (event.delta, event.except), event.filter.as_deref());
                 for target in event.targets() {
                     if history {
                         let (before, after) = event.json_parts(target);
@@ -367,7 +367,12 @@ impl Subscriber {
         match envelope::decode(payload.into()) {
             Ok(e) => {
                 let latency = Duration::from_micros(now_micros().saturating_sub(e.published_micros));
-                let routing = Routing { filter: e.filter.as_ref(), position: e.position.as_ref(), delta: e.delta };
+                let routing = Routing {
+                    filter: e.filter.as_ref(),
+                    position: e.position.as_ref(),
+                    delta: e.delta,
+                    except: e.except,
+                };
                 self.local.deliver_frame(&tenant, target, &e.frame, routing, latency);
             }
             Err(e) => {

@@ -150,6 +150,26 @@ pub(crate) fn occupancy_occupied(tenant: &str) -> String {
     format!("notify:occupancy:{{{tenant}}}:occupied")
 }
 
+/// A Pusher presence channel's connections per node and user (`NODE\nUSER` -> count).
+pub(crate) fn members_conns(tenant: &str, channel: &str) -> String {
+    format!("notify:members:{{{tenant}}}:conns:{channel}")
+}
+
+/// A Pusher presence channel's members' `user_info` (user -> JSON).
+pub(crate) fn members_info(tenant: &str, channel: &str) -> String {
+    format!("notify:members:{{{tenant}}}:info:{channel}")
+}
+
+/// The presence channels one node has members of, for sweeping them when it dies.
+pub(crate) fn members_where(tenant: &str, node: &str) -> String {
+    format!("notify:members:{{{tenant}}}:where:{node}")
+}
+
+/// The nodes holding a tenant's presence channel members, scored by their last heartbeat (ms).
+pub(crate) fn members_nodes(tenant: &str) -> String {
+    format!("notify:members:{{{tenant}}}:nodes")
+}
+
 /// A tenant's webhook dead letters, oldest first (`<id>\n<json>` entries).
 pub(crate) fn webhook_dead_letters(tenant: &str) -> String {
     format!("notify:webhooks:{{{tenant}}}:dead")

@@ -10,6 +10,7 @@ mod idempotency;
 mod ingest;
 pub(crate) mod keys;
 mod link;
+mod members;
 mod presence;
 pub(crate) mod pubsub;
 mod scripts;
@@ -99,6 +100,7 @@ pub(super) async fn backends(
         idempotency: Arc::new(idempotency::RedisIdempotency::new(link.clone())),
         history: Arc::new(Coalesced::new(history::RedisHistory::new(link.clone(), config.timeout))),
         presence: Arc::new(presence),
+        members: Arc::new(members::RedisMembers::new(link.clone(), &node_id, config.node_timeout)),
         control: Arc::new(control),
         node_id,
         shared: true,

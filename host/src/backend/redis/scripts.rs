@@ -22,6 +22,10 @@ pub(crate) static HISTORY_ACK: LazyLock<Script> = LazyLock::new(|| {
 pub(crate) const PRESENCE_APPLY: &str = include_str!("scripts/presence_apply.lua");
 /// Which users are now offline on every live node.
 pub(crate) const PRESENCE_OFFLINE_CHECK: &str = include_str!("scripts/presence_offline_check.lua");
+/// A connection joins a Pusher presence channel.
+pub(crate) const MEMBERS_JOIN: &str = include_str!("scripts/members_join.lua");
+/// A connection, or a dead node's every connection, leaves a Pusher presence channel.
+pub(crate) const MEMBERS_LEAVE: &str = include_str!("scripts/members_leave.lua");
 /// Takes one webhook dead letter out of a tenant's list.
 pub(crate) const DEAD_LETTER_TAKE: &str = include_str!("scripts/dead_letter_take.lua");
 /// Replaces the control-plane state if its version is the expected one.
