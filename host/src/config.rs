@@ -624,6 +624,9 @@ pub struct PusherCredentials {
     pub app_id: String,
     pub key: String,
     pub secret: String,
+    /// Whether clients may send `client-*` events on private and presence channels.
+    #[serde(default)]
+    pub client_events: bool,
 }
 
 impl PusherCredentials {

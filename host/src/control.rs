@@ -204,7 +204,20 @@ pub(crate) enum Command {
     Subscribe { tenant: String, user: String, channels: Vec<String> },
     /// Unsubscribe every connection of a user from a channel.
     Unsubscribe { tenant: String, user: String, channel: String },
+    /// Answer, to request `reply_to`, the channels with subscribers on this node whose
+    /// names start with `prefix`, with their subscription counts.
+    Channels { tenant: String, prefix: String, reply_to: String },
 }
+
+/// One node's answer to [`Command::Channels`], and the merged answers.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ChannelCounts {
+    pub channels: BTreeMap<String, u64>,
+    pub truncated: bool,
+}
+
+/// Most channels a [`Command::Channels`] answer lists (per node, and merged).
+pub(crate) const MAX_CHANNELS_LISTED: usize = 10_000;
 
 /// One node's answer to [`Command::ChannelPresence`], and the merged answers.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -234,17 +247,9 @@ pub(crate) async fn channel_presence(
     channel: &str,
     wait: Duration,
 ) -> Result<(ChannelUsers, usize, usize), StoreError> {
-    let live = app.control().store.reports(Vec::new()).await?.len().max(1);
-    let reply_to = format!("{}-{}", app.node_id(), app.ids().next_id());
     let (tenant_id, channel) = (tenant.id.to_string(), channel.to_owned());
-    let ask = Command::ChannelPresence { tenant: tenant_id, channel, reply_to: reply_to.clone() };
-    app.control().store.command(serde_json::to_string(&ask)?).await?;
-    let until = tokio::time::Instant::now() + wait;
-    let mut answers = app.control().store.replies(&reply_to).await?;
-    while answers.len() < live && tokio::time::Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        answers = app.control().store.replies(&reply_to).await?;
-    }
+    let (answers, live) =
+        gather(app, wait, |reply_to| Command::ChannelPresence { tenant: tenant_id, channel, reply_to }).await?;
     let mut merged = ChannelUsers::default();
     for answer in answers.iter().filter_map(|a| serde_json::from_str::<ChannelUsers>(a).ok()) {
         merged.truncated |= answer.truncated;
@@ -253,6 +258,45 @@ pub(crate) async fn channel_presence(
         }
     }
     Ok((merged, answers.len(), live))
+}
+
+/// Asks every live node (this one included) for its channels starting with `prefix` and
+/// their subscription counts, and merges the answers that come within `wait`.
+pub(crate) async fn channels(
+    app: &App,
+    tenant: &Tenant,
+    prefix: &str,
+    wait: Duration,
+) -> Result<ChannelCounts, StoreError> {
+    let (tenant_id, prefix) = (tenant.id.to_string(), prefix.to_owned());
+    let (answers, _) = gather(app, wait, |reply_to| Command::Channels { tenant: tenant_id, prefix, reply_to }).await?;
+    let mut merged = ChannelCounts::default();
+    for answer in answers.iter().filter_map(|a| serde_json::from_str::<ChannelCounts>(a).ok()) {
+        merged.truncated |= answer.truncated;
+        for (channel, n) in answer.channels {
+            merged.truncated |= !crate::hub::count_capped(&mut merged.channels, channel, n, MAX_CHANNELS_LISTED);
+        }
+    }
+    Ok(merged)
+}
+
+/// Sends the command `ask` makes for a reply key to every node, and collects the answers
+/// that come within `wait` (until every live node answered); with how many nodes are live.
+async fn gather(
+    app: &App,
+    wait: Duration,
+    ask: impl FnOnce(String) -> Command,
+) -> Result<(Vec<String>, usize), StoreError> {
+    let live = app.control().store.reports(Vec::new()).await?.len().max(1);
+    let reply_to = format!("{}-{}", app.node_id(), app.ids().next_id());
+    app.control().store.command(serde_json::to_string(&ask(reply_to.clone()))?).await?;
+    let until = tokio::time::Instant::now() + wait;
+    let mut answers = app.control().store.replies(&reply_to).await?;
+    while answers.len() < live && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        answers = app.control().store.replies(&reply_to).await?;
+    }
+    Ok((answers, live))
 }
 
 fn obey(app: &App, command: &Command) {
@@ -270,13 +314,22 @@ fn obey(app: &App, command: &Command) {
             let Some(tenant) = app.tenants().get(tenant) else { return };
             let (users, truncated) = app.hub().channel_users(&tenant, channel, MAX_PRESENCE_USERS);
             let users = users.into_iter().map(|(u, n)| (u.into_string(), n)).collect();
-            let answer = serde_json::to_string(&ChannelUsers { users, truncated }).expect("answers serialize");
-            let (app, reply_to) = (app.clone(), reply_to.clone());
-            tokio::spawn(async move {
-                if let Err(e) = app.control().store.reply(&reply_to, answer).await {
-                    tracing::debug!(error = %e, "channel presence answer not stored");
-                }
-            });
+            answer(app, reply_to, &ChannelUsers { users, truncated });
+        }
+        Command::Channels { tenant, prefix, reply_to } => {
+            let Some(tenant) = app.tenants().get(tenant) else { return };
+            let mut counts = ChannelCounts::default();
+            for (channel, n) in app.hub().channel_counts(&tenant).into_iter().filter(|(c, _)| c.starts_with(&**prefix))
+            {
+                let added = crate::hub::count_capped(
+                    &mut counts.channels,
+                    channel.into_string(),
+                    n.into(),
+                    MAX_CHANNELS_LISTED,
+                );
+                counts.truncated |= !added;
+            }
+            answer(app, reply_to, &counts);
         }
         Command::Subscribe { tenant, user, channels } => {
             let Some(tenant) = app.tenants().get(tenant) else { return };
@@ -298,6 +351,17 @@ fn obey(app: &App, command: &Command) {
             }
         }
     }
+}
+
+/// Stores this node's answer to request `reply_to` (in the background).
+fn answer(app: &App, reply_to: &str, answer: &impl serde::Serialize) {
+    let answer = serde_json::to_string(answer).expect("answers serialize");
+    let (app, reply_to) = (app.clone(), reply_to.to_owned());
+    tokio::spawn(async move {
+        if let Err(e) = app.control().store.reply(&reply_to, answer).await {
+            tracing::debug!(error = %e, "answer to another node not stored");
+        }
+    });
 }
 
 /// Carries out the commands other nodes send until the node drains.

@@ -1,6 +1,8 @@
 """The official Pusher server library for Python (`pusher` from the Python package index)
-publishing to notify through the Pusher HTTP API, unchanged: a trigger, several channels,
-a batch, each reaching a notify WebSocket client of those channels; a wrong secret refused.
+against notify's Pusher HTTP API, unchanged: a trigger, several channels, a batch, each
+reaching a notify WebSocket client of those channels; a wrong secret refused; a presence
+channel joined over the Pusher protocol with the library's signature; and the library's
+channel queries answered.
 
 Run by scripts/test.sh: python tests/python/pusher_test.py (NOTIFY_HOST_BIN names the host
 binary).
@@ -60,6 +62,26 @@ class PusherServerLibrary(unittest.IsolatedAsyncioTestCase):
         wrong = pusher.Pusher(**{**APP, "secret": "not-the-secret-0123"}, ssl=False, host="127.0.0.1", port=host.port)
         with self.assertRaisesRegex(PusherBadAuth, "^Invalid signature"):
             await asyncio.to_thread(wrong.trigger, "news", "x", {})
+
+        # A Pusher client joins a presence channel with the library's signature.
+        member = await websockets.connect(f"ws://127.0.0.1:{host.port}/app/{APP['key']}?protocol=7")
+        self.addAsyncCleanup(member.close)
+        established = json.loads(await member.recv())
+        self.assertEqual(established["event"], "pusher:connection_established")
+        socket_id = json.loads(established["data"])["socket_id"]
+        me = {"user_id": "7", "user_info": {"name": "Py"}}
+        auth = client.authenticate(channel="presence-room", socket_id=socket_id, custom_data=me)
+        await member.send(json.dumps({"event": "pusher:subscribe", "data": {"channel": "presence-room", **auth}}))
+        succeeded = json.loads(await member.recv())
+        self.assertEqual(succeeded["event"], "pusher_internal:subscription_succeeded")
+        presence = json.loads(succeeded["data"])["presence"]
+        self.assertEqual(presence, {"ids": ["7"], "hash": {"7": {"name": "Py"}}, "count": 1})
+
+        channels = await asyncio.to_thread(client.channels_info)
+        self.assertEqual(channels, {"channels": {"alerts": {}, "news": {}, "presence-room": {}}})
+        news = await asyncio.to_thread(client.channel_info, "news", ["subscription_count"])
+        self.assertEqual(news, {"occupied": True, "subscription_count": 1})
+        self.assertEqual(await asyncio.to_thread(client.users_info, "presence-room"), {"users": [{"id": "7"}]})
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
-// pusher-js (npm), unchanged, against notify's Pusher protocol at /app/{key}: connecting,
-// public and private channels (signed by an auth endpoint written with the official `pusher`
-// library's authorizeChannel), events from the Pusher HTTP API and from notify's own
-// publish, unsubscribing, and the refusals pusher-js acts on.
+// pusher-js and Laravel Echo (npm), unchanged, against notify's Pusher protocol at
+// /app/{key}: connecting, public, private and presence channels (signed by an auth endpoint
+// written with the official `pusher` library's authorizeChannel), client events, events
+// from the Pusher HTTP API and from notify's own publish, two nodes over Redis with one
+// killed, and the refusals pusher-js acts on.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
 
+import Echo from "laravel-echo";
 import Pusher from "pusher";
 import PusherJs from "pusher-js";
 
@@ -14,7 +16,7 @@ import { Host, Redis, eventually, freePort } from "./harness.js";
 
 const APP = { appId: "4242", key: "pusher-key-1", secret: "pusher-secret-0123456789" };
 
-async function host(t, extra = "") {
+async function host(t, extra = "", app = "") {
   const port = await freePort();
   const h = await Host.start(`[server]
 listen = "127.0.0.1:${port}"
@@ -22,7 +24,7 @@ ${extra}
 [tenants.demo]
 publish_key = "demo-key"
 auth = { mode = "insecure" }
-pusher = { app_id = "${APP.appId}", key = "${APP.key}", secret = "${APP.secret}" }
+pusher = { app_id = "${APP.appId}", key = "${APP.key}", secret = "${APP.secret}"${app} }
 `);
   t.after(() => h.dispose());
   return { host: h, port, url: h.url, server: new Pusher({ ...APP, host: "127.0.0.1", port: String(port), useTLS: false }) };
@@ -140,6 +142,36 @@ test("private channels take a signature from the app's auth endpoint and refuse 
   await assert.rejects(subscribed(thief, "private-orders"), (e) => e.type === "AuthError");
 });
 
+test("client events reach the channel's other subscribers, within Pusher's rate, where the app enables them", async (t) => {
+  const { port, server } = await host(t, "", ", client_events = true");
+  const endpoint = await authEndpoint(t, server);
+  const signed = () => client(t, port, { channelAuthorization: { endpoint, transport: "ajax" } });
+  const [annClient, bobClient] = [signed(), signed()];
+  const [ann, bob] = [await subscribed(annClient, "private-chat"), await subscribed(bobClient, "private-chat")];
+  assert.equal(ann.channel.trigger("client-typing", { who: "ann" }), true);
+  await eventually(() => bob.events.length === 1);
+  assert.deepEqual(bob.events, [["client-typing", { who: "ann" }]]);
+
+  const errors = [];
+  annClient.connection.bind("error", (e) => errors.push(e.data?.code));
+  for (let i = 0; i < 15; i++) ann.channel.trigger("client-burst", { i });
+  await eventually(() => errors.includes(4301));
+  await server.trigger("private-chat", "marker", {});
+  await eventually(() => bob.events.some(([e]) => e === "marker"));
+  const burst = bob.events.filter(([e]) => e === "client-burst").length;
+  assert.ok(burst >= 9 && burst <= 12, `about 10 of 15 got through the rate (${burst})`);
+  assert.deepEqual(ann.events.filter(([e]) => e.startsWith("client-")), [], "the sender gets none of its own");
+  assert.equal(annClient.connection.state, "connected", "a client event over the rate does not close the connection");
+
+  const { port: offPort, server: offServer } = await host(t);
+  const offEndpoint = await authEndpoint(t, offServer);
+  const off = client(t, offPort, { channelAuthorization: { endpoint: offEndpoint, transport: "ajax" } });
+  const offChannel = await subscribed(off, "private-chat");
+  const refused = new Promise((resolve) => off.connection.bind("error", resolve));
+  offChannel.channel.trigger("client-typing", {});
+  assert.match((await refused).data.message, /not enabled/);
+});
+
 test("an unknown key is refused with Pusher's code 4001, and pusher-js does not retry", async (t) => {
   const { port } = await host(t);
   const pusher = client(t, port, {}, "not-a-key");
@@ -213,6 +245,17 @@ test("presence members are shared by two nodes over Redis, and a killed node's m
   await eventually(() => ann.seen.length === 1);
   assert.deepEqual(ann.seen, ["+bob:BOB"]);
 
+  // The query routes answer for every node, whichever node is asked.
+  const query = async (path, params) => (await a.server.get({ path, params })).json();
+  assert.deepEqual(await query("/channels", { filter_by_prefix: "presence-", info: "user_count" }), {
+    channels: { "presence-room": { user_count: 2 } },
+  });
+  assert.deepEqual(await query("/channels/presence-room", { info: "subscription_count,user_count" }), {
+    occupied: true, subscription_count: 2, user_count: 2,
+  });
+  assert.deepEqual(await query("/channels/empty", {}), { occupied: false });
+  await assert.rejects(a.server.get({ path: "/channels", params: { info: "user_count" } }), (e) => e.status === 400);
+
   // Events published on either node reach subscribers of both.
   const got = [];
   ann.channel.bind("note", (d) => got.push(`ann ${d.n}`));
@@ -227,4 +270,42 @@ test("presence members are shared by two nodes over Redis, and a killed node's m
   assert.deepEqual(ann.ids(), ["ann"]);
   const carol = await joined(member(t, a.port, endpoint, "carol"), "presence-room");
   assert.deepEqual(carol.ids(), ["ann", "carol"], "no ghost of the killed node");
+});
+
+test("Laravel Echo listens, whispers and joins presence channels through notify", async (t) => {
+  const { port, server } = await host(t, "", ", client_events = true");
+  const endpoint = await authEndpoint(t, server);
+  const echo = (user) => {
+    const e = new Echo({
+      broadcaster: "pusher", Pusher: PusherJs, key: APP.key, cluster: "local", wsHost: "127.0.0.1", wsPort: port,
+      forceTLS: false, enabledTransports: ["ws"], disableStats: true, authEndpoint: endpoint,
+      auth: { headers: {}, params: { user } },
+    });
+    t.after(() => e.disconnect());
+    return e;
+  };
+  const ann = echo("ann");
+  const seen = [];
+  const subscribed = (channel) => new Promise((resolve) => channel.subscribed(resolve));
+  await subscribed(ann.channel("orders").listen(".order.shipped", (e) => seen.push(`shipped ${e.id}`)));
+  await subscribed(ann.private("chat").listenForWhisper("typing", (e) => seen.push(`typing ${e.who}`)));
+  const here = new Promise((resolve) =>
+    ann.join("room").here(resolve).joining((u) => seen.push(`joining ${u.name}`)).leaving((u) => seen.push(`leaving ${u.name}`)),
+  );
+  assert.deepEqual(await here, [{ name: "ANN" }]);
+
+  await server.trigger("orders", "order.shipped", { id: 7 });
+  await eventually(() => seen.includes("shipped 7"));
+
+  const bob = echo("bob");
+  const bobChat = bob.private("chat");
+  await subscribed(bobChat);
+  bobChat.whisper("typing", { who: "bob" });
+  await eventually(() => seen.includes("typing bob"));
+  const bobHere = new Promise((resolve) => bob.join("room").here(resolve));
+  assert.deepEqual((await bobHere).map((u) => u.name).sort(), ["ANN", "BOB"]);
+  await eventually(() => seen.includes("joining BOB"));
+  bob.leave("room");
+  await eventually(() => seen.includes("leaving BOB"));
+  assert.deepEqual(seen, ["shipped 7", "typing bob", "joining BOB", "leaving BOB"]);
 });

@@ -71,6 +71,8 @@ fn routes(demo: bool) -> OpenApiRouter<App> {
         .routes(routes!(publish::batch))
         .routes(routes!(pusher::trigger))
         .routes(routes!(pusher::trigger_batch))
+        .routes(routes!(pusher::channels))
+        .routes(routes!(pusher::channel))
         .routes(routes!(pusher::channel_users))
         .routes(routes!(presence::status))
         .routes(routes!(presence::channel))

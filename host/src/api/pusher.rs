@@ -31,6 +31,10 @@ const MAX_SKEW_SECS: u64 = 600;
 /// Channels one event may name, and events one batch may hold (Pusher's limits).
 const MAX_CHANNELS: usize = 100;
 const MAX_BATCH: usize = 10;
+/// Presence channel names start with this.
+const PRESENCE: &str = "presence-";
+/// How long a query waits for the other nodes' answers.
+const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A refusal, answered as Pusher does: a status and a line of text.
 struct Refused(StatusCode, String);
@@ -244,6 +248,96 @@ enum QueryAnswers {
     Unavailable(String),
 }
 
+/// The occupied channels (over every node) whose names start with `filter_by_prefix`, each
+/// with its `user_count` when `info=user_count` (presence channels only).
+#[utoipa::path(get, operation_id = "pusherChannels", path = "/apps/{app_id}/channels", tag = "pusher",
+    params(
+        ("app_id" = String, Path, description = "The tenant's `pusher.app_id`"),
+        ("filter_by_prefix" = Option<String>, Query, description = "Only channels whose names start with it"),
+        ("info" = Option<String>, Query, description = "`user_count` (with `filter_by_prefix=presence-`)"),
+        Signature,
+    ),
+    responses(QueryAnswers))]
+pub(super) async fn channels(
+    State(app): State<App>,
+    PathParams(app_id): PathParams<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let answer = async {
+        let params = pairs(query.clone());
+        let tenant = signed_get(&app, &app_id, &format!("/apps/{app_id}/channels"), query)?;
+        let prefix = param(&params, "filter_by_prefix").unwrap_or_default();
+        let user_count = infos(&params).any(|i| i == "user_count");
+        if user_count && !prefix.starts_with(PRESENCE) {
+            return Err(bad("user_count may only be requested with filter_by_prefix=presence-"));
+        }
+        let counts = crate::control::channels(&app, &tenant, prefix, ANSWER_WAIT).await.map_err(unavailable)?;
+        let mut channels = serde_json::Map::new();
+        for channel in counts.channels.into_keys() {
+            let info = match user_count {
+                true => {
+                    json!({ "user_count": app.members().list(&tenant, &channel).await.map_err(unavailable)?.len() })
+                }
+                false => json!({}),
+            };
+            channels.insert(channel, info);
+        }
+        Ok::<_, Refused>(Json(json!({ "channels": channels })))
+    };
+    answer.await.into_response()
+}
+
+/// One channel, over every node: `occupied`, and `subscription_count` and `user_count`
+/// (presence channels) when `info` asks for them.
+#[utoipa::path(get, operation_id = "pusherChannel", path = "/apps/{app_id}/channels/{channel}", tag = "pusher",
+    params(
+        ("app_id" = String, Path, description = "The tenant's `pusher.app_id`"),
+        ("channel" = String, Path, description = "A channel"),
+        ("info" = Option<String>, Query, description = "`subscription_count`, `user_count` (presence channels), comma-separated"),
+        Signature,
+    ),
+    responses(QueryAnswers))]
+pub(super) async fn channel(
+    State(app): State<App>,
+    PathParams((app_id, channel)): PathParams<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let answer = async {
+        let params = pairs(query.clone());
+        let tenant = signed_get(&app, &app_id, &format!("/apps/{app_id}/channels/{channel}"), query)?;
+        let (subscriptions, users) =
+            (infos(&params).any(|i| i == "subscription_count"), infos(&params).any(|i| i == "user_count"));
+        if users && !channel.starts_with(PRESENCE) {
+            return Err(bad("user_count may only be requested for presence channels"));
+        }
+        let (subscribers, _, _) =
+            crate::control::channel_presence(&app, &tenant, &channel, ANSWER_WAIT).await.map_err(unavailable)?;
+        let count: u64 = subscribers.users.values().sum();
+        let mut answer = json!({ "occupied": count > 0 });
+        if subscriptions {
+            answer["subscription_count"] = json!(count);
+        }
+        if users {
+            answer["user_count"] = json!(app.members().list(&tenant, &channel).await.map_err(unavailable)?.len());
+        }
+        Ok::<_, Refused>(Json(answer))
+    };
+    answer.await.into_response()
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// The attributes `info` asks for (comma-separated).
+fn infos(params: &[(String, String)]) -> impl Iterator<Item = &str> {
+    param(params, "info").unwrap_or_default().split(',').map(str::trim)
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Refused {
+    Refused(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+}
+
 /// The users of a presence channel, over every node: `{"users": [{"id": ...}]}`.
 #[utoipa::path(get, operation_id = "pusherChannelUsers", path = "/apps/{app_id}/channels/{channel}/users", tag = "pusher",
     params(
@@ -259,11 +353,10 @@ pub(super) async fn channel_users(
 ) -> Response {
     let answer = async {
         let tenant = signed_get(&app, &app_id, &format!("/apps/{app_id}/channels/{channel}/users"), query)?;
-        if !channel.starts_with("presence-") {
+        if !channel.starts_with(PRESENCE) {
             return Err(bad("Only presence channels have users"));
         }
-        let members = app.members().list(&tenant, &channel).await;
-        let members = members.map_err(|e| Refused(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        let members = app.members().list(&tenant, &channel).await.map_err(unavailable)?;
         let users: Vec<Value> = members.iter().map(|(id, _)| json!({ "id": id })).collect();
         Ok::<_, Refused>(Json(json!({ "users": users })))
     };
@@ -356,6 +449,7 @@ mod tests {
             app_id: "3".into(),
             key: "278d425bdf160c739803".into(),
             secret: "7ad3773142a6692b25b8".into(),
+            client_events: false,
         };
         let body = br#"{"name":"foo","channels":["project-3"],"data":"{\"some\":\"data\"}"}"#;
         assert_eq!(hex(&Md5::digest(body)), "ec365a775a4cd0599faeb73354201b6f");

@@ -44,6 +44,8 @@ pub(crate) mod close {
     pub(crate) const RECONNECT: u16 = 4200;
     /// The client was silent past the idle timeout.
     pub(crate) const NO_PONG: u16 = 4201;
+    /// A client event over the connection's rate (an error; the connection stays open).
+    pub(crate) const CLIENT_EVENT_RATE: u16 = 4301;
 }
 
 /// The Pusher close code of a native one (docs/PROTOCOL.md) with the same meaning for the
@@ -106,7 +108,7 @@ fn this_node() -> u32 {
 }
 
 /// A frame a Pusher client sends.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub(crate) enum ClientFrame {
     Ping,
     Subscribe {
@@ -117,14 +119,22 @@ pub(crate) enum ClientFrame {
     Unsubscribe {
         channel: String,
     },
+    /// A client event (`client-*`) for the other subscribers of a channel.
+    ClientEvent {
+        event: String,
+        channel: Option<String>,
+        data: Box<RawValue>,
+    },
     /// An event the protocol has but this node does not act on.
-    Other(String),
+    Other,
 }
 
 #[derive(Deserialize)]
 struct Message<'a> {
     #[serde(borrow)]
     event: Cow<'a, str>,
+    #[serde(default)]
+    channel: Option<String>,
     #[serde(borrow, default)]
     data: Option<&'a RawValue>,
 }
@@ -157,7 +167,12 @@ pub(crate) fn parse(text: &str) -> Result<ClientFrame, serde_json::Error> {
             let UnsubscribeData { channel } = serde_json::from_str(data())?;
             ClientFrame::Unsubscribe { channel }
         }
-        other => ClientFrame::Other(other.to_owned()),
+        client if client.starts_with("client-") => ClientFrame::ClientEvent {
+            event: client.to_owned(),
+            channel: message.channel,
+            data: RawValue::from_string(data().to_owned())?,
+        },
+        _ => ClientFrame::Other,
     })
 }
 
@@ -260,15 +275,21 @@ mod tests {
 
     #[test]
     fn client_frames_parse_as_pusher_js_sends_them() {
-        assert_eq!(parse(r#"{"event":"pusher:ping","data":{}}"#).unwrap(), ClientFrame::Ping);
-        assert_eq!(
+        assert!(matches!(parse(r#"{"event":"pusher:ping","data":{}}"#).unwrap(), ClientFrame::Ping));
+        assert!(matches!(
             parse(r#"{"event":"pusher:subscribe","data":{"auth":"k:s","channel":"private-a"}}"#).unwrap(),
-            ClientFrame::Subscribe { channel: "private-a".into(), auth: Some("k:s".into()), channel_data: None }
-        );
-        assert_eq!(
+            ClientFrame::Subscribe { channel, auth: Some(auth), channel_data: None } if channel == "private-a" && auth == "k:s"
+        ));
+        assert!(matches!(
             parse(r#"{"event":"pusher:unsubscribe","data":{"channel":"a"}}"#).unwrap(),
-            ClientFrame::Unsubscribe { channel: "a".into() }
-        );
+            ClientFrame::Unsubscribe { channel } if channel == "a"
+        ));
+        let ClientFrame::ClientEvent { event, channel, data } =
+            parse(r#"{"event":"client-typing","channel":"private-a","data":{"who":"ann"}}"#).unwrap()
+        else {
+            panic!("not a client event")
+        };
+        assert_eq!((&*event, channel.as_deref(), data.get()), ("client-typing", Some("private-a"), r#"{"who":"ann"}"#));
         assert!(parse(r#"{"event":"pusher:subscribe","data":{}}"#).is_err());
         assert!(parse("[]").is_err());
     }

@@ -114,6 +114,7 @@ async fn established<W: Wire>(
     let mut clock = Clock::start(c, identity.expires_at.map(crate::clock::unix_to_instant));
     let timer = sleep_until(clock.deadline(c).into());
     tokio::pin!(timer);
+    let mut client_events: super::pusher::ClientEvents = None;
     loop {
         tokio::select! {
             biased;
@@ -138,7 +139,7 @@ async fn established<W: Wire>(
                         // Boxed: the rare frame handler must not grow every idle connection's task.
                         match conn.dialect {
                             Dialect::Native => Box::pin(session::act(on_text(&text, conn, identity, app), conn, app)).await,
-                            Dialect::Pusher => Box::pin(super::pusher::on_text(&text, conn, app)).await,
+                            Dialect::Pusher => Box::pin(super::pusher::on_text(&text, conn, app, &mut client_events)).await,
                         }
                     }
                     Received::Nothing => {}

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::http::Request;
 use axum::http::request::Parts;
@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
 use crate::app::App;
 use crate::backend::members::{Departed, Joined, MAX_MEMBERS};
+use crate::bucket::Bucket;
 use crate::event::Event;
 use crate::hub::Conn;
 use crate::protocol::code;
@@ -37,6 +38,8 @@ const PRESENCE: &str = "presence-";
 /// Longest presence user id, and `user_info` (bytes of JSON), as Pusher limits them.
 const MAX_USER_ID: usize = 128;
 const MAX_USER_INFO: usize = 1024;
+/// Client events one connection may send per second (and at once), as Pusher documents.
+const CLIENT_EVENTS_PER_SEC: f64 = 10.0;
 /// How often the members store is swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -52,8 +55,11 @@ pub(super) async fn join(conn: &Arc<Conn>, app: &App) {
     session::join_anonymous(conn, first, app).await;
 }
 
+/// A connection's rate of client events: made when it sends its first.
+pub(super) type ClientEvents = Option<Box<Bucket>>;
+
 /// Handles a Pusher client frame.
-pub(super) async fn on_text(text: &str, conn: &Arc<Conn>, app: &App) {
+pub(super) async fn on_text(text: &str, conn: &Arc<Conn>, app: &App, rate: &mut ClientEvents) {
     let action = match pusher::parse(text) {
         Err(e) => Action::Reply(pusher::error(None, &format!("invalid frame: {e}"))),
         Ok(ClientFrame::Ping) => Action::Reply(pusher::pong()),
@@ -68,10 +74,13 @@ pub(super) async fn on_text(text: &str, conn: &Arc<Conn>, app: &App) {
             }
             Action::Done
         }
-        Ok(ClientFrame::Other(event)) if event.starts_with("client-") => {
-            Action::Reply(pusher::error(None, "client events are not enabled for this app"))
+        Ok(ClientFrame::ClientEvent { event, channel, data }) => {
+            match Box::pin(client_event(conn, app, rate, event, channel, data)).await {
+                Ok(()) => Action::Done,
+                Err(reply) => Action::Reply(reply),
+            }
         }
-        Ok(ClientFrame::Other(_)) => Action::Done,
+        Ok(ClientFrame::Other) => Action::Done,
     };
     session::act(action, conn, app).await;
 }
@@ -193,6 +202,46 @@ pub(super) fn leave(conn: &Conn, app: &App) {
             leave_presence(&app2, tenant.clone(), &channel, id).await;
         }
     });
+}
+
+/// Publishes a client event to the other subscribers of its channel, on every node, as
+/// Pusher allows it: tenants that enable them, private and presence channels the
+/// connection is subscribed to (not encrypted ones), at most 10 a second per connection.
+/// It passes the tenant's publish rate, event size and plugins as any publish does.
+async fn client_event(
+    conn: &Conn,
+    app: &App,
+    rate: &mut ClientEvents,
+    name: String,
+    channel: Option<String>,
+    data: Box<RawValue>,
+) -> Result<(), Bytes> {
+    let tenant = &conn.tenant;
+    if !tenant.config.pusher.as_ref().is_some_and(|p| p.client_events) {
+        return Err(pusher::error(None, "client events are not enabled for this app"));
+    }
+    let channel = channel.unwrap_or_default();
+    let allowed = (channel.starts_with("private-") && !channel.starts_with("private-encrypted-"))
+        || channel.starts_with(PRESENCE);
+    if !allowed || !conn.subscribed_to(&channel) {
+        let message =
+            "Client event rejected - only supported on private and presence channels the connection is subscribed to";
+        return Err(pusher::error(None, message));
+    }
+    let now = Instant::now();
+    let bucket = rate.get_or_insert_with(|| Box::new(Bucket::full(CLIENT_EVENTS_PER_SEC, now)));
+    bucket.refill(CLIENT_EVENTS_PER_SEC, CLIENT_EVENTS_PER_SEC, now);
+    if bucket.take(1.0, CLIENT_EVENTS_PER_SEC).is_err() {
+        let message = "Client event rejected due to rate limit";
+        return Err(pusher::error(Some(pusher::close::CLIENT_EVENT_RATE), message));
+    }
+    let event = Event::on_channel(app.ids().next_id(), &name, &channel, data, Some(SocketId::of(conn.id)));
+    let event = vec![event];
+    if tenant.quota.oversized(&event).is_some() || tenant.quota.publish(1).is_err() {
+        return Err(pusher::error(None, "Client event rejected: over the app's event size or publish rate"));
+    }
+    let published = crate::ingest::pipeline::publish(app.pipeline(), tenant, event).await;
+    published.map(drop).map_err(|e| pusher::error(None, &format!("Client event not published: {e}")))
 }
 
 /// Publishes a presence channel's member event to its subscribers on every node.
