@@ -204,6 +204,9 @@ pub(crate) enum Command {
     Subscribe { tenant: String, user: String, channels: Vec<String> },
     /// Unsubscribe every connection of a user from a channel.
     Unsubscribe { tenant: String, user: String, channel: String },
+    /// Close every connection subscribed to a channel (a Pusher user's: its connections
+    /// signed in as the user).
+    CloseSubscribers { tenant: String, channel: String },
     /// Answer, to request `reply_to`, the channels with subscribers on this node whose
     /// names start with `prefix`, with their subscription counts.
     Channels { tenant: String, prefix: String, reply_to: String },
@@ -315,6 +318,12 @@ fn obey(app: &App, command: &Command) {
             let (users, truncated) = app.hub().channel_users(&tenant, channel, MAX_PRESENCE_USERS);
             let users = users.into_iter().map(|(u, n)| (u.into_string(), n)).collect();
             answer(app, reply_to, &ChannelUsers { users, truncated });
+        }
+        Command::CloseSubscribers { tenant, channel } => {
+            let Some(tenant) = app.tenants().get(tenant) else { return };
+            for conn in app.hub().channel_conns(&tenant, channel).iter().filter(|c| c.outbox.killed().is_none()) {
+                conn.outbox.kill(crate::fanout::Kill::Disconnected);
+            }
         }
         Command::Channels { tenant, prefix, reply_to } => {
             let Some(tenant) = app.tenants().get(tenant) else { return };

@@ -419,6 +419,14 @@ impl Hub {
         (users, truncated)
     }
 
+    /// The local subscribers of `channel`.
+    pub(crate) fn channel_conns(&self, tenant: &Tenant, channel: &str) -> Vec<Arc<Conn>> {
+        let t = tenant.index;
+        let shard = self.shard_of((t, 1u8, channel)).read().expect("hub lock");
+        let subs = shard.get(&t).and_then(|ts| ts.channels.get(channel));
+        subs.into_iter().flat_map(|c| c.subs.values()).map(|s| s.conn.clone()).collect()
+    }
+
     /// Closes every local connection of `user` with 4005, after a `disconnected` frame
     /// carrying `reason`; returns how many. Connections already closing are left alone, so
     /// a command that reaches the node twice sends one frame.

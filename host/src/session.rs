@@ -330,12 +330,22 @@ pub(crate) fn subscribe(
     delta: bool,
 ) -> Action {
     let resume = history(app, &conn.tenant).is_some();
-    match add_subscription(conn, app, grants, &name, delta, resume) {
+    match add_subscription(conn, app, Checked::Grants(grants), &name, delta, resume) {
         Err((code, message)) => Action::Reply(protocol::error(code, message, Some(&name))),
         Ok(None) => Action::Reply(protocol::subscribed(&name, None)),
         Ok(Some(ticket)) if resume => Action::Resume { since, channel: name, ticket },
         Ok(Some(ticket)) => Action::AfterSync(protocol::subscribed(&name, None), ticket),
     }
+}
+
+/// How a subscription is checked: against the channel name rules and `Grants` (the
+/// patterns the credentials allow; `None`: a backend's request, with none to check), or
+/// not at all (`Host`: a stream the host itself puts the connection in, under a name of its
+/// own, such as a Pusher connection's signed-in user's).
+#[derive(Clone, Copy)]
+pub(crate) enum Checked<'a> {
+    Grants(Option<&'a [String]>),
+    Host,
 }
 
 /// Adds `name` to `conn`'s subscriptions in the hub, the broker and presence, its gate
@@ -344,7 +354,7 @@ pub(crate) fn subscribe(
 pub(crate) fn add_subscription(
     conn: &Arc<Conn>,
     app: &App,
-    grants: Option<&[String]>,
+    checked: Checked<'_>,
     name: &str,
     delta: bool,
     resume: bool,
@@ -355,7 +365,9 @@ pub(crate) fn add_subscription(
     if subscriptions.iter().any(|s| **s == *name) {
         return Ok(None);
     }
-    if let Some(refusal) = refuse_channel(app, &conn.tenant, grants, name, subscriptions.len()) {
+    if let Checked::Grants(grants) = checked
+        && let Some(refusal) = refuse_channel(app, &conn.tenant, grants, name, subscriptions.len())
+    {
         return Err(refusal);
     }
     subscriptions.push(name.into());

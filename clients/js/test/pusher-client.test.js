@@ -14,6 +14,17 @@ import PusherJs from "pusher-js";
 
 import { Host, Redis, eventually, freePort } from "./harness.js";
 
+// pusher-js closes a socket the server already closed when the server refuses it (4000-4099,
+// as after terminate_connections), and its Node WebSocket (faye) then arms a 30 s timer that
+// nothing clears: it would hold this process open for 30 s after the tests. Such timers
+// do not keep the process alive here.
+const setTimer = globalThis.setTimeout;
+globalThis.setTimeout = (fn, ms, ...args) => {
+  const timer = setTimer(fn, ms, ...args);
+  if (ms === 30_000) timer.unref();
+  return timer;
+};
+
 const APP = { appId: "4242", key: "pusher-key-1", secret: "pusher-secret-0123456789" };
 
 async function host(t, extra = "", app = "") {
@@ -68,6 +79,11 @@ async function authEndpoint(t, server) {
     req.on("data", (chunk) => (body += chunk));
     req.on("end", () => {
       const form = new URLSearchParams(body);
+      if (req.url === "/pusher/user-auth") {
+        const user = server.authenticateUser(form.get("socket_id"), { id: form.get("user"), name: form.get("user") });
+        res.writeHead(200, { "content-type": "application/json" });
+        return res.end(JSON.stringify(user));
+      }
       const channel = form.get("channel_name");
       const user = form.get("user");
       const presence = channel.startsWith("presence-") ? { user_id: user, user_info: { name: user.toUpperCase() } } : undefined;
@@ -170,6 +186,45 @@ test("client events reach the channel's other subscribers, within Pusher's rate,
   const refused = new Promise((resolve) => off.connection.bind("error", resolve));
   offChannel.channel.trigger("client-typing", {});
   assert.match((await refused).data.message, /not enabled/);
+});
+
+test("a signed-in user gets the events sent to them, and terminate_connections closes their connections", async (t) => {
+  const { port, server } = await host(t);
+  const endpoint = await authEndpoint(t, server);
+  const signedIn = (user) => {
+    const pusher = client(t, port, {
+      userAuthentication: { endpoint: endpoint.replace("/pusher/auth", "/pusher/user-auth"), transport: "ajax", params: { user } },
+    });
+    const got = [];
+    pusher.user.bind("notice", (d) => got.push(d.text));
+    pusher.signin();
+    return { pusher, got };
+  };
+  const ann = signedIn("ann");
+  const bob = signedIn("bob");
+  await eventually(() => ann.pusher.user.user_data?.id === "ann" && bob.pusher.user.user_data?.id === "bob");
+  await eventually(async () => {
+    await server.sendToUser("ann", "notice", { text: "for ann" });
+    return ann.got.length > 0;
+  });
+  assert.deepEqual([...new Set(ann.got)], ["for ann"]);
+  assert.deepEqual(bob.got, [], "only the user it was sent to");
+
+  const errors = [];
+  ann.pusher.connection.bind("error", (e) => errors.push(e.error?.data?.code ?? e.data?.code));
+  const terminated = await server.terminateUserConnections("ann");
+  assert.equal(terminated.status, 200);
+  await eventually(() => errors.includes(4009));
+  await eventually(() => ann.pusher.connection.state === "disconnected");
+  assert.equal(bob.pusher.connection.state, "connected", "other users stay");
+
+  const forged = client(t, port, {
+    userAuthentication: { customHandler: (_p, callback) => callback(null, { auth: `${APP.key}:${"0".repeat(64)}`, user_data: '{"id":"eve"}' }) },
+  });
+  const closed = new Promise((resolve) => forged.connection.bind("error", resolve));
+  forged.signin();
+  await closed;
+  await eventually(() => forged.connection.state === "disconnected");
 });
 
 test("an unknown key is refused with Pusher's code 4001, and pusher-js does not retry", async (t) => {

@@ -21,9 +21,10 @@ use super::extract::{PathParams, read_body};
 use super::publish::{not_draining, publish_events};
 use crate::app::App;
 use crate::config::PusherCredentials;
+use crate::control::Command;
 use crate::event::Event;
 use crate::ingest;
-use crate::protocol::pusher::SocketId;
+use crate::protocol::pusher::{SocketId, USER_CHANNEL};
 use crate::tenant::{Tenant, hex};
 
 /// How far a request's `auth_timestamp` may be from this node's clock.
@@ -248,6 +249,34 @@ enum QueryAnswers {
     Unavailable(String),
 }
 
+/// Closes every connection signed in as `user_id` (`pusher:signin`), on every node, with 4009.
+#[utoipa::path(post, operation_id = "pusherTerminateConnections", path = "/apps/{app_id}/users/{user_id}/terminate_connections", tag = "pusher",
+    params(
+        ("app_id" = String, Path, description = "The tenant's `pusher.app_id`"),
+        ("user_id" = String, Path, description = "A signed-in user's id"),
+        Signature,
+    ),
+    responses(QueryAnswers))]
+pub(super) async fn terminate_connections(
+    State(app): State<App>,
+    PathParams((app_id, user)): PathParams<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let answer = async {
+        let path = format!("/apps/{app_id}/users/{user}/terminate_connections");
+        let (tenant, _) = signed(&app, &app_id, &path, &pairs(query), &headers, body).await?;
+        let close = Command::CloseSubscribers {
+            tenant: tenant.id.to_string(),
+            channel: crate::protocol::pusher::user_channel(&user),
+        };
+        crate::control::send(&app, close).await.map_err(unavailable)?;
+        Ok::<_, Refused>(Json(json!({})))
+    };
+    answer.await.into_response()
+}
+
 /// The occupied channels (over every node) whose names start with `filter_by_prefix`, each
 /// with its `user_count` when `info=user_count` (presence channels only).
 #[utoipa::path(get, operation_id = "pusherChannels", path = "/apps/{app_id}/channels", tag = "pusher",
@@ -432,10 +461,18 @@ fn native(app: &App, event: PusherEvent) -> Result<Event, Refused> {
         None => None,
         Some(s) => Some(SocketId::parse(s).ok_or_else(|| bad(format!("Invalid socket id: '{s}'")))?),
     };
-    let body = json!({"channels": channels, "event": event.name, "data": Value::String(event.data)});
+    // Users' channels are the host's own names, outside notify's channel rules.
+    let (users, mut channels): (Vec<String>, Vec<String>) =
+        channels.into_iter().partition(|c| c.starts_with(USER_CHANNEL));
+    if users.iter().any(|c| !(1..=128).contains(&(c.len() - USER_CHANNEL.len()))) {
+        return Err(bad("Invalid user id in #server-to-user- channel"));
+    }
+    let named = if channels.is_empty() { vec!["-".to_owned()] } else { channels.clone() };
+    let body = json!({"channels": named, "event": event.name, "data": Value::String(event.data)});
     let body = serde_json::to_vec(&body).expect("JSON values serialise");
     let event = ingest::parse_one(app.ids(), &body).map_err(|e| bad(e.to_string()))?;
-    Ok(Event { except, ..event })
+    channels.extend(users);
+    Ok(Event { except, channels, ..event })
 }
 
 #[cfg(test)]

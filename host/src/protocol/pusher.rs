@@ -119,6 +119,11 @@ pub(crate) enum ClientFrame {
     Unsubscribe {
         channel: String,
     },
+    /// Signing in as the user `user_data` names, with the signature of the app's backend.
+    Signin {
+        auth: String,
+        user_data: String,
+    },
     /// A client event (`client-*`) for the other subscribers of a channel.
     ClientEvent {
         event: String,
@@ -149,6 +154,12 @@ struct SubscribeData {
 }
 
 #[derive(Deserialize)]
+struct SigninData {
+    auth: String,
+    user_data: String,
+}
+
+#[derive(Deserialize)]
 struct UnsubscribeData {
     channel: String,
 }
@@ -166,6 +177,10 @@ pub(crate) fn parse(text: &str) -> Result<ClientFrame, serde_json::Error> {
         "pusher:unsubscribe" => {
             let UnsubscribeData { channel } = serde_json::from_str(data())?;
             ClientFrame::Unsubscribe { channel }
+        }
+        "pusher:signin" => {
+            let SigninData { auth, user_data } = serde_json::from_str(data())?;
+            ClientFrame::Signin { auth, user_data }
         }
         client if client.starts_with("client-") => ClientFrame::ClientEvent {
             event: client.to_owned(),
@@ -199,6 +214,19 @@ pub(crate) fn pong() -> Bytes {
 pub(crate) fn subscription_succeeded(channel: &str, data: &Value) -> Bytes {
     with_string_data("pusher_internal:subscription_succeeded", Some(channel), data)
 }
+
+/// A signin took: the `user_data` it signed in with.
+pub(crate) fn signin_success(user_data: &str) -> Bytes {
+    with_string_data("pusher:signin_success", None, &json!({ "user_data": user_data }))
+}
+
+/// The channel a signed-in user's server-to-user events travel on.
+pub(crate) fn user_channel(user: &str) -> String {
+    format!("{USER_CHANNEL}{user}")
+}
+
+/// Server-to-user channels' names start with this.
+pub(crate) const USER_CHANNEL: &str = "#server-to-user-";
 
 /// A subscription was refused: `kind` is `AuthError` for a missing or wrong signature.
 pub(crate) fn subscription_error(channel: &str, kind: &str, error: &str, status: u16) -> Bytes {

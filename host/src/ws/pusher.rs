@@ -25,10 +25,11 @@ use crate::app::App;
 use crate::backend::members::{Departed, Joined, MAX_MEMBERS};
 use crate::bucket::Bucket;
 use crate::event::Event;
+use crate::fanout::Kill;
 use crate::hub::Conn;
 use crate::protocol::code;
 use crate::protocol::pusher::{self, ClientFrame, SocketId};
-use crate::session::{self, Action};
+use crate::session::{self, Action, Checked};
 use crate::tenant::Tenant;
 
 /// How long a refused connection may take to read its error and close.
@@ -67,7 +68,15 @@ pub(super) async fn on_text(text: &str, conn: &Arc<Conn>, app: &App, rate: &mut 
             let reply = Box::pin(join_presence(conn, app, &channel, auth.as_deref(), channel_data.as_deref())).await;
             Action::Reply(reply)
         }
+        Ok(ClientFrame::Subscribe { channel, .. }) if channel.starts_with(pusher::USER_CHANNEL) => {
+            // The node subscribed it at signin; pusher-js asks again to hear it took.
+            Action::Reply(match conn.subscribed_to(&channel) {
+                true => pusher::subscription_succeeded(&channel, &json!({})),
+                false => pusher::subscription_error(&channel, "AuthError", "sign in as this user first", 401),
+            })
+        }
         Ok(ClientFrame::Subscribe { channel, auth, .. }) => subscribe(conn, app, channel, auth.as_deref()),
+        Ok(ClientFrame::Signin { auth, user_data }) => Box::pin(signin(conn, app, &auth, &user_data)).await,
         Ok(ClientFrame::Unsubscribe { channel }) => {
             if session::remove_subscription(conn, app, &channel) && channel.starts_with(PRESENCE) {
                 Box::pin(leave_presence(app, conn.tenant.clone(), &channel, conn.id)).await;
@@ -91,7 +100,7 @@ fn subscribe(conn: &Arc<Conn>, app: &App, channel: String, auth: Option<&str>) -
         return Action::Reply(bad_signature(&channel));
     }
     let succeeded = || pusher::subscription_succeeded(&channel, &json!({}));
-    match session::add_subscription(conn, app, None, &channel, false, false) {
+    match session::add_subscription(conn, app, Checked::Grants(None), &channel, false, false) {
         Ok(None) => Action::Reply(succeeded()),
         Ok(Some(ticket)) => Action::AfterSync(succeeded(), ticket),
         Err(refusal) => Action::Reply(refused(&channel, refusal)),
@@ -140,7 +149,7 @@ async fn join_presence(conn: &Arc<Conn>, app: &App, channel: &str, auth: Option<
         let error = "channel_data must be JSON with a user_id (at most 128 characters) and user_info under 1 KB";
         return pusher::subscription_error(channel, "InvalidChannelData", error, 400);
     };
-    let ticket = match session::add_subscription(conn, app, None, channel, false, false) {
+    let ticket = match session::add_subscription(conn, app, Checked::Grants(None), channel, false, false) {
         Ok(Some(ticket)) => ticket,
         Ok(None) => return pusher::error(None, "already subscribed to this presence channel"),
         Err(refusal) => return refused(channel, refusal),
@@ -269,17 +278,45 @@ pub(crate) async fn sweep_members(app: App) {
     }
 }
 
+/// Signs the connection in as the user `user_data` names (`{"id": ..., ...}`), when the
+/// app's backend signed `SOCKET_ID::user::USER_DATA`: the connection then gets the events
+/// sent to that user (`#server-to-user-ID`), and `terminate_connections` closes it. A bad
+/// signature closes the connection with 4009, as Pusher does.
+async fn signin(conn: &Arc<Conn>, app: &App, auth: &str, user_data: &str) -> Action {
+    let user = serde_json::from_str::<Value>(user_data).ok().and_then(|d| match d.get("id")? {
+        Value::String(id) if !id.is_empty() && id.len() <= MAX_USER_ID => Some(id.clone()),
+        _ => None,
+    });
+    let text = format!("{}::user::{user_data}", socket_id(conn));
+    let (Some(user), true) = (user, signed_text(conn, Some(auth), &text)) else {
+        conn.outbox
+            .push_control(pusher::error(None, "Invalid signin: the auth does not sign this socket id and user_data"));
+        conn.outbox.kill(Kill::Disconnected);
+        return Action::Done;
+    };
+    let channel = pusher::user_channel(&user);
+    match session::add_subscription(conn, app, Checked::Host, &channel, false, false) {
+        Ok(Some(ticket)) => Action::AfterSync(pusher::signin_success(user_data), ticket),
+        _ => Action::Reply(pusher::signin_success(user_data)),
+    }
+}
+
 /// Whether `auth` (`KEY:SIGNATURE`) signs `SOCKET_ID:CHANNEL[:CHANNEL_DATA]` with the
 /// tenant's Pusher secret; compared in constant time.
 fn signed(conn: &Conn, channel: &str, auth: Option<&str>, channel_data: Option<&str>) -> bool {
-    let Some(credentials) = &conn.tenant.config.pusher else { return false };
-    let Some((key, signature)) = auth.and_then(|a| a.split_once(':')) else { return false };
     let mut text = format!("{}:{channel}", socket_id(conn));
     if let Some(data) = channel_data {
         text.push(':');
         text.push_str(data);
     }
-    let expected = pusher::sign(&credentials.secret, &text);
+    signed_text(conn, auth, &text)
+}
+
+/// Whether `auth` (`KEY:SIGNATURE`) signs `text` with the tenant's Pusher secret.
+fn signed_text(conn: &Conn, auth: Option<&str>, text: &str) -> bool {
+    let Some(credentials) = &conn.tenant.config.pusher else { return false };
+    let Some((key, signature)) = auth.and_then(|a| a.split_once(':')) else { return false };
+    let expected = pusher::sign(&credentials.secret, text);
     key == credentials.key && bool::from(expected.as_bytes().ct_eq(signature.as_bytes()))
 }
 
@@ -288,7 +325,8 @@ fn signed(conn: &Conn, channel: &str, auth: Option<&str>, channel_data: Option<&
 pub(super) fn closing(conn: &Conn, code: u16, reason: &str) -> u16 {
     let code = pusher::close_code(code);
     if (4000..4300).contains(&code) {
-        conn.outbox.push_control(pusher::error(Some(code), reason));
+        // Queued as the close frame is: a closing connection's outbox takes no other frame.
+        conn.outbox.push_transport(pusher::error(Some(code), reason));
     }
     code
 }
