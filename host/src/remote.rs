@@ -98,6 +98,17 @@ pub(crate) enum Tenant {
         #[arg(long)]
         overlap: Option<String>,
     },
+    /// Give the tenant a Pusher app (app id, key, secret), or a new secret for the one it
+    /// has; prints them, the secret once.
+    #[command(after_help = "Example:\n  notify-host tenant pusher acme --client-events true --token dev-admin-token")]
+    Pusher {
+        #[command(flatten)]
+        admin: Admin,
+        id: String,
+        /// Whether clients may send `client-*` events; unchanged without.
+        #[arg(long)]
+        client_events: Option<bool>,
+    },
     /// Delete a tenant: its keys stop working and its connections are closed.
     #[command(after_help = "Example:\n  notify-host tenant delete acme --token dev-admin-token")]
     Delete {
@@ -242,6 +253,10 @@ impl Tenant {
                 let path = format!("/v1/admin/tenants/{id}/keys/{kind}");
                 let body = overlap.as_ref().map_or(json!({}), |o| json!({ "overlap": o }));
                 (admin, Call::new(Method::POST, path, &admin.token).json(&body))
+            }
+            Tenant::Pusher { admin, id, client_events } => {
+                let body = client_events.map_or(json!({}), |c| json!({ "client_events": c }));
+                (admin, Call::new(Method::POST, format!("/v1/admin/tenants/{id}/pusher"), &admin.token).json(&body))
             }
             Tenant::Delete { admin, id } => {
                 (admin, Call::new(Method::DELETE, format!("/v1/admin/tenants/{id}"), &admin.token))

@@ -78,12 +78,13 @@ fn help_and_version() {
 
 #[test]
 fn every_subcommand_shows_an_example() {
-    let commands: [&[&str]; 10] = [
+    let commands: [&[&str]; 11] = [
         &["check-config"],
         &["publish"],
         &["tenant", "create"],
         &["tenant", "list"],
         &["tenant", "rotate-key"],
+        &["tenant", "pusher"],
         &["tenant", "delete"],
         &["plugin", "upload"],
         &["plugin", "list"],
@@ -177,6 +178,32 @@ async fn the_cli_manages_tenants_plugins_and_webhooks_and_publishes() -> anyhow:
     assert!(code == 0 && out.contains(&id) && !out.contains("whsec_"), "{out}");
     let (code, _, err) = remote(addr, &["webhook", "remove", "acme", &id]).await?;
     assert_eq!(code, 0, "{err}");
+
+    let (code, out, err) = remote(addr, &["tenant", "pusher", "acme", "--client-events", "true"]).await?;
+    assert_eq!(code, 0, "{err}");
+    let made: serde_json::Value = serde_json::from_str(&out)?;
+    let (pusher_key, secret) = (made["key"].as_str().expect("key"), made["secret"].as_str().expect("secret"));
+    assert!(made["app_id"].as_str().is_some_and(|id| id.bytes().all(|b| b.is_ascii_digit())), "{out}");
+    assert!(secret.len() >= 16 && made["client_events"] == true, "{out}");
+    // A Pusher client of the new key is served.
+    let url = format!("ws://{addr}/app/{pusher_key}?protocol=7");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
+    let first = futures_util::StreamExt::next(&mut ws).await.expect("a first frame")?;
+    assert!(first.to_text()?.contains("pusher:connection_established"), "{first}");
+    let (code, out, err) = remote(addr, &["tenant", "pusher", "acme"]).await?;
+    assert_eq!(code, 0, "{err}");
+    let rotated: serde_json::Value = serde_json::from_str(&out)?;
+    assert_eq!(
+        (&rotated["app_id"], &rotated["key"], &rotated["client_events"]),
+        (&made["app_id"], &made["key"], &made["client_events"])
+    );
+    assert_ne!(rotated["secret"], made["secret"], "a new secret");
+    let (code, out, _) = remote(addr, &["tenant", "list"]).await?;
+    assert!(code == 0 && out.contains(pusher_key), "{out}");
+    assert!(
+        !out.contains(secret) && !out.contains(rotated["secret"].as_str().unwrap_or("-")),
+        "never the secret: {out}"
+    );
 
     let (code, out, err) = remote(addr, &["tenant", "rotate-key", "acme", "--overlap", "1m"]).await?;
     assert_eq!(code, 0, "{err}");

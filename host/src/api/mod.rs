@@ -87,6 +87,7 @@ fn routes(demo: bool) -> OpenApiRouter<App> {
         .routes(routes!(tenants::list, tenants::create))
         .routes(routes!(tenants::get, tenants::patch, tenants::delete))
         .routes(routes!(tenants::rotate))
+        .routes(routes!(tenants::pusher, tenants::remove_pusher))
         .routes(routes!(admin::list))
         .routes(routes!(admin::upload, admin::remove))
         .routes(routes!(admin::rollback))

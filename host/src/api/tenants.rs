@@ -28,7 +28,7 @@ use super::error::ErrorBody;
 use super::extract::{Admin, PathParams, parse_json, random_bytes, read_body};
 use crate::app::App;
 use crate::backend::control::{StoreError, StoredKey, StoredTenant, TenantSettings};
-use crate::config::{AuthConfig, SlowClientPolicy, TenantLimits, valid_tenant_id};
+use crate::config::{AuthConfig, PusherCredentials, SlowClientPolicy, TenantLimits, valid_tenant_id};
 use crate::control;
 use crate::tenant::{Key, KeyDigest, Source, Tenant, hex};
 
@@ -375,6 +375,7 @@ fn settings(new: NewTenant) -> (String, TenantSettings) {
         history: new.history,
         compression: new.compression,
         limits: new.limits,
+        pusher: None,
     };
     (new.id, settings)
 }
@@ -397,6 +398,109 @@ fn check(id: &str, settings: &TenantSettings, publish_key: &str) -> Result<(), A
 }
 
 /// A new random key: `prefix_` and 32 random bytes in hex.
+/// `POST /v1/admin/tenants/{tenant}/pusher`: `{"client_events": true}`, optional.
+#[derive(Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PusherRequest {
+    /// Whether clients may send `client-*` events; unchanged (or off, for a new app) without.
+    client_events: Option<bool>,
+}
+
+/// A tenant's Pusher app with its secret: shown this once.
+#[derive(Serialize, ToSchema)]
+pub(super) struct PusherApp {
+    app_id: String,
+    key: String,
+    secret: String,
+    client_events: bool,
+}
+
+/// Gives the tenant a Pusher app (an app id of digits, a key and a secret), or a new secret
+/// for the one it has (the previous secret stops at once: Pusher apps have one).
+#[utoipa::path(post, operation_id = "rotatePusherApp", path = "/v1/admin/tenants/{tenant}/pusher", tag = "tenants", security(("admin_token" = [])),
+    params(("tenant" = String, Path, description = "A tenant id")),
+    request_body(content = Option<PusherRequest>, description = "Optional"),
+    responses(
+        (status = OK, description = "The app and its secret, shown this once", body = PusherApp),
+        (status = BAD_REQUEST, description = "`invalid_field` or `bad_body`", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`: no admin token", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden`: not the admin token", body = ErrorBody),
+        (status = NOT_FOUND, description = "`unknown_tenant`", body = ErrorBody),
+        (status = CONFLICT, description = "`managed_by_config`", body = ErrorBody),
+        (status = PAYLOAD_TOO_LARGE, description = "`too_large`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
+    ))]
+pub(super) async fn pusher(
+    State(app): State<App>,
+    _: Admin,
+    PathParams(id): PathParams<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<PusherApp>, ApiError> {
+    api_tenant(&app, &id)?;
+    let body = read_body(&headers, body, MAX_BODY).await?;
+    let request: PusherRequest =
+        if body.iter().all(u8::is_ascii_whitespace) { PusherRequest::default() } else { parse_json(&body)? };
+    let fresh = PusherCredentials {
+        app_id: u64::from_le_bytes(random_bytes::<8>()?).to_string(),
+        key: hex(&random_bytes::<10>()?),
+        secret: hex(&random_bytes::<20>()?),
+        client_events: false,
+    };
+    let credentials = control::change(&app, |state| {
+        let stored = state.tenants.get_mut(&id).ok_or_else(|| unknown(&id))?;
+        let current = stored.settings.pusher.take();
+        let client_events = request.client_events.or(current.as_ref().map(|c| c.client_events)).unwrap_or(false);
+        let credentials = match current {
+            Some(c) => PusherCredentials { secret: fresh.secret.clone(), client_events, ..c },
+            None => PusherCredentials { client_events, ..fresh.clone() },
+        };
+        stored.settings.pusher = Some(credentials.clone());
+        stored.revision += 1;
+        Ok::<_, ApiError>(credentials)
+    })
+    .await?;
+    let PusherCredentials { app_id, key, secret, client_events } = credentials;
+    Ok(Json(PusherApp { app_id, key, secret, client_events }))
+}
+
+/// Removes the tenant's Pusher app: its clients are refused from then on (4001).
+#[utoipa::path(delete, operation_id = "deletePusherApp", path = "/v1/admin/tenants/{tenant}/pusher", tag = "tenants", security(("admin_token" = [])),
+    params(("tenant" = String, Path, description = "A tenant id")),
+    responses(
+        (status = NO_CONTENT, description = "Removed (or there was none)"),
+        (status = UNAUTHORIZED, description = "`unauthorized`: no admin token", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden`: not the admin token", body = ErrorBody),
+        (status = NOT_FOUND, description = "`unknown_tenant`", body = ErrorBody),
+        (status = CONFLICT, description = "`managed_by_config`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
+    ))]
+pub(super) async fn remove_pusher(
+    State(app): State<App>,
+    _: Admin,
+    PathParams(id): PathParams<String>,
+) -> Result<StatusCode, ApiError> {
+    api_tenant(&app, &id)?;
+    control::change(&app, |state| {
+        let stored = state.tenants.get_mut(&id).ok_or_else(|| unknown(&id))?;
+        if stored.settings.pusher.take().is_some() {
+            stored.revision += 1;
+        }
+        Ok::<_, ApiError>(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The tenant `id`, if it was made through the API (a configured one is read-only here).
+fn api_tenant(app: &App, id: &str) -> Result<std::sync::Arc<Tenant>, ApiError> {
+    let tenant = app.tenants().get(id).ok_or_else(|| unknown(id))?;
+    if tenant.source == Source::Config {
+        return Err(managed_by_config(id));
+    }
+    Ok(tenant)
+}
+
 fn secret(prefix: &str) -> Result<String, ApiError> {
     Ok(format!("{prefix}_{}", hex(&random_bytes::<32>()?)))
 }
@@ -436,8 +540,17 @@ pub(super) struct TenantView {
     compression: crate::config::CompressionConfig,
     /// The tenant's quotas, its overrides applied to `[limits]`.
     limits: TenantLimits,
+    /// Its Pusher app, without the secret (docs/PUSHER.md).
+    pusher: Option<PusherView>,
     /// Counts changes of the tenant's settings.
     revision: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct PusherView {
+    app_id: String,
+    key: String,
+    client_events: bool,
 }
 
 /// A tenant, with its keys: shown this once.
@@ -509,6 +622,11 @@ fn describe(tenants: &crate::tenant::Tenants, t: &Tenant) -> TenantView {
         history: HistoryView { size: c.history.size, ttl_ms: c.history.ttl.as_millis() as u64, acks: c.history.acks },
         compression: c.compression,
         limits: t.quota.limits(),
+        pusher: c.pusher.as_ref().map(|p| PusherView {
+            app_id: p.app_id.clone(),
+            key: p.key.clone(),
+            client_events: p.client_events,
+        }),
         revision: t.revision,
     }
 }

@@ -10,7 +10,9 @@ use tokio::sync::{broadcast, watch};
 use super::{BackendError, BoxFuture};
 use std::sync::Arc;
 
-use crate::config::{AuthConfig, CompressionConfig, HistoryConfig, LimitOverrides, SlowClientPolicy, TenantConfig};
+use crate::config::{
+    AuthConfig, CompressionConfig, HistoryConfig, LimitOverrides, PusherCredentials, SlowClientPolicy, TenantConfig,
+};
 use crate::plugin::TenantSlots;
 use crate::revocation::{Revocation, Revoked};
 use crate::tenant::{Key, KeyDigest, Keys, Source, Tenant, Tenants};
@@ -107,6 +109,10 @@ pub(crate) struct TenantSettings {
     pub compression: CompressionConfig,
     #[serde(default)]
     pub limits: LimitOverrides,
+    /// Set and rotated through `POST /v1/admin/tenants/{tenant}/pusher`; the secret is kept
+    /// as it is (Pusher's signatures need it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pusher: Option<PusherCredentials>,
 }
 
 fn all_channels() -> Vec<String> {
@@ -207,7 +213,7 @@ impl TenantSettings {
             compression: self.compression,
             limits: self.limits,
             webhooks: Vec::new(),
-            pusher: None,
+            pusher: self.pusher.clone(),
         }
     }
 }

@@ -24,6 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use crate::app::App;
 use crate::backend::members::{Departed, Joined, MAX_MEMBERS};
 use crate::bucket::Bucket;
+use crate::config::PusherCredentials;
 use crate::event::Event;
 use crate::fanout::Kill;
 use crate::hub::Conn;
@@ -96,7 +97,7 @@ pub(super) async fn on_text(text: &str, conn: &Arc<Conn>, app: &App, rate: &mut 
 
 /// Subscribes to a public or private channel, after checking a private one's signature.
 fn subscribe(conn: &Arc<Conn>, app: &App, channel: String, auth: Option<&str>) -> Action {
-    if channel.starts_with("private-") && !signed(conn, &channel, auth, None) {
+    if channel.starts_with("private-") && !signed(conn, app, &channel, auth, None) {
         return Action::Reply(bad_signature(&channel));
     }
     let succeeded = || pusher::subscription_succeeded(&channel, &json!({}));
@@ -144,7 +145,7 @@ fn member(channel_data: &str) -> Option<(String, Box<RawValue>)> {
 /// Subscribes to a presence channel as the member its signed `channel_data` names; tells
 /// the channel when the member is new to it. The reply.
 async fn join_presence(conn: &Arc<Conn>, app: &App, channel: &str, auth: Option<&str>, data: Option<&str>) -> Bytes {
-    let Some(data) = data.filter(|d| signed(conn, channel, auth, Some(d))) else { return bad_signature(channel) };
+    let Some(data) = data.filter(|d| signed(conn, app, channel, auth, Some(d))) else { return bad_signature(channel) };
     let Some((user, info)) = member(data) else {
         let error = "channel_data must be JSON with a user_id (at most 128 characters) and user_info under 1 KB";
         return pusher::subscription_error(channel, "InvalidChannelData", error, 400);
@@ -226,7 +227,7 @@ async fn client_event(
     data: Box<RawValue>,
 ) -> Result<(), Bytes> {
     let tenant = &conn.tenant;
-    if !tenant.config.pusher.as_ref().is_some_and(|p| p.client_events) {
+    if !credentials(conn, app).is_some_and(|p| p.client_events) {
         return Err(pusher::error(None, "client events are not enabled for this app"));
     }
     let channel = channel.unwrap_or_default();
@@ -288,7 +289,7 @@ async fn signin(conn: &Arc<Conn>, app: &App, auth: &str, user_data: &str) -> Act
         _ => None,
     });
     let text = format!("{}::user::{user_data}", socket_id(conn));
-    let (Some(user), true) = (user, signed_text(conn, Some(auth), &text)) else {
+    let (Some(user), true) = (user, signed_text(conn, app, Some(auth), &text)) else {
         conn.outbox
             .push_control(pusher::error(None, "Invalid signin: the auth does not sign this socket id and user_data"));
         conn.outbox.kill(Kill::Disconnected);
@@ -303,18 +304,24 @@ async fn signin(conn: &Arc<Conn>, app: &App, auth: &str, user_data: &str) -> Act
 
 /// Whether `auth` (`KEY:SIGNATURE`) signs `SOCKET_ID:CHANNEL[:CHANNEL_DATA]` with the
 /// tenant's Pusher secret; compared in constant time.
-fn signed(conn: &Conn, channel: &str, auth: Option<&str>, channel_data: Option<&str>) -> bool {
+fn signed(conn: &Conn, app: &App, channel: &str, auth: Option<&str>, channel_data: Option<&str>) -> bool {
     let mut text = format!("{}:{channel}", socket_id(conn));
     if let Some(data) = channel_data {
         text.push(':');
         text.push_str(data);
     }
-    signed_text(conn, auth, &text)
+    signed_text(conn, app, auth, &text)
+}
+
+/// The tenant's Pusher app as it is now (its secret may have been rotated since the
+/// connection opened).
+fn credentials(conn: &Conn, app: &App) -> Option<PusherCredentials> {
+    app.tenants().get(&conn.tenant.id)?.config.pusher.clone()
 }
 
 /// Whether `auth` (`KEY:SIGNATURE`) signs `text` with the tenant's Pusher secret.
-fn signed_text(conn: &Conn, auth: Option<&str>, text: &str) -> bool {
-    let Some(credentials) = &conn.tenant.config.pusher else { return false };
+fn signed_text(conn: &Conn, app: &App, auth: Option<&str>, text: &str) -> bool {
+    let Some(credentials) = credentials(conn, app) else { return false };
     let Some((key, signature)) = auth.and_then(|a| a.split_once(':')) else { return false };
     let expected = pusher::sign(&credentials.secret, text);
     key == credentials.key && bool::from(expected.as_bytes().ct_eq(signature.as_bytes()))
