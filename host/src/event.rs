@@ -69,6 +69,9 @@ pub(crate) struct Event {
     pub delta: bool,
     /// The publisher's `socket_id` (Pusher API): that Pusher connection does not get it.
     pub except: Option<SocketId>,
+    /// The member that sent it, for a client event on a presence channel (Pusher's
+    /// `user_id`); it is in the frame.
+    pub sender: Option<Box<str>>,
 }
 
 impl Event {
@@ -90,6 +93,7 @@ impl Event {
             idempotency_key: None,
             delta: false,
             except: None,
+            sender: None,
         }
     }
 
@@ -116,6 +120,7 @@ impl Event {
             idempotency_key: None,
             delta: false,
             except,
+            sender: None,
         }
     }
 
@@ -158,6 +163,10 @@ impl Event {
                 push_json_str(&mut json, c);
             }
             Target::Broadcast => json.push_str(r#","broadcast":true"#),
+        }
+        if let Some(sender) = &self.sender {
+            json.push_str(r#","user_id":"#);
+            push_json_str(&mut json, sender);
         }
         let mut after = String::with_capacity(10 + self.data.get().len());
         after.push_str(r#","data":"#);

@@ -179,6 +179,16 @@ test("client events reach the channel's other subscribers, within Pusher's rate,
   assert.deepEqual(ann.events.filter(([e]) => e.startsWith("client-")), [], "the sender gets none of its own");
   assert.equal(annClient.connection.state, "connected", "a client event over the rate does not close the connection");
 
+  // On a presence channel, a client event names its sender's member.
+  const [annMember, bobMember] = [member(t, port, endpoint, "ann"), member(t, port, endpoint, "bob")];
+  const annRoom = await joined(annMember, "presence-room");
+  const bobRoom = await joined(bobMember, "presence-room");
+  const said = [];
+  bobRoom.channel.bind("client-hi", (data, metadata) => said.push(`${metadata?.user_id}: ${data.text}`));
+  annRoom.channel.trigger("client-hi", { text: "hello" });
+  await eventually(() => said.length === 1);
+  assert.deepEqual(said, ["ann: hello"]);
+
   const { port: offPort, server: offServer } = await host(t);
   const offEndpoint = await authEndpoint(t, offServer);
   const off = client(t, offPort, { channelAuthorization: { endpoint: offEndpoint, transport: "ajax" } });

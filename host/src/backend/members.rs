@@ -62,6 +62,9 @@ pub(crate) trait Members: Send + Sync + 'static {
         conn: u64,
     ) -> BoxFuture<'a, Result<Option<Box<str>>, PresenceError>>;
 
+    /// The user `conn` joined `channel` as, if it is a member (this node's memberships).
+    fn member_of(&self, tenant: &Tenant, channel: &str, conn: u64) -> Option<Box<str>>;
+
     /// The channel's members (at most [`MAX_MEMBERS`]).
     fn list<'a>(&'a self, tenant: &'a Tenant, channel: &'a str) -> BoxFuture<'a, Result<Vec<Member>, PresenceError>>;
 

@@ -165,6 +165,7 @@ fn validate(ids: &IdGenerator, p: PublishBody, prefix: &str, received_at: Instan
         idempotency_key: p.idempotency_key.map(String::into_boxed_str),
         delta: p.delta,
         except: None,
+        sender: None,
     })
 }
 

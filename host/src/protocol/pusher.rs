@@ -246,6 +246,8 @@ struct NativeEvent<'a> {
     event: Cow<'a, str>,
     #[serde(borrow, default)]
     channel: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    user_id: Option<Cow<'a, str>>,
     #[serde(borrow)]
     data: &'a RawValue,
 }
@@ -255,11 +257,14 @@ struct PusherEvent<'a> {
     event: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     channel: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
     data: Cow<'a, RawValue>,
 }
 
 /// The Pusher frame of a native event frame (`event::Event::encode_for`): its name, its
-/// channel (none for the broadcast), and its data as a JSON string; data published through
+/// channel (none for the broadcast), its sender's `user_id` (presence client events), and
+/// its data as a JSON string; data published through
 /// the Pusher API, a string already, is kept as it is. `None` for a frame that is not an event.
 pub(crate) fn event_from(native: &[u8]) -> Option<Bytes> {
     let e: NativeEvent<'_> = serde_json::from_slice(frame::payload(native)).ok()?;
@@ -270,7 +275,8 @@ pub(crate) fn event_from(native: &[u8]) -> Option<Bytes> {
         let quoted = serde_json::to_string(raw).expect("strings serialise");
         Cow::Owned(RawValue::from_string(quoted).expect("a JSON string"))
     };
-    Some(frame::json(&PusherEvent { event: &e.event, channel: e.channel.as_deref(), data }))
+    let (event, channel, user_id) = (&e.event, e.channel.as_deref(), e.user_id.as_deref());
+    Some(frame::json(&PusherEvent { event, channel, user_id, data }))
 }
 
 /// Pusher's signature of `text`: HMAC-SHA256 keyed by the secret, in lower-case hex.
@@ -295,6 +301,13 @@ mod tests {
         assert_eq!(
             json_of(&event_from(&native).unwrap()),
             json!({"event": "order", "channel": "c-1", "data": "{\"id\":7}"})
+        );
+        let native = frame::text(
+            br#"{"type":"event","id":"1","event":"client-x","ts":1,"channel":"presence-a","user_id":"7","data":{}}"#,
+        );
+        assert_eq!(
+            json_of(&event_from(&native).unwrap()),
+            json!({"event": "client-x", "channel": "presence-a", "user_id": "7", "data": "{}"})
         );
         let native = frame::text(br#"{"type":"event","id":"1","event":"e","ts":1,"broadcast":true,"data":"a \"b\""}"#);
         assert_eq!(json_of(&event_from(&native).unwrap()), json!({"event": "e", "data": "a \"b\""}));

@@ -245,7 +245,10 @@ async fn client_event(
         let message = "Client event rejected due to rate limit";
         return Err(pusher::error(Some(pusher::close::CLIENT_EVENT_RATE), message));
     }
-    let event = Event::on_channel(app.ids().next_id(), &name, &channel, data, Some(SocketId::of(conn.id)));
+    let mut event = Event::on_channel(app.ids().next_id(), &name, &channel, data, Some(SocketId::of(conn.id)));
+    if channel.starts_with(PRESENCE) {
+        event.sender = app.members().member_of(tenant, &channel, conn.id);
+    }
     let event = vec![event];
     if tenant.quota.oversized(&event).is_some() || tenant.quota.publish(1).is_err() {
         return Err(pusher::error(None, "Client event rejected: over the app's event size or publish rate"));

@@ -86,6 +86,10 @@ impl Members for MemoryMembers {
         Box::pin(async { Ok(left) })
     }
 
+    fn member_of(&self, tenant: &Tenant, channel: &str, conn: u64) -> Option<Box<str>> {
+        self.state.lock().expect("members lock").conns.get(&(tenant.index, channel.into(), conn)).cloned()
+    }
+
     fn list<'a>(&'a self, tenant: &'a Tenant, channel: &'a str) -> BoxFuture<'a, Result<Vec<Member>, PresenceError>> {
         let state = self.state.lock().expect("members lock");
         let list = state.channels.get(&(tenant.index, channel.into())).map(listed).unwrap_or_default();

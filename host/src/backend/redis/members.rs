@@ -178,6 +178,11 @@ impl Members for RedisMembers {
         })
     }
 
+    fn member_of(&self, tenant: &Tenant, channel: &str, conn: u64) -> Option<Box<str>> {
+        let key = (Box::from(&*tenant.id), Box::from(channel), conn);
+        self.conns.lock().expect("members lock").get(&key).cloned()
+    }
+
     fn list<'a>(&'a self, tenant: &'a Tenant, channel: &'a str) -> BoxFuture<'a, Result<Vec<Member>, PresenceError>> {
         Box::pin(async move {
             let reply: Value = ::redis::cmd("HGETALL")
