@@ -344,7 +344,15 @@ impl Hub {
             None => {
                 for e in &replay.events {
                     if e.filter.as_ref().is_none_or(|f| f.matches(&conn.segment)) {
-                        if conn.outbox.push_exempt(e.frame.clone()) {
+                        // Stored frames are native; a Pusher connection gets each one's Pusher form.
+                        let frame = match conn.dialect {
+                            Dialect::Native => e.frame.clone(),
+                            Dialect::Pusher => {
+                                let Some(frame) = crate::protocol::pusher::event_from(&e.frame) else { continue };
+                                frame
+                            }
+                        };
+                        if conn.outbox.push_exempt(frame) {
                             total.queued += 1;
                         } else {
                             total.dropped += 1;

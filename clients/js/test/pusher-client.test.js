@@ -237,6 +237,24 @@ test("a signed-in user gets the events sent to them, and terminate_connections c
   await eventually(() => forged.connection.state === "disconnected");
 });
 
+test("cache channels replay their last event to each new subscriber, or tell it there is none", async (t) => {
+  const { port, server } = await host(t);
+  const cacheMiss = async (pusher, name) => {
+    const channel = pusher.subscribe(name);
+    return new Promise((resolve) => channel.bind("pusher:cache_miss", () => resolve(true)));
+  };
+  assert.equal(await cacheMiss(client(t, port), "cache-prices"), true, "nothing published yet");
+  await server.trigger("cache-prices", "price", { v: 1 });
+  await server.trigger("cache-prices", "price", { v: 2 });
+  const late = client(t, port);
+  const { events } = await subscribed(late, "cache-prices");
+  await eventually(() => events.length === 1);
+  assert.deepEqual(events, [["price", { v: 2 }]], "the last event, once");
+  await server.trigger("cache-prices", "price", { v: 3 });
+  await eventually(() => events.length === 2);
+  assert.deepEqual(events[1], ["price", { v: 3 }], "then live events");
+});
+
 test("an unknown key is refused with Pusher's code 4001, and pusher-js does not retry", async (t) => {
   const { port } = await host(t);
   const pusher = client(t, port, {}, "not-a-key");
@@ -328,6 +346,13 @@ test("presence members are shared by two nodes over Redis, and a killed node's m
   await b.server.trigger("presence-room", "note", { n: 1 });
   await eventually(() => got.length === 2);
   assert.deepEqual(got.sort(), ["ann 1", "bob 1"]);
+
+  // A cache channel's last event is read from the shared history: published through node A,
+  // replayed to a subscriber of node B.
+  await a.server.trigger("cache-rate", "rate", { eur: 1.1 });
+  const onB = await subscribed(client(t, b.port), "cache-rate");
+  await eventually(() => onB.events.length === 1);
+  assert.deepEqual(onB.events, [["rate", { eur: 1.1 }]]);
 
   await b.host.stop("SIGKILL");
   await eventually(() => ann.seen.length === 2);

@@ -215,6 +215,16 @@ pub(crate) fn subscription_succeeded(channel: &str, data: &Value) -> Bytes {
     with_string_data("pusher_internal:subscription_succeeded", Some(channel), data)
 }
 
+/// A cache channel had no event to replay to a new subscriber.
+pub(crate) fn cache_miss(channel: &str) -> Bytes {
+    frame::json(&json!({ "event": "pusher:cache_miss", "channel": channel }))
+}
+
+/// Whether `channel` is a cache channel: its last event is replayed to each new subscriber.
+pub(crate) fn is_cache(channel: &str) -> bool {
+    ["cache-", "private-cache-", "presence-cache-", "private-encrypted-cache-"].iter().any(|p| channel.starts_with(p))
+}
+
 /// A signin took: the `user_data` it signed in with.
 pub(crate) fn signin_success(user_data: &str) -> Bytes {
     with_string_data("pusher:signin_success", None, &json!({ "user_data": user_data }))

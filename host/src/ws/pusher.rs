@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
 use crate::app::App;
+use crate::backend::history::Start;
 use crate::backend::members::{Departed, Joined, MAX_MEMBERS};
 use crate::bucket::Bucket;
 use crate::config::PusherCredentials;
@@ -31,6 +32,7 @@ use crate::hub::Conn;
 use crate::protocol::code;
 use crate::protocol::pusher::{self, ClientFrame, SocketId};
 use crate::session::{self, Action, Checked};
+use crate::stream::{Position, Replay, Target};
 use crate::tenant::Tenant;
 
 /// How long a refused connection may take to read its error and close.
@@ -66,8 +68,14 @@ pub(super) async fn on_text(text: &str, conn: &Arc<Conn>, app: &App, rate: &mut 
         Err(e) => Action::Reply(pusher::error(None, &format!("invalid frame: {e}"))),
         Ok(ClientFrame::Ping) => Action::Reply(pusher::pong()),
         Ok(ClientFrame::Subscribe { channel, auth, channel_data }) if channel.starts_with(PRESENCE) => {
-            let reply = Box::pin(join_presence(conn, app, &channel, auth.as_deref(), channel_data.as_deref())).await;
-            Action::Reply(reply)
+            let cached = pusher::is_cache(&channel) && conn.tenant.config.history.enabled();
+            let joining = join_presence(conn, app, &channel, (auth.as_deref(), channel_data.as_deref()), cached);
+            let (reply, joined) = Box::pin(joining).await;
+            if !joined || !pusher::is_cache(&channel) {
+                return conn.outbox.push_control(reply);
+            }
+            conn.outbox.push_control(reply);
+            return Box::pin(replay_last(conn, app, &channel, cached)).await;
         }
         Ok(ClientFrame::Subscribe { channel, .. }) if channel.starts_with(pusher::USER_CHANNEL) => {
             // The node subscribed it at signin; pusher-js asks again to hear it took.
@@ -75,6 +83,9 @@ pub(super) async fn on_text(text: &str, conn: &Arc<Conn>, app: &App, rate: &mut 
                 true => pusher::subscription_succeeded(&channel, &json!({})),
                 false => pusher::subscription_error(&channel, "AuthError", "sign in as this user first", 401),
             })
+        }
+        Ok(ClientFrame::Subscribe { channel, auth, .. }) if pusher::is_cache(&channel) => {
+            return Box::pin(subscribe_cached(conn, app, &channel, auth.as_deref())).await;
         }
         Ok(ClientFrame::Subscribe { channel, auth, .. }) => subscribe(conn, app, channel, auth.as_deref()),
         Ok(ClientFrame::Signin { auth, user_data }) => Box::pin(signin(conn, app, &auth, &user_data)).await,
@@ -105,6 +116,51 @@ fn subscribe(conn: &Arc<Conn>, app: &App, channel: String, auth: Option<&str>) -
         Ok(None) => Action::Reply(succeeded()),
         Ok(Some(ticket)) => Action::AfterSync(succeeded(), ticket),
         Err(refusal) => Action::Reply(refused(&channel, refusal)),
+    }
+}
+
+/// Subscribes to a cache channel (its private one's signature checked), then sends its
+/// last event, or `pusher:cache_miss`.
+async fn subscribe_cached(conn: &Arc<Conn>, app: &App, channel: &str, auth: Option<&str>) {
+    if channel.starts_with("private-") && !signed(conn, app, channel, auth, None) {
+        return conn.outbox.push_control(bad_signature(channel));
+    }
+    let history = conn.tenant.config.history.enabled();
+    match session::add_subscription(conn, app, Checked::Grants(None), channel, false, history) {
+        Ok(Some(ticket)) => {
+            session::sync_interest(&*app.pipeline().broker, ticket).await;
+            conn.outbox.push_control(pusher::subscription_succeeded(channel, &json!({})));
+            replay_last(conn, app, channel, history).await;
+        }
+        Ok(None) => conn.outbox.push_control(pusher::subscription_succeeded(channel, &json!({}))),
+        Err(refusal) => conn.outbox.push_control(refused(channel, refusal)),
+    }
+}
+
+/// Queues a cache channel's last event (its latest in history, while history keeps it) or
+/// `pusher:cache_miss`, then the live events its resume gate held (`history`: the tenant
+/// keeps it, and the gate was closed when it subscribed).
+async fn replay_last(conn: &Arc<Conn>, app: &App, channel: &str, history: bool) {
+    let target = Target::Channel(channel);
+    let start = |since| Start { since, unacked: false };
+    let replay = match history {
+        false => None,
+        true => match app.history().read(&conn.tenant, target, start(None)).await {
+            Ok(latest) => match &latest.position {
+                Some(p) if p.offset > 0 => {
+                    let before = Position { epoch: p.epoch.clone(), offset: p.offset - 1 };
+                    Some(app.history().read(&conn.tenant, target, start(Some(&before))).await.unwrap_or(latest))
+                }
+                _ => Some(latest),
+            },
+            Err(_) => Some(Replay::unavailable()),
+        },
+    };
+    if replay.as_ref().is_none_or(|r| r.events.is_empty()) {
+        conn.outbox.push_control(pusher::cache_miss(channel));
+    }
+    if let Some(replay) = replay {
+        app.hub().resume(conn, target, &replay);
     }
 }
 
@@ -142,18 +198,27 @@ fn member(channel_data: &str) -> Option<(String, Box<RawValue>)> {
     (!user.is_empty() && user.len() <= MAX_USER_ID && info.get().len() <= MAX_USER_INFO).then_some((user, info))
 }
 
-/// Subscribes to a presence channel as the member its signed `channel_data` names; tells
-/// the channel when the member is new to it. The reply.
-async fn join_presence(conn: &Arc<Conn>, app: &App, channel: &str, auth: Option<&str>, data: Option<&str>) -> Bytes {
-    let Some(data) = data.filter(|d| signed(conn, app, channel, auth, Some(d))) else { return bad_signature(channel) };
+/// Subscribes to a presence channel as the member its signed `channel_data` names (its
+/// resume gate closed if `gated`, for a cache channel's replay); tells the channel when the
+/// member is new to it. The reply, and whether it joined.
+async fn join_presence(
+    conn: &Arc<Conn>,
+    app: &App,
+    channel: &str,
+    (auth, data): (Option<&str>, Option<&str>),
+    gated: bool,
+) -> (Bytes, bool) {
+    let Some(data) = data.filter(|d| signed(conn, app, channel, auth, Some(d))) else {
+        return (bad_signature(channel), false);
+    };
     let Some((user, info)) = member(data) else {
         let error = "channel_data must be JSON with a user_id (at most 128 characters) and user_info under 1 KB";
-        return pusher::subscription_error(channel, "InvalidChannelData", error, 400);
+        return (pusher::subscription_error(channel, "InvalidChannelData", error, 400), false);
     };
-    let ticket = match session::add_subscription(conn, app, Checked::Grants(None), channel, false, false) {
+    let ticket = match session::add_subscription(conn, app, Checked::Grants(None), channel, false, gated) {
         Ok(Some(ticket)) => ticket,
-        Ok(None) => return pusher::error(None, "already subscribed to this presence channel"),
-        Err(refusal) => return refused(channel, refusal),
+        Ok(None) => return (pusher::error(None, "already subscribed to this presence channel"), false),
+        Err(refusal) => return (refused(channel, refusal), false),
     };
     session::sync_interest(&*app.pipeline().broker, ticket).await;
     let joined = app.members().join(&conn.tenant, channel, conn.id, (&user, &info)).await;
@@ -162,12 +227,12 @@ async fn join_presence(conn: &Arc<Conn>, app: &App, channel: &str, auth: Option<
         Ok(Joined::Full) => {
             session::remove_subscription(conn, app, channel);
             let error = format!("presence channels hold at most {MAX_MEMBERS} members");
-            return pusher::subscription_error(channel, "LimitReached", &error, 429);
+            return (pusher::subscription_error(channel, "LimitReached", &error, 429), false);
         }
         Err(e) => {
             session::remove_subscription(conn, app, channel);
             tracing::warn!(tenant = &*conn.tenant.id, error = %e, "presence channel join failed");
-            return pusher::subscription_error(channel, "ServiceUnavailable", "presence is unavailable", 503);
+            return (pusher::subscription_error(channel, "ServiceUnavailable", "presence is unavailable", 503), false);
         }
     };
     if first {
@@ -176,7 +241,8 @@ async fn join_presence(conn: &Arc<Conn>, app: &App, channel: &str, auth: Option<
     }
     let ids: Vec<&str> = members.iter().map(|(id, _)| &**id).collect();
     let hash: BTreeMap<&str, &RawValue> = members.iter().map(|(id, info)| (&**id, &**info)).collect();
-    pusher::subscription_succeeded(channel, &json!({ "presence": { "ids": ids, "hash": hash, "count": ids.len() } }))
+    let presence = json!({ "presence": { "ids": ids, "hash": hash, "count": ids.len() } });
+    (pusher::subscription_succeeded(channel, &presence), true)
 }
 
 /// Ends connection `conn`'s membership of a presence channel; tells the channel when it
