@@ -401,18 +401,41 @@ pub struct WebhookEndpoint {
     /// `https://...` or `http://...`.
     pub url: String,
     /// The Standard Webhooks signing secret: `whsec_` and the base64 of 24 to 64 random
-    /// bytes.
+    /// bytes (none for the `pusher` format, signed with the tenant's Pusher secret).
+    #[serde(default)]
     pub secret: String,
-    /// The event types sent to it (docs/WEBHOOKS.md); empty: every type that is on by default.
+    /// The event types sent to it (docs/WEBHOOKS.md); empty: every type that is on by default
+    /// (for the `pusher` format: the types Pusher sends).
     #[serde(default)]
     pub events: Vec<String>,
     /// Events per request, and how long the first of a batch waits for more.
     #[serde(default)]
     pub batch: WebhookBatch,
+    /// `standard` (Standard Webhooks), or `pusher` (Pusher's webhooks: docs/PUSHER.md).
+    #[serde(default)]
+    pub format: WebhookFormat,
+}
+
+/// How a webhook endpoint's requests are shaped and signed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// Standard Webhooks: `{"type": "notify.batch", ...}`, signed with the endpoint's secret.
+    #[default]
+    Standard,
+    /// Pusher's: `{"time_ms", "events": [...]}`, with `X-Pusher-Key` and `X-Pusher-Signature`
+    /// (the tenant's Pusher app).
+    Pusher,
+}
+
+impl WebhookFormat {
+    pub(crate) fn is_standard(&self) -> bool {
+        *self == Self::Standard
+    }
 }
 
 /// The webhook event types an endpoint may ask for (docs/WEBHOOKS.md).
-pub(crate) const WEBHOOK_EVENTS: [&str; 11] = [
+pub(crate) const WEBHOOK_EVENTS: [&str; 15] = [
     "user.online",
     "user.offline",
     "channel.occupied",
@@ -424,11 +447,26 @@ pub(crate) const WEBHOOK_EVENTS: [&str; 11] = [
     "subscription.added",
     "subscription.removed",
     "connection.refused",
+    "member.added",
+    "member.removed",
+    "client.event",
+    "cache.miss",
 ];
 
-/// The event types sent only to endpoints that list them (high volume).
-pub(crate) const WEBHOOK_EVENTS_OPT_IN: [&str; 3] =
-    ["subscription.added", "subscription.removed", "connection.refused"];
+/// The event types sent only to endpoints that list them (high volume, or Pusher's).
+pub(crate) const WEBHOOK_EVENTS_OPT_IN: [&str; 7] = [
+    "subscription.added",
+    "subscription.removed",
+    "connection.refused",
+    "member.added",
+    "member.removed",
+    "client.event",
+    "cache.miss",
+];
+
+/// The event types a `pusher` endpoint that lists none gets: those Pusher sends.
+pub(crate) const WEBHOOK_EVENTS_PUSHER: [&str; 6] =
+    ["channel.occupied", "channel.vacated", "member.added", "member.removed", "client.event", "cache.miss"];
 
 impl WebhookEndpoint {
     /// Checks the endpoint's settings; errors name `{key}.<field>`.
@@ -439,12 +477,14 @@ impl WebhookEndpoint {
         if !matches!(scheme, Some("http" | "https")) || url.as_ref().and_then(|u| u.host()).is_none_or(str::is_empty) {
             return Err(invalid(field("url"), "must be http://HOST[:PORT]/... or https://..."));
         }
-        let secret =
-            self.secret.strip_prefix("whsec_").ok_or_else(|| invalid(field("secret"), "must start with whsec_"))?;
-        let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, secret)
-            .map_err(|e| invalid(field("secret"), format!("whsec_ must be followed by base64: {e}")))?;
-        if !(24..=64).contains(&bytes.len()) {
-            return Err(invalid(field("secret"), format!("must hold 24 to 64 bytes, not {}", bytes.len())));
+        match self.format {
+            WebhookFormat::Standard => {
+                check_webhook_secret(&self.secret).map_err(|why| invalid(field("secret"), why))?
+            }
+            WebhookFormat::Pusher if !self.secret.is_empty() => {
+                return Err(invalid(field("secret"), "a pusher endpoint is signed with the tenant's Pusher secret"));
+            }
+            WebhookFormat::Pusher => {}
         }
         if let Some(unknown) = self.events.iter().find(|e| !WEBHOOK_EVENTS.contains(&e.as_str())) {
             let why = format!("{unknown:?} is not an event type ({})", WEBHOOK_EVENTS.join(", "));
@@ -455,6 +495,17 @@ impl WebhookEndpoint {
         }
         Ok(())
     }
+}
+
+/// Why a Standard Webhooks secret is not one: `whsec_` and the base64 of 24 to 64 bytes.
+fn check_webhook_secret(secret: &str) -> Result<(), String> {
+    let secret = secret.strip_prefix("whsec_").ok_or("must start with whsec_")?;
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, secret)
+        .map_err(|e| format!("whsec_ must be followed by base64: {e}"))?;
+    if !(24..=64).contains(&bytes.len()) {
+        return Err(format!("must hold 24 to 64 bytes, not {}", bytes.len()));
+    }
+    Ok(())
 }
 
 /// How a webhook endpoint's events are grouped into requests.
@@ -1022,6 +1073,12 @@ impl TenantConfig {
         }
         for (i, endpoint) in self.webhooks.iter().enumerate() {
             endpoint.validate(&key(&format!("webhooks[{i}]")))?;
+            if endpoint.format == WebhookFormat::Pusher && self.pusher.is_none() {
+                return Err(invalid(
+                    key(&format!("webhooks[{i}].format")),
+                    "a pusher endpoint needs the tenant's pusher app",
+                ));
+            }
         }
         if let Some(pusher) = &self.pusher {
             pusher.validate(&key("pusher"))?;

@@ -39,7 +39,8 @@ pub(crate) async fn apply(app: &App, state: &ControlState) -> bool {
         tracing::info!(tenant = &*tenant.id, connections = closed, "tenant deleted; its connections are closed");
     }
     let complete = sync_plugins(app, state).await;
-    let wanting = app.webhooks().sync(&state.webhooks, &state.webhook_pauses, |t| app.tenants().get(t).is_some());
+    let tenant_app = |t: &str| app.tenants().get(t).map(|t| t.config.pusher.clone());
+    let wanting = app.webhooks().sync(&state.webhooks, &state.webhook_pauses, tenant_app);
     follow_for_webhooks(app, wanting);
     start_webhooks(app);
     *applied = Arc::new(state.clone());

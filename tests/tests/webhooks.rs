@@ -460,6 +460,12 @@ async fn webhook_settings_are_checked_at_start() -> anyhow::Result<()> {
             format!("url = \"https://example.com\", secret = \"{SECRET}\", events = [\"user.away\"]"),
             "tenants.demo.webhooks[0].events",
         ),
+        ("url = \"https://example.com\"".to_string(), "tenants.demo.webhooks[0].secret"),
+        ("url = \"https://example.com\", format = \"pusher\"".to_string(), "tenants.demo.webhooks[0].format"),
+        (
+            format!("url = \"https://example.com\", format = \"pusher\", secret = \"{SECRET}\""),
+            "tenants.demo.webhooks[0].secret",
+        ),
     ] {
         let error = TestHost::start(&config(&endpoint)).await.err().context("refused")?.to_string();
         assert!(error.contains(key), "{error}");

@@ -399,3 +399,65 @@ test("Laravel Echo listens, whispers and joins presence channels through notify"
   await eventually(() => seen.includes("leaving BOB"));
   assert.deepEqual(seen, ["shipped 7", "typing bob", "joining BOB", "leaving BOB"]);
 });
+
+test("Pusher-format webhooks: each event type Pusher sends, signed so the official library verifies them", async (t) => {
+  const received = [];
+  const receiver = createServer((req, res) => {
+    let body = "";
+    req.on("data", (chunk) => (body += chunk));
+    req.on("end", () => {
+      received.push({ headers: req.headers, rawBody: body });
+      res.writeHead(200).end();
+    });
+  });
+  await new Promise((resolve) => receiver.listen(0, "127.0.0.1", resolve));
+  t.after(() => {
+    receiver.closeAllConnections();
+    receiver.close();
+  });
+  const hook = `[[tenants.demo.webhooks]]\nurl = "http://127.0.0.1:${receiver.address().port}/pusher"\nformat = "pusher"\nbatch = { max_events = 1 }\n`;
+  const port = await freePort();
+  const h = await Host.start(`[server]
+listen = "127.0.0.1:${port}"
+[broker]
+kind = "memory"
+presence_debounce = "100ms"
+[webhooks]
+allow_private = true
+[tenants.demo]
+publish_key = "demo-key"
+auth = { mode = "insecure" }
+pusher = { app_id = "${APP.appId}", key = "${APP.key}", secret = "${APP.secret}", client_events = true }
+${hook}`);
+  t.after(() => h.dispose());
+  const server = new Pusher({ ...APP, host: "127.0.0.1", port: String(port), useTLS: false });
+  const endpoint = await authEndpoint(t, server);
+  const events = () =>
+    received.flatMap((r) => {
+      const webhook = server.webhook(r);
+      assert.ok(webhook.isValid(), "signed with the app's key and secret");
+      return webhook.getEvents();
+    });
+  const names = () => events().map((e) => `${e.name} ${e.channel}${e.user_id ? " " + e.user_id : ""}`);
+
+  const ann = member(t, port, endpoint, "ann");
+  const room = await joined(ann, "presence-room");
+  await eventually(() => names().includes("member_added presence-room ann"));
+  await eventually(() => names().includes("channel_occupied presence-room"));
+  room.channel.trigger("client-wave", { hand: "left" });
+  await eventually(() => events().some((e) => e.name === "client_event"));
+  const wave = events().find((e) => e.name === "client_event");
+  assert.deepEqual(
+    { channel: wave.channel, event: wave.event, data: JSON.parse(wave.data), user_id: wave.user_id, socket_id: wave.socket_id },
+    { channel: "presence-room", event: "client-wave", data: { hand: "left" }, user_id: "ann", socket_id: ann.connection.socket_id },
+  );
+  const cache = client(t, port).subscribe("cache-empty");
+  await new Promise((resolve) => cache.bind("pusher:cache_miss", resolve));
+  await eventually(() => names().includes("cache_miss cache-empty"));
+  ann.unsubscribe("presence-room");
+  await eventually(() => names().includes("member_removed presence-room ann"));
+  await eventually(() => names().includes("channel_vacated presence-room"));
+  assert.equal(typeof server.webhook(received[0]).getTime().getTime(), "number");
+  const tampered = { ...received[0], rawBody: received[0].rawBody.replace("presence-room", "presence-roam") };
+  assert.equal(server.webhook(tampered).isValid(), false, "a changed body does not verify");
+});

@@ -25,7 +25,7 @@ use super::code::ErrorCode;
 use super::error::ErrorBody;
 use super::extract::{PathParams, TenantAdmin, parse_json, random_bytes, read_body};
 use crate::app::App;
-use crate::config::{WebhookBatch, WebhookEndpoint};
+use crate::config::{WebhookBatch, WebhookEndpoint, WebhookFormat};
 use crate::control;
 use crate::tenant::hex;
 use crate::webhook::{DeadLetter, Endpoint, StoredSecret, StoredWebhook, WebhookPause};
@@ -45,6 +45,9 @@ pub(super) struct EndpointBody {
     /// `{"max_events": 1-1000, "max_wait": "200ms"}`.
     #[schema(value_type = Option<Object>)]
     batch: Option<WebhookBatch>,
+    /// `standard` (the default) or `pusher` (Pusher's webhooks, signed with the tenant's
+    /// Pusher app; set when the endpoint is made).
+    format: Option<WebhookFormat>,
 }
 
 /// An endpoint as the API shows it: never a secret (one is shown once, when made).
@@ -63,6 +66,7 @@ pub(super) struct EndpointView {
     secrets_expire_at: Vec<Option<u64>>,
     /// Unix seconds (0 for configured endpoints).
     created_at: u64,
+    format: WebhookFormat,
     /// `{"at_ms", "reason"}` while paused after failing for `webhooks.pause_after` (on every
     /// node: its events go to the dead letters unsent until it is resumed); null otherwise.
     #[schema(value_type = Option<Object>)]
@@ -88,6 +92,7 @@ impl EndpointView {
                 .filter(|t| t.is_none_or(|t| t > now))
                 .collect(),
             created_at: spec.created_at,
+            format: spec.format,
             paused: endpoint.pause(),
             this_node: json!({"queued": endpoint.queued(), "sent": m.sent.load(Relaxed), "failed": m.failed.load(Relaxed),
                               "retried": m.retried.load(Relaxed), "dead_lettered": m.dead_lettered.load(Relaxed)}),
@@ -107,8 +112,9 @@ pub(super) struct Endpoints {
 pub(super) struct WithSecret {
     #[serde(flatten)]
     endpoint: EndpointView,
-    /// `whsec_...`: verify requests with it (Standard Webhooks).
-    secret: String,
+    /// `whsec_...`: verify requests with it (Standard Webhooks); none for the Pusher
+    /// format (verified with the tenant's Pusher secret).
+    secret: Option<String>,
 }
 
 /// `POST .../webhooks/{id}/secret`: body `{"overlap": "24h"}`.
@@ -159,14 +165,19 @@ pub(super) async fn create(
 ) -> Result<(StatusCode, Json<WithSecret>), ApiError> {
     let body: EndpointBody = parse_json(&read_body(&headers, body, MAX_BODY).await?)?;
     let Some(url) = body.url else { return Err(field_error("url", "is required")) };
-    let secret = new_secret()?;
+    let format = body.format.unwrap_or_default();
+    let secret = format.is_standard().then(new_secret).transpose()?;
+    if !format.is_standard() && tenant.config.pusher.is_none() {
+        return Err(field_error("format", "a pusher endpoint needs the tenant's Pusher app"));
+    }
     let spec = StoredWebhook {
         id: format!("we_{}", hex(&random_bytes::<8>()?)),
         url,
         events: body.events.unwrap_or_default(),
         batch: body.batch.unwrap_or_default(),
-        secrets: vec![StoredSecret { secret: secret.clone(), expires_at: None }],
+        secrets: secret.iter().map(|s| StoredSecret { secret: s.clone(), expires_at: None }).collect(),
         created_at: crate::clock::now_millis() / 1000,
+        format,
     };
     check(&spec)?;
     let tenant_id = tenant.id.to_string();
@@ -279,6 +290,10 @@ pub(super) async fn rotate_secret(
     let tenant_id = tenant.id.to_string();
     control::change(&app, |state| {
         let spec = stored(&mut state.webhooks, &tenant_id, &id)?;
+        if !spec.format.is_standard() {
+            let message = "a pusher endpoint is signed with the tenant's Pusher secret: rotate the app's";
+            return Err(field_error("format", message));
+        }
         spec.secrets.retain(|s| s.expires_at.is_none_or(|t| t > now));
         for s in &mut spec.secrets {
             s.expires_at = Some(s.expires_at.map_or(until, |t| t.min(until)));
@@ -287,7 +302,7 @@ pub(super) async fn rotate_secret(
         Ok::<_, ApiError>(())
     })
     .await?;
-    Ok(Json(WithSecret { endpoint: shown(&app, &tenant_id, &id)?, secret }))
+    Ok(Json(WithSecret { endpoint: shown(&app, &tenant_id, &id)?, secret: Some(secret) }))
 }
 
 /// Resumes a paused endpoint on every node: it sends again from its next batch (the events
@@ -353,7 +368,8 @@ fn shown(app: &App, tenant: &str, id: &str) -> Result<EndpointView, ApiError> {
 /// The rules of an endpoint in `config.toml`, errors naming the field.
 fn check(spec: &StoredWebhook) -> Result<(), ApiError> {
     let secret = spec.secrets.first().map(|s| s.secret.clone()).unwrap_or_default();
-    let endpoint = WebhookEndpoint { url: spec.url.clone(), secret, events: spec.events.clone(), batch: spec.batch };
+    let (url, events, batch, format) = (spec.url.clone(), spec.events.clone(), spec.batch, spec.format);
+    let endpoint = WebhookEndpoint { url, secret, events, batch, format };
     endpoint.validate("body").map_err(|e| match e {
         crate::config::ConfigError::Invalid { key, message } => field_error(key.trim_start_matches("body."), &message),
         other => field_error("body", &other.to_string()),

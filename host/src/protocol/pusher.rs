@@ -291,8 +291,13 @@ pub(crate) fn event_from(native: &[u8]) -> Option<Bytes> {
 
 /// Pusher's signature of `text`: HMAC-SHA256 keyed by the secret, in lower-case hex.
 pub(crate) fn sign(secret: &str, text: &str) -> String {
+    sign_bytes(secret, text.as_bytes())
+}
+
+/// [`sign`] of bytes (a webhook's body).
+pub(crate) fn sign_bytes(secret: &str, bytes: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
-    mac.update(text.as_bytes());
+    mac.update(bytes);
     mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -16,6 +16,7 @@ use tokio::sync::{Notify, mpsc};
 use super::dead::{DeadLetter, DeadSlot};
 use super::notice::{self, Notice};
 use super::post::Poster;
+use crate::config::{PusherCredentials, WebhookFormat};
 use crate::config::{WebhookBatch, WebhooksConfig};
 use crate::metrics::Histogram;
 
@@ -52,6 +53,9 @@ pub(crate) struct StoredWebhook {
     /// Seconds since the Unix epoch (0 for configured endpoints).
     #[serde(default)]
     pub created_at: u64,
+    /// Pusher's format is signed with the tenant's Pusher app, not `secrets`.
+    #[serde(default, skip_serializing_if = "WebhookFormat::is_standard")]
+    pub format: WebhookFormat,
 }
 
 /// A signing secret (`whsec_...`), and when a rotated-out one stops signing (ms since the
@@ -72,15 +76,19 @@ impl StoredWebhook {
             url: config.url.clone(),
             events: config.events.clone(),
             batch: config.batch,
-            secrets: vec![StoredSecret { secret: config.secret.clone(), expires_at: None }],
+            secrets: match config.format {
+                WebhookFormat::Standard => vec![StoredSecret { secret: config.secret.clone(), expires_at: None }],
+                WebhookFormat::Pusher => Vec::new(),
+            },
             created_at: 0,
+            format: config.format,
         }
     }
 
     /// The kinds it wants, as [`super::Kind::bit`]s.
     pub(crate) fn kinds(&self) -> u32 {
         match self.events.is_empty() {
-            true => super::Kind::defaults(),
+            true => super::Kind::defaults(self.format),
             false => super::Kind::bits(self.events.iter().map(String::as_str)),
         }
     }
@@ -110,11 +118,13 @@ struct Settings {
     url: Uri,
     /// The current secret's signer first; rotated-out ones with when they stop signing.
     signers: Vec<(standardwebhooks::Webhook, Option<u64>)>,
+    /// The tenant's Pusher app, for the Pusher format.
+    pusher: Option<PusherCredentials>,
     batch: WebhookBatch,
 }
 
 impl Settings {
-    fn of(spec: &StoredWebhook) -> Self {
+    fn of(spec: &StoredWebhook, pusher: Option<&PusherCredentials>) -> Self {
         let signers = spec.secrets.iter().filter_map(|s| {
             // Secrets are checked before they are stored; one that is not valid signs nothing.
             Some((standardwebhooks::Webhook::new(&s.secret).ok()?, s.expires_at))
@@ -123,8 +133,27 @@ impl Settings {
             spec: spec.clone(),
             url: spec.url.parse().unwrap_or_default(),
             signers: signers.collect(),
+            pusher: pusher.filter(|_| spec.format == WebhookFormat::Pusher).cloned(),
             batch: spec.batch,
         }
+    }
+
+    /// The request's body and headers for `batch` (Standard Webhooks' `id`, or Pusher's).
+    fn request(&self, tenant: &str, id: &str, batch: &[Notice]) -> Option<(Bytes, Vec<(&'static str, String)>)> {
+        if self.spec.format == WebhookFormat::Pusher {
+            let PusherCredentials { key, secret, .. } = self.pusher.as_ref()?;
+            let body = notice::pusher_body(batch);
+            let signature = crate::protocol::pusher::sign_bytes(secret, &body);
+            return Some((Bytes::from(body), vec![("x-pusher-key", key.clone()), ("x-pusher-signature", signature)]));
+        }
+        let body = Bytes::from(notice::body(tenant, batch));
+        let timestamp = notice::unix_seconds();
+        let headers = vec![
+            ("webhook-id", id.to_owned()),
+            ("webhook-timestamp", timestamp.to_string()),
+            ("webhook-signature", self.sign(id, timestamp, &body)),
+        ];
+        Some((body, headers))
     }
 
     /// `webhook-signature`: one `v1,...` per secret still signing, separated by spaces (the
@@ -169,11 +198,18 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    pub(crate) fn new(tenant: Arc<str>, spec: &StoredWebhook, capacity: usize, dead: DeadSlot) -> Self {
+    /// `pusher`: the tenant's Pusher app, which signs the Pusher format.
+    pub(crate) fn new(
+        tenant: Arc<str>,
+        spec: &StoredWebhook,
+        pusher: Option<&PusherCredentials>,
+        capacity: usize,
+        dead: DeadSlot,
+    ) -> Self {
         Self {
             tenant,
             id: spec.id.as_str().into(),
-            settings: RwLock::new(Arc::new(Settings::of(spec))),
+            settings: RwLock::new(Arc::new(Settings::of(spec, pusher))),
             kinds: AtomicU32::new(spec.kinds()),
             queue: Mutex::new(VecDeque::new()),
             capacity,
@@ -187,9 +223,10 @@ impl Endpoint {
         }
     }
 
-    /// Takes `spec`'s settings (URL, events, batching, secrets) from the next batch on.
-    pub(crate) fn update(&self, spec: &StoredWebhook) {
-        *self.settings.write().expect("webhook settings lock") = Arc::new(Settings::of(spec));
+    /// Takes `spec`'s settings (URL, events, batching, secrets, the tenant's Pusher app) from
+    /// the next batch on.
+    pub(crate) fn update(&self, spec: &StoredWebhook, pusher: Option<&PusherCredentials>) {
+        *self.settings.write().expect("webhook settings lock") = Arc::new(Settings::of(spec, pusher));
         self.kinds.store(spec.kinds(), Relaxed);
     }
 
@@ -292,18 +329,15 @@ impl Endpoint {
     /// Sends one batch until it is answered 2xx, or dead-letters it.
     async fn deliver(&self, mut batch: Vec<Notice>, poster: &Poster, config: &WebhooksConfig, pauses: &Pauses) {
         let id = notice::random_id("msg_");
-        let body = Bytes::from(notice::body(&self.tenant, &batch));
         let started = Instant::now();
         let mut backoff = config.initial_backoff;
         loop {
             let settings = self.settings();
-            let timestamp = notice::unix_seconds();
-            let headers = [
-                ("webhook-id", id.clone()),
-                ("webhook-timestamp", timestamp.to_string()),
-                ("webhook-signature", settings.sign(&id, timestamp, &body)),
-            ];
-            let failure = match poster.post(&settings.url, &headers, body.clone()).await {
+            let Some((body, headers)) = settings.request(&self.tenant, &id, &batch) else {
+                return self.dead_letter(batch, Some(id), "the tenant has no Pusher app to sign with".into());
+            };
+            let headers: Vec<(&str, String)> = headers.into_iter().collect();
+            let failure = match poster.post(&settings.url, &headers, body).await {
                 Ok(()) => return self.delivered(&mut batch),
                 Err(e) => e,
             };

@@ -30,7 +30,7 @@ pub(crate) use notice::{Kind, Notice, dead_lettered};
 use post::Poster;
 pub(crate) use refusals::sum_up_refusals;
 
-use crate::config::{Config, WebhooksConfig};
+use crate::config::{Config, PusherCredentials, WebhooksConfig};
 use tokio::sync::mpsc;
 
 use crate::metrics::header;
@@ -92,7 +92,7 @@ impl Webhooks {
             pause_requests: Mutex::new(Some(pause_requests)),
             dead: Arc::new(RwLock::new(Arc::new(MemoryDeadLetters::new(config.webhooks.dead_letters)))),
         };
-        hooks.sync(&BTreeMap::new(), &BTreeMap::new(), |_| true);
+        hooks.sync(&BTreeMap::new(), &BTreeMap::new(), |t| Some(config.tenants.get(t).and_then(|t| t.pusher.clone())));
         hooks
     }
 
@@ -118,22 +118,26 @@ impl Webhooks {
         &self,
         stored: &BTreeMap<String, Vec<StoredWebhook>>,
         paused: &PausedEndpoints,
-        exists: impl Fn(&str) -> bool,
+        tenant_app: impl Fn(&str) -> Option<Option<PusherCredentials>>,
     ) -> Vec<(Arc<str>, u32, u32)> {
         let current = self.snapshot();
         let before: HashMap<Arc<str>, u32> = current.iter().map(|(id, t)| (id.clone(), t.kinds())).collect();
         let mut next = ByTenant::new();
-        let ids = self.configured.keys().chain(stored.keys()).filter(|t| exists(t));
+        let ids = self.configured.keys().chain(stored.keys());
         for id in ids.collect::<std::collections::BTreeSet<_>>() {
+            let Some(app) = tenant_app(id) else { continue };
             let specs = self.configured.get(id).into_iter().chain(stored.get(id)).flatten();
             let old = current.get(id.as_str());
             let tenant: Arc<str> = id.as_str().into();
             let endpoints = specs.map(|spec| match old.and_then(|o| o.endpoints.iter().find(|e| *e.id == spec.id)) {
                 Some(e) => {
-                    e.update(spec);
+                    e.update(spec, app.as_ref());
                     e.clone()
                 }
-                None => Arc::new(Endpoint::new(tenant.clone(), spec, self.config.queue, self.dead.clone())),
+                None => {
+                    let (capacity, dead) = (self.config.queue, self.dead.clone());
+                    Arc::new(Endpoint::new(tenant.clone(), spec, app.as_ref(), capacity, dead))
+                }
             });
             let endpoints: Vec<Arc<Endpoint>> = endpoints.collect();
             for e in &endpoints {
@@ -301,11 +305,17 @@ mod tests {
         assert!(!hooks.wants("a", Kind::UserOffline.bit()) && !hooks.wants("b", Kind::UserOnline.bit()));
         let every = Webhooks::new(&Config::from_toml(&toml(""), "test", []).unwrap(), crypto());
         let (on, opt_in): (Vec<&Kind>, Vec<&Kind>) = Kind::ALL.iter().partition(|k| every.wants("a", k.bit()));
-        assert_eq!(
-            opt_in,
-            [&Kind::SubscriptionAdded, &Kind::SubscriptionRemoved, &Kind::ConnectionRefused],
-            "no events listed: the default types"
-        );
-        assert_eq!(on.len(), Kind::ALL.len() - 3);
+        let opt_ins = [Kind::SubscriptionAdded, Kind::SubscriptionRemoved, Kind::ConnectionRefused, Kind::MemberAdded];
+        let pusher_kinds = [Kind::MemberRemoved, Kind::ClientEvent, Kind::CacheMiss];
+        let expected: Vec<&Kind> = opt_ins.iter().chain(&pusher_kinds).collect();
+        assert_eq!(opt_in, expected, "no events listed: the default types");
+        assert_eq!(on.len(), Kind::ALL.len() - 7);
+
+        let pusher = "[tenants.a]\npublish_key = \"a-key-123\"\n\
+                      pusher = { app_id = \"1\", key = \"k\", secret = \"0123456789abcdef\" }\n\
+                      webhooks = [{ url = \"https://a.example\", format = \"pusher\" }]\n";
+        let pusher = Webhooks::new(&Config::from_toml(pusher, "test", []).unwrap(), crypto());
+        let wanted: Vec<&str> = Kind::ALL.iter().filter(|k| pusher.wants("a", k.bit())).map(|k| k.name()).collect();
+        assert_eq!(wanted, crate::config::WEBHOOK_EVENTS_PUSHER, "a pusher endpoint: the types Pusher sends");
     }
 }

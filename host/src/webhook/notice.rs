@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::config::{WEBHOOK_EVENTS, WEBHOOK_EVENTS_OPT_IN};
+use crate::config::{WEBHOOK_EVENTS, WEBHOOK_EVENTS_OPT_IN, WEBHOOK_EVENTS_PUSHER, WebhookFormat};
 
 /// The types of webhook events (named as in [`WEBHOOK_EVENTS`] when stored).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,10 +37,18 @@ pub(crate) enum Kind {
     SubscriptionRemoved,
     /// A node's sum of the connects it refused in a period, by reason.
     ConnectionRefused,
+    /// A user joined a Pusher presence channel with its first connection there.
+    MemberAdded,
+    /// A user's last connection in a Pusher presence channel left it.
+    MemberRemoved,
+    /// A Pusher client sent a client event.
+    ClientEvent,
+    /// A subscriber of a Pusher cache channel found no event to replay.
+    CacheMiss,
 }
 
 // Every kind is named by its place in the configuration's list of event types.
-const _: () = assert!(Kind::ConnectionRefused as usize + 1 == WEBHOOK_EVENTS.len());
+const _: () = assert!(Kind::CacheMiss as usize + 1 == WEBHOOK_EVENTS.len());
 
 impl Kind {
     pub(crate) const ALL: [Kind; WEBHOOK_EVENTS.len()] = [
@@ -55,11 +63,32 @@ impl Kind {
         Kind::SubscriptionAdded,
         Kind::SubscriptionRemoved,
         Kind::ConnectionRefused,
+        Kind::MemberAdded,
+        Kind::MemberRemoved,
+        Kind::ClientEvent,
+        Kind::CacheMiss,
     ];
 
-    /// The kinds an endpoint that lists none gets: all but the opt-in ones.
-    pub(crate) fn defaults() -> u32 {
-        Self::bits(WEBHOOK_EVENTS) & !Self::bits(WEBHOOK_EVENTS_OPT_IN)
+    /// The kinds an endpoint that lists none gets: all but the opt-in ones (for the Pusher
+    /// format, those Pusher sends).
+    pub(crate) fn defaults(format: WebhookFormat) -> u32 {
+        match format {
+            WebhookFormat::Standard => Self::bits(WEBHOOK_EVENTS) & !Self::bits(WEBHOOK_EVENTS_OPT_IN),
+            WebhookFormat::Pusher => Self::bits(WEBHOOK_EVENTS_PUSHER),
+        }
+    }
+
+    /// Pusher's name for this kind, if Pusher's webhooks have it.
+    fn pusher_name(self) -> Option<&'static str> {
+        Some(match self {
+            Kind::ChannelOccupied => "channel_occupied",
+            Kind::ChannelVacated => "channel_vacated",
+            Kind::MemberAdded => "member_added",
+            Kind::MemberRemoved => "member_removed",
+            Kind::ClientEvent => "client_event",
+            Kind::CacheMiss => "cache_miss",
+            _ => return None,
+        })
     }
 
     pub(crate) fn name(self) -> &'static str {
@@ -199,6 +228,25 @@ pub(crate) fn body(tenant: &str, notices: &[Notice]) -> Vec<u8> {
     let events: Vec<Value> = notices.iter().map(Notice::json).collect();
     let body = json!({"type": "notify.batch", "timestamp": rfc3339(crate::clock::now_millis()),
                       "data": {"tenant": tenant, "events": events}});
+    serde_json::to_vec(&body).expect("JSON values serialise")
+}
+
+/// The body of one request in Pusher's format: `{"time_ms":..,"events":[{"name":..,
+/// "channel":.., ...}]}`, each event its notice's data under Pusher's name (kinds Pusher
+/// has no name for are left out).
+pub(crate) fn pusher_body(notices: &[Notice]) -> Vec<u8> {
+    let events: Vec<Value> = notices
+        .iter()
+        .filter_map(|n| {
+            let mut event = json!({ "name": n.kind.pusher_name()? });
+            if let (Some(fields), Some(out)) = (n.data.as_object(), event.as_object_mut()) {
+                out.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            Some(event)
+        })
+        .collect();
+    let body =
+        json!({ "time_ms": notices.first().map_or_else(crate::clock::now_millis, |n| n.at_ms), "events": events });
     serde_json::to_vec(&body).expect("JSON values serialise")
 }
 

@@ -34,6 +34,7 @@ use crate::protocol::pusher::{self, ClientFrame, SocketId};
 use crate::session::{self, Action, Checked};
 use crate::stream::{Position, Replay, Target};
 use crate::tenant::Tenant;
+use crate::webhook::{Kind, Notice};
 
 /// How long a refused connection may take to read its error and close.
 const REFUSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -158,6 +159,7 @@ async fn replay_last(conn: &Arc<Conn>, app: &App, channel: &str, history: bool) 
     };
     if replay.as_ref().is_none_or(|r| r.events.is_empty()) {
         conn.outbox.push_control(pusher::cache_miss(channel));
+        hook(app, &conn.tenant.id, Kind::CacheMiss, || json!({ "channel": channel }));
     }
     if let Some(replay) = replay {
         app.hub().resume(conn, target, &replay);
@@ -238,6 +240,7 @@ async fn join_presence(
     if first {
         let data = json!({ "user_id": user, "user_info": info });
         tell(app, &conn.tenant, channel, "pusher_internal:member_added", &data, Some(SocketId::of(conn.id))).await;
+        hook(app, &conn.tenant.id, Kind::MemberAdded, || json!({ "channel": channel, "user_id": user }));
     }
     let ids: Vec<&str> = members.iter().map(|(id, _)| &**id).collect();
     let hash: BTreeMap<&str, &RawValue> = members.iter().map(|(id, info)| (&**id, &**info)).collect();
@@ -249,9 +252,7 @@ async fn join_presence(
 /// was the member's last connection in it.
 async fn leave_presence(app: &App, tenant: Arc<Tenant>, channel: &str, conn: u64) {
     match app.members().leave(&tenant, channel, conn).await {
-        Ok(Some(user)) => {
-            tell(app, &tenant, channel, "pusher_internal:member_removed", &json!({ "user_id": user }), None).await
-        }
+        Ok(Some(user)) => member_removed(app, &tenant, channel, &user).await,
         Ok(None) => {}
         // The leave is retried by the sweep, which tells the channel then.
         Err(e) => tracing::warn!(tenant = &*tenant.id, error = %e, "presence channel leave failed"),
@@ -319,8 +320,30 @@ async fn client_event(
     if tenant.quota.oversized(&event).is_some() || tenant.quota.publish(1).is_err() {
         return Err(pusher::error(None, "Client event rejected: over the app's event size or publish rate"));
     }
+    let told = || {
+        let (e, socket_id) = (&event[0], SocketId::of(conn.id).to_string());
+        let mut data = json!({ "channel": channel, "event": name, "data": e.data.get(), "socket_id": socket_id });
+        if let Some(user) = &e.sender {
+            data["user_id"] = json!(user);
+        }
+        data
+    };
+    hook(app, &tenant.id, Kind::ClientEvent, told);
     let published = crate::ingest::pipeline::publish(app.pipeline(), tenant, event).await;
     published.map(drop).map_err(|e| pusher::error(None, &format!("Client event not published: {e}")))
+}
+
+/// Tells a presence channel's subscribers, and the tenant's webhooks, that `user` left it.
+async fn member_removed(app: &App, tenant: &Arc<Tenant>, channel: &str, user: &str) {
+    tell(app, tenant, channel, "pusher_internal:member_removed", &json!({ "user_id": user }), None).await;
+    hook(app, &tenant.id, Kind::MemberRemoved, || json!({ "channel": channel, "user_id": user }));
+}
+
+/// Hands a notice of `kind` (its data made only then) to the tenant's webhooks that want it.
+fn hook(app: &App, tenant: &str, kind: Kind, data: impl FnOnce() -> Value) {
+    if app.webhooks().wants(tenant, kind.bit()) {
+        app.webhooks().emit(tenant, Notice::new(kind, data()));
+    }
 }
 
 /// Publishes a presence channel's member event to its subscribers on every node.
@@ -343,7 +366,7 @@ pub(crate) async fn sweep_members(app: App) {
         let departed = app.members().sweep(&tenants).await.unwrap_or_default();
         for Departed { tenant, channel, user } in departed {
             let Some(tenant) = app.tenants().get(&tenant) else { continue };
-            tell(&app, &tenant, &channel, "pusher_internal:member_removed", &json!({ "user_id": user }), None).await;
+            member_removed(&app, &tenant, &channel, &user).await;
         }
     }
 }
