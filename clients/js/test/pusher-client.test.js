@@ -295,6 +295,14 @@ test("presence channels list their members and tell who comes and goes, once per
   await eventually(() => ann.seen.length === 1);
   assert.deepEqual(ann.seen, ["+bob:BOB"]);
   assert.deepEqual(bob.seen, [], "no one is told of their own arrival");
+  const triggered = await server.trigger("presence-room", "ping", {}, { info: "user_count,subscription_count" });
+  assert.deepEqual(await triggered.json(), { channels: { "presence-room": { subscription_count: 2, user_count: 2 } } });
+  const batch = await server.triggerBatch([
+    { channel: "presence-room", name: "a", data: {}, info: "user_count" },
+    { channel: "presence-room", name: "b", data: {} },
+  ]);
+  assert.deepEqual(await batch.json(), { batch: [{ user_count: 2 }, {}] });
+  await assert.rejects(server.trigger("news", "x", {}, { info: "user_count" }), (e) => e.status === 400);
   const users = await server.get({ path: "/channels/presence-room/users" });
   assert.deepEqual(await users.json(), { users: [{ id: "ann" }, { id: "bob" }] });
   await assert.rejects(server.get({ path: "/channels/news/users" }), (e) => e.status === 400);

@@ -65,8 +65,7 @@ pub(super) struct PusherEvent {
     channels: Option<Vec<String>>,
     /// The sender's connection (`NODE.CONN`), left out of the delivery.
     socket_id: Option<String>,
-    /// Attributes to answer about the channels (not returned yet).
-    #[allow(dead_code)]
+    /// Attributes to answer about the channels: `subscription_count`, `user_count`.
     info: Option<String>,
 }
 
@@ -134,7 +133,8 @@ pub(super) async fn trigger(
     let request = Request { app_id: &app_id, route: "events", query, headers: &headers };
     publish(&app, request, body, |app, body| {
         let event: PusherEvent = serde_json::from_slice(body).map_err(|e| bad(format!("Invalid JSON: {e}")))?;
-        Ok(vec![native(app, event)?])
+        let info = event.info.clone();
+        Ok((vec![native(app, event)?], Answer::Channels(info)))
     })
     .await
 }
@@ -157,7 +157,9 @@ pub(super) async fn trigger_batch(
         if batch.batch.len() > MAX_BATCH {
             return Err(bad(format!("Batch too large: at most {MAX_BATCH} events")));
         }
-        batch.batch.into_iter().map(|e| native(app, e)).collect()
+        let infos = batch.batch.iter().map(|e| e.info.clone()).collect();
+        let events = batch.batch.into_iter().map(|e| native(app, e)).collect::<Result<_, _>>()?;
+        Ok((events, Answer::Batch(infos)))
     })
     .await
 }
@@ -171,22 +173,89 @@ struct Request<'a> {
     headers: &'a HeaderMap,
 }
 
+/// What a publishing route answers beside `200`: the `info` each event asked for about
+/// its channels (`user_count`, `subscription_count`), or `{}`.
+enum Answer {
+    /// One event: `{"channels": {NAME: {...}}}`.
+    Channels(Option<String>),
+    /// A batch: `{"batch": [{...}, ...]}`, each event's channel's.
+    Batch(Vec<Option<String>>),
+}
+
 /// Checks the request's signature, reads its events with `events`, and publishes them;
-/// `200 {}`, or the refusal.
+/// `200` with what `info` asked for (`{}` without), or the refusal.
 async fn publish(
     app: &App,
     request: Request<'_>,
     body: Body,
-    events: impl FnOnce(&App, &[u8]) -> Result<Vec<Event>, Refused>,
+    events: impl FnOnce(&App, &[u8]) -> Result<(Vec<Event>, Answer), Refused>,
 ) -> Response {
     let answer = async {
         let path = format!("/apps/{}/{}", request.app_id, request.route);
         let query = pairs(request.query);
         let (tenant, body) = signed(app, request.app_id, &path, &query, request.headers, body).await?;
-        publish_events(app, &tenant, events(app, &body)?).await?;
-        Ok::<_, Refused>(Json(json!({})))
+        let (events, answer) = events(app, &body)?;
+        let channels: Vec<Vec<String>> = events.iter().map(|e| e.channels.clone()).collect();
+        let infos: Vec<&String> = match &answer {
+            Answer::Channels(info) => info.iter().collect(),
+            Answer::Batch(infos) => infos.iter().flatten().collect(),
+        };
+        let presence_only = channels.iter().flatten().all(|c| c.starts_with(PRESENCE));
+        if !presence_only && infos.iter().any(|i| i.split(',').any(|a| a.trim() == "user_count")) {
+            return Err(bad("user_count may only be requested for presence channels"));
+        }
+        publish_events(app, &tenant, events).await?;
+        let answer = match answer {
+            Answer::Channels(None) => json!({}),
+            Answer::Channels(Some(info)) => {
+                let mut answer = serde_json::Map::new();
+                for channel in channels.into_iter().flatten() {
+                    answer.insert(channel.clone(), channel_info(app, &tenant, &channel, &info, false).await?);
+                }
+                json!({ "channels": answer })
+            }
+            Answer::Batch(infos) if infos.iter().all(Option::is_none) => json!({}),
+            Answer::Batch(infos) => {
+                let mut answers = Vec::new();
+                for (info, channels) in infos.iter().zip(channels) {
+                    let (Some(info), Some(channel)) = (info, channels.first()) else {
+                        answers.push(json!({}));
+                        continue;
+                    };
+                    answers.push(channel_info(app, &tenant, channel, info, false).await?);
+                }
+                json!({ "batch": answers })
+            }
+        };
+        Ok::<_, Refused>(Json(answer))
     };
     answer.await.into_response()
+}
+
+/// What `info` (comma-separated `subscription_count`, `user_count`) asks about `channel`,
+/// over every node, with `occupied` if `occupied`. `user_count` is for presence channels.
+async fn channel_info(app: &App, tenant: &Tenant, channel: &str, info: &str, occupied: bool) -> Result<Value, Refused> {
+    let asked = |name: &str| info.split(',').any(|i| i.trim() == name);
+    let (subscriptions, users) = (asked("subscription_count"), asked("user_count"));
+    if users && !channel.starts_with(PRESENCE) {
+        return Err(bad("user_count may only be requested for presence channels"));
+    }
+    let mut answer = json!({});
+    if subscriptions || occupied {
+        let (subscribers, _, _) =
+            crate::control::channel_presence(app, tenant, channel, ANSWER_WAIT).await.map_err(unavailable)?;
+        let count: u64 = subscribers.users.values().sum();
+        if occupied {
+            answer["occupied"] = json!(count > 0);
+        }
+        if subscriptions {
+            answer["subscription_count"] = json!(count);
+        }
+    }
+    if users {
+        answer["user_count"] = json!(app.members().list(tenant, channel).await.map_err(unavailable)?.len());
+    }
+    Ok(answer)
 }
 
 /// A query string's parameters, decoded.
@@ -334,22 +403,8 @@ pub(super) async fn channel(
     let answer = async {
         let params = pairs(query.clone());
         let tenant = signed_get(&app, &app_id, &format!("/apps/{app_id}/channels/{channel}"), query)?;
-        let (subscriptions, users) =
-            (infos(&params).any(|i| i == "subscription_count"), infos(&params).any(|i| i == "user_count"));
-        if users && !channel.starts_with(PRESENCE) {
-            return Err(bad("user_count may only be requested for presence channels"));
-        }
-        let (subscribers, _, _) =
-            crate::control::channel_presence(&app, &tenant, &channel, ANSWER_WAIT).await.map_err(unavailable)?;
-        let count: u64 = subscribers.users.values().sum();
-        let mut answer = json!({ "occupied": count > 0 });
-        if subscriptions {
-            answer["subscription_count"] = json!(count);
-        }
-        if users {
-            answer["user_count"] = json!(app.members().list(&tenant, &channel).await.map_err(unavailable)?.len());
-        }
-        Ok::<_, Refused>(Json(answer))
+        let info = param(&params, "info").unwrap_or_default();
+        Ok::<_, Refused>(Json(channel_info(&app, &tenant, &channel, info, true).await?))
     };
     answer.await.into_response()
 }
