@@ -453,16 +453,9 @@ pub(crate) const WEBHOOK_EVENTS: [&str; 15] = [
     "cache.miss",
 ];
 
-/// The event types sent only to endpoints that list them (high volume, or Pusher's).
-pub(crate) const WEBHOOK_EVENTS_OPT_IN: [&str; 7] = [
-    "subscription.added",
-    "subscription.removed",
-    "connection.refused",
-    "member.added",
-    "member.removed",
-    "client.event",
-    "cache.miss",
-];
+/// The event types sent only to endpoints that list them: every type from
+/// `subscription.added` on (high volume, or Pusher's).
+pub(crate) const WEBHOOK_EVENTS_OPT_IN: &[&str] = WEBHOOK_EVENTS.split_at(8).1;
 
 /// The event types a `pusher` endpoint that lists none gets: those Pusher sends.
 pub(crate) const WEBHOOK_EVENTS_PUSHER: [&str; 6] =

@@ -73,7 +73,7 @@ impl Kind {
     /// format, those Pusher sends).
     pub(crate) fn defaults(format: WebhookFormat) -> u32 {
         match format {
-            WebhookFormat::Standard => Self::bits(WEBHOOK_EVENTS) & !Self::bits(WEBHOOK_EVENTS_OPT_IN),
+            WebhookFormat::Standard => Self::bits(WEBHOOK_EVENTS) & !Self::bits(WEBHOOK_EVENTS_OPT_IN.iter().copied()),
             WebhookFormat::Pusher => Self::bits(WEBHOOK_EVENTS_PUSHER),
         }
     }
