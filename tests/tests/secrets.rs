@@ -1,7 +1,8 @@
 //! Credentials never leave the host: with every log at debug level, a run that uses each
 //! kind of secret (admin token, publish and management keys, configured and created at
-//! runtime, a JWT secret and tokens, right and wrong, a webhook signing secret) writes none
-//! of them to the log, to `/metrics` or to the admin API's listings.
+//! runtime, a JWT secret and tokens, right and wrong, a webhook signing secret, a Pusher app
+//! secret, configured and made at runtime) writes none of them to the log, to `/metrics` or
+//! to the admin API's listings.
 
 use notify_tests::{
     Client, DEMO, HostProcess, Receiver, Req, STEP, SseClient, TestHost, eventually, host_bin, hs256_token,
@@ -14,6 +15,7 @@ const MANAGE: &str = "manage-key-S3CRET-cccc";
 const JWT: &str = "jwt-secret-S3CRET-dddd-0123456789";
 const WRONG: &str = "wrong-key-S3CRET-eeee";
 const BAD_TOKEN: &str = "bad.token.S3CRET-ffff";
+const PUSHER: &str = "pusher-S3CRET-iiii-0123";
 /// The base64 of `webhook-S3CRET-gggg-0123456789ab`.
 const WEBHOOK: &str = "whsec_d2ViaG9vay1TM0NSRVQtZ2dnZy0wMTIzNDU2Nzg5YWI=";
 
@@ -23,7 +25,8 @@ fn config(hooks: &str) -> String {
         "[server]\nadmin_token = \"{ADMIN}\"\n[webhooks]\nallow_private = true\ninitial_backoff = \"50ms\"\n\n\
          [tenants.sec]\npublish_key = \"{PUBLISH}\"\n\
          management_key = \"{MANAGE}\"\nauth = {{ mode = \"jwt\", hs256_secret = \"{JWT}\" }}\n\
-         webhooks = [{{ url = \"{hooks}\", secret = \"{WEBHOOK}\" }}]\n"
+         webhooks = [{{ url = \"{hooks}\", secret = \"{WEBHOOK}\" }}]\n\
+         pusher = {{ app_id = \"77\", key = \"pusher-key-hhhh\", secret = \"{PUSHER}\" }}\n"
     )
 }
 
@@ -51,12 +54,25 @@ async fn use_every_credential(host: &HostProcess) -> anyhow::Result<Vec<String>>
     assert_eq!(call(host, "GET", "/v1/admin/tenants/sec/plugins", WRONG, Value::Null).await?.0, 403);
     assert_eq!(call(host, "GET", "/v1/admin/tenants", WRONG, Value::Null).await?.0, 403);
 
+    // A Pusher client with a wrong channel signature, and a Pusher API call with a wrong one.
+    let mut pusher = Client::connect(&format!("ws://{}/app/pusher-key-hhhh?protocol=7", host.addr), &[]).await?;
+    assert_eq!(pusher.next_json().await?["event"], "pusher:connection_established");
+    let auth = format!("pusher-key-hhhh:{}", "0".repeat(64));
+    pusher.send_json(&json!({"event": "pusher:subscribe", "data": {"channel": "private-x", "auth": auth}})).await?;
+    assert_eq!(pusher.next_json().await?["event"], "pusher:subscription_error");
+    let signed = "/apps/77/events?auth_key=pusher-key-hhhh&auth_timestamp=1&auth_version=1.0&auth_signature=00";
+    let body = json!({"name": "e", "channel": "c", "data": "{}"}).to_string().into_bytes();
+    let (status, text) = Req::new("POST", signed).body(body.into()).raw(host.addr).await?;
+    assert_eq!(status, 401, "{text:?}");
+
     let spec = json!({ "id": "made", "auth": { "mode": "insecure" } });
     let (status, created) = call(host, "POST", "/v1/admin/tenants", ADMIN, spec).await?;
     assert_eq!(status, 201, "{created}");
     let (status, rotated) = call(host, "POST", "/v1/admin/tenants/made/keys/publish", ADMIN, Value::Null).await?;
     assert_eq!(status, 200, "{rotated}");
-    let made: Vec<String> = [&created["publish_key"], &created["management_key"], &rotated["key"]]
+    let (status, app) = call(host, "POST", "/v1/admin/tenants/made/pusher", ADMIN, Value::Null).await?;
+    assert_eq!(status, 200, "{app}");
+    let made: Vec<String> = [&created["publish_key"], &created["management_key"], &rotated["key"], &app["secret"]]
         .iter()
         .map(|k| k.as_str().expect("a key").to_owned())
         .collect();
@@ -73,7 +89,7 @@ async fn use_every_credential(host: &HostProcess) -> anyhow::Result<Vec<String>>
 }
 
 fn assert_no_secret(text: &str, made: &[String], what: &str) {
-    let known = [ADMIN, PUBLISH, MANAGE, JWT, WRONG, BAD_TOKEN, WEBHOOK, &WEBHOOK["whsec_".len()..]];
+    let known = [ADMIN, PUBLISH, MANAGE, JWT, WRONG, BAD_TOKEN, WEBHOOK, &WEBHOOK["whsec_".len()..], PUSHER];
     for secret in known.into_iter().chain(made.iter().map(|s| s.as_str())) {
         assert!(!text.contains(secret), "{what} holds the secret {secret:?}");
     }
