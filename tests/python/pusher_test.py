@@ -1,8 +1,9 @@
 """The official Pusher server library for Python (`pusher` from the Python package index)
 against notify's Pusher HTTP API, unchanged: a trigger, several channels, a batch, each
 reaching a notify WebSocket client of those channels; a wrong secret refused; a presence
-channel joined over the Pusher protocol with the library's signature; and the library's
-channel queries answered.
+channel joined over the Pusher protocol with the library's signature; the library's
+channel queries answered; an event that leaves its sender out; a signed-in user's
+connections terminated.
 
 Run by scripts/test.sh: python tests/python/pusher_test.py (NOTIFY_HOST_BIN names the host
 binary).
@@ -82,6 +83,22 @@ class PusherServerLibrary(unittest.IsolatedAsyncioTestCase):
         news = await asyncio.to_thread(client.channel_info, "news", ["subscription_count"])
         self.assertEqual(news, {"occupied": True, "subscription_count": 1})
         self.assertEqual(await asyncio.to_thread(client.users_info, "presence-room"), {"users": [{"id": "7"}]})
+
+        # An event with the member's socket_id skips it; the next one reaches it.
+        await asyncio.to_thread(client.trigger, "presence-room", "own", {"n": 1}, socket_id)
+        await asyncio.to_thread(client.trigger, "presence-room", "marker", {"n": 2})
+        frame = json.loads(await member.recv())
+        self.assertEqual((frame["event"], frame["channel"], json.loads(frame["data"])), ("marker", "presence-room", {"n": 2}))
+
+        # The member signs in; terminating the user's connections closes it with 4009.
+        signin = client.authenticate_user(socket_id, {"id": "7"})
+        await member.send(json.dumps({"event": "pusher:signin", "data": signin}))
+        self.assertEqual(json.loads(await member.recv())["event"], "pusher:signin_success")
+        await asyncio.to_thread(client.terminate_user_connections, "7")
+        self.assertEqual(json.loads(await member.recv())["data"]["code"], 4009)
+        with self.assertRaises(websockets.ConnectionClosed) as closed:
+            await member.recv()
+        self.assertEqual(closed.exception.rcvd.code, 4009)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,7 @@ fn routes(demo: bool) -> OpenApiRouter<App> {
         .routes(routes!(pusher::channel))
         .routes(routes!(pusher::channel_users))
         .routes(routes!(pusher::terminate_connections))
+        .routes(routes!(pusher::terminate_connections_unprefixed))
         .routes(routes!(presence::status))
         .routes(routes!(presence::channel))
         .routes(routes!(users::unread))

@@ -333,14 +333,47 @@ pub(super) async fn terminate_connections(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let path = format!("/apps/{app_id}/users/{user}/terminate_connections");
+    terminate(&app, &app_id, &path, &user, (query, &headers, body)).await
+}
+
+/// [`terminate_connections`] at the path the official Python library sends it to (without
+/// `/apps/{app_id}`): the app is the one whose key signed it.
+#[utoipa::path(post, operation_id = "pusherTerminateConnectionsUnprefixed", path = "/users/{user_id}/terminate_connections", tag = "pusher",
+    params(("user_id" = String, Path, description = "A signed-in user's id"), Signature),
+    responses(QueryAnswers))]
+pub(super) async fn terminate_connections_unprefixed(
+    State(app): State<App>,
+    PathParams(user): PathParams<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let key = pairs(query.clone()).into_iter().find(|(k, _)| k == "auth_key").map(|(_, v)| v).unwrap_or_default();
+    let app_id = app.tenants().all().into_iter().find_map(|t| {
+        let p = t.config.pusher.as_ref()?;
+        (p.key == key).then(|| p.app_id.clone())
+    });
+    let Some(app_id) = app_id else {
+        return Refused(StatusCode::UNAUTHORIZED, "Unknown auth_key".into()).into_response();
+    };
+    let path = format!("/users/{user}/terminate_connections");
+    terminate(&app, &app_id, &path, &user, (query, &headers, body)).await
+}
+
+/// Checks a terminate request signed for `path` and closes `user`'s connections on every node.
+async fn terminate(
+    app: &App,
+    app_id: &str,
+    path: &str,
+    user: &str,
+    (query, headers, body): (Option<String>, &HeaderMap, Body),
+) -> Response {
     let answer = async {
-        let path = format!("/apps/{app_id}/users/{user}/terminate_connections");
-        let (tenant, _) = signed(&app, &app_id, &path, &pairs(query), &headers, body).await?;
-        let close = Command::CloseSubscribers {
-            tenant: tenant.id.to_string(),
-            channel: crate::protocol::pusher::user_channel(&user),
-        };
-        crate::control::send(&app, close).await.map_err(unavailable)?;
+        let (tenant, _) = signed(app, app_id, path, &pairs(query), headers, body).await?;
+        let channel = crate::protocol::pusher::user_channel(user);
+        let close = Command::CloseSubscribers { tenant: tenant.id.to_string(), channel };
+        crate::control::send(app, close).await.map_err(unavailable)?;
         Ok::<_, Refused>(Json(json!({})))
     };
     answer.await.into_response()
