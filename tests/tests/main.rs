@@ -24,6 +24,7 @@ mod plugins;
 mod plugins_cluster;
 mod presence;
 mod publish;
+mod pusher;
 mod quotas;
 mod redis_cluster;
 mod resume;
