@@ -69,21 +69,11 @@ pub(super) async fn on_text(text: &str, conn: &Arc<Conn>, app: &App, rate: &mut 
         Err(e) => Action::Reply(pusher::error(None, &format!("invalid frame: {e}"))),
         Ok(ClientFrame::Ping) => Action::Reply(pusher::pong()),
         Ok(ClientFrame::Subscribe { channel, auth, channel_data }) if channel.starts_with(PRESENCE) => {
-            let cached = pusher::is_cache(&channel) && conn.tenant.config.history.enabled();
-            let joining = join_presence(conn, app, &channel, (auth.as_deref(), channel_data.as_deref()), cached);
-            let (reply, joined) = Box::pin(joining).await;
-            if !joined || !pusher::is_cache(&channel) {
-                return conn.outbox.push_control(reply);
-            }
-            conn.outbox.push_control(reply);
-            return Box::pin(replay_last(conn, app, &channel, cached)).await;
+            let signed_data = (auth.as_deref(), channel_data.as_deref());
+            return Box::pin(subscribe_presence(conn, app, &channel, signed_data)).await;
         }
         Ok(ClientFrame::Subscribe { channel, .. }) if channel.starts_with(pusher::USER_CHANNEL) => {
-            // The node subscribed it at signin; pusher-js asks again to hear it took.
-            Action::Reply(match conn.subscribed_to(&channel) {
-                true => pusher::subscription_succeeded(&channel, &json!({})),
-                false => pusher::subscription_error(&channel, "AuthError", "sign in as this user first", 401),
-            })
+            Action::Reply(user_channel(conn, &channel))
         }
         Ok(ClientFrame::Subscribe { channel, auth, .. }) if pusher::is_cache(&channel) => {
             return Box::pin(subscribe_cached(conn, app, &channel, auth.as_deref())).await;
@@ -105,6 +95,25 @@ pub(super) async fn on_text(text: &str, conn: &Arc<Conn>, app: &App, rate: &mut 
         Ok(ClientFrame::Other) => Action::Done,
     };
     session::act(action, conn, app).await;
+}
+
+/// The answer to a subscription to a server-to-user channel: the node subscribed it at
+/// signin, and pusher-js asks again to hear it took.
+fn user_channel(conn: &Conn, channel: &str) -> Bytes {
+    match conn.subscribed_to(channel) {
+        true => pusher::subscription_succeeded(channel, &json!({})),
+        false => pusher::subscription_error(channel, "AuthError", "sign in as this user first", 401),
+    }
+}
+
+/// Joins a presence channel (a cache one's last event follows the answer).
+async fn subscribe_presence(conn: &Arc<Conn>, app: &App, channel: &str, signed_data: (Option<&str>, Option<&str>)) {
+    let cached = pusher::is_cache(channel) && conn.tenant.config.history.enabled();
+    let (reply, joined) = Box::pin(join_presence(conn, app, channel, signed_data, cached)).await;
+    conn.outbox.push_control(reply);
+    if joined && pusher::is_cache(channel) {
+        replay_last(conn, app, channel, cached).await;
+    }
 }
 
 /// Subscribes to a public or private channel, after checking a private one's signature.
