@@ -41,11 +41,13 @@ pub(crate) fn number(frame: &str, key: &str) -> Option<u64> {
     rest[..digits].parse().ok()
 }
 
-/// The send time and number a generator's event carries, in its data or (a document
-/// version) its event name, if the frame is one.
+/// The send time and number a generator's event carries, in its data (as JSON, or as the
+/// JSON string a Pusher frame carries) or (a document version) its event name, if the frame
+/// is one.
 pub(crate) fn stamp(frame: &str) -> Option<(u64, u64)> {
     let data = || Some((number(frame, "\"sent_us\":")?, number(frame, "\"n\":")?));
-    data().or_else(|| Some((number(frame, " sent_us=")?, number(frame, " n=")?)))
+    let pusher = || Some((number(frame, "\\\"sent_us\\\":")?, number(frame, "\\\"n\\\":")?));
+    data().or_else(pusher).or_else(|| Some((number(frame, " sent_us=")?, number(frame, " n=")?)))
 }
 
 /// The value at fraction `p` of sorted samples (0 when there are none).

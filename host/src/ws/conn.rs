@@ -16,7 +16,7 @@ use tokio::time::sleep_until;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes, error::CapacityError};
 
 use super::inflate::InflateError;
 use super::socket::{Socket, Wire};
@@ -137,10 +137,8 @@ async fn established<W: Wire>(
                 match received(msg, conn) {
                     Received::Text(text) => {
                         // Boxed: the rare frame handler must not grow every idle connection's task.
-                        match conn.dialect {
-                            Dialect::Native => Box::pin(session::act(on_text(&text, conn, identity, app), conn, app)).await,
-                            Dialect::Pusher => Box::pin(super::pusher::on_text(&text, conn, app, &mut client_events)).await,
-                        }
+                        // Boxed, the frame moved in: this loop's state holds one pointer for it.
+                        Box::pin(text_frame(text, conn, identity, app, &mut client_events)).await;
                     }
                     Received::Nothing => {}
                     Received::End(end) => break end,
@@ -201,7 +199,7 @@ fn killed(conn: &Conn) -> Option<End> {
 
 /// What a read from the client amounts to.
 enum Received {
-    Text(tokio_tungstenite::tungstenite::Utf8Bytes),
+    Text(Utf8Bytes),
     Nothing,
     End(End),
 }
@@ -236,6 +234,20 @@ fn received(msg: Option<Result<Message, WsError>>, conn: &Conn) -> Received {
         Some(Err(_)) => End::Gone,
     };
     Received::End(end)
+}
+
+/// Handles a text frame in the connection's protocol.
+async fn text_frame(
+    text: Utf8Bytes,
+    conn: &Arc<Conn>,
+    identity: &Identity,
+    app: &App,
+    client_events: &mut super::pusher::ClientEvents,
+) {
+    match conn.dialect {
+        Dialect::Native => session::act(on_text(&text, conn, identity, app), conn, app).await,
+        Dialect::Pusher => super::pusher::on_text(text, conn, app, client_events).await,
+    }
 }
 
 /// Handles a client frame: checks it and makes the synchronous changes (hub, gates,

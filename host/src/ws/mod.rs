@@ -52,9 +52,13 @@ pub(crate) fn spawn(app: &App, req: Parts, mut j: Joining, (deflate, dialect): (
 async fn serve(app: App, conn: Arc<Conn>, on_upgrade: OnUpgrade, mut j: Box<Joining>) {
     let Some(ws) = Box::pin(upgrade(&app, &conn, on_upgrade, j.peer)).await else { return };
     conn.tenant.metrics.handshakes.fetch_add(1, Relaxed);
-    let resume = std::mem::take(&mut j.resume);
+    // `resume` is taken in the arm that hands it on: one left in this future would be kept
+    // for the connection's life.
     match conn.dialect {
-        Dialect::Native => Box::pin(session::join(&conn, &j.identity, resume, &app)).await,
+        Dialect::Native => {
+            let resume = std::mem::take(&mut j.resume);
+            Box::pin(session::join(&conn, &j.identity, resume, &app)).await;
+        }
         Dialect::Pusher => Box::pin(pusher::join(&conn, &app)).await,
     }
     let (identity, _slots) = keep(j);

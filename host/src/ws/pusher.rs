@@ -17,9 +17,9 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::app::App;
 use crate::backend::history::Start;
@@ -64,8 +64,8 @@ pub(super) async fn join(conn: &Arc<Conn>, app: &App) {
 pub(super) type ClientEvents = Option<Box<Bucket>>;
 
 /// Handles a Pusher client frame.
-pub(super) async fn on_text(text: &str, conn: &Arc<Conn>, app: &App, rate: &mut ClientEvents) {
-    let action = match pusher::parse(text) {
+pub(super) async fn on_text(text: Utf8Bytes, conn: &Arc<Conn>, app: &App, rate: &mut ClientEvents) {
+    let action = match pusher::parse(&text) {
         Err(e) => Action::Reply(pusher::error(None, &format!("invalid frame: {e}"))),
         Ok(ClientFrame::Ping) => Action::Reply(pusher::pong()),
         Ok(ClientFrame::Subscribe { channel, auth, channel_data }) if channel.starts_with(PRESENCE) => {
