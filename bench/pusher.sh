@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Pusher connections against notify's own, on one host in one sitting, with the same load
 # generator settings (issue 36's budgets): RSS per idle connection, handshakes (rate and the
-# host's CPU per connect), and broadcast fan-out (deliveries/s, latency, the host's CPU per
-# delivery). A Pusher connection is `/app/{key}?protocol=7`, anonymous; its first frame is
-# `pusher:connection_established` (where the generator waits for notify's `welcome`), and
-# broadcast events reach it in Pusher's frame.
+# host's CPU per connect), and fan-out to one channel (deliveries/s, latency, the host's CPU
+# per delivery). A Pusher connection is `/app/{key}?protocol=7`, anonymous; its first frame
+# is `pusher:connection_established` (where the generator waits for notify's `welcome`);
+# it joins the channel with `pusher:subscribe`, a native one with `?channels=`, and the
+# events reach it in Pusher's frame (a document's versions, `--channel`, stamped in the
+# event name).
 #
 #   bench/pusher.sh [CONNECTIONS] [SUBSCRIBERS] [EVENTS] [RATE]   (defaults 15000 10000 20 2)
 #   HOST_BIN=path/to/notify-host bench/pusher.sh                   (measure another build)
@@ -80,11 +82,13 @@ closed() {
   sleep 2
 }
 
+# fanout LABEL URL [GENERATOR FLAGS]: SUBSCRIBERS of channel `bench`, EVENTS at RATE.
 fanout() {
   local label=$1 url=$2
+  shift 2
   measure_load "$label fan-out" "$host_pid" $(( subs * events )) fanout --url "$url" \
     --publish "http://127.0.0.1:$port/v1/publish" --key demo-key --connections "$subs" --events "$events" \
-    --rate "$rate" --payload 200 --concurrency 200
+    --rate "$rate" --payload 200 --concurrency 200 --channel bench "$@"
   closed
 }
 
@@ -98,6 +102,6 @@ for round in 1 2; do
   handshakes "pusher$round" "$pusher"
 done
 for round in 1 2; do
-  fanout "native$round" "$native"
-  fanout "pusher$round" "$pusher"
+  fanout "native$round" "$native?channels=bench"
+  fanout "pusher$round" "$pusher" --pusher-subscribe bench
 done

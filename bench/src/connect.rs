@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use serde_json::json;
 use tokio::net::{TcpSocket, TcpStream};
@@ -142,6 +142,10 @@ pub(crate) static EXPECT_WELCOME: std::sync::atomic::AtomicBool = std::sync::ato
 /// compressed is inflated (`inflate`).
 pub(crate) static OFFER_DEFLATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// A channel every WebSocket connection subscribes to the Pusher way (`pusher:subscribe`)
+/// once its first frame arrived, waiting for the answer (`--pusher-subscribe NAME`).
+pub(crate) static PUSHER_SUBSCRIBE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// A WebSocket connection, once its welcome arrived.
 pub(crate) async fn open_ws(url: String, source: Option<IpAddr>) -> anyhow::Result<Ws> {
     Ok(open_ws_welcome(url, source).await?.0)
@@ -166,6 +170,11 @@ pub(crate) async fn open_ws_welcome(url: String, source: Option<IpAddr>) -> anyh
         return Ok((ws, String::new()));
     }
     let welcome = ws.next().await.context("closed before the welcome")??;
+    if let Some(channel) = PUSHER_SUBSCRIBE.get() {
+        let subscribe = json!({"event": "pusher:subscribe", "data": {"channel": channel}}).to_string();
+        ws.send(tokio_tungstenite::tungstenite::Message::text(subscribe)).await?;
+        ws.next().await.context("closed before the subscription's answer")??;
+    }
     Ok((ws, welcome.into_text().map(|t| t.to_string()).unwrap_or_default()))
 }
 

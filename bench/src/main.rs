@@ -52,7 +52,9 @@
 //! publishes versions of a `--payload`-byte document to that channel instead (subscribers
 //! join it through their URL: `?channels=NAME`, with `&delta=fossil` for delta updates), each
 //! stamped in its event name; `--delta true` publishes them with `delta`. Every report gives
-//! the bytes per delivery the subscribers received.
+//! the bytes per delivery the subscribers received. `--pusher-subscribe NAME` (any WebSocket
+//! mode) subscribes each connection to NAME with a `pusher:subscribe` frame after its first
+//! frame (Pusher connections at `/app/{key}?protocol=7`).
 //!
 //! `targeted` connects users like `fanout`, then sends `--events` rounds of one event to each
 //! user, `--batch` user-addressed events per `POST /v1/publish/batch` request, back to back
@@ -176,6 +178,11 @@ fn parse(args: &[String]) -> anyhow::Result<(String, Args)> {
             "--deflate" => {
                 let offer = v.parse().context("--deflate is true or false")?;
                 connect::OFFER_DEFLATE.store(offer, std::sync::atomic::Ordering::Relaxed);
+            }
+            "--pusher-subscribe" => {
+                connect::PUSHER_SUBSCRIBE
+                    .set(v.clone())
+                    .map_err(|_| anyhow::anyhow!("--pusher-subscribe given twice"))?;
             }
             "--welcome" => {
                 let expect = v.parse().context("--welcome is true or false")?;
