@@ -94,6 +94,10 @@ class PusherServerLibrary(unittest.IsolatedAsyncioTestCase):
         signin = client.authenticate_user(socket_id, {"id": "7"})
         await member.send(json.dumps({"event": "pusher:signin", "data": signin}))
         self.assertEqual(json.loads(await member.recv())["event"], "pusher:signin_success")
+        other = client.authenticate_user(socket_id, {"id": "8"})
+        await member.send(json.dumps({"event": "pusher:signin", "data": other}))
+        refused = json.loads(await member.recv())
+        self.assertEqual(refused["event"], "pusher:error", "a connection signs in as one user")
         await asyncio.to_thread(client.terminate_user_connections, "7")
         self.assertEqual(json.loads(await member.recv())["data"]["code"], 4009)
         with self.assertRaises(websockets.ConnectionClosed) as closed:

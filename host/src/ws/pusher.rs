@@ -383,7 +383,8 @@ pub(crate) async fn sweep_members(app: App) {
 /// Signs the connection in as the user `user_data` names (`{"id": ..., ...}`), when the
 /// app's backend signed `SOCKET_ID::user::USER_DATA`: the connection then gets the events
 /// sent to that user (`#server-to-user-ID`), and `terminate_connections` closes it. A bad
-/// signature closes the connection with 4009, as Pusher does.
+/// signature closes the connection with 4009, as Pusher does; a connection signs in as one
+/// user only.
 async fn signin(conn: &Arc<Conn>, app: &App, auth: &str, user_data: &str) -> Action {
     let user = serde_json::from_str::<Value>(user_data).ok().and_then(|d| match d.get("id")? {
         Value::String(id) if !id.is_empty() && id.len() <= MAX_USER_ID => Some(id.clone()),
@@ -397,6 +398,11 @@ async fn signin(conn: &Arc<Conn>, app: &App, auth: &str, user_data: &str) -> Act
         return Action::Done;
     };
     let channel = pusher::user_channel(&user);
+    let signed_in =
+        conn.subscriptions.lock().expect("subscriptions lock").iter().any(|c| c.starts_with(pusher::USER_CHANNEL));
+    if signed_in && !conn.subscribed_to(&channel) {
+        return Action::Reply(pusher::error(None, "this connection is signed in as another user"));
+    }
     match session::add_subscription(conn, app, Checked::Host, &channel, false, false) {
         Ok(Some(ticket)) => Action::AfterSync(pusher::signin_success(user_data), ticket),
         _ => Action::Reply(pusher::signin_success(user_data)),
