@@ -79,21 +79,12 @@ impl Event {
     /// tests and fuzz targets.
     #[cfg(any(test, fuzzing))]
     pub(crate) fn sample(name: &str, users: &[&str], channels: &[&str]) -> Self {
+        let data = RawValue::from_string("{}".into()).expect("JSON");
         Self {
-            id: name.into(),
-            name: name.into(),
-            data: RawValue::from_string("{}".into()).expect("JSON"),
             ts: 0,
             users: users.iter().map(|u| u.to_string()).collect(),
             channels: channels.iter().map(|c| c.to_string()).collect(),
-            broadcast: false,
-            attributes: Vec::new(),
-            filter: None,
-            received_at: Instant::now(),
-            idempotency_key: None,
-            delta: false,
-            except: None,
-            sender: None,
+            ..Self::on_channel(name.into(), name, "", data, None)
         }
     }
 
