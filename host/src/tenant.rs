@@ -215,6 +215,19 @@ impl Tenants {
         self.snapshot().by_id.is_empty()
     }
 
+    /// The tenant whose Pusher app `matches` (app ids and keys are unique across tenants),
+    /// with that app; no list of every tenant is made.
+    pub(crate) fn with_pusher(
+        &self,
+        matches: impl Fn(&crate::config::PusherCredentials) -> bool,
+    ) -> Option<(Arc<Tenant>, crate::config::PusherCredentials)> {
+        let snapshot = self.snapshot();
+        let tenants = snapshot.by_id.values().map(|e| &e.tenant);
+        tenants
+            .into_iter()
+            .find_map(|t| t.config.pusher.as_ref().filter(|p| matches(p)).map(|p| (t.clone(), p.clone())))
+    }
+
     pub(crate) fn all(&self) -> Vec<Arc<Tenant>> {
         self.snapshot().by_id.values().map(|e| e.tenant.clone()).collect()
     }

@@ -290,11 +290,8 @@ fn signed_get(app: &App, app_id: &str, path: &str, query: Option<String>) -> Res
 
 /// The tenant whose `pusher.app_id` is `app_id`, with its credentials.
 fn credentials(app: &App, app_id: &str) -> Result<(Arc<Tenant>, PusherCredentials), Refused> {
-    app.tenants()
-        .all()
-        .into_iter()
-        .find_map(|t| t.config.pusher.as_ref().filter(|p| p.app_id == app_id).cloned().map(|p| (t, p)))
-        .ok_or_else(|| Refused(StatusCode::NOT_FOUND, format!("Unknown app: {app_id}")))
+    let app_of = app.tenants().with_pusher(|p| p.app_id == app_id);
+    app_of.ok_or_else(|| Refused(StatusCode::NOT_FOUND, format!("Unknown app: {app_id}")))
 }
 
 /// The answers of the query routes, for the document; refusals are plain text.
@@ -350,11 +347,7 @@ pub(super) async fn terminate_connections_unprefixed(
     body: Body,
 ) -> Response {
     let key = pairs(query.clone()).into_iter().find(|(k, _)| k == "auth_key").map(|(_, v)| v).unwrap_or_default();
-    let app_id = app.tenants().all().into_iter().find_map(|t| {
-        let p = t.config.pusher.as_ref()?;
-        (p.key == key).then(|| p.app_id.clone())
-    });
-    let Some(app_id) = app_id else {
+    let Some((_, PusherCredentials { app_id, .. })) = app.tenants().with_pusher(|p| p.key == key) else {
         return Refused(StatusCode::UNAUTHORIZED, "Unknown auth_key".into()).into_response();
     };
     let path = format!("/users/{user}/terminate_connections");

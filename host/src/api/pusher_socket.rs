@@ -84,8 +84,7 @@ pub(super) async fn connect(
 /// The tenant of `key`, a protocol version served, and the checks of an anonymous client.
 fn admit(app: &App, key: &str, peer: SocketAddr, req: &Parts) -> Result<Joining, Refused> {
     let refusal = |why, code, message: String| Refusal(why, ApiError::new(code, message));
-    let Some(tenant) = app.tenants().all().into_iter().find(|t| t.config.pusher.as_ref().is_some_and(|p| p.key == key))
-    else {
+    let Some((tenant, _)) = app.tenants().with_pusher(|p| p.key == key) else {
         let refusal = refusal(
             HandshakeFailure::UnknownTenant,
             ErrorCode::UnknownTenant,
