@@ -259,6 +259,8 @@ impl App {
         crate::metrics::render_shrink(&mut out, self.0.hub.compression(), &crate::metrics::COMPRESSION);
         crate::metrics::render_shrink(&mut out, self.0.hub.deltas(), &crate::metrics::DELTAS);
         self.0.webhooks.render_metrics(&mut out);
+        let sets: Vec<_> = tenants.iter().filter_map(|t| Some((&*t.id, t.auth.jwks()?))).collect();
+        crate::auth::render_metrics(&mut out, &sets);
         if let Some(streams) = self.0.history.streams_kept() {
             crate::metrics::render_history(&mut out, streams);
         }

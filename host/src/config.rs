@@ -796,41 +796,134 @@ fn default_channel_patterns() -> Vec<String> {
 #[serde(deny_unknown_fields, tag = "mode", rename_all = "snake_case")]
 pub enum AuthConfig {
     /// JWT verification; at least one key must be set.
-    Jwt(#[schema(inline)] JwtConfig),
+    Jwt(#[schema(inline)] Box<JwtConfig>),
     /// Development only: the user id is taken from the `user` query parameter.
     #[default]
     Insecure,
 }
 
-/// Keys and checks for JWT authentication.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
+/// Keys and checks for JWT authentication (docs/OPERATIONS.md, "JWT auth").
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
     /// Shared secret for HS256 tokens.
     pub hs256_secret: Option<String>,
     /// PEM public key (inline) for RS256 tokens.
     pub rs256_public_key: Option<String>,
-    /// Required `iss` claim, if set.
-    pub issuer: Option<String>,
-    /// Required `aud` claim, if set.
-    pub audience: Option<String>,
-    /// Clock skew tolerated on `exp`/`nbf`, in seconds.
+    /// Accepted `iss` claims (a string or a list); when set, a token must name one of them.
+    #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<String>)]
+    pub issuer: Vec<String>,
+    /// Accepted `aud` claims (a string or a list); when set, a token must name one of them.
+    #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<String>)]
+    pub audience: Vec<String>,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
     #[serde(default)]
     pub leeway_secs: u64,
+    /// The claim holding the user id (`sub` when unset); a dotted path (`a.b`) reaches
+    /// into an object when no claim has the whole name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_claim: Option<String>,
+    /// The claim listing the channel patterns granted (`channels` when unset), read as
+    /// `user_claim` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels_claim: Option<String>,
+    /// The signature algorithms accepted (`RS256`, `ES256`, `EdDSA`, `HS256`, ...); when
+    /// empty, every algorithm one of the keys is for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub algorithms: Vec<String>,
     /// Named keys, chosen by the token header's `kid`: during a rotation both the old and
     /// the new key are listed, then the old one is removed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<JwtKey>,
+    /// The identity provider's key set (JWKS), fetched at start and refreshed in the
+    /// background: `https://`, or `http://` to a loopback address only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// The key set is fetched again after the provider's `Cache-Control: max-age`, but
+    /// never sooner than this (seconds)...
+    #[serde(default = "default_jwks_min_refresh")]
+    pub jwks_min_refresh_secs: u64,
+    /// ...and never later than this (seconds; also the wait when the provider sets none).
+    #[serde(default = "default_jwks_max_refresh")]
+    pub jwks_max_refresh_secs: u64,
+    /// The shortest time between two fetches caused by tokens naming a `kid` the key set
+    /// lacks (seconds): a flood of made-up `kid`s costs the provider one request per period.
+    #[serde(default = "default_jwks_cooldown")]
+    pub jwks_cooldown_secs: u64,
+    /// The most one fetch of the key set may take, connecting included (milliseconds).
+    #[serde(default = "default_jwks_timeout")]
+    pub jwks_timeout_ms: u64,
 }
 
-/// One named JWT verification key: an HS256 secret or an RS256 public key.
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            hs256_secret: None,
+            rs256_public_key: None,
+            issuer: Vec::new(),
+            audience: Vec::new(),
+            leeway_secs: 0,
+            user_claim: None,
+            channels_claim: None,
+            algorithms: Vec::new(),
+            keys: Vec::new(),
+            jwks_url: None,
+            jwks_min_refresh_secs: default_jwks_min_refresh(),
+            jwks_max_refresh_secs: default_jwks_max_refresh(),
+            jwks_cooldown_secs: default_jwks_cooldown(),
+            jwks_timeout_ms: default_jwks_timeout(),
+        }
+    }
+}
+
+fn default_jwks_min_refresh() -> u64 {
+    60
+}
+fn default_jwks_max_refresh() -> u64 {
+    3600
+}
+fn default_jwks_cooldown() -> u64 {
+    10
+}
+fn default_jwks_timeout() -> u64 {
+    5000
+}
+
+/// A string, or a list of strings.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// One named JWT verification key: a secret (HMAC) or a public key (RSA, EC or Ed25519).
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtKey {
     /// Matched against the `kid` of token headers.
     pub kid: String,
+    /// A secret for HS256 only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hs256_secret: Option<String>,
+    /// A PEM RSA public key for RS256 only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rs256_public_key: Option<String>,
+    /// A secret for HS256, HS384 and HS512.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// A PEM public key: RSA (RS256/384/512, PS256/384/512), EC P-256 or P-384 (ES256,
+    /// ES384) or Ed25519 (EdDSA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
 }
 
 /// Slow-client policy: what to do when a connection's bounded send queue overflows.
@@ -1086,8 +1179,12 @@ impl TenantConfig {
 impl JwtConfig {
     /// `key` is the `tenants.{id}.auth` path errors name.
     fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        if self.hs256_secret.is_none() && self.rs256_public_key.is_none() && self.keys.is_empty() {
-            return Err(invalid(key, "mode = \"jwt\" needs hs256_secret, rs256_public_key or keys"));
+        if self.hs256_secret.is_none()
+            && self.rs256_public_key.is_none()
+            && self.keys.is_empty()
+            && self.jwks_url.is_none()
+        {
+            return Err(invalid(key, "mode = \"jwt\" needs hs256_secret, rs256_public_key, keys or jwks_url"));
         }
         check_jwt_key(key, self.hs256_secret.as_deref(), self.rs256_public_key.as_deref())?;
         let mut kids = HashSet::new();
@@ -1096,16 +1193,77 @@ impl JwtConfig {
             if k.kid.is_empty() || !kids.insert(k.kid.as_str()) {
                 return Err(invalid(format!("{at}.kid"), "must be non-empty and unique"));
             }
-            if k.hs256_secret.is_some() == k.rs256_public_key.is_some() {
-                return Err(invalid(at, "needs exactly one of hs256_secret and rs256_public_key"));
+            let set =
+                [&k.hs256_secret, &k.rs256_public_key, &k.secret, &k.public_key].iter().filter(|v| v.is_some()).count();
+            if set != 1 {
+                return Err(invalid(at, "needs exactly one of secret, public_key, hs256_secret and rs256_public_key"));
             }
             check_jwt_key(&at, k.hs256_secret.as_deref(), k.rs256_public_key.as_deref())?;
+            if k.secret.as_ref().is_some_and(|s| s.len() < 16) {
+                return Err(invalid(format!("{at}.secret"), "must be at least 16 bytes"));
+            }
+            if let Some(pem) = &k.public_key
+                && !public_key_parses(pem)
+            {
+                return Err(invalid(format!("{at}.public_key"), "not an RSA, EC or Ed25519 public key in PEM"));
+            }
+        }
+        if let Some(bad) = self.algorithms.iter().find(|a| a.parse::<jsonwebtoken::Algorithm>().is_err()) {
+            return Err(invalid(
+                format!("{key}.algorithms"),
+                format!("unknown algorithm {bad:?} (RS256, PS256, ES256, EdDSA, HS256, ...)"),
+            ));
+        }
+        for (name, claim) in [("user_claim", &self.user_claim), ("channels_claim", &self.channels_claim)] {
+            if claim.as_deref().is_some_and(str::is_empty) {
+                return Err(invalid(format!("{key}.{name}"), "must not be empty"));
+            }
+        }
+        self.validate_jwks(key)
+    }
+
+    fn validate_jwks(&self, key: &str) -> Result<(), ConfigError> {
+        if let Some(url) = &self.jwks_url {
+            check_jwks_url(url).map_err(|m| invalid(format!("{key}.jwks_url"), m))?;
+        }
+        if self.jwks_min_refresh_secs == 0 {
+            return Err(invalid(format!("{key}.jwks_min_refresh_secs"), "must be at least 1"));
+        }
+        if self.jwks_max_refresh_secs < self.jwks_min_refresh_secs {
+            return Err(invalid(format!("{key}.jwks_max_refresh_secs"), "must not be below jwks_min_refresh_secs"));
+        }
+        if !(100..=60_000).contains(&self.jwks_timeout_ms) {
+            return Err(invalid(format!("{key}.jwks_timeout_ms"), "must be 100 to 60000"));
         }
         Ok(())
     }
 }
 
-/// An HS256 secret of at least 16 bytes, an RS256 key that parses; `key` names the place.
+/// A key set URL must be `https`, or `http` to a loopback address (a provider on the same
+/// machine, or a test): over plain HTTP anyone on the path could hand in their own keys.
+fn check_jwks_url(url: &str) -> Result<(), String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+    let host = uri.host().ok_or("has no host")?.trim_matches(['[', ']']);
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) => {
+            Ok(())
+        }
+        Some("http") => Err("must be https (http only to a loopback address)".into()),
+        _ => Err("must be an https URL".into()),
+    }
+}
+
+/// Whether `pem` holds an RSA, EC or Ed25519 public key.
+fn public_key_parses(pem: &str) -> bool {
+    use jsonwebtoken::DecodingKey;
+    let pem = pem.as_bytes();
+    DecodingKey::from_rsa_pem(pem).is_ok()
+        || DecodingKey::from_ec_pem(pem).is_ok()
+        || DecodingKey::from_ed_pem(pem).is_ok()
+}
+
+/// An HMAC secret of at least 16 bytes, an RS256 key that parses; `key` names the place.
 fn check_jwt_key(key: &str, secret: Option<&str>, pem: Option<&str>) -> Result<(), ConfigError> {
     if secret.is_some_and(|s| s.len() < 16) {
         return Err(invalid(format!("{key}.hs256_secret"), "must be at least 16 bytes"));

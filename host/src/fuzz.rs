@@ -144,13 +144,15 @@ pub fn envelope(data: &[u8]) {
 pub fn credentials(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else { return };
     let Ok(text) = std::str::from_utf8(rest) else { return };
-    let jwt =
-        Authenticator::new(&AuthConfig::Jwt(JwtConfig { hs256_secret: Some(SECRET.into()), ..JwtConfig::default() }));
+    let jwt = Authenticator::new(
+        &AuthConfig::Jwt(Box::new(JwtConfig { hs256_secret: Some(SECRET.into()), ..JwtConfig::default() })),
+        None,
+    );
     let token = if mode % 2 == 0 {
         let query = Some(text);
         let user = crate::api::query_param(query, "user");
-        let insecure = Authenticator::new(&AuthConfig::Insecure);
-        check_verified(insecure.authenticate(None, user.as_deref()));
+        let insecure = Authenticator::new(&AuthConfig::Insecure, None);
+        check_verified(insecure.authenticate_now(None, user.as_deref()));
         let mut headers = axum::http::HeaderMap::new();
         if let Ok(value) = axum::http::HeaderValue::from_str(text) {
             headers.insert(axum::http::header::AUTHORIZATION, value);
@@ -161,7 +163,7 @@ pub fn credentials(data: &[u8]) {
         let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
         jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).ok()
     };
-    check_verified(jwt.authenticate(token.as_deref(), None));
+    check_verified(jwt.authenticate_now(token.as_deref(), None));
 }
 
 fn check_verified<E>(verified: Result<crate::auth::Verified, E>) {

@@ -1,6 +1,10 @@
-//! An HTTP/1.1 client connection from the node to a host it calls (a webhook endpoint, or a
-//! running node for the command line), over a TCP stream already connected: plain, or TLS
-//! with the caller's trust.
+//! An HTTP/1.1 client connection from the node to a host it calls (a webhook endpoint, an
+//! identity provider's key set, or a running node for the command line): the TCP connection
+//! to an address the caller allows, then plain or TLS with the caller's trust.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -16,6 +20,60 @@ pub(crate) enum OpenError {
     Tls { host: String, source: std::io::Error },
     #[error("HTTP: {0}")]
     Http(#[from] hyper::Error),
+}
+
+/// Why no TCP connection could be made.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    #[error("{0} is not a public address")]
+    NotPublic(IpAddr),
+    #[error("cannot resolve {host}: {source}")]
+    Resolve { host: String, source: std::io::Error },
+    #[error("connecting to {addr}: {source}")]
+    Connect { addr: SocketAddr, source: std::io::Error },
+    #[error("no connection within {0:?}")]
+    Timeout(Duration),
+}
+
+/// A connection to the first address of `host` that `allowed` accepts and that answers
+/// within `timeout`; the address checked is the one connected to, so a second lookup
+/// cannot swap it.
+pub(crate) async fn connect(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+    allowed: impl Fn(IpAddr) -> bool,
+) -> Result<TcpStream, ConnectError> {
+    let resolved = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|source| ConnectError::Resolve { host: host.into(), source })?;
+    let mut last = None;
+    for addr in resolved {
+        if !allowed(addr.ip()) {
+            last = Some(ConnectError::NotPublic(addr.ip()));
+            continue;
+        }
+        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => return Ok(tcp),
+            Ok(Err(source)) => last = Some(ConnectError::Connect { addr, source }),
+            Err(_) => last = Some(ConnectError::Timeout(timeout)),
+        }
+    }
+    let none = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+    Err(last.unwrap_or(ConnectError::Resolve { host: host.into(), source: none }))
+}
+
+/// TLS for calls to hosts on the internet: the system's trusted roots (which honour
+/// `SSL_CERT_FILE` and `SSL_CERT_DIR`).
+pub(crate) fn system_tls(crypto: rustls::crypto::CryptoProvider) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(crypto))
+        .with_safe_default_protocol_versions()
+        .expect("the provider supports the default versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(tls))
 }
 
 /// A connection to the host on `tcp`, over TLS to `host` when `tls` is given; it closes

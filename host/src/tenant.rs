@@ -270,7 +270,7 @@ impl Tenants {
         let tenant = Arc::new(Tenant {
             id: Arc::from(id),
             index: self.next_index.fetch_add(1, Relaxed),
-            auth: Authenticator::new(&config.auth),
+            auth: Authenticator::new(&config.auth, None),
             quota: Arc::new(Quota::new(self.defaults.with(&config.limits))),
             config,
             source,
@@ -297,7 +297,7 @@ impl Tenants {
         let tenant = Arc::new(Tenant {
             id: t.id.clone(),
             index: t.index,
-            auth: Authenticator::new(&config.auth),
+            auth: Authenticator::new(&config.auth, Some(&t.auth)),
             source: t.source,
             revision,
             quota: t.quota.clone(),

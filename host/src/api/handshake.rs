@@ -290,7 +290,7 @@ async fn authenticate(
         let query = req.uri.query();
         let token = query_param(query, "token").or_else(|| bearer(&req.headers).map(str::to_owned));
         let user = query_param(query, "user");
-        return match tenant.auth.authenticate(token.as_deref(), user.as_deref()) {
+        return match tenant.auth.authenticate(token.as_deref(), user.as_deref()).await {
             Ok(verified) => Ok((verified, development_attributes(tenant, query)?)),
             Err(e) => {
                 let code = if e == AuthError::Expired { ErrorCode::TokenExpired } else { ErrorCode::Unauthorized };

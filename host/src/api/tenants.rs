@@ -579,22 +579,32 @@ pub(super) struct HistoryView {
 /// The auth settings without their secrets: the mode, fingerprints of keys, the claim checks.
 #[derive(Serialize, ToSchema)]
 #[serde(tag = "mode", rename_all = "snake_case")]
+#[expect(clippy::large_enum_variant, reason = "made once per answer, never stored")]
 pub(super) enum AuthView {
     Insecure,
     Jwt {
         hs256_secret_fingerprint: Option<String>,
         rs256_public_key: bool,
         keys: Vec<JwtKeyView>,
-        issuer: Option<String>,
-        audience: Option<String>,
+        issuer: Vec<String>,
+        audience: Vec<String>,
+        leeway_secs: u64,
+        user_claim: Option<String>,
+        channels_claim: Option<String>,
+        algorithms: Vec<String>,
+        jwks_url: Option<String>,
+        /// The provider's key set as this node holds it.
+        jwks: Option<crate::auth::JwksStatus>,
     },
 }
 
 #[derive(Serialize, ToSchema)]
 pub(super) struct JwtKeyView {
     kid: String,
+    /// The first 8 bytes of the SHA-256 of its secret (`hs256_secret` or `secret`), in hex.
     hs256_secret_fingerprint: Option<String>,
     rs256_public_key: bool,
+    public_key: bool,
 }
 
 fn describe(tenants: &crate::tenant::Tenants, t: &Tenant) -> TenantView {
@@ -615,7 +625,7 @@ fn describe(tenants: &crate::tenant::Tenants, t: &Tenant) -> TenantView {
         management_key_fingerprint: keys.management.first().map(|k| k.digest.fingerprint()),
         publish_keys: list(&keys.publish),
         management_keys: list(&keys.management),
-        auth: auth(&c.auth),
+        auth: auth(&c.auth, &t.auth),
         allowed_origins: c.allowed_origins.clone(),
         default_channels: c.default_channels.clone(),
         slow_client: c.slow_client,
@@ -631,7 +641,7 @@ fn describe(tenants: &crate::tenant::Tenants, t: &Tenant) -> TenantView {
     }
 }
 
-fn auth(a: &AuthConfig) -> AuthView {
+fn auth(a: &AuthConfig, live: &crate::auth::Authenticator) -> AuthView {
     let fingerprint = |secret: &Option<String>| secret.as_deref().map(|s| KeyDigest::of(s).fingerprint());
     match a {
         AuthConfig::Insecure => AuthView::Insecure,
@@ -643,12 +653,19 @@ fn auth(a: &AuthConfig) -> AuthView {
                 .iter()
                 .map(|k| JwtKeyView {
                     kid: k.kid.clone(),
-                    hs256_secret_fingerprint: fingerprint(&k.hs256_secret),
+                    hs256_secret_fingerprint: fingerprint(&k.hs256_secret).or_else(|| fingerprint(&k.secret)),
                     rs256_public_key: k.rs256_public_key.is_some(),
+                    public_key: k.public_key.is_some(),
                 })
                 .collect(),
             issuer: j.issuer.clone(),
             audience: j.audience.clone(),
+            leeway_secs: j.leeway_secs,
+            user_claim: j.user_claim.clone(),
+            channels_claim: j.channels_claim.clone(),
+            algorithms: j.algorithms.clone(),
+            jwks_url: j.jwks_url.clone(),
+            jwks: live.jwks(),
         },
     }
 }

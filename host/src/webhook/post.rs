@@ -3,27 +3,21 @@
 //! lookup cannot swap it), speak TLS for `https`, POST, and read the status, all within the
 //! configured timeouts.
 
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Uri};
-use tokio::net::TcpStream;
 
 use crate::config::WebhooksConfig;
-use crate::outbound::OpenError;
+use crate::outbound::{ConnectError, OpenError};
 
 /// Why a request did not get an answer, or got a failing one.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PostError {
-    #[error("{0} is not a public address (webhooks.allow_private is off)")]
-    NotPublic(IpAddr),
-    #[error("cannot resolve {host}: {source}")]
-    Resolve { host: String, source: std::io::Error },
-    #[error("connecting to {addr}: {source}")]
-    Connect { addr: SocketAddr, source: std::io::Error },
+    #[error("{0} (webhooks.allow_private is off)")]
+    Connect(#[from] ConnectError),
     #[error(transparent)]
     Open(#[from] OpenError),
     #[error("HTTP: {0}")]
@@ -37,7 +31,7 @@ pub(crate) enum PostError {
 impl PostError {
     /// Trying again cannot help: the endpoint's address is refused.
     pub(crate) fn permanent(&self) -> bool {
-        matches!(self, PostError::NotPublic(_))
+        matches!(self, PostError::Connect(ConnectError::NotPublic(_)))
     }
 }
 
@@ -51,18 +45,11 @@ pub(crate) struct Poster {
 
 impl Poster {
     pub(crate) fn new(config: &WebhooksConfig, crypto: rustls::crypto::CryptoProvider) -> Self {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(crypto))
-            .with_safe_default_protocol_versions()
-            .expect("the provider supports the default versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
         Self {
             allow_private: config.allow_private,
             connect_timeout: config.connect_timeout,
             timeout: config.timeout,
-            tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+            tls: crate::outbound::system_tls(crypto),
         }
     }
 
@@ -77,7 +64,8 @@ impl Poster {
         let host = url.host().unwrap_or_default().trim_matches(['[', ']']);
         let secure = url.scheme_str() == Some("https");
         let port = url.port_u16().unwrap_or(if secure { 443 } else { 80 });
-        let tcp = self.connect(host, port).await?;
+        let allowed = |ip| self.allow_private || public(ip);
+        let tcp = crate::outbound::connect(host, port, self.connect_timeout, allowed).await?;
         let mut sender = crate::outbound::open(tcp, secure.then_some(&self.tls), host).await?;
         let path = url.path_and_query().map_or("/", |p| p.as_str());
         let authority = url.authority().map_or(host, |a| a.as_str());
@@ -93,27 +81,6 @@ impl Poster {
         // and the connection closes with the response.
         let status = sender.send_request(req).await?.status();
         if status.is_success() { Ok(()) } else { Err(PostError::Status(status.as_u16())) }
-    }
-
-    /// A connection to the first address of `host` that is allowed and answers.
-    async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, PostError> {
-        let resolved = tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|source| PostError::Resolve { host: host.into(), source })?;
-        let mut last = None;
-        for addr in resolved {
-            if !self.allow_private && !public(addr.ip()) {
-                last = Some(PostError::NotPublic(addr.ip()));
-                continue;
-            }
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(tcp)) => return Ok(tcp),
-                Ok(Err(source)) => last = Some(PostError::Connect { addr, source }),
-                Err(_) => last = Some(PostError::Timeout(self.connect_timeout)),
-            }
-        }
-        let none = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
-        Err(last.unwrap_or(PostError::Resolve { host: host.into(), source: none }))
     }
 }
 

@@ -1,0 +1,138 @@
+//! Checking one JWT: its header, its signature with the keys that fit it, and the claims the
+//! tenant requires (`exp`, `nbf` and `iat` with leeway, `iss`, `aud`), then reading the user
+//! id and the channel grants from the claims the tenant names.
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Header, Validation};
+use serde_json::{Map, Value};
+
+use super::key::Verifier;
+use super::{AuthError, Identity, Verified};
+use crate::channel;
+use crate::config::JwtConfig;
+
+/// What a tenant requires of a token's claims, and where it finds the user and the grants.
+pub(crate) struct Rules {
+    /// The checks of `exp`, `nbf`, `iss` and `aud`; its algorithm list is set per key.
+    validation: Validation,
+    leeway: u64,
+    user_claim: Box<str>,
+    channels_claim: Box<str>,
+}
+
+impl Rules {
+    pub(crate) fn new(jwt: &JwtConfig) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = jwt.leeway_secs;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp"]);
+        validation.validate_aud = !jwt.audience.is_empty();
+        if !jwt.audience.is_empty() {
+            validation.set_audience(&jwt.audience);
+        }
+        if !jwt.issuer.is_empty() {
+            validation.set_issuer(&jwt.issuer);
+        }
+        Self {
+            validation,
+            leeway: jwt.leeway_secs,
+            user_claim: jwt.user_claim.as_deref().unwrap_or("sub").into(),
+            channels_claim: jwt.channels_claim.as_deref().unwrap_or("channels").into(),
+        }
+    }
+}
+
+/// The header of `token`; `alg: none` and algorithms no key kind exists for are named.
+pub(crate) fn header(token: &str) -> Result<Header, AuthError> {
+    jsonwebtoken::decode_header(token).map_err(|e| match named_algorithm(token) {
+        Some(alg) if alg.parse::<Algorithm>().is_err() => AuthError::Algorithm(alg),
+        _ => AuthError::Invalid(e.to_string()),
+    })
+}
+
+/// The `alg` a token's header names, read without trusting anything else in it.
+fn named_algorithm(token: &str) -> Option<String> {
+    use base64::Engine;
+    let first = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(first).ok()?;
+    let header: Value = serde_json::from_slice(&bytes).ok()?;
+    header.get("alg")?.as_str().map(str::to_owned)
+}
+
+/// Checks `token` with each of `keys` (all fit its header) until one holds its signature,
+/// then checks and reads its claims.
+pub(crate) fn check<'a>(
+    rules: &Rules,
+    alg: Algorithm,
+    keys: impl Iterator<Item = &'a Verifier>,
+    token: &str,
+) -> Result<Verified, AuthError> {
+    let validation = Validation { algorithms: vec![alg], ..rules.validation.clone() };
+    let mut outcome = Err(AuthError::BadSignature);
+    for v in keys {
+        outcome =
+            jsonwebtoken::decode::<Map<String, Value>>(token, &v.key, &validation).map(|d| d.claims).map_err(refusal);
+        if !matches!(outcome, Err(AuthError::BadSignature)) {
+            break;
+        }
+    }
+    identity(rules, outcome?)
+}
+
+fn refusal(e: jsonwebtoken::errors::Error) -> AuthError {
+    match e.kind() {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::InvalidSignature => AuthError::BadSignature,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        ErrorKind::InvalidIssuer => AuthError::Invalid("`iss` is not an issuer this tenant accepts".into()),
+        ErrorKind::InvalidAudience => AuthError::Invalid("`aud` does not name an audience of this tenant".into()),
+        ErrorKind::MissingRequiredClaim(claim) => AuthError::Invalid(format!("missing `{claim}` claim")),
+        _ => AuthError::Invalid(e.to_string()),
+    }
+}
+
+/// The identity the verified `claims` give.
+fn identity(rules: &Rules, claims: Map<String, Value>) -> Result<Verified, AuthError> {
+    let now = jsonwebtoken::get_current_timestamp();
+    let issued_at =
+        claims.get("iat").map(|v| v.as_u64().ok_or_else(|| invalid("`iat` is not a number"))).transpose()?;
+    if issued_at.is_some_and(|iat| iat > now + rules.leeway) {
+        return Err(AuthError::Invalid("`iat` is in the future".into()));
+    }
+    let user = match claim(&claims, &rules.user_claim) {
+        Some(Value::String(user)) if channel::valid_name(user) => user.clone(),
+        Some(Value::String(_)) => return Err(AuthError::InvalidUser),
+        Some(_) => return Err(invalid(format!("`{}` is not a string", rules.user_claim))),
+        None => return Err(invalid(format!("missing `{}` claim", rules.user_claim))),
+    };
+    let channels = match claim(&claims, &rules.channels_claim) {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(patterns(value, &rules.channels_claim)?),
+    };
+    let expires_at = claims.get("exp").and_then(Value::as_u64);
+    Ok(Verified { identity: Identity { user, channels, expires_at }, issued_at })
+}
+
+/// The claim named `name`, or else the one its dotted path reaches (`realm_access.roles`).
+fn claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    claims.get(name).or_else(|| {
+        let mut parts = name.split('.');
+        let first = claims.get(parts.next()?)?;
+        parts.try_fold(first, |value, part| value.get(part))
+    })
+}
+
+/// The channel patterns of a grants claim: a list of valid patterns.
+fn patterns(value: &Value, name: &str) -> Result<Vec<String>, AuthError> {
+    let list = value.as_array().ok_or_else(|| invalid(format!("`{name}` is not a list")))?;
+    list.iter()
+        .map(|p| match p.as_str() {
+            Some(p) if channel::valid_pattern(p) => Ok(p.to_owned()),
+            _ => Err(invalid(format!("invalid channel pattern {p} in `{name}` claim"))),
+        })
+        .collect()
+}
+
+fn invalid(message: impl Into<String>) -> AuthError {
+    AuthError::Invalid(message.into())
+}
