@@ -13,12 +13,13 @@
 use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hash, RandomState};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::auth::Identity;
 use crate::event::Event;
 use crate::fanout::{Kill, Outbox, Pushed, QueueLimits};
 use crate::gate::{Admit, Gates};
@@ -119,6 +120,17 @@ pub(crate) struct Hub {
     pace: Pace,
     compression: ShrinkMetrics,
     deltas: ShrinkMetrics,
+    refreshes: Refreshes,
+}
+
+/// Fresh credentials accepted for connections by another task (an SSE stream's POST), until
+/// each connection's own task takes them.
+#[derive(Default)]
+struct Refreshes {
+    /// By connection id. Locked briefly, never across an await.
+    by_conn: Mutex<HashMap<u64, Identity>>,
+    /// How many wait: a connection woken by events reads this and nothing else while it is 0.
+    count: AtomicUsize,
 }
 
 /// How one encoded frame of a stream is delivered.
@@ -226,6 +238,7 @@ impl Hub {
             pace: Pace::new(),
             compression: ShrinkMetrics::default(),
             deltas: ShrinkMetrics::default(),
+            refreshes: Refreshes::default(),
         }
     }
 
@@ -237,6 +250,26 @@ impl Hub {
     /// What compressing frames for permessage-deflate did on this node.
     pub(crate) fn compression(&self) -> &ShrinkMetrics {
         &self.compression
+    }
+
+    /// Hands `identity` to connection `conn`'s task, which takes it when next woken.
+    pub(crate) fn refreshed(&self, conn: u64, identity: Identity) {
+        let mut map = self.refreshes.by_conn.lock().expect("refreshes lock");
+        if map.insert(conn, identity).is_none() {
+            self.refreshes.count.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Fresh credentials handed to connection `conn`, if any.
+    pub(crate) fn take_refreshed(&self, conn: u64) -> Option<Identity> {
+        if self.refreshes.count.load(Relaxed) == 0 {
+            return None;
+        }
+        let taken = self.refreshes.by_conn.lock().expect("refreshes lock").remove(&conn);
+        if taken.is_some() {
+            self.refreshes.count.fetch_sub(1, Relaxed);
+        }
+        taken
     }
 
     pub(crate) fn next_conn_id(&self) -> u64 {

@@ -32,6 +32,7 @@ mod outbound;
 mod plugin;
 mod protocol;
 mod quota;
+mod refresh;
 mod remote;
 mod revocation;
 mod segment;

@@ -79,7 +79,7 @@ pub(crate) fn conn(
 /// subscribes the channels it asked for at connect, each resumed. Counts the connection
 /// and its presence until [`leave`].
 pub(crate) async fn join(conn: &Arc<Conn>, identity: &Identity, resume: Resume, app: &App) {
-    join_own(conn, &resume, app).await;
+    join_own(conn, &resume, identity.expires_at, app).await;
     let grants = grants(identity, &conn.tenant);
     for (channel, since) in resume.channels {
         let action = subscribe(conn, app, Some(grants), channel, since, resume.delta);
@@ -89,7 +89,7 @@ pub(crate) async fn join(conn: &Arc<Conn>, identity: &Identity, resume: Resume, 
 
 /// Joins the connection to its own streams (user, broadcast) and queues `welcome`, then the
 /// replay of what the client missed; live events follow them, with nothing in between.
-async fn join_own(conn: &Arc<Conn>, resume: &Resume, app: &App) {
+async fn join_own(conn: &Arc<Conn>, resume: &Resume, expires_at: Option<u64>, app: &App) {
     let tenant = &conn.tenant;
     let c = &app.config().connections;
     let welcome = |streams: Option<[StreamState<'_>; 2]>| {
@@ -102,6 +102,7 @@ async fn join_own(conn: &Arc<Conn>, resume: &Resume, app: &App) {
             streams,
             acks: tenant.config.history.acks,
             attributes: &conn.segment,
+            expires_at,
         })
     };
     let own_streams = [Target::User(&conn.user), Target::Broadcast];
@@ -158,6 +159,7 @@ pub(crate) fn leave(conn: &Conn, app: &App) {
     let tenant = &conn.tenant;
     let subscriptions = std::mem::take(&mut *conn.subscriptions.lock().expect("subscriptions lock"));
     app.hub().unregister(conn, subscriptions.iter().map(|s| &**s));
+    app.hub().take_refreshed(conn.id);
     subscriptions.iter().for_each(|channel| subscription_changed(app, conn, channel, Kind::SubscriptionRemoved));
     if !conn.user.is_empty() {
         app.presence().disconnected(tenant, &conn.user);
@@ -225,6 +227,8 @@ pub(crate) enum Action {
         ticket: Option<Ticket>,
     },
     Ack(Position),
+    /// Fresh credentials (`refresh`), for the connection's own task to check and take.
+    Refresh(String),
     /// Nothing to reply.
     Done,
 }
@@ -234,6 +238,7 @@ pub(crate) async fn act(action: Action, conn: &Arc<Conn>, app: &App) {
     let tenant = &conn.tenant;
     let reply = match action {
         Action::Done => return,
+        Action::Refresh(_) => protocol::error(code::REFRESH_REFUSED, "this connection cannot refresh", None),
         Action::Reply(reply) => reply,
         Action::AfterSync(reply, ticket) => {
             sync_interest(&*app.pipeline().broker, ticket).await;

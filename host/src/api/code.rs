@@ -62,6 +62,7 @@ codes! {
     UnknownHook = "unknown_hook", NOT_FOUND, "no such plugin hook (`auth`, `transform`, `route`)";
     UnknownKeyKind = "unknown_key_kind", NOT_FOUND, "no such key kind (`publish`, `management`)";
     UnknownWebhook = "unknown_webhook", NOT_FOUND, "no such webhook endpoint of the tenant";
+    UnknownConnection = "unknown_connection", NOT_FOUND, "no open connection of the token's user with that id on the node that answered";
     UnknownDeadLetter = "unknown_dead_letter", NOT_FOUND, "no such webhook dead letter on this node (or its endpoint is gone)";
     MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED, "the route does not take the method";
     TenantExists = "tenant_exists", CONFLICT, "a tenant with the id exists";
@@ -72,6 +73,7 @@ codes! {
     AcksDisabled = "acks_disabled", CONFLICT, "an ack or read cursor on a tenant without `history.acks`";
     StalePosition = "stale_position", CONFLICT, "an ack of a position that is not in the user stream's current history";
     HistoryDisabled = "history_disabled", CONFLICT, "history read on a tenant without history";
+    RefreshUnsupported = "refresh_unsupported", CONFLICT, "a refresh for a tenant whose credentials cannot be refreshed (an auth plugin's, or insecure mode)";
     TooLarge = "too_large", PAYLOAD_TOO_LARGE, "the body is over the route's limit (`server.max_publish_bytes`, `plugins.max_plugin_bytes`, ...)";
     EventTooLarge = "event_too_large", PAYLOAD_TOO_LARGE, "an event's `data` is over the tenant's `max_event_bytes`";
     UnsupportedVersion = "unsupported_version", UPGRADE_REQUIRED, "`Sec-WebSocket-Version` is not 13";

@@ -269,7 +269,7 @@ fn development_attributes(tenant: &Tenant, query: Option<&str>) -> Result<Attrib
     Ok(pairs)
 }
 
-fn check_origin(tenant: &Tenant, req: &Parts) -> Result<(), Refusal> {
+pub(super) fn check_origin(tenant: &Tenant, req: &Parts) -> Result<(), Refusal> {
     let origin = req.headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     if tenant.origin_allowed(origin) {
         return Ok(());

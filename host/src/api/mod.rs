@@ -105,6 +105,7 @@ fn routes(demo: bool) -> OpenApiRouter<App> {
         .routes(routes!(pusher_socket::connect))
         .routes(routes!(sse::handle, sse::preflight))
         .routes(routes!(sse::ack, sse::ack_preflight))
+        .routes(routes!(sse::refresh, sse::refresh_preflight))
         .merge(traced.layer(TraceLayer::new_for_http().make_span_with(span)))
 }
 

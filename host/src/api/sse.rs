@@ -23,7 +23,9 @@ use super::extract::{PathParams, read_body};
 use super::handshake::{self, ConnectQuery, Refusal};
 use super::resume;
 use crate::app::App;
+use crate::auth::AuthError;
 use crate::backend::HistoryError;
+use crate::refresh::RefreshError;
 use crate::sse::Cursor;
 use crate::stream::Position;
 use serde::{Deserialize, Serialize};
@@ -156,6 +158,88 @@ async fn acked(app: &App, tenant_id: &str, peer: SocketAddr, req: &Parts, body: 
     let cursor = crate::session::acked(app, &tenant, &identity.user, change);
     let unread = cursor.unread();
     Ok(Acked { epoch: cursor.epoch, offset: cursor.acked, unread })
+}
+
+/// The token's new expiry, as the `refreshed` frame in the stream also says.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Refreshed {
+    /// Unix seconds; absent when the new credentials do not expire.
+    expires_at: Option<u64>,
+}
+
+/// Gives an open stream fresh credentials before its current ones expire (docs/PROTOCOL.md,
+/// "Refreshing credentials"): the new token as `?token=` or a bearer header, the stream's
+/// `connection_id` from its `welcome`. The POST must reach the node serving the stream.
+#[utoipa::path(post, operation_id = "refreshSse", path = "/v1/sse/{tenant}/refresh", tag = "clients",
+    params(
+        ("tenant" = String, Path, description = "A tenant id"),
+        ("connection_id" = String, Query, description = "The stream's `connection_id` (its `welcome`)"),
+        ("token" = Option<String>, Query, description = "The fresh token (or an `Authorization: Bearer` header)"),
+    ),
+    responses(
+        (status = OK, description = "Accepted: the stream's new expiry", body = Refreshed),
+        (status = BAD_REQUEST, description = "`bad_request`: no or a malformed `connection_id`", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`, `token_expired` or `token_revoked`", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden_origin`", body = ErrorBody),
+        (status = NOT_FOUND, description = "`unknown_tenant`, or `unknown_connection`: no such stream of the token's user on this node", body = ErrorBody),
+        (status = CONFLICT, description = "`refresh_unsupported`: the tenant authenticates with a plugin or runs insecure auth", body = ErrorBody),
+    ))]
+pub(crate) async fn refresh(
+    State(app): State<App>,
+    PathParams(tenant_id): PathParams<String>,
+    req: Request,
+) -> Response {
+    let (parts, _body) = req.into_parts();
+    let mut res = match refreshed(&app, &tenant_id, &parts).await {
+        Ok(json) => Json(json).into_response(),
+        Err(e) => e.into_response(),
+    };
+    handshake::readable_by_origin(&parts.headers, res.headers_mut());
+    res
+}
+
+async fn refreshed(app: &App, tenant_id: &str, req: &Parts) -> Result<Refreshed, ApiError> {
+    let tenant = app
+        .tenants()
+        .get(tenant_id)
+        .ok_or_else(|| ApiError::new(ErrorCode::UnknownTenant, format!("no tenant {tenant_id:?}")))?;
+    handshake::check_origin(&tenant, req).map_err(|Refusal(_, e)| e)?;
+    let query = req.uri.query();
+    let id = super::extract::query_param(query, "connection_id").and_then(|id| id.parse::<u64>().ok());
+    let id = id.ok_or_else(|| {
+        ApiError::new(ErrorCode::BadRequest, "`connection_id` (from `welcome`) is missing or malformed")
+    })?;
+    let token =
+        super::extract::query_param(query, "token").or_else(|| super::extract::bearer(&req.headers).map(str::to_owned));
+    let token = token.ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, AuthError::MissingToken.to_string()))?;
+    let identity = crate::refresh::verify(app, &tenant, None, &token).await.map_err(refusal)?;
+    let conn = app.hub().user_conns(&tenant, &identity.user).into_iter().find(|c| c.id == id);
+    let conn = conn.ok_or_else(|| {
+        ApiError::new(ErrorCode::UnknownConnection, format!("no open connection {id} of this user on this node"))
+    })?;
+    let expires_at = identity.expires_at;
+    // Handed over before `apply` queues `refreshed`, which wakes the connection to take it.
+    app.hub().refreshed(conn.id, identity.clone());
+    crate::refresh::apply(app, &conn, &identity);
+    Ok(Refreshed { expires_at })
+}
+
+fn refusal(e: RefreshError) -> ApiError {
+    let code = match &e {
+        RefreshError::Plugin | RefreshError::Insecure => ErrorCode::RefreshUnsupported,
+        RefreshError::Auth(AuthError::Expired) => ErrorCode::TokenExpired,
+        RefreshError::Revoked => ErrorCode::TokenRevoked,
+        RefreshError::Auth(_) | RefreshError::OtherUser => ErrorCode::Unauthorized,
+    };
+    ApiError::new(code, e.to_string())
+}
+
+/// A CORS preflight for a stream's refresh.
+#[utoipa::path(options, operation_id = "preflightRefreshSse", path = "/v1/sse/{tenant}/refresh", tag = "clients",
+    params(("tenant" = String, Path, description = "A tenant id")),
+    responses((status = NO_CONTENT, description = "The CORS answer (any origin may ask; the request itself checks the origin)")))]
+pub(crate) async fn refresh_preflight(headers: HeaderMap) -> Response {
+    cors(&headers)
 }
 
 /// A CORS preflight for the stream: which origins, methods and headers a browser may use.

@@ -89,6 +89,15 @@ impl Authenticator {
         matches!(self, Self::Insecure)
     }
 
+    /// The clock skew tolerated on expiry: an open connection is closed this long after its
+    /// credentials' `exp`.
+    pub(crate) fn leeway(&self) -> std::time::Duration {
+        match self {
+            Self::Jwt(jwt) => std::time::Duration::from_secs(jwt.rules.leeway()),
+            Self::Insecure => std::time::Duration::ZERO,
+        }
+    }
+
     /// The state of the tenant's key set, if it has one.
     pub(crate) fn jwks(&self) -> Option<JwksStatus> {
         match self {

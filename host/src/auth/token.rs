@@ -21,6 +21,10 @@ pub(crate) struct Rules {
 }
 
 impl Rules {
+    pub(crate) fn leeway(&self) -> u64 {
+        self.leeway
+    }
+
     pub(crate) fn new(jwt: &JwtConfig) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = jwt.leeway_secs;

@@ -45,6 +45,10 @@ pub(crate) enum ClientFrame {
     },
     /// Application-level keepalive for clients that cannot send WebSocket pings (browsers).
     Ping,
+    /// Fresh credentials for the open connection, before the current ones expire.
+    Refresh {
+        token: String,
+    },
 }
 
 /// The delta formats a subscriber can ask for.
@@ -77,6 +81,7 @@ pub(crate) mod code {
     pub(crate) const ACKS_DISABLED: &str = "acks_disabled";
     pub(crate) const STALE_POSITION: &str = "stale_position";
     pub(crate) const HISTORY_UNAVAILABLE: &str = "history_unavailable";
+    pub(crate) const REFRESH_REFUSED: &str = "refresh_refused";
 }
 
 /// Parses a client text frame, or explains what is wrong with it.
@@ -96,6 +101,8 @@ pub(crate) struct Welcome<'a> {
     /// The tenant keeps read cursors: the user stream also reports `acked` and `unread`.
     pub acks: bool,
     pub attributes: &'a Segment,
+    /// Unix seconds when the connection's credentials expire.
+    pub expires_at: Option<u64>,
 }
 
 /// What a client learns of a stream it joined or resumed.
@@ -169,6 +176,9 @@ struct WelcomeFrame<'a> {
     idle_timeout_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     streams: Option<StreamsFrame<'a>>,
+    /// Unix seconds when the credentials expire: refresh before then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<u64>,
     /// What the tenant's route filters see of this connection, where it has anything.
     #[serde(skip_serializing_if = "no_attributes")]
     attributes: &'a Segment,
@@ -193,6 +203,7 @@ pub(crate) fn welcome(w: &Welcome<'_>) -> Bytes {
         heartbeat_interval_ms: u64::try_from(w.heartbeat_interval_ms).unwrap_or(u64::MAX),
         idle_timeout_ms: u64::try_from(w.idle_timeout_ms).unwrap_or(u64::MAX),
         streams,
+        expires_at: w.expires_at,
         attributes: w.attributes,
     })
 }
@@ -237,6 +248,16 @@ pub(crate) fn unsubscribed(channel: &str) -> Bytes {
     frame::json(&json!({ "type": "unsubscribed", "channel": channel }))
 }
 
+/// The host ended a subscription, for `reason`.
+pub(crate) fn unsubscribed_because(channel: &str, reason: &str) -> Bytes {
+    frame::json(&json!({ "type": "unsubscribed", "channel": channel, "reason": reason }))
+}
+
+/// Fresh credentials were accepted; they expire at `expires_at` (Unix seconds), if ever.
+pub(crate) fn refreshed(expires_at: Option<u64>) -> Bytes {
+    frame::json(&json!({ "type": "refreshed", "expires_at": expires_at }))
+}
+
 pub(crate) fn pong() -> Bytes {
     frame::json(&json!({ "type": "pong" }))
 }
@@ -274,11 +295,12 @@ mod tests {
             streams: Some(streams),
             acks: true,
             attributes: &Segment::empty(),
+            expires_at: Some(1_900_000_000),
         };
         assert_eq!(
             json(&welcome(&w)),
             json!({"type": "welcome", "connection_id": u64::MAX.to_string(), "user": "al\"ice", "tenant": "demo",
-                   "heartbeat_interval_ms": 25_000, "idle_timeout_ms": 60_000,
+                   "heartbeat_interval_ms": 25_000, "idle_timeout_ms": 60_000, "expires_at": 1_900_000_000,
                    "streams": {"user": {"epoch": "e1", "offset": 41, "recovered": true, "acked": 40, "unread": 1},
                                "broadcast": {"epoch": "e1", "offset": 7, "recovered": false}}})
         );
@@ -289,6 +311,7 @@ mod tests {
             json!({"user": {"recovered": false}, "broadcast": {"recovered": false}})
         );
         assert_eq!(json(&welcome(&Welcome { streams: None, ..w })).get("streams"), None);
+        assert_eq!(json(&welcome(&Welcome { expires_at: None, ..w })).get("expires_at"), None);
         let segments = crate::segment::Segments::default();
         let pro = segments.intern(vec![("plan".into(), "pro".into()), ("region".into(), "eu".into())]);
         assert_eq!(

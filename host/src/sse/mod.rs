@@ -88,10 +88,10 @@ async fn run(conn: Arc<Conn>, identity: Identity, resume: Resume, cursor: Cursor
 
 async fn established(w: &mut Writer, conn: &Arc<Conn>, identity: &Identity, app: &App) -> End {
     let c = &app.config().connections;
-    let expires = identity.expires_at.map(crate::clock::unix_to_instant);
+    let mut expires = crate::refresh::deadline(identity, &conn.tenant);
     let mut next_ping = Instant::now() + c.heartbeat_interval;
-    let deadline = |next_ping: Instant| expires.map_or(next_ping, |e| e.min(next_ping));
-    let timer = sleep_until(deadline(next_ping).into());
+    let deadline = |next_ping: Instant, expires: Option<Instant>| expires.map_or(next_ping, |e| e.min(next_ping));
+    let timer = sleep_until(deadline(next_ping, expires).into());
     tokio::pin!(timer);
     loop {
         tokio::select! {
@@ -107,6 +107,12 @@ async fn established(w: &mut Writer, conn: &Arc<Conn>, identity: &Identity, app:
                 if let Some((code, reason)) = session::killed(conn) {
                     break End::Close(code, reason);
                 }
+                // A stream's grants are only read at connect, so of fresh credentials
+                // (`POST .../refresh`) only the expiry matters here.
+                if let Some(fresh) = app.hub().take_refreshed(conn.id) {
+                    expires = crate::refresh::deadline(&fresh, &conn.tenant);
+                    timer.as_mut().reset(deadline(next_ping, expires).into());
+                }
             }
             () = w.tx.closed() => break End::Gone,
             () = &mut timer => {
@@ -117,7 +123,7 @@ async fn established(w: &mut Writer, conn: &Arc<Conn>, identity: &Identity, app:
                 conn.gates.forget_floors();
                 conn.outbox.push_control(protocol::frame::ping());
                 next_ping = now + c.heartbeat_interval;
-                timer.as_mut().reset(deadline(next_ping).into());
+                timer.as_mut().reset(deadline(next_ping, expires).into());
             }
         }
     }

@@ -25,6 +25,7 @@ use crate::auth::Identity;
 use crate::config::ConnectionConfig;
 use crate::hub::Conn;
 use crate::protocol::{self, ClientFrame, Dialect, close, code};
+use crate::refresh;
 use crate::session::{self, Action};
 use crate::stream::Position;
 
@@ -45,7 +46,7 @@ enum End {
 pub(crate) async fn run<W: Wire>(
     mut ws: Box<WebSocketStream<Socket<W>>>,
     conn: &Arc<Conn>,
-    identity: &Identity,
+    identity: &mut Identity,
     app: &App,
 ) {
     let end = established(&mut ws, conn, identity, app).await;
@@ -107,11 +108,11 @@ async fn close<W: Wire>(ws: Box<WebSocketStream<Socket<W>>>, conn: &Conn, end: E
 async fn established<W: Wire>(
     ws: &mut WebSocketStream<Socket<W>>,
     conn: &Arc<Conn>,
-    identity: &Identity,
+    identity: &mut Identity,
     app: &App,
 ) -> End {
     let c = &app.config().connections;
-    let mut clock = Clock::start(c, identity.expires_at.map(crate::clock::unix_to_instant));
+    let mut clock = Clock::start(c, refresh::deadline(identity, &conn.tenant));
     let timer = sleep_until(clock.deadline(c).into());
     tokio::pin!(timer);
     let mut client_events: super::pusher::ClientEvents = None;
@@ -131,6 +132,10 @@ async fn established<W: Wire>(
                 if let Some(end) = killed(conn) {
                     break end;
                 }
+                if let Some(fresh) = app.hub().take_refreshed(conn.id) {
+                    clock.adopt(identity, fresh, conn);
+                    timer.as_mut().reset(clock.deadline(c).into());
+                }
             }
             msg = ws.next() => {
                 clock.last_seen = Instant::now();
@@ -138,7 +143,11 @@ async fn established<W: Wire>(
                     Received::Text(text) => {
                         // Boxed: the rare frame handler must not grow every idle connection's task.
                         // Boxed, the frame moved in: this loop's state holds one pointer for it.
-                        Box::pin(text_frame(text, conn, identity, app, &mut client_events)).await;
+                        let fresh = Box::pin(text_frame(text, conn, identity, app, &mut client_events)).await;
+                        if let Some(fresh) = fresh {
+                            clock.adopt(identity, fresh, conn);
+                            timer.as_mut().reset(clock.deadline(c).into());
+                        }
                     }
                     Received::Nothing => {}
                     Received::End(end) => break end,
@@ -172,6 +181,13 @@ impl Clock {
     fn deadline(&self, c: &ConnectionConfig) -> Instant {
         let d = self.next_ping.min(self.last_seen + c.idle_timeout);
         self.expires.map_or(d, |e| d.min(e))
+    }
+
+    /// Takes refreshed credentials: their grants, and their expiry as the new deadline.
+    fn adopt(&mut self, identity: &mut Identity, fresh: Identity, conn: &Conn) {
+        self.expires = refresh::deadline(&fresh, &conn.tenant);
+        // The hub's `Conn` holds the user id.
+        *identity = Identity { user: String::new(), ..fresh };
     }
 
     /// Closes an idle or expired connection, or sends the heartbeat ping when it is due.
@@ -236,18 +252,28 @@ fn received(msg: Option<Result<Message, WsError>>, conn: &Conn) -> Received {
     Received::End(end)
 }
 
-/// Handles a text frame in the connection's protocol.
+/// Handles a text frame in the connection's protocol; fresh credentials the client sent.
 async fn text_frame(
     text: Utf8Bytes,
     conn: &Arc<Conn>,
     identity: &Identity,
     app: &App,
     client_events: &mut super::pusher::ClientEvents,
-) {
+) -> Option<Identity> {
     match conn.dialect {
-        Dialect::Native => session::act(on_text(&text, conn, identity, app), conn, app).await,
+        Dialect::Native => match on_text(&text, conn, identity, app) {
+            Action::Refresh(token) => match refresh::verify(app, &conn.tenant, Some(&conn.user), &token).await {
+                Ok(fresh) => {
+                    refresh::apply(app, conn, &fresh);
+                    return Some(fresh);
+                }
+                Err(e) => conn.outbox.push_control(protocol::error(code::REFRESH_REFUSED, &e.to_string(), None)),
+            },
+            action => session::act(action, conn, app).await,
+        },
         Dialect::Pusher => super::pusher::on_text(text, conn, app, client_events).await,
     }
+    None
 }
 
 /// Handles a client frame: checks it and makes the synchronous changes (hub, gates,
@@ -263,6 +289,7 @@ pub(crate) fn on_text(text: &str, conn: &Arc<Conn>, identity: &Identity, app: &A
             return session::subscribe(conn, app, Some(grants), channel, since, delta);
         }
         Ok(ClientFrame::Unsubscribe { channel }) => session::unsubscribe(conn, app, &channel),
+        Ok(ClientFrame::Refresh { token }) => return Action::Refresh(token),
     };
     Action::Reply(reply)
 }

@@ -61,10 +61,10 @@ async fn serve(app: App, conn: Arc<Conn>, on_upgrade: OnUpgrade, mut j: Box<Join
         }
         Dialect::Pusher => Box::pin(pusher::join(&conn, &app)).await,
     }
-    let (identity, _slots) = keep(j);
+    let (mut identity, _slots) = keep(j);
     match ws {
-        Upgraded::Plain(ws) => conn::run(ws, &conn, &identity, &app).await,
-        Upgraded::Tls(ws) => conn::run(ws, &conn, &identity, &app).await,
+        Upgraded::Plain(ws) => conn::run(ws, &conn, &mut identity, &app).await,
+        Upgraded::Tls(ws) => conn::run(ws, &conn, &mut identity, &app).await,
     }
 }
 
