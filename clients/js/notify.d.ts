@@ -65,7 +65,10 @@ export interface ClientOptions {
   /** Base URL of the host: `https://…`, `http://…`, `wss://…` or `ws://…`. */
   url: string;
   tenant: string;
-  /** A JWT, or a getter called again once a token expired or was refused. */
+  /**
+   * A JWT, or a getter called again once a token expired or was refused, and before the
+   * open connection's token expires (the new token is handed over without reconnecting).
+   */
   token?: string | (() => string | Promise<string>);
   /** The user id, for tenants in `insecure` mode. */
   user?: string;
@@ -134,7 +137,10 @@ export interface ClientEvents {
   recovered: (info: { stream: string; recovered: false }) => void;
   unread: (info: Unread) => void;
   subscribed: (info: { channel: string; recovered: boolean }) => void;
-  unsubscribed: (info: { channel: string }) => void;
+  /** `reason` is set when the host ended the subscription (fresh credentials no longer grant it). */
+  unsubscribed: (info: { channel: string; reason?: string }) => void;
+  /** The connection took a fresh token; `expiresAt` is its expiry (Unix seconds). */
+  refreshed: (info: { expiresAt: number | null }) => void;
   error: (error: Error) => void;
   frame: (frame: Record<string, unknown>) => void;
   /** The client switched transports (to SSE, after WebSocket failed). */

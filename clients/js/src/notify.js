@@ -29,6 +29,12 @@ const DIAGNOSE_TIMEOUT_MS = 5_000;
 /** How long a connection must last before the backoff starts again from its first step. */
 const STABLE_MS = 10_000;
 
+/** A token is refreshed this long before it expires (or at two thirds of its life, if later). */
+const REFRESH_MARGIN_MS = 60_000;
+
+/** The longest wait a timer takes (setTimeout's limit is about 24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 const DEFAULTS = {
   initialBackoffMs: 500,
   maxBackoffMs: 120_000,
@@ -266,7 +272,8 @@ async function refusalOf(response) {
  *
  * Events: `state` ({state, ...}), `event` (frame, context), `positions` (what to save to
  * resume after a reload), `recovered` ({stream, recovered: false}), `unread` ({unread,
- * acked, offset, epoch}), `subscribed`, `unsubscribed`, `transport`, `error` (NotifyError or
+ * acked, offset, epoch}), `subscribed`, `unsubscribed` ({channel, reason?}), `refreshed`
+ * ({expiresAt}: the connection took a fresh token), `transport`, `error` (NotifyError or
  * Error), `frame` (every raw frame).
  */
 export class NotifyClient extends Emitter {
@@ -304,6 +311,10 @@ export class NotifyClient extends Emitter {
   #cursor = null;
   /** Resets the backoff once a connection has lasted `STABLE_MS`. */
   #stable = null;
+  /** Fetches a fresh token and hands it to the open connection before its credentials expire. */
+  #refresher = null;
+  /** The open connection's id (its `welcome`), which an SSE refresh names. */
+  #connectionId = null;
   #onOnline = () => this.#reconnectNow();
 
   /**
@@ -311,7 +322,9 @@ export class NotifyClient extends Emitter {
    * @param {string} options.url base URL of the host (`https://…`, `wss://…`)
    * @param {string} options.tenant tenant id
    * @param {string | (() => string | Promise<string>)} [options.token] a JWT, or a getter
-   *   called before every connection attempt once the previous token was refused or expired
+   *   called before every connection attempt once the previous token was refused or expired,
+   *   and before the open connection's token expires (the new one is handed over without
+   *   reconnecting)
    * @param {string} [options.user] the user id, for tenants in `insecure` mode
    * @param {Record<string, string>} [options.params] more query parameters (an auth plugin's)
    * @param {string[]} [options.channels] channels to subscribe at once
@@ -368,6 +381,7 @@ export class NotifyClient extends Emitter {
     globalThis.removeEventListener?.("online", this.#onOnline);
     clearTimeout(this.#timer);
     clearTimeout(this.#stable);
+    clearTimeout(this.#refresher);
     this.#stopPing();
     const socket = this.#socket;
     this.#socket = null;
@@ -448,6 +462,7 @@ export class NotifyClient extends Emitter {
       this.#socket = null;
       this.#stopPing();
       clearTimeout(this.#stable);
+      clearTimeout(this.#refresher);
       if (opened) this.#closedBy(code, reason);
       else this.#failed(await this.#diagnose(url));
     };
@@ -499,6 +514,7 @@ export class NotifyClient extends Emitter {
       if (!mine()) return;
       this.#socket = null;
       clearTimeout(this.#stable);
+      clearTimeout(this.#refresher);
       this.#closedBy(close.code, close.reason);
     })();
   }
@@ -681,7 +697,10 @@ export class NotifyClient extends Emitter {
         this.#channels.delete(frame.channel);
         this.#bases.delete(frame.channel);
         if (this.positions.delete(`channel:${frame.channel}`)) this.#positionsChanged();
-        return this.#signal("unsubscribed", { channel: frame.channel });
+        return this.#signal("unsubscribed", { channel: frame.channel, ...(frame.reason && { reason: frame.reason }) });
+      case "refreshed":
+        this.#scheduleRefresh(frame.expires_at);
+        return this.#signal("refreshed", { expiresAt: frame.expires_at ?? null });
       case "acked":
         this.#cursor = { epoch: frame.epoch, acked: frame.offset };
         return this.#signal("unread", { epoch: frame.epoch, offset: frame.offset, acked: frame.offset, unread: frame.unread });
@@ -700,6 +719,8 @@ export class NotifyClient extends Emitter {
 
   #welcome(frame) {
     this.#freshToken = false;
+    this.#connectionId = frame.connection_id;
+    this.#scheduleRefresh(frame.expires_at);
     clearTimeout(this.#stable);
     this.#stable = setTimeout(() => (this.#attempt = 0), STABLE_MS);
     this.#setState("connected", { connectionId: frame.connection_id, user: frame.user, transport: this.#transport });
@@ -716,6 +737,44 @@ export class NotifyClient extends Emitter {
     } else if (this.#socket?.channels !== this.#channelList()) {
       this.#reopen();
     }
+  }
+
+  /**
+   * With a token getter, asks it for a new token before `expiresAt` (Unix seconds): a minute
+   * before, or at two thirds of the time left, whichever is later.
+   */
+  #scheduleRefresh(expiresAt) {
+    clearTimeout(this.#refresher);
+    if (typeof this.#options.token !== "function" || typeof expiresAt !== "number") return;
+    const left = expiresAt * 1000 - Date.now();
+    const wait = Math.min(Math.max(left - REFRESH_MARGIN_MS, (left * 2) / 3, 0), MAX_TIMER_MS);
+    this.#refresher = setTimeout(() => this.#refresh(), wait);
+  }
+
+  /** Hands a fresh token to the open connection; the host answers `refreshed` (or an error). */
+  async #refresh() {
+    const socket = this.#socket;
+    let token;
+    try {
+      token = await this.#options.token();
+    } catch (error) {
+      return this.#signal("error", new NotifyError("token_unavailable", `the token getter failed: ${error.message}`, { cause: error }));
+    }
+    if (this.#socket !== socket || this.#state !== "connected") return undefined;
+    this.#token = token;
+    if (this.#transport === "websocket") return this.#send({ type: "refresh", token });
+    const path = `/v1/sse/${encodeURIComponent(this.#options.tenant)}/refresh`;
+    const url = endpoint(this.#options.url, path, { ...(this.#options.params ?? {}), connection_id: this.#connectionId, token }, "http");
+    try {
+      const response = await this.#fetcher()(url, { method: "POST" });
+      if (!response.ok) {
+        const refusal = await refusalOf(response);
+        this.#signal("error", new NotifyError(refusal.code, refusal.message, { status: refusal.status }));
+      }
+    } catch (error) {
+      this.#signal("error", error);
+    }
+    return undefined;
   }
 
   #subscribed(frame) {
