@@ -7,6 +7,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync, readFileSync } from "node:fs";
+import { generateKeyPairSync } from "node:crypto";
 import { createServer } from "node:http";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -157,6 +158,34 @@ test("the dashboard signs in, and shows node health, charts, tenants, plugins wi
   await page.click("#signout");
   assert.ok(await page.isVisible("#signin") && !(await page.isVisible("#console")));
   assert.deepEqual(problems, []);
+});
+
+test("a tenant's identity-provider key set shows with its keys, and a failing one in red with the reason", async (t) => {
+  const { publicKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
+  const jwk = { ...publicKey.export({ format: "jwk" }), kid: "idp-1", alg: "RS256", use: "sig" };
+  const idp = createServer((req, res) => res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ keys: [jwk] })));
+  await new Promise((resolve) => idp.listen(0, "127.0.0.1", resolve));
+  t.after(() => idp.close());
+  const closed = createServer();
+  await new Promise((resolve) => closed.listen(0, "127.0.0.1", resolve));
+  const deadPort = closed.address().port;
+  await new Promise((resolve) => closed.close(resolve));
+  const jwt = (url) => `{ mode = "jwt", jwks_url = "${url}", jwks_timeout_ms = 500 }`;
+  const host = await Host.start(`${CONFIG}[tenants.idp]\npublish_key = "idp-publish-key"\nauth = ${jwt(`http://127.0.0.1:${idp.address().port}/certs`)}
+[tenants.broken]\npublish_key = "broken-publish-key"\nauth = ${jwt(`http://127.0.0.1:${deadPort}/certs`)}\n`);
+  t.after(() => host.dispose());
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+  t.after(() => browser.close());
+  const page = await browser.newPage();
+  await page.goto(`${host.url}/dashboard`);
+  await page.fill("#token", ADMIN);
+  await page.click("#load");
+  const row = async (id) => (await cells(page, "tenants")).find((r) => r[0] === id);
+  await eventually(async () => (await row("idp"))?.[2].includes("1 key, fetched") && (await row("broken"))?.[2].includes("failed"), STEP_MS);
+  assert.match((await row("idp"))[2], /^jwt · key set: 1 key, fetched \d+ s ago$/);
+  assert.match((await row("broken"))[2], /^jwt · key set: 0 keys, never fetched · last fetch failed: connecting to 127\.0\.0\.1:\d+/);
+  const broken = await page.$$eval("#tenants tbody tr", (trs) => trs.find((tr) => tr.cells[0].textContent === "broken").cells[2].className);
+  assert.equal(broken, "off");
 });
 
 test("an empty cluster shows what to do instead of empty tables", async (t) => {

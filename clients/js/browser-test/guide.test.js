@@ -1,4 +1,4 @@
-// docs/GETTING-STARTED.md, run as a reader would: its shell blocks in one bash session
+// docs/GETTING-STARTED.md and docs/IDENTITY.md, run as a reader would: its shell blocks in one bash session
 // (blocks marked `background` in a terminal of their own), its files written where it says,
 // each `text output` block checked against what the command before it printed, and each
 // `text page` block against the page it has the reader open, in headless Chromium. Ports the
@@ -102,22 +102,13 @@ async function until(what, check) {
   }
 }
 
-test("every step of docs/GETTING-STARTED.md does what it says", async (t) => {
-  const redis = await Redis.start();
-  t.after(() => redis.dispose());
-  const [node, metrics, app] = [await freePort(), await freePort(), await freePort()];
-  const swaps = [
-    ["cargo run --release -p notify-host", HOST_BIN],
-    ["$PWD/target/release", dirname(HOST_BIN)],
-    ["127.0.0.1:8080", `127.0.0.1:${node}`],
-    ["127.0.0.1:9464", `127.0.0.1:${metrics}`],
-    ["127.0.0.1:8000", `127.0.0.1:${app}`],
-    ['("127.0.0.1", 8000)', `("127.0.0.1", ${app})`],
-    ["127.0.0.1:6379", `127.0.0.1:${redis.port}`],
-    ["-p 6379", `-p ${redis.port}`],
-  ];
+/**
+ * Runs the guide `file` as a reader would. `swaps` ([from, to]) replace its ports and
+ * commands in every block; its node runs the checkout's config.toml on `node` (and
+ * `metrics`); the reader opens `pageUrl`. At least `minChecks` outputs and pages are checked.
+ */
+async function walk(t, { file, swaps, node, metrics, pageUrl, minChecks }) {
   const swap = (text) => swaps.reduce((s, [from, to]) => s.replaceAll(from, to), text);
-
   const home = mkdtempSync(join(tmpdir(), "notify-guide-"));
   t.after(() => rmSync(home, { recursive: true, force: true }));
   const work = mkdtempSync(join(tmpdir(), "notify-guide-run-"));
@@ -151,8 +142,8 @@ test("every step of docs/GETTING-STARTED.md does what it says", async (t) => {
   const problems = [];
   t.after(() => browser?.close());
 
-  const guide = blocks(readFileSync(join(ROOT, "docs/GETTING-STARTED.md"), "utf8"));
-  assert.ok(guide.length > 20, "found the guide's blocks");
+  const guide = blocks(readFileSync(join(ROOT, file), "utf8"));
+  assert.ok(guide.length > 10, "found the guide's blocks");
   let printed = () => "";
   let checked = 0;
   for (const block of guide) {
@@ -178,7 +169,7 @@ test("every step of docs/GETTING-STARTED.md does what it says", async (t) => {
         browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
         page = await browser.newPage();
         page.on("pageerror", (error) => problems.push(error.message));
-        await page.goto(`http://127.0.0.1:${app}/?user=alice`);
+        await page.goto(pageUrl);
       }
       for (const line of text.split("\n").filter((l) => l.trim())) {
         await page.waitForFunction((l) => document.body.innerText.includes(l), line, { timeout: STEP_MS }).catch(async () => {
@@ -188,7 +179,38 @@ test("every step of docs/GETTING-STARTED.md does what it says", async (t) => {
       checked += 1;
     }
   }
-  assert.ok(checked >= 12, `checked ${checked} outputs`);
+  assert.ok(checked >= minChecks, `checked ${checked} outputs`);
   assert.ok(page, "the guide has the reader open its page");
   assert.deepEqual(problems, []);
+}
+
+test("every step of docs/GETTING-STARTED.md does what it says", async (t) => {
+  const redis = await Redis.start();
+  t.after(() => redis.dispose());
+  const [node, metrics, app] = [await freePort(), await freePort(), await freePort()];
+  const swaps = [
+    ["cargo run --release -p notify-host", HOST_BIN],
+    ["$PWD/target/release", dirname(HOST_BIN)],
+    ["127.0.0.1:8080", `127.0.0.1:${node}`],
+    ["127.0.0.1:9464", `127.0.0.1:${metrics}`],
+    ["127.0.0.1:8000", `127.0.0.1:${app}`],
+    ['("127.0.0.1", 8000)', `("127.0.0.1", ${app})`],
+    ["127.0.0.1:6379", `127.0.0.1:${redis.port}`],
+    ["-p 6379", `-p ${redis.port}`],
+  ];
+  await walk(t, { file: "docs/GETTING-STARTED.md", swaps, node, metrics, pageUrl: `http://127.0.0.1:${app}/?user=alice`, minChecks: 12 });
+});
+
+test("every step of docs/IDENTITY.md does what it says", async (t) => {
+  const [node, metrics, idp] = [await freePort(), await freePort(), await freePort()];
+  const swaps = [
+    ["cargo run --release -p notify-host", HOST_BIN],
+    ["$PWD/target/release", dirname(HOST_BIN)],
+    // The test command installed jose with the client's other dev dependencies.
+    ["npm install --silent --no-audit --no-fund jose@6", `ln -sfn "${join(ROOT, "clients/js/node_modules")}" node_modules`],
+    ["127.0.0.1:8080", `127.0.0.1:${node}`],
+    ["127.0.0.1:8180", `127.0.0.1:${idp}`],
+    ['.listen(8180, "127.0.0.1"', `.listen(${idp}, "127.0.0.1"`],
+  ];
+  await walk(t, { file: "docs/IDENTITY.md", swaps, node, metrics, pageUrl: `http://127.0.0.1:${idp}/?user=alice`, minChecks: 7 });
 });

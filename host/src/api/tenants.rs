@@ -117,6 +117,8 @@ pub(super) async fn create(
     if tenant.auth.is_insecure() {
         tracing::warn!(tenant = id, "tenant created with INSECURE auth: any client can claim any user with ?user=");
     }
+    // The answer says whether the provider's key set could be fetched.
+    tenant.auth.first_fetch().await;
     let tenant = describe(app.tenants(), &tenant);
     Ok((StatusCode::CREATED, Json(CreatedTenant { tenant, publish_key, management_key })))
 }
@@ -234,6 +236,7 @@ pub(super) async fn patch(
     })
     .await?;
     let tenant = app.tenants().get(&id).ok_or_else(|| gone(&id))?;
+    tenant.auth.first_fetch().await;
     Ok((etag(version), Json(describe(app.tenants(), &tenant))))
 }
 

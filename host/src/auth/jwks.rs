@@ -163,6 +163,16 @@ impl Jwks {
         }
     }
 
+    /// Waits (up to the fetch timeout) until the first fetch finished, if it has not.
+    pub(crate) async fn first_fetch(self: &Arc<Self>) {
+        self.ensure_running();
+        let mut finished = self.done.subscribe();
+        if *finished.borrow_and_update() > 0 {
+            return;
+        }
+        let _ = tokio::time::timeout(self.settings.timeout, finished.changed()).await;
+    }
+
     /// The usable keys of the last good set.
     pub(crate) fn keys(&self) -> Arc<Vec<Verifier>> {
         self.keys.read().expect("jwks keys lock").clone()

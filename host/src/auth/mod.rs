@@ -98,6 +98,16 @@ impl Authenticator {
         }
     }
 
+    /// Waits until the tenant's key set was fetched once (or failed to be), so that what is
+    /// said of it right after the tenant was set up is the outcome.
+    pub(crate) async fn first_fetch(&self) {
+        if let Self::Jwt(jwt) = self
+            && let Some(jwks) = &jwt.jwks
+        {
+            jwks.first_fetch().await;
+        }
+    }
+
     /// The state of the tenant's key set, if it has one.
     pub(crate) fn jwks(&self) -> Option<JwksStatus> {
         match self {
