@@ -27,29 +27,27 @@ use crate::inflate::Inflating;
 
 pub(crate) type Ws = tokio_tungstenite::WebSocketStream<Inflating<TcpStream>>;
 
-/// The URL user number `i` connects with: `?user=` or, with `--token-secret`, an HS256 token.
+/// The URL user number `i` connects with: `?user=` or, with `--token-secret` or
+/// `--token-key`, a token (HS256, or the key's `--token-alg`).
 /// Several comma-separated URLs (nodes of a cluster) are taken round-robin.
 pub(crate) fn connect_url(a: &Args, i: usize) -> String {
     let user = format!("{}{i}", a.prefix);
     let urls: Vec<&str> = a.url.split(',').collect();
     let url = urls[i % urls.len()];
     let sep = if url.contains('?') { '&' } else { '?' };
-    match &a.secret {
-        None => format!("{url}{sep}user={user}"),
-        Some(secret) => {
-            let mut claims = json!({ "sub": user, "exp": now_us() / 1_000_000 + 3600 });
-            for (k, v) in &a.claims {
-                claims[k] = json!(v);
-            }
-            let token = jsonwebtoken::encode(
-                &jsonwebtoken::Header::default(),
-                &claims,
-                &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-            )
-            .expect("signing a token");
-            format!("{url}{sep}token={token}")
+    let signing = match (&a.secret, &a.signing) {
+        (_, Some((key, header))) => (key.clone(), header.clone()),
+        (Some(secret), None) => {
+            (jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()), jsonwebtoken::Header::default())
         }
+        (None, None) => return format!("{url}{sep}user={user}"),
+    };
+    let mut claims = json!({ "sub": user, "exp": now_us() / 1_000_000 + 3600 });
+    for (k, v) in &a.claims {
+        claims[k] = json!(v);
     }
+    let token = jsonwebtoken::encode(&signing.1, &claims, &signing.0).expect("signing a token");
+    format!("{url}{sep}token={token}")
 }
 
 /// Opens `a.connections` connections (users `--first` onwards) with `connect`, at most
@@ -64,13 +62,20 @@ where
     F: Fn(String, Option<IpAddr>) -> Fut,
     Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
 {
+    // Tokens signed with a private key cost the generator more than the host spends checking
+    // them: they are all signed before the clock starts.
+    let signed: Vec<String> = match a.signing {
+        Some(_) => (a.first..a.first + a.connections).map(|i| connect_url(a, i)).collect(),
+        None => Vec::new(),
+    };
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(a.concurrency));
     let failed = Arc::new(AtomicUsize::new(0));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     for i in a.first..a.first + a.connections {
         let permit = gate.clone().acquire_owned().await.expect("semaphore open");
-        let opening = connect(connect_url(a, i), a.source);
+        let url = signed.get(i - a.first).cloned().unwrap_or_else(|| connect_url(a, i));
+        let opening = connect(url, a.source);
         let (tx, failed) = (tx.clone(), failed.clone());
         tokio::spawn(async move {
             match opening.await {

@@ -4,6 +4,7 @@
 //! notify-load subscribe --url WS_URL[,WS_URL...] [--connections N] [--first I] [--source IP]
 //!                       [--concurrency N] [--events N] [--hold SECS] [--latencies FILE]
 //!                       [--user-prefix P] [--token-secret S] [--claim k=v]... [--resume true]
+//!                       [--token-key PEM --token-alg RS256 --token-kid KID]
 //!                       [--fallback WS_URL[,WS_URL...]]
 //! notify-load idle      (subscribe with --events 0)
 //! notify-load broadcast --publish HTTP_URL --key KEY [--events N] [--rate EVENTS_PER_SEC]
@@ -30,7 +31,8 @@
 //! several generator processes can be summed up together. With `--source` the connections
 //! leave from that local address (`127.0.0.2`, ...), each address having its own ephemeral
 //! ports. With `--token-secret` each user authenticates with an HS256 token (`sub`, `exp`,
-//! plus every `--claim`). Several comma-separated `--url`s (nodes of a cluster) are used
+//! plus every `--claim`); with `--token-key` a token signed with that private key
+//! (`--token-alg`, RS256 by default, and `--token-kid`), all signed before the clock starts. Several comma-separated `--url`s (nodes of a cluster) are used
 //! round-robin. `idle` is `subscribe` that waits for no event. With `--resume true` a
 //! connection the server closes reconnects after the delay the server asked for, resuming
 //! the broadcast after the last event it received, and the report adds reconnects, welcomes
@@ -109,6 +111,8 @@ struct Args {
     events: usize,
     payload: usize,
     secret: Option<String>,
+    /// `--token-key` (a PEM private key) with `--token-alg` and `--token-kid`.
+    signing: Option<(jsonwebtoken::EncodingKey, jsonwebtoken::Header)>,
     claims: Vec<(String, String)>,
     attributes: Vec<(String, String)>,
     /// Events per second when publishing; 0 publishes back to back.
@@ -166,6 +170,22 @@ fn parse(args: &[String]) -> anyhow::Result<(String, Args)> {
             "--rate" => a.rate = v.parse()?,
             "--payload" => a.payload = v.parse()?,
             "--token-secret" => a.secret = Some(v.clone()),
+            "--token-key" => {
+                let pem = std::fs::read(v).with_context(|| format!("reading {v}"))?;
+                let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem)
+                    .or_else(|_| jsonwebtoken::EncodingKey::from_ec_pem(&pem))
+                    .or_else(|_| jsonwebtoken::EncodingKey::from_ed_pem(&pem))
+                    .context("--token-key: an RSA, EC or Ed25519 private key in PEM")?;
+                a.signing = Some((key, jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256)));
+            }
+            "--token-alg" => {
+                let (_, header) = a.signing.as_mut().context("--token-alg after --token-key")?;
+                header.alg = v.parse().context("--token-alg: RS256, PS256, ES256, EdDSA, ...")?;
+            }
+            "--token-kid" => {
+                let (_, header) = a.signing.as_mut().context("--token-kid after --token-key")?;
+                header.kid = Some(v.clone());
+            }
             "--claim" => a.claims.push(pair(v)?),
             "--attribute" => a.attributes.push(pair(v)?),
             "--latencies" => a.latencies = Some(v.clone()),

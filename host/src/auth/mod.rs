@@ -2,6 +2,7 @@
 //! provider's key set, every common algorithm, the tenant's claim checks) or, for development
 //! tenants, the insecure `?user=` mode.
 
+mod crypto;
 mod jwks;
 mod key;
 mod token;
@@ -78,6 +79,7 @@ impl Authenticator {
     /// Builds the authenticator; the config was validated, so keys parse. A key set of the
     /// `previous` authenticator of the tenant is kept when it is the same.
     pub(crate) fn new(config: &AuthConfig, previous: Option<&Authenticator>) -> Self {
+        crypto::install();
         match config {
             AuthConfig::Insecure => Self::Insecure,
             AuthConfig::Jwt(jwt) => Self::Jwt(Box::new(Jwt::new(jwt, previous))),
