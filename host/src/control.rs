@@ -237,7 +237,7 @@ pub(crate) const MAX_PRESENCE_USERS: usize = 1000;
 /// also stored for nodes that start later).
 pub(crate) async fn send(app: &App, command: Command) -> Result<(), StoreError> {
     if let Command::Disconnect { tenant, user, revoked: Some(revoked), .. } = &command {
-        app.control().store.revoke(tenant, user, *revoked).await?;
+        app.control().store.revoke(tenant, user, revoked.clone()).await?;
     }
     obey(app, &command);
     app.control().store.command(serde_json::to_string(&command)?).await
@@ -307,7 +307,7 @@ fn obey(app: &App, command: &Command) {
     match command {
         Command::Disconnect { tenant, user, reason, revoked } => {
             if let Some(revoked) = revoked {
-                app.control().revocations.revoke(tenant, user, *revoked);
+                app.control().revocations.revoke(tenant, user, revoked.clone());
             }
             if let Some(tenant) = app.tenants().get(tenant) {
                 let closed = app.hub().disconnect_user(&tenant, user, reason.as_deref());

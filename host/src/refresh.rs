@@ -48,12 +48,12 @@ pub(crate) async fn verify(
     if tenant.auth.is_insecure() {
         return Err(RefreshError::Insecure);
     }
-    let Verified { identity, issued_at } = tenant.auth.authenticate(Some(token), None).await?;
+    let Verified { identity, issued_at, token_id } = tenant.auth.authenticate(Some(token), None).await?;
     if user.is_some_and(|u| u != identity.user) {
         return Err(RefreshError::OtherUser);
     }
     let now = crate::clock::now_millis() / 1000;
-    if app.control().revocations.refuses(&tenant.id, &identity.user, issued_at, now) {
+    if app.control().revocations.refuses(&tenant.id, &identity.user, issued_at, token_id.as_deref(), now) {
         return Err(RefreshError::Revoked);
     }
     Ok(identity)

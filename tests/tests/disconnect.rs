@@ -71,3 +71,49 @@ async fn a_revocation_reaches_every_node_and_nodes_that_start_later() -> anyhow:
     }
     Ok(())
 }
+
+/// An HS256 token of the `secure` tenant for `sub` with the id `jti`.
+fn token_with_id(sub: &str, jti: &str) -> String {
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = json!({ "sub": sub, "iat": now, "exp": now + 600, "jti": jti });
+    let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes());
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+}
+
+#[tokio::test]
+async fn tokens_revoked_by_id_are_refused_on_every_node_and_on_nodes_that_start_later() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let toml = format!("{}\n{}", jwt_tenant(), redis.broker_toml());
+    let [a, b] = notify_tests::ready_hosts(&toml).await?;
+    let origin = [("origin", "https://app.example.com")];
+    let url = |host: &TestHost, token: &str| host.ws_url("secure", &format!("token={token}"));
+    let (stolen, other, kept) = (token_with_id("dan", "t-1"), token_with_id("dan", "t-2"), token_with_id("dan", "t-3"));
+
+    // Two revocations of the same user, sent to different nodes: both hold (merged).
+    assert_eq!(disconnect(&a, "secure-key", "dan", json!({ "revoke_token_ids": ["t-1"] })).await?, 202);
+    assert_eq!(disconnect(&b, "secure-key", "dan", json!({ "revoke_token_ids": ["t-2"] })).await?, 202);
+    let c = TestHost::start(&toml).await?;
+    c.wait_ready(200).await?;
+    for host in [&a, &b, &c] {
+        for token in [&stolen, &other] {
+            notify_tests::eventually(|| async {
+                let refused = Client::try_connect(&url(host, token), &origin).await?.err();
+                Ok(refused.is_some_and(|r| r.body["error"]["code"] == "token_revoked"))
+            })
+            .await?;
+        }
+        let mut fine = Client::connect(&url(host, &kept), &origin).await?;
+        assert_eq!(fine.next_json().await?["type"], "welcome", "another token of the user works");
+    }
+    // A refresh with a revoked token is refused too.
+    let mut live = Client::connect(&url(&a, &kept), &origin).await?;
+    live.next_json().await?;
+    live.send_json(&json!({"type": "refresh", "token": stolen})).await?;
+    let refused = live.next_json().await?;
+    assert_eq!(refused["code"], "refresh_refused");
+    assert!(refused["message"].as_str().unwrap().contains("revoked"), "{refused}");
+
+    let bad = json!({ "revoke_token_ids": [""] });
+    assert_eq!(disconnect(&a, "secure-key", "dan", bad).await?, 400);
+    Ok(())
+}

@@ -227,9 +227,9 @@ pub(super) async fn identify(
     peer: SocketAddr,
 ) -> Result<(Identity, Attributes), Refusal> {
     check_origin(tenant, req)?;
-    let (Verified { identity, issued_at }, attributes) = authenticate(app, tenant, req, peer).await?;
+    let (Verified { identity, issued_at, token_id }, attributes) = authenticate(app, tenant, req, peer).await?;
     let now = crate::clock::now_millis() / 1000;
-    if app.control().revocations.refuses(&tenant.id, &identity.user, issued_at, now) {
+    if app.control().revocations.refuses(&tenant.id, &identity.user, issued_at, token_id.as_deref(), now) {
         let message = "these credentials were revoked; sign in again";
         let error = ApiError::new(ErrorCode::TokenRevoked, message);
         return Err(Refusal(HandshakeFailure::Unauthorized, error));
@@ -299,7 +299,9 @@ async fn authenticate(
         };
     };
     match PluginView::of(req, peer).authenticate(plugin, &tenant.id).await {
-        AuthOutcome::Allow(identity, attributes) => Ok((Verified { identity, issued_at: None }, attributes)),
+        AuthOutcome::Allow(identity, attributes) => {
+            Ok((Verified { identity, issued_at: None, token_id: None }, attributes))
+        }
         AuthOutcome::Deny { status, reason } => Err(unauthorized(ApiError::denied(status, reason))),
         AuthOutcome::Failed(why) => {
             tracing::warn!(tenant = &*tenant.id, %peer, "auth plugin failed, refusing the connection: {why}");

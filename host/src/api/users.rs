@@ -25,7 +25,7 @@ use crate::revocation::{REVOCATION_TTL, Revoked};
 
 /// The body of `POST /v1/users/{user}/disconnect` (optional).
 #[derive(Debug, Default, Deserialize, ToSchema)]
-#[schema(example = json!({"reason": "password changed", "revoke_tokens_before": 1764806400}))]
+#[schema(example = json!({"reason": "password changed", "revoke_tokens_before": 1764806400, "revoke_token_ids": ["5f0c2e7a"]}))]
 #[serde(deny_unknown_fields)]
 pub(super) struct Disconnect {
     /// Sent to the closed connections in a `disconnected` frame.
@@ -35,7 +35,15 @@ pub(super) struct Disconnect {
     /// Unix seconds: tokens issued before are refused until they could have expired.
     #[serde(default)]
     revoke_tokens_before: Option<u64>,
+    /// Token ids (`jti`): these tokens are refused until they could have expired.
+    #[serde(default)]
+    #[schema(max_items = 100)]
+    revoke_token_ids: Vec<String>,
 }
+
+/// Most token ids in one request, and the longest one.
+const MAX_IDS: usize = 100;
+const MAX_ID_LEN: usize = 256;
 
 /// Longest `reason`, in characters.
 const MAX_REASON: usize = 256;
@@ -81,12 +89,13 @@ pub(super) async fn unread(
 #[derive(Serialize, ToSchema)]
 pub(super) struct Disconnected {
     user: String,
-    /// Unix seconds until which tokens issued before `revoke_tokens_before` are refused.
+    /// Unix seconds until which tokens issued before `revoke_tokens_before`, and those of
+    /// `revoke_token_ids`, are refused.
     revoked_until: Option<u64>,
 }
 
 /// Closes every device of the user on every node (4005), optionally refusing tokens issued
-/// before a time for 24 hours.
+/// before a time, or tokens by id, for 24 hours.
 #[utoipa::path(post, operation_id = "disconnectUser", path = "/v1/users/{user}/disconnect", tag = "users", security(("publish_key" = [])),
     params(("user" = String, Path, description = "A user id")),
     request_body(content = Option<Disconnect>, description = "Optional: an empty body closes the connections"),
@@ -110,14 +119,20 @@ pub(super) async fn disconnect(
     if request.reason.as_ref().is_some_and(|r| r.chars().count() > MAX_REASON) {
         return Err(ApiError::new(ErrorCode::InvalidField, format!("reason is longer than {MAX_REASON} characters")));
     }
-    let revoked = request.revoke_tokens_before.map(|before| {
-        let now = crate::clock::now_millis() / 1000;
-        Revoked { before, until: before.max(now) + REVOCATION_TTL.as_secs() }
+    let ids = request.revoke_token_ids;
+    if ids.len() > MAX_IDS || ids.iter().any(|id| id.is_empty() || id.len() > MAX_ID_LEN) {
+        let message = format!("revoke_token_ids: at most {MAX_IDS} ids of 1-{MAX_ID_LEN} bytes");
+        return Err(crate::ingest::FieldError { field: "revoke_token_ids".into(), message }.into());
+    }
+    let now = crate::clock::now_millis() / 1000;
+    let revoked = (request.revoke_tokens_before.is_some() || !ids.is_empty()).then(|| {
+        let before = request.revoke_tokens_before.unwrap_or(0);
+        Revoked { before, until: before.max(now) + REVOCATION_TTL.as_secs(), ids }
     });
+    let revoked_until = revoked.as_ref().map(|r| r.until);
     let command =
         Command::Disconnect { tenant: tenant.id.to_string(), user: user.clone(), reason: request.reason, revoked };
     control::send(&app, command).await?;
-    let revoked_until = revoked.map(|r| r.until);
     Ok((StatusCode::ACCEPTED, Json(Disconnected { user, revoked_until })))
 }
 

@@ -52,11 +52,13 @@ pub(crate) enum AuthError {
     Invalid(String),
 }
 
-/// Accepted credentials: who they name, and when they were issued (the JWT's `iat`), which
-/// only the handshake needs (token revocation), so it is not kept with the connection.
+/// Accepted credentials: who they name, and when they were issued and under which id (the
+/// JWT's `iat` and `jti`), which only the handshake needs (token revocation), so they are not
+/// kept with the connection.
 pub(crate) struct Verified {
     pub identity: Identity,
     pub issued_at: Option<u64>,
+    pub token_id: Option<String>,
 }
 
 /// A tenant's configured way of turning credentials into an [`Identity`].
@@ -143,7 +145,7 @@ fn insecure(user: Option<&str>) -> Result<Verified, AuthError> {
         return Err(AuthError::InvalidUser);
     }
     let identity = Identity { user: user.to_owned(), channels: None, expires_at: None };
-    Ok(Verified { identity, issued_at: None })
+    Ok(Verified { identity, issued_at: None, token_id: None })
 }
 
 impl Jwt {

@@ -205,8 +205,11 @@ impl ControlStore for FileStore {
     fn revoke(&self, tenant: &str, user: &str, revoked: Revoked) -> BoxFuture<'_, Result<(), StoreError>> {
         let now = crate::clock::now_millis() / 1000;
         let mut all = self.revoked.lock().expect("revocations lock");
-        all.retain(|r| now < r.revoked.until && !(r.tenant == tenant && r.user == user));
-        all.push(Revocation { tenant: tenant.to_owned(), user: user.to_owned(), revoked });
+        all.retain(|r| now < r.revoked.until);
+        match all.iter_mut().find(|r| r.tenant == tenant && r.user == user) {
+            Some(r) => r.revoked.merge(revoked),
+            None => all.push(Revocation { tenant: tenant.to_owned(), user: user.to_owned(), revoked }),
+        }
         Box::pin(async { Ok(()) })
     }
 

@@ -21,7 +21,7 @@ use crate::backend::control::{
 };
 use crate::backend::{BoxFuture, BrokerError};
 use crate::config::RedisConfig;
-use crate::revocation::{Revocation, Revoked};
+use crate::revocation::{MAX_REVOKED_IDS, Revocation, Revoked};
 
 /// Longest wait between reconnection attempts of the listener.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -232,12 +232,12 @@ impl ControlStore for RedisStore {
     }
 
     fn revoke(&self, tenant: &str, user: &str, revoked: Revoked) -> BoxFuture<'_, Result<(), StoreError>> {
-        let mut set = ::redis::cmd("HSET");
+        let mut merge = eval(scripts::REVOKE_MERGE, &[keys::REVOCATIONS.to_owned()]);
         let value = serde_json::to_string(&revoked);
-        set.arg(keys::REVOCATIONS).arg(format!("{tenant}:{user}"));
+        merge.arg(format!("{tenant}:{user}"));
         Box::pin(async move {
-            set.arg(value?);
-            self.query::<()>(set).await
+            merge.arg(value?).arg(MAX_REVOKED_IDS);
+            self.query::<()>(merge).await
         })
     }
 

@@ -32,6 +32,8 @@ pub(crate) const DEAD_LETTER_TAKE: &str = include_str!("scripts/dead_letter_take
 pub(crate) const CONTROL_REPLACE: &str = include_str!("scripts/control_replace.lua");
 /// Puts back a control-plane state the store lost (`ControlStore::restore`).
 pub(crate) const CONTROL_RESTORE: &str = include_str!("scripts/control_restore.lua");
+/// Merges a token revocation into the user's stored one.
+pub(crate) const REVOKE_MERGE: &str = include_str!("scripts/revoke_merge.lua");
 /// Renews the pub/sub ingestion lease for its holder.
 pub(crate) const LEASE_RENEW: &str = include_str!("scripts/lease_renew.lua");
 /// Deletes a key while it holds a value: the pub/sub ingestion lease for its holder, an
