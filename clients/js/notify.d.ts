@@ -156,7 +156,11 @@ export declare class NotifyClient {
   off<K extends keyof ClientEvents>(type: K, handler: ClientEvents[K]): void;
   connect(): this;
   close(): void;
-  subscribe(channel: string): void;
+  /**
+   * `token`: a subscription token from your backend (or a function of the channel returning
+   * one, asked on every subscription) for a channel the connection's token does not grant.
+   */
+  subscribe(channel: string, options?: { token?: string | ((channel: string) => string | Promise<string>) }): void;
   unsubscribe(channel: string): void;
   /** Over WebSocket an `ack` frame; over SSE a `POST /v1/sse/{tenant}/ack`. False when not connected. */
   ack(event: Position): boolean;

@@ -120,17 +120,70 @@ pub(crate) struct Hub {
     pace: Pace,
     compression: ShrinkMetrics,
     deltas: ShrinkMetrics,
-    refreshes: Refreshes,
+    /// Fresh credentials accepted for connections by another task (an SSE stream's POST),
+    /// until each connection's own task takes them.
+    refreshes: ByConn<Identity>,
+    /// Channels subscription tokens granted to connections: they stay when the connection's
+    /// own grants change.
+    token_grants: ByConn<Vec<Box<str>>>,
 }
 
-/// Fresh credentials accepted for connections by another task (an SSE stream's POST), until
-/// each connection's own task takes them.
-#[derive(Default)]
-struct Refreshes {
-    /// By connection id. Locked briefly, never across an await.
-    by_conn: Mutex<HashMap<u64, Identity>>,
-    /// How many wait: a connection woken by events reads this and nothing else while it is 0.
+/// Values kept for some connections apart from their `Conn`, so that the many connections
+/// without one cost nothing: a map by connection id, not locked while it is empty.
+struct ByConn<T> {
+    /// Locked briefly, never across an await.
+    map: Mutex<HashMap<u64, T>>,
+    /// Entries in `map`: a connection that looks while it is 0 reads this and nothing else.
     count: AtomicUsize,
+}
+
+impl<T> Default for ByConn<T> {
+    fn default() -> Self {
+        Self { map: Mutex::default(), count: AtomicUsize::new(0) }
+    }
+}
+
+impl<T> ByConn<T> {
+    /// Sets `conn`'s entry.
+    fn put(&self, conn: u64, value: T) {
+        if self.map.lock().expect("per-connection map lock").insert(conn, value).is_none() {
+            self.count.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Changes `conn`'s entry, made with `T::default()` if it has none.
+    fn update(&self, conn: u64, change: impl FnOnce(&mut T))
+    where
+        T: Default,
+    {
+        let mut map = self.map.lock().expect("per-connection map lock");
+        let entry = map.entry(conn).or_insert_with(|| {
+            self.count.fetch_add(1, Relaxed);
+            T::default()
+        });
+        change(entry);
+    }
+
+    fn take(&self, conn: u64) -> Option<T> {
+        if self.count.load(Relaxed) == 0 {
+            return None;
+        }
+        let taken = self.map.lock().expect("per-connection map lock").remove(&conn);
+        if taken.is_some() {
+            self.count.fetch_sub(1, Relaxed);
+        }
+        taken
+    }
+
+    fn get(&self, conn: u64) -> Option<T>
+    where
+        T: Clone,
+    {
+        if self.count.load(Relaxed) == 0 {
+            return None;
+        }
+        self.map.lock().expect("per-connection map lock").get(&conn).cloned()
+    }
 }
 
 /// How one encoded frame of a stream is delivered.
@@ -238,7 +291,8 @@ impl Hub {
             pace: Pace::new(),
             compression: ShrinkMetrics::default(),
             deltas: ShrinkMetrics::default(),
-            refreshes: Refreshes::default(),
+            refreshes: ByConn::default(),
+            token_grants: ByConn::default(),
         }
     }
 
@@ -254,22 +308,32 @@ impl Hub {
 
     /// Hands `identity` to connection `conn`'s task, which takes it when next woken.
     pub(crate) fn refreshed(&self, conn: u64, identity: Identity) {
-        let mut map = self.refreshes.by_conn.lock().expect("refreshes lock");
-        if map.insert(conn, identity).is_none() {
-            self.refreshes.count.fetch_add(1, Relaxed);
-        }
+        self.refreshes.put(conn, identity);
     }
 
     /// Fresh credentials handed to connection `conn`, if any.
     pub(crate) fn take_refreshed(&self, conn: u64) -> Option<Identity> {
-        if self.refreshes.count.load(Relaxed) == 0 {
-            return None;
-        }
-        let taken = self.refreshes.by_conn.lock().expect("refreshes lock").remove(&conn);
-        if taken.is_some() {
-            self.refreshes.count.fetch_sub(1, Relaxed);
-        }
-        taken
+        self.refreshes.take(conn)
+    }
+
+    /// Remembers that a subscription token granted `channel` to connection `conn`.
+    pub(crate) fn grant_channel(&self, conn: u64, channel: &str) {
+        self.token_grants.update(conn, |channels| {
+            if !channels.iter().any(|c| **c == *channel) {
+                channels.push(channel.into());
+            }
+        });
+    }
+
+    /// The channels subscription tokens granted to connection `conn`.
+    pub(crate) fn granted_channels(&self, conn: u64) -> Vec<Box<str>> {
+        self.token_grants.get(conn).unwrap_or_default()
+    }
+
+    /// Forgets what was kept for an ended connection.
+    pub(crate) fn forget_conn(&self, conn: u64) {
+        self.refreshes.take(conn);
+        self.token_grants.take(conn);
     }
 
     pub(crate) fn next_conn_id(&self) -> u64 {

@@ -159,7 +159,7 @@ pub(crate) fn leave(conn: &Conn, app: &App) {
     let tenant = &conn.tenant;
     let subscriptions = std::mem::take(&mut *conn.subscriptions.lock().expect("subscriptions lock"));
     app.hub().unregister(conn, subscriptions.iter().map(|s| &**s));
-    app.hub().take_refreshed(conn.id);
+    app.hub().forget_conn(conn.id);
     subscriptions.iter().for_each(|channel| subscription_changed(app, conn, channel, Kind::SubscriptionRemoved));
     if !conn.user.is_empty() {
         app.presence().disconnected(tenant, &conn.user);
@@ -229,6 +229,13 @@ pub(crate) enum Action {
     Ack(Position),
     /// Fresh credentials (`refresh`), for the connection's own task to check and take.
     Refresh(String),
+    /// A subscription with a subscription token, for the connection's own task to check.
+    SubscribeWithToken {
+        token: String,
+        channel: String,
+        since: Option<Position>,
+        delta: bool,
+    },
     /// Nothing to reply.
     Done,
 }
@@ -239,6 +246,9 @@ pub(crate) async fn act(action: Action, conn: &Arc<Conn>, app: &App) {
     let reply = match action {
         Action::Done => return,
         Action::Refresh(_) => protocol::error(code::REFRESH_REFUSED, "this connection cannot refresh", None),
+        Action::SubscribeWithToken { channel, .. } => {
+            protocol::error(code::FORBIDDEN_CHANNEL, "this connection cannot use subscription tokens", Some(&channel))
+        }
         Action::Reply(reply) => reply,
         Action::AfterSync(reply, ticket) => {
             sync_interest(&*app.pipeline().broker, ticket).await;

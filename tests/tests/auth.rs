@@ -208,3 +208,46 @@ async fn an_sse_stream_refreshes_twice_by_post_and_one_that_does_not_is_closed()
     assert_eq!(lapsing.close_code().await?, 4003);
     Ok(())
 }
+
+/// A subscription token of the `secure` tenant: `channel` for `sub`, expiring in `exp_in` s.
+fn channel_token(sub: &str, channel: &str, exp_in: i64) -> String {
+    let now = jsonwebtoken::get_current_timestamp() as i64;
+    let claims = json!({ "sub": sub, "channel": channel, "exp": now + exp_in });
+    let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes());
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+}
+
+#[tokio::test]
+async fn a_subscription_token_grants_one_channel_the_connection_token_does_not() -> anyhow::Result<()> {
+    let host = host().await?;
+    let token = hs256_token("max", 60, Some(&["news", "team.*"]), JWT_SECRET);
+    let mut c = Client::connect(&host.ws_url("secure", &format!("token={token}")), &[ORIGIN]).await?;
+    c.next_json().await?;
+    assert_eq!(c.subscribe("team.1").await?["type"], "subscribed");
+    assert_eq!(c.subscribe("vip.7").await?["code"], "forbidden_channel");
+
+    for (token, words) in [
+        (channel_token("max", "vip.8", 30), "grants Some(\"vip.8\")"),
+        (channel_token("eve", "vip.7", 30), "another user"),
+        (channel_token("max", "vip.7", -120), "token expired"),
+        (hs256_token("max", 30, None, JWT_SECRET), "grants None"),
+    ] {
+        c.send_json(&json!({"type": "subscribe", "channel": "vip.7", "token": token})).await?;
+        let refused = next_reply(&mut c).await?;
+        assert_eq!((refused["code"].as_str(), refused["channel"].as_str()), (Some("forbidden_channel"), Some("vip.7")));
+        assert!(refused["message"].as_str().unwrap().contains(words), "{refused}");
+    }
+    c.send_json(&json!({"type": "subscribe", "channel": "vip.7", "token": channel_token("max", "vip.7", 30)})).await?;
+    let subscribed = next_reply(&mut c).await?;
+    assert_eq!((subscribed["type"].as_str(), subscribed["channel"].as_str()), (Some("subscribed"), Some("vip.7")));
+    host.publish("secure-key", &json!({"channels": ["vip.7"], "event": "for-vips"})).await?;
+    assert_eq!(c.next_event().await?["event"], "for-vips");
+
+    // Fresh connection credentials without `team.*`: that channel goes, the token's stays.
+    c.send_json(&json!({"type": "refresh", "token": hs256_token("max", 60, Some(&["news"]), JWT_SECRET)})).await?;
+    assert_eq!(next_reply(&mut c).await?["channel"], "team.1");
+    assert_eq!(next_reply(&mut c).await?["type"], "refreshed");
+    host.publish("secure-key", &json!({"channels": ["vip.7"], "event": "still-vip"})).await?;
+    assert_eq!(c.next_event().await?["event"], "still-vip");
+    Ok(())
+}

@@ -315,6 +315,8 @@ export class NotifyClient extends Emitter {
   #refresher = null;
   /** The open connection's id (its `welcome`), which an SSE refresh names. */
   #connectionId = null;
+  /** Per channel subscribed with a subscription token: the token, or its getter. */
+  #channelTokens = new Map();
   #onOnline = () => this.#reconnectNow();
 
   /**
@@ -389,16 +391,26 @@ export class NotifyClient extends Emitter {
     this.#setState("closed", { code: 1000, reason: "closed by the client" });
   }
 
-  /** Subscribes to `channel`, now and after every reconnect, resuming from its position. */
-  subscribe(channel) {
+  /**
+   * Subscribes to `channel`, now and after every reconnect, resuming from its position.
+   * `token` (a subscription token from your backend, or a function of the channel returning
+   * one, asked on every subscription) grants a channel the connection's own token does not;
+   * over SSE such a channel is not subscribed (`error` with the code
+   * `subscription_token_needs_websocket`).
+   */
+  subscribe(channel, { token } = {}) {
     if (this.#channels.has(channel)) return;
+    if (token !== undefined) this.#channelTokens.set(channel, token);
     this.#channels.set(channel, "pending");
-    if (this.#transport === "sse") this.#reopen();
+    if (this.#transport === "sse" && token !== undefined) {
+      this.#signal("error", new NotifyError("subscription_token_needs_websocket", `${channel}: subscription tokens are presented over WebSocket only`, { channel }));
+    } else if (this.#transport === "sse") this.#reopen();
     else this.#sendSubscribe(channel);
   }
 
   /** Leaves `channel` and forgets its position. */
   unsubscribe(channel) {
+    this.#channelTokens.delete(channel);
     if (!this.#channels.delete(channel)) return;
     this.#bases.delete(channel);
     this.#rebasing.delete(channel);
@@ -519,8 +531,9 @@ export class NotifyClient extends Emitter {
     })();
   }
 
+  /** The channels an SSE stream asks for: those a subscription token grants need WebSocket. */
   #channelList() {
-    return [...this.#channels.keys()].join(",") || undefined;
+    return [...this.#channels.keys()].filter((c) => !this.#channelTokens.has(c)).join(",") || undefined;
   }
 
   /**
@@ -846,7 +859,14 @@ export class NotifyClient extends Emitter {
       // Whole events first: the host sends a new subscription no delta.
       this.#bases.set(channel, null);
     }
-    this.#send(frame);
+    const token = this.#channelTokens.get(channel);
+    if (token === undefined) return this.#send(frame);
+    // A getter is asked on every (re)subscription: the token is checked when presented.
+    const socket = this.#socket;
+    Promise.resolve(typeof token === "function" ? token(channel) : token)
+      .then((value) => this.#socket === socket && this.#send({ ...frame, token: value }))
+      .catch((error) => this.#signal("error", new NotifyError("token_unavailable", `the subscription token getter failed: ${error.message}`, { cause: error, channel })));
+    return true;
   }
 
   /**

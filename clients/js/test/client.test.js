@@ -127,7 +127,7 @@ test("refusals that cannot succeed are errors, not retries", async (t) => {
   assert.equal(asked, 1, "the token was fresh: no second try");
 });
 
-test("an expired token is replaced through the getter", async (t) => {
+test("an expired token that could not be refreshed is replaced through the getter on reconnect", async (t) => {
   const host = await singleHost();
   t.after(() => host.dispose());
   let asked = 0;
@@ -137,15 +137,17 @@ test("an expired token is replaced through the getter", async (t) => {
     initialBackoffMs: 20,
     token: async () => {
       asked += 1;
-      return hs256(SECRET, "carol", 2);
+      // The second token, for the refresh before the first expires, is one the host refuses.
+      return hs256(asked === 2 ? "not-the-tenant-secret-0123456789" : SECRET, "carol", 2);
     },
   });
   const seen = record(carol);
   t.after(() => carol.close());
   carol.connect();
+  await eventually(() => seen.errors.some((e) => e.code === "refresh_refused"));
   // The host closes with 4003 when the token expires; the client comes back with a new one.
   await eventually(() => seen.states.some((s) => s.code === 4003));
-  await eventually(() => asked >= 2 && carol.state === "connected");
+  await eventually(() => asked >= 3 && carol.state === "connected");
   await host.publish("secure-key", { users: ["carol"], event: "still-here" });
   await eventually(() => seen.events.some((e) => e.event === "still-here"));
 });

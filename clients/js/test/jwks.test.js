@@ -125,3 +125,32 @@ for (const transport of ["websocket", "sse"]) test(`the SDK refreshes short-live
   assert.ok(refreshed.every((r) => r.expiresAt > Math.floor(Date.now() / 1000) - 10));
   assert.ok(issued >= 3);
 });
+
+test("a subscription token from the backend grants the SDK a channel its connection token does not", async (t) => {
+  const idp = await provider();
+  t.after(() => idp.close());
+  const key = await keyFor("ES256", "subs");
+  idp.keys = [key.jwk];
+  const host = await hostFor(idp);
+  t.after(() => host.dispose());
+  const asked = [];
+  // The backend signs a short-lived token for one channel and one user.
+  const channelToken = async (channel) => {
+    asked.push(channel);
+    return sign(key, "zoe", 60, { channel });
+  };
+  const { client } = await connected(host, await sign(key, "zoe", 300, { channels: ["news"] }));
+  t.after(() => client.close());
+  const subscribed = [];
+  const errors = [];
+  client.on("subscribed", (s) => subscribed.push(s.channel));
+  client.on("error", (e) => errors.push(e));
+  const events = [];
+  client.on("event", (e) => events.push(e));
+  client.subscribe("vip.1", { token: channelToken });
+  client.subscribe("vip.2");
+  await eventually(() => subscribed.includes("vip.1") && errors.some((e) => e.code === "forbidden_channel" && e.channel === "vip.2"));
+  await host.publish("acme-publish-key", { channels: ["vip.1"], event: "members-only" });
+  await eventually(() => events.some((e) => e.event === "members-only"));
+  assert.deepEqual(asked, ["vip.1"]);
+});

@@ -227,7 +227,7 @@ pub(super) async fn identify(
     peer: SocketAddr,
 ) -> Result<(Identity, Attributes), Refusal> {
     check_origin(tenant, req)?;
-    let (Verified { identity, issued_at, token_id }, attributes) = authenticate(app, tenant, req, peer).await?;
+    let (Verified { identity, issued_at, token_id, .. }, attributes) = authenticate(app, tenant, req, peer).await?;
     let now = crate::clock::now_millis() / 1000;
     if app.control().revocations.refuses(&tenant.id, &identity.user, issued_at, token_id.as_deref(), now) {
         let message = "these credentials were revoked; sign in again";
@@ -300,7 +300,7 @@ async fn authenticate(
     };
     match PluginView::of(req, peer).authenticate(plugin, &tenant.id).await {
         AuthOutcome::Allow(identity, attributes) => {
-            Ok((Verified { identity, issued_at: None, token_id: None }, attributes))
+            Ok((Verified { identity, issued_at: None, token_id: None, channel: None }, attributes))
         }
         AuthOutcome::Deny { status, reason } => Err(unauthorized(ApiError::denied(status, reason))),
         AuthOutcome::Failed(why) => {

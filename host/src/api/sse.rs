@@ -229,7 +229,7 @@ fn refusal(e: RefreshError) -> ApiError {
         RefreshError::Plugin | RefreshError::Insecure => ErrorCode::RefreshUnsupported,
         RefreshError::Auth(AuthError::Expired) => ErrorCode::TokenExpired,
         RefreshError::Revoked => ErrorCode::TokenRevoked,
-        RefreshError::Auth(_) | RefreshError::OtherUser => ErrorCode::Unauthorized,
+        RefreshError::Auth(_) | RefreshError::OtherUser | RefreshError::OtherChannel(_) => ErrorCode::Unauthorized,
     };
     ApiError::new(code, e.to_string())
 }

@@ -59,6 +59,8 @@ pub(crate) struct Verified {
     pub identity: Identity,
     pub issued_at: Option<u64>,
     pub token_id: Option<String>,
+    /// The `channel` claim: the one channel a subscription token grants.
+    pub channel: Option<String>,
 }
 
 /// A tenant's configured way of turning credentials into an [`Identity`].
@@ -145,7 +147,7 @@ fn insecure(user: Option<&str>) -> Result<Verified, AuthError> {
         return Err(AuthError::InvalidUser);
     }
     let identity = Identity { user: user.to_owned(), channels: None, expires_at: None };
-    Ok(Verified { identity, issued_at: None, token_id: None })
+    Ok(Verified { identity, issued_at: None, token_id: None, channel: None })
 }
 
 impl Jwt {

@@ -115,7 +115,8 @@ fn identity(rules: &Rules, claims: Map<String, Value>) -> Result<Verified, AuthE
     };
     let expires_at = claims.get("exp").and_then(Value::as_u64);
     let token_id = claims.get("jti").and_then(Value::as_str).map(str::to_owned);
-    Ok(Verified { identity: Identity { user, channels, expires_at }, issued_at, token_id })
+    let channel = claims.get("channel").and_then(Value::as_str).map(str::to_owned);
+    Ok(Verified { identity: Identity { user, channels, expires_at }, issued_at, token_id, channel })
 }
 
 /// The claim named `name`, or else the one its dotted path reaches (`realm_access.roles`).

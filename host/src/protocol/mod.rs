@@ -33,6 +33,9 @@ pub(crate) enum ClientFrame {
         /// Ask for delta updates on this channel (the one format: `"fossil"`).
         #[serde(default)]
         delta: Option<DeltaFormat>,
+        /// A subscription token: the user's backend grants this one channel.
+        #[serde(default)]
+        token: Option<String>,
     },
     Unsubscribe {
         channel: String,

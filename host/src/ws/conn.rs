@@ -262,6 +262,13 @@ async fn text_frame(
 ) -> Option<Identity> {
     match conn.dialect {
         Dialect::Native => match on_text(&text, conn, identity, app) {
+            Action::SubscribeWithToken { token, channel, since, delta } => {
+                let action = match refresh::verify_channel(app, conn, &channel, &token).await {
+                    Ok(()) => session::subscribe(conn, app, None, channel, since, delta),
+                    Err(e) => Action::Reply(protocol::error(code::FORBIDDEN_CHANNEL, &e.to_string(), Some(&channel))),
+                };
+                session::act(action, conn, app).await;
+            }
             Action::Refresh(token) => match refresh::verify(app, &conn.tenant, Some(&conn.user), &token).await {
                 Ok(fresh) => {
                     refresh::apply(app, conn, &fresh);
@@ -283,9 +290,12 @@ pub(crate) fn on_text(text: &str, conn: &Arc<Conn>, identity: &Identity, app: &A
         Err(e) => protocol::error(code::BAD_FRAME, &format!("invalid client frame: {e}"), None),
         Ok(ClientFrame::Ping) => protocol::pong(),
         Ok(ClientFrame::Ack { epoch, offset }) => return Action::Ack(Position { epoch, offset }),
-        Ok(ClientFrame::Subscribe { channel, since, delta }) => {
-            let grants = session::grants(identity, &conn.tenant);
+        Ok(ClientFrame::Subscribe { channel, since, delta, token }) => {
             let (since, delta) = (since.map(Position::from), delta.is_some());
+            if let Some(token) = token {
+                return Action::SubscribeWithToken { token, channel, since, delta };
+            }
+            let grants = session::grants(identity, &conn.tenant);
             return session::subscribe(conn, app, Some(grants), channel, since, delta);
         }
         Ok(ClientFrame::Unsubscribe { channel }) => session::unsubscribe(conn, app, &channel),
