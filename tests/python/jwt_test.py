@@ -203,6 +203,9 @@ class JwtTest(unittest.IsolatedAsyncioTestCase):
         await self.assert_refused("idp", self.sign("ES256", iat=now - 600, exp=now - 300), "token expired")
         await self.assert_refused("idp", self.sign("ES256", nbf=now + 300), "not valid yet")
         await self.assert_refused("idp", self.sign("ES256", iat=now + 300), "`iat` is in the future")
+        crit = jwt.encode(claims(), self.private["ES256"], algorithm="ES256",
+                          headers={"kid": "k-ES256", "crit": ["exp"]})
+        await self.assert_refused("idp", crit, "`crit`")
         wrong_key = jwt.encode(claims(), ec.generate_private_key(ec.SECP256R1()), algorithm="ES256",
                                headers={"kid": "k-ES256"})
         await self.assert_refused("idp", wrong_key, "invalid token signature")

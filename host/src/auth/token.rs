@@ -46,21 +46,26 @@ impl Rules {
     }
 }
 
-/// The header of `token`; `alg: none` and algorithms no key kind exists for are named.
+/// The header of `token`; `alg: none` and algorithms no key kind exists for are named. A
+/// header with `crit` is refused: it names extensions the token must not be accepted without
+/// understanding (RFC 7515, 4.1.11), and notify understands none.
 pub(crate) fn header(token: &str) -> Result<Header, AuthError> {
-    jsonwebtoken::decode_header(token).map_err(|e| match named_algorithm(token) {
-        Some(alg) if alg.parse::<Algorithm>().is_err() => AuthError::Algorithm(alg),
+    let raw = raw_header(token);
+    if raw.as_ref().is_some_and(|h| h.get("crit").is_some()) {
+        return Err(AuthError::Invalid("the header's `crit` names extensions this host does not support".into()));
+    }
+    jsonwebtoken::decode_header(token).map_err(|e| match raw.as_ref().and_then(|h| h.get("alg")?.as_str()) {
+        Some(alg) if alg.parse::<Algorithm>().is_err() => AuthError::Algorithm(alg.to_owned()),
         _ => AuthError::Invalid(e.to_string()),
     })
 }
 
-/// The `alg` a token's header names, read without trusting anything else in it.
-fn named_algorithm(token: &str) -> Option<String> {
+/// A token's header as JSON, read without trusting anything in it.
+fn raw_header(token: &str) -> Option<Value> {
     use base64::Engine;
     let first = token.split('.').next()?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(first).ok()?;
-    let header: Value = serde_json::from_slice(&bytes).ok()?;
-    header.get("alg")?.as_str().map(str::to_owned)
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// Checks `token` with each of `keys` (all fit its header) until one holds its signature,
