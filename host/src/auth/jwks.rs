@@ -58,6 +58,19 @@ struct Settings {
     allowed: Vec<Algorithm>,
 }
 
+impl Settings {
+    fn of(url: &str, jwt: &JwtConfig, allowed: &[Algorithm]) -> Self {
+        Self {
+            url: url.parse().expect("validated jwks_url"),
+            min_refresh: Duration::from_secs(jwt.jwks_min_refresh_secs),
+            max_refresh: Duration::from_secs(jwt.jwks_max_refresh_secs),
+            cooldown: Duration::from_secs(jwt.jwks_cooldown_secs),
+            timeout: Duration::from_millis(jwt.jwks_timeout_ms),
+            allowed: allowed.to_vec(),
+        }
+    }
+}
+
 /// One tenant's key set and the state of its fetches.
 pub(crate) struct Jwks {
     settings: Settings,
@@ -117,14 +130,7 @@ impl Jwks {
     /// The key set of `url` for a tenant accepting `allowed`; its refresh task starts at once
     /// on a runtime, or else with the first handshake.
     pub(crate) fn start(url: &str, jwt: &JwtConfig, allowed: &[Algorithm]) -> Arc<Self> {
-        let settings = Settings {
-            url: url.parse().expect("validated jwks_url"),
-            min_refresh: Duration::from_secs(jwt.jwks_min_refresh_secs),
-            max_refresh: Duration::from_secs(jwt.jwks_max_refresh_secs),
-            cooldown: Duration::from_secs(jwt.jwks_cooldown_secs),
-            timeout: Duration::from_millis(jwt.jwks_timeout_ms),
-            allowed: allowed.to_vec(),
-        };
+        let settings = Settings::of(url, jwt, allowed);
         let (stop_tx, stop_rx) = oneshot::channel();
         let status = JwksStatus { url: url.to_owned(), ..JwksStatus::default() };
         let jwks = Arc::new(Self {
@@ -142,15 +148,7 @@ impl Jwks {
     /// Whether this set is the one `url` with these settings would give (a tenant changed in
     /// other ways keeps its set and its task).
     pub(crate) fn same(&self, url: &str, jwt: &JwtConfig, allowed: &[Algorithm]) -> bool {
-        let other = Settings {
-            url: url.parse().expect("validated jwks_url"),
-            min_refresh: Duration::from_secs(jwt.jwks_min_refresh_secs),
-            max_refresh: Duration::from_secs(jwt.jwks_max_refresh_secs),
-            cooldown: Duration::from_secs(jwt.jwks_cooldown_secs),
-            timeout: Duration::from_millis(jwt.jwks_timeout_ms),
-            allowed: allowed.to_vec(),
-        };
-        self.settings == other
+        self.settings == Settings::of(url, jwt, allowed)
     }
 
     /// Starts the refresh task if it has not started and a runtime is there.
