@@ -133,3 +133,79 @@ pub(crate) fn from_jwk(value: serde_json::Value, allowed: &[Algorithm]) -> Resul
 pub(crate) fn every_algorithm() -> Vec<Algorithm> {
     [HMAC, RSA, EC, &[Algorithm::EdDSA]].concat()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn b64(bytes: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    fn rsa(bits: usize) -> serde_json::Value {
+        json!({"kty": "RSA", "kid": "r", "n": b64(&vec![0xc5; bits / 8]), "e": "AQAB"})
+    }
+
+    #[test]
+    fn a_key_set_key_verifies_only_its_kind_and_its_alg() {
+        let all = every_algorithm();
+        let v = from_jwk(rsa(2048), &all).unwrap();
+        assert_eq!(v.algorithms, RSA);
+        assert!(v.fits(Algorithm::PS256, Some("r")) && !v.fits(Algorithm::HS256, Some("r")));
+        assert!(!v.fits(Algorithm::RS256, Some("other")) && v.fits(Algorithm::RS256, None));
+        let mut named = rsa(2048);
+        named["alg"] = json!("RS384");
+        assert_eq!(from_jwk(named, &all).unwrap().algorithms, [Algorithm::RS384]);
+        let ec = json!({"kty": "EC", "crv": "P-384", "x": b64(&[1; 48]), "y": b64(&[2; 48])});
+        assert_eq!(from_jwk(ec, &all).unwrap().algorithms, [Algorithm::ES384]);
+        let ed = json!({"kty": "OKP", "crv": "Ed25519", "x": b64(&[3; 32])});
+        assert_eq!(from_jwk(ed, &all).unwrap().algorithms, [Algorithm::EdDSA]);
+        assert_eq!(
+            from_jwk(rsa(2048), &[Algorithm::ES256]).err(),
+            Some(Unusable::Algorithm("[RS256, RS384, RS512, PS256, PS384, PS512]".into()))
+        );
+    }
+
+    #[test]
+    fn keys_a_key_set_must_not_hold_are_refused() {
+        let all = every_algorithm();
+        assert_eq!(
+            from_jwk(json!({"kty": "oct", "k": b64(b"0123456789abcdef")}), &all).err(),
+            Some(Unusable::Symmetric)
+        );
+        assert_eq!(from_jwk(rsa(1024), &all).err(), Some(Unusable::WeakRsa));
+        let mut enc = rsa(2048);
+        enc["use"] = json!("enc");
+        assert_eq!(from_jwk(enc, &all).err(), Some(Unusable::NotForSigning));
+        let mut wrap = rsa(2048);
+        wrap["key_ops"] = json!(["wrapKey"]);
+        assert_eq!(from_jwk(wrap, &all).err(), Some(Unusable::NotForSigning));
+        let mut mismatched = rsa(2048);
+        mismatched["alg"] = json!("ES256");
+        assert!(matches!(from_jwk(mismatched, &all), Err(Unusable::Algorithm(_))));
+        let p521 = json!({"kty": "EC", "crv": "P-521", "x": b64(&[1; 66]), "y": b64(&[2; 66])});
+        assert_eq!(from_jwk(p521, &all).err(), Some(Unusable::Unsupported));
+        assert_eq!(from_jwk(json!({"kty": "RSA"}), &all).err(), Some(Unusable::Unsupported), "no modulus");
+        assert!(matches!(from_jwk(json!(42), &all), Err(Unusable::Malformed(_))));
+    }
+
+    #[test]
+    fn configured_keys_are_bound_to_their_kind() {
+        let jwt = JwtConfig {
+            hs256_secret: Some("0123456789abcdef".into()),
+            keys: vec![crate::config::JwtKey {
+                kid: "h".into(),
+                hs256_secret: None,
+                rs256_public_key: None,
+                secret: Some("0123456789abcdef0123".into()),
+                public_key: None,
+            }],
+            ..JwtConfig::default()
+        };
+        let keys = configured(&jwt, &every_algorithm());
+        assert_eq!(keys[0].algorithms, [Algorithm::HS256]);
+        assert_eq!(keys[1].algorithms, HMAC);
+        assert!(configured(&jwt, &[Algorithm::RS256]).is_empty(), "an allow-list without HMAC drops the secrets");
+    }
+}
