@@ -228,7 +228,9 @@ class JwtTest(unittest.IsolatedAsyncioTestCase):
         # The provider goes away: the last good set keeps working, a new kid is refused with
         # the reason, and the state shows on the admin API and in the metrics.
         self.provider.stop()
-        await until(lambda: self.jwks()["last_error"])
+        failures = self.jwks()["failures"]
+        # Down for many refresh periods (the floor is 1 s here; a minute at the default 60 s).
+        await until(lambda: self.jwks()["failures"] >= failures + 5)
         await self.assert_welcome("idp", jwt.encode(claims(), fresh, algorithm="ES256", headers={"kid": "rotated"}))
         newer = ec.generate_private_key(ec.SECP256R1())
         token = jwt.encode(claims(), newer, algorithm="ES256", headers={"kid": "newer"})
