@@ -8,6 +8,9 @@
 # starts.
 #
 #   bench/jwt-handshake.sh [CONNECTIONS] [ROUNDS] [IN_FLIGHT]   (defaults 10000 3 200)
+#   HOST_BIN=path/to/notify-host bench/jwt-handshake.sh      (measure another build of the host)
+#
+# Needs openssl (the keys) and Node.js (their JWKs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 conns=${1:-10000}
