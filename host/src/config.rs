@@ -1389,6 +1389,40 @@ mod tests {
     }
 
     #[test]
+    fn a_key_set_url_is_https_or_loopback_http_and_jwt_settings_name_their_key() {
+        assert!(check_jwks_url("https://id.example.com/realms/a/protocol/openid-connect/certs").is_ok());
+        assert!(check_jwks_url("http://127.0.0.1:8180/certs").is_ok());
+        assert!(check_jwks_url("http://[::1]:8180/certs").is_ok());
+        assert!(check_jwks_url("http://localhost/certs").is_ok());
+        assert!(check_jwks_url("http://id.example.com/certs").unwrap_err().contains("https"));
+        assert!(check_jwks_url("http://10.0.0.1/certs").is_err());
+        assert!(check_jwks_url("ftp://id.example.com/certs").is_err());
+        let with = |auth: &str| {
+            let text = format!("[tenants.demo]\npublish_key = \"demo-key\"\nauth = {{ mode = \"jwt\", {auth} }}\n");
+            Config::from_toml(&text, "t", []).err().map(|e| e.to_string())
+        };
+        assert_eq!(
+            with("jwks_url = \"https://id.example.com/certs\", issuer = [\"a\", \"b\"], audience = \"n\""),
+            None
+        );
+        let refused = [
+            ("jwks_url = \"http://id.example.com/certs\"", "tenants.demo.auth.jwks_url"),
+            ("jwks_url = \"https://a/c\", jwks_min_refresh_secs = 0", "jwks_min_refresh_secs"),
+            ("jwks_url = \"https://a/c\", jwks_max_refresh_secs = 10", "jwks_max_refresh_secs"),
+            ("jwks_url = \"https://a/c\", jwks_timeout_ms = 10", "jwks_timeout_ms"),
+            ("jwks_url = \"https://a/c\", algorithms = [\"none\"]", "tenants.demo.auth.algorithms"),
+            ("jwks_url = \"https://a/c\", user_claim = \"\"", "user_claim"),
+            ("keys = [{ kid = \"k\", public_key = \"not a key\" }]", "keys[0].public_key"),
+            ("keys = [{ kid = \"k\", secret = \"short\" }]", "keys[0].secret"),
+            ("keys = [{ kid = \"k\", secret = \"0123456789abcdef\", hs256_secret = \"0123456789abcdef\" }]", "keys[0]"),
+        ];
+        for (auth, key) in refused {
+            let error = with(auth).unwrap_or_else(|| panic!("{auth} was accepted"));
+            assert!(error.contains(key), "{auth}: {error}");
+        }
+    }
+
+    #[test]
     fn metrics_listen_defaults_to_loopback_and_can_be_off() {
         let c = Config::from_toml(MIN, "t", []).unwrap();
         assert_eq!(c.server.metrics_listen, Some(SocketAddr::from(([127, 0, 0, 1], 9464))));

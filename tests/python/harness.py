@@ -37,8 +37,9 @@ async def until(check):
 class Process:
     """A child process stopped (SIGKILL) when the test ends."""
 
-    def __init__(self, test, args):
-        self.child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def __init__(self, test, args, env=None):
+        environment = {**os.environ, **(env or {})}
+        self.child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment)
         test.addCleanup(self.stop)
 
     def stop(self):
@@ -49,16 +50,16 @@ class Process:
 
 class Host(Process):
     """A host with the demo tenant; `extra` goes before the tenant (tables of its own), and
-    `tenant_extra` into the tenant's table."""
+    `tenant_extra` into the tenant's table; `env` adds to its environment."""
 
-    def __init__(self, test, extra="", tenant_extra=""):
+    def __init__(self, test, extra="", tenant_extra="", env=None):
         self.port = free_port()
         self.dir = tempfile.TemporaryDirectory()
         test.addCleanup(self.dir.cleanup)
         config = os.path.join(self.dir.name, "config.toml")
         with open(config, "w") as f:
             f.write(f'[server]\nlisten = "127.0.0.1:{self.port}"\nmetrics_listen = "off"\n{extra}{TENANT}{tenant_extra}')
-        super().__init__(test, [HOST_BIN, "--config", config])
+        super().__init__(test, [HOST_BIN, "--config", config], env)
 
     async def ready(self):
         async def answers():

@@ -6,6 +6,9 @@ key set too large or too slow."""
 
 import asyncio
 import base64
+import datetime
+import ssl
+import tempfile
 import hashlib
 import hmac
 import json
@@ -20,7 +23,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
 import websockets
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
@@ -286,6 +291,74 @@ class JwtTest(unittest.IsolatedAsyncioTestCase):
                                          headers={"authorization": f"Bearer {ADMIN}"})
         with urllib.request.urlopen(request, timeout=STEP) as r:
             return r.read().decode()
+
+
+def tls_files(folder):
+    """A CA, and a certificate it signed for localhost: the CA's file and the server's."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    name = lambda cn: x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])  # noqa: E731
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("test CA")).issuer_name(name("test CA"))
+          .public_key(ca_key.public_key()).serial_number(1).not_valid_before(now - datetime.timedelta(hours=1))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(name("localhost")).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(2).not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = {n: os.path.join(folder, n) for n in ["ca.pem", "cert.pem", "key.pem"]}
+    with open(paths["ca.pem"], "wb") as f:
+        f.write(ca.public_bytes(serialization.Encoding.PEM))
+    with open(paths["cert.pem"], "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(paths["key.pem"], "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return paths
+
+
+class JwksOverTlsTest(unittest.IsolatedAsyncioTestCase):
+    """The key set over HTTPS, as providers serve it: the node trusts the system's roots
+    (here a test CA through SSL_CERT_FILE), and an untrusted certificate is an error."""
+
+    async def test_a_key_set_over_https_with_a_trusted_and_an_untrusted_certificate(self):
+        folder = tempfile.TemporaryDirectory()
+        self.addCleanup(folder.cleanup)
+        paths = tls_files(folder.name)
+        provider = Provider()
+        self.addCleanup(provider.stop)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(paths["cert.pem"], paths["key.pem"])
+        provider.server.socket = context.wrap_socket(provider.server.socket, server_side=True)
+        key = ec.generate_private_key(ec.SECP256R1())
+        provider.keys = [jwk(key.public_key(), "ES256", "tls")]
+        url = f"https://localhost:{provider.port}/certs"
+        tenants = "".join(
+            f'[tenants.{t}]\npublish_key = "{t}-publish-key"\n'
+            f'auth = {{ mode = "jwt", jwks_url = "{url}", jwks_timeout_ms = 2000 }}\n'
+            for t in ["tls"]
+        )
+        trusted = Host(self, extra=f'admin_token = "{ADMIN}"\n' + tenants, env={"SSL_CERT_FILE": paths["ca.pem"]})
+        untrusted = Host(self, extra=f'admin_token = "{ADMIN}"\n' + tenants, env={"SSL_CERT_FILE": os.devnull})
+        await trusted.ready()
+        await untrusted.ready()
+        token = jwt.encode({"sub": "tina", "exp": int(time.time()) + 60}, key, algorithm="ES256", headers={"kid": "tls"})
+        url = f"ws://127.0.0.1:{trusted.port}/v1/ws/tls?token={token}"
+        async with websockets.connect(url, open_timeout=STEP) as ws:
+            self.assertEqual(json.loads(await asyncio.wait_for(ws.recv(), STEP))["user"], "tina")
+
+        def status(host):
+            request = urllib.request.Request(f"http://127.0.0.1:{host.port}/v1/admin/tenants/tls",
+                                             headers={"authorization": f"Bearer {ADMIN}"})
+            with urllib.request.urlopen(request, timeout=STEP) as r:
+                return json.loads(r.read())["auth"]["jwks"]
+
+        error = await until(lambda: status(untrusted)["last_error"])
+        self.assertIn("TLS", error)
+        self.assertEqual(status(untrusted)["kids"], [])
 
 
 if __name__ == "__main__":
