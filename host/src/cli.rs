@@ -1,6 +1,7 @@
 //! Command line (clap): `notify-host [--config PATH]` runs the host until SIGINT/SIGTERM;
 //! `notify-host check-config PATH` validates a configuration and exits; `publish`, `tenant`,
-//! `plugin` and `webhook` work on a running host (`remote`).
+//! `plugin` and `webhook` work on a running host (`remote`); `push` makes VAPID keys and
+//! sends a test Web Push message.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +48,80 @@ enum Command {
     /// Manage a tenant's webhook endpoints (admin token or the tenant's management key).
     #[command(subcommand)]
     Webhook(crate::remote::Webhook),
+    /// Web Push tools: VAPID keys, and a test message to one browser subscription.
+    #[command(subcommand)]
+    Push(Push),
+}
+
+#[derive(Debug, Subcommand)]
+enum Push {
+    /// Make a VAPID key pair (P-256): the private key (base64url PKCS#8; keep it secret)
+    /// and the public key browsers subscribe with (base64url, 65 bytes).
+    VapidKeys,
+    /// Encrypt a message for one browser subscription and send it to its push service;
+    /// prints the service's status (201: accepted; 404 or 410: the subscription is gone).
+    #[command(
+        after_help = "Example:\n  NOTIFY_VAPID_PRIVATE_KEY=... notify-host push send --endpoint https://fcm.googleapis.com/fcm/send/... \\\n    --p256dh BNc... --auth tBH... --contact mailto:ops@example.com --data '{\"title\":\"Hi\"}'"
+    )]
+    Send {
+        /// The subscription's endpoint.
+        #[arg(long)]
+        endpoint: String,
+        /// The subscription's `keys.p256dh` (base64url).
+        #[arg(long)]
+        p256dh: String,
+        /// The subscription's `keys.auth` (base64url).
+        #[arg(long)]
+        auth: String,
+        /// The VAPID private key (`push vapid-keys`).
+        #[arg(long, env = "NOTIFY_VAPID_PRIVATE_KEY", hide_env_values = true)]
+        vapid_private_key: String,
+        /// Who the push service can contact about these messages (`mailto:` or `https:`).
+        #[arg(long)]
+        contact: String,
+        /// The message (the service worker's `event.data`).
+        #[arg(long)]
+        data: String,
+        /// Seconds the push service keeps the message for an offline browser.
+        #[arg(long, default_value_t = 60)]
+        ttl: u32,
+        /// `very-low`, `low`, `normal` or `high`.
+        #[arg(long)]
+        urgency: Option<String>,
+        /// Replaces a message of the same topic still waiting at the push service.
+        #[arg(long)]
+        topic: Option<String>,
+    },
+}
+
+impl Push {
+    fn run(self) -> anyhow::Result<()> {
+        match self {
+            Push::VapidKeys => {
+                let (private_key, public_key) = crate::push::vapid::generate();
+                println!("{}", serde_json::json!({ "private_key": private_key, "public_key": public_key }));
+                Ok(())
+            }
+            Push::Send { endpoint, p256dh, auth, vapid_private_key, contact, data, ttl, urgency, topic } => {
+                let vapid = crate::push::vapid::Vapid::from_private(&vapid_private_key)?;
+                let message = crate::push::Message {
+                    endpoint: &endpoint,
+                    p256dh: &p256dh,
+                    auth: &auth,
+                    payload: data.as_bytes(),
+                    ttl,
+                    urgency: urgency.as_deref(),
+                    topic: topic.as_deref(),
+                };
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let timeout = std::time::Duration::from_secs(10);
+                let status = runtime.block_on(crate::push::send(&vapid, &contact, &message, timeout))?;
+                println!("{status}");
+                anyhow::ensure!((200..300).contains(&status), "the push service answered {status}");
+                Ok(())
+            }
+        }
+    }
 }
 
 const ENV_HELP: &str = "\
@@ -66,6 +141,7 @@ pub fn main() -> ExitCode {
         Some(Command::Tenant(tenant)) => tenant.run(),
         Some(Command::Plugin(plugin)) => plugin.run(),
         Some(Command::Webhook(webhook)) => webhook.run(),
+        Some(Command::Push(push)) => push.run(),
         None => load(&cli.config).and_then(run),
     };
     match result {

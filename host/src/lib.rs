@@ -31,6 +31,7 @@ mod metrics;
 mod outbound;
 mod plugin;
 mod protocol;
+mod push;
 mod quota;
 mod refresh;
 mod remote;

@@ -1,0 +1,107 @@
+//! Push to devices that are not connected. So far Web Push's building blocks: a message
+//! encrypted for one browser subscription (`webpush`, RFC 8291 with RFC 8188's `aes128gcm`)
+//! and the application server's VAPID identification (`vapid`, RFC 8292), used by
+//! `notify-host push vapid-keys` and `notify-host push send`.
+
+pub(crate) mod vapid;
+pub(crate) mod webpush;
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Uri};
+
+use crate::outbound::{ConnectError, OpenError};
+use vapid::{Vapid, VapidError};
+use webpush::EncryptError;
+
+/// Why a push message was not handed to the push service.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SendError {
+    #[error("{0} is not base64url")]
+    Base64(&'static str),
+    #[error("the endpoint is not an http(s) URL")]
+    Endpoint,
+    #[error(transparent)]
+    Encrypt(#[from] EncryptError),
+    #[error(transparent)]
+    Vapid(#[from] VapidError),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("HTTP: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// One push message for one Web Push subscription.
+pub(crate) struct Message<'a> {
+    pub endpoint: &'a str,
+    /// The subscription's `keys.p256dh` and `keys.auth`, base64url.
+    pub p256dh: &'a str,
+    pub auth: &'a str,
+    pub payload: &'a [u8],
+    /// Seconds the push service keeps the message for an offline browser.
+    pub ttl: u32,
+    pub urgency: Option<&'a str>,
+    /// Replaces a message of the same topic still waiting at the push service.
+    pub topic: Option<&'a str>,
+}
+
+/// Encrypts `message` and POSTs it to its endpoint with `vapid`'s identification naming
+/// `contact`; the push service's status (201 accepted, 404/410 the subscription is gone).
+pub(crate) async fn send(
+    vapid: &Vapid,
+    contact: &str,
+    message: &Message<'_>,
+    timeout: Duration,
+) -> Result<u16, SendError> {
+    tokio::time::timeout(timeout, exchange(vapid, contact, message, timeout))
+        .await
+        .unwrap_or(Err(SendError::Timeout(timeout)))
+}
+
+async fn exchange(vapid: &Vapid, contact: &str, m: &Message<'_>, timeout: Duration) -> Result<u16, SendError> {
+    let decode =
+        |text: &str, what| URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).map_err(|_| SendError::Base64(what));
+    let body = webpush::encrypt(m.payload, &decode(m.p256dh, "p256dh")?, &decode(m.auth, "auth")?)?;
+    let url: Uri = m.endpoint.parse().map_err(|_| SendError::Endpoint)?;
+    let (Some(scheme), Some(authority)) = (url.scheme_str(), url.authority()) else { return Err(SendError::Endpoint) };
+    let secure = match scheme {
+        "https" => true,
+        "http" => false,
+        _ => return Err(SendError::Endpoint),
+    };
+    let host = authority.host().trim_matches(['[', ']']);
+    let port = authority.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let now = crate::clock::now_millis() / 1000;
+    let authorization = vapid.authorization(&format!("{scheme}://{authority}"), contact, now)?;
+    let tcp = crate::outbound::connect(host, port, timeout, |_| true).await?;
+    let tls = secure.then(|| crate::outbound::system_tls(tls_provider()));
+    let mut sender = crate::outbound::open(tcp, tls.as_ref(), host).await?;
+    let mut req = Request::post(url.path_and_query().map_or("/", |p| p.as_str()))
+        .header("host", authority.as_str())
+        .header("content-type", "application/octet-stream")
+        .header("content-encoding", "aes128gcm")
+        .header("ttl", m.ttl.to_string())
+        .header("authorization", authorization);
+    if let Some(urgency) = m.urgency {
+        req = req.header("urgency", urgency);
+    }
+    if let Some(topic) = m.topic {
+        req = req.header("topic", topic);
+    }
+    let req = req.body(Full::new(Bytes::from(body))).map_err(|_| SendError::Endpoint)?;
+    Ok(sender.send_request(req).await?.status().as_u16())
+}
+
+/// rustls on *ring*, as the node's own TLS (`tls::provider`).
+#[allow(deprecated)]
+fn tls_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
