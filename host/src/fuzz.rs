@@ -157,7 +157,7 @@ pub fn credentials(data: &[u8]) {
         if let Ok(value) = axum::http::HeaderValue::from_str(text) {
             headers.insert(axum::http::header::AUTHORIZATION, value);
         }
-        crate::api::query_param(query, "token").or_else(|| crate::api::bearer(&headers).map(str::to_owned))
+        crate::api::client_token(query, &headers)
     } else {
         let Ok(claims) = serde_json::from_str::<Value>(text) else { return };
         let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());

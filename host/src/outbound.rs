@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request, Uri};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -25,7 +26,7 @@ pub(crate) enum OpenError {
 /// Why no TCP connection could be made.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConnectError {
-    #[error("{0} is not a public address")]
+    #[error("{0} is not a public address (webhooks.allow_private is off)")]
     NotPublic(IpAddr),
     #[error("cannot resolve {host}: {source}")]
     Resolve { host: String, source: std::io::Error },
@@ -61,6 +62,37 @@ pub(crate) async fn connect(
     }
     let none = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
     Err(last.unwrap_or(ConnectError::Resolve { host: host.into(), source: none }))
+}
+
+/// Why no HTTP connection to a URL's host could be set up.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DialError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Open(#[from] OpenError),
+}
+
+/// An HTTP/1.1 connection to the host of `url`: TCP to an address `allowed` accepts within
+/// `connect_timeout`, then TLS with `tls` for `https`. Send it a [`request`] for `url`.
+pub(crate) async fn dial(
+    url: &Uri,
+    connect_timeout: Duration,
+    allowed: impl Fn(IpAddr) -> bool,
+    tls: &TlsConnector,
+) -> Result<SendRequest<Full<Bytes>>, DialError> {
+    let host = url.host().unwrap_or_default().trim_matches(['[', ']']);
+    let secure = url.scheme_str() == Some("https");
+    let port = url.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let tcp = connect(host, port, connect_timeout, allowed).await?;
+    Ok(open(tcp, secure.then_some(tls), host).await?)
+}
+
+/// A request for `url` on a connection [`dial`] made: its path, and its `Host`.
+pub(crate) fn request(method: Method, url: &Uri) -> hyper::http::request::Builder {
+    let path = url.path_and_query().map_or("/", |p| p.as_str());
+    let authority = url.authority().map_or("", |a| a.as_str());
+    Request::builder().method(method).uri(path).header("host", authority)
 }
 
 /// TLS for calls to hosts on the internet: the system's trusted roots (which honour

@@ -104,6 +104,11 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
+/// A client's token: `?token=`, or else the bearer header.
+pub(crate) fn client_token(query: Option<&str>, headers: &HeaderMap) -> Option<String> {
+    query_param(query, "token").or_else(|| bearer(headers).map(str::to_owned))
+}
+
 /// The first value of query parameter `name`, percent-decoded.
 pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     let query = query?;

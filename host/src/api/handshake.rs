@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
 use super::code::ErrorCode;
-use super::extract::{bearer, query_param};
+use super::extract::{client_token, query_param};
 use crate::addresses::{self, AcceptRefused, Socket};
 use crate::admission::Admitted;
 use crate::app::App;
@@ -288,7 +288,7 @@ async fn authenticate(
     let unauthorized = |error| Refusal(HandshakeFailure::Unauthorized, error);
     let Some(plugin) = app.pipeline().plugins.get(&tenant.id, Hook::Auth) else {
         let query = req.uri.query();
-        let token = query_param(query, "token").or_else(|| bearer(&req.headers).map(str::to_owned));
+        let token = client_token(query, &req.headers);
         let user = query_param(query, "user");
         return match tenant.auth.authenticate(token.as_deref(), user.as_deref()).await {
             Ok(verified) => Ok((verified, development_attributes(tenant, query)?)),

@@ -26,7 +26,7 @@ mod webhooks;
 mod websocket;
 
 #[cfg(any(test, fuzzing))]
-pub(crate) use extract::{bearer, query_param};
+pub(crate) use extract::{client_token, query_param};
 
 use axum::Router;
 use axum::http::{Method, Uri};

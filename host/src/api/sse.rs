@@ -7,6 +7,7 @@
 //! origin: the origin check refuses a forbidden origin with a 403 the page can read.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
@@ -28,6 +29,7 @@ use crate::backend::HistoryError;
 use crate::refresh::RefreshError;
 use crate::sse::Cursor;
 use crate::stream::Position;
+use crate::tenant::Tenant;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -129,19 +131,30 @@ pub(crate) async fn ack(
     req: Request,
 ) -> Response {
     let (parts, body) = req.into_parts();
-    let mut res = match acked(&app, &tenant_id, peer, &parts, body).await {
+    let answer = acked(&app, &tenant_id, peer, &parts, body).await;
+    readable(&parts, answer)
+}
+
+/// The answer to a stream's side request (an ack, a refresh), readable by the page that sent
+/// it whatever its origin.
+fn readable<T: Serialize>(req: &Parts, answer: Result<T, ApiError>) -> Response {
+    let mut res = match answer {
         Ok(json) => Json(json).into_response(),
         Err(e) => e.into_response(),
     };
-    handshake::readable_by_origin(&parts.headers, res.headers_mut());
+    handshake::readable_by_origin(&req.headers, res.headers_mut());
     res
 }
 
-async fn acked(app: &App, tenant_id: &str, peer: SocketAddr, req: &Parts, body: Body) -> Result<Acked, ApiError> {
-    let tenant = app
-        .tenants()
+/// The tenant a stream's side request names.
+fn tenant(app: &App, tenant_id: &str) -> Result<Arc<Tenant>, ApiError> {
+    app.tenants()
         .get(tenant_id)
-        .ok_or_else(|| ApiError::new(ErrorCode::UnknownTenant, format!("no tenant {tenant_id:?}")))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::UnknownTenant, format!("no tenant {tenant_id:?}")))
+}
+
+async fn acked(app: &App, tenant_id: &str, peer: SocketAddr, req: &Parts, body: Body) -> Result<Acked, ApiError> {
+    let tenant = tenant(app, tenant_id)?;
     let (identity, _) = handshake::identify(app, &tenant, req, peer).await.map_err(|Refusal(_, e)| e)?;
     if !tenant.config.history.acks {
         let message = "this tenant keeps no read cursors (history.acks is off)";
@@ -190,27 +203,19 @@ pub(crate) async fn refresh(
     req: Request,
 ) -> Response {
     let (parts, _body) = req.into_parts();
-    let mut res = match refreshed(&app, &tenant_id, &parts).await {
-        Ok(json) => Json(json).into_response(),
-        Err(e) => e.into_response(),
-    };
-    handshake::readable_by_origin(&parts.headers, res.headers_mut());
-    res
+    let answer = refreshed(&app, &tenant_id, &parts).await;
+    readable(&parts, answer)
 }
 
 async fn refreshed(app: &App, tenant_id: &str, req: &Parts) -> Result<Refreshed, ApiError> {
-    let tenant = app
-        .tenants()
-        .get(tenant_id)
-        .ok_or_else(|| ApiError::new(ErrorCode::UnknownTenant, format!("no tenant {tenant_id:?}")))?;
+    let tenant = tenant(app, tenant_id)?;
     handshake::check_origin(&tenant, req).map_err(|Refusal(_, e)| e)?;
     let query = req.uri.query();
     let id = super::extract::query_param(query, "connection_id").and_then(|id| id.parse::<u64>().ok());
     let id = id.ok_or_else(|| {
         ApiError::new(ErrorCode::BadRequest, "`connection_id` (from `welcome`) is missing or malformed")
     })?;
-    let token =
-        super::extract::query_param(query, "token").or_else(|| super::extract::bearer(&req.headers).map(str::to_owned));
+    let token = super::extract::client_token(query, &req.headers);
     let token = token.ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, AuthError::MissingToken.to_string()))?;
     let identity = crate::refresh::verify(app, &tenant, None, &token).await.map_err(refusal)?;
     let conn = app.hub().user_conns(&tenant, &identity.user).into_iter().find(|c| c.id == id);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::{Request, Uri};
+use hyper::{Method, Uri};
 use jsonwebtoken::Algorithm;
 use serde::Serialize;
 use tokio::sync::{oneshot, watch};
@@ -17,7 +17,7 @@ use tokio_rustls::TlsConnector;
 
 use super::key::{self, Verifier};
 use crate::config::JwtConfig;
-use crate::outbound::{ConnectError, OpenError};
+use crate::outbound::DialError;
 
 /// The largest key set read: real ones are a few kilobytes.
 pub(crate) const MAX_BYTES: usize = 256 * 1024;
@@ -30,9 +30,7 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum FetchError {
     #[error(transparent)]
-    Connect(#[from] ConnectError),
-    #[error(transparent)]
-    Open(#[from] OpenError),
+    Dial(#[from] DialError),
     #[error("HTTP: {0}")]
     Http(#[from] hyper::Error),
     #[error("no answer within {0:?}")]
@@ -314,15 +312,10 @@ pub(crate) fn render_metrics(out: &mut String, sets: &[(&str, JwksStatus)]) {
 /// GETs the key set: its keys, and the `max-age` the provider set.
 async fn get(settings: &Settings) -> Result<(Vec<serde_json::Value>, Option<Duration>), FetchError> {
     let url = &settings.url;
-    let host = url.host().unwrap_or_default().trim_matches(['[', ']']);
-    let secure = url.scheme_str() == Some("https");
-    let port = url.port_u16().unwrap_or(if secure { 443 } else { 80 });
     // The URL is the operator's (config or admin API), so private addresses are allowed:
     // identity providers often sit on the internal network.
-    let tcp = crate::outbound::connect(host, port, settings.timeout, |_| true).await?;
-    let mut sender = crate::outbound::open(tcp, secure.then(tls), host).await?;
-    let req = Request::get(url.path_and_query().map_or("/", |p| p.as_str()))
-        .header("host", url.authority().map_or(host, |a| a.as_str()))
+    let mut sender = crate::outbound::dial(url, settings.timeout, |_| true, tls()).await?;
+    let req = crate::outbound::request(Method::GET, url)
         .header("accept", "application/json, application/jwk-set+json")
         .header("user-agent", concat!("notify/", env!("CARGO_PKG_VERSION")))
         .body(Full::new(Bytes::new()))

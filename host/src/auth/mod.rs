@@ -164,7 +164,7 @@ impl Jwt {
             Some(set) if set.same(url, config, &allowed) => set,
             _ => Jwks::start(url, config, &allowed),
         });
-        Self { rules: Rules::new(config), keys: key::configured(config, &allowed), allowed, jwks }
+        Self { rules: Rules::new(config, &allowed), keys: key::configured(config, &allowed), allowed, jwks }
     }
 
     async fn authenticate(&self, token: &str) -> Result<Verified, AuthError> {

@@ -13,8 +13,10 @@ use crate::config::JwtConfig;
 
 /// What a tenant requires of a token's claims, and where it finds the user and the grants.
 pub(crate) struct Rules {
-    /// The checks of `exp`, `nbf`, `iss` and `aud`; its algorithm list is set per key.
-    validation: Validation,
+    /// The checks of `exp` (with its leeway), `nbf`, `iss` and `aud`, one per algorithm the
+    /// tenant accepts: jsonwebtoken wants every algorithm of a validation to be of the key's
+    /// family, so each names its own.
+    validations: Vec<Validation>,
     leeway: u64,
     user_claim: Box<str>,
     channels_claim: Box<str>,
@@ -25,7 +27,7 @@ impl Rules {
         self.leeway
     }
 
-    pub(crate) fn new(jwt: &JwtConfig) -> Self {
+    pub(crate) fn new(jwt: &JwtConfig, allowed: &[Algorithm]) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = jwt.leeway_secs;
         validation.validate_nbf = true;
@@ -37,8 +39,10 @@ impl Rules {
         if !jwt.issuer.is_empty() {
             validation.set_issuer(&jwt.issuer);
         }
+        let validations =
+            allowed.iter().map(|&alg| Validation { algorithms: vec![alg], ..validation.clone() }).collect();
         Self {
-            validation,
+            validations,
             leeway: jwt.leeway_secs,
             user_claim: jwt.user_claim.as_deref().unwrap_or("sub").into(),
             channels_claim: jwt.channels_claim.as_deref().unwrap_or("channels").into(),
@@ -50,14 +54,17 @@ impl Rules {
 /// header with `crit` is refused: it names extensions the token must not be accepted without
 /// understanding (RFC 7515, 4.1.11), and notify understands none.
 pub(crate) fn header(token: &str) -> Result<Header, AuthError> {
-    let raw = raw_header(token);
-    if raw.as_ref().is_some_and(|h| h.get("crit").is_some()) {
-        return Err(AuthError::Invalid("the header's `crit` names extensions this host does not support".into()));
+    match jsonwebtoken::decode_header(token) {
+        Ok(header) if header.crit.is_some() => {
+            Err(AuthError::Invalid("the header's `crit` names extensions this host does not support".into()))
+        }
+        Ok(header) => Ok(header),
+        // Only a refused header is read again, to name an algorithm jsonwebtoken has no name for.
+        Err(e) => Err(match raw_header(token).as_ref().and_then(|h| h.get("alg")?.as_str()) {
+            Some(alg) if alg.parse::<Algorithm>().is_err() => AuthError::Algorithm(alg.to_owned()),
+            _ => AuthError::Invalid(e.to_string()),
+        }),
     }
-    jsonwebtoken::decode_header(token).map_err(|e| match raw.as_ref().and_then(|h| h.get("alg")?.as_str()) {
-        Some(alg) if alg.parse::<Algorithm>().is_err() => AuthError::Algorithm(alg.to_owned()),
-        _ => AuthError::Invalid(e.to_string()),
-    })
 }
 
 /// A token's header as JSON, read without trusting anything in it.
@@ -76,11 +83,12 @@ pub(crate) fn check<'a>(
     keys: impl Iterator<Item = &'a Verifier>,
     token: &str,
 ) -> Result<Verified, AuthError> {
-    let validation = Validation { algorithms: vec![alg], ..rules.validation.clone() };
+    let validation = rules.validations.iter().find(|v| v.algorithms[0] == alg);
+    let validation = validation.ok_or_else(|| AuthError::Algorithm(format!("{alg:?}")))?;
     let mut outcome = Err(AuthError::BadSignature);
     for v in keys {
         outcome =
-            jsonwebtoken::decode::<Map<String, Value>>(token, &v.key, &validation).map(|d| d.claims).map_err(refusal);
+            jsonwebtoken::decode::<Map<String, Value>>(token, &v.key, validation).map(|d| d.claims).map_err(refusal);
         if !matches!(outcome, Err(AuthError::BadSignature)) {
             break;
         }
@@ -105,7 +113,7 @@ fn identity(rules: &Rules, claims: Map<String, Value>) -> Result<Verified, AuthE
     let now = jsonwebtoken::get_current_timestamp();
     let issued_at =
         claims.get("iat").map(|v| v.as_u64().ok_or_else(|| invalid("`iat` is not a number"))).transpose()?;
-    if issued_at.is_some_and(|iat| iat > now + rules.leeway) {
+    if issued_at.is_some_and(|iat| iat > now + rules.leeway()) {
         return Err(AuthError::Invalid("`iat` is in the future".into()));
     }
     let user = match claim(&claims, &rules.user_claim) {

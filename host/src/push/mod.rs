@@ -12,9 +12,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{Request, Uri};
+use hyper::{Method, Uri};
 
-use crate::outbound::{ConnectError, OpenError};
+use crate::outbound::DialError;
 use vapid::{Vapid, VapidError};
 use webpush::EncryptError;
 
@@ -30,9 +30,7 @@ pub(crate) enum SendError {
     #[error(transparent)]
     Vapid(#[from] VapidError),
     #[error(transparent)]
-    Connect(#[from] ConnectError),
-    #[error(transparent)]
-    Open(#[from] OpenError),
+    Dial(#[from] DialError),
     #[error("HTTP: {0}")]
     Http(#[from] hyper::Error),
     #[error("no answer within {0:?}")]
@@ -71,21 +69,14 @@ async fn exchange(vapid: &Vapid, contact: &str, m: &Message<'_>, timeout: Durati
         |text: &str, what| URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).map_err(|_| SendError::Base64(what));
     let body = webpush::encrypt(m.payload, &decode(m.p256dh, "p256dh")?, &decode(m.auth, "auth")?)?;
     let url: Uri = m.endpoint.parse().map_err(|_| SendError::Endpoint)?;
-    let (Some(scheme), Some(authority)) = (url.scheme_str(), url.authority()) else { return Err(SendError::Endpoint) };
-    let secure = match scheme {
-        "https" => true,
-        "http" => false,
-        _ => return Err(SendError::Endpoint),
+    let (Some(scheme @ ("http" | "https")), Some(authority)) = (url.scheme_str(), url.authority()) else {
+        return Err(SendError::Endpoint);
     };
-    let host = authority.host().trim_matches(['[', ']']);
-    let port = authority.port_u16().unwrap_or(if secure { 443 } else { 80 });
     let now = crate::clock::now_millis() / 1000;
     let authorization = vapid.authorization(&format!("{scheme}://{authority}"), contact, now)?;
-    let tcp = crate::outbound::connect(host, port, timeout, |_| true).await?;
-    let tls = secure.then(|| crate::outbound::system_tls(tls_provider()));
-    let mut sender = crate::outbound::open(tcp, tls.as_ref(), host).await?;
-    let mut req = Request::post(url.path_and_query().map_or("/", |p| p.as_str()))
-        .header("host", authority.as_str())
+    let tls = crate::outbound::system_tls(tls_provider());
+    let mut sender = crate::outbound::dial(&url, timeout, |_| true, &tls).await?;
+    let mut req = crate::outbound::request(Method::POST, &url)
         .header("content-type", "application/octet-stream")
         .header("content-encoding", "aes128gcm")
         .header("ttl", m.ttl.to_string())

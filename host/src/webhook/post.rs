@@ -8,18 +8,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{Request, Uri};
+use hyper::{Method, Uri};
 
 use crate::config::WebhooksConfig;
-use crate::outbound::{ConnectError, OpenError};
+use crate::outbound::{ConnectError, DialError};
 
 /// Why a request did not get an answer, or got a failing one.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PostError {
-    #[error("{0} (webhooks.allow_private is off)")]
-    Connect(#[from] ConnectError),
     #[error(transparent)]
-    Open(#[from] OpenError),
+    Dial(#[from] DialError),
     #[error("HTTP: {0}")]
     Http(#[from] hyper::Error),
     #[error("no answer within {0:?}")]
@@ -31,7 +29,7 @@ pub(crate) enum PostError {
 impl PostError {
     /// Trying again cannot help: the endpoint's address is refused.
     pub(crate) fn permanent(&self) -> bool {
-        matches!(self, PostError::Connect(ConnectError::NotPublic(_)))
+        matches!(self, PostError::Dial(DialError::Connect(ConnectError::NotPublic(_))))
     }
 }
 
@@ -61,16 +59,9 @@ impl Poster {
     }
 
     async fn exchange(&self, url: &Uri, headers: &[(&str, String)], body: Bytes) -> Result<(), PostError> {
-        let host = url.host().unwrap_or_default().trim_matches(['[', ']']);
-        let secure = url.scheme_str() == Some("https");
-        let port = url.port_u16().unwrap_or(if secure { 443 } else { 80 });
         let allowed = |ip| self.allow_private || public(ip);
-        let tcp = crate::outbound::connect(host, port, self.connect_timeout, allowed).await?;
-        let mut sender = crate::outbound::open(tcp, secure.then_some(&self.tls), host).await?;
-        let path = url.path_and_query().map_or("/", |p| p.as_str());
-        let authority = url.authority().map_or(host, |a| a.as_str());
-        let mut req = Request::post(path)
-            .header("host", authority)
+        let mut sender = crate::outbound::dial(url, self.connect_timeout, allowed, &self.tls).await?;
+        let mut req = crate::outbound::request(Method::POST, url)
             .header("content-type", "application/json")
             .header("user-agent", concat!("notify-webhooks/", env!("CARGO_PKG_VERSION")));
         for (name, value) in headers {
