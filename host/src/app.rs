@@ -19,6 +19,7 @@ use crate::hub::Hub;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{BrokerMetrics, GlobalMetrics};
 use crate::plugin::{BreakerListener, PluginError, Plugins};
+use crate::push::Pusher;
 use crate::revocation::Revocations;
 use crate::tenant::Tenants;
 use crate::tls::Tls;
@@ -94,6 +95,8 @@ pub(crate) struct Pipeline {
     pub(crate) idempotency: Arc<dyn Idempotency>,
     /// How long a key is remembered (`server.idempotency_window`).
     pub(crate) idempotency_window: Duration,
+    /// Pushes to users' devices: scheduled as events are published.
+    pub(crate) push: Arc<Pusher>,
 }
 
 /// The control plane's state on this node: the store and what was applied from it.
@@ -135,8 +138,20 @@ impl App {
         let broker_metrics = Arc::new(BrokerMetrics::default());
         let webhooks = Arc::new(Webhooks::new(&config, crate::tls::provider()));
         let local = hub.clone() as Arc<dyn LocalDelivery>;
-        let Backends { broker, history, presence, members, idempotency, control, node_id, shared, ingestion, tasks } =
-            Backends::start(&config, &local, &tenants, &broker_metrics, &webhooks).await?;
+        let Backends {
+            broker,
+            history,
+            presence,
+            members,
+            devices,
+            escalations,
+            idempotency,
+            control,
+            node_id,
+            shared,
+            ingestion,
+            tasks,
+        } = Backends::start(&config, &local, &tenants, &broker_metrics, &webhooks).await?;
         let plugins = Arc::new(Plugins::from_config(&config, &tenants).await?);
         plugins.on_breaker(breaker_notices(webhooks.clone(), node_id.clone()));
         let addresses = Addresses::new(config.addresses.clone(), config.server.max_handshakes);
@@ -144,7 +159,13 @@ impl App {
         let tls = config.server.tls.as_ref().map(|t| Tls::load(t, &config.base_dir).map(Arc::new)).transpose()?;
         let app = Self(Arc::new(Parts {
             started_at_ms: crate::clock::now_millis(),
-            pipeline: Pipeline { plugins, broker, idempotency, idempotency_window: config.server.idempotency_window },
+            pipeline: Pipeline {
+                plugins,
+                broker,
+                idempotency,
+                idempotency_window: config.server.idempotency_window,
+                push: Arc::new(Pusher::new(devices, escalations, config.push.clone())),
+            },
             control: ControlPlane::new(control),
             edge: Edge { admission, addresses, tls },
             lifecycle: Lifecycle::default(),
@@ -228,6 +249,10 @@ impl App {
         &*self.0.history
     }
 
+    pub(crate) fn history_arc(&self) -> Arc<dyn History> {
+        self.0.history.clone()
+    }
+
     pub(crate) fn started_at_ms(&self) -> u64 {
         self.0.started_at_ms
     }
@@ -261,6 +286,9 @@ impl App {
         self.0.webhooks.render_metrics(&mut out);
         let sets: Vec<_> = tenants.iter().filter_map(|t| Some((&*t.id, t.auth.jwks()?))).collect();
         crate::auth::render_metrics(&mut out, &sets);
+        if let Some(pending) = self.0.pipeline.push.escalations.pending() {
+            crate::metrics::render_push_pending(&mut out, pending);
+        }
         if let Some(streams) = self.0.history.streams_kept() {
             crate::metrics::render_history(&mut out, streams);
         }

@@ -104,7 +104,7 @@ impl Push {
             }
             Push::Send { endpoint, p256dh, auth, vapid_private_key, contact, data, ttl, urgency, topic } => {
                 let vapid = crate::push::vapid::Vapid::from_private(&vapid_private_key)?;
-                let message = crate::push::Message {
+                let message = crate::push::web::Message {
                     endpoint: &endpoint,
                     p256dh: &p256dh,
                     auth: &auth,
@@ -114,8 +114,8 @@ impl Push {
                     topic: topic.as_deref(),
                 };
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                let timeout = std::time::Duration::from_secs(10);
-                let status = runtime.block_on(crate::push::send(&vapid, &contact, &message, timeout))?;
+                let sender = crate::push::web::WebPush::new(true, std::time::Duration::from_secs(10));
+                let status = runtime.block_on(sender.send(&vapid, &contact, &message))?;
                 println!("{status}");
                 anyhow::ensure!((200..300).contains(&status), "the push service answered {status}");
                 Ok(())

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::alert::{MAX_PUSH_DELAY, MAX_PUSH_TTL, PushWhen};
 use crate::hook::Hook;
 
 /// Everything the host reads at start.
@@ -33,6 +34,9 @@ pub struct Config {
     /// How webhooks are sent, for every tenant's endpoints.
     #[serde(default)]
     pub webhooks: WebhooksConfig,
+    /// How pushes to devices are sent, for every tenant (docs/PUSH.md).
+    #[serde(default)]
+    pub push: PushServiceConfig,
     /// Tenants by id; the id is the `{tenant}` path segment of client URLs.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantConfig>,
@@ -394,6 +398,45 @@ impl Default for WebhooksConfig {
     }
 }
 
+/// How the node sends pushes, for every tenant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushServiceConfig {
+    /// Push endpoints may be at loopback, private and other non-public addresses. Off, a
+    /// Web Push subscription naming one is refused when sent (server-side request forgery).
+    pub allow_private: bool,
+    /// The most one request to a push service may take, connecting included.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Pushes of one tenant in flight at once on a node: a push service that hangs holds
+    /// this many, and other tenants' pushes go on.
+    pub concurrency: usize,
+    /// Escalations waiting for their time at most, over every tenant; a publish beyond this
+    /// is delivered but not pushed (counted in `notify_push_failed_total{reason="full"}`).
+    pub max_pending: usize,
+}
+
+impl Default for PushServiceConfig {
+    fn default() -> Self {
+        Self { allow_private: false, timeout: Duration::from_secs(10), concurrency: 16, max_pending: 1_000_000 }
+    }
+}
+
+impl PushServiceConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.timeout < Duration::from_millis(100) || self.timeout > Duration::from_secs(60) {
+            return Err(invalid("push.timeout", "must be 100ms-60s"));
+        }
+        if !(1..=1024).contains(&self.concurrency) {
+            return Err(invalid("push.concurrency", "must be 1-1024"));
+        }
+        if self.max_pending == 0 {
+            return Err(invalid("push.max_pending", "must be above 0"));
+        }
+        Ok(())
+    }
+}
+
 /// One webhook endpoint of a tenant.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -658,6 +701,100 @@ pub struct TenantConfig {
     /// Credentials for the Pusher Channels HTTP API (docs/PUSHER.md).
     #[serde(default)]
     pub pusher: Option<PusherCredentials>,
+    /// Push to the devices of users who are not connected (docs/PUSH.md).
+    #[serde(default)]
+    pub push: PushConfig,
+}
+
+/// When a tenant's events to users reach their devices, and the providers' credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// When events to users are pushed unless the publish body says otherwise.
+    pub when: PushWhen,
+    /// How long an event may stay unread before it is pushed (`unread_after`).
+    #[serde(with = "humantime_serde")]
+    #[schema(value_type = String, example = "30s", default = "30s")]
+    pub delay: Duration,
+    /// How long a push service keeps a message for a device that is offline.
+    #[serde(with = "humantime_serde")]
+    #[schema(value_type = String, example = "1d", default = "1d")]
+    pub ttl: Duration,
+    /// Pushes one user gets per hour at most; 0: no cap.
+    pub max_per_hour: u32,
+    /// Devices one user may register.
+    pub max_devices_per_user: usize,
+    /// Web Push (RFC 8030): the VAPID key pair and contact.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub web: Option<WebPushCredentials>,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            when: PushWhen::Never,
+            delay: Duration::from_secs(30),
+            ttl: Duration::from_secs(24 * 3600),
+            max_per_hour: 0,
+            max_devices_per_user: 10,
+            web: None,
+        }
+    }
+}
+
+/// A tenant's Web Push identity: the VAPID private key (base64url PKCS#8 of a P-256 key, as
+/// `notify-host push vapid-keys` prints it) and the contact push services may write to.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebPushCredentials {
+    pub vapid_private_key: String,
+    /// `mailto:` or `https:` (RFC 8292's `sub`).
+    pub contact: String,
+}
+
+impl std::fmt::Debug for WebPushCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebPushCredentials").field("contact", &self.contact).finish_non_exhaustive()
+    }
+}
+
+/// Whether `private` is base64url PKCS#8 of a P-256 key (a VAPID key).
+fn vapid_key_parses(private: &str) -> bool {
+    use base64::Engine;
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+    let Ok(der) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(private.trim()) else { return false };
+    EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der, &ring::rand::SystemRandom::new()).is_ok()
+}
+
+impl PushConfig {
+    /// `key` is the `tenants.{id}.push` path errors name; `acks` whether the tenant keeps
+    /// read cursors.
+    pub(crate) fn validate(&self, key: &str, acks: bool) -> Result<(), ConfigError> {
+        if self.when == PushWhen::UnreadAfter && !acks {
+            return Err(invalid(format!("{key}.when"), "unread_after needs read cursors (history.acks = true)"));
+        }
+        if self.delay > MAX_PUSH_DELAY {
+            return Err(invalid(format!("{key}.delay"), "must be at most 7 days"));
+        }
+        if self.ttl > MAX_PUSH_TTL {
+            return Err(invalid(format!("{key}.ttl"), "must be at most 28 days"));
+        }
+        if !(1..=100).contains(&self.max_devices_per_user) {
+            return Err(invalid(format!("{key}.max_devices_per_user"), "must be 1-100"));
+        }
+        if let Some(web) = &self.web {
+            if !vapid_key_parses(&web.vapid_private_key) {
+                return Err(invalid(
+                    format!("{key}.web.vapid_private_key"),
+                    "must be base64url PKCS#8 of a P-256 key (notify-host push vapid-keys makes one)",
+                ));
+            }
+            if !(web.contact.starts_with("mailto:") || web.contact.starts_with("https://")) {
+                return Err(invalid(format!("{key}.web.contact"), "must start with mailto: or https://"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A tenant's Pusher app: its id in API paths, the key that names it, the secret requests
@@ -702,6 +839,8 @@ pub struct TenantLimits {
     pub max_subscriptions: usize,
     /// Bytes of one event's `data` (as published); 0: only `server.max_publish_bytes` applies.
     pub max_event_bytes: usize,
+    /// Push devices registered over all the tenant's users (exact, every node); 0: no limit.
+    pub max_devices: usize,
 }
 
 /// Per-tenant overrides of `[limits]`.
@@ -720,6 +859,8 @@ pub struct LimitOverrides {
     pub max_subscriptions: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_event_bytes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_devices: Option<usize>,
 }
 
 impl TenantLimits {
@@ -732,6 +873,7 @@ impl TenantLimits {
             publish_burst: o.publish_burst.unwrap_or(self.publish_burst),
             max_subscriptions: o.max_subscriptions.unwrap_or(self.max_subscriptions),
             max_event_bytes: o.max_event_bytes.unwrap_or(self.max_event_bytes),
+            max_devices: o.max_devices.unwrap_or(self.max_devices),
         }
     }
 
@@ -994,6 +1136,7 @@ impl Config {
         self.server.validate()?;
         self.addresses.validate()?;
         self.webhooks.validate()?;
+        self.push.validate()?;
         // With Redis, tenants created through another node's admin API reach this one; in
         // memory, such a node could never serve anything.
         let shared = matches!(self.broker, BrokerConfig::Redis(_));
@@ -1169,6 +1312,7 @@ impl TenantConfig {
         if let Some(pusher) = &self.pusher {
             pusher.validate(&key("pusher"))?;
         }
+        self.push.validate(&key("push"), self.history.acks)?;
         match &self.auth {
             AuthConfig::Jwt(jwt) => jwt.validate(&key("auth")),
             _ => Ok(()),

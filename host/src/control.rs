@@ -173,18 +173,23 @@ pub(crate) async fn forget(app: App, tenant: Arc<Tenant>) {
         tracing::info!(tenant = &*tenant.id, "tenant created again; the deleted one's data is kept");
         return;
     }
-    let (history, presence, streams) = tokio::join!(
+    let (history, presence, streams, devices) = tokio::join!(
         app.history().forget(&tenant),
         app.presence().forget(&tenant),
-        app.pipeline().broker.forget(&tenant)
+        app.pipeline().broker.forget(&tenant),
+        app.pipeline().push.devices.forget(&tenant.id)
     );
     let failed = [
         history.err().map(|e| e.to_string()),
         presence.err().map(|e| e.to_string()),
         streams.err().map(|e| e.to_string()),
+        devices.err().map(|e| e.to_string()),
     ];
     match failed.into_iter().flatten().next() {
-        None => tracing::info!(tenant = &*tenant.id, "deleted tenant's history, presence and ingest streams removed"),
+        None => tracing::info!(
+            tenant = &*tenant.id,
+            "deleted tenant's history, presence, ingest streams and devices removed"
+        ),
         Some(e) => tracing::warn!(
             tenant = &*tenant.id,
             error = e,

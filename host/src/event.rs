@@ -8,6 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
+use crate::alert::Alert;
 use crate::protocol::frame;
 use crate::protocol::pusher::SocketId;
 use crate::segment::Filter;
@@ -72,6 +73,8 @@ pub(crate) struct Event {
     /// The member that sent it, for a client event on a presence channel (Pusher's
     /// `user_id`); it is in the frame.
     pub sender: Option<Box<str>>,
+    /// The publisher's `push`: what a push to the users' devices shows and when it goes.
+    pub alert: Option<Box<Alert>>,
 }
 
 impl Event {
@@ -112,6 +115,7 @@ impl Event {
             delta: false,
             except,
             sender: None,
+            alert: None,
         }
     }
 

@@ -6,6 +6,7 @@
 
 mod addresses;
 mod admission;
+mod alert;
 mod api;
 mod app;
 mod auth;
@@ -16,6 +17,7 @@ pub mod cli;
 mod clock;
 mod config;
 mod control;
+mod device;
 mod drain;
 mod edge;
 mod event;

@@ -126,6 +126,100 @@ pub(crate) struct TenantMetrics {
     /// Events not delivered because an earlier one had their idempotency key.
     pub deduplicated: AtomicU64,
     pub publish_to_enqueue: Histogram,
+    pub push: PushMetrics,
+}
+
+/// Why a push did not reach a device (or was not tried).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PushFailure {
+    /// The provider refused it (4xx other than gone).
+    Rejected,
+    /// The provider failed or asked to slow down (5xx, 429).
+    Unavailable,
+    Timeout,
+    /// No connection to the provider, or the address is not allowed.
+    Network,
+    /// The device's keys or the payload could not be used.
+    Invalid,
+    /// The tenant has no credentials for the device's platform.
+    NoCredentials,
+    /// `unread_after` on a tenant without read cursors.
+    NoReadCursors,
+    /// `push.max_pending` escalations were already waiting.
+    Full,
+    /// The device or escalation store could not be reached.
+    Store,
+}
+
+impl PushFailure {
+    pub(crate) const ALL: [Self; 9] = [
+        Self::Rejected,
+        Self::Unavailable,
+        Self::Timeout,
+        Self::Network,
+        Self::Invalid,
+        Self::NoCredentials,
+        Self::NoReadCursors,
+        Self::Full,
+        Self::Store,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Rejected => "rejected",
+            Self::Unavailable => "unavailable",
+            Self::Timeout => "timeout",
+            Self::Network => "network",
+            Self::Invalid => "invalid",
+            Self::NoCredentials => "no_credentials",
+            Self::NoReadCursors => "no_read_cursors",
+            Self::Full => "full",
+            Self::Store => "store",
+        }
+    }
+}
+
+/// A tenant's pushes on this node.
+#[derive(Default)]
+pub(crate) struct PushMetrics {
+    /// Escalations stored, one per event and user.
+    pub scheduled: AtomicU64,
+    /// Messages a provider accepted, by platform (web, fcm, apns).
+    sent: [AtomicU64; 3],
+    failed: [AtomicU64; PushFailure::ALL.len()],
+    /// Devices removed because their provider said they are gone.
+    pub devices_removed: AtomicU64,
+    /// Escalations not pushed because the user read the event in time.
+    pub cancelled: AtomicU64,
+}
+
+impl PushMetrics {
+    pub(crate) fn sent(&self, platform: usize) {
+        self.sent[platform].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn failed(&self, why: PushFailure, n: u64) {
+        self.failed[why as usize].fetch_add(n, Relaxed);
+    }
+}
+
+/// Appends the tenants' push counters.
+fn render_push<'a>(out: &mut String, tenants: impl Iterator<Item = (&'a str, &'a TenantMetrics)> + Clone) {
+    let name = "notify_push_sent_total";
+    header(out, name, "counter", "Push messages a provider accepted, by platform.");
+    for (id, m) in tenants.clone() {
+        for (i, platform) in ["web", "fcm", "apns"].iter().enumerate() {
+            let _ = writeln!(out, "{name}{{tenant=\"{id}\",platform=\"{platform}\"}} {}", m.push.sent[i].load(Relaxed));
+        }
+    }
+    let name = "notify_push_failed_total";
+    header(out, name, "counter", "Pushes that reached no device, by reason.");
+    for (id, m) in tenants.clone() {
+        for why in PushFailure::ALL {
+            let n = m.push.failed[why as usize].load(Relaxed);
+            let _ = writeln!(out, "{name}{{tenant=\"{id}\",reason=\"{}\"}} {n}", why.as_str());
+        }
+    }
 }
 
 impl TenantMetrics {
@@ -281,6 +375,13 @@ pub(crate) fn render_history(out: &mut String, streams: usize) {
     let _ = writeln!(out, "{name} {streams}");
 }
 
+/// Appends how many pushes wait in this node's memory.
+pub(crate) fn render_push_pending(out: &mut String, pending: usize) {
+    let name = "notify_push_pending";
+    header(out, name, "gauge", "Pushes waiting for their time in this node's memory (one per event and user).");
+    let _ = writeln!(out, "{name} {pending}");
+}
+
 /// One metric family whose samples are read from a metrics struct `M`.
 struct Family<M> {
     name: &'static str,
@@ -301,7 +402,7 @@ fn write_family<'m, M: 'm>(out: &mut String, f: &Family<M>, samples: impl Iterat
     }
 }
 
-const TENANT_FAMILIES: [Family<TenantMetrics>; 15] = [
+const TENANT_FAMILIES: [Family<TenantMetrics>; 18] = [
     Family {
         name: "notify_connections",
         kind: "gauge",
@@ -392,6 +493,24 @@ const TENANT_FAMILIES: [Family<TenantMetrics>; 15] = [
         help: "Events not delivered because an earlier event had their idempotency_key within server.idempotency_window.",
         get: |m| m.deduplicated.load(Relaxed),
     },
+    Family {
+        name: "notify_push_scheduled_total",
+        kind: "counter",
+        help: "Pushes scheduled (one per event and user).",
+        get: |m| m.push.scheduled.load(Relaxed),
+    },
+    Family {
+        name: "notify_push_devices_removed_total",
+        kind: "counter",
+        help: "Devices removed because their provider said they are gone.",
+        get: |m| m.push.devices_removed.load(Relaxed),
+    },
+    Family {
+        name: "notify_push_cancelled_total",
+        kind: "counter",
+        help: "Escalations not pushed because the user read the event in time.",
+        get: |m| m.push.cancelled.load(Relaxed),
+    },
 ];
 
 /// Metrics of one tenant's hook, across plugin versions.
@@ -454,9 +573,10 @@ pub(crate) fn render<'a>(
         "histogram",
         "Time from a publish request's arrival to its frames being queued on every local connection.",
     );
-    for (id, m) in tenants {
+    for (id, m) in tenants.clone() {
         m.publish_to_enqueue.render(&mut out, name, &format!("tenant=\"{id}\""));
     }
+    render_push(&mut out, tenants);
     out
 }
 

@@ -192,6 +192,9 @@ fn start_node_tasks(app: &App) {
         crate::webhook::sum_up_refusals(app.webhooks().clone(), app.tenants().clone(), app.node_id().into());
     life.spawn("webhook refusals", summaries);
     life.spawn("presence channel members sweep", crate::ws::sweep_members(app.clone()));
+    let push =
+        crate::push::run(app.pipeline().push.clone(), app.tenants().clone(), app.history_arc(), life.drain.clone());
+    life.spawn("push escalations", push);
 }
 
 /// Binds `addr` with a listen backlog of `backlog` (tokio's `bind` uses 1024), warning when

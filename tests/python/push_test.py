@@ -1,7 +1,11 @@
-"""Web Push from `notify-host push` against independent implementations: a loopback push
-service receives the message, checks the VAPID `Authorization` header with PyJWT (ES256,
-`aud`, `exp`, `sub`) and decrypts the body with `http_ece` (RFC 8291, aes128gcm) using the
-key pair a browser would hold."""
+"""Web Push against independent implementations: a loopback push service receives each
+message, checks the VAPID `Authorization` header with PyJWT (ES256, `aud`, `exp`, `sub`) and
+decrypts the body with `http_ece` (RFC 8291, aes128gcm) using the key pair a browser would
+hold. First `notify-host push send` alone, then a host pushing published events to
+registered devices: at once, or when unread after a delay (read cursors moved by acks over
+WebSocket), a gone subscription removed, a hanging push service holding only its own
+tenant's pushes, and two nodes over Redis of which the one that took the publish is killed
+before the delay ends."""
 
 import base64
 import json
@@ -19,7 +23,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import HOST_BIN, STEP  # noqa: E402
+from harness import HOST_BIN, STEP, Host, Process, free_port, until  # noqa: E402
+
+import asyncio  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+
+import websockets  # noqa: E402
 
 
 def b64(data):
@@ -111,10 +121,290 @@ class WebPushTest(unittest.TestCase):
         self.assertIn("410", gone.stderr)
         too_big = self.send(service, "x" * 5000)
         self.assertEqual(too_big.returncode, 1)
-        self.assertIn("at most 4079", too_big.stderr)
+        self.assertIn("at most 3993", too_big.stderr)
         self.p256dh = b64(b"\x04" + b"\x00" * 64)
         self.assertIn("p256dh", self.send(service, "{}").stderr)
         self.assertEqual(len(service.received), 1, "nothing sent for refused input")
+
+
+ADMIN = "admin-token-0123456789"
+PUBLISH_KEY = "demo-key"
+
+
+class Browser:
+    """What a browser's PushManager.subscribe() makes: a P-256 key pair and an auth secret,
+    and the endpoint its push service gave it."""
+
+    def __init__(self, service, name):
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        point = self.key.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+        self.auth = os.urandom(16)
+        self.path = f"/push/{name}"
+        self.subscription = {"endpoint": service.origin + self.path, "expirationTime": None,
+                             "keys": {"p256dh": b64(point), "auth": b64(self.auth)}}
+
+    def decrypt(self, body):
+        return json.loads(http_ece.decrypt(body, private_key=self.key, auth_secret=self.auth, version="aes128gcm"))
+
+
+class CheckingPushService:
+    """A push service that checks every message's VAPID token against `vapid_public` (when
+    set) and keeps (path, headers, body) per message. `statuses` answers a path with another
+    status than 201; a path in `hang` gets no answer until the service closes."""
+
+    def __init__(self, statuses=None, hang=()):
+        self.statuses, self.hang = statuses or {}, set(hang)
+        self.received, self.errors, self.vapid_public = [], [], None
+        self.released = threading.Event()
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["content-length"]))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                try:
+                    service.check(headers)
+                except Exception as e:  # noqa: BLE001 - reported by the test
+                    service.errors.append(repr(e))
+                service.received.append((self.path, headers, body))
+                if self.path in service.hang:
+                    service.released.wait(STEP * 3)
+                self.send_response(service.statuses.get(self.path, 201))
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def check(self, headers):
+        scheme, _, params = headers["authorization"].partition(" ")
+        assert scheme == "vapid", scheme
+        fields = dict(p.strip().split("=", 1) for p in params.split(","))
+        if self.vapid_public is not None:
+            assert fields["k"] == self.vapid_public, "signed with another key than the tenant's"
+        public = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), unb64(fields["k"]))
+        claims = jwt.decode(fields["t"], public, algorithms=["ES256"], audience=self.origin)
+        assert claims["exp"] <= time.time() + 24 * 3600, claims
+        assert claims["sub"] == "mailto:ops@example.com", claims
+        assert headers["content-encoding"] == "aes128gcm"
+
+    def to(self, browser):
+        return [(h, b) for path, h, b in self.received if path == browser.path]
+
+    def close(self):
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def http(port, method, path, body=None, key=PUBLISH_KEY, origin=None):
+    """(status, JSON answer or None) of a request to the host."""
+    headers = {"content-type": "application/json"}
+    if key:
+        headers["authorization"] = f"Bearer {key}"
+    if origin:
+        headers["origin"] = origin
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=STEP) as r:
+            text = r.read()
+            return r.status, json.loads(text) if text else None
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def metric(port, name, tenant="demo"):
+    """The sum of metric `name`'s samples for `tenant`."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"authorization": f"Bearer {ADMIN}"})
+    with urllib.request.urlopen(request, timeout=STEP) as r:
+        text = r.read().decode()
+    total = 0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and f'tenant="{tenant}"' in line:
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+def vapid_keys():
+    keys = notify("vapid-keys")
+    assert keys.returncode == 0, keys.stderr
+    return json.loads(keys.stdout)
+
+
+def push_tenant(vapid, when="unread_after", delay="1s"):
+    return (f'history = {{ size = 100, acks = true }}\n[tenants.demo.push]\nwhen = "{when}"\ndelay = "{delay}"\n'
+            f'[tenants.demo.push.web]\nvapid_private_key = "{vapid["private_key"]}"\ncontact = "mailto:ops@example.com"\n')
+
+
+class EscalationTest(unittest.IsolatedAsyncioTestCase):
+    async def asyncSetUp(self):
+        self.service = CheckingPushService(statuses={"/push/gone": 410}, hang={"/push/hung"})
+        self.addCleanup(self.service.close)
+        self.vapid = vapid_keys()
+        self.service.vapid_public = self.vapid["public_key"]
+        extra = f'admin_token = "{ADMIN}"\n[push]\nallow_private = true\ntimeout = "60s"\nconcurrency = 1\n'
+        other = f'[tenants.other]\npublish_key = "other-key"\nauth = {{ mode = "insecure" }}\n' + push_tenant(
+            vapid_keys(), when="always").replace("tenants.demo", "tenants.other")
+        other += '[tenants.plain]\npublish_key = "plain-key"\n'
+        self.host = Host(self, extra=extra, tenant_extra=push_tenant(self.vapid) + other)
+        await self.host.ready()
+        self.port = self.host.port
+
+    def register(self, user, browser, key=PUBLISH_KEY):
+        status, device = http(self.port, "POST", f"/v1/users/{user}/devices",
+                              {"platform": "web", "subscription": browser.subscription, "label": "test"}, key=key)
+        self.assertEqual(status, 200, device)
+        return device
+
+    def publish(self, body, key=PUBLISH_KEY):
+        status, answer = http(self.port, "POST", "/v1/publish", body, key=key)
+        self.assertEqual(status, 202, answer)
+        return answer["id"]
+
+    def devices(self, user):
+        status, answer = http(self.port, "GET", f"/v1/users/{user}/devices")
+        self.assertEqual(status, 200, answer)
+        return [d["id"] for d in answer["devices"]]
+
+    async def test_a_published_event_reaches_the_browser_encrypted_and_signed(self):
+        status, key = http(self.port, "GET", "/v1/push/demo/web", key=None)
+        self.assertEqual((status, key), (200, {"vapid_public_key": self.vapid["public_key"]}))
+        ann = Browser(self.service, "ann")
+        device = self.register("ann", ann)
+        self.assertEqual(self.devices("ann"), [device["id"]])
+        self.assertEqual(self.register("ann", ann)["id"], device["id"], "registering again replaces")
+        self.assertEqual(self.devices("ann"), [device["id"]])
+        data = {"order": 42, "status": "shipped", "note": "é" * 50}
+        id = self.publish({"users": ["ann"], "event": "order.shipped", "data": data, "push": {
+            "when": "always", "title": "Order shipped", "body": "Order 42 is on its way",
+            "url": "https://shop.example/orders/42", "collapse_key": "order-42", "ttl": "2m", "urgency": "high"}})
+        headers, body = (await until(lambda: self.service.to(ann)))[0]
+        self.assertEqual(self.service.errors, [])
+        self.assertEqual((headers["ttl"], headers["urgency"], headers["topic"]), ("120", "high", "order-42"))
+        shown = ann.decrypt(body)
+        self.assertEqual((shown["id"], shown["event"], shown["data"]), (id, "order.shipped", data))
+        self.assertEqual((shown["title"], shown["body"], shown["url"], shown["tag"]),
+                         ("Order shipped", "Order 42 is on its way", "https://shop.example/orders/42", "order-42"))
+        await until(lambda: metric(self.port, "notify_push_sent_total") == 1)
+
+    async def test_a_client_registers_and_removes_its_own_device(self):
+        bob = Browser(self.service, "bob")
+        path = "/v1/push/demo/devices?user=bob"
+        status, device = http(self.port, "POST", path, {"platform": "web", "subscription": bob.subscription},
+                              key=None, origin="https://app.example")
+        self.assertEqual(status, 200, device)
+        self.assertEqual(self.devices("bob"), [device["id"]])
+        status, answer = http(self.port, "POST", path, {"platform": "web", "subscription": {"endpoint": "ftp://x"}},
+                              key=None)
+        self.assertEqual((status, answer["error"]["code"]), (400, "invalid_field"), answer)
+        status, answer = http(self.port, "POST", "/v1/push/demo/devices", {"platform": "fcm", "token": "t" * 40},
+                              key=None)
+        self.assertEqual(status, 401, answer)
+        status, _ = http(self.port, "DELETE", f"/v1/push/demo/devices/{device['id']}?user=mallory", key=None)
+        self.assertEqual(status, 404, "another user cannot remove it")
+        status, _ = http(self.port, "DELETE", f"/v1/push/demo/devices/{device['id']}?user=bob", key=None)
+        self.assertEqual(status, 204)
+        self.assertEqual(self.devices("bob"), [])
+        for n in range(10):
+            self.register("bob", Browser(self.service, f"bob-{n}"))
+        status, answer = http(self.port, "POST", "/v1/users/bob/devices",
+                              {"platform": "web", "subscription": Browser(self.service, "bob-x").subscription})
+        self.assertEqual((status, answer["error"]["code"]), (409, "too_many_devices"), answer)
+        status, answer = http(self.port, "POST", "/v1/publish",
+                              {"users": ["bob"], "event": "e", "push": {"when": "unread_after"}}, key="plain-key")
+        self.assertEqual((status, answer["error"]["field"]), (400, "push.when"), "a tenant without read cursors")
+        status, answer = http(self.port, "POST", "/v1/publish", {"users": ["bob"], "event": "e", "push": {"ttl": "30d"}})
+        self.assertEqual((status, answer["error"]["field"]), (400, "push.ttl"), answer)
+
+    async def test_only_what_stays_unread_is_pushed(self):
+        reader, idler, absent = (Browser(self.service, n) for n in ("reader", "idler", "absent"))
+        for user, browser in (("reader", reader), ("idler", idler), ("absent", absent)):
+            self.register(user, browser)
+        base = f"ws://127.0.0.1:{self.port}/v1/ws/demo"
+        async with websockets.connect(f"{base}?user=reader", open_timeout=STEP) as reading, \
+                websockets.connect(f"{base}?user=idler", open_timeout=STEP) as idling:
+            for ws in (reading, idling):
+                self.assertEqual(json.loads(await asyncio.wait_for(ws.recv(), STEP))["type"], "welcome")
+            # The reader's delay leaves ample time for its ack.
+            self.publish({"users": ["reader"], "event": "note", "data": {}, "push": {"delay": "4s"}})
+            self.publish({"users": ["idler", "absent"], "event": "note", "data": {"n": 1}})
+            event = json.loads(await asyncio.wait_for(reading.recv(), STEP))
+            await reading.send(json.dumps({"type": "ack", "epoch": event["epoch"], "offset": event["offset"]}))
+            self.assertEqual(json.loads(await asyncio.wait_for(reading.recv(), STEP))["type"], "acked")
+            self.assertEqual(json.loads(await asyncio.wait_for(idling.recv(), STEP))["type"], "event")
+            await until(lambda: self.service.to(idler) and self.service.to(absent))
+            await until(lambda: metric(self.port, "notify_push_cancelled_total") == 1)
+        self.assertEqual(self.service.to(reader), [], "read in time: not pushed")
+        self.assertEqual((len(self.service.to(idler)), len(self.service.to(absent))), (1, 1))
+        self.assertEqual(idler.decrypt(self.service.to(idler)[0][1])["data"], {"n": 1})
+        self.assertEqual(self.service.errors, [])
+
+    async def test_a_gone_subscription_is_removed_and_the_others_kept(self):
+        gone, kept = Browser(self.service, "gone"), Browser(self.service, "kept")
+        gone_id, kept_id = self.register("gus", gone)["id"], self.register("gus", kept)["id"]
+        self.assertEqual(sorted(self.devices("gus")), sorted([gone_id, kept_id]))
+        self.publish({"users": ["gus"], "event": "note", "push": {"when": "always"}})
+        await until(lambda: self.devices("gus") == [kept_id])
+        self.assertEqual(len(self.service.to(kept)), 1)
+        self.assertEqual(metric(self.port, "notify_push_devices_removed_total"), 1)
+
+    async def test_a_hanging_push_service_holds_up_neither_delivery_nor_other_tenants(self):
+        hung, other = Browser(self.service, "hung"), Browser(self.service, "other")
+        self.register("hal", hung)
+        self.register("olga", other, key="other-key")
+        async with websockets.connect(f"ws://127.0.0.1:{self.port}/v1/ws/demo?user=hal", open_timeout=STEP) as ws:
+            self.assertEqual(json.loads(await asyncio.wait_for(ws.recv(), STEP))["type"], "welcome")
+            self.publish({"users": ["hal"], "event": "first", "push": {"when": "always"}})
+            await until(lambda: self.service.to(hung))
+            # The demo tenant's one push permit is held by the hanging request.
+            self.publish({"users": ["hal"], "event": "second", "push": {"when": "always"}})
+            names = [json.loads(await asyncio.wait_for(ws.recv(), STEP))["event"] for _ in range(2)]
+            self.assertEqual(names, ["first", "second"])
+            self.publish({"users": ["olga"], "event": "elsewhere"}, key="other-key")
+            await until(lambda: self.service.to(other))
+            self.assertEqual(len(self.service.to(hung)), 1, "the second waits for the tenant's permit")
+        self.service.released.set()
+        await until(lambda: len(self.service.to(hung)) == 2)
+
+
+class ClusterEscalationTest(unittest.IsolatedAsyncioTestCase):
+    async def test_a_node_killed_during_the_delay_leaves_the_push_to_a_survivor_once(self):
+        service = CheckingPushService()
+        self.addCleanup(service.close)
+        vapid = vapid_keys()
+        service.vapid_public = vapid["public_key"]
+        redis_port = free_port()
+        Process(self, ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--save", "",
+                       "--appendonly", "no"])
+        extra = (f'admin_token = "{ADMIN}"\n[push]\nallow_private = true\n'
+                 f'[broker]\nkind = "redis"\nurl = "redis://127.0.0.1:{redis_port}"\n')
+        first, second = (Host(self, extra=extra, tenant_extra=push_tenant(vapid, delay="3s")) for _ in range(2))
+        for host in (first, second):
+            await host.ready()
+        zoe, sentinel = Browser(service, "zoe"), Browser(service, "sentinel")
+        for user, browser in (("zoe", zoe), ("sam", sentinel)):
+            status, answer = http(first.port, "POST", f"/v1/users/{user}/devices",
+                                  {"platform": "web", "subscription": browser.subscription})
+            self.assertEqual(status, 200, answer)
+        status, answer = http(second.port, "GET", "/v1/users/zoe/devices")
+        self.assertEqual((status, len(answer["devices"])), (200, 1), "devices are shared through Redis")
+        status, answer = http(first.port, "POST", "/v1/publish", {"users": ["zoe"], "event": "late", "data": {"k": 1}})
+        self.assertEqual(status, 202, answer)
+        first.stop()
+        received = await until(lambda: service.to(zoe))
+        self.assertEqual(zoe.decrypt(received[0][1])["data"], {"k": 1})
+        status, _ = http(second.port, "POST", "/v1/publish", {"users": ["sam"], "event": "after", "push": {"when": "always"}})
+        self.assertEqual(status, 202)
+        await until(lambda: service.to(sentinel))
+        self.assertEqual(len(service.to(zoe)), 1, "pushed once")
+        self.assertEqual(service.errors, [])
 
 
 if __name__ == "__main__":

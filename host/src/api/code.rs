@@ -63,6 +63,8 @@ codes! {
     UnknownKeyKind = "unknown_key_kind", NOT_FOUND, "no such key kind (`publish`, `management`)";
     UnknownWebhook = "unknown_webhook", NOT_FOUND, "no such webhook endpoint of the tenant";
     UnknownConnection = "unknown_connection", NOT_FOUND, "no open connection of the token's user with that id on the node that answered";
+    UnknownDevice = "unknown_device", NOT_FOUND, "no such device of the user";
+    PushNotConfigured = "push_not_configured", NOT_FOUND, "the tenant has no credentials for that push provider";
     UnknownDeadLetter = "unknown_dead_letter", NOT_FOUND, "no such webhook dead letter on this node (or its endpoint is gone)";
     MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED, "the route does not take the method";
     TenantExists = "tenant_exists", CONFLICT, "a tenant with the id exists";
@@ -74,6 +76,7 @@ codes! {
     StalePosition = "stale_position", CONFLICT, "an ack of a position that is not in the user stream's current history";
     HistoryDisabled = "history_disabled", CONFLICT, "history read on a tenant without history";
     RefreshUnsupported = "refresh_unsupported", CONFLICT, "a refresh for a tenant whose credentials cannot be refreshed (an auth plugin's, or insecure mode)";
+    TooManyDevices = "too_many_devices", CONFLICT, "the user has the tenant's `push.max_devices_per_user` devices, or the tenant its `max_devices`";
     TooLarge = "too_large", PAYLOAD_TOO_LARGE, "the body is over the route's limit (`server.max_publish_bytes`, `plugins.max_plugin_bytes`, ...)";
     EventTooLarge = "event_too_large", PAYLOAD_TOO_LARGE, "an event's `data` is over the tenant's `max_event_bytes`";
     UnsupportedVersion = "unsupported_version", UPGRADE_REQUIRED, "`Sec-WebSocket-Version` is not 13";
@@ -90,6 +93,7 @@ codes! {
     BrokerUnavailable = "broker_unavailable", SERVICE_UNAVAILABLE, "the broker (Redis) cannot be reached; nothing was accepted";
     HistoryUnavailable = "history_unavailable", SERVICE_UNAVAILABLE, "history (Redis) cannot be read or written now";
     PresenceUnavailable = "presence_unavailable", SERVICE_UNAVAILABLE, "presence (Redis) cannot be read now";
+    DevicesUnavailable = "devices_unavailable", SERVICE_UNAVAILABLE, "the device store (Redis) cannot be reached now";
     StoreUnavailable = "store_unavailable", SERVICE_UNAVAILABLE, "the control-plane store (Redis) cannot be reached; nothing changed";
 }
 

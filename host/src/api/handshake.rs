@@ -218,6 +218,30 @@ pub(super) fn readable_by_origin(request: &HeaderMap, response: &mut HeaderMap) 
     response.append(header::VARY, HeaderValue::from_static("origin"));
 }
 
+/// The answer to a client's side request (an ack, a refresh, a device), readable by the page
+/// that sent it whatever its origin.
+pub(super) fn readable<T: serde::Serialize>(req: &Parts, answer: Result<T, ApiError>) -> Response {
+    let mut res = match answer {
+        Ok(json) => axum::Json(json).into_response(),
+        Err(e) => e.into_response(),
+    };
+    readable_by_origin(&req.headers, res.headers_mut());
+    res
+}
+
+/// A CORS preflight's answer for a client route taking `methods`: any origin may ask (the
+/// request itself checks the origin).
+pub(super) fn preflight(headers: &HeaderMap, methods: &'static str) -> Response {
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    let h = res.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(methods));
+    let allowed = HeaderValue::from_static("authorization, content-type, last-event-id");
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allowed);
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    readable_by_origin(headers, h);
+    res
+}
+
 /// The client's identity and attributes, from an allowed origin with credentials that were
 /// not revoked.
 pub(super) async fn identify(

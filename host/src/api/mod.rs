@@ -6,6 +6,7 @@
 
 mod admin;
 mod code;
+mod devices;
 mod error;
 mod extract;
 mod handshake;
@@ -82,6 +83,8 @@ fn routes(demo: bool) -> OpenApiRouter<App> {
         .routes(routes!(users::disconnect))
         .routes(routes!(users::subscribe))
         .routes(routes!(users::unsubscribe))
+        .routes(routes!(devices::register, devices::list))
+        .routes(routes!(devices::remove))
         .routes(routes!(streams::user))
         .routes(routes!(streams::channel))
         .routes(routes!(streams::broadcast))
@@ -89,6 +92,7 @@ fn routes(demo: bool) -> OpenApiRouter<App> {
         .routes(routes!(tenants::get, tenants::patch, tenants::delete))
         .routes(routes!(tenants::rotate))
         .routes(routes!(tenants::pusher, tenants::remove_pusher))
+        .routes(routes!(tenants::web_push, tenants::remove_web_push))
         .routes(routes!(admin::list))
         .routes(routes!(admin::upload, admin::remove))
         .routes(routes!(admin::rollback))
@@ -106,6 +110,9 @@ fn routes(demo: bool) -> OpenApiRouter<App> {
         .routes(routes!(sse::handle, sse::preflight))
         .routes(routes!(sse::ack, sse::ack_preflight))
         .routes(routes!(sse::refresh, sse::refresh_preflight))
+        .routes(routes!(devices::register_own, devices::register_preflight))
+        .routes(routes!(devices::remove_own, devices::remove_preflight))
+        .routes(routes!(devices::web_key))
         .merge(traced.layer(TraceLayer::new_for_http().make_span_with(span)))
 }
 

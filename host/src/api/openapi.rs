@@ -33,6 +33,7 @@ use crate::app::App;
         (name = "tenants", description = "Tenant lifecycle (admin token)"),
         (name = "plugins", description = "A tenant's plugins (admin token or the tenant's management key)"),
         (name = "webhooks", description = "A tenant's webhook endpoints and dead letters (admin token or the tenant's management key)"),
+        (name = "push", description = "Users' devices for push (a tenant's publish key; docs/PUSH.md)"),
         (name = "pusher", description = "The Pusher Channels HTTP API, signed as Pusher signs it (docs/PUSHER.md)"),
         (name = "operations", description = "Health, readiness, metrics, pages and this document"),
     ),

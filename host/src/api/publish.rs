@@ -16,6 +16,7 @@ use super::ApiError;
 use super::code::ErrorCode;
 use super::error::ErrorBody;
 use super::extract::{Publisher, read_body};
+use crate::alert::PushWhen;
 use crate::app::App;
 use crate::event::Event;
 use crate::ingest;
@@ -129,6 +130,14 @@ pub(super) async fn publish_events(
         let max = tenant.quota.limits().max_event_bytes;
         let message = format!("event {i}'s data is over the tenant's max_event_bytes ({max})");
         return Err(ApiError::new(ErrorCode::EventTooLarge, message));
+    }
+    if !tenant.config.history.acks
+        && let Some(i) =
+            events.iter().position(|e| e.alert.as_ref().is_some_and(|a| a.when == Some(PushWhen::UnreadAfter)))
+    {
+        let field = if events.len() > 1 { format!("[{i}].push.when") } else { "push.when".into() };
+        let message = "unread_after needs the tenant's read cursors (history.acks)".into();
+        return Err(ingest::FieldError { field, message }.into());
     }
     within_rate(tenant, events.len())?;
     let published = ingest::pipeline::publish(app.pipeline(), tenant, events).await?;

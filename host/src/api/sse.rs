@@ -9,13 +9,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::StatusCode;
+
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::request::Parts;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use super::ApiError;
 use super::code::ErrorCode;
@@ -132,18 +131,7 @@ pub(crate) async fn ack(
 ) -> Response {
     let (parts, body) = req.into_parts();
     let answer = acked(&app, &tenant_id, peer, &parts, body).await;
-    readable(&parts, answer)
-}
-
-/// The answer to a stream's side request (an ack, a refresh), readable by the page that sent
-/// it whatever its origin.
-fn readable<T: Serialize>(req: &Parts, answer: Result<T, ApiError>) -> Response {
-    let mut res = match answer {
-        Ok(json) => Json(json).into_response(),
-        Err(e) => e.into_response(),
-    };
-    handshake::readable_by_origin(&req.headers, res.headers_mut());
-    res
+    handshake::readable(&parts, answer)
 }
 
 /// The tenant a stream's side request names.
@@ -204,7 +192,7 @@ pub(crate) async fn refresh(
 ) -> Response {
     let (parts, _body) = req.into_parts();
     let answer = refreshed(&app, &tenant_id, &parts).await;
-    readable(&parts, answer)
+    handshake::readable(&parts, answer)
 }
 
 async fn refreshed(app: &App, tenant_id: &str, req: &Parts) -> Result<Refreshed, ApiError> {
@@ -244,7 +232,7 @@ fn refusal(e: RefreshError) -> ApiError {
     params(("tenant" = String, Path, description = "A tenant id")),
     responses((status = NO_CONTENT, description = "The CORS answer (any origin may ask; the request itself checks the origin)")))]
 pub(crate) async fn refresh_preflight(headers: HeaderMap) -> Response {
-    cors(&headers)
+    handshake::preflight(&headers, "GET, POST")
 }
 
 /// A CORS preflight for the stream: which origins, methods and headers a browser may use.
@@ -252,7 +240,7 @@ pub(crate) async fn refresh_preflight(headers: HeaderMap) -> Response {
     params(("tenant" = String, Path, description = "A tenant id")),
     responses((status = NO_CONTENT, description = "The CORS answer (any origin may ask; the request itself checks the origin)")))]
 pub(crate) async fn preflight(headers: HeaderMap) -> Response {
-    cors(&headers)
+    handshake::preflight(&headers, "GET, POST")
 }
 
 /// A CORS preflight for acks.
@@ -260,16 +248,5 @@ pub(crate) async fn preflight(headers: HeaderMap) -> Response {
     params(("tenant" = String, Path, description = "A tenant id")),
     responses((status = NO_CONTENT, description = "The CORS answer (any origin may ask; the request itself checks the origin)")))]
 pub(crate) async fn ack_preflight(headers: HeaderMap) -> Response {
-    cors(&headers)
-}
-
-fn cors(headers: &HeaderMap) -> Response {
-    let mut res = StatusCode::NO_CONTENT.into_response();
-    let h = res.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST"));
-    let allowed = HeaderValue::from_static("authorization, content-type, last-event-id");
-    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allowed);
-    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
-    handshake::readable_by_origin(headers, h);
-    res
+    handshake::preflight(&headers, "GET, POST")
 }

@@ -26,9 +26,12 @@ use super::ApiError;
 use super::code::ErrorCode;
 use super::error::ErrorBody;
 use super::extract::{Admin, PathParams, parse_json, random_bytes, read_body};
+use crate::alert::PushWhen;
 use crate::app::App;
 use crate::backend::control::{StoreError, StoredKey, StoredTenant, TenantSettings};
-use crate::config::{AuthConfig, PusherCredentials, SlowClientPolicy, TenantLimits, valid_tenant_id};
+use crate::config::{
+    AuthConfig, PushConfig, PusherCredentials, SlowClientPolicy, TenantLimits, WebPushCredentials, valid_tenant_id,
+};
 use crate::control;
 use crate::tenant::{Key, KeyDigest, Source, Tenant, hex};
 
@@ -62,6 +65,10 @@ pub(super) struct NewTenant {
     compression: crate::config::CompressionConfig,
     #[serde(default)]
     limits: crate::config::LimitOverrides,
+    /// Push to devices (docs/PUSH.md); `web.vapid_private_key` imports a key pair browsers
+    /// already subscribed with, `POST .../push/web` makes a new one.
+    #[serde(default)]
+    push: PushConfig,
 }
 
 impl From<StoreError> for ApiError {
@@ -174,6 +181,8 @@ pub(super) struct Patch {
     history: Option<crate::config::HistoryConfig>,
     compression: Option<crate::config::CompressionConfig>,
     limits: Option<crate::config::LimitOverrides>,
+    /// Replaces the push settings; the Web Push credentials stay unless `web` is given.
+    push: Option<PushConfig>,
 }
 
 impl Patch {
@@ -185,6 +194,10 @@ impl Patch {
         s.history = self.history.unwrap_or(s.history);
         s.compression = self.compression.unwrap_or(s.compression);
         s.limits = self.limits.unwrap_or(s.limits);
+        if let Some(push) = self.push {
+            let web = push.web.or_else(|| s.push.web.take());
+            s.push = PushConfig { web, ..push };
+        }
     }
 }
 
@@ -379,6 +392,7 @@ fn settings(new: NewTenant) -> (String, TenantSettings) {
         compression: new.compression,
         limits: new.limits,
         pusher: None,
+        push: new.push,
     };
     (new.id, settings)
 }
@@ -495,6 +509,84 @@ pub(super) async fn remove_pusher(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `POST /v1/admin/tenants/{tenant}/push/web`: `{"contact": "mailto:ops@acme.example"}`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewWebPush {
+    /// `mailto:` or `https:`: where push services may write about this sender.
+    contact: String,
+}
+
+/// Gives the tenant a new VAPID key pair for Web Push (the private key never leaves the
+/// node's store); the answer is the public key browsers subscribe with. Browsers subscribed
+/// with a previous key must subscribe again: to keep a key pair, import it with
+/// `push.web` on `PATCH` instead.
+#[utoipa::path(post, operation_id = "createWebPushKeys", path = "/v1/admin/tenants/{tenant}/push/web", tag = "tenants", security(("admin_token" = [])),
+    params(("tenant" = String, Path, description = "A tenant id")),
+    request_body = NewWebPush,
+    responses(
+        (status = OK, description = "The new public key", body = WebPushView),
+        (status = BAD_REQUEST, description = "`invalid_field` or `bad_body`", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`: no admin token", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden`: not the admin token", body = ErrorBody),
+        (status = NOT_FOUND, description = "`unknown_tenant`", body = ErrorBody),
+        (status = CONFLICT, description = "`managed_by_config`", body = ErrorBody),
+        (status = PAYLOAD_TOO_LARGE, description = "`too_large`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
+    ))]
+pub(super) async fn web_push(
+    State(app): State<App>,
+    _: Admin,
+    PathParams(id): PathParams<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<WebPushView>, ApiError> {
+    api_tenant(&app, &id)?;
+    let body = read_body(&headers, body, MAX_BODY).await?;
+    let NewWebPush { contact } = parse_json(&body)?;
+    let (vapid_private_key, vapid_public_key) = crate::push::vapid::generate();
+    let web = WebPushCredentials { vapid_private_key, contact: contact.clone() };
+    control::change(&app, |state| {
+        let stored = state.tenants.get_mut(&id).ok_or_else(|| unknown(&id))?;
+        let mut settings = stored.settings.clone();
+        settings.push.web = Some(web.clone());
+        check(&id, &settings, VALIDATION_KEY)?;
+        stored.settings = settings;
+        stored.revision += 1;
+        Ok::<_, ApiError>(())
+    })
+    .await?;
+    Ok(Json(WebPushView { vapid_public_key, contact }))
+}
+
+/// Removes the tenant's Web Push identity: nothing is pushed to browsers from then on.
+#[utoipa::path(delete, operation_id = "deleteWebPushKeys", path = "/v1/admin/tenants/{tenant}/push/web", tag = "tenants", security(("admin_token" = [])),
+    params(("tenant" = String, Path, description = "A tenant id")),
+    responses(
+        (status = NO_CONTENT, description = "Removed (or there was none)"),
+        (status = UNAUTHORIZED, description = "`unauthorized`: no admin token", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden`: not the admin token", body = ErrorBody),
+        (status = NOT_FOUND, description = "`unknown_tenant`", body = ErrorBody),
+        (status = CONFLICT, description = "`managed_by_config`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
+    ))]
+pub(super) async fn remove_web_push(
+    State(app): State<App>,
+    _: Admin,
+    PathParams(id): PathParams<String>,
+) -> Result<StatusCode, ApiError> {
+    api_tenant(&app, &id)?;
+    control::change(&app, |state| {
+        let stored = state.tenants.get_mut(&id).ok_or_else(|| unknown(&id))?;
+        if stored.settings.push.web.take().is_some() {
+            stored.revision += 1;
+        }
+        Ok::<_, ApiError>(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// The tenant `id`, if it was made through the API (a configured one is read-only here).
 fn api_tenant(app: &App, id: &str) -> Result<std::sync::Arc<Tenant>, ApiError> {
     let tenant = app.tenants().get(id).ok_or_else(|| unknown(id))?;
@@ -545,8 +637,46 @@ pub(super) struct TenantView {
     limits: TenantLimits,
     /// Its Pusher app, without the secret (docs/PUSHER.md).
     pusher: Option<PusherView>,
+    /// Push to devices, without private keys (docs/PUSH.md).
+    push: PushView,
     /// Counts changes of the tenant's settings.
     revision: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct PushView {
+    when: PushWhen,
+    delay_ms: u64,
+    ttl_ms: u64,
+    max_per_hour: u32,
+    max_devices_per_user: usize,
+    web: Option<WebPushView>,
+}
+
+/// A tenant's Web Push identity without its private key.
+#[derive(Serialize, ToSchema)]
+pub(super) struct WebPushView {
+    /// What browsers subscribe with (`applicationServerKey`): base64url of the P-256 point.
+    vapid_public_key: String,
+    contact: String,
+}
+
+impl PushView {
+    fn of(c: &PushConfig) -> Self {
+        let web = c.web.as_ref().map(|w| WebPushView {
+            vapid_public_key: crate::push::vapid::Vapid::from_private(&w.vapid_private_key)
+                .map_or_else(|_| String::new(), |v| v.public_key()),
+            contact: w.contact.clone(),
+        });
+        Self {
+            when: c.when,
+            delay_ms: c.delay.as_millis() as u64,
+            ttl_ms: c.ttl.as_millis() as u64,
+            max_per_hour: c.max_per_hour,
+            max_devices_per_user: c.max_devices_per_user,
+            web,
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -640,6 +770,7 @@ fn describe(tenants: &crate::tenant::Tenants, t: &Tenant) -> TenantView {
             key: p.key.clone(),
             client_events: p.client_events,
         }),
+        push: PushView::of(&c.push),
         revision: t.revision,
     }
 }

@@ -11,7 +11,8 @@ use super::{BackendError, BoxFuture};
 use std::sync::Arc;
 
 use crate::config::{
-    AuthConfig, CompressionConfig, HistoryConfig, LimitOverrides, PusherCredentials, SlowClientPolicy, TenantConfig,
+    AuthConfig, CompressionConfig, HistoryConfig, LimitOverrides, PushConfig, PusherCredentials, SlowClientPolicy,
+    TenantConfig,
 };
 use crate::plugin::TenantSlots;
 use crate::revocation::{Revocation, Revoked};
@@ -113,6 +114,9 @@ pub(crate) struct TenantSettings {
     /// as it is (Pusher's signatures need it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pusher: Option<PusherCredentials>,
+    /// With its providers' credentials, kept as they are (signing needs them).
+    #[serde(default)]
+    pub push: PushConfig,
 }
 
 fn all_channels() -> Vec<String> {
@@ -214,6 +218,7 @@ impl TenantSettings {
             limits: self.limits,
             webhooks: Vec::new(),
             pusher: self.pusher.clone(),
+            push: self.push.clone(),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Backends: the broker that carries events between nodes, stream history, presence,
-//! idempotency keys, and the control-plane store. Each is a trait whose contract is written
+//! idempotency keys, push devices and pending pushes, and the control-plane store. Each is a trait whose contract is written
 //! on it (`broker`, `history`, `presence`, `idempotency`, `control`), with a memory (or file) implementation for one node
 //! (`memory/`, the default) and a Redis implementation for many nodes (`redis/`) beside it.
 //! [`Backends::start`] picks one set from the config. `coalesce` lets concurrent reads of a
@@ -9,7 +9,9 @@ pub(crate) mod broker;
 mod coalesce;
 pub(crate) mod control;
 mod delivery;
+pub(crate) mod devices;
 mod error;
+pub(crate) mod escalations;
 pub(crate) mod history;
 pub(crate) mod idempotency;
 pub(crate) mod ingest;
@@ -25,7 +27,9 @@ use std::sync::Arc;
 pub(crate) use broker::Broker;
 pub use broker::BrokerError;
 pub(crate) use delivery::LocalDelivery;
+pub(crate) use devices::Devices;
 pub(crate) use error::BackendError;
+pub(crate) use escalations::Escalations;
 pub(crate) use futures_util::future::BoxFuture;
 pub(crate) use history::{History, HistoryError};
 pub(crate) use idempotency::Idempotency;
@@ -44,6 +48,10 @@ pub(crate) struct Backends {
     pub(crate) history: Arc<dyn History>,
     pub(crate) presence: Arc<dyn Presence>,
     pub(crate) members: Arc<dyn Members>,
+    /// Users' push devices, kept where history is.
+    pub(crate) devices: Arc<dyn Devices>,
+    /// Pushes waiting for their time, kept where history is.
+    pub(crate) escalations: Arc<dyn Escalations>,
     pub(crate) idempotency: Arc<dyn Idempotency>,
     pub(crate) control: Arc<dyn ControlStore>,
     /// This node's name among the nodes sharing the backends (random per process unless

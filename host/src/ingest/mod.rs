@@ -8,6 +8,7 @@ use std::time::Instant;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::alert::Alert;
 use crate::channel;
 use crate::clock::{IdGenerator, now_millis};
 use crate::event::{Event, MAX_EVENT_NAME, MAX_TARGETS, check_attributes};
@@ -51,6 +52,10 @@ pub(crate) struct PublishBody {
     /// it (docs/PROTOCOL.md, "Delta updates").
     #[serde(default)]
     delta: bool,
+    /// Push to the users' devices (docs/PUSH.md): when (overriding the tenant's rule) and
+    /// what the notification shows.
+    #[serde(default)]
+    push: Option<Alert>,
 }
 
 /// A publish body that failed validation, naming the offending field (`users[2]`,
@@ -144,6 +149,9 @@ fn validate(ids: &IdGenerator, p: PublishBody, prefix: &str, received_at: Instan
             format!("must be 1-{MAX_IDEMPOTENCY_KEY} characters of A-Z a-z 0-9 and - _ . : @ / + ="),
         ));
     }
+    if let Some(Err((name, message))) = p.push.as_ref().map(Alert::check) {
+        return Err(field_error(f(&format!("push.{name}")), message));
+    }
     let mut users = p.users;
     users.sort_unstable();
     users.dedup();
@@ -166,6 +174,7 @@ fn validate(ids: &IdGenerator, p: PublishBody, prefix: &str, received_at: Instan
         delta: p.delta,
         except: None,
         sender: None,
+        alert: p.push.map(Box::new),
     })
 }
 

@@ -40,6 +40,7 @@ pub(crate) async fn publish(
         return Err(e);
     }
     tenant.metrics.events_published.fetch_add(events.len() as u64, Relaxed);
+    pipeline.push.schedule(tenant, &events).await;
     Ok(Published { ids, refused })
 }
 

@@ -1,98 +1,97 @@
-//! Push to devices that are not connected. So far Web Push's building blocks: a message
-//! encrypted for one browser subscription (`webpush`, RFC 8291 with RFC 8188's `aes128gcm`)
-//! and the application server's VAPID identification (`vapid`, RFC 8292), used by
-//! `notify-host push vapid-keys` and `notify-host push send`.
+//! Push to devices that are not connected. An event to users is scheduled per user when
+//! published (`schedule`: at once for `always`, after the delay for `unread_after`) in the
+//! escalation store, which every node polls (`worker`): a due push whose event the user has
+//! read by then is dropped, any other goes to each of the user's devices. Web Push is built
+//! from its parts: the message encrypted for one subscription (`ece`, RFC 8291), the VAPID
+//! identification (`vapid`, RFC 8292), the request to the push service (`web`). `job` is a
+//! pending push as stored and the payload a device gets.
 
+pub(crate) mod ece;
+pub(crate) mod job;
 pub(crate) mod vapid;
-pub(crate) mod webpush;
+pub(crate) mod web;
+mod worker;
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Method, Uri};
+use tokio::sync::Semaphore;
 
-use crate::outbound::DialError;
-use vapid::{Vapid, VapidError};
-use webpush::EncryptError;
+use crate::alert::PushWhen;
+use crate::backend::escalations::Escalation;
+use crate::backend::{Devices, Escalations};
+use crate::config::PushServiceConfig;
+use crate::event::Event;
+use crate::metrics::PushFailure;
+use crate::tenant::Tenant;
+use job::Job;
 
-/// Why a push message was not handed to the push service.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum SendError {
-    #[error("{0} is not base64url")]
-    Base64(&'static str),
-    #[error("the endpoint is not an http(s) URL")]
-    Endpoint,
-    #[error(transparent)]
-    Encrypt(#[from] EncryptError),
-    #[error(transparent)]
-    Vapid(#[from] VapidError),
-    #[error(transparent)]
-    Dial(#[from] DialError),
-    #[error("HTTP: {0}")]
-    Http(#[from] hyper::Error),
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
+pub(crate) use worker::run;
+
+/// The node's push state: the stores, the senders, the limits.
+pub(crate) struct Pusher {
+    pub(crate) devices: Arc<dyn Devices>,
+    pub(crate) escalations: Arc<dyn Escalations>,
+    config: PushServiceConfig,
+    web: web::WebPush,
+    /// Pushes in flight per tenant (`push.concurrency` permits each): a provider that hangs
+    /// holds its tenant's permits only.
+    in_flight: Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
 }
 
-/// One push message for one Web Push subscription.
-pub(crate) struct Message<'a> {
-    pub endpoint: &'a str,
-    /// The subscription's `keys.p256dh` and `keys.auth`, base64url.
-    pub p256dh: &'a str,
-    pub auth: &'a str,
-    pub payload: &'a [u8],
-    /// Seconds the push service keeps the message for an offline browser.
-    pub ttl: u32,
-    pub urgency: Option<&'a str>,
-    /// Replaces a message of the same topic still waiting at the push service.
-    pub topic: Option<&'a str>,
-}
-
-/// Encrypts `message` and POSTs it to its endpoint with `vapid`'s identification naming
-/// `contact`; the push service's status (201 accepted, 404/410 the subscription is gone).
-pub(crate) async fn send(
-    vapid: &Vapid,
-    contact: &str,
-    message: &Message<'_>,
-    timeout: Duration,
-) -> Result<u16, SendError> {
-    tokio::time::timeout(timeout, exchange(vapid, contact, message, timeout))
-        .await
-        .unwrap_or(Err(SendError::Timeout(timeout)))
-}
-
-async fn exchange(vapid: &Vapid, contact: &str, m: &Message<'_>, timeout: Duration) -> Result<u16, SendError> {
-    let decode =
-        |text: &str, what| URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).map_err(|_| SendError::Base64(what));
-    let body = webpush::encrypt(m.payload, &decode(m.p256dh, "p256dh")?, &decode(m.auth, "auth")?)?;
-    let url: Uri = m.endpoint.parse().map_err(|_| SendError::Endpoint)?;
-    let (Some(scheme @ ("http" | "https")), Some(authority)) = (url.scheme_str(), url.authority()) else {
-        return Err(SendError::Endpoint);
-    };
-    let now = crate::clock::now_millis() / 1000;
-    let authorization = vapid.authorization(&format!("{scheme}://{authority}"), contact, now)?;
-    let tls = crate::outbound::system_tls(tls_provider());
-    let mut sender = crate::outbound::dial(&url, timeout, |_| true, &tls).await?;
-    let mut req = crate::outbound::request(Method::POST, &url)
-        .header("content-type", "application/octet-stream")
-        .header("content-encoding", "aes128gcm")
-        .header("ttl", m.ttl.to_string())
-        .header("authorization", authorization);
-    if let Some(urgency) = m.urgency {
-        req = req.header("urgency", urgency);
+impl Pusher {
+    pub(crate) fn new(devices: Arc<dyn Devices>, escalations: Arc<dyn Escalations>, config: PushServiceConfig) -> Self {
+        let web = web::WebPush::new(config.allow_private, config.timeout);
+        Self { devices, escalations, config, web, in_flight: Mutex::default() }
     }
-    if let Some(topic) = m.topic {
-        req = req.header("topic", topic);
-    }
-    let req = req.body(Full::new(Bytes::from(body))).map_err(|_| SendError::Endpoint)?;
-    Ok(sender.send_request(req).await?.status().as_u16())
-}
 
-/// rustls on *ring*, as the node's own TLS (`tls::provider`).
-#[allow(deprecated)]
-fn tls_provider() -> rustls::crypto::CryptoProvider {
-    rustls::crypto::ring::default_provider()
+    /// Schedules a push of each of `events` that goes to users, by the publish body's `push`
+    /// or the tenant's rule. The events are delivered already: a store that cannot take them
+    /// loses their pushes (counted), not the events.
+    pub(crate) async fn schedule(&self, tenant: &Tenant, events: &[Event]) {
+        let now = crate::clock::now_millis();
+        let rule = &tenant.config.push;
+        let mut jobs = Vec::new();
+        for event in events.iter().filter(|e| !e.users.is_empty()) {
+            let alert = event.alert.as_deref();
+            let when = alert.and_then(|a| a.when).unwrap_or(rule.when);
+            let due = match when {
+                PushWhen::Never => continue,
+                PushWhen::UnreadAfter if !tenant.config.history.acks => {
+                    tenant.metrics.push.failed(PushFailure::NoReadCursors, event.users.len() as u64);
+                    continue;
+                }
+                PushWhen::Always => now,
+                PushWhen::UnreadAfter => now + alert.and_then(|a| a.delay).unwrap_or(rule.delay).as_millis() as u64,
+            };
+            for user in &event.users {
+                let job = Job::new(&tenant.id, user, event, when);
+                let body = serde_json::to_string(&job).expect("a job serializes");
+                jobs.push(Escalation { id: job.key(), due, body });
+            }
+        }
+        if jobs.is_empty() {
+            return;
+        }
+        let metrics = &tenant.metrics.push;
+        match self.escalations.schedule(&jobs, self.config.max_pending).await {
+            Ok(taken) => {
+                metrics.scheduled.fetch_add(taken as u64, Relaxed);
+                metrics.failed(PushFailure::Full, (jobs.len() - taken) as u64);
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %tenant.id, error = %e, "pushes not scheduled");
+                metrics.failed(PushFailure::Store, jobs.len() as u64);
+            }
+        }
+    }
+
+    /// A permit to push for `tenant`, if it has one free.
+    fn permit(&self, tenant: &Arc<str>) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let mut in_flight = self.in_flight.lock().expect("push permits lock");
+        let semaphore =
+            in_flight.entry(tenant.clone()).or_insert_with(|| Arc::new(Semaphore::new(self.config.concurrency)));
+        semaphore.clone().try_acquire_owned().ok()
+    }
 }

@@ -3,6 +3,8 @@
 
 mod broker;
 mod control;
+mod devices;
+mod escalations;
 mod history;
 mod idempotency;
 mod members;
@@ -32,6 +34,8 @@ pub(super) fn backends(
         idempotency: Arc::new(idempotency::MemoryIdempotency::default()),
         presence: Arc::new(presence::MemoryPresence::new(local.clone(), webhooks.clone(), memory.presence_debounce)),
         members: Arc::new(members::MemoryMembers::default()),
+        devices: Arc::new(devices::MemoryDevices::default()),
+        escalations: Arc::new(escalations::MemoryEscalations::default()),
         control: Arc::new(FileStore::open(data_dir)?),
         node_id: super::random_node_id(),
         shared: false,

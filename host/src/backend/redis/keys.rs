@@ -82,6 +82,21 @@ pub(crate) fn history_pattern(tenant: &str) -> String {
     format!("{{notify:{tenant}:*")
 }
 
+/// A user's push devices (a hash: id -> JSON) and the tenant's device count, in one slot
+/// per tenant: `{notify:{tenant}:devices}:u:{user}` and `{notify:{tenant}:devices}:count`.
+pub(crate) fn devices(tenant: &str, user: &str) -> [String; 2] {
+    [format!("{{notify:{tenant}:devices}}:u:{user}"), format!("{{notify:{tenant}:devices}}:count")]
+}
+
+/// Every [`devices`] key of a tenant.
+pub(crate) fn devices_pattern(tenant: &str) -> String {
+    format!("{{notify:{tenant}:devices}}:*")
+}
+
+/// Pending push escalations of every tenant: their due times (a sorted set) and bodies (a
+/// hash), in one slot.
+pub(crate) const ESCALATIONS: [&str; 2] = ["{notify:push}:due", "{notify:push}:bodies"];
+
 /// The stream publishers XADD events to: `notify:{tenant}:ingest`.
 pub(crate) fn ingest_stream(tenant: &str) -> String {
     format!("notify:{tenant}:ingest")

@@ -64,6 +64,18 @@ impl Link {
         Ok(Self::Single(ConnectionManager::new_lazy_with_config(client, cfg)?))
     }
 
+    /// Runs `cmd`, giving up after `timeout`.
+    pub(crate) async fn query_within<T: ::redis::FromRedisValue>(
+        &self,
+        cmd: Cmd,
+        timeout: Duration,
+    ) -> Result<T, crate::backend::BackendError> {
+        match tokio::time::timeout(timeout, cmd.query_async::<T>(&mut self.clone())).await {
+            Ok(reply) => Ok(reply?),
+            Err(_) => Err(super::timeout(timeout)),
+        }
+    }
+
     pub(crate) fn is_cluster(&self) -> bool {
         matches!(self, Self::Cluster(_))
     }

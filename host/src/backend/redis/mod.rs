@@ -4,7 +4,9 @@
 mod broker;
 mod control;
 mod dead_letters;
+mod devices;
 pub(crate) mod envelope;
+mod escalations;
 mod history;
 mod idempotency;
 mod ingest;
@@ -101,6 +103,8 @@ pub(super) async fn backends(
         history: Arc::new(Coalesced::new(history::RedisHistory::new(link.clone(), config.timeout))),
         presence: Arc::new(presence),
         members: Arc::new(members::RedisMembers::new(link.clone(), &node_id, config.node_timeout)),
+        devices: Arc::new(devices::RedisDevices::new(link.clone(), config.timeout)),
+        escalations: Arc::new(escalations::RedisEscalations::new(link.clone(), config.timeout)),
         control: Arc::new(control),
         node_id,
         shared: true,

@@ -34,6 +34,16 @@ pub(crate) const CONTROL_REPLACE: &str = include_str!("scripts/control_replace.l
 pub(crate) const CONTROL_RESTORE: &str = include_str!("scripts/control_restore.lua");
 /// Merges a token revocation into the user's stored one.
 pub(crate) const REVOKE_MERGE: &str = include_str!("scripts/revoke_merge.lua");
+/// Registers a push device within the user's and tenant's limits.
+pub(crate) const DEVICES_REGISTER: &str = include_str!("scripts/devices_register.lua");
+/// Removes a push device, counting it out.
+pub(crate) const DEVICES_REMOVE: &str = include_str!("scripts/devices_remove.lua");
+/// Adds or moves pending push escalations, within the most that may wait.
+pub(crate) const ESCALATIONS_SCHEDULE: &str = include_str!("scripts/escalations_schedule.lua");
+/// Takes due push escalations under a lease.
+pub(crate) const ESCALATIONS_TAKE: &str = include_str!("scripts/escalations_take.lua");
+/// Removes push escalations that were sent or dropped.
+pub(crate) const ESCALATIONS_FINISH: &str = include_str!("scripts/escalations_finish.lua");
 /// Renews the pub/sub ingestion lease for its holder.
 pub(crate) const LEASE_RENEW: &str = include_str!("scripts/lease_renew.lua");
 /// Deletes a key while it holds a value: the pub/sub ingestion lease for its holder, an

@@ -8,9 +8,12 @@ use ring::{aead, agreement, hkdf};
 /// Record size announced in the header; one record holds the whole message.
 const RECORD_SIZE: u32 = 4096;
 
-/// The largest payload one record carries (the record size less the tag and the padding
-/// delimiter).
-pub(crate) const MAX_PAYLOAD: usize = RECORD_SIZE as usize - 16 - 1;
+/// The header before the record: salt, record size, key id length, the sender's key.
+const HEADER: usize = 16 + 4 + 1 + 65;
+
+/// The largest payload of one message: push services take bodies of up to 4096 bytes
+/// (RFC 8030), which hold the header, the payload, the padding delimiter and the tag.
+pub(crate) const MAX_PAYLOAD: usize = RECORD_SIZE as usize - HEADER - 1 - 16;
 
 /// Why a message could not be encrypted for a subscription.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -1,0 +1,258 @@
+//! Users' push devices (docs/PUSH.md). For the tenant's backend (publish key):
+//! `POST`/`GET /v1/users/{user}/devices` and `DELETE /v1/users/{user}/devices/{id}`. For the
+//! user's own client, with the credentials it connects with (a token, or `?user=` on an
+//! insecure tenant) and the origin check: `POST /v1/push/{tenant}/devices` and
+//! `DELETE /v1/push/{tenant}/devices/{id}`, answered to any origin the tenant allows; and
+//! `GET /v1/push/{tenant}/web`, the public key browsers subscribe with.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::ApiError;
+use super::code::ErrorCode;
+use super::error::ErrorBody;
+use super::extract::{PathParams, Publisher, UserId, read_body};
+use super::handshake::{self, Refusal};
+use crate::app::App;
+use crate::backend::devices::{DeviceError, DeviceLimits};
+use crate::device::{Device, Registration};
+use crate::tenant::Tenant;
+
+/// Largest registration body.
+const MAX_BODY: usize = 8 * 1024;
+
+/// A user's devices.
+#[derive(Serialize, ToSchema)]
+pub(super) struct DeviceList {
+    devices: Vec<Device>,
+}
+
+impl From<DeviceError> for ApiError {
+    fn from(e: DeviceError) -> Self {
+        let code = match e {
+            DeviceError::Unavailable(_) => ErrorCode::DevicesUnavailable,
+            DeviceError::UserFull(_) | DeviceError::TenantFull(_) => ErrorCode::TooManyDevices,
+        };
+        Self::new(code, e.to_string())
+    }
+}
+
+/// Registers a device of the user: a Web Push subscription as the browser's
+/// `PushSubscription.toJSON()` gives it, or an FCM or APNs token. Registering the same
+/// subscription again replaces it.
+#[utoipa::path(post, operation_id = "registerDevice", path = "/v1/users/{user}/devices", tag = "push", security(("publish_key" = [])),
+    params(("user" = String, Path, description = "A user id")),
+    request_body = Registration,
+    responses(
+        (status = OK, description = "The device as registered", body = Device),
+        (status = BAD_REQUEST, description = "`invalid_field`, naming the field, `bad_body`, or `bad_request` (an invalid user id)", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`: a missing or unknown publish key", body = ErrorBody),
+        (status = CONFLICT, description = "`too_many_devices`: the user's `push.max_devices_per_user` or the tenant's `max_devices`", body = ErrorBody),
+        (status = PAYLOAD_TOO_LARGE, description = "`too_large`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`devices_unavailable`", body = ErrorBody),
+    ))]
+pub(super) async fn register(
+    State(app): State<App>,
+    Publisher(tenant): Publisher,
+    UserId(user): UserId,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Device>, ApiError> {
+    let body = read_body(&headers, body, MAX_BODY).await?;
+    registered(&app, &tenant, &user, &body).await.map(Json)
+}
+
+async fn registered(app: &App, tenant: &Tenant, user: &str, body: &[u8]) -> Result<Device, ApiError> {
+    let registration: Registration = crate::ingest::deserialize(body)?;
+    let device = registration
+        .device(crate::clock::now_millis())
+        .map_err(|e| ApiError::from(crate::ingest::FieldError { field: e.field.into(), message: e.message.into() }))?;
+    let limits = DeviceLimits {
+        per_user: tenant.config.push.max_devices_per_user,
+        per_tenant: tenant.quota.limits().max_devices,
+    };
+    app.pipeline().push.devices.register(&tenant.id, user, &device, limits).await?;
+    Ok(device)
+}
+
+/// The user's devices, the latest registration last.
+#[utoipa::path(get, operation_id = "listDevices", path = "/v1/users/{user}/devices", tag = "push", security(("publish_key" = [])),
+    params(("user" = String, Path, description = "A user id")),
+    responses(
+        (status = OK, description = "The devices", body = DeviceList),
+        (status = BAD_REQUEST, description = "`bad_request`: an invalid user id", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`: a missing or unknown publish key", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`devices_unavailable`", body = ErrorBody),
+    ))]
+pub(super) async fn list(
+    State(app): State<App>,
+    Publisher(tenant): Publisher,
+    UserId(user): UserId,
+) -> Result<Json<DeviceList>, ApiError> {
+    let devices = app.pipeline().push.devices.list(&tenant.id, &user).await?;
+    Ok(Json(DeviceList { devices }))
+}
+
+/// Removes a device of the user: nothing is pushed to it from then on.
+#[utoipa::path(delete, operation_id = "removeDevice", path = "/v1/users/{user}/devices/{id}", tag = "push", security(("publish_key" = [])),
+    params(("user" = String, Path, description = "A user id"), ("id" = String, Path, description = "The device's id")),
+    responses(
+        (status = NO_CONTENT, description = "Removed"),
+        (status = BAD_REQUEST, description = "`bad_request`: an invalid user id", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`: a missing or unknown publish key", body = ErrorBody),
+        (status = NOT_FOUND, description = "`unknown_device`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`devices_unavailable`", body = ErrorBody),
+    ))]
+pub(super) async fn remove(
+    State(app): State<App>,
+    Publisher(tenant): Publisher,
+    PathParams((user, id)): PathParams<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    removed(&app, &tenant, &user, &id).await
+}
+
+async fn removed(app: &App, tenant: &Tenant, user: &str, id: &str) -> Result<StatusCode, ApiError> {
+    if app.pipeline().push.devices.remove(&tenant.id, user, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(ErrorCode::UnknownDevice, format!("user {user:?} has no device {id:?}")))
+    }
+}
+
+/// The tenant of a client route, and the user its credentials name.
+async fn client(
+    app: &App,
+    tenant_id: &str,
+    req: &Parts,
+    peer: SocketAddr,
+) -> Result<(std::sync::Arc<Tenant>, String), ApiError> {
+    let tenant = app
+        .tenants()
+        .get(tenant_id)
+        .ok_or_else(|| ApiError::new(ErrorCode::UnknownTenant, format!("no tenant {tenant_id:?}")))?;
+    let (identity, _) = handshake::identify(app, &tenant, req, peer).await.map_err(|Refusal(_, e)| e)?;
+    Ok((tenant, identity.user))
+}
+
+/// Registers a device of the user the client's credentials name (as the client connects:
+/// `?token=` or a bearer token, `?user=` on an insecure tenant).
+#[utoipa::path(post, operation_id = "registerOwnDevice", path = "/v1/push/{tenant}/devices", tag = "clients",
+    params(("tenant" = String, Path, description = "A tenant id")),
+    request_body = Registration,
+    responses(
+        (status = OK, description = "The device as registered", body = Device),
+        (status = BAD_REQUEST, description = "`invalid_field`, naming the field, or `bad_body`", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`, `token_expired` or `token_revoked`", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden_origin` or `denied`", body = ErrorBody),
+        (status = NOT_FOUND, description = "`unknown_tenant`", body = ErrorBody),
+        (status = CONFLICT, description = "`too_many_devices`", body = ErrorBody),
+        (status = PAYLOAD_TOO_LARGE, description = "`too_large`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`devices_unavailable` or `auth_unavailable`", body = ErrorBody),
+    ))]
+pub(super) async fn register_own(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    PathParams(tenant_id): PathParams<String>,
+    req: Request,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let answer = async {
+        let (tenant, user) = client(&app, &tenant_id, &parts, peer).await?;
+        let body = read_body(&parts.headers, body, MAX_BODY).await?;
+        registered(&app, &tenant, &user, &body).await
+    };
+    handshake::readable(&parts, answer.await)
+}
+
+/// Removes a device of the user the client's credentials name.
+#[utoipa::path(delete, operation_id = "removeOwnDevice", path = "/v1/push/{tenant}/devices/{id}", tag = "clients",
+    params(("tenant" = String, Path, description = "A tenant id"), ("id" = String, Path, description = "The device's id")),
+    responses(
+        (status = NO_CONTENT, description = "Removed"),
+        (status = UNAUTHORIZED, description = "`unauthorized`, `token_expired` or `token_revoked`", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden_origin` or `denied`", body = ErrorBody),
+        (status = NOT_FOUND, description = "`unknown_tenant` or `unknown_device`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`devices_unavailable` or `auth_unavailable`", body = ErrorBody),
+    ))]
+pub(super) async fn remove_own(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    PathParams((tenant_id, id)): PathParams<(String, String)>,
+    req: Request,
+) -> Response {
+    let (parts, _) = req.into_parts();
+    let answer = async {
+        let (tenant, user) = client(&app, &tenant_id, &parts, peer).await?;
+        removed(&app, &tenant, &user, &id).await.map(|_| ())
+    };
+    match answer.await {
+        Ok(()) => {
+            let mut res = axum::response::IntoResponse::into_response(StatusCode::NO_CONTENT);
+            handshake::readable_by_origin(&parts.headers, res.headers_mut());
+            res
+        }
+        Err(e) => handshake::readable::<()>(&parts, Err(e)),
+    }
+}
+
+/// A CORS preflight for registering a device.
+#[utoipa::path(options, operation_id = "preflightRegisterOwnDevice", path = "/v1/push/{tenant}/devices", tag = "clients",
+    params(("tenant" = String, Path, description = "A tenant id")),
+    responses((status = NO_CONTENT, description = "The CORS answer (any origin may ask; the request itself checks the origin)")))]
+pub(super) async fn register_preflight(headers: HeaderMap) -> Response {
+    handshake::preflight(&headers, "POST")
+}
+
+/// A CORS preflight for removing a device.
+#[utoipa::path(options, operation_id = "preflightRemoveOwnDevice", path = "/v1/push/{tenant}/devices/{id}", tag = "clients",
+    params(("tenant" = String, Path, description = "A tenant id"), ("id" = String, Path, description = "The device's id")),
+    responses((status = NO_CONTENT, description = "The CORS answer (any origin may ask; the request itself checks the origin)")))]
+pub(super) async fn remove_preflight(headers: HeaderMap) -> Response {
+    handshake::preflight(&headers, "DELETE")
+}
+
+/// The key browsers subscribe with (`applicationServerKey`).
+#[derive(Serialize, ToSchema)]
+pub(super) struct WebPushKey {
+    /// Base64url of the tenant's VAPID public key (a P-256 point).
+    vapid_public_key: String,
+}
+
+/// The tenant's Web Push public key, for `pushManager.subscribe` (public: anyone may read it).
+#[utoipa::path(get, operation_id = "webPushKey", path = "/v1/push/{tenant}/web", tag = "clients",
+    params(("tenant" = String, Path, description = "A tenant id")),
+    responses(
+        (status = OK, description = "The key", body = WebPushKey),
+        (status = NOT_FOUND, description = "`unknown_tenant`, or `push_not_configured`: the tenant has no Web Push key", body = ErrorBody),
+    ))]
+pub(super) async fn web_key(
+    State(app): State<App>,
+    PathParams(tenant_id): PathParams<String>,
+    headers: HeaderMap,
+) -> Response {
+    let answer = (|| -> Result<WebPushKey, ApiError> {
+        let tenant = app
+            .tenants()
+            .get(&tenant_id)
+            .ok_or_else(|| ApiError::new(ErrorCode::UnknownTenant, format!("no tenant {tenant_id:?}")))?;
+        let web = tenant.config.push.web.as_ref();
+        let vapid = web.and_then(|w| crate::push::vapid::Vapid::from_private(&w.vapid_private_key).ok());
+        let vapid =
+            vapid.ok_or_else(|| ApiError::new(ErrorCode::PushNotConfigured, "the tenant has no Web Push key"))?;
+        Ok(WebPushKey { vapid_public_key: vapid.public_key() })
+    })();
+    let mut res = match answer {
+        Ok(key) => axum::response::IntoResponse::into_response(Json(key)),
+        Err(e) => axum::response::IntoResponse::into_response(e),
+    };
+    handshake::readable_by_origin(&headers, res.headers_mut());
+    res
+}

@@ -1,0 +1,104 @@
+//! Web Push (RFC 8030): one message encrypted for one browser subscription (`ece`) and
+//! POSTed to its push service with the tenant's VAPID identification (`vapid`), with the
+//! `TTL`, `Urgency` and `Topic` headers.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, Uri};
+
+use super::ece::{self, EncryptError};
+use super::vapid::{Vapid, VapidError};
+use crate::outbound::DialError;
+
+/// Why a push message was not handed to the push service.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SendError {
+    #[error("{0} is not base64url")]
+    Base64(&'static str),
+    #[error("the endpoint is not an http(s) URL")]
+    Endpoint,
+    #[error(transparent)]
+    Encrypt(#[from] EncryptError),
+    #[error(transparent)]
+    Vapid(#[from] VapidError),
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    #[error("HTTP: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// One push message for one Web Push subscription.
+pub(crate) struct Message<'a> {
+    pub endpoint: &'a str,
+    /// The subscription's `keys.p256dh` and `keys.auth`, base64url.
+    pub p256dh: &'a str,
+    pub auth: &'a str,
+    pub payload: &'a [u8],
+    /// Seconds the push service keeps the message for an offline browser.
+    pub ttl: u32,
+    pub urgency: Option<&'a str>,
+    /// Replaces a message of the same topic still waiting at the push service.
+    pub topic: Option<&'a str>,
+}
+
+/// Sends Web Push messages: where it may connect, with which trust, for how long.
+pub(crate) struct WebPush {
+    /// Push services at loopback and private addresses may be reached.
+    pub allow_private: bool,
+    pub timeout: Duration,
+    pub tls: tokio_rustls::TlsConnector,
+}
+
+impl WebPush {
+    /// A sender trusting the system's roots.
+    pub(crate) fn new(allow_private: bool, timeout: Duration) -> Self {
+        Self { allow_private, timeout, tls: crate::outbound::system_tls(tls_provider()) }
+    }
+
+    /// Encrypts `message` and POSTs it to its endpoint with `vapid`'s identification naming
+    /// `contact`; the push service's status (201 accepted, 404/410 the subscription is gone).
+    pub(crate) async fn send(&self, vapid: &Vapid, contact: &str, message: &Message<'_>) -> Result<u16, SendError> {
+        tokio::time::timeout(self.timeout, self.exchange(vapid, contact, message))
+            .await
+            .unwrap_or(Err(SendError::Timeout(self.timeout)))
+    }
+
+    async fn exchange(&self, vapid: &Vapid, contact: &str, m: &Message<'_>) -> Result<u16, SendError> {
+        let decode =
+            |text: &str, what| URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).map_err(|_| SendError::Base64(what));
+        let body = ece::encrypt(m.payload, &decode(m.p256dh, "p256dh")?, &decode(m.auth, "auth")?)?;
+        let url: Uri = m.endpoint.parse().map_err(|_| SendError::Endpoint)?;
+        let (Some(scheme @ ("http" | "https")), Some(authority)) = (url.scheme_str(), url.authority()) else {
+            return Err(SendError::Endpoint);
+        };
+        let now = crate::clock::now_millis() / 1000;
+        let authorization = vapid.authorization(&format!("{scheme}://{authority}"), contact, now)?;
+        let allowed = |ip| self.allow_private || crate::outbound::public(ip);
+        let mut sender = crate::outbound::dial(&url, self.timeout, allowed, &self.tls).await?;
+        let mut req = crate::outbound::request(Method::POST, &url)
+            .header("content-type", "application/octet-stream")
+            .header("content-encoding", "aes128gcm")
+            .header("ttl", m.ttl.to_string())
+            .header("authorization", authorization);
+        if let Some(urgency) = m.urgency {
+            req = req.header("urgency", urgency);
+        }
+        if let Some(topic) = m.topic {
+            req = req.header("topic", topic);
+        }
+        let req = req.body(Full::new(Bytes::from(body))).map_err(|_| SendError::Endpoint)?;
+        Ok(sender.send_request(req).await?.status().as_u16())
+    }
+}
+
+/// rustls on *ring*, as the node's own TLS (`tls::provider`).
+#[allow(deprecated)]
+fn tls_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
