@@ -1,7 +1,8 @@
 //! A user's device as registered: a browser's Web Push subscription, an FCM registration
 //! token or an APNs device token, with what the registration says about it. Its id is made
 //! from the platform and the address a provider knows it by, so registering the same
-//! subscription again (browsers do, on every page load) changes nothing.
+//! subscription again (browsers do, on every page load) changes nothing. Also what the user
+//! set for pushes (`Preferences`): quiet hours in their time zone and an hourly cap.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -161,6 +162,75 @@ fn id_of(platform: Platform, address: &str) -> String {
     format!("{}-{}", platform.as_str(), crate::tenant::hex(&digest[..12]))
 }
 
+/// What a user set for pushes (`PUT /v1/users/{user}/push`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"time_zone": "Europe/Paris", "quiet_hours": {"start": "22:00", "end": "07:30"}, "max_per_hour": 5}))]
+pub(crate) struct Preferences {
+    /// An IANA time zone (`Europe/Paris`); quiet hours are in it. UTC without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// Pushes due in this window wait for its end (and are sent then if still unread).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_hours: Option<QuietHours>,
+    /// Pushes per hour at most (over the last 60 minutes); replaces the tenant's
+    /// `push.max_per_hour`. Those beyond are dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_hour: Option<u32>,
+}
+
+/// A daily window, local times `HH:MM`; `start` after `end` spans midnight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QuietHours {
+    pub start: String,
+    pub end: String,
+}
+
+impl Preferences {
+    /// Checks the time zone and times; the offending field and why.
+    pub(crate) fn check(&self) -> Result<(), Invalid> {
+        if self.time_zone.as_deref().is_some_and(|tz| jiff::tz::TimeZone::get(tz).is_err()) {
+            return Err(invalid("time_zone", "not an IANA time zone (Europe/Paris, America/New_York, UTC)"));
+        }
+        if let Some(q) = &self.quiet_hours {
+            if hh_mm(&q.start).is_none() {
+                return Err(invalid("quiet_hours.start", "must be HH:MM"));
+            }
+            if hh_mm(&q.end).is_none() || q.start == q.end {
+                return Err(invalid("quiet_hours.end", "must be HH:MM, not the start"));
+            }
+        }
+        Ok(())
+    }
+
+    /// When the quiet hours that hold at `now` (Unix ms) end, if they hold.
+    pub(crate) fn quiet_until(&self, now: u64) -> Option<u64> {
+        let q = self.quiet_hours.as_ref()?;
+        let tz = match &self.time_zone {
+            Some(name) => jiff::tz::TimeZone::get(name).ok()?,
+            None => jiff::tz::TimeZone::UTC,
+        };
+        let here = jiff::Timestamp::from_millisecond(i64::try_from(now).ok()?).ok()?.to_zoned(tz.clone());
+        let ((sh, sm), (eh, em)) = (hh_mm(&q.start)?, hh_mm(&q.end)?);
+        let (start, end, time) = (sh * 60 + sm, eh * 60 + em, i32::from(here.hour()) * 60 + i32::from(here.minute()));
+        let quiet = if start < end { (start..end).contains(&time) } else { time >= start || time < end };
+        if !quiet {
+            return None;
+        }
+        let day = if time >= end { here.date().tomorrow().ok()? } else { here.date() };
+        let until = day.at(eh as i8, em as i8, 0, 0).to_zoned(tz).ok()?;
+        u64::try_from(until.timestamp().as_millisecond()).ok()
+    }
+}
+
+/// `HH:MM` as (hours, minutes).
+fn hh_mm(text: &str) -> Option<(i32, i32)> {
+    let (h, m) = text.split_once(':')?;
+    let (h, m) = (h.parse::<i32>().ok()?, m.parse::<i32>().ok()?);
+    (text.len() == 5 && (0..24).contains(&h) && (0..60).contains(&m)).then_some((h, m))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +262,38 @@ mod tests {
         assert_eq!(apns.device(1).unwrap_err().field, "token");
         let fcm = Registration { platform: Platform::Fcm, subscription: None, token: None, label: None };
         assert_eq!(fcm.device(1).unwrap_err().field, "token");
+    }
+
+    fn quiet(tz: &str, start: &str, end: &str) -> Preferences {
+        let quiet_hours = Some(QuietHours { start: start.into(), end: end.into() });
+        Preferences { time_zone: Some(tz.into()), quiet_hours, max_per_hour: None }
+    }
+
+    /// Unix ms of a UTC instant.
+    fn utc(text: &str) -> u64 {
+        text.parse::<jiff::Timestamp>().unwrap().as_millisecond() as u64
+    }
+
+    #[test]
+    fn quiet_hours_hold_in_the_users_time_zone_and_end_at_their_end() {
+        let night = quiet("Europe/Paris", "22:00", "07:30");
+        // 23:00 in Paris (UTC+1 in December): quiet until 07:30 the next morning.
+        assert_eq!(night.quiet_until(utc("2026-12-07T22:00:00Z")), Some(utc("2026-12-08T06:30:00Z")));
+        // 02:00 in Paris: quiet until 07:30 the same day.
+        assert_eq!(night.quiet_until(utc("2026-12-08T01:00:00Z")), Some(utc("2026-12-08T06:30:00Z")));
+        assert_eq!(night.quiet_until(utc("2026-12-08T12:00:00Z")), None, "13:00 in Paris");
+        let lunch = quiet("America/New_York", "12:00", "13:00");
+        assert_eq!(lunch.quiet_until(utc("2026-12-08T17:15:00Z")), Some(utc("2026-12-08T18:00:00Z")));
+        assert_eq!(lunch.quiet_until(utc("2026-12-08T18:00:00Z")), None, "13:00 is the end");
+        assert_eq!(Preferences::default().quiet_until(utc("2026-12-08T17:15:00Z")), None);
+    }
+
+    #[test]
+    fn preferences_are_checked_naming_the_field() {
+        assert_eq!(quiet("Mars/Olympus", "22:00", "07:00").check().unwrap_err().field, "time_zone");
+        assert_eq!(quiet("UTC", "25:00", "07:00").check().unwrap_err().field, "quiet_hours.start");
+        assert_eq!(quiet("UTC", "7:00", "08:00").check().unwrap_err().field, "quiet_hours.start");
+        assert_eq!(quiet("UTC", "07:00", "07:00").check().unwrap_err().field, "quiet_hours.end");
+        assert!(quiet("Asia/Kolkata", "23:30", "06:00").check().is_ok());
     }
 }

@@ -147,12 +147,14 @@ pub(crate) enum PushFailure {
     NoReadCursors,
     /// `push.max_pending` escalations were already waiting.
     Full,
+    /// The user had their hourly cap of pushes.
+    Capped,
     /// The device or escalation store could not be reached.
     Store,
 }
 
 impl PushFailure {
-    pub(crate) const ALL: [Self; 9] = [
+    pub(crate) const ALL: [Self; 10] = [
         Self::Rejected,
         Self::Unavailable,
         Self::Timeout,
@@ -161,6 +163,7 @@ impl PushFailure {
         Self::NoCredentials,
         Self::NoReadCursors,
         Self::Full,
+        Self::Capped,
         Self::Store,
     ];
 
@@ -174,6 +177,7 @@ impl PushFailure {
             Self::NoCredentials => "no_credentials",
             Self::NoReadCursors => "no_read_cursors",
             Self::Full => "full",
+            Self::Capped => "capped",
             Self::Store => "store",
         }
     }
@@ -191,6 +195,10 @@ pub(crate) struct PushMetrics {
     pub devices_removed: AtomicU64,
     /// Escalations not pushed because the user read the event in time.
     pub cancelled: AtomicU64,
+    /// Pushes due in the user's quiet hours, put off to their end.
+    pub deferred: AtomicU64,
+    /// Withdrawals sent for pushes the user read after they went.
+    pub withdrawn: AtomicU64,
 }
 
 impl PushMetrics {
@@ -402,7 +410,7 @@ fn write_family<'m, M: 'm>(out: &mut String, f: &Family<M>, samples: impl Iterat
     }
 }
 
-const TENANT_FAMILIES: [Family<TenantMetrics>; 18] = [
+const TENANT_FAMILIES: [Family<TenantMetrics>; 20] = [
     Family {
         name: "notify_connections",
         kind: "gauge",
@@ -510,6 +518,18 @@ const TENANT_FAMILIES: [Family<TenantMetrics>; 18] = [
         kind: "counter",
         help: "Escalations not pushed because the user read the event in time.",
         get: |m| m.push.cancelled.load(Relaxed),
+    },
+    Family {
+        name: "notify_push_deferred_total",
+        kind: "counter",
+        help: "Pushes due in the user's quiet hours, put off to their end.",
+        get: |m| m.push.deferred.load(Relaxed),
+    },
+    Family {
+        name: "notify_push_withdrawn_total",
+        kind: "counter",
+        help: "Withdrawals sent for pushes the user read after they went.",
+        get: |m| m.push.withdrawn.load(Relaxed),
     },
 ];
 

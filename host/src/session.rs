@@ -304,6 +304,13 @@ pub(crate) fn acked(app: &App, tenant: &Tenant, user: &str, change: CursorMove) 
         let data = serde_json::json!({"user": user, "stream": "user", "epoch": cursor.epoch, "offset": cursor.acked,
                                       "unread": cursor.unread()});
         app.webhooks().emit(&tenant.id, Notice::new(Kind::EventAcked, data));
+        if crate::push::Pusher::configured(tenant)
+            && let Some(tenant) = app.tenants().get(&tenant.id)
+        {
+            let (push, user, epoch) = (app.pipeline().push.clone(), user.to_owned(), cursor.epoch.clone());
+            let acked = cursor.acked;
+            tokio::spawn(async move { push.withdraw_read(&tenant, &user, &epoch, acked).await });
+        }
     }
     cursor
 }

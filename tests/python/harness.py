@@ -22,16 +22,16 @@ def free_port():
         return s.getsockname()[1]
 
 
-async def until(check):
+async def until(check, seconds=STEP):
     """Waits until `check()` (plain or async) returns something truthy, and returns it."""
-    for _ in range(STEP * 20):
+    for _ in range(seconds * 20):
         value = check()
         if asyncio.iscoroutine(value):
             value = await value
         if value:
             return value
         await asyncio.sleep(0.05)
-    raise AssertionError(f"condition not met within {STEP} s")
+    raise AssertionError(f"condition not met within {seconds} s")
 
 
 class Process:

@@ -220,13 +220,16 @@ def http(port, method, path, body=None, key=PUBLISH_KEY, origin=None):
         return e.code, json.loads(e.read() or b"null")
 
 
-def metric(port, name, tenant="demo"):
-    """The sum of metric `name`'s samples for `tenant`."""
+def metrics_text(port):
     request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"authorization": f"Bearer {ADMIN}"})
     with urllib.request.urlopen(request, timeout=STEP) as r:
-        text = r.read().decode()
+        return r.read().decode()
+
+
+def metric(port, name, tenant="demo"):
+    """The sum of metric `name`'s samples for `tenant`."""
     total = 0
-    for line in text.splitlines():
+    for line in metrics_text(port).splitlines():
         if line.startswith(name + "{") and f'tenant="{tenant}"' in line:
             total += int(float(line.rsplit(" ", 1)[1]))
     return total
@@ -374,6 +377,53 @@ class EscalationTest(unittest.IsolatedAsyncioTestCase):
         await until(lambda: len(self.service.to(hung)) == 2)
 
 
+    async def test_a_push_read_after_it_went_is_withdrawn(self):
+        wes = Browser(self.service, "wes")
+        self.register("wes", wes)
+        async with websockets.connect(f"ws://127.0.0.1:{self.port}/v1/ws/demo?user=wes", open_timeout=STEP) as ws:
+            self.assertEqual(json.loads(await asyncio.wait_for(ws.recv(), STEP))["type"], "welcome")
+            id = self.publish({"users": ["wes"], "event": "note", "push": {"when": "always", "collapse_key": "c-1"}})
+            first = (await until(lambda: self.service.to(wes)))[0]
+            self.assertEqual(wes.decrypt(first[1])["type"], "notification")
+            event = json.loads(await asyncio.wait_for(ws.recv(), STEP))
+            await ws.send(json.dumps({"type": "ack", "epoch": event["epoch"], "offset": event["offset"]}))
+            headers, body = (await until(lambda: self.service.to(wes)[1:]))[0]
+        self.assertEqual(wes.decrypt(body), {"type": "withdraw", "id": id, "tag": "c-1"})
+        self.assertEqual(headers["topic"], "c-1", "replaces the push where the push service still holds it")
+        await until(lambda: metric(self.port, "notify_push_withdrawn_total") == 1)
+        self.assertEqual(self.service.errors, [])
+
+    async def test_the_hourly_cap_drops_what_is_over_it(self):
+        cap = Browser(self.service, "cap")
+        self.register("cap", cap)
+        status, kept = http(self.port, "PUT", "/v1/users/cap/push", {"max_per_hour": 2})
+        self.assertEqual((status, kept), (200, {"max_per_hour": 2}))
+        for n in range(3):
+            self.publish({"users": ["cap"], "event": f"n{n}", "push": {"when": "always"}})
+        await until(lambda: 'reason="capped"} 1' in metrics_text(self.port))
+        await until(lambda: metric(self.port, "notify_push_sent_total") == 2)
+        self.assertEqual(len(self.service.to(cap)), 2)
+
+    async def test_quiet_hours_put_a_push_off_to_their_end(self):
+        quinn = Browser(self.service, "quinn")
+        self.register("quinn", quinn)
+        now = time.gmtime()
+        start = time.strftime("%H:%M", time.gmtime(time.time() - 3600))
+        end = time.strftime("%H:%M", time.gmtime(time.time() + 60 - now.tm_sec))
+        preferences = {"time_zone": "UTC", "quiet_hours": {"start": start, "end": end}}
+        status, kept = http(self.port, "PUT", "/v1/push/demo/preferences?user=quinn", preferences, key=None)
+        self.assertEqual((status, kept), (200, preferences))
+        self.assertEqual(http(self.port, "GET", "/v1/users/quinn/push"), (200, preferences))
+        status, answer = http(self.port, "PUT", "/v1/users/quinn/push", {"time_zone": "Mars/Olympus"})
+        self.assertEqual((status, answer["error"]["field"]), (400, "time_zone"))
+        self.publish({"users": ["quinn"], "event": "late", "push": {"when": "always"}})
+        await until(lambda: metric(self.port, "notify_push_deferred_total") == 1)
+        self.assertEqual(self.service.to(quinn), [], "held in the quiet hours")
+        # The quiet hours end at the next minute.
+        await until(lambda: self.service.to(quinn), seconds=90)
+        self.assertEqual(quinn.decrypt(self.service.to(quinn)[0][1])["event"], "late")
+
+
 class ClusterEscalationTest(unittest.IsolatedAsyncioTestCase):
     async def test_a_node_killed_during_the_delay_leaves_the_push_to_a_survivor_once(self):
         service = CheckingPushService()
@@ -404,6 +454,24 @@ class ClusterEscalationTest(unittest.IsolatedAsyncioTestCase):
         self.assertEqual(status, 202)
         await until(lambda: service.to(sentinel))
         self.assertEqual(len(service.to(zoe)), 1, "pushed once")
+
+        # Read on the survivor after it was pushed: withdrawn, through the sent pushes in Redis.
+        async with websockets.connect(f"ws://127.0.0.1:{second.port}/v1/ws/demo?user=zoe", open_timeout=STEP) as ws:
+            frames = [json.loads(await asyncio.wait_for(ws.recv(), STEP)) for _ in range(2)]
+            event = next(f for f in frames if f["type"] == "event")
+            await ws.send(json.dumps({"type": "ack", "epoch": event["epoch"], "offset": event["offset"]}))
+            withdrawal = (await until(lambda: service.to(zoe)[1:]))[0]
+        self.assertEqual(zoe.decrypt(withdrawal[1])["type"], "withdraw")
+
+        # Preferences and the hourly cap live in Redis too.
+        self.assertEqual(http(survivor := second.port, "PUT", "/v1/users/sam/push", {"max_per_hour": 1}),
+                         (200, {"max_per_hour": 1}))
+        for name in ("within", "over"):
+            status, _ = http(survivor, "POST", "/v1/publish", {"users": ["sam"], "event": name, "push": {"when": "always"}})
+            self.assertEqual(status, 202)
+        await until(lambda: 'reason="capped"} 1' in metrics_text(second.port))
+        await until(lambda: len(service.to(sentinel)) == 2)
+        self.assertIn(sentinel.decrypt(service.to(sentinel)[1][1])["event"], ("within", "over"), "one of the two")
         self.assertEqual(service.errors, [])
 
 

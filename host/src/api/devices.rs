@@ -1,9 +1,11 @@
-//! Users' push devices (docs/PUSH.md). For the tenant's backend (publish key):
-//! `POST`/`GET /v1/users/{user}/devices` and `DELETE /v1/users/{user}/devices/{id}`. For the
-//! user's own client, with the credentials it connects with (a token, or `?user=` on an
-//! insecure tenant) and the origin check: `POST /v1/push/{tenant}/devices` and
-//! `DELETE /v1/push/{tenant}/devices/{id}`, answered to any origin the tenant allows; and
-//! `GET /v1/push/{tenant}/web`, the public key browsers subscribe with.
+//! Users' push devices and preferences (docs/PUSH.md). For the tenant's backend (publish
+//! key): `POST`/`GET /v1/users/{user}/devices`, `DELETE /v1/users/{user}/devices/{id}`,
+//! `GET`/`PUT /v1/users/{user}/push` (quiet hours, time zone, hourly cap). For the user's
+//! own client, with the credentials it connects with (a token, or `?user=` on an insecure
+//! tenant) and the origin check: `POST /v1/push/{tenant}/devices`,
+//! `DELETE /v1/push/{tenant}/devices/{id}` and `GET`/`PUT /v1/push/{tenant}/preferences`,
+//! answered to any origin the tenant allows; and `GET /v1/push/{tenant}/web`, the public key
+//! browsers subscribe with.
 
 use std::net::SocketAddr;
 
@@ -23,7 +25,7 @@ use super::extract::{PathParams, Publisher, UserId, read_body};
 use super::handshake::{self, Refusal};
 use crate::app::App;
 use crate::backend::devices::{DeviceError, DeviceLimits};
-use crate::device::{Device, Registration};
+use crate::device::{Device, Preferences, Registration};
 use crate::tenant::Tenant;
 
 /// Largest registration body.
@@ -125,6 +127,114 @@ async fn removed(app: &App, tenant: &Tenant, user: &str, id: &str) -> Result<Sta
     } else {
         Err(ApiError::new(ErrorCode::UnknownDevice, format!("user {user:?} has no device {id:?}")))
     }
+}
+
+/// The user's push preferences (none set: `{}`).
+#[utoipa::path(get, operation_id = "getPushPreferences", path = "/v1/users/{user}/push", tag = "push", security(("publish_key" = [])),
+    params(("user" = String, Path, description = "A user id")),
+    responses(
+        (status = OK, description = "The preferences", body = Preferences),
+        (status = BAD_REQUEST, description = "`bad_request`: an invalid user id", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`: a missing or unknown publish key", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`devices_unavailable`", body = ErrorBody),
+    ))]
+pub(super) async fn preferences(
+    State(app): State<App>,
+    Publisher(tenant): Publisher,
+    UserId(user): UserId,
+) -> Result<Json<Preferences>, ApiError> {
+    Ok(Json(app.pipeline().push.devices.preferences(&tenant.id, &user).await?))
+}
+
+/// Replaces the user's push preferences: quiet hours in their time zone, an hourly cap.
+#[utoipa::path(put, operation_id = "setPushPreferences", path = "/v1/users/{user}/push", tag = "push", security(("publish_key" = [])),
+    params(("user" = String, Path, description = "A user id")),
+    request_body = Preferences,
+    responses(
+        (status = OK, description = "The preferences as kept", body = Preferences),
+        (status = BAD_REQUEST, description = "`invalid_field`, naming the field, `bad_body`, or `bad_request` (an invalid user id)", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`: a missing or unknown publish key", body = ErrorBody),
+        (status = PAYLOAD_TOO_LARGE, description = "`too_large`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`devices_unavailable`", body = ErrorBody),
+    ))]
+pub(super) async fn set_preferences(
+    State(app): State<App>,
+    Publisher(tenant): Publisher,
+    UserId(user): UserId,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Preferences>, ApiError> {
+    let body = read_body(&headers, body, MAX_BODY).await?;
+    kept(&app, &tenant, &user, &body).await.map(Json)
+}
+
+async fn kept(app: &App, tenant: &Tenant, user: &str, body: &[u8]) -> Result<Preferences, ApiError> {
+    let preferences: Preferences = crate::ingest::deserialize(body)?;
+    preferences
+        .check()
+        .map_err(|e| ApiError::from(crate::ingest::FieldError { field: e.field.into(), message: e.message.into() }))?;
+    app.pipeline().push.devices.set_preferences(&tenant.id, user, &preferences).await?;
+    Ok(preferences)
+}
+
+/// The preferences of the user the client's credentials name.
+#[utoipa::path(get, operation_id = "getOwnPushPreferences", path = "/v1/push/{tenant}/preferences", tag = "clients",
+    params(("tenant" = String, Path, description = "A tenant id")),
+    responses(
+        (status = OK, description = "The preferences", body = Preferences),
+        (status = UNAUTHORIZED, description = "`unauthorized`, `token_expired` or `token_revoked`", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden_origin` or `denied`", body = ErrorBody),
+        (status = NOT_FOUND, description = "`unknown_tenant`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`devices_unavailable` or `auth_unavailable`", body = ErrorBody),
+    ))]
+pub(super) async fn own_preferences(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    PathParams(tenant_id): PathParams<String>,
+    req: Request,
+) -> Response {
+    let (parts, _) = req.into_parts();
+    let answer = async {
+        let (tenant, user) = client(&app, &tenant_id, &parts, peer).await?;
+        Ok(app.pipeline().push.devices.preferences(&tenant.id, &user).await?)
+    };
+    handshake::readable(&parts, answer.await)
+}
+
+/// Replaces the preferences of the user the client's credentials name.
+#[utoipa::path(put, operation_id = "setOwnPushPreferences", path = "/v1/push/{tenant}/preferences", tag = "clients",
+    params(("tenant" = String, Path, description = "A tenant id")),
+    request_body = Preferences,
+    responses(
+        (status = OK, description = "The preferences as kept", body = Preferences),
+        (status = BAD_REQUEST, description = "`invalid_field`, naming the field, or `bad_body`", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`, `token_expired` or `token_revoked`", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden_origin` or `denied`", body = ErrorBody),
+        (status = NOT_FOUND, description = "`unknown_tenant`", body = ErrorBody),
+        (status = PAYLOAD_TOO_LARGE, description = "`too_large`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`devices_unavailable` or `auth_unavailable`", body = ErrorBody),
+    ))]
+pub(super) async fn set_own_preferences(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    PathParams(tenant_id): PathParams<String>,
+    req: Request,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let answer = async {
+        let (tenant, user) = client(&app, &tenant_id, &parts, peer).await?;
+        let body = read_body(&parts.headers, body, MAX_BODY).await?;
+        kept(&app, &tenant, &user, &body).await
+    };
+    handshake::readable(&parts, answer.await)
+}
+
+/// A CORS preflight for the client's preferences.
+#[utoipa::path(options, operation_id = "preflightOwnPushPreferences", path = "/v1/push/{tenant}/preferences", tag = "clients",
+    params(("tenant" = String, Path, description = "A tenant id")),
+    responses((status = NO_CONTENT, description = "The CORS answer (any origin may ask; the request itself checks the origin)")))]
+pub(super) async fn preferences_preflight(headers: HeaderMap) -> Response {
+    handshake::preflight(&headers, "GET, PUT")
 }
 
 /// The tenant of a client route, and the user its credentials name.

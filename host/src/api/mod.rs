@@ -85,6 +85,7 @@ fn routes(demo: bool) -> OpenApiRouter<App> {
         .routes(routes!(users::unsubscribe))
         .routes(routes!(devices::register, devices::list))
         .routes(routes!(devices::remove))
+        .routes(routes!(devices::preferences, devices::set_preferences))
         .routes(routes!(streams::user))
         .routes(routes!(streams::channel))
         .routes(routes!(streams::broadcast))
@@ -113,6 +114,7 @@ fn routes(demo: bool) -> OpenApiRouter<App> {
         .routes(routes!(devices::register_own, devices::register_preflight))
         .routes(routes!(devices::remove_own, devices::remove_preflight))
         .routes(routes!(devices::web_key))
+        .routes(routes!(devices::own_preferences, devices::set_own_preferences, devices::preferences_preflight))
         .merge(traced.layer(TraceLayer::new_for_http().make_span_with(span)))
 }
 

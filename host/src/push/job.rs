@@ -1,6 +1,7 @@
 //! One push waiting for its time, as stored (an `Escalation`'s body): the event to one user,
-//! what the notification shows, and whether it goes only if unread. Also what a device
-//! receives: the notification's JSON, made to fit one push message.
+//! what the notification shows, and whether it goes only if unread; or the withdrawal of a
+//! push the user has read since. Also what a device receives: the notification's JSON, made
+//! to fit one push message, or the withdrawal's.
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -23,6 +24,19 @@ pub(crate) struct Job {
     pub when: PushWhen,
     #[serde(default)]
     pub alert: Alert,
+    #[serde(default)]
+    pub kind: Kind,
+}
+
+/// What a job sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Kind {
+    /// The event's notification.
+    #[default]
+    Notify,
+    /// Tells the devices that the event was read: its notification can go.
+    Withdraw,
 }
 
 impl Job {
@@ -36,17 +50,39 @@ impl Job {
             data: event.data.clone(),
             when,
             alert: event.alert.as_deref().cloned().unwrap_or_default(),
+            kind: Kind::Notify,
         }
     }
 
-    /// The escalation's id: one per tenant, event and user.
+    /// The withdrawal of the push of event `id` (with collapse key `tag`) to `user`.
+    pub(crate) fn withdrawal(tenant: &str, user: &str, id: &str, tag: Option<String>) -> Self {
+        let alert = Alert { collapse_key: tag, ..Alert::default() };
+        Self {
+            tenant: tenant.to_owned(),
+            user: user.to_owned(),
+            id: id.to_owned(),
+            event: String::new(),
+            ts: crate::clock::now_millis(),
+            data: RawValue::from_string("null".into()).expect("null is JSON"),
+            when: PushWhen::Always,
+            alert,
+            kind: Kind::Withdraw,
+        }
+    }
+
+    /// The escalation's id: one per tenant, event, user and kind.
     pub(crate) fn key(&self) -> String {
-        format!("{}:{}:{}", self.tenant, self.id, self.user)
+        let suffix = if self.kind == Kind::Withdraw { ":w" } else { "" };
+        format!("{}:{}:{}{suffix}", self.tenant, self.id, self.user)
     }
 
     /// What the device gets (docs/PUSH.md): the notification and the event, within `max`
     /// bytes; without the event's data when it does not fit (`truncated: true`).
     pub(crate) fn payload(&self, max: usize) -> Vec<u8> {
+        if self.kind == Kind::Withdraw {
+            let json = serde_json::json!({"type": "withdraw", "id": self.id, "tag": self.alert.collapse_key});
+            return serde_json::to_vec(&json).expect("JSON values serialize");
+        }
         let full = self.notification(Some(&self.data));
         if full.len() <= max {
             return full;
@@ -57,6 +93,7 @@ impl Job {
     fn notification(&self, data: Option<&RawValue>) -> Vec<u8> {
         let a = &self.alert;
         let json = serde_json::json!({
+            "type": "notification",
             "id": self.id,
             "event": self.event,
             "ts": self.ts,

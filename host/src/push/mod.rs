@@ -87,6 +87,36 @@ impl Pusher {
         }
     }
 
+    /// Withdraws the pushes the user read now that their read cursor is at `acked` of
+    /// `epoch`: each goes to the user's devices as a withdrawal (with the push's collapse
+    /// key), so a service worker can close its notification.
+    pub(crate) async fn withdraw_read(&self, tenant: &Tenant, user: &str, epoch: &str, acked: u64) {
+        let read = match self.devices.take_read(&tenant.id, user, epoch, acked).await {
+            Ok(read) if read.is_empty() => return,
+            Ok(read) => read,
+            Err(e) => {
+                tracing::warn!(tenant = %tenant.id, error = %e, "read pushes could not be looked up; not withdrawn");
+                return;
+            }
+        };
+        let now = crate::clock::now_millis();
+        let jobs: Vec<Escalation> = read
+            .into_iter()
+            .map(|sent| {
+                let job = Job::withdrawal(&tenant.id, user, &sent.id, sent.tag);
+                Escalation { id: job.key(), due: now, body: serde_json::to_string(&job).expect("a job serializes") }
+            })
+            .collect();
+        if let Err(e) = self.escalations.schedule(&jobs, self.config.max_pending).await {
+            tracing::warn!(tenant = %tenant.id, error = %e, "withdrawals not scheduled");
+        }
+    }
+
+    /// Whether the tenant can push to any device (so acks may have pushes to withdraw).
+    pub(crate) fn configured(tenant: &Tenant) -> bool {
+        tenant.config.push.web.is_some()
+    }
+
     /// A permit to push for `tenant`, if it has one free.
     fn permit(&self, tenant: &Arc<str>) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let mut in_flight = self.in_flight.lock().expect("push permits lock");

@@ -1,21 +1,26 @@
 //! The loop every node runs: take the escalations that are due (each goes to one node),
-//! drop those whose event the user has read, send the others to each of the user's devices,
-//! remove the devices their provider says are gone.
+//! drop those whose event the user has read, put off those in the user's quiet hours, drop
+//! those over the user's hourly cap, send the others to each of the user's devices, remove
+//! the devices their provider says are gone, and keep what was sent so that it can be
+//! withdrawn when the user reads it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::job::Job;
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::job::{Job, Kind};
 use super::vapid::Vapid;
 use super::web::{Message, SendError};
 use super::{Pusher, ece};
 use crate::alert::PushWhen;
+use crate::backend::devices::Sent;
 use crate::backend::escalations::Escalation;
 use crate::backend::history::{History, HistoryError, Start};
 use crate::device::{Device, Platform};
 use crate::drain::Drain;
 use crate::metrics::PushFailure;
-use crate::stream::Target;
+use crate::stream::{Position, Target};
 use crate::tenant::{Tenant, Tenants};
 
 /// How often the store is asked for due escalations.
@@ -66,19 +71,25 @@ async fn dispatch(pusher: &Arc<Pusher>, tenants: &Tenants, history: &Arc<dyn His
     };
     let Some(tenant) = tenants.get(&job.tenant) else { return finish(pusher, e.id).await };
     let Some(permit) = pusher.permit(&tenant.id) else {
-        let later = Escalation { due: crate::clock::now_millis() + BUSY, ..e };
-        if let Err(err) = pusher.escalations.schedule(std::slice::from_ref(&later), usize::MAX).await {
-            tracing::warn!(error = %err, "a pending push could not be put back; it is retried after its lease");
-        }
-        return;
+        return put_back(pusher, e, crate::clock::now_millis() + BUSY).await;
     };
     let (pusher, history) = (pusher.clone(), history.clone());
     tokio::spawn(async move {
         let _permit = permit;
-        if deliver(&pusher, &*history, &tenant, &job).await.is_ok() {
-            finish(&pusher, e.id).await;
+        match deliver(&pusher, &*history, &tenant, &job).await {
+            Ok(Outcome::Done) => finish(&pusher, e.id).await,
+            Ok(Outcome::Later(due)) => put_back(&pusher, e, due).await,
+            // Due again when its lease ends.
+            Err(Retry) => {}
         }
     });
+}
+
+async fn put_back(pusher: &Pusher, e: Escalation, due: u64) {
+    let later = Escalation { due, ..e };
+    if let Err(err) = pusher.escalations.schedule(std::slice::from_ref(&later), usize::MAX).await {
+        tracing::warn!(error = %err, "a pending push could not be put back; it is retried after its lease");
+    }
 }
 
 async fn finish(pusher: &Pusher, id: String) {
@@ -87,50 +98,116 @@ async fn finish(pusher: &Pusher, id: String) {
     }
 }
 
-/// The store could not be read: the escalation is due again when its lease ends.
+/// What became of a due job that was handled.
+enum Outcome {
+    Done,
+    /// Due again then (Unix ms): the user's quiet hours.
+    Later(u64),
+}
+
+/// A store could not be read: the escalation is due again when its lease ends.
 struct Retry;
 
-/// Sends `job` to each device of its user, unless it waited for a read the user made.
-async fn deliver(pusher: &Pusher, history: &dyn History, tenant: &Tenant, job: &Job) -> Result<(), Retry> {
+/// Sends `job` to each device of its user, unless it waited for a read the user made, falls
+/// in the user's quiet hours or is over their hourly cap.
+async fn deliver(pusher: &Pusher, history: &dyn History, tenant: &Tenant, job: &Job) -> Result<Outcome, Retry> {
     let metrics = &tenant.metrics.push;
     let store_failed = |e: &dyn std::fmt::Display| {
         tracing::warn!(tenant = %tenant.id, error = %e, "a push waits for its store");
         metrics.failed(PushFailure::Store, 1);
         Retry
     };
-    if job.when == PushWhen::UnreadAfter && read(history, tenant, job).await.map_err(|e| store_failed(&e))? {
-        metrics.cancelled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return Ok(());
+    if job.kind == Kind::Withdraw {
+        let devices = pusher.devices.list(&tenant.id, &job.user).await.map_err(|e| store_failed(&e))?;
+        if send_all(pusher, tenant, job, &devices).await > 0 {
+            metrics.withdrawn.fetch_add(1, Relaxed);
+        }
+        return Ok(Outcome::Done);
+    }
+    let place = match tenant.config.history.acks {
+        true => Some(place(history, tenant, job).await.map_err(|e| store_failed(&e))?),
+        false => None,
+    };
+    if job.when == PushWhen::UnreadAfter && matches!(place, Some(Place::Read)) {
+        metrics.cancelled.fetch_add(1, Relaxed);
+        return Ok(Outcome::Done);
+    }
+    let preferences = pusher.devices.preferences(&tenant.id, &job.user).await.map_err(|e| store_failed(&e))?;
+    let now = crate::clock::now_millis();
+    if let Some(until) = preferences.quiet_until(now) {
+        metrics.deferred.fetch_add(1, Relaxed);
+        return Ok(Outcome::Later(until));
+    }
+    let max = preferences.max_per_hour.unwrap_or(tenant.config.push.max_per_hour);
+    if max > 0 && !pusher.devices.count_push(&tenant.id, &job.user, now, max).await.map_err(|e| store_failed(&e))? {
+        metrics.failed(PushFailure::Capped, 1);
+        return Ok(Outcome::Done);
     }
     let devices = pusher.devices.list(&tenant.id, &job.user).await.map_err(|e| store_failed(&e))?;
-    let payload = job.payload(ece::MAX_PAYLOAD);
-    for device in &devices {
-        send(pusher, tenant, job, device, &payload).await;
+    if send_all(pusher, tenant, job, &devices).await > 0
+        && let Some(Place::Unread(Some(position))) = place
+    {
+        remember(pusher, tenant, job, position, now).await;
     }
-    Ok(())
+    Ok(Outcome::Done)
 }
 
-/// Whether the user read the event: it is not among those after the read cursor, which
-/// are all still kept. (Trimmed history cannot tell: then it counts as unread.)
-async fn read(history: &dyn History, tenant: &Tenant, job: &Job) -> Result<bool, HistoryError> {
+/// Sends the job's payload to each device; how many took it.
+async fn send_all(pusher: &Pusher, tenant: &Tenant, job: &Job, devices: &[Device]) -> usize {
+    let payload = job.payload(ece::MAX_PAYLOAD);
+    let mut taken = 0;
+    for device in devices {
+        taken += usize::from(send(pusher, tenant, job, device, &payload).await);
+    }
+    taken
+}
+
+/// Keeps a sent push until the user reads its event, to withdraw it then.
+async fn remember(pusher: &Pusher, tenant: &Tenant, job: &Job, at: Position, now: u64) {
+    let sent = Sent { epoch: at.epoch, offset: at.offset, id: job.id.clone(), tag: job.alert.collapse_key.clone() };
+    let until = now + job.alert.ttl.unwrap_or(tenant.config.push.ttl).as_millis() as u64;
+    if let Err(e) = pusher.devices.record_sent(&tenant.id, &job.user, &sent, until).await {
+        tracing::warn!(tenant = %tenant.id, error = %e, "a sent push could not be kept: it is not withdrawn when read");
+    }
+}
+
+/// Where the job's event stands in the user's stream.
+enum Place {
+    /// At or before the read cursor.
+    Read,
+    /// After it (its position, when the store kept it), or trimmed away: unknown, so unread.
+    Unread(Option<Position>),
+}
+
+/// Reads the user stream after the read cursor for the job's event.
+async fn place(history: &dyn History, tenant: &Tenant, job: &Job) -> Result<Place, HistoryError> {
     let replay = history.read(tenant, Target::User(&job.user), Start { since: None, unacked: true }).await?;
     let needle = format!(r#"{{"type":"event","id":{}"#, serde_json::to_string(&job.id).expect("a string"));
-    let unread = replay.events.iter().any(|s| s.frame.windows(needle.len()).any(|w| w == needle.as_bytes()));
-    Ok(replay.recovered && !unread)
+    let found = replay.events.iter().find(|s| s.frame.windows(needle.len()).any(|w| w == needle.as_bytes()));
+    let epoch = replay.position.map(|p| p.epoch);
+    Ok(match (found, epoch) {
+        (Some(stored), Some(epoch)) => Place::Unread(Some(Position { epoch, offset: stored.offset })),
+        (None, _) if replay.recovered => Place::Read,
+        _ => Place::Unread(None),
+    })
 }
 
 /// Sends one message to one device; counts what happened, removes a device that is gone.
-async fn send(pusher: &Pusher, tenant: &Tenant, job: &Job, device: &Device, payload: &[u8]) {
+/// Whether the provider took it.
+async fn send(pusher: &Pusher, tenant: &Tenant, job: &Job, device: &Device, payload: &[u8]) -> bool {
     let metrics = &tenant.metrics.push;
     let outcome = match device.platform {
         Platform::Web => send_web(pusher, tenant, job, device, payload).await,
         Platform::Fcm | Platform::Apns => Err(PushFailure::NoCredentials),
     };
     match outcome {
-        Ok(Status::Sent) => metrics.sent(device.platform as usize),
+        Ok(Status::Sent) => {
+            metrics.sent(device.platform as usize);
+            return true;
+        }
         Ok(Status::Gone) => match pusher.devices.remove(&tenant.id, &job.user, &device.id).await {
             Ok(_) => {
-                metrics.devices_removed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                metrics.devices_removed.fetch_add(1, Relaxed);
             }
             Err(e) => tracing::warn!(tenant = %tenant.id, error = %e, "a gone device could not be removed"),
         },
@@ -139,6 +216,7 @@ async fn send(pusher: &Pusher, tenant: &Tenant, job: &Job, device: &Device, payl
             metrics.failed(why, 1);
         }
     }
+    false
 }
 
 /// What a provider said of a message it answered.

@@ -88,7 +88,18 @@ pub(crate) fn devices(tenant: &str, user: &str) -> [String; 2] {
     [format!("{{notify:{tenant}:devices}}:u:{user}"), format!("{{notify:{tenant}:devices}}:count")]
 }
 
-/// Every [`devices`] key of a tenant.
+/// A user's push state beside their devices: preferences (a string of JSON), the pushes of
+/// the last hour (a sorted set of times), the pushes sent and not yet read (a sorted set:
+/// offset -> JSON).
+pub(crate) fn push_state(tenant: &str, user: &str) -> [String; 3] {
+    [
+        format!("{{notify:{tenant}:devices}}:p:{user}"),
+        format!("{{notify:{tenant}:devices}}:r:{user}"),
+        format!("{{notify:{tenant}:devices}}:s:{user}"),
+    ]
+}
+
+/// Every [`devices`] and [`push_state`] key of a tenant.
 pub(crate) fn devices_pattern(tenant: &str) -> String {
     format!("{{notify:{tenant}:devices}}:*")
 }
@@ -285,5 +296,11 @@ mod tests {
             [ingest_stream("acme"), dead_letter_stream("acme"), presence_stream("acme")],
             ["notify:acme:ingest", "notify:acme:dead", "notify:acme:presence"]
         );
+        let devices = devices("acme", "alice");
+        for key in devices.iter().chain(&push_state("acme", "alice")) {
+            assert_eq!(slot(key), slot(&devices[0]), "{key}");
+            assert!(key.starts_with("{notify:acme:devices}:"), "{key}: matched by {}", devices_pattern("acme"));
+        }
+        assert_eq!(slot(ESCALATIONS[0]), slot(ESCALATIONS[1]));
     }
 }

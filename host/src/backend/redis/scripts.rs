@@ -38,6 +38,12 @@ pub(crate) const REVOKE_MERGE: &str = include_str!("scripts/revoke_merge.lua");
 pub(crate) const DEVICES_REGISTER: &str = include_str!("scripts/devices_register.lua");
 /// Removes a push device, counting it out.
 pub(crate) const DEVICES_REMOVE: &str = include_str!("scripts/devices_remove.lua");
+/// Counts a push against a user's hourly cap.
+pub(crate) const DEVICES_COUNT_PUSH: &str = include_str!("scripts/devices_count_push.lua");
+/// Keeps a sent push until its user reads it.
+pub(crate) const DEVICES_SENT_RECORD: &str = include_str!("scripts/devices_sent_record.lua");
+/// Takes the sent pushes a user has read.
+pub(crate) const DEVICES_SENT_TAKE: &str = include_str!("scripts/devices_sent_take.lua");
 /// Adds or moves pending push escalations, within the most that may wait.
 pub(crate) const ESCALATIONS_SCHEDULE: &str = include_str!("scripts/escalations_schedule.lua");
 /// Takes due push escalations under a lease.
