@@ -727,6 +727,9 @@ pub struct PushConfig {
     /// Web Push (RFC 8030): the VAPID key pair and contact.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub web: Option<WebPushCredentials>,
+    /// Firebase Cloud Messaging (HTTP v1): a service account's key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fcm: Option<FcmCredentials>,
 }
 
 impl Default for PushConfig {
@@ -738,6 +741,7 @@ impl Default for PushConfig {
             max_per_hour: 0,
             max_devices_per_user: 10,
             web: None,
+            fcm: None,
         }
     }
 }
@@ -755,6 +759,55 @@ pub struct WebPushCredentials {
 impl std::fmt::Debug for WebPushCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebPushCredentials").field("contact", &self.contact).finish_non_exhaustive()
+    }
+}
+
+/// A tenant's Firebase project: the key file (JSON) of a service account that may send
+/// messages, and where FCM is reached.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FcmCredentials {
+    /// The service account's key file as the Firebase console gives it (JSON text with
+    /// `project_id`, `client_email`, `private_key`, `token_uri`).
+    pub service_account: String,
+    /// FCM's base URL: `https://`, or `http://` to a loopback address.
+    #[serde(default = "default_fcm_url")]
+    pub base_url: String,
+}
+
+fn default_fcm_url() -> String {
+    "https://fcm.googleapis.com".into()
+}
+
+impl std::fmt::Debug for FcmCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FcmCredentials").field("base_url", &self.base_url).finish_non_exhaustive()
+    }
+}
+
+/// The fields of a service account's key file that FCM needs.
+#[derive(Clone, Deserialize)]
+pub(crate) struct ServiceAccount {
+    pub project_id: String,
+    pub client_email: String,
+    pub private_key: String,
+    #[serde(default)]
+    pub private_key_id: Option<String>,
+    pub token_uri: String,
+}
+
+impl ServiceAccount {
+    /// Reads a key file; what is wrong with it.
+    pub(crate) fn parse(json: &str) -> Result<Self, String> {
+        let account: Self = serde_json::from_str(json).map_err(|e| format!("not a service account key file: {e}"))?;
+        jsonwebtoken::EncodingKey::from_rsa_pem(account.private_key.as_bytes())
+            .map_err(|_| "private_key is not an RSA private key in PEM".to_owned())?;
+        check_jwks_url(&account.token_uri).map_err(|m| format!("token_uri {m}"))?;
+        if account.project_id.is_empty() || !account.project_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err("project_id must be letters, digits and -".into());
+        }
+        Ok(account)
     }
 }
 
@@ -792,6 +845,11 @@ impl PushConfig {
             if !(web.contact.starts_with("mailto:") || web.contact.starts_with("https://")) {
                 return Err(invalid(format!("{key}.web.contact"), "must start with mailto: or https://"));
             }
+        }
+        if let Some(fcm) = &self.fcm {
+            ServiceAccount::parse(&fcm.service_account)
+                .map_err(|m| invalid(format!("{key}.fcm.service_account"), m))?;
+            check_jwks_url(&fcm.base_url).map_err(|m| invalid(format!("{key}.fcm.base_url"), m))?;
         }
         Ok(())
     }

@@ -95,6 +95,39 @@ pub(crate) fn request(method: Method, url: &Uri) -> hyper::http::request::Builde
     Request::builder().method(method).uri(path).header("host", authority)
 }
 
+/// Why a [`call`] got no whole answer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CallError {
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    #[error("HTTP: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("the answer is over {0} bytes")]
+    TooLarge(usize),
+}
+
+/// Sends `req` (made with [`request`] for `url`) over a new connection to `url`'s host
+/// ([`dial`]); the answer's status and its body of at most `limit` bytes.
+pub(crate) async fn call(
+    url: &Uri,
+    connect_timeout: Duration,
+    allowed: impl Fn(IpAddr) -> bool,
+    tls: &TlsConnector,
+    req: Request<Full<Bytes>>,
+    limit: usize,
+) -> Result<(hyper::StatusCode, Bytes), CallError> {
+    use http_body_util::{BodyExt, Limited};
+    let mut sender = dial(url, connect_timeout, allowed, tls).await?;
+    let response = sender.send_request(req).await?;
+    let status = response.status();
+    let body =
+        Limited::new(response.into_body(), limit).collect().await.map_err(|e| match e.downcast::<hyper::Error>() {
+            Ok(e) => CallError::Http(*e),
+            Err(_) => CallError::TooLarge(limit),
+        })?;
+    Ok((status, body.to_bytes()))
+}
+
 /// TLS for calls to hosts on the internet: the system's trusted roots (which honour
 /// `SSL_CERT_FILE` and `SSL_CERT_DIR`).
 pub(crate) fn system_tls(crypto: rustls::crypto::CryptoProvider) -> TlsConnector {

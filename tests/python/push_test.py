@@ -20,13 +20,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import http_ece
 import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import HOST_BIN, STEP, Host, Process, free_port, until  # noqa: E402
 
 import asyncio  # noqa: E402
 import urllib.error  # noqa: E402
+import urllib.parse  # noqa: E402
 import urllib.request  # noqa: E402
 
 import websockets  # noqa: E402
@@ -473,6 +474,141 @@ class ClusterEscalationTest(unittest.IsolatedAsyncioTestCase):
         await until(lambda: len(service.to(sentinel)) == 2)
         self.assertIn(sentinel.decrypt(service.to(sentinel)[1][1])["event"], ("within", "over"), "one of the two")
         self.assertEqual(service.errors, [])
+
+
+class FakeGoogle:
+    """Google's OAuth token endpoint and FCM's `messages:send` on one loopback server, each
+    checking requests as Google documents them: the JWT-bearer grant (RFC 7523) signed with
+    the service account's key, verified with PyJWT; the access token on every send; the
+    message's shape. A registration token `gone-token-0123456789` is UNREGISTERED; `reject_once` makes
+    the next send answer 401 whatever its token."""
+
+    def __init__(self):
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.tokens, self.messages, self.errors = [], [], []
+        self.reject_once = False
+        google = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["content-length"]))
+                try:
+                    status, answer = google.answer(self.path, dict((k.lower(), v) for k, v in self.headers.items()), body)
+                except Exception as e:  # noqa: BLE001 - reported by the test
+                    google.errors.append(repr(e))
+                    status, answer = 400, {"error": {"code": 400, "message": repr(e)}}
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        pem = self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()).decode()
+        self.account = {"type": "service_account", "project_id": "shop-app", "private_key_id": "k-1",
+                        "private_key": pem, "client_email": "notify@shop-app.iam.gserviceaccount.com",
+                        "client_id": "1", "token_uri": f"{self.origin}/token"}
+
+    def answer(self, path, headers, body):
+        if path == "/token":
+            assert headers["content-type"] == "application/x-www-form-urlencoded", headers
+            form = dict(urllib.parse.parse_qsl(body.decode()))
+            assert form["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer", form
+            assert jwt.get_unverified_header(form["assertion"])["kid"] == "k-1"
+            claims = jwt.decode(form["assertion"], self.key.public_key(), algorithms=["RS256"],
+                                audience=self.account["token_uri"], issuer=self.account["client_email"])
+            assert claims["scope"] == "https://www.googleapis.com/auth/firebase.messaging", claims
+            assert claims["exp"] - claims["iat"] <= 3600, claims
+            self.tokens.append(f"ya29.test-{len(self.tokens)}")
+            return 200, {"access_token": self.tokens[-1], "expires_in": 3599, "token_type": "Bearer"}
+        assert path == "/v1/projects/shop-app/messages:send", path
+        assert headers["authorization"] == f"Bearer {self.tokens[-1]}", headers["authorization"]
+        if self.reject_once:
+            self.reject_once = False
+            return 401, {"error": {"code": 401, "status": "UNAUTHENTICATED"}}
+        message = json.loads(body)["message"]
+        assert all(isinstance(v, str) for v in message["data"].values()), message["data"]
+        assert message["android"]["ttl"].endswith("s") and message["android"]["priority"] in ("HIGH", "NORMAL")
+        self.messages.append(message)
+        if message["token"] == "gone-token-0123456789":
+            return 404, {"error": {"code": 404, "status": "NOT_FOUND", "details": [
+                {"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": "UNREGISTERED"}]}}
+        return 200, {"name": f"projects/shop-app/messages/{len(self.messages)}"}
+
+    def to(self, token):
+        return [m for m in self.messages if m["token"] == token]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class FcmTest(unittest.IsolatedAsyncioTestCase):
+    async def asyncSetUp(self):
+        self.google = FakeGoogle()
+        self.addCleanup(self.google.close)
+        self.host = Host(self, extra=f'admin_token = "{ADMIN}"\n')
+        await self.host.ready()
+        self.port = self.host.port
+        status, tenant = http(self.port, "POST", "/v1/admin/tenants", {
+            "id": "shop", "auth": {"mode": "insecure"}, "history": {"size": 100, "acks": True},
+            "push": {"when": "always"}}, key=ADMIN)
+        self.assertEqual(status, 201, tenant)
+        self.key = tenant["publish_key"]
+        status, project = http(self.port, "PUT", "/v1/admin/tenants/shop/push/fcm",
+                               {"service_account": self.google.account, "base_url": self.google.origin}, key=ADMIN)
+        self.assertEqual(status, 200, project)
+        self.assertEqual((project["project_id"], project["client_email"]), ("shop-app", self.google.account["client_email"]))
+
+    def register(self, user, token):
+        status, device = http(self.port, "POST", f"/v1/users/{user}/devices", {"platform": "fcm", "token": token},
+                              key=self.key)
+        self.assertEqual(status, 200, device)
+        return device["id"]
+
+    async def test_messages_reach_fcm_with_one_cached_token_and_gone_tokens_are_removed(self):
+        status, view = http(self.port, "GET", "/v1/admin/tenants/shop", key=ADMIN)
+        self.assertNotIn("PRIVATE KEY", json.dumps(view), "the key is never shown")
+        self.assertEqual(view["push"]["fcm"]["project_id"], "shop-app")
+        phone, tablet = "a" * 40 + ":APA91b-phone", "b" * 40 + ":APA91b-tablet"
+        for token in (phone, tablet):
+            self.register("ann", token)
+        gone = self.register("ann", "gone-token-0123456789")
+        status, answer = http(self.port, "POST", "/v1/publish", {
+            "users": ["ann"], "event": "order.shipped", "data": {"order": 42},
+            "push": {"title": "Order shipped", "body": "On its way", "collapse_key": "order-42", "ttl": "2m",
+                     "urgency": "high", "url": "https://shop.example/o/42"}}, key=self.key)
+        self.assertEqual(status, 202, answer)
+        await until(lambda: self.google.to(phone) and self.google.to(tablet) and self.google.to("gone-token-0123456789"))
+        message = self.google.to(phone)[0]
+        self.assertEqual(message["notification"], {"title": "Order shipped", "body": "On its way"})
+        self.assertEqual((message["android"]["collapse_key"], message["android"]["ttl"], message["android"]["priority"]),
+                         ("order-42", "120s", "HIGH"))
+        self.assertEqual((message["data"]["id"], message["data"]["event"], json.loads(message["data"]["data"])),
+                         (answer["id"], "order.shipped", {"order": 42}))
+        self.assertEqual(message["data"]["url"], "https://shop.example/o/42")
+        self.assertEqual(len(self.google.tokens), 1, "one access token for every send")
+        await until(lambda: gone not in [d["id"] for d in http(self.port, "GET", "/v1/users/ann/devices", key=self.key)[1]["devices"]])
+        self.assertEqual(self.google.errors, [])
+
+    async def test_a_refused_access_token_is_replaced_once(self):
+        token = "c" * 40 + ":APA91b-watch"
+        self.register("bob", token)
+        status, _ = http(self.port, "POST", "/v1/publish", {"users": ["bob"], "event": "first"}, key=self.key)
+        await until(lambda: self.google.to(token))
+        self.google.reject_once = True
+        status, _ = http(self.port, "POST", "/v1/publish", {"users": ["bob"], "event": "second"}, key=self.key)
+        await until(lambda: len(self.google.to(token)) == 2)
+        self.assertEqual(len(self.google.tokens), 2, "a 401 fetches a new token")
+        self.assertEqual(self.google.to(token)[1]["data"]["event"], "second")
+        self.assertEqual(self.google.errors, [])
 
 
 if __name__ == "__main__":

@@ -181,7 +181,8 @@ pub(super) struct Patch {
     history: Option<crate::config::HistoryConfig>,
     compression: Option<crate::config::CompressionConfig>,
     limits: Option<crate::config::LimitOverrides>,
-    /// Replaces the push settings; the Web Push credentials stay unless `web` is given.
+    /// Replaces the push settings; the providers' credentials stay unless `web` or `fcm` is
+    /// given.
     push: Option<PushConfig>,
 }
 
@@ -196,7 +197,8 @@ impl Patch {
         s.limits = self.limits.unwrap_or(s.limits);
         if let Some(push) = self.push {
             let web = push.web.or_else(|| s.push.web.take());
-            s.push = PushConfig { web, ..push };
+            let fcm = push.fcm.or_else(|| s.push.fcm.take());
+            s.push = PushConfig { web, fcm, ..push };
         }
     }
 }
@@ -587,6 +589,88 @@ pub(super) async fn remove_web_push(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `PUT /v1/admin/tenants/{tenant}/push/fcm`: the service account's key file as Firebase
+/// gives it, and FCM's URL when it is not Google's.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewFcm {
+    /// The key file's JSON object (`project_id`, `client_email`, `private_key`, `token_uri`).
+    #[schema(value_type = Object)]
+    service_account: serde_json::Value,
+    base_url: Option<String>,
+}
+
+/// Sets or replaces the tenant's Firebase credentials (a service account that may send
+/// messages); the key is never shown again.
+#[utoipa::path(put, operation_id = "setFcmCredentials", path = "/v1/admin/tenants/{tenant}/push/fcm", tag = "tenants", security(("admin_token" = [])),
+    params(("tenant" = String, Path, description = "A tenant id")),
+    request_body = NewFcm,
+    responses(
+        (status = OK, description = "The project", body = FcmView),
+        (status = BAD_REQUEST, description = "`invalid_field` (`push.fcm.service_account`, `push.fcm.base_url`) or `bad_body`", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`: no admin token", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden`: not the admin token", body = ErrorBody),
+        (status = NOT_FOUND, description = "`unknown_tenant`", body = ErrorBody),
+        (status = CONFLICT, description = "`managed_by_config`", body = ErrorBody),
+        (status = PAYLOAD_TOO_LARGE, description = "`too_large`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
+    ))]
+pub(super) async fn fcm(
+    State(app): State<App>,
+    _: Admin,
+    PathParams(id): PathParams<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<FcmView>, ApiError> {
+    api_tenant(&app, &id)?;
+    let body = read_body(&headers, body, MAX_BODY).await?;
+    let NewFcm { service_account, base_url } = parse_json(&body)?;
+    let credentials = crate::config::FcmCredentials {
+        service_account: service_account.to_string(),
+        base_url: base_url.unwrap_or_else(|| "https://fcm.googleapis.com".into()),
+    };
+    control::change(&app, |state| {
+        let stored = state.tenants.get_mut(&id).ok_or_else(|| unknown(&id))?;
+        let mut settings = stored.settings.clone();
+        settings.push.fcm = Some(credentials.clone());
+        check(&id, &settings, VALIDATION_KEY)?;
+        stored.settings = settings;
+        stored.revision += 1;
+        Ok::<_, ApiError>(())
+    })
+    .await?;
+    let tenant = app.tenants().get(&id).ok_or_else(|| gone(&id))?;
+    PushView::of(&tenant.config.push).fcm.map(Json).ok_or_else(|| gone(&id))
+}
+
+/// Removes the tenant's Firebase credentials: nothing is pushed through FCM from then on.
+#[utoipa::path(delete, operation_id = "deleteFcmCredentials", path = "/v1/admin/tenants/{tenant}/push/fcm", tag = "tenants", security(("admin_token" = [])),
+    params(("tenant" = String, Path, description = "A tenant id")),
+    responses(
+        (status = NO_CONTENT, description = "Removed (or there were none)"),
+        (status = UNAUTHORIZED, description = "`unauthorized`: no admin token", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden`: not the admin token", body = ErrorBody),
+        (status = NOT_FOUND, description = "`unknown_tenant`", body = ErrorBody),
+        (status = CONFLICT, description = "`managed_by_config`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
+    ))]
+pub(super) async fn remove_fcm(
+    State(app): State<App>,
+    _: Admin,
+    PathParams(id): PathParams<String>,
+) -> Result<StatusCode, ApiError> {
+    api_tenant(&app, &id)?;
+    control::change(&app, |state| {
+        let stored = state.tenants.get_mut(&id).ok_or_else(|| unknown(&id))?;
+        if stored.settings.push.fcm.take().is_some() {
+            stored.revision += 1;
+        }
+        Ok::<_, ApiError>(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// The tenant `id`, if it was made through the API (a configured one is read-only here).
 fn api_tenant(app: &App, id: &str) -> Result<std::sync::Arc<Tenant>, ApiError> {
     let tenant = app.tenants().get(id).ok_or_else(|| unknown(id))?;
@@ -651,6 +735,15 @@ pub(super) struct PushView {
     max_per_hour: u32,
     max_devices_per_user: usize,
     web: Option<WebPushView>,
+    fcm: Option<FcmView>,
+}
+
+/// A tenant's Firebase project without the service account's key.
+#[derive(Serialize, ToSchema)]
+pub(super) struct FcmView {
+    project_id: String,
+    client_email: String,
+    base_url: String,
 }
 
 /// A tenant's Web Push identity without its private key.
@@ -668,7 +761,16 @@ impl PushView {
                 .map_or_else(|_| String::new(), |v| v.public_key()),
             contact: w.contact.clone(),
         });
+        let fcm = c.fcm.as_ref().and_then(|f| {
+            let account = crate::config::ServiceAccount::parse(&f.service_account).ok()?;
+            Some(FcmView {
+                project_id: account.project_id,
+                client_email: account.client_email,
+                base_url: f.base_url.clone(),
+            })
+        });
         Self {
+            fcm,
             when: c.when,
             delay_ms: c.delay.as_millis() as u64,
             ttl_ms: c.ttl.as_millis() as u64,

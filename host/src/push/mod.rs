@@ -3,10 +3,12 @@
 //! escalation store, which every node polls (`worker`): a due push whose event the user has
 //! read by then is dropped, any other goes to each of the user's devices. Web Push is built
 //! from its parts: the message encrypted for one subscription (`ece`, RFC 8291), the VAPID
-//! identification (`vapid`, RFC 8292), the request to the push service (`web`). `job` is a
-//! pending push as stored and the payload a device gets.
+//! identification (`vapid`, RFC 8292), the request to the push service (`web`). `fcm` sends
+//! through Firebase Cloud Messaging. `job` is a pending push as stored and the payload a
+//! device gets.
 
 pub(crate) mod ece;
+mod fcm;
 pub(crate) mod job;
 pub(crate) mod vapid;
 pub(crate) mod web;
@@ -35,6 +37,7 @@ pub(crate) struct Pusher {
     pub(crate) escalations: Arc<dyn Escalations>,
     config: PushServiceConfig,
     web: web::WebPush,
+    fcm: fcm::Fcm,
     /// Pushes in flight per tenant (`push.concurrency` permits each): a provider that hangs
     /// holds its tenant's permits only.
     in_flight: Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
@@ -43,7 +46,8 @@ pub(crate) struct Pusher {
 impl Pusher {
     pub(crate) fn new(devices: Arc<dyn Devices>, escalations: Arc<dyn Escalations>, config: PushServiceConfig) -> Self {
         let web = web::WebPush::new(config.allow_private, config.timeout);
-        Self { devices, escalations, config, web, in_flight: Mutex::default() }
+        let fcm = fcm::Fcm::new(config.timeout, web.tls.clone());
+        Self { devices, escalations, config, web, fcm, in_flight: Mutex::default() }
     }
 
     /// Schedules a push of each of `events` that goes to users, by the publish body's `push`
@@ -114,7 +118,8 @@ impl Pusher {
 
     /// Whether the tenant can push to any device (so acks may have pushes to withdraw).
     pub(crate) fn configured(tenant: &Tenant) -> bool {
-        tenant.config.push.web.is_some()
+        let push = &tenant.config.push;
+        push.web.is_some() || push.fcm.is_some()
     }
 
     /// A permit to push for `tenant`, if it has one free.

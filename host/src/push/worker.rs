@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use super::fcm::{Answer, FcmError};
 use super::job::{Job, Kind};
 use super::vapid::Vapid;
 use super::web::{Message, SendError};
@@ -198,7 +199,8 @@ async fn send(pusher: &Pusher, tenant: &Tenant, job: &Job, device: &Device, payl
     let metrics = &tenant.metrics.push;
     let outcome = match device.platform {
         Platform::Web => send_web(pusher, tenant, job, device, payload).await,
-        Platform::Fcm | Platform::Apns => Err(PushFailure::NoCredentials),
+        Platform::Fcm => send_fcm(pusher, tenant, job, device).await,
+        Platform::Apns => Err(PushFailure::NoCredentials),
     };
     match outcome {
         Ok(Status::Sent) => {
@@ -255,6 +257,29 @@ async fn send_web(
         Err(SendError::Dial(_) | SendError::Http(_)) => Err(PushFailure::Network),
         Err(SendError::Base64(_) | SendError::Endpoint | SendError::Encrypt(_) | SendError::Vapid(_)) => {
             Err(PushFailure::Invalid)
+        }
+    }
+}
+
+async fn send_fcm(pusher: &Pusher, tenant: &Tenant, job: &Job, device: &Device) -> Result<Status, PushFailure> {
+    let rule = &tenant.config.push;
+    let credentials = rule.fcm.as_ref().ok_or(PushFailure::NoCredentials)?;
+    let token = device.token.as_deref().ok_or(PushFailure::Invalid)?;
+    let ttl = job.alert.ttl.unwrap_or(rule.ttl);
+    match pusher.fcm.send(credentials, job, token, ttl).await {
+        Ok(Answer::Sent) => Ok(Status::Sent),
+        Ok(Answer::Gone) => Ok(Status::Gone),
+        Ok(Answer::Refused(429 | 500..=599)) => Err(PushFailure::Unavailable),
+        Ok(Answer::Refused(_)) => Err(PushFailure::Rejected),
+        Err(FcmError::Timeout(_)) => Err(PushFailure::Timeout),
+        Err(FcmError::Call(_)) => Err(PushFailure::Network),
+        Err(FcmError::Token(status)) => {
+            tracing::warn!(tenant = %tenant.id, status, "FCM's token endpoint refused the service account");
+            Err(PushFailure::NoCredentials)
+        }
+        Err(e @ (FcmError::Account(_) | FcmError::TokenAnswer(_))) => {
+            tracing::warn!(tenant = %tenant.id, error = %e, "FCM credentials cannot be used");
+            Err(PushFailure::NoCredentials)
         }
     }
 }
