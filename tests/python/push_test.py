@@ -355,7 +355,7 @@ class EscalationTest(unittest.IsolatedAsyncioTestCase):
         gone_id, kept_id = self.register("gus", gone)["id"], self.register("gus", kept)["id"]
         self.assertEqual(sorted(self.devices("gus")), sorted([gone_id, kept_id]))
         self.publish({"users": ["gus"], "event": "note", "push": {"when": "always"}})
-        await until(lambda: self.devices("gus") == [kept_id])
+        await until(lambda: self.devices("gus") == [kept_id] and self.service.to(kept))
         self.assertEqual(len(self.service.to(kept)), 1)
         self.assertEqual(metric(self.port, "notify_push_devices_removed_total"), 1)
 
