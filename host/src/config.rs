@@ -730,6 +730,9 @@ pub struct PushConfig {
     /// Firebase Cloud Messaging (HTTP v1): a service account's key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fcm: Option<FcmCredentials>,
+    /// Apple Push Notification service: a token-based (`.p8`) key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apns: Option<ApnsCredentials>,
 }
 
 impl Default for PushConfig {
@@ -742,6 +745,7 @@ impl Default for PushConfig {
             max_devices_per_user: 10,
             web: None,
             fcm: None,
+            apns: None,
         }
     }
 }
@@ -782,6 +786,60 @@ fn default_fcm_url() -> String {
 impl std::fmt::Debug for FcmCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FcmCredentials").field("base_url", &self.base_url).finish_non_exhaustive()
+    }
+}
+
+/// A tenant's APNs provider key: a `.p8` signing key of an Apple team, and the app's bundle
+/// id its pushes go to.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApnsCredentials {
+    /// The Apple Developer team id (10 characters).
+    pub team_id: String,
+    /// The key's id (10 characters).
+    pub key_id: String,
+    /// The `.p8` file's text: a P-256 private key in PEM.
+    pub private_key: String,
+    /// The app's bundle id (`apns-topic`).
+    pub topic: String,
+    /// `https://api.push.apple.com` (production, the default), `https://api.sandbox.push.apple.com`
+    /// (development builds), or another (`http://` to a loopback address only).
+    #[serde(default = "default_apns_url")]
+    pub base_url: String,
+}
+
+fn default_apns_url() -> String {
+    "https://api.push.apple.com".into()
+}
+
+impl std::fmt::Debug for ApnsCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApnsCredentials")
+            .field("team_id", &self.team_id)
+            .field("key_id", &self.key_id)
+            .field("topic", &self.topic)
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApnsCredentials {
+    /// `key` is the `tenants.{id}.push.apns` path errors name.
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        let apple_id = |s: &str| s.len() == 10 && s.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !apple_id(&self.team_id) {
+            return Err(invalid(format!("{key}.team_id"), "must be the 10-character team id"));
+        }
+        if !apple_id(&self.key_id) {
+            return Err(invalid(format!("{key}.key_id"), "must be the 10-character key id"));
+        }
+        if jsonwebtoken::EncodingKey::from_ec_pem(self.private_key.as_bytes()).is_err() {
+            return Err(invalid(format!("{key}.private_key"), "must be the .p8 file's P-256 private key in PEM"));
+        }
+        if self.topic.is_empty() || self.topic.len() > 255 || !self.topic.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(format!("{key}.topic"), "must be the app's bundle id"));
+        }
+        check_jwks_url(&self.base_url).map_err(|m| invalid(format!("{key}.base_url"), m))
     }
 }
 
@@ -850,6 +908,9 @@ impl PushConfig {
             ServiceAccount::parse(&fcm.service_account)
                 .map_err(|m| invalid(format!("{key}.fcm.service_account"), m))?;
             check_jwks_url(&fcm.base_url).map_err(|m| invalid(format!("{key}.fcm.base_url"), m))?;
+        }
+        if let Some(apns) = &self.apns {
+            apns.validate(&format!("{key}.apns"))?;
         }
         Ok(())
     }

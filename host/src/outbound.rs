@@ -1,6 +1,7 @@
-//! An HTTP/1.1 client connection from the node to a host it calls (a webhook endpoint, an
-//! identity provider's key set, or a running node for the command line): the TCP connection
-//! to an address the caller allows, then plain or TLS with the caller's trust.
+//! An HTTP client connection from the node to a host it calls (a webhook endpoint, an
+//! identity provider's key set, a push service, or a running node for the command line):
+//! the TCP connection to an address the caller allows, then plain or TLS with the caller's
+//! trust, then HTTP/1.1, or HTTP/2 for services that speak only it (APNs).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -131,14 +132,17 @@ pub(crate) async fn call(
 /// TLS for calls to hosts on the internet: the system's trusted roots (which honour
 /// `SSL_CERT_FILE` and `SSL_CERT_DIR`).
 pub(crate) fn system_tls(crypto: rustls::crypto::CryptoProvider) -> TlsConnector {
+    TlsConnector::from(Arc::new(trusting_the_system(crypto)))
+}
+
+fn trusting_the_system(crypto: rustls::crypto::CryptoProvider) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(crypto))
+    rustls::ClientConfig::builder_with_provider(Arc::new(crypto))
         .with_safe_default_protocol_versions()
         .expect("the provider supports the default versions")
         .with_root_certificates(roots)
-        .with_no_client_auth();
-    TlsConnector::from(Arc::new(tls))
+        .with_no_client_auth()
 }
 
 /// A connection to the host on `tcp`, over TLS to `host` when `tls` is given; it closes
@@ -148,18 +152,52 @@ pub(crate) async fn open(
     tls: Option<&TlsConnector>,
     host: &str,
 ) -> Result<SendRequest<Full<Bytes>>, OpenError> {
+    let io = secure(tcp, tls, host).await?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+/// `tcp`, over TLS to `host` when `tls` is given.
+async fn secure(tcp: TcpStream, tls: Option<&TlsConnector>, host: &str) -> Result<Box<dyn Io>, OpenError> {
     let tls_error = |source| OpenError::Tls { host: host.into(), source };
-    let io: Box<dyn Io> = match tls {
+    Ok(match tls {
         Some(connector) => {
             let name = rustls::pki_types::ServerName::try_from(host.to_owned())
                 .map_err(|e| tls_error(std::io::Error::other(e)))?;
             Box::new(connector.connect(name, tcp).await.map_err(tls_error)?)
         }
         None => Box::new(tcp),
-    };
-    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
+    })
+}
+
+/// An HTTP/2 connection to the host of `url`, as [`dial`] makes an HTTP/1.1 one: for
+/// `https`, TLS with `tls` (which must offer `h2`, as [`system_tls_h2`] does); for `http`,
+/// HTTP/2 with prior knowledge. Its sender is shared by concurrent requests.
+pub(crate) async fn dial_h2(
+    url: &Uri,
+    connect_timeout: Duration,
+    allowed: impl Fn(IpAddr) -> bool,
+    tls: &TlsConnector,
+) -> Result<hyper::client::conn::http2::SendRequest<Full<Bytes>>, DialError> {
+    let host = url.host().unwrap_or_default().trim_matches(['[', ']']);
+    let secure_scheme = url.scheme_str() == Some("https");
+    let port = url.port_u16().unwrap_or(if secure_scheme { 443 } else { 80 });
+    let tcp = connect(host, port, connect_timeout, allowed).await?;
+    let io = secure(tcp, secure_scheme.then_some(tls), host).await?;
+    let executor = hyper_util::rt::TokioExecutor::new();
+    let (sender, conn) = hyper::client::conn::http2::handshake(executor, hyper_util::rt::TokioIo::new(io))
+        .await
+        .map_err(OpenError::from)?;
     tokio::spawn(conn);
     Ok(sender)
+}
+
+/// [`system_tls`] offering HTTP/2 only (ALPN `h2`).
+pub(crate) fn system_tls_h2(crypto: rustls::crypto::CryptoProvider) -> TlsConnector {
+    let mut tls = trusting_the_system(crypto);
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    TlsConnector::from(Arc::new(tls))
 }
 
 /// A connection, plain or TLS.

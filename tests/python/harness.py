@@ -1,13 +1,20 @@
 """What the Python tests share: a host process on a free loopback port (the binary cargo
-built, or NOTIFY_HOST_BIN), stopped when the test ends, and a bounded wait."""
+built, or NOTIFY_HOST_BIN), stopped when the test ends, a bounded wait, and a test CA with
+a certificate for localhost."""
 
 import asyncio
+import datetime
 import json
 import os
 import socket
 import subprocess
 import tempfile
 import urllib.request
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 HOST_BIN = os.environ.get("NOTIFY_HOST_BIN", os.path.join(ROOT, "target", "debug", "notify-host"))
@@ -79,3 +86,30 @@ class Host(Process):
         )
         with urllib.request.urlopen(request, timeout=STEP) as r:
             assert r.status == 202, r.status
+
+
+def tls_files(folder):
+    """A CA, and a certificate it signed for localhost: the CA's file and the server's."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    name = lambda cn: x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])  # noqa: E731
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("test CA")).issuer_name(name("test CA"))
+          .public_key(ca_key.public_key()).serial_number(1).not_valid_before(now - datetime.timedelta(hours=1))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(name("localhost")).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(2).not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = {n: os.path.join(folder, n) for n in ["ca.pem", "cert.pem", "key.pem"]}
+    with open(paths["ca.pem"], "wb") as f:
+        f.write(ca.public_bytes(serialization.Encoding.PEM))
+    with open(paths["cert.pem"], "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(paths["key.pem"], "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return paths

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import STEP, Host, until  # noqa: E402
+from harness import STEP, Host, tls_files, until  # noqa: E402
 
 ISSUER = "http://127.0.0.1/realms/acme"
 AUDIENCE = "notify"
@@ -291,33 +291,6 @@ class JwtTest(unittest.IsolatedAsyncioTestCase):
                                          headers={"authorization": f"Bearer {ADMIN}"})
         with urllib.request.urlopen(request, timeout=STEP) as r:
             return r.read().decode()
-
-
-def tls_files(folder):
-    """A CA, and a certificate it signed for localhost: the CA's file and the server's."""
-    now = datetime.datetime.now(datetime.timezone.utc)
-    name = lambda cn: x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])  # noqa: E731
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(name("test CA")).issuer_name(name("test CA"))
-          .public_key(ca_key.public_key()).serial_number(1).not_valid_before(now - datetime.timedelta(hours=1))
-          .not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder().subject_name(name("localhost")).issuer_name(ca.subject)
-            .public_key(key.public_key()).serial_number(2).not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    paths = {n: os.path.join(folder, n) for n in ["ca.pem", "cert.pem", "key.pem"]}
-    with open(paths["ca.pem"], "wb") as f:
-        f.write(ca.public_bytes(serialization.Encoding.PEM))
-    with open(paths["cert.pem"], "wb") as f:
-        f.write(cert.public_bytes(serialization.Encoding.PEM))
-    with open(paths["key.pem"], "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
-    return paths
 
 
 class JwksOverTlsTest(unittest.IsolatedAsyncioTestCase):

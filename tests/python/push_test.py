@@ -23,9 +23,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import HOST_BIN, STEP, Host, Process, free_port, until  # noqa: E402
+from harness import HOST_BIN, STEP, Host, Process, free_port, tls_files, until  # noqa: E402
 
 import asyncio  # noqa: E402
+import ssl  # noqa: E402
+import tempfile  # noqa: E402
+import uuid  # noqa: E402
+
+import h2.config  # noqa: E402
+import h2.connection  # noqa: E402
+import h2.events  # noqa: E402
 import urllib.error  # noqa: E402
 import urllib.parse  # noqa: E402
 import urllib.request  # noqa: E402
@@ -609,6 +616,171 @@ class FcmTest(unittest.IsolatedAsyncioTestCase):
         self.assertEqual(len(self.google.tokens), 2, "a 401 fetches a new token")
         self.assertEqual(self.google.to(token)[1]["data"]["event"], "second")
         self.assertEqual(self.google.errors, [])
+
+
+class FakeApns:
+    """APNs on loopback: HTTP/2 over TLS with ALPN `h2` (the `h2` library's server side),
+    checking every request as Apple documents it: `POST /3/device/<token>`, the ES256
+    provider token (verified with PyJWT: `kid`, `iss`, a recent `iat`), `apns-topic`,
+    `apns-push-type`, `apns-priority`, `apns-expiration`, `apns-collapse-id` and a JSON body
+    of at most 4 KiB. Answers 410 `Unregistered` for GONE; `expire_once` answers the next
+    request 403 `ExpiredProviderToken`."""
+
+    GONE = "dead" * 16
+
+    def __init__(self, tls, team, key_id, topic, public_key):
+        self.team, self.key_id, self.topic, self.public_key = team, key_id, topic, public_key
+        self.requests, self.errors, self.connections = [], [], 0
+        self.expire_once = False
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tls["cert.pem"], tls["key.pem"])
+        context.set_alpn_protocols(["h2"])
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        start = asyncio.start_server(self.connection, "127.0.0.1", 0, ssl=context)
+        self.server = asyncio.run_coroutine_threadsafe(start, self.loop).result(STEP)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def connection(self, reader, writer):
+        try:
+            await self.serve_connection(reader, writer)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+
+    async def serve_connection(self, reader, writer):
+        self.connections += 1
+        assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2"
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+        conn.initiate_connection()
+        writer.write(conn.data_to_send())
+        streams = {}
+        while data := await reader.read(65536):
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.RequestReceived):
+                    streams[event.stream_id] = (dict(event.headers), bytearray())
+                elif isinstance(event, h2.events.DataReceived):
+                    streams[event.stream_id][1].extend(event.data)
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.StreamEnded):
+                    headers, body = streams.pop(event.stream_id)
+                    status, answer = self.answer(headers, bytes(body))
+                    data = json.dumps(answer).encode() if answer else b""
+                    conn.send_headers(event.stream_id, [(":status", str(status)), ("apns-id", str(uuid.uuid4())),
+                                                        ("content-length", str(len(data)))], end_stream=not data)
+                    if data:
+                        conn.send_data(event.stream_id, data, end_stream=True)
+            writer.write(conn.data_to_send())
+            await writer.drain()
+
+    def answer(self, headers, body):
+        try:
+            assert (headers[":method"], headers[":scheme"]) == ("POST", "https"), headers
+            assert headers[":path"].startswith("/3/device/"), headers[":path"]
+            token = headers[":path"].removeprefix("/3/device/")
+            scheme, _, bearer = headers["authorization"].partition(" ")
+            assert scheme == "bearer", scheme
+            header = jwt.get_unverified_header(bearer)
+            assert (header["alg"], header["kid"]) == ("ES256", self.key_id), header
+            claims = jwt.decode(bearer, self.public_key, algorithms=["ES256"], issuer=self.team,
+                                options={"require": ["iss", "iat"]})
+            assert abs(claims["iat"] - time.time()) < 3600, claims
+            assert headers["apns-topic"] == self.topic, headers
+            assert headers["apns-push-type"] in ("alert", "background"), headers
+            assert headers["apns-priority"] in ("10", "5"), headers
+            assert int(headers["apns-expiration"]) > time.time(), headers
+            assert len(body) <= 4096, len(body)
+            payload = json.loads(body)
+            assert "aps" in payload, payload
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            self.errors.append(repr(e))
+            return 400, {"reason": "BadRequest"}
+        self.requests.append((token, headers, payload))
+        if self.expire_once:
+            self.expire_once = False
+            return 403, {"reason": "ExpiredProviderToken"}
+        if token == self.GONE:
+            return 410, {"reason": "Unregistered", "timestamp": int(time.time() * 1000)}
+        return 200, None
+
+    def to(self, token):
+        return [(h, p) for t, h, p in self.requests if t == token]
+
+    def close(self):
+        self.loop.call_soon_threadsafe(self.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+class ApnsTest(unittest.IsolatedAsyncioTestCase):
+    async def asyncSetUp(self):
+        folder = tempfile.TemporaryDirectory()
+        self.addCleanup(folder.cleanup)
+        tls = tls_files(folder.name)
+        key = ec.generate_private_key(ec.SECP256R1())
+        p8 = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                               serialization.NoEncryption()).decode()
+        self.apple = FakeApns(tls, "TEAM123456", "KEY1234567", "com.example.shop", key.public_key())
+        self.addCleanup(self.apple.close)
+        self.host = Host(self, extra=f'admin_token = "{ADMIN}"\n', env={"SSL_CERT_FILE": tls["ca.pem"]})
+        await self.host.ready()
+        self.port = self.host.port
+        status, tenant = http(self.port, "POST", "/v1/admin/tenants", {
+            "id": "shop", "auth": {"mode": "insecure"}, "history": {"size": 100, "acks": True},
+            "push": {"when": "always"}}, key=ADMIN)
+        self.assertEqual(status, 201, tenant)
+        self.key = tenant["publish_key"]
+        credentials = {"team_id": "TEAM123456", "key_id": "KEY1234567", "private_key": p8,
+                       "topic": "com.example.shop", "base_url": f"https://localhost:{self.apple.port}"}
+        status, view = http(self.port, "PUT", "/v1/admin/tenants/shop/push/apns", credentials, key=ADMIN)
+        self.assertEqual((status, view["team_id"], view["topic"]), (200, "TEAM123456", "com.example.shop"), view)
+        self.assertNotIn("PRIVATE KEY", json.dumps(http(self.port, "GET", "/v1/admin/tenants/shop", key=ADMIN)[1]))
+
+    def register(self, user, token):
+        status, device = http(self.port, "POST", f"/v1/users/{user}/devices", {"platform": "apns", "token": token},
+                              key=self.key)
+        self.assertEqual(status, 200, device)
+        return device["id"]
+
+    async def test_notifications_reach_apns_over_one_http2_connection_and_gone_tokens_are_removed(self):
+        phone, pad = "a1" * 32, "b2" * 32
+        for token in (phone, pad):
+            self.register("ann", token)
+        gone = self.register("ann", FakeApns.GONE)
+        for n in range(2):
+            status, answer = http(self.port, "POST", "/v1/publish", {
+                "users": ["ann"], "event": "order.shipped", "data": {"order": n},
+                "push": {"title": "Order shipped", "body": "On its way", "collapse_key": f"order-{n}", "ttl": "2m",
+                         "urgency": "high", "url": "https://shop.example/o/1"}}, key=self.key)
+            self.assertEqual(status, 202, answer)
+        await until(lambda: len(self.apple.to(phone)) == 2 and len(self.apple.to(pad)) == 2)
+        # The two events' pushes may go in either order.
+        headers, payload = next((h, p) for h, p in self.apple.to(phone) if h["apns-collapse-id"] == "order-0")
+        self.assertEqual((headers["apns-push-type"], headers["apns-priority"], headers["apns-collapse-id"]),
+                         ("alert", "10", "order-0"))
+        self.assertLessEqual(int(headers["apns-expiration"]), time.time() + 121)
+        self.assertEqual(payload["aps"]["alert"], {"title": "Order shipped", "body": "On its way"})
+        self.assertEqual((payload["event"], payload["data"], payload["url"]),
+                         ("order.shipped", {"order": 0}, "https://shop.example/o/1"))
+        self.assertEqual(self.apple.connections, 1, "every push shares one HTTP/2 connection")
+        devices = lambda: [d["id"] for d in http(self.port, "GET", "/v1/users/ann/devices", key=self.key)[1]["devices"]]  # noqa: E731
+        await until(lambda: gone not in devices())
+        self.assertEqual(self.apple.errors, [])
+
+    async def test_an_expired_provider_token_is_replaced_and_a_read_push_withdrawn(self):
+        watch = "c3" * 32
+        self.register("bob", watch)
+        self.apple.expire_once = True
+        async with websockets.connect(f"ws://127.0.0.1:{self.port}/v1/ws/shop?user=bob", open_timeout=STEP) as ws:
+            self.assertEqual(json.loads(await asyncio.wait_for(ws.recv(), STEP))["type"], "welcome")
+            status, _ = http(self.port, "POST", "/v1/publish",
+                             {"users": ["bob"], "event": "note", "push": {"collapse_key": "n-1"}}, key=self.key)
+            self.assertEqual(status, 202)
+            await until(lambda: len(self.apple.to(watch)) == 2)
+            event = json.loads(await asyncio.wait_for(ws.recv(), STEP))
+            await ws.send(json.dumps({"type": "ack", "epoch": event["epoch"], "offset": event["offset"]}))
+            headers, payload = (await until(lambda: self.apple.to(watch)[2:]))[0]
+        self.assertEqual((headers["apns-push-type"], headers["apns-priority"]), ("background", "5"))
+        self.assertEqual((payload["type"], payload["tag"], payload["aps"]), ("withdraw", "n-1", {"content-available": 1}))
+        self.assertEqual(self.apple.errors, [])
 
 
 if __name__ == "__main__":

@@ -95,6 +95,7 @@ fn routes(demo: bool) -> OpenApiRouter<App> {
         .routes(routes!(tenants::pusher, tenants::remove_pusher))
         .routes(routes!(tenants::web_push, tenants::remove_web_push))
         .routes(routes!(tenants::fcm, tenants::remove_fcm))
+        .routes(routes!(tenants::apns, tenants::remove_apns))
         .routes(routes!(admin::list))
         .routes(routes!(admin::upload, admin::remove))
         .routes(routes!(admin::rollback))

@@ -30,7 +30,8 @@ use crate::alert::PushWhen;
 use crate::app::App;
 use crate::backend::control::{StoreError, StoredKey, StoredTenant, TenantSettings};
 use crate::config::{
-    AuthConfig, PushConfig, PusherCredentials, SlowClientPolicy, TenantLimits, WebPushCredentials, valid_tenant_id,
+    ApnsCredentials, AuthConfig, PushConfig, PusherCredentials, SlowClientPolicy, TenantLimits, WebPushCredentials,
+    valid_tenant_id,
 };
 use crate::control;
 use crate::tenant::{Key, KeyDigest, Source, Tenant, hex};
@@ -181,8 +182,8 @@ pub(super) struct Patch {
     history: Option<crate::config::HistoryConfig>,
     compression: Option<crate::config::CompressionConfig>,
     limits: Option<crate::config::LimitOverrides>,
-    /// Replaces the push settings; the providers' credentials stay unless `web` or `fcm` is
-    /// given.
+    /// Replaces the push settings; the providers' credentials stay unless `web`, `fcm` or
+    /// `apns` is given.
     push: Option<PushConfig>,
 }
 
@@ -198,7 +199,8 @@ impl Patch {
         if let Some(push) = self.push {
             let web = push.web.or_else(|| s.push.web.take());
             let fcm = push.fcm.or_else(|| s.push.fcm.take());
-            s.push = PushConfig { web, fcm, ..push };
+            let apns = push.apns.or_else(|| s.push.apns.take());
+            s.push = PushConfig { web, fcm, apns, ..push };
         }
     }
 }
@@ -548,16 +550,7 @@ pub(super) async fn web_push(
     let NewWebPush { contact } = parse_json(&body)?;
     let (vapid_private_key, vapid_public_key) = crate::push::vapid::generate();
     let web = WebPushCredentials { vapid_private_key, contact: contact.clone() };
-    control::change(&app, |state| {
-        let stored = state.tenants.get_mut(&id).ok_or_else(|| unknown(&id))?;
-        let mut settings = stored.settings.clone();
-        settings.push.web = Some(web.clone());
-        check(&id, &settings, VALIDATION_KEY)?;
-        stored.settings = settings;
-        stored.revision += 1;
-        Ok::<_, ApiError>(())
-    })
-    .await?;
+    change_push(&app, &id, |push| push.web = Some(web.clone())).await?;
     Ok(Json(WebPushView { vapid_public_key, contact }))
 }
 
@@ -578,14 +571,7 @@ pub(super) async fn remove_web_push(
     PathParams(id): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
     api_tenant(&app, &id)?;
-    control::change(&app, |state| {
-        let stored = state.tenants.get_mut(&id).ok_or_else(|| unknown(&id))?;
-        if stored.settings.push.web.take().is_some() {
-            stored.revision += 1;
-        }
-        Ok::<_, ApiError>(())
-    })
-    .await?;
+    change_push(&app, &id, |push| push.web = None).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -629,18 +615,8 @@ pub(super) async fn fcm(
         service_account: service_account.to_string(),
         base_url: base_url.unwrap_or_else(|| "https://fcm.googleapis.com".into()),
     };
-    control::change(&app, |state| {
-        let stored = state.tenants.get_mut(&id).ok_or_else(|| unknown(&id))?;
-        let mut settings = stored.settings.clone();
-        settings.push.fcm = Some(credentials.clone());
-        check(&id, &settings, VALIDATION_KEY)?;
-        stored.settings = settings;
-        stored.revision += 1;
-        Ok::<_, ApiError>(())
-    })
-    .await?;
-    let tenant = app.tenants().get(&id).ok_or_else(|| gone(&id))?;
-    PushView::of(&tenant.config.push).fcm.map(Json).ok_or_else(|| gone(&id))
+    let push = change_push(&app, &id, |push| push.fcm = Some(credentials.clone())).await?;
+    PushView::of(&push).fcm.map(Json).ok_or_else(|| gone(&id))
 }
 
 /// Removes the tenant's Firebase credentials: nothing is pushed through FCM from then on.
@@ -660,15 +636,74 @@ pub(super) async fn remove_fcm(
     PathParams(id): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
     api_tenant(&app, &id)?;
-    control::change(&app, |state| {
-        let stored = state.tenants.get_mut(&id).ok_or_else(|| unknown(&id))?;
-        if stored.settings.push.fcm.take().is_some() {
+    change_push(&app, &id, |push| push.fcm = None).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Sets or replaces the tenant's APNs provider key (the key is never shown again).
+#[utoipa::path(put, operation_id = "setApnsCredentials", path = "/v1/admin/tenants/{tenant}/push/apns", tag = "tenants", security(("admin_token" = [])),
+    params(("tenant" = String, Path, description = "A tenant id")),
+    request_body = ApnsCredentials,
+    responses(
+        (status = OK, description = "The key without its secret", body = ApnsView),
+        (status = BAD_REQUEST, description = "`invalid_field` (`push.apns.team_id`, ...) or `bad_body`", body = ErrorBody),
+        (status = UNAUTHORIZED, description = "`unauthorized`: no admin token", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden`: not the admin token", body = ErrorBody),
+        (status = NOT_FOUND, description = "`unknown_tenant`", body = ErrorBody),
+        (status = CONFLICT, description = "`managed_by_config`", body = ErrorBody),
+        (status = PAYLOAD_TOO_LARGE, description = "`too_large`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
+    ))]
+pub(super) async fn apns(
+    State(app): State<App>,
+    _: Admin,
+    PathParams(id): PathParams<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<ApnsView>, ApiError> {
+    api_tenant(&app, &id)?;
+    let body = read_body(&headers, body, MAX_BODY).await?;
+    let credentials: ApnsCredentials = parse_json(&body)?;
+    let push = change_push(&app, &id, |push| push.apns = Some(credentials.clone())).await?;
+    PushView::of(&push).apns.map(Json).ok_or_else(|| gone(&id))
+}
+
+/// Removes the tenant's APNs key: nothing is pushed to Apple devices from then on.
+#[utoipa::path(delete, operation_id = "deleteApnsCredentials", path = "/v1/admin/tenants/{tenant}/push/apns", tag = "tenants", security(("admin_token" = [])),
+    params(("tenant" = String, Path, description = "A tenant id")),
+    responses(
+        (status = NO_CONTENT, description = "Removed (or there was none)"),
+        (status = UNAUTHORIZED, description = "`unauthorized`: no admin token", body = ErrorBody),
+        (status = FORBIDDEN, description = "`forbidden`: not the admin token", body = ErrorBody),
+        (status = NOT_FOUND, description = "`unknown_tenant`", body = ErrorBody),
+        (status = CONFLICT, description = "`managed_by_config`", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "`store_unavailable`", body = ErrorBody),
+    ))]
+pub(super) async fn remove_apns(
+    State(app): State<App>,
+    _: Admin,
+    PathParams(id): PathParams<String>,
+) -> Result<StatusCode, ApiError> {
+    api_tenant(&app, &id)?;
+    change_push(&app, &id, |push| push.apns = None).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Changes the stored tenant's push settings with `f` (checked as a whole; counted as a
+/// change only when they differ); the settings after it.
+async fn change_push(app: &App, id: &str, f: impl Fn(&mut PushConfig)) -> Result<PushConfig, ApiError> {
+    control::change(app, |state| {
+        let stored = state.tenants.get_mut(id).ok_or_else(|| unknown(id))?;
+        let mut settings = stored.settings.clone();
+        f(&mut settings.push);
+        if settings.push != stored.settings.push {
+            check(id, &settings, VALIDATION_KEY)?;
+            stored.settings = settings;
             stored.revision += 1;
         }
-        Ok::<_, ApiError>(())
+        Ok::<_, ApiError>(stored.settings.push.clone())
     })
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+    .await
 }
 
 /// The tenant `id`, if it was made through the API (a configured one is read-only here).
@@ -736,6 +771,16 @@ pub(super) struct PushView {
     max_devices_per_user: usize,
     web: Option<WebPushView>,
     fcm: Option<FcmView>,
+    apns: Option<ApnsView>,
+}
+
+/// A tenant's APNs key without its private key.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ApnsView {
+    team_id: String,
+    key_id: String,
+    topic: String,
+    base_url: String,
 }
 
 /// A tenant's Firebase project without the service account's key.
@@ -769,8 +814,15 @@ impl PushView {
                 base_url: f.base_url.clone(),
             })
         });
+        let apns = c.apns.as_ref().map(|a| ApnsView {
+            team_id: a.team_id.clone(),
+            key_id: a.key_id.clone(),
+            topic: a.topic.clone(),
+            base_url: a.base_url.clone(),
+        });
         Self {
             fcm,
+            apns,
             when: c.when,
             delay_ms: c.delay.as_millis() as u64,
             ttl_ms: c.ttl.as_millis() as u64,

@@ -4,9 +4,10 @@
 //! read by then is dropped, any other goes to each of the user's devices. Web Push is built
 //! from its parts: the message encrypted for one subscription (`ece`, RFC 8291), the VAPID
 //! identification (`vapid`, RFC 8292), the request to the push service (`web`). `fcm` sends
-//! through Firebase Cloud Messaging. `job` is a pending push as stored and the payload a
+//! through Firebase Cloud Messaging, `apns` through Apple's service over HTTP/2. `job` is a pending push as stored and the payload a
 //! device gets.
 
+mod apns;
 pub(crate) mod ece;
 mod fcm;
 pub(crate) mod job;
@@ -38,6 +39,7 @@ pub(crate) struct Pusher {
     config: PushServiceConfig,
     web: web::WebPush,
     fcm: fcm::Fcm,
+    apns: apns::Apns,
     /// Pushes in flight per tenant (`push.concurrency` permits each): a provider that hangs
     /// holds its tenant's permits only.
     in_flight: Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
@@ -47,7 +49,8 @@ impl Pusher {
     pub(crate) fn new(devices: Arc<dyn Devices>, escalations: Arc<dyn Escalations>, config: PushServiceConfig) -> Self {
         let web = web::WebPush::new(config.allow_private, config.timeout);
         let fcm = fcm::Fcm::new(config.timeout, web.tls.clone());
-        Self { devices, escalations, config, web, fcm, in_flight: Mutex::default() }
+        let apns = apns::Apns::new(config.timeout);
+        Self { devices, escalations, config, web, fcm, apns, in_flight: Mutex::default() }
     }
 
     /// Schedules a push of each of `events` that goes to users, by the publish body's `push`
@@ -119,7 +122,7 @@ impl Pusher {
     /// Whether the tenant can push to any device (so acks may have pushes to withdraw).
     pub(crate) fn configured(tenant: &Tenant) -> bool {
         let push = &tenant.config.push;
-        push.web.is_some() || push.fcm.is_some()
+        push.web.is_some() || push.fcm.is_some() || push.apns.is_some()
     }
 
     /// A permit to push for `tenant`, if it has one free.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use super::apns::ApnsError;
 use super::fcm::{Answer, FcmError};
 use super::job::{Job, Kind};
 use super::vapid::Vapid;
@@ -200,7 +201,7 @@ async fn send(pusher: &Pusher, tenant: &Tenant, job: &Job, device: &Device, payl
     let outcome = match device.platform {
         Platform::Web => send_web(pusher, tenant, job, device, payload).await,
         Platform::Fcm => send_fcm(pusher, tenant, job, device).await,
-        Platform::Apns => Err(PushFailure::NoCredentials),
+        Platform::Apns => send_apns(pusher, tenant, job, device).await,
     };
     match outcome {
         Ok(Status::Sent) => {
@@ -279,6 +280,32 @@ async fn send_fcm(pusher: &Pusher, tenant: &Tenant, job: &Job, device: &Device) 
         }
         Err(e @ (FcmError::Account(_) | FcmError::TokenAnswer(_))) => {
             tracing::warn!(tenant = %tenant.id, error = %e, "FCM credentials cannot be used");
+            Err(PushFailure::NoCredentials)
+        }
+    }
+}
+
+async fn send_apns(pusher: &Pusher, tenant: &Tenant, job: &Job, device: &Device) -> Result<Status, PushFailure> {
+    use super::apns::Answer;
+    let rule = &tenant.config.push;
+    let credentials = rule.apns.as_ref().ok_or(PushFailure::NoCredentials)?;
+    let token = device.token.as_deref().ok_or(PushFailure::Invalid)?;
+    let ttl = job.alert.ttl.unwrap_or(rule.ttl);
+    match pusher.apns.send(credentials, job, token, ttl).await {
+        Ok(Answer::Sent) => Ok(Status::Sent),
+        Ok(Answer::Gone) => Ok(Status::Gone),
+        Ok(Answer::Refused(status @ (429 | 500..=599), reason)) => {
+            tracing::debug!(tenant = %tenant.id, status, reason, "APNs asked to try later");
+            Err(PushFailure::Unavailable)
+        }
+        Ok(Answer::Refused(status, reason)) => {
+            tracing::warn!(tenant = %tenant.id, status, reason, "APNs refused a notification");
+            Err(PushFailure::Rejected)
+        }
+        Err(ApnsError::Timeout(_)) => Err(PushFailure::Timeout),
+        Err(ApnsError::Dial(_) | ApnsError::Http(_)) => Err(PushFailure::Network),
+        Err(e @ ApnsError::Key(_)) => {
+            tracing::warn!(tenant = %tenant.id, error = %e, "APNs credentials cannot be used");
             Err(PushFailure::NoCredentials)
         }
     }
