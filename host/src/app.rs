@@ -164,7 +164,7 @@ impl App {
                 broker,
                 idempotency,
                 idempotency_window: config.server.idempotency_window,
-                push: Arc::new(Pusher::new(devices, escalations, config.push.clone())),
+                push: Arc::new(Pusher::new(devices, escalations, config.push.clone(), webhooks.clone())),
             },
             control: ControlPlane::new(control),
             edge: Edge { admission, addresses, tls },

@@ -478,7 +478,7 @@ impl WebhookFormat {
 }
 
 /// The webhook event types an endpoint may ask for (docs/WEBHOOKS.md).
-pub(crate) const WEBHOOK_EVENTS: [&str; 15] = [
+pub(crate) const WEBHOOK_EVENTS: [&str; 16] = [
     "user.online",
     "user.offline",
     "channel.occupied",
@@ -487,6 +487,7 @@ pub(crate) const WEBHOOK_EVENTS: [&str; 15] = [
     "event.dead_lettered",
     "plugin.disabled",
     "plugin.enabled",
+    "push.failed",
     "subscription.added",
     "subscription.removed",
     "connection.refused",
@@ -498,7 +499,7 @@ pub(crate) const WEBHOOK_EVENTS: [&str; 15] = [
 
 /// The event types sent only to endpoints that list them: every type from
 /// `subscription.added` on (high volume, or Pusher's).
-pub(crate) const WEBHOOK_EVENTS_OPT_IN: &[&str] = WEBHOOK_EVENTS.split_at(8).1;
+pub(crate) const WEBHOOK_EVENTS_OPT_IN: &[&str] = WEBHOOK_EVENTS.split_at(9).1;
 
 /// The event types a `pusher` endpoint that lists none gets: those Pusher sends.
 pub(crate) const WEBHOOK_EVENTS_PUSHER: [&str; 6] =

@@ -249,9 +249,38 @@ def vapid_keys():
     return json.loads(keys.stdout)
 
 
-def push_tenant(vapid, when="unread_after", delay="1s"):
-    return (f'history = {{ size = 100, acks = true }}\n[tenants.demo.push]\nwhen = "{when}"\ndelay = "{delay}"\n'
+def push_tenant(vapid, when="unread_after", delay="1s", keys=""):
+    return (f'history = {{ size = 100, acks = true }}\n{keys}[tenants.demo.push]\nwhen = "{when}"\ndelay = "{delay}"\n'
             f'[tenants.demo.push.web]\nvapid_private_key = "{vapid["private_key"]}"\ncontact = "mailto:ops@example.com"\n')
+
+
+HOOK_SECRET = "whsec_" + base64.b64encode(b"push-failed-webhook-secret-0123").decode()
+
+
+class Hooks:
+    """A webhook endpoint that keeps every event it receives."""
+
+    def __init__(self):
+        self.events = []
+        hooks = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                hooks.events.extend(body["data"]["events"])
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class EscalationTest(unittest.IsolatedAsyncioTestCase):
@@ -260,11 +289,16 @@ class EscalationTest(unittest.IsolatedAsyncioTestCase):
         self.addCleanup(self.service.close)
         self.vapid = vapid_keys()
         self.service.vapid_public = self.vapid["public_key"]
-        extra = f'admin_token = "{ADMIN}"\n[push]\nallow_private = true\ntimeout = "60s"\nconcurrency = 1\n'
+        self.hooks = Hooks()
+        self.addCleanup(self.hooks.close)
+        hook = (f'webhooks = [{{ url = "{self.hooks.url}", secret = "{HOOK_SECRET}", events = ["push.failed"], '
+                f'batch = {{ max_events = 1, max_wait = "10ms" }} }}]\n')
+        extra = (f'admin_token = "{ADMIN}"\n[push]\nallow_private = true\ntimeout = "60s"\nconcurrency = 1\n'
+                 '[webhooks]\nallow_private = true\n')
         other = f'[tenants.other]\npublish_key = "other-key"\nauth = {{ mode = "insecure" }}\n' + push_tenant(
             vapid_keys(), when="always").replace("tenants.demo", "tenants.other")
         other += '[tenants.plain]\npublish_key = "plain-key"\n'
-        self.host = Host(self, extra=extra, tenant_extra=push_tenant(self.vapid) + other)
+        self.host = Host(self, extra=extra, tenant_extra=push_tenant(self.vapid, keys=hook) + other)
         await self.host.ready()
         self.port = self.host.port
 
@@ -365,6 +399,10 @@ class EscalationTest(unittest.IsolatedAsyncioTestCase):
         await until(lambda: self.devices("gus") == [kept_id] and self.service.to(kept))
         self.assertEqual(len(self.service.to(kept)), 1)
         self.assertEqual(metric(self.port, "notify_push_devices_removed_total"), 1)
+        told = (await until(lambda: self.hooks.events))[0]
+        self.assertEqual(told["type"], "push.failed")
+        self.assertEqual({k: told["data"][k] for k in ("user", "device", "platform", "reason", "device_removed")},
+                         {"user": "gus", "device": gone_id, "platform": "web", "reason": "gone", "device_removed": True})
 
     async def test_a_hanging_push_service_holds_up_neither_delivery_nor_other_tenants(self):
         hung, other = Browser(self.service, "hung"), Browser(self.service, "other")

@@ -28,6 +28,7 @@ use crate::config::PushServiceConfig;
 use crate::event::Event;
 use crate::metrics::PushFailure;
 use crate::tenant::Tenant;
+use crate::webhook::Webhooks;
 use job::Job;
 
 pub(crate) use worker::run;
@@ -37,6 +38,8 @@ pub(crate) struct Pusher {
     pub(crate) devices: Arc<dyn Devices>,
     pub(crate) escalations: Arc<dyn Escalations>,
     config: PushServiceConfig,
+    /// Told of each push that reached no device (`push.failed`).
+    webhooks: Arc<Webhooks>,
     web: web::WebPush,
     fcm: fcm::Fcm,
     apns: apns::Apns,
@@ -46,11 +49,16 @@ pub(crate) struct Pusher {
 }
 
 impl Pusher {
-    pub(crate) fn new(devices: Arc<dyn Devices>, escalations: Arc<dyn Escalations>, config: PushServiceConfig) -> Self {
+    pub(crate) fn new(
+        devices: Arc<dyn Devices>,
+        escalations: Arc<dyn Escalations>,
+        config: PushServiceConfig,
+        webhooks: Arc<Webhooks>,
+    ) -> Self {
         let web = web::WebPush::new(config.allow_private, config.timeout);
         let fcm = fcm::Fcm::new(config.timeout, web.tls.clone());
         let apns = apns::Apns::new(config.timeout);
-        Self { devices, escalations, config, web, fcm, apns, in_flight: Mutex::default() }
+        Self { devices, escalations, config, webhooks, web, fcm, apns, in_flight: Mutex::default() }
     }
 
     /// Schedules a push of each of `events` that goes to users, by the publish body's `push`

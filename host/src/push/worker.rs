@@ -24,6 +24,7 @@ use crate::drain::Drain;
 use crate::metrics::PushFailure;
 use crate::stream::{Position, Target};
 use crate::tenant::{Tenant, Tenants};
+use crate::webhook::{Kind as WebhookKind, Notice};
 
 /// How often the store is asked for due escalations.
 const POLL: Duration = Duration::from_millis(200);
@@ -208,18 +209,32 @@ async fn send(pusher: &Pusher, tenant: &Tenant, job: &Job, device: &Device, payl
             metrics.sent(device.platform as usize);
             return true;
         }
-        Ok(Status::Gone) => match pusher.devices.remove(&tenant.id, &job.user, &device.id).await {
-            Ok(_) => {
-                metrics.devices_removed.fetch_add(1, Relaxed);
+        Ok(Status::Gone) => {
+            match pusher.devices.remove(&tenant.id, &job.user, &device.id).await {
+                Ok(_) => {
+                    metrics.devices_removed.fetch_add(1, Relaxed);
+                }
+                Err(e) => tracing::warn!(tenant = %tenant.id, error = %e, "a gone device could not be removed"),
             }
-            Err(e) => tracing::warn!(tenant = %tenant.id, error = %e, "a gone device could not be removed"),
-        },
+            tell(pusher, tenant, job, device, "gone");
+        }
         Err(why) => {
             tracing::debug!(tenant = %tenant.id, device = %device.id, reason = why.as_str(), "push failed");
             metrics.failed(why, 1);
+            tell(pusher, tenant, job, device, why.as_str());
         }
     }
     false
+}
+
+/// Tells the tenant's webhooks that `job` did not reach `device`, and why (`gone`: the
+/// device was removed).
+fn tell(pusher: &Pusher, tenant: &Tenant, job: &Job, device: &Device, reason: &str) {
+    let data = serde_json::json!({
+        "user": job.user, "event_id": job.id, "kind": job.kind, "device": device.id,
+        "platform": device.platform, "reason": reason, "device_removed": reason == "gone",
+    });
+    pusher.webhooks.emit(&tenant.id, Notice::new(WebhookKind::PushFailed, data));
 }
 
 /// What a provider said of a message it answered.

@@ -31,6 +31,8 @@ pub(crate) enum Kind {
     PluginDisabled,
     /// A plugin's breaker closed again.
     PluginEnabled,
+    /// A push did not reach a device (or found it gone).
+    PushFailed,
     /// A connection subscribed to a channel.
     SubscriptionAdded,
     /// A connection's subscription to a channel ended.
@@ -60,6 +62,7 @@ impl Kind {
         Kind::EventDeadLettered,
         Kind::PluginDisabled,
         Kind::PluginEnabled,
+        Kind::PushFailed,
         Kind::SubscriptionAdded,
         Kind::SubscriptionRemoved,
         Kind::ConnectionRefused,
