@@ -162,6 +162,13 @@ export declare class NotifyClient {
    */
   subscribe(channel: string, options?: { token?: string | ((channel: string) => string | Promise<string>) }): void;
   unsubscribe(channel: string): void;
+  /**
+   * Subscribes this browser to Web Push through `registration` and registers it as a device
+   * of the signed-in user; without `vapidPublicKey`, the tenant's key is read from the host.
+   */
+  registerPush(registration: ServiceWorkerRegistration, vapidPublicKey?: string, options?: { label?: string }): Promise<PushDevice>;
+  /** Removes this browser's push device from the host and unsubscribes it. */
+  unregisterPush(registration: ServiceWorkerRegistration): Promise<boolean>;
   /** Over WebSocket an `ack` frame; over SSE a `POST /v1/sse/{tenant}/ack`. False when not connected. */
   ack(event: Position): boolean;
   /** An application ping (WebSocket only; SSE streams carry the host's heartbeats). */
@@ -170,3 +177,13 @@ export declare class NotifyClient {
 
 /** The stream an event frame came through. */
 export declare function streamOf(event: NotifyEvent): string;
+
+/** A device as the host keeps it (docs/PUSH.md). */
+export interface PushDevice {
+  id: string;
+  platform: "web" | "fcm" | "apns";
+  subscription?: { endpoint: string; keys: { p256dh: string; auth: string } };
+  token?: string;
+  label?: string;
+  registered_at: number;
+}

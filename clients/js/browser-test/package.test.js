@@ -49,7 +49,7 @@ test("npm pack makes a package an app installs, type-checks, bundles and runs fr
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const [packed] = JSON.parse(run(PACKAGE, "npm", ["pack", "--json", "--pack-destination", dir]));
   const files = packed.files.map((f) => f.path).sort();
-  assert.deepEqual(files, ["CHANGELOG.md", "LICENSE-APACHE", "LICENSE-MIT", "README.md", "notify.d.ts", "package.json", "src/notify.js"]);
+  assert.deepEqual(files, ["CHANGELOG.md", "LICENSE-APACHE", "LICENSE-MIT", "README.md", "notify.d.ts", "package.json", "src/notify.js", "src/sw.js", "sw.d.ts"]);
   const manifest = JSON.parse(readFileSync(join(PACKAGE, "package.json"), "utf8"));
   assert.equal(packed.version, manifest.version);
   assert.match(readFileSync(join(PACKAGE, "CHANGELOG.md"), "utf8"), new RegExp(`^## ${manifest.version.replaceAll(".", "\\.")}$`, "m"));

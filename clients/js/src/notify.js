@@ -225,6 +225,20 @@ function endpoint(base, path, query, scheme = "ws") {
   return url.toString();
 }
 
+/** The bytes of base64url `text` (a VAPID public key). */
+function fromBase64Url(text) {
+  const base64 = text.replace(/-/g, "+").replace(/_/g, "/") + "=".repeat((4 - (text.length % 4)) % 4);
+  return Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+}
+
+/** Whether a subscription's `applicationServerKey` (bytes) is the base64url `key`. */
+function sameKey(bytes, key) {
+  if (!bytes) return false;
+  const have = new Uint8Array(bytes);
+  const want = fromBase64Url(key);
+  return have.length === want.length && have.every((b, i) => b === want[i]);
+}
+
 /** The SSE cursor of `positions`: `STREAM:EPOCH:OFFSET` entries joined by commas. */
 function cursorOf(positions) {
   const entries = Object.entries(positions.toJSON()).map(([stream, p]) => `${stream}:${p.epoch}:${p.offset}`);
@@ -406,6 +420,67 @@ export class NotifyClient extends Emitter {
       this.#signal("error", new NotifyError("subscription_token_needs_websocket", `${channel}: subscription tokens are presented over WebSocket only`, { channel }));
     } else if (this.#transport === "sse") this.#reopen();
     else this.#sendSubscribe(channel);
+  }
+
+  /**
+   * Subscribes this browser to Web Push through `registration` (the page's
+   * `ServiceWorkerRegistration`) and registers the subscription as a device of the signed-in
+   * user (docs/PUSH.md), with this client's credentials. Without `vapidPublicKey`, the
+   * tenant's key is read from the host. A subscription made with another key is replaced.
+   * Resolves to the device as the host keeps it; rejects with a `NotifyError` when the host
+   * refuses it.
+   */
+  async registerPush(registration, vapidPublicKey, { label } = {}) {
+    const key = vapidPublicKey ?? (await this.#webPushKey());
+    const manager = registration.pushManager;
+    let subscription = await manager.getSubscription();
+    if (subscription && !sameKey(subscription.options?.applicationServerKey, key)) {
+      await subscription.unsubscribe();
+      subscription = null;
+    }
+    subscription ??= await manager.subscribe({ userVisibleOnly: true, applicationServerKey: fromBase64Url(key) });
+    const body = JSON.stringify({ platform: "web", subscription: subscription.toJSON(), label });
+    return this.#pushRequest("POST", "/devices", body);
+  }
+
+  /**
+   * Removes this browser's push device from the host and unsubscribes it. Resolves to
+   * whether there was a subscription.
+   */
+  async unregisterPush(registration) {
+    const subscription = await registration.pushManager.getSubscription();
+    if (!subscription) return false;
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(subscription.endpoint)));
+    const id = `web-${[...digest.slice(0, 12)].map((b) => b.toString(16).padStart(2, "0")).join("")}`;
+    await this.#pushRequest("DELETE", `/devices/${id}`).catch((error) => {
+      if (error.code !== "unknown_device") throw error;
+    });
+    await subscription.unsubscribe();
+    return true;
+  }
+
+  /** The tenant's VAPID public key (`GET /v1/push/{tenant}/web`). */
+  async #webPushKey() {
+    const url = endpoint(this.#options.url, `/v1/push/${encodeURIComponent(this.#options.tenant)}/web`, {}, "http");
+    const response = await this.#fetcher()(url);
+    if (!response.ok) {
+      const refusal = await refusalOf(response);
+      throw new NotifyError(refusal.code, refusal.message, { status: refusal.status });
+    }
+    return (await response.json()).vapid_public_key;
+  }
+
+  /** A request to the tenant's push routes with this client's credentials. */
+  async #pushRequest(method, path, body) {
+    const { user_since, broadcast_since, ...auth } = await this.#query();
+    const url = endpoint(this.#options.url, `/v1/push/${encodeURIComponent(this.#options.tenant)}${path}`, auth, "http");
+    const headers = body === undefined ? {} : { "content-type": "application/json" };
+    const response = await this.#fetcher()(url, { method, headers, body });
+    if (!response.ok) {
+      const refusal = await refusalOf(response);
+      throw new NotifyError(refusal.code, refusal.message, { status: refusal.status });
+    }
+    return response.status === 204 ? undefined : response.json();
   }
 
   /** Leaves `channel` and forgets its position. */
