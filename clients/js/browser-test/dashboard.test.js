@@ -8,6 +8,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync, readFileSync } from "node:fs";
 import { generateKeyPairSync } from "node:crypto";
+import { execFileSync } from "node:child_process";
 import { createServer } from "node:http";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -21,6 +22,7 @@ const SHOTS = join(dirname(fileURLToPath(import.meta.url)), "../../../target/dem
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "../../..");
 const PLUGIN = join(ROOT, "plugins/target/wasm32-wasip2/release/redact.wasm");
 const ADMIN = "dashboard-admin-token";
+const HOST_BIN = process.env.NOTIFY_HOST_BIN ?? join(ROOT, "target/debug/notify-host");
 const STEP_MS = 20_000;
 
 const CONFIG = `[server]
@@ -188,6 +190,27 @@ test("a tenant's identity-provider key set shows with its keys, and a failing on
   assert.equal(broken, "off");
 });
 
+test("a tenant that pushes shows its providers, its rule and what its pushes did", async (t) => {
+  const vapid = JSON.parse(execFileSync(HOST_BIN, ["push", "vapid-keys"]).toString());
+  const host = await Host.start(`${CONFIG}[tenants.shop]\npublish_key = "shop-publish-key"\nhistory = { size = 10, acks = true }
+[tenants.shop.push]\nwhen = "unread_after"\n[tenants.shop.push.web]\nvapid_private_key = "${vapid.private_key}"\ncontact = "mailto:ops@shop.example"\n`);
+  t.after(() => host.dispose());
+  // A subscription at a loopback address: refused as push.allow_private is off.
+  const subscription = { endpoint: "http://127.0.0.1:9/push/1", keys: { p256dh: "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM", auth: "tBHItJI5svbpez7KI4CCXg" } };
+  await call(host, "POST", "/v1/users/ann/devices", JSON.stringify({ platform: "web", subscription }), { authorization: "Bearer shop-publish-key", "content-type": "application/json" });
+  await host.publish("shop-publish-key", { users: ["ann"], event: "order.shipped", push: { when: "always" } });
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+  t.after(() => browser.close());
+  const page = await browser.newPage();
+  await page.goto(`${host.url}/dashboard`);
+  await page.fill("#token", ADMIN);
+  await page.click("#load");
+  const row = async () => (await cells(page, "push")).find((r) => r[0] === "shop");
+  await eventually(async () => (await row())?.[4] === "network 1", STEP_MS);
+  assert.deepEqual(await row(), ["shop", "web", "unread after 30 s", "0", "network 1", "0", "0", "0", "0"]);
+  assert.equal((await cells(page, "push")).length, 1, "tenants that do not push are not listed");
+});
+
 test("an empty cluster shows what to do instead of empty tables", async (t) => {
   const host = await Host.start(`[server]\nlisten = "127.0.0.1:0"\nadmin_token = "${ADMIN}"\n`);
   t.after(() => host.dispose());
@@ -200,7 +223,7 @@ test("an empty cluster shows what to do instead of empty tables", async (t) => {
   await page.waitForSelector('[data-empty="tenants"]:not([hidden])', { timeout: STEP_MS });
   assert.match(await page.textContent('[data-empty="tenants"]'), /No tenants yet\. Create one with notify-host tenant create/);
   assert.equal((await cells(page, "nodes")).length, 1, "this node is listed without any tenant");
-  for (const table of ["tenants", "plugins", "webhooks", "refusals"]) {
+  for (const table of ["tenants", "plugins", "webhooks", "push", "refusals"]) {
     assert.ok(!(await page.isVisible(`#${table}`)), `no header-only ${table} table`);
     assert.ok(await page.isVisible(`[data-empty="${table}"]`), `${table} says why it is empty`);
   }
