@@ -26,8 +26,13 @@ trap 'stop_all "$host_pid" "$sink_pid"' EXIT
 
 # Credentials: a TLS certificate for the APNs stand-in (its CA trusted through
 # SSL_CERT_FILE), a service account's RSA key, an APNs .p8 key, a VAPID key pair.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
-  -addext subjectAltName=DNS:localhost -keyout "$work/tls-key.pem" -out "$work/tls.pem" 2>/dev/null
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=bench-ca \
+  -keyout "$work/ca-key.pem" -out "$work/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+  -keyout "$work/tls-key.pem" -out "$work/tls.csr" 2>/dev/null
+printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n' > "$work/ext.cnf"
+openssl x509 -req -in "$work/tls.csr" -CA "$work/ca.pem" -CAkey "$work/ca-key.pem" -CAcreateserial -days 1 \
+  -extfile "$work/ext.cnf" -out "$work/tls.pem" 2>/dev/null
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/fcm.pem" 2>/dev/null
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/apns.p8" 2>/dev/null
 vapid=$(target/release/notify-host push vapid-keys | python3 -c 'import json,sys; print(json.load(sys.stdin)["private_key"])')
@@ -48,13 +53,13 @@ level = "warn"
 [push]
 allow_private = true
 [tenants.web]
-publish_key = "web-key"
+publish_key = "web-publish-key"
 push = { when = "always", web = { vapid_private_key = "$vapid", contact = "mailto:bench@example.com" } }
 [tenants.fcm]
-publish_key = "fcm-key"
+publish_key = "fcm-publish-key"
 push = { when = "always", fcm = { service_account = $account, base_url = "http://127.0.0.1:$http_port" } }
 [tenants.apns]
-publish_key = "apns-key"
+publish_key = "apns-publish-key"
 push = { when = "always", apns = { team_id = "TEAM123456", key_id = "KEY1234567", private_key = $p8, topic = "com.example.bench", base_url = "https://localhost:$apns_port" } }
 [tenants.pending]
 publish_key = "pending-key"
@@ -64,7 +69,7 @@ push = { when = "unread_after", delay = "1h", web = { vapid_private_key = "$vapi
 publish_key = "control-key"
 history = { size = 100, acks = true }
 TOML
-SSL_CERT_FILE="$work/tls.pem" start_host "$work/config.toml"
+SSL_CERT_FILE="$work/ca.pem" start_host "$work/config.toml"
 
 # Registers DEVICES users of each tenant, one device each, and publishes for the pushes.
 python3 - "$port" "$devices" "$events" "$http_port" "$pending_users" <<'PY' > "$work/plan.json"
@@ -81,9 +86,9 @@ def post(path, key_, body):
     r = conn.getresponse(); r.read(); assert r.status in (200, 202), (r.status, path)
 for i in range(devices):
     sub = {"endpoint": f"http://127.0.0.1:{sink}/push/{i}", "keys": {"p256dh": b64(key), "auth": b64(bytes(16))}}
-    post(f"/v1/users/u{i}/devices", "web-key", {"platform": "web", "subscription": sub})
-    post(f"/v1/users/u{i}/devices", "fcm-key", {"platform": "fcm", "token": f"fcm-token-{i:08d}-bench"})
-    post(f"/v1/users/u{i}/devices", "apns-key", {"platform": "apns", "token": f"{i:064x}"})
+    post(f"/v1/users/u{i}/devices", "web-publish-key", {"platform": "web", "subscription": sub})
+    post(f"/v1/users/u{i}/devices", "fcm-publish-key", {"platform": "fcm", "token": f"fcm-token-{i:08d}-bench"})
+    post(f"/v1/users/u{i}/devices", "apns-publish-key", {"platform": "apns", "token": f"{i:064x}"})
 print(json.dumps({"devices": devices}))
 PY
 
@@ -106,7 +111,7 @@ total=$(( devices * events ))
 echo "date: $(date -u +%FT%TZ)  pushes per provider: $total  concurrency per tenant: ${NOTIFY_PUSH__CONCURRENCY:-16}"
 for provider in web fcm apns; do
   before=$(count "$provider"); cpu0=$(ticks "$host_pid"); t0=$(date +%s.%N)
-  publish_all "$provider-key"
+  publish_all "$provider-publish-key"
   deadline=$(( $(date +%s) + 300 ))
   while [ "$(count "$provider")" -lt $(( before + total )) ]; do
     [ "$(date +%s)" -lt "$deadline" ] || { echo "$provider: only $(count "$provider") of $total within 300 s"; exit 1; }

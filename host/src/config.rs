@@ -408,8 +408,9 @@ pub struct PushServiceConfig {
     /// The most one request to a push service may take, connecting included.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    /// Pushes of one tenant in flight at once on a node: a push service that hangs holds
-    /// this many, and other tenants' pushes go on.
+    /// Pushes of one tenant in flight at once on a node (eight times as many wait on the
+    /// node): a push service that hangs holds its tenant's pushes only, and other tenants'
+    /// pushes go on.
     pub concurrency: usize,
     /// Escalations waiting for their time at most, over every tenant; a publish beyond this
     /// is delivered but not pushed (counted in `notify_push_failed_total{reason="full"}`).

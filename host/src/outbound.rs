@@ -56,7 +56,12 @@ pub(crate) async fn connect(
             continue;
         }
         match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(tcp)) => return Ok(tcp),
+            Ok(Ok(tcp)) => {
+                // Requests and answers are small and awaited: Nagle's algorithm would hold
+                // each HTTP/2 frame for the peer's delayed ACK.
+                let _ = tcp.set_nodelay(true);
+                return Ok(tcp);
+            }
             Ok(Err(source)) => last = Some(ConnectError::Connect { addr, source }),
             Err(_) => last = Some(ConnectError::Timeout(timeout)),
         }

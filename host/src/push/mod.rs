@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::alert::PushWhen;
 use crate::backend::escalations::Escalation;
@@ -43,9 +43,8 @@ pub(crate) struct Pusher {
     web: web::WebPush,
     fcm: fcm::Fcm,
     apns: apns::Apns,
-    /// Pushes in flight per tenant (`push.concurrency` permits each): a provider that hangs
-    /// holds its tenant's permits only.
-    in_flight: Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
+    /// Each tenant's lane: a provider that hangs holds its own tenant's pushes only.
+    lanes: Mutex<HashMap<Arc<str>, Lane>>,
 }
 
 impl Pusher {
@@ -58,7 +57,7 @@ impl Pusher {
         let web = web::WebPush::new(config.allow_private, config.timeout);
         let fcm = fcm::Fcm::new(config.timeout, web.tls.clone());
         let apns = apns::Apns::new(config.timeout);
-        Self { devices, escalations, config, webhooks, web, fcm, apns, in_flight: Mutex::default() }
+        Self { devices, escalations, config, webhooks, web, fcm, apns, lanes: Mutex::default() }
     }
 
     /// Schedules a push of each of `events` that goes to users, by the publish body's `push`
@@ -133,11 +132,27 @@ impl Pusher {
         push.web.is_some() || push.fcm.is_some() || push.apns.is_some()
     }
 
-    /// A permit to push for `tenant`, if it has one free.
-    fn permit(&self, tenant: &Arc<str>) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let mut in_flight = self.in_flight.lock().expect("push permits lock");
-        let semaphore =
-            in_flight.entry(tenant.clone()).or_insert_with(|| Arc::new(Semaphore::new(self.config.concurrency)));
-        semaphore.clone().try_acquire_owned().ok()
+    /// A place in `tenant`'s lane, if it has one free, and the permits its pushes are sent
+    /// under.
+    fn lane(&self, tenant: &Arc<str>) -> Option<(OwnedSemaphorePermit, Arc<Semaphore>)> {
+        let mut lanes = self.lanes.lock().expect("push lanes lock");
+        let concurrency = self.config.concurrency;
+        let lane = lanes.entry(tenant.clone()).or_insert_with(|| Lane {
+            queued: Arc::new(Semaphore::new(concurrency * QUEUED_PER_SENDING)),
+            sending: Arc::new(Semaphore::new(concurrency)),
+        });
+        Some((lane.queued.clone().try_acquire_owned().ok()?, lane.sending.clone()))
     }
 }
+
+/// Pushes of one tenant taken from the store on this node.
+struct Lane {
+    /// Pushes waiting to be sent or being sent (`push.concurrency` times
+    /// [`QUEUED_PER_SENDING`]); a push beyond goes back to the store for a moment.
+    queued: Arc<Semaphore>,
+    /// Pushes being sent (`push.concurrency`).
+    sending: Arc<Semaphore>,
+}
+
+/// How many pushes of a tenant wait for each one being sent.
+const QUEUED_PER_SENDING: usize = 8;

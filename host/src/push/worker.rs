@@ -30,19 +30,23 @@ use crate::webhook::{Kind as WebhookKind, Notice};
 const POLL: Duration = Duration::from_millis(200);
 /// Escalations taken at once.
 const BATCH: usize = 64;
-/// How long a tenant without a free permit waits before its escalation is tried again.
-const BUSY: u64 = 500;
+/// How long an escalation of a tenant whose lane is full waits before it is tried again.
+const BUSY: u64 = 50;
+/// How soon the store is asked again when lanes were full.
+const BUSY_POLL: Duration = Duration::from_millis(20);
 
 /// The node's push loop, until the node drains.
 pub(crate) async fn run(pusher: Arc<Pusher>, tenants: Arc<Tenants>, history: Arc<dyn History>, drain: Drain) {
-    // Long enough for a push to every device of a user; a node that dies holding one
-    // hands it to another after this.
-    let lease = pusher.config.timeout * 3 + Duration::from_secs(10);
+    // Long enough for a push to wait its turn in its tenant's lane and go to every device of
+    // its user; a node that dies holding one hands it to another after this.
+    let lease = pusher.config.timeout * (super::QUEUED_PER_SENDING as u32 + 2) + Duration::from_secs(10);
+    let mut pause = POLL;
     loop {
         tokio::select! {
             () = drain.started() => return,
-            () = tokio::time::sleep(POLL) => {}
+            () = tokio::time::sleep(pause) => {}
         }
+        pause = POLL;
         loop {
             let now = crate::clock::now_millis();
             let due = match pusher.escalations.take(now, BATCH, lease).await {
@@ -53,8 +57,14 @@ pub(crate) async fn run(pusher: Arc<Pusher>, tenants: Arc<Tenants>, history: Arc
                 }
             };
             let taken = due.len();
+            let mut put_back = 0;
             for escalation in due {
-                dispatch(&pusher, &tenants, &history, escalation).await;
+                put_back += usize::from(!dispatch(&pusher, &tenants, &history, escalation).await);
+            }
+            if put_back * 2 > taken {
+                // Lanes are full: look again once some pushes went, leaving the rest due.
+                pause = BUSY_POLL;
+                break;
             }
             if taken < BATCH {
                 break;
@@ -63,22 +73,29 @@ pub(crate) async fn run(pusher: Arc<Pusher>, tenants: Arc<Tenants>, history: Arc
     }
 }
 
-/// Starts sending one due escalation, or puts it back when its tenant has none free.
-async fn dispatch(pusher: &Arc<Pusher>, tenants: &Tenants, history: &Arc<dyn History>, e: Escalation) {
+/// Starts sending one due escalation, or puts it back when its tenant's lane is full;
+/// whether it started.
+async fn dispatch(pusher: &Arc<Pusher>, tenants: &Tenants, history: &Arc<dyn History>, e: Escalation) -> bool {
     let job: Job = match serde_json::from_str(&e.body) {
         Ok(job) => job,
         Err(err) => {
             tracing::warn!(error = %err, "a pending push could not be read; dropped");
-            return finish(pusher, e.id).await;
+            finish(pusher, e.id).await;
+            return true;
         }
     };
-    let Some(tenant) = tenants.get(&job.tenant) else { return finish(pusher, e.id).await };
-    let Some(permit) = pusher.permit(&tenant.id) else {
-        return put_back(pusher, e, crate::clock::now_millis() + BUSY).await;
+    let Some(tenant) = tenants.get(&job.tenant) else {
+        finish(pusher, e.id).await;
+        return true;
+    };
+    let Some((queued, sending)) = pusher.lane(&tenant.id) else {
+        put_back(pusher, e, crate::clock::now_millis() + BUSY).await;
+        return false;
     };
     let (pusher, history) = (pusher.clone(), history.clone());
     tokio::spawn(async move {
-        let _permit = permit;
+        let _queued = queued;
+        let Ok(_sending) = sending.acquire_owned().await else { return };
         match deliver(&pusher, &*history, &tenant, &job).await {
             Ok(Outcome::Done) => finish(&pusher, e.id).await,
             Ok(Outcome::Later(due)) => put_back(&pusher, e, due).await,
@@ -86,6 +103,7 @@ async fn dispatch(pusher: &Arc<Pusher>, tenants: &Tenants, history: &Arc<dyn His
             Err(Retry) => {}
         }
     });
+    true
 }
 
 async fn put_back(pusher: &Pusher, e: Escalation, due: u64) {
