@@ -210,6 +210,7 @@ pub fn plugin_output(data: &[u8]) {
         users: fields.list(),
         channels: fields.list(),
         broadcast: fields.byte() % 2 == 1,
+        push: None,
     };
     if hooks::rewrite(&mut ev, rewrite).is_ok() {
         assert_encodes(&ev);
@@ -226,6 +227,34 @@ pub fn plugin_output(data: &[u8]) {
         let segments = crate::segment::Segments::default();
         let segment = segments.intern(fields.pairs());
         let _ = ev.filter.as_ref().map(|f| f.matches(&segment));
+    }
+    let push = types::PushResult {
+        when: None,
+        delay_ms: Some(u64::from(fields.byte()) << 24),
+        title: Some(fields.text()),
+        body: Some(fields.text()),
+        icon: None,
+        url: Some(fields.text()),
+        collapse_key: Some(fields.text()).filter(|k| !k.is_empty()),
+        ttl_ms: Some(u64::from(fields.byte()) << 32),
+        urgency: None,
+    };
+    let rewrite = types::EventResult {
+        id: String::new(),
+        name: "pushed".into(),
+        data: b"{}".to_vec(),
+        attributes: Vec::new(),
+        users: Vec::new(),
+        channels: Vec::new(),
+        broadcast: false,
+        push: Some(push),
+    };
+    if hooks::rewrite(&mut ev, rewrite).is_ok() {
+        assert_encodes(&ev);
+        let alert = ev.alert.as_deref().expect("a rewrite with a push keeps it");
+        assert!(alert.check().is_ok());
+        let json = serde_json::to_string(alert).expect("a push serializes");
+        assert_eq!(&serde_json::from_str::<crate::alert::Alert>(&json).expect("and reads back"), alert);
     }
 }
 

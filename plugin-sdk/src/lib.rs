@@ -9,7 +9,8 @@
 //! | rewrite or drop events | [`Transformer`] | [`export_transformer!`] |
 //! | decide who receives events | [`Router`] | [`export_router!`] |
 //!
-//! A component exports exactly the hooks whose macro it invokes.
+//! A component exports exactly the hooks whose macro it invokes. This SDK builds against
+//! `notify:plugin@0.2.0`: a transform can set the event's [`Push`].
 //!
 //! ```no_run
 //! use notify_plugin_sdk::{Route, Router, Event, Clause};
@@ -52,8 +53,8 @@ pub mod __private {
             export_macro_name: "__notify_export_authenticator",
             default_bindings_module: "notify_plugin_sdk::__private::auth",
             with: {
-                "notify:plugin/types@0.1.0": crate::__private::notify::plugin::types,
-                "notify:plugin/host@0.1.0": crate::__private::notify::plugin::host,
+                "notify:plugin/types@0.2.0": crate::__private::notify::plugin::types,
+                "notify:plugin/host@0.2.0": crate::__private::notify::plugin::host,
             },
         });
     }
@@ -66,8 +67,8 @@ pub mod __private {
             export_macro_name: "__notify_export_transformer",
             default_bindings_module: "notify_plugin_sdk::__private::transform",
             with: {
-                "notify:plugin/types@0.1.0": crate::__private::notify::plugin::types,
-                "notify:plugin/host@0.1.0": crate::__private::notify::plugin::host,
+                "notify:plugin/types@0.2.0": crate::__private::notify::plugin::types,
+                "notify:plugin/host@0.2.0": crate::__private::notify::plugin::host,
             },
         });
     }
@@ -80,8 +81,8 @@ pub mod __private {
             export_macro_name: "__notify_export_router",
             default_bindings_module: "notify_plugin_sdk::__private::route",
             with: {
-                "notify:plugin/types@0.1.0": crate::__private::notify::plugin::types,
-                "notify:plugin/host@0.1.0": crate::__private::notify::plugin::host,
+                "notify:plugin/types@0.2.0": crate::__private::notify::plugin::types,
+                "notify:plugin/host@0.2.0": crate::__private::notify::plugin::host,
             },
         });
     }
@@ -89,7 +90,8 @@ pub mod __private {
 
 use __private::notify::plugin::host;
 pub use __private::notify::plugin::types::{
-    Clause, ConnectRequest, Deny, Event, Identity, Op, RouteDecision as Route, Targets, TransformResult as Transform,
+    Clause, ConnectRequest, Deny, Event, Identity, Op, Push, PushWhen, RouteDecision as Route, Targets,
+    TransformResult as Transform, Urgency,
 };
 
 /// Implement this and export it with [`export_authenticator!`] to authenticate connections.
@@ -271,6 +273,90 @@ impl Event {
     pub fn set_json(&mut self, value: &serde_json::Value) {
         self.data = serde_json::to_vec(value).expect("JSON values serialise");
     }
+
+    /// This event with `push` as its push to the addressed users' devices (return it in
+    /// [`Transform::Rewrite`]).
+    pub fn with_push(mut self, push: Push) -> Self {
+        self.push = Some(push);
+        self
+    }
+}
+
+impl Push {
+    /// A push titled `title`, sent by the tenant's rule (`push.when`) unless [`Push::always`],
+    /// [`Push::unread_after`] or [`Push::never`] says otherwise.
+    pub fn titled(title: impl Into<String>) -> Self {
+        Self {
+            when: None,
+            delay_ms: None,
+            title: Some(title.into()),
+            body: None,
+            icon: None,
+            url: None,
+            collapse_key: None,
+            ttl_ms: None,
+            urgency: None,
+        }
+    }
+
+    /// Pushed at once to every device of the addressed users.
+    pub fn always(mut self) -> Self {
+        self.when = Some(PushWhen::Always);
+        self
+    }
+
+    /// Pushed to each addressed user who has not read (acked) the event within `delay`.
+    pub fn unread_after(mut self, delay: std::time::Duration) -> Self {
+        self.when = Some(PushWhen::UnreadAfter);
+        self.delay_ms = Some(millis(delay));
+        self
+    }
+
+    /// Not pushed, whatever the publisher or the tenant's rule said.
+    pub fn never(mut self) -> Self {
+        self.when = Some(PushWhen::Never);
+        self
+    }
+
+    /// The text under the title (at most 1,024 characters).
+    pub fn body(mut self, body: impl Into<String>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+
+    /// Where a tap on the notification leads.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// An image URL.
+    pub fn icon(mut self, icon: impl Into<String>) -> Self {
+        self.icon = Some(icon.into());
+        self
+    }
+
+    /// A later push with the same key replaces this one (1-32 characters of `A-Z a-z 0-9 - _`).
+    pub fn collapse_key(mut self, key: impl Into<String>) -> Self {
+        self.collapse_key = Some(key.into());
+        self
+    }
+
+    /// How long the provider keeps it for a device that is offline.
+    pub fn ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.ttl_ms = Some(millis(ttl));
+        self
+    }
+
+    /// How urgent it is.
+    pub fn urgency(mut self, urgency: Urgency) -> Self {
+        self.urgency = Some(urgency);
+        self
+    }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Clause {
@@ -347,5 +433,10 @@ mod tests {
         };
         assert_eq!(req.bearer_token(), Some("abc"));
         assert_eq!(req.header("Authorization"), Some("Bearer abc"));
+        let push = Push::titled("Shipped").body("Order 42").unread_after(std::time::Duration::from_secs(90));
+        assert_eq!(
+            (push.when, push.delay_ms, push.body.as_deref()),
+            (Some(PushWhen::UnreadAfter), Some(90_000), Some("Order 42"))
+        );
     }
 }

@@ -6,7 +6,7 @@
 // WIT to JavaScript (componentize-js): `authenticate` returns the `identity` record for `ok`
 // and throws the `deny` record for `err`; `option<u64>` is a BigInt or `undefined`.
 // Built for the `authenticator` world of wit/plugin.wit: `npm run build:auth`.
-import { config, log } from 'notify:plugin/host@0.1.0';
+import { config, log } from 'notify:plugin/host@0.2.0';
 
 /** Compares two strings in time that does not depend on where they differ. */
 function same(a, b) {

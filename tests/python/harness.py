@@ -68,7 +68,8 @@ class Host(Process):
             f.write(f'[server]\nlisten = "127.0.0.1:{self.port}"\nmetrics_listen = "off"\n{extra}{TENANT}{tenant_extra}')
         super().__init__(test, [HOST_BIN, "--config", config], env)
 
-    async def ready(self):
+    async def ready(self, seconds=STEP):
+        """Waits until the host answers `/readyz` (its plugins compiled)."""
         async def answers():
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as r:
@@ -76,7 +77,7 @@ class Host(Process):
             except OSError:
                 return False
 
-        await until(answers)
+        await until(answers, seconds)
 
     def publish(self, body):
         request = urllib.request.Request(

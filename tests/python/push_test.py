@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import HOST_BIN, STEP, Host, Process, free_port, tls_files, until  # noqa: E402
+from harness import HOST_BIN, ROOT, STEP, Host, Process, free_port, tls_files, until  # noqa: E402
 
 import asyncio  # noqa: E402
 import ssl  # noqa: E402
@@ -520,6 +520,85 @@ class ClusterEscalationTest(unittest.IsolatedAsyncioTestCase):
         self.assertIn(sentinel.decrypt(service.to(sentinel)[1][1])["event"], ("within", "over"), "one of the two")
         self.assertEqual(service.errors, [])
 
+
+def plugin_path(name):
+    """A compiled example plugin (scripts/build-plugins.sh builds them)."""
+    target = os.path.join(ROOT, "plugins", "target")
+    for folder in ("wasm32-wasip2/release", "components"):
+        path = os.path.join(target, folder, f"{name}.wasm")
+        if os.path.exists(path):
+            return os.path.abspath(path)
+    raise AssertionError(f"{name}.wasm is missing: run scripts/build-plugins.sh")
+
+
+class PluginPushTest(unittest.IsolatedAsyncioTestCase):
+    """A tenant's transform plugin sets the event's push (WIT 0.2.0), in each plugin
+    language; one built against WIT 0.1.0 cannot see it and keeps the publisher's."""
+
+    # tenant: (plugin, its config, the tenant's push.when)
+    PLUGINS = {
+        "rs": ("push_alert", '{ unread_after_ms = "500" }', "never"),
+        "js": ("redact_js", '{ fields = "secret", push_title_field = "headline" }', "always"),
+        "py": ("redact_py", '{ fields = "secret", push_title_field = "headline" }', "always"),
+        "old": ("legacy_v0_1", "{}", "always"),
+    }
+
+    async def asyncSetUp(self):
+        self.service = CheckingPushService()
+        self.addCleanup(self.service.close)
+        vapid = vapid_keys()
+        self.service.vapid_public = vapid["public_key"]
+        tenants = ""
+        for tenant, (plugin, config, when) in self.PLUGINS.items():
+            tenants += f'[tenants.{tenant}]\npublish_key = "{tenant}-publish-key"\n'
+            tenants += push_tenant(vapid, when=when).replace("tenants.demo", f"tenants.{tenant}")
+            tenants += f'[tenants.{tenant}.plugins.transform]\npath = "{plugin_path(plugin)}"\nconfig = {config}\n'
+        # Generous deadlines: a debug build on a busy machine; these tests are not about speed.
+        extra = f'admin_token = "{ADMIN}"\n[push]\nallow_private = true\n[plugins]\nhook_deadline = "250ms"\n' + tenants
+        self.host = Host(self, extra=extra)
+        # A debug build compiles the JavaScript and Python components (12-18 MB each) slowly.
+        await self.host.ready(seconds=STEP * 6)
+
+    def publish(self, tenant, data, push=None, user="ann"):
+        """Registers a browser of `user` with `tenant`, publishes an event with `data` (and the
+        publisher's `push`) to `user`; the browser."""
+        browser = Browser(self.service, f"{tenant}-{uuid.uuid4().hex}")
+        key = f"{tenant}-publish-key"
+        status, answer = http(self.host.port, "POST", f"/v1/users/{user}/devices",
+                              {"platform": "web", "subscription": browser.subscription}, key=key)
+        self.assertEqual(status, 200, answer)
+        body = {"users": [user], "event": "order.shipped", "data": data}
+        if push:
+            body["push"] = push
+        status, answer = http(self.host.port, "POST", "/v1/publish", body, key=key)
+        self.assertEqual(status, 202, answer)
+        return browser
+
+    async def shown(self, browser):
+        return browser.decrypt((await until(lambda: self.service.to(browser)))[0][1])
+
+    async def test_each_language_sets_the_push_and_a_0_1_plugin_keeps_the_publishers(self):
+        # One test: the host takes long to start (see asyncSetUp).
+        shown = await self.shown(self.publish("js", {"headline": "From JavaScript", "secret": 1}))
+        self.assertEqual((shown["title"], shown["data"]),
+                         ("From JavaScript", {"headline": "From JavaScript", "redacted": True}))
+        shown = await self.shown(self.publish("py", {"headline": "From Python", "secret": 1}, push={"body": "kept"}))
+        self.assertEqual((shown["title"], shown["body"]), ("From Python", "kept"), "the publisher's body stays")
+        shown = await self.shown(self.publish("old", {"n": 1}, push={"title": "From the publisher"}))
+        self.assertEqual((shown["title"], shown["data"]), ("From the publisher", {"legacy": True, "n": 1}))
+
+        # Rust: the tenant never pushes; push-alert asks for a push when unread after 500 ms.
+        # First a title over 256 characters: not a push the publish body could carry, so the
+        # call fails, and the tenant's policy (skip) delivers the event as published, unpushed.
+        ignored = self.publish("rs", {"title": "x" * 300}, user="ida")
+        await until(lambda: metric(self.host.port, "notify_plugin_failures_total", tenant="rs") == 1)
+        browser = self.publish("rs", {"title": "Shipped", "body": "Order 42", "url": "https://shop.example/42"})
+        shown = await self.shown(browser)
+        self.assertEqual((shown["title"], shown["body"], shown["url"], shown["tag"]),
+                         ("Shipped", "Order 42", "https://shop.example/42", "order-shipped"))
+        self.assertEqual(metric(self.host.port, "notify_push_scheduled_total", tenant="rs"), 1)
+        self.assertEqual(self.service.to(ignored), [])
+        self.assertEqual(self.service.errors, [])
 
 class FakeGoogle:
     """Google's OAuth token endpoint and FCM's `messages:send` on one loopback server, each

@@ -340,3 +340,40 @@ async fn an_instances_first_call_may_set_up_unless_the_last_call_failed() -> any
     assert_eq!(host.metric("notify_plugin_failures_total{tenant=\"t\",hook=\"transform\"}").await?, 2.0);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_plugin_built_against_wit_0_1_keeps_working_for_every_hook() -> anyhow::Result<()> {
+    // legacy-v0-1 is built against the frozen notify:plugin@0.1.0, as components uploaded
+    // before 0.2.0 were; the host runs it beside 0.2.0 ones.
+    let legacy = plugin_path("legacy_v0_1");
+    let toml = format!(
+        "{RELAXED}\n[tenants.old]\npublish_key = \"old-publish-key\"\n\
+         [tenants.old.plugins.auth]\npath = \"{legacy}\"\n\
+         [tenants.old.plugins.transform]\npath = \"{legacy}\"\n\
+         [tenants.old.plugins.route]\npath = \"{legacy}\"\n"
+    );
+    let host = TestHost::start(&toml).await?;
+    let refused = Client::try_connect(&host.ws_url("old", "user=ann&token=new"), &[]).await?.err().unwrap();
+    assert_eq!((refused.status, refused.body["error"]["message"].as_str()), (401, Some("legacy plugin says no")));
+    let mut c = Client::connect(&host.ws_url("old", "user=ann&token=legacy"), &[]).await?;
+    assert_eq!(c.next_json().await?["user"], "ann");
+
+    let publish = async |body: serde_json::Value| {
+        let (status, res) = host.publish("old-publish-key", &body).await?;
+        anyhow::ensure!(status == 202, "{status} {res}");
+        Ok::<_, anyhow::Error>(())
+    };
+    publish(json!({"users": ["ann"], "event": "a", "data": {"n": 1}})).await?;
+    assert_eq!(c.next_event().await?["data"], json!({"legacy": true, "n": 1}), "transformed");
+    publish(json!({"users": ["ann"], "event": "legacy.drop", "data": {}})).await?;
+    // The route's filter compares the subscriber's attribute, set by the legacy auth plugin.
+    publish(json!({"users": ["ann"], "event": "b", "data": 2, "attributes": {"only": "v0.2"}})).await?;
+    publish(json!({"users": ["ann"], "event": "c", "data": 3, "attributes": {"only": "v0.1"}})).await?;
+    let ev = c.next_event().await?;
+    assert_eq!((ev["event"].as_str(), &ev["data"]), (Some("c"), &json!(3)), "dropped and filtered out: {ev}");
+    for hook in ["auth", "transform", "route"] {
+        let failures = format!("notify_plugin_failures_total{{tenant=\"old\",hook=\"{hook}\"}}");
+        assert_eq!(host.metric(&failures).await?, 0.0, "{hook}");
+    }
+    Ok(())
+}

@@ -1,5 +1,6 @@
-//! The host's one `bindgen!` for the `notify:plugin` WIT package, and the store state that
-//! implements the plugin-facing `host` interface (log, config) plus a locked-down WASI.
+//! The host's one `bindgen!`, over every version of the `notify:plugin` WIT package it runs
+//! (the current one and 0.1.0), and the store state that implements the plugin-facing `host`
+//! interface (log, config) of each, plus a locked-down WASI.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,18 +10,25 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::budget::CallClock;
+use notify::plugin0_2_0::host::Level;
 
 wasmtime::component::bindgen!({
-    path: "../wit",
-    world: "plugin-host",
+    path: ["../wit", "../wit/compat/0.1.0", "../wit/host"],
+    world: "notify:host/plugin-host",
     // Guest code runs on a fiber, so a call can yield to the async runtime at an epoch tick.
     exports: { default: async },
     // Events and connect requests are lent to the guest, not copied into owned values first.
     ownership: Borrowing { duplicate_if_necessary: true },
 });
 
-pub(crate) use exports::notify::plugin::{auth, route, transform};
-pub(crate) use notify::plugin::types;
+pub(crate) use exports::notify::plugin0_2_0::{auth, route, transform};
+pub(crate) use notify::plugin0_2_0::types;
+
+/// The hooks and types of components built against `notify:plugin@0.1.0`.
+pub(crate) mod v0_1 {
+    pub(crate) use super::exports::notify::plugin0_1_0::{auth, route, transform};
+    pub(crate) use super::notify::plugin0_1_0::types;
+}
 
 /// Per-store state: one per plugin instance, never shared across tenants.
 pub(crate) struct StoreState {
@@ -44,9 +52,8 @@ impl WasiView for StoreState {
     }
 }
 
-impl notify::plugin::host::Host for StoreState {
-    fn log(&mut self, level: notify::plugin::host::Level, message: String) {
-        use notify::plugin::host::Level;
+impl StoreState {
+    fn write_log(&self, level: Level, message: &str) {
         let (tenant, plugin) = (&*self.tenant, &*self.plugin);
         let message: String = message.chars().take(2048).collect();
         match level {
@@ -57,9 +64,38 @@ impl notify::plugin::host::Host for StoreState {
         }
     }
 
-    fn config(&mut self, key: String) -> Option<String> {
-        self.config.get(&key).cloned()
+    fn config_value(&self, key: &str) -> Option<String> {
+        self.config.get(key).cloned()
     }
 }
 
-impl notify::plugin::types::Host for StoreState {}
+impl notify::plugin0_2_0::host::Host for StoreState {
+    fn log(&mut self, level: Level, message: String) {
+        self.write_log(level, &message);
+    }
+
+    fn config(&mut self, key: String) -> Option<String> {
+        self.config_value(&key)
+    }
+}
+
+impl notify::plugin0_2_0::types::Host for StoreState {}
+
+impl notify::plugin0_1_0::host::Host for StoreState {
+    fn log(&mut self, level: notify::plugin0_1_0::host::Level, message: String) {
+        use notify::plugin0_1_0::host::Level as Old;
+        let level = match level {
+            Old::Debug => Level::Debug,
+            Old::Info => Level::Info,
+            Old::Warn => Level::Warn,
+            Old::Error => Level::Error,
+        };
+        self.write_log(level, &message);
+    }
+
+    fn config(&mut self, key: String) -> Option<String> {
+        self.config_value(&key)
+    }
+}
+
+impl notify::plugin0_1_0::types::Host for StoreState {}

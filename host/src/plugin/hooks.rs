@@ -39,7 +39,11 @@ pub(crate) async fn authenticate(plugin: Arc<LoadedPlugin>, req: types::ConnectR
         }
         Ok(Ok(id)) => match identity(id) {
             Ok((identity, attributes)) => AuthOutcome::Allow(identity, attributes),
-            Err(why) => AuthOutcome::Failed(format!("plugin returned an invalid identity: {why}")),
+            Err(why) => {
+                let what = format!("an invalid identity: {why}");
+                plugin.unusable(what.clone());
+                AuthOutcome::Failed(format!("plugin returned {what}"))
+            }
         },
     }
 }
@@ -118,6 +122,7 @@ impl<'a> Lists<'a> {
             users: &self.users,
             channels: &self.channels,
             broadcast: ev.broadcast,
+            push: ev.alert.as_deref().map(super::push::lend),
         }
     }
 }
@@ -146,7 +151,11 @@ async fn apply_transform(plugin: &LoadedPlugin, mut ev: Event) -> Result<Event, 
         Ok(types::TransformResult::Drop) => Err(dropped(plugin)),
         Ok(types::TransformResult::Rewrite(new)) => match rewrite(&mut ev, new) {
             Ok(()) => Ok(ev),
-            Err(why) => on_failure(plugin, ev, &format!("unusable rewrite: {why}")),
+            Err(why) => {
+                let what = format!("an unusable rewrite: {why}");
+                plugin.unusable(what.clone());
+                on_failure(plugin, ev, &what)
+            }
         },
     }
 }
@@ -158,9 +167,11 @@ pub(crate) fn rewrite(ev: &mut Event, new: types::EventResult) -> Result<(), Str
     check_attributes(new.attributes.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(|(_, why)| why)?;
     let text = String::from_utf8(new.data).map_err(|_| "data is not UTF-8".to_string())?;
     let data = RawValue::from_string(text).map_err(|e| format!("data is not JSON: {e}"))?;
+    let alert = new.push.map(super::push::take).transpose()?;
     ev.name = new.name;
     ev.data = data;
     ev.attributes = new.attributes;
+    ev.alert = alert.map(Box::new);
     Ok(())
 }
 
@@ -173,7 +184,10 @@ async fn apply_route(plugin: &LoadedPlugin, mut ev: Event) -> Result<Event, Stri
     match route(&mut ev, decision) {
         Ok(true) => Ok(ev),
         Ok(false) => Err(dropped(plugin)),
-        Err(why) => on_failure(plugin, ev, &why),
+        Err(why) => {
+            plugin.unusable(why.clone());
+            on_failure(plugin, ev, &why)
+        }
     }
 }
 

@@ -15,9 +15,10 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
-use super::bindings::{StoreState, auth, route, transform, types};
+use super::bindings::{StoreState, auth, route, transform, types, v0_1};
 use super::budget::TICK;
 use super::budget::{Budget, CallClock, CpuMeter, Verdict, bounded};
+use super::compat::{self, Versioned};
 use super::runtime::{BreakerTurn, Compiled, Exports, Runtime};
 use super::version::{Provenance, VersionState};
 use super::{CallError, FailurePolicy, Hook};
@@ -33,7 +34,7 @@ macro_rules! guests {
     ($($hook:ident: $name:literal, world $world:literal, exports $exports:ident;)*) => {
         /// A warm instance's exports: those of its plugin's hook.
         enum Guest {
-            $($hook($exports::Guest),)*
+            $($hook(Versioned<$exports::Guest, v0_1::$exports::Guest>),)*
         }
 
         impl Guest {
@@ -45,7 +46,10 @@ macro_rules! guests {
                 instance: &wasmtime::component::Instance,
             ) -> Option<Result<Self, wasmtime::Error>> {
                 match hook {
-                    $(Hook::$hook => exports.$exports.as_ref().map(|i| i.load(&mut *store, instance).map(Guest::$hook)),)*
+                    $(Hook::$hook => exports.$exports.as_ref().map(|i| match i {
+                        Versioned::Current(i) => i.load(&mut *store, instance).map(Versioned::Current),
+                        Versioned::V0_1(i) => i.load(&mut *store, instance).map(Versioned::V0_1),
+                    }.map(Guest::$hook)),)*
                 }
             }
         }
@@ -137,6 +141,12 @@ impl LoadedPlugin {
                 source: self.source,
             },
         }
+    }
+
+    /// Counts a call that returned something the host cannot use (`what`) as a failed call,
+    /// toward the breaker too.
+    pub(crate) fn unusable(&self, what: String) {
+        self.failed(&CallError::Unusable(what));
     }
 
     pub(crate) fn is_disabled(&self) -> bool {
@@ -244,35 +254,34 @@ impl LoadedPlugin {
         self.metrics.duration.observe(started.elapsed());
         match &result {
             Ok(_) => self.consecutive_failures.store(0, Relaxed),
-            Err(e) => {
-                self.failures.fetch_add(1, Relaxed);
-                self.metrics.failures.fetch_add(1, Relaxed);
-                let n = self.consecutive_failures.fetch_add(1, Relaxed) + 1;
-                tracing::warn!(
-                    tenant = &*self.tenant,
-                    plugin = &*self.label,
-                    consecutive = n,
-                    "plugin call failed: {e}"
-                );
-                if n >= self.runtime.limits.breaker_threshold && !self.disabled.swap(true, Relaxed) {
-                    self.metrics.disabled.store(1, Relaxed);
-                    tracing::error!(
-                        tenant = &*self.tenant,
-                        plugin = &*self.label,
-                        "plugin disabled after {n} consecutive failures; upload a fixed version or roll back"
-                    );
-                    let reason = format!("{n} consecutive failures, the last: {e}");
-                    self.runtime.breaker_turned(BreakerTurn {
-                        tenant: &self.tenant,
-                        hook: self.hook,
-                        hash: Some(&self.compiled.hash),
-                        disabled: true,
-                        reason: &reason,
-                    });
-                }
-            }
+            Err(e) => self.failed(e),
         }
         result
+    }
+
+    /// Counts a failed call, and disables the version at the breaker's threshold.
+    fn failed(&self, e: &CallError) {
+        self.failures.fetch_add(1, Relaxed);
+        self.metrics.failures.fetch_add(1, Relaxed);
+        let n = self.consecutive_failures.fetch_add(1, Relaxed) + 1;
+        tracing::warn!(tenant = &*self.tenant, plugin = &*self.label, consecutive = n, "plugin call failed: {e}");
+        if n < self.runtime.limits.breaker_threshold || self.disabled.swap(true, Relaxed) {
+            return;
+        }
+        self.metrics.disabled.store(1, Relaxed);
+        tracing::error!(
+            tenant = &*self.tenant,
+            plugin = &*self.label,
+            "plugin disabled after {n} consecutive failures; upload a fixed version or roll back"
+        );
+        let reason = format!("{n} consecutive failures, the last: {e}");
+        self.runtime.breaker_turned(BreakerTurn {
+            tenant: &self.tenant,
+            hook: self.hook,
+            hash: Some(&self.compiled.hash),
+            disabled: true,
+            reason: &reason,
+        });
     }
 
     pub(crate) async fn authenticate(
@@ -280,7 +289,8 @@ impl LoadedPlugin {
         req: types::ConnectRequest<'_>,
     ) -> Result<Result<types::Identity, types::Deny>, CallError> {
         self.call(async |store, guest| match guest {
-            Guest::Auth(g) => g.call_authenticate(store, req).await,
+            Guest::Auth(Versioned::Current(g)) => g.call_authenticate(store, req).await,
+            Guest::Auth(Versioned::V0_1(g)) => compat::authenticate(g, store, req).await,
             _ => unreachable!("auth plugins hold auth guests"),
         })
         .await
@@ -288,7 +298,8 @@ impl LoadedPlugin {
 
     pub(crate) async fn transform(&self, ev: types::EventParam<'_>) -> Result<types::TransformResult, CallError> {
         self.call(async |store, guest| match guest {
-            Guest::Transform(g) => g.call_transform(store, ev).await,
+            Guest::Transform(Versioned::Current(g)) => g.call_transform(store, ev).await,
+            Guest::Transform(Versioned::V0_1(g)) => compat::transform(g, store, ev).await,
             _ => unreachable!("transform plugins hold transform guests"),
         })
         .await
@@ -296,7 +307,8 @@ impl LoadedPlugin {
 
     pub(crate) async fn route(&self, ev: types::EventParam<'_>) -> Result<types::RouteDecision, CallError> {
         self.call(async |store, guest| match guest {
-            Guest::Route(g) => g.call_route(store, ev).await,
+            Guest::Route(Versioned::Current(g)) => g.call_route(store, ev).await,
+            Guest::Route(Versioned::V0_1(g)) => compat::route(g, store, ev).await,
             _ => unreachable!("route plugins hold route guests"),
         })
         .await

@@ -2,6 +2,9 @@
 //! wasmtime sandboxes (see docs/PLUGINS.md).
 //!
 //! - `bindings`: the single `bindgen!` and the store state (host interface, empty WASI).
+//! - `compat`: hooks of components built against an earlier WIT version, called through the
+//!   current types.
+//! - `push`: an event's push as plugins see it.
 //! - `budget`: a call's CPU-time budget, measured per poll.
 //! - `runtime`: engine (pooling allocator, epoch deadlines), linker, compile cache.
 //! - `instance`: one loaded plugin version with warm instances and a circuit breaker.
@@ -11,8 +14,10 @@
 
 pub(crate) mod bindings;
 mod budget;
+mod compat;
 pub(crate) mod hooks;
 pub(crate) mod instance;
+mod push;
 pub(crate) mod runtime;
 pub(crate) mod version;
 
@@ -75,6 +80,8 @@ pub(crate) enum CallError {
     Trap(String),
     #[error("plugin could not be instantiated: {0}")]
     Instantiate(String),
+    #[error("plugin returned {0}")]
+    Unusable(String),
 }
 
 /// A hook slot as the admin API shows it.
@@ -228,7 +235,7 @@ impl Plugins {
     ) -> Result<Arc<LoadedPlugin>, PluginError> {
         if !compiled.exports(hook) {
             return Err(PluginError::invalid(format!(
-                "the component does not implement the `{}` world (export `notify:plugin/{}@0.1.0`)",
+                "the component does not implement the `{}` world (export `notify:plugin/{}@0.2.0` or `@0.1.0`)",
                 hook.world(),
                 hook.as_str()
             )));

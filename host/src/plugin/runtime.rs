@@ -16,8 +16,9 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::{StoreState, auth, route, transform};
+use super::bindings::{StoreState, auth, route, transform, v0_1};
 use super::budget::TICK;
+use super::compat::Versioned;
 use super::{Hook, PluginError};
 use crate::config::PluginLimits;
 use crate::tenant::hex;
@@ -48,12 +49,17 @@ macro_rules! compiled_exports {
     ($($hook:ident: $name:literal, world $world:literal, exports $exports:ident;)*) => {
         /// Where each hook's exports are in a compiled component (`None`: not exported).
         pub(crate) struct Exports {
-            $(pub(crate) $exports: Option<$exports::GuestIndices>,)*
+            $(pub(crate) $exports: Option<Versioned<$exports::GuestIndices, v0_1::$exports::GuestIndices>>,)*
         }
 
         impl Exports {
             fn of(pre: &InstancePre<StoreState>) -> Self {
-                Self { $($exports: $exports::GuestIndices::new(pre).ok(),)* }
+                Self {
+                    $($exports: $exports::GuestIndices::new(pre)
+                        .map(Versioned::Current)
+                        .or_else(|_| v0_1::$exports::GuestIndices::new(pre).map(Versioned::V0_1))
+                        .ok(),)*
+                }
             }
 
             fn has(&self, hook: Hook) -> bool {
