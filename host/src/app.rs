@@ -136,7 +136,7 @@ impl App {
         let hub = Arc::new(Hub::new(limits));
         let tenants = Arc::new(Tenants::from_config(&config));
         let broker_metrics = Arc::new(BrokerMetrics::default());
-        let webhooks = Arc::new(Webhooks::new(&config, crate::tls::provider()));
+        let webhooks = Arc::new(Webhooks::new(&config, crate::outbound::crypto()));
         let local = hub.clone() as Arc<dyn LocalDelivery>;
         let Backends {
             broker,

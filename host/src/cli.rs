@@ -103,7 +103,7 @@ impl Push {
                 Ok(())
             }
             Push::Send { endpoint, p256dh, auth, vapid_private_key, contact, data, ttl, urgency, topic } => {
-                let vapid = crate::push::vapid::Vapid::from_private(&vapid_private_key)?;
+                crate::push::vapid::Vapid::from_private(&vapid_private_key)?;
                 let message = crate::push::web::Message {
                     endpoint: &endpoint,
                     p256dh: &p256dh,
@@ -115,7 +115,7 @@ impl Push {
                 };
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                 let sender = crate::push::web::WebPush::new(true, std::time::Duration::from_secs(10));
-                let status = runtime.block_on(sender.send(&vapid, &contact, &message))?;
+                let status = runtime.block_on(sender.send(&vapid_private_key, &contact, &message))?;
                 println!("{status}");
                 anyhow::ensure!((200..300).contains(&status), "the push service answered {status}");
                 Ok(())

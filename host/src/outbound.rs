@@ -134,6 +134,14 @@ pub(crate) async fn call(
     Ok((status, body.to_bytes()))
 }
 
+/// rustls on *ring*, for every TLS the node speaks (its listeners and its outbound calls):
+/// no C toolchain in the build, at the price of no post-quantum key exchange (which rustls
+/// offers only with aws-lc-rs, hence the deprecation).
+#[allow(deprecated)]
+pub(crate) fn crypto() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
 /// TLS for calls to hosts on the internet: the system's trusted roots (which honour
 /// `SSL_CERT_FILE` and `SSL_CERT_DIR`).
 pub(crate) fn system_tls(crypto: rustls::crypto::CryptoProvider) -> TlsConnector {

@@ -413,7 +413,7 @@ fn tls(host: &Host) -> anyhow::Result<tokio_rustls::TlsConnector> {
             roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
         }
     }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(crate::tls::provider()))
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(crate::outbound::crypto()))
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();

@@ -297,17 +297,16 @@ fn subscription_changed(app: &App, conn: &Conn, channel: &str, kind: Kind) {
 
 /// Counts an ack (over WebSocket or SSE) and, when it moved the user's read cursor, tells
 /// the tenant's webhooks (`event.acked`); the cursor after it.
-pub(crate) fn acked(app: &App, tenant: &Tenant, user: &str, change: CursorMove) -> Cursor {
+pub(crate) fn acked(app: &App, tenant: &Arc<Tenant>, user: &str, change: CursorMove) -> Cursor {
     tenant.metrics.acks.fetch_add(1, Relaxed);
     let cursor = change.cursor;
     if change.moved {
         let data = serde_json::json!({"user": user, "stream": "user", "epoch": cursor.epoch, "offset": cursor.acked,
                                       "unread": cursor.unread()});
         app.webhooks().emit(&tenant.id, Notice::new(Kind::EventAcked, data));
-        if crate::push::Pusher::configured(tenant)
-            && let Some(tenant) = app.tenants().get(&tenant.id)
-        {
-            let (push, user, epoch) = (app.pipeline().push.clone(), user.to_owned(), cursor.epoch.clone());
+        if crate::push::Pusher::configured(tenant) {
+            let (push, tenant) = (app.pipeline().push.clone(), tenant.clone());
+            let (user, epoch) = (user.to_owned(), cursor.epoch.clone());
             let acked = cursor.acked;
             tokio::spawn(async move { push.withdraw_read(&tenant, &user, &epoch, acked).await });
         }

@@ -69,7 +69,7 @@ impl Tls {
     /// Loads `config`'s files (relative to `base`).
     pub(crate) fn load(config: &TlsConfig, base: &Path) -> Result<Self, TlsError> {
         let (cert, key) = (base.join(&config.cert), base.join(&config.key));
-        let provider = Arc::new(provider());
+        let provider = Arc::new(crate::outbound::crypto());
         let current = Arc::new(Current(RwLock::new(Arc::new(certified(&provider, &cert, &key)?))));
         let mut server = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
@@ -114,7 +114,7 @@ impl Tls {
                 continue;
             }
             last = now;
-            let provider = provider();
+            let provider = crate::outbound::crypto();
             match certified(&provider, &self.cert, &self.key) {
                 Ok(key) => {
                     *self.current.0.write().expect("certificate lock") = Arc::new(key);
@@ -138,13 +138,6 @@ impl Tls {
         }
         hash.finalize().into()
     }
-}
-
-/// rustls on *ring*: no C toolchain in the build, at the price of no post-quantum key
-/// exchange (which rustls offers only with aws-lc-rs, hence the deprecation).
-#[allow(deprecated)]
-pub(crate) fn provider() -> CryptoProvider {
-    rustls::crypto::ring::default_provider()
 }
 
 /// The chain and key at `cert` and `key`, checked to belong together.

@@ -8,13 +8,14 @@
 //! browsers subscribe with.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -193,12 +194,10 @@ pub(super) async fn own_preferences(
     PathParams(tenant_id): PathParams<String>,
     req: Request,
 ) -> Response {
-    let (parts, _) = req.into_parts();
-    let answer = async {
-        let (tenant, user) = client(&app, &tenant_id, &parts, peer).await?;
-        Ok(app.pipeline().push.devices.preferences(&tenant.id, &user).await?)
-    };
-    handshake::readable(&parts, answer.await)
+    for_client(&app, &tenant_id, peer, req, async |tenant, user, _, _| {
+        Ok(Json(app.pipeline().push.devices.preferences(&tenant.id, &user).await?))
+    })
+    .await
 }
 
 /// Replaces the preferences of the user the client's credentials name.
@@ -220,13 +219,11 @@ pub(super) async fn set_own_preferences(
     PathParams(tenant_id): PathParams<String>,
     req: Request,
 ) -> Response {
-    let (parts, body) = req.into_parts();
-    let answer = async {
-        let (tenant, user) = client(&app, &tenant_id, &parts, peer).await?;
-        let body = read_body(&parts.headers, body, MAX_BODY).await?;
-        kept(&app, &tenant, &user, &body).await
-    };
-    handshake::readable(&parts, answer.await)
+    for_client(&app, &tenant_id, peer, req, async |tenant, user, headers, body| {
+        let body = read_body(headers, body, MAX_BODY).await?;
+        kept(&app, &tenant, &user, &body).await.map(Json)
+    })
+    .await
 }
 
 /// A CORS preflight for the client's preferences.
@@ -237,13 +234,28 @@ pub(super) async fn preferences_preflight(headers: HeaderMap) -> Response {
     handshake::preflight(&headers, "GET, PUT")
 }
 
-/// The tenant of a client route, and the user its credentials name.
-async fn client(
+/// Serves a client route: `f` gets the tenant, the user the client's credentials name, and
+/// the request's headers and body; its answer, or the refusal, is readable by the page that
+/// asked whatever its origin.
+async fn for_client<T: IntoResponse>(
     app: &App,
     tenant_id: &str,
-    req: &Parts,
     peer: SocketAddr,
-) -> Result<(std::sync::Arc<Tenant>, String), ApiError> {
+    req: Request,
+    f: impl AsyncFnOnce(Arc<Tenant>, String, &HeaderMap, Body) -> Result<T, ApiError>,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let answer = match client(app, tenant_id, &parts, peer).await {
+        Ok((tenant, user)) => f(tenant, user, &parts.headers, body).await,
+        Err(e) => Err(e),
+    };
+    let mut res = answer.into_response();
+    handshake::readable_by_origin(&parts.headers, res.headers_mut());
+    res
+}
+
+/// The tenant of a client route, and the user its credentials name.
+async fn client(app: &App, tenant_id: &str, req: &Parts, peer: SocketAddr) -> Result<(Arc<Tenant>, String), ApiError> {
     let tenant = app
         .tenants()
         .get(tenant_id)
@@ -273,13 +285,11 @@ pub(super) async fn register_own(
     PathParams(tenant_id): PathParams<String>,
     req: Request,
 ) -> Response {
-    let (parts, body) = req.into_parts();
-    let answer = async {
-        let (tenant, user) = client(&app, &tenant_id, &parts, peer).await?;
-        let body = read_body(&parts.headers, body, MAX_BODY).await?;
-        registered(&app, &tenant, &user, &body).await
-    };
-    handshake::readable(&parts, answer.await)
+    for_client(&app, &tenant_id, peer, req, async |tenant, user, headers, body| {
+        let body = read_body(headers, body, MAX_BODY).await?;
+        registered(&app, &tenant, &user, &body).await.map(Json)
+    })
+    .await
 }
 
 /// Removes a device of the user the client's credentials name.
@@ -298,19 +308,7 @@ pub(super) async fn remove_own(
     PathParams((tenant_id, id)): PathParams<(String, String)>,
     req: Request,
 ) -> Response {
-    let (parts, _) = req.into_parts();
-    let answer = async {
-        let (tenant, user) = client(&app, &tenant_id, &parts, peer).await?;
-        removed(&app, &tenant, &user, &id).await.map(|_| ())
-    };
-    match answer.await {
-        Ok(()) => {
-            let mut res = axum::response::IntoResponse::into_response(StatusCode::NO_CONTENT);
-            handshake::readable_by_origin(&parts.headers, res.headers_mut());
-            res
-        }
-        Err(e) => handshake::readable::<()>(&parts, Err(e)),
-    }
+    for_client(&app, &tenant_id, peer, req, async |tenant, user, _, _| removed(&app, &tenant, &user, &id).await).await
 }
 
 /// A CORS preflight for registering a device.
@@ -359,10 +357,7 @@ pub(super) async fn web_key(
             vapid.ok_or_else(|| ApiError::new(ErrorCode::PushNotConfigured, "the tenant has no Web Push key"))?;
         Ok(WebPushKey { vapid_public_key: vapid.public_key() })
     })();
-    let mut res = match answer {
-        Ok(key) => axum::response::IntoResponse::into_response(Json(key)),
-        Err(e) => axum::response::IntoResponse::into_response(e),
-    };
+    let mut res = answer.map(Json).into_response();
     handshake::readable_by_origin(&headers, res.headers_mut());
     res
 }

@@ -570,9 +570,7 @@ pub(super) async fn remove_web_push(
     _: Admin,
     PathParams(id): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
-    api_tenant(&app, &id)?;
-    change_push(&app, &id, |push| push.web = None).await?;
-    Ok(StatusCode::NO_CONTENT)
+    remove_provider(&app, &id, |push| push.web = None).await
 }
 
 /// `PUT /v1/admin/tenants/{tenant}/push/fcm`: the service account's key file as Firebase
@@ -608,14 +606,13 @@ pub(super) async fn fcm(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<FcmView>, ApiError> {
-    api_tenant(&app, &id)?;
-    let body = read_body(&headers, body, MAX_BODY).await?;
-    let NewFcm { service_account, base_url } = parse_json(&body)?;
-    let credentials = crate::config::FcmCredentials {
-        service_account: service_account.to_string(),
-        base_url: base_url.unwrap_or_else(|| "https://fcm.googleapis.com".into()),
-    };
-    let push = change_push(&app, &id, |push| push.fcm = Some(credentials.clone())).await?;
+    let push = set_provider(&app, &id, &headers, body, |push, given: &NewFcm| {
+        push.fcm = Some(crate::config::FcmCredentials {
+            service_account: given.service_account.to_string(),
+            base_url: given.base_url.clone().unwrap_or_else(|| "https://fcm.googleapis.com".into()),
+        });
+    })
+    .await?;
     PushView::of(&push).fcm.map(Json).ok_or_else(|| gone(&id))
 }
 
@@ -635,9 +632,7 @@ pub(super) async fn remove_fcm(
     _: Admin,
     PathParams(id): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
-    api_tenant(&app, &id)?;
-    change_push(&app, &id, |push| push.fcm = None).await?;
-    Ok(StatusCode::NO_CONTENT)
+    remove_provider(&app, &id, |push| push.fcm = None).await
 }
 
 /// Sets or replaces the tenant's APNs provider key (the key is never shown again).
@@ -661,10 +656,8 @@ pub(super) async fn apns(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<ApnsView>, ApiError> {
-    api_tenant(&app, &id)?;
-    let body = read_body(&headers, body, MAX_BODY).await?;
-    let credentials: ApnsCredentials = parse_json(&body)?;
-    let push = change_push(&app, &id, |push| push.apns = Some(credentials.clone())).await?;
+    let push = set_provider(&app, &id, &headers, body, |push, given: &ApnsCredentials| push.apns = Some(given.clone()))
+        .await?;
     PushView::of(&push).apns.map(Json).ok_or_else(|| gone(&id))
 }
 
@@ -684,8 +677,28 @@ pub(super) async fn remove_apns(
     _: Admin,
     PathParams(id): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
-    api_tenant(&app, &id)?;
-    change_push(&app, &id, |push| push.apns = None).await?;
+    remove_provider(&app, &id, |push| push.apns = None).await
+}
+
+/// Sets one provider's credentials of an API tenant from the request body (`set` puts them
+/// in the settings); the settings after.
+async fn set_provider<B: serde::de::DeserializeOwned>(
+    app: &App,
+    id: &str,
+    headers: &HeaderMap,
+    body: Body,
+    set: impl Fn(&mut PushConfig, &B),
+) -> Result<PushConfig, ApiError> {
+    api_tenant(app, id)?;
+    let body = read_body(headers, body, MAX_BODY).await?;
+    let given: B = parse_json(&body)?;
+    change_push(app, id, |push| set(push, &given)).await
+}
+
+/// Removes one provider's credentials (`f` clears them) of an API tenant.
+async fn remove_provider(app: &App, id: &str, f: impl Fn(&mut PushConfig)) -> Result<StatusCode, ApiError> {
+    api_tenant(app, id)?;
+    change_push(app, id, f).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -364,12 +364,10 @@ fn verifiers(set: Vec<serde_json::Value>, allowed: &[Algorithm]) -> (Vec<Verifie
     (keys, unusable)
 }
 
-/// TLS to providers: the system's trusted roots, loaded once. (rustls on *ring*, as the
-/// node's own TLS: see `tls::provider`.)
-#[allow(deprecated)]
+/// TLS to providers: the system's trusted roots, loaded once.
 fn tls() -> &'static TlsConnector {
     static TLS: OnceLock<TlsConnector> = OnceLock::new();
-    TLS.get_or_init(|| crate::outbound::system_tls(rustls::crypto::ring::default_provider()))
+    TLS.get_or_init(|| crate::outbound::system_tls(crate::outbound::crypto()))
 }
 
 #[cfg(test)]

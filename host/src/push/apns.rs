@@ -63,8 +63,7 @@ pub(crate) struct Apns {
 
 impl Apns {
     pub(crate) fn new(timeout: Duration) -> Self {
-        #[allow(deprecated)]
-        let tls = crate::outbound::system_tls_h2(rustls::crypto::ring::default_provider());
+        let tls = crate::outbound::system_tls_h2(crate::outbound::crypto());
         Self { timeout, tls, connections: Mutex::default(), tokens: Mutex::default() }
     }
 

@@ -58,14 +58,22 @@ struct Token {
 pub(crate) struct Fcm {
     timeout: Duration,
     tls: tokio_rustls::TlsConnector,
-    /// Access tokens by service account (`client_email` and key): one fetch at a time per
-    /// account, whose token every push then shares.
-    tokens: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Token>>>>>,
+    /// Service accounts by their key file's text: each read once, with its access token
+    /// (one fetch at a time per account, whose token every push then shares). Locked only
+    /// to look up or insert.
+    accounts: Mutex<HashMap<String, Arc<Account>>>,
+}
+
+/// A service account as read from its key file, and its access token.
+struct Account {
+    key: ServiceAccount,
+    /// Held while a token is fetched, so concurrent pushes wait for that one.
+    token: tokio::sync::Mutex<Option<Token>>,
 }
 
 impl Fcm {
     pub(crate) fn new(timeout: Duration, tls: tokio_rustls::TlsConnector) -> Self {
-        Self { timeout, tls, tokens: Mutex::default() }
+        Self { timeout, tls, accounts: Mutex::default() }
     }
 
     /// Sends `job`'s message to the app with registration `token`, kept by FCM for `ttl`
@@ -83,12 +91,26 @@ impl Fcm {
             .unwrap_or(Err(FcmError::Timeout(self.timeout)))
     }
 
+    /// The account of `key_file`, read the first time it is used.
+    fn account(&self, key_file: &str) -> Result<Arc<Account>, FcmError> {
+        if let Some(account) = self.accounts.lock().expect("fcm accounts lock").get(key_file) {
+            return Ok(account.clone());
+        }
+        let key = ServiceAccount::parse(key_file).map_err(FcmError::Account)?;
+        let account = Arc::new(Account { key, token: tokio::sync::Mutex::default() });
+        self.accounts.lock().expect("fcm accounts lock").insert(key_file.to_owned(), account.clone());
+        Ok(account)
+    }
+
     async fn exchange(&self, credentials: &FcmCredentials, body: Bytes) -> Result<Answer, FcmError> {
-        let account = ServiceAccount::parse(&credentials.service_account).map_err(FcmError::Account)?;
-        let url: Uri =
-            format!("{}/v1/projects/{}/messages:send", credentials.base_url.trim_end_matches('/'), account.project_id)
-                .parse()
-                .map_err(|_| FcmError::Account("base_url is not a URL".into()))?;
+        let account = self.account(&credentials.service_account)?;
+        let url: Uri = format!(
+            "{}/v1/projects/{}/messages:send",
+            credentials.base_url.trim_end_matches('/'),
+            account.key.project_id
+        )
+        .parse()
+        .map_err(|_| FcmError::Account("base_url is not a URL".into()))?;
         for attempt in 0..2 {
             let access = self.access_token(&account, attempt > 0).await?;
             let req = crate::outbound::request(Method::POST, &url)
@@ -109,15 +131,13 @@ impl Fcm {
     }
 
     /// The account's access token: the one kept, unless `fresh` or it is about to expire.
-    async fn access_token(&self, account: &ServiceAccount, fresh: bool) -> Result<String, FcmError> {
-        let key = format!("{}\n{}", account.client_email, account.private_key);
-        let slot = self.tokens.lock().expect("fcm tokens lock").entry(key).or_default().clone();
-        let mut kept = slot.lock().await;
+    async fn access_token(&self, account: &Account, fresh: bool) -> Result<String, FcmError> {
+        let mut kept = account.token.lock().await;
         let now = crate::clock::now_millis();
         if let Some(token) = kept.as_ref().filter(|t| !fresh && t.until > now) {
             return Ok(token.value.clone());
         }
-        let token = self.fetch_token(account, now).await?;
+        let token = self.fetch_token(&account.key, now).await?;
         *kept = Some(token.clone());
         Ok(token.value)
     }

@@ -2,6 +2,8 @@
 //! POSTed to its push service with the tenant's VAPID identification (`vapid`), with the
 //! `TTL`, `Urgency` and `Topic` headers.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -47,29 +49,75 @@ pub(crate) struct Message<'a> {
     pub topic: Option<&'a str>,
 }
 
+/// A signed VAPID token is used until this long before it expires.
+const RESIGN_MARGIN_SECS: u64 = 3600;
+/// Signed tokens kept per key; more push service origins than this start over.
+const MAX_SIGNED: usize = 64;
+
 /// Sends Web Push messages: where it may connect, with which trust, for how long.
 pub(crate) struct WebPush {
     /// Push services at loopback and private addresses may be reached.
     pub allow_private: bool,
     pub timeout: Duration,
     pub tls: tokio_rustls::TlsConnector,
+    /// VAPID keys by their private key's text, each read once. Locked only to look up or
+    /// insert.
+    signers: Mutex<HashMap<String, Arc<Signer>>>,
+}
+
+/// A tenant's VAPID key and the tokens it signed: one per push service origin and contact,
+/// with when it stops being used (Unix seconds).
+struct Signer {
+    vapid: Vapid,
+    /// Locked only to look up or insert; at most [`MAX_SIGNED`] entries.
+    signed: Mutex<HashMap<(String, String), (String, u64)>>,
 }
 
 impl WebPush {
     /// A sender trusting the system's roots.
     pub(crate) fn new(allow_private: bool, timeout: Duration) -> Self {
-        Self { allow_private, timeout, tls: crate::outbound::system_tls(tls_provider()) }
+        let tls = crate::outbound::system_tls(crate::outbound::crypto());
+        Self { allow_private, timeout, tls, signers: Mutex::default() }
     }
 
-    /// Encrypts `message` and POSTs it to its endpoint with `vapid`'s identification naming
-    /// `contact`; the push service's status (201 accepted, 404/410 the subscription is gone).
-    pub(crate) async fn send(&self, vapid: &Vapid, contact: &str, message: &Message<'_>) -> Result<u16, SendError> {
-        tokio::time::timeout(self.timeout, self.exchange(vapid, contact, message))
+    /// Encrypts `message` and POSTs it to its endpoint with the identification of the
+    /// VAPID key `private_key` naming `contact`; the push service's status (201 accepted,
+    /// 404/410 the subscription is gone).
+    pub(crate) async fn send(&self, private_key: &str, contact: &str, message: &Message<'_>) -> Result<u16, SendError> {
+        tokio::time::timeout(self.timeout, self.exchange(private_key, contact, message))
             .await
             .unwrap_or(Err(SendError::Timeout(self.timeout)))
     }
 
-    async fn exchange(&self, vapid: &Vapid, contact: &str, m: &Message<'_>) -> Result<u16, SendError> {
+    /// The `Authorization` header for a push service at `origin`: a token the key signed
+    /// earlier while it has an hour left, or a new one.
+    fn authorization(&self, private_key: &str, origin: &str, contact: &str) -> Result<String, VapidError> {
+        let found = self.signers.lock().expect("vapid signers lock").get(private_key).cloned();
+        let signer = match found {
+            Some(signer) => signer,
+            None => {
+                let signer = Arc::new(Signer { vapid: Vapid::from_private(private_key)?, signed: Mutex::default() });
+                self.signers.lock().expect("vapid signers lock").insert(private_key.to_owned(), signer.clone());
+                signer
+            }
+        };
+        let now = crate::clock::now_millis() / 1000;
+        let key = (origin.to_owned(), contact.to_owned());
+        if let Some((header, until)) = signer.signed.lock().expect("vapid tokens lock").get(&key)
+            && *until > now
+        {
+            return Ok(header.clone());
+        }
+        let header = signer.vapid.authorization(origin, contact, now)?;
+        let mut signed = signer.signed.lock().expect("vapid tokens lock");
+        if signed.len() >= MAX_SIGNED {
+            signed.clear();
+        }
+        signed.insert(key, (header.clone(), now + super::vapid::TOKEN_LIFETIME_SECS - RESIGN_MARGIN_SECS));
+        Ok(header)
+    }
+
+    async fn exchange(&self, private_key: &str, contact: &str, m: &Message<'_>) -> Result<u16, SendError> {
         let decode =
             |text: &str, what| URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).map_err(|_| SendError::Base64(what));
         let body = ece::encrypt(m.payload, &decode(m.p256dh, "p256dh")?, &decode(m.auth, "auth")?)?;
@@ -77,8 +125,7 @@ impl WebPush {
         let (Some(scheme @ ("http" | "https")), Some(authority)) = (url.scheme_str(), url.authority()) else {
             return Err(SendError::Endpoint);
         };
-        let now = crate::clock::now_millis() / 1000;
-        let authorization = vapid.authorization(&format!("{scheme}://{authority}"), contact, now)?;
+        let authorization = self.authorization(private_key, &format!("{scheme}://{authority}"), contact)?;
         let allowed = |ip| self.allow_private || crate::outbound::public(ip);
         let mut sender = crate::outbound::dial(&url, self.timeout, allowed, &self.tls).await?;
         let mut req = crate::outbound::request(Method::POST, &url)
@@ -95,10 +142,4 @@ impl WebPush {
         let req = req.body(Full::new(Bytes::from(body))).map_err(|_| SendError::Endpoint)?;
         Ok(sender.send_request(req).await?.status().as_u16())
     }
-}
-
-/// rustls on *ring*, as the node's own TLS (`tls::provider`).
-#[allow(deprecated)]
-fn tls_provider() -> rustls::crypto::CryptoProvider {
-    rustls::crypto::ring::default_provider()
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::apns::ApnsError;
 use super::fcm::{Answer, FcmError};
 use super::job::{Job, Kind};
-use super::vapid::Vapid;
+use super::vapid::VapidError;
 use super::web::{Message, SendError};
 use super::{Pusher, ece};
 use crate::alert::PushWhen;
@@ -272,7 +272,6 @@ async fn send_web(
     let rule = &tenant.config.push;
     let credentials = rule.web.as_ref().ok_or(PushFailure::NoCredentials)?;
     let subscription = device.subscription.as_ref().ok_or(PushFailure::Invalid)?;
-    let vapid = Vapid::from_private(&credentials.vapid_private_key).map_err(|_| PushFailure::NoCredentials)?;
     let message = Message {
         endpoint: &subscription.endpoint,
         p256dh: &subscription.keys.p256dh,
@@ -282,13 +281,14 @@ async fn send_web(
         urgency: job.alert.urgency.map(|u| u.as_str()),
         topic: job.alert.collapse_key.as_deref(),
     };
-    match pusher.web.send(&vapid, &credentials.contact, &message).await {
+    match pusher.web.send(&credentials.vapid_private_key, &credentials.contact, &message).await {
         Ok(200..=299) => Ok(Status::Sent),
         Ok(404 | 410) => Ok(Status::Gone),
         Ok(429 | 500..=599) => Err(PushFailure::Unavailable),
         Ok(_) => Err(PushFailure::Rejected),
         Err(SendError::Timeout(_)) => Err(PushFailure::Timeout),
         Err(SendError::Dial(_) | SendError::Http(_)) => Err(PushFailure::Network),
+        Err(SendError::Vapid(VapidError::Key)) => Err(PushFailure::NoCredentials),
         Err(SendError::Base64(_) | SendError::Endpoint | SendError::Encrypt(_) | SendError::Vapid(_)) => {
             Err(PushFailure::Invalid)
         }

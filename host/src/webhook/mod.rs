@@ -298,12 +298,11 @@ mod tests {
                  {{ url = \"https://b.example\", secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\", events = [\"event.acked\"] }}]\n"
             )
         };
-        #[allow(deprecated)]
-        let crypto = || rustls::crypto::ring::default_provider();
-        let hooks = Webhooks::new(&Config::from_toml(&toml("\"user.online\""), "test", []).unwrap(), crypto());
+        let hooks =
+            Webhooks::new(&Config::from_toml(&toml("\"user.online\""), "test", []).unwrap(), crate::outbound::crypto());
         assert!(hooks.wants("a", Kind::UserOnline.bit()) && hooks.wants("a", Kind::EventAcked.bit()));
         assert!(!hooks.wants("a", Kind::UserOffline.bit()) && !hooks.wants("b", Kind::UserOnline.bit()));
-        let every = Webhooks::new(&Config::from_toml(&toml(""), "test", []).unwrap(), crypto());
+        let every = Webhooks::new(&Config::from_toml(&toml(""), "test", []).unwrap(), crate::outbound::crypto());
         let (on, opt_in): (Vec<&Kind>, Vec<&Kind>) = Kind::ALL.iter().partition(|k| every.wants("a", k.bit()));
         let opt_ins = [Kind::SubscriptionAdded, Kind::SubscriptionRemoved, Kind::ConnectionRefused, Kind::MemberAdded];
         let pusher_kinds = [Kind::MemberRemoved, Kind::ClientEvent, Kind::CacheMiss];
@@ -314,7 +313,7 @@ mod tests {
         let pusher = "[tenants.a]\npublish_key = \"a-key-123\"\n\
                       pusher = { app_id = \"1\", key = \"k\", secret = \"0123456789abcdef\" }\n\
                       webhooks = [{ url = \"https://a.example\", format = \"pusher\" }]\n";
-        let pusher = Webhooks::new(&Config::from_toml(pusher, "test", []).unwrap(), crypto());
+        let pusher = Webhooks::new(&Config::from_toml(pusher, "test", []).unwrap(), crate::outbound::crypto());
         let wanted: Vec<&str> = Kind::ALL.iter().filter(|k| pusher.wants("a", k.bit())).map(|k| k.name()).collect();
         assert_eq!(wanted, crate::config::WEBHOOK_EVENTS_PUSHER, "a pusher endpoint: the types Pusher sends");
     }

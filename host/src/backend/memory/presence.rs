@@ -149,9 +149,7 @@ mod tests {
         let tenants = Tenants::from_config(&config);
         let tenant = &tenants.get("a").unwrap();
         let hub = Arc::new(Hub::new(QueueLimits { frames: 10, bytes: 1 << 16 }));
-        // The host's own provider sits above the backends; no request is made here.
-        #[allow(deprecated)]
-        let webhooks = Arc::new(Webhooks::new(&config, rustls::crypto::ring::default_provider()));
+        let webhooks = Arc::new(Webhooks::new(&config, crate::outbound::crypto()));
         let presence = MemoryPresence::new(hub.clone(), webhooks, Duration::from_secs(5));
         let device = || {
             Arc::new(Conn {
