@@ -65,8 +65,9 @@ class WebPushTest(unittest.TestCase):
         self.vapid = json.loads(keys.stdout)
 
     def send(self, service, data, *extra):
-        return notify("send", "--endpoint", f"{service.origin}/push/sub-1", "--p256dh", self.p256dh,
-                      "--auth", self.auth, "--contact", "mailto:ops@example.com", "--data", data, *extra,
+        # `--flag=value`: a random base64url value may begin with `-`.
+        return notify("send", f"--endpoint={service.origin}/push/sub-1", f"--p256dh={self.p256dh}",
+                      f"--auth={self.auth}", "--contact=mailto:ops@example.com", f"--data={data}", *extra,
                       env={"NOTIFY_VAPID_PRIVATE_KEY": self.vapid["private_key"]})
 
     def test_a_message_decrypts_to_what_was_sent_with_a_valid_vapid_token(self):
@@ -855,6 +856,9 @@ class ApnsTest(unittest.IsolatedAsyncioTestCase):
                              {"users": ["bob"], "event": "note", "push": {"collapse_key": "n-1"}}, key=self.key)
             self.assertEqual(status, 202)
             await until(lambda: len(self.apple.to(watch)) == 2)
+            # The push is done (kept for withdrawal, then out of the pending store) before
+            # the read: a read while its push is in flight is not withdrawn.
+            await until(lambda: "notify_push_pending 0" in metrics_text(self.port).splitlines())
             event = json.loads(await asyncio.wait_for(ws.recv(), STEP))
             await ws.send(json.dumps({"type": "ack", "epoch": event["epoch"], "offset": event["offset"]}))
             headers, payload = (await until(lambda: self.apple.to(watch)[2:]))[0]
