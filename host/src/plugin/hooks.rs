@@ -41,7 +41,7 @@ pub(crate) async fn authenticate(plugin: Arc<LoadedPlugin>, req: types::ConnectR
             Ok((identity, attributes)) => AuthOutcome::Allow(identity, attributes),
             Err(why) => {
                 let what = format!("an invalid identity: {why}");
-                plugin.unusable(what.clone());
+                plugin.unusable(&what);
                 AuthOutcome::Failed(format!("plugin returned {what}"))
             }
         },
@@ -153,7 +153,7 @@ async fn apply_transform(plugin: &LoadedPlugin, mut ev: Event) -> Result<Event, 
             Ok(()) => Ok(ev),
             Err(why) => {
                 let what = format!("an unusable rewrite: {why}");
-                plugin.unusable(what.clone());
+                plugin.unusable(&what);
                 on_failure(plugin, ev, &what)
             }
         },
@@ -185,7 +185,7 @@ async fn apply_route(plugin: &LoadedPlugin, mut ev: Event) -> Result<Event, Stri
         Ok(true) => Ok(ev),
         Ok(false) => Err(dropped(plugin)),
         Err(why) => {
-            plugin.unusable(why.clone());
+            plugin.unusable(&why);
             on_failure(plugin, ev, &why)
         }
     }

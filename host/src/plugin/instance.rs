@@ -145,8 +145,8 @@ impl LoadedPlugin {
 
     /// Counts a call that returned something the host cannot use (`what`) as a failed call,
     /// toward the breaker too.
-    pub(crate) fn unusable(&self, what: String) {
-        self.failed(&CallError::Unusable(what));
+    pub(crate) fn unusable(&self, what: &str) {
+        self.failed(&CallError::Unusable(what.to_owned()));
     }
 
     pub(crate) fn is_disabled(&self) -> bool {

@@ -20,6 +20,8 @@ use crate::outbound::CallError;
 const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
 /// Largest answer read from FCM or the token endpoint.
 const MAX_ANSWER: usize = 64 * 1024;
+/// Service accounts kept; more (key files rotated many times over) start over.
+const MAX_ACCOUNTS: usize = 1024;
 /// A token is replaced this long before it expires.
 const MARGIN: Duration = Duration::from_secs(60);
 
@@ -59,8 +61,8 @@ pub(crate) struct Fcm {
     timeout: Duration,
     tls: tokio_rustls::TlsConnector,
     /// Service accounts by their key file's text: each read once, with its access token
-    /// (one fetch at a time per account, whose token every push then shares). Locked only
-    /// to look up or insert.
+    /// (one fetch at a time per account, whose token every push then shares); at most
+    /// [`MAX_ACCOUNTS`]. Locked only to look up or insert.
     accounts: Mutex<HashMap<String, Arc<Account>>>,
 }
 
@@ -98,7 +100,11 @@ impl Fcm {
         }
         let key = ServiceAccount::parse(key_file).map_err(FcmError::Account)?;
         let account = Arc::new(Account { key, token: tokio::sync::Mutex::default() });
-        self.accounts.lock().expect("fcm accounts lock").insert(key_file.to_owned(), account.clone());
+        let mut accounts = self.accounts.lock().expect("fcm accounts lock");
+        if accounts.len() >= MAX_ACCOUNTS {
+            accounts.clear();
+        }
+        accounts.insert(key_file.to_owned(), account.clone());
         Ok(account)
     }
 

@@ -53,6 +53,8 @@ pub(crate) struct Message<'a> {
 const RESIGN_MARGIN_SECS: u64 = 3600;
 /// Signed tokens kept per key; more push service origins than this start over.
 const MAX_SIGNED: usize = 64;
+/// VAPID keys kept; more (keys rotated many times over) start over.
+const MAX_SIGNERS: usize = 1024;
 
 /// Sends Web Push messages: where it may connect, with which trust, for how long.
 pub(crate) struct WebPush {
@@ -60,8 +62,8 @@ pub(crate) struct WebPush {
     pub allow_private: bool,
     pub timeout: Duration,
     pub tls: tokio_rustls::TlsConnector,
-    /// VAPID keys by their private key's text, each read once. Locked only to look up or
-    /// insert.
+    /// VAPID keys by their private key's text, each read once; at most [`MAX_SIGNERS`].
+    /// Locked only to look up or insert.
     signers: Mutex<HashMap<String, Arc<Signer>>>,
 }
 
@@ -97,7 +99,11 @@ impl WebPush {
             Some(signer) => signer,
             None => {
                 let signer = Arc::new(Signer { vapid: Vapid::from_private(private_key)?, signed: Mutex::default() });
-                self.signers.lock().expect("vapid signers lock").insert(private_key.to_owned(), signer.clone());
+                let mut signers = self.signers.lock().expect("vapid signers lock");
+                if signers.len() >= MAX_SIGNERS {
+                    signers.clear();
+                }
+                signers.insert(private_key.to_owned(), signer.clone());
                 signer
             }
         };
