@@ -281,6 +281,7 @@ impl App {
         crate::metrics::render_addresses(&mut out, self.0.edge.addresses.gauges());
         crate::metrics::render_tasks(&mut out, tokio::runtime::Handle::current().metrics().num_alive_tasks());
         crate::metrics::render_plugins(&mut out, &self.0.pipeline.plugins.all_metrics());
+        crate::metrics::render_plugin_components(&mut out, &self.0.pipeline.plugins.components());
         crate::metrics::render_shrink(&mut out, self.0.hub.compression(), &crate::metrics::COMPRESSION);
         crate::metrics::render_shrink(&mut out, self.0.hub.deltas(), &crate::metrics::DELTAS);
         self.0.webhooks.render_metrics(&mut out);

@@ -63,17 +63,21 @@ pub struct PluginLimits {
     pub breaker_threshold: u32,
     /// Plugin instances that may exist at once across all tenants (pooling allocator slots).
     pub max_instances: u32,
+    /// Where the node keeps compiled plugin versions that do not run (rollback targets), in
+    /// a private directory of its own; `None`: the system's temporary directory.
+    pub artifacts_dir: Option<PathBuf>,
 }
 
 impl Default for PluginLimits {
     fn default() -> Self {
         Self {
             auth_deadline: Duration::from_millis(10),
-            hook_deadline: Duration::from_millis(2),
+            hook_deadline: Duration::from_millis(5),
             memory_limit_bytes: 32 * 1024 * 1024,
             recycle_after_calls: 10_000,
             breaker_threshold: 5,
             max_instances: 1000,
+            artifacts_dir: None,
         }
     }
 }
@@ -95,14 +99,19 @@ pub struct PluginConfig {
     pub on_failure: Option<FailurePolicy>,
 }
 
-/// What a failed `transform` or `route` call does to the event.
+/// What a failed `transform` or `route` call does to the event. Only `skip` ever delivers an
+/// event the hook did not process, so it is never the default: a redaction plugin that
+/// overran its deadline once must not leak the field it exists to remove.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailurePolicy {
-    /// Deliver the event as if the hook were not installed.
+    /// Call the hook once more (on another instance); if that fails too, deliver nothing
+    /// and dead-letter the event as `drop` does.
     #[default]
+    Retry,
+    /// Deliver the event unprocessed, as if the hook were not installed.
     Skip,
-    /// Deliver nothing.
+    /// Deliver nothing; the event is dead-lettered.
     Drop,
 }
 

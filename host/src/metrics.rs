@@ -69,7 +69,10 @@ impl HandshakeFailure {
 }
 
 /// Upper bounds (seconds) of the latency histogram buckets.
-const BUCKETS: [f64; 14] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+const BUCKETS: [f64; 18] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5,
+];
 
 /// A fixed-bucket latency histogram.
 #[derive(Default)]
@@ -538,12 +541,18 @@ const TENANT_FAMILIES: [Family<TenantMetrics>; 20] = [
 pub(crate) struct HookMetrics {
     pub calls: AtomicU64,
     pub failures: AtomicU64,
+    /// Failed calls made again (policy `retry`).
+    pub retries: AtomicU64,
+    /// Events a failed call left undelivered (policies `retry` and `drop`).
+    pub dropped: AtomicU64,
+    /// Events a failed call let through unprocessed (policy `skip`).
+    pub unprocessed: AtomicU64,
     /// 1 while the active version is disabled by the breaker.
     pub disabled: AtomicU64,
     pub duration: Histogram,
 }
 
-const PLUGIN_FAMILIES: [Family<HookMetrics>; 3] = [
+const PLUGIN_FAMILIES: [Family<HookMetrics>; 6] = [
     Family {
         name: "notify_plugin_calls_total",
         kind: "counter",
@@ -555,6 +564,24 @@ const PLUGIN_FAMILIES: [Family<HookMetrics>; 3] = [
         kind: "counter",
         help: "Plugin calls that trapped, timed out or were refused.",
         get: |m| m.failures.load(Relaxed),
+    },
+    Family {
+        name: "notify_plugin_retries_total",
+        kind: "counter",
+        help: "Failed transform and route calls made once more (on_failure = retry).",
+        get: |m| m.retries.load(Relaxed),
+    },
+    Family {
+        name: "notify_plugin_dropped_total",
+        kind: "counter",
+        help: "Events not delivered because their transform or route call failed (retry, drop).",
+        get: |m| m.dropped.load(Relaxed),
+    },
+    Family {
+        name: "notify_plugin_unprocessed_total",
+        kind: "counter",
+        help: "Events delivered unprocessed because their transform or route call failed (skip).",
+        get: |m| m.unprocessed.load(Relaxed),
     },
     Family {
         name: "notify_plugin_disabled",
@@ -670,6 +697,31 @@ pub(crate) fn render_tasks(out: &mut String, tasks: usize) {
     let name = "notify_tasks";
     header(out, name, "gauge", "Tasks alive in the host's runtime: about one per connection, plus background work.");
     let _ = writeln!(out, "{name} {tasks}");
+}
+
+/// What the plugin runtime holds and how it loaded it.
+pub(crate) struct PluginComponents {
+    /// Compiled components in memory: those a running version uses.
+    pub in_memory: usize,
+    /// Compiled components kept on disk: every version a slot names.
+    pub on_disk: usize,
+    pub compiled: u64,
+    pub restored: u64,
+}
+
+/// Appends the plugin runtime's gauges and counters.
+pub(crate) fn render_plugin_components(out: &mut String, c: &PluginComponents) {
+    let name = "notify_plugin_components";
+    header(
+        out,
+        name,
+        "gauge",
+        "Compiled plugin components: in memory (running versions), on disk (every version a slot names).",
+    );
+    let _ = writeln!(out, "{name}{{where=\"memory\"}} {}\n{name}{{where=\"disk\"}} {}", c.in_memory, c.on_disk);
+    let name = "notify_plugin_component_loads_total";
+    header(out, name, "counter", "Plugin components made ready to run: compiled, or restored from disk.");
+    let _ = writeln!(out, "{name}{{from=\"compile\"}} {}\n{name}{{from=\"disk\"}} {}", c.compiled, c.restored);
 }
 
 /// Appends the gauges of the limits per client address.

@@ -133,7 +133,7 @@ pub(crate) enum Plugin {
         /// The plugin's config, a JSON object of strings (`--config` names the host's file).
         #[arg(long)]
         plugin_config: Option<String>,
-        /// `skip` or `drop` (transform and route).
+        /// `retry` (the default: once more, then drop), `skip` or `drop` (transform and route).
         #[arg(long)]
         on_failure: Option<String>,
     },

@@ -553,9 +553,10 @@ class PluginPushTest(unittest.IsolatedAsyncioTestCase):
 
         # Rust: the tenant never pushes; push-alert asks for a push when unread after 500 ms.
         # First a title over 256 characters: not a push the publish body could carry, so the
-        # call fails, and the tenant's policy (skip) delivers the event as published, unpushed.
+        # call fails, fails again when retried, and the default policy (retry) drops the event.
         ignored = self.publish("rs", {"title": "x" * 300}, user="ida")
-        await until(lambda: metric(self.host.port, "notify_plugin_failures_total", tenant="rs") == 1)
+        await until(lambda: metric(self.host.port, "notify_plugin_dropped_total", tenant="rs") == 1)
+        self.assertEqual(metric(self.host.port, "notify_plugin_failures_total", tenant="rs"), 2)
         browser = self.publish("rs", {"title": "Shipped", "body": "Order 42", "url": "https://shop.example/42"})
         shown = await self.shown(browser)
         self.assertEqual((shown["title"], shown["body"], shown["url"], shown["tag"]),

@@ -214,3 +214,50 @@ async fn uploaded_plugins_survive_a_restart() -> anyhow::Result<()> {
     assert_eq!(c.next_event().await?["data"], json!({"a": 1, "kept": true}));
     Ok(())
 }
+
+#[tokio::test]
+async fn only_running_versions_stay_compiled_in_memory_and_a_rollback_loads_from_disk() -> anyhow::Result<()> {
+    let parent = TempDir::new("plugin-artifacts")?;
+    let toml = shop("").replace("[plugins]\n", &format!("[plugins]\nartifacts_dir = \"{}\"\n", parent.path.display()));
+    let host = TestHost::start(&toml).await?;
+    let mut c = connect(host.addr, "user=cy").await?;
+    let held = async || -> anyhow::Result<[f64; 4]> {
+        Ok([
+            host.metric("notify_plugin_components{where=\"memory\"}").await?,
+            host.metric("notify_plugin_components{where=\"disk\"}").await?,
+            host.metric("notify_plugin_component_loads_total{from=\"compile\"}").await?,
+            host.metric("notify_plugin_component_loads_total{from=\"disk\"}").await?,
+        ])
+    };
+    let stamp = [("notify-plugin-config", r#"{"stamp":"v1"}"#)];
+    let (status, _) = admin(host.addr, "PUT", "/plugins/transform", MANAGER, &stamp, plugin_bytes("redact")).await?;
+    assert_eq!(status, 201);
+    let (status, _) = admin(host.addr, "PUT", "/plugins/transform", MANAGER, &[], plugin_bytes("slow_start")).await?;
+    assert_eq!(status, 201);
+    publish(host.addr, json!({"users": ["cy"], "event": "e", "data": {}})).await?;
+    assert_eq!(c.next_event().await?["data"], json!({"call": 1}));
+    assert_eq!(held().await?, [1.0, 2.0, 2.0, 0.0], "the replaced version is on disk only");
+    let dirs: Vec<_> = std::fs::read_dir(&parent.path)?.collect::<Result<_, _>>()?;
+    assert_eq!(dirs.len(), 1, "one private directory for the node");
+    let mut kept: Vec<String> = std::fs::read_dir(dirs[0].path())?
+        .map(|f| Ok(f?.path().extension().unwrap_or_default().to_string_lossy().into_owned()))
+        .collect::<anyhow::Result<_>>()?;
+    kept.sort();
+    assert_eq!(kept, ["cwasm", "cwasm", "wasm", "wasm"], "each version's bytes and its compiled form");
+
+    let (status, res) = admin(host.addr, "POST", "/plugins/transform/rollback", MANAGER, &[], Vec::new()).await?;
+    assert_eq!(status, 200, "{res}");
+    publish(host.addr, json!({"users": ["cy"], "event": "e", "data": {}})).await?;
+    assert_eq!(c.next_event().await?["data"], json!({"v1": true}));
+    assert_eq!(held().await?, [1.0, 1.0, 2.0, 1.0], "restored from disk; the version rolled back from is gone");
+
+    let (status, _) = admin(host.addr, "DELETE", "/plugins/transform", MANAGER, &[], Vec::new()).await?;
+    assert_eq!(status, 204);
+    assert_eq!(held().await?, [0.0, 1.0, 2.0, 1.0], "a removed plugin leaves memory, not the disk");
+    let (status, res) = admin(host.addr, "POST", "/plugins/transform/rollback", MANAGER, &[], Vec::new()).await?;
+    assert_eq!(status, 200, "{res}");
+    publish(host.addr, json!({"users": ["cy"], "event": "e", "data": {}})).await?;
+    assert_eq!(c.next_event().await?["data"], json!({"v1": true}));
+    assert_eq!(held().await?, [1.0, 1.0, 2.0, 2.0]);
+    Ok(())
+}

@@ -1,6 +1,6 @@
 //! Tenant plugins end to end: real compiled components from plugins/, real sockets.
 
-use notify_tests::{Client, DEMO, Req, TestHost, hs256_token, plugin_path};
+use notify_tests::{Client, DEMO, Receiver, Req, TestHost, eventually, hs256_token, plugin_path};
 use serde_json::json;
 
 const SECRET: &str = "plugin-secret-0123456789";
@@ -310,15 +310,16 @@ async fn sleeping_plugin_is_cut_at_its_wall_clock_stop() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn an_instances_first_call_may_set_up_unless_the_last_call_failed() -> anyhow::Result<()> {
-    // Default deadlines. slow-start spins for some milliseconds on each instance's first
+async fn an_instances_first_call_may_set_up_unless_the_last_two_calls_failed() -> anyhow::Result<()> {
+    // A 2 ms deadline. slow-start spins for some milliseconds on each instance's first
     // call, as a language runtime sets up on first use, and traps when asked to. With
-    // recycle_after_calls = 2: the version's first instance sets up (1) and serves (2); a
-    // fresh one sets up (3) and traps (4); the next fresh one must keep to the deadline,
-    // since the last call failed, and is cut (5). Failed calls are skipped.
+    // recycle_after_calls = 2 and `skip`: the version's first instance sets up (1) and
+    // serves (2); a fresh one sets up (3) and traps (4); the next fresh one may still set up
+    // (one failure is what a retry follows) but traps (5); after two failures the next
+    // fresh one must keep to the deadline and is cut (6). Failed calls are skipped.
     let toml = format!(
-        "[plugins]\nrecycle_after_calls = 2\n[tenants.t]\npublish_key = \"t-publish-key\"\n\
-         [tenants.t.plugins.transform]\npath = \"{}\"\n",
+        "[plugins]\nrecycle_after_calls = 2\nhook_deadline = \"2ms\"\n[tenants.t]\npublish_key = \"t-publish-key\"\n\
+         [tenants.t.plugins.transform]\npath = \"{}\"\non_failure = \"skip\"\n",
         plugin_path("slow_start")
     );
     let host = TestHost::start(&toml).await?;
@@ -329,15 +330,62 @@ async fn an_instances_first_call_may_set_up_unless_the_last_call_failed() -> any
         (json!({"n": 2}), json!({"call": 2})),
         (json!({"n": 3}), json!({"call": 1})),
         (json!({"trap": 4}), json!({"trap": 4})),
-        (json!({"n": 5}), json!({"n": 5})),
+        (json!({"trap": 5}), json!({"trap": 5})),
+        (json!({"n": 6}), json!({"n": 6})),
     ];
     for (data, delivered) in steps {
         let (status, _) = host.publish("t-publish-key", &json!({"users": ["u"], "event": "e", "data": data})).await?;
         assert_eq!(status, 202);
         assert_eq!(c.next_event().await?["data"], delivered, "{data}");
     }
-    assert_eq!(host.metric("notify_plugin_calls_total{tenant=\"t\",hook=\"transform\"}").await?, 5.0);
-    assert_eq!(host.metric("notify_plugin_failures_total{tenant=\"t\",hook=\"transform\"}").await?, 2.0);
+    assert_eq!(host.metric("notify_plugin_calls_total{tenant=\"t\",hook=\"transform\"}").await?, 6.0);
+    assert_eq!(host.metric("notify_plugin_failures_total{tenant=\"t\",hook=\"transform\"}").await?, 3.0);
+    assert_eq!(host.metric("notify_plugin_unprocessed_total{tenant=\"t\",hook=\"transform\"}").await?, 3.0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failed_transform_is_retried_once_and_never_delivered_unprocessed() -> anyhow::Result<()> {
+    // The default policy (`retry`). slow-start traps on its even calls when asked to: the
+    // retry runs on a fresh instance (its first call, which may set up) and succeeds. A
+    // payload that traps every time is dropped after its retry, told to the tenant's
+    // webhook, and never delivered as published.
+    let receiver = Receiver::start().await?;
+    let (url, secret) = (receiver.url("/hooks"), crate::webhooks::SECRET);
+    let toml = format!(
+        "[webhooks]\nallow_private = true\n[tenants.t]\npublish_key = \"t-publish-key\"\n\
+         webhooks = [{{ url = \"{url}\", secret = \"{secret}\", events = [\"event.dead_lettered\"] }}]\n\
+         [tenants.t.plugins.transform]\npath = \"{}\"\n",
+        plugin_path("slow_start")
+    );
+    let host = TestHost::start(&toml).await?;
+    let mut c = Client::connect(&host.ws_url("t", "user=u"), &[]).await?;
+    c.next_json().await?;
+    let steps = [
+        (json!({"n": 1}), Some(json!({"call": 1}))),
+        (json!({"trap_on_even": true}), Some(json!({"call": 1}))),
+        (json!({"trap": 3}), None),
+        (json!({"quick": 4}), Some(json!({"call": 1}))),
+    ];
+    for (data, delivered) in steps {
+        let (status, res) = host.publish("t-publish-key", &json!({"users": ["u"], "event": "e", "data": data})).await?;
+        assert_eq!(status, 202, "{res}");
+        if let Some(delivered) = delivered {
+            assert_eq!(c.next_event().await?["data"], delivered, "{data}");
+        }
+    }
+    let told = || receiver.received().iter().filter(|r| r.status == 200).count();
+    eventually(|| async { Ok(told() == 1) }).await?;
+    let notices = crate::webhooks::verified_for(&receiver.received()[0], "t")?.1;
+    assert_eq!((notices.len(), notices[0]["type"].as_str()), (1, Some("event.dead_lettered")), "{notices:?}");
+    let reason = notices[0]["data"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("plugin_failed: the transform plugin failed twice"), "{reason}");
+    let metric = async |name: &str| host.metric(&format!("{name}{{tenant=\"t\",hook=\"transform\"}}")).await;
+    assert_eq!(metric("notify_plugin_calls_total").await?, 6.0);
+    assert_eq!(metric("notify_plugin_failures_total").await?, 3.0);
+    assert_eq!(metric("notify_plugin_retries_total").await?, 2.0);
+    assert_eq!(metric("notify_plugin_dropped_total").await?, 1.0);
+    assert_eq!(metric("notify_plugin_unprocessed_total").await?, 0.0);
     Ok(())
 }
 

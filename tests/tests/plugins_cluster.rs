@@ -116,7 +116,7 @@ async fn plugin_changes_on_any_node_act_on_every_node() -> anyhow::Result<()> {
     let history = &list["plugins"][0]["history"];
     assert_eq!(history.as_array().map(Vec::len), Some(1), "{list}");
     assert_eq!((history[0]["hash"].as_str(), history[0]["source"].as_str()), (Some(v1.as_str()), Some("upload")));
-    assert_eq!((history[0]["on_failure"].as_str(), &history[0]["config_keys"]), (Some("skip"), &json!(["stamp"])));
+    assert_eq!((history[0]["on_failure"].as_str(), &history[0]["config_keys"]), (Some("retry"), &json!(["stamp"])));
     assert_eq!(list["nodes"].as_array().map(Vec::len), Some(4), "{list}");
     Ok(())
 }

@@ -36,11 +36,16 @@ webhooks = [{{ url = "{url}", secret = "{SECRET}", batch = {{ max_events = 10, m
     .await
 }
 
-/// The events of a request whose signature verifies, with its `webhook-id`.
+/// The events of tenant `demo`'s request whose signature verifies, with its `webhook-id`.
 pub(crate) fn verified(request: &Received) -> anyhow::Result<(String, Vec<Value>)> {
+    verified_for(request, "demo")
+}
+
+/// [`verified`] for `tenant`'s request.
+pub(crate) fn verified_for(request: &Received, tenant: &str) -> anyhow::Result<(String, Vec<Value>)> {
     Webhook::new(SECRET)?.verify(&request.body, &request.headers).context("signature")?;
     let body: Value = serde_json::from_slice(&request.body)?;
-    anyhow::ensure!(body["type"] == "notify.batch" && body["data"]["tenant"] == "demo", "{body}");
+    anyhow::ensure!(body["type"] == "notify.batch" && body["data"]["tenant"] == tenant, "{body}");
     let id = request.headers.get("webhook-id").context("webhook-id")?.to_str()?.to_owned();
     Ok((id, body["data"]["events"].as_array().context("events")?.clone()))
 }

@@ -2,7 +2,7 @@
 //!
 //! - `PUT /v1/admin/tenants/{tenant}/plugins/{hook}`: upload a component (body), with the
 //!   plugin's config as a JSON object in the `Notify-Plugin-Config` header and
-//!   `?on_failure=skip|drop` for transform/route.
+//!   `?on_failure=retry|skip|drop` for transform/route.
 //! - `GET /v1/admin/tenants/{tenant}/plugins`: hooks, versions, state and counters, and
 //!   what every live node runs.
 //!
@@ -129,13 +129,13 @@ pub(super) async fn list(State(app): State<App>, TenantAdmin(tenant): TenantAdmi
             history: s
                 .history
                 .iter()
-                .map(|p| Version {
-                    hash: p.compiled.hash.clone(),
-                    installed_at: p.installed_at,
-                    source: p.source,
-                    on_failure: policy_of(p),
-                    config_keys: p.config.keys().cloned().collect(),
-                    config_fingerprint: config_fingerprint(p),
+                .map(|v| Version {
+                    hash: v.hash.clone(),
+                    installed_at: v.provenance.installed_at,
+                    source: v.provenance.source,
+                    on_failure: (s.hook != Hook::Auth).then_some(v.provenance.on_failure),
+                    config_keys: v.provenance.config.keys().cloned().collect(),
+                    config_fingerprint: config_fingerprint(&v.provenance.config),
                 })
                 .collect(),
         })
@@ -168,7 +168,7 @@ async fn nodes(app: &App, tenant: &Tenant) -> Result<Vec<NodeView>, ApiError> {
     params(
         ("tenant" = String, Path, description = "A tenant id"),
         ("hook" = String, Path, description = "`auth`, `transform` or `route`"),
-        ("on_failure" = Option<FailurePolicy>, Query, description = "For transform and route: `skip` (default) or `drop`"),
+        ("on_failure" = Option<FailurePolicy>, Query, description = "For transform and route: `retry` (default: once more, then drop), `skip` (deliver unprocessed) or `drop`"),
         ("Notify-Plugin-Config" = Option<String>, Header, description = "The plugin's config: a JSON object of strings"),
     ),
     request_body(content = Vec<u8>, content_type = "application/wasm", description = "A wasm component (at most `server.max_plugin_bytes`)"),
@@ -289,16 +289,18 @@ fn failure_policy(hook: Hook, query: Option<&str>) -> Result<FailurePolicy, ApiE
         Some(_) if hook == Hook::Auth => {
             Err(ApiError::new(ErrorCode::InvalidPolicy, "auth plugins always fail closed"))
         }
+        Some("retry") => Ok(FailurePolicy::Retry),
         Some("skip") => Ok(FailurePolicy::Skip),
         Some("drop") => Ok(FailurePolicy::Drop),
-        Some(other) => {
-            Err(ApiError::new(ErrorCode::InvalidPolicy, format!("on_failure must be skip or drop, not {other:?}")))
-        }
+        Some(other) => Err(ApiError::new(
+            ErrorCode::InvalidPolicy,
+            format!("on_failure must be retry, skip or drop, not {other:?}"),
+        )),
     }
 }
 
-fn config_fingerprint(p: &LoadedPlugin) -> String {
-    let json = serde_json::to_vec(&*p.config).expect("a config serializes");
+fn config_fingerprint(config: &BTreeMap<String, String>) -> String {
+    let json = serde_json::to_vec(config).expect("a config serializes");
     crate::tenant::hex(&sha2::Sha256::digest(json)[..8])
 }
 
@@ -316,7 +318,7 @@ fn describe(p: &LoadedPlugin) -> PluginView {
         state: if p.is_disabled() { "disabled" } else { "active" },
         on_failure: policy_of(p),
         config_keys: p.config.keys().cloned().collect(),
-        config_fingerprint: config_fingerprint(p),
+        config_fingerprint: config_fingerprint(&p.config),
         calls: p.calls.load(Relaxed),
         failures: p.failures.load(Relaxed),
         consecutive_failures: p.consecutive_failures(),

@@ -47,7 +47,7 @@ codes! {
     TooManySubscriptions = "too_many_subscriptions", BAD_REQUEST, "a connect request names more channels than the tenant's `max_subscriptions`";
     InvalidPlugin = "invalid_plugin", BAD_REQUEST, "the uploaded bytes are not a component of the plugin world, or it failed to compile or instantiate";
     InvalidConfig = "invalid_config", BAD_REQUEST, "`Notify-Plugin-Config` is not a JSON object of string values";
-    InvalidPolicy = "invalid_policy", BAD_REQUEST, "`Notify-Plugin-On-Failure` is not `skip` or `drop`, or is given for an auth plugin (which always fails closed)";
+    InvalidPolicy = "invalid_policy", BAD_REQUEST, "a plugin upload's `?on_failure` is not `retry`, `skip` or `drop`, or is given for an auth plugin (which always fails closed)";
     NotWebsocket = "not_websocket", BAD_REQUEST, "a request to the WebSocket route that is not an upgrade";
     MissingKey = "missing_key", BAD_REQUEST, "an upgrade without `Sec-WebSocket-Key`";
     Unauthorized = "unauthorized", UNAUTHORIZED, "missing, unknown or wrongly signed credentials";

@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::budget::CallClock;
+use super::memory::MemoryCaps;
 use notify::plugin0_2_0::host::Level;
 
 wasmtime::component::bindgen!({
@@ -37,7 +37,7 @@ pub(crate) struct StoreState {
     pub plugin: Arc<str>,
     pub config: Arc<BTreeMap<String, String>>,
     /// Memory and instance caps enforced by wasmtime on every growth.
-    pub limits: StoreLimits,
+    pub limits: MemoryCaps,
     /// WASI with nothing granted: no preopened directories, no environment, no arguments,
     /// no network, empty stdin, discarded stdout/stderr.
     pub wasi: WasiCtx,

@@ -5,6 +5,7 @@
 //! async worker that serves other tenants' connections.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use serde_json::value::RawValue;
 
@@ -127,36 +128,65 @@ impl<'a> Lists<'a> {
     }
 }
 
+/// Calls the hook through `once` and applies its decision to `ev`: `ev` to deliver, or why
+/// it is not delivered. A failed call is made once more under the `retry` policy (not when
+/// the breaker has just disabled the version); if it still fails, the policy decides.
+async fn decide(
+    plugin: &LoadedPlugin,
+    mut ev: Event,
+    once: impl AsyncFn(&LoadedPlugin, &mut Event) -> Result<bool, String>,
+) -> Result<Event, String> {
+    let mut outcome = once(plugin, &mut ev).await;
+    if outcome.is_err() && plugin.on_failure == FailurePolicy::Retry && !plugin.is_disabled() {
+        plugin.metrics().retries.fetch_add(1, Relaxed);
+        outcome = once(plugin, &mut ev).await;
+    }
+    match outcome {
+        Ok(true) => Ok(ev),
+        Ok(false) => Err(format!("plugin_refused: the {} plugin dropped it", plugin.hook.as_str())),
+        Err(why) => on_failure(plugin, ev, &why),
+    }
+}
+
 /// The event as the policy leaves it after a failed call, or why it was dropped.
 fn on_failure(plugin: &LoadedPlugin, ev: Event, why: &str) -> Result<Event, String> {
     tracing::debug!(tenant = &*plugin.tenant, hook = plugin.hook.as_str(), event = %ev.id, "{why}");
+    let hook = plugin.hook.as_str();
     match plugin.on_failure {
-        FailurePolicy::Skip => Ok(ev),
+        FailurePolicy::Skip => {
+            plugin.metrics().unprocessed.fetch_add(1, Relaxed);
+            Ok(ev)
+        }
+        FailurePolicy::Retry => {
+            plugin.metrics().dropped.fetch_add(1, Relaxed);
+            Err(format!("plugin_failed: the {hook} plugin failed twice (the last: {why}) and its policy is retry"))
+        }
         FailurePolicy::Drop => {
-            Err(format!("plugin_failed: the {} plugin failed ({why}) and its policy is drop", plugin.hook.as_str()))
+            plugin.metrics().dropped.fetch_add(1, Relaxed);
+            Err(format!("plugin_failed: the {hook} plugin failed ({why}) and its policy is drop"))
         }
     }
 }
 
-/// Why an event was dropped by a plugin's own decision.
-fn dropped(plugin: &LoadedPlugin) -> String {
-    format!("plugin_refused: the {} plugin dropped it", plugin.hook.as_str())
+async fn apply_transform(plugin: &LoadedPlugin, ev: Event) -> Result<Event, String> {
+    decide(plugin, ev, transform_once).await
 }
 
-async fn apply_transform(plugin: &LoadedPlugin, mut ev: Event) -> Result<Event, String> {
-    let lists = Lists::of(&ev);
-    match plugin.transform(lists.event(&ev)).await {
-        Err(e) => on_failure(plugin, ev, &e.to_string()),
-        Ok(types::TransformResult::Keep) => Ok(ev),
-        Ok(types::TransformResult::Drop) => Err(dropped(plugin)),
-        Ok(types::TransformResult::Rewrite(new)) => match rewrite(&mut ev, new) {
-            Ok(()) => Ok(ev),
-            Err(why) => {
-                let what = format!("an unusable rewrite: {why}");
-                plugin.unusable(&what);
-                on_failure(plugin, ev, &what)
-            }
-        },
+/// One transform call applied to `ev`: whether `ev` is still delivered, or why the call
+/// failed (then `ev` is unchanged).
+async fn transform_once(plugin: &LoadedPlugin, ev: &mut Event) -> Result<bool, String> {
+    let result = {
+        let lists = Lists::of(ev);
+        plugin.transform(lists.event(ev)).await
+    };
+    match result.map_err(|e| e.to_string())? {
+        types::TransformResult::Keep => Ok(true),
+        types::TransformResult::Drop => Ok(false),
+        types::TransformResult::Rewrite(new) => rewrite(ev, new).map(|()| true).map_err(|why| {
+            let what = format!("an unusable rewrite: {why}");
+            plugin.unusable(&what);
+            what
+        }),
     }
 }
 
@@ -175,20 +205,17 @@ pub(crate) fn rewrite(ev: &mut Event, new: types::EventResult) -> Result<(), Str
     Ok(())
 }
 
-async fn apply_route(plugin: &LoadedPlugin, mut ev: Event) -> Result<Event, String> {
-    let lists = Lists::of(&ev);
-    let decision = match plugin.route(lists.event(&ev)).await {
-        Err(e) => return on_failure(plugin, ev, &e.to_string()),
-        Ok(d) => d,
+async fn apply_route(plugin: &LoadedPlugin, ev: Event) -> Result<Event, String> {
+    decide(plugin, ev, route_once).await
+}
+
+/// One route call applied to `ev`, as [`transform_once`].
+async fn route_once(plugin: &LoadedPlugin, ev: &mut Event) -> Result<bool, String> {
+    let decision = {
+        let lists = Lists::of(ev);
+        plugin.route(lists.event(ev)).await
     };
-    match route(&mut ev, decision) {
-        Ok(true) => Ok(ev),
-        Ok(false) => Err(dropped(plugin)),
-        Err(why) => {
-            plugin.unusable(&why);
-            on_failure(plugin, ev, &why)
-        }
-    }
+    route(ev, decision.map_err(|e| e.to_string())?).inspect_err(|why| plugin.unusable(why))
 }
 
 /// Applies `decision` to `ev`: whether it is still delivered, or why the decision is unusable

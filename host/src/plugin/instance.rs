@@ -12,13 +12,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::{StoreState, auth, route, transform, types, v0_1};
 use super::budget::TICK;
 use super::budget::{Budget, CallClock, CpuMeter, Verdict, bounded};
 use super::compat::{self, Versioned};
+use super::memory::MemoryCaps;
 use super::runtime::{BreakerTurn, Compiled, Exports, Runtime};
 use super::version::{Provenance, VersionState};
 use super::{CallError, FailurePolicy, Hook};
@@ -149,6 +150,11 @@ impl LoadedPlugin {
         self.failed(&CallError::Unusable(what.to_owned()));
     }
 
+    /// The hook's counters, which the failure policy adds to.
+    pub(crate) fn metrics(&self) -> &HookMetrics {
+        &self.metrics
+    }
+
     pub(crate) fn is_disabled(&self) -> bool {
         self.disabled.load(Relaxed)
     }
@@ -163,12 +169,7 @@ impl LoadedPlugin {
             tenant: self.tenant.clone(),
             plugin: self.label.clone(),
             config: self.config.clone(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory_limit_bytes)
-                .instances(32)
-                .memories(8)
-                .tables(16)
-                .build(),
+            limits: MemoryCaps::new(limits.memory_limit_bytes),
             wasi: WasiCtxBuilder::new().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build(),
             table: ResourceTable::new(),
             clock: CallClock::new(),
@@ -206,12 +207,13 @@ impl LoadedPlugin {
 
     /// The budget of a call on `warm`. An instance's first call faults in the pages it
     /// touches, and a language runtime (JavaScript's, Python's) finishes setting up on first
-    /// use, so it gets the set-up allowance in CPU time, unless the version's last call
-    /// failed: a plugin that traps or loops and is re-instantiated gets the deadline, no
-    /// more. The wall-clock stop stays the deadline's.
+    /// use, so it gets the set-up allowance in CPU time, unless the version's last two calls
+    /// failed: the retry of one failed call (`on_failure = "retry"`, on a fresh instance)
+    /// may set up, but a plugin that keeps trapping or looping and is re-instantiated gets
+    /// the deadline, no more. The wall-clock stop stays the deadline's.
     fn budget(&self, warm: &Warm) -> Budget {
         let budget = Budget::cpu(self.deadline());
-        if warm.calls == 0 && self.consecutive_failures() == 0 { budget.with_cpu(self.setup_budget()) } else { budget }
+        if warm.calls == 0 && self.consecutive_failures() < 2 { budget.with_cpu(self.setup_budget()) } else { budget }
     }
 
     /// Runs `f` on a warm instance with the hook's deadline, applying the breaker.
@@ -243,7 +245,9 @@ impl LoadedPlugin {
                 if r.is_ok() {
                     warm.calls += 1;
                     let mut idle = self.idle.lock().expect("idle lock");
-                    if warm.calls < self.runtime.limits.recycle_after_calls && idle.len() < MAX_IDLE {
+                    let retire =
+                        warm.calls >= self.runtime.limits.recycle_after_calls || warm.store.data().limits.near_cap();
+                    if !retire && idle.len() < MAX_IDLE {
                         idle.push(warm);
                     }
                 }

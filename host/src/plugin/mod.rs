@@ -7,16 +7,20 @@
 //! - `push`: an event's push as plugins see it.
 //! - `budget`: a call's CPU-time budget, measured per poll.
 //! - `runtime`: engine (pooling allocator, epoch deadlines), linker, compile cache.
+//! - `artifacts`: compiled components kept on disk for versions that do not run.
 //! - `instance`: one loaded plugin version with warm instances and a circuit breaker.
+//! - `memory`: an instance's caps, and whether its memory has grown near them.
 //! - `version`: what the control plane keeps of a version and of a changed hook slot.
 //! - this module: the hook slots of every tenant on this node, made to match the control-plane
 //!   state; the calls themselves are in `hooks`, run in the calling task.
 
+mod artifacts;
 pub(crate) mod bindings;
 mod budget;
 mod compat;
 pub(crate) mod hooks;
 pub(crate) mod instance;
+mod memory;
 mod push;
 pub(crate) mod runtime;
 pub(crate) mod version;
@@ -51,6 +55,8 @@ pub enum PluginError {
     NotInstalled(&'static str),
     #[error("the bytes of plugin {0} are not in the control-plane store")]
     Missing(String),
+    #[error("cannot keep compiled plugins under {}: {source}", dir.display())]
+    Artifacts { dir: std::path::PathBuf, source: std::io::Error },
     #[error("tenants.{tenant}.plugins.{hook}: {source}")]
     Configured { tenant: String, hook: &'static str, source: Box<PluginError> },
 }
@@ -90,7 +96,7 @@ pub(crate) struct HookStatus {
     pub active: Option<Arc<LoadedPlugin>>,
     /// Earlier versions, newest last (rollback takes the last); the configured plugin comes
     /// first once the admin API changed the slot.
-    pub history: Vec<Arc<LoadedPlugin>>,
+    pub history: Vec<VersionState>,
 }
 
 /// What one node runs for one hook of a tenant, as other nodes show it.
@@ -134,11 +140,12 @@ struct Slot {
     metrics: Arc<HookMetrics>,
 }
 
-/// A slot changed through the admin API, loaded.
+/// A slot changed through the admin API, its active version loaded. Its history is not: a
+/// JavaScript or Python version takes 70–170 MB compiled, so rollback targets stay on disk
+/// (`artifacts`) until a rollback loads one.
 struct Stored {
     spec: SlotSpec,
     active: Option<Arc<LoadedPlugin>>,
-    history: Vec<Arc<LoadedPlugin>>,
 }
 
 impl Slot {
@@ -150,8 +157,13 @@ impl Slot {
     }
 
     fn loaded(&self) -> impl Iterator<Item = &Arc<LoadedPlugin>> {
-        let stored = self.stored.iter().flat_map(|s| s.active.iter().chain(&s.history));
-        self.configured.iter().chain(stored)
+        self.configured.iter().chain(self.stored.iter().flat_map(|s| &s.active))
+    }
+
+    /// The hashes of every version the slot names, loaded or not.
+    fn named(&self) -> impl Iterator<Item = &str> {
+        let stored = self.stored.iter().flat_map(|s| s.spec.versions()).map(|v| v.hash.as_str());
+        self.loaded().map(|p| p.compiled.hash.as_str()).chain(stored)
     }
 }
 
@@ -217,6 +229,15 @@ impl Plugins {
         self.load(tenant, hook, compiled, provenance).await
     }
 
+    /// A component compiled before, from memory or from disk (on a blocking thread).
+    async fn restore(&self, hash: &str) -> Option<Arc<Compiled>> {
+        if let Some(hit) = self.runtime.cached(hash) {
+            return Some(hit);
+        }
+        let (runtime, hash) = (self.runtime.clone(), hash.to_owned());
+        tokio::task::spawn_blocking(move || runtime.restore(&hash)).await.ok().flatten()
+    }
+
     /// Compiles on a blocking thread: compilation takes a while.
     async fn compile(&self, wasm: bytes::Bytes) -> Result<Arc<Compiled>, PluginError> {
         let runtime = self.runtime.clone();
@@ -258,15 +279,15 @@ impl Plugins {
         slots.get(&(tenant.clone(), hook)).is_some_and(|s| s.configured.is_some())
     }
 
-    /// The hashes of versions `state` names that this node has not compiled: their bytes
-    /// must come from the control-plane store before `sync`.
+    /// The hashes of the active versions `state` names that this node cannot load without
+    /// their bytes: those must come from the control-plane store before `sync`.
     pub(crate) fn missing(&self, state: &BTreeMap<String, TenantSlots>) -> Vec<String> {
         let hashes: BTreeSet<&String> = state
             .values()
             .flat_map(|slots| slots.values())
-            .flat_map(SlotSpec::versions)
+            .flat_map(|slot| &slot.active)
             .map(|v| &v.hash)
-            .filter(|hash| self.runtime.cached(hash).is_none())
+            .filter(|hash| !self.runtime.available(hash))
             .collect();
         hashes.into_iter().cloned().collect()
     }
@@ -340,10 +361,11 @@ impl Plugins {
         }
         slots.retain(|(tenant, _), _| tenants.get(tenant).is_some());
         let in_use: HashSet<&str> = slots.values().flat_map(Slot::loaded).map(|p| p.compiled.hash.as_str()).collect();
-        self.runtime.retain(&in_use);
+        let named: HashSet<&str> = slots.values().flat_map(Slot::named).collect();
+        self.runtime.retain(&in_use, &named);
     }
 
-    /// Loads the versions `spec` names, reusing those in `loaded`.
+    /// Loads the active version `spec` names, reusing one of `loaded`.
     async fn load_slot(
         &self,
         tenant: &Arc<str>,
@@ -356,11 +378,7 @@ impl Plugins {
             Some(v) => Some(self.load_version(tenant, hook, v, loaded, blobs).await?),
             None => None,
         };
-        let mut history = Vec::with_capacity(spec.history.len());
-        for v in &spec.history {
-            history.push(self.load_version(tenant, hook, v, loaded, blobs).await?);
-        }
-        Ok(Stored { spec: spec.clone(), active, history })
+        Ok(Stored { spec: spec.clone(), active })
     }
 
     /// The version `v` of a slot: one of `loaded` if it is there, else loaded afresh.
@@ -375,7 +393,7 @@ impl Plugins {
         if let Some(p) = loaded.iter().find(|p| p.version_state() == *v) {
             return Ok(p.clone());
         }
-        let compiled = match self.runtime.cached(&v.hash) {
+        let compiled = match self.restore(&v.hash).await {
             Some(compiled) => compiled,
             None => {
                 let wasm = blobs.get(&v.hash).ok_or_else(|| PluginError::Missing(v.hash.clone()))?;
@@ -388,9 +406,9 @@ impl Plugins {
         self.load(tenant, hook, compiled, v.provenance.clone()).await
     }
 
-    /// The bytes of a component this node compiled.
+    /// The bytes of a component this node compiled, while a slot names it.
     pub(crate) fn bytes(&self, hash: &str) -> Option<bytes::Bytes> {
-        self.runtime.cached(hash).map(|c| c.wasm.clone())
+        self.runtime.wasm(hash)
     }
 
     /// The active version of a tenant's hook.
@@ -407,7 +425,10 @@ impl Plugins {
             .filter_map(|hook| {
                 let s = slots.get(&(tenant.clone(), hook))?;
                 let history = match &s.stored {
-                    Some(stored) => s.configured.iter().chain(&stored.history).cloned().collect(),
+                    Some(stored) => {
+                        let configured = s.configured.iter().map(|p| p.version_state());
+                        configured.chain(stored.spec.history.iter().cloned()).collect()
+                    }
                     None => Vec::new(),
                 };
                 (s.configured.is_some() || s.stored.is_some()).then(|| HookStatus {
@@ -441,6 +462,11 @@ impl Plugins {
     fn metrics(&self, tenant: &Arc<str>, hook: Hook) -> Arc<HookMetrics> {
         let mut slots = self.slots.write().expect("plugin slots lock");
         slots.entry((tenant.clone(), hook)).or_default().metrics.clone()
+    }
+
+    /// What the runtime holds, for `/metrics`.
+    pub(crate) fn components(&self) -> crate::metrics::PluginComponents {
+        self.runtime.components()
     }
 
     /// Every hook's metrics, for `/metrics`.

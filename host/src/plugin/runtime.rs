@@ -1,12 +1,13 @@
 //! The wasmtime engine shared by every plugin: pooling allocator, epoch interruption, a
 //! linker that grants only the `host` interface and a WASI with nothing in it, and a
-//! compile cache keyed by the component's sha256.
+//! compile cache keyed by the component's sha256: in memory for the versions that run, on
+//! disk (`artifacts`) for every version the control plane still names.
 //!
 //! Guest code runs on fibers inside the async tasks that call it (no hand-off to another
 //! thread), so the WASI imports are the async ones: a guest waiting in one waits on the
 //! async runtime, not on a thread.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
@@ -16,6 +17,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use super::artifacts::Artifacts;
 use super::bindings::{StoreState, auth, route, transform, v0_1};
 use super::budget::TICK;
 use super::compat::Versioned;
@@ -78,9 +80,13 @@ pub(crate) struct Runtime {
     pub engine: Engine,
     linker: Linker<StoreState>,
     pub limits: PluginLimits,
-    /// Compiled components by sha256, so re-uploads and rollbacks skip compilation. Held
-    /// only while looking up or inserting, never across a compilation.
+    /// Compiled components by sha256, so re-uploads skip compilation: those a loaded
+    /// version uses. Held only while looking up or inserting, never across a compilation.
     cache: Mutex<HashMap<String, Arc<Compiled>>>,
+    /// Every compiled component a slot still names, on disk, so a rollback skips it too.
+    artifacts: Artifacts,
+    compiled: AtomicU64,
+    restored: AtomicU64,
     /// Shared with the epoch ticker.
     clock: Arc<Clock>,
     /// The epoch ticker.
@@ -130,6 +136,8 @@ impl Drop for Ticking<'_> {
 
 impl Runtime {
     pub(crate) fn new(limits: PluginLimits) -> Result<Arc<Self>, PluginError> {
+        let parent = limits.artifacts_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let artifacts = Artifacts::create(&parent).map_err(|e| PluginError::Artifacts { dir: parent, source: e })?;
         let mut pool = PoolingAllocationConfig::default();
         let instances = limits.max_instances;
         pool.total_component_instances(instances)
@@ -157,7 +165,20 @@ impl Runtime {
         let clock = Arc::new(Clock::default());
         let ticker = spawn_ticker(&engine, clock.clone())?;
         let breaker_listener = OnceLock::new();
-        Ok(Arc::new(Self { engine, linker, limits, cache: Mutex::default(), clock, ticker, breaker_listener }))
+        let cache = Mutex::default();
+        let (compiled, restored) = (AtomicU64::new(0), AtomicU64::new(0));
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            limits,
+            cache,
+            artifacts,
+            compiled,
+            restored,
+            clock,
+            ticker,
+            breaker_listener,
+        }))
     }
 
     /// Makes the epoch clock, which every call deadline is measured against, tick until the
@@ -177,9 +198,50 @@ impl Runtime {
         self.cache.lock().expect("plugin cache lock").get(hash).cloned()
     }
 
-    /// Forgets compiled components no plugin version uses any more.
-    pub(crate) fn retain(&self, in_use: &std::collections::HashSet<&str>) {
+    /// Whether the component with sha256 `hash` can be loaded without its bytes.
+    pub(crate) fn available(&self, hash: &str) -> bool {
+        self.cached(hash).is_some() || self.artifacts.has(hash)
+    }
+
+    /// The bytes of the component with sha256 `hash`, if this node compiled it and a slot
+    /// still names it.
+    pub(crate) fn wasm(&self, hash: &str) -> Option<bytes::Bytes> {
+        self.cached(hash).map(|c| c.wasm.clone()).or_else(|| self.artifacts.wasm(hash))
+    }
+
+    /// Forgets compiled components no loaded version uses (`in_use`), and removes from disk
+    /// those no slot names (`named`).
+    pub(crate) fn retain(&self, in_use: &HashSet<&str>, named: &HashSet<&str>) {
         self.cache.lock().expect("plugin cache lock").retain(|hash, _| in_use.contains(hash.as_str()));
+        self.artifacts.retain(named);
+    }
+
+    /// The component with sha256 `hash` as this node compiled it before, from disk: loading
+    /// it takes milliseconds where compiling takes up to seconds.
+    pub(crate) fn restore(&self, hash: &str) -> Option<Arc<Compiled>> {
+        if let Some(hit) = self.cached(hash) {
+            return Some(hit);
+        }
+        let component = self.artifacts.component(&self.engine, hash)?;
+        let wasm = self.artifacts.wasm(hash)?;
+        let pre = self.linker.instantiate_pre(&component).ok()?;
+        self.restored.fetch_add(1, SeqCst);
+        Some(self.insert(Compiled { exports: Exports::of(&pre), hash: hash.to_owned(), wasm, pre }))
+    }
+
+    pub(crate) fn components(&self) -> crate::metrics::PluginComponents {
+        crate::metrics::PluginComponents {
+            in_memory: self.cache.lock().expect("plugin cache lock").len(),
+            on_disk: self.artifacts.len(),
+            compiled: self.compiled.load(SeqCst),
+            restored: self.restored.load(SeqCst),
+        }
+    }
+
+    fn insert(&self, compiled: Compiled) -> Arc<Compiled> {
+        let compiled = Arc::new(compiled);
+        self.cache.lock().expect("plugin cache lock").insert(compiled.hash.clone(), compiled.clone());
+        compiled
     }
 
     /// Compiles `wasm` (a component; precompiled native code is never accepted), links it,
@@ -200,9 +262,11 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| PluginError::rejected("imports something the host does not provide: ", e))?;
-        let compiled = Arc::new(Compiled { exports: Exports::of(&pre), hash: hash.clone(), wasm, pre });
-        self.cache.lock().expect("plugin cache lock").insert(hash, compiled.clone());
-        Ok(compiled)
+        self.compiled.fetch_add(1, SeqCst);
+        if let Err(e) = self.artifacts.keep(&hash, &wasm, &component) {
+            tracing::warn!(hash, "compiled plugin not kept on disk (a rollback to it compiles it again): {e:#}");
+        }
+        Ok(self.insert(Compiled { exports: Exports::of(&pre), hash, wasm, pre }))
     }
 }
 

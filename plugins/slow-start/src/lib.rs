@@ -1,7 +1,9 @@
 //! Test plugin: a transform whose first call in an instance spins for about ten million
-//! steps (some milliseconds of CPU, as a language runtime sets itself up on first use); every
-//! later call is quick. Each call rewrites the payload to `{"call": n}`, n counting the
-//! calls this instance has served; a payload with a `trap` field makes it trap instead.
+//! steps (some milliseconds of CPU, as a language runtime sets itself up on first use),
+//! unless the payload has a `quick` field; every later call is quick. Each call rewrites the
+//! payload to `{"call": n}`, n counting the calls this instance has served. It traps instead
+//! when the payload has a `trap` field, or a `trap_on_even` field and n is even (so a retry
+//! on a fresh instance, whose n is 1, succeeds).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -15,11 +17,16 @@ struct SlowStart;
 
 impl Transformer for SlowStart {
     fn transform(mut ev: Event) -> Transform {
-        if ev.json().is_ok_and(|data| data.get("trap").is_some()) {
+        let data = ev.json().unwrap_or_default();
+        let has = |field: &str| data.get(field).is_some();
+        if has("trap") {
             panic!("slow-start: asked to trap");
         }
         let call = CALLS.fetch_add(1, Relaxed) + 1;
-        if call == 1 {
+        if has("trap_on_even") && call % 2 == 0 {
+            panic!("slow-start: asked to trap on an even call");
+        }
+        if call == 1 && !has("quick") {
             let mut x: u64 = 0;
             for _ in 0..SET_UP_STEPS {
                 x = std::hint::black_box(x.wrapping_add(1));
