@@ -991,6 +991,19 @@ pub struct LimitOverrides {
     pub max_event_bytes: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_devices: Option<usize>,
+    /// Deadline of the tenant's `authenticate` calls instead of `plugins.auth_deadline`.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "20ms")]
+    pub plugin_auth_deadline: Option<Duration>,
+    /// Deadline of the tenant's `transform` and `route` calls instead of
+    /// `plugins.hook_deadline`.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "20ms")]
+    pub plugin_hook_deadline: Option<Duration>,
+    /// Linear memory cap of one of the tenant's plugin instances, at most (and by default)
+    /// `plugins.memory_limit_bytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugin_memory_bytes: Option<usize>,
 }
 
 impl TenantLimits {
@@ -1281,6 +1294,7 @@ impl Config {
         let mut pusher = HashSet::new();
         for (id, t) in &self.tenants {
             t.validate(id)?;
+            self.plugins.check(&format!("tenants.{id}.limits"), &t.limits)?;
             if !keys.insert(t.publish_key.as_str()) {
                 return Err(invalid(format!("tenants.{id}.publish_key"), "is already used by another tenant"));
             }
@@ -1328,6 +1342,34 @@ impl ConnectionConfig {
 }
 
 impl PluginLimits {
+    /// These limits with a tenant's overrides applied (checked by [`Self::check`]).
+    pub(crate) fn with(&self, o: &LimitOverrides) -> Self {
+        Self {
+            auth_deadline: o.plugin_auth_deadline.unwrap_or(self.auth_deadline),
+            hook_deadline: o.plugin_hook_deadline.unwrap_or(self.hook_deadline),
+            memory_limit_bytes: o.plugin_memory_bytes.unwrap_or(self.memory_limit_bytes),
+            ..self.clone()
+        }
+    }
+
+    /// Checks a tenant's plugin overrides against this node's limits; `key` names the
+    /// tenant's `limits` table. An instance's memory slot is the node's cap, so a tenant's
+    /// may only be lower.
+    pub(crate) fn check(&self, key: &str, o: &LimitOverrides) -> Result<(), ConfigError> {
+        let deadlines =
+            [("plugin_auth_deadline", o.plugin_auth_deadline), ("plugin_hook_deadline", o.plugin_hook_deadline)];
+        if let Some((name, _)) = deadlines.iter().find(|(_, d)| d.is_some_and(|d| d < Duration::from_millis(1))) {
+            return Err(invalid(format!("{key}.{name}"), "must be at least 1ms"));
+        }
+        match o.plugin_memory_bytes {
+            Some(m) if !(1024 * 1024..=self.memory_limit_bytes).contains(&m) => Err(invalid(
+                format!("{key}.plugin_memory_bytes"),
+                format!("must be between 1048576 and plugins.memory_limit_bytes ({})", self.memory_limit_bytes),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if self.auth_deadline.is_zero() || self.hook_deadline.is_zero() {
             return Err(invalid("plugins.hook_deadline", "plugin deadlines must be greater than zero"));

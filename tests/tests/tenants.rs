@@ -69,6 +69,10 @@ async fn configured_tenants_are_read_only_and_bad_requests_name_the_field() -> a
     let (status, body) =
         admin(host.addr, "POST", "", json!({ "id": "x", "history": { "size": 0, "acks": true } })).await?;
     assert_eq!((status, body["error"]["field"].clone()), (400, json!("history.acks")), "{body}");
+    // A tenant's plugin instances live in the node's memory slots: its cap may only be lower.
+    let over = json!({ "id": "x", "limits": { "plugin_memory_bytes": 64 << 20 } });
+    let (status, body) = admin(host.addr, "POST", "", over).await?;
+    assert_eq!((status, body["error"]["field"].clone()), (400, json!("limits.plugin_memory_bytes")), "{body}");
     let (status, body) = admin(host.addr, "POST", "", json!({ "id": "x", "colour": 1 })).await?;
     assert_eq!((status, body["error"]["code"].clone()), (400, json!("invalid_field")));
     let (status, _) = Req::get("/v1/admin/tenants").key("demo-key").body(Vec::new().into()).reply(host.addr).await?;

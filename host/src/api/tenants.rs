@@ -105,7 +105,7 @@ pub(super) async fn create(
     let new: NewTenant = parse_json(&body)?;
     let (id, settings) = settings(new);
     let (publish_key, management_key) = (secret("pk")?, secret("mk")?);
-    check(&id, &settings, &publish_key)?;
+    check(&app, &id, &settings, &publish_key)?;
     let stored = StoredTenant {
         settings,
         publish_keys: vec![StoredKey { sha256: KeyDigest::of(&publish_key).to_hex(), expires_at: None }],
@@ -246,7 +246,7 @@ pub(super) async fn patch(
         let stored = state.tenants.get_mut(&id).ok_or_else(|| unknown(&id))?;
         let mut settings = stored.settings.clone();
         patch.clone().apply_to(&mut settings);
-        check(&id, &settings, VALIDATION_KEY)?;
+        check(&app, &id, &settings, VALIDATION_KEY)?;
         stored.settings = settings;
         stored.revision += 1;
         Ok(state.version + 1)
@@ -402,12 +402,15 @@ fn settings(new: NewTenant) -> (String, TenantSettings) {
 }
 
 /// The same rules as a tenant in `config.toml`, errors naming the field.
-fn check(id: &str, settings: &TenantSettings, publish_key: &str) -> Result<(), ApiError> {
+fn check(app: &App, id: &str, settings: &TenantSettings, publish_key: &str) -> Result<(), ApiError> {
     if !valid_tenant_id(id) {
         let message = "tenant ids are 1-64 characters of a-z, 0-9, '-' and '_'";
         return Err(crate::ingest::FieldError { field: "id".into(), message: message.into() }.into());
     }
-    settings.config(publish_key.to_owned()).validate(id).map_err(|e| {
+    let config = settings.config(publish_key.to_owned());
+    let checked =
+        config.validate(id).and_then(|()| app.config().plugins.check(&format!("tenants.{id}.limits"), &config.limits));
+    checked.map_err(|e| {
         let (field, message) = match e {
             crate::config::ConfigError::Invalid { key, message } => {
                 (key.trim_start_matches(&format!("tenants.{id}.")).to_owned(), message)
@@ -710,7 +713,7 @@ async fn change_push(app: &App, id: &str, f: impl Fn(&mut PushConfig)) -> Result
         let mut settings = stored.settings.clone();
         f(&mut settings.push);
         if settings.push != stored.settings.push {
-            check(id, &settings, VALIDATION_KEY)?;
+            check(app, id, &settings, VALIDATION_KEY)?;
             stored.settings = settings;
             stored.revision += 1;
         }

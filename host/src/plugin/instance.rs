@@ -20,6 +20,7 @@ use super::budget::TICK;
 use super::budget::{Budget, CallClock, CpuMeter, Verdict, bounded};
 use super::compat::{self, Versioned};
 use super::memory::MemoryCaps;
+use super::quota::PluginQuota;
 use super::runtime::{BreakerTurn, Compiled, Exports, Runtime};
 use super::version::{Provenance, VersionState};
 use super::{CallError, FailurePolicy, Hook};
@@ -95,6 +96,8 @@ pub(crate) struct LoadedPlugin {
     pub calls: AtomicU64,
     pub failures: AtomicU64,
     metrics: Arc<HookMetrics>,
+    /// The tenant's deadlines and memory cap, read at each call and instantiation.
+    quota: Arc<PluginQuota>,
 }
 
 impl LoadedPlugin {
@@ -105,6 +108,7 @@ impl LoadedPlugin {
         compiled: Arc<Compiled>,
         provenance: Provenance,
         metrics: Arc<HookMetrics>,
+        quota: Arc<PluginQuota>,
     ) -> Result<Self, CallError> {
         let label = format!("{}@{}", hook.as_str(), &compiled.hash[..12]).into();
         let Provenance { config, on_failure, installed_at, source } = provenance;
@@ -124,6 +128,7 @@ impl LoadedPlugin {
             calls: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             metrics,
+            quota,
         };
         // Instantiating once checks the export's types against the hook's signature.
         let warm = plugin.instantiate().await?;
@@ -164,12 +169,11 @@ impl LoadedPlugin {
     }
 
     async fn instantiate(&self) -> Result<Warm, CallError> {
-        let limits = &self.runtime.limits;
         let state = StoreState {
             tenant: self.tenant.clone(),
             plugin: self.label.clone(),
             config: self.config.clone(),
-            limits: MemoryCaps::new(limits.memory_limit_bytes),
+            limits: MemoryCaps::new(self.quota.memory_bytes()),
             wasi: WasiCtxBuilder::new().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build(),
             table: ResourceTable::new(),
             clock: CallClock::new(),
@@ -197,8 +201,7 @@ impl LoadedPlugin {
     }
 
     fn deadline(&self) -> Duration {
-        let l = &self.runtime.limits;
-        if self.hook == Hook::Auth { l.auth_deadline } else { l.hook_deadline }
+        self.quota.deadline(self.hook)
     }
 
     fn setup_budget(&self) -> Duration {

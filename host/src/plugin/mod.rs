@@ -10,6 +10,7 @@
 //! - `artifacts`: compiled components kept on disk for versions that do not run.
 //! - `instance`: one loaded plugin version with warm instances and a circuit breaker.
 //! - `memory`: an instance's caps, and whether its memory has grown near them.
+//! - `quota`: a tenant's deadlines and instance memory cap (the node's, with its overrides).
 //! - `version`: what the control plane keeps of a version and of a changed hook slot.
 //! - this module: the hook slots of every tenant on this node, made to match the control-plane
 //!   state; the calls themselves are in `hooks`, run in the calling task.
@@ -22,6 +23,7 @@ pub(crate) mod hooks;
 pub(crate) mod instance;
 mod memory;
 mod push;
+mod quota;
 pub(crate) mod runtime;
 pub(crate) mod version;
 
@@ -38,6 +40,7 @@ use crate::config::{Config, FailurePolicy, PluginConfig};
 pub(crate) use crate::hook::Hook;
 use crate::metrics::HookMetrics;
 use crate::tenant::Tenants;
+use quota::PluginQuota;
 
 /// Why a plugin could not be installed.
 #[derive(Debug, thiserror::Error)]
@@ -177,6 +180,9 @@ pub(crate) struct Plugins {
     /// Serialises `sync` (held across compiling and instantiating), so two states are never
     /// applied over each other.
     syncing: tokio::sync::Mutex<()>,
+    /// Each tenant's plugin limits, shared with its loaded versions; set from the tenant
+    /// registry by [`Plugins::limit`]. Locked only to look up or insert.
+    quotas: RwLock<HashMap<Arc<str>, Arc<PluginQuota>>>,
 }
 
 impl Plugins {
@@ -186,7 +192,9 @@ impl Plugins {
             runtime: Runtime::new(config.plugins.clone())?,
             slots: RwLock::default(),
             syncing: tokio::sync::Mutex::default(),
+            quotas: RwLock::default(),
         };
+        plugins.limit(tenants);
         for tenant in tenants.all() {
             for (&hook, pc) in &tenant.config.plugins {
                 let plugin = plugins.load_configured(&tenant.id, hook, pc, &config.base_dir).await.map_err(|e| {
@@ -261,10 +269,11 @@ impl Plugins {
                 hook.as_str()
             )));
         }
-        let metrics = self.metrics(tenant, hook);
-        let plugin = LoadedPlugin::new(self.runtime.clone(), tenant.clone(), hook, compiled, provenance, metrics)
-            .await
-            .map_err(|e| PluginError::Invalid { reason: e.to_string(), source: Some(Box::new(e)) })?;
+        let (metrics, quota) = (self.metrics(tenant, hook), self.quota(tenant));
+        let plugin =
+            LoadedPlugin::new(self.runtime.clone(), tenant.clone(), hook, compiled, provenance, metrics, quota)
+                .await
+                .map_err(|e| PluginError::Invalid { reason: e.to_string(), source: Some(Box::new(e)) })?;
         Ok(Arc::new(plugin))
     }
 
@@ -305,6 +314,7 @@ impl Plugins {
         blobs: &HashMap<String, bytes::Bytes>,
     ) -> Vec<PluginError> {
         let _one = self.syncing.lock().await;
+        self.limit(tenants);
         let applied = self.applied();
         let wanted = state.iter().flat_map(|(t, slots)| slots.keys().map(move |h| (t.as_str(), *h)));
         let keys: BTreeSet<(&str, Hook)> = wanted.chain(applied.keys().map(|(t, h)| (&**t, *h))).collect();
@@ -461,6 +471,29 @@ impl Plugins {
         let slots = self.slots.read().expect("plugin slots lock");
         let active = |hook| slots.get(&(tenant.clone(), hook)).and_then(Slot::active).map(|p| Running::of(hook, p));
         Hook::ALL.into_iter().filter_map(active).collect()
+    }
+
+    /// Gives every tenant of `tenants` its plugin limits (changed in place for the versions
+    /// loaded), and forgets those of tenants gone.
+    fn limit(&self, tenants: &Tenants) {
+        let node = &self.runtime.limits;
+        let mut quotas = self.quotas.write().expect("plugin quotas lock");
+        let all = tenants.all();
+        for t in &all {
+            let limits = node.with(&t.config.limits);
+            match quotas.get(&t.id) {
+                Some(quota) => quota.set(&limits),
+                None => drop(quotas.insert(t.id.clone(), Arc::new(PluginQuota::new(&limits)))),
+            }
+        }
+        let present: HashSet<&str> = all.iter().map(|t| &*t.id).collect();
+        quotas.retain(|id, _| present.contains(&**id));
+    }
+
+    /// The plugin limits of `tenant` (the node's until [`Self::limit`] has seen it).
+    fn quota(&self, tenant: &Arc<str>) -> Arc<PluginQuota> {
+        let mut quotas = self.quotas.write().expect("plugin quotas lock");
+        quotas.entry(tenant.clone()).or_insert_with(|| Arc::new(PluginQuota::new(&self.runtime.limits))).clone()
     }
 
     fn metrics(&self, tenant: &Arc<str>, hook: Hook) -> Arc<HookMetrics> {
