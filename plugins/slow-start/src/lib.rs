@@ -32,7 +32,7 @@ impl Transformer for SlowStart {
             panic!("slow-start: asked to trap");
         }
         let call = CALLS.fetch_add(1, Relaxed) + 1;
-        if has("trap_on_even") && call % 2 == 0 {
+        if has("trap_on_even") && call.is_multiple_of(2) {
             panic!("slow-start: asked to trap on an even call");
         }
         if call == 1 && !has("quick") {
