@@ -123,7 +123,7 @@ test("the dashboard signs in, and shows node health, charts, tenants, plugins wi
     return row?.[5] === "active on 1 node" && row[6] === "1";
   }, STEP_MS);
   let row = await pluginRow(page, "transform");
-  assert.equal(row[3], "skip");
+  assert.equal(row[3], "retry", "the default failure policy");
   assert.equal(row[4], "fields");
   assert.match(row[2], /^uploaded .* · [0-9a-f]{8}$/, "a version is its time and hash, not a bare hash");
   assert.equal(row[8], "none", "no earlier version yet");
