@@ -58,10 +58,12 @@ echo "after the publishes: host RSS $(($(rss_kib "$host_pid") / 1024)) MiB"
 # Every tenant at once: PUBLISHERS background loops, each over its share of the tenants.
 before=$(ticks "$host_pid")
 started=$(date +%s.%N)
+loops=()
 for p in $(seq 0 $((publishers - 1))); do
   (for i in $(seq $((p + 1)) "$publishers" "$tenants"); do rate "t$i" > /dev/null; done) &
+  loops+=($!)
 done
-wait
+wait "${loops[@]}"
 elapsed=$(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN {print e - s}')
 cpu=$(( $(ticks "$host_pid") - before ))
 echo "all $tenants tenants from $publishers connections at once: $(awk -v n=$((tenants * events)) -v t="$elapsed" 'BEGIN {printf "%.0f", n / t}') publishes/s, host CPU $(awk -v c="$cpu" -v h="$hz" -v n=$((tenants * events)) 'BEGIN {printf "%.1f", c * 1e6 / h / n}') us per publish"
