@@ -9,7 +9,7 @@
 #   start_nodes N TENANT BROKER [EXTRA]
 #                        starts N hosts sharing BROKER (a [broker] table: redis_broker);
 #                        sets node_pids, node_ports and urls; sum_metric NAME sums over them
-#   demo_config, ticks, rss_kib, measure_load: see each below
+#   demo_config, plugin_host, upload_plugin, ticks, rss_kib, measure_load: see each below
 # Scripts set `work` (a temp dir) and `port`, and stop what they started with stop_all.
 
 # Every connection of a benchmark comes from a handful of loopback addresses: no limits per
@@ -98,6 +98,25 @@ start_redis() {
   redis_pid=$!
   for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && return 0; sleep 0.1; done
   echo "redis-server did not start:"; cat "$work/redis.log"; return 1
+}
+
+# plugin_host TENANT...: starts one host on a free $port (warn logs, the bench admin token)
+# with the given tenants (publish key TENANT-publish-key, no plugins), as start_host does.
+plugin_host() {
+  port=$(free_port)
+  printf '[server]\nlisten = "127.0.0.1:%s"\nadmin_token = "%s"\n[log]\nlevel = "warn"\n' "$port" "$bench_admin" \
+    > "$work/config.toml"
+  local t
+  for t in "$@"; do printf '[tenants.%s]\npublish_key = "%s-publish-key"\n' "$t" "$t" >> "$work/config.toml"; done
+  start_host "$work/config.toml"
+}
+
+# upload_plugin TENANT FILE [CONFIG]: PUTs FILE as TENANT's transform on the host on $port
+# (plugin config CONFIG, default {"fields":"ssn"}) and prints the request's time in seconds.
+upload_plugin() {
+  local config=${3:-'{"fields":"ssn"}'}
+  curl -sf -o /dev/null -w '%{time_total}' -X PUT -H "authorization: Bearer $bench_admin" \
+    -H "notify-plugin-config: $config" --data-binary "@$2" "http://127.0.0.1:$port/v1/admin/tenants/$1/plugins/transform"
 }
 
 # demo_config [EXTRA]: writes $work/config.toml for one host on $port: warn logs, tenant

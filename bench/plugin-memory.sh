@@ -17,18 +17,7 @@ source bench/common.sh
 work=$(mktemp -d)
 host_pid=""
 trap 'stop_all "$host_pid"' EXIT
-admin=$bench_admin
-port=$(free_port)
-cat > "$work/config.toml" <<TOML
-[server]
-listen = "127.0.0.1:$port"
-admin_token = "$admin"
-[log]
-level = "warn"
-[tenants.js]
-publish_key = "js-publish-key"
-TOML
-start_host "$work/config.toml"
+plugin_host js
 base="http://127.0.0.1:$port/v1/admin/tenants/js/plugins/transform"
 
 # version N: redact_js.wasm with a custom section naming N appended.
@@ -52,7 +41,7 @@ done
 # step LABEL METHOD URL [FILE]: one admin request, its time, and host RSS 2 s later.
 step() {
   local took
-  took=$(curl -sf -o /dev/null -w '%{time_total}' -X "$2" -H "authorization: Bearer $admin" \
+  took=$(curl -sf -o /dev/null -w '%{time_total}' -X "$2" -H "authorization: Bearer $bench_admin" \
     -H 'notify-plugin-config: {"fields":"ssn"}' ${4:+--data-binary "@$4"} "$3")
   sleep 2
   printf '%-24s %7.3f s, host RSS %4d MiB\n' "$1" "$took" $(($(rss_kib "$host_pid") / 1024))

@@ -22,29 +22,13 @@ source bench/common.sh
 work=$(mktemp -d)
 host_pid=""
 trap 'stop_all "$host_pid"' EXIT
-admin=$bench_admin
 declare -A wasm=(
   [rust]=plugins/target/wasm32-wasip2/release/redact.wasm
   [js]=plugins/target/components/redact_js.wasm
   [py]=plugins/target/components/redact_py.wasm
 )
-
-port=$(free_port)
-cat > "$work/config.toml" <<TOML
-[server]
-listen = "127.0.0.1:$port"
-admin_token = "$admin"
-[log]
-level = "warn"
-TOML
-for t in rust js py; do
-  printf '[tenants.%s]\npublish_key = "%s-publish-key"\n' "$t" "$t" >> "$work/config.toml"
-done
-start_host "$work/config.toml"
-for t in rust js py; do
-  curl -sf -o /dev/null -X PUT -H "authorization: Bearer $admin" -H 'notify-plugin-config: {"fields":"ssn"}' \
-    --data-binary "@${wasm[$t]}" "http://127.0.0.1:$port/v1/admin/tenants/$t/plugins/transform"
-done
+plugin_host rust js py
+for t in rust js py; do upload_plugin "$t" "${wasm[$t]}" > /dev/null; done
 
 # tail TENANT BEFORE AFTER: quantiles of the calls between two scrapes.
 tail_of() {

@@ -18,28 +18,13 @@ source bench/common.sh
 work=$(mktemp -d)
 host_pid=""
 trap 'stop_all "$host_pid"' EXIT
-admin=$bench_admin
-port=$(free_port)
-cat > "$work/config.toml" <<TOML
-[server]
-listen = "127.0.0.1:$port"
-admin_token = "$admin"
-[log]
-level = "warn"
-TOML
-for i in $(seq 0 "$tenants"); do
-  printf '[tenants.t%s]\npublish_key = "t%s-publish-key"\n' "$i" "$i" >> "$work/config.toml"
-done
-start_host "$work/config.toml"
+plugin_host $(seq -f 't%g' 0 "$tenants")
 wasm=plugins/target/components/redact_js.wasm
 
 echo "date: $(date -u +%F), commit: $(git rev-parse --short HEAD), rustc: $(rustc --version | cut -d' ' -f2), cores: $(nproc)"
 echo "started: host RSS $(($(rss_kib "$host_pid") / 1024)) MiB"
 started=$(date +%s.%N)
-for i in $(seq "$tenants"); do
-  curl -sf -o /dev/null -X PUT -H "authorization: Bearer $admin" -H 'notify-plugin-config: {"fields":"ssn"}' \
-    --data-binary "@$wasm" "http://127.0.0.1:$port/v1/admin/tenants/t$i/plugins/transform"
-done
+for i in $(seq "$tenants"); do upload_plugin "t$i" "$wasm" > /dev/null; done
 took=$(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN {printf "%.1f", e - s}')
 sleep 2
 echo "$tenants uploads in $took s: host RSS $(($(rss_kib "$host_pid") / 1024)) MiB"
