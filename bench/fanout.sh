@@ -12,6 +12,8 @@
 #   HOST_BIN=path/to/notify-host bench/fanout.sh               (measure another build)
 #   DEFLATE=1 bench/fanout.sh   (notify again with permessage-deflate on every connection:
 #                                the generator offers it and inflates what arrives)
+#   SSE=1 bench/fanout.sh       (notify again with every subscriber on a Server-Sent Events
+#                                stream instead of a WebSocket)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 subs=${1:-10000}
@@ -50,6 +52,13 @@ if [ -n "${DEFLATE:-}" ]; then
   start_host "$work/config.toml"
   measure notify-deflate "$host_pid" "ws://127.0.0.1:$port/v1/ws/demo" "http://127.0.0.1:$port/v1/publish" --deflate true
   echo "notify-deflate: $(enqueue_mean); $(scrape | grep -E '^notify_(frames_compressed|compression_(bytes|seconds))_total' | tr '\n' ' ')"
+  kill "$host_pid"; wait "$host_pid" 2>/dev/null || true; host_pid=""
+fi
+
+if [ -n "${SSE:-}" ]; then
+  start_host "$work/config.toml"
+  measure notify-sse "$host_pid" "http://127.0.0.1:$port/v1/sse/demo" "http://127.0.0.1:$port/v1/publish" --transport sse
+  echo "notify-sse: $(enqueue_mean)"
   kill "$host_pid"; wait "$host_pid" 2>/dev/null || true; host_pid=""
 fi
 

@@ -12,7 +12,7 @@
 //! notify-load fanout    --url WS_URL[,WS_URL...] --publish HTTP_URL --key KEY [--connections N]
 //!                       [--events N] [--rate EVENTS_PER_SEC] [--payload BYTES] [--attribute k=v]...
 //!                       [--token-secret S] [--claim k=v]... [--publishers N]
-//!                       [--channel NAME [--delta true]]
+//!                       [--channel NAME [--delta true]] [--transport sse]
 //! notify-load targeted  --url WS_URL --publish BATCH_URL --key KEY [--connections N] [--events N]
 //!                       [--batch N] [--rate EVENTS_PER_SEC] [--payload BYTES]
 //! notify-load publish   --publish HTTP_URL --key KEY [--events N] [--payload BYTES] [--publishers N]
@@ -63,6 +63,9 @@
 //! or paced at `--rate` events per second, and reports events per second and the latency
 //! percentiles of every delivery.
 //!
+//! `--transport sse` (`subscribe`, `fanout`) reads Server-Sent Events streams instead
+//! (`--url http://HOST:PORT/v1/sse/TENANT`), each event from its message's `data`.
+//!
 //! `sse-idle` is `idle` over Server-Sent Events (`--url http://HOST:PORT/v1/sse/TENANT`): each
 //! stream is open once its first chunk (the welcome) arrived.
 //!
@@ -93,7 +96,7 @@ use tokio::task::JoinHandle;
 
 use connect::{open_all, open_sse, open_ws, report_connected};
 use events::{Publisher, now_us, summary};
-use receive::{Resume, Shared, lock, spawn_reader};
+use receive::{Resume, Shared, lock, spawn_reader, spawn_sse_reader};
 
 #[derive(Default)]
 struct Args {
@@ -132,6 +135,8 @@ struct Args {
     channel: Option<String>,
     /// With `channel`: publish them with `delta`.
     delta: bool,
+    /// `subscribe` and `fanout` read Server-Sent Events streams (`--url http://...`).
+    sse: bool,
 }
 
 fn pair(s: &str) -> anyhow::Result<(String, String)> {
@@ -195,6 +200,13 @@ fn parse(args: &[String]) -> anyhow::Result<(String, Args)> {
             "--churn" => a.churn = v.parse()?,
             "--channel" => a.channel = Some(v.clone()),
             "--delta" => a.delta = v.parse().context("--delta is true or false")?,
+            "--transport" => {
+                a.sse = match v.as_str() {
+                    "ws" => false,
+                    "sse" => true,
+                    _ => bail!("--transport is ws or sse"),
+                }
+            }
             "--deflate" => {
                 let offer = v.parse().context("--deflate is true or false")?;
                 connect::OFFER_DEFLATE.store(offer, std::sync::atomic::Ordering::Relaxed);
@@ -274,6 +286,14 @@ fn report_received(a: &Args, tally: &Shared, opened: usize) -> anyhow::Result<St
 /// would not answer pings, and its server would close it).
 async fn open_readers(a: &Args, tally: &Shared) -> anyhow::Result<(Vec<JoinHandle<()>>, Duration)> {
     let (events, resume) = (a.events, a.resume);
+    if a.sse {
+        anyhow::ensure!(!resume, "--resume is for WebSocket readers");
+        return open_all(a, |url, source| {
+            let tally = tally.clone();
+            async move { Ok(spawn_sse_reader(open_sse(url, source).await?, events, tally)) }
+        })
+        .await;
+    }
     let fallback: std::sync::Arc<[String]> = a.fallback.clone().into();
     open_all(a, |url, source| {
         let tally = tally.clone();

@@ -114,6 +114,33 @@ pub(crate) fn spawn_reader(
     })
 }
 
+/// Reads an SSE stream's `body` until it ends, recording events numbered below `events`
+/// from each message's `data`, as `spawn_reader` does from WebSocket frames.
+pub(crate) fn spawn_sse_reader(
+    body: hyper::body::Incoming,
+    events: usize,
+    tally: Shared,
+) -> tokio::task::JoinHandle<()> {
+    use http_body_util::BodyExt as _;
+    tokio::spawn(async move {
+        let mut reader = Reader { seen: vec![0u64; events.div_ceil(64)], events, received: 0, position: None };
+        let (mut body, mut buf) = (body, String::new());
+        while let Some(Ok(frame)) = body.frame().await {
+            let Ok(chunk) = frame.into_data() else { continue };
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buf.find("\n\n") {
+                let message: String = buf.drain(..end + 2).collect();
+                let data: Vec<&str> = message.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+                reader.record(&data.join("\n"), &tally);
+            }
+        }
+        let mut t = lock(&tally);
+        if reader.received < events {
+            t.ended += 1;
+        }
+    })
+}
+
 /// One connection's reading state, kept across reconnects.
 struct Reader {
     /// A bit per event number received.

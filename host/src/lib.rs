@@ -43,6 +43,7 @@ mod server;
 mod session;
 mod sse;
 mod stream;
+mod takeover;
 mod tenant;
 mod tls;
 mod trim;

@@ -35,6 +35,7 @@ use crate::drain::Drain;
 use crate::handoff::{self, Predecessor};
 use crate::metrics::HandshakeFailure;
 use crate::plugin::Hook;
+use crate::takeover::{Io, Served};
 use crate::tls::{Secured, Tls};
 
 /// How long plain HTTP connections get to finish once the host stops.
@@ -266,7 +267,7 @@ async fn accept_loop(
                     Ok(accepted) => match &app.edge().tls {
                         None => drop(conns.spawn(serve_http(
                             router.clone(),
-                            tcp,
+                            Io::Plain(tcp),
                             peer,
                             accepted,
                             stop.clone(),
@@ -345,29 +346,30 @@ async fn serve_secured(
     header_timeout: Duration,
 ) {
     match secured.await {
-        Some(Secured::Tls(tls)) => serve_http(router, *tls, peer, accepted, stop, header_timeout).await,
-        Some(Secured::Plain(tcp)) => serve_http(router, tcp, peer, accepted, stop, header_timeout).await,
+        Some(Secured::Tls(tls)) => serve_http(router, Io::Tls(tls), peer, accepted, stop, header_timeout).await,
+        Some(Secured::Plain(tcp)) => serve_http(router, Io::Plain(tcp), peer, accepted, stop, header_timeout).await,
         None => {}
     }
 }
 
-/// Serves one HTTP/1 connection with the router, until it closes, upgrades or the host stops.
-/// The socket's handshake slot is freed with its first answer (a `101` included); its
-/// place in its address's count goes with the socket, or with the WebSocket it upgrades to.
-async fn serve_http<I>(
+/// Serves one HTTP/1 connection with the router, until it closes, upgrades, is taken over
+/// (an SSE stream) or the host stops. The socket's handshake slot is freed with its first
+/// answer (a `101` included); its place in its address's count goes with the socket, or
+/// with the WebSocket or SSE stream it becomes.
+async fn serve_http(
     router: Router,
-    io: I,
+    io: Io,
     peer: SocketAddr,
     accepted: Accepted,
     stop: CancellationToken,
     header_timeout: Duration,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+) {
     let socket = Socket::new(accepted);
+    let (io, takeover) = Served::new(io);
     let service = service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
         req.extensions_mut().insert(socket.clone());
+        req.extensions_mut().insert(takeover.clone());
         let answered = router.clone().oneshot(req);
         let socket = socket.clone();
         async move {

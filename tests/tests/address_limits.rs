@@ -119,6 +119,32 @@ async fn one_address_cannot_take_every_connection() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Opens an SSE stream from `src` on a raw socket and reads up to its welcome.
+async fn stream_from(src: &str, addr: SocketAddr, path: &str) -> anyhow::Result<TcpStream> {
+    let mut tcp = socket_from(src, addr).await?;
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("\"welcome\"") {
+        let mut buf = [0; 1024];
+        let n = tokio::time::timeout(STEP, tcp.read(&mut buf)).await??;
+        anyhow::ensure!(n > 0, "closed before welcome: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    anyhow::ensure!(seen.starts_with(b"HTTP/1.1 200 "), "{}", String::from_utf8_lossy(&seen));
+    Ok(tcp)
+}
+
+#[tokio::test]
+async fn an_sse_stream_holds_its_place_in_its_address_count_until_it_closes() -> anyhow::Result<()> {
+    let host = TestHost::start(&format!("[addresses]\nmax_connections = 1\n{DEMO}")).await?;
+    let stream = stream_from("127.0.0.4", host.addr, "/v1/sse/demo?user=s").await?;
+    let r = refused("127.0.0.4", host.addr, "/v1/ws/demo?user=t", &[]).await?;
+    assert_eq!((r.status, r.code()), (429, "too_many_connections"), "{r:?}");
+    drop(stream);
+    eventually(|| async { Ok(connect_from("127.0.0.4", host.addr, "/v1/ws/demo?user=t", &[]).await?.is_ok()) }).await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_connect_flood_is_rate_limited_per_address() -> anyhow::Result<()> {
     // A token comes back every 1,000 s: the test cannot see one refill.

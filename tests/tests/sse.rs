@@ -202,6 +202,54 @@ async fn a_client_that_stops_reading_is_closed_as_slow() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads from `tcp` until what it received contains `needle`; returns all of it.
+async fn read_until(tcp: &mut tokio::net::TcpStream, seen: &mut Vec<u8>, needle: &str) -> anyhow::Result<String> {
+    use tokio::io::AsyncReadExt as _;
+    while !String::from_utf8_lossy(seen).contains(needle) {
+        let mut buf = [0; 4096];
+        let n = tokio::time::timeout(notify_tests::STEP, tcp.read(&mut buf)).await??;
+        anyhow::ensure!(n > 0, "closed before {needle:?}: {}", String::from_utf8_lossy(seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    Ok(String::from_utf8_lossy(seen).into_owned())
+}
+
+#[tokio::test]
+async fn a_stream_is_the_connection_itself_and_its_end_is_seen_without_a_write() -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let host = TestHost::start(DEMO).await?;
+    let mut tcp = tokio::net::TcpStream::connect(host.addr).await?;
+    let origin = "https://app.example";
+    let request = format!("GET /v1/sse/demo?user=raw HTTP/1.1\r\nHost: {}\r\nOrigin: {origin}\r\n\r\n", host.addr);
+    tcp.write_all(request.as_bytes()).await?;
+    let mut seen = Vec::new();
+    let text = read_until(&mut tcp, &mut seen, "\"welcome\"").await?;
+    let (head, body) = text.split_once("\r\n\r\n").context("a head")?;
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    for line in
+        ["content-type: text/event-stream", "connection: close", &format!("access-control-allow-origin: {origin}")]
+    {
+        assert!(head.contains(line), "{line:?} in {head}");
+    }
+    // No length and no chunks: the stream's bytes follow the head as they are.
+    assert!(!head.contains("transfer-encoding") && !head.contains("content-length"), "{head}");
+    assert!(body.starts_with("id: user:") && body.contains("\ndata: {\"type\":\"welcome\""), "{body}");
+    host.publish_ok(&json!({ "users": ["raw"], "event": "dm", "data": { "n": 1 } })).await?;
+    let text = read_until(&mut tcp, &mut seen, "\"event\":\"dm\"").await?;
+    let event = text.rsplit("\n\n").find(|e| e.contains("\"dm\"")).context("the event")?;
+    let (id, data) = event.split_once('\n').context("id and data")?;
+    let data: Value = serde_json::from_str(data.strip_prefix("data: ").context("data")?)?;
+    let epoch = data["epoch"].as_str().context("epoch")?;
+    assert!(id.starts_with(&format!("id: user:{epoch}:1,broadcast:")), "{event}");
+    assert_eq!((data["type"].as_str(), data["data"].clone()), (Some("event"), json!({ "n": 1 })));
+    assert_eq!(host.metric("notify_connections{tenant=\"demo\"}").await?, 1.0);
+    // The client goes away while the stream is idle: the host notices without writing.
+    drop(tcp);
+    host.wait_metric("notify_connections{tenant=\"demo\"}", |v| v == 0.0).await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn across_nodes_curl_receives_what_another_node_published() -> anyhow::Result<()> {
     let redis = RedisServer::start().await?;

@@ -12,9 +12,11 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 
+use axum::http::StatusCode;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::request::Parts;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::ApiError;
 use super::code::ErrorCode;
@@ -22,12 +24,14 @@ use super::error::ErrorBody;
 use super::extract::{PathParams, read_body};
 use super::handshake::{self, ConnectQuery, Refusal};
 use super::resume;
+use crate::addresses::Socket;
 use crate::app::App;
 use crate::auth::AuthError;
 use crate::backend::HistoryError;
 use crate::refresh::RefreshError;
 use crate::sse::Cursor;
 use crate::stream::Position;
+use crate::takeover::Takeover;
 use crate::tenant::Tenant;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -66,21 +70,48 @@ pub(crate) async fn handle(
         Ok((resume, cursor))
     })
     .await;
-    let mut res = match admitted {
-        Ok((joining, cursor)) => {
-            let body = crate::sse::spawn(&app, joining, cursor);
-            let mut res = Response::new(body);
-            let h = res.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
-            // Tells nginx-style proxies not to buffer the stream.
-            h.insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
+    match admitted {
+        Ok((mut joining, cursor)) => {
+            // None only for a second stream pipelined behind one that took the socket: no
+            // answer can reach its client.
+            let Some(io) = req.extensions.get::<Takeover>().and_then(Takeover::take) else {
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            };
+            // The stream's place in its address's count moves into the session.
+            let socket = req.extensions.get::<Socket>().and_then(Socket::take_hold);
+            joining.admitted = joining.admitted.holding(socket);
+            crate::sse::spawn(&app, joining, cursor, io, head(&req.headers));
+            // What hyper does with this goes nowhere: the socket is the stream's now.
+            Response::new(Body::empty())
+        }
+        Err(refusal) => {
+            let mut res = handshake::refused(&app, &tenant_id, peer, refusal);
+            handshake::readable_by_origin(&req.headers, res.headers_mut());
             res
         }
-        Err(refusal) => handshake::refused(&app, &tenant_id, peer, refusal),
-    };
-    handshake::readable_by_origin(&req.headers, res.headers_mut());
-    res
+    }
+}
+
+/// The stream's answer, up to its first event: no length (the stream ends with the
+/// connection), readable by the page on any origin.
+fn head(request: &HeaderMap) -> Bytes {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
+    // Tells nginx-style proxies not to buffer the stream.
+    headers.insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    handshake::readable_by_origin(request, &mut headers);
+    let mut head = BytesMut::with_capacity(256);
+    head.put_slice(b"HTTP/1.1 200 OK\r\n");
+    for (name, value) in &headers {
+        head.put_slice(name.as_str().as_bytes());
+        head.put_slice(b": ");
+        head.put_slice(value.as_bytes());
+        head.put_slice(b"\r\n");
+    }
+    head.put_slice(b"\r\n");
+    head.freeze()
 }
 
 /// Body of an ack: a position of the user stream.

@@ -7,9 +7,9 @@
 //! sends back resumes all of them at once.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
+use std::fmt::Write;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 
 use crate::protocol::frame;
@@ -106,17 +106,14 @@ impl Cursor {
         before != self.streams.len()
     }
 
-    fn render(&self, out: &mut String) {
+    fn render(&self, out: &mut impl Write) {
         for (i, (stream, p)) in self.streams.iter().enumerate() {
-            out.push_str(if i == 0 { "" } else { "," });
-            match stream {
-                Stream::User => out.push_str("user"),
-                Stream::Broadcast => out.push_str("broadcast"),
-                Stream::Channel(name) => {
-                    out.push_str("channel:");
-                    out.push_str(name);
-                }
-            }
+            let _ = out.write_str(if i == 0 { "" } else { "," });
+            let _ = match stream {
+                Stream::User => out.write_str("user"),
+                Stream::Broadcast => out.write_str("broadcast"),
+                Stream::Channel(name) => write!(out, "channel:{name}"),
+            };
             let _ = write!(out, ":{}:{}", p.epoch, p.offset);
         }
     }
@@ -192,26 +189,37 @@ fn advance(head: Head<'_>, cursor: &mut Cursor) -> bool {
     }
 }
 
-/// Appends the SSE form of one queued frame to `out`, moving `cursor`.
-pub(crate) fn frame(wire: &[u8], cursor: &mut Cursor, out: &mut BytesMut) {
+/// Appends the SSE form of one queued frame to `out`, moving `cursor`. The fields only this
+/// connection sends (`retry`, its cursor as `id`) are written to `fields` and split off it;
+/// the data is the frame's own bytes wherever they need no re-framing (JSON without line
+/// breaks, as the host encodes it), so every stream shares the bytes encoded once.
+pub(crate) fn frame(wire: &Bytes, cursor: &mut Cursor, fields: &mut BytesMut, out: &mut Vec<Bytes>) {
     if wire.first().is_some_and(|b| b & 0x0f == frame::OP_PING) {
-        out.put_slice(b": ping\n\n");
+        out.push(Bytes::from_static(b": ping\n\n"));
         return;
     }
     let json = frame::payload(wire);
-    let mut fields = String::new();
     if let Ok(head) = serde_json::from_slice::<Head<'_>>(json) {
         if let Some(ms) = head.retry_after_ms {
             let _ = writeln!(fields, "retry: {}", ms.max(1));
         }
         if advance(head, cursor) {
-            fields.push_str("id: ");
-            cursor.render(&mut fields);
-            fields.push('\n');
+            fields.put_slice(b"id: ");
+            cursor.render(fields);
+            fields.put_u8(b'\n');
         }
     }
-    out.put_slice(fields.as_bytes());
-    data(json, out);
+    if json.is_empty() || json.iter().any(|b| matches!(b, b'\n' | b'\r')) {
+        data(json, fields);
+        out.push(fields.split().freeze());
+        return;
+    }
+    if !fields.is_empty() {
+        out.push(fields.split().freeze());
+    }
+    out.push(Bytes::from_static(b"data: "));
+    out.push(wire.slice_ref(json));
+    out.push(Bytes::from_static(b"\n\n"));
 }
 
 /// Appends `json` as a `data` event. JSON has line breaks only as whitespace outside
@@ -241,12 +249,13 @@ pub(crate) fn data(json: &[u8], out: &mut BytesMut) {
 mod tests {
     use super::*;
 
-    fn sse(frames: &[bytes::Bytes], cursor: &mut Cursor) -> String {
-        let mut out = BytesMut::new();
+    fn sse(frames: &[Bytes], cursor: &mut Cursor) -> String {
+        let (mut fields, mut out) = (BytesMut::new(), Vec::new());
         for f in frames {
-            frame(f, cursor, &mut out);
+            frame(f, cursor, &mut fields, &mut out);
         }
-        String::from_utf8(out.to_vec()).unwrap()
+        assert!(out.iter().all(|piece| !piece.is_empty()), "no empty pieces");
+        String::from_utf8(out.concat()).unwrap()
     }
 
     #[test]
@@ -282,6 +291,17 @@ mod tests {
         );
         assert_eq!(events.next().unwrap(), ": ping");
         assert_eq!(events.next().unwrap(), "retry: 250\ndata: {\"type\":\"reconnect\",\"retry_after_ms\":250}");
+    }
+
+    #[test]
+    fn the_data_is_the_frames_own_bytes_and_only_the_fields_are_this_connections() {
+        let wire = frame::text(br#"{"type":"event","broadcast":true,"epoch":"b","offset":1,"data":{"x":1}}"#);
+        let (mut fields, mut out) = (BytesMut::new(), Vec::new());
+        frame(&wire, &mut Cursor::default(), &mut fields, &mut out);
+        let json = frame::payload(&wire);
+        let shared = out.iter().filter(|p| p.as_ptr() == json.as_ptr() && p.len() == json.len());
+        assert_eq!(shared.count(), 1, "the JSON is a view of the frame, not a copy");
+        assert_eq!(out[0], "id: broadcast:b:1\n");
     }
 
     #[test]

@@ -16,7 +16,6 @@ use axum::http::Request;
 use axum::http::request::Parts;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
@@ -28,9 +27,9 @@ use crate::metrics::HandshakeFailure;
 use crate::protocol::Dialect;
 use crate::quota::Slots;
 use crate::session::{self, Joining};
+use crate::takeover::{Io, Served};
 use socket::{Plain, Socket, Wire};
 use tls::TlsWire;
-use tokio_rustls::server::TlsStream;
 
 #[cfg(any(test, fuzzing))]
 pub(crate) use conn::on_text;
@@ -99,22 +98,19 @@ async fn upgrade(app: &App, conn: &Arc<Conn>, on_upgrade: OnUpgrade, peer: Socke
 
 /// The upgraded socket, plain or TLS, as a WebSocket.
 async fn wrap(app: &App, conn: &Arc<Conn>, upgraded: hyper::upgrade::Upgraded) -> Option<Upgraded> {
-    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => {
-            let socket = Socket::attach(parts.io.into_inner(), conn.clone());
-            return Some(Upgraded::Plain(Box::new(websocket(app, socket, parts.read_buf).await)));
-        }
-        Err(upgraded) => upgraded,
+    let Ok(parts) = upgraded.downcast::<TokioIo<Served>>() else {
+        tracing::error!("upgraded connection is not the one the host served");
+        return None;
     };
-    match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
-        Ok(parts) => {
-            let (tcp, session) = parts.io.into_inner().into_inner();
+    match parts.io.into_inner().take()? {
+        Io::Plain(tcp) => {
+            let socket = Socket::attach(tcp, conn.clone());
+            Some(Upgraded::Plain(Box::new(websocket(app, socket, parts.read_buf).await)))
+        }
+        Io::Tls(tls) => {
+            let (tcp, session) = tls.into_inner();
             let socket = Socket::on(TlsWire::new(tcp, session), conn.clone());
             Some(Upgraded::Tls(Box::new(websocket(app, socket, parts.read_buf).await)))
-        }
-        Err(_) => {
-            tracing::error!("upgraded connection is neither TCP nor TLS");
-            None
         }
     }
 }
