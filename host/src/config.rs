@@ -63,6 +63,10 @@ pub struct PluginLimits {
     pub breaker_threshold: u32,
     /// Plugin instances that may exist at once across all tenants (pooling allocator slots).
     pub max_instances: u32,
+    /// Plugin calls one tenant may have in progress at once on this node (each on an instance
+    /// of its own; a tenant's other instances are idle, at most four per running version).
+    /// A call beyond waits for one of them, at most the set-up allowance.
+    pub instances_per_tenant: u32,
     /// Where the node keeps compiled plugin versions that do not run (rollback targets), in
     /// a private directory of its own; `None`: the system's temporary directory.
     pub artifacts_dir: Option<PathBuf>,
@@ -77,6 +81,7 @@ impl Default for PluginLimits {
             recycle_after_calls: 10_000,
             breaker_threshold: 5,
             max_instances: 1000,
+            instances_per_tenant: 16,
             artifacts_dir: None,
         }
     }
@@ -1004,6 +1009,10 @@ pub struct LimitOverrides {
     /// `plugins.memory_limit_bytes`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plugin_memory_bytes: Option<usize>,
+    /// Plugin calls the tenant may have in progress at once on a node instead of
+    /// `plugins.instances_per_tenant`, at most `plugins.max_instances`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugin_instances: Option<u32>,
 }
 
 impl TenantLimits {
@@ -1348,6 +1357,7 @@ impl PluginLimits {
             auth_deadline: o.plugin_auth_deadline.unwrap_or(self.auth_deadline),
             hook_deadline: o.plugin_hook_deadline.unwrap_or(self.hook_deadline),
             memory_limit_bytes: o.plugin_memory_bytes.unwrap_or(self.memory_limit_bytes),
+            instances_per_tenant: o.plugin_instances.unwrap_or(self.instances_per_tenant),
             ..self.clone()
         }
     }
@@ -1360,6 +1370,10 @@ impl PluginLimits {
             [("plugin_auth_deadline", o.plugin_auth_deadline), ("plugin_hook_deadline", o.plugin_hook_deadline)];
         if let Some((name, _)) = deadlines.iter().find(|(_, d)| d.is_some_and(|d| d < Duration::from_millis(1))) {
             return Err(invalid(format!("{key}.{name}"), "must be at least 1ms"));
+        }
+        if o.plugin_instances.is_some_and(|n| !(1..=self.max_instances).contains(&n)) {
+            let message = format!("must be between 1 and plugins.max_instances ({})", self.max_instances);
+            return Err(invalid(format!("{key}.plugin_instances"), message));
         }
         match o.plugin_memory_bytes {
             Some(m) if !(1024 * 1024..=self.memory_limit_bytes).contains(&m) => Err(invalid(
@@ -1382,6 +1396,9 @@ impl PluginLimits {
                 "plugins",
                 "breaker_threshold, recycle_after_calls and max_instances must be at least 1",
             ));
+        }
+        if !(1..=self.max_instances).contains(&self.instances_per_tenant) {
+            return Err(invalid("plugins.instances_per_tenant", "must be between 1 and plugins.max_instances"));
         }
         Ok(())
     }

@@ -549,10 +549,12 @@ pub(crate) struct HookMetrics {
     pub unprocessed: AtomicU64,
     /// 1 while the active version is disabled by the breaker.
     pub disabled: AtomicU64,
+    /// Calls not made: every one of the tenant's call slots stayed in use.
+    pub busy: AtomicU64,
     pub duration: Histogram,
 }
 
-const PLUGIN_FAMILIES: [Family<HookMetrics>; 6] = [
+const PLUGIN_FAMILIES: [Family<HookMetrics>; 7] = [
     Family {
         name: "notify_plugin_calls_total",
         kind: "counter",
@@ -564,6 +566,12 @@ const PLUGIN_FAMILIES: [Family<HookMetrics>; 6] = [
         kind: "counter",
         help: "Plugin calls that trapped, timed out or were refused.",
         get: |m| m.failures.load(Relaxed),
+    },
+    Family {
+        name: "notify_plugin_busy_total",
+        kind: "counter",
+        help: "Plugin calls not made: every one of the tenant's call slots (limits.plugin_instances) stayed in use for the set-up allowance.",
+        get: |m| m.busy.load(Relaxed),
     },
     Family {
         name: "notify_plugin_retries_total",

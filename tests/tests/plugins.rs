@@ -474,3 +474,47 @@ async fn each_tenant_has_its_own_plugin_deadline_and_memory_cap() -> anyhow::Res
     assert_eq!(dropped("roomy").await?, 0.0);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_tenant_has_at_most_its_own_number_of_plugin_calls_in_progress() -> anyhow::Result<()> {
+    // `one` may have one call in progress at a time: its concurrent publishes wait for it in
+    // turn, so one instance serves them all and slow-start's per-instance count runs 1..=8.
+    // `many` (the node's four) publishes at the same time, from its own slots.
+    let path = plugin_path("slow_start");
+    let tenant = |id: &str, limits: &str| {
+        format!(
+            "[tenants.{id}]\npublish_key = \"{id}-publish-key\"\nlimits = {{ {limits} }}\n\
+             [tenants.{id}.plugins.transform]\npath = \"{path}\"\n"
+        )
+    };
+    let toml = format!(
+        "[plugins]\nmax_instances = 8\ninstances_per_tenant = 4\n{}{}",
+        tenant("one", "plugin_instances = 1, plugin_hook_deadline = \"2s\""),
+        tenant("many", "plugin_hook_deadline = \"2s\"")
+    );
+    let host = TestHost::start(&toml).await?;
+    let mut one = Client::connect(&host.ws_url("one", "user=u"), &[]).await?;
+    let mut many = Client::connect(&host.ws_url("many", "user=u"), &[]).await?;
+    one.next_json().await?;
+    many.next_json().await?;
+    let publish = async |id: &str| {
+        let body = json!({"users": ["u"], "event": "e", "data": {"quick": 1, "spin": 5}});
+        let (status, res) = host.publish(&format!("{id}-publish-key"), &body).await?;
+        anyhow::ensure!(status == 202, "{status} {res}");
+        Ok::<_, anyhow::Error>(())
+    };
+    let publishes = (0..8).flat_map(|_| [publish("one"), publish("many")]);
+    futures_util::future::try_join_all(publishes).await?;
+    let mut calls = Vec::new();
+    for _ in 0..8 {
+        calls.push(one.next_event().await?["data"]["call"].as_u64().unwrap_or(0));
+        many.next_event().await?;
+    }
+    calls.sort_unstable();
+    assert_eq!(calls, (1..=8).collect::<Vec<_>>(), "one instance, one call at a time");
+    for id in ["one", "many"] {
+        let busy = format!("notify_plugin_busy_total{{tenant=\"{id}\",hook=\"transform\"}}");
+        assert_eq!(host.metric(&busy).await?, 0.0, "{id}: every call found a slot in time");
+    }
+    Ok(())
+}

@@ -73,6 +73,10 @@ async fn configured_tenants_are_read_only_and_bad_requests_name_the_field() -> a
     let over = json!({ "id": "x", "limits": { "plugin_memory_bytes": 64 << 20 } });
     let (status, body) = admin(host.addr, "POST", "", over).await?;
     assert_eq!((status, body["error"]["field"].clone()), (400, json!("limits.plugin_memory_bytes")), "{body}");
+    // Nor may it have more calls in progress than the node has instances.
+    let over = json!({ "id": "x", "limits": { "plugin_instances": 1_000_000 } });
+    let (status, body) = admin(host.addr, "POST", "", over).await?;
+    assert_eq!((status, body["error"]["field"].clone()), (400, json!("limits.plugin_instances")), "{body}");
     let (status, body) = admin(host.addr, "POST", "", json!({ "id": "x", "colour": 1 })).await?;
     assert_eq!((status, body["error"]["code"].clone()), (400, json!("invalid_field")));
     let (status, _) = Req::get("/v1/admin/tenants").key("demo-key").body(Vec::new().into()).reply(host.addr).await?;

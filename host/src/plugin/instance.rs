@@ -227,6 +227,10 @@ impl LoadedPlugin {
         if self.is_disabled() {
             return Err(CallError::Disabled);
         }
+        let Some(_slot) = self.quota.slot(self.setup_budget()).await else {
+            self.metrics.busy.fetch_add(1, Relaxed);
+            return Err(CallError::Busy);
+        };
         let started = Instant::now();
         self.calls.fetch_add(1, Relaxed);
         self.metrics.calls.fetch_add(1, Relaxed);

@@ -83,6 +83,8 @@ impl PluginError {
 pub(crate) enum CallError {
     #[error("plugin is disabled after repeated failures")]
     Disabled,
+    #[error("every one of the tenant's plugin call slots (limits.plugin_instances) stayed in use")]
+    Busy,
     #[error("plugin exceeded its deadline")]
     Deadline,
     #[error("plugin trapped: {0}")]
