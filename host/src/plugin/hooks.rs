@@ -137,19 +137,21 @@ async fn decide(
     once: impl AsyncFn(&LoadedPlugin, &mut Event) -> Result<bool, String>,
 ) -> Result<Event, String> {
     let mut outcome = once(plugin, &mut ev).await;
-    if outcome.is_err() && plugin.on_failure == FailurePolicy::Retry && !plugin.is_disabled() {
+    let retried = outcome.is_err() && plugin.on_failure == FailurePolicy::Retry && !plugin.is_disabled();
+    if retried {
         plugin.metrics().retries.fetch_add(1, Relaxed);
         outcome = once(plugin, &mut ev).await;
     }
     match outcome {
         Ok(true) => Ok(ev),
         Ok(false) => Err(format!("plugin_refused: the {} plugin dropped it", plugin.hook.as_str())),
-        Err(why) => on_failure(plugin, ev, &why),
+        Err(why) => on_failure(plugin, ev, &why, retried),
     }
 }
 
-/// The event as the policy leaves it after a failed call, or why it was dropped.
-fn on_failure(plugin: &LoadedPlugin, ev: Event, why: &str) -> Result<Event, String> {
+/// The event as the policy leaves it after a failed call (made twice if `retried`), or why
+/// it was dropped.
+fn on_failure(plugin: &LoadedPlugin, ev: Event, why: &str, retried: bool) -> Result<Event, String> {
     tracing::debug!(tenant = &*plugin.tenant, hook = plugin.hook.as_str(), event = %ev.id, "{why}");
     let hook = plugin.hook.as_str();
     match plugin.on_failure {
@@ -157,9 +159,15 @@ fn on_failure(plugin: &LoadedPlugin, ev: Event, why: &str) -> Result<Event, Stri
             plugin.metrics().unprocessed.fetch_add(1, Relaxed);
             Ok(ev)
         }
-        FailurePolicy::Retry => {
+        FailurePolicy::Retry if retried => {
             plugin.metrics().dropped.fetch_add(1, Relaxed);
             Err(format!("plugin_failed: the {hook} plugin failed twice (the last: {why}) and its policy is retry"))
+        }
+        FailurePolicy::Retry => {
+            plugin.metrics().dropped.fetch_add(1, Relaxed);
+            Err(format!(
+                "plugin_failed: the {hook} plugin failed ({why}) and was disabled by its breaker, so not retried"
+            ))
         }
         FailurePolicy::Drop => {
             plugin.metrics().dropped.fetch_add(1, Relaxed);
