@@ -67,12 +67,14 @@ slab_b=$(per "$slab_before" "$slab_after")
 echo "host RSS per connection: $host_b B ($host_before -> $host_after KiB)"
 echo "generator RSS per connection: $load_b B ($load_base -> $load_after KiB)"
 echo "kernel per connection, both ends: socket buffers $sock_b B ($pages_before -> $pages_after pages), slab $slab_b B ($slab_before -> $slab_after KiB)"
-awk -v h="$host_b" -v l="$load_b" -v s="$sock_b" -v k="$slab_b" 'BEGIN {
+awk -v h="$host_b" -v l="$load_b" -v s="$sock_b" -v k="$slab_b" -v g=1073.741824 'BEGIN {
   printf "1,000,000 connections: host %.2f GiB, generator %.2f GiB, kernel %.2f GiB (buffers %.2f, slab %.2f), all %.2f GiB\n",
-    h / 1.074, l / 1.074, (s + k) / 1.074, s / 1.074, k / 1.074, (h + l + s + k) / 1.074 }'
+    h / g, l / g, (s + k) / g, s / g, k / g, (h + l + s + k) / g }'
 
 # The host's heap by what allocated it, under heaptrack.
-HOST_BIN="heaptrack -o $work/heap ${HOST_BIN:-target/release/notify-host}" start_host "$work/config.toml"
+heaptrack -o "$work/heap" "${HOST_BIN:-target/release/notify-host}" --config "$work/config.toml" > "$work/host.log" 2>&1 &
+host_pid=$!
+for _ in $(seq 300); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
 hold
 release
 pkill -TERM -P "$host_pid" -f notify-host || true

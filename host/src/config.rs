@@ -321,7 +321,7 @@ impl Default for ConnectionConfig {
             write_timeout: Duration::from_secs(10),
             send_queue_frames: 1024,
             send_queue_bytes: 1024 * 1024,
-            read_buffer_bytes: 512,
+            read_buffer_bytes: 64,
             max_subscriptions: 256,
             reconnect_spread: Duration::from_secs(2),
         }
