@@ -426,18 +426,22 @@ async fn a_plugin_built_against_wit_0_1_keeps_working_for_every_hook() -> anyhow
     Ok(())
 }
 
+/// A tenant `id` (publish key `{id}-publish-key`) with the `slow-start` transform and the
+/// tenant `limits` given (the inside of an inline table).
+fn slow_start_tenant(id: &str, limits: &str) -> String {
+    let path = plugin_path("slow_start");
+    format!(
+        "[tenants.{id}]\npublish_key = \"{id}-publish-key\"\nlimits = {{ {limits} }}\n\
+         [tenants.{id}.plugins.transform]\npath = \"{path}\"\n"
+    )
+}
+
 #[tokio::test]
 async fn each_tenant_has_its_own_plugin_deadline_and_memory_cap() -> anyhow::Result<()> {
     // The node: a 2 ms deadline and 32 MiB per instance. `roomy` may run for 10 s a call,
     // `tight` too but within 4 MiB; `plain` has the node's limits. slow-start spins or holds
     // memory when asked; `quick` skips its set-up spin.
-    let path = plugin_path("slow_start");
-    let tenant = |id: &str, limits: &str| {
-        format!(
-            "[tenants.{id}]\npublish_key = \"{id}-publish-key\"\nlimits = {{ {limits} }}\n\
-             [tenants.{id}.plugins.transform]\npath = \"{path}\"\n"
-        )
-    };
+    let tenant = slow_start_tenant;
     let toml = format!(
         "[plugins]\nhook_deadline = \"2ms\"\n{}{}{}",
         tenant("plain", ""),
@@ -480,13 +484,7 @@ async fn a_tenant_has_at_most_its_own_number_of_plugin_calls_in_progress() -> an
     // `one` may have one call in progress at a time: its concurrent publishes wait for it in
     // turn, so one instance serves them all and slow-start's per-instance count runs 1..=8.
     // `many` (the node's four) publishes at the same time, from its own slots.
-    let path = plugin_path("slow_start");
-    let tenant = |id: &str, limits: &str| {
-        format!(
-            "[tenants.{id}]\npublish_key = \"{id}-publish-key\"\nlimits = {{ {limits} }}\n\
-             [tenants.{id}.plugins.transform]\npath = \"{path}\"\n"
-        )
-    };
+    let tenant = slow_start_tenant;
     let toml = format!(
         "[plugins]\nmax_instances = 8\ninstances_per_tenant = 4\n{}{}",
         tenant("one", "plugin_instances = 1, plugin_hook_deadline = \"2s\""),
