@@ -12,6 +12,8 @@ use crate::{STEP, TempDir};
 const MANUAL_FAILOVER_TIMEOUT: Duration = Duration::from_secs(6);
 /// Manual failovers asked of one replica before a test gives up.
 const FAILOVER_ATTEMPTS: u32 = 3;
+/// How long a new cluster's roles may take to reach every node by gossip.
+const GOSSIP: Duration = Duration::from_secs(60);
 
 /// Whether the node behind `conn` is a master now.
 async fn is_master(mut conn: redis::aio::MultiplexedConnection) -> anyhow::Result<bool> {
@@ -167,9 +169,10 @@ impl RedisCluster {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        // Roles reach every node by gossip, after the slots.
+        // Roles reach every node by gossip, after the slots: on a loaded machine that can
+        // take longer than a test step (a set-up wait, not a figure under test).
         let joined = || async { Ok(cluster.replicas().await?.len() == 3 * replicas) };
-        crate::eventually(joined).await.context("the replicas never joined")?;
+        crate::eventually_within(GOSSIP, joined).await.context("the replicas never joined")?;
         for (_, replica) in cluster.replicas().await? {
             cluster.wait_synced(replica).await?;
         }
