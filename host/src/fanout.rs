@@ -43,6 +43,9 @@ pub(crate) enum Kill {
     TenantDeleted,
     /// A backend disconnected the user: what is queued still goes out, then the close.
     Disconnected,
+    /// The node is shutting down: what is queued (its `reconnect` frame last) still goes out,
+    /// for up to `server.shutdown_grace`, then 1001.
+    Drain,
 }
 
 /// What happened to a pushed frame.

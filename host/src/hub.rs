@@ -272,6 +272,15 @@ fn tell_resync(conn: &Conn, spread: Duration) -> bool {
     true
 }
 
+/// Tells a connection the node is shutting down: a native one gets a `reconnect` frame
+/// (after up to `spread`), then every one flushes its queue and closes with 1001.
+pub(crate) fn tell_drain(conn: &Conn, spread: Duration) {
+    if conn.dialect == Dialect::Native {
+        conn.outbox.push_control(crate::protocol::reconnect(conn.id, spread, "server shutting down"));
+    }
+    conn.outbox.kill(Kill::Drain);
+}
+
 /// Adds one delivery's outcome to the tenant's counters.
 fn count(tenant: &Tenant, total: Delivery) {
     let m = &tenant.metrics;
@@ -547,6 +556,21 @@ impl Hub {
             closed += 1;
         }
         closed
+    }
+
+    /// Tells every local connection the node is shutting down ([`tell_drain`]): returns how
+    /// many. A connection that joins later learns it from the drain signal itself
+    /// (`session::drain_if_draining`).
+    pub(crate) fn drain(&self, spread: Duration) -> usize {
+        let mut n = 0;
+        for shard in &self.shards {
+            let shard = shard.read().expect("hub lock");
+            for conn in shard.values().flat_map(|ts| ts.everyone.values()) {
+                tell_drain(conn, spread);
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Closes every local connection of `tenant` (deleted): returns how many.
@@ -880,6 +904,17 @@ mod tests {
 
     fn queued(conns: &[&Arc<Conn>]) -> Vec<usize> {
         conns.iter().map(|c| c.outbox.queued()).collect()
+    }
+
+    #[test]
+    fn drain_tells_every_connection_of_every_tenant_to_reconnect_and_close() {
+        let (hub, tenants) = setup();
+        let (a, b) = (conn(&hub, &tenants, "a", "alice", &[]), conn(&hub, &tenants, "b", "bob", &[]));
+        assert_eq!(hub.drain(Duration::from_secs(1)), 2);
+        for c in [&a, &b] {
+            assert_eq!(c.outbox.killed(), Some(Kill::Drain));
+            assert_eq!(c.outbox.queued(), 1, "its reconnect frame, still to go out");
+        }
     }
 
     #[test]

@@ -156,7 +156,8 @@ impl Server {
 
         app.lifecycle().drain.started().await;
         let grace = app.config().server.shutdown_grace;
-        tracing::info!(?grace, "draining: closing every connection with 1001");
+        let told = app.hub().drain(app.config().connections.reconnect_spread);
+        tracing::info!(?grace, connections = told, "draining: closing every connection with 1001");
         app.lifecycle().connections.close();
         app.lifecycle().workers.close();
         let drained = async {

@@ -178,7 +178,24 @@ pub(crate) fn killed(conn: &Conn) -> Option<(u16, &'static str)> {
         Kill::Retry => (close::TRY_AGAIN_LATER, "history unavailable; reconnect and resume later"),
         Kill::TenantDeleted => (close::TENANT_DELETED, "the tenant was deleted"),
         Kill::Disconnected => (close::DISCONNECTED, "disconnected by the server"),
+        Kill::Drain => (close::GOING_AWAY, "server shutting down; reconnect and resume"),
     })
+}
+
+/// Whether the connection is to close because the node is shutting down: it then flushes
+/// for up to `server.shutdown_grace` rather than the short close bound.
+pub(crate) fn draining(conn: &Conn) -> bool {
+    conn.outbox.killed() == Some(Kill::Drain)
+}
+
+/// Tells a connection that joined after the node began to drain (the hub's `drain` told
+/// those it held then). Call once the connection is in the hub: the drain signal is set
+/// before the hub is walked, so each connection is told by one or the other (or both: a
+/// connection already closing takes nothing more).
+pub(crate) fn drain_if_draining(conn: &Conn, app: &App) {
+    if app.lifecycle().drain.is_draining() {
+        crate::hub::tell_drain(conn, app.config().connections.reconnect_spread);
+    }
 }
 
 /// The history store, when the tenant keeps history.

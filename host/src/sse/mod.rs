@@ -69,6 +69,7 @@ async fn run(conn: Arc<Conn>, identity: Identity, resume: Resume, mut writer: Wr
     }
     conn.tenant.metrics.handshakes.fetch_add(1, Relaxed);
     Box::pin(session::join(&conn, &identity, resume, app)).await;
+    session::drain_if_draining(&conn, app);
     let end = established(&mut writer, &conn, &identity, app).await;
     session::leave(&conn, app);
     let (code, reason, bound) = match end {
@@ -100,13 +101,12 @@ async fn established(w: &mut Writer, conn: &Arc<Conn>, identity: &Identity, app:
     loop {
         tokio::select! {
             biased;
-            () = app.lifecycle().drain.started() => {
-                conn.outbox.push_control(protocol::reconnect(conn.id, c.reconnect_spread, "server shutting down"));
-                break End::Drain;
-            }
             () = conn.outbox.wait() => {
                 if let Err(end) = w.send(conn).await {
                     break end;
+                }
+                if session::draining(conn) {
+                    break End::Drain;
                 }
                 if let Some((code, reason)) = session::killed(conn) {
                     break End::Close(code, reason);

@@ -119,12 +119,6 @@ async fn established<W: Wire>(
     loop {
         tokio::select! {
             biased;
-            () = app.lifecycle().drain.started() => {
-                if conn.dialect == Dialect::Native {
-                    conn.outbox.push_control(protocol::reconnect(conn.id, c.reconnect_spread, "server shutting down"));
-                }
-                break End::Drain;
-            }
             () = conn.outbox.wait() => {
                 if let Err(end) = flush(ws, conn, c.write_timeout, false).await {
                     break end;
@@ -210,6 +204,9 @@ impl Clock {
 
 /// How a connection whose outbox was killed closes.
 fn killed(conn: &Conn) -> Option<End> {
+    if session::draining(conn) {
+        return Some(End::Drain);
+    }
     session::killed(conn).map(|(code, reason)| End::Close(code, reason))
 }
 

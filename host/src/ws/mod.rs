@@ -60,6 +60,7 @@ async fn serve(app: App, conn: Arc<Conn>, on_upgrade: OnUpgrade, mut j: Box<Join
         }
         Dialect::Pusher => Box::pin(pusher::join(&conn, &app)).await,
     }
+    session::drain_if_draining(&conn, &app);
     let (mut identity, _slots) = keep(j);
     match ws {
         Upgraded::Plain(ws) => conn::run(ws, &conn, &mut identity, &app).await,
